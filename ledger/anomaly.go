@@ -1,0 +1,70 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Anomaly kinds: facts that need a person, kept outside the money tables.
+const (
+	AnomalyAmountMismatch   = "AMOUNT_MISMATCH"
+	AnomalyDuplicatePayment = "DUPLICATE_PAYMENT"
+)
+
+// Anomaly is a flagged event. A repeat of the same (kind, ref) raises its
+// count instead of adding a row.
+type Anomaly struct {
+	Kind       string    `json:"kind"`
+	Ref        string    `json:"ref"`
+	OutTradeNo string    `json:"out_trade_no"`
+	Detail     string    `json:"detail"`
+	SeenCount  int       `json:"seen_count"`
+	FirstSeen  time.Time `json:"first_seen"`
+	LastSeen   time.Time `json:"last_seen"`
+}
+
+type anomalyRow struct {
+	ID         uint64 `gorm:"primaryKey"`
+	Kind       string
+	Ref        string
+	OutTradeNo string
+	Detail     string
+	SeenCount  int
+	FirstSeen  time.Time
+	LastSeen   time.Time
+}
+
+func (anomalyRow) TableName() string { return "anomalies" }
+
+// RecordAnomaly flags an event for people to look at.
+func (s *Store) RecordAnomaly(ctx context.Context, a Anomaly) error {
+	now := s.now()
+	row := anomalyRow{Kind: a.Kind, Ref: a.Ref, OutTradeNo: a.OutTradeNo, Detail: a.Detail,
+		SeenCount: 1, FirstSeen: now, LastSeen: now}
+	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "kind"}, {Name: "ref"}},
+		DoUpdates: clause.Assignments(map[string]any{"seen_count": gorm.Expr("seen_count + 1"), "last_seen": now}),
+	}).Create(&row).Error
+	if err != nil {
+		return fmt.Errorf("record anomaly %s %s: %w", a.Kind, a.Ref, err)
+	}
+	return nil
+}
+
+// Anomalies lists the anomalies flagged for an order.
+func (s *Store) Anomalies(ctx context.Context, outTradeNo string) ([]Anomaly, error) {
+	var rows []anomalyRow
+	if err := s.db.WithContext(ctx).Where("out_trade_no = ?", outTradeNo).Order("id").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read anomalies of %s: %w", outTradeNo, err)
+	}
+	out := make([]Anomaly, len(rows))
+	for i, r := range rows {
+		out[i] = Anomaly{Kind: r.Kind, Ref: r.Ref, OutTradeNo: r.OutTradeNo, Detail: r.Detail,
+			SeenCount: r.SeenCount, FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC()}
+	}
+	return out, nil
+}

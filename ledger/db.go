@@ -1,0 +1,139 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	mysqldrv "github.com/go-sql-driver/mysql"
+	"gorm.io/driver/mysql"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"paygateway/migrations"
+)
+
+// DBConfig says where the ledger lives and how hard the pool may be used.
+type DBConfig struct {
+	// DSN is "mysql://user:pass@tcp(host:3306)/db?…" for MySQL/MariaDB;
+	// anything else is a SQLite file path (or a "file:" URI).
+	DSN             string
+	MaxOpenConns    int
+	MaxIdleConns    int
+	ConnMaxLifetime time.Duration
+	// DialTimeout bounds connecting; ReadTimeout/WriteTimeout bound each
+	// packet on MySQL so a hung server cannot hold a request forever.
+	DialTimeout  time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+}
+
+// OpenDB opens the database named by cfg.DSN. It does not migrate.
+func OpenDB(cfg DBConfig) (*gorm.DB, migrations.Dialect, error) {
+	gcfg := &gorm.Config{
+		TranslateError:         true,
+		SkipDefaultTransaction: true,
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+		Logger:                 logger.Discard,
+	}
+	if dsn, ok := strings.CutPrefix(cfg.DSN, "mysql://"); ok {
+		db, err := openMySQL(dsn, cfg, gcfg)
+		return db, migrations.MySQL, err
+	}
+	db, err := openSQLite(cfg.DSN, gcfg)
+	return db, migrations.SQLite, err
+}
+
+func openMySQL(dsn string, cfg DBConfig, gcfg *gorm.Config) (*gorm.DB, error) {
+	mc, err := mysqldrv.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse mysql dsn: %w", err)
+	}
+	mc.ParseTime = true
+	mc.Loc = time.UTC
+	mc.Timeout = orDefault(cfg.DialTimeout, 5*time.Second)
+	mc.ReadTimeout = orDefault(cfg.ReadTimeout, 30*time.Second)
+	mc.WriteTimeout = orDefault(cfg.WriteTimeout, 30*time.Second)
+	if mc.Params == nil {
+		mc.Params = map[string]string{}
+	}
+	// READ COMMITTED: a locked read sees the newest committed row, and
+	// gap locks do not turn concurrent inserts into deadlocks.
+	mc.Params["transaction_isolation"] = "'READ-COMMITTED'"
+	db, err := gorm.Open(mysql.New(mysql.Config{DSNConfig: mc}), gcfg)
+	var me *mysqldrv.MySQLError
+	if errors.As(err, &me) && me.Number == 1193 { // MariaDB before 11.1 calls it tx_isolation
+		delete(mc.Params, "transaction_isolation")
+		mc.Params["tx_isolation"] = "'READ-COMMITTED'"
+		db, err = gorm.Open(mysql.New(mysql.Config{DSNConfig: mc}), gcfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open mysql %s@%s/%s: %w", mc.User, mc.Addr, mc.DBName, err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(orDefaultInt(cfg.MaxOpenConns, 50))
+	sqlDB.SetMaxIdleConns(orDefaultInt(cfg.MaxIdleConns, 25))
+	sqlDB.SetConnMaxLifetime(orDefault(cfg.ConnMaxLifetime, 30*time.Minute))
+	return db, nil
+}
+
+// openSQLite uses one connection: SQLite has a single writer, and one
+// connection turns "database is locked" errors into an orderly queue.
+func openSQLite(path string, gcfg *gorm.Config) (*gorm.DB, error) {
+	dsn := path
+	if !strings.HasPrefix(path, "file:") {
+		if dir := filepath.Dir(path); dir != "." {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, fmt.Errorf("create sqlite dir %s: %w", dir, err)
+			}
+		}
+		dsn = "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)"
+	}
+	db, err := gorm.Open(sqlite.Open(dsn), gcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(1)
+	sqlDB.SetConnMaxLifetime(0)
+	return db, nil
+}
+
+// Migrate applies every pending migration.
+func Migrate(ctx context.Context, db *gorm.DB, d migrations.Dialect) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	if err := migrations.Apply(ctx, sqlDB, d); err != nil {
+		return err
+	}
+	slog.Debug("migrations applied", "dialect", d)
+	return nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func orDefaultInt(n, def int) int {
+	if n > 0 {
+		return n
+	}
+	return def
+}

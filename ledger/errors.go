@@ -1,0 +1,47 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors the ledger returns; each method's doc says which.
+var (
+	// ErrNotFound means no record has the given key.
+	ErrNotFound = errors.New("ledger: not found")
+	// ErrAlreadyRecorded means the same fact is already in the ledger;
+	// callers answer a replay as a success.
+	ErrAlreadyRecorded = errors.New("ledger: already recorded")
+	// ErrIllegalTransition means the state machine refuses the change.
+	ErrIllegalTransition = errors.New("ledger: illegal state transition")
+	// ErrConflict means a record exists under the key with other values.
+	ErrConflict = errors.New("ledger: conflicting record")
+	// ErrNoChange means the update carries nothing the state machine acts on
+	// (for example an order WeChat Pay still reports as NOTPAY).
+	ErrNoChange = errors.New("ledger: nothing to change")
+)
+
+// AmountMismatchError reports a paid amount that differs from the amount
+// the business registered for the order.
+type AmountMismatchError struct {
+	OutTradeNo string
+	Expected   int64
+	Got        int64
+}
+
+func (e *AmountMismatchError) Error() string {
+	return fmt.Sprintf("ledger: amount mismatch for %s: expected %d fen, got %d fen", e.OutTradeNo, e.Expected, e.Got)
+}
+
+// IllegalTransitionError names the refused change; it matches
+// ErrIllegalTransition with errors.Is.
+type IllegalTransitionError struct {
+	Entity, Key, From, To string
+}
+
+func (e *IllegalTransitionError) Error() string {
+	return fmt.Sprintf("ledger: %s %s cannot go from %q to %q", e.Entity, e.Key, e.From, e.To)
+}
+
+// Is lets errors.Is(err, ErrIllegalTransition) match.
+func (e *IllegalTransitionError) Is(target error) bool { return target == ErrIllegalTransition }

@@ -1,0 +1,126 @@
+// Package ledgertest opens throwaway, migrated ledger databases for tests:
+// a fresh MariaDB/MySQL database per call when GATEWAY_TEST_MYSQL_DSN is
+// set, and a named in-memory SQLite database otherwise.
+package ledgertest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
+
+	"paygateway/ledger"
+)
+
+// Each runs fn against SQLite and, when configured, MySQL, as subtests.
+func Each(t *testing.T, fn func(t *testing.T, s *ledger.Store)) {
+	t.Helper()
+	t.Run("sqlite", func(t *testing.T) { fn(t, OpenSQLite(t)) })
+	t.Run("mysql", func(t *testing.T) { fn(t, OpenMySQL(t)) })
+}
+
+// OpenSQLite returns a store on a fresh, migrated in-memory SQLite database.
+func OpenSQLite(t testing.TB) *ledger.Store {
+	t.Helper()
+	return open(t, SQLiteDSN(t))
+}
+
+// SQLiteDSN names a fresh in-memory SQLite database, shared by the
+// connections of one pool (a plain :memory: is new per connection).
+func SQLiteDSN(t testing.TB) string {
+	return "file:" + randomName("mem") + "?mode=memory&cache=shared"
+}
+
+// OpenMySQL returns a store on a fresh, migrated MySQL database that is
+// dropped when the test ends. Without a reachable server it skips, or
+// fails when CI=true.
+func OpenMySQL(t testing.TB) *ledger.Store {
+	t.Helper()
+	return open(t, MySQLDSN(t))
+}
+
+// MySQLDSN creates an empty database and returns its "mysql://" DSN.
+func MySQLDSN(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv("GATEWAY_TEST_MYSQL_DSN")
+	if base == "" {
+		unavailable(t, "GATEWAY_TEST_MYSQL_DSN is not set")
+	}
+	cfg, err := mysqldrv.ParseDSN(strings.TrimPrefix(base, "mysql://"))
+	if err != nil {
+		t.Fatalf("parse GATEWAY_TEST_MYSQL_DSN: %v", err)
+	}
+	name := randomName("gwtest")
+	admin := openAdmin(t, cfg)
+	if _, err := admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec("DROP DATABASE IF EXISTS " + name); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+		admin.Close()
+	})
+	cfg.DBName = name
+	return "mysql://" + cfg.FormatDSN()
+}
+
+func openAdmin(t testing.TB, cfg *mysqldrv.Config) *sql.DB {
+	t.Helper()
+	c := cfg.Clone()
+	c.DBName = ""
+	c.Timeout = 3 * time.Second
+	db, err := sql.Open("mysql", c.FormatDSN())
+	if err != nil {
+		t.Fatalf("open mysql: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		unavailable(t, fmt.Sprintf("mysql at %s unreachable: %v", c.Addr, err))
+	}
+	return db
+}
+
+func open(t testing.TB, dsn string) *ledger.Store {
+	t.Helper()
+	db, dialect, err := ledger.OpenDB(ledger.DBConfig{DSN: dsn})
+	if err != nil {
+		t.Fatalf("open %s: %v", dsn, err)
+	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := ledger.Migrate(ctx, db, dialect); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return ledger.NewStore(db, dialect)
+}
+
+// unavailable skips a test that needs an absent server, except on CI,
+// where the servers must be there and their absence is a failure.
+func unavailable(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true but %s", why)
+	}
+	t.Skipf("skipping: %s", why)
+}
+
+// Unavailable is unavailable for other test helpers (Redis).
+func Unavailable(t testing.TB, why string) { unavailable(t, why) }
+
+func randomName(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + "_" + hex.EncodeToString(b)
+}

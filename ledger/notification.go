@@ -1,0 +1,104 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Notice is the stored form of what WeChat Pay told us: a callback's
+// decrypted resource, or the answer of a query made by a job.
+type Notice struct {
+	NotifyID      string    `json:"notify_id"`
+	Source        string    `json:"source"`
+	EventType     string    `json:"event_type"`
+	ResourceType  string    `json:"resource_type"`
+	Summary       string    `json:"summary,omitempty"`
+	OutTradeNo    string    `json:"out_trade_no"`
+	TransactionID string    `json:"transaction_id,omitempty"`
+	OutRefundNo   string    `json:"out_refund_no,omitempty"`
+	Plaintext     string    `json:"plaintext"`
+	CreateTime    time.Time `json:"create_time"`
+	ReceivedAt    time.Time `json:"received_at"`
+}
+
+type notificationRow struct {
+	ID            uint64 `gorm:"primaryKey"`
+	NotifyID      string
+	Source        string
+	EventType     string
+	ResourceType  string
+	Summary       string
+	OutTradeNo    string
+	TransactionID *string
+	OutRefundNo   *string
+	Plaintext     string
+	CreateTime    *time.Time
+	ReceivedAt    time.Time
+}
+
+func (notificationRow) TableName() string { return "notifications" }
+
+func (r notificationRow) notice() Notice {
+	n := Notice{NotifyID: r.NotifyID, Source: r.Source, EventType: r.EventType, ResourceType: r.ResourceType,
+		Summary: r.Summary, OutTradeNo: r.OutTradeNo, TransactionID: deref(r.TransactionID),
+		OutRefundNo: deref(r.OutRefundNo), Plaintext: r.Plaintext, ReceivedAt: r.ReceivedAt.UTC()}
+	if r.CreateTime != nil {
+		n.CreateTime = r.CreateTime.UTC()
+	}
+	return n
+}
+
+// insertNotice stores a notice once; a second insert of the same notify id
+// returns ErrAlreadyRecorded. On MySQL a concurrent twin waits on the
+// unique key until the first commits, then sees the duplicate.
+func (s *Store) insertNotice(tx *gorm.DB, n Notice) error {
+	row := notificationRow{NotifyID: n.NotifyID, Source: n.Source, EventType: n.EventType,
+		ResourceType: n.ResourceType, Summary: n.Summary, OutTradeNo: n.OutTradeNo,
+		TransactionID: nonEmpty(n.TransactionID), OutRefundNo: nonEmpty(n.OutRefundNo),
+		Plaintext: n.Plaintext, ReceivedAt: s.now()}
+	if !n.CreateTime.IsZero() {
+		ct := n.CreateTime.UTC()
+		row.CreateTime = &ct
+	}
+	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return fmt.Errorf("insert notification %s: %w", n.NotifyID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return ErrAlreadyRecorded
+	}
+	return nil
+}
+
+// NoticeRecorded reports whether a notification id is already stored; a
+// cheap read that lets replays skip the write transaction.
+func (s *Store) NoticeRecorded(ctx context.Context, notifyID string) (bool, error) {
+	var row notificationRow
+	err := s.db.WithContext(ctx).Select("id").Where("notify_id = ?", notifyID).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up notification %s: %w", notifyID, err)
+	}
+	return true, nil
+}
+
+// Notices lists the notifications stored for an order, oldest first.
+func (s *Store) Notices(ctx context.Context, outTradeNo string) ([]Notice, error) {
+	var rows []notificationRow
+	err := s.db.WithContext(ctx).Where("out_trade_no = ?", outTradeNo).Order("id").Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("read notifications of %s: %w", outTradeNo, err)
+	}
+	out := make([]Notice, len(rows))
+	for i, r := range rows {
+		out[i] = r.notice()
+	}
+	return out, nil
+}

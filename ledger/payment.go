@@ -1,0 +1,185 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Payment is one order's payment as the ledger knows it. Money is in fen.
+type Payment struct {
+	OutTradeNo     string       `json:"out_trade_no"`
+	TransactionID  string       `json:"transaction_id,omitempty"`
+	State          PaymentState `json:"state"`
+	Registered     bool         `json:"registered"`
+	ExpectedAmount int64        `json:"expected_amount,omitempty"`
+	AmountTotal    int64        `json:"amount_total,omitempty"`
+	PayerTotal     int64        `json:"payer_total,omitempty"`
+	RefundedTotal  int64        `json:"refunded_total"`
+	Currency       string       `json:"currency"`
+	PayerOpenID    string       `json:"payer_openid,omitempty"`
+	AppID          string       `json:"appid,omitempty"`
+	MchID          string       `json:"mchid,omitempty"`
+	ExpireAt       *time.Time   `json:"expire_at,omitempty"`
+	SuccessTime    *time.Time   `json:"success_time,omitempty"`
+	Version        int64        `json:"version"`
+	CreatedAt      time.Time    `json:"created_at"`
+	UpdatedAt      time.Time    `json:"updated_at"`
+}
+
+type paymentRow struct {
+	ID             uint64 `gorm:"primaryKey"`
+	OutTradeNo     string
+	TransactionID  *string
+	State          string
+	Registered     bool
+	ExpectedAmount *int64
+	AmountTotal    *int64
+	PayerTotal     *int64
+	RefundedTotal  int64
+	Currency       string
+	PayerOpenID    *string `gorm:"column:payer_openid"`
+	AppID          *string `gorm:"column:appid"`
+	MchID          *string `gorm:"column:mchid"`
+	ExpireAt       *time.Time
+	SuccessTime    *time.Time
+	Version        int64
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+func (paymentRow) TableName() string { return "payments" }
+
+func (r *paymentRow) payment() *Payment {
+	return &Payment{
+		OutTradeNo: r.OutTradeNo, TransactionID: deref(r.TransactionID), State: PaymentState(r.State),
+		Registered: r.Registered, ExpectedAmount: derefInt(r.ExpectedAmount), AmountTotal: derefInt(r.AmountTotal),
+		PayerTotal: derefInt(r.PayerTotal), RefundedTotal: r.RefundedTotal, Currency: r.Currency,
+		PayerOpenID: deref(r.PayerOpenID), AppID: deref(r.AppID), MchID: deref(r.MchID),
+		ExpireAt: utcPtr(r.ExpireAt), SuccessTime: utcPtr(r.SuccessTime), Version: r.Version,
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	}
+}
+
+// Order is a payment the business expects, registered before WeChat Pay
+// tells us it was paid.
+type Order struct {
+	OutTradeNo  string
+	AmountTotal int64
+	PayerOpenID string
+	ExpireAt    time.Time
+}
+
+// RegisterOrder records an expected order in state EXPECTED.
+// Registering the same order twice with the same values returns the
+// stored payment and ErrAlreadyRecorded; other values give ErrConflict.
+// If a callback recorded the order first, the order is marked registered;
+// a paid amount that differs gives *AmountMismatchError.
+func (s *Store) RegisterOrder(ctx context.Context, o Order) (*Payment, error) {
+	var out *Payment
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		row, err := findPayment(lockForUpdate(tx), o.OutTradeNo)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			out, err = s.insertExpected(tx, o)
+			return err
+		case err != nil:
+			return err
+		}
+		out, err = s.registerExisting(tx, row, o)
+		return err
+	})
+	if err != nil {
+		return out, fmt.Errorf("register order %s: %w", o.OutTradeNo, err)
+	}
+	return out, nil
+}
+
+func (s *Store) insertExpected(tx *gorm.DB, o Order) (*Payment, error) {
+	now := s.now()
+	expire := o.ExpireAt.UTC()
+	row := paymentRow{OutTradeNo: o.OutTradeNo, State: string(PaymentExpected), Registered: true,
+		ExpectedAmount: &o.AmountTotal, Currency: "CNY", PayerOpenID: nonEmpty(o.PayerOpenID),
+		ExpireAt: &expire, CreatedAt: now, UpdatedAt: now}
+	if err := tx.Create(&row).Error; err != nil {
+		return nil, fmt.Errorf("insert payment: %w", err)
+	}
+	t := Transition{Entity: EntityPayment, EntityKey: o.OutTradeNo, OutTradeNo: o.OutTradeNo,
+		From: string(PaymentNone), To: string(PaymentExpected), Source: SourceAPI}
+	return row.payment(), s.appendHistory(tx, t)
+}
+
+func (s *Store) registerExisting(tx *gorm.DB, row *paymentRow, o Order) (*Payment, error) {
+	if row.Registered {
+		same := derefInt(row.ExpectedAmount) == o.AmountTotal && deref(row.PayerOpenID) == o.PayerOpenID
+		if same {
+			return row.payment(), ErrAlreadyRecorded
+		}
+		return row.payment(), ErrConflict
+	}
+	if row.AmountTotal != nil && *row.AmountTotal != o.AmountTotal {
+		return row.payment(), &AmountMismatchError{OutTradeNo: o.OutTradeNo, Expected: o.AmountTotal, Got: *row.AmountTotal}
+	}
+	expire := o.ExpireAt.UTC()
+	updates := map[string]any{"registered": true, "expected_amount": o.AmountTotal, "expire_at": expire,
+		"version": gorm.Expr("version + 1"), "updated_at": s.now()}
+	if err := tx.Model(&paymentRow{}).Where("id = ?", row.ID).Updates(updates).Error; err != nil {
+		return nil, fmt.Errorf("mark registered: %w", err)
+	}
+	row.Registered, row.ExpectedAmount, row.ExpireAt = true, &o.AmountTotal, &expire
+	row.Version++
+	return row.payment(), nil
+}
+
+// Payment returns the payment of an order, or ErrNotFound.
+func (s *Store) Payment(ctx context.Context, outTradeNo string) (*Payment, error) {
+	row, err := findPayment(s.db.WithContext(ctx), outTradeNo)
+	if err != nil {
+		return nil, fmt.Errorf("read payment %s: %w", outTradeNo, err)
+	}
+	return row.payment(), nil
+}
+
+func findPayment(tx *gorm.DB, outTradeNo string) (*paymentRow, error) {
+	var row paymentRow
+	err := tx.Where("out_trade_no = ?", outTradeNo).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &row, nil
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func derefInt(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

@@ -1,0 +1,181 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+func paid(notifyID, outTradeNo, txID string, amount int64) ledger.TransactionUpdate {
+	return ledger.TransactionUpdate{
+		Notice: ledger.Notice{NotifyID: notifyID, Source: ledger.SourceCallback, EventType: "TRANSACTION.SUCCESS",
+			ResourceType: "encrypt-resource", OutTradeNo: outTradeNo, TransactionID: txID, Plaintext: "{}"},
+		OutTradeNo: outTradeNo, TransactionID: txID, TradeState: "SUCCESS", AppID: "wxapp", MchID: "1900000001",
+		PayerOpenID: "openid-1", AmountTotal: amount, PayerTotal: amount, Currency: "CNY",
+		SuccessTime: time.Date(2026, 11, 23, 1, 2, 3, 0, time.UTC),
+	}
+}
+
+func TestApplyTransactionRecordsOnce(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		p, err := s.ApplyTransaction(ctx, paid("n1", "o1", "tx1", 100))
+		if err != nil {
+			t.Fatalf("first apply: %v", err)
+		}
+		if p.State != ledger.PaymentSuccess || p.AmountTotal != 100 || p.TransactionID != "tx1" {
+			t.Fatalf("payment = %+v", p)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("n1", "o1", "tx1", 100)); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("same notice again: err = %v, want ErrAlreadyRecorded", err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("n2", "o1", "tx1", 100)); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("other notice for paid order: err = %v, want ErrAlreadyRecorded", err)
+		}
+		assertCounts(t, s, "o1", 1, 1)
+	})
+}
+
+func TestRegisteredOrderLifecycle(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "o2", AmountTotal: 500, PayerOpenID: "openid-1", ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		if _, err := s.RegisterOrder(ctx, order); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("register again: err = %v, want ErrAlreadyRecorded", err)
+		}
+		changed := order
+		changed.AmountTotal = 501
+		if _, err := s.RegisterOrder(ctx, changed); !errors.Is(err, ledger.ErrConflict) {
+			t.Fatalf("register with other amount: err = %v, want ErrConflict", err)
+		}
+		p, err := s.ApplyTransaction(ctx, paid("n3", "o2", "tx3", 500))
+		if err != nil || p.State != ledger.PaymentSuccess || !p.Registered {
+			t.Fatalf("pay registered order: p=%+v err=%v", p, err)
+		}
+		h, _ := s.History(ctx, "o2")
+		if len(h) != 2 || h[0].To != "EXPECTED" || h[1].From != "EXPECTED" || h[1].To != "SUCCESS" || h[1].Ref != "n3" {
+			t.Fatalf("history = %+v", h)
+		}
+	})
+}
+
+func TestAmountMismatchAppliesNothing(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "o3", AmountTotal: 500, ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		for i := 0; i < 2; i++ { // WeChat redelivers: the flag counts, nothing applies
+			_, err := s.ApplyTransaction(ctx, paid("n4", "o3", "tx4", 499))
+			var mm *ledger.AmountMismatchError
+			if !errors.As(err, &mm) || mm.Expected != 500 || mm.Got != 499 {
+				t.Fatalf("err = %v, want AmountMismatchError 500/499", err)
+			}
+		}
+		p, _ := s.Payment(ctx, "o3")
+		if p.State != ledger.PaymentExpected {
+			t.Fatalf("state = %s, want EXPECTED", p.State)
+		}
+		assertCounts(t, s, "o3", 1, 0) // only the registration
+		a, _ := s.Anomalies(ctx, "o3")
+		if len(a) != 1 || a[0].Kind != ledger.AnomalyAmountMismatch || a[0].SeenCount != 2 {
+			t.Fatalf("anomalies = %+v", a)
+		}
+	})
+}
+
+func TestIllegalAndNonFinalStates(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("n5", "o5", "tx5", 100)); err != nil {
+			t.Fatal(err)
+		}
+		closed := paid("n6", "o5", "tx5", 100)
+		closed.TradeState = "CLOSED"
+		if _, err := s.ApplyTransaction(ctx, closed); !errors.Is(err, ledger.ErrIllegalTransition) {
+			t.Fatalf("SUCCESS→CLOSED: err = %v, want ErrIllegalTransition", err)
+		}
+		notPaid := paid("n7", "o6", "", 100)
+		notPaid.TradeState = "NOTPAY"
+		if _, err := s.ApplyTransaction(ctx, notPaid); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("NOTPAY: err = %v, want ErrNoChange", err)
+		}
+		assertCounts(t, s, "o5", 1, 1)
+		assertCounts(t, s, "o6", 0, 0)
+	})
+}
+
+func TestDuplicatePaymentIsFlagged(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("n8", "o8", "tx8", 100)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("n9", "o8", "tx9", 100)); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("err = %v", err)
+		}
+		a, _ := s.Anomalies(ctx, "o8")
+		if len(a) != 1 || a[0].Kind != ledger.AnomalyDuplicatePayment {
+			t.Fatalf("anomalies = %+v", a)
+		}
+	})
+}
+
+// TestConcurrentCallbacks fires the same notice and distinct notices for
+// one order from many goroutines: one payment, one history row.
+func TestConcurrentCallbacks(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		errs := make(chan error, 100)
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				id := "same"
+				if i%2 == 0 {
+					id = fmt.Sprintf("n-%d", i)
+				}
+				_, err := s.ApplyTransaction(ctx, paid(id, "oc", "txc", 100))
+				if err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) {
+					errs <- err
+				}
+			}(i)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("concurrent apply: %v", err)
+		}
+		assertCounts(t, s, "oc", 1, 1)
+	})
+}
+
+func assertCounts(t *testing.T, s *ledger.Store, outTradeNo string, history, notices int) {
+	t.Helper()
+	ctx := context.Background()
+	h, err := s.History(ctx, outTradeNo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != history {
+		t.Fatalf("history rows for %s = %d, want %d: %+v", outTradeNo, len(h), history, h)
+	}
+	n, err := s.Notices(ctx, outTradeNo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n) != notices {
+		t.Fatalf("notifications for %s = %d, want %d", outTradeNo, len(n), notices)
+	}
+}

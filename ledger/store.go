@@ -1,0 +1,116 @@
+// Package ledger keeps the money records (payments, refunds, notifications)
+// and their state machines. Every state change runs in one DB transaction
+// with an append-only history row; unique keys make replays harmless.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"paygateway/migrations"
+)
+
+// Store is the gorm-backed ledger.
+type Store struct {
+	db      *gorm.DB
+	dialect migrations.Dialect
+	now     func() time.Time
+}
+
+// NewStore wraps an open, migrated database.
+func NewStore(db *gorm.DB, d migrations.Dialect) *Store {
+	return &Store{db: db, dialect: d, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// WithClock returns a copy of the store that reads time from now.
+func (s *Store) WithClock(now func() time.Time) *Store {
+	c := *s
+	c.now = func() time.Time { return now().UTC() }
+	return &c
+}
+
+// DB returns the underlying gorm handle.
+func (s *Store) DB() *gorm.DB { return s.db }
+
+// Dialect returns the SQL dialect of the database.
+func (s *Store) Dialect() migrations.Dialect { return s.dialect }
+
+// Now returns the store's current time in UTC.
+func (s *Store) Now() time.Time { return s.now() }
+
+// Ping checks that the database answers and has every migration applied.
+func (s *Store) Ping(ctx context.Context) error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	n, err := migrations.Pending(ctx, sqlDB, s.dialect)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("%d migrations pending", n)
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction, retrying a few times when MySQL picks it
+// as a deadlock victim or a lock wait times out; fn must be safe to rerun.
+func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		err = s.db.WithContext(ctx).Transaction(fn)
+		if !retryableTxError(err) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+	}
+	return err
+}
+
+func retryableTxError(err error) bool {
+	var me *mysqldrv.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1213 || me.Number == 1205 // deadlock, lock wait timeout
+	}
+	return false
+}
+
+// lockForUpdate adds FOR UPDATE on MySQL; SQLite's single writer already
+// serialises transactions and gorm drops the clause there.
+func lockForUpdate(tx *gorm.DB) *gorm.DB {
+	return tx.Clauses(clause.Locking{Strength: "UPDATE"})
+}
+
+func (s *Store) appendHistory(tx *gorm.DB, t Transition) error {
+	row := historyRow{Entity: t.Entity, EntityKey: t.EntityKey, OutTradeNo: t.OutTradeNo,
+		FromState: t.From, ToState: t.To, Source: t.Source, Ref: t.Ref, CreatedAt: s.now()}
+	if err := tx.Create(&row).Error; err != nil {
+		return fmt.Errorf("append history %s %s %s→%s: %w", t.Entity, t.EntityKey, t.From, t.To, err)
+	}
+	return nil
+}
+
+// History lists every state transition of an order (its payment and its
+// refunds) in the order they happened.
+func (s *Store) History(ctx context.Context, outTradeNo string) ([]Transition, error) {
+	var rows []historyRow
+	err := s.db.WithContext(ctx).Where("out_trade_no = ?", outTradeNo).Order("id").Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", outTradeNo, err)
+	}
+	out := make([]Transition, len(rows))
+	for i, r := range rows {
+		out[i] = r.transition()
+	}
+	return out, nil
+}

@@ -1,0 +1,202 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// TransactionUpdate is WeChat Pay's word on an order's payment: the
+// decrypted resource of a TRANSACTION.* callback, or an order query answer.
+type TransactionUpdate struct {
+	Notice        Notice
+	OutTradeNo    string
+	TransactionID string
+	TradeState    string
+	AppID         string
+	MchID         string
+	PayerOpenID   string
+	AmountTotal   int64
+	PayerTotal    int64
+	Currency      string
+	SuccessTime   time.Time
+}
+
+// targetState maps WeChat's trade_state onto the payment state machine;
+// states that are not final (NOTPAY, USERPAYING) map to none.
+func targetState(tradeState string) PaymentState {
+	switch tradeState {
+	case "SUCCESS", "REFUND":
+		return PaymentSuccess
+	case "CLOSED", "REVOKED", "PAYERROR":
+		return PaymentClosed
+	}
+	return PaymentNone
+}
+
+// ApplyTransaction records the notice and moves the payment through its
+// state machine, both in one transaction. It returns:
+//   - ErrAlreadyRecorded when the notice id is stored already or the
+//     payment is already in the target state (nothing changes);
+//   - *AmountMismatchError when a registered order was paid another amount
+//     (nothing is applied; the mismatch is flagged as an anomaly);
+//   - ErrNoChange when the trade state is not final, or closes an order
+//     the ledger never knew;
+//   - an error matching ErrIllegalTransition for a refused change.
+func (s *Store) ApplyTransaction(ctx context.Context, u TransactionUpdate) (*Payment, error) {
+	var out *Payment
+	var flag *Anomaly
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		out, flag = nil, nil
+		if err := s.insertNotice(tx, u.Notice); err != nil {
+			return err
+		}
+		var err error
+		out, flag, err = s.applyTransaction(tx, u)
+		return err
+	})
+	if flag != nil {
+		if ferr := s.RecordAnomaly(ctx, *flag); ferr != nil {
+			slog.ErrorContext(ctx, "flag anomaly failed", "out_trade_no", u.OutTradeNo, "kind", flag.Kind, "err", ferr)
+		}
+	}
+	if err != nil {
+		return out, fmt.Errorf("apply transaction %s (%s): %w", u.OutTradeNo, u.Notice.NotifyID, err)
+	}
+	return out, nil
+}
+
+func (s *Store) applyTransaction(tx *gorm.DB, u TransactionUpdate) (*Payment, *Anomaly, error) {
+	target := targetState(u.TradeState)
+	if target == PaymentNone {
+		return nil, nil, ErrNoChange
+	}
+	row, err := findPayment(lockForUpdate(tx), u.OutTradeNo)
+	if errors.Is(err, ErrNotFound) {
+		if target != PaymentSuccess {
+			return nil, nil, ErrNoChange
+		}
+		return s.insertPaid(tx, u)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.moveExisting(tx, row, u, target)
+}
+
+// insertPaid creates the payment of an order nobody registered. If a twin
+// transaction inserted it first, it falls back to the existing row.
+func (s *Store) insertPaid(tx *gorm.DB, u TransactionUpdate) (*Payment, *Anomaly, error) {
+	now := s.now()
+	row := paymentRow{OutTradeNo: u.OutTradeNo, State: string(PaymentSuccess), Currency: currencyOr(u.Currency),
+		CreatedAt: now, UpdatedAt: now}
+	fillPaid(&row, u)
+	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return nil, nil, fmt.Errorf("insert paid payment: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		existing, err := findPayment(lockForUpdate(tx), u.OutTradeNo)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s.moveExisting(tx, existing, u, PaymentSuccess)
+	}
+	return s.afterMove(tx, &row, string(PaymentNone), u)
+}
+
+func (s *Store) moveExisting(tx *gorm.DB, row *paymentRow, u TransactionUpdate, target PaymentState) (*Payment, *Anomaly, error) {
+	if PaymentState(row.State) == target {
+		return row.payment(), duplicatePaymentFlag(row, u), ErrAlreadyRecorded
+	}
+	if target == PaymentSuccess && row.Registered && derefInt(row.ExpectedAmount) != u.AmountTotal {
+		mismatch := &AmountMismatchError{OutTradeNo: u.OutTradeNo, Expected: derefInt(row.ExpectedAmount), Got: u.AmountTotal}
+		flag := &Anomaly{Kind: AnomalyAmountMismatch, Ref: u.Notice.NotifyID, OutTradeNo: u.OutTradeNo, Detail: mismatch.Error()}
+		return row.payment(), flag, mismatch
+	}
+	if err := paymentMachine.check(EntityPayment, row.OutTradeNo, row.State, string(target)); err != nil {
+		return row.payment(), nil, err
+	}
+	from := row.State
+	row.State = string(target)
+	if target == PaymentSuccess {
+		fillPaid(row, u)
+	}
+	if err := s.savePayment(tx, row); err != nil {
+		return nil, nil, err
+	}
+	return s.afterMove(tx, row, from, u)
+}
+
+// savePayment writes a changed row only if nobody else changed it since
+// it was read (optimistic check on version, on top of the row lock).
+func (s *Store) savePayment(tx *gorm.DB, row *paymentRow) error {
+	row.UpdatedAt = s.now()
+	res := tx.Model(&paymentRow{}).Where("id = ? AND version = ?", row.ID, row.Version).Updates(map[string]any{
+		"state": row.State, "transaction_id": row.TransactionID, "amount_total": row.AmountTotal,
+		"payer_total": row.PayerTotal, "currency": row.Currency, "payer_openid": row.PayerOpenID,
+		"appid": row.AppID, "mchid": row.MchID, "success_time": row.SuccessTime,
+		"version": row.Version + 1, "updated_at": row.UpdatedAt,
+	})
+	if res.Error != nil {
+		return fmt.Errorf("update payment %s: %w", row.OutTradeNo, res.Error)
+	}
+	if res.RowsAffected != 1 {
+		return fmt.Errorf("update payment %s: changed concurrently (version %d)", row.OutTradeNo, row.Version)
+	}
+	row.Version++
+	return nil
+}
+
+func (s *Store) afterMove(tx *gorm.DB, row *paymentRow, from string, u TransactionUpdate) (*Payment, *Anomaly, error) {
+	t := Transition{Entity: EntityPayment, EntityKey: row.OutTradeNo, OutTradeNo: row.OutTradeNo,
+		From: from, To: row.State, Source: u.Notice.Source, Ref: u.Notice.NotifyID}
+	if err := s.appendHistory(tx, t); err != nil {
+		return nil, nil, err
+	}
+	p := row.payment()
+	if p.State == PaymentSuccess {
+		if err := s.paymentSucceeded(tx, p); err != nil {
+			return nil, nil, err
+		}
+	}
+	return p, nil, nil
+}
+
+func fillPaid(row *paymentRow, u TransactionUpdate) {
+	total, payer := u.AmountTotal, u.PayerTotal
+	row.TransactionID = nonEmpty(u.TransactionID)
+	row.AmountTotal, row.PayerTotal = &total, &payer
+	row.Currency = currencyOr(u.Currency)
+	if row.PayerOpenID == nil {
+		row.PayerOpenID = nonEmpty(u.PayerOpenID)
+	}
+	row.AppID, row.MchID = nonEmpty(u.AppID), nonEmpty(u.MchID)
+	if !u.SuccessTime.IsZero() {
+		st := u.SuccessTime.UTC()
+		row.SuccessTime = &st
+	}
+}
+
+// duplicatePaymentFlag flags a second, different transaction for an order
+// already paid: the customer paid twice and finance must refund one.
+func duplicatePaymentFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
+	have := deref(row.TransactionID)
+	if PaymentState(row.State) != PaymentSuccess || u.TransactionID == "" || have == "" || have == u.TransactionID {
+		return nil
+	}
+	return &Anomaly{Kind: AnomalyDuplicatePayment, Ref: u.TransactionID, OutTradeNo: row.OutTradeNo,
+		Detail: fmt.Sprintf("order %s already paid by %s, paid again by %s", row.OutTradeNo, have, u.TransactionID)}
+}
+
+func currencyOr(c string) string {
+	if c == "" {
+		return "CNY"
+	}
+	return c
+}

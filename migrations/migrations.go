@@ -1,0 +1,187 @@
+// Package migrations holds the gateway's versioned SQL schema, one twin file
+// per dialect, and applies it forward only.
+//
+// Each MySQL file holds one DDL statement, because MySQL commits DDL
+// implicitly: a file with two statements could stop half applied.
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed mysql/*.sql sqlite/*.sql
+var files embed.FS
+
+// Dialect names a SQL dialect with its own migration folder.
+type Dialect string
+
+// The dialects the gateway supports.
+const (
+	MySQL  Dialect = "mysql"
+	SQLite Dialect = "sqlite"
+)
+
+// Migration is one versioned schema change.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// List returns the migrations of a dialect in version order.
+func List(d Dialect) ([]Migration, error) {
+	entries, err := fs.ReadDir(files, string(d))
+	if err != nil {
+		return nil, fmt.Errorf("list migrations for %s: %w", d, err)
+	}
+	var out []Migration
+	for _, e := range entries {
+		m, err := readMigration(d, e.Name())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	for i := 1; i < len(out); i++ {
+		if out[i].Version == out[i-1].Version {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].Name, out[i].Name, out[i].Version)
+		}
+	}
+	return out, nil
+}
+
+func readMigration(d Dialect, name string) (Migration, error) {
+	prefix, _, ok := strings.Cut(name, "_")
+	version, err := strconv.Atoi(prefix)
+	if !ok || err != nil {
+		return Migration{}, fmt.Errorf("migration %s/%s: name must start with a number and '_'", d, name)
+	}
+	body, err := files.ReadFile(path.Join(string(d), name))
+	if err != nil {
+		return Migration{}, fmt.Errorf("read migration %s/%s: %w", d, name, err)
+	}
+	return Migration{Version: version, Name: strings.TrimSuffix(name, ".sql"), SQL: string(body)}, nil
+}
+
+// Statements splits a migration into the statements it holds.
+func (m Migration) Statements() []string {
+	var out []string
+	for _, s := range strings.Split(m.SQL, ";\n") {
+		if s = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), ";")); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  version BIGINT NOT NULL PRIMARY KEY,
+  name VARCHAR(255) NOT NULL,
+  applied_at VARCHAR(40) NOT NULL
+)`
+
+// Apply brings the database up to the newest migration. Several gateway
+// instances may start at once: on MySQL a named lock serialises them.
+func Apply(ctx context.Context, db *sql.DB, d Dialect) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: get connection: %w", err)
+	}
+	defer conn.Close()
+	if d == MySQL {
+		unlock, err := mysqlLock(ctx, conn)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	if _, err := conn.ExecContext(ctx, createVersionTable); err != nil {
+		return fmt.Errorf("migrate: create schema_migrations: %w", err)
+	}
+	all, err := List(d)
+	if err != nil {
+		return err
+	}
+	done, err := appliedVersions(ctx, conn)
+	if err != nil {
+		return err
+	}
+	for _, m := range all {
+		if done[m.Version] {
+			continue
+		}
+		if err := applyOne(ctx, conn, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mysqlLock(ctx context.Context, conn *sql.Conn) (func(), error) {
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK('gateway_migrate', 60)").Scan(&got); err != nil {
+		return nil, fmt.Errorf("migrate: take lock: %w", err)
+	}
+	if got.Int64 != 1 {
+		return nil, fmt.Errorf("migrate: another instance held the migration lock for 60s")
+	}
+	return func() {
+		_, _ = conn.ExecContext(context.Background(), "SELECT RELEASE_LOCK('gateway_migrate')")
+	}, nil
+}
+
+func appliedVersions(ctx context.Context, conn *sql.Conn) (map[int]bool, error) {
+	rows, err := conn.QueryContext(ctx, "SELECT version FROM schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("migrate: read applied versions: %w", err)
+	}
+	defer rows.Close()
+	done := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("migrate: scan version: %w", err)
+		}
+		done[v] = true
+	}
+	return done, rows.Err()
+}
+
+func applyOne(ctx context.Context, conn *sql.Conn, m Migration) error {
+	for _, stmt := range m.Statements() {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate: apply %s: %w", m.Name, err)
+		}
+	}
+	_, err := conn.ExecContext(ctx,
+		"INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+		m.Version, m.Name, time.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return fmt.Errorf("migrate: record %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+// Pending reports how many migrations the database has not applied yet.
+func Pending(ctx context.Context, db *sql.DB, d Dialect) (int, error) {
+	all, err := List(d)
+	if err != nil {
+		return 0, err
+	}
+	var applied int
+	err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&applied)
+	if err != nil {
+		return 0, fmt.Errorf("count applied migrations: %w", err)
+	}
+	return len(all) - applied, nil
+}

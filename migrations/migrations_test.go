@@ -1,0 +1,107 @@
+package migrations_test
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"paygateway/ledger/ledgertest"
+	"paygateway/migrations"
+)
+
+func TestDialectsHaveSameVersions(t *testing.T) {
+	my, err := migrations.List(migrations.MySQL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lite, err := migrations.List(migrations.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(my) != len(lite) {
+		t.Fatalf("mysql has %d migrations, sqlite %d", len(my), len(lite))
+	}
+	for i := range my {
+		if my[i].Name != lite[i].Name {
+			t.Errorf("migration %d: mysql %s, sqlite %s", i, my[i].Name, lite[i].Name)
+		}
+		if n := len(my[i].Statements()); n != 1 {
+			t.Errorf("mysql %s has %d statements, want 1 (MySQL DDL commits implicitly)", my[i].Name, n)
+		}
+	}
+}
+
+// TestDialectsEndWithSameSchema applies both dialects and compares tables,
+// columns and unique keys.
+func TestDialectsEndWithSameSchema(t *testing.T) {
+	lite := sqliteSchema(t, ledgertest.OpenSQLite(t).DB())
+	my := mysqlSchema(t, ledgertest.OpenMySQL(t).DB())
+	if strings.Join(lite, "\n") != strings.Join(my, "\n") {
+		t.Fatalf("schemas differ\nsqlite:\n%s\n\nmysql:\n%s", strings.Join(lite, "\n"), strings.Join(my, "\n"))
+	}
+	if len(lite) < 4 {
+		t.Fatalf("schema looks empty: %v", lite)
+	}
+}
+
+func sqliteSchema(t *testing.T, db *gorm.DB) []string {
+	var tables []string
+	db.Raw("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'").Scan(&tables)
+	var out []string
+	for _, tbl := range tables {
+		var cols []struct{ Name string }
+		db.Raw("SELECT name FROM pragma_table_info(?)", tbl).Scan(&cols)
+		names := make([]string, len(cols))
+		for i, c := range cols {
+			names[i] = c.Name
+		}
+		out = append(out, describe(tbl, names))
+		var idx []struct {
+			Name   string
+			Unique int
+		}
+		db.Raw(`SELECT name, "unique" FROM pragma_index_list(?)`, tbl).Scan(&idx)
+		for _, ix := range idx {
+			if ix.Unique == 1 && !strings.HasPrefix(ix.Name, "sqlite_autoindex") {
+				var ic []string
+				db.Raw("SELECT name FROM pragma_index_info(?) ORDER BY seqno", ix.Name).Scan(&ic)
+				out = append(out, fmt.Sprintf("unique %s(%s)", tbl, strings.Join(ic, ",")))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func mysqlSchema(t *testing.T, db *gorm.DB) []string {
+	var cols []struct{ TableName, ColumnName string }
+	db.Raw(`SELECT table_name AS table_name, column_name AS column_name FROM information_schema.columns
+		WHERE table_schema = DATABASE() ORDER BY table_name, ordinal_position`).Scan(&cols)
+	byTable := map[string][]string{}
+	for _, c := range cols {
+		byTable[c.TableName] = append(byTable[c.TableName], c.ColumnName)
+	}
+	var out []string
+	for tbl, names := range byTable {
+		out = append(out, describe(tbl, names))
+	}
+	var idx []struct{ TableName, IndexName, Cols string }
+	db.Raw(`SELECT table_name AS table_name, index_name AS index_name,
+		GROUP_CONCAT(column_name ORDER BY seq_in_index) AS cols
+		FROM information_schema.statistics WHERE table_schema = DATABASE() AND non_unique = 0 AND index_name <> 'PRIMARY'
+		GROUP BY table_name, index_name`).Scan(&idx)
+	for _, ix := range idx {
+		out = append(out, fmt.Sprintf("unique %s(%s)", ix.TableName, ix.Cols))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func describe(table string, cols []string) string {
+	sorted := append([]string(nil), cols...)
+	sort.Strings(sorted)
+	return fmt.Sprintf("table %s(%s)", table, strings.Join(sorted, ","))
+}
