@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+	"github.com/wechatpay-apiv3/wechatpay-go/utils"
+
+	"paygateway/gateway"
+	"paygateway/gateway/redisstore"
+	"paygateway/gateway/wechatpay"
+	"paygateway/ledger"
+)
+
+// Main is a wired gateway: end-to-end tests start it on ":0".
+type Main struct {
+	Config    Config
+	Store     *ledger.Store
+	Processor *gateway.Processor
+	Deps      *gateway.Deps
+	Redis     *redis.Client // nil without Redis
+
+	server   *http.Server
+	listener net.Listener
+	jobs     []func(ctx context.Context)
+	closers  []func() error
+}
+
+// NewMain opens the database (applying migrations), connects Redis if
+// configured, builds the router and binds the listener.
+func NewMain(ctx context.Context, cfg Config) (*Main, error) {
+	if err := cfg.loadSecrets(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Main{Config: cfg}
+	if err := m.openStore(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.wire(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.listen(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Main) openStore(ctx context.Context) error {
+	d := m.Config.Database
+	db, dialect, err := ledger.OpenDB(ledger.DBConfig{DSN: d.DSN, MaxOpenConns: d.MaxOpenConns,
+		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime, DialTimeout: d.DialTimeout,
+		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout})
+	if err != nil {
+		return err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	m.closers = append(m.closers, sqlDB.Close)
+	mctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := ledger.Migrate(mctx, db, dialect); err != nil {
+		return err
+	}
+	m.Store = ledger.NewStore(db, dialect)
+	return nil
+}
+
+func (m *Main) wire(ctx context.Context) error {
+	notices, err := newVerifier(m.Config.WechatPay)
+	if err != nil {
+		return err
+	}
+	nonces, locker := m.guards()
+	keys, err := gateway.ParseAPIKeys(m.Config.Auth.APIKeys)
+	if err != nil {
+		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
+	}
+	w := m.Config.WechatPay
+	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID},
+		notices, nonces, locker, m.Store)
+	h := m.Config.HTTP
+	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys),
+		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout}
+	return nil
+}
+
+// guards returns the nonce cache and locker: Redis with an in-process
+// fallback when Redis is configured, in-process only otherwise.
+func (m *Main) guards() (gateway.Nonces, gateway.Locker) {
+	memNonces, memLocks := gateway.NewMemoryNonces(200_000), gateway.NewMemoryLocker()
+	r := m.Config.Redis
+	if r.Addr == "" {
+		return memNonces, memLocks
+	}
+	rc := redisstore.Config{Addr: r.Addr, Password: r.Password, DB: r.DB, Prefix: r.Prefix, PoolSize: r.PoolSize,
+		DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
+		PoolTimeout: r.PoolTimeout, OpTimeout: r.OpTimeout}
+	m.Redis = redisstore.NewClient(rc)
+	m.closers = append(m.closers, m.Redis.Close)
+	rs := redisstore.New(m.Redis, rc)
+	return gateway.FallbackNonces{Primary: rs, Secondary: memNonces},
+		gateway.FallbackLocker{Primary: rs, Secondary: memLocks}
+}
+
+func newVerifier(w WechatPayConfig) (*wechatpay.Verifier, error) {
+	cfg := wechatpay.NotifyConfig{APIv3Key: w.APIv3Key, PublicKeyID: w.PublicKeyID}
+	if w.PublicKeyFile != "" {
+		pub, err := utils.LoadPublicKeyWithPath(w.PublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: wechatpay.public_key_file: %w", err)
+		}
+		cfg.PublicKey = pub
+	}
+	certs, err := loadCerts(w.PlatformCertFiles)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Certificates = certs
+	return wechatpay.NewVerifier(cfg)
+}
+
+func loadCerts(paths []string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for _, p := range paths {
+		c, err := utils.LoadCertificateWithPath(p)
+		if err != nil {
+			return nil, fmt.Errorf("config: wechatpay.platform_cert_files %s: %w", p, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func loadMerchantKey(path string) (*rsa.PrivateKey, error) {
+	key, err := utils.LoadPrivateKeyWithPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: wechatpay.merchant_private_key_file: %w", err)
+	}
+	return key, nil
+}
+
+func (m *Main) listen() error {
+	ln, err := net.Listen("tcp", m.Config.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", m.Config.HTTP.Addr, err)
+	}
+	m.listener = ln
+	return nil
+}
+
+// Addr is the address the gateway listens on (useful with ":0").
+func (m *Main) Addr() string { return m.listener.Addr().String() }
+
+// URL is the base URL of the gateway.
+func (m *Main) URL() string { return "http://" + m.Addr() }
+
+// AddJob registers a background job; it runs until Run's ctx ends.
+func (m *Main) AddJob(job func(ctx context.Context)) { m.jobs = append(m.jobs, job) }
+
+// Run serves HTTP and runs the jobs until ctx ends, then shuts down:
+// stop accepting, let in-flight requests and jobs finish (bounded).
+func (m *Main) Run(ctx context.Context) error {
+	gin.SetMode(gin.ReleaseMode)
+	h := m.Config.HTTP
+	m.server = &http.Server{Handler: gateway.NewRouter(*m.Deps), ReadHeaderTimeout: h.ReadHeaderTimeout,
+		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout}
+	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	for _, job := range m.jobs {
+		wg.Add(1)
+		go func() { defer wg.Done(); job(jobCtx) }()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- m.server.Serve(m.listener) }()
+	slog.Info("gateway listening", "addr", m.Addr(), "dialect", m.Store.Dialect(), "redis", m.Config.Redis.Addr != "")
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	m.shutdown(stopJobs, &wg)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
+	sctx, cancel := context.WithTimeout(context.Background(), m.Config.HTTP.ShutdownTimeout)
+	defer cancel()
+	if err := m.server.Shutdown(sctx); err != nil {
+		slog.Warn("http shutdown", "err", err)
+	}
+	stopJobs()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		slog.Warn("jobs did not stop within the shutdown timeout")
+	}
+}
+
+// Close releases the database and Redis.
+func (m *Main) Close() error {
+	var errs []error
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		errs = append(errs, m.closers[i]())
+	}
+	m.closers = nil
+	return errors.Join(errs...)
+}

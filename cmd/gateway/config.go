@@ -1,0 +1,232 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole gateway configuration. Every field can be set in
+// the YAML file and overridden by an environment variable named
+// GATEWAY_<SECTION>_<FIELD> (or the env tag where one is given).
+type Config struct {
+	HTTP      HTTPConfig      `yaml:"http"`
+	Database  DatabaseConfig  `yaml:"database"`
+	Redis     RedisConfig     `yaml:"redis"`
+	WechatPay WechatPayConfig `yaml:"wechatpay"`
+	Auth      AuthConfig      `yaml:"auth"`
+	Log       LogConfig       `yaml:"log"`
+}
+
+// HTTPConfig bounds the HTTP server.
+type HTTPConfig struct {
+	Addr              string        `yaml:"addr"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	MaxBodyBytes      int64         `yaml:"max_body_bytes"`
+	NotifyTimeout     time.Duration `yaml:"notify_timeout"`
+	APITimeout        time.Duration `yaml:"api_timeout"`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+}
+
+// DatabaseConfig says where the ledger lives.
+type DatabaseConfig struct {
+	DSN             string        `yaml:"dsn"`
+	MaxOpenConns    int           `yaml:"max_open_conns"`
+	MaxIdleConns    int           `yaml:"max_idle_conns"`
+	ConnMaxLifetime time.Duration `yaml:"conn_max_lifetime"`
+	DialTimeout     time.Duration `yaml:"dial_timeout"`
+	ReadTimeout     time.Duration `yaml:"read_timeout"`
+	WriteTimeout    time.Duration `yaml:"write_timeout"`
+}
+
+// RedisConfig is optional: an empty Addr means in-process guards.
+type RedisConfig struct {
+	Addr         string        `yaml:"addr"`
+	Password     string        `yaml:"password" secret:"true"`
+	DB           int           `yaml:"db"`
+	Prefix       string        `yaml:"prefix"`
+	PoolSize     int           `yaml:"pool_size"`
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	PoolTimeout  time.Duration `yaml:"pool_timeout"`
+	OpTimeout    time.Duration `yaml:"op_timeout"`
+}
+
+// WechatPayConfig is the merchant's identity and keys.
+type WechatPayConfig struct {
+	MchID                  string        `yaml:"mchid"`
+	AppID                  string        `yaml:"appid"`
+	APIv3Key               string        `yaml:"apiv3_key" secret:"true"`
+	APIv3KeyFile           string        `yaml:"apiv3_key_file"`
+	PublicKeyFile          string        `yaml:"public_key_file"`
+	PublicKeyID            string        `yaml:"public_key_id"`
+	PlatformCertFiles      []string      `yaml:"platform_cert_files"`
+	MerchantSerial         string        `yaml:"merchant_serial"`
+	MerchantPrivateKeyFile string        `yaml:"merchant_private_key_file"`
+	BaseURL                string        `yaml:"base_url"`
+	Timeout                time.Duration `yaml:"timeout"`
+	NotifyURL              string        `yaml:"notify_url"`
+	RefundNotifyURL        string        `yaml:"refund_notify_url"`
+}
+
+// AuthConfig lists API keys as name:role:sha256hex.
+type AuthConfig struct {
+	APIKeys []string `yaml:"api_keys" env:"GATEWAY_API_KEYS"`
+}
+
+// LogConfig sets the log level ("debug", "info", "warn", "error").
+type LogConfig struct {
+	Level string `yaml:"level"`
+}
+
+// DefaultConfig runs on an embedded SQLite file with no Redis.
+func DefaultConfig() Config {
+	return Config{
+		HTTP: HTTPConfig{Addr: ":8080", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second, MaxBodyBytes: 64 << 10,
+			NotifyTimeout: 4 * time.Second, APITimeout: 10 * time.Second, ShutdownTimeout: 15 * time.Second},
+		Database: DatabaseConfig{DSN: ".run/gateway.db", MaxOpenConns: 50, MaxIdleConns: 25,
+			ConnMaxLifetime: 30 * time.Minute, DialTimeout: 5 * time.Second,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},
+		Redis: RedisConfig{Prefix: "gw:", PoolSize: 20, DialTimeout: 200 * time.Millisecond,
+			ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
+			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond},
+		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
+		Log:       LogConfig{Level: "info"},
+	}
+}
+
+// Load reads the YAML file at path (if path is not empty), then the
+// environment.
+func Load(path string) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config %s: %w", path, err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("parse config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// applyEnv walks the struct and sets each field whose variable is set.
+func applyEnv(v reflect.Value, prefix string, lookup func(string) (string, bool)) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := prefix + "_" + strings.ToUpper(strings.Split(f.Tag.Get("yaml"), ",")[0])
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+			if err := applyEnv(v.Field(i), name, lookup); err != nil {
+				return err
+			}
+			continue
+		}
+		if tag := f.Tag.Get("env"); tag != "" {
+			name = tag
+		}
+		raw, ok := lookup(name)
+		if !ok {
+			continue
+		}
+		if err := setField(v.Field(i), raw); err != nil {
+			return fmt.Errorf("environment %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func setField(f reflect.Value, raw string) error {
+	switch {
+	case f.Type() == reflect.TypeOf(time.Duration(0)):
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return err
+		}
+		f.SetInt(int64(d))
+	case f.Kind() == reflect.String:
+		f.SetString(raw)
+	case f.Kind() == reflect.Int || f.Kind() == reflect.Int64:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return err
+		}
+		f.SetInt(n)
+	case f.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return err
+		}
+		f.SetBool(b)
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+		f.Set(reflect.ValueOf(splitList(raw)))
+	default:
+		return fmt.Errorf("unsupported field type %s", f.Type())
+	}
+	return nil
+}
+
+func splitList(raw string) []string {
+	var out []string
+	for _, s := range strings.Split(raw, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Validate checks the configuration and names the first bad field.
+func (c *Config) Validate() error {
+	w := c.WechatPay
+	checks := []struct {
+		bad   bool
+		field string
+		why   string
+	}{
+		{c.HTTP.Addr == "", "http.addr (GATEWAY_HTTP_ADDR)", "is required"},
+		{c.Database.DSN == "", "database.dsn (GATEWAY_DATABASE_DSN)", "is required"},
+		{w.MchID == "", "wechatpay.mchid (GATEWAY_WECHATPAY_MCHID)", "is required"},
+		{w.AppID == "", "wechatpay.appid (GATEWAY_WECHATPAY_APPID)", "is required"},
+		{len(w.APIv3Key) != 32, "wechatpay.apiv3_key (GATEWAY_WECHATPAY_APIV3_KEY)", "must be 32 characters"},
+		{w.PublicKeyFile == "" && len(w.PlatformCertFiles) == 0,
+			"wechatpay.public_key_file (GATEWAY_WECHATPAY_PUBLIC_KEY_FILE)", "or wechatpay.platform_cert_files is required"},
+		{w.PublicKeyFile != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_"),
+			"wechatpay.public_key_id (GATEWAY_WECHATPAY_PUBLIC_KEY_ID)", "must start with PUB_KEY_ID_"},
+		{c.HTTP.MaxBodyBytes <= 0, "http.max_body_bytes (GATEWAY_HTTP_MAX_BODY_BYTES)", "must be positive"},
+	}
+	for _, ch := range checks {
+		if ch.bad {
+			return fmt.Errorf("config: %s %s", ch.field, ch.why)
+		}
+	}
+	return nil
+}
+
+// loadSecrets fills secrets given as files.
+func (c *Config) loadSecrets() error {
+	if c.WechatPay.APIv3Key == "" && c.WechatPay.APIv3KeyFile != "" {
+		b, err := os.ReadFile(c.WechatPay.APIv3KeyFile)
+		if err != nil {
+			return fmt.Errorf("config: wechatpay.apiv3_key_file: %w", err)
+		}
+		c.WechatPay.APIv3Key = strings.TrimSpace(string(b))
+	}
+	return nil
+}

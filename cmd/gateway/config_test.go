@@ -1,0 +1,96 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestShippedConfigParses(t *testing.T) {
+	cfg, err := Load("../../configs/gateway.yaml")
+	if err != nil {
+		t.Fatalf("configs/gateway.yaml: %v", err)
+	}
+	if cfg.HTTP.Addr != ":8080" || cfg.Redis.PoolTimeout != 100*time.Millisecond {
+		t.Fatalf("unexpected values: %+v", cfg.HTTP)
+	}
+}
+
+func TestEnvironmentOverridesEveryField(t *testing.T) {
+	env := map[string]string{
+		"GATEWAY_HTTP_ADDR":                     "127.0.0.1:9999",
+		"GATEWAY_DATABASE_DSN":                  "mysql://u@tcp(db:3306)/gw",
+		"GATEWAY_REDIS_ADDR":                    "redis:6379",
+		"GATEWAY_REDIS_POOL_TIMEOUT":            "50ms",
+		"GATEWAY_WECHATPAY_MCHID":               "123",
+		"GATEWAY_WECHATPAY_APPID":               "wxapp",
+		"GATEWAY_WECHATPAY_APIV3_KEY":           strings.Repeat("a", 32),
+		"GATEWAY_WECHATPAY_PUBLIC_KEY_FILE":     "/k.pem",
+		"GATEWAY_WECHATPAY_PUBLIC_KEY_ID":       "PUB_KEY_ID_1",
+		"GATEWAY_WECHATPAY_PLATFORM_CERT_FILES": "/a.pem, /b.pem",
+		"GATEWAY_API_KEYS":                      "a:finance:x,b:ops:y",
+		"GATEWAY_HTTP_MAX_BODY_BYTES":           "1024",
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cfg.WechatPay
+	if cfg.HTTP.Addr != "127.0.0.1:9999" || cfg.Database.DSN != env["GATEWAY_DATABASE_DSN"] ||
+		cfg.Redis.Addr != "redis:6379" || cfg.Redis.PoolTimeout != 50*time.Millisecond ||
+		w.MchID != "123" || w.AppID != "wxapp" || w.PublicKeyID != "PUB_KEY_ID_1" ||
+		len(w.PlatformCertFiles) != 2 || w.PlatformCertFiles[1] != "/b.pem" ||
+		len(cfg.Auth.APIKeys) != 2 || cfg.HTTP.MaxBodyBytes != 1024 {
+		t.Fatalf("env not applied: %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+}
+
+func TestInvalidConfigNamesTheField(t *testing.T) {
+	base := func() Config {
+		c := DefaultConfig()
+		c.WechatPay.MchID, c.WechatPay.AppID = "1", "wx"
+		c.WechatPay.APIv3Key = strings.Repeat("a", 32)
+		c.WechatPay.PublicKeyFile, c.WechatPay.PublicKeyID = "/k", "PUB_KEY_ID_1"
+		return c
+	}
+	cases := []struct {
+		name  string
+		edit  func(*Config)
+		field string
+	}{
+		{"short apiv3 key", func(c *Config) { c.WechatPay.APIv3Key = "short" }, "GATEWAY_WECHATPAY_APIV3_KEY"},
+		{"no mchid", func(c *Config) { c.WechatPay.MchID = "" }, "GATEWAY_WECHATPAY_MCHID"},
+		{"no keys", func(c *Config) { c.WechatPay.PublicKeyFile = "" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_FILE"},
+		{"bad key id", func(c *Config) { c.WechatPay.PublicKeyID = "x" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_ID"},
+		{"no dsn", func(c *Config) { c.Database.DSN = "" }, "GATEWAY_DATABASE_DSN"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.edit(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("err = %v, want it to name %s", err, tc.field)
+			}
+		})
+	}
+	t.Run("bad env value", func(t *testing.T) {
+		t.Setenv("GATEWAY_HTTP_READ_TIMEOUT", "soon")
+		if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "GATEWAY_HTTP_READ_TIMEOUT") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("bad api key spec", func(t *testing.T) {
+		c := testConfig(t, backends[0])
+		c.Auth.APIKeys = []string{"x:root:abc"}
+		if _, err := NewMain(t.Context(), c); err == nil || !strings.Contains(err.Error(), "GATEWAY_API_KEYS") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/gateway"
+	"paygateway/gateway/redisstore/redistest"
+	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger/ledgertest"
+)
+
+var (
+	keysOnce   sync.Once
+	sharedKeys *wxpaysim.Keys
+	keysDir    string
+)
+
+// testKeys generates one set of throwaway keys per test binary.
+func testKeys(t *testing.T) (*wxpaysim.Keys, string) {
+	t.Helper()
+	keysOnce.Do(func() {
+		k, err := wxpaysim.GenerateKeys("1900000109", "wxtestappid000001")
+		if err != nil {
+			panic(err)
+		}
+		dir, err := os.MkdirTemp("", "gwkeys")
+		if err != nil {
+			panic(err)
+		}
+		if err := k.WriteDir(dir); err != nil {
+			panic(err)
+		}
+		sharedKeys, keysDir = k, dir
+	})
+	return sharedKeys, keysDir
+}
+
+// Test API keys (generated per run; only their hashes go into config).
+var (
+	serviceKey = "svc-" + gateway.NewToken()
+	financeKey = "fin-" + gateway.NewToken()
+	opsKey     = "ops-" + gateway.NewToken()
+)
+
+type backend struct {
+	name  string
+	mysql bool
+	redis bool
+}
+
+var backends = []backend{{name: "sqlite"}, {name: "mysql+redis", mysql: true, redis: true}}
+
+// testConfig builds a config for a gateway on ":0" using the test keys.
+func testConfig(t *testing.T, b backend) Config {
+	t.Helper()
+	k, dir := testKeys(t)
+	cfg := DefaultConfig()
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Log.Level = "error"
+	cfg.Database.DSN = ledgertest.SQLiteDSN(t)
+	if b.mysql {
+		cfg.Database.DSN = ledgertest.MySQLDSN(t)
+	}
+	if b.redis {
+		rc := redistest.Config(t)
+		cfg.Redis.Addr, cfg.Redis.Prefix = rc.Addr, rc.Prefix
+	}
+	w := &cfg.WechatPay
+	w.MchID, w.AppID, w.APIv3Key = k.MchID, k.AppID, k.APIv3Key
+	w.PublicKeyFile, w.PublicKeyID = filepath.Join(dir, "platform_public_key.pem"), k.PublicKeyID
+	for _, c := range k.Certs {
+		w.PlatformCertFiles = append(w.PlatformCertFiles, filepath.Join(dir, "platform_cert_"+c.Serial+".pem"))
+	}
+	cfg.Auth.APIKeys = []string{"svc:service:" + gateway.HashKey(serviceKey),
+		"fin:finance:" + gateway.HashKey(financeKey), "ops:ops:" + gateway.HashKey(opsKey)}
+	return cfg
+}
+
+// startGateway runs a gateway until the test ends.
+func startGateway(t *testing.T, cfg Config) *Main {
+	t.Helper()
+	m, err := NewMain(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start gateway: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway run: %v", err)
+		}
+		m.Close()
+	})
+	waitReady(t, m.URL())
+	return m
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("gateway at %s never became ready", base)
+}
+
+var httpClient = &http.Client{Timeout: 15 * time.Second}
+
+// post sends a notification and returns status and decoded JSON body.
+func post(t *testing.T, url string, n wxpaysim.Notification) (int, map[string]any) {
+	t.Helper()
+	resp, err := n.Post(context.Background(), httpClient, url)
+	if err != nil {
+		t.Fatalf("post notification: %v", err)
+	}
+	return decode(t, resp)
+}
+
+func decode(t *testing.T, resp *http.Response) (int, map[string]any) {
+	t.Helper()
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var body map[string]any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &body); err != nil {
+			t.Fatalf("status %d, body not JSON: %q", resp.StatusCode, raw)
+		}
+	}
+	return resp.StatusCode, body
+}
+
+// apiCall does a JSON request with an API key.
+func apiCall(t *testing.T, method, url, key string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("X-Api-Key", key)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return decode(t, resp)
+}
+
+var seq struct {
+	sync.Mutex
+	n int
+}
+
+// uniqueNo returns a fresh out_trade_no.
+func uniqueNo(prefix string) string {
+	seq.Lock()
+	defer seq.Unlock()
+	seq.n++
+	return fmt.Sprintf("%s%d%06d", prefix, time.Now().UnixNano()%1e9, seq.n)
+}
+
+// paidTx is the plaintext of a successful payment of out_trade_no.
+func paidTx(k *wxpaysim.Keys, outTradeNo string, amount int64) wxpaysim.Transaction {
+	return wxpaysim.Transaction{AppID: k.AppID, MchID: k.MchID, OutTradeNo: outTradeNo,
+		TransactionID: "42000" + outTradeNo, TradeType: "JSAPI", TradeState: "SUCCESS", TradeStateDesc: "支付成功",
+		SuccessTime: time.Now().Format(time.RFC3339), Payer: &wxpaysim.Payer{OpenID: "openid-" + outTradeNo},
+		Amount: wxpaysim.TransactionAmount{Total: amount, PayerTotal: amount, Currency: "CNY", PayerCurrency: "CNY"}}
+}
+
+// mustNotification panics (failing the test) if building a fixture failed.
+func mustNotification(n wxpaysim.Notification, err error) wxpaysim.Notification {
+	if err != nil {
+		panic("build notification: " + err.Error())
+	}
+	return n
+}
+
+// ledgerCounts returns payments, history rows and notifications stored for
+// an order, read straight from the database.
+func ledgerCounts(t *testing.T, m *Main, outTradeNo string) [3]int64 {
+	t.Helper()
+	var out [3]int64
+	db := m.Store.DB()
+	for i, table := range []string{"payments", "state_history", "notifications"} {
+		if err := db.Table(table).Where("out_trade_no = ?", outTradeNo).Count(&out[i]).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}

@@ -1,0 +1,90 @@
+// Command gateway is the WeChat Pay payment and refund callback gateway.
+//
+//	gateway [serve] [--config FILE]   run the gateway
+//	gateway migrate [--config FILE]   apply database migrations and exit
+//	gateway dev                       run with SQLite and in-process simulators
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cmd := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch cmd {
+	case "serve":
+		return serve(ctx, args)
+	case "migrate":
+		return migrate(ctx, args)
+	case "dev":
+		return dev(ctx, args)
+	}
+	return fmt.Errorf("unknown command %q (want serve, migrate or dev)", cmd)
+}
+
+func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	path := fs.String("config", os.Getenv("GATEWAY_CONFIG"), "YAML config file (env GATEWAY_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, fs, err
+	}
+	cfg, err := Load(*path)
+	if err != nil {
+		return cfg, fs, err
+	}
+	setupLogging(cfg.Log)
+	return cfg, fs, nil
+}
+
+func serve(ctx context.Context, args []string) error {
+	cfg, _, err := loadFromFlags("serve", args)
+	if err != nil {
+		return err
+	}
+	m, err := NewMain(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return m.Run(ctx)
+}
+
+func migrate(ctx context.Context, args []string) error {
+	cfg, _, err := loadFromFlags("migrate", args)
+	if err != nil {
+		return err
+	}
+	m := &Main{Config: cfg}
+	defer m.Close()
+	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	slog.Info("migrations applied", "dialect", m.Store.Dialect())
+	return nil
+}
+
+func setupLogging(c LogConfig) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wechatpay-apiv3/wechatpay-go/utils"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+const paymentPath = "/v1/wechatpay/notify/payment"
+
+func TestPaymentNotificationRecordedOnce(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			no := uniqueNo("pay")
+			n := mustNotification(k.PaymentNotification(paidTx(k, no, 1999), wxpaysim.PublicKeyMode(), time.Now()))
+			if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
+				t.Fatalf("status=%d body=%v, want 204", status, body)
+			}
+			again := mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
+			if status, _ := post(t, m.URL()+paymentPath, again); status != 204 {
+				t.Fatalf("redelivery status=%d, want 204", status)
+			}
+			if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
+				t.Fatalf("payments/history/notifications = %v, want [1 1 1]", got)
+			}
+			status, body := apiCall(t, "GET", m.URL()+"/v1/ledger/payments/"+no, financeKey, nil)
+			p, _ := body["payment"].(map[string]any)
+			if status != 200 || p["state"] != "SUCCESS" || p["amount_total"] != float64(1999) {
+				t.Fatalf("ledger read: status=%d body=%v", status, body)
+			}
+		})
+	}
+}
+
+// TestConcurrentDuplicateCallbacks fires 100 deliveries of one notification
+// (each signed afresh, as WeChat redelivers) at the same moment.
+func TestConcurrentDuplicateCallbacks(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			no := uniqueNo("dup")
+			first := mustNotification(k.PaymentNotification(paidTx(k, no, 500), wxpaysim.PublicKeyMode(), time.Now()))
+			copies := make([]wxpaysim.Notification, 100)
+			for i := range copies {
+				mode := wxpaysim.PublicKeyMode()
+				if i%3 == 1 {
+					mode = wxpaysim.CertMode(i % 2)
+				}
+				copies[i] = mustNotification(first.Resign(k, mode, time.Now()))
+			}
+			statuses := fire(t, m.URL()+paymentPath, copies)
+			for i, s := range statuses {
+				if s != 204 {
+					t.Errorf("delivery %d: status=%d, want 204", i, s)
+				}
+			}
+			if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
+				t.Fatalf("payments/history/notifications = %v, want [1 1 1]", got)
+			}
+		})
+	}
+}
+
+func fire(t *testing.T, url string, ns []wxpaysim.Notification) []int {
+	statuses := make([]int, len(ns))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range ns {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			resp, err := ns[i].Post(t.Context(), httpClient, url)
+			if err != nil {
+				t.Errorf("delivery %d: %v", i, err)
+				return
+			}
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	return statuses
+}
+
+// badCase builds a notification for order no that the gateway must refuse.
+type badCase struct {
+	name   string
+	build  func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification
+	status int
+	reason string
+}
+
+func badCases() []badCase {
+	return []badCase{
+		{"forged signature", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			n := good(t, k, no)
+			other, _ := rsa.GenerateKey(rand.Reader, 2048)
+			msg := n.Header.Get("Wechatpay-Timestamp") + "\n" + n.Header.Get("Wechatpay-Nonce") + "\n" + string(n.Body) + "\n"
+			sig, _ := utils.SignSHA256WithRSA(msg, other)
+			n.Header.Set("Wechatpay-Signature", sig)
+			return n
+		}, 401, "ESIGNATURE"},
+		{"signature probe", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			n := good(t, k, no)
+			n.Header.Set("Wechatpay-Signature", "WECHATPAY/SIGNTEST/"+base64.StdEncoding.EncodeToString([]byte("x")))
+			return n
+		}, 401, "ESIGNATURE"},
+		{"unknown serial", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			n := good(t, k, no)
+			n.Header.Set("Wechatpay-Serial", "5157F09EFDC096DE15EBE81A47057A7232F1B8E1")
+			return n
+		}, 401, "ESIGNATURE"},
+		{"missing signature header", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			n := good(t, k, no)
+			n.Header.Del("Wechatpay-Signature")
+			return n
+		}, 401, "ESIGNATURE"},
+		{"stale timestamp", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			return mustNotification(k.PaymentNotification(paidTx(k, no, 100), wxpaysim.PublicKeyMode(), time.Now().Add(-6*time.Minute)))
+		}, 401, "ESTALE"},
+		{"future timestamp", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			return mustNotification(k.PaymentNotification(paidTx(k, no, 100), wxpaysim.PublicKeyMode(), time.Now().Add(6*time.Minute)))
+		}, 401, "ESTALE"},
+		{"body tampered after signing", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			n := good(t, k, no)
+			n.Body = bytes.Replace(n.Body, []byte(`"ciphertext":"`), []byte(`"ciphertext":"AAAA`), 1)
+			return n
+		}, 401, "ESIGNATURE"},
+		{"tampered ciphertext, validly signed", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			n := good(t, k, no)
+			n.Body = flipCiphertext(t, n.Body)
+			return mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
+		}, 400, "EDECRYPT"},
+		{"wrong APIv3 key", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			wrong := *k
+			wrong.APIv3Key = strings.Repeat("k", 32)
+			return mustNotification(wrong.PaymentNotification(paidTx(k, no, 100), wxpaysim.PublicKeyMode(), time.Now()))
+		}, 400, "EDECRYPT"},
+		{"wrong mchid", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			tx := paidTx(k, no, 100)
+			tx.MchID = "1900009999"
+			return mustNotification(k.PaymentNotification(tx, wxpaysim.PublicKeyMode(), time.Now()))
+		}, 400, "EMERCHANT"},
+		{"wrong appid", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			tx := paidTx(k, no, 100)
+			tx.AppID = "wxsomeoneelse0001"
+			return mustNotification(k.PaymentNotification(tx, wxpaysim.PublicKeyMode(), time.Now()))
+		}, 400, "EMERCHANT"},
+		{"malformed JSON body", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			n := good(t, k, no)
+			n.Body = []byte(`{"id": "x", "resource": `)
+			return mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
+		}, 400, "EINVALID"},
+		{"malformed plaintext", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			return mustNotification(k.NewNotification("id-"+no, "TRANSACTION.SUCCESS", "transaction",
+				[]byte(`{"out_trade_no": `), wxpaysim.PublicKeyMode(), time.Now()))
+		}, 400, "EINVALID"},
+		{"oversized body", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			tx := paidTx(k, no, 100)
+			tx.Attach = strings.Repeat("a", 70<<10)
+			return mustNotification(k.PaymentNotification(tx, wxpaysim.PublicKeyMode(), time.Now()))
+		}, 413, "ETOO_LARGE"},
+		{"zero amount", func(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+			return mustNotification(k.PaymentNotification(paidTx(k, no, 0), wxpaysim.PublicKeyMode(), time.Now()))
+		}, 400, "EINVALID"},
+	}
+}
+
+func good(t *testing.T, k *wxpaysim.Keys, no string) wxpaysim.Notification {
+	return mustNotification(k.PaymentNotification(paidTx(k, no, 100), wxpaysim.PublicKeyMode(), time.Now()))
+}
+
+func flipCiphertext(t *testing.T, body []byte) []byte {
+	var env map[string]any
+	if err := json.Unmarshal(body, &env); err != nil {
+		t.Fatal(err)
+	}
+	res := env["resource"].(map[string]any)
+	ct, _ := base64.StdEncoding.DecodeString(res["ciphertext"].(string))
+	ct[len(ct)/2] ^= 0x01
+	res["ciphertext"] = base64.StdEncoding.EncodeToString(ct)
+	out, _ := json.Marshal(env)
+	return out
+}
+
+// TestBadNotificationsLeaveNoTrace checks each bad input is refused with
+// WeChat's FAIL answer and a stable reason, and nothing is recorded.
+func TestBadNotificationsLeaveNoTrace(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			for _, tc := range badCases() {
+				t.Run(tc.name, func(t *testing.T) {
+					no := uniqueNo("bad")
+					status, body := post(t, m.URL()+paymentPath, tc.build(t, k, no))
+					if status != tc.status || body["code"] != "FAIL" || body["reason"] != tc.reason {
+						t.Fatalf("status=%d body=%v, want %d FAIL/%s", status, body, tc.status, tc.reason)
+					}
+					if got := ledgerCounts(t, m, no); got != [3]int64{} {
+						t.Fatalf("ledger rows = %v, want none", got)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestReplayedNonceRefused(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			replayedNo, no := uniqueNo("rp"), uniqueNo("rp")
+			first := good(t, k, no)
+			if status, _ := post(t, m.URL()+paymentPath, first); status != 204 {
+				t.Fatalf("first delivery status=%d", status)
+			}
+			// Same headers (nonce), other body: a captured nonce reused.
+			replay := good(t, k, replayedNo)
+			replay.Header = first.Header.Clone()
+			if status, body := post(t, m.URL()+paymentPath, replay); status != 401 || body["reason"] != "EREPLAY" && body["reason"] != "ESIGNATURE" {
+				t.Fatalf("replay with other body: status=%d body=%v", status, body)
+			}
+			if status, body := post(t, m.URL()+paymentPath, first); status != 401 || body["reason"] != "EREPLAY" {
+				t.Fatalf("exact replay: status=%d body=%v, want 401 EREPLAY", status, body)
+			}
+			if got := ledgerCounts(t, m, replayedNo); got != [3]int64{} {
+				t.Fatalf("replayed order rows = %v, want none", got)
+			}
+		})
+	}
+}
+
+// TestVerificationModes: public key, either of two live platform
+// certificates (rotation), and a gateway configured with only one kind.
+func TestVerificationModes(t *testing.T) {
+	k, _ := testKeys(t)
+	both := testConfig(t, backends[0])
+	m := startGateway(t, both)
+	for _, mode := range []wxpaysim.SignMode{wxpaysim.PublicKeyMode(), wxpaysim.CertMode(0), wxpaysim.CertMode(1)} {
+		no := uniqueNo("mode")
+		n := mustNotification(k.PaymentNotification(paidTx(k, no, 300), mode, time.Now()))
+		if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
+			t.Fatalf("mode %+v: status=%d body=%v", mode, status, body)
+		}
+	}
+	certsOnly := testConfig(t, backends[0])
+	certsOnly.WechatPay.PublicKeyFile, certsOnly.WechatPay.PublicKeyID = "", ""
+	keyOnly := testConfig(t, backends[0])
+	keyOnly.WechatPay.PlatformCertFiles = nil
+	cases := []struct {
+		name   string
+		cfg    Config
+		mode   wxpaysim.SignMode
+		status int
+	}{
+		{"certs only accepts cert", certsOnly, wxpaysim.CertMode(1), 204},
+		{"certs only refuses public key", certsOnly, wxpaysim.PublicKeyMode(), 401},
+		{"key only accepts public key", keyOnly, wxpaysim.PublicKeyMode(), 204},
+		{"key only refuses cert", keyOnly, wxpaysim.CertMode(0), 401},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startGateway(t, tc.cfg)
+			n := mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("only"), 300), tc.mode, time.Now()))
+			if status, body := post(t, g.URL()+paymentPath, n); status != tc.status {
+				t.Fatalf("status=%d body=%v, want %d", status, body, tc.status)
+			}
+		})
+	}
+}

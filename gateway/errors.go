@@ -1,0 +1,111 @@
+// Package gateway is the HTTP edge: gin handlers, API-key auth, WeChat Pay
+// notification processing, locks and replay checks. It declares the
+// adapters it consumes (Notices, Locker, Nonces); cmd/gateway wires them.
+package gateway
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Stable error codes clients can switch on.
+const (
+	CodeInvalid       = "EINVALID"
+	CodeTooLarge      = "ETOO_LARGE"
+	CodeSignature     = "ESIGNATURE"
+	CodeStale         = "ESTALE"
+	CodeReplay        = "EREPLAY"
+	CodeDecrypt       = "EDECRYPT"
+	CodeMerchant      = "EMERCHANT"
+	CodeConflict      = "ECONFLICT"
+	CodeUnauthorized  = "EUNAUTHORIZED"
+	CodeForbidden     = "EFORBIDDEN"
+	CodeNotFound      = "ENOTFOUND"
+	CodeUnavailable   = "EUNAVAILABLE"
+	CodeInternal      = "EINTERNAL"
+	CodeRateLimited   = "ERATE_LIMITED"
+	CodeInFlight      = "EIN_FLIGHT"
+	CodeKeyReused     = "EIDEMPOTENCY_MISMATCH"
+	CodeUnprocessable = "EUNPROCESSABLE"
+)
+
+var statusByCode = map[string]int{
+	CodeInvalid: 400, CodeTooLarge: 413, CodeSignature: 401, CodeStale: 401, CodeReplay: 401,
+	CodeDecrypt: 400, CodeMerchant: 400, CodeConflict: 409, CodeUnauthorized: 401, CodeForbidden: 403,
+	CodeNotFound: 404, CodeUnavailable: 503, CodeInternal: 500, CodeRateLimited: 429, CodeInFlight: 409,
+	CodeKeyReused: 422, CodeUnprocessable: 422,
+}
+
+// Error is an error with a stable code and a message safe to show clients.
+type Error struct {
+	Code    string
+	Message string
+	Err     error // the cause, logged but never shown
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Code + ": " + e.Message + ": " + e.Err.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf builds an *Error with a cause.
+func Errorf(code, message string, cause error) *Error {
+	return &Error{Code: code, Message: message, Err: cause}
+}
+
+// ErrorCode returns the code of err, EINTERNAL for errors without one.
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// Status returns the HTTP status for err.
+func Status(err error) int {
+	if s, ok := statusByCode[ErrorCode(err)]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+func publicMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "internal error"
+}
+
+// writeError answers an API client with {"code","message"}.
+func writeError(c *gin.Context, err error) {
+	status := Status(err)
+	logError(c, status, err)
+	c.AbortWithStatusJSON(status, gin.H{"code": ErrorCode(err), "message": publicMessage(err)})
+}
+
+// writeWechatFail answers WeChat Pay the way its protocol asks for a
+// redelivery: a 4xx/5xx with {"code":"FAIL","message":…}. Our own code
+// goes in "reason".
+func writeWechatFail(c *gin.Context, err error) {
+	status := Status(err)
+	logError(c, status, err)
+	c.AbortWithStatusJSON(status, gin.H{"code": "FAIL", "message": publicMessage(err), "reason": ErrorCode(err)})
+}
+
+func logError(c *gin.Context, status int, err error) {
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	slog.Log(c.Request.Context(), level, "request failed", "path", c.FullPath(), "status", status,
+		"code", ErrorCode(err), "err", err.Error(), "request_id", c.GetString(requestIDKey))
+}

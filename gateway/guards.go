@@ -1,0 +1,175 @@
+package gateway
+
+import (
+	"container/list"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Nonces remembers notification nonces to refuse replays.
+type Nonces interface {
+	// FirstSeen records nonce and reports whether it was new.
+	FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (bool, error)
+}
+
+// Locker takes short advisory locks. Locks only save duplicate work: the
+// database's unique keys and row locks are the guarantee.
+type Locker interface {
+	TryLock(ctx context.Context, key string, ttl time.Duration) (token string, ok bool, err error)
+	Unlock(ctx context.Context, key, token string) error
+}
+
+// MemoryNonces is a bounded in-process nonce cache: the oldest entries go
+// first when it is full.
+type MemoryNonces struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List
+	seen  map[string]*list.Element
+	now   func() time.Time
+}
+
+type nonceEntry struct {
+	nonce   string
+	expires time.Time
+}
+
+// NewMemoryNonces returns a cache holding at most max nonces.
+func NewMemoryNonces(max int) *MemoryNonces {
+	return &MemoryNonces{max: max, order: list.New(), seen: map[string]*list.Element{}, now: time.Now}
+}
+
+// FirstSeen implements Nonces.
+func (m *MemoryNonces) FirstSeen(_ context.Context, nonce string, ttl time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.expire(now)
+	if _, ok := m.seen[nonce]; ok {
+		return false, nil
+	}
+	for m.order.Len() >= m.max {
+		m.remove(m.order.Front())
+	}
+	m.seen[nonce] = m.order.PushBack(nonceEntry{nonce: nonce, expires: now.Add(ttl)})
+	return true, nil
+}
+
+func (m *MemoryNonces) expire(now time.Time) {
+	for e := m.order.Front(); e != nil && e.Value.(nonceEntry).expires.Before(now); e = m.order.Front() {
+		m.remove(e)
+	}
+}
+
+func (m *MemoryNonces) remove(e *list.Element) {
+	delete(m.seen, e.Value.(nonceEntry).nonce)
+	m.order.Remove(e)
+}
+
+// MemoryLocker is the in-process Locker used when no Redis is configured
+// (and when Redis fails).
+type MemoryLocker struct {
+	mu    sync.Mutex
+	locks map[string]memLock
+}
+
+type memLock struct {
+	token   string
+	expires time.Time
+}
+
+// NewMemoryLocker returns an empty in-process locker.
+func NewMemoryLocker() *MemoryLocker { return &MemoryLocker{locks: map[string]memLock{}} }
+
+// TryLock implements Locker.
+func (m *MemoryLocker) TryLock(_ context.Context, key string, ttl time.Duration) (string, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if l, ok := m.locks[key]; ok && l.expires.After(now) {
+		return "", false, nil
+	}
+	token := NewToken()
+	m.locks[key] = memLock{token: token, expires: now.Add(ttl)}
+	return token, true, nil
+}
+
+// Unlock implements Locker; only the owner's token releases the lock.
+func (m *MemoryLocker) Unlock(_ context.Context, key, token string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.locks[key]; ok && l.token == token {
+		delete(m.locks, key)
+	}
+	return nil
+}
+
+// NewToken returns a random 128-bit hex token.
+func NewToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Fallbacks counts how often a Redis-backed guard fell back to memory.
+var Fallbacks atomic.Int64
+
+// FallbackNonces asks Primary (Redis) and, when it fails, Secondary
+// (memory): Redis being down must never stop notifications.
+type FallbackNonces struct{ Primary, Secondary Nonces }
+
+// FirstSeen implements Nonces.
+func (f FallbackNonces) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (bool, error) {
+	ok, err := f.Primary.FirstSeen(ctx, nonce, ttl)
+	if err == nil {
+		return ok, nil
+	}
+	noteFallback(ctx, "nonce", err)
+	return f.Secondary.FirstSeen(ctx, nonce, ttl)
+}
+
+// FallbackLocker takes locks in Primary (Redis) and, when it fails, in
+// Secondary (memory). Tokens say which one holds a lock.
+type FallbackLocker struct{ Primary, Secondary Locker }
+
+// TryLock implements Locker.
+func (f FallbackLocker) TryLock(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
+	token, ok, err := f.Primary.TryLock(ctx, key, ttl)
+	if err == nil {
+		return token, ok, nil
+	}
+	noteFallback(ctx, "lock", err)
+	token, ok, err = f.Secondary.TryLock(ctx, key, ttl)
+	return "mem:" + token, ok, err
+}
+
+// Unlock implements Locker.
+func (f FallbackLocker) Unlock(ctx context.Context, key, token string) error {
+	if t, ok := cutPrefix(token, "mem:"); ok {
+		return f.Secondary.Unlock(ctx, key, t)
+	}
+	return f.Primary.Unlock(ctx, key, token)
+}
+
+// FallbackHook, when set, is told about each fallback (metrics).
+var FallbackHook func(what string)
+
+func noteFallback(ctx context.Context, what string, err error) {
+	Fallbacks.Add(1)
+	if FallbackHook != nil {
+		FallbackHook(what)
+	}
+	slog.WarnContext(ctx, "redis unavailable, using in-process fallback", "what", what, "err", err)
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return s, false
+}

@@ -1,0 +1,247 @@
+// Package inventory is the HTTP client for the inventory service, which
+// confirms stock after a payment and releases it after a refund.
+//
+// Every write carries an Idempotency-Key, so sending it again is harmless.
+// Errors are classified for the caller: IsUnknown (query, then retry) or
+// IsPermanent (dead-letter). Other errors, such as a malformed BaseURL, are
+// neither and point at configuration.
+package inventory
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultTimeout bounds each call when Config.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
+
+// maxResponseBody caps how much of an answer the client reads.
+const maxResponseBody = 64 << 10
+
+const (
+	statusConfirmed = "CONFIRMED"
+	statusReleased  = "RELEASED"
+)
+
+// Config configures a Client.
+type Config struct {
+	BaseURL string        // e.g. http://127.0.0.1:8082
+	Timeout time.Duration // per call, including reading the answer; DefaultTimeout if zero
+	Client  *http.Client  // optional; the default one does not follow redirects
+}
+
+// Client calls the inventory service. It is safe for concurrent use.
+type Client struct {
+	base    string
+	timeout time.Duration
+	http    *http.Client
+}
+
+// Confirmation asks the service to confirm the stock of a paid order.
+type Confirmation struct {
+	Key         string `json:"key"`
+	OutTradeNo  string `json:"out_trade_no"`
+	AmountTotal int64  `json:"amount_total"` // fen
+}
+
+// Release asks the service to release the stock of a refunded order.
+type Release struct {
+	Key         string `json:"key"`
+	OutRefundNo string `json:"out_refund_no"`
+	OutTradeNo  string `json:"out_trade_no"`
+	Amount      int64  `json:"amount"` // fen
+}
+
+// record is the part of the service's answer the client checks.
+type record struct {
+	Key    string `json:"key"`
+	Status string `json:"status"`
+}
+
+// New returns a Client for cfg.
+func New(cfg Config) *Client {
+	c := &Client{
+		base:    strings.TrimRight(cfg.BaseURL, "/"),
+		timeout: cfg.Timeout,
+		http:    cfg.Client,
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.http == nil {
+		// A followed 301/302 would turn the POST into a GET of another page.
+		c.http = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}}
+	}
+	return c
+}
+
+// Confirm confirms the stock for a paid order. It returns nil once the
+// service holds the confirmation, whether this call or an earlier one with
+// the same key applied it. See IsUnknown and IsPermanent for failures.
+func (c *Client) Confirm(ctx context.Context, cf Confirmation) error {
+	err := cf.validate()
+	if err == nil {
+		err = c.write(ctx, "/confirmations", cf.Key, cf, statusConfirmed)
+	}
+	if err != nil {
+		return fmt.Errorf("confirm inventory for %s: %w", cf.OutTradeNo, err)
+	}
+	return nil
+}
+
+// ConfirmationDone reports whether the service holds the confirmation with
+// key. A 404 is (false, nil).
+func (c *Client) ConfirmationDone(ctx context.Context, key string) (bool, error) {
+	done, err := c.done(ctx, "/confirmations/", key, statusConfirmed)
+	if err != nil {
+		return false, fmt.Errorf("query inventory confirmation %s: %w", key, err)
+	}
+	return done, nil
+}
+
+// Release releases the stock for a refunded order. It returns nil once the
+// service holds the release, whether this call or an earlier one with the
+// same key applied it. See IsUnknown and IsPermanent for failures.
+func (c *Client) Release(ctx context.Context, r Release) error {
+	err := r.validate()
+	if err == nil {
+		err = c.write(ctx, "/releases", r.Key, r, statusReleased)
+	}
+	if err != nil {
+		return fmt.Errorf("release inventory for %s refund %s: %w", r.OutTradeNo, r.OutRefundNo, err)
+	}
+	return nil
+}
+
+// ReleaseDone reports whether the service holds the release with key. A 404
+// is (false, nil).
+func (c *Client) ReleaseDone(ctx context.Context, key string) (bool, error) {
+	done, err := c.done(ctx, "/releases/", key, statusReleased)
+	if err != nil {
+		return false, fmt.Errorf("query inventory release %s: %w", key, err)
+	}
+	return done, nil
+}
+
+func (cf Confirmation) validate() error {
+	if cf.Key == "" || cf.OutTradeNo == "" || cf.AmountTotal <= 0 {
+		return invalidRequest("confirmation needs key, out_trade_no and a positive amount_total")
+	}
+	return nil
+}
+
+func (r Release) validate() error {
+	if r.Key == "" || r.OutRefundNo == "" || r.OutTradeNo == "" || r.Amount <= 0 {
+		return invalidRequest("release needs key, out_refund_no, out_trade_no and a positive amount")
+	}
+	return nil
+}
+
+// write POSTs body and expects a 2xx record for key with status want.
+func (c *Client) write(ctx context.Context, path, key string, body any, want string) error {
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	status, resp, err := c.do(ctx, http.MethodPost, path, key, payload)
+	if err != nil {
+		return err
+	}
+	if status/100 != 2 {
+		return statusError(status, errorCode(resp), resp)
+	}
+	return checkRecord(resp, key, want)
+}
+
+// done GETs the record for key: 2xx is true, 404 is false.
+func (c *Client) done(ctx context.Context, path, key, want string) (bool, error) {
+	if key == "" {
+		return false, invalidRequest("empty key")
+	}
+	status, resp, err := c.do(ctx, http.MethodGet, path+url.PathEscape(key), key, nil)
+	switch {
+	case err != nil:
+		return false, err
+	case status == http.StatusNotFound:
+		return false, nil
+	case status/100 != 2:
+		return false, statusError(status, errorCode(resp), resp)
+	}
+	if err := checkRecord(resp, key, want); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// do sends one request bounded by the per-call timeout and reads the answer.
+// Any failure after the request was built leaves the outcome unknown.
+func (c *Client) do(ctx context.Context, method, path, key string, payload []byte) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := c.newRequest(ctx, method, path, key, payload)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %s %s: %w", ErrUnknownOutcome, method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: read %s %s answer: %w", ErrUnknownOutcome, method, path, err)
+	}
+	return resp.StatusCode, body, nil
+}
+
+func (c *Client) newRequest(ctx context.Context, method, path, key string, payload []byte) (*http.Request, error) {
+	var body io.Reader = http.NoBody
+	if payload != nil {
+		body = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("build %s %s request: %w", method, path, err)
+	}
+	// The header also lets net/http replay the request once on a stale
+	// keep-alive connection, which the key makes harmless.
+	req.Header.Set("Idempotency-Key", key)
+	req.Header.Set("Accept", "application/json")
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// checkRecord guards against a 2xx that is not the service's record, such as
+// a proxy page: the client cannot tell what happened, so the outcome is unknown.
+func checkRecord(body []byte, key, want string) error {
+	var rec record
+	if err := json.Unmarshal(body, &rec); err != nil {
+		return fmt.Errorf("%w: decode record: %w", ErrUnknownOutcome, err)
+	}
+	if rec.Key != key || rec.Status != want {
+		return fmt.Errorf("%w: unexpected record (same key %t, status %q)", ErrUnknownOutcome, rec.Key == key, rec.Status)
+	}
+	return nil
+}
+
+// errorCode extracts {"code": ...} from an error answer, or "".
+func errorCode(body []byte) string {
+	var e struct {
+		Code string `json:"code"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil {
+		return ""
+	}
+	return e.Code
+}

@@ -1,0 +1,201 @@
+package inventory_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"paygateway/gateway/inventory"
+)
+
+// fixed answers every request with status and body and records the last
+// Idempotency-Key it saw.
+func fixed(t *testing.T, status int, body string) (*inventory.Client, *atomic.Value) {
+	t.Helper()
+	var key atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key.Store(r.Header.Get("Idempotency-Key"))
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Location", "/elsewhere")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	return inventory.New(inventory.Config{BaseURL: srv.URL + "/", Timeout: time.Second}), &key
+}
+
+const confirmed = `{"key":"k1","out_trade_no":"T1","amount_total":100,"status":"CONFIRMED"}`
+
+func TestConfirmClassifiesStatus(t *testing.T) {
+	cases := []struct {
+		name    string
+		status  int
+		body    string
+		wantErr func(error) bool
+	}{
+		{"created", 201, confirmed, nil},
+		{"replayed", 200, confirmed, nil},
+		{"2xx not a record", 200, "<html>ok</html>", inventory.IsUnknown},
+		{"2xx wrong status", 200, `{"key":"k1","status":"RELEASED"}`, inventory.IsUnknown},
+		{"2xx other key", 200, `{"key":"k2","status":"CONFIRMED"}`, inventory.IsUnknown},
+		{"redirect", 302, "", inventory.IsUnknown},
+		{"bad request", 400, `{"code":"INVALID_REQUEST"}`, inventory.IsPermanent},
+		{"unauthorized", 401, "", inventory.IsPermanent},
+		{"not found", 404, "", inventory.IsUnknown},
+		{"request timeout", 408, "", inventory.IsUnknown},
+		{"conflict", 409, `{"code":"OTHER"}`, inventory.IsUnknown},
+		{"unprocessable", 422, `{"code":"OUT_OF_STOCK"}`, inventory.IsPermanent},
+		{"too many requests", 429, "", inventory.IsUnknown},
+		{"internal", 500, "", inventory.IsUnknown},
+		{"bad gateway", 502, "", inventory.IsUnknown},
+		{"unavailable", 503, "", inventory.IsUnknown},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, key := fixed(t, tc.status, tc.body)
+			err := c.Confirm(context.Background(), inventory.Confirmation{Key: "k1", OutTradeNo: "T1", AmountTotal: 100})
+			checkErr(t, err, tc.wantErr)
+			if got := key.Load(); got != "k1" {
+				t.Fatalf("Idempotency-Key=%v, want k1", got)
+			}
+			if err != nil && !strings.Contains(err.Error(), "confirm inventory for T1") {
+				t.Fatalf("err=%q lacks context", err)
+			}
+		})
+	}
+}
+
+func TestPermanentErrorFields(t *testing.T) {
+	c, _ := fixed(t, 422, `{"code":"OUT_OF_STOCK","message":"none left"}`)
+	err := c.Release(context.Background(), inventory.Release{Key: "k1", OutRefundNo: "R1", OutTradeNo: "T1", Amount: 1})
+	var pe *inventory.PermanentError
+	if !errors.As(err, &pe) {
+		t.Fatalf("err=%v, want *PermanentError", err)
+	}
+	if pe.Status != 422 || pe.Code != "OUT_OF_STOCK" || !strings.Contains(pe.Body, "none left") {
+		t.Fatalf("PermanentError=%+v", pe)
+	}
+}
+
+func TestDoneClassifiesStatus(t *testing.T) {
+	cases := []struct {
+		name     string
+		status   int
+		body     string
+		wantDone bool
+		wantErr  func(error) bool
+	}{
+		{"found", 200, `{"key":"k1","status":"RELEASED"}`, true, nil},
+		{"not found", 404, `{"code":"NOT_FOUND"}`, false, nil},
+		{"found wrong kind", 200, `{"key":"k1","status":"CONFIRMED"}`, false, inventory.IsUnknown},
+		{"bad request", 400, "", false, inventory.IsPermanent},
+		{"too many requests", 429, "", false, inventory.IsUnknown},
+		{"unavailable", 503, "", false, inventory.IsUnknown},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, key := fixed(t, tc.status, tc.body)
+			done, err := c.ReleaseDone(context.Background(), "k1")
+			checkErr(t, err, tc.wantErr)
+			if done != tc.wantDone {
+				t.Fatalf("done=%v, want %v", done, tc.wantDone)
+			}
+			if got := key.Load(); got != "k1" {
+				t.Fatalf("Idempotency-Key=%v, want k1", got)
+			}
+		})
+	}
+}
+
+func TestTransportFailuresAreUnknown(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // until EOF, so the server notices the client leaving
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	t.Cleanup(hang.Close)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	cases := []struct {
+		name    string
+		url     string
+		ctx     context.Context
+		wantIs  error
+		timeout time.Duration
+	}{
+		{"per-call timeout", hang.URL, context.Background(), context.DeadlineExceeded, 100 * time.Millisecond},
+		{"caller deadline", hang.URL, ctxWithTimeout(t, 100*time.Millisecond), context.DeadlineExceeded, time.Minute},
+		{"caller canceled", hang.URL, canceled, context.Canceled, time.Minute},
+		{"connection refused", closed.URL, context.Background(), nil, time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := inventory.New(inventory.Config{BaseURL: tc.url, Timeout: tc.timeout})
+			err := c.Confirm(tc.ctx, inventory.Confirmation{Key: "k1", OutTradeNo: "T1", AmountTotal: 1})
+			checkErr(t, err, inventory.IsUnknown)
+			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
+				t.Fatalf("err=%v, want it to wrap %v", err, tc.wantIs)
+			}
+		})
+	}
+}
+
+func ctxWithTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestInvalidRequestIsPermanentAndNotSent(t *testing.T) {
+	e := newEnv(t, time.Second)
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"confirm without key", func() error {
+			return e.client.Confirm(ctx, inventory.Confirmation{OutTradeNo: "T1", AmountTotal: 1})
+		}},
+		{"confirm zero amount", func() error {
+			return e.client.Confirm(ctx, inventory.Confirmation{Key: "k", OutTradeNo: "T1"})
+		}},
+		{"release without refund", func() error {
+			return e.client.Release(ctx, inventory.Release{Key: "k", OutTradeNo: "T1", Amount: 1})
+		}},
+		{"done without key", func() error {
+			_, err := e.client.ConfirmationDone(ctx, "")
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			checkErr(t, tc.call(), inventory.IsPermanent)
+		})
+	}
+	if st := e.sim.Stats(); st.Posts+st.Gets != 0 {
+		t.Fatalf("requests sent=%d, want 0", st.Posts+st.Gets)
+	}
+}
+
+func TestKeyIsPathEscaped(t *testing.T) {
+	e := newEnv(t, time.Second)
+	ctx := context.Background()
+	key := "pay/T 1?x"
+	if err := e.client.Confirm(ctx, inventory.Confirmation{Key: key, OutTradeNo: "T1", AmountTotal: 1}); err != nil {
+		t.Fatalf("confirm: %v", err)
+	}
+	if done, err := e.client.ConfirmationDone(ctx, key); err != nil || !done {
+		t.Fatalf("done=%v err=%v, want true, nil", done, err)
+	}
+}

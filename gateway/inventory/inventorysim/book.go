@@ -1,0 +1,156 @@
+package inventorysim
+
+import (
+	"errors"
+	"sort"
+	"time"
+)
+
+// Record statuses.
+const (
+	StatusConfirmed = "CONFIRMED"
+	StatusReleased  = "RELEASED"
+)
+
+// ConfirmationRecord is a confirmation the simulator holds.
+type ConfirmationRecord struct {
+	Key         string    `json:"key"`
+	OutTradeNo  string    `json:"out_trade_no"`
+	AmountTotal int64     `json:"amount_total"`
+	Status      string    `json:"status"`
+	CreatedAt   time.Time `json:"created_at"`
+	// Applied is how often the key was applied; set only in /sim/ listings.
+	Applied int `json:"applied,omitempty"`
+}
+
+// ReleaseRecord is a release the simulator holds.
+type ReleaseRecord struct {
+	Key         string    `json:"key"`
+	OutRefundNo string    `json:"out_refund_no"`
+	OutTradeNo  string    `json:"out_trade_no"`
+	Amount      int64     `json:"amount"`
+	Status      string    `json:"status"`
+	CreatedAt   time.Time `json:"created_at"`
+	// Applied is how often the key was applied; set only in /sim/ listings.
+	Applied int `json:"applied,omitempty"`
+}
+
+// request is a write body; comparable so a replay can be checked field by field.
+type request[Rec any] interface {
+	comparable
+	idemKey() string
+	orderNo() string
+	validate() error
+	record(createdAt time.Time, applied int) Rec
+}
+
+type confirmRequest struct {
+	Key         string `json:"key"`
+	OutTradeNo  string `json:"out_trade_no"`
+	AmountTotal int64  `json:"amount_total"`
+}
+
+func (r confirmRequest) idemKey() string { return r.Key }
+func (r confirmRequest) orderNo() string { return r.OutTradeNo }
+
+func (r confirmRequest) validate() error {
+	if r.Key == "" || r.OutTradeNo == "" || r.AmountTotal <= 0 {
+		return errors.New("need key, out_trade_no and a positive amount_total")
+	}
+	return nil
+}
+
+func (r confirmRequest) record(createdAt time.Time, applied int) ConfirmationRecord {
+	return ConfirmationRecord{Key: r.Key, OutTradeNo: r.OutTradeNo, AmountTotal: r.AmountTotal,
+		Status: StatusConfirmed, CreatedAt: createdAt, Applied: applied}
+}
+
+type releaseRequest struct {
+	Key         string `json:"key"`
+	OutRefundNo string `json:"out_refund_no"`
+	OutTradeNo  string `json:"out_trade_no"`
+	Amount      int64  `json:"amount"`
+}
+
+func (r releaseRequest) idemKey() string { return r.Key }
+func (r releaseRequest) orderNo() string { return r.OutTradeNo }
+
+func (r releaseRequest) validate() error {
+	if r.Key == "" || r.OutRefundNo == "" || r.OutTradeNo == "" || r.Amount <= 0 {
+		return errors.New("need key, out_refund_no, out_trade_no and a positive amount")
+	}
+	return nil
+}
+
+func (r releaseRequest) record(createdAt time.Time, applied int) ReleaseRecord {
+	return ReleaseRecord{Key: r.Key, OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo,
+		Amount: r.Amount, Status: StatusReleased, CreatedAt: createdAt, Applied: applied}
+}
+
+// outcome of applying one write.
+type outcome int
+
+const (
+	applied outcome = iota
+	duplicate
+	mismatch
+)
+
+type entry[R any] struct {
+	req       R
+	createdAt time.Time
+}
+
+// book holds one kind of write by key and counts applications per order.
+// It is not safe for concurrent use; Sim guards it with its lock.
+type book[R request[Rec], Rec any] struct {
+	byKey    map[string]*entry[R]
+	perOrder map[string]int // applications per out_trade_no
+	perKey   map[string]int // applications per key, kept apart from byKey so a dedup bug shows
+}
+
+func newBook[R request[Rec], Rec any]() *book[R, Rec] {
+	return &book[R, Rec]{byKey: map[string]*entry[R]{}, perOrder: map[string]int{}, perKey: map[string]int{}}
+}
+
+// apply stores req unless its key is known, and returns the stored record.
+func (b *book[R, Rec]) apply(req R, now time.Time) (Rec, outcome) {
+	if e, ok := b.byKey[req.idemKey()]; ok {
+		if e.req != req {
+			return e.req.record(e.createdAt, 0), mismatch
+		}
+		return e.req.record(e.createdAt, 0), duplicate
+	}
+	b.byKey[req.idemKey()] = &entry[R]{req: req, createdAt: now}
+	b.perOrder[req.orderNo()]++
+	b.perKey[req.idemKey()]++
+	return req.record(now, 0), applied
+}
+
+func (b *book[R, Rec]) get(key string) (Rec, bool) {
+	e, ok := b.byKey[key]
+	if !ok {
+		var zero Rec
+		return zero, false
+	}
+	return e.req.record(e.createdAt, 0), true
+}
+
+// list returns every record with its applied count, oldest first.
+func (b *book[R, Rec]) list() []Rec {
+	entries := make([]*entry[R], 0, len(b.byKey))
+	for _, e := range b.byKey {
+		entries = append(entries, e)
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		if !entries[i].createdAt.Equal(entries[j].createdAt) {
+			return entries[i].createdAt.Before(entries[j].createdAt)
+		}
+		return entries[i].req.idemKey() < entries[j].req.idemKey()
+	})
+	out := make([]Rec, len(entries))
+	for i, e := range entries {
+		out[i] = e.req.record(e.createdAt, b.perKey[e.req.idemKey()])
+	}
+	return out
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"paygateway/ledger"
+)
+
+// outTradeNoPattern is WeChat Pay's rule: 6–32 of letters, digits, _-|*.
+var outTradeNoPattern = regexp.MustCompile(`^[A-Za-z0-9_\-|*]{6,32}$`)
+
+// ValidOutTradeNo reports whether s is a well-formed out_trade_no.
+func ValidOutTradeNo(s string) bool { return outTradeNoPattern.MatchString(s) }
+
+// MaxAmount caps any amount at 100 million yuan, far above real orders.
+const MaxAmount int64 = 10_000_000_000
+
+type orderRequest struct {
+	OutTradeNo  string    `json:"out_trade_no"`
+	AmountTotal int64     `json:"amount_total"`
+	PayerOpenID string    `json:"payer_openid"`
+	ExpireAt    time.Time `json:"expire_at"`
+}
+
+func (o orderRequest) validate(now time.Time) error {
+	switch {
+	case !ValidOutTradeNo(o.OutTradeNo):
+		return &Error{Code: CodeInvalid, Message: "out_trade_no must be 6-32 of A-Z a-z 0-9 _ - | *"}
+	case o.AmountTotal <= 0 || o.AmountTotal > MaxAmount:
+		return &Error{Code: CodeInvalid, Message: "amount_total must be a positive number of fen"}
+	case len(o.PayerOpenID) > 128:
+		return &Error{Code: CodeInvalid, Message: "payer_openid too long"}
+	case o.ExpireAt.IsZero() || !o.ExpireAt.After(now):
+		return &Error{Code: CodeInvalid, Message: "expire_at must be an RFC 3339 time in the future"}
+	}
+	return nil
+}
+
+// DecodeJSON reads a JSON body strictly: unknown fields and trailing data
+// are errors.
+func DecodeJSON(c *gin.Context, max int64, v any) error {
+	body, err := ReadBody(c, max)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Errorf(CodeInvalid, "malformed JSON: "+err.Error(), err)
+	}
+	if dec.More() {
+		return &Error{Code: CodeInvalid, Message: "malformed JSON: trailing data"}
+	}
+	return nil
+}
+
+// registerOrder records an order the business expects to be paid.
+func (d *Deps) registerOrder(c *gin.Context) {
+	var req orderRequest
+	if err := DecodeJSON(c, d.MaxBodyBytes, &req); err != nil {
+		writeError(c, err)
+		return
+	}
+	if err := req.validate(d.Store.Now()); err != nil {
+		writeError(c, err)
+		return
+	}
+	p, err := d.Store.RegisterOrder(c.Request.Context(), ledger.Order{OutTradeNo: req.OutTradeNo,
+		AmountTotal: req.AmountTotal, PayerOpenID: req.PayerOpenID, ExpireAt: req.ExpireAt})
+	switch {
+	case err == nil:
+		c.JSON(http.StatusCreated, p)
+	case errors.Is(err, ledger.ErrAlreadyRecorded):
+		c.JSON(http.StatusOK, p)
+	case errors.Is(err, ledger.ErrConflict):
+		writeError(c, Errorf(CodeConflict, "order already registered with other values", err))
+	default:
+		writeError(c, ledgerError(err))
+	}
+}
+
+// getPayment shows finance a payment with its history and anomalies.
+func (d *Deps) getPayment(c *gin.Context) {
+	no := c.Param("out_trade_no")
+	if len(no) > 64 {
+		writeError(c, &Error{Code: CodeInvalid, Message: "out_trade_no too long"})
+		return
+	}
+	ctx := c.Request.Context()
+	p, err := d.Store.Payment(ctx, no)
+	if err != nil {
+		writeError(c, ledgerError(err))
+		return
+	}
+	history, err := d.Store.History(ctx, no)
+	if err != nil {
+		writeError(c, ledgerError(err))
+		return
+	}
+	anomalies, err := d.Store.Anomalies(ctx, no)
+	if err != nil {
+		writeError(c, ledgerError(err))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"payment": p, "history": history, "anomalies": anomalies})
+}

@@ -1,0 +1,213 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"paygateway/ledger"
+)
+
+// Notice is a verified, decrypted WeChat Pay notification.
+type Notice struct {
+	ID           string
+	EventType    string
+	ResourceType string
+	OriginalType string
+	Summary      string
+	CreateTime   time.Time
+	Serial       string
+	Nonce        string
+	Timestamp    time.Time
+	Plaintext    []byte
+}
+
+// Notices verifies and decrypts WeChat Pay notifications. Implementations
+// return *Error values with codes ESIGNATURE, ESTALE, EDECRYPT or EINVALID.
+type Notices interface {
+	Parse(ctx context.Context, header http.Header, body []byte) (*Notice, error)
+}
+
+// ProcessorConfig holds the merchant identity notifications must carry and
+// the guard timings.
+type ProcessorConfig struct {
+	MchID    string
+	AppID    string
+	NonceTTL time.Duration // how long nonces are remembered; above the ±5 min window
+	LockTTL  time.Duration // Redis lock lifetime; above the slowest processing
+	LockWait time.Duration // how long a duplicate waits for the lock holder
+}
+
+// Processor turns verified notifications into ledger changes.
+type Processor struct {
+	cfg     ProcessorConfig
+	notices Notices
+	nonces  Nonces
+	locker  Locker
+	store   *ledger.Store
+}
+
+// NewProcessor wires a processor; zero timings get safe defaults.
+func NewProcessor(cfg ProcessorConfig, notices Notices, nonces Nonces, locker Locker, store *ledger.Store) *Processor {
+	if cfg.NonceTTL <= 0 {
+		cfg.NonceTTL = 15 * time.Minute
+	}
+	if cfg.LockTTL <= 0 {
+		cfg.LockTTL = 10 * time.Second
+	}
+	if cfg.LockWait <= 0 {
+		cfg.LockWait = 2 * time.Second
+	}
+	return &Processor{cfg: cfg, notices: notices, nonces: nonces, locker: locker, store: store}
+}
+
+// Store returns the ledger the processor writes to.
+func (p *Processor) Store() *ledger.Store { return p.store }
+
+// Authenticate verifies signature, time window and replay, and decrypts.
+func (p *Processor) Authenticate(ctx context.Context, header http.Header, body []byte) (*Notice, error) {
+	n, err := p.notices.Parse(ctx, header, body)
+	if err != nil {
+		return nil, err
+	}
+	fresh, err := p.nonces.FirstSeen(ctx, "nonce:"+n.Nonce, p.cfg.NonceTTL)
+	if err != nil {
+		return nil, Errorf(CodeUnavailable, "replay check unavailable", err)
+	}
+	if !fresh {
+		return nil, &Error{Code: CodeReplay, Message: "nonce already used"}
+	}
+	return n, nil
+}
+
+// wxTransaction is the decrypted resource of a TRANSACTION.* notification.
+type wxTransaction struct {
+	AppID         string `json:"appid"`
+	MchID         string `json:"mchid"`
+	OutTradeNo    string `json:"out_trade_no"`
+	TransactionID string `json:"transaction_id"`
+	TradeState    string `json:"trade_state"`
+	SuccessTime   string `json:"success_time"`
+	Payer         struct {
+		OpenID string `json:"openid"`
+	} `json:"payer"`
+	Amount struct {
+		Total      int64  `json:"total"`
+		PayerTotal int64  `json:"payer_total"`
+		Currency   string `json:"currency"`
+	} `json:"amount"`
+}
+
+// HandlePayment processes a payment notification. A nil error means the
+// ledger has durably committed it (or had it already).
+func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body []byte) error {
+	n, err := p.Authenticate(ctx, header, body)
+	if err != nil {
+		return err
+	}
+	if n.EventType != "TRANSACTION.SUCCESS" {
+		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType}
+	}
+	u, err := p.transactionUpdate(n)
+	if err != nil {
+		return err
+	}
+	return p.apply(ctx, u)
+}
+
+func (p *Processor) transactionUpdate(n *Notice) (ledger.TransactionUpdate, error) {
+	var tx wxTransaction
+	if err := json.Unmarshal(n.Plaintext, &tx); err != nil {
+		return ledger.TransactionUpdate{}, Errorf(CodeInvalid, "resource is not a transaction", err)
+	}
+	if err := p.checkMerchant(tx.MchID, tx.AppID); err != nil {
+		return ledger.TransactionUpdate{}, err
+	}
+	if err := validTransaction(tx); err != nil {
+		return ledger.TransactionUpdate{}, err
+	}
+	success, _ := time.Parse(time.RFC3339, tx.SuccessTime)
+	return ledger.TransactionUpdate{
+		Notice: ledger.Notice{NotifyID: n.ID, Source: ledger.SourceCallback, EventType: n.EventType,
+			ResourceType: n.ResourceType, Summary: n.Summary, OutTradeNo: tx.OutTradeNo,
+			TransactionID: tx.TransactionID, Plaintext: string(n.Plaintext), CreateTime: n.CreateTime},
+		OutTradeNo: tx.OutTradeNo, TransactionID: tx.TransactionID, TradeState: tx.TradeState,
+		AppID: tx.AppID, MchID: tx.MchID, PayerOpenID: tx.Payer.OpenID, AmountTotal: tx.Amount.Total,
+		PayerTotal: tx.Amount.PayerTotal, Currency: tx.Amount.Currency, SuccessTime: success,
+	}, nil
+}
+
+func (p *Processor) checkMerchant(mchID, appID string) error {
+	if mchID != p.cfg.MchID {
+		return &Error{Code: CodeMerchant, Message: "mchid does not match this merchant"}
+	}
+	if appID != "" && appID != p.cfg.AppID || appID == "" && p.cfg.AppID != "" {
+		return &Error{Code: CodeMerchant, Message: "appid does not match this merchant"}
+	}
+	return nil
+}
+
+func validTransaction(tx wxTransaction) error {
+	switch {
+	case tx.OutTradeNo == "" || len(tx.OutTradeNo) > 64:
+		return &Error{Code: CodeInvalid, Message: "out_trade_no missing or too long"}
+	case tx.TransactionID == "" || len(tx.TransactionID) > 64:
+		return &Error{Code: CodeInvalid, Message: "transaction_id missing or too long"}
+	case tx.TradeState != "SUCCESS":
+		return &Error{Code: CodeInvalid, Message: "TRANSACTION.SUCCESS with trade_state " + tx.TradeState}
+	case tx.Amount.Total <= 0:
+		return &Error{Code: CodeInvalid, Message: "amount.total must be positive"}
+	}
+	return nil
+}
+
+// apply records a transaction update, answering replays as successes.
+func (p *Processor) apply(ctx context.Context, u ledger.TransactionUpdate) error {
+	if done, err := p.store.NoticeRecorded(ctx, u.Notice.NotifyID); err == nil && done {
+		return nil
+	}
+	unlock := p.lock(ctx, "pay:"+u.OutTradeNo)
+	defer unlock()
+	_, err := p.store.ApplyTransaction(ctx, u)
+	return ledgerError(err)
+}
+
+// lock takes the advisory lock, waiting a little for a holder to finish.
+// It never fails the caller: if Redis is down or the wait runs out, the
+// database's keys still make the write safe.
+func (p *Processor) lock(ctx context.Context, key string) func() {
+	deadline := time.Now().Add(p.cfg.LockWait)
+	for {
+		token, ok, err := p.locker.TryLock(ctx, key, p.cfg.LockTTL)
+		if err != nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return func() {}
+		}
+		if ok {
+			return func() { _ = p.locker.Unlock(context.WithoutCancel(ctx), key, token) }
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ledgerError maps ledger errors onto gateway errors.
+func ledgerError(err error) error {
+	var mismatch *ledger.AmountMismatchError
+	switch {
+	case err == nil, errors.Is(err, ledger.ErrAlreadyRecorded):
+		return nil
+	case errors.As(err, &mismatch):
+		return Errorf(CodeConflict, fmt.Sprintf("amount %d fen differs from the registered %d fen", mismatch.Got, mismatch.Expected), err)
+	case errors.Is(err, ledger.ErrIllegalTransition):
+		return Errorf(CodeConflict, "state change refused", err)
+	case errors.Is(err, ledger.ErrNoChange):
+		return Errorf(CodeInvalid, "nothing to apply", err)
+	case errors.Is(err, ledger.ErrNotFound):
+		return Errorf(CodeNotFound, "not found", err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return Errorf(CodeUnavailable, "timed out, try again", err)
+	}
+	return Errorf(CodeUnavailable, "ledger unavailable, try again", err)
+}

@@ -1,0 +1,126 @@
+// Package redisstore backs the gateway's guards with Redis: the nonce
+// cache (SET NX EX) and advisory locks (SET NX PX with a random token,
+// released by compare-and-delete so only the owner can release).
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"paygateway/gateway"
+)
+
+var (
+	_ gateway.Nonces = (*Store)(nil)
+	_ gateway.Locker = (*Store)(nil)
+)
+
+// Config bounds every Redis call; a slow or dead Redis must never hold a
+// request longer than these.
+type Config struct {
+	Addr         string
+	Password     string
+	DB           int
+	Prefix       string        // key prefix, default "gw:"
+	PoolSize     int           // default 20
+	DialTimeout  time.Duration // default 200 ms
+	ReadTimeout  time.Duration // default 100 ms
+	WriteTimeout time.Duration // default 100 ms
+	PoolTimeout  time.Duration // wait for a free connection; default 100 ms
+	OpTimeout    time.Duration // whole call including retries; default 250 ms
+}
+
+// Store is a Redis-backed Nonces and Locker.
+type Store struct {
+	client *redis.Client
+	prefix string
+	opTime time.Duration
+}
+
+// NewClient returns a go-redis client with bounded pool and timeouts.
+func NewClient(cfg Config) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB,
+		PoolSize:     orInt(cfg.PoolSize, 20),
+		DialTimeout:  or(cfg.DialTimeout, 200*time.Millisecond),
+		ReadTimeout:  or(cfg.ReadTimeout, 100*time.Millisecond),
+		WriteTimeout: or(cfg.WriteTimeout, 100*time.Millisecond),
+		PoolTimeout:  or(cfg.PoolTimeout, 100*time.Millisecond),
+		MaxRetries:   1,
+		// go-redis would otherwise stretch its timeouts to the ctx deadline.
+		ContextTimeoutEnabled: true,
+	})
+}
+
+// New wraps a client.
+func New(client *redis.Client, cfg Config) *Store {
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = "gw:"
+	}
+	return &Store{client: client, prefix: prefix, opTime: or(cfg.OpTimeout, 250*time.Millisecond)}
+}
+
+// Client returns the underlying client (rate limiting shares it).
+func (s *Store) Client() *redis.Client { return s.client }
+
+// Prefix returns the key prefix.
+func (s *Store) Prefix() string { return s.prefix }
+
+// OpTimeout returns the bound of one Redis call.
+func (s *Store) OpTimeout() time.Duration { return s.opTime }
+
+// FirstSeen implements gateway.Nonces.
+func (s *Store) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTime)
+	defer cancel()
+	ok, err := s.client.SetNX(ctx, s.prefix+nonce, 1, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("redis nonce: %w", err)
+	}
+	return ok, nil
+}
+
+// TryLock implements gateway.Locker.
+func (s *Store) TryLock(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTime)
+	defer cancel()
+	token := gateway.NewToken()
+	ok, err := s.client.SetNX(ctx, s.prefix+"lock:"+key, token, ttl).Result()
+	if err != nil {
+		return "", false, fmt.Errorf("redis lock %s: %w", key, err)
+	}
+	return token, ok, nil
+}
+
+var unlockScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
+
+// Unlock implements gateway.Locker: it deletes the lock only if token
+// still owns it, so a lock that expired and was retaken stays held.
+func (s *Store) Unlock(ctx context.Context, key, token string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTime)
+	defer cancel()
+	err := unlockScript.Run(ctx, s.client, []string{s.prefix + "lock:" + key}, token).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redis unlock %s: %w", key, err)
+	}
+	return nil
+}
+
+func or(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func orInt(n, def int) int {
+	if n > 0 {
+		return n
+	}
+	return def
+}

@@ -1,0 +1,50 @@
+// Package redistest gives tests the real Redis at GATEWAY_TEST_REDIS_ADDR
+// under a key prefix of their own; without it they skip (fail on CI).
+package redistest
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"paygateway/gateway"
+	"paygateway/gateway/redisstore"
+	"paygateway/ledger/ledgertest"
+)
+
+// Config returns a Config for the test Redis with a fresh key prefix whose
+// keys are deleted when the test ends.
+func Config(t testing.TB) redisstore.Config {
+	t.Helper()
+	addr := os.Getenv("GATEWAY_TEST_REDIS_ADDR")
+	if addr == "" {
+		ledgertest.Unavailable(t, "GATEWAY_TEST_REDIS_ADDR is not set")
+	}
+	cfg := redisstore.Config{Addr: addr, Prefix: "gwtest:" + gateway.NewToken()[:12] + ":",
+		OpTimeout: 2 * time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second}
+	c := redisstore.NewClient(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		ledgertest.Unavailable(t, "redis at "+addr+" unreachable: "+err.Error())
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := c.Keys(ctx, cfg.Prefix+"*").Result()
+		if len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+		c.Close()
+	})
+	return cfg
+}
+
+// Store returns a redisstore.Store on the test Redis.
+func Store(t testing.TB) *redisstore.Store {
+	cfg := Config(t)
+	c := redisstore.NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
+	return redisstore.New(c, cfg)
+}

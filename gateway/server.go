@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"paygateway/ledger"
+)
+
+// Deps are what the HTTP edge needs.
+type Deps struct {
+	Processor     *Processor
+	Store         *ledger.Store
+	Auth          *Auth
+	MaxBodyBytes  int64         // request body cap; default 64 KiB
+	NotifyTimeout time.Duration // WeChat wants an answer within 5 s; default 4 s
+	APITimeout    time.Duration // other routes; default 10 s
+	// Routes lets other features add their routes to the same engine.
+	Routes []func(r *gin.Engine, d *Deps)
+}
+
+// NewRouter builds the gin engine with every route.
+func NewRouter(d Deps) *gin.Engine {
+	d = withDefaults(d)
+	r := gin.New()
+	r.Use(requestID(), recovery())
+	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", d.ready)
+	notify := r.Group("/v1/wechatpay/notify", timeout(d.NotifyTimeout))
+	notify.POST("/payment", d.paymentNotify)
+	api := r.Group("/v1", timeout(d.APITimeout))
+	api.POST("/orders", d.Auth.Require(RoleService), d.registerOrder)
+	api.GET("/ledger/payments/:out_trade_no", d.Auth.Require(RoleFinance, RoleOps), d.getPayment)
+	for _, add := range d.Routes {
+		add(r, &d)
+	}
+	return r
+}
+
+func withDefaults(d Deps) Deps {
+	if d.MaxBodyBytes <= 0 {
+		d.MaxBodyBytes = 64 << 10
+	}
+	if d.NotifyTimeout <= 0 {
+		d.NotifyTimeout = 4 * time.Second
+	}
+	if d.APITimeout <= 0 {
+		d.APITimeout = 10 * time.Second
+	}
+	return d
+}
+
+// ReadBody reads at most max bytes of the request body.
+func ReadBody(c *gin.Context, max int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, max))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, &Error{Code: CodeTooLarge, Message: "request body too large"}
+	}
+	if err != nil {
+		return nil, Errorf(CodeInvalid, "could not read body", err)
+	}
+	return body, nil
+}
+
+// paymentNotify answers 204 only after the ledger committed.
+func (d *Deps) paymentNotify(c *gin.Context) {
+	body, err := ReadBody(c, d.MaxBodyBytes)
+	if err == nil {
+		err = d.Processor.HandlePayment(c.Request.Context(), c.Request.Header, body)
+	}
+	if err != nil {
+		writeWechatFail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (d *Deps) ready(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := d.Store.Ping(ctx); err != nil {
+		writeError(c, Errorf(CodeUnavailable, "database not ready", err))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+const requestIDKey = "gateway.request_id"
+
+// requestID takes X-Request-Id from the caller or makes one, and returns it.
+func requestID() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		id := c.GetHeader("X-Request-Id")
+		if id == "" || len(id) > 64 {
+			id = NewToken()
+		}
+		c.Set(requestIDKey, id)
+		c.Header("X-Request-Id", id)
+		c.Next()
+	}
+}
+
+// recovery turns a panic into a logged 500 JSON answer.
+func recovery() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				slog.ErrorContext(c.Request.Context(), "panic", "panic", v, "path", c.FullPath(),
+					"request_id", c.GetString(requestIDKey))
+				c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"code": CodeInternal, "message": "internal error"})
+			}
+		}()
+		c.Next()
+	}
+}
+
+// timeout bounds the request context of a route group.
+func timeout(d time.Duration) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ctx, cancel := context.WithTimeout(c.Request.Context(), d)
+		defer cancel()
+		c.Request = c.Request.WithContext(ctx)
+		c.Next()
+	}
+}

@@ -1,0 +1,447 @@
+package wechatpay
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/wechatpay-apiv3/wechatpay-go/core"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/consts"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
+	"github.com/wechatpay-apiv3/wechatpay-go/services/payments"
+	"github.com/wechatpay-apiv3/wechatpay-go/services/payments/jsapi"
+	"github.com/wechatpay-apiv3/wechatpay-go/services/refunddomestic"
+)
+
+// defaultClientTimeout bounds one API call when ClientConfig.Timeout is 0.
+const defaultClientTimeout = 10 * time.Second
+
+// maxBillSize bounds a downloaded trade bill.
+const maxBillSize = 256 << 20
+
+// Errors returned by Client. Callers decide with errors.Is / errors.As:
+//   - ErrNotFound: WeChat Pay answered that the order or refund does not exist.
+//   - ErrUnknownOutcome: no trustworthy answer (timeout, reset, 5xx, 429, bad
+//     response signature); WeChat may or may not have applied the call, so
+//     query before retrying, and retry a refund only with the same out_refund_no.
+//   - *BusinessError: any other 4xx, a definite refusal; nothing was applied.
+var (
+	ErrNotFound         = errors.New("wechatpay: not found")
+	ErrUnknownOutcome   = errors.New("wechatpay: outcome unknown")
+	ErrInvalidSignature = errors.New("wechatpay: response signature invalid")
+)
+
+// BusinessError is a definite refusal by WeChat Pay (a 4xx other than
+// not-found), e.g. 403 NOT_ENOUGH or 401 SIGN_ERROR.
+type BusinessError struct {
+	Status    int
+	Code      string
+	Message   string
+	RequestID string
+}
+
+// Error implements error.
+func (e *BusinessError) Error() string {
+	return fmt.Sprintf("wechatpay: %d %s: %s (request-id %s)", e.Status, e.Code, e.Message, e.RequestID)
+}
+
+// IsUnknownOutcome reports whether err leaves open whether WeChat Pay applied
+// the call.
+func IsUnknownOutcome(err error) bool { return errors.Is(err, ErrUnknownOutcome) }
+
+// ClientConfig configures Client.
+type ClientConfig struct {
+	MchID, AppID   string
+	MerchantSerial string          // merchant API certificate serial
+	MerchantKey    *rsa.PrivateKey // merchant API private key; signs requests
+	PublicKeyID    string          // "PUB_KEY_ID_…"
+	PublicKey      *rsa.PublicKey  // WeChat Pay public key; verifies responses
+	// BaseURL replaces the scheme and host of WeChat Pay's API
+	// (https://api.mch.weixin.qq.com) when set, e.g. to reach a simulator.
+	// It must not have a path: the request signature covers the request URI.
+	BaseURL string
+	// Timeout bounds each call, including reading the answer; default 10 s.
+	Timeout         time.Duration
+	RefundNotifyURL string       // notify_url sent with refunds; "" = the merchant default
+	Logger          *slog.Logger // default slog.Default()
+}
+
+func (cfg ClientConfig) validate() error {
+	switch {
+	case cfg.MchID == "" || cfg.AppID == "":
+		return errors.New("mchid and appid are required")
+	case cfg.MerchantSerial == "" || cfg.MerchantKey == nil:
+		return errors.New("merchant serial and private key are required")
+	case cfg.PublicKeyID == "" || cfg.PublicKey == nil:
+		return errors.New("wechat pay public key id and public key are required")
+	}
+	return nil
+}
+
+// Client calls the WeChat Pay v3 API: order query, refunds and trade bills.
+// It is safe for concurrent use.
+type Client struct {
+	cfg     ClientConfig
+	log     *slog.Logger
+	api     *core.Client // signs requests, verifies responses
+	raw     *core.Client // signs requests, no response verification (bill download)
+	jsapi   jsapi.JsapiApiService
+	refunds refunddomestic.RefundsApiService
+}
+
+// NewClient builds a client in public-key mode. It does not touch the network.
+func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("new wechatpay client: %w", err)
+	}
+	hc, err := newHTTPClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new wechatpay client: %w", err)
+	}
+	api, err := core.NewClient(ctx,
+		option.WithWechatPayPublicKeyAuthCipher(cfg.MchID, cfg.MerchantSerial, cfg.MerchantKey, cfg.PublicKeyID, cfg.PublicKey),
+		option.WithHTTPClient(hc))
+	if err != nil {
+		return nil, fmt.Errorf("new wechatpay client: %w", err)
+	}
+	// Bill files are served unsigned, so downloads skip response validation.
+	raw, err := core.NewClient(ctx,
+		option.WithMerchantCredential(cfg.MchID, cfg.MerchantSerial, cfg.MerchantKey),
+		option.WithoutValidator(), option.WithHTTPClient(hc))
+	if err != nil {
+		return nil, fmt.Errorf("new wechatpay client: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Client{
+		cfg: cfg, log: log, api: api, raw: raw,
+		jsapi:   jsapi.JsapiApiService{Client: api},
+		refunds: refunddomestic.RefundsApiService{Client: api},
+	}, nil
+}
+
+// newHTTPClient returns the HTTP client with the call timeout and, when
+// BaseURL is set, the host rewriting (wechatpay-go hard-codes its host).
+func newHTTPClient(cfg ClientConfig) (*http.Client, error) {
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = defaultClientTimeout
+	}
+	var rt http.RoundTripper = http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.BaseURL != "" {
+		u, err := url.Parse(cfg.BaseURL)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return nil, fmt.Errorf("base url %q: want scheme://host[:port]", cfg.BaseURL)
+		}
+		if strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+			return nil, fmt.Errorf("base url %q: must not have a path or query", cfg.BaseURL)
+		}
+		rt = &baseURLTransport{scheme: u.Scheme, host: u.Host, next: rt}
+	}
+	return &http.Client{Timeout: timeout, Transport: rt}, nil
+}
+
+// baseURLTransport sends requests for WeChat Pay's API hosts to another
+// scheme and host. Safe because the signature covers only method and URI.
+type baseURLTransport struct {
+	scheme, host string
+	next         http.RoundTripper
+}
+
+// wechatPayHosts are the hosts baseURLTransport redirects.
+var wechatPayHosts = map[string]bool{
+	strings.TrimPrefix(consts.WechatPayAPIServer, "https://"):       true,
+	strings.TrimPrefix(consts.WechatPayAPIServerBackup, "https://"): true,
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *baseURLTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !wechatPayHosts[r.URL.Host] {
+		return t.next.RoundTrip(r)
+	}
+	out := r.Clone(r.Context()) // a RoundTripper must not modify its request
+	out.URL.Scheme, out.URL.Host, out.Host = t.scheme, t.host, ""
+	return t.next.RoundTrip(out)
+}
+
+// Transaction is the part of a WeChat Pay order the gateway uses. Amounts
+// are fen; SuccessTime is UTC (zero unless paid).
+type Transaction struct {
+	OutTradeNo     string
+	TransactionID  string
+	TradeState     string // SUCCESS, REFUND, NOTPAY, CLOSED, REVOKED, USERPAYING, PAYERROR
+	TradeStateDesc string
+	AppID, MchID   string
+	PayerOpenID    string
+	AmountTotal    int64
+	PayerTotal     int64
+	Currency       string
+	SuccessTime    time.Time
+}
+
+// QueryOrder looks an order up by out_trade_no. Errors: ErrNotFound,
+// ErrUnknownOutcome, *BusinessError.
+func (c *Client) QueryOrder(ctx context.Context, outTradeNo string) (*Transaction, error) {
+	tx, result, err := c.jsapi.QueryOrderByOutTradeNo(ctx, jsapi.QueryOrderByOutTradeNoRequest{
+		OutTradeNo: core.String(outTradeNo), Mchid: core.String(c.cfg.MchID),
+	})
+	if err != nil {
+		return nil, c.fail("query order", outTradeNo, result, err)
+	}
+	out, err := toTransaction(tx)
+	if err != nil {
+		return nil, fmt.Errorf("query order %s: %w: %w", outTradeNo, ErrUnknownOutcome, err)
+	}
+	return out, nil
+}
+
+func toTransaction(tx *payments.Transaction) (*Transaction, error) {
+	out := &Transaction{
+		OutTradeNo: deref(tx.OutTradeNo), TransactionID: deref(tx.TransactionId),
+		TradeState: deref(tx.TradeState), TradeStateDesc: deref(tx.TradeStateDesc),
+		AppID: deref(tx.Appid), MchID: deref(tx.Mchid),
+	}
+	if tx.Payer != nil {
+		out.PayerOpenID = deref(tx.Payer.Openid)
+	}
+	if a := tx.Amount; a != nil {
+		out.AmountTotal, out.PayerTotal, out.Currency = deref(a.Total), deref(a.PayerTotal), deref(a.Currency)
+	}
+	if s := deref(tx.SuccessTime); s != "" {
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			return nil, fmt.Errorf("success_time %q: %w", s, err)
+		}
+		out.SuccessTime = t.UTC()
+	}
+	return out, nil
+}
+
+// RefundRequest asks for a refund of Amount out of the order's paid Total
+// (both fen). OutRefundNo is the idempotency key: reuse it on every retry.
+type RefundRequest struct {
+	OutTradeNo  string
+	OutRefundNo string
+	Reason      string
+	Amount      int64
+	Total       int64
+}
+
+func (r RefundRequest) validate() error {
+	switch {
+	case r.OutTradeNo == "" || r.OutRefundNo == "":
+		return errors.New("out_trade_no and out_refund_no are required")
+	case r.Amount <= 0 || r.Total <= 0 || r.Amount > r.Total:
+		return fmt.Errorf("amounts must satisfy 0 < refund (%d) <= total (%d)", r.Amount, r.Total)
+	}
+	return nil
+}
+
+// Refund is the part of a WeChat Pay refund the gateway uses. Amounts are
+// fen; times are UTC (SuccessTime zero unless SUCCESS).
+type Refund struct {
+	OutRefundNo   string
+	RefundID      string
+	OutTradeNo    string
+	TransactionID string
+	Status        string // PROCESSING, SUCCESS, CLOSED, ABNORMAL
+	Amount        int64
+	Total         int64
+	CreateTime    time.Time
+	SuccessTime   time.Time
+}
+
+// CreateRefund requests a refund. Success means accepted (usually
+// PROCESSING), not paid out. A repeated OutRefundNo returns the existing
+// refund. Errors: ErrNotFound (order unknown or unpaid), ErrUnknownOutcome
+// (query with QueryRefund before retrying), *BusinessError (e.g. NOT_ENOUGH).
+func (c *Client) CreateRefund(ctx context.Context, req RefundRequest) (*Refund, error) {
+	if err := req.validate(); err != nil {
+		return nil, fmt.Errorf("create refund %s: %w", req.OutRefundNo, err)
+	}
+	body := refunddomestic.CreateRequest{
+		OutTradeNo:  core.String(req.OutTradeNo),
+		OutRefundNo: core.String(req.OutRefundNo),
+		Amount: &refunddomestic.AmountReq{
+			Refund: core.Int64(req.Amount), Total: core.Int64(req.Total), Currency: core.String("CNY"),
+		},
+	}
+	if req.Reason != "" {
+		body.Reason = core.String(req.Reason)
+	}
+	if c.cfg.RefundNotifyURL != "" {
+		body.NotifyUrl = core.String(c.cfg.RefundNotifyURL)
+	}
+	r, result, err := c.refunds.Create(ctx, body)
+	if err != nil {
+		return nil, c.fail("create refund", req.OutRefundNo, result, err)
+	}
+	return toRefund(r), nil
+}
+
+// QueryRefund looks a refund up by out_refund_no. Errors: ErrNotFound,
+// ErrUnknownOutcome, *BusinessError.
+func (c *Client) QueryRefund(ctx context.Context, outRefundNo string) (*Refund, error) {
+	r, result, err := c.refunds.QueryByOutRefundNo(ctx, refunddomestic.QueryByOutRefundNoRequest{
+		OutRefundNo: core.String(outRefundNo),
+	})
+	if err != nil {
+		return nil, c.fail("query refund", outRefundNo, result, err)
+	}
+	return toRefund(r), nil
+}
+
+func toRefund(r *refunddomestic.Refund) *Refund {
+	out := &Refund{
+		OutRefundNo: deref(r.OutRefundNo), RefundID: deref(r.RefundId),
+		OutTradeNo: deref(r.OutTradeNo), TransactionID: deref(r.TransactionId),
+		CreateTime: derefTime(r.CreateTime), SuccessTime: derefTime(r.SuccessTime),
+	}
+	if r.Status != nil {
+		out.Status = string(*r.Status)
+	}
+	if r.Amount != nil {
+		out.Amount, out.Total = deref(r.Amount.Refund), deref(r.Amount.Total)
+	}
+	return out
+}
+
+// billLink is the answer of GET /v3/bill/tradebill.
+type billLink struct {
+	HashType    string `json:"hash_type"`
+	HashValue   string `json:"hash_value"`
+	DownloadURL string `json:"download_url"`
+}
+
+// TradeBill downloads the ALL trade bill of billDate ("YYYY-MM-DD", a
+// UTC+8 day) and checks its SHA1. WeChat answers 400 NO_STATEMENT_EXIST
+// (*BusinessError) for a day without transactions or not yet generated (T+1).
+func (c *Client) TradeBill(ctx context.Context, billDate string) ([]byte, error) {
+	if _, err := time.Parse(time.DateOnly, billDate); err != nil {
+		return nil, fmt.Errorf("trade bill %s: %w", billDate, err)
+	}
+	q := url.Values{"bill_date": {billDate}, "bill_type": {"ALL"}}
+	result, err := c.api.Get(ctx, consts.WechatPayAPIServer+"/v3/bill/tradebill?"+q.Encode())
+	if err != nil {
+		return nil, c.fail("trade bill", billDate, result, err)
+	}
+	var link billLink
+	if err := core.UnMarshalResponse(result.Response, &link); err != nil {
+		return nil, fmt.Errorf("trade bill %s: decode: %w", billDate, err)
+	}
+	data, err := c.download(ctx, link)
+	if err != nil {
+		return nil, fmt.Errorf("trade bill %s: %w", billDate, err)
+	}
+	return data, nil
+}
+
+// download fetches a bill file (signed request, unsigned answer) and checks
+// its hash.
+func (c *Client) download(ctx context.Context, link billLink) ([]byte, error) {
+	if !strings.EqualFold(link.HashType, "SHA1") {
+		return nil, fmt.Errorf("unsupported hash_type %q", link.HashType)
+	}
+	result, err := c.raw.Get(ctx, link.DownloadURL)
+	if err != nil {
+		return nil, c.fail("download", "bill", result, err)
+	}
+	defer result.Response.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(result.Response.Body, maxBillSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("download: %w", err)
+	}
+	if len(data) > maxBillSize {
+		return nil, fmt.Errorf("download: bill larger than %d bytes", maxBillSize)
+	}
+	sum := sha1.Sum(data)
+	if got := hex.EncodeToString(sum[:]); !strings.EqualFold(got, link.HashValue) {
+		return nil, fmt.Errorf("download: sha1 %s, want %s", got, link.HashValue)
+	}
+	return data, nil
+}
+
+// fail classifies a failed call and wraps it with the operation and key.
+func (c *Client) fail(op, key string, result *core.APIResult, err error) error {
+	err = fmt.Errorf("%s %s: %w", op, key, classify(result, err))
+	if IsUnknownOutcome(err) {
+		c.log.Warn("wechatpay: outcome unknown", "op", op, "key", key, "err", err)
+	}
+	return err
+}
+
+// classify maps a wechatpay-go error to ErrNotFound, ErrUnknownOutcome or
+// *BusinessError. Errors raised before sending stay as they are.
+func classify(result *core.APIResult, err error) error {
+	var apiErr *core.APIError
+	switch {
+	case errors.As(err, &apiErr):
+		return classifyAPIError(apiErr)
+	case result == nil:
+		return err // never sent: bad request fields or signing failure
+	case result.Response == nil || isTransportError(err):
+		return fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
+	case isDecodeError(err):
+		return fmt.Errorf("%w: decode response: %w", ErrUnknownOutcome, err)
+	default:
+		// A 2xx whose signature did not verify: it may have been applied,
+		// but the answer cannot be trusted.
+		return fmt.Errorf("%w: %w: %w", ErrUnknownOutcome, ErrInvalidSignature, err)
+	}
+}
+
+func classifyAPIError(e *core.APIError) error {
+	requestID := e.Header.Get(consts.RequestID)
+	switch {
+	case e.StatusCode == http.StatusNotFound && (e.Code == "ORDER_NOT_EXIST" || e.Code == "RESOURCE_NOT_EXISTS"):
+		return fmt.Errorf("%w: %s %s (request-id %s)", ErrNotFound, e.Code, e.Message, requestID)
+	case e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests || e.StatusCode < 400:
+		return fmt.Errorf("%w: http %d %s %s (request-id %s)", ErrUnknownOutcome, e.StatusCode, e.Code, e.Message, requestID)
+	default:
+		return &BusinessError{Status: e.StatusCode, Code: e.Code, Message: e.Message, RequestID: requestID}
+	}
+}
+
+// isTransportError reports network failures while reading the answer.
+func isTransportError(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) ||
+		// The SDK's validator flattens body read errors into text.
+		strings.Contains(err.Error(), "read response body")
+}
+
+func isDecodeError(err error) bool {
+	var syntaxErr *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	return errors.As(err, &syntaxErr) || errors.As(err, &typeErr)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func derefTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}

@@ -1,0 +1,379 @@
+package wechatpay_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/gateway/wechatpay"
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// clientKeys are generated once: keys are immutable and RSA generation is slow.
+var clientKeys = sync.OnceValues(func() (*wxpaysim.Keys, error) {
+	return wxpaysim.GenerateKeys("1900000109", "wxd678efh567hg6787")
+})
+
+// clientEnv is a simulator served over loopback and a client pointed at it.
+type clientEnv struct {
+	sim    *wxpaysim.Sim
+	client *wechatpay.Client
+	keys   *wxpaysim.Keys
+	url    string
+}
+
+// newClientEnv starts a simulator (refunds settle only on SettleRefunds) and
+// a client; edit may change the client config.
+func newClientEnv(t *testing.T, edit func(*wechatpay.ClientConfig)) *clientEnv {
+	t.Helper()
+	keys, err := clientKeys()
+	if err != nil {
+		t.Fatalf("GenerateKeys: %v", err)
+	}
+	sim := wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1})
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	t.Cleanup(sim.Close) // runs first: releases held connections
+	cfg := clientConfig(keys, srv.URL)
+	if edit != nil {
+		edit(&cfg)
+	}
+	c, err := wechatpay.NewClient(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	return &clientEnv{sim: sim, client: c, keys: keys, url: srv.URL}
+}
+
+func clientConfig(k *wxpaysim.Keys, baseURL string) wechatpay.ClientConfig {
+	return wechatpay.ClientConfig{
+		MchID: k.MchID, AppID: k.AppID, MerchantSerial: k.MerchantSerial, MerchantKey: k.MerchantKey,
+		PublicKeyID: k.PublicKeyID, PublicKey: k.PublicKey(), BaseURL: baseURL, Timeout: 5 * time.Second,
+	}
+}
+
+func (e *clientEnv) pay(t *testing.T, outTradeNo string, amount int64) wxpaysim.Transaction {
+	t.Helper()
+	tx, err := e.sim.Pay(context.Background(), outTradeNo, amount, "o-"+outTradeNo, true)
+	if err != nil {
+		t.Fatalf("Pay %s: %v", outTradeNo, err)
+	}
+	return tx
+}
+
+func refundReq(outTradeNo, outRefundNo string, amount, total int64) wechatpay.RefundRequest {
+	return wechatpay.RefundRequest{OutTradeNo: outTradeNo, OutRefundNo: outRefundNo, Reason: "test", Amount: amount, Total: total}
+}
+
+func TestClientNewClientConfig(t *testing.T) {
+	keys, err := clientKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		edit    func(*wechatpay.ClientConfig)
+		wantErr bool
+	}{
+		{name: "production host, no network at construction", edit: func(c *wechatpay.ClientConfig) { c.BaseURL = "" }},
+		{name: "base url with path", edit: func(c *wechatpay.ClientConfig) { c.BaseURL = "http://127.0.0.1:1/x" }, wantErr: true},
+		{name: "base url without scheme", edit: func(c *wechatpay.ClientConfig) { c.BaseURL = "127.0.0.1:1" }, wantErr: true},
+		{name: "no public key", edit: func(c *wechatpay.ClientConfig) { c.PublicKey = nil }, wantErr: true},
+		{name: "no merchant key", edit: func(c *wechatpay.ClientConfig) { c.MerchantKey = nil }, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := clientConfig(keys, "http://127.0.0.1:1")
+			tc.edit(&cfg)
+			_, err := wechatpay.NewClient(context.Background(), cfg)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err=%v, wantErr=%v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestClientQueryOrder(t *testing.T) {
+	e := newClientEnv(t, nil)
+	paid := e.pay(t, "PAID", 1234)
+	if err := e.sim.RegisterOrder("UNPAID", 500); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, outTradeNo, wantState string
+		wantTotal                   int64
+		wantErr                     error
+	}{
+		{name: "unknown", outTradeNo: "NOPE", wantErr: wechatpay.ErrNotFound},
+		{name: "unpaid", outTradeNo: "UNPAID", wantState: "NOTPAY", wantTotal: 500},
+		{name: "paid", outTradeNo: "PAID", wantState: "SUCCESS", wantTotal: 1234},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tx, err := e.client.QueryOrder(context.Background(), tc.outTradeNo)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), "query order "+tc.outTradeNo) {
+					t.Fatalf("err=%v, want %v with context", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("QueryOrder: %v", err)
+			}
+			if tx.TradeState != tc.wantState || tx.AmountTotal != tc.wantTotal || tx.MchID != e.keys.MchID {
+				t.Fatalf("tx=%+v", tx)
+			}
+		})
+	}
+	tx, err := e.client.QueryOrder(context.Background(), "PAID")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tx.TransactionID != paid.TransactionID || tx.PayerOpenID != "o-PAID" || tx.PayerTotal != 1234 ||
+		tx.Currency != "CNY" || tx.SuccessTime.IsZero() || tx.SuccessTime.Location() != time.UTC {
+		t.Fatalf("paid tx=%+v", tx)
+	}
+}
+
+func TestClientRefundCreateAndQuery(t *testing.T) {
+	e := newClientEnv(t, nil)
+	tx := e.pay(t, "T1", 100)
+	ctx := context.Background()
+	r, err := e.client.CreateRefund(ctx, refundReq("T1", "R1", 30, 100))
+	if err != nil {
+		t.Fatalf("CreateRefund: %v", err)
+	}
+	if r.Status != "PROCESSING" || r.Amount != 30 || r.Total != 100 || r.TransactionID != tx.TransactionID || r.RefundID == "" {
+		t.Fatalf("refund=%+v", r)
+	}
+	e.sim.SettleRefunds()
+	q, err := e.client.QueryRefund(ctx, "R1")
+	if err != nil {
+		t.Fatalf("QueryRefund: %v", err)
+	}
+	if q.Status != "SUCCESS" || q.RefundID != r.RefundID || q.SuccessTime.IsZero() || q.OutTradeNo != "T1" {
+		t.Fatalf("queried=%+v", q)
+	}
+	if _, err := e.client.QueryRefund(ctx, "NOPE"); !errors.Is(err, wechatpay.ErrNotFound) {
+		t.Fatalf("unknown refund: err=%v, want ErrNotFound", err)
+	}
+}
+
+func TestClientRefundRepeatNeverRefundsTwice(t *testing.T) {
+	e := newClientEnv(t, nil)
+	e.pay(t, "T1", 100)
+	ctx := context.Background()
+	first, err := e.client.CreateRefund(ctx, refundReq("T1", "R1", 60, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.client.CreateRefund(ctx, refundReq("T1", "R1", 60, 100))
+	if err != nil || again.RefundID != first.RefundID {
+		t.Fatalf("repeat: %+v %v, want refund %s", again, err, first.RefundID)
+	}
+	if n := e.sim.RefundCount("R1"); n != 1 {
+		t.Fatalf("RefundCount=%d, want 1", n)
+	}
+}
+
+func TestClientRefundBusinessErrors(t *testing.T) {
+	e := newClientEnv(t, nil)
+	e.pay(t, "T1", 100)
+	if err := e.sim.RegisterOrder("UNPAID", 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.CreateRefund(context.Background(), refundReq("T1", "R1", 60, 100)); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		req        wechatpay.RefundRequest
+		wantStatus int
+		wantCode   string
+		wantErr    error
+	}{
+		{name: "over refund", req: refundReq("T1", "R2", 41, 100), wantStatus: 403, wantCode: "NOT_ENOUGH"},
+		{name: "same number other amount", req: refundReq("T1", "R1", 10, 100), wantStatus: 400, wantCode: "INVALID_REQUEST"},
+		{name: "wrong total", req: refundReq("T1", "R3", 10, 99), wantStatus: 400, wantCode: "INVALID_REQUEST"},
+		{name: "unpaid order", req: refundReq("UNPAID", "R4", 10, 100), wantErr: wechatpay.ErrNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.client.CreateRefund(context.Background(), tc.req)
+			if wechatpay.IsUnknownOutcome(err) {
+				t.Fatalf("err=%v is not a definite answer", err)
+			}
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err=%v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			var be *wechatpay.BusinessError
+			if !errors.As(err, &be) || be.Status != tc.wantStatus || be.Code != tc.wantCode {
+				t.Fatalf("err=%v, want %d %s", err, tc.wantStatus, tc.wantCode)
+			}
+			if !strings.Contains(err.Error(), "create refund "+tc.req.OutRefundNo) {
+				t.Fatalf("err=%q lacks context", err)
+			}
+		})
+	}
+}
+
+func TestClientFaults(t *testing.T) {
+	tests := []struct {
+		name      string
+		faults    wxpaysim.Faults
+		timeout   time.Duration
+		wantCount int // refunds WeChat executed after the failed call
+	}{
+		{name: "5xx", faults: wxpaysim.Faults{Fail5xxNext: 1}, timeout: 5 * time.Second},
+		{name: "drop", faults: wxpaysim.Faults{DropNext: 1}, timeout: 5 * time.Second},
+		{name: "apply then timeout", faults: wxpaysim.Faults{ApplyThenTimeoutNext: 1}, timeout: 300 * time.Millisecond, wantCount: 1},
+		{name: "slow answer", faults: wxpaysim.Faults{Delay: 2 * time.Second}, timeout: 300 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newClientEnv(t, func(c *wechatpay.ClientConfig) { c.Timeout = tc.timeout })
+			e.pay(t, "T1", 100)
+			e.sim.SetFaults(tc.faults)
+			ctx := context.Background()
+			_, err := e.client.CreateRefund(ctx, refundReq("T1", "R1", 10, 100))
+			if !wechatpay.IsUnknownOutcome(err) || !strings.Contains(err.Error(), "create refund R1") {
+				t.Fatalf("err=%v, want ErrUnknownOutcome with context", err)
+			}
+			if n := e.sim.RefundCount("R1"); n != tc.wantCount {
+				t.Fatalf("RefundCount=%d, want %d", n, tc.wantCount)
+			}
+			e.sim.SetFaults(wxpaysim.Faults{})
+			// The caller's recovery: query, then retry with the same out_refund_no.
+			q, err := e.client.QueryRefund(ctx, "R1")
+			if found := err == nil; found != (tc.wantCount == 1) {
+				t.Fatalf("query after fault: %+v %v", q, err)
+			}
+			if err != nil && !errors.Is(err, wechatpay.ErrNotFound) {
+				t.Fatalf("query after fault: err=%v, want ErrNotFound", err)
+			}
+			if _, err := e.client.CreateRefund(ctx, refundReq("T1", "R1", 10, 100)); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if n := e.sim.RefundCount("R1"); n != 1 {
+				t.Fatalf("RefundCount after retry=%d, want 1", n)
+			}
+		})
+	}
+}
+
+func TestClientVerifiesResponses(t *testing.T) {
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newClientEnv(t, func(c *wechatpay.ClientConfig) { c.PublicKey = &other.PublicKey })
+	e.pay(t, "T1", 100)
+	_, err = e.client.QueryOrder(context.Background(), "T1")
+	if !errors.Is(err, wechatpay.ErrInvalidSignature) || !wechatpay.IsUnknownOutcome(err) {
+		t.Fatalf("err=%v, want ErrInvalidSignature and ErrUnknownOutcome", err)
+	}
+}
+
+func TestClientMerchantSignatureChecked(t *testing.T) {
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newClientEnv(t, func(c *wechatpay.ClientConfig) { c.MerchantKey = other })
+	e.pay(t, "T1", 100)
+	_, err = e.client.CreateRefund(context.Background(), refundReq("T1", "R1", 10, 100))
+	var be *wechatpay.BusinessError
+	if !errors.As(err, &be) || be.Status != 401 || be.Code != "SIGN_ERROR" {
+		t.Fatalf("err=%v, want 401 SIGN_ERROR", err)
+	}
+	if n := e.sim.RefundCount("R1"); n != 0 {
+		t.Fatalf("RefundCount=%d, want 0", n)
+	}
+}
+
+func today() string {
+	return time.Now().In(time.FixedZone("CST", 8*3600)).Format(time.DateOnly)
+}
+
+func TestClientTradeBill(t *testing.T) {
+	e := newClientEnv(t, nil)
+	t1, t2 := e.pay(t, "T1", 1000), e.pay(t, "T2", 250)
+	r, err := e.client.CreateRefund(context.Background(), refundReq("T1", "R1", 300, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bill, err := e.client.TradeBill(context.Background(), today())
+	if err != nil {
+		t.Fatalf("TradeBill: %v", err)
+	}
+	text := string(bill)
+	for _, want := range []string{
+		wxpaysim.BillHeader,
+		"`" + t1.TransactionID + ",`T1,`o-T1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`10.00,",
+		"`" + t2.TransactionID + ",`T2,`o-T2,`JSAPI,`SUCCESS,`OTHERS,`CNY,`2.50,",
+		"`REFUND,`OTHERS,`CNY,`0.00,`0.00,`" + r.RefundID + ",`R1,`3.00,",
+		wxpaysim.BillSummaryHeader + "\r\n`3,`12.50,`3.00,",
+	} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("bill lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestClientTradeBillFaults(t *testing.T) {
+	tests := []struct {
+		name            string
+		faults          wxpaysim.BillFaults
+		want, wantNot   string
+		wantHashFailure bool
+	}{
+		{name: "drop payment", faults: wxpaysim.BillFaults{DropOutTradeNo: "T1"}, wantNot: "`T1,", want: "`T2,"},
+		{name: "change amount", faults: wxpaysim.BillFaults{ChangeAmount: map[string]int64{"T2": 1}},
+			want: "`T2,`o-T2,`JSAPI,`SUCCESS,`OTHERS,`CNY,`0.01,", wantNot: "`2.50,"},
+		{name: "extra refund", faults: wxpaysim.BillFaults{ExtraRefund: &wxpaysim.BillRefund{OutTradeNo: "T2", OutRefundNo: "RX", Amount: 70}},
+			want: "`RX,`0.70,", wantNot: "`R1,"},
+		{name: "bad hash", faults: wxpaysim.BillFaults{BadHash: true}, wantHashFailure: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newClientEnv(t, nil)
+			e.pay(t, "T1", 1000)
+			e.pay(t, "T2", 250)
+			e.sim.SetBillFaults(tc.faults)
+			bill, err := e.client.TradeBill(context.Background(), today())
+			if tc.wantHashFailure {
+				if err == nil || !strings.Contains(err.Error(), "sha1") {
+					t.Fatalf("err=%v, want sha1 mismatch", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("TradeBill: %v", err)
+			}
+			if !strings.Contains(string(bill), tc.want) || strings.Contains(string(bill), tc.wantNot) {
+				t.Fatalf("bill (want %q, not %q):\n%s", tc.want, tc.wantNot, bill)
+			}
+			if len(e.sim.Refunds()) != 0 {
+				t.Fatal("a bill fault moved money")
+			}
+		})
+	}
+}
+
+func TestClientTradeBillNoStatement(t *testing.T) {
+	e := newClientEnv(t, nil)
+	_, err := e.client.TradeBill(context.Background(), "2020-01-01")
+	var be *wechatpay.BusinessError
+	if !errors.As(err, &be) || be.Code != "NO_STATEMENT_EXIST" {
+		t.Fatalf("err=%v, want NO_STATEMENT_EXIST", err)
+	}
+}

@@ -1,0 +1,173 @@
+// Package wechatpay adapts wechatpay-go to the gateway: it verifies and
+// decrypts notifications (Verifier, a gateway.Notices) and calls the v3
+// API (Client).
+package wechatpay
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wechatpay-apiv3/wechatpay-go/core"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/auth"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/auth/validators"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/auth/verifiers"
+	"github.com/wechatpay-apiv3/wechatpay-go/utils"
+
+	"paygateway/gateway"
+)
+
+var _ gateway.Notices = (*Verifier)(nil)
+
+// NotifyConfig holds the keys notifications are checked with. Set the
+// WeChat Pay public key, platform certificates, or both (during a switch
+// WeChat signs with either; the serial header says which).
+type NotifyConfig struct {
+	APIv3Key     string
+	PublicKeyID  string
+	PublicKey    *rsa.PublicKey
+	Certificates []*x509.Certificate
+	MaxSkew      time.Duration // default 5 min, as the SDK
+	Now          func() time.Time
+}
+
+// Verifier checks notifications with wechatpay-go's validator and
+// verifiers, and decrypts them with its AES-GCM helper.
+type Verifier struct {
+	cfg       NotifyConfig
+	known     map[string]bool
+	validator *validators.WechatPayNotifyValidator
+}
+
+// NewVerifier builds a Verifier; it fails on missing or malformed keys.
+func NewVerifier(cfg NotifyConfig) (*Verifier, error) {
+	if len(cfg.APIv3Key) != 32 {
+		return nil, fmt.Errorf("wechatpay notify: APIv3 key must be 32 bytes, got %d", len(cfg.APIv3Key))
+	}
+	if cfg.MaxSkew <= 0 {
+		cfg.MaxSkew = 5 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	v, known, err := buildVerifier(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Verifier{cfg: cfg, known: known, validator: validators.NewWechatPayNotifyValidator(v)}, nil
+}
+
+func buildVerifier(cfg NotifyConfig) (auth.Verifier, map[string]bool, error) {
+	known := map[string]bool{}
+	for _, c := range cfg.Certificates {
+		known[utils.GetCertificateSerialNumber(*c)] = true
+	}
+	certs := core.NewCertificateMapWithList(cfg.Certificates)
+	hasKey := cfg.PublicKey != nil && cfg.PublicKeyID != ""
+	if hasKey {
+		known[cfg.PublicKeyID] = true
+	}
+	switch {
+	case hasKey && len(cfg.Certificates) > 0:
+		return verifiers.NewSHA256WithRSACombinedVerifier(certs, cfg.PublicKeyID, *cfg.PublicKey), known, nil
+	case hasKey:
+		return verifiers.NewSHA256WithRSAPubkeyVerifier(cfg.PublicKeyID, *cfg.PublicKey), known, nil
+	case len(cfg.Certificates) > 0:
+		return verifiers.NewSHA256WithRSAVerifier(certs), known, nil
+	}
+	return nil, nil, fmt.Errorf("wechatpay notify: configure the WeChat Pay public key or platform certificates")
+}
+
+type envelope struct {
+	ID           string `json:"id"`
+	CreateTime   string `json:"create_time"`
+	EventType    string `json:"event_type"`
+	ResourceType string `json:"resource_type"`
+	Summary      string `json:"summary"`
+	Resource     struct {
+		Algorithm      string `json:"algorithm"`
+		Ciphertext     string `json:"ciphertext"`
+		AssociatedData string `json:"associated_data"`
+		Nonce          string `json:"nonce"`
+		OriginalType   string `json:"original_type"`
+	} `json:"resource"`
+}
+
+// Parse verifies headers, time window and signature, then decrypts.
+func (v *Verifier) Parse(ctx context.Context, header http.Header, body []byte) (*gateway.Notice, error) {
+	ts, err := v.checkHeaders(header)
+	if err != nil {
+		return nil, err
+	}
+	req := &http.Request{Header: header, Body: io.NopCloser(bytes.NewReader(body))}
+	if err := v.validator.Validate(ctx, req); err != nil {
+		return nil, gateway.Errorf(gateway.CodeSignature, "signature verification failed", err)
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, gateway.Errorf(gateway.CodeInvalid, "body is not a notification", err)
+	}
+	plain, err := v.decrypt(env)
+	if err != nil {
+		return nil, err
+	}
+	created, _ := time.Parse(time.RFC3339, env.CreateTime)
+	return &gateway.Notice{ID: env.ID, EventType: env.EventType, ResourceType: env.ResourceType,
+		OriginalType: env.Resource.OriginalType, Summary: env.Summary, CreateTime: created.UTC(),
+		Serial: header.Get("Wechatpay-Serial"), Nonce: header.Get("Wechatpay-Nonce"), Timestamp: ts,
+		Plaintext: plain}, nil
+}
+
+// checkHeaders gives precise errors before the SDK's own checks run.
+func (v *Verifier) checkHeaders(h http.Header) (time.Time, error) {
+	for _, k := range []string{"Wechatpay-Serial", "Wechatpay-Signature", "Wechatpay-Timestamp", "Wechatpay-Nonce"} {
+		if strings.TrimSpace(h.Get(k)) == "" {
+			return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "missing header " + k}
+		}
+	}
+	if st := h.Get("Wechatpay-Signature-Type"); st != "" && st != "WECHATPAY2-SHA256-RSA2048" {
+		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "unsupported signature type"}
+	}
+	sec, err := strconv.ParseInt(strings.TrimSpace(h.Get("Wechatpay-Timestamp")), 10, 64)
+	if err != nil {
+		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "malformed Wechatpay-Timestamp"}
+	}
+	ts := time.Unix(sec, 0).UTC()
+	if skew := v.cfg.Now().Sub(ts); skew >= v.cfg.MaxSkew || -skew >= v.cfg.MaxSkew {
+		return time.Time{}, &gateway.Error{Code: gateway.CodeStale, Message: "timestamp outside the 5 minute window"}
+	}
+	if serial := strings.TrimSpace(h.Get("Wechatpay-Serial")); !v.known[serial] {
+		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "unknown Wechatpay-Serial " + truncate(serial, 64)}
+	}
+	return ts, nil
+}
+
+func (v *Verifier) decrypt(env envelope) ([]byte, error) {
+	r := env.Resource
+	if env.ID == "" || len(env.ID) > 128 || env.EventType == "" {
+		return nil, &gateway.Error{Code: gateway.CodeInvalid, Message: "notification lacks id or event_type"}
+	}
+	if r.Algorithm != "AEAD_AES_256_GCM" {
+		return nil, &gateway.Error{Code: gateway.CodeInvalid, Message: "unsupported resource algorithm " + truncate(r.Algorithm, 32)}
+	}
+	plain, err := utils.DecryptAES256GCM(v.cfg.APIv3Key, r.AssociatedData, r.Nonce, r.Ciphertext)
+	if err != nil {
+		return nil, gateway.Errorf(gateway.CodeDecrypt, "resource could not be decrypted", err)
+	}
+	return []byte(plain), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

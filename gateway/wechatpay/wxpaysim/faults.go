@@ -1,0 +1,163 @@
+package wxpaysim
+
+import (
+	"math/rand/v2"
+	"strings"
+	"time"
+)
+
+// defaultHold bounds how long an apply-then-timeout fault holds a connection
+// when the client never gives up.
+const defaultHold = 30 * time.Second
+
+// Faults are switches for the merchant API endpoints (/v3/…). Counters
+// (…Next) fire deterministically on the next matching requests, before the
+// rates are consulted; the first matching kind in the order 5xx, drop,
+// apply-then-timeout wins.
+type Faults struct {
+	// PathPrefix restricts faults to paths with this prefix ("" = all /v3/).
+	PathPrefix string `json:"path_prefix,omitempty"`
+	// Delay is added before every matching request is handled.
+	Delay time.Duration `json:"delay,omitempty"`
+	// Fail5xx answers 500 SYSTEM_ERROR without applying the request.
+	Fail5xxNext int     `json:"fail_5xx_next,omitempty"`
+	Fail5xxRate float64 `json:"fail_5xx_rate,omitempty"`
+	// Drop closes the connection without answering and without applying.
+	DropNext int     `json:"drop_next,omitempty"`
+	DropRate float64 `json:"drop_rate,omitempty"`
+	// ApplyThenTimeout applies the request (e.g. creates the refund), then
+	// holds the connection until the client gives up (or HoldFor passes)
+	// and closes it without answering.
+	ApplyThenTimeoutNext int     `json:"apply_then_timeout_next,omitempty"`
+	ApplyThenTimeoutRate float64 `json:"apply_then_timeout_rate,omitempty"`
+	// HoldFor bounds the apply-then-timeout hold; 0 means 30 s.
+	HoldFor time.Duration `json:"hold_for,omitempty"`
+	// RefundOutcome is the final status of refunds settled from now on:
+	// "" or SUCCESS, CLOSED or ABNORMAL.
+	RefundOutcome string `json:"refund_outcome,omitempty"`
+	// Seed makes the rates reproducible; 0 picks a random seed.
+	Seed uint64 `json:"seed,omitempty"`
+}
+
+// faultKind is the fault chosen for one request.
+type faultKind int
+
+const (
+	faultNone faultKind = iota
+	faultFail5xx
+	faultDrop
+	faultApplyThenTimeout
+)
+
+// fault is what one request suffers.
+type fault struct {
+	kind  faultKind
+	delay time.Duration
+	hold  time.Duration
+}
+
+// SetFaults replaces all fault switches.
+func (s *Sim) SetFaults(f Faults) {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	s.faults = f
+	if f.Seed != 0 {
+		s.rng = rand.New(rand.NewPCG(f.Seed, f.Seed^0x9e3779b97f4a7c15))
+	}
+}
+
+// CurrentFaults returns the fault switches with the counters left.
+func (s *Sim) CurrentFaults() Faults {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	return s.faults
+}
+
+// takeFault decides the fault for a request to path and consumes a counter.
+func (s *Sim) takeFault(path string) fault {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	f := &s.faults
+	if !strings.HasPrefix(path, f.PathPrefix) {
+		return fault{}
+	}
+	out := fault{delay: f.Delay, hold: f.HoldFor}
+	if out.hold <= 0 {
+		out.hold = defaultHold
+	}
+	switch {
+	case take(&f.Fail5xxNext):
+		out.kind = faultFail5xx
+	case take(&f.DropNext):
+		out.kind = faultDrop
+	case take(&f.ApplyThenTimeoutNext):
+		out.kind = faultApplyThenTimeout
+	case s.roll(f.Fail5xxRate):
+		out.kind = faultFail5xx
+	case s.roll(f.DropRate):
+		out.kind = faultDrop
+	case s.roll(f.ApplyThenTimeoutRate):
+		out.kind = faultApplyThenTimeout
+	}
+	return out
+}
+
+// take consumes one from a counter if it is positive.
+func take(n *int) bool {
+	if *n <= 0 {
+		return false
+	}
+	*n--
+	return true
+}
+
+// roll reports true with probability p; the caller holds fmu.
+func (s *Sim) roll(p float64) bool {
+	return p > 0 && s.rng.Float64() < p
+}
+
+// refundOutcome is the status a settling refund ends in.
+func (s *Sim) refundOutcome() string {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	switch s.faults.RefundOutcome {
+	case "CLOSED", "ABNORMAL":
+		return s.faults.RefundOutcome
+	default:
+		return "SUCCESS"
+	}
+}
+
+// BillFaults inject differences into trade bills, for reconciliation tests.
+type BillFaults struct {
+	// DropOutTradeNo omits this order's payment row.
+	DropOutTradeNo string `json:"drop_out_trade_no,omitempty"`
+	// ChangeAmount shows these amounts (fen) in the payment rows of these
+	// out_trade_no instead of the real ones.
+	ChangeAmount map[string]int64 `json:"change_amount,omitempty"`
+	// ExtraRefund adds a refund row the simulator never executed.
+	ExtraRefund *BillRefund `json:"extra_refund,omitempty"`
+	// BadHash announces a wrong hash_value for the bill file.
+	BadHash bool `json:"bad_hash,omitempty"`
+}
+
+// BillRefund is a refund row injected into a bill.
+type BillRefund struct {
+	OutTradeNo  string `json:"out_trade_no"`
+	OutRefundNo string `json:"out_refund_no"`
+	RefundID    string `json:"refund_id,omitempty"`
+	Amount      int64  `json:"amount"`
+}
+
+// SetBillFaults replaces the bill fault switches.
+func (s *Sim) SetBillFaults(f BillFaults) {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	s.billFaults = f
+}
+
+func (s *Sim) currentBillFaults() BillFaults {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	return s.billFaults
+}

@@ -1,0 +1,311 @@
+package wxpaysim
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// Refund statuses.
+const (
+	RefundProcessing = "PROCESSING"
+	RefundSuccess    = "SUCCESS"
+	RefundClosed     = "CLOSED"
+	RefundAbnormal   = "ABNORMAL"
+)
+
+// RefundRecord is the simulator's view of a refund. Amounts are fen, times UTC.
+type RefundRecord struct {
+	RefundID      string    `json:"refund_id"`
+	OutRefundNo   string    `json:"out_refund_no"`
+	OutTradeNo    string    `json:"out_trade_no"`
+	TransactionID string    `json:"transaction_id"`
+	Reason        string    `json:"reason,omitempty"`
+	NotifyURL     string    `json:"notify_url,omitempty"`
+	Amount        int64     `json:"amount"`
+	Total         int64     `json:"total"`
+	Status        string    `json:"status"`
+	CreateTime    time.Time `json:"create_time"`
+	SuccessTime   time.Time `json:"success_time,omitzero"`
+	// Requests counts create calls naming this out_refund_no, duplicates included.
+	Requests int `json:"requests"`
+	// Executed counts how many times money was moved for this out_refund_no;
+	// WeChat's idempotency keeps it at 1.
+	Executed int `json:"executed"`
+	// NotifyAttempts counts refund notification POSTs; NotifyAcked reports
+	// whether one was answered 2xx.
+	NotifyAttempts int  `json:"notify_attempts"`
+	NotifyAcked    bool `json:"notify_acked"`
+}
+
+// createRefundRequest is the body of POST /v3/refund/domestic/refunds.
+type createRefundRequest struct {
+	TransactionID string `json:"transaction_id"`
+	OutTradeNo    string `json:"out_trade_no"`
+	OutRefundNo   string `json:"out_refund_no"`
+	Reason        string `json:"reason"`
+	NotifyURL     string `json:"notify_url"`
+	Amount        *struct {
+		Refund   int64  `json:"refund"`
+		Total    int64  `json:"total"`
+		Currency string `json:"currency"`
+	} `json:"amount"`
+}
+
+func (req *createRefundRequest) valid() bool {
+	return req.OutRefundNo != "" && (req.OutTradeNo != "" || req.TransactionID != "") &&
+		req.Amount != nil && req.Amount.Refund > 0 && req.Amount.Total > 0 && req.Amount.Currency == "CNY"
+}
+
+func (s *Sim) handleCreateRefund(_ *http.Request, body []byte) reply {
+	var req createRefundRequest
+	if err := json.Unmarshal(body, &req); err != nil || !req.valid() {
+		return errReply(http.StatusBadRequest, "PARAM_ERROR", "参数错误")
+	}
+	rec, rep, created := s.createRefund(req)
+	if rec == nil {
+		return rep
+	}
+	if created {
+		s.scheduleSettle(rec.OutRefundNo)
+	}
+	return jsonReply(http.StatusOK, s.refundJSON(*rec))
+}
+
+// createRefund applies WeChat's rules under the lock and returns a copy of
+// the refund, or an error reply. created is false for an idempotent repeat.
+func (s *Sim) createRefund(req createRefundRequest) (*RefundRecord, reply, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.refunds[req.OutRefundNo]; ok {
+		r.Requests++
+		if !sameRefund(r, req) {
+			return nil, errReply(http.StatusBadRequest, "INVALID_REQUEST", "退款单号已存在，但请求参数与原退款不一致"), false
+		}
+		cp := *r
+		return &cp, reply{}, false
+	}
+	o := s.findOrderLocked(req.OutTradeNo, req.TransactionID)
+	if rep, ok := checkRefundable(o, req); !ok {
+		return nil, rep, false
+	}
+	r := &RefundRecord{
+		RefundID: "50" + s.newID(s.now().In(beijing).Format("20060102"), 27), OutRefundNo: req.OutRefundNo,
+		OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID, Reason: req.Reason, NotifyURL: req.NotifyURL,
+		Amount: req.Amount.Refund, Total: o.Amount, Status: RefundProcessing, CreateTime: s.now(),
+		Requests: 1, Executed: 1,
+	}
+	s.refunds[r.OutRefundNo] = r
+	s.refundList = append(s.refundList, r.OutRefundNo)
+	o.Refunded += r.Amount
+	o.RefundCount++
+	o.TradeState = TradeRefund
+	cp := *r
+	return &cp, reply{}, true
+}
+
+func sameRefund(r *RefundRecord, req createRefundRequest) bool {
+	return (req.OutTradeNo == "" || req.OutTradeNo == r.OutTradeNo) &&
+		(req.TransactionID == "" || req.TransactionID == r.TransactionID) &&
+		req.Amount.Refund == r.Amount && req.Amount.Total == r.Total
+}
+
+func (s *Sim) findOrderLocked(outTradeNo, transactionID string) *OrderRecord {
+	if outTradeNo != "" {
+		return s.orders[outTradeNo]
+	}
+	for _, o := range s.orders {
+		if o.TransactionID != "" && o.TransactionID == transactionID {
+			return o
+		}
+	}
+	return nil
+}
+
+// checkRefundable answers like WeChat: unknown or unpaid orders are 404
+// RESOURCE_NOT_EXISTS, a wrong total 400 INVALID_REQUEST, and refunds beyond
+// what was paid 403 NOT_ENOUGH.
+func checkRefundable(o *OrderRecord, req createRefundRequest) (reply, bool) {
+	switch {
+	case o == nil || o.TransactionID == "":
+		return errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "订单不存在或未支付"), false
+	case req.Amount.Total != o.Amount:
+		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "订单金额与原订单不一致"), false
+	case o.Refunded+req.Amount.Refund > o.Amount:
+		return errReply(http.StatusForbidden, "NOT_ENOUGH", "订单可退金额不足"), false
+	}
+	return reply{}, true
+}
+
+func (s *Sim) handleQueryRefund(r *http.Request, _ []byte) reply {
+	s.mu.Lock()
+	rec, ok := s.refunds[r.PathValue("out_refund_no")]
+	var cp RefundRecord
+	if ok {
+		cp = *rec
+	}
+	s.mu.Unlock()
+	if !ok {
+		return errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "退款单不存在")
+	}
+	return jsonReply(http.StatusOK, s.refundJSON(cp))
+}
+
+// Refunds lists all refunds in creation order.
+func (s *Sim) Refunds() []RefundRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]RefundRecord, 0, len(s.refundList))
+	for _, no := range s.refundList {
+		out = append(out, *s.refunds[no])
+	}
+	return out
+}
+
+// RefundCount returns how many times money was actually moved for
+// outRefundNo (0 if WeChat never executed it).
+func (s *Sim) RefundCount(outRefundNo string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.refunds[outRefundNo]; ok {
+		return r.Executed
+	}
+	return 0
+}
+
+// scheduleSettle settles the refund after RefundSettleDelay unless the
+// delay is negative (manual settlement).
+func (s *Sim) scheduleSettle(outRefundNo string) {
+	if s.opts.RefundSettleDelay < 0 {
+		return
+	}
+	s.background(func(ctx context.Context) {
+		if s.sleep(ctx, s.opts.RefundSettleDelay) {
+			s.settle(outRefundNo)
+		}
+	})
+}
+
+// SettleRefunds settles every PROCESSING refund now and returns how many.
+func (s *Sim) SettleRefunds() int {
+	s.mu.Lock()
+	var pending []string
+	for _, no := range s.refundList {
+		if s.refunds[no].Status == RefundProcessing {
+			pending = append(pending, no)
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, no := range pending {
+		if s.settle(no) {
+			n++
+		}
+	}
+	return n
+}
+
+// settle moves a PROCESSING refund to its outcome and notifies the merchant.
+func (s *Sim) settle(outRefundNo string) bool {
+	notice, url, ok := s.finishRefund(outRefundNo)
+	if !ok {
+		return false
+	}
+	if url == "" {
+		return true
+	}
+	n, err := s.keys.RefundNotification(notice, s.currentSignMode(), s.now())
+	if err != nil {
+		s.log.Error("wxpaysim: refund notification", "out_refund_no", outRefundNo, "err", err)
+		return true
+	}
+	s.deliverInBackground(n, url, func(status int) { s.recordRefundNotify(outRefundNo, status) })
+	return true
+}
+
+// finishRefund applies the outcome under the lock and returns the
+// notification plaintext and where to send it.
+func (s *Sim) finishRefund(outRefundNo string) (RefundNotice, string, bool) {
+	outcome := s.refundOutcome()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.refunds[outRefundNo]
+	if !ok || r.Status != RefundProcessing {
+		return RefundNotice{}, "", false
+	}
+	r.Status = outcome
+	switch outcome {
+	case RefundSuccess:
+		r.SuccessTime = s.now()
+	case RefundClosed:
+		s.orders[r.OutTradeNo].Refunded -= r.Amount // the money went back
+	}
+	url := r.NotifyURL
+	if url == "" {
+		url = s.opts.RefundNotifyURL
+	}
+	return s.refundNotice(r), url, true
+}
+
+func (s *Sim) refundNotice(r *RefundRecord) RefundNotice {
+	return RefundNotice{
+		MchID: s.keys.MchID, OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID,
+		OutRefundNo: r.OutRefundNo, RefundID: r.RefundID, RefundStatus: r.Status,
+		SuccessTime: wechatTime(r.SuccessTime), UserReceivedAccount: userReceivedAccount,
+		Amount: RefundNoticeAmount{Total: r.Total, Refund: r.Amount, PayerTotal: r.Total, PayerRefund: r.Amount},
+	}
+}
+
+func (s *Sim) recordRefundNotify(outRefundNo string, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.refunds[outRefundNo]; ok {
+		r.NotifyAttempts++
+		r.NotifyAcked = r.NotifyAcked || acked(status)
+	}
+}
+
+// userReceivedAccount is where a balance-paid refund lands.
+const userReceivedAccount = "支付用户零钱"
+
+// refundJSON is the refund object of the refund APIs.
+type refundJSON struct {
+	RefundID            string           `json:"refund_id"`
+	OutRefundNo         string           `json:"out_refund_no"`
+	TransactionID       string           `json:"transaction_id"`
+	OutTradeNo          string           `json:"out_trade_no"`
+	Channel             string           `json:"channel"`
+	UserReceivedAccount string           `json:"user_received_account"`
+	SuccessTime         string           `json:"success_time,omitempty"`
+	CreateTime          string           `json:"create_time"`
+	Status              string           `json:"status"`
+	FundsAccount        string           `json:"funds_account"`
+	Amount              refundAmountJSON `json:"amount"`
+	PromotionDetail     []any            `json:"promotion_detail"`
+}
+
+type refundAmountJSON struct {
+	Total            int64  `json:"total"`
+	Refund           int64  `json:"refund"`
+	From             []any  `json:"from"`
+	PayerTotal       int64  `json:"payer_total"`
+	PayerRefund      int64  `json:"payer_refund"`
+	SettlementRefund int64  `json:"settlement_refund"`
+	SettlementTotal  int64  `json:"settlement_total"`
+	DiscountRefund   int64  `json:"discount_refund"`
+	Currency         string `json:"currency"`
+}
+
+func (s *Sim) refundJSON(r RefundRecord) refundJSON {
+	return refundJSON{
+		RefundID: r.RefundID, OutRefundNo: r.OutRefundNo, TransactionID: r.TransactionID,
+		OutTradeNo: r.OutTradeNo, Channel: "ORIGINAL", UserReceivedAccount: userReceivedAccount,
+		SuccessTime: wechatTime(r.SuccessTime), CreateTime: wechatTime(r.CreateTime),
+		Status: r.Status, FundsAccount: "AVAILABLE", PromotionDetail: []any{},
+		Amount: refundAmountJSON{
+			Total: r.Total, Refund: r.Amount, From: []any{}, PayerTotal: r.Total, PayerRefund: r.Amount,
+			SettlementRefund: r.Amount, SettlementTotal: r.Total, Currency: "CNY",
+		},
+	}
+}

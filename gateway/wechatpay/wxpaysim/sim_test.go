@@ -1,0 +1,320 @@
+package wxpaysim_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wechatpay-apiv3/wechatpay-go/core"
+	"github.com/wechatpay-apiv3/wechatpay-go/services/payments/jsapi"
+	"github.com/wechatpay-apiv3/wechatpay-go/services/refunddomestic"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// received is one verified notification seen by a merchant endpoint.
+type received struct {
+	ID, EventType, Serial string
+	Plain                 map[string]any
+}
+
+// merchant is a notification endpoint that verifies with wechatpay-go and
+// answers the statuses in answers (then 204).
+type merchant struct {
+	mu      sync.Mutex
+	got     []received
+	answers []int
+}
+
+func (m *merchant) serve(t *testing.T) *httptest.Server {
+	h := sdkNotifyHandler(t, testKeys(t))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var plain map[string]any
+		req, err := h.ParseNotifyRequest(r.Context(), r, &plain)
+		if err != nil {
+			http.Error(w, `{"code":"FAIL","message":"bad signature"}`, http.StatusUnauthorized)
+			return
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.got = append(m.got, received{req.ID, req.EventType, r.Header.Get("Wechatpay-Serial"), plain})
+		status := http.StatusNoContent
+		if len(m.answers) > 0 {
+			status, m.answers = m.answers[0], m.answers[1:]
+		}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func (m *merchant) received() []received {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]received(nil), m.got...)
+}
+
+func TestPayNotifiesAndResends(t *testing.T) {
+	m := &merchant{answers: []int{http.StatusInternalServerError}}
+	endpoint := m.serve(t)
+	sim, _ := startSim(t, wxpaysim.Options{NotifyURL: endpoint.URL,
+		NotifyRetryDelays: []time.Duration{10 * time.Millisecond}, SignMode: wxpaysim.CertMode(1)})
+	ctx := context.Background()
+	tx, err := sim.Pay(ctx, "T1", 100, "o1", false)
+	if err != nil {
+		t.Fatalf("Pay: %v", err)
+	}
+	if tx.TradeState != "SUCCESS" || !strings.HasPrefix(tx.TransactionID, "4200000") || len(tx.TransactionID) != 28 {
+		t.Fatalf("transaction=%+v", tx)
+	}
+	waitFor(t, "redelivery after 500", func() bool { o, _ := sim.Order("T1"); return o.NotifyAcked })
+	if status, err := sim.ResendPayment(ctx, "T1"); err != nil || status != http.StatusNoContent {
+		t.Fatalf("ResendPayment: status=%d err=%v", status, err)
+	}
+	got := m.received()
+	if len(got) != 3 {
+		t.Fatalf("deliveries=%d, want 3 (500, retry, resend)", len(got))
+	}
+	for _, r := range got {
+		if r.ID != got[0].ID || r.EventType != "TRANSACTION.SUCCESS" || r.Serial != testKeys(t).Certs[1].Serial {
+			t.Fatalf("delivery %+v, want same id %s", r, got[0].ID)
+		}
+	}
+	if got[0].Plain["transaction_id"] != tx.TransactionID || got[0].Plain["trade_state"] != "SUCCESS" {
+		t.Fatalf("plaintext=%v", got[0].Plain)
+	}
+	// Paying again is idempotent and sends nothing.
+	if again, err := sim.Pay(ctx, "T1", 100, "o1", false); err != nil || again.TransactionID != tx.TransactionID {
+		t.Fatalf("second Pay: %+v %v", again, err)
+	}
+	if _, err := sim.Pay(ctx, "T1", 999, "o1", false); !errors.Is(err, wxpaysim.ErrOrderState) {
+		t.Fatalf("Pay with other amount: err=%v, want ErrOrderState", err)
+	}
+}
+
+func TestPayDropNotification(t *testing.T) {
+	m := &merchant{}
+	sim, _ := startSim(t, wxpaysim.Options{NotifyURL: m.serve(t).URL})
+	if _, err := sim.Pay(context.Background(), "T1", 100, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.received()); n != 0 {
+		t.Fatalf("deliveries=%d, want 0", n)
+	}
+	if status, err := sim.ResendPayment(context.Background(), "T1"); err != nil || status != http.StatusNoContent {
+		t.Fatalf("ResendPayment: %d %v", status, err)
+	}
+	if n := len(m.received()); n != 1 {
+		t.Fatalf("deliveries=%d, want 1", n)
+	}
+}
+
+func createRefund(ctx context.Context, c *core.Client, outTradeNo, outRefundNo string, amount, total int64) (*refunddomestic.Refund, error) {
+	r, _, err := (&refunddomestic.RefundsApiService{Client: c}).Create(ctx, refunddomestic.CreateRequest{
+		OutTradeNo: core.String(outTradeNo), OutRefundNo: core.String(outRefundNo),
+		Amount: &refunddomestic.AmountReq{Refund: core.Int64(amount), Total: core.Int64(total), Currency: core.String("CNY")},
+	})
+	return r, err
+}
+
+func TestRefundSettlesAndNotifies(t *testing.T) {
+	m := &merchant{}
+	sim, srv := startSim(t, wxpaysim.Options{RefundNotifyURL: m.serve(t).URL, RefundSettleDelay: -1})
+	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "T1", 100, "o1", true); err != nil {
+		t.Fatal(err)
+	}
+	r, err := createRefund(ctx, c, "T1", "R1", 30, 100)
+	if err != nil {
+		t.Fatalf("create refund: %v", err)
+	}
+	if *r.Status != refunddomestic.STATUS_PROCESSING || *r.Amount.Refund != 30 {
+		t.Fatalf("refund=%+v", r)
+	}
+	if n := sim.SettleRefunds(); n != 1 {
+		t.Fatalf("settled=%d, want 1", n)
+	}
+	waitFor(t, "refund notification", func() bool { return len(m.received()) == 1 })
+	got := m.received()[0]
+	if got.EventType != "REFUND.SUCCESS" || got.Plain["refund_status"] != "SUCCESS" || got.Plain["out_refund_no"] != "R1" {
+		t.Fatalf("notification=%+v", got)
+	}
+	q, _, err := (&refunddomestic.RefundsApiService{Client: c}).QueryByOutRefundNo(ctx,
+		refunddomestic.QueryByOutRefundNoRequest{OutRefundNo: core.String("R1")})
+	if err != nil || *q.Status != refunddomestic.STATUS_SUCCESS || q.SuccessTime == nil {
+		t.Fatalf("query refund: %+v %v", q, err)
+	}
+	tx, _, err := (&jsapi.JsapiApiService{Client: c}).QueryOrderByOutTradeNo(ctx,
+		jsapi.QueryOrderByOutTradeNoRequest{OutTradeNo: core.String("T1"), Mchid: core.String(testMchID)})
+	if err != nil || *tx.TradeState != "REFUND" {
+		t.Fatalf("query order: %+v %v", tx, err)
+	}
+}
+
+func TestRefundOutcomeClosedReleasesAmount(t *testing.T) {
+	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1})
+	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
+		t.Fatal(err)
+	}
+	sim.SetFaults(wxpaysim.Faults{RefundOutcome: "CLOSED"})
+	if _, err := createRefund(ctx, c, "T1", "R1", 100, 100); err != nil {
+		t.Fatal(err)
+	}
+	sim.SettleRefunds()
+	if _, err := createRefund(ctx, c, "T1", "R2", 100, 100); err != nil {
+		t.Fatalf("refund after CLOSED: %v", err)
+	}
+	refunds := sim.Refunds()
+	if len(refunds) != 2 || refunds[0].Status != "CLOSED" || refunds[1].Status != "PROCESSING" {
+		t.Fatalf("refunds=%+v", refunds)
+	}
+}
+
+func TestRefundRules(t *testing.T) {
+	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1})
+	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "PAID", 100, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.RegisterOrder("UNPAID", 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := createRefund(ctx, c, "PAID", "R1", 60, 100); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, outTradeNo, outRefundNo string
+		amount, total                 int64
+		wantStatus                    int
+		wantCode                      string
+	}{
+		{"repeat is idempotent", "PAID", "R1", 60, 100, 200, ""},
+		{"repeat with other amount", "PAID", "R1", 50, 100, 400, "INVALID_REQUEST"},
+		{"over refund", "PAID", "R2", 41, 100, 403, "NOT_ENOUGH"},
+		{"wrong total", "PAID", "R3", 10, 99, 400, "INVALID_REQUEST"},
+		{"unpaid order", "UNPAID", "R4", 10, 100, 404, "RESOURCE_NOT_EXISTS"},
+		{"unknown order", "NOPE", "R5", 10, 100, 404, "RESOURCE_NOT_EXISTS"},
+		{"rest of the order", "PAID", "R6", 40, 100, 200, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := createRefund(ctx, c, tc.outTradeNo, tc.outRefundNo, tc.amount, tc.total)
+			var apiErr *core.APIError
+			switch {
+			case tc.wantCode == "" && err != nil:
+				t.Fatalf("err=%v, want success", err)
+			case tc.wantCode != "" && (!errors.As(err, &apiErr) || apiErr.StatusCode != tc.wantStatus || apiErr.Code != tc.wantCode):
+				t.Fatalf("err=%v, want %d %s", err, tc.wantStatus, tc.wantCode)
+			}
+		})
+	}
+	if got := sim.RefundCount("R1"); got != 1 {
+		t.Fatalf("RefundCount(R1)=%d, want 1", got)
+	}
+	if r := sim.Refunds()[0]; r.Requests != 3 {
+		t.Fatalf("R1 requests=%d, want 3", r.Requests)
+	}
+}
+
+func TestConcurrentRefundsNeverOverRefund(t *testing.T) {
+	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1})
+	c := sdkClient(t, testKeys(t), srv.URL, 10*time.Second)
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			no := []string{"RA", "RB", "RC"}[i%3] // three logical refunds, retried concurrently
+			_, _ = createRefund(ctx, c, "T1", no, 40, 100)
+		})
+	}
+	wg.Wait()
+	var total int64
+	for _, r := range sim.Refunds() {
+		if r.Executed != 1 {
+			t.Fatalf("%s executed %d times", r.OutRefundNo, r.Executed)
+		}
+		total += r.Amount
+	}
+	if total != 80 {
+		t.Fatalf("refunded=%d, want 80 (two of three fit)", total)
+	}
+}
+
+func TestMerchantSignatureRequired(t *testing.T) {
+	_, srv := startSim(t, wxpaysim.Options{})
+	resp, err := http.Get(srv.URL + "/v3/pay/transactions/out-trade-no/T1?mchid=" + testMchID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Code string }
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusUnauthorized || body.Code != "SIGN_ERROR" {
+		t.Fatalf("status=%d code=%s, want 401 SIGN_ERROR", resp.StatusCode, body.Code)
+	}
+	if resp.Header.Get("Wechatpay-Serial") != testKeys(t).PublicKeyID || resp.Header.Get("Request-Id") == "" {
+		t.Fatalf("error response not signed: %v", resp.Header)
+	}
+}
+
+func TestFaults(t *testing.T) {
+	tests := []struct {
+		name       string
+		faults     wxpaysim.Faults
+		wantErr    func(error) bool
+		wantCount  int
+		clientWait time.Duration
+	}{
+		{"5xx", wxpaysim.Faults{Fail5xxNext: 1}, isAPIStatus(500), 0, 5 * time.Second},
+		{"5xx rate", wxpaysim.Faults{Fail5xxRate: 1, Seed: 7}, isAPIStatus(500), 0, 5 * time.Second},
+		{"drop", wxpaysim.Faults{DropNext: 1}, isTransport, 0, 5 * time.Second},
+		{"apply then timeout", wxpaysim.Faults{ApplyThenTimeoutNext: 1}, isTransport, 1, 300 * time.Millisecond},
+		{"delay past timeout", wxpaysim.Faults{Delay: time.Second}, isTransport, 0, 200 * time.Millisecond},
+		{"other path", wxpaysim.Faults{PathPrefix: "/v3/bill/", Fail5xxNext: 1}, isNil, 1, 5 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1})
+			c := sdkClient(t, testKeys(t), srv.URL, tc.clientWait)
+			ctx := context.Background()
+			if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
+				t.Fatal(err)
+			}
+			sim.SetFaults(tc.faults)
+			_, err := createRefund(ctx, c, "T1", "R1", 10, 100)
+			if !tc.wantErr(err) {
+				t.Fatalf("err=%v", err)
+			}
+			if got := sim.RefundCount("R1"); got != tc.wantCount {
+				t.Fatalf("RefundCount=%d, want %d", got, tc.wantCount)
+			}
+		})
+	}
+}
+
+func isAPIStatus(status int) func(error) bool {
+	return func(err error) bool {
+		var e *core.APIError
+		return errors.As(err, &e) && e.StatusCode == status && e.Code == "SYSTEM_ERROR"
+	}
+}
+
+func isTransport(err error) bool {
+	var e *core.APIError
+	return err != nil && !errors.As(err, &e)
+}
+
+func isNil(err error) bool { return err == nil }
