@@ -1,0 +1,22 @@
+CREATE TABLE outbox_jobs (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  kind VARCHAR(32) NOT NULL,
+  job_key VARCHAR(128) NOT NULL,
+  out_trade_no VARCHAR(64) NOT NULL,
+  out_refund_no VARCHAR(64) NULL,
+  payload TEXT NOT NULL,
+  state VARCHAR(16) NOT NULL,
+  attempts INT NOT NULL DEFAULT 0,
+  last_error VARCHAR(512) NOT NULL DEFAULT '',
+  next_run_at DATETIME(6) NOT NULL,
+  lease_owner VARCHAR(64) NULL,
+  lease_until DATETIME(6) NULL,
+  first_attempt_at DATETIME(6) NULL,
+  done_at DATETIME(6) NULL,
+  created_at DATETIME(6) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_outbox_jobs_job_key (job_key),
+  KEY idx_outbox_jobs_due (state, next_run_at),
+  KEY idx_outbox_jobs_out_trade_no (out_trade_no)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
