@@ -34,6 +34,14 @@ fmt-check:
 unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
+## bench: gateway throughput/latency vs the bare-DB ceiling on MariaDB and SQLite; writes BENCHMARKS.md
+bench:
+	$(GO) run ./cmd/gwbench $(BENCH_FLAGS)
+
+## chaos: 100,000 notifications under kills, Redis and MariaDB outages, inventory faults (minutes; not in `make test`)
+chaos:
+	$(GO) run ./cmd/chaos $(CHAOS_FLAGS)
+
 ## migrate: apply migrations to the configured database
 migrate:
 	$(GO) run ./cmd/gateway migrate
