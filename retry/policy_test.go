@@ -36,9 +36,18 @@ func (q *memQueue) Claim(context.Context, string, int, time.Duration) ([]Job, er
 	q.jobs = nil
 	return out, nil
 }
-func (q *memQueue) Complete(_ context.Context, a Attempt) error { q.settled = append(q.settled, a); return nil }
-func (q *memQueue) Retry(_ context.Context, a Attempt) error    { q.settled = append(q.settled, a); return nil }
-func (q *memQueue) Dead(_ context.Context, a Attempt) error     { q.settled = append(q.settled, a); return nil }
+func (q *memQueue) Complete(_ context.Context, a Attempt) error {
+	q.settled = append(q.settled, a)
+	return nil
+}
+func (q *memQueue) Retry(_ context.Context, a Attempt) error {
+	q.settled = append(q.settled, a)
+	return nil
+}
+func (q *memQueue) Dead(_ context.Context, a Attempt) error {
+	q.settled = append(q.settled, a)
+	return nil
+}
 
 func TestPoolSettlesOutcomes(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -60,6 +60,9 @@ func (c *Config) validateOutbox() error {
 		{o.Multiplier < 1, "outbox.multiplier (GATEWAY_OUTBOX_MULTIPLIER)", "must be at least 1"},
 		{o.Jitter < 0 || o.Jitter >= 1, "outbox.jitter (GATEWAY_OUTBOX_JITTER)", "must be in [0, 1)"},
 		{inv.BaseURL != "" && inv.Timeout <= 0, "inventory.timeout (GATEWAY_INVENTORY_TIMEOUT)", "must be positive"},
+		// An attempt may query and then send: the lease must outlast both calls.
+		{inv.BaseURL != "" && o.Workers > 0 && o.Lease <= 2*inv.Timeout,
+			"outbox.lease (GATEWAY_OUTBOX_LEASE)", "must be longer than twice inventory.timeout"},
 		{comp.SafetyBuffer <= 0, "compensation.safety_buffer (GATEWAY_COMPENSATION_SAFETY_BUFFER)", "must be positive (never zero)"},
 		{comp.Interval <= 0, "compensation.interval (GATEWAY_COMPENSATION_INTERVAL)", "must be positive"},
 	}

@@ -18,6 +18,9 @@ func TestOutboxConfigValidation(t *testing.T) {
 		{"zero lease", func(c *Config) { c.Outbox.Lease = 0 }, "outbox.lease"},
 		{"max below initial", func(c *Config) { c.Outbox.MaxInterval = time.Millisecond }, "outbox.initial_interval"},
 		{"jitter of one", func(c *Config) { c.Outbox.Jitter = 1 }, "outbox.jitter"},
+		{"lease shorter than two calls", func(c *Config) {
+			c.Inventory = InventoryConfig{BaseURL: "http://inv", Timeout: 20 * time.Second}
+		}, "outbox.lease"},
 		{"inventory without timeout", func(c *Config) { c.Inventory = InventoryConfig{BaseURL: "http://inv"} }, "inventory.timeout"},
 	}
 	for _, tc := range tests {
