@@ -99,7 +99,7 @@ func (m *Main) wire(ctx context.Context) error {
 	h := m.Config.HTTP
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys),
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout}
-	return nil
+	return m.wireOutbox(ctx)
 }
 
 // guards returns the nonce cache and locker: Redis with an in-process

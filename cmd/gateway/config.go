@@ -21,6 +21,10 @@ type Config struct {
 	WechatPay WechatPayConfig `yaml:"wechatpay"`
 	Auth      AuthConfig      `yaml:"auth"`
 	Log       LogConfig       `yaml:"log"`
+
+	Outbox       OutboxConfig       `yaml:"outbox"`
+	Inventory    InventoryConfig    `yaml:"inventory"`
+	Compensation CompensationConfig `yaml:"compensation"`
 }
 
 // HTTPConfig bounds the HTTP server.
@@ -102,6 +106,8 @@ func DefaultConfig() Config {
 			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond},
 		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
 		Log:       LogConfig{Level: "info"},
+
+		Outbox: defaultOutboxConfig(), Inventory: defaultInventoryConfig(), Compensation: defaultCompensationConfig(),
 	}
 }
 
@@ -168,6 +174,12 @@ func setField(f reflect.Value, raw string) error {
 			return err
 		}
 		f.SetInt(n)
+	case f.Kind() == reflect.Float64:
+		x, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return err
+		}
+		f.SetFloat(x)
 	case f.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
@@ -216,7 +228,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: %s %s", ch.field, ch.why)
 		}
 	}
-	return nil
+	return c.validateOutbox()
 }
 
 // loadSecrets fills secrets given as files.

@@ -3,6 +3,7 @@
 //	gateway [serve] [--config FILE]   run the gateway
 //	gateway migrate [--config FILE]   apply database migrations and exit
 //	gateway dev                       run with SQLite and in-process simulators
+//	gateway outbox replay ID          put a dead-lettered outbox job back in the queue
 package main
 
 import (
@@ -36,6 +37,8 @@ func run(args []string) error {
 		return migrate(ctx, args)
 	case "dev":
 		return dev(ctx, args)
+	case "outbox":
+		return outboxCommand(ctx, args)
 	}
 	return fmt.Errorf("unknown command %q (want serve, migrate or dev)", cmd)
 }
