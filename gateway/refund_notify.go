@@ -89,3 +89,7 @@ func validRefundNotice(r wxRefundNotice, state ledger.RefundState) error {
 	}
 	return nil
 }
+
+// Locker returns the advisory locker the processor uses, for other
+// services to share (the refund API).
+func (p *Processor) Locker() Locker { return p.locker }

@@ -30,6 +30,8 @@ type Main struct {
 	Deps      *gateway.Deps
 	Redis     *redis.Client // nil without Redis
 
+	Refunds *gateway.RefundService // nil when the refund API is off
+
 	server   *http.Server
 	listener net.Listener
 	jobs     []func(ctx context.Context)
@@ -51,6 +53,10 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 		return nil, err
 	}
 	if err := m.wire(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.wireRefunds(ctx); err != nil {
 		m.Close()
 		return nil, err
 	}
