@@ -3,6 +3,7 @@
 //	gateway [serve] [--config FILE]   run the gateway
 //	gateway migrate [--config FILE]   apply database migrations and exit
 //	gateway dev                       run with SQLite and in-process simulators
+//	gateway devtoken --openid X       print a user JWT signed with the dev secret
 package main
 
 import (
@@ -36,8 +37,10 @@ func run(args []string) error {
 		return migrate(ctx, args)
 	case "dev":
 		return dev(ctx, args)
+	case "devtoken":
+		return devToken(args)
 	}
-	return fmt.Errorf("unknown command %q (want serve, migrate or dev)", cmd)
+	return fmt.Errorf("unknown command %q (want serve, migrate, dev or devtoken)", cmd)
 }
 
 func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {
