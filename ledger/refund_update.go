@@ -104,12 +104,24 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		return row.refund(), nil, ErrAlreadyRecorded, nil
 	}
 	if err := refundMachine.check(EntityRefund, row.OutRefundNo, row.State, string(u.State)); err != nil {
-		flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
-			Detail: fmt.Sprintf("refund %s is %s; %s from %s ignored", row.OutRefundNo, row.State, u.State, u.Source)}
+		var flag *Anomaly
+		if contradicts(RefundState(row.State), u.State) {
+			flag = &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
+				Detail: fmt.Sprintf("refund %s is %s; %s from %s ignored", row.OutRefundNo, row.State, u.State, u.Source)}
+		}
 		return row.refund(), flag, fmt.Errorf("%w: %w", ErrNoChange, err), nil
 	}
 	out, err := s.moveRefund(tx, row, u)
 	return out, nil, nil, err
+}
+
+// contradicts reports a late update that disagrees with a final outcome
+// about where the money went (paid out vs given back): people must look.
+// A late PROCESSING or ABNORMAL after an outcome is just out of order.
+func contradicts(have, got RefundState) bool {
+	paid := func(s RefundState) bool { return s == RefundSuccess }
+	back := func(s RefundState) bool { return s.returnsMoney() }
+	return (paid(have) && back(got)) || (back(have) && paid(got))
 }
 
 func noticeTradeNo(u RefundUpdate) string {
