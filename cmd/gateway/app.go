@@ -30,6 +30,9 @@ type Main struct {
 	Deps      *gateway.Deps
 	Redis     *redis.Client // nil without Redis
 
+	Refunds *gateway.RefundService // nil when the refund API is off
+	Wechat  *wechatpay.Client      // nil without a merchant key
+
 	server   *http.Server
 	listener net.Listener
 	jobs     []func(ctx context.Context)
@@ -51,6 +54,10 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 		return nil, err
 	}
 	if err := m.wire(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.wireRefunds(ctx); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -94,6 +101,9 @@ func (m *Main) wire(ctx context.Context) error {
 		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
 	}
 	w := m.Config.WechatPay
+	if m.Wechat, err = newWechatClient(ctx, w); err != nil {
+		return err
+	}
 	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID},
 		notices, nonces, locker, m.Store)
 	h := m.Config.HTTP

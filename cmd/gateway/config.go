@@ -20,6 +20,7 @@ type Config struct {
 	Redis     RedisConfig     `yaml:"redis"`
 	WechatPay WechatPayConfig `yaml:"wechatpay"`
 	Auth      AuthConfig      `yaml:"auth"`
+	Refunds   RefundsConfig   `yaml:"refunds"`
 	Log       LogConfig       `yaml:"log"`
 
 	Outbox       OutboxConfig       `yaml:"outbox"`

@@ -76,6 +76,10 @@ func devConfig(k *wxpaysim.Keys) (Config, error) {
 		return cfg, err
 	}
 	cfg.Auth.APIKeys = keys
+	if cfg.Refunds.JWT.HS256SecretFile, err = devJWTSecret(); err != nil {
+		return cfg, err
+	}
+	w.RefundNotifyURL = "http://" + cfg.HTTP.Addr + "/v1/wechatpay/notify/refund"
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
 		return cfg, err
 	}

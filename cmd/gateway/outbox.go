@@ -27,10 +27,7 @@ func (m *Main) wireOutbox(ctx context.Context) error {
 		pool := newOutboxPool(m.Config, m.Store, "")
 		m.AddJob(pool.Run)
 	}
-	wx, err := newWechatClient(ctx, m.Config.WechatPay)
-	if err != nil {
-		return err
-	}
+	wx := m.Wechat
 	if wx == nil {
 		slog.Warn("lost-callback compensation disabled: wechatpay merchant key not configured")
 		return nil

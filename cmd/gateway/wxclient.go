@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/wechatpay-apiv3/wechatpay-go/utils"
@@ -9,11 +10,18 @@ import (
 	"paygateway/gateway/wechatpay"
 )
 
-// newWechatClient builds the outbound WeChat Pay client (order queries),
-// or returns nil when the merchant key is not configured.
+// newWechatClient builds the outbound WeChat Pay client (order and refund
+// queries, refunds, bills) shared by every feature, or returns nil when no
+// merchant key is configured.
 func newWechatClient(ctx context.Context, w WechatPayConfig) (*wechatpay.Client, error) {
-	if w.MerchantPrivateKeyFile == "" || w.MerchantSerial == "" || w.PublicKeyFile == "" {
+	if w.MerchantPrivateKeyFile == "" {
 		return nil, nil
+	}
+	if w.MerchantSerial == "" {
+		return nil, errors.New("config: wechatpay.merchant_serial (GATEWAY_WECHATPAY_MERCHANT_SERIAL) is required with a merchant key")
+	}
+	if w.PublicKeyFile == "" {
+		return nil, errors.New("config: wechatpay.public_key_file (GATEWAY_WECHATPAY_PUBLIC_KEY_FILE) is required to verify WeChat Pay's answers")
 	}
 	key, err := loadMerchantKey(w.MerchantPrivateKeyFile)
 	if err != nil {
