@@ -135,8 +135,10 @@ func exportList[T any](c *gin.Context, d *Deps, f *Finance, def listDef[T], req 
 var paymentList = listDef[ledger.PaymentListItem]{
 	name:    "payments",
 	filters: listFilters{keys: []string{"out_trade_no", "transaction_id", "payer_openid"}, states: ledger.PaymentStates},
-	each:    func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.PaymentListItem) error) error { return s.EachPayment },
-	id:      func(p ledger.PaymentListItem) uint64 { return p.ID },
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.PaymentListItem) error) error {
+		return s.EachPayment
+	},
+	id: func(p ledger.PaymentListItem) uint64 { return p.ID },
 	header: []string{"id", "out_trade_no", "transaction_id", "state", "registered", "expected_amount", "amount_total",
 		"payer_total", "refunded_total", "currency", "payer_openid", "success_time", "created_at", "updated_at"},
 	row: func(p ledger.PaymentListItem) []string {
@@ -149,8 +151,10 @@ var paymentList = listDef[ledger.PaymentListItem]{
 var refundList = listDef[ledger.RefundListItem]{
 	name:    "refunds",
 	filters: listFilters{keys: []string{"out_trade_no", "transaction_id", "out_refund_no"}, states: ledger.RefundStates},
-	each:    func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.RefundListItem) error) error { return s.EachRefund },
-	id:      func(r ledger.RefundListItem) uint64 { return r.ID },
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.RefundListItem) error) error {
+		return s.EachRefund
+	},
+	id: func(r ledger.RefundListItem) uint64 { return r.ID },
 	header: []string{"id", "out_refund_no", "out_trade_no", "transaction_id", "refund_id", "state", "amount", "total",
 		"reason", "requester", "attempts", "last_error", "success_time", "created_at", "updated_at"},
 	row: func(r ledger.RefundListItem) []string {
@@ -163,8 +167,10 @@ var refundList = listDef[ledger.RefundListItem]{
 var noticeList = listDef[ledger.NoticeListItem]{
 	name:    "notifications",
 	filters: listFilters{keys: []string{"out_trade_no", "transaction_id", "out_refund_no"}, source: true},
-	each:    func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.NoticeListItem) error) error { return s.EachNotice },
-	id:      func(n ledger.NoticeListItem) uint64 { return n.ID },
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.NoticeListItem) error) error {
+		return s.EachNotice
+	},
+	id: func(n ledger.NoticeListItem) uint64 { return n.ID },
 	header: []string{"id", "notify_id", "source", "event_type", "resource_type", "summary", "out_trade_no",
 		"transaction_id", "out_refund_no", "create_time", "received_at", "plaintext"},
 	row: func(n ledger.NoticeListItem) []string {
@@ -177,8 +183,10 @@ var noticeList = listDef[ledger.NoticeListItem]{
 var outboxList = listDef[ledger.OutboxJobListItem]{
 	name:    "outbox-jobs",
 	filters: listFilters{keys: []string{"out_trade_no", "out_refund_no"}, states: ledger.OutboxStates, kind: true},
-	each:    func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.OutboxJobListItem) error) error { return s.EachOutboxJob },
-	id:      func(j ledger.OutboxJobListItem) uint64 { return j.ID },
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.OutboxJobListItem) error) error {
+		return s.EachOutboxJob
+	},
+	id: func(j ledger.OutboxJobListItem) uint64 { return j.ID },
 	header: []string{"id", "kind", "job_key", "out_trade_no", "out_refund_no", "state", "attempts", "last_error",
 		"next_run_at", "done_at", "created_at", "updated_at", "payload"},
 	row: func(j ledger.OutboxJobListItem) []string {

@@ -21,6 +21,7 @@ type Config struct {
 	WechatPay WechatPayConfig `yaml:"wechatpay"`
 	Auth      AuthConfig      `yaml:"auth"`
 	Log       LogConfig       `yaml:"log"`
+	Finance   FinanceConfig   `yaml:"finance"`
 }
 
 // HTTPConfig bounds the HTTP server.

@@ -3,6 +3,8 @@
 //	gateway [serve] [--config FILE]   run the gateway
 //	gateway migrate [--config FILE]   apply database migrations and exit
 //	gateway dev                       run with SQLite and in-process simulators
+//	gateway apikey create --name N --role R | revoke --name N | list
+//	gateway reconcile --date YYYY-MM-DD   reconcile one day's trade bill
 package main
 
 import (
@@ -36,8 +38,12 @@ func run(args []string) error {
 		return migrate(ctx, args)
 	case "dev":
 		return dev(ctx, args)
+	case "apikey":
+		return apikeyCmd(ctx, args, os.Stdout)
+	case "reconcile":
+		return reconcileCmd(ctx, args, os.Stdout)
 	}
-	return fmt.Errorf("unknown command %q (want serve, migrate or dev)", cmd)
+	return fmt.Errorf("unknown command %q (want serve, migrate, dev, apikey or reconcile)", cmd)
 }
 
 func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {
