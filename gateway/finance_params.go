@@ -83,6 +83,7 @@ func (req *listRequest) set(f listFilters, name, v string) error {
 			return invalid("limit must be an integer from 1 to " + strconv.Itoa(maxPageLimit))
 		}
 		req.limit = n
+	case name == "cursor" && v == "": // the first page
 	case name == "cursor":
 		id, err := decodeCursor(v)
 		if err != nil {
