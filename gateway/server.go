@@ -37,7 +37,7 @@ func NewRouter(d Deps) *gin.Engine {
 	notify.POST("/payment", d.paymentNotify)
 	api := r.Group("/v1", timeout(d.APITimeout))
 	api.POST("/orders", d.Auth.Require(RoleService), d.registerOrder)
-	api.GET("/ledger/payments/:out_trade_no", d.Auth.Require(RoleFinance, RoleOps), d.getPayment)
+	api.GET("/ledger/payments/:out_trade_no", d.Auth.Require(RoleFinance, RoleOps), auditTrail(d.Store), d.getPayment)
 	for _, add := range d.Routes {
 		add(r, &d)
 	}
