@@ -150,27 +150,7 @@ type RefundListItem struct {
 	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
-type refundView struct {
-	ID            uint64
-	OutRefundNo   string
-	OutTradeNo    string
-	TransactionID *string
-	RefundID      *string
-	State         string
-	Amount        int64
-	Total         int64
-	Reason        string
-	Requester     string
-	Attempts      int
-	LastError     string
-	SuccessTime   *time.Time
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-}
-
-func (refundView) TableName() string { return "refunds" }
-
-func (r refundView) item() RefundListItem {
+func (r refundRow) item() RefundListItem {
 	return RefundListItem{ID: r.ID, OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo,
 		TransactionID: deref(r.TransactionID), RefundID: deref(r.RefundID), State: r.State, Amount: r.Amount,
 		Total: r.Total, Reason: r.Reason, Requester: r.Requester, Attempts: r.Attempts, LastError: r.LastError,
@@ -179,7 +159,7 @@ func (r refundView) item() RefundListItem {
 
 // EachRefund streams the refunds matching q.
 func (s *Store) EachRefund(ctx context.Context, q ListQuery, fn func(RefundListItem) error) error {
-	return each(ctx, s.db, refundsSpec, q, refundView.item, fn)
+	return each(ctx, s.db, refundsSpec, q, refundRow.item, fn)
 }
 
 // OutboxJobListItem is a downstream job as the finance API shows it (a
@@ -200,25 +180,7 @@ type OutboxJobListItem struct {
 	UpdatedAt   time.Time  `json:"updated_at"`
 }
 
-type outboxJobView struct {
-	ID          uint64
-	Kind        string
-	JobKey      string
-	OutTradeNo  string
-	OutRefundNo *string
-	Payload     string
-	State       string
-	Attempts    int
-	LastError   string
-	NextRunAt   time.Time
-	DoneAt      *time.Time
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-}
-
-func (outboxJobView) TableName() string { return "outbox_jobs" }
-
-func (r outboxJobView) item() OutboxJobListItem {
+func (r outboxJobRow) item() OutboxJobListItem {
 	return OutboxJobListItem{ID: r.ID, Kind: r.Kind, JobKey: r.JobKey, OutTradeNo: r.OutTradeNo,
 		OutRefundNo: deref(r.OutRefundNo), Payload: r.Payload, State: r.State, Attempts: r.Attempts,
 		LastError: r.LastError, NextRunAt: r.NextRunAt.UTC(), DoneAt: utcPtr(r.DoneAt),
@@ -227,7 +189,7 @@ func (r outboxJobView) item() OutboxJobListItem {
 
 // EachOutboxJob streams the outbox jobs matching q.
 func (s *Store) EachOutboxJob(ctx context.Context, q ListQuery, fn func(OutboxJobListItem) error) error {
-	return each(ctx, s.db, outboxSpec, q, outboxJobView.item, fn)
+	return each(ctx, s.db, outboxSpec, q, outboxJobRow.item, fn)
 }
 
 // Refund states as the refund flow writes them; a refund that is neither

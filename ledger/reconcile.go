@@ -261,7 +261,7 @@ func (s *Store) refundsByNo(ctx context.Context, keys []string) (map[string]Refu
 	out := map[string]RefundListItem{}
 	for len(keys) > 0 {
 		n := min(len(keys), 500)
-		var rows []refundView
+		var rows []refundRow
 		if err := s.db.WithContext(ctx).Where("out_refund_no IN ?", keys[:n]).Find(&rows).Error; err != nil {
 			return nil, fmt.Errorf("read refunds for reconciliation: %w", err)
 		}
