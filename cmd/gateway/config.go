@@ -21,6 +21,7 @@ type Config struct {
 	WechatPay WechatPayConfig `yaml:"wechatpay"`
 	Auth      AuthConfig      `yaml:"auth"`
 	Log       LogConfig       `yaml:"log"`
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
 }
 
 // HTTPConfig bounds the HTTP server.
@@ -102,6 +103,7 @@ func DefaultConfig() Config {
 			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond},
 		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
 		Log:       LogConfig{Level: "info"},
+		RateLimit: defaultRateLimit(),
 	}
 }
 

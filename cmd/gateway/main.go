@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"paygateway/gateway"
 )
 
 func main() {
@@ -86,5 +88,5 @@ func setupLogging(c LogConfig) {
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo
 	}
-	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	slog.SetDefault(slog.New(gateway.NewLogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))))
 }
