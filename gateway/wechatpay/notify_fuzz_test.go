@@ -51,7 +51,7 @@ func fuzzVerifier(tb testing.TB, k *wxpaysim.Keys) *wechatpay.Verifier {
 // fuzzInput is one notification as the fuzzer sees it: the body and the
 // four signed headers.
 type fuzzInput struct {
-	body                               []byte
+	body                                []byte
 	serial, signature, timestamp, nonce string
 }
 
