@@ -12,7 +12,7 @@ export GATEWAY_TEST_MYSQL_DSN GATEWAY_TEST_REDIS_ADDR
 .PHONY: run build test lint vet fmt-check unit fuzz fuzz-short bench chaos migrate clean
 
 # Fuzz targets as package:FuzzName; seed corpora live in <package>/testdata/fuzz/<FuzzName>/.
-FUZZ_TARGETS := ./gateway/wechatpay:FuzzParse ./gateway:FuzzOrderRequest
+FUZZ_TARGETS := ./gateway/wechatpay:FuzzParse ./gateway:FuzzOrderRequest ./gateway:FuzzRefundRequest
 FUZZTIME ?= 30s
 
 ## run: gateway on SQLite (.run/gateway.db) with the WeChat Pay and inventory simulators in-process
@@ -46,6 +46,14 @@ fuzz:
 
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+## bench: gateway throughput/latency vs the bare-DB ceiling on MariaDB and SQLite; writes BENCHMARKS.md
+bench:
+	$(GO) run ./cmd/gwbench $(BENCH_FLAGS)
+
+## chaos: 100,000 notifications under kills, Redis and MariaDB outages, inventory faults (minutes; not in `make test`)
+chaos:
+	$(GO) run ./cmd/chaos $(CHAOS_FLAGS)
 
 ## migrate: apply migrations to the configured database
 migrate:

@@ -109,5 +109,10 @@ func (d *Deps) getPayment(c *gin.Context) {
 		writeError(c, ledgerError(err))
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"payment": p, "history": history, "anomalies": anomalies})
+	refunds, err := d.Store.Refunds(ctx, no)
+	if err != nil {
+		writeError(c, ledgerError(err))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"payment": p, "history": history, "anomalies": anomalies, "refunds": refunds})
 }

@@ -3,8 +3,10 @@ package gateway
 import (
 	"bytes"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 )
@@ -13,8 +15,8 @@ import (
 // reads it: DecodeJSON (size cap, unknown fields, trailing data), then
 // validate. It must never panic; a body it refuses must be refused with a
 // coded *Error (a clear 4xx, never a 500); whatever validate accepts must
-// pass check. A FuzzRefundRequest is the same three lines with the refund
-// request type, its seeds and its invariants.
+// pass check. Each request type is one call: its seeds, its validate and
+// its invariants (see FuzzOrderRequest, FuzzRefundRequest).
 func fuzzJSONRequest[T any](f *testing.F, seeds []string, validate func(T) error, check func(t *testing.T, v T)) {
 	gin.SetMode(gin.TestMode)
 	for _, s := range seeds {
@@ -67,6 +69,33 @@ func FuzzOrderRequest(f *testing.F) {
 			t.Fatalf("accepted a %d-byte payer_openid", len(o.PayerOpenID))
 		case !o.ExpireAt.After(now):
 			t.Fatalf("accepted expire_at %v, not after %v", o.ExpireAt, now)
+		}
+	})
+}
+
+// FuzzRefundRequest fuzzes POST /v1/refunds bodies.
+func FuzzRefundRequest(f *testing.F) {
+	seeds := []string{
+		`{"out_trade_no":"order-000001","amount":100,"reason":"不想要了"}`,
+		`{"out_trade_no":"order-000001","amount":1}`,
+		`{"out_trade_no":"order-000001","amount":0}`,
+		`{"out_trade_no":"order-000001","amount":-1}`,
+		`{"out_trade_no":"order-000001","amount":10000000001}`,
+		`{"out_trade_no":"order-000001","amount":1.5}`,
+		`{"out_trade_no":"bad no","amount":100}`,
+		`{"out_trade_no":"order-000001","amount":100,"reason":"` + strings.Repeat("长", 81) + `"}`,
+		`{"out_trade_no":"order-000001","amount":100,"refund_id":"x"}`,
+		`{"out_trade_no":"order-000001","amount":100}{}`,
+		`[]`, `null`, ``, `{`,
+	}
+	fuzzJSONRequest(f, seeds, RefundParams.validate, func(t *testing.T, p RefundParams) {
+		switch {
+		case !ValidOutTradeNo(p.OutTradeNo):
+			t.Fatalf("accepted out_trade_no %q", p.OutTradeNo)
+		case p.Amount <= 0 || p.Amount > MaxAmount:
+			t.Fatalf("accepted amount %d", p.Amount)
+		case utf8.RuneCountInString(p.Reason) > 80:
+			t.Fatalf("accepted a %d-character reason", utf8.RuneCountInString(p.Reason))
 		}
 	})
 }

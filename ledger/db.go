@@ -66,12 +66,14 @@ func openMySQL(dsn string, cfg DBConfig, gcfg *gorm.Config) (*gorm.DB, error) {
 	// READ COMMITTED: a locked read sees the newest committed row, and
 	// gap locks do not turn concurrent inserts into deadlocks.
 	mc.Params["transaction_isolation"] = "'READ-COMMITTED'"
-	db, err := gorm.Open(mysql.New(mysql.Config{DSNConfig: mc}), gcfg)
+	// No RETURNING: on MariaDB it makes an upsert that hit a duplicate
+	// report one affected row, hiding the duplicate from ON CONFLICT code.
+	db, err := gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DisableWithReturning: true}), gcfg)
 	var me *mysqldrv.MySQLError
 	if errors.As(err, &me) && me.Number == 1193 { // MariaDB before 11.1 calls it tx_isolation
 		delete(mc.Params, "transaction_isolation")
 		mc.Params["tx_isolation"] = "'READ-COMMITTED'"
-		db, err = gorm.Open(mysql.New(mysql.Config{DSNConfig: mc}), gcfg)
+		db, err = gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DisableWithReturning: true}), gcfg)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open mysql %s@%s/%s: %w", mc.User, mc.Addr, mc.DBName, err)

@@ -2,8 +2,34 @@ package ledger
 
 import "gorm.io/gorm"
 
+// confirmPayload and releasePayload are the bodies of the inventory calls
+// (see gateway/inventory: Confirmation and Release).
+type confirmPayload struct {
+	Key         string `json:"key"`
+	OutTradeNo  string `json:"out_trade_no"`
+	AmountTotal int64  `json:"amount_total"`
+}
+
+type releasePayload struct {
+	Key         string `json:"key"`
+	OutRefundNo string `json:"out_refund_no"`
+	OutTradeNo  string `json:"out_trade_no"`
+	Amount      int64  `json:"amount"`
+}
+
 // paymentSucceeded runs, inside the transaction that moved a payment to
-// SUCCESS, the effects that must commit or roll back with that change.
+// SUCCESS, the effects that must commit or roll back with that change:
+// the job that confirms the order's stock downstream.
 func (s *Store) paymentSucceeded(tx *gorm.DB, p *Payment) error {
-	return nil
+	key := "confirm:" + p.OutTradeNo
+	return s.enqueue(tx, JobConfirmInventory, key, p.OutTradeNo, "",
+		confirmPayload{Key: key, OutTradeNo: p.OutTradeNo, AmountTotal: p.AmountTotal})
+}
+
+// refundSucceeded runs inside the transaction that moved a refund to
+// SUCCESS: the job that releases the refunded stock downstream.
+func (s *Store) refundSucceeded(tx *gorm.DB, outRefundNo, outTradeNo string, amount int64) error {
+	key := "release:" + outRefundNo
+	return s.enqueue(tx, JobReleaseInventory, key, outTradeNo, outRefundNo,
+		releasePayload{Key: key, OutRefundNo: outRefundNo, OutTradeNo: outTradeNo, Amount: amount})
 }

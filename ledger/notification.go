@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // Notice is the stored form of what WeChat Pay told us: a callback's
@@ -65,12 +64,15 @@ func (s *Store) insertNotice(tx *gorm.DB, n Notice) error {
 		ct := n.CreateTime.UTC()
 		row.CreateTime = &ct
 	}
-	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
-	if res.Error != nil {
-		return fmt.Errorf("insert notification %s: %w", n.NotifyID, res.Error)
-	}
-	if res.RowsAffected == 0 {
+	// A plain INSERT: on a duplicate, InnoDB takes only a shared lock
+	// (ON DUPLICATE KEY UPDATE would take an exclusive one and deadlock
+	// under many concurrent twins).
+	err := tx.Create(&row).Error
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
 		return ErrAlreadyRecorded
+	}
+	if err != nil {
+		return fmt.Errorf("insert notification %s: %w", n.NotifyID, err)
 	}
 	return nil
 }

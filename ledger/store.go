@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
@@ -67,12 +68,13 @@ func (s *Store) Ping(ctx context.Context) error {
 // as a deadlock victim or a lock wait times out; fn must be safe to rerun.
 func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	var err error
-	for attempt := 0; attempt < 4; attempt++ {
+	for attempt := 0; attempt < 10; attempt++ {
 		err = s.db.WithContext(ctx).Transaction(fn)
 		if !retryableTxError(err) || ctx.Err() != nil {
 			return err
 		}
-		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+		// Jitter spreads the retrying victims apart.
+		time.Sleep(time.Duration(1+rand.IntN(5*(attempt+1))) * time.Millisecond)
 	}
 	return err
 }

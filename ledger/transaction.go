@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // TransactionUpdate is WeChat Pay's word on an order's payment: the
@@ -96,11 +95,11 @@ func (s *Store) insertPaid(tx *gorm.DB, u TransactionUpdate) (*Payment, *Anomaly
 	row := paymentRow{OutTradeNo: u.OutTradeNo, State: string(PaymentSuccess), Currency: currencyOr(u.Currency),
 		CreatedAt: now, UpdatedAt: now}
 	fillPaid(&row, u)
-	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
-	if res.Error != nil {
-		return nil, nil, fmt.Errorf("insert paid payment: %w", res.Error)
+	err := tx.Create(&row).Error
+	if err != nil && !errors.Is(err, gorm.ErrDuplicatedKey) {
+		return nil, nil, fmt.Errorf("insert paid payment: %w", err)
 	}
-	if res.RowsAffected == 0 {
+	if err != nil { // a twin inserted it first
 		existing, err := findPayment(lockForUpdate(tx), u.OutTradeNo)
 		if err != nil {
 			return nil, nil, err

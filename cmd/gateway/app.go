@@ -31,6 +31,9 @@ type Main struct {
 	Redis     *redis.Client // nil without Redis
 	Metrics   *gateway.Metrics
 
+	Refunds *gateway.RefundService // nil when the refund API is off
+	Wechat  *wechatpay.Client      // nil without a merchant key
+
 	server   *http.Server
 	listener net.Listener
 	limiter  gateway.Limiter
@@ -53,6 +56,10 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 		return nil, err
 	}
 	if err := m.wire(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.wireRefunds(ctx); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -99,13 +106,16 @@ func (m *Main) wire(ctx context.Context) error {
 		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
 	}
 	w := m.Config.WechatPay
+	if m.Wechat, err = newWechatClient(ctx, w); err != nil {
+		return err
+	}
 	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID},
 		notices, nonces, locker, m.Store)
 	h := m.Config.HTTP
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys),
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
 		Metrics: m.Metrics, Limiter: m.limiter, Limits: m.Config.RateLimit.limits()}
-	return nil
+	return m.wireOutbox(ctx)
 }
 
 // guards returns the nonce cache and locker: Redis with an in-process

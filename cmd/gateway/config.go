@@ -20,8 +20,13 @@ type Config struct {
 	Redis     RedisConfig     `yaml:"redis"`
 	WechatPay WechatPayConfig `yaml:"wechatpay"`
 	Auth      AuthConfig      `yaml:"auth"`
+	Refunds   RefundsConfig   `yaml:"refunds"`
 	Log       LogConfig       `yaml:"log"`
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
+
+	Outbox       OutboxConfig       `yaml:"outbox"`
+	Inventory    InventoryConfig    `yaml:"inventory"`
+	Compensation CompensationConfig `yaml:"compensation"`
 }
 
 // HTTPConfig bounds the HTTP server.
@@ -104,6 +109,8 @@ func DefaultConfig() Config {
 		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
 		Log:       LogConfig{Level: "info"},
 		RateLimit: defaultRateLimit(),
+
+		Outbox: defaultOutboxConfig(), Inventory: defaultInventoryConfig(), Compensation: defaultCompensationConfig(),
 	}
 }
 
@@ -170,6 +177,12 @@ func setField(f reflect.Value, raw string) error {
 			return err
 		}
 		f.SetInt(n)
+	case f.Kind() == reflect.Float64:
+		x, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return err
+		}
+		f.SetFloat(x)
 	case f.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
@@ -218,7 +231,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: %s %s", ch.field, ch.why)
 		}
 	}
-	return nil
+	return c.validateOutbox()
 }
 
 // loadSecrets fills secrets given as files.

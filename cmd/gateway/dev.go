@@ -19,6 +19,9 @@ import (
 // devDir holds everything `gateway dev` creates: keys, SQLite file, API keys.
 const devDir = ".run"
 
+// devInventoryAddr is where `gateway dev` serves the inventory simulator.
+const devInventoryAddr = "127.0.0.1:8082"
+
 // dev runs the gateway on SQLite with the WeChat Pay and inventory
 // simulators in the same process: nothing to install, Ctrl-C stops all.
 func dev(ctx context.Context, args []string) error {
@@ -28,7 +31,7 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer shutdownSim(sim)
-	invAddr := "127.0.0.1:8082"
+	invAddr := devInventoryAddr
 	go func() {
 		if err := inventorysim.Run(ctx, invAddr, inventorysim.New()); err != nil && !errors.Is(err, context.Canceled) {
 			slog.Error("inventory simulator stopped", "err", err)
@@ -66,11 +69,17 @@ func devConfig(k *wxpaysim.Keys) (Config, error) {
 	w.PublicKeyFile, w.PublicKeyID = filepath.Join(keysDir, "platform_public_key.pem"), k.PublicKeyID
 	w.MerchantSerial, w.MerchantPrivateKeyFile = k.MerchantSerial, filepath.Join(keysDir, "merchant_private_key.pem")
 	w.BaseURL = "http://127.0.0.1:8081"
+	cfg.Inventory.BaseURL = "http://" + devInventoryAddr
+	cfg.Compensation.Interval, cfg.Compensation.SafetyBuffer = 10*time.Second, 30*time.Second
 	keys, err := devAPIKeys()
 	if err != nil {
 		return cfg, err
 	}
 	cfg.Auth.APIKeys = keys
+	if cfg.Refunds.JWT.HS256SecretFile, err = devJWTSecret(); err != nil {
+		return cfg, err
+	}
+	w.RefundNotifyURL = "http://" + cfg.HTTP.Addr + "/v1/wechatpay/notify/refund"
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
 		return cfg, err
 	}

@@ -3,6 +3,8 @@
 //	gateway [serve] [--config FILE]   run the gateway
 //	gateway migrate [--config FILE]   apply database migrations and exit
 //	gateway dev                       run with SQLite and in-process simulators
+//	gateway outbox replay ID          put a dead-lettered outbox job back in the queue
+//	gateway devtoken --openid X       print a user JWT signed with the dev secret
 package main
 
 import (
@@ -38,8 +40,12 @@ func run(args []string) error {
 		return migrate(ctx, args)
 	case "dev":
 		return dev(ctx, args)
+	case "outbox":
+		return outboxCommand(ctx, args)
+	case "devtoken":
+		return devToken(args)
 	}
-	return fmt.Errorf("unknown command %q (want serve, migrate or dev)", cmd)
+	return fmt.Errorf("unknown command %q (want serve, migrate, dev, devtoken or outbox)", cmd)
 }
 
 func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {

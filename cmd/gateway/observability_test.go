@@ -313,3 +313,26 @@ func logLines(t *testing.T, out, msg string) []map[string]any {
 	}
 	return lines
 }
+
+// TestRefundAPIRateLimitedPerOpenID: the refund API is limited per JWT
+// openid; WeChat's refund notifications never are.
+func TestRefundAPIRateLimitedPerOpenID(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundsPerMinute, c.RateLimit.RefundsBurst = 1, 2 })
+			tok := token(t, "o-rl-"+b.name)
+			for i := 0; i < 2; i++ {
+				if a := e.getRefund(t, tok, "nosuchrefund"); a.status != 404 {
+					t.Fatalf("call %d: status=%d body=%s, want 404 within the burst", i, a.status, a.body)
+				}
+			}
+			a := e.getRefund(t, tok, "nosuchrefund")
+			if a.status != 429 || a.json(t)["code"] != gateway.CodeRateLimited {
+				t.Fatalf("over the burst: status=%d body=%s, want 429 ERATE_LIMITED", a.status, a.body)
+			}
+			if a := e.getRefund(t, token(t, "o-other-"+b.name), "nosuchrefund"); a.status != 404 {
+				t.Fatalf("another openid: status=%d, want 404", a.status)
+			}
+		})
+	}
+}

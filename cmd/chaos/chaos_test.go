@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"paygateway/cmd/internal/stack"
+)
+
+// TestChaosShort is the short chaos run: 3,000 notifications through a
+// gateway that is SIGKILLed once, with Redis stopped and MariaDB restarted,
+// on private servers. Every invariant must be 0.
+func TestChaosShort(t *testing.T) {
+	if missing := stack.Missing("mariadbd", "mariadb-install-db", "redis-server", "go"); len(missing) > 0 {
+		msg := "chaos run needs " + strings.Join(missing, ", ")
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if testing.Short() {
+		t.Skip("chaos run skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	o := ShortOptions()
+	o.Logf = t.Logf
+	rep, err := Run(ctx, o)
+	if rep != nil {
+		var b strings.Builder
+		PrintReport(&b, rep)
+		t.Log("\n" + b.String())
+	}
+	if err != nil {
+		t.Fatalf("chaos run: %v", err)
+	}
+	for _, e := range rep.FaultErrors {
+		t.Errorf("fault did not run: %v", e)
+	}
+	if rep.Accepted == 0 || rep.GaveUp > 0 {
+		t.Errorf("accepted=%d gave up=%d, want every genuine notification accepted", rep.Accepted, rep.GaveUp)
+	}
+	for _, inv := range rep.Invariants {
+		if inv.Count != 0 {
+			t.Errorf("%s = %d, want 0 (e.g. %v)", inv.Name, inv.Count, inv.Examples)
+		}
+	}
+}

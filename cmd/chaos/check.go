@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"strings"
+
+	"paygateway/gateway/inventory/inventorysim"
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// Invariant is one line of the checker's verdict: Count must be 0. A
+// Skipped invariant could not be checked because its feature is missing.
+type Invariant struct {
+	Name     string
+	Count    int
+	Skipped  string
+	Examples []string
+}
+
+// Evidence is what the checker compares: the ledger, both simulators and
+// what the driver saw.
+type Evidence struct {
+	DB             *sql.DB
+	Sim            *wxpaysim.Sim
+	Inv            *inventorysim.Sim
+	Accepted       map[string]string // notify id → out_trade_no answered 2xx
+	ForgedOrders   []string
+	ForgedAccepted int            // forged deliveries answered 2xx
+	StormKeys      map[string]int // out_trade_no → distinct idempotency keys the storm used; nil = no storm
+	StormSkipped   string
+	JobsPending    int  // outbox jobs not done after the drain wait
+	JobsTotal      int  // outbox jobs written
+	InventoryUsed  bool // the inventory simulator received contract calls
+	DrainSkipped   string
+	DrainErr       error
+	Ctx            context.Context
+}
+
+// Check runs every invariant. An error means the checker itself could not
+// read the ledger.
+func Check(ev *Evidence) ([]Invariant, error) {
+	checks := []func(*Evidence) (Invariant, error){acceptedButLost, doubleRefunds, doubleConfirmations,
+		overRefunded, forgedAccepted, jobsNotDrained}
+	var out []Invariant
+	for _, c := range checks {
+		inv, err := c(ev)
+		if err != nil {
+			return out, fmt.Errorf("check %s: %w", inv.Name, err)
+		}
+		out = append(out, inv)
+	}
+	return out, nil
+}
+
+func acceptedButLost(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "accepted-but-lost notifications"}
+	ids := make([]string, 0, len(ev.Accepted))
+	for id := range ev.Accepted {
+		ids = append(ids, id)
+	}
+	stored, err := existing(ev, "SELECT notify_id FROM notifications WHERE notify_id IN ", ids)
+	if err != nil {
+		return inv, err
+	}
+	var missing []string
+	for _, id := range ids {
+		if !stored[id] {
+			missing = append(missing, ev.Accepted[id])
+		}
+	}
+	paid, err := existing(ev, "SELECT out_trade_no FROM payments WHERE state = 'SUCCESS' AND out_trade_no IN ", missing)
+	if err != nil {
+		return inv, err
+	}
+	for _, no := range missing {
+		if !paid[no] {
+			inv.add(no)
+		}
+	}
+	return inv, nil
+}
+
+func doubleRefunds(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "double refunds"}
+	if ev.StormKeys == nil {
+		inv.Skipped = ev.StormSkipped
+	}
+	for _, r := range ev.Sim.Refunds() {
+		if ev.Sim.RefundCount(r.OutRefundNo) > 1 {
+			inv.add("wechat executed " + r.OutRefundNo + " twice")
+		}
+	}
+	rows, err := ev.DB.QueryContext(ev.Ctx, "SELECT out_trade_no, COUNT(*) FROM refunds GROUP BY out_trade_no")
+	if err != nil {
+		return inv, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var no string
+		var n int
+		if err := rows.Scan(&no, &n); err != nil {
+			return inv, err
+		}
+		if keys, ok := ev.StormKeys[no]; ok && n > keys {
+			inv.add(fmt.Sprintf("%s: %d refunds for %d idempotency keys", no, n, keys))
+		}
+	}
+	return inv, rows.Err()
+}
+
+func doubleConfirmations(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "double confirmations"}
+	rows, err := ev.DB.QueryContext(ev.Ctx, `SELECT out_trade_no, COUNT(*) FROM state_history
+		WHERE entity = 'payment' AND to_state = 'SUCCESS' GROUP BY out_trade_no HAVING COUNT(*) > 1`)
+	if err != nil {
+		return inv, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var no string
+		var n int
+		if err := rows.Scan(&no, &n); err != nil {
+			return inv, err
+		}
+		inv.add(fmt.Sprintf("%s moved to SUCCESS %d times in the ledger", no, n))
+	}
+	if err := rows.Err(); err != nil {
+		return inv, err
+	}
+	if !ev.InventoryUsed {
+		inv.Skipped = "inventory part skipped: feature not merged (the inventory simulator got no calls); ledger part checked"
+	}
+	seen := map[string]bool{}
+	for _, c := range ev.Inv.Confirmations() {
+		if ev.Inv.AppliedByKey(c.Key) > 1 {
+			inv.add(fmt.Sprintf("inventory applied key %s %d times", c.Key, ev.Inv.AppliedByKey(c.Key)))
+		}
+		if n := ev.Inv.ConfirmCount(c.OutTradeNo); n > 1 && !seen[c.OutTradeNo] {
+			seen[c.OutTradeNo] = true
+			inv.add(fmt.Sprintf("inventory confirmed %s %d times", c.OutTradeNo, n))
+		}
+	}
+	return inv, nil
+}
+
+func overRefunded(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "orders with Σrefunds > paid"}
+	q := `SELECT p.out_trade_no FROM payments p WHERE p.refunded_total > COALESCE(p.amount_total, 0)
+		UNION SELECT r.out_trade_no FROM refunds r JOIN payments p ON p.out_trade_no = r.out_trade_no
+		WHERE r.state NOT IN ('CLOSED', 'FAILED') GROUP BY r.out_trade_no, p.amount_total
+		HAVING SUM(r.amount) > COALESCE(p.amount_total, 0)`
+	rows, err := ev.DB.QueryContext(ev.Ctx, q)
+	if err != nil {
+		return inv, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var no string
+		if err := rows.Scan(&no); err != nil {
+			return inv, err
+		}
+		inv.add("ledger: " + no)
+	}
+	for _, o := range ev.Sim.Orders() {
+		if o.Refunded > o.Amount {
+			inv.add(fmt.Sprintf("wechat: %s refunded %d of %d", o.OutTradeNo, o.Refunded, o.Amount))
+		}
+	}
+	if ev.StormKeys == nil {
+		inv.Skipped = ev.StormSkipped + "; ledger and simulator still checked"
+	}
+	return inv, rows.Err()
+}
+
+func forgedAccepted(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "forged notifications accepted"}
+	for range ev.ForgedAccepted {
+		inv.add("a forged delivery was answered 2xx")
+	}
+	for _, q := range []string{"SELECT out_trade_no FROM payments WHERE out_trade_no IN ",
+		"SELECT out_trade_no FROM notifications WHERE out_trade_no IN "} {
+		found, err := existing(ev, q, ev.ForgedOrders)
+		if err != nil {
+			return inv, err
+		}
+		for no := range found {
+			inv.add("forged order in the ledger: " + no)
+		}
+	}
+	return inv, nil
+}
+
+func jobsNotDrained(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "jobs not drained", Skipped: ev.DrainSkipped}
+	inv.Count = ev.JobsPending
+	if ev.DrainErr != nil {
+		return inv, ev.DrainErr
+	}
+	return inv, nil
+}
+
+func (inv *Invariant) add(example string) {
+	inv.Count++
+	if len(inv.Examples) < 5 {
+		inv.Examples = append(inv.Examples, example)
+	}
+}
+
+// existing runs query + "(?,?,…)" over keys in batches and returns the
+// values of the first column found.
+func existing(ev *Evidence, query string, keys []string) (map[string]bool, error) {
+	found := map[string]bool{}
+	for start := 0; start < len(keys); start += 500 {
+		batch := keys[start:min(start+500, len(keys))]
+		args := make([]any, len(batch))
+		for i, k := range batch {
+			args[i] = k
+		}
+		rows, err := ev.DB.QueryContext(ev.Ctx, query+"("+strings.TrimSuffix(strings.Repeat("?,", len(batch)), ",")+")", args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			found[v] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return found, nil
+}
+
+// PrintInvariants writes the verdict, one line per invariant.
+func PrintInvariants(w io.Writer, invs []Invariant) {
+	for _, inv := range invs {
+		line := fmt.Sprintf("  %-34s %d", inv.Name+":", inv.Count)
+		if inv.Skipped != "" {
+			line += "   (" + inv.Skipped + ")"
+		}
+		fmt.Fprintln(w, line)
+		for _, e := range inv.Examples {
+			fmt.Fprintln(w, "      e.g.", e)
+		}
+	}
+}

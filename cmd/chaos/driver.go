@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// order is one paid order and its notification (created on first send).
+type order struct {
+	no     string
+	amount int64
+	once   sync.Once
+	note   wxpaysim.Notification
+	err    error
+}
+
+// delivery is one POST WeChat (or a forger) makes.
+type delivery struct {
+	order  *order
+	forged bool
+}
+
+// driver sends the deliveries the way WeChat does: a non-2xx answer or a
+// connection error means "send again later", each time freshly signed.
+type driver struct {
+	w        *world
+	o        Options
+	url      string
+	client   *http.Client
+	forger   *wxpaysim.Keys
+	progress atomic.Int64
+
+	mu             sync.Mutex
+	accepted       map[string]string // notify id → out_trade_no, answered 2xx
+	acceptedOrders []*order
+	gaveUp         []string // genuine notifications never accepted
+	forgedOrders   []string
+	forgedAccepted int
+	attempts       int
+}
+
+func newDriver(w *world, o Options) (*driver, error) {
+	// The forger knows the APIv3 key and the public key id (the worst case)
+	// but not WeChat's private key.
+	other, err := wxpaysim.GenerateKeys(w.id.Keys.MchID, w.id.Keys.AppID)
+	if err != nil {
+		return nil, err
+	}
+	f := *w.id.Keys
+	f.PlatformKey = other.PlatformKey
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second}
+	return &driver{w: w, o: o, url: w.gw.URL() + "/v1/wechatpay/notify/payment",
+		client: &http.Client{Transport: tr, Timeout: 10 * time.Second}, forger: &f,
+		accepted: map[string]string{}}, nil
+}
+
+// plan makes the shuffled deliveries: first deliveries, duplicates of
+// random orders and forged ones, in random order.
+func (d *driver) plan(run string) []delivery {
+	n := d.o.Notifications
+	forged := int(float64(n) * d.o.ForgedRate)
+	dups := int(float64(n) * d.o.DuplicateRate)
+	orders := make([]*order, n-forged-dups)
+	var out []delivery
+	for i := range orders {
+		orders[i] = &order{no: fmt.Sprintf("C%s%07d", run, i), amount: 100 + rand.Int64N(9900)}
+		out = append(out, delivery{order: orders[i]})
+	}
+	for range dups {
+		out = append(out, delivery{order: orders[rand.IntN(len(orders))]})
+	}
+	for i := range forged {
+		fo := &order{no: fmt.Sprintf("F%s%07d", run, i), amount: 100 + rand.Int64N(9900)}
+		d.forgedOrders = append(d.forgedOrders, fo.no)
+		out = append(out, delivery{order: fo, forged: true})
+	}
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// run delivers everything on o.Concurrency workers.
+func (d *driver) run(ctx context.Context, plan []delivery) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range d.o.Concurrency {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(plan) {
+					return
+				}
+				if plan[i].forged {
+					d.forge(ctx, plan[i].order)
+				} else {
+					d.deliver(ctx, plan[i].order)
+				}
+				d.progress.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// signed returns a freshly signed delivery of o's notification. The first
+// call pays the order in the simulator and builds the notification.
+func (d *driver) signed(ctx context.Context, o *order) (wxpaysim.Notification, error) {
+	fresh := false
+	o.once.Do(func() {
+		fresh = true
+		tx, err := d.w.sim.Pay(ctx, o.no, o.amount, "", true)
+		if err != nil {
+			o.err = err
+			return
+		}
+		o.note, o.err = d.w.id.Keys.PaymentNotification(tx, wxpaysim.PublicKeyMode(), time.Now())
+	})
+	if o.err != nil || fresh {
+		return o.note, o.err
+	}
+	return o.note.Resign(d.w.id.Keys, wxpaysim.PublicKeyMode(), time.Now())
+}
+
+// deliver sends o's notification until it is answered 2xx or the delivery
+// timeout passes.
+func (d *driver) deliver(ctx context.Context, o *order) {
+	deadline := time.Now().Add(d.o.DeliveryTimeout)
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		n, err := d.signed(ctx, o)
+		if err == nil {
+			var status int
+			status, err = d.post(ctx, n)
+			if err == nil && status/100 == 2 {
+				d.accept(o, n.ID)
+				return
+			}
+		}
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, time.Second)
+	}
+	d.mu.Lock()
+	d.gaveUp = append(d.gaveUp, o.no)
+	d.mu.Unlock()
+}
+
+// forge sends a notification signed with the wrong key until the gateway
+// answers (a refusal is the expected answer).
+func (d *driver) forge(ctx context.Context, o *order) {
+	k := d.forger
+	tx := wxpaysim.Transaction{AppID: k.AppID, MchID: k.MchID, OutTradeNo: o.no, TransactionID: "4200F" + o.no,
+		TradeType: "JSAPI", TradeState: "SUCCESS", TradeStateDesc: "支付成功", SuccessTime: time.Now().Format(time.RFC3339),
+		Payer: &wxpaysim.Payer{OpenID: "o-forged"}, Amount: wxpaysim.TransactionAmount{Total: o.amount,
+			PayerTotal: o.amount, Currency: "CNY", PayerCurrency: "CNY"}}
+	for attempt := 0; attempt < 50 && ctx.Err() == nil; attempt++ {
+		n, err := k.PaymentNotification(tx, wxpaysim.PublicKeyMode(), time.Now())
+		if err != nil {
+			return
+		}
+		status, err := d.post(ctx, n)
+		if err == nil && status/100 == 2 {
+			d.mu.Lock()
+			d.forgedAccepted++
+			d.mu.Unlock()
+			return
+		}
+		if err == nil && status/100 == 4 {
+			return
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+func (d *driver) post(ctx context.Context, n wxpaysim.Notification) (int, error) {
+	d.mu.Lock()
+	d.attempts++
+	d.mu.Unlock()
+	resp, err := n.Post(ctx, d.client, d.url)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func (d *driver) accept(o *order, id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.accepted[id]; !ok {
+		d.accepted[id] = o.no
+		d.acceptedOrders = append(d.acceptedOrders, o)
+	}
+}
+
+// paidSoFar returns up to n orders already accepted by the gateway.
+func (d *driver) paidSoFar(n int) []*order {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]*order(nil), d.acceptedOrders[:min(n, len(d.acceptedOrders))]...)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// OutboxConfig sizes the workers that deliver outbox jobs downstream.
+type OutboxConfig struct {
+	Workers         int           `yaml:"workers"`          // workers per gateway instance; 0 disables delivery
+	Batch           int           `yaml:"batch"`            // jobs claimed per round trip
+	PollInterval    time.Duration `yaml:"poll_interval"`    // wait when nothing is due
+	Lease           time.Duration `yaml:"lease"`            // a crashed worker's job is retried after this
+	InitialInterval time.Duration `yaml:"initial_interval"` // first backoff delay
+	MaxInterval     time.Duration `yaml:"max_interval"`     // cap on one delay
+	MaxElapsed      time.Duration `yaml:"max_elapsed"`      // dead-letter this long after the first attempt
+	Multiplier      float64       `yaml:"multiplier"`       // delay growth per attempt
+	Jitter          float64       `yaml:"jitter"`           // randomization factor in [0, 1)
+}
+
+// InventoryConfig says where the inventory service is.
+type InventoryConfig struct {
+	BaseURL string        `yaml:"base_url"` // "" disables outbox delivery
+	Timeout time.Duration `yaml:"timeout"`  // per call
+}
+
+// CompensationConfig tunes the lost-callback compensation job.
+type CompensationConfig struct {
+	Interval     time.Duration `yaml:"interval"`      // between runs
+	SafetyBuffer time.Duration `yaml:"safety_buffer"` // order age before WeChat Pay is queried
+	Batch        int           `yaml:"batch"`         // orders read per page
+}
+
+func defaultOutboxConfig() OutboxConfig {
+	return OutboxConfig{Workers: 4, Batch: 10, PollInterval: time.Second, Lease: 30 * time.Second,
+		InitialInterval: time.Second, MaxInterval: 5 * time.Minute, MaxElapsed: 24 * time.Hour,
+		Multiplier: 2, Jitter: 0.5}
+}
+
+func defaultInventoryConfig() InventoryConfig { return InventoryConfig{Timeout: 5 * time.Second} }
+
+func defaultCompensationConfig() CompensationConfig {
+	return CompensationConfig{Interval: time.Minute, SafetyBuffer: 5 * time.Minute, Batch: 100}
+}
+
+// validateOutbox checks the outbox, inventory and compensation sections.
+func (c *Config) validateOutbox() error {
+	o, inv, comp := c.Outbox, c.Inventory, c.Compensation
+	checks := []struct {
+		bad   bool
+		field string
+		why   string
+	}{
+		{o.Workers < 0, "outbox.workers (GATEWAY_OUTBOX_WORKERS)", "must not be negative"},
+		{o.Workers > 0 && o.Lease <= 0, "outbox.lease (GATEWAY_OUTBOX_LEASE)", "must be positive"},
+		{o.Workers > 0 && o.PollInterval <= 0, "outbox.poll_interval (GATEWAY_OUTBOX_POLL_INTERVAL)", "must be positive"},
+		{o.InitialInterval <= 0 || o.MaxInterval < o.InitialInterval,
+			"outbox.initial_interval/max_interval", "must be positive, max at least initial"},
+		{o.MaxElapsed <= 0, "outbox.max_elapsed (GATEWAY_OUTBOX_MAX_ELAPSED)", "must be positive"},
+		{o.Multiplier < 1, "outbox.multiplier (GATEWAY_OUTBOX_MULTIPLIER)", "must be at least 1"},
+		{o.Jitter < 0 || o.Jitter >= 1, "outbox.jitter (GATEWAY_OUTBOX_JITTER)", "must be in [0, 1)"},
+		{inv.BaseURL != "" && inv.Timeout <= 0, "inventory.timeout (GATEWAY_INVENTORY_TIMEOUT)", "must be positive"},
+		// An attempt may query and then send: the lease must outlast both calls.
+		{inv.BaseURL != "" && o.Workers > 0 && o.Lease <= 2*inv.Timeout,
+			"outbox.lease (GATEWAY_OUTBOX_LEASE)", "must be longer than twice inventory.timeout"},
+		{comp.SafetyBuffer <= 0, "compensation.safety_buffer (GATEWAY_COMPENSATION_SAFETY_BUFFER)", "must be positive (never zero)"},
+		{comp.Interval <= 0, "compensation.interval (GATEWAY_COMPENSATION_INTERVAL)", "must be positive"},
+	}
+	for _, ch := range checks {
+		if ch.bad {
+			return fmt.Errorf("config: %s %s", ch.field, ch.why)
+		}
+	}
+	return nil
+}

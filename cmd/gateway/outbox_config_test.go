@@ -1,0 +1,51 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOutboxConfigValidation(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(c *Config)
+		want   string // "" = valid
+	}{
+		{"defaults", func(c *Config) {}, ""},
+		{"zero safety buffer", func(c *Config) { c.Compensation.SafetyBuffer = 0 }, "compensation.safety_buffer"},
+		{"negative safety buffer", func(c *Config) { c.Compensation.SafetyBuffer = -time.Second }, "compensation.safety_buffer"},
+		{"zero lease", func(c *Config) { c.Outbox.Lease = 0 }, "outbox.lease"},
+		{"max below initial", func(c *Config) { c.Outbox.MaxInterval = time.Millisecond }, "outbox.initial_interval"},
+		{"jitter of one", func(c *Config) { c.Outbox.Jitter = 1 }, "outbox.jitter"},
+		{"lease shorter than two calls", func(c *Config) {
+			c.Inventory = InventoryConfig{BaseURL: "http://inv", Timeout: 20 * time.Second}
+		}, "outbox.lease"},
+		{"inventory without timeout", func(c *Config) { c.Inventory = InventoryConfig{BaseURL: "http://inv"} }, "inventory.timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, backend{name: "sqlite"})
+			tc.change(&cfg)
+			err := cfg.Validate()
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Validate() = %v, want error naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestOutboxEnvironmentOverrides(t *testing.T) {
+	t.Setenv("GATEWAY_OUTBOX_JITTER", "0.25")
+	t.Setenv("GATEWAY_OUTBOX_WORKERS", "7")
+	t.Setenv("GATEWAY_INVENTORY_BASE_URL", "http://inv:8082")
+	t.Setenv("GATEWAY_COMPENSATION_SAFETY_BUFFER", "90s")
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Outbox.Jitter != 0.25 || cfg.Outbox.Workers != 7 || cfg.Inventory.BaseURL != "http://inv:8082" ||
+		cfg.Compensation.SafetyBuffer != 90*time.Second {
+		t.Fatalf("env not applied: %+v %+v %+v", cfg.Outbox, cfg.Inventory, cfg.Compensation)
+	}
+}

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/gateway/inventory"
+	"paygateway/gateway/inventory/inventorysim"
+	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+	"paygateway/retry"
+)
+
+// startInventory serves a fresh inventory simulator until the test ends.
+func startInventory(t *testing.T) (*inventorysim.Sim, string) {
+	t.Helper()
+	sim := inventorysim.New()
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	return sim, srv.URL
+}
+
+// fastOutbox points cfg at the inventory simulator with millisecond timings.
+func fastOutbox(cfg *Config, invURL string) {
+	cfg.Inventory = InventoryConfig{BaseURL: invURL, Timeout: 300 * time.Millisecond}
+	cfg.Outbox = OutboxConfig{Workers: 4, Batch: 10, PollInterval: 5 * time.Millisecond, Lease: 5 * time.Second,
+		InitialInterval: 20 * time.Millisecond, MaxInterval: time.Second, MaxElapsed: 30 * time.Second,
+		Multiplier: 2, Jitter: 0.1}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// onlyJob returns the single outbox job of an order once it is in state.
+func onlyJob(t *testing.T, s *ledger.Store, no, state string) ledger.OutboxJob {
+	t.Helper()
+	var job ledger.OutboxJob
+	waitFor(t, 20*time.Second, "job of "+no+" in "+state, func() bool {
+		jobs, err := s.Outbox().JobsOf(context.Background(), no)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) > 1 {
+			t.Fatalf("order %s has %d jobs, want 1", no, len(jobs))
+		}
+		if len(jobs) == 1 {
+			job = jobs[0]
+		}
+		return len(jobs) == 1 && job.State == state
+	})
+	return job
+}
+
+// payViaCallback posts a signed TRANSACTION.SUCCESS for a new order.
+func payViaCallback(t *testing.T, m *Main, no string, amount int64) {
+	t.Helper()
+	k, _ := testKeys(t)
+	n := mustNotification(k.PaymentNotification(paidTx(k, no, amount), wxpaysim.PublicKeyMode(), time.Now()))
+	if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
+		t.Fatalf("notify %s: status=%d body=%v", no, status, body)
+	}
+}
+
+func outcomes(h []retry.Attempt) []retry.Outcome {
+	out := make([]retry.Outcome, len(h))
+	for i, a := range h {
+		out[i] = a.Outcome
+	}
+	return out
+}
+
+func TestOutboxRetriesServerErrorsWithGrowingDelays(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			inv, url := startInventory(t)
+			inv.SetFaults(inventorysim.Faults{FailNext: 3})
+			cfg := testConfig(t, b)
+			fastOutbox(&cfg, url)
+			m := startGateway(t, cfg)
+			no := uniqueNo("obr")
+			payViaCallback(t, m, no, 700)
+			job := onlyJob(t, m.Store, no, ledger.JobDone)
+			if got := inv.ConfirmCount(no); got != 1 {
+				t.Fatalf("confirmations = %d, want 1", got)
+			}
+			if job.Attempts != 4 || fmt.Sprint(outcomes(job.History)) != "[retry retry retry done]" {
+				t.Fatalf("attempts = %d, history %v; want 4: 3 retries then done", job.Attempts, outcomes(job.History))
+			}
+			var prev time.Duration
+			for i, a := range job.History[:3] {
+				delay := a.NextRunAt.Sub(a.FinishedAt)
+				if delay <= prev {
+					t.Fatalf("delay %d = %v, not above the previous %v", i+1, delay, prev)
+				}
+				if next := job.History[i+1]; next.StartedAt.Before(a.NextRunAt) {
+					t.Fatalf("attempt %d started %v, before its next_run_at %v", next.Number, next.StartedAt, a.NextRunAt)
+				}
+				prev = delay
+			}
+		})
+	}
+}
+
+func TestOutboxQueriesBeforeResending(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			inv, url := startInventory(t)
+			const orders = 3
+			inv.SetFaults(inventorysim.Faults{ApplyThenTimeoutNext: orders, ApplyThenTimeoutDelay: 2 * time.Second})
+			cfg := testConfig(t, b)
+			fastOutbox(&cfg, url)
+			m := startGateway(t, cfg)
+			var nos []string
+			for i := 0; i < orders; i++ {
+				no := uniqueNo("obq")
+				nos = append(nos, no)
+				payViaCallback(t, m, no, int64(100+i))
+			}
+			for _, no := range nos {
+				job := onlyJob(t, m.Store, no, ledger.JobDone)
+				if job.Attempts != 2 || fmt.Sprint(outcomes(job.History)) != "[retry done]" {
+					t.Fatalf("%s: attempts %d, history %v; want a timed-out attempt, then done by query", no, job.Attempts, outcomes(job.History))
+				}
+				if got := inv.ConfirmCount(no); got != 1 {
+					t.Fatalf("%s: confirmations = %d, want 1", no, got)
+				}
+			}
+			if st := inv.Stats(); st.Posts != orders || st.ApplyThenTimeouts != orders || st.Gets < orders {
+				t.Fatalf("inventory saw %+v; want exactly %d POSTs (one per order) and a query each", st, orders)
+			}
+		})
+	}
+}
+
+// openStores opens n stores on one fresh database, like n gateway
+// instances. SQLite (one in-process writer) gets one store.
+func openStores(t *testing.T, b backend, n int) []*ledger.Store {
+	t.Helper()
+	dsn := ledgertest.SQLiteDSN(t)
+	if b.mysql {
+		dsn = ledgertest.MySQLDSN(t)
+	} else {
+		n = 1
+	}
+	var out []*ledger.Store
+	for i := 0; i < n; i++ {
+		db, dialect, err := ledger.OpenDB(ledger.DBConfig{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sqlDB, _ := db.DB()
+		t.Cleanup(func() { sqlDB.Close() })
+		if err := ledger.Migrate(context.Background(), db, dialect); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ledger.NewStore(db, dialect))
+	}
+	return out
+}
+
+// runPool runs p until the test ends.
+func runPool(t *testing.T, p *retry.Pool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// seedConfirmations writes n pending confirmation jobs directly (the
+// ledger only writes them with a payment; here only the queue matters).
+func seedConfirmations(t *testing.T, s *ledger.Store, n int) []string {
+	t.Helper()
+	now := time.Now().UTC()
+	rows := make([]map[string]any, n)
+	nos := make([]string, n)
+	for i := range rows {
+		no := fmt.Sprintf("drain%06d", i)
+		key := "confirm:" + no
+		body, _ := json.Marshal(inventory.Confirmation{Key: key, OutTradeNo: no, AmountTotal: int64(100 + i)})
+		nos[i] = no
+		rows[i] = map[string]any{"kind": ledger.JobConfirmInventory, "job_key": key, "out_trade_no": no,
+			"payload": string(body), "state": ledger.JobPending, "attempts": 0, "last_error": "",
+			"next_run_at": now, "created_at": now, "updated_at": now}
+	}
+	if err := s.DB().Table("outbox_jobs").CreateInBatches(rows, 250).Error; err != nil {
+		t.Fatalf("seed jobs: %v", err)
+	}
+	return nos
+}
+
+func countJobs(t *testing.T, s *ledger.Store, where string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	if err := s.DB().Table("outbox_jobs").Where(where, args...).Count(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestOutboxThreePoolsDrainEachJobOnce(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			inv, url := startInventory(t)
+			cfg := testConfig(t, b)
+			fastOutbox(&cfg, url)
+			stores := openStores(t, b, 3)
+			const jobs = 1000
+			nos := seedConfirmations(t, stores[0], jobs)
+			for i := 0; i < 3; i++ {
+				runPool(t, newOutboxPool(cfg, stores[i%len(stores)], fmt.Sprintf("gw%d", i)))
+			}
+			waitFor(t, 60*time.Second, "all jobs done", func() bool {
+				return countJobs(t, stores[0], "state = ?", ledger.JobDone) == jobs
+			})
+			if n := countJobs(t, stores[0], "attempts <> 1"); n != 0 {
+				t.Fatalf("%d jobs took more than one attempt", n)
+			}
+			for _, no := range nos {
+				if got := inv.AppliedByKey("confirm:" + no); got != 1 {
+					t.Fatalf("%s applied %d times, want 1", no, got)
+				}
+			}
+			if st := inv.Stats(); st.Posts != jobs || st.Confirmations != jobs || st.Duplicates != 0 {
+				t.Fatalf("inventory saw %+v; want %d POSTs, each applied once", st, jobs)
+			}
+			var workers int64
+			stores[0].DB().Table("outbox_attempts").Distinct("worker").Count(&workers)
+			t.Logf("%d distinct workers shared the jobs", workers)
+		})
+	}
+}
+
+func TestOutboxLeaseExpiryHandsJobOver(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			inv, url := startInventory(t)
+			cfg := testConfig(t, b)
+			fastOutbox(&cfg, url)
+			s := openStores(t, b, 1)[0]
+			ctx := context.Background()
+			no := uniqueNo("oblease")
+			k, _ := testKeys(t)
+			tx := paidTx(k, no, 900)
+			_, err := s.ApplyTransaction(ctx, ledger.TransactionUpdate{
+				Notice:     ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback, EventType: "TRANSACTION.SUCCESS", OutTradeNo: no, Plaintext: "{}"},
+				OutTradeNo: no, TransactionID: tx.TransactionID, TradeState: "SUCCESS", AmountTotal: 900, PayerTotal: 900})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A worker claims the job, sends the confirmation and dies
+			// before it can record anything.
+			claimed, err := s.Outbox().Claim(ctx, "crashed", 1, 300*time.Millisecond)
+			if err != nil || len(claimed) != 1 {
+				t.Fatalf("claim: %v, %d jobs", err, len(claimed))
+			}
+			var cf inventory.Confirmation
+			_ = json.Unmarshal(claimed[0].Payload, &cf)
+			if err := inventory.New(inventory.Config{BaseURL: url}).Confirm(ctx, cf); err != nil {
+				t.Fatalf("crashed worker's send: %v", err)
+			}
+			runPool(t, newOutboxPool(cfg, s, "survivor"))
+			job := onlyJob(t, s, no, ledger.JobDone)
+			if job.Attempts != 2 || len(job.History) != 1 || job.History[0].Worker == "crashed" {
+				t.Fatalf("job = attempts %d, history %+v; want one recorded attempt by the survivor", job.Attempts, job.History)
+			}
+			if got, st := inv.ConfirmCount(no), inv.Stats(); got != 1 || st.Posts != 1 {
+				t.Fatalf("confirmations = %d, posts = %d; want 1 and 1 (the survivor only queried)", got, st.Posts)
+			}
+			now := time.Now().UTC()
+			late := retry.Attempt{JobID: job.ID, Number: 1, Worker: "crashed", Outcome: retry.OutcomeRetry, Err: "late",
+				StartedAt: now, FinishedAt: now, NextRunAt: now}
+			if err := s.Outbox().Retry(ctx, late); !errors.Is(err, retry.ErrLeaseLost) {
+				t.Fatalf("crashed worker's late write: err = %v, want ErrLeaseLost", err)
+			}
+			if j := onlyJob(t, s, no, ledger.JobDone); j.LastError != "" {
+				t.Fatalf("late write changed the job: %+v", j)
+			}
+		})
+	}
+}
+
+func TestOutboxDeadLetterAndReplay(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			inv, url := startInventory(t)
+			inv.SetFaults(inventorysim.Faults{PermanentNext: 2})
+			cfg := testConfig(t, b)
+			fastOutbox(&cfg, url)
+			m := startGateway(t, cfg)
+			viaAPI, viaCLI := uniqueNo("obd"), uniqueNo("obc")
+			payViaCallback(t, m, viaAPI, 300)
+			payViaCallback(t, m, viaCLI, 400)
+			dead := onlyJob(t, m.Store, viaAPI, ledger.JobDead)
+			deadCLI := onlyJob(t, m.Store, viaCLI, ledger.JobDead)
+
+			if status, _ := apiCall(t, "GET", m.URL()+"/v1/ops/outbox/dead", financeKey, nil); status != 403 {
+				t.Fatalf("finance lists dead letters: status=%d, want 403", status)
+			}
+			status, body := apiCall(t, "GET", m.URL()+"/v1/ops/outbox/dead", opsKey, nil)
+			listed, _ := body["jobs"].([]any)
+			if status != 200 || len(listed) != 2 {
+				t.Fatalf("list dead: status=%d body=%v", status, body)
+			}
+			first, _ := listed[0].(map[string]any)
+			history, _ := first["history"].([]any)
+			if first["key"] != "confirm:"+viaAPI || len(history) != 1 {
+				t.Fatalf("dead job = %v, want confirm:%s with one attempt", first, viaAPI)
+			}
+
+			status, body = apiCall(t, "POST", fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), dead.ID), opsKey, nil)
+			if status != 200 {
+				t.Fatalf("replay: status=%d body=%v", status, body)
+			}
+			done := onlyJob(t, m.Store, viaAPI, ledger.JobDone)
+			if fmt.Sprint(outcomes(done.History)) != "[dead done]" {
+				t.Fatalf("history after replay = %v", outcomes(done.History))
+			}
+			status, body = apiCall(t, "POST", fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), dead.ID), opsKey, nil)
+			if status != 409 || body["code"] != "ECONFLICT" {
+				t.Fatalf("replay of a done job: status=%d body=%v, want 409 ECONFLICT", status, body)
+			}
+
+			if _, err := replayOutboxJob(context.Background(), m.Config, deadCLI.ID); err != nil {
+				t.Fatalf("outbox replay command: %v", err)
+			}
+			onlyJob(t, m.Store, viaCLI, ledger.JobDone)
+			for _, no := range []string{viaAPI, viaCLI} {
+				if got := inv.ConfirmCount(no); got != 1 {
+					t.Fatalf("%s confirmations = %d, want 1", no, got)
+				}
+			}
+		})
+	}
+}

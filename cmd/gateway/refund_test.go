@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/gateway"
+	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
+)
+
+func TestRefundLifecycle(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, nil)
+			no := e.pay(t, "o-alice", 1000)
+			tok := token(t, "o-alice")
+			a := e.refund(t, tok, "k1", refundBody(no, 300))
+			if a.status != 201 {
+				t.Fatalf("refund: status=%d body=%s", a.status, a.body)
+			}
+			got := a.json(t)
+			rno, _ := got["out_refund_no"].(string)
+			if got["state"] != "PROCESSING" || rno == "" || e.sim.RefundCount(rno) != 1 {
+				t.Fatalf("refund answer %s; sim count %d", a.body, e.sim.RefundCount(rno))
+			}
+			again := e.refund(t, tok, "k1", refundBody(no, 300))
+			if again.status != 201 || !bytes.Equal(again.body, a.body) {
+				t.Fatalf("replay: status=%d body=%s, want the stored answer", again.status, again.body)
+			}
+			if g := e.getRefund(t, tok, rno); g.status != 200 || g.json(t)["out_refund_no"] != rno {
+				t.Fatalf("get own refund: %d %s", g.status, g.body)
+			}
+			if g := e.getRefund(t, token(t, "o-bob"), rno); g.status != 403 {
+				t.Fatalf("get other's refund: %d %s", g.status, g.body)
+			}
+			status, body := apiCall(t, "GET", e.m.URL()+"/v1/ledger/payments/"+no, financeKey, nil)
+			refunds, _ := body["refunds"].([]any)
+			p, _ := body["payment"].(map[string]any)
+			if status != 200 || len(refunds) != 1 || p["refunded_total"] != float64(300) {
+				t.Fatalf("finance view: %d %v", status, body)
+			}
+		})
+	}
+}
+
+// TestRefundSameKeyConcurrent fires 100 identical requests at once: one
+// refund reaches WeChat Pay, every answer is the stored one or 409.
+func TestRefundSameKeyConcurrent(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, nil)
+			no := e.pay(t, "o-carol", 500)
+			tok := token(t, "o-carol")
+			answers := fireRefunds(t, e, 100, func(int) (string, string, any) { return tok, "same-key", refundBody(no, 200) })
+			var first *answer
+			inFlight := 0
+			for i := range answers {
+				a := answers[i]
+				switch {
+				case a.status == 409 && a.json(t)["code"] == gateway.CodeInFlight:
+					inFlight++
+				case first == nil:
+					first = &a
+				case a.status != first.status || !bytes.Equal(a.body, first.body):
+					t.Errorf("answer %d: %d %s differs from %d %s", i, a.status, a.body, first.status, first.body)
+				}
+			}
+			if first == nil || first.status != 201 {
+				t.Fatalf("no stored answer (%d in flight)", inFlight)
+			}
+			rno, _ := first.json(t)["out_refund_no"].(string)
+			refunds, _ := refundRows(t, e.m, no)
+			if n := e.sim.RefundCount(rno); n != 1 || refunds != 1 || len(e.sim.Refunds()) != 1 {
+				t.Fatalf("sim executed %d (%d refunds), ledger has %d refunds; want 1, 1, 1", n, len(e.sim.Refunds()), refunds)
+			}
+		})
+	}
+}
+
+// TestRefundManyKeysNeverExceedPaid fires 50 refunds of 7 fen with
+// different keys at an order of 100 fen.
+func TestRefundManyKeysNeverExceedPaid(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, nil)
+			no := e.pay(t, "o-dave", 100)
+			checkManyKeys(t, e, no, token(t, "o-dave"))
+		})
+	}
+}
+
+func checkManyKeys(t *testing.T, e *refundEnv, no, tok string) {
+	t.Helper()
+	answers := fireRefunds(t, e, 50, func(i int) (string, string, any) {
+		return tok, fmt.Sprintf("key-%d", i), refundBody(no, 7)
+	})
+	accepted := 0
+	for i, a := range answers {
+		switch {
+		case a.status == 201:
+			accepted++
+		case a.status == 409 && a.json(t)["code"] == gateway.CodeConflict:
+		default:
+			t.Errorf("request %d: %d %s", i, a.status, a.body)
+		}
+	}
+	p, err := e.m.Store.Payment(context.Background(), no)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := e.sim.Order(no)
+	if accepted != 14 || p.RefundedTotal != 98 || o.Refunded != 98 {
+		t.Fatalf("accepted %d, ledger refunded %d, WeChat refunded %d; want 14, 98, 98", accepted, p.RefundedTotal, o.Refunded)
+	}
+}
+
+func fireRefunds(t *testing.T, e *refundEnv, n int, req func(i int) (tok, key string, body any)) []answer {
+	t.Helper()
+	out := make([]answer, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, key, body := req(i)
+			<-start
+			out[i] = e.refund(t, tok, key, body)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return out
+}
+
+// TestRefundAmbiguousAnswers: WeChat Pay applies the refund but the answer
+// is lost, or fails with a 5xx without applying it. The gateway queries
+// before any new attempt and never creates a second refund.
+func TestRefundAmbiguousAnswers(t *testing.T) {
+	cases := []struct {
+		name     string
+		faults   wxpaysim.Faults
+		requests int // create calls WeChat Pay saw for the refund
+	}{
+		{"applied then timeout", wxpaysim.Faults{ApplyThenTimeoutNext: 1, HoldFor: 2 * time.Second}, 1},
+		{"5xx not applied", wxpaysim.Faults{Fail5xxNext: 1}, 1},
+		{"connection dropped", wxpaysim.Faults{DropNext: 1}, 1},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, func(c *Config) { c.WechatPay.Timeout = 300 * time.Millisecond })
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					no := e.pay(t, "o-erin", 100)
+					f := tc.faults
+					f.PathPrefix = "/v3/refund/domestic/refunds"
+					e.sim.SetFaults(f)
+					a := e.refund(t, token(t, "o-erin"), "amb-"+no, refundBody(no, 100))
+					got := a.json(t)
+					rno, _ := got["out_refund_no"].(string)
+					if a.status != 201 || got["state"] != "PROCESSING" {
+						t.Fatalf("status=%d body=%s, want 201 PROCESSING", a.status, a.body)
+					}
+					recs := e.sim.Refunds()
+					last := recs[len(recs)-1]
+					if last.OutRefundNo != rno || last.Requests != tc.requests || e.sim.RefundCount(rno) != 1 {
+						t.Fatalf("sim refund %+v; want one execution, %d requests", last, tc.requests)
+					}
+					if r := ledgerRefund(t, e.m, rno); r.State != ledger.RefundProcessing || r.RefundID == "" {
+						t.Fatalf("ledger refund %+v", r)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestRefundRedisUnavailable points the gateway's Redis at a dead port and
+// at a listener that never answers: refunds stay correct and no request hangs.
+func TestRefundRedisUnavailable(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // hold it open, never answer
+		}
+	}()
+	dbs := []backend{{name: "sqlite"}, {name: "mysql", mysql: true}}
+	for _, target := range []struct{ name, addr string }{{"dead port", "127.0.0.1:1"}, {"silent listener", silent.Addr().String()}} {
+		for _, b := range dbs {
+			t.Run(b.name+"/"+target.name, func(t *testing.T) { checkWithoutRedis(t, b, target.addr) })
+		}
+	}
+}
+
+func checkWithoutRedis(t *testing.T, b backend, addr string) {
+	e := startRefundEnv(t, b, func(c *Config) { c.Redis.Addr = addr })
+	no := e.pay(t, "o-frank", 100)
+	tok := token(t, "o-frank")
+	start := time.Now()
+	checkManyKeys(t, e, no, tok)
+	dup := fireRefunds(t, e, 10, func(int) (string, string, any) { return tok, "dup", refundBody(no, 2) })
+	for i, a := range dup {
+		if a.status != 201 && a.status != 409 {
+			t.Errorf("duplicate %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if refunds, _ := refundRows(t, e.m, no); refunds != 15 {
+		t.Fatalf("%d refunds, want 15", refunds)
+	}
+	t.Logf("took %v with Redis at %s", time.Since(start), addr)
+}
+
+func TestRefundRefusals(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, nil)
+			no := e.pay(t, "o-gina", 100)
+			unpaid := uniqueNo("unp")
+			if s, body := apiCall(t, "POST", e.m.URL()+"/v1/orders", serviceKey, map[string]any{"out_trade_no": unpaid,
+				"amount_total": 100, "payer_openid": "o-gina", "expire_at": time.Now().Add(time.Hour)}); s != 201 {
+				t.Fatalf("register: %d %v", s, body)
+			}
+			tok := token(t, "o-gina")
+			forged, _ := gateway.SignDevToken([]byte("another-secret-another-secret-xx"), "o-gina", "", time.Hour)
+			expired, _ := gateway.SignDevToken([]byte(jwtSecret), "o-gina", "", -time.Minute)
+			cases := []struct {
+				name, tok, key string
+				body           any
+				status         int
+				code           string
+			}{
+				{"no token", "", "k", refundBody(no, 10), 401, gateway.CodeUnauthorized},
+				{"forged token", forged, "k", refundBody(no, 10), 401, gateway.CodeUnauthorized},
+				{"expired token", expired, "k", refundBody(no, 10), 401, gateway.CodeUnauthorized},
+				{"garbage token", "abc.def.ghi", "k", refundBody(no, 10), 401, gateway.CodeUnauthorized},
+				{"other user", token(t, "o-mallory"), "k", refundBody(no, 10), 403, gateway.CodeForbidden},
+				{"unknown order", tok, "k", refundBody("nosuchorder1", 10), 404, gateway.CodeNotFound},
+				{"unpaid order", tok, "k", refundBody(unpaid, 10), 409, gateway.CodeConflict},
+				{"zero amount", tok, "k", refundBody(no, 0), 400, gateway.CodeInvalid},
+				{"negative amount", tok, "k", refundBody(no, -5), 400, gateway.CodeInvalid},
+				{"over paid amount", tok, "k", refundBody(no, 101), 409, gateway.CodeConflict},
+				{"missing key", tok, "", refundBody(no, 10), 400, gateway.CodeInvalid},
+				{"malformed JSON", tok, "k", `{"out_trade_no":`, 400, gateway.CodeInvalid},
+				{"unknown field", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"x":1}`, 400, gateway.CodeInvalid},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					a := e.refund(t, tc.tok, tc.key, tc.body)
+					if a.status != tc.status || a.json(t)["code"] != tc.code {
+						t.Fatalf("status=%d body=%s, want %d %s", a.status, a.body, tc.status, tc.code)
+					}
+					for _, order := range []string{no, unpaid} {
+						if refunds, keys := refundRows(t, e.m, order); refunds != 0 || keys != 0 {
+							t.Fatalf("%s: %d refunds, %d keys recorded, want none", order, refunds, keys)
+						}
+					}
+				})
+			}
+			if a := e.refund(t, tok, "reused", refundBody(no, 10)); a.status != 201 {
+				t.Fatalf("first use: %d %s", a.status, a.body)
+			}
+			a := e.refund(t, tok, "reused", refundBody(no, 11))
+			if a.status != 422 || a.json(t)["code"] != gateway.CodeKeyReused {
+				t.Fatalf("reused key: %d %s", a.status, a.body)
+			}
+			if refunds, keys := refundRows(t, e.m, no); refunds != 1 || keys != 1 || len(e.sim.Refunds()) != 1 {
+				t.Fatalf("%d refunds, %d keys, %d at WeChat; want 1, 1, 1", refunds, keys, len(e.sim.Refunds()))
+			}
+		})
+	}
+}
+
+func TestRefundNotifications(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, nil)
+			no := e.pay(t, "o-hank", 100)
+			tok := token(t, "o-hank")
+			create := func(key string, amount int64) *ledger.Refund {
+				a := e.refund(t, tok, key, refundBody(no, amount))
+				if a.status != 201 {
+					t.Fatalf("refund: %d %s", a.status, a.body)
+				}
+				rno, _ := a.json(t)["out_refund_no"].(string)
+				return ledgerRefund(t, e.m, rno)
+			}
+			ok, closed, abn := create("n1", 30), create("n2", 30), create("n3", 30)
+			steps := []struct {
+				r      *ledger.Refund
+				status string
+				want   ledger.RefundState
+			}{
+				{ok, "SUCCESS", ledger.RefundSuccess},
+				{ok, "SUCCESS", ledger.RefundSuccess},  // duplicate (new id, same news)
+				{ok, "ABNORMAL", ledger.RefundSuccess}, // late: must not move back
+				{ok, "CLOSED", ledger.RefundSuccess},
+				{closed, "CLOSED", ledger.RefundClosed},
+				{abn, "ABNORMAL", ledger.RefundAbnormal},
+				{abn, "SUCCESS", ledger.RefundSuccess},
+			}
+			for i, st := range steps {
+				code, n := e.refundNotice(t, st.r, st.status)
+				if code != 204 {
+					t.Fatalf("step %d: status=%d", i, code)
+				}
+				if i == 0 { // the very same notification again
+					again := mustNotification(n.Resign(e.k, wxpaysim.PublicKeyMode(), time.Now()))
+					if code, _ := post(t, e.m.URL()+refundNotifyPath, again); code != 204 {
+						t.Fatalf("redelivery: status=%d", code)
+					}
+				}
+				if got := ledgerRefund(t, e.m, st.r.OutRefundNo).State; got != st.want {
+					t.Fatalf("step %d: %s after %s, want %s", i, got, st.status, st.want)
+				}
+			}
+			p, _ := e.m.Store.Payment(context.Background(), no)
+			if p.RefundedTotal != 60 {
+				t.Fatalf("refunded_total = %d, want 60 (CLOSED gives back)", p.RefundedTotal)
+			}
+			notices, _ := e.m.Store.Notices(context.Background(), no)
+			if len(notices) != 1+len(steps) {
+				t.Fatalf("%d notices stored, want %d", len(notices), 1+len(steps))
+			}
+			// The ledger allows 40 more, but the simulator never closed that
+			// refund, so WeChat Pay refuses (NOT_ENOUGH): FAILED, money back.
+			a := e.refund(t, tok, "n4", refundBody(no, 40))
+			if a.status != 422 || a.json(t)["code"] != gateway.CodeUnprocessable {
+				t.Fatalf("refused refund: %d %s", a.status, a.body)
+			}
+			if p, _ := e.m.Store.Payment(context.Background(), no); p.RefundedTotal != 60 {
+				t.Fatalf("refunded_total = %d after a refused refund, want 60", p.RefundedTotal)
+			}
+			if again := e.refund(t, tok, "n4", refundBody(no, 40)); again.status != 422 || !bytes.Equal(again.body, a.body) {
+				t.Fatalf("replay of the refusal: %d %s", again.status, again.body)
+			}
+		})
+	}
+}
+
+// TestRefundJanitor leaves refunds UNKNOWN (create and query both lost)
+// and PROCESSING, then lets the janitor settle them from WeChat's answer.
+func TestRefundJanitor(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, func(c *Config) {
+				c.WechatPay.Timeout = 300 * time.Millisecond
+				c.Refunds.SafetyBuffer, c.Refunds.Recheck = time.Millisecond, time.Millisecond
+			})
+			tok := token(t, "o-ivy")
+			prefix := "/v3/refund/domestic/refunds"
+			cases := []struct {
+				name   string
+				faults wxpaysim.Faults
+				before ledger.RefundState
+			}{
+				{"applied, answers lost", wxpaysim.Faults{PathPrefix: prefix, ApplyThenTimeoutNext: 2, HoldFor: time.Second}, ledger.RefundUnknown},
+				{"never applied", wxpaysim.Faults{PathPrefix: prefix, Fail5xxNext: 2}, ledger.RefundUnknown},
+				{"processing", wxpaysim.Faults{}, ledger.RefundProcessing},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					no := e.pay(t, "o-ivy", 100)
+					e.sim.SetFaults(tc.faults)
+					a := e.refund(t, tok, "j-"+no, refundBody(no, 100))
+					rno, _ := a.json(t)["out_refund_no"].(string)
+					if r := ledgerRefund(t, e.m, rno); r.State != tc.before {
+						t.Fatalf("before the janitor: %s (answer %d %s), want %s", r.State, a.status, a.body, tc.before)
+					}
+					time.Sleep(5 * time.Millisecond) // past the safety buffer
+					e.m.Refunds.Sweep(context.Background(), 10)
+					e.sim.SettleRefunds()
+					time.Sleep(5 * time.Millisecond)
+					e.m.Refunds.Sweep(context.Background(), 10)
+					r := ledgerRefund(t, e.m, rno)
+					if r.State != ledger.RefundSuccess || e.sim.RefundCount(rno) != 1 {
+						t.Fatalf("after the janitor: %+v, sim count %d", r, e.sim.RefundCount(rno))
+					}
+				})
+			}
+		})
+	}
+}

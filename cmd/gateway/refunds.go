@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"paygateway/gateway"
+	"paygateway/gateway/wechatpay"
+)
+
+// RefundsConfig configures the refund API, its JWT checks and the janitor.
+// The refund API is on when a JWT key and the merchant key are configured.
+type RefundsConfig struct {
+	JWT JWTConfig `yaml:"jwt"`
+	// InFlight: how long a request holds its Idempotency-Key before a retry
+	// may take over (default 30 s). KeyTTL: answers kept (≥ 24 h).
+	InFlight time.Duration `yaml:"in_flight"`
+	KeyTTL   time.Duration `yaml:"key_ttl"`
+	// SafetyBuffer: a CREATED/UNKNOWN refund is left this long to its
+	// request before the janitor queries it (default 2 min). Recheck: how
+	// often a PROCESSING refund is queried (default 10 min).
+	SafetyBuffer    time.Duration `yaml:"safety_buffer"`
+	Recheck         time.Duration `yaml:"recheck"`
+	CallTimeout     time.Duration `yaml:"call_timeout"`
+	JanitorInterval time.Duration `yaml:"janitor_interval"`
+	JanitorBatch    int           `yaml:"janitor_batch"`
+}
+
+// JWTConfig checks user tokens from the business backend: an HS256
+// secret (inline or in a file) or an ES256 public key file.
+type JWTConfig struct {
+	HS256Secret        string        `yaml:"hs256_secret" secret:"true"`
+	HS256SecretFile    string        `yaml:"hs256_secret_file"`
+	ES256PublicKeyFile string        `yaml:"es256_public_key_file"`
+	Issuer             string        `yaml:"issuer"`
+	Audience           string        `yaml:"audience"`
+	OpenIDClaim        string        `yaml:"openid_claim"`
+	Leeway             time.Duration `yaml:"leeway"`
+}
+
+func (j JWTConfig) configured() bool {
+	return j.HS256Secret != "" || j.HS256SecretFile != "" || j.ES256PublicKeyFile != ""
+}
+
+// gatewayJWT loads the keys named by the config.
+func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
+	out := gateway.JWTConfig{Issuer: j.Issuer, Audience: j.Audience, OpenIDClaim: j.OpenIDClaim, Leeway: j.Leeway}
+	secret := j.HS256Secret
+	if secret == "" && j.HS256SecretFile != "" {
+		b, err := os.ReadFile(j.HS256SecretFile)
+		if err != nil {
+			return out, fmt.Errorf("config: refunds.jwt.hs256_secret_file: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+	}
+	out.HS256Secret = []byte(secret)
+	if j.ES256PublicKeyFile != "" {
+		b, err := os.ReadFile(j.ES256PublicKeyFile)
+		if err != nil {
+			return out, fmt.Errorf("config: refunds.jwt.es256_public_key_file: %w", err)
+		}
+		var pub *ecdsa.PublicKey
+		if pub, err = jwt.ParseECPublicKeyFromPEM(b); err != nil {
+			return out, fmt.Errorf("config: refunds.jwt.es256_public_key_file: %w", err)
+		}
+		out.ES256PublicKey = pub
+	}
+	return out, nil
+}
+
+// wireRefunds adds the refund notification route always, and the refund
+// API and janitor when a JWT key and the merchant key are configured.
+func (m *Main) wireRefunds(ctx context.Context) error {
+	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundNotifyRoute)
+	rc := m.Config.Refunds
+	w := m.Config.WechatPay
+	if !rc.JWT.configured() || w.MerchantPrivateKeyFile == "" {
+		slog.Info("refund API off: needs refunds.jwt and wechatpay.merchant_private_key_file")
+		return nil
+	}
+	jc, err := rc.JWT.gatewayJWT()
+	if err != nil {
+		return err
+	}
+	auth, err := gateway.NewJWTAuth(jc)
+	if err != nil {
+		return fmt.Errorf("config: refunds.jwt: %w", err)
+	}
+	client := m.Wechat
+	if client == nil {
+		return errors.New("refund API: the WeChat Pay client is not configured")
+	}
+	locker := m.Processor.Locker()
+	svc := gateway.NewRefundService(gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
+		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout},
+		m.Store, wechatpay.RefundAdapter{Client: client}, locker)
+	m.Refunds = svc
+	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundRoutes(svc, auth))
+	m.AddJob(func(ctx context.Context) {
+		svc.RunJanitor(ctx, gateway.JanitorConfig{Interval: rc.JanitorInterval, Batch: rc.JanitorBatch})
+	})
+	return nil
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/wechatpay-apiv3/wechatpay-go/utils"
+
+	"paygateway/gateway/wechatpay"
+)
+
+// newWechatClient builds the outbound WeChat Pay client (order and refund
+// queries, refunds, bills) shared by every feature, or returns nil when no
+// merchant key is configured.
+func newWechatClient(ctx context.Context, w WechatPayConfig) (*wechatpay.Client, error) {
+	if w.MerchantPrivateKeyFile == "" {
+		return nil, nil
+	}
+	if w.MerchantSerial == "" {
+		return nil, errors.New("config: wechatpay.merchant_serial (GATEWAY_WECHATPAY_MERCHANT_SERIAL) is required with a merchant key")
+	}
+	if w.PublicKeyFile == "" {
+		return nil, errors.New("config: wechatpay.public_key_file (GATEWAY_WECHATPAY_PUBLIC_KEY_FILE) is required to verify WeChat Pay's answers")
+	}
+	key, err := loadMerchantKey(w.MerchantPrivateKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := utils.LoadPublicKeyWithPath(w.PublicKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("config: wechatpay.public_key_file: %w", err)
+	}
+	return wechatpay.NewClient(ctx, wechatpay.ClientConfig{MchID: w.MchID, AppID: w.AppID,
+		MerchantSerial: w.MerchantSerial, MerchantKey: key, PublicKeyID: w.PublicKeyID, PublicKey: pub,
+		BaseURL: w.BaseURL, Timeout: w.Timeout, RefundNotifyURL: w.RefundNotifyURL})
+}

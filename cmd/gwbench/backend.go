@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"paygateway/cmd/internal/stack"
+	"paygateway/gateway"
+	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
+	"paygateway/migrations"
+)
+
+// env is what every backend run shares: the gateway binary, keys and the
+// WeChat Pay simulator (which refunds call).
+type env struct {
+	dir    string
+	bin    string
+	id     *stack.Identity
+	sim    *wxpaysim.Sim
+	simURL string
+	srv    *http.Server
+}
+
+func newEnv(ctx context.Context, dir string) (*env, error) {
+	bin, err := stack.BuildGateway(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	id, err := stack.NewIdentity(filepath.Join(dir, "keys"))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	sim := wxpaysim.New(id.Keys, wxpaysim.Options{})
+	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return &env{dir: dir, bin: bin, id: id, sim: sim, simURL: "http://" + ln.Addr().String(), srv: srv}, nil
+}
+
+func (e *env) close() {
+	_ = e.srv.Close()
+	e.sim.Close()
+}
+
+// target is one backend ready to measure: a running gateway and a second,
+// empty database of the same kind for the ceiling.
+type target struct {
+	name    string
+	gw      *stack.Gateway
+	ceiling *sql.DB
+	version string
+	cleanup []func()
+}
+
+func (t *target) close() {
+	for i := len(t.cleanup) - 1; i >= 0; i-- {
+		t.cleanup[i]()
+	}
+}
+
+func openTarget(ctx context.Context, e *env, o Options, name string) (*target, error) {
+	t := &target{name: name}
+	tag := strings.ToLower(gateway.NewToken()[:8])
+	var gwDSN, ceilDSN, redis string
+	switch name {
+	case "mysql":
+		for _, db := range []string{"gwbench_" + tag, "gwbench_ceil_" + tag} {
+			drop, err := stack.CreateDatabase(ctx, o.MySQL, db)
+			if err != nil {
+				t.close()
+				return nil, err
+			}
+			t.cleanup = append(t.cleanup, drop)
+		}
+		server := strings.TrimSuffix(o.MySQL, "/")
+		gwDSN, ceilDSN = "mysql://"+server+"/gwbench_"+tag, "mysql://"+server+"/gwbench_ceil_"+tag
+		redis = o.Redis
+	case "sqlite":
+		gwDSN, ceilDSN = filepath.Join(e.dir, tag+"-gw.db"), filepath.Join(e.dir, tag+"-ceil.db")
+	default:
+		return nil, fmt.Errorf("unknown backend %q (want mysql or sqlite)", name)
+	}
+	if err := t.openCeiling(ctx, ceilDSN); err != nil {
+		t.close()
+		return nil, err
+	}
+	t.gw = &stack.Gateway{Bin: e.bin, Dir: e.dir, Env: append(e.id.Env(gwDSN, redis, e.simURL, ""),
+		"GATEWAY_REDIS_PREFIX=gwbench:"+tag+":")}
+	if err := t.gw.Start(ctx); err != nil {
+		t.close()
+		return nil, fmt.Errorf("start gateway (log in %s): %w", filepath.Join(e.dir, "gateway.log"), err)
+	}
+	t.cleanup = append(t.cleanup, t.gw.Stop)
+	return t, nil
+}
+
+func (t *target) openCeiling(ctx context.Context, dsn string) error {
+	db, dialect, err := ledger.OpenDB(ledger.DBConfig{DSN: dsn})
+	if err != nil {
+		return err
+	}
+	if err := ledger.Migrate(ctx, db, dialect); err != nil {
+		return err
+	}
+	t.ceiling, err = db.DB()
+	if err != nil {
+		return err
+	}
+	t.cleanup = append(t.cleanup, func() { t.ceiling.Close() })
+	q := "SELECT VERSION()"
+	if dialect != migrations.MySQL {
+		q = "SELECT 'SQLite ' || sqlite_version()"
+	}
+	if err := t.ceiling.QueryRowContext(ctx, q).Scan(&t.version); err != nil {
+		return fmt.Errorf("database version: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// Level is what one concurrency level measured.
+type Level struct {
+	Concurrency int
+	New         Result // first deliveries: verify, decrypt, record
+	Dup         Result // redeliveries of recorded notifications
+	Ceiling     Result // bare transactions doing the same writes
+}
+
+// Ratio is new-notification throughput over the ceiling.
+func (l Level) Ratio() float64 {
+	if c := l.Ceiling.Rate(); c > 0 {
+		return l.New.Rate() / c
+	}
+	return 0
+}
+
+// BackendReport is one backend's run.
+type BackendReport struct {
+	Name      string
+	DBVersion string
+	Levels    []Level
+	Open      Result  // open loop at OpenRate
+	OpenRate  float64 // offered callbacks/s
+	Refunds   string  // refund stage outcome, human readable
+}
+
+func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendReport, error) {
+	t, err := openTarget(ctx, e, o, name)
+	if err != nil {
+		return BackendReport{}, err
+	}
+	defer t.close()
+	rep := BackendReport{Name: name, DBVersion: t.version}
+	p := newPoster(t.gw.URL())
+	pid := t.gw.PID()
+	best := 0.0
+	for _, c := range o.Levels {
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		l, err := benchLevel(e, t, p, pid, o.N, c)
+		if err != nil {
+			return rep, err
+		}
+		rep.Levels = append(rep.Levels, l)
+		best = max(best, l.Ceiling.Rate())
+	}
+	rep.OpenRate = min(o.Rate, best)
+	if rep.OpenRate > 0 {
+		count := min(max(int(rep.OpenRate*3), 500), 15000)
+		notes, err := signAll(count, newNotification(e, fmt.Sprintf("O%s", tagOf(t))))
+		if err != nil {
+			return rep, err
+		}
+		rep.Open = withCPU(pid, func() Result {
+			return openLoop(count, rep.OpenRate, 4096, func(i int) error { return p.post(notes[i]) })
+		})
+	}
+	rep.Refunds = refundStage(ctx, e, t, p, o.Refunds, maxLevel(o.Levels))
+	return rep, nil
+}
+
+func benchLevel(e *env, t *target, p *poster, pid, n, c int) (Level, error) {
+	l := Level{Concurrency: c}
+	prefix := fmt.Sprintf("B%s%03d", tagOf(t), c)
+	notes, err := signAll(n, newNotification(e, prefix))
+	if err != nil {
+		return l, err
+	}
+	l.New = withCPU(pid, func() Result { return closedLoop(n, c, func(i int) error { return p.post(notes[i]) }) })
+	dups, err := signAll(n, func(i int) (wxpaysim.Notification, error) {
+		return notes[i].Resign(e.id.Keys, wxpaysim.PublicKeyMode(), time.Now())
+	})
+	if err != nil {
+		return l, err
+	}
+	l.Dup = withCPU(pid, func() Result { return closedLoop(n, c, func(i int) error { return p.post(dups[i]) }) })
+	ceil := &ceiling{db: t.ceiling, prefix: prefix}
+	l.Ceiling = closedLoop(n, c, ceil.op)
+	return l, nil
+}
+
+// newNotification signs a fresh payment of order prefix+i.
+func newNotification(e *env, prefix string) func(i int) (wxpaysim.Notification, error) {
+	k := e.id.Keys
+	return func(i int) (wxpaysim.Notification, error) {
+		no := fmt.Sprintf("%s%07d", prefix, i)
+		now := time.Now()
+		tx := wxpaysim.Transaction{AppID: k.AppID, MchID: k.MchID, OutTradeNo: no, TransactionID: "42" + no,
+			TradeType: "JSAPI", TradeState: "SUCCESS", TradeStateDesc: "支付成功", BankType: "OTHERS",
+			SuccessTime: now.Format(time.RFC3339), Payer: &wxpaysim.Payer{OpenID: "o-" + no},
+			Amount: wxpaysim.TransactionAmount{Total: 100, PayerTotal: 100, Currency: "CNY", PayerCurrency: "CNY"}}
+		return k.PaymentNotification(tx, wxpaysim.PublicKeyMode(), now)
+	}
+}
+
+func tagOf(t *target) string { return t.name[:1] }
+
+func maxLevel(levels []int) int {
+	m := 1
+	for _, c := range levels {
+		m = max(m, c)
+	}
+	return m
+}

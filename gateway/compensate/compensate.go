@@ -1,0 +1,180 @@
+// Package compensate finds registered orders whose payment callback never
+// arrived, asks WeChat Pay about them and applies the answer through the
+// ledger's state machine, as a callback would, marked as coming from a
+// query. Unpaid orders past their expire_at are closed in the ledger.
+//
+// Several gateway instances may run it at once: every effect goes through
+// a unique notice id or a conditional state change, so the worst case is a
+// duplicate query, never a duplicate effect.
+package compensate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"paygateway/gateway/wechatpay"
+	"paygateway/ledger"
+)
+
+// Querier asks WeChat Pay about an order (*wechatpay.Client).
+type Querier interface {
+	QueryOrder(ctx context.Context, outTradeNo string) (*wechatpay.Transaction, error)
+}
+
+var _ Querier = (*wechatpay.Client)(nil)
+
+// Config tunes the job.
+type Config struct {
+	Interval     time.Duration // between runs
+	SafetyBuffer time.Duration // how old an order must be before it is queried; never zero
+	Batch        int           // orders read per page
+	MchID        string        // answers for another merchant are ignored
+}
+
+// Job is the lost-callback compensation.
+type Job struct {
+	cfg   Config
+	store *ledger.Store
+	wx    Querier
+	log   *slog.Logger
+}
+
+// New returns the job.
+func New(cfg Config, store *ledger.Store, wx Querier) *Job {
+	if cfg.Batch <= 0 {
+		cfg.Batch = 100
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Minute
+	}
+	return &Job{cfg: cfg, store: store, wx: wx, log: slog.Default()}
+}
+
+// Run runs the job every Interval until ctx ends.
+func (j *Job) Run(ctx context.Context) {
+	t := time.NewTicker(j.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := j.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			j.log.Warn("compensate: run failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RunOnce checks every order awaiting payment for longer than the safety
+// buffer and returns how many it changed in the ledger.
+func (j *Job) RunOnce(ctx context.Context) (int, error) {
+	cutoff := j.store.Now().Add(-j.cfg.SafetyBuffer)
+	var after uint64
+	changed := 0
+	for ctx.Err() == nil {
+		page, next, err := j.store.AwaitingPayment(ctx, cutoff, after, j.cfg.Batch)
+		if err != nil {
+			return changed, err
+		}
+		for _, p := range page {
+			if j.check(ctx, p) {
+				changed++
+			}
+		}
+		if len(page) < j.cfg.Batch {
+			break
+		}
+		after = next
+	}
+	return changed, ctx.Err()
+}
+
+// check queries one order and applies the answer; a failed query is
+// logged and left for the next run (the callback may still arrive).
+func (j *Job) check(ctx context.Context, p ledger.Payment) bool {
+	log := j.log.With("out_trade_no", p.OutTradeNo)
+	tx, err := j.wx.QueryOrder(ctx, p.OutTradeNo)
+	switch {
+	case errors.Is(err, wechatpay.ErrNotFound):
+		return j.closeIfExpired(ctx, p, "ORDER_NOT_EXIST")
+	case err != nil:
+		log.Warn("compensate: query order failed", "err", err)
+		return false
+	case tx.MchID != "" && j.cfg.MchID != "" && tx.MchID != j.cfg.MchID:
+		log.Error("compensate: query answered for another merchant", "mchid", tx.MchID)
+		return false
+	}
+	switch tx.TradeState {
+	case "NOTPAY":
+		return j.closeIfExpired(ctx, p, tx.TradeState)
+	case "SUCCESS", "REFUND", "CLOSED", "REVOKED", "PAYERROR":
+		return j.apply(ctx, log, tx)
+	}
+	return false // USERPAYING and the like: not final, ask again next run
+}
+
+func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transaction) bool {
+	u, err := update(tx, j.store.Now())
+	if err != nil {
+		log.Error("compensate: bad query answer", "err", err)
+		return false
+	}
+	_, err = j.store.ApplyTransaction(ctx, u)
+	switch {
+	case err == nil:
+		log.Info("compensate: applied queried state", "trade_state", tx.TradeState, "transaction_id", tx.TransactionID)
+		return true
+	case errors.Is(err, ledger.ErrAlreadyRecorded), errors.Is(err, ledger.ErrNoChange):
+		return false
+	default:
+		log.Warn("compensate: apply queried state", "err", err)
+		return false
+	}
+}
+
+func (j *Job) closeIfExpired(ctx context.Context, p ledger.Payment, why string) bool {
+	if p.ExpireAt == nil || p.ExpireAt.After(j.store.Now()) {
+		return false
+	}
+	_, err := j.store.CloseExpired(ctx, p.OutTradeNo, ledger.SourceQuery, "query:"+why)
+	switch {
+	case err == nil:
+		j.log.Info("compensate: closed expired order", "out_trade_no", p.OutTradeNo, "trade_state", why)
+		return true
+	case errors.Is(err, ledger.ErrNoChange):
+		return false
+	default:
+		j.log.Warn("compensate: close expired order", "out_trade_no", p.OutTradeNo, "err", err)
+		return false
+	}
+}
+
+// update turns a query answer into the same ledger update a callback
+// makes. The notice id is derived from the transaction, so every instance
+// that queries the same payment records it under one id.
+func update(tx *wechatpay.Transaction, now time.Time) (ledger.TransactionUpdate, error) {
+	plain, err := json.Marshal(tx)
+	if err != nil {
+		return ledger.TransactionUpdate{}, err
+	}
+	id := "query:" + tx.TransactionID
+	if tx.TransactionID == "" {
+		id = "query:" + tx.OutTradeNo + ":" + tx.TradeState
+	}
+	if tx.TradeState == "SUCCESS" && (tx.TransactionID == "" || tx.AmountTotal <= 0) {
+		return ledger.TransactionUpdate{}, fmt.Errorf("paid order %s without transaction id or amount", tx.OutTradeNo)
+	}
+	return ledger.TransactionUpdate{
+		Notice: ledger.Notice{NotifyID: id, Source: ledger.SourceQuery, EventType: "QUERY.TRANSACTION",
+			ResourceType: "query", Summary: tx.TradeStateDesc, OutTradeNo: tx.OutTradeNo,
+			TransactionID: tx.TransactionID, Plaintext: string(plain), CreateTime: now},
+		OutTradeNo: tx.OutTradeNo, TransactionID: tx.TransactionID, TradeState: tx.TradeState,
+		AppID: tx.AppID, MchID: tx.MchID, PayerOpenID: tx.PayerOpenID, AmountTotal: tx.AmountTotal,
+		PayerTotal: tx.PayerTotal, Currency: tx.Currency, SuccessTime: tx.SuccessTime,
+	}, nil
+}

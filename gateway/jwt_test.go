@@ -1,0 +1,68 @@
+package gateway_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"paygateway/gateway"
+)
+
+func TestJWTAuth(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherEC, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	exp := time.Now().Add(time.Hour).Unix()
+	sign := func(m jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(m, claims).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	hs := gateway.JWTConfig{HS256Secret: secret, Issuer: "biz", Audience: "refunds"}
+	es := gateway.JWTConfig{ES256PublicKey: &ecKey.PublicKey}
+	good := jwt.MapClaims{"openid": "o1", "exp": exp, "iss": "biz", "aud": "refunds"}
+	cases := []struct {
+		name  string
+		cfg   gateway.JWTConfig
+		token string
+		ok    bool
+	}{
+		{"hs256 valid", hs, sign(jwt.SigningMethodHS256, secret, good), true},
+		{"hs256 wrong secret", hs, sign(jwt.SigningMethodHS256, []byte("x123456789abcdef0123456789abcdef"), good), false},
+		{"hs256 no exp", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "iss": "biz", "aud": "refunds"}), false},
+		{"hs256 expired", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "exp": time.Now().Add(-time.Minute).Unix(), "iss": "biz", "aud": "refunds"}), false},
+		{"hs256 wrong issuer", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "exp": exp, "iss": "evil", "aud": "refunds"}), false},
+		{"hs256 wrong audience", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "exp": exp, "iss": "biz", "aud": "x"}), false},
+		{"hs256 no openid", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": exp, "iss": "biz", "aud": "refunds"}), false},
+		{"alg none", hs, sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good), false},
+		{"es256 valid", es, sign(jwt.SigningMethodES256, ecKey, good), true},
+		{"es256 other key", es, sign(jwt.SigningMethodES256, otherEC, good), false},
+		{"es256 config, hs256 token", es, sign(jwt.SigningMethodHS256, secret, good), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := gateway.NewJWTAuth(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			openid, err := a.OpenID(tc.token)
+			if tc.ok != (err == nil) || (tc.ok && openid != "o1") {
+				t.Fatalf("openid=%q err=%v, want ok=%v", openid, err, tc.ok)
+			}
+		})
+	}
+	for _, bad := range []gateway.JWTConfig{{}, {HS256Secret: []byte("short")}, {HS256Secret: secret, ES256PublicKey: &ecKey.PublicKey}} {
+		if _, err := gateway.NewJWTAuth(bad); err == nil {
+			t.Errorf("NewJWTAuth(%+v) accepted a bad config", bad)
+		}
+	}
+}

@@ -1,0 +1,302 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"paygateway/ledger"
+)
+
+// RefundConfig tunes the refund service; zero values get safe defaults.
+type RefundConfig struct {
+	// InFlight is how long a request holds its idempotency key before
+	// another may take it over (the holder is presumed dead); default 30 s.
+	InFlight time.Duration
+	// KeyTTL is how long answers are kept for replay; at least 24 h.
+	KeyTTL time.Duration
+	// SafetyBuffer is how long a CREATED or UNKNOWN refund is left to the
+	// request handling it before the janitor queries it; default 2 min.
+	SafetyBuffer time.Duration
+	// Recheck is how often the janitor queries a PROCESSING refund; default 10 min.
+	Recheck time.Duration
+	// CallTimeout bounds the WeChat Pay work of one request or janitor
+	// check (create, query, one resend); default 15 s.
+	CallTimeout time.Duration
+	LockTTL     time.Duration // Redis lock on the order; default 10 s
+	LockWait    time.Duration // wait for the lock holder; default 1 s
+}
+
+func (c RefundConfig) withDefaults() RefundConfig {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.InFlight, 30*time.Second)
+	def(&c.KeyTTL, 24*time.Hour)
+	if c.KeyTTL < 24*time.Hour {
+		c.KeyTTL = 24 * time.Hour
+	}
+	def(&c.SafetyBuffer, 2*time.Minute)
+	def(&c.Recheck, 10*time.Minute)
+	def(&c.CallTimeout, 15*time.Second)
+	def(&c.LockTTL, 10*time.Second)
+	def(&c.LockWait, time.Second)
+	return c
+}
+
+// RefundService carries refunds out against WeChat Pay: the ledger decides
+// (money rule, state machine, idempotency keys), WeChat Pay executes.
+type RefundService struct {
+	cfg    RefundConfig
+	store  *ledger.Store
+	api    RefundAPI
+	locker Locker
+}
+
+// NewRefundService wires the service.
+func NewRefundService(cfg RefundConfig, store *ledger.Store, api RefundAPI, locker Locker) *RefundService {
+	return &RefundService{cfg: cfg.withDefaults(), store: store, api: api, locker: locker}
+}
+
+// RefundParams are the parameters of POST /v1/refunds.
+type RefundParams struct {
+	OutTradeNo string `json:"out_trade_no"`
+	Amount     int64  `json:"amount"`
+	Reason     string `json:"reason"`
+}
+
+func (p RefundParams) validate() error {
+	switch {
+	case !ValidOutTradeNo(p.OutTradeNo):
+		return &Error{Code: CodeInvalid, Message: "out_trade_no must be 6-32 of A-Z a-z 0-9 _ - | *"}
+	case p.Amount <= 0 || p.Amount > MaxAmount:
+		return &Error{Code: CodeInvalid, Message: "amount must be a positive number of fen"}
+	case len([]rune(p.Reason)) > 80:
+		return &Error{Code: CodeInvalid, Message: "reason is at most 80 characters"}
+	}
+	return nil
+}
+
+// hash is the SHA-256 of the canonical parameters (fixed field order).
+func (p RefundParams) hash() string {
+	b, _ := json.Marshal(p) // cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Answer is an HTTP answer to store and replay byte for byte.
+type Answer struct {
+	Status   int
+	Body     []byte
+	Replayed bool
+}
+
+// Create runs POST /v1/refunds for the caller openid under idemKey. Errors
+// (nothing recorded): EIN_FLIGHT, EIDEMPOTENCY_MISMATCH, EFORBIDDEN,
+// ENOTFOUND, ECONFLICT, EUNAVAILABLE. Once a refund exists the answer is
+// stored and replayed for the key.
+func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p RefundParams) (*Answer, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	k, run, err := s.store.BeginIdempotent(ctx, openid, idemKey, p.hash(), s.cfg.InFlight, s.cfg.KeyTTL)
+	switch {
+	case errors.Is(err, ledger.ErrInFlight):
+		return nil, Errorf(CodeInFlight, "a request with this Idempotency-Key is in progress; retry later", err)
+	case errors.Is(err, ledger.ErrIdempotencyMismatch):
+		return nil, Errorf(CodeKeyReused, "Idempotency-Key was used with other parameters", err)
+	case err != nil:
+		return nil, ledgerError(err)
+	case !run:
+		return &Answer{Status: k.StatusCode, Body: k.ResponseBody, Replayed: true}, nil
+	}
+	// From here the work finishes even if the client goes away.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
+	defer cancel()
+	var r *ledger.Refund
+	if k.ResourceKey != "" { // took over a crashed request: continue its refund
+		if r, err = s.store.Refund(wctx, k.ResourceKey); err == nil {
+			r = s.resolve(wctx, r, ledger.SourceAPI)
+		}
+	} else {
+		r, err = s.record(wctx, openid, idemKey, p)
+		if err != nil {
+			if rerr := s.store.ReleaseIdempotent(wctx, openid, idemKey); rerr != nil {
+				slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", rerr)
+			}
+			return nil, err
+		}
+		r = s.send(wctx, r, true)
+	}
+	if err != nil {
+		return nil, ledgerError(err)
+	}
+	a := answerFor(r)
+	if err := s.store.FinishIdempotent(wctx, openid, idemKey, a.Status, a.Body); err != nil {
+		slog.ErrorContext(ctx, "store idempotent answer", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
+	}
+	return a, nil
+}
+
+// record writes the refund in the ledger (CREATED), behind an advisory
+// lock on the order that only saves contention: the row lock decides.
+func (s *RefundService) record(ctx context.Context, openid, idemKey string, p RefundParams) (*ledger.Refund, error) {
+	unlock := lockWith(ctx, s.locker, "refund:"+p.OutTradeNo, s.cfg.LockTTL, s.cfg.LockWait)
+	defer unlock()
+	r, err := s.store.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: p.OutTradeNo, OutRefundNo: NewOutRefundNo(),
+		Amount: p.Amount, Reason: p.Reason, Requester: openid, CheckAt: s.store.Now().Add(s.cfg.SafetyBuffer),
+		IdemScope: openid, IdemKey: idemKey})
+	var exceeds *ledger.RefundExceedsError
+	switch {
+	case err == nil:
+		return r, nil
+	case errors.Is(err, ledger.ErrNotFound):
+		return nil, Errorf(CodeNotFound, "no such order", err)
+	case errors.Is(err, ledger.ErrNotOwner):
+		return nil, Errorf(CodeForbidden, "you may only refund orders you paid", err)
+	case errors.Is(err, ledger.ErrNotRefundable):
+		return nil, Errorf(CodeConflict, "order is not paid", err)
+	case errors.As(err, &exceeds):
+		return nil, Errorf(CodeConflict, fmt.Sprintf("refund exceeds what is left to refund (%d fen)", max(exceeds.Remaining, 0)), err)
+	}
+	return nil, ledgerError(err)
+}
+
+// NewOutRefundNo returns a unique out_refund_no: "RF", UTC time, 16 hex.
+func NewOutRefundNo() string {
+	return "RF" + time.Now().UTC().Format("20060102150405") + NewToken()[:16]
+}
+
+// send makes one attempt at WeChat Pay (already counted in the ledger) and
+// records the outcome. On an unknown outcome it queries once if resolve.
+func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool) *ledger.Refund {
+	wx, err := s.api.CreateRefund(ctx, WxRefundRequest{OutTradeNo: r.OutTradeNo, OutRefundNo: r.OutRefundNo,
+		Reason: r.Reason, Amount: r.Amount, Total: r.Total})
+	var refused *RefusedError
+	switch {
+	case err == nil:
+		return s.applyWx(ctx, r, wx, ledger.SourceAPI)
+	case errors.Is(err, ErrRemoteNotFound), errors.As(err, &refused):
+		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
+			Source: ledger.SourceAPI, LastError: err.Error()})
+	}
+	slog.WarnContext(ctx, "refund outcome unknown", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
+	r = s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundUnknown,
+		Source: ledger.SourceAPI, LastError: err.Error(), NextCheckAt: s.store.Now().Add(s.cfg.SafetyBuffer)})
+	if !resolve {
+		return r
+	}
+	return s.resolve(ctx, r, ledger.SourceQuery)
+}
+
+// resolve asks WeChat Pay about a pending refund and records the answer.
+// Only a proof that WeChat never saw it (not found) leads to a new attempt,
+// with the same out_refund_no.
+func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source string) *ledger.Refund {
+	if !r.State.Pending() {
+		return r
+	}
+	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
+	switch {
+	case err == nil:
+		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
+	case errors.Is(err, ErrRemoteNotFound) && r.State != ledger.RefundProcessing:
+		again, cerr := s.store.CountRefundAttempt(ctx, r.OutRefundNo, s.store.Now().Add(s.cfg.SafetyBuffer))
+		if cerr != nil {
+			slog.ErrorContext(ctx, "count refund attempt", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", cerr)
+			return r
+		}
+		slog.InfoContext(ctx, "refund unknown to WeChat Pay, sending again", "out_trade_no", r.OutTradeNo,
+			"out_refund_no", r.OutRefundNo, "attempt", again.Attempts, "source", source)
+		return s.send(ctx, again, false)
+	}
+	slog.WarnContext(ctx, "refund query inconclusive", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
+	next := s.cfg.SafetyBuffer
+	if r.State == ledger.RefundProcessing {
+		next = s.cfg.Recheck
+	}
+	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: r.State, Source: ledger.SourceQuery,
+		NextCheckAt: s.store.Now().Add(next)})
+}
+
+// applyWx records WeChat Pay's view of the refund.
+func (s *RefundService) applyWx(ctx context.Context, r *ledger.Refund, wx *WxRefund, source string) *ledger.Refund {
+	state := ledger.RefundState(wx.Status)
+	switch state {
+	case ledger.RefundProcessing, ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal:
+	default:
+		slog.ErrorContext(ctx, "unexpected refund status", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "status", wx.Status)
+		return r
+	}
+	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: state, RefundID: wx.RefundID,
+		TransactionID: wx.TransactionID, Amount: wx.Amount, SuccessTime: wx.SuccessTime, Source: source,
+		Ref: wx.RefundID, NextCheckAt: s.store.Now().Add(s.cfg.Recheck)})
+}
+
+// apply records an update; a stale or repeated one leaves the refund as
+// the ledger has it. If the ledger cannot be written the janitor settles
+// the refund later, so the caller just gets the last known state.
+func (s *RefundService) apply(ctx context.Context, r *ledger.Refund, u ledger.RefundUpdate) *ledger.Refund {
+	out, err := s.store.ApplyRefund(ctx, u)
+	if err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) && !errors.Is(err, ledger.ErrNoChange) {
+		slog.ErrorContext(ctx, "record refund outcome", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
+			"state", u.State, "err", err)
+	}
+	if out == nil {
+		return r
+	}
+	return out
+}
+
+// answerFor renders the stored answer of a refund request: 201 when WeChat
+// Pay accepted it, 202 while the outcome is being established, 422 when
+// WeChat Pay refused it.
+func answerFor(r *ledger.Refund) *Answer {
+	status := http.StatusCreated
+	var v any = r
+	switch r.State {
+	case ledger.RefundCreated, ledger.RefundUnknown:
+		status = http.StatusAccepted
+	case ledger.RefundFailed:
+		status = http.StatusUnprocessableEntity
+		v = map[string]any{"code": CodeUnprocessable, "message": "WeChat Pay refused the refund", "refund": r}
+	}
+	b, _ := json.Marshal(v) // cannot fail
+	return &Answer{Status: status, Body: b}
+}
+
+// Get returns a refund to its requester; other users get EFORBIDDEN.
+func (s *RefundService) Get(ctx context.Context, openid, outRefundNo string) (*ledger.Refund, error) {
+	r, err := s.store.Refund(ctx, outRefundNo)
+	if err != nil {
+		return nil, ledgerError(err)
+	}
+	if r.Requester != openid {
+		return nil, &Error{Code: CodeForbidden, Message: "not your refund"}
+	}
+	return r, nil
+}
+
+// lockWith takes an advisory lock, waiting up to wait; it never fails the
+// caller (Redis down or a long wait just means the DB alone decides).
+func lockWith(ctx context.Context, l Locker, key string, ttl, wait time.Duration) func() {
+	deadline := time.Now().Add(wait)
+	for {
+		token, ok, err := l.TryLock(ctx, key, ttl)
+		if err != nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return func() {}
+		}
+		if ok {
+			return func() { _ = l.Unlock(context.WithoutCancel(ctx), key, token) }
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

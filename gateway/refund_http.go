@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// RefundRoutes adds the mini-program's refund API, authenticated by user
+// JWTs: POST /v1/refunds (Idempotency-Key required) and
+// GET /v1/refunds/{out_refund_no}.
+func RefundRoutes(svc *RefundService, auth *JWTAuth) func(r *gin.Engine, d *Deps) {
+	return func(r *gin.Engine, d *Deps) {
+		api := r.Group("/v1", timeout(d.APITimeout), auth.Require(),
+			RateLimit(d.Limiter, ScopedKey("refunds", CurrentOpenID), d.Limits.Refunds))
+		api.POST("/refunds", func(c *gin.Context) { createRefund(c, d, svc) })
+		api.GET("/refunds/:out_refund_no", func(c *gin.Context) { getRefund(c, svc) })
+	}
+}
+
+// RefundNotifyRoute adds POST /v1/wechatpay/notify/refund.
+func RefundNotifyRoute(r *gin.Engine, d *Deps) {
+	r.Group("/v1/wechatpay/notify", timeout(d.NotifyTimeout)).POST("/refund", d.Metrics.Notification("refund"), d.refundNotify)
+}
+
+func createRefund(c *gin.Context, d *Deps, svc *RefundService) {
+	key := c.GetHeader("Idempotency-Key")
+	if key == "" || len(key) > 128 {
+		writeError(c, &Error{Code: CodeInvalid, Message: "Idempotency-Key header (1-128 characters) is required"})
+		return
+	}
+	var p RefundParams
+	if err := DecodeJSON(c, d.MaxBodyBytes, &p); err != nil {
+		writeError(c, err)
+		return
+	}
+	a, err := svc.Create(c.Request.Context(), CurrentOpenID(c), key, p)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	if a.Replayed {
+		c.Header("Idempotent-Replayed", "true")
+	}
+	c.Data(a.Status, "application/json; charset=utf-8", a.Body)
+}
+
+func getRefund(c *gin.Context, svc *RefundService) {
+	no := c.Param("out_refund_no")
+	if len(no) > 64 {
+		writeError(c, &Error{Code: CodeInvalid, Message: "out_refund_no too long"})
+		return
+	}
+	r, err := svc.Get(c.Request.Context(), CurrentOpenID(c), no)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, r)
+}
+
+// refundNotify answers 204 only after the ledger committed.
+func (d *Deps) refundNotify(c *gin.Context) {
+	body, err := ReadBody(c, d.MaxBodyBytes)
+	if err == nil {
+		err = d.Processor.HandleRefund(c.Request.Context(), c.Request.Header, body)
+	}
+	if err != nil {
+		writeWechatFail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// JanitorConfig tunes RunJanitor.
+type JanitorConfig struct {
+	Interval time.Duration // between sweeps; default 30 s
+	Batch    int           // refunds claimed per sweep; default 50
+}
+
+// RunJanitor settles refunds left CREATED, PROCESSING or UNKNOWN past
+// their next check until ctx ends. Safe with several gateway instances:
+// each refund is claimed by a conditional UPDATE.
+func (s *RefundService) RunJanitor(ctx context.Context, cfg JanitorConfig) {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 30 * time.Second
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 50
+	}
+	t := time.NewTicker(cfg.Interval)
+	defer t.Stop()
+	for {
+		s.Sweep(ctx, cfg.Batch)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep claims up to batch stuck refunds, settles each from WeChat Pay's
+// answer, prunes expired idempotency keys, and returns how many refunds it
+// looked at.
+func (s *RefundService) Sweep(ctx context.Context, batch int) int {
+	claimed, err := s.store.ClaimStuckRefunds(ctx, batch, 2*s.cfg.CallTimeout)
+	if err != nil {
+		slog.ErrorContext(ctx, "janitor: claim refunds", "err", err)
+	}
+	for i := range claimed {
+		if ctx.Err() != nil {
+			break
+		}
+		r := &claimed[i]
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		after := s.resolve(cctx, r, "janitor")
+		cancel()
+		slog.InfoContext(ctx, "janitor: refund checked", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
+			"from", r.State, "to", after.State)
+	}
+	if _, err := s.store.PruneIdempotent(ctx, 500); err != nil {
+		slog.ErrorContext(ctx, "janitor: prune idempotency keys", "err", err)
+	}
+	return len(claimed)
+}

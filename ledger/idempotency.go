@@ -1,0 +1,212 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Idempotency key states.
+const (
+	IdemInFlight = "IN_FLIGHT"
+	IdemDone     = "DONE"
+)
+
+// Errors BeginIdempotent returns.
+var (
+	// ErrInFlight means a request with the same key is still running.
+	ErrInFlight = errors.New("ledger: idempotency key in use by a running request")
+	// ErrIdempotencyMismatch means the key was used with other parameters.
+	ErrIdempotencyMismatch = errors.New("ledger: idempotency key reused with other parameters")
+)
+
+// IdemKey is a stored idempotency key and, once DONE, its answer.
+type IdemKey struct {
+	Scope        string
+	Key          string
+	RequestHash  string
+	State        string
+	StatusCode   int
+	ResponseBody []byte
+	ResourceKey  string // out_refund_no once the refund exists
+	LockedUntil  time.Time
+	ExpiresAt    time.Time
+}
+
+type idemRow struct {
+	ID           uint64 `gorm:"primaryKey"`
+	Scope        string
+	IdemKey      string
+	RequestHash  string
+	State        string
+	StatusCode   int
+	ResponseBody *string
+	ResourceKey  *string
+	LockedUntil  *time.Time
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+}
+
+func (idemRow) TableName() string { return "idempotency_keys" }
+
+func (r *idemRow) key() *IdemKey {
+	k := &IdemKey{Scope: r.Scope, Key: r.IdemKey, RequestHash: r.RequestHash, State: r.State,
+		StatusCode: r.StatusCode, ResourceKey: deref(r.ResourceKey), ExpiresAt: r.ExpiresAt.UTC()}
+	if r.ResponseBody != nil {
+		k.ResponseBody = []byte(*r.ResponseBody)
+	}
+	if r.LockedUntil != nil {
+		k.LockedUntil = r.LockedUntil.UTC()
+	}
+	return k
+}
+
+// BeginIdempotent claims (scope, key) for a request whose parameters hash
+// to requestHash. The unique key decides who runs. It returns:
+//   - run=true: the caller executes; if the key belonged to a request that
+//     crashed (IN_FLIGHT past locked_until) it is taken over, and
+//     ResourceKey names the refund it must continue;
+//   - run=false: the key is DONE; replay StatusCode and ResponseBody;
+//   - ErrInFlight: another request holds the key;
+//   - ErrIdempotencyMismatch: the key was used with other parameters.
+//
+// lockFor bounds how long a request may hold the key; keep is how long
+// the answer is kept (at least 24 h).
+func (s *Store) BeginIdempotent(ctx context.Context, scope, key, requestHash string, lockFor, keep time.Duration) (*IdemKey, bool, error) {
+	out, run, err := s.beginIdempotent(s.db.WithContext(ctx), scope, key, requestHash, lockFor, keep)
+	if err != nil {
+		return out, false, fmt.Errorf("idempotency key %s: %w", key, err)
+	}
+	return out, run, nil
+}
+
+// beginIdempotent uses single statements, never a read-then-lock
+// transaction: many requests racing on one key would otherwise deadlock
+// upgrading the shared lock a duplicate insert takes. A plain INSERT
+// decides who runs (the unique key); a takeover is a conditional UPDATE.
+// (Plain INSERT, not ON DUPLICATE KEY: MariaDB's RETURNING makes gorm
+// report a duplicate as one row affected.)
+func (s *Store) beginIdempotent(db *gorm.DB, scope, key, hash string, lockFor, keep time.Duration) (*IdemKey, bool, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		now := s.now()
+		locked := now.Add(lockFor)
+		row := idemRow{Scope: scope, IdemKey: key, RequestHash: hash, State: IdemInFlight,
+			LockedUntil: &locked, CreatedAt: now, ExpiresAt: now.Add(keep)}
+		err := db.Create(&row).Error
+		if err == nil {
+			return row.key(), true, nil
+		}
+		if !errors.Is(err, gorm.ErrDuplicatedKey) {
+			return nil, false, fmt.Errorf("insert: %w", err)
+		}
+		var have idemRow
+		err = db.Where("scope = ? AND idem_key = ?", scope, key).Take(&have).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			continue // released or pruned meanwhile: insert again
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("read: %w", err)
+		}
+		k, run, err := s.decideIdempotent(db, &have, hash, now, locked, keep)
+		if k != nil || err != nil {
+			return k, run, err
+		}
+	}
+	return nil, false, ErrInFlight
+}
+
+// decideIdempotent judges an existing key; nil, false, nil means "lost a
+// race, look again".
+func (s *Store) decideIdempotent(db *gorm.DB, have *idemRow, hash string, now, locked time.Time, keep time.Duration) (*IdemKey, bool, error) {
+	expired := !have.ExpiresAt.After(now)
+	switch {
+	case !expired && have.RequestHash != hash:
+		return have.key(), false, ErrIdempotencyMismatch
+	case !expired && have.State == IdemDone:
+		return have.key(), false, nil
+	case !expired && have.LockedUntil != nil && have.LockedUntil.After(now):
+		return have.key(), false, ErrInFlight
+	}
+	updates := map[string]any{"locked_until": locked}
+	if expired { // an old key starts afresh
+		updates = map[string]any{"request_hash": hash, "state": IdemInFlight, "status_code": 0,
+			"response_body": nil, "resource_key": nil, "locked_until": locked, "created_at": now,
+			"expires_at": now.Add(keep)}
+	}
+	// Conditional on what we read: of two requests taking over, one wins.
+	res := db.Model(&idemRow{}).Where("id = ? AND state = ? AND expires_at = ? AND (locked_until IS NULL OR locked_until = ?)",
+		have.ID, have.State, have.ExpiresAt, have.LockedUntil).Updates(updates)
+	if res.Error != nil {
+		return nil, false, fmt.Errorf("take over: %w", res.Error)
+	}
+	if res.RowsAffected != 1 {
+		return nil, false, nil
+	}
+	if expired {
+		fresh := idemRow{ID: have.ID, Scope: have.Scope, IdemKey: have.IdemKey, RequestHash: hash, State: IdemInFlight,
+			LockedUntil: &locked, CreatedAt: now, ExpiresAt: now.Add(keep)}
+		return fresh.key(), true, nil
+	}
+	have.LockedUntil = &locked
+	return have.key(), true, nil
+}
+
+// linkIdempotency names the refund a key created, inside the refund's
+// transaction. A key that already names a resource gives ErrConflict.
+func (s *Store) linkIdempotency(tx *gorm.DB, scope, key, resource string) error {
+	if scope == "" && key == "" {
+		return nil
+	}
+	res := tx.Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND state = ? AND resource_key IS NULL", scope, key, IdemInFlight).
+		Update("resource_key", resource)
+	if res.Error != nil {
+		return fmt.Errorf("link idempotency key: %w", res.Error)
+	}
+	if res.RowsAffected != 1 {
+		return fmt.Errorf("link idempotency key %s to %s: %w", key, resource, ErrConflict)
+	}
+	return nil
+}
+
+// FinishIdempotent stores the final answer of the request holding the key.
+func (s *Store) FinishIdempotent(ctx context.Context, scope, key string, status int, body []byte) error {
+	b := string(body)
+	res := s.db.WithContext(ctx).Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND state = ?", scope, key, IdemInFlight).
+		Updates(map[string]any{"state": IdemDone, "status_code": status, "response_body": &b, "locked_until": nil})
+	if res.Error != nil {
+		return fmt.Errorf("finish idempotency key %s: %w", key, res.Error)
+	}
+	return nil
+}
+
+// ReleaseIdempotent forgets a key whose request did not start executing
+// (refused before anything was recorded), so nothing is kept for it.
+// A key that already names a refund is kept.
+func (s *Store) ReleaseIdempotent(ctx context.Context, scope, key string) error {
+	err := s.db.WithContext(ctx).Where("scope = ? AND idem_key = ? AND state = ? AND resource_key IS NULL", scope, key, IdemInFlight).
+		Delete(&idemRow{}).Error
+	if err != nil {
+		return fmt.Errorf("release idempotency key %s: %w", key, err)
+	}
+	return nil
+}
+
+// PruneIdempotent deletes up to limit expired keys.
+func (s *Store) PruneIdempotent(ctx context.Context, limit int) (int64, error) {
+	var ids []uint64
+	db := s.db.WithContext(ctx)
+	if err := db.Model(&idemRow{}).Where("expires_at < ?", s.now()).Limit(limit).Pluck("id", &ids).Error; err != nil {
+		return 0, fmt.Errorf("find expired idempotency keys: %w", err)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	res := db.Where("id IN ? AND expires_at < ?", ids, s.now()).Delete(&idemRow{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("prune idempotency keys: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}

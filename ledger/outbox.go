@@ -1,0 +1,297 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"paygateway/retry"
+)
+
+// Outbox job kinds: the inventory calls owed after a ledger change.
+const (
+	JobConfirmInventory = "inventory.confirm"
+	JobReleaseInventory = "inventory.release"
+)
+
+// Outbox job states.
+const (
+	JobPending = "PENDING"
+	JobRunning = "RUNNING"
+	JobDone    = "DONE"
+	JobDead    = "DEAD"
+)
+
+// OutboxJob is a stored job with, when listed for operators, its attempts.
+type OutboxJob struct {
+	ID             uint64          `json:"id"`
+	Kind           string          `json:"kind"`
+	Key            string          `json:"key"`
+	OutTradeNo     string          `json:"out_trade_no"`
+	OutRefundNo    string          `json:"out_refund_no,omitempty"`
+	Payload        json.RawMessage `json:"payload"`
+	State          string          `json:"state"`
+	Attempts       int             `json:"attempts"`
+	LastError      string          `json:"last_error,omitempty"`
+	NextRunAt      time.Time       `json:"next_run_at"`
+	FirstAttemptAt *time.Time      `json:"first_attempt_at,omitempty"`
+	DoneAt         *time.Time      `json:"done_at,omitempty"`
+	CreatedAt      time.Time       `json:"created_at"`
+	UpdatedAt      time.Time       `json:"updated_at"`
+	History        []retry.Attempt `json:"history,omitempty"`
+}
+
+type outboxJobRow struct {
+	ID             uint64 `gorm:"primaryKey"`
+	Kind           string
+	JobKey         string
+	OutTradeNo     string
+	OutRefundNo    *string
+	Payload        string
+	State          string
+	Attempts       int
+	LastError      string
+	NextRunAt      time.Time
+	LeaseOwner     *string
+	LeaseUntil     *time.Time
+	FirstAttemptAt *time.Time
+	DoneAt         *time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+func (outboxJobRow) TableName() string { return "outbox_jobs" }
+
+func (r outboxJobRow) job() OutboxJob {
+	return OutboxJob{ID: r.ID, Kind: r.Kind, Key: r.JobKey, OutTradeNo: r.OutTradeNo, OutRefundNo: deref(r.OutRefundNo),
+		Payload: json.RawMessage(r.Payload), State: r.State, Attempts: r.Attempts, LastError: r.LastError,
+		NextRunAt: r.NextRunAt.UTC(), FirstAttemptAt: utcPtr(r.FirstAttemptAt), DoneAt: utcPtr(r.DoneAt),
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+}
+
+func (r outboxJobRow) claimed() retry.Job {
+	j := retry.Job{ID: r.ID, Kind: r.Kind, Key: r.JobKey, OutTradeNo: r.OutTradeNo, Payload: []byte(r.Payload),
+		Attempt: r.Attempts, CreatedAt: r.CreatedAt.UTC()}
+	if r.FirstAttemptAt != nil {
+		j.FirstAttemptAt = r.FirstAttemptAt.UTC()
+	}
+	if r.LeaseUntil != nil {
+		j.LeaseUntil = r.LeaseUntil.UTC()
+	}
+	return j
+}
+
+type outboxAttemptRow struct {
+	ID         uint64 `gorm:"primaryKey"`
+	JobID      uint64
+	Attempt    int
+	Worker     string
+	Outcome    string
+	Error      string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	NextRunAt  *time.Time
+}
+
+func (outboxAttemptRow) TableName() string { return "outbox_attempts" }
+
+func (r outboxAttemptRow) attempt() retry.Attempt {
+	a := retry.Attempt{JobID: r.JobID, Number: r.Attempt, Worker: r.Worker, Outcome: retry.Outcome(r.Outcome),
+		Err: r.Error, StartedAt: r.StartedAt.UTC(), FinishedAt: r.FinishedAt.UTC()}
+	if r.NextRunAt != nil {
+		a.NextRunAt = r.NextRunAt.UTC()
+	}
+	return a
+}
+
+// enqueue writes a job inside the caller's transaction, so the job commits
+// or rolls back with the ledger change that owes it. A job with the same
+// key already stored makes this a no-op.
+func (s *Store) enqueue(tx *gorm.DB, kind, key, outTradeNo, outRefundNo string, payload any) error {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("encode %s job %s: %w", kind, key, err)
+	}
+	now := s.now()
+	row := outboxJobRow{Kind: kind, JobKey: key, OutTradeNo: outTradeNo, OutRefundNo: nonEmpty(outRefundNo),
+		Payload: string(body), State: JobPending, NextRunAt: now, CreatedAt: now, UpdatedAt: now}
+	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
+		return fmt.Errorf("enqueue %s job %s: %w", kind, key, err)
+	}
+	return nil
+}
+
+// Outbox is the job queue the ledger fills; it implements retry.Queue.
+type Outbox struct{ s *Store }
+
+var _ retry.Queue = (*Outbox)(nil)
+
+// Outbox returns the store's job queue.
+func (s *Store) Outbox() *Outbox { return &Outbox{s: s} }
+
+// Claim implements retry.Queue. On MySQL the due rows are locked with
+// SKIP LOCKED, so concurrent claimers take disjoint jobs without waiting;
+// on SQLite the single writer serialises claims. A claimed job's
+// next_run_at moves to its lease end, so one index range finds both
+// pending jobs and running jobs whose lease expired.
+func (o *Outbox) Claim(ctx context.Context, worker string, n int, lease time.Duration) ([]retry.Job, error) {
+	var rows []outboxJobRow
+	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
+		rows = nil
+		now := o.s.now()
+		var ids []uint64
+		err := tx.Model(&outboxJobRow{}).Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
+			Where("state IN ? AND next_run_at <= ?", []string{JobPending, JobRunning}, now).
+			Order("next_run_at").Limit(n).Pluck("id", &ids).Error
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		until := now.Add(lease)
+		err = tx.Model(&outboxJobRow{}).Where("id IN ?", ids).Updates(map[string]any{
+			"state": JobRunning, "lease_owner": worker, "lease_until": until, "next_run_at": until,
+			"attempts": gorm.Expr("attempts + 1"), "first_attempt_at": gorm.Expr("COALESCE(first_attempt_at, ?)", now),
+			"updated_at": now,
+		}).Error
+		if err != nil {
+			return err
+		}
+		return tx.Where("id IN ?", ids).Order("id").Find(&rows).Error
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim outbox jobs for %s: %w", worker, err)
+	}
+	out := make([]retry.Job, len(rows))
+	for i, r := range rows {
+		out[i] = r.claimed()
+	}
+	return out, nil
+}
+
+// Complete implements retry.Queue.
+func (o *Outbox) Complete(ctx context.Context, a retry.Attempt) error {
+	return o.settle(ctx, a, map[string]any{"state": JobDone, "done_at": a.FinishedAt.UTC(), "last_error": ""})
+}
+
+// Retry implements retry.Queue.
+func (o *Outbox) Retry(ctx context.Context, a retry.Attempt) error {
+	return o.settle(ctx, a, map[string]any{"state": JobPending, "next_run_at": a.NextRunAt.UTC(), "last_error": a.Err})
+}
+
+// Dead implements retry.Queue.
+func (o *Outbox) Dead(ctx context.Context, a retry.Attempt) error {
+	return o.settle(ctx, a, map[string]any{"state": JobDead, "last_error": a.Err})
+}
+
+// settle records the attempt and, if the worker still holds the lease for
+// this attempt, applies the job's new state. The attempt row is kept even
+// when the lease was lost: it happened, and operators want to see it.
+func (o *Outbox) settle(ctx context.Context, a retry.Attempt, set map[string]any) error {
+	lost := false
+	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
+		row := outboxAttemptRow{JobID: a.JobID, Attempt: a.Number, Worker: a.Worker, Outcome: string(a.Outcome),
+			Error: a.Err, StartedAt: a.StartedAt.UTC(), FinishedAt: a.FinishedAt.UTC()}
+		if !a.NextRunAt.IsZero() {
+			next := a.NextRunAt.UTC()
+			row.NextRunAt = &next
+		}
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		set["lease_owner"], set["lease_until"], set["updated_at"] = nil, nil, o.s.now()
+		res := tx.Model(&outboxJobRow{}).
+			Where("id = ? AND state = ? AND lease_owner = ? AND attempts = ?", a.JobID, JobRunning, a.Worker, a.Number).
+			Updates(set)
+		lost = res.RowsAffected == 0
+		return res.Error
+	})
+	if err != nil {
+		return fmt.Errorf("settle outbox job %d attempt %d (%s): %w", a.JobID, a.Number, a.Outcome, err)
+	}
+	if lost {
+		return fmt.Errorf("settle outbox job %d attempt %d: %w", a.JobID, a.Number, retry.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Job returns a job with its attempts, or ErrNotFound.
+func (o *Outbox) Job(ctx context.Context, id uint64) (*OutboxJob, error) {
+	var row outboxJobRow
+	err := o.s.db.WithContext(ctx).Where("id = ?", id).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("read outbox job %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read outbox job %d: %w", id, err)
+	}
+	jobs, err := o.withHistory(ctx, []outboxJobRow{row})
+	if err != nil {
+		return nil, err
+	}
+	return &jobs[0], nil
+}
+
+// JobsOf lists the jobs of an order with their attempts, oldest first.
+func (o *Outbox) JobsOf(ctx context.Context, outTradeNo string) ([]OutboxJob, error) {
+	var rows []outboxJobRow
+	if err := o.s.db.WithContext(ctx).Where("out_trade_no = ?", outTradeNo).Order("id").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read outbox jobs of %s: %w", outTradeNo, err)
+	}
+	return o.withHistory(ctx, rows)
+}
+
+// Dead lists up to limit dead jobs, oldest first, with their attempts.
+func (o *Outbox) DeadJobs(ctx context.Context, limit int) ([]OutboxJob, error) {
+	var rows []outboxJobRow
+	if err := o.s.db.WithContext(ctx).Where("state = ?", JobDead).Order("id").Limit(limit).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read dead outbox jobs: %w", err)
+	}
+	return o.withHistory(ctx, rows)
+}
+
+func (o *Outbox) withHistory(ctx context.Context, rows []outboxJobRow) ([]OutboxJob, error) {
+	out := make([]OutboxJob, len(rows))
+	if len(rows) == 0 {
+		return out, nil
+	}
+	ids := make([]uint64, len(rows))
+	byID := map[uint64]int{}
+	for i, r := range rows {
+		out[i], ids[i], byID[r.ID] = r.job(), r.ID, i
+		out[i].History = []retry.Attempt{}
+	}
+	var attempts []outboxAttemptRow
+	if err := o.s.db.WithContext(ctx).Where("job_id IN ?", ids).Order("id").Find(&attempts).Error; err != nil {
+		return nil, fmt.Errorf("read outbox attempts: %w", err)
+	}
+	for _, a := range attempts {
+		i := byID[a.JobID]
+		out[i].History = append(out[i].History, a.attempt())
+	}
+	return out, nil
+}
+
+// Replay puts a dead job back in the queue to run now. Its attempt count
+// and history stay, so the next attempt asks the other side first; its
+// elapsed-time budget starts again. Errors: ErrNotFound, ErrConflict when
+// the job is not dead.
+func (o *Outbox) Replay(ctx context.Context, id uint64) (*OutboxJob, error) {
+	now := o.s.now()
+	res := o.s.db.WithContext(ctx).Model(&outboxJobRow{}).Where("id = ? AND state = ?", id, JobDead).
+		Updates(map[string]any{"state": JobPending, "next_run_at": now, "first_attempt_at": nil, "updated_at": now})
+	if res.Error != nil {
+		return nil, fmt.Errorf("replay outbox job %d: %w", id, res.Error)
+	}
+	job, err := o.Job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if res.RowsAffected == 0 {
+		return job, fmt.Errorf("replay outbox job %d in state %s: %w", id, job.State, ErrConflict)
+	}
+	return job, nil
+}

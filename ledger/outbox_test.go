@@ -1,0 +1,130 @@
+package ledger_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+	"paygateway/retry"
+)
+
+func TestPaymentSuccessEnqueuesConfirmationOnce(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n1", "ob-o1", "ob-tx1", 300)); err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n2", "ob-o1", "ob-tx1", 300)); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("replay: err = %v", err)
+		}
+		jobs, err := s.Outbox().JobsOf(ctx, "ob-o1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) != 1 {
+			t.Fatalf("jobs = %d, want 1", len(jobs))
+		}
+		j := jobs[0]
+		if j.Kind != ledger.JobConfirmInventory || j.Key != "confirm:ob-o1" || j.State != ledger.JobPending {
+			t.Fatalf("job = %+v", j)
+		}
+		var body map[string]any
+		if err := json.Unmarshal(j.Payload, &body); err != nil {
+			t.Fatal(err)
+		}
+		if body["key"] != "confirm:ob-o1" || body["out_trade_no"] != "ob-o1" || body["amount_total"] != 300.0 {
+			t.Fatalf("payload = %s", j.Payload)
+		}
+	})
+}
+
+func TestRejectedPaymentEnqueuesNothing(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		o := ledger.Order{OutTradeNo: "ob-o2", AmountTotal: 500, ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		var mismatch *ledger.AmountMismatchError
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n3", "ob-o2", "ob-tx3", 499)); !errors.As(err, &mismatch) {
+			t.Fatalf("err = %v, want amount mismatch", err)
+		}
+		if jobs, _ := s.Outbox().JobsOf(ctx, "ob-o2"); len(jobs) != 0 {
+			t.Fatalf("jobs = %+v, want none", jobs)
+		}
+	})
+}
+
+func TestRefundSuccessEnqueuesRelease(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		for i := 0; i < 2; i++ {
+			if err := s.RefundSucceeded(ctx, "ob-r1", "ob-o3", 120); err != nil {
+				t.Fatalf("refund succeeded #%d: %v", i, err)
+			}
+		}
+		jobs, err := s.Outbox().JobsOf(ctx, "ob-o3")
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("jobs = %+v, err %v; want 1", jobs, err)
+		}
+		j := jobs[0]
+		if j.Kind != ledger.JobReleaseInventory || j.Key != "release:ob-r1" || j.OutRefundNo != "ob-r1" {
+			t.Fatalf("job = %+v", j)
+		}
+		var body map[string]any
+		_ = json.Unmarshal(j.Payload, &body)
+		if body["out_refund_no"] != "ob-r1" || body["amount"] != 120.0 || body["key"] != "release:ob-r1" {
+			t.Fatalf("payload = %s", j.Payload)
+		}
+	})
+}
+
+func TestOutboxLeaseAndSettle(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n4", "ob-o4", "ob-tx4", 100)); err != nil {
+			t.Fatal(err)
+		}
+		q := s.Outbox()
+		a, err := q.Claim(ctx, "w-a", 10, 50*time.Millisecond)
+		if err != nil || len(a) != 1 || a[0].Attempt != 1 {
+			t.Fatalf("claim a = %+v, err %v", a, err)
+		}
+		if again, _ := q.Claim(ctx, "w-b", 10, time.Minute); len(again) != 0 {
+			t.Fatalf("claimed a leased job: %+v", again)
+		}
+		time.Sleep(60 * time.Millisecond)
+		b, err := q.Claim(ctx, "w-b", 10, time.Minute)
+		if err != nil || len(b) != 1 || b[0].Attempt != 2 || b[0].ID != a[0].ID {
+			t.Fatalf("claim after lease = %+v, err %v", b, err)
+		}
+		now := time.Now().UTC()
+		stale := retry.Attempt{JobID: a[0].ID, Number: 1, Worker: "w-a", Outcome: retry.OutcomeDone, StartedAt: now, FinishedAt: now}
+		if err := q.Complete(ctx, stale); !errors.Is(err, retry.ErrLeaseLost) {
+			t.Fatalf("stale complete: err = %v, want ErrLeaseLost", err)
+		}
+		next := now.Add(time.Hour)
+		cur := retry.Attempt{JobID: b[0].ID, Number: 2, Worker: "w-b", Outcome: retry.OutcomeRetry, Err: "boom",
+			StartedAt: now, FinishedAt: now, NextRunAt: next}
+		if err := q.Retry(ctx, cur); err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+		j, err := q.Job(ctx, b[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != ledger.JobPending || j.Attempts != 2 || j.LastError != "boom" || len(j.History) != 2 {
+			t.Fatalf("job after retry = %+v", j)
+		}
+		if d := j.NextRunAt.Sub(next); d > time.Millisecond || d < -time.Millisecond {
+			t.Fatalf("next_run_at = %v, want %v", j.NextRunAt, next)
+		}
+		if _, err := q.Replay(ctx, j.ID); !errors.Is(err, ledger.ErrConflict) {
+			t.Fatalf("replay of a pending job: err = %v, want ErrConflict", err)
+		}
+	})
+}

@@ -1,0 +1,267 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// paidOrder records a paid order of amount fen by openid-1.
+func paidOrder(t *testing.T, s *ledger.Store, no string, amount int64) {
+	t.Helper()
+	if _, err := s.ApplyTransaction(context.Background(), paid("n-"+no, no, "tx-"+no, amount)); err != nil {
+		t.Fatalf("pay %s: %v", no, err)
+	}
+}
+
+func refundReq(no, refundNo string, amount int64) ledger.RefundRequest {
+	return ledger.RefundRequest{OutTradeNo: no, OutRefundNo: refundNo, Amount: amount, Requester: "openid-1",
+		CheckAt: time.Now().Add(time.Minute)}
+}
+
+func refundedTotal(t *testing.T, s *ledger.Store, no string) int64 {
+	t.Helper()
+	p, err := s.Payment(context.Background(), no)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.RefundedTotal
+}
+
+func TestCreateRefundMoneyRules(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r1", 100)
+		if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: "r-unpaid", AmountTotal: 50,
+			PayerOpenID: "openid-1", ExpireAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		stranger := refundReq("r1", "rf-x", 10)
+		stranger.Requester = "openid-2"
+		cases := []struct {
+			name string
+			req  ledger.RefundRequest
+			want func(error) bool
+		}{
+			{"unknown order", refundReq("nope", "rf-a", 10), func(err error) bool { return errors.Is(err, ledger.ErrNotFound) }},
+			{"other user", stranger, func(err error) bool { return errors.Is(err, ledger.ErrNotOwner) }},
+			{"unpaid", refundReq("r-unpaid", "rf-b", 10), func(err error) bool { return errors.Is(err, ledger.ErrNotRefundable) }},
+			{"over amount", refundReq("r1", "rf-c", 101), func(err error) bool {
+				var e *ledger.RefundExceedsError
+				return errors.As(err, &e) && e.Remaining == 100
+			}},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				if _, err := s.CreateRefund(ctx, tc.req); !tc.want(err) {
+					t.Fatalf("err = %v", err)
+				}
+			})
+		}
+		if got := refundedTotal(t, s, "r1"); got != 0 {
+			t.Fatalf("refunded_total = %d after refusals, want 0", got)
+		}
+		if _, err := s.CreateRefund(ctx, refundReq("r1", "rf-1", 60)); err != nil {
+			t.Fatalf("partial refund: %v", err)
+		}
+		if _, err := s.CreateRefund(ctx, refundReq("r1", "rf-1", 60)); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("same out_refund_no again: err = %v", err)
+		}
+		var exceeds *ledger.RefundExceedsError
+		if _, err := s.CreateRefund(ctx, refundReq("r1", "rf-2", 41)); !errors.As(err, &exceeds) {
+			t.Fatalf("over the remainder: err = %v", err)
+		}
+		if _, err := s.CreateRefund(ctx, refundReq("r1", "rf-3", 40)); err != nil {
+			t.Fatalf("rest: %v", err)
+		}
+		if got := refundedTotal(t, s, "r1"); got != 100 {
+			t.Fatalf("refunded_total = %d, want 100", got)
+		}
+	})
+}
+
+func move(t *testing.T, s *ledger.Store, refundNo string, to ledger.RefundState) (*ledger.Refund, error) {
+	t.Helper()
+	return s.ApplyRefund(context.Background(), ledger.RefundUpdate{OutRefundNo: refundNo, State: to, Source: ledger.SourceQuery})
+}
+
+func TestRefundStateMachine(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r2", 100)
+		for _, no := range []string{"rf-s", "rf-c", "rf-f"} {
+			if _, err := s.CreateRefund(ctx, refundReq("r2", no, 30)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		steps := []struct {
+			no   string
+			to   ledger.RefundState
+			want error
+		}{
+			{"rf-s", ledger.RefundUnknown, nil},
+			{"rf-s", ledger.RefundProcessing, nil},
+			{"rf-s", ledger.RefundProcessing, ledger.ErrAlreadyRecorded},
+			{"rf-s", ledger.RefundSuccess, nil},
+			{"rf-s", ledger.RefundAbnormal, ledger.ErrNoChange}, // late, must not move back
+			{"rf-s", ledger.RefundClosed, ledger.ErrNoChange},
+			{"rf-c", ledger.RefundProcessing, nil},
+			{"rf-c", ledger.RefundAbnormal, nil},
+			{"rf-c", ledger.RefundClosed, nil},
+			{"rf-f", ledger.RefundFailed, nil},
+			{"nope", ledger.RefundSuccess, ledger.ErrNotFound},
+		}
+		for i, st := range steps {
+			_, err := move(t, s, st.no, st.to)
+			if (st.want == nil && err != nil) || (st.want != nil && !errors.Is(err, st.want)) {
+				t.Fatalf("step %d %s → %s: err = %v, want %v", i, st.no, st.to, err, st.want)
+			}
+		}
+		if got := refundedTotal(t, s, "r2"); got != 30 {
+			t.Fatalf("refunded_total = %d, want 30 (CLOSED and FAILED give back)", got)
+		}
+		r, _ := s.Refund(ctx, "rf-s")
+		if r.State != ledger.RefundSuccess || r.SuccessTime == nil {
+			t.Fatalf("rf-s = %+v", r)
+		}
+		h, _ := s.History(ctx, "r2")
+		if len(h) != 1+3+3+3+1 { // payment + 3 created + rf-s 3 moves + rf-c 3 + rf-f 1
+			t.Fatalf("history has %d rows: %+v", len(h), h)
+		}
+	})
+}
+
+func TestRefundNoticeStoredOnce(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r3", 100)
+		if _, err := s.CreateRefund(ctx, refundReq("r3", "rf-n", 100)); err != nil {
+			t.Fatal(err)
+		}
+		u := ledger.RefundUpdate{OutRefundNo: "rf-n", State: ledger.RefundClosed, Amount: 100, Source: ledger.SourceCallback,
+			Notice: &ledger.Notice{NotifyID: "rn-1", Source: ledger.SourceCallback, EventType: "REFUND.CLOSED",
+				ResourceType: "encrypt-resource", OutTradeNo: "r3", OutRefundNo: "rf-n", Plaintext: "{}"}}
+		if _, err := s.ApplyRefund(ctx, u); err != nil {
+			t.Fatalf("closed: %v", err)
+		}
+		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("duplicate: err = %v", err)
+		}
+		late := u
+		late.State, late.Notice = ledger.RefundSuccess, &ledger.Notice{NotifyID: "rn-2", Source: ledger.SourceCallback,
+			EventType: "REFUND.SUCCESS", OutTradeNo: "r3", OutRefundNo: "rf-n", Plaintext: "{}"}
+		if _, err := s.ApplyRefund(ctx, late); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("late success after closed: err = %v", err)
+		}
+		if got := refundedTotal(t, s, "r3"); got != 0 {
+			t.Fatalf("refunded_total = %d, want 0", got)
+		}
+		notices, _ := s.Notices(ctx, "r3")
+		if len(notices) != 3 { // payment + two refund notices
+			t.Fatalf("%d notices stored, want 3", len(notices))
+		}
+	})
+}
+
+// TestConcurrentRefundsNeverExceedPaid fires 50 refunds of 7 fen at an
+// order of 100 fen at once.
+func TestConcurrentRefundsNeverExceedPaid(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		paidOrder(t, s, "r4", 100)
+		var ok, refused atomic.Int64
+		var wg sync.WaitGroup
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.CreateRefund(context.Background(), refundReq("r4", fmt.Sprintf("rf-%d", i), 7))
+				var exceeds *ledger.RefundExceedsError
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.As(err, &exceeds):
+					refused.Add(1)
+				default:
+					t.Errorf("refund %d: %v", i, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if ok.Load() != 14 || refused.Load() != 36 {
+			t.Fatalf("accepted %d, refused %d; want 14 and 36", ok.Load(), refused.Load())
+		}
+		if got := refundedTotal(t, s, "r4"); got != 98 {
+			t.Fatalf("refunded_total = %d, want 98", got)
+		}
+	})
+}
+
+func TestIdempotencyKeys(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		_, run, err := s.BeginIdempotent(ctx, "u1", "k1", "h1", time.Minute, 24*time.Hour)
+		if err != nil || !run {
+			t.Fatalf("first begin: run=%v err=%v", run, err)
+		}
+		if _, _, err := s.BeginIdempotent(ctx, "u1", "k1", "h1", time.Minute, 24*time.Hour); !errors.Is(err, ledger.ErrInFlight) {
+			t.Fatalf("in flight: err = %v", err)
+		}
+		if _, _, err := s.BeginIdempotent(ctx, "u1", "k1", "h2", time.Minute, 24*time.Hour); !errors.Is(err, ledger.ErrIdempotencyMismatch) {
+			t.Fatalf("other params: err = %v", err)
+		}
+		if _, run, err := s.BeginIdempotent(ctx, "u2", "k1", "h2", time.Minute, 24*time.Hour); err != nil || !run {
+			t.Fatalf("other scope: run=%v err=%v", run, err)
+		}
+		if err := s.FinishIdempotent(ctx, "u1", "k1", 201, []byte(`{"a":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		k, run, err := s.BeginIdempotent(ctx, "u1", "k1", "h1", time.Minute, 24*time.Hour)
+		if err != nil || run || k.StatusCode != 201 || string(k.ResponseBody) != `{"a":1}` {
+			t.Fatalf("replay: %+v run=%v err=%v", k, run, err)
+		}
+		// A crashed holder: the lock ran out, the next request takes over
+		// and learns which refund to continue.
+		paidOrder(t, s, "r5", 100)
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k2", "h", -time.Second, 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		req := refundReq("r5", "rf-k2", 10)
+		req.IdemScope, req.IdemKey = "openid-1", "k2"
+		if _, err := s.CreateRefund(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		k, run, err = s.BeginIdempotent(ctx, "openid-1", "k2", "h", time.Minute, 24*time.Hour)
+		if err != nil || !run || k.ResourceKey != "rf-k2" {
+			t.Fatalf("takeover: %+v run=%v err=%v", k, run, err)
+		}
+	})
+}
+
+func TestClaimStuckRefunds(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r6", 100)
+		req := refundReq("r6", "rf-stuck", 10)
+		req.CheckAt = time.Now().Add(-time.Second)
+		if _, err := s.CreateRefund(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateRefund(ctx, refundReq("r6", "rf-fresh", 10)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ClaimStuckRefunds(ctx, 10, time.Minute)
+		if err != nil || len(got) != 1 || got[0].OutRefundNo != "rf-stuck" {
+			t.Fatalf("claimed %+v, err %v; want rf-stuck", got, err)
+		}
+		if again, _ := s.ClaimStuckRefunds(ctx, 10, time.Minute); len(again) != 0 {
+			t.Fatalf("claimed twice: %+v", again)
+		}
+	})
+}

@@ -1,0 +1,277 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Anomaly kinds for refunds.
+const (
+	AnomalyRefundAmountMismatch = "REFUND_AMOUNT_MISMATCH"
+	AnomalyUnknownRefund        = "UNKNOWN_REFUND"
+	AnomalyStaleRefundStatus    = "STALE_REFUND_STATUS"
+)
+
+// RefundUpdate is news about a refund: WeChat Pay's answer to a create or
+// query call, a REFUND.* notification, or a local verdict (UNKNOWN after an
+// ambiguous call, FAILED after a definite refusal).
+type RefundUpdate struct {
+	OutRefundNo   string
+	State         RefundState
+	RefundID      string
+	TransactionID string
+	Amount        int64 // WeChat's refund amount; 0 = not stated
+	SuccessTime   time.Time
+	Source        string
+	Ref           string // notify id, request id…
+	LastError     string
+	// Notice, when set, is stored in the same transaction (unique notify id).
+	Notice *Notice
+	// NextCheckAt, when set, is when the janitor looks again if the refund
+	// is still pending after this update.
+	NextCheckAt time.Time
+}
+
+// ApplyRefund moves a refund through its state machine, stores the notice
+// if any, and gives the amount back to the order when the refund ends
+// CLOSED or FAILED, all in one transaction; SUCCESS runs refundSucceeded in
+// it too. It returns the refund and:
+//   - ErrAlreadyRecorded when the notice is stored already or the refund
+//     is already in that state (only next_check_at may change);
+//   - ErrNoChange when the update is stale (e.g. ABNORMAL after SUCCESS):
+//     the notice is stored, the state is left alone and an anomaly flagged;
+//   - ErrNotFound for an unknown out_refund_no (the notice is stored and an
+//     anomaly flagged);
+//   - *AmountMismatchError when WeChat states another amount (nothing applied).
+func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error) {
+	var out *Refund
+	var flag *Anomaly
+	var verdict error
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		out, flag, verdict = nil, nil, nil
+		if u.Notice != nil {
+			if err := s.insertNotice(tx, *u.Notice); err != nil {
+				return err
+			}
+		}
+		var err error
+		out, flag, verdict, err = s.applyRefund(tx, u)
+		return err
+	})
+	if flag != nil {
+		if ferr := s.RecordAnomaly(ctx, *flag); ferr != nil {
+			slog.ErrorContext(ctx, "flag anomaly failed", "out_refund_no", u.OutRefundNo, "kind", flag.Kind, "err", ferr)
+		}
+	}
+	if err == nil {
+		err = verdict
+	}
+	if err != nil {
+		return out, fmt.Errorf("apply refund %s → %s (%s): %w", u.OutRefundNo, u.State, u.Source, err)
+	}
+	return out, nil
+}
+
+// applyRefund returns a verdict (ErrAlreadyRecorded, ErrNoChange,
+// ErrNotFound) that must not roll back the stored notice, and an error that must.
+func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, error, error) {
+	row, err := findRefund(lockForUpdate(tx), u.OutRefundNo)
+	if errors.Is(err, ErrNotFound) {
+		flag := &Anomaly{Kind: AnomalyUnknownRefund, Ref: u.OutRefundNo, OutTradeNo: noticeTradeNo(u),
+			Detail: fmt.Sprintf("WeChat Pay reports %s for refund %s the ledger never created", u.State, u.OutRefundNo)}
+		if u.Notice == nil {
+			return nil, nil, nil, ErrNotFound
+		}
+		return nil, flag, ErrNotFound, nil
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if u.Amount > 0 && u.Amount != row.Amount {
+		mismatch := &AmountMismatchError{OutTradeNo: row.OutTradeNo, Expected: row.Amount, Got: u.Amount}
+		flag := &Anomaly{Kind: AnomalyRefundAmountMismatch, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo, Detail: mismatch.Error()}
+		return row.refund(), flag, nil, mismatch
+	}
+	if RefundState(row.State) == u.State {
+		if err := s.touchRefund(tx, row, u); err != nil {
+			return nil, nil, nil, err
+		}
+		return row.refund(), nil, ErrAlreadyRecorded, nil
+	}
+	if err := refundMachine.check(EntityRefund, row.OutRefundNo, row.State, string(u.State)); err != nil {
+		var flag *Anomaly
+		if contradicts(RefundState(row.State), u.State) {
+			flag = &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
+				Detail: fmt.Sprintf("refund %s is %s; %s from %s ignored", row.OutRefundNo, row.State, u.State, u.Source)}
+		}
+		return row.refund(), flag, fmt.Errorf("%w: %w", ErrNoChange, err), nil
+	}
+	out, err := s.moveRefund(tx, row, u)
+	return out, nil, nil, err
+}
+
+// contradicts reports a late update that disagrees with a final outcome
+// about where the money went (paid out vs given back): people must look.
+// A late PROCESSING or ABNORMAL after an outcome is just out of order.
+func contradicts(have, got RefundState) bool {
+	paid := func(s RefundState) bool { return s == RefundSuccess }
+	back := func(s RefundState) bool { return s.returnsMoney() }
+	return (paid(have) && back(got)) || (back(have) && paid(got))
+}
+
+func noticeTradeNo(u RefundUpdate) string {
+	if u.Notice != nil {
+		return u.Notice.OutTradeNo
+	}
+	return ""
+}
+
+// touchRefund records what a same-state update adds: WeChat's ids and when
+// to look again.
+func (s *Store) touchRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) error {
+	updates := map[string]any{}
+	if u.RefundID != "" && row.RefundID == nil {
+		updates["refund_id"] = u.RefundID
+	}
+	if !u.NextCheckAt.IsZero() {
+		updates["next_check_at"] = u.NextCheckAt.UTC()
+	}
+	if len(updates) == 0 {
+		return nil
+	}
+	updates["updated_at"] = s.now()
+	if err := tx.Model(&refundRow{}).Where("id = ?", row.ID).Updates(updates).Error; err != nil {
+		return fmt.Errorf("touch refund %s: %w", row.OutRefundNo, err)
+	}
+	return nil
+}
+
+func (s *Store) moveRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund, error) {
+	from := row.State
+	row.State = string(u.State)
+	row.UpdatedAt = s.now()
+	if u.RefundID != "" {
+		row.RefundID = &u.RefundID
+	}
+	if u.TransactionID != "" && row.TransactionID == nil {
+		row.TransactionID = &u.TransactionID
+	}
+	if u.LastError != "" {
+		row.LastError = truncate(u.LastError, 512)
+	}
+	if u.State == RefundSuccess {
+		st := u.SuccessTime.UTC()
+		if u.SuccessTime.IsZero() {
+			st = row.UpdatedAt
+		}
+		row.SuccessTime = &st
+	}
+	row.NextCheckAt = nil
+	if u.State.Pending() || u.State == RefundAbnormal {
+		next := u.NextCheckAt.UTC()
+		if u.NextCheckAt.IsZero() {
+			next = row.UpdatedAt
+		}
+		row.NextCheckAt = &next
+	}
+	res := tx.Model(&refundRow{}).Where("id = ? AND version = ?", row.ID, row.Version).Updates(map[string]any{
+		"state": row.State, "refund_id": row.RefundID, "transaction_id": row.TransactionID,
+		"last_error": row.LastError, "success_time": row.SuccessTime, "next_check_at": row.NextCheckAt,
+		"version": row.Version + 1, "updated_at": row.UpdatedAt})
+	if res.Error != nil {
+		return nil, fmt.Errorf("update refund %s: %w", row.OutRefundNo, res.Error)
+	}
+	if res.RowsAffected != 1 {
+		return nil, fmt.Errorf("update refund %s: changed concurrently (version %d)", row.OutRefundNo, row.Version)
+	}
+	row.Version++
+	if err := s.afterRefundMove(tx, row, from, u); err != nil {
+		return nil, err
+	}
+	return row.refund(), nil
+}
+
+func (s *Store) afterRefundMove(tx *gorm.DB, row *refundRow, from string, u RefundUpdate) error {
+	state := RefundState(row.State)
+	if state.returnsMoney() && !RefundState(from).returnsMoney() {
+		res := tx.Model(&paymentRow{}).Where("out_trade_no = ? AND refunded_total >= ?", row.OutTradeNo, row.Amount).
+			Updates(map[string]any{"refunded_total": gorm.Expr("refunded_total - ?", row.Amount),
+				"version": gorm.Expr("version + 1"), "updated_at": s.now()})
+		if res.Error != nil {
+			return fmt.Errorf("give back refund %s: %w", row.OutRefundNo, res.Error)
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("give back refund %s: payment %s has less than %d fen refunded", row.OutRefundNo, row.OutTradeNo, row.Amount)
+		}
+	}
+	t := Transition{Entity: EntityRefund, EntityKey: row.OutRefundNo, OutTradeNo: row.OutTradeNo,
+		From: from, To: row.State, Source: u.Source, Ref: u.Ref}
+	if err := s.appendHistory(tx, t); err != nil {
+		return err
+	}
+	if state == RefundSuccess {
+		return s.refundSucceeded(tx, row.OutRefundNo, row.OutTradeNo, row.Amount)
+	}
+	return nil
+}
+
+// CountRefundAttempt adds one to a pending refund's attempts before it is
+// sent (again) to WeChat Pay, so a crash after sending is never mistaken
+// for "never sent". It returns the refund, or ErrNoChange if it is no
+// longer CREATED or UNKNOWN.
+func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, nextCheckAt time.Time) (*Refund, error) {
+	res := s.db.WithContext(ctx).Model(&refundRow{}).
+		Where("out_refund_no = ? AND state IN ?", outRefundNo, []string{string(RefundCreated), string(RefundUnknown)}).
+		Updates(map[string]any{"attempts": gorm.Expr("attempts + 1"), "next_check_at": nextCheckAt.UTC(),
+			"version": gorm.Expr("version + 1"), "updated_at": s.now()})
+	if res.Error != nil {
+		return nil, fmt.Errorf("count attempt of refund %s: %w", outRefundNo, res.Error)
+	}
+	if res.RowsAffected != 1 {
+		return nil, fmt.Errorf("count attempt of refund %s: %w", outRefundNo, ErrNoChange)
+	}
+	return s.Refund(ctx, outRefundNo)
+}
+
+// ClaimStuckRefunds claims up to limit refunds left CREATED, PROCESSING or
+// UNKNOWN whose next_check_at has passed, by pushing next_check_at lease
+// into the future with a conditional UPDATE: of several gateway instances
+// only one wins each row.
+func (s *Store) ClaimStuckRefunds(ctx context.Context, limit int, lease time.Duration) ([]Refund, error) {
+	now := s.now()
+	var rows []refundRow
+	err := s.db.WithContext(ctx).
+		Where("state IN ? AND next_check_at <= ?", []string{string(RefundCreated), string(RefundProcessing), string(RefundUnknown)}, now).
+		Order("next_check_at").Limit(limit).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("find stuck refunds: %w", err)
+	}
+	var out []Refund
+	for i := range rows {
+		r := &rows[i]
+		until := now.Add(lease)
+		res := s.db.WithContext(ctx).Model(&refundRow{}).Where("id = ? AND version = ?", r.ID, r.Version).
+			Updates(map[string]any{"next_check_at": until, "version": r.Version + 1, "updated_at": now})
+		if res.Error != nil {
+			return out, fmt.Errorf("claim refund %s: %w", r.OutRefundNo, res.Error)
+		}
+		if res.RowsAffected == 1 {
+			r.Version++
+			r.NextCheckAt = &until
+			out = append(out, *r.refund())
+		}
+	}
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

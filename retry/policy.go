@@ -1,0 +1,65 @@
+// Package retry runs background jobs that must eventually succeed: a pool
+// of workers claims due jobs from a Queue under a lease, hands them to a
+// Handler and stores each outcome, so retries survive restarts and a
+// crashed worker's job is picked up again when its lease runs out.
+//
+// It imports no package of this module: the ledger implements Queue and
+// adapters implement Handler.
+package retry
+
+import (
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Policy is an exponential backoff with jitter.
+type Policy struct {
+	Initial    time.Duration // delay after the first failed attempt
+	Max        time.Duration // cap on any one delay
+	MaxElapsed time.Duration // give up (dead-letter) this long after the first attempt
+	Multiplier float64       // growth per attempt; default 2
+	Jitter     float64       // randomization factor in [0, 1): delay ± Jitter·delay; default 0.5
+}
+
+// withDefaults fills zero fields with backoff's defaults.
+func (p Policy) withDefaults() Policy {
+	if p.Initial <= 0 {
+		p.Initial = backoff.DefaultInitialInterval
+	}
+	if p.Max <= 0 {
+		p.Max = backoff.DefaultMaxInterval
+	}
+	if p.MaxElapsed <= 0 {
+		p.MaxElapsed = backoff.DefaultMaxElapsedTime
+	}
+	if p.Multiplier < 1 {
+		p.Multiplier = backoff.DefaultMultiplier
+	}
+	if p.Jitter < 0 || p.Jitter >= 1 {
+		p.Jitter = backoff.DefaultRandomizationFactor
+	}
+	return p
+}
+
+// NextDelay returns how long to wait after failed attempt number attempt
+// (1 for the first). It depends on nothing but the policy and the attempt
+// number (and the random jitter), so a job's schedule survives restarts:
+// the attempt count is stored with the job.
+func (p Policy) NextDelay(attempt int) time.Duration {
+	p = p.withDefaults()
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     p.Initial,
+		RandomizationFactor: p.Jitter,
+		Multiplier:          p.Multiplier,
+		MaxInterval:         p.Max,
+		MaxElapsedTime:      0, // the pool checks elapsed time against the stored first attempt
+		Stop:                backoff.Stop,
+		Clock:               backoff.SystemClock,
+	}
+	b.Reset()
+	for i := 1; i < attempt && i < 64; i++ {
+		b.NextBackOff()
+	}
+	return b.NextBackOff()
+}

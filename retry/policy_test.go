@@ -1,0 +1,89 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestNextDelayGrowsWithinJitterAndCap(t *testing.T) {
+	p := Policy{Initial: 100 * time.Millisecond, Max: time.Second, MaxElapsed: time.Hour, Multiplier: 2, Jitter: 0.1}
+	tests := []struct {
+		attempt int
+		base    time.Duration
+	}{{1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {3, 400 * time.Millisecond},
+		{4, 800 * time.Millisecond}, {5, time.Second}, {40, time.Second}}
+	for _, tc := range tests {
+		for i := 0; i < 50; i++ {
+			d := p.NextDelay(tc.attempt)
+			lo, hi := time.Duration(float64(tc.base)*0.9), time.Duration(float64(tc.base)*1.1)
+			if d < lo || d > hi {
+				t.Fatalf("NextDelay(%d) = %v, want within [%v, %v]", tc.attempt, d, lo, hi)
+			}
+		}
+	}
+}
+
+// memQueue is an in-memory Queue that records settled attempts.
+type memQueue struct {
+	jobs    []Job
+	settled []Attempt
+}
+
+func (q *memQueue) Claim(context.Context, string, int, time.Duration) ([]Job, error) {
+	out := q.jobs
+	q.jobs = nil
+	return out, nil
+}
+func (q *memQueue) Complete(_ context.Context, a Attempt) error {
+	q.settled = append(q.settled, a)
+	return nil
+}
+func (q *memQueue) Retry(_ context.Context, a Attempt) error {
+	q.settled = append(q.settled, a)
+	return nil
+}
+func (q *memQueue) Dead(_ context.Context, a Attempt) error {
+	q.settled = append(q.settled, a)
+	return nil
+}
+
+func TestPoolSettlesOutcomes(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	policy := Policy{Initial: time.Second, Max: time.Minute, MaxElapsed: time.Hour, Multiplier: 2, Jitter: 0.1}
+	tests := []struct {
+		name       string
+		err        error
+		firstAt    time.Time
+		want       Outcome
+		wantRetryN bool
+	}{
+		{"success", nil, now, OutcomeDone, false},
+		{"unknown outcome", errors.New("timeout"), now, OutcomeRetry, true},
+		{"permanent", Permanent(errors.New("422")), now, OutcomeDead, false},
+		{"past max elapsed", errors.New("timeout"), now.Add(-time.Hour), OutcomeDead, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := &memQueue{jobs: []Job{{ID: 1, Kind: "k", Attempt: 1, FirstAttemptAt: tc.firstAt, LeaseUntil: now.Add(time.Minute)}}}
+			h := Mux{"k": HandlerFunc(func(context.Context, Job) error { return tc.err })}
+			p := NewPool(PoolConfig{Policy: policy}, q, h).WithClock(func() time.Time { return now })
+			if n, err := p.RunOnce(context.Background(), "w"); n != 1 || err != nil {
+				t.Fatalf("RunOnce = %d, %v", n, err)
+			}
+			if len(q.settled) != 1 || q.settled[0].Outcome != tc.want {
+				t.Fatalf("settled = %+v, want outcome %s", q.settled, tc.want)
+			}
+			if a := q.settled[0]; tc.wantRetryN && (a.NextRunAt.Before(now.Add(900*time.Millisecond)) || a.NextRunAt.After(now.Add(1100*time.Millisecond))) {
+				t.Fatalf("next run at %v, want about 1s after %v", a.NextRunAt, now)
+			}
+		})
+	}
+}
+
+func TestMuxRejectsUnknownKind(t *testing.T) {
+	if err := (Mux{}).Handle(context.Background(), Job{Kind: "nope"}); !IsPermanent(err) {
+		t.Fatalf("err = %v, want permanent", err)
+	}
+}

@@ -1,0 +1,101 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// ErrLeaseLost means the job's lease ran out and another worker claimed
+// it: the result of this attempt is recorded but must not change the job.
+var ErrLeaseLost = errors.New("retry: lease lost")
+
+// Job is one claimed unit of work.
+type Job struct {
+	ID         uint64
+	Kind       string
+	Key        string // idempotency key of the job's effect
+	OutTradeNo string
+	Payload    []byte
+	// Attempt is the number of this attempt, 1 for the first. An attempt
+	// above 1 means an earlier one may have taken effect: handlers query
+	// before they act again.
+	Attempt        int
+	FirstAttemptAt time.Time
+	LeaseUntil     time.Time
+	CreatedAt      time.Time
+}
+
+// Outcome says how an attempt ended.
+type Outcome string
+
+// Outcomes stored with each attempt.
+const (
+	OutcomeDone  Outcome = "done"
+	OutcomeRetry Outcome = "retry"
+	OutcomeDead  Outcome = "dead"
+)
+
+// Attempt is the record of one try of a job.
+type Attempt struct {
+	JobID      uint64
+	Number     int
+	Worker     string
+	Outcome    Outcome
+	Err        string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	NextRunAt  time.Time // set for OutcomeRetry
+}
+
+// Queue stores jobs. Every method that ends an attempt stores the attempt
+// and changes the job only while worker still holds its lease, returning
+// ErrLeaseLost otherwise.
+type Queue interface {
+	// Claim leases up to n due jobs (pending and due, or running with an
+	// expired lease) to worker until now+lease, counting a new attempt on
+	// each. Several workers on several hosts may claim concurrently; a job
+	// goes to one of them.
+	Claim(ctx context.Context, worker string, n int, lease time.Duration) ([]Job, error)
+	// Complete marks the job done.
+	Complete(ctx context.Context, a Attempt) error
+	// Retry puts the job back to run again at a.NextRunAt.
+	Retry(ctx context.Context, a Attempt) error
+	// Dead moves the job to the dead letters.
+	Dead(ctx context.Context, a Attempt) error
+}
+
+// Handler performs a job. A nil error completes it; an error wrapped with
+// Permanent dead-letters it; any other error retries it with backoff.
+type Handler interface {
+	Handle(ctx context.Context, job Job) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, job Job) error
+
+// Handle implements Handler.
+func (f HandlerFunc) Handle(ctx context.Context, job Job) error { return f(ctx, job) }
+
+// Mux routes jobs to handlers by kind; an unknown kind is permanent.
+type Mux map[string]Handler
+
+// Handle implements Handler.
+func (m Mux) Handle(ctx context.Context, job Job) error {
+	h, ok := m[job.Kind]
+	if !ok {
+		return Permanent(errors.New("retry: no handler for job kind " + job.Kind))
+	}
+	return h.Handle(ctx, job)
+}
+
+// Permanent marks err as one that retrying cannot fix.
+func Permanent(err error) error { return backoff.Permanent(err) }
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var pe *backoff.PermanentError
+	return errors.As(err, &pe)
+}
