@@ -32,7 +32,7 @@ type Deps struct {
 func NewRouter(d Deps) *gin.Engine {
 	d = withDefaults(d)
 	r := gin.New()
-	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), timeout(d.APITimeout))
+	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", d.ready)
