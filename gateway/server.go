@@ -44,9 +44,8 @@ func NewRouter(d Deps) *gin.Engine {
 	api := r.Group("/v1", timeout(d.APITimeout))
 	api.POST("/orders", d.Auth.Require(RoleService), RateLimit(d.Limiter, PrincipalKey("orders"), d.Limits.Orders),
 		d.registerOrder)
-	ledgerAPI := api.Group("/ledger", d.Auth.Require(RoleFinance, RoleOps),
-		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger))
-	ledgerAPI.GET("/payments/:out_trade_no", d.getPayment)
+	api.GET("/ledger/payments/:out_trade_no", d.Auth.Require(RoleFinance, RoleOps),
+		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), auditTrail(d.Store), d.getPayment)
 	for _, add := range d.Routes {
 		add(r, &d)
 	}

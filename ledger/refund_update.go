@@ -268,10 +268,3 @@ func (s *Store) ClaimStuckRefunds(ctx context.Context, limit int, lease time.Dur
 	}
 	return out, nil
 }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}

@@ -112,10 +112,13 @@ func (m *Main) wire(ctx context.Context) error {
 	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID},
 		notices, nonces, locker, m.Store)
 	h := m.Config.HTTP
-	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys),
+	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys, m.dbKeys()),
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
 		Metrics: m.Metrics, Limiter: m.limiter, Limits: m.Config.RateLimit.limits()}
-	return m.wireOutbox(ctx)
+	if err := m.wireOutbox(ctx); err != nil {
+		return err
+	}
+	return m.wireFinance(ctx)
 }
 
 // guards returns the nonce cache and locker: Redis with an in-process

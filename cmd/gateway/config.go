@@ -27,6 +27,7 @@ type Config struct {
 	Outbox       OutboxConfig       `yaml:"outbox"`
 	Inventory    InventoryConfig    `yaml:"inventory"`
 	Compensation CompensationConfig `yaml:"compensation"`
+	Finance      FinanceConfig      `yaml:"finance"`
 }
 
 // HTTPConfig bounds the HTTP server.

@@ -5,6 +5,8 @@
 //	gateway dev                       run with SQLite and in-process simulators
 //	gateway outbox replay ID          put a dead-lettered outbox job back in the queue
 //	gateway devtoken --openid X       print a user JWT signed with the dev secret
+//	gateway apikey create --name N --role R | revoke --name N | list
+//	gateway reconcile --date YYYY-MM-DD   reconcile one day's trade bill
 package main
 
 import (
@@ -44,8 +46,12 @@ func run(args []string) error {
 		return outboxCommand(ctx, args)
 	case "devtoken":
 		return devToken(args)
+	case "apikey":
+		return apikeyCmd(ctx, args, os.Stdout)
+	case "reconcile":
+		return reconcileCmd(ctx, args, os.Stdout)
 	}
-	return fmt.Errorf("unknown command %q (want serve, migrate, dev, devtoken or outbox)", cmd)
+	return fmt.Errorf("unknown command %q (want serve, migrate, dev, devtoken, outbox, apikey or reconcile)", cmd)
 }
 
 func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"paygateway/gateway"
+	"paygateway/gateway/wechatpay"
+	"paygateway/ledger"
+)
+
+// FinanceConfig configures the finance API and the daily reconciliation.
+type FinanceConfig struct {
+	// DailyReconcileAt is the time of day (UTC+8, "HH:MM") at which the
+	// previous day's trade bill is reconciled; "" means 10:30 (WeChat Pay
+	// publishes bills from about 10:00), "off" disables the job.
+	DailyReconcileAt string `yaml:"daily_reconcile_at"`
+	// ReconcileRetry is the wait before retrying a failed daily run; default 15m.
+	ReconcileRetry time.Duration `yaml:"reconcile_retry"`
+	// ReconcileTimeout bounds one reconciliation; default 2m.
+	ReconcileTimeout time.Duration `yaml:"reconcile_timeout"`
+	// ExportTimeout bounds one CSV export; default 5m.
+	ExportTimeout time.Duration `yaml:"export_timeout"`
+}
+
+// dailyAt parses DailyReconcileAt into an offset after midnight; ok is
+// false when the job is off.
+func (f FinanceConfig) dailyAt() (time.Duration, bool, error) {
+	switch f.DailyReconcileAt {
+	case "off":
+		return 0, false, nil
+	case "":
+		return 10*time.Hour + 30*time.Minute, true, nil
+	}
+	t, err := time.Parse("15:04", f.DailyReconcileAt)
+	if err != nil {
+		return 0, false, fmt.Errorf("config: finance.daily_reconcile_at (GATEWAY_FINANCE_DAILY_RECONCILE_AT): want HH:MM or off")
+	}
+	return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute, true, nil
+}
+
+// dbKeys are API keys created with `gateway apikey create`.
+func (m *Main) dbKeys() gateway.KeyLookup {
+	return gateway.DBKeys{Usage: &ledger.KeyUsage{Store: m.Store}}
+}
+
+// wireFinance adds the finance routes and, when the merchant key is
+// configured, the reconciler and its daily job.
+func (m *Main) wireFinance(ctx context.Context) error {
+	f := m.Config.Finance
+	at, daily, err := f.dailyAt()
+	if err != nil {
+		return err
+	}
+	rec, err := m.newReconciler(ctx)
+	if err != nil {
+		return err
+	}
+	fin := &gateway.Finance{Reconciler: rec, ExportTimeout: f.ExportTimeout}
+	m.Deps.Routes = append(m.Deps.Routes, fin.Routes)
+	if rec == nil {
+		slog.Info("reconciliation off: wechatpay.merchant_serial and merchant_private_key_file are not set")
+		return nil
+	}
+	if daily {
+		retry := financeDuration(f.ReconcileRetry, 15*time.Minute)
+		m.AddJob(func(ctx context.Context) { rec.DailyReconcile(ctx, at, retry, m.Store.Now) })
+	}
+	return nil
+}
+
+func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
+	client := m.Wechat
+	if client == nil { // the reconcile subcommand does not wire the whole Main
+		var err error
+		if client, err = newWechatClient(ctx, m.Config.WechatPay); err != nil || client == nil {
+			return nil, err
+		}
+	}
+	return &gateway.Reconciler{Store: m.Store, Bills: tradeBills{client}, Timeout: m.Config.Finance.ReconcileTimeout}, nil
+}
+
+// tradeBills turns WeChat's NO_STATEMENT_EXIST (a day without
+// transactions) into an empty bill.
+type tradeBills struct{ c *wechatpay.Client }
+
+func (t tradeBills) TradeBill(ctx context.Context, day string) ([]byte, error) {
+	data, err := t.c.TradeBill(ctx, day)
+	var be *wechatpay.BusinessError
+	if errors.As(err, &be) && be.Code == "NO_STATEMENT_EXIST" {
+		return nil, nil
+	}
+	return data, err
+}
+
+func financeDuration(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// keyNamePattern keeps key names printable and free of the ':' that
+// separates config entries.
+var keyNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-@]{1,64}$`)
+
+// apikeyCmd: `gateway apikey create --name N --role R`, `gateway apikey
+// revoke --name N`, `gateway apikey list`.
+func apikeyCmd(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("apikey: want create, revoke or list")
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("apikey "+sub, flag.ContinueOnError)
+	name := fs.String("name", "", "key name (who holds it)")
+	role := fs.String("role", "", "finance, ops or service")
+	m, err := openForCommand(ctx, fs, args[1:])
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	switch sub {
+	case "create":
+		return createKey(ctx, m.Store, *name, *role, out)
+	case "revoke":
+		n, err := m.Store.RevokeAPIKeys(ctx, *name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "revoked %d key(s) named %s\n", n, *name)
+		return nil
+	case "list":
+		keys, err := m.Store.APIKeys(ctx)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			fmt.Fprintf(out, "%s\t%s\tcreated %s\trevoked %s\tlast used %s\n", k.Name, k.Role,
+				k.CreatedAt.Format(time.RFC3339), fmtTime(k.RevokedAt), fmtTime(k.LastUsedAt))
+		}
+		return nil
+	}
+	return fmt.Errorf("apikey: unknown subcommand %q (want create, revoke or list)", sub)
+}
+
+func createKey(ctx context.Context, s *ledger.Store, name, role string, out io.Writer) error {
+	if !keyNamePattern.MatchString(name) {
+		return errors.New("apikey create: --name must be 1-64 of A-Z a-z 0-9 _ . - @")
+	}
+	if !gateway.ValidRole(gateway.Role(role)) {
+		return errors.New("apikey create: --role must be finance, ops or service")
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return err
+	}
+	key := "gwk_" + base64.RawURLEncoding.EncodeToString(raw)
+	if _, err := s.CreateAPIKey(ctx, name, role, gateway.HashKey(key)); err != nil {
+		if errors.Is(err, ledger.ErrConflict) {
+			return fmt.Errorf("apikey create: %s already has an active key; revoke it first", name)
+		}
+		return err
+	}
+	fmt.Fprintf(out, "%s\n", key)
+	fmt.Fprintf(os.Stderr, "created %s key %s; the key is shown only this once\n", role, name)
+	return nil
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}
+
+// reconcileCmd: `gateway reconcile --date YYYY-MM-DD` runs one day's
+// reconciliation and prints the report as JSON lines of mismatches.
+func reconcileCmd(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
+	date := fs.String("date", "", "business day YYYY-MM-DD (UTC+8); default yesterday")
+	m, err := openForCommand(ctx, fs, args)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if *date == "" {
+		*date = ledger.DayOf(m.Store.Now().Add(-24 * time.Hour))
+	}
+	if _, err := ledger.DayStart(*date); err != nil {
+		return fmt.Errorf("reconcile: --date: %w", err)
+	}
+	rec, err := m.newReconciler(ctx)
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		return errors.New("reconcile: wechatpay.merchant_serial and merchant_private_key_file must be set")
+	}
+	rep, err := rec.Run(ctx, *date, "cli:"+currentUser())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s %s: bill %d payments %d refunds, ledger %d payments %d refunds, %d mismatches, %d repaired\n",
+		rep.Date, rep.Status, rep.BillPayments, rep.BillRefunds, rep.LedgerPayments, rep.LedgerRefunds, rep.Mismatches, rep.Repaired)
+	for _, it := range rep.Items {
+		fmt.Fprintf(out, "%s\tout_trade_no=%s\ttransaction_id=%s\tout_refund_no=%s\tbill=%s\tledger=%s\t%s %s\n",
+			it.Kind, it.OutTradeNo, it.TransactionID, it.OutRefundNo, side(it.Bill), side(it.Ledger), it.Repair, it.RepairDetail)
+	}
+	return nil
+}
+
+func side(s *ledger.ItemSide) string {
+	if s == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s/%d", s.State, s.Amount)
+}
+
+func currentUser() string {
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "unknown"
+}
+
+// openForCommand parses --config plus the command's flags, loads the
+// config and opens the (migrated) ledger.
+func openForCommand(ctx context.Context, fs *flag.FlagSet, args []string) (*Main, error) {
+	path := fs.String("config", os.Getenv("GATEWAY_CONFIG"), "YAML config file (env GATEWAY_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%s: unexpected arguments %s", fs.Name(), strings.Join(fs.Args(), " "))
+	}
+	cfg, err := Load(*path)
+	if err != nil {
+		return nil, err
+	}
+	setupLogging(cfg.Log)
+	if err := cfg.loadSecrets(); err != nil {
+		return nil, err
+	}
+	m := &Main{Config: cfg}
+	if err := m.openStore(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}

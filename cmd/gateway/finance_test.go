@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
+)
+
+// getRaw does a GET with an API key and returns status, body and headers.
+func getRaw(t *testing.T, u, key, accept string) (int, []byte, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	if key != "" {
+		req.Header.Set("X-Api-Key", key)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read: %v", u, err)
+	}
+	return resp.StatusCode, body, resp.Header
+}
+
+type page struct {
+	Items []struct {
+		ID         uint64 `json:"id"`
+		OutTradeNo string `json:"out_trade_no"`
+		State      string `json:"state"`
+	} `json:"items"`
+	NextCursor string `json:"next_cursor"`
+}
+
+func getPage(t *testing.T, u string) page {
+	t.Helper()
+	status, body, _ := getRaw(t, u, financeKey, "")
+	if status != 200 {
+		t.Fatalf("GET %s: status=%d body=%s", u, status, body)
+	}
+	var p page
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("decode page: %v", err)
+	}
+	return p
+}
+
+// seedPayments inserts n payments straight into the table, in batches:
+// every third one CLOSED, the rest SUCCESS.
+func seedPayments(t *testing.T, m *Main, prefix string, n int) {
+	t.Helper()
+	now := time.Now().UTC()
+	for start := 0; start < n; start += 500 {
+		var sb strings.Builder
+		var args []any
+		sb.WriteString("INSERT INTO payments (out_trade_no, transaction_id, state, amount_total, payer_openid, currency, success_time, created_at, updated_at) VALUES ")
+		for i := start; i < min(start+500, n); i++ {
+			if i > start {
+				sb.WriteString(",")
+			}
+			sb.WriteString("(?,?,?,?,?,?,?,?,?)")
+			state, tx := "SUCCESS", any(fmt.Sprintf("42%s%06d", prefix, i))
+			if i%3 == 0 {
+				state, tx = "CLOSED", nil
+			}
+			args = append(args, fmt.Sprintf("%s%06d", prefix, i), tx, state, 100+i, "openid-"+prefix, "CNY",
+				now, now.Add(time.Duration(i)*time.Microsecond), now)
+		}
+		if err := m.Store.DB().Exec(sb.String(), args...).Error; err != nil {
+			t.Fatalf("seed payments: %v", err)
+		}
+	}
+}
+
+// TestLedgerPaginationOver10000Rows walks every page of 10,000 payments
+// (filtered and not) while other payments are inserted concurrently: each
+// seeded row appears exactly once.
+func TestLedgerPaginationOver10000Rows(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			// SQLite (pure Go, slow under -race) gets a tenth of the rows.
+			rows := 10_000
+			if !b.mysql {
+				rows = 1_000
+			}
+			seedPayments(t, m, "pg", rows)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var inserted atomic.Int64
+			wg.Add(1)
+			go func() { // concurrent writer
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					now := time.Now().UTC()
+					err := m.Store.DB().Exec("INSERT INTO payments (out_trade_no, state, currency, created_at, updated_at) VALUES (?,?,?,?,?)",
+						fmt.Sprintf("cc%06d", i), "EXPECTED", "CNY", now, now).Error
+					if err != nil {
+						t.Errorf("concurrent insert: %v", err)
+						return
+					}
+					inserted.Add(1)
+					time.Sleep(2 * time.Millisecond)
+				}
+			}()
+			walk := func(query string, limit int) map[string]int {
+				seen := map[string]int{}
+				cursor := ""
+				for pages := 0; ; pages++ {
+					if pages > 10_000 {
+						t.Fatal("pagination does not end")
+					}
+					p := getPage(t, m.URL()+"/v1/ledger/payments?limit="+fmt.Sprint(limit)+query+"&cursor="+cursor)
+					for _, it := range p.Items {
+						seen[it.OutTradeNo]++
+					}
+					if p.NextCursor == "" {
+						return seen
+					}
+					cursor = p.NextCursor
+				}
+			}
+			all := walk("", rows/10)
+			success := walk("&state=SUCCESS&payer_openid=openid-pg", rows/13)
+			close(stop)
+			wg.Wait()
+			for i := 0; i < rows; i++ {
+				no := fmt.Sprintf("pg%06d", i)
+				if all[no] != 1 {
+					t.Fatalf("%s seen %d times in the full walk", no, all[no])
+				}
+				want := 1
+				if i%3 == 0 {
+					want = 0
+				}
+				if success[no] != want {
+					t.Fatalf("%s seen %d times in the SUCCESS walk, want %d", no, success[no], want)
+				}
+			}
+			for no, n := range all { // concurrent inserts may or may not show, but never twice
+				if n != 1 {
+					t.Fatalf("%s seen %d times", no, n)
+				}
+			}
+			wantSuccess := rows - (rows+2)/3
+			if len(success) != wantSuccess {
+				t.Fatalf("SUCCESS walk saw %d payments, want %d", len(success), wantSuccess)
+			}
+			if inserted.Load() == 0 {
+				t.Fatal("no concurrent inserts happened")
+			}
+			// CSV export of the same filter streams every row.
+			status, body, hdr := getRaw(t, m.URL()+"/v1/ledger/payments?state=SUCCESS&payer_openid=openid-pg", financeKey, "text/csv")
+			if status != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/csv") {
+				t.Fatalf("csv: status=%d type=%s", status, hdr.Get("Content-Type"))
+			}
+			recs, err := csv.NewReader(bytes.NewReader(body)).ReadAll()
+			if err != nil || len(recs) != wantSuccess+1 || recs[0][1] != "out_trade_no" {
+				t.Fatalf("csv: %d records, err %v", len(recs), err)
+			}
+		})
+	}
+}
+
+// TestLedgerFilterAbuse sends SQL metacharacters and absurd values to
+// every filter: the answer is 400 EINVALID or an empty page, never a
+// database error.
+func TestLedgerFilterAbuse(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			seedPayments(t, m, "ab", 20)
+			lists := []string{"payments", "refunds", "notifications", "outbox-jobs"}
+			params := []string{"state", "from", "to", "out_trade_no", "transaction_id", "out_refund_no", "payer_openid",
+				"source", "kind", "cursor", "limit", "format", "nonsense"}
+			values := []string{"'; DROP TABLE payments;--", "%", "_", "ab%", "\x00", "ab000001\x00", "' OR '1'='1",
+				"\\", "\"", "😀", "é", strings.Repeat("a", 65), strings.Repeat("9", 5000), "-1", "0",
+				"1000000000000", "99999-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "NaN", "", " ", "SUCCESS OR 1=1",
+				"success", "bnVsbA", "djE6LTE", "djE6MA", "djE6OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"}
+			for _, list := range lists {
+				for _, p := range params {
+					for _, v := range values {
+						u := m.URL() + "/v1/ledger/" + list + "?" + p + "=" + url.QueryEscape(v)
+						status, body, _ := getRaw(t, u, financeKey, "")
+						switch status {
+						case 400:
+							if !bytes.Contains(body, []byte(`"EINVALID"`)) {
+								t.Fatalf("%s: 400 without EINVALID: %s", u, body)
+							}
+						case 200:
+							var pg page
+							if err := json.Unmarshal(body, &pg); err != nil {
+								t.Fatalf("%s: %v", u, err)
+							}
+							if p != "limit" && p != "format" && p != "cursor" && len(pg.Items) != 0 {
+								t.Fatalf("%s: %d items, want none", u, len(pg.Items))
+							}
+						default:
+							t.Fatalf("%s: status=%d body=%s", u, status, body)
+						}
+					}
+				}
+			}
+			// Inverted and repeated ranges are refused.
+			for _, q := range []string{"from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z", "state=SUCCESS&state=CLOSED"} {
+				if status, body, _ := getRaw(t, m.URL()+"/v1/ledger/payments?"+q, financeKey, ""); status != 400 {
+					t.Fatalf("%s: status=%d body=%s", q, status, body)
+				}
+			}
+			// The table is still there and whole.
+			if p := getPage(t, m.URL()+"/v1/ledger/payments?limit=1000"); len(p.Items) != 20 {
+				t.Fatalf("after abuse: %d payments, want 20", len(p.Items))
+			}
+			for _, u := range []string{"/v1/ledger/totals?from=1999-12-31", "/v1/ledger/totals?from=2020-01-01&to=2099-01-01",
+				"/v1/ledger/totals?from=%27", "/v1/reconciliations/2020-13-01", "/v1/reconciliations/%00",
+				"/v1/ledger/payments/%27%3B%20DROP/timeline"} {
+				if status, body, _ := getRaw(t, m.URL()+u, financeKey, ""); status != 400 {
+					t.Fatalf("%s: status=%d body=%s, want 400", u, status, body)
+				}
+			}
+		})
+	}
+}
+
+// TestFinanceAuth: no key, unknown key, revoked key → 401; wrong role →
+// 403; keys from `gateway apikey create` work and are audited.
+func TestFinanceAuth(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	m := startGateway(t, cfg)
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte("database:\n  dsn: \""+cfg.Database.DSN+"\"\nlog:\n  level: error\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	create := func(name, role string) string {
+		var out bytes.Buffer
+		if err := apikeyCmd(context.Background(), []string{"create", "--config", path, "--name", name, "--role", role}, &out); err != nil {
+			t.Fatalf("apikey create %s: %v", name, err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	alice, bob := create("alice", "finance"), create("bob", "service")
+	if err := apikeyCmd(context.Background(), []string{"create", "--config", path, "--name", "alice", "--role", "ops"}, io.Discard); err == nil {
+		t.Fatal("second active key for alice was created")
+	}
+	u := m.URL() + "/v1/ledger/payments"
+	cases := []struct {
+		name, key string
+		status    int
+	}{
+		{"no key", "", 401}, {"unknown key", "gwk_nope", 401}, {"service role", serviceKey, 403},
+		{"db service key", bob, 403}, {"config finance key", financeKey, 200}, {"ops key", opsKey, 200},
+		{"db finance key", alice, 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if status, body, _ := getRaw(t, u, tc.key, ""); status != tc.status {
+				t.Fatalf("status=%d body=%s, want %d", status, body, tc.status)
+			}
+		})
+	}
+	if err := apikeyCmd(context.Background(), []string{"revoke", "--config", path, "--name", "alice"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, _ := getRaw(t, u, alice, ""); status != 401 {
+		t.Fatalf("revoked key: status=%d, want 401", status)
+	}
+	keys, err := m.Store.APIKeys(context.Background())
+	if err != nil || len(keys) != 2 || keys[0].LastUsedAt == nil || keys[0].RevokedAt == nil {
+		t.Fatalf("keys=%+v err=%v", keys, err)
+	}
+	entries, err := m.Store.AuditLog(context.Background(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := map[string]int{}
+	for _, e := range entries {
+		if e.Status != 200 || e.Path != "/v1/ledger/payments" || e.FinishedAt == nil {
+			t.Fatalf("audit entry %+v", e)
+		}
+		who[e.Principal]++
+	}
+	if len(entries) != 3 || who["alice"] != 1 || who["fin"] != 1 || who["ops"] != 1 {
+		t.Fatalf("audit log by principal = %v, want alice, fin and ops once each", who)
+	}
+}
+
+// TestTimelineAndTotals checks the per-order timeline and daily totals.
+func TestTimelineAndTotals(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			no := uniqueNo("tl")
+			if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(no, 1000)); status != 201 {
+				t.Fatalf("register: %d %v", status, body)
+			}
+			n := mustNotification(k.PaymentNotification(paidTx(k, no, 1000), wxpaysim.PublicKeyMode(), time.Now()))
+			if status, _ := post(t, m.URL()+paymentPath, n); status != 204 {
+				t.Fatalf("notify status=%d", status)
+			}
+			now := time.Now().UTC()
+			insertRefund(t, m, no, "R"+no, 300, "SUCCESS", now)
+			insertRefund(t, m, no, "F"+no, 200, "FAILED", now)
+			status, body, _ := getRaw(t, m.URL()+"/v1/ledger/payments/"+no+"/timeline", financeKey, "")
+			if status != 200 {
+				t.Fatalf("timeline: %d %s", status, body)
+			}
+			var tl struct {
+				Events []ledger.TimelineEvent `json:"events"`
+			}
+			if err := json.Unmarshal(body, &tl); err != nil {
+				t.Fatal(err)
+			}
+			var types []string
+			for i, e := range tl.Events {
+				types = append(types, e.Type)
+				if i > 0 && e.At.Before(tl.Events[i-1].At) {
+					t.Fatalf("timeline out of order: %v", tl.Events)
+				}
+			}
+			if got := strings.Join(types, ","); strings.Count(got, "transition") != 2 || strings.Count(got, "notification") != 1 || strings.Count(got, "refund") != 2 {
+				t.Fatalf("timeline types = %s", got)
+			}
+			if status, _, _ := getRaw(t, m.URL()+"/v1/ledger/payments/nosuchorder/timeline", financeKey, ""); status != 404 {
+				t.Fatalf("unknown order timeline status=%d", status)
+			}
+			day := ledger.DayOf(now)
+			status, body, _ = getRaw(t, m.URL()+"/v1/ledger/totals?from="+day+"&to="+day, financeKey, "")
+			var totals struct{ Days []ledger.DayTotal }
+			if status != 200 || json.Unmarshal(body, &totals) != nil || len(totals.Days) != 1 {
+				t.Fatalf("totals: %d %s", status, body)
+			}
+			if d := totals.Days[0]; d.Paid != 1000 || d.Refunded != 300 || d.Net != 700 || d.PaidCount != 1 || d.RefundCount != 1 {
+				t.Fatalf("totals = %+v", d)
+			}
+			_, body, _ = getRaw(t, m.URL()+"/v1/ledger/totals?format=csv&from="+day, financeKey, "")
+			if !strings.Contains(string(body), day+",1,1000,1,300,700") {
+				t.Fatalf("totals csv: %s", body)
+			}
+		})
+	}
+}
+
+// insertRefund writes a refund row as the refund flow would.
+func insertRefund(t *testing.T, m *Main, outTradeNo, outRefundNo string, amount int64, state string, at time.Time) {
+	t.Helper()
+	var success any
+	if state == "SUCCESS" {
+		success = at
+	}
+	err := m.Store.DB().Exec(`INSERT INTO refunds (out_refund_no, out_trade_no, state, amount, total, requester, success_time, created_at, updated_at)
+		VALUES (?,?,?,?,?,?,?,?,?)`, outRefundNo, outTradeNo, state, amount, amount, "test", success, at, at).Error
+	if err != nil {
+		t.Fatalf("insert refund: %v", err)
+	}
+}

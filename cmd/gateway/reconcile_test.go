@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"paygateway/gateway/wechatpay"
+	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
+)
+
+// reconcileStack is a gateway wired to a WeChat Pay simulator that sends
+// it notifications and serves it trade bills.
+type reconcileStack struct {
+	m   *Main
+	sim *wxpaysim.Sim
+	wx  *wechatpay.Client
+}
+
+func startReconcileStack(t *testing.T, b backend) *reconcileStack {
+	t.Helper()
+	k, dir := testKeys(t)
+	var handler atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handler.Load().(http.Handler).ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	cfg := testConfig(t, b)
+	w := &cfg.WechatPay
+	w.MerchantSerial, w.MerchantPrivateKeyFile = k.MerchantSerial, filepath.Join(dir, "merchant_private_key.pem")
+	w.BaseURL = srv.URL
+	cfg.Finance.DailyReconcileAt = "off"
+	m := startGateway(t, cfg)
+	sim := wxpaysim.New(k, wxpaysim.Options{NotifyURL: m.URL() + paymentPath, NotifyRetryDelays: []time.Duration{}})
+	t.Cleanup(sim.Close)
+	handler.Store(sim.Handler())
+	wx, err := newWechatClient(context.Background(), cfg.WechatPay)
+	if err != nil || wx == nil {
+		t.Fatalf("wechat client: %v", err)
+	}
+	return &reconcileStack{m: m, sim: sim, wx: wx}
+}
+
+func (s *reconcileStack) reconcile(t *testing.T, day string) ledger.Reconciliation {
+	t.Helper()
+	status, body := apiCall(t, "POST", s.m.URL()+"/v1/reconciliations", financeKey, map[string]string{"date": day})
+	if status != 200 {
+		t.Fatalf("reconcile: status=%d body=%v", status, body)
+	}
+	raw, _ := json.Marshal(body)
+	var rep ledger.Reconciliation
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func kinds(rep ledger.Reconciliation) []string {
+	var out []string
+	for _, it := range rep.Items {
+		out = append(out, it.Kind+":"+it.OutTradeNo+":"+it.OutRefundNo)
+	}
+	return out
+}
+
+// TestReconciliation: a clean day reports zero mismatches; each injected
+// bill difference is reported exactly; a payment the ledger missed is
+// repaired through the state machine and a rerun is clean.
+func TestReconciliation(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s := startReconcileStack(t, b)
+			ctx := context.Background()
+			day := ledger.DayOf(time.Now())
+			var nos []string
+			for i, amount := range []int64{1000, 2500, 399} {
+				no := uniqueNo("rc")
+				nos = append(nos, no)
+				if _, err := s.sim.Pay(ctx, no, amount, "openid-rc", false); err != nil {
+					t.Fatal(err)
+				}
+				if p, err := s.m.Store.Payment(ctx, no); err != nil || p.State != ledger.PaymentSuccess {
+					t.Fatalf("payment %d not recorded: %v %v", i, p, err)
+				}
+			}
+			// A real refund, settled at WeChat and recorded in the ledger.
+			rf, err := s.wx.CreateRefund(ctx, wechatpay.RefundRequest{OutTradeNo: nos[0], OutRefundNo: "RF" + nos[0], Amount: 300, Total: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.sim.SettleRefunds()
+			insertRefund(t, s.m, nos[0], rf.OutRefundNo, 300, "SUCCESS", time.Now().UTC())
+
+			clean := s.reconcile(t, day)
+			if clean.Status != ledger.ReconcileMatched || clean.Mismatches != 0 || len(clean.Items) != 0 ||
+				clean.BillPayments != 3 || clean.BillRefunds != 1 || clean.BillPaid != 3899 || clean.LedgerPaid != 3899 {
+				t.Fatalf("clean day: %+v", clean)
+			}
+
+			cases := []struct {
+				name   string
+				faults wxpaysim.BillFaults
+				want   string
+			}{
+				{"missing row", wxpaysim.BillFaults{DropOutTradeNo: nos[1]}, ledger.MismatchPaymentMissingInBill + ":" + nos[1] + ":"},
+				{"changed amount", wxpaysim.BillFaults{ChangeAmount: map[string]int64{nos[2]: 398}}, ledger.MismatchPaymentAmount + ":" + nos[2] + ":"},
+				{"extra refund", wxpaysim.BillFaults{ExtraRefund: &wxpaysim.BillRefund{OutTradeNo: nos[1], OutRefundNo: "RX" + nos[1], Amount: 100}},
+					ledger.MismatchRefundMissingInLedger + ":" + nos[1] + ":RX" + nos[1]},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					s.sim.SetBillFaults(tc.faults)
+					defer s.sim.SetBillFaults(wxpaysim.BillFaults{})
+					rep := s.reconcile(t, day)
+					if got := kinds(rep); len(got) != 1 || got[0] != tc.want || rep.Status != ledger.ReconcileMismatched {
+						t.Fatalf("mismatches = %v, want [%s]", got, tc.want)
+					}
+					it := rep.Items[0]
+					if tc.name == "changed amount" && (it.Bill.Amount != 398 || it.Ledger.Amount != 399) {
+						t.Fatalf("both sides: bill %+v ledger %+v", it.Bill, it.Ledger)
+					}
+				})
+			}
+
+			// A payment whose notification never arrived is repaired.
+			lost := uniqueNo("rl")
+			tx, err := s.sim.Pay(ctx, lost, 777, "openid-rl", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep := s.reconcile(t, day)
+			if got := kinds(rep); len(got) != 1 || got[0] != ledger.MismatchPaymentMissingInLedger+":"+lost+":" ||
+				rep.Items[0].Repair != ledger.RepairApplied || rep.Repaired != 1 || rep.Items[0].Ledger != nil {
+				t.Fatalf("lost payment: %v %+v", got, rep.Items)
+			}
+			p, err := s.m.Store.Payment(ctx, lost)
+			if err != nil || p.State != ledger.PaymentSuccess || p.AmountTotal != 777 || p.TransactionID != tx.TransactionID {
+				t.Fatalf("repaired payment = %+v, %v", p, err)
+			}
+			history, _ := s.m.Store.History(ctx, lost)
+			if len(history) != 1 || history[0].Source != ledger.SourceReconcile || history[0].Ref != "reconcile:"+tx.TransactionID {
+				t.Fatalf("history = %+v", history)
+			}
+			again := s.reconcile(t, day)
+			if again.Mismatches != 0 || again.Runs < 2 {
+				t.Fatalf("rerun: %+v", again)
+			}
+
+			// The stored report is served as JSON and CSV.
+			s.sim.SetBillFaults(wxpaysim.BillFaults{DropOutTradeNo: nos[1]})
+			s.reconcile(t, day)
+			s.sim.SetBillFaults(wxpaysim.BillFaults{})
+			_, body := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/"+day, financeKey, nil)
+			if body["status"] != ledger.ReconcileMismatched || body["mismatches"] != float64(1) {
+				t.Fatalf("stored report: %v", body)
+			}
+			status, raw, _ := getRaw(t, s.m.URL()+"/v1/reconciliations/"+day+"?format=csv", financeKey, "")
+			recs, err := csv.NewReader(strings.NewReader(string(raw))).ReadAll()
+			if status != 200 || err != nil || len(recs) != 2 || recs[1][1] != ledger.MismatchPaymentMissingInBill || recs[1][8] != "2500" {
+				t.Fatalf("csv report: %d %v %q", status, err, raw)
+			}
+			if status, _ := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/2001-01-01", financeKey, nil); status != 404 {
+				t.Fatalf("unknown day status=%d", status)
+			}
+			if status, _ := apiCall(t, "POST", s.m.URL()+"/v1/reconciliations", serviceKey, map[string]string{"date": day}); status != 403 {
+				t.Fatalf("service key reconcile status=%d", status)
+			}
+		})
+	}
+}
+
+// TestReconcileEmptyDay: WeChat's NO_STATEMENT_EXIST is a day with no rows.
+func TestReconcileEmptyDay(t *testing.T) {
+	s := startReconcileStack(t, backends[0])
+	rep := s.reconcile(t, "2020-02-02")
+	if rep.Status != ledger.ReconcileMatched || rep.BillPayments != 0 || rep.Mismatches != 0 {
+		t.Fatalf("empty day: %+v", rep)
+	}
+}

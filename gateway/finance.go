@@ -1,0 +1,300 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"paygateway/ledger"
+)
+
+// Finance serves the finance API: ledger lists with filters, cursors and
+// CSV export, the per-order timeline, daily totals and reconciliations.
+// Every request is authenticated by API key and written to the audit log.
+type Finance struct {
+	// Reconciler runs reconciliations; nil answers them 503.
+	Reconciler *Reconciler
+	// ExportTimeout bounds a CSV export (default 5 min); JSON pages use
+	// the API timeout.
+	ExportTimeout time.Duration
+}
+
+// Routes adds the finance routes; use it in Deps.Routes.
+func (f *Finance) Routes(r *gin.Engine, d *Deps) {
+	read := r.Group("/v1", d.Auth.Require(RoleFinance, RoleOps),
+		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), auditTrail(d.Store))
+	addList(read, d, f, "/ledger/payments", paymentList)
+	addList(read, d, f, "/ledger/refunds", refundList)
+	addList(read, d, f, "/ledger/notifications", noticeList)
+	addList(read, d, f, "/ledger/outbox-jobs", outboxList)
+	read.GET("/ledger/payments/:out_trade_no/timeline", timeout(d.APITimeout), d.timeline)
+	read.GET("/ledger/totals", timeout(d.APITimeout), d.totals)
+	read.GET("/reconciliations/:date", timeout(d.APITimeout), d.getReconciliation)
+	read.POST("/reconciliations", f.runReconciliation(d))
+	r.GET("/openapi.json", serveOpenAPI)
+}
+
+// listDef describes one ledger list: its filters, how to stream it, and
+// its CSV columns.
+type listDef[T any] struct {
+	name    string
+	filters listFilters
+	each    func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(T) error) error
+	id      func(T) uint64
+	header  []string
+	row     func(T) []string
+}
+
+func addList[T any](g *gin.RouterGroup, d *Deps, f *Finance, path string, def listDef[T]) {
+	g.GET(path, func(c *gin.Context) {
+		req, err := parseList(c, def.filters)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		if req.csv {
+			exportList(c, d, f, def, req)
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), d.APITimeout)
+		defer cancel()
+		pageList(c.Request.WithContext(ctx), c, d, def, req)
+	})
+}
+
+// pageList answers one page: {"items":[…],"next_cursor":"…"}; next_cursor
+// is empty on the last page.
+func pageList[T any](r *http.Request, c *gin.Context, d *Deps, def listDef[T], req listRequest) {
+	q := req.query
+	q.Limit = req.limit + 1
+	items := make([]T, 0, min(req.limit, 128))
+	more := false
+	err := def.each(d.Store)(r.Context(), q, func(t T) error {
+		if len(items) == req.limit {
+			more = true
+			return nil
+		}
+		items = append(items, t)
+		return nil
+	})
+	if err != nil {
+		writeError(c, ledgerError(err))
+		return
+	}
+	next := ""
+	if more {
+		next = encodeCursor(def.id(items[len(items)-1]))
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items, "next_cursor": next})
+}
+
+// exportList streams every matching row (from the cursor, if given) as
+// CSV. The write deadline is extended so a long export is not cut by the
+// server's WriteTimeout; a failure midway aborts the connection so the
+// client sees an incomplete download, never a short file that looks whole.
+func exportList[T any](c *gin.Context, d *Deps, f *Finance, def listDef[T], req listRequest) {
+	limit := f.ExportTimeout
+	if limit <= 0 {
+		limit = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), limit)
+	defer cancel()
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(limit))
+	q := req.query
+	if _, set := c.GetQuery("limit"); !set {
+		q.Limit = 0
+	} else {
+		q.Limit = req.limit
+	}
+	var out *csvStream
+	err := def.each(d.Store)(ctx, q, func(t T) error {
+		if out == nil {
+			out = startCSV(c, def.name+".csv", def.header)
+		}
+		return out.write(def.row(t))
+	})
+	if err == nil {
+		if out == nil {
+			out = startCSV(c, def.name+".csv", def.header)
+		}
+		err = out.finish()
+	}
+	if err != nil {
+		if out == nil {
+			writeError(c, ledgerError(err))
+			return
+		}
+		slog.ErrorContext(ctx, "csv export failed midway", "list", def.name, "rows", out.rows, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+var paymentList = listDef[ledger.PaymentListItem]{
+	name:    "payments",
+	filters: listFilters{keys: []string{"out_trade_no", "transaction_id", "payer_openid"}, states: ledger.PaymentStates},
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.PaymentListItem) error) error {
+		return s.EachPayment
+	},
+	id: func(p ledger.PaymentListItem) uint64 { return p.ID },
+	header: []string{"id", "out_trade_no", "transaction_id", "state", "registered", "expected_amount", "amount_total",
+		"payer_total", "refunded_total", "currency", "payer_openid", "success_time", "created_at", "updated_at"},
+	row: func(p ledger.PaymentListItem) []string {
+		return []string{num(int64(p.ID)), cell(p.OutTradeNo), cell(p.TransactionID), string(p.State),
+			strconv.FormatBool(p.Registered), num(p.ExpectedAmount), num(p.AmountTotal), num(p.PayerTotal),
+			num(p.RefundedTotal), cell(p.Currency), cell(p.PayerOpenID), tsp(p.SuccessTime), ts(p.CreatedAt), ts(p.UpdatedAt)}
+	},
+}
+
+var refundList = listDef[ledger.RefundListItem]{
+	name:    "refunds",
+	filters: listFilters{keys: []string{"out_trade_no", "transaction_id", "out_refund_no"}, states: ledger.RefundStates},
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.RefundListItem) error) error {
+		return s.EachRefund
+	},
+	id: func(r ledger.RefundListItem) uint64 { return r.ID },
+	header: []string{"id", "out_refund_no", "out_trade_no", "transaction_id", "refund_id", "state", "amount", "total",
+		"reason", "requester", "attempts", "last_error", "success_time", "created_at", "updated_at"},
+	row: func(r ledger.RefundListItem) []string {
+		return []string{num(int64(r.ID)), cell(r.OutRefundNo), cell(r.OutTradeNo), cell(r.TransactionID), cell(r.RefundID),
+			cell(r.State), num(r.Amount), num(r.Total), cell(r.Reason), cell(r.Requester), num(int64(r.Attempts)),
+			cell(r.LastError), tsp(r.SuccessTime), ts(r.CreatedAt), ts(r.UpdatedAt)}
+	},
+}
+
+var noticeList = listDef[ledger.NoticeListItem]{
+	name:    "notifications",
+	filters: listFilters{keys: []string{"out_trade_no", "transaction_id", "out_refund_no"}, source: true},
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.NoticeListItem) error) error {
+		return s.EachNotice
+	},
+	id: func(n ledger.NoticeListItem) uint64 { return n.ID },
+	header: []string{"id", "notify_id", "source", "event_type", "resource_type", "summary", "out_trade_no",
+		"transaction_id", "out_refund_no", "create_time", "received_at", "plaintext"},
+	row: func(n ledger.NoticeListItem) []string {
+		return []string{num(int64(n.ID)), cell(n.NotifyID), cell(n.Source), cell(n.EventType), cell(n.ResourceType),
+			cell(n.Summary), cell(n.OutTradeNo), cell(n.TransactionID), cell(n.OutRefundNo), ts(n.CreateTime),
+			ts(n.ReceivedAt), cell(n.Plaintext)}
+	},
+}
+
+var outboxList = listDef[ledger.OutboxJobListItem]{
+	name:    "outbox-jobs",
+	filters: listFilters{keys: []string{"out_trade_no", "out_refund_no"}, states: ledger.OutboxStates, kind: true},
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.OutboxJobListItem) error) error {
+		return s.EachOutboxJob
+	},
+	id: func(j ledger.OutboxJobListItem) uint64 { return j.ID },
+	header: []string{"id", "kind", "job_key", "out_trade_no", "out_refund_no", "state", "attempts", "last_error",
+		"next_run_at", "done_at", "created_at", "updated_at", "payload"},
+	row: func(j ledger.OutboxJobListItem) []string {
+		return []string{num(int64(j.ID)), cell(j.Kind), cell(j.JobKey), cell(j.OutTradeNo), cell(j.OutRefundNo),
+			cell(j.State), num(int64(j.Attempts)), cell(j.LastError), ts(j.NextRunAt), tsp(j.DoneAt),
+			ts(j.CreatedAt), ts(j.UpdatedAt), cell(j.Payload)}
+	},
+}
+
+// timeline lists everything that happened to one order, in time order.
+func (d *Deps) timeline(c *gin.Context) {
+	no := c.Param("out_trade_no")
+	if !keyPattern.MatchString(no) {
+		writeError(c, invalid("out_trade_no must be 1-64 of A-Z a-z 0-9 _ - | * @ . :"))
+		return
+	}
+	if err := onlyParams(c, "format"); err != nil {
+		writeError(c, err)
+		return
+	}
+	events, err := d.Store.Timeline(c.Request.Context(), no)
+	if err != nil {
+		writeError(c, ledgerError(err))
+		return
+	}
+	if len(events) == 0 {
+		writeError(c, &Error{Code: CodeNotFound, Message: "no such order"})
+		return
+	}
+	if csvRequested(c) {
+		out := startCSV(c, "timeline-"+no+".csv", []string{"at", "type", "key", "summary"})
+		for _, e := range events {
+			_ = out.write([]string{ts(e.At), e.Type, cell(e.Key), cell(e.Summary)})
+		}
+		_ = out.finish()
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"out_trade_no": no, "events": events})
+}
+
+// maxTotalsDays bounds one totals request.
+const maxTotalsDays = 366
+
+// totals answers paid, refunded and net per business day (UTC+8).
+func (d *Deps) totals(c *gin.Context) {
+	if err := onlyParams(c, "from", "to", "format"); err != nil {
+		writeError(c, err)
+		return
+	}
+	now := d.Store.Now()
+	from, err := parseDay(c.Query("from"), now)
+	if err != nil {
+		writeError(c, invalid("from: "+publicMessage(err)))
+		return
+	}
+	to := ledger.DayOf(now)
+	if v, ok := c.GetQuery("to"); ok {
+		if to, err = parseDay(v, now); err != nil {
+			writeError(c, invalid("to: "+publicMessage(err)))
+			return
+		}
+	}
+	a, _ := ledger.DayStart(from)
+	b, _ := ledger.DayStart(to)
+	if b.Before(a) || b.Sub(a) >= maxTotalsDays*24*time.Hour {
+		writeError(c, invalid("from must not be after to, and the range at most 366 days"))
+		return
+	}
+	days, err := d.Store.DailyTotals(c.Request.Context(), from, to)
+	if err != nil {
+		writeError(c, ledgerError(err))
+		return
+	}
+	if csvRequested(c) {
+		out := startCSV(c, "totals-"+from+"-"+to+".csv", []string{"day", "paid_count", "paid", "refund_count", "refunded", "net"})
+		for _, t := range days {
+			_ = out.write([]string{t.Day, num(t.PaidCount), num(t.Paid), num(t.RefundCount), num(t.Refunded), num(t.Net)})
+		}
+		_ = out.finish()
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"timezone": "UTC+8", "currency": "CNY", "unit": "fen", "days": days})
+}
+
+// onlyParams refuses query parameters outside allowed, and repeats.
+func onlyParams(c *gin.Context, allowed ...string) error {
+	for name, vals := range c.Request.URL.Query() {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a == name
+		}
+		if !ok {
+			return invalid("unknown parameter " + strconv.Quote(name))
+		}
+		if len(vals) != 1 {
+			return invalid("parameter " + name + " given more than once")
+		}
+		if name == "format" && vals[0] != "json" && vals[0] != "csv" {
+			return invalid("format must be json or csv")
+		}
+	}
+	return nil
+}
+
+func csvRequested(c *gin.Context) bool {
+	if f, ok := c.GetQuery("format"); ok {
+		return f == "csv"
+	}
+	return wantsCSV(c)
+}

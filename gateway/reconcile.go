@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"paygateway/ledger"
+)
+
+// BillSource downloads WeChat Pay trade bills. A day without transactions
+// gives an empty bill and no error.
+type BillSource interface {
+	TradeBill(ctx context.Context, billDate string) ([]byte, error)
+}
+
+// Reconciler compares WeChat Pay's trade bill of a day with the ledger.
+type Reconciler struct {
+	Store   *ledger.Store
+	Bills   BillSource
+	Timeout time.Duration // bounds one run; default 2 min
+}
+
+// Run downloads and parses the bill of day ("YYYY-MM-DD", UTC+8),
+// compares it with the ledger, repairs missing payments and stores the
+// report (replacing an earlier one of the same day).
+func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.Reconciliation, error) {
+	limit := r.Timeout
+	if limit <= 0 {
+		limit = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	data, err := r.Bills.TradeBill(ctx, day)
+	if err != nil {
+		return nil, Errorf(CodeUnavailable, "could not download the trade bill of "+day, err)
+	}
+	bill, err := ledger.ParseTradeBill(data)
+	if err != nil {
+		return nil, Errorf(CodeUnavailable, "could not parse the trade bill of "+day, err)
+	}
+	rep, err := r.Store.Reconcile(ctx, day, bill, requestedBy)
+	if err != nil {
+		return nil, ledgerError(fmt.Errorf("reconcile %s: %w", day, err))
+	}
+	slog.InfoContext(ctx, "reconciliation done", "date", day, "status", rep.Status, "mismatches", rep.Mismatches,
+		"repaired", rep.Repaired, "bill_payments", rep.BillPayments, "bill_refunds", rep.BillRefunds)
+	return rep, nil
+}
+
+// DailyReconcile runs the reconciliation of the previous business day once
+// a day at the given offset after midnight UTC+8, until ctx ends. A failed
+// run is retried every retry until it succeeds or the next day's run.
+func (r *Reconciler) DailyReconcile(ctx context.Context, at, retry time.Duration, now func() time.Time) {
+	for {
+		next := nextRun(now(), at)
+		if !sleepCtx(ctx, next.Sub(now())) {
+			return
+		}
+		day := ledger.DayOf(next.Add(-24 * time.Hour))
+		for {
+			if _, err := r.Run(ctx, day, "daily-job"); err == nil {
+				break
+			} else {
+				slog.ErrorContext(ctx, "daily reconciliation failed", "date", day, "err", err)
+			}
+			if !sleepCtx(ctx, retry) || now().After(nextRun(next, at)) {
+				break
+			}
+		}
+	}
+}
+
+// nextRun returns the first instant after t that is at past midnight UTC+8.
+func nextRun(t time.Time, at time.Duration) time.Time {
+	local := t.In(ledger.BusinessDay)
+	run := time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, ledger.BusinessDay).Add(at)
+	if !run.After(t) {
+		run = run.AddDate(0, 0, 1)
+	}
+	return run.UTC()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+type reconcileRequest struct {
+	Date string `json:"date"`
+}
+
+// runReconciliation runs the reconciliation of a day now and answers the
+// report. Running a day again replaces its report.
+func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var req reconcileRequest
+		if err := DecodeJSON(c, d.MaxBodyBytes, &req); err != nil {
+			writeError(c, err)
+			return
+		}
+		day, err := parseDay(req.Date, d.Store.Now())
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		if f.Reconciler == nil {
+			writeError(c, &Error{Code: CodeUnavailable, Message: "reconciliation is not configured (wechatpay merchant key and serial)"})
+			return
+		}
+		// A big bill may take longer than the server's WriteTimeout.
+		_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(3 * time.Minute))
+		rep, err := f.Reconciler.Run(c.Request.Context(), day, CurrentPrincipal(c).Name)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		c.JSON(http.StatusOK, rep)
+	}
+}
+
+// getReconciliation serves a stored report as JSON, or its mismatches as
+// CSV.
+func (d *Deps) getReconciliation(c *gin.Context) {
+	if err := onlyParams(c, "format"); err != nil {
+		writeError(c, err)
+		return
+	}
+	day, err := parseDay(c.Param("date"), d.Store.Now())
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	rep, err := d.Store.Reconciliation(c.Request.Context(), day)
+	if err != nil {
+		writeError(c, ledgerError(err))
+		return
+	}
+	if !csvRequested(c) {
+		c.JSON(http.StatusOK, rep)
+		return
+	}
+	out := startCSV(c, "reconciliation-"+day+".csv", []string{"date", "kind", "out_trade_no", "transaction_id",
+		"out_refund_no", "bill_state", "bill_amount", "ledger_state", "ledger_amount", "repair", "repair_detail", "bill_line"})
+	for _, it := range rep.Items {
+		row := []string{day, it.Kind, cell(it.OutTradeNo), cell(it.TransactionID), cell(it.OutRefundNo), "", "", "", "",
+			it.Repair, cell(it.RepairDetail), ""}
+		if it.Bill != nil {
+			row[5], row[6], row[11] = cell(it.Bill.State), num(it.Bill.Amount), cell(it.Bill.Line)
+		}
+		if it.Ledger != nil {
+			row[7], row[8] = cell(it.Ledger.State), num(it.Ledger.Amount)
+		}
+		_ = out.write(row)
+	}
+	_ = out.finish()
+}

@@ -1,0 +1,241 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// ListQuery selects rows of a ledger list. Empty fields do not filter.
+// Rows come in id order after AfterID (keyset pagination: no OFFSET scans,
+// and a row inserted meanwhile never shifts the rows of later pages).
+type ListQuery struct {
+	State         string
+	From, To      time.Time // From inclusive, To exclusive, on the list's time column
+	OutTradeNo    string
+	TransactionID string
+	OutRefundNo   string
+	PayerOpenID   string
+	Source        string // notifications
+	Kind          string // outbox jobs
+	AfterID       uint64
+	Limit         int // 0 = every matching row
+}
+
+// listSpec maps the filters a list supports onto its columns; an empty
+// column means the list has no such filter.
+type listSpec struct {
+	name, timeCol                                       string
+	state, outRefundNo, transactionID, payerOpenID, src string
+	kind                                                string
+}
+
+var (
+	paymentsSpec = listSpec{name: "payments", timeCol: "created_at", state: "state",
+		transactionID: "transaction_id", payerOpenID: "payer_openid"}
+	refundsSpec = listSpec{name: "refunds", timeCol: "created_at", state: "state",
+		transactionID: "transaction_id", outRefundNo: "out_refund_no"}
+	noticesSpec = listSpec{name: "notifications", timeCol: "received_at",
+		transactionID: "transaction_id", outRefundNo: "out_refund_no", src: "source"}
+	outboxSpec = listSpec{name: "outbox_jobs", timeCol: "created_at", state: "state",
+		outRefundNo: "out_refund_no", kind: "kind"}
+)
+
+// scope applies q to tx; every value is a bound parameter.
+func (sp listSpec) scope(tx *gorm.DB, q ListQuery) (*gorm.DB, error) {
+	conds := []struct{ col, val, filter string }{
+		{sp.state, q.State, "state"}, {"out_trade_no", q.OutTradeNo, "out_trade_no"},
+		{sp.transactionID, q.TransactionID, "transaction_id"}, {sp.outRefundNo, q.OutRefundNo, "out_refund_no"},
+		{sp.payerOpenID, q.PayerOpenID, "payer_openid"}, {sp.src, q.Source, "source"}, {sp.kind, q.Kind, "kind"},
+	}
+	for _, c := range conds {
+		if c.val == "" {
+			continue
+		}
+		if c.col == "" {
+			return nil, fmt.Errorf("list %s: no %s filter", sp.name, c.filter)
+		}
+		tx = tx.Where(c.col+" = ?", c.val)
+	}
+	if !q.From.IsZero() {
+		tx = tx.Where(sp.timeCol+" >= ?", q.From.UTC())
+	}
+	if !q.To.IsZero() {
+		tx = tx.Where(sp.timeCol+" < ?", q.To.UTC())
+	}
+	if q.AfterID > 0 {
+		tx = tx.Where("id > ?", q.AfterID)
+	}
+	tx = tx.Order("id")
+	if q.Limit > 0 {
+		tx = tx.Limit(q.Limit)
+	}
+	return tx, nil
+}
+
+// each streams the rows of a list through fn, one at a time, without
+// holding the result in memory.
+func each[R any, T any](ctx context.Context, db *gorm.DB, sp listSpec, q ListQuery, conv func(R) T, fn func(T) error) error {
+	var zero R
+	tx, err := sp.scope(db.WithContext(ctx).Model(&zero), q)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.Rows()
+	if err != nil {
+		return fmt.Errorf("list %s: %w", sp.name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r R
+		if err := db.ScanRows(rows, &r); err != nil {
+			return fmt.Errorf("list %s: scan: %w", sp.name, err)
+		}
+		if err := fn(conv(r)); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list %s: %w", sp.name, err)
+	}
+	return nil
+}
+
+// PaymentListItem is a payment in a list, with its row id for the cursor.
+type PaymentListItem struct {
+	ID uint64 `json:"id"`
+	Payment
+}
+
+// EachPayment streams the payments matching q.
+func (s *Store) EachPayment(ctx context.Context, q ListQuery, fn func(PaymentListItem) error) error {
+	return each(ctx, s.db, paymentsSpec, q, func(r paymentRow) PaymentListItem {
+		return PaymentListItem{ID: r.ID, Payment: *r.payment()}
+	}, fn)
+}
+
+// NoticeListItem is a stored notification in a list: the decrypted
+// resource as it was recorded.
+type NoticeListItem struct {
+	ID uint64 `json:"id"`
+	Notice
+}
+
+// EachNotice streams the notifications matching q.
+func (s *Store) EachNotice(ctx context.Context, q ListQuery, fn func(NoticeListItem) error) error {
+	return each(ctx, s.db, noticesSpec, q, func(r notificationRow) NoticeListItem {
+		return NoticeListItem{ID: r.ID, Notice: r.notice()}
+	}, fn)
+}
+
+// RefundListItem is a refund as the finance API shows it. The refunds
+// table belongs to the refund flow; this is a read model of it.
+type RefundListItem struct {
+	ID            uint64     `json:"id"`
+	OutRefundNo   string     `json:"out_refund_no"`
+	OutTradeNo    string     `json:"out_trade_no"`
+	TransactionID string     `json:"transaction_id,omitempty"`
+	RefundID      string     `json:"refund_id,omitempty"`
+	State         string     `json:"state"`
+	Amount        int64      `json:"amount"`
+	Total         int64      `json:"total"`
+	Reason        string     `json:"reason,omitempty"`
+	Requester     string     `json:"requester"`
+	Attempts      int        `json:"attempts"`
+	LastError     string     `json:"last_error,omitempty"`
+	SuccessTime   *time.Time `json:"success_time,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+}
+
+type refundView struct {
+	ID            uint64
+	OutRefundNo   string
+	OutTradeNo    string
+	TransactionID *string
+	RefundID      *string
+	State         string
+	Amount        int64
+	Total         int64
+	Reason        string
+	Requester     string
+	Attempts      int
+	LastError     string
+	SuccessTime   *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+func (refundView) TableName() string { return "refunds" }
+
+func (r refundView) item() RefundListItem {
+	return RefundListItem{ID: r.ID, OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo,
+		TransactionID: deref(r.TransactionID), RefundID: deref(r.RefundID), State: r.State, Amount: r.Amount,
+		Total: r.Total, Reason: r.Reason, Requester: r.Requester, Attempts: r.Attempts, LastError: r.LastError,
+		SuccessTime: utcPtr(r.SuccessTime), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+}
+
+// EachRefund streams the refunds matching q.
+func (s *Store) EachRefund(ctx context.Context, q ListQuery, fn func(RefundListItem) error) error {
+	return each(ctx, s.db, refundsSpec, q, refundView.item, fn)
+}
+
+// OutboxJobListItem is a downstream job as the finance API shows it (a
+// read model of the outbox table).
+type OutboxJobListItem struct {
+	ID          uint64     `json:"id"`
+	Kind        string     `json:"kind"`
+	JobKey      string     `json:"job_key"`
+	OutTradeNo  string     `json:"out_trade_no"`
+	OutRefundNo string     `json:"out_refund_no,omitempty"`
+	Payload     string     `json:"payload"`
+	State       string     `json:"state"`
+	Attempts    int        `json:"attempts"`
+	LastError   string     `json:"last_error,omitempty"`
+	NextRunAt   time.Time  `json:"next_run_at"`
+	DoneAt      *time.Time `json:"done_at,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+}
+
+type outboxJobView struct {
+	ID          uint64
+	Kind        string
+	JobKey      string
+	OutTradeNo  string
+	OutRefundNo *string
+	Payload     string
+	State       string
+	Attempts    int
+	LastError   string
+	NextRunAt   time.Time
+	DoneAt      *time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+func (outboxJobView) TableName() string { return "outbox_jobs" }
+
+func (r outboxJobView) item() OutboxJobListItem {
+	return OutboxJobListItem{ID: r.ID, Kind: r.Kind, JobKey: r.JobKey, OutTradeNo: r.OutTradeNo,
+		OutRefundNo: deref(r.OutRefundNo), Payload: r.Payload, State: r.State, Attempts: r.Attempts,
+		LastError: r.LastError, NextRunAt: r.NextRunAt.UTC(), DoneAt: utcPtr(r.DoneAt),
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+}
+
+// EachOutboxJob streams the outbox jobs matching q.
+func (s *Store) EachOutboxJob(ctx context.Context, q ListQuery, fn func(OutboxJobListItem) error) error {
+	return each(ctx, s.db, outboxSpec, q, outboxJobView.item, fn)
+}
+
+// Refund states as the refund flow writes them; a refund that is neither
+// CLOSED nor FAILED may still move money.
+var RefundStates = []string{"CREATED", "PROCESSING", "UNKNOWN", "SUCCESS", "CLOSED", "ABNORMAL", "FAILED"}
+
+// OutboxStates are the states of an outbox job.
+var OutboxStates = []string{"PENDING", "RUNNING", "DONE", "DEAD"}
+
+// PaymentStates are the states of a payment.
+var PaymentStates = []string{string(PaymentExpected), string(PaymentSuccess), string(PaymentClosed)}

@@ -1,0 +1,324 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Reconciliation statuses.
+const (
+	ReconcileMatched    = "MATCHED"
+	ReconcileMismatched = "MISMATCHED"
+)
+
+// Mismatch kinds a reconciliation reports.
+const (
+	MismatchPaymentMissingInLedger = "PAYMENT_MISSING_IN_LEDGER" // paid in the bill, absent or not SUCCESS in the ledger
+	MismatchPaymentMissingInBill   = "PAYMENT_MISSING_IN_BILL"   // SUCCESS in the ledger that day, absent from the bill
+	MismatchPaymentAmount          = "PAYMENT_AMOUNT_MISMATCH"
+	MismatchPaymentTransaction     = "PAYMENT_TRANSACTION_MISMATCH" // another transaction_id than the ledger's
+	MismatchRefundMissingInLedger  = "REFUND_MISSING_IN_LEDGER"
+	MismatchRefundMissingInBill    = "REFUND_MISSING_IN_BILL" // SUCCESS refund created that day, absent from the bill
+	MismatchRefundAmount           = "REFUND_AMOUNT_MISMATCH"
+	MismatchRefundState            = "REFUND_STATE_MISMATCH" // SUCCESS in the bill, not in the ledger
+)
+
+// Repair outcomes of a mismatch.
+const (
+	RepairNone     = ""
+	RepairApplied  = "REPAIRED"
+	RepairRefused  = "REFUSED"  // the state machine refused it (see detail)
+	RepairDeferred = "DEFERRED" // not repaired here; a person or the refund flow acts
+)
+
+// Reconciliation is the stored report of one business day.
+type Reconciliation struct {
+	Date           string          `json:"date"`
+	Status         string          `json:"status"`
+	BillPayments   int             `json:"bill_payments"`
+	BillRefunds    int             `json:"bill_refunds"`
+	LedgerPayments int             `json:"ledger_payments"`
+	LedgerRefunds  int             `json:"ledger_refunds"`
+	BillPaid       int64           `json:"bill_paid"`
+	BillRefunded   int64           `json:"bill_refunded"`
+	LedgerPaid     int64           `json:"ledger_paid"`
+	LedgerRefunded int64           `json:"ledger_refunded"`
+	Mismatches     int             `json:"mismatches"`
+	Repaired       int             `json:"repaired"`
+	Runs           int             `json:"runs"`
+	RequestedBy    string          `json:"requested_by"`
+	CreatedAt      time.Time       `json:"created_at"`
+	UpdatedAt      time.Time       `json:"updated_at"`
+	Items          []ReconcileItem `json:"items"`
+}
+
+// ReconcileItem is one mismatch with both sides; a nil side is absent.
+type ReconcileItem struct {
+	Kind          string    `json:"kind"`
+	OutTradeNo    string    `json:"out_trade_no"`
+	TransactionID string    `json:"transaction_id,omitempty"`
+	OutRefundNo   string    `json:"out_refund_no,omitempty"`
+	Bill          *ItemSide `json:"bill"`
+	Ledger        *ItemSide `json:"ledger"`
+	Repair        string    `json:"repair,omitempty"`
+	RepairDetail  string    `json:"repair_detail,omitempty"`
+}
+
+// ItemSide is what one side says: state, amount in fen, and for the bill
+// the raw line.
+type ItemSide struct {
+	State  string `json:"state"`
+	Amount int64  `json:"amount"`
+	Line   string `json:"line,omitempty"`
+}
+
+type reconciliationRow struct {
+	ID             uint64 `gorm:"primaryKey"`
+	BillDate       string
+	Status         string
+	BillPayments   int
+	BillRefunds    int
+	LedgerPayments int
+	LedgerRefunds  int
+	BillPaid       int64
+	BillRefunded   int64
+	LedgerPaid     int64
+	LedgerRefunded int64
+	Mismatches     int
+	Repaired       int
+	Runs           int
+	RequestedBy    string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+func (reconciliationRow) TableName() string { return "reconciliations" }
+
+type reconcileItemRow struct {
+	ID               uint64 `gorm:"primaryKey"`
+	ReconciliationID uint64
+	Kind             string
+	OutTradeNo       string
+	TransactionID    string
+	OutRefundNo      string
+	BillState        string
+	BillAmount       *int64
+	LedgerState      string
+	LedgerAmount     *int64
+	BillLine         string
+	Repair           string
+	RepairDetail     string
+}
+
+func (reconcileItemRow) TableName() string { return "reconciliation_items" }
+
+// Reconcile compares a day's bill with the ledger, repairs payments the
+// ledger misses through the state machine (source reconcile), and stores
+// the report, replacing an earlier report of the same day.
+func (s *Store) Reconcile(ctx context.Context, day string, bill *Bill, requestedBy string) (*Reconciliation, error) {
+	start, err := DayStart(day)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Reconciliation{Date: DayOf(start), RequestedBy: requestedBy, BillPayments: len(bill.Payments),
+		BillRefunds: len(bill.Refunds), Items: []ReconcileItem{}}
+	if err := s.comparePayments(ctx, rep, bill, start); err != nil {
+		return nil, err
+	}
+	if err := s.compareRefunds(ctx, rep, bill, start); err != nil {
+		return nil, err
+	}
+	for _, it := range rep.Items {
+		if it.Repair == RepairApplied {
+			rep.Repaired++
+		}
+	}
+	rep.Mismatches, rep.Status = len(rep.Items), ReconcileMatched
+	if rep.Mismatches > 0 {
+		rep.Status = ReconcileMismatched
+	}
+	if err := s.saveReconciliation(ctx, rep); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *Bill, start time.Time) error {
+	keys := make([]string, len(bill.Payments))
+	for i, p := range bill.Payments {
+		keys[i] = p.OutTradeNo
+		rep.BillPaid += p.Amount
+	}
+	ledger, err := s.paymentsByNo(ctx, keys)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, bp := range bill.Payments {
+		seen[bp.OutTradeNo] = true
+		if it := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo]); it != nil {
+			rep.Items = append(rep.Items, *it)
+		}
+	}
+	q := ListQuery{State: string(PaymentSuccess)}
+	err = eachPaidOn(ctx, s.db, start, q, func(p PaymentListItem) error {
+		rep.LedgerPayments++
+		rep.LedgerPaid += p.AmountTotal
+		if !seen[p.OutTradeNo] {
+			rep.Items = append(rep.Items, ReconcileItem{Kind: MismatchPaymentMissingInBill, OutTradeNo: p.OutTradeNo,
+				TransactionID: p.TransactionID, Ledger: &ItemSide{State: string(p.State), Amount: p.AmountTotal}})
+		}
+		return nil
+	})
+	return err
+}
+
+// eachPaidOn streams the SUCCESS payments whose success_time falls on the
+// business day starting at start.
+func eachPaidOn(ctx context.Context, db *gorm.DB, start time.Time, q ListQuery, fn func(PaymentListItem) error) error {
+	spec := paymentsSpec
+	spec.timeCol = "success_time"
+	q.From, q.To = start, start.Add(24*time.Hour)
+	return each(ctx, db, spec, q, func(r paymentRow) PaymentListItem {
+		return PaymentListItem{ID: r.ID, Payment: *r.payment()}
+	}, fn)
+}
+
+func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment) *ReconcileItem {
+	it := &ReconcileItem{OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID,
+		Bill: &ItemSide{State: "SUCCESS", Amount: bp.Amount, Line: bp.Line}}
+	if lp != nil {
+		it.Ledger = &ItemSide{State: string(lp.State), Amount: ledgerAmount(lp)}
+	}
+	switch {
+	case lp == nil || lp.State != PaymentSuccess:
+		it.Kind = MismatchPaymentMissingInLedger
+		it.Repair, it.RepairDetail = s.repairPayment(ctx, bp)
+	case lp.TransactionID != bp.TransactionID:
+		it.Kind, it.Repair = MismatchPaymentTransaction, RepairDeferred
+		it.RepairDetail = "ledger has transaction " + lp.TransactionID
+	case lp.AmountTotal != bp.Amount:
+		it.Kind, it.Repair = MismatchPaymentAmount, RepairDeferred
+	default:
+		return nil
+	}
+	return it
+}
+
+func ledgerAmount(p *Payment) int64 {
+	if p.AmountTotal != 0 {
+		return p.AmountTotal
+	}
+	return p.ExpectedAmount
+}
+
+// repairPayment records a payment WeChat Pay settled but the ledger
+// missed, as a compensation notice through the state machine.
+func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, string) {
+	u := TransactionUpdate{
+		Notice: Notice{NotifyID: "reconcile:" + bp.TransactionID, Source: SourceReconcile, EventType: "RECONCILE.SUCCESS",
+			ResourceType: "trade_bill_row", Summary: "payment found in the trade bill", OutTradeNo: bp.OutTradeNo,
+			TransactionID: bp.TransactionID, Plaintext: bp.Line, CreateTime: bp.Time},
+		OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID, TradeState: "SUCCESS", AppID: bp.AppID,
+		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: bp.Amount, Currency: "CNY",
+		SuccessTime: bp.Time,
+	}
+	_, err := s.ApplyTransaction(ctx, u)
+	switch {
+	case err == nil:
+		slog.InfoContext(ctx, "reconcile repaired payment", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
+		return RepairApplied, ""
+	case errors.Is(err, ErrAlreadyRecorded):
+		return RepairApplied, "already recorded by an earlier run"
+	default:
+		slog.WarnContext(ctx, "reconcile repair refused", "out_trade_no", bp.OutTradeNo, "err", err)
+		return RepairRefused, truncate(err.Error(), 512)
+	}
+}
+
+func (s *Store) paymentsByNo(ctx context.Context, keys []string) (map[string]*Payment, error) {
+	out := map[string]*Payment{}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		var rows []paymentRow
+		if err := s.db.WithContext(ctx).Where("out_trade_no IN ?", keys[:n]).Find(&rows).Error; err != nil {
+			return nil, fmt.Errorf("read payments for reconciliation: %w", err)
+		}
+		for i := range rows {
+			out[rows[i].OutTradeNo] = rows[i].payment()
+		}
+		keys = keys[n:]
+	}
+	return out, nil
+}
+
+func (s *Store) refundsByNo(ctx context.Context, keys []string) (map[string]RefundListItem, error) {
+	out := map[string]RefundListItem{}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		var rows []refundView
+		if err := s.db.WithContext(ctx).Where("out_refund_no IN ?", keys[:n]).Find(&rows).Error; err != nil {
+			return nil, fmt.Errorf("read refunds for reconciliation: %w", err)
+		}
+		for _, r := range rows {
+			out[r.OutRefundNo] = r.item()
+		}
+		keys = keys[n:]
+	}
+	return out, nil
+}
+
+func (s *Store) compareRefunds(ctx context.Context, rep *Reconciliation, bill *Bill, start time.Time) error {
+	keys := make([]string, len(bill.Refunds))
+	for i, r := range bill.Refunds {
+		keys[i] = r.OutRefundNo
+		rep.BillRefunded += r.Amount
+	}
+	ledger, err := s.refundsByNo(ctx, keys)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, br := range bill.Refunds {
+		seen[br.OutRefundNo] = true
+		if it := checkRefund(br, ledger); it != nil {
+			rep.Items = append(rep.Items, *it)
+		}
+	}
+	q := ListQuery{State: "SUCCESS", From: start, To: start.Add(24 * time.Hour)}
+	return s.EachRefund(ctx, q, func(r RefundListItem) error {
+		rep.LedgerRefunds++
+		rep.LedgerRefunded += r.Amount
+		if !seen[r.OutRefundNo] {
+			rep.Items = append(rep.Items, ReconcileItem{Kind: MismatchRefundMissingInBill, OutTradeNo: r.OutTradeNo,
+				TransactionID: r.TransactionID, OutRefundNo: r.OutRefundNo, Repair: RepairDeferred,
+				Ledger: &ItemSide{State: r.State, Amount: r.Amount}})
+		}
+		return nil
+	})
+}
+
+func checkRefund(br BillRefund, ledger map[string]RefundListItem) *ReconcileItem {
+	it := &ReconcileItem{OutTradeNo: br.OutTradeNo, TransactionID: br.TransactionID, OutRefundNo: br.OutRefundNo,
+		Bill: &ItemSide{State: br.Status, Amount: br.Amount, Line: br.Line}, Repair: RepairDeferred}
+	lr, ok := ledger[br.OutRefundNo]
+	if ok {
+		it.Ledger = &ItemSide{State: lr.State, Amount: lr.Amount}
+	}
+	switch {
+	case !ok:
+		it.Kind = MismatchRefundMissingInLedger
+	case lr.Amount != br.Amount:
+		it.Kind = MismatchRefundAmount
+	case br.Status == "SUCCESS" && lr.State != "SUCCESS":
+		it.Kind = MismatchRefundState
+	default:
+		return nil
+	}
+	return it
+}

@@ -1,0 +1,21 @@
+CREATE TABLE reconciliations (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  bill_date CHAR(10) NOT NULL,
+  status VARCHAR(16) NOT NULL,
+  bill_payments INT NOT NULL DEFAULT 0,
+  bill_refunds INT NOT NULL DEFAULT 0,
+  ledger_payments INT NOT NULL DEFAULT 0,
+  ledger_refunds INT NOT NULL DEFAULT 0,
+  bill_paid BIGINT NOT NULL DEFAULT 0,
+  bill_refunded BIGINT NOT NULL DEFAULT 0,
+  ledger_paid BIGINT NOT NULL DEFAULT 0,
+  ledger_refunded BIGINT NOT NULL DEFAULT 0,
+  mismatches INT NOT NULL DEFAULT 0,
+  repaired INT NOT NULL DEFAULT 0,
+  runs INT NOT NULL DEFAULT 1,
+  requested_by VARCHAR(64) NOT NULL DEFAULT '',
+  created_at DATETIME(6) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_reconciliations_bill_date (bill_date)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
