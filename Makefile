@@ -9,7 +9,11 @@ GATEWAY_TEST_MYSQL_DSN ?= root@tcp(127.0.0.1:3306)/test
 GATEWAY_TEST_REDIS_ADDR ?= 127.0.0.1:6379
 export GATEWAY_TEST_MYSQL_DSN GATEWAY_TEST_REDIS_ADDR
 
-.PHONY: run build test lint vet fmt-check unit fuzz bench chaos migrate clean
+.PHONY: run build test lint vet fmt-check unit fuzz fuzz-short bench chaos migrate clean
+
+# Fuzz targets as package:FuzzName; seed corpora live in <package>/testdata/fuzz/<FuzzName>/.
+FUZZ_TARGETS := ./gateway/wechatpay:FuzzParse ./gateway:FuzzOrderRequest ./gateway:FuzzRefundRequest
+FUZZTIME ?= 30s
 
 ## run: gateway on SQLite (.run/gateway.db) with the WeChat Pay and inventory simulators in-process
 run:
@@ -19,8 +23,8 @@ run:
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-## test: vet, format check, and the whole suite with the race detector
-test: lint unit
+## test: vet, format check, the whole suite with the race detector, a few seconds of each fuzz target
+test: lint unit fuzz-short
 
 lint: vet fmt-check
 
@@ -33,6 +37,15 @@ fmt-check:
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+## fuzz: run each fuzz target for FUZZTIME (default 30s)
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+	echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+	$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; done
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## bench: gateway throughput/latency vs the bare-DB ceiling on MariaDB and SQLite; writes BENCHMARKS.md
 bench:

@@ -102,6 +102,7 @@ func writeWechatFail(c *gin.Context, err error) {
 }
 
 func logError(c *gin.Context, status int, err error) {
+	c.Set(errorCodeKey, ErrorCode(err))
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelError

@@ -25,7 +25,8 @@ type Finance struct {
 
 // Routes adds the finance routes; use it in Deps.Routes.
 func (f *Finance) Routes(r *gin.Engine, d *Deps) {
-	read := r.Group("/v1", d.Auth.Require(RoleFinance, RoleOps), auditTrail(d.Store))
+	read := r.Group("/v1", d.Auth.Require(RoleFinance, RoleOps),
+		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), auditTrail(d.Store))
 	addList(read, d, f, "/ledger/payments", paymentList)
 	addList(read, d, f, "/ledger/refunds", refundList)
 	addList(read, d, f, "/ledger/notifications", noticeList)

@@ -121,7 +121,10 @@ var Fallbacks atomic.Int64
 
 // FallbackNonces asks Primary (Redis) and, when it fails, Secondary
 // (memory): Redis being down must never stop notifications.
-type FallbackNonces struct{ Primary, Secondary Nonces }
+type FallbackNonces struct {
+	Primary, Secondary Nonces
+	Hook               func(what string) // told about each fallback (metrics)
+}
 
 // FirstSeen implements Nonces.
 func (f FallbackNonces) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (bool, error) {
@@ -129,13 +132,16 @@ func (f FallbackNonces) FirstSeen(ctx context.Context, nonce string, ttl time.Du
 	if err == nil {
 		return ok, nil
 	}
-	noteFallback(ctx, "nonce", err)
+	noteFallback(ctx, "nonce", err, f.Hook)
 	return f.Secondary.FirstSeen(ctx, nonce, ttl)
 }
 
 // FallbackLocker takes locks in Primary (Redis) and, when it fails, in
 // Secondary (memory). Tokens say which one holds a lock.
-type FallbackLocker struct{ Primary, Secondary Locker }
+type FallbackLocker struct {
+	Primary, Secondary Locker
+	Hook               func(what string) // told about each fallback (metrics)
+}
 
 // TryLock implements Locker.
 func (f FallbackLocker) TryLock(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
@@ -143,7 +149,7 @@ func (f FallbackLocker) TryLock(ctx context.Context, key string, ttl time.Durati
 	if err == nil {
 		return token, ok, nil
 	}
-	noteFallback(ctx, "lock", err)
+	noteFallback(ctx, "lock", err, f.Hook)
 	token, ok, err = f.Secondary.TryLock(ctx, key, ttl)
 	return "mem:" + token, ok, err
 }
@@ -156,13 +162,17 @@ func (f FallbackLocker) Unlock(ctx context.Context, key, token string) error {
 	return f.Primary.Unlock(ctx, key, token)
 }
 
-// FallbackHook, when set, is told about each fallback (metrics).
+// FallbackHook, when set, is told about each fallback. It is process
+// wide; prefer the Hook field of the Fallback* guards (one per gateway).
 var FallbackHook func(what string)
 
-func noteFallback(ctx context.Context, what string, err error) {
+func noteFallback(ctx context.Context, what string, err error, hook func(string)) {
 	Fallbacks.Add(1)
 	if FallbackHook != nil {
 		FallbackHook(what)
+	}
+	if hook != nil {
+		hook(what)
 	}
 	slog.WarnContext(ctx, "redis unavailable, using in-process fallback", "what", what, "err", err)
 }

@@ -167,11 +167,15 @@ func validTransaction(tx wxTransaction) error {
 // apply records a transaction update, answering replays as successes.
 func (p *Processor) apply(ctx context.Context, u ledger.TransactionUpdate) error {
 	if done, err := p.store.NoticeRecorded(ctx, u.Notice.NotifyID); err == nil && done {
+		NoteDuplicate(ctx)
 		return nil
 	}
 	unlock := p.lock(ctx, "pay:"+u.OutTradeNo)
 	defer unlock()
 	_, err := p.store.ApplyTransaction(ctx, u)
+	if errors.Is(err, ledger.ErrAlreadyRecorded) {
+		NoteDuplicate(ctx)
+	}
 	return ledgerError(err)
 }
 

@@ -14,7 +14,8 @@ import (
 // GET /v1/refunds/{out_refund_no}.
 func RefundRoutes(svc *RefundService, auth *JWTAuth) func(r *gin.Engine, d *Deps) {
 	return func(r *gin.Engine, d *Deps) {
-		api := r.Group("/v1", timeout(d.APITimeout), auth.Require())
+		api := r.Group("/v1", timeout(d.APITimeout), auth.Require(),
+			RateLimit(d.Limiter, ScopedKey("refunds", CurrentOpenID), d.Limits.Refunds))
 		api.POST("/refunds", func(c *gin.Context) { createRefund(c, d, svc) })
 		api.GET("/refunds/:out_refund_no", func(c *gin.Context) { getRefund(c, svc) })
 	}
@@ -22,7 +23,7 @@ func RefundRoutes(svc *RefundService, auth *JWTAuth) func(r *gin.Engine, d *Deps
 
 // RefundNotifyRoute adds POST /v1/wechatpay/notify/refund.
 func RefundNotifyRoute(r *gin.Engine, d *Deps) {
-	r.Group("/v1/wechatpay/notify", timeout(d.NotifyTimeout)).POST("/refund", d.refundNotify)
+	r.Group("/v1/wechatpay/notify", timeout(d.NotifyTimeout)).POST("/refund", d.Metrics.Notification("refund"), d.refundNotify)
 }
 
 func createRefund(c *gin.Context, d *Deps, svc *RefundService) {

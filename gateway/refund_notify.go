@@ -57,6 +57,7 @@ func (p *Processor) HandleRefund(ctx context.Context, header http.Header, body [
 		return err
 	}
 	if done, err := p.store.NoticeRecorded(ctx, n.ID); err == nil && done {
+		NoteDuplicate(ctx)
 		return nil
 	}
 	unlock := p.lock(ctx, "refund:"+r.OutRefundNo)
@@ -72,6 +73,8 @@ func (p *Processor) HandleRefund(ctx context.Context, header http.Header, body [
 	switch {
 	case errors.Is(err, ledger.ErrNoChange), errors.Is(err, ledger.ErrNotFound):
 		return nil // stored and flagged; redelivery would change nothing
+	case errors.Is(err, ledger.ErrAlreadyRecorded):
+		NoteDuplicate(ctx)
 	}
 	return ledgerError(err)
 }

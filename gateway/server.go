@@ -21,6 +21,9 @@ type Deps struct {
 	MaxBodyBytes  int64         // request body cap; default 64 KiB
 	NotifyTimeout time.Duration // WeChat wants an answer within 5 s; default 4 s
 	APITimeout    time.Duration // other routes; default 10 s
+	Metrics       *Metrics      // nil: no metrics
+	Limiter       Limiter       // nil: no rate limiting
+	Limits        RateLimits    // per-caller limits of the limited routes
 	// Routes lets other features add their routes to the same engine.
 	Routes []func(r *gin.Engine, d *Deps)
 }
@@ -29,15 +32,20 @@ type Deps struct {
 func NewRouter(d Deps) *gin.Engine {
 	d = withDefaults(d)
 	r := gin.New()
-	r.Use(requestID(), recovery())
+	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", d.ready)
+	if d.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(d.Metrics.Handler()))
+	}
 	notify := r.Group("/v1/wechatpay/notify", timeout(d.NotifyTimeout))
-	notify.POST("/payment", d.paymentNotify)
+	notify.POST("/payment", d.Metrics.Notification("payment"), d.paymentNotify)
 	api := r.Group("/v1", timeout(d.APITimeout))
-	api.POST("/orders", d.Auth.Require(RoleService), d.registerOrder)
-	api.GET("/ledger/payments/:out_trade_no", d.Auth.Require(RoleFinance, RoleOps), auditTrail(d.Store), d.getPayment)
+	api.POST("/orders", d.Auth.Require(RoleService), RateLimit(d.Limiter, PrincipalKey("orders"), d.Limits.Orders),
+		d.registerOrder)
+	api.GET("/ledger/payments/:out_trade_no", d.Auth.Require(RoleFinance, RoleOps),
+		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), auditTrail(d.Store), d.getPayment)
 	for _, add := range d.Routes {
 		add(r, &d)
 	}

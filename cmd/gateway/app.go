@@ -29,12 +29,14 @@ type Main struct {
 	Processor *gateway.Processor
 	Deps      *gateway.Deps
 	Redis     *redis.Client // nil without Redis
+	Metrics   *gateway.Metrics
 
 	Refunds *gateway.RefundService // nil when the refund API is off
 	Wechat  *wechatpay.Client      // nil without a merchant key
 
 	server   *http.Server
 	listener net.Listener
+	limiter  gateway.Limiter
 	jobs     []func(ctx context.Context)
 	closers  []func() error
 }
@@ -91,6 +93,9 @@ func (m *Main) openStore(ctx context.Context) error {
 }
 
 func (m *Main) wire(ctx context.Context) error {
+	if err := m.initObservability(); err != nil {
+		return err
+	}
 	notices, err := newVerifier(m.Config.WechatPay)
 	if err != nil {
 		return err
@@ -108,7 +113,8 @@ func (m *Main) wire(ctx context.Context) error {
 		notices, nonces, locker, m.Store)
 	h := m.Config.HTTP
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys, m.dbKeys()),
-		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout}
+		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
+		Metrics: m.Metrics, Limiter: m.limiter, Limits: m.Config.RateLimit.limits()}
 	if err := m.wireOutbox(ctx); err != nil {
 		return err
 	}
@@ -125,12 +131,14 @@ func (m *Main) guards() (gateway.Nonces, gateway.Locker) {
 	}
 	rc := redisstore.Config{Addr: r.Addr, Password: r.Password, DB: r.DB, Prefix: r.Prefix, PoolSize: r.PoolSize,
 		DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
-		PoolTimeout: r.PoolTimeout, OpTimeout: r.OpTimeout}
+		PoolTimeout: r.PoolTimeout, OpTimeout: r.OpTimeout, Observe: m.Metrics.ObserveRedis}
 	m.Redis = redisstore.NewClient(rc)
 	m.closers = append(m.closers, m.Redis.Close)
 	rs := redisstore.New(m.Redis, rc)
-	return gateway.FallbackNonces{Primary: rs, Secondary: memNonces},
-		gateway.FallbackLocker{Primary: rs, Secondary: memLocks}
+	hook := m.Metrics.RedisFallback
+	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook}
+	return gateway.FallbackNonces{Primary: rs, Secondary: memNonces, Hook: hook},
+		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook}
 }
 
 func newVerifier(w WechatPayConfig) (*wechatpay.Verifier, error) {

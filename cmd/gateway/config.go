@@ -22,6 +22,7 @@ type Config struct {
 	Auth      AuthConfig      `yaml:"auth"`
 	Refunds   RefundsConfig   `yaml:"refunds"`
 	Log       LogConfig       `yaml:"log"`
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
 
 	Outbox       OutboxConfig       `yaml:"outbox"`
 	Inventory    InventoryConfig    `yaml:"inventory"`
@@ -108,6 +109,7 @@ func DefaultConfig() Config {
 			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond},
 		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
 		Log:       LogConfig{Level: "info"},
+		RateLimit: defaultRateLimit(),
 
 		Outbox: defaultOutboxConfig(), Inventory: defaultInventoryConfig(), Compensation: defaultCompensationConfig(),
 	}

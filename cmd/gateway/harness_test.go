@@ -67,6 +67,7 @@ func testConfig(t *testing.T, b backend) Config {
 	cfg := DefaultConfig()
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Log.Level = "error"
+	cfg.RateLimit = RateLimitConfig{} // off; the rate limit tests set their own
 	cfg.Database.DSN = ledgertest.SQLiteDSN(t)
 	if b.mysql {
 		cfg.Database.DSN = ledgertest.MySQLDSN(t)

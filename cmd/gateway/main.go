@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"paygateway/gateway"
 )
 
 func main() {
@@ -98,5 +100,5 @@ func setupLogging(c LogConfig) {
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo
 	}
-	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	slog.SetDefault(slog.New(gateway.NewLogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))))
 }

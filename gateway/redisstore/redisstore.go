@@ -32,6 +32,8 @@ type Config struct {
 	WriteTimeout time.Duration // default 100 ms
 	PoolTimeout  time.Duration // wait for a free connection; default 100 ms
 	OpTimeout    time.Duration // whole call including retries; default 250 ms
+	// Observe, when set, is told how long each call took (metrics).
+	Observe func(op string, d time.Duration, err error)
 }
 
 // Store is a Redis-backed Nonces and Locker.
@@ -39,6 +41,7 @@ type Store struct {
 	client *redis.Client
 	prefix string
 	opTime time.Duration
+	obs    func(op string, d time.Duration, err error)
 }
 
 // NewClient returns a go-redis client with bounded pool and timeouts.
@@ -62,7 +65,15 @@ func New(client *redis.Client, cfg Config) *Store {
 	if prefix == "" {
 		prefix = "gw:"
 	}
-	return &Store{client: client, prefix: prefix, opTime: or(cfg.OpTimeout, 250*time.Millisecond)}
+	return &Store{client: client, prefix: prefix, opTime: or(cfg.OpTimeout, 250*time.Millisecond), obs: cfg.Observe}
+}
+
+// observe reports the duration of a call that started at start; use as
+// defer s.observe(op, time.Now(), &err).
+func (s *Store) observe(op string, start time.Time, err *error) {
+	if s.obs != nil {
+		s.obs(op, time.Since(start), *err)
+	}
 }
 
 // Client returns the underlying client (rate limiting shares it).
@@ -75,7 +86,8 @@ func (s *Store) Prefix() string { return s.prefix }
 func (s *Store) OpTimeout() time.Duration { return s.opTime }
 
 // FirstSeen implements gateway.Nonces.
-func (s *Store) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (bool, error) {
+func (s *Store) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (_ bool, err error) {
+	defer s.observe("nonce", time.Now(), &err)
 	ctx, cancel := context.WithTimeout(ctx, s.opTime)
 	defer cancel()
 	ok, err := s.client.SetNX(ctx, s.prefix+nonce, 1, ttl).Result()
@@ -86,7 +98,8 @@ func (s *Store) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) 
 }
 
 // TryLock implements gateway.Locker.
-func (s *Store) TryLock(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
+func (s *Store) TryLock(ctx context.Context, key string, ttl time.Duration) (_ string, _ bool, err error) {
+	defer s.observe("lock", time.Now(), &err)
 	ctx, cancel := context.WithTimeout(ctx, s.opTime)
 	defer cancel()
 	token := gateway.NewToken()
@@ -101,10 +114,11 @@ var unlockScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] the
 
 // Unlock implements gateway.Locker: it deletes the lock only if token
 // still owns it, so a lock that expired and was retaken stays held.
-func (s *Store) Unlock(ctx context.Context, key, token string) error {
+func (s *Store) Unlock(ctx context.Context, key, token string) (err error) {
+	defer s.observe("unlock", time.Now(), &err)
 	ctx, cancel := context.WithTimeout(ctx, s.opTime)
 	defer cancel()
-	err := unlockScript.Run(ctx, s.client, []string{s.prefix + "lock:" + key}, token).Err()
+	err = unlockScript.Run(ctx, s.client, []string{s.prefix + "lock:" + key}, token).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("redis unlock %s: %w", key, err)
 	}

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"paygateway/gateway"
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// hungRedis listens on a port that accepts connections and never answers.
+func hungRedis(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// metricFamily gathers one family from the gateway's own registry.
+func metricFamily(t *testing.T, m *Main, name string) *dto.MetricFamily {
+	t.Helper()
+	fams, err := m.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// TestHungRedisGatewayAnswersFromDatabase points Redis at a listener that
+// never answers: every notification must still be recorded once and
+// answered 204, and no Redis call may outlive the op timeout (measured by
+// gateway_redis_call_seconds, not by timing whole requests).
+func TestHungRedisGatewayAnswersFromDatabase(t *testing.T) {
+	for _, b := range []backend{{name: "sqlite"}, {name: "mysql", mysql: true}} {
+		t.Run(b.name, func(t *testing.T) {
+			cfg := testConfig(t, b)
+			cfg.Redis.Addr = hungRedis(t)
+			opTimeout := cfg.Redis.OpTimeout
+			m := startGateway(t, cfg)
+			k, _ := testKeys(t)
+			var ns []wxpaysim.Notification
+			var orders []string
+			for i := 0; i < 8; i++ {
+				no := uniqueNo("hung")
+				orders = append(orders, no)
+				n := mustNotification(k.PaymentNotification(paidTx(k, no, 300), wxpaysim.PublicKeyMode(), time.Now()))
+				ns = append(ns, n, mustNotification(n.Resign(k, wxpaysim.CertMode(0), time.Now())))
+			}
+			for i, s := range fire(t, m.URL()+paymentPath, ns) {
+				if s != 204 {
+					t.Errorf("delivery %d: status=%d, want 204", i, s)
+				}
+			}
+			for _, no := range orders {
+				if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
+					t.Errorf("%s: payments/history/notifications = %v, want [1 1 1]", no, got)
+				}
+			}
+			assertRedisCallsBounded(t, m, opTimeout+250*time.Millisecond)
+			fb := metricFamily(t, m, "gateway_redis_fallbacks_total")
+			if fb == nil || sumCounters(fb) < float64(len(ns)) {
+				t.Fatalf("fallbacks = %v, want at least one per delivery (%d)", fb, len(ns))
+			}
+		})
+	}
+}
+
+// assertRedisCallsBounded checks that every observation of
+// gateway_redis_call_seconds falls in a bucket at or under bound.
+func assertRedisCallsBounded(t *testing.T, m *Main, bound time.Duration) {
+	t.Helper()
+	fam := metricFamily(t, m, "gateway_redis_call_seconds")
+	if fam == nil {
+		t.Fatal("no gateway_redis_call_seconds observations")
+	}
+	var total uint64
+	for _, s := range fam.GetMetric() {
+		h := s.GetHistogram()
+		total += h.GetSampleCount()
+		var within uint64
+		for _, bk := range h.GetBucket() {
+			if bk.GetUpperBound() <= bound.Seconds() {
+				within = bk.GetCumulativeCount()
+			}
+		}
+		if within != h.GetSampleCount() {
+			t.Errorf("redis %v: %d of %d calls took longer than %v (sum %.3fs)", s.GetLabel(),
+				h.GetSampleCount()-within, h.GetSampleCount(), bound, h.GetSampleSum())
+		}
+	}
+	if total == 0 {
+		t.Fatal("no Redis calls were measured")
+	}
+}
+
+func sumCounters(f *dto.MetricFamily) float64 {
+	var n float64
+	for _, s := range f.GetMetric() {
+		n += s.GetCounter().GetValue()
+	}
+	return n
+}
+
+// TestRateLimitedAPIs: finance and the order service are limited per API
+// key with 429 ERATE_LIMITED and Retry-After; WeChat never is.
+func TestRateLimitedAPIs(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			cfg := testConfig(t, b)
+			cfg.RateLimit = RateLimitConfig{LedgerPerMinute: 1, LedgerBurst: 3, OrdersPerMinute: 1, OrdersBurst: 2}
+			m := startGateway(t, cfg)
+			for i := 0; i < 3; i++ {
+				if status, body := apiCall(t, "GET", m.URL()+"/v1/ledger/payments/nosuch"+uniqueNo(""), financeKey, nil); status != 404 {
+					t.Fatalf("call %d: status=%d body=%v, want 404 within the burst", i, status, body)
+				}
+			}
+			assertLimited(t, "GET", m.URL()+"/v1/ledger/payments/nosuch", financeKey, nil)
+			// Another principal has its own budget.
+			if status, body := apiCall(t, "GET", m.URL()+"/v1/ledger/payments/nosuch", opsKey, nil); status != 404 {
+				t.Fatalf("ops key: status=%d body=%v, want 404", status, body)
+			}
+			for i := 0; i < 2; i++ {
+				if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(uniqueNo("rl"), 100)); status != 201 {
+					t.Fatalf("order %d: status=%d body=%v", i, status, body)
+				}
+			}
+			assertLimited(t, "POST", m.URL()+"/v1/orders", serviceKey, order(uniqueNo("rl"), 100))
+			// WeChat's notifications are never limited.
+			k, _ := testKeys(t)
+			var ns []wxpaysim.Notification
+			for i := 0; i < 10; i++ {
+				ns = append(ns, good(t, k, uniqueNo("nolimit")))
+			}
+			for i, s := range fire(t, m.URL()+paymentPath, ns) {
+				if s != 204 {
+					t.Errorf("notification %d: status=%d, want 204", i, s)
+				}
+			}
+			if f := metricFamily(t, m, "gateway_rate_limited_total"); f == nil || sumCounters(f) != 2 {
+				t.Fatalf("gateway_rate_limited_total = %v, want 2", f)
+			}
+		})
+	}
+}
+
+func assertLimited(t *testing.T, method, url, key string, body any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, jsonBody(body))
+	req.Header.Set("X-Api-Key", key)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry := resp.Header.Get("Retry-After")
+	status, out := decode(t, resp)
+	if status != 429 || out["code"] != gateway.CodeRateLimited || retry == "" || retry == "0" {
+		t.Fatalf("%s %s: status=%d body=%v Retry-After=%q, want 429 ERATE_LIMITED with Retry-After", method, url, status, out, retry)
+	}
+}
+
+func jsonBody(v any) io.Reader {
+	if v == nil {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	return strings.NewReader(string(b))
+}
+
+// TestMetricsEndpoint scrapes /metrics after notifications with each
+// outcome.
+func TestMetricsEndpoint(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			n := good(t, k, uniqueNo("met"))
+			post(t, m.URL()+paymentPath, n)
+			post(t, m.URL()+paymentPath, mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now())))
+			forged := good(t, k, uniqueNo("met"))
+			forged.Header.Set("Wechatpay-Signature", "AAAA")
+			post(t, m.URL()+paymentPath, forged)
+			resp, err := httpClient.Get(m.URL() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			text := string(raw)
+			for _, want := range []string{
+				`gateway_notifications_total{kind="payment",outcome="success"} 1`,
+				`gateway_notifications_total{kind="payment",outcome="duplicate"} 1`,
+				`gateway_notifications_total{kind="payment",outcome="ESIGNATURE"} 1`,
+				`gateway_http_requests_total{code="204",method="POST",route="/v1/wechatpay/notify/payment"} 2`,
+				`gateway_http_request_duration_seconds_bucket{method="POST",route="/v1/wechatpay/notify/payment",le="+Inf"} 3`,
+				`go_sql_open_connections{db_name="ledger"}`,
+				`gateway_ledger_scrape_errors 0`,
+			} {
+				if !strings.Contains(text, want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
+			if t.Failed() {
+				t.Logf("/metrics:\n%s", text)
+			}
+		})
+	}
+}
+
+// TestLogsCarryNoSecrets runs good and bad notifications and API calls and
+// greps everything logged for the APIv3 key, the API keys, signatures and
+// the notification ciphertexts.
+func TestLogsCarryNoSecrets(t *testing.T) {
+	logs := captureLogs(t)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			secrets := map[string]string{"APIv3 key": k.APIv3Key, "service key": serviceKey,
+				"finance key": financeKey, "ops key": opsKey}
+			var sent []wxpaysim.Notification
+			n := good(t, k, uniqueNo("log"))
+			sent = append(sent, n, mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now())))
+			for _, bc := range badCases() {
+				sent = append(sent, bc.build(t, k, uniqueNo("log")))
+			}
+			for _, s := range sent {
+				post(t, m.URL()+paymentPath, s)
+			}
+			apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(uniqueNo("log"), 100))
+			apiCall(t, "GET", m.URL()+"/v1/ledger/payments/"+n.ID, financeKey, nil)
+			apiCall(t, "GET", m.URL()+"/v1/ledger/payments/x", opsKey, nil)
+			apiCall(t, "GET", m.URL()+"/v1/ledger/payments/x", "wrong-"+financeKey, nil)
+			apiCall(t, "POST", m.URL()+"/v1/orders", financeKey, map[string]any{"bogus": serviceKey})
+			for i, s := range sent {
+				if ct := ciphertext(s.Body); len(ct) > 24 {
+					secrets["ciphertext"+string(rune('A'+i))] = ct[:24]
+				}
+				if sig := s.Header.Get("Wechatpay-Signature"); len(sig) > 24 {
+					secrets["signature"+string(rune('A'+i))] = sig[:24]
+				}
+			}
+			out := logs.String()
+			if len(logLines(t, out, "http request")) < len(sent) || !strings.Contains(out, `"request_id"`) {
+				t.Fatalf("logs were not captured:\n%s", out)
+			}
+			for what, s := range secrets {
+				if strings.Contains(out, s) {
+					t.Errorf("the logs contain the %s", what)
+				}
+			}
+		})
+	}
+}
+
+func ciphertext(body []byte) string {
+	var env struct {
+		Resource struct {
+			Ciphertext string `json:"ciphertext"`
+		} `json:"resource"`
+	}
+	_ = json.Unmarshal(body, &env)
+	return env.Resource.Ciphertext
+}
+
+// captureLogs sends the default logger (as serve configures it: JSON,
+// request ids, debug level) to a buffer for the test.
+func captureLogs(t *testing.T) *logBuffer {
+	t.Helper()
+	buf := &logBuffer{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(gateway.NewLogHandler(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return buf
+}
+
+func logLines(t *testing.T, out, msg string) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", l)
+		}
+		if m["msg"] == msg {
+			lines = append(lines, m)
+		}
+	}
+	return lines
+}
+
+// TestRefundAPIRateLimitedPerOpenID: the refund API is limited per JWT
+// openid; WeChat's refund notifications never are.
+func TestRefundAPIRateLimitedPerOpenID(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundsPerMinute, c.RateLimit.RefundsBurst = 1, 2 })
+			tok := token(t, "o-rl-"+b.name)
+			for i := 0; i < 2; i++ {
+				if a := e.getRefund(t, tok, "nosuchrefund"); a.status != 404 {
+					t.Fatalf("call %d: status=%d body=%s, want 404 within the burst", i, a.status, a.body)
+				}
+			}
+			a := e.getRefund(t, tok, "nosuchrefund")
+			if a.status != 429 || a.json(t)["code"] != gateway.CodeRateLimited {
+				t.Fatalf("over the burst: status=%d body=%s, want 429 ERATE_LIMITED", a.status, a.body)
+			}
+			if a := e.getRefund(t, token(t, "o-other-"+b.name), "nosuchrefund"); a.status != 404 {
+				t.Fatalf("another openid: status=%d, want 404", a.status)
+			}
+		})
+	}
+}

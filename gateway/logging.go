@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// errorCodeKey holds the code of the error a handler answered with, for
+// the access log and the notification metrics.
+const errorCodeKey = "gateway.error_code"
+
+type requestIDCtxKey struct{}
+
+// WithRequestID returns ctx carrying the request id.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDCtxKey{}, id)
+}
+
+// RequestID returns the request id carried by ctx, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDCtxKey{}).(string)
+	return id
+}
+
+// requestContext puts the request id (set by requestID) into the request
+// context, so any slog.*Context call in a handler carries it (see
+// NewLogHandler).
+func requestContext() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Request = c.Request.WithContext(WithRequestID(c.Request.Context(), c.GetString(requestIDKey)))
+		c.Next()
+	}
+}
+
+// AccessLog logs one line per request: route, status, duration, request
+// id and the error code if any. It logs the path without the query and
+// never headers or bodies (they carry keys, signatures and ciphertext).
+func AccessLog() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		status := c.Writer.Status()
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		attrs := []any{"method", c.Request.Method, "route", c.FullPath(), "path", truncateLog(c.Request.URL.Path, 128),
+			"status", status, "duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+			"bytes", c.Writer.Size()}
+		if code := c.GetString(errorCodeKey); code != "" {
+			attrs = append(attrs, "code", code)
+		}
+		if p := CurrentPrincipal(c); p.Name != "" {
+			attrs = append(attrs, "caller", p.Name)
+		}
+		slog.Log(c.Request.Context(), level, "http request", attrs...)
+	}
+}
+
+func truncateLog(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// NewLogHandler wraps h so every record logged with a context that
+// carries a request id gets a request_id attribute.
+func NewLogHandler(h slog.Handler) slog.Handler { return ctxHandler{h} }
+
+type ctxHandler struct{ slog.Handler }
+
+// Handle implements slog.Handler.
+func (h ctxHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id := RequestID(ctx); id != "" && !hasAttr(r, "request_id") {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func hasAttr(r slog.Record, key string) bool {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		found = a.Key == key
+		return !found
+	})
+	return found
+}
+
+// WithAttrs implements slog.Handler.
+func (h ctxHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return ctxHandler{h.Handler.WithAttrs(attrs)}
+}
+
+// WithGroup implements slog.Handler.
+func (h ctxHandler) WithGroup(name string) slog.Handler { return ctxHandler{h.Handler.WithGroup(name)} }

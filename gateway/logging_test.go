@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+)
+
+// syncBuffer is a log sink safe for concurrent handlers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// captureLogs sends the default slog logger to a buffer for the test.
+func captureLogs(t *testing.T) *syncBuffer {
+	t.Helper()
+	buf := &syncBuffer{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(NewLogHandler(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return buf
+}
+
+// logLines decodes the JSON log lines whose msg is msg.
+func logLines(t *testing.T, out, msg string) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", l)
+		}
+		if m["msg"] == msg {
+			lines = append(lines, m)
+		}
+	}
+	return lines
+}
+
+func testRouter(routes ...func(r *gin.Engine, d *Deps)) *gin.Engine {
+	gin.SetMode(gin.TestMode)
+	return NewRouter(Deps{Metrics: NewMetrics(), Routes: routes})
+}
+
+func TestPanicAnswers500JSONAndIsLogged(t *testing.T) {
+	logs := captureLogs(t)
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.GET("/boom", func(*gin.Context) { panic("kaboom") })
+	})
+	req := httptest.NewRequest("GET", "/boom", nil)
+	req.Header.Set("X-Request-Id", "req-panic-1")
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, req)
+	var body map[string]string
+	_ = json.Unmarshal(w.Body.Bytes(), &body)
+	if w.Code != http.StatusInternalServerError || body["code"] != CodeInternal || body["message"] != "internal error" {
+		t.Fatalf("status=%d body=%s, want 500 EINTERNAL", w.Code, w.Body)
+	}
+	panics := logLines(t, logs.String(), "panic")
+	if len(panics) != 1 || panics[0]["request_id"] != "req-panic-1" || panics[0]["panic"] != "kaboom" {
+		t.Fatalf("panic log lines = %v, want one with the request id", panics)
+	}
+	access := logLines(t, logs.String(), "http request")
+	if len(access) != 1 || access[0]["status"] != float64(500) || access[0]["route"] != "/boom" {
+		t.Fatalf("access log = %v, want one 500 line for /boom", access)
+	}
+}
+
+func TestHandlerLogsCarryRequestID(t *testing.T) {
+	logs := captureLogs(t)
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.GET("/hello", func(c *gin.Context) {
+			slog.InfoContext(c.Request.Context(), "inside handler", "out_trade_no", "T1")
+			c.Status(http.StatusNoContent)
+		})
+	})
+	req := httptest.NewRequest("GET", "/hello?secret=x", nil)
+	req.Header.Set("X-Request-Id", "req-42")
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, req)
+	if w.Header().Get("X-Request-Id") != "req-42" {
+		t.Fatalf("X-Request-Id=%q, want req-42", w.Header().Get("X-Request-Id"))
+	}
+	for _, msg := range []string{"inside handler", "http request"} {
+		lines := logLines(t, logs.String(), msg)
+		if len(lines) != 1 || lines[0]["request_id"] != "req-42" {
+			t.Fatalf("%q lines = %v, want one with request_id req-42", msg, lines)
+		}
+	}
+	if strings.Contains(logs.String(), "secret=x") {
+		t.Fatalf("the query string was logged: %s", logs)
+	}
+}
+
+func TestMetricsCountRoutesByTemplate(t *testing.T) {
+	m := NewMetrics()
+	gin.SetMode(gin.TestMode)
+	r := NewRouter(Deps{Metrics: m, Routes: []func(*gin.Engine, *Deps){func(r *gin.Engine, _ *Deps) {
+		r.GET("/items/:id", func(c *gin.Context) { c.Status(http.StatusOK) })
+	}}})
+	for _, p := range []string{"/items/1", "/items/2", "/nowhere"} {
+		r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
+	}
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`gateway_http_requests_total{code="200",method="GET",route="/items/:id"} 2`,
+		`gateway_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+	} {
+		if !strings.Contains(w.Body.String(), want) {
+			t.Fatalf("metrics lack %s:\n%s", want, w.Body)
+		}
+	}
+}

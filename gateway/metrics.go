@@ -1,0 +1,301 @@
+package gateway
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the gateway's Prometheus collectors in a registry of its
+// own, so several gateways can run in one process (tests) without
+// clashing on the global default registry. A nil *Metrics is valid and
+// records nothing.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests       *prometheus.CounterVec   // gateway_http_requests_total{route,method,code}
+	Latency        *prometheus.HistogramVec // gateway_http_request_duration_seconds{route,method}
+	Notifications  *prometheus.CounterVec   // gateway_notifications_total{kind,outcome}
+	RedisCalls     *prometheus.HistogramVec // gateway_redis_call_seconds{op,result}
+	RedisFallbacks *prometheus.CounterVec   // gateway_redis_fallbacks_total{what}
+	RateLimited    *prometheus.CounterVec   // gateway_rate_limited_total{route}
+}
+
+// redisBuckets resolve the region around the Redis op timeout (250 ms by
+// default) finely enough to show that no call outlives it.
+var redisBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .15, .2, .25, .3, .4, .5, .75, 1, 2.5}
+
+// NewMetrics builds the collectors and registers them, together with the
+// Go runtime and process collectors, on a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_http_requests_total",
+			Help: "HTTP requests by route template, method and status code."}, []string{"route", "method", "code"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_http_request_duration_seconds",
+			Help: "HTTP request latency by route template.", Buckets: prometheus.DefBuckets}, []string{"route", "method"}),
+		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_notifications_total",
+			Help: "WeChat Pay notifications by kind and outcome (success, duplicate or the error code)."},
+			[]string{"kind", "outcome"}),
+		RedisCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_redis_call_seconds",
+			Help: "Time spent in each Redis call, including pool wait and retries.", Buckets: redisBuckets},
+			[]string{"op", "result"}),
+		RedisFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_redis_fallbacks_total",
+			Help: "Redis-backed guards that fell back to in-process structures."}, []string{"what"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_rate_limited_total",
+			Help: "Requests refused with 429 ERATE_LIMITED, by route template."}, []string{"route"}),
+	}
+	m.Registry.MustRegister(m.Requests, m.Latency, m.Notifications, m.RedisCalls, m.RedisFallbacks, m.RateLimited,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry, Timeout: 5 * time.Second})
+}
+
+// Middleware counts every request by route template (c.FullPath(), so
+// /v1/ledger/payments/:out_trade_no is one series) and records latency.
+func (m *Metrics) Middleware() gin.HandlerFunc {
+	if m == nil {
+		return func(c *gin.Context) { c.Next() }
+	}
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched" // never the raw path: it would make unbounded series
+		}
+		m.Requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
+		m.Latency.WithLabelValues(route, c.Request.Method).Observe(time.Since(start).Seconds())
+		if c.GetBool(rateLimitedKey) {
+			m.RateLimited.WithLabelValues(route).Inc()
+		}
+	}
+}
+
+// Notification counts the outcome of each notification on the routes it
+// wraps (kind is "payment", "refund", …): "success" for a first
+// recording, "duplicate" when the ledger already had it (see
+// NoteDuplicate), else the error code answered (ESIGNATURE, EREPLAY, …).
+func (m *Metrics) Notification(kind string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ctx, dup := withDuplicateMark(c.Request.Context())
+		c.Request = c.Request.WithContext(ctx)
+		c.Next()
+		if m == nil {
+			return
+		}
+		outcome := "success"
+		switch code := c.GetString(errorCodeKey); {
+		case code != "":
+			outcome = code
+		case c.Writer.Status() >= 300:
+			outcome = "status_" + strconv.Itoa(c.Writer.Status())
+		case dup.Load():
+			outcome = "duplicate"
+		}
+		m.Notifications.WithLabelValues(kind, outcome).Inc()
+	}
+}
+
+// ObserveRedis records how long one Redis call took.
+func (m *Metrics) ObserveRedis(op string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.RedisCalls.WithLabelValues(op, result).Observe(d.Seconds())
+}
+
+// RedisFallback counts one fallback to the in-process guard.
+func (m *Metrics) RedisFallback(what string) {
+	if m != nil {
+		m.RedisFallbacks.WithLabelValues(what).Inc()
+	}
+}
+
+// RegisterDB adds the connection pool statistics of db
+// (go_sql_* series) and the ledger gauges read from it on each scrape.
+func (m *Metrics) RegisterDB(db *sql.DB) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(collectors.NewDBStatsCollector(db, "ledger"), newLedgerCollector(db))
+}
+
+// duplicateMark is set by NoteDuplicate on the request context.
+type duplicateMark struct {
+	mu  sync.Mutex
+	dup bool
+}
+
+func (d *duplicateMark) Load() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dup
+}
+
+type duplicateKey struct{}
+
+func withDuplicateMark(ctx context.Context) (context.Context, *duplicateMark) {
+	d := &duplicateMark{}
+	return context.WithValue(ctx, duplicateKey{}, d), d
+}
+
+// NoteDuplicate tells the notification metrics that the request was a
+// replay the ledger already had (answered 2xx, nothing changed).
+func NoteDuplicate(ctx context.Context) {
+	if d, ok := ctx.Value(duplicateKey{}).(*duplicateMark); ok {
+		d.mu.Lock()
+		d.dup = true
+		d.mu.Unlock()
+	}
+}
+
+// ledgerCollector reads refund, outbox and dead-letter gauges with plain
+// SQL counts on each scrape (bounded by a short timeout), so it works
+// whatever code writes those tables.
+type ledgerCollector struct {
+	db                                                         *sql.DB
+	refunds, outboxJobs, outboxOldest, outboxAttempts, scrapeE *prometheus.Desc
+}
+
+func newLedgerCollector(db *sql.DB) *ledgerCollector {
+	return &ledgerCollector{db: db,
+		refunds: prometheus.NewDesc("gateway_refunds", "Refunds by state.", []string{"state"}, nil),
+		outboxJobs: prometheus.NewDesc("gateway_outbox_jobs",
+			"Outbox jobs by kind and state (state DEAD = dead letters).", []string{"kind", "state"}, nil),
+		outboxOldest: prometheus.NewDesc("gateway_outbox_oldest_pending_age_seconds",
+			"Age of the oldest outbox job not yet done or dead, by kind.", []string{"kind"}, nil),
+		outboxAttempts: prometheus.NewDesc("gateway_outbox_attempts_total",
+			"Outbox attempts recorded, by outcome.", []string{"outcome"}, nil),
+		scrapeE: prometheus.NewDesc("gateway_ledger_scrape_errors", "1 if reading ledger gauges failed.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (l *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.outboxAttempts, l.scrapeE} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (l *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	failed := 0.0
+	queries := []struct {
+		sql  string
+		desc *prometheus.Desc
+		typ  prometheus.ValueType
+	}{
+		{"SELECT state, COUNT(*) FROM refunds GROUP BY state", l.refunds, prometheus.GaugeValue},
+		{"SELECT kind, state, COUNT(*) FROM outbox_jobs GROUP BY kind, state", l.outboxJobs, prometheus.GaugeValue},
+		{"SELECT outcome, COUNT(*) FROM outbox_attempts GROUP BY outcome", l.outboxAttempts, prometheus.CounterValue},
+	}
+	for _, q := range queries {
+		if err := l.collectCounts(ctx, ch, q.sql, q.desc, q.typ); err != nil {
+			slog.WarnContext(ctx, "metrics: read ledger gauge", "err", err)
+			failed = 1
+		}
+	}
+	if err := l.collectOldest(ctx, ch); err != nil {
+		slog.WarnContext(ctx, "metrics: read outbox age", "err", err)
+		failed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(l.scrapeE, prometheus.GaugeValue, failed)
+}
+
+// collectCounts emits one metric per row: label columns then a count.
+func (l *ledgerCollector) collectCounts(ctx context.Context, ch chan<- prometheus.Metric, q string,
+	desc *prometheus.Desc, typ prometheus.ValueType) error {
+	rows, err := l.db.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		labels := make([]string, len(cols)-1)
+		var n int64
+		dest := make([]any, len(cols))
+		for i := range labels {
+			dest[i] = &labels[i]
+		}
+		dest[len(cols)-1] = &n
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		ch <- prometheus.MustNewConstMetric(desc, typ, float64(n), labels...)
+	}
+	return rows.Err()
+}
+
+// collectOldest reads the creation time of the oldest unfinished job per
+// kind; the age is computed here so the SQL stays portable.
+func (l *ledgerCollector) collectOldest(ctx context.Context, ch chan<- prometheus.Metric) error {
+	rows, err := l.db.QueryContext(ctx,
+		"SELECT kind, MIN(created_at) FROM outbox_jobs WHERE state NOT IN ('DONE','DEAD') GROUP BY kind")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind string
+		var oldest sqlTime
+		if err := rows.Scan(&kind, &oldest); err != nil {
+			return err
+		}
+		ch <- prometheus.MustNewConstMetric(l.outboxOldest, prometheus.GaugeValue, time.Since(oldest.Time).Seconds(), kind)
+	}
+	return rows.Err()
+}
+
+// sqlTime scans a DATETIME from MySQL (time.Time with parseTime) or
+// SQLite (text) alike.
+type sqlTime struct{ time.Time }
+
+// Scan implements sql.Scanner.
+func (t *sqlTime) Scan(v any) error {
+	switch x := v.(type) {
+	case time.Time:
+		t.Time = x
+	case string:
+		return t.parse(x)
+	case []byte:
+		return t.parse(string(x))
+	}
+	return nil
+}
+
+func (t *sqlTime) parse(s string) error {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999-07:00", "2006-01-02 15:04:05.999999"} {
+		if p, err := time.Parse(layout, s); err == nil {
+			t.Time = p
+			return nil
+		}
+	}
+	return nil
+}

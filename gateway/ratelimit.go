@@ -1,0 +1,178 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Limit is a per-caller rate: PerMinute sustained, Burst at once. A zero
+// PerMinute means unlimited.
+type Limit struct {
+	PerMinute int
+	Burst     int
+}
+
+// interval is the GCRA emission interval: one request per interval.
+func (l Limit) interval() time.Duration { return time.Minute / time.Duration(l.PerMinute) }
+
+func (l Limit) burst() int {
+	if l.Burst < 1 {
+		return 1
+	}
+	return l.Burst
+}
+
+// Decision is a limiter's answer for one request.
+type Decision struct {
+	Allowed    bool
+	RetryAfter time.Duration // when refused: how long until one request fits
+}
+
+// Limiter decides whether the caller named by key may make one more
+// request. Implementations use GCRA (generic cell rate algorithm): one
+// timestamp per key, Burst requests at once, then PerMinute per minute.
+type Limiter interface {
+	Allow(ctx context.Context, key string, limit Limit) (Decision, error)
+}
+
+// RateLimits are the per-caller limits of the limited route groups. The
+// WeChat notification routes are never limited: WeChat must always get
+// through.
+type RateLimits struct {
+	Ledger  Limit // /v1/ledger/*, keyed by API-key principal
+	Orders  Limit // /v1/orders, keyed by API-key principal
+	Refunds Limit // /v1/refunds, keyed by JWT openid
+}
+
+// RateLimit refuses callers over limit with 429 ERATE_LIMITED and a
+// Retry-After header. keyFunc names the caller (e.g. PrincipalKey); an
+// empty key, a nil limiter or a zero limit lets the request through. If
+// the limiter fails the request goes through too: limiting protects
+// capacity, it must not take the API down.
+func RateLimit(l Limiter, keyFunc func(c *gin.Context) string, limit Limit) gin.HandlerFunc {
+	if l == nil || limit.PerMinute <= 0 {
+		return func(c *gin.Context) { c.Next() }
+	}
+	return func(c *gin.Context) {
+		key := keyFunc(c)
+		if key == "" {
+			c.Next()
+			return
+		}
+		d, err := l.Allow(c.Request.Context(), key, limit)
+		if err != nil {
+			slog.WarnContext(c.Request.Context(), "rate limiter unavailable, letting the request through", "err", err)
+			c.Next()
+			return
+		}
+		if !d.Allowed {
+			secs := int(math.Ceil(d.RetryAfter.Seconds()))
+			if secs < 1 {
+				secs = 1
+			}
+			c.Header("Retry-After", strconv.Itoa(secs))
+			c.Set(rateLimitedKey, true)
+			writeError(c, &Error{Code: CodeRateLimited, Message: "too many requests, retry after " + strconv.Itoa(secs) + " s"})
+			return
+		}
+		c.Next()
+	}
+}
+
+const rateLimitedKey = "gateway.rate_limited"
+
+// PrincipalKey keys the limit by the API-key principal that Auth.Require
+// let through, within scope ("ledger", "orders", …).
+func PrincipalKey(scope string) func(c *gin.Context) string {
+	return func(c *gin.Context) string {
+		if p := CurrentPrincipal(c); p.Name != "" {
+			return "rl:" + scope + ":" + p.Name
+		}
+		return ""
+	}
+}
+
+// ScopedKey keys the limit by whatever id returns (e.g. the JWT openid),
+// within scope.
+func ScopedKey(scope string, id func(c *gin.Context) string) func(c *gin.Context) string {
+	return func(c *gin.Context) string {
+		if v := id(c); v != "" {
+			return "rl:" + scope + ":" + v
+		}
+		return ""
+	}
+}
+
+// MemoryLimiter is an in-process GCRA limiter: used alone without Redis,
+// and as the fallback when Redis fails (limits then hold per instance).
+type MemoryLimiter struct {
+	mu    sync.Mutex
+	tat   map[string]time.Time // theoretical arrival time per key
+	now   func() time.Time
+	calls int
+}
+
+// NewMemoryLimiter returns an empty in-process limiter.
+func NewMemoryLimiter() *MemoryLimiter {
+	return &MemoryLimiter{tat: map[string]time.Time{}, now: time.Now}
+}
+
+// Allow implements Limiter.
+func (m *MemoryLimiter) Allow(_ context.Context, key string, limit Limit) (Decision, error) {
+	if limit.PerMinute <= 0 {
+		return Decision{Allowed: true}, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.sweep(now)
+	t := limit.interval()
+	tat := m.tat[key]
+	if tat.Before(now) {
+		tat = now
+	}
+	next := tat.Add(t)
+	if allowAt := next.Add(-time.Duration(limit.burst()) * t); now.Before(allowAt) {
+		return Decision{RetryAfter: allowAt.Sub(now)}, nil
+	}
+	m.tat[key] = next
+	return Decision{Allowed: true}, nil
+}
+
+// sweep drops keys whose arrival time has passed (they are back to a full
+// burst) every few thousand calls, keeping the map bounded by the active
+// callers.
+func (m *MemoryLimiter) sweep(now time.Time) {
+	m.calls++
+	if m.calls%4096 != 0 {
+		return
+	}
+	for k, tat := range m.tat {
+		if tat.Before(now) {
+			delete(m.tat, k)
+		}
+	}
+}
+
+// FallbackLimiter asks Primary (Redis, shared by all instances) and, when
+// it fails, Secondary (memory, per instance).
+type FallbackLimiter struct {
+	Primary, Secondary Limiter
+	Hook               func(what string) // told about each fallback (metrics)
+}
+
+// Allow implements Limiter.
+func (f FallbackLimiter) Allow(ctx context.Context, key string, limit Limit) (Decision, error) {
+	d, err := f.Primary.Allow(ctx, key, limit)
+	if err == nil {
+		return d, nil
+	}
+	noteFallback(ctx, "ratelimit", err, f.Hook)
+	return f.Secondary.Allow(ctx, key, limit)
+}

@@ -1,0 +1,114 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+func TestMemoryLimiterGCRA(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := NewMemoryLimiter()
+	l.now = func() time.Time { return now }
+	limit := Limit{PerMinute: 60, Burst: 3} // one per second, three at once
+	steps := []struct {
+		name    string
+		advance time.Duration
+		allowed bool
+		retry   time.Duration
+	}{
+		{"burst 1", 0, true, 0},
+		{"burst 2", 0, true, 0},
+		{"burst 3", 0, true, 0},
+		{"over burst", 0, false, time.Second},
+		{"half a second later", 500 * time.Millisecond, false, 500 * time.Millisecond},
+		{"one interval later", 500 * time.Millisecond, true, 0},
+		{"again refused", 0, false, time.Second},
+		{"idle refills the burst", 10 * time.Second, true, 0},
+		{"burst 2 after idle", 0, true, 0},
+		{"burst 3 after idle", 0, true, 0},
+		{"over burst after idle", 0, false, time.Second},
+	}
+	for _, s := range steps {
+		now = now.Add(s.advance)
+		d, err := l.Allow(context.Background(), "k", limit)
+		if err != nil || d.Allowed != s.allowed || d.RetryAfter != s.retry {
+			t.Fatalf("%s: got %+v err=%v, want allowed=%v retry=%v", s.name, d, err, s.allowed, s.retry)
+		}
+	}
+	if d, _ := l.Allow(context.Background(), "other", limit); !d.Allowed {
+		t.Fatalf("another key shares the limit: %+v", d)
+	}
+}
+
+type limiterFunc func(ctx context.Context, key string, limit Limit) (Decision, error)
+
+func (f limiterFunc) Allow(ctx context.Context, key string, limit Limit) (Decision, error) {
+	return f(ctx, key, limit)
+}
+
+func TestRateLimitMiddleware(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	limit := Limit{PerMinute: 60, Burst: 2}
+	refuse := limiterFunc(func(context.Context, string, Limit) (Decision, error) {
+		return Decision{RetryAfter: 1500 * time.Millisecond}, nil
+	})
+	broken := limiterFunc(func(context.Context, string, Limit) (Decision, error) {
+		return Decision{}, errors.New("redis down")
+	})
+	byHeader := func(c *gin.Context) string { return c.GetHeader("X-Caller") }
+	cases := []struct {
+		name       string
+		limiter    Limiter
+		limit      Limit
+		caller     string
+		wantStatus int
+		wantRetry  string
+	}{
+		{"refused", refuse, limit, "a", http.StatusTooManyRequests, "2"},
+		{"no key is not limited", refuse, limit, "", http.StatusOK, ""},
+		{"zero limit is off", refuse, Limit{}, "a", http.StatusOK, ""},
+		{"nil limiter is off", nil, limit, "a", http.StatusOK, ""},
+		{"broken limiter lets through", broken, limit, "a", http.StatusOK, ""},
+		{"memory limiter allows within burst", NewMemoryLimiter(), limit, "a", http.StatusOK, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := gin.New()
+			r.GET("/x", RateLimit(tc.limiter, byHeader, tc.limit), func(c *gin.Context) { c.Status(http.StatusOK) })
+			req := httptest.NewRequest("GET", "/x", nil)
+			req.Header.Set("X-Caller", tc.caller)
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code != tc.wantStatus || w.Header().Get("Retry-After") != tc.wantRetry {
+				t.Fatalf("status=%d Retry-After=%q, want %d %q", w.Code, w.Header().Get("Retry-After"), tc.wantStatus, tc.wantRetry)
+			}
+			if tc.wantStatus == http.StatusTooManyRequests && !strings.Contains(w.Body.String(), `"code":"ERATE_LIMITED"`) {
+				t.Fatalf("body=%s, want code ERATE_LIMITED", w.Body)
+			}
+		})
+	}
+}
+
+func TestFallbackLimiterUsesSecondaryWhenPrimaryFails(t *testing.T) {
+	broken := limiterFunc(func(context.Context, string, Limit) (Decision, error) {
+		return Decision{}, errors.New("redis down")
+	})
+	var hooked []string
+	f := FallbackLimiter{Primary: broken, Secondary: NewMemoryLimiter(), Hook: func(w string) { hooked = append(hooked, w) }}
+	limit := Limit{PerMinute: 1, Burst: 1}
+	first, err1 := f.Allow(context.Background(), "k", limit)
+	second, err2 := f.Allow(context.Background(), "k", limit)
+	if err1 != nil || err2 != nil || !first.Allowed || second.Allowed {
+		t.Fatalf("first=%+v/%v second=%+v/%v, want allowed then refused by the memory limiter", first, err1, second, err2)
+	}
+	if len(hooked) != 2 || hooked[0] != "ratelimit" {
+		t.Fatalf("hook calls = %v, want two ratelimit fallbacks", hooked)
+	}
+}

@@ -1,0 +1,53 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"paygateway/gateway"
+)
+
+var _ gateway.Limiter = (*Store)(nil)
+
+// gcraScript is GCRA on one key holding the theoretical arrival time (TAT)
+// in microseconds of Redis's own clock, so instances with skewed clocks
+// share one limit. ARGV: emission interval (µs), burst. Returns
+// {allowed, retry_after_µs}.
+var gcraScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local nexttat = tat + interval
+local allowat = nexttat - burst * interval
+if now < allowat then
+  return {0, allowat - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', nexttat), 'PX', math.ceil((nexttat - now) / 1000) + 1)
+return {1, 0}
+`)
+
+// Allow implements gateway.Limiter with GCRA in one Lua script.
+func (s *Store) Allow(ctx context.Context, key string, limit gateway.Limit) (d gateway.Decision, err error) {
+	if limit.PerMinute <= 0 {
+		return gateway.Decision{Allowed: true}, nil
+	}
+	defer s.observe("ratelimit", time.Now(), &err)
+	ctx, cancel := context.WithTimeout(ctx, s.opTime)
+	defer cancel()
+	interval := (time.Minute / time.Duration(limit.PerMinute)).Microseconds()
+	burst := max(limit.Burst, 1)
+	res, err := gcraScript.Run(ctx, s.client, []string{s.prefix + key}, interval, burst).Int64Slice()
+	if err != nil {
+		return gateway.Decision{}, fmt.Errorf("redis rate limit: %w", err)
+	}
+	if len(res) != 2 {
+		return gateway.Decision{}, fmt.Errorf("redis rate limit: unexpected reply %v", res)
+	}
+	return gateway.Decision{Allowed: res[0] == 1, RetryAfter: time.Duration(res[1]) * time.Microsecond}, nil
+}

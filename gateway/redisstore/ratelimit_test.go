@@ -1,0 +1,70 @@
+package redisstore_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"paygateway/gateway"
+	"paygateway/gateway/redisstore"
+	"paygateway/gateway/redisstore/redistest"
+)
+
+// TestRateLimitSharedAcrossInstances gives two stores (two gateway
+// instances) the same Redis and prefix: together they allow exactly the
+// burst, concurrently.
+func TestRateLimitSharedAcrossInstances(t *testing.T) {
+	cfg := redistest.Config(t)
+	a := redisstore.New(redisstore.NewClient(cfg), cfg)
+	b := redisstore.New(redisstore.NewClient(cfg), cfg)
+	t.Cleanup(func() { a.Client().Close(); b.Client().Close() })
+	limit := gateway.Limit{PerMinute: 1, Burst: 5}
+	var allowed atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			d, err := s.Allow(context.Background(), "rl:test:caller", limit)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if d.Allowed {
+				allowed.Add(1)
+			} else if d.RetryAfter <= 0 || d.RetryAfter > time.Minute {
+				t.Errorf("refused with RetryAfter=%v, want within one interval", d.RetryAfter)
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed.Load() != 5 {
+		t.Fatalf("allowed %d, want the burst of 5", allowed.Load())
+	}
+	if d, err := a.Allow(context.Background(), "rl:test:other", limit); err != nil || !d.Allowed {
+		t.Fatalf("another caller: %+v %v, want allowed", d, err)
+	}
+}
+
+func TestRateLimitRefillsAfterInterval(t *testing.T) {
+	s := redistest.Store(t)
+	limit := gateway.Limit{PerMinute: 600, Burst: 1} // one per 100 ms
+	ctx := context.Background()
+	if d, err := s.Allow(ctx, "k", limit); err != nil || !d.Allowed {
+		t.Fatalf("first: %+v %v", d, err)
+	}
+	d, err := s.Allow(ctx, "k", limit)
+	if err != nil || d.Allowed {
+		t.Fatalf("second: %+v %v, want refused", d, err)
+	}
+	time.Sleep(d.RetryAfter + 20*time.Millisecond)
+	if d, err := s.Allow(ctx, "k", limit); err != nil || !d.Allowed {
+		t.Fatalf("after RetryAfter: %+v %v, want allowed", d, err)
+	}
+}
