@@ -64,17 +64,20 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// inTx runs fn in a transaction, retrying a few times when MySQL picks it
-// as a deadlock victim or a lock wait times out; fn must be safe to rerun.
+// inTx runs fn in a transaction, retrying when MySQL picks it as a
+// deadlock victim or a lock wait times out; fn must be safe to rerun.
+// Duplicate-key checks take shared next-key locks even under READ
+// COMMITTED, so many twins of one order deadlock in rounds; each round
+// lets at least one through, so a growing, jittered budget always drains.
 func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	var err error
-	for attempt := 0; attempt < 10; attempt++ {
+	for attempt := 0; attempt < 40; attempt++ {
 		err = s.db.WithContext(ctx).Transaction(fn)
 		if !retryableTxError(err) || ctx.Err() != nil {
 			return err
 		}
-		// Jitter spreads the retrying victims apart.
-		time.Sleep(time.Duration(1+rand.IntN(5*(attempt+1))) * time.Millisecond)
+		ceiling := min(2*(attempt+1), 50) // ms
+		time.Sleep(time.Duration(1+rand.IntN(ceiling)) * time.Millisecond)
 	}
 	return err
 }
