@@ -26,7 +26,7 @@ var (
 )
 
 // testKeys generates one set of throwaway keys per test binary.
-func testKeys(t *testing.T) (*wxpaysim.Keys, string) {
+func testKeys(t testing.TB) (*wxpaysim.Keys, string) {
 	t.Helper()
 	keysOnce.Do(func() {
 		k, err := wxpaysim.GenerateKeys("1900000109", "wxtestappid000001")
@@ -61,7 +61,7 @@ type backend struct {
 var backends = []backend{{name: "sqlite"}, {name: "mysql+redis", mysql: true, redis: true}}
 
 // testConfig builds a config for a gateway on ":0" using the test keys.
-func testConfig(t *testing.T, b backend) Config {
+func testConfig(t testing.TB, b backend) Config {
 	t.Helper()
 	k, dir := testKeys(t)
 	cfg := DefaultConfig()
@@ -88,7 +88,7 @@ func testConfig(t *testing.T, b backend) Config {
 }
 
 // startGateway runs a gateway until the test ends.
-func startGateway(t *testing.T, cfg Config) *Main {
+func startGateway(t testing.TB, cfg Config) *Main {
 	t.Helper()
 	m, err := NewMain(context.Background(), cfg)
 	if err != nil {
@@ -108,7 +108,7 @@ func startGateway(t *testing.T, cfg Config) *Main {
 	return m
 }
 
-func waitReady(t *testing.T, base string) {
+func waitReady(t testing.TB, base string) {
 	t.Helper()
 	for i := 0; i < 100; i++ {
 		resp, err := http.Get(base + "/readyz")
