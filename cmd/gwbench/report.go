@@ -92,7 +92,24 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 		}
 	}
 	b.WriteString(benchTargets)
+	b.WriteString(keptSection(path))
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// chaosHeading starts the chaos run's section of BENCHMARKS.md, written by
+// hand from `make chaos`; a new benchmark keeps it.
+const chaosHeading = "\n## Chaos run"
+
+// keptSection returns the chaos section of the existing file at path, if any.
+func keptSection(path string) string {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if i := strings.Index(string(old), chaosHeading); i >= 0 {
+		return string(old[i:])
+	}
+	return ""
 }
 
 const benchPreamble = `What is measured (all over real HTTP against the gateway binary as a child process):
