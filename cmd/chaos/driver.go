@@ -22,6 +22,9 @@ type order struct {
 	err    error
 }
 
+// openid is the payer's: only this user may refund the order.
+func (o *order) openid() string { return "oU" + o.no }
+
 // delivery is one POST WeChat (or a forger) makes.
 type delivery struct {
 	order  *order
@@ -115,7 +118,7 @@ func (d *driver) signed(ctx context.Context, o *order) (wxpaysim.Notification, e
 	fresh := false
 	o.once.Do(func() {
 		fresh = true
-		tx, err := d.w.sim.Pay(ctx, o.no, o.amount, "", true)
+		tx, err := d.w.sim.Pay(ctx, o.no, o.amount, o.openid(), true)
 		if err != nil {
 			o.err = err
 			return

@@ -69,8 +69,9 @@ func PrintReport(w io.Writer, r *Report) {
 	for _, e := range r.FaultErrors {
 		fmt.Fprintln(w, "  FAULT ERROR:", e)
 	}
-	fmt.Fprintf(w, "  refund storm: %d requests, %d answered 2xx\n", r.StormSent, r.StormOK)
-	fmt.Fprintf(w, "  outbox jobs: %d; inventory simulator: %s\n", r.JobsTotal, r.InventoryStats)
+	fmt.Fprintln(w, "  refund storm:", r.Storm)
+	fmt.Fprintf(w, "  ledger refunds: %s\n", r.RefundStates)
+	fmt.Fprintf(w, "  outbox jobs: %d (%s); inventory simulator: %s\n", r.JobsTotal, r.JobsStates, r.InventoryStats)
 	fmt.Fprintln(w, "invariants (all must be 0):")
 	PrintInvariants(w, r.Invariants)
 }

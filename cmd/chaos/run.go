@@ -20,9 +20,10 @@ type Report struct {
 	Elapsed        time.Duration
 	Faults         []string
 	FaultErrors    []error
-	StormSent      int
-	StormOK        int
+	Storm          string
 	JobsTotal      int
+	JobsStates     string
+	RefundStates   string
 	InventoryStats string
 	Invariants     []Invariant
 }
@@ -65,21 +66,22 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		for float64(d.progress.Load()) < 0.3*float64(len(plan)) && fctx.Err() == nil {
 			sleep(fctx, 50*time.Millisecond)
 		}
-		st = runStorm(fctx, w, d)
+		st = runStorm(ctx, w, d) // not fctx: the storm finishes even if the deliveries are done
 	})
 	d.run(ctx, plan)
 	stopFaults()
 	wg.Wait()
 	rep := &Report{Deliveries: len(plan), Attempts: d.attempts, Accepted: len(d.accepted), GaveUp: len(d.gaveUp),
 		Forged: len(d.forgedOrders), Elapsed: time.Since(start), Faults: faults.lines, FaultErrors: faults.errs,
-		StormSent: st.sent, StormOK: st.ok}
+		Storm: st.summary()}
 	if err := w.heal(ctx); err != nil {
 		return rep, err
 	}
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
-		ForgedAccepted: d.forgedAccepted, StormKeys: st.keys, StormSkipped: st.skipped}
+		ForgedAccepted: d.forgedAccepted, Storm: st}
 	drain(ctx, w, o, ev)
-	rep.JobsTotal = ev.JobsTotal
+	rep.JobsTotal, rep.JobsStates = ev.JobsTotal, ev.JobsStates
+	rep.RefundStates = countBy(ctx, w, "SELECT state, COUNT(*) FROM refunds GROUP BY state ORDER BY state")
 	s := w.inv.Stats()
 	rep.InventoryStats = fmt.Sprintf("posts %d, confirmations %d, duplicates %d, faults %d", s.Posts, s.Confirmations,
 		s.Duplicates, s.Faults)
@@ -98,27 +100,45 @@ func (w *world) heal(ctx context.Context) error {
 	return nil
 }
 
-// drain waits until every outbox job is done (done_at set) or the drain
-// timeout passes. With no jobs at all the outbox feature is not merged.
+// drain waits until every outbox job is DONE and every refund settled,
+// or the drain timeout passes.
 func drain(ctx context.Context, w *world, o Options, ev *Evidence) {
 	deadline := time.Now().Add(o.DrainTimeout)
 	for {
-		var total, pending int
-		err := w.sql.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(SUM(done_at IS NULL), 0) FROM outbox_jobs").
-			Scan(&total, &pending)
+		err := w.sql.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(state <> 'DONE'), 0) FROM outbox_jobs`).
+			Scan(&ev.JobsTotal, &ev.JobsPending)
+		if err == nil {
+			err = w.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM refunds
+				WHERE state IN ('CREATED', 'PROCESSING', 'UNKNOWN')`).Scan(&ev.RefundsPending)
+		}
 		if err != nil {
-			ev.DrainErr = fmt.Errorf("read outbox_jobs: %w", err)
+			ev.DrainErr = fmt.Errorf("read the ledger: %w", err)
 			return
 		}
-		ev.JobsTotal, ev.JobsPending = total, pending
-		ev.InventoryUsed = w.inv.Stats().Posts > 0
-		if total == 0 {
-			ev.DrainSkipped = "skipped: feature not merged (no outbox jobs written)"
-			return
-		}
-		if pending == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+		if (ev.JobsPending == 0 && ev.RefundsPending == 0) || time.Now().After(deadline) || ctx.Err() != nil {
+			ev.JobsStates = countBy(ctx, w, "SELECT CONCAT(kind, ' ', state), COUNT(*) FROM outbox_jobs GROUP BY kind, state ORDER BY 1")
+			o.logf("chaos: drain ended: %d of %d jobs not done, %d refunds pending", ev.JobsPending, ev.JobsTotal, ev.RefundsPending)
 			return
 		}
 		sleep(ctx, 500*time.Millisecond)
 	}
+}
+
+// countBy renders a "label, count" query as "label n, label n".
+func countBy(ctx context.Context, w *world, q string) string {
+	rows, err := w.sql.QueryContext(ctx, q)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer rows.Close()
+	var parts []string
+	for rows.Next() {
+		var label string
+		var n int
+		if err := rows.Scan(&label, &n); err != nil {
+			return "error: " + err.Error()
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", label, n))
+	}
+	return strings.Join(parts, ", ")
 }

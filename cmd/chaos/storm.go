@@ -11,86 +11,174 @@ import (
 	"time"
 )
 
-// The refund storm is pluggable: it probes POST /v1/refunds and, while the
-// refunds feature is not merged (404), reports itself skipped. Once the
-// route exists it fires, for StormOrders paid orders, StormRepeats
-// concurrent requests per idempotency key, with three keys per order whose
-// amounts add up to more than was paid, so both "one refund per key" and
-// "Σrefunds ≤ paid" are tested.
-//
-// LEAD: align refundRequest with the merged refunds API (body, JWT).
+// The refund storm hits StormOrders paid orders through POST /v1/refunds
+// while the faults run. Each order gets stormKeys idempotency keys, each a
+// partial refund of 40% + 1 fen, so two fit and the third would exceed the
+// paid amount (the money rule must refuse it). Every key is sent
+// StormRepeats times concurrently with the same parameters, as a client
+// retrying in parallel would. A request is repeated, with the same key,
+// until it gets a final answer: a connection error (gateway killed), a 5xx
+// or 409 EIN_FLIGHT means "try again".
 
-const skippedRefunds = "skipped: feature not merged (POST /v1/refunds answers 404)"
+const (
+	stormKeys     = 3
+	stormParallel = 16 // orders stormed at once
+	stormDeadline = 2 * time.Minute
+)
 
 // storm is the outcome of the refund storm.
 type storm struct {
-	keys    map[string]int // out_trade_no → distinct idempotency keys used
-	skipped string
-	sent    int
-	ok      int
+	mu      sync.Mutex
+	keys    map[string]int             // out_trade_no → distinct idempotency keys used
+	answers map[string]map[string]bool // idempotency key → out_refund_no its 2xx/422 answers named
+	status  map[string]int             // final answers by status and code, for the report
+	sent    int                        // POSTs, retries included
+	ok      int                        // final 2xx answers
+	err     error                      // the storm could not run (e.g. no token)
 }
 
-func refundsExist(ctx context.Context, client *http.Client, base string) bool {
-	for range 20 {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/refunds", bytes.NewReader([]byte("{}")))
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			return resp.StatusCode != http.StatusNotFound
-		}
-		sleep(ctx, 250*time.Millisecond) // the gateway may be restarting
-	}
-	return false
+// refundBody is exactly what POST /v1/refunds accepts.
+type refundBody struct {
+	OutTradeNo string `json:"out_trade_no"`
+	Amount     int64  `json:"amount"`
+	Reason     string `json:"reason"`
 }
 
-// refundRequest builds one refund creation call with an idempotency key.
-func refundRequest(ctx context.Context, w *world, o *order, key string, amount int64) *http.Request {
-	body, _ := json.Marshal(map[string]any{"out_trade_no": o.no, "out_refund_no": key, "amount": amount,
-		"reason": "chaos storm"})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, w.gw.URL()+"/v1/refunds", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", key)
-	req.Header.Set("X-Api-Key", w.id.APIKeys["service"])
-	return req
+// refundAnswer is the part of an answer the storm checks.
+type refundAnswer struct {
+	Code        string `json:"code"`
+	OutRefundNo string `json:"out_refund_no"`
+	Refund      *struct {
+		OutRefundNo string `json:"out_refund_no"`
+	} `json:"refund"`
 }
 
 // runStorm fires the storm at orders the gateway has accepted so far.
 func runStorm(ctx context.Context, w *world, d *driver) *storm {
-	s := &storm{keys: map[string]int{}}
-	if !refundsExist(ctx, d.client, w.gw.URL()) {
-		s.keys, s.skipped = nil, skippedRefunds
-		return s
-	}
-	var mu sync.Mutex
+	s := &storm{keys: map[string]int{}, answers: map[string]map[string]bool{}, status: map[string]int{}}
+	ctx, cancel := context.WithTimeout(ctx, stormDeadline)
+	defer cancel()
+	sem := make(chan struct{}, stormParallel)
 	var wg sync.WaitGroup
 	for _, o := range d.paidSoFar(d.o.StormOrders) {
-		// Three keys: amount/2 + 1 each, so at most two may succeed.
-		for k := range 3 {
-			key := fmt.Sprintf("RS%s-%d", o.no, k)
-			s.keys[o.no]++
-			for range d.o.StormRepeats {
-				wg.Go(func() {
-					ok := sendRefund(ctx, d.client, refundRequest(ctx, w, o, key, o.amount/2+1))
-					mu.Lock()
-					s.sent++
-					if ok {
-						s.ok++
-					}
-					mu.Unlock()
-				})
-			}
+		token, err := w.id.UserToken(o.openid(), time.Hour)
+		if err != nil {
+			s.err = err
+			break
 		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			s.order(ctx, w, d, o, token)
+		})
 	}
 	wg.Wait()
 	return s
 }
 
-func sendRefund(ctx context.Context, c *http.Client, req *http.Request) bool {
+// order storms one order: every key StormRepeats times, all at once.
+func (s *storm) order(ctx context.Context, w *world, d *driver, o *order, token string) {
+	body, _ := json.Marshal(refundBody{OutTradeNo: o.no, Amount: o.amount*2/5 + 1, Reason: "chaos storm"})
+	var wg sync.WaitGroup
+	for k := range stormKeys {
+		key := fmt.Sprintf("RS-%s-%d", o.no, k)
+		s.mu.Lock()
+		s.keys[o.no]++
+		s.mu.Unlock()
+		for range d.o.StormRepeats {
+			wg.Go(func() { s.request(ctx, d.client, w.gw.URL(), token, key, body) })
+		}
+	}
+	wg.Wait()
+}
+
+// request sends one refund request until it gets a final answer.
+func (s *storm) request(ctx context.Context, c *http.Client, base, token, key string, body []byte) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		status, a, err := postRefund(ctx, c, base, token, key, body)
+		s.mu.Lock()
+		s.sent++
+		s.mu.Unlock()
+		if err == nil && !retryable(status, a.Code) {
+			s.final(key, status, a)
+			return
+		}
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, time.Second)
+	}
+	s.final(key, 0, refundAnswer{Code: "storm deadline"})
+}
+
+// retryable answers leave the request to be sent again with the same key:
+// the gateway is down or overloaded, or the key's first request is still
+// running.
+func retryable(status int, code string) bool {
+	return status >= 500 || status == http.StatusTooManyRequests ||
+		(status == http.StatusConflict && code == "EIN_FLIGHT")
+}
+
+func (s *storm) final(key string, status int, a refundAnswer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status[fmt.Sprintf("%d %s", status, a.Code)]++
+	if status/100 == 2 {
+		s.ok++
+	}
+	no := a.OutRefundNo
+	if a.Refund != nil {
+		no = a.Refund.OutRefundNo
+	}
+	if no != "" {
+		if s.answers[key] == nil {
+			s.answers[key] = map[string]bool{}
+		}
+		s.answers[key][no] = true
+	}
+}
+
+func postRefund(ctx context.Context, c *http.Client, base, token, key string, body []byte) (int, refundAnswer, error) {
+	var a refundAnswer
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/refunds", bytes.NewReader(body))
+	if err != nil {
+		return 0, a, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Idempotency-Key", key)
 	resp, err := c.Do(req)
 	if err != nil {
-		return false
+		return 0, a, err
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode/100 == 2
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return 0, a, err
+	}
+	_ = json.Unmarshal(b, &a) // a non-JSON answer leaves a empty
+	return resp.StatusCode, a, nil
+}
+
+// summary is the storm's line in the report.
+func (s *storm) summary() string {
+	if s == nil {
+		return "did not run"
+	}
+	out := fmt.Sprintf("%d POSTs for %d orders × %d keys, %d final 2xx; final answers %v", s.sent, len(s.keys),
+		stormKeys, s.ok, s.status)
+	if s.err != nil {
+		out += "; error: " + s.err.Error()
+	}
+	return out
+}
+
+// keysFor is how many idempotency keys the storm used on order no (0 when
+// the storm did not touch it, or did not run).
+func (s *storm) keysFor(no string) int {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[no]
 }

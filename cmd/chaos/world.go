@@ -76,12 +76,19 @@ func (w *world) start(ctx context.Context, o Options) error {
 	if w.id, err = stack.NewIdentity(filepath.Join(w.dir, "keys")); err != nil {
 		return err
 	}
+	// The port is fixed before the simulators start: WeChat's refund
+	// notifications go to the gateway, which restarts on the same port.
+	port, err := stack.FreePort()
+	if err != nil {
+		return err
+	}
+	w.gw = &stack.Gateway{Bin: bin, Dir: w.dir, Port: port}
 	simURL, err := w.serve(ctx, o)
 	if err != nil {
 		return err
 	}
-	env := w.id.Env("mysql://"+w.db.DSN("chaos"), w.redis.Addr(), simURL[0], simURL[1])
-	w.gw = &stack.Gateway{Bin: bin, Dir: w.dir, Env: env}
+	w.gw.Env = append(w.id.Env("mysql://"+w.db.DSN("chaos"), w.redis.Addr(), simURL[0], simURL[1]),
+		chaosEnv(w.gw.URL())...)
 	w.closers = append(w.closers, w.gw.Stop)
 	if err := w.gw.Start(ctx); err != nil {
 		return fmt.Errorf("gateway (log %s): %w", filepath.Join(w.dir, "gateway.log"), err)
@@ -92,10 +99,12 @@ func (w *world) start(ctx context.Context, o Options) error {
 // serve starts the WeChat Pay and inventory simulators; it returns their URLs.
 func (w *world) serve(ctx context.Context, o Options) ([2]string, error) {
 	var urls [2]string
-	w.sim = wxpaysim.New(w.id.Keys, wxpaysim.Options{})
+	w.sim = wxpaysim.New(w.id.Keys, wxpaysim.Options{RefundNotifyURL: w.gw.URL() + refundNotifyPath,
+		NotifyRetryDelays: refundNotifyRetries})
 	w.closers = append(w.closers, w.sim.Close)
 	w.inv = inventorysim.New()
-	f := inventorysim.Faults{ErrorRate: o.InventoryErrors, ApplyThenTimeoutRate: o.InventoryTimeout}
+	f := inventorysim.Faults{ErrorRate: o.InventoryErrors, ApplyThenTimeoutRate: o.InventoryTimeout,
+		ApplyThenTimeoutDelay: inventoryStall}
 	if err := f.Validate(); err != nil {
 		return urls, err
 	}
@@ -115,6 +124,47 @@ func (w *world) serve(ctx context.Context, o Options) ([2]string, error) {
 		urls[i] = "http://" + ln.Addr().String()
 	}
 	return urls, nil
+}
+
+const refundNotifyPath = "/v1/wechatpay/notify/refund"
+
+// refundNotifyRetries outlast a gateway restart, as WeChat's do.
+var refundNotifyRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second, 10 * time.Second}
+
+// Outbox timing for the run. The inventory simulator fails half its calls
+// and applies-then-stalls a fifth of them; with the production defaults
+// (5 s call timeout, 1 s → 5 min backoff) thousands of jobs would still be
+// waiting out their backoff long after the run. The fault rates stay as
+// demanded; only the clocks are shortened: a stall lasts just longer than
+// the client's timeout, so every stall is a real timeout.
+const (
+	inventoryTimeout = 300 * time.Millisecond
+	inventoryStall   = 600 * time.Millisecond
+)
+
+// chaosEnv is the gateway configuration the run adds to the stack's:
+// chaos-sized outbox, compensation and refund clocks, refunds notified to
+// the gateway at base.
+func chaosEnv(base string) []string {
+	return []string{
+		"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL=" + base + refundNotifyPath,
+		"GATEWAY_OUTBOX_WORKERS=32",
+		"GATEWAY_OUTBOX_BATCH=20",
+		"GATEWAY_OUTBOX_POLL_INTERVAL=50ms",
+		"GATEWAY_OUTBOX_INITIAL_INTERVAL=50ms",
+		"GATEWAY_OUTBOX_MAX_INTERVAL=1s",
+		"GATEWAY_OUTBOX_LEASE=3s",
+		"GATEWAY_INVENTORY_TIMEOUT=" + inventoryTimeout.String(),
+		"GATEWAY_COMPENSATION_INTERVAL=5s",
+		"GATEWAY_COMPENSATION_SAFETY_BUFFER=30s",
+		// A refund request killed with the gateway is taken over after
+		// IN_FLIGHT; the janitor settles refunds whose notification was lost.
+		"GATEWAY_REFUNDS_CALL_TIMEOUT=3s",
+		"GATEWAY_REFUNDS_IN_FLIGHT=5s",
+		"GATEWAY_REFUNDS_SAFETY_BUFFER=3s",
+		"GATEWAY_REFUNDS_RECHECK=3s",
+		"GATEWAY_REFUNDS_JANITOR_INTERVAL=1s",
+	}
 }
 
 func (w *world) close() {

@@ -7,73 +7,55 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"time"
 
 	"paygateway/gateway/wechatpay/wxpaysim"
 )
 
-// The refund stage is pluggable. It probes POST /v1/refunds: while the
-// refunds feature is not merged the route answers 404 and the stage reports
-// "n/a (refunds not merged)" instead of a number. Once it exists the stage
-// pays orders through the simulator and times refund creation.
-//
-// LEAD: when the refunds branch is merged, align newRefundRequest with its
-// API (path, body, how a caller authenticates: JWT) — that is the only
-// function that knows the API's shape.
+// The refund stage times POST /v1/refunds: orders are paid in the
+// simulator (which the refund calls reach) and notified to the gateway,
+// then each is refunded once, with a user JWT for its payer and a fresh
+// Idempotency-Key, closed loop.
 
-// refundsMerged reports whether the gateway serves POST /v1/refunds.
-func refundsMerged(ctx context.Context, client *http.Client, base string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/refunds", bytes.NewReader([]byte("{}")))
-	if err != nil {
-		return false, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode != http.StatusNotFound, nil
+// refundBody is exactly what POST /v1/refunds accepts.
+type refundBody struct {
+	OutTradeNo string `json:"out_trade_no"`
+	Amount     int64  `json:"amount"`
+	Reason     string `json:"reason"`
 }
 
-// newRefundRequest builds one refund creation call. The bearer token comes
-// from GWBENCH_REFUND_TOKEN when set (a JWT the refunds feature accepts);
-// otherwise the service API key is sent.
-func newRefundRequest(ctx context.Context, e *env, base, outTradeNo, outRefundNo string, amount int64) (*http.Request, error) {
-	body, _ := json.Marshal(map[string]any{"out_trade_no": outTradeNo, "out_refund_no": outRefundNo,
-		"amount": amount, "reason": "gwbench"})
+// newRefundRequest builds one refund creation call by the payer of outTradeNo.
+func newRefundRequest(ctx context.Context, base, token, key, outTradeNo string, amount int64) (*http.Request, error) {
+	body, _ := json.Marshal(refundBody{OutTradeNo: outTradeNo, Amount: amount, Reason: "gwbench"})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/refunds", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", outRefundNo)
-	if tok := os.Getenv("GWBENCH_REFUND_TOKEN"); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	} else {
-		req.Header.Set("X-Api-Key", e.id.APIKeys["service"])
-	}
+	req.Header.Set("Idempotency-Key", key)
+	req.Header.Set("Authorization", "Bearer "+token)
 	return req, nil
 }
+
+func payerOf(outTradeNo string) string { return "oB" + outTradeNo }
 
 // refundStage returns a human-readable outcome: a rate, or why there is none.
 func refundStage(ctx context.Context, e *env, t *target, p *poster, n, c int) string {
 	if n <= 0 {
 		return "n/a (disabled with -refunds 0)"
 	}
-	merged, err := refundsMerged(ctx, p.client, t.gw.URL())
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	if !merged {
-		return "n/a (refunds not merged)"
-	}
 	orders, err := paidOrders(ctx, e, p, t.name, n)
 	if err != nil {
 		return "error preparing paid orders: " + err.Error()
 	}
+	tokens := make([]string, n)
+	for i, no := range orders {
+		if tokens[i], err = e.id.UserToken(payerOf(no), time.Hour); err != nil {
+			return "error: " + err.Error()
+		}
+	}
 	r := closedLoop(n, c, func(i int) error {
-		req, err := newRefundRequest(ctx, e, t.gw.URL(), orders[i], fmt.Sprintf("R%s", orders[i]), 10)
+		req, err := newRefundRequest(ctx, t.gw.URL(), tokens[i], "K"+orders[i], orders[i], 10)
 		if err != nil {
 			return err
 		}
@@ -101,7 +83,7 @@ func paidOrders(ctx context.Context, e *env, p *poster, tag string, n int) ([]st
 	orders := make([]string, n)
 	notes, err := signAll(n, func(i int) (wxpaysim.Notification, error) {
 		orders[i] = fmt.Sprintf("RF%s%s%06d", tag[:1], stamp, i)
-		tx, err := e.sim.Pay(ctx, orders[i], 1000, "", true)
+		tx, err := e.sim.Pay(ctx, orders[i], 1000, payerOf(orders[i]), true)
 		if err != nil {
 			return wxpaysim.Notification{}, err
 		}

@@ -92,7 +92,24 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 		}
 	}
 	b.WriteString(benchTargets)
+	b.WriteString(keptSection(path))
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// chaosHeading starts the chaos run's section of BENCHMARKS.md, written by
+// hand from `make chaos`; a new benchmark keeps it.
+const chaosHeading = "\n## Chaos run"
+
+// keptSection returns the chaos section of the existing file at path, if any.
+func keptSection(path string) string {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if i := strings.Index(string(old), chaosHeading); i >= 0 {
+		return string(old[i:])
+	}
+	return ""
 }
 
 const benchPreamble = `What is measured (all over real HTTP against the gateway binary as a child process):
@@ -106,6 +123,10 @@ const benchPreamble = `What is measured (all over real HTTP against the gateway 
   same kind. new ÷ ceiling is how much of the database's capacity the gateway keeps.
 - **gateway CPU**: user+system CPU of the gateway process (from /proc/<pid>/stat) per callback; it excludes
   the database's and the driver's CPU. Signatures are made before each timed phase.
+- **refund creation**: POST /v1/refunds, one per paid order (10 fen of 1000), each with a user JWT (HS256)
+  for the order's payer and its own Idempotency-Key, closed loop at the highest concurrency level; the
+  gateway records the refund and calls WeChat Pay's refund API (the simulator, in the driver's process)
+  before answering.
 - MySQL runs use a fresh database on the local MariaDB and the local Redis; SQLite runs use a temp file and
   no Redis. The benchmark driver shares the machine's cores with the gateway and the database.
 `

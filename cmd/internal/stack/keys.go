@@ -1,8 +1,14 @@
 package stack
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"paygateway/gateway"
 	"paygateway/gateway/wechatpay/wxpaysim"
@@ -15,11 +21,13 @@ const (
 )
 
 // Identity is the key material shared by a harness, its simulators and the
-// gateway it starts, plus API keys for each role.
+// gateway it starts, plus API keys for each role and the HS256 secret the
+// refund API checks user tokens with.
 type Identity struct {
-	Keys    *wxpaysim.Keys
-	KeysDir string
-	APIKeys map[string]string // role → plain key
+	Keys      *wxpaysim.Keys
+	KeysDir   string
+	APIKeys   map[string]string // role → plain key
+	JWTSecret []byte            // random per run; see UserToken
 }
 
 // NewIdentity generates WeChat Pay keys into dir and one API key per role.
@@ -31,16 +39,34 @@ func NewIdentity(dir string) (*Identity, error) {
 	if err := k.WriteDir(dir); err != nil {
 		return nil, err
 	}
-	id := &Identity{Keys: k, KeysDir: dir, APIKeys: map[string]string{}}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("jwt secret: %w", err)
+	}
+	id := &Identity{Keys: k, KeysDir: dir, APIKeys: map[string]string{}, JWTSecret: []byte(hex.EncodeToString(secret))}
 	for _, role := range []string{"service", "finance", "ops"} {
 		id.APIKeys[role] = role + "-" + gateway.NewToken()
 	}
 	return id, nil
 }
 
+// UserToken mints the user JWT the refund API expects from the business
+// backend: HS256 over JWTSecret, claim openid, valid for ttl.
+func (id *Identity) UserToken(openid string, ttl time.Duration) (string, error) {
+	now := time.Now()
+	claims := jwt.MapClaims{"openid": openid, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(id.JWTSecret)
+	if err != nil {
+		return "", fmt.Errorf("sign user token: %w", err)
+	}
+	return tok, nil
+}
+
 // Env returns the GATEWAY_* variables for database dsn, redis address
 // (may be empty), the WeChat Pay simulator at wxURL and the inventory
-// simulator at invURL (either may be empty).
+// simulator at invURL (either may be empty). The refund API is on (JWT
+// secret and merchant key) and the rate limits are off: a harness measures
+// and tortures the gateway, it must not be throttled by it.
 func (id *Identity) Env(dsn, redisAddr, wxURL, invURL string) []string {
 	k := id.Keys
 	env := []string{
@@ -54,14 +80,15 @@ func (id *Identity) Env(dsn, redisAddr, wxURL, invURL string) []string {
 		"GATEWAY_WECHATPAY_PUBLIC_KEY_ID=" + k.PublicKeyID,
 		"GATEWAY_WECHATPAY_MERCHANT_SERIAL=" + k.MerchantSerial,
 		"GATEWAY_WECHATPAY_MERCHANT_PRIVATE_KEY_FILE=" + filepath.Join(id.KeysDir, "merchant_private_key.pem"),
+		"GATEWAY_REFUNDS_JWT_HS256_SECRET=" + string(id.JWTSecret),
+		"GATEWAY_RATE_LIMIT_REFUNDS_PER_MINUTE=0",
+		"GATEWAY_RATE_LIMIT_LEDGER_PER_MINUTE=0",
 	}
 	if wxURL != "" {
 		env = append(env, "GATEWAY_WECHATPAY_BASE_URL="+wxURL)
 	}
 	if invURL != "" {
-		// The inventory section arrives with the outbox branch; until then the
-		// gateway ignores these variables.
-		env = append(env, "GATEWAY_INVENTORY_BASE_URL="+invURL, "GATEWAY_INVENTORY_URL="+invURL)
+		env = append(env, "GATEWAY_INVENTORY_BASE_URL="+invURL)
 	}
 	var specs []string
 	for role, key := range id.APIKeys {

@@ -147,7 +147,11 @@ func (s *Sim) ResendPayment(ctx context.Context, outTradeNo string) (int, error)
 	if s.opts.NotifyURL == "" {
 		return 0, errors.New("wxpaysim: no NotifyURL configured")
 	}
-	status, err := s.deliver(ctx, n, s.opts.NotifyURL)
+	again, err := n.Resign(s.keys, s.currentSignMode(), s.now())
+	if err != nil {
+		return 0, fmt.Errorf("wxpaysim: resend %s: %w", outTradeNo, err)
+	}
+	status, err := s.deliver(ctx, again, s.opts.NotifyURL)
 	s.recordPaymentNotify(outTradeNo, status)
 	return status, err
 }

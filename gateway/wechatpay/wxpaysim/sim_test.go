@@ -318,3 +318,42 @@ func isTransport(err error) bool {
 }
 
 func isNil(err error) bool { return err == nil }
+
+// TestResendPaymentResigns checks that a resend is what WeChat redelivers:
+// the same notification id with a fresh nonce and a valid signature, so a
+// gateway's replay guard does not refuse it.
+func TestResendPaymentResigns(t *testing.T) {
+	h := sdkNotifyHandler(t, testKeys(t))
+	var mu sync.Mutex
+	ids, nonces := map[string]int{}, map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var plain map[string]any
+		nonce := r.Header.Get("Wechatpay-Nonce")
+		req, err := h.ParseNotifyRequest(r.Context(), r, &plain)
+		if err != nil {
+			http.Error(w, `{"code":"FAIL","message":"bad signature"}`, http.StatusUnauthorized)
+			return
+		}
+		mu.Lock()
+		ids[req.ID]++
+		nonces[nonce]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	sim, _ := startSim(t, wxpaysim.Options{NotifyURL: srv.URL, NotifyRetryDelays: []time.Duration{}})
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "T2", 100, "o2", false); err != nil {
+		t.Fatalf("Pay: %v", err)
+	}
+	for i := range 2 {
+		if status, err := sim.ResendPayment(ctx, "T2"); err != nil || status != http.StatusNoContent {
+			t.Fatalf("resend %d: status=%d err=%v", i, status, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 1 || len(nonces) != 3 {
+		t.Fatalf("ids=%v nonces=%v, want one id delivered 3 times with 3 distinct nonces", ids, nonces)
+	}
+}
