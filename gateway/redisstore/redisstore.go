@@ -90,11 +90,27 @@ func (s *Store) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) 
 	defer s.observe("nonce", time.Now(), &err)
 	ctx, cancel := context.WithTimeout(ctx, s.opTime)
 	defer cancel()
-	ok, err := s.client.SetNX(ctx, s.prefix+nonce, 1, ttl).Result()
+	ok, err := s.setOwned(ctx, s.prefix+nonce, gateway.NewToken(), ttl)
 	if err != nil {
 		return false, fmt.Errorf("redis nonce: %w", err)
 	}
 	return ok, nil
+}
+
+// setOwned is SET NX that survives go-redis's own retry: when a reply is
+// late the client sends the command again, and the retry finds the key its
+// first try set. The value is a per-call token, so reading it back tells
+// "someone else set it" from "our earlier attempt set it".
+func (s *Store) setOwned(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
+	ok, err := s.client.SetNX(ctx, key, token, ttl).Result()
+	if err != nil || ok {
+		return ok, err
+	}
+	got, err := s.client.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil // set by someone else and already expired
+	}
+	return got == token, err
 }
 
 // TryLock implements gateway.Locker.
@@ -103,7 +119,7 @@ func (s *Store) TryLock(ctx context.Context, key string, ttl time.Duration) (_ s
 	ctx, cancel := context.WithTimeout(ctx, s.opTime)
 	defer cancel()
 	token := gateway.NewToken()
-	ok, err := s.client.SetNX(ctx, s.prefix+"lock:"+key, token, ttl).Result()
+	ok, err := s.setOwned(ctx, s.prefix+"lock:"+key, token, ttl)
 	if err != nil {
 		return "", false, fmt.Errorf("redis lock %s: %w", key, err)
 	}

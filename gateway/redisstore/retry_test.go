@@ -1,0 +1,91 @@
+package redisstore_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"paygateway/gateway/redisstore"
+	"paygateway/gateway/redisstore/redistest"
+)
+
+// slowFirstReply proxies to Redis and holds back the reply to the first
+// command mentioning marker past the client's read timeout, so go-redis
+// sends the command again after the first already took effect.
+func slowFirstReply(t *testing.T, target, marker string, delay time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var seen, pending atomic.Bool
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						up.Close()
+						return
+					}
+					if bytes.Contains(buf[:n], []byte(marker)) && seen.CompareAndSwap(false, true) {
+						pending.Store(true)
+					}
+					if _, err := up.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := up.Read(buf)
+					if err != nil {
+						c.Close()
+						return
+					}
+					if pending.CompareAndSwap(true, false) {
+						time.Sleep(delay)
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestRetriedSetNXStillSeesItsOwnWrite(t *testing.T) {
+	base := redistest.Config(t)
+	cfg := base
+	cfg.Addr = slowFirstReply(t, base.Addr, "nonce-retried", 300*time.Millisecond)
+	cfg.ReadTimeout, cfg.OpTimeout = 100*time.Millisecond, 2*time.Second
+	c := redisstore.NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
+	s := redisstore.New(c, cfg)
+	fresh, err := s.FirstSeen(context.Background(), "nonce-retried", time.Minute)
+	if err != nil {
+		t.Fatalf("FirstSeen: %v", err)
+	}
+	if !fresh {
+		t.Fatal("a genuine first nonce was reported as a replay after a client retry")
+	}
+	if again, _ := s.FirstSeen(context.Background(), "nonce-retried", time.Minute); again {
+		t.Fatal("the replay of the nonce was reported fresh")
+	}
+}
