@@ -172,6 +172,22 @@ func (o *Outbox) Claim(ctx context.Context, worker string, n int, lease time.Dur
 	return out, nil
 }
 
+var _ retry.Releaser = (*Outbox)(nil)
+
+// Release implements retry.Releaser: a claim never attempted goes back to
+// PENDING, due now, without counting an attempt.
+func (o *Outbox) Release(ctx context.Context, job retry.Job, worker string) error {
+	now := o.s.now()
+	err := o.s.db.WithContext(ctx).Model(&outboxJobRow{}).
+		Where("id = ? AND state = ? AND lease_owner = ? AND attempts = ?", job.ID, JobRunning, worker, job.Attempt).
+		Updates(map[string]any{"state": JobPending, "lease_owner": nil, "lease_until": nil, "next_run_at": now,
+			"attempts": gorm.Expr("attempts - 1"), "updated_at": now}).Error
+	if err != nil {
+		return fmt.Errorf("release outbox job %d: %w", job.ID, err)
+	}
+	return nil
+}
+
 // Complete implements retry.Queue.
 func (o *Outbox) Complete(ctx context.Context, a retry.Attempt) error {
 	return o.settle(ctx, a, map[string]any{"state": JobDone, "done_at": a.FinishedAt.UTC(), "last_error": ""})

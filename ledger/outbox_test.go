@@ -128,3 +128,30 @@ func TestOutboxLeaseAndSettle(t *testing.T) {
 		}
 	})
 }
+
+func TestOutboxReleaseGivesBackAnUnstartedClaim(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n5", "ob-o5", "ob-tx5", 100)); err != nil {
+			t.Fatal(err)
+		}
+		q := s.Outbox()
+		a, err := q.Claim(ctx, "w-a", 10, time.Hour)
+		if err != nil || len(a) != 1 {
+			t.Fatalf("claim = %+v, err %v", a, err)
+		}
+		if err := q.Release(ctx, a[0], "w-stranger"); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := q.Claim(ctx, "w-b", 10, time.Hour); len(b) != 0 {
+			t.Fatalf("a stranger released someone else's claim: %+v", b)
+		}
+		if err := q.Release(ctx, a[0], "w-a"); err != nil {
+			t.Fatal(err)
+		}
+		b, err := q.Claim(ctx, "w-b", 10, time.Hour)
+		if err != nil || len(b) != 1 || b[0].ID != a[0].ID || b[0].Attempt != 1 {
+			t.Fatalf("claim after release = %+v, err %v (want the same job, still attempt 1)", b, err)
+		}
+	})
+}

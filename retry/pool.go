@@ -69,8 +69,9 @@ func defaultName() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 }
 
-// Run runs the workers until ctx ends. A job being handled when ctx ends
-// is abandoned to its lease, so another worker picks it up.
+// Run runs the workers until ctx ends. An attempt under way when ctx ends
+// still finishes (bounded by its lease) and is stored; claimed jobs not
+// yet started are released when the queue is a Releaser.
 func (p *Pool) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i := 0; i < p.cfg.Workers; i++ {
@@ -100,13 +101,29 @@ func (p *Pool) RunOnce(ctx context.Context, worker string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, job := range jobs {
+	for i, job := range jobs {
 		if ctx.Err() != nil {
+			p.release(ctx, worker, jobs[i:])
 			break
 		}
 		p.runJob(ctx, worker, job)
 	}
 	return len(jobs), nil
+}
+
+// release gives back claims that were never attempted.
+func (p *Pool) release(ctx context.Context, worker string, jobs []Job) {
+	r, ok := p.queue.(Releaser)
+	if !ok {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, job := range jobs {
+		if err := r.Release(rctx, job, worker); err != nil {
+			p.log.Warn("retry: release claim", "job_id", job.ID, "err", err)
+		}
+	}
 }
 
 // runJob makes one attempt, bounded by the job's lease, and stores it.
@@ -115,12 +132,11 @@ func (p *Pool) runJob(ctx context.Context, worker string, job Job) {
 	if !job.LeaseUntil.IsZero() && !started.Before(job.LeaseUntil) {
 		return // lease gone while earlier jobs of the batch ran; it will be claimed again
 	}
-	hctx, cancel := context.WithDeadline(ctx, job.LeaseUntil)
+	// Not cancelled by shutdown: a half-made call would leave the outcome
+	// unknown, so the attempt finishes within its lease and is stored.
+	hctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), job.LeaseUntil)
 	err := p.handler.Handle(hctx, job)
 	cancel()
-	if ctx.Err() != nil {
-		return // shutting down: leave the job to its lease
-	}
 	a := Attempt{JobID: job.ID, Number: job.Attempt, Worker: worker, StartedAt: started, FinishedAt: p.now()}
 	serr := p.settle(context.WithoutCancel(ctx), job, a, err)
 	log := p.log.With("out_trade_no", job.OutTradeNo, "job_id", job.ID, "kind", job.Kind, "attempt", job.Attempt)

@@ -67,6 +67,14 @@ type Queue interface {
 	Dead(ctx context.Context, a Attempt) error
 }
 
+// Releaser is an optional part of a Queue: it gives back a claimed job
+// that was never attempted (the worker is shutting down), so it runs again
+// at once elsewhere instead of waiting out its lease. Only the holder of
+// the claim may release it.
+type Releaser interface {
+	Release(ctx context.Context, job Job, worker string) error
+}
+
 // Handler performs a job. A nil error completes it; an error wrapped with
 // Permanent dead-letters it; any other error retries it with backoff.
 type Handler interface {

@@ -1,0 +1,65 @@
+package retry_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+	"paygateway/retry"
+)
+
+// TestShutdownFinishesAttemptAndReleasesTheRest: the pool is stopped while
+// its first job is being handled; that attempt completes and is stored,
+// and the other claimed jobs go back to PENDING without an attempt.
+func TestShutdownFinishesAttemptAndReleasesTheRest(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		for _, no := range []string{"sd-1", "sd-2", "sd-3"} {
+			u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
+				EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
+				OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AmountTotal: 100}
+			if _, err := s.ApplyTransaction(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		var handled atomic.Int32
+		h := retry.HandlerFunc(func(hctx context.Context, job retry.Job) error {
+			handled.Add(1)
+			stop() // shutdown begins mid-attempt
+			select {
+			case <-hctx.Done():
+				return hctx.Err()
+			case <-time.After(50 * time.Millisecond):
+				return nil
+			}
+		})
+		pool := retry.NewPool(retry.PoolConfig{Workers: 1, Batch: 10, Poll: 10 * time.Millisecond,
+			Lease: time.Minute, Name: "sd"}, s.Outbox(), h)
+		pool.Run(runCtx)
+		if handled.Load() != 1 {
+			t.Fatalf("handled %d jobs, want 1", handled.Load())
+		}
+		var done, pending int
+		for _, no := range []string{"sd-1", "sd-2", "sd-3"} {
+			jobs, err := s.Outbox().JobsOf(ctx, no)
+			if err != nil || len(jobs) != 1 {
+				t.Fatalf("jobs of %s: %+v %v", no, jobs, err)
+			}
+			switch j := jobs[0]; {
+			case j.State == ledger.JobDone && j.Attempts == 1:
+				done++
+			case j.State == ledger.JobPending && j.Attempts == 0:
+				pending++
+			default:
+				t.Errorf("job %s after shutdown: %+v", no, j)
+			}
+		}
+		if done != 1 || pending != 2 {
+			t.Fatalf("done=%d pending=%d, want 1 and 2", done, pending)
+		}
+	})
+}
