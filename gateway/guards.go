@@ -183,3 +183,20 @@ func cutPrefix(s, prefix string) (string, bool) {
 	}
 	return s, false
 }
+
+// lockWith takes an advisory lock, waiting up to wait for a holder to
+// finish. It never fails the caller: if Redis is down or the wait runs
+// out, the database's keys and row locks still make the write safe.
+func lockWith(ctx context.Context, l Locker, key string, ttl, wait time.Duration) func() {
+	deadline := time.Now().Add(wait)
+	for {
+		token, ok, err := l.TryLock(ctx, key, ttl)
+		if err != nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return func() {}
+		}
+		if ok {
+			return func() { _ = l.Unlock(context.WithoutCancel(ctx), key, token) }
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -179,21 +179,9 @@ func (p *Processor) apply(ctx context.Context, u ledger.TransactionUpdate) error
 	return ledgerError(err)
 }
 
-// lock takes the advisory lock, waiting a little for a holder to finish.
-// It never fails the caller: if Redis is down or the wait runs out, the
-// database's keys still make the write safe.
+// lock takes the order's advisory lock (see lockWith).
 func (p *Processor) lock(ctx context.Context, key string) func() {
-	deadline := time.Now().Add(p.cfg.LockWait)
-	for {
-		token, ok, err := p.locker.TryLock(ctx, key, p.cfg.LockTTL)
-		if err != nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return func() {}
-		}
-		if ok {
-			return func() { _ = p.locker.Unlock(context.WithoutCancel(ctx), key, token) }
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return lockWith(ctx, p.locker, key, p.cfg.LockTTL, p.cfg.LockWait)
 }
 
 // ledgerError maps ledger errors onto gateway errors.

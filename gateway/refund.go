@@ -284,19 +284,3 @@ func (s *RefundService) Get(ctx context.Context, openid, outRefundNo string) (*l
 	}
 	return r, nil
 }
-
-// lockWith takes an advisory lock, waiting up to wait; it never fails the
-// caller (Redis down or a long wait just means the DB alone decides).
-func lockWith(ctx context.Context, l Locker, key string, ttl, wait time.Duration) func() {
-	deadline := time.Now().Add(wait)
-	for {
-		token, ok, err := l.TryLock(ctx, key, ttl)
-		if err != nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return func() {}
-		}
-		if ok {
-			return func() { _ = l.Unlock(context.WithoutCancel(ctx), key, token) }
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
