@@ -1,6 +1,6 @@
 // Package gateway is the HTTP edge: gin handlers, API-key auth, WeChat Pay
 // notification processing, locks and replay checks. It declares the
-// adapters it consumes (Notices, Locker, Nonces); cmd/gateway wires them.
+// adapters it consumes (Notices, Gate, Locker); cmd/gateway wires them.
 package gateway
 
 import (

@@ -11,12 +11,6 @@ import (
 	"time"
 )
 
-// Nonces remembers notification nonces to refuse replays.
-type Nonces interface {
-	// FirstSeen records nonce and reports whether it was new.
-	FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (bool, error)
-}
-
 // Locker takes short advisory locks. Locks only save duplicate work: the
 // database's unique keys and row locks are the guarantee.
 type Locker interface {
@@ -44,7 +38,7 @@ func NewMemoryNonces(max int) *MemoryNonces {
 	return &MemoryNonces{max: max, order: list.New(), seen: map[string]*list.Element{}, now: time.Now}
 }
 
-// FirstSeen implements Nonces.
+// FirstSeen records nonce and reports whether it was new.
 func (m *MemoryNonces) FirstSeen(_ context.Context, nonce string, ttl time.Duration) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -58,6 +52,15 @@ func (m *MemoryNonces) FirstSeen(_ context.Context, nonce string, ttl time.Durat
 	}
 	m.seen[nonce] = m.order.PushBack(nonceEntry{nonce: nonce, expires: now.Add(ttl)})
 	return true, nil
+}
+
+// Has reports whether key is remembered and not expired.
+func (m *MemoryNonces) Has(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expire(m.now())
+	_, ok := m.seen[key]
+	return ok
 }
 
 func (m *MemoryNonces) expire(now time.Time) {
@@ -118,23 +121,6 @@ func NewToken() string {
 
 // Fallbacks counts how often a Redis-backed guard fell back to memory.
 var Fallbacks atomic.Int64
-
-// FallbackNonces asks Primary (Redis) and, when it fails, Secondary
-// (memory): Redis being down must never stop notifications.
-type FallbackNonces struct {
-	Primary, Secondary Nonces
-	Hook               func(what string) // told about each fallback (metrics)
-}
-
-// FirstSeen implements Nonces.
-func (f FallbackNonces) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (bool, error) {
-	ok, err := f.Primary.FirstSeen(ctx, nonce, ttl)
-	if err == nil {
-		return ok, nil
-	}
-	noteFallback(ctx, "nonce", err, f.Hook)
-	return f.Secondary.FirstSeen(ctx, nonce, ttl)
-}
 
 // FallbackLocker takes locks in Primary (Redis) and, when it fails, in
 // Secondary (memory). Tokens say which one holds a lock.

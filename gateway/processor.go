@@ -37,21 +37,23 @@ type ProcessorConfig struct {
 	MchID    string
 	AppID    string
 	NonceTTL time.Duration // how long nonces are remembered; above the ±5 min window
-	LockTTL  time.Duration // Redis lock lifetime; above the slowest processing
+	LockTTL  time.Duration // advisory lock lifetime; above the slowest processing
 	LockWait time.Duration // how long a duplicate waits for the lock holder
+	DoneTTL  time.Duration // how long committed ids are remembered; above WeChat's 24 h of retries
 }
 
 // Processor turns verified notifications into ledger changes.
 type Processor struct {
 	cfg     ProcessorConfig
 	notices Notices
-	nonces  Nonces
+	gate    Gate
 	locker  Locker
 	store   *ledger.Store
 }
 
-// NewProcessor wires a processor; zero timings get safe defaults.
-func NewProcessor(cfg ProcessorConfig, notices Notices, nonces Nonces, locker Locker, store *ledger.Store) *Processor {
+// NewProcessor wires a processor; zero timings get safe defaults. The
+// gate and the locker must share their locks (see MemoryGate).
+func NewProcessor(cfg ProcessorConfig, notices Notices, gate Gate, locker Locker, store *ledger.Store) *Processor {
 	if cfg.NonceTTL <= 0 {
 		cfg.NonceTTL = 15 * time.Minute
 	}
@@ -61,26 +63,47 @@ func NewProcessor(cfg ProcessorConfig, notices Notices, nonces Nonces, locker Lo
 	if cfg.LockWait <= 0 {
 		cfg.LockWait = 2 * time.Second
 	}
-	return &Processor{cfg: cfg, notices: notices, nonces: nonces, locker: locker, store: store}
+	if cfg.DoneTTL <= 0 {
+		cfg.DoneTTL = 25 * time.Hour
+	}
+	return &Processor{cfg: cfg, notices: notices, gate: gate, locker: locker, store: store}
 }
 
 // Store returns the ledger the processor writes to.
 func (p *Processor) Store() *ledger.Store { return p.store }
 
-// Authenticate verifies signature, time window and replay, and decrypts.
-func (p *Processor) Authenticate(ctx context.Context, header http.Header, body []byte) (*Notice, error) {
-	n, err := p.notices.Parse(ctx, header, body)
-	if err != nil {
-		return nil, err
+func (p *Processor) ttls() GateTTLs {
+	return GateTTLs{Nonce: p.cfg.NonceTTL, Lock: p.cfg.LockTTL, Done: p.cfg.DoneTTL}
+}
+
+// guarded applies a verified notification at most once. The gate refuses
+// a replayed nonce and answers a notification it knows is committed
+// without touching the database; otherwise apply runs under the order's
+// lock (waiting for a holder first) and, when it returns nil, the
+// notification is marked committed. apply returns a gateway error; nil
+// means the ledger holds the notification.
+func (p *Processor) guarded(ctx context.Context, n *Notice, lockKey string, apply func() error) error {
+	keys := GateKeys{Nonce: "nonce:" + n.Nonce, NotifyID: n.ID, Lock: lockKey}
+	adm, err := p.gate.Admit(ctx, keys, p.ttls())
+	switch {
+	case err != nil:
+		return Errorf(CodeUnavailable, "replay check unavailable", err)
+	case adm.Replay:
+		return &Error{Code: CodeReplay, Message: "nonce already used"}
+	case adm.Done:
+		NoteDuplicate(ctx)
+		return nil
+	case adm.Token == "": // another request holds the order: wait, then look
+		unlock := p.lock(ctx, lockKey)
+		defer unlock()
+		if done, err := p.store.NoticeRecorded(ctx, n.ID); err == nil && done {
+			NoteDuplicate(ctx)
+			return nil
+		}
 	}
-	fresh, err := p.nonces.FirstSeen(ctx, "nonce:"+n.Nonce, p.cfg.NonceTTL)
-	if err != nil {
-		return nil, Errorf(CodeUnavailable, "replay check unavailable", err)
-	}
-	if !fresh {
-		return nil, &Error{Code: CodeReplay, Message: "nonce already used"}
-	}
-	return n, nil
+	err = apply()
+	_ = p.gate.Finish(context.WithoutCancel(ctx), keys, adm.Token, err == nil, p.ttls())
+	return err
 }
 
 // wxTransaction is the decrypted resource of a TRANSACTION.* notification.
@@ -104,7 +127,7 @@ type wxTransaction struct {
 // HandlePayment processes a payment notification. A nil error means the
 // ledger has durably committed it (or had it already).
 func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body []byte) error {
-	n, err := p.Authenticate(ctx, header, body)
+	n, err := p.notices.Parse(ctx, header, body)
 	if err != nil {
 		return err
 	}
@@ -115,7 +138,13 @@ func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body 
 	if err != nil {
 		return err
 	}
-	return p.apply(ctx, u)
+	return p.guarded(ctx, n, "pay:"+u.OutTradeNo, func() error {
+		_, err := p.store.ApplyTransaction(ctx, u)
+		if errors.Is(err, ledger.ErrAlreadyRecorded) {
+			NoteDuplicate(ctx)
+		}
+		return ledgerError(err)
+	})
 }
 
 func (p *Processor) transactionUpdate(n *Notice) (ledger.TransactionUpdate, error) {
@@ -162,21 +191,6 @@ func validTransaction(tx wxTransaction) error {
 		return &Error{Code: CodeInvalid, Message: "amount.total must be positive"}
 	}
 	return nil
-}
-
-// apply records a transaction update, answering replays as successes.
-func (p *Processor) apply(ctx context.Context, u ledger.TransactionUpdate) error {
-	if done, err := p.store.NoticeRecorded(ctx, u.Notice.NotifyID); err == nil && done {
-		NoteDuplicate(ctx)
-		return nil
-	}
-	unlock := p.lock(ctx, "pay:"+u.OutTradeNo)
-	defer unlock()
-	_, err := p.store.ApplyTransaction(ctx, u)
-	if errors.Is(err, ledger.ErrAlreadyRecorded) {
-		NoteDuplicate(ctx)
-	}
-	return ledgerError(err)
 }
 
 // lock takes the order's advisory lock (see lockWith).

@@ -37,7 +37,7 @@ var refundEvents = map[string]ledger.RefundState{
 // state machine. Duplicates and late, out-of-order notices are answered
 // as successes and change nothing. A nil error means the ledger committed.
 func (p *Processor) HandleRefund(ctx context.Context, header http.Header, body []byte) error {
-	n, err := p.Authenticate(ctx, header, body)
+	n, err := p.notices.Parse(ctx, header, body)
 	if err != nil {
 		return err
 	}
@@ -56,14 +56,12 @@ func (p *Processor) HandleRefund(ctx context.Context, header http.Header, body [
 	if err := validRefundNotice(r, state); err != nil {
 		return err
 	}
-	if done, err := p.store.NoticeRecorded(ctx, n.ID); err == nil && done {
-		NoteDuplicate(ctx)
-		return nil
-	}
-	unlock := p.lock(ctx, "refund:"+r.OutRefundNo)
-	defer unlock()
+	return p.guarded(ctx, n, "refund:"+r.OutRefundNo, func() error { return p.applyRefundNotice(ctx, n, r, state) })
+}
+
+func (p *Processor) applyRefundNotice(ctx context.Context, n *Notice, r wxRefundNotice, state ledger.RefundState) error {
 	success, _ := time.Parse(time.RFC3339, r.SuccessTime)
-	_, err = p.store.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: state,
+	_, err := p.store.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: state,
 		RefundID: r.RefundID, TransactionID: r.TransactionID, Amount: r.Amount.Refund, SuccessTime: success,
 		Source: ledger.SourceCallback, Ref: n.ID,
 		Notice: &ledger.Notice{NotifyID: n.ID, Source: ledger.SourceCallback, EventType: n.EventType,

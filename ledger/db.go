@@ -60,6 +60,11 @@ func openMySQL(dsn string, cfg DBConfig, gcfg *gorm.Config) (*gorm.DB, error) {
 	mc.Timeout = orDefault(cfg.DialTimeout, 5*time.Second)
 	mc.ReadTimeout = orDefault(cfg.ReadTimeout, 30*time.Second)
 	mc.WriteTimeout = orDefault(cfg.WriteTimeout, 30*time.Second)
+	// Client-side interpolation: one round trip per statement instead of
+	// prepare, execute and close. The driver escapes every value and
+	// refuses interpolation under the multibyte charsets where escaping
+	// is unsafe (big5, gbk, sjis…); the ledger's connections are utf8mb4.
+	mc.InterpolateParams = true
 	if mc.Params == nil {
 		mc.Params = map[string]string{}
 	}

@@ -21,8 +21,17 @@ type releasePayload struct {
 // SUCCESS, the effects that must commit or roll back with that change:
 // the job that confirms the order's stock downstream.
 func (s *Store) paymentSucceeded(tx *gorm.DB, p *Payment) error {
+	row, err := s.confirmJob(p)
+	if err != nil {
+		return err
+	}
+	return createJobs(tx, []outboxJobRow{row})
+}
+
+// confirmJob is the job that confirms a paid order's stock downstream.
+func (s *Store) confirmJob(p *Payment) (outboxJobRow, error) {
 	key := "confirm:" + p.OutTradeNo
-	return s.enqueue(tx, JobConfirmInventory, key, p.OutTradeNo, "",
+	return s.jobRow(JobConfirmInventory, key, p.OutTradeNo, "",
 		confirmPayload{Key: key, OutTradeNo: p.OutTradeNo, AmountTotal: p.AmountTotal})
 }
 

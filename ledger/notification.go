@@ -56,14 +56,7 @@ func (r notificationRow) notice() Notice {
 // returns ErrAlreadyRecorded. On MySQL a concurrent twin waits on the
 // unique key until the first commits, then sees the duplicate.
 func (s *Store) insertNotice(tx *gorm.DB, n Notice) error {
-	row := notificationRow{NotifyID: n.NotifyID, Source: n.Source, EventType: n.EventType,
-		ResourceType: n.ResourceType, Summary: n.Summary, OutTradeNo: n.OutTradeNo,
-		TransactionID: nonEmpty(n.TransactionID), OutRefundNo: nonEmpty(n.OutRefundNo),
-		Plaintext: n.Plaintext, ReceivedAt: s.now()}
-	if !n.CreateTime.IsZero() {
-		ct := n.CreateTime.UTC()
-		row.CreateTime = &ct
-	}
+	row := s.noticeRow(n)
 	// A plain INSERT: on a duplicate, InnoDB takes only a shared lock
 	// (ON DUPLICATE KEY UPDATE would take an exclusive one and deadlock
 	// under many concurrent twins).
@@ -75,6 +68,18 @@ func (s *Store) insertNotice(tx *gorm.DB, n Notice) error {
 		return fmt.Errorf("insert notification %s: %w", n.NotifyID, err)
 	}
 	return nil
+}
+
+func (s *Store) noticeRow(n Notice) notificationRow {
+	row := notificationRow{NotifyID: n.NotifyID, Source: n.Source, EventType: n.EventType,
+		ResourceType: n.ResourceType, Summary: n.Summary, OutTradeNo: n.OutTradeNo,
+		TransactionID: nonEmpty(n.TransactionID), OutRefundNo: nonEmpty(n.OutRefundNo),
+		Plaintext: n.Plaintext, ReceivedAt: s.now()}
+	if !n.CreateTime.IsZero() {
+		ct := n.CreateTime.UTC()
+		row.CreateTime = &ct
+	}
+	return row
 }
 
 // NoticeRecorded reports whether a notification id is already stored; a

@@ -113,15 +113,29 @@ func (r outboxAttemptRow) attempt() retry.Attempt {
 // or rolls back with the ledger change that owes it. A job with the same
 // key already stored makes this a no-op.
 func (s *Store) enqueue(tx *gorm.DB, kind, key, outTradeNo, outRefundNo string, payload any) error {
+	row, err := s.jobRow(kind, key, outTradeNo, outRefundNo, payload)
+	if err != nil {
+		return err
+	}
+	return createJobs(tx, []outboxJobRow{row})
+}
+
+// jobRow builds a pending job, due now.
+func (s *Store) jobRow(kind, key, outTradeNo, outRefundNo string, payload any) (outboxJobRow, error) {
 	body, err := json.Marshal(payload)
 	if err != nil {
-		return fmt.Errorf("encode %s job %s: %w", kind, key, err)
+		return outboxJobRow{}, fmt.Errorf("encode %s job %s: %w", kind, key, err)
 	}
 	now := s.now()
-	row := outboxJobRow{Kind: kind, JobKey: key, OutTradeNo: outTradeNo, OutRefundNo: nonEmpty(outRefundNo),
-		Payload: string(body), State: JobPending, NextRunAt: now, CreatedAt: now, UpdatedAt: now}
-	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
-		return fmt.Errorf("enqueue %s job %s: %w", kind, key, err)
+	return outboxJobRow{Kind: kind, JobKey: key, OutTradeNo: outTradeNo, OutRefundNo: nonEmpty(outRefundNo),
+		Payload: string(body), State: JobPending, NextRunAt: now, CreatedAt: now, UpdatedAt: now}, nil
+}
+
+// createJobs inserts jobs in one statement; a job whose key is stored
+// already is skipped.
+func createJobs(tx *gorm.DB, rows []outboxJobRow) error {
+	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error; err != nil {
+		return fmt.Errorf("enqueue %s job %s: %w", rows[0].Kind, rows[0].JobKey, err)
 	}
 	return nil
 }

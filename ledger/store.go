@@ -97,12 +97,16 @@ func lockForUpdate(tx *gorm.DB) *gorm.DB {
 }
 
 func (s *Store) appendHistory(tx *gorm.DB, t Transition) error {
-	row := historyRow{Entity: t.Entity, EntityKey: t.EntityKey, OutTradeNo: t.OutTradeNo,
-		FromState: t.From, ToState: t.To, Source: t.Source, Ref: t.Ref, CreatedAt: s.now()}
+	row := s.historyRow(t)
 	if err := tx.Create(&row).Error; err != nil {
 		return fmt.Errorf("append history %s %s %s→%s: %w", t.Entity, t.EntityKey, t.From, t.To, err)
 	}
 	return nil
+}
+
+func (s *Store) historyRow(t Transition) historyRow {
+	return historyRow{Entity: t.Entity, EntityKey: t.EntityKey, OutTradeNo: t.OutTradeNo,
+		FromState: t.From, ToState: t.To, Source: t.Source, Ref: t.Ref, CreatedAt: s.now()}
 }
 
 // History lists every state transition of an order (its payment and its

@@ -71,31 +71,27 @@ func (s *Store) ApplyTransaction(ctx context.Context, u TransactionUpdate) (*Pay
 }
 
 func (s *Store) applyTransaction(tx *gorm.DB, u TransactionUpdate) (*Payment, *Anomaly, error) {
-	target := targetState(u.TradeState)
-	if target == PaymentNone {
+	if targetState(u.TradeState) == PaymentNone {
 		return nil, nil, ErrNoChange
 	}
 	row, err := findPayment(lockForUpdate(tx), u.OutTradeNo)
 	if errors.Is(err, ErrNotFound) {
-		if target != PaymentSuccess {
-			return nil, nil, ErrNoChange
-		}
 		return s.insertPaid(tx, u)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	return s.moveExisting(tx, row, u, target)
+	return s.moveExisting(tx, row, u)
 }
 
 // insertPaid creates the payment of an order nobody registered. If a twin
 // transaction inserted it first, it falls back to the existing row.
 func (s *Store) insertPaid(tx *gorm.DB, u TransactionUpdate) (*Payment, *Anomaly, error) {
-	now := s.now()
-	row := paymentRow{OutTradeNo: u.OutTradeNo, State: string(PaymentSuccess), Currency: currencyOr(u.Currency),
-		CreatedAt: now, UpdatedAt: now}
-	fillPaid(&row, u)
-	err := tx.Create(&row).Error
+	next, flag, err := s.decide(nil, u)
+	if err != nil {
+		return nil, flag, err
+	}
+	err = tx.Create(next.row).Error
 	if err != nil && !errors.Is(err, gorm.ErrDuplicatedKey) {
 		return nil, nil, fmt.Errorf("insert paid payment: %w", err)
 	}
@@ -104,32 +100,61 @@ func (s *Store) insertPaid(tx *gorm.DB, u TransactionUpdate) (*Payment, *Anomaly
 		if err != nil {
 			return nil, nil, err
 		}
-		return s.moveExisting(tx, existing, u, PaymentSuccess)
+		return s.moveExisting(tx, existing, u)
 	}
-	return s.afterMove(tx, &row, string(PaymentNone), u)
+	return s.afterMove(tx, next.row, next.from, u)
 }
 
-func (s *Store) moveExisting(tx *gorm.DB, row *paymentRow, u TransactionUpdate, target PaymentState) (*Payment, *Anomaly, error) {
-	if PaymentState(row.State) == target {
-		return row.payment(), duplicatePaymentFlag(row, u), ErrAlreadyRecorded
+func (s *Store) moveExisting(tx *gorm.DB, row *paymentRow, u TransactionUpdate) (*Payment, *Anomaly, error) {
+	next, flag, err := s.decide(row, u)
+	if err != nil {
+		return row.payment(), flag, err
 	}
-	if target == PaymentSuccess && row.Registered && derefInt(row.ExpectedAmount) != u.AmountTotal {
-		mismatch := &AmountMismatchError{OutTradeNo: u.OutTradeNo, Expected: derefInt(row.ExpectedAmount), Got: u.AmountTotal}
-		flag := &Anomaly{Kind: AnomalyAmountMismatch, Ref: u.Notice.NotifyID, OutTradeNo: u.OutTradeNo, Detail: mismatch.Error()}
-		return row.payment(), flag, mismatch
-	}
-	if err := paymentMachine.check(EntityPayment, row.OutTradeNo, row.State, string(target)); err != nil {
-		return row.payment(), nil, err
-	}
-	from := row.State
-	row.State = string(target)
-	if target == PaymentSuccess {
-		fillPaid(row, u)
-	}
-	if err := s.savePayment(tx, row); err != nil {
+	if err := s.savePayment(tx, next.row); err != nil {
 		return nil, nil, err
 	}
-	return s.afterMove(tx, row, from, u)
+	return s.afterMove(tx, next.row, next.from, u)
+}
+
+// move is what the payment state machine decided for one update: the row
+// as it must be written and the state it leaves.
+type move struct {
+	row  *paymentRow
+	from string
+}
+
+// decide is the payment state machine's verdict on one update, given the
+// order's locked row (nil when the ledger has none). It writes nothing; an
+// error means nothing may be written, and may come with an anomaly to flag.
+func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, error) {
+	target := targetState(u.TradeState)
+	switch {
+	case target == PaymentNone:
+		return move{}, nil, ErrNoChange
+	case row == nil && target != PaymentSuccess:
+		return move{}, nil, ErrNoChange
+	case row == nil:
+		now := s.now()
+		next := &paymentRow{OutTradeNo: u.OutTradeNo, State: string(PaymentSuccess), Currency: currencyOr(u.Currency),
+			CreatedAt: now, UpdatedAt: now}
+		fillPaid(next, u)
+		return move{row: next, from: string(PaymentNone)}, nil, nil
+	case PaymentState(row.State) == target:
+		return move{}, duplicatePaymentFlag(row, u), ErrAlreadyRecorded
+	case target == PaymentSuccess && row.Registered && derefInt(row.ExpectedAmount) != u.AmountTotal:
+		mismatch := &AmountMismatchError{OutTradeNo: u.OutTradeNo, Expected: derefInt(row.ExpectedAmount), Got: u.AmountTotal}
+		flag := &Anomaly{Kind: AnomalyAmountMismatch, Ref: u.Notice.NotifyID, OutTradeNo: u.OutTradeNo, Detail: mismatch.Error()}
+		return move{}, flag, mismatch
+	}
+	if err := paymentMachine.check(EntityPayment, row.OutTradeNo, row.State, string(target)); err != nil {
+		return move{}, nil, err
+	}
+	next := *row
+	next.State = string(target)
+	if target == PaymentSuccess {
+		fillPaid(&next, u)
+	}
+	return move{row: &next, from: row.State}, nil, nil
 }
 
 // savePayment writes a changed row only if nobody else changed it since

@@ -100,7 +100,7 @@ func (m *Main) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nonces, locker := m.guards()
+	gate, locker := m.guards()
 	keys, err := gateway.ParseAPIKeys(m.Config.Auth.APIKeys)
 	if err != nil {
 		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
@@ -110,7 +110,7 @@ func (m *Main) wire(ctx context.Context) error {
 		return err
 	}
 	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID},
-		notices, nonces, locker, m.Store)
+		notices, gate, locker, m.Store)
 	h := m.Config.HTTP
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys, m.dbKeys()),
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
@@ -121,13 +121,14 @@ func (m *Main) wire(ctx context.Context) error {
 	return m.wireFinance(ctx)
 }
 
-// guards returns the nonce cache and locker: Redis with an in-process
-// fallback when Redis is configured, in-process only otherwise.
-func (m *Main) guards() (gateway.Nonces, gateway.Locker) {
-	memNonces, memLocks := gateway.NewMemoryNonces(200_000), gateway.NewMemoryLocker()
+// guards returns the notification gate and the locker: Redis with an
+// in-process fallback when Redis is configured, in-process only otherwise.
+func (m *Main) guards() (gateway.Gate, gateway.Locker) {
+	memLocks := gateway.NewMemoryLocker()
+	memGate := gateway.NewMemoryGate(200_000, memLocks)
 	r := m.Config.Redis
 	if r.Addr == "" {
-		return memNonces, memLocks
+		return memGate, memLocks
 	}
 	rc := redisstore.Config{Addr: r.Addr, Password: r.Password, DB: r.DB, Prefix: r.Prefix, PoolSize: r.PoolSize,
 		DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
@@ -137,7 +138,7 @@ func (m *Main) guards() (gateway.Nonces, gateway.Locker) {
 	rs := redisstore.New(m.Redis, rc)
 	hook := m.Metrics.RedisFallback
 	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook}
-	return gateway.FallbackNonces{Primary: rs, Secondary: memNonces, Hook: hook},
+	return gateway.FallbackGate{Primary: rs, Secondary: memGate, Hook: hook},
 		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook}
 }
 

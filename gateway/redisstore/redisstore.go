@@ -15,7 +15,7 @@ import (
 )
 
 var (
-	_ gateway.Nonces = (*Store)(nil)
+	_ gateway.Gate   = (*Store)(nil)
 	_ gateway.Locker = (*Store)(nil)
 )
 
@@ -36,7 +36,7 @@ type Config struct {
 	Observe func(op string, d time.Duration, err error)
 }
 
-// Store is a Redis-backed Nonces and Locker.
+// Store is a Redis-backed Gate and Locker.
 type Store struct {
 	client *redis.Client
 	prefix string
@@ -85,18 +85,6 @@ func (s *Store) Prefix() string { return s.prefix }
 // OpTimeout returns the bound of one Redis call.
 func (s *Store) OpTimeout() time.Duration { return s.opTime }
 
-// FirstSeen implements gateway.Nonces.
-func (s *Store) FirstSeen(ctx context.Context, nonce string, ttl time.Duration) (_ bool, err error) {
-	defer s.observe("nonce", time.Now(), &err)
-	ctx, cancel := context.WithTimeout(ctx, s.opTime)
-	defer cancel()
-	ok, err := s.setOwned(ctx, s.prefix+nonce, gateway.NewToken(), ttl)
-	if err != nil {
-		return false, fmt.Errorf("redis nonce: %w", err)
-	}
-	return ok, nil
-}
-
 // setOwned is SET NX that survives go-redis's own retry: when a reply is
 // late the client sends the command again, and the retry finds the key its
 // first try set. The value is a per-call token, so reading it back tells
@@ -137,6 +125,64 @@ func (s *Store) Unlock(ctx context.Context, key, token string) (err error) {
 	err = unlockScript.Run(ctx, s.client, []string{s.prefix + "lock:" + key}, token).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("redis unlock %s: %w", key, err)
+	}
+	return nil
+}
+
+// admitScript is the gate's first round trip. SET NX with a per-call
+// token, read back on a clash, survives go-redis re-sending the script
+// after a late reply (the retry finds its own token, not a replay).
+var admitScript = redis.NewScript(`
+local function claim(key, token, ttl)
+  if redis.call("SET", key, token, "NX", "PX", ttl) then return true end
+  return redis.call("GET", key) == token
+end
+if not claim(KEYS[1], ARGV[1], ARGV[2]) then return "replay" end
+if redis.call("EXISTS", KEYS[2]) == 1 then return "done" end
+if claim(KEYS[3], ARGV[1], ARGV[3]) then return "locked" end
+return "busy"`)
+
+// finishScript marks a committed notification done and releases the
+// lock if token still owns it.
+var finishScript = redis.NewScript(`
+if ARGV[3] == "1" then redis.call("SET", KEYS[2], "1", "PX", ARGV[2]) end
+if ARGV[1] ~= "" and redis.call("GET", KEYS[1]) == ARGV[1] then redis.call("DEL", KEYS[1]) end
+return 1`)
+
+// Admit implements gateway.Gate in one round trip.
+func (s *Store) Admit(ctx context.Context, k gateway.GateKeys, t gateway.GateTTLs) (_ gateway.Admission, err error) {
+	defer s.observe("admit", time.Now(), &err)
+	ctx, cancel := context.WithTimeout(ctx, s.opTime)
+	defer cancel()
+	token := gateway.NewToken()
+	keys := []string{s.prefix + k.Nonce, s.prefix + "done:" + k.NotifyID, s.prefix + "lock:" + k.Lock}
+	res, err := admitScript.Run(ctx, s.client, keys, token, t.Nonce.Milliseconds(), t.Lock.Milliseconds()).Text()
+	if err != nil {
+		return gateway.Admission{}, fmt.Errorf("redis admit %s: %w", k.NotifyID, err)
+	}
+	switch res {
+	case "replay":
+		return gateway.Admission{Replay: true}, nil
+	case "done":
+		return gateway.Admission{Done: true}, nil
+	case "locked":
+		return gateway.Admission{Token: token}, nil
+	}
+	return gateway.Admission{}, nil
+}
+
+// Finish implements gateway.Gate in one round trip.
+func (s *Store) Finish(ctx context.Context, k gateway.GateKeys, token string, committed bool, t gateway.GateTTLs) (err error) {
+	defer s.observe("finish", time.Now(), &err)
+	ctx, cancel := context.WithTimeout(ctx, s.opTime)
+	defer cancel()
+	mark := "0"
+	if committed {
+		mark = "1"
+	}
+	keys := []string{s.prefix + "lock:" + k.Lock, s.prefix + "done:" + k.NotifyID}
+	if err = finishScript.Run(ctx, s.client, keys, token, t.Done.Milliseconds(), mark).Err(); err != nil {
+		return fmt.Errorf("redis finish %s: %w", k.NotifyID, err)
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package redisstore_test
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,27 +15,80 @@ import (
 	"paygateway/gateway/redisstore/redistest"
 )
 
-func TestNonceFirstSeenOnce(t *testing.T) {
+var ttls = gateway.GateTTLs{Nonce: time.Minute, Lock: time.Second, Done: time.Minute}
+
+// TestAdmitOncePerNonce fires 50 concurrent admissions with one nonce:
+// exactly one gets through, the rest are replays.
+func TestAdmitOncePerNonce(t *testing.T) {
 	s := redistest.Store(t)
 	ctx := context.Background()
 	var fresh atomic.Int32
 	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ok, err := s.FirstSeen(ctx, "n1", time.Minute)
+	for i := range 50 {
+		wg.Go(func() {
+			k := gateway.GateKeys{Nonce: "n1", NotifyID: "id1", Lock: fmt.Sprintf("pay:%d", i)}
+			a, err := s.Admit(ctx, k, ttls)
 			if err != nil {
 				t.Error(err)
 			}
-			if ok {
+			if !a.Replay {
 				fresh.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if fresh.Load() != 1 {
 		t.Fatalf("fresh = %d, want 1", fresh.Load())
+	}
+}
+
+// TestGateLockAndDoneMark walks one notification through the gate: the
+// first delivery takes the lock, a redelivery meanwhile finds it busy,
+// an uncommitted finish marks nothing, a committed one marks it done and
+// frees the lock, and later deliveries are answered "done".
+func TestGateLockAndDoneMark(t *testing.T) {
+	g := redistest.Store(t)
+	ctx := context.Background()
+	k := func(nonce string) gateway.GateKeys {
+		return gateway.GateKeys{Nonce: nonce, NotifyID: "id-" + t.Name(), Lock: "pay:" + t.Name()}
+	}
+	first, err := g.Admit(ctx, k("a"), ttls)
+	if err != nil || first.Token == "" || first.Done || first.Replay {
+		t.Fatalf("first admit: %+v %v", first, err)
+	}
+	if busy, _ := g.Admit(ctx, k("b"), ttls); busy.Token != "" || busy.Done || busy.Replay {
+		t.Fatalf("second admit while held: %+v, want busy", busy)
+	}
+	if err := g.Finish(ctx, k("a"), "not-the-token", true, ttls); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := g.Admit(ctx, k("c"), ttls); !again.Done {
+		t.Fatalf("after a committed finish: %+v, want done", again)
+	}
+	if _, ok, _ := g.TryLock(ctx, "pay:"+t.Name(), time.Second); ok {
+		t.Fatal("a stranger's token released the lock")
+	}
+	if err := g.Finish(ctx, k("a"), first.Token, false, ttls); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := g.TryLock(ctx, "pay:"+t.Name(), time.Second); !ok {
+		t.Fatal("the owner's finish did not release the lock")
+	}
+}
+
+// TestGateUncommittedFinishMarksNothing: a failed apply must leave the
+// notification to be processed again.
+func TestGateUncommittedFinishMarksNothing(t *testing.T) {
+	g := redistest.Store(t)
+	ctx := context.Background()
+	k := gateway.GateKeys{Nonce: "x1", NotifyID: "id-" + t.Name(), Lock: "pay:" + t.Name()}
+	a, _ := g.Admit(ctx, k, ttls)
+	if err := g.Finish(ctx, k, a.Token, false, ttls); err != nil {
+		t.Fatal(err)
+	}
+	k.Nonce = "x2"
+	if again, _ := g.Admit(ctx, k, ttls); again.Done || again.Token == "" {
+		t.Fatalf("after a failed apply: %+v, want fresh and locked", again)
 	}
 }
 
@@ -81,14 +136,22 @@ func TestDeadRedisFailsFastAndFallsBack(t *testing.T) {
 	}()
 	cfg := redisstore.Config{Addr: ln.Addr().String(), OpTimeout: 150 * time.Millisecond}
 	s := redisstore.New(redisstore.NewClient(cfg), cfg)
-	nonces := gateway.FallbackNonces{Primary: s, Secondary: gateway.NewMemoryNonces(10)}
+	gate := gateway.FallbackGate{Primary: s, Secondary: gateway.NewMemoryGate(10, gateway.NewMemoryLocker())}
+	k := gateway.GateKeys{Nonce: "n", NotifyID: "id", Lock: "pay:1"}
 	start := time.Now()
-	ok, err := nonces.FirstSeen(context.Background(), "n", time.Minute)
-	if err != nil || !ok {
-		t.Fatalf("fallback: ok=%v err=%v", ok, err)
+	a, err := gate.Admit(context.Background(), k, ttls)
+	if err != nil || a.Replay || !strings.HasPrefix(a.Token, "mem:") {
+		t.Fatalf("fallback: %+v err=%v", a, err)
 	}
-	if ok, _ := nonces.FirstSeen(context.Background(), "n", time.Minute); ok {
-		t.Fatal("fallback cache forgot the nonce")
+	if err := gate.Finish(context.Background(), k, a.Token, true, ttls); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := gate.Admit(context.Background(), k, ttls); !again.Replay {
+		t.Fatalf("fallback cache forgot the nonce: %+v", again)
+	}
+	k.Nonce = "n2"
+	if again, _ := gate.Admit(context.Background(), k, ttls); !again.Done {
+		t.Fatalf("fallback forgot the committed notification: %+v", again)
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("two calls to a hung redis took %v", took)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"paygateway/gateway"
 	"paygateway/gateway/redisstore"
 	"paygateway/gateway/redisstore/redistest"
 )
@@ -70,7 +71,7 @@ func slowFirstReply(t *testing.T, target, marker string, delay time.Duration) st
 	return ln.Addr().String()
 }
 
-func TestRetriedSetNXStillSeesItsOwnWrite(t *testing.T) {
+func TestRetriedAdmitStillSeesItsOwnWrite(t *testing.T) {
 	base := redistest.Config(t)
 	cfg := base
 	cfg.Addr = slowFirstReply(t, base.Addr, "nonce-retried", 300*time.Millisecond)
@@ -78,14 +79,16 @@ func TestRetriedSetNXStillSeesItsOwnWrite(t *testing.T) {
 	c := redisstore.NewClient(cfg)
 	t.Cleanup(func() { c.Close() })
 	s := redisstore.New(c, cfg)
-	fresh, err := s.FirstSeen(context.Background(), "nonce-retried", time.Minute)
+	k := gateway.GateKeys{Nonce: "nonce-retried", NotifyID: "id-retried", Lock: "pay:retried"}
+	a, err := s.Admit(context.Background(), k, ttls)
 	if err != nil {
-		t.Fatalf("FirstSeen: %v", err)
+		t.Fatalf("Admit: %v", err)
 	}
-	if !fresh {
-		t.Fatal("a genuine first nonce was reported as a replay after a client retry")
+	if a.Replay || a.Token == "" {
+		t.Fatalf("a genuine first delivery after a client retry: %+v, want fresh and locked", a)
 	}
-	if again, _ := s.FirstSeen(context.Background(), "nonce-retried", time.Minute); again {
-		t.Fatal("the replay of the nonce was reported fresh")
+	k.Lock = "pay:other"
+	if again, _ := s.Admit(context.Background(), k, ttls); !again.Replay {
+		t.Fatalf("the replay of the nonce was admitted: %+v", again)
 	}
 }

@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"context"
+	"time"
+)
+
+// GateKeys names what one notification touches in the gate.
+type GateKeys struct {
+	Nonce    string // the signature's nonce (replay check)
+	NotifyID string // the notification's id (committed mark)
+	Lock     string // the order's advisory lock, e.g. "pay:<out_trade_no>"
+}
+
+// GateTTLs says how long the gate remembers each thing.
+type GateTTLs struct {
+	Nonce time.Duration // above the ±5 min signature window
+	Lock  time.Duration // above the slowest processing
+	Done  time.Duration // above WeChat Pay's 24 h of redeliveries
+}
+
+// Admission is the gate's answer for one notification.
+type Admission struct {
+	Replay bool   // the nonce was used before: refuse the request
+	Done   bool   // the notification is known to be committed: answer success
+	Token  string // the order lock's token; "" when another request holds it
+}
+
+// Gate guards notifications with one round trip before the database
+// and one after: Admit records the nonce, tells whether the notification
+// is already committed and takes the order's advisory lock; Finish
+// releases the lock and, after a commit, marks the notification done.
+// Everything it says only saves work: the database's unique keys decide.
+type Gate interface {
+	Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error)
+	Finish(ctx context.Context, k GateKeys, token string, committed bool, t GateTTLs) error
+}
+
+// MemoryGate is the in-process Gate: for a single instance without Redis,
+// and the fallback when Redis fails. It shares its locks with the
+// in-process Locker so that waiting on a held lock works through either.
+type MemoryGate struct {
+	nonces *MemoryNonces
+	done   *MemoryNonces
+	locks  *MemoryLocker
+}
+
+// NewMemoryGate remembers at most max nonces and max committed ids.
+func NewMemoryGate(max int, locks *MemoryLocker) *MemoryGate {
+	return &MemoryGate{nonces: NewMemoryNonces(max), done: NewMemoryNonces(max), locks: locks}
+}
+
+// Admit implements Gate.
+func (m *MemoryGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error) {
+	if fresh, _ := m.nonces.FirstSeen(ctx, k.Nonce, t.Nonce); !fresh {
+		return Admission{Replay: true}, nil
+	}
+	if m.done.Has(k.NotifyID) {
+		return Admission{Done: true}, nil
+	}
+	token, ok, _ := m.locks.TryLock(ctx, k.Lock, t.Lock)
+	if !ok {
+		token = ""
+	}
+	return Admission{Token: token}, nil
+}
+
+// Finish implements Gate.
+func (m *MemoryGate) Finish(ctx context.Context, k GateKeys, token string, committed bool, t GateTTLs) error {
+	if committed {
+		_, _ = m.done.FirstSeen(ctx, k.NotifyID, t.Done)
+	}
+	if token != "" {
+		return m.locks.Unlock(ctx, k.Lock, token)
+	}
+	return nil
+}
+
+// FallbackGate asks Primary (Redis) and, when it fails, Secondary
+// (memory): Redis being down must never stop notifications. Tokens say
+// which one holds a lock.
+type FallbackGate struct {
+	Primary, Secondary Gate
+	Hook               func(what string) // told about each fallback (metrics)
+}
+
+// Admit implements Gate.
+func (f FallbackGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error) {
+	a, err := f.Primary.Admit(ctx, k, t)
+	if err == nil {
+		return a, nil
+	}
+	noteFallback(ctx, "gate", err, f.Hook)
+	a, err = f.Secondary.Admit(ctx, k, t)
+	if a.Token != "" {
+		a.Token = "mem:" + a.Token
+	}
+	return a, err
+}
+
+// Finish implements Gate.
+func (f FallbackGate) Finish(ctx context.Context, k GateKeys, token string, committed bool, t GateTTLs) error {
+	if mt, ok := cutPrefix(token, "mem:"); ok {
+		return f.Secondary.Finish(ctx, k, mt, committed, t)
+	}
+	err := f.Primary.Finish(ctx, k, token, committed, t)
+	if err != nil {
+		noteFallback(ctx, "gate", err, f.Hook)
+	}
+	return err
+}

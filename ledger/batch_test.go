@@ -1,0 +1,134 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// assertPaid checks one order ended SUCCESS with exactly one notice, one
+// history row (plus its registration) and one confirm job.
+func assertPaid(t *testing.T, s *ledger.Store, no string, amount int64, history int) {
+	t.Helper()
+	ctx := context.Background()
+	p, err := s.Payment(ctx, no)
+	if err != nil || p.State != ledger.PaymentSuccess || p.AmountTotal != amount {
+		t.Fatalf("payment %s = %+v, %v", no, p, err)
+	}
+	assertCounts(t, s, no, history, 1)
+	jobs, err := s.Outbox().JobsOf(ctx, no)
+	if err != nil || len(jobs) != 1 || jobs[0].Kind != ledger.JobConfirmInventory {
+		t.Fatalf("jobs of %s = %+v, %v", no, jobs, err)
+	}
+}
+
+// TestBatchOfPlainChanges: new orders and a registered one share one
+// transaction and each gets its state change, history row and job.
+func TestBatchOfPlainChanges(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: "b-reg", AmountTotal: 300, ExpireAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		us := []ledger.TransactionUpdate{paid("bn-reg", "b-reg", "btx-reg", 300)}
+		for i := range 20 {
+			us = append(us, paid(fmt.Sprintf("bn-%d", i), fmt.Sprintf("b-%02d", i), fmt.Sprintf("btx-%d", i), int64(100+i)))
+		}
+		errs, batched := s.ApplyTransactions(ctx, us)
+		if !batched {
+			t.Fatal("plain changes were not batched")
+		}
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("update %d: %v", i, err)
+			}
+		}
+		assertPaid(t, s, "b-reg", 300, 2)
+		for i := range 20 {
+			assertPaid(t, s, fmt.Sprintf("b-%02d", i), int64(100+i), 1)
+		}
+		h, _ := s.History(ctx, "b-reg")
+		if h[1].From != "EXPECTED" || h[1].To != "SUCCESS" || h[1].Ref != "bn-reg" {
+			t.Fatalf("history of the registered order = %+v", h)
+		}
+	})
+}
+
+// TestBatchFallsBackPerUpdate: a batch holding a stored notice, an amount
+// mismatch and two notices for one order is applied one by one, each with
+// the answer ApplyTransaction gives, and the plain ones still apply.
+func TestBatchFallsBackPerUpdate(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("fn-old", "f-old", "ftx-old", 100)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: "f-mm", AmountTotal: 500, ExpireAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		us := []ledger.TransactionUpdate{
+			paid("fn-old", "f-old", "ftx-old", 100), // stored already
+			paid("fn-mm", "f-mm", "ftx-mm", 499),    // amount differs from the registered 500
+			paid("fn-a", "f-new", "ftx-a", 100),     // plain
+			paid("fn-b", "f-twin", "ftx-b", 100),    // two notices, one order
+			paid("fn-c", "f-twin", "ftx-b", 100),
+		}
+		errs, batched := s.ApplyTransactions(ctx, us)
+		if batched {
+			t.Fatal("a batch with duplicates was applied as one")
+		}
+		var mm *ledger.AmountMismatchError
+		switch {
+		case !errors.Is(errs[0], ledger.ErrAlreadyRecorded):
+			t.Fatalf("stored notice: %v", errs[0])
+		case !errors.As(errs[1], &mm):
+			t.Fatalf("mismatch: %v", errs[1])
+		case errs[2] != nil:
+			t.Fatalf("plain: %v", errs[2])
+		case (errs[3] == nil) == (errs[4] == nil):
+			t.Fatalf("twins: %v / %v, want one applied and one already recorded", errs[3], errs[4])
+		}
+		assertPaid(t, s, "f-new", 100, 1)
+		assertPaid(t, s, "f-twin", 100, 1)
+		if p, _ := s.Payment(ctx, "f-mm"); p.State == ledger.PaymentSuccess {
+			t.Fatal("mismatched payment was applied")
+		}
+		if a, _ := s.Anomalies(ctx, "f-mm"); len(a) != 1 {
+			t.Fatalf("mismatch anomalies = %+v", a)
+		}
+	})
+}
+
+// TestBatchRaceWithSingleApply: while batches run, the same notices are
+// also applied one by one from other goroutines; every order still ends
+// with exactly one notice, one history row and one job.
+func TestBatchRaceWithSingleApply(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		const orders = 40
+		us := make([]ledger.TransactionUpdate, orders)
+		for i := range us {
+			us[i] = paid(fmt.Sprintf("rn-%d", i), fmt.Sprintf("r-%02d", i), fmt.Sprintf("rtx-%d", i), 100)
+		}
+		done := make(chan []error, 8)
+		for g := range 4 {
+			go func() { errs, _ := s.ApplyTransactions(ctx, us[g*10:g*10+10]); done <- errs }()
+			go func() { errs, _ := s.ApplyTransactions(ctx, us[g*10:g*10+1]); done <- errs }()
+		}
+		for range 8 {
+			for _, err := range <-done {
+				if err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) {
+					t.Errorf("apply: %v", err)
+				}
+			}
+		}
+		for i := range orders {
+			assertPaid(t, s, fmt.Sprintf("r-%02d", i), 100, 1)
+		}
+	})
+}
