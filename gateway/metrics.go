@@ -28,6 +28,7 @@ type Metrics struct {
 	RedisCalls     *prometheus.HistogramVec // gateway_redis_call_seconds{op,result}
 	RedisFallbacks *prometheus.CounterVec   // gateway_redis_fallbacks_total{what}
 	RateLimited    *prometheus.CounterVec   // gateway_rate_limited_total{route}
+	NotifyBatches  *prometheus.HistogramVec // gateway_notify_batch_size{mode}
 }
 
 // redisBuckets resolve the region around the Redis op timeout (250 ms by
@@ -53,10 +54,27 @@ func NewMetrics() *Metrics {
 			Help: "Redis-backed guards that fell back to in-process structures."}, []string{"what"}),
 		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_rate_limited_total",
 			Help: "Requests refused with 429 ERATE_LIMITED, by route template."}, []string{"route"}),
+		NotifyBatches: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_notify_batch_size",
+			Help: "Payment notifications per ledger commit; mode is batched (one transaction) or single " +
+				"(applied one by one, alone or after a batch fell back).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64}}, []string{"mode"}),
 	}
 	m.Registry.MustRegister(m.Requests, m.Latency, m.Notifications, m.RedisCalls, m.RedisFallbacks, m.RateLimited,
+		m.NotifyBatches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// NotifyBatch records one group commit of payment notifications.
+func (m *Metrics) NotifyBatch(size int, batched bool) {
+	if m == nil {
+		return
+	}
+	mode := "single"
+	if batched {
+		mode = "batched"
+	}
+	m.NotifyBatches.WithLabelValues(mode).Observe(float64(size))
 }
 
 // Handler serves the registry in the Prometheus text format.

@@ -40,6 +40,13 @@ type ProcessorConfig struct {
 	LockTTL  time.Duration // advisory lock lifetime; above the slowest processing
 	LockWait time.Duration // how long a duplicate waits for the lock holder
 	DoneTTL  time.Duration // how long committed ids are remembered; above WeChat's 24 h of retries
+	// Payment notifications are group-committed by BatchWorkers workers,
+	// at most BatchMax per transaction, each transaction bounded by
+	// BatchTimeout; BatchObserve (metrics) is told each commit's size.
+	BatchWorkers int
+	BatchMax     int
+	BatchTimeout time.Duration
+	BatchObserve func(size int, batched bool)
 }
 
 // Processor turns verified notifications into ledger changes.
@@ -49,6 +56,7 @@ type Processor struct {
 	gate    Gate
 	locker  Locker
 	store   *ledger.Store
+	batch   *batcher
 }
 
 // NewProcessor wires a processor; zero timings get safe defaults. The
@@ -66,7 +74,20 @@ func NewProcessor(cfg ProcessorConfig, notices Notices, gate Gate, locker Locker
 	if cfg.DoneTTL <= 0 {
 		cfg.DoneTTL = 25 * time.Hour
 	}
-	return &Processor{cfg: cfg, notices: notices, gate: gate, locker: locker, store: store}
+	cfg.BatchWorkers = max(cfg.BatchWorkers, 1)
+	cfg.BatchMax = max(cfg.BatchMax, 1)
+	if cfg.BatchTimeout <= 0 {
+		cfg.BatchTimeout = 10 * time.Second
+	}
+	b := newBatcher(store, cfg.BatchWorkers, cfg.BatchMax, cfg.BatchTimeout, cfg.BatchObserve)
+	return &Processor{cfg: cfg, notices: notices, gate: gate, locker: locker, store: store, batch: b}
+}
+
+// Close stops the notification workers after their current commit; call
+// it once the HTTP server has drained.
+func (p *Processor) Close() error {
+	p.batch.close()
+	return nil
 }
 
 // Store returns the ledger the processor writes to.
@@ -139,7 +160,7 @@ func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body 
 		return err
 	}
 	return p.guarded(ctx, n, "pay:"+u.OutTradeNo, func() error {
-		_, err := p.store.ApplyTransaction(ctx, u)
+		err := p.batch.apply(ctx, u)
 		if errors.Is(err, ledger.ErrAlreadyRecorded) {
 			NoteDuplicate(ctx)
 		}

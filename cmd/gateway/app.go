@@ -109,8 +109,11 @@ func (m *Main) wire(ctx context.Context) error {
 	if m.Wechat, err = newWechatClient(ctx, w); err != nil {
 		return err
 	}
-	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID},
+	nc := m.Config.Notify
+	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID,
+		BatchWorkers: nc.BatchWorkers, BatchMax: nc.BatchMax, BatchObserve: m.Metrics.NotifyBatch},
 		notices, gate, locker, m.Store)
+	m.closers = append(m.closers, m.Processor.Close)
 	h := m.Config.HTTP
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys, m.dbKeys()),
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,

@@ -16,6 +16,7 @@ import (
 // GATEWAY_<SECTION>_<FIELD> (or the env tag where one is given).
 type Config struct {
 	HTTP      HTTPConfig      `yaml:"http"`
+	Notify    NotifyConfig    `yaml:"notify"`
 	Database  DatabaseConfig  `yaml:"database"`
 	Redis     RedisConfig     `yaml:"redis"`
 	WechatPay WechatPayConfig `yaml:"wechatpay"`
@@ -41,6 +42,14 @@ type HTTPConfig struct {
 	NotifyTimeout     time.Duration `yaml:"notify_timeout"`
 	APITimeout        time.Duration `yaml:"api_timeout"`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+}
+
+// NotifyConfig tunes the group commit of payment notifications: up to
+// BatchWorkers ledger transactions at once, each holding at most BatchMax
+// notifications that arrived while the others were busy.
+type NotifyConfig struct {
+	BatchWorkers int `yaml:"batch_workers"`
+	BatchMax     int `yaml:"batch_max"`
 }
 
 // DatabaseConfig says where the ledger lives.
@@ -101,6 +110,7 @@ func DefaultConfig() Config {
 		HTTP: HTTPConfig{Addr: ":8080", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second, MaxBodyBytes: 64 << 10,
 			NotifyTimeout: 4 * time.Second, APITimeout: 10 * time.Second, ShutdownTimeout: 15 * time.Second},
+		Notify: NotifyConfig{BatchWorkers: 4, BatchMax: 32},
 		Database: DatabaseConfig{DSN: ".run/gateway.db", MaxOpenConns: 50, MaxIdleConns: 25,
 			ConnMaxLifetime: 30 * time.Minute, DialTimeout: 5 * time.Second,
 			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},

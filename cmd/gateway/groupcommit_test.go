@@ -1,0 +1,111 @@
+package main
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// TestBurstIsGroupCommitted fires 200 first deliveries and 100
+// redeliveries of them at once: every one is answered 204, every order has
+// one payment, one history row, one notification and one outbox job, and
+// the ledger shared transactions between notifications.
+func TestBurstIsGroupCommitted(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			nos := make([]string, 200)
+			var ns []wxpaysim.Notification
+			for i := range nos {
+				nos[i] = uniqueNo("burst")
+				ns = append(ns, mustNotification(k.PaymentNotification(paidTx(k, nos[i], 100), wxpaysim.PublicKeyMode(), time.Now())))
+			}
+			for i := range 100 {
+				ns = append(ns, mustNotification(ns[i*2].Resign(k, wxpaysim.PublicKeyMode(), time.Now())))
+			}
+			for i, s := range fire(t, m.URL()+paymentPath, ns) {
+				if s != 204 {
+					t.Errorf("delivery %d: status %d, want 204", i, s)
+				}
+			}
+			for _, no := range nos {
+				if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
+					t.Fatalf("%s: payments/history/notifications = %v, want [1 1 1]", no, got)
+				}
+			}
+			var jobs int64
+			m.Store.DB().Table("outbox_jobs").Where("out_trade_no IN ?", nos).Count(&jobs)
+			if jobs != int64(len(nos)) {
+				t.Fatalf("outbox jobs = %d, want %d", jobs, len(nos))
+			}
+			assertGroupCommitted(t, m)
+		})
+	}
+}
+
+// assertGroupCommitted checks, from gateway_notify_batch_size, that some
+// transaction held more than one notification.
+func assertGroupCommitted(t *testing.T, m *Main) {
+	t.Helper()
+	f := metricFamily(t, m, "gateway_notify_batch_size")
+	for _, s := range f.GetMetric() {
+		h := s.GetHistogram()
+		if s.GetLabel()[0].GetValue() == "batched" && h.GetSampleCount() > 0 && h.GetSampleSum() > float64(h.GetSampleCount()) {
+			return
+		}
+	}
+	t.Fatalf("no notifications shared a transaction: %v", f)
+}
+
+// TestRedeliveryAnsweredByTheGate: once a notification is committed, its
+// redelivery (signed afresh) is answered 204 from the gate's committed
+// mark without a single database statement.
+func TestRedeliveryAnsweredByTheGate(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			no := uniqueNo("gate")
+			n := mustNotification(k.PaymentNotification(paidTx(k, no, 100), wxpaysim.PublicKeyMode(), time.Now()))
+			if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
+				t.Fatalf("first delivery: %d %v", status, body)
+			}
+			statements := countStatements(t, m.Store.DB())
+			again := mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
+			if status, body := post(t, m.URL()+paymentPath, again); status != 204 {
+				t.Fatalf("redelivery: %d %v", status, body)
+			}
+			if got := statements.Load(); got != 0 {
+				t.Fatalf("the redelivery ran %d database statements, want 0", got)
+			}
+			if status, body := post(t, m.URL()+paymentPath, again); status != 401 || body["reason"] != "EREPLAY" {
+				t.Fatalf("replayed request: status %d %v, want 401 EREPLAY", status, body)
+			}
+		})
+	}
+}
+
+// countStatements counts every gorm statement run on db from now on.
+func countStatements(t *testing.T, db *gorm.DB) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	count := func(*gorm.DB) { n.Add(1) }
+	cb := db.Callback()
+	for _, err := range []error{
+		cb.Query().Before("gorm:query").Register("test:count_query", count),
+		cb.Create().Before("gorm:create").Register("test:count_create", count),
+		cb.Update().Before("gorm:update").Register("test:count_update", count),
+		cb.Raw().Before("gorm:raw").Register("test:count_raw", count),
+		cb.Row().Before("gorm:row").Register("test:count_row", count),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &n
+}

@@ -1,0 +1,109 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"paygateway/ledger"
+)
+
+// errBatcherClosed answers updates that arrive after shutdown began.
+var errBatcherClosed = errors.New("notification batcher stopped")
+
+// batcher is group commit for payment notifications: updates that arrive
+// while its workers are busy share their next ledger transaction (see
+// ledger.Store.ApplyTransactions); an update that finds a worker idle goes
+// at once, alone. No update waits for others to arrive.
+type batcher struct {
+	store   *ledger.Store
+	in      chan *batchItem
+	max     int
+	timeout time.Duration
+	observe func(size int, batched bool)
+	quit    chan struct{}
+	stop    sync.Once
+	wg      sync.WaitGroup
+}
+
+type batchItem struct {
+	u    ledger.TransactionUpdate
+	done chan error
+}
+
+func newBatcher(store *ledger.Store, workers, max int, timeout time.Duration, observe func(int, bool)) *batcher {
+	b := &batcher{store: store, in: make(chan *batchItem), max: max, timeout: timeout, observe: observe,
+		quit: make(chan struct{})}
+	for range workers {
+		b.wg.Go(b.work)
+	}
+	return b
+}
+
+// apply hands u to a worker and waits for its result. A caller whose ctx
+// ends stops waiting; the update may still commit, and a redelivery then
+// finds it stored.
+func (b *batcher) apply(ctx context.Context, u ledger.TransactionUpdate) error {
+	it := &batchItem{u: u, done: make(chan error, 1)}
+	select {
+	case b.in <- it:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.quit:
+		return errBatcherClosed
+	}
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close stops the workers after their current batch.
+func (b *batcher) close() {
+	b.stop.Do(func() { close(b.quit) })
+	b.wg.Wait()
+}
+
+func (b *batcher) work() {
+	for {
+		select {
+		case <-b.quit:
+			return
+		case first := <-b.in:
+			b.run(b.gather(first))
+		}
+	}
+}
+
+// gather takes first and every update already waiting, up to max.
+func (b *batcher) gather(first *batchItem) []*batchItem {
+	items := []*batchItem{first}
+	for len(items) < b.max {
+		select {
+		case it := <-b.in:
+			items = append(items, it)
+		default:
+			return items
+		}
+	}
+	return items
+}
+
+func (b *batcher) run(items []*batchItem) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	us := make([]ledger.TransactionUpdate, len(items))
+	for i, it := range items {
+		us[i] = it.u
+	}
+	errs, batched := b.store.ApplyTransactions(ctx, us)
+	if b.observe != nil {
+		b.observe(len(items), batched)
+	}
+	for i, it := range items {
+		it.done <- errs[i]
+	}
+}
