@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -215,6 +216,10 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- m.server.Serve(m.listener) }()
+	if h.PprofAddr != "" {
+		stopPprof := servePprof(h.PprofAddr)
+		defer stopPprof()
+	}
 	slog.Info("gateway listening", "addr", m.Addr(), "dialect", m.Store.Dialect(), "redis", m.Config.Redis.Addr != "")
 	var err error
 	select {
@@ -226,6 +231,21 @@ func (m *Main) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// servePprof serves the profiler on addr until the returned func runs.
+func servePprof(addr string) func() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Warn("pprof server", "addr", addr, "err", err)
+		}
+	}()
+	return func() { _ = srv.Close() }
 }
 
 func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {

@@ -42,6 +42,9 @@ type HTTPConfig struct {
 	NotifyTimeout     time.Duration `yaml:"notify_timeout"`
 	APITimeout        time.Duration `yaml:"api_timeout"`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+	// PprofAddr, when set, serves net/http/pprof there, e.g.
+	// "127.0.0.1:6060"; keep it on a loopback or internal address.
+	PprofAddr string `yaml:"pprof_addr"`
 }
 
 // NotifyConfig tunes the group commit of payment notifications: up to

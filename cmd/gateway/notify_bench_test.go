@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,13 +21,56 @@ func BenchmarkPaymentNotification(b *testing.B) {
 	for i := range ns {
 		ns[i] = mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("bn"), 100), wxpaysim.PublicKeyMode(), time.Now()))
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	b.ResetTimer()
-	for i := range ns {
-		resp, err := ns[i].Post(b.Context(), client, m.URL()+paymentPath)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	post := func(n wxpaysim.Notification) {
+		resp, err := n.Post(b.Context(), client, m.URL()+paymentPath)
 		if err != nil || resp.StatusCode != 204 {
-			b.Fatalf("post %d: %v %v", i, err, resp)
+			b.Errorf("post: %v %v", err, resp)
+			return
 		}
 		resp.Body.Close()
 	}
+	post(ns[0])
+	var next atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			post(ns[next.Add(1)])
+		}
+	})
+}
+
+// BenchmarkDuplicateNotification posts pre-signed redeliveries of one
+// committed notification from 32 goroutines; profile the duplicate path
+// with -cpuprofile.
+func BenchmarkDuplicateNotification(b *testing.B) {
+	k, _ := testKeys(b)
+	cfg := testConfig(b, backend{name: "mysql+redis", mysql: true, redis: true})
+	cfg.Log.Level = "error"
+	m := startGateway(b, cfg)
+	first := mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("bd"), 100), wxpaysim.PublicKeyMode(), time.Now()))
+	ns := make([]wxpaysim.Notification, b.N+1)
+	ns[0] = first
+	for i := 1; i < len(ns); i++ {
+		ns[i] = mustNotification(first.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	post := func(n wxpaysim.Notification) {
+		resp, err := n.Post(b.Context(), client, m.URL()+paymentPath)
+		if err != nil || resp.StatusCode != 204 {
+			b.Errorf("post: %v %v", err, resp)
+			return
+		}
+		resp.Body.Close()
+	}
+	post(ns[0])
+	var next atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			post(ns[next.Add(1)])
+		}
+	})
 }

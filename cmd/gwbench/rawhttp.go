@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// rawPoster sends pre-encoded HTTP/1.1 requests over kept-alive
+// connections and parses the answers with net/http, as a load generator
+// like wrk does: the driver shares the cores with the gateway, so its own
+// cost per request must stay small. Requests are encoded before a timed
+// phase, like signatures.
+type rawPoster struct {
+	host  string
+	path  string
+	conns chan *rawConn
+}
+
+type rawConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func newRawPoster(base, path string) (*rawPoster, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	return &rawPoster{host: u.Host, path: path, conns: make(chan *rawConn, 8192)}, nil
+}
+
+// encode writes n as one HTTP/1.1 request.
+func (p *rawPoster) encode(n wxpaysim.Notification) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: Mozilla/4.0\r\n", p.path, p.host)
+	fmt.Fprintf(&b, "Content-Type: application/json\r\nContent-Length: %d\r\n", len(n.Body))
+	for k, vs := range n.Header {
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	b.WriteString("\r\n")
+	b.Write(n.Body)
+	return b.Bytes()
+}
+
+func (p *rawPoster) encodeAll(ns []wxpaysim.Notification) [][]byte {
+	out := make([][]byte, len(ns))
+	for i, n := range ns {
+		out[i] = p.encode(n)
+	}
+	return out
+}
+
+// send writes req and reads the answer; any 2xx is success.
+func (p *rawPoster) send(req []byte) error {
+	c, err := p.conn()
+	if err != nil {
+		return err
+	}
+	_ = c.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.c.Write(req); err != nil {
+		c.c.Close()
+		return err
+	}
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		c.c.Close()
+		return err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	if err != nil || resp.Close {
+		c.c.Close()
+	} else {
+		p.conns <- c
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	return err
+}
+
+func (p *rawPoster) conn() (*rawConn, error) {
+	select {
+	case c := <-p.conns:
+		return c, nil
+	default:
+	}
+	c, err := net.DialTimeout("tcp", p.host, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &rawConn{c: c, r: bufio.NewReaderSize(c, 4096)}, nil
+}
+
+func (p *rawPoster) close() {
+	for {
+		select {
+		case c := <-p.conns:
+			c.c.Close()
+		default:
+			return
+		}
+	}
+}
