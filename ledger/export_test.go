@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -10,4 +12,31 @@ import (
 // their own, so tests reach them before the refunds state machine exists.
 func (s *Store) RefundSucceeded(ctx context.Context, outRefundNo, outTradeNo string, amount int64) error {
 	return s.inTx(ctx, func(tx *gorm.DB) error { return s.refundSucceeded(tx, outRefundNo, outTradeNo, amount) })
+}
+
+// InsertDueJobs stores n pending jobs, all due.
+func (s *Store) InsertDueJobs(ctx context.Context, prefix string, n int) error {
+	rows := make([]outboxJobRow, n)
+	for i := range rows {
+		row, err := s.jobRow(JobConfirmInventory, fmt.Sprintf("%s-%d", prefix, i), fmt.Sprintf("%s-%d", prefix, i), "", struct{}{})
+		if err != nil {
+			return err
+		}
+		row.NextRunAt = row.NextRunAt.Add(-time.Minute)
+		rows[i] = row
+	}
+	return s.db.WithContext(ctx).CreateInBatches(rows, 1000).Error
+}
+
+// RowsLockedByClaim runs the claim's locking read for n jobs in a
+// transaction and reports how many rows InnoDB locked for it (MySQL only).
+func (s *Store) RowsLockedByClaim(ctx context.Context, n int) (ids []uint64, locked int64, err error) {
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if ids, err = dueJobs(tx, s.now(), n); err != nil {
+			return err
+		}
+		return tx.Raw("SELECT trx_rows_locked FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()").
+			Scan(&locked).Error
+	})
+	return ids, locked, err
 }

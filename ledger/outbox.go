@@ -151,17 +151,14 @@ func (s *Store) Outbox() *Outbox { return &Outbox{s: s} }
 // Claim implements retry.Queue. On MySQL the due rows are locked with
 // SKIP LOCKED, so concurrent claimers take disjoint jobs without waiting;
 // on SQLite the single writer serialises claims. A claimed job's
-// next_run_at moves to its lease end, so one index range finds both
-// pending jobs and running jobs whose lease expired.
+// next_run_at moves to its lease end, so running jobs whose lease expired
+// are due like pending ones.
 func (o *Outbox) Claim(ctx context.Context, worker string, n int, lease time.Duration) ([]retry.Job, error) {
 	var rows []outboxJobRow
 	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
 		rows = nil
 		now := o.s.now()
-		var ids []uint64
-		err := tx.Model(&outboxJobRow{}).Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
-			Where("state IN ? AND next_run_at <= ?", []string{JobPending, JobRunning}, now).
-			Order("next_run_at").Limit(n).Pluck("id", &ids).Error
+		ids, err := dueJobs(tx, now, n)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
@@ -184,6 +181,29 @@ func (o *Outbox) Claim(ctx context.Context, worker string, n int, lease time.Dur
 		out[i] = r.claimed()
 	}
 	return out, nil
+}
+
+// dueJobs locks up to n due jobs: pending ones first, then running ones
+// whose lease expired. Each state is its own range of the (state,
+// next_run_at) index read in order, so the database reads and locks only
+// the rows it returns; "state IN (…) ORDER BY next_run_at" would sort, and
+// lock, every due row first, which under a backlog of tens of thousands
+// of jobs exhausted InnoDB's lock memory (found by the chaos run).
+func dueJobs(tx *gorm.DB, now time.Time, n int) ([]uint64, error) {
+	var ids []uint64
+	for _, state := range []string{JobPending, JobRunning} {
+		var got []uint64
+		err := tx.Model(&outboxJobRow{}).Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
+			Where("state = ? AND next_run_at <= ?", state, now).
+			Order("next_run_at").Limit(n - len(ids)).Pluck("id", &got).Error
+		if err != nil {
+			return nil, err
+		}
+		if ids = append(ids, got...); len(ids) >= n {
+			break
+		}
+	}
+	return ids, nil
 }
 
 var _ retry.Releaser = (*Outbox)(nil)

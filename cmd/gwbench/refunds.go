@@ -54,7 +54,17 @@ func refundStage(ctx context.Context, e *env, t *target, p *poster, n, c int) st
 			return "error: " + err.Error()
 		}
 	}
-	r := closedLoop(n, c, func(i int) error {
+	r := withCPU(t.gw.PID(), func() Result { return closedLoop(n, c, refundOp(ctx, t, p, tokens, orders)) })
+	if r.Failed > 0 {
+		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr)
+	}
+	return fmt.Sprintf("%.0f/s (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds, concurrency %d)",
+		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c)
+}
+
+// refundOp creates the refund of orders[i] as its payer.
+func refundOp(ctx context.Context, t *target, p *poster, tokens, orders []string) func(i int) error {
+	return func(i int) error {
 		req, err := newRefundRequest(ctx, t.gw.URL(), tokens[i], "K"+orders[i], orders[i], 10)
 		if err != nil {
 			return err
@@ -69,11 +79,7 @@ func refundStage(ctx context.Context, e *env, t *target, p *poster, n, c int) st
 			return fmt.Errorf("status %d: %s", resp.StatusCode, b)
 		}
 		return nil
-	})
-	if r.Failed > 0 {
-		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr)
 	}
-	return fmt.Sprintf("%.0f/s (p50 %s, p99 %s, %d refunds, concurrency %d)", r.Rate(), ms(r.P50), ms(r.P99), r.N, c)
 }
 
 // paidOrders pays n orders in the simulator (which the refund calls reach)
