@@ -195,7 +195,7 @@ func dueJobs(tx *gorm.DB, now time.Time, n int) ([]uint64, error) {
 		var got []uint64
 		err := tx.Model(&outboxJobRow{}).Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
 			Where("state = ? AND next_run_at <= ?", state, now).
-			Order("next_run_at").Limit(n - len(ids)).Pluck("id", &got).Error
+			Order("next_run_at").Limit(n-len(ids)).Pluck("id", &got).Error
 		if err != nil {
 			return nil, err
 		}
