@@ -11,7 +11,8 @@ import (
 	"paygateway/ledger"
 )
 
-// Notice is a verified, decrypted WeChat Pay notification.
+// Notice is a verified WeChat Pay notification; Plaintext is filled once
+// it is decrypted.
 type Notice struct {
 	ID           string
 	EventType    string
@@ -22,13 +23,25 @@ type Notice struct {
 	Serial       string
 	Nonce        string
 	Timestamp    time.Time
-	Plaintext    []byte
+	Resource     Sealed // the encrypted resource
+	Plaintext    []byte // the decrypted resource (after Decrypt)
+}
+
+// Sealed is a notification's encrypted resource (AEAD_AES_256_GCM).
+type Sealed struct {
+	Algorithm, Ciphertext, AssociatedData, Nonce string
 }
 
 // Notices verifies and decrypts WeChat Pay notifications. Implementations
 // return *Error values with codes ESIGNATURE, ESTALE, EDECRYPT or EINVALID.
+// Verification comes first and decryption only when needed: a redelivery
+// of a committed notification is answered without decrypting it.
 type Notices interface {
-	Parse(ctx context.Context, header http.Header, body []byte) (*Notice, error)
+	// Verify checks the headers, the time window and the signature and
+	// reads the envelope (id, event type, sealed resource).
+	Verify(ctx context.Context, header http.Header, body []byte) (*Notice, error)
+	// Decrypt opens n.Resource into n.Plaintext.
+	Decrypt(n *Notice) error
 }
 
 // ProcessorConfig holds the merchant identity notifications must carry and
@@ -99,11 +112,15 @@ func (p *Processor) ttls() GateTTLs {
 
 // guarded applies a verified notification at most once. The gate refuses
 // a replayed nonce and answers a notification it knows is committed
-// without touching the database; otherwise apply runs under the order's
-// lock (waiting for a holder first) and, when it returns nil, the
-// notification is marked committed. apply returns a gateway error; nil
-// means the ledger holds the notification.
-func (p *Processor) guarded(ctx context.Context, n *Notice, lockKey string, apply func() error) error {
+// without decrypting it or touching the database; otherwise apply
+// (decrypt, check, record) runs under the notification's lock, waiting
+// for a holder first, and when it returns nil the notification is marked
+// committed. apply returns a gateway error; nil means the ledger holds
+// the notification. The lock only keeps a storm of redeliveries off the
+// database: two different notifications of one order are serialised by
+// the order's row lock and unique keys.
+func (p *Processor) guarded(ctx context.Context, n *Notice, apply func() error) error {
+	lockKey := "notify:" + n.ID
 	keys := GateKeys{Nonce: "nonce:" + n.Nonce, NotifyID: n.ID, Lock: lockKey}
 	adm, err := p.gate.Admit(ctx, keys, p.ttls())
 	switch {
@@ -148,19 +165,22 @@ type wxTransaction struct {
 // HandlePayment processes a payment notification. A nil error means the
 // ledger has durably committed it (or had it already).
 func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body []byte) error {
-	n, err := p.notices.Parse(ctx, header, body)
+	n, err := p.notices.Verify(ctx, header, body)
 	if err != nil {
 		return err
 	}
 	if n.EventType != "TRANSACTION.SUCCESS" {
 		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType}
 	}
-	u, err := p.transactionUpdate(n)
-	if err != nil {
-		return err
-	}
-	return p.guarded(ctx, n, "pay:"+u.OutTradeNo, func() error {
-		err := p.batch.apply(ctx, u)
+	return p.guarded(ctx, n, func() error {
+		if err := p.notices.Decrypt(n); err != nil {
+			return err
+		}
+		u, err := p.transactionUpdate(n)
+		if err != nil {
+			return err
+		}
+		err = p.batch.apply(ctx, u)
 		if errors.Is(err, ledger.ErrAlreadyRecorded) {
 			NoteDuplicate(ctx)
 		}

@@ -37,7 +37,7 @@ var refundEvents = map[string]ledger.RefundState{
 // state machine. Duplicates and late, out-of-order notices are answered
 // as successes and change nothing. A nil error means the ledger committed.
 func (p *Processor) HandleRefund(ctx context.Context, header http.Header, body []byte) error {
-	n, err := p.notices.Parse(ctx, header, body)
+	n, err := p.notices.Verify(ctx, header, body)
 	if err != nil {
 		return err
 	}
@@ -45,18 +45,23 @@ func (p *Processor) HandleRefund(ctx context.Context, header http.Header, body [
 	if !ok {
 		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType}
 	}
-	var r wxRefundNotice
-	if err := json.Unmarshal(n.Plaintext, &r); err != nil {
-		return Errorf(CodeInvalid, "resource is not a refund", err)
-	}
-	// Refund notices carry no appid: only the mchid is checked.
-	if err := p.checkMerchant(r.MchID, p.cfg.AppID); err != nil {
-		return err
-	}
-	if err := validRefundNotice(r, state); err != nil {
-		return err
-	}
-	return p.guarded(ctx, n, "refund:"+r.OutRefundNo, func() error { return p.applyRefundNotice(ctx, n, r, state) })
+	return p.guarded(ctx, n, func() error {
+		if err := p.notices.Decrypt(n); err != nil {
+			return err
+		}
+		var r wxRefundNotice
+		if err := json.Unmarshal(n.Plaintext, &r); err != nil {
+			return Errorf(CodeInvalid, "resource is not a refund", err)
+		}
+		// Refund notices carry no appid: only the mchid is checked.
+		if err := p.checkMerchant(r.MchID, p.cfg.AppID); err != nil {
+			return err
+		}
+		if err := validRefundNotice(r, state); err != nil {
+			return err
+		}
+		return p.applyRefundNotice(ctx, n, r, state)
+	})
 }
 
 func (p *Processor) applyRefundNotice(ctx context.Context, n *Notice, r wxRefundNotice, state ledger.RefundState) error {

@@ -140,6 +140,7 @@ func (m *Main) guards() (gateway.Gate, gateway.Locker) {
 	m.Redis = redisstore.NewClient(rc)
 	m.closers = append(m.closers, m.Redis.Close)
 	rs := redisstore.New(m.Redis, rc)
+	m.closers = append(m.closers, rs.Close)
 	hook := m.Metrics.RedisFallback
 	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook}
 	return gateway.FallbackGate{Primary: rs, Secondary: memGate, Hook: hook},

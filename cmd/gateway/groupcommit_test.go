@@ -109,3 +109,32 @@ func countStatements(t *testing.T, db *gorm.DB) *atomic.Int64 {
 	}
 	return &n
 }
+
+// TestDistinctNotificationsOfOneOrder fires 30 different notifications
+// (own ids) paying one order at once: the per-notification gate lets them
+// all through, and the order's row lock and unique keys leave one
+// payment, one history row and one stored notification.
+func TestDistinctNotificationsOfOneOrder(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			no := uniqueNo("one")
+			ns := make([]wxpaysim.Notification, 30)
+			for i := range ns {
+				ns[i] = mustNotification(k.PaymentNotification(paidTx(k, no, 700), wxpaysim.PublicKeyMode(), time.Now()))
+			}
+			if ns[0].ID == ns[1].ID {
+				t.Fatal("the simulator gave two notifications one id")
+			}
+			for i, s := range fire(t, m.URL()+paymentPath, ns) {
+				if s != 204 {
+					t.Errorf("delivery %d: status %d, want 204", i, s)
+				}
+			}
+			if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
+				t.Fatalf("payments/history/notifications = %v, want [1 1 1]", got)
+			}
+		})
+	}
+}

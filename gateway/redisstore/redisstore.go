@@ -39,6 +39,7 @@ type Config struct {
 // Store is a Redis-backed Gate and Locker.
 type Store struct {
 	client *redis.Client
+	pipe   *pipeline
 	prefix string
 	opTime time.Duration
 	obs    func(op string, d time.Duration, err error)
@@ -65,7 +66,15 @@ func New(client *redis.Client, cfg Config) *Store {
 	if prefix == "" {
 		prefix = "gw:"
 	}
-	return &Store{client: client, prefix: prefix, opTime: or(cfg.OpTimeout, 250*time.Millisecond), obs: cfg.Observe}
+	opTime := or(cfg.OpTimeout, 250*time.Millisecond)
+	return &Store{client: client, prefix: prefix, opTime: opTime, obs: cfg.Observe,
+		pipe: newPipeline(client, 1, 128, opTime)}
+}
+
+// Close stops the store's pipeline workers; the client is the caller's.
+func (s *Store) Close() error {
+	s.pipe.close()
+	return nil
 }
 
 // observe reports the duration of a call that started at start; use as
@@ -156,7 +165,7 @@ func (s *Store) Admit(ctx context.Context, k gateway.GateKeys, t gateway.GateTTL
 	defer cancel()
 	token := gateway.NewToken()
 	keys := []string{s.prefix + k.Nonce, s.prefix + "done:" + k.NotifyID, s.prefix + "lock:" + k.Lock}
-	res, err := admitScript.Run(ctx, s.client, keys, token, t.Nonce.Milliseconds(), t.Lock.Milliseconds()).Text()
+	res, err := s.pipe.run(ctx, admitScript, keys, token, t.Nonce.Milliseconds(), t.Lock.Milliseconds()).Text()
 	if err != nil {
 		return gateway.Admission{}, fmt.Errorf("redis admit %s: %w", k.NotifyID, err)
 	}
@@ -181,7 +190,7 @@ func (s *Store) Finish(ctx context.Context, k gateway.GateKeys, token string, co
 		mark = "1"
 	}
 	keys := []string{s.prefix + "lock:" + k.Lock, s.prefix + "done:" + k.NotifyID}
-	if err = finishScript.Run(ctx, s.client, keys, token, t.Done.Milliseconds(), mark).Err(); err != nil {
+	if err = s.pipe.run(ctx, finishScript, keys, token, t.Done.Milliseconds(), mark).Err(); err != nil {
 		return fmt.Errorf("redis finish %s: %w", k.NotifyID, err)
 	}
 	return nil

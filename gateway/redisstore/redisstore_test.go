@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"paygateway/gateway"
 	"paygateway/gateway/redisstore"
 	"paygateway/gateway/redisstore/redistest"
@@ -136,6 +138,7 @@ func TestDeadRedisFailsFastAndFallsBack(t *testing.T) {
 	}()
 	cfg := redisstore.Config{Addr: ln.Addr().String(), OpTimeout: 150 * time.Millisecond}
 	s := redisstore.New(redisstore.NewClient(cfg), cfg)
+	defer s.Close()
 	gate := gateway.FallbackGate{Primary: s, Secondary: gateway.NewMemoryGate(10, gateway.NewMemoryLocker())}
 	k := gateway.GateKeys{Nonce: "n", NotifyID: "id", Lock: "pay:1"}
 	start := time.Now()
@@ -155,5 +158,63 @@ func TestDeadRedisFailsFastAndFallsBack(t *testing.T) {
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("two calls to a hung redis took %v", took)
+	}
+}
+
+// countPipelines counts the pipelines a client sends and the commands in them.
+type countPipelines struct{ pipelines, cmds atomic.Int64 }
+
+func (h *countPipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *countPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *countPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.pipelines.Add(1)
+		h.cmds.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// TestConcurrentAdmitsShareRoundTrips: 200 notifications admitted at once
+// are each answered correctly, in fewer round trips than calls.
+func TestConcurrentAdmitsShareRoundTrips(t *testing.T) {
+	s := redistest.Store(t)
+	hook := &countPipelines{}
+	s.Client().AddHook(hook)
+	ctx := context.Background()
+	var fresh atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			k := gateway.GateKeys{Nonce: fmt.Sprintf("pn-%d", i), NotifyID: fmt.Sprintf("pid-%d", i), Lock: fmt.Sprintf("pay:p%d", i)}
+			if a, err := s.Admit(ctx, k, ttls); err == nil && !a.Replay && !a.Done && a.Token != "" {
+				fresh.Add(1)
+			} else {
+				t.Errorf("admit %d: %+v %v", i, a, err)
+			}
+		})
+	}
+	wg.Wait()
+	// (connection set-up also runs as small pipelines, hence "at least")
+	if fresh.Load() != 200 || hook.cmds.Load() < 200 || hook.pipelines.Load() >= 100 {
+		t.Fatalf("fresh=%d, %d commands in %d round trips; want 200 fresh in far fewer round trips",
+			fresh.Load(), hook.cmds.Load(), hook.pipelines.Load())
+	}
+}
+
+// TestAdmitAfterScriptFlush: Redis forgot the scripts (a restart or a
+// SCRIPT FLUSH); the gate loads them again instead of failing.
+func TestAdmitAfterScriptFlush(t *testing.T) {
+	s := redistest.Store(t)
+	ctx := context.Background()
+	k := gateway.GateKeys{Nonce: "sf1", NotifyID: "sf-id", Lock: "pay:sf"}
+	if _, err := s.Admit(ctx, k, ttls); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client().ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	k.Nonce = "sf2"
+	if a, err := s.Admit(ctx, k, ttls); err != nil || a.Token != "" || a.Replay {
+		t.Fatalf("after SCRIPT FLUSH: %+v %v, want busy (the first admit holds the lock)", a, err)
 	}
 }

@@ -101,8 +101,20 @@ type envelope struct {
 	} `json:"resource"`
 }
 
-// Parse verifies headers, time window and signature, then decrypts.
+// Parse verifies a notification and decrypts it (Verify, then Decrypt).
 func (v *Verifier) Parse(ctx context.Context, header http.Header, body []byte) (*gateway.Notice, error) {
+	n, err := v.Verify(ctx, header, body)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Decrypt(n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Verify checks headers, time window and signature and reads the envelope.
+func (v *Verifier) Verify(ctx context.Context, header http.Header, body []byte) (*gateway.Notice, error) {
 	ts, err := v.checkHeaders(header)
 	if err != nil {
 		return nil, err
@@ -115,15 +127,16 @@ func (v *Verifier) Parse(ctx context.Context, header http.Header, body []byte) (
 	if err := json.Unmarshal(body, &env); err != nil {
 		return nil, gateway.Errorf(gateway.CodeInvalid, "body is not a notification", err)
 	}
-	plain, err := v.decrypt(env)
-	if err != nil {
-		return nil, err
+	if env.ID == "" || len(env.ID) > 128 || env.EventType == "" {
+		return nil, &gateway.Error{Code: gateway.CodeInvalid, Message: "notification lacks id or event_type"}
 	}
 	created, _ := time.Parse(time.RFC3339, env.CreateTime)
+	r := env.Resource
 	return &gateway.Notice{ID: env.ID, EventType: env.EventType, ResourceType: env.ResourceType,
-		OriginalType: env.Resource.OriginalType, Summary: env.Summary, CreateTime: created.UTC(),
+		OriginalType: r.OriginalType, Summary: env.Summary, CreateTime: created.UTC(),
 		Serial: header.Get("Wechatpay-Serial"), Nonce: header.Get("Wechatpay-Nonce"), Timestamp: ts,
-		Plaintext: plain}, nil
+		Resource: gateway.Sealed{Algorithm: r.Algorithm, Ciphertext: r.Ciphertext,
+			AssociatedData: r.AssociatedData, Nonce: r.Nonce}}, nil
 }
 
 // checkHeaders gives precise errors before the SDK's own checks run.
@@ -150,19 +163,18 @@ func (v *Verifier) checkHeaders(h http.Header) (time.Time, error) {
 	return ts, nil
 }
 
-func (v *Verifier) decrypt(env envelope) ([]byte, error) {
-	r := env.Resource
-	if env.ID == "" || len(env.ID) > 128 || env.EventType == "" {
-		return nil, &gateway.Error{Code: gateway.CodeInvalid, Message: "notification lacks id or event_type"}
-	}
+// Decrypt opens n.Resource with the APIv3 key into n.Plaintext.
+func (v *Verifier) Decrypt(n *gateway.Notice) error {
+	r := n.Resource
 	if r.Algorithm != "AEAD_AES_256_GCM" {
-		return nil, &gateway.Error{Code: gateway.CodeInvalid, Message: "unsupported resource algorithm " + truncate(r.Algorithm, 32)}
+		return &gateway.Error{Code: gateway.CodeInvalid, Message: "unsupported resource algorithm " + truncate(r.Algorithm, 32)}
 	}
 	plain, err := utils.DecryptAES256GCM(v.cfg.APIv3Key, r.AssociatedData, r.Nonce, r.Ciphertext)
 	if err != nil {
-		return nil, gateway.Errorf(gateway.CodeDecrypt, "resource could not be decrypted", err)
+		return gateway.Errorf(gateway.CodeDecrypt, "resource could not be decrypted", err)
 	}
-	return []byte(plain), nil
+	n.Plaintext = []byte(plain)
+	return nil
 }
 
 func truncate(s string, n int) string {

@@ -45,6 +45,7 @@ func Config(t testing.TB) redisstore.Config {
 func Store(t testing.TB) *redisstore.Store {
 	cfg := Config(t)
 	c := redisstore.NewClient(cfg)
-	t.Cleanup(func() { c.Close() })
-	return redisstore.New(c, cfg)
+	s := redisstore.New(c, cfg)
+	t.Cleanup(func() { s.Close(); c.Close() })
+	return s
 }
