@@ -52,7 +52,7 @@ func parseFlags(args []string) (Options, error) {
 	backends := fs.String("backends", "mysql,sqlite", "backends to run: mysql, sqlite")
 	levels := fs.String("levels", "8,32,128", "closed-loop concurrency levels")
 	o := Options{}
-	fs.IntVar(&o.N, "n", 2000, "notifications per phase")
+	fs.IntVar(&o.N, "n", 4000, "new notifications per level (each is then redelivered 3 times)")
 	fs.Float64Var(&o.Rate, "rate", 5000, "open-loop offered rate (capped at the measured ceiling)")
 	fs.IntVar(&o.Refunds, "refunds", 1000, "refund creations to time (when the refunds API exists)")
 	fs.StringVar(&o.MySQL, "mysql", envOr("GWBENCH_MYSQL", "root@tcp(127.0.0.1:3306)/"), "MariaDB server DSN (no database)")

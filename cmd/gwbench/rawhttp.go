@@ -6,16 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"paygateway/gateway/wechatpay/wxpaysim"
 )
 
 // rawPoster sends pre-encoded HTTP/1.1 requests over kept-alive
-// connections and parses the answers with net/http, as a load generator
-// like wrk does: the driver shares the cores with the gateway, so its own
+// connections and parses the answers itself, as a load generator like
+// wrk does: the driver shares the cores with the gateway, so its own
 // cost per request must stay small. Requests are encoded before a timed
 // phase, like signatures.
 type rawPoster struct {
@@ -71,22 +71,58 @@ func (p *rawPoster) send(req []byte) error {
 		c.c.Close()
 		return err
 	}
-	resp, err := http.ReadResponse(c.r, nil)
+	status, body, keep, err := readResponse(c.r)
 	if err != nil {
 		c.c.Close()
 		return err
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	resp.Body.Close()
-	if err != nil || resp.Close {
-		c.c.Close()
-	} else {
+	if keep {
 		p.conns <- c
+	} else {
+		c.c.Close()
 	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	if status/100 != 2 {
+		return fmt.Errorf("status %d: %s", status, body)
 	}
-	return err
+	return nil
+}
+
+// readResponse reads one HTTP/1.1 answer with a Content-Length body (or
+// none), the only kind the gateway sends to these requests, without the
+// allocations of http.ReadResponse.
+func readResponse(r *bufio.Reader) (status int, body []byte, keep bool, err error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return 0, nil, false, err
+	}
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.1 ")) {
+		return 0, nil, false, fmt.Errorf("bad status line %q", line)
+	}
+	if status, err = strconv.Atoi(string(line[9:12])); err != nil {
+		return 0, nil, false, fmt.Errorf("bad status line %q", line)
+	}
+	length, keep := 0, true
+	for {
+		if line, err = r.ReadSlice('\n'); err != nil {
+			return 0, nil, false, err
+		}
+		if len(line) <= 2 {
+			break
+		}
+		name, value, _ := bytes.Cut(bytes.TrimRight(line, "\r\n"), []byte(":"))
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			length, _ = strconv.Atoi(string(value))
+		case bytes.EqualFold(name, []byte("Connection")) && bytes.EqualFold(value, []byte("close")):
+			keep = false
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			return 0, nil, false, fmt.Errorf("unexpected Transfer-Encoding %s", value)
+		}
+	}
+	body = make([]byte, length)
+	_, err = io.ReadFull(r, body)
+	return status, body, keep, err
 }
 
 func (p *rawPoster) conn() (*rawConn, error) {
