@@ -126,7 +126,7 @@ func waitReady(t testing.TB, base string) {
 var httpClient = &http.Client{Timeout: 15 * time.Second}
 
 // post sends a notification and returns status and decoded JSON body.
-func post(t *testing.T, url string, n wxpaysim.Notification) (int, map[string]any) {
+func post(t testing.TB, url string, n wxpaysim.Notification) (int, map[string]any) {
 	t.Helper()
 	resp, err := n.Post(context.Background(), httpClient, url)
 	if err != nil {
@@ -135,7 +135,7 @@ func post(t *testing.T, url string, n wxpaysim.Notification) (int, map[string]an
 	return decode(t, resp)
 }
 
-func decode(t *testing.T, resp *http.Response) (int, map[string]any) {
+func decode(t testing.TB, resp *http.Response) (int, map[string]any) {
 	t.Helper()
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)

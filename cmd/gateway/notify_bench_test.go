@@ -74,3 +74,26 @@ func BenchmarkDuplicateNotification(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRefundCreate creates refunds (each on its own paid order, with
+// its own Idempotency-Key) from 16 goroutines against the simulator;
+// profile the refund path with -cpuprofile.
+func BenchmarkRefundCreate(b *testing.B) {
+	e := startRefundEnv(b, backend{name: "mysql+redis", mysql: true, redis: true}, func(c *Config) { c.Log.Level = "error" })
+	orders := make([]string, b.N)
+	for i := range orders {
+		orders[i] = e.pay(b, "o-bench", 1000)
+	}
+	tok := token(b, "o-bench")
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			no := orders[next.Add(1)-1]
+			if a := e.refund(b, tok, "k-"+no, refundBody(no, 10)); a.status != 201 {
+				b.Errorf("refund %s: %d %s", no, a.status, a.body)
+			}
+		}
+	})
+}

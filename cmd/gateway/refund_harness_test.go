@@ -30,7 +30,7 @@ type refundEnv struct {
 
 // startRefundEnv starts a simulator (refunds settle only on SettleRefunds,
 // no automatic notifications) and a gateway pointed at it.
-func startRefundEnv(t *testing.T, b backend, tweak func(*Config)) *refundEnv {
+func startRefundEnv(t testing.TB, b backend, tweak func(*Config)) *refundEnv {
 	t.Helper()
 	k, dir := testKeys(t)
 	sim := wxpaysim.New(k, wxpaysim.Options{RefundSettleDelay: -1, NotifyRetryDelays: []time.Duration{}})
@@ -52,7 +52,7 @@ func startRefundEnv(t *testing.T, b backend, tweak func(*Config)) *refundEnv {
 
 // pay makes the simulator take payment of a new order from openid and
 // delivers the TRANSACTION.SUCCESS notification to the gateway.
-func (e *refundEnv) pay(t *testing.T, openid string, amount int64) string {
+func (e *refundEnv) pay(t testing.TB, openid string, amount int64) string {
 	t.Helper()
 	no := uniqueNo("rfo")
 	tx, err := e.sim.Pay(context.Background(), no, amount, openid, true)
@@ -66,7 +66,7 @@ func (e *refundEnv) pay(t *testing.T, openid string, amount int64) string {
 	return no
 }
 
-func token(t *testing.T, openid string) string {
+func token(t testing.TB, openid string) string {
 	t.Helper()
 	tok, err := gateway.SignDevToken([]byte(jwtSecret), openid, "", time.Hour)
 	if err != nil {
@@ -91,7 +91,7 @@ func (a answer) json(t *testing.T) map[string]any {
 }
 
 // refund calls POST /v1/refunds; an empty tok or key leaves the header out.
-func (e *refundEnv) refund(t *testing.T, tok, key string, body any) answer {
+func (e *refundEnv) refund(t testing.TB, tok, key string, body any) answer {
 	t.Helper()
 	var raw []byte
 	if s, ok := body.(string); ok {
@@ -117,7 +117,7 @@ func (e *refundEnv) getRefund(t *testing.T, tok, outRefundNo string) answer {
 	return do(t, req)
 }
 
-func do(t *testing.T, req *http.Request) answer {
+func do(t testing.TB, req *http.Request) answer {
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Errorf("%s %s: %v", req.Method, req.URL, err)
