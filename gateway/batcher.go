@@ -24,7 +24,7 @@ type batcher struct {
 	observe func(size int, batched bool)
 	quit    chan struct{}
 	stop    sync.Once
-	wg      sync.WaitGroup
+	wg      *sync.WaitGroup
 }
 
 type batchItem struct {
@@ -35,9 +35,7 @@ type batchItem struct {
 func newBatcher(store *ledger.Store, workers, max int, timeout time.Duration, observe func(int, bool)) *batcher {
 	b := &batcher{store: store, in: make(chan *batchItem), max: max, timeout: timeout, observe: observe,
 		quit: make(chan struct{})}
-	for range workers {
-		b.wg.Go(b.work)
-	}
+	b.wg = RunBatches(b.in, b.quit, workers, max, b.run)
 	return b
 }
 
@@ -65,31 +63,6 @@ func (b *batcher) apply(ctx context.Context, u ledger.TransactionUpdate) error {
 func (b *batcher) close() {
 	b.stop.Do(func() { close(b.quit) })
 	b.wg.Wait()
-}
-
-func (b *batcher) work() {
-	for {
-		select {
-		case <-b.quit:
-			return
-		case first := <-b.in:
-			b.run(b.gather(first))
-		}
-	}
-}
-
-// gather takes first and every update already waiting, up to max.
-func (b *batcher) gather(first *batchItem) []*batchItem {
-	items := []*batchItem{first}
-	for len(items) < b.max {
-		select {
-		case it := <-b.in:
-			items = append(items, it)
-		default:
-			return items
-		}
-	}
-	return items
 }
 
 func (b *batcher) run(items []*batchItem) {

@@ -10,51 +10,40 @@ import (
 )
 
 // BenchmarkPaymentNotification posts pre-signed new notifications to a
-// gateway on MySQL and Redis over real HTTP, one at a time; run it with
-// -cpuprofile to see where a callback's CPU goes.
+// gateway on MySQL and Redis over real HTTP from 16 goroutines; run it
+// with -cpuprofile to see where a callback's CPU goes.
 func BenchmarkPaymentNotification(b *testing.B) {
-	k, _ := testKeys(b)
-	cfg := testConfig(b, backend{name: "mysql+redis", mysql: true, redis: true})
-	cfg.Log.Level = "error"
-	m := startGateway(b, cfg)
-	ns := make([]wxpaysim.Notification, b.N)
+	m, k := benchGateway(b)
+	ns := make([]wxpaysim.Notification, b.N+1)
 	for i := range ns {
 		ns[i] = mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("bn"), 100), wxpaysim.PublicKeyMode(), time.Now()))
 	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	post := func(n wxpaysim.Notification) {
-		resp, err := n.Post(b.Context(), client, m.URL()+paymentPath)
-		if err != nil || resp.StatusCode != 204 {
-			b.Errorf("post: %v %v", err, resp)
-			return
-		}
-		resp.Body.Close()
-	}
-	post(ns[0])
-	var next atomic.Int64
-	b.SetParallelism(16)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			post(ns[next.Add(1)])
-		}
-	})
+	postParallel(b, m, ns)
 }
 
 // BenchmarkDuplicateNotification posts pre-signed redeliveries of one
-// committed notification from 32 goroutines; profile the duplicate path
+// committed notification from 16 goroutines; profile the duplicate path
 // with -cpuprofile.
 func BenchmarkDuplicateNotification(b *testing.B) {
-	k, _ := testKeys(b)
-	cfg := testConfig(b, backend{name: "mysql+redis", mysql: true, redis: true})
-	cfg.Log.Level = "error"
-	m := startGateway(b, cfg)
+	m, k := benchGateway(b)
 	first := mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("bd"), 100), wxpaysim.PublicKeyMode(), time.Now()))
 	ns := make([]wxpaysim.Notification, b.N+1)
 	ns[0] = first
 	for i := 1; i < len(ns); i++ {
 		ns[i] = mustNotification(first.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
 	}
+	postParallel(b, m, ns)
+}
+
+func benchGateway(b *testing.B) (*Main, *wxpaysim.Keys) {
+	k, _ := testKeys(b)
+	cfg := testConfig(b, backend{name: "mysql+redis", mysql: true, redis: true})
+	cfg.Log.Level = "error"
+	return startGateway(b, cfg), k
+}
+
+// postParallel posts ns[0] untimed, then ns[1:] from 16 goroutines.
+func postParallel(b *testing.B, m *Main, ns []wxpaysim.Notification) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	post := func(n wxpaysim.Notification) {
 		resp, err := n.Post(b.Context(), client, m.URL()+paymentPath)

@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"paygateway/gateway"
 )
 
 // pipeline sends the script calls of concurrent requests to Redis
 // together, one round trip for all the calls waiting when a worker comes
-// free (natural batching: a call that finds a worker idle goes at once).
+// free (gateway.RunBatches: a call that finds a worker idle goes at once).
 // Under load this saves a network round trip per call on both sides.
 type pipeline struct {
 	client  *redis.Client
@@ -35,9 +37,7 @@ type scriptCall struct {
 
 func newPipeline(client *redis.Client, workers, max int, timeout time.Duration) *pipeline {
 	p := &pipeline{client: client, in: make(chan *scriptCall), max: max, timeout: timeout, quit: make(chan struct{})}
-	for range workers {
-		go p.work()
-	}
+	gateway.RunBatches(p.in, p.quit, workers, max, p.exec)
 	return p
 }
 
@@ -68,30 +68,6 @@ func failed(ctx context.Context, err error) *redis.Cmd {
 
 // close stops the workers after their current round trip.
 func (p *pipeline) close() { p.stop.Do(func() { close(p.quit) }) }
-
-func (p *pipeline) work() {
-	for {
-		select {
-		case <-p.quit:
-			return
-		case first := <-p.in:
-			p.exec(p.gather(first))
-		}
-	}
-}
-
-func (p *pipeline) gather(first *scriptCall) []*scriptCall {
-	calls := []*scriptCall{first}
-	for len(calls) < p.max {
-		select {
-		case c := <-p.in:
-			calls = append(calls, c)
-		default:
-			return calls
-		}
-	}
-	return calls
-}
 
 // exec sends the calls as EVALSHA in one pipeline; a call Redis answers
 // NOSCRIPT (its script cache was flushed, e.g. by a restart) is sent
