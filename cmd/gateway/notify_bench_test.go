@@ -2,6 +2,8 @@ package main
 
 import (
 	"net/http"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,7 +57,7 @@ func postParallel(b *testing.B, m *Main, ns []wxpaysim.Notification) {
 	}
 	post(ns[0])
 	var next atomic.Int64
-	b.SetParallelism(16)
+	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -86,3 +88,11 @@ func BenchmarkRefundCreate(b *testing.B) {
 		}
 	})
 }
+
+// benchParallelism × GOMAXPROCS goroutines post at once; GWBENCH_PAR sets it.
+var benchParallelism = func() int {
+	if n, err := strconv.Atoi(os.Getenv("GWBENCH_PAR")); err == nil && n > 0 {
+		return n
+	}
+	return 16
+}()
