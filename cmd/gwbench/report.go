@@ -44,8 +44,10 @@ func printReport(w io.Writer, r BackendReport) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "open loop at %.0f/s offered: %.0f/s done, p50 %s, p99 %s, CPU/callback %s%s\n",
-		r.OpenRate, r.Open.Rate(), ms(r.Open.P50), ms(r.Open.P99), us(r.Open.CPUPerOp()), failNote(r.Open))
+	for _, o := range r.Opens {
+		fmt.Fprintf(w, "open loop at %.0f/s offered: %.0f/s done, p50 %s, p99 %s, CPU/callback %s%s\n",
+			o.Offered, o.Rate(), ms(o.P50), ms(o.P99), us(o.CPUPerOp()), failNote(o.Result))
+	}
 	fmt.Fprintf(w, "refund creation: %s\n", r.Refunds)
 }
 
@@ -80,9 +82,12 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 				l.New.Rate(), ms(l.New.P50), ms(l.New.P99), l.Ceiling.Rate(), ms(l.Ceiling.P50), ms(l.Ceiling.P99),
 				l.Ratio(), us(l.New.CPUPerOp()), l.Dup.Rate(), ms(l.Dup.P50), ms(l.Dup.P99), us(l.Dup.CPUPerOp()))
 		}
-		fmt.Fprintf(&b, "\nOpen loop (fixed rate, latency from the scheduled send time) at %.0f callbacks/s offered: "+
-			"%.0f/s done, p50 %s, p99 %s, gateway CPU %s per callback%s.\n\nRefund creation: %s.\n",
-			r.OpenRate, r.Open.Rate(), ms(r.Open.P50), ms(r.Open.P99), us(r.Open.CPUPerOp()), failNote(r.Open), r.Refunds)
+		for _, o := range r.Opens {
+			fmt.Fprintf(&b, "\nOpen loop (fixed rate, latency from the scheduled send time) at %.0f callbacks/s offered: "+
+				"%.0f/s done, p50 %s, p99 %s, gateway CPU %s per callback%s.\n",
+				o.Offered, o.Rate(), ms(o.P50), ms(o.P99), us(o.CPUPerOp()), failNote(o.Result))
+		}
+		fmt.Fprintf(&b, "\nRefund creation: %s.\n", r.Refunds)
 		for _, l := range r.Levels {
 			for _, x := range []Result{l.New, l.Dup, l.Ceiling} {
 				if x.Failed > 0 {
