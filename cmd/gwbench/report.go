@@ -101,9 +101,9 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-// chaosHeading starts the chaos run's section of BENCHMARKS.md, written by
-// hand from `make chaos`; a new benchmark keeps it.
-const chaosHeading = "\n## Chaos run"
+// chaosHeading starts the hand-written part of BENCHMARKS.md (the verdict
+// and the chaos run, from `make chaos`); a new benchmark keeps it.
+const chaosHeading = "\n## Verdict"
 
 // keptSection returns the chaos section of the existing file at path, if any.
 func keptSection(path string) string {
