@@ -41,6 +41,7 @@ func dev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	applyRuntime(cfg.Runtime)
 	m, err := NewMain(ctx, cfg)
 	if err != nil {
 		return err

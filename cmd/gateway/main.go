@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"paygateway/gateway"
@@ -65,7 +66,19 @@ func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {
 		return cfg, fs, err
 	}
 	setupLogging(cfg.Log)
+	applyRuntime(cfg.Runtime)
 	return cfg, fs, nil
+}
+
+// applyRuntime sets the collector's pace and soft memory limit, unless the
+// GOGC or GOMEMLIMIT environment variables already did.
+func applyRuntime(r RuntimeConfig) {
+	if r.GCPercent > 0 && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(r.GCPercent)
+	}
+	if r.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(r.MemoryLimit)
+	}
 }
 
 func serve(ctx context.Context, args []string) error {
