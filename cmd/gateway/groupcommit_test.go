@@ -28,16 +28,8 @@ func TestBurstIsGroupCommitted(t *testing.T) {
 			for i := range 100 {
 				ns = append(ns, mustNotification(ns[i*2].Resign(k, wxpaysim.PublicKeyMode(), time.Now())))
 			}
-			for i, s := range fire(t, m.URL()+paymentPath, ns) {
-				if s != 204 {
-					t.Errorf("delivery %d: status %d, want 204", i, s)
-				}
-			}
-			for _, no := range nos {
-				if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
-					t.Fatalf("%s: payments/history/notifications = %v, want [1 1 1]", no, got)
-				}
-			}
+			fireAll(t, m, ns)
+			assertRecordedOnce(t, m, nos...)
 			var jobs int64
 			m.Store.DB().Table("outbox_jobs").Where("out_trade_no IN ?", nos).Count(&jobs)
 			if jobs != int64(len(nos)) {
@@ -127,14 +119,8 @@ func TestDistinctNotificationsOfOneOrder(t *testing.T) {
 			if ns[0].ID == ns[1].ID {
 				t.Fatal("the simulator gave two notifications one id")
 			}
-			for i, s := range fire(t, m.URL()+paymentPath, ns) {
-				if s != 204 {
-					t.Errorf("delivery %d: status %d, want 204", i, s)
-				}
-			}
-			if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
-				t.Fatalf("payments/history/notifications = %v, want [1 1 1]", got)
-			}
+			fireAll(t, m, ns)
+			assertRecordedOnce(t, m, no)
 		})
 	}
 }

@@ -210,3 +210,24 @@ func ledgerCounts(t *testing.T, m *Main, outTradeNo string) [3]int64 {
 	}
 	return out
 }
+
+// fireAll fires ns at the payment route at once and requires a 204 for each.
+func fireAll(t *testing.T, m *Main, ns []wxpaysim.Notification) {
+	t.Helper()
+	for i, s := range fire(t, m.URL()+paymentPath, ns) {
+		if s != 204 {
+			t.Errorf("delivery %d: status %d, want 204", i, s)
+		}
+	}
+}
+
+// assertRecordedOnce requires one payment, one history row and one
+// notification for each order.
+func assertRecordedOnce(t *testing.T, m *Main, orders ...string) {
+	t.Helper()
+	for _, no := range orders {
+		if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
+			t.Fatalf("%s: payments/history/notifications = %v, want [1 1 1]", no, got)
+		}
+	}
+}
