@@ -9,7 +9,7 @@ import (
 type GateKeys struct {
 	Nonce    string // the signature's nonce (replay check)
 	NotifyID string // the notification's id (committed mark)
-	Lock     string // the order's advisory lock, e.g. "pay:<out_trade_no>"
+	Lock     string // the advisory lock, e.g. "notify:<id>"
 }
 
 // GateTTLs says how long the gate remembers each thing.
@@ -28,7 +28,7 @@ type Admission struct {
 
 // Gate guards notifications with one round trip before the database
 // and one after: Admit records the nonce, tells whether the notification
-// is already committed and takes the order's advisory lock; Finish
+// is already committed and takes an advisory lock; Finish
 // releases the lock and, after a commit, marks the notification done.
 // Everything it says only saves work: the database's unique keys decide.
 type Gate interface {
@@ -103,9 +103,7 @@ func (f FallbackGate) Finish(ctx context.Context, k GateKeys, token string, comm
 	if mt, ok := cutPrefix(token, "mem:"); ok {
 		return f.Secondary.Finish(ctx, k, mt, committed, t)
 	}
-	err := f.Primary.Finish(ctx, k, token, committed, t)
-	if err != nil {
-		noteFallback(ctx, "gate", err, f.Hook)
-	}
-	return err
+	// Nothing to fall back to: an unwritten mark costs a later redelivery
+	// a database lookup, an unreleased lock expires with its TTL.
+	return f.Primary.Finish(ctx, k, token, committed, t)
 }

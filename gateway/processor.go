@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -131,7 +132,7 @@ func (p *Processor) guarded(ctx context.Context, n *Notice, apply func() error) 
 	case adm.Done:
 		NoteDuplicate(ctx)
 		return nil
-	case adm.Token == "": // another request holds the order: wait, then look
+	case adm.Token == "": // another delivery holds the lock: wait, then look
 		unlock := p.lock(ctx, lockKey)
 		defer unlock()
 		if done, err := p.store.NoticeRecorded(ctx, n.ID); err == nil && done {
@@ -140,7 +141,9 @@ func (p *Processor) guarded(ctx context.Context, n *Notice, apply func() error) 
 		}
 	}
 	err = apply()
-	_ = p.gate.Finish(context.WithoutCancel(ctx), keys, adm.Token, err == nil, p.ttls())
+	if ferr := p.gate.Finish(context.WithoutCancel(ctx), keys, adm.Token, err == nil, p.ttls()); ferr != nil {
+		slog.WarnContext(ctx, "gate finish failed; the lock expires on its own", "notify_id", n.ID, "err", ferr)
+	}
 	return err
 }
 
@@ -234,7 +237,7 @@ func validTransaction(tx wxTransaction) error {
 	return nil
 }
 
-// lock takes the order's advisory lock (see lockWith).
+// lock takes an advisory lock (see lockWith).
 func (p *Processor) lock(ctx context.Context, key string) func() {
 	return lockWith(ctx, p.locker, key, p.cfg.LockTTL, p.cfg.LockWait)
 }

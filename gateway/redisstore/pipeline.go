@@ -3,7 +3,6 @@ package redisstore
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
@@ -81,7 +80,7 @@ func (p *pipeline) exec(calls []*scriptCall) {
 	}
 	_, _ = pipe.Exec(ctx)
 	for _, c := range calls {
-		if err := c.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 			c.cmd = c.script.Eval(ctx, p.client, c.keys, c.args...)
 		}
 		close(c.done)

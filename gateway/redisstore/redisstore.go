@@ -1,6 +1,7 @@
-// Package redisstore backs the gateway's guards with Redis: the nonce
-// cache (SET NX EX) and advisory locks (SET NX PX with a random token,
-// released by compare-and-delete so only the owner can release).
+// Package redisstore backs the gateway's guards with Redis: the
+// notification gate (nonce, committed mark and lock in one Lua script,
+// pipelined across requests) and advisory locks (SET NX PX with a random
+// token, released by compare-and-delete so only the owner can release).
 package redisstore
 
 import (
