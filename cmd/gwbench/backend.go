@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -96,6 +97,9 @@ func openTarget(ctx context.Context, e *env, o Options, name string) (*target, e
 	}
 	t.gw = &stack.Gateway{Bin: e.bin, Dir: e.dir, Env: append(e.id.Env(gwDSN, redis, e.simURL, ""),
 		"GATEWAY_REDIS_PREFIX=gwbench:"+tag+":")}
+	// GWBENCH_GATEWAY_ENV adds settings to the gateway's environment only
+	// (e.g. "GOMAXPROCS=1 GATEWAY_NOTIFY_BATCH_WORKERS=4"), for experiments.
+	t.gw.Env = append(t.gw.Env, strings.Fields(os.Getenv("GWBENCH_GATEWAY_ENV"))...)
 	if err := t.gw.Start(ctx); err != nil {
 		t.close()
 		return nil, fmt.Errorf("start gateway (log in %s): %w", filepath.Join(e.dir, "gateway.log"), err)

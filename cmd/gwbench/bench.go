@@ -46,13 +46,13 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 		return rep, err
 	}
 	defer raw.close()
-	pid := t.gw.PID()
+	m := newMeter(t.gw.PID(), name == "mysql")
 	best := 0.0
 	for _, c := range o.Levels {
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
-		l, err := benchLevel(e, t, raw, pid, o.N, c)
+		l, err := benchLevel(e, t, raw, m, o.N, c)
 		if err != nil {
 			return rep, err
 		}
@@ -64,13 +64,13 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 		rates = append(rates, o.Rate)
 	}
 	for i, rate := range rates {
-		run, err := openRun(e, t, raw, pid, rate, fmt.Sprintf("O%s%d", tagOf(t), i))
+		run, err := openRun(e, t, raw, m, rate, fmt.Sprintf("O%s%d", tagOf(t), i))
 		if err != nil {
 			return rep, err
 		}
 		rep.Opens = append(rep.Opens, run)
 	}
-	rep.Refunds = refundStage(ctx, e, t, p, o.Refunds, maxLevel(o.Levels))
+	rep.Refunds = refundStage(ctx, e, t, p, m, o.Refunds, maxLevel(o.Levels))
 	return rep, nil
 }
 
@@ -81,14 +81,14 @@ type OpenRun struct {
 }
 
 // openRun offers rate callbacks/s for about 3 s (new notifications).
-func openRun(e *env, t *target, raw *rawPoster, pid int, rate float64, prefix string) (OpenRun, error) {
+func openRun(e *env, t *target, raw *rawPoster, m *meter, rate float64, prefix string) (OpenRun, error) {
 	count := min(max(int(rate*3), 500), 15000)
 	notes, err := signAll(count, newNotification(e, prefix))
 	if err != nil {
 		return OpenRun{}, err
 	}
 	reqs := raw.encodeAll(notes)
-	r := withCPU(pid, func() Result {
+	r := m.measure(func() Result {
 		return openLoop(count, rate, 4096, func(i int) error { return raw.send(reqs[i]) })
 	})
 	return OpenRun{Offered: rate, Result: r}, nil
@@ -98,7 +98,7 @@ func openRun(e *env, t *target, raw *rawPoster, pid int, rate float64, prefix st
 // the duplicate phase (duplicates are fast, so the phase needs more).
 const dupFactor = 3
 
-func benchLevel(e *env, t *target, raw *rawPoster, pid, n, c int) (Level, error) {
+func benchLevel(e *env, t *target, raw *rawPoster, m *meter, n, c int) (Level, error) {
 	l := Level{Concurrency: c}
 	prefix := fmt.Sprintf("B%s%03d", tagOf(t), c)
 	notes, err := signAll(n, newNotification(e, prefix))
@@ -106,7 +106,7 @@ func benchLevel(e *env, t *target, raw *rawPoster, pid, n, c int) (Level, error)
 		return l, err
 	}
 	reqs := raw.encodeAll(notes)
-	l.New = withCPU(pid, func() Result { return closedLoop(n, c, func(i int) error { return raw.send(reqs[i]) }) })
+	l.New = m.measure(func() Result { return closedLoop(n, c, func(i int) error { return raw.send(reqs[i]) }) })
 	dups, err := signAll(n*dupFactor, func(i int) (wxpaysim.Notification, error) {
 		return notes[i%n].Resign(e.id.Keys, wxpaysim.PublicKeyMode(), time.Now())
 	})
@@ -114,11 +114,11 @@ func benchLevel(e *env, t *target, raw *rawPoster, pid, n, c int) (Level, error)
 		return l, err
 	}
 	reqs = raw.encodeAll(dups)
-	l.Dup = withCPU(pid, func() Result {
+	l.Dup = m.measure(func() Result {
 		return closedLoop(len(reqs), c, func(i int) error { return raw.send(reqs[i]) })
 	})
 	ceil := &ceiling{db: t.ceiling, prefix: prefix}
-	l.Ceiling = closedLoop(n, c, ceil.op)
+	l.Ceiling = m.measure(func() Result { return closedLoop(n, c, ceil.op) })
 	return l, nil
 }
 

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"paygateway/cmd/internal/stack"
 	"paygateway/gateway/wechatpay/wxpaysim"
 )
 
@@ -23,6 +22,7 @@ type Result struct {
 	Elapsed  time.Duration // wall time of the phase
 	P50, P99 time.Duration
 	CPU      time.Duration // gateway CPU used during the phase (0 if not measured)
+	Usage    Usage         // every measured process's CPU during the phase
 }
 
 // Rate is successful operations per second.
@@ -117,17 +117,6 @@ func openLoop(n int, rate float64, maxInFlight int, op func(i int) error) Result
 	}
 	wg.Wait()
 	return rec.result(time.Since(start))
-}
-
-// withCPU runs phase and adds the gateway's CPU use during it.
-func withCPU(pid int, phase func() Result) Result {
-	before, err1 := stack.CPUTime(pid)
-	r := phase()
-	after, err2 := stack.CPUTime(pid)
-	if err1 == nil && err2 == nil {
-		r.CPU = after - before
-	}
-	return r
 }
 
 // signAll runs sign(0..n-1) on every core; signing is RSA-heavy, so it is

@@ -94,6 +94,8 @@ func run(ctx context.Context, o Options, args []string) error {
 		return err
 	}
 	defer env.close()
+	rsaCost := measureRSA()
+	fmt.Println("RSA-2048 on this machine:", rsaCost)
 	var reports []BackendReport
 	for _, name := range o.Backends {
 		rep, err := benchBackend(ctx, env, o, strings.TrimSpace(name))
@@ -110,5 +112,5 @@ func run(ctx context.Context, o Options, args []string) error {
 	if len(args) > 0 {
 		cmd = "go run ./cmd/gwbench " + strings.Join(args, " ")
 	}
-	return writeMarkdown(o.Out, cmd, machine(ctx, o), reports)
+	return writeMarkdown(o.Out, cmd, machine(ctx, o)+"; RSA-2048 "+rsaCost, reports)
 }

@@ -40,7 +40,7 @@ func newRefundRequest(ctx context.Context, base, token, key, outTradeNo string, 
 func payerOf(outTradeNo string) string { return "oB" + outTradeNo }
 
 // refundStage returns a human-readable outcome: a rate, or why there is none.
-func refundStage(ctx context.Context, e *env, t *target, p *poster, n, c int) string {
+func refundStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n, c int) string {
 	if n <= 0 {
 		return "n/a (disabled with -refunds 0)"
 	}
@@ -54,12 +54,12 @@ func refundStage(ctx context.Context, e *env, t *target, p *poster, n, c int) st
 			return "error: " + err.Error()
 		}
 	}
-	r := withCPU(t.gw.PID(), func() Result { return closedLoop(n, c, refundOp(ctx, t, p, tokens, orders)) })
+	r := m.measure(func() Result { return closedLoop(n, c, refundOp(ctx, t, p, tokens, orders)) })
 	if r.Failed > 0 {
 		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr)
 	}
-	return fmt.Sprintf("%.0f/s (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds, concurrency %d)",
-		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c)
+	return fmt.Sprintf("%.0f/s (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds, concurrency %d; CPU per refund: %s)",
+		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c, r.Usage.perOp(r.N-r.Failed))
 }
 
 // refundOp creates the refund of orders[i] as its payer.

@@ -49,6 +49,42 @@ func printReport(w io.Writer, r BackendReport) {
 			o.Offered, o.Rate(), ms(o.P50), ms(o.P99), us(o.CPUPerOp()), failNote(o.Result))
 	}
 	fmt.Fprintf(w, "refund creation: %s\n", r.Refunds)
+	fmt.Fprintln(w, "CPU per operation by process:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, row := range cpuRows(r) {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	tw.Flush()
+}
+
+// cpuRows is the CPU budget of every closed-loop phase: each process's
+// CPU per operation, their sum and how busy the machine was. The first
+// row is the header.
+func cpuRows(r BackendReport) [][]string {
+	var names []string
+	if len(r.Levels) > 0 {
+		for _, p := range r.Levels[0].New.Usage.Procs {
+			names = append(names, p.Name)
+		}
+	}
+	rows := [][]string{append(append([]string{"conc", "phase", "ops/s"}, names...), "total", "machine busy")}
+	for _, l := range r.Levels {
+		for _, x := range []struct {
+			what string
+			r    Result
+		}{{"new", l.New}, {"dup", l.Dup}, {"ceiling", l.Ceiling}} {
+			row := []string{fmt.Sprint(l.Concurrency), x.what, fmt.Sprintf("%.0f", x.r.Rate())}
+			ok := max(x.r.N-x.r.Failed, 1)
+			var total time.Duration
+			for _, n := range names {
+				c := x.r.Usage.of(n) / time.Duration(ok)
+				total += c
+				row = append(row, us(c))
+			}
+			rows = append(rows, append(row, us(total), fmt.Sprintf("%.0f%%", 100*x.r.Usage.Busy)))
+		}
+	}
+	return rows
 }
 
 // machine describes where the figures were taken.
@@ -88,6 +124,13 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 				o.Offered, o.Rate(), ms(o.P50), ms(o.P99), us(o.CPUPerOp()), failNote(o.Result))
 		}
 		fmt.Fprintf(&b, "\nRefund creation: %s.\n", r.Refunds)
+		b.WriteString("\nCPU per operation by process (user+system, from /proc), and how busy the whole machine was:\n\n")
+		for i, row := range cpuRows(r) {
+			fmt.Fprintf(&b, "| %s |\n", strings.Join(row, " | "))
+			if i == 0 {
+				b.WriteString(strings.Repeat("|---:", len(row)) + "|\n")
+			}
+		}
 		for _, l := range r.Levels {
 			for _, x := range []Result{l.New, l.Dup, l.Ceiling} {
 				if x.Failed > 0 {
@@ -131,14 +174,16 @@ const benchPreamble = `What is measured (all over real HTTP against the gateway 
   database of the same kind, with the gateway's driver settings. new ÷ ceiling is how much of the database's
   capacity the gateway keeps.
 - **gateway CPU**: user+system CPU of the gateway process (from /proc/<pid>/stat) per callback; it excludes
-  the database's, Redis's and the driver's CPU.
+  the database's, Redis's and the driver's CPU. The CPU table under each backend gives every process's share
+  (gateway, MariaDB, Redis, and the driver with its in-process simulators) and how busy the machine was
+  (from /proc/stat): a phase near 100% busy is bound by the machine's two cores.
 - The driver signs every notification and encodes every request before a timed phase, and sends them over
   kept-alive connections with its own minimal HTTP/1.1 client (like wrk), so that its own CPU stays small.
 - **refund creation**: POST /v1/refunds, one per paid order (10 fen of 1000), each with a user JWT (HS256)
   for the order's payer and its own Idempotency-Key, closed loop at the highest concurrency level; the
   gateway records the refund and calls WeChat Pay's refund API (the simulator, in the driver's process)
   before answering. Each refund costs two RSA-2048 signatures (the gateway signs its request, the simulator
-  signs its answer, as WeChat Pay does), about 0.7 ms of CPU each on this machine.
+  signs its answer, as WeChat Pay does); the machine line above gives what one costs here.
 - MySQL runs use a fresh database on the local MariaDB and the local Redis; SQLite runs use a temp file and
   no Redis. The benchmark driver shares the machine's cores with the gateway and the database.
 `
