@@ -22,8 +22,11 @@ type Deps struct {
 	NotifyTimeout time.Duration // WeChat wants an answer within 5 s; default 4 s
 	APITimeout    time.Duration // other routes; default 10 s
 	Metrics       *Metrics      // nil: no metrics
-	Limiter       Limiter       // nil: no rate limiting
-	Limits        RateLimits    // per-caller limits of the limited routes
+	// MetricsElsewhere keeps /metrics off this router: it is served on an
+	// internal listener, away from the port WeChat Pay and users reach.
+	MetricsElsewhere bool
+	Limiter          Limiter    // nil: no rate limiting
+	Limits           RateLimits // per-caller limits of the limited routes
 	// Routes lets other features add their routes to the same engine.
 	Routes []func(r *gin.Engine, d *Deps)
 }
@@ -36,7 +39,7 @@ func NewRouter(d Deps) *gin.Engine {
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", d.ready)
-	if d.Metrics != nil {
+	if d.Metrics != nil && !d.MetricsElsewhere {
 		r.GET("/metrics", gin.WrapH(d.Metrics.Handler()))
 	}
 	notify := r.Group("/v1/wechatpay/notify", timeout(d.NotifyTimeout))

@@ -37,6 +37,7 @@ type Main struct {
 
 	server   *http.Server
 	listener net.Listener
+	metrics  net.Listener // nil: /metrics is on listener
 	limiter  gateway.Limiter
 	jobs     []func(ctx context.Context)
 	closers  []func() error
@@ -118,7 +119,8 @@ func (m *Main) wire(ctx context.Context) error {
 	h := m.Config.HTTP
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys, m.dbKeys()),
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
-		Metrics: m.Metrics, Limiter: m.limiter, Limits: m.Config.RateLimit.limits()}
+		Metrics: m.Metrics, MetricsElsewhere: m.Config.HTTP.MetricsAddr != "", Limiter: m.limiter,
+		Limits: m.Config.RateLimit.limits()}
 	if err := m.wireOutbox(ctx); err != nil {
 		return err
 	}
@@ -190,7 +192,23 @@ func (m *Main) listen() error {
 		return fmt.Errorf("listen on %s: %w", m.Config.HTTP.Addr, err)
 	}
 	m.listener = ln
+	m.closers = append(m.closers, func() error { _ = ln.Close(); return nil })
+	if addr := m.Config.HTTP.MetricsAddr; addr != "" {
+		if m.metrics, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("listen on http.metrics_addr %s: %w", addr, err)
+		}
+		m.closers = append(m.closers, func() error { _ = m.metrics.Close(); return nil })
+	}
 	return nil
+}
+
+// MetricsURL is where /metrics is served: its own listener when
+// http.metrics_addr is set, else the gateway's.
+func (m *Main) MetricsURL() string {
+	if m.metrics != nil {
+		return "http://" + m.metrics.Addr().String() + "/metrics"
+	}
+	return m.URL() + "/metrics"
 }
 
 // Addr is the address the gateway listens on (useful with ":0").
@@ -221,6 +239,12 @@ func (m *Main) Run(ctx context.Context) error {
 		stopPprof := servePprof(h.PprofAddr)
 		defer stopPprof()
 	}
+	if m.metrics != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Metrics.Handler())
+		stopMetrics := serveInternal("metrics", m.metrics, mux)
+		defer stopMetrics()
+	}
 	slog.Info("gateway listening", "addr", m.Addr(), "dialect", m.Store.Dialect(), "redis", m.Config.Redis.Addr != "")
 	var err error
 	select {
@@ -240,10 +264,22 @@ func servePprof(addr string) func() {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		slog.Warn("pprof server", "addr", addr, "err", err)
+		return func() {}
+	}
+	return serveInternal("pprof", ln, mux)
+}
+
+// serveInternal serves h on ln (an internal listener: metrics, pprof)
+// until the returned func runs.
+func serveInternal(name string, ln net.Listener, h http.Handler) func() {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			slog.Warn("pprof server", "addr", addr, "err", err)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Warn(name+" server", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
 	return func() { _ = srv.Close() }

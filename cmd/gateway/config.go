@@ -58,6 +58,10 @@ type HTTPConfig struct {
 	// PprofAddr, when set, serves net/http/pprof there, e.g.
 	// "127.0.0.1:6060"; keep it on a loopback or internal address.
 	PprofAddr string `yaml:"pprof_addr"`
+	// MetricsAddr, when set, serves /metrics on its own listener there
+	// (e.g. ":9464" or "10.0.0.5:9464") and not on Addr, which faces
+	// WeChat Pay and the Internet. Empty: /metrics is served on Addr.
+	MetricsAddr string `yaml:"metrics_addr"`
 }
 
 // NotifyConfig tunes the group commit of payment notifications: up to

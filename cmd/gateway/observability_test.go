@@ -224,6 +224,40 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
+// TestMetricsOnInternalListener moves /metrics off the public port:
+// http.metrics_addr serves it on its own listener, and the port WeChat
+// Pay and users reach answers it with a JSON 404.
+func TestMetricsOnInternalListener(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.HTTP.MetricsAddr = "127.0.0.1:0"
+	m := startGateway(t, cfg)
+	k, _ := testKeys(t)
+	post(t, m.URL()+paymentPath, good(t, k, uniqueNo("mi")))
+	resp, err := httpClient.Get(m.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct{ Code string }
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || e.Code != "ENOTFOUND" {
+		t.Errorf("public /metrics: %d %q, want 404 ENOTFOUND", resp.StatusCode, e.Code)
+	}
+	if !strings.HasPrefix(m.MetricsURL(), "http://127.0.0.1:") || strings.HasPrefix(m.MetricsURL(), m.URL()) {
+		t.Fatalf("MetricsURL %s is not its own listener", m.MetricsURL())
+	}
+	resp, err = httpClient.Get(m.MetricsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `gateway_notifications_total{kind="payment",outcome="success"} 1`
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(raw), want) {
+		t.Errorf("internal /metrics: %d, lacks %s", resp.StatusCode, want)
+	}
+}
+
 // TestLogsCarryNoSecrets runs good and bad notifications and API calls and
 // greps everything logged for the APIv3 key, the API keys, signatures and
 // the notification ciphertexts.
