@@ -138,7 +138,7 @@ func (m *Main) guards() (gateway.Gate, gateway.Locker) {
 	}
 	rc := redisstore.Config{Addr: r.Addr, Password: r.Password, DB: r.DB, Prefix: r.Prefix, PoolSize: r.PoolSize,
 		DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
-		PoolTimeout: r.PoolTimeout, OpTimeout: r.OpTimeout, Observe: m.Metrics.ObserveRedis}
+		PoolTimeout: r.PoolTimeout, OpTimeout: r.OpTimeout, FinishDelay: r.FinishDelay, Observe: m.Metrics.ObserveRedis}
 	m.Redis = redisstore.NewClient(rc)
 	m.closers = append(m.closers, m.Redis.Close)
 	rs := redisstore.New(m.Redis, rc)

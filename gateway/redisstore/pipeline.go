@@ -15,6 +15,10 @@ import (
 // together, one round trip for all the calls waiting when a worker comes
 // free (gateway.RunBatches: a call that finds a worker idle goes at once).
 // Under load this saves a network round trip per call on both sides.
+//
+// Calls nobody waits for (runLater: the gate's finish after a commit)
+// ride first in the next round trip, or go on their own after at most
+// delay: one round trip per notification instead of two.
 type pipeline struct {
 	client  *redis.Client
 	in      chan *scriptCall
@@ -22,6 +26,12 @@ type pipeline struct {
 	timeout time.Duration
 	quit    chan struct{}
 	stop    sync.Once
+	wg      *sync.WaitGroup
+
+	delay time.Duration
+	mu    sync.Mutex
+	later []*scriptCall
+	timer *time.Timer
 }
 
 var errClosed = errors.New("redisstore closed")
@@ -31,12 +41,14 @@ type scriptCall struct {
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
-	done   chan struct{}
+	done   chan struct{}   // closed when cmd holds the reply (run)
+	after  func(err error) // told the outcome (runLater)
 }
 
-func newPipeline(client *redis.Client, workers, max int, timeout time.Duration) *pipeline {
-	p := &pipeline{client: client, in: make(chan *scriptCall), max: max, timeout: timeout, quit: make(chan struct{})}
-	gateway.RunBatches(p.in, p.quit, workers, max, p.exec)
+func newPipeline(client *redis.Client, workers, max int, timeout, delay time.Duration) *pipeline {
+	p := &pipeline{client: client, in: make(chan *scriptCall), max: max, timeout: timeout, delay: delay,
+		quit: make(chan struct{})}
+	p.wg = gateway.RunBatches(p.in, p.quit, workers, max, p.exec)
 	return p
 }
 
@@ -59,19 +71,71 @@ func (p *pipeline) run(ctx context.Context, script *redis.Script, keys []string,
 	}
 }
 
+// runLater queues script without waiting: it goes first in the next
+// round trip, or after p.delay at the latest; after is told the outcome.
+// After close it goes at once.
+func (p *pipeline) runLater(script *redis.Script, keys []string, after func(error), args ...any) {
+	c := &scriptCall{script: script, keys: keys, args: args, after: after}
+	p.mu.Lock()
+	p.later = append(p.later, c)
+	first := len(p.later) == 1
+	p.mu.Unlock()
+	select {
+	case <-p.quit:
+		p.flush()
+		return
+	default:
+	}
+	if first {
+		p.arm()
+	}
+}
+
+func (p *pipeline) arm() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.timer == nil {
+		p.timer = time.AfterFunc(p.delay, p.flush)
+		return
+	}
+	p.timer.Reset(p.delay)
+}
+
+// flush sends the queued calls now, if any are left.
+func (p *pipeline) flush() { p.exec(nil) }
+
+func (p *pipeline) takeLater() []*scriptCall {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	later := p.later
+	p.later = nil
+	return later
+}
+
 func failed(ctx context.Context, err error) *redis.Cmd {
 	cmd := redis.NewCmd(ctx)
 	cmd.SetErr(err)
 	return cmd
 }
 
-// close stops the workers after their current round trip.
-func (p *pipeline) close() { p.stop.Do(func() { close(p.quit) }) }
+// close stops the workers after their current round trip and sends what
+// is still queued.
+func (p *pipeline) close() {
+	p.stop.Do(func() { close(p.quit) })
+	p.wg.Wait()
+	p.flush()
+}
 
-// exec sends the calls as EVALSHA in one pipeline; a call Redis answers
-// NOSCRIPT (its script cache was flushed, e.g. by a restart) is sent
-// again on its own with EVAL, which also loads the script.
+// exec sends the queued calls, then calls, as EVALSHA in one pipeline; a
+// call Redis answers NOSCRIPT (its script cache was flushed, e.g. by a
+// restart) is sent again on its own with EVAL, which also loads the script.
 func (p *pipeline) exec(calls []*scriptCall) {
+	if later := p.takeLater(); len(later) > 0 {
+		calls = append(later, calls...)
+	}
+	if len(calls) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	pipe := p.client.Pipeline()
@@ -82,6 +146,10 @@ func (p *pipeline) exec(calls []*scriptCall) {
 	for _, c := range calls {
 		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 			c.cmd = c.script.Eval(ctx, p.client, c.keys, c.args...)
+		}
+		if c.after != nil {
+			c.after(c.cmd.Err())
+			continue
 		}
 		close(c.done)
 	}

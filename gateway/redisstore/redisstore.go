@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,6 +36,11 @@ type Config struct {
 	OpTimeout    time.Duration // whole call including retries; default 250 ms
 	// Observe, when set, is told how long each call took (metrics).
 	Observe func(op string, d time.Duration, err error)
+	// FinishDelay, when positive, lets the gate's Finish (the committed
+	// mark and the lock release, which no answer waits for) ride in the
+	// next round trip of the pipeline instead of its own, waiting at most
+	// this long. Zero: Finish is one round trip of its own, awaited.
+	FinishDelay time.Duration
 }
 
 // Store is a Redis-backed Gate and Locker.
@@ -43,6 +49,7 @@ type Store struct {
 	pipe   *pipeline
 	prefix string
 	opTime time.Duration
+	later  bool // Finish is queued, not awaited (Config.FinishDelay)
 	obs    func(op string, d time.Duration, err error)
 }
 
@@ -68,11 +75,12 @@ func New(client *redis.Client, cfg Config) *Store {
 		prefix = "gw:"
 	}
 	opTime := or(cfg.OpTimeout, 250*time.Millisecond)
-	return &Store{client: client, prefix: prefix, opTime: opTime, obs: cfg.Observe,
-		pipe: newPipeline(client, 1, 128, opTime)}
+	return &Store{client: client, prefix: prefix, opTime: opTime, obs: cfg.Observe, later: cfg.FinishDelay > 0,
+		pipe: newPipeline(client, 1, 128, opTime, cfg.FinishDelay)}
 }
 
-// Close stops the store's pipeline workers; the client is the caller's.
+// Close stops the store's pipeline workers and sends the finishes still
+// queued; the client is the caller's.
 func (s *Store) Close() error {
 	s.pipe.close()
 	return nil
@@ -181,17 +189,32 @@ func (s *Store) Admit(ctx context.Context, k gateway.GateKeys, t gateway.GateTTL
 	return gateway.Admission{}, nil
 }
 
-// Finish implements gateway.Gate in one round trip.
-func (s *Store) Finish(ctx context.Context, k gateway.GateKeys, token string, committed bool, t gateway.GateTTLs) (err error) {
-	defer s.observe("finish", time.Now(), &err)
-	ctx, cancel := context.WithTimeout(ctx, s.opTime)
-	defer cancel()
+// Finish implements gateway.Gate in one round trip, or, with
+// Config.FinishDelay, queued for the next one: it then returns at once and
+// a failure is only logged (an unwritten mark costs a later redelivery a
+// database lookup; an unreleased lock expires with its TTL).
+func (s *Store) Finish(ctx context.Context, k gateway.GateKeys, token string, committed bool, t gateway.GateTTLs) error {
 	mark := "0"
 	if committed {
 		mark = "1"
 	}
 	keys := []string{s.prefix + "lock:" + k.Lock, s.prefix + "done:" + k.NotifyID}
-	if err = s.pipe.run(ctx, finishScript, keys, token, t.Done.Milliseconds(), mark).Err(); err != nil {
+	args := []any{token, t.Done.Milliseconds(), mark}
+	start := time.Now()
+	if s.later {
+		s.pipe.runLater(finishScript, keys, func(err error) {
+			s.observe("finish", start, &err)
+			if err != nil {
+				slog.Warn("redis finish failed; the lock expires on its own", "notify_id", k.NotifyID, "err", err)
+			}
+		}, args...)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTime)
+	defer cancel()
+	err := s.pipe.run(ctx, finishScript, keys, args...).Err()
+	s.observe("finish", start, &err)
+	if err != nil {
 		return fmt.Errorf("redis finish %s: %w", k.NotifyID, err)
 	}
 	return nil

@@ -1,0 +1,105 @@
+package redisstore_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"paygateway/gateway"
+	"paygateway/gateway/redisstore"
+	"paygateway/gateway/redisstore/redistest"
+)
+
+// laterStore is a store whose Finish is queued for up to delay.
+func laterStore(t *testing.T, delay time.Duration) (*redisstore.Store, redisstore.Config) {
+	cfg := redistest.Config(t)
+	cfg.FinishDelay = delay
+	c := redisstore.NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
+	return redisstore.New(c, cfg), cfg
+}
+
+// TestQueuedFinishRidesWithTheNextAdmit: with a long FinishDelay the
+// committed mark is still queued when a redelivery arrives, and it goes
+// first in that redelivery's round trip, so the redelivery is answered
+// "done", not "busy".
+func TestQueuedFinishRidesWithTheNextAdmit(t *testing.T) {
+	s, _ := laterStore(t, 10*time.Second)
+	defer s.Close()
+	ctx := context.Background()
+	k := gateway.GateKeys{Nonce: "n1", NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
+	a, err := s.Admit(ctx, k, ttls)
+	if err != nil || a.Token == "" {
+		t.Fatalf("admit: %+v %v", a, err)
+	}
+	start := time.Now()
+	if err := s.Finish(ctx, k, a.Token, true, ttls); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond {
+		t.Errorf("a queued Finish took %v: it must not wait for Redis", took)
+	}
+	k.Nonce = "n2"
+	if again, err := s.Admit(ctx, k, ttls); err != nil || !again.Done {
+		t.Fatalf("redelivery after a queued committed finish: %+v %v, want done", again, err)
+	}
+	if _, ok, _ := s.TryLock(ctx, k.Lock, time.Second); !ok {
+		t.Fatal("the lock was not released with the mark")
+	}
+}
+
+// TestQueuedFinishGoesAfterTheDelay: with no other traffic the queued
+// finish is sent on its own once the delay passes.
+func TestQueuedFinishGoesAfterTheDelay(t *testing.T) {
+	s, _ := laterStore(t, 20*time.Millisecond)
+	defer s.Close()
+	ctx := context.Background()
+	k := gateway.GateKeys{Nonce: "n1", NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
+	a, _ := s.Admit(ctx, k, ttls)
+	if err := s.Finish(ctx, k, a.Token, false, ttls); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if tok, ok, _ := s.TryLock(ctx, k.Lock, time.Second); ok {
+			_ = s.Unlock(ctx, k.Lock, tok)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queued unlock was never sent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestCloseSendsQueuedFinishes: finishes still queued at shutdown are
+// sent by Close, so a restarted gateway finds the marks.
+func TestCloseSendsQueuedFinishes(t *testing.T) {
+	s, cfg := laterStore(t, time.Hour)
+	ctx := context.Background()
+	var keys []gateway.GateKeys
+	for i := range 20 {
+		k := gateway.GateKeys{Nonce: "n" + string(rune('a'+i)), NotifyID: "id-" + t.Name() + string(rune('a'+i)),
+			Lock: "notify:" + t.Name() + string(rune('a'+i))}
+		a, err := s.Admit(ctx, k, ttls)
+		if err != nil || a.Token == "" {
+			t.Fatalf("admit %d: %+v %v", i, a, err)
+		}
+		if err := s.Finish(ctx, k, a.Token, true, ttls); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	s.Close()
+	cfg.FinishDelay = 0
+	c := redisstore.NewClient(cfg)
+	defer c.Close()
+	fresh := redisstore.New(c, cfg)
+	defer fresh.Close()
+	for _, k := range keys {
+		k.Nonce += "-again"
+		if a, err := fresh.Admit(ctx, k, ttls); err != nil || !a.Done {
+			t.Errorf("%s after Close: %+v %v, want done", k.NotifyID, a, err)
+		}
+	}
+}
