@@ -69,6 +69,8 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"no keys", func(c *Config) { c.WechatPay.PublicKeyFile = "" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_FILE"},
 		{"bad key id", func(c *Config) { c.WechatPay.PublicKeyID = "x" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_ID"},
 		{"no dsn", func(c *Config) { c.Database.DSN = "" }, "GATEWAY_DATABASE_DSN"},
+		{"negative finish delay", func(c *Config) { c.Redis.FinishDelay = -time.Millisecond }, "GATEWAY_REDIS_FINISH_DELAY"},
+		{"long finish delay", func(c *Config) { c.Redis.FinishDelay = time.Minute }, "GATEWAY_REDIS_FINISH_DELAY"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
