@@ -35,6 +35,9 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	read.GET("/ledger/totals", timeout(d.APITimeout), d.totals)
 	read.GET("/reconciliations/:date", timeout(d.APITimeout), d.getReconciliation)
 	read.POST("/reconciliations", f.runReconciliation(d))
+	ops := r.Group("/v1", d.Auth.Require(RoleOps), RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger),
+		auditTrail(d.Store))
+	addList(ops, d, f, "/ledger/audit", auditList)
 	r.GET("/openapi.json", serveOpenAPI)
 }
 
@@ -194,6 +197,22 @@ var outboxList = listDef[ledger.OutboxJobListItem]{
 		return []string{num(int64(j.ID)), cell(j.Kind), cell(j.JobKey), cell(j.OutTradeNo), cell(j.OutRefundNo),
 			cell(j.State), num(int64(j.Attempts)), cell(j.LastError), ts(j.NextRunAt), tsp(j.DoneAt),
 			ts(j.CreatedAt), ts(j.UpdatedAt), cell(j.Payload)}
+	},
+}
+
+// auditList is who called the API keys' routes, when, and how it ended;
+// ops only (reading it is itself audited).
+var auditList = listDef[ledger.AuditEntry]{
+	name:    "audit",
+	filters: listFilters{keys: []string{"principal"}},
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.AuditEntry) error) error {
+		return s.EachAudit
+	},
+	id:     func(e ledger.AuditEntry) uint64 { return e.ID },
+	header: []string{"id", "principal", "role", "method", "path", "status", "request_id", "remote_addr", "created_at", "finished_at"},
+	row: func(e ledger.AuditEntry) []string {
+		return []string{num(int64(e.ID)), cell(e.Principal), cell(e.Role), cell(e.Method), cell(e.Path),
+			num(int64(e.Status)), cell(e.RequestID), cell(e.RemoteAddr), ts(e.CreatedAt), tsp(e.FinishedAt)}
 	},
 }
 

@@ -135,6 +135,8 @@ func setKey(q *ledger.ListQuery, name, v string) {
 		q.PayerOpenID = v
 	case "kind":
 		q.Kind = v
+	case "principal":
+		q.Principal = v
 	}
 }
 

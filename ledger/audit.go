@@ -70,11 +70,21 @@ func (s *Store) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
 	}
 	out := make([]AuditEntry, len(rows))
 	for i, r := range rows {
-		out[i] = AuditEntry{ID: r.ID, Principal: r.Principal, Role: r.Role, Method: r.Method, Path: r.Path,
-			Status: r.Status, RequestID: r.RequestID, RemoteAddr: r.RemoteAddr, CreatedAt: r.CreatedAt.UTC(),
-			FinishedAt: utcPtr(r.FinishedAt)}
+		out[i] = r.entry()
 	}
 	return out, nil
+}
+
+func (r auditRow) entry() AuditEntry {
+	return AuditEntry{ID: r.ID, Principal: r.Principal, Role: r.Role, Method: r.Method, Path: r.Path,
+		Status: r.Status, RequestID: r.RequestID, RemoteAddr: r.RemoteAddr, CreatedAt: r.CreatedAt.UTC(),
+		FinishedAt: utcPtr(r.FinishedAt)}
+}
+
+// EachAudit streams the audit entries matching q (principal, from/to on
+// created_at), oldest first.
+func (s *Store) EachAudit(ctx context.Context, q ListQuery, fn func(AuditEntry) error) error {
+	return each(ctx, s.db, auditSpec, q, auditRow.entry, fn)
 }
 
 // truncate cuts s to at most n bytes without splitting a UTF-8 sequence.

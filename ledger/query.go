@@ -20,6 +20,7 @@ type ListQuery struct {
 	PayerOpenID   string
 	Source        string // notifications
 	Kind          string // outbox jobs
+	Principal     string // audit log
 	AfterID       uint64
 	Limit         int // 0 = every matching row
 }
@@ -29,7 +30,7 @@ type ListQuery struct {
 type listSpec struct {
 	name, timeCol                                       string
 	state, outRefundNo, transactionID, payerOpenID, src string
-	kind                                                string
+	kind, principal                                     string
 }
 
 var (
@@ -41,6 +42,7 @@ var (
 		transactionID: "transaction_id", outRefundNo: "out_refund_no", src: "source"}
 	outboxSpec = listSpec{name: "outbox_jobs", timeCol: "created_at", state: "state",
 		outRefundNo: "out_refund_no", kind: "kind"}
+	auditSpec = listSpec{name: "audit_log", timeCol: "created_at", principal: "principal"}
 )
 
 // scope applies q to tx; every value is a bound parameter.
@@ -49,6 +51,7 @@ func (sp listSpec) scope(tx *gorm.DB, q ListQuery) (*gorm.DB, error) {
 		{sp.state, q.State, "state"}, {"out_trade_no", q.OutTradeNo, "out_trade_no"},
 		{sp.transactionID, q.TransactionID, "transaction_id"}, {sp.outRefundNo, q.OutRefundNo, "out_refund_no"},
 		{sp.payerOpenID, q.PayerOpenID, "payer_openid"}, {sp.src, q.Source, "source"}, {sp.kind, q.Kind, "kind"},
+		{sp.principal, q.Principal, "principal"},
 	}
 	for _, c := range conds {
 		if c.val == "" {

@@ -309,6 +309,73 @@ func TestFinanceAuth(t *testing.T) {
 	}
 }
 
+// TestAuditLogAPI: ops reads the audit log (filtered by principal, paged,
+// as CSV); finance and service keys are refused; bad filters are 400; and
+// each read of the audit log is audited itself.
+func TestAuditLogAPI(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			for range 3 {
+				getRaw(t, m.URL()+"/v1/ledger/payments?state=SUCCESS", financeKey, "")
+			}
+			getRaw(t, m.URL()+"/v1/ledger/refunds", opsKey, "")
+			u := m.URL() + "/v1/ledger/audit"
+			for key, want := range map[string]int{financeKey: 403, serviceKey: 403, "": 401} {
+				if status, body, _ := getRaw(t, u, key, ""); status != want {
+					t.Errorf("key %q: %d %s, want %d", key, status, body, want)
+				}
+			}
+			for _, bad := range []string{"?principal=a%27%20OR%201=1", "?state=SUCCESS", "?out_trade_no=x1", "?limit=0"} {
+				if status, body, _ := getRaw(t, u+bad, opsKey, ""); status != 400 || !strings.Contains(string(body), "EINVALID") {
+					t.Errorf("%s: %d %s, want 400 EINVALID", bad, status, body)
+				}
+			}
+			entries := auditPage(t, u+"?principal=fin&limit=2")
+			if len(entries.Items) != 2 || entries.NextCursor == "" {
+				t.Fatalf("first page %+v, want 2 entries and a cursor", entries)
+			}
+			rest := auditPage(t, u+"?principal=fin&cursor="+entries.NextCursor)
+			all := append(entries.Items, rest.Items...)
+			if len(all) != 3 || rest.NextCursor != "" {
+				t.Fatalf("fin's entries %+v, want the 3 payment reads", all)
+			}
+			for _, e := range all {
+				if e.Principal != "fin" || e.Role != "finance" || e.Path != "/v1/ledger/payments?state=SUCCESS" || e.Status != 200 {
+					t.Errorf("entry %+v", e)
+				}
+			}
+			status, body, hdr := getRaw(t, u+"?principal=ops", opsKey, "text/csv")
+			lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+			if status != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/csv") || len(lines) < 3 ||
+				!strings.HasPrefix(lines[0], "id,principal,role,method,path,status") {
+				t.Fatalf("CSV: %d %s", status, body)
+			}
+			if !strings.Contains(string(body), "/v1/ledger/refunds") || !strings.Contains(string(body), "/v1/ledger/audit") {
+				t.Errorf("ops's CSV lacks the refunds read or the audit reads themselves:\n%s", body)
+			}
+		})
+	}
+}
+
+type auditEntries struct {
+	Items      []ledger.AuditEntry `json:"items"`
+	NextCursor string              `json:"next_cursor"`
+}
+
+func auditPage(t *testing.T, u string) auditEntries {
+	t.Helper()
+	status, body, _ := getRaw(t, u, opsKey, "")
+	if status != 200 {
+		t.Fatalf("GET %s: %d %s", u, status, body)
+	}
+	var p auditEntries
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return p
+}
+
 // TestTimelineAndTotals checks the per-order timeline and daily totals.
 func TestTimelineAndTotals(t *testing.T) {
 	for _, b := range backends {
