@@ -2,19 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"paygateway/gateway/compensate"
+	"paygateway/gateway/wechatpay"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
 )
 
 // startWithWechat runs a gateway whose outbound WeChat Pay client talks to
 // a simulator that delivers its notifications back to the gateway.
-func startWithWechat(t *testing.T, b backend, invURL string) (*Main, *wxpaysim.Sim) {
+func startWithWechat(t *testing.T, b backend, invURL string, edits ...func(*Config)) (*Main, *wxpaysim.Sim) {
 	t.Helper()
 	k, dir := testKeys(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -27,6 +30,9 @@ func startWithWechat(t *testing.T, b backend, invURL string) (*Main, *wxpaysim.S
 	w.MerchantSerial, w.MerchantPrivateKeyFile = k.MerchantSerial, filepath.Join(dir, "merchant_private_key.pem")
 	w.BaseURL, w.Timeout = "http://"+ln.Addr().String(), 2*time.Second
 	cfg.Compensation = CompensationConfig{Interval: 50 * time.Millisecond, SafetyBuffer: 150 * time.Millisecond, Batch: 2}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
 	m := startGateway(t, cfg)
 	sim := wxpaysim.New(k, wxpaysim.Options{NotifyURL: m.URL() + paymentPath, NotifyRetryDelays: []time.Duration{}})
 	srv := httptest.NewUnstartedServer(sim.Handler())
@@ -116,4 +122,67 @@ func TestLostCallbackCompensated(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExpiredOrderClosedAtWechat: an expired order still unpaid at WeChat
+// Pay is closed there first (it can no longer be paid), then in the
+// ledger; an order the payer pays between the job's query and its close
+// call is recorded as paid, not closed.
+func TestExpiredOrderClosedAtWechat(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			_, url := startInventory(t)
+			m, sim := startWithWechat(t, b, url, func(c *Config) { c.Compensation.Interval = time.Hour })
+			ctx := context.Background()
+			unpaid, late := uniqueNo("unp"), uniqueNo("late")
+			for _, no := range []string{unpaid, late} {
+				registerOrder(t, m, no, 500, time.Now().Add(100*time.Millisecond))
+				if err := sim.RegisterOrder(no, 500); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(150 * time.Millisecond) // both expire
+			wx := &payBeforeClose{Client: m.Wechat, sim: sim, order: late}
+			job := compensate.New(compensate.Config{SafetyBuffer: time.Millisecond, MchID: m.Config.WechatPay.MchID}, m.Store, wx)
+			if changed, err := job.RunOnce(ctx); err != nil || changed != 2 {
+				t.Fatalf("RunOnce = %d, %v; want 2 orders changed", changed, err)
+			}
+			if o, _ := sim.Order(unpaid); o.TradeState != wxpaysim.TradeClosed || o.CloseCalls != 1 {
+				t.Errorf("unpaid order at WeChat Pay: %+v, want closed by one close call", o)
+			}
+			if p := waitPayment(t, m, unpaid, ledger.PaymentClosed); p.TransactionID != "" {
+				t.Errorf("closed order %+v", p)
+			}
+			if _, err := sim.Pay(ctx, unpaid, 500, "openid-"+unpaid, true); !errors.Is(err, wxpaysim.ErrOrderState) {
+				t.Errorf("paying the closed order: %v, want refused", err)
+			}
+			o, _ := sim.Order(late)
+			if o.TradeState != wxpaysim.TradeSuccess || o.CloseCalls != 0 {
+				t.Errorf("late order at WeChat Pay: %+v, want paid and not closed", o)
+			}
+			if p := waitPayment(t, m, late, ledger.PaymentSuccess); p.TransactionID != o.TransactionID {
+				t.Errorf("late order in the ledger: %+v, want transaction %s", p, o.TransactionID)
+			}
+		})
+	}
+}
+
+// payBeforeClose is WeChat Pay with a payer who pays order at the last
+// moment: right after the job's first query found it unpaid.
+type payBeforeClose struct {
+	*wechatpay.Client
+	sim   *wxpaysim.Sim
+	order string
+	paid  bool
+}
+
+func (q *payBeforeClose) QueryOrder(ctx context.Context, no string) (*wechatpay.Transaction, error) {
+	tx, err := q.Client.QueryOrder(ctx, no)
+	if no == q.order && !q.paid && err == nil && tx.TradeState == "NOTPAY" {
+		q.paid = true
+		if _, err := q.sim.Pay(ctx, no, 500, "openid-"+no, true); err != nil {
+			return nil, err
+		}
+	}
+	return tx, err
 }

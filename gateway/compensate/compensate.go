@@ -1,7 +1,10 @@
 // Package compensate finds registered orders whose payment callback never
 // arrived, asks WeChat Pay about them and applies the answer through the
 // ledger's state machine, as a callback would, marked as coming from a
-// query. Unpaid orders past their expire_at are closed in the ledger.
+// query. Unpaid orders past their expire_at are closed at WeChat Pay first
+// (so nobody can pay them any more), then in the ledger from what WeChat
+// Pay says after the close: an order paid at the last moment is recorded
+// as paid, never closed.
 //
 // Several gateway instances may run it at once: every effect goes through
 // a unique notice id or a conditional state change, so the worst case is a
@@ -20,9 +23,11 @@ import (
 	"paygateway/ledger"
 )
 
-// Querier asks WeChat Pay about an order (*wechatpay.Client).
+// Querier asks WeChat Pay about an order and closes unpaid ones
+// (*wechatpay.Client).
 type Querier interface {
 	QueryOrder(ctx context.Context, outTradeNo string) (*wechatpay.Transaction, error)
+	CloseOrder(ctx context.Context, outTradeNo string) error
 }
 
 var _ Querier = (*wechatpay.Client)(nil)
@@ -105,17 +110,51 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) bool {
 	case err != nil:
 		log.Warn("compensate: query order failed", "err", err)
 		return false
-	case tx.MchID != "" && j.cfg.MchID != "" && tx.MchID != j.cfg.MchID:
-		log.Error("compensate: query answered for another merchant", "mchid", tx.MchID)
+	case j.foreign(log, tx):
 		return false
 	}
 	switch tx.TradeState {
 	case "NOTPAY":
-		return j.closeIfExpired(ctx, p, tx.TradeState)
+		return j.closeAtWechat(ctx, log, p)
 	case "SUCCESS", "REFUND", "CLOSED", "REVOKED", "PAYERROR":
 		return j.apply(ctx, log, tx)
 	}
 	return false // USERPAYING and the like: not final, ask again next run
+}
+
+// closeAtWechat closes an expired unpaid order at WeChat Pay, then asks
+// again and applies what WeChat Pay says: CLOSED closes it in the ledger;
+// SUCCESS (paid between the query and the close) records the payment.
+// Whatever the close answered (ORDERPAID, a timeout…), only the second
+// query decides; a still open order is tried again next run.
+func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Payment) bool {
+	if p.ExpireAt == nil || p.ExpireAt.After(j.store.Now()) {
+		return false
+	}
+	if err := j.wx.CloseOrder(ctx, p.OutTradeNo); err != nil {
+		log.Warn("compensate: close order at WeChat Pay", "err", err)
+	}
+	tx, err := j.wx.QueryOrder(ctx, p.OutTradeNo)
+	switch {
+	case err != nil:
+		log.Warn("compensate: query order after closing it", "err", err)
+		return false
+	case j.foreign(log, tx):
+		return false
+	case tx.TradeState == "NOTPAY" || tx.TradeState == "USERPAYING":
+		log.Warn("compensate: expired order still open at WeChat Pay", "trade_state", tx.TradeState)
+		return false
+	}
+	return j.apply(ctx, log, tx)
+}
+
+// foreign reports (and logs) an answer about another merchant's order.
+func (j *Job) foreign(log *slog.Logger, tx *wechatpay.Transaction) bool {
+	if tx.MchID != "" && j.cfg.MchID != "" && tx.MchID != j.cfg.MchID {
+		log.Error("compensate: query answered for another merchant", "mchid", tx.MchID)
+		return true
+	}
+	return false
 }
 
 func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transaction) bool {

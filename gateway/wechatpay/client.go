@@ -208,6 +208,20 @@ func (c *Client) QueryOrder(ctx context.Context, outTradeNo string) (*Transactio
 	return out, nil
 }
 
+// CloseOrder closes an unpaid order at WeChat Pay so that it can no longer
+// be paid. A paid or already closed order comes back as a *BusinessError
+// (ORDERPAID, ORDER_CLOSED), an unknown one as ErrNotFound; either way,
+// query the order for its state.
+func (c *Client) CloseOrder(ctx context.Context, outTradeNo string) error {
+	result, err := c.jsapi.CloseOrder(ctx, jsapi.CloseOrderRequest{
+		OutTradeNo: core.String(outTradeNo), Mchid: core.String(c.cfg.MchID),
+	})
+	if err != nil {
+		return c.fail("close order", outTradeNo, result, err)
+	}
+	return nil
+}
+
 func toTransaction(tx *payments.Transaction) (*Transaction, error) {
 	out := &Transaction{
 		OutTradeNo: deref(tx.OutTradeNo), TransactionID: deref(tx.TransactionId),

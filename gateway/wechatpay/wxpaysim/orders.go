@@ -2,6 +2,7 @@ package wxpaysim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -34,6 +35,7 @@ type OrderRecord struct {
 	OpenID        string    `json:"openid,omitempty"`
 	TradeState    string    `json:"trade_state"`
 	Amount        int64     `json:"amount"`
+	CloseCalls    int       `json:"close_calls"`  // 1 once the close-order API closed it
 	Refunded      int64     `json:"refunded"`     // sum of refunds not CLOSED
 	RefundCount   int       `json:"refund_count"` // refunds executed, CLOSED included
 	CreateTime    time.Time `json:"create_time"`
@@ -206,6 +208,32 @@ func (s *Sim) handleQueryOrder(r *http.Request, _ []byte) reply {
 		return errReply(http.StatusNotFound, "ORDER_NOT_EXIST", "订单不存在")
 	}
 	return jsonReply(http.StatusOK, s.transaction(o))
+}
+
+// handleCloseOrder is WeChat Pay's close-order call: an unpaid order is
+// closed (204, no body; it can no longer be paid); a closed one answers
+// 400 ORDER_CLOSED, a paid one 400 ORDERPAID, an unknown one 404.
+func (s *Sim) handleCloseOrder(r *http.Request, body []byte) reply {
+	var req struct {
+		MchID string `json:"mchid"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.MchID != s.keys.MchID {
+		return errReply(http.StatusBadRequest, "PARAM_ERROR", "mchid 参数错误")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.orders[r.PathValue("out_trade_no")]
+	switch {
+	case !ok:
+		return errReply(http.StatusNotFound, "ORDER_NOT_EXIST", "订单不存在")
+	case o.TradeState == TradeClosed:
+		return errReply(http.StatusBadRequest, "ORDER_CLOSED", "订单已关闭")
+	case o.TradeState != TradeNotPay:
+		return errReply(http.StatusBadRequest, "ORDERPAID", "订单已支付")
+	}
+	o.TradeState = TradeClosed
+	o.CloseCalls++
+	return reply{status: http.StatusNoContent}
 }
 
 // newID returns a digits-long id starting with prefix, then random digits,

@@ -170,6 +170,7 @@ func (s *Sim) sleep(ctx context.Context, d time.Duration) bool {
 func (s *Sim) routes() *http.ServeMux {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /v3/pay/transactions/out-trade-no/{out_trade_no}", s.api(s.handleQueryOrder))
+	m.HandleFunc("POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close", s.api(s.handleCloseOrder))
 	m.HandleFunc("POST /v3/refund/domestic/refunds", s.api(s.handleCreateRefund))
 	m.HandleFunc("GET /v3/refund/domestic/refunds/{out_refund_no}", s.api(s.handleQueryRefund))
 	m.HandleFunc("GET /v3/bill/tradebill", s.api(s.handleTradeBill))
