@@ -54,15 +54,21 @@ type page struct {
 
 func getPage(t *testing.T, u string) page {
 	t.Helper()
-	status, body, _ := getRaw(t, u, financeKey, "")
+	return getJSON[page](t, u, financeKey)
+}
+
+// getJSON GETs u with key, wants 200 and decodes the body into a T.
+func getJSON[T any](t *testing.T, u, key string) T {
+	t.Helper()
+	status, body, _ := getRaw(t, u, key, "")
 	if status != 200 {
 		t.Fatalf("GET %s: status=%d body=%s", u, status, body)
 	}
-	var p page
-	if err := json.Unmarshal(body, &p); err != nil {
-		t.Fatalf("decode page: %v", err)
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("decode %s: %v", u, err)
 	}
-	return p
+	return v
 }
 
 // seedPayments inserts n payments straight into the table, in batches:
@@ -365,15 +371,7 @@ type auditEntries struct {
 
 func auditPage(t *testing.T, u string) auditEntries {
 	t.Helper()
-	status, body, _ := getRaw(t, u, opsKey, "")
-	if status != 200 {
-		t.Fatalf("GET %s: %d %s", u, status, body)
-	}
-	var p auditEntries
-	if err := json.Unmarshal(body, &p); err != nil {
-		t.Fatalf("decode: %v", err)
-	}
-	return p
+	return getJSON[auditEntries](t, u, opsKey)
 }
 
 // TestTimelineAndTotals checks the per-order timeline and daily totals.
