@@ -46,7 +46,7 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 		return rep, err
 	}
 	defer raw.close()
-	m := newMeter(t.gw.PID(), name == "mysql")
+	m := newMeter(t.gw.PID(), name == "mysql" && isLocal(o.MySQL) && isLocal(o.Redis))
 	best := 0.0
 	for _, c := range o.Levels {
 		if ctx.Err() != nil {

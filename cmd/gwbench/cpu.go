@@ -28,8 +28,15 @@ type proc struct {
 // meter samples the CPU of procs and of the whole machine around a phase.
 type meter struct{ procs []proc }
 
+// isLocal reports whether a DSN or address names this machine, so that
+// the server process found by name is the one the bench talks to.
+func isLocal(addr string) bool {
+	return addr == "" || strings.Contains(addr, "127.0.0.1") || strings.Contains(addr, "localhost")
+}
+
 // newMeter accounts for the gateway, this process (the driver and the
-// in-process simulators) and, when running, the local MariaDB and Redis.
+// in-process simulators) and, when servers is set (the bench talks to a
+// MariaDB and Redis on this machine), their processes.
 func newMeter(gatewayPID int, servers bool) *meter {
 	m := &meter{procs: []proc{{"gateway", gatewayPID}}}
 	if servers {

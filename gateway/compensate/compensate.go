@@ -128,7 +128,7 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) bool {
 // Whatever the close answered (ORDERPAID, a timeout…), only the second
 // query decides; a still open order is tried again next run.
 func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Payment) bool {
-	if p.ExpireAt == nil || p.ExpireAt.After(j.store.Now()) {
+	if !j.expired(p) {
 		return false
 	}
 	if err := j.wx.CloseOrder(ctx, p.OutTradeNo); err != nil {
@@ -176,8 +176,13 @@ func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transac
 	}
 }
 
+// expired reports whether the order's expire_at has passed.
+func (j *Job) expired(p ledger.Payment) bool {
+	return p.ExpireAt != nil && !p.ExpireAt.After(j.store.Now())
+}
+
 func (j *Job) closeIfExpired(ctx context.Context, p ledger.Payment, why string) bool {
-	if p.ExpireAt == nil || p.ExpireAt.After(j.store.Now()) {
+	if !j.expired(p) {
 		return false
 	}
 	_, err := j.store.CloseExpired(ctx, p.OutTradeNo, ledger.SourceQuery, "query:"+why)

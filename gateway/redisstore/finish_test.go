@@ -19,6 +19,17 @@ func laterStore(t *testing.T, delay time.Duration) (*redisstore.Store, redisstor
 	return redisstore.New(c, cfg), cfg
 }
 
+// admitted takes the gate for a fresh notification named after the test.
+func admitted(t *testing.T, s *redisstore.Store) (gateway.GateKeys, gateway.Admission) {
+	t.Helper()
+	k := gateway.GateKeys{Nonce: "n1", NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
+	a, err := s.Admit(context.Background(), k, ttls)
+	if err != nil || a.Token == "" {
+		t.Fatalf("admit: %+v %v", a, err)
+	}
+	return k, a
+}
+
 // TestQueuedFinishRidesWithTheNextAdmit: with a long FinishDelay the
 // committed mark is still queued when a redelivery arrives, and it goes
 // first in that redelivery's round trip, so the redelivery is answered
@@ -27,11 +38,7 @@ func TestQueuedFinishRidesWithTheNextAdmit(t *testing.T) {
 	s, _ := laterStore(t, 10*time.Second)
 	defer s.Close()
 	ctx := context.Background()
-	k := gateway.GateKeys{Nonce: "n1", NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
-	a, err := s.Admit(ctx, k, ttls)
-	if err != nil || a.Token == "" {
-		t.Fatalf("admit: %+v %v", a, err)
-	}
+	k, a := admitted(t, s)
 	start := time.Now()
 	if err := s.Finish(ctx, k, a.Token, true, ttls); err != nil {
 		t.Fatal(err)
@@ -54,8 +61,7 @@ func TestQueuedFinishGoesAfterTheDelay(t *testing.T) {
 	s, _ := laterStore(t, 20*time.Millisecond)
 	defer s.Close()
 	ctx := context.Background()
-	k := gateway.GateKeys{Nonce: "n1", NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
-	a, _ := s.Admit(ctx, k, ttls)
+	k, a := admitted(t, s)
 	if err := s.Finish(ctx, k, a.Token, false, ttls); err != nil {
 		t.Fatal(err)
 	}

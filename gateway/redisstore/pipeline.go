@@ -123,6 +123,11 @@ func failed(ctx context.Context, err error) *redis.Cmd {
 func (p *pipeline) close() {
 	p.stop.Do(func() { close(p.quit) })
 	p.wg.Wait()
+	p.mu.Lock()
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
 	p.flush()
 }
 
