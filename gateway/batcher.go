@@ -13,13 +13,13 @@ import (
 var errBatcherClosed = errors.New("notification batcher stopped")
 
 // batcher is group commit for payment notifications: updates that arrive
-// while its workers are busy share their next ledger transaction (see
-// ledger.Store.ApplyTransactions); an update that finds a worker idle goes
-// at once, alone. No update waits for others to arrive.
+// while a worker is busy share its next ledger transaction (see
+// ledger.Store.ApplyTransactions), and a second transaction starts only
+// when the policy's Spill updates wait; an update that finds every worker
+// idle goes at once, alone. No update waits for others to arrive.
 type batcher struct {
 	store   *ledger.Store
 	in      chan *batchItem
-	max     int
 	timeout time.Duration
 	observe func(size int, batched bool)
 	quit    chan struct{}
@@ -32,10 +32,10 @@ type batchItem struct {
 	done chan error
 }
 
-func newBatcher(store *ledger.Store, workers, max int, timeout time.Duration, observe func(int, bool)) *batcher {
-	b := &batcher{store: store, in: make(chan *batchItem), max: max, timeout: timeout, observe: observe,
+func newBatcher(store *ledger.Store, policy BatchPolicy, timeout time.Duration, observe func(int, bool)) *batcher {
+	b := &batcher{store: store, in: make(chan *batchItem), timeout: timeout, observe: observe,
 		quit: make(chan struct{})}
-	b.wg = RunBatches(b.in, b.quit, workers, max, b.run)
+	b.wg = RunBatches(b.in, b.quit, policy, b.run)
 	return b
 }
 
@@ -59,7 +59,7 @@ func (b *batcher) apply(ctx context.Context, u ledger.TransactionUpdate) error {
 	}
 }
 
-// close stops the workers after their current batch.
+// close stops taking updates; those already taken are still applied.
 func (b *batcher) close() {
 	b.stop.Do(func() { close(b.quit) })
 	b.wg.Wait()

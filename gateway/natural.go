@@ -2,22 +2,57 @@ package gateway
 
 import "sync"
 
-// RunBatches starts workers that each take the first item to arrive on in
-// together with every item already waiting behind it (at most max) and
-// hand them to do, until quit is closed. This is natural batching: an item
-// that finds a worker idle goes at once, alone; items that arrive while
-// every worker is busy share the next trip. Nothing waits for company.
+// BatchPolicy says how RunBatches shares work between its workers.
+type BatchPolicy struct {
+	Workers int // at most this many batches run at once (at least 1)
+	Max     int // items per batch (at least 1)
+	// Spill is how many items must wait before a further worker starts
+	// while another is busy; below it they wait for the busy worker and
+	// share its next batch. 0 or 1: any idle worker takes waiting items.
+	Spill int
+}
+
+// RunBatches hands the items arriving on in to do, in batches, until quit
+// is closed. This is natural batching: an item that finds every worker
+// idle goes at once, alone, and nothing waits for company; items that
+// arrive while a worker is busy share a later batch. While one worker is
+// busy, another starts only when Spill items are waiting, so that light
+// load makes few, full batches and heavy load uses every worker.
+// After quit, the items already taken from in are still handed to do.
 // Wait on the returned group after closing quit.
-func RunBatches[T any](in <-chan T, quit <-chan struct{}, workers, max int, do func([]T)) *sync.WaitGroup {
+func RunBatches[T any](in <-chan T, quit <-chan struct{}, p BatchPolicy, do func([]T)) *sync.WaitGroup {
+	p.Workers, p.Max = max(p.Workers, 1), max(p.Max, 1)
+	if p.Workers == 1 || p.Spill <= 1 {
+		return runDirect(in, quit, p, do)
+	}
+	jobs := make(chan []T)
+	done := make(chan struct{}, p.Workers)
 	var wg sync.WaitGroup
-	for range workers {
+	for range p.Workers {
+		wg.Go(func() {
+			for batch := range jobs {
+				do(batch)
+				done <- struct{}{}
+			}
+		})
+	}
+	d := &dispatcher[T]{policy: p, idle: p.Workers, jobs: jobs, done: done}
+	wg.Go(func() { d.run(in, quit) })
+	return &wg
+}
+
+// runDirect is RunBatches without a Spill to keep: each worker takes
+// from in itself, which saves a hand-off per batch.
+func runDirect[T any](in <-chan T, quit <-chan struct{}, p BatchPolicy, do func([]T)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range p.Workers {
 		wg.Go(func() {
 			for {
 				select {
 				case <-quit:
 					return
 				case first := <-in:
-					do(gather(in, first, max))
+					do(gather(in, first, p.Max))
 				}
 			}
 		})
@@ -36,4 +71,70 @@ func gather[T any](in <-chan T, first T, max int) []T {
 		}
 	}
 	return items
+}
+
+// dispatcher owns the waiting items and the count of idle workers.
+type dispatcher[T any] struct {
+	policy  BatchPolicy
+	idle    int
+	pending []T
+	jobs    chan<- []T
+	done    <-chan struct{}
+}
+
+func (d *dispatcher[T]) run(in <-chan T, quit <-chan struct{}) {
+	defer close(d.jobs)
+	for {
+		src := in
+		if len(d.pending) >= d.policy.Max*d.policy.Workers {
+			src = nil // every worker's next batch is full: push back
+		}
+		out, next := d.ready()
+		select {
+		case <-quit:
+			d.drain()
+			return
+		case it := <-src:
+			d.pending = append(d.pending, it)
+		case out <- next:
+			d.pending = d.pending[len(next):]
+			d.idle--
+		case <-d.done:
+			d.idle++
+		}
+	}
+}
+
+// ready returns the jobs channel and the next batch when a worker should
+// take one now, or a nil channel.
+func (d *dispatcher[T]) ready() (chan<- []T, []T) {
+	n := len(d.pending)
+	if n == 0 || d.idle == 0 {
+		return nil, nil
+	}
+	if d.idle < d.policy.Workers && n < d.policy.Spill {
+		return nil, nil
+	}
+	n = min(n, d.policy.Max)
+	return d.jobs, d.pending[:n:n]
+}
+
+// drain hands what is still waiting to the workers, ignoring Spill. Like
+// run it gives a batch only to an idle worker, so that every worker's
+// last done fits in the channel after jobs is closed.
+func (d *dispatcher[T]) drain() {
+	for len(d.pending) > 0 {
+		n := min(len(d.pending), d.policy.Max)
+		out := d.jobs
+		if d.idle == 0 {
+			out = nil
+		}
+		select {
+		case out <- d.pending[:n:n]:
+			d.pending = d.pending[n:]
+			d.idle--
+		case <-d.done:
+			d.idle++
+		}
+	}
 }

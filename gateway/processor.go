@@ -57,8 +57,11 @@ type ProcessorConfig struct {
 	// Payment notifications are group-committed by BatchWorkers workers,
 	// at most BatchMax per transaction, each transaction bounded by
 	// BatchTimeout; BatchObserve (metrics) is told each commit's size.
+	// While one transaction runs, another starts only when BatchSpill
+	// notifications wait (see BatchPolicy.Spill).
 	BatchWorkers int
 	BatchMax     int
+	BatchSpill   int
 	BatchTimeout time.Duration
 	BatchObserve func(size int, batched bool)
 }
@@ -93,7 +96,8 @@ func NewProcessor(cfg ProcessorConfig, notices Notices, gate Gate, locker Locker
 	if cfg.BatchTimeout <= 0 {
 		cfg.BatchTimeout = 10 * time.Second
 	}
-	b := newBatcher(store, cfg.BatchWorkers, cfg.BatchMax, cfg.BatchTimeout, cfg.BatchObserve)
+	b := newBatcher(store, BatchPolicy{Workers: cfg.BatchWorkers, Max: cfg.BatchMax, Spill: cfg.BatchSpill},
+		cfg.BatchTimeout, cfg.BatchObserve)
 	return &Processor{cfg: cfg, notices: notices, gate: gate, locker: locker, store: store, batch: b}
 }
 

@@ -113,7 +113,8 @@ func (m *Main) wire(ctx context.Context) error {
 	}
 	nc := m.Config.Notify
 	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID,
-		BatchWorkers: nc.BatchWorkers, BatchMax: nc.BatchMax, BatchObserve: m.Metrics.NotifyBatch},
+		BatchWorkers: nc.BatchWorkers, BatchMax: nc.BatchMax, BatchSpill: nc.BatchSpill,
+		BatchObserve: m.Metrics.NotifyBatch},
 		notices, gate, locker, m.Store)
 	m.closers = append(m.closers, m.Processor.Close)
 	h := m.Config.HTTP

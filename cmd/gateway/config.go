@@ -70,6 +70,9 @@ type HTTPConfig struct {
 type NotifyConfig struct {
 	BatchWorkers int `yaml:"batch_workers"`
 	BatchMax     int `yaml:"batch_max"`
+	// BatchSpill: while one transaction runs, another starts only when
+	// this many notifications wait; fewer share the next one.
+	BatchSpill int `yaml:"batch_spill"`
 }
 
 // DatabaseConfig says where the ledger lives.
@@ -134,7 +137,7 @@ func DefaultConfig() Config {
 		HTTP: HTTPConfig{Addr: ":8080", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second, MaxBodyBytes: 64 << 10,
 			NotifyTimeout: 4 * time.Second, APITimeout: 10 * time.Second, ShutdownTimeout: 15 * time.Second},
-		Notify:  NotifyConfig{BatchWorkers: 2, BatchMax: 32},
+		Notify:  NotifyConfig{BatchWorkers: 2, BatchMax: 32, BatchSpill: 4},
 		Runtime: RuntimeConfig{GCPercent: 400, MemoryLimit: 1 << 30},
 		Database: DatabaseConfig{DSN: ".run/gateway.db", MaxOpenConns: 50, MaxIdleConns: 25,
 			ConnMaxLifetime: 30 * time.Minute, DialTimeout: 5 * time.Second,

@@ -48,7 +48,7 @@ type scriptCall struct {
 func newPipeline(client *redis.Client, workers, max int, timeout, delay time.Duration) *pipeline {
 	p := &pipeline{client: client, in: make(chan *scriptCall), max: max, timeout: timeout, delay: delay,
 		quit: make(chan struct{})}
-	p.wg = gateway.RunBatches(p.in, p.quit, workers, max, p.exec)
+	p.wg = gateway.RunBatches(p.in, p.quit, gateway.BatchPolicy{Workers: workers, Max: max}, p.exec)
 	return p
 }
 
