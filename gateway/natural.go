@@ -17,7 +17,7 @@ type BatchPolicy struct {
 // idle goes at once, alone, and nothing waits for company; items that
 // arrive while a worker is busy share a later batch. While one worker is
 // busy, another starts only when Spill items are waiting, so that light
-// load makes few, full batches and heavy load uses every worker.
+// load makes fewer, fuller batches and heavy load uses every worker.
 // After quit, the items already taken from in are still handed to do.
 // Wait on the returned group after closing quit.
 func RunBatches[T any](in <-chan T, quit <-chan struct{}, p BatchPolicy, do func([]T)) *sync.WaitGroup {
