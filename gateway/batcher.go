@@ -15,8 +15,9 @@ var errBatcherClosed = errors.New("notification batcher stopped")
 // batcher is group commit for payment notifications: updates that arrive
 // while a worker is busy share its next ledger transaction (see
 // ledger.Store.ApplyTransactions), and a second transaction starts only
-// when the policy's Spill updates wait; an update that finds every worker
-// idle goes at once, alone. No update waits for others to arrive.
+// when the policy's Spill updates wait (or one has waited SpillAfter);
+// an update that finds every worker idle goes at once, alone. No update
+// waits for others to arrive.
 type batcher struct {
 	store   *ledger.Store
 	in      chan *batchItem

@@ -1,6 +1,9 @@
 package gateway
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // BatchPolicy says how RunBatches shares work between its workers.
 type BatchPolicy struct {
@@ -10,7 +13,14 @@ type BatchPolicy struct {
 	// while another is busy; below it they wait for the busy worker and
 	// share its next batch. 0 or 1: any idle worker takes waiting items.
 	Spill int
+	// SpillAfter bounds that wait: an item that has waited this long goes
+	// to an idle worker even below Spill, so a stuck batch cannot hold up
+	// the items behind it. Default 10 ms.
+	SpillAfter time.Duration
 }
+
+// defaultSpillAfter is BatchPolicy.SpillAfter when unset.
+const defaultSpillAfter = 10 * time.Millisecond
 
 // RunBatches hands the items arriving on in to do, in batches, until quit
 // is closed. This is natural batching: an item that finds every worker
@@ -35,6 +45,9 @@ func RunBatches[T any](in <-chan T, quit <-chan struct{}, p BatchPolicy, do func
 				done <- struct{}{}
 			}
 		})
+	}
+	if p.SpillAfter <= 0 {
+		p.SpillAfter = defaultSpillAfter
 	}
 	d := &dispatcher[T]{policy: p, idle: p.Workers, jobs: jobs, done: done}
 	wg.Go(func() { d.run(in, quit) })
@@ -73,50 +86,74 @@ func gather[T any](in <-chan T, first T, max int) []T {
 	return items
 }
 
-// dispatcher owns the waiting items and the count of idle workers.
+// dispatcher owns the waiting items (with when each arrived) and the
+// count of idle workers.
 type dispatcher[T any] struct {
 	policy  BatchPolicy
 	idle    int
 	pending []T
+	arrived []time.Time
 	jobs    chan<- []T
 	done    <-chan struct{}
 }
 
 func (d *dispatcher[T]) run(in <-chan T, quit <-chan struct{}) {
 	defer close(d.jobs)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
 		src := in
 		if len(d.pending) >= d.policy.Max*d.policy.Workers {
 			src = nil // every worker's next batch is full: push back
 		}
-		out, next := d.ready()
+		out, next, wake := d.ready(time.Now())
+		var tick <-chan time.Time
+		if wake > 0 {
+			timer.Reset(wake)
+			tick = timer.C
+		}
 		select {
 		case <-quit:
 			d.drain()
 			return
 		case it := <-src:
 			d.pending = append(d.pending, it)
+			d.arrived = append(d.arrived, time.Now())
 		case out <- next:
-			d.pending = d.pending[len(next):]
+			d.take(len(next))
 			d.idle--
 		case <-d.done:
 			d.idle++
+		case <-tick:
 		}
 	}
 }
 
 // ready returns the jobs channel and the next batch when a worker should
-// take one now, or a nil channel.
-func (d *dispatcher[T]) ready() (chan<- []T, []T) {
+// take one now; otherwise a nil channel and, when waiting items could go
+// to an idle worker once they have waited SpillAfter, how long until then.
+func (d *dispatcher[T]) ready(now time.Time) (chan<- []T, []T, time.Duration) {
 	n := len(d.pending)
 	if n == 0 || d.idle == 0 {
-		return nil, nil
+		return nil, nil, 0
 	}
 	if d.idle < d.policy.Workers && n < d.policy.Spill {
-		return nil, nil
+		if wait := d.arrived[0].Add(d.policy.SpillAfter).Sub(now); wait > 0 {
+			return nil, nil, wait
+		}
 	}
-	n = min(n, d.policy.Max)
-	return d.jobs, d.pending[:n:n]
+	return d.jobs, d.batch(), 0
+}
+
+// batch is the next batch: the oldest waiting items, at most Max.
+func (d *dispatcher[T]) batch() []T {
+	n := min(len(d.pending), d.policy.Max)
+	return d.pending[:n:n]
+}
+
+// take forgets the first n waiting items (handed to a worker).
+func (d *dispatcher[T]) take(n int) {
+	d.pending, d.arrived = d.pending[n:], d.arrived[n:]
 }
 
 // drain hands what is still waiting to the workers, ignoring Spill. Like
@@ -124,14 +161,13 @@ func (d *dispatcher[T]) ready() (chan<- []T, []T) {
 // last done fits in the channel after jobs is closed.
 func (d *dispatcher[T]) drain() {
 	for len(d.pending) > 0 {
-		n := min(len(d.pending), d.policy.Max)
 		out := d.jobs
 		if d.idle == 0 {
 			out = nil
 		}
 		select {
-		case out <- d.pending[:n:n]:
-			d.pending = d.pending[n:]
+		case out <- d.batch():
+			d.take(min(len(d.pending), d.policy.Max))
 			d.idle--
 		case <-d.done:
 			d.idle++

@@ -68,7 +68,7 @@ func (r *batchRecorder) noBatch(t *testing.T) {
 // fewer than Spill waiting items wait for it and share its next batch; at
 // Spill the second worker takes them.
 func TestRunBatchesSpill(t *testing.T) {
-	r := newBatchRecorder(BatchPolicy{Workers: 2, Max: 10, Spill: 3})
+	r := newBatchRecorder(BatchPolicy{Workers: 2, Max: 10, Spill: 3, SpillAfter: time.Hour})
 	defer func() { close(r.release); close(r.quit); r.wg.Wait() }()
 	r.send(t, 1)
 	if b := r.nextBatch(t); !slices.Equal(b, []int{1}) {
@@ -87,6 +87,24 @@ func TestRunBatchesSpill(t *testing.T) {
 	r.release <- struct{}{}
 	if b := r.nextBatch(t); !slices.Equal(b, []int{5}) {
 		t.Fatalf("batch once both workers came free = %v, want [5]", b)
+	}
+}
+
+// TestRunBatchesSpillAfter: below Spill, an item that has waited
+// SpillAfter goes to the idle worker, so a stuck batch cannot hold it up.
+func TestRunBatchesSpillAfter(t *testing.T) {
+	const after = 50 * time.Millisecond
+	r := newBatchRecorder(BatchPolicy{Workers: 2, Max: 10, Spill: 3, SpillAfter: after})
+	defer func() { close(r.release); close(r.quit); r.wg.Wait() }()
+	r.send(t, 1)
+	r.nextBatch(t) // held: the stuck batch
+	start := time.Now()
+	r.send(t, 2)
+	if b := r.nextBatch(t); !slices.Equal(b, []int{2}) {
+		t.Fatalf("batch = %v, want [2]", b)
+	}
+	if waited := time.Since(start); waited < after {
+		t.Fatalf("item went after %v, want it held for SpillAfter (%v) first", waited, after)
 	}
 }
 
