@@ -48,6 +48,11 @@ type RateLimits struct {
 	Ledger  Limit // /v1/ledger/*, keyed by API-key principal
 	Orders  Limit // /v1/orders, keyed by API-key principal
 	Refunds Limit // /v1/refunds, keyed by JWT openid
+	// RefundCalls limits POST /v1/refunds of all callers together, below
+	// WeChat Pay's per-merchant rate for refund applications (above it,
+	// WeChat answers 429 FREQUENCY_LIMITED and every refund over it turns
+	// UNKNOWN until a query settles it).
+	RefundCalls Limit
 }
 
 // RateLimit refuses callers over limit with 429 ERATE_LIMITED and a
@@ -107,6 +112,11 @@ func ScopedKey(scope string, id func(c *gin.Context) string) func(c *gin.Context
 		}
 		return ""
 	}
+}
+
+// GlobalKey keys a limit shared by every caller, within scope.
+func GlobalKey(scope string) func(c *gin.Context) string {
+	return func(*gin.Context) string { return "rl:" + scope + ":all" }
 }
 
 // MemoryLimiter is an in-process GCRA limiter: used alone without Redis,

@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -361,4 +363,88 @@ func TestRefundAPIRateLimitedPerOpenID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefundCallsLimitedForAllUsers: refund applications of all users
+// together are limited (WeChat Pay's per-merchant rate): of 8 parallel
+// requests from 8 users, the burst of 3 goes to WeChat Pay and the rest get
+// 429 ERATE_LIMITED and leave no trace; a refused request sent again a
+// second later (its Retry-After) goes through.
+func TestRefundCallsLimitedForAllUsers(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundCallsPerMinute, c.RateLimit.RefundCallsBurst = 60, 3 })
+			const n = 8
+			var nos, toks [n]string
+			for i := range n {
+				openid := fmt.Sprintf("o-rc-%s-%d", b.name, i)
+				nos[i], toks[i] = e.pay(t, openid, 100), token(t, openid)
+			}
+			var answers [n]answer
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() { answers[i] = e.refund(t, toks[i], "k-"+nos[i], refundBody(nos[i], 10)) })
+			}
+			wg.Wait()
+			refused := assertRefundCallsSplit(t, e, nos[:], answers[:], 3)
+			time.Sleep(1100 * time.Millisecond) // Retry-After: 1 s at 60/min
+			i := refused[0]
+			if a := e.refund(t, toks[i], "k-"+nos[i], refundBody(nos[i], 10)); a.status != 201 {
+				t.Fatalf("refused request sent again after Retry-After: status=%d body=%s, want 201", a.status, a.body)
+			}
+		})
+	}
+}
+
+// assertRefundCallsSplit checks that exactly allowed answers are 201 and
+// the others 429 ERATE_LIMITED, without a refund, an
+// idempotency key or a WeChat Pay call; it returns the refused indexes.
+func assertRefundCallsSplit(t *testing.T, e *refundEnv, nos []string, answers []answer, allowed int) []int {
+	t.Helper()
+	var refused []int
+	for i, a := range answers {
+		switch {
+		case a.status == 201:
+		case a.status == 429 && a.json(t)["code"] == gateway.CodeRateLimited:
+			refused = append(refused, i)
+			if refunds, _ := refundRows(t, e.m, nos[i]); refunds != 0 {
+				t.Fatalf("refused request for %s left %d refunds", nos[i], refunds)
+			}
+		default:
+			t.Fatalf("request %d: status=%d body=%s, want 201 or 429", i, a.status, a.body)
+		}
+	}
+	if len(answers)-len(refused) != allowed {
+		t.Fatalf("%d requests went through, want the burst of %d", len(answers)-len(refused), allowed)
+	}
+	if _, keys := refundRows(t, e.m, ""); keys != int64(allowed) {
+		t.Fatalf("idempotency keys = %d, want %d (refused requests keep none)", keys, allowed)
+	}
+	if calls := len(e.sim.Refunds()); calls != allowed {
+		t.Fatalf("WeChat Pay saw %d refunds, want %d", calls, allowed)
+	}
+	return refused
+}
+
+// TestRefundCallsLimitSharedByInstances: two gateways on one database and
+// Redis share the limit on refund applications: of 6 parallel requests,
+// 3 to each, only the burst of 2 goes through.
+func TestRefundCallsLimitSharedByInstances(t *testing.T) {
+	b := backends[1] // mysql+redis
+	e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundCallsPerMinute, c.RateLimit.RefundCallsBurst = 1, 2 })
+	other := &refundEnv{m: startGateway(t, e.m.Config), sim: e.sim, k: e.k}
+	const n = 6
+	var nos, toks [n]string
+	for i := range n {
+		openid := fmt.Sprintf("o-rcs-%d", i)
+		nos[i], toks[i] = e.pay(t, openid, 100), token(t, openid)
+	}
+	var answers [n]answer
+	var wg sync.WaitGroup
+	for i := range n {
+		gw := []*refundEnv{e, other}[i%2]
+		wg.Go(func() { answers[i] = gw.refund(t, toks[i], "k-"+nos[i], refundBody(nos[i], 10)) })
+	}
+	wg.Wait()
+	assertRefundCallsSplit(t, e, nos[:], answers[:], 2)
 }

@@ -82,6 +82,7 @@ func (id *Identity) Env(dsn, redisAddr, wxURL, invURL string) []string {
 		"GATEWAY_WECHATPAY_MERCHANT_PRIVATE_KEY_FILE=" + filepath.Join(id.KeysDir, "merchant_private_key.pem"),
 		"GATEWAY_REFUNDS_JWT_HS256_SECRET=" + string(id.JWTSecret),
 		"GATEWAY_RATE_LIMIT_REFUNDS_PER_MINUTE=0",
+		"GATEWAY_RATE_LIMIT_REFUND_CALLS_PER_MINUTE=0",
 		"GATEWAY_RATE_LIMIT_LEDGER_PER_MINUTE=0",
 	}
 	if wxURL != "" {
