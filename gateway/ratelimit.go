@@ -114,11 +114,6 @@ func ScopedKey(scope string, id func(c *gin.Context) string) func(c *gin.Context
 	}
 }
 
-// GlobalKey keys a limit shared by every caller, within scope.
-func GlobalKey(scope string) func(c *gin.Context) string {
-	return func(*gin.Context) string { return "rl:" + scope + ":all" }
-}
-
 // MemoryLimiter is an in-process GCRA limiter: used alone without Redis,
 // and as the fallback when Redis fails (limits then hold per instance).
 type MemoryLimiter struct {
