@@ -7,6 +7,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
@@ -44,6 +46,8 @@ type Error struct {
 	Code    string
 	Message string
 	Err     error // the cause, logged but never shown
+	// RetryAfter, when set, is sent as the Retry-After header (whole seconds).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -89,6 +93,10 @@ func publicMessage(err error) string {
 func writeError(c *gin.Context, err error) {
 	status := Status(err)
 	logError(c, status, err)
+	var e *Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(int(e.RetryAfter/time.Second)))
+	}
 	c.AbortWithStatusJSON(status, gin.H{"code": ErrorCode(err), "message": publicMessage(err)})
 }
 
@@ -103,6 +111,9 @@ func writeWechatFail(c *gin.Context, err error) {
 
 func logError(c *gin.Context, status int, err error) {
 	c.Set(errorCodeKey, ErrorCode(err))
+	if ErrorCode(err) == CodeRateLimited {
+		c.Set(rateLimitedKey, true) // counted by the metrics
+	}
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelError

@@ -48,11 +48,6 @@ type RateLimits struct {
 	Ledger  Limit // /v1/ledger/*, keyed by API-key principal
 	Orders  Limit // /v1/orders, keyed by API-key principal
 	Refunds Limit // /v1/refunds, keyed by JWT openid
-	// RefundCalls limits POST /v1/refunds of all callers together, below
-	// WeChat Pay's per-merchant rate for refund applications (above it,
-	// WeChat answers 429 FREQUENCY_LIMITED and every refund over it turns
-	// UNKNOWN until a query settles it).
-	RefundCalls Limit
 }
 
 // RateLimit refuses callers over limit with 429 ERATE_LIMITED and a
@@ -77,13 +72,7 @@ func RateLimit(l Limiter, keyFunc func(c *gin.Context) string, limit Limit) gin.
 			return
 		}
 		if !d.Allowed {
-			secs := int(math.Ceil(d.RetryAfter.Seconds()))
-			if secs < 1 {
-				secs = 1
-			}
-			c.Header("Retry-After", strconv.Itoa(secs))
-			c.Set(rateLimitedKey, true)
-			writeError(c, &Error{Code: CodeRateLimited, Message: "too many requests, retry after " + strconv.Itoa(secs) + " s"})
+			writeError(c, rateLimited(d.RetryAfter))
 			return
 		}
 		c.Next()
@@ -91,6 +80,14 @@ func RateLimit(l Limiter, keyFunc func(c *gin.Context) string, limit Limit) gin.
 }
 
 const rateLimitedKey = "gateway.rate_limited"
+
+// rateLimited is the ERATE_LIMITED error for a wait of retryAfter,
+// rounded up to whole seconds (at least 1) as Retry-After needs.
+func rateLimited(retryAfter time.Duration) *Error {
+	secs := max(int(math.Ceil(retryAfter.Seconds())), 1)
+	return &Error{Code: CodeRateLimited, Message: "too many requests, retry after " + strconv.Itoa(secs) + " s",
+		RetryAfter: time.Duration(secs) * time.Second}
+}
 
 // PrincipalKey keys the limit by the API-key principal that Auth.Require
 // let through, within scope ("ledger", "orders", …).

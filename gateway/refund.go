@@ -31,6 +31,13 @@ type RefundConfig struct {
 	CallTimeout time.Duration
 	LockTTL     time.Duration // Redis lock on the order; default 10 s
 	LockWait    time.Duration // wait for the lock holder; default 1 s
+	// Calls limits new refund applications of all users together, below
+	// WeChat Pay's per-merchant rate (above it WeChat answers 429
+	// FREQUENCY_LIMITED and every refund over it turns UNKNOWN until a
+	// query settles it). Replays, in-flight and invalid requests never
+	// reach WeChat Pay, so they spend none of it. Nil Limiter: no limit.
+	Calls     Limiter
+	CallLimit Limit
 }
 
 func (c RefundConfig) withDefaults() RefundConfig {
@@ -117,6 +124,11 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 		return nil, ledgerError(err)
 	case !run:
 		return &Answer{Status: k.StatusCode, Body: k.ResponseBody, Replayed: true}, nil
+	case k.ResourceKey == "":
+		if err := s.admitCall(ctx); err != nil {
+			s.release(ctx, openid, idemKey, p)
+			return nil, err
+		}
 	}
 	// From here the work finishes even if the client goes away.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
@@ -129,9 +141,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	} else {
 		r, err = s.record(wctx, openid, idemKey, p)
 		if err != nil {
-			if rerr := s.store.ReleaseIdempotent(wctx, openid, idemKey); rerr != nil {
-				slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", rerr)
-			}
+			s.release(wctx, openid, idemKey, p)
 			return nil, err
 		}
 		r = s.send(wctx, r, true)
@@ -144,6 +154,33 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 		slog.ErrorContext(ctx, "store idempotent answer", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	}
 	return a, nil
+}
+
+// admitCall spends one of the merchant's refund applications; over the
+// limit it answers ERATE_LIMITED with the wait. If the limiter fails the
+// application goes through: the limit protects WeChat's quota, it must
+// not stop refunds.
+func (s *RefundService) admitCall(ctx context.Context) error {
+	if s.cfg.Calls == nil || s.cfg.CallLimit.PerMinute <= 0 {
+		return nil
+	}
+	d, err := s.cfg.Calls.Allow(ctx, "rl:refund-calls:all", s.cfg.CallLimit)
+	switch {
+	case err != nil:
+		slog.WarnContext(ctx, "refund call limiter unavailable, letting the refund through", "err", err)
+		return nil
+	case !d.Allowed:
+		return rateLimited(d.RetryAfter)
+	}
+	return nil
+}
+
+// release frees the idempotency key of a request that recorded nothing,
+// so that it can be sent again.
+func (s *RefundService) release(ctx context.Context, openid, idemKey string, p RefundParams) {
+	if err := s.store.ReleaseIdempotent(ctx, openid, idemKey); err != nil {
+		slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", err)
+	}
 }
 
 // record writes the refund in the ledger (CREATED), behind an advisory

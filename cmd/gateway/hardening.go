@@ -18,9 +18,9 @@ type RateLimitConfig struct {
 	OrdersBurst      int `yaml:"orders_burst"`       //
 	RefundsPerMinute int `yaml:"refunds_per_minute"` // /v1/refunds, per JWT openid
 	RefundsBurst     int `yaml:"refunds_burst"`      //
-	// POST /v1/refunds of all callers together (shared by every instance
-	// through Redis): keep it below WeChat Pay's per-merchant rate for
-	// refund applications.
+	// New refund applications of all callers together (shared by every
+	// instance through Redis): keep it below WeChat Pay's per-merchant
+	// rate for refund applications.
 	RefundCallsPerMinute int `yaml:"refund_calls_per_minute"`
 	RefundCallsBurst     int `yaml:"refund_calls_burst"`
 }
@@ -37,11 +37,15 @@ func defaultRateLimit() RateLimitConfig {
 // limits converts the config into the gateway's limits.
 func (r RateLimitConfig) limits() gateway.RateLimits {
 	return gateway.RateLimits{
-		Ledger:      gateway.Limit{PerMinute: r.LedgerPerMinute, Burst: r.LedgerBurst},
-		Orders:      gateway.Limit{PerMinute: r.OrdersPerMinute, Burst: r.OrdersBurst},
-		Refunds:     gateway.Limit{PerMinute: r.RefundsPerMinute, Burst: r.RefundsBurst},
-		RefundCalls: gateway.Limit{PerMinute: r.RefundCallsPerMinute, Burst: r.RefundCallsBurst},
+		Ledger:  gateway.Limit{PerMinute: r.LedgerPerMinute, Burst: r.LedgerBurst},
+		Orders:  gateway.Limit{PerMinute: r.OrdersPerMinute, Burst: r.OrdersBurst},
+		Refunds: gateway.Limit{PerMinute: r.RefundsPerMinute, Burst: r.RefundsBurst},
 	}
+}
+
+// refundCalls is the limit on new refund applications of all users.
+func (r RateLimitConfig) refundCalls() gateway.Limit {
+	return gateway.Limit{PerMinute: r.RefundCallsPerMinute, Burst: r.RefundCallsBurst}
 }
 
 // validate refuses negative values.

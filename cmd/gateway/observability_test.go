@@ -396,6 +396,66 @@ func TestRefundCallsLimitedForAllUsers(t *testing.T) {
 	}
 }
 
+// TestRefundCallsSpentOnlyByNewRefunds: only a request that will send a
+// new refund to WeChat Pay spends the merchant-wide budget. With a burst
+// of 2, a refund, parallel replays of its key, a reused key with other
+// parameters and an invalid body leave room for a second refund; the
+// third is refused with Retry-After and leaves no trace.
+func TestRefundCallsSpentOnlyByNewRefunds(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundCallsPerMinute, c.RateLimit.RefundCallsBurst = 1, 2 })
+			var nos, toks [3]string
+			for i := range nos {
+				openid := fmt.Sprintf("o-rcn-%s-%d", b.name, i)
+				nos[i], toks[i] = e.pay(t, openid, 100), token(t, openid)
+			}
+			if a := e.refund(t, toks[0], "k-"+nos[0], refundBody(nos[0], 10)); a.status != 201 {
+				t.Fatalf("first refund: status=%d body=%s, want 201", a.status, a.body)
+			}
+			spendNothing(t, e, toks[0], nos[0])
+			if a := e.refund(t, toks[1], "k-"+nos[1], refundBody(nos[1], 10)); a.status != 201 {
+				t.Fatalf("second refund after replays: status=%d body=%s, want 201 (replays spent the budget)", a.status, a.body)
+			}
+			a := e.refund(t, toks[2], "k-"+nos[2], refundBody(nos[2], 10))
+			if a.status != 429 || a.json(t)["code"] != gateway.CodeRateLimited || a.header.Get("Retry-After") == "" {
+				t.Fatalf("third refund: status=%d Retry-After=%q body=%s, want 429 ERATE_LIMITED with Retry-After",
+					a.status, a.header.Get("Retry-After"), a.body)
+			}
+			if refunds, keys := refundRows(t, e.m, nos[2]); refunds != 0 || keys != 2 {
+				t.Fatalf("refused refund left refunds=%d, keys=%d; want 0 and the 2 earlier keys", refunds, keys)
+			}
+			if calls := len(e.sim.Refunds()); calls != 2 {
+				t.Fatalf("WeChat Pay saw %d refunds, want 2", calls)
+			}
+		})
+	}
+}
+
+// spendNothing sends requests that never reach WeChat Pay: 6 parallel
+// replays of the key k-<no>, the key with other parameters and an
+// invalid body.
+func spendNothing(t *testing.T, e *refundEnv, tok, no string) {
+	t.Helper()
+	var answers [6]answer
+	var wg sync.WaitGroup
+	for i := range answers {
+		wg.Go(func() { answers[i] = e.refund(t, tok, "k-"+no, refundBody(no, 10)) })
+	}
+	wg.Wait()
+	for i, a := range answers {
+		if a.status != 201 || a.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay %d: status=%d replayed=%q, want a replayed 201", i, a.status, a.header.Get("Idempotent-Replayed"))
+		}
+	}
+	if a := e.refund(t, tok, "k-"+no, refundBody(no, 20)); a.status != 422 {
+		t.Fatalf("key reused with other parameters: status=%d body=%s, want 422", a.status, a.body)
+	}
+	if a := e.refund(t, tok, "k-bad-"+no, refundBody(no, 0)); a.status != 400 {
+		t.Fatalf("invalid amount: status=%d body=%s, want 400", a.status, a.body)
+	}
+}
+
 // assertRefundCallsSplit checks that exactly allowed answers are 201 and
 // the others 429 ERATE_LIMITED, without a refund, an
 // idempotency key or a WeChat Pay call; it returns the refused indexes.

@@ -79,6 +79,7 @@ func token(t testing.TB, openid string) string {
 type answer struct {
 	status int
 	body   []byte
+	header http.Header
 }
 
 func (a answer) json(t *testing.T) map[string]any {
@@ -125,7 +126,7 @@ func do(t testing.TB, req *http.Request) answer {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, body: b}
+	return answer{status: resp.StatusCode, body: b, header: resp.Header}
 }
 
 func refundBody(no string, amount int64) map[string]any {

@@ -100,7 +100,8 @@ func (m *Main) wireRefunds(ctx context.Context) error {
 	}
 	locker := m.Processor.Locker()
 	svc := gateway.NewRefundService(gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
-		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout},
+		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout,
+		Calls: m.limiter, CallLimit: m.Config.RateLimit.refundCalls()},
 		m.Store, wechatpay.RefundAdapter{Client: client}, locker)
 	m.Refunds = svc
 	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundRoutes(svc, auth))
