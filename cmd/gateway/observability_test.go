@@ -400,7 +400,8 @@ func TestRefundCallsLimitedForAllUsers(t *testing.T) {
 // new refund to WeChat Pay spends the merchant-wide budget. With a burst
 // of 2, a refund, parallel replays of its key, a reused key with other
 // parameters and an invalid body leave room for a second refund; the
-// third is refused with Retry-After and leaves no trace.
+// third is refused with Retry-After, counted in the metrics, and leaves no
+// trace.
 func TestRefundCallsSpentOnlyByNewRefunds(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -427,6 +428,9 @@ func TestRefundCallsSpentOnlyByNewRefunds(t *testing.T) {
 			}
 			if calls := len(e.sim.Refunds()); calls != 2 {
 				t.Fatalf("WeChat Pay saw %d refunds, want 2", calls)
+			}
+			if f := metricFamily(t, e.m, "gateway_rate_limited_total"); f == nil || sumCounters(f) != 1 {
+				t.Fatalf("gateway_rate_limited_total = %v, want 1", f)
 			}
 		})
 	}
