@@ -124,11 +124,6 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 		return nil, ledgerError(err)
 	case !run:
 		return &Answer{Status: k.StatusCode, Body: k.ResponseBody, Replayed: true}, nil
-	case k.ResourceKey == "":
-		if err := s.admitCall(ctx); err != nil {
-			s.release(ctx, openid, idemKey, p)
-			return nil, err
-		}
 	}
 	// From here the work finishes even if the client goes away.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
@@ -139,9 +134,13 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 			r = s.resolve(wctx, r, ledger.SourceAPI)
 		}
 	} else {
-		r, err = s.record(wctx, openid, idemKey, p)
+		if err = s.admitCall(wctx); err == nil {
+			r, err = s.record(wctx, openid, idemKey, p)
+		}
 		if err != nil {
-			s.release(wctx, openid, idemKey, p)
+			if rerr := s.store.ReleaseIdempotent(wctx, openid, idemKey); rerr != nil {
+				slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", rerr)
+			}
 			return nil, err
 		}
 		r = s.send(wctx, r, true)
@@ -173,14 +172,6 @@ func (s *RefundService) admitCall(ctx context.Context) error {
 		return rateLimited(d.RetryAfter)
 	}
 	return nil
-}
-
-// release frees the idempotency key of a request that recorded nothing,
-// so that it can be sent again.
-func (s *RefundService) release(ctx context.Context, openid, idemKey string, p RefundParams) {
-	if err := s.store.ReleaseIdempotent(ctx, openid, idemKey); err != nil {
-		slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", err)
-	}
 }
 
 // record writes the refund in the ledger (CREATED), behind an advisory
