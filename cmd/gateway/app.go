@@ -21,6 +21,7 @@ import (
 	"paygateway/gateway/redisstore"
 	"paygateway/gateway/wechatpay"
 	"paygateway/ledger"
+	"paygateway/ledger/ledgerdb"
 )
 
 // Main is a wired gateway: end-to-end tests start it on ":0".
@@ -74,7 +75,7 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 
 func (m *Main) openStore(ctx context.Context) error {
 	d := m.Config.Database
-	db, dialect, err := ledger.OpenDB(ledger.DBConfig{DSN: d.DSN, MaxOpenConns: d.MaxOpenConns,
+	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.MaxOpenConns,
 		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime, DialTimeout: d.DialTimeout,
 		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout})
 	if err != nil {

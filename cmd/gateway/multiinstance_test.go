@@ -18,7 +18,7 @@ import (
 
 	"paygateway/gateway/redisstore/redistest"
 	"paygateway/gateway/wechatpay/wxpaysim"
-	"paygateway/ledger"
+	"paygateway/ledger/ledgerdb"
 	"paygateway/ledger/ledgertest"
 )
 
@@ -64,7 +64,7 @@ func TestThreeInstancesOneLedger(t *testing.T) {
 		}
 	}
 
-	db, _, err := ledger.OpenDB(ledger.DBConfig{DSN: dsn})
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
 	if err != nil {
 		t.Fatal(err)
 	}

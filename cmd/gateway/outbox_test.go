@@ -14,6 +14,7 @@ import (
 	"paygateway/gateway/inventory/inventorysim"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
+	"paygateway/ledger/ledgerdb"
 	"paygateway/ledger/ledgertest"
 	"paygateway/retry"
 )
@@ -160,7 +161,7 @@ func openStores(t *testing.T, b backend, n int) []*ledger.Store {
 	}
 	var out []*ledger.Store
 	for i := 0; i < n; i++ {
-		db, dialect, err := ledger.OpenDB(ledger.DBConfig{DSN: dsn})
+		db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
 		if err != nil {
 			t.Fatal(err)
 		}

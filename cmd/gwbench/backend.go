@@ -15,6 +15,7 @@ import (
 	"paygateway/gateway"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
+	"paygateway/ledger/ledgerdb"
 	"paygateway/migrations"
 )
 
@@ -109,7 +110,7 @@ func openTarget(ctx context.Context, e *env, o Options, name string) (*target, e
 }
 
 func (t *target) openCeiling(ctx context.Context, dsn string) error {
-	db, dialect, err := ledger.OpenDB(ledger.DBConfig{DSN: dsn})
+	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
 	if err != nil {
 		return err
 	}

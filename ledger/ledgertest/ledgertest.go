@@ -17,6 +17,7 @@ import (
 	mysqldrv "github.com/go-sql-driver/mysql"
 
 	"paygateway/ledger"
+	"paygateway/ledger/ledgerdb"
 )
 
 // Each runs fn against SQLite and, when configured, MySQL, as subtests.
@@ -92,7 +93,7 @@ func openAdmin(t testing.TB, cfg *mysqldrv.Config) *sql.DB {
 
 func open(t testing.TB, dsn string) *ledger.Store {
 	t.Helper()
-	db, dialect, err := ledger.OpenDB(ledger.DBConfig{DSN: dsn})
+	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
 	if err != nil {
 		t.Fatalf("open %s: %v", dsn, err)
 	}

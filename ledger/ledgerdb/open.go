@@ -1,10 +1,12 @@
-package ledger
+// Package ledgerdb opens the ledger's database: MySQL/MariaDB in
+// production, an embedded SQLite file for `make run` and tests. It is
+// its own package so that code which only uses the ledger's types (the
+// HTTP edge, its fuzz targets) does not link the SQLite engine.
+package ledgerdb
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,8 +21,8 @@ import (
 	"paygateway/migrations"
 )
 
-// DBConfig says where the ledger lives and how hard the pool may be used.
-type DBConfig struct {
+// Config says where the ledger lives and how hard the pool may be used.
+type Config struct {
 	// DSN is "mysql://user:pass@tcp(host:3306)/db?…" for MySQL/MariaDB;
 	// anything else is a SQLite file path (or a "file:" URI).
 	DSN             string
@@ -34,8 +36,8 @@ type DBConfig struct {
 	WriteTimeout time.Duration
 }
 
-// OpenDB opens the database named by cfg.DSN. It does not migrate.
-func OpenDB(cfg DBConfig) (*gorm.DB, migrations.Dialect, error) {
+// Open opens the database named by cfg.DSN. It does not migrate.
+func Open(cfg Config) (*gorm.DB, migrations.Dialect, error) {
 	gcfg := &gorm.Config{
 		TranslateError:         true,
 		SkipDefaultTransaction: true,
@@ -50,7 +52,7 @@ func OpenDB(cfg DBConfig) (*gorm.DB, migrations.Dialect, error) {
 	return db, migrations.SQLite, err
 }
 
-func openMySQL(dsn string, cfg DBConfig, gcfg *gorm.Config) (*gorm.DB, error) {
+func openMySQL(dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	mc, err := mysqldrv.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse mysql dsn: %w", err)
@@ -116,19 +118,6 @@ func openSQLite(path string, gcfg *gorm.Config) (*gorm.DB, error) {
 	sqlDB.SetMaxOpenConns(1)
 	sqlDB.SetConnMaxLifetime(0)
 	return db, nil
-}
-
-// Migrate applies every pending migration.
-func Migrate(ctx context.Context, db *gorm.DB, d migrations.Dialect) error {
-	sqlDB, err := db.DB()
-	if err != nil {
-		return err
-	}
-	if err := migrations.Apply(ctx, sqlDB, d); err != nil {
-		return err
-	}
-	slog.Debug("migrations applied", "dialect", d)
-	return nil
 }
 
 func orDefault(d, def time.Duration) time.Duration {
