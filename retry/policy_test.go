@@ -3,6 +3,7 @@ package retry
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -85,5 +86,62 @@ func TestPoolSettlesOutcomes(t *testing.T) {
 func TestMuxRejectsUnknownKind(t *testing.T) {
 	if err := (Mux{}).Handle(context.Background(), Job{Kind: "nope"}); !IsPermanent(err) {
 		t.Fatalf("err = %v, want permanent", err)
+	}
+}
+
+// releasingQueue is a memQueue that records released claims.
+type releasingQueue struct {
+	memQueue
+	released []uint64
+}
+
+func (q *releasingQueue) Release(_ context.Context, job Job, _ string) error {
+	q.released = append(q.released, job.ID)
+	return nil
+}
+
+// TestPoolGivesBackJobsWithoutTimeForAnAttempt: a batch shares one lease;
+// once handling the first job has eaten into it so that a whole attempt
+// no longer fits, the rest are given back instead of started, and each
+// attempt's deadline lies within the lease.
+func TestPoolGivesBackJobsWithoutTimeForAnAttempt(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	until := now.Add(30 * time.Second)
+	q := &releasingQueue{memQueue: memQueue{jobs: []Job{
+		{ID: 1, Kind: "k", Attempt: 1, LeaseUntil: until},
+		{ID: 2, Kind: "k", Attempt: 1, LeaseUntil: until},
+		{ID: 3, Kind: "k", Attempt: 1, LeaseUntil: until},
+	}}}
+	var handled []uint64
+	h := Mux{"k": HandlerFunc(func(ctx context.Context, job Job) error {
+		handled = append(handled, job.ID)
+		if d, ok := ctx.Deadline(); !ok || time.Until(d) > 10*time.Second {
+			t.Errorf("attempt deadline %v (set %v), want within the 10s attempt timeout", d, ok)
+		}
+		now = now.Add(21 * time.Second) // 9s of the lease left: less than one attempt
+		return nil
+	})}
+	p := NewPool(PoolConfig{Lease: 30 * time.Second, AttemptTimeout: 10 * time.Second}, q, h).
+		WithClock(func() time.Time { return now })
+	if n, err := p.RunOnce(context.Background(), "w"); n != 3 || err != nil {
+		t.Fatalf("RunOnce = %d, %v", n, err)
+	}
+	if len(handled) != 1 || handled[0] != 1 || len(q.settled) != 1 {
+		t.Fatalf("handled %v, settled %+v; want only job 1", handled, q.settled)
+	}
+	if len(q.released) != 2 || q.released[0] != 2 || q.released[1] != 3 {
+		t.Fatalf("released %v, want [2 3]", q.released)
+	}
+}
+
+// TestWorkerIDsFitTheLedger: a 63-character host name (the most a
+// Kubernetes pod gets) still yields worker ids within the ledger's 64
+// characters, keeping the name's unique end.
+func TestWorkerIDsFitTheLedger(t *testing.T) {
+	host := strings.Repeat("payment-gateway-", 4)[:57] + "-x7k2q"
+	p := NewPool(PoolConfig{Name: nameFor(host), Workers: 100}, &memQueue{}, Mux{})
+	id := p.cfg.Name + "-w99"
+	if len(id) > 64 || !strings.HasPrefix(id, host[len(host)-maxHostLen:]) || !strings.Contains(id, "-x7k2q-") {
+		t.Fatalf("worker id %q (%d chars) from host %q", id, len(id), host)
 	}
 }

@@ -22,7 +22,12 @@ type PoolConfig struct {
 	Batch   int           // jobs claimed per round trip; default 1
 	Poll    time.Duration // wait when nothing is due; default 1 s
 	Lease   time.Duration // how long a claim lasts; default 30 s
-	Policy  Policy
+	// AttemptTimeout bounds one handler call. A claimed job starts only
+	// while at least this much of its lease is left; otherwise it is given
+	// back, so an attempt never runs past its lease into another worker's
+	// claim. Default (and when not below Lease): half the lease.
+	AttemptTimeout time.Duration
+	Policy         Policy
 }
 
 // Pool runs jobs from a Queue with a Handler.
@@ -51,6 +56,9 @@ func NewPool(cfg PoolConfig, q Queue, h Handler) *Pool {
 	if cfg.Lease <= 0 {
 		cfg.Lease = 30 * time.Second
 	}
+	if cfg.AttemptTimeout <= 0 || cfg.AttemptTimeout >= cfg.Lease {
+		cfg.AttemptTimeout = cfg.Lease / 2
+	}
 	cfg.Policy = cfg.Policy.withDefaults()
 	return &Pool{cfg: cfg, queue: q, handler: h, now: func() time.Time { return time.Now().UTC() }, log: slog.Default()}
 }
@@ -62,8 +70,20 @@ func (p *Pool) WithClock(now func() time.Time) *Pool {
 	return &c
 }
 
+// maxHostLen keeps worker ids (host-pid-random-wN) within the 64
+// characters the ledger stores; the end of a host name (a pod's unique
+// suffix) is kept.
+const maxHostLen = 32
+
 func defaultName() string {
 	host, _ := os.Hostname()
+	return nameFor(host)
+}
+
+func nameFor(host string) string {
+	if len(host) > maxHostLen {
+		host = host[len(host)-maxHostLen:]
+	}
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
@@ -102,13 +122,21 @@ func (p *Pool) RunOnce(ctx context.Context, worker string) (int, error) {
 		return 0, err
 	}
 	for i, job := range jobs {
-		if ctx.Err() != nil {
+		// The batch shares one lease: jobs late in a slow batch are given
+		// back to be claimed afresh rather than started short of time.
+		if ctx.Err() != nil || !p.timeLeft(job) {
 			p.release(ctx, worker, jobs[i:])
 			break
 		}
 		p.runJob(ctx, worker, job)
 	}
 	return len(jobs), nil
+}
+
+// timeLeft reports whether a whole attempt fits in what is left of the
+// job's lease.
+func (p *Pool) timeLeft(job Job) bool {
+	return job.LeaseUntil.IsZero() || job.LeaseUntil.Sub(p.now()) >= p.cfg.AttemptTimeout
 }
 
 // release gives back claims that were never attempted.
@@ -126,15 +154,13 @@ func (p *Pool) release(ctx context.Context, worker string, jobs []Job) {
 	}
 }
 
-// runJob makes one attempt, bounded by the job's lease, and stores it.
+// runJob makes one attempt, bounded by AttemptTimeout (so within the
+// job's lease), and stores it.
 func (p *Pool) runJob(ctx context.Context, worker string, job Job) {
 	started := p.now()
-	if !job.LeaseUntil.IsZero() && !started.Before(job.LeaseUntil) {
-		return // lease gone while earlier jobs of the batch ran; it will be claimed again
-	}
 	// Not cancelled by shutdown: a half-made call would leave the outcome
 	// unknown, so the attempt finishes within its lease and is stored.
-	hctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), job.LeaseUntil)
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
 	err := p.handler.Handle(hctx, job)
 	cancel()
 	a := Attempt{JobID: job.ID, Number: job.Attempt, Worker: worker, StartedAt: started, FinishedAt: p.now()}

@@ -47,8 +47,10 @@ func newOutboxPool(cfg Config, store *ledger.Store, name string) *retry.Pool {
 		ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm),
 		ledger.JobReleaseInventory: retry.HandlerFunc(jobs.Release),
 	}
+	// An attempt may query and then send, each call bounded by the timeout.
+	attempt := 2 * cfg.Inventory.Timeout
 	return retry.NewPool(retry.PoolConfig{Name: name, Workers: o.Workers, Batch: o.Batch, Poll: o.PollInterval,
-		Lease: o.Lease, Policy: retry.Policy{Initial: o.InitialInterval, Max: o.MaxInterval, MaxElapsed: o.MaxElapsed,
+		Lease: o.Lease, AttemptTimeout: attempt, Policy: retry.Policy{Initial: o.InitialInterval, Max: o.MaxInterval, MaxElapsed: o.MaxElapsed,
 			Multiplier: o.Multiplier, Jitter: o.Jitter}}, store.Outbox(), handler)
 }
 
