@@ -177,11 +177,11 @@ func lockWith(ctx context.Context, l Locker, key string, ttl, wait time.Duration
 	deadline := time.Now().Add(wait)
 	for {
 		token, ok, err := l.TryLock(ctx, key, ttl)
+		if ok && err == nil { // taken, even if the wait ran out meanwhile: give it back
+			return func() { _ = l.Unlock(context.WithoutCancel(ctx), key, token) }
+		}
 		if err != nil || time.Now().After(deadline) || ctx.Err() != nil {
 			return func() {}
-		}
-		if ok {
-			return func() { _ = l.Unlock(context.WithoutCancel(ctx), key, token) }
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
