@@ -59,6 +59,20 @@ func (c RefundConfig) withDefaults() RefundConfig {
 	return c
 }
 
+// Check refuses timings under which a request's work could outlive its
+// hold: a retry taking over its Idempotency-Key, or the janitor claiming
+// its refund, while the request is still calling WeChat Pay.
+func (c RefundConfig) Check() error {
+	c = c.withDefaults()
+	switch {
+	case c.InFlight <= c.CallTimeout:
+		return fmt.Errorf("in_flight (%v) must be longer than call_timeout (%v)", c.InFlight, c.CallTimeout)
+	case c.SafetyBuffer <= c.CallTimeout:
+		return fmt.Errorf("safety_buffer (%v) must be longer than call_timeout (%v)", c.SafetyBuffer, c.CallTimeout)
+	}
+	return nil
+}
+
 // RefundService carries refunds out against WeChat Pay: the ledger decides
 // (money rule, state machine, idempotency keys), WeChat Pay executes.
 type RefundService struct {
@@ -237,7 +251,10 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
 	case errors.Is(err, ErrRemoteNotFound) && r.State != ledger.RefundProcessing:
-		again, cerr := s.store.CountRefundAttempt(ctx, r.OutRefundNo, s.store.Now().Add(s.cfg.SafetyBuffer))
+		again, cerr := s.store.CountRefundAttempt(ctx, r.OutRefundNo, r.Version, s.store.Now().Add(s.cfg.SafetyBuffer))
+		if errors.Is(cerr, ledger.ErrNoChange) { // someone else moved it on since r was read: theirs to send
+			return s.current(ctx, r)
+		}
 		if cerr != nil {
 			slog.ErrorContext(ctx, "count refund attempt", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", cerr)
 			return r
@@ -253,6 +270,15 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	}
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: r.State, Source: ledger.SourceQuery,
 		NextCheckAt: s.store.Now().Add(next)})
+}
+
+// current re-reads r from the ledger, or returns r if that fails.
+func (s *RefundService) current(ctx context.Context, r *ledger.Refund) *ledger.Refund {
+	now, err := s.store.Refund(ctx, r.OutRefundNo)
+	if err != nil {
+		return r
+	}
+	return now
 }
 
 // applyWx records WeChat Pay's view of the refund.

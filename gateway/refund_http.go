@@ -116,6 +116,9 @@ func (s *RefundService) Sweep(ctx context.Context, batch int) int {
 			break
 		}
 		r := &claimed[i]
+		if r.NextCheckAt != nil && r.NextCheckAt.Sub(s.store.Now()) < s.cfg.CallTimeout {
+			continue // its claim runs out before a call could end: left for the next sweep
+		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 		after := s.resolve(cctx, r, "janitor")
 		cancel()

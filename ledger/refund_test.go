@@ -265,3 +265,38 @@ func TestClaimStuckRefunds(t *testing.T) {
 		}
 	})
 }
+
+// TestRefundAttemptNeedsTheVersionClaimed: a janitor whose claim ran out
+// and was taken by another instance cannot count (and so send) an attempt
+// on its stale copy; only the current claimant can, once.
+func TestRefundAttemptNeedsTheVersionClaimed(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r7", 100)
+		req := refundReq("r7", "rf-lease", 10)
+		req.CheckAt = time.Now().Add(-time.Second)
+		if _, err := s.CreateRefund(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		first, err := s.ClaimStuckRefunds(ctx, 10, time.Minute)
+		if err != nil || len(first) != 1 {
+			t.Fatalf("first claim %+v, %v", first, err)
+		}
+		later := s.WithClock(func() time.Time { return time.Now().Add(2 * time.Minute) })
+		second, err := later.ClaimStuckRefunds(ctx, 10, time.Minute)
+		if err != nil || len(second) != 1 || second[0].Version == first[0].Version {
+			t.Fatalf("second claim after the lease %+v, %v", second, err)
+		}
+		next := time.Now().Add(time.Hour)
+		if _, err := s.CountRefundAttempt(ctx, "rf-lease", first[0].Version, next); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("stale claimant counted an attempt: err = %v, want ErrNoChange", err)
+		}
+		r, err := s.CountRefundAttempt(ctx, "rf-lease", second[0].Version, next)
+		if err != nil || r.Attempts != second[0].Attempts+1 {
+			t.Fatalf("current claimant: %+v, %v", r, err)
+		}
+		if _, err := s.CountRefundAttempt(ctx, "rf-lease", second[0].Version, next); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("same copy counted twice: err = %v", err)
+		}
+	})
+}

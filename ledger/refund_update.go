@@ -222,11 +222,14 @@ func (s *Store) afterRefundMove(tx *gorm.DB, row *refundRow, from string, u Refu
 
 // CountRefundAttempt adds one to a pending refund's attempts before it is
 // sent (again) to WeChat Pay, so a crash after sending is never mistaken
-// for "never sent". It returns the refund, or ErrNoChange if it is no
-// longer CREATED or UNKNOWN.
-func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, nextCheckAt time.Time) (*Refund, error) {
+// for "never sent". It acts only on the refund as the caller read it: it
+// returns ErrNoChange if the refund is no longer CREATED or UNKNOWN, or no
+// longer at version (changed since, say, re-claimed by another instance's
+// janitor after this one's lease ran out), so two callers never both send.
+func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, version int64, nextCheckAt time.Time) (*Refund, error) {
 	res := s.db.WithContext(ctx).Model(&refundRow{}).
-		Where("out_refund_no = ? AND state IN ?", outRefundNo, []string{string(RefundCreated), string(RefundUnknown)}).
+		Where("out_refund_no = ? AND version = ? AND state IN ?", outRefundNo, version,
+			[]string{string(RefundCreated), string(RefundUnknown)}).
 		Updates(map[string]any{"attempts": gorm.Expr("attempts + 1"), "next_check_at": nextCheckAt.UTC(),
 			"version": gorm.Expr("version + 1"), "updated_at": s.now()})
 	if res.Error != nil {

@@ -161,7 +161,7 @@ func chaosEnv(base string) []string {
 		// IN_FLIGHT; the janitor settles refunds whose notification was lost.
 		"GATEWAY_REFUNDS_CALL_TIMEOUT=3s",
 		"GATEWAY_REFUNDS_IN_FLIGHT=5s",
-		"GATEWAY_REFUNDS_SAFETY_BUFFER=3s",
+		"GATEWAY_REFUNDS_SAFETY_BUFFER=4s",
 		"GATEWAY_REFUNDS_RECHECK=3s",
 		"GATEWAY_REFUNDS_JANITOR_INTERVAL=1s",
 	}

@@ -99,10 +99,13 @@ func (m *Main) wireRefunds(ctx context.Context) error {
 		return errors.New("refund API: the WeChat Pay client is not configured")
 	}
 	locker := m.Processor.Locker()
-	svc := gateway.NewRefundService(gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
+	sc := gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
 		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout,
-		Calls: m.limiter, CallLimit: m.Config.RateLimit.refundCalls()},
-		m.Store, wechatpay.RefundAdapter{Client: client}, locker)
+		Calls: m.limiter, CallLimit: m.Config.RateLimit.refundCalls()}
+	if err := sc.Check(); err != nil {
+		return fmt.Errorf("config: refunds.%w", err)
+	}
+	svc := gateway.NewRefundService(sc, m.Store, wechatpay.RefundAdapter{Client: client}, locker)
 	m.Refunds = svc
 	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundRoutes(svc, auth))
 	m.AddJob(func(ctx context.Context) {
