@@ -28,8 +28,9 @@ test: lint unit fuzz-short
 
 lint: vet fmt-check
 
-# -race: vet then compiles the dependencies exactly as `unit` needs them,
-# so a cold `make test` compiles them (SQLite's engine above all) once, not twice.
+# -race: vet compiles the dependencies exactly as `unit` needs them, and the
+# tests build the gateway binary with -race too (cmd/internal/stack), so a
+# cold `make test` compiles them (SQLite's engine above all) once, not twice.
 vet:
 	$(GO) vet -race $(PKGS)
 

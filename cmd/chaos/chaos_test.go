@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,15 @@ func TestChaosShort(t *testing.T) {
 	defer cancel()
 	o := ShortOptions()
 	o.Logf = t.Logf
+	o.Dir = t.TempDir()
 	rep, err := Run(ctx, o)
+	races, lerr := stack.DataRaces(filepath.Join(o.Dir, "gateway.log"))
+	if lerr != nil {
+		t.Errorf("gateway log: %v", lerr)
+	}
+	for _, r := range races {
+		t.Errorf("the gateway process had a data race:\n%s", r)
+	}
 	if rep != nil {
 		var b strings.Builder
 		PrintReport(&b, rep)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"paygateway/cmd/internal/stack"
 	"paygateway/gateway/redisstore/redistest"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger/ledgerdb"
@@ -121,13 +122,13 @@ func fireAt(t *testing.T, ds []delivery) []int {
 	return statuses
 }
 
-// buildGateway compiles this command into the test's temp dir.
+// buildGateway compiles this command into the test's temp dir (with the
+// race detector when the test has it).
 func buildGateway(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gateway")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := stack.BuildGateway(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -14,14 +14,21 @@ import (
 
 // BuildGateway compiles paygateway/cmd/gateway into dir and returns the
 // binary's path. It runs `go build` from the module root, found by walking
-// up from the working directory.
+// up from the working directory. Built from a program that has the race
+// detector (tests under `go test -race`), the gateway gets it too: it then
+// reuses the packages the tests compiled, and a data race in the real
+// process is reported in its log (and makes it exit with status 66).
 func BuildGateway(ctx context.Context, dir string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "gateway")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/gateway")
+	args := []string{"build", "-o", bin}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/gateway")...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/gateway: %w: %s", err, tail(out))
@@ -126,4 +133,18 @@ func CPUTime(pid int) (time.Duration, error) {
 	}
 	const ticksPerSecond = 100 // USER_HZ on every Linux we run on
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
+}
+
+// DataRaces returns the race detector's reports in a log file, if any.
+func DataRaces(logPath string) ([]string, error) {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, part := range strings.Split(string(b), "WARNING: DATA RACE")[1:] {
+		report, _, _ := strings.Cut(part, "==================")
+		out = append(out, "WARNING: DATA RACE"+report)
+	}
+	return out, nil
 }

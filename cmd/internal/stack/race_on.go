@@ -1,0 +1,6 @@
+//go:build race
+
+package stack
+
+// raceBuild: this program was built with the race detector.
+const raceBuild = true
