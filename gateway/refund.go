@@ -227,6 +227,9 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceAPI)
 	case errors.Is(err, ErrRemoteNotFound), errors.As(err, &refused):
+		if r.Attempts > 1 {
+			return s.refusedResend(ctx, r, err)
+		}
 		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
 			Source: ledger.SourceAPI, LastError: err.Error()})
 	}
@@ -237,6 +240,25 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 		return r
 	}
 	return s.resolve(ctx, r, ledger.SourceQuery)
+}
+
+// refusedResend settles a refund whose re-send WeChat Pay refused. An
+// earlier attempt may have landed after all (and the refusal be about the
+// duplicate), so WeChat Pay's record decides: the refund fails only if it
+// still has none; an inconclusive query leaves it UNKNOWN for the janitor.
+func (s *RefundService) refusedResend(ctx context.Context, r *ledger.Refund, refusal error) *ledger.Refund {
+	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
+	switch {
+	case err == nil:
+		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
+	case errors.Is(err, ErrRemoteNotFound):
+		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
+			Source: ledger.SourceAPI, LastError: refusal.Error()})
+	}
+	slog.WarnContext(ctx, "refused re-send, query inconclusive", "out_trade_no", r.OutTradeNo,
+		"out_refund_no", r.OutRefundNo, "refusal", refusal, "err", err)
+	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundUnknown,
+		Source: ledger.SourceAPI, LastError: refusal.Error(), NextCheckAt: s.store.Now().Add(s.cfg.SafetyBuffer)})
 }
 
 // resolve asks WeChat Pay about a pending refund and records the answer.
