@@ -227,11 +227,7 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceAPI)
 	case errors.Is(err, ErrRemoteNotFound), errors.As(err, &refused):
-		if r.Attempts > 1 {
-			return s.refusedResend(ctx, r, err)
-		}
-		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
-			Source: ledger.SourceAPI, LastError: err.Error()})
+		return s.refused(ctx, r, err)
 	}
 	slog.WarnContext(ctx, "refund outcome unknown", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	r = s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundUnknown,
@@ -242,12 +238,17 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 	return s.resolve(ctx, r, ledger.SourceQuery)
 }
 
-// refusedResend settles a refund whose re-send WeChat Pay refused. An
-// earlier attempt may have landed after all (and the refusal be about the
-// duplicate), so WeChat Pay's record decides: the refund fails only if it
-// still has none; an inconclusive query leaves it UNKNOWN for the janitor.
-func (s *RefundService) refusedResend(ctx context.Context, r *ledger.Refund, refusal error) *ledger.Refund {
-	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
+// refused settles a refund whose sending WeChat Pay refused: it fails.
+// After a re-send, though, an earlier attempt may have landed after all
+// (and the refusal be about the duplicate), so WeChat Pay's record
+// decides: the refund fails only if a query still finds none; an
+// inconclusive query leaves it UNKNOWN for the janitor.
+func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal error) *ledger.Refund {
+	err := ErrRemoteNotFound // a first attempt: nothing can have landed before it
+	var wx *WxRefund
+	if r.Attempts > 1 {
+		wx, err = s.api.QueryRefund(ctx, r.OutRefundNo)
+	}
 	switch {
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceQuery)

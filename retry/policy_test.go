@@ -140,7 +140,7 @@ func TestPoolGivesBackJobsWithoutTimeForAnAttempt(t *testing.T) {
 func TestWorkerIDsFitTheLedger(t *testing.T) {
 	host := strings.Repeat("payment-gateway-", 4)[:57] + "-x7k2q"
 	p := NewPool(PoolConfig{Name: nameFor(host), Workers: 100}, &memQueue{}, Mux{})
-	id := p.cfg.Name + "-w99"
+	id := workerID(p.cfg.Name, 99)
 	if len(id) > 64 || !strings.HasPrefix(id, host[len(host)-maxHostLen:]) || !strings.Contains(id, "-x7k2q-") {
 		t.Fatalf("worker id %q (%d chars) from host %q", id, len(id), host)
 	}

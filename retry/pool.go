@@ -89,6 +89,9 @@ func nameFor(host string) string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 }
 
+// workerID names worker i of the pool called name.
+func workerID(name string, i int) string { return fmt.Sprintf("%s-w%d", name, i) }
+
 // Run runs the workers until ctx ends. An attempt under way when ctx ends
 // still finishes (bounded by its lease) and is stored; claimed jobs not
 // yet started are released when the queue is a Releaser.
@@ -96,7 +99,7 @@ func (p *Pool) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i := 0; i < p.cfg.Workers; i++ {
 		wg.Add(1)
-		worker := fmt.Sprintf("%s-w%d", p.cfg.Name, i)
+		worker := workerID(p.cfg.Name, i)
 		go func() { defer wg.Done(); p.work(ctx, worker) }()
 	}
 	wg.Wait()
