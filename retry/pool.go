@@ -63,7 +63,8 @@ func NewPool(cfg PoolConfig, q Queue, h Handler) *Pool {
 	return &Pool{cfg: cfg, queue: q, handler: h, now: func() time.Time { return time.Now().UTC() }, log: slog.Default()}
 }
 
-// WithClock returns the pool reading time from now (for tests).
+// WithClock returns the pool reading time from now: the database's clock
+// in the gateway, so that leases mean the same on every instance.
 func (p *Pool) WithClock(now func() time.Time) *Pool {
 	c := *p
 	c.now = now

@@ -91,7 +91,17 @@ func (m *Main) openStore(ctx context.Context) error {
 	if err := ledger.Migrate(mctx, db, dialect); err != nil {
 		return err
 	}
-	m.Store = ledger.NewStore(db, dialect)
+	clock := ledger.NewDBClock(db, dialect)
+	if err := clock.Sync(mctx); err != nil {
+		return err
+	}
+	db.NowFunc = clock.Now
+	m.Store = ledger.NewStore(db, dialect).WithClock(clock.Now)
+	m.AddJob(func(ctx context.Context) { clock.Run(ctx, time.Minute, 5*time.Second) })
+	if off := clock.Offset(); off.Abs() > time.Second {
+		slog.Warn("this host's clock differs from the database's; leases and deadlines follow the database",
+			"offset", off.String())
+	}
 	return nil
 }
 

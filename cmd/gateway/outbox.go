@@ -51,7 +51,7 @@ func newOutboxPool(cfg Config, store *ledger.Store, name string) *retry.Pool {
 	attempt := 2 * cfg.Inventory.Timeout
 	return retry.NewPool(retry.PoolConfig{Name: name, Workers: o.Workers, Batch: o.Batch, Poll: o.PollInterval,
 		Lease: o.Lease, AttemptTimeout: attempt, Policy: retry.Policy{Initial: o.InitialInterval, Max: o.MaxInterval, MaxElapsed: o.MaxElapsed,
-			Multiplier: o.Multiplier, Jitter: o.Jitter}}, store.Outbox(), handler)
+			Multiplier: o.Multiplier, Jitter: o.Jitter}}, store.Outbox(), handler).WithClock(store.Now)
 }
 
 // outboxCommand runs `gateway outbox replay ID [--config FILE]`.
