@@ -18,9 +18,11 @@ import (
 func auditTrail(store *ledger.Store) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		p := CurrentPrincipal(c)
-		id, err := store.BeginAudit(c.Request.Context(), ledger.AuditEntry{Principal: p.Name, Role: string(p.Role),
+		ctx, cancel := context.WithTimeout(c.Request.Context(), CheckTimeout)
+		id, err := store.BeginAudit(ctx, ledger.AuditEntry{Principal: p.Name, Role: string(p.Role),
 			Method: c.Request.Method, Path: c.Request.URL.RequestURI(), RequestID: c.GetString(requestIDKey),
 			RemoteAddr: c.ClientIP()})
+		cancel()
 		if err != nil {
 			writeError(c, Errorf(CodeUnavailable, "audit log unavailable", err))
 			return

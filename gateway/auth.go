@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
@@ -72,10 +73,20 @@ func HashKey(key string) string {
 }
 
 // Auth checks API keys sent in the X-Api-Key header.
-type Auth struct{ sources []KeyLookup }
+type Auth struct {
+	sources []KeyLookup
+	// Timeout bounds a key check (NewAuth sets CheckTimeout): routes whose own
+	// timeout is set later, like CSV exports, must not wait on a busy
+	// database without end.
+	Timeout time.Duration
+}
+
+// CheckTimeout bounds the database calls made before a handler runs: the
+// key check and the audit entry.
+const CheckTimeout = 5 * time.Second
 
 // NewAuth asks each source in turn.
-func NewAuth(sources ...KeyLookup) *Auth { return &Auth{sources: sources} }
+func NewAuth(sources ...KeyLookup) *Auth { return &Auth{sources: sources, Timeout: CheckTimeout} }
 
 const principalKey = "gateway.principal"
 
@@ -88,7 +99,9 @@ func (a *Auth) Require(roles ...Role) gin.HandlerFunc {
 			writeError(c, &Error{Code: CodeUnauthorized, Message: "missing X-Api-Key"})
 			return
 		}
-		p, ok, err := a.lookup(c.Request.Context(), HashKey(key))
+		ctx, cancel := context.WithTimeout(c.Request.Context(), a.Timeout)
+		p, ok, err := a.lookup(ctx, HashKey(key))
+		cancel()
 		if err != nil {
 			writeError(c, Errorf(CodeUnavailable, "key check unavailable", err))
 			return

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -21,7 +22,36 @@ type Finance struct {
 	// ExportTimeout bounds a CSV export (default 5 min); JSON pages use
 	// the API timeout.
 	ExportTimeout time.Duration
+	// MaxExports caps the CSV exports running at once on this instance
+	// (default 4); more get 429. Each holds a database connection for as
+	// long as its client takes to read, and payment notifications need
+	// the pool.
+	MaxExports int
+
+	slotsOnce sync.Once
+	slots     chan struct{}
 }
+
+// exportSlot takes a slot for one export; release gives it back.
+func (f *Finance) exportSlot() (release func(), ok bool) {
+	f.slotsOnce.Do(func() {
+		n := f.MaxExports
+		if n <= 0 {
+			n = 4
+		}
+		f.slots = make(chan struct{}, n)
+	})
+	select {
+	case f.slots <- struct{}{}:
+		return func() { <-f.slots }, true
+	default:
+		return nil, false
+	}
+}
+
+// exportsBusy answers an export refused for want of a slot.
+var exportsBusy = &Error{Code: CodeRateLimited, Message: "too many CSV exports running; retry after 10 s",
+	RetryAfter: 10 * time.Second}
 
 // Routes adds the finance routes; use it in Deps.Routes.
 func (f *Finance) Routes(r *gin.Engine, d *Deps) {
@@ -60,6 +90,12 @@ func addList[T any](g *gin.RouterGroup, d *Deps, f *Finance, path string, def li
 			return
 		}
 		if req.csv {
+			release, ok := f.exportSlot()
+			if !ok {
+				writeError(c, exportsBusy)
+				return
+			}
+			defer release()
 			exportList(c, d, f, def, req)
 			return
 		}
@@ -107,18 +143,21 @@ func exportList[T any](c *gin.Context, d *Deps, f *Finance, def listDef[T], req 
 	ctx, cancel := context.WithTimeout(c.Request.Context(), limit)
 	defer cancel()
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(limit))
-	q := req.query
-	if _, set := c.GetQuery("limit"); !set {
-		q.Limit = 0
-	} else {
-		q.Limit = req.limit
+	rows := 0 // every matching row
+	if _, set := c.GetQuery("limit"); set {
+		rows = req.limit
 	}
 	var out *csvStream
-	err := def.each(d.Store)(ctx, q, func(t T) error {
+	err := readChunks(ctx, d, def, req.query, rows, func(chunk []T) error {
 		if out == nil {
 			out = startCSV(c, def.name+".csv", def.header)
 		}
-		return out.write(def.row(t))
+		for _, t := range chunk {
+			if err := out.write(def.row(t)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err == nil {
 		if out == nil {
@@ -133,6 +172,43 @@ func exportList[T any](c *gin.Context, d *Deps, f *Finance, def listDef[T], req 
 		}
 		slog.ErrorContext(ctx, "csv export failed midway", "list", def.name, "rows", out.rows, "err", err)
 		panic(http.ErrAbortHandler)
+	}
+}
+
+// exportChunk is how many rows an export reads per query.
+const exportChunk = 1000
+
+// readChunks reads up to max rows of a list (0: all), exportChunk at a
+// time in id order, each read its own query bounded by the API timeout,
+// and hands each chunk to write with no database connection held: a
+// client that reads slowly holds one chunk of memory, never a connection
+// (on SQLite, the only one). Rows added during an export are included if
+// their id comes after the chunk being read, like cursor pages.
+func readChunks[T any](ctx context.Context, d *Deps, def listDef[T], q ledger.ListQuery, max int, write func([]T) error) error {
+	for {
+		q.Limit = exportChunk
+		if max > 0 {
+			q.Limit = min(exportChunk, max)
+		}
+		chunk := make([]T, 0, q.Limit)
+		qctx, cancel := context.WithTimeout(ctx, d.APITimeout)
+		err := def.each(d.Store)(qctx, q, func(t T) error { chunk = append(chunk, t); return nil })
+		cancel()
+		if err != nil || len(chunk) == 0 {
+			return err
+		}
+		if err := write(chunk); err != nil {
+			return err
+		}
+		if max > 0 {
+			if max -= len(chunk); max == 0 {
+				return nil
+			}
+		}
+		if len(chunk) < q.Limit {
+			return nil
+		}
+		q.AfterID = def.id(chunk[len(chunk)-1])
 	}
 }
 

@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -25,8 +27,11 @@ type Deps struct {
 	// MetricsElsewhere keeps /metrics off this router: it is served on an
 	// internal listener, away from the port WeChat Pay and users reach.
 	MetricsElsewhere bool
-	Limiter          Limiter    // nil: no rate limiting
-	Limits           RateLimits // per-caller limits of the limited routes
+	Limiter          Limiter // nil: no rate limiting
+	// TrustedProxies may set X-Forwarded-For (see CheckProxies); none
+	// by default, so a caller cannot choose the address it is logged with.
+	TrustedProxies []string
+	Limits         RateLimits // per-caller limits of the limited routes
 	// Routes lets other features add their routes to the same engine.
 	Routes []func(r *gin.Engine, d *Deps)
 }
@@ -35,6 +40,10 @@ type Deps struct {
 func NewRouter(d Deps) *gin.Engine {
 	d = withDefaults(d)
 	r := gin.New()
+	if err := r.SetTrustedProxies(d.TrustedProxies); err != nil {
+		slog.Error("http.trusted_proxies refused; trusting none", "err", err)
+		_ = r.SetTrustedProxies(nil)
+	}
 	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
@@ -46,13 +55,26 @@ func NewRouter(d Deps) *gin.Engine {
 	notify.POST("/payment", d.Metrics.Notification("payment"), d.paymentNotify)
 	api := r.Group("/v1", timeout(d.APITimeout))
 	api.POST("/orders", d.Auth.Require(RoleService), RateLimit(d.Limiter, PrincipalKey("orders"), d.Limits.Orders),
-		d.registerOrder)
+		auditTrail(d.Store), d.registerOrder)
 	api.GET("/ledger/payments/:out_trade_no", d.Auth.Require(RoleFinance, RoleOps),
 		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), auditTrail(d.Store), d.getPayment)
 	for _, add := range d.Routes {
 		add(r, &d)
 	}
 	return r
+}
+
+// CheckProxies checks trusted proxy entries: IP addresses or CIDRs.
+func CheckProxies(proxies []string) error {
+	for _, p := range proxies {
+		if _, _, err := net.ParseCIDR(p); err == nil {
+			continue
+		}
+		if net.ParseIP(p) == nil {
+			return fmt.Errorf("%q is neither an IP address nor a CIDR", p)
+		}
+	}
+	return nil
 }
 
 func withDefaults(d Deps) Deps {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"paygateway/gateway"
 )
 
 // Config is the whole gateway configuration. Every field can be set in
@@ -52,9 +54,14 @@ type HTTPConfig struct {
 	WriteTimeout      time.Duration `yaml:"write_timeout"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	MaxBodyBytes      int64         `yaml:"max_body_bytes"`
-	NotifyTimeout     time.Duration `yaml:"notify_timeout"`
-	APITimeout        time.Duration `yaml:"api_timeout"`
-	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+	// TrustedProxies are the addresses or CIDRs of the load balancers in
+	// front of the gateway: only from them is X-Forwarded-For believed
+	// for the caller's address in the audit log. Empty: the TCP
+	// peer is the caller.
+	TrustedProxies  []string      `yaml:"trusted_proxies"`
+	NotifyTimeout   time.Duration `yaml:"notify_timeout"`
+	APITimeout      time.Duration `yaml:"api_timeout"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// PprofAddr, when set, serves net/http/pprof there, e.g.
 	// "127.0.0.1:6060"; keep it on a loopback or internal address.
 	PprofAddr string `yaml:"pprof_addr"`
@@ -271,6 +278,9 @@ func (c *Config) Validate() error {
 		if ch.bad {
 			return fmt.Errorf("config: %s %s", ch.field, ch.why)
 		}
+	}
+	if err := gateway.CheckProxies(c.HTTP.TrustedProxies); err != nil {
+		return fmt.Errorf("config: http.trusted_proxies (GATEWAY_HTTP_TRUSTED_PROXIES): %w", err)
 	}
 	return c.validateOutbox()
 }

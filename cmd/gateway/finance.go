@@ -31,6 +31,8 @@ type FinanceConfig struct {
 	ReconcileTimeout time.Duration `yaml:"reconcile_timeout"`
 	// ExportTimeout bounds one CSV export; default 5m.
 	ExportTimeout time.Duration `yaml:"export_timeout"`
+	// MaxExports caps CSV exports running at once per instance; default 4.
+	MaxExports int `yaml:"max_exports"`
 }
 
 // dailyAt parses DailyReconcileAt into an offset after midnight; ok is
@@ -66,7 +68,7 @@ func (m *Main) wireFinance(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fin := &gateway.Finance{Reconciler: rec, ExportTimeout: f.ExportTimeout}
+	fin := &gateway.Finance{Reconciler: rec, ExportTimeout: f.ExportTimeout, MaxExports: f.MaxExports}
 	m.Deps.Routes = append(m.Deps.Routes, fin.Routes)
 	if rec == nil {
 		slog.Info("reconciliation off: wechatpay.merchant_serial and merchant_private_key_file are not set")

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
+)
+
+// auditLog returns the whole audit log, newest first.
+func auditLog(t *testing.T, m *Main) []ledger.AuditEntry {
+	t.Helper()
+	entries, err := m.Store.AuditLog(context.Background(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
+}
+
+// TestAuditAddressCannotBeForged: a caller's X-Forwarded-For is believed
+// only from a configured proxy; otherwise the audit log keeps the TCP peer.
+func TestAuditAddressCannotBeForged(t *testing.T) {
+	cases := []struct {
+		name    string
+		proxies []string
+		want    string
+	}{{"no proxies", nil, "127.0.0.1"}, {"loopback is the proxy", []string{"127.0.0.1/32"}, "10.9.9.9"}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, backends[0])
+			cfg.HTTP.TrustedProxies = tc.proxies
+			m := startGateway(t, cfg)
+			req, _ := http.NewRequest("GET", m.URL()+"/v1/ledger/payments", nil)
+			req.Header.Set("X-Api-Key", financeKey)
+			req.Header.Set("X-Forwarded-For", "10.9.9.9")
+			resp, err := httpClient.Do(req)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("GET: %v %v", resp, err)
+			}
+			resp.Body.Close()
+			entries := auditLog(t, m)
+			if len(entries) != 1 || entries[0].RemoteAddr != tc.want {
+				t.Fatalf("audit log %+v, want one entry from %s", entries, tc.want)
+			}
+		})
+	}
+}
+
+// TestOpsAndOrderRequestsAreAudited: every request made with an API key is
+// in the audit log, including replaying dead letters and registering orders.
+func TestOpsAndOrderRequestsAreAudited(t *testing.T) {
+	m := startGateway(t, testConfig(t, backends[0]))
+	no := uniqueNo("au")
+	calls := []struct {
+		method, path, key string
+		body              any
+		status            int
+	}{
+		{"POST", "/v1/ops/outbox/999999/replay", opsKey, nil, 404},
+		{"GET", "/v1/ops/outbox/dead", opsKey, nil, 200},
+		{"POST", "/v1/orders", serviceKey, order(no, 1000), 201},
+	}
+	for _, c := range calls {
+		if status, body := apiCall(t, c.method, m.URL()+c.path, c.key, c.body); status != c.status {
+			t.Fatalf("%s %s: %d %v, want %d", c.method, c.path, status, body, c.status)
+		}
+	}
+	got := map[string]int{}
+	for _, e := range auditLog(t, m) {
+		got[e.Method+" "+e.Path] = e.Status
+	}
+	for _, c := range calls {
+		if s, ok := got[c.method+" "+c.path]; !ok || s != c.status {
+			t.Errorf("%s %s: audited %v with status %d, want status %d (log %v)", c.method, c.path, ok, s, c.status, got)
+		}
+	}
+}
+
+// TestCSVExportsAreCapped: only max_exports run at once; the next is 429
+// with Retry-After, and a slot frees when an export ends. An export whose
+// client stops reading holds no database connection: on SQLite's single
+// connection, notifications and JSON pages still go through meanwhile.
+func TestCSVExportsAreCapped(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.Finance.MaxExports = 1
+	m := startGateway(t, cfg)
+	seedPayments(t, m, "ex", 50000)
+	held := holdExport(t, m)
+	u := m.URL() + "/v1/ledger/payments?limit=1"
+	status, body, hdr := getRaw(t, u, financeKey, "text/csv")
+	if status != 429 || hdr.Get("Retry-After") != "10" || !strings.Contains(string(body), "ERATE_LIMITED") {
+		t.Fatalf("second export: %d %s Retry-After %q, want 429 ERATE_LIMITED, 10", status, body, hdr.Get("Retry-After"))
+	}
+	if status, body, _ := getRaw(t, u, financeKey, ""); status != 200 {
+		t.Fatalf("a JSON page while the export runs: %d %s", status, body)
+	}
+	k, _ := testKeys(t)
+	n := mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("ex"), 100), wxpaysim.PublicKeyMode(), time.Now()))
+	if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
+		t.Fatalf("a notification while the export runs: %d %v", status, body)
+	}
+	held.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, body, _ = getRaw(t, u, financeKey, "text/csv")
+		if status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("export after the first one ended: %d %s", status, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// holdExport starts a CSV export of every payment and reads no further
+// than its status line, so the export blocks on a full socket.
+func holdExport(t *testing.T, m *Main) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET /v1/ledger/payments HTTP/1.1\r\nHost: gw\r\nX-Api-Key: %s\r\nAccept: text/csv\r\n\r\n", financeKey)
+	line, err := bufio.NewReaderSize(conn, 16).ReadString('\n')
+	if err != nil || !strings.Contains(line, " 200 ") {
+		t.Fatalf("held export: %q %v", line, err)
+	}
+	return conn
+}
