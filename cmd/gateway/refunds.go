@@ -53,6 +53,10 @@ func (j JWTConfig) configured() bool {
 // gatewayJWT loads the keys named by the config.
 func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 	out := gateway.JWTConfig{Issuer: j.Issuer, Audience: j.Audience, OpenIDClaim: j.OpenIDClaim, Leeway: j.Leeway}
+	if j.Audience == "" {
+		slog.Warn("refunds.jwt.audience is not set: any token signed with this key that carries an openid may ask for refunds; " +
+			"set the audience your token issuer writes for this API")
+	}
 	secret := j.HS256Secret
 	if secret == "" && j.HS256SecretFile != "" {
 		b, err := os.ReadFile(j.HS256SecretFile)
