@@ -151,12 +151,13 @@ func (m *Metrics) RedisFallback(what string) {
 }
 
 // RegisterDB adds the connection pool statistics of db
-// (go_sql_* series) and the ledger gauges read from it on each scrape.
-func (m *Metrics) RegisterDB(db *sql.DB) {
+// (go_sql_* series) and the ledger gauges read from it on each scrape;
+// ages are taken on now, the clock the ledger writes with.
+func (m *Metrics) RegisterDB(db *sql.DB, now func() time.Time) {
 	if m == nil {
 		return
 	}
-	m.Registry.MustRegister(collectors.NewDBStatsCollector(db, "ledger"), newLedgerCollector(db))
+	m.Registry.MustRegister(collectors.NewDBStatsCollector(db, "ledger"), newLedgerCollector(db, now))
 }
 
 // duplicateMark is set by NoteDuplicate on the request context.
@@ -193,11 +194,12 @@ func NoteDuplicate(ctx context.Context) {
 // whatever code writes those tables.
 type ledgerCollector struct {
 	db                                                         *sql.DB
+	now                                                        func() time.Time // the ledger's clock
 	refunds, outboxJobs, outboxOldest, outboxAttempts, scrapeE *prometheus.Desc
 }
 
-func newLedgerCollector(db *sql.DB) *ledgerCollector {
-	return &ledgerCollector{db: db,
+func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
+	return &ledgerCollector{db: db, now: now,
 		refunds: prometheus.NewDesc("gateway_refunds", "Refunds by state.", []string{"state"}, nil),
 		outboxJobs: prometheus.NewDesc("gateway_outbox_jobs",
 			"Outbox jobs by kind and state (state DEAD = dead letters).", []string{"kind", "state"}, nil),
@@ -286,7 +288,7 @@ func (l *ledgerCollector) collectOldest(ctx context.Context, ch chan<- prometheu
 		if err := rows.Scan(&kind, &oldest); err != nil {
 			return err
 		}
-		ch <- prometheus.MustNewConstMetric(l.outboxOldest, prometheus.GaugeValue, time.Since(oldest.Time).Seconds(), kind)
+		ch <- prometheus.MustNewConstMetric(l.outboxOldest, prometheus.GaugeValue, l.now().Sub(oldest.Time).Seconds(), kind)
 	}
 	return rows.Err()
 }

@@ -44,6 +44,9 @@ func NewRouter(d Deps) *gin.Engine {
 		slog.Error("http.trusted_proxies refused; trusting none", "err", err)
 		_ = r.SetTrustedProxies(nil)
 	}
+	// Only the header proxies append to: X-Real-IP is often passed through
+	// from the client untouched.
+	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })

@@ -18,12 +18,19 @@ import (
 // compared by another; reading them all against the database's clock means
 // a host whose clock runs behind cannot hand out leases that have already
 // run out for everyone else. SQLite lives on this host, so there the
-// offset is zero.
+// offset is zero. Between syncs it counts on the monotonic clock from the
+// last reading, so a step of the host's wall clock (NTP) changes nothing.
 type DBClock struct {
 	db      *gorm.DB
 	dialect migrations.Dialect
 	local   func() time.Time
-	offset  atomic.Int64 // database minus local, in nanoseconds
+	last    atomic.Pointer[clockReading] // nil before the first sync
+}
+
+// clockReading is the database's time at one local instant.
+type clockReading struct {
+	db    time.Time // the database's time (no monotonic reading)
+	local time.Time // the local instant, with its monotonic reading
 }
 
 // clockSamples is how many round trips a sync takes; the one with the
@@ -34,7 +41,7 @@ const clockSamples = 3
 // whatever the session's time zone.
 const unixMicrosSQL = "SELECT TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
 
-// NewDBClock returns a clock with a zero offset; call Sync before use.
+// NewDBClock returns a clock that reads the local time until Sync.
 func NewDBClock(db *gorm.DB, d migrations.Dialect) *DBClock {
 	return &DBClock{db: db, dialect: d, local: time.Now}
 }
@@ -43,24 +50,37 @@ func NewDBClock(db *gorm.DB, d migrations.Dialect) *DBClock {
 // play a host whose clock is wrong).
 func (c *DBClock) WithLocal(now func() time.Time) *DBClock {
 	n := &DBClock{db: c.db, dialect: c.dialect, local: now}
-	n.offset.Store(c.offset.Load())
+	n.last.Store(c.last.Load())
 	return n
 }
 
 // Now returns the database's time in UTC.
 func (c *DBClock) Now() time.Time {
-	return c.local().Add(c.Offset()).UTC()
+	now := c.local()
+	r := c.last.Load()
+	if r == nil {
+		return now.UTC()
+	}
+	return r.db.Add(now.Sub(r.local)).UTC()
 }
 
-// Offset is how far the database's clock is ahead of the local one.
-func (c *DBClock) Offset() time.Duration { return time.Duration(c.offset.Load()) }
+// Offset is how far the database's clock was ahead of the local one at
+// the last sync.
+func (c *DBClock) Offset() time.Duration {
+	r := c.last.Load()
+	if r == nil {
+		return 0
+	}
+	return r.db.Sub(r.local.Round(0))
+}
 
 // Sync measures the offset again. On error the last offset stays.
 func (c *DBClock) Sync(ctx context.Context) error {
 	if c.dialect != migrations.MySQL {
 		return nil
 	}
-	best, bestRTT := time.Duration(0), time.Duration(-1)
+	var best *clockReading
+	bestRTT := time.Duration(-1)
 	for range clockSamples {
 		sent := c.local()
 		var micros int64
@@ -71,11 +91,11 @@ func (c *DBClock) Sync(ctx context.Context) error {
 		got := c.local()
 		rtt := got.Sub(sent)
 		if bestRTT < 0 || rtt < bestRTT {
-			mid := sent.Add(rtt / 2)
-			best, bestRTT = time.UnixMicro(micros).Sub(mid), rtt
+			best = &clockReading{db: time.UnixMicro(micros).UTC(), local: sent.Add(rtt / 2)}
+			bestRTT = rtt
 		}
 	}
-	c.offset.Store(int64(best))
+	c.last.Store(best)
 	return nil
 }
 

@@ -73,6 +73,10 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 	return m, nil
 }
 
+// dbTime reads the synced database clock; tests wrap it to play a
+// database whose clock differs from this host's.
+var dbTime = func(c *ledger.DBClock) func() time.Time { return c.Now }
+
 func (m *Main) openStore(ctx context.Context) error {
 	d := m.Config.Database
 	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.MaxOpenConns,
@@ -95,8 +99,8 @@ func (m *Main) openStore(ctx context.Context) error {
 	if err := clock.Sync(mctx); err != nil {
 		return err
 	}
-	db.NowFunc = clock.Now
-	m.Store = ledger.NewStore(db, dialect).WithClock(clock.Now)
+	db.NowFunc = dbTime(clock)
+	m.Store = ledger.NewStore(db, dialect).WithClock(dbTime(clock))
 	m.AddJob(func(ctx context.Context) { clock.Run(ctx, time.Minute, 5*time.Second) })
 	if off := clock.Offset(); off.Abs() > time.Second {
 		slog.Warn("this host's clock differs from the database's; leases and deadlines follow the database",

@@ -73,7 +73,7 @@ func (m *Main) initObservability() error {
 	if err != nil {
 		return err
 	}
-	m.Metrics.RegisterDB(sqlDB)
+	m.Metrics.RegisterDB(sqlDB, m.Store.Now)
 	m.limiter = gateway.NewMemoryLimiter()
 	return nil
 }
