@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -102,6 +103,11 @@ func (a *Auth) Require(roles ...Role) gin.HandlerFunc {
 		ctx, cancel := context.WithTimeout(c.Request.Context(), a.Timeout)
 		p, ok, err := a.lookup(ctx, HashKey(key))
 		cancel()
+		if errors.Is(err, ErrKeyCheckBusy) {
+			writeError(c, &Error{Code: CodeUnavailable, Message: "too many key checks at once, retry after 1 s",
+				RetryAfter: time.Second})
+			return
+		}
 		if err != nil {
 			writeError(c, Errorf(CodeUnavailable, "key check unavailable", err))
 			return
@@ -116,6 +122,33 @@ func (a *Auth) Require(roles ...Role) gin.HandlerFunc {
 		}
 		c.Set(principalKey, p)
 		c.Next()
+	}
+}
+
+// ErrKeyCheckBusy is a key check refused because the most allowed are
+// already running.
+var ErrKeyCheckBusy = errors.New("too many key checks in flight")
+
+// LimitLookups lets at most n checks of src run at once and refuses the
+// rest with ErrKeyCheckBusy at once: a flood of unknown keys, each a
+// database query, must not take the connections payment notifications
+// need.
+func LimitLookups(src KeyLookup, n int) KeyLookup {
+	return limitedKeys{src: src, slots: make(chan struct{}, n)}
+}
+
+type limitedKeys struct {
+	src   KeyLookup
+	slots chan struct{}
+}
+
+func (l limitedKeys) LookupAPIKey(ctx context.Context, sha256Hex string) (Principal, bool, error) {
+	select {
+	case l.slots <- struct{}{}:
+		defer func() { <-l.slots }()
+		return l.src.LookupAPIKey(ctx, sha256Hex)
+	default:
+		return Principal{}, false, ErrKeyCheckBusy
 	}
 }
 

@@ -56,3 +56,59 @@ func TestCheckProxies(t *testing.T) {
 		}
 	}
 }
+
+// gatedKeys is a key store whose lookups wait for release; entered tells
+// when one has started.
+type gatedKeys struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g gatedKeys) LookupAPIKey(ctx context.Context, _ string) (Principal, bool, error) {
+	g.entered <- struct{}{}
+	select {
+	case <-g.release:
+		return Principal{}, false, nil
+	case <-ctx.Done():
+		return Principal{}, false, ctx.Err()
+	}
+}
+
+// TestKeyLookupsAreCapped: with two database key checks running, a third
+// is refused at once (503, Retry-After), a configured key still passes,
+// and a freed slot is taken again.
+func TestKeyLookupsAreCapped(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	db := gatedKeys{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	static := StaticKeys{HashKey("good"): {Name: "fin", Role: RoleFinance}}
+	r := gin.New()
+	r.GET("/x", NewAuth(static, LimitLookups(db, 2)).Require(RoleFinance), func(c *gin.Context) { c.Status(http.StatusOK) })
+	call := func(key string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/x", nil)
+		req.Header.Set("X-Api-Key", key)
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w
+	}
+	held := make(chan int, 2)
+	for i := range 2 {
+		go func() { held <- call("guess-" + string(rune('a'+i))).Code }()
+		<-db.entered
+	}
+	if w := call("guess-c"); w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" ||
+		!strings.Contains(w.Body.String(), `"code":"EUNAVAILABLE"`) {
+		t.Fatalf("third lookup: %d %q %s, want 503 with Retry-After 1", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if w := call("good"); w.Code != http.StatusOK {
+		t.Fatalf("configured key during the flood: %d %s", w.Code, w.Body)
+	}
+	close(db.release)
+	for range 2 {
+		if code := <-held; code != http.StatusUnauthorized {
+			t.Fatalf("held lookup ended %d, want 401", code)
+		}
+	}
+	if w := call("guess-d"); w.Code != http.StatusUnauthorized {
+		t.Fatalf("lookup after the slots freed: %d %s, want 401", w.Code, w.Body)
+	}
+}

@@ -131,6 +131,10 @@ type WechatPayConfig struct {
 // AuthConfig lists API keys as name:role:sha256hex.
 type AuthConfig struct {
 	APIKeys []string `yaml:"api_keys" env:"GATEWAY_API_KEYS"`
+	// MaxKeyLookups caps the database key checks running at once (keys
+	// not in api_keys); default 16. A flood of unknown keys then costs at
+	// most that many of the pool's connections, which notifications need.
+	MaxKeyLookups int `yaml:"max_key_lookups"`
 }
 
 // LogConfig sets the log level ("debug", "info", "warn", "error").

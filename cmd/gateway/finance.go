@@ -53,7 +53,11 @@ func (f FinanceConfig) dailyAt() (time.Duration, bool, error) {
 
 // dbKeys are API keys created with `gateway apikey create`.
 func (m *Main) dbKeys() gateway.KeyLookup {
-	return gateway.DBKeys{Usage: &ledger.KeyUsage{Store: m.Store}}
+	n := m.Config.Auth.MaxKeyLookups
+	if n <= 0 {
+		n = 16
+	}
+	return gateway.LimitLookups(gateway.DBKeys{Usage: &ledger.KeyUsage{Store: m.Store}}, n)
 }
 
 // wireFinance adds the finance routes and, when the merchant key is
