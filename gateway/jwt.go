@@ -100,11 +100,14 @@ func (a *JWTAuth) Require() gin.HandlerFunc {
 func CurrentOpenID(c *gin.Context) string { return c.GetString(openIDKey) }
 
 // SignDevToken signs an HS256 token for openid valid for ttl (dev and tests).
-func SignDevToken(secret []byte, openid, issuer string, ttl time.Duration) (string, error) {
+func SignDevToken(secret []byte, openid, issuer, audience string, ttl time.Duration) (string, error) {
 	now := time.Now()
 	claims := jwt.MapClaims{"openid": openid, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
 	if issuer != "" {
 		claims["iss"] = issuer
+	}
+	if audience != "" {
+		claims["aud"] = audience
 	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
 }

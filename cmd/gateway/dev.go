@@ -80,6 +80,7 @@ func devConfig(k *wxpaysim.Keys) (Config, error) {
 	if cfg.Refunds.JWT.HS256SecretFile, err = devJWTSecret(); err != nil {
 		return cfg, err
 	}
+	cfg.Refunds.JWT.Audience = devAudience
 	w.RefundNotifyURL = "http://" + cfg.HTTP.Addr + "/v1/wechatpay/notify/refund"
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
 		return cfg, err

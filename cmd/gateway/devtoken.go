@@ -35,6 +35,9 @@ func devJWTSecret() (string, error) {
 	return devJWTSecretFile, nil
 }
 
+// devAudience is the aud claim the dev stack asks of user tokens.
+const devAudience = "paygateway-dev"
+
 // devToken prints a user JWT signed with the dev secret:
 //
 //	gateway devtoken --openid o-demo [--ttl 1h]
@@ -56,7 +59,7 @@ func devToken(args []string) error {
 	if err != nil {
 		return err
 	}
-	tok, err := gateway.SignDevToken([]byte(strings.TrimSpace(string(b))), *openid, "", *ttl)
+	tok, err := gateway.SignDevToken([]byte(strings.TrimSpace(string(b))), *openid, "", devAudience, *ttl)
 	if err != nil {
 		return err
 	}

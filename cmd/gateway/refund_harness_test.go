@@ -68,7 +68,7 @@ func (e *refundEnv) pay(t testing.TB, openid string, amount int64) string {
 
 func token(t testing.TB, openid string) string {
 	t.Helper()
-	tok, err := gateway.SignDevToken([]byte(jwtSecret), openid, "", time.Hour)
+	tok, err := gateway.SignDevToken([]byte(jwtSecret), openid, "", "", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

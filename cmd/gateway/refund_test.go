@@ -235,8 +235,8 @@ func TestRefundRefusals(t *testing.T) {
 				t.Fatalf("register: %d %v", s, body)
 			}
 			tok := token(t, "o-gina")
-			forged, _ := gateway.SignDevToken([]byte("another-secret-another-secret-xx"), "o-gina", "", time.Hour)
-			expired, _ := gateway.SignDevToken([]byte(jwtSecret), "o-gina", "", -time.Minute)
+			forged, _ := gateway.SignDevToken([]byte("another-secret-another-secret-xx"), "o-gina", "", "", time.Hour)
+			expired, _ := gateway.SignDevToken([]byte(jwtSecret), "o-gina", "", "", -time.Minute)
 			cases := []struct {
 				name, tok, key string
 				body           any
