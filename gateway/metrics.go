@@ -150,6 +150,19 @@ func (m *Metrics) RedisFallback(what string) {
 	}
 }
 
+// RegisterClock adds gateway_db_clock_offset_seconds: how far the
+// database's clock was ahead of this host's at the last sync. Leases run
+// on the database's clock either way; a large value means this host's
+// clock needs looking at.
+func (m *Metrics) RegisterClock(offset func() time.Duration) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gateway_db_clock_offset_seconds",
+		Help: "How far the database's clock was ahead of this host's at the last sync."},
+		func() float64 { return offset().Seconds() }))
+}
+
 // RegisterDB adds the connection pool statistics of db
 // (go_sql_* series) and the ledger gauges read from it on each scrape;
 // ages are taken on now, the clock the ledger writes with.

@@ -38,6 +38,7 @@ type Main struct {
 
 	server   *http.Server
 	listener net.Listener
+	clock    *ledger.DBClock
 	metrics  net.Listener // nil: /metrics is on listener
 	limiter  gateway.Limiter
 	jobs     []func(ctx context.Context)
@@ -99,6 +100,7 @@ func (m *Main) openStore(ctx context.Context) error {
 	if err := clock.Sync(mctx); err != nil {
 		return err
 	}
+	m.clock = clock
 	db.NowFunc = dbTime(clock)
 	m.Store = ledger.NewStore(db, dialect).WithClock(dbTime(clock))
 	m.AddJob(func(ctx context.Context) { clock.Run(ctx, time.Minute, 5*time.Second) })

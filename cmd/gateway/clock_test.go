@@ -24,6 +24,10 @@ func TestGatewayRunsOnTheDatabaseClock(t *testing.T) {
 	if d := time.Since(m.Store.Now()) - time.Hour; d.Abs() > time.Second {
 		t.Fatalf("the ledger's clock is %v off the database's", d)
 	}
+	off := metricFamily(t, m, "gateway_db_clock_offset_seconds")
+	if off == nil || len(off.Metric) != 1 || off.Metric[0].GetGauge().GetValue() > 1 || off.Metric[0].GetGauge().GetValue() < -1 {
+		t.Fatalf("clock offset metric %v, want one gauge within 1 s of 0 (the database runs on this host)", off)
+	}
 	no := uniqueNo("clk")
 	payViaCallback(t, m, no, 100)
 	job := onlyJob(t, m.Store, no, ledger.JobDone)

@@ -74,6 +74,7 @@ func (m *Main) initObservability() error {
 		return err
 	}
 	m.Metrics.RegisterDB(sqlDB, m.Store.Now)
+	m.Metrics.RegisterClock(m.clock.Offset)
 	m.limiter = gateway.NewMemoryLimiter()
 	return nil
 }
