@@ -56,7 +56,7 @@ var exportsBusy = &Error{Code: CodeRateLimited, Message: "too many CSV exports r
 // Routes adds the finance routes; use it in Deps.Routes.
 func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	read := r.Group("/v1", d.Auth.Require(RoleFinance, RoleOps),
-		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), auditTrail(d.Store))
+		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), d.backOffice(), auditTrail(d.Store))
 	addList(read, d, f, "/ledger/payments", paymentList)
 	addList(read, d, f, "/ledger/refunds", refundList)
 	addList(read, d, f, "/ledger/notifications", noticeList)
@@ -66,7 +66,7 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	read.GET("/reconciliations/:date", timeout(d.APITimeout), d.getReconciliation)
 	read.POST("/reconciliations", f.runReconciliation(d))
 	ops := r.Group("/v1", d.Auth.Require(RoleOps), RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger),
-		auditTrail(d.Store))
+		d.backOffice(), auditTrail(d.Store))
 	addList(ops, d, f, "/ledger/audit", auditList)
 	r.GET("/openapi.json", serveOpenAPI)
 }

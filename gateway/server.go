@@ -31,7 +31,11 @@ type Deps struct {
 	// TrustedProxies may set X-Forwarded-For (see CheckProxies); none
 	// by default, so a caller cannot choose the address it is logged with.
 	TrustedProxies []string
-	Limits         RateLimits // per-caller limits of the limited routes
+	// MaxBackOffice caps the finance and ops requests served at once
+	// (default 16; see backOffice).
+	MaxBackOffice   int
+	backOfficeSlots chan struct{}
+	Limits          RateLimits // per-caller limits of the limited routes
 	// Routes lets other features add their routes to the same engine.
 	Routes []func(r *gin.Engine, d *Deps)
 }
@@ -60,7 +64,7 @@ func NewRouter(d Deps) *gin.Engine {
 	api.POST("/orders", d.Auth.Require(RoleService), RateLimit(d.Limiter, PrincipalKey("orders"), d.Limits.Orders),
 		auditTrail(d.Store), d.registerOrder)
 	api.GET("/ledger/payments/:out_trade_no", d.Auth.Require(RoleFinance, RoleOps),
-		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), auditTrail(d.Store), d.getPayment)
+		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), d.backOffice(), auditTrail(d.Store), d.getPayment)
 	for _, add := range d.Routes {
 		add(r, &d)
 	}
@@ -90,6 +94,10 @@ func withDefaults(d Deps) Deps {
 	if d.APITimeout <= 0 {
 		d.APITimeout = 10 * time.Second
 	}
+	if d.MaxBackOffice <= 0 {
+		d.MaxBackOffice = 16
+	}
+	d.backOfficeSlots = make(chan struct{}, d.MaxBackOffice)
 	return d
 }
 

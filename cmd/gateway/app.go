@@ -138,7 +138,8 @@ func (m *Main) wire(ctx context.Context) error {
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys, m.dbKeys()),
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
 		Metrics: m.Metrics, MetricsElsewhere: m.Config.HTTP.MetricsAddr != "", Limiter: m.limiter,
-		Limits: m.Config.RateLimit.limits(), TrustedProxies: h.TrustedProxies}
+		Limits: m.Config.RateLimit.limits(), TrustedProxies: h.TrustedProxies,
+		MaxBackOffice: m.Config.Finance.MaxRequests}
 	if err := m.wireOutbox(ctx); err != nil {
 		return err
 	}

@@ -136,3 +136,38 @@ func holdExport(t *testing.T, m *Main) net.Conn {
 	}
 	return conn
 }
+
+// TestBackOfficeBulkhead: with finance.max_requests finance and ops
+// requests in flight (here one export whose client stopped reading), more
+// are answered 503 at once, while order registration and payment
+// notifications, on the paying user's path, go through.
+func TestBackOfficeBulkhead(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.Finance.MaxRequests = 1
+	m := startGateway(t, cfg)
+	seedPayments(t, m, "bh", 50000)
+	held := holdExport(t, m)
+	for _, u := range []string{"/v1/ledger/payments?limit=1", "/v1/ops/outbox/dead"} {
+		key := financeKey
+		if strings.HasPrefix(u, "/v1/ops") {
+			key = opsKey
+		}
+		status, body, hdr := getRaw(t, m.URL()+u, key, "")
+		if status != 503 || hdr.Get("Retry-After") != "1" || !strings.Contains(string(body), "EUNAVAILABLE") {
+			t.Fatalf("%s while the bulkhead is full: %d %s Retry-After %q, want 503 EUNAVAILABLE, 1", u, status, body, hdr.Get("Retry-After"))
+		}
+	}
+	if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(uniqueNo("bh"), 100)); status != 201 {
+		t.Fatalf("order registration while the bulkhead is full: %d %v", status, body)
+	}
+	k, _ := testKeys(t)
+	n := mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("bh"), 100), wxpaysim.PublicKeyMode(), time.Now()))
+	if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
+		t.Fatalf("a notification while the bulkhead is full: %d %v", status, body)
+	}
+	held.Close()
+	waitFor(t, 10*time.Second, "a finance request after the export ended", func() bool {
+		status, _, _ := getRaw(t, m.URL()+"/v1/ledger/payments?limit=1", financeKey, "")
+		return status == 200
+	})
+}

@@ -33,6 +33,9 @@ type FinanceConfig struct {
 	ExportTimeout time.Duration `yaml:"export_timeout"`
 	// MaxExports caps CSV exports running at once per instance; default 4.
 	MaxExports int `yaml:"max_exports"`
+	// MaxRequests caps the finance and ops requests served at once per
+	// instance (exports included); default 16. More get 503 at once.
+	MaxRequests int `yaml:"max_requests"`
 }
 
 // dailyAt parses DailyReconcileAt into an offset after midnight; ok is
