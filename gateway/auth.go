@@ -134,22 +134,20 @@ var ErrKeyCheckBusy = errors.New("too many key checks in flight")
 // database query, must not take the connections payment notifications
 // need.
 func LimitLookups(src KeyLookup, n int) KeyLookup {
-	return limitedKeys{src: src, slots: make(chan struct{}, n)}
+	return limitedKeys{src: src, slots: newSlots(n)}
 }
 
 type limitedKeys struct {
 	src   KeyLookup
-	slots chan struct{}
+	slots slots
 }
 
 func (l limitedKeys) LookupAPIKey(ctx context.Context, sha256Hex string) (Principal, bool, error) {
-	select {
-	case l.slots <- struct{}{}:
-		defer func() { <-l.slots }()
-		return l.src.LookupAPIKey(ctx, sha256Hex)
-	default:
+	if !l.slots.take() {
 		return Principal{}, false, ErrKeyCheckBusy
 	}
+	defer l.slots.give()
+	return l.src.LookupAPIKey(ctx, sha256Hex)
 }
 
 func (a *Auth) lookup(ctx context.Context, h string) (Principal, bool, error) {

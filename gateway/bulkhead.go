@@ -6,6 +6,23 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
+// slots is a counting semaphore that never waits: take fails when all
+// are in use.
+type slots chan struct{}
+
+func newSlots(n int) slots { return make(slots, n) }
+
+func (s slots) take() bool {
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s slots) give() { <-s }
+
 // backOfficeBusy answers a finance or ops request over the bulkhead.
 var backOfficeBusy = &Error{Code: CodeUnavailable, Message: "too many finance and ops requests at once, retry after 1 s",
 	RetryAfter: time.Second}
@@ -17,14 +34,13 @@ var backOfficeBusy = &Error{Code: CodeUnavailable, Message: "too many finance an
 // Refunds and order registration, on the paying user's path, are not
 // behind it.
 func (d *Deps) backOffice() gin.HandlerFunc {
-	slots := d.backOfficeSlots
+	s := d.backOfficeSlots
 	return func(c *gin.Context) {
-		select {
-		case slots <- struct{}{}:
-			defer func() { <-slots }()
-			c.Next()
-		default:
+		if !s.take() {
 			writeError(c, backOfficeBusy)
+			return
 		}
+		defer s.give()
+		c.Next()
 	}
 }

@@ -23,30 +23,24 @@ type Finance struct {
 	// the API timeout.
 	ExportTimeout time.Duration
 	// MaxExports caps the CSV exports running at once on this instance
-	// (default 4); more get 429. Each holds a database connection for as
-	// long as its client takes to read, and payment notifications need
-	// the pool.
+	// (default 4); more get 429. An export runs a query per 1,000 rows
+	// for as long as its client keeps reading.
 	MaxExports int
 
-	slotsOnce sync.Once
-	slots     chan struct{}
+	exportsOnce sync.Once
+	exports     slots
 }
 
-// exportSlot takes a slot for one export; release gives it back.
-func (f *Finance) exportSlot() (release func(), ok bool) {
-	f.slotsOnce.Do(func() {
+// exportSlots returns the semaphore of running exports.
+func (f *Finance) exportSlots() slots {
+	f.exportsOnce.Do(func() {
 		n := f.MaxExports
 		if n <= 0 {
 			n = 4
 		}
-		f.slots = make(chan struct{}, n)
+		f.exports = newSlots(n)
 	})
-	select {
-	case f.slots <- struct{}{}:
-		return func() { <-f.slots }, true
-	default:
-		return nil, false
-	}
+	return f.exports
 }
 
 // exportsBusy answers an export refused for want of a slot.
@@ -90,12 +84,12 @@ func addList[T any](g *gin.RouterGroup, d *Deps, f *Finance, path string, def li
 			return
 		}
 		if req.csv {
-			release, ok := f.exportSlot()
-			if !ok {
+			s := f.exportSlots()
+			if !s.take() {
 				writeError(c, exportsBusy)
 				return
 			}
-			defer release()
+			defer s.give()
 			exportList(c, d, f, def, req)
 			return
 		}

@@ -34,7 +34,7 @@ type Deps struct {
 	// MaxBackOffice caps the finance and ops requests served at once
 	// (default 16; see backOffice).
 	MaxBackOffice   int
-	backOfficeSlots chan struct{}
+	backOfficeSlots slots
 	Limits          RateLimits // per-caller limits of the limited routes
 	// Routes lets other features add their routes to the same engine.
 	Routes []func(r *gin.Engine, d *Deps)
@@ -97,7 +97,7 @@ func withDefaults(d Deps) Deps {
 	if d.MaxBackOffice <= 0 {
 		d.MaxBackOffice = 16
 	}
-	d.backOfficeSlots = make(chan struct{}, d.MaxBackOffice)
+	d.backOfficeSlots = newSlots(d.MaxBackOffice)
 	return d
 }
 
