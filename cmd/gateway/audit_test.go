@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
 )
 
@@ -88,11 +87,7 @@ func TestOpsAndOrderRequestsAreAudited(t *testing.T) {
 // client stops reading holds no database connection: on SQLite's single
 // connection, notifications and JSON pages still go through meanwhile.
 func TestCSVExportsAreCapped(t *testing.T) {
-	cfg := testConfig(t, backends[0])
-	cfg.Finance.MaxExports = 1
-	m := startGateway(t, cfg)
-	seedPayments(t, m, "ex", 50000)
-	held := holdExport(t, m)
+	m, held := heldExport(t, func(c *Config) { c.Finance.MaxExports = 1 })
 	u := m.URL() + "/v1/ledger/payments?limit=1"
 	status, body, hdr := getRaw(t, u, financeKey, "text/csv")
 	if status != 429 || hdr.Get("Retry-After") != "10" || !strings.Contains(string(body), "ERATE_LIMITED") {
@@ -101,23 +96,23 @@ func TestCSVExportsAreCapped(t *testing.T) {
 	if status, body, _ := getRaw(t, u, financeKey, ""); status != 200 {
 		t.Fatalf("a JSON page while the export runs: %d %s", status, body)
 	}
-	k, _ := testKeys(t)
-	n := mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("ex"), 100), wxpaysim.PublicKeyMode(), time.Now()))
-	if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
-		t.Fatalf("a notification while the export runs: %d %v", status, body)
-	}
+	payViaCallback(t, m, uniqueNo("ex"), 100)
 	held.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		status, body, _ = getRaw(t, u, financeKey, "text/csv")
-		if status == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("export after the first one ended: %d %s", status, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "an export after the first one ended", func() bool {
+		status, _, _ := getRaw(t, u, financeKey, "text/csv")
+		return status == 200
+	})
+}
+
+// heldExport starts a SQLite gateway configured by set, with 50,000
+// payments, and holds one CSV export of them open (see holdExport).
+func heldExport(t *testing.T, set func(*Config)) (*Main, net.Conn) {
+	t.Helper()
+	cfg := testConfig(t, backends[0])
+	set(&cfg)
+	m := startGateway(t, cfg)
+	seedPayments(t, m, "ex", 50000)
+	return m, holdExport(t, m)
 }
 
 // holdExport starts a CSV export of every payment and reads no further
@@ -142,11 +137,7 @@ func holdExport(t *testing.T, m *Main) net.Conn {
 // are answered 503 at once, while order registration and payment
 // notifications, on the paying user's path, go through.
 func TestBackOfficeBulkhead(t *testing.T) {
-	cfg := testConfig(t, backends[0])
-	cfg.Finance.MaxRequests = 1
-	m := startGateway(t, cfg)
-	seedPayments(t, m, "bh", 50000)
-	held := holdExport(t, m)
+	m, held := heldExport(t, func(c *Config) { c.Finance.MaxRequests = 1 })
 	for _, u := range []string{"/v1/ledger/payments?limit=1", "/v1/ops/outbox/dead"} {
 		key := financeKey
 		if strings.HasPrefix(u, "/v1/ops") {
@@ -160,11 +151,7 @@ func TestBackOfficeBulkhead(t *testing.T) {
 	if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(uniqueNo("bh"), 100)); status != 201 {
 		t.Fatalf("order registration while the bulkhead is full: %d %v", status, body)
 	}
-	k, _ := testKeys(t)
-	n := mustNotification(k.PaymentNotification(paidTx(k, uniqueNo("bh"), 100), wxpaysim.PublicKeyMode(), time.Now()))
-	if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
-		t.Fatalf("a notification while the bulkhead is full: %d %v", status, body)
-	}
+	payViaCallback(t, m, uniqueNo("bh"), 100)
 	held.Close()
 	waitFor(t, 10*time.Second, "a finance request after the export ended", func() bool {
 		status, _, _ := getRaw(t, m.URL()+"/v1/ledger/payments?limit=1", financeKey, "")
