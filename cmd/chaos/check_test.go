@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,8 +15,10 @@ import (
 
 // TestCheckFindsViolations proves the checker is not blind: a lost
 // accepted notification, a forged order in the ledger, refunds without an
-// idempotency key whose sum exceeds the paid amount, and an idle outbox
-// are counted.
+// idempotency key whose sum exceeds the paid amount, an order the
+// inventory confirmed twice, another it confirmed unpaid, successful
+// refunds never released, a job not drained and a refund not settled are
+// all counted; and an empty run is "checks without evidence".
 func TestCheckFindsViolations(t *testing.T) {
 	s := ledgertest.OpenMySQL(t)
 	ctx := context.Background()
@@ -29,11 +33,25 @@ func TestCheckFindsViolations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Two refunds of 60 on the 100 paid, neither behind an idempotency key.
-	for _, no := range []string{"RFX1", "RFX2"} {
+	// Two refunds of 60 on the 100 paid, neither behind an idempotency key
+	// nor released by the inventory, and a third not settled.
+	for no, state := range map[string]string{"RFX1": "SUCCESS", "RFX2": "SUCCESS", "RFX3": "UNKNOWN"} {
 		if _, err := db.ExecContext(ctx, `INSERT INTO refunds (out_refund_no, out_trade_no, state, amount, total,
-			requester, created_at, updated_at) VALUES (?, 'F1', 'SUCCESS', 60, 100, 'o', ?, ?)`, no, time.Now(), time.Now()); err != nil {
+			requester, created_at, updated_at) VALUES (?, 'F1', ?, 60, 100, 'o', ?, ?)`, no, state, time.Now(), time.Now()); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// F1 confirmed twice under two keys, C9 confirmed without being paid.
+	inv := inventorysim.New()
+	for key, no := range map[string]string{"confirm:F1": "F1", "confirm:F1-again": "F1", "confirm:C9": "C9"} {
+		req := httptest.NewRequest("POST", "/confirmations",
+			strings.NewReader(`{"key":"`+key+`","out_trade_no":"`+no+`","amount_total":100}`))
+		req.Header.Set("Idempotency-Key", key)
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		inv.Handler().ServeHTTP(w, req)
+		if w.Code/100 != 2 {
+			t.Fatalf("plant confirmation %s: %d %s", key, w.Code, w.Body)
 		}
 	}
 	keys, err := wxpaysim.GenerateKeys("1900000109", "wxapp")
@@ -42,17 +60,45 @@ func TestCheckFindsViolations(t *testing.T) {
 	}
 	sim := wxpaysim.New(keys, wxpaysim.Options{})
 	defer sim.Close()
-	ev := &Evidence{Ctx: ctx, DB: db, Sim: sim, Inv: inventorysim.New(),
+	ev := &Evidence{Ctx: ctx, DB: db, Sim: sim, Inv: inv,
 		Accepted: map[string]string{"n-lost": "C1"}, ForgedOrders: []string{"F1"}}
+	if err := pendingWork(ctx, db, ev); err != nil {
+		t.Fatal(err)
+	}
+	// F1's confirmation job was never run; RFX3 is UNKNOWN.
+	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 1, "forged notifications accepted": 2,
+		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 3,
+		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1})
+
+	empty, err := ledgertest.OpenMySQL(t).DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := &Evidence{Ctx: ctx, DB: empty, Sim: sim, Inv: inventorysim.New()}
+	if err := pendingWork(ctx, empty, idle); err != nil {
+		t.Fatal(err)
+	}
+	assertCounts(t, idle, map[string]int{"checks without evidence": 3})
+	if n := (&Report{GaveUp: 2}).Violations(); n != 2 {
+		t.Errorf("a run that gave up 2 notifications has %d violations", n)
+	}
+}
+
+// assertCounts runs the checker and wants exactly these counts (0 for
+// every invariant not named).
+func assertCounts(t *testing.T, ev *Evidence, want map[string]int) {
+	t.Helper()
 	invs, err := Check(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{"accepted-but-lost notifications": 1, "forged notifications accepted": 2,
-		"double refunds": 3, "orders with Σrefunds > paid": 1, "checks without evidence": 2}
 	for _, inv := range invs {
 		if inv.Count != want[inv.Name] {
-			t.Errorf("%s = %d, want %d", inv.Name, inv.Count, want[inv.Name])
+			t.Errorf("%s = %d, want %d (%v)", inv.Name, inv.Count, want[inv.Name], inv.Examples)
 		}
+		delete(want, inv.Name)
+	}
+	for name := range want {
+		t.Errorf("no invariant named %q", name)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"sync"
@@ -28,9 +29,10 @@ type Report struct {
 	Invariants     []Invariant
 }
 
-// Violations is the sum of every invariant's count.
+// Violations is the sum of every invariant's count and the genuine
+// notifications given up (never accepted within the delivery deadline).
 func (r *Report) Violations() int {
-	n := 0
+	n := r.GaveUp
 	for _, inv := range r.Invariants {
 		n += inv.Count
 	}
@@ -100,19 +102,28 @@ func (w *world) heal(ctx context.Context) error {
 	return nil
 }
 
+// pendingWork counts the outbox jobs (all, and those not DONE) and the
+// refunds not yet in a final state.
+func pendingWork(ctx context.Context, db *sql.DB, ev *Evidence) error {
+	err := db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(state <> 'DONE'), 0) FROM outbox_jobs`).
+		Scan(&ev.JobsTotal, &ev.JobsPending)
+	if err == nil {
+		err = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM refunds
+			WHERE state IN ('CREATED', 'PROCESSING', 'UNKNOWN')`).Scan(&ev.RefundsPending)
+	}
+	if err != nil {
+		return fmt.Errorf("read the ledger: %w", err)
+	}
+	return nil
+}
+
 // drain waits until every outbox job is DONE and every refund settled,
 // or the drain timeout passes.
 func drain(ctx context.Context, w *world, o Options, ev *Evidence) {
 	deadline := time.Now().Add(o.DrainTimeout)
 	for {
-		err := w.sql.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(state <> 'DONE'), 0) FROM outbox_jobs`).
-			Scan(&ev.JobsTotal, &ev.JobsPending)
-		if err == nil {
-			err = w.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM refunds
-				WHERE state IN ('CREATED', 'PROCESSING', 'UNKNOWN')`).Scan(&ev.RefundsPending)
-		}
-		if err != nil {
-			ev.DrainErr = fmt.Errorf("read the ledger: %w", err)
+		if err := pendingWork(ctx, w.sql, ev); err != nil {
+			ev.DrainErr = err
 			return
 		}
 		if (ev.JobsPending == 0 && ev.RefundsPending == 0) || time.Now().After(deadline) || ctx.Err() != nil {
