@@ -12,7 +12,7 @@ import (
 )
 
 // TestChaosShort is the short chaos run: 3,000 notifications through a
-// gateway that is SIGKILLed once, with Redis stopped and MariaDB restarted,
+// gateway that is SIGKILLed once, with Redis stopped and MariaDB crashed,
 // on private servers. Every invariant must be 0.
 func TestChaosShort(t *testing.T) {
 	if missing := stack.Missing("mariadbd", "mariadb-install-db", "redis-server", "go"); len(missing) > 0 {

@@ -57,8 +57,8 @@ func schedule(o Options, w *world, log *faultLog) []event {
 			}})
 	}
 	for i := range o.MariaDBRestarts {
-		evs = append(evs, event{at: 0.6 + 0.1*float64(i), name: "restart MariaDB",
-			fire: func(ctx context.Context) error { return w.db.Restart(ctx) }})
+		evs = append(evs, event{at: 0.6 + 0.1*float64(i), name: "crash MariaDB (SIGKILL) + restart",
+			fire: func(ctx context.Context) error { return w.db.Crash(ctx) }})
 	}
 	sort.Slice(evs, func(i, j int) bool { return evs[i].at < evs[j].at })
 	return evs

@@ -13,7 +13,7 @@ type Options struct {
 	Concurrency      int           // parallel deliveries
 	Kills            int           // SIGKILL + restart of the gateway
 	RedisStop        time.Duration // how long Redis is down (0: never)
-	MariaDBRestarts  int           // SIGTERM + restart of MariaDB
+	MariaDBRestarts  int           // SIGKILL + restart of MariaDB (crash recovery)
 	InventoryErrors  float64       // inventory simulator: share answered 500 without applying
 	InventoryTimeout float64       // inventory simulator: share applied, then answer times out
 	StormOrders      int           // orders hit by the refund storm (when refunds exist)

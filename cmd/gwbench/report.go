@@ -171,8 +171,13 @@ const benchPreamble = `What is measured (all over real HTTP against the gateway 
   the committed mark.
 - **ceiling**: no gateway — a bare database/sql transaction per notification doing the same writes (insert
   notification, payment, state_history and an inventory outbox job) at the same concurrency, on an empty
-  database of the same kind, with the gateway's driver settings. new ÷ ceiling is how much of the database's
-  capacity the gateway keeps.
+  database of the same kind, with the gateway's driver settings: one commit per notification, as the issue
+  defines the ceiling. The gateway commits notifications that arrive together in one transaction (group
+  commit), so new ÷ ceiling above 1 means batching saves more than the gateway costs; at 8 clients, where
+  batches are small, it is closest to "the share of the database's one-commit capacity the gateway keeps".
+  The p99 target at the ceiling's rate is therefore measured below the gateway's own capacity (see its
+  closed-loop rate at 128 clients). gwbench runs without an inventory service, so the later delivery of
+  each outbox job (a claim and an update per job) is not in these figures; the chaos run covers it.
 - **gateway CPU**: user+system CPU of the gateway process (from /proc/<pid>/stat) per callback; it excludes
   the database's, Redis's and the driver's CPU. The CPU table under each backend gives every process's share
   (gateway, MariaDB, Redis, and the driver with its in-process simulators) and how busy the machine was
