@@ -140,13 +140,15 @@ func machineIdle() (idle, total int64) {
 	return idle, total
 }
 
-// pidOf returns the pid of the first process whose command name is one of
-// names, or 0.
+// pidOf returns the pid of the only process whose command name is one of
+// names; 0 when there is none or more than one (a chaos run's private
+// servers, say), so that no column shows another server's CPU.
 func pidOf(names ...string) int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
 	}
+	found := 0
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -158,11 +160,14 @@ func pidOf(names ...string) int {
 		}
 		for _, n := range names {
 			if strings.TrimSpace(string(comm)) == n {
-				return pid
+				if found != 0 {
+					return 0
+				}
+				found = pid
 			}
 		}
 	}
-	return 0
+	return found
 }
 
 // measureRSA times crypto/rsa PKCS#1 v1.5 SHA-256 signing and
