@@ -25,6 +25,7 @@ type Evidence struct {
 	Sim            *wxpaysim.Sim
 	Inv            *inventorysim.Sim
 	Accepted       map[string]string // notify id → out_trade_no answered 2xx
+	Uncommitted    []string          // orders answered 2xx whose notification was not in the ledger right after
 	ForgedOrders   []string
 	ForgedAccepted int    // forged deliveries answered 2xx
 	Storm          *storm // the refund storm's requests and answers
@@ -76,6 +77,9 @@ func acceptedButLost(ev *Evidence) (Invariant, error) {
 		if !paid[no] {
 			inv.add(no)
 		}
+	}
+	for _, no := range ev.Uncommitted {
+		inv.add(no + " answered 2xx before it was in the ledger")
 	}
 	return inv, nil
 }

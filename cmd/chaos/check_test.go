@@ -61,12 +61,12 @@ func TestCheckFindsViolations(t *testing.T) {
 	sim := wxpaysim.New(keys, wxpaysim.Options{})
 	defer sim.Close()
 	ev := &Evidence{Ctx: ctx, DB: db, Sim: sim, Inv: inv,
-		Accepted: map[string]string{"n-lost": "C1"}, ForgedOrders: []string{"F1"}}
+		Accepted: map[string]string{"n-lost": "C1"}, ForgedOrders: []string{"F1"}, Uncommitted: []string{"C2"}}
 	if err := pendingWork(ctx, db, ev); err != nil {
 		t.Fatal(err)
 	}
 	// F1's confirmation job was never run; RFX3 is UNKNOWN.
-	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 1, "forged notifications accepted": 2,
+	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 2,
 		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 3,
 		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1})
 

@@ -45,6 +45,7 @@ type driver struct {
 	accepted       map[string]string // notify id → out_trade_no, answered 2xx
 	acceptedOrders []*order
 	gaveUp         []string // genuine notifications never accepted
+	uncommitted    []string // answered 2xx, yet not in the ledger right after
 	forgedOrders   []string
 	forgedAccepted int
 	attempts       int
@@ -143,6 +144,7 @@ func (d *driver) deliver(ctx context.Context, o *order) {
 			status, err = d.post(ctx, n)
 			if err == nil && status/100 == 2 {
 				d.accept(o, n.ID)
+				d.checkCommitted(ctx, o, n.ID)
 				return
 			}
 		}
@@ -201,6 +203,26 @@ func (d *driver) accept(o *order, id string) {
 		d.accepted[id] = o.no
 		d.acceptedOrders = append(d.acceptedOrders, o)
 	}
+}
+
+// checkCommitted asks the ledger, right after a 2xx, whether the
+// notification (or, when a query recorded the payment first, the paid
+// order) is there: the gateway answers only after its commit, so it must
+// be. A later redelivery of the same id cannot hide a loss from this
+// check as it can from the end-of-run one. While MariaDB is down the
+// check is skipped; the end-of-run check still covers those.
+func (d *driver) checkCommitted(ctx context.Context, o *order, id string) {
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var n int
+	err := d.w.sql.QueryRowContext(qctx, `SELECT (SELECT COUNT(*) FROM notifications WHERE notify_id = ?)
+		+ (SELECT COUNT(*) FROM payments WHERE out_trade_no = ? AND state = 'SUCCESS')`, id, o.no).Scan(&n)
+	if err != nil || n > 0 {
+		return
+	}
+	d.mu.Lock()
+	d.uncommitted = append(d.uncommitted, o.no)
+	d.mu.Unlock()
 }
 
 // paidSoFar returns up to n orders already accepted by the gateway.
