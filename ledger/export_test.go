@@ -53,3 +53,18 @@ func (s *Store) DaySumSQL(table string, start, end time.Time) string {
 		return q(tx, start, end).Scan(&r)
 	})
 }
+
+// ListSQL is the SQL of a finance list query ("payments", "refunds",
+// "notifications", "outbox_jobs", "audit_log"), for EXPLAIN.
+func (s *Store) ListSQL(list string, q ListQuery) string {
+	specs := map[string]listSpec{"payments": paymentsSpec, "refunds": refundsSpec, "notifications": noticesSpec,
+		"outbox_jobs": outboxSpec, "audit_log": auditSpec}
+	return s.db.ToSQL(func(tx *gorm.DB) *gorm.DB {
+		scoped, err := specs[list].scope(tx.Table(list), q)
+		if err != nil {
+			panic(err)
+		}
+		var rows []map[string]any
+		return scoped.Find(&rows)
+	})
+}
