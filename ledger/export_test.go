@@ -54,6 +54,11 @@ func (s *Store) DaySumSQL(table string, start, end time.Time) string {
 	})
 }
 
+// NarrowNotices is narrowNotices, for tests.
+func (s *Store) NarrowNotices(ctx context.Context, q ListQuery) (ListQuery, error) {
+	return s.narrowNotices(ctx, q)
+}
+
 // ListSQL is the SQL of a finance list query ("payments", "refunds",
 // "notifications", "outbox_jobs", "audit_log"), for EXPLAIN.
 func (s *Store) ListSQL(list string, q ListQuery) string {

@@ -128,9 +128,44 @@ type NoticeListItem struct {
 
 // EachNotice streams the notifications matching q.
 func (s *Store) EachNotice(ctx context.Context, q ListQuery, fn func(NoticeListItem) error) error {
+	q, err := s.narrowNotices(ctx, q)
+	if err != nil {
+		return err
+	}
 	return each(ctx, s.db, noticesSpec, q, func(r notificationRow) NoticeListItem {
 		return NoticeListItem{ID: r.ID, Notice: r.notice()}
 	}, fn)
+}
+
+// narrowNotices adds the order to a notification lookup by transaction or
+// refund, so that the notifications' out_trade_no index serves it: a
+// WeChat transaction and a refund each belong to one order, which the
+// payments and refunds tables give by a unique key. Indexing the
+// notifications by those columns instead would cost every notification
+// insert on the payment path. When the ledger has no such payment or
+// refund, the lookup stays as asked (a scan in id order).
+func (s *Store) narrowNotices(ctx context.Context, q ListQuery) (ListQuery, error) {
+	if q.OutTradeNo != "" {
+		return q, nil
+	}
+	lookups := []struct{ table, col, val string }{
+		{"payments", "transaction_id", q.TransactionID}, {"refunds", "out_refund_no", q.OutRefundNo},
+	}
+	for _, l := range lookups {
+		if l.val == "" {
+			continue
+		}
+		var orders []string
+		err := s.db.WithContext(ctx).Table(l.table).Where(l.col+" = ?", l.val).Limit(1).Pluck("out_trade_no", &orders).Error
+		if err != nil {
+			return q, fmt.Errorf("list notifications: order of %s %s: %w", l.col, l.val, err)
+		}
+		if len(orders) == 1 {
+			q.OutTradeNo = orders[0]
+			return q, nil
+		}
+	}
+	return q, nil
 }
 
 // RefundListItem is a refund as the finance API shows it. The refunds
