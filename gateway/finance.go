@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -27,20 +26,7 @@ type Finance struct {
 	// for as long as its client keeps reading.
 	MaxExports int
 
-	exportsOnce sync.Once
-	exports     slots
-}
-
-// exportSlots returns the semaphore of running exports.
-func (f *Finance) exportSlots() slots {
-	f.exportsOnce.Do(func() {
-		n := f.MaxExports
-		if n <= 0 {
-			n = 4
-		}
-		f.exports = newSlots(n)
-	})
-	return f.exports
+	exports slots // made by Routes
 }
 
 // exportsBusy answers an export refused for want of a slot.
@@ -49,6 +35,10 @@ var exportsBusy = &Error{Code: CodeRateLimited, Message: "too many CSV exports r
 
 // Routes adds the finance routes; use it in Deps.Routes.
 func (f *Finance) Routes(r *gin.Engine, d *Deps) {
+	if f.MaxExports <= 0 {
+		f.MaxExports = 4
+	}
+	f.exports = newSlots(f.MaxExports)
 	read := r.Group("/v1", d.Auth.Require(RoleFinance, RoleOps),
 		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), d.backOffice(), auditTrail(d.Store))
 	addList(read, d, f, "/ledger/payments", paymentList)
@@ -84,12 +74,11 @@ func addList[T any](g *gin.RouterGroup, d *Deps, f *Finance, path string, def li
 			return
 		}
 		if req.csv {
-			s := f.exportSlots()
-			if !s.take() {
+			if !f.exports.take() {
 				writeError(c, exportsBusy)
 				return
 			}
-			defer s.give()
+			defer f.exports.give()
 			exportList(c, d, f, def, req)
 			return
 		}
