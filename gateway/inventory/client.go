@@ -162,7 +162,10 @@ func (c *Client) write(ctx context.Context, path, key string, body any, want str
 	return checkRecord(resp, key, want)
 }
 
-// done GETs the record for key: 2xx is true, 404 is false.
+// done GETs the record for key: 2xx is true, the service's own 404
+// ({"code":"NOT_FOUND"}) is false. Any other 404 (a proxy, a deploy without
+// the route) is no verdict, so the outcome stays unknown: reading it as
+// "not applied" would send the operation again blind.
 func (c *Client) done(ctx context.Context, path, key, want string) (bool, error) {
 	if key == "" {
 		return false, invalidRequest("empty key")
@@ -171,7 +174,7 @@ func (c *Client) done(ctx context.Context, path, key, want string) (bool, error)
 	switch {
 	case err != nil:
 		return false, err
-	case status == http.StatusNotFound:
+	case status == http.StatusNotFound && errorCode(resp) == "NOT_FOUND":
 		return false, nil
 	case status/100 != 2:
 		return false, statusError(status, errorCode(resp), resp)

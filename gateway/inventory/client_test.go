@@ -166,9 +166,9 @@ func TestIdempotencyMismatch(t *testing.T) {
 				t.Fatalf("first write: %v", err)
 			}
 			err := o.write(ctx, e.client, "k1", 600)
-			if inventory.IsPermanent(err) || !inventory.IsUnknown(err) ||
+			if !inventory.IsPermanent(err) || inventory.IsUnknown(err) ||
 				!errors.Is(err, inventory.ErrIdempotencyMismatch) {
-				t.Fatalf("err=%v, want unknown with ErrIdempotencyMismatch", err)
+				t.Fatalf("err=%v, want permanent with ErrIdempotencyMismatch", err)
 			}
 			checkApplied(t, e.sim, o, "k1", 1)
 		})

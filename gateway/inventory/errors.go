@@ -8,14 +8,18 @@ import (
 
 // ErrUnknownOutcome means the inventory service may or may not have applied
 // the operation: a timeout, a dropped connection, a 5xx, a 429, a 404/409 on a
-// write, or an answer the client could not understand. Callers must query
+// write (other than a key mismatch), a 404 on a query that is not the
+// service's own NOT_FOUND, or an answer the client could not understand. Callers must query
 // (ConfirmationDone, ReleaseDone) before deciding to send again; sending
 // again with the same key is safe because the service deduplicates on it.
 var ErrUnknownOutcome = errors.New("inventory: outcome unknown")
 
-// ErrIdempotencyMismatch is joined with ErrUnknownOutcome when the service
+// ErrIdempotencyMismatch is joined with a PermanentError when the service
 // already holds the key with a different body (409 IDEMPOTENCY_MISMATCH).
-// It points at a key collision in the caller and deserves an alert.
+// A job resends only its own stored body, so this is a key collision (two
+// callers sharing the service): the operation was not applied, and a later
+// query for the key would find the other caller's record and call it done.
+// The job is dead-lettered for an operator instead.
 var ErrIdempotencyMismatch = errors.New("inventory: idempotency key reused with a different body")
 
 // maxErrorBody caps the response body kept in a PermanentError.
@@ -52,7 +56,7 @@ func IsUnknown(err error) bool {
 func statusError(status int, code string, body []byte) error {
 	switch {
 	case status == http.StatusConflict && code == "IDEMPOTENCY_MISMATCH":
-		return fmt.Errorf("%w: %w", ErrUnknownOutcome, ErrIdempotencyMismatch)
+		return errors.Join(&PermanentError{Status: status, Code: code, Body: truncate(body, maxErrorBody)}, ErrIdempotencyMismatch)
 	case isUnknownStatus(status):
 		return fmt.Errorf("%w: status %d, code %q", ErrUnknownOutcome, status, code)
 	default:

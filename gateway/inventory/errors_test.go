@@ -50,6 +50,7 @@ func TestConfirmClassifiesStatus(t *testing.T) {
 		{"not found", 404, "", inventory.IsUnknown},
 		{"request timeout", 408, "", inventory.IsUnknown},
 		{"conflict", 409, `{"code":"OTHER"}`, inventory.IsUnknown},
+		{"key mismatch", 409, `{"code":"IDEMPOTENCY_MISMATCH"}`, inventory.IsPermanent},
 		{"unprocessable", 422, `{"code":"OUT_OF_STOCK"}`, inventory.IsPermanent},
 		{"too many requests", 429, "", inventory.IsUnknown},
 		{"internal", 500, "", inventory.IsUnknown},
@@ -93,6 +94,8 @@ func TestDoneClassifiesStatus(t *testing.T) {
 	}{
 		{"found", 200, `{"key":"k1","status":"RELEASED"}`, true, nil},
 		{"not found", 404, `{"code":"NOT_FOUND"}`, false, nil},
+		{"bare 404 from a proxy", 404, "404 page not found\n", false, inventory.IsUnknown},
+		{"404 with another code", 404, `{"code":"NO_ROUTE"}`, false, inventory.IsUnknown},
 		{"found wrong kind", 200, `{"key":"k1","status":"CONFIRMED"}`, false, inventory.IsUnknown},
 		{"bad request", 400, "", false, inventory.IsPermanent},
 		{"too many requests", 429, "", false, inventory.IsUnknown},
