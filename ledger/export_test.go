@@ -73,3 +73,8 @@ func (s *Store) ListSQL(list string, q ListQuery) string {
 		return scoped.Find(&rows)
 	})
 }
+
+// MakeDue moves a job's next run to now.
+func (s *Store) MakeDue(ctx context.Context, id uint64) error {
+	return s.db.WithContext(ctx).Model(&outboxJobRow{}).Where("id = ?", id).Update("next_run_at", s.now()).Error
+}

@@ -189,12 +189,17 @@ func (o *Outbox) Claim(ctx context.Context, worker string, n int, lease time.Dur
 // the rows it returns; "state IN (…) ORDER BY next_run_at" would sort, and
 // lock, every due row first, which under a backlog of tens of thousands
 // of jobs exhausted InnoDB's lock memory (found by the chaos run).
+//
+// A release waits until its order's confirmation is DONE (see
+// releaseAfterConfirm): otherwise a confirmation in backoff, or dead, let
+// the refund's release go first, and the confirmation's retry then
+// deducted stock for an order already refunded.
 func dueJobs(tx *gorm.DB, now time.Time, n int) ([]uint64, error) {
 	var ids []uint64
 	for _, state := range []string{JobPending, JobRunning} {
 		var got []uint64
 		err := tx.Model(&outboxJobRow{}).Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
-			Where("state = ? AND next_run_at <= ?", state, now).
+			Where("state = ? AND next_run_at <= ?", state, now).Where(releaseAfterConfirm, JobReleaseInventory, JobConfirmInventory, JobDone).
 			Order("next_run_at").Limit(n-len(ids)).Pluck("id", &got).Error
 		if err != nil {
 			return nil, err
@@ -205,6 +210,12 @@ func dueJobs(tx *gorm.DB, now time.Time, n int) ([]uint64, error) {
 	}
 	return ids, nil
 }
+
+// releaseAfterConfirm holds a release back while its order has a
+// confirmation that is not DONE. DONE is final, so a release never runs
+// before its confirmation; the subquery uses the out_trade_no index.
+const releaseAfterConfirm = `kind <> ? OR NOT EXISTS (SELECT 1 FROM outbox_jobs c
+	WHERE c.out_trade_no = outbox_jobs.out_trade_no AND c.kind = ? AND c.state <> ?)`
 
 var _ retry.Releaser = (*Outbox)(nil)
 

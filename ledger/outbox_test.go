@@ -174,3 +174,81 @@ func TestClaimLocksOnlyWhatItTakes(t *testing.T) {
 		t.Fatalf("claimed %d jobs, locked %d rows; want 20 jobs and at most 60 rows locked", len(ids), locked)
 	}
 }
+
+// TestReleaseWaitsForItsConfirm: a refund's release is not claimed while
+// its order's confirmation is in backoff or dead, so stock is never
+// released before it was confirmed (and then confirmed for an order
+// already refunded).
+func TestReleaseWaitsForItsConfirm(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n6", "ob-o6", "ob-tx6", 100)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RefundSucceeded(ctx, "ob-r6", "ob-o6", 100); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RefundSucceeded(ctx, "ob-r7", "ob-o7", 50); err != nil { // an order without a confirmation
+			t.Fatal(err)
+		}
+		q := s.Outbox()
+		first := claimKinds(t, q, "w-a")
+		if len(first) != 2 || first["confirm:ob-o6"].ID == 0 || first["release:ob-r7"].ID == 0 {
+			t.Fatalf("first claim = %v, want the confirmation and the other order's release", first)
+		}
+		confirm := first["confirm:ob-o6"]
+		now := time.Now().UTC()
+		settle := func(a retry.Attempt, f func(context.Context, retry.Attempt) error) {
+			t.Helper()
+			a.JobID, a.Worker, a.StartedAt, a.FinishedAt = confirm.ID, "w-a", now, now
+			if err := f(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		settle(retry.Attempt{Number: 1, Outcome: retry.OutcomeRetry, Err: "503", NextRunAt: now.Add(time.Hour)}, q.Retry)
+		if got := claimKinds(t, q, "w-b"); len(got) != 0 {
+			t.Fatalf("claimed %v while the confirmation waits to retry", got)
+		}
+		forceDue(t, s, confirm.ID)
+		again := claimKinds(t, q, "w-a")
+		if len(again) != 1 || again["confirm:ob-o6"].ID != confirm.ID {
+			t.Fatalf("claim = %v, want only the confirmation", again)
+		}
+		settle(retry.Attempt{Number: 2, Outcome: retry.OutcomeDead, Err: "422"}, q.Dead)
+		if got := claimKinds(t, q, "w-b"); len(got) != 0 {
+			t.Fatalf("claimed %v while the confirmation is dead", got)
+		}
+		if _, err := q.Replay(ctx, confirm.ID); err != nil {
+			t.Fatal(err)
+		}
+		replayed := claimKinds(t, q, "w-a")
+		if len(replayed) != 1 || replayed["confirm:ob-o6"].Attempt != 3 {
+			t.Fatalf("claim after replay = %v, want only the confirmation, attempt 3", replayed)
+		}
+		settle(retry.Attempt{Number: 3, Outcome: retry.OutcomeDone}, q.Complete)
+		if last := claimKinds(t, q, "w-b"); len(last) != 1 || last["release:ob-r6"].ID == 0 {
+			t.Fatalf("claim after the confirmation = %v, want its release", last)
+		}
+	})
+}
+
+// claimKinds claims every due job and returns them by key.
+func claimKinds(t *testing.T, q *ledger.Outbox, worker string) map[string]retry.Job {
+	t.Helper()
+	jobs, err := q.Claim(context.Background(), worker, 10, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]retry.Job{}
+	for _, j := range jobs {
+		out[j.Key] = j
+	}
+	return out
+}
+
+func forceDue(t *testing.T, s *ledger.Store, id uint64) {
+	t.Helper()
+	if err := s.MakeDue(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+}
