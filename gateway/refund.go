@@ -24,7 +24,8 @@ type RefundConfig struct {
 	// SafetyBuffer is how long a CREATED or UNKNOWN refund is left to the
 	// request handling it before the janitor queries it; default 2 min.
 	SafetyBuffer time.Duration
-	// Recheck is how often the janitor queries a PROCESSING refund; default 10 min.
+	// Recheck is how often the janitor queries a PROCESSING or ABNORMAL
+	// refund; default 10 min.
 	Recheck time.Duration
 	// CallTimeout bounds the WeChat Pay work of one request or janitor
 	// check (create, query, one resend); default 15 s.
@@ -238,17 +239,16 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 	return s.resolve(ctx, r, ledger.SourceQuery)
 }
 
-// refused settles a refund whose sending WeChat Pay refused: it fails.
-// After a re-send, though, an earlier attempt may have landed after all
-// (and the refusal be about the duplicate), so WeChat Pay's record
-// decides: the refund fails only if a query still finds none; an
-// inconclusive query leaves it UNKNOWN for the janitor.
+// refused settles a refund whose sending WeChat Pay refused: it fails,
+// and gives its amount back, only if a query then finds no refund. After
+// a re-send an earlier attempt may have landed (and the refusal be about
+// the duplicate). Even on a first attempt the refusal alone is not proof:
+// wechatpay-go does not verify the signature of error answers, so a 4xx
+// from a proxy or a WAF after WeChat Pay accepted the refund would
+// otherwise mark a paid refund FAILED and free its amount for another.
+// An inconclusive query leaves it UNKNOWN for the janitor.
 func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal error) *ledger.Refund {
-	err := ErrRemoteNotFound // a first attempt: nothing can have landed before it
-	var wx *WxRefund
-	if r.Attempts > 1 {
-		wx, err = s.api.QueryRefund(ctx, r.OutRefundNo)
-	}
+	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
 	switch {
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
@@ -262,18 +262,21 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 		Source: ledger.SourceAPI, LastError: refusal.Error(), NextCheckAt: s.store.Now().Add(s.cfg.SafetyBuffer)})
 }
 
-// resolve asks WeChat Pay about a pending refund and records the answer.
-// Only a proof that WeChat never saw it (not found) leads to a new attempt,
-// with the same out_refund_no.
+// resolve asks WeChat Pay about a pending or ABNORMAL refund and records
+// the answer. Only a proof that WeChat never saw it (not found, for a
+// refund it never acknowledged) leads to a new attempt, with the same
+// out_refund_no. ABNORMAL refunds are polled too: they end SUCCESS or
+// CLOSED once the merchant settles them by hand, and WeChat Pay's
+// notification of that may never come.
 func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source string) *ledger.Refund {
-	if !r.State.Pending() {
+	if !r.State.Pending() && r.State != ledger.RefundAbnormal {
 		return r
 	}
 	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
 	switch {
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
-	case errors.Is(err, ErrRemoteNotFound) && r.State != ledger.RefundProcessing:
+	case errors.Is(err, ErrRemoteNotFound) && (r.State == ledger.RefundCreated || r.State == ledger.RefundUnknown):
 		again, cerr := s.store.CountRefundAttempt(ctx, r.OutRefundNo, r.Version, s.store.Now().Add(s.cfg.SafetyBuffer))
 		if errors.Is(cerr, ledger.ErrNoChange) { // someone else moved it on since r was read: theirs to send
 			return s.current(ctx, r)
@@ -288,7 +291,7 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	}
 	slog.WarnContext(ctx, "refund query inconclusive", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	next := s.cfg.SafetyBuffer
-	if r.State == ledger.RefundProcessing {
+	if r.State == ledger.RefundProcessing || r.State == ledger.RefundAbnormal {
 		next = s.cfg.Recheck
 	}
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: r.State, Source: ledger.SourceQuery,
@@ -304,8 +307,14 @@ func (s *RefundService) current(ctx context.Context, r *ledger.Refund) *ledger.R
 	return now
 }
 
-// applyWx records WeChat Pay's view of the refund.
+// applyWx records WeChat Pay's view of the refund. An answer about another
+// refund is not recorded: the refund stays as it is for the janitor.
 func (s *RefundService) applyWx(ctx context.Context, r *ledger.Refund, wx *WxRefund, source string) *ledger.Refund {
+	if wx.OutRefundNo != r.OutRefundNo {
+		slog.ErrorContext(ctx, "WeChat Pay answered about another refund", "out_trade_no", r.OutTradeNo,
+			"out_refund_no", r.OutRefundNo, "answer_out_refund_no", wx.OutRefundNo)
+		return r
+	}
 	state := ledger.RefundState(wx.Status)
 	switch state {
 	case ledger.RefundProcessing, ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal:

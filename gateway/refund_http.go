@@ -81,7 +81,7 @@ type JanitorConfig struct {
 	Batch    int           // refunds claimed per sweep; default 50
 }
 
-// RunJanitor settles refunds left CREATED, PROCESSING or UNKNOWN past
+// RunJanitor settles refunds left CREATED, PROCESSING, UNKNOWN or ABNORMAL past
 // their next check until ctx ends. Safe with several gateway instances:
 // each refund is claimed by a conditional UPDATE.
 func (s *RefundService) RunJanitor(ctx context.Context, cfg JanitorConfig) {

@@ -241,15 +241,16 @@ func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, vers
 	return s.Refund(ctx, outRefundNo)
 }
 
-// ClaimStuckRefunds claims up to limit refunds left CREATED, PROCESSING or
-// UNKNOWN whose next_check_at has passed, by pushing next_check_at lease
+// ClaimStuckRefunds claims up to limit refunds left CREATED, PROCESSING,
+// UNKNOWN or ABNORMAL whose next_check_at has passed, by pushing next_check_at lease
 // into the future with a conditional UPDATE: of several gateway instances
 // only one wins each row.
 func (s *Store) ClaimStuckRefunds(ctx context.Context, limit int, lease time.Duration) ([]Refund, error) {
 	now := s.now()
 	var rows []refundRow
 	err := s.db.WithContext(ctx).
-		Where("state IN ? AND next_check_at <= ?", []string{string(RefundCreated), string(RefundProcessing), string(RefundUnknown)}, now).
+		Where("state IN ? AND next_check_at <= ?", []string{string(RefundCreated), string(RefundProcessing),
+			string(RefundUnknown), string(RefundAbnormal)}, now).
 		Order("next_check_at").Limit(limit).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("find stuck refunds: %w", err)

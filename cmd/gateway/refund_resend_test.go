@@ -80,38 +80,121 @@ func TestRefusedResendIsCheckedBeforeFailing(t *testing.T) {
 		for i, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				no := fmt.Sprintf("resend-%d-%d", i, time.Now().UnixNano())
-				u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
-					EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
-					OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", PayerOpenID: "o-resend",
-					AmountTotal: 100, PayerTotal: 100, Currency: "CNY"}
-				if _, err := s.ApplyTransaction(context.Background(), u); err != nil {
-					t.Fatal(err)
-				}
+				payForResend(t, s, no)
 				api := &scriptedRefunds{t: t,
 					creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){timedOut, refusedCreate},
 					queries: []func(string) (*gateway.WxRefund, error){notFound, tc.after}}
 				svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
-				a, err := svc.Create(context.Background(), "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30})
-				if err != nil {
+				if _, err := svc.Create(context.Background(), "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
 					t.Fatal(err)
 				}
-				refunds, err := s.Refunds(context.Background(), no)
-				if err != nil || len(refunds) != 1 {
-					t.Fatalf("refunds of %s: %+v, %v", no, refunds, err)
-				}
-				r := refunds[0]
-				p, err := s.Payment(context.Background(), no)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.State != tc.want || r.Attempts != 2 || p.RefundedTotal != tc.refunded {
-					t.Fatalf("refund %s after %d attempts (answer %d %s), refunded %d; want %s and %d",
-						r.State, r.Attempts, a.Status, a.Body, p.RefundedTotal, tc.want, tc.refunded)
-				}
+				checkRefund(t, s, no, tc.want, 2, tc.refunded)
 				if len(api.creates)+len(api.queries) != 0 {
 					t.Fatalf("calls left unmade: %d creates, %d queries", len(api.creates), len(api.queries))
 				}
 			})
+		}
+	})
+}
+
+// TestRefusedFirstAttemptIsCheckedBeforeFailing: wechatpay-go does not
+// verify error answers, so a refusal of the first attempt (say a proxy's
+// 403 after WeChat Pay accepted the refund) frees the amount only if a
+// query finds no refund; a refund the query finds is recorded as it is,
+// and an answer about another refund changes nothing.
+func TestRefusedFirstAttemptIsCheckedBeforeFailing(t *testing.T) {
+	other := func(string) (*gateway.WxRefund, error) { return processing("RF-someone-else") }
+	cases := []struct {
+		name     string
+		after    func(string) (*gateway.WxRefund, error)
+		want     ledger.RefundState
+		refunded int64
+	}{
+		{"refund landed", processing, ledger.RefundProcessing, 30},
+		{"nothing at WeChat Pay", notFound, ledger.RefundFailed, 0},
+		{"query inconclusive", func(string) (*gateway.WxRefund, error) { return nil, gateway.ErrOutcomeUnknown },
+			ledger.RefundUnknown, 30},
+		{"answer about another refund", other, ledger.RefundCreated, 30},
+	}
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		for i, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				no := fmt.Sprintf("refused-%d-%d", i, time.Now().UnixNano())
+				payForResend(t, s, no)
+				api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){refusedCreate},
+					queries: []func(string) (*gateway.WxRefund, error){tc.after}}
+				svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
+				if _, err := svc.Create(context.Background(), "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
+					t.Fatal(err)
+				}
+				checkRefund(t, s, no, tc.want, 1, tc.refunded)
+				if len(api.creates)+len(api.queries) != 0 {
+					t.Fatalf("calls left unmade: %d creates, %d queries", len(api.creates), len(api.queries))
+				}
+			})
+		}
+	})
+}
+
+// payForResend records order no as paid 100 fen by o-resend.
+func payForResend(t *testing.T, s *ledger.Store, no string) {
+	t.Helper()
+	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
+		EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
+		OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", PayerOpenID: "o-resend",
+		AmountTotal: 100, PayerTotal: 100, Currency: "CNY"}
+	if _, err := s.ApplyTransaction(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkRefund checks the order's only refund and its refunded total.
+func checkRefund(t *testing.T, s *ledger.Store, no string, want ledger.RefundState, attempts int, refunded int64) {
+	t.Helper()
+	refunds, err := s.Refunds(context.Background(), no)
+	if err != nil || len(refunds) != 1 {
+		t.Fatalf("refunds of %s: %+v, %v", no, refunds, err)
+	}
+	p, err := s.Payment(context.Background(), no)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := refunds[0]; r.State != want || r.Attempts != attempts || p.RefundedTotal != refunded {
+		t.Fatalf("refund %s after %d attempts, refunded %d; want %s after %d and %d",
+			r.State, r.Attempts, p.RefundedTotal, want, attempts, refunded)
+	}
+}
+
+// TestJanitorPollsAbnormalRefunds: an ABNORMAL refund is queried again
+// every recheck, never re-sent, and recorded once WeChat Pay settles it,
+// since the notification of that may never arrive.
+func TestJanitorPollsAbnormalRefunds(t *testing.T) {
+	abnormal := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+		return &gateway.WxRefund{OutRefundNo: req.OutRefundNo, Status: "ABNORMAL", Amount: 30}, nil
+	}
+	settled := func(no string) (*gateway.WxRefund, error) {
+		return &gateway.WxRefund{OutRefundNo: no, RefundID: "wx-" + no, Status: "SUCCESS", Amount: 30, SuccessTime: time.Now()}, nil
+	}
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		no := fmt.Sprintf("abnormal-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){abnormal},
+			queries: []func(string) (*gateway.WxRefund, error){notFound, settled}}
+		svc := gateway.NewRefundService(gateway.RefundConfig{Recheck: time.Millisecond}, s, api, gateway.NewMemoryLocker())
+		ctx := context.Background()
+		if _, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
+			t.Fatal(err)
+		}
+		checkRefund(t, s, no, ledger.RefundAbnormal, 1, 30)
+		for _, want := range []ledger.RefundState{ledger.RefundAbnormal, ledger.RefundSuccess} {
+			time.Sleep(5 * time.Millisecond)
+			if n := svc.Sweep(ctx, 10); n != 1 {
+				t.Fatalf("sweep looked at %d refunds, want 1", n)
+			}
+			checkRefund(t, s, no, want, 1, 30)
+		}
+		if len(api.queries) != 0 {
+			t.Fatalf("%d queries left unmade", len(api.queries))
 		}
 	})
 }

@@ -26,7 +26,7 @@ type RefundsConfig struct {
 	KeyTTL   time.Duration `yaml:"key_ttl"`
 	// SafetyBuffer: a CREATED/UNKNOWN refund is left this long to its
 	// request before the janitor queries it (default 2 min). Recheck: how
-	// often a PROCESSING refund is queried (default 10 min).
+	// often a PROCESSING or ABNORMAL refund is queried (default 10 min).
 	SafetyBuffer    time.Duration `yaml:"safety_buffer"`
 	Recheck         time.Duration `yaml:"recheck"`
 	CallTimeout     time.Duration `yaml:"call_timeout"`

@@ -35,7 +35,9 @@ const maxBillSize = 256 << 20
 //   - ErrUnknownOutcome: no trustworthy answer (timeout, reset, 5xx, 429, bad
 //     response signature); WeChat may or may not have applied the call, so
 //     query before retrying, and retry a refund only with the same out_refund_no.
-//   - *BusinessError: any other 4xx, a definite refusal; nothing was applied.
+//   - *BusinessError: any other 4xx, a refusal. wechatpay-go does not verify
+//     the signature of error answers, so callers that would give money
+//     back on a refusal query first (see gateway.RefundService).
 var (
 	ErrNotFound         = errors.New("wechatpay: not found")
 	ErrUnknownOutcome   = errors.New("wechatpay: outcome unknown")
@@ -417,12 +419,17 @@ func classify(result *core.APIResult, err error) error {
 	}
 }
 
+// retryCodes are error codes WeChat Pay documents as "try again with the
+// same request" (SYSTEM_ERROR, FREQUENCY_LIMITED, BIZ_ERR_NEED_RETRY):
+// whatever status they come with, they are no verdict on the call.
+var retryCodes = map[string]bool{"SYSTEM_ERROR": true, "FREQUENCY_LIMITED": true, "BIZ_ERR_NEED_RETRY": true}
+
 func classifyAPIError(e *core.APIError) error {
 	requestID := e.Header.Get(consts.RequestID)
 	switch {
 	case e.StatusCode == http.StatusNotFound && (e.Code == "ORDER_NOT_EXIST" || e.Code == "RESOURCE_NOT_EXISTS"):
 		return fmt.Errorf("%w: %s %s (request-id %s)", ErrNotFound, e.Code, e.Message, requestID)
-	case e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests || e.StatusCode < 400:
+	case e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests || e.StatusCode < 400 || retryCodes[e.Code]:
 		return fmt.Errorf("%w: http %d %s %s (request-id %s)", ErrUnknownOutcome, e.StatusCode, e.Code, e.Message, requestID)
 	default:
 		return &BusinessError{Status: e.StatusCode, Code: e.Code, Message: e.Message, RequestID: requestID}
