@@ -42,10 +42,15 @@ func (anomalyRow) TableName() string { return "anomalies" }
 
 // RecordAnomaly flags an event for people to look at.
 func (s *Store) RecordAnomaly(ctx context.Context, a Anomaly) error {
+	return s.recordAnomaly(s.db.WithContext(ctx), a)
+}
+
+// recordAnomaly flags a in tx (or a plain session).
+func (s *Store) recordAnomaly(tx *gorm.DB, a Anomaly) error {
 	now := s.now()
 	row := anomalyRow{Kind: a.Kind, Ref: a.Ref, OutTradeNo: a.OutTradeNo, Detail: a.Detail,
 		SeenCount: 1, FirstSeen: now, LastSeen: now}
-	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+	err := tx.Clauses(clause.OnConflict{
 		Columns:   []clause.Column{{Name: "kind"}, {Name: "ref"}},
 		DoUpdates: clause.Assignments(map[string]any{"seen_count": gorm.Expr("seen_count + 1"), "last_seen": now}),
 	}).Create(&row).Error

@@ -78,3 +78,8 @@ func (s *Store) ListSQL(list string, q ListQuery) string {
 func (s *Store) MakeDue(ctx context.Context, id uint64) error {
 	return s.db.WithContext(ctx).Model(&outboxJobRow{}).Where("id = ?", id).Update("next_run_at", s.now()).Error
 }
+
+// RenameTable renames a table (both dialects), to make its writes fail.
+func (s *Store) RenameTable(ctx context.Context, from, to string) error {
+	return s.db.WithContext(ctx).Exec("ALTER TABLE " + from + " RENAME TO " + to).Error
+}

@@ -77,10 +77,14 @@ type Order struct {
 // Registering the same order twice with the same values returns the
 // stored payment and ErrAlreadyRecorded; other values give ErrConflict.
 // If a callback recorded the order first, the order is marked registered;
-// a paid amount that differs gives *AmountMismatchError.
+// a paid amount that differs gives *AmountMismatchError and is flagged
+// (AMOUNT_MISMATCH, ref "register:<out_trade_no>"): the order was paid,
+// and its stock confirmed, at a price the business did not ask for.
 func (s *Store) RegisterOrder(ctx context.Context, o Order) (*Payment, error) {
 	var out *Payment
+	var mismatch *AmountMismatchError
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		out, mismatch = nil, nil
 		row, err := findPayment(lockForUpdate(tx), o.OutTradeNo)
 		switch {
 		case errors.Is(err, ErrNotFound):
@@ -90,8 +94,15 @@ func (s *Store) RegisterOrder(ctx context.Context, o Order) (*Payment, error) {
 			return err
 		}
 		out, err = s.registerExisting(tx, row, o)
+		if errors.As(err, &mismatch) {
+			return s.recordAnomaly(tx, Anomaly{Kind: AnomalyAmountMismatch, Ref: "register:" + o.OutTradeNo,
+				OutTradeNo: o.OutTradeNo, Detail: mismatch.Error()})
+		}
 		return err
 	})
+	if err == nil && mismatch != nil {
+		err = mismatch
+	}
 	if err != nil {
 		return out, fmt.Errorf("register order %s: %w", o.OutTradeNo, err)
 	}

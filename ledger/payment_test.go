@@ -68,6 +68,30 @@ func TestRegisteredOrderLifecycle(t *testing.T) {
 	})
 }
 
+// TestLateRegistrationWithOtherAmountIsFlagged: a callback recorded the
+// order first (so its stock was confirmed); registering it later with
+// another amount is refused and flagged for finance, and changes nothing.
+func TestLateRegistrationWithOtherAmountIsFlagged(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("n30", "o30", "tx30", 100)); err != nil {
+			t.Fatal(err)
+		}
+		order := ledger.Order{OutTradeNo: "o30", AmountTotal: 500, ExpireAt: time.Now().Add(time.Hour)}
+		var mm *ledger.AmountMismatchError
+		if _, err := s.RegisterOrder(ctx, order); !errors.As(err, &mm) || mm.Expected != 500 || mm.Got != 100 {
+			t.Fatalf("register: err = %v, want AmountMismatchError 500/100", err)
+		}
+		if p, _ := s.Payment(ctx, "o30"); p.Registered || p.State != ledger.PaymentSuccess {
+			t.Fatalf("payment after a refused registration = %+v", p)
+		}
+		a, _ := s.Anomalies(ctx, "o30")
+		if len(a) != 1 || a[0].Kind != ledger.AnomalyAmountMismatch || a[0].Ref != "register:o30" {
+			t.Fatalf("anomalies = %+v, want one AMOUNT_MISMATCH", a)
+		}
+	})
+}
+
 func TestAmountMismatchAppliesNothing(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -178,4 +202,51 @@ func assertCounts(t *testing.T, s *ledger.Store, outTradeNo string, history, not
 	if len(n) != notices {
 		t.Fatalf("notifications for %s = %d, want %d", outTradeNo, len(n), notices)
 	}
+}
+
+// TestUnflaggedAnomalyIsNotAnsweredAsDone: when the flag of a second
+// payment of an order (the only record of it) or of a late refund status
+// cannot be written, the update fails, so the notification is not answered
+// 2xx; its redelivery is then flagged.
+func TestUnflaggedAnomalyIsNotAnsweredAsDone(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("n20", "o20", "tx20", 100)); err != nil {
+			t.Fatal(err)
+		}
+		paidOrder(t, s, "o21", 100)
+		if _, err := s.CreateRefund(ctx, refundReq("o21", "rf-21", 100)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-21", State: ledger.RefundClosed, Source: ledger.SourceQuery}); err != nil {
+			t.Fatal(err)
+		}
+		late := ledger.RefundUpdate{OutRefundNo: "rf-21", State: ledger.RefundSuccess, Source: ledger.SourceCallback,
+			Notice: &ledger.Notice{NotifyID: "rn-21", Source: ledger.SourceCallback, EventType: "REFUND.SUCCESS",
+				OutTradeNo: "o21", OutRefundNo: "rf-21", Plaintext: "{}"}}
+		if err := s.RenameTable(ctx, "anomalies", "anomalies_away"); err != nil {
+			t.Fatal(err)
+		}
+		_, payErr := s.ApplyTransaction(ctx, paid("n22", "o20", "tx22", 100))
+		_, refundErr := s.ApplyRefund(ctx, late)
+		if err := s.RenameTable(ctx, "anomalies_away", "anomalies"); err != nil {
+			t.Fatal(err)
+		}
+		for name, err := range map[string]error{"second payment": payErr, "late refund status": refundErr} {
+			if err == nil || errors.Is(err, ledger.ErrAlreadyRecorded) || errors.Is(err, ledger.ErrNoChange) {
+				t.Fatalf("%s without its flag: err = %v, want a failure", name, err)
+			}
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("n22", "o20", "tx22", 100)); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("redelivered second payment: err = %v", err)
+		}
+		if _, err := s.ApplyRefund(ctx, late); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("redelivered late refund status: err = %v", err)
+		}
+		for order, kind := range map[string]string{"o20": ledger.AnomalyDuplicatePayment, "o21": ledger.AnomalyStaleRefundStatus} {
+			if a, _ := s.Anomalies(ctx, order); len(a) != 1 || a[0].Kind != kind {
+				t.Fatalf("anomalies of %s = %+v, want one %s", order, a, kind)
+			}
+		}
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"gorm.io/gorm"
@@ -61,13 +60,13 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 		}
 		var err error
 		out, flag, verdict, err = s.applyRefund(tx, u)
+		if err == nil && flag != nil {
+			// In the transaction that stores the notice: a redelivery finds
+			// the notice stored and would not flag it again.
+			err = s.recordAnomaly(tx, *flag)
+		}
 		return err
 	})
-	if flag != nil {
-		if ferr := s.RecordAnomaly(ctx, *flag); ferr != nil {
-			slog.ErrorContext(ctx, "flag anomaly failed", "out_refund_no", u.OutRefundNo, "kind", flag.Kind, "err", ferr)
-		}
-	}
 	if err == nil {
 		err = verdict
 	}

@@ -60,8 +60,12 @@ func (s *Store) ApplyTransaction(ctx context.Context, u TransactionUpdate) (*Pay
 		return err
 	})
 	if flag != nil {
+		// The transaction rolled back, so the flag is the only record of,
+		// say, a second payment of the order: if it cannot be written the
+		// caller must not answer 2xx, and the redelivery flags it again.
 		if ferr := s.RecordAnomaly(ctx, *flag); ferr != nil {
 			slog.ErrorContext(ctx, "flag anomaly failed", "out_trade_no", u.OutTradeNo, "kind", flag.Kind, "err", ferr)
+			err = ferr
 		}
 	}
 	if err != nil {
