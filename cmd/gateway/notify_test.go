@@ -233,6 +233,16 @@ func TestReplayedNonceRefused(t *testing.T) {
 			if status, body := post(t, m.URL()+paymentPath, first); status != 401 || body["reason"] != "EREPLAY" {
 				t.Fatalf("exact replay: status=%d body=%v, want 401 EREPLAY", status, body)
 			}
+			// The SDK verifies the trimmed nonce, so trailing Unicode space
+			// keeps the signature valid: the replay check must see through it.
+			for _, pad := range []string{"\u00a0", "\u0085", " "} {
+				padded := first
+				padded.Header = first.Header.Clone()
+				padded.Header.Set("Wechatpay-Nonce", first.Header.Get("Wechatpay-Nonce")+pad)
+				if status, body := post(t, m.URL()+paymentPath, padded); status != 401 || body["reason"] != "EREPLAY" {
+					t.Fatalf("replay with nonce+%q: status=%d body=%v, want 401 EREPLAY", pad, status, body)
+				}
+			}
 			if got := ledgerCounts(t, m, replayedNo); got != [3]int64{} {
 				t.Fatalf("replayed order rows = %v, want none", got)
 			}

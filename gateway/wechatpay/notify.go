@@ -134,7 +134,7 @@ func (v *Verifier) Verify(ctx context.Context, header http.Header, body []byte) 
 	r := env.Resource
 	return &gateway.Notice{ID: env.ID, EventType: env.EventType, ResourceType: env.ResourceType,
 		OriginalType: r.OriginalType, Summary: env.Summary, CreateTime: created.UTC(),
-		Serial: header.Get("Wechatpay-Serial"), Nonce: header.Get("Wechatpay-Nonce"), Timestamp: ts,
+		Serial: strings.TrimSpace(header.Get("Wechatpay-Serial")), Nonce: nonce(header), Timestamp: ts,
 		Resource: gateway.Sealed{Algorithm: r.Algorithm, Ciphertext: r.Ciphertext,
 			AssociatedData: r.AssociatedData, Nonce: r.Nonce}}, nil
 }
@@ -153,6 +153,9 @@ func (v *Verifier) checkHeaders(h http.Header) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "malformed Wechatpay-Timestamp"}
 	}
+	if n := nonce(h); len(n) > 64 || strings.IndexFunc(n, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "malformed Wechatpay-Nonce"}
+	}
 	ts := time.Unix(sec, 0).UTC()
 	if skew := v.cfg.Now().Sub(ts); skew >= v.cfg.MaxSkew || -skew >= v.cfg.MaxSkew {
 		return time.Time{}, &gateway.Error{Code: gateway.CodeStale, Message: "timestamp outside the 5 minute window"}
@@ -162,6 +165,11 @@ func (v *Verifier) checkHeaders(h http.Header) (time.Time, error) {
 	}
 	return ts, nil
 }
+
+// nonce is the nonce as the SDK signs it: trimmed of (Unicode) space. The
+// replay check must key on that value, or a captured request with a
+// trailing U+00A0 passes it with a valid signature.
+func nonce(h http.Header) string { return strings.TrimSpace(h.Get("Wechatpay-Nonce")) }
 
 // Decrypt opens n.Resource with the APIv3 key into n.Plaintext.
 func (v *Verifier) Decrypt(n *gateway.Notice) error {
