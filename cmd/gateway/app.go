@@ -304,13 +304,17 @@ func serveInternal(name string, ln net.Listener, h http.Handler) func() {
 	return func() { _ = srv.Close() }
 }
 
+// shutdown stops the jobs as soon as it begins, so no worker claims work
+// (or starts an attempt) while requests drain and each attempt under way
+// gets the whole shutdown_timeout to finish and be stored; then it lets
+// in-flight requests finish. Both are bounded by shutdown_timeout.
 func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	sctx, cancel := context.WithTimeout(context.Background(), m.Config.HTTP.ShutdownTimeout)
 	defer cancel()
+	stopJobs()
 	if err := m.server.Shutdown(sctx); err != nil {
 		slog.Warn("http shutdown", "err", err)
 	}
-	stopJobs()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
