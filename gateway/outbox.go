@@ -45,7 +45,7 @@ func (d *Deps) replayJob(c *gin.Context) {
 		writeError(c, &Error{Code: CodeInvalid, Message: "id must be a positive integer"})
 		return
 	}
-	job, err := d.Store.Outbox().Replay(c.Request.Context(), id)
+	job, err := d.Store.Outbox().Replay(c.Request.Context(), id, "ops:"+CurrentPrincipal(c).Name)
 	switch {
 	case err == nil:
 		c.JSON(http.StatusOK, gin.H{"job": job})

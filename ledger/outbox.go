@@ -336,22 +336,39 @@ func (o *Outbox) withHistory(ctx context.Context, rows []outboxJobRow) ([]Outbox
 	return out, nil
 }
 
-// Replay puts a dead job back in the queue to run now. Its attempt count
-// and history stay, so the next attempt asks the other side first; its
-// elapsed-time budget starts again. Errors: ErrNotFound, ErrConflict when
-// the job is not dead.
-func (o *Outbox) Replay(ctx context.Context, id uint64) (*OutboxJob, error) {
-	now := o.s.now()
-	res := o.s.db.WithContext(ctx).Model(&outboxJobRow{}).Where("id = ? AND state = ?", id, JobDead).
-		Updates(map[string]any{"state": JobPending, "next_run_at": now, "first_attempt_at": nil, "updated_at": now})
-	if res.Error != nil {
-		return nil, fmt.Errorf("replay outbox job %d: %w", id, res.Error)
+// Replay puts a dead job back in the queue to run now, on behalf of by
+// (an operator's key name, or "cli"), and appends a "replayed" row to the
+// job's history in the same transaction. Its attempt count and history
+// stay, so the next attempt asks the other side first; its elapsed-time
+// budget starts again. Errors: ErrNotFound, ErrConflict when the job is
+// not dead.
+func (o *Outbox) Replay(ctx context.Context, id uint64, by string) (*OutboxJob, error) {
+	var replayed bool
+	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
+		now := o.s.now()
+		var row outboxJobRow
+		err := lockForUpdate(tx).Where("id = ? AND state = ?", id, JobDead).Take(&row).Error
+		if replayed = err == nil; errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		err = tx.Model(&outboxJobRow{}).Where("id = ?", id).
+			Updates(map[string]any{"state": JobPending, "next_run_at": now, "first_attempt_at": nil, "updated_at": now}).Error
+		if err != nil {
+			return err
+		}
+		return tx.Create(&outboxAttemptRow{JobID: id, Attempt: row.Attempts, Worker: truncate(by, 64),
+			Outcome: string(retry.OutcomeReplayed), StartedAt: now, FinishedAt: now}).Error
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replay outbox job %d: %w", id, err)
 	}
 	job, err := o.Job(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if res.RowsAffected == 0 {
+	if !replayed {
 		return job, fmt.Errorf("replay outbox job %d in state %s: %w", id, job.State, ErrConflict)
 	}
 	return job, nil

@@ -123,7 +123,7 @@ func TestOutboxLeaseAndSettle(t *testing.T) {
 		if d := j.NextRunAt.Sub(next); d > time.Millisecond || d < -time.Millisecond {
 			t.Fatalf("next_run_at = %v, want %v", j.NextRunAt, next)
 		}
-		if _, err := q.Replay(ctx, j.ID); !errors.Is(err, ledger.ErrConflict) {
+		if _, err := q.Replay(ctx, j.ID, "test"); !errors.Is(err, ledger.ErrConflict) {
 			t.Fatalf("replay of a pending job: err = %v, want ErrConflict", err)
 		}
 	})
@@ -218,8 +218,12 @@ func TestReleaseWaitsForItsConfirm(t *testing.T) {
 		if got := claimKinds(t, q, "w-b"); len(got) != 0 {
 			t.Fatalf("claimed %v while the confirmation is dead", got)
 		}
-		if _, err := q.Replay(ctx, confirm.ID); err != nil {
+		back, err := q.Replay(ctx, confirm.ID, "ops:alice")
+		if err != nil {
 			t.Fatal(err)
+		}
+		if h := back.History; back.State != ledger.JobPending || len(h) != 3 || h[2].Outcome != retry.OutcomeReplayed || h[2].Worker != "ops:alice" {
+			t.Fatalf("replayed job = %+v, want PENDING with a replayed row by ops:alice", back)
 		}
 		replayed := claimKinds(t, q, "w-a")
 		if len(replayed) != 1 || replayed["confirm:ob-o6"].Attempt != 3 {

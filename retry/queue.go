@@ -36,6 +36,9 @@ const (
 	OutcomeDone  Outcome = "done"
 	OutcomeRetry Outcome = "retry"
 	OutcomeDead  Outcome = "dead"
+	// OutcomeReplayed is no attempt: a person put a dead job back in the
+	// queue (Worker names who); it keeps the job's history complete.
+	OutcomeReplayed Outcome = "replayed"
 )
 
 // Attempt is the record of one try of a job.

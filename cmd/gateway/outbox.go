@@ -85,7 +85,7 @@ func replayOutboxJob(ctx context.Context, cfg Config, id uint64) (*ledger.Outbox
 	if err := m.openStore(ctx); err != nil {
 		return nil, err
 	}
-	job, err := m.Store.Outbox().Replay(ctx, id)
+	job, err := m.Store.Outbox().Replay(ctx, id, "cli")
 	if err != nil {
 		return nil, fmt.Errorf("outbox replay: %w", err)
 	}

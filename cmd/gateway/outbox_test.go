@@ -331,8 +331,8 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 				t.Fatalf("replay: status=%d body=%v", status, body)
 			}
 			done := onlyJob(t, m.Store, viaAPI, ledger.JobDone)
-			if fmt.Sprint(outcomes(done.History)) != "[dead done]" {
-				t.Fatalf("history after replay = %v", outcomes(done.History))
+			if fmt.Sprint(outcomes(done.History)) != "[dead replayed done]" || done.History[1].Worker != "ops:ops" {
+				t.Fatalf("history after replay = %v (replayed by %q)", outcomes(done.History), done.History[1].Worker)
 			}
 			status, body = apiCall(t, "POST", fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), dead.ID), opsKey, nil)
 			if status != 409 || body["code"] != "ECONFLICT" {
