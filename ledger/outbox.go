@@ -220,13 +220,18 @@ const releaseAfterConfirm = `kind <> ? OR NOT EXISTS (SELECT 1 FROM outbox_jobs 
 var _ retry.Releaser = (*Outbox)(nil)
 
 // Release implements retry.Releaser: a claim never attempted goes back to
-// PENDING, due now, without counting an attempt.
+// PENDING, due now, without counting an attempt; a job never attempted at
+// all also gets its elapsed-time budget back (first_attempt_at).
 func (o *Outbox) Release(ctx context.Context, job retry.Job, worker string) error {
 	now := o.s.now()
+	set := map[string]any{"state": JobPending, "lease_owner": nil, "lease_until": nil, "next_run_at": now,
+		"attempts": gorm.Expr("attempts - 1"), "updated_at": now}
+	if job.Attempt == 1 {
+		set["first_attempt_at"] = nil
+	}
 	err := o.s.db.WithContext(ctx).Model(&outboxJobRow{}).
 		Where("id = ? AND state = ? AND lease_owner = ? AND attempts = ?", job.ID, JobRunning, worker, job.Attempt).
-		Updates(map[string]any{"state": JobPending, "lease_owner": nil, "lease_until": nil, "next_run_at": now,
-			"attempts": gorm.Expr("attempts - 1"), "updated_at": now}).Error
+		Updates(set).Error
 	if err != nil {
 		return fmt.Errorf("release outbox job %d: %w", job.ID, err)
 	}

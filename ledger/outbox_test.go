@@ -149,6 +149,9 @@ func TestOutboxReleaseGivesBackAnUnstartedClaim(t *testing.T) {
 		if err := q.Release(ctx, a[0], "w-a"); err != nil {
 			t.Fatal(err)
 		}
+		if j, _ := q.Job(ctx, a[0].ID); j.FirstAttemptAt != nil {
+			t.Fatalf("released job keeps first_attempt_at %v: its retry budget would run from a claim never attempted", j.FirstAttemptAt)
+		}
 		b, err := q.Claim(ctx, "w-b", 10, time.Hour)
 		if err != nil || len(b) != 1 || b[0].ID != a[0].ID || b[0].Attempt != 1 {
 			t.Fatalf("claim after release = %+v, err %v (want the same job, still attempt 1)", b, err)
