@@ -209,6 +209,10 @@ func (s *RefundService) record(ctx context.Context, openid, idemKey string, p Re
 		return nil, Errorf(CodeConflict, "order is not paid", err)
 	case errors.As(err, &exceeds):
 		return nil, Errorf(CodeConflict, fmt.Sprintf("refund exceeds what is left to refund (%d fen)", max(exceeds.Remaining, 0)), err)
+	case errors.Is(err, ledger.ErrConflict): // a request that took the key over created the refund first
+		return nil, Errorf(CodeInFlight, "another request with this Idempotency-Key created the refund; retry for its answer", err)
+	case errors.Is(err, ledger.ErrAlreadyRecorded): // an out_refund_no collision: never answer with another's refund
+		return nil, Errorf(CodeUnavailable, "refund number already taken, try again", err)
 	}
 	return nil, ledgerError(err)
 }
