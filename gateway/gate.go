@@ -82,16 +82,20 @@ func (m *MemoryGate) Finish(ctx context.Context, k GateKeys, token string, commi
 type FallbackGate struct {
 	Primary, Secondary Gate
 	Hook               func(what string) // told about each fallback (metrics)
+	Breaker            *Breaker          // shared by a gateway's Fallback* guards
 }
 
 // Admit implements Gate.
 func (f FallbackGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error) {
-	a, err := f.Primary.Admit(ctx, k, t)
-	if err == nil {
-		return a, nil
+	if !f.Breaker.Open() {
+		a, err := f.Primary.Admit(ctx, k, t)
+		if err == nil {
+			return a, nil
+		}
+		noteFailure(ctx, "gate", err, f.Breaker)
 	}
-	noteFallback(ctx, "gate", err, f.Hook)
-	a, err = f.Secondary.Admit(ctx, k, t)
+	countFallback("gate", f.Hook)
+	a, err := f.Secondary.Admit(ctx, k, t)
 	if a.Token != "" {
 		a.Token = "mem:" + a.Token
 	}
@@ -104,6 +108,14 @@ func (f FallbackGate) Finish(ctx context.Context, k GateKeys, token string, comm
 		return f.Secondary.Finish(ctx, k, mt, committed, t)
 	}
 	// Nothing to fall back to: an unwritten mark costs a later redelivery
-	// a database lookup, an unreleased lock expires with its TTL.
-	return f.Primary.Finish(ctx, k, token, committed, t)
+	// a database lookup, an unreleased lock expires with its TTL. While
+	// the breaker is open Redis is not asked at all.
+	if f.Breaker.Open() {
+		return nil
+	}
+	err := f.Primary.Finish(ctx, k, token, committed, t)
+	if err != nil {
+		noteFailure(ctx, "finish", err, f.Breaker)
+	}
+	return err
 }

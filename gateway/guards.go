@@ -127,32 +127,45 @@ var Fallbacks atomic.Int64
 type FallbackLocker struct {
 	Primary, Secondary Locker
 	Hook               func(what string) // told about each fallback (metrics)
+	Breaker            *Breaker          // shared by a gateway's Fallback* guards
 }
 
 // TryLock implements Locker.
 func (f FallbackLocker) TryLock(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
-	token, ok, err := f.Primary.TryLock(ctx, key, ttl)
-	if err == nil {
-		return token, ok, nil
+	if !f.Breaker.Open() {
+		token, ok, err := f.Primary.TryLock(ctx, key, ttl)
+		if err == nil {
+			return token, ok, nil
+		}
+		noteFailure(ctx, "lock", err, f.Breaker)
 	}
-	noteFallback(ctx, "lock", err, f.Hook)
-	token, ok, err = f.Secondary.TryLock(ctx, key, ttl)
+	countFallback("lock", f.Hook)
+	token, ok, err := f.Secondary.TryLock(ctx, key, ttl)
 	return "mem:" + token, ok, err
 }
 
-// Unlock implements Locker.
+// Unlock implements Locker. While the breaker is open a Redis lock is
+// left to expire with its TTL.
 func (f FallbackLocker) Unlock(ctx context.Context, key, token string) error {
 	if t, ok := cutPrefix(token, "mem:"); ok {
 		return f.Secondary.Unlock(ctx, key, t)
 	}
-	return f.Primary.Unlock(ctx, key, token)
+	if f.Breaker.Open() {
+		return nil
+	}
+	err := f.Primary.Unlock(ctx, key, token)
+	if err != nil {
+		noteFailure(ctx, "unlock", err, f.Breaker)
+	}
+	return err
 }
 
 // FallbackHook, when set, is told about each fallback. It is process
 // wide; prefer the Hook field of the Fallback* guards (one per gateway).
 var FallbackHook func(what string)
 
-func noteFallback(ctx context.Context, what string, err error, hook func(string)) {
+// countFallback counts one use of the in-process guard instead of Redis.
+func countFallback(what string, hook func(string)) {
 	Fallbacks.Add(1)
 	if FallbackHook != nil {
 		FallbackHook(what)
@@ -160,7 +173,17 @@ func noteFallback(ctx context.Context, what string, err error, hook func(string)
 	if hook != nil {
 		hook(what)
 	}
-	slog.WarnContext(ctx, "redis unavailable, using in-process fallback", "what", what, "err", err)
+}
+
+// noteFailure records a failed Redis call: it opens the breaker and logs
+// once per opening (or every failure without a breaker), so a Redis
+// outage does not log once per request.
+func noteFailure(ctx context.Context, what string, err error, b *Breaker) {
+	opened := b.Fail(ctx)
+	if b == nil || opened {
+		slog.WarnContext(ctx, "redis unavailable, using in-process fallback", "what", what, "err", err,
+			"skip_redis_for", b.cooldown())
+	}
 }
 
 func cutPrefix(s, prefix string) (string, bool) {

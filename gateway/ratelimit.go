@@ -167,14 +167,18 @@ func (m *MemoryLimiter) sweep(now time.Time) {
 type FallbackLimiter struct {
 	Primary, Secondary Limiter
 	Hook               func(what string) // told about each fallback (metrics)
+	Breaker            *Breaker          // shared by a gateway's Fallback* guards
 }
 
 // Allow implements Limiter.
 func (f FallbackLimiter) Allow(ctx context.Context, key string, limit Limit) (Decision, error) {
-	d, err := f.Primary.Allow(ctx, key, limit)
-	if err == nil {
-		return d, nil
+	if !f.Breaker.Open() {
+		d, err := f.Primary.Allow(ctx, key, limit)
+		if err == nil {
+			return d, nil
+		}
+		noteFailure(ctx, "ratelimit", err, f.Breaker)
 	}
-	noteFallback(ctx, "ratelimit", err, f.Hook)
+	countFallback("ratelimit", f.Hook)
 	return f.Secondary.Allow(ctx, key, limit)
 }

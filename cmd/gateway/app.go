@@ -162,10 +162,10 @@ func (m *Main) guards() (gateway.Gate, gateway.Locker) {
 	m.closers = append(m.closers, m.Redis.Close)
 	rs := redisstore.New(m.Redis, rc)
 	m.closers = append(m.closers, rs.Close)
-	hook := m.Metrics.RedisFallback
-	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook}
-	return gateway.FallbackGate{Primary: rs, Secondary: memGate, Hook: hook},
-		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook}
+	hook, breaker := m.Metrics.RedisFallback, &gateway.Breaker{Cooldown: r.BreakerCooldown}
+	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook, Breaker: breaker}
+	return gateway.FallbackGate{Primary: rs, Secondary: memGate, Hook: hook, Breaker: breaker},
+		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook, Breaker: breaker}
 }
 
 func newVerifier(w WechatPayConfig) (*wechatpay.Verifier, error) {

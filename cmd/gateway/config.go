@@ -109,6 +109,10 @@ type RedisConfig struct {
 	// release) ride in the next Redis round trip, waiting at most this
 	// long, instead of costing one of its own; 0 sends it at once.
 	FinishDelay time.Duration `yaml:"finish_delay"`
+	// BreakerCooldown: after a failed Redis call, Redis is skipped (the
+	// in-process guards answer) for this long, so a hung Redis costs a
+	// request at most one op_timeout; default 2 s.
+	BreakerCooldown time.Duration `yaml:"breaker_cooldown"`
 }
 
 // WechatPayConfig is the merchant's identity and keys.
@@ -155,7 +159,8 @@ func DefaultConfig() Config {
 			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},
 		Redis: RedisConfig{Prefix: "gw:", PoolSize: 20, DialTimeout: 200 * time.Millisecond,
 			ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
-			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond, FinishDelay: 2 * time.Millisecond},
+			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond, FinishDelay: 2 * time.Millisecond,
+			BreakerCooldown: 2 * time.Second},
 		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
 		Log:       LogConfig{Level: "info"},
 		RateLimit: defaultRateLimit(),

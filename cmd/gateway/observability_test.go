@@ -85,6 +85,51 @@ func TestHungRedisGatewayAnswersFromDatabase(t *testing.T) {
 	}
 }
 
+// TestHungRedisCostsARequestOneWaitAtMost: twenty deliveries of one
+// notification at once with Redis hung. Each Redis call is bounded, but
+// the deliveries that find the notification locked retry the lock every
+// few milliseconds: without the breaker each retry waited the op timeout
+// again. With it a request makes at most one Redis call, and once the
+// breaker is open later requests make none.
+func TestHungRedisCostsARequestOneWaitAtMost(t *testing.T) {
+	cfg := testConfig(t, backend{name: "sqlite"})
+	cfg.Redis.Addr = hungRedis(t)
+	cfg.Redis.BreakerCooldown = time.Minute
+	m := startGateway(t, cfg)
+	k, _ := testKeys(t)
+	no := uniqueNo("hung1")
+	first := mustNotification(k.PaymentNotification(paidTx(k, no, 300), wxpaysim.PublicKeyMode(), time.Now()))
+	ns := []wxpaysim.Notification{first}
+	for len(ns) < 20 {
+		ns = append(ns, mustNotification(first.Resign(k, wxpaysim.PublicKeyMode(), time.Now())))
+	}
+	fireAll(t, m, ns)
+	assertRecordedOnce(t, m, no)
+	calls := redisCalls(t, m)
+	if calls == 0 || calls > uint64(len(ns)) {
+		t.Fatalf("%d Redis calls for %d requests, want between 1 and one per request", calls, len(ns))
+	}
+	for i := range 4 {
+		ns[i] = mustNotification(first.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
+	}
+	fireAll(t, m, ns[:4])
+	if after := redisCalls(t, m); after != calls {
+		t.Fatalf("%d Redis calls while the breaker is open, want none", after-calls)
+	}
+}
+
+// redisCalls counts the observations of gateway_redis_call_seconds.
+func redisCalls(t *testing.T, m *Main) uint64 {
+	t.Helper()
+	var n uint64
+	if fam := metricFamily(t, m, "gateway_redis_call_seconds"); fam != nil {
+		for _, s := range fam.GetMetric() {
+			n += s.GetHistogram().GetSampleCount()
+		}
+	}
+	return n
+}
+
 // assertRedisCallsBounded checks that every observation of
 // gateway_redis_call_seconds falls in a bucket at or under bound.
 func assertRedisCallsBounded(t *testing.T, m *Main, bound time.Duration) {
