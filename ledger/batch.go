@@ -21,8 +21,9 @@ var errNotPlain = errors.New("batch holds an update that is not a plain change")
 // deliveries), all of them share one transaction, with one multi-row
 // statement per table and one commit: each still goes through the state
 // machine and gets its history row and outbox job. Otherwise, or if that
-// transaction fails, each is applied on its own, concurrently. batched
-// says whether they shared one transaction.
+// transaction fails, each is applied on its own, at most
+// soloConcurrency at a time. batched says whether they shared one
+// transaction.
 func (s *Store) ApplyTransactions(ctx context.Context, us []TransactionUpdate) (errs []error, batched bool) {
 	errs = make([]error, len(us))
 	if len(us) == 1 {
@@ -33,12 +34,24 @@ func (s *Store) ApplyTransactions(ctx context.Context, us []TransactionUpdate) (
 		return errs, true
 	}
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, soloConcurrency)
 	for i, u := range us {
-		wg.Go(func() { _, errs[i] = s.ApplyTransaction(ctx, u) })
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			_, errs[i] = s.ApplyTransaction(ctx, u)
+		})
 	}
 	wg.Wait()
 	return errs, false
 }
+
+// soloConcurrency bounds the connections one failed batch takes when its
+// updates are applied one by one: a batch of 32 redeliveries (say after a
+// Redis restart lost the commit marks) used to open 32 transactions at
+// once, and two batch workers could take 64 connections, more than the
+// whole pool, from auth, audit and the outbox.
+const soloConcurrency = 4
 
 // distinct reports whether no two updates share an order or a notice.
 func distinct(us []TransactionUpdate) bool {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,4 +133,52 @@ func TestBatchRaceWithSingleApply(t *testing.T) {
 			assertPaid(t, s, fmt.Sprintf("r-%02d", i), 100, 1)
 		}
 	})
+}
+
+// TestFailedBatchTakesFewConnections: a batch of 32 redeliveries (the
+// commit marks lost, say) cannot be applied as one and falls back to one
+// transaction per update; those must not take 32 connections at once.
+func TestFailedBatchTakesFewConnections(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	ctx := context.Background()
+	us := make([]ledger.TransactionUpdate, 32)
+	for i := range us {
+		us[i] = paid(fmt.Sprintf("cn-%d", i), fmt.Sprintf("c-%02d", i), fmt.Sprintf("ctx-%d", i), 100)
+		if _, err := s.ApplyTransaction(ctx, us[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sqlDB, err := s.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxIdleConns(64)
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if n := int64(sqlDB.Stats().InUse); n > peak.Load() {
+				peak.Store(n)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+	errs, batched := s.ApplyTransactions(ctx, us)
+	close(stop)
+	<-sampled
+	for i, err := range errs {
+		if !errors.Is(err, ledger.ErrAlreadyRecorded) || batched {
+			t.Fatalf("update %d: %v (batched %t), want already recorded", i, err, batched)
+		}
+	}
+	if p := peak.Load(); p > 5 {
+		t.Fatalf("%d connections in use at once, want at most 5", p)
+	}
 }
