@@ -29,6 +29,7 @@ type batcher struct {
 }
 
 type batchItem struct {
+	ctx  context.Context // the caller's: an update nobody waits for is not applied
 	u    ledger.TransactionUpdate
 	done chan error
 }
@@ -44,7 +45,7 @@ func newBatcher(store *ledger.Store, policy BatchPolicy, timeout time.Duration, 
 // ends stops waiting; the update may still commit, and a redelivery then
 // finds it stored.
 func (b *batcher) apply(ctx context.Context, u ledger.TransactionUpdate) error {
-	it := &batchItem{u: u, done: make(chan error, 1)}
+	it := &batchItem{ctx: ctx, u: u, done: make(chan error, 1)}
 	select {
 	case b.in <- it:
 	case <-ctx.Done():
@@ -66,8 +67,32 @@ func (b *batcher) close() {
 	b.wg.Wait()
 }
 
-func (b *batcher) run(items []*batchItem) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+// run applies the updates whose callers still wait, within the latest of
+// their deadlines (and never longer than the batch timeout). An update
+// whose caller already gave up (answered 503) is dropped: applying it
+// would only commit a notification nobody marks done, whose redelivery
+// then costs a lookup, and would hold a connection while the database is
+// slow.
+func (b *batcher) run(all []*batchItem) {
+	items := make([]*batchItem, 0, len(all))
+	deadline := time.Time{}
+	for _, it := range all {
+		if err := it.ctx.Err(); err != nil {
+			it.done <- err
+			continue
+		}
+		items = append(items, it)
+		if d, ok := it.ctx.Deadline(); ok && d.After(deadline) {
+			deadline = d
+		}
+	}
+	if len(items) == 0 {
+		return
+	}
+	if limit := time.Now().Add(b.timeout); deadline.IsZero() || deadline.After(limit) {
+		deadline = limit
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	us := make([]ledger.TransactionUpdate, len(items))
 	for i, it := range items {
