@@ -82,7 +82,8 @@ func (m *Metrics) Handler() http.Handler {
 	if m == nil {
 		return http.NotFoundHandler()
 	}
-	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry, Timeout: 5 * time.Second})
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry, Timeout: 5 * time.Second,
+		MaxRequestsInFlight: 2})
 }
 
 // Middleware counts every request by route template (c.FullPath(), so
@@ -203,13 +204,22 @@ func NoteDuplicate(ctx context.Context) {
 }
 
 // ledgerCollector reads refund, outbox and dead-letter gauges with plain
-// SQL counts on each scrape (bounded by a short timeout), so it works
-// whatever code writes those tables.
+// SQL counts (bounded by a short timeout), so it works whatever code
+// writes those tables. A reading is kept for ledgerGaugeTTL and scrapes
+// share it: a flood of scrapes costs the database one reading, not four
+// aggregate queries each, and cannot take the pool from notifications.
 type ledgerCollector struct {
 	db                                                         *sql.DB
 	now                                                        func() time.Time // the ledger's clock
 	refunds, outboxJobs, outboxOldest, outboxAttempts, scrapeE *prometheus.Desc
+
+	mu     sync.Mutex
+	readAt time.Time
+	last   []prometheus.Metric
 }
+
+// ledgerGaugeTTL is how long a reading of the ledger gauges is reused.
+const ledgerGaugeTTL = 10 * time.Second
 
 func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 	return &ledgerCollector{db: db, now: now,
@@ -231,8 +241,27 @@ func (l *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector: the last reading if it is
+// fresh, else a new one (one at a time).
 func (l *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil || time.Since(l.readAt) >= ledgerGaugeTTL {
+		read := make(chan prometheus.Metric, 64)
+		go func() { l.read(read); close(read) }()
+		l.last = l.last[:0]
+		for m := range read {
+			l.last = append(l.last, m)
+		}
+		l.readAt = time.Now()
+	}
+	for _, m := range l.last {
+		ch <- m
+	}
+}
+
+// read queries the gauges.
+func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	failed := 0.0

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -15,6 +16,7 @@ import (
 
 // Deps are what the HTTP edge needs.
 type Deps struct {
+	readiness     *readiness // made by NewRouter
 	Processor     *Processor
 	Store         *ledger.Store
 	Auth          *Auth
@@ -52,6 +54,7 @@ func NewRouter(d Deps) *gin.Engine {
 	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	d.readiness = &readiness{}
 	r.GET("/readyz", d.ready)
 	if d.Metrics != nil && !d.MetricsElsewhere {
 		r.GET("/metrics", gin.WrapH(d.Metrics.Handler()))
@@ -119,13 +122,33 @@ func (d *Deps) paymentNotify(c *gin.Context) {
 }
 
 func (d *Deps) ready(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-	defer cancel()
-	if err := d.Store.Ping(ctx); err != nil {
+	if err := d.readiness.check(c.Request.Context(), d.Store.Ping); err != nil {
 		writeError(c, Errorf(CodeUnavailable, "database not ready", err))
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+// readiness shares one database ping among the /readyz requests of a
+// second: the probe is unauthenticated, and a flood of it must not take
+// the pool from notifications.
+type readiness struct {
+	mu     sync.Mutex
+	at     time.Time
+	result error
+}
+
+// check pings (bounded by 2 s) unless a ping in the last second answers.
+func (r *readiness) check(ctx context.Context, ping func(context.Context) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.at.IsZero() && time.Since(r.at) < time.Second {
+		return r.result
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second) // shared: not one caller's
+	defer cancel()
+	r.result, r.at = ping(pctx), time.Now()
+	return r.result
 }
 
 const requestIDKey = "gateway.request_id"

@@ -271,6 +271,36 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
+// TestLedgerGaugesAreShared: the ledger gauges (four aggregate queries)
+// are read once per ten seconds however often /metrics is scraped, so a
+// new outbox job shows up only in a later reading.
+func TestLedgerGaugesAreShared(t *testing.T) {
+	m := startGateway(t, testConfig(t, backends[0]))
+	k, _ := testKeys(t)
+	jobs := func() string {
+		t.Helper()
+		resp, err := httpClient.Get(m.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, `gateway_outbox_jobs{kind="inventory.confirm"`) {
+				return line
+			}
+		}
+		return "none"
+	}
+	before := jobs()
+	if status, _ := post(t, m.URL()+paymentPath, good(t, k, uniqueNo("gs"))); status != 204 {
+		t.Fatalf("notification: status %d", status)
+	}
+	if after := jobs(); after != before {
+		t.Fatalf("gauges read again within the TTL: %q then %q", before, after)
+	}
+}
+
 // TestMetricsOnInternalListener moves /metrics off the public port:
 // http.metrics_addr serves it on its own listener, and the port WeChat
 // Pay and users reach answers it with a JSON 404.
