@@ -37,6 +37,7 @@ type pipeline struct {
 var errClosed = errors.New("redisstore closed")
 
 type scriptCall struct {
+	ctx    context.Context // the caller's (run); nil for runLater
 	script *redis.Script
 	keys   []string
 	args   []any
@@ -55,7 +56,7 @@ func newPipeline(client *redis.Client, workers, max int, timeout, delay time.Dur
 // run evaluates script and waits for its reply or for ctx to end; the
 // caller's ctx bounds its wait, whatever the pipeline is doing.
 func (p *pipeline) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	c := &scriptCall{script: script, keys: keys, args: args, done: make(chan struct{})}
+	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
 	select {
 	case p.in <- c:
 	case <-ctx.Done():
@@ -112,6 +113,22 @@ func (p *pipeline) takeLater() []*scriptCall {
 	return later
 }
 
+// dropAbandoned answers, without sending them, the calls whose caller
+// stopped waiting before a worker took them (it fell back to memory): a
+// lock taken for nobody would hold off the next delivery until its TTL.
+func dropAbandoned(calls []*scriptCall) []*scriptCall {
+	live := make([]*scriptCall, 0, len(calls))
+	for _, c := range calls {
+		if c.ctx != nil && c.ctx.Err() != nil {
+			c.cmd = failed(c.ctx, c.ctx.Err())
+			close(c.done)
+			continue
+		}
+		live = append(live, c)
+	}
+	return live
+}
+
 func failed(ctx context.Context, err error) *redis.Cmd {
 	cmd := redis.NewCmd(ctx)
 	cmd.SetErr(err)
@@ -138,6 +155,7 @@ func (p *pipeline) exec(calls []*scriptCall) {
 	if later := p.takeLater(); len(later) > 0 {
 		calls = append(later, calls...)
 	}
+	calls = dropAbandoned(calls)
 	if len(calls) == 0 {
 		return
 	}
