@@ -107,7 +107,9 @@ func (s *RefundService) RunJanitor(ctx context.Context, cfg JanitorConfig) {
 // answer, prunes expired idempotency keys, and returns how many refunds it
 // looked at.
 func (s *RefundService) Sweep(ctx context.Context, batch int) int {
-	claimed, err := s.store.ClaimStuckRefunds(ctx, batch, 2*s.cfg.CallTimeout)
+	qctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	claimed, err := s.store.ClaimStuckRefunds(qctx, batch, 2*s.cfg.CallTimeout)
+	cancel()
 	if err != nil {
 		slog.ErrorContext(ctx, "janitor: claim refunds", "err", err)
 	}
@@ -125,7 +127,9 @@ func (s *RefundService) Sweep(ctx context.Context, batch int) int {
 		slog.InfoContext(ctx, "janitor: refund checked", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
 			"from", r.State, "to", after.State)
 	}
-	if _, err := s.store.PruneIdempotent(ctx, 500); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	if _, err := s.store.PruneIdempotent(pctx, 500); err != nil {
 		slog.ErrorContext(ctx, "janitor: prune idempotency keys", "err", err)
 	}
 	return len(claimed)

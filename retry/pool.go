@@ -30,6 +30,11 @@ type PoolConfig struct {
 	Policy         Policy
 }
 
+// storeTimeout bounds each queue call (claim, release, storing an
+// attempt): with a hung database a worker gives up and tries again
+// instead of holding a connection until the driver's read timeout.
+const storeTimeout = 5 * time.Second
+
 // Pool runs jobs from a Queue with a Handler.
 type Pool struct {
 	cfg     PoolConfig
@@ -121,7 +126,9 @@ func (p *Pool) work(ctx context.Context, worker string) {
 // RunOnce claims one batch as worker and handles it; it returns how many
 // jobs it claimed.
 func (p *Pool) RunOnce(ctx context.Context, worker string) (int, error) {
-	jobs, err := p.queue.Claim(ctx, worker, p.cfg.Batch, p.cfg.Lease)
+	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	jobs, err := p.queue.Claim(cctx, worker, p.cfg.Batch, p.cfg.Lease)
+	cancel()
 	if err != nil {
 		return 0, err
 	}
@@ -149,7 +156,7 @@ func (p *Pool) release(ctx context.Context, worker string, jobs []Job) {
 	if !ok {
 		return
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	for _, job := range jobs {
 		if err := r.Release(rctx, job, worker); err != nil {
@@ -168,7 +175,9 @@ func (p *Pool) runJob(ctx context.Context, worker string, job Job) {
 	err := p.handler.Handle(hctx, job)
 	cancel()
 	a := Attempt{JobID: job.ID, Number: job.Attempt, Worker: worker, StartedAt: started, FinishedAt: p.now()}
-	serr := p.settle(context.WithoutCancel(ctx), job, a, err)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	serr := p.settle(sctx, job, a, err)
+	scancel()
 	log := p.log.With("out_trade_no", job.OutTradeNo, "job_id", job.ID, "kind", job.Kind, "attempt", job.Attempt)
 	switch {
 	case errors.Is(serr, ErrLeaseLost):

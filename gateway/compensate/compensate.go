@@ -75,6 +75,14 @@ func (j *Job) Run(ctx context.Context) {
 	}
 }
 
+// pageTimeout bounds reading one page of orders; checkTimeout one order's
+// check (query, maybe close and query again, and the ledger write), so a
+// hung database or WeChat Pay holds a connection for a bounded time.
+const (
+	pageTimeout  = 10 * time.Second
+	checkTimeout = 45 * time.Second
+)
+
 // RunOnce checks every order awaiting payment for longer than the safety
 // buffer and returns how many it changed in the ledger.
 func (j *Job) RunOnce(ctx context.Context) (int, error) {
@@ -82,14 +90,18 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 	var after uint64
 	changed := 0
 	for ctx.Err() == nil {
-		page, next, err := j.store.AwaitingPayment(ctx, cutoff, after, j.cfg.Batch)
+		pctx, cancel := context.WithTimeout(ctx, pageTimeout)
+		page, next, err := j.store.AwaitingPayment(pctx, cutoff, after, j.cfg.Batch)
+		cancel()
 		if err != nil {
 			return changed, err
 		}
 		for _, p := range page {
-			if j.check(ctx, p) {
+			cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+			if j.check(cctx, p) {
 				changed++
 			}
+			cancel()
 		}
 		if len(page) < j.cfg.Batch {
 			break
