@@ -70,6 +70,9 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"bad key id", func(c *Config) { c.WechatPay.PublicKeyID = "x" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_ID"},
 		{"no dsn", func(c *Config) { c.Database.DSN = "" }, "GATEWAY_DATABASE_DSN"},
 		{"negative finish delay", func(c *Config) { c.Redis.FinishDelay = -time.Millisecond }, "GATEWAY_REDIS_FINISH_DELAY"},
+		{"no read timeout", func(c *Config) { c.HTTP.ReadTimeout = 0 }, "GATEWAY_HTTP_READ_TIMEOUT"},
+		{"no idle timeout", func(c *Config) { c.HTTP.IdleTimeout = 0 }, "GATEWAY_HTTP_IDLE_TIMEOUT"},
+		{"write timeout under the API's", func(c *Config) { c.HTTP.WriteTimeout = c.HTTP.APITimeout }, "GATEWAY_HTTP_WRITE_TIMEOUT"},
 		{"long finish delay", func(c *Config) { c.Redis.FinishDelay = time.Minute }, "GATEWAY_REDIS_FINISH_DELAY"},
 	}
 	for _, tc := range cases {
