@@ -183,32 +183,56 @@ func (o *Outbox) Claim(ctx context.Context, worker string, n int, lease time.Dur
 	return out, nil
 }
 
-// dueJobs locks up to n due jobs: pending ones first, then running ones
-// whose lease expired. Each state is its own range of the (state,
-// next_run_at) index read in order, so the database reads and locks only
-// the rows it returns; "state IN (…) ORDER BY next_run_at" would sort, and
-// lock, every due row first, which under a backlog of tens of thousands
-// of jobs exhausted InnoDB's lock memory (found by the chaos run).
+// dueJobs locks up to n due jobs: running ones whose lease expired (a
+// crashed worker's) take up to a quarter of the batch first, then pending
+// ones, then expired ones again for what is left; with pending first, a
+// steady backlog kept a crashed instance's jobs waiting until it drained.
+// Each state is its own range of the (state, next_run_at) index read in
+// order, so the database reads and locks only the rows it returns;
+// "state IN (…) ORDER BY next_run_at" would sort, and lock, every due row
+// first, which under a backlog of tens of thousands of jobs exhausted
+// InnoDB's lock memory (found by the chaos run).
 //
 // A release waits until its order's confirmation is DONE (see
 // releaseAfterConfirm): otherwise a confirmation in backoff, or dead, let
 // the refund's release go first, and the confirmation's retry then
 // deducted stock for an order already refunded.
 func dueJobs(tx *gorm.DB, now time.Time, n int) ([]uint64, error) {
-	var ids []uint64
-	for _, state := range []string{JobPending, JobRunning} {
-		var got []uint64
-		err := tx.Model(&outboxJobRow{}).Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
-			Where("state = ? AND next_run_at <= ?", state, now).Where(releaseAfterConfirm, JobReleaseInventory, JobConfirmInventory, JobDone).
-			Order("next_run_at").Limit(n-len(ids)).Pluck("id", &got).Error
-		if err != nil {
+	share := max(1, n/4)
+	ids, err := due(tx, JobRunning, now, min(share, n), nil)
+	if err != nil {
+		return nil, err
+	}
+	expired := len(ids)
+	more, err := due(tx, JobPending, now, n-len(ids), ids)
+	if err != nil {
+		return nil, err
+	}
+	ids = append(ids, more...)
+	if expired == share && len(ids) < n { // more expired leases than their share, room left
+		if more, err = due(tx, JobRunning, now, n-len(ids), ids); err != nil {
 			return nil, err
 		}
-		if ids = append(ids, got...); len(ids) >= n {
-			break
-		}
+		ids = append(ids, more...)
 	}
 	return ids, nil
+}
+
+// due locks up to limit due jobs in state, oldest first, leaving out the
+// ids already taken.
+func due(tx *gorm.DB, state string, now time.Time, limit int, taken []uint64) ([]uint64, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	q := tx.Model(&outboxJobRow{}).Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
+		Where("state = ? AND next_run_at <= ?", state, now).
+		Where(releaseAfterConfirm, JobReleaseInventory, JobConfirmInventory, JobDone)
+	if len(taken) > 0 {
+		q = q.Where("id NOT IN ?", taken)
+	}
+	var ids []uint64
+	err := q.Order("next_run_at").Limit(limit).Pluck("id", &ids).Error
+	return ids, err
 }
 
 // releaseAfterConfirm holds a release back while its order has a

@@ -259,3 +259,27 @@ func forceDue(t *testing.T, s *ledger.Store, id uint64) {
 		t.Fatal(err)
 	}
 }
+
+// TestExpiredLeasesAreNotStarvedByABacklog: a crashed worker's job (its
+// lease run out) is claimed even while older pending jobs fill every batch.
+func TestExpiredLeasesAreNotStarvedByABacklog(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n8", "ob-o8", "ob-tx8", 100)); err != nil {
+			t.Fatal(err)
+		}
+		q := s.Outbox()
+		crashed, err := q.Claim(ctx, "w-crashed", 1, time.Millisecond)
+		if err != nil || len(crashed) != 1 {
+			t.Fatalf("claim = %+v, %v", crashed, err)
+		}
+		if err := s.InsertDueJobs(ctx, "backlog", 40); err != nil { // due a minute ago: older than the lease
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		got := claimKinds(t, q, "w-b")
+		if len(got) != 10 || got["confirm:ob-o8"].ID != crashed[0].ID {
+			t.Fatalf("claimed %d jobs without the crashed worker's (%d)", len(got), crashed[0].ID)
+		}
+	})
+}
