@@ -22,18 +22,25 @@ type BillSource interface {
 type Reconciler struct {
 	Store   *ledger.Store
 	Bills   BillSource
-	Timeout time.Duration // bounds one run; default 2 min
+	Timeout time.Duration // bounds one run, bill download included; default 10 min
+}
+
+// defaultReconcileTimeout leaves room for a 5 min bill download.
+const defaultReconcileTimeout = 10 * time.Minute
+
+// limit bounds one run.
+func (r *Reconciler) limit() time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
+	}
+	return defaultReconcileTimeout
 }
 
 // Run downloads and parses the bill of day ("YYYY-MM-DD", UTC+8),
 // compares it with the ledger, repairs missing payments and stores the
 // report (replacing an earlier one of the same day).
 func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.Reconciliation, error) {
-	limit := r.Timeout
-	if limit <= 0 {
-		limit = 2 * time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, limit)
+	ctx, cancel := context.WithTimeout(ctx, r.limit())
 	defer cancel()
 	data, err := r.Bills.TradeBill(ctx, day)
 	if err != nil {
@@ -119,7 +126,8 @@ func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 			return
 		}
 		// A big bill may take longer than the server's WriteTimeout.
-		_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(3 * time.Minute))
+		deadline := time.Now().Add(f.Reconciler.limit() + 30*time.Second)
+		_ = http.NewResponseController(c.Writer).SetWriteDeadline(deadline)
 		rep, err := f.Reconciler.Run(c.Request.Context(), day, CurrentPrincipal(c).Name)
 		if err != nil {
 			writeError(c, err)

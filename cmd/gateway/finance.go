@@ -27,7 +27,8 @@ type FinanceConfig struct {
 	DailyReconcileAt string `yaml:"daily_reconcile_at"`
 	// ReconcileRetry is the wait before retrying a failed daily run; default 15m.
 	ReconcileRetry time.Duration `yaml:"reconcile_retry"`
-	// ReconcileTimeout bounds one reconciliation; default 2m.
+	// ReconcileTimeout bounds one reconciliation, bill download included;
+	// default 10m, and longer than wechatpay.bill_timeout.
 	ReconcileTimeout time.Duration `yaml:"reconcile_timeout"`
 	// ExportTimeout bounds one CSV export; default 5m.
 	ExportTimeout time.Duration `yaml:"export_timeout"`
