@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,11 +13,15 @@ import (
 	"paygateway/ledger"
 )
 
-// BillSource downloads WeChat Pay trade bills. A day without transactions
-// gives an empty bill and no error.
+// BillSource downloads WeChat Pay trade bills. When WeChat Pay has no bill
+// of the day (NO_STATEMENT_EXIST) the error matches ErrNoStatement.
 type BillSource interface {
 	TradeBill(ctx context.Context, billDate string) ([]byte, error)
 }
+
+// ErrNoStatement means WeChat Pay has no trade bill of the day: either
+// nothing moved that day or the bill is not generated yet.
+var ErrNoStatement = errors.New("no trade bill of the day")
 
 // Reconciler compares WeChat Pay's trade bill of a day with the ledger.
 type Reconciler struct {
@@ -40,15 +45,15 @@ func (r *Reconciler) limit() time.Duration {
 // compares it with the ledger, repairs missing payments and stores the
 // report (replacing an earlier one of the same day).
 func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.Reconciliation, error) {
+	day, err := parsePastDay(day, r.Store.Now())
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.limit())
 	defer cancel()
-	data, err := r.Bills.TradeBill(ctx, day)
+	bill, err := r.bill(ctx, day)
 	if err != nil {
-		return nil, Errorf(CodeUnavailable, "could not download the trade bill of "+day, err)
-	}
-	bill, err := ledger.ParseTradeBill(data)
-	if err != nil {
-		return nil, Errorf(CodeUnavailable, "could not parse the trade bill of "+day, err)
+		return nil, err
 	}
 	rep, err := r.Store.Reconcile(ctx, day, bill, requestedBy)
 	if err != nil {
@@ -57,6 +62,38 @@ func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.
 	slog.InfoContext(ctx, "reconciliation done", "date", day, "status", rep.Status, "mismatches", rep.Mismatches,
 		"repaired", rep.Repaired, "bill_payments", rep.BillPayments, "bill_refunds", rep.BillRefunds)
 	return rep, nil
+}
+
+// bill downloads and parses the trade bill of day.
+func (r *Reconciler) bill(ctx context.Context, day string) (*ledger.Bill, error) {
+	data, err := r.Bills.TradeBill(ctx, day)
+	if errors.Is(err, ErrNoStatement) {
+		return r.emptyBill(ctx, day, err)
+	}
+	if err != nil {
+		return nil, Errorf(CodeUnavailable, "could not download the trade bill of "+day, err)
+	}
+	bill, err := ledger.ParseTradeBill(data)
+	if err != nil {
+		return nil, Errorf(CodeUnavailable, "could not parse the trade bill of "+day, err)
+	}
+	return bill, nil
+}
+
+// emptyBill takes WeChat's "no bill" as an empty bill only when the ledger
+// has nothing settled that day either. Otherwise the bill is not generated
+// yet (or lost at WeChat): reconciling against nothing would report every
+// payment missing, so the day fails and is tried again.
+func (r *Reconciler) emptyBill(ctx context.Context, day string, cause error) (*ledger.Bill, error) {
+	settled, err := r.Store.HasSettlements(ctx, day)
+	if err != nil {
+		return nil, ledgerError(fmt.Errorf("reconcile %s: %w", day, err))
+	}
+	if settled {
+		return nil, Errorf(CodeUnavailable, "WeChat Pay has no trade bill of "+day+
+			" yet, but the ledger has payments or refunds settled that day; try again later", cause)
+	}
+	return &ledger.Bill{}, nil
 }
 
 // DailyReconcile runs the reconciliation of the previous business day once
@@ -116,7 +153,7 @@ func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 			writeError(c, err)
 			return
 		}
-		day, err := parseDay(req.Date, d.Store.Now())
+		day, err := parsePastDay(req.Date, d.Store.Now())
 		if err != nil {
 			writeError(c, err)
 			return

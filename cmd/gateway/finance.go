@@ -100,15 +100,15 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 	return &gateway.Reconciler{Store: m.Store, Bills: tradeBills{client}, Timeout: m.Config.Finance.ReconcileTimeout}, nil
 }
 
-// tradeBills turns WeChat's NO_STATEMENT_EXIST (a day without
-// transactions) into an empty bill.
+// tradeBills marks WeChat's NO_STATEMENT_EXIST (no transactions that day,
+// or the bill not generated yet) as gateway.ErrNoStatement.
 type tradeBills struct{ c *wechatpay.Client }
 
 func (t tradeBills) TradeBill(ctx context.Context, day string) ([]byte, error) {
 	data, err := t.c.TradeBill(ctx, day)
 	var be *wechatpay.BusinessError
 	if errors.As(err, &be) && be.Code == "NO_STATEMENT_EXIST" {
-		return nil, nil
+		return nil, fmt.Errorf("%w: %w", gateway.ErrNoStatement, err)
 	}
 	return data, err
 }
