@@ -41,9 +41,15 @@ func (r *Reconciler) limit() time.Duration {
 	return defaultReconcileTimeout
 }
 
-// Run downloads and parses the bill of day ("YYYY-MM-DD", UTC+8),
-// compares it with the ledger, repairs missing payments and stores the
-// report (replacing an earlier one of the same day).
+// claimMargin keeps a day's lease past the end of its run, so a live run
+// never loses it to another instance.
+const claimMargin = time.Minute
+
+// Run downloads and parses the bill of day ("YYYY-MM-DD", UTC+8, before
+// today), compares it with the ledger, repairs missing payments and stores
+// the report (replacing an earlier one of the same day, but keeping its
+// repairs). It holds the day's lease in the ledger throughout, so one run
+// per day goes at a time across instances; another gets 409 EIN_FLIGHT.
 func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.Reconciliation, error) {
 	day, err := parsePastDay(day, r.Store.Now())
 	if err != nil {
@@ -51,17 +57,47 @@ func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.limit())
 	defer cancel()
-	bill, err := r.bill(ctx, day)
+	claim, err := r.Store.ClaimReconciliation(ctx, day, r.limit()+claimMargin)
 	if err != nil {
-		return nil, err
+		return nil, reconcileError(day, err)
 	}
-	rep, err := r.Store.Reconcile(ctx, day, bill, requestedBy)
+	rep, err := r.runClaimed(ctx, claim, requestedBy)
 	if err != nil {
-		return nil, ledgerError(fmt.Errorf("reconcile %s: %w", day, err))
+		r.release(ctx, claim)
+		return nil, err
 	}
 	slog.InfoContext(ctx, "reconciliation done", "date", day, "status", rep.Status, "mismatches", rep.Mismatches,
 		"repaired", rep.Repaired, "bill_payments", rep.BillPayments, "bill_refunds", rep.BillRefunds)
 	return rep, nil
+}
+
+func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClaim, requestedBy string) (*ledger.Reconciliation, error) {
+	bill, err := r.bill(ctx, claim.Day)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := r.Store.Reconcile(ctx, claim, bill, requestedBy)
+	if err != nil {
+		return nil, reconcileError(claim.Day, err)
+	}
+	return rep, nil
+}
+
+// release hands a failed run's lease back, even when ctx has ended, so
+// the day can be retried at once rather than when the lease runs out.
+func (r *Reconciler) release(ctx context.Context, claim *ledger.ReconcileClaim) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := r.Store.ReleaseReconciliation(ctx, claim); err != nil {
+		slog.WarnContext(ctx, "reconciliation lease not released; it runs out by itself", "date", claim.Day, "err", err)
+	}
+}
+
+func reconcileError(day string, err error) error {
+	if errors.Is(err, ledger.ErrClaimed) {
+		return Errorf(CodeInFlight, "the reconciliation of "+day+" is running elsewhere; try again when it ends", err)
+	}
+	return ledgerError(fmt.Errorf("reconcile %s: %w", day, err))
 }
 
 // bill downloads and parses the trade bill of day.
@@ -145,7 +181,8 @@ type reconcileRequest struct {
 }
 
 // runReconciliation runs the reconciliation of a day now and answers the
-// report. Running a day again replaces its report.
+// report. Running a day again replaces its report but keeps its repairs;
+// while another run holds the day the answer is 409 EIN_FLIGHT.
 func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var req reconcileRequest

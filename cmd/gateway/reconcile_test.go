@@ -156,9 +156,12 @@ func TestReconciliation(t *testing.T) {
 			if len(history) != 1 || history[0].Source != ledger.SourceReconcile || history[0].Ref != "reconcile:"+tx.TransactionID {
 				t.Fatalf("history = %+v", history)
 			}
+			// A rerun still reports the repair: the payment was missing.
 			again := s.reconcile(t, day)
-			if again.Mismatches != 0 || again.Runs < 2 {
-				t.Fatalf("rerun: %+v", again)
+			if got := kinds(again); len(got) != 1 || got[0] != ledger.MismatchPaymentMissingInLedger+":"+lost+":" ||
+				again.Items[0].Repair != ledger.RepairApplied || again.Repaired != 1 ||
+				again.Status != ledger.ReconcileMismatched || again.Runs < 2 {
+				t.Fatalf("rerun: %v %+v", got, again)
 			}
 
 			// The stored report is served as JSON and CSV.
@@ -166,12 +169,21 @@ func TestReconciliation(t *testing.T) {
 			s.reconcile(t, day)
 			s.sim.SetBillFaults(wxpaysim.BillFaults{})
 			_, body := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/"+day, financeKey, nil)
-			if body["status"] != ledger.ReconcileMismatched || body["mismatches"] != float64(1) {
+			if body["status"] != ledger.ReconcileMismatched || body["mismatches"] != float64(2) || body["repaired"] != float64(1) {
 				t.Fatalf("stored report: %v", body)
 			}
 			status, raw, _ := getRaw(t, s.m.URL()+"/v1/reconciliations/"+day+"?format=csv", financeKey, "")
 			recs, err := csv.NewReader(strings.NewReader(string(raw))).ReadAll()
-			if status != 200 || err != nil || len(recs) != 2 || recs[1][1] != ledger.MismatchPaymentMissingInBill || recs[1][8] != "2500" {
+			field := func(kind string, i int) string { // column i of the row of kind
+				for _, rec := range recs {
+					if rec[1] == kind && len(rec) > i {
+						return rec[i]
+					}
+				}
+				return ""
+			}
+			if status != 200 || err != nil || len(recs) != 3 || field(ledger.MismatchPaymentMissingInBill, 8) != "2500" ||
+				field(ledger.MismatchPaymentMissingInLedger, 9) != ledger.RepairApplied {
 				t.Fatalf("csv report: %d %v %q", status, err, raw)
 			}
 			if status, _ := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/2001-01-01", financeKey, nil); status != 404 {
