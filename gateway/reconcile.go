@@ -132,50 +132,6 @@ func (r *Reconciler) emptyBill(ctx context.Context, day string, cause error) (*l
 	return &ledger.Bill{}, nil
 }
 
-// DailyReconcile runs the reconciliation of the previous business day once
-// a day at the given offset after midnight UTC+8, until ctx ends. A failed
-// run is retried every retry until it succeeds or the next day's run.
-func (r *Reconciler) DailyReconcile(ctx context.Context, at, retry time.Duration, now func() time.Time) {
-	for {
-		next := nextRun(now(), at)
-		if !sleepCtx(ctx, next.Sub(now())) {
-			return
-		}
-		day := ledger.DayOf(next.Add(-24 * time.Hour))
-		for {
-			if _, err := r.Run(ctx, day, "daily-job"); err == nil {
-				break
-			} else {
-				slog.ErrorContext(ctx, "daily reconciliation failed", "date", day, "err", err)
-			}
-			if !sleepCtx(ctx, retry) || now().After(nextRun(next, at)) {
-				break
-			}
-		}
-	}
-}
-
-// nextRun returns the first instant after t that is at past midnight UTC+8.
-func nextRun(t time.Time, at time.Duration) time.Time {
-	local := t.In(ledger.BusinessDay)
-	run := time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, ledger.BusinessDay).Add(at)
-	if !run.After(t) {
-		run = run.AddDate(0, 0, 1)
-	}
-	return run.UTC()
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 type reconcileRequest struct {
 	Date string `json:"date"`
 }

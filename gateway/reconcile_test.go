@@ -74,3 +74,88 @@ func TestReconcileOneRunPerDay(t *testing.T) {
 		}
 	})
 }
+
+func TestDailyWindow(t *testing.T) {
+	at := 10*time.Hour + 30*time.Minute
+	tests := []struct {
+		name        string
+		now         time.Time
+		first, last string
+	}{
+		{"before the bill is out", time.Date(2026, 11, 23, 10, 29, 0, 0, ledger.BusinessDay), "2026-11-19", "2026-11-21"},
+		{"once the bill is out", time.Date(2026, 11, 23, 10, 30, 0, 0, ledger.BusinessDay), "2026-11-20", "2026-11-22"},
+		{"07:00 UTC+8 is the evening before in UTC", time.Date(2026, 11, 23, 23, 0, 0, 0, time.UTC), "2026-11-20", "2026-11-22"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			first, last := DailyConfig{At: at, LookBack: 3}.window(tc.now)
+			if first != tc.first || last != tc.last {
+				t.Fatalf("window = %s..%s, want %s..%s", first, last, tc.first, tc.last)
+			}
+		})
+	}
+}
+
+// TestDailyReconcileCatchesUp: a job started after the day's run time
+// reconciles at once every day of its window without a report (not the
+// ones with one, nor older ones), retries a failing day with backoff
+// while the others go on, and a restart picks up a day still failing.
+func TestDailyReconcileCatchesUp(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		base, started := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay), time.Now()
+		clock := func() time.Time { return base.Add(time.Since(started)) }
+		s = s.WithClock(clock)
+		done := &fakeBills{}
+		if _, err := (&Reconciler{Store: s, Bills: done}).Run(context.Background(), "2026-11-21", "earlier"); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		failing := true
+		bills := &fakeBills{fn: func(_ context.Context, day string) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if day == "2026-11-20" && failing {
+				return nil, errors.New("connection reset")
+			}
+			return nil, ErrNoStatement
+		}}
+		r := &Reconciler{Store: s, Bills: bills}
+		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, Retry: 20 * time.Millisecond, LookBack: 4}
+		run := func(until func(map[string]bool) bool) {
+			ctx, cancel := context.WithCancel(context.Background())
+			stopped := make(chan struct{})
+			go func() { r.DailyReconcile(ctx, cfg); close(stopped) }()
+			defer func() { cancel(); <-stopped }()
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				got, err := s.ReconciledDays(context.Background(), "2026-11-01", "2026-11-30")
+				if err == nil && until(got) {
+					return
+				}
+			}
+			t.Fatalf("days not reconciled in time; bills asked for %v", bills.asked())
+		}
+		run(func(got map[string]bool) bool {
+			return got["2026-11-19"] && got["2026-11-22"] && countOf(bills.asked(), "2026-11-20") >= 3
+		})
+		mu.Lock()
+		failing = false
+		mu.Unlock()
+		run(func(got map[string]bool) bool { return got["2026-11-20"] }) // a restart
+		asked := bills.asked()
+		for day, want := range map[string]int{"2026-11-18": 0, "2026-11-19": 1, "2026-11-21": 0, "2026-11-22": 1, "2026-11-23": 0} {
+			if n := countOf(asked, day); n != want {
+				t.Fatalf("bill of %s asked %d times, want %d (asked: %v)", day, n, want, asked)
+			}
+		}
+	})
+}
+
+func countOf(days []string, day string) int {
+	n := 0
+	for _, d := range days {
+		if d == day {
+			n++
+		}
+	}
+	return n
+}

@@ -35,3 +35,21 @@ func (s *Store) HasSettlements(ctx context.Context, day string) (bool, error) {
 	}
 	return len(ids) > 0, nil
 }
+
+// ReconciledDays returns the business days from first to last
+// ("YYYY-MM-DD", inclusive) that have a stored report. A day only claimed
+// (PENDING: its first run failed or still runs) is not among them.
+func (s *Store) ReconciledDays(ctx context.Context, first, last string) (map[string]bool, error) {
+	var days []string
+	err := s.db.WithContext(ctx).Model(&reconciliationRow{}).
+		Where("bill_date >= ? AND bill_date <= ? AND status <> ?", first, last, ReconcilePending).
+		Pluck("bill_date", &days).Error
+	if err != nil {
+		return nil, fmt.Errorf("read reconciled days %s..%s: %w", first, last, err)
+	}
+	out := make(map[string]bool, len(days))
+	for _, d := range days {
+		out[d] = true
+	}
+	return out, nil
+}

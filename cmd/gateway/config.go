@@ -282,6 +282,8 @@ func (c *Config) Validate() error {
 			"redis.finish_delay (GATEWAY_REDIS_FINISH_DELAY)", "must be between 0 and 1s"},
 		{w.BillTimeout < 0 || w.BillTimeout > maxBillTimeout,
 			"wechatpay.bill_timeout (GATEWAY_WECHATPAY_BILL_TIMEOUT)", "must be between 0 (5m) and 30m"},
+		{c.Finance.ReconcileLookBack < 0 || c.Finance.ReconcileLookBack > 90,
+			"finance.reconcile_look_back (GATEWAY_FINANCE_RECONCILE_LOOK_BACK)", "must be between 0 (30) and 90 days"},
 		{c.Finance.ReconcileTimeout != 0 && c.Finance.ReconcileTimeout <= w.billTimeout(),
 			"finance.reconcile_timeout (GATEWAY_FINANCE_RECONCILE_TIMEOUT)", "must be longer than wechatpay.bill_timeout (5m by default): it bounds the whole run, download included"},
 	}

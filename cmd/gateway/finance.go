@@ -21,12 +21,18 @@ import (
 
 // FinanceConfig configures the finance API and the daily reconciliation.
 type FinanceConfig struct {
-	// DailyReconcileAt is the time of day (UTC+8, "HH:MM") at which the
-	// previous day's trade bill is reconciled; "" means 10:30 (WeChat Pay
-	// publishes bills from about 10:00), "off" disables the job.
+	// DailyReconcileAt is the time of day (UTC+8, "HH:MM") from which the
+	// previous day's trade bill is due; "" means 10:30 (WeChat Pay
+	// publishes bills from about 10:00), "off" disables the job. The job
+	// also runs on start, for every due day without a report.
 	DailyReconcileAt string `yaml:"daily_reconcile_at"`
-	// ReconcileRetry is the wait before retrying a failed daily run; default 15m.
+	// ReconcileRetry is the wait before retrying a failed day; it doubles
+	// with each further failure up to 8 times. Default 15m.
 	ReconcileRetry time.Duration `yaml:"reconcile_retry"`
+	// ReconcileLookBack is how many days, up to yesterday, the daily job
+	// keeps reconciled: on start and each day it runs those without a
+	// report. Default 30, at most 90 (WeChat Pay keeps bills 3 months).
+	ReconcileLookBack int `yaml:"reconcile_look_back"`
 	// ReconcileTimeout bounds one reconciliation, bill download included;
 	// default 10m, and longer than wechatpay.bill_timeout.
 	ReconcileTimeout time.Duration `yaml:"reconcile_timeout"`
@@ -83,8 +89,8 @@ func (m *Main) wireFinance(ctx context.Context) error {
 		return nil
 	}
 	if daily {
-		retry := financeDuration(f.ReconcileRetry, 15*time.Minute)
-		m.AddJob(func(ctx context.Context) { rec.DailyReconcile(ctx, at, retry, m.Store.Now) })
+		cfg := gateway.DailyConfig{At: at, Retry: f.ReconcileRetry, LookBack: f.ReconcileLookBack, Now: m.Store.Now}
+		m.AddJob(func(ctx context.Context) { rec.DailyReconcile(ctx, cfg) })
 	}
 	return nil
 }
@@ -111,13 +117,6 @@ func (t tradeBills) TradeBill(ctx context.Context, day string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", gateway.ErrNoStatement, err)
 	}
 	return data, err
-}
-
-func financeDuration(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }
 
 // keyNamePattern keeps key names printable and free of the ':' that
