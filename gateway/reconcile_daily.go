@@ -51,19 +51,36 @@ func (c DailyConfig) window(now time.Time) (first, last string) {
 	return ledger.DayOf(start.Add(-time.Duration(c.LookBack-1) * 24 * time.Hour)), last
 }
 
+// dueWindow is the window at now, starting no earlier than the day of the
+// ledger's first payment: the payments of days before the gateway took
+// any were recorded by whatever took them, and "repairing" them here
+// would record (and fulfil) them twice. Without payments it is empty.
+func (r *Reconciler) dueWindow(ctx context.Context, cfg DailyConfig, now time.Time) (first, last string, err error) {
+	first, last = cfg.window(now)
+	start, err := r.Store.FirstPaymentDay(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if start == "" {
+		start = ledger.DayOf(now) // after last: no day is due
+	}
+	return max(first, start), last, nil
+}
+
 // dayRetry is a failed day's backoff.
 type dayRetry struct {
 	failures int
 	next     time.Time
 }
 
-// DailyReconcile keeps the last LookBack days reconciled until ctx ends. On
-// start, daily at At and whenever a failed day's backoff ends, it runs each
-// day of the window without a stored report, oldest first. The days still
-// to do come from the reconciliations table, so neither a restart, nor a
-// start after At, nor a failure that outlasts a day skips one; only the
-// backoff is kept in memory. Several instances may run it: a day's lease
-// lets one of them run it, the others retry later and find it done.
+// DailyReconcile keeps the last LookBack days (none before the ledger's
+// first payment) reconciled until ctx ends. On start, daily at At and
+// whenever a failed day's backoff ends, it runs each day of the window
+// without a stored report, oldest first. The days still to do come from
+// the reconciliations table, so neither a restart, nor a start after At,
+// nor a failure that outlasts a day skips one; only the backoff is kept in
+// memory. Several instances may run it: a day's lease lets one of them run
+// it, the others retry later and find it done.
 func (r *Reconciler) DailyReconcile(ctx context.Context, cfg DailyConfig) {
 	cfg = cfg.withDefaults(r.Store)
 	retries := map[string]dayRetry{}
@@ -81,7 +98,11 @@ func (r *Reconciler) DailyReconcile(ctx context.Context, cfg DailyConfig) {
 func (r *Reconciler) catchUp(ctx context.Context, cfg DailyConfig, retries map[string]dayRetry) time.Time {
 	now := cfg.Now()
 	wake := nextRun(now, cfg.At)
-	first, last := cfg.window(now)
+	first, last, err := r.dueWindow(ctx, cfg, now)
+	if err != nil {
+		slog.ErrorContext(ctx, "daily reconciliation: cannot read the ledger", "err", err)
+		return now.Add(cfg.Retry)
+	}
 	done, err := r.Store.ReconciledDays(ctx, first, last)
 	if err != nil {
 		slog.ErrorContext(ctx, "daily reconciliation: cannot read the reconciled days", "err", err)

@@ -105,6 +105,7 @@ func TestDailyReconcileCatchesUp(t *testing.T) {
 		base, started := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay), time.Now()
 		clock := func() time.Time { return base.Add(time.Since(started)) }
 		s = s.WithClock(clock)
+		payAt(t, s, "p-early", base.AddDate(0, 0, -20))
 		done := &fakeBills{}
 		if _, err := (&Reconciler{Store: s, Bills: done}).Run(context.Background(), "2026-11-21", "earlier"); err != nil {
 			t.Fatal(err)
@@ -158,4 +159,38 @@ func countOf(days []string, day string) int {
 		}
 	}
 	return n
+}
+
+// payAt records a payment created and paid at at.
+func payAt(t *testing.T, s *ledger.Store, no string, at time.Time) {
+	t.Helper()
+	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
+		EventType: "TRANSACTION.SUCCESS", OutTradeNo: no, TransactionID: "tx-" + no},
+		OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
+		Currency: "CNY", SuccessTime: at.UTC()}
+	if _, err := s.WithClock(func() time.Time { return at }).ApplyTransaction(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDailyReconcileStartsAtFirstPayment: days before the ledger's first
+// payment are not reconciled (their payments belong to whatever took them
+// then); a ledger without payments has no day due.
+func TestDailyReconcileStartsAtFirstPayment(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
+		s = s.WithClock(func() time.Time { return now })
+		bills := &fakeBills{}
+		r := &Reconciler{Store: s, Bills: bills}
+		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, LookBack: 30}.withDefaults(s)
+		r.catchUp(context.Background(), cfg, map[string]dayRetry{})
+		if asked := bills.asked(); len(asked) != 0 {
+			t.Fatalf("empty ledger: bills asked for %v", asked)
+		}
+		payAt(t, s, "p-first", time.Date(2026, 11, 21, 9, 0, 0, 0, ledger.BusinessDay))
+		r.catchUp(context.Background(), cfg, map[string]dayRetry{})
+		if asked := bills.asked(); len(asked) != 2 || asked[0] != "2026-11-21" || asked[1] != "2026-11-22" {
+			t.Fatalf("bills asked for %v, want 2026-11-21 and 2026-11-22", asked)
+		}
+	})
 }

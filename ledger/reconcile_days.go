@@ -53,3 +53,17 @@ func (s *Store) ReconciledDays(ctx context.Context, first, last string) (map[str
 	}
 	return out, nil
 }
+
+// FirstPaymentDay returns the business day the ledger's first payment was
+// created, or "" for a ledger without payments.
+func (s *Store) FirstPaymentDay(ctx context.Context) (string, error) {
+	var rows []paymentRow
+	err := s.db.WithContext(ctx).Select("id", "created_at").Order("id").Limit(1).Find(&rows).Error
+	if err != nil {
+		return "", fmt.Errorf("read the first payment: %w", err)
+	}
+	if len(rows) == 0 {
+		return "", nil
+	}
+	return DayOf(rows[0].CreatedAt), nil
+}

@@ -31,7 +31,8 @@ type FinanceConfig struct {
 	ReconcileRetry time.Duration `yaml:"reconcile_retry"`
 	// ReconcileLookBack is how many days, up to yesterday, the daily job
 	// keeps reconciled: on start and each day it runs those without a
-	// report. Default 30, at most 90 (WeChat Pay keeps bills 3 months).
+	// report, none before the ledger's first payment. Default 30, at most
+	// 90 (WeChat Pay keeps bills 3 months).
 	ReconcileLookBack int `yaml:"reconcile_look_back"`
 	// ReconcileTimeout bounds one reconciliation, bill download included;
 	// default 10m, and longer than wechatpay.bill_timeout.
