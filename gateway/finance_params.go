@@ -176,3 +176,18 @@ func parseDay(v string, now time.Time) (string, error) {
 	}
 	return ledger.DayOf(start), nil
 }
+
+// parsePastDay reads a business day whose trade bill can exist: before
+// today (UTC+8). WeChat Pay publishes a day's bill the next morning, so
+// today's would be empty or incomplete.
+func parsePastDay(v string, now time.Time) (string, error) {
+	start, err := ledger.DayStart(v)
+	if err != nil || len(v) != len(time.DateOnly) || start.Before(earliest) {
+		return "", invalid("date must be a day YYYY-MM-DD (UTC+8) from 2000-01-01 to yesterday")
+	}
+	if day := ledger.DayOf(start); day < ledger.DayOf(now) {
+		return day, nil
+	}
+	return "", &Error{Code: CodeDayNotOver, Message: "date must be before today (UTC+8): " +
+		"WeChat Pay publishes a day's trade bill the next day"}
+}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,30 +13,99 @@ import (
 	"paygateway/ledger"
 )
 
-// BillSource downloads WeChat Pay trade bills. A day without transactions
-// gives an empty bill and no error.
+// BillSource downloads WeChat Pay trade bills. When WeChat Pay has no bill
+// of the day (NO_STATEMENT_EXIST) the error matches ErrNoStatement.
 type BillSource interface {
 	TradeBill(ctx context.Context, billDate string) ([]byte, error)
 }
+
+// ErrNoStatement means WeChat Pay has no trade bill of the day: either
+// nothing moved that day or the bill is not generated yet.
+var ErrNoStatement = errors.New("no trade bill of the day")
 
 // Reconciler compares WeChat Pay's trade bill of a day with the ledger.
 type Reconciler struct {
 	Store   *ledger.Store
 	Bills   BillSource
-	Timeout time.Duration // bounds one run; default 2 min
+	Timeout time.Duration // bounds one run, bill download included; default 10 min
 }
 
-// Run downloads and parses the bill of day ("YYYY-MM-DD", UTC+8),
-// compares it with the ledger, repairs missing payments and stores the
-// report (replacing an earlier one of the same day).
-func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.Reconciliation, error) {
-	limit := r.Timeout
-	if limit <= 0 {
-		limit = 2 * time.Minute
+// defaultReconcileTimeout leaves room for a 5 min bill download.
+const defaultReconcileTimeout = 10 * time.Minute
+
+// limit bounds one run.
+func (r *Reconciler) limit() time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, limit)
+	return defaultReconcileTimeout
+}
+
+// claimMargin keeps a day's lease past the end of its run, so a live run
+// never loses it to another instance.
+const claimMargin = time.Minute
+
+// Run downloads and parses the bill of day ("YYYY-MM-DD", UTC+8, before
+// today), compares it with the ledger, repairs missing payments and stores
+// the report (replacing an earlier one of the same day, but keeping its
+// repairs). It holds the day's lease in the ledger throughout, so one run
+// per day goes at a time across instances; another gets 409 EIN_FLIGHT.
+func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.Reconciliation, error) {
+	day, err := parsePastDay(day, r.Store.Now())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.limit())
 	defer cancel()
+	claim, err := r.Store.ClaimReconciliation(ctx, day, r.limit()+claimMargin)
+	if err != nil {
+		return nil, reconcileError(day, err)
+	}
+	rep, err := r.runClaimed(ctx, claim, requestedBy)
+	if err != nil {
+		r.release(ctx, claim)
+		return nil, err
+	}
+	slog.InfoContext(ctx, "reconciliation done", "date", day, "status", rep.Status, "mismatches", rep.Mismatches,
+		"repaired", rep.Repaired, "bill_payments", rep.BillPayments, "bill_refunds", rep.BillRefunds)
+	return rep, nil
+}
+
+func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClaim, requestedBy string) (*ledger.Reconciliation, error) {
+	bill, err := r.bill(ctx, claim.Day)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := r.Store.Reconcile(ctx, claim, bill, requestedBy)
+	if err != nil {
+		return nil, reconcileError(claim.Day, err)
+	}
+	return rep, nil
+}
+
+// release hands a failed run's lease back, even when ctx has ended, so
+// the day can be retried at once rather than when the lease runs out.
+func (r *Reconciler) release(ctx context.Context, claim *ledger.ReconcileClaim) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := r.Store.ReleaseReconciliation(ctx, claim); err != nil {
+		slog.WarnContext(ctx, "reconciliation lease not released; it runs out by itself", "date", claim.Day, "err", err)
+	}
+}
+
+func reconcileError(day string, err error) error {
+	if errors.Is(err, ledger.ErrClaimed) {
+		return Errorf(CodeInFlight, "the reconciliation of "+day+" is running elsewhere; try again when it ends", err)
+	}
+	return ledgerError(fmt.Errorf("reconcile %s: %w", day, err))
+}
+
+// bill downloads and parses the trade bill of day.
+func (r *Reconciler) bill(ctx context.Context, day string) (*ledger.Bill, error) {
 	data, err := r.Bills.TradeBill(ctx, day)
+	if errors.Is(err, ErrNoStatement) {
+		return r.emptyBill(ctx, day, err)
+	}
 	if err != nil {
 		return nil, Errorf(CodeUnavailable, "could not download the trade bill of "+day, err)
 	}
@@ -43,57 +113,23 @@ func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.
 	if err != nil {
 		return nil, Errorf(CodeUnavailable, "could not parse the trade bill of "+day, err)
 	}
-	rep, err := r.Store.Reconcile(ctx, day, bill, requestedBy)
+	return bill, nil
+}
+
+// emptyBill takes WeChat's "no bill" as an empty bill only when the ledger
+// has nothing settled that day either. Otherwise the bill is not generated
+// yet (or lost at WeChat): reconciling against nothing would report every
+// payment missing, so the day fails and is tried again.
+func (r *Reconciler) emptyBill(ctx context.Context, day string, cause error) (*ledger.Bill, error) {
+	settled, err := r.Store.HasSettlements(ctx, day)
 	if err != nil {
 		return nil, ledgerError(fmt.Errorf("reconcile %s: %w", day, err))
 	}
-	slog.InfoContext(ctx, "reconciliation done", "date", day, "status", rep.Status, "mismatches", rep.Mismatches,
-		"repaired", rep.Repaired, "bill_payments", rep.BillPayments, "bill_refunds", rep.BillRefunds)
-	return rep, nil
-}
-
-// DailyReconcile runs the reconciliation of the previous business day once
-// a day at the given offset after midnight UTC+8, until ctx ends. A failed
-// run is retried every retry until it succeeds or the next day's run.
-func (r *Reconciler) DailyReconcile(ctx context.Context, at, retry time.Duration, now func() time.Time) {
-	for {
-		next := nextRun(now(), at)
-		if !sleepCtx(ctx, next.Sub(now())) {
-			return
-		}
-		day := ledger.DayOf(next.Add(-24 * time.Hour))
-		for {
-			if _, err := r.Run(ctx, day, "daily-job"); err == nil {
-				break
-			} else {
-				slog.ErrorContext(ctx, "daily reconciliation failed", "date", day, "err", err)
-			}
-			if !sleepCtx(ctx, retry) || now().After(nextRun(next, at)) {
-				break
-			}
-		}
+	if settled {
+		return nil, Errorf(CodeUnavailable, "WeChat Pay has no trade bill of "+day+
+			" yet, but the ledger has payments or refunds settled that day; try again later", cause)
 	}
-}
-
-// nextRun returns the first instant after t that is at past midnight UTC+8.
-func nextRun(t time.Time, at time.Duration) time.Time {
-	local := t.In(ledger.BusinessDay)
-	run := time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, ledger.BusinessDay).Add(at)
-	if !run.After(t) {
-		run = run.AddDate(0, 0, 1)
-	}
-	return run.UTC()
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return &ledger.Bill{}, nil
 }
 
 type reconcileRequest struct {
@@ -101,7 +137,8 @@ type reconcileRequest struct {
 }
 
 // runReconciliation runs the reconciliation of a day now and answers the
-// report. Running a day again replaces its report.
+// report. Running a day again replaces its report but keeps its repairs;
+// while another run holds the day the answer is 409 EIN_FLIGHT.
 func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var req reconcileRequest
@@ -109,7 +146,7 @@ func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 			writeError(c, err)
 			return
 		}
-		day, err := parseDay(req.Date, d.Store.Now())
+		day, err := parsePastDay(req.Date, d.Store.Now())
 		if err != nil {
 			writeError(c, err)
 			return
@@ -119,7 +156,8 @@ func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 			return
 		}
 		// A big bill may take longer than the server's WriteTimeout.
-		_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(3 * time.Minute))
+		deadline := time.Now().Add(f.Reconciler.limit() + 30*time.Second)
+		_ = http.NewResponseController(c.Writer).SetWriteDeadline(deadline)
 		rep, err := f.Reconciler.Run(c.Request.Context(), day, CurrentPrincipal(c).Name)
 		if err != nil {
 			writeError(c, err)

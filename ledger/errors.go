@@ -19,6 +19,9 @@ var (
 	// ErrNoChange means the update carries nothing the state machine acts on
 	// (for example an order WeChat Pay still reports as NOTPAY).
 	ErrNoChange = errors.New("ledger: nothing to change")
+	// ErrClaimed means another run holds the lease on the work (a day's
+	// reconciliation), or took it over: try again when that run ends.
+	ErrClaimed = errors.New("ledger: claimed by another run")
 )
 
 // AmountMismatchError reports a paid amount that differs from the amount

@@ -2,18 +2,18 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"gorm.io/gorm"
 )
 
-// Reconciliation statuses.
+// Reconciliation statuses. PENDING marks a day claimed before its first
+// report was stored; it is never served as a report.
 const (
 	ReconcileMatched    = "MATCHED"
 	ReconcileMismatched = "MISMATCHED"
+	ReconcilePending    = "PENDING"
 )
 
 // Mismatch kinds a reconciliation reports.
@@ -93,6 +93,8 @@ type reconciliationRow struct {
 	Repaired       int
 	Runs           int
 	RequestedBy    string
+	ClaimedBy      *string // the run holding the day's lease
+	ClaimedUntil   *time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 }
@@ -117,11 +119,14 @@ type reconcileItemRow struct {
 
 func (reconcileItemRow) TableName() string { return "reconciliation_items" }
 
-// Reconcile compares a day's bill with the ledger, repairs payments the
-// ledger misses through the state machine (source reconcile), and stores
-// the report, replacing an earlier report of the same day.
-func (s *Store) Reconcile(ctx context.Context, day string, bill *Bill, requestedBy string) (*Reconciliation, error) {
-	start, err := DayStart(day)
+// Reconcile compares the bill of the claimed day with the ledger, repairs
+// payments the ledger misses through the state machine (source
+// reconcile), and stores the report in place of an earlier one of the
+// day, keeping the record of earlier repairs (see saveReconciliation). It
+// releases the claim. Errors: ErrClaimed when another run took the claim
+// over.
+func (s *Store) Reconcile(ctx context.Context, claim *ReconcileClaim, bill *Bill, requestedBy string) (*Reconciliation, error) {
+	start, err := DayStart(claim.Day)
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +138,15 @@ func (s *Store) Reconcile(ctx context.Context, day string, bill *Bill, requested
 	if err := s.compareRefunds(ctx, rep, bill, start); err != nil {
 		return nil, err
 	}
+	if err := s.saveReconciliation(ctx, claim, rep); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// tally counts the items and sets the status.
+func (rep *Reconciliation) tally() {
+	rep.Repaired = 0
 	for _, it := range rep.Items {
 		if it.Repair == RepairApplied {
 			rep.Repaired++
@@ -142,10 +156,6 @@ func (s *Store) Reconcile(ctx context.Context, day string, bill *Bill, requested
 	if rep.Mismatches > 0 {
 		rep.Status = ReconcileMismatched
 	}
-	if err := s.saveReconciliation(ctx, rep); err != nil {
-		return nil, err
-	}
-	return rep, nil
 }
 
 func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *Bill, start time.Time) error {
@@ -159,12 +169,20 @@ func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *
 		return err
 	}
 	seen := map[string]bool{}
+	var matched []BillPayment
 	for _, bp := range bill.Payments {
 		seen[bp.OutTradeNo] = true
 		if it := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo]); it != nil {
 			rep.Items = append(rep.Items, *it)
+		} else {
+			matched = append(matched, bp)
 		}
 	}
+	earlier, err := s.earlierRepairs(ctx, matched, ledger)
+	if err != nil {
+		return err
+	}
+	rep.Items = append(rep.Items, earlier...)
 	q := ListQuery{State: string(PaymentSuccess)}
 	err = eachPaidOn(ctx, s.db, start, q, func(p PaymentListItem) error {
 		rep.LedgerPayments++
@@ -215,30 +233,6 @@ func ledgerAmount(p *Payment) int64 {
 		return p.AmountTotal
 	}
 	return p.ExpectedAmount
-}
-
-// repairPayment records a payment WeChat Pay settled but the ledger
-// missed, as a compensation notice through the state machine.
-func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, string) {
-	u := TransactionUpdate{
-		Notice: Notice{NotifyID: "reconcile:" + bp.TransactionID, Source: SourceReconcile, EventType: "RECONCILE.SUCCESS",
-			ResourceType: "trade_bill_row", Summary: "payment found in the trade bill", OutTradeNo: bp.OutTradeNo,
-			TransactionID: bp.TransactionID, Plaintext: bp.Line, CreateTime: bp.Time},
-		OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID, TradeState: "SUCCESS", AppID: bp.AppID,
-		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: bp.Amount, Currency: "CNY",
-		SuccessTime: bp.Time,
-	}
-	_, err := s.ApplyTransaction(ctx, u)
-	switch {
-	case err == nil:
-		slog.InfoContext(ctx, "reconcile repaired payment", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
-		return RepairApplied, ""
-	case errors.Is(err, ErrAlreadyRecorded):
-		return RepairApplied, "already recorded by an earlier run"
-	default:
-		slog.WarnContext(ctx, "reconcile repair refused", "out_trade_no", bp.OutTradeNo, "err", err)
-		return RepairRefused, truncate(err.Error(), 512)
-	}
 }
 
 func (s *Store) paymentsByNo(ctx context.Context, keys []string) (map[string]*Payment, error) {

@@ -42,9 +42,10 @@ var billColumns = []string{"交易时间", "公众账号ID", "商户号", "微�
 
 const billSummaryPrefix = "总交易单数"
 
-// ParseTradeBill parses a trade bill: a header line, one line per
-// transaction with every field prefixed by a backtick, amounts in yuan,
-// then a summary section. Empty input is a day without transactions.
+// ParseTradeBill parses a trade bill: a header line (plain, comma
+// separated), one line per transaction with every field prefixed by a
+// backtick, amounts in yuan, then a summary section with its own header,
+// which is skipped. Empty input is a day without transactions.
 func ParseTradeBill(data []byte) (*Bill, error) {
 	bill := &Bill{}
 	lines := strings.Split(strings.TrimPrefix(string(data), "\uFEFF"), "\n")
@@ -88,12 +89,26 @@ func billHeader(line string) (map[string]int, error) {
 	return col, nil
 }
 
+// splitBillLine splits a data line into its fields. WeChat does not quote
+// fields but starts each with a backtick, so a field may hold a comma
+// (a product name "T-shirt, blue"): fields are separated by ",`", not ",".
+func splitBillLine(line string) ([]string, error) {
+	rest, ok := strings.CutPrefix(line, "`")
+	if !ok {
+		return nil, fmt.Errorf("fields must start with a backtick")
+	}
+	return strings.Split(rest, ",`"), nil
+}
+
 func (b *Bill) addLine(line string, col map[string]int) error {
-	raw := strings.Split(line, ",")
+	raw, err := splitBillLine(line)
+	if err != nil {
+		return err
+	}
 	if len(raw) != col[""] {
 		return fmt.Errorf("%d fields, header has %d", len(raw), col[""])
 	}
-	f := func(name string) string { return strings.TrimSpace(strings.TrimPrefix(raw[col[name]], "`")) }
+	f := func(name string) string { return strings.TrimSpace(raw[col[name]]) }
 	at, err := time.ParseInLocation(time.DateTime, f("交易时间"), BusinessDay)
 	if err != nil {
 		return fmt.Errorf("交易时间 %q: %w", f("交易时间"), err)

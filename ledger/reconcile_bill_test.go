@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"strings"
 	"testing"
 
 	"paygateway/ledger"
@@ -29,8 +30,8 @@ func TestParseYuan(t *testing.T) {
 func TestParseTradeBill(t *testing.T) {
 	header := "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
 	bill := header + "\r\n" +
-		"`2024-05-01 09:00:00,`wx1,`190,`0,`,`4200001,`T1,`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`12.34,`0.00,`0,`0,`0.00,`0.00,`,`,`x,`,`0.07,`0.60%,`12.34,`0.00,`\r\n" +
-		"`2024-05-01 10:00:00,`wx1,`190,`0,`,`4200001,`T1,`o1,`JSAPI,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`5001,`R1,`2.34,`0.00,`ORIGINAL,`SUCCESS,`x,`,`-0.01,`0.60%,`0.00,`2.34,`\r\n" +
+		"`2024-05-01 09:00:00,`wx1,`190,`0,`,`4200001,`T1,`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`12.34,`0.00,`0,`0,`0.00,`0.00,`,`,`T-shirt, blue,`a=1,b=2,`0.07,`0.60%,`12.34,`0.00,`\r\n" +
+		"`2024-05-01 10:00:00,`wx1,`190,`0,`,`4200001,`T1,`o1,`JSAPI,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`5001,`R1,`2.34,`0.00,`ORIGINAL,`SUCCESS,`商品，红色, 大号,`,`-0.01,`0.60%,`0.00,`2.34,`\r\n" +
 		"总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n`2,`12.34,`2.34,`0.00,`0.06,`12.34,`2.34\r\n"
 	b, err := ledger.ParseTradeBill([]byte(bill))
 	if err != nil {
@@ -43,10 +44,17 @@ func TestParseTradeBill(t *testing.T) {
 	if len(b.Refunds) != 1 || b.Refunds[0].Amount != 234 || b.Refunds[0].OutRefundNo != "R1" || b.Refunds[0].Status != "SUCCESS" {
 		t.Fatalf("refunds = %+v", b.Refunds)
 	}
+	if len(b.Payments) != 1 || b.Payments[0].Line != strings.Split(bill, "\r\n")[1] {
+		t.Fatalf("payment line = %q", b.Payments[0].Line)
+	}
 	if empty, err := ledger.ParseTradeBill(nil); err != nil || len(empty.Payments) != 0 {
 		t.Fatalf("empty bill: %v", err)
 	}
 	if _, err := ledger.ParseTradeBill([]byte("not,a,bill\r\n")); err == nil {
 		t.Fatal("garbage parsed")
+	}
+	unprefixed := header + "\r\n2024-05-01 09:00:00,wx1,190\r\n"
+	if _, err := ledger.ParseTradeBill([]byte(unprefixed)); err == nil || !strings.Contains(err.Error(), "backtick") {
+		t.Fatalf("line without backticks: err=%v", err)
 	}
 }

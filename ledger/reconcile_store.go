@@ -4,44 +4,52 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"gorm.io/gorm"
 )
 
-// saveReconciliation stores rep as the report of its day: a second run
-// replaces the items and counts and raises runs.
-func (s *Store) saveReconciliation(ctx context.Context, rep *Reconciliation) error {
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		err = s.inTx(ctx, func(tx *gorm.DB) error { return s.replaceReport(tx, rep) })
-		if !errors.Is(err, gorm.ErrDuplicatedKey) {
-			break // a concurrent first run of the same day inserted the row; retry as an update
-		}
-	}
+// saveReconciliation stores rep as the report of its day if claim still
+// holds, and ends the claim. The counts and items replace the earlier
+// report's, but a REPAIRED or REFUSED item of the earlier report that this
+// run does not find again is kept: a rerun sees a repaired payment as
+// SUCCESS and must not erase the record of the repair.
+func (s *Store) saveReconciliation(ctx context.Context, claim *ReconcileClaim, rep *Reconciliation) error {
+	found := rep.Items[:len(rep.Items):len(rep.Items)] // a retried transaction starts again from these
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		rep.Items = found
+		return s.replaceReport(tx, claim, rep)
+	})
 	if err != nil {
 		return fmt.Errorf("store reconciliation %s: %w", rep.Date, err)
 	}
 	return nil
 }
 
-func (s *Store) replaceReport(tx *gorm.DB, rep *Reconciliation) error {
-	now := s.now()
+func (s *Store) replaceReport(tx *gorm.DB, claim *ReconcileClaim, rep *Reconciliation) error {
 	var row reconciliationRow
 	err := lockForUpdate(tx).Where("bill_date = ?", rep.Date).Take(&row).Error
-	switch {
-	case errors.Is(err, gorm.ErrRecordNotFound):
-		row = reconciliationRow{BillDate: rep.Date, CreatedAt: now}
-	case err != nil:
-		return err
-	default:
-		if err := tx.Where("reconciliation_id = ?", row.ID).Delete(&reconcileItemRow{}).Error; err != nil {
-			return err
-		}
+	if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && !claim.holds(row)) {
+		return ErrClaimed
 	}
+	if err != nil {
+		return err
+	}
+	kept, err := keptItems(tx, row.ID, rep.Items)
+	if err != nil {
+		return err
+	}
+	rep.Items = append(rep.Items, kept...)
+	rep.tally()
+	if err := tx.Where("reconciliation_id = ?", row.ID).Delete(&reconcileItemRow{}).Error; err != nil {
+		return err
+	}
+	now := s.now()
 	row.Status, row.BillPayments, row.BillRefunds = rep.Status, rep.BillPayments, rep.BillRefunds
 	row.LedgerPayments, row.LedgerRefunds, row.BillPaid, row.BillRefunded = rep.LedgerPayments, rep.LedgerRefunds, rep.BillPaid, rep.BillRefunded
 	row.LedgerPaid, row.LedgerRefunded, row.Mismatches, row.Repaired = rep.LedgerPaid, rep.LedgerRefunded, rep.Mismatches, rep.Repaired
 	row.RequestedBy, row.UpdatedAt = truncate(rep.RequestedBy, 64), now
+	row.ClaimedBy, row.ClaimedUntil = nil, nil
 	row.Runs++
 	if err := tx.Save(&row).Error; err != nil {
 		return err
@@ -57,6 +65,41 @@ func (s *Store) replaceReport(tx *gorm.DB, rep *Reconciliation) error {
 	}
 	rep.Runs, rep.CreatedAt, rep.UpdatedAt = row.Runs, row.CreatedAt.UTC(), row.UpdatedAt.UTC()
 	return nil
+}
+
+// keptNote starts the detail of an item kept from an earlier run.
+const keptNote = "earlier run: "
+
+// keptItems returns the REPAIRED and REFUSED items of the stored report
+// that found, this run's items, does not hold again.
+func keptItems(tx *gorm.DB, recID uint64, found []ReconcileItem) ([]ReconcileItem, error) {
+	var rows []reconcileItemRow
+	err := tx.Where("reconciliation_id = ? AND repair IN ?", recID, []string{RepairApplied, RepairRefused}).
+		Order("id").Find(&rows).Error
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, it := range found {
+		have[it.key()] = true
+	}
+	var kept []ReconcileItem
+	for _, r := range rows {
+		it := r.item()
+		if have[it.key()] {
+			continue
+		}
+		if !strings.HasPrefix(it.RepairDetail, keptNote) {
+			it.RepairDetail = truncate(keptNote+it.RepairDetail, 512)
+		}
+		kept = append(kept, it)
+	}
+	return kept, nil
+}
+
+// key identifies an item across runs.
+func (it ReconcileItem) key() string {
+	return it.Kind + "\x00" + it.OutTradeNo + "\x00" + it.TransactionID + "\x00" + it.OutRefundNo
 }
 
 func itemRow(recID uint64, it ReconcileItem) reconcileItemRow {
@@ -90,7 +133,8 @@ func (r reconcileItemRow) item() ReconcileItem {
 // ("YYYY-MM-DD") with its items, or ErrNotFound.
 func (s *Store) Reconciliation(ctx context.Context, day string) (*Reconciliation, error) {
 	var row reconciliationRow
-	err := s.db.WithContext(ctx).Where("bill_date = ?", day).Take(&row).Error
+	// A PENDING row is a claim on a day never reconciled yet, not a report.
+	err := s.db.WithContext(ctx).Where("bill_date = ? AND status <> ?", day, ReconcilePending).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, fmt.Errorf("reconciliation %s: %w", day, ErrNotFound)
 	}

@@ -30,6 +30,7 @@ func startWithWechat(t *testing.T, b backend, invURL string, edits ...func(*Conf
 	w.MerchantSerial, w.MerchantPrivateKeyFile = k.MerchantSerial, filepath.Join(dir, "merchant_private_key.pem")
 	w.BaseURL, w.Timeout = "http://"+ln.Addr().String(), 2*time.Second
 	cfg.Compensation = CompensationConfig{Interval: 50 * time.Millisecond, SafetyBuffer: 150 * time.Millisecond, Batch: 2}
+	cfg.Finance.DailyReconcileAt = "off" // it reconciles past days on start; tested in gateway
 	for _, edit := range edits {
 		edit(&cfg)
 	}

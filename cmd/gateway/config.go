@@ -128,8 +128,11 @@ type WechatPayConfig struct {
 	MerchantPrivateKeyFile string        `yaml:"merchant_private_key_file"`
 	BaseURL                string        `yaml:"base_url"`
 	Timeout                time.Duration `yaml:"timeout"`
-	NotifyURL              string        `yaml:"notify_url"`
-	RefundNotifyURL        string        `yaml:"refund_notify_url"`
+	// BillTimeout bounds a trade bill download (the file, not the API
+	// call); 0 means 5m, at most 30m.
+	BillTimeout     time.Duration `yaml:"bill_timeout"`
+	NotifyURL       string        `yaml:"notify_url"`
+	RefundNotifyURL string        `yaml:"refund_notify_url"`
 }
 
 // AuthConfig lists API keys as name:role:sha256hex.
@@ -287,6 +290,12 @@ func (c *Config) Validate() error {
 			"http.write_timeout (GATEWAY_HTTP_WRITE_TIMEOUT)", "must be longer than http.api_timeout and http.notify_timeout"},
 		{c.Redis.FinishDelay < 0 || c.Redis.FinishDelay > time.Second,
 			"redis.finish_delay (GATEWAY_REDIS_FINISH_DELAY)", "must be between 0 and 1s"},
+		{w.BillTimeout < 0 || w.BillTimeout > maxBillTimeout,
+			"wechatpay.bill_timeout (GATEWAY_WECHATPAY_BILL_TIMEOUT)", "must be between 0 (5m) and 30m"},
+		{c.Finance.ReconcileLookBack < 0 || c.Finance.ReconcileLookBack > 90,
+			"finance.reconcile_look_back (GATEWAY_FINANCE_RECONCILE_LOOK_BACK)", "must be between 0 (30) and 90 days"},
+		{c.Finance.ReconcileTimeout != 0 && c.Finance.ReconcileTimeout <= w.billTimeout(),
+			"finance.reconcile_timeout (GATEWAY_FINANCE_RECONCILE_TIMEOUT)", "must be longer than wechatpay.bill_timeout (5m by default): it bounds the whole run, download included"},
 	}
 	for _, ch := range checks {
 		if ch.bad {

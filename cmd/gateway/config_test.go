@@ -74,6 +74,10 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"no idle timeout", func(c *Config) { c.HTTP.IdleTimeout = 0 }, "GATEWAY_HTTP_IDLE_TIMEOUT"},
 		{"write timeout under the API's", func(c *Config) { c.HTTP.WriteTimeout = c.HTTP.APITimeout }, "GATEWAY_HTTP_WRITE_TIMEOUT"},
 		{"long finish delay", func(c *Config) { c.Redis.FinishDelay = time.Minute }, "GATEWAY_REDIS_FINISH_DELAY"},
+		{"look back past WeChat's bills", func(c *Config) { c.Finance.ReconcileLookBack = 120 }, "GATEWAY_FINANCE_RECONCILE_LOOK_BACK"},
+		{"unbounded bill download", func(c *Config) { c.WechatPay.BillTimeout = time.Hour }, "GATEWAY_WECHATPAY_BILL_TIMEOUT"},
+		{"run shorter than its download", func(c *Config) { c.Finance.ReconcileTimeout = 2 * time.Minute },
+			"GATEWAY_FINANCE_RECONCILE_TIMEOUT"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -21,13 +21,21 @@ import (
 
 // FinanceConfig configures the finance API and the daily reconciliation.
 type FinanceConfig struct {
-	// DailyReconcileAt is the time of day (UTC+8, "HH:MM") at which the
-	// previous day's trade bill is reconciled; "" means 10:30 (WeChat Pay
-	// publishes bills from about 10:00), "off" disables the job.
+	// DailyReconcileAt is the time of day (UTC+8, "HH:MM") from which the
+	// previous day's trade bill is due; "" means 10:30 (WeChat Pay
+	// publishes bills from about 10:00), "off" disables the job. The job
+	// also runs on start, for every due day without a report.
 	DailyReconcileAt string `yaml:"daily_reconcile_at"`
-	// ReconcileRetry is the wait before retrying a failed daily run; default 15m.
+	// ReconcileRetry is the wait before retrying a failed day; it doubles
+	// with each further failure up to 8 times. Default 15m.
 	ReconcileRetry time.Duration `yaml:"reconcile_retry"`
-	// ReconcileTimeout bounds one reconciliation; default 2m.
+	// ReconcileLookBack is how many days, up to yesterday, the daily job
+	// keeps reconciled: on start and each day it runs those without a
+	// report, none before the ledger's first payment. Default 30, at most
+	// 90 (WeChat Pay keeps bills 3 months).
+	ReconcileLookBack int `yaml:"reconcile_look_back"`
+	// ReconcileTimeout bounds one reconciliation, bill download included;
+	// default 10m, and longer than wechatpay.bill_timeout.
 	ReconcileTimeout time.Duration `yaml:"reconcile_timeout"`
 	// ExportTimeout bounds one CSV export; default 5m.
 	ExportTimeout time.Duration `yaml:"export_timeout"`
@@ -82,8 +90,8 @@ func (m *Main) wireFinance(ctx context.Context) error {
 		return nil
 	}
 	if daily {
-		retry := financeDuration(f.ReconcileRetry, 15*time.Minute)
-		m.AddJob(func(ctx context.Context) { rec.DailyReconcile(ctx, at, retry, m.Store.Now) })
+		cfg := gateway.DailyConfig{At: at, Retry: f.ReconcileRetry, LookBack: f.ReconcileLookBack, Now: m.Store.Now}
+		m.AddJob(func(ctx context.Context) { rec.DailyReconcile(ctx, cfg) })
 	}
 	return nil
 }
@@ -99,24 +107,17 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 	return &gateway.Reconciler{Store: m.Store, Bills: tradeBills{client}, Timeout: m.Config.Finance.ReconcileTimeout}, nil
 }
 
-// tradeBills turns WeChat's NO_STATEMENT_EXIST (a day without
-// transactions) into an empty bill.
+// tradeBills marks WeChat's NO_STATEMENT_EXIST (no transactions that day,
+// or the bill not generated yet) as gateway.ErrNoStatement.
 type tradeBills struct{ c *wechatpay.Client }
 
 func (t tradeBills) TradeBill(ctx context.Context, day string) ([]byte, error) {
 	data, err := t.c.TradeBill(ctx, day)
 	var be *wechatpay.BusinessError
 	if errors.As(err, &be) && be.Code == "NO_STATEMENT_EXIST" {
-		return nil, nil
+		return nil, fmt.Errorf("%w: %w", gateway.ErrNoStatement, err)
 	}
 	return data, err
-}
-
-func financeDuration(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }
 
 // keyNamePattern keeps key names printable and free of the ':' that

@@ -25,8 +25,15 @@ type reconcileStack struct {
 	wx  *wechatpay.Client
 }
 
+// startReconcileStack runs the gateway on a clock one day ahead of the
+// simulator's, so that the payments a test makes now are in a past day's
+// bill: the gateway refuses to reconcile today.
 func startReconcileStack(t *testing.T, b backend) *reconcileStack {
 	t.Helper()
+	dbTime = func(c *ledger.DBClock) func() time.Time {
+		return func() time.Time { return c.Now().Add(24 * time.Hour) }
+	}
+	t.Cleanup(func() { dbTime = func(c *ledger.DBClock) func() time.Time { return c.Now } })
 	k, dir := testKeys(t)
 	var handler atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -149,9 +156,12 @@ func TestReconciliation(t *testing.T) {
 			if len(history) != 1 || history[0].Source != ledger.SourceReconcile || history[0].Ref != "reconcile:"+tx.TransactionID {
 				t.Fatalf("history = %+v", history)
 			}
+			// A rerun still reports the repair: the payment was missing.
 			again := s.reconcile(t, day)
-			if again.Mismatches != 0 || again.Runs < 2 {
-				t.Fatalf("rerun: %+v", again)
+			if got := kinds(again); len(got) != 1 || got[0] != ledger.MismatchPaymentMissingInLedger+":"+lost+":" ||
+				again.Items[0].Repair != ledger.RepairApplied || again.Repaired != 1 ||
+				again.Status != ledger.ReconcileMismatched || again.Runs < 2 {
+				t.Fatalf("rerun: %v %+v", got, again)
 			}
 
 			// The stored report is served as JSON and CSV.
@@ -159,12 +169,21 @@ func TestReconciliation(t *testing.T) {
 			s.reconcile(t, day)
 			s.sim.SetBillFaults(wxpaysim.BillFaults{})
 			_, body := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/"+day, financeKey, nil)
-			if body["status"] != ledger.ReconcileMismatched || body["mismatches"] != float64(1) {
+			if body["status"] != ledger.ReconcileMismatched || body["mismatches"] != float64(2) || body["repaired"] != float64(1) {
 				t.Fatalf("stored report: %v", body)
 			}
 			status, raw, _ := getRaw(t, s.m.URL()+"/v1/reconciliations/"+day+"?format=csv", financeKey, "")
 			recs, err := csv.NewReader(strings.NewReader(string(raw))).ReadAll()
-			if status != 200 || err != nil || len(recs) != 2 || recs[1][1] != ledger.MismatchPaymentMissingInBill || recs[1][8] != "2500" {
+			field := func(kind string, i int) string { // column i of the row of kind
+				for _, rec := range recs {
+					if rec[1] == kind && len(rec) > i {
+						return rec[i]
+					}
+				}
+				return ""
+			}
+			if status != 200 || err != nil || len(recs) != 3 || field(ledger.MismatchPaymentMissingInBill, 8) != "2500" ||
+				field(ledger.MismatchPaymentMissingInLedger, 9) != ledger.RepairApplied {
 				t.Fatalf("csv report: %d %v %q", status, err, raw)
 			}
 			if status, _ := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/2001-01-01", financeKey, nil); status != 404 {
@@ -177,11 +196,43 @@ func TestReconciliation(t *testing.T) {
 	}
 }
 
-// TestReconcileEmptyDay: WeChat's NO_STATEMENT_EXIST is a day with no rows.
+// TestReconcileEmptyDay: WeChat's NO_STATEMENT_EXIST is a day with no rows
+// only when the ledger has nothing settled that day either; otherwise the
+// bill is not generated yet and the run fails, storing nothing.
 func TestReconcileEmptyDay(t *testing.T) {
 	s := startReconcileStack(t, backends[0])
 	rep := s.reconcile(t, "2020-02-02")
 	if rep.Status != ledger.ReconcileMatched || rep.BillPayments != 0 || rep.Mismatches != 0 {
 		t.Fatalf("empty day: %+v", rep)
+	}
+	no := uniqueNo("ne")
+	paid := time.Date(2020, 2, 3, 12, 0, 0, 0, ledger.BusinessDay)
+	_, err := s.m.Store.ApplyTransaction(context.Background(), ledger.TransactionUpdate{
+		Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback, EventType: "TRANSACTION.SUCCESS",
+			OutTradeNo: no, TransactionID: "42" + no, CreateTime: paid},
+		OutTradeNo: no, TransactionID: "42" + no, TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
+		Currency: "CNY", SuccessTime: paid.UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := apiCall(t, "POST", s.m.URL()+"/v1/reconciliations", financeKey, map[string]string{"date": "2020-02-03"})
+	if status != 503 || body["code"] != "EUNAVAILABLE" {
+		t.Fatalf("no bill for a day with payments: status=%d body=%v", status, body)
+	}
+	if status, _ := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/2020-02-03", financeKey, nil); status != 404 {
+		t.Fatalf("a day without its bill got a report: status=%d", status)
+	}
+}
+
+// TestReconcileRefusesOpenDays: today's bill does not exist yet, so today
+// and later days are refused with a stable code.
+func TestReconcileRefusesOpenDays(t *testing.T) {
+	s := startReconcileStack(t, backends[0])
+	today := s.m.Store.Now()
+	for _, day := range []string{ledger.DayOf(today), ledger.DayOf(today.Add(48 * time.Hour))} {
+		status, body := apiCall(t, "POST", s.m.URL()+"/v1/reconciliations", financeKey, map[string]string{"date": day})
+		if status != 400 || body["code"] != "EDAY_NOT_OVER" {
+			t.Fatalf("reconcile %s: status=%d body=%v", day, status, body)
+		}
 	}
 }

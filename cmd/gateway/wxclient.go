@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/wechatpay-apiv3/wechatpay-go/utils"
 
@@ -33,5 +34,17 @@ func newWechatClient(ctx context.Context, w WechatPayConfig) (*wechatpay.Client,
 	}
 	return wechatpay.NewClient(ctx, wechatpay.ClientConfig{MchID: w.MchID, AppID: w.AppID,
 		MerchantSerial: w.MerchantSerial, MerchantKey: key, PublicKeyID: w.PublicKeyID, PublicKey: pub,
-		BaseURL: w.BaseURL, Timeout: w.Timeout, RefundNotifyURL: w.RefundNotifyURL})
+		BaseURL: w.BaseURL, Timeout: w.Timeout, BillTimeout: w.billTimeout(), RefundNotifyURL: w.RefundNotifyURL})
+}
+
+// maxBillTimeout keeps a stuck bill download from holding the daily
+// reconciliation (and its lease) for long.
+const maxBillTimeout = 30 * time.Minute
+
+// billTimeout is the bound of a trade bill download.
+func (w WechatPayConfig) billTimeout() time.Duration {
+	if w.BillTimeout > 0 {
+		return w.BillTimeout
+	}
+	return wechatpay.DefaultBillTimeout
 }

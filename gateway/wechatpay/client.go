@@ -27,6 +27,10 @@ import (
 // defaultClientTimeout bounds one API call when ClientConfig.Timeout is 0.
 const defaultClientTimeout = 10 * time.Second
 
+// DefaultBillTimeout bounds a bill download when ClientConfig.BillTimeout
+// is 0. A bill can be tens of megabytes: the per-call timeout is too short.
+const DefaultBillTimeout = 5 * time.Minute
+
 // maxBillSize bounds a downloaded trade bill.
 const maxBillSize = 256 << 20
 
@@ -74,7 +78,10 @@ type ClientConfig struct {
 	// It must not have a path: the request signature covers the request URI.
 	BaseURL string
 	// Timeout bounds each call, including reading the answer; default 10 s.
-	Timeout         time.Duration
+	Timeout time.Duration
+	// BillTimeout bounds the download of a bill file, including reading
+	// it; default 5 min. The request for the download link takes Timeout.
+	BillTimeout     time.Duration
 	RefundNotifyURL string       // notify_url sent with refunds; "" = the merchant default
 	Logger          *slog.Logger // default slog.Default()
 }
@@ -111,6 +118,12 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new wechatpay client: %w", err)
 	}
+	billTimeout := cfg.BillTimeout
+	if billTimeout <= 0 {
+		billTimeout = DefaultBillTimeout
+	}
+	// Same transport (connections, base URL), its own bound.
+	download := &http.Client{Timeout: billTimeout, Transport: hc.Transport}
 	api, err := core.NewClient(ctx,
 		option.WithWechatPayPublicKeyAuthCipher(cfg.MchID, cfg.MerchantSerial, cfg.MerchantKey, cfg.PublicKeyID, cfg.PublicKey),
 		option.WithHTTPClient(hc))
@@ -120,7 +133,7 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	// Bill files are served unsigned, so downloads skip response validation.
 	raw, err := core.NewClient(ctx,
 		option.WithMerchantCredential(cfg.MchID, cfg.MerchantSerial, cfg.MerchantKey),
-		option.WithoutValidator(), option.WithHTTPClient(hc))
+		option.WithoutValidator(), option.WithHTTPClient(download))
 	if err != nil {
 		return nil, fmt.Errorf("new wechatpay client: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -375,5 +376,69 @@ func TestClientTradeBillNoStatement(t *testing.T) {
 	var be *wechatpay.BusinessError
 	if !errors.As(err, &be) || be.Code != "NO_STATEMENT_EXIST" {
 		t.Fatalf("err=%v, want NO_STATEMENT_EXIST", err)
+	}
+}
+
+// slowBills serves h, but sends a bill file's body in two halves with
+// pause between them, as a big bill on a slow link arrives.
+func slowBills(h http.Handler, pause time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v3/billdownload/file" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(body[:len(body)/2])
+		w.(http.Flusher).Flush()
+		time.Sleep(pause)
+		_, _ = w.Write(body[len(body)/2:])
+	})
+}
+
+// TestClientTradeBillSlowDownload: the bill download has its own bound,
+// longer than the per-call timeout, and still has one.
+func TestClientTradeBillSlowDownload(t *testing.T) {
+	keys, err := clientKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		billTimeout time.Duration
+		wantErr     bool
+	}{
+		{name: "longer than the call timeout", billTimeout: 10 * time.Second},
+		{name: "default bound", billTimeout: 0},
+		{name: "longer than the bill timeout", billTimeout: 300 * time.Millisecond, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1})
+			srv := httptest.NewServer(slowBills(sim.Handler(), 800*time.Millisecond))
+			t.Cleanup(srv.Close)
+			t.Cleanup(sim.Close)
+			cfg := clientConfig(keys, srv.URL)
+			cfg.Timeout, cfg.BillTimeout = 400*time.Millisecond, tc.billTimeout
+			c, err := wechatpay.NewClient(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := sim.Pay(context.Background(), "T1", 1000, "o-T1", true); err != nil {
+				t.Fatal(err)
+			}
+			bill, err := c.TradeBill(context.Background(), today())
+			if tc.wantErr {
+				if err == nil {
+					t.Fatal("a download slower than bill_timeout succeeded")
+				}
+				return
+			}
+			if err != nil || !strings.Contains(string(bill), "`T1,") {
+				t.Fatalf("TradeBill: %v\n%s", err, bill)
+			}
+		})
 	}
 }

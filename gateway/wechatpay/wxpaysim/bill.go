@@ -19,6 +19,13 @@ const BillHeader = "交易时间,公众账号ID,商户号,特约商户号,设备
 // BillSummaryHeader heads the summary section at the end of a trade bill.
 const BillSummaryHeader = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
 
+// billProduct and billAttach fill 商品名称 and 商户数据包. WeChat does not
+// quote fields, so they hold commas as a real bill can.
+const (
+	billProduct = "T-shirt, blue"
+	billAttach  = "ref=1,src=app"
+)
+
 // feeRate is the simulated channel fee, 0.6 %, in thousandths.
 const feeRate = 6
 
@@ -199,7 +206,7 @@ func (s *Sim) billFields(r billRow) []string {
 		r.at.In(beijing).Format("2006-01-02 15:04:05"), s.keys.AppID, s.keys.MchID, "0", "",
 		r.txID, r.outTradeNo, r.openID, "JSAPI", r.tradeState, "OTHERS", "CNY",
 		Yuan(r.settleFen), Yuan(0), refundID, outRefundNo, Yuan(r.refund), Yuan(0),
-		refundType, r.refundStatus, "商品", "", Yuan(r.fee), "0.60%",
+		refundType, r.refundStatus, billProduct, billAttach, Yuan(r.fee), "0.60%",
 		Yuan(r.orderTotal), Yuan(r.applied), "",
 	}
 }

@@ -88,7 +88,8 @@ func TestTradeBill(t *testing.T) {
 	if want := "`3,`17.34,`2.34,`0.00,`0.09,`17.34,`2.34"; lines[5] != want {
 		t.Fatalf("summary=%s, want %s", lines[5], want)
 	}
-	if n := strings.Count(lines[1], ","); n != 26 {
+	// Fields are separated by ",`": the product name holds a plain comma.
+	if n := strings.Count(lines[1], ",`"); n != 26 || !strings.Contains(lines[1], ",`T-shirt, blue,`") {
 		t.Fatalf("row has %d fields, want 27", n+1)
 	}
 }

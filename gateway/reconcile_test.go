@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// fakeBills serves trade bills from fn and records the days asked for.
+type fakeBills struct {
+	mu   sync.Mutex
+	days []string
+	fn   func(ctx context.Context, day string) ([]byte, error)
+}
+
+func (f *fakeBills) TradeBill(ctx context.Context, day string) ([]byte, error) {
+	f.mu.Lock()
+	f.days = append(f.days, day)
+	f.mu.Unlock()
+	if f.fn == nil {
+		return nil, ErrNoStatement
+	}
+	return f.fn(ctx, day)
+}
+
+func (f *fakeBills) asked() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.days...)
+}
+
+// TestReconcileOneRunPerDay: while one run (an instance, a request) holds
+// a day, another run of it is refused with EIN_FLIGHT before downloading
+// anything; a failed run hands the day back at once.
+func TestReconcileOneRunPerDay(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		day := ledger.DayOf(s.Now().Add(-24 * time.Hour))
+		entered, release := make(chan struct{}), make(chan struct{})
+		slow := &Reconciler{Store: s, Bills: &fakeBills{fn: func(context.Context, string) ([]byte, error) {
+			close(entered)
+			<-release
+			return nil, nil
+		}}}
+		done := make(chan error, 1)
+		go func() {
+			_, err := slow.Run(ctx, day, "first")
+			done <- err
+		}()
+		<-entered
+		other := &fakeBills{}
+		second := &Reconciler{Store: s, Bills: other}
+		if _, err := second.Run(ctx, day, "second"); ErrorCode(err) != CodeInFlight || len(other.asked()) != 0 {
+			t.Fatalf("second run while the first holds the day: err=%v, downloads=%v", err, other.asked())
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatalf("first run: %v", err)
+		}
+		failing := &Reconciler{Store: s, Bills: &fakeBills{fn: func(context.Context, string) ([]byte, error) {
+			return nil, errors.New("connection reset")
+		}}}
+		if _, err := failing.Run(ctx, day, "failing"); ErrorCode(err) != CodeUnavailable {
+			t.Fatalf("failing run: err=%v", err)
+		}
+		rep, err := second.Run(ctx, day, "second")
+		if err != nil || rep.Runs != 2 || rep.RequestedBy != "second" {
+			t.Fatalf("run after a failed one: %+v, %v", rep, err)
+		}
+	})
+}
+
+func TestDailyWindow(t *testing.T) {
+	at := 10*time.Hour + 30*time.Minute
+	tests := []struct {
+		name        string
+		now         time.Time
+		first, last string
+	}{
+		{"before the bill is out", time.Date(2026, 11, 23, 10, 29, 0, 0, ledger.BusinessDay), "2026-11-19", "2026-11-21"},
+		{"once the bill is out", time.Date(2026, 11, 23, 10, 30, 0, 0, ledger.BusinessDay), "2026-11-20", "2026-11-22"},
+		{"07:00 UTC+8 is the evening before in UTC", time.Date(2026, 11, 23, 23, 0, 0, 0, time.UTC), "2026-11-20", "2026-11-22"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			first, last := DailyConfig{At: at, LookBack: 3}.window(tc.now)
+			if first != tc.first || last != tc.last {
+				t.Fatalf("window = %s..%s, want %s..%s", first, last, tc.first, tc.last)
+			}
+		})
+	}
+}
+
+// TestDailyReconcileCatchesUp: a job started after the day's run time
+// reconciles at once every day of its window without a report (not the
+// ones with one, nor older ones), retries a failing day with backoff
+// while the others go on, and a restart picks up a day still failing.
+func TestDailyReconcileCatchesUp(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		base, started := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay), time.Now()
+		clock := func() time.Time { return base.Add(time.Since(started)) }
+		s = s.WithClock(clock)
+		payAt(t, s, "p-early", base.AddDate(0, 0, -20))
+		done := &fakeBills{}
+		if _, err := (&Reconciler{Store: s, Bills: done}).Run(context.Background(), "2026-11-21", "earlier"); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		failing := true
+		bills := &fakeBills{fn: func(_ context.Context, day string) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if day == "2026-11-20" && failing {
+				return nil, errors.New("connection reset")
+			}
+			return nil, ErrNoStatement
+		}}
+		r := &Reconciler{Store: s, Bills: bills}
+		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, Retry: 20 * time.Millisecond, LookBack: 4}
+		run := func(until func(map[string]bool) bool) {
+			ctx, cancel := context.WithCancel(context.Background())
+			stopped := make(chan struct{})
+			go func() { r.DailyReconcile(ctx, cfg); close(stopped) }()
+			defer func() { cancel(); <-stopped }()
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				got, err := s.ReconciledDays(context.Background(), "2026-11-01", "2026-11-30")
+				if err == nil && until(got) {
+					return
+				}
+			}
+			t.Fatalf("days not reconciled in time; bills asked for %v", bills.asked())
+		}
+		run(func(got map[string]bool) bool {
+			return got["2026-11-19"] && got["2026-11-22"] && countOf(bills.asked(), "2026-11-20") >= 3
+		})
+		mu.Lock()
+		failing = false
+		mu.Unlock()
+		run(func(got map[string]bool) bool { return got["2026-11-20"] }) // a restart
+		asked := bills.asked()
+		for day, want := range map[string]int{"2026-11-18": 0, "2026-11-19": 1, "2026-11-21": 0, "2026-11-22": 1, "2026-11-23": 0} {
+			if n := countOf(asked, day); n != want {
+				t.Fatalf("bill of %s asked %d times, want %d (asked: %v)", day, n, want, asked)
+			}
+		}
+	})
+}
+
+func countOf(days []string, day string) int {
+	n := 0
+	for _, d := range days {
+		if d == day {
+			n++
+		}
+	}
+	return n
+}
+
+// payAt records a payment created and paid at at.
+func payAt(t *testing.T, s *ledger.Store, no string, at time.Time) {
+	t.Helper()
+	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
+		EventType: "TRANSACTION.SUCCESS", OutTradeNo: no, TransactionID: "tx-" + no},
+		OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
+		Currency: "CNY", SuccessTime: at.UTC()}
+	if _, err := s.WithClock(func() time.Time { return at }).ApplyTransaction(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDailyReconcileStartsAtFirstPayment: days before the ledger's first
+// payment are not reconciled (their payments belong to whatever took them
+// then); a ledger without payments has no day due.
+func TestDailyReconcileStartsAtFirstPayment(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
+		s = s.WithClock(func() time.Time { return now })
+		bills := &fakeBills{}
+		r := &Reconciler{Store: s, Bills: bills}
+		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, LookBack: 30}.withDefaults(s)
+		r.catchUp(context.Background(), cfg, map[string]dayRetry{})
+		if asked := bills.asked(); len(asked) != 0 {
+			t.Fatalf("empty ledger: bills asked for %v", asked)
+		}
+		payAt(t, s, "p-first", time.Date(2026, 11, 21, 9, 0, 0, 0, ledger.BusinessDay))
+		r.catchUp(context.Background(), cfg, map[string]dayRetry{})
+		if asked := bills.asked(); len(asked) != 2 || asked[0] != "2026-11-21" || asked[1] != "2026-11-22" {
+			t.Fatalf("bills asked for %v, want 2026-11-21 and 2026-11-22", asked)
+		}
+	})
+}

@@ -1,0 +1,69 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// HasSettlements reports whether the ledger has, on a business day, a
+// SUCCESS payment (by success_time) or a SUCCESS refund (by created_at):
+// the rows a reconciliation of that day expects to find in the bill.
+// WeChat Pay answers NO_STATEMENT_EXIST both for a day without
+// transactions and for a bill not generated yet; only this check tells
+// them apart.
+func (s *Store) HasSettlements(ctx context.Context, day string) (bool, error) {
+	start, err := DayStart(day)
+	if err != nil {
+		return false, err
+	}
+	end := start.Add(24 * time.Hour)
+	db := s.db.WithContext(ctx)
+	var ids []uint64
+	err = db.Model(&paymentRow{}).Where("state = ? AND success_time >= ? AND success_time < ?",
+		PaymentSuccess, start, end).Limit(1).Pluck("id", &ids).Error
+	if err != nil {
+		return false, fmt.Errorf("look for payments on %s: %w", day, err)
+	}
+	if len(ids) > 0 {
+		return true, nil
+	}
+	err = db.Model(&refundRow{}).Where("state = ? AND created_at >= ? AND created_at < ?",
+		RefundSuccess, start, end).Limit(1).Pluck("id", &ids).Error
+	if err != nil {
+		return false, fmt.Errorf("look for refunds on %s: %w", day, err)
+	}
+	return len(ids) > 0, nil
+}
+
+// ReconciledDays returns the business days from first to last
+// ("YYYY-MM-DD", inclusive) that have a stored report. A day only claimed
+// (PENDING: its first run failed or still runs) is not among them.
+func (s *Store) ReconciledDays(ctx context.Context, first, last string) (map[string]bool, error) {
+	var days []string
+	err := s.db.WithContext(ctx).Model(&reconciliationRow{}).
+		Where("bill_date >= ? AND bill_date <= ? AND status <> ?", first, last, ReconcilePending).
+		Pluck("bill_date", &days).Error
+	if err != nil {
+		return nil, fmt.Errorf("read reconciled days %s..%s: %w", first, last, err)
+	}
+	out := make(map[string]bool, len(days))
+	for _, d := range days {
+		out[d] = true
+	}
+	return out, nil
+}
+
+// FirstPaymentDay returns the business day the ledger's first payment was
+// created, or "" for a ledger without payments.
+func (s *Store) FirstPaymentDay(ctx context.Context) (string, error) {
+	var rows []paymentRow
+	err := s.db.WithContext(ctx).Select("id", "created_at").Order("id").Limit(1).Find(&rows).Error
+	if err != nil {
+		return "", fmt.Errorf("read the first payment: %w", err)
+	}
+	if len(rows) == 0 {
+		return "", nil
+	}
+	return DayOf(rows[0].CreatedAt), nil
+}

@@ -1,0 +1,90 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// repairPayment records a payment WeChat Pay settled but the ledger
+// missed, as a compensation notice through the state machine.
+func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, string) {
+	u := TransactionUpdate{
+		Notice: Notice{NotifyID: "reconcile:" + bp.TransactionID, Source: SourceReconcile, EventType: "RECONCILE.SUCCESS",
+			ResourceType: "trade_bill_row", Summary: "payment found in the trade bill", OutTradeNo: bp.OutTradeNo,
+			TransactionID: bp.TransactionID, Plaintext: bp.Line, CreateTime: bp.Time},
+		OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID, TradeState: "SUCCESS", AppID: bp.AppID,
+		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: bp.Amount, Currency: "CNY",
+		SuccessTime: bp.Time,
+	}
+	_, err := s.ApplyTransaction(ctx, u)
+	switch {
+	case err == nil:
+		slog.InfoContext(ctx, "reconcile repaired payment", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
+		return RepairApplied, ""
+	case errors.Is(err, ErrAlreadyRecorded):
+		return RepairApplied, "already recorded by an earlier run"
+	default:
+		slog.WarnContext(ctx, "reconcile repair refused", "out_trade_no", bp.OutTradeNo, "err", err)
+		return RepairRefused, truncate(err.Error(), 512)
+	}
+}
+
+// earlierRepairs rebuilds the items of bill payments an earlier run
+// repaired. The ledger now agrees with the bill, but the payment reached
+// SUCCESS through reconciliation, so it was missing: its state history row,
+// written in the repair's transaction, is the record. It survives a rerun
+// and a run whose report was never stored (a crash, a lost claim).
+func (s *Store) earlierRepairs(ctx context.Context, matched []BillPayment, ledger map[string]*Payment) ([]ReconcileItem, error) {
+	keys := make([]string, len(matched))
+	for i, bp := range matched {
+		keys[i] = bp.OutTradeNo
+	}
+	repairs, err := s.reconcileRepairs(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	var items []ReconcileItem
+	for _, bp := range matched {
+		h, ok := repairs[bp.OutTradeNo]
+		if ok && h.Ref == "reconcile:"+bp.TransactionID {
+			items = append(items, repairedItem(bp, h, ledger[bp.OutTradeNo]))
+		}
+	}
+	return items, nil
+}
+
+// reconcileRepairs returns, by out_trade_no, the history rows of payments
+// moved to SUCCESS by reconciliation.
+func (s *Store) reconcileRepairs(ctx context.Context, keys []string) (map[string]historyRow, error) {
+	out := map[string]historyRow{}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		var rows []historyRow
+		err := s.db.WithContext(ctx).Where("entity = ? AND entity_key IN ? AND source = ? AND to_state = ?",
+			EntityPayment, keys[:n], SourceReconcile, PaymentSuccess).Find(&rows).Error
+		if err != nil {
+			return nil, fmt.Errorf("read reconciliation repairs: %w", err)
+		}
+		for _, r := range rows {
+			out[r.EntityKey] = r
+		}
+		keys = keys[n:]
+	}
+	return out, nil
+}
+
+// repairedItem is the item of a payment repaired by an earlier run, as
+// that run reported it: the ledger side is the state before the repair.
+func repairedItem(bp BillPayment, h historyRow, lp *Payment) ReconcileItem {
+	it := ReconcileItem{Kind: MismatchPaymentMissingInLedger, OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID,
+		Bill: &ItemSide{State: "SUCCESS", Amount: bp.Amount, Line: bp.Line}, Repair: RepairApplied,
+		RepairDetail: "repaired at " + h.CreatedAt.UTC().Format(time.RFC3339) + " (state history " + strconv.FormatUint(h.ID, 10) + ")"}
+	if h.FromState != string(PaymentNone) && lp != nil {
+		it.Ledger = &ItemSide{State: h.FromState, Amount: lp.ExpectedAmount}
+	}
+	return it
+}

@@ -1,0 +1,148 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// reconcileDay is the business day the reconciliation tests use.
+const reconcileDay = "2026-11-23"
+
+func billPayment(outTradeNo, txID string, amount int64) ledger.BillPayment {
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, ledger.BusinessDay).UTC()
+	return ledger.BillPayment{Time: at, AppID: "wxapp", MchID: "1900000001", TransactionID: txID,
+		OutTradeNo: outTradeNo, OpenID: "openid-1", Amount: amount, Line: "`line of " + outTradeNo}
+}
+
+// reconcile claims the day and runs one reconciliation of bill.
+func reconcile(t *testing.T, s *ledger.Store, bill *ledger.Bill) *ledger.Reconciliation {
+	t.Helper()
+	claim, err := s.ClaimReconciliation(context.Background(), reconcileDay, time.Minute)
+	if err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	rep, err := s.Reconcile(context.Background(), claim, bill, "test")
+	if err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	return rep
+}
+
+func item(rep *ledger.Reconciliation, outTradeNo string) *ledger.ReconcileItem {
+	for i := range rep.Items {
+		if rep.Items[i].OutTradeNo == outTradeNo {
+			return &rep.Items[i]
+		}
+	}
+	return nil
+}
+
+// TestReconcileRerunKeepsRepairs: a rerun of a day reports the payments an
+// earlier run repaired (rebuilt from the state history, so even when that
+// run never stored its report) and keeps its refusals; the day stays
+// MISMATCHED.
+func TestReconcileRerunKeepsRepairs(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "refused", AmountTotal: 500, PayerOpenID: "openid-1", ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatal(err)
+		}
+		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("lost", "tx-lost", 777), billPayment("refused", "tx-refused", 600)}}
+		first := reconcile(t, s, bill)
+		if it := item(first, "lost"); it == nil || it.Repair != ledger.RepairApplied || first.Repaired != 1 {
+			t.Fatalf("first run: %+v", first)
+		}
+		if it := item(first, "refused"); it == nil || it.Repair != ledger.RepairRefused {
+			t.Fatalf("first run: %+v", first)
+		}
+		// The refused payment is settled by hand; a run that repaired
+		// "crashed" died before storing its report.
+		if err := s.DB().Exec("UPDATE payments SET state = 'SUCCESS', transaction_id = 'tx-refused', amount_total = 600, success_time = ? WHERE out_trade_no = 'refused'",
+			bill.Payments[1].Time).Error; err != nil {
+			t.Fatal(err)
+		}
+		crashed := billPayment("crashed", "tx-crashed", 300)
+		if _, err := s.ApplyTransaction(ctx, ledger.TransactionUpdate{
+			Notice:     ledger.Notice{NotifyID: "reconcile:tx-crashed", Source: ledger.SourceReconcile, EventType: "RECONCILE.SUCCESS", OutTradeNo: "crashed"},
+			OutTradeNo: "crashed", TransactionID: "tx-crashed", TradeState: "SUCCESS", AmountTotal: 300, PayerTotal: 300,
+			Currency: "CNY", SuccessTime: crashed.Time}); err != nil {
+			t.Fatal(err)
+		}
+		bill.Payments = append(bill.Payments, crashed)
+
+		again := reconcile(t, s, bill)
+		if again.Status != ledger.ReconcileMismatched || again.Mismatches != 3 || again.Repaired != 2 || again.Runs != 2 {
+			t.Fatalf("rerun: %+v", again)
+		}
+		for _, no := range []string{"lost", "crashed"} {
+			if it := item(again, no); it == nil || it.Kind != ledger.MismatchPaymentMissingInLedger ||
+				it.Repair != ledger.RepairApplied || it.Ledger != nil || !strings.HasPrefix(it.RepairDetail, "repaired at ") {
+				t.Fatalf("rerun lost the repair of %s: %+v", no, again.Items)
+			}
+		}
+		if it := item(again, "refused"); it == nil || it.Repair != ledger.RepairRefused || !strings.HasPrefix(it.RepairDetail, "earlier run: ") {
+			t.Fatalf("rerun lost the refusal: %+v", again.Items)
+		}
+		stored, err := s.Reconciliation(ctx, reconcileDay)
+		if err != nil || stored.Mismatches != 3 || len(stored.Items) != 3 || stored.Repaired != 2 {
+			t.Fatalf("stored = %+v, %v", stored, err)
+		}
+		third := reconcile(t, s, bill)
+		if third.Mismatches != 3 || strings.Count(item(third, "refused").RepairDetail, "earlier run: ") != 1 {
+			t.Fatalf("third run: %+v", third.Items)
+		}
+	})
+}
+
+// TestReconcileClaim: one run per day at a time; a lease that ran out is
+// taken over, and the run that lost it cannot store its report.
+func TestReconcileClaim(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		now := time.Now().UTC()
+		clock := func() time.Time { return now }
+		s = s.WithClock(func() time.Time { return clock() })
+		first, err := s.ClaimReconciliation(ctx, reconcileDay, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ClaimReconciliation(ctx, reconcileDay, time.Minute); !errors.Is(err, ledger.ErrClaimed) {
+			t.Fatalf("second claim: err=%v, want ErrClaimed", err)
+		}
+		if _, err := s.Reconciliation(ctx, reconcileDay); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("a claimed day without a report: err=%v, want ErrNotFound", err)
+		}
+		if err := s.ReleaseReconciliation(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		second, err := s.ClaimReconciliation(ctx, reconcileDay, time.Minute)
+		if err != nil {
+			t.Fatalf("claim after release: %v", err)
+		}
+		clock = func() time.Time { return now.Add(2 * time.Minute) } // second's run died
+		third, err := s.ClaimReconciliation(ctx, reconcileDay, time.Minute)
+		if err != nil {
+			t.Fatalf("claim after the lease ran out: %v", err)
+		}
+		if _, err := s.Reconcile(ctx, second, &ledger.Bill{}, "late"); !errors.Is(err, ledger.ErrClaimed) {
+			t.Fatalf("report under a lost claim: err=%v, want ErrClaimed", err)
+		}
+		if err := s.ReleaseReconciliation(ctx, second); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := s.Reconcile(ctx, third, &ledger.Bill{}, "third")
+		if err != nil || rep.Runs != 1 || rep.Status != ledger.ReconcileMatched {
+			t.Fatalf("report = %+v, %v", rep, err)
+		}
+		if _, err := s.ClaimReconciliation(ctx, reconcileDay, time.Minute); err != nil {
+			t.Fatalf("a stored report ends the claim: %v", err)
+		}
+	})
+}
