@@ -300,3 +300,31 @@ func TestRefundAttemptNeedsTheVersionClaimed(t *testing.T) {
 		}
 	})
 }
+
+// TestRefundAmountMismatchIsFlagged: WeChat stating another amount for a
+// refund changes nothing and is flagged, once per (re)delivery.
+func TestRefundAmountMismatchIsFlagged(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r40", 100)
+		if _, err := s.CreateRefund(ctx, refundReq("r40", "rf-40", 60)); err != nil {
+			t.Fatal(err)
+		}
+		u := ledger.RefundUpdate{OutRefundNo: "rf-40", State: ledger.RefundSuccess, Amount: 70, Source: ledger.SourceCallback,
+			Notice: &ledger.Notice{NotifyID: "rn-40", Source: ledger.SourceCallback, EventType: "REFUND.SUCCESS",
+				OutTradeNo: "r40", OutRefundNo: "rf-40", Plaintext: "{}"}}
+		for range 2 {
+			var mm *ledger.AmountMismatchError
+			if _, err := s.ApplyRefund(ctx, u); !errors.As(err, &mm) {
+				t.Fatalf("err = %v, want AmountMismatchError", err)
+			}
+		}
+		if r, _ := s.Refund(ctx, "rf-40"); r.State != ledger.RefundCreated {
+			t.Fatalf("refund state = %s, want CREATED", r.State)
+		}
+		a, _ := s.Anomalies(ctx, "r40")
+		if len(a) != 1 || a[0].Kind != ledger.AnomalyRefundAmountMismatch || a[0].SeenCount != 2 {
+			t.Fatalf("anomalies = %+v, want one REFUND_AMOUNT_MISMATCH seen twice", a)
+		}
+	})
+}

@@ -64,9 +64,17 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 			// In the transaction that stores the notice: a redelivery finds
 			// the notice stored and would not flag it again.
 			err = s.recordAnomaly(tx, *flag)
+			flag = nil
 		}
 		return err
 	})
+	if flag != nil {
+		// The transaction rolled back (another amount): the flag is written
+		// on its own, and if it cannot be, that is the caller's error.
+		if ferr := s.RecordAnomaly(ctx, *flag); ferr != nil {
+			err = ferr
+		}
+	}
 	if err == nil {
 		err = verdict
 	}
