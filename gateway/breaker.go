@@ -11,16 +11,22 @@ import (
 // several (rate limit, gate or lock, lock retries, unlock): without the
 // breaker a hung Redis cost a request one op timeout per call. With it a
 // request waits for Redis at most once, and during the cool-down none
-// does. The first call after the cool-down tries Redis again. A nil
+// does; after it, calls try Redis again. It counts on the monotonic
+// clock, so a step of the host's clock cannot hold it open. A nil
 // Breaker never opens.
 type Breaker struct {
 	Cooldown  time.Duration // default 2 s
-	openUntil atomic.Int64  // unix nanoseconds
+	openUntil atomic.Int64  // time since breakerEpoch, in nanoseconds
 }
+
+// breakerEpoch anchors the monotonic readings.
+var breakerEpoch = time.Now()
+
+func sinceEpoch() int64 { return int64(time.Since(breakerEpoch)) }
 
 // Open reports whether Redis is to be skipped now.
 func (b *Breaker) Open() bool {
-	return b != nil && time.Now().UnixNano() < b.openUntil.Load()
+	return b != nil && sinceEpoch() < b.openUntil.Load()
 }
 
 // Fail records a failed Redis call made under ctx. A call cut short by
@@ -30,10 +36,9 @@ func (b *Breaker) Fail(ctx context.Context) bool {
 	if b == nil || ctx.Err() != nil {
 		return false
 	}
-	d := b.cooldown()
+	now := sinceEpoch()
 	was := b.openUntil.Load()
-	until := time.Now().Add(d).UnixNano()
-	return b.openUntil.CompareAndSwap(was, until) && was <= time.Now().UnixNano()
+	return b.openUntil.CompareAndSwap(was, now+int64(b.cooldown())) && was <= now
 }
 
 func (b *Breaker) cooldown() time.Duration {
