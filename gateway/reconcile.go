@@ -30,15 +30,15 @@ type Reconciler struct {
 	Timeout time.Duration // bounds one run, bill download included; default 10 min
 }
 
-// defaultReconcileTimeout leaves room for a 5 min bill download.
-const defaultReconcileTimeout = 10 * time.Minute
+// DefaultReconcileTimeout leaves room for a 5 min bill download.
+const DefaultReconcileTimeout = 10 * time.Minute
 
 // limit bounds one run.
 func (r *Reconciler) limit() time.Duration {
 	if r.Timeout > 0 {
 		return r.Timeout
 	}
-	return defaultReconcileTimeout
+	return DefaultReconcileTimeout
 }
 
 // claimMargin keeps a day's lease past the end of its run, so a live run

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"reflect"
@@ -294,7 +295,7 @@ func (c *Config) Validate() error {
 			"wechatpay.bill_timeout (GATEWAY_WECHATPAY_BILL_TIMEOUT)", "must be between 0 (5m) and 30m"},
 		{c.Finance.ReconcileLookBack < 0 || c.Finance.ReconcileLookBack > 90,
 			"finance.reconcile_look_back (GATEWAY_FINANCE_RECONCILE_LOOK_BACK)", "must be between 0 (30) and 90 days"},
-		{c.Finance.ReconcileTimeout != 0 && c.Finance.ReconcileTimeout <= w.billTimeout(),
+		{cmp.Or(c.Finance.ReconcileTimeout, gateway.DefaultReconcileTimeout) <= w.billTimeout(),
 			"finance.reconcile_timeout (GATEWAY_FINANCE_RECONCILE_TIMEOUT)", "must be longer than wechatpay.bill_timeout (5m by default): it bounds the whole run, download included"},
 	}
 	for _, ch := range checks {

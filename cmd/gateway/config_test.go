@@ -76,6 +76,8 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"long finish delay", func(c *Config) { c.Redis.FinishDelay = time.Minute }, "GATEWAY_REDIS_FINISH_DELAY"},
 		{"look back past WeChat's bills", func(c *Config) { c.Finance.ReconcileLookBack = 120 }, "GATEWAY_FINANCE_RECONCILE_LOOK_BACK"},
 		{"unbounded bill download", func(c *Config) { c.WechatPay.BillTimeout = time.Hour }, "GATEWAY_WECHATPAY_BILL_TIMEOUT"},
+		{"default run shorter than its download", func(c *Config) { c.WechatPay.BillTimeout = 20 * time.Minute },
+			"GATEWAY_FINANCE_RECONCILE_TIMEOUT"},
 		{"run shorter than its download", func(c *Config) { c.Finance.ReconcileTimeout = 2 * time.Minute },
 			"GATEWAY_FINANCE_RECONCILE_TIMEOUT"},
 	}
