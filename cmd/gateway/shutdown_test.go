@@ -4,9 +4,139 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"paygateway/gateway"
+	"paygateway/gateway/wechatpay/wxpaysim"
 )
+
+// TestGracefulShutdown holds a payment notification in flight (its
+// payment row is locked by the test's own MySQL transaction) and a slow
+// route, starts the shutdown, and checks: new connections are refused,
+// the in-flight requests finish (the notification is recorded and
+// answered 204), the jobs stop, and Run returns cleanly.
+func TestGracefulShutdown(t *testing.T) {
+	cfg := testConfig(t, backend{name: "mysql+redis", mysql: true, redis: true})
+	m, err := NewMain(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	started, release := make(chan struct{}), make(chan struct{})
+	m.Deps.Routes = append(m.Deps.Routes, func(r *gin.Engine, _ *gateway.Deps) {
+		r.GET("/test/slow", func(c *gin.Context) {
+			close(started)
+			<-release
+			c.JSON(http.StatusOK, gin.H{"done": true})
+		})
+	})
+	var jobStopped atomic.Bool
+	m.AddJob(func(ctx context.Context) {
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond) // e.g. releasing leases
+		jobStopped.Store(true)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitReady(t, m.URL())
+
+	k, _ := testKeys(t)
+	no := uniqueNo("shut")
+	if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(no, 700)); status != 201 {
+		t.Fatalf("register: status=%d body=%v", status, body)
+	}
+	tx := m.Store.DB().Begin()
+	if err := tx.Exec("SELECT id FROM payments WHERE out_trade_no = ? FOR UPDATE", no).Error; err != nil {
+		t.Fatal(err)
+	}
+	notifyStatus := make(chan int, 1)
+	go func() {
+		n := mustNotification(k.PaymentNotification(paidTx(k, no, 700), wxpaysim.PublicKeyMode(), time.Now()))
+		resp, err := n.Post(context.Background(), httpClient, m.URL()+paymentPath)
+		if err != nil {
+			notifyStatus <- -1
+			return
+		}
+		resp.Body.Close()
+		notifyStatus <- resp.StatusCode
+	}()
+	slowStatus := make(chan int, 1)
+	go func() {
+		resp, err := httpClient.Get(m.URL() + "/test/slow")
+		if err != nil {
+			slowStatus <- -1
+			return
+		}
+		resp.Body.Close()
+		slowStatus <- resp.StatusCode
+	}()
+	<-started
+	waitNotificationBlocked(t, m)
+
+	cancel()
+	waitRefused(t, m.Addr())
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) with requests still in flight", err)
+	default:
+	}
+	if err := tx.Rollback().Error; err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if s := <-notifyStatus; s != 204 {
+		t.Fatalf("in-flight notification: status=%d, want 204", s)
+	}
+	if s := <-slowStatus; s != 200 {
+		t.Fatalf("in-flight request: status=%d, want 200", s)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !jobStopped.Load() {
+		t.Fatal("Run returned before the job finished stopping")
+	}
+	if got := ledgerCounts(t, m, no); got != [3]int64{1, 2, 1} {
+		t.Fatalf("payments/history/notifications = %v, want [1 2 1]", got)
+	}
+}
+
+// waitNotificationBlocked waits until the notification is stuck on the
+// test's row lock (MySQL shows the waiting query in the processlist).
+func waitNotificationBlocked(t *testing.T, m *Main) {
+	t.Helper()
+	for i := 0; i < 250; i++ {
+		var n int64
+		m.Store.DB().Raw("SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID() " +
+			"AND info LIKE '%FROM `payments`%FOR UPDATE%'").Scan(&n)
+		if n > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the notification never reached the locked payment row")
+}
+
+// waitRefused waits until the listener is closed.
+func waitRefused(t *testing.T, addr string) {
+	t.Helper()
+	for i := 0; i < 250; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s still accepts connections during shutdown", addr)
+}
 
 // TestJobsStopWhenShutdownBegins: background jobs (outbox workers, the
 // janitor) are told to stop as soon as shutdown begins, not after the
