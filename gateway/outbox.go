@@ -49,6 +49,8 @@ func (d *Deps) replayJob(c *gin.Context) {
 	switch {
 	case err == nil:
 		c.JSON(http.StatusOK, gin.H{"job": job})
+	case errors.Is(err, ledger.ErrConflict) && job.State == ledger.JobDead:
+		writeError(c, Errorf(CodeConflict, "this release waits for its order's confirmation: replay that job first", err))
 	case errors.Is(err, ledger.ErrConflict):
 		writeError(c, Errorf(CodeConflict, "job is "+job.State+", only DEAD jobs can be replayed", err))
 	default:

@@ -37,8 +37,21 @@ func (s *Store) confirmJob(p *Payment) (outboxJobRow, error) {
 
 // refundSucceeded runs inside the transaction that moved a refund to
 // SUCCESS: the job that releases the refunded stock downstream.
+// If the order's confirmation is dead the release is stored dead, held
+// by it (see holdReleases).
 func (s *Store) refundSucceeded(tx *gorm.DB, outRefundNo, outTradeNo string, amount int64) error {
 	key := "release:" + outRefundNo
-	return s.enqueue(tx, JobReleaseInventory, key, outTradeNo, outRefundNo,
+	row, err := s.jobRow(JobReleaseInventory, key, outTradeNo, outRefundNo,
 		releasePayload{Key: key, OutRefundNo: outRefundNo, OutTradeNo: outTradeNo, Amount: amount})
+	if err != nil {
+		return err
+	}
+	dead, err := deadConfirmation(tx, outTradeNo)
+	if err != nil {
+		return err
+	}
+	if dead != 0 {
+		row.State, row.LastError = JobDead, heldBy(dead)
+	}
+	return createJobs(tx, []outboxJobRow{row})
 }

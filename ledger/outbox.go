@@ -109,17 +109,6 @@ func (r outboxAttemptRow) attempt() retry.Attempt {
 	return a
 }
 
-// enqueue writes a job inside the caller's transaction, so the job commits
-// or rolls back with the ledger change that owes it. A job with the same
-// key already stored makes this a no-op.
-func (s *Store) enqueue(tx *gorm.DB, kind, key, outTradeNo, outRefundNo string, payload any) error {
-	row, err := s.jobRow(kind, key, outTradeNo, outRefundNo, payload)
-	if err != nil {
-		return err
-	}
-	return createJobs(tx, []outboxJobRow{row})
-}
-
 // jobRow builds a pending job, due now.
 func (s *Store) jobRow(kind, key, outTradeNo, outRefundNo string, payload any) (outboxJobRow, error) {
 	body, err := json.Marshal(payload)
@@ -264,23 +253,25 @@ func (o *Outbox) Release(ctx context.Context, job retry.Job, worker string) erro
 
 // Complete implements retry.Queue.
 func (o *Outbox) Complete(ctx context.Context, a retry.Attempt) error {
-	return o.settle(ctx, a, map[string]any{"state": JobDone, "done_at": a.FinishedAt.UTC(), "last_error": ""})
+	return o.settle(ctx, a, map[string]any{"state": JobDone, "done_at": a.FinishedAt.UTC(), "last_error": ""}, nil)
 }
 
 // Retry implements retry.Queue.
 func (o *Outbox) Retry(ctx context.Context, a retry.Attempt) error {
-	return o.settle(ctx, a, map[string]any{"state": JobPending, "next_run_at": a.NextRunAt.UTC(), "last_error": a.Err})
+	return o.settle(ctx, a, map[string]any{"state": JobPending, "next_run_at": a.NextRunAt.UTC(), "last_error": a.Err}, nil)
 }
 
-// Dead implements retry.Queue.
+// Dead implements retry.Queue. A dead confirmation takes its order's
+// waiting releases with it (see holdReleases).
 func (o *Outbox) Dead(ctx context.Context, a retry.Attempt) error {
-	return o.settle(ctx, a, map[string]any{"state": JobDead, "last_error": a.Err})
+	return o.settle(ctx, a, map[string]any{"state": JobDead, "last_error": a.Err},
+		func(tx *gorm.DB) error { return o.s.holdReleases(tx, a.JobID) })
 }
 
 // settle records the attempt and, if the worker still holds the lease for
 // this attempt, applies the job's new state. The attempt row is kept even
 // when the lease was lost: it happened, and operators want to see it.
-func (o *Outbox) settle(ctx context.Context, a retry.Attempt, set map[string]any) error {
+func (o *Outbox) settle(ctx context.Context, a retry.Attempt, set map[string]any, then func(tx *gorm.DB) error) error {
 	lost := false
 	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
 		row := outboxAttemptRow{JobID: a.JobID, Attempt: a.Number, Worker: a.Worker, Outcome: string(a.Outcome),
@@ -296,8 +287,10 @@ func (o *Outbox) settle(ctx context.Context, a retry.Attempt, set map[string]any
 		res := tx.Model(&outboxJobRow{}).
 			Where("id = ? AND state = ? AND lease_owner = ? AND attempts = ?", a.JobID, JobRunning, a.Worker, a.Number).
 			Updates(set)
-		lost = res.RowsAffected == 0
-		return res.Error
+		if lost = res.RowsAffected == 0; res.Error != nil || lost || then == nil {
+			return res.Error
+		}
+		return then(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("settle outbox job %d attempt %d (%s): %w", a.JobID, a.Number, a.Outcome, err)
@@ -365,12 +358,13 @@ func (o *Outbox) withHistory(ctx context.Context, rows []outboxJobRow) ([]Outbox
 	return out, nil
 }
 
-// Replay puts a dead job back in the queue to run now, on behalf of by
+// Replay puts a dead job back in the queue to run now (a confirmation
+// with the releases it held, see holdReleases), on behalf of by
 // (an operator's key name, or "cli"), and appends a "replayed" row to the
 // job's history in the same transaction. Its attempt count and history
 // stay, so the next attempt asks the other side first; its elapsed-time
 // budget starts again. Errors: ErrNotFound, ErrConflict when the job is
-// not dead.
+// not dead or is a release whose confirmation is not DONE.
 func (o *Outbox) Replay(ctx context.Context, id uint64, by string) (*OutboxJob, error) {
 	var replayed bool
 	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
@@ -382,20 +376,23 @@ func (o *Outbox) Replay(ctx context.Context, id uint64, by string) (*OutboxJob, 
 		} else if err != nil {
 			return err
 		}
-		err = tx.Model(&outboxJobRow{}).Where("id = ?", id).
-			Updates(map[string]any{"state": JobPending, "next_run_at": now, "first_attempt_at": nil, "updated_at": now}).Error
-		if err != nil {
+		if err := o.s.releaseReplayable(tx, row); err != nil {
 			return err
 		}
-		return tx.Create(&outboxAttemptRow{JobID: id, Attempt: row.Attempts, Worker: truncate(by, 64),
-			Outcome: string(retry.OutcomeReplayed), StartedAt: now, FinishedAt: now}).Error
+		if err := replayRow(tx, row, by, now); err != nil {
+			return err
+		}
+		return o.s.reviveReleases(tx, row, by, now)
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrConflict) {
 		return nil, fmt.Errorf("replay outbox job %d: %w", id, err)
 	}
-	job, err := o.Job(ctx, id)
-	if err != nil {
-		return nil, err
+	job, jerr := o.Job(ctx, id)
+	if jerr != nil {
+		return nil, jerr
+	}
+	if err != nil { // a held release whose confirmation is not done
+		return job, err
 	}
 	if !replayed {
 		return job, fmt.Errorf("replay outbox job %d in state %s: %w", id, job.State, ErrConflict)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,6 +222,23 @@ func TestReleaseWaitsForItsConfirm(t *testing.T) {
 		if got := claimKinds(t, q, "w-b"); len(got) != 0 {
 			t.Fatalf("claimed %v while the confirmation is dead", got)
 		}
+		// The waiting release died with it, in sight of the dead-letter
+		// list; one created now is stored dead; neither replays alone.
+		if err := s.RefundSucceeded(ctx, "ob-r9", "ob-o6", 10); err != nil {
+			t.Fatal(err)
+		}
+		dead, err := q.DeadJobs(ctx, 10)
+		if err != nil || len(dead) != 3 {
+			t.Fatalf("dead jobs = %+v, %v; want the confirmation and its two releases", dead, err)
+		}
+		for _, j := range dead[1:] {
+			if j.Kind != ledger.JobReleaseInventory || j.Attempts != 0 || !strings.HasPrefix(j.LastError, "held:") {
+				t.Fatalf("held release = %+v", j)
+			}
+		}
+		if _, err := q.Replay(ctx, dead[1].ID, "ops:alice"); !errors.Is(err, ledger.ErrConflict) {
+			t.Fatalf("replay of a held release alone: err = %v, want ErrConflict", err)
+		}
 		back, err := q.Replay(ctx, confirm.ID, "ops:alice")
 		if err != nil {
 			t.Fatal(err)
@@ -233,8 +251,8 @@ func TestReleaseWaitsForItsConfirm(t *testing.T) {
 			t.Fatalf("claim after replay = %v, want only the confirmation, attempt 3", replayed)
 		}
 		settle(retry.Attempt{Number: 3, Outcome: retry.OutcomeDone}, q.Complete)
-		if last := claimKinds(t, q, "w-b"); len(last) != 1 || last["release:ob-r6"].ID == 0 {
-			t.Fatalf("claim after the confirmation = %v, want its release", last)
+		if last := claimKinds(t, q, "w-b"); len(last) != 2 || last["release:ob-r6"].ID == 0 || last["release:ob-r9"].ID == 0 {
+			t.Fatalf("claim after the confirmation = %v, want both its releases", last)
 		}
 	})
 }
