@@ -129,7 +129,7 @@ func (r *Reconciler) emptyBill(ctx context.Context, day string, cause error) (*l
 		return nil, Errorf(CodeUnavailable, "WeChat Pay has no trade bill of "+day+
 			" yet, but the ledger has payments or refunds settled that day; try again later", cause)
 	}
-	return &ledger.Bill{}, nil
+	return &ledger.Bill{NoStatement: true}, nil
 }
 
 type reconcileRequest struct {

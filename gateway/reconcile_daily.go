@@ -67,6 +67,13 @@ func (r *Reconciler) dueWindow(ctx context.Context, cfg DailyConfig, now time.Ti
 	return max(first, start), last, nil
 }
 
+// recheckFrom is the first of the last ledger.NoBillRecheckDays days up to
+// last: a NO_BILL report of those is run again (the bill may be late).
+func recheckFrom(last string) string {
+	start, _ := ledger.DayStart(last) // last comes from DayOf: always valid
+	return ledger.DayOf(start.Add(-time.Duration(ledger.NoBillRecheckDays-1) * 24 * time.Hour))
+}
+
 // dayRetry is a failed day's backoff.
 type dayRetry struct {
 	failures int
@@ -103,7 +110,7 @@ func (r *Reconciler) catchUp(ctx context.Context, cfg DailyConfig, retries map[s
 		slog.ErrorContext(ctx, "daily reconciliation: cannot read the ledger", "err", err)
 		return now.Add(cfg.Retry)
 	}
-	done, err := r.Store.ReconciledDays(ctx, first, last)
+	done, err := r.Store.ReconciledDays(ctx, first, last, recheckFrom(last))
 	if err != nil {
 		slog.ErrorContext(ctx, "daily reconciliation: cannot read the reconciled days", "err", err)
 		return now.Add(cfg.Retry)
@@ -131,9 +138,18 @@ func (r *Reconciler) catchUp(ctx context.Context, cfg DailyConfig, retries map[s
 	return wake
 }
 
-// runDay runs one day and, when it fails, returns its next backoff.
+// noBillRecheck is how often a recent NO_BILL day is run again.
+const noBillRecheck = time.Hour
+
+// runDay runs one day and, when it fails or WeChat Pay had no bill of it
+// yet (NO_BILL), returns when to run it again.
 func (r *Reconciler) runDay(ctx context.Context, cfg DailyConfig, day string, rt dayRetry) (dayRetry, bool) {
-	_, err := r.Run(ctx, day, "daily-job")
+	rep, err := r.Run(ctx, day, "daily-job")
+	if err == nil && rep.Status == ledger.ReconcileNoBill {
+		rt.next = cfg.Now().Add(noBillRecheck)
+		slog.InfoContext(ctx, "daily reconciliation: no bill of the day yet", "date", day, "next", rt.next)
+		return rt, true
+	}
 	if err == nil || ctx.Err() != nil {
 		return rt, false
 	}

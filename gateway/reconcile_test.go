@@ -106,7 +106,7 @@ func TestDailyReconcileCatchesUp(t *testing.T) {
 		clock := func() time.Time { return base.Add(time.Since(started)) }
 		s = s.WithClock(clock)
 		payAt(t, s, "p-early", base.AddDate(0, 0, -20))
-		done := &fakeBills{}
+		done := &fakeBills{fn: emptyBill}
 		if _, err := (&Reconciler{Store: s, Bills: done}).Run(context.Background(), "2026-11-21", "earlier"); err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestDailyReconcileCatchesUp(t *testing.T) {
 			if day == "2026-11-20" && failing {
 				return nil, errors.New("connection reset")
 			}
-			return nil, ErrNoStatement
+			return emptyBill(context.Background(), day)
 		}}
 		r := &Reconciler{Store: s, Bills: bills}
 		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, Retry: 20 * time.Millisecond, LookBack: 4}
@@ -128,7 +128,7 @@ func TestDailyReconcileCatchesUp(t *testing.T) {
 			go func() { r.DailyReconcile(ctx, cfg); close(stopped) }()
 			defer func() { cancel(); <-stopped }()
 			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-				got, err := s.ReconciledDays(context.Background(), "2026-11-01", "2026-11-30")
+				got, err := s.ReconciledDays(context.Background(), "2026-11-01", "2026-11-30", "2026-12-01")
 				if err == nil && until(got) {
 					return
 				}
@@ -146,6 +146,36 @@ func TestDailyReconcileCatchesUp(t *testing.T) {
 		for day, want := range map[string]int{"2026-11-18": 0, "2026-11-19": 1, "2026-11-21": 0, "2026-11-22": 1, "2026-11-23": 0} {
 			if n := countOf(asked, day); n != want {
 				t.Fatalf("bill of %s asked %d times, want %d (asked: %v)", day, n, want, asked)
+			}
+		}
+	})
+}
+
+// emptyBill is a bill file without rows: a day WeChat Pay saw no trade.
+func emptyBill(context.Context, string) ([]byte, error) { return []byte{}, nil }
+
+// TestNoBillDaysAreRecheckedWhileRecent: WeChat Pay's "no bill" with a
+// ledger that settled nothing is stored NO_BILL, not MATCHED; the daily
+// job runs the last two such days again (the bill may be late: each
+// lost callback of the day would otherwise never be repaired), not older
+// ones.
+func TestNoBillDaysAreRecheckedWhileRecent(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		base := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
+		s = s.WithClock(func() time.Time { return base })
+		payAt(t, s, "p-nobill", base.AddDate(0, 0, -20))
+		bills := &fakeBills{}
+		r := &Reconciler{Store: s, Bills: bills}
+		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, LookBack: 4}.withDefaults(s)
+		r.catchUp(context.Background(), cfg, map[string]dayRetry{})
+		rep, err := s.Reconciliation(context.Background(), "2026-11-19")
+		if err != nil || rep.Status != ledger.ReconcileNoBill {
+			t.Fatalf("report of a day without a bill: %+v, %v; want NO_BILL", rep, err)
+		}
+		r.catchUp(context.Background(), cfg, map[string]dayRetry{}) // as after a restart
+		for day, want := range map[string]int{"2026-11-19": 1, "2026-11-20": 1, "2026-11-21": 2, "2026-11-22": 2} {
+			if n := countOf(bills.asked(), day); n != want {
+				t.Fatalf("bill of %s asked %d times, want %d (asked: %v)", day, n, want, bills.asked())
 			}
 		}
 	})

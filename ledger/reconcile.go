@@ -14,7 +14,15 @@ const (
 	ReconcileMatched    = "MATCHED"
 	ReconcileMismatched = "MISMATCHED"
 	ReconcilePending    = "PENDING"
+	// ReconcileNoBill: WeChat Pay had no bill of the day and the ledger
+	// settled nothing either. The bill may just not be out yet, so the
+	// daily job runs such a day again while it is recent (NoBillRecheck).
+	ReconcileNoBill = "NO_BILL"
 )
+
+// NoBillRecheckDays is how many of the latest days of the daily window are
+// run again while their report is NO_BILL.
+const NoBillRecheckDays = 2
 
 // Mismatch kinds a reconciliation reports.
 const (
@@ -55,6 +63,7 @@ type Reconciliation struct {
 	CreatedAt      time.Time       `json:"created_at"`
 	UpdatedAt      time.Time       `json:"updated_at"`
 	Items          []ReconcileItem `json:"items"`
+	noBill         bool            // the bill was NO_STATEMENT_EXIST
 }
 
 // ReconcileItem is one mismatch with both sides; a nil side is absent.
@@ -131,7 +140,7 @@ func (s *Store) Reconcile(ctx context.Context, claim *ReconcileClaim, bill *Bill
 		return nil, err
 	}
 	rep := &Reconciliation{Date: DayOf(start), RequestedBy: requestedBy, BillPayments: len(bill.Payments),
-		BillRefunds: len(bill.Refunds), Items: []ReconcileItem{}}
+		BillRefunds: len(bill.Refunds), Items: []ReconcileItem{}, noBill: bill.NoStatement}
 	if err := s.comparePayments(ctx, rep, bill, start); err != nil {
 		return nil, err
 	}
@@ -153,8 +162,11 @@ func (rep *Reconciliation) tally() {
 		}
 	}
 	rep.Mismatches, rep.Status = len(rep.Items), ReconcileMatched
-	if rep.Mismatches > 0 {
+	switch {
+	case rep.Mismatches > 0:
 		rep.Status = ReconcileMismatched
+	case rep.noBill:
+		rep.Status = ReconcileNoBill
 	}
 }
 

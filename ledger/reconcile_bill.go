@@ -11,6 +11,8 @@ import (
 type Bill struct {
 	Payments []BillPayment
 	Refunds  []BillRefund
+	// NoStatement: WeChat Pay answered it has no bill of the day.
+	NoStatement bool
 }
 
 // BillPayment is a payment row (交易状态 SUCCESS). Money is in fen.

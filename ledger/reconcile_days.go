@@ -38,11 +38,13 @@ func (s *Store) HasSettlements(ctx context.Context, day string) (bool, error) {
 
 // ReconciledDays returns the business days from first to last
 // ("YYYY-MM-DD", inclusive) that have a stored report. A day only claimed
-// (PENDING: its first run failed or still runs) is not among them.
-func (s *Store) ReconciledDays(ctx context.Context, first, last string) (map[string]bool, error) {
+// (PENDING: its first run failed or still runs) is not among them, nor a
+// NO_BILL day from recheckFrom on (its bill may not be out yet).
+func (s *Store) ReconciledDays(ctx context.Context, first, last, recheckFrom string) (map[string]bool, error) {
 	var days []string
 	err := s.db.WithContext(ctx).Model(&reconciliationRow{}).
 		Where("bill_date >= ? AND bill_date <= ? AND status <> ?", first, last, ReconcilePending).
+		Where("status <> ? OR bill_date < ?", ReconcileNoBill, recheckFrom).
 		Pluck("bill_date", &days).Error
 	if err != nil {
 		return nil, fmt.Errorf("read reconciled days %s..%s: %w", first, last, err)
