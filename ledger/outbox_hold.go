@@ -55,12 +55,13 @@ func (s *Store) holdReleases(tx *gorm.DB, id uint64) error {
 }
 
 // deadConfirmation returns the id of the order's confirmation if it is
-// DEAD, or 0.
+// DEAD, or 0. It locks the confirmation's row: a confirmation dying at the
+// same time either commits first (and is seen DEAD here) or waits for this
+// transaction (and then finds the new release PENDING and holds it).
 func deadConfirmation(tx *gorm.DB, outTradeNo string) (uint64, error) {
 	var c outboxJobRow
-	err := tx.Where("out_trade_no = ? AND kind = ? AND state = ?", outTradeNo, JobConfirmInventory, JobDead).
-		Take(&c).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	err := lockForUpdate(tx).Where("out_trade_no = ? AND kind = ?", outTradeNo, JobConfirmInventory).Take(&c).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && c.State != JobDead) {
 		return 0, nil
 	}
 	if err != nil {
