@@ -50,3 +50,33 @@ func (b *Breaker) cooldown() time.Duration {
 	}
 	return b.Cooldown
 }
+
+// redisFirst asks primary (Redis) unless the breaker is open and, when it
+// is open or primary fails, counts a fallback and asks secondary
+// (memory). fromRedis says which one answered.
+func redisFirst[T any](ctx context.Context, b *Breaker, hook func(string), what string,
+	primary, secondary func() (T, error)) (v T, fromRedis bool, err error) {
+	if !b.Open() {
+		if v, err = primary(); err == nil {
+			return v, true, nil
+		}
+		noteFailure(ctx, what, err, b)
+	}
+	countFallback(what, hook)
+	v, err = secondary()
+	return v, false, err
+}
+
+// redisOnly makes a Redis call that has no fallback (an unlock, a commit
+// mark: losing one only costs time); it is skipped while the breaker is
+// open.
+func redisOnly(ctx context.Context, b *Breaker, what string, call func() error) error {
+	if b.Open() {
+		return nil
+	}
+	err := call()
+	if err != nil {
+		noteFailure(ctx, what, err, b)
+	}
+	return err
+}

@@ -87,16 +87,10 @@ type FallbackGate struct {
 
 // Admit implements Gate.
 func (f FallbackGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error) {
-	if !f.Breaker.Open() {
-		a, err := f.Primary.Admit(ctx, k, t)
-		if err == nil {
-			return a, nil
-		}
-		noteFailure(ctx, "gate", err, f.Breaker)
-	}
-	countFallback("gate", f.Hook)
-	a, err := f.Secondary.Admit(ctx, k, t)
-	if a.Token != "" {
+	a, fromRedis, err := redisFirst(ctx, f.Breaker, f.Hook, "gate",
+		func() (Admission, error) { return f.Primary.Admit(ctx, k, t) },
+		func() (Admission, error) { return f.Secondary.Admit(ctx, k, t) })
+	if !fromRedis && a.Token != "" {
 		a.Token = "mem:" + a.Token
 	}
 	return a, err
@@ -108,14 +102,6 @@ func (f FallbackGate) Finish(ctx context.Context, k GateKeys, token string, comm
 		return f.Secondary.Finish(ctx, k, mt, committed, t)
 	}
 	// Nothing to fall back to: an unwritten mark costs a later redelivery
-	// a database lookup, an unreleased lock expires with its TTL. While
-	// the breaker is open Redis is not asked at all.
-	if f.Breaker.Open() {
-		return nil
-	}
-	err := f.Primary.Finish(ctx, k, token, committed, t)
-	if err != nil {
-		noteFailure(ctx, "finish", err, f.Breaker)
-	}
-	return err
+	// a database lookup, an unreleased lock expires with its TTL.
+	return redisOnly(ctx, f.Breaker, "finish", func() error { return f.Primary.Finish(ctx, k, token, committed, t) })
 }

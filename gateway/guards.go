@@ -132,16 +132,21 @@ type FallbackLocker struct {
 
 // TryLock implements Locker.
 func (f FallbackLocker) TryLock(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
-	if !f.Breaker.Open() {
-		token, ok, err := f.Primary.TryLock(ctx, key, ttl)
-		if err == nil {
-			return token, ok, nil
-		}
-		noteFailure(ctx, "lock", err, f.Breaker)
+	type held struct {
+		token string
+		ok    bool
 	}
-	countFallback("lock", f.Hook)
-	token, ok, err := f.Secondary.TryLock(ctx, key, ttl)
-	return "mem:" + token, ok, err
+	try := func(l Locker) func() (held, error) {
+		return func() (held, error) {
+			token, ok, err := l.TryLock(ctx, key, ttl)
+			return held{token, ok}, err
+		}
+	}
+	h, fromRedis, err := redisFirst(ctx, f.Breaker, f.Hook, "lock", try(f.Primary), try(f.Secondary))
+	if !fromRedis {
+		h.token = "mem:" + h.token
+	}
+	return h.token, h.ok, err
 }
 
 // Unlock implements Locker. While the breaker is open a Redis lock is
@@ -150,14 +155,7 @@ func (f FallbackLocker) Unlock(ctx context.Context, key, token string) error {
 	if t, ok := cutPrefix(token, "mem:"); ok {
 		return f.Secondary.Unlock(ctx, key, t)
 	}
-	if f.Breaker.Open() {
-		return nil
-	}
-	err := f.Primary.Unlock(ctx, key, token)
-	if err != nil {
-		noteFailure(ctx, "unlock", err, f.Breaker)
-	}
-	return err
+	return redisOnly(ctx, f.Breaker, "unlock", func() error { return f.Primary.Unlock(ctx, key, token) })
 }
 
 // FallbackHook, when set, is told about each fallback. It is process

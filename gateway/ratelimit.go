@@ -172,13 +172,8 @@ type FallbackLimiter struct {
 
 // Allow implements Limiter.
 func (f FallbackLimiter) Allow(ctx context.Context, key string, limit Limit) (Decision, error) {
-	if !f.Breaker.Open() {
-		d, err := f.Primary.Allow(ctx, key, limit)
-		if err == nil {
-			return d, nil
-		}
-		noteFailure(ctx, "ratelimit", err, f.Breaker)
-	}
-	countFallback("ratelimit", f.Hook)
-	return f.Secondary.Allow(ctx, key, limit)
+	d, _, err := redisFirst(ctx, f.Breaker, f.Hook, "ratelimit",
+		func() (Decision, error) { return f.Primary.Allow(ctx, key, limit) },
+		func() (Decision, error) { return f.Secondary.Allow(ctx, key, limit) })
+	return d, err
 }
