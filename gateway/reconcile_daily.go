@@ -105,12 +105,14 @@ func (r *Reconciler) DailyReconcile(ctx context.Context, cfg DailyConfig) {
 func (r *Reconciler) catchUp(ctx context.Context, cfg DailyConfig, retries map[string]dayRetry) time.Time {
 	now := cfg.Now()
 	wake := nextRun(now, cfg.At)
-	first, last, err := r.dueWindow(ctx, cfg, now)
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second) // the two reads below; each day's run has its own bound
+	defer cancel()
+	first, last, err := r.dueWindow(rctx, cfg, now)
 	if err != nil {
 		slog.ErrorContext(ctx, "daily reconciliation: cannot read the ledger", "err", err)
 		return now.Add(cfg.Retry)
 	}
-	done, err := r.Store.ReconciledDays(ctx, first, last, recheckFrom(last))
+	done, err := r.Store.ReconciledDays(rctx, first, last, recheckFrom(last))
 	if err != nil {
 		slog.ErrorContext(ctx, "daily reconciliation: cannot read the reconciled days", "err", err)
 		return now.Add(cfg.Retry)
