@@ -28,6 +28,9 @@ type Reconciler struct {
 	Store   *ledger.Store
 	Bills   BillSource
 	Timeout time.Duration // bounds one run, bill download included; default 10 min
+	// TakeOver, when set, is when the gateway began taking the merchant's
+	// payments: see ledger.Bill.TakeOver. The daily job starts on its day.
+	TakeOver time.Time
 }
 
 // DefaultReconcileTimeout leaves room for a 5 min bill download.
@@ -76,6 +79,7 @@ func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClai
 	if err != nil {
 		return nil, err
 	}
+	bill.TakeOver = r.TakeOver
 	rep, err := r.Store.Reconcile(ctx, claim, bill, requestedBy)
 	if err != nil {
 		return nil, reconcileError(claim.Day, err)

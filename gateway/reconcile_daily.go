@@ -52,9 +52,10 @@ func (c DailyConfig) window(now time.Time) (first, last string) {
 }
 
 // dueWindow is the window at now, starting no earlier than the day of the
-// ledger's first payment: the payments of days before the gateway took
-// any were recorded by whatever took them, and "repairing" them here
-// would record (and fulfil) them twice. Without payments it is empty.
+// ledger's first payment, nor than the day of TakeOver: the payments of
+// days before the gateway took any were recorded by whatever took them,
+// and "repairing" them here would record (and fulfil) them twice. Without
+// payments it is empty.
 func (r *Reconciler) dueWindow(ctx context.Context, cfg DailyConfig, now time.Time) (first, last string, err error) {
 	first, last = cfg.window(now)
 	start, err := r.Store.FirstPaymentDay(ctx)
@@ -63,6 +64,9 @@ func (r *Reconciler) dueWindow(ctx context.Context, cfg DailyConfig, now time.Ti
 	}
 	if start == "" {
 		start = ledger.DayOf(now) // after last: no day is due
+	}
+	if !r.TakeOver.IsZero() {
+		start = max(start, ledger.DayOf(r.TakeOver))
 	}
 	return max(first, start), last, nil
 }

@@ -184,7 +184,7 @@ func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *
 	var matched []BillPayment
 	for _, bp := range bill.Payments {
 		seen[bp.OutTradeNo] = true
-		if it := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo]); it != nil {
+		if it := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo], bill.TakeOver); it != nil {
 			rep.Items = append(rep.Items, *it)
 		} else {
 			matched = append(matched, bp)
@@ -219,13 +219,17 @@ func eachPaidOn(ctx context.Context, db *gorm.DB, start time.Time, q ListQuery, 
 	}, fn)
 }
 
-func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment) *ReconcileItem {
+func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, takeOver time.Time) *ReconcileItem {
 	it := &ReconcileItem{OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID,
 		Bill: &ItemSide{State: "SUCCESS", Amount: bp.Amount, Line: bp.Line}}
 	if lp != nil {
 		it.Ledger = &ItemSide{State: string(lp.State), Amount: ledgerAmount(lp)}
 	}
 	switch {
+	case lp == nil && bp.Time.Before(takeOver):
+		it.Kind, it.Repair = MismatchPaymentMissingInLedger, RepairDeferred
+		it.RepairDetail = "paid before the gateway took over (finance.reconcile_from " +
+			takeOver.Format(time.RFC3339) + "): not repaired"
 	case lp == nil || lp.State != PaymentSuccess:
 		it.Kind = MismatchPaymentMissingInLedger
 		it.Repair, it.RepairDetail = s.repairPayment(ctx, bp)

@@ -13,6 +13,12 @@ type Bill struct {
 	Refunds  []BillRefund
 	// NoStatement: WeChat Pay answered it has no bill of the day.
 	NoStatement bool
+	// TakeOver, when set, is when the gateway began taking this merchant's
+	// payments. A bill payment from before it that the ledger does not
+	// know at all was taken by the system that ran before, which fulfilled
+	// it: it is reported (DEFERRED), not repaired, as repairing it would
+	// confirm its stock a second time.
+	TakeOver time.Time
 }
 
 // BillPayment is a payment row (交易状态 SUCCESS). Money is in fen.

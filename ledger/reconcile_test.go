@@ -146,3 +146,36 @@ func TestReconcileClaim(t *testing.T) {
 		}
 	})
 }
+
+// TestReconcileTakeOver: a bill payment from before the gateway took over
+// that the ledger does not know was fulfilled by the system before: it is
+// reported DEFERRED and not recorded. A registered order of the same
+// morning, and an unknown payment after the take-over, are repaired.
+func TestReconcileTakeOver(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "registered", AmountTotal: 500, PayerOpenID: "openid-1", ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatal(err)
+		}
+		old, registered, lost := billPayment("old-system", "tx-old", 300), billPayment("registered", "tx-reg", 500), billPayment("lost", "tx-lost", 700)
+		lost.Time = lost.Time.Add(2 * time.Hour)
+		bill := &ledger.Bill{Payments: []ledger.BillPayment{old, registered, lost}, TakeOver: old.Time.Add(time.Hour)}
+		rep := reconcile(t, s, bill)
+		if it := item(rep, "old-system"); it == nil || it.Kind != ledger.MismatchPaymentMissingInLedger ||
+			it.Repair != ledger.RepairDeferred || !strings.Contains(it.RepairDetail, "before the gateway took over") {
+			t.Fatalf("old system's payment: %+v", rep.Items)
+		}
+		for _, no := range []string{"registered", "lost"} {
+			if it := item(rep, no); it == nil || it.Repair != ledger.RepairApplied {
+				t.Fatalf("%s not repaired: %+v", no, rep.Items)
+			}
+		}
+		if rep.Repaired != 2 || rep.Mismatches != 3 {
+			t.Fatalf("report: %+v", rep)
+		}
+		if _, err := s.Payment(ctx, "old-system"); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("old system's payment recorded: %v", err)
+		}
+	})
+}

@@ -303,6 +303,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: %s %s", ch.field, ch.why)
 		}
 	}
+	if _, err := c.Finance.takeOver(); err != nil {
+		return err
+	}
 	if err := gateway.CheckProxies(c.HTTP.TrustedProxies); err != nil {
 		return fmt.Errorf("config: http.trusted_proxies (GATEWAY_HTTP_TRUSTED_PROXIES): %w", err)
 	}

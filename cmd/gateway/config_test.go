@@ -80,6 +80,7 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			"GATEWAY_FINANCE_RECONCILE_TIMEOUT"},
 		{"run shorter than its download", func(c *Config) { c.Finance.ReconcileTimeout = 2 * time.Minute },
 			"GATEWAY_FINANCE_RECONCILE_TIMEOUT"},
+		{"take-over not a time", func(c *Config) { c.Finance.ReconcileFrom = "last monday" }, "GATEWAY_FINANCE_RECONCILE_FROM"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,6 +92,14 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			}
 		})
 	}
+	t.Run("take-over time or day", func(t *testing.T) {
+		for in, want := range map[string]string{"2026-12-01": "2026-11-30T16:00:00Z", "2026-12-01T09:30:00+08:00": "2026-12-01T01:30:00Z"} {
+			got, err := FinanceConfig{ReconcileFrom: in}.takeOver()
+			if err != nil || got.Format(time.RFC3339) != want {
+				t.Fatalf("takeOver(%s) = %v, %v; want %s", in, got, err, want)
+			}
+		}
+	})
 	t.Run("bad env value", func(t *testing.T) {
 		t.Setenv("GATEWAY_HTTP_READ_TIMEOUT", "soon")
 		if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "GATEWAY_HTTP_READ_TIMEOUT") {

@@ -34,6 +34,14 @@ type FinanceConfig struct {
 	// report, none before the ledger's first payment. Default 30, at most
 	// 90 (WeChat Pay keeps bills 3 months).
 	ReconcileLookBack int `yaml:"reconcile_look_back"`
+	// ReconcileFrom is when the gateway began taking this merchant's
+	// payments (RFC 3339, or a day YYYY-MM-DD meaning its start in UTC+8).
+	// Set it when the gateway replaces another system: reconciliation
+	// never runs days before it by itself, and reports, rather than
+	// repairs, bill payments from before it that the ledger does not know
+	// (the old system fulfilled them). "" means the ledger's first payment
+	// day, which cannot tell the old system's payments of that day apart.
+	ReconcileFrom string `yaml:"reconcile_from"`
 	// ReconcileTimeout bounds one reconciliation, bill download included;
 	// default 10m, and longer than wechatpay.bill_timeout.
 	ReconcileTimeout time.Duration `yaml:"reconcile_timeout"`
@@ -60,6 +68,21 @@ func (f FinanceConfig) dailyAt() (time.Duration, bool, error) {
 		return 0, false, fmt.Errorf("config: finance.daily_reconcile_at (GATEWAY_FINANCE_DAILY_RECONCILE_AT): want HH:MM or off")
 	}
 	return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute, true, nil
+}
+
+// takeOver parses ReconcileFrom; zero when unset.
+func (f FinanceConfig) takeOver() (time.Time, error) {
+	if f.ReconcileFrom == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, f.ReconcileFrom); err == nil {
+		return t.UTC(), nil
+	}
+	start, err := ledger.DayStart(f.ReconcileFrom)
+	if err != nil || len(f.ReconcileFrom) != len(time.DateOnly) {
+		return time.Time{}, errors.New("config: finance.reconcile_from (GATEWAY_FINANCE_RECONCILE_FROM): want RFC 3339 or YYYY-MM-DD")
+	}
+	return start, nil
 }
 
 // dbKeys are API keys created with `gateway apikey create`.
@@ -104,7 +127,12 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 			return nil, err
 		}
 	}
-	return &gateway.Reconciler{Store: m.Store, Bills: tradeBills{client}, Timeout: m.Config.Finance.ReconcileTimeout}, nil
+	from, err := m.Config.Finance.takeOver()
+	if err != nil {
+		return nil, err
+	}
+	return &gateway.Reconciler{Store: m.Store, Bills: tradeBills{client}, Timeout: m.Config.Finance.ReconcileTimeout,
+		TakeOver: from}, nil
 }
 
 // tradeBills marks WeChat's NO_STATEMENT_EXIST (no transactions that day,
