@@ -28,7 +28,7 @@ type BillPayment struct {
 	TransactionID string
 	OutTradeNo    string
 	OpenID        string
-	Amount        int64 // 订单金额
+	Amount        int64 // 订单金额: the order total (amount.total)
 	Line          string
 }
 
@@ -40,13 +40,17 @@ type BillRefund struct {
 	RefundID      string
 	OutRefundNo   string
 	Status        string // 退款状态: SUCCESS, PROCESSING, ABNORMAL, …
-	Amount        int64  // 退款金额
+	Amount        int64  // 申请退款金额: the refund asked for (amount.refund)
 	Line          string
 }
 
 // billColumns are the columns reconciliation reads, by their header name.
+// The bill gives settlement amounts (应结订单金额, 退款金额: net of
+// non-cash coupons) and the amounts the ledger keeps (订单金额 is
+// amount.total, 申请退款金额 is amount.refund); the latter are compared, so
+// a coupon order's refund does not show as a mismatch.
 var billColumns = []string{"交易时间", "公众账号ID", "商户号", "微信订单号", "商户订单号", "用户标识", "交易状态",
-	"微信退款单号", "商户退款单号", "退款金额", "退款状态", "订单金额"}
+	"微信退款单号", "商户退款单号", "申请退款金额", "退款状态", "订单金额"}
 
 const billSummaryPrefix = "总交易单数"
 
@@ -130,9 +134,9 @@ func (b *Bill) addLine(line string, col map[string]int) error {
 		b.Payments = append(b.Payments, BillPayment{Time: at.UTC(), AppID: f("公众账号ID"), MchID: f("商户号"),
 			TransactionID: f("微信订单号"), OutTradeNo: f("商户订单号"), OpenID: f("用户标识"), Amount: amount, Line: line})
 	case "REFUND":
-		amount, err := ParseYuan(f("退款金额"))
+		amount, err := ParseYuan(f("申请退款金额"))
 		if err != nil {
-			return fmt.Errorf("退款金额: %w", err)
+			return fmt.Errorf("申请退款金额: %w", err)
 		}
 		b.Refunds = append(b.Refunds, BillRefund{Time: at.UTC(), TransactionID: f("微信订单号"),
 			OutTradeNo: f("商户订单号"), RefundID: f("微信退款单号"), OutRefundNo: f("商户退款单号"),
