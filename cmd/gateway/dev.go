@@ -85,6 +85,13 @@ func devConfig(k *wxpaysim.Keys) (Config, error) {
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
 		return cfg, err
 	}
+	if strings.HasPrefix(cfg.Database.DSN, "mysql://") {
+		// Its outbox would send a real ledger's stock jobs to the
+		// simulator and mark them done, its compensation would close real
+		// orders the simulator never saw, and /sim/pay would pay them.
+		return cfg, errors.New("gateway dev runs the simulators on its own SQLite file: " +
+			"unset GATEWAY_DATABASE_DSN (a MySQL database may be a real ledger)")
+	}
 	return cfg, nil
 }
 
