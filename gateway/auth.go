@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -132,22 +133,67 @@ var ErrKeyCheckBusy = errors.New("too many key checks in flight")
 // LimitLookups lets at most n checks of src run at once and refuses the
 // rest with ErrKeyCheckBusy at once: a flood of unknown keys, each a
 // database query, must not take the connections payment notifications
-// need.
+// need. So that such a flood cannot lock out the real keys, a key src
+// accepted within the last RecentKeyTTL passes without a slot while all
+// are taken; otherwise every check asks src, so a revoked key stops
+// working at once.
 func LimitLookups(src KeyLookup, n int) KeyLookup {
-	return limitedKeys{src: src, slots: newSlots(n)}
+	return &limitedKeys{src: src, slots: newSlots(n), recent: map[string]recentKey{}}
+}
+
+// RecentKeyTTL is how long a verified key passes a full LimitLookups.
+const RecentKeyTTL = time.Minute
+
+// maxRecentKeys bounds the remembered keys (only verified ones are kept).
+const maxRecentKeys = 1024
+
+type recentKey struct {
+	p  Principal
+	at time.Time
 }
 
 type limitedKeys struct {
 	src   KeyLookup
 	slots slots
+
+	mu     sync.Mutex
+	recent map[string]recentKey
 }
 
-func (l limitedKeys) LookupAPIKey(ctx context.Context, sha256Hex string) (Principal, bool, error) {
+func (l *limitedKeys) LookupAPIKey(ctx context.Context, sha256Hex string) (Principal, bool, error) {
 	if !l.slots.take() {
+		if p, ok := l.recently(sha256Hex); ok {
+			return p, true, nil
+		}
 		return Principal{}, false, ErrKeyCheckBusy
 	}
 	defer l.slots.give()
-	return l.src.LookupAPIKey(ctx, sha256Hex)
+	p, ok, err := l.src.LookupAPIKey(ctx, sha256Hex)
+	if err == nil {
+		l.remember(sha256Hex, p, ok)
+	}
+	return p, ok, err
+}
+
+func (l *limitedKeys) recently(h string) (Principal, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r, ok := l.recent[h]
+	return r.p, ok && time.Since(r.at) < RecentKeyTTL
+}
+
+// remember keeps a verified key, and forgets one src no longer accepts.
+func (l *limitedKeys) remember(h string, p Principal, verified bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !verified {
+		delete(l.recent, h)
+		return
+	}
+	if len(l.recent) >= maxRecentKeys {
+		clear(l.recent)
+	}
+	l.recent[h] = recentKey{p: p, at: time.Now()}
 }
 
 func (a *Auth) lookup(ctx context.Context, h string) (Principal, bool, error) {

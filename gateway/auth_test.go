@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,4 +112,69 @@ func TestKeyLookupsAreCapped(t *testing.T) {
 	if w := call("guess-d"); w.Code != http.StatusUnauthorized {
 		t.Fatalf("lookup after the slots freed: %d %s, want 401", w.Code, w.Body)
 	}
+}
+
+// switchKeys accepts "real" until revoked; lookups of other keys wait for
+// release, so a flood of them can hold every slot.
+type switchKeys struct {
+	gatedKeys
+	revoked *atomic.Bool
+}
+
+func (k switchKeys) LookupAPIKey(ctx context.Context, h string) (Principal, bool, error) {
+	if h == HashKey("real") {
+		return Principal{Name: "ops-1", Role: RoleOps}, !k.revoked.Load(), nil
+	}
+	return k.gatedKeys.LookupAPIKey(ctx, h)
+}
+
+// TestKeyFloodDoesNotLockOutRealKeys: while unknown keys hold every
+// lookup slot, a database key verified a moment ago still passes (others
+// get 503); with a slot free, each check asks the database again, so a
+// revoked key is refused at once and is not let through by a later flood.
+func TestKeyFloodDoesNotLockOutRealKeys(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	db := switchKeys{gatedKeys{entered: make(chan struct{}, 8), release: make(chan struct{})}, &atomic.Bool{}}
+	r := gin.New()
+	r.GET("/x", NewAuth(LimitLookups(db, 2)).Require(RoleOps), func(c *gin.Context) { c.Status(http.StatusOK) })
+	call := func(key string) int {
+		req := httptest.NewRequest("GET", "/x", nil)
+		req.Header.Set("X-Api-Key", key)
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w.Code
+	}
+	if code := call("real"); code != http.StatusOK {
+		t.Fatalf("real key: %d", code)
+	}
+	flood := func() chan int {
+		held := make(chan int, 2)
+		for i := range 2 {
+			go func() { held <- call("junk-" + string(rune('a'+i))) }()
+			<-db.entered
+		}
+		return held
+	}
+	held := flood()
+	if code := call("real"); code != http.StatusOK {
+		t.Fatalf("real key during a flood of unknown keys: %d, want 200", code)
+	}
+	if code := call("junk-z"); code != http.StatusServiceUnavailable {
+		t.Fatalf("unknown key during the flood: %d, want 503", code)
+	}
+	db.release <- struct{}{}
+	db.release <- struct{}{}
+	<-held
+	<-held
+	db.revoked.Store(true)
+	if code := call("real"); code != http.StatusUnauthorized {
+		t.Fatalf("revoked key: %d, want 401 at once", code)
+	}
+	held = flood()
+	if code := call("real"); code != http.StatusServiceUnavailable {
+		t.Fatalf("revoked key during a flood: %d, want 503", code)
+	}
+	close(db.release)
+	<-held
+	<-held
 }
