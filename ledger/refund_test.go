@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
 )
@@ -325,6 +327,37 @@ func TestRefundAmountMismatchIsFlagged(t *testing.T) {
 		a, _ := s.Anomalies(ctx, "r40")
 		if len(a) != 1 || a[0].Kind != ledger.AnomalyRefundAmountMismatch || a[0].SeenCount != 2 {
 			t.Fatalf("anomalies = %+v, want one REFUND_AMOUNT_MISMATCH seen twice", a)
+		}
+	})
+}
+
+// TestFailedCommitReturnsNoRefund: when an update's transaction fails at
+// its commit (here its context ends after the history row), ApplyRefund
+// returns no refund: a caller must not answer with a state the ledger
+// does not hold (a refund "refused" that is still reserved and pending).
+func TestFailedCommitReturnsNoRefund(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		paidOrder(t, s, "rc1", 100)
+		if _, err := s.CreateRefund(context.Background(), refundReq("rc1", "rf-commit", 40)); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		err := s.DB().Callback().Create().After("gorm:create").Register("test:cancel_after_history", func(db *gorm.DB) {
+			if db.Statement.Table == "state_history" {
+				cancel()
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-commit", State: ledger.RefundFailed, Source: ledger.SourceAPI})
+		if err == nil || out != nil {
+			t.Fatalf("ApplyRefund with a failed commit = %+v, %v; want no refund and an error", out, err)
+		}
+		r, err := s.Refund(context.Background(), "rf-commit")
+		if err != nil || r.State != ledger.RefundCreated || refundedTotal(t, s, "rc1") != 40 {
+			t.Fatalf("ledger after the failed commit: %+v, %v", r, err)
 		}
 	})
 }

@@ -39,7 +39,8 @@ type RefundUpdate struct {
 // ApplyRefund moves a refund through its state machine, stores the notice
 // if any, and gives the amount back to the order when the refund ends
 // CLOSED or FAILED, all in one transaction; SUCCESS runs refundSucceeded in
-// it too. It returns the refund and:
+// it too. It returns the refund as committed (nil when nothing could be
+// committed, except on an amount mismatch: the refund as read) and:
 //   - ErrAlreadyRecorded when the notice is stored already or the refund
 //     is already in that state (only next_check_at may change);
 //   - ErrNoChange when the update is stale (e.g. ABNORMAL after SUCCESS):
@@ -68,6 +69,12 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 		}
 		return err
 	})
+	var mismatch *AmountMismatchError
+	if err != nil && !errors.As(err, &mismatch) {
+		// Rolled back, or its commit failed: out may be a state the ledger
+		// does not hold. (On a mismatch, out is the refund as read.)
+		out = nil
+	}
 	if flag != nil {
 		// The transaction rolled back (another amount): the flag is written
 		// on its own, and if it cannot be, that is the caller's error.
