@@ -144,9 +144,9 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
 	defer cancel()
 	var r *ledger.Refund
-	if k.ResourceKey != "" { // took over a crashed request: continue its refund
+	if k.ResourceKey != "" { // took over a crashed request: settle its refund if WeChat Pay knows it
 		if r, err = s.store.Refund(wctx, k.ResourceKey); err == nil {
-			r = s.resolve(wctx, r, ledger.SourceAPI)
+			r = s.resolve(wctx, r, ledger.SourceAPI, false)
 		}
 	} else {
 		if err = s.admitCall(wctx); err == nil {
@@ -240,7 +240,7 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 	if !resolve {
 		return r
 	}
-	return s.resolve(ctx, r, ledger.SourceQuery)
+	return s.resolve(ctx, r, ledger.SourceQuery, true)
 }
 
 // refused settles a refund whose sending WeChat Pay refused: it fails,
@@ -269,10 +269,14 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 // resolve asks WeChat Pay about a pending or ABNORMAL refund and records
 // the answer. Only a proof that WeChat never saw it (not found, for a
 // refund it never acknowledged) leads to a new attempt, with the same
-// out_refund_no. ABNORMAL refunds are polled too: they end SUCCESS or
-// CLOSED once the merchant settles them by hand, and WeChat Pay's
-// notification of that may never come.
-func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source string) *ledger.Refund {
+// out_refund_no, and only if resend: by the holder of the refund (the
+// request that recorded it, or the janitor that claimed it). A request
+// that took over a crashed one's key does not hold the refund (the
+// janitor may be sending it right now, its call not yet visible to a
+// query), so it leaves "not found" to the janitor. ABNORMAL refunds are
+// polled too: they end SUCCESS or CLOSED once the merchant settles them
+// by hand, and WeChat Pay's notification of that may never come.
+func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source string, resend bool) *ledger.Refund {
 	if !r.State.Pending() && r.State != ledger.RefundAbnormal {
 		return r
 	}
@@ -281,6 +285,11 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
 	case errors.Is(err, ErrRemoteNotFound) && (r.State == ledger.RefundCreated || r.State == ledger.RefundUnknown):
+		if !resend {
+			slog.InfoContext(ctx, "refund unknown to WeChat Pay, left to the janitor", "out_trade_no", r.OutTradeNo,
+				"out_refund_no", r.OutRefundNo, "source", source)
+			return r
+		}
 		again, cerr := s.store.CountRefundAttempt(ctx, r.OutRefundNo, r.Version, s.store.Now().Add(s.cfg.SafetyBuffer))
 		if errors.Is(cerr, ledger.ErrNoChange) { // someone else moved it on since r was read: theirs to send
 			return s.current(ctx, r)

@@ -122,7 +122,7 @@ func (s *RefundService) Sweep(ctx context.Context, batch int) int {
 			continue // its claim runs out before a call could end: left for the next sweep
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		after := s.resolve(cctx, r, "janitor")
+		after := s.resolve(cctx, r, "janitor", true)
 		cancel()
 		slog.InfoContext(ctx, "janitor: refund checked", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
 			"from", r.State, "to", after.State)

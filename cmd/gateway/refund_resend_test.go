@@ -198,3 +198,44 @@ func TestJanitorPollsAbnormalRefunds(t *testing.T) {
 		}
 	})
 }
+
+// TestTakeOverNeverSendsAlongsideTheJanitor: a request crashed before
+// storing its answer, and the janitor has claimed its refund and is
+// sending it (its call not yet visible to a query). A retry that takes the
+// key over queries, finds nothing, and leaves the refund to the janitor:
+// it never sends a second application alongside (had that one been
+// refused, the refund would have been freed while the janitor's paid).
+func TestTakeOverNeverSendsAlongsideTheJanitor(t *testing.T) {
+	inconclusive := func(string) (*gateway.WxRefund, error) { return nil, gateway.ErrOutcomeUnknown }
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		no := fmt.Sprintf("takeover-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){timedOut},
+			queries: []func(string) (*gateway.WxRefund, error){inconclusive}}
+		svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
+		params := gateway.RefundParams{OutTradeNo: no, Amount: 30}
+		if _, err := svc.Create(ctx, "o-resend", "k-"+no, params); err != nil {
+			t.Fatal(err)
+		}
+		// The answer was never stored (the request "crashed"), and the
+		// janitor has counted its attempt and is sending.
+		if err := s.DB().Exec("UPDATE idempotency_keys SET state = 'IN_FLIGHT', status_code = 0, response_body = NULL, locked_until = ? WHERE idem_key = ?",
+			time.Now().Add(-time.Minute).UTC(), "k-"+no).Error; err != nil {
+			t.Fatal(err)
+		}
+		refunds, err := s.Refunds(ctx, no)
+		if err != nil || len(refunds) != 1 {
+			t.Fatalf("refunds: %+v, %v", refunds, err)
+		}
+		if _, err := s.CountRefundAttempt(ctx, refunds[0].OutRefundNo, refunds[0].Version, time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		api.queries = append(api.queries, notFound) // no creates scripted: one fails the test
+		a, err := svc.Create(ctx, "o-resend", "k-"+no, params)
+		if err != nil || a.Status != 202 {
+			t.Fatalf("taken-over request: %+v, %v; want 202", a, err)
+		}
+		checkRefund(t, s, no, ledger.RefundUnknown, 2, 30)
+	})
+}
