@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,8 +150,9 @@ func TestDuplicatePaymentIsFlagged(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 		a, _ := s.Anomalies(ctx, "o8")
-		if len(a) != 1 || a[0].Kind != ledger.AnomalyDuplicatePayment {
-			t.Fatalf("anomalies = %+v", a)
+		if len(a) != 1 || a[0].Kind != ledger.AnomalyDuplicatePayment || !strings.Contains(a[0].Detail, "tx9: 100 fen") ||
+			!strings.Contains(a[0].Detail, "notify n9") {
+			t.Fatalf("anomalies = %+v; want the second payment's amount and notice named", a)
 		}
 	})
 }

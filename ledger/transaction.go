@@ -218,8 +218,12 @@ func duplicatePaymentFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
 	if PaymentState(row.State) != PaymentSuccess || u.TransactionID == "" || have == "" || have == u.TransactionID {
 		return nil
 	}
+	// The second payment's notice is not stored (its transaction rolls
+	// back), so the flag carries what finance needs to refund it.
 	return &Anomaly{Kind: AnomalyDuplicatePayment, Ref: u.TransactionID, OutTradeNo: row.OutTradeNo,
-		Detail: fmt.Sprintf("order %s already paid by %s, paid again by %s", row.OutTradeNo, have, u.TransactionID)}
+		Detail: fmt.Sprintf("order %s already paid by %s, paid again by %s: %d fen (payer %d) by %s at %s, notify %s",
+			row.OutTradeNo, have, u.TransactionID, u.AmountTotal, u.PayerTotal, u.PayerOpenID,
+			u.SuccessTime.UTC().Format(time.RFC3339), u.Notice.NotifyID)}
 }
 
 func currencyOr(c string) string {
