@@ -149,8 +149,11 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 			r = s.resolve(wctx, r, ledger.SourceAPI, false)
 		}
 	} else {
-		if err = s.admitCall(wctx); err == nil {
-			r, err = s.record(wctx, openid, idemKey, p)
+		// A request the ledger would refuse spends none of WeChat's quota.
+		if err = refundError(s.store.CheckRefund(wctx, p.OutTradeNo, openid, p.Amount)); err == nil {
+			if err = s.admitCall(wctx); err == nil {
+				r, err = s.record(wctx, openid, idemKey, p)
+			}
 		}
 		if err != nil {
 			if rerr := s.store.ReleaseIdempotent(wctx, openid, idemKey); rerr != nil {
@@ -197,24 +200,32 @@ func (s *RefundService) record(ctx context.Context, openid, idemKey string, p Re
 	r, err := s.store.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: p.OutTradeNo, OutRefundNo: NewOutRefundNo(),
 		Amount: p.Amount, Reason: p.Reason, Requester: openid, CheckAt: s.store.Now().Add(s.cfg.SafetyBuffer),
 		IdemScope: openid, IdemKey: idemKey})
+	if err != nil {
+		return nil, refundError(err)
+	}
+	return r, nil
+}
+
+// refundError maps the ledger's refusal of a refund to the API's error.
+func refundError(err error) error {
 	var exceeds *ledger.RefundExceedsError
 	switch {
 	case err == nil:
-		return r, nil
+		return nil
 	case errors.Is(err, ledger.ErrNotFound):
-		return nil, Errorf(CodeNotFound, "no such order", err)
+		return Errorf(CodeNotFound, "no such order", err)
 	case errors.Is(err, ledger.ErrNotOwner):
-		return nil, Errorf(CodeForbidden, "you may only refund orders you paid", err)
+		return Errorf(CodeForbidden, "you may only refund orders you paid", err)
 	case errors.Is(err, ledger.ErrNotRefundable):
-		return nil, Errorf(CodeConflict, "order is not paid", err)
+		return Errorf(CodeConflict, "order is not paid", err)
 	case errors.As(err, &exceeds):
-		return nil, Errorf(CodeConflict, fmt.Sprintf("refund exceeds what is left to refund (%d fen)", max(exceeds.Remaining, 0)), err)
+		return Errorf(CodeConflict, fmt.Sprintf("refund exceeds what is left to refund (%d fen)", max(exceeds.Remaining, 0)), err)
 	case errors.Is(err, ledger.ErrConflict): // a request that took the key over created the refund first
-		return nil, Errorf(CodeInFlight, "another request with this Idempotency-Key created the refund; retry for its answer", err)
+		return Errorf(CodeInFlight, "another request with this Idempotency-Key created the refund; retry for its answer", err)
 	case errors.Is(err, ledger.ErrAlreadyRecorded): // an out_refund_no collision: never answer with another's refund
-		return nil, Errorf(CodeUnavailable, "refund number already taken, try again", err)
+		return Errorf(CodeUnavailable, "refund number already taken, try again", err)
 	}
-	return nil, ledgerError(err)
+	return ledgerError(err)
 }
 
 // NewOutRefundNo returns a unique out_refund_no: "RF", UTC time, 16 hex.

@@ -170,11 +170,8 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 	if _, err := findRefund(tx, req.OutRefundNo); err == nil {
 		return nil, gorm.ErrDuplicatedKey // CreateRefund returns the stored one
 	}
-	switch {
-	case deref(pay.PayerOpenID) == "" || deref(pay.PayerOpenID) != req.Requester:
-		return nil, ErrNotOwner
-	case PaymentState(pay.State) != PaymentSuccess || pay.AmountTotal == nil:
-		return nil, ErrNotRefundable
+	if err := pay.refundableBy(req.Requester); err != nil {
+		return nil, err
 	}
 	now := s.now()
 	res := tx.Model(&paymentRow{}).
@@ -201,6 +198,36 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 	t := Transition{Entity: EntityRefund, EntityKey: req.OutRefundNo, OutTradeNo: req.OutTradeNo,
 		From: string(RefundNone), To: string(RefundCreated), Source: SourceAPI}
 	return row.refund(), s.appendHistory(tx, t)
+}
+
+// refundableBy returns ErrNotOwner or ErrNotRefundable unless requester
+// paid the order.
+func (pay *paymentRow) refundableBy(requester string) error {
+	switch {
+	case deref(pay.PayerOpenID) == "" || deref(pay.PayerOpenID) != requester:
+		return ErrNotOwner
+	case PaymentState(pay.State) != PaymentSuccess || pay.AmountTotal == nil:
+		return ErrNotRefundable
+	}
+	return nil
+}
+
+// CheckRefund answers, without locking or writing anything, whether
+// CreateRefund would accept a refund of amount by requester now; it
+// returns the errors CreateRefund would. It only spares a doomed request
+// the work before CreateRefund, whose locked check alone decides.
+func (s *Store) CheckRefund(ctx context.Context, outTradeNo, requester string, amount int64) error {
+	pay, err := findPayment(s.db.WithContext(ctx), outTradeNo)
+	if err == nil {
+		err = pay.refundableBy(requester)
+	}
+	if err == nil && pay.RefundedTotal+amount > *pay.AmountTotal {
+		err = &RefundExceedsError{OutTradeNo: outTradeNo, Requested: amount, Remaining: *pay.AmountTotal - pay.RefundedTotal}
+	}
+	if err != nil {
+		return fmt.Errorf("check refund of %s: %w", outTradeNo, err)
+	}
+	return nil
 }
 
 // Refund returns a refund by out_refund_no, or ErrNotFound.

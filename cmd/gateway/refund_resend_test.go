@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -237,5 +238,42 @@ func TestTakeOverNeverSendsAlongsideTheJanitor(t *testing.T) {
 			t.Fatalf("taken-over request: %+v, %v; want 202", a, err)
 		}
 		checkRefund(t, s, no, ledger.RefundUnknown, 2, 30)
+	})
+}
+
+// TestRefusedRequestsSpendNoWeChatQuota: with room for one application to
+// WeChat Pay, requests the ledger refuses (not the caller's order, no
+// such order, more than was paid) spend none of it, so the valid one
+// after them still goes out.
+func TestRefusedRequestsSpendNoWeChatQuota(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		no := fmt.Sprintf("quota-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){
+			func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) { return processing(req.OutRefundNo) }}}
+		cfg := gateway.RefundConfig{Calls: gateway.NewMemoryLimiter(), CallLimit: gateway.Limit{PerMinute: 1, Burst: 1}}
+		svc := gateway.NewRefundService(cfg, s, api, gateway.NewMemoryLocker())
+		refused := []struct {
+			openid string
+			p      gateway.RefundParams
+			code   string
+		}{
+			{"o-stranger", gateway.RefundParams{OutTradeNo: no, Amount: 30}, gateway.CodeForbidden},
+			{"o-resend", gateway.RefundParams{OutTradeNo: "no-such-order", Amount: 30}, gateway.CodeNotFound},
+			{"o-resend", gateway.RefundParams{OutTradeNo: no, Amount: 101}, gateway.CodeConflict},
+		}
+		for i, tc := range refused {
+			_, err := svc.Create(ctx, tc.openid, fmt.Sprintf("k-refused-%d", i), tc.p)
+			var e *gateway.Error
+			if !errors.As(err, &e) || e.Code != tc.code {
+				t.Fatalf("request %d: err = %v, want %s", i, err, tc.code)
+			}
+		}
+		a, err := svc.Create(ctx, "o-resend", "k-valid", gateway.RefundParams{OutTradeNo: no, Amount: 30})
+		if err != nil || a.Status != 201 {
+			t.Fatalf("valid request after refused ones: %+v, %v; want 201", a, err)
+		}
+		checkRefund(t, s, no, ledger.RefundProcessing, 1, 30)
 	})
 }
