@@ -1,0 +1,64 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// slowRefunds accepts every refund after a delay.
+type slowRefunds struct{ delay time.Duration }
+
+func (s slowRefunds) CreateRefund(_ context.Context, req WxRefundRequest) (*WxRefund, error) {
+	time.Sleep(s.delay)
+	return &WxRefund{OutRefundNo: req.OutRefundNo, RefundID: "wx-" + req.OutRefundNo, Status: "PROCESSING", Amount: req.Amount}, nil
+}
+
+func (s slowRefunds) QueryRefund(context.Context, string) (*WxRefund, error) {
+	return nil, ErrOutcomeUnknown
+}
+
+// TestSlowRefundAnswerOutlivesWriteTimeout: WeChat Pay takes longer than
+// the server's write timeout to accept a refund; the client still gets
+// its 201, not a closed connection (after which it might retry with a
+// new key and refund twice).
+func TestSlowRefundAnswerOutlivesWriteTimeout(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-slow", Source: ledger.SourceCallback,
+			EventType: "TRANSACTION.SUCCESS", OutTradeNo: "slow-1", TransactionID: "tx-slow"},
+			OutTradeNo: "slow-1", TransactionID: "tx-slow", TradeState: "SUCCESS", PayerOpenID: "o-slow",
+			AmountTotal: 100, PayerTotal: 100, Currency: "CNY"}
+		if _, err := s.ApplyTransaction(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		svc := NewRefundService(RefundConfig{CallTimeout: 3 * time.Second}, s, slowRefunds{delay: 1500 * time.Millisecond}, NewMemoryLocker())
+		d := &Deps{APITimeout: 500 * time.Millisecond, MaxBodyBytes: 1 << 16}
+		r := gin.New()
+		r.POST("/v1/refunds", func(c *gin.Context) { c.Set(openIDKey, "o-slow"); createRefund(c, d, svc) })
+		srv := httptest.NewUnstartedServer(r)
+		srv.Config.WriteTimeout = time.Second
+		srv.Start()
+		defer srv.Close()
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/refunds", strings.NewReader(`{"out_trade_no":"slow-1","amount":40}`))
+		req.Header.Set("Idempotency-Key", "k-slow")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("refund answer lost: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusCreated || !strings.Contains(string(body), `"state":"PROCESSING"`) {
+			t.Fatalf("answer %d %s, want 201 PROCESSING", resp.StatusCode, body)
+		}
+	})
+}
