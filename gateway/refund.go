@@ -30,8 +30,11 @@ type RefundConfig struct {
 	// CallTimeout bounds the WeChat Pay work of one request or janitor
 	// check (create, query, one resend); default 15 s.
 	CallTimeout time.Duration
-	LockTTL     time.Duration // Redis lock on the order; default 10 s
-	LockWait    time.Duration // wait for the lock holder; default 1 s
+	// APITimeout is the request's budget before its WeChat Pay work
+	// (http.api_timeout): the idempotency key's hold starts before it.
+	APITimeout time.Duration
+	LockTTL    time.Duration // Redis lock on the order; default 10 s
+	LockWait   time.Duration // wait for the lock holder; default 1 s
 	// Calls limits new refund applications of all users together, below
 	// WeChat Pay's per-merchant rate (above it WeChat answers 429
 	// FREQUENCY_LIMITED and every refund over it turns UNKNOWN until a
@@ -66,8 +69,9 @@ func (c RefundConfig) withDefaults() RefundConfig {
 func (c RefundConfig) Check() error {
 	c = c.withDefaults()
 	switch {
-	case c.InFlight <= c.CallTimeout:
-		return fmt.Errorf("in_flight (%v) must be longer than call_timeout (%v)", c.InFlight, c.CallTimeout)
+	case c.InFlight <= c.APITimeout+c.CallTimeout:
+		return fmt.Errorf("in_flight (%v) must be longer than call_timeout (%v) plus http.api_timeout (%v)",
+			c.InFlight, c.CallTimeout, c.APITimeout)
 	case c.SafetyBuffer <= c.CallTimeout:
 		return fmt.Errorf("safety_buffer (%v) must be longer than call_timeout (%v)", c.SafetyBuffer, c.CallTimeout)
 	}

@@ -160,7 +160,7 @@ func chaosEnv(base string) []string {
 		// A refund request killed with the gateway is taken over after
 		// IN_FLIGHT; the janitor settles refunds whose notification was lost.
 		"GATEWAY_REFUNDS_CALL_TIMEOUT=3s",
-		"GATEWAY_REFUNDS_IN_FLIGHT=5s",
+		"GATEWAY_REFUNDS_IN_FLIGHT=15s", // > call_timeout + http.api_timeout (10s)
 		"GATEWAY_REFUNDS_SAFETY_BUFFER=4s",
 		"GATEWAY_REFUNDS_RECHECK=3s",
 		"GATEWAY_REFUNDS_JANITOR_INTERVAL=1s",

@@ -104,7 +104,7 @@ func (m *Main) wireRefunds(ctx context.Context) error {
 	}
 	locker := m.Processor.Locker()
 	sc := gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
-		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout,
+		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout, APITimeout: m.Config.HTTP.APITimeout,
 		Calls: m.limiter, CallLimit: m.Config.RateLimit.refundCalls()}
 	if err := sc.Check(); err != nil {
 		return fmt.Errorf("config: refunds.%w", err)
