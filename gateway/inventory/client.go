@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -59,10 +60,24 @@ type Release struct {
 	Amount      int64  `json:"amount"` // fen
 }
 
-// record is the part of the service's answer the client checks.
+// record is the part of the service's answer the client checks: the key,
+// the status, and the request's fields, so another caller's record under
+// the same key is never taken for this one.
 type record struct {
-	Key    string `json:"key"`
-	Status string `json:"status"`
+	Key         string `json:"key"`
+	Status      string `json:"status"`
+	OutTradeNo  string `json:"out_trade_no"`
+	OutRefundNo string `json:"out_refund_no"`
+	AmountTotal int64  `json:"amount_total"`
+	Amount      int64  `json:"amount"`
+}
+
+func (cf Confirmation) record() record {
+	return record{Key: cf.Key, Status: statusConfirmed, OutTradeNo: cf.OutTradeNo, AmountTotal: cf.AmountTotal}
+}
+
+func (r Release) record() record {
+	return record{Key: r.Key, Status: statusReleased, OutTradeNo: r.OutTradeNo, OutRefundNo: r.OutRefundNo, Amount: r.Amount}
 }
 
 // New returns a Client for cfg.
@@ -90,7 +105,7 @@ func New(cfg Config) *Client {
 func (c *Client) Confirm(ctx context.Context, cf Confirmation) error {
 	err := cf.validate()
 	if err == nil {
-		err = c.write(ctx, "/confirmations", cf.Key, cf, statusConfirmed)
+		err = c.write(ctx, "/confirmations", cf, cf.record())
 	}
 	if err != nil {
 		return fmt.Errorf("confirm inventory for %s: %w", cf.OutTradeNo, err)
@@ -98,12 +113,13 @@ func (c *Client) Confirm(ctx context.Context, cf Confirmation) error {
 	return nil
 }
 
-// ConfirmationDone reports whether the service holds the confirmation with
-// key. A 404 is (false, nil).
-func (c *Client) ConfirmationDone(ctx context.Context, key string) (bool, error) {
-	done, err := c.done(ctx, "/confirmations/", key, statusConfirmed)
+// ConfirmationDone reports whether the service holds cf (by its key). A
+// 404 is (false, nil); a record of the key for another order or amount is
+// a permanent error matching ErrIdempotencyMismatch, never "done".
+func (c *Client) ConfirmationDone(ctx context.Context, cf Confirmation) (bool, error) {
+	done, err := c.done(ctx, "/confirmations/", cf.record())
 	if err != nil {
-		return false, fmt.Errorf("query inventory confirmation %s: %w", key, err)
+		return false, fmt.Errorf("query inventory confirmation %s: %w", cf.Key, err)
 	}
 	return done, nil
 }
@@ -114,7 +130,7 @@ func (c *Client) ConfirmationDone(ctx context.Context, key string) (bool, error)
 func (c *Client) Release(ctx context.Context, r Release) error {
 	err := r.validate()
 	if err == nil {
-		err = c.write(ctx, "/releases", r.Key, r, statusReleased)
+		err = c.write(ctx, "/releases", r, r.record())
 	}
 	if err != nil {
 		return fmt.Errorf("release inventory for %s refund %s: %w", r.OutTradeNo, r.OutRefundNo, err)
@@ -122,12 +138,13 @@ func (c *Client) Release(ctx context.Context, r Release) error {
 	return nil
 }
 
-// ReleaseDone reports whether the service holds the release with key. A 404
-// is (false, nil).
-func (c *Client) ReleaseDone(ctx context.Context, key string) (bool, error) {
-	done, err := c.done(ctx, "/releases/", key, statusReleased)
+// ReleaseDone reports whether the service holds r (by its key). A 404 is
+// (false, nil); a record of the key for another refund or amount is a
+// permanent error matching ErrIdempotencyMismatch, never "done".
+func (c *Client) ReleaseDone(ctx context.Context, r Release) (bool, error) {
+	done, err := c.done(ctx, "/releases/", r.record())
 	if err != nil {
-		return false, fmt.Errorf("query inventory release %s: %w", key, err)
+		return false, fmt.Errorf("query inventory release %s: %w", r.Key, err)
 	}
 	return done, nil
 }
@@ -146,31 +163,31 @@ func (r Release) validate() error {
 	return nil
 }
 
-// write POSTs body and expects a 2xx record for key with status want.
-func (c *Client) write(ctx context.Context, path, key string, body any, want string) error {
+// write POSTs body and expects a 2xx record matching want.
+func (c *Client) write(ctx context.Context, path string, body any, want record) error {
 	payload, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
 	}
-	status, resp, err := c.do(ctx, http.MethodPost, path, key, payload)
+	status, resp, err := c.do(ctx, http.MethodPost, path, want.Key, payload)
 	if err != nil {
 		return err
 	}
 	if status/100 != 2 {
 		return statusError(status, errorCode(resp), resp)
 	}
-	return checkRecord(resp, key, want)
+	return checkRecord(resp, want)
 }
 
 // done GETs the record for key: 2xx is true, the service's own 404
 // ({"code":"NOT_FOUND"}) is false. Any other 404 (a proxy, a deploy without
 // the route) is no verdict, so the outcome stays unknown: reading it as
 // "not applied" would send the operation again blind.
-func (c *Client) done(ctx context.Context, path, key, want string) (bool, error) {
-	if key == "" {
+func (c *Client) done(ctx context.Context, path string, want record) (bool, error) {
+	if want.Key == "" {
 		return false, invalidRequest("empty key")
 	}
-	status, resp, err := c.do(ctx, http.MethodGet, path+url.PathEscape(key), key, nil)
+	status, resp, err := c.do(ctx, http.MethodGet, path+url.PathEscape(want.Key), want.Key, nil)
 	switch {
 	case err != nil:
 		return false, err
@@ -179,7 +196,7 @@ func (c *Client) done(ctx context.Context, path, key, want string) (bool, error)
 	case status/100 != 2:
 		return false, statusError(status, errorCode(resp), resp)
 	}
-	if err := checkRecord(resp, key, want); err != nil {
+	if err := checkRecord(resp, want); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -226,14 +243,25 @@ func (c *Client) newRequest(ctx context.Context, method, path, key string, paylo
 }
 
 // checkRecord guards against a 2xx that is not the service's record, such as
-// a proxy page: the client cannot tell what happened, so the outcome is unknown.
-func checkRecord(body []byte, key, want string) error {
+// a proxy page: the client cannot tell what happened, so the outcome is
+// unknown. A record of the key whose order, refund or amount differ from
+// the request's is another caller's (a key collision): this operation was
+// not applied, and calling it done would, say, let a refund's release go
+// ahead of a confirmation that never happened. Fields the service leaves
+// out are not compared.
+func checkRecord(body []byte, want record) error {
 	var rec record
 	if err := json.Unmarshal(body, &rec); err != nil {
 		return fmt.Errorf("%w: decode record: %w", ErrUnknownOutcome, err)
 	}
-	if rec.Key != key || rec.Status != want {
-		return fmt.Errorf("%w: unexpected record (same key %t, status %q)", ErrUnknownOutcome, rec.Key == key, rec.Status)
+	if rec.Key != want.Key || rec.Status != want.Status {
+		return fmt.Errorf("%w: unexpected record (same key %t, status %q)", ErrUnknownOutcome, rec.Key == want.Key, rec.Status)
+	}
+	differs := func(got, want string) bool { return got != "" && got != want }
+	if differs(rec.OutTradeNo, want.OutTradeNo) || differs(rec.OutRefundNo, want.OutRefundNo) ||
+		(rec.AmountTotal != 0 && rec.AmountTotal != want.AmountTotal) || (rec.Amount != 0 && rec.Amount != want.Amount) {
+		return errors.Join(&PermanentError{Status: http.StatusOK, Code: "IDEMPOTENCY_MISMATCH", Body: truncate(body, maxErrorBody)},
+			ErrIdempotencyMismatch)
 	}
 	return nil
 }

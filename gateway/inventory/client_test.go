@@ -32,7 +32,7 @@ func newEnv(t *testing.T, timeout time.Duration) *env {
 type op struct {
 	name  string
 	write func(ctx context.Context, c *inventory.Client, key string, amount int64) error
-	done  func(c *inventory.Client, ctx context.Context, key string) (bool, error)
+	done  func(c *inventory.Client, ctx context.Context, key string, amount int64) (bool, error)
 	count func(s *inventorysim.Sim, outTradeNo string) int
 }
 
@@ -45,7 +45,9 @@ var ops = []op{
 		write: func(ctx context.Context, c *inventory.Client, key string, amount int64) error {
 			return c.Confirm(ctx, inventory.Confirmation{Key: key, OutTradeNo: orderOf(key), AmountTotal: amount})
 		},
-		done:  (*inventory.Client).ConfirmationDone,
+		done: func(c *inventory.Client, ctx context.Context, key string, amount int64) (bool, error) {
+			return c.ConfirmationDone(ctx, inventory.Confirmation{Key: key, OutTradeNo: orderOf(key), AmountTotal: amount})
+		},
 		count: (*inventorysim.Sim).ConfirmCount,
 	},
 	{
@@ -53,7 +55,9 @@ var ops = []op{
 		write: func(ctx context.Context, c *inventory.Client, key string, amount int64) error {
 			return c.Release(ctx, inventory.Release{Key: key, OutRefundNo: "R-" + key, OutTradeNo: orderOf(key), Amount: amount})
 		},
-		done:  (*inventory.Client).ReleaseDone,
+		done: func(c *inventory.Client, ctx context.Context, key string, amount int64) (bool, error) {
+			return c.ReleaseDone(ctx, inventory.Release{Key: key, OutRefundNo: "R-" + key, OutTradeNo: orderOf(key), Amount: amount})
+		},
 		count: (*inventorysim.Sim).ReleaseCount,
 	},
 }
@@ -92,7 +96,7 @@ func TestWriteFaults(t *testing.T) {
 
 				err := o.write(ctx, e.client, "k1", 1999)
 				checkErr(t, err, tc.wantErr)
-				done, err := o.done(e.client, ctx, "k1")
+				done, err := o.done(e.client, ctx, "k1", 1999)
 				if err != nil {
 					t.Fatalf("done: %v", err)
 				}
@@ -132,7 +136,7 @@ func TestDoneUnknownKey(t *testing.T) {
 	for _, o := range ops {
 		t.Run(o.name, func(t *testing.T) {
 			e := newEnv(t, time.Second)
-			done, err := o.done(e.client, context.Background(), "never-sent")
+			done, err := o.done(e.client, context.Background(), "never-sent", 1)
 			if err != nil || done {
 				t.Fatalf("done=%v err=%v, want false, nil", done, err)
 			}
@@ -239,9 +243,33 @@ func writeUntilDone(t *testing.T, e *env, o op, key string) {
 			t.Errorf("write %s: %v", key, err)
 			return
 		}
-		if done, err := o.done(e.client, ctx, key); err == nil && done {
+		if done, err := o.done(e.client, ctx, key, 100); err == nil && done {
 			return
 		}
 	}
 	t.Errorf("write %s: not done after 100 attempts", key)
+}
+
+// TestAnotherCallersRecordIsNotDone: the service holds a key for another
+// order or amount (another caller); asking whether this request is done
+// under that key is a permanent key mismatch, never "done": otherwise a
+// confirmation that never happened would count as done and let the
+// order's releases go ahead.
+func TestAnotherCallersRecordIsNotDone(t *testing.T) {
+	for _, o := range ops {
+		t.Run(o.name, func(t *testing.T) {
+			e := newEnv(t, time.Second)
+			ctx := context.Background()
+			if err := o.write(ctx, e.client, "shared", 500); err != nil {
+				t.Fatal(err)
+			}
+			done, err := o.done(e.client, ctx, "shared", 600)
+			if done || !inventory.IsPermanent(err) || !errors.Is(err, inventory.ErrIdempotencyMismatch) {
+				t.Fatalf("done=%v err=%v; want a permanent key mismatch", done, err)
+			}
+			if done, err := o.done(e.client, ctx, "shared", 500); err != nil || !done {
+				t.Fatalf("own record: done=%v err=%v", done, err)
+			}
+		})
+	}
 }

@@ -104,7 +104,7 @@ func TestDoneClassifiesStatus(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c, key := fixed(t, tc.status, tc.body)
-			done, err := c.ReleaseDone(context.Background(), "k1")
+			done, err := c.ReleaseDone(context.Background(), inventory.Release{Key: "k1"})
 			checkErr(t, err, tc.wantErr)
 			if done != tc.wantDone {
 				t.Fatalf("done=%v, want %v", done, tc.wantDone)
@@ -177,7 +177,7 @@ func TestInvalidRequestIsPermanentAndNotSent(t *testing.T) {
 			return e.client.Release(ctx, inventory.Release{Key: "k", OutTradeNo: "T1", Amount: 1})
 		}},
 		{"done without key", func() error {
-			_, err := e.client.ConfirmationDone(ctx, "")
+			_, err := e.client.ConfirmationDone(ctx, inventory.Confirmation{})
 			return err
 		}},
 	}
@@ -198,7 +198,7 @@ func TestKeyIsPathEscaped(t *testing.T) {
 	if err := e.client.Confirm(ctx, inventory.Confirmation{Key: key, OutTradeNo: "T1", AmountTotal: 1}); err != nil {
 		t.Fatalf("confirm: %v", err)
 	}
-	if done, err := e.client.ConfirmationDone(ctx, key); err != nil || !done {
+	if done, err := e.client.ConfirmationDone(ctx, inventory.Confirmation{Key: key, OutTradeNo: "T1", AmountTotal: 1}); err != nil || !done {
 		t.Fatalf("done=%v err=%v, want true, nil", done, err)
 	}
 }

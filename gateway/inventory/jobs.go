@@ -25,7 +25,7 @@ func (j *Jobs) Confirm(ctx context.Context, job retry.Job) error {
 		return retry.Permanent(fmt.Errorf("job %d: decode confirmation: %w", job.ID, err))
 	}
 	if job.Attempt > 1 {
-		done, err := j.Client.ConfirmationDone(ctx, cf.Key)
+		done, err := j.Client.ConfirmationDone(ctx, cf)
 		if err != nil || done {
 			return classify(err)
 		}
@@ -40,7 +40,7 @@ func (j *Jobs) Release(ctx context.Context, job retry.Job) error {
 		return retry.Permanent(fmt.Errorf("job %d: decode release: %w", job.ID, err))
 	}
 	if job.Attempt > 1 {
-		done, err := j.Client.ReleaseDone(ctx, r.Key)
+		done, err := j.Client.ReleaseDone(ctx, r)
 		if err != nil || done {
 			return classify(err)
 		}
