@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestNextDelayGrowsWithinJitterAndCap(t *testing.T) {
@@ -123,8 +125,8 @@ func TestPoolGivesBackJobsWithoutTimeForAnAttempt(t *testing.T) {
 	})}
 	p := NewPool(PoolConfig{Lease: 30 * time.Second, AttemptTimeout: 10 * time.Second}, q, h).
 		WithClock(func() time.Time { return now })
-	if n, err := p.RunOnce(context.Background(), "w"); n != 3 || err != nil {
-		t.Fatalf("RunOnce = %d, %v", n, err)
+	if n, err := p.RunOnce(context.Background(), "w"); n != 1 || err != nil {
+		t.Fatalf("RunOnce = %d, %v; want 1 attempted", n, err)
 	}
 	if len(handled) != 1 || handled[0] != 1 || len(q.settled) != 1 {
 		t.Fatalf("handled %v, settled %+v; want only job 1", handled, q.settled)
@@ -143,5 +145,53 @@ func TestWorkerIDsFitTheLedger(t *testing.T) {
 	id := workerID(p.cfg.Name, 99)
 	if len(id) > 64 || !strings.HasPrefix(id, host[len(host)-maxHostLen:]) || !strings.Contains(id, "-x7k2q-") {
 		t.Fatalf("worker id %q (%d chars) from host %q", id, len(id), host)
+	}
+}
+
+// shortLeaseQueue hands out, on every claim, a job whose lease is already
+// too short for an attempt (as after a claim slowed by a busy database).
+type shortLeaseQueue struct {
+	releasingQueue
+	now    time.Time
+	claims atomic.Int64
+}
+
+func (q *shortLeaseQueue) Claim(context.Context, string, int, time.Duration) ([]Job, error) {
+	q.claims.Add(1)
+	return []Job{{ID: 1, Kind: "k", Attempt: 1, LeaseUntil: q.now.Add(5 * time.Second)}}, nil
+}
+
+func (q *shortLeaseQueue) Release(context.Context, Job, string) error { return nil }
+
+// TestWorkerWaitsWhenNothingCouldStart: claims that yield only jobs it
+// must give back (too little lease left for an attempt) count as "nothing
+// to do": the worker waits its poll interval instead of claiming again at
+// once, which would spin against a database that is already slow.
+func TestWorkerWaitsWhenNothingCouldStart(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	q := &shortLeaseQueue{now: now}
+	h := Mux{"k": HandlerFunc(func(context.Context, Job) error {
+		t.Error("a job without time for an attempt was started")
+		return nil
+	})}
+	p := NewPool(PoolConfig{Workers: 1, Lease: 30 * time.Second, AttemptTimeout: 10 * time.Second, Poll: 50 * time.Millisecond}, q, h).
+		WithClock(func() time.Time { return now })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	p.Run(ctx)
+	if n := q.claims.Load(); n > 10 {
+		t.Fatalf("%d claims in 300 ms with a 50 ms poll: the worker spins", n)
+	}
+}
+
+// TestErrorTextStaysValidUTF8: an attempt's error is cut to fit on a
+// character boundary (a cut inside one cannot be stored in utf8mb4), and
+// invalid bytes are replaced.
+func TestErrorTextStaysValidUTF8(t *testing.T) {
+	for _, in := range []string{strings.Repeat("库", 200), "a" + strings.Repeat("库", 200), "bad \xff\xfe byte"} {
+		out := truncate(in, maxErrorLen)
+		if !utf8.ValidString(out) || len(out) > maxErrorLen || !strings.HasPrefix(in, out[:1]) {
+			t.Fatalf("truncate(%q…) = %q (%d bytes)", in[:6], out, len(out))
+		}
 	}
 }

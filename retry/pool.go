@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // maxErrorLen caps the error text stored with a job or an attempt.
@@ -117,14 +119,15 @@ func (p *Pool) work(ctx context.Context, worker string) {
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("retry: claim failed", "worker", worker, "err", err)
 		}
-		if n == 0 || err != nil {
+		if n == 0 || err != nil { // nothing due, or nothing could start: a slow claim must not spin
 			sleep(ctx, p.cfg.Poll)
 		}
 	}
 }
 
 // RunOnce claims one batch as worker and handles it; it returns how many
-// jobs it claimed.
+// jobs it attempted (claimed jobs whose lease is too short for an attempt
+// are given back, not counted).
 func (p *Pool) RunOnce(ctx context.Context, worker string) (int, error) {
 	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	jobs, err := p.queue.Claim(cctx, worker, p.cfg.Batch, p.cfg.Lease)
@@ -132,6 +135,7 @@ func (p *Pool) RunOnce(ctx context.Context, worker string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	attempted := 0
 	for i, job := range jobs {
 		// The batch shares one lease: jobs late in a slow batch are given
 		// back to be claimed afresh rather than started short of time.
@@ -140,8 +144,9 @@ func (p *Pool) RunOnce(ctx context.Context, worker string) (int, error) {
 			break
 		}
 		p.runJob(ctx, worker, job)
+		attempted++
 	}
-	return len(jobs), nil
+	return attempted, nil
 }
 
 // timeLeft reports whether a whole attempt fits in what is left of the
@@ -219,9 +224,16 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// truncate makes s valid UTF-8 and cuts it to at most n bytes on a
+// character boundary: a cut inside a character could not be stored in a
+// utf8mb4 column, and the attempt's result would never be stored.
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }
