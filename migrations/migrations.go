@@ -9,13 +9,17 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
 )
 
 //go:embed mysql/*.sql sqlite/*.sql
@@ -120,7 +124,7 @@ func Apply(ctx context.Context, db *sql.DB, d Dialect) error {
 		if done[m.Version] {
 			continue
 		}
-		if err := applyOne(ctx, conn, m); err != nil {
+		if err := applyOne(ctx, conn, m, d); err != nil {
 			return err
 		}
 	}
@@ -157,19 +161,68 @@ func appliedVersions(ctx context.Context, conn *sql.Conn) (map[int]bool, error) 
 	return done, rows.Err()
 }
 
-func applyOne(ctx context.Context, conn *sql.Conn, m Migration) error {
+// applyOne applies m and records its version. On SQLite both happen in one
+// transaction. MySQL commits each DDL statement by itself, so a run cut
+// short (a timeout, a kill) can leave a file's statement applied and its
+// version not recorded: the next run finds the table, column or index
+// already there (errors 1050, 1060, 1061) and takes the statement as
+// applied, rather than refusing to start until someone repairs it by hand.
+func applyOne(ctx context.Context, conn *sql.Conn, m Migration, d Dialect) error {
+	if d != MySQL {
+		return applyInTx(ctx, conn, m)
+	}
 	for _, stmt := range m.Statements() {
-		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+		_, err := conn.ExecContext(ctx, stmt)
+		if alreadyApplied(err) {
+			slog.WarnContext(ctx, "migrate: statement already applied by an interrupted run", "migration", m.Name, "err", err)
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("migrate: apply %s: %w", m.Name, err)
 		}
 	}
-	_, err := conn.ExecContext(ctx,
+	return record(ctx, conn, m)
+}
+
+func applyInTx(ctx context.Context, conn *sql.Conn, m Migration) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: begin %s: %w", m.Name, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	for _, stmt := range m.Statements() {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate: apply %s: %w", m.Name, err)
+		}
+	}
+	if err := record(ctx, tx, m); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate: commit %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func record(ctx context.Context, db execer, m Migration) error {
+	_, err := db.ExecContext(ctx,
 		"INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
 		m.Version, m.Name, time.Now().UTC().Format(time.RFC3339Nano))
 	if err != nil {
 		return fmt.Errorf("migrate: record %s: %w", m.Name, err)
 	}
 	return nil
+}
+
+// alreadyApplied reports MySQL's "table exists", "duplicate column" and
+// "duplicate key name".
+func alreadyApplied(err error) bool {
+	var me *mysqldrv.MySQLError
+	return errors.As(err, &me) && (me.Number == 1050 || me.Number == 1060 || me.Number == 1061)
 }
 
 // Pending reports how many migrations the database has not applied yet.

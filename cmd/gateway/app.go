@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
@@ -35,6 +36,11 @@ type Main struct {
 
 	Refunds *gateway.RefundService // nil when the refund API is off
 	Wechat  *wechatpay.Client      // nil without a merchant key
+
+	// MigrateTimeout bounds the migrations at start; default 90 s.
+	// `gateway migrate` lifts it: a long index build on a big table must
+	// not be cut short there.
+	MigrateTimeout time.Duration
 
 	server   *http.Server
 	listener net.Listener
@@ -91,7 +97,7 @@ func (m *Main) openStore(ctx context.Context) error {
 		return err
 	}
 	m.closers = append(m.closers, sqlDB.Close)
-	mctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	mctx, cancel := context.WithTimeout(ctx, cmp.Or(m.MigrateTimeout, 90*time.Second))
 	defer cancel()
 	if err := ledger.Migrate(mctx, db, dialect); err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"paygateway/gateway"
 )
@@ -99,7 +100,7 @@ func migrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	m := &Main{Config: cfg}
+	m := &Main{Config: cfg, MigrateTimeout: 24 * time.Hour} // Ctrl-C stops it
 	defer m.Close()
 	if err := m.openStore(ctx); err != nil {
 		return err
