@@ -110,6 +110,10 @@ func writeWechatFail(c *gin.Context, err error) {
 	c.AbortWithStatusJSON(status, gin.H{"code": "FAIL", "message": publicMessage(err), "reason": ErrorCode(err)})
 }
 
+// maxLoggedError caps a logged error: some quote caller-sent text (the SDK
+// quotes a notification's Request-Id header whole).
+const maxLoggedError = 512
+
 func logError(c *gin.Context, status int, err error) {
 	c.Set(errorCodeKey, ErrorCode(err))
 	if ErrorCode(err) == CodeRateLimited {
@@ -120,5 +124,5 @@ func logError(c *gin.Context, status int, err error) {
 		level = slog.LevelError
 	}
 	slog.Log(c.Request.Context(), level, "request failed", "path", c.FullPath(), "status", status,
-		"code", ErrorCode(err), "err", err.Error(), "request_id", c.GetString(requestIDKey))
+		"code", ErrorCode(err), "err", truncateLog(err.Error(), maxLoggedError), "request_id", c.GetString(requestIDKey))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 )
@@ -60,11 +61,15 @@ func AccessLog() gin.HandlerFunc {
 	}
 }
 
+// truncateLog cuts s to n bytes on a character boundary, marking the cut.
 func truncateLog(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // NewLogHandler wraps h so every record logged with a context that

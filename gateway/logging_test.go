@@ -3,12 +3,14 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 )
@@ -130,5 +132,44 @@ func TestMetricsCountRoutesByTemplate(t *testing.T) {
 		if !strings.Contains(w.Body.String(), want) {
 			t.Fatalf("metrics lack %s:\n%s", want, w.Body)
 		}
+	}
+}
+
+// TestCallerRequestIDsAreChecked: a caller's X-Request-Id is kept only if
+// it is 1-64 plain characters; anything else (spaces, quotes, bytes that
+// are not UTF-8, too long) is replaced by a fresh id.
+func TestCallerRequestIDsAreChecked(t *testing.T) {
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.GET("/hello", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+	})
+	for in, kept := range map[string]bool{"req-42": true, "a.b_c:d-9": true, `a b"`: false, "bad\xff": false,
+		strings.Repeat("x", 65): false} {
+		req := httptest.NewRequest("GET", "/hello", nil)
+		req.Header.Set("X-Request-Id", in)
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		got := w.Header().Get("X-Request-Id")
+		if (got == in) != kept || got == "" || !validRequestID(got) {
+			t.Fatalf("X-Request-Id %q answered %q; kept %v, want %v", in, got, got == in, kept)
+		}
+	}
+}
+
+// TestLoggedErrorsAreCapped: an error quoting caller-sent text (say a
+// 100 KB header) is cut in the log line.
+func TestLoggedErrorsAreCapped(t *testing.T) {
+	logs := captureLogs(t)
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.GET("/bad", func(c *gin.Context) {
+			writeError(c, Errorf(CodeInvalid, "bad header", errors.New(strings.Repeat("库", 40000))))
+		})
+	})
+	r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/bad", nil))
+	lines := logLines(t, logs.String(), "request failed")
+	if len(lines) != 1 {
+		t.Fatalf("request failed lines: %v", lines)
+	}
+	if msg, _ := lines[0]["err"].(string); len(msg) > maxLoggedError+8 || !utf8.ValidString(msg) {
+		t.Fatalf("logged error of %d bytes (valid UTF-8 %v), want at most ~%d", len(msg), utf8.ValidString(msg), maxLoggedError)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,17 +154,32 @@ func (r *readiness) check(ctx context.Context, ping func(context.Context) error)
 
 const requestIDKey = "gateway.request_id"
 
-// requestID takes X-Request-Id from the caller or makes one, and returns it.
+// requestID takes X-Request-Id from the caller (1-64 of A-Z a-z 0-9 . _ :
+// -, so it is safe in logs, headers and the audit log) or makes one, and
+// returns it.
 func requestID() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		id := c.GetHeader("X-Request-Id")
-		if id == "" || len(id) > 64 {
+		if !validRequestID(id) {
 			id = NewToken()
 		}
 		c.Set(requestIDKey, id)
 		c.Header("X-Request-Id", id)
 		c.Next()
 	}
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._:-", r)
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // recovery turns a panic into a logged 500 JSON answer.

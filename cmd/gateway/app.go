@@ -80,6 +80,10 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 	return m, nil
 }
 
+// maxHeaderBytes caps request headers (net/http's default is 1 MiB); a
+// user JWT or WeChat Pay's signature headers take a few KiB.
+const maxHeaderBytes = 32 << 10
+
 // dbTime reads the synced database clock; tests wrap it to play a
 // database whose clock differs from this host's.
 var dbTime = func(c *ledger.DBClock) func() time.Time { return c.Now }
@@ -251,7 +255,8 @@ func (m *Main) Run(ctx context.Context) error {
 	gin.SetMode(gin.ReleaseMode)
 	h := m.Config.HTTP
 	m.server = &http.Server{Handler: gateway.NewRouter(*m.Deps), ReadHeaderTimeout: h.ReadHeaderTimeout,
-		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout}
+		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
+		MaxHeaderBytes: maxHeaderBytes}
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, job := range m.jobs {
