@@ -27,7 +27,13 @@ type Finance struct {
 	MaxExports int
 
 	exports slots // made by Routes
+	runs    slots // reconciliations run by hand at once: one per instance
 }
+
+// runsBusy answers a reconciliation asked for while another runs here: a
+// run holds a bill (up to 256 MiB) and a back-office slot for minutes.
+var runsBusy = &Error{Code: CodeRateLimited, Message: "a reconciliation is running on this instance; retry after 60 s",
+	RetryAfter: time.Minute}
 
 // exportsBusy answers an export refused for want of a slot.
 var exportsBusy = &Error{Code: CodeRateLimited, Message: "too many CSV exports running; retry after 10 s",
@@ -39,6 +45,7 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 		f.MaxExports = 4
 	}
 	f.exports = newSlots(f.MaxExports)
+	f.runs = newSlots(1)
 	read := r.Group("/v1", d.Auth.Require(RoleFinance, RoleOps),
 		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), d.backOffice(), auditTrail(d.Store))
 	addList(read, d, f, "/ledger/payments", paymentList)

@@ -142,7 +142,8 @@ type reconcileRequest struct {
 
 // runReconciliation runs the reconciliation of a day now and answers the
 // report. Running a day again replaces its report but keeps its repairs;
-// while another run holds the day the answer is 409 EIN_FLIGHT.
+// while another run holds the day the answer is 409 EIN_FLIGHT, and while
+// another run asked of this instance goes on, 429.
 func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var req reconcileRequest
@@ -159,6 +160,11 @@ func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 			writeError(c, &Error{Code: CodeUnavailable, Message: "reconciliation is not configured (wechatpay merchant key and serial)"})
 			return
 		}
+		if !f.runs.take() {
+			writeError(c, runsBusy)
+			return
+		}
+		defer f.runs.give()
 		// A big bill may take longer than the server's WriteTimeout.
 		deadline := time.Now().Add(f.Reconciler.limit() + 30*time.Second)
 		_ = http.NewResponseController(c.Writer).SetWriteDeadline(deadline)

@@ -3,9 +3,14 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gin-gonic/gin"
 
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
@@ -265,4 +270,52 @@ func TestReconcileStartsAtTakeOver(t *testing.T) {
 			t.Fatalf("the old system's payment was recorded: %v", err)
 		}
 	})
+}
+
+// TestOneReconciliationByHandPerInstance: a run asked for over the API
+// holds a bill and a back-office slot for minutes, so while one runs on
+// an instance another (even of another day) gets 429 at once, and finance
+// reads go on.
+func TestOneReconciliationByHandPerInstance(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	s := ledgertest.OpenSQLite(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	day := func(n int) string { return ledger.DayOf(s.Now().Add(-time.Duration(n) * 24 * time.Hour)) }
+	slowDay := day(1)
+	f := &Finance{Reconciler: &Reconciler{Store: s, Bills: &fakeBills{fn: func(_ context.Context, d string) ([]byte, error) {
+		if d == slowDay {
+			close(entered)
+			<-release
+		}
+		return nil, nil
+	}}}}
+	auth := NewAuth(StaticKeys{HashKey("fin-key"): {Name: "fin", Role: RoleFinance}})
+	r := NewRouter(Deps{Store: s, Auth: auth, Routes: []func(*gin.Engine, *Deps){f.Routes}})
+	call := func(method, path, body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("X-Api-Key", "fin-key")
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w
+	}
+	var once sync.Once
+	finish := func() { once.Do(func() { close(release) }) }
+	defer finish() // a failure below must not leave the first run waiting
+	first := make(chan int, 1)
+	go func() { first <- call("POST", "/v1/reconciliations", `{"date":"`+day(1)+`"}`).Code }()
+	<-entered
+	if w := call("POST", "/v1/reconciliations", `{"date":"`+day(2)+`"}`); w.Code != http.StatusTooManyRequests ||
+		w.Header().Get("Retry-After") != "60" {
+		t.Fatalf("second run while one goes on: %d %s, want 429 with Retry-After", w.Code, w.Body)
+	}
+	if w := call("GET", "/v1/ledger/totals?from="+day(3)+"&to="+day(1), ""); w.Code != http.StatusOK {
+		t.Fatalf("finance read during the run: %d %s", w.Code, w.Body)
+	}
+	finish()
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("first run: %d", code)
+	}
+	if w := call("POST", "/v1/reconciliations", `{"date":"`+day(2)+`"}`); w.Code != http.StatusOK {
+		t.Fatalf("run after the first ended: %d %s", w.Code, w.Body)
+	}
 }
