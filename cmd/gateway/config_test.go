@@ -100,6 +100,17 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			}
 		}
 	})
+	t.Run("user tokens without an audience or with a long leeway", func(t *testing.T) {
+		for _, j := range []JWTConfig{{HS256Secret: strings.Repeat("s", 32)},
+			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: 10 * time.Minute}} {
+			if _, err := j.gatewayJWT(); err == nil {
+				t.Fatalf("%+v accepted", j)
+			}
+		}
+		if _, err := (JWTConfig{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: time.Minute}).gatewayJWT(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("bad env value", func(t *testing.T) {
 		t.Setenv("GATEWAY_HTTP_READ_TIMEOUT", "soon")
 		if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "GATEWAY_HTTP_READ_TIMEOUT") {

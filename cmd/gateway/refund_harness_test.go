@@ -21,6 +21,8 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 // jwtSecret signs user tokens in tests.
 var jwtSecret = "jwt-test-secret-" + gateway.NewToken()
 
+const jwtAudience = "refunds-test"
+
 // refundEnv is a gateway wired to a WeChat Pay simulator.
 type refundEnv struct {
 	m   *Main
@@ -42,7 +44,7 @@ func startRefundEnv(t testing.TB, b backend, tweak func(*Config)) *refundEnv {
 	w.BaseURL, w.MerchantSerial = srv.URL, k.MerchantSerial
 	w.MerchantPrivateKeyFile = filepath.Join(dir, "merchant_private_key.pem")
 	w.Timeout = 2 * time.Second
-	cfg.Refunds.JWT.HS256Secret = jwtSecret
+	cfg.Refunds.JWT.HS256Secret, cfg.Refunds.JWT.Audience = jwtSecret, jwtAudience
 	cfg.Refunds.JanitorInterval = time.Hour // tests sweep by hand
 	cfg.Finance.DailyReconcileAt = "off"    // it reconciles past days on start; tested in gateway
 	if tweak != nil {
@@ -69,7 +71,7 @@ func (e *refundEnv) pay(t testing.TB, openid string, amount int64) string {
 
 func token(t testing.TB, openid string) string {
 	t.Helper()
-	tok, err := gateway.SignDevToken([]byte(jwtSecret), openid, "", "", time.Hour)
+	tok, err := gateway.SignDevToken([]byte(jwtSecret), openid, "", jwtAudience, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

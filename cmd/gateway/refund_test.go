@@ -236,7 +236,7 @@ func TestRefundRefusals(t *testing.T) {
 			}
 			tok := token(t, "o-gina")
 			forged, _ := gateway.SignDevToken([]byte("another-secret-another-secret-xx"), "o-gina", "", "", time.Hour)
-			expired, _ := gateway.SignDevToken([]byte(jwtSecret), "o-gina", "", "", -time.Minute)
+			expired, _ := gateway.SignDevToken([]byte(jwtSecret), "o-gina", "", jwtAudience, -time.Minute)
 			cases := []struct {
 				name, tok, key string
 				body           any

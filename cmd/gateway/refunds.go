@@ -50,12 +50,19 @@ func (j JWTConfig) configured() bool {
 	return j.HS256Secret != "" || j.HS256SecretFile != "" || j.ES256PublicKeyFile != ""
 }
 
+// maxJWTLeeway bounds the clock skew allowed on a token's times: more
+// would keep an expired token working.
+const maxJWTLeeway = 2 * time.Minute
+
 // gatewayJWT loads the keys named by the config.
 func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 	out := gateway.JWTConfig{Issuer: j.Issuer, Audience: j.Audience, OpenIDClaim: j.OpenIDClaim, Leeway: j.Leeway}
-	if j.Audience == "" {
-		slog.Warn("refunds.jwt.audience is not set: any token signed with this key that carries an openid may ask for refunds; " +
-			"set the audience your token issuer writes for this API")
+	switch {
+	case j.Audience == "":
+		return out, errors.New("config: refunds.jwt.audience (GATEWAY_REFUNDS_JWT_AUDIENCE) is required: " +
+			"without it any token signed with this key that carries an openid (one made for another API too) may ask for refunds")
+	case j.Leeway < 0 || j.Leeway > maxJWTLeeway:
+		return out, fmt.Errorf("config: refunds.jwt.leeway (GATEWAY_REFUNDS_JWT_LEEWAY) must be between 0 and %v", maxJWTLeeway)
 	}
 	secret := j.HS256Secret
 	if secret == "" && j.HS256SecretFile != "" {

@@ -50,11 +50,14 @@ func NewIdentity(dir string) (*Identity, error) {
 	return id, nil
 }
 
+// UserAudience is the aud claim of the user tokens UserToken mints.
+const UserAudience = "paygateway-refunds"
+
 // UserToken mints the user JWT the refund API expects from the business
 // backend: HS256 over JWTSecret, claim openid, valid for ttl.
 func (id *Identity) UserToken(openid string, ttl time.Duration) (string, error) {
 	now := time.Now()
-	claims := jwt.MapClaims{"openid": openid, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
+	claims := jwt.MapClaims{"openid": openid, "aud": UserAudience, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(id.JWTSecret)
 	if err != nil {
 		return "", fmt.Errorf("sign user token: %w", err)
@@ -81,6 +84,7 @@ func (id *Identity) Env(dsn, redisAddr, wxURL, invURL string) []string {
 		"GATEWAY_WECHATPAY_MERCHANT_SERIAL=" + k.MerchantSerial,
 		"GATEWAY_WECHATPAY_MERCHANT_PRIVATE_KEY_FILE=" + filepath.Join(id.KeysDir, "merchant_private_key.pem"),
 		"GATEWAY_REFUNDS_JWT_HS256_SECRET=" + string(id.JWTSecret),
+		"GATEWAY_REFUNDS_JWT_AUDIENCE=" + UserAudience,
 		"GATEWAY_RATE_LIMIT_REFUNDS_PER_MINUTE=0",
 		"GATEWAY_RATE_LIMIT_REFUND_CALLS_PER_MINUTE=0",
 		"GATEWAY_RATE_LIMIT_LEDGER_PER_MINUTE=0",
