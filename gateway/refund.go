@@ -341,18 +341,26 @@ func (s *RefundService) applyWx(ctx context.Context, r *ledger.Refund, wx *WxRef
 	if wx.OutRefundNo != r.OutRefundNo {
 		slog.ErrorContext(ctx, "WeChat Pay answered about another refund", "out_trade_no", r.OutTradeNo,
 			"out_refund_no", r.OutRefundNo, "answer_out_refund_no", wx.OutRefundNo)
-		return r
+		return s.recheckLater(ctx, r)
 	}
 	state := ledger.RefundState(wx.Status)
 	switch state {
 	case ledger.RefundProcessing, ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal:
 	default:
 		slog.ErrorContext(ctx, "unexpected refund status", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "status", wx.Status)
-		return r
+		return s.recheckLater(ctx, r)
 	}
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: state, RefundID: wx.RefundID,
 		TransactionID: wx.TransactionID, Amount: wx.Amount, SuccessTime: wx.SuccessTime, Source: source,
 		Ref: wx.RefundID, NextCheckAt: s.store.Now().Add(s.cfg.Recheck)})
+}
+
+// recheckLater leaves r as it is until the next recheck: an answer it
+// cannot record must not have the janitor ask again at the end of its
+// short claim (every 30 s, spending WeChat Pay's query quota).
+func (s *RefundService) recheckLater(ctx context.Context, r *ledger.Refund) *ledger.Refund {
+	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: r.State, Source: ledger.SourceQuery,
+		NextCheckAt: s.store.Now().Add(s.cfg.Recheck)})
 }
 
 // apply records an update; a stale or repeated one leaves the refund as

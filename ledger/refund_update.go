@@ -123,6 +123,13 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 			flag = &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
 				Detail: fmt.Sprintf("refund %s is %s; %s from %s ignored", row.OutRefundNo, row.State, u.State, u.Source)}
 		}
+		if state := RefundState(row.State); (state.Pending() || state == RefundAbnormal) && !u.NextCheckAt.IsZero() {
+			// Still polled: the refused answer must not bring the next
+			// query forward to the end of the janitor's short claim.
+			if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: u.NextCheckAt}); err != nil {
+				return nil, nil, nil, err
+			}
+		}
 		return row.refund(), flag, fmt.Errorf("%w: %w", ErrNoChange, err), nil
 	}
 	out, err := s.moveRefund(tx, row, u)

@@ -277,3 +277,35 @@ func TestRefusedRequestsSpendNoWeChatQuota(t *testing.T) {
 		checkRefund(t, s, no, ledger.RefundProcessing, 1, 30)
 	})
 }
+
+// TestUnrecordableAnswersWaitForTheRecheck: WeChat Pay answers PROCESSING
+// for an ABNORMAL refund (not a move the ledger makes) or answers about
+// another refund: nothing is recorded, and the refund is next queried at
+// its recheck, not at the end of the janitor's 2×call_timeout claim.
+func TestUnrecordableAnswersWaitForTheRecheck(t *testing.T) {
+	abnormal := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+		return &gateway.WxRefund{OutRefundNo: req.OutRefundNo, Status: "ABNORMAL", Amount: 30}, nil
+	}
+	other := func(string) (*gateway.WxRefund, error) { return processing("RF-someone-else") }
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		for i, answer := range []func(string) (*gateway.WxRefund, error){processing, other} {
+			no := fmt.Sprintf("recheck-%d-%d", i, time.Now().UnixNano())
+			payForResend(t, s, no)
+			api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){abnormal},
+				queries: []func(string) (*gateway.WxRefund, error){answer}}
+			svc := gateway.NewRefundService(gateway.RefundConfig{Recheck: time.Hour, CallTimeout: time.Second}, s, api, gateway.NewMemoryLocker())
+			ctx := context.Background()
+			if _, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+				t.Fatal(err)
+			}
+			svc.Sweep(ctx, 10) // queries once
+			later := gateway.NewRefundService(gateway.RefundConfig{Recheck: time.Hour, CallTimeout: time.Second},
+				s.WithClock(func() time.Time { return time.Now().Add(3 * time.Second) }), api, gateway.NewMemoryLocker())
+			later.Sweep(ctx, 10) // past the claim: must not query again (no answer is scripted)
+			checkRefund(t, s, no, ledger.RefundAbnormal, 1, 30)
+		}
+	})
+}
