@@ -11,9 +11,11 @@ import (
 )
 
 // OutboxRoutes adds the operator endpoints for dead-lettered jobs (role
-// ops): list them with their attempt history, and replay one.
+// ops): list them with their attempt history, and replay one. They share
+// the caller's ledger rate limit with the finance reads.
 func OutboxRoutes(r *gin.Engine, d *Deps) {
-	ops := r.Group("/v1/ops/outbox", timeout(d.APITimeout), d.Auth.Require(RoleOps), d.backOffice(), auditTrail(d.Store))
+	ops := r.Group("/v1/ops/outbox", timeout(d.APITimeout), d.Auth.Require(RoleOps),
+		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), d.backOffice(), auditTrail(d.Store))
 	ops.GET("/dead", d.listDeadJobs)
 	ops.POST("/:id/replay", d.replayJob)
 }

@@ -184,6 +184,13 @@ func TestRateLimitedAPIs(t *testing.T) {
 			if status, body := apiCall(t, "GET", m.URL()+"/v1/ledger/payments/nosuch", opsKey, nil); status != 404 {
 				t.Fatalf("ops key: status=%d body=%v, want 404", status, body)
 			}
+			// The ops endpoints share the caller's ledger budget.
+			for i := 0; i < 2; i++ {
+				if status, body := apiCall(t, "GET", m.URL()+"/v1/ops/outbox/dead", opsKey, nil); status != 200 {
+					t.Fatalf("dead letters %d: status=%d body=%v", i, status, body)
+				}
+			}
+			assertLimited(t, "GET", m.URL()+"/v1/ops/outbox/dead", opsKey, nil)
 			for i := 0; i < 2; i++ {
 				if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(uniqueNo("rl"), 100)); status != 201 {
 					t.Fatalf("order %d: status=%d body=%v", i, status, body)
@@ -201,8 +208,8 @@ func TestRateLimitedAPIs(t *testing.T) {
 					t.Errorf("notification %d: status=%d, want 204", i, s)
 				}
 			}
-			if f := metricFamily(t, m, "gateway_rate_limited_total"); f == nil || sumCounters(f) != 2 {
-				t.Fatalf("gateway_rate_limited_total = %v, want 2", f)
+			if f := metricFamily(t, m, "gateway_rate_limited_total"); f == nil || sumCounters(f) != 3 {
+				t.Fatalf("gateway_rate_limited_total = %v, want 3", f)
 			}
 		})
 	}
