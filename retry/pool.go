@@ -143,10 +143,33 @@ func (p *Pool) RunOnce(ctx context.Context, worker string) (int, error) {
 			p.release(ctx, worker, jobs[i:])
 			break
 		}
-		p.runJob(ctx, worker, job)
 		attempted++
+		if gaveBack := p.runJobReleasingRest(ctx, worker, job, jobs[i+1:]); gaveBack {
+			break
+		}
 	}
 	return attempted, nil
+}
+
+// runJobReleasingRest runs job; if shutdown begins meanwhile, the batch's
+// jobs not yet started (rest) are given back at once, not after the
+// attempt (which may outlast the shutdown's bound and leave them leased
+// for nobody). It reports whether it gave them back.
+func (p *Pool) runJobReleasingRest(ctx context.Context, worker string, job Job, rest []Job) bool {
+	finished := make(chan struct{})
+	gaveBack := make(chan bool, 1)
+	go func() {
+		select {
+		case <-ctx.Done():
+			p.release(ctx, worker, rest)
+			gaveBack <- true
+		case <-finished:
+			gaveBack <- false
+		}
+	}()
+	p.runJob(ctx, worker, job)
+	close(finished)
+	return <-gaveBack
 }
 
 // timeLeft reports whether a whole attempt fits in what is left of the

@@ -26,22 +26,24 @@ func TestShutdownFinishesAttemptAndReleasesTheRest(t *testing.T) {
 			}
 		}
 		runCtx, stop := context.WithCancel(ctx)
-		var handled atomic.Int32
+		var handled, pendingMidAttempt atomic.Int32
 		h := retry.HandlerFunc(func(hctx context.Context, job retry.Job) error {
 			handled.Add(1)
 			stop() // shutdown begins mid-attempt
-			select {
-			case <-hctx.Done():
-				return hctx.Err()
-			case <-time.After(50 * time.Millisecond):
-				return nil
+			// The jobs not started are given back while this attempt runs.
+			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if n := pendingJobs(t, s, job.OutTradeNo); n == 2 {
+					pendingMidAttempt.Store(int32(n))
+					break
+				}
 			}
+			return nil
 		})
 		pool := retry.NewPool(retry.PoolConfig{Workers: 1, Batch: 10, Poll: 10 * time.Millisecond,
 			Lease: time.Minute, Name: "sd"}, s.Outbox(), h)
 		pool.Run(runCtx)
-		if handled.Load() != 1 {
-			t.Fatalf("handled %d jobs, want 1", handled.Load())
+		if handled.Load() != 1 || pendingMidAttempt.Load() != 2 {
+			t.Fatalf("handled %d jobs, %d given back during the attempt; want 1 and 2", handled.Load(), pendingMidAttempt.Load())
 		}
 		var done, pending int
 		for _, no := range []string{"sd-1", "sd-2", "sd-3"} {
@@ -62,4 +64,21 @@ func TestShutdownFinishesAttemptAndReleasesTheRest(t *testing.T) {
 			t.Fatalf("done=%d pending=%d, want 1 and 2", done, pending)
 		}
 	})
+}
+
+// pendingJobs counts the PENDING jobs of the shutdown test's orders other
+// than running.
+func pendingJobs(t *testing.T, s *ledger.Store, running string) int {
+	n := 0
+	for _, no := range []string{"sd-1", "sd-2", "sd-3"} {
+		jobs, err := s.Outbox().JobsOf(context.Background(), no)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		if no != running && len(jobs) == 1 && jobs[0].State == ledger.JobPending {
+			n++
+		}
+	}
+	return n
 }

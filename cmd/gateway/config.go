@@ -287,6 +287,7 @@ func (c *Config) Validate() error {
 		{c.HTTP.ReadHeaderTimeout <= 0, "http.read_header_timeout (GATEWAY_HTTP_READ_HEADER_TIMEOUT)", "must be positive (0 means none)"},
 		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive (0 means none)"},
 		{c.HTTP.IdleTimeout <= 0, "http.idle_timeout (GATEWAY_HTTP_IDLE_TIMEOUT)", "must be positive (0 means none)"},
+		{c.HTTP.ShutdownTimeout <= 0, "http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be positive"},
 		{c.HTTP.WriteTimeout <= max(c.HTTP.APITimeout, c.HTTP.NotifyTimeout),
 			"http.write_timeout (GATEWAY_HTTP_WRITE_TIMEOUT)", "must be longer than http.api_timeout and http.notify_timeout"},
 		{c.Redis.FinishDelay < 0 || c.Redis.FinishDelay > time.Second,

@@ -80,6 +80,10 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			"GATEWAY_FINANCE_RECONCILE_TIMEOUT"},
 		{"run shorter than its download", func(c *Config) { c.Finance.ReconcileTimeout = 2 * time.Minute },
 			"GATEWAY_FINANCE_RECONCILE_TIMEOUT"},
+		{"no shutdown time", func(c *Config) { c.HTTP.ShutdownTimeout = 0 }, "GATEWAY_HTTP_SHUTDOWN_TIMEOUT"},
+		{"shutdown shorter than an attempt", func(c *Config) {
+			c.Inventory.BaseURL, c.Inventory.Timeout, c.Outbox.Lease = "http://inv", 10*time.Second, time.Minute
+		}, "GATEWAY_HTTP_SHUTDOWN_TIMEOUT"},
 		{"take-over not a time", func(c *Config) { c.Finance.ReconcileFrom = "last monday" }, "GATEWAY_FINANCE_RECONCILE_FROM"},
 	}
 	for _, tc := range cases {

@@ -63,6 +63,9 @@ func (c *Config) validateOutbox() error {
 		// An attempt may query and then send: the lease must outlast both calls.
 		{inv.BaseURL != "" && o.Workers > 0 && o.Lease <= 2*inv.Timeout,
 			"outbox.lease (GATEWAY_OUTBOX_LEASE)", "must be longer than twice inventory.timeout"},
+		// Shutdown lets an attempt (a query and a send) finish and be stored.
+		{inv.BaseURL != "" && o.Workers > 0 && c.HTTP.ShutdownTimeout <= 2*inv.Timeout,
+			"http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be longer than twice inventory.timeout"},
 		{comp.SafetyBuffer <= 0, "compensation.safety_buffer (GATEWAY_COMPENSATION_SAFETY_BUFFER)", "must be positive (never zero)"},
 		{comp.Interval <= 0, "compensation.interval (GATEWAY_COMPENSATION_INTERVAL)", "must be positive"},
 	}
