@@ -92,3 +92,35 @@ func TestRetriedAdmitStillSeesItsOwnWrite(t *testing.T) {
 		t.Fatalf("the replay of the nonce was admitted: %+v", again)
 	}
 }
+
+// TestTimedOutAdmitLeavesNoLock: the admit script runs but its answer comes
+// after the caller gave up (and fell back to memory); the lock it took is
+// released soon after, not held for nobody for the lock TTL (a redelivery
+// to another instance would wait on it).
+func TestTimedOutAdmitLeavesNoLock(t *testing.T) {
+	base := redistest.Config(t)
+	cfg := base
+	cfg.Addr = slowFirstReply(t, base.Addr, "nonce-late", 400*time.Millisecond)
+	cfg.OpTimeout = 100 * time.Millisecond
+	c := redisstore.NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
+	s := redisstore.New(c, cfg)
+	k := gateway.GateKeys{Nonce: "nonce-late", NotifyID: "id-late", Lock: "pay:late"}
+	long := gateway.GateTTLs{Nonce: time.Minute, Lock: 10 * time.Second, Done: time.Minute}
+	if _, err := s.Admit(context.Background(), k, long); err == nil {
+		t.Fatal("Admit answered within its timeout; the proxy did not hold the reply")
+	}
+	direct := redisstore.NewClient(base)
+	t.Cleanup(func() { direct.Close() })
+	lock := base.Prefix + "lock:pay:late"
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n, err := direct.Exists(context.Background(), lock).Result(); err == nil && n == 0 {
+			if n, _ := direct.Exists(context.Background(), base.Prefix+"nonce-late").Result(); n != 1 {
+				t.Fatal("the admit never ran: nothing was tested")
+			}
+			return
+		}
+	}
+	ttl, _ := direct.PTTL(context.Background(), lock).Result()
+	t.Fatalf("lock %s still held %v after the timed-out admit", lock, ttl)
+}
