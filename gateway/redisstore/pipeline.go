@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,7 +45,19 @@ type scriptCall struct {
 	cmd    *redis.Cmd
 	done   chan struct{}   // closed when cmd holds the reply (run)
 	after  func(err error) // told the outcome (runLater)
+	// undo (run) is called when the call was sent but its caller never
+	// got a reply it could use: it gave up waiting, or the reply is an
+	// error. It runs after the round trip, go-redis's own re-send
+	// included, so what it queues lands after every try of the call.
+	undo  func()
+	state atomic.Int32 // callWaiting, callAnswered or callAbandoned
 }
+
+const (
+	callWaiting int32 = iota
+	callAnswered
+	callAbandoned
+)
 
 func newPipeline(client *redis.Client, workers, max int, timeout, delay time.Duration) *pipeline {
 	p := &pipeline{client: client, in: make(chan *scriptCall), max: max, timeout: timeout, delay: delay,
@@ -56,7 +69,13 @@ func newPipeline(client *redis.Client, workers, max int, timeout, delay time.Dur
 // run evaluates script and waits for its reply or for ctx to end; the
 // caller's ctx bounds its wait, whatever the pipeline is doing.
 func (p *pipeline) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
+	return p.runUndo(ctx, script, keys, nil, args...)
+}
+
+// runUndo is run with an undo for a call whose effect must not be left
+// behind when its caller cannot use the reply (see scriptCall.undo).
+func (p *pipeline) runUndo(ctx context.Context, script *redis.Script, keys []string, undo func(), args ...any) *redis.Cmd {
+	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{}), undo: undo}
 	select {
 	case p.in <- c:
 	case <-ctx.Done():
@@ -68,7 +87,11 @@ func (p *pipeline) run(ctx context.Context, script *redis.Script, keys []string,
 	case <-c.done:
 		return c.cmd
 	case <-ctx.Done():
-		return failed(ctx, ctx.Err())
+		if c.state.CompareAndSwap(callWaiting, callAbandoned) {
+			return failed(ctx, ctx.Err())
+		}
+		<-c.done // answered this instant: use the reply
+		return c.cmd
 	}
 }
 
@@ -121,7 +144,8 @@ func dropAbandoned(calls []*scriptCall) []*scriptCall {
 	for _, c := range calls {
 		if c.ctx != nil && c.ctx.Err() != nil {
 			c.cmd = failed(c.ctx, c.ctx.Err())
-			close(c.done)
+			c.state.CompareAndSwap(callWaiting, callAnswered)
+			close(c.done) // not sent: nothing to undo
 			continue
 		}
 		live = append(live, c)
@@ -173,6 +197,10 @@ func (p *pipeline) exec(calls []*scriptCall) {
 		if c.after != nil {
 			c.after(c.cmd.Err())
 			continue
+		}
+		answered := c.state.CompareAndSwap(callWaiting, callAnswered)
+		if c.undo != nil && (!answered || c.cmd.Err() != nil) {
+			c.undo()
 		}
 		close(c.done)
 	}

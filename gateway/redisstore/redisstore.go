@@ -174,13 +174,16 @@ func (s *Store) Admit(ctx context.Context, k gateway.GateKeys, t gateway.GateTTL
 	defer cancel()
 	token := gateway.NewToken()
 	keys := []string{s.prefix + k.Nonce, s.prefix + "done:" + k.NotifyID, s.prefix + "lock:" + k.Lock}
-	res, err := s.pipe.run(ctx, admitScript, keys, token, t.Nonce.Milliseconds(), t.Lock.Milliseconds()).Text()
-	if err != nil {
-		// The script may have run with its answer lost (a timeout): the
-		// caller falls back to memory, so a lock taken under token would be
-		// held for nobody and hold a redelivery to another instance for the
-		// whole lock TTL. Queue its release (token-guarded, nothing marked).
+	// The script may run with its answer lost (a timeout, the caller gone):
+	// the caller then falls back to memory, so a lock taken under token
+	// would be held for nobody and hold off a redelivery to another
+	// instance for the whole lock TTL. The pipeline then queues its
+	// release (token-guarded, nothing marked) after every try of the call.
+	release := func() {
 		s.pipe.runLater(finishScript, []string{keys[2], keys[1]}, func(error) {}, token, t.Done.Milliseconds(), "0")
+	}
+	res, err := s.pipe.runUndo(ctx, admitScript, keys, release, token, t.Nonce.Milliseconds(), t.Lock.Milliseconds()).Text()
+	if err != nil {
 		return gateway.Admission{}, fmt.Errorf("redis admit %s: %w", k.NotifyID, err)
 	}
 	switch res {

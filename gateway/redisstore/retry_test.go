@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,4 +124,110 @@ func TestTimedOutAdmitLeavesNoLock(t *testing.T) {
 	}
 	ttl, _ := direct.PTTL(context.Background(), lock).Result()
 	t.Fatalf("lock %s still held %v after the timed-out admit", lock, ttl)
+}
+
+// slowReplies proxies to Redis and holds back, once per marker, the reply
+// to the first command mentioning it, by that marker's delay.
+func slowReplies(t *testing.T, target string, delays map[string]time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			var pending []time.Duration // delays owed to this connection's next replies
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						up.Close()
+						return
+					}
+					mu.Lock()
+					for m, d := range delays {
+						if !seen[m] && bytes.Contains(buf[:n], []byte(m)) {
+							seen[m] = true
+							pending = append(pending, d)
+						}
+					}
+					mu.Unlock()
+					if _, err := up.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := up.Read(buf)
+					if err != nil {
+						c.Close()
+						return
+					}
+					mu.Lock()
+					var d time.Duration
+					if len(pending) > 0 {
+						d, pending = pending[0], pending[1:]
+					}
+					mu.Unlock()
+					time.Sleep(d)
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestAbandonedAdmitRetriedByTheClientLeavesNoLock: the pipeline's one
+// worker is busy with another call, so the admit is sent late; its caller
+// gives up before go-redis, whose read timed out, sends it again, and
+// that retry takes the lock after the caller left. The lock's release
+// must come after the retry, not when the caller gave up.
+func TestAbandonedAdmitRetriedByTheClientLeavesNoLock(t *testing.T) {
+	base := redistest.Config(t)
+	cfg := base
+	cfg.Addr = slowReplies(t, base.Addr, map[string]time.Duration{"nonce-blocker": 50 * time.Millisecond, "nonce-retry-late": 300 * time.Millisecond})
+	cfg.ReadTimeout, cfg.OpTimeout = 60*time.Millisecond, 100*time.Millisecond
+	c := redisstore.NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
+	s := redisstore.New(c, cfg)
+	long := gateway.GateTTLs{Nonce: time.Minute, Lock: 10 * time.Second, Done: time.Minute}
+	blocker := make(chan struct{})
+	go func() {
+		defer close(blocker)
+		_, _ = s.Admit(context.Background(), gateway.GateKeys{Nonce: "nonce-blocker", NotifyID: "id-blocker", Lock: "pay:blocker"}, long)
+	}()
+	time.Sleep(5 * time.Millisecond) // the blocker holds the worker
+	k := gateway.GateKeys{Nonce: "nonce-retry-late", NotifyID: "id-retry-late", Lock: "pay:retry-late"}
+	if _, err := s.Admit(context.Background(), k, long); err == nil {
+		t.Fatal("Admit answered within its timeout; the proxy did not hold the reply")
+	}
+	<-blocker
+	direct := redisstore.NewClient(base)
+	t.Cleanup(func() { direct.Close() })
+	lock := base.Prefix + "lock:pay:retry-late"
+	time.Sleep(500 * time.Millisecond) // past the client's retry and its reply
+	if n, _ := direct.Exists(context.Background(), base.Prefix+"nonce-retry-late").Result(); n != 1 {
+		t.Fatal("the admit never ran: nothing was tested")
+	}
+	if n, err := direct.Exists(context.Background(), lock).Result(); err != nil || n != 0 {
+		ttl, _ := direct.PTTL(context.Background(), lock).Result()
+		t.Fatalf("lock %s still held %v after the abandoned, retried admit", lock, ttl)
+	}
 }
