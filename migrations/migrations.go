@@ -120,13 +120,15 @@ func Apply(ctx context.Context, db *sql.DB, d Dialect) error {
 	if err != nil {
 		return err
 	}
+	first := true // only the first pending migration can be half applied
 	for _, m := range all {
 		if done[m.Version] {
 			continue
 		}
-		if err := applyOne(ctx, conn, m, d); err != nil {
+		if err := applyOne(ctx, conn, m, d, first); err != nil {
 			return err
 		}
+		first = false
 	}
 	return nil
 }
@@ -167,13 +169,16 @@ func appliedVersions(ctx context.Context, conn *sql.Conn) (map[int]bool, error) 
 // version not recorded: the next run finds the table, column or index
 // already there (errors 1050, 1060, 1061) and takes the statement as
 // applied, rather than refusing to start until someone repairs it by hand.
-func applyOne(ctx context.Context, conn *sql.Conn, m Migration, d Dialect) error {
+// Runs are serialised and stop at the first failure, so only the first
+// pending migration (resumed) can be in that state; for any other such an
+// error is a real conflict and stops the run.
+func applyOne(ctx context.Context, conn *sql.Conn, m Migration, d Dialect, resumed bool) error {
 	if d != MySQL {
 		return applyInTx(ctx, conn, m)
 	}
 	for _, stmt := range m.Statements() {
 		_, err := conn.ExecContext(ctx, stmt)
-		if alreadyApplied(err) {
+		if resumed && alreadyApplied(err) {
 			slog.WarnContext(ctx, "migrate: statement already applied by an interrupted run", "migration", m.Name, "err", err)
 			continue
 		}
