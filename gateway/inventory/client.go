@@ -72,6 +72,21 @@ type record struct {
 	Amount      int64  `json:"amount"`
 }
 
+// sameRequest compares the fields of want's operation (a confirmation's
+// out_trade_no and amount_total; a release's out_trade_no, out_refund_no
+// and amount) that the service's record carries; those it leaves out are
+// not compared.
+func (rec record) sameRequest(want record) bool {
+	differs := func(got, want string) bool { return got != "" && got != want }
+	if differs(rec.OutTradeNo, want.OutTradeNo) {
+		return false
+	}
+	if want.Status == statusConfirmed {
+		return rec.AmountTotal == 0 || rec.AmountTotal == want.AmountTotal
+	}
+	return !differs(rec.OutRefundNo, want.OutRefundNo) && (rec.Amount == 0 || rec.Amount == want.Amount)
+}
+
 func (cf Confirmation) record() record {
 	return record{Key: cf.Key, Status: statusConfirmed, OutTradeNo: cf.OutTradeNo, AmountTotal: cf.AmountTotal}
 }
@@ -257,9 +272,7 @@ func checkRecord(body []byte, want record) error {
 	if rec.Key != want.Key || rec.Status != want.Status {
 		return fmt.Errorf("%w: unexpected record (same key %t, status %q)", ErrUnknownOutcome, rec.Key == want.Key, rec.Status)
 	}
-	differs := func(got, want string) bool { return got != "" && got != want }
-	if differs(rec.OutTradeNo, want.OutTradeNo) || differs(rec.OutRefundNo, want.OutRefundNo) ||
-		(rec.AmountTotal != 0 && rec.AmountTotal != want.AmountTotal) || (rec.Amount != 0 && rec.Amount != want.Amount) {
+	if !rec.sameRequest(want) {
 		return errors.Join(&PermanentError{Status: http.StatusOK, Code: "IDEMPOTENCY_MISMATCH", Body: truncate(body, maxErrorBody)},
 			ErrIdempotencyMismatch)
 	}

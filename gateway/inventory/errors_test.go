@@ -202,3 +202,40 @@ func TestKeyIsPathEscaped(t *testing.T) {
 		t.Fatalf("done=%v err=%v, want true, nil", done, err)
 	}
 }
+
+// TestRecordComparesTheOperationsFields: a confirmation's record is
+// compared on out_trade_no and amount_total only (an extra field such as
+// amount is not its business), a release's on out_trade_no, out_refund_no
+// and amount; fields the service leaves out are not compared.
+func TestRecordComparesTheOperationsFields(t *testing.T) {
+	cf := inventory.Confirmation{Key: "k1", OutTradeNo: "T1", AmountTotal: 100}
+	rel := inventory.Release{Key: "k1", OutRefundNo: "R1", OutTradeNo: "T1", Amount: 30}
+	cases := []struct {
+		name, body string
+		release    bool
+		mismatch   bool
+	}{
+		{"confirmation with a stray amount", `{"key":"k1","status":"CONFIRMED","out_trade_no":"T1","amount_total":100,"amount":7}`, false, false},
+		{"confirmation with the key only", `{"key":"k1","status":"CONFIRMED"}`, false, false},
+		{"confirmation of another order", `{"key":"k1","status":"CONFIRMED","out_trade_no":"T2","amount_total":100}`, false, true},
+		{"confirmation of another amount", `{"key":"k1","status":"CONFIRMED","out_trade_no":"T1","amount_total":99}`, false, true},
+		{"release with a stray amount_total", `{"key":"k1","status":"RELEASED","out_refund_no":"R1","out_trade_no":"T1","amount":30,"amount_total":100}`, true, false},
+		{"release of another refund", `{"key":"k1","status":"RELEASED","out_refund_no":"R2","out_trade_no":"T1","amount":30}`, true, true},
+		{"release of another amount", `{"key":"k1","status":"RELEASED","out_refund_no":"R1","out_trade_no":"T1","amount":31}`, true, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := fixed(t, 200, tc.body)
+			var done bool
+			var err error
+			if tc.release {
+				done, err = c.ReleaseDone(context.Background(), rel)
+			} else {
+				done, err = c.ConfirmationDone(context.Background(), cf)
+			}
+			if tc.mismatch != errors.Is(err, inventory.ErrIdempotencyMismatch) || done == tc.mismatch {
+				t.Fatalf("done=%v err=%v, want mismatch %v", done, err, tc.mismatch)
+			}
+		})
+	}
+}
