@@ -45,6 +45,11 @@ var refundMachine = machine{
 		string(RefundAbnormal), string(RefundFailed)},
 	string(RefundProcessing): {string(RefundSuccess), string(RefundClosed), string(RefundAbnormal)},
 	string(RefundAbnormal):   {string(RefundSuccess), string(RefundClosed)},
+	// FAILED is the gateway's own conclusion (WeChat Pay refused the
+	// application and then had no such refund). If WeChat Pay later says it
+	// paid it after all, the money left: it is recorded, as a payment's
+	// CLOSED → SUCCESS is, if its amount still fits what was paid.
+	string(RefundFailed): {string(RefundSuccess)},
 }
 
 // Refund is one refund of an order as the ledger knows it. Money is fen.

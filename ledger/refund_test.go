@@ -361,3 +361,61 @@ func TestFailedCommitReturnsNoRefund(t *testing.T) {
 		}
 	})
 }
+
+// TestLateSuccessOfAFailedRefund: FAILED is the gateway's own conclusion;
+// when WeChat Pay later says it paid the refund, the money left: it is
+// recorded SUCCESS, its amount counted against the order again, its stock
+// release queued and the case flagged for finance. If the amount no longer
+// fits (another refund took it meanwhile) nothing moves and it is flagged.
+func TestLateSuccessOfAFailedRefund(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "late1", 100)
+		for _, no := range []string{"rf-late", "rf-late-2"} {
+			if _, err := s.CreateRefund(ctx, refundReq("late1", no, 40)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := move(t, s, no, ledger.RefundFailed); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := refundedTotal(t, s, "late1"); got != 0 {
+			t.Fatalf("refunded_total after two failures = %d", got)
+		}
+		r, err := move(t, s, "rf-late", ledger.RefundSuccess)
+		if err != nil || r.State != ledger.RefundSuccess || refundedTotal(t, s, "late1") != 40 {
+			t.Fatalf("late SUCCESS: %+v, %v, refunded %d; want SUCCESS and 40", r, err, refundedTotal(t, s, "late1"))
+		}
+		jobs, err := s.Outbox().JobsOf(ctx, "late1")
+		if err != nil || !hasJob(jobs, "release:rf-late") {
+			t.Fatalf("jobs of late1: %+v, %v; want the release of rf-late", jobs, err)
+		}
+		// Another refund takes what is left; the second late SUCCESS no longer fits.
+		if _, err := s.CreateRefund(ctx, refundReq("late1", "rf-other", 60)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := move(t, s, "rf-late-2", ledger.RefundSuccess); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("late SUCCESS past the order: err = %v, want ErrNoChange", err)
+		}
+		if r, _ := s.Refund(ctx, "rf-late-2"); r.State != ledger.RefundFailed || refundedTotal(t, s, "late1") != 100 {
+			t.Fatalf("rf-late-2 = %+v, refunded %d; want FAILED and 100", r, refundedTotal(t, s, "late1"))
+		}
+		kinds := map[string]int{}
+		anomalies, _ := s.Anomalies(ctx, "late1")
+		for _, a := range anomalies {
+			kinds[a.Kind]++
+		}
+		if kinds[ledger.AnomalyLateRefundSuccess] != 1 || kinds[ledger.AnomalyStaleRefundStatus] != 1 {
+			t.Fatalf("anomalies = %+v", anomalies)
+		}
+	})
+}
+
+func hasJob(jobs []ledger.OutboxJob, key string) bool {
+	for _, j := range jobs {
+		if j.Key == key {
+			return true
+		}
+	}
+	return false
+}

@@ -14,6 +14,9 @@ const (
 	AnomalyRefundAmountMismatch = "REFUND_AMOUNT_MISMATCH"
 	AnomalyUnknownRefund        = "UNKNOWN_REFUND"
 	AnomalyStaleRefundStatus    = "STALE_REFUND_STATUS"
+	// AnomalyLateRefundSuccess: WeChat Pay paid a refund the gateway had
+	// concluded FAILED (and given back); it is recorded, finance checks.
+	AnomalyLateRefundSuccess = "LATE_REFUND_SUCCESS"
 )
 
 // RefundUpdate is news about a refund: WeChat Pay's answer to a create or
@@ -117,6 +120,15 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		}
 		return row.refund(), nil, ErrAlreadyRecorded, nil
 	}
+	late, fits, err := s.lateSuccess(tx, row, u)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if late && !fits {
+		flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
+			Detail: fmt.Sprintf("refund %s is FAILED; SUCCESS from %s does not fit what is left of the order: not recorded", row.OutRefundNo, u.Source)}
+		return row.refund(), flag, fmt.Errorf("%w: late SUCCESS of refund %s exceeds the order", ErrNoChange, row.OutRefundNo), nil
+	}
 	if err := refundMachine.check(EntityRefund, row.OutRefundNo, row.State, string(u.State)); err != nil {
 		var flag *Anomaly
 		if contradicts(RefundState(row.State), u.State) {
@@ -133,7 +145,26 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		return row.refund(), flag, fmt.Errorf("%w: %w", ErrNoChange, err), nil
 	}
 	out, err := s.moveRefund(tx, row, u)
-	return out, nil, nil, err
+	if err != nil || !late {
+		return out, nil, nil, err
+	}
+	flag := &Anomaly{Kind: AnomalyLateRefundSuccess, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo,
+		Detail: fmt.Sprintf("refund %s of %d fen was FAILED (given back); %s says WeChat Pay paid it: recorded SUCCESS, amount counted again", row.OutRefundNo, row.Amount, u.Source)}
+	return out, flag, nil, nil
+}
+
+// lateSuccess reports whether u is WeChat Pay's SUCCESS for a refund the
+// ledger holds FAILED, and if so whether its amount still fits what is
+// left of the order (the payment row is locked until the transaction ends).
+func (s *Store) lateSuccess(tx *gorm.DB, row *refundRow, u RefundUpdate) (late, fits bool, err error) {
+	if RefundState(row.State) != RefundFailed || u.State != RefundSuccess {
+		return false, false, nil
+	}
+	pay, err := findPayment(lockForUpdate(tx), row.OutTradeNo)
+	if err != nil {
+		return true, false, err
+	}
+	return true, pay.AmountTotal != nil && pay.RefundedTotal+row.Amount <= *pay.AmountTotal, nil
 }
 
 // contradicts reports a late update that disagrees with a final outcome
@@ -219,6 +250,17 @@ func (s *Store) moveRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund
 
 func (s *Store) afterRefundMove(tx *gorm.DB, row *refundRow, from string, u RefundUpdate) error {
 	state := RefundState(row.State)
+	if !state.returnsMoney() && RefundState(from).returnsMoney() { // late SUCCESS: counted again (it fits, see lateSuccess)
+		res := tx.Model(&paymentRow{}).Where("out_trade_no = ? AND refunded_total + ? <= amount_total", row.OutTradeNo, row.Amount).
+			Updates(map[string]any{"refunded_total": gorm.Expr("refunded_total + ?", row.Amount),
+				"version": gorm.Expr("version + 1"), "updated_at": s.now()})
+		if res.Error != nil {
+			return fmt.Errorf("count late refund %s again: %w", row.OutRefundNo, res.Error)
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("count late refund %s again: payment %s has no room for %d fen", row.OutRefundNo, row.OutTradeNo, row.Amount)
+		}
+	}
 	if state.returnsMoney() && !RefundState(from).returnsMoney() {
 		res := tx.Model(&paymentRow{}).Where("out_trade_no = ? AND refunded_total >= ?", row.OutTradeNo, row.Amount).
 			Updates(map[string]any{"refunded_total": gorm.Expr("refunded_total - ?", row.Amount),
