@@ -17,6 +17,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 	"github.com/wechatpay-apiv3/wechatpay-go/utils"
+	"golang.org/x/net/netutil"
 
 	"paygateway/gateway"
 	"paygateway/gateway/redisstore"
@@ -220,6 +221,9 @@ func (m *Main) listen() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", m.Config.HTTP.Addr, err)
 	}
+	// Bounded like every other resource: a flood of connections waits in
+	// the accept queue instead of taking memory and file descriptors.
+	ln = netutil.LimitListener(ln, m.Config.HTTP.MaxConnections)
 	m.listener = ln
 	m.closers = append(m.closers, func() error { _ = ln.Close(); return nil })
 	if addr := m.Config.HTTP.MetricsAddr; addr != "" {

@@ -70,6 +70,10 @@ type HTTPConfig struct {
 	// (e.g. ":9464" or "10.0.0.5:9464") and not on Addr, which faces
 	// WeChat Pay and the Internet. Empty: /metrics is served on Addr.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// MaxConnections caps the connections open at once on Addr (idle
+	// keep-alive ones included); more wait in the kernel's accept queue
+	// until one closes. Default 4096.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // NotifyConfig tunes the group commit of payment notifications: up to
@@ -155,7 +159,8 @@ func DefaultConfig() Config {
 	return Config{
 		HTTP: HTTPConfig{Addr: ":8080", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second, MaxBodyBytes: 64 << 10,
-			NotifyTimeout: 4 * time.Second, APITimeout: 10 * time.Second, ShutdownTimeout: 15 * time.Second},
+			NotifyTimeout: 4 * time.Second, APITimeout: 10 * time.Second, ShutdownTimeout: 15 * time.Second,
+			MaxConnections: 4096},
 		Notify:  NotifyConfig{BatchWorkers: 2, BatchMax: 32, BatchSpill: 4},
 		Runtime: RuntimeConfig{GCPercent: 400, MemoryLimit: 1 << 30},
 		Database: DatabaseConfig{DSN: ".run/gateway.db", MaxOpenConns: 50, MaxIdleConns: 25,
@@ -288,6 +293,7 @@ func (c *Config) Validate() error {
 		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive (0 means none)"},
 		{c.HTTP.IdleTimeout <= 0, "http.idle_timeout (GATEWAY_HTTP_IDLE_TIMEOUT)", "must be positive (0 means none)"},
 		{c.HTTP.ShutdownTimeout <= 0, "http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be positive"},
+		{c.HTTP.MaxConnections <= 0, "http.max_connections (GATEWAY_HTTP_MAX_CONNECTIONS)", "must be positive"},
 		{c.HTTP.WriteTimeout <= max(c.HTTP.APITimeout, c.HTTP.NotifyTimeout),
 			"http.write_timeout (GATEWAY_HTTP_WRITE_TIMEOUT)", "must be longer than http.api_timeout and http.notify_timeout"},
 		{c.Redis.FinishDelay < 0 || c.Redis.FinishDelay > time.Second,
