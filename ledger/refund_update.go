@@ -153,6 +153,25 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 	return out, flag, nil, nil
 }
 
+// moveRefunded counts row's amount against its order (sign +1) or gives
+// it back (-1), refusing to go past what was paid or below zero.
+func (s *Store) moveRefunded(tx *gorm.DB, row *refundRow, sign int) error {
+	cond, op, what := "refunded_total >= ?", "refunded_total - ?", "give back"
+	if sign > 0 {
+		cond, op, what = "refunded_total + ? <= amount_total", "refunded_total + ?", "count again"
+	}
+	res := tx.Model(&paymentRow{}).Where("out_trade_no = ? AND "+cond, row.OutTradeNo, row.Amount).
+		Updates(map[string]any{"refunded_total": gorm.Expr(op, row.Amount),
+			"version": gorm.Expr("version + 1"), "updated_at": s.now()})
+	if res.Error != nil {
+		return fmt.Errorf("%s refund %s: %w", what, row.OutRefundNo, res.Error)
+	}
+	if res.RowsAffected != 1 {
+		return fmt.Errorf("%s refund %s: payment %s has no room for %d fen", what, row.OutRefundNo, row.OutTradeNo, row.Amount)
+	}
+	return nil
+}
+
 // lateSuccess reports whether u is WeChat Pay's SUCCESS for a refund the
 // ledger holds FAILED, and if so whether its amount still fits what is
 // left of the order (the payment row is locked until the transaction ends).
@@ -250,26 +269,14 @@ func (s *Store) moveRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund
 
 func (s *Store) afterRefundMove(tx *gorm.DB, row *refundRow, from string, u RefundUpdate) error {
 	state := RefundState(row.State)
-	if !state.returnsMoney() && RefundState(from).returnsMoney() { // late SUCCESS: counted again (it fits, see lateSuccess)
-		res := tx.Model(&paymentRow{}).Where("out_trade_no = ? AND refunded_total + ? <= amount_total", row.OutTradeNo, row.Amount).
-			Updates(map[string]any{"refunded_total": gorm.Expr("refunded_total + ?", row.Amount),
-				"version": gorm.Expr("version + 1"), "updated_at": s.now()})
-		if res.Error != nil {
-			return fmt.Errorf("count late refund %s again: %w", row.OutRefundNo, res.Error)
+	switch {
+	case !state.returnsMoney() && RefundState(from).returnsMoney(): // late SUCCESS: counted again (it fits, see lateSuccess)
+		if err := s.moveRefunded(tx, row, +1); err != nil {
+			return err
 		}
-		if res.RowsAffected != 1 {
-			return fmt.Errorf("count late refund %s again: payment %s has no room for %d fen", row.OutRefundNo, row.OutTradeNo, row.Amount)
-		}
-	}
-	if state.returnsMoney() && !RefundState(from).returnsMoney() {
-		res := tx.Model(&paymentRow{}).Where("out_trade_no = ? AND refunded_total >= ?", row.OutTradeNo, row.Amount).
-			Updates(map[string]any{"refunded_total": gorm.Expr("refunded_total - ?", row.Amount),
-				"version": gorm.Expr("version + 1"), "updated_at": s.now()})
-		if res.Error != nil {
-			return fmt.Errorf("give back refund %s: %w", row.OutRefundNo, res.Error)
-		}
-		if res.RowsAffected != 1 {
-			return fmt.Errorf("give back refund %s: payment %s has less than %d fen refunded", row.OutRefundNo, row.OutTradeNo, row.Amount)
+	case state.returnsMoney() && !RefundState(from).returnsMoney():
+		if err := s.moveRefunded(tx, row, -1); err != nil {
+			return err
 		}
 	}
 	t := Transition{Entity: EntityRefund, EntityKey: row.OutRefundNo, OutTradeNo: row.OutTradeNo,

@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,58 +17,7 @@ import (
 // command mentioning marker past the client's read timeout, so go-redis
 // sends the command again after the first already took effect.
 func slowFirstReply(t *testing.T, target, marker string, delay time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var seen, pending atomic.Bool
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go func() {
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						up.Close()
-						return
-					}
-					if bytes.Contains(buf[:n], []byte(marker)) && seen.CompareAndSwap(false, true) {
-						pending.Store(true)
-					}
-					if _, err := up.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
-			go func() {
-				buf := make([]byte, 4096)
-				for {
-					n, err := up.Read(buf)
-					if err != nil {
-						c.Close()
-						return
-					}
-					if pending.CompareAndSwap(true, false) {
-						time.Sleep(delay)
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return slowReplies(t, target, map[string]time.Duration{marker: delay})
 }
 
 func TestRetriedAdmitStillSeesItsOwnWrite(t *testing.T) {
