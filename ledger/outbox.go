@@ -311,7 +311,7 @@ func (o *Outbox) Job(ctx context.Context, id uint64) (*OutboxJob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read outbox job %d: %w", id, err)
 	}
-	jobs, err := o.withHistory(ctx, []outboxJobRow{row})
+	jobs, err := o.withHistory(ctx, []outboxJobRow{row}, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -324,19 +324,27 @@ func (o *Outbox) JobsOf(ctx context.Context, outTradeNo string) ([]OutboxJob, er
 	if err := o.s.db.WithContext(ctx).Where("out_trade_no = ?", outTradeNo).Order("id").Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("read outbox jobs of %s: %w", outTradeNo, err)
 	}
-	return o.withHistory(ctx, rows)
+	return o.withHistory(ctx, rows, 0)
 }
 
-// Dead lists up to limit dead jobs, oldest first, with their attempts.
+// DeadHistory is how many of a dead job's latest attempts DeadJobs lists
+// (the job's attempt count says how many there were): a day of retries
+// makes hundreds per job.
+const DeadHistory = 20
+
+// DeadJobs lists up to limit dead jobs, oldest first, each with its last
+// DeadHistory attempts.
 func (o *Outbox) DeadJobs(ctx context.Context, limit int) ([]OutboxJob, error) {
 	var rows []outboxJobRow
 	if err := o.s.db.WithContext(ctx).Where("state = ?", JobDead).Order("id").Limit(limit).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("read dead outbox jobs: %w", err)
 	}
-	return o.withHistory(ctx, rows)
+	return o.withHistory(ctx, rows, DeadHistory)
 }
 
-func (o *Outbox) withHistory(ctx context.Context, rows []outboxJobRow) ([]OutboxJob, error) {
+// withHistory adds to each job its attempts, oldest first: all of them,
+// or its last keep.
+func (o *Outbox) withHistory(ctx context.Context, rows []outboxJobRow, keep int) ([]OutboxJob, error) {
 	out := make([]OutboxJob, len(rows))
 	if len(rows) == 0 {
 		return out, nil
@@ -347,8 +355,14 @@ func (o *Outbox) withHistory(ctx context.Context, rows []outboxJobRow) ([]Outbox
 		out[i], ids[i], byID[r.ID] = r.job(), r.ID, i
 		out[i].History = []retry.Attempt{}
 	}
+	q := o.s.db.WithContext(ctx).Where("job_id IN ?", ids)
+	if keep > 0 { // both MariaDB (10.2+) and SQLite (3.25+) have window functions
+		latest := o.s.db.Table("outbox_attempts").Where("job_id IN ?", ids).
+			Select("*, ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY id DESC) AS nth")
+		q = o.s.db.WithContext(ctx).Table("(?) AS latest", latest).Where("nth <= ?", keep)
+	}
 	var attempts []outboxAttemptRow
-	if err := o.s.db.WithContext(ctx).Where("job_id IN ?", ids).Order("id").Find(&attempts).Error; err != nil {
+	if err := q.Order("id").Find(&attempts).Error; err != nil {
 		return nil, fmt.Errorf("read outbox attempts: %w", err)
 	}
 	for _, a := range attempts {

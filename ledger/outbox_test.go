@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -298,6 +299,53 @@ func TestExpiredLeasesAreNotStarvedByABacklog(t *testing.T) {
 		got := claimKinds(t, q, "w-b")
 		if len(got) != 10 || got["confirm:ob-o8"].ID != crashed[0].ID {
 			t.Fatalf("claimed %d jobs without the crashed worker's (%d)", len(got), crashed[0].ID)
+		}
+	})
+}
+
+// TestDeadJobsListTheirLatestAttempts: a job that retried for a day has
+// hundreds of attempts; the dead-letter list carries each dead job's last
+// DeadHistory of them (in order), while the job's own list keeps all.
+func TestDeadJobsListTheirLatestAttempts(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n30", "ob-o30", "ob-tx30", 100)); err != nil {
+			t.Fatal(err)
+		}
+		q := s.Outbox()
+		job := claimKinds(t, q, "w-a")["confirm:ob-o30"]
+		now := time.Now().UTC()
+		const tries = ledger.DeadHistory + 5
+		for n := 1; n <= tries; n++ {
+			a := retry.Attempt{JobID: job.ID, Number: n, Worker: "w-a", StartedAt: now, FinishedAt: now, Err: fmt.Sprintf("try %d", n)}
+			if n < tries {
+				a.Outcome, a.NextRunAt = retry.OutcomeRetry, now
+				if err := q.Retry(ctx, a); err != nil {
+					t.Fatal(err)
+				}
+				if again := claimKinds(t, q, "w-a"); again["confirm:ob-o30"].ID != job.ID {
+					t.Fatalf("claim %d: %v", n, again)
+				}
+				continue
+			}
+			a.Outcome = retry.OutcomeDead
+			if err := q.Dead(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dead, err := q.DeadJobs(ctx, 10)
+		if err != nil || len(dead) != 1 {
+			t.Fatalf("dead jobs: %+v, %v", dead, err)
+		}
+		h := dead[0].History
+		if len(h) != ledger.DeadHistory || h[0].Number != tries-ledger.DeadHistory+1 || h[len(h)-1].Number != tries ||
+			dead[0].Attempts != tries {
+			t.Fatalf("dead job lists %d attempts (%d..%d) of %d; want the last %d in order",
+				len(h), h[0].Number, h[len(h)-1].Number, dead[0].Attempts, ledger.DeadHistory)
+		}
+		all, err := q.JobsOf(ctx, "ob-o30")
+		if err != nil || len(all) != 1 || len(all[0].History) != tries {
+			t.Fatalf("jobs of the order: %+v, %v; want all %d attempts", all, err, tries)
 		}
 	})
 }
