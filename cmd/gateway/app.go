@@ -261,6 +261,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.server = &http.Server{Handler: gateway.NewRouter(*m.Deps), ReadHeaderTimeout: h.ReadHeaderTimeout,
 		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
 		MaxHeaderBytes: maxHeaderBytes}
+	newConnShedder(m.server, h.MaxConnections, m.Metrics)
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, job := range m.jobs {

@@ -70,9 +70,10 @@ type HTTPConfig struct {
 	// (e.g. ":9464" or "10.0.0.5:9464") and not on Addr, which faces
 	// WeChat Pay and the Internet. Empty: /metrics is served on Addr.
 	MetricsAddr string `yaml:"metrics_addr"`
-	// MaxConnections caps the connections open at once on Addr (idle
-	// keep-alive ones included); more wait in the kernel's accept queue
-	// until one closes. Default 4096.
+	// MaxConnections caps the connections open at once on Addr; more
+	// wait in the kernel's accept queue (up to its backlog) until one
+	// closes. From 90% of it keep-alives are off (see connShedder).
+	// Default 4096.
 	MaxConnections int `yaml:"max_connections"`
 }
 

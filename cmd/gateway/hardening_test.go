@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -27,25 +28,13 @@ func TestRateLimitConfig(t *testing.T) {
 	}
 }
 
-// TestConnectionsAreCapped: with http.max_connections 2, two open
-// keep-alive connections take the cap; a third is not served (it waits
-// in the accept queue) until one of them closes.
+// TestConnectionsAreCapped: with http.max_connections 2, two connections
+// busy with a request (its headers still arriving) take the cap; a third
+// is not served (it waits in the accept queue) until one of them closes.
 func TestConnectionsAreCapped(t *testing.T) {
 	cfg := testConfig(t, backends[0])
 	cfg.HTTP.MaxConnections = 2
 	m := startGateway(t, cfg)
-	get := func(c net.Conn) error {
-		_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	}
 	var open []net.Conn
 	for i := 0; i < 3; i++ {
 		c, err := net.Dial("tcp", m.Addr())
@@ -55,11 +44,12 @@ func TestConnectionsAreCapped(t *testing.T) {
 		defer c.Close()
 		open = append(open, c)
 	}
-	for i, c := range open[:2] {
-		if err := get(c); err != nil {
-			t.Fatalf("connection %d within the cap: %v", i, err)
+	for _, c := range open[:2] {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n"); err != nil { // headers not finished
+			t.Fatal(err)
 		}
 	}
+	time.Sleep(50 * time.Millisecond) // both accepted first
 	third := bufio.NewReader(open[2])
 	_ = open[2].SetDeadline(time.Now().Add(300 * time.Millisecond))
 	if _, err := io.WriteString(open[2], "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
@@ -75,4 +65,54 @@ func TestConnectionsAreCapped(t *testing.T) {
 		t.Fatalf("the waiting connection after one closed: %v", err)
 	}
 	resp.Body.Close()
+}
+
+// TestIdleConnectionsAreShedNearTheCap: near http.max_connections the
+// gateway turns keep-alives off, closing idle connections, so a client
+// that only holds connections open cannot fill the cap; new connections
+// are then served.
+func TestIdleConnectionsAreShedNearTheCap(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.HTTP.MaxConnections = 10 // shed at 9 open, keep alive again at 5
+	m := startGateway(t, cfg)
+	served := func(c net.Conn) error {
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	}
+	var idle []net.Conn
+	for i := 0; i < 9; i++ {
+		c, err := net.Dial("tcp", m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := served(c); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		idle = append(idle, c)
+	}
+	_ = idle[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := idle[0].Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("an idle connection near the cap was kept open: read err = %v, want EOF", err)
+	}
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := served(c); err != nil {
+			t.Fatalf("new connection %d after shedding: %v", i, err)
+		}
+		c.Close()
+	}
+	if f := metricFamily(t, m, "gateway_http_open_connections"); f == nil {
+		t.Fatal("no gateway_http_open_connections gauge")
+	}
 }
