@@ -142,7 +142,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	case err != nil:
 		return nil, ledgerError(err)
 	case !run:
-		return &Answer{Status: k.StatusCode, Body: k.ResponseBody, Replayed: true}, nil
+		return s.replay(ctx, k), nil
 	}
 	// From here the work finishes even if the client goes away.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
@@ -175,6 +175,24 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 		slog.ErrorContext(ctx, "store idempotent answer", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	}
 	return a, nil
+}
+
+// replay answers a finished key with its stored answer, except a stored
+// refusal (422) of a refund WeChat Pay later paid after all (FAILED →
+// SUCCESS): the client is told the refund's current state, not a refusal
+// that would have it ask for the money again.
+func (s *RefundService) replay(ctx context.Context, k *ledger.IdemKey) *Answer {
+	a := &Answer{Status: k.StatusCode, Body: k.ResponseBody, Replayed: true}
+	if k.StatusCode != http.StatusUnprocessableEntity || k.ResourceKey == "" {
+		return a
+	}
+	r, err := s.store.Refund(ctx, k.ResourceKey)
+	if err != nil || r.State == ledger.RefundFailed {
+		return a
+	}
+	now := answerFor(r)
+	now.Replayed = true
+	return now
 }
 
 // admitCall spends one of the merchant's refund applications; over the

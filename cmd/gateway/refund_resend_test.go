@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -306,6 +307,35 @@ func TestUnrecordableAnswersWaitForTheRecheck(t *testing.T) {
 				s.WithClock(func() time.Time { return time.Now().Add(3 * time.Second) }), api, gateway.NewMemoryLocker())
 			later.Sweep(ctx, 10) // past the claim: must not query again (no answer is scripted)
 			checkRefund(t, s, no, ledger.RefundAbnormal, 1, 30)
+		}
+	})
+}
+
+// TestReplayAfterALateSuccessTellsTheTruth: a refund was answered 422
+// (refused, then not found at WeChat Pay) and stored for its key; WeChat
+// Pay then reports it paid after all. Asking again with the key answers
+// the refund's current state (201 SUCCESS), not the stale refusal.
+func TestReplayAfterALateSuccessTellsTheTruth(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		no := fmt.Sprintf("late-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){refusedCreate},
+			queries: []func(string) (*gateway.WxRefund, error){notFound}}
+		svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
+		params := gateway.RefundParams{OutTradeNo: no, Amount: 30}
+		a, err := svc.Create(ctx, "o-resend", "k-"+no, params)
+		if err != nil || a.Status != 422 {
+			t.Fatalf("first answer: %+v, %v; want 422", a, err)
+		}
+		refunds, _ := s.Refunds(ctx, no)
+		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: refunds[0].OutRefundNo, State: ledger.RefundSuccess,
+			RefundID: "wx-late", Source: ledger.SourceCallback}); err != nil {
+			t.Fatal(err)
+		}
+		again, err := svc.Create(ctx, "o-resend", "k-"+no, params)
+		if err != nil || again.Status != 201 || !again.Replayed || !strings.Contains(string(again.Body), `"state":"SUCCESS"`) {
+			t.Fatalf("replay after the late success: %+v (%s), %v; want 201 SUCCESS", again, again.Body, err)
 		}
 	})
 }

@@ -199,9 +199,9 @@ func (p *pipeline) exec(calls []*scriptCall) {
 			continue
 		}
 		answered := c.state.CompareAndSwap(callWaiting, callAnswered)
+		close(c.done) // first: a caller that lost the race to give up waits on it
 		if c.undo != nil && (!answered || c.cmd.Err() != nil) {
 			c.undo()
 		}
-		close(c.done)
 	}
 }
