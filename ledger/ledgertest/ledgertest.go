@@ -28,9 +28,22 @@ func Each(t *testing.T, fn func(t *testing.T, s *ledger.Store)) {
 }
 
 // OpenSQLite returns a store on a fresh, migrated in-memory SQLite database.
+// A second pool holds a connection to it for the test's life: a shared
+// in-memory database is gone once its last connection closes, and the
+// store's one connection is closed when a query is cancelled under it.
 func OpenSQLite(t testing.TB) *ledger.Store {
 	t.Helper()
-	return open(t, SQLiteDSN(t))
+	dsn := SQLiteDSN(t)
+	keeper, _, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
+	if err != nil {
+		t.Fatalf("open %s: %v", dsn, err)
+	}
+	keeperDB, _ := keeper.DB()
+	if err := keeperDB.Ping(); err != nil {
+		t.Fatalf("open %s: %v", dsn, err)
+	}
+	t.Cleanup(func() { keeperDB.Close() })
+	return open(t, dsn)
 }
 
 // SQLiteDSN names a fresh in-memory SQLite database, shared by the
