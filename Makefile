@@ -62,9 +62,9 @@ bench:
 chaos:
 	$(GO) run ./cmd/chaos $(CHAOS_FLAGS)
 
-## migrate: apply migrations to the configured database
+## migrate: apply migrations to the database of CONFIG (or GATEWAY_CONFIG / GATEWAY_DATABASE_DSN)
 migrate:
-	$(GO) run ./cmd/gateway migrate
+	$(GO) run ./cmd/gateway migrate $(if $(CONFIG),--config $(CONFIG))
 
 clean:
 	rm -rf bin .run

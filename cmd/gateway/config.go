@@ -172,6 +172,8 @@ func DefaultConfig() Config {
 			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond, FinishDelay: 2 * time.Millisecond,
 			BreakerCooldown: 2 * time.Second},
 		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
+		// A backend clock a little ahead must not turn fresh tokens away.
+		Refunds:   RefundsConfig{JWT: JWTConfig{Leeway: 30 * time.Second}},
 		Log:       LogConfig{Level: "info"},
 		RateLimit: defaultRateLimit(),
 
@@ -290,9 +292,9 @@ func (c *Config) Validate() error {
 		{w.PublicKeyFile != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_"),
 			"wechatpay.public_key_id (GATEWAY_WECHATPAY_PUBLIC_KEY_ID)", "must start with PUB_KEY_ID_"},
 		{c.HTTP.MaxBodyBytes <= 0, "http.max_body_bytes (GATEWAY_HTTP_MAX_BODY_BYTES)", "must be positive"},
-		{c.HTTP.ReadHeaderTimeout <= 0, "http.read_header_timeout (GATEWAY_HTTP_READ_HEADER_TIMEOUT)", "must be positive (0 means none)"},
-		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive (0 means none)"},
-		{c.HTTP.IdleTimeout <= 0, "http.idle_timeout (GATEWAY_HTTP_IDLE_TIMEOUT)", "must be positive (0 means none)"},
+		{c.HTTP.ReadHeaderTimeout <= 0, "http.read_header_timeout (GATEWAY_HTTP_READ_HEADER_TIMEOUT)", "must be positive"},
+		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive"},
+		{c.HTTP.IdleTimeout <= 0, "http.idle_timeout (GATEWAY_HTTP_IDLE_TIMEOUT)", "must be positive"},
 		{c.HTTP.ShutdownTimeout <= 0, "http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be positive"},
 		{c.HTTP.MaxConnections <= 0, "http.max_connections (GATEWAY_HTTP_MAX_CONNECTIONS)", "must be positive"},
 		{c.HTTP.WriteTimeout <= max(c.HTTP.APITimeout, c.HTTP.NotifyTimeout),

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,4 +131,56 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+}
+
+// TestExampleConfigStarts: configs/gateway.yaml, with its secret files
+// present and the database, Redis and addresses pointed at the test's,
+// starts a gateway with the refund API on (a request without a token is
+// refused 401, not routed 404). Before, its empty merchant_serial and
+// refunds.jwt.audience stopped the start.
+func TestExampleConfigStarts(t *testing.T) {
+	k, keys := testKeys(t)
+	raw, err := os.ReadFile("../../configs/gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := t.TempDir()
+	for name, from := range map[string]string{"wechatpay_public_key.pem": "platform_public_key.pem",
+		"apiclient_key.pem": "merchant_private_key.pem"} {
+		b, err := os.ReadFile(filepath.Join(keys, from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(secrets, name), string(b))
+	}
+	writeFile(t, filepath.Join(secrets, "wechatpay_apiv3_key"), k.APIv3Key)
+	writeFile(t, filepath.Join(secrets, "refund_jwt_secret"), jwtSecret)
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	writeFile(t, path, strings.ReplaceAll(string(raw), "/run/secrets/", secrets+"/"))
+	test := testConfig(t, backend{name: "mysql+redis", mysql: true, redis: true})
+	for name, v := range map[string]string{"GATEWAY_DATABASE_DSN": test.Database.DSN, "GATEWAY_REDIS_ADDR": test.Redis.Addr,
+		"GATEWAY_REDIS_PREFIX": test.Redis.Prefix, "GATEWAY_HTTP_ADDR": "127.0.0.1:0", "GATEWAY_HTTP_METRICS_ADDR": "127.0.0.1:0",
+		"GATEWAY_FINANCE_DAILY_RECONCILE_AT": "off", "GATEWAY_LOG_LEVEL": "error"} {
+		t.Setenv(name, v)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startGateway(t, cfg)
+	resp, err := http.Post(m.URL()+"/v1/refunds", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("POST /v1/refunds without a token: %d, want 401 (refund API on)", resp.StatusCode)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

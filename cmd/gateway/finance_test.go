@@ -444,3 +444,33 @@ func insertRefund(t *testing.T, m *Main, outTradeNo, outRefundNo string, amount 
 		t.Fatalf("insert refund: %v", err)
 	}
 }
+
+// TestAdminCommandsNeedANamedDatabase: an admin command without --config,
+// GATEWAY_CONFIG or GATEWAY_DATABASE_DSN is refused before it opens
+// anything, so it cannot act on the default local SQLite file and report
+// success while the gateway's database stays as it was.
+func TestAdminCommandsNeedANamedDatabase(t *testing.T) {
+	t.Setenv("GATEWAY_CONFIG", "")
+	t.Setenv("GATEWAY_DATABASE_DSN", "")
+	t.Chdir(t.TempDir())
+	for _, args := range [][]string{
+		{"apikey", "create", "--name", "alice", "--role", "finance"},
+		{"apikey", "revoke", "--name", "alice"},
+		{"apikey", "list"},
+		{"reconcile", "--date", "2026-11-01"},
+		{"outbox", "replay", "7"},
+		{"migrate"},
+	} {
+		err := run(args)
+		if err == nil || !strings.Contains(err.Error(), "no database named") {
+			t.Errorf("gateway %s: err = %v, want a refusal naming the missing database", strings.Join(args, " "), err)
+		}
+	}
+	if _, err := os.Stat(".run"); !os.IsNotExist(err) {
+		t.Fatalf("a refused command left .run behind (stat: %v)", err)
+	}
+	t.Setenv("GATEWAY_DATABASE_DSN", filepath.Join(t.TempDir(), "named.db"))
+	if err := run([]string{"apikey", "list"}); err != nil {
+		t.Fatalf("apikey list with GATEWAY_DATABASE_DSN: %v", err)
+	}
+}

@@ -62,6 +62,11 @@ func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {
 	if err := fs.Parse(args); err != nil {
 		return Config{}, fs, err
 	}
+	if name != "serve" {
+		if err := databaseNamed(name, *path); err != nil {
+			return Config{}, fs, err
+		}
+	}
 	cfg, err := Load(*path)
 	if err != nil {
 		return cfg, fs, err
@@ -69,6 +74,18 @@ func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {
 	setupLogging(cfg.Log)
 	applyRuntime(cfg.Runtime)
 	return cfg, fs, nil
+}
+
+// databaseNamed refuses an admin command that names no database. The
+// default database is the local SQLite file of `make run`: an operator who
+// forgot --config would otherwise create a key, replay a job or revoke a
+// key there, be told it worked, and leave the gateway's database as it was.
+func databaseNamed(cmd, path string) error {
+	if path != "" || os.Getenv("GATEWAY_DATABASE_DSN") != "" {
+		return nil
+	}
+	return fmt.Errorf("%s: no database named: pass --config FILE or set GATEWAY_CONFIG or GATEWAY_DATABASE_DSN "+
+		"(for the database of `make run`: GATEWAY_DATABASE_DSN=%s)", cmd, DefaultConfig().Database.DSN)
 }
 
 // applyRuntime sets the collector's pace and soft memory limit, unless the
