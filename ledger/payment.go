@@ -42,13 +42,17 @@ type paymentRow struct {
 	RefundedTotal  int64
 	Currency       string
 	PayerOpenID    *string `gorm:"column:payer_openid"`
-	AppID          *string `gorm:"column:appid"`
-	MchID          *string `gorm:"column:mchid"`
-	ExpireAt       *time.Time
-	SuccessTime    *time.Time
-	Version        int64
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// RegisteredOpenID is the payer_openid the order was registered
+	// with, kept apart from the payer a callback fills in, so that a
+	// retried registration is compared with what was asked, not paid.
+	RegisteredOpenID *string `gorm:"column:registered_openid"`
+	AppID            *string `gorm:"column:appid"`
+	MchID            *string `gorm:"column:mchid"`
+	ExpireAt         *time.Time
+	SuccessTime      *time.Time
+	Version          int64
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
 }
 
 func (paymentRow) TableName() string { return "payments" }
@@ -114,7 +118,7 @@ func (s *Store) insertExpected(tx *gorm.DB, o Order) (*Payment, error) {
 	expire := o.ExpireAt.UTC()
 	row := paymentRow{OutTradeNo: o.OutTradeNo, State: string(PaymentExpected), Registered: true,
 		ExpectedAmount: &o.AmountTotal, Currency: "CNY", PayerOpenID: nonEmpty(o.PayerOpenID),
-		ExpireAt: &expire, CreatedAt: now, UpdatedAt: now}
+		RegisteredOpenID: nonEmpty(o.PayerOpenID), ExpireAt: &expire, CreatedAt: now, UpdatedAt: now}
 	if err := tx.Create(&row).Error; err != nil {
 		return nil, fmt.Errorf("insert payment: %w", err)
 	}
@@ -125,7 +129,7 @@ func (s *Store) insertExpected(tx *gorm.DB, o Order) (*Payment, error) {
 
 func (s *Store) registerExisting(tx *gorm.DB, row *paymentRow, o Order) (*Payment, error) {
 	if row.Registered {
-		same := derefInt(row.ExpectedAmount) == o.AmountTotal && deref(row.PayerOpenID) == o.PayerOpenID
+		same := derefInt(row.ExpectedAmount) == o.AmountTotal && deref(row.RegisteredOpenID) == o.PayerOpenID
 		if same {
 			return row.payment(), ErrAlreadyRecorded
 		}
@@ -136,11 +140,12 @@ func (s *Store) registerExisting(tx *gorm.DB, row *paymentRow, o Order) (*Paymen
 	}
 	expire := o.ExpireAt.UTC()
 	updates := map[string]any{"registered": true, "expected_amount": o.AmountTotal, "expire_at": expire,
-		"version": gorm.Expr("version + 1"), "updated_at": s.now()}
+		"registered_openid": nonEmpty(o.PayerOpenID), "version": gorm.Expr("version + 1"), "updated_at": s.now()}
 	if err := tx.Model(&paymentRow{}).Where("id = ?", row.ID).Updates(updates).Error; err != nil {
 		return nil, fmt.Errorf("mark registered: %w", err)
 	}
 	row.Registered, row.ExpectedAmount, row.ExpireAt = true, &o.AmountTotal, &expire
+	row.RegisteredOpenID = nonEmpty(o.PayerOpenID)
 	row.Version++
 	return row.payment(), nil
 }

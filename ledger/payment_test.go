@@ -69,6 +69,46 @@ func TestRegisteredOrderLifecycle(t *testing.T) {
 	})
 }
 
+// TestRetriedRegistrationAfterThePayment: a registration retried after
+// the payment's callback filled in the payer (the business lost the first
+// answer, or the callback came first) is the same registration, whatever
+// openid the payer has; only another amount or another registered openid
+// is a conflict.
+func TestRetriedRegistrationAfterThePayment(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		expire := time.Now().Add(time.Hour)
+		first := ledger.Order{OutTradeNo: "o41", AmountTotal: 500, ExpireAt: expire}
+		if _, err := s.RegisterOrder(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("n41", "o41", "tx41", 500)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RegisterOrder(ctx, first); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("registration without openid retried after the payment: err = %v, want ErrAlreadyRecorded", err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("n42", "o42", "tx42", 300)); err != nil {
+			t.Fatal(err)
+		}
+		late := ledger.Order{OutTradeNo: "o42", AmountTotal: 300, PayerOpenID: "openid-9", ExpireAt: expire}
+		if _, err := s.RegisterOrder(ctx, late); err != nil {
+			t.Fatalf("registration after the callback: %v", err)
+		}
+		if _, err := s.RegisterOrder(ctx, late); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("late registration retried: err = %v, want ErrAlreadyRecorded", err)
+		}
+		other := late
+		other.PayerOpenID = "openid-1"
+		if _, err := s.RegisterOrder(ctx, other); !errors.Is(err, ledger.ErrConflict) {
+			t.Fatalf("registration with another openid: err = %v, want ErrConflict", err)
+		}
+		if p, _ := s.Payment(ctx, "o42"); p.PayerOpenID != "openid-1" {
+			t.Fatalf("payer = %q, want the callback's openid-1 kept", p.PayerOpenID)
+		}
+	})
+}
+
 // TestLateRegistrationWithOtherAmountIsFlagged: a callback recorded the
 // order first (so its stock was confirmed); registering it later with
 // another amount is refused and flagged for finance, and changes nothing.
