@@ -184,7 +184,11 @@ func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *
 	var matched []BillPayment
 	for _, bp := range bill.Payments {
 		seen[bp.OutTradeNo] = true
-		if it := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo], bill.TakeOver); it != nil {
+		it, err := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo], bill.TakeOver)
+		if err != nil {
+			return err
+		}
+		if it != nil {
 			rep.Items = append(rep.Items, *it)
 		} else {
 			matched = append(matched, bp)
@@ -219,7 +223,7 @@ func eachPaidOn(ctx context.Context, db *gorm.DB, start time.Time, q ListQuery, 
 	}, fn)
 }
 
-func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, takeOver time.Time) *ReconcileItem {
+func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, takeOver time.Time) (*ReconcileItem, error) {
 	it := &ReconcileItem{OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID,
 		Bill: &ItemSide{State: "SUCCESS", Amount: bp.Amount, Line: bp.Line}}
 	if lp != nil {
@@ -231,17 +235,20 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, t
 		it.RepairDetail = "paid before the gateway took over (finance.reconcile_from " +
 			takeOver.Format(time.RFC3339) + "): not repaired"
 	case lp == nil || lp.State != PaymentSuccess:
+		var err error
 		it.Kind = MismatchPaymentMissingInLedger
-		it.Repair, it.RepairDetail = s.repairPayment(ctx, bp)
+		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp); err != nil {
+			return nil, err
+		}
 	case lp.TransactionID != bp.TransactionID:
 		it.Kind, it.Repair = MismatchPaymentTransaction, RepairDeferred
 		it.RepairDetail = "ledger has transaction " + lp.TransactionID
 	case lp.AmountTotal != bp.Amount:
 		it.Kind, it.Repair = MismatchPaymentAmount, RepairDeferred
 	default:
-		return nil
+		return nil, nil
 	}
-	return it
+	return it, nil
 }
 
 func ledgerAmount(p *Payment) int64 {

@@ -7,11 +7,17 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // repairPayment records a payment WeChat Pay settled but the ledger
-// missed, as a compensation notice through the state machine.
-func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, string) {
+// missed, as a compensation notice through the state machine. A refusal
+// by the ledger (the state machine, the data) is a REFUSED repair; any
+// other error (the database unreachable, a lost commit) is returned, so
+// the run fails and is retried instead of storing a day that says "not
+// repaired" when the repair may even have committed.
+func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, string, error) {
 	u := TransactionUpdate{
 		Notice: Notice{NotifyID: "reconcile:" + bp.TransactionID, Source: SourceReconcile, EventType: "RECONCILE.SUCCESS",
 			ResourceType: "trade_bill_row", Summary: "payment found in the trade bill", OutTradeNo: bp.OutTradeNo,
@@ -24,13 +30,22 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, stri
 	switch {
 	case err == nil:
 		slog.InfoContext(ctx, "reconcile repaired payment", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
-		return RepairApplied, ""
+		return RepairApplied, "", nil
 	case errors.Is(err, ErrAlreadyRecorded):
-		return RepairApplied, "already recorded by an earlier run"
-	default:
+		return RepairApplied, "already recorded by an earlier run", nil
+	case refusedByLedger(err):
 		slog.WarnContext(ctx, "reconcile repair refused", "out_trade_no", bp.OutTradeNo, "err", err)
-		return RepairRefused, truncate(err.Error(), 512)
+		return RepairRefused, truncate(err.Error(), 512), nil
 	}
+	return "", "", fmt.Errorf("repair payment %s: %w", bp.OutTradeNo, err)
+}
+
+// refusedByLedger tells the ledger's own refusals, which a rerun would
+// meet again, from failures to reach or commit to the database.
+func refusedByLedger(err error) bool {
+	var mismatch *AmountMismatchError
+	return errors.As(err, &mismatch) || errors.Is(err, ErrIllegalTransition) || errors.Is(err, ErrNoChange) ||
+		errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, gorm.ErrDuplicatedKey)
 }
 
 // earlierRepairs rebuilds the items of bill payments an earlier run

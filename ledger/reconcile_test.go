@@ -2,10 +2,13 @@ package ledger_test
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
@@ -176,6 +179,43 @@ func TestReconcileTakeOver(t *testing.T) {
 		}
 		if _, err := s.Payment(ctx, "old-system"); !errors.Is(err, ledger.ErrNotFound) {
 			t.Fatalf("old system's payment recorded: %v", err)
+		}
+	})
+}
+
+// TestReconcileRepairFailureFailsTheRun: a repair that fails to reach the
+// database (not a refusal by the ledger) fails the run, so no report says
+// "refused" for a day the backoff will retry; the rerun repairs it.
+func TestReconcileRepairFailureFailsTheRun(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		failing := true
+		err := s.DB().Callback().Create().Before("gorm:create").Register("test:lost_connection", func(db *gorm.DB) {
+			if failing && db.Statement.Table == "payments" {
+				_ = db.AddError(driver.ErrBadConn)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("lost-conn", "tx-lost-conn", 420)}}
+		claim, err := s.ClaimReconciliation(ctx, reconcileDay, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := s.Reconcile(ctx, claim, bill, "test"); err == nil || !errors.Is(err, driver.ErrBadConn) {
+			t.Fatalf("reconcile with the database failing the repair: rep=%+v err=%v, want the error", rep, err)
+		}
+		if _, err := s.Reconciliation(ctx, reconcileDay); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("a report was stored for the failed run: err=%v", err)
+		}
+		if err := s.ReleaseReconciliation(ctx, claim); err != nil { // as the Reconciler does
+			t.Fatal(err)
+		}
+		failing = false
+		rep := reconcile(t, s, bill)
+		if it := item(rep, "lost-conn"); it == nil || it.Repair != ledger.RepairApplied {
+			t.Fatalf("rerun: %+v", rep)
 		}
 	})
 }
