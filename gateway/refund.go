@@ -142,7 +142,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	case err != nil:
 		return nil, ledgerError(err)
 	case !run:
-		return s.replay(ctx, k), nil
+		return s.replay(ctx, k)
 	}
 	// From here the work finishes even if the client goes away.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
@@ -180,19 +180,24 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 // replay answers a finished key with its stored answer, except a stored
 // refusal (422) of a refund WeChat Pay later paid after all (FAILED →
 // SUCCESS): the client is told the refund's current state, not a refusal
-// that would have it ask for the money again.
-func (s *RefundService) replay(ctx context.Context, k *ledger.IdemKey) *Answer {
+// that would have it ask for the money again. When the refund cannot be
+// read the answer is "unavailable", never the stored refusal, which may
+// be stale.
+func (s *RefundService) replay(ctx context.Context, k *ledger.IdemKey) (*Answer, error) {
 	a := &Answer{Status: k.StatusCode, Body: k.ResponseBody, Replayed: true}
 	if k.StatusCode != http.StatusUnprocessableEntity || k.ResourceKey == "" {
-		return a
+		return a, nil
 	}
 	r, err := s.store.Refund(ctx, k.ResourceKey)
-	if err != nil || r.State == ledger.RefundFailed {
-		return a
+	switch {
+	case err != nil:
+		return nil, Errorf(CodeUnavailable, "the refund of this Idempotency-Key cannot be read now; retry with the same key", err)
+	case r.State == ledger.RefundFailed:
+		return a, nil
 	}
 	now := answerFor(r)
 	now.Replayed = true
-	return now
+	return now, nil
 }
 
 // admitCall spends one of the merchant's refund applications; over the

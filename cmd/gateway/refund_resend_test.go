@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"paygateway/gateway"
 	"paygateway/ledger"
@@ -333,6 +336,19 @@ func TestReplayAfterALateSuccessTellsTheTruth(t *testing.T) {
 			RefundID: "wx-late", Source: ledger.SourceCallback}); err != nil {
 			t.Fatal(err)
 		}
+		unreadable := true
+		if err := s.DB().Callback().Query().Before("gorm:query").Register("test:refunds_unreadable", func(db *gorm.DB) {
+			if unreadable && db.Statement.Table == "refunds" {
+				_ = db.AddError(driver.ErrBadConn)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var gerr *gateway.Error
+		if a, err := svc.Create(ctx, "o-resend", "k-"+no, params); !errors.As(err, &gerr) || gerr.Code != gateway.CodeUnavailable {
+			t.Fatalf("replay while the refund cannot be read: %+v, %v; want EUNAVAILABLE, not the stale refusal", a, err)
+		}
+		unreadable = false
 		again, err := svc.Create(ctx, "o-resend", "k-"+no, params)
 		if err != nil || again.Status != 201 || !again.Replayed || !strings.Contains(string(again.Body), `"state":"SUCCESS"`) {
 			t.Fatalf("replay after the late success: %+v (%s), %v; want 201 SUCCESS", again, again.Body, err)
