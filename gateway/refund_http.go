@@ -107,25 +107,27 @@ func (s *RefundService) RunJanitor(ctx context.Context, cfg JanitorConfig) {
 	}
 }
 
-// Sweep claims up to batch stuck refunds, settles each from WeChat Pay's
-// answer, prunes expired idempotency keys, and returns how many refunds it
-// looked at.
+// Sweep settles up to batch stuck refunds from WeChat Pay's answers, one
+// claim at a time, prunes expired idempotency keys, and returns how many
+// refunds it looked at. Each refund is claimed just before its check, so
+// while WeChat Pay is slow the refunds this sweep has not reached stay
+// free for other instances' janitors.
 func (s *RefundService) Sweep(ctx context.Context, batch int) int {
-	qctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	claimed, err := s.store.ClaimStuckRefunds(qctx, batch, 2*s.cfg.CallTimeout)
-	cancel()
-	if err != nil {
-		slog.ErrorContext(ctx, "janitor: claim refunds", "err", err)
-	}
-	for i := range claimed {
-		if ctx.Err() != nil {
+	n := 0
+	for ; n < batch && ctx.Err() == nil; n++ {
+		qctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		claimed, err := s.store.ClaimStuckRefunds(qctx, 1, 2*s.cfg.CallTimeout)
+		cancel()
+		if err != nil {
+			slog.ErrorContext(ctx, "janitor: claim refunds", "err", err)
+		}
+		if len(claimed) == 0 {
 			break
 		}
-		r := &claimed[i]
-		if r.NextCheckAt != nil && r.NextCheckAt.Sub(s.store.Now()) < s.cfg.CallTimeout {
-			continue // its claim runs out before a call could end: left for the next sweep
-		}
-		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		r := &claimed[0]
+		// A check under way finishes, and is recorded, even when shutdown
+		// begins: the sweep stops between refunds.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
 		after := s.resolve(cctx, r, "janitor", true)
 		cancel()
 		slog.InfoContext(ctx, "janitor: refund checked", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
@@ -136,5 +138,5 @@ func (s *RefundService) Sweep(ctx context.Context, batch int) int {
 	if _, err := s.store.PruneIdempotent(pctx, 500); err != nil {
 		slog.ErrorContext(ctx, "janitor: prune idempotency keys", "err", err)
 	}
-	return len(claimed)
+	return n
 }

@@ -311,22 +311,26 @@ func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, vers
 	return s.Refund(ctx, outRefundNo)
 }
 
+// claimSpare is how many rows beyond its limit a claim reads.
+const claimSpare = 4
+
 // ClaimStuckRefunds claims up to limit refunds left CREATED, PROCESSING,
 // UNKNOWN or ABNORMAL whose next_check_at has passed, by pushing next_check_at lease
 // into the future with a conditional UPDATE: of several gateway instances
-// only one wins each row.
+// only one wins each row. It reads a few more than limit, so that a row
+// another instance claimed first does not leave it empty-handed.
 func (s *Store) ClaimStuckRefunds(ctx context.Context, limit int, lease time.Duration) ([]Refund, error) {
 	now := s.now()
 	var rows []refundRow
 	err := s.db.WithContext(ctx).
 		Where("state IN ? AND next_check_at <= ?", []string{string(RefundCreated), string(RefundProcessing),
 			string(RefundUnknown), string(RefundAbnormal)}, now).
-		Order("next_check_at").Limit(limit).Find(&rows).Error
+		Order("next_check_at").Limit(limit + claimSpare).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("find stuck refunds: %w", err)
 	}
 	var out []Refund
-	for i := range rows {
+	for i := 0; i < len(rows) && len(out) < limit; i++ {
 		r := &rows[i]
 		until := now.Add(lease)
 		res := s.db.WithContext(ctx).Model(&refundRow{}).Where("id = ? AND version = ?", r.ID, r.Version).

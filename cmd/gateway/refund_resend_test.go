@@ -355,3 +355,92 @@ func TestReplayAfterALateSuccessTellsTheTruth(t *testing.T) {
 		}
 	})
 }
+
+// TestSlowJanitorLeavesOtherRefundsToOthers: while one instance's janitor
+// waits on a slow WeChat Pay answer for one refund, the other stuck
+// refunds are not held by its claim: another instance's janitor settles
+// them. Before, a sweep claimed its whole batch at once and held the
+// refunds it had no time left for until the claim ran out.
+func TestSlowJanitorLeavesOtherRefundsToOthers(t *testing.T) {
+	abnormal := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+		return &gateway.WxRefund{OutRefundNo: req.OutRefundNo, Status: "ABNORMAL", Amount: 30}, nil
+	}
+	settled := func(no string) (*gateway.WxRefund, error) {
+		return &gateway.WxRefund{OutRefundNo: no, RefundID: "wx-" + no, Status: "SUCCESS", Amount: 30, SuccessTime: time.Now()}, nil
+	}
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		cfg := gateway.RefundConfig{Recheck: time.Hour, CallTimeout: 5 * time.Second}
+		var nos []string
+		for i := range 2 {
+			no := fmt.Sprintf("slowjan-%d-%d", i, time.Now().UnixNano())
+			payForResend(t, s, no)
+			api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){abnormal}}
+			if _, err := gateway.NewRefundService(cfg, s, api, gateway.NewMemoryLocker()).Create(ctx, "o-resend", "k-"+no,
+				gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
+				t.Fatal(err)
+			}
+			due := time.Now().Add(time.Duration(i-10) * time.Second).UTC()
+			if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", due, no).Error; err != nil {
+				t.Fatal(err)
+			}
+			nos = append(nos, no)
+		}
+		started, release := make(chan struct{}), make(chan struct{})
+		slow := func(no string) (*gateway.WxRefund, error) {
+			close(started)
+			<-release
+			return settled(no)
+		}
+		a := gateway.NewRefundService(cfg, s, &scriptedRefunds{t: t, queries: []func(string) (*gateway.WxRefund, error){slow}},
+			gateway.NewMemoryLocker())
+		done := make(chan int)
+		go func() { done <- a.Sweep(ctx, 10) }()
+		<-started
+		b := gateway.NewRefundService(cfg, s, &scriptedRefunds{t: t, queries: []func(string) (*gateway.WxRefund, error){settled}},
+			gateway.NewMemoryLocker())
+		if n := b.Sweep(ctx, 10); n != 1 {
+			t.Errorf("the other janitor looked at %d refunds while the first waited, want 1", n)
+		}
+		close(release)
+		if n := <-done; n != 1 {
+			t.Errorf("the slow janitor looked at %d refunds, want 1", n)
+		}
+		for _, no := range nos {
+			checkRefund(t, s, no, ledger.RefundSuccess, 1, 30)
+		}
+	})
+}
+
+// TestJanitorFinishesTheCheckUnderWayAtShutdown: shutdown (the janitor's
+// context ending) while WeChat Pay's answer is on its way: the answer is
+// still recorded, and the sweep stops before the next refund.
+func TestJanitorFinishesTheCheckUnderWayAtShutdown(t *testing.T) {
+	abnormal := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+		return &gateway.WxRefund{OutRefundNo: req.OutRefundNo, Status: "ABNORMAL", Amount: 30}, nil
+	}
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		cfg := gateway.RefundConfig{Recheck: time.Hour, CallTimeout: 5 * time.Second}
+		no := fmt.Sprintf("stopjan-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){abnormal}}
+		if _, err := gateway.NewRefundService(cfg, s, api, gateway.NewMemoryLocker()).Create(context.Background(), "o-resend", "k-"+no,
+			gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		slow := func(no string) (*gateway.WxRefund, error) {
+			stop() // shutdown begins while the answer is on its way
+			return &gateway.WxRefund{OutRefundNo: no, RefundID: "wx-" + no, Status: "SUCCESS", Amount: 30, SuccessTime: time.Now()}, nil
+		}
+		svc := gateway.NewRefundService(cfg, s, &scriptedRefunds{t: t, queries: []func(string) (*gateway.WxRefund, error){slow}},
+			gateway.NewMemoryLocker())
+		if n := svc.Sweep(ctx, 10); n != 1 {
+			t.Fatalf("sweep looked at %d refunds, want 1", n)
+		}
+		checkRefund(t, s, no, ledger.RefundSuccess, 1, 30)
+	})
+}
