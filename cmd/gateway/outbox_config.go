@@ -60,9 +60,11 @@ func (c *Config) validateOutbox() error {
 		{o.Multiplier < 1, "outbox.multiplier (GATEWAY_OUTBOX_MULTIPLIER)", "must be at least 1"},
 		{o.Jitter < 0 || o.Jitter >= 1, "outbox.jitter (GATEWAY_OUTBOX_JITTER)", "must be in [0, 1)"},
 		{inv.BaseURL != "" && inv.Timeout <= 0, "inventory.timeout (GATEWAY_INVENTORY_TIMEOUT)", "must be positive"},
-		// An attempt may query and then send: the lease must outlast both calls.
-		{inv.BaseURL != "" && o.Workers > 0 && o.Lease <= 2*inv.Timeout,
-			"outbox.lease (GATEWAY_OUTBOX_LEASE)", "must be longer than twice inventory.timeout"},
+		// An attempt may query and then send: the lease must outlast both
+		// calls and the claim before them, or a worker would hand back
+		// every job it claims (a job starts only with a whole attempt left).
+		{inv.BaseURL != "" && o.Workers > 0 && o.Lease < 2*inv.Timeout+leaseMargin,
+			"outbox.lease (GATEWAY_OUTBOX_LEASE)", "must be at least twice inventory.timeout plus 1s"},
 		// Shutdown lets an attempt (a query and a send) finish and be stored.
 		{inv.BaseURL != "" && o.Workers > 0 && c.HTTP.ShutdownTimeout <= 2*inv.Timeout,
 			"http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be longer than twice inventory.timeout"},
@@ -76,3 +78,6 @@ func (c *Config) validateOutbox() error {
 	}
 	return nil
 }
+
+// leaseMargin is the part of an outbox lease left for the claim itself.
+const leaseMargin = time.Second

@@ -21,6 +21,12 @@ func TestOutboxConfigValidation(t *testing.T) {
 		{"lease shorter than two calls", func(c *Config) {
 			c.Inventory = InventoryConfig{BaseURL: "http://inv", Timeout: 20 * time.Second}
 		}, "outbox.lease"},
+		{"lease with no time for the claim", func(c *Config) {
+			c.Inventory, c.Outbox.Lease = InventoryConfig{BaseURL: "http://inv", Timeout: 5 * time.Second}, 10*time.Second+time.Millisecond
+		}, "outbox.lease"},
+		{"lease with a second for the claim", func(c *Config) {
+			c.Inventory, c.Outbox.Lease = InventoryConfig{BaseURL: "http://inv", Timeout: 5 * time.Second}, 11*time.Second
+		}, ""},
 		{"inventory without timeout", func(c *Config) { c.Inventory = InventoryConfig{BaseURL: "http://inv"} }, "inventory.timeout"},
 	}
 	for _, tc := range tests {
