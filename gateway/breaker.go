@@ -11,12 +11,16 @@ import (
 // several (rate limit, gate or lock, lock retries, unlock): without the
 // breaker a hung Redis cost a request one op timeout per call. With it a
 // request waits for Redis at most once, and during the cool-down none
-// does; after it, calls try Redis again. It counts on the monotonic
-// clock, so a step of the host's clock cannot hold it open. A nil
-// Breaker never opens.
+// does. After the cool-down one call at a time probes Redis, the others
+// staying on the fallback, until a probe succeeds and closes the breaker
+// (or fails and opens it again): a Redis that still hangs costs one probe
+// per cool-down, not every request that starts in the next op timeout.
+// It counts on the monotonic clock, so a step of the host's clock cannot
+// hold it open. A nil Breaker never opens.
 type Breaker struct {
 	Cooldown  time.Duration // default 2 s
-	openUntil atomic.Int64  // time since breakerEpoch, in nanoseconds
+	openUntil atomic.Int64  // time since breakerEpoch, in nanoseconds; 0 = closed
+	probing   atomic.Bool   // a probe is under way
 }
 
 // breakerEpoch anchors the monotonic readings.
@@ -24,9 +28,45 @@ var breakerEpoch = time.Now()
 
 func sinceEpoch() int64 { return int64(time.Since(breakerEpoch)) }
 
-// Open reports whether Redis is to be skipped now.
+// Open reports whether Redis is to be skipped now, in the cool-down.
 func (b *Breaker) Open() bool {
 	return b != nil && sinceEpoch() < b.openUntil.Load()
+}
+
+// Begin reports whether a call may go to Redis now and whether it is the
+// probe after a cool-down; a call begun must be ended with End.
+func (b *Breaker) Begin() (allowed, probe bool) {
+	if b == nil {
+		return true, false
+	}
+	until := b.openUntil.Load()
+	switch {
+	case until == 0:
+		return true, false
+	case sinceEpoch() < until:
+		return false, false
+	case b.probing.CompareAndSwap(false, true):
+		return true, true
+	}
+	return false, false
+}
+
+// End records how a call begun with Begin went: a failure opens the
+// breaker (see Fail), a probe's success closes it. It reports whether
+// this call opened the breaker.
+func (b *Breaker) End(ctx context.Context, probe bool, err error) (opened bool) {
+	if b == nil {
+		return false
+	}
+	if err != nil {
+		opened = b.Fail(ctx)
+	} else if probe {
+		b.openUntil.Store(0)
+	}
+	if probe {
+		b.probing.Store(false)
+	}
+	return opened
 }
 
 // Fail records a failed Redis call made under ctx. A call cut short by
@@ -51,16 +91,17 @@ func (b *Breaker) cooldown() time.Duration {
 	return b.Cooldown
 }
 
-// redisFirst asks primary (Redis) unless the breaker is open and, when it
-// is open or primary fails, counts a fallback and asks secondary
-// (memory). fromRedis says which one answered.
+// redisFirst asks primary (Redis) unless the breaker keeps it off Redis
+// and, when it does or primary fails, counts a fallback and asks
+// secondary (memory). fromRedis says which one answered.
 func redisFirst[T any](ctx context.Context, b *Breaker, hook func(string), what string,
 	primary, secondary func() (T, error)) (v T, fromRedis bool, err error) {
-	if !b.Open() {
-		if v, err = primary(); err == nil {
+	if allowed, probe := b.Begin(); allowed {
+		v, err = primary()
+		noteEnd(ctx, what, err, b, probe)
+		if err == nil {
 			return v, true, nil
 		}
-		noteFailure(ctx, what, err, b)
 	}
 	countFallback(what, hook)
 	v, err = secondary()
@@ -68,15 +109,14 @@ func redisFirst[T any](ctx context.Context, b *Breaker, hook func(string), what 
 }
 
 // redisOnly makes a Redis call that has no fallback (an unlock, a commit
-// mark: losing one only costs time); it is skipped while the breaker is
-// open.
+// mark: losing one only costs time); it is skipped while the breaker
+// keeps calls off Redis.
 func redisOnly(ctx context.Context, b *Breaker, what string, call func() error) error {
-	if b.Open() {
+	allowed, probe := b.Begin()
+	if !allowed {
 		return nil
 	}
 	err := call()
-	if err != nil {
-		noteFailure(ctx, what, err, b)
-	}
+	noteEnd(ctx, what, err, b, probe)
 	return err
 }

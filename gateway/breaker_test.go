@@ -2,6 +2,10 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,4 +33,90 @@ func TestBreaker(t *testing.T) {
 	if b.Open() {
 		t.Fatal("the breaker stayed open past its cool-down")
 	}
+}
+
+// TestBreakerProbesOneAtATime: after the cool-down a single call probes
+// Redis while the others stay on the fallback; the probe's failure opens
+// the breaker again, a probe its caller gave up on lets the next call
+// probe, and a probe's success closes the breaker for everyone.
+func TestBreakerProbesOneAtATime(t *testing.T) {
+	ctx := context.Background()
+	b := &gateway.Breaker{Cooldown: 20 * time.Millisecond}
+	if ok, probe := b.Begin(); !ok || probe {
+		t.Fatalf("closed breaker: Begin() = %v, %v; want a plain call", ok, probe)
+	}
+	b.End(ctx, false, errors.New("i/o timeout"))
+	if ok, _ := b.Begin(); ok {
+		t.Fatal("a call went to Redis during the cool-down")
+	}
+	time.Sleep(30 * time.Millisecond)
+	ok, probe := b.Begin()
+	if !ok || !probe {
+		t.Fatalf("after the cool-down: Begin() = %v, %v; want the probe", ok, probe)
+	}
+	if other, _ := b.Begin(); other {
+		t.Fatal("a second call went to Redis while the probe was under way")
+	}
+	if !b.End(ctx, true, errors.New("i/o timeout")) || !b.Open() {
+		t.Fatal("a failed probe did not open the breaker again")
+	}
+	time.Sleep(30 * time.Millisecond)
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	_, probe = b.Begin()
+	b.End(gone, probe, context.Canceled)
+	if ok, probe := b.Begin(); !ok || !probe {
+		t.Fatalf("after a probe its caller gave up on: Begin() = %v, %v; want a new probe", ok, probe)
+	}
+	b.End(ctx, true, nil)
+	for range 3 {
+		if ok, probe := b.Begin(); !ok || probe {
+			t.Fatalf("after a probe succeeded: Begin() = %v, %v; want plain calls", ok, probe)
+		}
+	}
+}
+
+// TestHungRedisAfterTheCoolDown: with Redis hung, of 50 requests that
+// start once the cool-down is over only one (the probe) waits for Redis.
+func TestHungRedisAfterTheCoolDown(t *testing.T) {
+	hung := &hungGate{}
+	g := gateway.FallbackGate{Primary: hung, Secondary: gateway.NewMemoryGate(1000, gateway.NewMemoryLocker()),
+		Breaker: &gateway.Breaker{Cooldown: 20 * time.Millisecond}}
+	ttls := gateway.GateTTLs{Nonce: time.Minute, Lock: time.Second, Done: time.Minute}
+	keys := func(i int) gateway.GateKeys {
+		n := fmt.Sprint(i)
+		return gateway.GateKeys{Nonce: "n" + n, NotifyID: "id" + n, Lock: "notify:id" + n}
+	}
+	if _, err := g.Admit(context.Background(), keys(0), ttls); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	var wg sync.WaitGroup
+	for i := 1; i <= 50; i++ {
+		wg.Go(func() {
+			if a, err := g.Admit(context.Background(), keys(i), ttls); err != nil || a.Token == "" {
+				t.Errorf("admit %d: %+v, %v", i, a, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := hung.calls.Load(); n != 2 {
+		t.Fatalf("%d calls went to the hung Redis, want 2 (the one that opened the breaker, one probe)", n)
+	}
+}
+
+// hungGate is a Redis gate that never answers: each call waits out its
+// own 10 ms op timeout, as redisstore's calls do.
+type hungGate struct{ calls atomic.Int64 }
+
+func (h *hungGate) Admit(ctx context.Context, _ gateway.GateKeys, _ gateway.GateTTLs) (gateway.Admission, error) {
+	h.calls.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	<-ctx.Done()
+	return gateway.Admission{}, ctx.Err()
+}
+
+func (h *hungGate) Finish(context.Context, gateway.GateKeys, string, bool, gateway.GateTTLs) error {
+	return errors.New("hung")
 }

@@ -173,12 +173,12 @@ func countFallback(what string, hook func(string)) {
 	}
 }
 
-// noteFailure records a failed Redis call: it opens the breaker and logs
-// once per opening (or every failure without a breaker), so a Redis
-// outage does not log once per request.
-func noteFailure(ctx context.Context, what string, err error, b *Breaker) {
-	opened := b.Fail(ctx)
-	if b == nil || opened {
+// noteEnd records how a Redis call went: a failure opens the breaker and
+// is logged once per opening (or every time without a breaker), so a
+// Redis outage does not log once per request; a probe's success closes it.
+func noteEnd(ctx context.Context, what string, err error, b *Breaker, probe bool) {
+	opened := b.End(ctx, probe, err)
+	if err != nil && (b == nil || opened) {
 		slog.WarnContext(ctx, "redis unavailable, using in-process fallback", "what", what, "err", err,
 			"skip_redis_for", b.cooldown())
 	}
