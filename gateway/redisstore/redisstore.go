@@ -127,6 +127,11 @@ func (s *Store) TryLock(ctx context.Context, key string, ttl time.Duration) (_ s
 	token := gateway.NewToken()
 	ok, err := s.setOwned(ctx, s.prefix+"lock:"+key, token, ttl)
 	if err != nil {
+		// The SET may have run with its answer lost: the caller falls
+		// back to memory, so a lock taken under token would hold off
+		// every other instance for the whole TTL. Release it (only if
+		// token still holds it) in the next round trip.
+		s.pipe.runLater(unlockScript, []string{s.prefix + "lock:" + key}, func(error) {}, token)
 		return "", false, fmt.Errorf("redis lock %s: %w", key, err)
 	}
 	return token, ok, nil

@@ -74,6 +74,33 @@ func TestTimedOutAdmitLeavesNoLock(t *testing.T) {
 	t.Fatalf("lock %s still held %v after the timed-out admit", lock, ttl)
 }
 
+// TestTimedOutLockLeavesNoLock: as for Admit, a lock whose SET ran but
+// whose answer came after the caller gave up is released soon after.
+func TestTimedOutLockLeavesNoLock(t *testing.T) {
+	base := redistest.Config(t)
+	cfg := base
+	cfg.Addr = slowFirstReply(t, base.Addr, "order-late", 400*time.Millisecond)
+	cfg.OpTimeout = 100 * time.Millisecond
+	c := redisstore.NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
+	s := redisstore.New(c, cfg)
+	if _, _, err := s.TryLock(context.Background(), "order-late", 10*time.Second); err == nil {
+		t.Fatal("TryLock answered within its timeout; the proxy did not hold the reply")
+	}
+	direct := redisstore.NewClient(base)
+	t.Cleanup(func() { direct.Close() })
+	// The proxy forwards the SET at once and holds only its reply, so the
+	// timeout above means the SET ran.
+	lock := base.Prefix + "lock:order-late"
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n, err := direct.Exists(context.Background(), lock).Result(); err == nil && n == 0 {
+			return
+		}
+	}
+	ttl, _ := direct.PTTL(context.Background(), lock).Result()
+	t.Fatalf("lock %s still held %v after the timed-out TryLock", lock, ttl)
+}
+
 // slowReplies proxies to Redis and holds back, once per marker, the reply
 // to the first command mentioning it, by that marker's delay.
 func slowReplies(t *testing.T, target string, delays map[string]time.Duration) string {
