@@ -101,6 +101,13 @@ func (f FallbackGate) Finish(ctx context.Context, k GateKeys, token string, comm
 	if mt, ok := cutPrefix(token, "mem:"); ok {
 		return f.Secondary.Finish(ctx, k, mt, committed, t)
 	}
+	// A Finish queued for the next round trip never makes the request
+	// wait, so it goes whatever the breaker says (the lock it releases
+	// would otherwise hold redeliveries to other instances off for its
+	// TTL), and its "success" says nothing about Redis.
+	if d, ok := f.Primary.(interface{ FinishQueued() bool }); ok && d.FinishQueued() {
+		return f.Primary.Finish(ctx, k, token, committed, t)
+	}
 	// Nothing to fall back to: an unwritten mark costs a later redelivery
 	// a database lookup, an unreleased lock expires with its TTL.
 	return redisOnly(ctx, f.Breaker, "finish", func() error { return f.Primary.Finish(ctx, k, token, committed, t) })

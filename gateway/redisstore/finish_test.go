@@ -109,3 +109,35 @@ func TestCloseSendsQueuedFinishes(t *testing.T) {
 		}
 	}
 }
+
+// TestQueuedFinishGoesWhileTheBreakerIsOpen: the breaker opened (for a
+// reason of this instance's, Redis itself is fine) while a notification
+// held its lock in Redis; the queued Finish still releases the lock and
+// marks the notification done, and does not close the breaker.
+func TestQueuedFinishGoesWhileTheBreakerIsOpen(t *testing.T) {
+	s, cfg := laterStore(t, 2*time.Millisecond)
+	b := &gateway.Breaker{Cooldown: time.Minute}
+	g := gateway.FallbackGate{Primary: s, Secondary: gateway.NewMemoryGate(10, gateway.NewMemoryLocker()), Breaker: b}
+	k := gateway.GateKeys{Nonce: "n-open", NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
+	a, err := g.Admit(context.Background(), k, ttls)
+	if err != nil || a.Token == "" {
+		t.Fatalf("admit: %+v %v", a, err)
+	}
+	b.Fail(context.Background())
+	if err := g.Finish(context.Background(), k, a.Token, true, ttls); err != nil {
+		t.Fatal(err)
+	}
+	direct := redisstore.NewClient(cfg)
+	t.Cleanup(func() { direct.Close() })
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		locked, _ := direct.Exists(context.Background(), cfg.Prefix+"lock:"+k.Lock).Result()
+		done, _ := direct.Exists(context.Background(), cfg.Prefix+"done:"+k.NotifyID).Result()
+		if locked == 0 && done == 1 {
+			if !b.Open() {
+				t.Fatal("the queued Finish closed the breaker")
+			}
+			return
+		}
+	}
+	t.Fatal("with the breaker open the lock stayed held and the notification unmarked")
+}

@@ -202,6 +202,10 @@ func (s *Store) Admit(ctx context.Context, k gateway.GateKeys, t gateway.GateTTL
 	return gateway.Admission{}, nil
 }
 
+// FinishQueued reports whether Finish is queued for the next round trip
+// (Config.FinishDelay) rather than awaited.
+func (s *Store) FinishQueued() bool { return s.later }
+
 // Finish implements gateway.Gate in one round trip, or, with
 // Config.FinishDelay, queued for the next one: it then returns at once and
 // a failure is only logged (an unwritten mark costs a later redelivery a
