@@ -194,16 +194,26 @@ func cutPrefix(s, prefix string) (string, bool) {
 // lockWith takes an advisory lock, waiting up to wait for a holder to
 // finish. It never fails the caller: if Redis is down or the wait runs
 // out, the database's keys and row locks still make the write safe.
+// Between tries it waits 5 ms, doubling up to 50 ms, so that a storm of
+// redeliveries waiting on one holder does not flood Redis (each try of a
+// held lock is two round trips).
 func lockWith(ctx context.Context, l Locker, key string, ttl, wait time.Duration) func() {
 	deadline := time.Now().Add(wait)
+	pause := lockRetryFirst
 	for {
 		token, ok, err := l.TryLock(ctx, key, ttl)
 		if ok && err == nil { // taken, even if the wait ran out meanwhile: give it back
 			return func() { _ = l.Unlock(context.WithoutCancel(ctx), key, token) }
 		}
-		if err != nil || time.Now().After(deadline) || ctx.Err() != nil {
+		if err != nil || time.Now().After(deadline) || !sleepCtx(ctx, min(pause, time.Until(deadline)+time.Millisecond)) {
 			return func() {}
 		}
-		time.Sleep(5 * time.Millisecond)
+		pause = min(2*pause, lockRetryMax)
 	}
 }
+
+// The waits between tries of a held lock.
+const (
+	lockRetryFirst = 5 * time.Millisecond
+	lockRetryMax   = 50 * time.Millisecond
+)

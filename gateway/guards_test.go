@@ -32,3 +32,28 @@ func TestLockTakenLateIsGivenBack(t *testing.T) {
 		t.Fatalf("unlocked %v, want [k/token-k]", l.unlocked)
 	}
 }
+
+// heldLocker is a lock someone else holds: it counts the tries.
+type heldLocker struct{ tries int }
+
+func (l *heldLocker) TryLock(context.Context, string, time.Duration) (string, bool, error) {
+	l.tries++
+	return "", false, nil
+}
+
+func (l *heldLocker) Unlock(context.Context, string, string) error { return nil }
+
+// TestWaitingOnAHeldLockBacksOff: a delivery waiting 500 ms on a lock
+// another holds tries it about a dozen times (5, 10, 20, 40, then every
+// 50 ms), not every 5 ms (100 tries, 200 Redis round trips).
+func TestWaitingOnAHeldLockBacksOff(t *testing.T) {
+	l := &heldLocker{}
+	start := time.Now()
+	lockWith(context.Background(), l, "k", time.Minute, 500*time.Millisecond)()
+	if waited := time.Since(start); waited < 500*time.Millisecond {
+		t.Fatalf("gave up after %v, want the whole 500 ms wait", waited)
+	}
+	if l.tries > 16 {
+		t.Fatalf("%d tries in 500 ms, want at most 16", l.tries)
+	}
+}

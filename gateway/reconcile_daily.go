@@ -202,6 +202,7 @@ func nextRun(t time.Time, at time.Duration) time.Time {
 	return run.UTC()
 }
 
+// sleepCtx waits d unless ctx ends first; it reports whether it waited.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
