@@ -299,6 +299,7 @@ func servePprof(addr string) func() {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		slog.Warn("pprof server", "addr", addr, "err", err)
