@@ -113,10 +113,10 @@ func (s *RefundService) RunJanitor(ctx context.Context, cfg JanitorConfig) {
 // while WeChat Pay is slow the refunds this sweep has not reached stay
 // free for other instances' janitors.
 func (s *RefundService) Sweep(ctx context.Context, batch int) int {
-	n := 0
+	n, began := 0, s.store.Now()
 	for ; n < batch && ctx.Err() == nil; n++ {
 		qctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		claimed, err := s.store.ClaimStuckRefunds(qctx, 1, 2*s.cfg.CallTimeout)
+		claimed, err := s.store.ClaimStuckRefunds(qctx, began, 1, 2*s.cfg.CallTimeout)
 		cancel()
 		if err != nil {
 			slog.ErrorContext(ctx, "janitor: claim refunds", "err", err)

@@ -258,11 +258,11 @@ func TestClaimStuckRefunds(t *testing.T) {
 		if _, err := s.CreateRefund(ctx, refundReq("r6", "rf-fresh", 10)); err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.ClaimStuckRefunds(ctx, 10, time.Minute)
+		got, err := s.ClaimStuckRefunds(ctx, s.Now(), 10, time.Minute)
 		if err != nil || len(got) != 1 || got[0].OutRefundNo != "rf-stuck" {
 			t.Fatalf("claimed %+v, err %v; want rf-stuck", got, err)
 		}
-		if again, _ := s.ClaimStuckRefunds(ctx, 10, time.Minute); len(again) != 0 {
+		if again, _ := s.ClaimStuckRefunds(ctx, s.Now(), 10, time.Minute); len(again) != 0 {
 			t.Fatalf("claimed twice: %+v", again)
 		}
 	})
@@ -280,12 +280,12 @@ func TestRefundAttemptNeedsTheVersionClaimed(t *testing.T) {
 		if _, err := s.CreateRefund(ctx, req); err != nil {
 			t.Fatal(err)
 		}
-		first, err := s.ClaimStuckRefunds(ctx, 10, time.Minute)
+		first, err := s.ClaimStuckRefunds(ctx, s.Now(), 10, time.Minute)
 		if err != nil || len(first) != 1 {
 			t.Fatalf("first claim %+v, %v", first, err)
 		}
 		later := s.WithClock(func() time.Time { return time.Now().Add(2 * time.Minute) })
-		second, err := later.ClaimStuckRefunds(ctx, 10, time.Minute)
+		second, err := later.ClaimStuckRefunds(ctx, later.Now(), 10, time.Minute)
 		if err != nil || len(second) != 1 || second[0].Version == first[0].Version {
 			t.Fatalf("second claim after the lease %+v, %v", second, err)
 		}

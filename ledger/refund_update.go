@@ -315,16 +315,22 @@ func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, vers
 const claimSpare = 4
 
 // ClaimStuckRefunds claims up to limit refunds left CREATED, PROCESSING,
-// UNKNOWN or ABNORMAL whose next_check_at has passed, by pushing next_check_at lease
-// into the future with a conditional UPDATE: of several gateway instances
-// only one wins each row. It reads a few more than limit, so that a row
-// another instance claimed first does not leave it empty-handed.
-func (s *Store) ClaimStuckRefunds(ctx context.Context, limit int, lease time.Duration) ([]Refund, error) {
+// UNKNOWN or ABNORMAL whose next_check_at is at or before dueBy (at most
+// now), by pushing next_check_at lease into the future with a conditional
+// UPDATE: of several gateway instances only one wins each row. It reads a
+// few more than limit, so that a row another instance claimed first does
+// not leave it empty-handed. A janitor sweep passes the time it began, so
+// a refund it checked and set to be checked again soon is not claimed
+// twice in one sweep.
+func (s *Store) ClaimStuckRefunds(ctx context.Context, dueBy time.Time, limit int, lease time.Duration) ([]Refund, error) {
 	now := s.now()
+	if dueBy.After(now) {
+		dueBy = now
+	}
 	var rows []refundRow
 	err := s.db.WithContext(ctx).
 		Where("state IN ? AND next_check_at <= ?", []string{string(RefundCreated), string(RefundProcessing),
-			string(RefundUnknown), string(RefundAbnormal)}, now).
+			string(RefundUnknown), string(RefundAbnormal)}, dueBy).
 		Order("next_check_at").Limit(limit + claimSpare).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("find stuck refunds: %w", err)
