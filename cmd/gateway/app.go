@@ -221,9 +221,6 @@ func (m *Main) listen() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", m.Config.HTTP.Addr, err)
 	}
-	// Bounded like every other resource: a flood of connections waits in
-	// the accept queue instead of taking memory and file descriptors.
-	ln = netutil.LimitListener(ln, m.Config.HTTP.MaxConnections)
 	m.listener = ln
 	m.closers = append(m.closers, func() error { _ = ln.Close(); return nil })
 	if addr := m.Config.HTTP.MetricsAddr; addr != "" {
@@ -269,7 +266,10 @@ func (m *Main) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); job(jobCtx) }()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- m.server.Serve(m.listener) }()
+	// Bounded like every other resource: a flood of connections waits in
+	// the accept queue instead of taking memory and file descriptors.
+	ln := netutil.LimitListener(m.listener, h.MaxConnections)
+	go func() { errc <- m.server.Serve(ln) }()
 	if h.PprofAddr != "" {
 		stopPprof := servePprof(h.PprofAddr)
 		defer stopPprof()

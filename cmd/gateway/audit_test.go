@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,22 +106,42 @@ func TestCSVExportsAreCapped(t *testing.T) {
 	})
 }
 
-// heldExport starts a SQLite gateway configured by set, with 50,000
+// heldExport starts a SQLite gateway configured by set, with 2,000
 // payments, and holds one CSV export of them open (see holdExport).
 func heldExport(t *testing.T, set func(*Config)) (*Main, net.Conn) {
 	t.Helper()
 	cfg := testConfig(t, backends[0])
 	set(&cfg)
-	m := startGateway(t, cfg)
-	seedPayments(t, m, "ex", 50000)
+	m := startGatewayWith(t, cfg, func(m *Main) { m.listener = smallBuffers{m.listener} })
+	seedPayments(t, m, "ex", 2000)
 	return m, holdExport(t, m)
 }
 
+// smallBuffers sets small socket buffers on the gateway's connections, so
+// that an export a client does not read blocks after some kilobytes, not
+// the megabytes the kernel's autotuning would otherwise take (seeding
+// enough rows for that cost SQLite under -race a minute and a half).
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(8 << 10)
+	}
+	return c, err
+}
+
 // holdExport starts a CSV export of every payment and reads no further
-// than its status line, so the export blocks on a full socket.
+// than its status line, so the export blocks on a full socket (the
+// client's receive buffer is set small before it connects).
 func holdExport(t *testing.T, m *Main) net.Conn {
 	t.Helper()
-	conn, err := net.Dial("tcp", m.Addr())
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return cmp.Or(err, serr)
+	}}
+	conn, err := d.Dial("tcp", m.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,9 +90,19 @@ func testConfig(t testing.TB, b backend) Config {
 // startGateway runs a gateway until the test ends.
 func startGateway(t testing.TB, cfg Config) *Main {
 	t.Helper()
+	return startGatewayWith(t, cfg, nil)
+}
+
+// startGatewayWith is startGateway with before run on the new Main before
+// it starts serving (e.g. to wrap its listener).
+func startGatewayWith(t testing.TB, cfg Config, before func(*Main)) *Main {
+	t.Helper()
 	m, err := NewMain(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start gateway: %v", err)
+	}
+	if before != nil {
+		before(m)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
