@@ -41,24 +41,34 @@ func requestContext() gin.HandlerFunc {
 // never headers or bodies (they carry keys, signatures and ciphertext).
 func AccessLog() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		start := time.Now()
+		start, finished := time.Now(), false
+		defer func() { logRequest(c, start, finished) }() // an aborted request is logged too
 		c.Next()
-		status := c.Writer.Status()
-		level := slog.LevelInfo
-		if status >= 500 {
-			level = slog.LevelWarn
-		}
-		attrs := []any{"method", c.Request.Method, "route", c.FullPath(), "path", truncateLog(c.Request.URL.Path, 128),
-			"status", status, "duration_ms", float64(time.Since(start).Microseconds()) / 1000,
-			"bytes", c.Writer.Size()}
-		if code := c.GetString(errorCodeKey); code != "" {
-			attrs = append(attrs, "code", code)
-		}
-		if p := CurrentPrincipal(c); p.Name != "" {
-			attrs = append(attrs, "caller", p.Name)
-		}
-		slog.Log(c.Request.Context(), level, "http request", attrs...)
+		finished = true
 	}
+}
+
+// logRequest writes the access line of a request; finished is false when
+// it was cut off by a panic (e.g. an export aborted midway).
+func logRequest(c *gin.Context, start time.Time, finished bool) {
+	status := c.Writer.Status()
+	level := slog.LevelInfo
+	if status >= 500 || !finished {
+		level = slog.LevelWarn
+	}
+	attrs := []any{"method", methodLabel(c.Request.Method), "route", c.FullPath(), "path", truncateLog(c.Request.URL.Path, 128),
+		"status", status, "duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+		"bytes", c.Writer.Size()}
+	if !finished {
+		attrs = append(attrs, "aborted", true)
+	}
+	if code := c.GetString(errorCodeKey); code != "" {
+		attrs = append(attrs, "code", code)
+	}
+	if p := CurrentPrincipal(c); p.Name != "" {
+		attrs = append(attrs, "caller", p.Name)
+	}
+	slog.Log(c.Request.Context(), level, "http request", attrs...)
 }
 
 // truncateLog cuts s to n bytes on a character boundary, marking the cut.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -79,12 +81,67 @@ func TestPanicAnswers500JSONAndIsLogged(t *testing.T) {
 		t.Fatalf("status=%d body=%s, want 500 EINTERNAL", w.Code, w.Body)
 	}
 	panics := logLines(t, logs.String(), "panic")
-	if len(panics) != 1 || panics[0]["request_id"] != "req-panic-1" || panics[0]["panic"] != "kaboom" {
-		t.Fatalf("panic log lines = %v, want one with the request id", panics)
+	if len(panics) != 1 || panics[0]["request_id"] != "req-panic-1" || panics[0]["panic"] != "kaboom" ||
+		!strings.Contains(fmt.Sprint(panics[0]["stack"]), "logging_test.go") {
+		t.Fatalf("panic log lines = %v, want one with the request id and the stack", panics)
 	}
 	access := logLines(t, logs.String(), "http request")
-	if len(access) != 1 || access[0]["status"] != float64(500) || access[0]["route"] != "/boom" {
-		t.Fatalf("access log = %v, want one 500 line for /boom", access)
+	if len(access) != 1 || access[0]["status"] != float64(500) || access[0]["route"] != "/boom" || access[0]["code"] != CodeInternal {
+		t.Fatalf("access log = %v, want one 500 EINTERNAL line for /boom", access)
+	}
+}
+
+// TestPanicMidAnswerCutsTheConnection: a handler that panics after part
+// of its answer went out (an export failing midway) cannot be answered
+// 500; the connection is cut, so the client sees a broken answer, not a
+// 200 that looks whole, and the request is still counted and logged, as
+// "aborted". An export the handler itself aborts (http.ErrAbortHandler)
+// is counted and logged the same way.
+func TestPanicMidAnswerCutsTheConnection(t *testing.T) {
+	logs := captureLogs(t)
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.GET("/half", func(c *gin.Context) {
+			c.String(http.StatusOK, "a,b\n1,2\n")
+			c.Writer.Flush()
+			panic("kaboom")
+		})
+		r.GET("/abort", func(c *gin.Context) {
+			c.String(http.StatusOK, "a,b\n")
+			c.Writer.Flush()
+			panic(http.ErrAbortHandler)
+		})
+	})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	for _, path := range []string{"/half", "/abort"} {
+		resp, err := http.Get(srv.URL + path)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil {
+			t.Fatalf("%s: the answer came whole after a panic midway", path)
+		}
+	}
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`gateway_http_requests_total{code="aborted",method="GET",route="/half"} 1`,
+		`gateway_http_requests_total{code="aborted",method="GET",route="/abort"} 1`} {
+		if !strings.Contains(w.Body.String(), want) {
+			t.Fatalf("metrics lack %s:\n%s", want, w.Body)
+		}
+	}
+	cut := 0
+	for _, line := range logLines(t, logs.String(), "http request") {
+		if line["route"] == "/half" || line["route"] == "/abort" {
+			if line["aborted"] != true {
+				t.Fatalf("access line of a cut-off request lacks aborted: %v", line)
+			}
+			cut++
+		}
+	}
+	if cut != 2 {
+		t.Fatalf("%d access lines of the cut-off requests, want 2", cut)
 	}
 }
 
@@ -123,11 +180,15 @@ func TestMetricsCountRoutesByTemplate(t *testing.T) {
 	for _, p := range []string{"/items/1", "/items/2", "/nowhere"} {
 		r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
 	}
+	for i := range 3 { // made-up methods: one series, not one each
+		r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(fmt.Sprintf("FOO%d", i), "/items/1", nil))
+	}
 	w := httptest.NewRecorder()
 	r.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
 	for _, want := range []string{
 		`gateway_http_requests_total{code="200",method="GET",route="/items/:id"} 2`,
 		`gateway_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`gateway_http_requests_total{code="404",method="OTHER",route="unmatched"} 3`,
 	} {
 		if !strings.Contains(w.Body.String(), want) {
 			t.Fatalf("metrics lack %s:\n%s", want, w.Body)

@@ -93,18 +93,39 @@ func (m *Metrics) Middleware() gin.HandlerFunc {
 		return func(c *gin.Context) { c.Next() }
 	}
 	return func(c *gin.Context) {
-		start := time.Now()
+		start, finished := time.Now(), false
+		// Deferred, so a request cut off by a panic (an export aborted
+		// midway) is counted too, with code "aborted".
+		defer func() {
+			route := c.FullPath()
+			if route == "" {
+				route = "unmatched" // never the raw path: it would make unbounded series
+			}
+			code, method := "aborted", methodLabel(c.Request.Method)
+			if finished {
+				code = strconv.Itoa(c.Writer.Status())
+			}
+			m.Requests.WithLabelValues(route, method, code).Inc()
+			m.Latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+			if c.GetBool(rateLimitedKey) {
+				m.RateLimited.WithLabelValues(route).Inc()
+			}
+		}()
 		c.Next()
-		route := c.FullPath()
-		if route == "" {
-			route = "unmatched" // never the raw path: it would make unbounded series
-		}
-		m.Requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
-		m.Latency.WithLabelValues(route, c.Request.Method).Observe(time.Since(start).Seconds())
-		if c.GetBool(rateLimitedKey) {
-			m.RateLimited.WithLabelValues(route).Inc()
-		}
+		finished = true
 	}
+}
+
+// methodLabel is the request method as a metric label or log field: the
+// standard ones as they are, anything else "OTHER" (Go's server takes any
+// token as a method, and each would be a new series).
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
 }
 
 // Notification counts the outcome of each notification on the routes it
@@ -115,20 +136,26 @@ func (m *Metrics) Notification(kind string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx, dup := withDuplicateMark(c.Request.Context())
 		c.Request = c.Request.WithContext(ctx)
+		finished := false
+		defer func() { // a panicking notification is counted as EINTERNAL
+			if m == nil {
+				return
+			}
+			outcome := "success"
+			switch code := c.GetString(errorCodeKey); {
+			case !finished:
+				outcome = CodeInternal
+			case code != "":
+				outcome = code
+			case c.Writer.Status() >= 300:
+				outcome = "status_" + strconv.Itoa(c.Writer.Status())
+			case dup.Load():
+				outcome = "duplicate"
+			}
+			m.Notifications.WithLabelValues(kind, outcome).Inc()
+		}()
 		c.Next()
-		if m == nil {
-			return
-		}
-		outcome := "success"
-		switch code := c.GetString(errorCodeKey); {
-		case code != "":
-			outcome = code
-		case c.Writer.Status() >= 300:
-			outcome = "status_" + strconv.Itoa(c.Writer.Status())
-		case dup.Load():
-			outcome = "duplicate"
-		}
-		m.Notifications.WithLabelValues(kind, outcome).Inc()
+		finished = true
 	}
 }
 

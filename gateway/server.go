@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -182,18 +183,27 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// recovery turns a panic into a logged 500 JSON answer.
+// recovery turns a panic into a logged 500 JSON answer. A panic after
+// the answer began (part of a CSV export written) cannot change its
+// status: the connection is cut instead (http.ErrAbortHandler), so the
+// client sees a broken answer, not a 200 that looks whole.
 func recovery() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				slog.ErrorContext(c.Request.Context(), "panic", "panic", v, "path", c.FullPath(),
-					"request_id", c.GetString(requestIDKey))
-				c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"code": CodeInternal, "message": "internal error"})
+			v := recover()
+			if v == nil {
+				return
 			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			c.Set(errorCodeKey, CodeInternal)
+			slog.ErrorContext(c.Request.Context(), "panic", "panic", v, "path", c.FullPath(),
+				"request_id", c.GetString(requestIDKey), "stack", string(debug.Stack()))
+			if c.Writer.Written() {
+				panic(http.ErrAbortHandler)
+			}
+			c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"code": CodeInternal, "message": "internal error"})
 		}()
 		c.Next()
 	}
