@@ -28,8 +28,8 @@ func RefundNotifyRoute(r *gin.Engine, d *Deps) {
 
 func createRefund(c *gin.Context, d *Deps, svc *RefundService) {
 	key := c.GetHeader("Idempotency-Key")
-	if key == "" || len(key) > 128 {
-		writeError(c, &Error{Code: CodeInvalid, Message: "Idempotency-Key header (1-128 characters) is required"})
+	if !validIdempotencyKey(key) {
+		writeError(c, &Error{Code: CodeInvalid, Message: "Idempotency-Key header (1-128 printable ASCII characters) is required"})
 		return
 	}
 	var p RefundParams
@@ -139,4 +139,19 @@ func (s *RefundService) Sweep(ctx context.Context, batch int) int {
 		slog.ErrorContext(ctx, "janitor: prune idempotency keys", "err", err)
 	}
 	return n
+}
+
+// validIdempotencyKey: 1-128 printable ASCII characters. Other bytes
+// (not UTF-8) could not be stored, and the client would be told to retry
+// a request that can never succeed.
+func validIdempotencyKey(k string) bool {
+	if k == "" || len(k) > 128 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }

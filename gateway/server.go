@@ -6,10 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -53,7 +55,7 @@ func NewRouter(d Deps) *gin.Engine {
 	// Only the header proxies append to: X-Real-IP is often passed through
 	// from the client untouched.
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery())
+	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), wellFormedQuery())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	d.readiness = &readiness{}
@@ -206,6 +208,27 @@ func recovery() gin.HandlerFunc {
 			c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"code": CodeInternal, "message": "internal error"})
 		}()
 		c.Next()
+	}
+}
+
+// wellFormedQuery refuses a query string Go would read only in part (a
+// bad escape or a ";" drops the pair silently, so a list would answer
+// without its filter) or whose text is not UTF-8.
+func wellFormedQuery() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		raw := c.Request.URL.RawQuery
+		if raw == "" {
+			return
+		}
+		q, err := url.ParseQuery(raw)
+		for k, vs := range q {
+			if !utf8.ValidString(k) || !utf8.ValidString(strings.Join(vs, "")) {
+				err = errors.New("not UTF-8")
+			}
+		}
+		if err != nil {
+			writeError(c, &Error{Code: CodeInvalid, Message: "malformed query string", Err: err})
+		}
 	}
 }
 

@@ -474,3 +474,27 @@ func TestAdminCommandsNeedANamedDatabase(t *testing.T) {
 		t.Fatalf("apikey list with GATEWAY_DATABASE_DSN: %v", err)
 	}
 }
+
+// TestMalformedQueriesAreRefused: a query string Go would read only in
+// part (a bad escape, a ";") or whose text is not UTF-8 is refused 400;
+// before, the pair was dropped silently and the list answered with every
+// payer's payments, as if unfiltered.
+func TestMalformedQueriesAreRefused(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			seedPayments(t, m, "mq", 5)
+			for _, q := range []string{"payer_openid=o%zz", "payer_openid=openid-other;", "payer_openid=%ff", "state=\xff",
+				"payer_openid=openid-other&format=csv;"} {
+				status, body, _ := getRaw(t, m.URL()+"/v1/ledger/payments?"+q, financeKey, "")
+				if status != 400 || !bytes.Contains(body, []byte(`"EINVALID"`)) {
+					t.Fatalf("?%s: %d %s, want 400 EINVALID", q, status, body)
+				}
+			}
+			if status, body, _ := getRaw(t, m.URL()+"/v1/ledger/payments?payer_openid=openid-other", financeKey, ""); status != 200 ||
+				bytes.Contains(body, []byte("openid-mq")) {
+				t.Fatalf("a well-formed filter: %d %s", status, body)
+			}
+		})
+	}
+}

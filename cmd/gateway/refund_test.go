@@ -405,3 +405,25 @@ func pastSafetyBuffer(t *testing.T, m *Main, outRefundNo string) {
 		t.Fatal(err)
 	}
 }
+
+// TestIdempotencyKeysArePrintableASCII: a key with bytes outside printable
+// ASCII is refused 400 and stores nothing; before, MySQL refused to store
+// it and the client was told 503, "try again", forever.
+func TestIdempotencyKeysArePrintableASCII(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startRefundEnv(t, b, nil)
+			no := e.pay(t, "o-ascii", 100)
+			tok := token(t, "o-ascii")
+			for _, key := range []string{"k\xff\xfe", "k with space", "é-key"} {
+				if a := e.refund(t, tok, key, refundBody(no, 10)); a.status != 400 || !bytes.Contains(a.body, []byte("EINVALID")) {
+					t.Fatalf("key %q: %d %s, want 400 EINVALID", key, a.status, a.body)
+				}
+			}
+			var keys int64
+			if err := e.m.Store.DB().Table("idempotency_keys").Count(&keys).Error; err != nil || keys != 0 {
+				t.Fatalf("%d idempotency keys stored (%v), want none", keys, err)
+			}
+		})
+	}
+}
