@@ -37,8 +37,8 @@ func (o orderRequest) validate(now time.Time) error {
 		return &Error{Code: CodeInvalid, Message: "amount_total must be a positive number of fen"}
 	case len(o.PayerOpenID) > 128:
 		return &Error{Code: CodeInvalid, Message: "payer_openid too long"}
-	case o.ExpireAt.IsZero() || !o.ExpireAt.After(now):
-		return &Error{Code: CodeInvalid, Message: "expire_at must be an RFC 3339 time in the future"}
+	case o.ExpireAt.IsZero() || !o.ExpireAt.After(now) || !o.ExpireAt.Before(latest):
+		return &Error{Code: CodeInvalid, Message: "expire_at must be an RFC 3339 time in the future, before 2100"}
 	}
 	return nil
 }

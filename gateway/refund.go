@@ -406,16 +406,25 @@ func (s *RefundService) apply(ctx context.Context, r *ledger.Refund, u ledger.Re
 // WeChat Pay refused it.
 func answerFor(r *ledger.Refund) *Answer {
 	status := http.StatusCreated
-	var v any = r
+	var v any = userView(r)
 	switch r.State {
 	case ledger.RefundCreated, ledger.RefundUnknown:
 		status = http.StatusAccepted
 	case ledger.RefundFailed:
 		status = http.StatusUnprocessableEntity
-		v = map[string]any{"code": CodeUnprocessable, "message": "WeChat Pay refused the refund", "refund": r}
+		v = map[string]any{"code": CodeUnprocessable, "message": "WeChat Pay refused the refund", "refund": userView(r)}
 	}
 	b, _ := json.Marshal(v) // cannot fail
 	return &Answer{Status: status, Body: b}
+}
+
+// userView is a refund as its user sees it: without the last error of
+// the gateway's calls to WeChat Pay (transport errors name hosts and
+// proxies; finance sees it in the ledger API).
+func userView(r *ledger.Refund) *ledger.Refund {
+	v := *r
+	v.LastError = ""
+	return &v
 }
 
 // Get returns a refund to its requester; other users get EFORBIDDEN.

@@ -63,7 +63,7 @@ func getRefund(c *gin.Context, svc *RefundService) {
 		writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, r)
+	c.JSON(http.StatusOK, userView(r))
 }
 
 // refundNotify answers 204 only after the ledger committed.

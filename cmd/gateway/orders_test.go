@@ -62,6 +62,8 @@ func TestOrderAPIAuthAndValidation(t *testing.T) {
 		{"negative amount", serviceKey, order(no, -5), 400, "EINVALID"},
 		{"bad out_trade_no", serviceKey, order("x'; DROP TABLE payments;--", 100), 400, "EINVALID"},
 		{"past expiry", serviceKey, map[string]any{"out_trade_no": no, "amount_total": 1, "expire_at": "2001-01-01T00:00:00Z"}, 400, "EINVALID"},
+		{"expiry past year 9999 in UTC", serviceKey, map[string]any{"out_trade_no": no, "amount_total": 1,
+			"expire_at": "9999-12-31T23:59:59-10:00"}, 400, "EINVALID"},
 		{"unknown field", serviceKey, map[string]any{"out_trade_no": no, "amount": 1}, 400, "EINVALID"},
 		{"created", serviceKey, order(no, 100), 201, ""},
 		{"same again", serviceKey, order(no, 100), 200, ""},

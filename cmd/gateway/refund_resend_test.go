@@ -444,3 +444,29 @@ func TestJanitorFinishesTheCheckUnderWayAtShutdown(t *testing.T) {
 		checkRefund(t, s, no, ledger.RefundSuccess, 1, 30)
 	})
 }
+
+// TestUsersAreNotShownCallErrors: the refund answer a user gets (and
+// GET /v1/refunds/{no}) carries no last_error: a transport error names
+// the hosts and proxies the gateway reaches WeChat Pay through. Finance
+// still sees it in the ledger.
+func TestUsersAreNotShownCallErrors(t *testing.T) {
+	inconclusive := func(string) (*gateway.WxRefund, error) { return nil, gateway.ErrOutcomeUnknown }
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		no := fmt.Sprintf("lasterr-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){timedOut},
+			queries: []func(string) (*gateway.WxRefund, error){inconclusive}}
+		svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
+		a, err := svc.Create(context.Background(), "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30})
+		if err != nil || a.Status != 202 {
+			t.Fatalf("answer: %+v, %v; want 202", a, err)
+		}
+		refunds, _ := s.Refunds(context.Background(), no)
+		if len(refunds) != 1 || !strings.Contains(refunds[0].LastError, "i/o timeout") {
+			t.Fatalf("ledger refunds = %+v, want the call error kept", refunds)
+		}
+		if strings.Contains(string(a.Body), "i/o timeout") || strings.Contains(string(a.Body), "last_error") {
+			t.Fatalf("the user's answer shows the call error: %s", a.Body)
+		}
+	})
+}
