@@ -27,21 +27,24 @@ type Evidence struct {
 	Accepted       map[string]string // notify id → out_trade_no answered 2xx
 	Uncommitted    []string          // orders answered 2xx whose notification was not in the ledger right after
 	ForgedOrders   []string
-	ForgedAccepted int    // forged deliveries answered 2xx
-	Storm          *storm // the refund storm's requests and answers
-	JobsPending    int    // outbox jobs not DONE after the drain wait
-	JobsTotal      int    // outbox jobs written
-	JobsStates     string // outbox jobs by state, for the report
-	RefundsPending int    // ledger refunds still CREATED, PROCESSING or UNKNOWN after the drain wait
-	DrainErr       error
-	Ctx            context.Context
+	ForgedAccepted int // forged deliveries answered 2xx
+	// ForgedWrongReason: forged deliveries refused, but not by the
+	// signature check (the run then proves nothing about it)
+	ForgedWrongReason []string
+	Storm             *storm // the refund storm's requests and answers
+	JobsPending       int    // outbox jobs not DONE after the drain wait
+	JobsTotal         int    // outbox jobs written
+	JobsStates        string // outbox jobs by state, for the report
+	RefundsPending    int    // ledger refunds still CREATED, PROCESSING or UNKNOWN after the drain wait
+	DrainErr          error
+	Ctx               context.Context
 }
 
 // Check runs every invariant. An error means the checker itself could not
 // read the ledger.
 func Check(ev *Evidence) ([]Invariant, error) {
 	checks := []func(*Evidence) (Invariant, error){acceptedButLost, doubleRefunds, doubleConfirmations,
-		stockEffects, overRefunded, forgedAccepted, jobsNotDrained, refundsNotSettled, idleFeatures}
+		stockEffects, overRefunded, ledgerAgreesWithWechat, forgedAccepted, jobsNotDrained, refundsNotSettled, idleFeatures}
 	var out []Invariant
 	for _, c := range checks {
 		inv, err := c(ev)
@@ -270,10 +273,91 @@ func overRefunded(ev *Evidence) (Invariant, error) {
 	return inv, rows.Err()
 }
 
+// ledgerAgreesWithWechat: the ledger says what WeChat Pay did, compared
+// with the simulator's own records, not with the gateway's claims. Every
+// refund WeChat executed has the ledger's amount and, once settled, the
+// same final state; a refund the ledger holds SUCCESS was paid; every
+// order WeChat has paid is paid in the ledger with its transaction and
+// amount, and its refunded total is what WeChat refunded (refunds not
+// CLOSED). A refund the gateway gave up on (FAILED, CLOSED) that WeChat
+// paid after all shows here; the other invariants read the ledger alone.
+func ledgerAgreesWithWechat(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "ledger disagrees with WeChat Pay"}
+	refunds, err := ledgerRows(ev, "SELECT out_refund_no, state, '', amount, 0 FROM refunds")
+	if err != nil {
+		return inv, err
+	}
+	paidAtWechat := map[string]bool{}
+	for _, r := range ev.Sim.Refunds() {
+		paidAtWechat[r.OutRefundNo] = r.Status == wxpaysim.RefundSuccess
+		l, ok := refunds[r.OutRefundNo]
+		settled := r.Status != wxpaysim.RefundProcessing
+		switch {
+		case !ok: // counted under double refunds
+		case l.amount != r.Amount:
+			inv.add(fmt.Sprintf("refund %s: %d fen in the ledger, %d at wechat", r.OutRefundNo, l.amount, r.Amount))
+		case settled && l.state != r.Status:
+			inv.add(fmt.Sprintf("refund %s: %s in the ledger, %s at wechat", r.OutRefundNo, l.state, r.Status))
+		}
+	}
+	for no, l := range refunds {
+		if l.state == "SUCCESS" && !paidAtWechat[no] {
+			inv.add("refund " + no + " SUCCESS in the ledger, not paid by wechat")
+		}
+	}
+	payments, err := ledgerRows(ev, `SELECT out_trade_no, state, COALESCE(transaction_id, ''),
+		COALESCE(amount_total, 0), refunded_total FROM payments`)
+	if err != nil {
+		return inv, err
+	}
+	for _, o := range ev.Sim.Orders() {
+		p, ok := payments[o.OutTradeNo]
+		switch {
+		case o.TransactionID == "": // not paid at wechat
+		case !ok || p.state != "SUCCESS":
+			inv.add(fmt.Sprintf("%s paid at wechat, %q in the ledger", o.OutTradeNo, p.state))
+		case p.txid != o.TransactionID || p.amount != o.Amount:
+			inv.add(fmt.Sprintf("%s: ledger %s %d fen, wechat %s %d fen", o.OutTradeNo, p.txid, p.amount, o.TransactionID, o.Amount))
+		case p.refunded != o.Refunded:
+			inv.add(fmt.Sprintf("%s: %d fen refunded in the ledger, %d at wechat", o.OutTradeNo, p.refunded, o.Refunded))
+		}
+	}
+	return inv, nil
+}
+
+// ledgerRow is one payment or refund as the comparison with WeChat needs it.
+type ledgerRow struct {
+	state, txid      string
+	amount, refunded int64
+}
+
+// ledgerRows runs query (key, state, transaction id, amount, refunded)
+// and returns its rows by key.
+func ledgerRows(ev *Evidence, query string) (map[string]ledgerRow, error) {
+	rows, err := ev.DB.QueryContext(ev.Ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]ledgerRow{}
+	for rows.Next() {
+		var key string
+		var r ledgerRow
+		if err := rows.Scan(&key, &r.state, &r.txid, &r.amount, &r.refunded); err != nil {
+			return nil, err
+		}
+		out[key] = r
+	}
+	return out, rows.Err()
+}
+
 func forgedAccepted(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "forged notifications accepted"}
 	for range ev.ForgedAccepted {
 		inv.add("a forged delivery was answered 2xx")
+	}
+	for _, r := range ev.ForgedWrongReason {
+		inv.add("forged " + r + ", not ESIGNATURE")
 	}
 	for _, q := range []string{"SELECT out_trade_no FROM payments WHERE out_trade_no IN ",
 		"SELECT out_trade_no FROM notifications WHERE out_trade_no IN "} {
@@ -334,6 +418,9 @@ func idleFeatures(ev *Evidence) (Invariant, error) {
 	}
 	if ev.Inv.Stats().Posts == 0 {
 		inv.add("the inventory simulator got no calls")
+	}
+	if f := ev.Sim.FaultsInjected(); f["apply_then_timeout"] == 0 || f["5xx"] == 0 {
+		inv.add(fmt.Sprintf("WeChat Pay's refund API faults did not all happen: %v", f))
 	}
 	return inv, nil
 }

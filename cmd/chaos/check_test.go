@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -17,8 +18,10 @@ import (
 // accepted notification, a forged order in the ledger, refunds without an
 // idempotency key whose sum exceeds the paid amount, an order the
 // inventory confirmed twice, another it confirmed unpaid, successful
-// refunds never released, a job not drained and a refund not settled are
-// all counted; and an empty run is "checks without evidence".
+// refunds never released, a job not drained, a refund not settled, and
+// a ledger that disagrees with WeChat Pay (refunds it never paid, an
+// order it was paid for) are all counted; and an empty run, or one whose
+// WeChat Pay faults never happened, is "checks without evidence".
 func TestCheckFindsViolations(t *testing.T) {
 	s := ledgertest.OpenMySQL(t)
 	ctx := context.Background()
@@ -60,6 +63,10 @@ func TestCheckFindsViolations(t *testing.T) {
 	}
 	sim := wxpaysim.New(keys, wxpaysim.Options{})
 	defer sim.Close()
+	// W1 paid at WeChat Pay, never in the ledger.
+	if _, err := sim.Pay(ctx, "W1", 100, "o", true); err != nil {
+		t.Fatal(err)
+	}
 	ev := &Evidence{Ctx: ctx, DB: db, Sim: sim, Inv: inv,
 		Accepted: map[string]string{"n-lost": "C1"}, ForgedOrders: []string{"F1"}, Uncommitted: []string{"C2"}}
 	if err := pendingWork(ctx, db, ev); err != nil {
@@ -68,7 +75,8 @@ func TestCheckFindsViolations(t *testing.T) {
 	// F1's confirmation job was never run; RFX3 is UNKNOWN.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 2,
 		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 3,
-		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1})
+		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1,
+		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 1})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()
 	if err != nil {
@@ -78,9 +86,12 @@ func TestCheckFindsViolations(t *testing.T) {
 	if err := pendingWork(ctx, empty, idle); err != nil {
 		t.Fatal(err)
 	}
-	assertCounts(t, idle, map[string]int{"checks without evidence": 3})
+	assertCounts(t, idle, map[string]int{"checks without evidence": 4, "ledger disagrees with WeChat Pay": 1})
 	if n := (&Report{GaveUp: 2}).Violations(); n != 2 {
 		t.Errorf("a run that gave up 2 notifications has %d violations", n)
+	}
+	if n := (&Report{FaultErrors: []error{errors.New("Redis never came back")}}).Violations(); n != 1 {
+		t.Errorf("a run whose fault failed has %d violations, want 1", n)
 	}
 }
 

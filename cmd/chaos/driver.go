@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,7 +50,10 @@ type driver struct {
 	uncommitted    []string // answered 2xx, yet not in the ledger right after
 	forgedOrders   []string
 	forgedAccepted int
-	attempts       int
+	// forgedWrongReason lists forged deliveries refused for another reason
+	// than their signature.
+	forgedWrongReason []string
+	attempts          int
 }
 
 func newDriver(w *world, o Options) (*driver, error) {
@@ -169,7 +174,7 @@ func (d *driver) forge(ctx context.Context, o *order) {
 		if err != nil {
 			return
 		}
-		status, err := d.post(ctx, n)
+		status, reason, err := d.postReason(ctx, n)
 		if err == nil && status/100 == 2 {
 			d.mu.Lock()
 			d.forgedAccepted++
@@ -177,6 +182,11 @@ func (d *driver) forge(ctx context.Context, o *order) {
 			return
 		}
 		if err == nil && status/100 == 4 {
+			if reason != "ESIGNATURE" { // refused, but not by the signature check it is there to prove
+				d.mu.Lock()
+				d.forgedWrongReason = append(d.forgedWrongReason, o.no+" refused with "+strconv.Quote(reason))
+				d.mu.Unlock()
+			}
 			return
 		}
 		sleep(ctx, 200*time.Millisecond)
@@ -184,16 +194,30 @@ func (d *driver) forge(ctx context.Context, o *order) {
 }
 
 func (d *driver) post(ctx context.Context, n wxpaysim.Notification) (int, error) {
+	status, _, err := d.postReason(ctx, n)
+	return status, err
+}
+
+// postReason delivers n and returns the status and the gateway's reason
+// code of a refusal ({"code":"FAIL","reason":…}).
+func (d *driver) postReason(ctx context.Context, n wxpaysim.Notification) (int, string, error) {
 	d.mu.Lock()
 	d.attempts++
 	d.mu.Unlock()
 	resp, err := n.Post(ctx, d.client, d.url)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	resp.Body.Close()
-	return resp.StatusCode, nil
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return 0, "", err
+	}
+	var fail struct {
+		Reason string `json:"reason"`
+	}
+	_ = json.Unmarshal(b, &fail) // a 204 has no body
+	return resp.StatusCode, fail.Reason, nil
 }
 
 func (d *driver) accept(o *order, id string) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -22,6 +23,13 @@ type faultLog struct {
 	mu    sync.Mutex
 	lines []string
 	errs  []error
+}
+
+// snapshot returns the lines and errors so far.
+func (l *faultLog) snapshot() ([]string, []error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines...), append([]error(nil), l.errs...)
 }
 
 func (l *faultLog) add(line string, err error) {
@@ -66,10 +74,13 @@ func schedule(o Options, w *world, log *faultLog) []event {
 
 // runFaults fires the events as progress/total passes their marks.
 func runFaults(ctx context.Context, evs []event, progress *atomic.Int64, total int, log *faultLog, o Options) {
-	for _, ev := range evs {
+	for i, ev := range evs {
 		for float64(progress.Load())/float64(total) < ev.at {
 			select {
 			case <-ctx.Done():
+				for _, missed := range evs[i:] { // a fault that never fired proves nothing: it fails the run
+					log.add(missed.name+" at "+pct(missed.at)+": never fired", errors.New(missed.name+" never fired"))
+				}
 				return
 			case <-time.After(20 * time.Millisecond):
 			}

@@ -26,13 +26,15 @@ type Report struct {
 	JobsStates     string
 	RefundStates   string
 	InventoryStats string
+	WechatFaults   map[string]int // faults WeChat Pay's refund API injected, by kind
 	Invariants     []Invariant
 }
 
-// Violations is the sum of every invariant's count and the genuine
-// notifications given up (never accepted within the delivery deadline).
+// Violations is the sum of every invariant's count, the genuine
+// notifications given up (never accepted within the delivery deadline)
+// and the faults that failed or never fired.
 func (r *Report) Violations() int {
-	n := r.GaveUp
+	n := r.GaveUp + len(r.FaultErrors)
 	for _, inv := range r.Invariants {
 		n += inv.Count
 	}
@@ -74,19 +76,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	stopFaults()
 	wg.Wait()
 	rep := &Report{Deliveries: len(plan), Attempts: d.attempts, Accepted: len(d.accepted), GaveUp: len(d.gaveUp),
-		Forged: len(d.forgedOrders), Elapsed: time.Since(start), Faults: faults.lines, FaultErrors: faults.errs,
-		Storm: st.summary()}
+		Forged: len(d.forgedOrders), Elapsed: time.Since(start), Storm: st.summary()}
+	rep.Faults, rep.FaultErrors = faults.snapshot()
 	if err := w.heal(ctx); err != nil {
 		return rep, err
 	}
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
-		ForgedAccepted: d.forgedAccepted, Storm: st, Uncommitted: d.uncommitted}
+		ForgedAccepted: d.forgedAccepted, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted}
 	drain(ctx, w, o, ev)
 	rep.JobsTotal, rep.JobsStates = ev.JobsTotal, ev.JobsStates
 	rep.RefundStates = countBy(ctx, w, "SELECT state, COUNT(*) FROM refunds GROUP BY state ORDER BY state")
 	s := w.inv.Stats()
 	rep.InventoryStats = fmt.Sprintf("posts %d, confirmations %d, duplicates %d, faults %d", s.Posts, s.Confirmations,
 		s.Duplicates, s.Faults)
+	rep.WechatFaults = w.sim.FaultsInjected()
 	rep.Invariants, err = Check(ev)
 	return rep, err
 }

@@ -102,6 +102,7 @@ func (w *world) serve(ctx context.Context, o Options) ([2]string, error) {
 	w.sim = wxpaysim.New(w.id.Keys, wxpaysim.Options{RefundNotifyURL: w.gw.URL() + refundNotifyPath,
 		NotifyRetryDelays: refundNotifyRetries})
 	w.closers = append(w.closers, w.sim.Close)
+	w.sim.SetFaults(refundFaults)
 	w.inv = inventorysim.New()
 	f := inventorysim.Faults{ErrorRate: o.InventoryErrors, ApplyThenTimeoutRate: o.InventoryTimeout,
 		ApplyThenTimeoutDelay: inventoryStall}
@@ -127,6 +128,14 @@ func (w *world) serve(ctx context.Context, o Options) ([2]string, error) {
 }
 
 const refundNotifyPath = "/v1/wechatpay/notify/refund"
+
+// refundFaults: WeChat Pay's refund API (creates and queries) answers 5xx
+// without applying, drops the connection without applying, or applies and
+// then never answers, so refunds are made and settled through unknown
+// outcomes, not only clean answers. The hold outlasts the gateway's
+// WeChat Pay timeout (chaosEnv), so every hold is a real timeout.
+var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", Fail5xxRate: 0.1, DropRate: 0.05,
+	ApplyThenTimeoutRate: 0.15, HoldFor: 1500 * time.Millisecond}
 
 // refundNotifyRetries outlast a gateway restart, as WeChat's do.
 var refundNotifyRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second, 10 * time.Second}
@@ -159,6 +168,7 @@ func chaosEnv(base string) []string {
 		"GATEWAY_COMPENSATION_SAFETY_BUFFER=30s",
 		// A refund request killed with the gateway is taken over after
 		// IN_FLIGHT; the janitor settles refunds whose notification was lost.
+		"GATEWAY_WECHATPAY_TIMEOUT=1s", // a create and a query fit the call timeout
 		"GATEWAY_REFUNDS_CALL_TIMEOUT=3s",
 		"GATEWAY_REFUNDS_IN_FLIGHT=15s", // > call_timeout + http.api_timeout (10s)
 		"GATEWAY_REFUNDS_SAFETY_BUFFER=4s",

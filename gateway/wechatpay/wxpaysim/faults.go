@@ -99,6 +99,26 @@ func (s *Sim) takeFault(path string) fault {
 	case s.roll(f.ApplyThenTimeoutRate):
 		out.kind = faultApplyThenTimeout
 	}
+	if out.kind != faultNone {
+		if s.injected == nil {
+			s.injected = map[string]int{}
+		}
+		s.injected[faultNames[out.kind]]++
+	}
+	return out
+}
+
+var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", faultApplyThenTimeout: "apply_then_timeout"}
+
+// FaultsInjected counts the faults injected so far by kind ("5xx",
+// "drop", "apply_then_timeout"), so a run can show its faults happened.
+func (s *Sim) FaultsInjected() map[string]int {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	out := map[string]int{}
+	for k, n := range s.injected {
+		out[k] = n
+	}
 	return out
 }
 

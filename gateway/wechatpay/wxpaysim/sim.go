@@ -66,6 +66,7 @@ type Sim struct {
 
 	fmu        sync.Mutex
 	faults     Faults
+	injected   map[string]int // faults injected so far, by kind
 	rng        *rand.Rand
 	billFaults BillFaults
 
