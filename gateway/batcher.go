@@ -3,6 +3,9 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -98,11 +101,35 @@ func (b *batcher) run(all []*batchItem) {
 	for i, it := range items {
 		us[i] = it.u
 	}
-	errs, batched := b.store.ApplyTransactions(ctx, us)
+	errs, batched := b.applyAll(ctx, us)
 	if b.observe != nil {
 		b.observe(len(items), batched)
 	}
 	for i, it := range items {
 		it.done <- errs[i]
 	}
+}
+
+// applyAll is ApplyTransactions with a panic turned into an error for
+// every update of the batch: its callers are answered 503 and WeChat Pay
+// redelivers, while the process, its other requests and its jobs go on.
+// Uncaught, the panic would end the process, and the redelivery of the
+// same notification would end the next one.
+func (b *batcher) applyAll(ctx context.Context, us []ledger.TransactionUpdate) (errs []error, batched bool) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		ids := make([]string, len(us))
+		for i, u := range us {
+			ids[i] = u.Notice.NotifyID
+		}
+		slog.ErrorContext(ctx, "panic applying notifications", "panic", v, "notify_ids", ids, "stack", string(debug.Stack()))
+		errs, batched = make([]error, len(us)), false
+		for i := range errs {
+			errs[i] = fmt.Errorf("apply notification %s: panic: %v", ids[i], v)
+		}
+	}()
+	return b.store.ApplyTransactions(ctx, us)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 
@@ -39,11 +41,26 @@ func (s *Store) ApplyTransactions(ctx context.Context, us []TransactionUpdate) (
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			_, errs[i] = s.ApplyTransaction(ctx, u)
+			errs[i] = s.applyRecovering(ctx, u)
 		})
 	}
 	wg.Wait()
 	return errs, false
+}
+
+// applyRecovering is ApplyTransaction with a panic returned as an error:
+// it runs on a goroutine of its own, where a panic would end the process
+// (the caller recovers the others).
+func (s *Store) applyRecovering(ctx context.Context, u TransactionUpdate) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			slog.ErrorContext(ctx, "panic applying a notification", "notify_id", u.Notice.NotifyID, "panic", v,
+				"stack", string(debug.Stack()))
+			err = fmt.Errorf("apply notification %s: panic: %v", u.Notice.NotifyID, v)
+		}
+	}()
+	_, err = s.ApplyTransaction(ctx, u)
+	return err
 }
 
 // soloConcurrency bounds the connections one failed batch takes when its

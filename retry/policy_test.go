@@ -85,6 +85,32 @@ func TestPoolSettlesOutcomes(t *testing.T) {
 	}
 }
 
+// TestPanickingHandlerDeadLettersItsJob: a handler that panics sends its
+// job to the dead letters with the panic as its error, and the worker
+// goes on (before, the panic ended the process, and after its lease the
+// job ended the next instance's).
+func TestPanickingHandlerDeadLettersItsJob(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	q := &memQueue{jobs: []Job{{ID: 1, Kind: "k", Attempt: 1, FirstAttemptAt: now, LeaseUntil: now.Add(time.Minute)},
+		{ID: 2, Kind: "k", Attempt: 1, FirstAttemptAt: now, LeaseUntil: now.Add(time.Minute)}}}
+	h := Mux{"k": HandlerFunc(func(_ context.Context, j Job) error {
+		if j.ID == 1 {
+			var m map[string]int
+			m["poison"]++ // a nil map: panics
+		}
+		return nil
+	})}
+	p := NewPool(PoolConfig{Batch: 2, Policy: Policy{Initial: time.Second, Max: time.Minute, MaxElapsed: time.Hour,
+		Multiplier: 2}}, q, h).WithClock(func() time.Time { return now })
+	if n, err := p.RunOnce(context.Background(), "w"); n != 2 || err != nil {
+		t.Fatalf("RunOnce = %d, %v", n, err)
+	}
+	if len(q.settled) != 2 || q.settled[0].Outcome != OutcomeDead || !strings.Contains(q.settled[0].Err, "panicked") ||
+		q.settled[1].Outcome != OutcomeDone {
+		t.Fatalf("settled = %+v, want job 1 dead with its panic and job 2 done", q.settled)
+	}
+}
+
 func TestMuxRejectsUnknownKind(t *testing.T) {
 	if err := (Mux{}).Handle(context.Background(), Job{Kind: "nope"}); !IsPermanent(err) {
 		t.Fatalf("err = %v, want permanent", err)

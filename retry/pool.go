@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -200,7 +201,7 @@ func (p *Pool) runJob(ctx context.Context, worker string, job Job) {
 	// Not cancelled by shutdown: a half-made call would leave the outcome
 	// unknown, so the attempt finishes within its lease and is stored.
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
-	err := p.handler.Handle(hctx, job)
+	err := p.handle(hctx, job)
 	cancel()
 	a := Attempt{JobID: job.ID, Number: job.Attempt, Worker: worker, StartedAt: started, FinishedAt: p.now()}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
@@ -215,6 +216,21 @@ func (p *Pool) runJob(ctx context.Context, worker string, job Job) {
 	case err != nil:
 		log.Warn("retry: attempt failed", "err", err, "permanent", IsPermanent(err))
 	}
+}
+
+// handle runs the handler, a panic becoming a permanent error: the job
+// goes to the dead letters (with the panic as its error) for a person to
+// look at, instead of ending the process, and then, claimed again after
+// its lease, the next instance's.
+func (p *Pool) handle(ctx context.Context, job Job) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.log.Error("retry: handler panicked", "job_id", job.ID, "kind", job.Kind, "attempt", job.Attempt,
+				"panic", v, "stack", string(debug.Stack()))
+			err = Permanent(fmt.Errorf("handler panicked: %v", v))
+		}
+	}()
+	return p.handler.Handle(ctx, job)
 }
 
 // settle stores the attempt: done, retry at the next backoff delay, or
