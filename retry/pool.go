@@ -31,6 +31,9 @@ type PoolConfig struct {
 	// claim. Default (and when not below Lease): half the lease.
 	AttemptTimeout time.Duration
 	Policy         Policy
+	// Stored, when set, is told the outcome of each attempt stored
+	// (metrics).
+	Stored func(Outcome)
 }
 
 // storeTimeout bounds each queue call (claim, release, storing an
@@ -205,8 +208,11 @@ func (p *Pool) runJob(ctx context.Context, worker string, job Job) {
 	cancel()
 	a := Attempt{JobID: job.ID, Number: job.Attempt, Worker: worker, StartedAt: started, FinishedAt: p.now()}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
-	serr := p.settle(sctx, job, a, err)
+	serr := p.settle(sctx, job, &a, err)
 	scancel()
+	if serr == nil && p.cfg.Stored != nil {
+		p.cfg.Stored(a.Outcome)
+	}
 	log := p.log.With("out_trade_no", job.OutTradeNo, "job_id", job.ID, "kind", job.Kind, "attempt", job.Attempt)
 	switch {
 	case errors.Is(serr, ErrLeaseLost):
@@ -235,10 +241,10 @@ func (p *Pool) handle(ctx context.Context, job Job) (err error) {
 
 // settle stores the attempt: done, retry at the next backoff delay, or
 // dead for a permanent error or past the max elapsed time.
-func (p *Pool) settle(ctx context.Context, job Job, a Attempt, err error) error {
+func (p *Pool) settle(ctx context.Context, job Job, a *Attempt, err error) error {
 	if err == nil {
 		a.Outcome = OutcomeDone
-		return p.queue.Complete(ctx, a)
+		return p.queue.Complete(ctx, *a)
 	}
 	a.Err = truncate(err.Error(), maxErrorLen)
 	first := job.FirstAttemptAt
@@ -248,10 +254,10 @@ func (p *Pool) settle(ctx context.Context, job Job, a Attempt, err error) error 
 	next := a.FinishedAt.Add(p.cfg.Policy.NextDelay(job.Attempt))
 	if IsPermanent(err) || next.Sub(first) > p.cfg.Policy.MaxElapsed {
 		a.Outcome = OutcomeDead
-		return p.queue.Dead(ctx, a)
+		return p.queue.Dead(ctx, *a)
 	}
 	a.Outcome, a.NextRunAt = OutcomeRetry, next
-	return p.queue.Retry(ctx, a)
+	return p.queue.Retry(ctx, *a)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

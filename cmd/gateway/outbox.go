@@ -24,7 +24,7 @@ func (m *Main) wireOutbox(ctx context.Context) error {
 	if m.Config.Inventory.BaseURL == "" || m.Config.Outbox.Workers == 0 {
 		slog.Warn("outbox delivery disabled: inventory.base_url or outbox.workers not set; jobs wait in the outbox")
 	} else {
-		pool := newOutboxPool(m.Config, m.Store, "")
+		pool := newOutboxPool(m.Config, m.Store, "", func(o retry.Outcome) { m.Metrics.OutboxAttempt(string(o)) })
 		m.AddJob(pool.Run)
 	}
 	wx := m.Wechat
@@ -40,7 +40,8 @@ func (m *Main) wireOutbox(ctx context.Context) error {
 }
 
 // newOutboxPool wires the workers that deliver outbox jobs to inventory.
-func newOutboxPool(cfg Config, store *ledger.Store, name string) *retry.Pool {
+// stored (may be nil) is told each stored attempt's outcome.
+func newOutboxPool(cfg Config, store *ledger.Store, name string, stored func(retry.Outcome)) *retry.Pool {
 	o := cfg.Outbox
 	jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: cfg.Inventory.BaseURL, Timeout: cfg.Inventory.Timeout})}
 	handler := retry.Mux{
@@ -50,7 +51,7 @@ func newOutboxPool(cfg Config, store *ledger.Store, name string) *retry.Pool {
 	// An attempt may query and then send, each call bounded by the timeout.
 	attempt := 2 * cfg.Inventory.Timeout
 	return retry.NewPool(retry.PoolConfig{Name: name, Workers: o.Workers, Batch: o.Batch, Poll: o.PollInterval,
-		Lease: o.Lease, AttemptTimeout: attempt, Policy: retry.Policy{Initial: o.InitialInterval, Max: o.MaxInterval, MaxElapsed: o.MaxElapsed,
+		Lease: o.Lease, AttemptTimeout: attempt, Stored: stored, Policy: retry.Policy{Initial: o.InitialInterval, Max: o.MaxInterval, MaxElapsed: o.MaxElapsed,
 			Multiplier: o.Multiplier, Jitter: o.Jitter}}, store.Outbox(), handler).WithClock(store.Now)
 }
 

@@ -226,7 +226,7 @@ func TestOutboxThreePoolsDrainEachJobOnce(t *testing.T) {
 			const jobs = 1000
 			nos := seedConfirmations(t, stores[0], jobs)
 			for i := 0; i < 3; i++ {
-				runPool(t, newOutboxPool(cfg, stores[i%len(stores)], fmt.Sprintf("gw%d", i)))
+				runPool(t, newOutboxPool(cfg, stores[i%len(stores)], fmt.Sprintf("gw%d", i), nil))
 			}
 			waitFor(t, 60*time.Second, "all jobs done", func() bool {
 				return countJobs(t, stores[0], "state = ?", ledger.JobDone) == jobs
@@ -277,7 +277,7 @@ func TestOutboxLeaseExpiryHandsJobOver(t *testing.T) {
 			if err := inventory.New(inventory.Config{BaseURL: url}).Confirm(ctx, cf); err != nil {
 				t.Fatalf("crashed worker's send: %v", err)
 			}
-			runPool(t, newOutboxPool(cfg, s, "survivor"))
+			runPool(t, newOutboxPool(cfg, s, "survivor", nil))
 			job := onlyJob(t, s, no, ledger.JobDone)
 			if job.Attempts != 2 || len(job.History) != 1 || job.History[0].Worker == "crashed" {
 				t.Fatalf("job = attempts %d, history %+v; want one recorded attempt by the survivor", job.Attempts, job.History)
@@ -348,6 +348,12 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 					t.Fatalf("%s confirmations = %d, want 1", no, got)
 				}
 			}
+			// The attempts this instance stored: two dead, then two done
+			// after the replays.
+			waitFor(t, 5*time.Second, "the attempts counted", func() bool {
+				return scrape(t, m.URL(), `gateway_outbox_attempts_total{outcome="dead"}`) == 2 &&
+					scrape(t, m.URL(), `gateway_outbox_attempts_total{outcome="done"}`) == 2
+			})
 		})
 	}
 }
