@@ -48,6 +48,7 @@ type driver struct {
 	acceptedOrders []*order
 	gaveUp         []string // genuine notifications never accepted
 	uncommitted    []string // answered 2xx, yet not in the ledger right after
+	deferred       []deferredCheck
 	forgedOrders   []string
 	forgedAccepted int
 	// forgedWrongReason lists forged deliveries refused for another reason
@@ -234,19 +235,56 @@ func (d *driver) accept(o *order, id string) {
 // order) is there: the gateway answers only after its commit, so it must
 // be. A later redelivery of the same id cannot hide a loss from this
 // check as it can from the end-of-run one. While MariaDB is down the
-// check is skipped; the end-of-run check still covers those.
+// check is deferred (see recheckDeferred).
 func (d *driver) checkCommitted(ctx context.Context, o *order, id string) {
+	at := time.Now()
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var n int
 	err := d.w.sql.QueryRowContext(qctx, `SELECT (SELECT COUNT(*) FROM notifications WHERE notify_id = ?)
 		+ (SELECT COUNT(*) FROM payments WHERE out_trade_no = ? AND state = 'SUCCESS')`, id, o.no).Scan(&n)
-	if err != nil || n > 0 {
+	if err == nil && n > 0 {
 		return
 	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.deferred = append(d.deferred, deferredCheck{no: o.no, id: id, at: at})
+		return
+	}
 	d.uncommitted = append(d.uncommitted, o.no)
+}
+
+// deferredCheck is a check after a 2xx that could not reach the ledger.
+type deferredCheck struct {
+	no, id string
+	at     time.Time // when the 2xx came
+}
+
+// recheckDeferred runs, once the database is back, the checks that could
+// not run: the notification (or the order's move to SUCCESS) must have
+// been written before its 2xx came. A row written only by a later
+// redelivery, after a loss, is dated after it. It returns how many ran.
+func (d *driver) recheckDeferred(ctx context.Context) (int, error) {
+	d.mu.Lock()
+	checks := d.deferred
 	d.mu.Unlock()
+	for _, c := range checks {
+		by := c.at.Add(time.Second).UTC() // the database's clock is this host's; a second for rounding
+		var n int
+		err := d.w.sql.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM notifications WHERE notify_id = ? AND received_at <= ?)
+			+ (SELECT COUNT(*) FROM state_history WHERE entity = 'payment' AND entity_key = ? AND to_state = 'SUCCESS'
+			AND created_at <= ?)`, c.id, by, c.no, by).Scan(&n)
+		if err != nil {
+			return 0, fmt.Errorf("deferred commit check of %s: %w", c.no, err)
+		}
+		if n == 0 {
+			d.mu.Lock()
+			d.uncommitted = append(d.uncommitted, c.no+" (checked after the outage)")
+			d.mu.Unlock()
+		}
+	}
+	return len(checks), nil
 }
 
 // paidSoFar returns up to n orders already accepted by the gateway.

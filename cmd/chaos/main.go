@@ -61,8 +61,9 @@ func main() {
 
 // PrintReport writes the run's figures and the invariant verdict.
 func PrintReport(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "chaos: %d deliveries (%d forged), %d POSTs, %d notifications accepted, %d given up, in %s\n",
-		r.Deliveries, r.Forged, r.Attempts, r.Accepted, r.GaveUp, r.Elapsed.Round(100_000_000))
+	fmt.Fprintf(w, "chaos: %d deliveries (%d forged), %d POSTs, %d notifications accepted, %d given up, in %s"+
+		" (%d commit checks deferred past the database outage)\n",
+		r.Deliveries, r.Forged, r.Attempts, r.Accepted, r.GaveUp, r.Elapsed.Round(100_000_000), r.DeferredChecks)
 	for _, f := range r.Faults {
 		fmt.Fprintln(w, "  fault:", f)
 	}

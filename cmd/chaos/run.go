@@ -27,6 +27,7 @@ type Report struct {
 	RefundStates   string
 	InventoryStats string
 	WechatFaults   map[string]int // faults WeChat Pay's refund API injected, by kind
+	DeferredChecks int            // checks after a 2xx run only once the database was back
 	Invariants     []Invariant
 }
 
@@ -79,6 +80,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Forged: len(d.forgedOrders), Elapsed: time.Since(start), Storm: st.summary()}
 	rep.Faults, rep.FaultErrors = faults.snapshot()
 	if err := w.heal(ctx); err != nil {
+		return rep, err
+	}
+	if rep.DeferredChecks, err = d.recheckDeferred(ctx); err != nil {
 		return rep, err
 	}
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
