@@ -207,8 +207,8 @@ func doubleConfirmations(ev *Evidence) (Invariant, error) {
 }
 
 // stockEffects: the inventory confirmed every paid order and released
-// every refund that succeeded, and nothing the ledger does not have as
-// paid or refunded. A lost outbox job, or one marked DONE that the
+// every refund that succeeded, each once and for the ledger's amount, and
+// nothing the ledger does not have as paid or refunded. A lost outbox job, or one marked DONE that the
 // inventory never applied, shows here; "jobs not drained" cannot see it.
 func stockEffects(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "stock effects missing or unearned"}
@@ -220,18 +220,30 @@ func stockEffects(ev *Evidence) (Invariant, error) {
 	if err != nil {
 		return inv, err
 	}
+	amounts, err := stockAmounts(ev)
+	if err != nil {
+		return inv, err
+	}
 	confirmed := map[string]bool{}
 	for _, c := range ev.Inv.Confirmations() {
 		confirmed[c.OutTradeNo] = true
-		if !paid[c.OutTradeNo] {
+		switch {
+		case !paid[c.OutTradeNo]:
 			inv.add("inventory confirmed " + c.OutTradeNo + ", not paid in the ledger")
+		case c.AmountTotal != amounts["p:"+c.OutTradeNo]:
+			inv.add(fmt.Sprintf("inventory confirmed %s for %d fen, paid %d", c.OutTradeNo, c.AmountTotal, amounts["p:"+c.OutTradeNo]))
 		}
 	}
-	released := map[string]bool{}
+	released := map[string]int{}
 	for _, r := range ev.Inv.Releases() {
-		released[r.OutRefundNo] = true
-		if !refunded[r.OutRefundNo] {
+		released[r.OutRefundNo]++
+		switch {
+		case released[r.OutRefundNo] == 2: // under two keys: stock given back twice
+			inv.add("inventory released " + r.OutRefundNo + " more than once")
+		case !refunded[r.OutRefundNo]:
 			inv.add("inventory released " + r.OutRefundNo + ", not a successful refund in the ledger")
+		case r.Amount != amounts["r:"+r.OutRefundNo]:
+			inv.add(fmt.Sprintf("inventory released %s for %d fen, refunded %d", r.OutRefundNo, r.Amount, amounts["r:"+r.OutRefundNo]))
 		}
 	}
 	for no := range paid {
@@ -240,11 +252,29 @@ func stockEffects(ev *Evidence) (Invariant, error) {
 		}
 	}
 	for no := range refunded {
-		if !released[no] {
+		if released[no] == 0 {
 			inv.add("refund " + no + " never released by the inventory")
 		}
 	}
 	return inv, nil
+}
+
+// stockAmounts returns the ledger's amounts: "p:"+out_trade_no the paid
+// total, "r:"+out_refund_no the refund's amount.
+func stockAmounts(ev *Evidence) (map[string]int64, error) {
+	out := map[string]int64{}
+	for prefix, q := range map[string]string{
+		"p:": "SELECT out_trade_no, state, '', COALESCE(amount_total, 0), 0 FROM payments WHERE state = 'SUCCESS'",
+		"r:": "SELECT out_refund_no, state, '', amount, 0 FROM refunds WHERE state = 'SUCCESS'"} {
+		rows, err := ledgerRows(ev, q)
+		if err != nil {
+			return nil, err
+		}
+		for k, r := range rows {
+			out[prefix+k] = r.amount
+		}
+	}
+	return out, nil
 }
 
 func overRefunded(ev *Evidence) (Invariant, error) {

@@ -44,17 +44,24 @@ func TestCheckFindsViolations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// F1 confirmed twice under two keys, C9 confirmed without being paid.
+	// F1 confirmed twice under two keys (the second for 90 fen of its
+	// 100), C9 confirmed without being paid, RFX1 released twice under two
+	// keys.
 	inv := inventorysim.New()
-	for key, no := range map[string]string{"confirm:F1": "F1", "confirm:F1-again": "F1", "confirm:C9": "C9"} {
-		req := httptest.NewRequest("POST", "/confirmations",
-			strings.NewReader(`{"key":"`+key+`","out_trade_no":"`+no+`","amount_total":100}`))
-		req.Header.Set("Idempotency-Key", key)
+	for _, p := range []struct{ path, key, body string }{
+		{"/confirmations", "confirm:F1", `{"key":"confirm:F1","out_trade_no":"F1","amount_total":100}`},
+		{"/confirmations", "confirm:F1-again", `{"key":"confirm:F1-again","out_trade_no":"F1","amount_total":90}`},
+		{"/confirmations", "confirm:C9", `{"key":"confirm:C9","out_trade_no":"C9","amount_total":100}`},
+		{"/releases", "release:RFX1", `{"key":"release:RFX1","out_refund_no":"RFX1","out_trade_no":"F1","amount":60}`},
+		{"/releases", "release:RFX1-again", `{"key":"release:RFX1-again","out_refund_no":"RFX1","out_trade_no":"F1","amount":60}`},
+	} {
+		req := httptest.NewRequest("POST", p.path, strings.NewReader(p.body))
+		req.Header.Set("Idempotency-Key", p.key)
 		req.Header.Set("Content-Type", "application/json")
 		w := httptest.NewRecorder()
 		inv.Handler().ServeHTTP(w, req)
 		if w.Code/100 != 2 {
-			t.Fatalf("plant confirmation %s: %d %s", key, w.Code, w.Body)
+			t.Fatalf("plant %s %s: %d %s", p.path, p.key, w.Code, w.Body)
 		}
 	}
 	keys, err := wxpaysim.GenerateKeys("1900000109", "wxapp")
@@ -74,7 +81,7 @@ func TestCheckFindsViolations(t *testing.T) {
 	}
 	// F1's confirmation job was never run; RFX3 is UNKNOWN.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 2,
-		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 3,
+		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 4,
 		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1,
 		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 1})
 
