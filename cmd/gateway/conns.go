@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -12,22 +13,28 @@ import (
 )
 
 // connShedder keeps the capped public port from being held by idle
-// keep-alive connections: once the open connections reach high (90% of
-// http.max_connections) it turns keep-alives off, which closes the idle
-// ones and each other after its answer, and turns them back on when the
-// count falls to low (half the cap). A client that only holds connections
-// open cannot keep WeChat Pay's notifications waiting in the accept queue.
+// keep-alive connections: when a connection opens with the count at high
+// (90% of http.max_connections), the connections idle for longer than
+// idleGrace are closed. A client busy sending keeps its connections
+// (they are idle only between its requests); one that only holds them
+// open loses them. Turning keep-alives off for everyone instead, as a
+// first version did, made every client pay a new TCP handshake per
+// request just when the gateway was busiest, and an overload fed on
+// itself. So a client holding connections cannot keep WeChat Pay's
+// notifications waiting in the accept queue.
 type connShedder struct {
-	srv       *http.Server
-	high, low int64
-	open      atomic.Int64
+	high int64
+	open atomic.Int64
 
-	mu       sync.Mutex
-	shedding bool
+	mu   sync.Mutex
+	idle map[net.Conn]time.Time // idle connections, since when
 }
 
+// idleGrace is how long a connection may sit idle near the cap.
+const idleGrace = 250 * time.Millisecond
+
 func newConnShedder(srv *http.Server, max int, m *gateway.Metrics) *connShedder {
-	c := &connShedder{srv: srv, high: int64(max) * 9 / 10, low: int64(max) / 2}
+	c := &connShedder{high: int64(max) * 9 / 10, idle: map[net.Conn]time.Time{}}
 	srv.ConnState = c.track
 	if m != nil {
 		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gateway_http_open_connections",
@@ -37,25 +44,43 @@ func newConnShedder(srv *http.Server, max int, m *gateway.Metrics) *connShedder 
 	return c
 }
 
-func (c *connShedder) track(_ net.Conn, s http.ConnState) {
+func (c *connShedder) track(conn net.Conn, s http.ConnState) {
 	switch s {
 	case http.StateNew:
 		if c.open.Add(1) >= c.high {
-			c.shed(true)
+			c.closeIdle(time.Now().Add(-idleGrace))
 		}
+	case http.StateIdle:
+		c.mu.Lock()
+		c.idle[conn] = time.Now()
+		c.mu.Unlock()
+	case http.StateActive:
+		c.forget(conn)
 	case http.StateClosed, http.StateHijacked:
-		if c.open.Add(-1) <= c.low {
-			c.shed(false)
-		}
+		c.forget(conn)
+		c.open.Add(-1)
 	}
 }
 
-func (c *connShedder) shed(on bool) {
+func (c *connShedder) forget(conn net.Conn) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.shedding == on {
-		return
+	delete(c.idle, conn)
+	c.mu.Unlock()
+}
+
+// closeIdle closes the connections idle since before; the server sees
+// each closed and counts it down.
+func (c *connShedder) closeIdle(before time.Time) {
+	var stale []net.Conn
+	c.mu.Lock()
+	for conn, since := range c.idle {
+		if since.Before(before) {
+			stale = append(stale, conn)
+			delete(c.idle, conn)
+		}
 	}
-	c.shedding = on
-	c.srv.SetKeepAlivesEnabled(!on)
+	c.mu.Unlock()
+	for _, conn := range stale {
+		_ = conn.Close()
+	}
 }

@@ -68,12 +68,12 @@ func TestConnectionsAreCapped(t *testing.T) {
 }
 
 // TestIdleConnectionsAreShedNearTheCap: near http.max_connections the
-// gateway turns keep-alives off, closing idle connections, so a client
-// that only holds connections open cannot fill the cap; new connections
-// are then served.
+// gateway closes connections idle for a while, so a client that only
+// holds connections open cannot fill the cap; new connections are then
+// served.
 func TestIdleConnectionsAreShedNearTheCap(t *testing.T) {
 	cfg := testConfig(t, backends[0])
-	cfg.HTTP.MaxConnections = 10 // shed at 9 open, keep alive again at 5
+	cfg.HTTP.MaxConnections = 10 // shed when the 9th opens
 	m := startGateway(t, cfg)
 	served := func(c net.Conn) error {
 		_ = c.SetDeadline(time.Now().Add(time.Second))
@@ -88,6 +88,9 @@ func TestIdleConnectionsAreShedNearTheCap(t *testing.T) {
 	}
 	var idle []net.Conn
 	for i := 0; i < 9; i++ {
+		if i == 8 {
+			time.Sleep(idleGrace + 50*time.Millisecond) // the others have been idle a while
+		}
 		c, err := net.Dial("tcp", m.Addr())
 		if err != nil {
 			t.Fatal(err)
@@ -114,5 +117,48 @@ func TestIdleConnectionsAreShedNearTheCap(t *testing.T) {
 	}
 	if f := metricFamily(t, m, "gateway_http_open_connections"); f == nil {
 		t.Fatal("no gateway_http_open_connections gauge")
+	}
+}
+
+// TestBusyConnectionsKeepAliveNearTheCap: near the cap, connections busy
+// with a request are not made to close after their answer: a client that
+// keeps sending gets its answers on the same connection, without a new
+// handshake each (turning keep-alives off for everyone made an overload
+// feed on itself).
+func TestBusyConnectionsKeepAliveNearTheCap(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.HTTP.MaxConnections = 10 // near the cap from 9 open
+	m := startGateway(t, cfg)
+	for i := 0; i < 8; i++ { // eight connections busy with a request whose headers are still coming
+		c, err := net.Dial("tcp", m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // let the server read them
+	c, err := net.Dial("tcp", m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for i := 0; i < 3; i++ {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("request %d on the busy client's connection: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Close {
+			t.Fatalf("request %d answered with Connection: close near the cap", i)
+		}
 	}
 }
