@@ -121,7 +121,13 @@ func (s *Store) beginIdempotent(db *gorm.DB, scope, key, hash string, lockFor, k
 // decideIdempotent judges an existing key; nil, false, nil means "lost a
 // race, look again".
 func (s *Store) decideIdempotent(db *gorm.DB, have *idemRow, hash string, now, locked time.Time, keep time.Duration) (*IdemKey, bool, error) {
-	expired := !have.ExpiresAt.After(now)
+	// An in-flight key whose holder died before creating anything (its
+	// lock ran out, no refund named) holds nothing to protect: it starts
+	// afresh like an expired one, so a corrected retry is not refused as
+	// a mismatch for the key's whole life.
+	orphan := have.State == IdemInFlight && have.ResourceKey == nil &&
+		(have.LockedUntil == nil || !have.LockedUntil.After(now))
+	expired := !have.ExpiresAt.After(now) || orphan
 	switch {
 	case !expired && have.RequestHash != hash:
 		return have.key(), false, ErrIdempotencyMismatch

@@ -243,6 +243,21 @@ func TestIdempotencyKeys(t *testing.T) {
 		if err != nil || !run || k.ResourceKey != "rf-k2" {
 			t.Fatalf("takeover: %+v run=%v err=%v", k, run, err)
 		}
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k2", "h-other", -time.Second, 24*time.Hour); !errors.Is(err, ledger.ErrIdempotencyMismatch) {
+			t.Fatalf("other params for a key that made a refund: err = %v, want a mismatch", err)
+		}
+		// A holder that died before making anything (its release lost):
+		// once its lock runs out, a retry with corrected parameters runs.
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k3", "h-wrong", -time.Second, 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		k, run, err = s.BeginIdempotent(ctx, "openid-1", "k3", "h-right", time.Minute, 24*time.Hour)
+		if err != nil || !run || k.ResourceKey != "" {
+			t.Fatalf("a key whose holder made nothing, with other parameters: %+v run=%v err=%v; want it to run", k, run, err)
+		}
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k3", "h-wrong", time.Minute, 24*time.Hour); !errors.Is(err, ledger.ErrIdempotencyMismatch) {
+			t.Fatalf("the old parameters after the corrected retry took the key: err = %v, want a mismatch", err)
+		}
 	})
 }
 
