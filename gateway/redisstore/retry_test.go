@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"paygateway/gateway"
 	"paygateway/gateway/redisstore"
 	"paygateway/gateway/redisstore/redistest"
@@ -47,58 +49,55 @@ func TestRetriedAdmitStillSeesItsOwnWrite(t *testing.T) {
 // released soon after, not held for nobody for the lock TTL (a redelivery
 // to another instance would wait on it).
 func TestTimedOutAdmitLeavesNoLock(t *testing.T) {
-	base := redistest.Config(t)
-	cfg := base
-	cfg.Addr = slowFirstReply(t, base.Addr, "nonce-late", 400*time.Millisecond)
-	cfg.OpTimeout = 100 * time.Millisecond
-	c := redisstore.NewClient(cfg)
-	t.Cleanup(func() { c.Close() })
-	s := redisstore.New(c, cfg)
+	s, base, direct := lateReplyStore(t, "nonce-late")
 	k := gateway.GateKeys{Nonce: "nonce-late", NotifyID: "id-late", Lock: "pay:late"}
 	long := gateway.GateTTLs{Nonce: time.Minute, Lock: 10 * time.Second, Done: time.Minute}
 	if _, err := s.Admit(context.Background(), k, long); err == nil {
 		t.Fatal("Admit answered within its timeout; the proxy did not hold the reply")
 	}
-	direct := redisstore.NewClient(base)
-	t.Cleanup(func() { direct.Close() })
-	lock := base.Prefix + "lock:pay:late"
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if n, err := direct.Exists(context.Background(), lock).Result(); err == nil && n == 0 {
-			if n, _ := direct.Exists(context.Background(), base.Prefix+"nonce-late").Result(); n != 1 {
-				t.Fatal("the admit never ran: nothing was tested")
-			}
-			return
-		}
+	waitReleased(t, direct, base.Prefix+"lock:pay:late")
+	if n, _ := direct.Exists(context.Background(), base.Prefix+"nonce-late").Result(); n != 1 {
+		t.Fatal("the admit never ran: nothing was tested")
 	}
-	ttl, _ := direct.PTTL(context.Background(), lock).Result()
-	t.Fatalf("lock %s still held %v after the timed-out admit", lock, ttl)
 }
 
 // TestTimedOutLockLeavesNoLock: as for Admit, a lock whose SET ran but
-// whose answer came after the caller gave up is released soon after.
+// whose answer came after the caller gave up is released soon after. The
+// proxy forwards the SET at once and holds only its reply, so the timeout
+// means the SET ran.
 func TestTimedOutLockLeavesNoLock(t *testing.T) {
-	base := redistest.Config(t)
-	cfg := base
-	cfg.Addr = slowFirstReply(t, base.Addr, "order-late", 400*time.Millisecond)
-	cfg.OpTimeout = 100 * time.Millisecond
-	c := redisstore.NewClient(cfg)
-	t.Cleanup(func() { c.Close() })
-	s := redisstore.New(c, cfg)
+	s, base, direct := lateReplyStore(t, "order-late")
 	if _, _, err := s.TryLock(context.Background(), "order-late", 10*time.Second); err == nil {
 		t.Fatal("TryLock answered within its timeout; the proxy did not hold the reply")
 	}
+	waitReleased(t, direct, base.Prefix+"lock:order-late")
+}
+
+// lateReplyStore is a store whose first command mentioning marker is
+// answered 400 ms late, past its 100 ms op timeout, plus the base config
+// and a client that reaches Redis directly.
+func lateReplyStore(t *testing.T, marker string) (*redisstore.Store, redisstore.Config, *redis.Client) {
+	base := redistest.Config(t)
+	cfg := base
+	cfg.Addr = slowFirstReply(t, base.Addr, marker, 400*time.Millisecond)
+	cfg.OpTimeout = 100 * time.Millisecond
+	c := redisstore.NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
 	direct := redisstore.NewClient(base)
 	t.Cleanup(func() { direct.Close() })
-	// The proxy forwards the SET at once and holds only its reply, so the
-	// timeout above means the SET ran.
-	lock := base.Prefix + "lock:order-late"
+	return redisstore.New(c, cfg), base, direct
+}
+
+// waitReleased waits up to 2 s for lock to be gone.
+func waitReleased(t *testing.T, direct *redis.Client, lock string) {
+	t.Helper()
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if n, err := direct.Exists(context.Background(), lock).Result(); err == nil && n == 0 {
 			return
 		}
 	}
 	ttl, _ := direct.PTTL(context.Background(), lock).Result()
-	t.Fatalf("lock %s still held %v after the timed-out TryLock", lock, ttl)
+	t.Fatalf("lock %s still held %v after the call timed out", lock, ttl)
 }
 
 // slowReplies proxies to Redis and holds back, once per marker, the reply
