@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"io"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"paygateway/cmd/internal/stack"
+	"paygateway/gateway/inventory/inventorysim"
 	"paygateway/gateway/redisstore/redistest"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger/ledgerdb"
@@ -29,11 +31,20 @@ import (
 // with duplicates, and checks the money invariants: one payment, one
 // history row and one notification row per order, every delivery
 // answered 204, exactly one "success" per order across the instances.
+// The three instances' outbox workers then deliver the stock
+// confirmations to an inventory service that fails 30% of calls and
+// applies-then-stalls 20%: every order is confirmed exactly once, and no
+// confirmation is ever sent twice (each retry asked first).
 func TestThreeInstancesOneLedger(t *testing.T) {
 	dsn := ledgertest.MySQLDSN(t)
 	rc := redistest.Config(t)
 	bin := buildGateway(t)
-	env := instanceEnv(t, dsn, rc.Addr, rc.Prefix)
+	inv, invURL := startInventory(t)
+	inv.SetFaults(inventorysim.Faults{ErrorRate: 0.3, ApplyThenTimeoutRate: 0.2, ApplyThenTimeoutDelay: 600 * time.Millisecond})
+	env := append(instanceEnv(t, dsn, rc.Addr, rc.Prefix), "GATEWAY_INVENTORY_BASE_URL="+invURL,
+		"GATEWAY_INVENTORY_TIMEOUT=300ms", "GATEWAY_OUTBOX_WORKERS=4", "GATEWAY_OUTBOX_BATCH=5",
+		"GATEWAY_OUTBOX_POLL_INTERVAL=20ms", "GATEWAY_OUTBOX_LEASE=3s", "GATEWAY_OUTBOX_INITIAL_INTERVAL=20ms",
+		"GATEWAY_OUTBOX_MAX_INTERVAL=200ms", "GATEWAY_OUTBOX_MAX_ELAPSED=1m")
 	var urls []string
 	for i := 0; i < 3; i++ {
 		urls = append(urls, startProcess(t, bin, env, i))
@@ -82,6 +93,7 @@ func TestThreeInstancesOneLedger(t *testing.T) {
 			t.Errorf("%s: payments/history/notifications = %v, want [1 1 1]", no, got)
 		}
 	}
+	checkConfirmedOnce(t, sqlDB, inv, orders)
 	var success, duplicate float64
 	for _, u := range urls {
 		success += scrape(t, u, `gateway_notifications_total{kind="payment",outcome="success"}`)
@@ -90,6 +102,43 @@ func TestThreeInstancesOneLedger(t *testing.T) {
 	if success != float64(len(orders)) || success+duplicate != float64(len(deliveries)) {
 		t.Errorf("success=%v duplicate=%v across instances, want %d and %d", success, duplicate,
 			len(orders), len(deliveries)-len(orders))
+	}
+}
+
+// checkConfirmedOnce waits for the instances' outbox to drain, then wants
+// each order confirmed once by the inventory and no confirmation sent
+// again after an unclear answer (the simulator counts such replays).
+func checkConfirmedOnce(t *testing.T, db *sql.DB, inv *inventorysim.Sim, orders []string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the three outboxes to drain", func() bool {
+		var left int
+		err := db.QueryRow("SELECT COUNT(*) FROM outbox_jobs WHERE state <> 'DONE'").Scan(&left)
+		return err == nil && left == 0
+	})
+	for _, no := range orders {
+		if n := inv.ConfirmCount(no); n != 1 {
+			t.Errorf("%s confirmed %d times by the inventory, want 1", no, n)
+		}
+	}
+	st := inv.Stats()
+	if st.Duplicates != 0 || st.Faults == 0 {
+		t.Errorf("inventory stats %+v: want 0 duplicates, and faults injected", st)
+	}
+	rows, err := db.Query("SELECT DISTINCT worker FROM outbox_attempts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	instances := map[string]bool{} // a worker id is "<instance>-w<n>"
+	for rows.Next() {
+		var w string
+		if err := rows.Scan(&w); err != nil {
+			t.Fatal(err)
+		}
+		instances[w[:strings.LastIndex(w, "-w")]] = true
+	}
+	if len(instances) < 2 {
+		t.Errorf("outbox attempts made by %d instance(s), want the work shared: %v", len(instances), instances)
 	}
 }
 
