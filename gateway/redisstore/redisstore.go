@@ -222,7 +222,7 @@ func (s *Store) Finish(ctx context.Context, k gateway.GateKeys, token string, co
 		s.pipe.runLater(finishScript, keys, func(err error) {
 			s.observe("finish", start, &err)
 			if err != nil {
-				slog.Warn("redis finish failed; the lock expires on its own", "notify_id", k.NotifyID, "err", err)
+				slog.WarnContext(ctx, "redis finish failed; the lock expires on its own", "notify_id", k.NotifyID, "err", err)
 			}
 		}, args...)
 		return nil

@@ -214,7 +214,7 @@ func (c *Client) QueryOrder(ctx context.Context, outTradeNo string) (*Transactio
 		OutTradeNo: core.String(outTradeNo), Mchid: core.String(c.cfg.MchID),
 	})
 	if err != nil {
-		return nil, c.fail("query order", outTradeNo, result, err)
+		return nil, c.fail(ctx, "query order", outTradeNo, result, err)
 	}
 	out, err := toTransaction(tx)
 	if err != nil {
@@ -232,7 +232,7 @@ func (c *Client) CloseOrder(ctx context.Context, outTradeNo string) error {
 		OutTradeNo: core.String(outTradeNo), Mchid: core.String(c.cfg.MchID),
 	})
 	if err != nil {
-		return c.fail("close order", outTradeNo, result, err)
+		return c.fail(ctx, "close order", outTradeNo, result, err)
 	}
 	return nil
 }
@@ -316,7 +316,7 @@ func (c *Client) CreateRefund(ctx context.Context, req RefundRequest) (*Refund, 
 	}
 	r, result, err := c.refunds.Create(ctx, body)
 	if err != nil {
-		return nil, c.fail("create refund", req.OutRefundNo, result, err)
+		return nil, c.fail(ctx, "create refund", req.OutRefundNo, result, err)
 	}
 	return toRefund(r), nil
 }
@@ -328,7 +328,7 @@ func (c *Client) QueryRefund(ctx context.Context, outRefundNo string) (*Refund, 
 		OutRefundNo: core.String(outRefundNo),
 	})
 	if err != nil {
-		return nil, c.fail("query refund", outRefundNo, result, err)
+		return nil, c.fail(ctx, "query refund", outRefundNo, result, err)
 	}
 	return toRefund(r), nil
 }
@@ -365,7 +365,7 @@ func (c *Client) TradeBill(ctx context.Context, billDate string) ([]byte, error)
 	q := url.Values{"bill_date": {billDate}, "bill_type": {"ALL"}}
 	result, err := c.api.Get(ctx, consts.WechatPayAPIServer+"/v3/bill/tradebill?"+q.Encode())
 	if err != nil {
-		return nil, c.fail("trade bill", billDate, result, err)
+		return nil, c.fail(ctx, "trade bill", billDate, result, err)
 	}
 	var link billLink
 	if err := core.UnMarshalResponse(result.Response, &link); err != nil {
@@ -386,7 +386,7 @@ func (c *Client) download(ctx context.Context, link billLink) ([]byte, error) {
 	}
 	result, err := c.raw.Get(ctx, link.DownloadURL)
 	if err != nil {
-		return nil, c.fail("download", "bill", result, err)
+		return nil, c.fail(ctx, "download", "bill", result, err)
 	}
 	defer result.Response.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(result.Response.Body, maxBillSize+1))
@@ -404,10 +404,10 @@ func (c *Client) download(ctx context.Context, link billLink) ([]byte, error) {
 }
 
 // fail classifies a failed call and wraps it with the operation and key.
-func (c *Client) fail(op, key string, result *core.APIResult, err error) error {
+func (c *Client) fail(ctx context.Context, op, key string, result *core.APIResult, err error) error {
 	err = fmt.Errorf("%s %s: %w", op, key, classify(result, err))
 	if IsUnknownOutcome(err) {
-		c.log.Warn("wechatpay: outcome unknown", "op", op, "key", key, "err", err)
+		c.log.WarnContext(ctx, "wechatpay: outcome unknown", "op", op, "key", key, "err", err)
 	}
 	return err
 }

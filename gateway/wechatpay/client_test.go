@@ -1,10 +1,12 @@
 package wechatpay_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"paygateway/gateway"
 	"paygateway/gateway/wechatpay"
 	"paygateway/gateway/wechatpay/wxpaysim"
 )
@@ -440,5 +443,22 @@ func TestClientTradeBillSlowDownload(t *testing.T) {
 				t.Fatalf("TradeBill: %v\n%s", err, bill)
 			}
 		})
+	}
+}
+
+// TestUnknownOutcomeIsLoggedWithTheRequestID: the warning of a call whose
+// outcome is unknown carries the request id of the request that made it,
+// so on-call can tie it to the refund request.
+func TestUnknownOutcomeIsLoggedWithTheRequestID(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(gateway.NewLogHandler(slog.NewJSONHandler(&buf, nil)))
+	e := newClientEnv(t, func(c *wechatpay.ClientConfig) { c.Logger = logger })
+	e.sim.SetFaults(wxpaysim.Faults{Fail5xxNext: 1})
+	ctx := gateway.WithRequestID(context.Background(), "req-unknown-1")
+	if _, err := e.client.QueryRefund(ctx, "RF-none"); !wechatpay.IsUnknownOutcome(err) {
+		t.Fatalf("query on a 5xx: err = %v, want an unknown outcome", err)
+	}
+	if !strings.Contains(buf.String(), `"msg":"wechatpay: outcome unknown"`) || !strings.Contains(buf.String(), `"request_id":"req-unknown-1"`) {
+		t.Fatalf("log = %s, want the warning with the request id", buf.String())
 	}
 }
