@@ -56,13 +56,15 @@ func run(args []string) error {
 	return fmt.Errorf("unknown command %q (want serve, migrate, dev, devtoken, outbox, apikey or reconcile)", cmd)
 }
 
-func loadFromFlags(name string, args []string) (Config, *flag.FlagSet, error) {
+// loadFromFlags parses --config and loads the config; an admin command
+// (admin) must name its database (see databaseNamed).
+func loadFromFlags(name string, args []string, admin bool) (Config, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	path := fs.String("config", os.Getenv("GATEWAY_CONFIG"), "YAML config file (env GATEWAY_CONFIG)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, fs, err
 	}
-	if name != "serve" {
+	if admin {
 		if err := databaseNamed(name, *path); err != nil {
 			return Config{}, fs, err
 		}
@@ -100,7 +102,7 @@ func applyRuntime(r RuntimeConfig) {
 }
 
 func serve(ctx context.Context, args []string) error {
-	cfg, _, err := loadFromFlags("serve", args)
+	cfg, _, err := loadFromFlags("serve", args, false)
 	if err != nil {
 		return err
 	}
@@ -113,7 +115,7 @@ func serve(ctx context.Context, args []string) error {
 }
 
 func migrate(ctx context.Context, args []string) error {
-	cfg, _, err := loadFromFlags("migrate", args)
+	cfg, _, err := loadFromFlags("migrate", args, true)
 	if err != nil {
 		return err
 	}

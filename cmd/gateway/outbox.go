@@ -64,7 +64,7 @@ func outboxCommand(ctx context.Context, args []string) error {
 	if err != nil || id == 0 {
 		return fmt.Errorf("outbox replay: job id %q must be a positive integer", args[1])
 	}
-	cfg, _, err := loadFromFlags("outbox replay", args[2:])
+	cfg, _, err := loadFromFlags("outbox replay", args[2:], true)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
