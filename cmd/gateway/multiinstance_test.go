@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,46 +29,114 @@ import (
 
 // TestThreeInstancesOneLedger builds the real binary, runs three gateway
 // processes on one MariaDB and one Redis (configured only through
-// GATEWAY_* variables), delivers every notification to all three at once
-// with duplicates, and checks the money invariants: one payment, one
-// history row and one notification row per order, every delivery
-// answered 204, exactly one "success" per order across the instances.
-// The three instances' outbox workers then deliver the stock
-// confirmations to an inventory service that fails 30% of calls and
-// applies-then-stalls 20%: every order is confirmed exactly once, and no
-// confirmation is ever sent twice (each retry asked first).
+// GATEWAY_* variables), and checks the money invariants across them:
+//
+//   - every notification is delivered to all three at once with
+//     duplicates: one payment, one history row and one notification row
+//     per order, every delivery answered 204, exactly one "success" per
+//     order across the instances;
+//   - the outbox workers deliver the stock confirmations to an inventory
+//     service that first applies every call and stalls, then fails 30%
+//     and applies-then-stalls 20%; one instance is killed (SIGKILL) while
+//     it holds a confirmation the inventory applied, and restarted: every
+//     order is confirmed exactly once, no confirmation is sent twice (each
+//     retry asked first), the work is shared;
+//   - refunds go through a crash: see refundThroughACrash.
 func TestThreeInstancesOneLedger(t *testing.T) {
+	w := startThreeInstances(t)
+	orders := w.payEverywhere(t)
+	w.killHoldingAnAppliedConfirmation(t, 0)
+	w.inv.SetFaults(inventorysim.Faults{ErrorRate: 0.3, ApplyThenTimeoutRate: 0.2, ApplyThenTimeoutDelay: 600 * time.Millisecond})
+	w.restart(t, 0)
+	w.refundThroughACrash(t, orders)
+	checkConfirmedOnce(t, w.sqlDB, w.inv, orders)
+	w.checkRefundedOnce(t, orders)
+}
+
+// multiWorld is three gateway processes sharing MariaDB, Redis, a WeChat
+// Pay simulator and an inventory simulator.
+type multiWorld struct {
+	bin   string
+	env   []string
+	procs []*proc
+	wx    *wxpaysim.Sim
+	inv   *inventorysim.Sim
+	k     *wxpaysim.Keys
+	sqlDB *sql.DB
+}
+
+func startThreeInstances(t *testing.T) *multiWorld {
 	dsn := ledgertest.MySQLDSN(t)
 	rc := redistest.Config(t)
-	bin := buildGateway(t)
-	inv, invURL := startInventory(t)
-	inv.SetFaults(inventorysim.Faults{ErrorRate: 0.3, ApplyThenTimeoutRate: 0.2, ApplyThenTimeoutDelay: 600 * time.Millisecond})
-	env := append(instanceEnv(t, dsn, rc.Addr, rc.Prefix), "GATEWAY_INVENTORY_BASE_URL="+invURL,
-		"GATEWAY_INVENTORY_TIMEOUT=300ms", "GATEWAY_OUTBOX_WORKERS=4", "GATEWAY_OUTBOX_BATCH=5",
+	w := &multiWorld{bin: buildGateway(t)}
+	var invURL string
+	w.inv, invURL = startInventory(t)
+	w.k, _ = testKeys(t)
+	w.wx = wxpaysim.New(w.k, wxpaysim.Options{RefundSettleDelay: 200 * time.Millisecond,
+		NotifyRetryDelays: []time.Duration{200 * time.Millisecond, time.Second}})
+	wxSrv := httptest.NewServer(w.wx.Handler())
+	t.Cleanup(wxSrv.Close)
+	t.Cleanup(w.wx.Close) // runs first: releases connections held by faults
+	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	w.env = append(instanceEnv(t, dsn, rc.Addr, rc.Prefix), "GATEWAY_INVENTORY_BASE_URL="+invURL,
+		"GATEWAY_INVENTORY_TIMEOUT=300ms", "GATEWAY_OUTBOX_WORKERS=4", "GATEWAY_OUTBOX_BATCH=1",
 		"GATEWAY_OUTBOX_POLL_INTERVAL=20ms", "GATEWAY_OUTBOX_LEASE=3s", "GATEWAY_OUTBOX_INITIAL_INTERVAL=20ms",
 		"GATEWAY_OUTBOX_MAX_INTERVAL=200ms", "GATEWAY_OUTBOX_MAX_ELAPSED=1m")
-	var urls []string
-	for i := 0; i < 3; i++ {
-		urls = append(urls, startProcess(t, bin, env, i))
+	w.env = append(w.env, multiRefundEnv(t, wxSrv.URL, "http://"+addrs[2]+refundNotifyPath)...)
+	for i, a := range addrs {
+		w.procs = append(w.procs, startProcess(t, w.bin, w.env, i, a))
 	}
-	for _, u := range urls {
-		waitReady(t, u)
+	for _, p := range w.procs {
+		waitReady(t, p.url())
 	}
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.sqlDB, _ = db.DB()
+	t.Cleanup(func() { w.sqlDB.Close() })
+	return w
+}
 
-	k, _ := testKeys(t)
-	var orders []string
+// multiRefundEnv turns on the refund API against the WeChat Pay simulator at
+// wxURL. Timings: WeChat answers within 3 s, a create and a query fit
+// the 7 s call timeout, and a retry may take a key over after 10 s.
+func multiRefundEnv(t *testing.T, wxURL, notifyURL string) []string {
+	k, dir := testKeys(t)
+	return []string{"GATEWAY_WECHATPAY_BASE_URL=" + wxURL, "GATEWAY_WECHATPAY_MERCHANT_SERIAL=" + k.MerchantSerial,
+		"GATEWAY_WECHATPAY_MERCHANT_PRIVATE_KEY_FILE=" + filepath.Join(dir, "merchant_private_key.pem"),
+		"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL=" + notifyURL, "GATEWAY_WECHATPAY_TIMEOUT=3s",
+		"GATEWAY_REFUNDS_JWT_HS256_SECRET=" + jwtSecret, "GATEWAY_REFUNDS_JWT_AUDIENCE=" + jwtAudience,
+		"GATEWAY_HTTP_API_TIMEOUT=2s", "GATEWAY_REFUNDS_CALL_TIMEOUT=7s", "GATEWAY_REFUNDS_IN_FLIGHT=10s",
+		"GATEWAY_REFUNDS_SAFETY_BUFFER=8s", "GATEWAY_REFUNDS_RECHECK=1s", "GATEWAY_REFUNDS_JANITOR_INTERVAL=300ms",
+		"GATEWAY_RATE_LIMIT_REFUNDS_PER_MINUTE=0", "GATEWAY_RATE_LIMIT_REFUND_CALLS_PER_MINUTE=0",
+		"GATEWAY_FINANCE_DAILY_RECONCILE_AT=off"}
+}
+
+// paidOrder is an order WeChat Pay took payment of.
+type paidOrder struct{ no, openid string }
+
+const multiOrders = 24
+
+// payEverywhere has WeChat Pay take payment of the orders and delivers
+// each notification to every instance twice at once (public-key and
+// certificate signatures), with the inventory applying every
+// confirmation and then stalling.
+func (w *multiWorld) payEverywhere(t *testing.T) []paidOrder {
+	w.inv.SetFaults(inventorysim.Faults{ApplyThenTimeoutRate: 1, ApplyThenTimeoutDelay: 10 * time.Second})
+	var orders []paidOrder
 	var deliveries []delivery
-	for i := 0; i < 8; i++ {
-		no := uniqueNo("multi")
-		orders = append(orders, no)
-		n := good(t, k, no)
-		for j, u := range urls {
-			for c := 0; c < 2; c++ {
-				mode := wxpaysim.PublicKeyMode()
-				if c == 1 {
-					mode = wxpaysim.CertMode(j % 2)
-				}
-				deliveries = append(deliveries, delivery{u + paymentPath, mustNotification(n.Resign(k, mode, time.Now()))})
+	for i := 0; i < multiOrders; i++ {
+		o := paidOrder{no: uniqueNo("multi"), openid: "o-multi-" + strconv.Itoa(i)}
+		orders = append(orders, o)
+		tx, err := w.wx.Pay(context.Background(), o.no, 100, o.openid, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := mustNotification(w.k.PaymentNotification(tx, wxpaysim.PublicKeyMode(), time.Now()))
+		for j, p := range w.procs {
+			for _, mode := range []wxpaysim.SignMode{wxpaysim.PublicKeyMode(), wxpaysim.CertMode(j % 2)} {
+				deliveries = append(deliveries, delivery{p.url() + paymentPath, mustNotification(n.Resign(w.k, mode, time.Now()))})
 			}
 		}
 	}
@@ -75,49 +145,81 @@ func TestThreeInstancesOneLedger(t *testing.T) {
 			t.Errorf("delivery %d to %s: status=%d, want 204", i, deliveries[i].url, s)
 		}
 	}
+	w.checkRecordedOnce(t, orders, len(deliveries))
+	return orders
+}
 
-	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	defer sqlDB.Close()
-	for _, no := range orders {
-		var got [3]int64
+// checkRecordedOnce wants one payment, history row and notification row
+// per order, and one "success" per order across the instances' metrics.
+func (w *multiWorld) checkRecordedOnce(t *testing.T, orders []paidOrder, deliveries int) {
+	for _, o := range orders {
+		var got [3]int
 		for i, table := range []string{"payments", "state_history", "notifications"} {
-			if err := db.Table(table).Where("out_trade_no = ?", no).Count(&got[i]).Error; err != nil {
+			q := "SELECT COUNT(*) FROM " + table + " WHERE out_trade_no = ?"
+			if err := w.sqlDB.QueryRow(q, o.no).Scan(&got[i]); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if got != [3]int64{1, 1, 1} {
-			t.Errorf("%s: payments/history/notifications = %v, want [1 1 1]", no, got)
+		if got != [3]int{1, 1, 1} {
+			t.Errorf("%s: payments/history/notifications = %v, want [1 1 1]", o.no, got)
 		}
 	}
-	checkConfirmedOnce(t, sqlDB, inv, orders)
 	var success, duplicate float64
-	for _, u := range urls {
-		success += scrape(t, u, `gateway_notifications_total{kind="payment",outcome="success"}`)
-		duplicate += scrape(t, u, `gateway_notifications_total{kind="payment",outcome="duplicate"}`)
+	for _, p := range w.procs {
+		success += scrape(t, p.url(), `gateway_notifications_total{kind="payment",outcome="success"}`)
+		duplicate += scrape(t, p.url(), `gateway_notifications_total{kind="payment",outcome="duplicate"}`)
 	}
-	if success != float64(len(orders)) || success+duplicate != float64(len(deliveries)) {
+	if success != float64(len(orders)) || success+duplicate != float64(deliveries) {
 		t.Errorf("success=%v duplicate=%v across instances, want %d and %d", success, duplicate,
-			len(orders), len(deliveries)-len(orders))
+			len(orders), deliveries-len(orders))
 	}
+}
+
+// killHoldingAnAppliedConfirmation waits until instance i holds the lease
+// of a confirmation the inventory has applied (its call is stalling), and
+// kills it with SIGKILL: the attempt's outcome dies with it, and the job
+// comes back to another instance when the lease runs out.
+func (w *multiWorld) killHoldingAnAppliedConfirmation(t *testing.T, i int) {
+	owner := fmt.Sprintf("%%-%d-%%", w.procs[i].cmd.Process.Pid) // worker ids are host-pid-random-wN
+	waitFor(t, 20*time.Second, fmt.Sprintf("instance %d to hold an applied confirmation", i), func() bool {
+		rows, err := w.sqlDB.Query("SELECT out_trade_no FROM outbox_jobs WHERE state = 'RUNNING' AND lease_owner LIKE ?", owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var no string
+			if err := rows.Scan(&no); err != nil {
+				t.Fatal(err)
+			}
+			if w.inv.ConfirmCount(no) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	w.procs[i].kill(t)
+}
+
+// restart starts instance i again on its address.
+func (w *multiWorld) restart(t *testing.T, i int) {
+	w.procs[i] = startProcess(t, w.bin, w.env, i, w.procs[i].addr)
+	waitReady(t, w.procs[i].url())
 }
 
 // checkConfirmedOnce waits for the instances' outbox to drain, then wants
 // each order confirmed once by the inventory and no confirmation sent
 // again after an unclear answer (the simulator counts such replays).
-func checkConfirmedOnce(t *testing.T, db *sql.DB, inv *inventorysim.Sim, orders []string) {
+func checkConfirmedOnce(t *testing.T, db *sql.DB, inv *inventorysim.Sim, orders []paidOrder) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the three outboxes to drain", func() bool {
 		var left int
 		err := db.QueryRow("SELECT COUNT(*) FROM outbox_jobs WHERE state <> 'DONE'").Scan(&left)
 		return err == nil && left == 0
 	})
-	for _, no := range orders {
-		if n := inv.ConfirmCount(no); n != 1 {
-			t.Errorf("%s confirmed %d times by the inventory, want 1", no, n)
+	for _, o := range orders {
+		if n := inv.ConfirmCount(o.no); n != 1 {
+			t.Errorf("%s confirmed %d times by the inventory, want 1", o.no, n)
 		}
 	}
 	st := inv.Stats()
@@ -205,11 +307,30 @@ func instanceEnv(t *testing.T, dsn, redisAddr, prefix string) []string {
 		"GATEWAY_API_KEYS="+strings.Join(cfg.Auth.APIKeys, ","), "GATEWAY_LOG_LEVEL=warn")
 }
 
-// startProcess runs one instance on a free port; at the end of the test
-// it sends SIGTERM and expects a clean exit.
-func startProcess(t *testing.T, bin string, env []string, i int) string {
+// proc is one gateway process started by a test.
+type proc struct {
+	addr   string
+	cmd    *exec.Cmd
+	exited chan error
+	killed bool
+}
+
+func (p *proc) url() string { return "http://" + p.addr }
+
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *proc) kill(t *testing.T) {
 	t.Helper()
-	addr := freeAddr(t)
+	p.killed = true
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+}
+
+// startProcess runs instance i on addr; at the end of the test, unless it
+// was killed, it sends SIGTERM and expects a clean exit.
+func startProcess(t *testing.T, bin string, env []string, i int, addr string) *proc {
+	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(env, "GATEWAY_HTTP_ADDR="+addr)
 	var out bytes.Buffer
@@ -217,12 +338,15 @@ func startProcess(t *testing.T, bin string, env []string, i int) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	p := &proc{addr: addr, cmd: cmd, exited: make(chan error, 1)}
+	go func() { p.exited <- cmd.Wait() }()
 	t.Cleanup(func() {
+		if p.killed {
+			return
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-exited:
+		case err := <-p.exited:
 			if err != nil {
 				t.Errorf("instance %d exited: %v\n%s", i, err, out.String())
 			}
@@ -231,7 +355,7 @@ func startProcess(t *testing.T, bin string, env []string, i int) string {
 			t.Errorf("instance %d did not stop on SIGTERM\n%s", i, out.String())
 		}
 	})
-	return "http://" + addr
+	return p
 }
 
 func freeAddr(t *testing.T) string {
