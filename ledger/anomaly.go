@@ -13,6 +13,7 @@ import (
 const (
 	AnomalyAmountMismatch   = "AMOUNT_MISMATCH"
 	AnomalyDuplicatePayment = "DUPLICATE_PAYMENT"
+	AnomalyPayerMismatch    = "PAYER_MISMATCH"
 )
 
 // Anomaly is a flagged event. A repeat of the same (kind, ref) raises its

@@ -43,8 +43,10 @@ type paymentRow struct {
 	Currency       string
 	PayerOpenID    *string `gorm:"column:payer_openid"`
 	// RegisteredOpenID is the payer_openid the order was registered
-	// with, kept apart from the payer a callback fills in, so that a
-	// retried registration is compared with what was asked, not paid.
+	// with ("" for none), kept apart from the payer a callback names, so
+	// that a retried registration is compared with what was asked, not
+	// paid. NULL on rows registered before migration 0037 by a binary
+	// that did not know it: payer_openid held it until a callback came.
 	RegisteredOpenID *string `gorm:"column:registered_openid"`
 	AppID            *string `gorm:"column:appid"`
 	MchID            *string `gorm:"column:mchid"`
@@ -118,7 +120,7 @@ func (s *Store) insertExpected(tx *gorm.DB, o Order) (*Payment, error) {
 	expire := o.ExpireAt.UTC()
 	row := paymentRow{OutTradeNo: o.OutTradeNo, State: string(PaymentExpected), Registered: true,
 		ExpectedAmount: &o.AmountTotal, Currency: "CNY", PayerOpenID: nonEmpty(o.PayerOpenID),
-		RegisteredOpenID: nonEmpty(o.PayerOpenID), ExpireAt: &expire, CreatedAt: now, UpdatedAt: now}
+		RegisteredOpenID: &o.PayerOpenID, ExpireAt: &expire, CreatedAt: now, UpdatedAt: now}
 	if err := tx.Create(&row).Error; err != nil {
 		return nil, fmt.Errorf("insert payment: %w", err)
 	}
@@ -129,8 +131,7 @@ func (s *Store) insertExpected(tx *gorm.DB, o Order) (*Payment, error) {
 
 func (s *Store) registerExisting(tx *gorm.DB, row *paymentRow, o Order) (*Payment, error) {
 	if row.Registered {
-		same := derefInt(row.ExpectedAmount) == o.AmountTotal && deref(row.RegisteredOpenID) == o.PayerOpenID
-		if same {
+		if derefInt(row.ExpectedAmount) == o.AmountTotal && row.registeredWith(o.PayerOpenID) {
 			return row.payment(), ErrAlreadyRecorded
 		}
 		return row.payment(), ErrConflict
@@ -140,14 +141,37 @@ func (s *Store) registerExisting(tx *gorm.DB, row *paymentRow, o Order) (*Paymen
 	}
 	expire := o.ExpireAt.UTC()
 	updates := map[string]any{"registered": true, "expected_amount": o.AmountTotal, "expire_at": expire,
-		"registered_openid": nonEmpty(o.PayerOpenID), "version": gorm.Expr("version + 1"), "updated_at": s.now()}
+		"registered_openid": o.PayerOpenID, "version": gorm.Expr("version + 1"), "updated_at": s.now()}
 	if err := tx.Model(&paymentRow{}).Where("id = ?", row.ID).Updates(updates).Error; err != nil {
 		return nil, fmt.Errorf("mark registered: %w", err)
 	}
 	row.Registered, row.ExpectedAmount, row.ExpireAt = true, &o.AmountTotal, &expire
-	row.RegisteredOpenID = nonEmpty(o.PayerOpenID)
+	row.RegisteredOpenID = &o.PayerOpenID
 	row.Version++
 	return row.payment(), nil
+}
+
+// registrationOpenID is the openid the order was registered with. Rows
+// registered by a binary before migration 0037 kept it in payer_openid.
+func (row *paymentRow) registrationOpenID() string {
+	if row.RegisteredOpenID == nil {
+		return deref(row.PayerOpenID)
+	}
+	return *row.RegisteredOpenID
+}
+
+// registeredWith tells whether a registration naming openid is the one
+// the order was registered with. Migration 0038 filled registered_openid
+// from payer_openid, which on a paid order a callback may have set: a
+// retry without an openid of such an order is the same registration (the
+// one case this cannot tell from a real difference: an order registered
+// with its payer's openid and retried without one, which changes nothing).
+func (row *paymentRow) registeredWith(openid string) bool {
+	reg := row.registrationOpenID()
+	if reg == openid {
+		return true
+	}
+	return openid == "" && row.TransactionID != nil && reg == deref(row.PayerOpenID)
 }
 
 // Payment returns the payment of an order, or ErrNotFound.

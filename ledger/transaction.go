@@ -117,6 +117,11 @@ func (s *Store) moveExisting(tx *gorm.DB, row *paymentRow, u TransactionUpdate) 
 	if err := s.savePayment(tx, next.row); err != nil {
 		return nil, nil, err
 	}
+	if next.flag != nil {
+		if err := s.recordAnomaly(tx, *next.flag); err != nil {
+			return nil, nil, err
+		}
+	}
 	return s.afterMove(tx, next.row, next.from, u)
 }
 
@@ -125,6 +130,7 @@ func (s *Store) moveExisting(tx *gorm.DB, row *paymentRow, u TransactionUpdate) 
 type move struct {
 	row  *paymentRow
 	from string
+	flag *Anomaly // recorded with the move
 }
 
 // decide is the payment state machine's verdict on one update, given the
@@ -155,10 +161,25 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 	}
 	next := *row
 	next.State = string(target)
+	var flag *Anomaly
 	if target == PaymentSuccess {
+		flag = payerFlag(row, u)
 		fillPaid(&next, u)
 	}
-	return move{row: &next, from: row.State}, nil, nil
+	return move{row: &next, from: row.State, flag: flag}, nil, nil
+}
+
+// payerFlag flags a registered order paid by someone other than the
+// openid it was registered for. The payer WeChat Pay names is recorded,
+// and only they may ask for a refund; finance should know the order went
+// to someone else.
+func payerFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
+	reg := row.registrationOpenID()
+	if !row.Registered || reg == "" || u.PayerOpenID == "" || reg == u.PayerOpenID {
+		return nil
+	}
+	return &Anomaly{Kind: AnomalyPayerMismatch, Ref: "payer:" + row.OutTradeNo, OutTradeNo: row.OutTradeNo,
+		Detail: fmt.Sprintf("registered for openid %s, paid by openid %s", reg, u.PayerOpenID)}
 }
 
 // savePayment writes a changed row only if nobody else changed it since
@@ -201,8 +222,8 @@ func fillPaid(row *paymentRow, u TransactionUpdate) {
 	row.TransactionID = nonEmpty(u.TransactionID)
 	row.AmountTotal, row.PayerTotal = &total, &payer
 	row.Currency = currencyOr(u.Currency)
-	if row.PayerOpenID == nil {
-		row.PayerOpenID = nonEmpty(u.PayerOpenID)
+	if u.PayerOpenID != "" { // WeChat Pay's signed word on who paid: the one who may ask for refunds
+		row.PayerOpenID = &u.PayerOpenID
 	}
 	row.AppID, row.MchID = nonEmpty(u.AppID), nonEmpty(u.MchID)
 	if !u.SuccessTime.IsZero() {

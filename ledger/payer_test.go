@@ -1,0 +1,98 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// TestRefundsBelongToWhoPaid: an order registered for one openid and paid
+// by another is recorded with the payer WeChat Pay names; only the payer
+// may ask for a refund, the mismatch is flagged once for finance, and a
+// retried registration is still compared with what was registered.
+func TestRefundsBelongToWhoPaid(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "o61", AmountTotal: 500, PayerOpenID: "openid-A", ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatal(err)
+		}
+		u := paid("n61", "o61", "tx61", 500)
+		u.PayerOpenID = "openid-B"
+		if _, err := s.ApplyTransaction(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		again := paid("n62", "o61", "tx61", 500) // a redelivery under another notify id
+		again.PayerOpenID = "openid-B"
+		if _, err := s.ApplyTransaction(ctx, again); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("redelivery: err = %v, want ErrAlreadyRecorded", err)
+		}
+		if p, _ := s.Payment(ctx, "o61"); p.PayerOpenID != "openid-B" {
+			t.Fatalf("payer = %q, want openid-B, whom WeChat Pay names", p.PayerOpenID)
+		}
+		if err := s.CheckRefund(ctx, "o61", "openid-A", 100); !errors.Is(err, ledger.ErrNotOwner) {
+			t.Fatalf("refund asked by the registered openid: err = %v, want ErrNotOwner", err)
+		}
+		if err := s.CheckRefund(ctx, "o61", "openid-B", 100); err != nil {
+			t.Fatalf("refund asked by the payer: %v", err)
+		}
+		flags, err := s.Anomalies(ctx, "o61")
+		if err != nil || len(flags) != 1 || flags[0].Kind != ledger.AnomalyPayerMismatch || flags[0].SeenCount != 1 {
+			t.Fatalf("anomalies = %+v (err %v), want one PAYER_MISMATCH seen once", flags, err)
+		}
+		assertRegistration(t, s, order, ledger.ErrAlreadyRecorded)
+		order.PayerOpenID = "openid-B"
+		assertRegistration(t, s, order, ledger.ErrConflict)
+	})
+}
+
+// TestRegistrationsFromOlderBinaries: rows written before registered_openid
+// was kept apart are compared with what they were registered with. Two
+// shapes: an order registered without an openid and paid, whose
+// registered_openid migration 0038 filled from the callback's payer; and
+// an order registered by an older binary after 0038 ran (NULL
+// registered_openid, the openid in payer_openid).
+func TestRegistrationsFromOlderBinaries(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		expire := time.Now().Add(time.Hour)
+		backfilled := ledger.Order{OutTradeNo: "o63", AmountTotal: 500, ExpireAt: expire}
+		if _, err := s.RegisterOrder(ctx, backfilled); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("n63", "o63", "tx63", 500)); err != nil {
+			t.Fatal(err)
+		}
+		setRegisteredOpenID(t, s, "o63", "registered_openid = payer_openid") // as 0038 did
+		assertRegistration(t, s, backfilled, ledger.ErrAlreadyRecorded)
+		backfilled.PayerOpenID = "openid-X"
+		assertRegistration(t, s, backfilled, ledger.ErrConflict)
+
+		old := ledger.Order{OutTradeNo: "o64", AmountTotal: 500, PayerOpenID: "openid-A", ExpireAt: expire}
+		if _, err := s.RegisterOrder(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		setRegisteredOpenID(t, s, "o64", "registered_openid = NULL")
+		assertRegistration(t, s, old, ledger.ErrAlreadyRecorded)
+		old.PayerOpenID = ""
+		assertRegistration(t, s, old, ledger.ErrConflict)
+	})
+}
+
+func setRegisteredOpenID(t *testing.T, s *ledger.Store, outTradeNo, set string) {
+	t.Helper()
+	if err := s.DB().Exec("UPDATE payments SET "+set+" WHERE out_trade_no = ?", outTradeNo).Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func assertRegistration(t *testing.T, s *ledger.Store, o ledger.Order, want error) {
+	t.Helper()
+	if _, err := s.RegisterOrder(context.Background(), o); !errors.Is(err, want) {
+		t.Fatalf("register %s with openid %q: err = %v, want %v", o.OutTradeNo, o.PayerOpenID, err, want)
+	}
+}
