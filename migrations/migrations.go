@@ -108,6 +108,9 @@ func Apply(ctx context.Context, db *sql.DB, d Dialect) error {
 			return err
 		}
 		defer unlock()
+		if _, err := conn.ExecContext(ctx, setDDLLockWait); err != nil {
+			return fmt.Errorf("migrate: set lock_wait_timeout: %w", err)
+		}
 	}
 	if _, err := conn.ExecContext(ctx, createVersionTable); err != nil {
 		return fmt.Errorf("migrate: create schema_migrations: %w", err)
@@ -120,6 +123,7 @@ func Apply(ctx context.Context, db *sql.DB, d Dialect) error {
 	if err != nil {
 		return err
 	}
+	warnUnknown(ctx, all, done)
 	first := true // only the first pending migration can be half applied
 	for _, m := range all {
 		if done[m.Version] {
@@ -131,6 +135,28 @@ func Apply(ctx context.Context, db *sql.DB, d Dialect) error {
 		first = false
 	}
 	return nil
+}
+
+// setDDLLockWait bounds how long a DDL statement waits for its table's
+// metadata lock. While an ALTER waits (behind a long transaction or a
+// streaming export), every later query on that table queues behind it;
+// MariaDB's default wait is a day. Failing after 5 s stops the start (the
+// old instances keep serving) and the next start tries again.
+const setDDLLockWait = "SET SESSION lock_wait_timeout = 5"
+
+// warnUnknown warns when the database holds migrations this binary does
+// not know: a newer binary ran, and this one may not write what it expects.
+func warnUnknown(ctx context.Context, all []Migration, done map[int]bool) {
+	known := map[int]bool{}
+	for _, m := range all {
+		known[m.Version] = true
+	}
+	for v := range done {
+		if !known[v] {
+			slog.WarnContext(ctx, "migrate: the database holds a migration this binary does not know; "+
+				"a newer release ran against it", "version", v)
+		}
+	}
 }
 
 func mysqlLock(ctx context.Context, conn *sql.Conn) (func(), error) {
@@ -182,6 +208,9 @@ func applyOne(ctx context.Context, conn *sql.Conn, m Migration, d Dialect, resum
 			slog.WarnContext(ctx, "migrate: statement already applied by an interrupted run", "migration", m.Name, "err", err)
 			continue
 		}
+		if lockWaitTimedOut(err) {
+			return fmt.Errorf("migrate: apply %s: a transaction or a long read holds the table; retry when it ends: %w", m.Name, err)
+		}
 		if err != nil {
 			return fmt.Errorf("migrate: apply %s: %w", m.Name, err)
 		}
@@ -230,16 +259,32 @@ func alreadyApplied(err error) bool {
 	return errors.As(err, &me) && (me.Number == 1050 || me.Number == 1060 || me.Number == 1061)
 }
 
-// Pending reports how many migrations the database has not applied yet.
+func lockWaitTimedOut(err error) bool {
+	var me *mysqldrv.MySQLError
+	return errors.As(err, &me) && me.Number == 1205
+}
+
+// Pending reports how many of this binary's migrations the database has
+// not applied yet (versions it does not know do not make up for them).
 func Pending(ctx context.Context, db *sql.DB, d Dialect) (int, error) {
 	all, err := List(d)
 	if err != nil {
 		return 0, err
 	}
-	var applied int
-	err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&applied)
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("count applied migrations: %w", err)
 	}
-	return len(all) - applied, nil
+	defer conn.Close()
+	done, err := appliedVersions(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	pending := 0
+	for _, m := range all {
+		if !done[m.Version] {
+			pending++
+		}
+	}
+	return pending, nil
 }

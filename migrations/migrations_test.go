@@ -132,3 +132,73 @@ func TestInterruptedMySQLMigrationReruns(t *testing.T) {
 		t.Fatalf("pending after the rerun: %d, %v", n, err)
 	}
 }
+
+// unapplyColumn takes migration 0037 (a column on payments) back out, so
+// that the next run has a DDL statement on a busy table to apply.
+func unapplyColumn(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	for _, q := range []string{"ALTER TABLE payments DROP COLUMN registered_openid",
+		"DELETE FROM schema_migrations WHERE version = 37"} {
+		if err := db.Exec(q).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDDLWaitsBoundedForItsTable: a migration whose table is held by an
+// open transaction (a long export, say) gives up after a few seconds with
+// a clear error, rather than waiting a day while every query on the table
+// queues behind it; once the transaction ends, the next run applies it.
+func TestDDLWaitsBoundedForItsTable(t *testing.T) {
+	db := ledgertest.OpenMySQL(t).DB()
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unapplyColumn(t, db)
+	ctx := context.Background()
+	tx, err := sqlDB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT COUNT(*) FROM payments"); err != nil {
+		t.Fatal(err)
+	}
+	err = migrations.Apply(ctx, sqlDB, migrations.MySQL)
+	if err == nil || !strings.Contains(err.Error(), "holds the table") {
+		t.Fatalf("DDL on a table held by a transaction: err = %v, want it refused as held", err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := migrations.Apply(ctx, sqlDB, migrations.MySQL); err != nil {
+		t.Fatalf("rerun once the table is free: %v", err)
+	}
+	if n, err := migrations.Pending(ctx, sqlDB, migrations.MySQL); err != nil || n != 0 {
+		t.Fatalf("pending after the rerun: %d, %v", n, err)
+	}
+}
+
+// TestPendingCountsOwnMigrations: a version the binary does not know (a
+// newer release ran) does not hide one of its own that is missing.
+func TestPendingCountsOwnMigrations(t *testing.T) {
+	db := ledgertest.OpenMySQL(t).DB()
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unapplyColumn(t, db)
+	if err := db.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_newer', 'x')").Error; err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if n, err := migrations.Pending(ctx, sqlDB, migrations.MySQL); err != nil || n != 1 {
+		t.Fatalf("pending with 0037 missing and an unknown 9999: %d, %v; want 1", n, err)
+	}
+	if err := migrations.Apply(ctx, sqlDB, migrations.MySQL); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := migrations.Pending(ctx, sqlDB, migrations.MySQL); err != nil || n != 0 {
+		t.Fatalf("pending after applying: %d, %v", n, err)
+	}
+}

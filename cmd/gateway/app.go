@@ -102,9 +102,10 @@ func (m *Main) openStore(ctx context.Context) error {
 		return err
 	}
 	m.closers = append(m.closers, sqlDB.Close)
-	mctx, cancel := context.WithTimeout(ctx, cmp.Or(m.MigrateTimeout, 90*time.Second))
+	limit := cmp.Or(m.MigrateTimeout, 90*time.Second)
+	mctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	if err := ledger.Migrate(mctx, db, dialect); err != nil {
+	if err := applyMigrations(mctx, d, limit); err != nil {
 		return err
 	}
 	clock := ledger.NewDBClock(db, dialect)
@@ -120,6 +121,24 @@ func (m *Main) openStore(ctx context.Context) error {
 			"offset", off.String())
 	}
 	return nil
+}
+
+// applyMigrations applies the pending migrations on a connection of its own,
+// whose reads may last as long as the migration may: an index build on a
+// big table is silent for minutes, and the pool's read_timeout would cut
+// it off while the server carries on.
+func applyMigrations(ctx context.Context, d DatabaseConfig, limit time.Duration) error {
+	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: 1, DialTimeout: d.DialTimeout,
+		ReadTimeout: limit, WriteTimeout: d.WriteTimeout})
+	if err != nil {
+		return err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	defer sqlDB.Close()
+	return ledger.Migrate(ctx, db, dialect)
 }
 
 func (m *Main) wire(ctx context.Context) error {
