@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -13,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"paygateway/ledger"
 )
 
 // Metrics holds the gateway's Prometheus collectors in a registry of its
@@ -30,6 +33,7 @@ type Metrics struct {
 	RateLimited    *prometheus.CounterVec   // gateway_rate_limited_total{route}
 	NotifyBatches  *prometheus.HistogramVec // gateway_notify_batch_size{mode}
 	OutboxAttempts *prometheus.CounterVec   // gateway_outbox_attempts_total{outcome}
+	RefundMoves    *prometheus.CounterVec   // gateway_refund_transitions_total{state}
 }
 
 // redisBuckets resolve the region around the Redis op timeout (250 ms by
@@ -61,9 +65,16 @@ func NewMetrics() *Metrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64}}, []string{"mode"}),
 		OutboxAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_outbox_attempts_total",
 			Help: "Outbox attempts this instance made and stored, by outcome (done, retry, dead)."}, []string{"outcome"}),
+		RefundMoves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_refund_transitions_total",
+			Help: "Refund state changes this instance committed (creation included), by the state reached; sum across instances."},
+			[]string{"state"}),
+	}
+	for _, st := range []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing, ledger.RefundUnknown,
+		ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal, ledger.RefundFailed} {
+		m.RefundMoves.WithLabelValues(string(st)) // present at 0, so rates work from the start
 	}
 	m.Registry.MustRegister(m.Requests, m.Latency, m.Notifications, m.RedisCalls, m.RedisFallbacks, m.RateLimited,
-		m.NotifyBatches, m.OutboxAttempts,
+		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -253,7 +264,9 @@ const ledgerGaugeTTL = 10 * time.Second
 
 func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 	return &ledgerCollector{db: db, now: now,
-		refunds: prometheus.NewDesc("gateway_refunds", "Refunds by state.", []string{"state"}, nil),
+		refunds: prometheus.NewDesc("gateway_refunds",
+			"Refunds not finished, by state (CREATED, PROCESSING, UNKNOWN, ABNORMAL); finished ones are counted by gateway_refund_transitions_total.",
+			[]string{"state"}, nil),
 		outboxJobs: prometheus.NewDesc("gateway_outbox_jobs",
 			"Outbox jobs not done, by kind and state (state DEAD = dead letters).", []string{"kind", "state"}, nil),
 		outboxOldest: prometheus.NewDesc("gateway_outbox_oldest_pending_age_seconds",
@@ -298,7 +311,10 @@ func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 		desc *prometheus.Desc
 		typ  prometheus.ValueType
 	}{
-		{"SELECT state, COUNT(*) FROM refunds GROUP BY state", l.refunds, prometheus.GaugeValue},
+		// Open states only: finished refunds are nearly all of a table
+		// never pruned; the (state, next_check_at) index serves these.
+		{"SELECT state, COUNT(*) FROM refunds WHERE state IN ('CREATED', 'PROCESSING', 'UNKNOWN', 'ABNORMAL') GROUP BY state",
+			l.refunds, prometheus.GaugeValue},
 		// Not DONE: done jobs are nearly all of a table never pruned, and
 		// the (state, next_run_at) index serves the other states.
 		{"SELECT kind, state, COUNT(*) FROM outbox_jobs WHERE state IN ('PENDING', 'RUNNING', 'DEAD') GROUP BY kind, state",
@@ -389,7 +405,14 @@ func (t *sqlTime) parse(s string) error {
 			return nil
 		}
 	}
-	return nil
+	return fmt.Errorf("unrecognised time %q", s) // a scrape error, not an age of centuries
+}
+
+// RefundMoved counts one committed refund change by the state it reached.
+func (m *Metrics) RefundMoved(state ledger.RefundState) {
+	if m != nil {
+		m.RefundMoves.WithLabelValues(string(state)).Inc()
+	}
 }
 
 // OutboxAttempt counts one stored outbox attempt by its outcome.

@@ -164,6 +164,7 @@ func (s *Store) CreateRefund(ctx context.Context, req RefundRequest) (*Refund, e
 	if err != nil {
 		return nil, fmt.Errorf("create refund %s for %s: %w", req.OutRefundNo, req.OutTradeNo, err)
 	}
+	s.noteRefund(out.State)
 	return out, nil
 }
 

@@ -91,6 +91,9 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 	if err != nil {
 		return out, fmt.Errorf("apply refund %s → %s (%s): %w", u.OutRefundNo, u.State, u.Source, err)
 	}
+	if out != nil {
+		s.noteRefund(out.State)
+	}
 	return out, nil
 }
 

@@ -22,6 +22,9 @@ type Store struct {
 	db      *gorm.DB
 	dialect migrations.Dialect
 	now     func() time.Time
+	// refundMoved, if set, is told the state of each refund change
+	// committed (creation included).
+	refundMoved func(RefundState)
 }
 
 // NewStore wraps an open, migrated database.
@@ -34,6 +37,21 @@ func (s *Store) WithClock(now func() time.Time) *Store {
 	c := *s
 	c.now = func() time.Time { return now().UTC() }
 	return &c
+}
+
+// WithRefundObserver returns a copy of the store that tells fn the state
+// each committed refund change reached (for metrics: counting them is
+// cheaper than counting the refunds table).
+func (s *Store) WithRefundObserver(fn func(RefundState)) *Store {
+	c := *s
+	c.refundMoved = fn
+	return &c
+}
+
+func (s *Store) noteRefund(state RefundState) {
+	if s.refundMoved != nil {
+		s.refundMoved(state)
+	}
 }
 
 // DB returns the underlying gorm handle.

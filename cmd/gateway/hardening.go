@@ -69,6 +69,7 @@ func (m *Main) initObservability() error {
 		return err
 	}
 	m.Metrics = gateway.NewMetrics()
+	m.Store = m.Store.WithRefundObserver(m.Metrics.RefundMoved)
 	sqlDB, err := m.Store.DB().DB()
 	if err != nil {
 		return err

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -271,11 +273,29 @@ func TestMetricsEndpoint(t *testing.T) {
 					t.Errorf("/metrics lacks %s", want)
 				}
 			}
+			// The job confirming the order's stock waits (no inventory here): its age is seconds.
+			if age := oldestPendingAge(text); age < 0 || age > 300 {
+				t.Errorf("oldest pending job's age %v s, want between 0 and 300", age)
+			}
 			if t.Failed() {
 				t.Logf("/metrics:\n%s", text)
 			}
 		})
 	}
+}
+
+// oldestPendingAge reads the age of the oldest stock confirmation not
+// done from a /metrics text (-1 if absent).
+func oldestPendingAge(text string) float64 {
+	m := regexp.MustCompile(`(?m)^gateway_outbox_oldest_pending_age_seconds\{kind="inventory.confirm"\} (\S+)$`).FindStringSubmatch(text)
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }
 
 // TestLedgerGaugesAreShared: the ledger gauges (four aggregate queries)
