@@ -133,12 +133,29 @@ func (s *RefundService) Sweep(ctx context.Context, batch int) int {
 		slog.InfoContext(ctx, "janitor: refund checked", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
 			"from", r.State, "to", after.State)
 	}
+	s.pruneKeys(ctx)
+	return n
+}
+
+// pruneBatch is how many expired idempotency keys one DELETE removes.
+const pruneBatch = 500
+
+// pruneKeys deletes expired idempotency keys in batches until none is
+// left or the call timeout has passed: one batch per sweep would fall
+// behind a steady few dozen refunds a second.
+func (s *RefundService) pruneKeys(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
-	if _, err := s.store.PruneIdempotent(pctx, 500); err != nil {
-		slog.ErrorContext(ctx, "janitor: prune idempotency keys", "err", err)
+	for pctx.Err() == nil {
+		n, err := s.store.PruneIdempotent(pctx, pruneBatch)
+		if err != nil {
+			slog.ErrorContext(ctx, "janitor: prune idempotency keys", "err", err)
+			return
+		}
+		if n < pruneBatch {
+			return
+		}
 	}
-	return n
 }
 
 // validIdempotencyKey: 1-128 printable ASCII characters. Other bytes

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -59,6 +60,35 @@ func TestSlowRefundAnswerOutlivesWriteTimeout(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != http.StatusCreated || !strings.Contains(string(body), `"state":"PROCESSING"`) {
 			t.Fatalf("answer %d %s, want 201 PROCESSING", resp.StatusCode, body)
+		}
+	})
+}
+
+// TestSweepPrunesEveryExpiredKey: one sweep deletes all the expired
+// idempotency keys, batch after batch (more than one batch here), and
+// leaves the live ones.
+func TestSweepPrunesEveryExpiredKey(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		db, past, future := s.DB(), s.Now().Add(-time.Hour), s.Now().Add(time.Hour)
+		rows := make([]map[string]any, 0, 2*pruneBatch+10)
+		for i := range cap(rows) {
+			expires := past
+			if i%100 == 0 {
+				expires = future
+			}
+			rows = append(rows, map[string]any{"scope": "o-prune", "idem_key": fmt.Sprintf("k-%d", i), "request_hash": "h",
+				"state": "DONE", "created_at": past, "expires_at": expires})
+		}
+		if err := db.Table("idempotency_keys").CreateInBatches(rows, 200).Error; err != nil {
+			t.Fatal(err)
+		}
+		svc := NewRefundService(RefundConfig{CallTimeout: 10 * time.Second}, s, slowRefunds{}, NewMemoryLocker())
+		svc.Sweep(context.Background(), 10)
+		var left, live int64
+		db.Table("idempotency_keys").Count(&left)
+		db.Table("idempotency_keys").Where("expires_at > ?", s.Now()).Count(&live)
+		if left != live || live != int64(cap(rows)/100+1) {
+			t.Fatalf("after one sweep: %d keys left, %d live; want only the %d live ones", left, live, cap(rows)/100+1)
 		}
 	})
 }
