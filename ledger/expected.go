@@ -8,23 +8,39 @@ import (
 	"gorm.io/gorm"
 )
 
-// AwaitingPayment lists registered orders still EXPECTED that were
-// created at or before createdBefore, in id order after afterID, at most
-// limit. The lost-callback compensation pages through them.
-func (s *Store) AwaitingPayment(ctx context.Context, createdBefore time.Time, afterID uint64, limit int) ([]Payment, uint64, error) {
+// AwaitingPayment lists registered orders still EXPECTED whose check is
+// due: never checked and created at or before createdBefore, or
+// scheduled by ScheduleCheck for now or earlier; at most limit, longest
+// due first (the (state, next_check_at) index serves it). The
+// lost-callback compensation schedules every order it checks, so the
+// next call lists the next ones.
+func (s *Store) AwaitingPayment(ctx context.Context, createdBefore time.Time, limit int) ([]Payment, error) {
 	var rows []paymentRow
 	err := s.db.WithContext(ctx).
-		Where("state = ? AND registered = ? AND created_at <= ? AND id > ?", string(PaymentExpected), true, createdBefore.UTC(), afterID).
-		Order("id").Limit(limit).Find(&rows).Error
+		Where("state = ? AND registered = ? AND ((next_check_at IS NULL AND created_at <= ?) OR next_check_at <= ?)",
+			string(PaymentExpected), true, createdBefore.UTC(), s.now()).
+		Order("next_check_at").Order("id").Limit(limit).Find(&rows).Error
 	if err != nil {
-		return nil, afterID, fmt.Errorf("list orders awaiting payment: %w", err)
+		return nil, fmt.Errorf("list orders awaiting payment: %w", err)
 	}
 	out := make([]Payment, len(rows))
 	for i := range rows {
 		out[i] = *rows[i].payment()
-		afterID = rows[i].ID
 	}
-	return out, afterID, nil
+	return out, nil
+}
+
+// ScheduleCheck sets when the compensation asks about an order still
+// EXPECTED again (an order that moved on is left alone). It is not a
+// state change: no history row.
+func (s *Store) ScheduleCheck(ctx context.Context, outTradeNo string, at time.Time) error {
+	err := s.db.WithContext(ctx).Model(&paymentRow{}).
+		Where("out_trade_no = ? AND state = ?", outTradeNo, string(PaymentExpected)).
+		Update("next_check_at", at.UTC()).Error
+	if err != nil {
+		return fmt.Errorf("schedule check of %s: %w", outTradeNo, err)
+	}
+	return nil
 }
 
 // CloseExpired moves an EXPECTED order whose expire_at has passed to

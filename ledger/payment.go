@@ -51,6 +51,9 @@ type paymentRow struct {
 	AppID            *string `gorm:"column:appid"`
 	MchID            *string `gorm:"column:mchid"`
 	ExpireAt         *time.Time
+	// NextCheckAt is when the lost-callback compensation asks WeChat Pay
+	// about an EXPECTED order again (NULL: once the safety buffer passed).
+	NextCheckAt *time.Time `gorm:"column:next_check_at"`
 	SuccessTime      *time.Time
 	Version          int64
 	CreatedAt        time.Time

@@ -33,7 +33,7 @@ func (m *Main) wireOutbox(ctx context.Context) error {
 		return nil
 	}
 	c := m.Config.Compensation
-	job := compensate.New(compensate.Config{Interval: c.Interval, SafetyBuffer: c.SafetyBuffer, Batch: c.Batch,
+	job := compensate.New(compensate.Config{Interval: c.Interval, SafetyBuffer: c.SafetyBuffer, MaxInterval: c.MaxInterval, Batch: c.Batch,
 		MchID: m.Config.WechatPay.MchID}, m.Store, wx)
 	m.AddJob(job.Run)
 	return nil

@@ -28,6 +28,7 @@ type InventoryConfig struct {
 type CompensationConfig struct {
 	Interval     time.Duration `yaml:"interval"`      // between runs
 	SafetyBuffer time.Duration `yaml:"safety_buffer"` // order age before WeChat Pay is queried
+	MaxInterval  time.Duration `yaml:"max_interval"`  // longest wait between two checks of an order
 	Batch        int           `yaml:"batch"`         // orders read per page
 }
 
@@ -40,7 +41,7 @@ func defaultOutboxConfig() OutboxConfig {
 func defaultInventoryConfig() InventoryConfig { return InventoryConfig{Timeout: 5 * time.Second} }
 
 func defaultCompensationConfig() CompensationConfig {
-	return CompensationConfig{Interval: time.Minute, SafetyBuffer: 5 * time.Minute, Batch: 100}
+	return CompensationConfig{Interval: time.Minute, SafetyBuffer: 5 * time.Minute, MaxInterval: 10 * time.Minute, Batch: 100}
 }
 
 // validateOutbox checks the outbox, inventory and compensation sections.
@@ -70,6 +71,8 @@ func (c *Config) validateOutbox() error {
 			"http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be longer than twice inventory.timeout"},
 		{comp.SafetyBuffer <= 0, "compensation.safety_buffer (GATEWAY_COMPENSATION_SAFETY_BUFFER)", "must be positive (never zero)"},
 		{comp.Interval <= 0, "compensation.interval (GATEWAY_COMPENSATION_INTERVAL)", "must be positive"},
+		{comp.MaxInterval != 0 && comp.MaxInterval < comp.Interval, "compensation.max_interval (GATEWAY_COMPENSATION_MAX_INTERVAL)",
+			"must be at least compensation.interval (0: 10m)"},
 	}
 	for _, ch := range checks {
 		if ch.bad {

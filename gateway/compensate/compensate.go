@@ -36,8 +36,11 @@ var _ Querier = (*wechatpay.Client)(nil)
 type Config struct {
 	Interval     time.Duration // between runs
 	SafetyBuffer time.Duration // how old an order must be before it is queried; never zero
-	Batch        int           // orders read per page
-	MchID        string        // answers for another merchant are ignored
+	// MaxInterval bounds the wait between two checks of one order (they
+	// space out as it ages: a quarter of its age, at least Interval).
+	MaxInterval time.Duration
+	Batch       int    // orders read per page
+	MchID       string // answers for another merchant are ignored
 }
 
 // Job is the lost-callback compensation.
@@ -55,6 +58,9 @@ func New(cfg Config, store *ledger.Store, wx Querier) *Job {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Minute
+	}
+	if cfg.MaxInterval < cfg.Interval {
+		cfg.MaxInterval = max(cfg.Interval, 10*time.Minute)
 	}
 	return &Job{cfg: cfg, store: store, wx: wx, log: slog.Default()}
 }
@@ -83,15 +89,16 @@ const (
 	checkTimeout = 45 * time.Second
 )
 
-// RunOnce checks every order awaiting payment for longer than the safety
-// buffer and returns how many it changed in the ledger.
+// RunOnce checks every order awaiting payment whose check is due (first
+// once it is older than the safety buffer, then spaced out as it ages)
+// and returns how many it changed in the ledger. Each order checked gets
+// its next check scheduled, so the next page holds the next orders.
 func (j *Job) RunOnce(ctx context.Context) (int, error) {
 	cutoff := j.store.Now().Add(-j.cfg.SafetyBuffer)
-	var after uint64
 	changed := 0
 	for ctx.Err() == nil {
 		pctx, cancel := context.WithTimeout(ctx, pageTimeout)
-		page, next, err := j.store.AwaitingPayment(pctx, cutoff, after, j.cfg.Batch)
+		page, err := j.store.AwaitingPayment(pctx, cutoff, j.cfg.Batch)
 		cancel()
 		if err != nil {
 			return changed, err
@@ -101,14 +108,32 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			if j.check(cctx, p) {
 				changed++
 			}
+			err := j.store.ScheduleCheck(cctx, p.OutTradeNo, j.nextCheck(p, j.store.Now()))
 			cancel()
+			if err != nil { // else the same orders would come back in this run
+				return changed, err
+			}
 		}
 		if len(page) < j.cfg.Batch {
 			break
 		}
-		after = next
 	}
 	return changed, ctx.Err()
+}
+
+// nextCheck spaces an open order's checks out as it ages: a lost callback
+// is most likely soon after the order is made; an order open for hours
+// (an abandoned cart, a far expire_at) need not cost a WeChat Pay query
+// every minute. The wait is a quarter of the order's age, between
+// Interval and MaxInterval, and never past its expire_at, when the order
+// must be closed.
+func (j *Job) nextCheck(p ledger.Payment, now time.Time) time.Time {
+	wait := min(max(now.Sub(p.CreatedAt)/4, j.cfg.Interval), j.cfg.MaxInterval)
+	next := now.Add(wait)
+	if p.ExpireAt != nil && p.ExpireAt.After(now) && p.ExpireAt.Before(next) {
+		next = *p.ExpireAt
+	}
+	return next
 }
 
 // check queries one order and applies the answer; a failed query is

@@ -1,0 +1,95 @@
+package compensate
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/gateway/wechatpay"
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// unpaid answers NOTPAY for every order until it is closed, and counts
+// the queries per order.
+type unpaid struct {
+	mu      sync.Mutex
+	queries map[string]int
+	closed  map[string]bool
+}
+
+func (u *unpaid) QueryOrder(_ context.Context, no string) (*wechatpay.Transaction, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.queries[no]++
+	state := "NOTPAY"
+	if u.closed[no] {
+		state = "CLOSED"
+	}
+	return &wechatpay.Transaction{OutTradeNo: no, TradeState: state}, nil
+}
+
+func (u *unpaid) CloseOrder(_ context.Context, no string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.closed[no] = true
+	return nil
+}
+
+func (u *unpaid) total() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, q := range u.queries {
+		n += q
+	}
+	return n
+}
+
+// TestChecksSpaceOutAsOrdersAge: an unpaid order is first asked about
+// once the safety buffer has passed, then after a quarter of its age (at
+// least the run interval, at most max_interval), and on its expire_at,
+// when it is closed. Every due order is checked in one run, page after
+// page.
+func TestChecksSpaceOutAsOrdersAge(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		now := t0
+		s := base.WithClock(func() time.Time { return now })
+		ctx := context.Background()
+		for _, no := range []string{"age-1", "age-2", "age-3"} {
+			o := ledger.Order{OutTradeNo: no, AmountTotal: 100, ExpireAt: t0.Add(3*time.Hour + 7*time.Minute)}
+			if _, err := s.RegisterOrder(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wx := &unpaid{queries: map[string]int{}, closed: map[string]bool{}}
+		job := New(Config{Interval: time.Minute, SafetyBuffer: 5 * time.Minute, MaxInterval: 10 * time.Minute, Batch: 1}, s, wx)
+		for _, step := range []struct {
+			at      time.Duration
+			queries int // made by the run at t0+at
+		}{
+			{4 * time.Minute, 0}, // within the safety buffer
+			{5 * time.Minute, 3}, // due: all three, one per page
+			{6 * time.Minute, 0}, // next at 5m + max(5m/4, 1m) = 6m15s
+			{6*time.Minute + 15*time.Second, 3},
+			{3 * time.Hour, 3},                   // long due; next in min(3h/4, 10m)
+			{3*time.Hour + 5*time.Minute, 0},     // not yet
+			{3*time.Hour + 7*time.Minute, 3 * 2}, // its expire_at: query, close, query again
+			{4 * time.Hour, 0},                   // closed: never again
+		} {
+			now = t0.Add(step.at)
+			before := wx.total()
+			if _, err := job.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := wx.total() - before; got != step.queries {
+				t.Fatalf("run at t0+%v: %d queries, want %d", step.at, got, step.queries)
+			}
+		}
+		if p, _ := s.Payment(ctx, "age-2"); p.State != ledger.PaymentClosed {
+			t.Fatalf("expired order: state %s, want CLOSED", p.State)
+		}
+	})
+}
