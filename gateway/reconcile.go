@@ -23,6 +23,10 @@ type BillSource interface {
 // nothing moved that day or the bill is not generated yet.
 var ErrNoStatement = errors.New("no trade bill of the day")
 
+// ErrBillTooLarge means the day's trade bill is larger than the gateway
+// reconciles (it holds a bill in memory). Trying again soon cannot help.
+var ErrBillTooLarge = errors.New("trade bill too large to reconcile")
+
 // Reconciler compares WeChat Pay's trade bill of a day with the ledger.
 type Reconciler struct {
 	Store   *ledger.Store
@@ -109,6 +113,10 @@ func (r *Reconciler) bill(ctx context.Context, day string) (*ledger.Bill, error)
 	data, err := r.Bills.TradeBill(ctx, day)
 	if errors.Is(err, ErrNoStatement) {
 		return r.emptyBill(ctx, day, err)
+	}
+	if errors.Is(err, ErrBillTooLarge) {
+		return nil, Errorf(CodeUnprocessable, "the trade bill of "+day+" is larger than the gateway reconciles; "+
+			"reconcile that day by other means", err)
 	}
 	if err != nil {
 		return nil, Errorf(CodeUnavailable, "could not download the trade bill of "+day, err)

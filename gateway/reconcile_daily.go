@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -144,8 +145,13 @@ func (r *Reconciler) catchUp(ctx context.Context, cfg DailyConfig, retries map[s
 	return wake
 }
 
-// noBillRecheck is how often a recent NO_BILL day is run again.
-const noBillRecheck = time.Hour
+// noBillRecheck is how often a recent NO_BILL day is run again;
+// tooLargeRecheck a day whose bill is too large (in case the limit was
+// raised meanwhile).
+const (
+	noBillRecheck   = time.Hour
+	tooLargeRecheck = 24 * time.Hour
+)
 
 // runDay runs one day and, when it fails or WeChat Pay had no bill of it
 // yet (NO_BILL), returns when to run it again.
@@ -162,6 +168,9 @@ func (r *Reconciler) runDay(ctx context.Context, cfg DailyConfig, day string, rt
 	rt.failures++
 	policy := retry.Policy{Initial: cfg.Retry, Max: 8 * cfg.Retry, Multiplier: 2, Jitter: 0.1}
 	rt.next = cfg.Now().Add(policy.NextDelay(rt.failures))
+	if errors.Is(err, ErrBillTooLarge) { // downloading it every few hours cannot help
+		rt.next = cfg.Now().Add(tooLargeRecheck)
+	}
 	level := slog.LevelError
 	if ErrorCode(err) == CodeInFlight {
 		level = slog.LevelInfo // another instance runs it

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -318,4 +319,28 @@ func TestOneReconciliationByHandPerInstance(t *testing.T) {
 	if w := call("POST", "/v1/reconciliations", `{"date":"`+day(2)+`"}`); w.Code != http.StatusOK {
 		t.Fatalf("run after the first ended: %d %s", w.Code, w.Body)
 	}
+}
+
+// TestTooLargeBillIsRetriedDaily: a bill larger than the gateway
+// reconciles is refused 422 EUNPROCESSABLE with the reason, and the daily
+// job asks for that day again a day later, not within hours (each try
+// downloads a quarter of a gigabyte for nothing).
+func TestTooLargeBillIsRetriedDaily(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		base := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
+		s = s.WithClock(func() time.Time { return base })
+		payAt(t, s, "p-large", base.AddDate(0, 0, -1))
+		r := &Reconciler{Store: s, Bills: &fakeBills{fn: func(context.Context, string) ([]byte, error) {
+			return nil, fmt.Errorf("download: over 268435456 bytes: %w", ErrBillTooLarge)
+		}}}
+		_, err := r.Run(context.Background(), "2026-11-22", "test")
+		if ErrorCode(err) != CodeUnprocessable || !strings.Contains(err.Error(), "larger than the gateway reconciles") {
+			t.Fatalf("run on a too large bill: %v, want EUNPROCESSABLE naming the size", err)
+		}
+		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, LookBack: 2}.withDefaults(s)
+		rt, again := r.runDay(context.Background(), cfg, "2026-11-22", dayRetry{})
+		if !again || rt.next.Sub(base) < 24*time.Hour {
+			t.Fatalf("retry of a too large bill at %v (again %v), want a day later", rt.next.Sub(base), again)
+		}
+	})
 }

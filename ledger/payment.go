@@ -54,10 +54,10 @@ type paymentRow struct {
 	// NextCheckAt is when the lost-callback compensation asks WeChat Pay
 	// about an EXPECTED order again (NULL: once the safety buffer passed).
 	NextCheckAt *time.Time `gorm:"column:next_check_at"`
-	SuccessTime      *time.Time
-	Version          int64
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	SuccessTime *time.Time
+	Version     int64
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 func (paymentRow) TableName() string { return "payments" }

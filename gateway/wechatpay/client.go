@@ -22,6 +22,8 @@ import (
 	"github.com/wechatpay-apiv3/wechatpay-go/services/payments"
 	"github.com/wechatpay-apiv3/wechatpay-go/services/payments/jsapi"
 	"github.com/wechatpay-apiv3/wechatpay-go/services/refunddomestic"
+
+	"paygateway/gateway"
 )
 
 // defaultClientTimeout bounds one API call when ClientConfig.Timeout is 0.
@@ -394,7 +396,7 @@ func (c *Client) download(ctx context.Context, link billLink) ([]byte, error) {
 		return nil, fmt.Errorf("download: %w", err)
 	}
 	if len(data) > maxBillSize {
-		return nil, fmt.Errorf("download: bill larger than %d bytes", maxBillSize)
+		return nil, fmt.Errorf("download: over %d bytes: %w", maxBillSize, gateway.ErrBillTooLarge)
 	}
 	sum := sha1.Sum(data)
 	if got := hex.EncodeToString(sum[:]); !strings.EqualFold(got, link.HashValue) {
