@@ -55,8 +55,8 @@ func TestRejectedPaymentEnqueuesNothing(t *testing.T) {
 		if _, err := s.ApplyTransaction(ctx, paid("ob-n3", "ob-o2", "ob-tx3", 499)); !errors.As(err, &mismatch) {
 			t.Fatalf("err = %v, want amount mismatch", err)
 		}
-		if jobs, _ := s.Outbox().JobsOf(ctx, "ob-o2"); len(jobs) != 0 {
-			t.Fatalf("jobs = %+v, want none", jobs)
+		if jobs, err := s.Outbox().JobsOf(ctx, "ob-o2"); err != nil || len(jobs) != 0 {
+			t.Fatalf("jobs = %+v, err %v; want none", jobs, err)
 		}
 	})
 }
@@ -96,8 +96,8 @@ func TestOutboxLeaseAndSettle(t *testing.T) {
 		if err != nil || len(a) != 1 || a[0].Attempt != 1 {
 			t.Fatalf("claim a = %+v, err %v", a, err)
 		}
-		if again, _ := q.Claim(ctx, "w-b", 10, time.Minute); len(again) != 0 {
-			t.Fatalf("claimed a leased job: %+v", again)
+		if again, err := q.Claim(ctx, "w-b", 10, time.Minute); err != nil || len(again) != 0 {
+			t.Fatalf("claim during the lease = %+v, err %v; want none (a leased job)", again, err)
 		}
 		time.Sleep(60 * time.Millisecond)
 		b, err := q.Claim(ctx, "w-b", 10, time.Minute)
@@ -145,13 +145,17 @@ func TestOutboxReleaseGivesBackAnUnstartedClaim(t *testing.T) {
 		if err := q.Release(ctx, a[0], "w-stranger"); err != nil {
 			t.Fatal(err)
 		}
-		if b, _ := q.Claim(ctx, "w-b", 10, time.Hour); len(b) != 0 {
-			t.Fatalf("a stranger released someone else's claim: %+v", b)
+		if b, err := q.Claim(ctx, "w-b", 10, time.Hour); err != nil || len(b) != 0 {
+			t.Fatalf("claim = %+v, err %v; want none (a stranger released someone else's claim?)", b, err)
 		}
 		if err := q.Release(ctx, a[0], "w-a"); err != nil {
 			t.Fatal(err)
 		}
-		if j, _ := q.Job(ctx, a[0].ID); j.FirstAttemptAt != nil {
+		j, err := q.Job(ctx, a[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.FirstAttemptAt != nil {
 			t.Fatalf("released job keeps first_attempt_at %v: its retry budget would run from a claim never attempted", j.FirstAttemptAt)
 		}
 		b, err := q.Claim(ctx, "w-b", 10, time.Hour)

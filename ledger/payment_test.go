@@ -202,12 +202,18 @@ func TestDuplicatePaymentIsFlagged(t *testing.T) {
 func TestConcurrentCallbacks(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		var wg sync.WaitGroup
+		// All 100 wait on start, so the callbacks overlap instead of running
+		// one after another as the goroutines happen to be scheduled.
+		var wg, ready sync.WaitGroup
+		start := make(chan struct{})
 		errs := make(chan error, 100)
 		for i := 0; i < 100; i++ {
 			wg.Add(1)
+			ready.Add(1)
 			go func(i int) {
 				defer wg.Done()
+				ready.Done()
+				<-start
 				id := "same"
 				if i%2 == 0 {
 					id = fmt.Sprintf("n-%d", i)
@@ -218,6 +224,8 @@ func TestConcurrentCallbacks(t *testing.T) {
 				}
 			}(i)
 		}
+		ready.Wait()
+		close(start)
 		wg.Wait()
 		close(errs)
 		for err := range errs {

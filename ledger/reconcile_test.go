@@ -37,6 +37,21 @@ func reconcile(t *testing.T, s *ledger.Store, bill *ledger.Bill) *ledger.Reconci
 	return rep
 }
 
+// assertRepaired reads the payment back: a repair counts only if the
+// ledger holds it paid with the bill's transaction and amount, not because
+// the reconciler's report says RepairApplied.
+func assertRepaired(t *testing.T, s *ledger.Store, bp ledger.BillPayment) {
+	t.Helper()
+	p, err := s.Payment(context.Background(), bp.OutTradeNo)
+	if err != nil {
+		t.Fatalf("repaired payment %s: %v", bp.OutTradeNo, err)
+	}
+	if p.State != ledger.PaymentSuccess || p.AmountTotal != bp.Amount || p.TransactionID != bp.TransactionID {
+		t.Fatalf("repaired payment %s = %s %d fen %s, want SUCCESS %d fen %s", bp.OutTradeNo, p.State, p.AmountTotal,
+			p.TransactionID, bp.Amount, bp.TransactionID)
+	}
+}
+
 func item(rep *ledger.Reconciliation, outTradeNo string) *ledger.ReconcileItem {
 	for i := range rep.Items {
 		if rep.Items[i].OutTradeNo == outTradeNo {
@@ -65,6 +80,7 @@ func TestReconcileRerunKeepsRepairs(t *testing.T) {
 		if it := item(first, "refused"); it == nil || it.Repair != ledger.RepairRefused {
 			t.Fatalf("first run: %+v", first)
 		}
+		assertRepaired(t, s, bill.Payments[0])
 		// The refused payment is settled by hand; a run that repaired
 		// "crashed" died before storing its report.
 		if err := s.DB().Exec("UPDATE payments SET state = 'SUCCESS', transaction_id = 'tx-refused', amount_total = 600, success_time = ? WHERE out_trade_no = 'refused'",
@@ -169,10 +185,11 @@ func TestReconcileTakeOver(t *testing.T) {
 			it.Repair != ledger.RepairDeferred || !strings.Contains(it.RepairDetail, "before the gateway took over") {
 			t.Fatalf("old system's payment: %+v", rep.Items)
 		}
-		for _, no := range []string{"registered", "lost"} {
-			if it := item(rep, no); it == nil || it.Repair != ledger.RepairApplied {
-				t.Fatalf("%s not repaired: %+v", no, rep.Items)
+		for _, bp := range []ledger.BillPayment{registered, lost} {
+			if it := item(rep, bp.OutTradeNo); it == nil || it.Repair != ledger.RepairApplied {
+				t.Fatalf("%s not repaired: %+v", bp.OutTradeNo, rep.Items)
 			}
+			assertRepaired(t, s, bp)
 		}
 		if rep.Repaired != 2 || rep.Mismatches != 3 {
 			t.Fatalf("report: %+v", rep)

@@ -178,11 +178,17 @@ func TestConcurrentRefundsNeverExceedPaid(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		paidOrder(t, s, "r4", 100)
 		var ok, refused atomic.Int64
-		var wg sync.WaitGroup
+		// All 50 wait on start, so the refunds overlap instead of running
+		// one after another as the goroutines happen to be scheduled.
+		var wg, ready sync.WaitGroup
+		start := make(chan struct{})
 		for i := 0; i < 50; i++ {
 			wg.Add(1)
+			ready.Add(1)
 			go func() {
 				defer wg.Done()
+				ready.Done()
+				<-start
 				_, err := s.CreateRefund(context.Background(), refundReq("r4", fmt.Sprintf("rf-%d", i), 7))
 				var exceeds *ledger.RefundExceedsError
 				switch {
@@ -195,6 +201,8 @@ func TestConcurrentRefundsNeverExceedPaid(t *testing.T) {
 				}
 			}()
 		}
+		ready.Wait()
+		close(start)
 		wg.Wait()
 		if ok.Load() != 14 || refused.Load() != 36 {
 			t.Fatalf("accepted %d, refused %d; want 14 and 36", ok.Load(), refused.Load())
@@ -277,8 +285,8 @@ func TestClaimStuckRefunds(t *testing.T) {
 		if err != nil || len(got) != 1 || got[0].OutRefundNo != "rf-stuck" {
 			t.Fatalf("claimed %+v, err %v; want rf-stuck", got, err)
 		}
-		if again, _ := s.ClaimStuckRefunds(ctx, s.Now(), 10, time.Minute); len(again) != 0 {
-			t.Fatalf("claimed twice: %+v", again)
+		if again, err := s.ClaimStuckRefunds(ctx, s.Now(), 10, time.Minute); err != nil || len(again) != 0 {
+			t.Fatalf("second claim = %+v, err %v; want none claimed twice", again, err)
 		}
 	})
 }

@@ -28,8 +28,10 @@ type Evidence struct {
 	Uncommitted    []string          // orders answered 2xx whose notification was not in the ledger right after
 	ForgedOrders   []string
 	ForgedAccepted int // forged deliveries answered 2xx
-	// ForgedWrongReason: forged deliveries refused, but not by the
-	// signature check (the run then proves nothing about it)
+	// ForgedWrongReason: forged deliveries that got no 401 ESIGNATURE
+	// (refused for another reason, never answered, never built or never
+	// sent): the run then proves nothing about the signature check. With
+	// ForgedAccepted 0 and this empty, every forged order was refused by it.
 	ForgedWrongReason []string
 	Storm             *storm // the refund storm's requests and answers
 	JobsPending       int    // outbox jobs not DONE after the drain wait
@@ -387,7 +389,7 @@ func forgedAccepted(ev *Evidence) (Invariant, error) {
 		inv.add("a forged delivery was answered 2xx")
 	}
 	for _, r := range ev.ForgedWrongReason {
-		inv.add("forged " + r + ", not ESIGNATURE")
+		inv.add("forged " + r + ": no 401 ESIGNATURE")
 	}
 	for _, q := range []string{"SELECT out_trade_no FROM payments WHERE out_trade_no IN ",
 		"SELECT out_trade_no FROM notifications WHERE out_trade_no IN "} {
@@ -436,12 +438,11 @@ func refundsNotSettled(ev *Evidence) (Invariant, error) {
 // reached the inventory proves nothing about them; that is a failure too.
 func idleFeatures(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "checks without evidence"}
-	var refunds int
-	if err := ev.DB.QueryRowContext(ev.Ctx, "SELECT COUNT(*) FROM refunds").Scan(&refunds); err != nil {
+	if err := refundEvidence(ev, &inv); err != nil {
 		return inv, err
 	}
-	if refunds == 0 {
-		inv.add("the refund storm made no refund")
+	if len(ev.ForgedOrders) == 0 {
+		inv.add("no forged notification was sent")
 	}
 	if ev.JobsTotal == 0 {
 		inv.add("no outbox job was written")
@@ -453,6 +454,37 @@ func idleFeatures(ev *Evidence) (Invariant, error) {
 		inv.add(fmt.Sprintf("WeChat Pay's refund API faults did not all happen: %v", f))
 	}
 	return inv, nil
+}
+
+// refundEvidence: "Σrefunds > paid" proves the money rule only if some
+// order got both refunds that fit and a third was refused by the rule
+// (409 ECONFLICT); the release checks see nothing without a refund that
+// succeeded.
+func refundEvidence(ev *Evidence, inv *Invariant) error {
+	var refunds, succeeded, twice int
+	err := ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*), COALESCE(SUM(state = 'SUCCESS'), 0) FROM refunds`).
+		Scan(&refunds, &succeeded)
+	if err != nil {
+		return err
+	}
+	err = ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*) FROM (SELECT out_trade_no FROM refunds
+		WHERE state = 'SUCCESS' GROUP BY out_trade_no HAVING COUNT(*) >= 2) twice`).Scan(&twice)
+	if err != nil {
+		return err
+	}
+	if refunds == 0 {
+		inv.add("the refund storm made no refund")
+	}
+	if succeeded == 0 {
+		inv.add("no refund succeeded: nothing for the inventory to release")
+	}
+	if twice == 0 {
+		inv.add("no order got two successful refunds")
+	}
+	if ev.Storm.answered("409 ECONFLICT") == 0 {
+		inv.add("the money rule refused no refund (no final 409 ECONFLICT)")
+	}
+	return nil
 }
 
 func (inv *Invariant) add(example string) {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -20,8 +22,10 @@ import (
 // inventory confirmed twice, another it confirmed unpaid, successful
 // refunds never released, a job not drained, a refund not settled, and
 // a ledger that disagrees with WeChat Pay (refunds it never paid, an
-// order it was paid for) are all counted; and an empty run, or one whose
-// WeChat Pay faults never happened, is "checks without evidence".
+// order it was paid for), a forged delivery answered 2xx and one that got
+// no 401 ESIGNATURE are all counted; and an empty run, or one whose
+// WeChat Pay faults never happened or whose money rule never refused a
+// refund, is "checks without evidence".
 func TestCheckFindsViolations(t *testing.T) {
 	s := ledgertest.OpenMySQL(t)
 	ctx := context.Background()
@@ -74,16 +78,18 @@ func TestCheckFindsViolations(t *testing.T) {
 	if _, err := sim.Pay(ctx, "W1", 100, "o", true); err != nil {
 		t.Fatal(err)
 	}
-	ev := &Evidence{Ctx: ctx, DB: db, Sim: sim, Inv: inv,
-		Accepted: map[string]string{"n-lost": "C1"}, ForgedOrders: []string{"F1"}, Uncommitted: []string{"C2"}}
+	ev := &Evidence{Ctx: ctx, DB: db, Sim: sim, Inv: inv, Accepted: map[string]string{"n-lost": "C1"},
+		ForgedOrders: []string{"F1", "F2", "F3"}, ForgedAccepted: 1, ForgedWrongReason: []string{"F3 never refused, last answer: 503"},
+		Uncommitted: []string{"C2"}}
 	if err := pendingWork(ctx, db, ev); err != nil {
 		t.Fatal(err)
 	}
-	// F1's confirmation job was never run; RFX3 is UNKNOWN.
-	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 2,
+	// F1's confirmation job was never run; RFX3 is UNKNOWN; no storm ran,
+	// so the money rule refused nothing.
+	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 4,
 		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 4,
 		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1,
-		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 1})
+		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 2})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()
 	if err != nil {
@@ -93,12 +99,101 @@ func TestCheckFindsViolations(t *testing.T) {
 	if err := pendingWork(ctx, empty, idle); err != nil {
 		t.Fatal(err)
 	}
-	assertCounts(t, idle, map[string]int{"checks without evidence": 4, "ledger disagrees with WeChat Pay": 1})
+	// No refund (so none succeeded, none twice), no 409, no forgery, no
+	// job, no inventory call, no WeChat Pay fault.
+	assertCounts(t, idle, map[string]int{"checks without evidence": 8, "ledger disagrees with WeChat Pay": 1})
 	if n := (&Report{GaveUp: 2}).Violations(); n != 2 {
 		t.Errorf("a run that gave up 2 notifications has %d violations", n)
 	}
 	if n := (&Report{FaultErrors: []error{errors.New("Redis never came back")}}).Violations(); n != 1 {
 		t.Errorf("a run whose fault failed has %d violations, want 1", n)
+	}
+}
+
+// TestCheckWantsRefundEvidence: "Σrefunds > paid" and the release checks
+// count as tested only once a refund succeeded, an order got both refunds
+// that fit and the money rule refused a third (409 ECONFLICT). Each step
+// adds to the ledger of the one before.
+func TestCheckWantsRefundEvidence(t *testing.T) {
+	ctx := context.Background()
+	db, err := ledgertest.OpenMySQL(t).DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := &storm{status: map[string]int{"201 ": 2, "409 ECONFLICT": 1}}
+	type refund struct{ no, order, state string }
+	for _, step := range []struct {
+		name  string
+		add   []refund
+		storm *storm
+		want  int
+	}{
+		{"no refund", nil, refused, 3},
+		{"a refund not settled", []refund{{"RE1", "A", "UNKNOWN"}}, refused, 2},
+		{"one success on each of two orders", []refund{{"RE2", "A", "SUCCESS"}, {"RE3", "B", "SUCCESS"}}, refused, 1},
+		{"two successes on one order", []refund{{"RE4", "A", "SUCCESS"}}, refused, 0},
+		{"no storm", nil, nil, 1},
+		{"the money rule never refused", nil, &storm{status: map[string]int{"201 ": 2, "409 EIN_FLIGHT": 1}}, 1},
+	} {
+		for _, r := range step.add {
+			if _, err := db.ExecContext(ctx, `INSERT INTO refunds (out_refund_no, out_trade_no, state, amount, total,
+				requester, created_at, updated_at) VALUES (?, ?, ?, 40, 100, 'o', ?, ?)`, r.no, r.order, r.state,
+				time.Now(), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		inv := Invariant{}
+		if err := refundEvidence(&Evidence{Ctx: ctx, DB: db, Storm: step.storm}, &inv); err != nil {
+			t.Fatal(err)
+		}
+		if inv.Count != step.want {
+			t.Errorf("%s: %d gaps, want %d (%v)", step.name, inv.Count, step.want, inv.Examples)
+		}
+	}
+}
+
+// TestCheckForgeriesAllAccounted: every forged order ends counted exactly
+// once, and only a 401 ESIGNATURE counts as refused; a delivery answered
+// 5xx until the run ends, or never sent, is unproven, not passed.
+func TestCheckForgeriesAllAccounted(t *testing.T) {
+	keys, err := wxpaysim.GenerateKeys("1900000109", "wxapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name                       string
+		status                     int
+		reason                     string
+		cancelled                  bool
+		refused, accepted, unknown int
+	}{
+		{"signature refused", http.StatusUnauthorized, "ESIGNATURE", false, 1, 0, 0},
+		{"refused for another reason", http.StatusBadRequest, "EINVALID", false, 0, 0, 1},
+		{"stale, not the signature", http.StatusUnauthorized, "ESTALE", false, 0, 0, 1},
+		{"accepted", http.StatusNoContent, "", false, 0, 1, 0},
+		{"never answered but 5xx", http.StatusServiceUnavailable, "EUNAVAILABLE", false, 0, 0, 1},
+		{"never sent", http.StatusUnauthorized, "ESIGNATURE", true, 0, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				fmt.Fprintf(w, `{"code":"FAIL","message":"m","reason":%q}`, tc.reason)
+			}))
+			defer srv.Close()
+			d := &driver{o: Options{Concurrency: 1}, url: srv.URL, client: srv.Client(), forger: keys}
+			// 5xx is sent again until the run ends: end it after a few tries.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if tc.cancelled {
+				cancel()
+			}
+			d.run(ctx, []delivery{{order: &order{no: "F1", amount: 100}, forged: true}})
+			if d.forgedRefused != tc.refused || d.forgedAccepted != tc.accepted || len(d.forgedWrongReason) != tc.unknown {
+				t.Errorf("refused %d, accepted %d, unproven %v; want %d, %d, %d", d.forgedRefused, d.forgedAccepted,
+					d.forgedWrongReason, tc.refused, tc.accepted, tc.unknown)
+			}
+		})
 	}
 }
 

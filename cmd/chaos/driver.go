@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,8 +50,9 @@ type driver struct {
 	deferred       []deferredCheck
 	forgedOrders   []string
 	forgedAccepted int
-	// forgedWrongReason lists forged deliveries refused for another reason
-	// than their signature.
+	forgedRefused  int // forged deliveries answered 401 ESIGNATURE
+	// forgedWrongReason lists forged deliveries that got no 401 ESIGNATURE:
+	// refused for another reason, never answered, never built or never sent.
 	forgedWrongReason []string
 	attempts          int
 }
@@ -117,6 +117,13 @@ func (d *driver) run(ctx context.Context, plan []delivery) {
 		})
 	}
 	wg.Wait()
+	// A cancelled run leaves deliveries never taken: their forgeries were
+	// never refused, so they do not count as proof either.
+	for _, p := range plan[min(int(next.Load()), len(plan)):] {
+		if p.forged {
+			d.forgeryUnproven(p.order.no + " never sent")
+		}
+	}
 }
 
 // signed returns a freshly signed delivery of o's notification. The first
@@ -162,36 +169,63 @@ func (d *driver) deliver(ctx context.Context, o *order) {
 	d.mu.Unlock()
 }
 
+// forgeTries × 200 ms (a minute) outlasts a gateway kill and restart, a
+// database crash and the Redis outage: a forgery not refused by then was
+// not refused at all.
+const forgeTries = 300
+
 // forge sends a notification signed with the wrong key until the gateway
-// answers (a refusal is the expected answer).
+// answers. Only a 401 ESIGNATURE proves the signature check; every other
+// end (accepted, refused for another reason, never answered) is recorded,
+// so a run whose forgeries all failed to get through the check proves
+// nothing rather than passing.
 func (d *driver) forge(ctx context.Context, o *order) {
-	k := d.forger
-	tx := wxpaysim.Transaction{AppID: k.AppID, MchID: k.MchID, OutTradeNo: o.no, TransactionID: "4200F" + o.no,
-		TradeType: "JSAPI", TradeState: "SUCCESS", TradeStateDesc: "支付成功", SuccessTime: time.Now().Format(time.RFC3339),
-		Payer: &wxpaysim.Payer{OpenID: "o-forged"}, Amount: wxpaysim.TransactionAmount{Total: o.amount,
-			PayerTotal: o.amount, Currency: "CNY", PayerCurrency: "CNY"}}
-	for attempt := 0; attempt < 50 && ctx.Err() == nil; attempt++ {
-		n, err := k.PaymentNotification(tx, wxpaysim.PublicKeyMode(), time.Now())
+	tx := forgedTransaction(d.forger, o)
+	last := "never sent"
+	for attempt := 0; attempt < forgeTries && ctx.Err() == nil; attempt++ {
+		n, err := d.forger.PaymentNotification(tx, wxpaysim.PublicKeyMode(), time.Now())
 		if err != nil {
+			d.forgeryUnproven(o.no + " not built: " + err.Error())
 			return
 		}
 		status, reason, err := d.postReason(ctx, n)
-		if err == nil && status/100 == 2 {
+		switch {
+		case err != nil:
+			last = err.Error()
+		case status/100 == 2:
 			d.mu.Lock()
 			d.forgedAccepted++
 			d.mu.Unlock()
 			return
-		}
-		if err == nil && status/100 == 4 {
-			if reason != "ESIGNATURE" { // refused, but not by the signature check it is there to prove
-				d.mu.Lock()
-				d.forgedWrongReason = append(d.forgedWrongReason, o.no+" refused with "+strconv.Quote(reason))
-				d.mu.Unlock()
-			}
+		case status == http.StatusUnauthorized && reason == "ESIGNATURE":
+			d.mu.Lock()
+			d.forgedRefused++
+			d.mu.Unlock()
 			return
+		case status/100 == 4: // refused, but not by the signature check it is there to prove
+			d.forgeryUnproven(fmt.Sprintf("%s refused with %d %q", o.no, status, reason))
+			return
+		default:
+			last = fmt.Sprintf("%d %q", status, reason)
 		}
 		sleep(ctx, 200*time.Millisecond)
 	}
+	d.forgeryUnproven(o.no + " never refused, last answer: " + last)
+}
+
+// forgedTransaction is a payment of o as WeChat Pay would report it.
+func forgedTransaction(k *wxpaysim.Keys, o *order) wxpaysim.Transaction {
+	return wxpaysim.Transaction{AppID: k.AppID, MchID: k.MchID, OutTradeNo: o.no, TransactionID: "4200F" + o.no,
+		TradeType: "JSAPI", TradeState: "SUCCESS", TradeStateDesc: "支付成功", SuccessTime: time.Now().Format(time.RFC3339),
+		Payer: &wxpaysim.Payer{OpenID: "o-forged"}, Amount: wxpaysim.TransactionAmount{Total: o.amount,
+			PayerTotal: o.amount, Currency: "CNY", PayerCurrency: "CNY"}}
+}
+
+// forgeryUnproven records a forged delivery that got no 401 ESIGNATURE.
+func (d *driver) forgeryUnproven(what string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.forgedWrongReason = append(d.forgedWrongReason, what)
 }
 
 func (d *driver) post(ctx context.Context, n wxpaysim.Notification) (int, error) {

@@ -172,6 +172,17 @@ func (s *storm) summary() string {
 	return out
 }
 
+// answered is how many requests ended with status ("409 ECONFLICT"), 0
+// when the storm did not run.
+func (s *storm) answered(status string) int {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status[status]
+}
+
 // keysFor is how many idempotency keys the storm used on order no (0 when
 // the storm did not touch it, or did not run).
 func (s *storm) keysFor(no string) int {

@@ -118,8 +118,8 @@ func TestLostCallbackCompensated(t *testing.T) {
 			if h, _ := m.Store.History(ctx, expiring); h[len(h)-1].Source != ledger.SourceQuery || h[len(h)-1].From != "EXPECTED" {
 				t.Fatalf("expired order closed by %+v", h[len(h)-1])
 			}
-			if jobs, _ := m.Store.Outbox().JobsOf(ctx, expiring); len(jobs) != 0 {
-				t.Fatalf("closed order has jobs %+v", jobs)
+			if jobs, err := m.Store.Outbox().JobsOf(ctx, expiring); err != nil || len(jobs) != 0 {
+				t.Fatalf("closed order has jobs %+v, err %v; want none", jobs, err)
 			}
 		})
 	}

@@ -191,6 +191,19 @@ func flipCiphertext(t *testing.T, body []byte) []byte {
 	return out
 }
 
+// tableCounts counts every row of payments, state_history and
+// notifications, whatever order they are for.
+func tableCounts(t *testing.T, m *Main) [3]int64 {
+	t.Helper()
+	var out [3]int64
+	for i, table := range []string{"payments", "state_history", "notifications"} {
+		if err := m.Store.DB().Table(table).Count(&out[i]).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
 // TestBadNotificationsLeaveNoTrace checks each bad input is refused with
 // WeChat's FAIL answer and a stable reason, and nothing is recorded.
 func TestBadNotificationsLeaveNoTrace(t *testing.T) {
@@ -201,12 +214,18 @@ func TestBadNotificationsLeaveNoTrace(t *testing.T) {
 			for _, tc := range badCases() {
 				t.Run(tc.name, func(t *testing.T) {
 					no := uniqueNo("bad")
+					before := tableCounts(t, m)
 					status, body := post(t, m.URL()+paymentPath, tc.build(t, k, no))
 					if status != tc.status || body["code"] != "FAIL" || body["reason"] != tc.reason {
 						t.Fatalf("status=%d body=%v, want %d FAIL/%s", status, body, tc.status, tc.reason)
 					}
 					if got := ledgerCounts(t, m, no); got != [3]int64{} {
 						t.Fatalf("ledger rows = %v, want none", got)
+					}
+					// Some cases never name no (a malformed body), so a row
+					// under another order would pass the check above.
+					if after := tableCounts(t, m); after != before {
+						t.Fatalf("rows in payments/state_history/notifications went from %v to %v", before, after)
 					}
 				})
 			}

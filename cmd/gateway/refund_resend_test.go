@@ -50,6 +50,13 @@ func (a *scriptedRefunds) QueryRefund(_ context.Context, outRefundNo string) (*g
 	return next(outRefundNo)
 }
 
+// queriesLeft is how many scripted query answers are still unused.
+func (a *scriptedRefunds) queriesLeft() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.queries)
+}
+
 func timedOut(gateway.WxRefundRequest) (*gateway.WxRefund, error) {
 	return nil, fmt.Errorf("%w: i/o timeout", gateway.ErrOutcomeUnknown)
 }
@@ -305,10 +312,20 @@ func TestUnrecordableAnswersWaitForTheRecheck(t *testing.T) {
 			if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
 				t.Fatal(err)
 			}
-			svc.Sweep(ctx, 10) // queries once
+			// The later sweep proves something only if this one used the one
+			// scripted answer: any query after it is then "unexpected".
+			if left := api.queriesLeft(); left != 1 {
+				t.Fatalf("%d query answers left before the sweep, want 1 (queried during Create?)", left)
+			}
+			if n := svc.Sweep(ctx, 10); n != 1 || api.queriesLeft() != 0 {
+				t.Fatalf("first sweep looked at %d refunds, %d query answers left; want 1 and 0", n, api.queriesLeft())
+			}
 			later := gateway.NewRefundService(gateway.RefundConfig{Recheck: time.Hour, CallTimeout: time.Second},
 				s.WithClock(func() time.Time { return time.Now().Add(3 * time.Second) }), api, gateway.NewMemoryLocker())
-			later.Sweep(ctx, 10) // past the claim: must not query again (no answer is scripted)
+			// Past the claim, before the recheck: nothing to look at.
+			if n := later.Sweep(ctx, 10); n != 0 {
+				t.Fatalf("later sweep looked at %d refunds, want 0 before the recheck", n)
+			}
 			checkRefund(t, s, no, ledger.RefundAbnormal, 1, 30)
 		}
 	})

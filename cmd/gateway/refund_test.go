@@ -253,6 +253,14 @@ func checkWithoutRedis(t *testing.T, b backend, addr string) {
 		t.Fatalf("%d refunds, want 15", refunds)
 	}
 	t.Logf("took %v with Redis at %s, slowest request %v", time.Since(start), addr, slowest)
+	// The default Redis timeouts (testConfig keeps them: 200 ms dial, 100 ms
+	// read/write, 250 ms a call) and the 2 s breaker cost a request well
+	// under a second; 50 requests on one order queue for its in-process lock,
+	// about 1 s here under -race. A request waiting on a silent Redis would
+	// take the client's whole 15 s.
+	if bound := 5 * time.Second; slowest > bound {
+		t.Errorf("slowest request took %v with Redis at %s, want under %v", slowest, addr, bound)
+	}
 }
 
 func TestRefundRefusals(t *testing.T) {
