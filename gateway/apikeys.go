@@ -7,7 +7,8 @@ import (
 )
 
 // DBKeys are API keys created with `gateway apikey create`, looked up in
-// the ledger database by hash; a revoked key stops working at once.
+// the ledger database by hash; a revoked key stops working at once, or
+// within RecentKeyTTL while a flood fills the key checks (LimitLookups).
 type DBKeys struct{ Usage *ledger.KeyUsage }
 
 var _ KeyLookup = DBKeys{}
