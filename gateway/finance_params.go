@@ -167,11 +167,15 @@ func wantsCSV(c *gin.Context) bool {
 	return strings.Contains(c.GetHeader("Accept"), "text/csv")
 }
 
+// firstDay is the first business day the finance API takes (days compare
+// as text: they are fixed-width).
+const firstDay = "2000-01-01"
+
 // parseDay reads a business day "YYYY-MM-DD" (UTC+8) between 2000-01-01
 // and today.
 func parseDay(v string, now time.Time) (string, error) {
 	start, err := ledger.DayStart(v)
-	if err != nil || len(v) != len(time.DateOnly) || start.Before(earliest) || ledger.DayOf(start) > ledger.DayOf(now) {
+	if err != nil || len(v) != len(time.DateOnly) || ledger.DayOf(start) < firstDay || ledger.DayOf(start) > ledger.DayOf(now) {
 		return "", invalid("date must be a day YYYY-MM-DD (UTC+8) from 2000-01-01 to today")
 	}
 	return ledger.DayOf(start), nil
@@ -182,7 +186,7 @@ func parseDay(v string, now time.Time) (string, error) {
 // today's would be empty or incomplete.
 func parsePastDay(v string, now time.Time) (string, error) {
 	start, err := ledger.DayStart(v)
-	if err != nil || len(v) != len(time.DateOnly) || start.Before(earliest) {
+	if err != nil || len(v) != len(time.DateOnly) || ledger.DayOf(start) < firstDay {
 		return "", invalid("date must be a day YYYY-MM-DD (UTC+8) from 2000-01-01 to yesterday")
 	}
 	if day := ledger.DayOf(start); day < ledger.DayOf(now) {

@@ -1,0 +1,30 @@
+package gateway
+
+import (
+	"testing"
+	"time"
+)
+
+// TestDayBounds: the first day the finance API takes is 2000-01-01 in
+// business time (UTC+8), whose midnight is 1999-12-31 in UTC.
+func TestDayBounds(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		day  string
+		past bool
+		ok   bool
+	}{
+		{"2000-01-01", false, true}, {"2000-01-01", true, true},
+		{"1999-12-31", false, false}, {"1999-12-31", true, false},
+		{"2026-11-30", false, true}, {"2026-11-30", true, false}, // today: no bill yet
+		{"2026-12-01", false, false},
+	} {
+		parse := parseDay
+		if tc.past {
+			parse = parsePastDay
+		}
+		if got, err := parse(tc.day, now); (err == nil) != tc.ok || (tc.ok && got != tc.day) {
+			t.Errorf("day %s (past %v): %q, %v; want ok=%v", tc.day, tc.past, got, err, tc.ok)
+		}
+	}
+}
