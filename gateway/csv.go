@@ -60,11 +60,16 @@ func cell(s string) string {
 
 func num(n int64) string { return strconv.FormatInt(n, 10) }
 
+// csvTime is RFC 3339 in UTC with microseconds always written: one width
+// for every row, so the column sorts as text in a spreadsheet (RFC3339Nano
+// drops trailing zeros, and "…:00Z" sorts after "…:00.5Z").
+const csvTime = "2006-01-02T15:04:05.000000Z07:00"
+
 func ts(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339Nano)
+	return t.UTC().Format(csvTime)
 }
 
 func tsp(t *time.Time) string {

@@ -28,3 +28,19 @@ func TestDayBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestCSVTimesSortAsText: every CSV time has the same width, so text
+// order is time order.
+func TestCSVTimesSortAsText(t *testing.T) {
+	base := time.Date(2026, 5, 1, 16, 30, 0, 0, time.FixedZone("UTC+8", 8*3600))
+	times := []time.Time{base, base.Add(500 * time.Millisecond), base.Add(time.Second + 1500*time.Microsecond)}
+	for i := 1; i < len(times); i++ {
+		a, b := ts(times[i-1]), ts(times[i])
+		if len(a) != len(b) || a >= b {
+			t.Errorf("%q then %q: want equal widths in time order", a, b)
+		}
+	}
+	if got := ts(base); got != "2026-05-01T08:30:00.000000Z" {
+		t.Errorf("ts = %q, want UTC with microseconds", got)
+	}
+}
