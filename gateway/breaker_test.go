@@ -41,7 +41,7 @@ func TestBreaker(t *testing.T) {
 // probe, and a probe's success closes the breaker for everyone.
 func TestBreakerProbesOneAtATime(t *testing.T) {
 	ctx := context.Background()
-	b := &gateway.Breaker{Cooldown: 20 * time.Millisecond}
+	b := &gateway.Breaker{Cooldown: 300 * time.Millisecond} // long enough that no pause of the test ends it early
 	if ok, probe := b.Begin(); !ok || probe {
 		t.Fatalf("closed breaker: Begin() = %v, %v; want a plain call", ok, probe)
 	}
@@ -49,7 +49,7 @@ func TestBreakerProbesOneAtATime(t *testing.T) {
 	if ok, _ := b.Begin(); ok {
 		t.Fatal("a call went to Redis during the cool-down")
 	}
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(350 * time.Millisecond)
 	ok, probe := b.Begin()
 	if !ok || !probe {
 		t.Fatalf("after the cool-down: Begin() = %v, %v; want the probe", ok, probe)
@@ -60,7 +60,7 @@ func TestBreakerProbesOneAtATime(t *testing.T) {
 	if !b.End(ctx, true, errors.New("i/o timeout")) || !b.Open() {
 		t.Fatal("a failed probe did not open the breaker again")
 	}
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(350 * time.Millisecond)
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	_, probe = b.Begin()
@@ -81,7 +81,7 @@ func TestBreakerProbesOneAtATime(t *testing.T) {
 func TestHungRedisAfterTheCoolDown(t *testing.T) {
 	hung := &hungGate{}
 	g := gateway.FallbackGate{Primary: hung, Secondary: gateway.NewMemoryGate(1000, gateway.NewMemoryLocker()),
-		Breaker: &gateway.Breaker{Cooldown: 20 * time.Millisecond}}
+		Breaker: &gateway.Breaker{Cooldown: time.Second}} // outlasts the 50 admits, however slowly they run
 	ttls := gateway.GateTTLs{Nonce: time.Minute, Lock: time.Second, Done: time.Minute}
 	keys := func(i int) gateway.GateKeys {
 		n := fmt.Sprint(i)
@@ -90,7 +90,7 @@ func TestHungRedisAfterTheCoolDown(t *testing.T) {
 	if _, err := g.Admit(context.Background(), keys(0), ttls); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(1050 * time.Millisecond)
 	var wg sync.WaitGroup
 	for i := 1; i <= 50; i++ {
 		wg.Go(func() {
