@@ -91,15 +91,16 @@ func TestOutboxLeaseAndSettle(t *testing.T) {
 		if _, err := s.ApplyTransaction(ctx, paid("ob-n4", "ob-o4", "ob-tx4", 100)); err != nil {
 			t.Fatal(err)
 		}
-		q := s.Outbox()
-		a, err := q.Claim(ctx, "w-a", 10, 50*time.Millisecond)
+		clock := time.Now().UTC() // moved by hand: a slow run cannot outlast the lease early
+		q := s.WithClock(func() time.Time { return clock }).Outbox()
+		a, err := q.Claim(ctx, "w-a", 10, time.Minute)
 		if err != nil || len(a) != 1 || a[0].Attempt != 1 {
 			t.Fatalf("claim a = %+v, err %v", a, err)
 		}
 		if again, err := q.Claim(ctx, "w-b", 10, time.Minute); err != nil || len(again) != 0 {
 			t.Fatalf("claim during the lease = %+v, err %v; want none (a leased job)", again, err)
 		}
-		time.Sleep(60 * time.Millisecond)
+		clock = clock.Add(time.Minute + time.Second)
 		b, err := q.Claim(ctx, "w-b", 10, time.Minute)
 		if err != nil || len(b) != 1 || b[0].Attempt != 2 || b[0].ID != a[0].ID {
 			t.Fatalf("claim after lease = %+v, err %v", b, err)
