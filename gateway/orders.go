@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -58,7 +61,62 @@ func DecodeJSON(c *gin.Context, max int64, v any) error {
 	if dec.More() {
 		return &Error{Code: CodeInvalid, Message: "malformed JSON: trailing data"}
 	}
+	return exactKeys(body, v)
+}
+
+// exactKeys refuses a top-level key not spelled exactly as one of v's
+// fields (encoding/json also takes "AMOUNT" for "amount") or given twice
+// (it keeps the last): a proxy, a log or a person reading the body must
+// see the values the gateway acts on. body has decoded into v already.
+func exactKeys(body []byte, v any) error {
+	names := jsonNames(reflect.TypeOf(v))
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil // null: nothing to check
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return Errorf(CodeInvalid, "malformed JSON: "+err.Error(), err)
+		}
+		key, _ := tok.(string)
+		switch {
+		case !names[key]:
+			return &Error{Code: CodeInvalid, Message: "malformed JSON: unknown field " + strconv.Quote(key)}
+		case seen[key]:
+			return &Error{Code: CodeInvalid, Message: "malformed JSON: field " + strconv.Quote(key) + " given twice"}
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return Errorf(CodeInvalid, "malformed JSON: "+err.Error(), err)
+		}
+	}
 	return nil
+}
+
+// jsonNames lists the JSON names of a struct's fields.
+func jsonNames(t reflect.Type) map[string]bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	out := map[string]bool{}
+	if t.Kind() != reflect.Struct {
+		return out
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+		case name == "":
+			out[f.Name] = true
+		default:
+			out[name] = true
+		}
+	}
+	return out
 }
 
 // registerOrder records an order the business expects to be paid.

@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +18,11 @@ import (
 // reads it: DecodeJSON (size cap, unknown fields, trailing data), then
 // validate. It must never panic; a body it refuses must be refused with a
 // coded *Error (a clear 4xx, never a 500); whatever validate accepts must
-// pass check. Each request type is one call: its seeds, its validate and
-// its invariants (see FuzzOrderRequest, FuzzRefundRequest).
-func fuzzJSONRequest[T any](f *testing.F, seeds []string, validate func(T) error, check func(t *testing.T, v T)) {
+// pass check, an oracle written apart from the validation (the raw body
+// is given too, so a value can be compared with what the client wrote).
+// Each request type is one call: its seeds, its validate and its
+// invariants (see FuzzOrderRequest, FuzzRefundRequest).
+func fuzzJSONRequest[T any](f *testing.F, seeds []string, validate func(T) error, check func(t *testing.T, body []byte, v T)) {
 	gin.SetMode(gin.TestMode)
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -36,8 +41,26 @@ func fuzzJSONRequest[T any](f *testing.F, seeds []string, validate func(T) error
 			}
 			return
 		}
-		check(t, v)
+		check(t, body, v)
 	})
+}
+
+// wechatOutTradeNo is WeChat Pay's rule for out_trade_no, written out here
+// rather than taken from the code under test.
+var wechatOutTradeNo = regexp.MustCompile(`^[0-9A-Za-z_|*-]{6,32}$`)
+
+// plainAmount wants the body's field to be written as the plain decimal
+// integer the request was read as: no float, exponent or string coerced
+// into an amount.
+func plainAmount(t *testing.T, body []byte, field string, got int64) {
+	t.Helper()
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		t.Fatalf("accepted a body that is not one JSON object: %v", err)
+	}
+	if w := string(raw[field]); w != strconv.FormatInt(got, 10) || got <= 0 || got > 10_000_000_000 {
+		t.Fatalf("accepted %s written %q as %d", field, w, got)
+	}
 }
 
 // FuzzOrderRequest fuzzes POST /v1/orders bodies.
@@ -59,16 +82,15 @@ func FuzzOrderRequest(f *testing.F) {
 		`{"out_trade_no":null,"amount_total":"100"}`,
 		`[]`, `null`, ``, `{`, `"x"`,
 	}
-	fuzzJSONRequest(f, seeds, func(o orderRequest) error { return o.validate(now) }, func(t *testing.T, o orderRequest) {
+	fuzzJSONRequest(f, seeds, func(o orderRequest) error { return o.validate(now) }, func(t *testing.T, body []byte, o orderRequest) {
+		plainAmount(t, body, "amount_total", o.AmountTotal)
 		switch {
-		case !ValidOutTradeNo(o.OutTradeNo):
+		case !wechatOutTradeNo.MatchString(o.OutTradeNo):
 			t.Fatalf("accepted out_trade_no %q", o.OutTradeNo)
-		case o.AmountTotal <= 0 || o.AmountTotal > MaxAmount:
-			t.Fatalf("accepted amount_total %d", o.AmountTotal)
 		case len(o.PayerOpenID) > 128:
 			t.Fatalf("accepted a %d-byte payer_openid", len(o.PayerOpenID))
-		case !o.ExpireAt.After(now):
-			t.Fatalf("accepted expire_at %v, not after %v", o.ExpireAt, now)
+		case !o.ExpireAt.After(now) || o.ExpireAt.Year() >= 2100:
+			t.Fatalf("accepted expire_at %v, not after %v or past 2099", o.ExpireAt, now)
 		}
 	})
 }
@@ -78,6 +100,9 @@ func FuzzRefundRequest(f *testing.F) {
 	seeds := []string{
 		`{"out_trade_no":"order-000001","amount":100,"reason":"不想要了"}`,
 		`{"out_trade_no":"order-000001","amount":1}`,
+		"{ \"out_trade_no\" : \"order-000001\" ,\n\t\"amount\" : 100 }",
+		`{"out_trade_no":"order-000001","AMOUNT":100}`,
+		`{"out_trade_no":"order-000001","amount":1,"amount":100}`,
 		`{"out_trade_no":"order-000001","amount":0}`,
 		`{"out_trade_no":"order-000001","amount":-1}`,
 		`{"out_trade_no":"order-000001","amount":10000000001}`,
@@ -88,14 +113,39 @@ func FuzzRefundRequest(f *testing.F) {
 		`{"out_trade_no":"order-000001","amount":100}{}`,
 		`[]`, `null`, ``, `{`,
 	}
-	fuzzJSONRequest(f, seeds, RefundParams.validate, func(t *testing.T, p RefundParams) {
+	fuzzJSONRequest(f, seeds, RefundParams.validate, func(t *testing.T, body []byte, p RefundParams) {
+		plainAmount(t, body, "amount", p.Amount)
 		switch {
-		case !ValidOutTradeNo(p.OutTradeNo):
+		case !wechatOutTradeNo.MatchString(p.OutTradeNo):
 			t.Fatalf("accepted out_trade_no %q", p.OutTradeNo)
-		case p.Amount <= 0 || p.Amount > MaxAmount:
-			t.Fatalf("accepted amount %d", p.Amount)
-		case utf8.RuneCountInString(p.Reason) > 80:
-			t.Fatalf("accepted a %d-character reason", utf8.RuneCountInString(p.Reason))
+		case utf8.RuneCountInString(p.Reason) > 80 || !utf8.ValidString(p.Reason):
+			t.Fatalf("accepted reason %q (%d characters)", p.Reason, utf8.RuneCountInString(p.Reason))
 		}
 	})
+}
+
+// TestKeysMustBeExact: a key in another case, or one given twice, is
+// refused: encoding/json would take "AMOUNT" for "amount" and keep the
+// last of two, so the body a proxy or a log shows could differ from the
+// one the gateway acts on.
+func TestKeysMustBeExact(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	for _, body := range []string{
+		`{"out_trade_no":"order-000001","AMOUNT":100}`,
+		`{"out_trade_no":"order-000001","amount":1,"amount":9999}`,
+		`{"out_trade_no":"order-000001","Amount":1}`,
+	} {
+		c, _ := gin.CreateTestContext(httptest.NewRecorder())
+		c.Request = httptest.NewRequest("POST", "/", strings.NewReader(body))
+		var p RefundParams
+		if err := DecodeJSON(c, 64<<10, &p); ErrorCode(err) != CodeInvalid {
+			t.Errorf("%s: err = %v (read as %+v), want EINVALID", body, err, p)
+		}
+	}
+	c, _ := gin.CreateTestContext(httptest.NewRecorder())
+	c.Request = httptest.NewRequest("POST", "/", strings.NewReader(`{"out_trade_no":"order-000001","amount":1,"reason":"x"}`))
+	var p RefundParams
+	if err := DecodeJSON(c, 64<<10, &p); err != nil || p.Amount != 1 {
+		t.Errorf("exact keys: %+v, %v", p, err)
+	}
 }
