@@ -28,7 +28,10 @@ type ListQuery struct {
 // listSpec maps the filters a list supports onto its columns; an empty
 // column means the list has no such filter.
 type listSpec struct {
-	name, timeCol                                       string
+	name, timeCol string
+	// timeIndexed: an index leads with timeCol, so the first id at or
+	// after a time is cheap to find (see scope).
+	timeIndexed                                         bool
 	state, outRefundNo, transactionID, payerOpenID, src string
 	kind, principal                                     string
 }
@@ -36,13 +39,13 @@ type listSpec struct {
 var (
 	paymentsSpec = listSpec{name: "payments", timeCol: "created_at", state: "state",
 		transactionID: "transaction_id", payerOpenID: "payer_openid"}
-	refundsSpec = listSpec{name: "refunds", timeCol: "created_at", state: "state",
+	refundsSpec = listSpec{name: "refunds", timeCol: "created_at", timeIndexed: true, state: "state",
 		transactionID: "transaction_id", outRefundNo: "out_refund_no"}
-	noticesSpec = listSpec{name: "notifications", timeCol: "received_at",
+	noticesSpec = listSpec{name: "notifications", timeCol: "received_at", timeIndexed: true,
 		transactionID: "transaction_id", outRefundNo: "out_refund_no", src: "source"}
 	outboxSpec = listSpec{name: "outbox_jobs", timeCol: "created_at", state: "state",
 		outRefundNo: "out_refund_no", kind: "kind"}
-	auditSpec = listSpec{name: "audit_log", timeCol: "created_at", principal: "principal"}
+	auditSpec = listSpec{name: "audit_log", timeCol: "created_at", timeIndexed: true, principal: "principal"}
 )
 
 // scope applies q to tx; every value is a bound parameter.
@@ -64,6 +67,12 @@ func (sp listSpec) scope(tx *gorm.DB, q ListQuery) (*gorm.DB, error) {
 	}
 	if !q.From.IsZero() {
 		tx = tx.Where(sp.timeCol+" >= ?", q.From.UTC())
+		if sp.timeIndexed {
+			// The same rows (no row at or after From has a smaller id), but
+			// a page read in id order, on an index such as (principal, id),
+			// starts at From instead of filtering every older row first.
+			tx = tx.Where("id >= (SELECT MIN(id) FROM "+sp.name+" WHERE "+sp.timeCol+" >= ?)", q.From.UTC())
+		}
 	}
 	if !q.To.IsZero() {
 		tx = tx.Where(sp.timeCol+" < ?", q.To.UTC())
