@@ -101,7 +101,7 @@ func (s *Store) applyBatch(tx *gorm.DB, us []TransactionUpdate) error {
 	var w batchWrites
 	for _, u := range us {
 		next, _, err := s.decide(rows[u.OutTradeNo], u)
-		if err != nil {
+		if err != nil || next.flag != nil { // flags are written one by one, by the fallback
 			return errNotPlain
 		}
 		if err := w.add(s, next, u); err != nil {

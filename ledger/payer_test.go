@@ -96,3 +96,28 @@ func assertRegistration(t *testing.T, s *ledger.Store, o ledger.Order, want erro
 		t.Fatalf("register %s with openid %q: err = %v, want %v", o.OutTradeNo, o.PayerOpenID, err, want)
 	}
 }
+
+// TestPayerMismatchInABatchIsFlagged: group commit leaves a payment that
+// must be flagged to the one-by-one path, which records it with its flag.
+func TestPayerMismatchInABatchIsFlagged(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "o65", AmountTotal: 500, PayerOpenID: "openid-A", ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatal(err)
+		}
+		other := paid("n65", "o65", "tx65", 500)
+		other.PayerOpenID = "openid-B"
+		errs, batched := s.ApplyTransactions(ctx, []ledger.TransactionUpdate{paid("n66", "o66", "tx66", 100), other})
+		if batched || errs[0] != nil || errs[1] != nil {
+			t.Fatalf("batched %v, errs %v; want both applied one by one", batched, errs)
+		}
+		flags, err := s.Anomalies(ctx, "o65")
+		if err != nil || len(flags) != 1 || flags[0].Kind != ledger.AnomalyPayerMismatch {
+			t.Fatalf("anomalies = %+v (err %v), want PAYER_MISMATCH", flags, err)
+		}
+		if p, _ := s.Payment(ctx, "o65"); p.PayerOpenID != "openid-B" || p.State != ledger.PaymentSuccess {
+			t.Fatalf("payment = %+v, want paid by openid-B", p)
+		}
+	})
+}
