@@ -98,9 +98,26 @@ func paidOrders(ctx context.Context, e *env, p *poster, tag string, n int) ([]st
 	if err != nil {
 		return nil, err
 	}
-	r := closedLoop(n, 16, func(i int) error { return p.post(notes[i]) })
+	r := closedLoop(n, 16, func(i int) error { return postPatiently(e, p, notes[i]) })
 	if r.Failed > 0 {
 		return nil, fmt.Errorf("%d payment notifications refused (first: %s)", r.Failed, r.FirstErr)
 	}
 	return orders, nil
+}
+
+// postPatiently delivers a notification, redelivering it freshly signed
+// (as WeChat Pay does) for up to about 10 s: the preparation is not
+// measured, and right after the overload phase a gateway may still be
+// working off its backlog (on SQLite, a checkpoint of a large WAL).
+func postPatiently(e *env, p *poster, n wxpaysim.Notification) error {
+	err := p.post(n)
+	for try := 0; err != nil && try < 5; try++ {
+		time.Sleep(2 * time.Second)
+		again, serr := n.Resign(e.id.Keys, wxpaysim.PublicKeyMode(), time.Now())
+		if serr != nil {
+			return serr
+		}
+		err = p.post(again)
+	}
+	return err
 }
