@@ -445,10 +445,10 @@ func insertRefund(t *testing.T, m *Main, outTradeNo, outRefundNo string, amount 
 	}
 }
 
-// TestAdminCommandsNeedANamedDatabase: an admin command without --config,
-// GATEWAY_CONFIG or GATEWAY_DATABASE_DSN is refused before it opens
-// anything, so it cannot act on the default local SQLite file and report
-// success while the gateway's database stays as it was.
+// TestAdminCommandsNeedANamedDatabase: serve or an admin command without
+// --config, GATEWAY_CONFIG or GATEWAY_DATABASE_DSN is refused before it
+// opens anything, so it cannot act on (or serve WeChat Pay from) the
+// default local SQLite file while the gateway's database stays as it was.
 func TestAdminCommandsNeedANamedDatabase(t *testing.T) {
 	t.Setenv("GATEWAY_CONFIG", "")
 	t.Setenv("GATEWAY_DATABASE_DSN", "")
@@ -460,6 +460,8 @@ func TestAdminCommandsNeedANamedDatabase(t *testing.T) {
 		{"reconcile", "--date", "2026-11-01"},
 		{"outbox", "replay", "7"},
 		{"migrate"},
+		{"serve"},
+		{},
 	} {
 		err := run(args)
 		if err == nil || !strings.Contains(err.Error(), "no database named") {

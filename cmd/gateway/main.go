@@ -56,15 +56,15 @@ func run(args []string) error {
 	return fmt.Errorf("unknown command %q (want serve, migrate, dev, devtoken, outbox, apikey or reconcile)", cmd)
 }
 
-// loadFromFlags parses --config and loads the config; an admin command
-// (admin) must name its database (see databaseNamed).
-func loadFromFlags(name string, args []string, admin bool) (Config, *flag.FlagSet, error) {
+// loadFromFlags parses --config and loads the config; serve and the admin
+// commands (named) must name their database (see databaseNamed).
+func loadFromFlags(name string, args []string, named bool) (Config, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	path := fs.String("config", os.Getenv("GATEWAY_CONFIG"), "YAML config file (env GATEWAY_CONFIG)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, fs, err
 	}
-	if admin {
+	if named {
 		if err := databaseNamed(name, *path); err != nil {
 			return Config{}, fs, err
 		}
@@ -78,10 +78,10 @@ func loadFromFlags(name string, args []string, admin bool) (Config, *flag.FlagSe
 	return cfg, fs, nil
 }
 
-// databaseNamed refuses an admin command that names no database. The
-// default database is the local SQLite file of `make run`: an operator who
-// forgot --config would otherwise create a key, replay a job or revoke a
-// key there, be told it worked, and leave the gateway's database as it was.
+// databaseNamed refuses a command that names no database. The default
+// database is the local SQLite file of `make run`: an operator who forgot
+// --config would otherwise create a key, replay a job or revoke a key
+// there, be told it worked, and leave the gateway's database as it was.
 func databaseNamed(cmd, path string) error {
 	if path != "" || os.Getenv("GATEWAY_DATABASE_DSN") != "" {
 		return nil
@@ -102,7 +102,10 @@ func applyRuntime(r RuntimeConfig) {
 }
 
 func serve(ctx context.Context, args []string) error {
-	cfg, _, err := loadFromFlags("serve", args, false)
+	// Like the admin commands, serve names its database: a deployment that
+	// forgot GATEWAY_DATABASE_DSN would otherwise answer WeChat Pay 204 from
+	// a file on the container's disk, one ledger per instance.
+	cfg, _, err := loadFromFlags("serve", args, true)
 	if err != nil {
 		return err
 	}
