@@ -52,6 +52,7 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	addList(read, d, f, "/ledger/refunds", refundList)
 	addList(read, d, f, "/ledger/notifications", noticeList)
 	addList(read, d, f, "/ledger/outbox-jobs", outboxList)
+	addList(read, d, f, "/ledger/anomalies", anomalyList)
 	read.GET("/ledger/payments/:out_trade_no/timeline", timeout(d.APITimeout), d.timeline)
 	read.GET("/ledger/totals", timeout(d.APITimeout), d.totals)
 	read.GET("/reconciliations/:date", timeout(d.APITimeout), d.getReconciliation)
@@ -263,6 +264,23 @@ var outboxList = listDef[ledger.OutboxJobListItem]{
 		return []string{num(int64(j.ID)), cell(j.Kind), cell(j.JobKey), cell(j.OutTradeNo), cell(j.OutRefundNo),
 			cell(j.State), num(int64(j.Attempts)), cell(j.LastError), ts(j.NextRunAt), tsp(j.DoneAt),
 			ts(j.CreatedAt), ts(j.UpdatedAt), cell(j.Payload)}
+	},
+}
+
+// anomalyList is what needs a person: a second payment of an order, a
+// payment by another payer than registered, an amount that differs, a
+// refund status the ledger cannot apply, a refund it never made.
+var anomalyList = listDef[ledger.AnomalyListItem]{
+	name:    "anomalies",
+	filters: listFilters{keys: []string{"out_trade_no"}, kind: true},
+	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.AnomalyListItem) error) error {
+		return s.EachAnomaly
+	},
+	id:     func(a ledger.AnomalyListItem) uint64 { return a.ID },
+	header: []string{"id", "kind", "ref", "out_trade_no", "detail", "seen_count", "first_seen", "last_seen"},
+	row: func(a ledger.AnomalyListItem) []string {
+		return []string{num(int64(a.ID)), cell(a.Kind), cell(a.Ref), cell(a.OutTradeNo), cell(a.Detail),
+			num(int64(a.SeenCount)), ts(a.FirstSeen), ts(a.LastSeen)}
 	},
 }
 

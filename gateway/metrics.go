@@ -250,9 +250,9 @@ func NoteDuplicate(ctx context.Context) {
 // share it: a flood of scrapes costs the database one reading, not four
 // aggregate queries each, and cannot take the pool from notifications.
 type ledgerCollector struct {
-	db                                         *sql.DB
-	now                                        func() time.Time // the ledger's clock
-	refunds, outboxJobs, outboxOldest, scrapeE *prometheus.Desc
+	db                                                    *sql.DB
+	now                                                   func() time.Time // the ledger's clock
+	refunds, outboxJobs, outboxOldest, anomalies, scrapeE *prometheus.Desc
 
 	mu     sync.Mutex
 	readAt time.Time
@@ -271,13 +271,16 @@ func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 			"Outbox jobs not done, by kind and state (state DEAD = dead letters).", []string{"kind", "state"}, nil),
 		outboxOldest: prometheus.NewDesc("gateway_outbox_oldest_pending_age_seconds",
 			"Age of the oldest outbox job not yet done or dead, by kind.", []string{"kind"}, nil),
+		anomalies: prometheus.NewDesc("gateway_anomalies",
+			"Anomalies flagged for a person, by kind (GET /v1/ledger/anomalies lists them); alert on any increase.",
+			[]string{"kind"}, nil),
 		scrapeE: prometheus.NewDesc("gateway_ledger_scrape_errors", "1 if reading ledger gauges failed.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (l *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.scrapeE} {
+	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.anomalies, l.scrapeE} {
 		ch <- d
 	}
 }
@@ -319,6 +322,8 @@ func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 		// the (state, next_run_at) index serves the other states.
 		{"SELECT kind, state, COUNT(*) FROM outbox_jobs WHERE state IN ('PENDING', 'RUNNING', 'DEAD') GROUP BY kind, state",
 			l.outboxJobs, prometheus.GaugeValue},
+		// Few rows (each needs a person), on the (kind, ref) key.
+		{"SELECT kind, COUNT(*) FROM anomalies GROUP BY kind", l.anomalies, prometheus.GaugeValue},
 	}
 	for _, q := range queries {
 		if err := l.collectCounts(ctx, ch, q.sql, q.desc, q.typ); err != nil {

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"gorm.io/gorm"
@@ -58,7 +59,34 @@ func (s *Store) recordAnomaly(tx *gorm.DB, a Anomaly) error {
 	if err != nil {
 		return fmt.Errorf("record anomaly %s %s: %w", a.Kind, a.Ref, err)
 	}
+	// Each one needs a person: it is logged as well as stored (and counted
+	// in gateway_anomalies), not only visible to whoever opens the order.
+	slog.WarnContext(tx.Statement.Context, "anomaly flagged", "kind", a.Kind, "ref", a.Ref,
+		"out_trade_no", a.OutTradeNo, "detail", a.Detail)
 	return nil
+}
+
+// AnomalyListItem is an anomaly in a list, with its row id for the cursor.
+type AnomalyListItem struct {
+	ID uint64 `json:"id"`
+	Anomaly
+}
+
+func (r anomalyRow) listItem() AnomalyListItem {
+	return AnomalyListItem{ID: r.ID, Anomaly: r.anomaly()}
+}
+
+func (r anomalyRow) anomaly() Anomaly {
+	return Anomaly{Kind: r.Kind, Ref: r.Ref, OutTradeNo: r.OutTradeNo, Detail: r.Detail,
+		SeenCount: r.SeenCount, FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC()}
+}
+
+// EachAnomaly streams the anomalies matching q (kind, out_trade_no,
+// from/to on last_seen), oldest first: the list finance reads to find
+// what needs a person (a second payment, an unknown refund, …) without
+// knowing the order first.
+func (s *Store) EachAnomaly(ctx context.Context, q ListQuery, fn func(AnomalyListItem) error) error {
+	return each(ctx, s.db, anomaliesSpec, q, anomalyRow.listItem, fn)
 }
 
 // Anomalies lists the anomalies flagged for an order.
@@ -69,8 +97,7 @@ func (s *Store) Anomalies(ctx context.Context, outTradeNo string) ([]Anomaly, er
 	}
 	out := make([]Anomaly, len(rows))
 	for i, r := range rows {
-		out[i] = Anomaly{Kind: r.Kind, Ref: r.Ref, OutTradeNo: r.OutTradeNo, Detail: r.Detail,
-			SeenCount: r.SeenCount, FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC()}
+		out[i] = r.anomaly()
 	}
 	return out, nil
 }

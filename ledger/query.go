@@ -46,6 +46,8 @@ var (
 	outboxSpec = listSpec{name: "outbox_jobs", timeCol: "created_at", state: "state",
 		outRefundNo: "out_refund_no", kind: "kind"}
 	auditSpec = listSpec{name: "audit_log", timeCol: "created_at", timeIndexed: true, principal: "principal"}
+	// Anomalies are few (a person deals with each): a scan is fine.
+	anomaliesSpec = listSpec{name: "anomalies", timeCol: "last_seen", kind: "kind"}
 )
 
 // scope applies q to tx; every value is a bound parameter.
