@@ -121,3 +121,42 @@ func TestPayerMismatchInABatchIsFlagged(t *testing.T) {
 		}
 	})
 }
+
+// TestPayerMismatchEitherWayRound: a payment recorded before its order
+// was registered, for another openid, is flagged when the registration
+// comes; an order registered by an older binary (no registered_openid)
+// and paid by another keeps what it was registered with.
+func TestPayerMismatchEitherWayRound(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		expire := time.Now().Add(time.Hour)
+		u := paid("n67", "o67", "tx67", 500)
+		u.PayerOpenID = "openid-B"
+		if _, err := s.ApplyTransaction(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		late := ledger.Order{OutTradeNo: "o67", AmountTotal: 500, PayerOpenID: "openid-A", ExpireAt: expire}
+		if _, err := s.RegisterOrder(ctx, late); err != nil {
+			t.Fatalf("registration after the payment: %v", err)
+		}
+		assertRegistration(t, s, late, ledger.ErrAlreadyRecorded)
+		if flags, err := s.Anomalies(ctx, "o67"); err != nil || len(flags) != 1 || flags[0].Kind != ledger.AnomalyPayerMismatch {
+			t.Fatalf("anomalies = %+v (err %v), want PAYER_MISMATCH", flags, err)
+		}
+
+		old := ledger.Order{OutTradeNo: "o68", AmountTotal: 500, PayerOpenID: "openid-A", ExpireAt: expire}
+		if _, err := s.RegisterOrder(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		setRegisteredOpenID(t, s, "o68", "registered_openid = NULL")
+		u = paid("n68", "o68", "tx68", 500)
+		u.PayerOpenID = "openid-B"
+		if _, err := s.ApplyTransaction(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		assertRegistration(t, s, old, ledger.ErrAlreadyRecorded)
+		if p, _ := s.Payment(ctx, "o68"); p.PayerOpenID != "openid-B" {
+			t.Fatalf("payer = %q, want openid-B", p.PayerOpenID)
+		}
+	})
+}

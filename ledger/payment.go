@@ -142,6 +142,11 @@ func (s *Store) registerExisting(tx *gorm.DB, row *paymentRow, o Order) (*Paymen
 	if row.AmountTotal != nil && *row.AmountTotal != o.AmountTotal {
 		return row.payment(), &AmountMismatchError{OutTradeNo: o.OutTradeNo, Expected: o.AmountTotal, Got: *row.AmountTotal}
 	}
+	if flag := payerMismatch(o.OutTradeNo, o.PayerOpenID, deref(row.PayerOpenID)); flag != nil { // paid before it was registered
+		if err := s.recordAnomaly(tx, *flag); err != nil {
+			return nil, err
+		}
+	}
 	expire := o.ExpireAt.UTC()
 	updates := map[string]any{"registered": true, "expected_amount": o.AmountTotal, "expire_at": expire,
 		"registered_openid": o.PayerOpenID, "version": gorm.Expr("version + 1"), "updated_at": s.now()}

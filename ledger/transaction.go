@@ -164,6 +164,10 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 	var flag *Anomaly
 	if target == PaymentSuccess {
 		flag = payerFlag(row, u)
+		if row.Registered && row.RegisteredOpenID == nil { // keep what an older binary registered before the payer is set
+			reg := deref(row.PayerOpenID)
+			next.RegisteredOpenID = &reg
+		}
 		fillPaid(&next, u)
 	}
 	return move{row: &next, from: row.State, flag: flag}, nil, nil
@@ -174,12 +178,21 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 // and only they may ask for a refund; finance should know the order went
 // to someone else.
 func payerFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
-	reg := row.registrationOpenID()
-	if !row.Registered || reg == "" || u.PayerOpenID == "" || reg == u.PayerOpenID {
+	if !row.Registered {
 		return nil
 	}
-	return &Anomaly{Kind: AnomalyPayerMismatch, Ref: "payer:" + row.OutTradeNo, OutTradeNo: row.OutTradeNo,
-		Detail: fmt.Sprintf("registered for openid %s, paid by openid %s", reg, u.PayerOpenID)}
+	return payerMismatch(row.OutTradeNo, row.registrationOpenID(), u.PayerOpenID)
+}
+
+// payerMismatch flags an order registered for one openid and paid by
+// another (nil when either is unknown or they agree), whichever of the
+// registration and the payment came first.
+func payerMismatch(outTradeNo, registered, paidBy string) *Anomaly {
+	if registered == "" || paidBy == "" || registered == paidBy {
+		return nil
+	}
+	return &Anomaly{Kind: AnomalyPayerMismatch, Ref: "payer:" + outTradeNo, OutTradeNo: outTradeNo,
+		Detail: fmt.Sprintf("registered for openid %s, paid by openid %s", registered, paidBy)}
 }
 
 // savePayment writes a changed row only if nobody else changed it since
@@ -189,6 +202,7 @@ func (s *Store) savePayment(tx *gorm.DB, row *paymentRow) error {
 	res := tx.Model(&paymentRow{}).Where("id = ? AND version = ?", row.ID, row.Version).Updates(map[string]any{
 		"state": row.State, "transaction_id": row.TransactionID, "amount_total": row.AmountTotal,
 		"payer_total": row.PayerTotal, "currency": row.Currency, "payer_openid": row.PayerOpenID,
+		"registered_openid": row.RegisteredOpenID,
 		"appid": row.AppID, "mchid": row.MchID, "success_time": row.SuccessTime,
 		"version": row.Version + 1, "updated_at": row.UpdatedAt,
 	})
