@@ -36,7 +36,7 @@ func (s *Store) AwaitingPayment(ctx context.Context, createdBefore time.Time, li
 func (s *Store) ScheduleCheck(ctx context.Context, outTradeNo string, at time.Time) error {
 	err := s.db.WithContext(ctx).Model(&paymentRow{}).
 		Where("out_trade_no = ? AND state = ?", outTradeNo, string(PaymentExpected)).
-		Update("next_check_at", at.UTC()).Error
+		UpdateColumn("next_check_at", at.UTC()).Error // not updated_at: nothing about the order changed
 	if err != nil {
 		return fmt.Errorf("schedule check of %s: %w", outTradeNo, err)
 	}

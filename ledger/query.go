@@ -69,7 +69,7 @@ func (sp listSpec) scope(tx *gorm.DB, q ListQuery) (*gorm.DB, error) {
 	}
 	if !q.From.IsZero() {
 		tx = tx.Where(sp.timeCol+" >= ?", q.From.UTC())
-		if sp.timeIndexed {
+		if sp.timeIndexed && q.AfterID == 0 { // later pages start at their cursor
 			// The same rows (no row at or after From has a smaller id), but
 			// a page read in id order, on an index such as (principal, id),
 			// starts at From instead of filtering every older row first.

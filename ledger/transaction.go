@@ -202,9 +202,8 @@ func (s *Store) savePayment(tx *gorm.DB, row *paymentRow) error {
 	res := tx.Model(&paymentRow{}).Where("id = ? AND version = ?", row.ID, row.Version).Updates(map[string]any{
 		"state": row.State, "transaction_id": row.TransactionID, "amount_total": row.AmountTotal,
 		"payer_total": row.PayerTotal, "currency": row.Currency, "payer_openid": row.PayerOpenID,
-		"registered_openid": row.RegisteredOpenID,
-		"appid": row.AppID, "mchid": row.MchID, "success_time": row.SuccessTime,
-		"version": row.Version + 1, "updated_at": row.UpdatedAt,
+		"registered_openid": row.RegisteredOpenID, "appid": row.AppID, "mchid": row.MchID,
+		"success_time": row.SuccessTime, "version": row.Version + 1, "updated_at": row.UpdatedAt,
 	})
 	if res.Error != nil {
 		return fmt.Errorf("update payment %s: %w", row.OutTradeNo, res.Error)

@@ -168,6 +168,8 @@ func mysqlLock(ctx context.Context, conn *sql.Conn) (func(), error) {
 		return nil, fmt.Errorf("migrate: another instance held the migration lock for 60s")
 	}
 	return func() {
+		// The connection may go back to the caller's pool: no 5 s lock wait there.
+		_, _ = conn.ExecContext(context.Background(), "SET SESSION lock_wait_timeout = DEFAULT")
 		_, _ = conn.ExecContext(context.Background(), "SELECT RELEASE_LOCK('gateway_migrate')")
 	}, nil
 }

@@ -41,6 +41,8 @@ type Config struct {
 	MaxInterval time.Duration
 	Batch       int    // orders read per page
 	MchID       string // answers for another merchant are ignored
+	// CheckTimeout bounds one order's check (default 45 s; tests shorten it).
+	CheckTimeout time.Duration
 }
 
 // Job is the lost-callback compensation.
@@ -58,6 +60,9 @@ func New(cfg Config, store *ledger.Store, wx Querier) *Job {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Minute
+	}
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = checkTimeout
 	}
 	if cfg.MaxInterval < cfg.Interval {
 		cfg.MaxInterval = max(cfg.Interval, 10*time.Minute)
@@ -91,8 +96,8 @@ const (
 
 // RunOnce checks every order awaiting payment whose check is due (first
 // once it is older than the safety buffer, then spaced out as it ages)
-// and returns how many it changed in the ledger. Each order checked gets
-// its next check scheduled, so the next page holds the next orders.
+// and returns how many it changed in the ledger. Each order's next check
+// is scheduled before it is checked, so the next page holds the next orders.
 func (j *Job) RunOnce(ctx context.Context) (int, error) {
 	cutoff := j.store.Now().Add(-j.cfg.SafetyBuffer)
 	changed := 0
@@ -104,21 +109,30 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			return changed, err
 		}
 		for _, p := range page {
-			cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+			if err := j.schedule(ctx, p); err != nil { // else the same orders would come back in this run
+				return changed, err
+			}
+			cctx, cancel := context.WithTimeout(ctx, j.cfg.CheckTimeout)
 			if j.check(cctx, p) {
 				changed++
 			}
-			err := j.store.ScheduleCheck(cctx, p.OutTradeNo, j.nextCheck(p, j.store.Now()))
 			cancel()
-			if err != nil { // else the same orders would come back in this run
-				return changed, err
-			}
 		}
 		if len(page) < j.cfg.Batch {
 			break
 		}
 	}
 	return changed, ctx.Err()
+}
+
+// schedule sets the order's next check before this one runs: a check
+// that outlasts its time (a slow WeChat Pay) cannot leave the order first
+// in line for every later run, and other instances leave it alone
+// meanwhile.
+func (j *Job) schedule(ctx context.Context, p ledger.Payment) error {
+	sctx, cancel := context.WithTimeout(ctx, pageTimeout)
+	defer cancel()
+	return j.store.ScheduleCheck(sctx, p.OutTradeNo, j.nextCheck(p, j.store.Now()))
 }
 
 // nextCheck spaces an open order's checks out as it ages: a lost callback

@@ -93,3 +93,51 @@ func TestChecksSpaceOutAsOrdersAge(t *testing.T) {
 		}
 	})
 }
+
+// stalled never answers a query about one order before its caller gives up.
+type stalled struct {
+	unpaid
+	slow string
+}
+
+func (s *stalled) QueryOrder(ctx context.Context, no string) (*wechatpay.Transaction, error) {
+	if no == s.slow {
+		s.mu.Lock()
+		s.queries[no]++
+		s.mu.Unlock()
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return s.unpaid.QueryOrder(ctx, no)
+}
+
+// TestASlowCheckDoesNotStallTheRun: a check that outlasts its time (WeChat
+// Pay hanging on one order) leaves that order scheduled like any other,
+// and the run goes on to the next orders instead of failing on it, run
+// after run.
+func TestASlowCheckDoesNotStallTheRun(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		now := t0
+		s := base.WithClock(func() time.Time { return now })
+		ctx := context.Background()
+		for _, no := range []string{"slow-1", "slow-2"} {
+			if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: no, AmountTotal: 100, ExpireAt: t0.Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wx := &stalled{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, slow: "slow-1"}
+		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, Batch: 10, CheckTimeout: 50 * time.Millisecond}, s, wx)
+		now = t0.Add(2 * time.Minute)
+		if _, err := job.RunOnce(ctx); err != nil {
+			t.Fatalf("run with one order hanging: %v", err)
+		}
+		now = now.Add(time.Second)
+		if _, err := job.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if wx.queries["slow-1"] != 1 || wx.queries["slow-2"] != 1 {
+			t.Fatalf("queries %v, want each order asked once (both scheduled)", wx.queries)
+		}
+	})
+}
