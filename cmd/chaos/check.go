@@ -28,6 +28,7 @@ type Evidence struct {
 	Uncommitted    []string          // orders answered 2xx whose notification was not in the ledger right after
 	ForgedOrders   []string
 	ForgedAccepted int // forged deliveries answered 2xx
+	ForgedRefused  int // forged deliveries answered 401 ESIGNATURE
 	// ForgedWrongReason: forged deliveries that got no 401 ESIGNATURE
 	// (refused for another reason, never answered, never built or never
 	// sent): the run then proves nothing about the signature check. With
@@ -390,6 +391,11 @@ func forgedAccepted(ev *Evidence) (Invariant, error) {
 	}
 	for _, r := range ev.ForgedWrongReason {
 		inv.add("forged " + r + ": no 401 ESIGNATURE")
+	}
+	// Every forged order ends one of three ways; one that ended none was
+	// lost by the driver, and proves nothing.
+	if n := len(ev.ForgedOrders) - ev.ForgedRefused - ev.ForgedAccepted - len(ev.ForgedWrongReason); n != 0 {
+		inv.add(fmt.Sprintf("%d forged orders without a recorded end", n))
 	}
 	for _, q := range []string{"SELECT out_trade_no FROM payments WHERE out_trade_no IN ",
 		"SELECT out_trade_no FROM notifications WHERE out_trade_no IN "} {

@@ -80,13 +80,14 @@ func TestCheckFindsViolations(t *testing.T) {
 	}
 	ev := &Evidence{Ctx: ctx, DB: db, Sim: sim, Inv: inv, Accepted: map[string]string{"n-lost": "C1"},
 		ForgedOrders: []string{"F1", "F2", "F3"}, ForgedAccepted: 1, ForgedWrongReason: []string{"F3 never refused, last answer: 503"},
-		Uncommitted: []string{"C2"}}
+		ForgedRefused: 0, // F2's end was lost: one more violation
+		Uncommitted:   []string{"C2"}}
 	if err := pendingWork(ctx, db, ev); err != nil {
 		t.Fatal(err)
 	}
 	// F1's confirmation job was never run; RFX3 is UNKNOWN; no storm ran,
 	// so the money rule refused nothing.
-	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 4,
+	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
 		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 4,
 		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1,
 		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 2})

@@ -86,7 +86,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return rep, err
 	}
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
-		ForgedAccepted: d.forgedAccepted, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted}
+		ForgedAccepted: d.forgedAccepted, ForgedRefused: d.forgedRefused, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted}
 	drain(ctx, w, o, ev)
 	rep.JobsTotal, rep.JobsStates = ev.JobsTotal, ev.JobsStates
 	rep.RefundStates = countBy(ctx, w, "SELECT state, COUNT(*) FROM refunds GROUP BY state ORDER BY state")
