@@ -33,8 +33,9 @@ const defaultClientTimeout = 10 * time.Second
 // is 0. A bill can be tens of megabytes: the per-call timeout is too short.
 const DefaultBillTimeout = 5 * time.Minute
 
-// maxBillSize bounds a downloaded trade bill.
-const maxBillSize = 256 << 20
+// maxBillSize bounds a downloaded trade bill (a variable so that a test
+// can lower it).
+var maxBillSize int64 = 256 << 20
 
 // Errors returned by Client. Callers decide with errors.Is / errors.As:
 //   - ErrNotFound: WeChat Pay answered that the order or refund does not exist.
@@ -395,7 +396,7 @@ func (c *Client) download(ctx context.Context, link billLink) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("download: %w", err)
 	}
-	if len(data) > maxBillSize {
+	if int64(len(data)) > maxBillSize {
 		return nil, fmt.Errorf("download: over %d bytes: %w", maxBillSize, gateway.ErrBillTooLarge)
 	}
 	sum := sha1.Sum(data)

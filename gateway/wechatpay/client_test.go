@@ -333,6 +333,18 @@ func TestClientTradeBill(t *testing.T) {
 	}
 }
 
+// TestClientTradeBillTooLarge: a bill over the size the gateway holds is
+// refused as gateway.ErrBillTooLarge, which the daily job retries a day
+// later, not every few hours.
+func TestClientTradeBillTooLarge(t *testing.T) {
+	e := newClientEnv(t, nil)
+	e.pay(t, "T1", 1000)
+	defer wechatpay.SetMaxBillSize(100)()
+	if _, err := e.client.TradeBill(context.Background(), today()); !errors.Is(err, gateway.ErrBillTooLarge) {
+		t.Fatalf("err = %v, want ErrBillTooLarge", err)
+	}
+}
+
 func TestClientTradeBillFaults(t *testing.T) {
 	tests := []struct {
 		name            string
