@@ -195,9 +195,13 @@ func (c *Client) write(ctx context.Context, path string, body any, want record) 
 }
 
 // done GETs the record for key: 2xx is true, the service's own 404
-// ({"code":"NOT_FOUND"}) is false. Any other 404 (a proxy, a deploy without
-// the route) is no verdict, so the outcome stays unknown: reading it as
-// "not applied" would send the operation again blind.
+// ({"code":"NOT_FOUND"}) is false. Any other answer is no verdict, so the
+// outcome stays unknown and the job is retried: another 404 (a proxy, a
+// deploy without the route) read as "not applied" would send the operation
+// again blind, and a 4xx to the query (credentials rotated, a WAF) says
+// nothing about whether an earlier send was applied, so it must not
+// dead-letter the job as "not applied" (and, for a confirmation, hold
+// every release of the order behind it).
 func (c *Client) done(ctx context.Context, path string, want record) (bool, error) {
 	if want.Key == "" {
 		return false, invalidRequest("empty key")
@@ -209,7 +213,7 @@ func (c *Client) done(ctx context.Context, path string, want record) (bool, erro
 	case status == http.StatusNotFound && errorCode(resp) == "NOT_FOUND":
 		return false, nil
 	case status/100 != 2:
-		return false, statusError(status, errorCode(resp), resp)
+		return false, fmt.Errorf("%w: the status query answered %d (code %q)", ErrUnknownOutcome, status, errorCode(resp))
 	}
 	if err := checkRecord(resp, want); err != nil {
 		return false, err

@@ -97,7 +97,9 @@ func TestDoneClassifiesStatus(t *testing.T) {
 		{"bare 404 from a proxy", 404, "404 page not found\n", false, inventory.IsUnknown},
 		{"404 with another code", 404, `{"code":"NO_ROUTE"}`, false, inventory.IsUnknown},
 		{"found wrong kind", 200, `{"key":"k1","status":"CONFIRMED"}`, false, inventory.IsUnknown},
-		{"bad request", 400, "", false, inventory.IsPermanent},
+		{"bad request", 400, "", false, inventory.IsUnknown}, // says nothing of an earlier send
+		{"credentials refused", 401, `{"code":"UNAUTHORIZED"}`, false, inventory.IsUnknown},
+		{"forbidden by a WAF", 403, "", false, inventory.IsUnknown},
 		{"too many requests", 429, "", false, inventory.IsUnknown},
 		{"unavailable", 503, "", false, inventory.IsUnknown},
 	}
