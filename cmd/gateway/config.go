@@ -181,6 +181,9 @@ func DefaultConfig() Config {
 	}
 }
 
+// maxNotifyTimeout is how long WeChat Pay waits for a notification's answer.
+const maxNotifyTimeout = 5 * time.Second
+
 // Load reads the YAML file at path (if path is not empty), then the
 // environment.
 func Load(path string) (Config, error) {
@@ -297,6 +300,17 @@ func (c *Config) Validate() error {
 		{c.HTTP.IdleTimeout <= 0, "http.idle_timeout (GATEWAY_HTTP_IDLE_TIMEOUT)", "must be positive"},
 		{c.HTTP.ShutdownTimeout <= 0, "http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be positive"},
 		{c.HTTP.MaxConnections <= 0, "http.max_connections (GATEWAY_HTTP_MAX_CONNECTIONS)", "must be positive"},
+		// WeChat Pay waits 5 s for an answer: a notification answered later
+		// counts as failed whatever the answer said.
+		{c.HTTP.NotifyTimeout <= 0 || c.HTTP.NotifyTimeout > maxNotifyTimeout,
+			"http.notify_timeout (GATEWAY_HTTP_NOTIFY_TIMEOUT)", "must be positive and at most 5s (WeChat Pay's wait)"},
+		// A hung Redis must cost a notification a small part of its time,
+		// or the request runs out before the call fails and the breaker
+		// (which ignores calls whose request gave up) never opens.
+		{c.Redis.Addr != "" && c.Redis.PoolTimeout+c.Redis.OpTimeout >= c.HTTP.NotifyTimeout/2,
+			"redis.op_timeout (GATEWAY_REDIS_OP_TIMEOUT)", "plus redis.pool_timeout must be under half of http.notify_timeout"},
+		{c.Redis.BreakerCooldown > time.Minute, "redis.breaker_cooldown (GATEWAY_REDIS_BREAKER_COOLDOWN)",
+			"must be at most 1m (every guard stays on its per-instance fallback meanwhile)"},
 		{c.HTTP.WriteTimeout <= max(c.HTTP.APITimeout, c.HTTP.NotifyTimeout),
 			"http.write_timeout (GATEWAY_HTTP_WRITE_TIMEOUT)", "must be longer than http.api_timeout and http.notify_timeout"},
 		{c.Redis.FinishDelay < 0 || c.Redis.FinishDelay > time.Second,

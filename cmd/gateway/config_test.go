@@ -88,6 +88,11 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			c.Inventory.BaseURL, c.Inventory.Timeout, c.Outbox.Lease = "http://inv", 10*time.Second, time.Minute
 		}, "GATEWAY_HTTP_SHUTDOWN_TIMEOUT"},
 		{"take-over not a time", func(c *Config) { c.Finance.ReconcileFrom = "last monday" }, "GATEWAY_FINANCE_RECONCILE_FROM"},
+		{"answer after WeChat gave up", func(c *Config) { c.HTTP.NotifyTimeout = 6 * time.Second }, "GATEWAY_HTTP_NOTIFY_TIMEOUT"},
+		{"Redis wait eats the notification's time", func(c *Config) {
+			c.Redis.Addr, c.Redis.OpTimeout = "127.0.0.1:6379", 2*time.Second
+		}, "GATEWAY_REDIS_OP_TIMEOUT"},
+		{"breaker open for an hour", func(c *Config) { c.Redis.BreakerCooldown = time.Hour }, "GATEWAY_REDIS_BREAKER_COOLDOWN"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
