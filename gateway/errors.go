@@ -114,13 +114,21 @@ func writeWechatFail(c *gin.Context, err error) {
 // quotes a notification's Request-Id header whole).
 const maxLoggedError = 512
 
+// ourMistake reports the refusals of a notification whose signature
+// checked out: the APIv3 key cannot open it (EDECRYPT) or it names
+// another merchant (EMERCHANT). WeChat Pay signed it, so the fault is
+// most likely our configuration (a rotated key, a wrong mchid), and every
+// genuine callback is being refused until someone acts: an error, not the
+// info a forgery gets.
+func ourMistake(code string) bool { return code == CodeDecrypt || code == CodeMerchant }
+
 func logError(c *gin.Context, status int, err error) {
 	c.Set(errorCodeKey, ErrorCode(err))
 	if ErrorCode(err) == CodeRateLimited {
 		c.Set(rateLimitedKey, true) // counted by the metrics
 	}
 	level := slog.LevelInfo
-	if status >= 500 {
+	if status >= 500 || ourMistake(ErrorCode(err)) {
 		level = slog.LevelError
 	}
 	slog.Log(c.Request.Context(), level, "request failed", "path", c.FullPath(), "status", status,

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -305,5 +306,30 @@ func TestVerificationModes(t *testing.T) {
 				t.Fatalf("status=%d body=%v, want %d", status, body, tc.status)
 			}
 		})
+	}
+}
+
+// TestOurMisconfigurationIsAnError: a notification WeChat Pay signed that
+// our APIv3 key cannot open, or that names another merchant, is logged at
+// error level (every genuine callback is being refused until someone
+// fixes the config); a forged signature stays at info.
+func TestOurMisconfigurationIsAnError(t *testing.T) {
+	logs := captureLogs(t)
+	m := startGateway(t, testConfig(t, backends[0]))
+	k, _ := testKeys(t)
+	want := map[string]string{"wrong APIv3 key": "ERROR", "wrong mchid": "ERROR", "forged signature": "INFO"}
+	for _, tc := range badCases() {
+		if _, ok := want[tc.name]; ok {
+			post(t, m.URL()+paymentPath, tc.build(t, k, uniqueNo("lvl")))
+		}
+	}
+	got := map[string]string{}
+	for _, l := range logLines(t, logs.String(), "request failed") {
+		got[fmt.Sprint(l["code"])] = fmt.Sprint(l["level"])
+	}
+	for name, level := range map[string]string{"EDECRYPT": "ERROR", "EMERCHANT": "ERROR", "ESIGNATURE": "INFO"} {
+		if got[name] != level {
+			t.Errorf("%s logged at %q, want %s (all: %v)", name, got[name], level, got)
+		}
 	}
 }
