@@ -261,6 +261,19 @@ func alreadyApplied(err error) bool {
 	return errors.As(err, &me) && (me.Number == 1050 || me.Number == 1060 || me.Number == 1061)
 }
 
+// versionTableExists reports whether schema_migrations is there.
+func versionTableExists(ctx context.Context, conn *sql.Conn, d Dialect) (bool, error) {
+	q := "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+	if d == MySQL {
+		q = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'"
+	}
+	var n int
+	if err := conn.QueryRowContext(ctx, q).Scan(&n); err != nil {
+		return false, fmt.Errorf("look for schema_migrations: %w", err)
+	}
+	return n > 0, nil
+}
+
 func lockWaitTimedOut(err error) bool {
 	var me *mysqldrv.MySQLError
 	return errors.As(err, &me) && me.Number == 1205
@@ -278,6 +291,10 @@ func Pending(ctx context.Context, db *sql.DB, d Dialect) (int, error) {
 		return 0, fmt.Errorf("count applied migrations: %w", err)
 	}
 	defer conn.Close()
+	exists, err := versionTableExists(ctx, conn, d)
+	if err != nil || !exists { // a database never migrated lacks them all
+		return len(all), err
+	}
 	done, err := appliedVersions(ctx, conn)
 	if err != nil {
 		return 0, err

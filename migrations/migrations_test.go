@@ -9,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"paygateway/ledger/ledgerdb"
 	"paygateway/ledger/ledgertest"
 	"paygateway/migrations"
 )
@@ -200,5 +201,28 @@ func TestPendingCountsOwnMigrations(t *testing.T) {
 	}
 	if n, err := migrations.Pending(ctx, sqlDB, migrations.MySQL); err != nil || n != 0 {
 		t.Fatalf("pending after applying: %d, %v", n, err)
+	}
+}
+
+// TestPendingOnANewDatabase: a database never migrated lacks every
+// migration (and asking changes nothing: no schema_migrations table).
+func TestPendingOnANewDatabase(t *testing.T) {
+	for _, c := range []struct {
+		dsn string
+		d   migrations.Dialect
+	}{{ledgertest.MySQLDSN(t), migrations.MySQL}, {ledgertest.SQLiteDSN(t), migrations.SQLite}} {
+		db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: c.dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sqlDB, _ := db.DB()
+		all, _ := migrations.List(c.d)
+		if n, err := migrations.Pending(context.Background(), sqlDB, c.d); err != nil || n != len(all) {
+			t.Errorf("%s: pending %d, %v; want %d", c.d, n, err, len(all))
+		}
+		if db.Migrator().HasTable("schema_migrations") {
+			t.Errorf("%s: asking created schema_migrations", c.d)
+		}
+		sqlDB.Close()
 	}
 }

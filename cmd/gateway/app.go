@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	"paygateway/gateway/wechatpay"
 	"paygateway/ledger"
 	"paygateway/ledger/ledgerdb"
+	"paygateway/migrations"
 )
 
 // Main is a wired gateway: end-to-end tests start it on ":0".
@@ -42,6 +44,11 @@ type Main struct {
 	// `gateway migrate` lifts it: a long index build on a big table must
 	// not be cut short there.
 	MigrateTimeout time.Duration
+	// NoMigrate: an admin command (apikey, reconcile, outbox replay) does
+	// not change the schema as a side effect (a newer image's migrations,
+	// a backfill meant for a quiet hour); it refuses a database that lacks
+	// this binary's migrations instead.
+	NoMigrate bool
 
 	server   *http.Server
 	listener net.Listener
@@ -105,7 +112,7 @@ func (m *Main) openStore(ctx context.Context) error {
 	limit := cmp.Or(m.MigrateTimeout, 90*time.Second)
 	mctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	if err := applyMigrations(mctx, d, limit); err != nil {
+	if err := m.migrateOrCheck(mctx, d, limit, sqlDB, dialect); err != nil {
 		return err
 	}
 	clock := ledger.NewDBClock(db, dialect)
@@ -119,6 +126,23 @@ func (m *Main) openStore(ctx context.Context) error {
 	if off := clock.Offset(); off.Abs() > time.Second {
 		slog.Warn("this host's clock differs from the database's; leases and deadlines follow the database",
 			"offset", off.String())
+	}
+	return nil
+}
+
+// migrateOrCheck applies the pending migrations, or with NoMigrate
+// refuses a database that lacks some.
+func (m *Main) migrateOrCheck(ctx context.Context, d DatabaseConfig, limit time.Duration, db *sql.DB, dialect migrations.Dialect) error {
+	if !m.NoMigrate {
+		return applyMigrations(ctx, d, limit)
+	}
+	n, err := migrations.Pending(ctx, db, dialect)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("the database lacks %d of this binary's migrations: run `gateway migrate` first "+
+			"(an admin command does not change the schema)", n)
 	}
 	return nil
 }

@@ -292,7 +292,7 @@ func openForCommand(ctx context.Context, fs *flag.FlagSet, args []string) (*Main
 	if err := cfg.loadSecrets(); err != nil {
 		return nil, err
 	}
-	m := &Main{Config: cfg}
+	m := &Main{Config: cfg, NoMigrate: true}
 	if err := m.openStore(ctx); err != nil {
 		m.Close()
 		return nil, err

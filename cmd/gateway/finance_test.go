@@ -472,6 +472,14 @@ func TestAdminCommandsNeedANamedDatabase(t *testing.T) {
 		t.Fatalf("a refused command left .run behind (stat: %v)", err)
 	}
 	t.Setenv("GATEWAY_DATABASE_DSN", filepath.Join(t.TempDir(), "named.db"))
+	// An admin command does not migrate as a side effect: it asks for
+	// `gateway migrate` first.
+	if err := run([]string{"apikey", "list"}); err == nil || !strings.Contains(err.Error(), "run `gateway migrate` first") {
+		t.Fatalf("apikey list on a database without the migrations: %v, want a refusal", err)
+	}
+	if err := run([]string{"migrate"}); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
 	if err := run([]string{"apikey", "list"}); err != nil {
 		t.Fatalf("apikey list with GATEWAY_DATABASE_DSN: %v", err)
 	}

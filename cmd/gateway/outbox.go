@@ -81,12 +81,12 @@ func outboxCommand(ctx context.Context, args []string) error {
 
 // replayOutboxJob moves a dead job back to the queue.
 func replayOutboxJob(ctx context.Context, cfg Config, id uint64) (*ledger.OutboxJob, error) {
-	m := &Main{Config: cfg}
+	m := &Main{Config: cfg, NoMigrate: true}
 	defer m.Close()
 	if err := m.openStore(ctx); err != nil {
 		return nil, err
 	}
-	job, err := m.Store.Outbox().Replay(ctx, id, "cli")
+	job, err := m.Store.Outbox().Replay(ctx, id, "cli:"+currentUser())
 	if err != nil {
 		return nil, fmt.Errorf("outbox replay: %w", err)
 	}
