@@ -34,6 +34,7 @@ type Metrics struct {
 	NotifyBatches  *prometheus.HistogramVec // gateway_notify_batch_size{mode}
 	OutboxAttempts *prometheus.CounterVec   // gateway_outbox_attempts_total{outcome}
 	RefundMoves    *prometheus.CounterVec   // gateway_refund_transitions_total{state}
+	Compensation   *prometheus.CounterVec   // gateway_compensation_checks_total{result}
 }
 
 // redisBuckets resolve the region around the Redis op timeout (250 ms by
@@ -69,12 +70,19 @@ func NewMetrics() *Metrics {
 			Help: "Refund state changes this instance committed (creation included), by the state reached; sum across instances."},
 			[]string{"state"}),
 	}
+	m.Compensation = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_compensation_checks_total",
+		Help: "Lost-callback checks of registered orders by result: recovered (paid at WeChat Pay, no callback came: " +
+			"alert when it rises), closed, open (nothing to do yet), failed (WeChat Pay or the ledger did not answer)."},
+		[]string{"result"})
+	for _, r := range []string{"recovered", "closed", "open", "failed"} {
+		m.Compensation.WithLabelValues(r)
+	}
 	for _, st := range []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing, ledger.RefundUnknown,
 		ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal, ledger.RefundFailed} {
 		m.RefundMoves.WithLabelValues(string(st)) // present at 0, so rates work from the start
 	}
 	m.Registry.MustRegister(m.Requests, m.Latency, m.Notifications, m.RedisCalls, m.RedisFallbacks, m.RateLimited,
-		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves,
+		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -417,6 +425,13 @@ func (t *sqlTime) parse(s string) error {
 func (m *Metrics) RefundMoved(state ledger.RefundState) {
 	if m != nil {
 		m.RefundMoves.WithLabelValues(string(state)).Inc()
+	}
+}
+
+// CompensationCheck counts one lost-callback check by its result.
+func (m *Metrics) CompensationCheck(result string) {
+	if m != nil {
+		m.Compensation.WithLabelValues(result).Inc()
 	}
 }
 

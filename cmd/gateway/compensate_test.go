@@ -121,6 +121,11 @@ func TestLostCallbackCompensated(t *testing.T) {
 			if jobs, err := m.Store.Outbox().JobsOf(ctx, expiring); err != nil || len(jobs) != 0 {
 				t.Fatalf("closed order has jobs %+v, err %v; want none", jobs, err)
 			}
+			for result, want := range map[string]float64{"recovered": 1, "closed": 1} {
+				if got := scrape(t, m.URL(), `gateway_compensation_checks_total{result="`+result+`"}`); got != want {
+					t.Errorf("compensation checks %s = %v, want %v", result, got, want)
+				}
+			}
 		})
 	}
 }

@@ -43,7 +43,19 @@ type Config struct {
 	MchID       string // answers for another merchant are ignored
 	// CheckTimeout bounds one order's check (default 45 s; tests shorten it).
 	CheckTimeout time.Duration
+	// Observe, if set, is told each check's result (Recovered, Closed,
+	// Open or Failed), for metrics.
+	Observe func(result string)
 }
+
+// Check results. Recovered is the lost callback this job exists for: a
+// payment WeChat Pay took that the ledger had not recorded.
+const (
+	Recovered = "recovered"
+	Closed    = "closed"
+	Open      = "open"
+	Failed    = "failed"
+)
 
 // Job is the lost-callback compensation.
 type Job struct {
@@ -113,10 +125,14 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 				return changed, err
 			}
 			cctx, cancel := context.WithTimeout(ctx, j.cfg.CheckTimeout)
-			if j.check(cctx, p) {
+			result := j.check(cctx, p)
+			cancel()
+			if result == Recovered || result == Closed {
 				changed++
 			}
-			cancel()
+			if j.cfg.Observe != nil {
+				j.cfg.Observe(result)
+			}
 		}
 		if len(page) < j.cfg.Batch {
 			break
@@ -152,7 +168,7 @@ func (j *Job) nextCheck(p ledger.Payment, now time.Time) time.Time {
 
 // check queries one order and applies the answer; a failed query is
 // logged and left for the next run (the callback may still arrive).
-func (j *Job) check(ctx context.Context, p ledger.Payment) bool {
+func (j *Job) check(ctx context.Context, p ledger.Payment) string {
 	log := j.log.With("out_trade_no", p.OutTradeNo)
 	tx, err := j.wx.QueryOrder(ctx, p.OutTradeNo)
 	switch {
@@ -160,9 +176,9 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) bool {
 		return j.closeIfExpired(ctx, p, "ORDER_NOT_EXIST")
 	case err != nil:
 		log.Warn("compensate: query order failed", "err", err)
-		return false
+		return Failed
 	case j.foreign(log, tx):
-		return false
+		return Failed
 	}
 	switch tx.TradeState {
 	case "NOTPAY":
@@ -170,7 +186,7 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) bool {
 	case "SUCCESS", "REFUND", "CLOSED", "REVOKED", "PAYERROR":
 		return j.apply(ctx, log, tx)
 	}
-	return false // USERPAYING and the like: not final, ask again next run
+	return Open // USERPAYING and the like: not final, ask again next run
 }
 
 // closeAtWechat closes an expired unpaid order at WeChat Pay, then asks
@@ -178,9 +194,9 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) bool {
 // SUCCESS (paid between the query and the close) records the payment.
 // Whatever the close answered (ORDERPAID, a timeout…), only the second
 // query decides; a still open order is tried again next run.
-func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Payment) bool {
+func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Payment) string {
 	if !j.expired(p) {
-		return false
+		return Open
 	}
 	if err := j.wx.CloseOrder(ctx, p.OutTradeNo); err != nil {
 		log.Warn("compensate: close order at WeChat Pay", "err", err)
@@ -189,12 +205,12 @@ func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Paym
 	switch {
 	case err != nil:
 		log.Warn("compensate: query order after closing it", "err", err)
-		return false
+		return Failed
 	case j.foreign(log, tx):
-		return false
+		return Failed
 	case tx.TradeState == "NOTPAY" || tx.TradeState == "USERPAYING":
 		log.Warn("compensate: expired order still open at WeChat Pay", "trade_state", tx.TradeState)
-		return false
+		return Failed
 	}
 	return j.apply(ctx, log, tx)
 }
@@ -208,22 +224,28 @@ func (j *Job) foreign(log *slog.Logger, tx *wechatpay.Transaction) bool {
 	return false
 }
 
-func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transaction) bool {
+func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transaction) string {
 	u, err := update(tx, j.store.Now())
 	if err != nil {
 		log.Error("compensate: bad query answer", "err", err)
-		return false
+		return Failed
 	}
-	_, err = j.store.ApplyTransaction(ctx, u)
+	p, err := j.store.ApplyTransaction(ctx, u)
 	switch {
+	case err == nil && p.State == ledger.PaymentSuccess:
+		// The callback of a paid order never came: worth a warning, an
+		// on-call engineer should know when WeChat Pay cannot reach us.
+		log.Warn("compensate: recovered a payment whose callback never came", "trade_state", tx.TradeState,
+			"transaction_id", tx.TransactionID)
+		return Recovered
 	case err == nil:
 		log.Info("compensate: applied queried state", "trade_state", tx.TradeState, "transaction_id", tx.TransactionID)
-		return true
+		return Closed
 	case errors.Is(err, ledger.ErrAlreadyRecorded), errors.Is(err, ledger.ErrNoChange):
-		return false
+		return Open
 	default:
 		log.Warn("compensate: apply queried state", "err", err)
-		return false
+		return Failed
 	}
 }
 
@@ -232,20 +254,20 @@ func (j *Job) expired(p ledger.Payment) bool {
 	return p.ExpireAt != nil && !p.ExpireAt.After(j.store.Now())
 }
 
-func (j *Job) closeIfExpired(ctx context.Context, p ledger.Payment, why string) bool {
+func (j *Job) closeIfExpired(ctx context.Context, p ledger.Payment, why string) string {
 	if !j.expired(p) {
-		return false
+		return Open
 	}
 	_, err := j.store.CloseExpired(ctx, p.OutTradeNo, ledger.SourceQuery, "query:"+why)
 	switch {
 	case err == nil:
 		j.log.Info("compensate: closed expired order", "out_trade_no", p.OutTradeNo, "trade_state", why)
-		return true
+		return Closed
 	case errors.Is(err, ledger.ErrNoChange):
-		return false
+		return Open
 	default:
 		j.log.Warn("compensate: close expired order", "out_trade_no", p.OutTradeNo, "err", err)
-		return false
+		return Failed
 	}
 }
 
