@@ -115,6 +115,11 @@ func (c *DBClock) Run(ctx context.Context, every, timeout time.Duration) {
 		if err := c.Sync(sctx); err != nil && ctx.Err() == nil {
 			slog.WarnContext(ctx, "database clock sync failed; keeping the last offset",
 				"offset", c.Offset().String(), "err", err)
+		} else if off := c.Offset(); err == nil && off.Abs() > time.Second {
+			// Leases follow the database, but WeChat Pay's signature window
+			// and the HTTP deadlines follow this host: a host clock that
+			// jumped shows here first.
+			slog.WarnContext(ctx, "this host's clock differs from the database's", "offset", off.String())
 		}
 		cancel()
 	}

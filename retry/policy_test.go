@@ -1,8 +1,10 @@
 package retry
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -102,12 +104,18 @@ func TestPanickingHandlerDeadLettersItsJob(t *testing.T) {
 	})}
 	p := NewPool(PoolConfig{Batch: 2, Policy: Policy{Initial: time.Second, Max: time.Minute, MaxElapsed: time.Hour,
 		Multiplier: 2}}, q, h).WithClock(func() time.Time { return now })
+	var logs bytes.Buffer
+	p.log = slog.New(slog.NewJSONHandler(&logs, nil))
 	if n, err := p.RunOnce(context.Background(), "w"); n != 2 || err != nil {
 		t.Fatalf("RunOnce = %d, %v", n, err)
 	}
 	if len(q.settled) != 2 || q.settled[0].Outcome != OutcomeDead || !strings.Contains(q.settled[0].Err, "panicked") ||
 		q.settled[1].Outcome != OutcomeDone {
 		t.Fatalf("settled = %+v, want job 1 dead with its panic and job 2 done", q.settled)
+	}
+	// A dead letter needs a person: logged as such, at error level.
+	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"retry: job dead-lettered"`) {
+		t.Fatalf("logs lack the dead letter at error level:\n%s", logs.String())
 	}
 }
 

@@ -219,6 +219,8 @@ func (p *Pool) runJob(ctx context.Context, worker string, job Job) {
 		log.Warn("retry: lease lost; another worker owns the job")
 	case serr != nil:
 		log.Error("retry: store attempt failed", "err", serr)
+	case a.Outcome == OutcomeDead: // a person must act: replay it once the cause is fixed
+		log.Error("retry: job dead-lettered", "err", err, "permanent", IsPermanent(err))
 	case err != nil:
 		log.Warn("retry: attempt failed", "err", err, "permanent", IsPermanent(err))
 	}
