@@ -227,6 +227,9 @@ func stockEffects(ev *Evidence) (Invariant, error) {
 	if err != nil {
 		return inv, err
 	}
+	for range ev.Inv.Stats().Unconfirmed {
+		inv.add("inventory released stock of an order before its confirmation")
+	}
 	confirmed := map[string]bool{}
 	for _, c := range ev.Inv.Confirmations() {
 		confirmed[c.OutTradeNo] = true

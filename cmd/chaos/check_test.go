@@ -50,7 +50,7 @@ func TestCheckFindsViolations(t *testing.T) {
 	}
 	// F1 confirmed twice under two keys (the second for 90 fen of its
 	// 100), C9 confirmed without being paid, RFX1 released twice under two
-	// keys.
+	// keys, RFX2 released for an order never confirmed.
 	inv := inventorysim.New()
 	for _, p := range []struct{ path, key, body string }{
 		{"/confirmations", "confirm:F1", `{"key":"confirm:F1","out_trade_no":"F1","amount_total":100}`},
@@ -58,6 +58,7 @@ func TestCheckFindsViolations(t *testing.T) {
 		{"/confirmations", "confirm:C9", `{"key":"confirm:C9","out_trade_no":"C9","amount_total":100}`},
 		{"/releases", "release:RFX1", `{"key":"release:RFX1","out_refund_no":"RFX1","out_trade_no":"F1","amount":60}`},
 		{"/releases", "release:RFX1-again", `{"key":"release:RFX1-again","out_refund_no":"RFX1","out_trade_no":"F1","amount":60}`},
+		{"/releases", "release:RFX2", `{"key":"release:RFX2","out_refund_no":"RFX2","out_trade_no":"U1","amount":60}`}, // U1 never confirmed
 	} {
 		req := httptest.NewRequest("POST", p.path, strings.NewReader(p.body))
 		req.Header.Set("Idempotency-Key", p.key)

@@ -199,7 +199,7 @@ func (w *multiWorld) checkRefundedOnce(t *testing.T, orders []paidOrder) {
 			t.Errorf("%s released %d times by the inventory, want 1", o.no, n)
 		}
 	}
-	if st := w.inv.Stats(); st.Duplicates != 0 {
-		t.Errorf("inventory stats %+v: want 0 duplicates", st)
+	if st := w.inv.Stats(); st.Duplicates != 0 || st.Unconfirmed != 0 {
+		t.Errorf("inventory stats %+v: want 0 duplicates and no release before its confirmation", st)
 	}
 }

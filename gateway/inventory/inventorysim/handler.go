@@ -114,6 +114,9 @@ func applyWrite[R request[Rec], Rec any](s *Sim, k kind[R, Rec], req R) (int, an
 	defer s.mu.Unlock()
 	rec, o := k.book(s).apply(req, s.now())
 	s.stats.countOutcome(o, k.count(&s.stats))
+	if rel, ok := any(req).(releaseRequest); ok && o == applied && s.confirms.perOrder[rel.orderNo()] == 0 {
+		s.stats.Unconfirmed++ // the contract: stock is released only after it was confirmed
+	}
 	switch o {
 	case applied:
 		return http.StatusCreated, rec

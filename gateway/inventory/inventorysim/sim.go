@@ -29,6 +29,7 @@ type Stats struct {
 	Mismatches    int `json:"mismatches"`    // same key, different body (409)
 	Invalid       int `json:"invalid"`       // rejected bodies (400)
 	Faults        int `json:"faults"`        // faults injected, all kinds
+	Unconfirmed   int `json:"unconfirmed"`   // releases applied for an order not confirmed (yet): a contract breach
 
 	Errors            int `json:"errors"`              // injected 500s
 	Drops             int `json:"drops"`               // connections closed before applying

@@ -90,6 +90,25 @@ func TestContract(t *testing.T) {
 	}
 }
 
+// TestReleaseBeforeConfirmationIsCounted: the contract releases stock
+// only after it was confirmed; the simulator applies such a release (a
+// real service might too) and counts it, so a checker can fail the run.
+func TestReleaseBeforeConfirmationIsCounted(t *testing.T) {
+	s, url := newServer(t)
+	if status, body := call(t, "POST", url+"/releases", "r1", releaseBody); status != 201 {
+		t.Fatalf("release: %d %s", status, body)
+	}
+	if status, body := call(t, "POST", url+"/confirmations", "k1", confirmBody); status != 201 {
+		t.Fatalf("confirm: %d %s", status, body)
+	}
+	if status, _ := call(t, "POST", url+"/releases", "r2", `{"key":"r2","out_refund_no":"R2","out_trade_no":"T1","amount":10}`); status != 201 {
+		t.Fatalf("release after the confirmation: %d", status)
+	}
+	if n := s.Stats().Unconfirmed; n != 1 {
+		t.Fatalf("unconfirmed releases = %d, want 1 (only the first)", n)
+	}
+}
+
 func TestReplayKeepsCreatedAt(t *testing.T) {
 	_, url := newServer(t)
 	var first, second inventorysim.ConfirmationRecord
