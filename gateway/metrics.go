@@ -258,9 +258,9 @@ func NoteDuplicate(ctx context.Context) {
 // share it: a flood of scrapes costs the database one reading, not four
 // aggregate queries each, and cannot take the pool from notifications.
 type ledgerCollector struct {
-	db                                                    *sql.DB
-	now                                                   func() time.Time // the ledger's clock
-	refunds, outboxJobs, outboxOldest, anomalies, scrapeE *prometheus.Desc
+	db                                                                  *sql.DB
+	now                                                                 func() time.Time // the ledger's clock
+	refunds, outboxJobs, outboxOldest, outboxDueLag, anomalies, scrapeE *prometheus.Desc
 
 	mu     sync.Mutex
 	readAt time.Time
@@ -279,6 +279,9 @@ func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 			"Outbox jobs not done, by kind and state (state DEAD = dead letters).", []string{"kind", "state"}, nil),
 		outboxOldest: prometheus.NewDesc("gateway_outbox_oldest_pending_age_seconds",
 			"Age of the oldest outbox job not yet done or dead, by kind.", []string{"kind"}, nil),
+		outboxDueLag: prometheus.NewDesc("gateway_outbox_due_lag_seconds",
+			"How long the most overdue outbox job has been due and not taken, by kind: the workers' backlog "+
+				"(the oldest pending age also counts jobs waiting out a backoff or replayed).", []string{"kind"}, nil),
 		anomalies: prometheus.NewDesc("gateway_anomalies",
 			"Anomalies flagged for a person, by kind (GET /v1/ledger/anomalies lists them); alert on any increase.",
 			[]string{"kind"}, nil),
@@ -288,7 +291,7 @@ func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 
 // Describe implements prometheus.Collector.
 func (l *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.anomalies, l.scrapeE} {
+	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.outboxDueLag, l.anomalies, l.scrapeE} {
 		ch <- d
 	}
 }
@@ -377,19 +380,30 @@ func (l *ledgerCollector) collectCounts(ctx context.Context, ch chan<- prometheu
 // collectOldest reads the creation time of the oldest unfinished job per
 // kind; the age is computed here so the SQL stays portable.
 func (l *ledgerCollector) collectOldest(ctx context.Context, ch chan<- prometheus.Metric) error {
-	rows, err := l.db.QueryContext(ctx,
-		"SELECT kind, MIN(created_at) FROM outbox_jobs WHERE state IN ('PENDING', 'RUNNING') GROUP BY kind")
+	if err := l.collectAge(ctx, ch, l.outboxOldest,
+		"SELECT kind, MIN(created_at) FROM outbox_jobs WHERE state IN ('PENDING', 'RUNNING') GROUP BY kind"); err != nil {
+		return err
+	}
+	// Jobs due and not yet taken: how far the workers are behind, apart
+	// from jobs waiting out a backoff or replayed long after they were made.
+	return l.collectAge(ctx, ch, l.outboxDueLag,
+		"SELECT kind, MIN(next_run_at) FROM outbox_jobs WHERE state = 'PENDING' AND next_run_at <= ? GROUP BY kind", l.now())
+}
+
+// collectAge emits, per kind, how long ago the time the query reads was.
+func (l *ledgerCollector) collectAge(ctx context.Context, ch chan<- prometheus.Metric, desc *prometheus.Desc, q string, args ...any) error {
+	rows, err := l.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var kind string
-		var oldest sqlTime
-		if err := rows.Scan(&kind, &oldest); err != nil {
+		var at sqlTime
+		if err := rows.Scan(&kind, &at); err != nil {
 			return err
 		}
-		ch <- prometheus.MustNewConstMetric(l.outboxOldest, prometheus.GaugeValue, l.now().Sub(oldest.Time).Seconds(), kind)
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, max(l.now().Sub(at.Time).Seconds(), 0), kind)
 	}
 	return rows.Err()
 }

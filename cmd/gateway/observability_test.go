@@ -277,6 +277,9 @@ func TestMetricsEndpoint(t *testing.T) {
 			if age := oldestPendingAge(text); age < 0 || age > 300 {
 				t.Errorf("oldest pending job's age %v s, want between 0 and 300", age)
 			}
+			if lag := seriesValue(text, `gateway_outbox_due_lag_seconds{kind="inventory.confirm"}`); lag < 0 || lag > 300 {
+				t.Errorf("outbox due lag %v s, want between 0 and 300 (the job is due, nobody takes it)", lag)
+			}
 			if t.Failed() {
 				t.Logf("/metrics:\n%s", text)
 			}
@@ -287,7 +290,12 @@ func TestMetricsEndpoint(t *testing.T) {
 // oldestPendingAge reads the age of the oldest stock confirmation not
 // done from a /metrics text (-1 if absent).
 func oldestPendingAge(text string) float64 {
-	m := regexp.MustCompile(`(?m)^gateway_outbox_oldest_pending_age_seconds\{kind="inventory.confirm"\} (\S+)$`).FindStringSubmatch(text)
+	return seriesValue(text, `gateway_outbox_oldest_pending_age_seconds{kind="inventory.confirm"}`)
+}
+
+// seriesValue reads one sample from a /metrics text (-1 if absent).
+func seriesValue(text, series string) float64 {
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(text)
 	if m == nil {
 		return -1
 	}
