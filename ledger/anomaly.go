@@ -59,11 +59,32 @@ func (s *Store) recordAnomaly(tx *gorm.DB, a Anomaly) error {
 	if err != nil {
 		return fmt.Errorf("record anomaly %s %s: %w", a.Kind, a.Ref, err)
 	}
-	// Each one needs a person: it is logged as well as stored (and counted
-	// in gateway_anomalies), not only visible to whoever opens the order.
-	slog.WarnContext(tx.Statement.Context, "anomaly flagged", "kind", a.Kind, "ref", a.Ref,
-		"out_trade_no", a.OutTradeNo, "detail", a.Detail)
+	if f, ok := tx.Statement.Context.Value(flaggedKey{}).(*flagged); ok {
+		f.list = append(f.list, a) // logged once the transaction commits
+	} else {
+		logFlag(tx.Statement.Context, a)
+	}
 	return nil
+}
+
+// flagged collects the anomalies a transaction records, to be logged
+// only once it commits: a rolled-back (or retried) transaction flagged
+// nothing.
+type flagged struct{ list []Anomaly }
+
+type flaggedKey struct{}
+
+func (f *flagged) log(ctx context.Context) {
+	for _, a := range f.list {
+		logFlag(ctx, a)
+	}
+}
+
+// logFlag logs a stored anomaly: each needs a person, so it is logged as
+// well as stored (and counted in gateway_anomalies), not only visible to
+// whoever opens the order.
+func logFlag(ctx context.Context, a Anomaly) {
+	slog.WarnContext(ctx, "anomaly flagged", "kind", a.Kind, "ref", a.Ref, "out_trade_no", a.OutTradeNo, "detail", a.Detail)
 }
 
 // AnomalyListItem is an anomaly in a list, with its row id for the cursor.

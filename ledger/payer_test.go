@@ -1,10 +1,16 @@
 package ledger_test
 
 import (
+	"bytes"
 	"context"
+	"database/sql/driver"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
@@ -157,6 +163,47 @@ func TestPayerMismatchEitherWayRound(t *testing.T) {
 		assertRegistration(t, s, old, ledger.ErrAlreadyRecorded)
 		if p, _ := s.Payment(ctx, "o68"); p.PayerOpenID != "openid-B" {
 			t.Fatalf("payer = %q, want openid-B", p.PayerOpenID)
+		}
+	})
+}
+
+// TestAnomalyLoggedOnlyOnceCommitted: a flag is logged when its
+// transaction commits; one that rolls back (here the stock job cannot be
+// written) logs nothing and stores nothing, and the redelivery that
+// commits logs it once.
+func TestAnomalyLoggedOnlyOnceCommitted(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		var logs bytes.Buffer
+		old := slog.Default()
+		slog.SetDefault(slog.New(slog.NewJSONHandler(&logs, nil)))
+		defer slog.SetDefault(old)
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "o69", AmountTotal: 500, PayerOpenID: "openid-A", ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatal(err)
+		}
+		failing := true
+		if err := s.DB().Callback().Create().Before("gorm:create").Register("test:no_jobs", func(db *gorm.DB) {
+			if failing && db.Statement.Table == "outbox_jobs" {
+				_ = db.AddError(driver.ErrBadConn)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		u := paid("n69", "o69", "tx69", 500)
+		u.PayerOpenID = "openid-B"
+		if _, err := s.ApplyTransaction(ctx, u); err == nil {
+			t.Fatal("applied with the job insert failing")
+		}
+		if n := strings.Count(logs.String(), "anomaly flagged"); n != 0 {
+			t.Fatalf("a rolled-back flag was logged %d times:\n%s", n, logs.String())
+		}
+		failing = false
+		if _, err := s.ApplyTransaction(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(logs.String(), `"msg":"anomaly flagged","kind":"PAYER_MISMATCH"`); n != 1 {
+			t.Fatalf("committed flag logged %d times, want 1:\n%s", n, logs.String())
 		}
 	})
 }

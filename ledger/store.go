@@ -90,7 +90,11 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	var err error
 	for attempt := 0; attempt < 40; attempt++ {
-		err = s.db.WithContext(ctx).Transaction(fn)
+		flags := &flagged{}
+		err = s.db.WithContext(context.WithValue(ctx, flaggedKey{}, flags)).Transaction(fn)
+		if err == nil {
+			flags.log(ctx)
+		}
 		if !retryableTxError(err) || ctx.Err() != nil {
 			return err
 		}
