@@ -288,6 +288,9 @@ func openForCommand(ctx context.Context, fs *flag.FlagSet, args []string) (*Main
 	if err != nil {
 		return nil, err
 	}
+	if err := dsnNamed(fs.Name(), *path, cfg); err != nil {
+		return nil, err
+	}
 	setupLogging(cfg.Log)
 	if err := cfg.loadSecrets(); err != nil {
 		return nil, err

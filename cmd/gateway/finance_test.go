@@ -468,6 +468,17 @@ func TestAdminCommandsNeedANamedDatabase(t *testing.T) {
 			t.Errorf("gateway %s: err = %v, want a refusal naming the missing database", strings.Join(args, " "), err)
 		}
 	}
+	// A config file that names no database (its DSN left to a secret
+	// that was not mounted) is refused too.
+	noDSN := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(noDSN, []byte("log:\n  level: error\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"serve", "--config", noDSN}, {"apikey", "list", "--config", noDSN}} {
+		if err := run(args); err == nil || !strings.Contains(err.Error(), "names no database.dsn") {
+			t.Errorf("gateway %s: err = %v, want a refusal naming the missing database.dsn", strings.Join(args, " "), err)
+		}
+	}
 	if _, err := os.Stat(".run"); !os.IsNotExist(err) {
 		t.Fatalf("a refused command left .run behind (stat: %v)", err)
 	}

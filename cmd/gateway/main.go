@@ -73,6 +73,11 @@ func loadFromFlags(name string, args []string, named bool) (Config, *flag.FlagSe
 	if err != nil {
 		return cfg, fs, err
 	}
+	if named {
+		if err := dsnNamed(name, *path, cfg); err != nil {
+			return cfg, fs, err
+		}
+	}
 	setupLogging(cfg.Log)
 	applyRuntime(cfg.Runtime)
 	return cfg, fs, nil
@@ -88,6 +93,18 @@ func databaseNamed(cmd, path string) error {
 	}
 	return fmt.Errorf("%s: no database named: pass --config FILE or set GATEWAY_CONFIG or GATEWAY_DATABASE_DSN "+
 		"(for the database of `make run`: GATEWAY_DATABASE_DSN=%s)", cmd, DefaultConfig().Database.DSN)
+}
+
+// dsnNamed refuses a loaded config whose database was named by neither
+// its file nor GATEWAY_DATABASE_DSN (a file leaving the DSN to a secret
+// that was not mounted): it would run on make run's local file.
+func dsnNamed(cmd, path string, cfg Config) error {
+	dsn := cfg.Database.DSN
+	if dsn != "" && (dsn != DefaultConfig().Database.DSN || os.Getenv("GATEWAY_DATABASE_DSN") != "") {
+		return nil
+	}
+	return fmt.Errorf("%s: %s names no database.dsn (and GATEWAY_DATABASE_DSN is not set): "+
+		"it would use make run's local file or none", cmd, path)
 }
 
 // applyRuntime sets the collector's pace and soft memory limit, unless the
