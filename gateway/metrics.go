@@ -384,10 +384,14 @@ func (l *ledgerCollector) collectOldest(ctx context.Context, ch chan<- prometheu
 		"SELECT kind, MIN(created_at) FROM outbox_jobs WHERE state IN ('PENDING', 'RUNNING') GROUP BY kind"); err != nil {
 		return err
 	}
-	// Jobs due and not yet taken: how far the workers are behind, apart
+	// Jobs a worker may take now and none has (as the claim sees them: a
+	// release waits for its order's confirmation; a RUNNING job past its
+	// lease is a crashed worker's): how far the workers are behind, apart
 	// from jobs waiting out a backoff or replayed long after they were made.
-	return l.collectAge(ctx, ch, l.outboxDueLag,
-		"SELECT kind, MIN(next_run_at) FROM outbox_jobs WHERE state = 'PENDING' AND next_run_at <= ? GROUP BY kind", l.now())
+	return l.collectAge(ctx, ch, l.outboxDueLag, `SELECT kind, MIN(next_run_at) FROM outbox_jobs
+		WHERE state IN ('PENDING', 'RUNNING') AND next_run_at <= ? AND (kind <> ? OR NOT EXISTS (SELECT 1 FROM outbox_jobs c
+		WHERE c.out_trade_no = outbox_jobs.out_trade_no AND c.kind = ? AND c.state <> ?)) GROUP BY kind`,
+		l.now(), ledger.JobReleaseInventory, ledger.JobConfirmInventory, ledger.JobDone)
 }
 
 // collectAge emits, per kind, how long ago the time the query reads was.
