@@ -72,7 +72,8 @@ func NewMetrics() *Metrics {
 	}
 	m.Compensation = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_compensation_checks_total",
 		Help: "Lost-callback checks of registered orders by result: recovered (paid at WeChat Pay, no callback came: " +
-			"alert when it rises), closed, open (nothing to do yet), failed (WeChat Pay or the ledger did not answer)."},
+			"alert when it rises), closed, open (nothing to do: still unpaid, or the callback came meanwhile), " +
+			"failed (WeChat Pay did not answer, or the ledger refused or could not record its answer)."},
 		[]string{"result"})
 	for _, r := range []string{"recovered", "closed", "open", "failed"} {
 		m.Compensation.WithLabelValues(r)

@@ -240,6 +240,11 @@ func stockEffects(ev *Evidence) (Invariant, error) {
 			inv.add(fmt.Sprintf("inventory confirmed %s for %d fen, paid %d", c.OutTradeNo, c.AmountTotal, amounts["p:"+c.OutTradeNo]))
 		}
 	}
+	// The refunds' orders (in the transaction id column ledgerRows reads).
+	orderOf, err := ledgerRows(ev, "SELECT out_refund_no, state, out_trade_no, amount, 0 FROM refunds WHERE state = 'SUCCESS'")
+	if err != nil {
+		return inv, err
+	}
 	released := map[string]int{}
 	for _, r := range ev.Inv.Releases() {
 		released[r.OutRefundNo]++
@@ -248,6 +253,9 @@ func stockEffects(ev *Evidence) (Invariant, error) {
 			inv.add("inventory released " + r.OutRefundNo + " more than once")
 		case !refunded[r.OutRefundNo]:
 			inv.add("inventory released " + r.OutRefundNo + ", not a successful refund in the ledger")
+		case r.OutTradeNo != orderOf[r.OutRefundNo].txid:
+			inv.add(fmt.Sprintf("inventory released %s for order %s, the refund is of %s", r.OutRefundNo, r.OutTradeNo,
+				orderOf[r.OutRefundNo].txid))
 		case r.Amount != amounts["r:"+r.OutRefundNo]:
 			inv.add(fmt.Sprintf("inventory released %s for %d fen, refunded %d", r.OutRefundNo, r.Amount, amounts["r:"+r.OutRefundNo]))
 		}

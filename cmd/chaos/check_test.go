@@ -50,7 +50,7 @@ func TestCheckFindsViolations(t *testing.T) {
 	}
 	// F1 confirmed twice under two keys (the second for 90 fen of its
 	// 100), C9 confirmed without being paid, RFX1 released twice under two
-	// keys, RFX2 released for an order never confirmed.
+	// keys, RFX2 (a refund of F1) released for U1, an order never confirmed.
 	inv := inventorysim.New()
 	for _, p := range []struct{ path, key, body string }{
 		{"/confirmations", "confirm:F1", `{"key":"confirm:F1","out_trade_no":"F1","amount_total":100}`},
@@ -89,7 +89,7 @@ func TestCheckFindsViolations(t *testing.T) {
 	// F1's confirmation job was never run; RFX3 is UNKNOWN; no storm ran,
 	// so the money rule refused nothing.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
-		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 4,
+		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 5,
 		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1,
 		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 2})
 

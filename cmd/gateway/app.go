@@ -140,6 +140,10 @@ func (m *Main) migrateOrCheck(ctx context.Context, d DatabaseConfig, limit time.
 	if err != nil {
 		return err
 	}
+	if all, _ := migrations.List(dialect); n == len(all) { // a mistyped path, not an old gateway database
+		return errors.New("the database named is not a gateway database (no migration applied): " +
+			"check --config and GATEWAY_DATABASE_DSN")
+	}
 	if n > 0 {
 		return fmt.Errorf("the database lacks %d of this binary's migrations: run `gateway migrate` first "+
 			"(an admin command does not change the schema)", n)

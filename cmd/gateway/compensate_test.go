@@ -121,11 +121,11 @@ func TestLostCallbackCompensated(t *testing.T) {
 			if jobs, err := m.Store.Outbox().JobsOf(ctx, expiring); err != nil || len(jobs) != 0 {
 				t.Fatalf("closed order has jobs %+v, err %v; want none", jobs, err)
 			}
-			for result, want := range map[string]float64{"recovered": 1, "closed": 1} {
-				if got := scrape(t, m.URL(), `gateway_compensation_checks_total{result="`+result+`"}`); got != want {
-					t.Errorf("compensation checks %s = %v, want %v", result, got, want)
-				}
-			}
+			// Counted just after the ledger commit the waits above saw.
+			waitFor(t, 5*time.Second, "one recovered and one closed check counted", func() bool {
+				return scrape(t, m.URL(), `gateway_compensation_checks_total{result="recovered"}`) == 1 &&
+					scrape(t, m.URL(), `gateway_compensation_checks_total{result="closed"}`) == 1
+			})
 		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
+	"paygateway/ledger/ledgerdb"
 )
 
 // getRaw does a GET with an API key and returns status, body and headers.
@@ -485,14 +486,29 @@ func TestAdminCommandsNeedANamedDatabase(t *testing.T) {
 	t.Setenv("GATEWAY_DATABASE_DSN", filepath.Join(t.TempDir(), "named.db"))
 	// An admin command does not migrate as a side effect: it asks for
 	// `gateway migrate` first.
-	if err := run([]string{"apikey", "list"}); err == nil || !strings.Contains(err.Error(), "run `gateway migrate` first") {
-		t.Fatalf("apikey list on a database without the migrations: %v, want a refusal", err)
+	if err := run([]string{"apikey", "list"}); err == nil || !strings.Contains(err.Error(), "not a gateway database") {
+		t.Fatalf("apikey list on a database never migrated (a mistyped path): %v, want a refusal", err)
 	}
 	if err := run([]string{"migrate"}); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
 	if err := run([]string{"apikey", "list"}); err != nil {
 		t.Fatalf("apikey list with GATEWAY_DATABASE_DSN: %v", err)
+	}
+	// A database an older release migrated: an admin command of this one
+	// asks for `gateway migrate` rather than migrating it.
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: os.Getenv("GATEWAY_DATABASE_DSN")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec("DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)").Error; err != nil {
+		t.Fatal(err)
+	}
+	if sqlDB, err := db.DB(); err == nil {
+		sqlDB.Close()
+	}
+	if err := run([]string{"apikey", "list"}); err == nil || !strings.Contains(err.Error(), "run `gateway migrate` first") {
+		t.Fatalf("apikey list on a database one migration behind: %v, want a refusal", err)
 	}
 }
 
