@@ -1,6 +1,8 @@
 package ledger_test
 
 import (
+	"context"
+	"strings"
 	"testing"
 
 	"paygateway/ledger/ledgertest"
@@ -18,5 +20,24 @@ func TestMySQLSessionIsReadCommitted(t *testing.T) {
 	}
 	if level != "READ-COMMITTED" {
 		t.Fatalf("isolation = %q, want READ-COMMITTED", level)
+	}
+}
+
+// TestReadOnlyDatabaseIsNotReady: a MySQL server switched to read-only
+// (a demoted primary) answers pings and reads, but the gateway's user
+// cannot write there: the store is not ready. (The tests' root user keeps
+// writing under read_only, so other tests are not disturbed.)
+func TestReadOnlyDatabaseIsNotReady(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("writable database: %v", err)
+	}
+	if err := s.DB().Exec("SET GLOBAL read_only = 1").Error; err != nil {
+		t.Fatal(err)
+	}
+	defer s.DB().Exec("SET GLOBAL read_only = 0")
+	if err := s.Ping(ctx); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("read-only database: Ping = %v, want not ready", err)
 	}
 }

@@ -5,6 +5,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -78,6 +79,24 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	if n > 0 {
 		return fmt.Errorf("%d migrations pending", n)
+	}
+	return s.writable(ctx, sqlDB)
+}
+
+// writable refuses a MySQL server in read-only mode: after a failover a
+// pool may still reach the demoted primary, where every write fails (for
+// the gateway's user, which has no SUPER) while reads and pings succeed.
+// Not ready then, so traffic goes to instances that can record.
+func (s *Store) writable(ctx context.Context, db *sql.DB) error {
+	if s.dialect != migrations.MySQL {
+		return nil
+	}
+	var readOnly int
+	if err := db.QueryRowContext(ctx, "SELECT @@global.read_only").Scan(&readOnly); err != nil {
+		return fmt.Errorf("read @@read_only: %w", err)
+	}
+	if readOnly != 0 {
+		return errors.New("the database is read-only (a demoted primary after a failover?)")
 	}
 	return nil
 }
