@@ -375,7 +375,7 @@ func TestRefundNotifications(t *testing.T) {
 				t.Fatalf("%d notices stored, want %d", len(notices), 1+len(steps))
 			}
 			// The ledger allows 40 more, but the simulator never closed that
-			// refund, so WeChat Pay refuses (NOT_ENOUGH): FAILED, money back.
+			// refund, so WeChat Pay refuses (INVALID_REQUEST, more than is left): FAILED, money back.
 			a := e.refund(t, tok, "n4", refundBody(no, 40))
 			if a.status != 422 || a.json(t)["code"] != gateway.CodeUnprocessable {
 				t.Fatalf("refused refund: %d %s", a.status, a.body)

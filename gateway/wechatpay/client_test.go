@@ -202,7 +202,7 @@ func TestClientRefundBusinessErrors(t *testing.T) {
 		wantCode   string
 		wantErr    error
 	}{
-		{name: "over refund", req: refundReq("T1", "R2", 41, 100), wantStatus: 403, wantCode: "NOT_ENOUGH"},
+		{name: "over refund", req: refundReq("T1", "R2", 41, 100), wantStatus: 400, wantCode: "INVALID_REQUEST"},
 		{name: "same number other amount", req: refundReq("T1", "R1", 10, 100), wantStatus: 400, wantCode: "INVALID_REQUEST"},
 		{name: "wrong total", req: refundReq("T1", "R3", 10, 99), wantStatus: 400, wantCode: "INVALID_REQUEST"},
 		{name: "unpaid order", req: refundReq("UNPAID", "R4", 10, 100), wantErr: wechatpay.ErrNotFound},

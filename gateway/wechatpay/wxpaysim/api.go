@@ -60,7 +60,7 @@ func (s *Sim) api(h apiFunc) http.HandlerFunc {
 			abort(w)
 			return
 		}
-		f := s.takeFault(r.URL.Path)
+		f := s.takeFault(r.Method, r.URL.Path)
 		if !s.sleep(r.Context(), f.delay) {
 			abort(w)
 			return
@@ -71,6 +71,9 @@ func (s *Sim) api(h apiFunc) http.HandlerFunc {
 			return
 		case faultDrop:
 			abort(w)
+			return
+		case faultOrderUnknown:
+			s.write(w, errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "订单不存在"))
 			return
 		}
 		rep, ok := s.authenticate(r, body)

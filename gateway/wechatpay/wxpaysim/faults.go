@@ -2,6 +2,7 @@ package wxpaysim
 
 import (
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -13,7 +14,7 @@ const defaultHold = 30 * time.Second
 // Faults are switches for the merchant API endpoints (/v3/…). Counters
 // (…Next) fire deterministically on the next matching requests, before the
 // rates are consulted; the first matching kind in the order 5xx, drop,
-// apply-then-timeout wins.
+// apply-then-timeout, order-unknown wins.
 type Faults struct {
 	// PathPrefix restricts faults to paths with this prefix ("" = all /v3/).
 	PathPrefix string `json:"path_prefix,omitempty"`
@@ -30,6 +31,12 @@ type Faults struct {
 	// and closes it without answering.
 	ApplyThenTimeoutNext int     `json:"apply_then_timeout_next,omitempty"`
 	ApplyThenTimeoutRate float64 `json:"apply_then_timeout_rate,omitempty"`
+	// OrderUnknown answers a refund application (POST only) 404
+	// RESOURCE_NOT_EXISTS "订单不存在" without applying it, as WeChat Pay's
+	// refund service has been reported to for a few minutes after an
+	// order was paid; sending the same request later succeeds.
+	OrderUnknownNext int     `json:"order_unknown_next,omitempty"`
+	OrderUnknownRate float64 `json:"order_unknown_rate,omitempty"`
 	// HoldFor bounds the apply-then-timeout hold; 0 means 30 s.
 	HoldFor time.Duration `json:"hold_for,omitempty"`
 	// RefundOutcome is the final status of refunds settled from now on:
@@ -47,6 +54,7 @@ const (
 	faultFail5xx
 	faultDrop
 	faultApplyThenTimeout
+	faultOrderUnknown
 )
 
 // fault is what one request suffers.
@@ -74,7 +82,7 @@ func (s *Sim) CurrentFaults() Faults {
 }
 
 // takeFault decides the fault for a request to path and consumes a counter.
-func (s *Sim) takeFault(path string) fault {
+func (s *Sim) takeFault(method, path string) fault {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
 	f := &s.faults
@@ -92,12 +100,16 @@ func (s *Sim) takeFault(path string) fault {
 		out.kind = faultDrop
 	case take(&f.ApplyThenTimeoutNext):
 		out.kind = faultApplyThenTimeout
+	case method == http.MethodPost && take(&f.OrderUnknownNext):
+		out.kind = faultOrderUnknown
 	case s.roll(f.Fail5xxRate):
 		out.kind = faultFail5xx
 	case s.roll(f.DropRate):
 		out.kind = faultDrop
 	case s.roll(f.ApplyThenTimeoutRate):
 		out.kind = faultApplyThenTimeout
+	case method == http.MethodPost && s.roll(f.OrderUnknownRate):
+		out.kind = faultOrderUnknown
 	}
 	if out.kind != faultNone {
 		if s.injected == nil {
@@ -108,7 +120,8 @@ func (s *Sim) takeFault(path string) fault {
 	return out
 }
 
-var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", faultApplyThenTimeout: "apply_then_timeout"}
+var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", faultApplyThenTimeout: "apply_then_timeout",
+	faultOrderUnknown: "order_unknown"}
 
 // FaultsInjected counts the faults injected so far by kind ("5xx",
 // "drop", "apply_then_timeout"), so a run can show its faults happened.

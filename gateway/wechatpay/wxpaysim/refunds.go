@@ -124,8 +124,9 @@ func (s *Sim) findOrderLocked(outTradeNo, transactionID string) *OrderRecord {
 }
 
 // checkRefundable answers like WeChat: unknown or unpaid orders are 404
-// RESOURCE_NOT_EXISTS, a wrong total 400 INVALID_REQUEST, and refunds beyond
-// what was paid 403 NOT_ENOUGH.
+// RESOURCE_NOT_EXISTS, a wrong total 400 INVALID_REQUEST, and so are refunds
+// beyond what is left of the order. (403 NOT_ENOUGH is WeChat's answer
+// when the merchant's refund balance is short, not the order's.)
 func checkRefundable(o *OrderRecord, req createRefundRequest) (reply, bool) {
 	switch {
 	case o == nil || o.TransactionID == "":
@@ -133,7 +134,7 @@ func checkRefundable(o *OrderRecord, req createRefundRequest) (reply, bool) {
 	case req.Amount.Total != o.Amount:
 		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "订单金额与原订单不一致"), false
 	case o.Refunded+req.Amount.Refund > o.Amount:
-		return errReply(http.StatusForbidden, "NOT_ENOUGH", "订单可退金额不足"), false
+		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "申请退款金额超过订单可退金额"), false
 	}
 	return reply{}, true
 }

@@ -200,7 +200,7 @@ func TestRefundRules(t *testing.T) {
 	}{
 		{"repeat is idempotent", "PAID", "R1", 60, 100, 200, ""},
 		{"repeat with other amount", "PAID", "R1", 50, 100, 400, "INVALID_REQUEST"},
-		{"over refund", "PAID", "R2", 41, 100, 403, "NOT_ENOUGH"},
+		{"over refund", "PAID", "R2", 41, 100, 400, "INVALID_REQUEST"},
 		{"wrong total", "PAID", "R3", 10, 99, 400, "INVALID_REQUEST"},
 		{"unpaid order", "UNPAID", "R4", 10, 100, 404, "RESOURCE_NOT_EXISTS"},
 		{"unknown order", "NOPE", "R5", 10, 100, 404, "RESOURCE_NOT_EXISTS"},
@@ -284,6 +284,8 @@ func TestFaults(t *testing.T) {
 		{"apply then timeout", wxpaysim.Faults{ApplyThenTimeoutNext: 1}, isTransport, 1, 300 * time.Millisecond},
 		{"delay past timeout", wxpaysim.Faults{Delay: time.Second}, isTransport, 0, 200 * time.Millisecond},
 		{"other path", wxpaysim.Faults{PathPrefix: "/v3/bill/", Fail5xxNext: 1}, isNil, 1, 5 * time.Second},
+		{"order unknown", wxpaysim.Faults{OrderUnknownNext: 1}, isAPICode(404, "RESOURCE_NOT_EXISTS"), 0, 5 * time.Second},
+		{"order unknown rate", wxpaysim.Faults{OrderUnknownRate: 1, Seed: 7}, isAPICode(404, "RESOURCE_NOT_EXISTS"), 0, 5 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -305,10 +307,12 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-func isAPIStatus(status int) func(error) bool {
+func isAPIStatus(status int) func(error) bool { return isAPICode(status, "SYSTEM_ERROR") }
+
+func isAPICode(status int, code string) func(error) bool {
 	return func(err error) bool {
 		var e *core.APIError
-		return errors.As(err, &e) && e.StatusCode == status && e.Code == "SYSTEM_ERROR"
+		return errors.As(err, &e) && e.StatusCode == status && e.Code == code
 	}
 }
 
