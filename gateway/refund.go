@@ -269,6 +269,14 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 	switch {
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceAPI)
+	case errors.Is(err, ErrRemoteNotFound) && s.store.Now().Sub(r.CreatedAt) < orderUnknownFor:
+		// "Order not found" for an order the ledger holds paid (a verified
+		// notice or query said so): WeChat Pay's refund service has been
+		// seen not to know an order for minutes after its payment, and the
+		// same application later succeeds. Not a refusal yet: the janitor
+		// sends it again, with the same out_refund_no.
+		err = fmt.Errorf("%w: WeChat Pay does not know the order yet (refund made %v ago): %w",
+			ErrOutcomeUnknown, s.store.Now().Sub(r.CreatedAt).Round(time.Second), err)
 	case errors.Is(err, ErrRemoteNotFound), errors.As(err, &refused):
 		return s.refused(ctx, r, err)
 	}
@@ -280,6 +288,12 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 	}
 	return s.resolve(ctx, r, ledger.SourceQuery, true)
 }
+
+// orderUnknownFor is how long after a refund was made an "order not
+// found" answer to its application is taken as WeChat Pay not knowing the
+// order yet, not as a refusal: the janitor sends it again every safety
+// buffer (2 min by default) meanwhile.
+const orderUnknownFor = 10 * time.Minute
 
 // refused settles a refund whose sending WeChat Pay refused: it fails,
 // and gives its amount back, only if a query then finds no refund. After

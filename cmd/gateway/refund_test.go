@@ -466,3 +466,52 @@ func TestIdempotencyKeysArePrintableASCII(t *testing.T) {
 		})
 	}
 }
+
+// TestRefundOfAnOrderWeChatDoesNotKnowYet: WeChat Pay's refund service
+// has been seen to answer "order not found" (404 RESOURCE_NOT_EXISTS) for
+// an order paid minutes before. The application is not refused at once:
+// it stays UNKNOWN (202) and the janitor sends it again with the same
+// out_refund_no, so it is paid once when WeChat Pay knows the order; only
+// once the refund is orderUnknownFor old is such an answer a refusal: it
+// is FAILED and its amount given back.
+func TestRefundOfAnOrderWeChatDoesNotKnowYet(t *testing.T) {
+	e := startRefundEnv(t, backends[1], nil)
+	tok := token(t, "o-lag")
+	prefix := "/v3/refund/domestic/refunds"
+	sweep := func(rno string) {
+		pastSafetyBuffer(t, e.m, rno)
+		e.m.Refunds.Sweep(context.Background(), 10)
+	}
+
+	no := e.pay(t, "o-lag", 100)
+	e.sim.SetFaults(wxpaysim.Faults{PathPrefix: prefix, OrderUnknownNext: 2}) // the request's send and its re-send
+	a := e.refund(t, tok, "lag-"+no, refundBody(no, 60))
+	rno, _ := a.json(t)["out_refund_no"].(string)
+	if a.status != 202 || ledgerRefund(t, e.m, rno).State != ledger.RefundUnknown {
+		t.Fatalf("answer %d %s, ledger %s; want 202 and UNKNOWN", a.status, a.body, ledgerRefund(t, e.m, rno).State)
+	}
+	sweep(rno)
+	if r := ledgerRefund(t, e.m, rno); r.State != ledger.RefundProcessing || r.Attempts != 3 || e.sim.RefundCount(rno) != 1 {
+		t.Fatalf("after the janitor: %+v, sim count %d; want PROCESSING after 3 attempts, paid once", r, e.sim.RefundCount(rno))
+	}
+
+	other := e.pay(t, "o-lag", 100)
+	e.sim.SetFaults(wxpaysim.Faults{PathPrefix: prefix, OrderUnknownNext: 100})
+	b := e.refund(t, tok, "lag-"+other, refundBody(other, 60))
+	bno, _ := b.json(t)["out_refund_no"].(string)
+	sweep(bno)
+	if r := ledgerRefund(t, e.m, bno); r.State != ledger.RefundUnknown {
+		t.Fatalf("a young refund answered 'order not found': %+v; want UNKNOWN, asked again later", r)
+	}
+	if err := e.m.Store.DB().Exec("UPDATE refunds SET created_at = ? WHERE out_refund_no = ?",
+		time.Now().UTC().Add(-11*time.Minute), bno).Error; err != nil {
+		t.Fatal(err)
+	}
+	sweep(bno)
+	if r := ledgerRefund(t, e.m, bno); r.State != ledger.RefundFailed || r.Attempts != 4 || e.sim.RefundCount(bno) != 0 {
+		t.Fatalf("an 11-minute-old refund answered 'order not found': %+v; want FAILED (4th attempt), never paid", r)
+	}
+	if p, _ := e.m.Store.Payment(context.Background(), other); p.RefundedTotal != 0 {
+		t.Fatalf("refunded_total = %d, want the amount given back", p.RefundedTotal)
+	}
+}
