@@ -329,7 +329,8 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 // polled too: they end SUCCESS or CLOSED once the merchant settles them
 // by hand, and WeChat Pay's notification of that may never come.
 func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source string, resend bool) *ledger.Refund {
-	if !r.State.Pending() && r.State != ledger.RefundAbnormal {
+	waitsForRoom := r.State == ledger.RefundFailed && r.NextCheckAt != nil // a late SUCCESS that did not fit yet
+	if !r.State.Pending() && r.State != ledger.RefundAbnormal && !waitsForRoom {
 		return r
 	}
 	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
@@ -356,7 +357,7 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	}
 	slog.WarnContext(ctx, "refund query inconclusive", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	next := s.cfg.SafetyBuffer
-	if r.State == ledger.RefundProcessing || r.State == ledger.RefundAbnormal {
+	if r.State == ledger.RefundProcessing || r.State == ledger.RefundAbnormal || waitsForRoom {
 		next = s.cfg.Recheck
 	}
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: r.State, Source: ledger.SourceQuery,

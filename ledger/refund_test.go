@@ -431,6 +431,59 @@ func TestLateSuccessOfAFailedRefund(t *testing.T) {
 		if kinds[ledger.AnomalyLateRefundSuccess] != 1 || kinds[ledger.AnomalyStaleRefundStatus] != 1 {
 			t.Fatalf("anomalies = %+v", anomalies)
 		}
+		// It stays on the janitor's list; once the other refund gives the
+		// amount back (WeChat Pay refused it, having paid rf-late-2), the
+		// next answer records the SUCCESS and queues its stock release.
+		later := s.Now().Add(11 * time.Minute)
+		due, err := s.WithClock(func() time.Time { return later }).ClaimStuckRefunds(ctx, later, 10, time.Minute)
+		if err != nil || len(due) != 2 || due[0].OutRefundNo+due[1].OutRefundNo != "rf-otherrf-late-2" && due[0].OutRefundNo+due[1].OutRefundNo != "rf-late-2rf-other" {
+			t.Fatalf("janitor's list = %+v, %v; want rf-late-2 (waiting for room) and rf-other (CREATED)", due, err)
+		}
+		if _, err := move(t, s, "rf-other", ledger.RefundFailed); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := move(t, s, "rf-late-2", ledger.RefundSuccess); err != nil || r.State != ledger.RefundSuccess ||
+			r.NextCheckAt != nil || refundedTotal(t, s, "late1") != 80 {
+			t.Fatalf("late SUCCESS with room again: %+v, %v, refunded %d; want SUCCESS, off the list, 80", r, err, refundedTotal(t, s, "late1"))
+		}
+		if jobs, _ := s.Outbox().JobsOf(ctx, "late1"); !hasJob(jobs, "release:rf-late-2") {
+			t.Fatalf("jobs of late1: %+v; want the release of rf-late-2", jobs)
+		}
+	})
+}
+
+// TestLateSuccessWaitEndsWhenWeChatClosesIt: a FAILED refund kept on the
+// janitor's list for a late SUCCESS leaves it when WeChat Pay answers
+// CLOSED (the money went back), and stays on it for PROCESSING.
+func TestLateSuccessWaitEndsWhenWeChatClosesIt(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "late2", 100)
+		for _, no := range []string{"rf-w1", "rf-w2"} {
+			if _, err := s.CreateRefund(ctx, refundReq("late2", no, 60)); err != nil {
+				t.Fatal(err)
+			}
+			if no == "rf-w1" {
+				if _, err := move(t, s, no, ledger.RefundFailed); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if _, err := move(t, s, "rf-w1", ledger.RefundSuccess); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("late SUCCESS without room: %v, want ErrNoChange", err)
+		}
+		if _, err := move(t, s, "rf-w1", ledger.RefundProcessing); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatal(err)
+		}
+		if r, _ := s.Refund(ctx, "rf-w1"); r.NextCheckAt == nil {
+			t.Fatal("PROCESSING took the refund off the janitor's list")
+		}
+		if _, err := move(t, s, "rf-w1", ledger.RefundClosed); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatal(err)
+		}
+		if r, _ := s.Refund(ctx, "rf-w1"); r.State != ledger.RefundFailed || r.NextCheckAt != nil {
+			t.Fatalf("after CLOSED: %+v, want FAILED and off the list", r)
+		}
 	})
 }
 

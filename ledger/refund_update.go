@@ -128,8 +128,14 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		return nil, nil, nil, err
 	}
 	if late && !fits {
+		// Kept on the janitor's list: once the refund that holds the
+		// amount gives it back (WeChat Pay refuses it, having paid this
+		// one), the next query records this SUCCESS and releases its stock.
+		if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
+			return nil, nil, nil, err
+		}
 		flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
-			Detail: fmt.Sprintf("refund %s is FAILED; SUCCESS from %s does not fit what is left of the order: not recorded", row.OutRefundNo, u.Source)}
+			Detail: fmt.Sprintf("refund %s is FAILED; SUCCESS from %s does not fit what is left of the order: not recorded yet, asked again", row.OutRefundNo, u.Source)}
 		return row.refund(), flag, fmt.Errorf("%w: late SUCCESS of refund %s exceeds the order", ErrNoChange, row.OutRefundNo), nil
 	}
 	if err := refundMachine.check(EntityRefund, row.OutRefundNo, row.State, string(u.State)); err != nil {
@@ -145,6 +151,9 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 				return nil, nil, nil, err
 			}
 		}
+		if err := s.settleLateWait(tx, row, u); err != nil {
+			return nil, nil, nil, err
+		}
 		return row.refund(), flag, fmt.Errorf("%w: %w", ErrNoChange, err), nil
 	}
 	out, err := s.moveRefund(tx, row, u)
@@ -154,6 +163,36 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 	flag := &Anomaly{Kind: AnomalyLateRefundSuccess, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo,
 		Detail: fmt.Sprintf("refund %s of %d fen was FAILED (given back); %s says WeChat Pay paid it: recorded SUCCESS, amount counted again", row.OutRefundNo, row.Amount, u.Source)}
 	return out, flag, nil, nil
+}
+
+// lateSuccessRecheck is how often a FAILED refund WeChat Pay says it paid,
+// whose amount does not fit the order yet, is asked about again when the
+// update names no time.
+const lateSuccessRecheck = 10 * time.Minute
+
+func (s *Store) lateCheckAt(u RefundUpdate) time.Time {
+	if !u.NextCheckAt.IsZero() {
+		return u.NextCheckAt
+	}
+	return s.now().Add(lateSuccessRecheck)
+}
+
+// settleLateWait handles WeChat Pay's other answers about a FAILED refund
+// kept on the janitor's list for a late SUCCESS: CLOSED ends the wait
+// (the money went back), PROCESSING or ABNORMAL keeps it (asked again).
+func (s *Store) settleLateWait(tx *gorm.DB, row *refundRow, u RefundUpdate) error {
+	if RefundState(row.State) != RefundFailed || row.NextCheckAt == nil {
+		return nil
+	}
+	if u.State != RefundClosed {
+		return s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)})
+	}
+	err := tx.Model(&refundRow{}).Where("id = ?", row.ID).
+		Updates(map[string]any{"next_check_at": nil, "updated_at": s.now()}).Error
+	if err != nil {
+		return fmt.Errorf("end the wait of refund %s: %w", row.OutRefundNo, err)
+	}
+	return nil
 }
 
 // moveRefunded counts row's amount against its order (sign +1) or gives
@@ -318,7 +357,8 @@ func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, vers
 const claimSpare = 4
 
 // ClaimStuckRefunds claims up to limit refunds left CREATED, PROCESSING,
-// UNKNOWN or ABNORMAL whose next_check_at is at or before dueBy (at most
+// UNKNOWN or ABNORMAL, or FAILED and waiting for room for a late SUCCESS
+// (only those FAILED refunds have a next_check_at), whose next_check_at is at or before dueBy (at most
 // now), by pushing next_check_at lease into the future with a conditional
 // UPDATE: of several gateway instances only one wins each row. It reads a
 // few more than limit, so that a row another instance claimed first does
@@ -333,7 +373,7 @@ func (s *Store) ClaimStuckRefunds(ctx context.Context, dueBy time.Time, limit in
 	var rows []refundRow
 	err := s.db.WithContext(ctx).
 		Where("state IN ? AND next_check_at <= ?", []string{string(RefundCreated), string(RefundProcessing),
-			string(RefundUnknown), string(RefundAbnormal)}, dueBy).
+			string(RefundUnknown), string(RefundAbnormal), string(RefundFailed)}, dueBy).
 		Order("next_check_at").Limit(limit + claimSpare).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("find stuck refunds: %w", err)

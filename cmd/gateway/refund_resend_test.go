@@ -487,3 +487,56 @@ func TestUsersAreNotShownCallErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestJanitorRecordsALateSuccessOnceItFits: WeChat Pay paid refund A the
+// gateway had concluded FAILED, while refund B held the amount, so A's
+// SUCCESS did not fit and was flagged. When B fails (WeChat Pay refused
+// it: the money went with A), the janitor's next query of A records its
+// SUCCESS, counts its amount and queues its stock release.
+func TestJanitorRecordsALateSuccessOnceItFits(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		no := fmt.Sprintf("room-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		a, b := "RF-A-"+no, "RF-B-"+no
+		for _, rno := range []string{a, b} {
+			if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: rno, Amount: 60,
+				Requester: "o-resend", CheckAt: s.Now().Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			if rno == a {
+				mustApply(t, s, ledger.RefundUpdate{OutRefundNo: a, State: ledger.RefundFailed, Source: ledger.SourceAPI}, nil)
+			}
+		}
+		mustApply(t, s, ledger.RefundUpdate{OutRefundNo: a, State: ledger.RefundSuccess, Source: ledger.SourceCallback}, ledger.ErrNoChange)
+		mustApply(t, s, ledger.RefundUpdate{OutRefundNo: b, State: ledger.RefundFailed, Source: ledger.SourceAPI}, nil)
+		if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_refund_no = ?", time.Now().Add(-time.Second).UTC(), a).Error; err != nil {
+			t.Fatal(err)
+		}
+		paid := func(rno string) (*gateway.WxRefund, error) {
+			return &gateway.WxRefund{OutRefundNo: rno, RefundID: "wx-" + rno, Status: "SUCCESS", Amount: 60, SuccessTime: time.Now()}, nil
+		}
+		api := &scriptedRefunds{t: t, queries: []func(string) (*gateway.WxRefund, error){paid}}
+		svc := gateway.NewRefundService(gateway.RefundConfig{CallTimeout: time.Second}, s, api, gateway.NewMemoryLocker())
+		if n := svc.Sweep(ctx, 10); n != 1 {
+			t.Fatalf("sweep looked at %d refunds, want 1 (A)", n)
+		}
+		r, err := s.Refund(ctx, a)
+		if err != nil || r.State != ledger.RefundSuccess || r.NextCheckAt != nil {
+			t.Fatalf("A after the sweep: %+v, %v; want SUCCESS, off the janitor's list", r, err)
+		}
+		if p, _ := s.Payment(ctx, no); p.RefundedTotal != 60 {
+			t.Fatalf("refunded_total = %d, want 60 (A's)", p.RefundedTotal)
+		}
+		if jobs, _ := s.Outbox().JobsOf(ctx, no); len(jobs) != 2 || jobs[1].Key != "release:"+a {
+			t.Fatalf("jobs = %+v, want the confirmation and A's release", jobs)
+		}
+	})
+}
+
+func mustApply(t *testing.T, s *ledger.Store, u ledger.RefundUpdate, want error) {
+	t.Helper()
+	if _, err := s.ApplyRefund(context.Background(), u); !errors.Is(err, want) && !(want == nil && err == nil) {
+		t.Fatalf("apply %s → %s: %v, want %v", u.OutRefundNo, u.State, err, want)
+	}
+}
