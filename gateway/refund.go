@@ -177,22 +177,26 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	return a, nil
 }
 
-// replay answers a finished key with its stored answer, except a stored
-// refusal (422) of a refund WeChat Pay later paid after all (FAILED →
-// SUCCESS): the client is told the refund's current state, not a refusal
-// that would have it ask for the money again. When the refund cannot be
-// read the answer is "unavailable", never the stored refusal, which may
-// be stale.
+// replay answers a finished key with its stored answer, except two that
+// can go stale: a refusal (422) of a refund WeChat Pay later paid after
+// all (FAILED → SUCCESS), so that the client is not told to ask for the
+// money again; and "being established" (202), which the client sends
+// again precisely to learn the outcome. Those are answered with the
+// refund's current state. When a refused refund cannot be read the answer
+// is "unavailable", never the stored refusal, which may be stale.
 func (s *RefundService) replay(ctx context.Context, k *ledger.IdemKey) (*Answer, error) {
 	a := &Answer{Status: k.StatusCode, Body: k.ResponseBody, Replayed: true}
-	if k.StatusCode != http.StatusUnprocessableEntity || k.ResourceKey == "" {
+	refusal := k.StatusCode == http.StatusUnprocessableEntity
+	if (!refusal && k.StatusCode != http.StatusAccepted) || k.ResourceKey == "" {
 		return a, nil
 	}
 	r, err := s.store.Refund(ctx, k.ResourceKey)
 	switch {
+	case err != nil && !refusal:
+		return a, nil // "still being established" misleads nobody
 	case err != nil:
 		return nil, Errorf(CodeUnavailable, "the refund of this Idempotency-Key cannot be read now; retry with the same key", err)
-	case r.State == ledger.RefundFailed:
+	case refusal && r.State == ledger.RefundFailed:
 		return a, nil
 	}
 	now := answerFor(r)

@@ -351,6 +351,48 @@ func TestRefundAmountMismatchIsFlagged(t *testing.T) {
 		if len(a) != 1 || a[0].Kind != ledger.AnomalyRefundAmountMismatch || a[0].SeenCount != 2 {
 			t.Fatalf("anomalies = %+v, want one REFUND_AMOUNT_MISMATCH seen twice", a)
 		}
+		// The janitor's query saying the same keeps its next check (the
+		// rollback would otherwise leave the short claim, and the refund
+		// be asked about every 30 s for good).
+		next := s.Now().Add(time.Hour).Truncate(time.Second)
+		q := ledger.RefundUpdate{OutRefundNo: "rf-40", State: ledger.RefundSuccess, Amount: 70, Source: ledger.SourceQuery, NextCheckAt: next}
+		var mm *ledger.AmountMismatchError
+		if _, err := s.ApplyRefund(ctx, q); !errors.As(err, &mm) {
+			t.Fatalf("err = %v, want AmountMismatchError", err)
+		}
+		if r, _ := s.Refund(ctx, "rf-40"); r.NextCheckAt == nil || !r.NextCheckAt.Equal(next) {
+			t.Fatalf("next check = %v, want %v", r.NextCheckAt, next)
+		}
+	})
+}
+
+// TestJanitorsOwnFailedIsNoContradiction: the janitor keeping a waiting
+// FAILED refund as it is (a query that told nothing) after a notification
+// recorded its SUCCESS meanwhile is refused, but flags nothing: WeChat Pay
+// never says FAILED.
+func TestJanitorsOwnFailedIsNoContradiction(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r41", 100)
+		if _, err := s.CreateRefund(ctx, refundReq("r41", "rf-41", 60)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := move(t, s, "rf-41", ledger.RefundSuccess); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := move(t, s, "rf-41", ledger.RefundFailed); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("FAILED from a query after SUCCESS: %v, want ErrNoChange", err)
+		}
+		if a, _ := s.Anomalies(ctx, "r41"); len(a) != 0 {
+			t.Fatalf("anomalies = %+v, want none", a)
+		}
+		// WeChat Pay's own word against the ledger is still flagged.
+		if _, err := move(t, s, "rf-41", ledger.RefundClosed); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatal(err)
+		}
+		if a, _ := s.Anomalies(ctx, "r41"); len(a) != 1 || a[0].Kind != ledger.AnomalyStaleRefundStatus {
+			t.Fatalf("anomalies = %+v, want the CLOSED flagged", a)
+		}
 	})
 }
 

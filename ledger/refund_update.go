@@ -78,6 +78,15 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 		// does not hold. (On a mismatch, out is the refund as read.)
 		out = nil
 	}
+	if mismatch != nil && !u.NextCheckAt.IsZero() {
+		// The mismatch rolled the update back, its next check too: without
+		// it the janitor would claim the refund again at the end of every
+		// short claim, asking WeChat Pay the same question forever.
+		if terr := s.db.WithContext(ctx).Model(&refundRow{}).Where("out_refund_no = ?", u.OutRefundNo).
+			UpdateColumn("next_check_at", u.NextCheckAt.UTC()).Error; terr != nil && err == nil {
+			err = terr
+		}
+	}
 	if flag != nil {
 		// The transaction rolled back (another amount): the flag is written
 		// on its own, and if it cannot be, that is the caller's error.
@@ -140,7 +149,9 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 	}
 	if err := refundMachine.check(EntityRefund, row.OutRefundNo, row.State, string(u.State)); err != nil {
 		var flag *Anomaly
-		if contradicts(RefundState(row.State), u.State) {
+		// WeChat Pay never says FAILED: a FAILED from a query is the janitor
+		// keeping its copy's state, not news that contradicts the ledger.
+		if contradicts(RefundState(row.State), u.State) && !(u.State == RefundFailed && u.Source == SourceQuery) {
 			flag = &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
 				Detail: fmt.Sprintf("refund %s is %s; %s from %s ignored", row.OutRefundNo, row.State, u.State, u.Source)}
 		}

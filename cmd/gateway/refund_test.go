@@ -494,6 +494,10 @@ func TestRefundOfAnOrderWeChatDoesNotKnowYet(t *testing.T) {
 	if r := ledgerRefund(t, e.m, rno); r.State != ledger.RefundProcessing || r.Attempts != 3 || e.sim.RefundCount(rno) != 1 {
 		t.Fatalf("after the janitor: %+v, sim count %d; want PROCESSING after 3 attempts, paid once", r, e.sim.RefundCount(rno))
 	}
+	// The client, told 202, asks again with its key to learn the outcome.
+	if again := e.refund(t, tok, "lag-"+no, refundBody(no, 60)); again.status != 201 || again.json(t)["state"] != "PROCESSING" {
+		t.Fatalf("replay of the 202 after WeChat Pay accepted: %d %s, want 201 PROCESSING", again.status, again.body)
+	}
 
 	other := e.pay(t, "o-lag", 100)
 	e.sim.SetFaults(wxpaysim.Faults{PathPrefix: prefix, OrderUnknownNext: 100})
@@ -513,5 +517,8 @@ func TestRefundOfAnOrderWeChatDoesNotKnowYet(t *testing.T) {
 	}
 	if p, _ := e.m.Store.Payment(context.Background(), other); p.RefundedTotal != 0 {
 		t.Fatalf("refunded_total = %d, want the amount given back", p.RefundedTotal)
+	}
+	if again := e.refund(t, tok, "lag-"+other, refundBody(other, 60)); again.status != 422 {
+		t.Fatalf("replay of the 202 after the refund failed: %d %s, want 422", again.status, again.body)
 	}
 }
