@@ -281,14 +281,11 @@ func openForCommand(ctx context.Context, fs *flag.FlagSet, args []string) (*Main
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%s: unexpected arguments %s", fs.Name(), strings.Join(fs.Args(), " "))
 	}
-	if err := databaseNamed(fs.Name(), *path); err != nil {
-		return nil, err
-	}
 	cfg, err := Load(*path)
 	if err != nil {
 		return nil, err
 	}
-	if err := dsnNamed(fs.Name(), *path, cfg); err != nil {
+	if err := databaseNamed(fs.Name(), *path, cfg); err != nil {
 		return nil, err
 	}
 	setupLogging(cfg.Log)

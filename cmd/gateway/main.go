@@ -64,17 +64,12 @@ func loadFromFlags(name string, args []string, named bool) (Config, *flag.FlagSe
 	if err := fs.Parse(args); err != nil {
 		return Config{}, fs, err
 	}
-	if named {
-		if err := databaseNamed(name, *path); err != nil {
-			return Config{}, fs, err
-		}
-	}
 	cfg, err := Load(*path)
 	if err != nil {
 		return cfg, fs, err
 	}
 	if named {
-		if err := dsnNamed(name, *path, cfg); err != nil {
+		if err := databaseNamed(name, *path, cfg); err != nil {
 			return cfg, fs, err
 		}
 	}
@@ -83,25 +78,21 @@ func loadFromFlags(name string, args []string, named bool) (Config, *flag.FlagSe
 	return cfg, fs, nil
 }
 
-// databaseNamed refuses a command that names no database. The default
-// database is the local SQLite file of `make run`: an operator who forgot
-// --config would otherwise create a key, replay a job or revoke a key
-// there, be told it worked, and leave the gateway's database as it was.
-func databaseNamed(cmd, path string) error {
-	if path != "" || os.Getenv("GATEWAY_DATABASE_DSN") != "" {
-		return nil
-	}
-	return fmt.Errorf("%s: no database named: pass --config FILE or set GATEWAY_CONFIG or GATEWAY_DATABASE_DSN "+
-		"(for the database of `make run`: GATEWAY_DATABASE_DSN=%s)", cmd, DefaultConfig().Database.DSN)
-}
-
-// dsnNamed refuses a loaded config whose database was named by neither
-// its file nor GATEWAY_DATABASE_DSN (a file leaving the DSN to a secret
-// that was not mounted): it would run on make run's local file.
-func dsnNamed(cmd, path string, cfg Config) error {
+// databaseNamed refuses a loaded config whose database neither its file
+// nor GATEWAY_DATABASE_DSN named. The default database is the local
+// SQLite file of `make run`: a gateway would answer WeChat Pay from a file
+// on its container's disk, and an operator who forgot --config (or whose
+// file left the DSN to a secret that was not mounted) would create a key,
+// replay a job or revoke a key there, be told it worked, and leave the
+// gateway's database as it was.
+func databaseNamed(cmd, path string, cfg Config) error {
 	dsn := cfg.Database.DSN
-	if dsn != "" && (dsn != DefaultConfig().Database.DSN || os.Getenv("GATEWAY_DATABASE_DSN") != "") {
+	switch {
+	case dsn != "" && (dsn != DefaultConfig().Database.DSN || os.Getenv("GATEWAY_DATABASE_DSN") != ""):
 		return nil
+	case path == "":
+		return fmt.Errorf("%s: no database named: pass --config FILE or set GATEWAY_CONFIG or GATEWAY_DATABASE_DSN "+
+			"(for the database of `make run`: GATEWAY_DATABASE_DSN=%s)", cmd, DefaultConfig().Database.DSN)
 	}
 	return fmt.Errorf("%s: %s names no database.dsn (and GATEWAY_DATABASE_DSN is not set): "+
 		"it would use make run's local file or none", cmd, path)
