@@ -393,7 +393,7 @@ func (s *RefundService) applyWx(ctx context.Context, r *ledger.Refund, wx *WxRef
 		return s.recheckLater(ctx, r)
 	}
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: state, RefundID: wx.RefundID,
-		TransactionID: wx.TransactionID, Amount: wx.Amount, SuccessTime: wx.SuccessTime, Source: source,
+		TransactionID: wx.TransactionID, Amount: wx.Amount, SuccessTime: wx.SuccessTime, AcceptTime: wx.CreateTime, Source: source,
 		Ref: wx.RefundID, NextCheckAt: s.store.Now().Add(s.cfg.Recheck)})
 }
 

@@ -54,5 +54,6 @@ type WxRefund struct {
 	TransactionID string
 	Status        string // PROCESSING, SUCCESS, CLOSED, ABNORMAL
 	Amount        int64
+	CreateTime    time.Time // when WeChat Pay accepted the refund; zero if not stated
 	SuccessTime   time.Time
 }

@@ -195,6 +195,7 @@ type RefundListItem struct {
 	Attempts      int        `json:"attempts"`
 	LastError     string     `json:"last_error,omitempty"`
 	SuccessTime   *time.Time `json:"success_time,omitempty"`
+	AcceptedAt    *time.Time `json:"accepted_at,omitempty"`
 	CreatedAt     time.Time  `json:"created_at"`
 	UpdatedAt     time.Time  `json:"updated_at"`
 }
@@ -203,7 +204,8 @@ func (r refundRow) item() RefundListItem {
 	return RefundListItem{ID: r.ID, OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo,
 		TransactionID: deref(r.TransactionID), RefundID: deref(r.RefundID), State: r.State, Amount: r.Amount,
 		Total: r.Total, Reason: r.Reason, Requester: r.Requester, Attempts: r.Attempts, LastError: r.LastError,
-		SuccessTime: utcPtr(r.SuccessTime), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+		SuccessTime: utcPtr(r.SuccessTime), AcceptedAt: utcPtr(r.AcceptedAt), CreatedAt: r.CreatedAt.UTC(),
+		UpdatedAt: r.UpdatedAt.UTC()}
 }
 
 // EachRefund streams the refunds matching q.

@@ -31,7 +31,7 @@ const (
 	MismatchPaymentAmount          = "PAYMENT_AMOUNT_MISMATCH"
 	MismatchPaymentTransaction     = "PAYMENT_TRANSACTION_MISMATCH" // another transaction_id than the ledger's
 	MismatchRefundMissingInLedger  = "REFUND_MISSING_IN_LEDGER"
-	MismatchRefundMissingInBill    = "REFUND_MISSING_IN_BILL" // SUCCESS refund created that day, absent from the bill
+	MismatchRefundMissingInBill    = "REFUND_MISSING_IN_BILL" // SUCCESS refund of that day (see eachRefundedOn), absent from the bill
 	MismatchRefundAmount           = "REFUND_AMOUNT_MISMATCH"
 	MismatchRefundState            = "REFUND_STATE_MISMATCH" // SUCCESS in the bill, not in the ledger
 )
@@ -307,8 +307,7 @@ func (s *Store) compareRefunds(ctx context.Context, rep *Reconciliation, bill *B
 			rep.Items = append(rep.Items, *it)
 		}
 	}
-	q := ListQuery{State: "SUCCESS", From: start, To: start.Add(24 * time.Hour)}
-	return s.EachRefund(ctx, q, func(r RefundListItem) error {
+	return eachRefundedOn(ctx, s.db, start, func(r RefundListItem) error {
 		rep.LedgerRefunds++
 		rep.LedgerRefunded += r.Amount
 		if !seen[r.OutRefundNo] {
@@ -317,6 +316,34 @@ func (s *Store) compareRefunds(ctx context.Context, rep *Reconciliation, bill *B
 				Ledger: &ItemSide{State: r.State, Amount: r.Amount}})
 		}
 		return nil
+	})
+}
+
+// eachRefundedOn streams the SUCCESS refunds of the business day starting
+// at start: those WeChat Pay accepted that day (the day its bill lists
+// them), and those it never told the gateway when it accepted created
+// that day. A refund recorded at 23:59 that WeChat accepts after midnight
+// belongs to the next day, as in the bill.
+func eachRefundedOn(ctx context.Context, db *gorm.DB, start time.Time, fn func(RefundListItem) error) error {
+	end := start.Add(24 * time.Hour)
+	on := func(t time.Time) bool { return !t.Before(start) && t.Before(end) }
+	q := ListQuery{State: string(RefundSuccess), From: start, To: end}
+	err := each(ctx, db, refundsSpec, q, refundRow.item, func(r RefundListItem) error {
+		if r.AcceptedAt != nil && !on(*r.AcceptedAt) {
+			return nil // another day's: accepted before or after this one
+		}
+		return fn(r)
+	})
+	if err != nil {
+		return err
+	}
+	spec := refundsSpec
+	spec.timeCol, spec.timeIndexed = "accepted_at", false // on (state, accepted_at)
+	return each(ctx, db, spec, q, refundRow.item, func(r RefundListItem) error {
+		if on(r.CreatedAt) {
+			return nil // streamed above
+		}
+		return fn(r)
 	})
 }
 

@@ -2,12 +2,14 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
 
 // HasSettlements reports whether the ledger has, on a business day, a
-// SUCCESS payment (by success_time) or a SUCCESS refund (by created_at):
+// SUCCESS payment (by success_time) or a SUCCESS refund (by the day
+// WeChat accepted it, see eachRefundedOn):
 // the rows a reconciliation of that day expects to find in the bill.
 // WeChat Pay answers NO_STATEMENT_EXIST both for a day without
 // transactions and for a bill not generated yet; only this check tells
@@ -28,12 +30,12 @@ func (s *Store) HasSettlements(ctx context.Context, day string) (bool, error) {
 	if len(ids) > 0 {
 		return true, nil
 	}
-	err = db.Model(&refundRow{}).Where("state = ? AND created_at >= ? AND created_at < ?",
-		RefundSuccess, start, end).Limit(1).Pluck("id", &ids).Error
-	if err != nil {
+	found := errors.New("found")
+	err = eachRefundedOn(ctx, s.db, start, func(RefundListItem) error { return found })
+	if err != nil && !errors.Is(err, found) {
 		return false, fmt.Errorf("look for refunds on %s: %w", day, err)
 	}
-	return len(ids) > 0, nil
+	return err != nil, nil
 }
 
 // ReconciledDays returns the business days from first to last

@@ -26,15 +26,7 @@ func billPayment(outTradeNo, txID string, amount int64) ledger.BillPayment {
 // reconcile claims the day and runs one reconciliation of bill.
 func reconcile(t *testing.T, s *ledger.Store, bill *ledger.Bill) *ledger.Reconciliation {
 	t.Helper()
-	claim, err := s.ClaimReconciliation(context.Background(), reconcileDay, time.Minute)
-	if err != nil {
-		t.Fatalf("claim: %v", err)
-	}
-	rep, err := s.Reconcile(context.Background(), claim, bill, "test")
-	if err != nil {
-		t.Fatalf("reconcile: %v", err)
-	}
-	return rep
+	return reconcileOn(t, s, reconcileDay, bill)
 }
 
 // assertRepaired reads the payment back: a repair counts only if the
@@ -235,4 +227,89 @@ func TestReconcileRepairFailureFailsTheRun(t *testing.T) {
 			t.Fatalf("rerun: %+v", rep)
 		}
 	})
+}
+
+// TestRefundBelongsToTheDayWeChatAcceptedIt: a refund recorded just before
+// midnight (UTC+8) that WeChat Pay accepts just after is in the next day's
+// bill, so it is reconciled on that day, not reported missing from the
+// first; one WeChat accepted a moment before the ledger recorded it (the
+// clocks differ) goes the other way. Both days are found to have
+// settlements only where their refunds are.
+func TestRefundBelongsToTheDayWeChatAcceptedIt(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "acc", 1000) // paid on 2026-11-23
+		at := func(day, clock string) time.Time {
+			v, err := time.ParseInLocation("2006-01-02 15:04:05.000", day+" "+clock, ledger.BusinessDay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		refunds := []struct {
+			no                string
+			created, accepted time.Time
+		}{
+			{"rf-late", at("2026-11-23", "23:59:59.500"), at("2026-11-24", "00:00:02.000")},
+			{"rf-early", at("2026-11-25", "00:00:00.300"), at("2026-11-24", "23:59:59.800")},
+		}
+		for _, r := range refunds {
+			if _, err := s.CreateRefund(ctx, refundReq("acc", r.no, 100)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.DB().Exec("UPDATE refunds SET created_at = ? WHERE out_refund_no = ?", r.created.UTC(), r.no).Error; err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range []ledger.RefundUpdate{
+				{OutRefundNo: r.no, State: ledger.RefundProcessing, AcceptTime: r.accepted, Source: ledger.SourceQuery},
+				{OutRefundNo: r.no, State: ledger.RefundSuccess, SuccessTime: r.accepted.Add(time.Minute), Source: ledger.SourceCallback},
+				{OutRefundNo: r.no, State: ledger.RefundSuccess, AcceptTime: r.accepted.Add(time.Hour), Source: ledger.SourceQuery},
+			} {
+				if _, err := s.ApplyRefund(ctx, u); err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) {
+					t.Fatal(err)
+				}
+			}
+			if got, err := s.Refund(ctx, r.no); err != nil || got.AcceptedAt == nil || !got.AcceptedAt.Equal(r.accepted) {
+				t.Fatalf("refund %s accepted at %v (%v), want the first time stated, %v", r.no, got, err, r.accepted)
+			}
+		}
+		bill := func(nos ...string) *ledger.Bill {
+			b := &ledger.Bill{}
+			for _, no := range nos {
+				b.Refunds = append(b.Refunds, ledger.BillRefund{OutTradeNo: "acc", OutRefundNo: no, Status: "SUCCESS", Amount: 100})
+			}
+			return b
+		}
+		first := reconcileOn(t, s, "2026-11-23", &ledger.Bill{Payments: []ledger.BillPayment{billPayment("acc", "tx-acc", 1000)}})
+		if first.Status != ledger.ReconcileMatched || first.LedgerRefunds != 0 || len(first.Items) != 0 {
+			t.Fatalf("the day the late refund was recorded: %+v", first)
+		}
+		next := reconcileOn(t, s, "2026-11-24", bill("rf-late", "rf-early"))
+		if next.Status != ledger.ReconcileMatched || next.LedgerRefunds != 2 || next.LedgerRefunded != 200 || len(next.Items) != 0 {
+			t.Fatalf("the day WeChat accepted both: %+v", next)
+		}
+		third := reconcileOn(t, s, "2026-11-25", bill())
+		if third.LedgerRefunds != 0 || len(third.Items) != 0 {
+			t.Fatalf("the day the early refund was recorded: %+v", third)
+		}
+		for day, want := range map[string]bool{"2026-11-24": true, "2026-11-25": false} {
+			if got, err := s.HasSettlements(ctx, day); err != nil || got != want {
+				t.Fatalf("HasSettlements(%s) = %v, %v; want %v", day, got, err, want)
+			}
+		}
+	})
+}
+
+// reconcileOn claims day and runs one reconciliation of bill.
+func reconcileOn(t *testing.T, s *ledger.Store, day string, bill *ledger.Bill) *ledger.Reconciliation {
+	t.Helper()
+	claim, err := s.ClaimReconciliation(context.Background(), day, time.Minute)
+	if err != nil {
+		t.Fatalf("claim %s: %v", day, err)
+	}
+	rep, err := s.Reconcile(context.Background(), claim, bill, "test")
+	if err != nil {
+		t.Fatalf("reconcile %s: %v", day, err)
+	}
+	return rep
 }

@@ -67,9 +67,12 @@ type Refund struct {
 	LastError     string      `json:"last_error,omitempty"`
 	NextCheckAt   *time.Time  `json:"next_check_at,omitempty"`
 	SuccessTime   *time.Time  `json:"success_time,omitempty"`
-	Version       int64       `json:"version"`
-	CreatedAt     time.Time   `json:"created_at"`
-	UpdatedAt     time.Time   `json:"updated_at"`
+	// AcceptedAt is when WeChat Pay accepted the refund (its create_time),
+	// once an answer of WeChat's named it: the day its bill lists it.
+	AcceptedAt *time.Time `json:"accepted_at,omitempty"`
+	Version    int64      `json:"version"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
 }
 
 type refundRow struct {
@@ -87,6 +90,7 @@ type refundRow struct {
 	LastError     string
 	NextCheckAt   *time.Time
 	SuccessTime   *time.Time
+	AcceptedAt    *time.Time
 	Version       int64
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
@@ -98,8 +102,8 @@ func (r *refundRow) refund() *Refund {
 	return &Refund{OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo, TransactionID: deref(r.TransactionID),
 		RefundID: deref(r.RefundID), State: RefundState(r.State), Amount: r.Amount, Total: r.Total,
 		Reason: r.Reason, Requester: r.Requester, Attempts: r.Attempts, LastError: r.LastError,
-		NextCheckAt: utcPtr(r.NextCheckAt), SuccessTime: utcPtr(r.SuccessTime), Version: r.Version,
-		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+		NextCheckAt: utcPtr(r.NextCheckAt), SuccessTime: utcPtr(r.SuccessTime), AcceptedAt: utcPtr(r.AcceptedAt),
+		Version: r.Version, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
 }
 
 // Errors CreateRefund returns besides ErrNotFound.

@@ -29,9 +29,12 @@ type RefundUpdate struct {
 	TransactionID string
 	Amount        int64 // WeChat's refund amount; 0 = not stated
 	SuccessTime   time.Time
-	Source        string
-	Ref           string // notify id, request id…
-	LastError     string
+	// AcceptTime is WeChat's create_time of the refund; zero = not stated.
+	// The first one stated is kept (see Refund.AcceptedAt).
+	AcceptTime time.Time
+	Source     string
+	Ref        string // notify id, request id…
+	LastError  string
 	// Notice, when set, is stored in the same transaction (unique notify id).
 	Notice *Notice
 	// NextCheckAt, when set, is when the janitor looks again if the refund
@@ -125,6 +128,9 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		mismatch := &AmountMismatchError{OutTradeNo: row.OutTradeNo, Expected: row.Amount, Got: u.Amount}
 		flag := &Anomaly{Kind: AnomalyRefundAmountMismatch, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo, Detail: mismatch.Error()}
 		return row.refund(), flag, nil, mismatch
+	}
+	if err := s.noteAccepted(tx, row, u); err != nil {
+		return nil, nil, nil, err
 	}
 	if RefundState(row.State) == u.State {
 		if err := s.touchRefund(tx, row, u); err != nil {
@@ -253,6 +259,22 @@ func noticeTradeNo(u RefundUpdate) string {
 		return u.Notice.OutTradeNo
 	}
 	return ""
+}
+
+// noteAccepted keeps the first acceptance time WeChat Pay states for the
+// refund, whatever the update does to its state: it is a fact about
+// WeChat's side, which reconciliation needs to find the refund's bill day.
+func (s *Store) noteAccepted(tx *gorm.DB, row *refundRow, u RefundUpdate) error {
+	if u.AcceptTime.IsZero() || row.AcceptedAt != nil {
+		return nil
+	}
+	at := u.AcceptTime.UTC()
+	err := tx.Model(&refundRow{}).Where("id = ? AND accepted_at IS NULL", row.ID).UpdateColumn("accepted_at", at).Error
+	if err != nil {
+		return fmt.Errorf("note acceptance of refund %s: %w", row.OutRefundNo, err)
+	}
+	row.AcceptedAt = &at
+	return nil
 }
 
 // touchRefund records what a same-state update adds: WeChat's ids and when

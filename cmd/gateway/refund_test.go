@@ -46,6 +46,7 @@ func TestRefundLifecycle(t *testing.T) {
 			if status != 200 || len(refunds) != 1 || p["refunded_total"] != float64(300) {
 				t.Fatalf("finance view: %d %v", status, body)
 			}
+			assertAcceptedAt(t, e.sim, refunds[0].(map[string]any))
 			checkRefundMetrics(t, e.m.URL(), map[string]float64{
 				`gateway_refund_transitions_total{state="CREATED"}`:    1,
 				`gateway_refund_transitions_total{state="PROCESSING"}`: 1,
@@ -54,6 +55,23 @@ func TestRefundLifecycle(t *testing.T) {
 			})
 		})
 	}
+}
+
+// assertAcceptedAt wants the ledger's refund accepted when WeChat Pay
+// says it created it (to the second, as WeChat states times).
+func assertAcceptedAt(t *testing.T, sim *wxpaysim.Sim, refund map[string]any) {
+	t.Helper()
+	for _, r := range sim.Refunds() {
+		if r.OutRefundNo != refund["out_refund_no"] {
+			continue
+		}
+		got, _ := refund["accepted_at"].(string)
+		if at, err := time.Parse(time.RFC3339Nano, got); err != nil || !at.Equal(r.CreateTime.Truncate(time.Second)) {
+			t.Fatalf("accepted_at = %q, want WeChat's create_time %v", got, r.CreateTime)
+		}
+		return
+	}
+	t.Fatalf("WeChat Pay has no refund %v", refund["out_refund_no"])
 }
 
 // checkRefundMetrics wants each series at its value (the replay moved

@@ -35,7 +35,7 @@ func (a RefundAdapter) QueryRefund(ctx context.Context, outRefundNo string) (*ga
 
 func toGatewayRefund(r *Refund) *gateway.WxRefund {
 	return &gateway.WxRefund{OutRefundNo: r.OutRefundNo, RefundID: r.RefundID, OutTradeNo: r.OutTradeNo,
-		TransactionID: r.TransactionID, Status: r.Status, Amount: r.Amount, SuccessTime: r.SuccessTime}
+		TransactionID: r.TransactionID, Status: r.Status, Amount: r.Amount, CreateTime: r.CreateTime, SuccessTime: r.SuccessTime}
 }
 
 // translate maps Client errors onto the gateway's; anything unclassified
