@@ -10,11 +10,22 @@ import (
 	"paygateway/ledger"
 )
 
+// keyed is the chain in front of an API-key route: the caller's key, the
+// caller's rate limit (bucket), the audit entry, then the role. A refusal
+// for the role is audited (403): a key used past its role is what an
+// auditor looks for. A 401 or a 429 is not: either would let one caller
+// have the gateway write a row per refused request; both are counted in
+// the metrics (gateway_http_requests_total, gateway_rate_limited_total).
+func (d *Deps) keyed(bucket string, limit Limit, roles ...Role) []gin.HandlerFunc {
+	return []gin.HandlerFunc{d.Auth.Authenticate(), RateLimit(d.Limiter, PrincipalKey(bucket), limit),
+		auditTrail(d.Store), RequireRole(roles...)}
+}
+
 // auditTrail records every request of an authenticated caller (who, what,
 // when, outcome) in the audit log. The entry is written before the handler
 // runs and a request whose entry cannot be written is refused (503), so
 // nothing is served without a record; the status is added afterwards.
-// It goes after Auth.Require in the chain.
+// It goes after Auth.Authenticate in the chain (see keyed).
 func auditTrail(store *ledger.Store) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		p := CurrentPrincipal(c)

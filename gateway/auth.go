@@ -92,38 +92,63 @@ func NewAuth(sources ...KeyLookup) *Auth { return &Auth{sources: sources, Timeou
 
 const principalKey = "gateway.principal"
 
-// Require lets through only callers whose key has one of roles:
-// no or unknown key → 401, wrong role → 403.
-func (a *Auth) Require(roles ...Role) gin.HandlerFunc {
+// Authenticate lets through callers with a known key (no or unknown key →
+// 401) without checking their role: RequireRole does, later in the chain
+// (see Deps.keyed), so that what comes between (rate limit, audit entry)
+// knows the caller.
+func (a *Auth) Authenticate() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		key := c.GetHeader("X-Api-Key")
-		if key == "" {
-			writeError(c, &Error{Code: CodeUnauthorized, Message: "missing X-Api-Key"})
-			return
+		if a.identify(c) {
+			c.Next()
 		}
-		ctx, cancel := context.WithTimeout(c.Request.Context(), a.Timeout)
-		p, ok, err := a.lookup(ctx, HashKey(key))
-		cancel()
-		if errors.Is(err, ErrKeyCheckBusy) {
-			writeError(c, &Error{Code: CodeUnavailable, Message: "too many key checks at once, retry after 1 s",
-				RetryAfter: time.Second})
-			return
-		}
-		if err != nil {
-			writeError(c, Errorf(CodeUnavailable, "key check unavailable", err))
-			return
-		}
-		if !ok {
-			writeError(c, &Error{Code: CodeUnauthorized, Message: "unknown API key"})
-			return
-		}
-		if !hasRole(p.Role, roles) {
-			writeError(c, &Error{Code: CodeForbidden, Message: "role " + string(p.Role) + " may not do this"})
-			return
-		}
-		c.Set(principalKey, p)
-		c.Next()
 	}
+}
+
+// RequireRole refuses (403) a caller Authenticate let through whose key
+// has none of roles.
+func RequireRole(roles ...Role) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if allowed(c, roles) {
+			c.Next()
+		}
+	}
+}
+
+// identify looks the caller's key up and stores its principal, or answers
+// the refusal and returns false.
+func (a *Auth) identify(c *gin.Context) bool {
+	key := c.GetHeader("X-Api-Key")
+	if key == "" {
+		writeError(c, &Error{Code: CodeUnauthorized, Message: "missing X-Api-Key"})
+		return false
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), a.Timeout)
+	p, ok, err := a.lookup(ctx, HashKey(key))
+	cancel()
+	if errors.Is(err, ErrKeyCheckBusy) {
+		writeError(c, &Error{Code: CodeUnavailable, Message: "too many key checks at once, retry after 1 s",
+			RetryAfter: time.Second})
+		return false
+	}
+	if err != nil {
+		writeError(c, Errorf(CodeUnavailable, "key check unavailable", err))
+		return false
+	}
+	if !ok {
+		writeError(c, &Error{Code: CodeUnauthorized, Message: "unknown API key"})
+		return false
+	}
+	c.Set(principalKey, p)
+	return true
+}
+
+// allowed answers 403 and returns false unless the caller has one of roles.
+func allowed(c *gin.Context, roles []Role) bool {
+	if p := CurrentPrincipal(c); !hasRole(p.Role, roles) {
+		writeError(c, &Error{Code: CodeForbidden, Message: "role " + string(p.Role) + " may not do this"})
+		return false
+	}
+	return true
 }
 
 // ErrKeyCheckBusy is a key check refused because the most allowed are

@@ -31,7 +31,7 @@ func TestKeyCheckIsBounded(t *testing.T) {
 	}
 	a.Timeout = 50 * time.Millisecond
 	r := gin.New()
-	r.GET("/x", a.Require(RoleFinance), func(c *gin.Context) { c.Status(http.StatusOK) })
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
 	req := httptest.NewRequest("GET", "/x", nil)
 	req.Header.Set("X-Api-Key", "gwk_anything")
 	w := httptest.NewRecorder()
@@ -83,7 +83,7 @@ func TestKeyLookupsAreCapped(t *testing.T) {
 	db := gatedKeys{entered: make(chan struct{}, 8), release: make(chan struct{})}
 	static := StaticKeys{HashKey("good"): {Name: "fin", Role: RoleFinance}}
 	r := gin.New()
-	r.GET("/x", NewAuth(static, LimitLookups(db, 2)).Require(RoleFinance), func(c *gin.Context) { c.Status(http.StatusOK) })
+	r.GET("/x", NewAuth(static, LimitLookups(db, 2)).Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
 	call := func(key string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("GET", "/x", nil)
 		req.Header.Set("X-Api-Key", key)
@@ -136,7 +136,7 @@ func TestKeyFloodDoesNotLockOutRealKeys(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	db := switchKeys{gatedKeys{entered: make(chan struct{}, 8), release: make(chan struct{})}, &atomic.Bool{}}
 	r := gin.New()
-	r.GET("/x", NewAuth(LimitLookups(db, 2)).Require(RoleOps), func(c *gin.Context) { c.Status(http.StatusOK) })
+	r.GET("/x", NewAuth(LimitLookups(db, 2)).Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
 	call := func(key string) int {
 		req := httptest.NewRequest("GET", "/x", nil)
 		req.Header.Set("X-Api-Key", key)

@@ -46,8 +46,8 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	}
 	f.exports = newSlots(f.MaxExports)
 	f.runs = newSlots(1)
-	read := r.Group("/v1", d.Auth.Require(RoleFinance, RoleOps),
-		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), d.backOffice(), auditTrail(d.Store))
+	read := r.Group("/v1")
+	read.Use(d.keyed("ledger", d.Limits.Ledger, RoleFinance, RoleOps)...).Use(d.backOffice())
 	addList(read, d, f, "/ledger/payments", paymentList)
 	addList(read, d, f, "/ledger/refunds", refundList)
 	addList(read, d, f, "/ledger/notifications", noticeList)
@@ -57,8 +57,8 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	read.GET("/ledger/totals", timeout(d.APITimeout), d.totals)
 	read.GET("/reconciliations/:date", timeout(d.APITimeout), d.getReconciliation)
 	read.POST("/reconciliations", f.runReconciliation(d))
-	ops := r.Group("/v1", d.Auth.Require(RoleOps), RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger),
-		d.backOffice(), auditTrail(d.Store))
+	ops := r.Group("/v1")
+	ops.Use(d.keyed("ledger", d.Limits.Ledger, RoleOps)...).Use(d.backOffice())
 	addList(ops, d, f, "/ledger/audit", auditList)
 	r.GET("/openapi.json", serveOpenAPI)
 }

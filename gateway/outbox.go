@@ -14,8 +14,8 @@ import (
 // ops): list them with their attempt history, and replay one. They share
 // the caller's ledger rate limit with the finance reads.
 func OutboxRoutes(r *gin.Engine, d *Deps) {
-	ops := r.Group("/v1/ops/outbox", timeout(d.APITimeout), d.Auth.Require(RoleOps),
-		RateLimit(d.Limiter, PrincipalKey("ledger"), d.Limits.Ledger), d.backOffice(), auditTrail(d.Store))
+	ops := r.Group("/v1/ops/outbox", timeout(d.APITimeout))
+	ops.Use(d.keyed("ledger", d.Limits.Ledger, RoleOps)...).Use(d.backOffice())
 	ops.GET("/dead", d.listDeadJobs)
 	ops.POST("/:id/replay", d.replayJob)
 }

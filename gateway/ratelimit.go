@@ -89,7 +89,7 @@ func rateLimited(retryAfter time.Duration) *Error {
 		RetryAfter: time.Duration(secs) * time.Second}
 }
 
-// PrincipalKey keys the limit by the API-key principal that Auth.Require
+// PrincipalKey keys the limit by the API-key principal that Auth.Authenticate
 // let through, within scope ("ledger", "orders", …).
 func PrincipalKey(scope string) func(c *gin.Context) string {
 	return func(c *gin.Context) string {

@@ -54,8 +54,9 @@ func TestAuditAddressCannotBeForged(t *testing.T) {
 	}
 }
 
-// TestOpsAndOrderRequestsAreAudited: every request made with an API key is
-// in the audit log, including replaying dead letters and registering orders.
+// TestOpsAndOrderRequestsAreAudited: every request made with a known API
+// key is in the audit log, including replaying dead letters, registering
+// orders and a key refused for its role.
 func TestOpsAndOrderRequestsAreAudited(t *testing.T) {
 	m := startGateway(t, testConfig(t, backends[0]))
 	no := uniqueNo("au")
@@ -67,6 +68,8 @@ func TestOpsAndOrderRequestsAreAudited(t *testing.T) {
 		{"POST", "/v1/ops/outbox/999999/replay", opsKey, nil, 404},
 		{"GET", "/v1/ops/outbox/dead", opsKey, nil, 200},
 		{"POST", "/v1/orders", serviceKey, order(no, 1000), 201},
+		{"POST", "/v1/ops/outbox/1/replay", financeKey, nil, 403},
+		{"POST", "/v1/orders?by=ops", opsKey, order(uniqueNo("au"), 1000), 403},
 	}
 	for _, c := range calls {
 		if status, body := apiCall(t, c.method, m.URL()+c.path, c.key, c.body); status != c.status {

@@ -344,12 +344,16 @@ func TestAuditLogAPI(t *testing.T) {
 			}
 			rest := auditPage(t, u+"?principal=fin&cursor="+entries.NextCursor)
 			all := append(entries.Items, rest.Items...)
-			if len(all) != 3 || rest.NextCursor != "" {
-				t.Fatalf("fin's entries %+v, want the 3 payment reads", all)
+			if len(all) != 4 || rest.NextCursor != "" {
+				t.Fatalf("fin's entries %+v, want the 3 payment reads and the refused audit read", all)
 			}
-			for _, e := range all {
-				if e.Principal != "fin" || e.Role != "finance" || e.Path != "/v1/ledger/payments?state=SUCCESS" || e.Status != 200 {
-					t.Errorf("entry %+v", e)
+			for i, e := range all {
+				path, status := "/v1/ledger/payments?state=SUCCESS", 200
+				if i == 3 { // a key used past its role is audited
+					path, status = "/v1/ledger/audit", 403
+				}
+				if e.Principal != "fin" || e.Role != "finance" || e.Path != path || e.Status != status {
+					t.Errorf("entry %d: %+v, want %s answered %d", i, e, path, status)
 				}
 			}
 			status, body, hdr := getRaw(t, u+"?principal=ops", opsKey, "text/csv")
