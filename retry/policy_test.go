@@ -138,8 +138,9 @@ func (q *releasingQueue) Release(_ context.Context, job Job, _ string) error {
 
 // TestPoolGivesBackJobsWithoutTimeForAnAttempt: a batch shares one lease;
 // once handling the first job has eaten into it so that a whole attempt
-// no longer fits, the rest are given back instead of started, and each
-// attempt's deadline lies within the lease.
+// and the time to store it (StoreReserve) no longer fit, the rest are
+// given back instead of started, and each attempt's deadline lies within
+// the lease.
 func TestPoolGivesBackJobsWithoutTimeForAnAttempt(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	until := now.Add(30 * time.Second)
@@ -154,7 +155,9 @@ func TestPoolGivesBackJobsWithoutTimeForAnAttempt(t *testing.T) {
 		if d, ok := ctx.Deadline(); !ok || time.Until(d) > 10*time.Second {
 			t.Errorf("attempt deadline %v (set %v), want within the 10s attempt timeout", d, ok)
 		}
-		now = now.Add(21 * time.Second) // 9s of the lease left: less than one attempt
+		// One attempt's 10s of the lease left: an attempt started now
+		// would be stored after the lease ran out, and lost to a new claim.
+		now = now.Add(20 * time.Second)
 		return nil
 	})}
 	p := NewPool(PoolConfig{Lease: 30 * time.Second, AttemptTimeout: 10 * time.Second}, q, h).

@@ -176,10 +176,16 @@ func (p *Pool) runJobReleasingRest(ctx context.Context, worker string, job Job, 
 	return <-gaveBack
 }
 
-// timeLeft reports whether a whole attempt fits in what is left of the
-// job's lease.
+// StoreReserve is the part of a job's lease kept, after a whole attempt,
+// for storing its outcome: an outcome stored after the lease ran out is
+// lost to the next claim (its backoff with it). A lease must be at least
+// AttemptTimeout plus this, plus the time a claim takes.
+const StoreReserve = time.Second
+
+// timeLeft reports whether a whole attempt, and the storing of its
+// outcome, fit in what is left of the job's lease.
 func (p *Pool) timeLeft(job Job) bool {
-	return job.LeaseUntil.IsZero() || job.LeaseUntil.Sub(p.now()) >= p.cfg.AttemptTimeout
+	return job.LeaseUntil.IsZero() || job.LeaseUntil.Sub(p.now()) >= p.cfg.AttemptTimeout+StoreReserve
 }
 
 // release gives back claims that were never attempted.

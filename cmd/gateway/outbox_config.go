@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"time"
+
+	"paygateway/retry"
 )
 
 // OutboxConfig sizes the workers that deliver outbox jobs downstream.
@@ -62,13 +64,14 @@ func (c *Config) validateOutbox() error {
 		{o.Jitter < 0 || o.Jitter >= 1, "outbox.jitter (GATEWAY_OUTBOX_JITTER)", "must be in [0, 1)"},
 		{inv.BaseURL != "" && inv.Timeout <= 0, "inventory.timeout (GATEWAY_INVENTORY_TIMEOUT)", "must be positive"},
 		// An attempt may query and then send: the lease must outlast both
-		// calls and the claim before them, or a worker would hand back
-		// every job it claims (a job starts only with a whole attempt left).
-		{inv.BaseURL != "" && o.Workers > 0 && o.Lease < 2*inv.Timeout+leaseMargin,
-			"outbox.lease (GATEWAY_OUTBOX_LEASE)", "must be at least twice inventory.timeout plus 1s"},
+		// calls, the storing of the outcome and the claim before them, or a
+		// worker would hand back every job it claims (a job starts only
+		// with a whole attempt and retry.StoreReserve left).
+		{inv.BaseURL != "" && o.Workers > 0 && o.Lease < 2*inv.Timeout+retry.StoreReserve+leaseMargin,
+			"outbox.lease (GATEWAY_OUTBOX_LEASE)", "must be at least twice inventory.timeout plus 2s"},
 		// Shutdown lets an attempt (a query and a send) finish and be stored.
-		{inv.BaseURL != "" && o.Workers > 0 && c.HTTP.ShutdownTimeout <= 2*inv.Timeout,
-			"http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be longer than twice inventory.timeout"},
+		{inv.BaseURL != "" && o.Workers > 0 && c.HTTP.ShutdownTimeout < 2*inv.Timeout+retry.StoreReserve,
+			"http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be at least twice inventory.timeout plus 1s"},
 		{comp.SafetyBuffer <= 0, "compensation.safety_buffer (GATEWAY_COMPENSATION_SAFETY_BUFFER)", "must be positive (never zero)"},
 		{comp.Interval <= 0, "compensation.interval (GATEWAY_COMPENSATION_INTERVAL)", "must be positive"},
 		{comp.MaxInterval != 0 && comp.MaxInterval < comp.Interval, "compensation.max_interval (GATEWAY_COMPENSATION_MAX_INTERVAL)",

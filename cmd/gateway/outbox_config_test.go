@@ -21,11 +21,20 @@ func TestOutboxConfigValidation(t *testing.T) {
 		{"lease shorter than two calls", func(c *Config) {
 			c.Inventory = InventoryConfig{BaseURL: "http://inv", Timeout: 20 * time.Second}
 		}, "outbox.lease"},
-		{"lease with no time for the claim", func(c *Config) {
+		{"lease with no time to store or claim", func(c *Config) {
 			c.Inventory, c.Outbox.Lease = InventoryConfig{BaseURL: "http://inv", Timeout: 5 * time.Second}, 10*time.Second+time.Millisecond
 		}, "outbox.lease"},
-		{"lease with a second for the claim", func(c *Config) {
+		{"lease with no time for the claim", func(c *Config) {
 			c.Inventory, c.Outbox.Lease = InventoryConfig{BaseURL: "http://inv", Timeout: 5 * time.Second}, 11*time.Second
+		}, "outbox.lease"},
+		{"lease with a second each to store and to claim", func(c *Config) {
+			c.Inventory, c.Outbox.Lease = InventoryConfig{BaseURL: "http://inv", Timeout: 5 * time.Second}, 12*time.Second
+		}, ""},
+		{"shutdown with no time to store the last attempt", func(c *Config) {
+			c.Inventory, c.HTTP.ShutdownTimeout = InventoryConfig{BaseURL: "http://inv", Timeout: 5 * time.Second}, 10*time.Second+500*time.Millisecond
+		}, "http.shutdown_timeout"},
+		{"shutdown with a second to store it", func(c *Config) {
+			c.Inventory, c.HTTP.ShutdownTimeout = InventoryConfig{BaseURL: "http://inv", Timeout: 5 * time.Second}, 11*time.Second
 		}, ""},
 		{"inventory without timeout", func(c *Config) { c.Inventory = InventoryConfig{BaseURL: "http://inv"} }, "inventory.timeout"},
 	}
