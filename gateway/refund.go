@@ -105,8 +105,8 @@ func (p RefundParams) validate() error {
 		return &Error{Code: CodeInvalid, Message: "out_trade_no must be 6-32 of A-Z a-z 0-9 _ - | *"}
 	case p.Amount <= 0 || p.Amount > MaxAmount:
 		return &Error{Code: CodeInvalid, Message: "amount must be a positive number of fen"}
-	case len([]rune(p.Reason)) > 80:
-		return &Error{Code: CodeInvalid, Message: "reason is at most 80 characters"}
+	case len(p.Reason) > 80: // WeChat Pay counts bytes: 26 Chinese characters fit, 27 do not
+		return &Error{Code: CodeInvalid, Message: "reason is at most 80 bytes of UTF-8"}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -313,6 +314,9 @@ func TestRefundRefusals(t *testing.T) {
 				{"missing key", tok, "", refundBody(no, 10), 400, gateway.CodeInvalid},
 				{"malformed JSON", tok, "k", `{"out_trade_no":`, 400, gateway.CodeInvalid},
 				{"unknown field", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"x":1}`, 400, gateway.CodeInvalid},
+				// 27 characters but 81 bytes: WeChat Pay counts bytes.
+				{"reason over 80 bytes", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"` + strings.Repeat("退", 27) + `"}`,
+					400, gateway.CodeInvalid},
 			}
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
