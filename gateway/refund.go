@@ -265,7 +265,8 @@ func NewOutRefundNo() string {
 }
 
 // send makes one attempt at WeChat Pay (already counted in the ledger) and
-// records the outcome. On an unknown outcome it queries once if resolve.
+// records the outcome. On an unknown outcome it queries once if resolve,
+// and never sends again itself.
 func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool) *ledger.Refund {
 	wx, err := s.api.CreateRefund(ctx, WxRefundRequest{OutTradeNo: r.OutTradeNo, OutRefundNo: r.OutRefundNo,
 		Reason: r.Reason, Amount: r.Amount, Total: r.Total})
@@ -290,7 +291,12 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 	if !resolve {
 		return r
 	}
-	return s.resolve(ctx, r, ledger.SourceQuery, true)
+	// A query right after the call may not find a refund WeChat Pay is
+	// still taking in (its refunds show in queries with a delay; WeChat
+	// advises querying a minute after applying): only what it finds is
+	// recorded now. "Not found" is left to the janitor, which asks again
+	// after safety_buffer and only then sends again (same out_refund_no).
+	return s.resolve(ctx, r, ledger.SourceQuery, false)
 }
 
 // orderUnknownFor is how long after a refund was made an "order not
