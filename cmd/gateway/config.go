@@ -72,8 +72,8 @@ type HTTPConfig struct {
 	MetricsAddr string `yaml:"metrics_addr"`
 	// MaxConnections caps the connections open at once on Addr; more
 	// wait in the kernel's accept queue (up to its backlog) until one
-	// closes. From 90% of it keep-alives are off (see connShedder).
-	// Default 4096.
+	// closes. A connection opening at 90% of it closes those idle for
+	// more than 250 ms (see connShedder). Default 4096.
 	MaxConnections int `yaml:"max_connections"`
 }
 

@@ -4,7 +4,7 @@
 // ceiling of a bare database transaction doing the same writes. It prints
 // a table and writes BENCHMARKS.md.
 //
-//	go run ./cmd/gwbench [-backends mysql,sqlite] [-levels 8,32,128] [-n 2000] [-out BENCHMARKS.md]
+//	go run ./cmd/gwbench [-backends mysql,sqlite] [-levels 8,32,128] [-n 4000] [-out BENCHMARKS.md]
 package main
 
 import (
