@@ -529,6 +529,41 @@ func TestLateSuccessWaitEndsWhenWeChatClosesIt(t *testing.T) {
 	})
 }
 
+// TestAbnormalAfterFailedIsWatched: WeChat Pay saying ABNORMAL (it holds
+// the refund) for a refund the ledger failed and gave back is flagged and
+// puts the refund on the janitor's list; a SUCCESS then is recorded late
+// (the amount counted again), as WeChat may never notify it.
+func TestAbnormalAfterFailedIsWatched(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "held", 100)
+		if _, err := s.CreateRefund(ctx, refundReq("held", "rf-h", 60)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := move(t, s, "rf-h", ledger.RefundFailed); err != nil {
+			t.Fatal(err)
+		}
+		u := ledger.RefundUpdate{OutRefundNo: "rf-h", State: ledger.RefundAbnormal, Source: ledger.SourceCallback}
+		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("ABNORMAL after FAILED: %v, want ErrNoChange", err)
+		}
+		r, _ := s.Refund(ctx, "rf-h")
+		a, err := s.Anomalies(ctx, "held")
+		if r.State != ledger.RefundFailed || r.NextCheckAt == nil || err != nil || len(a) != 1 || a[0].Kind != ledger.AnomalyStaleRefundStatus {
+			t.Fatalf("refund %+v, anomalies %+v (%v); want FAILED on the janitor's list and one flag", r, a, err)
+		}
+		if refundedTotal(t, s, "held") != 0 {
+			t.Fatal("ABNORMAL counted the amount again")
+		}
+		if _, err := move(t, s, "rf-h", ledger.RefundSuccess); err != nil {
+			t.Fatalf("SUCCESS while watched: %v", err)
+		}
+		if r, _ := s.Refund(ctx, "rf-h"); r.State != ledger.RefundSuccess || refundedTotal(t, s, "held") != 60 {
+			t.Fatalf("after SUCCESS: %+v, refunded %d; want SUCCESS and 60 counted", r, refundedTotal(t, s, "held"))
+		}
+	})
+}
+
 func hasJob(jobs []ledger.OutboxJob, key string) bool {
 	for _, j := range jobs {
 		if j.Key == key {

@@ -161,6 +161,9 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 			flag = &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
 				Detail: fmt.Sprintf("refund %s is %s; %s from %s ignored", row.OutRefundNo, row.State, u.State, u.Source)}
 		}
+		if RefundState(row.State) == RefundFailed && u.State == RefundAbnormal && row.NextCheckAt == nil {
+			return s.heldAfterFailed(tx, row, u)
+		}
 		if state := RefundState(row.State); (state.Pending() || state == RefundAbnormal) && !u.NextCheckAt.IsZero() {
 			// Still polled: the refused answer must not bring the next
 			// query forward to the end of the janitor's short claim.
@@ -180,6 +183,20 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 	flag := &Anomaly{Kind: AnomalyLateRefundSuccess, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo,
 		Detail: fmt.Sprintf("refund %s of %d fen was FAILED (given back); %s says WeChat Pay paid it: recorded SUCCESS, amount counted again", row.OutRefundNo, row.Amount, u.Source)}
 	return out, flag, nil, nil
+}
+
+// heldAfterFailed handles ABNORMAL for a refund the ledger holds FAILED
+// (its amount given back): WeChat Pay holds the refund after all, and may
+// yet pay it with no notification of that. It is flagged and kept on the
+// janitor's list like a late SUCCESS that does not fit yet: asked again
+// until WeChat says SUCCESS (recorded late) or CLOSED.
+func (s *Store) heldAfterFailed(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund, *Anomaly, error, error) {
+	if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
+		return nil, nil, nil, err
+	}
+	flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
+		Detail: fmt.Sprintf("refund %s is FAILED (amount given back); %s says WeChat Pay holds it (ABNORMAL): asked again until it ends", row.OutRefundNo, u.Source)}
+	return row.refund(), flag, fmt.Errorf("%w: ABNORMAL of FAILED refund %s", ErrNoChange, row.OutRefundNo), nil
 }
 
 // lateSuccessRecheck is how often a FAILED refund WeChat Pay says it paid,
