@@ -171,7 +171,9 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 		return nil, ledgerError(err)
 	}
 	a := answerFor(r)
-	if err := s.store.FinishIdempotent(wctx, openid, idemKey, a.Status, a.Body); err != nil {
+	fctx, fcancel := recordContext(ctx)
+	defer fcancel()
+	if err := s.store.FinishIdempotent(fctx, openid, idemKey, a.Status, a.Body); err != nil {
 		slog.ErrorContext(ctx, "store idempotent answer", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	}
 	return a, nil
@@ -415,6 +417,8 @@ func (s *RefundService) recheckLater(ctx context.Context, r *ledger.Refund) *led
 // the ledger has it. If the ledger cannot be written the janitor settles
 // the refund later, so the caller just gets the last known state.
 func (s *RefundService) apply(ctx context.Context, r *ledger.Refund, u ledger.RefundUpdate) *ledger.Refund {
+	ctx, cancel := recordContext(ctx)
+	defer cancel()
 	out, err := s.store.ApplyRefund(ctx, u)
 	if err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) && !errors.Is(err, ledger.ErrNoChange) {
 		slog.ErrorContext(ctx, "record refund outcome", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
@@ -424,6 +428,16 @@ func (s *RefundService) apply(ctx context.Context, r *ledger.Refund, u ledger.Re
 		return r
 	}
 	return out
+}
+
+// recordTimeout bounds a ledger write that records what WeChat Pay said.
+const recordTimeout = 5 * time.Second
+
+// recordContext gives a ledger write its own bound instead of what is left
+// of the WeChat Pay call budget: an answer that came as the budget ran out
+// must still be recorded, and the request's answer stored under its key.
+func recordContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 }
 
 // answerFor renders the stored answer of a refund request: 201 when WeChat

@@ -64,6 +64,45 @@ func TestSlowRefundAnswerOutlivesWriteTimeout(t *testing.T) {
 	})
 }
 
+// lastMomentRefunds accepts every refund just as the caller's time runs out.
+type lastMomentRefunds struct{}
+
+func (lastMomentRefunds) CreateRefund(ctx context.Context, req WxRefundRequest) (*WxRefund, error) {
+	<-ctx.Done()
+	return &WxRefund{OutRefundNo: req.OutRefundNo, RefundID: "wx-" + req.OutRefundNo, Status: "PROCESSING", Amount: req.Amount}, nil
+}
+
+func (lastMomentRefunds) QueryRefund(context.Context, string) (*WxRefund, error) {
+	return nil, ErrOutcomeUnknown
+}
+
+// TestAnswerAtTheEndOfTheCallBudgetIsRecorded: WeChat Pay's answer that
+// comes as the request's call_timeout runs out is still recorded, and the
+// request's answer stored under its key: the ledger writes have a bound of
+// their own, not what is left of WeChat's.
+func TestAnswerAtTheEndOfTheCallBudgetIsRecorded(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-late", Source: ledger.SourceCallback,
+			EventType: "TRANSACTION.SUCCESS", OutTradeNo: "late-1", TransactionID: "tx-late"},
+			OutTradeNo: "late-1", TransactionID: "tx-late", TradeState: "SUCCESS", PayerOpenID: "o-late",
+			AmountTotal: 100, PayerTotal: 100, Currency: "CNY"}
+		if _, err := s.ApplyTransaction(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		svc := NewRefundService(RefundConfig{CallTimeout: 200 * time.Millisecond}, s, lastMomentRefunds{}, NewMemoryLocker())
+		p := RefundParams{OutTradeNo: "late-1", Amount: 40}
+		a, err := svc.Create(ctx, "o-late", "k-late", p)
+		if err != nil || a.Status != http.StatusCreated || !strings.Contains(string(a.Body), `"state":"PROCESSING"`) {
+			t.Fatalf("answer %+v, %v; want 201 PROCESSING", a, err)
+		}
+		again, err := svc.Create(ctx, "o-late", "k-late", p)
+		if err != nil || !again.Replayed || again.Status != http.StatusCreated {
+			t.Fatalf("retry with the key: %+v, %v; want the stored 201", again, err)
+		}
+	})
+}
+
 // TestSweepPrunesEveryExpiredKey: one sweep deletes all the expired
 // idempotency keys, batch after batch (more than one batch here), and
 // leaves the live ones.
