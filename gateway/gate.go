@@ -85,15 +85,30 @@ type FallbackGate struct {
 	Breaker            *Breaker          // shared by a gateway's Fallback* guards
 }
 
-// Admit implements Gate.
+// Admit implements Gate. A nonce Redis admits is remembered in memory
+// too, so that while Redis fails (or the breaker keeps calls off it) the
+// memory gate still refuses a replay of what this instance saw before.
 func (f FallbackGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error) {
 	a, fromRedis, err := redisFirst(ctx, f.Breaker, f.Hook, "gate",
 		func() (Admission, error) { return f.Primary.Admit(ctx, k, t) },
 		func() (Admission, error) { return f.Secondary.Admit(ctx, k, t) })
+	if m, ok := f.Secondary.(nonceKeeper); ok && fromRedis && err == nil && !a.Replay {
+		m.RememberNonce(k.Nonce, t.Nonce)
+	}
 	if !fromRedis && a.Token != "" {
 		a.Token = "mem:" + a.Token
 	}
 	return a, err
+}
+
+// nonceKeeper is a gate that can be told of a nonce admitted elsewhere.
+type nonceKeeper interface {
+	RememberNonce(nonce string, ttl time.Duration)
+}
+
+// RememberNonce records a nonce another gate admitted.
+func (m *MemoryGate) RememberNonce(nonce string, ttl time.Duration) {
+	_, _ = m.nonces.FirstSeen(context.Background(), nonce, ttl)
 }
 
 // Finish implements Gate.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"paygateway/ledger"
@@ -126,7 +127,10 @@ func (p *Processor) ttls() GateTTLs {
 // the order's row lock and unique keys.
 func (p *Processor) guarded(ctx context.Context, n *Notice, apply func() error) error {
 	lockKey := "notify:" + n.ID
-	keys := GateKeys{Nonce: "nonce:" + n.Nonce, NotifyID: n.ID, Lock: lockKey}
+	// The signature covers the timestamp and the nonce: a replay repeats
+	// both, while a redelivery WeChat Pay signs anew with the same nonce
+	// (nothing says it never does) is not one.
+	keys := GateKeys{Nonce: "nonce:" + strconv.FormatInt(n.Timestamp.Unix(), 10) + ":" + n.Nonce, NotifyID: n.ID, Lock: lockKey}
 	adm, err := p.gate.Admit(ctx, keys, p.ttls())
 	switch {
 	case err != nil:

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -265,6 +266,23 @@ func TestReplayedNonceRefused(t *testing.T) {
 			}
 			if got := ledgerCounts(t, m, replayedNo); got != [3]int64{} {
 				t.Fatalf("replayed order rows = %v, want none", got)
+			}
+			// WeChat Pay signing a redelivery anew with the same nonce is no
+			// replay: the signature covers another timestamp.
+			resent := first
+			resent.Header = first.Header.Clone()
+			ts := strconv.FormatInt(time.Now().Unix()-30, 10)
+			sig, err := utils.SignSHA256WithRSA(ts+"\n"+first.Header.Get("Wechatpay-Nonce")+"\n"+string(first.Body)+"\n", k.PlatformKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resent.Header.Set("Wechatpay-Timestamp", ts)
+			resent.Header.Set("Wechatpay-Signature", sig)
+			if status, body := post(t, m.URL()+paymentPath, resent); status != 204 {
+				t.Fatalf("redelivery signed anew with the same nonce: status=%d body=%v, want 204", status, body)
+			}
+			if status, body := post(t, m.URL()+paymentPath, resent); status != 401 || body["reason"] != "EREPLAY" {
+				t.Fatalf("replay of that redelivery: status=%d body=%v, want 401 EREPLAY", status, body)
 			}
 		})
 	}

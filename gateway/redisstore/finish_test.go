@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,4 +141,23 @@ func TestQueuedFinishGoesWhileTheBreakerIsOpen(t *testing.T) {
 		}
 	}
 	t.Fatal("with the breaker open the lock stayed held and the notification unmarked")
+}
+
+// TestNonceSeenThroughRedisIsRefusedWhileItFails: a nonce Redis admitted
+// is remembered in memory too, so a replay that arrives while the breaker
+// keeps calls off Redis is still refused.
+func TestNonceSeenThroughRedisIsRefusedWhileItFails(t *testing.T) {
+	s, _ := laterStore(t, 0)
+	b := &gateway.Breaker{Cooldown: time.Minute}
+	g := gateway.FallbackGate{Primary: s, Secondary: gateway.NewMemoryGate(10, gateway.NewMemoryLocker()), Breaker: b}
+	k := gateway.GateKeys{Nonce: "n-" + t.Name(), NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
+	a, err := g.Admit(context.Background(), k, ttls)
+	if err != nil || a.Replay || a.Token == "" || strings.HasPrefix(a.Token, "mem:") {
+		t.Fatalf("admit through Redis: %+v %v", a, err)
+	}
+	b.Fail(context.Background())
+	k.NotifyID, k.Lock = k.NotifyID+"-other", k.Lock+"-other"
+	if again, err := g.Admit(context.Background(), k, ttls); err != nil || !again.Replay {
+		t.Fatalf("replay while Redis is off: %+v %v, want refused", again, err)
+	}
 }
