@@ -72,8 +72,10 @@ func processing(no string) (*gateway.WxRefund, error) {
 }
 
 // TestRefusedResendIsCheckedBeforeFailing: the first attempt times out
-// and WeChat Pay does not show it yet, so the refund is sent again; that
-// re-send is refused. The refund fails (and gives its amount back) only
+// and WeChat Pay does not show it: the request leaves it UNKNOWN (a query
+// right after the call proves nothing), and the janitor, still not
+// finding it after the safety buffer, sends it again; that re-send is
+// refused. The refund fails (and gives its amount back) only
 // if a query still finds nothing; if the first attempt shows up, it is
 // recorded instead.
 func TestRefusedResendIsCheckedBeforeFailing(t *testing.T) {
@@ -95,10 +97,18 @@ func TestRefusedResendIsCheckedBeforeFailing(t *testing.T) {
 				payForResend(t, s, no)
 				api := &scriptedRefunds{t: t,
 					creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){timedOut, refusedCreate},
-					queries: []func(string) (*gateway.WxRefund, error){notFound, tc.after}}
+					queries: []func(string) (*gateway.WxRefund, error){notFound, notFound, tc.after}}
 				svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
-				if _, err := svc.Create(context.Background(), "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
+				ctx := context.Background()
+				if a, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil || a.Status != 202 {
+					t.Fatalf("request: %+v %v, want 202", a, err)
+				}
+				checkRefund(t, s, no, ledger.RefundUnknown, 1, 30)
+				if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
 					t.Fatal(err)
+				}
+				if n := svc.Sweep(ctx, 10); n != 1 {
+					t.Fatalf("janitor checked %d refunds, want 1", n)
 				}
 				checkRefund(t, s, no, tc.want, 2, tc.refunded)
 				if len(api.creates)+len(api.queries) != 0 {

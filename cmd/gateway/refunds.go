@@ -93,10 +93,12 @@ func (m *Main) wireRefunds(ctx context.Context) error {
 	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundNotifyRoute)
 	rc := m.Config.Refunds
 	w := m.Config.WechatPay
-	if !rc.JWT.configured() || w.MerchantPrivateKeyFile == "" {
+	if !rc.JWT.configured() {
 		slog.Info("refund API off: needs refunds.jwt and wechatpay.merchant_private_key_file")
 		return nil
 	}
+	// Checked even when the API stays off, so that a bad token setting
+	// fails now, not on the day the merchant key is added.
 	jc, err := rc.JWT.gatewayJWT()
 	if err != nil {
 		return err
@@ -104,6 +106,10 @@ func (m *Main) wireRefunds(ctx context.Context) error {
 	auth, err := gateway.NewJWTAuth(jc)
 	if err != nil {
 		return fmt.Errorf("config: refunds.jwt: %w", err)
+	}
+	if w.MerchantPrivateKeyFile == "" {
+		slog.Warn("refund API off: refunds.jwt is set but wechatpay.merchant_private_key_file is not; /v1/refunds answers 404")
+		return nil
 	}
 	client := m.Wechat
 	if client == nil {
