@@ -35,7 +35,13 @@ type Reconciler struct {
 	// TakeOver, when set, is when the gateway began taking the merchant's
 	// payments: see ledger.Bill.TakeOver. The daily job starts on its day.
 	TakeOver time.Time
+	// Refunds, when set, is asked when it accepted the day's refunds the
+	// ledger has no acceptance time for (see learnAcceptance).
+	Refunds RefundAPI
 }
+
+// maxAcceptanceQueries bounds the refund queries of one run.
+const maxAcceptanceQueries = 100
 
 // DefaultReconcileTimeout leaves room for a 5 min bill download.
 const DefaultReconcileTimeout = 10 * time.Minute
@@ -79,6 +85,7 @@ func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.
 }
 
 func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClaim, requestedBy string) (*ledger.Reconciliation, error) {
+	r.learnAcceptance(ctx, claim.Day)
 	bill, err := r.bill(ctx, claim.Day)
 	if err != nil {
 		return nil, err
@@ -89,6 +96,32 @@ func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClai
 		return nil, reconcileError(claim.Day, err)
 	}
 	return rep, nil
+}
+
+// learnAcceptance asks WeChat Pay when it accepted the SUCCESS refunds the
+// ledger recorded on day without knowing that (settled by a notification,
+// which does not say): a refund recorded at 23:59 and accepted after
+// midnight is in the next day's bill, and must not be reported missing
+// from this one. A refund it cannot learn about stays filed under the day
+// it was recorded.
+func (r *Reconciler) learnAcceptance(ctx context.Context, day string) {
+	if r.Refunds == nil {
+		return
+	}
+	nos, err := r.Store.RefundsWithoutAcceptance(ctx, day, maxAcceptanceQueries)
+	if err != nil {
+		slog.WarnContext(ctx, "reconciliation: refunds without an acceptance time not read", "date", day, "err", err)
+		return
+	}
+	for _, no := range nos {
+		wx, err := r.Refunds.QueryRefund(ctx, no)
+		if err == nil && wx.OutRefundNo == no && !wx.CreateTime.IsZero() {
+			err = r.Store.NoteRefundAccepted(ctx, no, wx.CreateTime)
+		}
+		if err != nil {
+			slog.WarnContext(ctx, "reconciliation: acceptance time of a refund not learnt", "date", day, "out_refund_no", no, "err", err)
+		}
+	}
 }
 
 // release hands a failed run's lease back, even when ctx has ended, so

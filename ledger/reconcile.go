@@ -328,10 +328,15 @@ func eachRefundedOn(ctx context.Context, db *gorm.DB, start time.Time, fn func(R
 	end := start.Add(24 * time.Hour)
 	on := func(t time.Time) bool { return !t.Before(start) && t.Before(end) }
 	q := ListQuery{State: string(RefundSuccess), From: start, To: end}
+	// The two reads are not one snapshot: a refund that succeeds between
+	// them is in the second only, so the second skips what the first
+	// streamed, not every refund recorded that day.
+	streamed := map[uint64]bool{}
 	err := each(ctx, db, refundsSpec, q, refundRow.item, func(r RefundListItem) error {
 		if r.AcceptedAt != nil && !on(*r.AcceptedAt) {
 			return nil // another day's: accepted before or after this one
 		}
+		streamed[r.ID] = true
 		return fn(r)
 	})
 	if err != nil {
@@ -340,8 +345,8 @@ func eachRefundedOn(ctx context.Context, db *gorm.DB, start time.Time, fn func(R
 	spec := refundsSpec
 	spec.timeCol, spec.timeIndexed = "accepted_at", false // on (state, accepted_at)
 	return each(ctx, db, spec, q, refundRow.item, func(r RefundListItem) error {
-		if on(r.CreatedAt) {
-			return nil // streamed above
+		if streamed[r.ID] {
+			return nil
 		}
 		return fn(r)
 	})

@@ -71,3 +71,33 @@ func (s *Store) FirstPaymentDay(ctx context.Context) (string, error) {
 	}
 	return DayOf(rows[0].CreatedAt), nil
 }
+
+// RefundsWithoutAcceptance returns up to limit SUCCESS refunds the ledger
+// recorded on day whose acceptance time WeChat Pay never stated (a refund
+// settled by notification before any answer of WeChat's named it): their
+// bill day is not known until someone asks.
+func (s *Store) RefundsWithoutAcceptance(ctx context.Context, day string, limit int) ([]string, error) {
+	start, err := DayStart(day)
+	if err != nil {
+		return nil, err
+	}
+	var nos []string
+	err = s.db.WithContext(ctx).Model(&refundRow{}).
+		Where("state = ? AND accepted_at IS NULL AND created_at >= ? AND created_at < ?", RefundSuccess, start, start.Add(24*time.Hour)).
+		Order("id").Limit(limit).Pluck("out_refund_no", &nos).Error
+	if err != nil {
+		return nil, fmt.Errorf("refunds of %s without an acceptance time: %w", day, err)
+	}
+	return nos, nil
+}
+
+// NoteRefundAccepted stores when WeChat Pay accepted a refund, unless the
+// ledger has that already (the first time stated is kept).
+func (s *Store) NoteRefundAccepted(ctx context.Context, outRefundNo string, at time.Time) error {
+	err := s.db.WithContext(ctx).Model(&refundRow{}).Where("out_refund_no = ? AND accepted_at IS NULL", outRefundNo).
+		UpdateColumn("accepted_at", at.UTC()).Error
+	if err != nil {
+		return fmt.Errorf("note acceptance of refund %s: %w", outRefundNo, err)
+	}
+	return nil
+}

@@ -252,6 +252,7 @@ func TestRefundBelongsToTheDayWeChatAcceptedIt(t *testing.T) {
 		}{
 			{"rf-late", at("2026-11-23", "23:59:59.500"), at("2026-11-24", "00:00:02.000")},
 			{"rf-early", at("2026-11-25", "00:00:00.300"), at("2026-11-24", "23:59:59.800")},
+			{"rf-same", at("2026-11-24", "12:00:00.000"), at("2026-11-24", "12:00:00.500")}, // streamed once, not twice
 		}
 		for _, r := range refunds {
 			if _, err := s.CreateRefund(ctx, refundReq("acc", r.no, 100)); err != nil {
@@ -284,9 +285,9 @@ func TestRefundBelongsToTheDayWeChatAcceptedIt(t *testing.T) {
 		if first.Status != ledger.ReconcileMatched || first.LedgerRefunds != 0 || len(first.Items) != 0 {
 			t.Fatalf("the day the late refund was recorded: %+v", first)
 		}
-		next := reconcileOn(t, s, "2026-11-24", bill("rf-late", "rf-early"))
-		if next.Status != ledger.ReconcileMatched || next.LedgerRefunds != 2 || next.LedgerRefunded != 200 || len(next.Items) != 0 {
-			t.Fatalf("the day WeChat accepted both: %+v", next)
+		next := reconcileOn(t, s, "2026-11-24", bill("rf-late", "rf-early", "rf-same"))
+		if next.Status != ledger.ReconcileMatched || next.LedgerRefunds != 3 || next.LedgerRefunded != 300 || len(next.Items) != 0 {
+			t.Fatalf("the day WeChat accepted all three: %+v", next)
 		}
 		third := reconcileOn(t, s, "2026-11-25", bill())
 		if third.LedgerRefunds != 0 || len(third.Items) != 0 {

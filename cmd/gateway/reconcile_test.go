@@ -237,3 +237,39 @@ func TestReconcileRefusesOpenDays(t *testing.T) {
 		}
 	}
 }
+
+// TestReconciliationLearnsWhenWeChatAcceptedARefund: a refund the ledger
+// recorded just before midnight and learnt was paid from a notification
+// only (which does not say when WeChat accepted it) is in the next day's
+// bill. The run of its recording day asks WeChat Pay, keeps the answer,
+// and reports nothing missing (that day has nothing else: its bill does
+// not exist, and it is not taken for a bill not out yet); the next day
+// counts it.
+func TestReconciliationLearnsWhenWeChatAcceptedARefund(t *testing.T) {
+	s := startReconcileStack(t, backends[1])
+	ctx := context.Background()
+	no := uniqueNo("ra")
+	if _, err := s.sim.Pay(ctx, no, 1000, "openid-ra", false); err != nil {
+		t.Fatal(err)
+	}
+	rf, err := s.wx.CreateRefund(ctx, wechatpay.RefundRequest{OutTradeNo: no, OutRefundNo: "RA" + no, Amount: 300, Total: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sim.SettleRefunds()
+	day := ledger.DayOf(rf.CreateTime)
+	start, _ := ledger.DayStart(day)
+	insertRefund(t, s.m, no, rf.OutRefundNo, 300, "SUCCESS", start.Add(-time.Minute))
+	before := ledger.DayOf(start.Add(-time.Minute))
+
+	if rep := s.reconcile(t, before); rep.Mismatches != 0 || rep.LedgerRefunds != 0 {
+		t.Fatalf("the day the refund was recorded: %+v", rep)
+	}
+	r, err := s.m.Store.Refund(ctx, rf.OutRefundNo)
+	if err != nil || r.AcceptedAt == nil || !r.AcceptedAt.Equal(rf.CreateTime.Truncate(time.Second)) {
+		t.Fatalf("refund %+v (%v), want accepted at WeChat's %v", r, err, rf.CreateTime)
+	}
+	if rep := s.reconcile(t, day); rep.Mismatches != 0 || rep.LedgerRefunds != 1 || rep.BillRefunds != 1 {
+		t.Fatalf("the day WeChat accepted it: %+v", rep)
+	}
+}
