@@ -11,14 +11,19 @@ import (
 )
 
 // keyed is the chain in front of an API-key route: the caller's key, the
-// caller's rate limit (bucket), the audit entry, then the role. A refusal
-// for the role is audited (403): a key used past its role is what an
-// auditor looks for. A 401 or a 429 is not: either would let one caller
-// have the gateway write a row per refused request; both are counted in
-// the metrics (gateway_http_requests_total, gateway_rate_limited_total).
-func (d *Deps) keyed(bucket string, limit Limit, roles ...Role) []gin.HandlerFunc {
-	return []gin.HandlerFunc{d.Auth.Authenticate(), RateLimit(d.Limiter, PrincipalKey(bucket), limit),
-		auditTrail(d.Store), RequireRole(roles...)}
+// caller's rate limit (bucket), the back-office bulkhead when shed is set
+// (Deps.backOffice), the audit entry, then the role. A refusal for the
+// role is audited (403): a key used past its role is what an auditor looks
+// for. A 401, a 429 or a busy 503 is not: each would have the gateway
+// write to the database a row per refused request, which is what the
+// limits are there to prevent; they are counted in the metrics
+// (gateway_http_requests_total, gateway_rate_limited_total).
+func (d *Deps) keyed(bucket string, limit Limit, shed bool, roles ...Role) []gin.HandlerFunc {
+	chain := []gin.HandlerFunc{d.Auth.Authenticate(), RateLimit(d.Limiter, PrincipalKey(bucket), limit)}
+	if shed {
+		chain = append(chain, d.backOffice())
+	}
+	return append(chain, auditTrail(d.Store), RequireRole(roles...))
 }
 
 // auditTrail records every request of an authenticated caller (who, what,

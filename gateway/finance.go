@@ -47,7 +47,7 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	f.exports = newSlots(f.MaxExports)
 	f.runs = newSlots(1)
 	read := r.Group("/v1")
-	read.Use(d.keyed("ledger", d.Limits.Ledger, RoleFinance, RoleOps)...).Use(d.backOffice())
+	read.Use(d.keyed("ledger", d.Limits.Ledger, true, RoleFinance, RoleOps)...)
 	addList(read, d, f, "/ledger/payments", paymentList)
 	addList(read, d, f, "/ledger/refunds", refundList)
 	addList(read, d, f, "/ledger/notifications", noticeList)
@@ -58,7 +58,7 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	read.GET("/reconciliations/:date", timeout(d.APITimeout), d.getReconciliation)
 	read.POST("/reconciliations", f.runReconciliation(d))
 	ops := r.Group("/v1")
-	ops.Use(d.keyed("ledger", d.Limits.Ledger, RoleOps)...).Use(d.backOffice())
+	ops.Use(d.keyed("ledger", d.Limits.Ledger, true, RoleOps)...)
 	addList(ops, d, f, "/ledger/audit", auditList)
 	r.GET("/openapi.json", serveOpenAPI)
 }

@@ -15,7 +15,7 @@ import (
 // the caller's ledger rate limit with the finance reads.
 func OutboxRoutes(r *gin.Engine, d *Deps) {
 	ops := r.Group("/v1/ops/outbox", timeout(d.APITimeout))
-	ops.Use(d.keyed("ledger", d.Limits.Ledger, RoleOps)...).Use(d.backOffice())
+	ops.Use(d.keyed("ledger", d.Limits.Ledger, true, RoleOps)...)
 	ops.GET("/dead", d.listDeadJobs)
 	ops.POST("/:id/replay", d.replayJob)
 }

@@ -66,9 +66,8 @@ func NewRouter(d Deps) *gin.Engine {
 	notify := r.Group("/v1/wechatpay/notify", timeout(d.NotifyTimeout))
 	notify.POST("/payment", d.Metrics.Notification("payment"), d.paymentNotify)
 	api := r.Group("/v1", timeout(d.APITimeout))
-	api.POST("/orders", append(d.keyed("orders", d.Limits.Orders, RoleService), d.registerOrder)...)
-	api.GET("/ledger/payments/:out_trade_no",
-		append(d.keyed("ledger", d.Limits.Ledger, RoleFinance, RoleOps), d.backOffice(), d.getPayment)...)
+	api.POST("/orders", append(d.keyed("orders", d.Limits.Orders, false, RoleService), d.registerOrder)...)
+	api.GET("/ledger/payments/:out_trade_no", append(d.keyed("ledger", d.Limits.Ledger, true, RoleFinance, RoleOps), d.getPayment)...)
 	for _, add := range d.Routes {
 		add(r, &d)
 	}

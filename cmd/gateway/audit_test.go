@@ -159,10 +159,12 @@ func holdExport(t *testing.T, m *Main) net.Conn {
 
 // TestBackOfficeBulkhead: with finance.max_requests finance and ops
 // requests in flight (here one export whose client stopped reading), more
-// are answered 503 at once, while order registration and payment
-// notifications, on the paying user's path, go through.
+// are answered 503 at once, writing nothing (not even an audit row: the
+// bulkhead keeps them off the database), while order registration and
+// payment notifications, on the paying user's path, go through.
 func TestBackOfficeBulkhead(t *testing.T) {
 	m, held := heldExport(t, func(c *Config) { c.Finance.MaxRequests = 1 })
+	audited := len(auditLog(t, m))
 	for _, u := range []string{"/v1/ledger/payments?limit=1", "/v1/ops/outbox/dead"} {
 		key := financeKey
 		if strings.HasPrefix(u, "/v1/ops") {
@@ -172,6 +174,9 @@ func TestBackOfficeBulkhead(t *testing.T) {
 		if status != 503 || hdr.Get("Retry-After") != "1" || !strings.Contains(string(body), "EUNAVAILABLE") {
 			t.Fatalf("%s while the bulkhead is full: %d %s Retry-After %q, want 503 EUNAVAILABLE, 1", u, status, body, hdr.Get("Retry-After"))
 		}
+	}
+	if n := len(auditLog(t, m)); n != audited {
+		t.Fatalf("the audit log went from %d to %d rows on requests the bulkhead refused", audited, n)
 	}
 	if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(uniqueNo("bh"), 100)); status != 201 {
 		t.Fatalf("order registration while the bulkhead is full: %d %v", status, body)
