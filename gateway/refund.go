@@ -27,8 +27,9 @@ type RefundConfig struct {
 	// Recheck is how often the janitor queries a PROCESSING or ABNORMAL
 	// refund; default 10 min.
 	Recheck time.Duration
-	// CallTimeout bounds the WeChat Pay work of one request or janitor
-	// check (create, query, one resend); default 15 s.
+	// CallTimeout bounds the WeChat Pay work of one request (create, query)
+	// or janitor check (query, one resend); default 15 s. The ledger writes
+	// recording it have their own bound (recordTimeout).
 	CallTimeout time.Duration
 	// APITimeout is the request's budget before its WeChat Pay work
 	// (http.api_timeout): the idempotency key's hold starts before it.
@@ -65,7 +66,11 @@ func (c RefundConfig) withDefaults() RefundConfig {
 
 // Check refuses timings under which a request's work could outlive its
 // hold: a retry taking over its Idempotency-Key, or the janitor claiming
-// its refund, while the request is still calling WeChat Pay.
+// its refund, while the request is still calling WeChat Pay. The ledger
+// writes recording the calls have a bound of their own (recordTimeout) and
+// normally take milliseconds; keep safety_buffer well above call_timeout
+// (the defaults: 2 min and 15 s), as a takeover only queries but the
+// janitor may send again.
 func (c RefundConfig) Check() error {
 	c = c.withDefaults()
 	switch {
@@ -333,15 +338,15 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 // resolve asks WeChat Pay about a pending or ABNORMAL refund and records
 // the answer. Only a proof that WeChat never saw it (not found, for a
 // refund it never acknowledged) leads to a new attempt, with the same
-// out_refund_no, and only if resend: by the holder of the refund (the
-// request that recorded it, or the janitor that claimed it). A request
-// that took over a crashed one's key does not hold the refund (the
-// janitor may be sending it right now, its call not yet visible to a
-// query), so it leaves "not found" to the janitor. ABNORMAL refunds are
+// out_refund_no, and only if resend: by the janitor that claimed it, at
+// least safety_buffer after the last attempt (WeChat's queries lag its
+// applications, so a "not found" right after one proves nothing). A
+// request, whether the one that recorded the refund or one that took over
+// a crashed one's key, leaves "not found" to the janitor. ABNORMAL refunds are
 // polled too: they end SUCCESS or CLOSED once the merchant settles them
 // by hand, and WeChat Pay's notification of that may never come.
 func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source string, resend bool) *ledger.Refund {
-	waitsForRoom := r.State == ledger.RefundFailed && r.NextCheckAt != nil // a late SUCCESS that did not fit yet
+	waitsForRoom := r.State == ledger.RefundFailed && r.NextCheckAt != nil // watched: a late SUCCESS that did not fit yet, or ABNORMAL
 	if !r.State.Pending() && r.State != ledger.RefundAbnormal && !waitsForRoom {
 		return r
 	}

@@ -407,8 +407,9 @@ func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, vers
 const claimSpare = 4
 
 // ClaimStuckRefunds claims up to limit refunds left CREATED, PROCESSING,
-// UNKNOWN or ABNORMAL, or FAILED and waiting for room for a late SUCCESS
-// (only those FAILED refunds have a next_check_at), whose next_check_at is at or before dueBy (at most
+// UNKNOWN or ABNORMAL, or FAILED and watched (waiting for room for a late
+// SUCCESS, or held ABNORMAL by WeChat: only those FAILED refunds have a
+// next_check_at), whose next_check_at is at or before dueBy (at most
 // now), by pushing next_check_at lease into the future with a conditional
 // UPDATE: of several gateway instances only one wins each row. It reads a
 // few more than limit, so that a row another instance claimed first does

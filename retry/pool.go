@@ -26,9 +26,11 @@ type PoolConfig struct {
 	Poll    time.Duration // wait when nothing is due; default 1 s
 	Lease   time.Duration // how long a claim lasts; default 30 s
 	// AttemptTimeout bounds one handler call. A claimed job starts only
-	// while at least this much of its lease is left; otherwise it is given
-	// back, so an attempt never runs past its lease into another worker's
-	// claim. Default (and when not below Lease): half the lease.
+	// while at least this much of its lease, plus StoreReserve, is left;
+	// otherwise it is given back, so an attempt never runs past its lease
+	// into another worker's claim. Default (and when not below Lease):
+	// half the lease. Lease must exceed it by StoreReserve and the time a
+	// claim takes, or every claimed job is given back.
 	AttemptTimeout time.Duration
 	Policy         Policy
 	// Stored, when set, is told the outcome of each attempt stored
