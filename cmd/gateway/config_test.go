@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -187,5 +188,34 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRefundSettingsCheckedWhileTheAPIIsOff: with a token key but no
+// merchant key the refund API stays off, yet a bad token key or bad
+// timings fail the start now, not on the day the merchant key is added.
+func TestRefundSettingsCheckedWhileTheAPIIsOff(t *testing.T) {
+	cases := []struct {
+		name, want string
+		edit       func(*RefundsConfig)
+	}{
+		{"short secret", "refunds.jwt", func(r *RefundsConfig) { r.JWT.HS256Secret = "short" }},
+		{"janitor races the request", "safety_buffer", func(r *RefundsConfig) { r.SafetyBuffer, r.CallTimeout = 10*time.Second, 15*time.Second }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, backends[0])
+			cfg.WechatPay.MerchantPrivateKeyFile = ""
+			cfg.Refunds.JWT.HS256Secret, cfg.Refunds.JWT.Audience = strings.Repeat("s", 32), "refunds"
+			tc.edit(&cfg.Refunds)
+			m, err := NewMain(context.Background(), cfg)
+			if err == nil {
+				m.Close()
+				t.Fatalf("started with %s", tc.name)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to name %s", err, tc.want)
+			}
+		})
 	}
 }

@@ -91,23 +91,17 @@ func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 // API and janitor when a JWT key and the merchant key are configured.
 func (m *Main) wireRefunds(ctx context.Context) error {
 	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundNotifyRoute)
-	rc := m.Config.Refunds
-	w := m.Config.WechatPay
-	if !rc.JWT.configured() {
+	if !m.Config.Refunds.JWT.configured() {
 		slog.Info("refund API off: needs refunds.jwt and wechatpay.merchant_private_key_file")
 		return nil
 	}
-	// Checked even when the API stays off, so that a bad token setting
-	// fails now, not on the day the merchant key is added.
-	jc, err := rc.JWT.gatewayJWT()
+	// Checked even when the API stays off, so that a bad setting fails
+	// now, not on the day the merchant key is added.
+	auth, sc, err := m.refundSettings()
 	if err != nil {
 		return err
 	}
-	auth, err := gateway.NewJWTAuth(jc)
-	if err != nil {
-		return fmt.Errorf("config: refunds.jwt: %w", err)
-	}
-	if w.MerchantPrivateKeyFile == "" {
+	if m.Config.WechatPay.MerchantPrivateKeyFile == "" {
 		slog.Warn("refund API off: refunds.jwt is set but wechatpay.merchant_private_key_file is not; /v1/refunds answers 404")
 		return nil
 	}
@@ -115,18 +109,32 @@ func (m *Main) wireRefunds(ctx context.Context) error {
 	if client == nil {
 		return errors.New("refund API: the WeChat Pay client is not configured")
 	}
-	locker := m.Processor.Locker()
-	sc := gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
-		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout, APITimeout: m.Config.HTTP.APITimeout,
-		Calls: m.limiter, CallLimit: m.Config.RateLimit.refundCalls()}
-	if err := sc.Check(); err != nil {
-		return fmt.Errorf("config: refunds.%w", err)
-	}
-	svc := gateway.NewRefundService(sc, m.Store, wechatpay.RefundAdapter{Client: client}, locker)
+	svc := gateway.NewRefundService(sc, m.Store, wechatpay.RefundAdapter{Client: client}, m.Processor.Locker())
 	m.Refunds = svc
 	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundRoutes(svc, auth))
+	rc := m.Config.Refunds
 	m.AddJob(func(ctx context.Context) {
 		svc.RunJanitor(ctx, gateway.JanitorConfig{Interval: rc.JanitorInterval, Batch: rc.JanitorBatch})
 	})
 	return nil
+}
+
+// refundSettings checks the refund API's token keys and timings.
+func (m *Main) refundSettings() (*gateway.JWTAuth, gateway.RefundConfig, error) {
+	rc := m.Config.Refunds
+	sc := gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
+		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout, APITimeout: m.Config.HTTP.APITimeout,
+		Calls: m.limiter, CallLimit: m.Config.RateLimit.refundCalls()}
+	jc, err := rc.JWT.gatewayJWT()
+	if err != nil {
+		return nil, sc, err
+	}
+	auth, err := gateway.NewJWTAuth(jc)
+	if err != nil {
+		return nil, sc, fmt.Errorf("config: refunds.jwt: %w", err)
+	}
+	if err := sc.Check(); err != nil {
+		return nil, sc, fmt.Errorf("config: refunds.%w", err)
+	}
+	return auth, sc, nil
 }
