@@ -104,6 +104,13 @@ func TestRefusedResendIsCheckedBeforeFailing(t *testing.T) {
 					t.Fatalf("request: %+v %v, want 202", a, err)
 				}
 				checkRefund(t, s, no, ledger.RefundUnknown, 1, 30)
+				// Not before the safety buffer (2 min by default) is over.
+				if rs, err := s.Refunds(ctx, no); err != nil || len(rs) != 1 || rs[0].NextCheckAt == nil || time.Until(*rs[0].NextCheckAt) < time.Minute {
+					t.Fatalf("refunds %+v (%v): want the next check a safety buffer away", rs, err)
+				}
+				if n := svc.Sweep(ctx, 10); n != 0 {
+					t.Fatalf("janitor checked %d refunds within the safety buffer, want none", n)
+				}
 				if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
 					t.Fatal(err)
 				}
