@@ -250,10 +250,10 @@ func refundError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ledger.ErrNotFound):
-		return Errorf(CodeNotFound, "no such order", err)
-	case errors.Is(err, ledger.ErrNotOwner):
-		return Errorf(CodeForbidden, "you may only refund orders you paid", err)
+	case errors.Is(err, ledger.ErrNotFound), errors.Is(err, ledger.ErrNotOwner):
+		// One answer for both: a user must not learn which order numbers
+		// exist by asking to refund other people's orders.
+		return Errorf(CodeNotFound, "you paid no order with this out_trade_no", err)
 	case errors.Is(err, ledger.ErrNotRefundable):
 		return Errorf(CodeConflict, "order is not paid", err)
 	case errors.As(err, &exceeds):

@@ -287,7 +287,7 @@ func TestRefusedRequestsSpendNoWeChatQuota(t *testing.T) {
 			p      gateway.RefundParams
 			code   string
 		}{
-			{"o-stranger", gateway.RefundParams{OutTradeNo: no, Amount: 30}, gateway.CodeForbidden},
+			{"o-stranger", gateway.RefundParams{OutTradeNo: no, Amount: 30}, gateway.CodeNotFound},
 			{"o-resend", gateway.RefundParams{OutTradeNo: "no-such-order", Amount: 30}, gateway.CodeNotFound},
 			{"o-resend", gateway.RefundParams{OutTradeNo: no, Amount: 101}, gateway.CodeConflict},
 		}

@@ -315,7 +315,7 @@ func TestRefundRefusals(t *testing.T) {
 				{"forged token", forged, "k", refundBody(no, 10), 401, gateway.CodeUnauthorized},
 				{"expired token", expired, "k", refundBody(no, 10), 401, gateway.CodeUnauthorized},
 				{"garbage token", "abc.def.ghi", "k", refundBody(no, 10), 401, gateway.CodeUnauthorized},
-				{"other user", token(t, "o-mallory"), "k", refundBody(no, 10), 403, gateway.CodeForbidden},
+				{"other user", token(t, "o-mallory"), "k", refundBody(no, 10), 404, gateway.CodeNotFound},
 				{"unknown order", tok, "k", refundBody("nosuchorder1", 10), 404, gateway.CodeNotFound},
 				{"unpaid order", tok, "k", refundBody(unpaid, 10), 409, gateway.CodeConflict},
 				{"zero amount", tok, "k", refundBody(no, 0), 400, gateway.CodeInvalid},
@@ -327,6 +327,11 @@ func TestRefundRefusals(t *testing.T) {
 				// 27 characters but 81 bytes: WeChat Pay counts bytes.
 				{"reason over 80 bytes", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"` + strings.Repeat("退", 27) + `"}`,
 					400, gateway.CodeInvalid},
+			}
+			// Someone else's order is answered as an unknown one, word for
+			// word: order numbers cannot be probed.
+			if mine, theirs := e.refund(t, tok, "k", refundBody("nosuchorder1", 10)), e.refund(t, token(t, "o-mallory"), "k", refundBody(no, 10)); !bytes.Equal(mine.body, theirs.body) {
+				t.Fatalf("unknown order answered %s, someone else's %s; want the same", mine.body, theirs.body)
 			}
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
