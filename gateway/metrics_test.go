@@ -18,13 +18,7 @@ import (
 func TestDueLagLeavesHeldReleasesOut(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-lag", Source: ledger.SourceCallback,
-			EventType: "TRANSACTION.SUCCESS", OutTradeNo: "lag-1", TransactionID: "tx-lag"},
-			OutTradeNo: "lag-1", TransactionID: "tx-lag", TradeState: "SUCCESS", PayerOpenID: "o-lag",
-			AmountTotal: 100, PayerTotal: 100, Currency: "CNY"}
-		if _, err := s.ApplyTransaction(ctx, u); err != nil {
-			t.Fatal(err)
-		}
+		paidBy(t, s, "lag-1", "o-lag")
 		if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: "lag-1", OutRefundNo: "rf-lag", Amount: 10,
 			Requester: "o-lag", CheckAt: s.Now().Add(time.Hour)}); err != nil {
 			t.Fatal(err)

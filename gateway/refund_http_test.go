@@ -16,6 +16,18 @@ import (
 	"paygateway/ledger/ledgertest"
 )
 
+// paidBy records order no as paid 100 fen by openid.
+func paidBy(t *testing.T, s *ledger.Store, no, openid string) {
+	t.Helper()
+	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
+		EventType: "TRANSACTION.SUCCESS", OutTradeNo: no, TransactionID: "tx-" + no},
+		OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", PayerOpenID: openid,
+		AmountTotal: 100, PayerTotal: 100, Currency: "CNY"}
+	if _, err := s.ApplyTransaction(context.Background(), u); err != nil {
+		t.Fatalf("pay %s: %v", no, err)
+	}
+}
+
 // slowRefunds accepts every refund after a delay.
 type slowRefunds struct{ delay time.Duration }
 
@@ -35,13 +47,7 @@ func (s slowRefunds) QueryRefund(context.Context, string) (*WxRefund, error) {
 func TestSlowRefundAnswerOutlivesWriteTimeout(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
-		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-slow", Source: ledger.SourceCallback,
-			EventType: "TRANSACTION.SUCCESS", OutTradeNo: "slow-1", TransactionID: "tx-slow"},
-			OutTradeNo: "slow-1", TransactionID: "tx-slow", TradeState: "SUCCESS", PayerOpenID: "o-slow",
-			AmountTotal: 100, PayerTotal: 100, Currency: "CNY"}
-		if _, err := s.ApplyTransaction(context.Background(), u); err != nil {
-			t.Fatal(err)
-		}
+		paidBy(t, s, "slow-1", "o-slow")
 		svc := NewRefundService(RefundConfig{CallTimeout: 3 * time.Second}, s, slowRefunds{delay: 1500 * time.Millisecond}, NewMemoryLocker())
 		d := &Deps{APITimeout: 500 * time.Millisecond, MaxBodyBytes: 1 << 16}
 		r := gin.New()
@@ -83,13 +89,7 @@ func (lastMomentRefunds) QueryRefund(context.Context, string) (*WxRefund, error)
 func TestAnswerAtTheEndOfTheCallBudgetIsRecorded(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-late", Source: ledger.SourceCallback,
-			EventType: "TRANSACTION.SUCCESS", OutTradeNo: "late-1", TransactionID: "tx-late"},
-			OutTradeNo: "late-1", TransactionID: "tx-late", TradeState: "SUCCESS", PayerOpenID: "o-late",
-			AmountTotal: 100, PayerTotal: 100, Currency: "CNY"}
-		if _, err := s.ApplyTransaction(ctx, u); err != nil {
-			t.Fatal(err)
-		}
+		paidBy(t, s, "late-1", "o-late")
 		svc := NewRefundService(RefundConfig{CallTimeout: 200 * time.Millisecond}, s, lastMomentRefunds{}, NewMemoryLocker())
 		p := RefundParams{OutTradeNo: "late-1", Amount: 40}
 		a, err := svc.Create(ctx, "o-late", "k-late", p)
