@@ -305,8 +305,9 @@ func (m *Main) Run(ctx context.Context) error {
 	m.server = &http.Server{Handler: gateway.NewRouter(*m.Deps), ReadHeaderTimeout: h.ReadHeaderTimeout,
 		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
 		MaxHeaderBytes: maxHeaderBytes}
-	newConnShedder(m.server, h.MaxConnections, m.Metrics)
+	shed := newConnShedder(m.server, h.MaxConnections, m.Metrics)
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	go shed.watch(jobCtx)
 	var wg sync.WaitGroup
 	for _, job := range m.jobs {
 		wg.Add(1)

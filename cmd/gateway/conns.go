@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"sync"
@@ -14,8 +15,9 @@ import (
 
 // connShedder keeps the capped public port from being held by idle
 // keep-alive connections: when a connection opens with the count at high
-// (90% of http.max_connections), the connections idle for longer than
-// idleGrace are closed. A client busy sending keeps its connections
+// (90% of http.max_connections), and every idleGrace while the count stays
+// there (at the cap no connection opens: the listener stops accepting),
+// the connections idle for longer than idleGrace are closed. A client busy sending keeps its connections
 // (they are idle only between its requests); one that only holds them
 // open loses them. Turning keep-alives off for everyone instead, as a
 // first version did, made every client pay a new TCP handshake per
@@ -42,6 +44,25 @@ func newConnShedder(srv *http.Server, max int, m *gateway.Metrics) *connShedder 
 			func() float64 { return float64(c.open.Load()) }))
 	}
 	return c
+}
+
+// watch sheds idle connections every idleGrace while the count is at
+// high, until ctx ends: a client that fills the cap and then lets its
+// connections go idle together would otherwise hold them until
+// http.idle_timeout, nothing opening to trigger the shedding.
+func (c *connShedder) watch(ctx context.Context) {
+	t := time.NewTicker(idleGrace)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c.open.Load() >= c.high {
+				c.closeIdle(time.Now().Add(-idleGrace))
+			}
+		}
+	}
 }
 
 func (c *connShedder) track(conn net.Conn, s http.ConnState) {

@@ -120,6 +120,51 @@ func TestIdleConnectionsAreShedNearTheCap(t *testing.T) {
 	}
 }
 
+// TestIdleConnectionsAtTheCapAreShed: a client opens every connection the
+// cap allows, then sends one request on each, so that all go idle
+// together and no connection is left to open: they are still shed (not
+// held until http.idle_timeout), and a new connection is served.
+func TestIdleConnectionsAtTheCapAreShed(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.HTTP.MaxConnections = 10
+	m := startGateway(t, cfg)
+	var held []net.Conn
+	for i := 0; i < 10; i++ {
+		c, err := net.Dial("tcp", m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	time.Sleep(100 * time.Millisecond) // all ten accepted, none idle yet
+	for i, c := range held {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		resp.Body.Close()
+	}
+	c, err := net.Dial("tcp", m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("a new connection while idle ones filled the cap: %v", err)
+	}
+	resp.Body.Close()
+}
+
 // TestBusyConnectionsKeepAliveNearTheCap: near the cap, connections busy
 // with a request are not made to close after their answer: a client that
 // keeps sending gets its answers on the same connection, without a new
