@@ -135,6 +135,10 @@ func (r *Reconciler) catchUp(ctx context.Context, cfg DailyConfig, retries map[s
 			wake = earlier(wake, rt.next)
 			continue
 		}
+		if r.doneMeanwhile(ctx, day, recheckFrom(last)) {
+			delete(retries, day)
+			continue
+		}
 		if rt, failed := r.runDay(ctx, cfg, day, retries[day]); failed {
 			retries[day] = rt
 			wake = earlier(wake, rt.next)
@@ -143,6 +147,17 @@ func (r *Reconciler) catchUp(ctx context.Context, cfg DailyConfig, retries map[s
 		}
 	}
 	return wake
+}
+
+// doneMeanwhile reads again whether day has a report: a catch-up of many
+// days takes long, and another instance may have finished this one since
+// the window was read (running it again would download its bill and
+// replace its report for nothing). A read that fails says no.
+func (r *Reconciler) doneMeanwhile(ctx context.Context, day, recheckFrom string) bool {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	done, err := r.Store.ReconciledDays(rctx, day, day, recheckFrom)
+	return err == nil && done[day]
 }
 
 // noBillRecheck is how often a recent NO_BILL day is run again;

@@ -157,6 +157,38 @@ func TestDailyReconcileCatchesUp(t *testing.T) {
 	})
 }
 
+// TestDailyReconcileSkipsADayFinishedElsewhere: while the daily job
+// catches up, another instance finishes a later day of its window; the
+// job does not run that day again (its bill is not downloaded twice).
+func TestDailyReconcileSkipsADayFinishedElsewhere(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		base, started := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay), time.Now()
+		s = s.WithClock(func() time.Time { return base.Add(time.Since(started)) })
+		payAt(t, s, "p-else", base.AddDate(0, 0, -20))
+		elsewhere := &Reconciler{Store: s, Bills: &fakeBills{fn: emptyBill}}
+		var once sync.Once
+		bills := &fakeBills{fn: func(ctx context.Context, day string) ([]byte, error) {
+			if day == "2026-11-19" {
+				once.Do(func() {
+					if _, err := elsewhere.Run(ctx, "2026-11-20", "other-instance"); err != nil {
+						t.Errorf("the other instance's run: %v", err)
+					}
+				})
+			}
+			return emptyBill(ctx, day)
+		}}
+		r := &Reconciler{Store: s, Bills: bills}
+		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, Retry: time.Hour, LookBack: 4, Now: s.Now}
+		r.catchUp(context.Background(), cfg.withDefaults(s), map[string]dayRetry{})
+		asked := bills.asked()
+		for day, want := range map[string]int{"2026-11-19": 1, "2026-11-20": 0, "2026-11-21": 1, "2026-11-22": 1} {
+			if n := countOf(asked, day); n != want {
+				t.Fatalf("bill of %s asked %d times, want %d (asked: %v)", day, n, want, asked)
+			}
+		}
+	})
+}
+
 // emptyBill is a bill file without rows: a day WeChat Pay saw no trade.
 func emptyBill(context.Context, string) ([]byte, error) { return []byte{}, nil }
 
