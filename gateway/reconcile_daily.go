@@ -52,22 +52,25 @@ func (c DailyConfig) window(now time.Time) (first, last string) {
 	return ledger.DayOf(start.Add(-time.Duration(c.LookBack-1) * 24 * time.Hour)), last
 }
 
-// dueWindow is the window at now, starting no earlier than the day of the
-// ledger's first payment, nor than the day of TakeOver: the payments of
-// days before the gateway took any were recorded by whatever took them,
-// and "repairing" them here would record (and fulfil) them twice. Without
-// payments it is empty.
+// dueWindow is the window at now, starting no earlier than the day of
+// TakeOver when it is set, else than the day of the ledger's first
+// payment: the payments of days before the gateway took any were recorded
+// by whatever took them, and "repairing" them here would record (and
+// fulfil) them twice. Without TakeOver and payments it is empty. With
+// TakeOver, the days from it are due even while the ledger has nothing
+// (every callback of those days refused, say): each bill payment is
+// checked against TakeOver itself.
 func (r *Reconciler) dueWindow(ctx context.Context, cfg DailyConfig, now time.Time) (first, last string, err error) {
 	first, last = cfg.window(now)
+	if !r.TakeOver.IsZero() {
+		return max(first, ledger.DayOf(r.TakeOver)), last, nil
+	}
 	start, err := r.Store.FirstPaymentDay(ctx)
 	if err != nil {
 		return "", "", err
 	}
 	if start == "" {
 		start = ledger.DayOf(now) // after last: no day is due
-	}
-	if !r.TakeOver.IsZero() {
-		start = max(start, ledger.DayOf(r.TakeOver))
 	}
 	return max(first, start), last, nil
 }

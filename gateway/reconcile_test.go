@@ -263,6 +263,22 @@ func TestDailyReconcileStartsAtFirstPayment(t *testing.T) {
 	})
 }
 
+// TestTakeOverDaysAreDueWithAnEmptyLedger: with TakeOver set, its days
+// are reconciled even while the ledger has no payment at all (every
+// callback of those days refused, say): the bill is what would repair them.
+func TestTakeOverDaysAreDueWithAnEmptyLedger(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
+		s = s.WithClock(func() time.Time { return now })
+		bills := &fakeBills{}
+		r := &Reconciler{Store: s, Bills: bills, TakeOver: time.Date(2026, 11, 21, 9, 0, 0, 0, ledger.BusinessDay)}
+		r.catchUp(context.Background(), DailyConfig{At: 10*time.Hour + 30*time.Minute, LookBack: 30}.withDefaults(s), map[string]dayRetry{})
+		if asked := bills.asked(); len(asked) != 2 || asked[0] != "2026-11-21" || asked[1] != "2026-11-22" {
+			t.Fatalf("bills asked for %v, want 2026-11-21 and 2026-11-22", asked)
+		}
+	})
+}
+
 // billHeader is the header of WeChat Pay's ALL trade bill.
 const billHeader = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
 
