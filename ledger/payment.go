@@ -83,8 +83,11 @@ type Order struct {
 }
 
 // RegisterOrder records an expected order in state EXPECTED.
-// Registering the same order twice with the same values returns the
-// stored payment and ErrAlreadyRecorded; other values give ErrConflict.
+// Registering the same order again with the same amount and payer returns
+// the stored payment and ErrAlreadyRecorded, whatever expire_at it names:
+// the first registration's deadline stands (a retry that computes a new
+// one must not fail), and the answer carries it, so the business makes the
+// prepay with that deadline. Another amount or payer gives ErrConflict.
 // If a callback recorded the order first, the order is marked registered;
 // a paid amount that differs gives *AmountMismatchError and is flagged
 // (AMOUNT_MISMATCH, ref "register:<out_trade_no>"): the order was paid,
