@@ -150,13 +150,13 @@ func (s *Store) registerExisting(tx *gorm.DB, row *paymentRow, o Order) (*Paymen
 			return nil, err
 		}
 	}
-	expire := o.ExpireAt.UTC()
+	expire, now := o.ExpireAt.UTC(), s.now()
 	updates := map[string]any{"registered": true, "expected_amount": o.AmountTotal, "expire_at": expire,
-		"registered_openid": o.PayerOpenID, "version": gorm.Expr("version + 1"), "updated_at": s.now()}
+		"registered_openid": o.PayerOpenID, "version": gorm.Expr("version + 1"), "updated_at": now}
 	if err := tx.Model(&paymentRow{}).Where("id = ?", row.ID).Updates(updates).Error; err != nil {
 		return nil, fmt.Errorf("mark registered: %w", err)
 	}
-	row.Registered, row.ExpectedAmount, row.ExpireAt = true, &o.AmountTotal, &expire
+	row.Registered, row.ExpectedAmount, row.ExpireAt, row.UpdatedAt = true, &o.AmountTotal, &expire, now
 	row.RegisteredOpenID = &o.PayerOpenID
 	row.Version++
 	return row.payment(), nil
