@@ -51,6 +51,7 @@ type Main struct {
 	NoMigrate bool
 
 	server   *http.Server
+	inFlight requests // the requests being served (see shutdown)
 	listener net.Listener
 	clock    *ledger.DBClock
 	metrics  net.Listener // nil: /metrics is on listener
@@ -302,9 +303,9 @@ func (m *Main) AddJob(job func(ctx context.Context)) { m.jobs = append(m.jobs, j
 func (m *Main) Run(ctx context.Context) error {
 	gin.SetMode(gin.ReleaseMode)
 	h := m.Config.HTTP
-	m.server = &http.Server{Handler: gateway.NewRouter(*m.Deps), ReadHeaderTimeout: h.ReadHeaderTimeout,
+	m.server = &http.Server{Handler: m.inFlight.track(gateway.NewRouter(*m.Deps)), ReadHeaderTimeout: h.ReadHeaderTimeout,
 		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
-		MaxHeaderBytes: maxHeaderBytes}
+		MaxHeaderBytes: maxHeaderBytes, BaseContext: m.inFlight.base}
 	shed := newConnShedder(m.server, h.MaxConnections, m.Metrics)
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	go shed.watch(jobCtx)
@@ -378,7 +379,8 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	defer cancel()
 	stopJobs()
 	if err := m.server.Shutdown(sctx); err != nil {
-		slog.Warn("http shutdown", "err", err)
+		slog.Warn("http shutdown: cutting off the requests still running", "err", err)
+		m.inFlight.cutOff(cutOffGrace)
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -386,6 +388,52 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	case <-done:
 	case <-sctx.Done():
 		slog.Warn("jobs did not stop within the shutdown timeout")
+	}
+}
+
+// cutOffGrace is how long requests cut off at the end of the shutdown
+// timeout get to clean up (a reconciliation hands its day's lease back)
+// before the database closes under them.
+const cutOffGrace = 5 * time.Second
+
+// requests tracks the requests being served. http.Server.Shutdown only
+// waits for them; at its timeout, cutOff cancels their contexts and waits
+// (bounded) for them to return, so none is still writing when the
+// database closes.
+type requests struct {
+	wg     sync.WaitGroup
+	once   sync.Once
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (q *requests) init() {
+	q.once.Do(func() { q.ctx, q.cancel = context.WithCancel(context.Background()) })
+}
+
+// base is the server's BaseContext: every request's context derives from it.
+func (q *requests) base(net.Listener) context.Context {
+	q.init()
+	return q.ctx
+}
+
+func (q *requests) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q.wg.Add(1)
+		defer q.wg.Done()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (q *requests) cutOff(grace time.Duration) {
+	q.init()
+	q.cancel()
+	done := make(chan struct{})
+	go func() { q.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		slog.Warn("requests still running after being cut off", "grace", grace)
 	}
 }
 

@@ -183,3 +183,48 @@ func TestJobsStopWhenShutdownBegins(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShutdownCutsOffRequestsAndLetsThemCleanUp: a request still running
+// when http.shutdown_timeout ends has its context cancelled, and Run
+// returns (and the database may close) only once it has cleaned up (as a
+// reconciliation hands its day's lease back), not while it still writes.
+func TestShutdownCutsOffRequestsAndLetsThemCleanUp(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.HTTP.ShutdownTimeout = 300 * time.Millisecond
+	m, err := NewMain(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	entered := make(chan struct{})
+	var cleaned atomic.Bool
+	m.Deps.Routes = append(m.Deps.Routes, func(r *gin.Engine, _ *gateway.Deps) {
+		r.GET("/slow", func(c *gin.Context) {
+			close(entered)
+			<-c.Request.Context().Done()
+			time.Sleep(200 * time.Millisecond) // its clean-up takes a moment
+			if err := m.Store.Ping(context.Background()); err == nil {
+				cleaned.Store(true)
+			}
+		})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitReady(t, m.URL())
+	go func() {
+		if resp, err := http.Get(m.URL() + "/slow"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if !cleaned.Load() {
+		t.Fatal("Run returned while a cut-off request was still cleaning up (or its context was never cancelled)")
+	}
+}
