@@ -88,8 +88,9 @@ type dayRetry struct {
 	next     time.Time
 }
 
-// DailyReconcile keeps the last LookBack days (none before the ledger's
-// first payment) reconciled until ctx ends. On start, daily at At and
+// DailyReconcile keeps the last LookBack days (none before TakeOver's day
+// when it is set, else none before the ledger's first payment) reconciled
+// until ctx ends. On start, daily at At and
 // whenever a failed day's backoff ends, it runs each day of the window
 // without a stored report, oldest first. The days still to do come from
 // the reconciliations table, so neither a restart, nor a start after At,

@@ -131,8 +131,8 @@ type Answer struct {
 }
 
 // Create runs POST /v1/refunds for the caller openid under idemKey. Errors
-// (nothing recorded): EIN_FLIGHT, EIDEMPOTENCY_MISMATCH, EFORBIDDEN,
-// ENOTFOUND, ECONFLICT, EUNAVAILABLE. Once a refund exists the answer is
+// (nothing recorded): EIN_FLIGHT, EIDEMPOTENCY_MISMATCH, ENOTFOUND (also
+// for someone else's order), ECONFLICT, EUNAVAILABLE. Once a refund exists the answer is
 // stored and replayed for the key.
 func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p RefundParams) (*Answer, error) {
 	if err := p.validate(); err != nil {

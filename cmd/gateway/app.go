@@ -373,7 +373,8 @@ func serveInternal(name string, ln net.Listener, h http.Handler) func() {
 // shutdown stops the jobs as soon as it begins, so no worker claims work
 // (or starts an attempt) while requests drain and each attempt under way
 // gets the whole shutdown_timeout to finish and be stored; then it lets
-// in-flight requests finish. Both are bounded by shutdown_timeout.
+// in-flight requests finish. Both are bounded by shutdown_timeout; requests
+// still running then are cut off and get cutOffGrace more to clean up.
 func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	sctx, cancel := context.WithTimeout(context.Background(), m.Config.HTTP.ShutdownTimeout)
 	defer cancel()

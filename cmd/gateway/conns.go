@@ -49,7 +49,11 @@ func newConnShedder(srv *http.Server, max int, m *gateway.Metrics) *connShedder 
 // watch sheds idle connections every idleGrace while the count is at
 // high, until ctx ends: a client that fills the cap and then lets its
 // connections go idle together would otherwise hold them until
-// http.idle_timeout, nothing opening to trigger the shedding.
+// http.idle_timeout, nothing opening to trigger the shedding. As with any
+// keep-alive close (the server's own idle timeout and shutdown too), a
+// request sent just as its connection is closed is lost to that
+// connection: clients retry it (WeChat Pay redelivers), and only
+// connections idle for idleGrace near the cap are at risk.
 func (c *connShedder) watch(ctx context.Context) {
 	t := time.NewTicker(idleGrace)
 	defer t.Stop()

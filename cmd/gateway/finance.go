@@ -31,7 +31,8 @@ type FinanceConfig struct {
 	ReconcileRetry time.Duration `yaml:"reconcile_retry"`
 	// ReconcileLookBack is how many days, up to yesterday, the daily job
 	// keeps reconciled: on start and each day it runs those without a
-	// report, none before the ledger's first payment. Default 30, at most
+	// report, none before reconcile_from's day when it is set, else none
+	// before the ledger's first payment. Default 30, at most
 	// 90 (WeChat Pay keeps bills 3 months).
 	ReconcileLookBack int `yaml:"reconcile_look_back"`
 	// ReconcileFrom is when the gateway began taking this merchant's

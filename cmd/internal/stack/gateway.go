@@ -106,7 +106,7 @@ func (g *Gateway) Kill() {
 // Stop ends the gateway with SIGTERM (graceful shutdown).
 func (g *Gateway) Stop() {
 	if g.proc != nil {
-		g.proc.Stop(20 * time.Second)
+		g.proc.Stop(30 * time.Second) // above shutdown_timeout (15 s) + the 5 s cut-off grace
 	}
 }
 
