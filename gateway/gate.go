@@ -87,8 +87,16 @@ type FallbackGate struct {
 
 // Admit implements Gate. A nonce Redis admits is remembered in memory
 // too, so that while Redis fails (or the breaker keeps calls off it) the
-// memory gate still refuses a replay of what this instance saw before.
+// memory gate still refuses a replay of what this instance saw before. A
+// notification this instance committed is answered from memory without
+// Redis: committed is final, and a replay of it changes nothing either.
 func (f FallbackGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error) {
+	if m, ok := f.Secondary.(*MemoryGate); ok && m.done.Has(k.NotifyID) {
+		if fresh, _ := m.nonces.FirstSeen(ctx, k.Nonce, t.Nonce); !fresh {
+			return Admission{Replay: true}, nil
+		}
+		return Admission{Done: true}, nil
+	}
 	a, fromRedis, err := redisFirst(ctx, f.Breaker, f.Hook, "gate",
 		func() (Admission, error) { return f.Primary.Admit(ctx, k, t) },
 		func() (Admission, error) { return f.Secondary.Admit(ctx, k, t) })
@@ -111,8 +119,11 @@ func (m *MemoryGate) RememberNonce(nonce string, ttl time.Duration) {
 	_, _ = m.nonces.FirstSeen(context.Background(), nonce, ttl)
 }
 
-// Finish implements Gate.
+// Finish implements Gate. A commit is remembered in memory too (see Admit).
 func (f FallbackGate) Finish(ctx context.Context, k GateKeys, token string, committed bool, t GateTTLs) error {
+	if m, ok := f.Secondary.(*MemoryGate); ok && committed {
+		_, _ = m.done.FirstSeen(ctx, k.NotifyID, t.Done)
+	}
 	if mt, ok := cutPrefix(token, "mem:"); ok {
 		return f.Secondary.Finish(ctx, k, mt, committed, t)
 	}

@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,5 +160,32 @@ func TestNonceSeenThroughRedisIsRefusedWhileItFails(t *testing.T) {
 	k.NotifyID, k.Lock = k.NotifyID+"-other", k.Lock+"-other"
 	if again, err := g.Admit(context.Background(), k, ttls); err != nil || !again.Replay {
 		t.Fatalf("replay while Redis is off: %+v %v, want refused", again, err)
+	}
+}
+
+// TestCommittedHereIsAnsweredWithoutRedis: a notification this instance
+// committed is answered "done" from memory on its next delivery, without a
+// round trip to Redis (Redis is closed here: a call would fail and count
+// a fallback).
+func TestCommittedHereIsAnsweredWithoutRedis(t *testing.T) {
+	cfg := redistest.Config(t)
+	c := redisstore.NewClient(cfg)
+	s := redisstore.New(c, cfg)
+	var fallbacks atomic.Int64
+	g := gateway.FallbackGate{Primary: s, Secondary: gateway.NewMemoryGate(10, gateway.NewMemoryLocker()),
+		Breaker: &gateway.Breaker{}, Hook: func(string) { fallbacks.Add(1) }}
+	k := gateway.GateKeys{Nonce: "n-" + t.Name(), NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
+	a, err := g.Admit(context.Background(), k, ttls)
+	if err != nil || a.Token == "" || strings.HasPrefix(a.Token, "mem:") {
+		t.Fatalf("admit through Redis: %+v %v", a, err)
+	}
+	if err := g.Finish(context.Background(), k, a.Token, true, ttls); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	c.Close()
+	k.Nonce += "-again"
+	if again, err := g.Admit(context.Background(), k, ttls); err != nil || !again.Done || fallbacks.Load() != 0 {
+		t.Fatalf("redelivery: %+v %v after %d fallbacks; want done, from memory, Redis not asked", again, err, fallbacks.Load())
 	}
 }
