@@ -56,11 +56,13 @@ func assertGroupCommitted(t *testing.T, m *Main) {
 
 // TestRedeliveryAnsweredByTheGate: once a notification is committed, its
 // redelivery (signed afresh) is answered 204 from the gate's committed
-// mark without a single database statement.
+// mark without a single database statement; with Redis, also by another
+// instance (which has nothing in memory: the mark is Redis's).
 func TestRedeliveryAnsweredByTheGate(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			m := startGateway(t, testConfig(t, b))
+			cfg := testConfig(t, b)
+			m := startGateway(t, cfg)
 			k, _ := testKeys(t)
 			no := uniqueNo("gate")
 			n := mustNotification(k.PaymentNotification(paidTx(k, no, 100), wxpaysim.PublicKeyMode(), time.Now()))
@@ -78,6 +80,16 @@ func TestRedeliveryAnsweredByTheGate(t *testing.T) {
 			if status, body := post(t, m.URL()+paymentPath, again); status != 401 || body["reason"] != "EREPLAY" {
 				t.Fatalf("replayed request: status %d %v, want 401 EREPLAY", status, body)
 			}
+			if cfg.Redis.Addr == "" {
+				return
+			}
+			other := startGateway(t, cfg)
+			waitFor(t, 5*time.Second, "a redelivery to another instance answered from Redis's mark", func() bool {
+				statements := countStatements(t, other.Store.DB())
+				resent := mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
+				status, _ := post(t, other.URL()+paymentPath, resent)
+				return status == 204 && statements.Load() == 0
+			})
 		})
 	}
 }
