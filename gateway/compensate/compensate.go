@@ -44,7 +44,7 @@ type Config struct {
 	// CheckTimeout bounds one order's check (default 45 s; tests shorten it).
 	CheckTimeout time.Duration
 	// Observe, if set, is told each check's result (Recovered, Closed,
-	// Open or Failed), for metrics.
+	// Open, Failed or Mismatch), for metrics.
 	Observe func(result string)
 }
 
@@ -55,6 +55,10 @@ const (
 	Closed    = "closed"
 	Open      = "open"
 	Failed    = "failed"
+	// Mismatch: WeChat Pay says the order was paid another amount than
+	// registered. The ledger refuses it and flags it for a person; the
+	// order is asked about again daily, not every run.
+	Mismatch = "mismatch"
 )
 
 // Job is the lost-callback compensation.
@@ -127,6 +131,9 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			cctx, cancel := context.WithTimeout(ctx, j.cfg.CheckTimeout)
 			result := j.check(cctx, p)
 			cancel()
+			if result == Mismatch {
+				j.recheckMismatch(ctx, p)
+			}
 			if result == Recovered || result == Closed {
 				changed++
 			}
@@ -149,6 +156,20 @@ func (j *Job) schedule(ctx context.Context, p ledger.Payment) error {
 	sctx, cancel := context.WithTimeout(ctx, pageTimeout)
 	defer cancel()
 	return j.store.ScheduleCheck(sctx, p.OutTradeNo, j.nextCheck(p, j.store.Now()))
+}
+
+// mismatchRecheck is how long an order paid another amount than
+// registered waits for its next check: a person settles it (the anomaly
+// says so), and asking every run would spend WeChat Pay's query quota on
+// it for good.
+const mismatchRecheck = 24 * time.Hour
+
+func (j *Job) recheckMismatch(ctx context.Context, p ledger.Payment) {
+	sctx, cancel := context.WithTimeout(ctx, pageTimeout)
+	defer cancel()
+	if err := j.store.ScheduleCheck(sctx, p.OutTradeNo, j.store.Now().Add(mismatchRecheck)); err != nil {
+		j.log.Warn("compensate: schedule the next check of a mismatched order", "out_trade_no", p.OutTradeNo, "err", err)
+	}
 }
 
 // nextCheck spaces an open order's checks out as it ages: a lost callback
@@ -243,6 +264,9 @@ func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transac
 		return Closed
 	case errors.Is(err, ledger.ErrAlreadyRecorded), errors.Is(err, ledger.ErrNoChange):
 		return Open
+	case errors.As(err, new(*ledger.AmountMismatchError)):
+		log.Warn("compensate: paid another amount than registered; flagged, asked again in a day", "err", err)
+		return Mismatch
 	default:
 		log.Warn("compensate: apply queried state", "err", err)
 		return Failed

@@ -141,3 +141,57 @@ func TestASlowCheckDoesNotStallTheRun(t *testing.T) {
 		}
 	})
 }
+
+// paidOther answers that every order was paid 999 fen, and counts queries.
+type paidOther struct{ unpaid }
+
+func (p *paidOther) QueryOrder(_ context.Context, no string) (*wechatpay.Transaction, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queries[no]++
+	return &wechatpay.Transaction{OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", MchID: "1900000001",
+		AmountTotal: 999, PayerTotal: 999, Currency: "CNY", SuccessTime: time.Now()}, nil
+}
+
+// TestMismatchedPaymentIsAskedAboutDaily: an order WeChat Pay says was paid
+// another amount than registered is refused by the ledger and flagged
+// once; it is then asked about again a day later, not every run.
+func TestMismatchedPaymentIsAskedAboutDaily(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		now := t0
+		s := base.WithClock(func() time.Time { return now })
+		ctx := context.Background()
+		o := ledger.Order{OutTradeNo: "mis-1", AmountTotal: 100, ExpireAt: t0.Add(48 * time.Hour)}
+		if _, err := s.RegisterOrder(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		wx := &paidOther{unpaid{queries: map[string]int{}, closed: map[string]bool{}}}
+		var results []string
+		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10,
+			Observe: func(r string) { results = append(results, r) }}, s, wx)
+		for _, step := range []struct {
+			at      time.Duration
+			queries int
+		}{
+			{2 * time.Minute, 1},              // due: asked, refused, flagged
+			{30 * time.Minute, 0},             // not every run
+			{23 * time.Hour, 0},               // nor every max_interval
+			{24*time.Hour + 3*time.Minute, 1}, // a day after the check at 2m
+		} {
+			now = t0.Add(step.at)
+			before := wx.total()
+			if _, err := job.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := wx.total() - before; got != step.queries {
+				t.Fatalf("run at t0+%v: %d queries, want %d", step.at, got, step.queries)
+			}
+		}
+		p, _ := s.Payment(ctx, "mis-1")
+		a, err := s.Anomalies(ctx, "mis-1")
+		if p.State != ledger.PaymentExpected || err != nil || len(a) != 1 || len(results) != 2 || results[0] != Mismatch {
+			t.Fatalf("payment %s, anomalies %+v (%v), results %v; want EXPECTED, one flag, two mismatches", p.State, a, err, results)
+		}
+	})
+}
