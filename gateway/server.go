@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -42,6 +43,9 @@ type Deps struct {
 	Limits          RateLimits // per-caller limits of the limited routes
 	// Routes lets other features add their routes to the same engine.
 	Routes []func(r *gin.Engine, d *Deps)
+	// Draining, when set and true, makes /readyz answer 503: the instance
+	// is shutting down and should get no new traffic.
+	Draining *atomic.Bool
 }
 
 // NewRouter builds the gin engine with every route.
@@ -124,6 +128,10 @@ func (d *Deps) paymentNotify(c *gin.Context) {
 }
 
 func (d *Deps) ready(c *gin.Context) {
+	if d.Draining != nil && d.Draining.Load() {
+		writeError(c, &Error{Code: CodeUnavailable, Message: "shutting down"})
+		return
+	}
 	if err := d.readiness.check(c.Request.Context(), d.Store.Ping); err != nil {
 		writeError(c, Errorf(CodeUnavailable, "database not ready", err))
 		return

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -51,7 +52,8 @@ type Main struct {
 	NoMigrate bool
 
 	server   *http.Server
-	inFlight requests // the requests being served (see shutdown)
+	inFlight requests    // the requests being served (see shutdown)
+	draining atomic.Bool // /readyz answers 503 (see drain)
 	listener net.Listener
 	clock    *ledger.DBClock
 	metrics  net.Listener // nil: /metrics is on listener
@@ -303,6 +305,7 @@ func (m *Main) AddJob(job func(ctx context.Context)) { m.jobs = append(m.jobs, j
 func (m *Main) Run(ctx context.Context) error {
 	gin.SetMode(gin.ReleaseMode)
 	h := m.Config.HTTP
+	m.Deps.Draining = &m.draining
 	m.server = &http.Server{Handler: m.inFlight.track(gateway.NewRouter(*m.Deps)), ReadHeaderTimeout: h.ReadHeaderTimeout,
 		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
 		MaxHeaderBytes: maxHeaderBytes, BaseContext: m.inFlight.base}
@@ -376,6 +379,7 @@ func serveInternal(name string, ln net.Listener, h http.Handler) func() {
 // in-flight requests finish. Both are bounded by shutdown_timeout; requests
 // still running then are cut off and get cutOffGrace more to clean up.
 func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
+	m.drain()
 	sctx, cancel := context.WithTimeout(context.Background(), m.Config.HTTP.ShutdownTimeout)
 	defer cancel()
 	stopJobs()
@@ -389,6 +393,17 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	case <-done:
 	case <-sctx.Done():
 		slog.Warn("jobs did not stop within the shutdown timeout")
+	}
+}
+
+// drain, with http.drain_delay set, keeps serving that long with /readyz
+// answering 503, so that a load balancer polling it stops sending new
+// requests before the listener closes.
+func (m *Main) drain() {
+	if d := m.Config.HTTP.DrainDelay; d > 0 {
+		m.draining.Store(true)
+		slog.Info("draining: /readyz answers 503 before the listener closes", "drain_delay", d)
+		time.Sleep(d)
 	}
 }
 

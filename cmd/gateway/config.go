@@ -63,6 +63,11 @@ type HTTPConfig struct {
 	NotifyTimeout   time.Duration `yaml:"notify_timeout"`
 	APITimeout      time.Duration `yaml:"api_timeout"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// DrainDelay, when set, is how long a shutdown keeps serving with
+	// /readyz answering 503 before it stops accepting, so a load balancer
+	// that polls readiness takes the instance out first (instead of a
+	// preStop sleep). Default 0: stop accepting at once.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 	// PprofAddr, when set, serves net/http/pprof there, e.g.
 	// "127.0.0.1:6060"; keep it on a loopback or internal address.
 	PprofAddr string `yaml:"pprof_addr"`
@@ -299,6 +304,7 @@ func (c *Config) Validate() error {
 		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive"},
 		{c.HTTP.IdleTimeout <= 0, "http.idle_timeout (GATEWAY_HTTP_IDLE_TIMEOUT)", "must be positive"},
 		{c.HTTP.ShutdownTimeout <= 0, "http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be positive"},
+		{c.HTTP.DrainDelay < 0 || c.HTTP.DrainDelay > time.Minute, "http.drain_delay (GATEWAY_HTTP_DRAIN_DELAY)", "must be between 0 and 1m"},
 		{c.HTTP.MaxConnections <= 0, "http.max_connections (GATEWAY_HTTP_MAX_CONNECTIONS)", "must be positive"},
 		// WeChat Pay waits 5 s for an answer: a notification answered later
 		// counts as failed whatever the answer said.

@@ -228,3 +228,49 @@ func TestShutdownCutsOffRequestsAndLetsThemCleanUp(t *testing.T) {
 		t.Fatal("Run returned while a cut-off request was still cleaning up (or its context was never cancelled)")
 	}
 }
+
+// TestDrainDelayFailsReadinessFirst: with http.drain_delay, a shutdown
+// first keeps serving with /readyz answering 503 (so a load balancer
+// stops sending traffic), and only then stops accepting.
+func TestDrainDelayFailsReadinessFirst(t *testing.T) {
+	t.Setenv("GATEWAY_HTTP_DRAIN_DELAY", "700ms")
+	base := testConfig(t, backends[0])
+	cfg, err := Load("")
+	if err != nil || cfg.HTTP.DrainDelay != 700*time.Millisecond {
+		t.Fatalf("drain delay from the environment: %v, %v", cfg.HTTP.DrainDelay, err)
+	}
+	base.HTTP.DrainDelay = cfg.HTTP.DrainDelay
+	m, err := NewMain(context.Background(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitReady(t, m.URL())
+	cancel()
+	status := func(path string) int {
+		resp, err := http.Get(m.URL() + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, 500*time.Millisecond, "/readyz answering 503 while draining", func() bool { return status("/readyz") == 503 })
+	if got := status("/healthz"); got != 200 {
+		t.Fatalf("while draining, /healthz answered %d: the listener must still serve", got)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the drain")
+	}
+	if got := status("/healthz"); got != 0 {
+		t.Fatalf("after the shutdown /healthz answered %d, want the connection refused", got)
+	}
+}
