@@ -66,10 +66,7 @@ func TestChecksSpaceOutAsOrdersAge(t *testing.T) {
 		}
 		wx := &unpaid{queries: map[string]int{}, closed: map[string]bool{}}
 		job := New(Config{Interval: time.Minute, SafetyBuffer: 5 * time.Minute, MaxInterval: 10 * time.Minute, Batch: 1}, s, wx)
-		for _, step := range []struct {
-			at      time.Duration
-			queries int // made by the run at t0+at
-		}{
+		runSteps(t, job, wx, func(at time.Duration) { now = t0.Add(at) }, []step{
 			{4 * time.Minute, 0}, // within the safety buffer
 			{5 * time.Minute, 3}, // due: all three, one per page
 			{6 * time.Minute, 0}, // next at 5m + max(5m/4, 1m) = 6m15s
@@ -78,16 +75,7 @@ func TestChecksSpaceOutAsOrdersAge(t *testing.T) {
 			{3*time.Hour + 5*time.Minute, 0},     // not yet
 			{3*time.Hour + 7*time.Minute, 3 * 2}, // its expire_at: query, close, query again
 			{4 * time.Hour, 0},                   // closed: never again
-		} {
-			now = t0.Add(step.at)
-			before := wx.total()
-			if _, err := job.RunOnce(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if got := wx.total() - before; got != step.queries {
-				t.Fatalf("run at t0+%v: %d queries, want %d", step.at, got, step.queries)
-			}
-		}
+		})
 		if p, _ := s.Payment(ctx, "age-2"); p.State != ledger.PaymentClosed {
 			t.Fatalf("expired order: state %s, want CLOSED", p.State)
 		}
@@ -170,28 +158,38 @@ func TestMismatchedPaymentIsAskedAboutDaily(t *testing.T) {
 		var results []string
 		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10,
 			Observe: func(r string) { results = append(results, r) }}, s, wx)
-		for _, step := range []struct {
-			at      time.Duration
-			queries int
-		}{
+		runSteps(t, job, wx, func(at time.Duration) { now = t0.Add(at) }, []step{
 			{2 * time.Minute, 1},              // due: asked, refused, flagged
 			{30 * time.Minute, 0},             // not every run
 			{23 * time.Hour, 0},               // nor every max_interval
 			{24*time.Hour + 3*time.Minute, 1}, // a day after the check at 2m
-		} {
-			now = t0.Add(step.at)
-			before := wx.total()
-			if _, err := job.RunOnce(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if got := wx.total() - before; got != step.queries {
-				t.Fatalf("run at t0+%v: %d queries, want %d", step.at, got, step.queries)
-			}
-		}
+		})
 		p, _ := s.Payment(ctx, "mis-1")
 		a, err := s.Anomalies(ctx, "mis-1")
 		if p.State != ledger.PaymentExpected || err != nil || len(a) != 1 || len(results) != 2 || results[0] != Mismatch {
 			t.Fatalf("payment %s, anomalies %+v (%v), results %v; want EXPECTED, one flag, two mismatches", p.State, a, err, results)
 		}
 	})
+}
+
+// step is a run of the job at t0+at and the queries it must make.
+type step struct {
+	at      time.Duration
+	queries int
+}
+
+// runSteps sets the clock (at) for each step, runs the job once and
+// checks the queries that run made.
+func runSteps(t *testing.T, job *Job, wx interface{ total() int }, at func(time.Duration), steps []step) {
+	t.Helper()
+	for _, st := range steps {
+		at(st.at)
+		before := wx.total()
+		if _, err := job.RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := wx.total() - before; got != st.queries {
+			t.Fatalf("run at t0+%v: %d queries, want %d", st.at, got, st.queries)
+		}
+	}
 }
