@@ -73,9 +73,10 @@ func NewMetrics() *Metrics {
 	m.Compensation = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_compensation_checks_total",
 		Help: "Lost-callback checks of registered orders by result: recovered (paid at WeChat Pay, no callback came: " +
 			"alert when it rises), closed, open (nothing to do: still unpaid, or the callback came meanwhile), " +
-			"failed (WeChat Pay did not answer, or the ledger refused or could not record its answer)."},
+			"failed (WeChat Pay did not answer, or the ledger could not record its answer), " +
+			"mismatch (paid another amount than registered: refused, flagged, asked again daily)."},
 		[]string{"result"})
-	for _, r := range []string{"recovered", "closed", "open", "failed"} {
+	for _, r := range []string{"recovered", "closed", "open", "failed", "mismatch"} {
 		m.Compensation.WithLabelValues(r)
 	}
 	for _, st := range []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing, ledger.RefundUnknown,

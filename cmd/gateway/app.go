@@ -337,6 +337,7 @@ func (m *Main) Run(ctx context.Context) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
+		m.drain() // not when serving failed: there is no listener to drain
 	}
 	m.shutdown(stopJobs, &wg)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -379,7 +380,6 @@ func serveInternal(name string, ln net.Listener, h http.Handler) func() {
 // in-flight requests finish. Both are bounded by shutdown_timeout; requests
 // still running then are cut off and get cutOffGrace more to clean up.
 func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
-	m.drain()
 	sctx, cancel := context.WithTimeout(context.Background(), m.Config.HTTP.ShutdownTimeout)
 	defer cancel()
 	stopJobs()
@@ -398,7 +398,10 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 
 // drain, with http.drain_delay set, keeps serving that long with /readyz
 // answering 503, so that a load balancer polling it stops sending new
-// requests before the listener closes.
+// requests before the listener closes. Jobs keep running meanwhile;
+// shutdown stops them after it. The whole stop then takes up to
+// drain_delay + shutdown_timeout + cutOffGrace: the process manager's
+// kill deadline must be longer.
 func (m *Main) drain() {
 	if d := m.Config.HTTP.DrainDelay; d > 0 {
 		m.draining.Store(true)
