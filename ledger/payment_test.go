@@ -140,8 +140,10 @@ func TestAmountMismatchAppliesNothing(t *testing.T) {
 		if _, err := s.RegisterOrder(ctx, order); err != nil {
 			t.Fatalf("register: %v", err)
 		}
-		for i := 0; i < 2; i++ { // WeChat redelivers: the flag counts, nothing applies
-			_, err := s.ApplyTransaction(ctx, paid("n4", "o3", "tx4", 499))
+		// WeChat redelivers, then the compensation query learns the same
+		// transaction: one flag, seen three times; nothing applies.
+		for _, notifyID := range []string{"n4", "n4", "query:tx4"} {
+			_, err := s.ApplyTransaction(ctx, paid(notifyID, "o3", "tx4", 499))
 			var mm *ledger.AmountMismatchError
 			if !errors.As(err, &mm) || mm.Expected != 500 || mm.Got != 499 {
 				t.Fatalf("err = %v, want AmountMismatchError 500/499", err)
@@ -153,7 +155,7 @@ func TestAmountMismatchAppliesNothing(t *testing.T) {
 		}
 		assertCounts(t, s, "o3", 1, 0) // only the registration
 		a, _ := s.Anomalies(ctx, "o3")
-		if len(a) != 1 || a[0].Kind != ledger.AnomalyAmountMismatch || a[0].SeenCount != 2 {
+		if len(a) != 1 || a[0].Kind != ledger.AnomalyAmountMismatch || a[0].SeenCount != 3 {
 			t.Fatalf("anomalies = %+v", a)
 		}
 	})

@@ -153,7 +153,9 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 		return move{}, duplicatePaymentFlag(row, u), ErrAlreadyRecorded
 	case target == PaymentSuccess && row.Registered && derefInt(row.ExpectedAmount) != u.AmountTotal:
 		mismatch := &AmountMismatchError{OutTradeNo: u.OutTradeNo, Expected: derefInt(row.ExpectedAmount), Got: u.AmountTotal}
-		flag := &Anomaly{Kind: AnomalyAmountMismatch, Ref: u.Notice.NotifyID, OutTradeNo: u.OutTradeNo, Detail: mismatch.Error()}
+		// One flag per WeChat transaction, however it was learnt (callback,
+		// compensation query, bill): one case for a person, not one per source.
+		flag := &Anomaly{Kind: AnomalyAmountMismatch, Ref: "paid:" + u.TransactionID, OutTradeNo: u.OutTradeNo, Detail: mismatch.Error()}
 		return move{}, flag, mismatch
 	}
 	if err := paymentMachine.check(EntityPayment, row.OutTradeNo, row.State, string(target)); err != nil {
