@@ -91,7 +91,8 @@ type FallbackGate struct {
 // notification this instance committed is answered from memory without
 // Redis: committed is final, and a replay of it changes nothing either.
 func (f FallbackGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error) {
-	if m, ok := f.Secondary.(*MemoryGate); ok && m.done.Has(k.NotifyID) {
+	m, _ := f.Secondary.(*MemoryGate)
+	if m != nil && m.done.Has(k.NotifyID) {
 		if fresh, _ := m.nonces.FirstSeen(ctx, k.Nonce, t.Nonce); !fresh {
 			return Admission{Replay: true}, nil
 		}
@@ -100,23 +101,13 @@ func (f FallbackGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admiss
 	a, fromRedis, err := redisFirst(ctx, f.Breaker, f.Hook, "gate",
 		func() (Admission, error) { return f.Primary.Admit(ctx, k, t) },
 		func() (Admission, error) { return f.Secondary.Admit(ctx, k, t) })
-	if m, ok := f.Secondary.(nonceKeeper); ok && fromRedis && err == nil && !a.Replay {
-		m.RememberNonce(k.Nonce, t.Nonce)
+	if m != nil && fromRedis && err == nil && !a.Replay {
+		_, _ = m.nonces.FirstSeen(ctx, k.Nonce, t.Nonce)
 	}
 	if !fromRedis && a.Token != "" {
 		a.Token = "mem:" + a.Token
 	}
 	return a, err
-}
-
-// nonceKeeper is a gate that can be told of a nonce admitted elsewhere.
-type nonceKeeper interface {
-	RememberNonce(nonce string, ttl time.Duration)
-}
-
-// RememberNonce records a nonce another gate admitted.
-func (m *MemoryGate) RememberNonce(nonce string, ttl time.Duration) {
-	_, _ = m.nonces.FirstSeen(context.Background(), nonce, ttl)
 }
 
 // Finish implements Gate. A commit is remembered in memory too (see Admit).

@@ -40,8 +40,13 @@ type Reconciler struct {
 	Refunds RefundAPI
 }
 
-// maxAcceptanceQueries bounds the refund queries of one run.
-const maxAcceptanceQueries = 100
+// maxAcceptanceQueries bounds the refund queries of one run, and
+// acceptanceBudget their time, so that a slow WeChat Pay cannot use up the
+// run's time before the bill is downloaded.
+const (
+	maxAcceptanceQueries = 100
+	acceptanceBudget     = time.Minute
+)
 
 // DefaultReconcileTimeout leaves room for a 5 min bill download.
 const DefaultReconcileTimeout = 10 * time.Minute
@@ -113,6 +118,8 @@ func (r *Reconciler) learnAcceptance(ctx context.Context, day string) {
 		slog.WarnContext(ctx, "reconciliation: refunds without an acceptance time not read", "date", day, "err", err)
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, acceptanceBudget)
+	defer cancel()
 	for _, no := range nos {
 		wx, err := r.Refunds.QueryRefund(ctx, no)
 		if err == nil && wx.OutRefundNo == no && !wx.CreateTime.IsZero() {
@@ -120,6 +127,9 @@ func (r *Reconciler) learnAcceptance(ctx context.Context, day string) {
 		}
 		if err != nil {
 			slog.WarnContext(ctx, "reconciliation: acceptance time of a refund not learnt", "date", day, "out_refund_no", no, "err", err)
+		}
+		if errors.Is(err, ErrOutcomeUnknown) || ctx.Err() != nil {
+			return // WeChat Pay is not answering: the rest would only wait too
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,6 +390,53 @@ func TestTooLargeBillIsRetriedDaily(t *testing.T) {
 		rt, again := r.runDay(context.Background(), cfg, "2026-11-22", dayRetry{})
 		if !again || rt.next.Sub(base) < 24*time.Hour {
 			t.Fatalf("retry of a too large bill at %v (again %v), want a day later", rt.next.Sub(base), again)
+		}
+	})
+}
+
+// unknownRefunds answers every refund query with an unknown outcome (WeChat
+// Pay down or hanging) and counts the queries.
+type unknownRefunds struct{ queries atomic.Int64 }
+
+func (u *unknownRefunds) CreateRefund(context.Context, WxRefundRequest) (*WxRefund, error) {
+	return nil, ErrOutcomeUnknown
+}
+
+func (u *unknownRefunds) QueryRefund(context.Context, string) (*WxRefund, error) {
+	u.queries.Add(1)
+	return nil, fmt.Errorf("%w: i/o timeout", ErrOutcomeUnknown)
+}
+
+// TestAcceptanceLookupStopsWhenWeChatDoesNotAnswer: the run's look-up of
+// refunds without an acceptance time stops at the first query WeChat Pay
+// leaves unanswered, instead of waiting out each of the others before the
+// bill; the run goes on.
+func TestAcceptanceLookupStopsWhenWeChatDoesNotAnswer(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		now := time.Date(2026, 11, 22, 15, 0, 0, 0, ledger.BusinessDay)
+		s = s.WithClock(func() time.Time { return now })
+		ctx := context.Background()
+		for i := range 3 {
+			no := fmt.Sprintf("acc-%d", i)
+			paidBy(t, s, no, "o-acc")
+			r, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: "RF" + no, Amount: 10,
+				Requester: "o-acc", CheckAt: now.Add(time.Minute)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundSuccess,
+				Source: ledger.SourceCallback}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now = now.Add(24 * time.Hour)
+		wx := &unknownRefunds{}
+		r := &Reconciler{Store: s, Bills: &fakeBills{fn: emptyBill}, Refunds: wx}
+		if _, err := r.Run(ctx, "2026-11-22", "test"); err != nil {
+			t.Fatal(err)
+		}
+		if n := wx.queries.Load(); n != 1 {
+			t.Fatalf("%d queries to a WeChat Pay that does not answer, want 1", n)
 		}
 	})
 }

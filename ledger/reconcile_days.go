@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // HasSettlements reports whether the ledger has, on a business day, a
@@ -94,7 +96,12 @@ func (s *Store) RefundsWithoutAcceptance(ctx context.Context, day string, limit 
 // NoteRefundAccepted stores when WeChat Pay accepted a refund, unless the
 // ledger has that already (the first time stated is kept).
 func (s *Store) NoteRefundAccepted(ctx context.Context, outRefundNo string, at time.Time) error {
-	err := s.db.WithContext(ctx).Model(&refundRow{}).Where("out_refund_no = ? AND accepted_at IS NULL", outRefundNo).
+	return markAccepted(s.db.WithContext(ctx), outRefundNo, at)
+}
+
+// markAccepted sets a refund's accepted_at unless it has one.
+func markAccepted(db *gorm.DB, outRefundNo string, at time.Time) error {
+	err := db.Model(&refundRow{}).Where("out_refund_no = ? AND accepted_at IS NULL", outRefundNo).
 		UpdateColumn("accepted_at", at.UTC()).Error
 	if err != nil {
 		return fmt.Errorf("note acceptance of refund %s: %w", outRefundNo, err)

@@ -285,11 +285,10 @@ func (s *Store) noteAccepted(tx *gorm.DB, row *refundRow, u RefundUpdate) error 
 	if u.AcceptTime.IsZero() || row.AcceptedAt != nil {
 		return nil
 	}
-	at := u.AcceptTime.UTC()
-	err := tx.Model(&refundRow{}).Where("id = ? AND accepted_at IS NULL", row.ID).UpdateColumn("accepted_at", at).Error
-	if err != nil {
-		return fmt.Errorf("note acceptance of refund %s: %w", row.OutRefundNo, err)
+	if err := markAccepted(tx, row.OutRefundNo, u.AcceptTime); err != nil {
+		return err
 	}
+	at := u.AcceptTime.UTC()
 	row.AcceptedAt = &at
 	return nil
 }
