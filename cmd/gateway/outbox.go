@@ -34,7 +34,7 @@ func (m *Main) wireOutbox(ctx context.Context) error {
 	}
 	c := m.Config.Compensation
 	job := compensate.New(compensate.Config{Interval: c.Interval, SafetyBuffer: c.SafetyBuffer, MaxInterval: c.MaxInterval, Batch: c.Batch,
-		MchID: m.Config.WechatPay.MchID, Observe: m.Metrics.CompensationCheck}, m.Store, wx)
+		MchID: m.Config.WechatPay.MchID, AppID: m.Config.WechatPay.AppID, Observe: m.Metrics.CompensationCheck}, m.Store, wx)
 	m.AddJob(job.Run)
 	return nil
 }

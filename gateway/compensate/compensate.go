@@ -41,6 +41,9 @@ type Config struct {
 	MaxInterval time.Duration
 	Batch       int    // orders read per page
 	MchID       string // answers for another merchant are ignored
+	// AppID, when set, is this gateway's app: an answer naming another
+	// is refused, as a callback naming another is.
+	AppID string
 	// CheckTimeout bounds one order's check (default 45 s; tests shorten it).
 	CheckTimeout time.Duration
 	// Observe, if set, is told each check's result (Recovered, Closed,
@@ -236,10 +239,15 @@ func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Paym
 	return j.apply(ctx, log, tx)
 }
 
-// foreign reports (and logs) an answer about another merchant's order.
+// foreign reports (and logs) an answer about another merchant's or
+// another app's order: callbacks refuse those, so the query does too.
 func (j *Job) foreign(log *slog.Logger, tx *wechatpay.Transaction) bool {
-	if tx.MchID != "" && j.cfg.MchID != "" && tx.MchID != j.cfg.MchID {
+	switch {
+	case tx.MchID != "" && j.cfg.MchID != "" && tx.MchID != j.cfg.MchID:
 		log.Error("compensate: query answered for another merchant", "mchid", tx.MchID)
+		return true
+	case tx.AppID != "" && j.cfg.AppID != "" && tx.AppID != j.cfg.AppID:
+		log.Error("compensate: query answered for another app", "appid", tx.AppID)
 		return true
 	}
 	return false

@@ -193,3 +193,55 @@ func runSteps(t *testing.T, job *Job, wx interface{ total() int }, at func(time.
 		}
 	}
 }
+
+// paidElsewhere answers that every order was paid in full, by the
+// merchant and app it names.
+type paidElsewhere struct {
+	unpaid
+	mchID, appID string
+}
+
+func (p *paidElsewhere) QueryOrder(_ context.Context, no string) (*wechatpay.Transaction, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queries[no]++
+	return &wechatpay.Transaction{OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", MchID: p.mchID,
+		AppID: p.appID, AmountTotal: 100, PayerTotal: 100, Currency: "CNY", SuccessTime: time.Now()}, nil
+}
+
+// TestForeignAnswersAreRefused: a query answer naming another merchant or
+// another app is refused, as a callback naming one is: the order stays
+// unpaid and nothing is recorded. The same answer for this merchant and
+// app is recorded.
+func TestForeignAnswersAreRefused(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		cases := []struct {
+			no, mchID, appID string
+			want             ledger.PaymentState
+		}{
+			{"frn-mch", "1900000999", "wxapp", ledger.PaymentExpected},
+			{"frn-app", "1900000001", "wxother", ledger.PaymentExpected},
+			{"frn-own", "1900000001", "wxapp", ledger.PaymentSuccess},
+		}
+		for _, c := range cases {
+			if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: c.no, AmountTotal: 100, ExpireAt: time.Now().Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			wx := &paidElsewhere{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, mchID: c.mchID, appID: c.appID}
+			var results []string
+			job := New(Config{SafetyBuffer: time.Nanosecond, Batch: 10, MchID: "1900000001", AppID: "wxapp",
+				Observe: func(r string) { results = append(results, r) }}, s, wx)
+			time.Sleep(time.Millisecond)
+			if _, err := job.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			p, _ := s.Payment(ctx, c.no)
+			h, _ := s.History(ctx, c.no)
+			if wx.total() != 1 || p.State != c.want || (c.want == ledger.PaymentExpected) != (len(h) == 1) {
+				t.Errorf("%s: %d queries, state %s, %d history rows (results %v); want 1 query and %s",
+					c.no, wx.total(), p.State, len(h), results, c.want)
+			}
+		}
+	})
+}
