@@ -83,3 +83,21 @@ func (s *Store) MakeDue(ctx context.Context, id uint64) error {
 func (s *Store) RenameTable(ctx context.Context, from, to string) error {
 	return s.db.WithContext(ctx).Exec("ALTER TABLE " + from + " RENAME TO " + to).Error
 }
+
+// StaleIdemRow is an idempotency row as a retry read it.
+type StaleIdemRow struct{ row idemRow }
+
+// ReadIdemRow reads (scope, key) as BeginIdempotent does before judging it.
+func (s *Store) ReadIdemRow(ctx context.Context, scope, key string) (StaleIdemRow, error) {
+	var r idemRow
+	err := s.db.WithContext(ctx).Where("scope = ? AND idem_key = ?", scope, key).Take(&r).Error
+	return StaleIdemRow{r}, err
+}
+
+// DecideOnStale judges and takes over a key from a row read earlier, as a
+// retry does when another request changes the row between its read and
+// its conditional update.
+func (s *Store) DecideOnStale(ctx context.Context, stale StaleIdemRow, hash string, lockFor, keep time.Duration) (*IdemKey, bool, error) {
+	now := s.now()
+	return s.decideIdempotent(s.db.WithContext(ctx), &stale.row, hash, now, now.Add(lockFor), keep)
+}

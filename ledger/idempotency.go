@@ -142,9 +142,17 @@ func (s *Store) decideIdempotent(db *gorm.DB, have *idemRow, hash string, now, l
 			"response_body": nil, "resource_key": nil, "locked_until": locked, "created_at": now,
 			"expires_at": now.Add(keep)}
 	}
-	// Conditional on what we read: of two requests taking over, one wins.
-	res := db.Model(&idemRow{}).Where("id = ? AND state = ? AND expires_at = ? AND (locked_until IS NULL OR locked_until = ?)",
-		have.ID, have.State, have.ExpiresAt, have.LockedUntil).Updates(updates)
+	// Conditional on everything the decision read: of two requests taking
+	// over, one wins; and a holder that linked its refund (or finished)
+	// after our read makes us lose, instead of our reset undoing its link.
+	q := db.Model(&idemRow{}).Where("id = ? AND state = ? AND expires_at = ? AND (locked_until IS NULL OR locked_until = ?)",
+		have.ID, have.State, have.ExpiresAt, have.LockedUntil).Where("request_hash = ?", have.RequestHash)
+	if have.ResourceKey == nil {
+		q = q.Where("resource_key IS NULL")
+	} else {
+		q = q.Where("resource_key = ?", *have.ResourceKey)
+	}
+	res := q.Updates(updates)
 	if res.Error != nil {
 		return nil, false, fmt.Errorf("take over: %w", res.Error)
 	}

@@ -269,6 +269,37 @@ func TestIdempotencyKeys(t *testing.T) {
 	})
 }
 
+// TestTakeOverDoesNotUndoALink: a retry judges a key an orphan (in
+// flight, its lock run out, no refund named) from a row it read; before
+// its takeover lands, the holder commits the refund it made under the
+// key. The takeover must then lose, not reset the key and run afresh: a
+// second refund for one key.
+func TestTakeOverDoesNotUndoALink(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r9", 100)
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k9", "h", -time.Second, 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		stale, err := s.ReadIdemRow(ctx, "openid-1", "k9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := refundReq("r9", "rf-k9", 10)
+		req.IdemScope, req.IdemKey = "openid-1", "k9"
+		if _, err := s.CreateRefund(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		if k, run, err := s.DecideOnStale(ctx, stale, "h-other", time.Minute, 24*time.Hour); k != nil || run || err != nil {
+			t.Fatalf("takeover judged on the stale row: %+v run=%v err=%v; want it to lose the race", k, run, err)
+		}
+		k, run, err := s.BeginIdempotent(ctx, "openid-1", "k9", "h", time.Minute, 24*time.Hour)
+		if err != nil || !run || k.ResourceKey != "rf-k9" {
+			t.Fatalf("retry after the link: %+v run=%v err=%v; want it to continue rf-k9", k, run, err)
+		}
+	})
+}
+
 func TestClaimStuckRefunds(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
