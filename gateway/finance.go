@@ -53,6 +53,7 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	addList(read, d, f, "/ledger/notifications", noticeList)
 	addList(read, d, f, "/ledger/outbox-jobs", outboxList)
 	addList(read, d, f, "/ledger/anomalies", anomalyList)
+	read.POST("/ledger/anomalies/:id/resolve", timeout(d.APITimeout), d.resolveAnomaly)
 	read.GET("/ledger/payments/:out_trade_no/timeline", timeout(d.APITimeout), d.timeline)
 	read.GET("/ledger/totals", timeout(d.APITimeout), d.totals)
 	read.GET("/reconciliations/:date", timeout(d.APITimeout), d.getReconciliation)
@@ -272,15 +273,17 @@ var outboxList = listDef[ledger.OutboxJobListItem]{
 // refund status the ledger cannot apply, a refund it never made.
 var anomalyList = listDef[ledger.AnomalyListItem]{
 	name:    "anomalies",
-	filters: listFilters{keys: []string{"out_trade_no"}, kind: true},
+	filters: listFilters{keys: []string{"out_trade_no"}, states: ledger.AnomalyStates, kind: true},
 	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.AnomalyListItem) error) error {
 		return s.EachAnomaly
 	},
-	id:     func(a ledger.AnomalyListItem) uint64 { return a.ID },
-	header: []string{"id", "kind", "ref", "out_trade_no", "detail", "seen_count", "first_seen", "last_seen"},
+	id: func(a ledger.AnomalyListItem) uint64 { return a.ID },
+	header: []string{"id", "kind", "ref", "out_trade_no", "detail", "seen_count", "first_seen", "last_seen",
+		"state", "resolved_at", "resolved_by", "resolution"},
 	row: func(a ledger.AnomalyListItem) []string {
 		return []string{num(int64(a.ID)), cell(a.Kind), cell(a.Ref), cell(a.OutTradeNo), cell(a.Detail),
-			num(int64(a.SeenCount)), ts(a.FirstSeen), ts(a.LastSeen)}
+			num(int64(a.SeenCount)), ts(a.FirstSeen), ts(a.LastSeen), cell(a.State), tsp(a.ResolvedAt),
+			cell(a.ResolvedBy), cell(a.Resolution)}
 	},
 }
 

@@ -260,9 +260,9 @@ func NoteDuplicate(ctx context.Context) {
 // share it: a flood of scrapes costs the database one reading, not four
 // aggregate queries each, and cannot take the pool from notifications.
 type ledgerCollector struct {
-	db                                                                  *sql.DB
-	now                                                                 func() time.Time // the ledger's clock
-	refunds, outboxJobs, outboxOldest, outboxDueLag, anomalies, scrapeE *prometheus.Desc
+	db                                                                                 *sql.DB
+	now                                                                                func() time.Time // the ledger's clock
+	refunds, outboxJobs, outboxOldest, outboxDueLag, anomalies, openAnomalies, scrapeE *prometheus.Desc
 
 	mu     sync.Mutex
 	readAt time.Time
@@ -287,13 +287,16 @@ func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 		anomalies: prometheus.NewDesc("gateway_anomalies",
 			"Anomalies flagged for a person, by kind (GET /v1/ledger/anomalies lists them); alert on any increase.",
 			[]string{"kind"}, nil),
+		openAnomalies: prometheus.NewDesc("gateway_anomalies_open",
+			"Anomalies not yet resolved by a person (POST /v1/ledger/anomalies/{id}/resolve), by kind.",
+			[]string{"kind"}, nil),
 		scrapeE: prometheus.NewDesc("gateway_ledger_scrape_errors", "1 if reading ledger gauges failed.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (l *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.outboxDueLag, l.anomalies, l.scrapeE} {
+	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.outboxDueLag, l.anomalies, l.openAnomalies, l.scrapeE} {
 		ch <- d
 	}
 }
@@ -337,6 +340,7 @@ func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 			l.outboxJobs, prometheus.GaugeValue},
 		// Few rows (each needs a person), on the (kind, ref) key.
 		{"SELECT kind, COUNT(*) FROM anomalies GROUP BY kind", l.anomalies, prometheus.GaugeValue},
+		{"SELECT kind, COUNT(*) FROM anomalies WHERE state = 'OPEN' GROUP BY kind", l.openAnomalies, prometheus.GaugeValue},
 	}
 	for _, q := range queries {
 		if err := l.collectCounts(ctx, ch, q.sql, q.desc, q.typ); err != nil {

@@ -51,3 +51,41 @@ func TestDueLagLeavesHeldReleasesOut(t *testing.T) {
 		}
 	})
 }
+
+// TestOpenAnomaliesGauge: gateway_anomalies counts every anomaly ever
+// flagged (alert on an increase); gateway_anomalies_open only those no
+// person has resolved yet.
+func TestOpenAnomaliesGauge(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		for _, ref := range []string{"payer:gauge-1", "payer:gauge-2"} {
+			if err := s.RecordAnomaly(ctx, ledger.Anomaly{Kind: ledger.AnomalyPayerMismatch, Ref: ref, OutTradeNo: "gauge"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var first uint64
+		_ = s.EachAnomaly(ctx, ledger.ListQuery{OutTradeNo: "gauge", Limit: 1}, func(a ledger.AnomalyListItem) error {
+			first = a.ID
+			return nil
+		})
+		if _, err := s.ResolveAnomaly(ctx, first, "ops:test", "dealt with"); err != nil {
+			t.Fatal(err)
+		}
+		sqlDB, _ := s.DB().DB()
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newLedgerCollector(sqlDB, s.Now))
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				got[f.GetName()] += m.GetGauge().GetValue()
+			}
+		}
+		if got["gateway_anomalies"] != 2 || got["gateway_anomalies_open"] != 1 {
+			t.Fatalf("gauges %v, want 2 anomalies, 1 open", got)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -17,16 +18,31 @@ const (
 	AnomalyPayerMismatch    = "PAYER_MISMATCH"
 )
 
+// Anomaly states: a person resolves an OPEN anomaly once they have dealt
+// with it (refunded the second payment, say), with a note.
+const (
+	AnomalyOpen     = "OPEN"
+	AnomalyResolved = "RESOLVED"
+)
+
+// AnomalyStates lists the states an anomaly can be in.
+var AnomalyStates = []string{AnomalyOpen, AnomalyResolved}
+
 // Anomaly is a flagged event. A repeat of the same (kind, ref) raises its
-// count instead of adding a row.
+// count instead of adding a row; it does not reopen a resolved one (the
+// daily re-check of a mismatched payment sees the same fact again).
 type Anomaly struct {
-	Kind       string    `json:"kind"`
-	Ref        string    `json:"ref"`
-	OutTradeNo string    `json:"out_trade_no"`
-	Detail     string    `json:"detail"`
-	SeenCount  int       `json:"seen_count"`
-	FirstSeen  time.Time `json:"first_seen"`
-	LastSeen   time.Time `json:"last_seen"`
+	Kind       string     `json:"kind"`
+	Ref        string     `json:"ref"`
+	OutTradeNo string     `json:"out_trade_no"`
+	Detail     string     `json:"detail"`
+	SeenCount  int        `json:"seen_count"`
+	FirstSeen  time.Time  `json:"first_seen"`
+	LastSeen   time.Time  `json:"last_seen"`
+	State      string     `json:"state"`
+	ResolvedAt *time.Time `json:"resolved_at,omitempty"`
+	ResolvedBy string     `json:"resolved_by,omitempty"`
+	Resolution string     `json:"resolution,omitempty"`
 }
 
 type anomalyRow struct {
@@ -38,6 +54,10 @@ type anomalyRow struct {
 	SeenCount  int
 	FirstSeen  time.Time
 	LastSeen   time.Time
+	State      string
+	ResolvedAt *time.Time
+	ResolvedBy *string
+	Resolution *string
 }
 
 func (anomalyRow) TableName() string { return "anomalies" }
@@ -51,7 +71,7 @@ func (s *Store) RecordAnomaly(ctx context.Context, a Anomaly) error {
 func (s *Store) recordAnomaly(tx *gorm.DB, a Anomaly) error {
 	now := s.now()
 	row := anomalyRow{Kind: a.Kind, Ref: a.Ref, OutTradeNo: a.OutTradeNo, Detail: a.Detail,
-		SeenCount: 1, FirstSeen: now, LastSeen: now}
+		SeenCount: 1, FirstSeen: now, LastSeen: now, State: AnomalyOpen}
 	err := tx.Clauses(clause.OnConflict{
 		Columns:   []clause.Column{{Name: "kind"}, {Name: "ref"}},
 		DoUpdates: clause.Assignments(map[string]any{"seen_count": gorm.Expr("seen_count + 1"), "last_seen": now}),
@@ -98,11 +118,51 @@ func (r anomalyRow) listItem() AnomalyListItem {
 }
 
 func (r anomalyRow) anomaly() Anomaly {
-	return Anomaly{Kind: r.Kind, Ref: r.Ref, OutTradeNo: r.OutTradeNo, Detail: r.Detail,
-		SeenCount: r.SeenCount, FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC()}
+	a := Anomaly{Kind: r.Kind, Ref: r.Ref, OutTradeNo: r.OutTradeNo, Detail: r.Detail,
+		SeenCount: r.SeenCount, FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC(), State: r.State}
+	if r.ResolvedAt != nil {
+		at := r.ResolvedAt.UTC()
+		a.ResolvedAt = &at
+	}
+	if r.ResolvedBy != nil {
+		a.ResolvedBy = *r.ResolvedBy
+	}
+	if r.Resolution != nil {
+		a.Resolution = *r.Resolution
+	}
+	return a
 }
 
-// EachAnomaly streams the anomalies matching q (kind, out_trade_no,
+// MaxResolutionBytes caps the note a person leaves when resolving.
+const MaxResolutionBytes = 512
+
+// ResolveAnomaly marks an OPEN anomaly RESOLVED by by, with a note of what
+// was done. It answers ErrNotFound for an unknown id and ErrConflict (with
+// the anomaly as it stands) for one already resolved: a second person
+// resolving it, or a retried request, does not overwrite the first note.
+func (s *Store) ResolveAnomaly(ctx context.Context, id uint64, by, note string) (AnomalyListItem, error) {
+	db := s.db.WithContext(ctx)
+	now := s.now()
+	res := db.Model(&anomalyRow{}).Where("id = ? AND state = ?", id, AnomalyOpen).
+		Updates(map[string]any{"state": AnomalyResolved, "resolved_at": now,
+			"resolved_by": truncate(by, 128), "resolution": truncate(note, MaxResolutionBytes)})
+	if res.Error != nil {
+		return AnomalyListItem{}, fmt.Errorf("resolve anomaly %d: %w", id, res.Error)
+	}
+	var row anomalyRow
+	if err := db.Where("id = ?", id).Take(&row).Error; errors.Is(err, gorm.ErrRecordNotFound) {
+		return AnomalyListItem{}, fmt.Errorf("anomaly %d: %w", id, ErrNotFound)
+	} else if err != nil {
+		return AnomalyListItem{}, fmt.Errorf("read anomaly %d: %w", id, err)
+	}
+	if res.RowsAffected == 0 {
+		return row.listItem(), fmt.Errorf("anomaly %d is already %s: %w", id, row.State, ErrConflict)
+	}
+	slog.InfoContext(ctx, "anomaly resolved", "id", id, "kind", row.Kind, "ref", row.Ref, "by", by)
+	return row.listItem(), nil
+}
+
+// EachAnomaly streams the anomalies matching q (kind, state, out_trade_no,
 // from/to on last_seen), oldest first: the list finance reads to find
 // what needs a person (a second payment, an unknown refund, …) without
 // knowing the order first.

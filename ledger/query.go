@@ -47,7 +47,7 @@ var (
 		outRefundNo: "out_refund_no", kind: "kind"}
 	auditSpec = listSpec{name: "audit_log", timeCol: "created_at", timeIndexed: true, principal: "principal"}
 	// Anomalies are few (a person deals with each): a scan is fine.
-	anomaliesSpec = listSpec{name: "anomalies", timeCol: "last_seen", kind: "kind"}
+	anomaliesSpec = listSpec{name: "anomalies", timeCol: "last_seen", state: "state", kind: "kind"}
 )
 
 // scope applies q to tx; every value is a bound parameter.
