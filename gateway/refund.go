@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"paygateway/ledger"
@@ -289,6 +290,11 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 		// sends it again, with the same out_refund_no.
 		err = fmt.Errorf("%w: WeChat Pay does not know the order yet (refund made %v ago): %w",
 			ErrOutcomeUnknown, s.store.Now().Sub(r.CreatedAt).Round(time.Second), err)
+	case errors.As(err, &refused) && !refused.Verified:
+		// Not WeChat Pay's verdict: as unknown as a timeout. The janitor
+		// asks after safety_buffer; "not found" then is conclusive, and
+		// the refund fails instead of being sent again (see resolve).
+		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case errors.Is(err, ErrRemoteNotFound), errors.As(err, &refused):
 		return s.refused(ctx, r, err)
 	}
@@ -312,14 +318,12 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 // buffer (2 min by default) meanwhile.
 const orderUnknownFor = 10 * time.Minute
 
-// refused settles a refund whose sending WeChat Pay refused: it fails,
-// and gives its amount back, only if a query then finds no refund. After
-// a re-send an earlier attempt may have landed (and the refusal be about
-// the duplicate). Even on a first attempt the refusal alone is not proof:
-// wechatpay-go does not verify the signature of error answers, so a 4xx
-// from a proxy or a WAF after WeChat Pay accepted the refund would
-// otherwise mark a paid refund FAILED and free its amount for another.
-// An inconclusive query leaves it UNKNOWN for the janitor.
+// refused settles a refund whose sending WeChat Pay refused (a signed
+// refusal, or "order not found"): it fails, and gives its amount back,
+// only if a query then finds no refund. After a re-send an earlier attempt
+// may have landed (and the refusal be about the duplicate). An
+// inconclusive query leaves it UNKNOWN for the janitor. (An unsigned
+// refusal does not come here: send treats it as an unknown outcome.)
 func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal error) *ledger.Refund {
 	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
 	switch {
@@ -354,6 +358,12 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	switch {
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
+	case errors.Is(err, ErrRemoteNotFound) && r.State == ledger.RefundUnknown && resend && strings.Contains(r.LastError, unverifiedRefusal):
+		// The last attempt met an unsigned refusal, and a safety buffer
+		// later WeChat Pay does not know the refund: it was refused
+		// indeed. Sending again would meet the same refusal.
+		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
+			Source: ledger.SourceQuery, LastError: r.LastError})
 	case errors.Is(err, ErrRemoteNotFound) && (r.State == ledger.RefundCreated || r.State == ledger.RefundUnknown):
 		if !resend {
 			slog.InfoContext(ctx, "refund unknown to WeChat Pay, left to the janitor", "out_trade_no", r.OutTradeNo,

@@ -62,7 +62,57 @@ func timedOut(gateway.WxRefundRequest) (*gateway.WxRefund, error) {
 }
 
 func refusedCreate(gateway.WxRefundRequest) (*gateway.WxRefund, error) {
-	return nil, &gateway.RefusedError{Status: 400, Code: "INVALID_REQUEST", Message: "duplicate"}
+	return nil, &gateway.RefusedError{Status: 400, Code: "INVALID_REQUEST", Message: "duplicate", Verified: true}
+}
+
+// proxyRefusal is a 403 that WeChat Pay did not sign: a proxy's or a
+// WAF's, maybe after WeChat Pay took the refund.
+func proxyRefusal(gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+	return nil, &gateway.RefusedError{Status: 403, Code: "", Message: "blocked"}
+}
+
+// TestUnsignedRefusalIsNoVerdict: a refusal WeChat Pay did not sign is as
+// unknown as a timeout: the request answers 202 and keeps the amount
+// reserved (a query right after the call proves nothing, WeChat's queries
+// lag). A safety buffer later the janitor asks: a refund WeChat Pay shows
+// is recorded; one it still does not know was refused indeed and fails,
+// without being sent again into the same refusal.
+func TestUnsignedRefusalIsNoVerdict(t *testing.T) {
+	cases := []struct {
+		name     string
+		after    func(string) (*gateway.WxRefund, error)
+		want     ledger.RefundState
+		refunded int64
+	}{
+		{"the proxy hid WeChat's acceptance", processing, ledger.RefundProcessing, 30},
+		{"nothing at WeChat Pay", notFound, ledger.RefundFailed, 0},
+	}
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		for i, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				no := fmt.Sprintf("unsigned-%d-%d", i, time.Now().UnixNano())
+				payForResend(t, s, no)
+				api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){proxyRefusal},
+					queries: []func(string) (*gateway.WxRefund, error){notFound, tc.after}}
+				svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
+				ctx := context.Background()
+				if a, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil || a.Status != 202 {
+					t.Fatalf("request: %+v %v, want 202", a, err)
+				}
+				checkRefund(t, s, no, ledger.RefundUnknown, 1, 30)
+				if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+					t.Fatal(err)
+				}
+				if n := svc.Sweep(ctx, 10); n != 1 {
+					t.Fatalf("janitor checked %d refunds, want 1", n)
+				}
+				checkRefund(t, s, no, tc.want, 1, tc.refunded)
+				if len(api.creates)+len(api.queries) != 0 {
+					t.Fatalf("calls left unmade: %d creates, %d queries", len(api.creates), len(api.queries))
+				}
+			})
+		}
+	})
 }
 
 func notFound(string) (*gateway.WxRefund, error) { return nil, gateway.ErrRemoteNotFound }
@@ -126,11 +176,10 @@ func TestRefusedResendIsCheckedBeforeFailing(t *testing.T) {
 	})
 }
 
-// TestRefusedFirstAttemptIsCheckedBeforeFailing: wechatpay-go does not
-// verify error answers, so a refusal of the first attempt (say a proxy's
-// 403 after WeChat Pay accepted the refund) frees the amount only if a
-// query finds no refund; a refund the query finds is recorded as it is,
-// and an answer about another refund changes nothing.
+// TestRefusedFirstAttemptIsCheckedBeforeFailing: even a refusal signed by
+// WeChat Pay frees the amount only if a query finds no refund; a refund
+// the query finds is recorded as it is, and an answer about another
+// refund changes nothing.
 func TestRefusedFirstAttemptIsCheckedBeforeFailing(t *testing.T) {
 	other := func(string) (*gateway.WxRefund, error) { return processing("RF-someone-else") }
 	cases := []struct {

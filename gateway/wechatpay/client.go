@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/auth/validators"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/auth/verifiers"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/consts"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 	"github.com/wechatpay-apiv3/wechatpay-go/services/payments"
@@ -43,8 +45,9 @@ var maxBillSize int64 = 256 << 20
 //     response signature); WeChat may or may not have applied the call, so
 //     query before retrying, and retry a refund only with the same out_refund_no.
 //   - *BusinessError: any other 4xx, a refusal. wechatpay-go does not verify
-//     the signature of error answers, so callers that would give money
-//     back on a refusal query first (see gateway.RefundService).
+//     the signature of error answers; the client does, and sets Verified
+//     only when it holds. An unsigned refusal may be a proxy's or a WAF's,
+//     sent after WeChat Pay took the call (see gateway.RefundService).
 var (
 	ErrNotFound         = errors.New("wechatpay: not found")
 	ErrUnknownOutcome   = errors.New("wechatpay: outcome unknown")
@@ -58,11 +61,18 @@ type BusinessError struct {
 	Code      string
 	Message   string
 	RequestID string
+	// Verified: the answer carries a valid WeChat Pay signature, so it is
+	// WeChat Pay's own verdict.
+	Verified bool
 }
 
 // Error implements error.
 func (e *BusinessError) Error() string {
-	return fmt.Sprintf("wechatpay: %d %s: %s (request-id %s)", e.Status, e.Code, e.Message, e.RequestID)
+	unsigned := ""
+	if !e.Verified {
+		unsigned = " (unsigned)"
+	}
+	return fmt.Sprintf("wechatpay: %d %s: %s (request-id %s)%s", e.Status, e.Code, e.Message, e.RequestID, unsigned)
 }
 
 // IsUnknownOutcome reports whether err leaves open whether WeChat Pay applied
@@ -104,12 +114,13 @@ func (cfg ClientConfig) validate() error {
 // Client calls the WeChat Pay v3 API: order query, refunds and trade bills.
 // It is safe for concurrent use.
 type Client struct {
-	cfg     ClientConfig
-	log     *slog.Logger
-	api     *core.Client // signs requests, verifies responses
-	raw     *core.Client // signs requests, no response verification (bill download)
-	jsapi   jsapi.JsapiApiService
-	refunds refunddomestic.RefundsApiService
+	cfg      ClientConfig
+	log      *slog.Logger
+	api      *core.Client                           // signs requests, verifies responses
+	raw      *core.Client                           // signs requests, no response verification (bill download)
+	refusals *validators.WechatPayResponseValidator // verifies error answers (wechatpay-go does not)
+	jsapi    jsapi.JsapiApiService
+	refunds  refunddomestic.RefundsApiService
 }
 
 // NewClient builds a client in public-key mode. It does not touch the network.
@@ -146,8 +157,9 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	return &Client{
 		cfg: cfg, log: log, api: api, raw: raw,
-		jsapi:   jsapi.JsapiApiService{Client: api},
-		refunds: refunddomestic.RefundsApiService{Client: api},
+		refusals: validators.NewWechatPayResponseValidator(verifiers.NewSHA256WithRSAPubkeyVerifier(cfg.PublicKeyID, *cfg.PublicKey)),
+		jsapi:    jsapi.JsapiApiService{Client: api},
+		refunds:  refunddomestic.RefundsApiService{Client: api},
 	}, nil
 }
 
@@ -408,11 +420,24 @@ func (c *Client) download(ctx context.Context, link billLink) ([]byte, error) {
 
 // fail classifies a failed call and wraps it with the operation and key.
 func (c *Client) fail(ctx context.Context, op, key string, result *core.APIResult, err error) error {
-	err = fmt.Errorf("%s %s: %w", op, key, classify(result, err))
+	classified := classify(result, err)
+	var be *BusinessError
+	var apiErr *core.APIError
+	if errors.As(classified, &be) && errors.As(err, &apiErr) {
+		be.Verified = c.signedByWechat(ctx, apiErr)
+	}
+	err = fmt.Errorf("%s %s: %w", op, key, classified)
 	if IsUnknownOutcome(err) {
 		c.log.WarnContext(ctx, "wechatpay: outcome unknown", "op", op, "key", key, "err", err)
 	}
 	return err
+}
+
+// signedByWechat reports whether an error answer carries a valid WeChat
+// Pay signature over its body (timestamp, nonce and serial included).
+func (c *Client) signedByWechat(ctx context.Context, e *core.APIError) bool {
+	resp := &http.Response{StatusCode: e.StatusCode, Header: e.Header, Body: io.NopCloser(strings.NewReader(e.Body))}
+	return c.refusals.Validate(ctx, resp) == nil
 }
 
 // classify maps a wechatpay-go error to ErrNotFound, ErrUnknownOutcome or

@@ -3,12 +3,16 @@ package wechatpay_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -220,8 +224,8 @@ func TestClientRefundBusinessErrors(t *testing.T) {
 				return
 			}
 			var be *wechatpay.BusinessError
-			if !errors.As(err, &be) || be.Status != tc.wantStatus || be.Code != tc.wantCode {
-				t.Fatalf("err=%v, want %d %s", err, tc.wantStatus, tc.wantCode)
+			if !errors.As(err, &be) || be.Status != tc.wantStatus || be.Code != tc.wantCode || !be.Verified {
+				t.Fatalf("err=%v, want %d %s signed by WeChat Pay", err, tc.wantStatus, tc.wantCode)
 			}
 			if !strings.Contains(err.Error(), "create refund "+tc.req.OutRefundNo) {
 				t.Fatalf("err=%q lacks context", err)
@@ -473,4 +477,59 @@ func TestUnknownOutcomeIsLoggedWithTheRequestID(t *testing.T) {
 	if !strings.Contains(buf.String(), `"msg":"wechatpay: outcome unknown"`) || !strings.Contains(buf.String(), `"request_id":"req-unknown-1"`) {
 		t.Fatalf("log = %s, want the warning with the request id", buf.String())
 	}
+}
+
+// TestClientUnsignedRefusal: a 4xx that WeChat Pay did not sign (a proxy
+// that passed the call on, then answered 403 itself; or one signed with
+// another key) is a BusinessError that is not Verified, though the
+// refund was made.
+func TestClientUnsignedRefusal(t *testing.T) {
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, forge := range []bool{false, true} {
+		e := newClientEnv(t, nil)
+		e.pay(t, "T1", 100)
+		proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rec := httptest.NewRecorder()
+			r.URL.Scheme, r.URL.Host, r.RequestURI = "", "", ""
+			e.sim.Handler().ServeHTTP(rec, r) // WeChat Pay takes the call
+			body := []byte(`{"code":"NO_AUTH","message":"blocked"}`)
+			if forge {
+				for k, v := range signedWith(t, other, e.keys.PublicKeyID, body) {
+					w.Header()[k] = v
+				}
+			}
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write(body)
+		}))
+		t.Cleanup(proxy.Close)
+		cfg := clientConfig(e.keys, proxy.URL)
+		c, err := wechatpay.NewClient(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.CreateRefund(context.Background(), refundReq("T1", "R1", 10, 100))
+		var be *wechatpay.BusinessError
+		if !errors.As(err, &be) || be.Status != 403 || be.Verified || !strings.Contains(err.Error(), "(unsigned)") {
+			t.Fatalf("forged signature %t: err=%v, want an unverified 403", forge, err)
+		}
+		if n := e.sim.RefundCount("R1"); n != 1 {
+			t.Fatalf("RefundCount=%d, want 1 (the proxy passed the call on)", n)
+		}
+	}
+}
+
+// signedWith returns WeChat Pay response headers for body signed by key.
+func signedWith(t *testing.T, key *rsa.PrivateKey, serial string, body []byte) http.Header {
+	t.Helper()
+	ts, nonce := strconv.FormatInt(time.Now().Unix(), 10), "forged-nonce"
+	sum := sha256.Sum256([]byte(ts + "\n" + nonce + "\n" + string(body) + "\n"))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return http.Header{"Wechatpay-Timestamp": {ts}, "Wechatpay-Nonce": {nonce}, "Wechatpay-Serial": {serial},
+		"Wechatpay-Signature": {base64.StdEncoding.EncodeToString(sig)}}
 }

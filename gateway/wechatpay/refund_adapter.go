@@ -47,7 +47,7 @@ func translate(err error) error {
 	case errors.Is(err, ErrNotFound):
 		return fmt.Errorf("%w: %w", gateway.ErrRemoteNotFound, err)
 	case errors.As(err, &be):
-		return &gateway.RefusedError{Status: be.Status, Code: be.Code, Message: be.Message}
+		return &gateway.RefusedError{Status: be.Status, Code: be.Code, Message: be.Message, Verified: be.Verified}
 	}
 	return fmt.Errorf("%w: %w", gateway.ErrOutcomeUnknown, err)
 }
