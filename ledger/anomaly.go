@@ -16,6 +16,9 @@ const (
 	AnomalyAmountMismatch   = "AMOUNT_MISMATCH"
 	AnomalyDuplicatePayment = "DUPLICATE_PAYMENT"
 	AnomalyPayerMismatch    = "PAYER_MISMATCH"
+	// AnomalyRefundedOutside: a payment first learnt as already refunded
+	// (trade_state REFUND), by no refund the gateway made.
+	AnomalyRefundedOutside = "REFUNDED_OUTSIDE"
 )
 
 // Anomaly states: a person resolves an OPEN anomaly once they have dealt

@@ -302,3 +302,34 @@ func TestUnflaggedAnomalyIsNotAnsweredAsDone(t *testing.T) {
 		}
 	})
 }
+
+// TestPaymentFirstSeenRefundedIsFlagged: the lost-callback check finds an
+// order paid and already refunded at WeChat Pay (trade_state REFUND), by
+// no refund of the gateway. The payment is recorded and its stock
+// confirmed like any other, and flagged once for a person, who decides
+// whether the stock goes back. A plain SUCCESS raises no such flag.
+func TestPaymentFirstSeenRefundedIsFlagged(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		u := paid("query:tx-ro", "o-ro", "tx-ro", 100)
+		u.TradeState, u.Notice.Source = "REFUND", ledger.SourceQuery
+		p, err := s.ApplyTransaction(ctx, u)
+		if err != nil || p.State != ledger.PaymentSuccess {
+			t.Fatalf("apply REFUND: %+v, %v; want SUCCESS", p, err)
+		}
+		jobs, err := s.Outbox().JobsOf(ctx, "o-ro")
+		if err != nil || len(jobs) != 1 || jobs[0].Kind != ledger.JobConfirmInventory {
+			t.Fatalf("jobs %+v (%v), want the confirmation", jobs, err)
+		}
+		a, err := s.Anomalies(ctx, "o-ro")
+		if err != nil || len(a) != 1 || a[0].Kind != ledger.AnomalyRefundedOutside || a[0].Ref != "refunded:tx-ro" {
+			t.Fatalf("anomalies %+v (%v), want one REFUNDED_OUTSIDE", a, err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("n-plain", "o-plain", "tx-plain", 100)); err != nil {
+			t.Fatal(err)
+		}
+		if a, _ := s.Anomalies(ctx, "o-plain"); len(a) != 0 {
+			t.Fatalf("a plain payment flagged %+v", a)
+		}
+	})
+}

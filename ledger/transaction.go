@@ -229,7 +229,24 @@ func (s *Store) afterMove(tx *gorm.DB, row *paymentRow, from string, u Transacti
 			return nil, nil, err
 		}
 	}
+	if u.TradeState == "REFUND" {
+		if err := s.recordAnomaly(tx, refundedOutsideFlag(p)); err != nil {
+			return nil, nil, err
+		}
+	}
 	return p, nil, nil
+}
+
+// refundedOutsideFlag: an order query (the lost-callback check) found the
+// payment already refunded (trade_state REFUND) by no refund of the
+// gateway, e.g. by hand in the merchant platform. The money came in, so
+// the payment is recorded and its stock confirmed like any other; a
+// person decides whether that stock goes back.
+func refundedOutsideFlag(p *Payment) Anomaly {
+	return Anomaly{Kind: AnomalyRefundedOutside, Ref: "refunded:" + p.TransactionID, OutTradeNo: p.OutTradeNo,
+		Detail: fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; "+
+			"its stock was confirmed with the payment: release it by hand if the order will not ship",
+			p.OutTradeNo, p.TransactionID, p.AmountTotal)}
 }
 
 func fillPaid(row *paymentRow, u TransactionUpdate) {
