@@ -11,6 +11,7 @@ import (
 
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
+	"paygateway/migrations"
 	"paygateway/retry"
 )
 
@@ -351,6 +352,34 @@ func TestDeadJobsListTheirLatestAttempts(t *testing.T) {
 		all, err := q.JobsOf(ctx, "ob-o30")
 		if err != nil || len(all) != 1 || len(all[0].History) != tries {
 			t.Fatalf("jobs of the order: %+v, %v; want all %d attempts", all, err, tries)
+		}
+	})
+}
+
+// TestReleaseWaitsForALockedConfirm (MySQL): while another claim holds
+// the order's confirmation row locked, a claim skips that row (SKIP
+// LOCKED) but must still hold the release back: the subquery that looks
+// for an unfinished confirmation must not skip the locked row too.
+func TestReleaseWaitsForALockedConfirm(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		if s.Dialect() != migrations.MySQL {
+			t.Skip("SQLite has no row locks: one writer at a time")
+		}
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("lk-n1", "lk-o1", "lk-tx1", 100)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RefundSucceeded(ctx, "lk-r1", "lk-o1", 100); err != nil {
+			t.Fatal(err)
+		}
+		tx := s.DB().Begin()
+		defer tx.Rollback()
+		var id uint64
+		if err := tx.Raw("SELECT id FROM outbox_jobs WHERE job_key = ? FOR UPDATE", "confirm:lk-o1").Scan(&id).Error; err != nil || id == 0 {
+			t.Fatalf("lock the confirmation: id %d, %v", id, err)
+		}
+		if got := claimKinds(t, s.Outbox(), "w-b"); len(got) != 0 {
+			t.Fatalf("claimed %v while the confirmation is locked by another claim, want nothing", got)
 		}
 	})
 }
