@@ -1,9 +1,10 @@
 package gateway
 
 import (
-	"encoding/csv"
+	"bufio"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -13,7 +14,7 @@ import (
 // memory, and the buffer is flushed every flushEvery rows.
 type csvStream struct {
 	c    *gin.Context
-	w    *csv.Writer
+	w    *bufio.Writer
 	rows int
 }
 
@@ -23,19 +24,16 @@ func startCSV(c *gin.Context, filename string, header []string) *csvStream {
 	c.Header("Content-Type", "text/csv; charset=utf-8")
 	c.Header("Content-Disposition", `attachment; filename="`+filename+`"`)
 	c.Status(http.StatusOK)
-	s := &csvStream{c: c, w: csv.NewWriter(c.Writer)}
-	_ = s.w.Write(header)
+	s := &csvStream{c: c, w: bufio.NewWriter(c.Writer)}
+	writeRecord(s.w, header)
 	return s
 }
 
 func (s *csvStream) write(row []string) error {
-	if err := s.w.Write(row); err != nil {
-		return err
-	}
+	writeRecord(s.w, row)
 	s.rows++
 	if s.rows%flushEvery == 0 {
-		s.w.Flush()
-		if err := s.w.Error(); err != nil {
+		if err := s.w.Flush(); err != nil {
 			return err
 		}
 		s.c.Writer.Flush()
@@ -44,9 +42,30 @@ func (s *csvStream) write(row []string) error {
 }
 
 func (s *csvStream) finish() error {
-	s.w.Flush()
+	err := s.w.Flush()
 	s.c.Writer.Flush()
-	return s.w.Error()
+	return err
+}
+
+// writeRecord writes one RFC 4180 record. Unlike encoding/csv it also
+// quotes a field holding ';' or a tab: a spreadsheet whose list separator
+// is ';' (German, French, Russian locales) would otherwise split the field
+// there, and a formula could start in the cell after it. Errors stay in
+// w (bufio keeps the first) and come out of its Flush.
+func writeRecord(w *bufio.Writer, fields []string) {
+	for i, f := range fields {
+		if i > 0 {
+			_ = w.WriteByte(',')
+		}
+		if f == "" || !strings.ContainsAny(f, ",;\"\t\r\n") && f[0] != ' ' && f[len(f)-1] != ' ' {
+			_, _ = w.WriteString(f)
+			continue
+		}
+		_ = w.WriteByte('"')
+		_, _ = w.WriteString(strings.ReplaceAll(f, `"`, `""`))
+		_ = w.WriteByte('"')
+	}
+	_, _ = w.WriteString("\n")
 }
 
 // cell makes a text value safe for spreadsheets: a leading = + - @ or

@@ -234,3 +234,22 @@ func TestLoggedErrorsAreCapped(t *testing.T) {
 		t.Fatalf("logged error of %d bytes (valid UTF-8 %v), want at most ~%d", len(msg), utf8.ValidString(msg), maxLoggedError)
 	}
 }
+
+// TestTrailingSlashIsNotRedirected: a path with a stray trailing slash is
+// an unknown route answered like any other (404 JSON with a code and a
+// request id), not a redirect gin would send before any middleware.
+func TestTrailingSlashIsNotRedirected(t *testing.T) {
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.POST("/v1/things", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+		r.GET("/v1/list", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+	})
+	for _, tc := range []struct{ method, path string }{{"POST", "/v1/things/"}, {"GET", "/v1/list/"}} {
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
+		var body map[string]string
+		_ = json.Unmarshal(w.Body.Bytes(), &body)
+		if w.Code != http.StatusNotFound || body["code"] != CodeNotFound || w.Header().Get("X-Request-Id") == "" {
+			t.Errorf("%s %s: status=%d body=%s location=%q, want 404 JSON", tc.method, tc.path, w.Code, w.Body, w.Header().Get("Location"))
+		}
+	}
+}

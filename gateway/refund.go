@@ -481,14 +481,16 @@ func userView(r *ledger.Refund) *ledger.Refund {
 	return &v
 }
 
-// Get returns a refund to its requester; other users get EFORBIDDEN.
+// Get returns a refund to its requester. Another user's refund is
+// answered like an unknown one, word for word, so refund numbers cannot
+// be probed.
 func (s *RefundService) Get(ctx context.Context, openid, outRefundNo string) (*ledger.Refund, error) {
 	r, err := s.store.Refund(ctx, outRefundNo)
+	if err == nil && r.Requester != openid {
+		err = fmt.Errorf("refund %s belongs to another user: %w", outRefundNo, ledger.ErrNotFound)
+	}
 	if err != nil {
 		return nil, ledgerError(err)
-	}
-	if r.Requester != openid {
-		return nil, &Error{Code: CodeForbidden, Message: "not your refund"}
 	}
 	return r, nil
 }

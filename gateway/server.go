@@ -52,6 +52,9 @@ type Deps struct {
 func NewRouter(d Deps) *gin.Engine {
 	d = withDefaults(d)
 	r := gin.New()
+	// No redirects to the path with or without a trailing slash: gin sends
+	// them before any middleware (no JSON code, request id, log or metric).
+	r.RedirectTrailingSlash = false
 	if err := r.SetTrustedProxies(d.TrustedProxies); err != nil {
 		slog.Error("http.trusted_proxies refused; trusting none", "err", err)
 		_ = r.SetTrustedProxies(nil)

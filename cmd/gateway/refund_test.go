@@ -38,8 +38,9 @@ func TestRefundLifecycle(t *testing.T) {
 			if g := e.getRefund(t, tok, rno); g.status != 200 || g.json(t)["out_refund_no"] != rno {
 				t.Fatalf("get own refund: %d %s", g.status, g.body)
 			}
-			if g := e.getRefund(t, token(t, "o-bob"), rno); g.status != 403 {
-				t.Fatalf("get other's refund: %d %s", g.status, g.body)
+			unknown := e.getRefund(t, token(t, "o-bob"), "RF20260101000000ffffffffffffffff")
+			if g := e.getRefund(t, token(t, "o-bob"), rno); g.status != 404 || unknown.status != 404 || !bytes.Equal(g.body, unknown.body) {
+				t.Fatalf("get other's refund: %d %s; want 404 like an unknown one (%d %s)", g.status, g.body, unknown.status, unknown.body)
 			}
 			status, body := apiCall(t, "GET", e.m.URL()+"/v1/ledger/payments/"+no, financeKey, nil)
 			refunds, _ := body["refunds"].([]any)
