@@ -12,8 +12,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -402,11 +405,22 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 // shutdown stops them after it. The whole stop then takes up to
 // drain_delay + shutdown_timeout + cutOffGrace: the process manager's
 // kill deadline must be longer.
+// A second SIGTERM or interrupt cuts the drain short: whoever sends it
+// wants the instance gone now.
 func (m *Main) drain() {
-	if d := m.Config.HTTP.DrainDelay; d > 0 {
-		m.draining.Store(true)
-		slog.Info("draining: /readyz answers 503 before the listener closes", "drain_delay", d)
-		time.Sleep(d)
+	d := m.Config.HTTP.DrainDelay
+	if d <= 0 {
+		return
+	}
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM) // before /readyz says so
+	defer signal.Stop(again)
+	m.draining.Store(true)
+	slog.Info("draining: /readyz answers 503 before the listener closes", "drain_delay", d)
+	select {
+	case <-time.After(d):
+	case <-again:
+		slog.Warn("second stop signal: drain cut short")
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -272,5 +274,41 @@ func TestDrainDelayFailsReadinessFirst(t *testing.T) {
 	}
 	if got := status("/healthz"); got != 0 {
 		t.Fatalf("after the shutdown /healthz answered %d, want the connection refused", got)
+	}
+}
+
+// TestSecondSignalCutsTheDrainShort: a second SIGTERM while draining
+// (drain_delay 1 minute here) stops the instance at once.
+func TestSecondSignalCutsTheDrainShort(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.HTTP.DrainDelay = time.Minute
+	m, err := NewMain(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitReady(t, m.URL())
+	cancel() // the first signal
+	waitFor(t, 2*time.Second, "/readyz answering 503 while draining", func() bool {
+		resp, err := http.Get(m.URL() + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 503
+	})
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil { // caught by the drain
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still draining 10 s after a second SIGTERM")
 	}
 }
