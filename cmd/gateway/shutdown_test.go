@@ -242,37 +242,12 @@ func TestDrainDelayFailsReadinessFirst(t *testing.T) {
 		t.Fatalf("drain delay from the environment: %v, %v", cfg.HTTP.DrainDelay, err)
 	}
 	base.HTTP.DrainDelay = cfg.HTTP.DrainDelay
-	m, err := NewMain(context.Background(), base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	waitReady(t, m.URL())
-	cancel()
-	status := func(path string) int {
-		resp, err := http.Get(m.URL() + path)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	waitFor(t, 500*time.Millisecond, "/readyz answering 503 while draining", func() bool { return status("/readyz") == 503 })
-	if got := status("/healthz"); got != 200 {
+	m, done := startDraining(t, base)
+	if got := status(m, "/healthz"); got != 200 {
 		t.Fatalf("while draining, /healthz answered %d: the listener must still serve", got)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after the drain")
-	}
-	if got := status("/healthz"); got != 0 {
+	waitRun(t, done, "after the drain")
+	if got := status(m, "/healthz"); got != 0 {
 		t.Fatalf("after the shutdown /healthz answered %d, want the connection refused", got)
 	}
 }
@@ -282,33 +257,50 @@ func TestDrainDelayFailsReadinessFirst(t *testing.T) {
 func TestSecondSignalCutsTheDrainShort(t *testing.T) {
 	cfg := testConfig(t, backends[0])
 	cfg.HTTP.DrainDelay = time.Minute
+	_, done := startDraining(t, cfg)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil { // caught by the drain
+		t.Fatal(err)
+	}
+	waitRun(t, done, "10 s after a second SIGTERM")
+}
+
+// startDraining runs a gateway, stops it (the first signal) and waits
+// until it drains: /readyz answers 503. done gets Run's result.
+func startDraining(t *testing.T, cfg Config) (*Main, <-chan error) {
+	t.Helper()
 	m, err := NewMain(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
 	waitReady(t, m.URL())
-	cancel() // the first signal
-	waitFor(t, 2*time.Second, "/readyz answering 503 while draining", func() bool {
-		resp, err := http.Get(m.URL() + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 503
-	})
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil { // caught by the drain
-		t.Fatal(err)
+	cancel()
+	waitFor(t, 2*time.Second, "/readyz answering 503 while draining", func() bool { return status(m, "/readyz") == 503 })
+	return m, done
+}
+
+// status is the status of GET path, or 0 when nothing answers.
+func status(m *Main, path string) int {
+	resp, err := http.Get(m.URL() + path)
+	if err != nil {
+		return 0
 	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitRun waits up to 10 s for Run to return nil.
+func waitRun(t *testing.T, done <-chan error, what string) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Run still draining 10 s after a second SIGTERM")
+		t.Fatal("Run did not return " + what)
 	}
 }
