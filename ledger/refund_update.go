@@ -300,6 +300,9 @@ func (s *Store) touchRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) error {
 	if u.RefundID != "" && row.RefundID == nil {
 		updates["refund_id"] = u.RefundID
 	}
+	if u.LastError != "" { // the outcome of a re-send that left the state as it was
+		updates["last_error"] = truncate(u.LastError, 512)
+	}
 	if !u.NextCheckAt.IsZero() {
 		updates["next_check_at"] = u.NextCheckAt.UTC()
 	}

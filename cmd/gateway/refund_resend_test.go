@@ -78,35 +78,41 @@ func proxyRefusal(gateway.WxRefundRequest) (*gateway.WxRefund, error) {
 // is recorded; one it still does not know was refused indeed and fails,
 // without being sent again into the same refusal.
 func TestUnsignedRefusalIsNoVerdict(t *testing.T) {
+	type call = func(gateway.WxRefundRequest) (*gateway.WxRefund, error)
+	type query = func(string) (*gateway.WxRefund, error)
 	cases := []struct {
 		name     string
-		after    func(string) (*gateway.WxRefund, error)
+		creates  []call
+		queries  []query // the request's, then one per sweep
 		want     ledger.RefundState
 		refunded int64
 	}{
-		{"the proxy hid WeChat's acceptance", processing, ledger.RefundProcessing, 30},
-		{"nothing at WeChat Pay", notFound, ledger.RefundFailed, 0},
+		{"the proxy hid WeChat's acceptance", []call{proxyRefusal}, []query{notFound, processing}, ledger.RefundProcessing, 30},
+		{"nothing at WeChat Pay", []call{proxyRefusal}, []query{notFound, notFound}, ledger.RefundFailed, 0},
+		// A timeout first; the janitor's re-send meets the refusal.
+		{"refused re-send", []call{timedOut, proxyRefusal}, []query{notFound, notFound, notFound}, ledger.RefundFailed, 0},
 	}
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		for i, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				no := fmt.Sprintf("unsigned-%d-%d", i, time.Now().UnixNano())
 				payForResend(t, s, no)
-				api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){proxyRefusal},
-					queries: []func(string) (*gateway.WxRefund, error){notFound, tc.after}}
+				api := &scriptedRefunds{t: t, creates: tc.creates, queries: tc.queries}
 				svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
 				ctx := context.Background()
 				if a, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil || a.Status != 202 {
 					t.Fatalf("request: %+v %v, want 202", a, err)
 				}
 				checkRefund(t, s, no, ledger.RefundUnknown, 1, 30)
-				if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
-					t.Fatal(err)
+				for sweeps := len(tc.queries) - 1; sweeps > 0; sweeps-- {
+					if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+						t.Fatal(err)
+					}
+					if n := svc.Sweep(ctx, 10); n != 1 {
+						t.Fatalf("janitor checked %d refunds, want 1", n)
+					}
 				}
-				if n := svc.Sweep(ctx, 10); n != 1 {
-					t.Fatalf("janitor checked %d refunds, want 1", n)
-				}
-				checkRefund(t, s, no, tc.want, 1, tc.refunded)
+				checkRefund(t, s, no, tc.want, len(tc.creates), tc.refunded)
 				if len(api.creates)+len(api.queries) != 0 {
 					t.Fatalf("calls left unmade: %d creates, %d queries", len(api.creates), len(api.queries))
 				}
