@@ -340,7 +340,8 @@ func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 			l.outboxJobs, prometheus.GaugeValue},
 		// Few rows (each needs a person), on the (kind, ref) key.
 		{"SELECT kind, COUNT(*) FROM anomalies GROUP BY kind", l.anomalies, prometheus.GaugeValue},
-		{"SELECT kind, COUNT(*) FROM anomalies WHERE state = 'OPEN' GROUP BY kind", l.openAnomalies, prometheus.GaugeValue},
+		// 0, not absent, for a kind whose anomalies are all resolved.
+		{"SELECT kind, SUM(CASE WHEN state = 'OPEN' THEN 1 ELSE 0 END) FROM anomalies GROUP BY kind", l.openAnomalies, prometheus.GaugeValue},
 	}
 	for _, q := range queries {
 		if err := l.collectCounts(ctx, ch, q.sql, q.desc, q.typ); err != nil {

@@ -63,12 +63,15 @@ func TestOpenAnomaliesGauge(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		var first uint64
-		_ = s.EachAnomaly(ctx, ledger.ListQuery{OutTradeNo: "gauge", Limit: 1}, func(a ledger.AnomalyListItem) error {
-			first = a.ID
+		var ids []uint64
+		_ = s.EachAnomaly(ctx, ledger.ListQuery{OutTradeNo: "gauge"}, func(a ledger.AnomalyListItem) error {
+			ids = append(ids, a.ID)
 			return nil
 		})
-		if _, err := s.ResolveAnomaly(ctx, first, "ops:test", "dealt with"); err != nil {
+		if len(ids) != 2 {
+			t.Fatalf("anomalies %v, want 2", ids)
+		}
+		if _, err := s.ResolveAnomaly(ctx, ids[0], "ops:test", "dealt with"); err != nil {
 			t.Fatal(err)
 		}
 		sqlDB, _ := s.DB().DB()
@@ -79,13 +82,32 @@ func TestOpenAnomaliesGauge(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := map[string]float64{}
+		series := 0
 		for _, f := range families {
 			for _, m := range f.GetMetric() {
 				got[f.GetName()] += m.GetGauge().GetValue()
+				if f.GetName() == "gateway_anomalies_open" {
+					series++
+				}
 			}
 		}
-		if got["gateway_anomalies"] != 2 || got["gateway_anomalies_open"] != 1 {
-			t.Fatalf("gauges %v, want 2 anomalies, 1 open", got)
+		if got["gateway_anomalies"] != 2 || got["gateway_anomalies_open"] != 1 || series != 1 {
+			t.Fatalf("gauges %v (%d open series), want 2 anomalies, 1 open", got, series)
+		}
+		if _, err := s.ResolveAnomaly(ctx, ids[1], "ops:test", "dealt with too"); err != nil {
+			t.Fatal(err)
+		}
+		again := prometheus.NewRegistry()
+		again.MustRegister(newLedgerCollector(sqlDB, s.Now))
+		families, _ = again.Gather()
+		zero := false
+		for _, f := range families {
+			if f.GetName() == "gateway_anomalies_open" && len(f.GetMetric()) == 1 && f.GetMetric()[0].GetGauge().GetValue() == 0 {
+				zero = true
+			}
+		}
+		if !zero {
+			t.Fatalf("all resolved: gateway_anomalies_open is not 0 (%v)", families)
 		}
 	})
 }

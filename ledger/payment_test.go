@@ -322,7 +322,7 @@ func TestPaymentFirstSeenRefundedIsFlagged(t *testing.T) {
 			t.Fatalf("jobs %+v (%v), want the confirmation", jobs, err)
 		}
 		a, err := s.Anomalies(ctx, "o-ro")
-		if err != nil || len(a) != 1 || a[0].Kind != ledger.AnomalyRefundedOutside || a[0].Ref != "refunded:tx-ro" {
+		if err != nil || len(a) != 1 || a[0].Kind != ledger.AnomalyRefundedOutside || a[0].Ref != "refunded:o-ro" {
 			t.Fatalf("anomalies %+v (%v), want one REFUNDED_OUTSIDE", a, err)
 		}
 		if _, err := s.ApplyTransaction(ctx, paid("n-plain", "o-plain", "tx-plain", 100)); err != nil {

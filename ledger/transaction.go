@@ -243,7 +243,7 @@ func (s *Store) afterMove(tx *gorm.DB, row *paymentRow, from string, u Transacti
 // the payment is recorded and its stock confirmed like any other; a
 // person decides whether that stock goes back.
 func refundedOutsideFlag(p *Payment) Anomaly {
-	return Anomaly{Kind: AnomalyRefundedOutside, Ref: "refunded:" + p.TransactionID, OutTradeNo: p.OutTradeNo,
+	return Anomaly{Kind: AnomalyRefundedOutside, Ref: "refunded:" + p.OutTradeNo, OutTradeNo: p.OutTradeNo,
 		Detail: fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; "+
 			"its stock was confirmed with the payment: release it by hand if the order will not ship",
 			p.OutTradeNo, p.TransactionID, p.AmountTotal)}

@@ -240,13 +240,14 @@ func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Paym
 }
 
 // foreign reports (and logs) an answer about another merchant's or
-// another app's order: callbacks refuse those, so the query does too.
+// another app's order: callbacks refuse those, so the query does too. A
+// paid answer without an appid is refused as a callback without one is.
 func (j *Job) foreign(log *slog.Logger, tx *wechatpay.Transaction) bool {
 	switch {
 	case tx.MchID != "" && j.cfg.MchID != "" && tx.MchID != j.cfg.MchID:
 		log.Error("compensate: query answered for another merchant", "mchid", tx.MchID)
 		return true
-	case tx.AppID != "" && j.cfg.AppID != "" && tx.AppID != j.cfg.AppID:
+	case j.cfg.AppID != "" && tx.AppID != j.cfg.AppID && (tx.AppID != "" || paid(tx)):
 		log.Error("compensate: query answered for another app", "appid", tx.AppID)
 		return true
 	}
@@ -279,6 +280,12 @@ func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transac
 		log.Warn("compensate: apply queried state", "err", err)
 		return Failed
 	}
+}
+
+// paid reports whether an answer says WeChat Pay took the money (and may
+// have refunded it since).
+func paid(tx *wechatpay.Transaction) bool {
+	return tx.TradeState == "SUCCESS" || tx.TradeState == "REFUND"
 }
 
 // expired reports whether the order's expire_at has passed.
@@ -315,7 +322,7 @@ func update(tx *wechatpay.Transaction, now time.Time) (ledger.TransactionUpdate,
 	if tx.TransactionID == "" {
 		id = "query:" + tx.OutTradeNo + ":" + tx.TradeState
 	}
-	if tx.TradeState == "SUCCESS" && (tx.TransactionID == "" || tx.AmountTotal <= 0) {
+	if paid(tx) && (tx.TransactionID == "" || tx.AmountTotal <= 0) {
 		return ledger.TransactionUpdate{}, fmt.Errorf("paid order %s without transaction id or amount", tx.OutTradeNo)
 	}
 	return ledger.TransactionUpdate{

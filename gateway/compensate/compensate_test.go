@@ -222,6 +222,7 @@ func TestForeignAnswersAreRefused(t *testing.T) {
 		}{
 			{"frn-mch", "1900000999", "wxapp", ledger.PaymentExpected},
 			{"frn-app", "1900000001", "wxother", ledger.PaymentExpected},
+			{"frn-none", "1900000001", "", ledger.PaymentExpected},
 			{"frn-own", "1900000001", "wxapp", ledger.PaymentSuccess},
 		}
 		for _, c := range cases {
