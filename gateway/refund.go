@@ -166,7 +166,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 			}
 		}
 		if err != nil {
-			if rerr := s.store.ReleaseIdempotent(wctx, openid, idemKey); rerr != nil {
+			if rerr := s.store.ReleaseIdempotent(wctx, openid, idemKey, p.hash()); rerr != nil {
 				slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", rerr)
 			}
 			return nil, err
@@ -179,7 +179,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	a := answerFor(r)
 	fctx, fcancel := recordContext(ctx)
 	defer fcancel()
-	if err := s.store.FinishIdempotent(fctx, openid, idemKey, a.Status, a.Body); err != nil {
+	if err := s.store.FinishIdempotent(fctx, openid, idemKey, p.hash(), a.Status, a.Body); err != nil {
 		slog.ErrorContext(ctx, "store idempotent answer", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	}
 	return a, nil
@@ -238,7 +238,7 @@ func (s *RefundService) record(ctx context.Context, openid, idemKey string, p Re
 	defer unlock()
 	r, err := s.store.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: p.OutTradeNo, OutRefundNo: NewOutRefundNo(),
 		Amount: p.Amount, Reason: p.Reason, Requester: openid, CheckAt: s.store.Now().Add(s.cfg.SafetyBuffer),
-		IdemScope: openid, IdemKey: idemKey})
+		IdemScope: openid, IdemKey: idemKey, IdemHash: p.hash()})
 	if err != nil {
 		return nil, refundError(err)
 	}

@@ -169,13 +169,14 @@ func (s *Store) decideIdempotent(db *gorm.DB, have *idemRow, hash string, now, l
 }
 
 // linkIdempotency names the refund a key created, inside the refund's
-// transaction. A key that already names a resource gives ErrConflict.
-func (s *Store) linkIdempotency(tx *gorm.DB, scope, key, resource string) error {
+// transaction. A key that already names a resource, or that a request with
+// other parameters took over (hash is the holder's), gives ErrConflict.
+func (s *Store) linkIdempotency(tx *gorm.DB, scope, key, hash, resource string) error {
 	if scope == "" && key == "" {
 		return nil
 	}
-	res := tx.Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND state = ? AND resource_key IS NULL", scope, key, IdemInFlight).
-		Update("resource_key", resource)
+	res := tx.Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND state = ? AND resource_key IS NULL AND request_hash = ?",
+		scope, key, IdemInFlight, hash).Update("resource_key", resource)
 	if res.Error != nil {
 		return fmt.Errorf("link idempotency key: %w", res.Error)
 	}
@@ -185,10 +186,13 @@ func (s *Store) linkIdempotency(tx *gorm.DB, scope, key, resource string) error 
 	return nil
 }
 
-// FinishIdempotent stores the final answer of the request holding the key.
-func (s *Store) FinishIdempotent(ctx context.Context, scope, key string, status int, body []byte) error {
+// FinishIdempotent stores the final answer of the request holding the key
+// with parameters hashing to hash; a key another request took over with
+// other parameters meanwhile is left to that one.
+func (s *Store) FinishIdempotent(ctx context.Context, scope, key, hash string, status int, body []byte) error {
 	b := string(body)
-	res := s.db.WithContext(ctx).Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND state = ?", scope, key, IdemInFlight).
+	res := s.db.WithContext(ctx).Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND state = ? AND request_hash = ?",
+		scope, key, IdemInFlight, hash).
 		Updates(map[string]any{"state": IdemDone, "status_code": status, "response_body": &b, "locked_until": nil})
 	if res.Error != nil {
 		return fmt.Errorf("finish idempotency key %s: %w", key, res.Error)
@@ -198,10 +202,11 @@ func (s *Store) FinishIdempotent(ctx context.Context, scope, key string, status 
 
 // ReleaseIdempotent forgets a key whose request did not start executing
 // (refused before anything was recorded), so nothing is kept for it.
-// A key that already names a refund is kept.
-func (s *Store) ReleaseIdempotent(ctx context.Context, scope, key string) error {
-	err := s.db.WithContext(ctx).Where("scope = ? AND idem_key = ? AND state = ? AND resource_key IS NULL", scope, key, IdemInFlight).
-		Delete(&idemRow{}).Error
+// A key that already names a refund, or that a request with other
+// parameters took over, is kept.
+func (s *Store) ReleaseIdempotent(ctx context.Context, scope, key, hash string) error {
+	err := s.db.WithContext(ctx).Where("scope = ? AND idem_key = ? AND state = ? AND resource_key IS NULL AND request_hash = ?",
+		scope, key, IdemInFlight, hash).Delete(&idemRow{}).Error
 	if err != nil {
 		return fmt.Errorf("release idempotency key %s: %w", key, err)
 	}

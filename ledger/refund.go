@@ -137,8 +137,9 @@ type RefundRequest struct {
 	CheckAt time.Time
 	// IdemScope and IdemKey, when set, name the idempotency key the refund
 	// is created for; the link is written in the same transaction, so a
-	// takeover of a crashed request finds the refund.
-	IdemScope, IdemKey string
+	// takeover of a crashed request finds the refund. IdemHash is the
+	// request's parameters' hash, as the key holds it.
+	IdemScope, IdemKey, IdemHash string
 }
 
 // CreateRefund records a refund in state CREATED with one attempt counted
@@ -202,7 +203,7 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 	if err := tx.Create(&row).Error; err != nil {
 		return nil, fmt.Errorf("insert refund: %w", err)
 	}
-	if err := s.linkIdempotency(tx, req.IdemScope, req.IdemKey, req.OutRefundNo); err != nil {
+	if err := s.linkIdempotency(tx, req.IdemScope, req.IdemKey, req.IdemHash, req.OutRefundNo); err != nil {
 		return nil, err
 	}
 	t := Transition{Entity: EntityRefund, EntityKey: req.OutRefundNo, OutTradeNo: req.OutTradeNo,

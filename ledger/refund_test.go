@@ -229,7 +229,7 @@ func TestIdempotencyKeys(t *testing.T) {
 		if _, run, err := s.BeginIdempotent(ctx, "u2", "k1", "h2", time.Minute, 24*time.Hour); err != nil || !run {
 			t.Fatalf("other scope: run=%v err=%v", run, err)
 		}
-		if err := s.FinishIdempotent(ctx, "u1", "k1", 201, []byte(`{"a":1}`)); err != nil {
+		if err := s.FinishIdempotent(ctx, "u1", "k1", "h1", 201, []byte(`{"a":1}`)); err != nil {
 			t.Fatal(err)
 		}
 		k, run, err := s.BeginIdempotent(ctx, "u1", "k1", "h1", time.Minute, 24*time.Hour)
@@ -243,7 +243,7 @@ func TestIdempotencyKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		req := refundReq("r5", "rf-k2", 10)
-		req.IdemScope, req.IdemKey = "openid-1", "k2"
+		req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", "k2", "h"
 		if _, err := s.CreateRefund(ctx, req); err != nil {
 			t.Fatal(err)
 		}
@@ -286,7 +286,7 @@ func TestTakeOverDoesNotUndoALink(t *testing.T) {
 			t.Fatal(err)
 		}
 		req := refundReq("r9", "rf-k9", 10)
-		req.IdemScope, req.IdemKey = "openid-1", "k9"
+		req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", "k9", "h"
 		if _, err := s.CreateRefund(ctx, req); err != nil {
 			t.Fatal(err)
 		}
@@ -296,6 +296,46 @@ func TestTakeOverDoesNotUndoALink(t *testing.T) {
 		k, run, err := s.BeginIdempotent(ctx, "openid-1", "k9", "h", time.Minute, 24*time.Hour)
 		if err != nil || !run || k.ResourceKey != "rf-k9" {
 			t.Fatalf("retry after the link: %+v run=%v err=%v; want it to continue rf-k9", k, run, err)
+		}
+	})
+}
+
+// TestTakenOverHolderCannotLinkOrFinish: the other order of the same
+// race. A retry with other parameters takes over a key whose holder
+// seemed dead (its lock ran out, nothing linked); the holder then wakes
+// up. Its refund is not linked to the key (its transaction rolls back:
+// no refund), and its finish or release do not touch the retry's key.
+func TestTakenOverHolderCannotLinkOrFinish(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r10", 100)
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k10", "h-old", -time.Second, 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, run, err := s.BeginIdempotent(ctx, "openid-1", "k10", "h-new", time.Minute, 24*time.Hour); err != nil || !run {
+			t.Fatalf("takeover: run=%v err=%v", run, err)
+		}
+		old := refundReq("r10", "rf-old", 10)
+		old.IdemScope, old.IdemKey, old.IdemHash = "openid-1", "k10", "h-old"
+		if _, err := s.CreateRefund(ctx, old); !errors.Is(err, ledger.ErrConflict) {
+			t.Fatalf("the old holder's refund: err = %v, want ErrConflict", err)
+		}
+		if err := s.FinishIdempotent(ctx, "openid-1", "k10", "h-old", 201, []byte(`{"old":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ReleaseIdempotent(ctx, "openid-1", "k10", "h-old"); err != nil {
+			t.Fatal(err)
+		}
+		req := refundReq("r10", "rf-new", 20)
+		req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", "k10", "h-new"
+		if _, err := s.CreateRefund(ctx, req); err != nil {
+			t.Fatalf("the retry's refund: %v", err)
+		}
+		if rs, _ := s.Refunds(ctx, "r10"); len(rs) != 1 || rs[0].OutRefundNo != "rf-new" || refundedTotal(t, s, "r10") != 20 {
+			t.Fatalf("refunds %+v, want only the retry's", rs)
+		}
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k10", "h-new", time.Minute, 24*time.Hour); !errors.Is(err, ledger.ErrInFlight) {
+			t.Fatalf("the key after the old holder's finish: err = %v, want still the retry's, in flight", err)
 		}
 	})
 }
