@@ -86,7 +86,9 @@ func (s *Store) RefundsWithoutAcceptance(ctx context.Context, day string, limit 
 	var nos []string
 	err = s.db.WithContext(ctx).Model(&refundRow{}).
 		Where("state = ? AND accepted_at IS NULL AND created_at >= ? AND created_at < ?", RefundSuccess, start, start.Add(24*time.Hour)).
-		Order("id").Limit(limit).Pluck("out_refund_no", &nos).Error
+		// Latest first: a refund recorded near midnight is the one WeChat
+		// may have accepted the next day; one from the morning was not.
+		Order("id DESC").Limit(limit).Pluck("out_refund_no", &nos).Error
 	if err != nil {
 		return nil, fmt.Errorf("refunds of %s without an acceptance time: %w", day, err)
 	}

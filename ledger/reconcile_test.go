@@ -314,3 +314,27 @@ func reconcileOn(t *testing.T, s *ledger.Store, day string, bill *ledger.Bill) *
 	}
 	return rep
 }
+
+// TestRefundsWithoutAcceptanceLatestFirst: the look-up of acceptance
+// times is bounded, so it asks about a day's latest refunds first: those
+// recorded near midnight are the ones WeChat may have accepted the next
+// day.
+func TestRefundsWithoutAcceptanceLatestFirst(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "wa", 1000)
+		for _, no := range []string{"rf-wa-morning", "rf-wa-noon", "rf-wa-midnight"} {
+			if _, err := s.CreateRefund(ctx, refundReq("wa", no, 100)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: no, State: ledger.RefundSuccess,
+				SuccessTime: time.Now(), Source: ledger.SourceCallback}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nos, err := s.RefundsWithoutAcceptance(ctx, ledger.DayOf(time.Now()), 2)
+		if err != nil || len(nos) != 2 || nos[0] != "rf-wa-midnight" || nos[1] != "rf-wa-noon" {
+			t.Fatalf("asked about %v (%v), want the two latest, latest first", nos, err)
+		}
+	})
+}

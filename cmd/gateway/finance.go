@@ -137,13 +137,15 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 }
 
 // tradeBills marks WeChat's NO_STATEMENT_EXIST (no transactions that day,
-// or the bill not generated yet) as gateway.ErrNoStatement.
+// or the bill not generated yet) as gateway.ErrNoStatement, when WeChat
+// Pay signed it: an unsigned one (a proxy's) fails the run, which is
+// retried, since "no bill" can settle a day for good.
 type tradeBills struct{ c *wechatpay.Client }
 
 func (t tradeBills) TradeBill(ctx context.Context, day string) ([]byte, error) {
 	data, err := t.c.TradeBill(ctx, day)
 	var be *wechatpay.BusinessError
-	if errors.As(err, &be) && be.Code == "NO_STATEMENT_EXIST" {
+	if errors.As(err, &be) && be.Code == "NO_STATEMENT_EXIST" && be.Verified {
 		return nil, fmt.Errorf("%w: %w", gateway.ErrNoStatement, err)
 	}
 	return data, err

@@ -20,10 +20,14 @@ import (
 // reconcileStack is a gateway wired to a WeChat Pay simulator that sends
 // it notifications and serves it trade bills.
 type reconcileStack struct {
-	m   *Main
-	sim *wxpaysim.Sim
-	wx  *wechatpay.Client
+	m       *Main
+	sim     *wxpaysim.Sim
+	wx      *wechatpay.Client
+	handler *atomic.Value // what answers as WeChat Pay: the simulator, or a test's stand-in
 }
+
+// handlerBox holds any handler in an atomic.Value (which wants one type).
+type handlerBox struct{ http.Handler }
 
 // startReconcileStack runs the gateway on a clock one day ahead of the
 // simulator's, so that the payments a test makes now are in a past day's
@@ -37,7 +41,7 @@ func startReconcileStack(t *testing.T, b backend) *reconcileStack {
 	k, dir := testKeys(t)
 	var handler atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		handler.Load().(http.Handler).ServeHTTP(w, r)
+		handler.Load().(handlerBox).ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	cfg := testConfig(t, b)
@@ -48,12 +52,12 @@ func startReconcileStack(t *testing.T, b backend) *reconcileStack {
 	m := startGateway(t, cfg)
 	sim := wxpaysim.New(k, wxpaysim.Options{NotifyURL: m.URL() + paymentPath, NotifyRetryDelays: []time.Duration{}})
 	t.Cleanup(sim.Close)
-	handler.Store(sim.Handler())
+	handler.Store(handlerBox{sim.Handler()})
 	wx, err := newWechatClient(context.Background(), cfg.WechatPay)
 	if err != nil || wx == nil {
 		t.Fatalf("wechat client: %v", err)
 	}
-	return &reconcileStack{m: m, sim: sim, wx: wx}
+	return &reconcileStack{m: m, sim: sim, wx: wx, handler: &handler}
 }
 
 func (s *reconcileStack) reconcile(t *testing.T, day string) ledger.Reconciliation {
@@ -222,6 +226,21 @@ func TestReconcileEmptyDay(t *testing.T) {
 	}
 	if status, _ := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/2020-02-03", financeKey, nil); status != 404 {
 		t.Fatalf("a day without its bill got a report: status=%d", status)
+	}
+	// "No bill" that WeChat Pay did not sign (a proxy's) settles nothing.
+	sim := s.handler.Load()
+	s.handler.Store(handlerBox{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"code":"NO_STATEMENT_EXIST","message":"no bill"}`))
+	})})
+	status, body = apiCall(t, "POST", s.m.URL()+"/v1/reconciliations", financeKey, map[string]string{"date": "2020-02-04"})
+	s.handler.Store(sim)
+	if status != 503 || body["code"] != "EUNAVAILABLE" {
+		t.Fatalf("unsigned no-bill answer: status=%d body=%v, want the run to fail", status, body)
+	}
+	if status, _ := apiCall(t, "GET", s.m.URL()+"/v1/reconciliations/2020-02-04", financeKey, nil); status != 404 {
+		t.Fatalf("an unsigned no-bill answer stored a report: status=%d", status)
 	}
 }
 
