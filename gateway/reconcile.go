@@ -35,6 +35,8 @@ type Reconciler struct {
 	// TakeOver, when set, is when the gateway began taking the merchant's
 	// payments: see ledger.Bill.TakeOver. The daily job starts on its day.
 	TakeOver time.Time
+	// AppID, when set, is this gateway's app: see ledger.Bill.AppID.
+	AppID string
 	// Refunds, when set, is asked when it accepted the day's refunds the
 	// ledger has no acceptance time for (see learnAcceptance).
 	Refunds RefundAPI
@@ -95,7 +97,7 @@ func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClai
 	if err != nil {
 		return nil, err
 	}
-	bill.TakeOver = r.TakeOver
+	bill.TakeOver, bill.AppID = r.TakeOver, r.AppID
 	rep, err := r.Store.Reconcile(ctx, claim, bill, requestedBy)
 	if err != nil {
 		return nil, reconcileError(claim.Day, err)

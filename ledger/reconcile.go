@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"gorm.io/gorm"
@@ -138,6 +139,9 @@ func (s *Store) Reconcile(ctx context.Context, claim *ReconcileClaim, bill *Bill
 	start, err := DayStart(claim.Day)
 	if err != nil {
 		return nil, err
+	}
+	if n := bill.leaveOutOtherApps(); n > 0 {
+		slog.InfoContext(ctx, "reconcile: rows of other apps left out", "date", claim.Day, "rows", n, "appid", bill.AppID)
 	}
 	rep := &Reconciliation{Date: DayOf(start), RequestedBy: requestedBy, BillPayments: len(bill.Payments),
 		BillRefunds: len(bill.Refunds), Items: []ReconcileItem{}, noBill: bill.NoStatement}

@@ -19,6 +19,34 @@ type Bill struct {
 	// it: it is reported (DEFERRED), not repaired, as repairing it would
 	// confirm its stock a second time.
 	TakeOver time.Time
+	// AppID, when set, is this gateway's app. A merchant number can serve
+	// several apps, and its bill lists them all: rows of another app are
+	// another system's payments and refunds. They are left out (logged),
+	// never repaired: repairing one would record, and confirm stock for,
+	// an order that is not this gateway's.
+	AppID string
+}
+
+// leaveOutOtherApps drops the rows of apps other than b.AppID and returns
+// how many it dropped.
+func (b *Bill) leaveOutOtherApps() int {
+	if b.AppID == "" {
+		return 0
+	}
+	payments, refunds := b.Payments[:0], b.Refunds[:0]
+	for _, p := range b.Payments {
+		if p.AppID == "" || p.AppID == b.AppID {
+			payments = append(payments, p)
+		}
+	}
+	for _, r := range b.Refunds {
+		if r.AppID == "" || r.AppID == b.AppID {
+			refunds = append(refunds, r)
+		}
+	}
+	dropped := len(b.Payments) - len(payments) + len(b.Refunds) - len(refunds)
+	b.Payments, b.Refunds = payments, refunds
+	return dropped
 }
 
 // BillPayment is a payment row (交易状态 SUCCESS). Money is in fen.
@@ -35,6 +63,7 @@ type BillPayment struct {
 // BillRefund is a refund row (交易状态 REFUND). Money is in fen.
 type BillRefund struct {
 	Time          time.Time
+	AppID         string
 	TransactionID string
 	OutTradeNo    string
 	RefundID      string
@@ -138,7 +167,7 @@ func (b *Bill) addLine(line string, col map[string]int) error {
 		if err != nil {
 			return fmt.Errorf("申请退款金额: %w", err)
 		}
-		b.Refunds = append(b.Refunds, BillRefund{Time: at.UTC(), TransactionID: f("微信订单号"),
+		b.Refunds = append(b.Refunds, BillRefund{Time: at.UTC(), AppID: f("公众账号ID"), TransactionID: f("微信订单号"),
 			OutTradeNo: f("商户订单号"), RefundID: f("微信退款单号"), OutRefundNo: f("商户退款单号"),
 			Status: f("退款状态"), Amount: amount, Line: line})
 	default:

@@ -338,3 +338,27 @@ func TestRefundsWithoutAcceptanceLatestFirst(t *testing.T) {
 		}
 	})
 }
+
+// TestReconcileLeavesOtherAppsOut: the bill of a merchant number that
+// serves several apps lists them all. A payment and a refund of another
+// app are another system's: left out of the report and never repaired
+// (no payment recorded, no stock confirmed); this app's lost payment is.
+func TestReconcileLeavesOtherAppsOut(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		mine, theirs := billPayment("oa-mine", "tx-oa-mine", 300), billPayment("oa-theirs", "tx-oa-theirs", 400)
+		mine.AppID, theirs.AppID = "wxmine", "wxtheirs"
+		refund := ledger.BillRefund{Time: theirs.Time, AppID: "wxtheirs", TransactionID: "tx-oa-theirs", OutTradeNo: "oa-theirs",
+			RefundID: "wxr-oa", OutRefundNo: "rf-oa-theirs", Status: "SUCCESS", Amount: 100}
+		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{mine, theirs}, Refunds: []ledger.BillRefund{refund}, AppID: "wxmine"})
+		if it := item(rep, "oa-mine"); it == nil || it.Repair != ledger.RepairApplied {
+			t.Fatalf("this app's lost payment not repaired: %+v", rep.Items)
+		}
+		if rep.Mismatches != 1 || rep.BillPayments != 1 || rep.BillRefunds != 0 || item(rep, "oa-theirs") != nil {
+			t.Fatalf("report %+v, want only this app's payment", rep)
+		}
+		if _, err := s.Payment(ctx, "oa-theirs"); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("another app's payment recorded: %v", err)
+		}
+	})
+}

@@ -133,7 +133,7 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 		return nil, err
 	}
 	return &gateway.Reconciler{Store: m.Store, Bills: tradeBills{client}, Timeout: m.Config.Finance.ReconcileTimeout,
-		TakeOver: from, Refunds: wechatpay.RefundAdapter{Client: client}}, nil
+		TakeOver: from, AppID: m.Config.WechatPay.AppID, Refunds: wechatpay.RefundAdapter{Client: client}}, nil
 }
 
 // tradeBills marks WeChat's NO_STATEMENT_EXIST (no transactions that day,
