@@ -86,19 +86,21 @@ const billSummaryPrefix = "总交易单数"
 // ParseTradeBill parses a trade bill: a header line (plain, comma
 // separated), one line per transaction with every field prefixed by a
 // backtick, amounts in yuan, then a summary section with its own header,
-// which is skipped. Empty input is a day without transactions.
+// which is skipped. Empty input is a day without transactions. A line
+// that cannot be read fails the whole bill: guessing at money is worse
+// than a run retried.
 func ParseTradeBill(data []byte) (*Bill, error) {
 	bill := &Bill{}
 	lines := strings.Split(strings.TrimPrefix(string(data), "\uFEFF"), "\n")
-	var col map[string]int
-	for n, line := range lines {
-		line = strings.TrimRight(line, "\r")
+	var layout *billLayout
+	for n := 0; n < len(lines); n++ {
+		line := strings.TrimRight(lines[n], "\r")
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		if col == nil {
+		if layout == nil {
 			var err error
-			if col, err = billHeader(line); err != nil {
+			if layout, err = billHeader(line); err != nil {
 				return nil, err
 			}
 			continue
@@ -106,29 +108,84 @@ func ParseTradeBill(data []byte) (*Bill, error) {
 		if strings.HasPrefix(line, billSummaryPrefix) {
 			break
 		}
-		if err := bill.addLine(line, col); err != nil {
-			return nil, fmt.Errorf("trade bill line %d: %w", n+1, err)
+		first := n
+		line, n = layout.joinBroken(lines, line, n)
+		if err := bill.addLine(line, layout); err != nil {
+			return nil, fmt.Errorf("trade bill line %d: %w", first+1, err)
 		}
 	}
-	if col == nil && len(strings.TrimSpace(string(data))) > 0 {
+	if layout == nil && len(strings.TrimSpace(string(data))) > 0 {
 		return nil, fmt.Errorf("trade bill: no header")
 	}
 	return bill, nil
 }
 
-func billHeader(line string) (map[string]int, error) {
-	col := map[string]int{}
-	for i, name := range strings.Split(line, ",") {
-		col[strings.TrimSpace(name)] = i
+// billFreeText are the columns whose text the merchant or the payer chose
+// (product name, attach): they may hold ",`" or a line break.
+var billFreeText = []string{"商品名称", "商户数据包"}
+
+// billLayout is where each column of a bill's data lines is.
+type billLayout struct {
+	col map[string]int
+	n   int // fields per line
+	// freeFrom..freeTo are the free-text columns, when they are next to
+	// each other and hold no column reconciliation reads; else -1.
+	freeFrom, freeTo int
+}
+
+func billHeader(line string) (*billLayout, error) {
+	names := strings.Split(line, ",")
+	l := &billLayout{col: map[string]int{}, n: len(names), freeFrom: -1, freeTo: -1}
+	for i, name := range names {
+		l.col[strings.TrimSpace(name)] = i
 	}
 	for _, name := range billColumns {
-		if _, ok := col[name]; !ok {
+		if _, ok := l.col[name]; !ok {
 			return nil, fmt.Errorf("trade bill header: no column %s", name)
 		}
 	}
-	col[""] = len(strings.Split(line, ","))
-	return col, nil
+	l.findFreeText()
+	return l, nil
 }
+
+// findFreeText sets freeFrom..freeTo if the free-text columns are present,
+// side by side, with no column that is read among them.
+func (l *billLayout) findFreeText() {
+	from, to := l.n, -1
+	for _, name := range billFreeText {
+		i, ok := l.col[name]
+		if !ok {
+			return
+		}
+		from, to = min(from, i), max(to, i)
+	}
+	if to-from+1 != len(billFreeText) {
+		return
+	}
+	for _, name := range billColumns {
+		if i := l.col[name]; i >= from && i <= to {
+			return
+		}
+	}
+	l.freeFrom, l.freeTo = from, to
+}
+
+// joinBroken joins to line (lines[n]) the lines that continue it: a line
+// break inside a free-text field splits a record, and the continuation
+// does not start with a backtick. It returns the record and the index of
+// its last line.
+func (l *billLayout) joinBroken(lines []string, line string, n int) (string, int) {
+	for l.freeFrom >= 0 && n+1 < len(lines) && fieldCount(line) < l.n {
+		next := strings.TrimRight(lines[n+1], "\r")
+		if strings.HasPrefix(next, "`") || strings.HasPrefix(next, billSummaryPrefix) {
+			break
+		}
+		line, n = line+"\n"+next, n+1
+	}
+	return line, n
+}
+
+func fieldCount(line string) int { return strings.Count(line, ",`") + 1 }
 
 // splitBillLine splits a data line into its fields. WeChat does not quote
 // fields but starts each with a backtick, so a field may hold a comma
@@ -141,15 +198,31 @@ func splitBillLine(line string) ([]string, error) {
 	return strings.Split(rest, ",`"), nil
 }
 
-func (b *Bill) addLine(line string, col map[string]int) error {
+// fields checks a split line against the header. More fields than the
+// header has means ",`" inside a free-text column; then the columns after
+// those are counted from the end of the line.
+func (l *billLayout) fields(raw []string) (func(name string) string, error) {
+	if len(raw) < l.n || len(raw) > l.n && l.freeFrom < 0 {
+		return nil, fmt.Errorf("%d fields, header has %d", len(raw), l.n)
+	}
+	return func(name string) string {
+		i := l.col[name]
+		if i > l.freeTo {
+			i += len(raw) - l.n
+		}
+		return strings.TrimSpace(raw[i])
+	}, nil
+}
+
+func (b *Bill) addLine(line string, l *billLayout) error {
 	raw, err := splitBillLine(line)
 	if err != nil {
 		return err
 	}
-	if len(raw) != col[""] {
-		return fmt.Errorf("%d fields, header has %d", len(raw), col[""])
+	f, err := l.fields(raw)
+	if err != nil {
+		return err
 	}
-	f := func(name string) string { return strings.TrimSpace(raw[col[name]]) }
 	at, err := time.ParseInLocation(time.DateTime, f("交易时间"), BusinessDay)
 	if err != nil {
 		return fmt.Errorf("交易时间 %q: %w", f("交易时间"), err)

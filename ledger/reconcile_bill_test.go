@@ -58,3 +58,36 @@ func TestParseTradeBill(t *testing.T) {
 		t.Fatalf("line without backticks: err=%v", err)
 	}
 }
+
+// TestParseTradeBillFreeText: the product name and the attach are the
+// merchant's and the payer's text, which WeChat does not escape. One
+// holding ",`" (the field separator) or a line break still parses, each
+// column read where it is; a line cut short still fails the bill.
+func TestParseTradeBillFreeText(t *testing.T) {
+	header := "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
+	line := func(no, name, attach, total string) string {
+		return "`2024-05-01 09:00:00,`wx1,`190,`0,`,`42" + no + ",`" + no + ",`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`" + total +
+			",`0.00,`0,`0,`0.00,`0.00,`,`,`" + name + ",`" + attach + ",`0.07,`0.60%,`" + total + ",`0.00,`"
+	}
+	bill := header + "\r\n" +
+		line("T1", "shirt", "a,`b", "12.34") + "\r\n" +
+		line("T2", "red\r\nlarge", "", "5.00") + "\r\n" +
+		line("T3", "plain", "x", "1.00") + "\r\n"
+	b, err := ledger.ParseTradeBill([]byte(bill))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"T1": 1234, "T2": 500, "T3": 100}
+	if len(b.Payments) != 3 {
+		t.Fatalf("payments = %+v, want 3", b.Payments)
+	}
+	for _, p := range b.Payments {
+		if p.Amount != want[p.OutTradeNo] || p.TransactionID != "42"+p.OutTradeNo || p.AppID != "wx1" {
+			t.Errorf("payment %+v, want %s of %d", p, p.OutTradeNo, want[p.OutTradeNo])
+		}
+	}
+	cut := header + "\r\n" + strings.SplitN(line("T4", "n", "", "1.00"), ",`OTHERS", 2)[0] + "\r\n" + line("T5", "n", "", "2.00") + "\r\n"
+	if _, err := ledger.ParseTradeBill([]byte(cut)); err == nil || !strings.Contains(err.Error(), "fields") {
+		t.Fatalf("a line cut short before a whole one: err=%v, want the bill refused", err)
+	}
+}
