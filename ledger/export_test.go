@@ -101,3 +101,9 @@ func (s *Store) DecideOnStale(ctx context.Context, stale StaleIdemRow, hash stri
 	now := s.now()
 	return s.decideIdempotent(s.db.WithContext(ctx), &stale.row, hash, now, now.Add(lockFor), keep)
 }
+
+// CheckPaymentAsRead checks a bill payment against the ledger as a run
+// read it before: nil, as if the payment were not recorded yet.
+func (s *Store) CheckPaymentAsRead(ctx context.Context, bp BillPayment) (*ReconcileItem, error) {
+	return s.checkPayment(ctx, bp, nil, time.Time{})
+}

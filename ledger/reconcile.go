@@ -241,8 +241,8 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, t
 	case lp == nil || lp.State != PaymentSuccess:
 		var err error
 		it.Kind = MismatchPaymentMissingInLedger
-		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp); err != nil {
-			return nil, err
+		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp); err != nil || it.Repair == "" {
+			return nil, err // "": recorded meanwhile, the ledger agrees now
 		}
 	case lp.TransactionID != bp.TransactionID:
 		it.Kind, it.Repair = MismatchPaymentTransaction, RepairDeferred

@@ -16,7 +16,9 @@ import (
 // by the ledger (the state machine, the data) is a REFUSED repair; any
 // other error (the database unreachable, a lost commit) is returned, so
 // the run fails and is retried instead of storing a day that says "not
-// repaired" when the repair may even have committed.
+// repaired" when the repair may even have committed. A payment recorded
+// meanwhile (its callback, or a compensation query, came between the
+// run's read and its repair) is no mismatch: it answers "".
 func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, string, error) {
 	u := TransactionUpdate{
 		Notice: Notice{NotifyID: "reconcile:" + bp.TransactionID, Source: SourceReconcile, EventType: "RECONCILE.SUCCESS",
@@ -32,7 +34,7 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, stri
 		slog.InfoContext(ctx, "reconcile repaired payment", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
 		return RepairApplied, "", nil
 	case errors.Is(err, ErrAlreadyRecorded):
-		return RepairApplied, "already recorded by an earlier run", nil
+		return "", "", nil
 	case refusedByLedger(err):
 		slog.WarnContext(ctx, "reconcile repair refused", "out_trade_no", bp.OutTradeNo, "err", err)
 		return RepairRefused, truncate(err.Error(), 512), nil

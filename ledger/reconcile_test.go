@@ -362,3 +362,22 @@ func TestReconcileLeavesOtherAppsOut(t *testing.T) {
 		}
 	})
 }
+
+// TestRepairRaceWithTheCallback: the payment's callback is recorded
+// between the run's read of the ledger and its repair. The repair finds
+// it recorded: no mismatch, nothing reported as repaired.
+func TestRepairRaceWithTheCallback(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		bp := billPayment("race-cb", "tx-race-cb", 300)
+		if _, err := s.ApplyTransaction(ctx, paid("n-race-cb", "race-cb", "tx-race-cb", 300)); err != nil {
+			t.Fatal(err)
+		}
+		if it, err := s.CheckPaymentAsRead(ctx, bp); it != nil || err != nil {
+			t.Fatalf("item %+v, err %v; want no mismatch", it, err)
+		}
+		if h, _ := s.History(ctx, "race-cb"); len(h) != 1 || h[0].Source != ledger.SourceCallback {
+			t.Fatalf("history %+v, want the callback's transition only", h)
+		}
+	})
+}
