@@ -37,6 +37,9 @@ type Reconciler struct {
 	TakeOver time.Time
 	// AppID, when set, is this gateway's app: see ledger.Bill.AppID.
 	AppID string
+	// Confirm, when set, asks WeChat Pay about a bill payment before it is
+	// repaired: see ledger.Bill.Confirm.
+	Confirm func(ctx context.Context, bp ledger.BillPayment) error
 	// Refunds, when set, is asked when it accepted the day's refunds the
 	// ledger has no acceptance time for (see learnAcceptance).
 	Refunds RefundAPI
@@ -97,7 +100,7 @@ func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClai
 	if err != nil {
 		return nil, err
 	}
-	bill.TakeOver, bill.AppID = r.TakeOver, r.AppID
+	bill.TakeOver, bill.AppID, bill.Confirm = r.TakeOver, r.AppID, r.Confirm
 	rep, err := r.Store.Reconcile(ctx, claim, bill, requestedBy)
 	if err != nil {
 		return nil, reconcileError(claim.Day, err)

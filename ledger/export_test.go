@@ -105,5 +105,5 @@ func (s *Store) DecideOnStale(ctx context.Context, stale StaleIdemRow, hash stri
 // CheckPaymentAsRead checks a bill payment against the ledger as a run
 // read it before: nil, as if the payment were not recorded yet.
 func (s *Store) CheckPaymentAsRead(ctx context.Context, bp BillPayment) (*ReconcileItem, error) {
-	return s.checkPayment(ctx, bp, nil, time.Time{})
+	return s.checkPayment(ctx, bp, nil, &Bill{})
 }

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -188,7 +189,7 @@ func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *
 	var matched []BillPayment
 	for _, bp := range bill.Payments {
 		seen[bp.OutTradeNo] = true
-		it, err := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo], bill.TakeOver)
+		it, err := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo], bill)
 		if err != nil {
 			return err
 		}
@@ -227,7 +228,8 @@ func eachPaidOn(ctx context.Context, db *gorm.DB, start time.Time, q ListQuery, 
 	}, fn)
 }
 
-func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, takeOver time.Time) (*ReconcileItem, error) {
+func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, bill *Bill) (*ReconcileItem, error) {
+	takeOver := bill.TakeOver
 	it := &ReconcileItem{OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID,
 		Bill: &ItemSide{State: "SUCCESS", Amount: bp.Amount, Line: bp.Line}}
 	if lp != nil {
@@ -239,8 +241,14 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, t
 		it.RepairDetail = "paid before the gateway took over (finance.reconcile_from " +
 			takeOver.Format(time.RFC3339) + "): not repaired"
 	case lp == nil || lp.State != PaymentSuccess:
-		var err error
 		it.Kind = MismatchPaymentMissingInLedger
+		if err := confirmRow(ctx, bill, bp); errors.Is(err, ErrBillUnconfirmed) {
+			it.Repair, it.RepairDetail = RepairRefused, truncate(err.Error(), 512)
+			return it, nil
+		} else if err != nil {
+			return nil, err
+		}
+		var err error
 		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp); err != nil || it.Repair == "" {
 			return nil, err // "": recorded meanwhile, the ledger agrees now
 		}
@@ -253,6 +261,17 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, t
 		return nil, nil
 	}
 	return it, nil
+}
+
+// confirmRow asks bill.Confirm, when set, about a row to repair.
+func confirmRow(ctx context.Context, bill *Bill, bp BillPayment) error {
+	if bill.Confirm == nil {
+		return nil
+	}
+	if err := bill.Confirm(ctx, bp); err != nil {
+		return fmt.Errorf("confirm bill payment %s (transaction %s): %w", bp.OutTradeNo, bp.TransactionID, err)
+	}
+	return nil
 }
 
 func ledgerAmount(p *Payment) int64 {

@@ -1,6 +1,8 @@
 package ledger
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -25,7 +27,18 @@ type Bill struct {
 	// never repaired: repairing one would record, and confirm stock for,
 	// an order that is not this gateway's.
 	AppID string
+	// Confirm, when set, asks WeChat Pay about a bill payment before it is
+	// repaired: the bill is plain text in which the merchant's product
+	// names and attach are not escaped, so a crafted one could add a row.
+	// nil: its signed answer says the order was paid with this transaction
+	// and amount; ErrBillUnconfirmed (wrapped): it says otherwise, and the
+	// repair is refused; any other error fails the run (retried).
+	Confirm func(ctx context.Context, bp BillPayment) error
 }
+
+// ErrBillUnconfirmed: WeChat Pay's own answer about an order does not
+// confirm the bill's row for it.
+var ErrBillUnconfirmed = errors.New("WeChat Pay's order query does not confirm the bill row")
 
 // leaveOutOtherApps drops the rows of apps other than b.AppID and returns
 // how many it dropped.

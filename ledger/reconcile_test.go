@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -378,6 +379,45 @@ func TestRepairRaceWithTheCallback(t *testing.T) {
 		}
 		if h, _ := s.History(ctx, "race-cb"); len(h) != 1 || h[0].Source != ledger.SourceCallback {
 			t.Fatalf("history %+v, want the callback's transition only", h)
+		}
+	})
+}
+
+// TestReconcileConfirmsRowsBeforeRepairing: a bill row is plain text the
+// merchant's product names and attach can add to, so a payment is
+// repaired only once WeChat Pay's own answer confirms it. An unconfirmed
+// row is reported REFUSED and changes nothing; WeChat Pay not answering
+// fails the run, which is retried.
+func TestReconcileConfirmsRowsBeforeRepairing(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: "cf-victim", AmountTotal: 900, ExpireAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		real, forged := billPayment("cf-real", "tx-cf-real", 300), billPayment("cf-victim", "tx-cf-forged", 900)
+		confirm := func(_ context.Context, bp ledger.BillPayment) error {
+			if bp.OutTradeNo == "cf-victim" {
+				return fmt.Errorf("%w: trade_state NOTPAY", ledger.ErrBillUnconfirmed)
+			}
+			return nil
+		}
+		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{real, forged}, Confirm: confirm})
+		if it := item(rep, "cf-real"); it == nil || it.Repair != ledger.RepairApplied {
+			t.Fatalf("confirmed row not repaired: %+v", rep.Items)
+		}
+		if it := item(rep, "cf-victim"); it == nil || it.Repair != ledger.RepairRefused || !strings.Contains(it.RepairDetail, "NOTPAY") {
+			t.Fatalf("unconfirmed row: %+v", rep.Items)
+		}
+		if p, _ := s.Payment(ctx, "cf-victim"); p.State != ledger.PaymentExpected {
+			t.Fatalf("unconfirmed row paid the order: %+v", p)
+		}
+		down := func(context.Context, ledger.BillPayment) error { return errors.New("wechat pay: outcome unknown") }
+		claim, err := s.ClaimReconciliation(ctx, "2026-11-24", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Reconcile(ctx, claim, &ledger.Bill{Payments: []ledger.BillPayment{billPayment("cf-later", "tx-cf-later", 100)}, Confirm: down}, "test"); err == nil {
+			t.Fatal("a run whose confirmation got no answer stored a report")
 		}
 	})
 }

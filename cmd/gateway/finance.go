@@ -133,7 +133,28 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 		return nil, err
 	}
 	return &gateway.Reconciler{Store: m.Store, Bills: tradeBills{client}, Timeout: m.Config.Finance.ReconcileTimeout,
-		TakeOver: from, AppID: m.Config.WechatPay.AppID, Refunds: wechatpay.RefundAdapter{Client: client}}, nil
+		TakeOver: from, AppID: m.Config.WechatPay.AppID, Refunds: wechatpay.RefundAdapter{Client: client},
+		Confirm: paidAtWechat{client}.confirm}, nil
+}
+
+// paidAtWechat confirms a bill payment with WeChat Pay's signed answer to
+// an order query before reconciliation repairs it.
+type paidAtWechat struct{ c *wechatpay.Client }
+
+func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) error {
+	tx, err := p.c.QueryOrder(ctx, bp.OutTradeNo)
+	switch {
+	case errors.Is(err, wechatpay.ErrNotFound):
+		return fmt.Errorf("%w: no such order", ledger.ErrBillUnconfirmed)
+	case err != nil:
+		return err
+	case tx.TradeState != "SUCCESS" && tx.TradeState != "REFUND":
+		return fmt.Errorf("%w: trade_state %s", ledger.ErrBillUnconfirmed, tx.TradeState)
+	case tx.TransactionID != bp.TransactionID || tx.AmountTotal != bp.Amount || tx.AppID != bp.AppID:
+		return fmt.Errorf("%w: paid by transaction %s, %d fen, app %s", ledger.ErrBillUnconfirmed,
+			tx.TransactionID, tx.AmountTotal, tx.AppID)
+	}
+	return nil
 }
 
 // tradeBills marks WeChat's NO_STATEMENT_EXIST (no transactions that day,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -290,5 +291,36 @@ func TestReconciliationLearnsWhenWeChatAcceptedARefund(t *testing.T) {
 	}
 	if rep := s.reconcile(t, day); rep.Mismatches != 0 || rep.LedgerRefunds != 1 || rep.BillRefunds != 1 {
 		t.Fatalf("the day WeChat accepted it: %+v", rep)
+	}
+}
+
+// TestBillRowsAreConfirmedAtWechat: before a repair, the bill's row is
+// checked against WeChat Pay's signed answer to an order query: a paid
+// order with the row's transaction, amount and app confirms it; another
+// amount, an order not paid, or one WeChat Pay does not know does not.
+func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
+	s := startReconcileStack(t, backends[0])
+	ctx := context.Background()
+	paid, unpaid := uniqueNo("cfp"), uniqueNo("cfu")
+	tx, err := s.sim.Pay(ctx, paid, 500, "o-"+paid, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sim.RegisterOrder(unpaid, 700); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := testKeys(t)
+	row := func(no, txID string, amount int64) ledger.BillPayment {
+		return ledger.BillPayment{OutTradeNo: no, TransactionID: txID, Amount: amount, AppID: k.AppID}
+	}
+	check := paidAtWechat{s.wx}.confirm
+	if err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil {
+		t.Fatalf("the real row: %v", err)
+	}
+	for _, bad := range []ledger.BillPayment{row(paid, tx.TransactionID, 50000), row(paid, "4200FAKE", 500),
+		row(unpaid, "4200FAKE", 700), row(uniqueNo("cfn"), "4200FAKE", 100)} {
+		if err := check(ctx, bad); !errors.Is(err, ledger.ErrBillUnconfirmed) {
+			t.Errorf("forged row %+v: err = %v, want unconfirmed", bad, err)
+		}
 	}
 }
