@@ -260,7 +260,7 @@ func refundError(err error) error {
 	case errors.As(err, &exceeds):
 		return Errorf(CodeConflict, fmt.Sprintf("refund exceeds what is left to refund (%d fen)", max(exceeds.Remaining, 0)), err)
 	case errors.Is(err, ledger.ErrConflict): // a request that took the key over created the refund first
-		return Errorf(CodeInFlight, "another request with this Idempotency-Key created the refund; retry for its answer", err)
+		return Errorf(CodeInFlight, "another request with this Idempotency-Key holds it or created the refund; retry with the same key and parameters for its answer", err)
 	case errors.Is(err, ledger.ErrAlreadyRecorded): // an out_refund_no collision: never answer with another's refund
 		return Errorf(CodeUnavailable, "refund number already taken, try again", err)
 	}

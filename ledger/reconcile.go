@@ -249,8 +249,18 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 			return nil, err
 		}
 		var err error
-		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp); err != nil || it.Repair == "" {
-			return nil, err // "": recorded meanwhile, the ledger agrees now
+		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp); err != nil {
+			return nil, err
+		}
+		if it.Repair == "" { // recorded meanwhile: compare with what was recorded
+			now, err := s.Payment(ctx, bp.OutTradeNo)
+			if err != nil {
+				return nil, fmt.Errorf("read payment %s again: %w", bp.OutTradeNo, err)
+			}
+			if now.State == PaymentSuccess {
+				return s.checkPayment(ctx, bp, now, bill)
+			}
+			it.Repair, it.RepairDetail = RepairRefused, "its notice is recorded already, the payment is "+string(now.State)
 		}
 	case lp.TransactionID != bp.TransactionID:
 		it.Kind, it.Repair = MismatchPaymentTransaction, RepairDeferred

@@ -421,3 +421,20 @@ func TestReconcileConfirmsRowsBeforeRepairing(t *testing.T) {
 		}
 	})
 }
+
+// TestRepairRaceWithAnotherPayment: between the run's read and its repair
+// the order is recorded paid by another transaction than the bill's. The
+// repair finds it recorded, and the report compares the two: a
+// transaction mismatch, not a match.
+func TestRepairRaceWithAnotherPayment(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("n-race-other", "race-other", "tx-race-first", 300)); err != nil {
+			t.Fatal(err)
+		}
+		it, err := s.CheckPaymentAsRead(ctx, billPayment("race-other", "tx-race-bill", 300))
+		if err != nil || it == nil || it.Kind != ledger.MismatchPaymentTransaction {
+			t.Fatalf("item %+v, err %v; want a transaction mismatch", it, err)
+		}
+	})
+}
