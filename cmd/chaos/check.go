@@ -467,7 +467,8 @@ func idleFeatures(ev *Evidence) (Invariant, error) {
 	if ev.Inv.Stats().Posts == 0 {
 		inv.add("the inventory simulator got no calls")
 	}
-	if f := ev.Sim.FaultsInjected(); f["apply_then_timeout"] == 0 || f["5xx"] == 0 || f["order_unknown"] == 0 {
+	if f := ev.Sim.FaultsInjected(); f["apply_then_timeout"] == 0 || f["5xx"] == 0 || f["order_unknown"] == 0 ||
+		f["apply_then_forbidden"] == 0 {
 		inv.add(fmt.Sprintf("WeChat Pay's refund API faults did not all happen: %v", f))
 	}
 	return inv, nil

@@ -131,14 +131,17 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 
 // refundFaults: WeChat Pay's refund API (creates and queries) answers 5xx
 // without applying, drops the connection without applying, or applies and
-// then never answers, and answers an application "order not found" for a
-// paid order (as it has been seen to minutes after a payment), so refunds
-// are made and settled through unknown outcomes, not only clean answers.
-// The hold outlasts the gateway's WeChat Pay timeout (chaosEnv), so every
-// hold is a real timeout. The first three applications are answered
-// "order not found" whatever the dice say, so even the short run has it.
+// then never answers, answers an application "order not found" for a
+// paid order (as it has been seen to minutes after a payment), or applies
+// it and answers an unsigned 403 (a proxy's), so refunds are made and
+// settled through unknown outcomes, not only clean answers. The hold
+// outlasts the gateway's WeChat Pay timeout (chaosEnv), so every hold is
+// a real timeout. The first three applications are answered "order not
+// found", and the next two the proxy's 403, whatever the dice say, so
+// even the short run has both.
 var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", Fail5xxRate: 0.1, DropRate: 0.05,
-	ApplyThenTimeoutRate: 0.15, OrderUnknownNext: 3, OrderUnknownRate: 0.05, HoldFor: 1500 * time.Millisecond}
+	ApplyThenTimeoutRate: 0.15, OrderUnknownNext: 3, OrderUnknownRate: 0.05, ApplyThenForbiddenNext: 2,
+	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond}
 
 // refundNotifyRetries outlast a gateway restart, as WeChat's do.
 var refundNotifyRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second, 10 * time.Second}

@@ -80,10 +80,13 @@ func (s *Sim) api(h apiFunc) http.HandlerFunc {
 		if ok {
 			rep = h(r, body)
 		}
-		if f.kind == faultApplyThenTimeout {
+		switch f.kind {
+		case faultApplyThenTimeout:
 			s.sleep(r.Context(), f.hold)
 			abort(w)
 			return
+		case faultApplyThenForbidden:
+			rep = reply{status: http.StatusForbidden, body: []byte("403 Forbidden"), raw: true}
 		}
 		s.write(w, rep)
 	}

@@ -14,7 +14,7 @@ const defaultHold = 30 * time.Second
 // Faults are switches for the merchant API endpoints (/v3/…). Counters
 // (…Next) fire deterministically on the next matching requests, before the
 // rates are consulted; the first matching kind in the order 5xx, drop,
-// apply-then-timeout, order-unknown wins.
+// apply-then-timeout, order-unknown, apply-then-forbidden wins.
 type Faults struct {
 	// PathPrefix restricts faults to paths with this prefix ("" = all /v3/).
 	PathPrefix string `json:"path_prefix,omitempty"`
@@ -37,6 +37,11 @@ type Faults struct {
 	// order was paid; sending the same request later succeeds.
 	OrderUnknownNext int     `json:"order_unknown_next,omitempty"`
 	OrderUnknownRate float64 `json:"order_unknown_rate,omitempty"`
+	// ApplyThenForbidden applies a POST (e.g. creates the refund), then
+	// answers 403 without WeChat Pay's signature, as a proxy or a WAF on
+	// the way back might: a refusal that is no proof of anything.
+	ApplyThenForbiddenNext int     `json:"apply_then_forbidden_next,omitempty"`
+	ApplyThenForbiddenRate float64 `json:"apply_then_forbidden_rate,omitempty"`
 	// HoldFor bounds the apply-then-timeout hold; 0 means 30 s.
 	HoldFor time.Duration `json:"hold_for,omitempty"`
 	// RefundOutcome is the final status of refunds settled from now on:
@@ -55,6 +60,7 @@ const (
 	faultDrop
 	faultApplyThenTimeout
 	faultOrderUnknown
+	faultApplyThenForbidden
 )
 
 // fault is what one request suffers.
@@ -102,6 +108,8 @@ func (s *Sim) takeFault(method, path string) fault {
 		out.kind = faultApplyThenTimeout
 	case method == http.MethodPost && take(&f.OrderUnknownNext):
 		out.kind = faultOrderUnknown
+	case method == http.MethodPost && take(&f.ApplyThenForbiddenNext):
+		out.kind = faultApplyThenForbidden
 	case s.roll(f.Fail5xxRate):
 		out.kind = faultFail5xx
 	case s.roll(f.DropRate):
@@ -110,6 +118,8 @@ func (s *Sim) takeFault(method, path string) fault {
 		out.kind = faultApplyThenTimeout
 	case method == http.MethodPost && s.roll(f.OrderUnknownRate):
 		out.kind = faultOrderUnknown
+	case method == http.MethodPost && s.roll(f.ApplyThenForbiddenRate):
+		out.kind = faultApplyThenForbidden
 	}
 	if out.kind != faultNone {
 		if s.injected == nil {
@@ -121,7 +131,7 @@ func (s *Sim) takeFault(method, path string) fault {
 }
 
 var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", faultApplyThenTimeout: "apply_then_timeout",
-	faultOrderUnknown: "order_unknown"}
+	faultOrderUnknown: "order_unknown", faultApplyThenForbidden: "apply_then_forbidden"}
 
 // FaultsInjected counts the faults injected so far by kind ("5xx",
 // "drop", "apply_then_timeout"), so a run can show its faults happened.

@@ -286,6 +286,9 @@ func TestFaults(t *testing.T) {
 		{"other path", wxpaysim.Faults{PathPrefix: "/v3/bill/", Fail5xxNext: 1}, isNil, 1, 5 * time.Second},
 		{"order unknown", wxpaysim.Faults{OrderUnknownNext: 1}, isAPICode(404, "RESOURCE_NOT_EXISTS"), 0, 5 * time.Second},
 		{"order unknown rate", wxpaysim.Faults{OrderUnknownRate: 1, Seed: 7}, isAPICode(404, "RESOURCE_NOT_EXISTS"), 0, 5 * time.Second},
+		// Applied, then a proxy's 403: no code, no WeChat Pay signature.
+		{"apply then forbidden", wxpaysim.Faults{ApplyThenForbiddenNext: 1}, isUnsigned(403), 1, 5 * time.Second},
+		{"apply then forbidden rate", wxpaysim.Faults{ApplyThenForbiddenRate: 1, Seed: 7}, isUnsigned(403), 1, 5 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -313,6 +316,13 @@ func isAPICode(status int, code string) func(error) bool {
 	return func(err error) bool {
 		var e *core.APIError
 		return errors.As(err, &e) && e.StatusCode == status && e.Code == code
+	}
+}
+
+func isUnsigned(status int) func(error) bool {
+	return func(err error) bool {
+		var e *core.APIError
+		return errors.As(err, &e) && e.StatusCode == status && e.Code == "" && e.Header.Get("Wechatpay-Signature") == ""
 	}
 }
 
