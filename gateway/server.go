@@ -68,7 +68,7 @@ func NewRouter(d Deps) *gin.Engine {
 	d.readiness = &readiness{}
 	r.GET("/readyz", d.ready)
 	if d.Metrics != nil && !d.MetricsElsewhere {
-		r.GET("/metrics", gin.WrapH(d.Metrics.Handler()))
+		r.GET("/metrics", append(d.metricsGuard(), gin.WrapH(d.Metrics.Handler()))...)
 	}
 	notify := r.Group("/v1/wechatpay/notify", timeout(d.NotifyTimeout))
 	notify.POST("/payment", d.Metrics.Notification("payment"), d.paymentNotify)
@@ -169,6 +169,23 @@ const requestIDKey = "gateway.request_id"
 // requestID takes X-Request-Id from the caller (1-64 of A-Z a-z 0-9 . _ :
 // -, so it is safe in logs, headers and the audit log) or makes one, and
 // returns it.
+// metricsGuard: on the Internet-facing port only ops may read /metrics
+// (refund counts, anomalies, traffic by route); an own listener
+// (http.metrics_addr) needs no key. Prometheus sends the key as
+// "Authorization: Bearer <key>" (its scrape config's authorization), or
+// X-Api-Key. Scrapes are not audited or rate limited.
+func (d *Deps) metricsGuard() []gin.HandlerFunc {
+	if d.Auth == nil {
+		return nil
+	}
+	bearer := func(c *gin.Context) {
+		if key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer "); ok && c.GetHeader("X-Api-Key") == "" {
+			c.Request.Header.Set("X-Api-Key", strings.TrimSpace(key))
+		}
+	}
+	return []gin.HandlerFunc{bearer, d.Auth.Authenticate(), RequireRole(RoleOps)}
+}
+
 func requestID() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		id := c.GetHeader("X-Request-Id")

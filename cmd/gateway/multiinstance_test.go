@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -368,10 +369,21 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// getMetrics reads base's /metrics as ops: on the gateway's own port it
+// takes an ops key.
+func getMetrics(base string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+opsKey)
+	return httpClient.Do(req)
+}
+
 // scrape reads one sample from an instance's /metrics (0 if absent).
 func scrape(t *testing.T, base, series string) float64 {
 	t.Helper()
-	resp, err := httpClient.Get(base + "/metrics")
+	resp, err := getMetrics(base)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -253,7 +253,7 @@ func TestMetricsEndpoint(t *testing.T) {
 			forged := good(t, k, uniqueNo("met"))
 			forged.Header.Set("Wechatpay-Signature", "AAAA")
 			post(t, m.URL()+paymentPath, forged)
-			resp, err := httpClient.Get(m.URL() + "/metrics")
+			resp, err := getMetrics(m.URL())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -314,7 +314,7 @@ func TestLedgerGaugesAreShared(t *testing.T) {
 	k, _ := testKeys(t)
 	jobs := func() string {
 		t.Helper()
-		resp, err := httpClient.Get(m.URL() + "/metrics")
+		resp, err := getMetrics(m.URL())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,6 +333,41 @@ func TestLedgerGaugesAreShared(t *testing.T) {
 	}
 	if after := jobs(); after != before {
 		t.Fatalf("gauges read again within the TTL: %q then %q", before, after)
+	}
+}
+
+// TestPublicMetricsTakeAnOpsKey: on the port WeChat Pay and users reach,
+// /metrics (refund counts, anomalies, traffic) is for ops only: without a
+// key 401, with another role's 403, with an ops key (X-Api-Key, or the
+// Bearer token Prometheus sends) the metrics.
+func TestPublicMetricsTakeAnOpsKey(t *testing.T) {
+	m := startGateway(t, testConfig(t, backends[0]))
+	cases := []struct {
+		name, header, value string
+		status              int
+	}{
+		{"no key", "", "", 401},
+		{"unknown key", "X-Api-Key", "nope-" + opsKey, 401},
+		{"finance key", "X-Api-Key", financeKey, 403},
+		{"finance bearer", "Authorization", "Bearer " + financeKey, 403},
+		{"ops key", "X-Api-Key", opsKey, 200},
+		{"ops bearer", "Authorization", "Bearer " + opsKey, 200},
+	}
+	for _, tc := range cases {
+		req, _ := http.NewRequest("GET", m.URL()+"/metrics", nil)
+		if tc.header != "" {
+			req.Header.Set(tc.header, tc.value)
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics := strings.Contains(string(raw), "gateway_http_requests_total")
+		if resp.StatusCode != tc.status || metrics != (tc.status == 200) {
+			t.Errorf("%s: %d (metrics %t), want %d", tc.name, resp.StatusCode, metrics, tc.status)
+		}
 	}
 }
 
