@@ -17,15 +17,19 @@ import (
 type Role string
 
 // Roles: finance reads the ledger; ops also replays dead letters; service
-// registers orders.
+// registers orders; metrics only reads /metrics on the main port (a
+// Prometheus scrape key that can do nothing else).
 const (
 	RoleFinance Role = "finance"
 	RoleOps     Role = "ops"
 	RoleService Role = "service"
+	RoleMetrics Role = "metrics"
 )
 
 // ValidRole reports whether r is a known role.
-func ValidRole(r Role) bool { return r == RoleFinance || r == RoleOps || r == RoleService }
+func ValidRole(r Role) bool {
+	return r == RoleFinance || r == RoleOps || r == RoleService || r == RoleMetrics
+}
 
 // Principal is the authenticated caller of an API-key route.
 type Principal struct {

@@ -166,26 +166,28 @@ func (r *readiness) check(ctx context.Context, ping func(context.Context) error)
 
 const requestIDKey = "gateway.request_id"
 
-// requestID takes X-Request-Id from the caller (1-64 of A-Z a-z 0-9 . _ :
-// -, so it is safe in logs, headers and the audit log) or makes one, and
-// returns it.
-// metricsGuard: on the Internet-facing port only ops may read /metrics
-// (refund counts, anomalies, traffic by route); an own listener
-// (http.metrics_addr) needs no key. Prometheus sends the key as
+// metricsGuard: on the Internet-facing port only a metrics or ops key may
+// read /metrics (refund counts, anomalies, traffic by route); an own
+// listener (http.metrics_addr) needs no key. Prometheus sends the key as
 // "Authorization: Bearer <key>" (its scrape config's authorization), or
-// X-Api-Key. Scrapes are not audited or rate limited.
+// X-Api-Key. Scrapes are not audited or rate limited. A router without
+// key auth (some unit tests) serves them openly; the gateway always has it.
 func (d *Deps) metricsGuard() []gin.HandlerFunc {
 	if d.Auth == nil {
 		return nil
 	}
 	bearer := func(c *gin.Context) {
-		if key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer "); ok && c.GetHeader("X-Api-Key") == "" {
-			c.Request.Header.Set("X-Api-Key", strings.TrimSpace(key))
+		h := c.GetHeader("Authorization")
+		if len(h) > 7 && strings.EqualFold(h[:7], "Bearer ") && c.GetHeader("X-Api-Key") == "" {
+			c.Request.Header.Set("X-Api-Key", strings.TrimSpace(h[7:]))
 		}
 	}
-	return []gin.HandlerFunc{bearer, d.Auth.Authenticate(), RequireRole(RoleOps)}
+	return []gin.HandlerFunc{bearer, d.Auth.Authenticate(), RequireRole(RoleMetrics, RoleOps)}
 }
 
+// requestID takes X-Request-Id from the caller (1-64 of A-Z a-z 0-9 . _ :
+// -, so it is safe in logs, headers and the audit log) or makes one, and
+// returns it.
 func requestID() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		id := c.GetHeader("X-Request-Id")

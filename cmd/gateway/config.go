@@ -72,8 +72,9 @@ type HTTPConfig struct {
 	// "127.0.0.1:6060"; keep it on a loopback or internal address.
 	PprofAddr string `yaml:"pprof_addr"`
 	// MetricsAddr, when set, serves /metrics on its own listener there
-	// (e.g. ":9464" or "10.0.0.5:9464") and not on Addr, which faces
-	// WeChat Pay and the Internet. Empty: /metrics is served on Addr.
+	// (e.g. ":9464" or "10.0.0.5:9464"), without a key, and not on Addr,
+	// which faces WeChat Pay and the Internet. Empty: /metrics is served
+	// on Addr, to a metrics or ops API key only.
 	MetricsAddr string `yaml:"metrics_addr"`
 	// MaxConnections caps the connections open at once on Addr; more
 	// wait in the kernel's accept queue (up to its backlog) until one

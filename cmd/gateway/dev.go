@@ -102,7 +102,7 @@ func devAPIKeys() ([]string, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		var lines []string
-		for _, role := range []string{"finance", "ops", "service"} {
+		for _, role := range []string{"finance", "ops", "service", "metrics"} {
 			lines = append(lines, fmt.Sprintf("%s=dev-%s-%s", role, role, gateway.NewToken()))
 		}
 		b = []byte(strings.Join(lines, "\n") + "\n")

@@ -220,7 +220,7 @@ func createKey(ctx context.Context, s *ledger.Store, name, role string, out io.W
 		return errors.New("apikey create: --name must be 1-64 of A-Z a-z 0-9 _ . - @")
 	}
 	if !gateway.ValidRole(gateway.Role(role)) {
-		return errors.New("apikey create: --role must be finance, ops or service")
+		return errors.New("apikey create: --role must be finance, ops, service or metrics")
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {

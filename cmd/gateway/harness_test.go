@@ -50,6 +50,7 @@ var (
 	serviceKey = "svc-" + gateway.NewToken()
 	financeKey = "fin-" + gateway.NewToken()
 	opsKey     = "ops-" + gateway.NewToken()
+	metricsKey = "met-" + gateway.NewToken()
 )
 
 type backend struct {
@@ -83,7 +84,8 @@ func testConfig(t testing.TB, b backend) Config {
 		w.PlatformCertFiles = append(w.PlatformCertFiles, filepath.Join(dir, "platform_cert_"+c.Serial+".pem"))
 	}
 	cfg.Auth.APIKeys = []string{"svc:service:" + gateway.HashKey(serviceKey),
-		"fin:finance:" + gateway.HashKey(financeKey), "ops:ops:" + gateway.HashKey(opsKey)}
+		"fin:finance:" + gateway.HashKey(financeKey), "ops:ops:" + gateway.HashKey(opsKey),
+		"prom:metrics:" + gateway.HashKey(metricsKey)}
 	return cfg
 }
 

@@ -369,14 +369,14 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// getMetrics reads base's /metrics as ops: on the gateway's own port it
-// takes an ops key.
+// getMetrics reads base's /metrics as Prometheus does: on the gateway's
+// own port it takes a metrics (or ops) key.
 func getMetrics(base string) (*http.Response, error) {
 	req, err := http.NewRequest("GET", base+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+opsKey)
+	req.Header.Set("Authorization", "Bearer "+metricsKey)
 	return httpClient.Do(req)
 }
 

@@ -336,11 +336,12 @@ func TestLedgerGaugesAreShared(t *testing.T) {
 	}
 }
 
-// TestPublicMetricsTakeAnOpsKey: on the port WeChat Pay and users reach,
-// /metrics (refund counts, anomalies, traffic) is for ops only: without a
-// key 401, with another role's 403, with an ops key (X-Api-Key, or the
-// Bearer token Prometheus sends) the metrics.
-func TestPublicMetricsTakeAnOpsKey(t *testing.T) {
+// TestPublicMetricsTakeAKey: on the port WeChat Pay and users reach,
+// /metrics (refund counts, anomalies, traffic) takes a metrics or ops key:
+// without a key 401, with finance's 403, with a metrics or ops key
+// (X-Api-Key, or the Bearer token Prometheus sends) the metrics. A
+// metrics key can do nothing else.
+func TestPublicMetricsTakeAKey(t *testing.T) {
 	m := startGateway(t, testConfig(t, backends[0]))
 	cases := []struct {
 		name, header, value string
@@ -352,6 +353,7 @@ func TestPublicMetricsTakeAnOpsKey(t *testing.T) {
 		{"finance bearer", "Authorization", "Bearer " + financeKey, 403},
 		{"ops key", "X-Api-Key", opsKey, 200},
 		{"ops bearer", "Authorization", "Bearer " + opsKey, 200},
+		{"metrics bearer", "Authorization", "bearer " + metricsKey, 200},
 	}
 	for _, tc := range cases {
 		req, _ := http.NewRequest("GET", m.URL()+"/metrics", nil)
@@ -367,6 +369,11 @@ func TestPublicMetricsTakeAnOpsKey(t *testing.T) {
 		metrics := strings.Contains(string(raw), "gateway_http_requests_total")
 		if resp.StatusCode != tc.status || metrics != (tc.status == 200) {
 			t.Errorf("%s: %d (metrics %t), want %d", tc.name, resp.StatusCode, metrics, tc.status)
+		}
+	}
+	for _, path := range []string{"/v1/ledger/payments", "/v1/ops/outbox/dead", "/v1/ledger/audit"} {
+		if status, body := apiCall(t, "GET", m.URL()+path, metricsKey, nil); status != 403 || body["code"] != "EFORBIDDEN" {
+			t.Errorf("metrics key on %s: %d %v, want 403", path, status, body)
 		}
 	}
 }

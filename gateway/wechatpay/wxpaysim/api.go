@@ -86,7 +86,9 @@ func (s *Sim) api(h apiFunc) http.HandlerFunc {
 			abort(w)
 			return
 		case faultApplyThenForbidden:
-			rep = reply{status: http.StatusForbidden, body: []byte("403 Forbidden"), raw: true}
+			if ok { // applied: the proxy hides WeChat Pay's answer
+				rep = reply{status: http.StatusForbidden, body: []byte("403 Forbidden"), raw: true}
+			}
 		}
 		s.write(w, rep)
 	}

@@ -134,7 +134,8 @@ var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", fa
 	faultOrderUnknown: "order_unknown", faultApplyThenForbidden: "apply_then_forbidden"}
 
 // FaultsInjected counts the faults injected so far by kind ("5xx",
-// "drop", "apply_then_timeout"), so a run can show its faults happened.
+// "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden"),
+// so a run can show its faults happened.
 func (s *Sim) FaultsInjected() map[string]int {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
