@@ -148,7 +148,7 @@ func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) error 
 		return fmt.Errorf("%w: no such order", ledger.ErrBillUnconfirmed)
 	case err != nil:
 		return err
-	case tx.TradeState != "SUCCESS" && tx.TradeState != "REFUND":
+	case !tx.Paid():
 		return fmt.Errorf("%w: trade_state %s", ledger.ErrBillUnconfirmed, tx.TradeState)
 	case tx.TransactionID != bp.TransactionID || tx.AmountTotal != bp.Amount || tx.AppID != bp.AppID:
 		return fmt.Errorf("%w: paid by transaction %s, %d fen, app %s", ledger.ErrBillUnconfirmed,

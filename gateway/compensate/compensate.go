@@ -247,7 +247,7 @@ func (j *Job) foreign(log *slog.Logger, tx *wechatpay.Transaction) bool {
 	case tx.MchID != "" && j.cfg.MchID != "" && tx.MchID != j.cfg.MchID:
 		log.Error("compensate: query answered for another merchant", "mchid", tx.MchID)
 		return true
-	case j.cfg.AppID != "" && tx.AppID != j.cfg.AppID && (tx.AppID != "" || paid(tx)):
+	case j.cfg.AppID != "" && tx.AppID != j.cfg.AppID && (tx.AppID != "" || tx.Paid()):
 		log.Error("compensate: query answered for another app", "appid", tx.AppID)
 		return true
 	}
@@ -280,12 +280,6 @@ func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transac
 		log.Warn("compensate: apply queried state", "err", err)
 		return Failed
 	}
-}
-
-// paid reports whether an answer says WeChat Pay took the money (and may
-// have refunded it since).
-func paid(tx *wechatpay.Transaction) bool {
-	return tx.TradeState == "SUCCESS" || tx.TradeState == "REFUND"
 }
 
 // expired reports whether the order's expire_at has passed.
@@ -322,7 +316,7 @@ func update(tx *wechatpay.Transaction, now time.Time) (ledger.TransactionUpdate,
 	if tx.TransactionID == "" {
 		id = "query:" + tx.OutTradeNo + ":" + tx.TradeState
 	}
-	if paid(tx) && (tx.TransactionID == "" || tx.AmountTotal <= 0) {
+	if tx.Paid() && (tx.TransactionID == "" || tx.AmountTotal <= 0) {
 		return ledger.TransactionUpdate{}, fmt.Errorf("paid order %s without transaction id or amount", tx.OutTradeNo)
 	}
 	return ledger.TransactionUpdate{

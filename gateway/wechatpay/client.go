@@ -222,6 +222,10 @@ type Transaction struct {
 	SuccessTime    time.Time
 }
 
+// Paid reports whether WeChat Pay took the order's money (it may have
+// refunded it since: trade_state REFUND).
+func (t *Transaction) Paid() bool { return t.TradeState == "SUCCESS" || t.TradeState == "REFUND" }
+
 // QueryOrder looks an order up by out_trade_no. Errors: ErrNotFound,
 // ErrUnknownOutcome, *BusinessError.
 func (c *Client) QueryOrder(ctx context.Context, outTradeNo string) (*Transaction, error) {
