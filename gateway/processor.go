@@ -145,14 +145,22 @@ func (p *Processor) guarded(ctx context.Context, n *Notice, apply func() error) 
 		defer unlock()
 		if done, err := p.store.NoticeRecorded(ctx, n.ID); err == nil && done {
 			NoteDuplicate(ctx)
+			p.finish(ctx, keys, "", true) // later redeliveries skip the lookup
 			return nil
 		}
 	}
 	err = apply()
-	if ferr := p.gate.Finish(context.WithoutCancel(ctx), keys, adm.Token, err == nil, p.ttls()); ferr != nil {
-		slog.WarnContext(ctx, "gate finish failed; the lock expires on its own", "notify_id", n.ID, "err", ferr)
-	}
+	p.finish(ctx, keys, adm.Token, err == nil)
 	return err
+}
+
+// finish releases the gate's lock (token) and, when committed, marks the
+// notification done. A failure only costs a later redelivery a database
+// lookup, or leaves the lock to expire.
+func (p *Processor) finish(ctx context.Context, keys GateKeys, token string, committed bool) {
+	if err := p.gate.Finish(context.WithoutCancel(ctx), keys, token, committed, p.ttls()); err != nil {
+		slog.WarnContext(ctx, "gate finish failed; the lock expires on its own", "notify_id", keys.NotifyID, "err", err)
+	}
 }
 
 // wxTransaction is the decrypted resource of a TRANSACTION.* notification.
