@@ -164,10 +164,12 @@ var ErrKeyCheckBusy = errors.New("too many key checks in flight")
 // database query, must not take the connections payment notifications
 // need. So that such a flood cannot lock out the real keys, a key src
 // accepted within the last RecentKeyTTL passes without a slot while all
-// are taken; otherwise every check asks src, so a revoked key stops
-// working at once.
+// are taken, and a key src accepted before that is checked again on a
+// slot of its own that unknown keys never get; otherwise every check asks
+// src, so a revoked key stops working at once, or within RecentKeyTTL
+// while a flood holds every slot.
 func LimitLookups(src KeyLookup, n int) KeyLookup {
-	return &limitedKeys{src: src, slots: newSlots(n), recent: map[string]recentKey{}}
+	return &limitedKeys{src: src, slots: newSlots(n), known: newSlots(knownKeySlots), recent: map[string]recentKey{}}
 }
 
 // RecentKeyTTL is how long a verified key passes a full LimitLookups.
@@ -175,6 +177,10 @@ const RecentKeyTTL = time.Minute
 
 // maxRecentKeys bounds the remembered keys (only verified ones are kept).
 const maxRecentKeys = 1024
+
+// knownKeySlots are the checks of keys verified before that may run while
+// unknown keys hold every other slot.
+const knownKeySlots = 2
 
 type recentKey struct {
 	p  Principal
@@ -184,31 +190,44 @@ type recentKey struct {
 type limitedKeys struct {
 	src   KeyLookup
 	slots slots
+	known slots // for keys in recent only
 
 	mu     sync.Mutex
 	recent map[string]recentKey
 }
 
 func (l *limitedKeys) LookupAPIKey(ctx context.Context, sha256Hex string) (Principal, bool, error) {
-	if !l.slots.take() {
-		if p, ok := l.recently(sha256Hex); ok {
-			return p, true, nil
-		}
-		return Principal{}, false, ErrKeyCheckBusy
+	if l.slots.take() {
+		defer l.slots.give()
+		return l.check(ctx, sha256Hex)
 	}
-	defer l.slots.give()
-	p, ok, err := l.src.LookupAPIKey(ctx, sha256Hex)
+	p, known, fresh := l.recently(sha256Hex)
+	switch {
+	case fresh:
+		return p, true, nil
+	case known && l.known.take():
+		defer l.known.give()
+		return l.check(ctx, sha256Hex)
+	}
+	return Principal{}, false, ErrKeyCheckBusy
+}
+
+// check asks src and remembers its answer.
+func (l *limitedKeys) check(ctx context.Context, h string) (Principal, bool, error) {
+	p, ok, err := l.src.LookupAPIKey(ctx, h)
 	if err == nil {
-		l.remember(sha256Hex, p, ok)
+		l.remember(h, p, ok)
 	}
 	return p, ok, err
 }
 
-func (l *limitedKeys) recently(h string) (Principal, bool) {
+// recently says whether src accepted h before (known) and whether within
+// RecentKeyTTL (fresh).
+func (l *limitedKeys) recently(h string) (p Principal, known, fresh bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r, ok := l.recent[h]
-	return r.p, ok && time.Since(r.at) < RecentKeyTTL
+	return r.p, ok, ok && time.Since(r.at) < RecentKeyTTL
 }
 
 // remember keeps a verified key, and forgets one src no longer accepts.

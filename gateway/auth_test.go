@@ -119,6 +119,7 @@ func TestKeyLookupsAreCapped(t *testing.T) {
 type switchKeys struct {
 	gatedKeys
 	revoked *atomic.Bool
+	limited *limitedKeys // the LimitLookups around it, for the test to age its memory
 }
 
 func (k switchKeys) LookupAPIKey(ctx context.Context, h string) (Principal, bool, error) {
@@ -130,13 +131,15 @@ func (k switchKeys) LookupAPIKey(ctx context.Context, h string) (Principal, bool
 
 // TestKeyFloodDoesNotLockOutRealKeys: while unknown keys hold every
 // lookup slot, a database key verified a moment ago still passes (others
-// get 503); with a slot free, each check asks the database again, so a
+// get 503), and one verified over a minute ago is checked again on a slot
+// of its own; with a slot free, each check asks the database again, so a
 // revoked key is refused at once and is not let through by a later flood.
 func TestKeyFloodDoesNotLockOutRealKeys(t *testing.T) {
 	gin.SetMode(gin.TestMode)
-	db := switchKeys{gatedKeys{entered: make(chan struct{}, 8), release: make(chan struct{})}, &atomic.Bool{}}
+	db := switchKeys{gatedKeys{entered: make(chan struct{}, 8), release: make(chan struct{})}, &atomic.Bool{}, nil}
 	r := gin.New()
-	r.GET("/x", NewAuth(LimitLookups(db, 2)).Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	db.limited = LimitLookups(db, 2).(*limitedKeys)
+	r.GET("/x", NewAuth(db.limited).Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
 	call := func(key string) int {
 		req := httptest.NewRequest("GET", "/x", nil)
 		req.Header.Set("X-Api-Key", key)
@@ -162,10 +165,34 @@ func TestKeyFloodDoesNotLockOutRealKeys(t *testing.T) {
 	if code := call("junk-z"); code != http.StatusServiceUnavailable {
 		t.Fatalf("unknown key during the flood: %d, want 503", code)
 	}
+	// A minute on, the flood still going: the key is checked again on a
+	// slot unknown keys cannot take, and passes, or, once revoked, not.
+	age := func() {
+		lk := db.limited
+		lk.mu.Lock()
+		for h, r := range lk.recent {
+			r.at = r.at.Add(-RecentKeyTTL)
+			lk.recent[h] = r
+		}
+		lk.mu.Unlock()
+	}
+	age()
+	if code := call("real"); code != http.StatusOK {
+		t.Fatalf("real key verified over a minute ago, during the flood: %d, want 200", code)
+	}
+	age()
+	db.revoked.Store(true)
+	if code := call("real"); code != http.StatusUnauthorized {
+		t.Fatalf("key revoked during the flood, a minute on: %d, want 401", code)
+	}
+	db.revoked.Store(false)
 	db.release <- struct{}{}
 	db.release <- struct{}{}
 	<-held
 	<-held
+	if code := call("real"); code != http.StatusOK {
+		t.Fatalf("real key again: %d", code)
+	}
 	db.revoked.Store(true)
 	if code := call("real"); code != http.StatusUnauthorized {
 		t.Fatalf("revoked key: %d, want 401 at once", code)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -110,8 +111,8 @@ func (u *KeyUsage) Lookup(ctx context.Context, keyHash string) (APIKey, bool, er
 	if err != nil {
 		return APIKey{}, false, fmt.Errorf("look up api key: %w", err)
 	}
-	if err := u.touch(ctx, row.ID); err != nil {
-		return APIKey{}, false, err
+	if err := u.touch(ctx, row.ID); err != nil { // bookkeeping: the key is valid all the same
+		slog.WarnContext(ctx, "api key use not recorded", "name", row.Name, "err", err)
 	}
 	return row.key(), true, nil
 }

@@ -20,7 +20,11 @@ import (
 // accepted notification, a forged order in the ledger, refunds without an
 // idempotency key whose sum exceeds the paid amount, an order the
 // inventory confirmed twice, another it confirmed unpaid, successful
-// refunds never released, a job not drained, a refund not settled, and
+// refunds never released, a job not drained, a refund not settled, a
+// refund WeChat Pay refused as beyond the order or as changed, a key
+// sent to the inventory again with another body, a refund storm that
+// stopped, went unanswered or was answered with a refund the ledger lacks,
+// and
 // a ledger that disagrees with WeChat Pay (refunds it never paid, an
 // order it was paid for), a forged delivery answered 2xx and one that got
 // no 401 ESIGNATURE are all counted; and an empty run, or one whose
@@ -69,6 +73,15 @@ func TestCheckFindsViolations(t *testing.T) {
 			t.Fatalf("plant %s %s: %d %s", p.path, p.key, w.Code, w.Body)
 		}
 	}
+	// C9's key again with another amount: the inventory refuses it (409),
+	// but the gateway must never send it.
+	req := httptest.NewRequest("POST", "/confirmations", strings.NewReader(`{"key":"confirm:C9","out_trade_no":"C9","amount_total":99}`))
+	req.Header.Set("Idempotency-Key", "confirm:C9")
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	if inv.Handler().ServeHTTP(rec, req); rec.Code != http.StatusConflict {
+		t.Fatalf("plant a mismatch: %d %s", rec.Code, rec.Body)
+	}
 	keys, err := wxpaysim.GenerateKeys("1900000109", "wxapp")
 	if err != nil {
 		t.Fatal(err)
@@ -82,15 +95,22 @@ func TestCheckFindsViolations(t *testing.T) {
 	ev := &Evidence{Ctx: ctx, DB: db, Sim: sim, Inv: inv, Accepted: map[string]string{"n-lost": "C1"},
 		ForgedOrders: []string{"F1", "F2", "F3"}, ForgedAccepted: 1, ForgedWrongReason: []string{"F3 never refused, last answer: 503"},
 		ForgedRefused: 0, // F2's end was lost: one more violation
-		Uncommitted:   []string{"C2"}}
+		Uncommitted:   []string{"C2"},
+		// WeChat Pay refused a refund beyond the order's rest, and two
+		// refund numbers sent again with other parameters.
+		RefundsRefused: map[string]int{"over_refund": 1, "changed_params": 2, "not_paid": 3},
+		// The storm stopped early, two requests got no final answer and
+		// one key's answer named a refund the ledger does not have.
+		Storm: &storm{keys: map[string]int{}, status: map[string]int{"0 storm deadline": 2, "409 ECONFLICT": 1},
+			answers: map[string]map[string]bool{"K1": {"RFX1": true}, "K2": {"RGONE": true}}, err: errors.New("no token")}}
 	if err := pendingWork(ctx, db, ev); err != nil {
 		t.Fatal(err)
 	}
-	// F1's confirmation job was never run; RFX3 is UNKNOWN; no storm ran,
-	// so the money rule refused nothing.
+	// F1's confirmation job was never run; RFX3 is UNKNOWN; neither
+	// simulator injected a fault.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
-		"double refunds": 4, "double confirmations": 1, "stock effects missing or unearned": 5,
-		"orders with Σrefunds > paid": 1, "jobs not drained": 1, "refunds not settled": 1,
+		"double refunds": 8, "double confirmations": 2, "stock effects missing or unearned": 5,
+		"orders with Σrefunds > paid": 2, "jobs not drained": 1, "refunds not settled": 1,
 		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 2})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()

@@ -20,6 +20,7 @@ type event struct {
 
 // faultLog records what the schedule did, for the report.
 type faultLog struct {
+	bg    sync.WaitGroup // faults still ending in the background (Redis coming back)
 	mu    sync.Mutex
 	lines []string
 	errs  []error
@@ -53,14 +54,14 @@ func schedule(o Options, w *world, log *faultLog) []event {
 			fire: func(ctx context.Context) error {
 				w.redis.Stop()
 				// Redis stays down while deliveries go on; it comes back in the background.
-				go func() {
+				log.bg.Go(func() {
 					select {
 					case <-time.After(o.RedisStop):
 					case <-ctx.Done():
 					}
 					err := w.redis.Start(context.WithoutCancel(ctx))
 					log.add("Redis started again", err)
-				}()
+				})
 				return nil
 			}})
 	}

@@ -27,6 +27,7 @@ type Report struct {
 	RefundStates   string
 	InventoryStats string
 	WechatFaults   map[string]int // faults WeChat Pay's refund API injected, by kind
+	WechatRefused  map[string]int // refund applications WeChat Pay's own rules refused, by reason
 	DeferredChecks int            // checks after a 2xx run only once the database was back
 	Invariants     []Invariant
 }
@@ -76,6 +77,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	d.run(ctx, plan)
 	stopFaults()
 	wg.Wait()
+	faults.bg.Wait() // a Redis stopped late comes back now (fctx ended), and its restart is in the log
 	rep := &Report{Deliveries: len(plan), Attempts: d.attempts, Accepted: len(d.accepted), GaveUp: len(d.gaveUp),
 		Forged: len(d.forgedOrders), Elapsed: time.Since(start), Storm: st.summary()}
 	rep.Faults, rep.FaultErrors = faults.snapshot()
@@ -88,22 +90,29 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
 		ForgedAccepted: d.forgedAccepted, ForgedRefused: d.forgedRefused, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted}
 	drain(ctx, w, o, ev)
+	ev.RefundsRefused = w.sim.RefundsRefused() // the janitor's re-sends during the drain count too
 	rep.JobsTotal, rep.JobsStates = ev.JobsTotal, ev.JobsStates
 	rep.RefundStates = countBy(ctx, w, "SELECT state, COUNT(*) FROM refunds GROUP BY state ORDER BY state")
 	s := w.inv.Stats()
 	rep.InventoryStats = fmt.Sprintf("posts %d, confirmations %d, duplicates %d, faults %d", s.Posts, s.Confirmations,
 		s.Duplicates, s.Faults)
-	rep.WechatFaults = w.sim.FaultsInjected()
+	rep.WechatFaults, rep.WechatRefused = w.sim.FaultsInjected(), ev.RefundsRefused
 	rep.Invariants, err = Check(ev)
 	return rep, err
 }
 
 // heal makes sure every server is up before the drain and the check: a
-// fault whose restart failed is retried once.
+// fault whose restart failed (it is in the report's fault errors) is
+// retried once.
 func (w *world) heal(ctx context.Context) error {
 	if err := w.sql.PingContext(ctx); err != nil {
 		if err := w.db.Restart(ctx); err != nil {
 			return fmt.Errorf("mariadb did not come back: %w", err)
+		}
+	}
+	if err := w.redis.Ping(); err != nil {
+		if err := w.redis.Start(ctx); err != nil {
+			return fmt.Errorf("redis did not come back: %w", err)
 		}
 	}
 	return nil

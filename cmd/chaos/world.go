@@ -136,11 +136,11 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 // it and answers an unsigned 403 (a proxy's), so refunds are made and
 // settled through unknown outcomes, not only clean answers. The hold
 // outlasts the gateway's WeChat Pay timeout (chaosEnv), so every hold is
-// a real timeout. The first three applications are answered "order not
-// found", and the next two the proxy's 403, whatever the dice say, so
-// even the short run has both.
+// a real timeout. The first request is dropped, the first three
+// applications are answered "order not found", and the next two the
+// proxy's 403, whatever the dice say, so even the short run has them all.
 var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", Fail5xxRate: 0.1, DropRate: 0.05,
-	ApplyThenTimeoutRate: 0.15, OrderUnknownNext: 3, OrderUnknownRate: 0.05, ApplyThenForbiddenNext: 2,
+	ApplyThenTimeoutRate: 0.15, DropNext: 1, OrderUnknownNext: 3, OrderUnknownRate: 0.05, ApplyThenForbiddenNext: 2,
 	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond}
 
 // refundNotifyRetries outlast a gateway restart, as WeChat's do.

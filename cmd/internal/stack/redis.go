@@ -44,6 +44,9 @@ func (r *Redis) Start(ctx context.Context) error {
 	return waitFor(ctx, r.proc, 15*time.Second, func() error { return ping(r.Addr()) })
 }
 
+// Ping says whether the server answers PING.
+func (r *Redis) Ping() error { return ping(r.Addr()) }
+
 // Stop kills the server (its data is not persistent anyway).
 func (r *Redis) Stop() {
 	if r.proc != nil {

@@ -81,13 +81,15 @@ func (s *Sim) createRefund(req createRefundRequest) (*RefundRecord, reply, bool)
 	if r, ok := s.refunds[req.OutRefundNo]; ok {
 		r.Requests++
 		if !sameRefund(r, req) {
+			s.refuse("changed_params")
 			return nil, errReply(http.StatusBadRequest, "INVALID_REQUEST", "退款单号已存在，但请求参数与原退款不一致"), false
 		}
 		cp := *r
 		return &cp, reply{}, false
 	}
 	o := s.findOrderLocked(req.OutTradeNo, req.TransactionID)
-	if rep, ok := checkRefundable(o, req); !ok {
+	if rep, reason := checkRefundable(o, req); reason != "" {
+		s.refuse(reason)
 		return nil, rep, false
 	}
 	r := &RefundRecord{
@@ -127,16 +129,42 @@ func (s *Sim) findOrderLocked(outTradeNo, transactionID string) *OrderRecord {
 // RESOURCE_NOT_EXISTS, a wrong total 400 INVALID_REQUEST, and so are refunds
 // beyond what is left of the order. (403 NOT_ENOUGH is WeChat's answer
 // when the merchant's refund balance is short, not the order's.)
-func checkRefundable(o *OrderRecord, req createRefundRequest) (reply, bool) {
+// The reason it returns ("" when the refund may go) names the refusal
+// for RefundsRefused.
+func checkRefundable(o *OrderRecord, req createRefundRequest) (reply, string) {
 	switch {
 	case o == nil || o.TransactionID == "":
-		return errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "订单不存在或未支付"), false
+		return errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "订单不存在或未支付"), "not_paid"
 	case req.Amount.Total != o.Amount:
-		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "订单金额与原订单不一致"), false
+		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "订单金额与原订单不一致"), "wrong_total"
 	case o.Refunded+req.Amount.Refund > o.Amount:
-		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "申请退款金额超过订单可退金额"), false
+		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "申请退款金额超过订单可退金额"), "over_refund"
 	}
-	return reply{}, true
+	return reply{}, ""
+}
+
+// refuse counts a refused refund application; s.mu is held.
+func (s *Sim) refuse(reason string) {
+	if s.refused == nil {
+		s.refused = map[string]int{}
+	}
+	s.refused[reason]++
+}
+
+// RefundsRefused counts the refund applications refused by WeChat's own
+// rules (not by injected faults), by reason: "over_refund" (more than is
+// left of the order), "changed_params" (an out_refund_no sent again with
+// other parameters), "wrong_total", "not_paid". A gateway that keeps its
+// money rules causes none of the first two: the simulator refusing them
+// must not hide that the gateway sent them.
+func (s *Sim) RefundsRefused() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for k, n := range s.refused {
+		out[k] = n
+	}
+	return out
 }
 
 func (s *Sim) handleQueryRefund(r *http.Request, _ []byte) reply {

@@ -60,7 +60,8 @@ type Sim struct {
 	orderList  []string                // out_trade_no in creation order
 	payNotes   map[string]Notification // payment notification by out_trade_no
 	refunds    map[string]*RefundRecord
-	refundList []string // out_refund_no in creation order
+	refundList []string       // out_refund_no in creation order
+	refused    map[string]int // refund applications refused, by reason (see RefundsRefused)
 	bills      map[string]billFile
 	signMode   SignMode
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -223,6 +224,10 @@ func TestRefundRules(t *testing.T) {
 	}
 	if r := sim.Refunds()[0]; r.Requests != 3 {
 		t.Fatalf("R1 requests=%d, want 3", r.Requests)
+	}
+	want := map[string]int{"changed_params": 1, "over_refund": 1, "wrong_total": 1, "not_paid": 2}
+	if got := sim.RefundsRefused(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("RefundsRefused()=%v, want %v", got, want)
 	}
 }
 
