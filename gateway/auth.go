@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -52,13 +53,18 @@ func (s StaticKeys) LookupAPIKey(_ context.Context, h string) (Principal, bool, 
 	return p, ok, nil
 }
 
-// ParseAPIKeys reads "name:role:sha256hex" entries.
+// KeyNamePattern keeps key names printable, short enough for the audit
+// log and free of the ':' that separates config entries.
+var KeyNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-@]{1,64}$`)
+
+// ParseAPIKeys reads "name:role:sha256hex" entries. A hash given twice is
+// refused: one of its entries would silently win.
 func ParseAPIKeys(specs []string) (StaticKeys, error) {
 	out := StaticKeys{}
 	for _, spec := range specs {
 		parts := strings.Split(strings.TrimSpace(spec), ":")
-		if len(parts) != 3 || parts[0] == "" {
-			return nil, fmt.Errorf("api key %q: want name:role:sha256hex", spec)
+		if len(parts) != 3 || !KeyNamePattern.MatchString(parts[0]) {
+			return nil, fmt.Errorf("api key %q: want name:role:sha256hex, the name of 1-64 of A-Z a-z 0-9 _ . - @", spec)
 		}
 		name, role, h := parts[0], Role(parts[1]), strings.ToLower(parts[2])
 		if !ValidRole(role) {
@@ -66,6 +72,9 @@ func ParseAPIKeys(specs []string) (StaticKeys, error) {
 		}
 		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
 			return nil, fmt.Errorf("api key %s: hash must be 64 hex characters of SHA-256", name)
+		}
+		if _, dup := out[h]; dup {
+			return nil, fmt.Errorf("api key %s: its hash is given twice", name)
 		}
 		out[h] = Principal{Name: name, Role: role}
 	}

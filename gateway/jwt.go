@@ -20,6 +20,10 @@ type JWTConfig struct {
 	Audience       string        // required aud when set
 	OpenIDClaim    string        // claim holding the user's openid; default "openid"
 	Leeway         time.Duration // clock skew allowed on exp/nbf/iat
+	// MaxLifetime, when set, requires iat and refuses a token whose exp
+	// is more than this after it: a leaked token made to last for years
+	// must not ask for refunds for years.
+	MaxLifetime time.Duration
 }
 
 // JWTAuth checks `Authorization: Bearer <jwt>` on user routes.
@@ -67,11 +71,29 @@ func (a *JWTAuth) OpenID(raw string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("jwt: %w", err)
 	}
+	if err := a.checkLifetime(claims); err != nil {
+		return "", err
+	}
 	openid, _ := claims[a.cfg.OpenIDClaim].(string)
 	if openid == "" || len(openid) > 128 {
 		return "", fmt.Errorf("jwt: claim %q missing or malformed", a.cfg.OpenIDClaim)
 	}
 	return openid, nil
+}
+
+func (a *JWTAuth) checkLifetime(claims jwt.MapClaims) error {
+	if a.cfg.MaxLifetime <= 0 {
+		return nil
+	}
+	iat, err := claims.GetIssuedAt()
+	if err != nil || iat == nil {
+		return errors.New("jwt: iat is required")
+	}
+	exp, _ := claims.GetExpirationTime() // required and checked by the parser
+	if exp == nil || exp.Sub(iat.Time) > a.cfg.MaxLifetime {
+		return fmt.Errorf("jwt: lifetime over %v", a.cfg.MaxLifetime)
+	}
+	return nil
 }
 
 const openIDKey = "gateway.openid"

@@ -30,6 +30,8 @@ func TestJWTAuth(t *testing.T) {
 	hs := gateway.JWTConfig{HS256Secret: secret, Issuer: "biz", Audience: "refunds"}
 	es := gateway.JWTConfig{ES256PublicKey: &ecKey.PublicKey}
 	good := jwt.MapClaims{"openid": "o1", "exp": exp, "iss": "biz", "aud": "refunds"}
+	now := time.Now().Unix()
+	bounded := gateway.JWTConfig{HS256Secret: secret, Audience: "refunds", MaxLifetime: 24 * time.Hour}
 	cases := []struct {
 		name  string
 		cfg   gateway.JWTConfig
@@ -44,6 +46,9 @@ func TestJWTAuth(t *testing.T) {
 		{"hs256 wrong audience", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "exp": exp, "iss": "biz", "aud": "x"}), false},
 		{"hs256 no openid", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": exp, "iss": "biz", "aud": "refunds"}), false},
 		{"alg none", hs, sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good), false},
+		{"bounded lifetime, a day", bounded, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "iat": now, "exp": now + 86400, "aud": "refunds"}), true},
+		{"bounded lifetime, ten years", bounded, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "iat": now, "exp": now + 10*365*86400, "aud": "refunds"}), false},
+		{"bounded lifetime, no iat", bounded, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "exp": exp, "aud": "refunds"}), false},
 		{"es256 valid", es, sign(jwt.SigningMethodES256, ecKey, good), true},
 		{"es256 other key", es, sign(jwt.SigningMethodES256, otherEC, good), false},
 		{"es256 config, hs256 token", es, sign(jwt.SigningMethodHS256, secret, good), false},

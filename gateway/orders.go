@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"reflect"
 	"regexp"
@@ -56,12 +57,55 @@ func DecodeJSON(c *gin.Context, max int64, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return Errorf(CodeInvalid, "malformed JSON: "+err.Error(), err)
+		return Errorf(CodeInvalid, "malformed JSON: "+jsonProblem(err), err)
 	}
 	if dec.More() {
 		return &Error{Code: CodeInvalid, Message: "malformed JSON: trailing data"}
 	}
 	return exactKeys(body, v)
+}
+
+// jsonProblem says what is wrong with a body in the API's words: the
+// decoder's own message names Go types and struct fields.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	var timeErr *time.ParseError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return "field " + strconv.Quote(typeErr.Field) + " must be " + jsonKind(typeErr.Type)
+	case errors.As(err, &typeErr):
+		return "the body must be " + jsonKind(typeErr.Type)
+	case errors.As(err, &syntaxErr):
+		return "syntax error at byte " + strconv.FormatInt(syntaxErr.Offset, 10)
+	case errors.As(err, &timeErr):
+		return "times are RFC 3339, e.g. 2026-11-30T20:00:00+08:00"
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of the body"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	}
+	return "unreadable body"
+}
+
+// jsonKind names the JSON value a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8,
+		reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number in range"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "an object"
 }
 
 // exactKeys refuses a top-level key not spelled exactly as one of v's
@@ -78,7 +122,7 @@ func exactKeys(body []byte, v any) error {
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return Errorf(CodeInvalid, "malformed JSON: "+err.Error(), err)
+			return Errorf(CodeInvalid, "malformed JSON: "+jsonProblem(err), err)
 		}
 		key, _ := tok.(string)
 		switch {
@@ -90,7 +134,7 @@ func exactKeys(body []byte, v any) error {
 		seen[key] = true
 		var skip json.RawMessage
 		if err := dec.Decode(&skip); err != nil {
-			return Errorf(CodeInvalid, "malformed JSON: "+err.Error(), err)
+			return Errorf(CodeInvalid, "malformed JSON: "+jsonProblem(err), err)
 		}
 	}
 	return nil

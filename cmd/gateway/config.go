@@ -179,7 +179,7 @@ func DefaultConfig() Config {
 			BreakerCooldown: 2 * time.Second},
 		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
 		// A backend clock a little ahead must not turn fresh tokens away.
-		Refunds:   RefundsConfig{JWT: JWTConfig{Leeway: 30 * time.Second}},
+		Refunds:   RefundsConfig{JWT: JWTConfig{Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour}},
 		Log:       LogConfig{Level: "info"},
 		RateLimit: defaultRateLimit(),
 

@@ -114,14 +114,17 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			}
 		}
 	})
-	t.Run("user tokens without an audience or with a long leeway", func(t *testing.T) {
-		for _, j := range []JWTConfig{{HS256Secret: strings.Repeat("s", 32)},
-			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: 10 * time.Minute}} {
+	t.Run("user tokens without an audience, with a long leeway or an unbounded lifetime", func(t *testing.T) {
+		day := 24 * time.Hour
+		for _, j := range []JWTConfig{{HS256Secret: strings.Repeat("s", 32), MaxLifetime: day},
+			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: 10 * time.Minute, MaxLifetime: day},
+			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds"},
+			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", MaxLifetime: 365 * day}} {
 			if _, err := j.gatewayJWT(); err == nil {
 				t.Fatalf("%+v accepted", j)
 			}
 		}
-		if _, err := (JWTConfig{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: time.Minute}).gatewayJWT(); err != nil {
+		if _, err := (JWTConfig{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: time.Minute, MaxLifetime: day}).gatewayJWT(); err != nil {
 			t.Fatal(err)
 		}
 	})

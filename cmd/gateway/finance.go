@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -172,10 +171,6 @@ func (t tradeBills) TradeBill(ctx context.Context, day string) ([]byte, error) {
 	return data, err
 }
 
-// keyNamePattern keeps key names printable and free of the ':' that
-// separates config entries.
-var keyNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-@]{1,64}$`)
-
 // apikeyCmd: `gateway apikey create --name N --role R`, `gateway apikey
 // revoke --name N`, `gateway apikey list`.
 func apikeyCmd(ctx context.Context, args []string, out io.Writer) error {
@@ -216,7 +211,7 @@ func apikeyCmd(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func createKey(ctx context.Context, s *ledger.Store, name, role string, out io.Writer) error {
-	if !keyNamePattern.MatchString(name) {
+	if !gateway.KeyNamePattern.MatchString(name) {
 		return errors.New("apikey create: --name must be 1-64 of A-Z a-z 0-9 _ . - @")
 	}
 	if !gateway.ValidRole(gateway.Role(role)) {

@@ -44,6 +44,7 @@ type JWTConfig struct {
 	Audience           string        `yaml:"audience"`
 	OpenIDClaim        string        `yaml:"openid_claim"`
 	Leeway             time.Duration `yaml:"leeway"`
+	MaxLifetime        time.Duration `yaml:"max_lifetime"`
 }
 
 func (j JWTConfig) configured() bool {
@@ -54,13 +55,20 @@ func (j JWTConfig) configured() bool {
 // would keep an expired token working.
 const maxJWTLeeway = 2 * time.Minute
 
+// maxJWTLifetime bounds refunds.jwt.max_lifetime: a user token that may
+// last longer is a credential nobody can take back.
+const maxJWTLifetime = 30 * 24 * time.Hour
+
 // gatewayJWT loads the keys named by the config.
 func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
-	out := gateway.JWTConfig{Issuer: j.Issuer, Audience: j.Audience, OpenIDClaim: j.OpenIDClaim, Leeway: j.Leeway}
+	out := gateway.JWTConfig{Issuer: j.Issuer, Audience: j.Audience, OpenIDClaim: j.OpenIDClaim, Leeway: j.Leeway,
+		MaxLifetime: j.MaxLifetime}
 	switch {
 	case j.Audience == "":
 		return out, errors.New("config: refunds.jwt.audience (GATEWAY_REFUNDS_JWT_AUDIENCE) is required: " +
 			"without it any token signed with this key that carries an openid (one made for another API too) may ask for refunds")
+	case j.MaxLifetime <= 0 || j.MaxLifetime > maxJWTLifetime:
+		return out, fmt.Errorf("config: refunds.jwt.max_lifetime (GATEWAY_REFUNDS_JWT_MAX_LIFETIME) must be between 0 and %v", maxJWTLifetime)
 	case j.Leeway < 0 || j.Leeway > maxJWTLeeway:
 		return out, fmt.Errorf("config: refunds.jwt.leeway (GATEWAY_REFUNDS_JWT_LEEWAY) must be between 0 and %v", maxJWTLeeway)
 	}

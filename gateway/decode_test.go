@@ -1,0 +1,45 @@
+package gateway
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// TestDecodeJSONSpeaksTheAPI: a body the decoder refuses is answered in
+// the API's words (field names as sent, JSON kinds), never with Go's type
+// or struct names.
+func TestDecodeJSONSpeaksTheAPI(t *testing.T) {
+	type body struct {
+		No     string    `json:"out_trade_no"`
+		Amount int64     `json:"amount"`
+		At     time.Time `json:"expire_at"`
+	}
+	for _, tc := range []struct{ in, want string }{
+		{`{"out_trade_no":"a","amount":"1"}`, `malformed JSON: field "amount" must be a whole number in range`},
+		{`{"amount":1.5}`, `malformed JSON: field "amount" must be a whole number in range`},
+		{`{"amount":1e99}`, `malformed JSON: field "amount" must be a whole number in range`},
+		{`{"out_trade_no":7}`, `malformed JSON: field "out_trade_no" must be a string`},
+		{`[1]`, `malformed JSON: the body must be an object`},
+		{`{"out_trade_no":`, `malformed JSON: unexpected end of the body`},
+		{``, `malformed JSON: empty body`},
+		{`{"amount":1,}`, `malformed JSON: syntax error at byte 13`},
+		{`{"x":1}`, `malformed JSON: unknown field "x"`},
+		{`{"expire_at":"tomorrow"}`, `malformed JSON: times are RFC 3339, e.g. 2026-11-30T20:00:00+08:00`},
+	} {
+		c, _ := gin.CreateTestContext(httptest.NewRecorder())
+		c.Request = httptest.NewRequest("POST", "/", strings.NewReader(tc.in))
+		var v body
+		err := DecodeJSON(c, 1<<10, &v)
+		e, ok := err.(*Error)
+		if !ok || e.Code != CodeInvalid || e.Message != tc.want {
+			t.Errorf("%s: %v, want %q", tc.in, err, tc.want)
+		}
+		if ok && (strings.Contains(e.Message, "Go ") || strings.Contains(e.Message, "int64") || strings.Contains(e.Message, "body.")) {
+			t.Errorf("%s: %q names Go internals", tc.in, e.Message)
+		}
+	}
+}
