@@ -106,7 +106,7 @@ func (m *Main) openStore(ctx context.Context) error {
 	d := m.Config.Database
 	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.MaxOpenConns,
 		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime, DialTimeout: d.DialTimeout,
-		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout})
+		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, LockWaitTimeout: d.LockWaitTimeout})
 	if err != nil {
 		return err
 	}

@@ -103,6 +103,9 @@ type DatabaseConfig struct {
 	DialTimeout     time.Duration `yaml:"dial_timeout"`
 	ReadTimeout     time.Duration `yaml:"read_timeout"`
 	WriteTimeout    time.Duration `yaml:"write_timeout"`
+	// LockWaitTimeout bounds a MySQL row-lock wait on the server, where a
+	// cancelled context does not reach (innodb_lock_wait_timeout).
+	LockWaitTimeout time.Duration `yaml:"lock_wait_timeout"`
 }
 
 // RedisConfig is optional: an empty Addr means in-process guards.
@@ -172,7 +175,7 @@ func DefaultConfig() Config {
 		Runtime: RuntimeConfig{GCPercent: 400, MemoryLimit: 1 << 30},
 		Database: DatabaseConfig{DSN: ".run/gateway.db", MaxOpenConns: 50, MaxIdleConns: 25,
 			ConnMaxLifetime: 30 * time.Minute, DialTimeout: 5 * time.Second,
-			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, LockWaitTimeout: 5 * time.Second},
 		Redis: RedisConfig{Prefix: "gw:", PoolSize: 20, DialTimeout: 200 * time.Millisecond,
 			ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
 			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond, FinishDelay: 2 * time.Millisecond,

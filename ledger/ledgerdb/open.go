@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +35,12 @@ type Config struct {
 	DialTimeout  time.Duration
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
+	// LockWaitTimeout, when set, is MySQL's innodb_lock_wait_timeout for
+	// the pool's connections (whole seconds, at least 1). A context that
+	// ends only closes the client's socket: the statement goes on waiting
+	// for its row lock on the server, holding the locks it has, for the
+	// server's default of 50 s, and redeliveries queue behind it.
+	LockWaitTimeout time.Duration
 }
 
 // Open opens the database named by cfg.DSN. It does not migrate.
@@ -73,6 +80,9 @@ func openMySQL(dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	// READ COMMITTED: a locked read sees the newest committed row, and
 	// gap locks do not turn concurrent inserts into deadlocks.
 	mc.Params["transaction_isolation"] = "'READ-COMMITTED'"
+	if _, set := mc.Params["innodb_lock_wait_timeout"]; !set && cfg.LockWaitTimeout > 0 {
+		mc.Params["innodb_lock_wait_timeout"] = strconv.Itoa(max(1, int(cfg.LockWaitTimeout.Round(time.Second)/time.Second)))
+	}
 	// No RETURNING: on MariaDB it makes an upsert that hit a duplicate
 	// report one affected row, hiding the duplicate from ON CONFLICT code.
 	db, err := gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DisableWithReturning: true}), gcfg)

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+
+	"paygateway/gateway/wechatpay/wxpaysim"
+)
+
+// TestRowLockWaitEndsOnTheServer: a statement of the gateway's pool that
+// waits for a row lock gives up on the server after
+// database.lock_wait_timeout, even when nothing cancels it (a cancelled
+// context only closes the client's socket and leaves the wait, and the
+// locks already held, on the server for 50 s).
+func TestRowLockWaitEndsOnTheServer(t *testing.T) {
+	cfg := testConfig(t, backend{name: "mysql", mysql: true})
+	cfg.Database.LockWaitTimeout = time.Second
+	m := startGateway(t, cfg)
+	k, _ := testKeys(t)
+	no := uniqueNo("lockwait")
+	if status, body := post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(paidTx(k, no, 100),
+		wxpaysim.PublicKeyMode(), time.Now()))); status != 204 {
+		t.Fatalf("notification: %d %v", status, body)
+	}
+	other, err := sql.Open("mysql", strings.TrimPrefix(cfg.Database.DSN, "mysql://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ctx := context.Background()
+	holder, err := other.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback()
+	if _, err := holder.ExecContext(ctx, "SELECT id FROM payments WHERE out_trade_no = ? FOR UPDATE", no); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = m.Store.DB().WithContext(ctx).Exec("UPDATE payments SET updated_at = updated_at WHERE out_trade_no = ?", no).Error
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "1205") {
+		t.Fatalf("waiting for a held row lock: err=%v after %v, want MySQL error 1205", err, took)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("the wait took %v with lock_wait_timeout 1s", took)
+	}
+}
