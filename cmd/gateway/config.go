@@ -3,6 +3,8 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"strconv"
@@ -329,6 +331,13 @@ func (c *Config) Validate() error {
 			"wechatpay.bill_timeout (GATEWAY_WECHATPAY_BILL_TIMEOUT)", "must be between 0 (5m) and 30m"},
 		{c.Finance.ReconcileLookBack < 0 || c.Finance.ReconcileLookBack > 90,
 			"finance.reconcile_look_back (GATEWAY_FINANCE_RECONCILE_LOOK_BACK)", "must be between 0 (30) and 90 days"},
+		// Plain HTTP to WeChat Pay lets anyone on the path answer for it
+		// (a "not found" needs no signature); only a simulator on this host
+		// may be spoken to without TLS.
+		{!secureOrLocal(w.BaseURL), "wechatpay.base_url (GATEWAY_WECHATPAY_BASE_URL)",
+			"must be https:// (http:// only to this host, for a simulator)"},
+		{c.HTTP.PprofAddr != "" && !loopbackAddr(c.HTTP.PprofAddr), "http.pprof_addr (GATEWAY_HTTP_PPROF_ADDR)",
+			"must be on this host (127.0.0.1:port): pprof has no key and shows memory"},
 		{cmp.Or(c.Finance.ReconcileTimeout, gateway.DefaultReconcileTimeout) <= w.billTimeout(),
 			"finance.reconcile_timeout (GATEWAY_FINANCE_RECONCILE_TIMEOUT)", "must be longer than wechatpay.bill_timeout (5m by default): it bounds the whole run, download included"},
 	}
@@ -344,6 +353,32 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: http.trusted_proxies (GATEWAY_HTTP_TRUSTED_PROXIES): %w", err)
 	}
 	return c.validateOutbox()
+}
+
+// secureOrLocal: an empty URL (WeChat Pay's own), https, or http to a
+// loopback host.
+func secureOrLocal(raw string) bool {
+	if raw == "" {
+		return true
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	return u.Scheme == "https" || u.Scheme == "http" && loopbackAddr(u.Host)
+}
+
+// loopbackAddr: host[:port] names this host only.
+func loopbackAddr(addr string) bool {
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // loadSecrets fills secrets given as files.

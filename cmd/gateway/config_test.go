@@ -95,6 +95,11 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			c.Redis.Addr, c.Redis.OpTimeout = "127.0.0.1:6379", 2*time.Second
 		}, "GATEWAY_REDIS_OP_TIMEOUT"},
 		{"breaker open for an hour", func(c *Config) { c.Redis.BreakerCooldown = time.Hour }, "GATEWAY_REDIS_BREAKER_COOLDOWN"},
+		{"WeChat Pay over plain HTTP", func(c *Config) { c.WechatPay.BaseURL = "http://api.mch.weixin.qq.com" },
+			"GATEWAY_WECHATPAY_BASE_URL"},
+		{"WeChat Pay over plain HTTP to a LAN address", func(c *Config) { c.WechatPay.BaseURL = "http://10.0.0.8:8081" },
+			"GATEWAY_WECHATPAY_BASE_URL"},
+		{"pprof on every interface", func(c *Config) { c.HTTP.PprofAddr = ":6060" }, "GATEWAY_HTTP_PPROF_ADDR"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,6 +111,15 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			}
 		})
 	}
+	t.Run("WeChat Pay over TLS, a simulator and pprof on this host", func(t *testing.T) {
+		for _, u := range []string{"", "https://api.mch.weixin.qq.com", "http://127.0.0.1:8081", "http://localhost:8081", "http://[::1]:8081"} {
+			c := base()
+			c.WechatPay.BaseURL, c.HTTP.PprofAddr = u, "127.0.0.1:6060"
+			if err := c.Validate(); err != nil {
+				t.Fatalf("base_url %q: %v", u, err)
+			}
+		}
+	})
 	t.Run("take-over time or day", func(t *testing.T) {
 		for in, want := range map[string]string{"2026-12-01": "2026-11-30T16:00:00Z", "2026-12-01T09:30:00+08:00": "2026-12-01T01:30:00Z"} {
 			got, err := FinanceConfig{ReconcileFrom: in}.takeOver()
