@@ -180,7 +180,7 @@ func apikeyCmd(ctx context.Context, args []string, out io.Writer) error {
 	sub := args[0]
 	fs := flag.NewFlagSet("apikey "+sub, flag.ContinueOnError)
 	name := fs.String("name", "", "key name (who holds it)")
-	role := fs.String("role", "", "finance, ops or service")
+	role := fs.String("role", "", "finance, ops, service or metrics")
 	m, err := openForCommand(ctx, fs, args[1:])
 	if err != nil {
 		return err
