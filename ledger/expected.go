@@ -43,6 +43,22 @@ func (s *Store) ScheduleCheck(ctx context.Context, outTradeNo string, at time.Ti
 	return nil
 }
 
+// ClaimCheck schedules the order's next check at `at` only if its check
+// is still due as AwaitingPayment(createdBefore) saw it, and says whether
+// it did. Of several instances that listed the same order, one claims it
+// and asks WeChat Pay; the others see it scheduled and leave it, so an
+// order costs one query per check, not one per instance.
+func (s *Store) ClaimCheck(ctx context.Context, outTradeNo string, createdBefore, at time.Time) (bool, error) {
+	res := s.db.WithContext(ctx).Model(&paymentRow{}).
+		Where("out_trade_no = ? AND state = ? AND ((next_check_at IS NULL AND created_at <= ?) OR next_check_at <= ?)",
+			outTradeNo, string(PaymentExpected), createdBefore.UTC(), s.now()).
+		UpdateColumn("next_check_at", at.UTC())
+	if res.Error != nil {
+		return false, fmt.Errorf("claim check of %s: %w", outTradeNo, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
 // CloseExpired moves an EXPECTED order whose expire_at has passed to
 // CLOSED, with a history row naming source and ref. It returns ErrNoChange
 // when the order is no longer EXPECTED or not yet expired, ErrNotFound

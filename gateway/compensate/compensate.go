@@ -128,8 +128,12 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			return changed, err
 		}
 		for _, p := range page {
-			if err := j.schedule(ctx, p); err != nil { // else the same orders would come back in this run
+			claimed, err := j.claim(ctx, p, cutoff) // else the same orders would come back in this run
+			if err != nil {
 				return changed, err
+			}
+			if !claimed { // another instance checks it (or it was paid meanwhile)
+				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, j.cfg.CheckTimeout)
 			result := j.check(cctx, p)
@@ -151,14 +155,14 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 	return changed, ctx.Err()
 }
 
-// schedule sets the order's next check before this one runs: a check
-// that outlasts its time (a slow WeChat Pay) cannot leave the order first
-// in line for every later run, and other instances leave it alone
-// meanwhile.
-func (j *Job) schedule(ctx context.Context, p ledger.Payment) error {
+// claim sets the order's next check before this one runs, if no other
+// instance did since the page was read: a check that outlasts its time (a
+// slow WeChat Pay) cannot leave the order first in line for every later
+// run, and other instances leave it alone meanwhile.
+func (j *Job) claim(ctx context.Context, p ledger.Payment, cutoff time.Time) (bool, error) {
 	sctx, cancel := context.WithTimeout(ctx, pageTimeout)
 	defer cancel()
-	return j.store.ScheduleCheck(sctx, p.OutTradeNo, j.nextCheck(p, j.store.Now()))
+	return j.store.ClaimCheck(sctx, p.OutTradeNo, cutoff, j.nextCheck(p, j.store.Now()))
 }
 
 // mismatchRecheck is how long an order paid another amount than

@@ -2,6 +2,7 @@ package compensate
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -242,6 +243,57 @@ func TestForeignAnswersAreRefused(t *testing.T) {
 			if wx.total() != 1 || p.State != c.want || (c.want == ledger.PaymentExpected) != (len(h) == 1) {
 				t.Errorf("%s: %d queries, state %s, %d history rows (results %v); want 1 query and %s",
 					c.no, wx.total(), p.State, len(h), results, c.want)
+			}
+		}
+	})
+}
+
+// slowUnpaid is unpaid with a pause in every query, so that two runs
+// overlap.
+type slowUnpaid struct{ unpaid }
+
+func (s *slowUnpaid) QueryOrder(ctx context.Context, no string) (*wechatpay.Transaction, error) {
+	time.Sleep(2 * time.Millisecond)
+	return s.unpaid.QueryOrder(ctx, no)
+}
+
+// TestInstancesShareTheChecks: two instances' runs at once over the same
+// due orders ask WeChat Pay about each order once between them, not once
+// each: an order another instance claimed since the page was read is left
+// to it.
+func TestInstancesShareTheChecks(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		s := base.WithClock(func() time.Time { return t0.Add(10 * time.Minute) })
+		ctx := context.Background()
+		const orders = 40
+		for i := range orders {
+			o := ledger.Order{OutTradeNo: fmt.Sprintf("share-%02d", i), AmountTotal: 100, ExpireAt: t0.Add(time.Hour)}
+			if _, err := base.WithClock(func() time.Time { return t0 }).RegisterOrder(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wx := &slowUnpaid{unpaid{queries: map[string]int{}, closed: map[string]bool{}}}
+		cfg := Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 8}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 2 {
+			job := New(cfg, s, wx)
+			wg.Go(func() {
+				<-start
+				if _, err := job.RunOnce(ctx); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(wx.queries) != orders {
+			t.Fatalf("%d of %d orders asked about", len(wx.queries), orders)
+		}
+		for no, n := range wx.queries {
+			if n != 1 {
+				t.Errorf("%s asked about %d times, want once", no, n)
 			}
 		}
 	})
