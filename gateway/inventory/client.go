@@ -251,9 +251,16 @@ func (c *Client) newRequest(ctx context.Context, method, path, key string, paylo
 	if err != nil {
 		return nil, fmt.Errorf("build %s %s request: %w", method, path, err)
 	}
-	// The header also lets net/http replay the request once on a stale
-	// keep-alive connection, which the key makes harmless.
+	// The header alone would let net/http send a write again at once when
+	// its kept-alive connection drops after the request went out, though it
+	// may have been applied: without GetBody it does not, and the outcome
+	// is unknown, for the next attempt to ask about first (never re-send a
+	// stock operation blind). That includes a stale connection found dead
+	// before anything was written: rare, and it costs one backoff.
 	req.Header.Set("Idempotency-Key", key)
+	if payload != nil {
+		req.GetBody = nil
+	}
 	req.Header.Set("Accept", "application/json")
 	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")

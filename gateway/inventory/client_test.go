@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -271,5 +273,39 @@ func TestAnotherCallersRecordIsNotDone(t *testing.T) {
 				t.Fatalf("own record: done=%v err=%v", done, err)
 			}
 		})
+	}
+}
+
+// TestNoBlindResendOnAReusedConnection: a write whose kept-alive
+// connection is closed after the request went out may have been applied.
+// net/http would send a request carrying an Idempotency-Key again at once
+// on a new connection; the client must instead report the outcome unknown,
+// so that the next attempt asks the service first.
+func TestNoBlindResendOnAReusedConnection(t *testing.T) {
+	sim := inventorysim.New()
+	var posts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && posts.Add(1) == 2 {
+			sim.Handler().ServeHTTP(httptest.NewRecorder(), r) // applied, then the connection drops
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.Close()
+			}
+			return
+		}
+		sim.Handler().ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: 2 * time.Second})
+	ctx := context.Background()
+	if err := c.Confirm(ctx, inventory.Confirmation{Key: "k1", OutTradeNo: "T1", AmountTotal: 100}); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Confirm(ctx, inventory.Confirmation{Key: "k2", OutTradeNo: "T2", AmountTotal: 100})
+	if !inventory.IsUnknown(err) {
+		t.Fatalf("write on a connection dropped after the request: %v, want an unknown outcome", err)
+	}
+	if n := posts.Load(); n != 2 {
+		t.Fatalf("the service got %d POSTs, want 2 (no resend before a query)", n)
 	}
 }
