@@ -65,10 +65,16 @@ func statusError(status int, code string, body []byte) error {
 }
 
 // isUnknownStatus reports whether an answer with this status leaves the
-// outcome open. Anything that is not a 4xx (5xx, stray 1xx/3xx) is unknown.
+// outcome open. Anything that is not a 4xx (5xx, stray 1xx/3xx) is unknown,
+// and so are 401, 403 and 407: credentials being rotated, a WAF or a proxy
+// in a bad minute say nothing about the operation, and as permanent errors
+// they would dead-letter every confirmation sent meanwhile (holding each
+// order's releases behind it) until someone replayed them one by one.
+// They still end in DEAD after outbox.max_elapsed.
 func isUnknownStatus(status int) bool {
 	switch status {
-	case http.StatusNotFound, http.StatusRequestTimeout,
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusProxyAuthRequired,
+		http.StatusNotFound, http.StatusRequestTimeout,
 		http.StatusConflict, http.StatusTooManyRequests:
 		return true
 	}
