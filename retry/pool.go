@@ -135,7 +135,11 @@ func (p *Pool) work(ctx context.Context, worker string) {
 // jobs it attempted (claimed jobs whose lease is too short for an attempt
 // are given back, not counted).
 func (p *Pool) RunOnce(ctx context.Context, worker string) (int, error) {
-	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	// Shutdown does not cut a claim short: one whose commit landed as its
+	// context ended would leave its jobs leased to a leaving worker for the
+	// whole lease. A claim that returns after shutdown began is given back
+	// below.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	jobs, err := p.queue.Claim(cctx, worker, p.cfg.Batch, p.cfg.Lease)
 	cancel()
 	if err != nil {

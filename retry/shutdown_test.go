@@ -82,3 +82,50 @@ func pendingJobs(t *testing.T, s *ledger.Store, running string) int {
 	}
 	return n
 }
+
+// lateClaim is an outbox whose claims commit just as shutdown begins:
+// the claim is stored, and its call returns only once runCtx ends, with
+// whatever its own context says then.
+type lateClaim struct {
+	*ledger.Outbox
+	runCtx context.Context
+	stop   context.CancelFunc
+}
+
+func (q lateClaim) Claim(ctx context.Context, worker string, n int, lease time.Duration) ([]retry.Job, error) {
+	jobs, err := q.Outbox.Claim(context.WithoutCancel(ctx), worker, n, lease)
+	q.stop()
+	<-q.runCtx.Done()
+	if err == nil {
+		err = ctx.Err()
+	}
+	return jobs, err
+}
+
+// TestClaimCutByShutdownIsGivenBack: a claim that committed as shutdown
+// began is not cut off by it (its jobs would stay leased to a worker that
+// is leaving, for the whole lease); the claimed jobs are given back.
+func TestClaimCutByShutdownIsGivenBack(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		for _, no := range []string{"sd-1", "sd-2", "sd-3"} {
+			u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
+				EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
+				OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AmountTotal: 100}
+			if _, err := s.ApplyTransaction(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		h := retry.HandlerFunc(func(context.Context, retry.Job) error {
+			t.Error("a job was attempted after shutdown began")
+			return nil
+		})
+		pool := retry.NewPool(retry.PoolConfig{Workers: 1, Batch: 10, Poll: 10 * time.Millisecond,
+			Lease: time.Minute, Name: "sd"}, lateClaim{s.Outbox(), runCtx, stop}, h)
+		pool.Run(runCtx)
+		if n := pendingJobs(t, s, ""); n != 3 {
+			t.Fatalf("%d of 3 claimed jobs PENDING after shutdown, want all (none left leased)", n)
+		}
+	})
+}
