@@ -19,14 +19,25 @@ type releasePayload struct {
 
 // paymentSucceeded runs, inside the transaction that moved a payment to
 // SUCCESS, the effects that must commit or roll back with that change:
-// the job that confirms the order's stock downstream.
-func (s *Store) paymentSucceeded(tx *gorm.DB, p *Payment) error {
+// the job that confirms the order's stock downstream. For an order WeChat
+// Pay already reports refunded (refundedOutside) the job is stored dead,
+// held for a person: confirming stock may ship goods whose money went
+// back. Replaying it confirms the stock.
+func (s *Store) paymentSucceeded(tx *gorm.DB, p *Payment, refundedOutside bool) error {
 	row, err := s.confirmJob(p)
 	if err != nil {
 		return err
 	}
+	if refundedOutside {
+		row.State, row.LastError = JobDead, heldRefundedOutside
+	}
 	return createJobs(tx, []outboxJobRow{row})
 }
+
+// heldRefundedOutside is the last error of a confirmation held because
+// the order was refunded outside the gateway.
+const heldRefundedOutside = "held: WeChat Pay reports the order refunded outside the gateway (anomaly REFUNDED_OUTSIDE); " +
+	"replay this job to confirm the stock if the order ships"
 
 // confirmJob is the job that confirms a paid order's stock downstream.
 func (s *Store) confirmJob(p *Payment) (outboxJobRow, error) {

@@ -305,9 +305,10 @@ func TestUnflaggedAnomalyIsNotAnsweredAsDone(t *testing.T) {
 
 // TestPaymentFirstSeenRefundedIsFlagged: the lost-callback check finds an
 // order paid and already refunded at WeChat Pay (trade_state REFUND), by
-// no refund of the gateway. The payment is recorded and its stock
-// confirmed like any other, and flagged once for a person, who decides
-// whether the stock goes back. A plain SUCCESS raises no such flag.
+// no refund of the gateway. The payment is recorded and flagged once for
+// a person; its stock confirmation is held (dead, never attempted) until
+// that person replays it, and a replay queues it. A plain SUCCESS raises no
+// such flag and its confirmation is queued at once.
 func TestPaymentFirstSeenRefundedIsFlagged(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -318,8 +319,12 @@ func TestPaymentFirstSeenRefundedIsFlagged(t *testing.T) {
 			t.Fatalf("apply REFUND: %+v, %v; want SUCCESS", p, err)
 		}
 		jobs, err := s.Outbox().JobsOf(ctx, "o-ro")
-		if err != nil || len(jobs) != 1 || jobs[0].Kind != ledger.JobConfirmInventory {
-			t.Fatalf("jobs %+v (%v), want the confirmation", jobs, err)
+		if err != nil || len(jobs) != 1 || jobs[0].Kind != ledger.JobConfirmInventory || jobs[0].State != ledger.JobDead ||
+			jobs[0].Attempts != 0 || !strings.HasPrefix(jobs[0].LastError, "held:") {
+			t.Fatalf("jobs %+v (%v), want the confirmation held dead, never attempted", jobs, err)
+		}
+		if j, err := s.Outbox().Replay(ctx, jobs[0].ID, "ops:test"); err != nil || j.State != ledger.JobPending {
+			t.Fatalf("replay the held confirmation: %+v %v", j, err)
 		}
 		a, err := s.Anomalies(ctx, "o-ro")
 		if err != nil || len(a) != 1 || a[0].Kind != ledger.AnomalyRefundedOutside || a[0].Ref != "refunded:o-ro" {
@@ -330,6 +335,9 @@ func TestPaymentFirstSeenRefundedIsFlagged(t *testing.T) {
 		}
 		if a, _ := s.Anomalies(ctx, "o-plain"); len(a) != 0 {
 			t.Fatalf("a plain payment flagged %+v", a)
+		}
+		if jobs, _ := s.Outbox().JobsOf(ctx, "o-plain"); len(jobs) != 1 || jobs[0].State != ledger.JobPending {
+			t.Fatalf("a plain payment's jobs %+v, want its confirmation pending", jobs)
 		}
 	})
 }

@@ -225,7 +225,7 @@ func (s *Store) afterMove(tx *gorm.DB, row *paymentRow, from string, u Transacti
 	}
 	p := row.payment()
 	if p.State == PaymentSuccess {
-		if err := s.paymentSucceeded(tx, p); err != nil {
+		if err := s.paymentSucceeded(tx, p, u.TradeState == "REFUND"); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -240,13 +240,13 @@ func (s *Store) afterMove(tx *gorm.DB, row *paymentRow, from string, u Transacti
 // refundedOutsideFlag: an order query (the lost-callback check) found the
 // payment already refunded (trade_state REFUND) by no refund of the
 // gateway, e.g. by hand in the merchant platform. The money came in, so
-// the payment is recorded and its stock confirmed like any other; a
-// person decides whether that stock goes back.
+// the payment is recorded; its stock confirmation waits in the dead
+// letters for a person, who knows whether the order ships.
 func refundedOutsideFlag(p *Payment) Anomaly {
 	return Anomaly{Kind: AnomalyRefundedOutside, Ref: "refunded:" + p.OutTradeNo, OutTradeNo: p.OutTradeNo,
 		Detail: fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; "+
-			"its stock was confirmed with the payment: release it by hand if the order will not ship",
-			p.OutTradeNo, p.TransactionID, p.AmountTotal)}
+			"its stock confirmation (job confirm:%s) is held in the dead letters: replay it if the order ships",
+			p.OutTradeNo, p.TransactionID, p.AmountTotal, p.OutTradeNo)}
 }
 
 func fillPaid(row *paymentRow, u TransactionUpdate) {
