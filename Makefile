@@ -13,7 +13,7 @@ export GATEWAY_TEST_MYSQL_DSN GATEWAY_TEST_REDIS_ADDR
 
 # Fuzz targets as package:FuzzName:runs; seed corpora live in <package>/testdata/fuzz/<FuzzName>/.
 # runs is how many inputs `make fuzz-short` tries (1–3 s each here).
-FUZZ_TARGETS := ./gateway/wechatpay:FuzzParse:1000 ./gateway:FuzzOrderRequest:3000 ./gateway:FuzzRefundRequest:3000
+FUZZ_TARGETS := ./gateway/wechatpay:FuzzParse:1000 ./gateway/wechatpay:FuzzSignedNotification:300 ./gateway:FuzzOrderRequest:3000 ./gateway:FuzzRefundRequest:3000
 FUZZTIME ?= 30s
 
 ## run: gateway on SQLite (.run/gateway.db) with the WeChat Pay and inventory simulators in-process
