@@ -164,6 +164,7 @@ func chaosEnv(base string) []string {
 	return []string{
 		"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL=" + base + refundNotifyPath,
 		"GATEWAY_OUTBOX_WORKERS=32",
+		"GATEWAY_DATABASE_MAX_OPEN_CONNS=80", // room for 32 workers beside the other caps (checked at start)
 		"GATEWAY_OUTBOX_BATCH=20",
 		"GATEWAY_OUTBOX_POLL_INTERVAL=50ms",
 		"GATEWAY_OUTBOX_INITIAL_INTERVAL=50ms",

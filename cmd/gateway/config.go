@@ -346,6 +346,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: %s %s", ch.field, ch.why)
 		}
 	}
+	if err := c.checkPoolBudget(); err != nil {
+		return err
+	}
 	if _, err := c.Finance.takeOver(); err != nil {
 		return err
 	}
@@ -353,6 +356,28 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: http.trusted_proxies (GATEWAY_HTTP_TRUSTED_PROXIES): %w", err)
 	}
 	return c.validateOutbox()
+}
+
+// notifyConnections is the least of database.max_open_conns that the
+// capped users (key checks, finance and ops requests, outbox workers) may
+// never take: the notification batch workers' transactions, a refund
+// request's and a background job's.
+const notifyConnections = 4
+
+// checkPoolBudget: the bulkheads exist so that a flood of key checks or
+// finance exports cannot take the connections payment notifications need;
+// on MySQL (SQLite has one connection, and queues) they must leave some.
+func (c *Config) checkPoolBudget() error {
+	if !strings.HasPrefix(c.Database.DSN, "mysql://") {
+		return nil
+	}
+	capped := cmp.Or(c.Auth.MaxKeyLookups, 16) + cmp.Or(c.Finance.MaxRequests, 16) + c.Outbox.Workers
+	if need := capped + c.Notify.BatchWorkers + notifyConnections; cmp.Or(c.Database.MaxOpenConns, 50) < need {
+		return fmt.Errorf("config: database.max_open_conns (GATEWAY_DATABASE_MAX_OPEN_CONNS) must be at least %d: "+
+			"auth.max_key_lookups, finance.max_requests and outbox.workers may hold %d at once, and notifications "+
+			"need notify.batch_workers + %d beside them", need, capped, notifyConnections)
+	}
+	return nil
 }
 
 // secureOrLocal: an empty URL (WeChat Pay's own), https, or http to a

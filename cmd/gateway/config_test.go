@@ -100,6 +100,9 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"WeChat Pay over plain HTTP to a LAN address", func(c *Config) { c.WechatPay.BaseURL = "http://10.0.0.8:8081" },
 			"GATEWAY_WECHATPAY_BASE_URL"},
 		{"pprof on every interface", func(c *Config) { c.HTTP.PprofAddr = ":6060" }, "GATEWAY_HTTP_PPROF_ADDR"},
+		{"bulkheads take the whole pool", func(c *Config) {
+			c.Database.DSN, c.Database.MaxOpenConns = "mysql://u@tcp(db:3306)/gw", 16
+		}, "GATEWAY_DATABASE_MAX_OPEN_CONNS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 // Proc is a running child process whose output goes to a log file.
 type Proc struct {
 	Name string
+	log  string // where its output goes
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
@@ -41,7 +43,7 @@ func StartProc(name, bin string, args, env []string, logPath string) (*Proc, err
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Proc{Name: name, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{Name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logf.Close()
@@ -91,6 +93,22 @@ func FreePort() (int, error) {
 
 // waitFor polls ok every 50 ms until it returns nil or timeout passes,
 // failing early if the process died.
+// logTail is the end of the process's log, at most n bytes: why it
+// exited, for a harness whose work directory is gone by the time anyone
+// reads the failure.
+func (p *Proc) logTail(n int64) string {
+	f, err := os.Open(p.log)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		_, _ = f.Seek(st.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, n))
+	return string(b)
+}
+
 func waitFor(ctx context.Context, p *Proc, timeout time.Duration, ok func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -99,7 +117,7 @@ func waitFor(ctx context.Context, p *Proc, timeout time.Duration, ok func() erro
 			return nil
 		}
 		if p != nil && p.Exited() {
-			return fmt.Errorf("%s exited: %v (last check: %w)", p.Name, p.err, err)
+			return fmt.Errorf("%s exited: %v (last check: %w); its log ends:\n%s", p.Name, p.err, err, p.logTail(2048))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after %s: %w", p.Name, timeout, err)
