@@ -168,9 +168,13 @@ func mysqlLock(ctx context.Context, conn *sql.Conn) (func(), error) {
 		return nil, fmt.Errorf("migrate: another instance held the migration lock for 60s")
 	}
 	return func() {
-		// The connection may go back to the caller's pool: no 5 s lock wait there.
-		_, _ = conn.ExecContext(context.Background(), "SET SESSION lock_wait_timeout = DEFAULT")
-		_, _ = conn.ExecContext(context.Background(), "SELECT RELEASE_LOCK('gateway_migrate')")
+		// Bounded even when ctx has ended (a hung server must not hold the
+		// start, and a lost release ends with the connection anyway). The
+		// connection may go back to the caller's pool: no 5 s lock wait there.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.ExecContext(rctx, "SET SESSION lock_wait_timeout = DEFAULT")
+		_, _ = conn.ExecContext(rctx, "SELECT RELEASE_LOCK('gateway_migrate')")
 	}, nil
 }
 
