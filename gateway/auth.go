@@ -178,7 +178,7 @@ var ErrKeyCheckBusy = errors.New("too many key checks in flight")
 // src, so a revoked key stops working at once, or within RecentKeyTTL
 // while a flood holds every slot.
 func LimitLookups(src KeyLookup, n int) KeyLookup {
-	return &limitedKeys{src: src, slots: newSlots(n), known: newSlots(knownKeySlots), recent: map[string]recentKey{}}
+	return &limitedKeys{src: src, slots: newSlots(n), known: newSlots(KnownKeySlots), recent: map[string]recentKey{}}
 }
 
 // RecentKeyTTL is how long a verified key passes a full LimitLookups.
@@ -187,9 +187,10 @@ const RecentKeyTTL = time.Minute
 // maxRecentKeys bounds the remembered keys (only verified ones are kept).
 const maxRecentKeys = 1024
 
-// knownKeySlots are the checks of keys verified before that may run while
-// unknown keys hold every other slot.
-const knownKeySlots = 2
+// KnownKeySlots are the checks of keys verified before that may run while
+// unknown keys hold every other slot (database connections beside
+// auth.max_key_lookups).
+const KnownKeySlots = 2
 
 type recentKey struct {
 	p  Principal

@@ -242,14 +242,14 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 			takeOver.Format(time.RFC3339) + "): not repaired"
 	case lp == nil || lp.State != PaymentSuccess:
 		it.Kind = MismatchPaymentMissingInLedger
-		if err := confirmRow(ctx, bill, bp); errors.Is(err, ErrBillUnconfirmed) {
+		refunded, err := confirmRow(ctx, bill, bp)
+		if errors.Is(err, ErrBillUnconfirmed) {
 			it.Repair, it.RepairDetail = RepairRefused, truncate(err.Error(), 512)
 			return it, nil
 		} else if err != nil {
 			return nil, err
 		}
-		var err error
-		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp); err != nil {
+		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp, refunded); err != nil {
 			return nil, err
 		}
 		if it.Repair == "" { // recorded meanwhile: compare with what was recorded
@@ -273,15 +273,17 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 	return it, nil
 }
 
-// confirmRow asks bill.Confirm, when set, about a row to repair.
-func confirmRow(ctx context.Context, bill *Bill, bp BillPayment) error {
+// confirmRow asks bill.Confirm, when set, about a row to repair, and
+// says whether WeChat Pay reports the order refunded since.
+func confirmRow(ctx context.Context, bill *Bill, bp BillPayment) (bool, error) {
 	if bill.Confirm == nil {
-		return nil
+		return false, nil
 	}
-	if err := bill.Confirm(ctx, bp); err != nil {
-		return fmt.Errorf("confirm bill payment %s (transaction %s): %w", bp.OutTradeNo, bp.TransactionID, err)
+	refunded, err := bill.Confirm(ctx, bp)
+	if err != nil {
+		return false, fmt.Errorf("confirm bill payment %s (transaction %s): %w", bp.OutTradeNo, bp.TransactionID, err)
 	}
-	return nil
+	return refunded, nil
 }
 
 func ledgerAmount(p *Payment) int64 {

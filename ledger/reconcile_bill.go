@@ -31,9 +31,12 @@ type Bill struct {
 	// repaired: the bill is plain text in which the merchant's product
 	// names and attach are not escaped, so a crafted one could add a row.
 	// nil: its signed answer says the order was paid with this transaction
-	// and amount; ErrBillUnconfirmed (wrapped): it says otherwise, and the
-	// repair is refused; any other error fails the run (retried).
-	Confirm func(ctx context.Context, bp BillPayment) error
+	// and amount, and refunded whether it has been refunded since (its
+	// trade_state is REFUND: outside the gateway, which never recorded the
+	// payment; the repair then holds the stock confirmation for a person,
+	// see REFUNDED_OUTSIDE); ErrBillUnconfirmed (wrapped): it says otherwise,
+	// and the repair is refused; any other error fails the run (retried).
+	Confirm func(ctx context.Context, bp BillPayment) (refunded bool, err error)
 }
 
 // ErrBillUnconfirmed: WeChat Pay's own answer about an order does not

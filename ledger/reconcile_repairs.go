@@ -18,13 +18,19 @@ import (
 // the run fails and is retried instead of storing a day that says "not
 // repaired" when the repair may even have committed. A payment recorded
 // meanwhile (its callback, or a compensation query, came between the
-// run's read and its repair) is no mismatch: it answers "".
-func (s *Store) repairPayment(ctx context.Context, bp BillPayment) (string, string, error) {
+// run's read and its repair) is no mismatch: it answers "". A payment
+// WeChat Pay reports refunded since is recorded as an order query would
+// record it (trade_state REFUND): flagged, its stock confirmation held.
+func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool) (string, string, error) {
+	state := "SUCCESS"
+	if refunded {
+		state = "REFUND"
+	}
 	u := TransactionUpdate{
 		Notice: Notice{NotifyID: "reconcile:" + bp.TransactionID, Source: SourceReconcile, EventType: "RECONCILE.SUCCESS",
 			ResourceType: "trade_bill_row", Summary: "payment found in the trade bill", OutTradeNo: bp.OutTradeNo,
 			TransactionID: bp.TransactionID, Plaintext: bp.Line, CreateTime: bp.Time},
-		OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID, TradeState: "SUCCESS", AppID: bp.AppID,
+		OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID, TradeState: state, AppID: bp.AppID,
 		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: bp.Amount, Currency: "CNY",
 		SuccessTime: bp.Time,
 	}

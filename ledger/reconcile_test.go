@@ -395,15 +395,30 @@ func TestReconcileConfirmsRowsBeforeRepairing(t *testing.T) {
 			t.Fatal(err)
 		}
 		real, forged := billPayment("cf-real", "tx-cf-real", 300), billPayment("cf-victim", "tx-cf-forged", 900)
-		confirm := func(_ context.Context, bp ledger.BillPayment) error {
+		refundedSince := billPayment("cf-refunded", "tx-cf-refunded", 500)
+		confirm := func(_ context.Context, bp ledger.BillPayment) (bool, error) {
 			if bp.OutTradeNo == "cf-victim" {
-				return fmt.Errorf("%w: trade_state NOTPAY", ledger.ErrBillUnconfirmed)
+				return false, fmt.Errorf("%w: trade_state NOTPAY", ledger.ErrBillUnconfirmed)
 			}
-			return nil
+			return bp.OutTradeNo == "cf-refunded", nil
 		}
-		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{real, forged}, Confirm: confirm})
+		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{real, forged, refundedSince}, Confirm: confirm})
 		if it := item(rep, "cf-real"); it == nil || it.Repair != ledger.RepairApplied {
 			t.Fatalf("confirmed row not repaired: %+v", rep.Items)
+		}
+		if jobs, _ := s.Outbox().JobsOf(ctx, "cf-real"); len(jobs) != 1 || jobs[0].State != ledger.JobPending {
+			t.Fatalf("repaired payment's stock confirmation: %+v, want it pending", jobs)
+		}
+		// Refunded since, outside the gateway: recorded, flagged, its stock
+		// confirmation held for a person.
+		if it := item(rep, "cf-refunded"); it == nil || it.Repair != ledger.RepairApplied {
+			t.Fatalf("confirmed refunded row not repaired: %+v", rep.Items)
+		}
+		if jobs, _ := s.Outbox().JobsOf(ctx, "cf-refunded"); len(jobs) != 1 || jobs[0].State != ledger.JobDead {
+			t.Fatalf("refunded order's stock confirmation: %+v, want it held (dead)", jobs)
+		}
+		if a, _ := s.Anomalies(ctx, "cf-refunded"); len(a) != 1 || a[0].Kind != ledger.AnomalyRefundedOutside {
+			t.Fatalf("refunded order's anomalies: %+v, want REFUNDED_OUTSIDE", a)
 		}
 		if it := item(rep, "cf-victim"); it == nil || it.Repair != ledger.RepairRefused || !strings.Contains(it.RepairDetail, "NOTPAY") {
 			t.Fatalf("unconfirmed row: %+v", rep.Items)
@@ -411,7 +426,9 @@ func TestReconcileConfirmsRowsBeforeRepairing(t *testing.T) {
 		if p, _ := s.Payment(ctx, "cf-victim"); p.State != ledger.PaymentExpected {
 			t.Fatalf("unconfirmed row paid the order: %+v", p)
 		}
-		down := func(context.Context, ledger.BillPayment) error { return errors.New("wechat pay: outcome unknown") }
+		down := func(context.Context, ledger.BillPayment) (bool, error) {
+			return false, errors.New("wechat pay: outcome unknown")
+		}
 		claim, err := s.ClaimReconciliation(ctx, "2026-11-24", time.Minute)
 		if err != nil {
 			t.Fatal(err)

@@ -23,6 +23,9 @@ import (
 const (
 	stormKeys     = 3
 	stormParallel = 16 // orders stormed at once
+	// stormDeadline bounds each order's requests from its first send (not
+	// its wait for a turn): a key still without a final answer then is a
+	// violation.
 	stormDeadline = 2 * time.Minute
 )
 
@@ -56,8 +59,6 @@ type refundAnswer struct {
 // runStorm fires the storm at orders the gateway has accepted so far.
 func runStorm(ctx context.Context, w *world, d *driver) *storm {
 	s := &storm{keys: map[string]int{}, answers: map[string]map[string]bool{}, status: map[string]int{}}
-	ctx, cancel := context.WithTimeout(ctx, stormDeadline)
-	defer cancel()
 	sem := make(chan struct{}, stormParallel)
 	var wg sync.WaitGroup
 	for _, o := range d.paidSoFar(d.o.StormOrders) {
@@ -78,6 +79,8 @@ func runStorm(ctx context.Context, w *world, d *driver) *storm {
 
 // order storms one order: every key StormRepeats times, all at once.
 func (s *storm) order(ctx context.Context, w *world, d *driver, o *order, token string) {
+	ctx, cancel := context.WithTimeout(ctx, stormDeadline)
+	defer cancel()
 	body, _ := json.Marshal(refundBody{OutTradeNo: o.no, Amount: o.amount*2/5 + 1, Reason: "chaos storm"})
 	var wg sync.WaitGroup
 	for k := range stormKeys {

@@ -305,6 +305,7 @@ func (c *Config) Validate() error {
 			"wechatpay.public_key_file (GATEWAY_WECHATPAY_PUBLIC_KEY_FILE)", "or wechatpay.platform_cert_files is required"},
 		{w.PublicKeyFile != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_"),
 			"wechatpay.public_key_id (GATEWAY_WECHATPAY_PUBLIC_KEY_ID)", "must start with PUB_KEY_ID_"},
+		{c.Database.LockWaitTimeout < 0, "database.lock_wait_timeout (GATEWAY_DATABASE_LOCK_WAIT_TIMEOUT)", "must not be negative (0: the server's)"},
 		{c.HTTP.MaxBodyBytes <= 0, "http.max_body_bytes (GATEWAY_HTTP_MAX_BODY_BYTES)", "must be positive"},
 		{c.HTTP.ReadHeaderTimeout <= 0, "http.read_header_timeout (GATEWAY_HTTP_READ_HEADER_TIMEOUT)", "must be positive"},
 		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive"},
@@ -371,11 +372,11 @@ func (c *Config) checkPoolBudget() error {
 	if !strings.HasPrefix(c.Database.DSN, "mysql://") {
 		return nil
 	}
-	capped := cmp.Or(c.Auth.MaxKeyLookups, 16) + cmp.Or(c.Finance.MaxRequests, 16) + c.Outbox.Workers
+	capped := cmp.Or(c.Auth.MaxKeyLookups, 16) + gateway.KnownKeySlots + cmp.Or(c.Finance.MaxRequests, 16) + c.Outbox.Workers
 	if need := capped + c.Notify.BatchWorkers + notifyConnections; cmp.Or(c.Database.MaxOpenConns, 50) < need {
 		return fmt.Errorf("config: database.max_open_conns (GATEWAY_DATABASE_MAX_OPEN_CONNS) must be at least %d: "+
-			"auth.max_key_lookups, finance.max_requests and outbox.workers may hold %d at once, and notifications "+
-			"need notify.batch_workers + %d beside them", need, capped, notifyConnections)
+			"auth.max_key_lookups (and %d for known keys), finance.max_requests and outbox.workers may hold %d at once, and notifications "+
+			"need notify.batch_workers + %d beside them", need, gateway.KnownKeySlots, capped, notifyConnections)
 	}
 	return nil
 }
@@ -390,7 +391,7 @@ func secureOrLocal(raw string) bool {
 	if err != nil {
 		return false
 	}
-	return u.Scheme == "https" || u.Scheme == "http" && loopbackAddr(u.Host)
+	return u.Scheme == "https" || u.Scheme == "http" && loopbackAddr(u.Hostname())
 }
 
 // loopbackAddr: host[:port] names this host only.
@@ -399,7 +400,7 @@ func loopbackAddr(addr string) bool {
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		host = h
 	}
-	if host == "localhost" {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

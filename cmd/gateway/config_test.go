@@ -99,6 +99,7 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			"GATEWAY_WECHATPAY_BASE_URL"},
 		{"WeChat Pay over plain HTTP to a LAN address", func(c *Config) { c.WechatPay.BaseURL = "http://10.0.0.8:8081" },
 			"GATEWAY_WECHATPAY_BASE_URL"},
+		{"negative lock wait", func(c *Config) { c.Database.LockWaitTimeout = -time.Second }, "GATEWAY_DATABASE_LOCK_WAIT_TIMEOUT"},
 		{"pprof on every interface", func(c *Config) { c.HTTP.PprofAddr = ":6060" }, "GATEWAY_HTTP_PPROF_ADDR"},
 		{"bulkheads take the whole pool", func(c *Config) {
 			c.Database.DSN, c.Database.MaxOpenConns = "mysql://u@tcp(db:3306)/gw", 16
@@ -115,7 +116,8 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		})
 	}
 	t.Run("WeChat Pay over TLS, a simulator and pprof on this host", func(t *testing.T) {
-		for _, u := range []string{"", "https://api.mch.weixin.qq.com", "http://127.0.0.1:8081", "http://localhost:8081", "http://[::1]:8081"} {
+		for _, u := range []string{"", "https://api.mch.weixin.qq.com", "http://127.0.0.1:8081", "http://localhost:8081", "http://[::1]:8081",
+			"http://[::1]/", "http://LOCALHOST:8081"} {
 			c := base()
 			c.WechatPay.BaseURL, c.HTTP.PprofAddr = u, "127.0.0.1:6060"
 			if err := c.Validate(); err != nil {

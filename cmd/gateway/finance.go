@@ -140,20 +140,20 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 // an order query before reconciliation repairs it.
 type paidAtWechat struct{ c *wechatpay.Client }
 
-func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) error {
+func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (refunded bool, err error) {
 	tx, err := p.c.QueryOrder(ctx, bp.OutTradeNo)
 	switch {
 	case errors.Is(err, wechatpay.ErrNotFound):
-		return fmt.Errorf("%w: no such order", ledger.ErrBillUnconfirmed)
+		return false, fmt.Errorf("%w: no such order", ledger.ErrBillUnconfirmed)
 	case err != nil:
-		return err
+		return false, err
 	case !tx.Paid():
-		return fmt.Errorf("%w: trade_state %s", ledger.ErrBillUnconfirmed, tx.TradeState)
+		return false, fmt.Errorf("%w: trade_state %s", ledger.ErrBillUnconfirmed, tx.TradeState)
 	case tx.TransactionID != bp.TransactionID || tx.AmountTotal != bp.Amount || tx.AppID != bp.AppID:
-		return fmt.Errorf("%w: paid by transaction %s, %d fen, app %s", ledger.ErrBillUnconfirmed,
+		return false, fmt.Errorf("%w: paid by transaction %s, %d fen, app %s", ledger.ErrBillUnconfirmed,
 			tx.TransactionID, tx.AmountTotal, tx.AppID)
 	}
-	return nil
+	return tx.TradeState == "REFUND", nil
 }
 
 // tradeBills marks WeChat's NO_STATEMENT_EXIST (no transactions that day,

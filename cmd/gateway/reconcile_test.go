@@ -298,6 +298,7 @@ func TestReconciliationLearnsWhenWeChatAcceptedARefund(t *testing.T) {
 // checked against WeChat Pay's signed answer to an order query: a paid
 // order with the row's transaction, amount and app confirms it; another
 // amount, an order not paid, or one WeChat Pay does not know does not.
+// An order refunded since (trade_state REFUND) confirms it, refunded.
 func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	s := startReconcileStack(t, backends[0])
 	ctx := context.Background()
@@ -314,12 +315,18 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 		return ledger.BillPayment{OutTradeNo: no, TransactionID: txID, Amount: amount, AppID: k.AppID}
 	}
 	check := paidAtWechat{s.wx}.confirm
-	if err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil {
-		t.Fatalf("the real row: %v", err)
+	if refunded, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || refunded {
+		t.Fatalf("the real row: refunded=%v %v", refunded, err)
+	}
+	if _, err := s.wx.CreateRefund(ctx, wechatpay.RefundRequest{OutTradeNo: paid, OutRefundNo: "R" + paid, Amount: 100, Total: 500}); err != nil {
+		t.Fatal(err)
+	}
+	if refunded, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || !refunded {
+		t.Fatalf("the real row, refunded since: refunded=%v %v", refunded, err)
 	}
 	for _, bad := range []ledger.BillPayment{row(paid, tx.TransactionID, 50000), row(paid, "4200FAKE", 500),
 		row(unpaid, "4200FAKE", 700), row(uniqueNo("cfn"), "4200FAKE", 100)} {
-		if err := check(ctx, bad); !errors.Is(err, ledger.ErrBillUnconfirmed) {
+		if _, err := check(ctx, bad); !errors.Is(err, ledger.ErrBillUnconfirmed) {
 			t.Errorf("forged row %+v: err = %v, want unconfirmed", bad, err)
 		}
 	}

@@ -68,7 +68,7 @@ func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 		return out, errors.New("config: refunds.jwt.audience (GATEWAY_REFUNDS_JWT_AUDIENCE) is required: " +
 			"without it any token signed with this key that carries an openid (one made for another API too) may ask for refunds")
 	case j.MaxLifetime <= 0 || j.MaxLifetime > maxJWTLifetime:
-		return out, fmt.Errorf("config: refunds.jwt.max_lifetime (GATEWAY_REFUNDS_JWT_MAX_LIFETIME) must be between 0 and %v", maxJWTLifetime)
+		return out, fmt.Errorf("config: refunds.jwt.max_lifetime (GATEWAY_REFUNDS_JWT_MAX_LIFETIME) must be positive and at most %v", maxJWTLifetime)
 	case j.Leeway < 0 || j.Leeway > maxJWTLeeway:
 		return out, fmt.Errorf("config: refunds.jwt.leeway (GATEWAY_REFUNDS_JWT_LEEWAY) must be between 0 and %v", maxJWTLeeway)
 	}

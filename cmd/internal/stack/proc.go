@@ -91,8 +91,6 @@ func FreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// waitFor polls ok every 50 ms until it returns nil or timeout passes,
-// failing early if the process died.
 // logTail is the end of the process's log, at most n bytes: why it
 // exited, for a harness whose work directory is gone by the time anyone
 // reads the failure.
@@ -109,6 +107,8 @@ func (p *Proc) logTail(n int64) string {
 	return string(b)
 }
 
+// waitFor polls ok every 50 ms until it returns nil or timeout passes,
+// failing early if the process died.
 func waitFor(ctx context.Context, p *Proc, timeout time.Duration, ok func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
