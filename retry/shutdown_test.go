@@ -17,14 +17,7 @@ import (
 func TestShutdownFinishesAttemptAndReleasesTheRest(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		for _, no := range []string{"sd-1", "sd-2", "sd-3"} {
-			u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
-				EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
-				OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AmountTotal: 100}
-			if _, err := s.ApplyTransaction(ctx, u); err != nil {
-				t.Fatal(err)
-			}
-		}
+		payOrders(t, s) // each one's stock confirmation is a job
 		runCtx, stop := context.WithCancel(ctx)
 		var handled, pendingMidAttempt atomic.Int32
 		h := retry.HandlerFunc(func(hctx context.Context, job retry.Job) error {
@@ -64,6 +57,19 @@ func TestShutdownFinishesAttemptAndReleasesTheRest(t *testing.T) {
 			t.Fatalf("done=%d pending=%d, want 1 and 2", done, pending)
 		}
 	})
+}
+
+// payOrders records the shutdown tests' orders paid.
+func payOrders(t *testing.T, s *ledger.Store) {
+	t.Helper()
+	for _, no := range []string{"sd-1", "sd-2", "sd-3"} {
+		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
+			EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
+			OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AmountTotal: 100}
+		if _, err := s.ApplyTransaction(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // pendingJobs counts the PENDING jobs of the shutdown test's orders other
@@ -108,14 +114,7 @@ func (q lateClaim) Claim(ctx context.Context, worker string, n int, lease time.D
 func TestClaimCutByShutdownIsGivenBack(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		for _, no := range []string{"sd-1", "sd-2", "sd-3"} {
-			u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
-				EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
-				OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AmountTotal: 100}
-			if _, err := s.ApplyTransaction(ctx, u); err != nil {
-				t.Fatal(err)
-			}
-		}
+		payOrders(t, s) // each one's stock confirmation is a job
 		runCtx, stop := context.WithCancel(ctx)
 		h := retry.HandlerFunc(func(context.Context, retry.Job) error {
 			t.Error("a job was attempted after shutdown began")
