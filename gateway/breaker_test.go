@@ -120,3 +120,43 @@ func (h *hungGate) Admit(ctx context.Context, _ gateway.GateKeys, _ gateway.Gate
 func (h *hungGate) Finish(context.Context, gateway.GateKeys, string, bool, gateway.GateTTLs) error {
 	return errors.New("hung")
 }
+
+// queuedGate is a Redis gate whose Finish is queued (never waits) and
+// counts the finishes it is given.
+type queuedGate struct {
+	hungGate
+	finishes atomic.Int64
+}
+
+func (q *queuedGate) FinishQueued() bool { return true }
+
+func (q *queuedGate) Finish(context.Context, gateway.GateKeys, string, bool, gateway.GateTTLs) error {
+	q.finishes.Add(1)
+	return nil
+}
+
+// TestOpenBreakerDropsQueuedDoneMarksOnly: while the breaker keeps calls
+// off a failing Redis, a queued Finish that releases a lock still goes
+// (the lock would hold other instances off for its TTL), but one that only
+// marks a notification done (a waiter's: no token) is dropped.
+func TestOpenBreakerDropsQueuedDoneMarksOnly(t *testing.T) {
+	q := &queuedGate{}
+	b := &gateway.Breaker{Cooldown: time.Minute}
+	g := gateway.FallbackGate{Primary: q, Secondary: gateway.NewMemoryGate(10, gateway.NewMemoryLocker()), Breaker: b}
+	ttls := gateway.GateTTLs{Nonce: time.Minute, Lock: time.Second, Done: time.Minute}
+	k := gateway.GateKeys{Nonce: "n1", NotifyID: "id1", Lock: "notify:id1"}
+	if _, err := g.Admit(context.Background(), k, ttls); err != nil { // the hung admit opens the breaker
+		t.Fatal(err)
+	}
+	if !b.Open() {
+		t.Fatal("the breaker did not open on a hung admit")
+	}
+	_ = g.Finish(context.Background(), k, "", true, ttls)
+	if n := q.finishes.Load(); n != 0 {
+		t.Fatalf("a waiter's done mark went to Redis with the breaker open (%d finishes)", n)
+	}
+	_ = g.Finish(context.Background(), k, "redis-token", true, ttls)
+	if n := q.finishes.Load(); n != 1 {
+		t.Fatalf("a lock release did not go to Redis with the breaker open (%d finishes)", n)
+	}
+}

@@ -119,10 +119,16 @@ func (f FallbackGate) Finish(ctx context.Context, k GateKeys, token string, comm
 		return f.Secondary.Finish(ctx, k, mt, committed, t)
 	}
 	// A Finish queued for the next round trip never makes the request
-	// wait, so it goes whatever the breaker says (the lock it releases
-	// would otherwise hold redeliveries to other instances off for its
-	// TTL), and its "success" says nothing about Redis.
+	// wait, so when it releases a lock it goes whatever the breaker says
+	// (the lock would otherwise hold redeliveries to other instances off
+	// for its TTL), and its "success" says nothing about Redis. One that
+	// only marks a notification done (a delivery that waited for another's
+	// lock: token "") is an optimisation, and is dropped while the breaker
+	// is open.
 	if d, ok := f.Primary.(interface{ FinishQueued() bool }); ok && d.FinishQueued() {
+		if token == "" && f.Breaker.Open() {
+			return nil
+		}
 		return f.Primary.Finish(ctx, k, token, committed, t)
 	}
 	// Nothing to fall back to: an unwritten mark costs a later redelivery
