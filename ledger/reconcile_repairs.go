@@ -36,6 +36,9 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 	}
 	_, err := s.ApplyTransaction(ctx, u)
 	switch {
+	case err == nil && refunded:
+		slog.InfoContext(ctx, "reconcile repaired payment refunded since", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
+		return RepairApplied, "recorded refunded since (anomaly REFUNDED_OUTSIDE): its stock confirmation is held for a person", nil
 	case err == nil:
 		slog.InfoContext(ctx, "reconcile repaired payment", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
 		return RepairApplied, "", nil

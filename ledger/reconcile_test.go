@@ -411,7 +411,7 @@ func TestReconcileConfirmsRowsBeforeRepairing(t *testing.T) {
 		}
 		// Refunded since, outside the gateway: recorded, flagged, its stock
 		// confirmation held for a person.
-		if it := item(rep, "cf-refunded"); it == nil || it.Repair != ledger.RepairApplied {
+		if it := item(rep, "cf-refunded"); it == nil || it.Repair != ledger.RepairApplied || !strings.Contains(it.RepairDetail, "REFUNDED_OUTSIDE") {
 			t.Fatalf("confirmed refunded row not repaired: %+v", rep.Items)
 		}
 		if jobs, _ := s.Outbox().JobsOf(ctx, "cf-refunded"); len(jobs) != 1 || jobs[0].State != ledger.JobDead {

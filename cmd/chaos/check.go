@@ -145,6 +145,9 @@ func stormAnswers(s *storm, ledgerRefunds map[string]bool, inv *Invariant) {
 	if s.err != nil {
 		inv.add("the refund storm stopped: " + s.err.Error())
 	}
+	if s.unrun > 0 {
+		inv.add(fmt.Sprintf("%d orders never stormed: the storm ran out of time", s.unrun))
+	}
 	if n := s.status["0 storm deadline"]; n > 0 {
 		inv.add(fmt.Sprintf("%d refund requests got no final answer before the storm's deadline", n))
 	}

@@ -102,14 +102,14 @@ func TestCheckFindsViolations(t *testing.T) {
 		// The storm stopped early, two requests got no final answer and
 		// one key's answer named a refund the ledger does not have.
 		Storm: &storm{keys: map[string]int{}, status: map[string]int{"0 storm deadline": 2, "409 ECONFLICT": 1},
-			answers: map[string]map[string]bool{"K1": {"RFX1": true}, "K2": {"RGONE": true}}, err: errors.New("no token")}}
+			answers: map[string]map[string]bool{"K1": {"RFX1": true}, "K2": {"RGONE": true}}, err: errors.New("no token"), unrun: 7}}
 	if err := pendingWork(ctx, db, ev); err != nil {
 		t.Fatal(err)
 	}
 	// F1's confirmation job was never run; RFX3 is UNKNOWN; neither
 	// simulator injected a fault.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
-		"double refunds": 8, "double confirmations": 2, "stock effects missing or unearned": 5,
+		"double refunds": 9, "double confirmations": 2, "stock effects missing or unearned": 5,
 		"orders with Σrefunds > paid": 2, "jobs not drained": 1, "refunds not settled": 1,
 		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 2})
 

@@ -27,6 +27,10 @@ const (
 	// its wait for a turn): a key still without a final answer then is a
 	// violation.
 	stormDeadline = 2 * time.Minute
+	// stormLimit bounds the whole storm (orders wait their turn in waves
+	// of stormParallel): an order not started by then was never stormed,
+	// which fails the run (a stuck gateway), as an unanswered key does.
+	stormLimit = 10 * time.Minute
 )
 
 // storm is the outcome of the refund storm.
@@ -37,6 +41,7 @@ type storm struct {
 	status  map[string]int             // final answers by status and code, for the report
 	sent    int                        // POSTs, retries included
 	ok      int                        // final 2xx answers
+	unrun   int                        // orders never stormed: stormLimit passed first
 	err     error                      // the storm could not run (e.g. no token)
 }
 
@@ -59,15 +64,27 @@ type refundAnswer struct {
 // runStorm fires the storm at orders the gateway has accepted so far.
 func runStorm(ctx context.Context, w *world, d *driver) *storm {
 	s := &storm{keys: map[string]int{}, answers: map[string]map[string]bool{}, status: map[string]int{}}
+	ctx, cancel := context.WithTimeout(ctx, stormLimit)
+	defer cancel()
 	sem := make(chan struct{}, stormParallel)
 	var wg sync.WaitGroup
-	for _, o := range d.paidSoFar(d.o.StormOrders) {
+	orders := d.paidSoFar(d.o.StormOrders)
+	for i, o := range orders {
 		token, err := w.id.UserToken(o.openid(), time.Hour)
 		if err != nil {
 			s.err = err
 			break
 		}
-		sem <- struct{}{}
+		select { // a turn, or the end of the storm's time
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			s.mu.Lock()
+			s.unrun = len(orders) - i
+			s.mu.Unlock()
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			s.order(ctx, w, d, o, token)
@@ -169,6 +186,9 @@ func (s *storm) summary() string {
 	}
 	out := fmt.Sprintf("%d POSTs for %d orders × %d keys, %d final 2xx; final answers %v", s.sent, len(s.keys),
 		stormKeys, s.ok, s.status)
+	if s.unrun > 0 {
+		out += fmt.Sprintf("; %d orders never stormed (out of time)", s.unrun)
+	}
 	if s.err != nil {
 		out += "; error: " + s.err.Error()
 	}

@@ -372,13 +372,21 @@ func (c *Config) checkPoolBudget() error {
 	if !strings.HasPrefix(c.Database.DSN, "mysql://") {
 		return nil
 	}
-	capped := cmp.Or(c.Auth.MaxKeyLookups, 16) + gateway.KnownKeySlots + cmp.Or(c.Finance.MaxRequests, 16) + c.Outbox.Workers
+	capped := positiveOr(c.Auth.MaxKeyLookups, 16) + gateway.KnownKeySlots + positiveOr(c.Finance.MaxRequests, 16) + c.Outbox.Workers
 	if need := capped + c.Notify.BatchWorkers + notifyConnections; cmp.Or(c.Database.MaxOpenConns, 50) < need {
 		return fmt.Errorf("config: database.max_open_conns (GATEWAY_DATABASE_MAX_OPEN_CONNS) must be at least %d: "+
 			"auth.max_key_lookups (and %d for known keys), finance.max_requests and outbox.workers may hold %d at once, and notifications "+
 			"need notify.batch_workers + %d beside them", need, gateway.KnownKeySlots, capped, notifyConnections)
 	}
 	return nil
+}
+
+// positiveOr is v, or def when v is not positive (as the caps read them).
+func positiveOr(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // secureOrLocal: an empty URL (WeChat Pay's own), https, or http to a

@@ -104,6 +104,9 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"bulkheads take the whole pool", func(c *Config) {
 			c.Database.DSN, c.Database.MaxOpenConns = "mysql://u@tcp(db:3306)/gw", 16
 		}, "GATEWAY_DATABASE_MAX_OPEN_CONNS"},
+		{"a negative cap reads as its default", func(c *Config) {
+			c.Database.DSN, c.Database.MaxOpenConns, c.Auth.MaxKeyLookups = "mysql://u@tcp(db:3306)/gw", 40, -50
+		}, "GATEWAY_DATABASE_MAX_OPEN_CONNS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
