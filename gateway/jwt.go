@@ -75,7 +75,7 @@ func (a *JWTAuth) OpenID(raw string) (string, error) {
 		return "", err
 	}
 	openid, _ := claims[a.cfg.OpenIDClaim].(string)
-	if openid == "" || len(openid) > 128 {
+	if !ValidOpenID(openid) {
 		return "", fmt.Errorf("jwt: claim %q missing or malformed", a.cfg.OpenIDClaim)
 	}
 	return openid, nil

@@ -44,6 +44,7 @@ func TestJWTAuth(t *testing.T) {
 		{"hs256 expired", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "exp": time.Now().Add(-time.Minute).Unix(), "iss": "biz", "aud": "refunds"}), false},
 		{"hs256 wrong issuer", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "exp": exp, "iss": "evil", "aud": "refunds"}), false},
 		{"hs256 wrong audience", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "exp": exp, "iss": "biz", "aud": "x"}), false},
+		{"openid with a trailing space", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1 ", "exp": exp, "iss": "biz", "aud": "refunds"}), false},
 		{"hs256 no openid", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": exp, "iss": "biz", "aud": "refunds"}), false},
 		{"alg none", hs, sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good), false},
 		{"bounded lifetime, a day", bounded, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "iat": now, "exp": now + 86400, "aud": "refunds"}), true},

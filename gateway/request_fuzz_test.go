@@ -87,8 +87,8 @@ func FuzzOrderRequest(f *testing.F) {
 		switch {
 		case !wechatOutTradeNo.MatchString(o.OutTradeNo):
 			t.Fatalf("accepted out_trade_no %q", o.OutTradeNo)
-		case len(o.PayerOpenID) > 128:
-			t.Fatalf("accepted a %d-byte payer_openid", len(o.PayerOpenID))
+		case len(o.PayerOpenID) > 128 || strings.Trim(o.PayerOpenID, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "":
+			t.Fatalf("accepted payer_openid %q", o.PayerOpenID)
 		case !o.ExpireAt.After(now) || o.ExpireAt.Year() >= 2100:
 			t.Fatalf("accepted expire_at %v, not after %v or past 2099", o.ExpireAt, now)
 		}

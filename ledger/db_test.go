@@ -41,3 +41,28 @@ func TestReadOnlyDatabaseIsNotReady(t *testing.T) {
 		t.Fatalf("read-only database: Ping = %v, want not ready", err)
 	}
 }
+
+// TestMySQLSessionIsStrict: whatever the server's default sql_mode, the
+// ledger's connections refuse a value too long for its column instead of
+// cutting it (two distinct keys cut to one would collide, or be merged).
+// The server's default is made non-strict for a moment; connections opened
+// meanwhile by other tests' stores are strict all the same.
+func TestMySQLSessionIsStrict(t *testing.T) {
+	admin := ledgertest.OpenMySQL(t)
+	var global string
+	if err := admin.DB().Raw("SELECT @@GLOBAL.sql_mode").Scan(&global).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.DB().Exec("SET GLOBAL sql_mode = ''").Error; err != nil {
+		t.Fatal(err)
+	}
+	s := ledgertest.OpenMySQL(t)
+	var mode string
+	err := s.DB().Raw("SELECT @@SESSION.sql_mode").Scan(&mode).Error
+	if rerr := admin.DB().Exec("SET GLOBAL sql_mode = ?", global).Error; rerr != nil {
+		t.Fatalf("restore the server's sql_mode %q: %v", global, rerr)
+	}
+	if err != nil || !strings.Contains(mode, "STRICT_TRANS_TABLES") {
+		t.Fatalf("session sql_mode %q (%v) under a non-strict server, want STRICT_TRANS_TABLES", mode, err)
+	}
+}

@@ -98,11 +98,16 @@ func (s *Store) RegisterOrder(ctx context.Context, o Order) (*Payment, error) {
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		out, mismatch = nil, nil
 		row, err := findPayment(lockForUpdate(tx), o.OutTradeNo)
-		switch {
-		case errors.Is(err, ErrNotFound):
+		if errors.Is(err, ErrNotFound) {
 			out, err = s.insertExpected(tx, o)
-			return err
-		case err != nil:
+			if !errors.Is(err, gorm.ErrDuplicatedKey) {
+				return err
+			}
+			// A twin registration (or a callback) inserted it after our
+			// read: the unique key waited for its commit; take its row.
+			row, err = findPayment(lockForUpdate(tx), o.OutTradeNo)
+		}
+		if err != nil {
 			return err
 		}
 		out, err = s.registerExisting(tx, row, o)

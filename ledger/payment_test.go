@@ -341,3 +341,41 @@ func TestPaymentFirstSeenRefundedIsFlagged(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentRegistrationsOfANewOrder: the same new order registered
+// twice at once (a client retrying in parallel). On MySQL both read "no
+// such order" (READ COMMITTED takes no gap lock) and the second insert
+// meets the unique key: it must answer "already registered", not fail.
+func TestConcurrentRegistrationsOfANewOrder(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make(chan error, 200)
+		for i := range 100 {
+			o := ledger.Order{OutTradeNo: fmt.Sprintf("twin-%03d", i), AmountTotal: 100, ExpireAt: time.Now().Add(time.Hour)}
+			for range 2 {
+				wg.Go(func() {
+					<-start
+					_, err := s.RegisterOrder(ctx, o)
+					errs <- err
+				})
+			}
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		created := 0
+		for err := range errs {
+			switch {
+			case err == nil:
+				created++
+			case !errors.Is(err, ledger.ErrAlreadyRecorded):
+				t.Fatalf("twin registration: %v, want success or already recorded", err)
+			}
+		}
+		if created != 100 {
+			t.Fatalf("%d registrations created an order, want 100", created)
+		}
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,9 @@ type backend struct {
 	mysql bool
 	redis bool
 }
+
+// tag is the backend's name as it may appear in an openid ("mysql-redis").
+func (b backend) tag() string { return strings.ReplaceAll(b.name, "+", "-") }
 
 var backends = []backend{{name: "sqlite"}, {name: "mysql+redis", mysql: true, redis: true}}
 

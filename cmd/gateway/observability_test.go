@@ -500,7 +500,7 @@ func TestRefundAPIRateLimitedPerOpenID(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundsPerMinute, c.RateLimit.RefundsBurst = 1, 2 })
-			tok := token(t, "o-rl-"+b.name)
+			tok := token(t, "o-rl-"+b.tag())
 			for i := 0; i < 2; i++ {
 				if a := e.getRefund(t, tok, "nosuchrefund"); a.status != 404 {
 					t.Fatalf("call %d: status=%d body=%s, want 404 within the burst", i, a.status, a.body)
@@ -510,7 +510,7 @@ func TestRefundAPIRateLimitedPerOpenID(t *testing.T) {
 			if a.status != 429 || a.json(t)["code"] != gateway.CodeRateLimited {
 				t.Fatalf("over the burst: status=%d body=%s, want 429 ERATE_LIMITED", a.status, a.body)
 			}
-			if a := e.getRefund(t, token(t, "o-other-"+b.name), "nosuchrefund"); a.status != 404 {
+			if a := e.getRefund(t, token(t, "o-other-"+b.tag()), "nosuchrefund"); a.status != 404 {
 				t.Fatalf("another openid: status=%d, want 404", a.status)
 			}
 		})
@@ -530,7 +530,7 @@ func TestRefundCallsLimitedForAllUsers(t *testing.T) {
 			const n = 8
 			var nos, toks [n]string
 			for i := range n {
-				openid := fmt.Sprintf("o-rc-%s-%d", b.name, i)
+				openid := fmt.Sprintf("o-rc-%s-%d", b.tag(), i)
 				nos[i], toks[i] = e.pay(t, openid, 100), token(t, openid)
 			}
 			var answers [n]answer
@@ -565,7 +565,7 @@ func TestRefundCallsSpentOnlyByNewRefunds(t *testing.T) {
 			e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundCallsPerMinute, c.RateLimit.RefundCallsBurst = 1, 2 })
 			var nos, toks [3]string
 			for i := range nos {
-				openid := fmt.Sprintf("o-rcn-%s-%d", b.name, i)
+				openid := fmt.Sprintf("o-rcn-%s-%d", b.tag(), i)
 				nos[i], toks[i] = e.pay(t, openid, 100), token(t, openid)
 			}
 			if a := e.refund(t, toks[0], "k-"+nos[0], refundBody(nos[0], 10)); a.status != 201 {

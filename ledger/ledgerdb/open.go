@@ -80,6 +80,12 @@ func openMySQL(dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	// READ COMMITTED: a locked read sees the newest committed row, and
 	// gap locks do not turn concurrent inserts into deadlocks.
 	mc.Params["transaction_isolation"] = "'READ-COMMITTED'"
+	// Strict: a value too long for its column is refused, not cut, so two
+	// distinct keys can never be stored as one, whatever the server's
+	// default sql_mode.
+	if _, set := mc.Params["sql_mode"]; !set {
+		mc.Params["sql_mode"] = "CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_TRANS_TABLES')"
+	}
 	if _, set := mc.Params["innodb_lock_wait_timeout"]; !set && cfg.LockWaitTimeout > 0 {
 		mc.Params["innodb_lock_wait_timeout"] = strconv.Itoa(max(1, int(cfg.LockWaitTimeout.Round(time.Second)/time.Second)))
 	}
