@@ -104,7 +104,7 @@ var dbTime = func(c *ledger.DBClock) func() time.Time { return c.Now }
 
 func (m *Main) openStore(ctx context.Context) error {
 	d := m.Config.Database
-	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.MaxOpenConns,
+	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.maxOpenConns(),
 		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime, DialTimeout: d.DialTimeout,
 		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, LockWaitTimeout: d.LockWaitTimeout})
 	if err != nil {
@@ -203,7 +203,7 @@ func (m *Main) wire(ctx context.Context) error {
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
 		Metrics: m.Metrics, MetricsElsewhere: m.Config.HTTP.MetricsAddr != "", Limiter: m.limiter,
 		Limits: m.Config.RateLimit.limits(), TrustedProxies: h.TrustedProxies,
-		MaxBackOffice: m.Config.Finance.MaxRequests}
+		MaxBackOffice: m.Config.Finance.maxRequests()}
 	if err := m.wireOutbox(ctx); err != nil {
 		return err
 	}

@@ -372,8 +372,8 @@ func (c *Config) checkPoolBudget() error {
 	if !strings.HasPrefix(c.Database.DSN, "mysql://") {
 		return nil
 	}
-	capped := positiveOr(c.Auth.MaxKeyLookups, 16) + gateway.KnownKeySlots + positiveOr(c.Finance.MaxRequests, 16) + c.Outbox.Workers
-	if need := capped + c.Notify.BatchWorkers + notifyConnections; cmp.Or(c.Database.MaxOpenConns, 50) < need {
+	capped := c.Auth.keyLookups() + gateway.KnownKeySlots + c.Finance.maxRequests() + c.Outbox.Workers
+	if need := capped + c.Notify.BatchWorkers + notifyConnections; c.Database.maxOpenConns() < need {
 		return fmt.Errorf("config: database.max_open_conns (GATEWAY_DATABASE_MAX_OPEN_CONNS) must be at least %d: "+
 			"auth.max_key_lookups (and %d for known keys), finance.max_requests and outbox.workers may hold %d at once, and notifications "+
 			"need notify.batch_workers + %d beside them", need, gateway.KnownKeySlots, capped, notifyConnections)
@@ -381,7 +381,13 @@ func (c *Config) checkPoolBudget() error {
 	return nil
 }
 
-// positiveOr is v, or def when v is not positive (as the caps read them).
+// The caps as the gateway applies them (0 or less: the default); the
+// pool budget check reads them from here too.
+func (a AuthConfig) keyLookups() int       { return positiveOr(a.MaxKeyLookups, 16) }
+func (f FinanceConfig) maxRequests() int   { return positiveOr(f.MaxRequests, 16) }
+func (d DatabaseConfig) maxOpenConns() int { return positiveOr(d.MaxOpenConns, 50) }
+
+// positiveOr is v, or def when v is not positive.
 func positiveOr(v, def int) int {
 	if v <= 0 {
 		return def

@@ -87,11 +87,7 @@ func (f FinanceConfig) takeOver() (time.Time, error) {
 
 // dbKeys are API keys created with `gateway apikey create`.
 func (m *Main) dbKeys() gateway.KeyLookup {
-	n := m.Config.Auth.MaxKeyLookups
-	if n <= 0 {
-		n = 16
-	}
-	return gateway.LimitLookups(gateway.DBKeys{Usage: &ledger.KeyUsage{Store: m.Store}}, n)
+	return gateway.LimitLookups(gateway.DBKeys{Usage: &ledger.KeyUsage{Store: m.Store}}, m.Config.Auth.keyLookups())
 }
 
 // wireFinance adds the finance routes and, when the merchant key is

@@ -1,6 +1,7 @@
 package wxpaysim
 
 import (
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -139,11 +140,7 @@ var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", fa
 func (s *Sim) FaultsInjected() map[string]int {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
-	out := map[string]int{}
-	for k, n := range s.injected {
-		out[k] = n
-	}
-	return out
+	return maps.Clone(s.injected)
 }
 
 // take consumes one from a counter if it is positive.

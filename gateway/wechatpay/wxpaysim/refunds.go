@@ -3,6 +3,7 @@ package wxpaysim
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"time"
 )
@@ -160,11 +161,7 @@ func (s *Sim) refuse(reason string) {
 func (s *Sim) RefundsRefused() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := map[string]int{}
-	for k, n := range s.refused {
-		out[k] = n
-	}
-	return out
+	return maps.Clone(s.refused)
 }
 
 func (s *Sim) handleQueryRefund(r *http.Request, _ []byte) reply {
