@@ -20,7 +20,8 @@ type RefundConfig struct {
 	// InFlight is how long a request holds its idempotency key before
 	// another may take it over (the holder is presumed dead); default 30 s.
 	InFlight time.Duration
-	// KeyTTL is how long answers are kept for replay; at least 24 h.
+	// KeyTTL is how long a key that made no refund is kept; at least
+	// 24 h. A key that made a refund is kept as long as the refund.
 	KeyTTL time.Duration
 	// SafetyBuffer is how long a CREATED or UNKNOWN refund is left to the
 	// request handling it before the janitor queries it; default 2 min.

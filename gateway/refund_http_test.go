@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,4 +131,59 @@ func TestSweepPrunesEveryExpiredKey(t *testing.T) {
 			t.Fatalf("after one sweep: %d keys left, %d live; want only the %d live ones", left, live, cap(rows)/100+1)
 		}
 	})
+}
+
+// countedRefunds accepts every refund and counts the applications.
+type countedRefunds struct{ n atomic.Int64 }
+
+func (c *countedRefunds) CreateRefund(_ context.Context, req WxRefundRequest) (*WxRefund, error) {
+	c.n.Add(1)
+	return &WxRefund{OutRefundNo: req.OutRefundNo, RefundID: "wx-" + req.OutRefundNo, Status: "PROCESSING", Amount: req.Amount}, nil
+}
+
+func (c *countedRefunds) QueryRefund(context.Context, string) (*WxRefund, error) {
+	return nil, ErrOutcomeUnknown
+}
+
+// TestRetryAfterKeyTTLGetsTheSameRefund: a client retries a refund with
+// its Idempotency-Key after key_ttl has passed and the janitor has swept:
+// it is answered with the refund it made, and WeChat Pay gets one
+// application, not two (before, the key was pruned and the retry paid
+// the refund again).
+func TestRetryAfterKeyTTLGetsTheSameRefund(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidBy(t, s, "ttl-001", "o-ttl")
+		wx := &countedRefunds{}
+		svc := NewRefundService(RefundConfig{CallTimeout: 3 * time.Second}, s, wx, NewMemoryLocker())
+		p := RefundParams{OutTradeNo: "ttl-001", Amount: 30}
+		first, err := svc.Create(ctx, "o-ttl", "k-ttl", p)
+		if err != nil || first.Status != http.StatusCreated {
+			t.Fatalf("first: %+v, %v", first, err)
+		}
+		if err := s.DB().Table("idempotency_keys").Where("1 = 1").Update("expires_at", s.Now().Add(-time.Hour)).Error; err != nil {
+			t.Fatal(err)
+		}
+		svc.Sweep(ctx, 10)
+		again, err := svc.Create(ctx, "o-ttl", "k-ttl", p)
+		if err != nil || !again.Replayed || string(again.Body) != string(first.Body) {
+			t.Fatalf("retry after key_ttl: %v; want the first answer replayed", answerOrErr(again, err))
+		}
+		if _, err := svc.Create(ctx, "o-ttl", "k-ttl", RefundParams{OutTradeNo: "ttl-001", Amount: 31}); ErrorCode(err) != CodeKeyReused {
+			t.Fatalf("other parameters after key_ttl: %v, want %s", err, CodeKeyReused)
+		}
+		if n := wx.n.Load(); n != 1 {
+			t.Fatalf("WeChat Pay got %d refund applications, want 1", n)
+		}
+		if rs, err := s.Refunds(ctx, "ttl-001"); err != nil || len(rs) != 1 {
+			t.Fatalf("ledger refunds: %d, %v; want 1", len(rs), err)
+		}
+	})
+}
+
+func answerOrErr(a *Answer, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d replayed=%v %s", a.Status, a.Replayed, a.Body)
 }

@@ -54,6 +54,14 @@ func (s *Store) DaySumSQL(table string, start, end time.Time) string {
 	})
 }
 
+// PruneSQL is the SQL that finds prunable idempotency keys, for EXPLAIN.
+func (s *Store) PruneSQL() string {
+	return s.db.ToSQL(func(tx *gorm.DB) *gorm.DB {
+		var ids []uint64
+		return prunable(tx, s.now()).Limit(500).Pluck("id", &ids)
+	})
+}
+
 // NarrowNotices is narrowNotices, for tests.
 func (s *Store) NarrowNotices(ctx context.Context, q ListQuery) (ListQuery, error) {
 	return s.narrowNotices(ctx, q)

@@ -74,7 +74,8 @@ func (r *idemRow) key() *IdemKey {
 //   - ErrIdempotencyMismatch: the key was used with other parameters.
 //
 // lockFor bounds how long a request may hold the key; keep is how long
-// the answer is kept (at least 24 h).
+// a key that names no refund is kept (at least 24 h); one that names a
+// refund never expires.
 func (s *Store) BeginIdempotent(ctx context.Context, scope, key, requestHash string, lockFor, keep time.Duration) (*IdemKey, bool, error) {
 	out, run, err := s.beginIdempotent(s.db.WithContext(ctx), scope, key, requestHash, lockFor, keep)
 	if err != nil {
@@ -125,9 +126,11 @@ func (s *Store) decideIdempotent(db *gorm.DB, have *idemRow, hash string, now, l
 	// lock ran out, no refund named) holds nothing to protect: it starts
 	// afresh like an expired one, so a corrected retry is not refused as
 	// a mismatch for the key's whole life.
+	// A key that names a refund never expires: a client retrying it days
+	// later is answered with that refund, never given a second one.
 	orphan := have.State == IdemInFlight && have.ResourceKey == nil &&
 		(have.LockedUntil == nil || !have.LockedUntil.After(now))
-	expired := !have.ExpiresAt.After(now) || orphan
+	expired := have.ResourceKey == nil && !have.ExpiresAt.After(now) || orphan
 	switch {
 	case !expired && have.RequestHash != hash:
 		return have.key(), false, ErrIdempotencyMismatch
@@ -213,19 +216,26 @@ func (s *Store) ReleaseIdempotent(ctx context.Context, scope, key, hash string) 
 	return nil
 }
 
-// PruneIdempotent deletes up to limit expired keys.
+// PruneIdempotent deletes up to limit expired keys that name no refund;
+// a key that names one is kept as long as the refund (see decideIdempotent).
 func (s *Store) PruneIdempotent(ctx context.Context, limit int) (int64, error) {
 	var ids []uint64
-	db := s.db.WithContext(ctx)
-	if err := db.Model(&idemRow{}).Where("expires_at < ?", s.now()).Limit(limit).Pluck("id", &ids).Error; err != nil {
+	db, now := s.db.WithContext(ctx), s.now()
+	if err := prunable(db, now).Limit(limit).Pluck("id", &ids).Error; err != nil {
 		return 0, fmt.Errorf("find expired idempotency keys: %w", err)
 	}
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	res := db.Where("id IN ? AND expires_at < ?", ids, s.now()).Delete(&idemRow{})
+	res := prunable(db, now).Where("id IN ?", ids).Delete(&idemRow{})
 	if res.Error != nil {
 		return 0, fmt.Errorf("prune idempotency keys: %w", res.Error)
 	}
 	return res.RowsAffected, nil
+}
+
+// prunable selects the keys PruneIdempotent may delete, through
+// idx_idempotency_keys_unlinked: the kept keys (one per refund) are never read.
+func prunable(db *gorm.DB, now time.Time) *gorm.DB {
+	return db.Model(&idemRow{}).Where("resource_key IS NULL AND expires_at < ?", now)
 }

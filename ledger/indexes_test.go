@@ -25,6 +25,30 @@ func TestDayTotalsUseAnIndex(t *testing.T) {
 	}
 }
 
+// TestPruneReadsOnlyUnlinkedKeys: the janitor's search for expired
+// idempotency keys reads through the index of keys that name no refund;
+// the keys that do (kept forever, one per refund) are never scanned.
+func TestPruneReadsOnlyUnlinkedKeys(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	past := time.Now().Add(-48 * time.Hour)
+	rows := make([]map[string]any, 0, 3000)
+	for i := range cap(rows) {
+		row := map[string]any{"scope": "o-idx", "idem_key": fmt.Sprintf("k-%d", i), "request_hash": "h",
+			"state": "DONE", "created_at": past, "expires_at": past.Add(time.Duration(i) * time.Second)}
+		if i%50 != 0 {
+			row["resource_key"] = fmt.Sprintf("rf-%d", i)
+		}
+		rows = append(rows, row)
+	}
+	if err := s.DB().Table("idempotency_keys").CreateInBatches(rows, 500).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DB().Exec("ANALYZE TABLE idempotency_keys").Error; err != nil {
+		t.Fatal(err)
+	}
+	assertIndex(t, s, s.PruneSQL(), "idx_idempotency_keys_unlinked")
+}
+
 // TestFinanceLookupsUseAnIndex: a lookup by one transaction, refund or
 // payer reads that key's rows through an index, not every row of the
 // table in id order (the lists are keyset pages on id).

@@ -269,6 +269,50 @@ func TestIdempotencyKeys(t *testing.T) {
 	})
 }
 
+// TestKeyOfARefundNeverExpires: a key past its expiry that names a
+// refund is still replayed (or refused for other parameters) and never
+// pruned, so a client retrying days later gets its refund, not a second
+// one; a key past expiry that names nothing is pruned and runs afresh.
+func TestKeyOfARefundNeverExpires(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r-old", 100)
+		for _, key := range []string{"k-old", "k-old-2", "k-none"} { // expired as soon as made
+			if _, _, err := s.BeginIdempotent(ctx, "openid-1", key, "h", -time.Second, -time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, key := range []string{"k-old", "k-old-2"} {
+			req := refundReq("r-old", "rf-"+key, 10)
+			req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", key, "h"
+			if _, err := s.CreateRefund(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.FinishIdempotent(ctx, "openid-1", "k-old", "h", 201, []byte(`{"out_refund_no":"rf-k-old"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.PruneIdempotent(ctx, 100); err != nil || n != 1 {
+			t.Fatalf("prune: %d, %v; want only the key that names nothing", n, err)
+		}
+		k, run, err := s.BeginIdempotent(ctx, "openid-1", "k-old", "h", time.Minute, 24*time.Hour)
+		if err != nil || run || k.ResourceKey != "rf-k-old" || k.StatusCode != 201 {
+			t.Fatalf("retry after expiry: %+v run=%v err=%v; want the stored answer replayed", k, run, err)
+		}
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k-old", "h-other", time.Minute, 24*time.Hour); !errors.Is(err, ledger.ErrIdempotencyMismatch) {
+			t.Fatalf("other parameters after expiry: err = %v, want a mismatch", err)
+		}
+		// In flight, its holder gone: taken over to settle its refund.
+		k, run, err = s.BeginIdempotent(ctx, "openid-1", "k-old-2", "h", time.Minute, 24*time.Hour)
+		if err != nil || !run || k.ResourceKey != "rf-k-old-2" {
+			t.Fatalf("an expired key in flight: %+v run=%v err=%v; want a takeover of rf-k-old-2", k, run, err)
+		}
+		if k, run, err := s.BeginIdempotent(ctx, "openid-1", "k-none", "h", time.Minute, 24*time.Hour); err != nil || !run || k.ResourceKey != "" {
+			t.Fatalf("a pruned key: %+v run=%v err=%v; want a fresh run", k, run, err)
+		}
+	})
+}
+
 // TestTakeOverDoesNotUndoALink: a retry judges a key an orphan (in
 // flight, its lock run out, no refund named) from a row it read; before
 // its takeover lands, the holder commits the refund it made under the

@@ -21,7 +21,8 @@ import (
 type RefundsConfig struct {
 	JWT JWTConfig `yaml:"jwt"`
 	// InFlight: how long a request holds its Idempotency-Key before a retry
-	// may take over (default 30 s). KeyTTL: answers kept (≥ 24 h).
+	// may take over (default 30 s). KeyTTL: keys that made no refund
+	// are kept this long (≥ 24 h); a key that made one is kept with it.
 	InFlight time.Duration `yaml:"in_flight"`
 	KeyTTL   time.Duration `yaml:"key_ttl"`
 	// SafetyBuffer: a CREATED/UNKNOWN refund is left this long to its
