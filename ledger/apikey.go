@@ -40,22 +40,21 @@ func (r apiKeyRow) key() APIKey {
 
 // CreateAPIKey stores the hash of a new key. A name with an active key
 // gives ErrConflict (revoke it first); a reused hash gives ErrAlreadyRecorded.
+// One active key per name is a unique key (uk_api_keys_active_name), so
+// two operators creating one name at once cannot both succeed.
 func (s *Store) CreateAPIKey(ctx context.Context, name, role, keyHash string) (APIKey, error) {
 	row := apiKeyRow{Name: name, Role: role, KeyHash: keyHash, CreatedAt: s.now()}
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	db := s.db.WithContext(ctx)
+	err := db.Create(&row).Error
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		err = ErrAlreadyRecorded
 		var n int64
-		if err := tx.Model(&apiKeyRow{}).Where("name = ? AND revoked_at IS NULL", name).Count(&n).Error; err != nil {
-			return err
+		if cerr := db.Model(&apiKeyRow{}).Where("name = ? AND revoked_at IS NULL", name).Count(&n).Error; cerr != nil {
+			err = cerr
+		} else if n > 0 {
+			err = ErrConflict
 		}
-		if n > 0 {
-			return ErrConflict
-		}
-		err := tx.Create(&row).Error
-		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			return ErrAlreadyRecorded
-		}
-		return err
-	})
+	}
 	if err != nil {
 		return APIKey{}, fmt.Errorf("create api key %s: %w", name, err)
 	}

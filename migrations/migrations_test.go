@@ -55,7 +55,7 @@ func sqliteSchema(t *testing.T, db *gorm.DB) []string {
 	var out []string
 	for _, tbl := range tables {
 		var cols []struct{ Name string }
-		db.Raw("SELECT name FROM pragma_table_info(?)", tbl).Scan(&cols)
+		db.Raw("SELECT name FROM pragma_table_xinfo(?)", tbl).Scan(&cols) // xinfo: generated columns too
 		names := make([]string, len(cols))
 		for i, c := range cols {
 			names[i] = c.Name
