@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"gorm.io/gorm"
@@ -30,6 +31,9 @@ const (
 
 // AnomalyStates lists the states an anomaly can be in.
 var AnomalyStates = []string{AnomalyOpen, AnomalyResolved}
+
+// anomalyMachine: a person resolves an open anomaly; nothing reopens it.
+var anomalyMachine = machine{AnomalyOpen: {AnomalyResolved}}
 
 // Anomaly is a flagged event. A repeat of the same (kind, ref) raises its
 // count instead of adding a row; it does not reopen a resolved one (the
@@ -144,21 +148,34 @@ const MaxResolutionBytes = 512
 // the anomaly as it stands) for one already resolved: a second person
 // resolving it, or a retried request, does not overwrite the first note.
 func (s *Store) ResolveAnomaly(ctx context.Context, id uint64, by, note string) (AnomalyListItem, error) {
-	db := s.db.WithContext(ctx)
-	now := s.now()
-	res := db.Model(&anomalyRow{}).Where("id = ? AND state = ?", id, AnomalyOpen).
-		Updates(map[string]any{"state": AnomalyResolved, "resolved_at": now,
-			"resolved_by": truncate(by, 128), "resolution": truncate(note, MaxResolutionBytes)})
-	if res.Error != nil {
-		return AnomalyListItem{}, fmt.Errorf("resolve anomaly %d: %w", id, res.Error)
-	}
 	var row anomalyRow
-	if err := db.Where("id = ?", id).Take(&row).Error; errors.Is(err, gorm.ErrRecordNotFound) {
-		return AnomalyListItem{}, fmt.Errorf("anomaly %d: %w", id, ErrNotFound)
-	} else if err != nil {
-		return AnomalyListItem{}, fmt.Errorf("read anomaly %d: %w", id, err)
-	}
-	if res.RowsAffected == 0 {
+	resolved := false
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		res := tx.Model(&anomalyRow{}).Where("id = ? AND state = ?", id, AnomalyOpen).
+			Updates(map[string]any{"state": AnomalyResolved, "resolved_at": s.now(),
+				"resolved_by": truncate(by, 128), "resolution": truncate(note, MaxResolutionBytes)})
+		if res.Error != nil {
+			return fmt.Errorf("resolve: %w", res.Error)
+		}
+		if err := tx.Where("id = ?", id).Take(&row).Error; errors.Is(err, gorm.ErrRecordNotFound) {
+			return ErrNotFound
+		} else if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if resolved = res.RowsAffected == 1; !resolved {
+			return nil
+		}
+		t := Transition{Entity: EntityAnomaly, EntityKey: strconv.FormatUint(id, 10), OutTradeNo: row.OutTradeNo,
+			From: AnomalyOpen, To: AnomalyResolved, Source: SourceAPI, Ref: truncate(by, 128)}
+		if err := anomalyMachine.check(t.Entity, t.EntityKey, t.From, t.To); err != nil {
+			return err
+		}
+		return s.appendHistory(tx, t)
+	})
+	switch {
+	case err != nil:
+		return AnomalyListItem{}, fmt.Errorf("anomaly %d: %w", id, err)
+	case !resolved:
 		return row.listItem(), fmt.Errorf("anomaly %d is already %s: %w", id, row.State, ErrConflict)
 	}
 	slog.InfoContext(ctx, "anomaly resolved", "id", id, "kind", row.Kind, "ref", row.Ref, "by", by)

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 
 	"paygateway/ledger"
@@ -12,7 +13,8 @@ import (
 // TestResolvedAnomalyStaysResolved: a person resolves an anomaly once,
 // with a note; resolving it again is refused and keeps the first note;
 // the same fact seen again (the daily re-check of a mismatched payment)
-// raises its count but does not reopen it. An unknown id is not found.
+// raises its count but does not reopen it. The resolution has its one
+// history row, with who resolved it. An unknown id is not found.
 func TestResolvedAnomalyStaysResolved(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -42,6 +44,11 @@ func TestResolvedAnomalyStaysResolved(t *testing.T) {
 		got, _ := s.Anomalies(ctx, "res-1")
 		if len(got) != 1 || got[0].State != ledger.AnomalyResolved || got[0].SeenCount != 2 {
 			t.Fatalf("after the fact is seen again: %+v, want one RESOLVED anomaly seen twice", got)
+		}
+		h, err := s.History(ctx, "res-1")
+		if err != nil || len(h) != 1 || h[0].Entity != ledger.EntityAnomaly || h[0].From != ledger.AnomalyOpen ||
+			h[0].To != ledger.AnomalyResolved || h[0].Ref != "finance:alice" || h[0].EntityKey != strconv.FormatUint(id, 10) {
+			t.Fatalf("history: %+v, %v; want the one resolution, by finance:alice", h, err)
 		}
 		if _, err := s.ResolveAnomaly(ctx, id+1000, "ops:bob", "x"); !errors.Is(err, ledger.ErrNotFound) {
 			t.Fatalf("unknown id: %v, want ErrNotFound", err)

@@ -18,6 +18,7 @@ const (
 const (
 	EntityPayment = "payment"
 	EntityRefund  = "refund"
+	EntityAnomaly = "anomaly" // keyed by the anomaly's id
 )
 
 // Sources say what caused a state change.
