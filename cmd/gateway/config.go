@@ -74,7 +74,8 @@ type HTTPConfig struct {
 	// "127.0.0.1:6060"; keep it on a loopback or internal address.
 	PprofAddr string `yaml:"pprof_addr"`
 	// MetricsAddr, when set, serves /metrics on its own listener there
-	// (e.g. ":9464" or "10.0.0.5:9464"), without a key, and not on Addr,
+	// (e.g. "10.0.0.5:9464", or ":9464" behind a firewall), without a key
+	// (so never on a public IP: refused), and not on Addr,
 	// which faces WeChat Pay and the Internet. Empty: /metrics is served
 	// on Addr, to a metrics or ops API key only.
 	MetricsAddr string `yaml:"metrics_addr"`
@@ -339,6 +340,8 @@ func (c *Config) Validate() error {
 			"must be https:// (http:// only to this host, for a simulator)"},
 		{c.HTTP.PprofAddr != "" && !loopbackAddr(c.HTTP.PprofAddr), "http.pprof_addr (GATEWAY_HTTP_PPROF_ADDR)",
 			"must be on this host (127.0.0.1:port): pprof has no key and shows memory"},
+		{publicAddr(c.HTTP.MetricsAddr), "http.metrics_addr (GATEWAY_HTTP_METRICS_ADDR)",
+			"must not be a public address: /metrics there has no key (use a private or loopback one, or \"\" for the main port with a key)"},
 		{cmp.Or(c.Finance.ReconcileTimeout, gateway.DefaultReconcileTimeout) <= w.billTimeout(),
 			"finance.reconcile_timeout (GATEWAY_FINANCE_RECONCILE_TIMEOUT)", "must be longer than wechatpay.bill_timeout (5m by default): it bounds the whole run, download included"},
 	}
@@ -419,6 +422,19 @@ func loopbackAddr(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// publicAddr reports whether addr names a public IP (not loopback,
+// private or link-local). A host name or an empty host (every
+// interface) cannot be judged here and passes.
+func publicAddr(addr string) bool {
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() && !ip.IsPrivate() &&
+		!ip.IsLinkLocalUnicast()
 }
 
 // loadSecrets fills secrets given as files.

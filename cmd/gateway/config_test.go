@@ -101,6 +101,8 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			"GATEWAY_WECHATPAY_BASE_URL"},
 		{"negative lock wait", func(c *Config) { c.Database.LockWaitTimeout = -time.Second }, "GATEWAY_DATABASE_LOCK_WAIT_TIMEOUT"},
 		{"pprof on every interface", func(c *Config) { c.HTTP.PprofAddr = ":6060" }, "GATEWAY_HTTP_PPROF_ADDR"},
+		{"metrics without a key on a public address", func(c *Config) { c.HTTP.MetricsAddr = "203.0.113.7:9464" }, "GATEWAY_HTTP_METRICS_ADDR"},
+		{"metrics without a key on a public IPv6 address", func(c *Config) { c.HTTP.MetricsAddr = "[2001:db8::7]:9464" }, "GATEWAY_HTTP_METRICS_ADDR"},
 		{"bulkheads take the whole pool", func(c *Config) {
 			c.Database.DSN, c.Database.MaxOpenConns = "mysql://u@tcp(db:3306)/gw", 16
 		}, "GATEWAY_DATABASE_MAX_OPEN_CONNS"},
@@ -125,6 +127,15 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			c.WechatPay.BaseURL, c.HTTP.PprofAddr = u, "127.0.0.1:6060"
 			if err := c.Validate(); err != nil {
 				t.Fatalf("base_url %q: %v", u, err)
+			}
+		}
+	})
+	t.Run("metrics on a private, loopback or unnamed address", func(t *testing.T) {
+		for _, a := range []string{"", ":9464", "127.0.0.1:9464", "10.0.0.5:9464", "192.168.1.2:9464", "[fd00::5]:9464", "metrics.internal:9464"} {
+			c := base()
+			c.HTTP.MetricsAddr = a
+			if err := c.Validate(); err != nil {
+				t.Fatalf("metrics_addr %q: %v", a, err)
 			}
 		}
 	})
