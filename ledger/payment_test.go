@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
 )
@@ -376,6 +378,27 @@ func TestConcurrentRegistrationsOfANewOrder(t *testing.T) {
 		}
 		if created != 100 {
 			t.Fatalf("%d registrations created an order, want 100", created)
+		}
+	})
+}
+
+// TestHistoryRowTwiceIsRefused: a second history row for a state the
+// payment already entered (a transition applied twice, however it got
+// past the row lock and the state machine) is refused by the database.
+func TestHistoryRowTwiceIsRefused(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("n-h2", "h2-order", "tx-h2", 100)); err != nil {
+			t.Fatal(err)
+		}
+		row := map[string]any{"entity": ledger.EntityPayment, "entity_key": "h2-order", "out_trade_no": "h2-order",
+			"from_state": "", "to_state": string(ledger.PaymentSuccess), "source": ledger.SourceQuery, "created_at": time.Now()}
+		err := s.DB().WithContext(ctx).Table("state_history").Create(row).Error
+		if !errors.Is(err, gorm.ErrDuplicatedKey) {
+			t.Fatalf("a second SUCCESS row: %v, want a duplicate key", err)
+		}
+		if h, err := s.History(ctx, "h2-order"); err != nil || len(h) != 1 {
+			t.Fatalf("history: %+v, %v; want one row", h, err)
 		}
 	})
 }

@@ -30,7 +30,11 @@ const (
 	SourceJanitor   = "janitor"
 )
 
-// machine lists, for each state, the states it may move to.
+// machine lists, for each state, the states it may move to. A machine
+// never re-enters a state (TestMachinesNeverReenterAState), so an entity
+// has at most one history row per state it entered: state_history's
+// unique key (entity, entity_key, to_state) is the last guard against a
+// transition applied twice.
 type machine map[string][]string
 
 func (m machine) check(entity, key, from, to string) error {

@@ -1,0 +1,1 @@
+DROP INDEX idx_state_history_entity ON state_history;
