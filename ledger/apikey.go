@@ -43,22 +43,28 @@ func (r apiKeyRow) key() APIKey {
 // One active key per name is a unique key (uk_api_keys_active_name), so
 // two operators creating one name at once cannot both succeed.
 func (s *Store) CreateAPIKey(ctx context.Context, name, role, keyHash string) (APIKey, error) {
-	row := apiKeyRow{Name: name, Role: role, KeyHash: keyHash, CreatedAt: s.now()}
 	db := s.db.WithContext(ctx)
-	err := db.Create(&row).Error
-	if errors.Is(err, gorm.ErrDuplicatedKey) {
-		err = ErrAlreadyRecorded
+	for attempt := 0; ; attempt++ {
+		row := apiKeyRow{Name: name, Role: role, KeyHash: keyHash, CreatedAt: s.now()}
+		err := db.Create(&row).Error
+		if err == nil {
+			return row.key(), nil
+		}
+		if !errors.Is(err, gorm.ErrDuplicatedKey) {
+			return APIKey{}, fmt.Errorf("create api key %s: %w", name, err)
+		}
+		// Which unique key: an active key of this name, or the hash.
 		var n int64
 		if cerr := db.Model(&apiKeyRow{}).Where("name = ? AND revoked_at IS NULL", name).Count(&n).Error; cerr != nil {
-			err = cerr
-		} else if n > 0 {
-			err = ErrConflict
+			return APIKey{}, fmt.Errorf("create api key %s: %w (name or hash taken; checking which: %v)", name, err, cerr)
 		}
+		switch {
+		case n > 0:
+			return APIKey{}, fmt.Errorf("create api key %s: %w", name, ErrConflict)
+		case attempt > 0: // the name is free: the hash is taken
+			return APIKey{}, fmt.Errorf("create api key %s: %w", name, ErrAlreadyRecorded)
+		} // the name's key was revoked since the insert: try once more
 	}
-	if err != nil {
-		return APIKey{}, fmt.Errorf("create api key %s: %w", name, err)
-	}
-	return row.key(), nil
 }
 
 // RevokeAPIKeys revokes every active key named name and returns how many

@@ -258,11 +258,11 @@ func record(ctx context.Context, db execer, m Migration) error {
 	return nil
 }
 
-// alreadyApplied reports MySQL's "table exists", "duplicate column" and
-// "duplicate key name".
+// alreadyApplied reports MySQL's "table exists", "duplicate column",
+// "duplicate key name" and, for a DROP, "can't drop; check that it exists".
 func alreadyApplied(err error) bool {
 	var me *mysqldrv.MySQLError
-	return errors.As(err, &me) && (me.Number == 1050 || me.Number == 1060 || me.Number == 1061)
+	return errors.As(err, &me) && (me.Number == 1050 || me.Number == 1060 || me.Number == 1061 || me.Number == 1091)
 }
 
 // versionTableExists reports whether schema_migrations is there.

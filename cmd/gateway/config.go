@@ -424,17 +424,37 @@ func loopbackAddr(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// internalNets are the non-public ranges net.IP.IsPrivate leaves out:
+// shared address space (RFC 6598: carrier-grade NAT, Tailscale, some
+// Kubernetes pod networks) and the benchmarking range (RFC 2544).
+var internalNets = []*net.IPNet{mustCIDR("100.64.0.0/10"), mustCIDR("198.18.0.0/15")}
+
+func mustCIDR(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
 // publicAddr reports whether addr names a public IP (not loopback,
-// private or link-local). A host name or an empty host (every
-// interface) cannot be judged here and passes.
+// private, shared or link-local). A host name or an empty host (every
+// interface) cannot be judged here and passes: the firewall's part.
 func publicAddr(addr string) bool {
 	host := addr
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		host = h
 	}
 	ip := net.ParseIP(host)
-	return ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() && !ip.IsPrivate() &&
-		!ip.IsLinkLocalUnicast()
+	if ip == nil || ip.IsUnspecified() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() {
+		return false
+	}
+	for _, n := range internalNets {
+		if n.Contains(ip) {
+			return false
+		}
+	}
+	return true
 }
 
 // loadSecrets fills secrets given as files.

@@ -131,7 +131,8 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		}
 	})
 	t.Run("metrics on a private, loopback or unnamed address", func(t *testing.T) {
-		for _, a := range []string{"", ":9464", "127.0.0.1:9464", "10.0.0.5:9464", "192.168.1.2:9464", "[fd00::5]:9464", "metrics.internal:9464"} {
+		for _, a := range []string{"", ":9464", "127.0.0.1:9464", "10.0.0.5:9464", "192.168.1.2:9464", "[fd00::5]:9464", "100.64.3.7:9464",
+			"metrics.internal:9464"} {
 			c := base()
 			c.HTTP.MetricsAddr = a
 			if err := c.Validate(); err != nil {
