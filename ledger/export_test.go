@@ -115,3 +115,9 @@ func (s *Store) DecideOnStale(ctx context.Context, stale StaleIdemRow, hash stri
 func (s *Store) CheckPaymentAsRead(ctx context.Context, bp BillPayment) (*ReconcileItem, error) {
 	return s.checkPayment(ctx, bp, nil, &Bill{})
 }
+
+// CheckRefundedPaymentAsRead is CheckPaymentAsRead for a payment WeChat
+// Pay's order query reports refunded (trade_state REFUND).
+func (s *Store) CheckRefundedPaymentAsRead(ctx context.Context, bp BillPayment) (*ReconcileItem, error) {
+	return s.checkPayment(ctx, bp, nil, &Bill{Confirm: func(context.Context, BillPayment) (bool, error) { return true, nil }})
+}

@@ -18,7 +18,8 @@ import (
 // the run fails and is retried instead of storing a day that says "not
 // repaired" when the repair may even have committed. A payment recorded
 // meanwhile (its callback, or a compensation query, came between the
-// run's read and its repair) is no mismatch: it answers "". A payment
+// run's read and its repair) is no mismatch: it answers "" (flagged if
+// WeChat Pay reports it refunded outside the gateway). A payment
 // WeChat Pay reports refunded since is recorded as an order query would
 // record it (trade_state REFUND): flagged, its stock confirmation held.
 func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool) (string, string, error) {
@@ -42,6 +43,8 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 	case err == nil:
 		slog.InfoContext(ctx, "reconcile repaired payment", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
 		return RepairApplied, "", nil
+	case errors.Is(err, ErrAlreadyRecorded) && refunded:
+		return "", "", s.flagRefundedMeanwhile(ctx, bp)
 	case errors.Is(err, ErrAlreadyRecorded):
 		return "", "", nil
 	case refusedByLedger(err):
@@ -49,6 +52,28 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 		return RepairRefused, truncate(err.Error(), 512), nil
 	}
 	return "", "", fmt.Errorf("repair payment %s: %w", bp.OutTradeNo, err)
+}
+
+// flagRefundedMeanwhile: WeChat Pay reports the payment refunded, but
+// its own notification recorded it as paid while the run checked it, so
+// the repair did not flag it and its stock confirmation was not held.
+// Unless the gateway has a refund of the order that may have been paid
+// (which also makes its trade_state REFUND), a person is told, as a
+// repair would have.
+func (s *Store) flagRefundedMeanwhile(ctx context.Context, bp BillPayment) error {
+	refunds, err := s.Refunds(ctx, bp.OutTradeNo)
+	if err != nil {
+		return err
+	}
+	for _, r := range refunds {
+		if !r.State.returnsMoney() { // not FAILED or CLOSED: it may be WeChat Pay's REFUND
+			return nil
+		}
+	}
+	return s.RecordAnomaly(ctx, Anomaly{Kind: AnomalyRefundedOutside, Ref: "refunded:" + bp.OutTradeNo, OutTradeNo: bp.OutTradeNo,
+		Detail: fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; its payment "+
+			"was recorded by its own notification while reconciliation checked it, so its stock confirmation "+
+			"(job confirm:%s) was not held: check whether the order shipped", bp.OutTradeNo, bp.TransactionID, bp.Amount, bp.OutTradeNo)})
 }
 
 // refusedByLedger tells the ledger's own refusals, which a rerun would

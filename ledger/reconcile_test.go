@@ -383,6 +383,44 @@ func TestRepairRaceWithTheCallback(t *testing.T) {
 	})
 }
 
+// TestRepairRaceWithTheCallbackOfARefundedPayment: as above, but WeChat
+// Pay reports the payment refunded. With no refund of the gateway's that
+// may have been paid (none, or a FAILED one), it was refunded outside it:
+// flagged REFUNDED_OUTSIDE (its confirmation was not held, the callback
+// having recorded it); with one, nothing is flagged.
+func TestRepairRaceWithTheCallbackOfARefundedPayment(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		for _, no := range []string{"race-out", "race-own", "race-failed"} {
+			if _, err := s.ApplyTransaction(ctx, paid("n-"+no, no, "tx-"+no, 300)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, no := range []string{"race-own", "race-failed"} {
+			if _, err := s.CreateRefund(ctx, refundReq(no, "rf-"+no, 100)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-race-failed", State: ledger.RefundFailed, Source: ledger.SourceAPI}); err != nil {
+			t.Fatal(err)
+		}
+		for _, no := range []string{"race-out", "race-own", "race-failed"} {
+			if it, err := s.CheckRefundedPaymentAsRead(ctx, billPayment(no, "tx-"+no, 300)); it != nil || err != nil {
+				t.Fatalf("%s: item %+v, err %v; want no mismatch", no, it, err)
+			}
+		}
+		for _, no := range []string{"race-out", "race-failed"} { // a FAILED refund of the gateway's paid nothing
+			a, _ := s.Anomalies(ctx, no)
+			if len(a) != 1 || a[0].Kind != ledger.AnomalyRefundedOutside || !strings.Contains(a[0].Detail, "not held") {
+				t.Fatalf("anomalies of %s, refunded outside: %+v, want REFUNDED_OUTSIDE", no, a)
+			}
+		}
+		if a, _ := s.Anomalies(ctx, "race-own"); len(a) != 0 {
+			t.Fatalf("anomalies of the payment the gateway refunded: %+v, want none", a)
+		}
+	})
+}
+
 // TestReconcileConfirmsRowsBeforeRepairing: a bill row is plain text the
 // merchant's product names and attach can add to, so a payment is
 // repaired only once WeChat Pay's own answer confirms it. An unconfirmed
