@@ -127,7 +127,7 @@ func TestRunBatchesWithoutSpill(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // the three senders are blocked on in, even on a loaded machine
 	r.release <- struct{}{}
 	if b := r.nextBatch(t); len(b) != 2 || b[0] < 3 || b[1] < 3 {
 		t.Fatalf("batch = %v, want two of [3 4 5] (Max 2)", b)

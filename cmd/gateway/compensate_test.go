@@ -72,7 +72,8 @@ func TestLostCallbackCompensated(t *testing.T) {
 			ctx := context.Background()
 			lost, expiring := uniqueNo("lost"), uniqueNo("exp")
 			registerOrder(t, m, lost, 800, time.Now().Add(time.Hour))
-			registerOrder(t, m, expiring, 500, time.Now().Add(300*time.Millisecond))
+			// Expiring in 2 s: time for the call on a loaded machine.
+			registerOrder(t, m, expiring, 500, time.Now().Add(2*time.Second))
 			for i := 0; i < 3; i++ { // more than one page of Batch
 				registerOrder(t, m, uniqueNo("open"), 100, time.Now().Add(time.Hour))
 			}
@@ -141,13 +142,14 @@ func TestExpiredOrderClosedAtWechat(t *testing.T) {
 			m, sim := startWithWechat(t, b, url, func(c *Config) { c.Compensation.Interval = time.Hour })
 			ctx := context.Background()
 			unpaid, late := uniqueNo("unp"), uniqueNo("late")
+			expire := time.Now().Add(2 * time.Second) // after both registrations, even on a loaded machine
 			for _, no := range []string{unpaid, late} {
-				registerOrder(t, m, no, 500, time.Now().Add(100*time.Millisecond))
+				registerOrder(t, m, no, 500, expire)
 				if err := sim.RegisterOrder(no, 500); err != nil {
 					t.Fatal(err)
 				}
 			}
-			time.Sleep(150 * time.Millisecond) // both expire
+			time.Sleep(time.Until(expire) + 50*time.Millisecond) // both expire
 			wx := &payBeforeClose{Client: m.Wechat, sim: sim, order: late}
 			job := compensate.New(compensate.Config{SafetyBuffer: time.Millisecond, MchID: m.Config.WechatPay.MchID}, m.Store, wx)
 			if changed, err := job.RunOnce(ctx); err != nil || changed != 2 {

@@ -124,19 +124,22 @@ func startGatewayWith(t testing.TB, cfg Config, before func(*Main)) *Main {
 	return m
 }
 
+// waitReady polls /readyz for up to a minute: a gateway process on a new
+// database applies every migration first, which a loaded machine can
+// stretch to many seconds.
 func waitReady(t testing.TB, base string) {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		resp, err := http.Get(base + "/readyz")
+	probe := &http.Client{Timeout: 2 * time.Second}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		resp, err := probe.Get(base + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("gateway at %s never became ready", base)
+	t.Fatalf("gateway at %s never became ready within a minute", base)
 }
 
 var httpClient = &http.Client{Timeout: 15 * time.Second}

@@ -31,7 +31,7 @@ func startInventory(t *testing.T) (*inventorysim.Sim, string) {
 
 // fastOutbox points cfg at the inventory simulator with millisecond timings.
 func fastOutbox(cfg *Config, invURL string) {
-	cfg.Inventory = InventoryConfig{BaseURL: invURL, Timeout: 300 * time.Millisecond}
+	cfg.Inventory = InventoryConfig{BaseURL: invURL, Timeout: time.Second} // a loaded machine must not time out a healthy call
 	cfg.Outbox = OutboxConfig{Workers: 4, Batch: 10, PollInterval: 5 * time.Millisecond, Lease: 5 * time.Second,
 		InitialInterval: 20 * time.Millisecond, MaxInterval: time.Second, MaxElapsed: 30 * time.Second,
 		Multiplier: 2, Jitter: 0.1}

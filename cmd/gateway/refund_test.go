@@ -208,7 +208,7 @@ func TestRefundAmbiguousAnswers(t *testing.T) {
 	}
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			e := startRefundEnv(t, b, func(c *Config) { c.WechatPay.Timeout = 300 * time.Millisecond })
+			e := startRefundEnv(t, b, func(c *Config) { c.WechatPay.Timeout = time.Second }) // under HoldFor, over a loaded machine's healthy call
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
 					no := e.pay(t, "o-erin", 100)
@@ -288,7 +288,7 @@ func checkWithoutRedis(t *testing.T, b backend, addr string) {
 	// under a second; 50 requests on one order queue for its in-process lock,
 	// about 1 s here under -race. A request waiting on a silent Redis would
 	// take the client's whole 15 s.
-	if bound := 5 * time.Second; slowest > bound {
+	if bound := 8 * time.Second; slowest > bound { // room for a loaded CI machine, well under a silent Redis's 15 s
 		t.Errorf("slowest request took %v with Redis at %s, want under %v", slowest, addr, bound)
 	}
 }

@@ -74,13 +74,14 @@ func TestTimedOutLockLeavesNoLock(t *testing.T) {
 }
 
 // lateReplyStore is a store whose first command mentioning marker is
-// answered 400 ms late, past its 100 ms op timeout, plus the base config
-// and a client that reaches Redis directly.
+// answered 2 s late, past its 500 ms op timeout (room for a first dial on
+// a loaded machine), plus the base config and a client that reaches Redis
+// directly.
 func lateReplyStore(t *testing.T, marker string) (*redisstore.Store, redisstore.Config, *redis.Client) {
 	base := redistest.Config(t)
 	cfg := base
-	cfg.Addr = slowFirstReply(t, base.Addr, marker, 400*time.Millisecond)
-	cfg.OpTimeout = 100 * time.Millisecond
+	cfg.Addr = slowFirstReply(t, base.Addr, marker, 2*time.Second)
+	cfg.OpTimeout = 500 * time.Millisecond
 	c := redisstore.NewClient(cfg)
 	t.Cleanup(func() { c.Close() })
 	direct := redisstore.NewClient(base)
@@ -88,10 +89,10 @@ func lateReplyStore(t *testing.T, marker string) (*redisstore.Store, redisstore.
 	return redisstore.New(c, cfg), base, direct
 }
 
-// waitReleased waits up to 2 s for lock to be gone.
+// waitReleased waits up to 5 s for lock to be gone.
 func waitReleased(t *testing.T, direct *redis.Client, lock string) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if n, err := direct.Exists(context.Background(), lock).Result(); err == nil && n == 0 {
 			return
 		}
@@ -176,8 +177,12 @@ func slowReplies(t *testing.T, target string, delays map[string]time.Duration) s
 func TestAbandonedAdmitRetriedByTheClientLeavesNoLock(t *testing.T) {
 	base := redistest.Config(t)
 	cfg := base
-	cfg.Addr = slowReplies(t, base.Addr, map[string]time.Duration{"nonce-blocker": 50 * time.Millisecond, "nonce-retry-late": 300 * time.Millisecond})
-	cfg.ReadTimeout, cfg.OpTimeout = 60*time.Millisecond, 100*time.Millisecond
+	// The blocker's reply (300 ms) comes within the read timeout (500 ms);
+	// the admit, sent when it is done, is given up by its caller at 600 ms,
+	// before go-redis's read of it times out (800 ms) and sends it again.
+	// Margins of 200 ms or more, for a loaded machine.
+	cfg.Addr = slowReplies(t, base.Addr, map[string]time.Duration{"nonce-blocker": 300 * time.Millisecond, "nonce-retry-late": 2 * time.Second})
+	cfg.ReadTimeout, cfg.OpTimeout = 500*time.Millisecond, 600*time.Millisecond
 	c := redisstore.NewClient(cfg)
 	t.Cleanup(func() { c.Close() })
 	s := redisstore.New(c, cfg)
@@ -187,7 +192,7 @@ func TestAbandonedAdmitRetriedByTheClientLeavesNoLock(t *testing.T) {
 		defer close(blocker)
 		_, _ = s.Admit(context.Background(), gateway.GateKeys{Nonce: "nonce-blocker", NotifyID: "id-blocker", Lock: "pay:blocker"}, long)
 	}()
-	time.Sleep(5 * time.Millisecond) // the blocker holds the worker
+	time.Sleep(100 * time.Millisecond) // the blocker holds the worker (its reply comes at 300 ms)
 	k := gateway.GateKeys{Nonce: "nonce-retry-late", NotifyID: "id-retry-late", Lock: "pay:retry-late"}
 	if _, err := s.Admit(context.Background(), k, long); err == nil {
 		t.Fatal("Admit answered within its timeout; the proxy did not hold the reply")
@@ -196,7 +201,7 @@ func TestAbandonedAdmitRetriedByTheClientLeavesNoLock(t *testing.T) {
 	direct := redisstore.NewClient(base)
 	t.Cleanup(func() { direct.Close() })
 	lock := base.Prefix + "lock:pay:retry-late"
-	time.Sleep(500 * time.Millisecond) // past the client's retry and its reply
+	time.Sleep(2 * time.Second) // past the client's retry (at about 800 ms) and its reply
 	if n, _ := direct.Exists(context.Background(), base.Prefix+"nonce-retry-late").Result(); n != 1 {
 		t.Fatal("the admit never ran: nothing was tested")
 	}
