@@ -171,11 +171,18 @@ func (v *Verifier) checkHeaders(h http.Header) (time.Time, error) {
 // trailing U+00A0 passes it with a valid signature.
 func nonce(h http.Header) string { return strings.TrimSpace(h.Get("Wechatpay-Nonce")) }
 
+// gcmNonceSize is AEAD_AES_256_GCM's nonce length: WeChat Pay's resource
+// nonce is 12 characters.
+const gcmNonceSize = 12
+
 // Decrypt opens n.Resource with the APIv3 key into n.Plaintext.
 func (v *Verifier) Decrypt(n *gateway.Notice) error {
 	r := n.Resource
 	if r.Algorithm != "AEAD_AES_256_GCM" {
 		return &gateway.Error{Code: gateway.CodeInvalid, Message: "unsupported resource algorithm " + truncate(r.Algorithm, 32)}
+	}
+	if len(r.Nonce) != gcmNonceSize { // the SDK hands any length to GCM, which panics on it
+		return &gateway.Error{Code: gateway.CodeDecrypt, Message: fmt.Sprintf("resource nonce must be %d bytes", gcmNonceSize)}
 	}
 	plain, err := utils.DecryptAES256GCM(v.cfg.APIv3Key, r.AssociatedData, r.Nonce, r.Ciphertext)
 	if err != nil {
