@@ -55,12 +55,17 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 }
 
 // flagRefundedMeanwhile: WeChat Pay reports the payment refunded, but
-// its own notification recorded it as paid while the run checked it, so
-// the repair did not flag it and its stock confirmation was not held.
-// Unless the gateway has a refund of the order that may have been paid
-// (which also makes its trade_state REFUND), a person is told, as a
-// repair would have.
+// its callback (or the lost-callback check) recorded it as paid while the
+// run checked it, so the repair did not flag it and its stock
+// confirmation was not held. Unless the ledger holds another transaction
+// for the order (a DUPLICATE_PAYMENT, flagged as such) or the gateway has
+// a refund of it that may have been paid (which also makes its
+// trade_state REFUND), a person is told, as a repair would have.
 func (s *Store) flagRefundedMeanwhile(ctx context.Context, bp BillPayment) error {
+	p, err := s.Payment(ctx, bp.OutTradeNo)
+	if err != nil || p.TransactionID != bp.TransactionID {
+		return err
+	}
 	refunds, err := s.Refunds(ctx, bp.OutTradeNo)
 	if err != nil {
 		return err
@@ -72,8 +77,8 @@ func (s *Store) flagRefundedMeanwhile(ctx context.Context, bp BillPayment) error
 	}
 	return s.RecordAnomaly(ctx, Anomaly{Kind: AnomalyRefundedOutside, Ref: "refunded:" + bp.OutTradeNo, OutTradeNo: bp.OutTradeNo,
 		Detail: fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; its payment "+
-			"was recorded by its own notification while reconciliation checked it, so its stock confirmation "+
-			"(job confirm:%s) was not held: check whether the order shipped", bp.OutTradeNo, bp.TransactionID, bp.Amount, bp.OutTradeNo)})
+			"was recorded as paid while reconciliation checked it, so its stock confirmation (job confirm:%s) was "+
+			"not held and may have gone out: check whether the order shipped", bp.OutTradeNo, bp.TransactionID, bp.Amount, bp.OutTradeNo)})
 }
 
 // refusedByLedger tells the ledger's own refusals, which a rerun would

@@ -418,6 +418,20 @@ func TestRepairRaceWithTheCallbackOfARefundedPayment(t *testing.T) {
 		if a, _ := s.Anomalies(ctx, "race-own"); len(a) != 0 {
 			t.Fatalf("anomalies of the payment the gateway refunded: %+v, want none", a)
 		}
+		// The ledger holds another transaction for the order: a second
+		// payment, flagged as such, not a refund outside the gateway.
+		if it, err := s.CheckRefundedPaymentAsRead(ctx, billPayment("race-out", "tx-race-second", 300)); err != nil ||
+			it == nil || it.Kind != ledger.MismatchPaymentTransaction {
+			t.Fatalf("second transaction: item %+v, err %v; want a transaction mismatch", it, err)
+		}
+		kinds := map[string]int{}
+		all, _ := s.Anomalies(ctx, "race-out")
+		for _, x := range all {
+			kinds[x.Kind] += x.SeenCount
+		}
+		if kinds[ledger.AnomalyRefundedOutside] != 1 || kinds[ledger.AnomalyDuplicatePayment] != 1 {
+			t.Fatalf("after a second transaction: %v, want one DUPLICATE_PAYMENT and the one REFUNDED_OUTSIDE seen once", kinds)
+		}
 	})
 }
 

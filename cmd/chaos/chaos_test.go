@@ -37,6 +37,9 @@ func TestChaosShort(t *testing.T) {
 	if d, ok := t.Deadline(); ok {
 		limit = min(limit, time.Until(d)-time.Minute)
 	}
+	if limit < 2*time.Minute {
+		t.Fatalf("go test's -timeout leaves the chaos run %v; it needs a few minutes (make test gives 15m)", limit)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	o := ShortOptions()

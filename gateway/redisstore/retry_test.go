@@ -178,9 +178,10 @@ func TestAbandonedAdmitRetriedByTheClientLeavesNoLock(t *testing.T) {
 	base := redistest.Config(t)
 	cfg := base
 	// The blocker's reply (300 ms) comes within the read timeout (500 ms);
-	// the admit, sent when it is done, is given up by its caller at 600 ms,
-	// before go-redis's read of it times out (800 ms) and sends it again.
-	// Margins of 200 ms or more, for a loaded machine.
+	// the admit, sent when it is done, is given up by its caller at about
+	// 620 ms (20 ms + its 600 ms op timeout), before go-redis's read of it
+	// times out (about 800 ms) and sends it again: margins of 180 ms or
+	// more, for a loaded machine.
 	cfg.Addr = slowReplies(t, base.Addr, map[string]time.Duration{"nonce-blocker": 300 * time.Millisecond, "nonce-retry-late": 2 * time.Second})
 	cfg.ReadTimeout, cfg.OpTimeout = 500*time.Millisecond, 600*time.Millisecond
 	c := redisstore.NewClient(cfg)
@@ -192,7 +193,7 @@ func TestAbandonedAdmitRetriedByTheClientLeavesNoLock(t *testing.T) {
 		defer close(blocker)
 		_, _ = s.Admit(context.Background(), gateway.GateKeys{Nonce: "nonce-blocker", NotifyID: "id-blocker", Lock: "pay:blocker"}, long)
 	}()
-	time.Sleep(100 * time.Millisecond) // the blocker holds the worker (its reply comes at 300 ms)
+	time.Sleep(20 * time.Millisecond) // the blocker is queued first and holds the worker (its reply comes at 300 ms)
 	k := gateway.GateKeys{Nonce: "nonce-retry-late", NotifyID: "id-retry-late", Lock: "pay:retry-late"}
 	if _, err := s.Admit(context.Background(), k, long); err == nil {
 		t.Fatal("Admit answered within its timeout; the proxy did not hold the reply")
