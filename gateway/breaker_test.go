@@ -41,7 +41,7 @@ func TestBreaker(t *testing.T) {
 // probe, and a probe's success closes the breaker for everyone.
 func TestBreakerProbesOneAtATime(t *testing.T) {
 	ctx := context.Background()
-	b := &gateway.Breaker{Cooldown: 300 * time.Millisecond} // long enough that no pause of the test ends it early
+	b := &gateway.Breaker{Cooldown: time.Second} // long enough that no pause of the test ends it early
 	if ok, probe := b.Begin(); !ok || probe {
 		t.Fatalf("closed breaker: Begin() = %v, %v; want a plain call", ok, probe)
 	}
@@ -49,7 +49,7 @@ func TestBreakerProbesOneAtATime(t *testing.T) {
 	if ok, _ := b.Begin(); ok {
 		t.Fatal("a call went to Redis during the cool-down")
 	}
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	ok, probe := b.Begin()
 	if !ok || !probe {
 		t.Fatalf("after the cool-down: Begin() = %v, %v; want the probe", ok, probe)
@@ -60,7 +60,7 @@ func TestBreakerProbesOneAtATime(t *testing.T) {
 	if !b.End(ctx, true, errors.New("i/o timeout")) || !b.Open() {
 		t.Fatal("a failed probe did not open the breaker again")
 	}
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	_, probe = b.Begin()

@@ -92,7 +92,7 @@ func TestWriteFaults(t *testing.T) {
 				// connection: net/http replays a POST carrying Idempotency-Key
 				// once if a reused keep-alive connection dies, which is safe
 				// but would hide the drop this table wants to see.
-				e := newEnv(t, 200*time.Millisecond)
+				e := newEnv(t, time.Second) // a loaded machine must not time out a healthy call
 				e.sim.SetFaults(tc.faults)
 				ctx := context.Background()
 

@@ -243,8 +243,8 @@ func TestClientFaults(t *testing.T) {
 	}{
 		{name: "5xx", faults: wxpaysim.Faults{Fail5xxNext: 1}, timeout: 5 * time.Second},
 		{name: "drop", faults: wxpaysim.Faults{DropNext: 1}, timeout: 5 * time.Second},
-		{name: "apply then timeout", faults: wxpaysim.Faults{ApplyThenTimeoutNext: 1}, timeout: 300 * time.Millisecond, wantCount: 1},
-		{name: "slow answer", faults: wxpaysim.Faults{Delay: 2 * time.Second}, timeout: 300 * time.Millisecond},
+		{name: "apply then timeout", faults: wxpaysim.Faults{ApplyThenTimeoutNext: 1}, timeout: time.Second, wantCount: 1},
+		{name: "slow answer", faults: wxpaysim.Faults{Delay: 3 * time.Second}, timeout: time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
