@@ -75,10 +75,11 @@ func (s *Store) flagRefundedMeanwhile(ctx context.Context, bp BillPayment) error
 			return nil
 		}
 	}
-	return s.RecordAnomaly(ctx, Anomaly{Kind: AnomalyRefundedOutside, Ref: "refunded:" + bp.OutTradeNo, OutTradeNo: bp.OutTradeNo,
-		Detail: fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; its payment "+
-			"was recorded as paid while reconciliation checked it, so its stock confirmation (job confirm:%s) was "+
-			"not held and may have gone out: check whether the order shipped", bp.OutTradeNo, bp.TransactionID, bp.Amount, bp.OutTradeNo)})
+	flag := refundedOutsideFlag(p) // the same kind and ref as the repair's flag: one case for a person
+	flag.Detail = fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; its payment "+
+		"was recorded as paid while reconciliation checked it, so its stock confirmation (job confirm:%s) was "+
+		"not held and may have gone out: check whether the order shipped", p.OutTradeNo, p.TransactionID, p.AmountTotal, p.OutTradeNo)
+	return s.RecordAnomaly(ctx, flag)
 }
 
 // refusedByLedger tells the ledger's own refusals, which a rerun would
