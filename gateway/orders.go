@@ -200,8 +200,8 @@ func (d *Deps) registerOrder(c *gin.Context) {
 // getPayment shows finance a payment with its history and anomalies.
 func (d *Deps) getPayment(c *gin.Context) {
 	no := c.Param("out_trade_no")
-	if len(no) > 64 {
-		writeError(c, &Error{Code: CodeInvalid, Message: "out_trade_no too long"})
+	if !keyPattern.MatchString(no) {
+		writeError(c, invalid("out_trade_no must be 1-64 of A-Z a-z 0-9 _ - | * @ . :"))
 		return
 	}
 	ctx := c.Request.Context()

@@ -56,8 +56,8 @@ func createRefund(c *gin.Context, d *Deps, svc *RefundService) {
 
 func getRefund(c *gin.Context, svc *RefundService) {
 	no := c.Param("out_refund_no")
-	if len(no) > 64 {
-		writeError(c, &Error{Code: CodeInvalid, Message: "out_refund_no too long"})
+	if !keyPattern.MatchString(no) {
+		writeError(c, invalid("out_refund_no must be 1-64 of A-Z a-z 0-9 _ - | * @ . :"))
 		return
 	}
 	r, err := svc.Get(c.Request.Context(), CurrentOpenID(c), no)

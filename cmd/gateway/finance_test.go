@@ -245,7 +245,8 @@ func TestLedgerFilterAbuse(t *testing.T) {
 			}
 			for _, u := range []string{"/v1/ledger/totals?from=1999-12-31", "/v1/ledger/totals?from=2020-01-01&to=2099-01-01",
 				"/v1/ledger/totals?from=%27", "/v1/reconciliations/2020-13-01", "/v1/reconciliations/%00",
-				"/v1/ledger/payments/%27%3B%20DROP/timeline"} {
+				"/v1/ledger/payments/%27%3B%20DROP/timeline", "/v1/ledger/payments/%27%3B%20DROP",
+				"/v1/ledger/payments/%FF%00abc", "/v1/ledger/payments/" + strings.Repeat("x", 65)} {
 				if status, body, _ := getRaw(t, m.URL()+u, financeKey, ""); status != 400 {
 					t.Fatalf("%s: status=%d body=%s, want 400", u, status, body)
 				}

@@ -42,6 +42,11 @@ func TestRefundLifecycle(t *testing.T) {
 			if g := e.getRefund(t, token(t, "o-bob"), rno); g.status != 404 || unknown.status != 404 || !bytes.Equal(g.body, unknown.body) {
 				t.Fatalf("get other's refund: %d %s; want 404 like an unknown one (%d %s)", g.status, g.body, unknown.status, unknown.body)
 			}
+			for _, bad := range []string{"%FF%00abc", "RF%0A1", strings.Repeat("R", 65)} {
+				if g := e.getRefund(t, tok, bad); g.status != 400 || g.json(t)["code"] != "EINVALID" {
+					t.Fatalf("get refund %q: %d %s, want 400 EINVALID", bad, g.status, g.body)
+				}
+			}
 			status, body := apiCall(t, "GET", e.m.URL()+"/v1/ledger/payments/"+no, financeKey, nil)
 			refunds, _ := body["refunds"].([]any)
 			p, _ := body["payment"].(map[string]any)
