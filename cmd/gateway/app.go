@@ -106,7 +106,8 @@ func (m *Main) openStore(ctx context.Context) error {
 	d := m.Config.Database
 	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.maxOpenConns(),
 		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime, DialTimeout: d.DialTimeout,
-		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, LockWaitTimeout: d.LockWaitTimeout})
+		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, LockWaitTimeout: d.LockWaitTimeout,
+		StatementTimeout: d.StatementTimeout})
 	if err != nil {
 		return err
 	}

@@ -109,6 +109,10 @@ type DatabaseConfig struct {
 	// LockWaitTimeout bounds a MySQL row-lock wait on the server, where a
 	// cancelled context does not reach (innodb_lock_wait_timeout).
 	LockWaitTimeout time.Duration `yaml:"lock_wait_timeout"`
+	// StatementTimeout ends a statement of the pool on the server (MariaDB's
+	// max_statement_time, MySQL's max_execution_time for SELECTs): one whose
+	// client gave up would otherwise run on. 0: the server's (none).
+	StatementTimeout time.Duration `yaml:"statement_timeout"`
 }
 
 // RedisConfig is optional: an empty Addr means in-process guards.
@@ -178,7 +182,8 @@ func DefaultConfig() Config {
 		Runtime: RuntimeConfig{GCPercent: 400, MemoryLimit: 1 << 30},
 		Database: DatabaseConfig{DSN: ".run/gateway.db", MaxOpenConns: 50, MaxIdleConns: 25,
 			ConnMaxLifetime: 30 * time.Minute, DialTimeout: 5 * time.Second,
-			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, LockWaitTimeout: 5 * time.Second},
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, LockWaitTimeout: 5 * time.Second,
+			StatementTimeout: 30 * time.Second},
 		Redis: RedisConfig{Prefix: "gw:", PoolSize: 20, DialTimeout: 200 * time.Millisecond,
 			ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
 			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond, FinishDelay: 2 * time.Millisecond,
@@ -307,6 +312,7 @@ func (c *Config) Validate() error {
 		{w.PublicKeyFile != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_"),
 			"wechatpay.public_key_id (GATEWAY_WECHATPAY_PUBLIC_KEY_ID)", "must start with PUB_KEY_ID_"},
 		{c.Database.LockWaitTimeout < 0, "database.lock_wait_timeout (GATEWAY_DATABASE_LOCK_WAIT_TIMEOUT)", "must not be negative (0: the server's)"},
+		{c.Database.StatementTimeout < 0, "database.statement_timeout (GATEWAY_DATABASE_STATEMENT_TIMEOUT)", "must not be negative (0: none)"},
 		{c.HTTP.MaxBodyBytes <= 0, "http.max_body_bytes (GATEWAY_HTTP_MAX_BODY_BYTES)", "must be positive"},
 		{c.HTTP.ReadHeaderTimeout <= 0, "http.read_header_timeout (GATEWAY_HTTP_READ_HEADER_TIMEOUT)", "must be positive"},
 		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive"},

@@ -49,3 +49,23 @@ func TestRowLockWaitEndsOnTheServer(t *testing.T) {
 		t.Fatalf("the wait took %v with lock_wait_timeout 1s", took)
 	}
 }
+
+// TestStatementEndsOnTheServer: a statement of the gateway's pool that
+// runs past database.statement_timeout is ended by the server, even when
+// nothing cancels it (a client that gives up only closes its socket, and
+// an abandoned scan would go on taking the server's time).
+func TestStatementEndsOnTheServer(t *testing.T) {
+	cfg := testConfig(t, backend{name: "mysql", mysql: true})
+	cfg.Database.StatementTimeout = time.Second
+	m := startGateway(t, cfg)
+	start := time.Now()
+	var slept int
+	err := m.Store.DB().WithContext(context.Background()).Raw("SELECT SLEEP(5)").Scan(&slept).Error
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "1969") {
+		t.Fatalf("SELECT SLEEP(5): err=%v (slept=%d) after %v, want MariaDB error 1969 (max_statement_time)", err, slept, took)
+	}
+	if took > 4*time.Second {
+		t.Fatalf("the statement ran %v with statement_timeout 1s", took)
+	}
+}

@@ -41,6 +41,14 @@ type Config struct {
 	// for its row lock on the server, holding the locks it has, for the
 	// server's default of 50 s, and redeliveries queue behind it.
 	LockWaitTimeout time.Duration
+	// StatementTimeout, when set, ends a statement on the server after
+	// this long (MariaDB's max_statement_time; on MySQL, which only
+	// bounds SELECTs, max_execution_time). A context that ends, or a read
+	// that times out, only closes the client's socket: without it an
+	// abandoned scan goes on taking the server's time from every other
+	// query. Left unset on the migration connection: an ALTER cut off
+	// halfway leaves work to redo.
+	StatementTimeout time.Duration
 }
 
 // Open opens the database named by cfg.DSN. It does not migrate.
@@ -89,15 +97,10 @@ func openMySQL(dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	if _, set := mc.Params["innodb_lock_wait_timeout"]; !set && cfg.LockWaitTimeout > 0 {
 		mc.Params["innodb_lock_wait_timeout"] = strconv.Itoa(max(1, int(cfg.LockWaitTimeout.Round(time.Second)/time.Second)))
 	}
-	// No RETURNING: on MariaDB it makes an upsert that hit a duplicate
-	// report one affected row, hiding the duplicate from ON CONFLICT code.
-	db, err := gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DisableWithReturning: true}), gcfg)
-	var me *mysqldrv.MySQLError
-	if errors.As(err, &me) && me.Number == 1193 { // MariaDB before 11.1 calls it tx_isolation
-		delete(mc.Params, "transaction_isolation")
-		mc.Params["tx_isolation"] = "'READ-COMMITTED'"
-		db, err = gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DisableWithReturning: true}), gcfg)
+	if _, set := mc.Params["max_statement_time"]; !set && cfg.StatementTimeout > 0 {
+		mc.Params["max_statement_time"] = strconv.FormatFloat(cfg.StatementTimeout.Seconds(), 'f', -1, 64)
 	}
+	db, err := openWithFallbacks(mc, gcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open mysql %s@%s/%s: %w", mc.User, mc.Addr, mc.DBName, err)
 	}
@@ -109,6 +112,57 @@ func openMySQL(dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	sqlDB.SetMaxIdleConns(orDefaultInt(cfg.MaxIdleConns, 25))
 	sqlDB.SetConnMaxLifetime(orDefault(cfg.ConnMaxLifetime, 30*time.Minute))
 	return db, nil
+}
+
+// sessionFallbacks name, for a session variable a server does not know
+// (error 1193), what that server calls it, and its value there.
+var sessionFallbacks = map[string]func(v string) (string, string){
+	// MariaDB before 11.1.
+	"transaction_isolation": func(v string) (string, string) { return "tx_isolation", v },
+	// MySQL: milliseconds, and only SELECTs, the back office's scans.
+	"max_statement_time": func(v string) (string, string) {
+		secs, _ := strconv.ParseFloat(v, 64)
+		return "max_execution_time", strconv.FormatInt(max(1, int64(secs*1000)), 10)
+	},
+}
+
+// openWithFallbacks opens the pool, and again under the server's own
+// name for each session variable it does not know.
+func openWithFallbacks(mc *mysqldrv.Config, gcfg *gorm.Config) (*gorm.DB, error) {
+	for {
+		// No RETURNING: on MariaDB it makes an upsert that hit a duplicate
+		// report one affected row, hiding the duplicate from ON CONFLICT code.
+		db, err := gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DisableWithReturning: true}), gcfg)
+		name, ok := unknownVariable(err)
+		if !ok || !fallBack(mc.Params, name) {
+			return db, err
+		}
+	}
+}
+
+// fallBack replaces params[name] by its fallback; false when there is none.
+func fallBack(params map[string]string, name string) bool {
+	fb, ok := sessionFallbacks[name]
+	v, set := params[name]
+	if !ok || !set {
+		return false
+	}
+	delete(params, name)
+	alt, altValue := fb(v)
+	params[alt] = altValue
+	return true
+}
+
+// unknownVariable names the variable of MySQL error 1193, "Unknown system
+// variable 'x'".
+func unknownVariable(err error) (string, bool) {
+	var me *mysqldrv.MySQLError
+	if !errors.As(err, &me) || me.Number != 1193 {
+		return "", false
+	}
+	_, rest, ok := strings.Cut(me.Message, "'")
+	name, _, closed := strings.Cut(rest, "'")
+	return name, ok && closed
 }
 
 // openSQLite uses one connection: SQLite has a single writer, and one

@@ -1,0 +1,41 @@
+package ledgerdb
+
+import (
+	"fmt"
+	"maps"
+	"testing"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
+)
+
+// TestSessionFallbacks: a server that does not know a session variable
+// gets it under its own name (MySQL's max_execution_time is in ms), and
+// an unknown variable without a fallback, or another error, stops.
+func TestSessionFallbacks(t *testing.T) {
+	unknown := func(name string) error {
+		return fmt.Errorf("open: %w", &mysqldrv.MySQLError{Number: 1193, Message: "Unknown system variable '" + name + "'"})
+	}
+	cases := []struct {
+		err    error
+		params map[string]string
+		want   map[string]string
+		again  bool
+	}{
+		{unknown("max_statement_time"), map[string]string{"max_statement_time": "1.5", "a": "1"},
+			map[string]string{"max_execution_time": "1500", "a": "1"}, true},
+		{unknown("transaction_isolation"), map[string]string{"transaction_isolation": "'READ-COMMITTED'"},
+			map[string]string{"tx_isolation": "'READ-COMMITTED'"}, true},
+		{unknown("max_execution_time"), map[string]string{"max_execution_time": "1500"},
+			map[string]string{"max_execution_time": "1500"}, false},
+		{unknown("max_statement_time"), map[string]string{}, map[string]string{}, false},
+		{&mysqldrv.MySQLError{Number: 1045, Message: "Access denied for user 'max_statement_time'"},
+			map[string]string{"max_statement_time": "30"}, map[string]string{"max_statement_time": "30"}, false},
+	}
+	for _, c := range cases {
+		name, ok := unknownVariable(c.err)
+		again := ok && fallBack(c.params, name)
+		if again != c.again || !maps.Equal(c.params, c.want) {
+			t.Errorf("%v: again=%v params=%v, want %v %v", c.err, again, c.params, c.again, c.want)
+		}
+	}
+}
