@@ -167,7 +167,10 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 			}
 		}
 		if err != nil {
-			if rerr := s.store.ReleaseIdempotent(wctx, openid, idemKey, p.hash()); rerr != nil {
+			// On a budget of its own: the failure may be wctx running out.
+			rctx, rcancel := recordContext(ctx)
+			defer rcancel()
+			if rerr := s.store.ReleaseIdempotent(rctx, openid, idemKey, p.hash()); rerr != nil {
 				slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", rerr)
 			}
 			return nil, err

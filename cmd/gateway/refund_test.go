@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"slices"
@@ -567,5 +568,45 @@ func TestRefundOfAnOrderWeChatDoesNotKnowYet(t *testing.T) {
 	}
 	if again := e.refund(t, tok, "lag-"+other, refundBody(other, 60)); again.status != 422 {
 		t.Fatalf("replay of the 202 after the refund failed: %d %s, want 422", again.status, again.body)
+	}
+}
+
+// TestRefundKeyFreedAfterTheBudgetRanOut: a refund request whose ledger
+// write outlasted refunds.call_timeout (a held row lock) made nothing, so
+// its Idempotency-Key is given back even though the budget it ran on is
+// spent: the client's retry with that key is served at once, not refused
+// 409 EIN_FLIGHT for refunds.in_flight.
+func TestRefundKeyFreedAfterTheBudgetRanOut(t *testing.T) {
+	e := startRefundEnv(t, backend{name: "mysql", mysql: true}, func(c *Config) {
+		c.Refunds.CallTimeout = time.Second
+		c.Database.LockWaitTimeout = 5 * time.Second
+	})
+	tok := token(t, "o-slow")
+	no := e.pay(t, "o-slow", 1000)
+	other, err := sql.Open("mysql", strings.TrimPrefix(e.m.Config.Database.DSN, "mysql://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	holder, err := other.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback()
+	if _, err := holder.Exec("SELECT id FROM payments WHERE out_trade_no = ? FOR UPDATE", no); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.refund(t, tok, "slow-1", refundBody(no, 100)); a.status < 500 {
+		t.Fatalf("refund behind a held row lock: %d %s, want a 5xx", a.status, a.body)
+	}
+	if err := holder.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	a := e.refund(t, tok, "slow-1", refundBody(no, 100))
+	if a.status != 201 {
+		t.Fatalf("retry with the same key: %d %s, want 201", a.status, a.body)
+	}
+	if n := e.sim.RefundCount(a.json(t)["out_refund_no"].(string)); n != 1 {
+		t.Fatalf("WeChat Pay got %d applications, want 1", n)
 	}
 }
