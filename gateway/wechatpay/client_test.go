@@ -10,11 +10,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -532,4 +534,66 @@ func signedWith(t *testing.T, key *rsa.PrivateKey, serial string, body []byte) h
 	}
 	return http.Header{"Wechatpay-Timestamp": {ts}, "Wechatpay-Nonce": {nonce}, "Wechatpay-Serial": {serial},
 		"Wechatpay-Signature": {base64.StdEncoding.EncodeToString(sig)}}
+}
+
+// TestClientKeepsConnectionsForABurst: after a burst of concurrent calls
+// the client keeps its connections to WeChat Pay, so the next burst opens
+// none (the default transport keeps 2 per host, and the rest would each
+// cost a new TLS handshake on WeChat Pay's host).
+func TestClientKeepsConnectionsForABurst(t *testing.T) {
+	keys, err := clientKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1})
+	t.Cleanup(sim.Close)
+	const burst = 8
+	var mu sync.Mutex
+	arrived, gate := 0, make(chan struct{})
+	// Each call of a burst waits until all have arrived, so that the
+	// burst needs burst connections at once.
+	together := func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		g := gate
+		if arrived++; arrived%burst == 0 {
+			close(gate)
+			gate = make(chan struct{})
+		}
+		mu.Unlock()
+		select {
+		case <-g:
+		case <-time.After(5 * time.Second):
+		}
+		sim.Handler().ServeHTTP(w, r)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(together))
+	var opened atomic.Int32
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c, err := wechatpay.NewClient(context.Background(), clientConfig(keys, srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	callBurst := func() {
+		var wg sync.WaitGroup
+		for range burst {
+			wg.Go(func() {
+				if _, err := c.QueryOrder(context.Background(), "NOPE"); !errors.Is(err, wechatpay.ErrNotFound) {
+					t.Errorf("QueryOrder: %v, want not found", err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	callBurst()
+	first := opened.Load()
+	callBurst()
+	if again := opened.Load() - first; first != burst || again != 0 {
+		t.Fatalf("first burst opened %d connections (want %d), the second %d more (want 0)", first, burst, again)
+	}
 }
