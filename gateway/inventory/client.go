@@ -95,6 +95,10 @@ func (r Release) record() record {
 	return record{Key: r.Key, Status: statusReleased, OutTradeNo: r.OutTradeNo, OutRefundNo: r.OutRefundNo, Amount: r.Amount}
 }
 
+// idleConnsPerHost is how many idle connections to the inventory service
+// the client keeps: above any sensible outbox.workers.
+const idleConnsPerHost = 32
+
 // New returns a Client for cfg.
 func New(cfg Config) *Client {
 	c := &Client{
@@ -107,7 +111,11 @@ func New(cfg Config) *Client {
 	}
 	if c.http == nil {
 		// A followed 301/302 would turn the POST into a GET of another page.
-		c.http = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// The outbox workers call at once: keep a connection for each
+		// (the default keeps 2 per host and opens the rest anew each time).
+		t.MaxIdleConnsPerHost = idleConnsPerHost
+		c.http = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}}
 	}
