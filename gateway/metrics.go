@@ -225,6 +225,15 @@ func (m *Metrics) RegisterDB(db *sql.DB, now func() time.Time) {
 	m.Registry.MustRegister(collectors.NewDBStatsCollector(db, "ledger"), newLedgerCollector(db, now))
 }
 
+// RegisterPool adds the statistics of another connection pool
+// (go_sql_* series with db_name="name").
+func (m *Metrics) RegisterPool(db *sql.DB, name string) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(collectors.NewDBStatsCollector(db, name))
+}
+
 // duplicateMark is set by NoteDuplicate on the request context.
 type duplicateMark struct {
 	mu  sync.Mutex

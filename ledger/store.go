@@ -49,6 +49,14 @@ func (s *Store) WithRefundObserver(fn func(RefundState)) *Store {
 	return &c
 }
 
+// WithDB returns a copy of the store (its clock and observer included)
+// on another handle of the same database, e.g. a pool of its own.
+func (s *Store) WithDB(db *gorm.DB) *Store {
+	c := *s
+	c.db = db
+	return &c
+}
+
 func (s *Store) noteRefund(state RefundState) {
 	if s.refundMoved != nil {
 		s.refundMoved(state)

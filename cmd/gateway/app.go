@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/wechatpay-apiv3/wechatpay-go/utils"
 	"golang.org/x/net/netutil"
+	"gorm.io/gorm"
 
 	"paygateway/gateway"
 	"paygateway/gateway/redisstore"
@@ -59,6 +61,7 @@ type Main struct {
 	draining atomic.Bool // /readyz answers 503 (see drain)
 	listener net.Listener
 	clock    *ledger.DBClock
+	notifyDB *gorm.DB     // MySQL: the notifications' own pool (nil: they use Store's)
 	metrics  net.Listener // nil: /metrics is on listener
 	limiter  gateway.Limiter
 	jobs     []func(ctx context.Context)
@@ -104,10 +107,15 @@ var dbTime = func(c *ledger.DBClock) func() time.Time { return c.Now }
 
 func (m *Main) openStore(ctx context.Context) error {
 	d := m.Config.Database
-	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.maxOpenConns(),
+	cfg := ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.maxOpenConns(),
 		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime, DialTimeout: d.DialTimeout,
 		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, LockWaitTimeout: d.LockWaitTimeout,
-		StatementTimeout: d.StatementTimeout})
+		StatementTimeout: d.StatementTimeout}
+	mysql := strings.HasPrefix(d.DSN, "mysql://")
+	if mysql { // the rest is the notifications' (see openNotifyPool)
+		cfg.MaxOpenConns = max(1, cfg.MaxOpenConns-m.Config.notifyPool())
+	}
+	db, dialect, err := ledgerdb.Open(cfg)
 	if err != nil {
 		return err
 	}
@@ -128,6 +136,11 @@ func (m *Main) openStore(ctx context.Context) error {
 	}
 	m.clock = clock
 	db.NowFunc = dbTime(clock)
+	if mysql {
+		if err := m.openNotifyPool(cfg); err != nil {
+			return err
+		}
+	}
 	m.Store = ledger.NewStore(db, dialect).WithClock(dbTime(clock))
 	m.AddJob(func(ctx context.Context) { clock.Run(ctx, time.Minute, 5*time.Second) })
 	if off := clock.Offset(); off.Abs() > time.Second {
@@ -135,6 +148,35 @@ func (m *Main) openStore(ctx context.Context) error {
 			"offset", off.String())
 	}
 	return nil
+}
+
+// openNotifyPool opens the notifications' own pool on MySQL: payment and
+// refund callbacks get connections nothing else can take, so a flood of
+// order registrations or refund requests on a slow database cannot turn
+// WeChat Pay's deliveries into 503s.
+func (m *Main) openNotifyPool(cfg ledgerdb.Config) error {
+	cfg.MaxOpenConns, cfg.MaxIdleConns = m.Config.notifyPool(), m.Config.notifyPool()
+	db, _, err := ledgerdb.Open(cfg)
+	if err != nil {
+		return fmt.Errorf("notification pool: %w", err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	m.closers = append(m.closers, sqlDB.Close)
+	db.NowFunc = dbTime(m.clock)
+	m.notifyDB = db
+	return nil
+}
+
+// notifyStore is the store notifications are recorded through: Store,
+// on the notifications' own pool when there is one.
+func (m *Main) notifyStore() *ledger.Store {
+	if m.notifyDB == nil {
+		return m.Store
+	}
+	return m.Store.WithDB(m.notifyDB)
 }
 
 // migrateOrCheck applies the pending migrations, or with NoMigrate
@@ -197,7 +239,7 @@ func (m *Main) wire(ctx context.Context) error {
 	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID,
 		BatchWorkers: nc.BatchWorkers, BatchMax: nc.BatchMax, BatchSpill: nc.BatchSpill,
 		BatchObserve: m.Metrics.NotifyBatch},
-		notices, gate, locker, m.Store)
+		notices, gate, locker, m.notifyStore())
 	m.closers = append(m.closers, m.Processor.Close)
 	h := m.Config.HTTP
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys, m.dbKeys()),

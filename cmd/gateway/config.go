@@ -368,11 +368,16 @@ func (c *Config) Validate() error {
 	return c.validateOutbox()
 }
 
-// notifyConnections is the least of database.max_open_conns that the
-// capped users (key checks, finance and ops requests, outbox workers) may
-// never take: the notification batch workers' transactions, a refund
-// request's and a background job's.
+// notifyConnections is what notifications get of database.max_open_conns
+// beside the batch workers' transactions: a delivery's own lookup, and a
+// refund notification's or a failed batch's single applies.
 const notifyConnections = 4
+
+// notifyPool is the part of database.max_open_conns kept for WeChat Pay's
+// notifications: on MySQL a pool of their own, so that nothing else
+// (order registration and refund requests, which are not capped, or the
+// capped users) can take the connections a payment callback needs.
+func (c *Config) notifyPool() int { return max(c.Notify.BatchWorkers, 1) + notifyConnections }
 
 // checkPoolBudget: the bulkheads exist so that a flood of key checks or
 // finance exports cannot take the connections payment notifications need;
@@ -382,7 +387,7 @@ func (c *Config) checkPoolBudget() error {
 		return nil
 	}
 	capped := c.Auth.keyLookups() + gateway.KnownKeySlots + c.Finance.maxRequests() + c.Outbox.Workers
-	if need := capped + c.Notify.BatchWorkers + notifyConnections; c.Database.maxOpenConns() < need {
+	if need := capped + c.notifyPool(); c.Database.maxOpenConns() < need {
 		return fmt.Errorf("config: database.max_open_conns (GATEWAY_DATABASE_MAX_OPEN_CONNS) must be at least %d: "+
 			"auth.max_key_lookups (and %d for known keys), finance.max_requests and outbox.workers may hold %d at once, and notifications "+
 			"need notify.batch_workers + %d beside them", need, gateway.KnownKeySlots, capped, notifyConnections)

@@ -75,6 +75,13 @@ func (m *Main) initObservability() error {
 		return err
 	}
 	m.Metrics.RegisterDB(sqlDB, m.Store.Now)
+	if m.notifyDB != nil {
+		ndb, err := m.notifyDB.DB()
+		if err != nil {
+			return err
+		}
+		m.Metrics.RegisterPool(ndb, "ledger_notify")
+	}
 	m.Metrics.RegisterClock(m.clock.Offset)
 	m.limiter = gateway.NewMemoryLimiter()
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,4 +69,42 @@ func TestStatementEndsOnTheServer(t *testing.T) {
 	if took > 4*time.Second {
 		t.Fatalf("the statement ran %v with statement_timeout 1s", took)
 	}
+}
+
+// TestNotificationsHaveConnectionsOfTheirOwn: with every connection of the
+// gateway's main pool busy (a flood of order registrations or refund
+// requests on a slow database), a payment notification still gets a
+// connection and commits within WeChat Pay's wait.
+func TestNotificationsHaveConnectionsOfTheirOwn(t *testing.T) {
+	cfg := testConfig(t, backend{name: "mysql", mysql: true})
+	m := startGateway(t, cfg)
+	sqlDB, err := m.Store.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := sqlDB.Stats().MaxOpenConnections
+	hold, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range busy {
+		wg.Go(func() { _ = m.Store.DB().WithContext(hold).Exec("SELECT SLEEP(6)").Error })
+	}
+	for sqlDB.Stats().InUse < busy && hold.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	probe, pcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer pcancel()
+	if err := m.Store.DB().WithContext(probe).Exec("SELECT 1").Error; err == nil {
+		t.Fatalf("the main pool (%d connections) still had one free", busy)
+	}
+	k, _ := testKeys(t)
+	no := uniqueNo("ownpool")
+	start := time.Now()
+	status, body := post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(paidTx(k, no, 100),
+		wxpaysim.PublicKeyMode(), time.Now())))
+	if status != 204 {
+		t.Fatalf("notification with the main pool busy: %d %v after %v, want 204", status, body, time.Since(start))
+	}
+	cancel()
 }
