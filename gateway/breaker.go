@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 )
@@ -97,7 +100,7 @@ func (b *Breaker) cooldown() time.Duration {
 func redisFirst[T any](ctx context.Context, b *Breaker, hook func(string), what string,
 	primary, secondary func() (T, error)) (v T, fromRedis bool, err error) {
 	if allowed, probe := b.Begin(); allowed {
-		v, err = primary()
+		v, err = guard(what, primary)
 		noteEnd(ctx, what, err, b, probe)
 		if err == nil {
 			return v, true, nil
@@ -116,7 +119,21 @@ func redisOnly(ctx context.Context, b *Breaker, what string, call func() error) 
 	if !allowed {
 		return nil
 	}
-	err := call()
+	_, err := guard(what, func() (struct{}, error) { return struct{}{}, call() })
 	noteEnd(ctx, what, err, b, probe)
 	return err
+}
+
+// guard makes a Redis call, a panic in it becoming its error: the call
+// then ends like any failure (the breaker opens, the fallback answers)
+// instead of failing the request and leaving a probe under way for good,
+// which would keep every later call off Redis.
+func guard[T any](what string, call func() (T, error)) (v T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			slog.Error("redis call panicked", "what", what, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("redis %s: panic: %v", what, p)
+		}
+	}()
+	return call()
 }

@@ -160,3 +160,51 @@ func TestOpenBreakerDropsQueuedDoneMarksOnly(t *testing.T) {
 		t.Fatalf("a lock release did not go to Redis with the breaker open (%d finishes)", n)
 	}
 }
+
+// panickyGate is a Redis gate whose calls panic while panics is set.
+type panickyGate struct {
+	panics atomic.Bool
+	calls  atomic.Int32
+}
+
+func (g *panickyGate) Admit(context.Context, gateway.GateKeys, gateway.GateTTLs) (gateway.Admission, error) {
+	g.calls.Add(1)
+	if g.panics.Load() {
+		panic("unexpected reply type")
+	}
+	return gateway.Admission{Token: "redis-token"}, nil
+}
+
+func (g *panickyGate) Finish(context.Context, gateway.GateKeys, string, bool, gateway.GateTTLs) error {
+	return nil
+}
+
+// TestPanickingRedisCallFallsBack: a Redis call that panics (a reply of
+// an unexpected shape) is answered by the fallback like a failed one, and
+// opens the breaker; a panicking probe does not keep Redis off for good.
+func TestPanickingRedisCallFallsBack(t *testing.T) {
+	ctx := context.Background()
+	redis := &panickyGate{}
+	redis.panics.Store(true)
+	b := &gateway.Breaker{Cooldown: time.Second}
+	g := gateway.FallbackGate{Primary: redis, Secondary: gateway.NewMemoryGate(100, gateway.NewMemoryLocker()), Breaker: b}
+	ttls := gateway.GateTTLs{Nonce: time.Minute, Lock: time.Minute, Done: time.Minute}
+	admit := func(n int) gateway.Admission {
+		keys := gateway.GateKeys{Nonce: fmt.Sprintf("n%d", n), NotifyID: fmt.Sprintf("id%d", n), Lock: fmt.Sprintf("lock%d", n)}
+		a, err := g.Admit(ctx, keys, ttls)
+		if err != nil {
+			t.Fatalf("Admit %d: %v", n, err)
+		}
+		return a
+	}
+	if a := admit(1); a.Token == "" || a.Token == "redis-token" || !b.Open() {
+		t.Fatalf("a panicking Redis call: admission %+v, breaker open %v; want the memory gate's lock and an open breaker", a, b.Open())
+	}
+	time.Sleep(1100 * time.Millisecond)
+	admit(2) // the probe panics too
+	redis.panics.Store(false)
+	time.Sleep(1100 * time.Millisecond)
+	if a := admit(3); a.Token != "redis-token" || b.Open() || redis.calls.Load() != 3 {
+		t.Fatalf("after a panicking probe and the cool-down: admission %+v, breaker open %v, %d Redis calls; want Redis's answer", a, b.Open(), redis.calls.Load())
+	}
+}
