@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"paygateway/gateway/internal/burst"
 	"paygateway/gateway/inventory"
 	"paygateway/gateway/inventory/inventorysim"
 )
@@ -315,50 +315,16 @@ func TestNoBlindResendOnAReusedConnection(t *testing.T) {
 // outbox workers') the client keeps its connections, so the next round
 // opens none (the default transport keeps 2 per host).
 func TestClientKeepsConnectionsForTheWorkers(t *testing.T) {
-	sim := inventorysim.New()
 	const workers = 8
-	var mu sync.Mutex
-	arrived, gate := 0, make(chan struct{})
-	together := func(w http.ResponseWriter, r *http.Request) { // a round's calls wait for each other
-		mu.Lock()
-		g := gate
-		if arrived++; arrived%workers == 0 {
-			close(gate)
-			gate = make(chan struct{})
-		}
-		mu.Unlock()
-		select {
-		case <-g:
-		case <-time.After(5 * time.Second):
-		}
-		sim.Handler().ServeHTTP(w, r)
-	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(together))
-	var opened atomic.Int32
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			opened.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srv := burst.Start(t, inventorysim.New().Handler(), workers)
 	c := inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: 5 * time.Second})
-	round := func() {
-		var wg sync.WaitGroup
-		for i := range workers {
-			wg.Go(func() {
-				cf := inventory.Confirmation{Key: fmt.Sprintf("keep-%d", i), OutTradeNo: orderOf("keep"), AmountTotal: 1}
-				if _, err := c.ConfirmationDone(context.Background(), cf); err != nil {
-					t.Errorf("ConfirmationDone: %v", err)
-				}
-			})
+	first, again := srv.Rounds(workers, func(i int) {
+		cf := inventory.Confirmation{Key: fmt.Sprintf("keep-%d", i), OutTradeNo: orderOf("keep"), AmountTotal: 1}
+		if _, err := c.ConfirmationDone(context.Background(), cf); err != nil {
+			t.Errorf("ConfirmationDone: %v", err)
 		}
-		wg.Wait()
-	}
-	round()
-	first := opened.Load()
-	round()
-	if again := opened.Load() - first; first != workers || again != 0 {
+	})
+	if first != workers || again != 0 {
 		t.Fatalf("first round opened %d connections (want %d), the second %d more (want 0)", first, workers, again)
 	}
 }

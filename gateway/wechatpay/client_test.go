@@ -10,17 +10,16 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"paygateway/gateway"
+	"paygateway/gateway/internal/burst"
 	"paygateway/gateway/wechatpay"
 	"paygateway/gateway/wechatpay/wxpaysim"
 )
@@ -547,53 +546,18 @@ func TestClientKeepsConnectionsForABurst(t *testing.T) {
 	}
 	sim := wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1})
 	t.Cleanup(sim.Close)
-	const burst = 8
-	var mu sync.Mutex
-	arrived, gate := 0, make(chan struct{})
-	// Each call of a burst waits until all have arrived, so that the
-	// burst needs burst connections at once.
-	together := func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		g := gate
-		if arrived++; arrived%burst == 0 {
-			close(gate)
-			gate = make(chan struct{})
-		}
-		mu.Unlock()
-		select {
-		case <-g:
-		case <-time.After(5 * time.Second):
-		}
-		sim.Handler().ServeHTTP(w, r)
-	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(together))
-	var opened atomic.Int32
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			opened.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
+	const n = 8
+	srv := burst.Start(t, sim.Handler(), n)
 	c, err := wechatpay.NewClient(context.Background(), clientConfig(keys, srv.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
-	callBurst := func() {
-		var wg sync.WaitGroup
-		for range burst {
-			wg.Go(func() {
-				if _, err := c.QueryOrder(context.Background(), "NOPE"); !errors.Is(err, wechatpay.ErrNotFound) {
-					t.Errorf("QueryOrder: %v, want not found", err)
-				}
-			})
+	first, again := srv.Rounds(n, func(int) {
+		if _, err := c.QueryOrder(context.Background(), "NOPE"); !errors.Is(err, wechatpay.ErrNotFound) {
+			t.Errorf("QueryOrder: %v, want not found", err)
 		}
-		wg.Wait()
-	}
-	callBurst()
-	first := opened.Load()
-	callBurst()
-	if again := opened.Load() - first; first != burst || again != 0 {
-		t.Fatalf("first burst opened %d connections (want %d), the second %d more (want 0)", first, burst, again)
+	})
+	if first != n || again != 0 {
+		t.Fatalf("first burst opened %d connections (want %d), the second %d more (want 0)", first, n, again)
 	}
 }
