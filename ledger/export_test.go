@@ -121,3 +121,11 @@ func (s *Store) CheckPaymentAsRead(ctx context.Context, bp BillPayment) (*Reconc
 func (s *Store) CheckRefundedPaymentAsRead(ctx context.Context, bp BillPayment) (*ReconcileItem, error) {
 	return s.checkPayment(ctx, bp, nil, &Bill{Confirm: func(context.Context, BillPayment) (bool, error) { return true, nil }})
 }
+
+// SetDayPage sets how many rows a reconciliation read takes per statement
+// until the returned func restores it.
+func SetDayPage(n int) (restore func()) {
+	old := dayPage
+	dayPage = n
+	return func() { dayPage = old }
+}

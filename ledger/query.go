@@ -117,6 +117,28 @@ func each[R any, T any](ctx context.Context, db *gorm.DB, sp listSpec, q ListQue
 	return nil
 }
 
+// dayPage is how many rows eachByPage reads per statement.
+var dayPage = 1000
+
+// eachByPage is each in pages of dayPage rows by id, each page its own
+// statement: reconciliation reads a whole business day, and one statement
+// for it would run into the server's statement timeout on a big day.
+func eachByPage[R any, T any](ctx context.Context, db *gorm.DB, sp listSpec, q ListQuery, conv func(R) T,
+	idOf func(T) uint64, fn func(T) error) error {
+	q.Limit = dayPage
+	for {
+		n := 0
+		err := each(ctx, db, sp, q, conv, func(t T) error {
+			n++
+			q.AfterID = idOf(t) // each has its own copy of q
+			return fn(t)
+		})
+		if err != nil || n < dayPage {
+			return err
+		}
+	}
+}
+
 // PaymentListItem is a payment in a list, with its row id for the cursor.
 type PaymentListItem struct {
 	ID uint64 `json:"id"`

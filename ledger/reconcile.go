@@ -223,9 +223,9 @@ func eachPaidOn(ctx context.Context, db *gorm.DB, start time.Time, q ListQuery, 
 	spec := paymentsSpec
 	spec.timeCol = "success_time"
 	q.From, q.To = start, start.Add(24*time.Hour)
-	return each(ctx, db, spec, q, func(r paymentRow) PaymentListItem {
+	return eachByPage(ctx, db, spec, q, func(r paymentRow) PaymentListItem {
 		return PaymentListItem{ID: r.ID, Payment: *r.payment()}
-	}, fn)
+	}, func(p PaymentListItem) uint64 { return p.ID }, fn)
 }
 
 func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, bill *Bill) (*ReconcileItem, error) {
@@ -367,7 +367,8 @@ func eachRefundedOn(ctx context.Context, db *gorm.DB, start time.Time, fn func(R
 	// them is in the second only, so the second skips what the first
 	// streamed, not every refund recorded that day.
 	streamed := map[uint64]bool{}
-	err := each(ctx, db, refundsSpec, q, refundRow.item, func(r RefundListItem) error {
+	refundID := func(r RefundListItem) uint64 { return r.ID }
+	err := eachByPage(ctx, db, refundsSpec, q, refundRow.item, refundID, func(r RefundListItem) error {
 		if r.AcceptedAt != nil && !on(*r.AcceptedAt) {
 			return nil // another day's: accepted before or after this one
 		}
@@ -379,7 +380,7 @@ func eachRefundedOn(ctx context.Context, db *gorm.DB, start time.Time, fn func(R
 	}
 	spec := refundsSpec
 	spec.timeCol, spec.timeIndexed = "accepted_at", false // on (state, accepted_at)
-	return each(ctx, db, spec, q, refundRow.item, func(r RefundListItem) error {
+	return eachByPage(ctx, db, spec, q, refundRow.item, refundID, func(r RefundListItem) error {
 		if streamed[r.ID] {
 			return nil
 		}

@@ -507,3 +507,24 @@ func TestRepairRaceWithAnotherPayment(t *testing.T) {
 		}
 	})
 }
+
+// TestReconcileReadsADayInPages: a day read in pages (each its own
+// statement, under the server's statement timeout) is read whole: a
+// page size that divides the day's payments and one that does not.
+func TestReconcileReadsADayInPages(t *testing.T) {
+	for _, page := range []int{2, 5} {
+		defer ledger.SetDayPage(page)()
+		ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+			bill := &ledger.Bill{}
+			for i := range 5 {
+				no := fmt.Sprintf("page%d-%d", page, i)
+				paidOrder(t, s, no, 100)
+				bill.Payments = append(bill.Payments, billPayment(no, "tx-"+no, 100))
+			}
+			rep := reconcile(t, s, bill)
+			if rep.Status != ledger.ReconcileMatched || rep.LedgerPayments != 5 || rep.LedgerPaid != 500 || len(rep.Items) != 0 {
+				t.Fatalf("page size %d: %+v", page, rep)
+			}
+		})
+	}
+}

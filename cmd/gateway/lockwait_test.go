@@ -4,10 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"paygateway/gateway"
 	"paygateway/gateway/wechatpay/wxpaysim"
 )
 
@@ -63,8 +63,10 @@ func TestStatementEndsOnTheServer(t *testing.T) {
 	var slept int
 	err := m.Store.DB().WithContext(context.Background()).Raw("SELECT SLEEP(5)").Scan(&slept).Error
 	took := time.Since(start)
-	if err == nil || !strings.Contains(err.Error(), "1969") {
-		t.Fatalf("SELECT SLEEP(5): err=%v (slept=%d) after %v, want MariaDB error 1969 (max_statement_time)", err, slept, took)
+	// MariaDB 10.11 ends it with error 1969; MySQL (and some MariaDB
+	// versions) end a SLEEP early with 1, "interrupted".
+	if cut := err == nil && slept == 1 || err != nil && strings.Contains(err.Error(), "1969"); !cut {
+		t.Fatalf("SELECT SLEEP(5): err=%v (slept=%d) after %v, want it ended by max_statement_time", err, slept, took)
 	}
 	if took > 4*time.Second {
 		t.Fatalf("the statement ran %v with statement_timeout 1s", took)
@@ -77,21 +79,22 @@ func TestStatementEndsOnTheServer(t *testing.T) {
 // connection and commits within WeChat Pay's wait.
 func TestNotificationsHaveConnectionsOfTheirOwn(t *testing.T) {
 	cfg := testConfig(t, backend{name: "mysql", mysql: true})
+	// A small budget: the server's max_connections is shared with the
+	// other test packages.
+	cfg.Auth.MaxKeyLookups, cfg.Finance.MaxRequests, cfg.Outbox.Workers = 1, 1, 0
+	cfg.Database.MaxOpenConns = 1 + gateway.KnownKeySlots + 1 + cfg.notifyPool()
 	m := startGateway(t, cfg)
 	sqlDB, err := m.Store.DB().DB()
 	if err != nil {
 		t.Fatal(err)
 	}
 	busy := sqlDB.Stats().MaxOpenConnections
-	hold, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for range busy {
-		wg.Go(func() { _ = m.Store.DB().WithContext(hold).Exec("SELECT SLEEP(6)").Error })
-	}
-	for sqlDB.Stats().InUse < busy && hold.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
+	for range busy { // every connection of the main pool checked out, as by slow requests
+		conn, err := sqlDB.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
 	}
 	probe, pcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer pcancel()
@@ -104,7 +107,6 @@ func TestNotificationsHaveConnectionsOfTheirOwn(t *testing.T) {
 	status, body := post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(paidTx(k, no, 100),
 		wxpaysim.PublicKeyMode(), time.Now())))
 	if status != 204 {
-		t.Fatalf("notification with the main pool busy: %d %v after %v, want 204", status, body, time.Since(start))
+		t.Fatalf("notification with the main pool busy (%d connections): %d %v after %v, want 204", busy, status, body, time.Since(start))
 	}
-	cancel()
 }
