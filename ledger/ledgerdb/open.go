@@ -7,6 +7,7 @@ package ledgerdb
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -97,7 +98,8 @@ func openMySQL(dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	if _, set := mc.Params["innodb_lock_wait_timeout"]; !set && cfg.LockWaitTimeout > 0 {
 		mc.Params["innodb_lock_wait_timeout"] = strconv.Itoa(max(1, int(cfg.LockWaitTimeout.Round(time.Second)/time.Second)))
 	}
-	if _, set := mc.Params["max_statement_time"]; !set && cfg.StatementTimeout > 0 {
+	_, mariadb := mc.Params["max_statement_time"]
+	if _, mysql := mc.Params["max_execution_time"]; !mariadb && !mysql && cfg.StatementTimeout > 0 {
 		mc.Params["max_statement_time"] = strconv.FormatFloat(cfg.StatementTimeout.Seconds(), 'f', -1, 64)
 	}
 	db, err := openWithFallbacks(mc, gcfg)
@@ -124,6 +126,8 @@ var sessionFallbacks = map[string]func(v string) (string, string){
 		secs, _ := strconv.ParseFloat(v, 64)
 		return "max_execution_time", strconv.FormatInt(max(1, int64(secs*1000)), 10)
 	},
+	// MySQL before 5.7.8 has neither: it runs without (logged).
+	"max_execution_time": func(string) (string, string) { return "", "" },
 }
 
 // openWithFallbacks opens the pool, and again under the server's own
@@ -149,6 +153,10 @@ func fallBack(params map[string]string, name string) bool {
 	}
 	delete(params, name)
 	alt, altValue := fb(v)
+	if alt == "" {
+		slog.Warn("the database server has no statement timeout; a statement a client gave up on runs on", "variable", name)
+		return true
+	}
 	params[alt] = altValue
 	return true
 }
