@@ -141,6 +141,9 @@ func openWithFallbacks(mc *mysqldrv.Config, gcfg *gorm.Config) (*gorm.DB, error)
 		if !ok || !fallBack(mc.Params, name) {
 			return db, err
 		}
+		if sqlDB, derr := db.DB(); derr == nil { // this try's pool, before the next
+			_ = sqlDB.Close()
+		}
 	}
 }
 
