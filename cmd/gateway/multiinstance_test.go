@@ -122,9 +122,13 @@ const multiOrders = 24
 // payEverywhere has WeChat Pay take payment of the orders and delivers
 // each notification to every instance twice at once (public-key and
 // certificate signatures), with the inventory applying every
-// confirmation and then stalling.
+// confirmation and then stalling, and stalling every query.
 func (w *multiWorld) payEverywhere(t *testing.T) []paidOrder {
-	w.inv.SetFaults(inventorysim.Faults{ApplyThenTimeoutRate: 1, ApplyThenTimeoutDelay: 10 * time.Second})
+	// Queries stall too, so an applied confirmation stays unknown and its
+	// job keeps coming back to the workers until the faults change: an
+	// instance is sure to be caught holding one, however loaded the host.
+	w.inv.SetFaults(inventorysim.Faults{ApplyThenTimeoutRate: 1, ApplyThenTimeoutDelay: 10 * time.Second,
+		Only: inventorysim.OnlyAll})
 	var orders []paidOrder
 	var deliveries []delivery
 	for i := 0; i < multiOrders; i++ {
