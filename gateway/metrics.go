@@ -215,6 +215,17 @@ func (m *Metrics) RegisterClock(offset func() time.Duration) {
 		func() float64 { return offset().Seconds() }))
 }
 
+// RegisterLogDrops adds the count of log lines dropped because the log
+// output was too slow (see LogWriter).
+func (m *Metrics) RegisterLogDrops(dropped func() uint64) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gateway_log_lines_dropped_total",
+		Help: "Log lines dropped because the log output did not keep up."},
+		func() float64 { return float64(dropped()) }))
+}
+
 // RegisterDB adds the connection pool statistics of db
 // (go_sql_* series) and the ledger gauges read from it on each scrape;
 // ages are taken on now, the clock the ledger writes with.

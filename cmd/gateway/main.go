@@ -20,11 +20,23 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"paygateway/gateway"
 )
 
+// logOutput is where the logs go: stderr, through a buffer, so that a
+// stalled stderr pipe cannot block request handlers (see
+// gateway.LogWriter).
+var logOutput = gateway.NewLogWriter(os.Stderr, logQueue)
+
+// logQueue is how many log lines may wait for stderr (a few MB at most).
+const logQueue = 8192
+
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	logOutput.Flush(2 * time.Second)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		os.Exit(1)
 	}
@@ -144,5 +156,13 @@ func setupLogging(c LogConfig) {
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo
 	}
-	slog.SetDefault(slog.New(gateway.NewLogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))))
+	slog.SetDefault(slog.New(gateway.NewLogHandler(slog.NewJSONHandler(logOutput, &slog.HandlerOptions{Level: level}))))
+	_ = mysql.SetLogger(driverLogger{}) // never fails on a non-nil logger
 }
+
+// driverLogger sends the MySQL driver's own messages (a connection reset,
+// a bad packet) to the JSON log: left to itself the driver writes them to
+// stderr directly, blocking its caller when stderr stalls.
+type driverLogger struct{}
+
+func (driverLogger) Print(v ...any) { slog.Warn("mysql driver", "detail", fmt.Sprint(v...)) }
