@@ -30,7 +30,8 @@ import (
 // gateway.LogWriter).
 var logOutput = gateway.NewLogWriter(os.Stderr, logQueue)
 
-// logQueue is how many log lines may wait for stderr (a few MB at most).
+// logQueue is how many log lines may wait for stderr (about 2.5 MB of
+// typical access-log lines).
 const logQueue = 8192
 
 func main() {
