@@ -3,9 +3,7 @@ package main
 import (
 	"net/http"
 	"os"
-	"os/exec"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,30 +22,15 @@ func TestStalledStderrDoesNotBlockRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() }) // after the process stops: a closed pipe would end it with SIGPIPE
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(instanceEnv(t, ledgertest.SQLiteDSN(t), "", ""), "GATEWAY_HTTP_ADDR="+addr,
-		"GATEWAY_LOG_LEVEL=info", "GATEWAY_HTTP_DRAIN_DELAY=0s")
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close() // the child holds the only writer; nobody reads r
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer cmd.Process.Kill()
-	base := "http://" + addr
-	waitReady(t, base)
-	flood(t, base+"/healthz", 12000) // > 8,192 queued lines + 64 KiB of pipe
-	if got := scrape(t, base, "gateway_log_lines_dropped_total"); got == 0 {
+	env := append(instanceEnv(t, ledgertest.SQLiteDSN(t), "", ""), "GATEWAY_LOG_LEVEL=info", "GATEWAY_HTTP_DRAIN_DELAY=0s")
+	p := startProcessTo(t, bin, env, 0, addr, w) // at the end: SIGTERM, and a clean exit within 20 s
+	w.Close()                                    // the child holds the only writer; nobody reads r
+	waitReady(t, p.url())
+	flood(t, p.url()+"/healthz", 12000) // > 8,192 queued lines + 64 KiB of pipe
+	if got := scrape(t, p.url(), "gateway_log_lines_dropped_total"); got == 0 {
 		t.Fatal("gateway_log_lines_dropped_total = 0 after a flood into a stalled stderr")
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the gateway did not stop on SIGTERM with its stderr stalled")
 	}
 }
 

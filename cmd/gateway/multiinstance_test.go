@@ -335,11 +335,20 @@ func (p *proc) kill(t *testing.T) {
 // startProcess runs instance i on addr; at the end of the test, unless it
 // was killed, it sends SIGTERM and expects a clean exit.
 func startProcess(t *testing.T, bin string, env []string, i int, addr string) *proc {
+	return startProcessTo(t, bin, env, i, addr, nil)
+}
+
+// startProcessTo is startProcess with the process's stdout and stderr
+// going to to, when not nil, instead of a buffer shown if it fails.
+func startProcessTo(t *testing.T, bin string, env []string, i int, addr string, to *os.File) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(env, "GATEWAY_HTTP_ADDR="+addr)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	if to != nil {
+		cmd.Stdout, cmd.Stderr = to, to
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
