@@ -13,6 +13,7 @@ import (
 
 	"paygateway/cmd/internal/stack"
 	"paygateway/gateway"
+	"paygateway/gateway/redisstore"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
 	"paygateway/ledger/ledgerdb"
@@ -87,6 +88,9 @@ func openTarget(ctx context.Context, e *env, o Options, name string) (*target, e
 		server := strings.TrimSuffix(o.MySQL, "/")
 		gwDSN, ceilDSN = "mysql://"+server+"/gwbench_"+tag, "mysql://"+server+"/gwbench_ceil_"+tag
 		redis = o.Redis
+		if redis != "" {
+			t.cleanup = append(t.cleanup, func() { dropRedisKeys(redis, redisPrefix(tag)) })
+		}
 	case "sqlite":
 		gwDSN, ceilDSN = filepath.Join(e.dir, tag+"-gw.db"), filepath.Join(e.dir, tag+"-ceil.db")
 	default:
@@ -97,7 +101,7 @@ func openTarget(ctx context.Context, e *env, o Options, name string) (*target, e
 		return nil, err
 	}
 	t.gw = &stack.Gateway{Bin: e.bin, Dir: e.dir, Env: append(e.id.Env(gwDSN, redis, e.simURL, ""),
-		"GATEWAY_REDIS_PREFIX=gwbench:"+tag+":")}
+		"GATEWAY_REDIS_PREFIX="+redisPrefix(tag))}
 	// GWBENCH_GATEWAY_ENV adds settings to the gateway's environment only
 	// (e.g. "GOMAXPROCS=1 GATEWAY_NOTIFY_BATCH_WORKERS=4"), for experiments.
 	t.gw.Env = append(t.gw.Env, strings.Fields(os.Getenv("GWBENCH_GATEWAY_ENV"))...)
@@ -107,6 +111,23 @@ func openTarget(ctx context.Context, e *env, o Options, name string) (*target, e
 	}
 	t.cleanup = append(t.cleanup, t.gw.Stop)
 	return t, nil
+}
+
+// redisPrefix holds the keys of one backend run's gateway.
+func redisPrefix(tag string) string { return "gwbench:" + tag + ":" }
+
+// dropRedisKeys removes a finished run's keys (about 300,000 gate marks
+// of a day's TTL, 60 MB) from what is often a shared Redis; the run's
+// databases are dropped too. It runs after the gateway has stopped.
+func dropRedisKeys(addr, prefix string) {
+	c := redisstore.NewClient(redisstore.Config{Addr: addr, ReadTimeout: 5 * time.Second,
+		WriteTimeout: 5 * time.Second, PoolTimeout: 5 * time.Second})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := redisstore.DeletePrefix(ctx, c, prefix); err != nil {
+		fmt.Fprintf(os.Stderr, "gwbench: keys under %s left in Redis: %v\n", prefix, err)
+	}
 }
 
 func (t *target) openCeiling(ctx context.Context, dsn string) error {

@@ -52,7 +52,7 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
-		l, err := benchLevel(e, t, raw, m, o.N, c)
+		l, err := benchLevel(ctx, e, t, raw, m, o.N, c)
 		if err != nil {
 			return rep, err
 		}
@@ -64,7 +64,7 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 		rates = append(rates, o.Rate)
 	}
 	for i, rate := range rates {
-		run, err := openRun(e, t, raw, m, rate, fmt.Sprintf("O%s%d", tagOf(t), i))
+		run, err := openRun(ctx, e, t, raw, m, rate, fmt.Sprintf("O%s%d", tagOf(t), i))
 		if err != nil {
 			return rep, err
 		}
@@ -81,9 +81,9 @@ type OpenRun struct {
 }
 
 // openRun offers rate callbacks/s for about 3 s (new notifications).
-func openRun(e *env, t *target, raw *rawPoster, m *meter, rate float64, prefix string) (OpenRun, error) {
+func openRun(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, rate float64, prefix string) (OpenRun, error) {
 	count := min(max(int(rate*3), 500), 15000)
-	notes, err := signAll(count, newNotification(e, prefix))
+	notes, err := signAll(ctx, count, newNotification(e, prefix))
 	if err != nil {
 		return OpenRun{}, err
 	}
@@ -98,16 +98,16 @@ func openRun(e *env, t *target, raw *rawPoster, m *meter, rate float64, prefix s
 // the duplicate phase (duplicates are fast, so the phase needs more).
 const dupFactor = 3
 
-func benchLevel(e *env, t *target, raw *rawPoster, m *meter, n, c int) (Level, error) {
+func benchLevel(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, n, c int) (Level, error) {
 	l := Level{Concurrency: c}
 	prefix := fmt.Sprintf("B%s%03d", tagOf(t), c)
-	notes, err := signAll(n, newNotification(e, prefix))
+	notes, err := signAll(ctx, n, newNotification(e, prefix))
 	if err != nil {
 		return l, err
 	}
 	reqs := raw.encodeAll(notes)
 	l.New = m.measure(func() Result { return closedLoop(n, c, func(i int) error { return raw.send(reqs[i]) }) })
-	dups, err := signAll(n*dupFactor, func(i int) (wxpaysim.Notification, error) {
+	dups, err := signAll(ctx, n*dupFactor, func(i int) (wxpaysim.Notification, error) {
 		return notes[i%n].Resign(e.id.Keys, wxpaysim.PublicKeyMode(), time.Now())
 	})
 	if err != nil {

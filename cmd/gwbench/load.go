@@ -120,20 +120,24 @@ func openLoop(n int, rate float64, maxInFlight int, op func(i int) error) Result
 }
 
 // signAll runs sign(0..n-1) on every core; signing is RSA-heavy, so it is
-// done before a timed phase, never during.
-func signAll(n int, sign func(i int) (wxpaysim.Notification, error)) ([]wxpaysim.Notification, error) {
+// done before a timed phase, never during. It stops early, with ctx's
+// error, once ctx ends: signing a level's 12,000 redeliveries takes the
+// machine's every core for seconds, and Ctrl-C must not wait for them.
+func signAll(ctx context.Context, n int, sign func(i int) (wxpaysim.Notification, error)) ([]wxpaysim.Notification, error) {
 	out := make([]wxpaysim.Notification, n)
 	errs := make([]error, runtime.GOMAXPROCS(0))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := range errs {
 		wg.Go(func() {
-			for {
+			for errs[w] == nil {
 				i := int(next.Add(1) - 1)
-				if i >= n || errs[w] != nil {
+				if i >= n {
 					return
 				}
-				out[i], errs[w] = sign(i)
+				if errs[w] = ctx.Err(); errs[w] == nil {
+					out[i], errs[w] = sign(i)
+				}
 			}
 		})
 	}

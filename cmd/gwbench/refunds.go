@@ -87,7 +87,7 @@ func refundOp(ctx context.Context, t *target, p *poster, tokens, orders []string
 func paidOrders(ctx context.Context, e *env, p *poster, tag string, n int) ([]string, error) {
 	stamp := time.Now().Format("150405")
 	orders := make([]string, n)
-	notes, err := signAll(n, func(i int) (wxpaysim.Notification, error) {
+	notes, err := signAll(ctx, n, func(i int) (wxpaysim.Notification, error) {
 		orders[i] = fmt.Sprintf("RF%s%s%06d", tag[:1], stamp, i)
 		tx, err := e.sim.Pay(ctx, orders[i], 1000, payerOf(orders[i]), true)
 		if err != nil {

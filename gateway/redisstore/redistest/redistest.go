@@ -31,10 +31,8 @@ func Config(t testing.TB) redisstore.Config {
 		ledgertest.Unavailable(t, "redis at "+addr+" unreachable: "+err.Error())
 	}
 	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := c.Keys(ctx, cfg.Prefix+"*").Result()
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
+		if _, err := redisstore.DeletePrefix(context.Background(), c, cfg.Prefix); err != nil {
+			t.Logf("redis keys under %s left behind: %v", cfg.Prefix, err)
 		}
 		c.Close()
 	})
