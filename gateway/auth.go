@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
@@ -94,6 +95,11 @@ type Auth struct {
 	// timeout is set later, like CSV exports, must not wait on a busy
 	// database without end.
 	Timeout time.Duration
+	// Failures, when set, counts wrong keys per client address against
+	// FailureLimit (see lockedOut). Shared through Redis, an address
+	// locked out on one instance is locked out on all.
+	Failures     Limiter
+	FailureLimit Limit
 }
 
 // CheckTimeout bounds the database calls made before a handler runs: the
@@ -135,6 +141,9 @@ func (a *Auth) identify(c *gin.Context) bool {
 		writeError(c, &Error{Code: CodeUnauthorized, Message: "missing X-Api-Key"})
 		return false
 	}
+	if a.lockedOut(c) {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), a.Timeout)
 	p, ok, err := a.lookup(ctx, HashKey(key))
 	cancel()
@@ -148,12 +157,46 @@ func (a *Auth) identify(c *gin.Context) bool {
 		return false
 	}
 	if !ok {
+		a.countFailure(c)
 		writeError(c, &Error{Code: CodeUnauthorized, Message: "unknown API key"})
 		return false
 	}
 	c.Set(principalKey, p)
 	return true
 }
+
+// lockedOut answers 429 and returns true when the caller's address has
+// sent more wrong keys than FailureLimit allows: from then on every key
+// it sends, the right one too, is refused unchecked until the limit lets
+// it try again, so keys cannot be guessed at the rate the API answers. A
+// limiter that fails locks nobody out.
+func (a *Auth) lockedOut(c *gin.Context) bool {
+	if a.Failures == nil || a.FailureLimit.PerMinute <= 0 {
+		return false
+	}
+	d, err := a.Failures.Peek(c.Request.Context(), failureKey(c), a.FailureLimit)
+	if err != nil || d.Allowed {
+		return false
+	}
+	e := rateLimited(d.RetryAfter)
+	e.Message = "too many unknown API keys from this address, " + strings.TrimPrefix(e.Message, "too many requests, ")
+	writeError(c, e)
+	return true
+}
+
+// countFailure records a wrong key against the caller's address.
+func (a *Auth) countFailure(c *gin.Context) {
+	if a.Failures == nil || a.FailureLimit.PerMinute <= 0 {
+		return
+	}
+	if _, err := a.Failures.Allow(c.Request.Context(), failureKey(c), a.FailureLimit); err != nil {
+		slog.WarnContext(c.Request.Context(), "count a wrong API key", "err", err)
+	}
+}
+
+// failureKey names the limiter key of the caller's address (as
+// http.trusted_proxies lets gin see it).
+func failureKey(c *gin.Context) string { return "authfail:" + c.ClientIP() }
 
 // allowed answers 403 and returns false unless the caller has one of roles.
 func allowed(c *gin.Context, roles []Role) bool {

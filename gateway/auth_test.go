@@ -205,3 +205,66 @@ func TestKeyFloodDoesNotLockOutRealKeys(t *testing.T) {
 	<-held
 	<-held
 }
+
+// countingKeys counts the lookups that reach a key store.
+type countingKeys struct {
+	StaticKeys
+	n atomic.Int32
+}
+
+func (k *countingKeys) LookupAPIKey(ctx context.Context, h string) (Principal, bool, error) {
+	k.n.Add(1)
+	return k.StaticKeys.LookupAPIKey(ctx, h)
+}
+
+// TestWrongKeysLockTheAddressOut: past its burst of wrong keys an address
+// gets 429 for every key, the right one too, and none of them is looked
+// up; right keys count nothing, other addresses are not affected, and the
+// address may try again once the rate allows.
+func TestWrongKeysLockTheAddressOut(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	keys := &countingKeys{StaticKeys: StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}}}
+	lim := NewMemoryLimiter()
+	now := time.Now()
+	lim.now = func() time.Time { return now }
+	a := NewAuth(keys)
+	a.Failures, a.FailureLimit = lim, Limit{PerMinute: 30, Burst: 3}
+	r := gin.New()
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	send := func(addr, key string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/x", nil)
+		req.RemoteAddr, req.Header["X-Api-Key"] = addr+":4000", []string{key}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w
+	}
+	for range 10 {
+		if w := send("10.0.0.1", "right"); w.Code != http.StatusOK {
+			t.Fatalf("right key: %d %s", w.Code, w.Body)
+		}
+	}
+	for i := range 3 {
+		if w := send("10.0.0.1", "wrong"); w.Code != http.StatusUnauthorized {
+			t.Fatalf("wrong key %d of the burst: %d %s, want 401", i+1, w.Code, w.Body)
+		}
+	}
+	looked := keys.n.Load()
+	for _, key := range []string{"right", "wrong"} {
+		w := send("10.0.0.1", key)
+		if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), `"code":"ERATE_LIMITED"`) ||
+			w.Header().Get("Retry-After") != "2" {
+			t.Fatalf("%s key past the burst: %d %s Retry-After %q, want 429 ERATE_LIMITED after 2 s",
+				key, w.Code, w.Body, w.Header().Get("Retry-After"))
+		}
+	}
+	if n := keys.n.Load(); n != looked {
+		t.Fatalf("%d lookups made for a locked-out address", n-looked)
+	}
+	if w := send("10.0.0.2", "right"); w.Code != http.StatusOK {
+		t.Fatalf("another address with the right key: %d %s", w.Code, w.Body)
+	}
+	now = now.Add(2 * time.Second)
+	if w := send("10.0.0.1", "right"); w.Code != http.StatusOK {
+		t.Fatalf("right key once the rate allows: %d %s", w.Code, w.Body)
+	}
+}

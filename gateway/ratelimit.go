@@ -37,8 +37,11 @@ type Decision struct {
 // Limiter decides whether the caller named by key may make one more
 // request. Implementations use GCRA (generic cell rate algorithm): one
 // timestamp per key, Burst requests at once, then PerMinute per minute.
+// Allow counts the request when it is allowed; Peek only tells whether
+// one more would be, and counts nothing (see Auth.Failures).
 type Limiter interface {
 	Allow(ctx context.Context, key string, limit Limit) (Decision, error)
+	Peek(ctx context.Context, key string, limit Limit) (Decision, error)
 }
 
 // RateLimits are the per-caller limits of the limited route groups. The
@@ -127,8 +130,18 @@ func NewMemoryLimiter() *MemoryLimiter {
 
 // Allow implements Limiter.
 func (m *MemoryLimiter) Allow(_ context.Context, key string, limit Limit) (Decision, error) {
+	return m.decide(key, limit, true), nil
+}
+
+// Peek implements Limiter.
+func (m *MemoryLimiter) Peek(_ context.Context, key string, limit Limit) (Decision, error) {
+	return m.decide(key, limit, false), nil
+}
+
+// decide is GCRA for one request; count records it when it is allowed.
+func (m *MemoryLimiter) decide(key string, limit Limit, count bool) Decision {
 	if limit.PerMinute <= 0 {
-		return Decision{Allowed: true}, nil
+		return Decision{Allowed: true}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -141,10 +154,12 @@ func (m *MemoryLimiter) Allow(_ context.Context, key string, limit Limit) (Decis
 	}
 	next := tat.Add(t)
 	if allowAt := next.Add(-time.Duration(limit.burst()) * t); now.Before(allowAt) {
-		return Decision{RetryAfter: allowAt.Sub(now)}, nil
+		return Decision{RetryAfter: allowAt.Sub(now)}
 	}
-	m.tat[key] = next
-	return Decision{Allowed: true}, nil
+	if count {
+		m.tat[key] = next
+	}
+	return Decision{Allowed: true}
 }
 
 // sweep drops keys whose arrival time has passed (they are back to a full
@@ -175,5 +190,13 @@ func (f FallbackLimiter) Allow(ctx context.Context, key string, limit Limit) (De
 	d, _, err := redisFirst(ctx, f.Breaker, f.Hook, "ratelimit",
 		func() (Decision, error) { return f.Primary.Allow(ctx, key, limit) },
 		func() (Decision, error) { return f.Secondary.Allow(ctx, key, limit) })
+	return d, err
+}
+
+// Peek implements Limiter.
+func (f FallbackLimiter) Peek(ctx context.Context, key string, limit Limit) (Decision, error) {
+	d, _, err := redisFirst(ctx, f.Breaker, f.Hook, "ratelimit",
+		func() (Decision, error) { return f.Primary.Peek(ctx, key, limit) },
+		func() (Decision, error) { return f.Secondary.Peek(ctx, key, limit) })
 	return d, err
 }

@@ -53,6 +53,10 @@ func (f limiterFunc) Allow(ctx context.Context, key string, limit Limit) (Decisi
 	return f(ctx, key, limit)
 }
 
+func (f limiterFunc) Peek(ctx context.Context, key string, limit Limit) (Decision, error) {
+	return f(ctx, key, limit)
+}
+
 func TestRateLimitMiddleware(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	limit := Limit{PerMinute: 60, Burst: 2}

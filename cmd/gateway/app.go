@@ -242,7 +242,9 @@ func (m *Main) wire(ctx context.Context) error {
 		notices, gate, locker, m.notifyStore())
 	m.closers = append(m.closers, m.Processor.Close)
 	h := m.Config.HTTP
-	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: gateway.NewAuth(keys, m.dbKeys()),
+	auth := gateway.NewAuth(keys, m.dbKeys())
+	auth.Failures, auth.FailureLimit = m.limiter, m.Config.Auth.failureLimit()
+	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: auth,
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
 		Metrics: m.Metrics, MetricsElsewhere: m.Config.HTTP.MetricsAddr != "", Limiter: m.limiter,
 		Limits: m.Config.RateLimit.limits(), TrustedProxies: h.TrustedProxies,

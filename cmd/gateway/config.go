@@ -164,6 +164,17 @@ type AuthConfig struct {
 	// not in api_keys); default 16. A flood of unknown keys then costs at
 	// most that many of the pool's connections, which notifications need.
 	MaxKeyLookups int `yaml:"max_key_lookups"`
+	// FailedKeysPerMinute and FailedKeysBurst limit wrong keys per client
+	// address: past the burst, an address gets 429 for any key, the right
+	// one too, until the rate lets it try again (defaults 30 and 20;
+	// per minute 0: no limit).
+	FailedKeysPerMinute int `yaml:"failed_keys_per_minute"`
+	FailedKeysBurst     int `yaml:"failed_keys_burst"`
+}
+
+// failureLimit is the limit of wrong keys per client address.
+func (a AuthConfig) failureLimit() gateway.Limit {
+	return gateway.Limit{PerMinute: a.FailedKeysPerMinute, Burst: a.FailedKeysBurst}
 }
 
 // LogConfig sets the log level ("debug", "info", "warn", "error").
@@ -192,6 +203,7 @@ func DefaultConfig() Config {
 		// A backend clock a little ahead must not turn fresh tokens away.
 		Refunds:   RefundsConfig{JWT: JWTConfig{Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour}},
 		Log:       LogConfig{Level: "info"},
+		Auth:      AuthConfig{FailedKeysPerMinute: 30, FailedKeysBurst: 20},
 		RateLimit: defaultRateLimit(),
 
 		Outbox: defaultOutboxConfig(), Inventory: defaultInventoryConfig(), Compensation: defaultCompensationConfig(),
@@ -320,6 +332,8 @@ func (c *Config) Validate() error {
 		{c.HTTP.ShutdownTimeout <= 0, "http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be positive"},
 		{c.HTTP.DrainDelay < 0 || c.HTTP.DrainDelay > time.Minute, "http.drain_delay (GATEWAY_HTTP_DRAIN_DELAY)", "must be between 0 and 1m"},
 		{c.HTTP.MaxConnections <= 0, "http.max_connections (GATEWAY_HTTP_MAX_CONNECTIONS)", "must be positive"},
+		{c.Auth.FailedKeysPerMinute < 0 || c.Auth.FailedKeysBurst < 0,
+			"auth.failed_keys_per_minute and auth.failed_keys_burst (GATEWAY_AUTH_FAILED_KEYS_*)", "must not be negative"},
 		// WeChat Pay waits 5 s for an answer: a notification answered later
 		// counts as failed whatever the answer said.
 		{c.HTTP.NotifyTimeout <= 0 || c.HTTP.NotifyTimeout > maxNotifyTimeout,

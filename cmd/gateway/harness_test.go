@@ -73,6 +73,9 @@ func testConfig(t testing.TB, b backend) Config {
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Log.Level = "error"
 	cfg.RateLimit = RateLimitConfig{} // off; the rate limit tests set their own
+	// Off too: tests of the key-check bulkhead send floods of unknown keys
+	// from one address. TestWrongKeysLockTheAddressOut sets its own.
+	cfg.Auth.FailedKeysPerMinute = 0
 	cfg.Database.DSN = ledgertest.SQLiteDSN(t)
 	if b.mysql {
 		cfg.Database.DSN = ledgertest.MySQLDSN(t)

@@ -14,7 +14,8 @@ var _ gateway.Limiter = (*Store)(nil)
 
 // gcraScript is GCRA on one key holding the theoretical arrival time (TAT)
 // in microseconds of Redis's own clock, so instances with skewed clocks
-// share one limit. ARGV: emission interval (µs), burst. Returns
+// share one limit. ARGV: emission interval (µs), burst, and 1 to count an
+// allowed request (0: only answer whether one would be allowed). Returns
 // {allowed, retry_after_µs}.
 var gcraScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -28,12 +29,24 @@ local allowat = nexttat - burst * interval
 if now < allowat then
   return {0, allowat - now}
 end
+if ARGV[3] ~= '1' then
+  return {1, 0}
+end
 redis.call('SET', KEYS[1], string.format('%d', nexttat), 'PX', math.ceil((nexttat - now) / 1000) + 1)
 return {1, 0}
 `)
 
 // Allow implements gateway.Limiter with GCRA in one Lua script.
-func (s *Store) Allow(ctx context.Context, key string, limit gateway.Limit) (d gateway.Decision, err error) {
+func (s *Store) Allow(ctx context.Context, key string, limit gateway.Limit) (gateway.Decision, error) {
+	return s.gcra(ctx, key, limit, 1)
+}
+
+// Peek implements gateway.Limiter: the same script, counting nothing.
+func (s *Store) Peek(ctx context.Context, key string, limit gateway.Limit) (gateway.Decision, error) {
+	return s.gcra(ctx, key, limit, 0)
+}
+
+func (s *Store) gcra(ctx context.Context, key string, limit gateway.Limit, count int) (d gateway.Decision, err error) {
 	if limit.PerMinute <= 0 {
 		return gateway.Decision{Allowed: true}, nil
 	}
@@ -42,7 +55,7 @@ func (s *Store) Allow(ctx context.Context, key string, limit gateway.Limit) (d g
 	defer cancel()
 	interval := (time.Minute / time.Duration(limit.PerMinute)).Microseconds()
 	burst := max(limit.Burst, 1)
-	res, err := gcraScript.Run(ctx, s.client, []string{s.prefix + key}, interval, burst).Int64Slice()
+	res, err := gcraScript.Run(ctx, s.client, []string{s.prefix + key}, interval, burst, count).Int64Slice()
 	if err != nil {
 		return gateway.Decision{}, fmt.Errorf("redis rate limit: %w", err)
 	}

@@ -68,3 +68,28 @@ func TestRateLimitRefillsAfterInterval(t *testing.T) {
 		t.Fatalf("after RetryAfter: %+v %v, want allowed", d, err)
 	}
 }
+
+// TestPeekCountsNothing: any number of peeks leave the whole burst to
+// Allow; once it is spent, a peek sees the refusal Allow would give.
+func TestPeekCountsNothing(t *testing.T) {
+	s := redistest.Store(t)
+	limit := gateway.Limit{PerMinute: 1, Burst: 2}
+	ctx := context.Background()
+	for range 10 {
+		if d, err := s.Peek(ctx, "k", limit); err != nil || !d.Allowed {
+			t.Fatalf("peek before any request: %+v %v", d, err)
+		}
+	}
+	for i := range 2 {
+		if d, err := s.Allow(ctx, "k", limit); err != nil || !d.Allowed {
+			t.Fatalf("request %d of the burst after ten peeks: %+v %v", i+1, d, err)
+		}
+	}
+	d, err := s.Peek(ctx, "k", limit)
+	if err != nil || d.Allowed || d.RetryAfter <= 0 || d.RetryAfter > time.Minute {
+		t.Fatalf("peek past the burst: %+v %v, want refused within a minute", d, err)
+	}
+	if d, _ := s.Allow(ctx, "k", limit); d.Allowed {
+		t.Fatal("a request past the burst was allowed")
+	}
+}
