@@ -24,8 +24,8 @@ var errNotPlain = errors.New("batch holds an update that is not a plain change")
 // statement per table and one commit: each still goes through the state
 // machine and gets its history row and outbox job. Otherwise, or if that
 // transaction fails, each is applied on its own, at most
-// soloConcurrency at a time. batched says whether they shared one
-// transaction.
+// soloConcurrency at a time for all the store's batches together.
+// batched says whether they shared one transaction.
 func (s *Store) ApplyTransactions(ctx context.Context, us []TransactionUpdate) (errs []error, batched bool) {
 	errs = make([]error, len(us))
 	if len(us) == 1 {
@@ -36,11 +36,10 @@ func (s *Store) ApplyTransactions(ctx context.Context, us []TransactionUpdate) (
 		return errs, true
 	}
 	var wg sync.WaitGroup
-	slots := make(chan struct{}, soloConcurrency)
 	for i, u := range us {
-		slots <- struct{}{}
+		s.solo <- struct{}{}
 		wg.Go(func() {
-			defer func() { <-slots }()
+			defer func() { <-s.solo }()
 			errs[i] = s.applyRecovering(ctx, u)
 		})
 	}
@@ -63,11 +62,13 @@ func (s *Store) applyRecovering(ctx context.Context, u TransactionUpdate) (err e
 	return err
 }
 
-// soloConcurrency bounds the connections one failed batch takes when its
+// soloConcurrency bounds the connections failed batches take when their
 // updates are applied one by one: a batch of 32 redeliveries (say after a
 // Redis restart lost the commit marks) used to open 32 transactions at
 // once, and two batch workers could take 64 connections, more than the
-// whole pool, from auth, audit and the outbox.
+// whole pool, from auth, audit and the outbox. The bound is the store's,
+// not a batch's: two failed batches at once would otherwise want 8
+// connections of the notifications' 6 (notify.batch_workers + 4).
 const soloConcurrency = 4
 
 // distinct reports whether no two updates share an order or a notice.

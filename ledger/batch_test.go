@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -140,26 +141,50 @@ func TestBatchRaceWithSingleApply(t *testing.T) {
 // transaction per update; those must not take 32 connections at once.
 func TestFailedBatchTakesFewConnections(t *testing.T) {
 	s := ledgertest.OpenMySQL(t)
-	ctx := context.Background()
-	us := make([]ledger.TransactionUpdate, 32)
+	us := recordedUpdates(t, s, "c", 32)
+	var errs []error
+	var batched bool
+	peak := samplePeak(t, s, func() { errs, batched = s.ApplyTransactions(context.Background(), us) })
+	for i, err := range errs {
+		if !errors.Is(err, ledger.ErrAlreadyRecorded) || batched {
+			t.Fatalf("update %d: %v (batched %t), want already recorded", i, err, batched)
+		}
+	}
+	if peak > 5 {
+		t.Fatalf("%d connections in use at once, want at most 5", peak)
+	}
+}
+
+// recordedUpdates records n payments and returns their updates: applied
+// again, in a batch, they fail it and are applied one by one.
+func recordedUpdates(t *testing.T, s *ledger.Store, tag string, n int) []ledger.TransactionUpdate {
+	t.Helper()
+	us := make([]ledger.TransactionUpdate, n)
 	for i := range us {
-		us[i] = paid(fmt.Sprintf("cn-%d", i), fmt.Sprintf("c-%02d", i), fmt.Sprintf("ctx-%d", i), 100)
-		if _, err := s.ApplyTransaction(ctx, us[i]); err != nil {
+		us[i] = paid(fmt.Sprintf("%sn-%d", tag, i), fmt.Sprintf("%s-%02d", tag, i), fmt.Sprintf("%stx-%d", tag, i), 100)
+		if _, err := s.ApplyTransaction(context.Background(), us[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sqlDB, err := s.DB().DB()
+	return us
+}
+
+// samplePeak runs do while sampling the connections of s's pool in use
+// (none idle is closed meanwhile), and returns the most seen at once.
+func samplePeak(t *testing.T, s *ledger.Store, do func()) int {
+	t.Helper()
+	db, err := s.DB().DB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sqlDB.SetMaxIdleConns(64)
+	db.SetMaxIdleConns(64)
 	var peak atomic.Int64
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
 		for {
-			if n := int64(sqlDB.Stats().InUse); n > peak.Load() {
+			if n := int64(db.Stats().InUse); n > peak.Load() {
 				peak.Store(n)
 			}
 			select {
@@ -170,15 +195,35 @@ func TestFailedBatchTakesFewConnections(t *testing.T) {
 			}
 		}
 	}()
-	errs, batched := s.ApplyTransactions(ctx, us)
+	do()
 	close(stop)
 	<-sampled
-	for i, err := range errs {
-		if !errors.Is(err, ledger.ErrAlreadyRecorded) || batched {
-			t.Fatalf("update %d: %v (batched %t), want already recorded", i, err, batched)
+	return int(peak.Load())
+}
+
+// TestFailedBatchesShareTheirSlots: two failed batches at once (both
+// batch workers' redeliveries) still take at most soloConcurrency
+// connections for their single applies, plus the other's batch
+// transaction: the notifications' own pool has batch_workers + 4.
+func TestFailedBatchesShareTheirSlots(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	batches := [][]ledger.TransactionUpdate{recordedUpdates(t, s, "s", 64), recordedUpdates(t, s, "z", 64)}
+	peak := samplePeak(t, s, func() {
+		var wg sync.WaitGroup
+		for _, us := range batches {
+			wg.Go(func() {
+				for i, err := range first(s.ApplyTransactions(context.Background(), us)) {
+					if !errors.Is(err, ledger.ErrAlreadyRecorded) {
+						t.Errorf("update %d: %v, want already recorded", i, err)
+					}
+				}
+			})
 		}
-	}
-	if p := peak.Load(); p > 5 {
-		t.Fatalf("%d connections in use at once, want at most 5", p)
+		wg.Wait()
+	})
+	if peak > 5 {
+		t.Fatalf("%d connections in use at once, want at most 5", peak)
 	}
 }
+
+func first[A, B any](a A, _ B) A { return a }

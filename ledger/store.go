@@ -26,11 +26,15 @@ type Store struct {
 	// refundMoved, if set, is told the state of each refund change
 	// committed (creation included).
 	refundMoved func(RefundState)
+	// solo holds a slot per update of a failed batch being applied on its
+	// own; shared by every batch of the store (and its copies).
+	solo chan struct{}
 }
 
 // NewStore wraps an open, migrated database.
 func NewStore(db *gorm.DB, d migrations.Dialect) *Store {
-	return &Store{db: db, dialect: d, now: func() time.Time { return time.Now().UTC() }}
+	return &Store{db: db, dialect: d, now: func() time.Time { return time.Now().UTC() },
+		solo: make(chan struct{}, soloConcurrency)}
 }
 
 // WithClock returns a copy of the store that reads time from now.
