@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // TestWrongKeysLockTheAddressOut guesses keys in parallel at one instance
@@ -15,12 +14,14 @@ import (
 // that address, the right one too, gets 429 ERATE_LIMITED with
 // Retry-After: on MariaDB and Redis at a second instance too (the count
 // is shared), on SQLite without Redis at the same one. None of it is
-// audited, and the right key gets in again once the rate allows.
+// audited. (The refill is tested with clocks of their own: gateway's
+// TestWrongKeysLockTheAddressOut, redisstore's TestRateLimitRefills…;
+// here the lockout lasts 10 s, so that a slow machine cannot outlast it.)
 func TestWrongKeysLockTheAddressOut(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			cfg := testConfig(t, b)
-			cfg.Auth.FailedKeysPerMinute, cfg.Auth.FailedKeysBurst = 30, 10
+			cfg.Auth.FailedKeysPerMinute, cfg.Auth.FailedKeysBurst = 6, 10
 			first := startGateway(t, cfg)
 			second := first
 			if b.redis {
@@ -46,15 +47,7 @@ func TestWrongKeysLockTheAddressOut(t *testing.T) {
 			if f := metricFamily(t, second, "gateway_rate_limited_total"); f == nil || sumCounters(f) != 2 {
 				t.Fatalf("gateway_rate_limited_total = %v, want the 2 lockouts", f)
 			}
-			reads := 1
-			if b.redis { // the in-process limiter's refill is tested with a clock of its own
-				time.Sleep(2100 * time.Millisecond) // one wrong key per 2 s at 30 a minute
-				if status, body, _ := getRaw(t, second.URL()+path, financeKey, ""); status != 200 {
-					t.Fatalf("right key once the rate allows: %d %s", status, body)
-				}
-				reads++
-			}
-			assertAudited(t, first, reads)
+			assertAudited(t, first, 1)
 		})
 	}
 }
