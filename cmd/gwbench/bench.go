@@ -31,6 +31,7 @@ type BackendReport struct {
 	Levels    []Level
 	Opens     []OpenRun // open loops: at the ceiling (or -rate if lower), and at -rate if higher
 	Refunds   string    // refund stage outcome, human readable
+	RefundsAt string    // refunds offered at WeChat Pay's per-merchant rate, human readable
 }
 
 func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendReport, error) {
@@ -71,6 +72,7 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 		rep.Opens = append(rep.Opens, run)
 	}
 	rep.Refunds = refundStage(ctx, e, t, p, m, o.Refunds, maxLevel(o.Levels))
+	rep.RefundsAt = refundRateStage(ctx, e, t, p, m, o.Refunds)
 	return rep, nil
 }
 

@@ -15,7 +15,8 @@ import (
 // The refund stage times POST /v1/refunds: orders are paid in the
 // simulator (which the refund calls reach) and notified to the gateway,
 // then each is refunded once, with a user JWT for its payer and a fresh
-// Idempotency-Key, closed loop.
+// Idempotency-Key: closed loop at the highest concurrency (capacity), then
+// open loop at WeChat Pay's per-merchant rate (keeping up).
 
 // refundBody is exactly what POST /v1/refunds accepts.
 type refundBody struct {
@@ -44,22 +45,52 @@ func refundStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n,
 	if n <= 0 {
 		return "n/a (disabled with -refunds 0)"
 	}
-	orders, err := paidOrders(ctx, e, p, t.name, n)
+	op, err := refundCalls(ctx, e, t, p, "RF", n)
 	if err != nil {
-		return "error preparing paid orders: " + err.Error()
+		return "error: " + err.Error()
 	}
-	tokens := make([]string, n)
-	for i, no := range orders {
-		if tokens[i], err = e.id.UserToken(payerOf(no), time.Hour); err != nil {
-			return "error: " + err.Error()
-		}
-	}
-	r := m.measure(func() Result { return closedLoop(n, c, refundOp(ctx, t, p, tokens, orders)) })
+	r := m.measure(func() Result { return closedLoop(n, c, op) })
 	if r.Failed > 0 {
 		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr)
 	}
 	return fmt.Sprintf("%.0f/s (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds, concurrency %d; CPU per refund: %s)",
 		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c, r.Usage.perOp(r.N-r.Failed))
+}
+
+// wechatRefundRate is the most refund applications per second WeChat Pay
+// accepts from one merchant: the rate the gateway must keep up with.
+const wechatRefundRate = 150.0
+
+// refundRateStage offers n refund creations at wechatRefundRate, open
+// loop, and returns the outcome: whether the gateway keeps up, and the
+// latency a paying user then sees.
+func refundRateStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n int) string {
+	if n <= 0 {
+		return "n/a (disabled with -refunds 0)"
+	}
+	op, err := refundCalls(ctx, e, t, p, "RO", n)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	r := m.measure(func() Result { return openLoop(n, wechatRefundRate, 4096, op) })
+	return fmt.Sprintf("%.0f/s done of %.0f/s offered (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds%s)",
+		r.Rate(), wechatRefundRate, ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, failNote(r))
+}
+
+// refundCalls pays n orders and returns the call that refunds the i-th
+// as its payer.
+func refundCalls(ctx context.Context, e *env, t *target, p *poster, prefix string, n int) (func(i int) error, error) {
+	orders, err := paidOrders(ctx, e, p, prefix+t.name[:1], n)
+	if err != nil {
+		return nil, fmt.Errorf("preparing paid orders: %w", err)
+	}
+	tokens := make([]string, n)
+	for i, no := range orders {
+		if tokens[i], err = e.id.UserToken(payerOf(no), time.Hour); err != nil {
+			return nil, err
+		}
+	}
+	return refundOp(ctx, t, p, tokens, orders), nil
 }
 
 // refundOp creates the refund of orders[i] as its payer.
@@ -84,11 +115,11 @@ func refundOp(ctx context.Context, t *target, p *poster, tokens, orders []string
 
 // paidOrders pays n orders in the simulator (which the refund calls reach)
 // and delivers their notifications to the gateway.
-func paidOrders(ctx context.Context, e *env, p *poster, tag string, n int) ([]string, error) {
+func paidOrders(ctx context.Context, e *env, p *poster, prefix string, n int) ([]string, error) {
 	stamp := time.Now().Format("150405")
 	orders := make([]string, n)
 	notes, err := signAll(ctx, n, func(i int) (wxpaysim.Notification, error) {
-		orders[i] = fmt.Sprintf("RF%s%s%06d", tag[:1], stamp, i)
+		orders[i] = fmt.Sprintf("%s%s%06d", prefix, stamp, i)
 		tx, err := e.sim.Pay(ctx, orders[i], 1000, payerOf(orders[i]), true)
 		if err != nil {
 			return wxpaysim.Notification{}, err
