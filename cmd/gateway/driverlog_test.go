@@ -15,9 +15,9 @@ import (
 )
 
 // TestDriverMessagesGoToTheJSONLog: once serve has set its logging up, the
-// MySQL driver's own message about a connection the server closed
-// ("closing bad idle connection") is a JSON log line, not a raw write to
-// stderr that would block its caller while stderr stalls.
+// MySQL driver's own message about a connection the server closed is a
+// JSON log line, not a raw write to stderr that would block its caller
+// while stderr stalls.
 func TestDriverMessagesGoToTheJSONLog(t *testing.T) {
 	buf := captureLogs(t)
 	if err := mysql.SetLogger(driverLogger{}); err != nil {
@@ -48,9 +48,12 @@ func TestDriverMessagesGoToTheJSONLog(t *testing.T) {
 	if !strings.Contains(buf.String(), `"msg":"mysql driver"`) {
 		t.Fatalf("no driver message in the JSON log after its connection was killed; log: %q", buf.String())
 	}
-	lines := logLines(t, buf.String(), "mysql driver")
-	if d, _ := lines[0]["detail"].(string); !strings.Contains(d, "bad idle connection") || lines[0]["level"] != "WARN" {
-		t.Fatalf("driver line %v, want a WARN about the bad idle connection", lines[0])
+	// Which message comes first depends on when the server's close lands
+	// ("closing bad idle connection: EOF", or a read that met it).
+	for _, l := range logLines(t, buf.String(), "mysql driver") {
+		if d, _ := l["detail"].(string); d == "" || l["level"] != "WARN" {
+			t.Fatalf("driver line %v, want a WARN with the driver's message as detail", l)
+		}
 	}
 }
 
