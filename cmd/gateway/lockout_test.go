@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestWrongKeysLockTheAddressOut guesses keys in parallel at one instance
@@ -58,15 +59,10 @@ func guessKeys(t *testing.T, url string, n int) []int {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			req, _ := http.NewRequest("GET", url, nil)
-			req.Header.Set("X-Api-Key", "gwk_guess_"+strconv.Itoa(i))
-			resp, err := httpClient.Do(req)
-			if err != nil {
+			var err error
+			if statuses[i], err = getQuietly(url, "gwk_guess_"+strconv.Itoa(i)); err != nil {
 				t.Errorf("guess %d: %v", i, err)
-				return
 			}
-			resp.Body.Close()
-			statuses[i] = resp.StatusCode
 		})
 	}
 	wg.Wait()
@@ -89,4 +85,51 @@ func assertAudited(t *testing.T, m *Main, n int) {
 	if len(entries) != n {
 		t.Fatalf("%d audit entries, want %d", len(entries), n)
 	}
+}
+
+// TestHungRedisKeyedRequestWaitsOnceAtMost: with Redis hung, a keyed
+// request now asks it twice (the wrong-key lockout, then the caller's
+// rate limit). Right and wrong keys fired at once still get their answers
+// from the in-process fallbacks, each request making one Redis call at
+// most: the first timeout opens the breaker for the second.
+func TestHungRedisKeyedRequestWaitsOnceAtMost(t *testing.T) {
+	cfg := testConfig(t, backend{name: "sqlite"})
+	cfg.Redis.Addr = hungRedis(t)
+	cfg.Redis.BreakerCooldown = time.Minute
+	cfg.RateLimit.LedgerPerMinute, cfg.RateLimit.LedgerBurst = 600, 100
+	cfg.Auth.FailedKeysPerMinute, cfg.Auth.FailedKeysBurst = 600, 100
+	m := startGateway(t, cfg)
+	const n = 10
+	statuses := make([]int, 2*n)
+	var wg sync.WaitGroup
+	for i := range statuses {
+		key := financeKey
+		if i%2 == 1 {
+			key = "gwk_wrong_" + strconv.Itoa(i)
+		}
+		wg.Go(func() { statuses[i], _ = getQuietly(m.URL()+"/v1/ledger/payments", key) })
+	}
+	wg.Wait()
+	for i, s := range statuses {
+		if want := []int{200, 401}[i%2]; s != want {
+			t.Errorf("request %d: status %d, want %d", i, s, want)
+		}
+	}
+	if calls := redisCalls(t, m); calls == 0 || calls > uint64(len(statuses)) {
+		t.Fatalf("%d Redis calls for %d requests, want between 1 and one per request", calls, len(statuses))
+	}
+	assertRedisCallsBounded(t, m, cfg.Redis.OpTimeout+250*time.Millisecond)
+}
+
+// getQuietly is a GET with an API key that returns its error instead of
+// stopping the test, for goroutines.
+func getQuietly(url, key string) (int, error) {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("X-Api-Key", key)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
