@@ -100,6 +100,21 @@ type Auth struct {
 	// locked out on one instance is locked out on all.
 	Failures     Limiter
 	FailureLimit Limit
+	// Refused, when set, is told each key refused, with KeyUnknown or
+	// KeyLockedOut (for metrics).
+	Refused func(reason string)
+}
+
+// Reasons a key is refused, as Auth.Refused is told them.
+const (
+	KeyUnknown   = "unknown"
+	KeyLockedOut = "locked_out"
+)
+
+func (a *Auth) refused(reason string) {
+	if a.Refused != nil {
+		a.Refused(reason)
+	}
 }
 
 // CheckTimeout bounds the database calls made before a handler runs: the
@@ -157,6 +172,7 @@ func (a *Auth) identify(c *gin.Context) bool {
 		return false
 	}
 	if !ok {
+		a.refused(KeyUnknown)
 		a.countFailure(c)
 		writeError(c, &Error{Code: CodeUnauthorized, Message: "unknown API key"})
 		return false
@@ -178,6 +194,7 @@ func (a *Auth) lockedOut(c *gin.Context) bool {
 	if err != nil || d.Allowed {
 		return false
 	}
+	a.refused(KeyLockedOut)
 	e := rateLimited(d.RetryAfter)
 	e.Message = "too many unknown API keys from this address, " + strings.TrimPrefix(e.Message, "too many requests, ")
 	writeError(c, e)

@@ -35,6 +35,7 @@ type Metrics struct {
 	OutboxAttempts *prometheus.CounterVec   // gateway_outbox_attempts_total{outcome}
 	RefundMoves    *prometheus.CounterVec   // gateway_refund_transitions_total{state}
 	Compensation   *prometheus.CounterVec   // gateway_compensation_checks_total{result}
+	WrongKeys      *prometheus.CounterVec   // gateway_api_key_refusals_total{reason}
 }
 
 // redisBuckets resolve the region around the Redis op timeout (250 ms by
@@ -79,14 +80,28 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"recovered", "closed", "open", "failed", "mismatch"} {
 		m.Compensation.WithLabelValues(r)
 	}
+	m.WrongKeys = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_api_key_refusals_total",
+		Help: "API keys refused: unknown (401), or locked_out (429: the address sent too many unknown keys). " +
+			"A rise in either is someone guessing keys, or a client with a revoked one."}, []string{"reason"})
+	for _, r := range []string{KeyUnknown, KeyLockedOut} {
+		m.WrongKeys.WithLabelValues(r)
+	}
 	for _, st := range []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing, ledger.RefundUnknown,
 		ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal, ledger.RefundFailed} {
 		m.RefundMoves.WithLabelValues(string(st)) // present at 0, so rates work from the start
 	}
 	m.Registry.MustRegister(m.Requests, m.Latency, m.Notifications, m.RedisCalls, m.RedisFallbacks, m.RateLimited,
-		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation,
+		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation, m.WrongKeys,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// KeyRefused records an API key refused for reason (KeyUnknown or
+// KeyLockedOut).
+func (m *Metrics) KeyRefused(reason string) {
+	if m != nil {
+		m.WrongKeys.WithLabelValues(reason).Inc()
+	}
 }
 
 // NotifyBatch records one group commit of payment notifications.

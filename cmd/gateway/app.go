@@ -243,7 +243,7 @@ func (m *Main) wire(ctx context.Context) error {
 	m.closers = append(m.closers, m.Processor.Close)
 	h := m.Config.HTTP
 	auth := gateway.NewAuth(keys, m.dbKeys())
-	auth.Failures, auth.FailureLimit = m.limiter, m.Config.Auth.failureLimit()
+	auth.Failures, auth.FailureLimit, auth.Refused = m.limiter, m.Config.Auth.failureLimit(), m.Metrics.KeyRefused
 	m.Deps = &gateway.Deps{Processor: m.Processor, Store: m.Store, Auth: auth,
 		MaxBodyBytes: h.MaxBodyBytes, NotifyTimeout: h.NotifyTimeout, APITimeout: h.APITimeout,
 		Metrics: m.Metrics, MetricsElsewhere: m.Config.HTTP.MetricsAddr != "", Limiter: m.limiter,

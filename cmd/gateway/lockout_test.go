@@ -23,11 +23,11 @@ func TestWrongKeysLockTheAddressOut(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			cfg := testConfig(t, b)
 			cfg.Auth.FailedKeysPerMinute, cfg.Auth.FailedKeysBurst = 6, 10
-			first := startGateway(t, cfg)
-			second := first
+			instances := []*Main{startGateway(t, cfg)}
 			if b.redis {
-				second = startGateway(t, cfg)
+				instances = append(instances, startGateway(t, cfg))
 			}
+			first, second := instances[0], instances[len(instances)-1]
 			const path = "/v1/ledger/payments"
 			if status, body, _ := getRaw(t, first.URL()+path, financeKey, ""); status != 200 {
 				t.Fatalf("right key before any guess: %d %s", status, body)
@@ -47,6 +47,15 @@ func TestWrongKeysLockTheAddressOut(t *testing.T) {
 			}
 			if f := metricFamily(t, second, "gateway_rate_limited_total"); f == nil || sumCounters(f) != 2 {
 				t.Fatalf("gateway_rate_limited_total = %v, want the 2 lockouts", f)
+			}
+			refusals := map[string]float64{}
+			for _, m := range instances {
+				for _, s := range metricFamily(t, m, "gateway_api_key_refusals_total").GetMetric() {
+					refusals[s.GetLabel()[0].GetValue()] += s.GetCounter().GetValue()
+				}
+			}
+			if refusals["unknown"] != 10 || refusals["locked_out"] != 2 {
+				t.Fatalf("gateway_api_key_refusals_total = %v, want unknown 10 and locked_out 2", refusals)
 			}
 			assertAudited(t, first, 1)
 		})
