@@ -79,6 +79,10 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 // OpenRun is an open loop at a fixed offered rate.
 type OpenRun struct {
 	Offered float64 // callbacks/s
+	// RedoAge is InnoDB's checkpoint age when the loop began (MySQL only,
+	// -1 unknown): how much of the redo log earlier phases left unflushed,
+	// which decides how soon InnoDB must flush before it can write.
+	RedoAge int64
 	Result
 }
 
@@ -90,10 +94,26 @@ func openRun(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, r
 		return OpenRun{}, err
 	}
 	reqs := raw.encodeAll(notes)
+	age := redoAge(ctx, t)
 	r := m.measure(func() Result {
 		return openLoop(count, rate, 4096, func(i int) error { return raw.send(reqs[i]) })
 	})
-	return OpenRun{Offered: rate, Result: r}, nil
+	return OpenRun{Offered: rate, RedoAge: age, Result: r}, nil
+}
+
+// redoAge reads InnoDB's checkpoint age in bytes on t's server, or -1
+// (SQLite, or a server that does not report it).
+func redoAge(ctx context.Context, t *target) int64 {
+	if t.name != "mysql" {
+		return -1
+	}
+	var name string
+	var age int64
+	err := t.ceiling.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_checkpoint_age'").Scan(&name, &age)
+	if err != nil {
+		return -1
+	}
+	return age
 }
 
 // dupFactor is how many redeliveries each recorded notification gets in

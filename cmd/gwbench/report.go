@@ -45,8 +45,8 @@ func printReport(w io.Writer, r BackendReport) {
 		}
 	}
 	for _, o := range r.Opens {
-		fmt.Fprintf(w, "open loop at %.0f/s offered: %.0f/s done, p50 %s, p99 %s, CPU/callback %s%s\n",
-			o.Offered, o.Rate(), ms(o.P50), ms(o.P99), us(o.CPUPerOp()), failNote(o.Result))
+		fmt.Fprintf(w, "open loop at %.0f/s offered: %.0f/s done, p50 %s, p99 %s, CPU/callback %s%s%s\n",
+			o.Offered, o.Rate(), ms(o.P50), ms(o.P99), us(o.CPUPerOp()), failNote(o.Result), redoNote(o.RedoAge))
 	}
 	fmt.Fprintf(w, "refund creation: %s\n", r.Refunds)
 	fmt.Fprintf(w, "refund creation at WeChat Pay's rate: %s\n", r.RefundsAt)
@@ -121,8 +121,8 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 		}
 		for _, o := range r.Opens {
 			fmt.Fprintf(&b, "\nOpen loop (fixed rate, latency from the scheduled send time) at %.0f callbacks/s offered: "+
-				"%.0f/s done, p50 %s, p99 %s, gateway CPU %s per callback%s.\n",
-				o.Offered, o.Rate(), ms(o.P50), ms(o.P99), us(o.CPUPerOp()), failNote(o.Result))
+				"%.0f/s done, p50 %s, p99 %s, gateway CPU %s per callback%s%s.\n",
+				o.Offered, o.Rate(), ms(o.P50), ms(o.P99), us(o.CPUPerOp()), failNote(o.Result), redoNote(o.RedoAge))
 		}
 		fmt.Fprintf(&b, "\nRefund creation: %s.\n", r.Refunds)
 		fmt.Fprintf(&b, "\nRefund creation at WeChat Pay's per-merchant rate (open loop): %s.\n", r.RefundsAt)
@@ -204,3 +204,13 @@ const benchTargets = `
 New notifications ≥ 0.8 × ceiling; p99 < 50 ms at 5,000 callbacks/s offered (or at the ceiling if lower);
 duplicates ≥ 20,000/s; refund creation ≥ 1,000/s.
 `
+
+// redoNote tells how much redo log an open loop began with: the nearer
+// InnoDB's limit, the sooner it must flush before it writes (see
+// BENCHMARKS.md, session 19).
+func redoNote(age int64) string {
+	if age < 0 {
+		return ""
+	}
+	return fmt.Sprintf("; InnoDB checkpoint age at the start %.0f MB", float64(age)/(1<<20))
+}
