@@ -196,7 +196,7 @@ func (a *Auth) lockedOut(c *gin.Context) bool {
 	}
 	a.refused(KeyLockedOut)
 	e := rateLimited(d.RetryAfter)
-	e.Message = "too many unknown API keys from this address, " + strings.TrimPrefix(e.Message, "too many requests, ")
+	e.Message = fmt.Sprintf("too many unknown API keys from this address, retry after %d s", int(e.RetryAfter.Seconds()))
 	writeError(c, e)
 	return true
 }

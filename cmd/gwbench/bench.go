@@ -107,6 +107,8 @@ func redoAge(ctx context.Context, t *target) int64 {
 	if t.name != "mysql" {
 		return -1
 	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	var name string
 	var age int64
 	err := t.ceiling.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_checkpoint_age'").Scan(&name, &age)
