@@ -155,30 +155,19 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
 	defer cancel()
 	var r *ledger.Refund
+	var ans *ledger.IdemAnswer
 	if k.ResourceKey != "" { // took over a crashed request: settle its refund if WeChat Pay knows it
 		if r, err = s.store.Refund(wctx, k.ResourceKey); err == nil {
 			r = s.resolve(wctx, r, ledger.SourceAPI, false)
 		}
-	} else {
-		// A request the ledger would refuse spends none of WeChat's quota.
-		if err = refundError(s.store.CheckRefund(wctx, p.OutTradeNo, openid, p.Amount)); err == nil {
-			if err = s.admitCall(wctx); err == nil {
-				r, err = s.record(wctx, openid, idemKey, p)
-			}
-		}
-		if err != nil {
-			// On a budget of its own: the failure may be wctx running out.
-			rctx, rcancel := recordContext(ctx)
-			defer rcancel()
-			if rerr := s.store.ReleaseIdempotent(rctx, openid, idemKey, p.hash()); rerr != nil {
-				slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", rerr)
-			}
-			return nil, err
-		}
-		r = s.send(wctx, r, true)
+	} else if r, ans, err = s.first(ctx, wctx, openid, idemKey, p); err != nil {
+		return nil, err
 	}
 	if err != nil {
 		return nil, ledgerError(err)
+	}
+	if ans != nil && ans.Stored {
+		return &Answer{Status: ans.Status, Body: ans.Body}, nil
 	}
 	a := answerFor(r)
 	fctx, fcancel := recordContext(ctx)
@@ -187,6 +176,33 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 		slog.ErrorContext(ctx, "store idempotent answer", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	}
 	return a, nil
+}
+
+// first records a new refund and makes its first attempt at WeChat Pay.
+// A refusal before anything is recorded releases the key. When WeChat Pay
+// answers at once, the answer returned (ans.Stored) was stored under the
+// key in the transaction that recorded WeChat's answer.
+func (s *RefundService) first(ctx, wctx context.Context, openid, idemKey string, p RefundParams) (*ledger.Refund, *ledger.IdemAnswer, error) {
+	// A request the ledger would refuse spends none of WeChat's quota.
+	err := refundError(s.store.CheckRefund(wctx, p.OutTradeNo, openid, p.Amount))
+	if err == nil {
+		err = s.admitCall(wctx)
+	}
+	var r *ledger.Refund
+	if err == nil {
+		r, err = s.record(wctx, openid, idemKey, p)
+	}
+	if err != nil {
+		// On a budget of its own: the failure may be wctx running out.
+		rctx, rcancel := recordContext(ctx)
+		defer rcancel()
+		if rerr := s.store.ReleaseIdempotent(rctx, openid, idemKey, p.hash()); rerr != nil {
+			slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", rerr)
+		}
+		return nil, nil, err
+	}
+	ans := &ledger.IdemAnswer{Scope: openid, Key: idemKey, Hash: p.hash(), Render: renderAnswer}
+	return s.send(wctx, r, true, ans), ans, nil
 }
 
 // replay answers a finished key with its stored answer, except two that
@@ -278,14 +294,15 @@ func NewOutRefundNo() string {
 
 // send makes one attempt at WeChat Pay (already counted in the ledger) and
 // records the outcome. On an unknown outcome it queries once if resolve,
-// and never sends again itself.
-func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool) *ledger.Refund {
+// and never sends again itself. WeChat Pay's answer is recorded with ans,
+// when given: the request's final answer, stored in the same transaction.
+func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool, ans *ledger.IdemAnswer) *ledger.Refund {
 	wx, err := s.api.CreateRefund(ctx, WxRefundRequest{OutTradeNo: r.OutTradeNo, OutRefundNo: r.OutRefundNo,
 		Reason: r.Reason, Amount: r.Amount, Total: r.Total})
 	var refused *RefusedError
 	switch {
 	case err == nil:
-		return s.applyWx(ctx, r, wx, ledger.SourceAPI)
+		return s.applyWx(ctx, r, wx, ledger.SourceAPI, ans)
 	case errors.Is(err, ErrRemoteNotFound) && s.store.Now().Sub(r.CreatedAt) < orderUnknownFor:
 		// "Order not found" for an order the ledger holds paid (a verified
 		// notice or query said so): WeChat Pay's refund service has been
@@ -332,7 +349,7 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
 	switch {
 	case err == nil:
-		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
+		return s.applyWx(ctx, r, wx, ledger.SourceQuery, nil)
 	case errors.Is(err, ErrRemoteNotFound):
 		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
 			Source: ledger.SourceAPI, LastError: refusal.Error()})
@@ -361,7 +378,7 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
 	switch {
 	case err == nil:
-		return s.applyWx(ctx, r, wx, ledger.SourceQuery)
+		return s.applyWx(ctx, r, wx, ledger.SourceQuery, nil)
 	case errors.Is(err, ErrRemoteNotFound) && r.State == ledger.RefundUnknown && resend && strings.Contains(r.LastError, unverifiedRefusal):
 		// The last attempt met an unsigned refusal, and a safety buffer
 		// later WeChat Pay does not know the refund: it was refused
@@ -384,7 +401,7 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 		}
 		slog.InfoContext(ctx, "refund unknown to WeChat Pay, sending again", "out_trade_no", r.OutTradeNo,
 			"out_refund_no", r.OutRefundNo, "attempt", again.Attempts, "source", source)
-		return s.send(ctx, again, false)
+		return s.send(ctx, again, false, nil)
 	}
 	slog.WarnContext(ctx, "refund query inconclusive", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	next := s.cfg.SafetyBuffer
@@ -406,7 +423,7 @@ func (s *RefundService) current(ctx context.Context, r *ledger.Refund) *ledger.R
 
 // applyWx records WeChat Pay's view of the refund. An answer about another
 // refund is not recorded: the refund stays as it is for the janitor.
-func (s *RefundService) applyWx(ctx context.Context, r *ledger.Refund, wx *WxRefund, source string) *ledger.Refund {
+func (s *RefundService) applyWx(ctx context.Context, r *ledger.Refund, wx *WxRefund, source string, ans *ledger.IdemAnswer) *ledger.Refund {
 	if wx.OutRefundNo != r.OutRefundNo {
 		slog.ErrorContext(ctx, "WeChat Pay answered about another refund", "out_trade_no", r.OutTradeNo,
 			"out_refund_no", r.OutRefundNo, "answer_out_refund_no", wx.OutRefundNo)
@@ -421,7 +438,7 @@ func (s *RefundService) applyWx(ctx context.Context, r *ledger.Refund, wx *WxRef
 	}
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: state, RefundID: wx.RefundID,
 		TransactionID: wx.TransactionID, Amount: wx.Amount, SuccessTime: wx.SuccessTime, AcceptTime: wx.CreateTime, Source: source,
-		Ref: wx.RefundID, NextCheckAt: s.store.Now().Add(s.cfg.Recheck)})
+		Ref: wx.RefundID, NextCheckAt: s.store.Now().Add(s.cfg.Recheck), Answer: ans})
 }
 
 // recheckLater leaves r as it is until the next recheck: an answer it
@@ -474,6 +491,12 @@ func answerFor(r *ledger.Refund) *Answer {
 	}
 	b, _ := json.Marshal(v) // cannot fail
 	return &Answer{Status: status, Body: b}
+}
+
+// renderAnswer is answerFor as ledger.IdemAnswer renders it.
+func renderAnswer(r *ledger.Refund) (int, []byte) {
+	a := answerFor(r)
+	return a.Status, a.Body
 }
 
 // userView is a refund as its user sees it: without the last error of

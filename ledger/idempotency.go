@@ -193,14 +193,39 @@ func (s *Store) linkIdempotency(tx *gorm.DB, scope, key, hash, resource string) 
 // with parameters hashing to hash; a key another request took over with
 // other parameters meanwhile is left to that one.
 func (s *Store) FinishIdempotent(ctx context.Context, scope, key, hash string, status int, body []byte) error {
+	return finishIdempotent(s.db.WithContext(ctx), scope, key, hash, status, body)
+}
+
+func finishIdempotent(db *gorm.DB, scope, key, hash string, status int, body []byte) error {
 	b := string(body)
-	res := s.db.WithContext(ctx).Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND state = ? AND request_hash = ?",
+	res := db.Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND state = ? AND request_hash = ?",
 		scope, key, IdemInFlight, hash).
 		Updates(map[string]any{"state": IdemDone, "status_code": status, "response_body": &b, "locked_until": nil})
 	if res.Error != nil {
 		return fmt.Errorf("finish idempotency key %s: %w", key, res.Error)
 	}
 	return nil
+}
+
+// IdemAnswer is the final answer of the request holding an idempotency
+// key, stored by ApplyRefund in the transaction that records the refund's
+// new state: one commit instead of two, and the stored answer always
+// tells a state the ledger committed. Render makes the answer from the
+// refund as that transaction leaves it. After ApplyRefund, Stored reports
+// whether the answer was committed (then Status and Body are what was
+// stored); if not, the caller stores one itself (FinishIdempotent).
+type IdemAnswer struct {
+	Scope, Key, Hash string
+	Render           func(*Refund) (status int, body []byte)
+
+	Stored bool
+	Status int
+	Body   []byte
+}
+
+func (s *Store) storeAnswer(tx *gorm.DB, a *IdemAnswer, r *Refund) error {
+	a.Status, a.Body = a.Render(r)
+	return finishIdempotent(tx, a.Scope, a.Key, a.Hash, a.Status, a.Body)
 }
 
 // ReleaseIdempotent forgets a key whose request did not start executing

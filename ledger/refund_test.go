@@ -687,3 +687,72 @@ func hasJob(jobs []ledger.OutboxJob, key string) bool {
 	}
 	return false
 }
+
+// TestApplyRefundStoresTheAnswerWithTheState: a request's final answer is
+// stored under its key in the transaction that records the refund's new
+// state; when that transaction does not commit, neither is stored.
+func TestApplyRefundStoresTheAnswerWithTheState(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r11", 100)
+		answer := func(key string) *ledger.IdemAnswer {
+			return &ledger.IdemAnswer{Scope: "openid-1", Key: key, Hash: "h", Render: func(r *ledger.Refund) (int, []byte) {
+				return 201, []byte(r.OutRefundNo + " " + string(r.State))
+			}}
+		}
+		refundWithKey(t, s, "r11", "k11", "rf-k11")
+		a := answer("k11")
+		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-k11", State: ledger.RefundProcessing,
+			Source: ledger.SourceAPI, Answer: a}); err != nil {
+			t.Fatal(err)
+		}
+		if !a.Stored || a.Status != 201 || string(a.Body) != "rf-k11 PROCESSING" {
+			t.Fatalf("answer %+v, want stored: 201 rf-k11 PROCESSING", a)
+		}
+		k, run, err := s.BeginIdempotent(ctx, "openid-1", "k11", "h", time.Minute, 24*time.Hour)
+		if err != nil || run || k.StatusCode != 201 || string(k.ResponseBody) != "rf-k11 PROCESSING" {
+			t.Fatalf("key after the update: %+v run=%v err=%v; want done with the answer", k, run, err)
+		}
+
+		refundWithKey(t, s, "r11", "k12", "rf-k12")
+		a = answer("k12")
+		var mm *ledger.AmountMismatchError
+		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-k12", State: ledger.RefundProcessing,
+			Amount: 99, Source: ledger.SourceAPI, Answer: a}); !errors.As(err, &mm) || a.Stored {
+			t.Fatalf("a mismatching update: err = %v, answer %+v; want AmountMismatchError, nothing stored", err, a)
+		}
+		err = s.DB().Callback().Update().After("gorm:update").Register("test:fail_answer", func(db *gorm.DB) {
+			if db.Statement.Table == "idempotency_keys" {
+				db.AddError(errors.New("injected: answer not stored"))
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-k12", State: ledger.RefundProcessing,
+			Source: ledger.SourceAPI, Answer: a}); err == nil || a.Stored {
+			t.Fatalf("an update whose answer fails: err = %v, answer %+v; want an error, nothing stored", err, a)
+		}
+		if r, err := s.Refund(ctx, "rf-k12"); err != nil || r.State != ledger.RefundCreated {
+			t.Fatalf("refund after its answer failed: %+v, %v; want still CREATED (one transaction)", r, err)
+		}
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k12", "h", time.Minute, 24*time.Hour); !errors.Is(err, ledger.ErrInFlight) {
+			t.Fatalf("key after the failed update: err = %v, want still in flight", err)
+		}
+	})
+}
+
+// refundWithKey creates refund refundNo of 10 fen on order no under key
+// (hash "h"), as a request holding the key does.
+func refundWithKey(t *testing.T, s *ledger.Store, no, key, refundNo string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, run, err := s.BeginIdempotent(ctx, "openid-1", key, "h", time.Minute, 24*time.Hour); err != nil || !run {
+		t.Fatalf("key %s: run=%v err=%v", key, run, err)
+	}
+	req := refundReq(no, refundNo, 10)
+	req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", key, "h"
+	if _, err := s.CreateRefund(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+}

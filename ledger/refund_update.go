@@ -40,6 +40,9 @@ type RefundUpdate struct {
 	// NextCheckAt, when set, is when the janitor looks again if the refund
 	// is still pending after this update.
 	NextCheckAt time.Time
+	// Answer, when set, stores a request's final answer under its
+	// idempotency key in the same transaction (see IdemAnswer).
+	Answer *IdemAnswer
 }
 
 // ApplyRefund moves a refund through its state machine, stores the notice
@@ -58,6 +61,7 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 	var out *Refund
 	var flag *Anomaly
 	var verdict error
+	var answered bool
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		out, flag, verdict = nil, nil, nil
 		if u.Notice != nil {
@@ -73,8 +77,14 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 			err = s.recordAnomaly(tx, *flag)
 			flag = nil
 		}
+		if answered = err == nil && out != nil && u.Answer != nil; answered {
+			err = s.storeAnswer(tx, u.Answer, out)
+		}
 		return err
 	})
+	if u.Answer != nil {
+		u.Answer.Stored = answered && err == nil
+	}
 	var mismatch *AmountMismatchError
 	if err != nil && !errors.As(err, &mismatch) {
 		// Rolled back, or its commit failed: out may be a state the ledger
