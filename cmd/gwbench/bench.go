@@ -32,6 +32,9 @@ type BackendReport struct {
 	Opens     []OpenRun // open loops: at the ceiling (or -rate if lower), and at -rate if higher
 	Refunds   string    // refund stage outcome, human readable
 	RefundsAt string    // refunds offered at WeChat Pay's per-merchant rate, human readable
+	// RefundRun and RefundAtRun are those two stages' figures; nil when
+	// a stage did not run or failed.
+	RefundRun, RefundAtRun *Result
 }
 
 func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendReport, error) {
@@ -71,8 +74,8 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 		}
 		rep.Opens = append(rep.Opens, run)
 	}
-	rep.Refunds = refundStage(ctx, e, t, p, m, o.Refunds, maxLevel(o.Levels))
-	rep.RefundsAt = refundRateStage(ctx, e, t, p, m, o.Refunds)
+	rep.Refunds, rep.RefundRun = refundStage(ctx, e, t, p, m, o.Refunds, maxLevel(o.Levels))
+	rep.RefundsAt, rep.RefundAtRun = refundRateStage(ctx, e, t, p, m, o.Refunds)
 	return rep, nil
 }
 

@@ -40,21 +40,22 @@ func newRefundRequest(ctx context.Context, base, token, key, outTradeNo string, 
 
 func payerOf(outTradeNo string) string { return "oB" + outTradeNo }
 
-// refundStage returns a human-readable outcome: a rate, or why there is none.
-func refundStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n, c int) string {
+// refundStage returns a human-readable outcome (a rate, or why there is
+// none) and the figures, if any.
+func refundStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n, c int) (string, *Result) {
 	if n <= 0 {
-		return "n/a (disabled with -refunds 0)"
+		return "n/a (disabled with -refunds 0)", nil
 	}
 	op, err := refundCalls(ctx, e, t, p, "RF", n)
 	if err != nil {
-		return "error: " + err.Error()
+		return "error: " + err.Error(), nil
 	}
 	r := m.measure(func() Result { return closedLoop(n, c, op) })
 	if r.Failed > 0 {
-		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr)
+		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr), nil
 	}
 	return fmt.Sprintf("%.0f/s (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds, concurrency %d; CPU per refund: %s)",
-		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c, r.Usage.perOp(r.N-r.Failed))
+		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c, r.Usage.perOp(r.N-r.Failed)), &r
 }
 
 // wechatRefundRate is the most refund applications per second WeChat Pay
@@ -64,17 +65,17 @@ const wechatRefundRate = 150.0
 // refundRateStage offers n refund creations at wechatRefundRate, open
 // loop, and returns the outcome: whether the gateway keeps up, and the
 // latency a paying user then sees.
-func refundRateStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n int) string {
+func refundRateStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n int) (string, *Result) {
 	if n <= 0 {
-		return "n/a (disabled with -refunds 0)"
+		return "n/a (disabled with -refunds 0)", nil
 	}
 	op, err := refundCalls(ctx, e, t, p, "RO", n)
 	if err != nil {
-		return "error: " + err.Error()
+		return "error: " + err.Error(), nil
 	}
 	r := m.measure(func() Result { return openLoop(n, wechatRefundRate, 4096, op) })
 	return fmt.Sprintf("%.0f/s done of %.0f/s offered (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds%s)",
-		r.Rate(), wechatRefundRate, ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, failNote(r))
+		r.Rate(), wechatRefundRate, ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, failNote(r)), &r
 }
 
 // refundCalls pays n orders and returns the call that refunds the i-th

@@ -50,6 +50,10 @@ func printReport(w io.Writer, r BackendReport) {
 	}
 	fmt.Fprintf(w, "refund creation: %s\n", r.Refunds)
 	fmt.Fprintf(w, "refund creation at WeChat Pay's rate: %s\n", r.RefundsAt)
+	fmt.Fprintln(w, "against the targets:")
+	for _, v := range verdicts(r) {
+		fmt.Fprintf(w, "  %s\n", v)
+	}
 	fmt.Fprintln(w, "CPU per operation by process:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, row := range cpuRows(r) {
@@ -126,6 +130,10 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 		}
 		fmt.Fprintf(&b, "\nRefund creation: %s.\n", r.Refunds)
 		fmt.Fprintf(&b, "\nRefund creation at WeChat Pay's per-merchant rate (open loop): %s.\n", r.RefundsAt)
+		b.WriteString("\nAgainst the targets (below):\n\n")
+		for _, v := range verdicts(r) {
+			fmt.Fprintf(&b, "- %s\n", v)
+		}
 		b.WriteString("\nCPU per operation by process (user+system, from /proc), and how busy the whole machine was:\n\n")
 		for i, row := range cpuRows(r) {
 			fmt.Fprintf(&b, "| %s |\n", strings.Join(row, " | "))

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The targets for a 2-core machine.
+const (
+	targetRatio   = 0.8                   // new notifications ÷ the bare-database ceiling
+	targetP99     = 50 * time.Millisecond // at targetOpenRate, or at the ceiling's rate if lower
+	targetOpen    = 5000.0                // callbacks/s offered
+	targetDups    = 20000.0               // duplicates/s
+	targetRefunds = 1000.0                // refund creations/s
+)
+
+// keepsUp is the share of an open loop's offered rate that counts as
+// keeping up (the loop's own start and end cost a little).
+const keepsUp = 0.97
+
+// verdicts judges one backend's figures against the targets, a line each.
+func verdicts(r BackendReport) []string {
+	return []string{ratioVerdict(r.Levels), p99Verdict(r.Levels, r.Opens), dupVerdict(r.Levels), refundVerdict(r)}
+}
+
+func metOrNot(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func ratioVerdict(levels []Level) string {
+	if len(levels) == 0 {
+		return "new ÷ ceiling ≥ 0.8: not measured"
+	}
+	ok := true
+	var each []string
+	for _, l := range levels {
+		ok = ok && l.Ratio() >= targetRatio
+		each = append(each, fmt.Sprintf("%d clients %.2f", l.Concurrency, l.Ratio()))
+	}
+	return fmt.Sprintf("new ÷ ceiling ≥ 0.8: %s (%s)", metOrNot(ok), strings.Join(each, ", "))
+}
+
+// p99Verdict judges the first open loop, which gwbench runs at the lower
+// of -rate and the best ceiling.
+func p99Verdict(levels []Level, opens []OpenRun) string {
+	const what = "p99 < 50 ms at 5,000 callbacks/s offered, or at the ceiling's rate if lower"
+	if len(opens) == 0 {
+		return what + ": not measured"
+	}
+	o, best := opens[0], 0.0
+	for _, l := range levels {
+		best = max(best, l.Ceiling.Rate())
+	}
+	ok := o.P99 < targetP99 && o.Failed == 0 && o.Rate() >= keepsUp*o.Offered
+	line := fmt.Sprintf("%s: %s (p99 %s at %.0f/s offered, %.0f/s done%s)", what, metOrNot(ok), ms(o.P99), o.Offered, o.Rate(), failNote(o.Result))
+	if o.Offered < min(targetOpen, best)-0.5 {
+		line += "; offered below the target's rate (-rate)"
+	}
+	return line
+}
+
+func dupVerdict(levels []Level) string {
+	best, at := 0.0, 0
+	for _, l := range levels {
+		if r := l.Dup.Rate(); r > best {
+			best, at = r, l.Concurrency
+		}
+	}
+	if at == 0 {
+		return "duplicates ≥ 20,000/s: not measured"
+	}
+	return fmt.Sprintf("duplicates ≥ 20,000/s: %s (best %.0f/s, at %d clients)", metOrNot(best >= targetDups), best, at)
+}
+
+func refundVerdict(r BackendReport) string {
+	line := "refund creation ≥ 1,000/s: not measured"
+	if x := r.RefundRun; x != nil {
+		line = fmt.Sprintf("refund creation ≥ 1,000/s: %s (%.0f/s)", metOrNot(x.Rate() >= targetRefunds), x.Rate())
+	}
+	if x := r.RefundAtRun; x != nil {
+		kept := x.Failed == 0 && x.Rate() >= keepsUp*wechatRefundRate
+		verb := "kept up"
+		if !kept {
+			verb = "fell behind"
+		}
+		line += fmt.Sprintf("; at WeChat Pay's %.0f/s per merchant it %s (%.0f/s done, p99 %s%s)",
+			wechatRefundRate, verb, x.Rate(), ms(x.P99), failNote(*x))
+	}
+	return line
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// at is a result of n operations in one second with the given p99.
+func at(n int, p99 time.Duration) Result {
+	return Result{N: n, Elapsed: time.Second, P99: p99}
+}
+
+func TestVerdictsJudgeEachTarget(t *testing.T) {
+	slow := at(150, 5*time.Second)
+	slow.Elapsed = 1470 * time.Millisecond // 102/s done of 150/s offered
+	refunds := at(256, time.Second)
+	tests := []struct {
+		name string
+		rep  BackendReport
+		want []string
+	}{{
+		name: "some met",
+		rep: BackendReport{
+			Levels: []Level{
+				{Concurrency: 8, New: at(2023, 0), Ceiling: at(2200, 0), Dup: at(12395, 0)},
+				{Concurrency: 128, New: at(5888, 0), Ceiling: at(2105, 0), Dup: at(20500, 0)},
+			},
+			Opens:       []OpenRun{{Offered: 2200, Result: at(2195, 28500*time.Microsecond)}},
+			RefundRun:   &refunds,
+			RefundAtRun: &Result{N: 150, Elapsed: time.Second, P99: 14 * time.Millisecond},
+		},
+		want: []string{
+			"new ÷ ceiling ≥ 0.8: met (8 clients 0.92, 128 clients 2.80)",
+			"p99 < 50 ms at 5,000 callbacks/s offered, or at the ceiling's rate if lower: met (p99 28.5ms at 2200/s offered, 2195/s done)",
+			"duplicates ≥ 20,000/s: met (best 20500/s, at 128 clients)",
+			"refund creation ≥ 1,000/s: NOT met (256/s); at WeChat Pay's 150/s per merchant it kept up (150/s done, p99 14.0ms)",
+		},
+	}, {
+		name: "none met",
+		rep: BackendReport{
+			Levels:      []Level{{Concurrency: 8, New: at(1700, 0), Ceiling: at(3000, 0), Dup: at(14000, 0)}},
+			Opens:       []OpenRun{{Offered: 2000, Result: at(2000, 60*time.Millisecond)}},
+			RefundAtRun: &slow,
+		},
+		want: []string{
+			"new ÷ ceiling ≥ 0.8: NOT met (8 clients 0.57)",
+			"p99 < 50 ms at 5,000 callbacks/s offered, or at the ceiling's rate if lower: NOT met (p99 60.0ms at 2000/s offered, 2000/s done); offered below the target's rate (-rate)",
+			"duplicates ≥ 20,000/s: NOT met (best 14000/s, at 8 clients)",
+			"refund creation ≥ 1,000/s: not measured; at WeChat Pay's 150/s per merchant it fell behind (102/s done, p99 5000.0ms)",
+		},
+	}, {
+		name: "nothing measured",
+		rep:  BackendReport{},
+		want: []string{
+			"new ÷ ceiling ≥ 0.8: not measured",
+			"p99 < 50 ms at 5,000 callbacks/s offered, or at the ceiling's rate if lower: not measured",
+			"duplicates ≥ 20,000/s: not measured",
+			"refund creation ≥ 1,000/s: not measured",
+		},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := verdicts(tc.rep)
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("verdicts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+// TestSlowOpenLoopIsNotMet: an open loop that fell behind the offered
+// rate misses the target whatever its p99.
+func TestSlowOpenLoopIsNotMet(t *testing.T) {
+	open := OpenRun{Offered: 5000, Result: at(4200, 40*time.Millisecond)}
+	levels := []Level{{Concurrency: 8, Ceiling: at(6000, 0)}}
+	if v := p99Verdict(levels, []OpenRun{open}); !strings.Contains(v, "NOT met") {
+		t.Errorf("4,200 of 5,000/s done: %q, want NOT met", v)
+	}
+}
