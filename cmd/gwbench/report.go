@@ -154,18 +154,33 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-// chaosHeading starts the hand-written part of BENCHMARKS.md (the verdict
-// and the chaos run, from `make chaos`); a new benchmark keeps it.
+// chaosHeading starts the hand-written verdicts and the chaos run (from
+// `make chaos`) in files written before the session sections existed.
 const chaosHeading = "\n## Verdict"
 
-// keptSection returns the chaos section of the existing file at path, if any.
+// targetsHeading ends the generated part of BENCHMARKS.md: every section
+// after its own (session notes, verdicts, the chaos run) is hand-written,
+// and a new benchmark keeps it.
+const targetsHeading = "\n## Targets (2-core machine)\n"
+
+// keptSection returns the hand-written part of the existing file at path:
+// everything from the first section after the targets, or, in a file
+// without them, from the first verdict.
 func keptSection(path string) string {
-	old, err := os.ReadFile(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
-	if i := strings.Index(string(old), chaosHeading); i >= 0 {
-		return string(old[i:])
+	old := string(b)
+	if i := strings.Index(old, targetsHeading); i >= 0 {
+		rest := old[i+len(targetsHeading):]
+		if j := strings.Index(rest, "\n## "); j >= 0 {
+			return rest[j:]
+		}
+		return ""
+	}
+	if i := strings.Index(old, chaosHeading); i >= 0 {
+		return old[i:]
 	}
 	return ""
 }
@@ -206,9 +221,7 @@ const benchPreamble = `What is measured (all over real HTTP against the gateway 
   no Redis. The benchmark driver shares the machine's cores with the gateway and the database.
 `
 
-const benchTargets = `
-## Targets (2-core machine)
-
+const benchTargets = targetsHeading + `
 New notifications ≥ 0.8 × ceiling; p99 < 50 ms at 5,000 callbacks/s offered (or at the ceiling if lower);
 duplicates ≥ 20,000/s; refund creation ≥ 1,000/s.
 `
