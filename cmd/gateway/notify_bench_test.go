@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -96,3 +97,34 @@ var benchParallelism = func() int {
 	}
 	return 16
 }()
+
+// BenchmarkKeyedRead reads one page of the payment ledger with the finance
+// key from 4 × GOMAXPROCS goroutines (within the back-office bulkhead of
+// 16 requests at once), with the wrong-key lockout at its default (one
+// more Redis call per keyed request, to check the caller's address) and
+// off: the difference is what the lockout costs a keyed request.
+func BenchmarkKeyedRead(b *testing.B) {
+	for _, perMinute := range []int{30, 0} {
+		b.Run("failed_keys_per_minute="+strconv.Itoa(perMinute), func(b *testing.B) {
+			cfg := testConfig(b, backend{name: "mysql+redis", mysql: true, redis: true})
+			cfg.Auth.FailedKeysPerMinute, cfg.Auth.FailedKeysBurst = perMinute, 20
+			m := startGateway(b, cfg)
+			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			b.SetParallelism(4)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequestWithContext(b.Context(), "GET", m.URL()+"/v1/ledger/payments?limit=1", nil)
+					req.Header.Set("X-Api-Key", financeKey)
+					resp, err := client.Do(req)
+					if err != nil || resp.StatusCode != 200 {
+						b.Errorf("read: %v %v", err, resp)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
