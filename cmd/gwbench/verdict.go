@@ -9,7 +9,7 @@ import (
 // The targets for a 2-core machine.
 const (
 	targetRatio   = 0.8                   // new notifications ÷ the bare-database ceiling
-	targetP99     = 50 * time.Millisecond // at targetOpenRate, or at the ceiling's rate if lower
+	targetP99     = 50 * time.Millisecond // at targetOpen, or at the ceiling's rate if lower
 	targetOpen    = 5000.0                // callbacks/s offered
 	targetDups    = 20000.0               // duplicates/s
 	targetRefunds = 1000.0                // refund creations/s
