@@ -22,19 +22,29 @@ type rawPoster struct {
 	host  string
 	path  string
 	conns chan *rawConn
+	// maxIdle drops a kept-alive connection idle for longer, before the
+	// gateway's own idle timeout (60 s by default) closes it: signing a
+	// large phase's requests can take longer than that, and a request
+	// sent on a connection the gateway just closed fails with EOF.
+	maxIdle time.Duration
 }
 
 type rawConn struct {
-	c net.Conn
-	r *bufio.Reader
+	c         net.Conn
+	r         *bufio.Reader
+	idleSince time.Time
 }
+
+// defaultMaxIdle is rawPoster.maxIdle: half the gateway's default
+// http.idle_timeout.
+const defaultMaxIdle = 30 * time.Second
 
 func newRawPoster(base, path string) (*rawPoster, error) {
 	u, err := url.Parse(base)
 	if err != nil {
 		return nil, err
 	}
-	return &rawPoster{host: u.Host, path: path, conns: make(chan *rawConn, 8192)}, nil
+	return &rawPoster{host: u.Host, path: path, conns: make(chan *rawConn, 8192), maxIdle: defaultMaxIdle}, nil
 }
 
 // encode writes n as one HTTP/1.1 request.
@@ -77,6 +87,7 @@ func (p *rawPoster) send(req []byte) error {
 		return err
 	}
 	if keep {
+		c.idleSince = time.Now()
 		p.conns <- c
 	} else {
 		c.c.Close()
@@ -125,11 +136,22 @@ func readResponse(r *bufio.Reader) (status int, body []byte, keep bool, err erro
 	return status, body, keep, err
 }
 
+// conn takes a kept-alive connection that has not idled past maxIdle,
+// or dials a new one.
 func (p *rawPoster) conn() (*rawConn, error) {
-	select {
-	case c := <-p.conns:
-		return c, nil
-	default:
+	for {
+		var c *rawConn
+		select {
+		case c = <-p.conns:
+		default:
+		}
+		if c == nil {
+			break
+		}
+		if time.Since(c.idleSince) <= p.maxIdle {
+			return c, nil
+		}
+		c.c.Close()
 	}
 	c, err := net.DialTimeout("tcp", p.host, 5*time.Second)
 	if err != nil {
