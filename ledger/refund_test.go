@@ -612,6 +612,36 @@ func TestLateSuccessOfAFailedRefund(t *testing.T) {
 // TestLateSuccessWaitEndsWhenWeChatClosesIt: a FAILED refund kept on the
 // janitor's list for a late SUCCESS leaves it when WeChat Pay answers
 // CLOSED (the money went back), and stays on it for PROCESSING.
+// TestRolledBackNoticeIsNoVerdict: a notice whose transaction rolled back
+// is not stored, and its error must not read as ErrNotFound or
+// ErrNoChange, the verdicts on a stored notice that the handler answers
+// 2xx (WeChat Pay would not deliver it again). Here the payment row of a
+// FAILED refund is gone when its late SUCCESS arrives.
+func TestRolledBackNoticeIsNoVerdict(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "gone1", 100)
+		if _, err := s.CreateRefund(ctx, refundReq("gone1", "rf-gone", 40)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := move(t, s, "rf-gone", ledger.RefundFailed); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DB().Exec("DELETE FROM payments WHERE out_trade_no = ?", "gone1").Error; err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-gone", State: ledger.RefundSuccess, Amount: 40,
+			Source: ledger.SourceCallback, Notice: &ledger.Notice{NotifyID: "rn-gone", Source: ledger.SourceCallback,
+				EventType: "REFUND.SUCCESS", OutTradeNo: "gone1", OutRefundNo: "rf-gone", Plaintext: "{}"}})
+		if err == nil || errors.Is(err, ledger.ErrNotFound) || errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("err = %v, want a failure that is no verdict", err)
+		}
+		if notices, err := s.Notices(ctx, "gone1"); err != nil || len(notices) != 1 {
+			t.Fatalf("notices of gone1: %d (%v), want only the payment's", len(notices), err)
+		}
+	})
+}
+
 func TestLateSuccessWaitEndsWhenWeChatClosesIt(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()

@@ -85,6 +85,9 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 	if u.Answer != nil {
 		u.Answer.Stored = answered && err == nil
 	}
+	if err != nil && u.Notice != nil {
+		err = notAVerdict(err)
+	}
 	var mismatch *AmountMismatchError
 	if err != nil && !errors.As(err, &mismatch) {
 		// Rolled back, or its commit failed: out may be a state the ledger
@@ -117,6 +120,18 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 		s.noteRefund(out.State)
 	}
 	return out, nil
+}
+
+// notAVerdict keeps an error that rolled a notice back from reading as
+// ErrNotFound or ErrNoChange: with a notice, those are verdicts on a
+// notice the ledger stored, which the notification handler answers 2xx,
+// and WeChat Pay would not deliver it again. (A payment row missing under
+// a late SUCCESS, say, rolls the notice back with ErrNotFound.)
+func notAVerdict(err error) error {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoChange) {
+		return fmt.Errorf("notice not stored: %v", err)
+	}
+	return err
 }
 
 // applyRefund returns a verdict (ErrAlreadyRecorded, ErrNoChange,
