@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
@@ -212,8 +213,23 @@ func (a *Auth) countFailure(c *gin.Context) {
 }
 
 // failureKey names the limiter key of the caller's address (as
-// http.trusted_proxies lets gin see it).
-func failureKey(c *gin.Context) string { return "authfail:" + c.ClientIP() }
+// http.trusted_proxies lets gin see it); see addressBlock.
+func failureKey(c *gin.Context) string { return "authfail:" + addressBlock(c.ClientIP()) }
+
+// addressBlock is what the wrong-key lockout counts by: an IPv4 address,
+// or an IPv6 address's /64. One host commonly holds a whole /64 and could
+// otherwise take a fresh address for every burst of guesses.
+func addressBlock(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Unmap().Is4() {
+		return ip
+	}
+	p, err := a.WithZone("").Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
 
 // allowed answers 403 and returns false unless the caller has one of roles.
 func allowed(c *gin.Context, roles []Role) bool {

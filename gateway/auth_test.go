@@ -268,3 +268,35 @@ func TestWrongKeysLockTheAddressOut(t *testing.T) {
 		t.Fatalf("right key once the rate allows: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestWrongKeysLockTheIPv6BlockOut: the lockout counts an IPv6 caller by
+// its /64, so taking a new address of the same block for each wrong key
+// does not get a fresh burst; another /64 is not affected.
+func TestWrongKeysLockTheIPv6BlockOut(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	a := NewAuth(StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}})
+	a.Failures, a.FailureLimit = NewMemoryLimiter(), Limit{PerMinute: 1, Burst: 3}
+	r := gin.New()
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	send := func(addr, key string) int {
+		req := httptest.NewRequest("GET", "/x", nil)
+		req.RemoteAddr, req.Header["X-Api-Key"] = "["+addr+"]:4000", []string{key}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w.Code
+	}
+	for i, addr := range []string{"2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:2:ffff::c"} {
+		if code := send(addr, "wrong"); code != http.StatusUnauthorized {
+			t.Fatalf("wrong key %d of the burst from %s: %d, want 401", i+1, addr, code)
+		}
+	}
+	if code := send("2001:db8:1:2::d", "right"); code != http.StatusTooManyRequests {
+		t.Fatalf("another address of the same /64 past the burst: %d, want 429", code)
+	}
+	if code := send("2001:db8:1:3::1", "right"); code != http.StatusOK {
+		t.Fatalf("an address of another /64: %d, want 200", code)
+	}
+	if got := addressBlock("10.0.0.1"); got != "10.0.0.1" {
+		t.Fatalf("IPv4 block = %q, want the address", got)
+	}
+}
