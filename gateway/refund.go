@@ -85,6 +85,24 @@ func (c RefundConfig) Check() error {
 	return nil
 }
 
+// querySettles is how long WeChat Pay's refund queries may lag its
+// applications (it advises querying a minute after applying).
+const querySettles = time.Minute
+
+// Warnings names timings Check accepts that are unsafe against WeChat Pay
+// itself, though fine against a simulator whose queries do not lag: with
+// safety_buffer under call_timeout plus querySettles, the janitor may ask
+// about a refund before WeChat Pay shows it, send it again and, should
+// WeChat Pay refuse the repeat, fail a refund that was made.
+func (c RefundConfig) Warnings() []string {
+	c = c.withDefaults()
+	if floor := c.CallTimeout + querySettles; c.SafetyBuffer < floor {
+		return []string{fmt.Sprintf("safety_buffer (%v) is under call_timeout (%v) plus the minute WeChat Pay's refund queries may lag; "+
+			"safe against the simulator only", c.SafetyBuffer, c.CallTimeout)}
+	}
+	return nil
+}
+
 // RefundService carries refunds out against WeChat Pay: the ledger decides
 // (money rule, state machine, idempotency keys), WeChat Pay executes.
 type RefundService struct {

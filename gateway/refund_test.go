@@ -25,3 +25,22 @@ func TestRefundConfigCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestRefundConfigWarnings: a safety buffer Check accepts but that is
+// shorter than a call plus WeChat Pay's query lag is named; the defaults
+// are not.
+func TestRefundConfigWarnings(t *testing.T) {
+	if w := (RefundConfig{}).Warnings(); len(w) != 0 {
+		t.Fatalf("defaults: %q, want none", w)
+	}
+	short := RefundConfig{SafetyBuffer: 30 * time.Second, CallTimeout: 15 * time.Second}
+	if err := short.Check(); err != nil {
+		t.Fatalf("Check: %v, want it accepted", err)
+	}
+	if w := short.Warnings(); len(w) != 1 || !strings.HasPrefix(w[0], "safety_buffer (30s)") {
+		t.Fatalf("30 s buffer: %q, want one safety_buffer warning", w)
+	}
+	if w := (RefundConfig{SafetyBuffer: 75 * time.Second, CallTimeout: 15 * time.Second}).Warnings(); len(w) != 0 {
+		t.Fatalf("75 s buffer, 15 s calls: %q, want none", w)
+	}
+}

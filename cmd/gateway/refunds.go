@@ -145,5 +145,8 @@ func (m *Main) refundSettings() (*gateway.JWTAuth, gateway.RefundConfig, error) 
 	if err := sc.Check(); err != nil {
 		return nil, sc, fmt.Errorf("config: refunds.%w", err)
 	}
+	for _, w := range sc.Warnings() {
+		slog.Warn("config: refunds." + w)
+	}
 	return auth, sc, nil
 }
