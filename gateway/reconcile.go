@@ -100,12 +100,36 @@ func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClai
 	if err != nil {
 		return nil, err
 	}
-	bill.TakeOver, bill.AppID, bill.Confirm = r.TakeOver, r.AppID, r.Confirm
+	if bill.TakeOver, err = r.takeOver(ctx); err != nil {
+		return nil, err
+	}
+	bill.AppID, bill.Confirm = r.AppID, r.Confirm
 	rep, err := r.Store.Reconcile(ctx, claim, bill, requestedBy)
 	if err != nil {
 		return nil, reconcileError(claim.Day, err)
 	}
 	return rep, nil
+}
+
+// takeOver is when the gateway began taking payments: TakeOver when set,
+// else when the ledger recorded its first payment or order, and for an
+// empty ledger now. A bill payment from before it that the ledger does not
+// know was taken, and fulfilled, by the system that ran before: the run
+// reports it DEFERRED instead of recording it and confirming its stock a
+// second time. This holds for the first day's morning, and for a day
+// before the first payment run by hand, which the daily job never runs.
+func (r *Reconciler) takeOver(ctx context.Context) (time.Time, error) {
+	if !r.TakeOver.IsZero() {
+		return r.TakeOver, nil
+	}
+	first, ok, err := r.Store.FirstPaymentTime(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reconcile: %w", err)
+	}
+	if !ok {
+		return r.Store.Now(), nil
+	}
+	return first, nil
 }
 
 // learnAcceptance asks WeChat Pay when it accepted the SUCCESS refunds the

@@ -322,6 +322,47 @@ func TestReconcileStartsAtTakeOver(t *testing.T) {
 	})
 }
 
+// TestWithoutTakeOverTheFirstPaymentIsIt: without TakeOver, the ledger's
+// first payment marks when the gateway took over. A bill payment from
+// before it that the ledger does not know (the previous system's, which
+// fulfilled it) is DEFERRED, not recorded: on the first day's morning,
+// and on an earlier day run by hand, which the daily job never runs. One
+// after it (a lost callback) is repaired.
+func TestWithoutTakeOverTheFirstPaymentIsIt(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
+		s = s.WithClock(func() time.Time { return now })
+		payAt(t, s, "p-first", time.Date(2026, 11, 21, 9, 0, 0, 0, ledger.BusinessDay))
+		line := func(day, at, tx, no string) string {
+			return "`" + day + " " + at + ",`wx1,`190,`0,`,`" + tx + ",`" + no + ",`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`1.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.00,`0.60%,`1.00,`0.00,`\r\n"
+		}
+		bills := &fakeBills{fn: func(_ context.Context, day string) ([]byte, error) {
+			return []byte(billHeader + "\r\n" + line(day, "08:00:00", "tx-"+day+"-a", "old-"+day) +
+				line(day, "10:00:00", "tx-"+day+"-b", "late-"+day)), nil
+		}}
+		r := &Reconciler{Store: s, Bills: bills}
+		want := map[string]string{"old-2026-11-18": ledger.RepairDeferred, "late-2026-11-18": ledger.RepairDeferred,
+			"old-2026-11-21": ledger.RepairDeferred, "late-2026-11-21": ledger.RepairApplied}
+		for _, day := range []string{"2026-11-18", "2026-11-21"} {
+			rep, err := r.Run(context.Background(), day, "finance")
+			if err != nil {
+				t.Fatalf("run %s: %v", day, err)
+			}
+			for _, it := range rep.Items {
+				if it.Repair != want[it.OutTradeNo] {
+					t.Errorf("%s: repair %q (%s), want %q", it.OutTradeNo, it.Repair, it.RepairDetail, want[it.OutTradeNo])
+				}
+			}
+		}
+		for no, repair := range want {
+			_, err := s.Payment(context.Background(), no)
+			if recorded := err == nil; recorded != (repair == ledger.RepairApplied) {
+				t.Errorf("%s: recorded %v (%v), want %v", no, recorded, err, repair == ledger.RepairApplied)
+			}
+		}
+	})
+}
+
 // TestOneReconciliationByHandPerInstance: a run asked for over the API
 // holds a bill and a back-office slot for minutes, so while one runs on
 // an instance another (even of another day) gets 429 at once, and finance

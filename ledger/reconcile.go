@@ -238,8 +238,8 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 	switch {
 	case lp == nil && bp.Time.Before(takeOver):
 		it.Kind, it.Repair = MismatchPaymentMissingInLedger, RepairDeferred
-		it.RepairDetail = "paid before the gateway took over (finance.reconcile_from " +
-			takeOver.Format(time.RFC3339) + "): not repaired"
+		it.RepairDetail = "paid before the gateway took over at " + takeOver.Format(time.RFC3339) +
+			" (finance.reconcile_from, else the ledger's first payment): not repaired"
 	case lp == nil || lp.State != PaymentSuccess:
 		it.Kind = MismatchPaymentMissingInLedger
 		refunded, err := confirmRow(ctx, bill, bp)

@@ -63,15 +63,25 @@ func (s *Store) ReconciledDays(ctx context.Context, first, last, recheckFrom str
 // FirstPaymentDay returns the business day the ledger's first payment was
 // created, or "" for a ledger without payments.
 func (s *Store) FirstPaymentDay(ctx context.Context) (string, error) {
+	first, ok, err := s.FirstPaymentTime(ctx)
+	if err != nil || !ok {
+		return "", err
+	}
+	return DayOf(first), nil
+}
+
+// FirstPaymentTime returns when the ledger's first payment (or registered
+// order) was created; false for a ledger without payments.
+func (s *Store) FirstPaymentTime(ctx context.Context) (time.Time, bool, error) {
 	var rows []paymentRow
 	err := s.db.WithContext(ctx).Select("id", "created_at").Order("id").Limit(1).Find(&rows).Error
 	if err != nil {
-		return "", fmt.Errorf("read the first payment: %w", err)
+		return time.Time{}, false, fmt.Errorf("read the first payment: %w", err)
 	}
 	if len(rows) == 0 {
-		return "", nil
+		return time.Time{}, false, nil
 	}
-	return DayOf(rows[0].CreatedAt), nil
+	return rows[0].CreatedAt, true, nil
 }
 
 // RefundsWithoutAcceptance returns up to limit SUCCESS refunds the ledger
