@@ -69,12 +69,34 @@ func writeRecord(w *bufio.Writer, fields []string) {
 }
 
 // cell makes a text value safe for spreadsheets: a leading = + - @ or
-// control character would be read as a formula, so it gets a quote.
+// control character would be read as a formula, so it gets a quote. So
+// does one that starts a piece after a ';' or a line break (spaces
+// skipped): a spreadsheet whose list separator is ';' splits the line
+// there, quotes or not, since its field began at the last ';' and the
+// quote stands in the middle of it, and a line break then starts a row.
 func cell(s string) string {
-	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' || s[0] == '\r') {
-		return "'" + s
+	var b strings.Builder
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if (i == 0 || s[i-1] == ';' || s[i-1] == '\n' || s[i-1] == '\r') && opensFormula(s[i:]) {
+			j := i + len(s[i:]) - len(strings.TrimLeft(s[i:], " "))
+			b.WriteString(s[start:j])
+			b.WriteByte('\'')
+			start = j
+		}
 	}
-	return s
+	if start == 0 && b.Len() == 0 {
+		return s
+	}
+	b.WriteString(s[start:])
+	return b.String()
+}
+
+// opensFormula tells whether a cell starting with s (spaces skipped)
+// would be read as a formula.
+func opensFormula(s string) bool {
+	s = strings.TrimLeft(s, " ")
+	return s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0
 }
 
 func num(n int64) string { return strconv.FormatInt(n, 10) }

@@ -40,3 +40,45 @@ func TestCSVRecordsReadBackAndQuoteSemicolons(t *testing.T) {
 		t.Errorf("first record %q, want the ';' field quoted and the rest as is", first)
 	}
 }
+
+// TestCSVCellsHoldNoFormulaInSemicolonLocales: a spreadsheet whose list
+// separator is ';' splits every line at each ';' whatever the quotes (the
+// quote of a field after a ',' stands in the middle of its piece), and at
+// every line break; no piece of a text cell may then start a formula.
+func TestCSVCellsHoldNoFormulaInSemicolonLocales(t *testing.T) {
+	texts := []string{"x;=cmd|' /C calc'!A0;y", "ok\n=HYPERLINK(\"http://e\")", "a; +1", "a;\r@SUM(1)",
+		"-2", "fine; text\nhere", "=1;=2"}
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	for i, s := range texts {
+		writeRecord(w, []string{num(int64(i)), cell(s), "z"})
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := csv.NewReader(strings.NewReader(buf.String()))
+	r.Comma, r.LazyQuotes, r.FieldsPerRecord = ';', true, -1
+	pieces, err := r.ReadAll()
+	if err != nil {
+		t.Fatalf("read with ';': %v", err)
+	}
+	for _, row := range pieces {
+		for _, p := range row {
+			if opensFormula(p) {
+				t.Errorf("a ';' spreadsheet reads the cell %q: a formula", p)
+			}
+		}
+	}
+	got, err := csv.NewReader(strings.NewReader(buf.String())).ReadAll()
+	if err != nil || len(got) != len(texts) {
+		t.Fatalf("read back with ',': %q, %v", got, err)
+	}
+	for i, s := range texts {
+		if want := strings.NewReplacer("'", "").Replace(got[i][1]); want != strings.NewReplacer("'", "").Replace(s) {
+			t.Errorf("cell %q read back as %q: more changed than quotes added", s, got[i][1])
+		}
+	}
+	if c := cell("fine; text"); c != "fine; text" {
+		t.Errorf("cell(%q) = %q, want it unchanged", "fine; text", c)
+	}
+}
