@@ -329,6 +329,9 @@ func (c *Config) Validate() error {
 		{c.HTTP.ReadHeaderTimeout <= 0, "http.read_header_timeout (GATEWAY_HTTP_READ_HEADER_TIMEOUT)", "must be positive"},
 		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive"},
 		{c.HTTP.IdleTimeout <= 0, "http.idle_timeout (GATEWAY_HTTP_IDLE_TIMEOUT)", "must be positive"},
+		// Zero is no "unbounded": the router would quietly use 10 s while
+		// the checks below, on write_timeout and refunds.in_flight, used 0.
+		{c.HTTP.APITimeout <= 0, "http.api_timeout (GATEWAY_HTTP_API_TIMEOUT)", "must be positive"},
 		{c.HTTP.ShutdownTimeout <= 0, "http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be positive"},
 		{c.HTTP.DrainDelay < 0 || c.HTTP.DrainDelay > time.Minute, "http.drain_delay (GATEWAY_HTTP_DRAIN_DELAY)", "must be between 0 and 1m"},
 		{c.HTTP.MaxConnections <= 0, "http.max_connections (GATEWAY_HTTP_MAX_CONNECTIONS)", "must be positive"},

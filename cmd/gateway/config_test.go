@@ -85,6 +85,9 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"run shorter than its download", func(c *Config) { c.Finance.ReconcileTimeout = 2 * time.Minute },
 			"GATEWAY_FINANCE_RECONCILE_TIMEOUT"},
 		{"no shutdown time", func(c *Config) { c.HTTP.ShutdownTimeout = 0 }, "GATEWAY_HTTP_SHUTDOWN_TIMEOUT"},
+		{"no API time, write timeout under its default", func(c *Config) {
+			c.HTTP.APITimeout, c.HTTP.WriteTimeout = 0, 5*time.Second
+		}, "GATEWAY_HTTP_API_TIMEOUT"},
 		{"drain past a minute", func(c *Config) { c.HTTP.DrainDelay = 2 * time.Minute }, "GATEWAY_HTTP_DRAIN_DELAY"},
 		{"shutdown shorter than an attempt", func(c *Config) {
 			c.Inventory.BaseURL, c.Inventory.Timeout, c.Outbox.Lease = "http://inv", 10*time.Second, time.Minute
