@@ -63,10 +63,12 @@ var KeyNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.\-@]{1,64}$`)
 // refused: one of its entries would silently win.
 func ParseAPIKeys(specs []string) (StaticKeys, error) {
 	out := StaticKeys{}
-	for _, spec := range specs {
+	for i, spec := range specs {
 		parts := strings.Split(strings.TrimSpace(spec), ":")
 		if len(parts) != 3 || !KeyNamePattern.MatchString(parts[0]) {
-			return nil, fmt.Errorf("api key %q: want name:role:sha256hex, the name of 1-64 of A-Z a-z 0-9 _ . - @", spec)
+			// Named by position only: the entry may hold a hash, or a
+			// key pasted in by mistake, and this error reaches the log.
+			return nil, fmt.Errorf("api key entry %d of %d: want name:role:sha256hex, the name of 1-64 of A-Z a-z 0-9 _ . - @", i+1, len(specs))
 		}
 		name, role, h := parts[0], Role(parts[1]), strings.ToLower(parts[2])
 		if !ValidRole(role) {

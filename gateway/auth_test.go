@@ -300,3 +300,24 @@ func TestWrongKeysLockTheIPv6BlockOut(t *testing.T) {
 		t.Fatalf("IPv4 block = %q, want the address", got)
 	}
 }
+
+// TestParseAPIKeysRefusesWithoutPrintingTheEntry: a malformed entry is
+// refused, and the error (which reaches the log) names it by position,
+// never by its hash or by a key pasted in by mistake; well-formed
+// entries are read.
+func TestParseAPIKeysRefusesWithoutPrintingTheEntry(t *testing.T) {
+	h := HashKey("some-operator-key")
+	keys, err := ParseAPIKeys([]string{"alice:finance:" + strings.ToUpper(h)})
+	if err != nil || keys[h] != (Principal{Name: "alice", Role: "finance"}) {
+		t.Fatalf("a good entry read as %v, %v", keys, err)
+	}
+	for _, spec := range []string{"alice smith:finance:" + h, "bob:finance:raw:secret-key-1234", "carol:" + h} {
+		_, err := ParseAPIKeys([]string{"alice:finance:" + HashKey("other"), spec})
+		if err == nil {
+			t.Fatalf("entry %q accepted", spec)
+		}
+		if msg := err.Error(); strings.Contains(msg, h) || strings.Contains(msg, "secret-key-1234") || !strings.Contains(msg, "entry 2 of 2") {
+			t.Errorf("error %q: want entry 2 of 2 named, and neither hash nor key", msg)
+		}
+	}
+}
