@@ -29,6 +29,12 @@ func TestDecodeJSONSpeaksTheAPI(t *testing.T) {
 		{`{"amount":1,}`, `malformed JSON: syntax error at byte 13`},
 		{`{"x":1}`, `malformed JSON: unknown field "x"`},
 		{`{"expire_at":"tomorrow"}`, `malformed JSON: times are RFC 3339, e.g. 2026-11-30T20:00:00+08:00`},
+		// One object only: a proxy or a log must not read another value
+		// than the gateway acts on.
+		{`{"amount":1}}`, `malformed JSON: trailing data`},
+		{`{"amount":1}]`, `malformed JSON: trailing data`},
+		{`{"amount":30}}{"amount":99999}`, `malformed JSON: trailing data`},
+		{`{"amount":30} {"amount":99999}`, `malformed JSON: trailing data`},
 	} {
 		c, _ := gin.CreateTestContext(httptest.NewRecorder())
 		c.Request = httptest.NewRequest("POST", "/", strings.NewReader(tc.in))
@@ -41,5 +47,18 @@ func TestDecodeJSONSpeaksTheAPI(t *testing.T) {
 		if ok && (strings.Contains(e.Message, "Go ") || strings.Contains(e.Message, "int64") || strings.Contains(e.Message, "body.")) {
 			t.Errorf("%s: %q names Go internals", tc.in, e.Message)
 		}
+	}
+}
+
+// TestDecodeJSONTakesTrailingWhitespace: blanks after the one object are
+// no data.
+func TestDecodeJSONTakesTrailingWhitespace(t *testing.T) {
+	c, _ := gin.CreateTestContext(httptest.NewRecorder())
+	c.Request = httptest.NewRequest("POST", "/", strings.NewReader("{\"amount\":30} \r\n\t"))
+	var v struct {
+		Amount int64 `json:"amount"`
+	}
+	if err := DecodeJSON(c, 1<<10, &v); err != nil || v.Amount != 30 {
+		t.Fatalf("decode = %v, amount %d", err, v.Amount)
 	}
 }

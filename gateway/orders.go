@@ -68,7 +68,9 @@ func DecodeJSON(c *gin.Context, max int64, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return Errorf(CodeInvalid, "malformed JSON: "+jsonProblem(err), err)
 	}
-	if dec.More() {
+	// Token, not More: More is false at a '}' or ']', and a body such as
+	// {"amount":30}}{"amount":99999} would pass.
+	if _, err := dec.Token(); err != io.EOF {
 		return &Error{Code: CodeInvalid, Message: "malformed JSON: trailing data"}
 	}
 	return exactKeys(body, v)
