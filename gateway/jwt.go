@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"errors"
 	"fmt"
 	"time"
@@ -48,6 +49,8 @@ func NewJWTAuth(cfg JWTConfig) (*JWTAuth, error) {
 			return nil, errors.New("jwt: HS256 secret must be at least 32 bytes")
 		}
 		method, key = jwt.SigningMethodHS256.Alg(), cfg.HS256Secret
+	case cfg.ES256PublicKey != nil && cfg.ES256PublicKey.Curve != elliptic.P256():
+		return nil, errors.New("jwt: the ES256 public key must be on P-256 (another curve is a weaker key, or refuses every token)")
 	case cfg.ES256PublicKey != nil:
 		method, key = jwt.SigningMethodES256.Alg(), cfg.ES256PublicKey
 	default:

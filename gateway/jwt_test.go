@@ -72,3 +72,18 @@ func TestJWTAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestES256KeyMustBeOnP256: a key on another curve is refused at start:
+// P-224 is weaker than ES256 means, and on P-384 or P-521 every token's
+// signature has the wrong length, so every refund request would get 401.
+func TestES256KeyMustBeOnP256(t *testing.T) {
+	for _, curve := range []elliptic.Curve{elliptic.P224(), elliptic.P384(), elliptic.P521()} {
+		k, err := ecdsa.GenerateKey(curve, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gateway.NewJWTAuth(gateway.JWTConfig{ES256PublicKey: &k.PublicKey, Audience: "refunds"}); err == nil {
+			t.Errorf("a %s key was taken for ES256", curve.Params().Name)
+		}
+	}
+}
