@@ -207,3 +207,29 @@ func TestAnomalyLoggedOnlyOnceCommitted(t *testing.T) {
 		}
 	})
 }
+
+// TestRegisteredOpenIDIsNoPayer: a payment whose update names no payer
+// (a bill row, a query answer without one) leaves the order with no payer,
+// so nobody may ask for its refund; the openid it was registered with is a
+// request's word, not WeChat Pay's, and does not stand in.
+func TestRegisteredOpenIDIsNoPayer(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "o69", AmountTotal: 500, PayerOpenID: "openid-A", ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatal(err)
+		}
+		u := paid("n69", "o69", "tx69", 500)
+		u.PayerOpenID = ""
+		if _, err := s.ApplyTransaction(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := s.Payment(ctx, "o69"); err != nil || p.State != ledger.PaymentSuccess || p.PayerOpenID != "" {
+			t.Fatalf("payment = %+v, %v: want SUCCESS with no payer", p, err)
+		}
+		if err := s.CheckRefund(ctx, "o69", "openid-A", 100); !errors.Is(err, ledger.ErrNotOwner) {
+			t.Fatalf("refund asked by the registered openid: err = %v, want ErrNotOwner", err)
+		}
+		assertRegistration(t, s, order, ledger.ErrAlreadyRecorded)
+	})
+}

@@ -254,9 +254,10 @@ func fillPaid(row *paymentRow, u TransactionUpdate) {
 	row.TransactionID = nonEmpty(u.TransactionID)
 	row.AmountTotal, row.PayerTotal = &total, &payer
 	row.Currency = currencyOr(u.Currency)
-	if u.PayerOpenID != "" { // WeChat Pay's signed word on who paid: the one who may ask for refunds
-		row.PayerOpenID = &u.PayerOpenID
-	}
+	// WeChat Pay's signed word on who paid: the one who may ask for
+	// refunds. Without it nobody may, not the openid the order was
+	// registered with (a request's word, kept in registered_openid).
+	row.PayerOpenID = nonEmpty(u.PayerOpenID)
 	row.AppID, row.MchID = nonEmpty(u.AppID), nonEmpty(u.MchID)
 	if !u.SuccessTime.IsZero() {
 		st := u.SuccessTime.UTC()
