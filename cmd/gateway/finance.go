@@ -145,9 +145,12 @@ func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (refun
 		return false, err
 	case !tx.Paid():
 		return false, fmt.Errorf("%w: trade_state %s", ledger.ErrBillUnconfirmed, tx.TradeState)
-	case tx.TransactionID != bp.TransactionID || tx.AmountTotal != bp.Amount || tx.AppID != bp.AppID:
-		return false, fmt.Errorf("%w: paid by transaction %s, %d fen, app %s", ledger.ErrBillUnconfirmed,
-			tx.TransactionID, tx.AmountTotal, tx.AppID)
+	// The payer too: the repair records the row's, and whom it names may
+	// ask for refunds.
+	case tx.TransactionID != bp.TransactionID || tx.AmountTotal != bp.Amount || tx.AppID != bp.AppID ||
+		tx.PayerOpenID != bp.OpenID:
+		return false, fmt.Errorf("%w: paid by transaction %s, %d fen, app %s, payer %s", ledger.ErrBillUnconfirmed,
+			tx.TransactionID, tx.AmountTotal, tx.AppID, tx.PayerOpenID)
 	}
 	return tx.TradeState == "REFUND", nil
 }

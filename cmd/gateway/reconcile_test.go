@@ -300,8 +300,9 @@ func TestReconciliationLearnsWhenWeChatAcceptedARefund(t *testing.T) {
 
 // TestBillRowsAreConfirmedAtWechat: before a repair, the bill's row is
 // checked against WeChat Pay's signed answer to an order query: a paid
-// order with the row's transaction, amount and app confirms it; another
-// amount, an order not paid, or one WeChat Pay does not know does not.
+// order with the row's transaction, amount, app and payer confirms it;
+// another amount or payer, an order not paid, or one WeChat Pay does not
+// know does not.
 // An order refunded since (trade_state REFUND) confirms it, refunded.
 func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	s := startReconcileStack(t, backends[0])
@@ -316,8 +317,10 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	}
 	k, _ := testKeys(t)
 	row := func(no, txID string, amount int64) ledger.BillPayment {
-		return ledger.BillPayment{OutTradeNo: no, TransactionID: txID, Amount: amount, AppID: k.AppID}
+		return ledger.BillPayment{OutTradeNo: no, TransactionID: txID, Amount: amount, AppID: k.AppID, OpenID: "o-" + paid}
 	}
+	otherPayer := row(paid, tx.TransactionID, 500)
+	otherPayer.OpenID = "o-someone-else"
 	check := paidAtWechat{s.wx}.confirm
 	if refunded, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || refunded {
 		t.Fatalf("the real row: refunded=%v %v", refunded, err)
@@ -329,7 +332,7 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 		t.Fatalf("the real row, refunded since: refunded=%v %v", refunded, err)
 	}
 	for _, bad := range []ledger.BillPayment{row(paid, tx.TransactionID, 50000), row(paid, "4200FAKE", 500),
-		row(unpaid, "4200FAKE", 700), row(uniqueNo("cfn"), "4200FAKE", 100)} {
+		row(unpaid, "4200FAKE", 700), row(uniqueNo("cfn"), "4200FAKE", 100), otherPayer} {
 		if _, err := check(ctx, bad); !errors.Is(err, ledger.ErrBillUnconfirmed) {
 			t.Errorf("forged row %+v: err = %v, want unconfirmed", bad, err)
 		}
