@@ -136,8 +136,9 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if billTimeout <= 0 {
 		billTimeout = DefaultBillTimeout
 	}
-	// Same transport (connections, base URL), its own bound.
-	download := &http.Client{Timeout: billTimeout, Transport: hc.Transport}
+	// Same transport (connections, base URL), its own bound; a bill file
+	// may be far over maxAnswer, and download caps it itself.
+	download := &http.Client{Timeout: billTimeout, Transport: capAnswers{next: hc.Transport.(capAnswers).next}}
 	api, err := core.NewClient(ctx,
 		option.WithWechatPayPublicKeyAuthCipher(cfg.MchID, cfg.MerchantSerial, cfg.MerchantKey, cfg.PublicKeyID, cfg.PublicKey),
 		option.WithHTTPClient(hc))
@@ -181,8 +182,63 @@ func newHTTPClient(cfg ClientConfig) (*http.Client, error) {
 		}
 		rt = &baseURLTransport{scheme: u.Scheme, host: u.Host, next: rt}
 	}
-	return &http.Client{Timeout: timeout, Transport: rt}, nil
+	return &http.Client{Timeout: timeout, Transport: capAnswers{next: rt, okLimit: maxAnswer}}, nil
 }
+
+// maxAnswer bounds what of one of WeChat Pay's answers is read into
+// memory. Its API answers are a few KB, but the SDK reads whole bodies,
+// error answers too before the gateway sees them: a proxy's endless error
+// page would otherwise fill memory for as long as the call's timeout.
+const maxAnswer = 1 << 20
+
+// errAnswerTooLarge is an answer cut off at maxAnswer: no verdict, so a
+// money call that got one has an unknown outcome.
+var errAnswerTooLarge = errors.New("wechatpay: answer over 1 MiB, not read")
+
+// capAnswers makes reading an answer's body past its cap fail: maxAnswer
+// for an error answer, okLimit for a 2xx one (0: none).
+type capAnswers struct {
+	next    http.RoundTripper
+	okLimit int64
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t capAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		return resp, err
+	}
+	limit := int64(maxAnswer)
+	if resp.StatusCode < 300 {
+		limit = t.okLimit
+	}
+	if limit > 0 {
+		resp.Body = &cappedBody{rc: resp.Body, limit: limit}
+	}
+	return resp, nil
+}
+
+// cappedBody reads at most limit bytes of rc, and fails (closing rc, so
+// the connection is dropped, not drained) when there are more.
+type cappedBody struct {
+	rc          io.ReadCloser
+	limit, read int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.read > b.limit {
+		return 0, errAnswerTooLarge
+	}
+	p = p[:min(int64(len(p)), b.limit+1-b.read)]
+	n, err := b.rc.Read(p)
+	if b.read += int64(n); b.read > b.limit {
+		_ = b.rc.Close()
+		return 0, errAnswerTooLarge
+	}
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // Connections to WeChat Pay's host. Refunds, queries and bill downloads
 // share it: the default transport keeps 2 idle connections per host, so
@@ -509,7 +565,7 @@ func isTransportError(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, io.EOF) ||
+		errors.Is(err, io.EOF) || errors.Is(err, errAnswerTooLarge) ||
 		// The SDK's validator flattens body read errors into text.
 		strings.Contains(err.Error(), "read response body")
 }

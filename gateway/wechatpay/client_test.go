@@ -561,3 +561,43 @@ func TestClientKeepsConnectionsForABurst(t *testing.T) {
 		t.Fatalf("first burst opened %d connections (want %d), the second %d more (want 0)", first, n, again)
 	}
 }
+
+// TestHugeAnswersAreCutOff: an answer far over any of WeChat Pay's (a
+// proxy's endless error page, a broken edge) is read no further than
+// about 1 MiB, whatever its status, and is no verdict: outcome unknown.
+func TestHugeAnswersAreCutOff(t *testing.T) {
+	e := newClientEnv(t, nil)
+	for _, status := range []int{http.StatusBadRequest, http.StatusOK} {
+		var sent sync.WaitGroup
+		var written int64
+		server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sent.Add(1)
+			defer sent.Done()
+			w.WriteHeader(status)
+			_, _ = w.Write([]byte(`{"code":"X","message":"`))
+			chunk := bytes.Repeat([]byte("a"), 64<<10)
+			for range 1024 { // 64 MiB
+				n, err := w.Write(chunk)
+				written += int64(n)
+				if err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+			}
+		}))
+		c, err := wechatpay.NewClient(context.Background(), clientConfig(e.keys, server.URL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.QueryOrder(context.Background(), "T1")
+		server.CloseClientConnections()
+		sent.Wait()
+		server.Close()
+		if !wechatpay.IsUnknownOutcome(err) || !strings.Contains(err.Error(), "over 1 MiB") {
+			t.Errorf("status %d: err = %v, want an unknown outcome, the answer over 1 MiB", status, err)
+		}
+		if written > 16<<20 {
+			t.Errorf("status %d: the client took %d MiB of the answer, want it cut off near 1 MiB", status, written>>20)
+		}
+	}
+}
