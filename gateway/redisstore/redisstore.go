@@ -63,7 +63,8 @@ func NewClient(cfg Config) *redis.Client {
 		WriteTimeout: or(cfg.WriteTimeout, 100*time.Millisecond),
 		PoolTimeout:  or(cfg.PoolTimeout, 100*time.Millisecond),
 		MaxRetries:   1,
-		// go-redis would otherwise stretch its timeouts to the ctx deadline.
+		// Without it go-redis ignores the context's deadline on the socket:
+		// with it, a call ends at the sooner of that and its own timeouts.
 		ContextTimeoutEnabled: true,
 	})
 }
