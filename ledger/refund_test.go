@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -785,4 +786,60 @@ func refundWithKey(t *testing.T, s *ledger.Store, no, key, refundNo string) {
 	if _, err := s.CreateRefund(ctx, req); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestUnknownRefundFlaggedPerStatus: a notice for a refund the ledger
+// never made is flagged once per status WeChat Pay reports, so a SUCCESS
+// (the money gone) after an ABNORMAL a person resolved opens a new flag
+// instead of counting into the resolved one.
+func TestUnknownRefundFlaggedPerStatus(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "unk1", 100)
+		report := func(id string, state ledger.RefundState) {
+			t.Helper()
+			_, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-unk", State: state, Amount: 40,
+				Source: ledger.SourceCallback, Notice: &ledger.Notice{NotifyID: id, Source: ledger.SourceCallback,
+					EventType: "REFUND." + string(state), OutTradeNo: "unk1", OutRefundNo: "rf-unk", Plaintext: "{}"}})
+			if !errors.Is(err, ledger.ErrNotFound) {
+				t.Fatalf("%s: err = %v, want ErrNotFound (stored, flagged)", state, err)
+			}
+		}
+		flagsOf := func() []ledger.AnomalyListItem {
+			t.Helper()
+			var out []ledger.AnomalyListItem
+			err := s.EachAnomaly(ctx, ledger.ListQuery{Limit: 100}, func(a ledger.AnomalyListItem) error {
+				if a.OutTradeNo == "unk1" {
+					out = append(out, a)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		report("rn-unk-1", ledger.RefundAbnormal)
+		flags := flagsOf()
+		if len(flags) != 1 {
+			t.Fatalf("anomalies = %+v; want one", flags)
+		}
+		if _, err := s.ResolveAnomaly(ctx, flags[0].ID, "finance", "handled by hand"); err != nil {
+			t.Fatal(err)
+		}
+		report("rn-unk-2", ledger.RefundSuccess)
+		flags = flagsOf()
+		open := 0
+		for _, f := range flags {
+			if f.ResolvedAt == nil {
+				open++
+				if !strings.Contains(f.Detail, "SUCCESS") {
+					t.Errorf("open flag %q does not name SUCCESS", f.Detail)
+				}
+			}
+		}
+		if open != 1 {
+			t.Fatalf("anomalies = %+v: want the SUCCESS one open", flags)
+		}
+	})
 }

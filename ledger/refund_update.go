@@ -139,7 +139,9 @@ func notAVerdict(err error) error {
 func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, error, error) {
 	row, err := findRefund(lockForUpdate(tx), u.OutRefundNo)
 	if errors.Is(err, ErrNotFound) {
-		flag := &Anomaly{Kind: AnomalyUnknownRefund, Ref: u.OutRefundNo, OutTradeNo: noticeTradeNo(u),
+		// One flag per reported status, as for stale statuses: a SUCCESS
+		// (money gone) after an ABNORMAL a person resolved is a new fact.
+		flag := &Anomaly{Kind: AnomalyUnknownRefund, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: noticeTradeNo(u),
 			Detail: fmt.Sprintf("WeChat Pay reports %s for refund %s the ledger never created", u.State, u.OutRefundNo)}
 		if u.Notice == nil {
 			return nil, nil, nil, ErrNotFound
