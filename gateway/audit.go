@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -43,15 +44,21 @@ func auditTrail(store *ledger.Store) gin.HandlerFunc {
 			writeError(c, Errorf(CodeUnavailable, "audit log unavailable", err))
 			return
 		}
+		finished := false
 		defer func() {
+			status := c.Writer.Status()
+			if !finished { // a panic: the recovery, further out, answers 500 after this
+				status = http.StatusInternalServerError
+			}
 			// The request context may have ended (timeout, client gone):
 			// the outcome is still recorded.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
 			defer cancel()
-			if err := store.FinishAudit(ctx, id, c.Writer.Status()); err != nil {
+			if err := store.FinishAudit(ctx, id, status); err != nil {
 				slog.ErrorContext(ctx, "finish audit entry", "audit_id", id, "err", err)
 			}
 		}()
 		c.Next()
+		finished = true
 	}
 }
