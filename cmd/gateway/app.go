@@ -65,6 +65,9 @@ type Main struct {
 	metrics  net.Listener // nil: /metrics is on listener
 	limiter  gateway.Limiter
 	jobs     []func(ctx context.Context)
+	// jobRestart is how long a job that panicked waits before it starts
+	// again (see keepRunning); 0: defaultJobRestart.
+	jobRestart time.Duration
 	closers  []func() error
 }
 
@@ -363,7 +366,7 @@ func (m *Main) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, job := range m.jobs {
 		wg.Add(1)
-		go func() { defer wg.Done(); job(jobCtx) }()
+		go func() { defer wg.Done(); keepRunning(jobCtx, job, cmp.Or(m.jobRestart, defaultJobRestart)) }()
 	}
 	errc := make(chan error, 1)
 	// Bounded like every other resource: a flood of connections waits in
