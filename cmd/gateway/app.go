@@ -68,7 +68,7 @@ type Main struct {
 	// jobRestart is how long a job that panicked waits before it starts
 	// again (see keepRunning); 0: defaultJobRestart.
 	jobRestart time.Duration
-	closers  []func() error
+	closers    []func() error
 }
 
 // NewMain opens the database (applying migrations), connects Redis if
