@@ -37,7 +37,8 @@ func TestDialectsHaveSameVersions(t *testing.T) {
 }
 
 // TestDialectsEndWithSameSchema applies both dialects and compares tables,
-// columns and unique keys.
+// columns, which of them may be NULL (a "!" marks NOT NULL; a primary key
+// is), and unique keys.
 func TestDialectsEndWithSameSchema(t *testing.T) {
 	lite := sqliteSchema(t, ledgertest.OpenSQLite(t).DB())
 	my := mysqlSchema(t, ledgertest.OpenMySQL(t).DB())
@@ -54,11 +55,14 @@ func sqliteSchema(t *testing.T, db *gorm.DB) []string {
 	db.Raw("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'").Scan(&tables)
 	var out []string
 	for _, tbl := range tables {
-		var cols []struct{ Name string }
-		db.Raw("SELECT name FROM pragma_table_xinfo(?)", tbl).Scan(&cols) // xinfo: generated columns too
+		var cols []struct {
+			Name        string
+			NotNull, PK int
+		}
+		db.Raw("SELECT name, \"notnull\" AS not_null, pk FROM pragma_table_xinfo(?)", tbl).Scan(&cols) // xinfo: generated columns too
 		names := make([]string, len(cols))
 		for i, c := range cols {
-			names[i] = c.Name
+			names[i] = c.Name + notNullMark(c.NotNull == 1 || c.PK > 0)
 		}
 		out = append(out, describe(tbl, names))
 		var idx []struct {
@@ -79,12 +83,12 @@ func sqliteSchema(t *testing.T, db *gorm.DB) []string {
 }
 
 func mysqlSchema(t *testing.T, db *gorm.DB) []string {
-	var cols []struct{ TableName, ColumnName string }
-	db.Raw(`SELECT table_name AS table_name, column_name AS column_name FROM information_schema.columns
-		WHERE table_schema = DATABASE() ORDER BY table_name, ordinal_position`).Scan(&cols)
+	var cols []struct{ TableName, ColumnName, IsNullable string }
+	db.Raw(`SELECT table_name AS table_name, column_name AS column_name, is_nullable AS is_nullable
+		FROM information_schema.columns WHERE table_schema = DATABASE() ORDER BY table_name, ordinal_position`).Scan(&cols)
 	byTable := map[string][]string{}
 	for _, c := range cols {
-		byTable[c.TableName] = append(byTable[c.TableName], c.ColumnName)
+		byTable[c.TableName] = append(byTable[c.TableName], c.ColumnName+notNullMark(c.IsNullable == "NO"))
 	}
 	var out []string
 	for tbl, names := range byTable {
@@ -100,6 +104,13 @@ func mysqlSchema(t *testing.T, db *gorm.DB) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func notNullMark(notNull bool) string {
+	if notNull {
+		return "!"
+	}
+	return ""
 }
 
 func describe(table string, cols []string) string {
