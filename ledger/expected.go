@@ -59,6 +59,21 @@ func (s *Store) ClaimCheck(ctx context.Context, outTradeNo string, createdBefore
 	return res.RowsAffected == 1, nil
 }
 
+// ReleaseCheck makes the check of an order still awaiting payment due at
+// once, when it is scheduled later: the claim of a check that shutdown cut
+// short is handed back, so another instance asks about the order now, not
+// after the interval the claim set.
+func (s *Store) ReleaseCheck(ctx context.Context, outTradeNo string) error {
+	now := s.now().UTC()
+	err := s.db.WithContext(ctx).Model(&paymentRow{}).
+		Where("out_trade_no = ? AND state = ? AND next_check_at > ?", outTradeNo, string(PaymentExpected), now).
+		UpdateColumn("next_check_at", now).Error
+	if err != nil {
+		return fmt.Errorf("release check of %s: %w", outTradeNo, err)
+	}
+	return nil
+}
+
 // CloseExpired moves an EXPECTED order whose expire_at has passed to
 // CLOSED, with a history row naming source and ref. It returns ErrNoChange
 // when the order is no longer EXPECTED or not yet expired, ErrNotFound

@@ -138,6 +138,9 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			cctx, cancel := context.WithTimeout(ctx, j.cfg.CheckTimeout)
 			result := j.check(cctx, p)
 			cancel()
+			if result == Failed && ctx.Err() != nil { // cut short by shutdown
+				j.giveBack(ctx, p)
+			}
 			if result == Mismatch {
 				j.recheckMismatch(ctx, p)
 			}
@@ -163,6 +166,16 @@ func (j *Job) claim(ctx context.Context, p ledger.Payment, cutoff time.Time) (bo
 	sctx, cancel := context.WithTimeout(ctx, pageTimeout)
 	defer cancel()
 	return j.store.ClaimCheck(sctx, p.OutTradeNo, cutoff, j.nextCheck(p, j.store.Now()))
+}
+
+// giveBack hands the claim of a check that shutdown cut short back, so
+// another instance takes the order up at once.
+func (j *Job) giveBack(ctx context.Context, p ledger.Payment) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pageTimeout)
+	defer cancel()
+	if err := j.store.ReleaseCheck(sctx, p.OutTradeNo); err != nil {
+		j.log.Warn("compensate: check not handed back; it is due again at its time", "out_trade_no", p.OutTradeNo, "err", err)
+	}
 }
 
 // mismatchRecheck is how long an order paid another amount than

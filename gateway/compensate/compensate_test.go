@@ -298,3 +298,38 @@ func TestInstancesShareTheChecks(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownHandsTheCheckBack: a check that shutdown cuts short hands
+// its order back, so another instance asks about it at once instead of
+// after the interval its claim set.
+func TestShutdownHandsTheCheckBack(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		now := t0
+		s := base.WithClock(func() time.Time { return now })
+		if _, err := s.RegisterOrder(context.Background(), ledger.Order{OutTradeNo: "stop-1", AmountTotal: 100,
+			ExpireAt: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		now = t0.Add(2 * time.Minute)
+		cfg := Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10}
+		hung := &stalled{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, slow: "stop-1"}
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _, _ = New(cfg, s, hung).RunOnce(ctx) }()
+		for deadline := time.Now().Add(10 * time.Second); hung.total() == 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the order was never checked")
+			}
+		}
+		stop() // SIGTERM while WeChat Pay has not answered
+		<-done
+		other := &unpaid{queries: map[string]int{}, closed: map[string]bool{}}
+		if _, err := New(cfg, s, other).RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if other.queries["stop-1"] != 1 {
+			t.Fatalf("the other instance asked %d times about the order cut short, want once", other.queries["stop-1"])
+		}
+	})
+}
