@@ -78,14 +78,15 @@ func cell(s string) string {
 	var b strings.Builder
 	start := 0
 	for i := 0; i < len(s); i++ {
-		if (i == 0 || s[i-1] == ';' || s[i-1] == '\n' || s[i-1] == '\r') && opensFormula(s[i:]) {
-			j := i + len(s[i:]) - len(strings.TrimLeft(s[i:], " "))
-			b.WriteString(s[start:j])
-			b.WriteByte('\'')
-			start = j
+		if i > 0 && s[i-1] != ';' && s[i-1] != '\n' && s[i-1] != '\r' || !opensFormula(s[i:]) {
+			continue
 		}
+		j := len(s) - len(strings.TrimLeft(s[i:], " ")) // the formula's first character
+		b.WriteString(s[start:j])
+		b.WriteByte('\'')
+		start = j
 	}
-	if start == 0 && b.Len() == 0 {
+	if b.Len() == 0 { // nothing quoted
 		return s
 	}
 	b.WriteString(s[start:])

@@ -128,17 +128,10 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("new wechatpay client: %w", err)
 	}
-	hc, err := newHTTPClient(cfg)
+	hc, download, err := newHTTPClients(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("new wechatpay client: %w", err)
 	}
-	billTimeout := cfg.BillTimeout
-	if billTimeout <= 0 {
-		billTimeout = DefaultBillTimeout
-	}
-	// Same transport (connections, base URL), its own bound; a bill file
-	// may be far over maxAnswer, and download caps it itself.
-	download := &http.Client{Timeout: billTimeout, Transport: capAnswers{next: hc.Transport.(capAnswers).next}}
 	api, err := core.NewClient(ctx,
 		option.WithWechatPayPublicKeyAuthCipher(cfg.MchID, cfg.MerchantSerial, cfg.MerchantKey, cfg.PublicKeyID, cfg.PublicKey),
 		option.WithHTTPClient(hc))
@@ -164,13 +157,29 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}, nil
 }
 
-// newHTTPClient returns the HTTP client with the call timeout and, when
-// BaseURL is set, the host rewriting (wechatpay-go hard-codes its host).
-func newHTTPClient(cfg ClientConfig) (*http.Client, error) {
-	timeout := cfg.Timeout
+// newHTTPClients returns the API calls' HTTP client, with the call timeout
+// and answers capped at maxAnswer, and the bill downloads', with the bill
+// timeout and only error answers capped (a bill file may be far larger;
+// download caps it itself). They share one transport (connections, and,
+// when BaseURL is set, the host rewriting: wechatpay-go hard-codes its host).
+func newHTTPClients(cfg ClientConfig) (api, download *http.Client, err error) {
+	rt, err := baseTransport(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	timeout, billTimeout := cfg.Timeout, cfg.BillTimeout
 	if timeout <= 0 {
 		timeout = defaultClientTimeout
 	}
+	if billTimeout <= 0 {
+		billTimeout = DefaultBillTimeout
+	}
+	return &http.Client{Timeout: timeout, Transport: capAnswers{next: rt, okLimit: maxAnswer}},
+		&http.Client{Timeout: billTimeout, Transport: capAnswers{next: rt}}, nil
+}
+
+// baseTransport is newTransport with the BaseURL host rewriting.
+func baseTransport(cfg ClientConfig) (http.RoundTripper, error) {
 	var rt http.RoundTripper = newTransport()
 	if cfg.BaseURL != "" {
 		u, err := url.Parse(cfg.BaseURL)
@@ -182,7 +191,7 @@ func newHTTPClient(cfg ClientConfig) (*http.Client, error) {
 		}
 		rt = &baseURLTransport{scheme: u.Scheme, host: u.Host, next: rt}
 	}
-	return &http.Client{Timeout: timeout, Transport: capAnswers{next: rt, okLimit: maxAnswer}}, nil
+	return rt, nil
 }
 
 // maxAnswer bounds what of one of WeChat Pay's answers is read into
