@@ -18,7 +18,7 @@ type Policy struct {
 	Initial    time.Duration // delay after the first failed attempt
 	Max        time.Duration // cap on any one delay
 	MaxElapsed time.Duration // give up (dead-letter) this long after the first attempt
-	Multiplier float64       // growth per attempt; default 2
+	Multiplier float64       // growth per attempt; default 1.5 (backoff's)
 	Jitter     float64       // randomization factor in [0, 1): delay ± Jitter·delay; default 0.5
 }
 
