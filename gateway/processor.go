@@ -264,6 +264,8 @@ func ledgerError(err error) error {
 	switch {
 	case err == nil, errors.Is(err, ledger.ErrAlreadyRecorded):
 		return nil
+	case errors.As(err, &mismatch) && mismatch.Currency != "":
+		return Errorf(CodeConflict, "the ledger keeps CNY, not "+strconv.Quote(mismatch.Currency), err)
 	case errors.As(err, &mismatch):
 		return Errorf(CodeConflict, fmt.Sprintf("amount %d fen differs from the registered %d fen", mismatch.Got, mismatch.Expected), err)
 	case errors.Is(err, ledger.ErrIllegalTransition):

@@ -30,9 +30,15 @@ type AmountMismatchError struct {
 	OutTradeNo string
 	Expected   int64
 	Got        int64
+	// Currency, when set, is a currency other than the ledger's CNY that
+	// WeChat Pay stated: the amounts are not comparable.
+	Currency string
 }
 
 func (e *AmountMismatchError) Error() string {
+	if e.Currency != "" {
+		return fmt.Sprintf("ledger: currency mismatch for %s: %d paid in %q, the ledger keeps CNY", e.OutTradeNo, e.Got, e.Currency)
+	}
 	return fmt.Sprintf("ledger: amount mismatch for %s: expected %d fen, got %d fen", e.OutTradeNo, e.Expected, e.Got)
 }
 

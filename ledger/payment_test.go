@@ -163,6 +163,48 @@ func TestAmountMismatchAppliesNothing(t *testing.T) {
 	})
 }
 
+// TestOtherCurrencyAppliesNothing: the ledger keeps fen of CNY. A payment
+// stated in another currency is refused like one of another amount, for a
+// registered order and an unknown one alike: flagged, nothing applied, no
+// fulfilment; a currency string longer than the column is no error of the
+// database's.
+func TestOtherCurrencyAppliesNothing(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		order := ledger.Order{OutTradeNo: "oc1", AmountTotal: 100, ExpireAt: time.Now().Add(time.Hour)}
+		if _, err := s.RegisterOrder(ctx, order); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		for _, tc := range []struct{ no, currency string }{{"oc1", "USD"}, {"oc2", "HKD"}, {"oc3", strings.Repeat("X", 40)}} {
+			u := paid("n-"+tc.no, tc.no, "tx-"+tc.no, 100)
+			u.Currency = tc.currency
+			_, err := s.ApplyTransaction(ctx, u)
+			var mm *ledger.AmountMismatchError
+			if !errors.As(err, &mm) || mm.Currency == "" || !strings.HasPrefix(tc.currency, mm.Currency) {
+				t.Fatalf("%s in %.8s: err = %v, want a currency mismatch", tc.no, tc.currency, err)
+			}
+			a, _ := s.Anomalies(ctx, tc.no)
+			if len(a) != 1 || a[0].Kind != ledger.AnomalyAmountMismatch || a[0].Ref != "paid:tx-"+tc.no {
+				t.Fatalf("%s: anomalies = %+v, want one AMOUNT_MISMATCH", tc.no, a)
+			}
+		}
+		if p, _ := s.Payment(ctx, "oc1"); p == nil || p.State != ledger.PaymentExpected {
+			t.Fatalf("registered order = %+v, want EXPECTED", p)
+		}
+		assertCounts(t, s, "oc1", 1, 0) // only the registration
+		for _, no := range []string{"oc2", "oc3"} {
+			if _, err := s.Payment(ctx, no); !errors.Is(err, ledger.ErrNotFound) {
+				t.Fatalf("%s: err = %v, want not found", no, err)
+			}
+			assertCounts(t, s, no, 0, 0)
+		}
+		u := paid("n-oc1-cny", "oc1", "tx-oc1", 100)
+		if p, err := s.ApplyTransaction(ctx, u); err != nil || p.State != ledger.PaymentSuccess || p.Currency != "CNY" {
+			t.Fatalf("the same order in CNY: %+v, %v", p, err)
+		}
+	})
+}
+
 func TestIllegalAndNonFinalStates(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()

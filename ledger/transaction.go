@@ -143,6 +143,13 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 		return move{}, nil, ErrNoChange
 	case row == nil && target != PaymentSuccess:
 		return move{}, nil, ErrNoChange
+	case target == PaymentSuccess && currencyOr(u.Currency) != ledgerCurrency && (row == nil || row.State != string(target)):
+		mismatch := &AmountMismatchError{OutTradeNo: u.OutTradeNo, Got: u.AmountTotal, Currency: truncate(u.Currency, 16)}
+		if row != nil {
+			mismatch.Expected = derefInt(row.ExpectedAmount)
+		}
+		flag := &Anomaly{Kind: AnomalyAmountMismatch, Ref: "paid:" + u.TransactionID, OutTradeNo: u.OutTradeNo, Detail: mismatch.Error()}
+		return move{}, flag, mismatch
 	case row == nil:
 		now := s.now()
 		next := &paymentRow{OutTradeNo: u.OutTradeNo, State: string(PaymentSuccess), Currency: currencyOr(u.Currency),
@@ -280,9 +287,14 @@ func duplicatePaymentFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
 			u.SuccessTime.UTC().Format(time.RFC3339), u.Notice.NotifyID)}
 }
 
+// ledgerCurrency is the only currency the ledger keeps: its amounts are
+// fen of CNY (a domestic merchant is paid in nothing else), and finance's
+// totals add them up as such.
+const ledgerCurrency = "CNY"
+
 func currencyOr(c string) string {
 	if c == "" {
-		return "CNY"
+		return ledgerCurrency
 	}
 	return c
 }

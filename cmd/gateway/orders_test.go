@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,9 +38,28 @@ func TestAmountMismatchAgainstExpectedOrder(t *testing.T) {
 			if p["state"] != "EXPECTED" || len(anomalies) != 1 {
 				t.Fatalf("after mismatch: %v", body)
 			}
+			// The registered amount, but in another currency: refused alike.
+			usd := paidTx(k, no, 1000)
+			usd.Amount.Currency = "USD"
+			status, body = post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(usd, wxpaysim.PublicKeyMode(), time.Now())))
+			if status != 409 || body["reason"] != "ECONFLICT" || !strings.Contains(fmt.Sprint(body["message"]), "CNY") {
+				t.Fatalf("USD: status=%d body=%v, want 409 ECONFLICT naming CNY", status, body)
+			}
+			if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 0} {
+				t.Fatalf("after USD: payments/history/notifications = %v, want [1 1 0]", got)
+			}
 			right := mustNotification(k.PaymentNotification(paidTx(k, no, 1000), wxpaysim.PublicKeyMode(), time.Now()))
 			if status, _ := post(t, m.URL()+paymentPath, right); status != 204 {
 				t.Fatalf("matching payment status=%d", status)
+			}
+			_, body = apiCall(t, "GET", m.URL()+"/v1/ledger/payments/"+no, financeKey, nil)
+			p = body["payment"].(map[string]any)
+			if p["state"] != "SUCCESS" || p["amount_total"] != float64(1000) || p["currency"] != "CNY" {
+				t.Fatalf("after the matching payment: %v", p)
+			}
+			var jobs int64
+			if err := m.Store.DB().Table("outbox_jobs").Where("job_key = ?", "confirm:"+no).Count(&jobs).Error; err != nil || jobs != 1 {
+				t.Fatalf("confirmation jobs = %d (%v), want 1", jobs, err)
 			}
 		})
 	}
