@@ -38,11 +38,11 @@ func createRefund(c *gin.Context, d *Deps, svc *RefundService) {
 		return
 	}
 	// The refund's WeChat Pay work (call_timeout) and the ledger writes
-	// recording it (recordTimeout each, the outcome and the stored answer)
-	// run on after the API budget and may outlast http.write_timeout: the
-	// answer must still reach the client, or it may retry with a new key
-	// and refund twice.
-	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(d.APITimeout + svc.cfg.CallTimeout + 2*recordTimeout))
+	// recording it (recordTimeout each: an unknown outcome, what the query
+	// after it learnt, and the stored answer) run on after the API budget
+	// and may outlast http.write_timeout: the answer must still reach the
+	// client, or it may retry with a new key and refund twice.
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(d.APITimeout + svc.cfg.CallTimeout + 3*recordTimeout))
 	a, err := svc.Create(c.Request.Context(), CurrentOpenID(c), key, p)
 	if err != nil {
 		writeError(c, err)

@@ -479,6 +479,20 @@ func TestRefundAmountMismatchIsFlagged(t *testing.T) {
 		if r, _ := s.Refund(ctx, "rf-40"); r.NextCheckAt == nil || !r.NextCheckAt.Equal(next) {
 			t.Fatalf("next check = %v, want %v", r.NextCheckAt, next)
 		}
+		// A refund that ended meanwhile is not put back on the janitor's
+		// list by a mismatching answer that raced its end.
+		if _, err := move(t, s, "rf-40", ledger.RefundSuccess); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := s.Refund(ctx, "rf-40"); r.NextCheckAt != nil {
+			t.Fatalf("SUCCESS refund still checked at %v", r.NextCheckAt)
+		}
+		if _, err := s.ApplyRefund(ctx, q); !errors.As(err, &mm) {
+			t.Fatalf("err = %v, want AmountMismatchError", err)
+		}
+		if r, _ := s.Refund(ctx, "rf-40"); r.NextCheckAt != nil {
+			t.Fatalf("ended refund put back on the janitor's list for %v", r.NextCheckAt)
+		}
 	})
 }
 

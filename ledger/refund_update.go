@@ -97,8 +97,11 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 	if mismatch != nil && !u.NextCheckAt.IsZero() {
 		// The mismatch rolled the update back, its next check too: without
 		// it the janitor would claim the refund again at the end of every
-		// short claim, asking WeChat Pay the same question forever.
-		if terr := s.db.WithContext(ctx).Model(&refundRow{}).Where("out_refund_no = ?", u.OutRefundNo).
+		// short claim, asking WeChat Pay the same question forever. Only a
+		// refund still watched: one that ended meanwhile is not put back
+		// on the janitor's list.
+		if terr := s.db.WithContext(ctx).Model(&refundRow{}).
+			Where("out_refund_no = ? AND (state IN ? OR next_check_at IS NOT NULL)", u.OutRefundNo, watchedStates).
 			UpdateColumn("next_check_at", u.NextCheckAt.UTC()).Error; terr != nil && err == nil {
 			err = terr
 		}
@@ -121,6 +124,10 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 	}
 	return out, nil
 }
+
+// watchedStates are the refund states the janitor always checks on (a
+// FAILED refund only while it has a next_check_at).
+var watchedStates = []string{string(RefundCreated), string(RefundProcessing), string(RefundUnknown), string(RefundAbnormal)}
 
 // notAVerdict keeps an error that rolled a notice back from reading as
 // ErrNotFound or ErrNoChange: with a notice, those are verdicts on a
