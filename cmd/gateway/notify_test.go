@@ -235,6 +235,54 @@ func TestBadNotificationsLeaveNoTrace(t *testing.T) {
 	}
 }
 
+// TestForgeryOfACommittedNotificationIsRefused: a notification already
+// recorded is no free pass. Its body sent again under a forger's
+// signature, and a forged one for the same paid order, are refused as
+// forged (not answered 204 as a redelivery) and change nothing.
+func TestForgeryOfACommittedNotificationIsRefused(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			m := startGateway(t, testConfig(t, b))
+			k, _ := testKeys(t)
+			no := uniqueNo("fc")
+			n := good(t, k, no)
+			if status, _ := post(t, m.URL()+paymentPath, n); status != 204 {
+				t.Fatalf("genuine delivery status=%d", status)
+			}
+			other, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameBody := signedBy(t, n, other)
+			forgedOrder := signedBy(t, mustNotification(k.PaymentNotification(paidTx(k, no, 1), wxpaysim.PublicKeyMode(), time.Now())), other)
+			for name, f := range map[string]wxpaysim.Notification{"the recorded body": sameBody, "another body": forgedOrder} {
+				if status, body := post(t, m.URL()+paymentPath, f); status != 401 || body["reason"] != "ESIGNATURE" {
+					t.Fatalf("%s under a forged signature: status=%d body=%v, want 401 ESIGNATURE", name, status, body)
+				}
+			}
+			if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
+				t.Fatalf("payments/history/notifications = %v, want [1 1 1]", got)
+			}
+		})
+	}
+}
+
+// signedBy returns n with a fresh nonce and timestamp, signed by key.
+func signedBy(t *testing.T, n wxpaysim.Notification, key *rsa.PrivateKey) wxpaysim.Notification {
+	t.Helper()
+	out := n
+	out.Header = n.Header.Clone()
+	ts, nonce := strconv.FormatInt(time.Now().Unix(), 10), uniqueNo("nonce")
+	sig, err := utils.SignSHA256WithRSA(ts+"\n"+nonce+"\n"+string(n.Body)+"\n", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Header.Set("Wechatpay-Timestamp", ts)
+	out.Header.Set("Wechatpay-Nonce", nonce)
+	out.Header.Set("Wechatpay-Signature", sig)
+	return out
+}
+
 func TestReplayedNonceRefused(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
