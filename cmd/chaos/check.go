@@ -96,9 +96,10 @@ func acceptedButLost(ev *Evidence) (Invariant, error) {
 // doubleRefunds: the ledger has at most one refund per idempotency key
 // (per order no more refunds than keys, none without a key, every answer
 // for a key names the same refund, which the ledger has); WeChat executed
-// no refund the ledger does not know, and never got a refund number again
-// with other parameters. (WeChat itself executes an out_refund_no once;
-// the inventory's releases are checked under stock effects.)
+// no refund the ledger does not know, nor one no answer named, and never
+// got a refund number again with other parameters. (WeChat itself
+// executes an out_refund_no once; the inventory's releases are checked
+// under stock effects.)
 func doubleRefunds(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "double refunds"}
 	ledgerRefunds := map[string]bool{}
@@ -130,7 +131,31 @@ func doubleRefunds(ev *Evidence) (Invariant, error) {
 		return inv, err
 	}
 	stormAnswers(ev.Storm, ledgerRefunds, &inv)
+	unnamedRefunds(ev.Storm, ev.Sim.Refunds(), &inv)
 	return inv, nil
+}
+
+// unnamedRefunds: every refund WeChat executed was named to a client by
+// some idempotency key's answer. A second refund made under one key and
+// never shown, or a key answered 409 whose refund was paid, shows here;
+// the ledger's counts cannot see it while the order has keys to spare.
+func unnamedRefunds(s *storm, executed []wxpaysim.RefundRecord, inv *Invariant) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	named := map[string]bool{}
+	for _, nos := range s.answers {
+		for no := range nos {
+			named[no] = true
+		}
+	}
+	for _, r := range executed {
+		if !named[r.OutRefundNo] {
+			inv.add("wechat executed " + r.OutRefundNo + ", named in no idempotency key's answer")
+		}
+	}
 }
 
 // stormAnswers: every idempotency key got a final answer, naming at most

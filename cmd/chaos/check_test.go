@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"paygateway/gateway/inventory/inventorysim"
+	"paygateway/gateway/wechatpay"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
@@ -235,5 +237,322 @@ func assertCounts(t *testing.T, ev *Evidence, want map[string]int) {
 	}
 	for name := range want {
 		t.Errorf("no invariant named %q", name)
+	}
+}
+
+// TestCheckComparesWithTheSimulators proves the checks that compare the
+// ledger with the simulators are not blind: a healthy world (see
+// newSimWorld) has no double refund, no stock effect missing or unearned,
+// no order refunded beyond what was paid and no disagreement with WeChat
+// Pay, and each violation planted in it raises exactly the invariants it
+// breaks, by as much, over that world's own verdict.
+func TestCheckComparesWithTheSimulators(t *testing.T) {
+	store := ledgertest.OpenMySQL(t)
+	keys, err := wxpaysim.GenerateKeys("1900000109", "wxapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dr, se, over, wx = "double refunds", "stock effects missing or unearned", "orders with Σrefunds > paid",
+		"ledger disagrees with WeChat Pay"
+	for _, tc := range []struct {
+		name  string
+		plant func(t *testing.T, w *simWorld)
+		want  map[string]int // rises over the healthy world
+		says  []string       // in the examples
+	}{
+		{"healthy", func(*testing.T, *simWorld) {}, nil, nil},
+		// Named by no answer either, and WeChat refunded 50 fen more.
+		{"wechat executed a refund the ledger lacks", func(t *testing.T, w *simWorld) { w.execute(t, "RX", 50) },
+			map[string]int{dr: 2, wx: 1}, []string{"wechat executed RX, unknown to the ledger",
+				"wechat executed RX, named in no idempotency key's answer", "P1: 900 fen refunded in the ledger, 950 at wechat"}},
+		{"a key answered with two refunds", func(t *testing.T, w *simWorld) {
+			w.storm.final("K1", http.StatusCreated, refundAnswer{OutRefundNo: "R2"})
+		}, map[string]int{dr: 1}, []string{"idempotency key K1 answered with 2 different refunds"}},
+		// K3 got a final 409, naming nothing, yet WeChat paid its refund.
+		{"a refund named in no answer", func(t *testing.T, w *simWorld) { delete(w.storm.answers, "K3") },
+			map[string]int{dr: 1}, []string{"wechat executed R3, named in no idempotency key's answer"}},
+		{"refund amount differs", func(t *testing.T, w *simWorld) {
+			w.exec(t, "UPDATE refunds SET amount = 40 WHERE out_refund_no = 'R4'")
+		}, map[string]int{wx: 1}, []string{"refund R4: 40 fen in the ledger, 50 at wechat"}},
+		// The gateway concluded FAILED (giving the 50 fen back); WeChat paid.
+		{"the ledger gave up a refund wechat paid", func(t *testing.T, w *simWorld) {
+			w.record(t, "K5", "R5", 50)
+			w.execute(t, "R5", 50)
+			w.settle(t, "R5", ledger.RefundFailed)
+		}, map[string]int{wx: 2}, []string{"refund R5: FAILED in the ledger, SUCCESS at wechat",
+			"P1: 900 fen refunded in the ledger, 950 at wechat"}},
+		{"payment transaction differs", func(t *testing.T, w *simWorld) {
+			w.exec(t, "UPDATE payments SET transaction_id = '4200OTHER' WHERE out_trade_no = 'P1'")
+		}, map[string]int{wx: 1}, []string{"P1: ledger 4200OTHER 1000 fen, wechat 4200"}},
+		// The inventory confirmed the 1000 fen WeChat was paid.
+		{"payment amount differs", func(t *testing.T, w *simWorld) {
+			w.exec(t, "UPDATE payments SET amount_total = 990 WHERE out_trade_no = 'P1'")
+		}, map[string]int{wx: 1, se: 1}, []string{" 990 fen, wechat 4200", "inventory confirmed P1 for 1000 fen, paid 990"}},
+		{"refunded total differs", func(t *testing.T, w *simWorld) {
+			w.exec(t, "UPDATE payments SET refunded_total = 890 WHERE out_trade_no = 'P1'")
+		}, map[string]int{wx: 1}, []string{"P1: 890 fen refunded in the ledger, 900 at wechat"}},
+		// The refunds still sum to 900: only refunded_total > amount_total can fire.
+		{"refunded total beyond the paid amount", func(t *testing.T, w *simWorld) {
+			w.exec(t, "UPDATE payments SET refunded_total = 1010 WHERE out_trade_no = 'P1'")
+		}, map[string]int{over: 1, wx: 1}, []string{"ledger: P1", "P1: 1010 fen refunded in the ledger, 900 at wechat"}},
+		{"a paid order never confirmed", func(t *testing.T, w *simWorld) { w.pay(t, "P2", 500) },
+			map[string]int{se: 1}, []string{"paid P2 never confirmed by the inventory"}},
+		{"a refund never released", func(t *testing.T, w *simWorld) { w.refund(t, "K5", "R5", 50) },
+			map[string]int{se: 1}, []string{"refund R5 never released by the inventory"}},
+		{"a release of another amount", func(t *testing.T, w *simWorld) {
+			w.refund(t, "K5", "R5", 50)
+			w.release(t, "R5", 49)
+		}, map[string]int{se: 1}, []string{"inventory released R5 for 49 fen, refunded 50"}},
+		{"a release of a CLOSED refund", func(t *testing.T, w *simWorld) { w.release(t, "R4", 50) },
+			map[string]int{se: 1}, []string{"inventory released R4, not a successful refund in the ledger"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newSimWorld(t, store, keys)
+			healthy := w.check(t)
+			for _, name := range []string{dr, se, over, wx} {
+				if inv := healthy[name]; inv.Count != 0 {
+					t.Fatalf("healthy world: %s = %d (%v)", name, inv.Count, inv.Examples)
+				}
+			}
+			tc.plant(t, w)
+			assertRises(t, healthy, w.check(t), tc.want, tc.says)
+		})
+	}
+}
+
+// simWorld is a world for the checks that compare the ledger with the
+// simulators: one ledger database, a WeChat Pay simulator reached through
+// the gateway's signed client, an inventory simulator and a storm.
+type simWorld struct {
+	ctx    context.Context
+	store  *ledger.Store
+	db     *sql.DB
+	sim    *wxpaysim.Sim
+	client *wechatpay.Client
+	inv    *inventorysim.Sim
+	storm  *storm
+}
+
+// newSimWorld empties the ledger and builds a healthy world on fresh
+// simulators: order P1 of 1000 fen paid at WeChat Pay and in the ledger
+// and confirmed by the inventory; refunds R1–R3 of 300 under keys K1–K3,
+// paid and released; R4 of 50 under K4, CLOSED by WeChat Pay. The storm's
+// answers name each refund once.
+func newSimWorld(t *testing.T, store *ledger.Store, keys *wxpaysim.Keys) *simWorld {
+	t.Helper()
+	db, err := store.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &simWorld{ctx: context.Background(), store: store, db: db, inv: inventorysim.New(),
+		sim:   wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1}),
+		storm: &storm{keys: map[string]int{}, answers: map[string]map[string]bool{}, status: map[string]int{}}}
+	srv := httptest.NewServer(w.sim.Handler())
+	t.Cleanup(srv.Close)
+	t.Cleanup(w.sim.Close) // runs first: releases held connections
+	w.client, err = wechatpay.NewClient(w.ctx, wechatpay.ClientConfig{MchID: keys.MchID, AppID: keys.AppID,
+		MerchantSerial: keys.MerchantSerial, MerchantKey: keys.MerchantKey, PublicKeyID: keys.PublicKeyID,
+		PublicKey: keys.PublicKey(), BaseURL: srv.URL, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"payments", "refunds", "idempotency_keys", "notifications", "state_history",
+		"outbox_jobs", "anomalies"} {
+		w.exec(t, "DELETE FROM "+table)
+	}
+	w.pay(t, "P1", 1000)
+	w.confirm(t, "P1", 1000)
+	for i, no := range []string{"R1", "R2", "R3"} {
+		w.refund(t, fmt.Sprintf("K%d", i+1), no, 300)
+		w.release(t, no, 300)
+	}
+	w.sim.SetFaults(wxpaysim.Faults{RefundOutcome: "CLOSED"})
+	w.refund(t, "K4", "R4", 50)
+	w.sim.SetFaults(wxpaysim.Faults{})
+	return w
+}
+
+// pay pays order no at WeChat Pay (payer "o"+no) and records it in the
+// ledger as its notification would, with WeChat's transaction.
+func (w *simWorld) pay(t *testing.T, no string, amount int64) {
+	t.Helper()
+	tx, err := w.sim.Pay(w.ctx, no, amount, "o"+no, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback,
+		EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
+		OutTradeNo: no, TransactionID: tx.TransactionID, TradeState: tx.TradeState, AppID: tx.AppID, MchID: tx.MchID,
+		PayerOpenID: tx.Payer.OpenID, AmountTotal: tx.Amount.Total, PayerTotal: tx.Amount.PayerTotal, SuccessTime: time.Now()}
+	if _, err := w.store.ApplyTransaction(w.ctx, u); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// refund makes refund no of P1 the way the gateway does: recorded under
+// key, executed by WeChat Pay, its outcome recorded.
+func (w *simWorld) refund(t *testing.T, key, no string, amount int64) {
+	t.Helper()
+	w.record(t, key, no, amount)
+	w.execute(t, no, amount)
+	w.settle(t, no, "")
+}
+
+// record takes idempotency key key of P1's payer and records refund no
+// under it (CREATED); the storm's answer to the key names it.
+func (w *simWorld) record(t *testing.T, key, no string, amount int64) {
+	t.Helper()
+	hash := "hash-" + key
+	if _, run, err := w.store.BeginIdempotent(w.ctx, "oP1", key, hash, time.Minute, 24*time.Hour); err != nil || !run {
+		t.Fatalf("take key %s: run %v, %v", key, run, err)
+	}
+	if _, err := w.store.CreateRefund(w.ctx, ledger.RefundRequest{OutTradeNo: "P1", OutRefundNo: no, Amount: amount,
+		Reason: "test", Requester: "oP1", CheckAt: time.Now(), IdemScope: "oP1", IdemKey: key, IdemHash: hash}); err != nil {
+		t.Fatal(err)
+	}
+	w.storm.keys["P1"]++
+	w.storm.final(key, http.StatusCreated, refundAnswer{OutRefundNo: no})
+}
+
+// execute has WeChat Pay refund amount of P1 as no, through its signed
+// API, and settle it (SUCCESS unless its faults say otherwise).
+func (w *simWorld) execute(t *testing.T, no string, amount int64) {
+	t.Helper()
+	_, err := w.client.CreateRefund(w.ctx, wechatpay.RefundRequest{OutTradeNo: "P1", OutRefundNo: no, Reason: "test",
+		Amount: amount, Total: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := w.sim.SettleRefunds(); n != 1 {
+		t.Fatalf("settled %d refunds, want 1", n)
+	}
+}
+
+// settle records refund no's outcome in the ledger: WeChat Pay's, as a
+// query answers it, or the gateway's own verdict when one is given.
+func (w *simWorld) settle(t *testing.T, no string, verdict ledger.RefundState) {
+	t.Helper()
+	u := ledger.RefundUpdate{OutRefundNo: no, State: verdict, Source: ledger.SourceAPI, LastError: "refused"}
+	if verdict == "" {
+		r, err := w.client.QueryRefund(w.ctx, no)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u = ledger.RefundUpdate{OutRefundNo: no, State: ledger.RefundState(r.Status), RefundID: r.RefundID,
+			TransactionID: r.TransactionID, Amount: r.Amount, SuccessTime: r.SuccessTime, AcceptTime: r.CreateTime,
+			Source: ledger.SourceQuery}
+	}
+	if _, err := w.store.ApplyRefund(w.ctx, u); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// confirm and release post to the inventory what the outbox jobs would.
+func (w *simWorld) confirm(t *testing.T, no string, amount int64) {
+	t.Helper()
+	key := "confirm:" + no
+	w.post(t, "/confirmations", key, fmt.Sprintf(`{"key":%q,"out_trade_no":%q,"amount_total":%d}`, key, no, amount))
+}
+
+func (w *simWorld) release(t *testing.T, no string, amount int64) {
+	t.Helper()
+	key := "release:" + no
+	w.post(t, "/releases", key, fmt.Sprintf(`{"key":%q,"out_refund_no":%q,"out_trade_no":"P1","amount":%d}`,
+		key, no, amount))
+}
+
+func (w *simWorld) post(t *testing.T, path, key, body string) {
+	t.Helper()
+	req := httptest.NewRequest("POST", path, strings.NewReader(body))
+	req.Header.Set("Idempotency-Key", key)
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	if w.inv.Handler().ServeHTTP(rec, req); rec.Code/100 != 2 {
+		t.Fatalf("post %s: %d %s", body, rec.Code, rec.Body)
+	}
+}
+
+func (w *simWorld) exec(t *testing.T, query string) {
+	t.Helper()
+	if _, err := w.db.ExecContext(w.ctx, query); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// check runs the checker and returns its verdict by invariant.
+func (w *simWorld) check(t *testing.T) map[string]Invariant {
+	t.Helper()
+	invs, err := Check(&Evidence{Ctx: w.ctx, DB: w.db, Sim: w.sim, Inv: w.inv, Storm: w.storm,
+		RefundsRefused: w.sim.RefundsRefused()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]Invariant{}
+	for _, inv := range invs {
+		out[inv.Name] = inv
+	}
+	return out
+}
+
+// assertRises wants every count in after to exceed before's by exactly
+// want (0 where not named), and each of says in some example.
+func assertRises(t *testing.T, before, after map[string]Invariant, want map[string]int, says []string) {
+	t.Helper()
+	var examples []string
+	for name, inv := range after {
+		if rise := inv.Count - before[name].Count; rise != want[name] {
+			t.Errorf("%s rose by %d, want %d (%v)", name, rise, want[name], inv.Examples)
+		}
+		examples = append(examples, inv.Examples...)
+	}
+	for name := range want {
+		if _, ok := after[name]; !ok {
+			t.Errorf("no invariant named %q", name)
+		}
+	}
+	all := strings.Join(examples, "\n")
+	for _, s := range says {
+		if !strings.Contains(all, s) {
+			t.Errorf("no example says %q: %q", s, examples)
+		}
+	}
+}
+
+// TestCheckCommittedBeforeThe2xx: right after a 2xx, and after an
+// outage, only a notification (or a move to SUCCESS) written by the 2xx
+// counts; one a redelivery wrote later does not hide the loss.
+func TestCheckCommittedBeforeThe2xx(t *testing.T) {
+	store := ledgertest.OpenMySQL(t)
+	ctx := context.Background()
+	db, err := store.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-C1", Source: ledger.SourceCallback,
+		EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: "C1", Plaintext: "{}"},
+		OutTradeNo: "C1", TransactionID: "42C1", TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
+		SuccessTime: time.Now()}
+	if _, err := store.ApplyTransaction(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	d := &driver{w: &world{sql: db}}
+	o := &order{no: "C1"}
+	if d.checkCommitted(ctx, o, "n-C1"); len(d.uncommitted) != 0 {
+		t.Fatalf("committed before the 2xx, yet uncommitted %v", d.uncommitted)
+	}
+	// As if a redelivery wrote both rows a minute after the 2xx.
+	for _, q := range []string{"UPDATE notifications SET received_at = received_at + INTERVAL 1 MINUTE",
+		"UPDATE state_history SET created_at = created_at + INTERVAL 1 MINUTE"} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.checkCommitted(ctx, o, "n-C1")
+	d.deferred = []deferredCheck{{no: "C1", id: "n-C1", at: time.Now()}}
+	if n, err := d.recheckDeferred(ctx); err != nil || n != 1 {
+		t.Fatalf("recheckDeferred: %d, %v", n, err)
+	}
+	if want := []string{"C1", "C1 (checked after the outage)"}; fmt.Sprint(d.uncommitted) != fmt.Sprint(want) {
+		t.Errorf("uncommitted %q, want %q", d.uncommitted, want)
 	}
 }

@@ -268,16 +268,15 @@ func (d *driver) accept(o *order, id string) {
 // notification (or, when a query recorded the payment first, the paid
 // order) is there: the gateway answers only after its commit, so it must
 // be. A later redelivery of the same id cannot hide a loss from this
-// check as it can from the end-of-run one. While MariaDB is down the
-// check is deferred (see recheckDeferred).
+// check as it can from the end-of-run one, nor can a concurrent one that
+// commits just after: only rows dated by the 2xx count (committedBy).
+// While MariaDB is down the check is deferred (see recheckDeferred).
 func (d *driver) checkCommitted(ctx context.Context, o *order, id string) {
 	at := time.Now()
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	var n int
-	err := d.w.sql.QueryRowContext(qctx, `SELECT (SELECT COUNT(*) FROM notifications WHERE notify_id = ?)
-		+ (SELECT COUNT(*) FROM payments WHERE out_trade_no = ? AND state = 'SUCCESS')`, id, o.no).Scan(&n)
-	if err == nil && n > 0 {
+	ok, err := d.committedBy(qctx, o.no, id, at)
+	if err == nil && ok {
 		return
 	}
 	d.mu.Lock()
@@ -296,29 +295,35 @@ type deferredCheck struct {
 }
 
 // recheckDeferred runs, once the database is back, the checks that could
-// not run: the notification (or the order's move to SUCCESS) must have
-// been written before its 2xx came. A row written only by a later
-// redelivery, after a loss, is dated after it. It returns how many ran.
+// not run (committedBy). It returns how many ran.
 func (d *driver) recheckDeferred(ctx context.Context) (int, error) {
 	d.mu.Lock()
 	checks := d.deferred
 	d.mu.Unlock()
 	for _, c := range checks {
-		by := c.at.Add(time.Second).UTC() // the database's clock is this host's; a second for rounding
-		var n int
-		err := d.w.sql.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM notifications WHERE notify_id = ? AND received_at <= ?)
-			+ (SELECT COUNT(*) FROM state_history WHERE entity = 'payment' AND entity_key = ? AND to_state = 'SUCCESS'
-			AND created_at <= ?)`, c.id, by, c.no, by).Scan(&n)
+		ok, err := d.committedBy(ctx, c.no, c.id, c.at)
 		if err != nil {
 			return 0, fmt.Errorf("deferred commit check of %s: %w", c.no, err)
 		}
-		if n == 0 {
+		if !ok {
 			d.mu.Lock()
 			d.uncommitted = append(d.uncommitted, c.no+" (checked after the outage)")
 			d.mu.Unlock()
 		}
 	}
 	return len(checks), nil
+}
+
+// committedBy reports whether notification id (or order no's move to
+// SUCCESS) was written before its 2xx came at at. A row written only by
+// a later redelivery, after a loss, is dated after it.
+func (d *driver) committedBy(ctx context.Context, no, id string, at time.Time) (bool, error) {
+	by := at.Add(time.Second).UTC() // the database's clock is this host's; a second for rounding
+	var n int
+	err := d.w.sql.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM notifications WHERE notify_id = ? AND received_at <= ?)
+		+ (SELECT COUNT(*) FROM state_history WHERE entity = 'payment' AND entity_key = ? AND to_state = 'SUCCESS'
+		AND created_at <= ?)`, id, by, no, by).Scan(&n)
+	return n > 0, err
 }
 
 // paidSoFar returns up to n orders already accepted by the gateway.
