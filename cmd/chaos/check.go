@@ -358,8 +358,9 @@ func overRefunded(ev *Evidence) (Invariant, error) {
 // same final state; a refund the ledger holds SUCCESS was paid; every
 // order WeChat has paid is paid in the ledger with its transaction and
 // amount, and its refunded total is what WeChat refunded (refunds not
-// CLOSED). A refund the gateway gave up on (FAILED, CLOSED) that WeChat
-// paid after all shows here; the other invariants read the ledger alone.
+// CLOSED); no order is paid in the ledger that WeChat was not paid for. A
+// refund the gateway gave up on (FAILED, CLOSED) that WeChat paid after
+// all shows here; the other invariants read the ledger alone.
 func ledgerAgreesWithWechat(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "ledger disagrees with WeChat Pay"}
 	refunds, err := ledgerRows(ev, "SELECT out_refund_no, state, '', amount, 0 FROM refunds")
@@ -389,8 +390,10 @@ func ledgerAgreesWithWechat(ev *Evidence) (Invariant, error) {
 	if err != nil {
 		return inv, err
 	}
+	paidOrders := map[string]bool{}
 	for _, o := range ev.Sim.Orders() {
 		p, ok := payments[o.OutTradeNo]
+		paidOrders[o.OutTradeNo] = o.TransactionID != ""
 		switch {
 		case o.TransactionID == "": // not paid at wechat
 		case !ok || p.state != "SUCCESS":
@@ -399,6 +402,11 @@ func ledgerAgreesWithWechat(ev *Evidence) (Invariant, error) {
 			inv.add(fmt.Sprintf("%s: ledger %s %d fen, wechat %s %d fen", o.OutTradeNo, p.txid, p.amount, o.TransactionID, o.Amount))
 		case p.refunded != o.Refunded:
 			inv.add(fmt.Sprintf("%s: %d fen refunded in the ledger, %d at wechat", o.OutTradeNo, p.refunded, o.Refunded))
+		}
+	}
+	for no, p := range payments {
+		if p.state == "SUCCESS" && !paidOrders[no] {
+			inv.add(no + " SUCCESS in the ledger, not paid at wechat")
 		}
 	}
 	return inv, nil

@@ -26,10 +26,10 @@ import (
 // refund WeChat Pay refused as beyond the order or as changed, a key
 // sent to the inventory again with another body, a refund storm that
 // stopped, went unanswered or was answered with a refund the ledger lacks,
-// and
-// a ledger that disagrees with WeChat Pay (refunds it never paid, an
-// order it was paid for), a forged delivery answered 2xx and one that got
-// no 401 ESIGNATURE are all counted; and an empty run, or one whose
+// and a ledger that disagrees with WeChat Pay (refunds it never paid, an
+// order it was paid for, the forged order it never was), a forged
+// delivery answered 2xx and one that got no 401 ESIGNATURE are all
+// counted; and an empty run, or one whose
 // WeChat Pay faults never happened or whose money rule never refused a
 // refund, is "checks without evidence".
 func TestCheckFindsViolations(t *testing.T) {
@@ -113,7 +113,7 @@ func TestCheckFindsViolations(t *testing.T) {
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
 		"double refunds": 9, "double confirmations": 2, "stock effects missing or unearned": 5,
 		"orders with Σrefunds > paid": 2, "jobs not drained": 1, "refunds not settled": 1,
-		"ledger disagrees with WeChat Pay": 3, "checks without evidence": 2})
+		"ledger disagrees with WeChat Pay": 4, "checks without evidence": 2})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()
 	if err != nil {
@@ -297,6 +297,17 @@ func TestCheckComparesWithTheSimulators(t *testing.T) {
 		}, map[string]int{over: 1, wx: 1}, []string{"ledger: P1", "P1: 1010 fen refunded in the ledger, 900 at wechat"}},
 		{"a paid order never confirmed", func(t *testing.T, w *simWorld) { w.pay(t, "P2", 500) },
 			map[string]int{se: 1}, []string{"paid P2 never confirmed by the inventory"}},
+		// Recorded as paid (and confirmed) without WeChat Pay being paid.
+		{"a payment wechat never had", func(t *testing.T, w *simWorld) {
+			u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-P3", Source: ledger.SourceCallback,
+				EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: "P3", Plaintext: "{}"},
+				OutTradeNo: "P3", TransactionID: "42P3", TradeState: "SUCCESS", AmountTotal: 500, PayerTotal: 500,
+				SuccessTime: time.Now()}
+			if _, err := w.store.ApplyTransaction(w.ctx, u); err != nil {
+				t.Fatal(err)
+			}
+			w.confirm(t, "P3", 500)
+		}, map[string]int{wx: 1}, []string{"P3 SUCCESS in the ledger, not paid at wechat"}},
 		{"a refund never released", func(t *testing.T, w *simWorld) { w.refund(t, "K5", "R5", 50) },
 			map[string]int{se: 1}, []string{"refund R5 never released by the inventory"}},
 		{"a release of another amount", func(t *testing.T, w *simWorld) {
