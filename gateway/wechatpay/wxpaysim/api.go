@@ -24,9 +24,10 @@ const maxSkew = 5 * time.Minute
 
 // reply is a handler's answer, written by api (or discarded by a fault).
 type reply struct {
-	status int
-	body   []byte
-	raw    bool // unsigned, not JSON (bill download)
+	status   int
+	body     []byte
+	raw      bool // unsigned, not JSON (bill download)
+	unsigned bool // JSON, but not signed (a request whose signature failed)
 }
 
 // apiFunc handles an authenticated merchant API request.
@@ -110,9 +111,12 @@ func (s *Sim) write(w http.ResponseWriter, rep reply) {
 	requestID, _ := randomHex(16)
 	h := w.Header()
 	h.Set(headerRequestID, requestID)
-	if rep.raw {
+	switch {
+	case rep.raw:
 		h.Set("Content-Type", "text/plain; charset=utf-8")
-	} else {
+	case rep.unsigned:
+		h.Set("Content-Type", "application/json; charset=utf-8")
+	default:
 		// Wall clock on purpose: the SDK rejects signatures 5 min off time.Now.
 		signed, err := s.keys.signedHeader(PublicKeyMode(), rep.body, time.Now())
 		if err != nil {
@@ -122,7 +126,6 @@ func (s *Sim) write(w http.ResponseWriter, rep reply) {
 		for k, v := range signed {
 			h[k] = v
 		}
-		h.Del(headerSignatureType) // responses carry no signature type header
 		h.Set("Content-Type", "application/json; charset=utf-8")
 	}
 	h.Set("Content-Length", strconv.Itoa(len(rep.body)))
@@ -131,10 +134,14 @@ func (s *Sim) write(w http.ResponseWriter, rep reply) {
 }
 
 // authenticate verifies the merchant's Authorization header over
-// "METHOD\nURI\nts\nnonce\nbody\n"; on failure it returns a 401 SIGN_ERROR.
+// "METHOD\nURI\nts\nnonce\nbody\n"; on failure it returns a 401 SIGN_ERROR,
+// unsigned: WeChat Pay signs its answer only to a request whose signature
+// it verified.
 func (s *Sim) authenticate(r *http.Request, body []byte) (reply, bool) {
 	if err := s.verifyMerchant(r, body); err != nil {
-		return errReply(http.StatusUnauthorized, "SIGN_ERROR", "签名错误: "+err.Error()), false
+		rep := errReply(http.StatusUnauthorized, "SIGN_ERROR", "签名错误: "+err.Error())
+		rep.unsigned = true
+		return rep, false
 	}
 	return reply{}, true
 }
