@@ -143,9 +143,13 @@ func (t *target) openCeiling(ctx context.Context, dsn string) error {
 		return err
 	}
 	t.cleanup = append(t.cleanup, func() { t.ceiling.Close() })
-	q := "SELECT VERSION()"
+	// The version, and the settings that decide what a commit costs.
+	q := `SELECT CONCAT(VERSION(), '; innodb_flush_log_at_trx_commit ', @@innodb_flush_log_at_trx_commit,
+		', sync_binlog ', @@sync_binlog, ', log_bin ', IF(@@log_bin, 'ON', 'OFF'))`
 	if dialect != migrations.MySQL {
-		q = "SELECT 'SQLite ' || sqlite_version()"
+		q = `SELECT 'SQLite ' || sqlite_version() || '; journal_mode ' || (SELECT journal_mode FROM pragma_journal_mode)
+			|| ', synchronous ' || (SELECT CASE synchronous WHEN 0 THEN 'OFF' WHEN 1 THEN 'NORMAL' WHEN 2 THEN 'FULL'
+			ELSE 'EXTRA' END FROM pragma_synchronous)`
 	}
 	if err := t.ceiling.QueryRowContext(ctx, q).Scan(&t.version); err != nil {
 		return fmt.Errorf("database version: %w", err)

@@ -51,8 +51,8 @@ func refundStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n,
 		return "error: " + err.Error(), nil
 	}
 	r := m.measure(func() Result { return closedLoop(n, c, op) })
-	if r.Failed > 0 {
-		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr), nil
+	if r.Failed > 0 { // judged NOT met, not left unmeasured
+		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr), &r
 	}
 	return fmt.Sprintf("%.0f/s (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds, concurrency %d; CPU per refund: %s)",
 		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c, r.Usage.perOp(r.N-r.Failed)), &r

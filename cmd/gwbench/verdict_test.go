@@ -69,6 +69,27 @@ func TestVerdictsJudgeEachTarget(t *testing.T) {
 	}
 }
 
+// TestFailuresAreNotMet: refund creations that failed, or ceiling
+// transactions that failed (a lower ceiling flatters the ratio and the
+// rate the p99 is judged at), miss the target whatever the figures.
+func TestFailuresAreNotMet(t *testing.T) {
+	refunds := at(5000, 0)
+	refunds.Failed, refunds.FirstErr = 3, "status 503"
+	if v := refundVerdict(BackendReport{RefundRun: &refunds}); !strings.HasPrefix(v, "refund creation ≥ 1,000/s: NOT met (") ||
+		!strings.Contains(v, "3 failed: status 503") {
+		t.Errorf("5,000/s with 3 failed: %q, want NOT met naming the failures", v)
+	}
+	ceiling := at(1000, 0)
+	ceiling.Failed = 2
+	levels := []Level{{Concurrency: 8, New: at(2000, 0), Ceiling: ceiling}}
+	opens := []OpenRun{{Offered: 1000, Result: at(1000, 10*time.Millisecond)}}
+	for _, v := range []string{ratioVerdict(levels), p99Verdict(levels, opens)} {
+		if !strings.Contains(v, ": NOT met (") || !strings.HasSuffix(v, "; ceiling transactions failed: 2 at 8 clients") {
+			t.Errorf("judged on a ceiling with 2 failures: %q, want NOT met naming them", v)
+		}
+	}
+}
+
 // TestSlowOpenLoopIsNotMet: an open loop that fell behind the offered
 // rate misses the target whatever its p99.
 func TestSlowOpenLoopIsNotMet(t *testing.T) {
