@@ -41,7 +41,7 @@ type Evidence struct {
 	JobsPending    int    // outbox jobs not DONE after the drain wait
 	JobsTotal      int    // outbox jobs written
 	JobsStates     string // outbox jobs by state, for the report
-	RefundsPending int    // ledger refunds still CREATED, PROCESSING or UNKNOWN after the drain wait
+	RefundsPending int    // ledger refunds still CREATED, PROCESSING, UNKNOWN or ABNORMAL after the drain wait
 	DrainErr       error
 	Ctx            context.Context
 }
@@ -360,7 +360,10 @@ func overRefunded(ev *Evidence) (Invariant, error) {
 // amount, and its refunded total is what WeChat refunded (refunds not
 // CLOSED); no order is paid in the ledger that WeChat was not paid for. A
 // refund the gateway gave up on (FAILED, CLOSED) that WeChat paid after
-// all shows here; the other invariants read the ledger alone.
+// all shows here, and so does one WeChat closed, or resolved after
+// holding it ABNORMAL, that the ledger did not follow (ABNORMAL counts as
+// settled: the drain waits until the ledger has none left); the other
+// invariants read the ledger alone.
 func ledgerAgreesWithWechat(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "ledger disagrees with WeChat Pay"}
 	refunds, err := ledgerRows(ev, "SELECT out_refund_no, state, '', amount, 0 FROM refunds")
@@ -489,7 +492,9 @@ func jobsNotDrained(ev *Evidence) (Invariant, error) {
 }
 
 // refundsNotSettled: every refund reached a final state (WeChat's
-// notification or the janitor's query) within the drain wait.
+// notification or the janitor's query) within the drain wait. ABNORMAL is
+// not one: the simulator resolves every ABNORMAL refund during the run,
+// and the ledger must follow.
 func refundsNotSettled(ev *Evidence) (Invariant, error) {
 	return Invariant{Name: "refunds not settled", Count: ev.RefundsPending}, nil
 }
@@ -513,40 +518,57 @@ func idleFeatures(ev *Evidence) (Invariant, error) {
 		inv.add(fmt.Sprintf("the inventory's faults did not all happen: %d errors, %d applied then timed out",
 			s.Errors, s.ApplyThenTimeouts))
 	}
-	if f := ev.Sim.FaultsInjected(); f["apply_then_timeout"] == 0 || f["5xx"] == 0 || f["order_unknown"] == 0 ||
-		f["apply_then_forbidden"] == 0 || f["drop"] == 0 {
-		inv.add(fmt.Sprintf("WeChat Pay's refund API faults did not all happen: %v", f))
+	f := ev.Sim.FaultsInjected()
+	for _, kind := range wechatFaults {
+		if f[kind] == 0 {
+			inv.add(fmt.Sprintf("WeChat Pay's refund faults did not all happen: %v", f))
+			break
+		}
 	}
 	return inv, nil
 }
 
+// wechatFaults are the kinds Sim.FaultsInjected must show: each fault of
+// the refund API, and refunds settled CLOSED or ABNORMAL.
+var wechatFaults = []string{"5xx", "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden",
+	"closed", "abnormal"}
+
 // refundEvidence: "Σrefunds > paid" proves the money rule only if some
 // order got both refunds that fit and a third was refused by the rule
 // (409 ECONFLICT); the release checks see nothing without a refund that
-// succeeded.
+// succeeded, the amount given back and the releases withheld by a CLOSED
+// refund are untested without one, and a refund WeChat Pay held ABNORMAL
+// proves the gateway follows it to its end only once the ledger moved one
+// from ABNORMAL to SUCCESS.
 func refundEvidence(ev *Evidence, inv *Invariant) error {
-	var refunds, succeeded, twice int
-	err := ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*), COALESCE(SUM(state = 'SUCCESS'), 0) FROM refunds`).
-		Scan(&refunds, &succeeded)
+	var refunds, succeeded, closed, twice, resolved int
+	err := ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*), COALESCE(SUM(state = 'SUCCESS'), 0),
+		COALESCE(SUM(state = 'CLOSED'), 0) FROM refunds`).Scan(&refunds, &succeeded, &closed)
+	if err == nil {
+		err = ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*) FROM (SELECT out_trade_no FROM refunds
+			WHERE state = 'SUCCESS' GROUP BY out_trade_no HAVING COUNT(*) >= 2) twice`).Scan(&twice)
+	}
+	if err == nil {
+		err = ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*) FROM state_history
+			WHERE entity = 'refund' AND from_state = 'ABNORMAL' AND to_state = 'SUCCESS'`).Scan(&resolved)
+	}
 	if err != nil {
 		return err
 	}
-	err = ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*) FROM (SELECT out_trade_no FROM refunds
-		WHERE state = 'SUCCESS' GROUP BY out_trade_no HAVING COUNT(*) >= 2) twice`).Scan(&twice)
-	if err != nil {
-		return err
-	}
-	if refunds == 0 {
-		inv.add("the refund storm made no refund")
-	}
-	if succeeded == 0 {
-		inv.add("no refund succeeded: nothing for the inventory to release")
-	}
-	if twice == 0 {
-		inv.add("no order got two successful refunds")
-	}
-	if ev.Storm.answered("409 ECONFLICT") == 0 {
-		inv.add("the money rule refused no refund (no final 409 ECONFLICT)")
+	for _, gap := range []struct {
+		missing bool
+		what    string
+	}{
+		{refunds == 0, "the refund storm made no refund"},
+		{succeeded == 0, "no refund succeeded: nothing for the inventory to release"},
+		{twice == 0, "no order got two successful refunds"},
+		{closed == 0, "no refund CLOSED in the ledger: no amount given back"},
+		{resolved == 0, "no refund moved from ABNORMAL to SUCCESS in the ledger"},
+		{ev.Storm.answered("409 ECONFLICT") == 0, "the money rule refused no refund (no final 409 ECONFLICT)"},
+	} {
+		if gap.missing {
+			inv.add(gap.what)
+		}
 	}
 	return nil
 }

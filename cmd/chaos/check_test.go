@@ -22,8 +22,9 @@ import (
 // accepted notification, a forged order in the ledger, refunds without an
 // idempotency key whose sum exceeds the paid amount, an order the
 // inventory confirmed twice, another it confirmed unpaid, successful
-// refunds never released, a job not drained, a refund not settled, a
-// refund WeChat Pay refused as beyond the order or as changed, a key
+// refunds never released, a job not drained, refunds not settled (one
+// UNKNOWN, one still ABNORMAL), a refund WeChat Pay refused as beyond the
+// order or as changed, a key
 // sent to the inventory again with another body, a refund storm that
 // stopped, went unanswered or was answered with a refund the ledger lacks,
 // and a ledger that disagrees with WeChat Pay (refunds it never paid, an
@@ -47,8 +48,9 @@ func TestCheckFindsViolations(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Two refunds of 60 on the 100 paid, neither behind an idempotency key
-	// nor released by the inventory, and a third not settled.
-	for no, state := range map[string]string{"RFX1": "SUCCESS", "RFX2": "SUCCESS", "RFX3": "UNKNOWN"} {
+	// nor released by the inventory, and two more not settled (ABNORMAL is
+	// not final).
+	for no, state := range map[string]string{"RFX1": "SUCCESS", "RFX2": "SUCCESS", "RFX3": "UNKNOWN", "RFX4": "ABNORMAL"} {
 		if _, err := db.ExecContext(ctx, `INSERT INTO refunds (out_refund_no, out_trade_no, state, amount, total,
 			requester, created_at, updated_at) VALUES (?, 'F1', ?, 60, 100, 'o', ?, ?)`, no, state, time.Now(), time.Now()); err != nil {
 			t.Fatal(err)
@@ -108,12 +110,13 @@ func TestCheckFindsViolations(t *testing.T) {
 	if err := pendingWork(ctx, db, ev); err != nil {
 		t.Fatal(err)
 	}
-	// F1's confirmation job was never run; RFX3 is UNKNOWN; neither
-	// simulator injected a fault.
+	// F1's confirmation job was never run; RFX3 is UNKNOWN and RFX4
+	// ABNORMAL; neither simulator injected a fault, no refund was CLOSED
+	// and none moved from ABNORMAL to SUCCESS.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
-		"double refunds": 9, "double confirmations": 2, "stock effects missing or unearned": 5,
-		"orders with Σrefunds > paid": 2, "jobs not drained": 1, "refunds not settled": 1,
-		"ledger disagrees with WeChat Pay": 4, "checks without evidence": 2})
+		"double refunds": 10, "double confirmations": 2, "stock effects missing or unearned": 5,
+		"orders with Σrefunds > paid": 2, "jobs not drained": 1, "refunds not settled": 2,
+		"ledger disagrees with WeChat Pay": 4, "checks without evidence": 4})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()
 	if err != nil {
@@ -123,9 +126,10 @@ func TestCheckFindsViolations(t *testing.T) {
 	if err := pendingWork(ctx, empty, idle); err != nil {
 		t.Fatal(err)
 	}
-	// No refund (so none succeeded, none twice), no 409, no forgery, no
-	// job, no inventory call, no WeChat Pay fault.
-	assertCounts(t, idle, map[string]int{"checks without evidence": 8, "ledger disagrees with WeChat Pay": 1})
+	// No refund (so none succeeded, none twice, none CLOSED, none
+	// ABNORMAL then SUCCESS), no 409, no forgery, no job, no inventory
+	// call, no WeChat Pay fault.
+	assertCounts(t, idle, map[string]int{"checks without evidence": 10, "ledger disagrees with WeChat Pay": 1})
 	if n := (&Report{GaveUp: 2}).Violations(); n != 2 {
 		t.Errorf("a run that gave up 2 notifications has %d violations", n)
 	}
@@ -136,8 +140,10 @@ func TestCheckFindsViolations(t *testing.T) {
 
 // TestCheckWantsRefundEvidence: "Σrefunds > paid" and the release checks
 // count as tested only once a refund succeeded, an order got both refunds
-// that fit and the money rule refused a third (409 ECONFLICT). Each step
-// adds to the ledger of the one before.
+// that fit and the money rule refused a third (409 ECONFLICT); WeChat
+// Pay's other outcomes only once a refund was CLOSED and one moved from
+// ABNORMAL (not merely PROCESSING) to SUCCESS. Each step adds to the
+// ledger of the one before.
 func TestCheckWantsRefundEvidence(t *testing.T) {
 	ctx := context.Background()
 	db, err := ledgertest.OpenMySQL(t).DB().DB()
@@ -145,17 +151,20 @@ func TestCheckWantsRefundEvidence(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := &storm{status: map[string]int{"201 ": 2, "409 ECONFLICT": 1}}
-	type refund struct{ no, order, state string }
+	type refund struct{ no, order, state, from string } // from: the state its history says it left
 	for _, step := range []struct {
 		name  string
 		add   []refund
 		storm *storm
 		want  int
 	}{
-		{"no refund", nil, refused, 3},
-		{"a refund not settled", []refund{{"RE1", "A", "UNKNOWN"}}, refused, 2},
-		{"one success on each of two orders", []refund{{"RE2", "A", "SUCCESS"}, {"RE3", "B", "SUCCESS"}}, refused, 1},
-		{"two successes on one order", []refund{{"RE4", "A", "SUCCESS"}}, refused, 0},
+		{"no refund", nil, refused, 5},
+		{"a refund not settled", []refund{{"RE1", "A", "UNKNOWN", ""}}, refused, 4},
+		{"one success on each of two orders", []refund{{"RE2", "A", "SUCCESS", ""}, {"RE3", "B", "SUCCESS", ""}}, refused, 3},
+		{"two successes on one order", []refund{{"RE4", "A", "SUCCESS", ""}}, refused, 2},
+		{"a refund closed", []refund{{"RE5", "B", "CLOSED", "PROCESSING"}}, refused, 1},
+		{"a success after PROCESSING", []refund{{"RE6", "C", "SUCCESS", "PROCESSING"}}, refused, 1},
+		{"a success after ABNORMAL", []refund{{"RE7", "C", "SUCCESS", "ABNORMAL"}}, refused, 0},
 		{"no storm", nil, nil, 1},
 		{"the money rule never refused", nil, &storm{status: map[string]int{"201 ": 2, "409 EIN_FLIGHT": 1}}, 1},
 	} {
@@ -163,6 +172,14 @@ func TestCheckWantsRefundEvidence(t *testing.T) {
 			if _, err := db.ExecContext(ctx, `INSERT INTO refunds (out_refund_no, out_trade_no, state, amount, total,
 				requester, created_at, updated_at) VALUES (?, ?, ?, 40, 100, 'o', ?, ?)`, r.no, r.order, r.state,
 				time.Now(), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if r.from == "" {
+				continue
+			}
+			if _, err := db.ExecContext(ctx, `INSERT INTO state_history (entity, entity_key, out_trade_no, from_state,
+				to_state, source, created_at) VALUES ('refund', ?, ?, ?, ?, 'query', ?)`, r.no, r.order, r.from, r.state,
+				time.Now()); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -316,6 +333,24 @@ func TestCheckComparesWithTheSimulators(t *testing.T) {
 		}, map[string]int{se: 1}, []string{"inventory released R5 for 49 fen, refunded 50"}},
 		{"a release of a CLOSED refund", func(t *testing.T, w *simWorld) { w.release(t, "R4", 50) },
 			map[string]int{se: 1}, []string{"inventory released R4, not a successful refund in the ledger"}},
+		// Held ABNORMAL, then paid by a person; the ledger follows and the
+		// stock is released: no violation, and one gap in the evidence less.
+		{"an ABNORMAL refund paid later", func(t *testing.T, w *simWorld) {
+			w.abnormal(t, "K5", "R5", 50)
+			w.resolve(t, "R5", "SUCCESS")
+			w.settle(t, "R5", "")
+			w.release(t, "R5", 50)
+		}, map[string]int{"checks without evidence": -1}, nil},
+		{"the ledger kept ABNORMAL a refund wechat paid", func(t *testing.T, w *simWorld) {
+			w.abnormal(t, "K5", "R5", 50)
+			w.resolve(t, "R5", "SUCCESS")
+		}, map[string]int{wx: 1}, []string{"refund R5: ABNORMAL in the ledger, SUCCESS at wechat"}},
+		// WeChat gave the 50 fen back; the ledger still counts them.
+		{"the ledger kept ABNORMAL a refund wechat closed", func(t *testing.T, w *simWorld) {
+			w.abnormal(t, "K5", "R5", 50)
+			w.resolve(t, "R5", "CLOSED")
+		}, map[string]int{wx: 2}, []string{"refund R5: ABNORMAL in the ledger, CLOSED at wechat",
+			"P1: 950 fen refunded in the ledger, 900 at wechat"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newSimWorld(t, store, keys)
@@ -407,6 +442,22 @@ func (w *simWorld) refund(t *testing.T, key, no string, amount int64) {
 	w.record(t, key, no, amount)
 	w.execute(t, no, amount)
 	w.settle(t, no, "")
+}
+
+// abnormal makes refund no of P1 as refund does, but WeChat Pay holds it
+// ABNORMAL, and so does the ledger.
+func (w *simWorld) abnormal(t *testing.T, key, no string, amount int64) {
+	t.Helper()
+	w.sim.SetFaults(wxpaysim.Faults{RefundAbnormalNext: 1})
+	w.refund(t, key, no, amount)
+}
+
+// resolve ends ABNORMAL refund no at WeChat Pay as a person would.
+func (w *simWorld) resolve(t *testing.T, no, status string) {
+	t.Helper()
+	if err := w.sim.ResolveAbnormal(no, status); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // record takes idempotency key key of P1's payer and records refund no

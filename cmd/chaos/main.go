@@ -71,8 +71,8 @@ func PrintReport(w io.Writer, r *Report) {
 		fmt.Fprintln(w, "  FAULT ERROR:", e)
 	}
 	fmt.Fprintln(w, "  refund storm:", r.Storm)
-	fmt.Fprintf(w, "  ledger refunds: %s; WeChat Pay refund API faults: %v; refused by its rules: %v\n", r.RefundStates,
-		r.WechatFaults, r.WechatRefused)
+	fmt.Fprintf(w, "  ledger refunds: %s (moves: %s); WeChat Pay refund faults: %v; refused by its rules: %v\n",
+		r.RefundStates, r.RefundMoves, r.WechatFaults, r.WechatRefused)
 	fmt.Fprintf(w, "  outbox jobs: %d (%s); inventory simulator: %s\n", r.JobsTotal, r.JobsStates, r.InventoryStats)
 	fmt.Fprintln(w, "invariants (all must be 0):")
 	PrintInvariants(w, r.Invariants)

@@ -25,6 +25,7 @@ type Report struct {
 	JobsTotal      int
 	JobsStates     string
 	RefundStates   string
+	RefundMoves    string // the ledger's refund transitions (state_history), e.g. "ABNORMAL→SUCCESS 3"
 	InventoryStats string
 	WechatFaults   map[string]int // faults WeChat Pay's refund API injected, by kind
 	WechatRefused  map[string]int // refund applications WeChat Pay's own rules refused, by reason
@@ -93,6 +94,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	ev.RefundsRefused = w.sim.RefundsRefused() // the janitor's re-sends during the drain count too
 	rep.JobsTotal, rep.JobsStates = ev.JobsTotal, ev.JobsStates
 	rep.RefundStates = countBy(ctx, w, "SELECT state, COUNT(*) FROM refunds GROUP BY state ORDER BY state")
+	rep.RefundMoves = countBy(ctx, w, `SELECT CONCAT(from_state, '→', to_state), COUNT(*) FROM state_history
+		WHERE entity = 'refund' GROUP BY 1 ORDER BY 1`)
 	s := w.inv.Stats()
 	rep.InventoryStats = fmt.Sprintf("posts %d, confirmations %d, duplicates %d, faults %d", s.Posts, s.Confirmations,
 		s.Duplicates, s.Faults)
@@ -118,14 +121,17 @@ func (w *world) heal(ctx context.Context) error {
 	return nil
 }
 
-// pendingWork counts the outbox jobs (all, and those not DONE) and the
-// refunds not yet in a final state.
+// pendingWork counts the refunds not yet in a final state (ABNORMAL is
+// not: the simulator resolves each during the run) and the outbox jobs
+// (all, and those not DONE). The refunds are read first: a refund that
+// succeeds between the two reads has its release job in the same commit,
+// so the jobs' count sees it.
 func pendingWork(ctx context.Context, db *sql.DB, ev *Evidence) error {
-	err := db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(state <> 'DONE'), 0) FROM outbox_jobs`).
-		Scan(&ev.JobsTotal, &ev.JobsPending)
+	err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM refunds
+		WHERE state IN ('CREATED', 'PROCESSING', 'UNKNOWN', 'ABNORMAL')`).Scan(&ev.RefundsPending)
 	if err == nil {
-		err = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM refunds
-			WHERE state IN ('CREATED', 'PROCESSING', 'UNKNOWN')`).Scan(&ev.RefundsPending)
+		err = db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(state <> 'DONE'), 0) FROM outbox_jobs`).
+			Scan(&ev.JobsTotal, &ev.JobsPending)
 	}
 	if err != nil {
 		return fmt.Errorf("read the ledger: %w", err)

@@ -14,11 +14,12 @@ import (
 // The refund storm hits StormOrders paid orders through POST /v1/refunds
 // while the faults run. Each order gets stormKeys idempotency keys, each a
 // partial refund of 40% + 1 fen, so two fit and the third would exceed the
-// paid amount (the money rule must refuse it). Every key is sent
-// StormRepeats times concurrently with the same parameters, as a client
-// retrying in parallel would. A request is repeated, with the same key,
-// until it gets a final answer: a connection error (gateway killed), a 5xx
-// or 409 EIN_FLIGHT means "try again".
+// paid amount (the money rule must refuse it), unless WeChat Pay closed
+// one of the others first: its amount went back, and the third fits.
+// Every key is sent StormRepeats times concurrently with the same
+// parameters, as a client retrying in parallel would. A request is
+// repeated, with the same key, until it gets a final answer: a connection
+// error (gateway killed), a 5xx or 409 EIN_FLIGHT means "try again".
 
 const (
 	stormKeys     = 3

@@ -139,9 +139,20 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 // a real timeout. The first request is dropped, the first three
 // applications are answered "order not found", and the next two the
 // proxy's 403, whatever the dice say, so even the short run has them all.
+// Refunds do not all succeed either: WeChat Pay closes 10% as they settle
+// (the money goes back to the order, so a third refund of the storm may
+// fit) and holds 5% of the rest ABNORMAL, which a person resolves to
+// SUCCESS abnormalResolve later; the first two refunds to settle are
+// closed and the next two held.
 var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", Fail5xxRate: 0.1, DropRate: 0.05,
 	ApplyThenTimeoutRate: 0.15, DropNext: 1, OrderUnknownNext: 3, OrderUnknownRate: 0.05, ApplyThenForbiddenNext: 2,
-	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond}
+	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond, RefundClosedNext: 2, RefundClosedRate: 0.1,
+	RefundAbnormalNext: 2, RefundAbnormalRate: 0.05, AbnormalResolveAfter: abnormalResolve}
+
+// abnormalResolve is how long a refund stays ABNORMAL: long enough for
+// the gateway to see it held (by its notification, or the janitor's query
+// every recheck, see chaosEnv), short enough to end within the run.
+const abnormalResolve = 5 * time.Second
 
 // refundNotifyRetries outlast a gateway restart, as WeChat's do.
 var refundNotifyRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second, 10 * time.Second}

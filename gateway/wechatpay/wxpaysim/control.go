@@ -31,6 +31,12 @@ type (
 	ResendRequest struct {
 		OutTradeNo string `json:"out_trade_no"`
 	}
+	// ResolveRequest is the body of POST /sim/refunds/resolve: an ABNORMAL
+	// refund ends with Status SUCCESS or CLOSED (see Sim.ResolveAbnormal).
+	ResolveRequest struct {
+		OutRefundNo string `json:"out_refund_no"`
+		Status      string `json:"status"`
+	}
 )
 
 func (s *Sim) controlRoutes(m *http.ServeMux) {
@@ -42,6 +48,7 @@ func (s *Sim) controlRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /sim/refunds/settle", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]int{"settled": s.SettleRefunds()})
 	})
+	m.HandleFunc("POST /sim/refunds/resolve", s.ctlResolve)
 	m.HandleFunc("GET /sim/faults", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.CurrentFaults()) })
 	m.HandleFunc("POST /sim/faults", s.ctlFaults)
 	m.HandleFunc("POST /sim/bill-faults", s.ctlBillFaults)
@@ -86,6 +93,18 @@ func (s *Sim) ctlCloseOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	o, _ := s.Order(req.OutTradeNo)
 	writeJSON(w, http.StatusOK, o)
+}
+
+func (s *Sim) ctlResolve(w http.ResponseWriter, r *http.Request) {
+	var req ResolveRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if err := s.ResolveAbnormal(req.OutRefundNo, req.Status); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": req.Status})
 }
 
 func (s *Sim) ctlFaults(w http.ResponseWriter, r *http.Request) {
@@ -139,7 +158,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func writeErr(w http.ResponseWriter, err error) {
 	status := http.StatusInternalServerError
-	if errors.Is(err, ErrOrderState) {
+	if errors.Is(err, ErrOrderState) || errors.Is(err, ErrRefundState) {
 		status = http.StatusConflict
 	}
 	writeJSON(w, status, apiError{Code: "SIM_ERROR", Message: err.Error()})

@@ -2,7 +2,8 @@
 // tests and local development. It signs responses and notifications the way
 // WeChat Pay does, verifies the merchant's request signatures, keeps orders and
 // refunds with WeChat's idempotency rules, serves trade bills, and can inject
-// faults (delays, 5xx, dropped connections, applied-then-lost answers).
+// faults (delays, 5xx, dropped connections, applied-then-lost answers, refunds
+// closed or held ABNORMAL until a person resolves them).
 //
 // In a test:
 //

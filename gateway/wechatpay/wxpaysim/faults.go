@@ -15,7 +15,9 @@ const defaultHold = 30 * time.Second
 // Faults are switches for the merchant API endpoints (/v3/…). Counters
 // (…Next) fire deterministically on the next matching requests, before the
 // rates are consulted; the first matching kind in the order 5xx, drop,
-// apply-then-timeout, order-unknown, apply-then-forbidden wins.
+// apply-then-timeout, order-unknown, apply-then-forbidden wins. The refund
+// outcomes (RefundOutcome, RefundClosed…, RefundAbnormal…) are decided per
+// refund as it settles, whatever PathPrefix says.
 type Faults struct {
 	// PathPrefix restricts faults to paths with this prefix ("" = all /v3/).
 	PathPrefix string `json:"path_prefix,omitempty"`
@@ -48,6 +50,19 @@ type Faults struct {
 	// RefundOutcome is the final status of refunds settled from now on:
 	// "" or SUCCESS, CLOSED or ABNORMAL.
 	RefundOutcome string `json:"refund_outcome,omitempty"`
+	// RefundClosed and RefundAbnormal decide the outcome of one refund as
+	// it settles, before RefundOutcome: WeChat Pay closes it (the money
+	// goes back to the order) or holds it ABNORMAL for a person to settle
+	// (see AbnormalResolveAfter and ResolveAbnormal). Counters come before
+	// rates, CLOSED before ABNORMAL.
+	RefundClosedNext   int     `json:"refund_closed_next,omitempty"`
+	RefundClosedRate   float64 `json:"refund_closed_rate,omitempty"`
+	RefundAbnormalNext int     `json:"refund_abnormal_next,omitempty"`
+	RefundAbnormalRate float64 `json:"refund_abnormal_rate,omitempty"`
+	// AbnormalResolveAfter is how long a refund stays ABNORMAL before a
+	// person resolves it to SUCCESS (REFUND.SUCCESS is notified); 0 leaves
+	// it ABNORMAL until ResolveAbnormal.
+	AbnormalResolveAfter time.Duration `json:"abnormal_resolve_after,omitempty"`
 	// Seed makes the rates reproducible; 0 picks a random seed.
 	Seed uint64 `json:"seed,omitempty"`
 }
@@ -123,20 +138,26 @@ func (s *Sim) takeFault(method, path string) fault {
 		out.kind = faultApplyThenForbidden
 	}
 	if out.kind != faultNone {
-		if s.injected == nil {
-			s.injected = map[string]int{}
-		}
-		s.injected[faultNames[out.kind]]++
+		s.countInjected(faultNames[out.kind])
 	}
 	return out
+}
+
+// countInjected counts one fault of kind name; the caller holds fmu.
+func (s *Sim) countInjected(name string) {
+	if s.injected == nil {
+		s.injected = map[string]int{}
+	}
+	s.injected[name]++
 }
 
 var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", faultApplyThenTimeout: "apply_then_timeout",
 	faultOrderUnknown: "order_unknown", faultApplyThenForbidden: "apply_then_forbidden"}
 
 // FaultsInjected counts the faults injected so far by kind ("5xx",
-// "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden"),
-// so a run can show its faults happened.
+// "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden",
+// and "closed" and "abnormal" for refunds settled so), so a run can show
+// its faults happened.
 func (s *Sim) FaultsInjected() map[string]int {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
@@ -157,16 +178,36 @@ func (s *Sim) roll(p float64) bool {
 	return p > 0 && s.rng.Float64() < p
 }
 
-// refundOutcome is the status a settling refund ends in.
+// refundOutcome decides the status a settling refund ends in and
+// consumes a counter; it is called with s.mu held.
 func (s *Sim) refundOutcome() string {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
-	switch s.faults.RefundOutcome {
-	case "CLOSED", "ABNORMAL":
-		return s.faults.RefundOutcome
-	default:
-		return "SUCCESS"
+	f := &s.faults
+	out := RefundSuccess
+	switch {
+	case take(&f.RefundClosedNext):
+		out = RefundClosed
+	case take(&f.RefundAbnormalNext):
+		out = RefundAbnormal
+	case s.roll(f.RefundClosedRate):
+		out = RefundClosed
+	case s.roll(f.RefundAbnormalRate):
+		out = RefundAbnormal
+	case f.RefundOutcome == RefundClosed || f.RefundOutcome == RefundAbnormal:
+		out = f.RefundOutcome
 	}
+	if out != RefundSuccess {
+		s.countInjected(strings.ToLower(out))
+	}
+	return out
+}
+
+// abnormalResolveAfter is Faults.AbnormalResolveAfter.
+func (s *Sim) abnormalResolveAfter() time.Duration {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	return s.faults.AbnormalResolveAfter
 }
 
 // BillFaults inject differences into trade bills, for reconciliation tests.

@@ -3,6 +3,8 @@ package wxpaysim
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"time"
@@ -15,6 +17,10 @@ const (
 	RefundClosed     = "CLOSED"
 	RefundAbnormal   = "ABNORMAL"
 )
+
+// ErrRefundState is returned when a refund cannot make the requested
+// transition (e.g. resolving one that is not ABNORMAL).
+var ErrRefundState = errors.New("wxpaysim: refund state")
 
 // RefundRecord is the simulator's view of a refund. Amounts are fen, times UTC.
 type RefundRecord struct {
@@ -34,8 +40,9 @@ type RefundRecord struct {
 	// Executed counts how many times money was moved for this out_refund_no;
 	// WeChat's idempotency keeps it at 1.
 	Executed int `json:"executed"`
-	// NotifyAttempts counts refund notification POSTs; NotifyAcked reports
-	// whether one was answered 2xx.
+	// NotifyAttempts counts refund notification POSTs (an ABNORMAL refund
+	// resolved later has two notifications); NotifyAcked reports whether
+	// one was answered 2xx.
 	NotifyAttempts int  `json:"notify_attempts"`
 	NotifyAcked    bool `json:"notify_acked"`
 }
@@ -232,46 +239,106 @@ func (s *Sim) SettleRefunds() int {
 	return n
 }
 
-// settle moves a PROCESSING refund to its outcome and notifies the merchant.
+// settle moves a PROCESSING refund to its outcome and notifies the
+// merchant; an ABNORMAL one is resolved later (scheduleResolve).
 func (s *Sim) settle(outRefundNo string) bool {
 	notice, url, ok := s.finishRefund(outRefundNo)
 	if !ok {
 		return false
 	}
-	if url == "" {
-		return true
+	if notice.RefundStatus == RefundAbnormal {
+		s.scheduleResolve(outRefundNo)
 	}
-	n, err := s.keys.RefundNotification(notice, s.currentSignMode(), s.now())
-	if err != nil {
-		s.log.Error("wxpaysim: refund notification", "out_refund_no", outRefundNo, "err", err)
-		return true
-	}
-	s.deliverInBackground(n, url, func(status int) { s.recordRefundNotify(outRefundNo, status) })
+	s.notifyRefund(notice, url)
 	return true
 }
 
 // finishRefund applies the outcome under the lock and returns the
 // notification plaintext and where to send it.
 func (s *Sim) finishRefund(outRefundNo string) (RefundNotice, string, bool) {
-	outcome := s.refundOutcome()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.refunds[outRefundNo]
 	if !ok || r.Status != RefundProcessing {
 		return RefundNotice{}, "", false
 	}
-	r.Status = outcome
-	switch outcome {
+	s.endRefund(r, s.refundOutcome())
+	return s.refundNotice(r), s.refundNotifyURL(r), true
+}
+
+// endRefund moves r to status; s.mu is held.
+func (s *Sim) endRefund(r *RefundRecord, status string) {
+	r.Status = status
+	switch status {
 	case RefundSuccess:
 		r.SuccessTime = s.now()
 	case RefundClosed:
 		s.orders[r.OutTradeNo].Refunded -= r.Amount // the money went back
 	}
-	url := r.NotifyURL
-	if url == "" {
-		url = s.opts.RefundNotifyURL
+}
+
+func (s *Sim) refundNotifyURL(r *RefundRecord) string {
+	if r.NotifyURL != "" {
+		return r.NotifyURL
 	}
-	return s.refundNotice(r), url, true
+	return s.opts.RefundNotifyURL
+}
+
+// notifyRefund delivers a refund notification to url ("" sends none),
+// redelivering it until acked.
+func (s *Sim) notifyRefund(notice RefundNotice, url string) {
+	if url == "" {
+		return
+	}
+	n, err := s.keys.RefundNotification(notice, s.currentSignMode(), s.now())
+	if err != nil {
+		s.log.Error("wxpaysim: refund notification", "out_refund_no", notice.OutRefundNo, "err", err)
+		return
+	}
+	s.deliverInBackground(n, url, func(status int) { s.recordRefundNotify(notice.OutRefundNo, status) })
+}
+
+// scheduleResolve resolves an ABNORMAL refund to SUCCESS after
+// Faults.AbnormalResolveAfter, unless that is 0.
+func (s *Sim) scheduleResolve(outRefundNo string) {
+	d := s.abnormalResolveAfter()
+	if d <= 0 {
+		return
+	}
+	s.background(func(ctx context.Context) {
+		if s.sleep(ctx, d) {
+			_ = s.ResolveAbnormal(outRefundNo, RefundSuccess) // an error: resolved by hand meanwhile
+		}
+	})
+}
+
+// ResolveAbnormal ends an ABNORMAL refund as the person handling it does
+// (the merchant's staff, or the user who fixed the card): SUCCESS pays it
+// now, CLOSED gives the money back to the order. The merchant is notified
+// (REFUND.SUCCESS or REFUND.CLOSED) as when a refund settles, and queries
+// answer the new status. ErrRefundState if the refund is not ABNORMAL or
+// status is neither.
+func (s *Sim) ResolveAbnormal(outRefundNo, status string) error {
+	if status != RefundSuccess && status != RefundClosed {
+		return fmt.Errorf("%w: an ABNORMAL refund ends SUCCESS or CLOSED, not %q", ErrRefundState, status)
+	}
+	notice, url, err := s.resolveRefund(outRefundNo, status)
+	if err != nil {
+		return err
+	}
+	s.notifyRefund(notice, url)
+	return nil
+}
+
+func (s *Sim) resolveRefund(outRefundNo, status string) (RefundNotice, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.refunds[outRefundNo]
+	if !ok || r.Status != RefundAbnormal {
+		return RefundNotice{}, "", fmt.Errorf("%w: refund %s is unknown or not ABNORMAL", ErrRefundState, outRefundNo)
+	}
+	s.endRefund(r, status)
+	return s.refundNotice(r), s.refundNotifyURL(r), nil
 }
 
 func (s *Sim) refundNotice(r *RefundRecord) RefundNotice {

@@ -65,7 +65,7 @@ type Sim struct {
 	bills      map[string]billFile
 	signMode   SignMode
 
-	fmu        sync.Mutex
+	fmu        sync.Mutex // taken inside mu (refundOutcome), never mu inside fmu
 	faults     Faults
 	injected   map[string]int // faults injected so far, by kind
 	rng        *rand.Rand

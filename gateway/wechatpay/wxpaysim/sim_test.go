@@ -377,3 +377,144 @@ func TestResendPaymentResigns(t *testing.T) {
 		t.Fatalf("ids=%v nonces=%v, want one id delivered 3 times with 3 distinct nonces", ids, nonces)
 	}
 }
+
+// TestRefundOutcomeFaults: counters close or hold the next refunds that
+// settle, rates each refund, and FaultsInjected counts them.
+func TestRefundOutcomeFaults(t *testing.T) {
+	tests := []struct {
+		name   string
+		faults wxpaysim.Faults
+		want   []string
+	}{
+		{"next", wxpaysim.Faults{RefundClosedNext: 1, RefundAbnormalNext: 1}, []string{"CLOSED", "ABNORMAL", "SUCCESS"}},
+		{"closed rate", wxpaysim.Faults{RefundClosedRate: 1, Seed: 7}, []string{"CLOSED", "CLOSED", "CLOSED"}},
+		{"abnormal rate", wxpaysim.Faults{RefundAbnormalRate: 1, Seed: 7}, []string{"ABNORMAL", "ABNORMAL", "ABNORMAL"}},
+		{"before the outcome", wxpaysim.Faults{RefundAbnormalNext: 1, RefundOutcome: "CLOSED"}, []string{"ABNORMAL", "CLOSED", "CLOSED"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1})
+			c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+			ctx := context.Background()
+			if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
+				t.Fatal(err)
+			}
+			sim.SetFaults(tc.faults)
+			want := map[string]int{}
+			for i, status := range tc.want {
+				if _, err := createRefund(ctx, c, "T1", fmt.Sprintf("R%d", i), 10, 100); err != nil {
+					t.Fatal(err)
+				}
+				if n := sim.SettleRefunds(); n != 1 {
+					t.Fatalf("settled %d, want 1", n)
+				}
+				if got := sim.Refunds()[i].Status; got != status {
+					t.Fatalf("refund %d: %s, want %s", i, got, status)
+				}
+				if status != "SUCCESS" {
+					want[strings.ToLower(status)]++
+				}
+			}
+			if got := sim.FaultsInjected(); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("FaultsInjected()=%v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestAbnormalResolvesAfter: an ABNORMAL refund is not final; after
+// AbnormalResolveAfter it is paid, notified REFUND.SUCCESS and queried
+// SUCCESS.
+func TestAbnormalResolvesAfter(t *testing.T) {
+	m := &merchant{}
+	sim, srv := startSim(t, wxpaysim.Options{RefundNotifyURL: m.serve(t).URL, RefundSettleDelay: -1})
+	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
+		t.Fatal(err)
+	}
+	sim.SetFaults(wxpaysim.Faults{RefundAbnormalNext: 1, AbnormalResolveAfter: 200 * time.Millisecond})
+	if _, err := createRefund(ctx, c, "T1", "R1", 30, 100); err != nil {
+		t.Fatal(err)
+	}
+	sim.SettleRefunds()
+	if s := queryRefund(t, c, "R1"); *s.Status != refunddomestic.STATUS_ABNORMAL || s.SuccessTime != nil {
+		t.Fatalf("refund right after settling: %s, success time %v", *s.Status, s.SuccessTime)
+	}
+	waitFor(t, "two refund notifications", func() bool { return len(m.received()) == 2 })
+	for i, want := range []string{"ABNORMAL", "SUCCESS"} {
+		if got := m.received()[i]; got.EventType != "REFUND."+want || got.Plain["refund_status"] != want {
+			t.Fatalf("notification %d: %+v, want REFUND.%s", i, got, want)
+		}
+	}
+	if s := queryRefund(t, c, "R1"); *s.Status != refunddomestic.STATUS_SUCCESS || s.SuccessTime == nil {
+		t.Fatalf("refund after resolving: %s, success time %v", *s.Status, s.SuccessTime)
+	}
+	if o, _ := sim.Order("T1"); o.Refunded != 30 {
+		t.Fatalf("order refunded %d, want 30", o.Refunded)
+	}
+}
+
+// TestResolveAbnormal: a person resolves ABNORMAL refunds by hand (and
+// through the control API); CLOSED gives the money back to the order.
+func TestResolveAbnormal(t *testing.T) {
+	m := &merchant{}
+	sim, srv := startSim(t, wxpaysim.Options{RefundNotifyURL: m.serve(t).URL, RefundSettleDelay: -1})
+	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
+		t.Fatal(err)
+	}
+	sim.SetFaults(wxpaysim.Faults{RefundOutcome: "ABNORMAL"})
+	for _, no := range []string{"R1", "R2"} {
+		if _, err := createRefund(ctx, c, "T1", no, 50, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sim.SettleRefunds()
+	sim.SetFaults(wxpaysim.Faults{})
+	if _, err := createRefund(ctx, c, "T1", "R3", 50, 100); err == nil {
+		t.Fatal("a refund beyond two ABNORMAL ones was accepted")
+	}
+	if err := sim.ResolveAbnormal("R1", "CLOSED"); err != nil {
+		t.Fatal(err)
+	}
+	if st := postJSON(t, srv.URL+"/sim/refunds/resolve", wxpaysim.ResolveRequest{OutRefundNo: "R2", Status: "SUCCESS"}, nil); st != 200 {
+		t.Fatalf("resolve status=%d", st)
+	}
+	if s := queryRefund(t, c, "R1"); *s.Status != refunddomestic.STATUS_CLOSED {
+		t.Fatalf("R1 %s, want CLOSED", *s.Status)
+	}
+	if s := queryRefund(t, c, "R2"); *s.Status != refunddomestic.STATUS_SUCCESS || s.SuccessTime == nil {
+		t.Fatalf("R2 %s, success time %v", *s.Status, s.SuccessTime)
+	}
+	if _, err := createRefund(ctx, c, "T1", "R3", 50, 100); err != nil {
+		t.Fatalf("refund in the room R1 gave back: %v", err)
+	}
+	waitFor(t, "four refund notifications", func() bool { return len(m.received()) == 4 })
+	events := map[string]int{}
+	for _, r := range m.received() {
+		events[r.EventType]++
+	}
+	if want := map[string]int{"REFUND.ABNORMAL": 2, "REFUND.CLOSED": 1, "REFUND.SUCCESS": 1}; fmt.Sprint(events) != fmt.Sprint(want) {
+		t.Fatalf("notifications %v, want %v", events, want)
+	}
+	for _, tc := range []struct{ no, status string }{{"R2", "CLOSED"}, {"R3", "SUCCESS"}, {"NOPE", "SUCCESS"}, {"R1", "PROCESSING"}} {
+		if err := sim.ResolveAbnormal(tc.no, tc.status); !errors.Is(err, wxpaysim.ErrRefundState) {
+			t.Errorf("ResolveAbnormal(%s, %s): %v, want ErrRefundState", tc.no, tc.status, err)
+		}
+	}
+	if st := postJSON(t, srv.URL+"/sim/refunds/resolve", wxpaysim.ResolveRequest{OutRefundNo: "R2", Status: "SUCCESS"}, nil); st != http.StatusConflict {
+		t.Fatalf("resolve again status=%d, want 409", st)
+	}
+}
+
+func queryRefund(t *testing.T, c *core.Client, outRefundNo string) *refunddomestic.Refund {
+	t.Helper()
+	r, _, err := (&refunddomestic.RefundsApiService{Client: c}).QueryByOutRefundNo(context.Background(),
+		refunddomestic.QueryByOutRefundNoRequest{OutRefundNo: core.String(outRefundNo)})
+	if err != nil {
+		t.Fatalf("query refund %s: %v", outRefundNo, err)
+	}
+	return r
+}
