@@ -72,7 +72,8 @@ type BillPayment struct {
 	TransactionID string
 	OutTradeNo    string
 	OpenID        string
-	Amount        int64 // 订单金额: the order total (amount.total)
+	Amount        int64  // 订单金额: the order total (amount.total)
+	Currency      string // 货币种类: CNY for a domestic merchant
 	Line          string
 }
 
@@ -95,7 +96,7 @@ type BillRefund struct {
 // amount.total, 申请退款金额 is amount.refund); the latter are compared, so
 // a coupon order's refund does not show as a mismatch.
 var billColumns = []string{"交易时间", "公众账号ID", "商户号", "微信订单号", "商户订单号", "用户标识", "交易状态",
-	"微信退款单号", "商户退款单号", "申请退款金额", "退款状态", "订单金额"}
+	"微信退款单号", "商户退款单号", "申请退款金额", "退款状态", "订单金额", "货币种类"}
 
 const billSummaryPrefix = "总交易单数"
 
@@ -250,7 +251,8 @@ func (b *Bill) addLine(line string, l *billLayout) error {
 			return fmt.Errorf("订单金额: %w", err)
 		}
 		b.Payments = append(b.Payments, BillPayment{Time: at.UTC(), AppID: f("公众账号ID"), MchID: f("商户号"),
-			TransactionID: f("微信订单号"), OutTradeNo: f("商户订单号"), OpenID: f("用户标识"), Amount: amount, Line: line})
+			TransactionID: f("微信订单号"), OutTradeNo: f("商户订单号"), OpenID: f("用户标识"), Amount: amount,
+			Currency: f("货币种类"), Line: line})
 	case "REFUND":
 		amount, err := ParseYuan(f("申请退款金额"))
 		if err != nil {

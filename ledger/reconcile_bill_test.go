@@ -38,7 +38,7 @@ func TestParseTradeBill(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(b.Payments) != 1 || b.Payments[0].Amount != 1234 || b.Payments[0].OutTradeNo != "T1" ||
-		b.Payments[0].Time.Format("15:04") != "01:00" {
+		b.Payments[0].Time.Format("15:04") != "01:00" || b.Payments[0].Currency != "CNY" {
 		t.Fatalf("payments = %+v", b.Payments)
 	}
 	if len(b.Refunds) != 1 || b.Refunds[0].Amount != 234 || b.Refunds[0].OutRefundNo != "R1" || b.Refunds[0].Status != "SUCCESS" {

@@ -32,7 +32,7 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 			ResourceType: "trade_bill_row", Summary: "payment found in the trade bill", OutTradeNo: bp.OutTradeNo,
 			TransactionID: bp.TransactionID, Plaintext: bp.Line, CreateTime: bp.Time},
 		OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID, TradeState: state, AppID: bp.AppID,
-		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: bp.Amount, Currency: "CNY",
+		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: bp.Amount, Currency: bp.Currency,
 		SuccessTime: bp.Time,
 	}
 	_, err := s.ApplyTransaction(ctx, u)

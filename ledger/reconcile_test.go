@@ -364,6 +364,32 @@ func TestReconcileLeavesOtherAppsOut(t *testing.T) {
 	})
 }
 
+// TestReconcileRefusesOtherCurrency: a bill payment in a currency other
+// than CNY is not repaired into the ledger's fen of CNY: it is refused and
+// flagged as the callback and the lost-callback check would have it. One
+// in "cny" is CNY.
+func TestReconcileRefusesOtherCurrency(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		usd, cny := billPayment("oc-usd", "tx-oc-usd", 300), billPayment("oc-cny", "tx-oc-cny", 400)
+		usd.Currency, cny.Currency = "USD", "cny"
+		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{usd, cny}})
+		if it := item(rep, "oc-usd"); it == nil || it.Repair != ledger.RepairRefused || !strings.Contains(it.RepairDetail, "USD") {
+			t.Fatalf("USD bill payment: %+v, want REFUSED naming USD", it)
+		}
+		if _, err := s.Payment(ctx, "oc-usd"); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("USD payment recorded: %v", err)
+		}
+		if a, _ := s.Anomalies(ctx, "oc-usd"); len(a) != 1 || a[0].Kind != ledger.AnomalyAmountMismatch {
+			t.Fatalf("anomalies = %+v, want one AMOUNT_MISMATCH", a)
+		}
+		assertRepaired(t, s, cny)
+		if p, _ := s.Payment(ctx, "oc-cny"); p.Currency != "CNY" {
+			t.Fatalf("currency %q, want CNY", p.Currency)
+		}
+	})
+}
+
 // TestRepairRaceWithTheCallback: the payment's callback is recorded
 // between the run's read of the ledger and its repair. The repair finds
 // it recorded: no mismatch, nothing reported as repaired.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -42,8 +43,9 @@ func targetState(tradeState string) PaymentState {
 // state machine, both in one transaction. It returns:
 //   - ErrAlreadyRecorded when the notice id is stored already or the
 //     payment is already in the target state (nothing changes);
-//   - *AmountMismatchError when a registered order was paid another amount
-//     (nothing is applied; the mismatch is flagged as an anomaly);
+//   - *AmountMismatchError when a registered order was paid another
+//     amount, or any order in a currency other than CNY (nothing is
+//     applied; the mismatch is flagged as an anomaly);
 //   - ErrNoChange when the trade state is not final, or closes an order
 //     the ledger never knew;
 //   - an error matching ErrIllegalTransition for a refused change.
@@ -143,7 +145,7 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 		return move{}, nil, ErrNoChange
 	case row == nil && target != PaymentSuccess:
 		return move{}, nil, ErrNoChange
-	case target == PaymentSuccess && currencyOr(u.Currency) != ledgerCurrency && (row == nil || row.State != string(target)):
+	case target == PaymentSuccess && currencyOf(u.Currency) != ledgerCurrency && (row == nil || row.State != string(target)):
 		mismatch := &AmountMismatchError{OutTradeNo: u.OutTradeNo, Got: u.AmountTotal, Currency: truncate(u.Currency, 16)}
 		if row != nil {
 			mismatch.Expected = derefInt(row.ExpectedAmount)
@@ -152,7 +154,7 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 		return move{}, flag, mismatch
 	case row == nil:
 		now := s.now()
-		next := &paymentRow{OutTradeNo: u.OutTradeNo, State: string(PaymentSuccess), Currency: currencyOr(u.Currency),
+		next := &paymentRow{OutTradeNo: u.OutTradeNo, State: string(PaymentSuccess), Currency: currencyOf(u.Currency),
 			CreatedAt: now, UpdatedAt: now}
 		fillPaid(next, u)
 		return move{row: next, from: string(PaymentNone)}, nil, nil
@@ -260,7 +262,7 @@ func fillPaid(row *paymentRow, u TransactionUpdate) {
 	total, payer := u.AmountTotal, u.PayerTotal
 	row.TransactionID = nonEmpty(u.TransactionID)
 	row.AmountTotal, row.PayerTotal = &total, &payer
-	row.Currency = currencyOr(u.Currency)
+	row.Currency = currencyOf(u.Currency)
 	// WeChat Pay's signed word on who paid: the one who may ask for
 	// refunds. Without it nobody may, not the openid the order was
 	// registered with (a request's word, kept in registered_openid).
@@ -292,8 +294,10 @@ func duplicatePaymentFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
 // totals add them up as such.
 const ledgerCurrency = "CNY"
 
-func currencyOr(c string) string {
-	if c == "" {
+// currencyOf is how the ledger writes a stated currency: upper case, and
+// CNY when none is stated.
+func currencyOf(c string) string {
+	if c = strings.ToUpper(strings.TrimSpace(c)); c == "" {
 		return ledgerCurrency
 	}
 	return c

@@ -32,8 +32,8 @@ type BackendReport struct {
 	Opens     []OpenRun // open loops: at the ceiling (or -rate if lower), and at -rate if higher
 	Refunds   string    // refund stage outcome, human readable
 	RefundsAt string    // refunds offered at WeChat Pay's per-merchant rate, human readable
-	// RefundRun and RefundAtRun are those two stages' figures; nil when
-	// a stage did not run or failed.
+	// RefundRun and RefundAtRun are those two stages' figures (with their
+	// failures); nil when a stage did not run or could not start.
 	RefundRun, RefundAtRun *Result
 }
 

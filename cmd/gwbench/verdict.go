@@ -97,7 +97,7 @@ func dupVerdict(levels []Level) string {
 func refundVerdict(r BackendReport) string {
 	line := "refund creation ≥ 1,000/s: not measured"
 	if x := r.RefundRun; x != nil {
-		line = fmt.Sprintf("refund creation ≥ 1,000/s: %s (%.0f/s%s)", metOrNot(x.Failed == 0 && x.Rate() >= targetRefunds),
+		line = fmt.Sprintf("refund creation ≥ 1,000/s: %s (%.0f/s)%s", metOrNot(x.Failed == 0 && x.Rate() >= targetRefunds),
 			x.Rate(), failNote(*x))
 	}
 	if x := r.RefundAtRun; x != nil {

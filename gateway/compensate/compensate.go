@@ -291,7 +291,7 @@ func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transac
 	case errors.Is(err, ledger.ErrAlreadyRecorded), errors.Is(err, ledger.ErrNoChange):
 		return Open
 	case errors.As(err, new(*ledger.AmountMismatchError)):
-		log.Warn("compensate: paid another amount than registered; flagged, asked again in a day", "err", err)
+		log.Warn("compensate: paid another amount than registered, or not in CNY; flagged, asked again in a day", "err", err)
 		return Mismatch
 	default:
 		log.Warn("compensate: apply queried state", "err", err)
