@@ -493,6 +493,31 @@ func TestRefundAmountMismatchIsFlagged(t *testing.T) {
 		if r, _ := s.Refund(ctx, "rf-40"); r.NextCheckAt != nil {
 			t.Fatalf("ended refund put back on the janitor's list for %v", r.NextCheckAt)
 		}
+		// Nor a FAILED one (the janitor claims FAILED refunds that have a
+		// next check, to wait for a late SUCCESS): it would be asked about
+		// for good.
+		if _, err := s.CreateRefund(ctx, refundReq("r40", "rf-40f", 10)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := move(t, s, "rf-40f", ledger.RefundFailed); err != nil {
+			t.Fatal(err)
+		}
+		qf := ledger.RefundUpdate{OutRefundNo: "rf-40f", State: ledger.RefundSuccess, Amount: 11, Source: ledger.SourceQuery, NextCheckAt: next}
+		if _, err := s.ApplyRefund(ctx, qf); !errors.As(err, &mm) {
+			t.Fatalf("err = %v, want AmountMismatchError", err)
+		}
+		if r, _ := s.Refund(ctx, "rf-40f"); r.State != ledger.RefundFailed || r.NextCheckAt != nil {
+			t.Fatalf("FAILED refund %s put on the janitor's list for %v", r.State, r.NextCheckAt)
+		}
+		claimed, err := s.ClaimStuckRefunds(ctx, next.Add(time.Hour), 10, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range claimed {
+			if r.OutRefundNo == "rf-40f" {
+				t.Fatal("the janitor claimed the FAILED refund")
+			}
+		}
 	})
 }
 
