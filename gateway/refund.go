@@ -90,15 +90,16 @@ func (c RefundConfig) Check() error {
 const querySettles = time.Minute
 
 // Warnings names timings Check accepts that are unsafe against WeChat Pay
-// itself, though fine against a simulator whose queries do not lag: with
-// safety_buffer under call_timeout plus querySettles, the janitor may ask
+// itself, though fine against a simulator whose queries lag less (or not
+// at all): with safety_buffer under call_timeout plus querySettles, the
+// janitor may ask
 // about a refund before WeChat Pay shows it, send it again and, should
 // WeChat Pay refuse the repeat, fail a refund that was made.
 func (c RefundConfig) Warnings() []string {
 	c = c.withDefaults()
 	if floor := c.CallTimeout + querySettles; c.SafetyBuffer < floor {
 		return []string{fmt.Sprintf("safety_buffer (%v) is under call_timeout (%v) plus the minute WeChat Pay's refund queries may lag; "+
-			"safe against the simulator only", c.SafetyBuffer, c.CallTimeout)}
+			"safe only against a simulator whose queries lag less", c.SafetyBuffer, c.CallTimeout)}
 	}
 	return nil
 }

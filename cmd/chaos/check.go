@@ -361,9 +361,10 @@ func overRefunded(ev *Evidence) (Invariant, error) {
 // CLOSED); no order is paid in the ledger that WeChat was not paid for. A
 // refund the gateway gave up on (FAILED, CLOSED) that WeChat paid after
 // all shows here, and so does one WeChat closed, or resolved after
-// holding it ABNORMAL, that the ledger did not follow (ABNORMAL counts as
-// settled: the drain waits until the ledger has none left); the other
-// invariants read the ledger alone.
+// holding it ABNORMAL, that the ledger did not follow (a refund ABNORMAL
+// at WeChat Pay is compared as settled; in the ledger ABNORMAL is not,
+// and the drain waits until none is left); the other invariants read the
+// ledger alone.
 func ledgerAgreesWithWechat(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "ledger disagrees with WeChat Pay"}
 	refunds, err := ledgerRows(ev, "SELECT out_refund_no, state, '', amount, 0 FROM refunds")
@@ -529,9 +530,10 @@ func idleFeatures(ev *Evidence) (Invariant, error) {
 }
 
 // wechatFaults are the kinds Sim.FaultsInjected must show: each fault of
-// the refund API, and refunds settled CLOSED or ABNORMAL.
+// the refund API, queries that did not yet show a refund (query lag), and
+// refunds settled CLOSED or ABNORMAL.
 var wechatFaults = []string{"5xx", "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden",
-	"closed", "abnormal"}
+	"query_lag", "closed", "abnormal"}
 
 // refundEvidence: "Σrefunds > paid" proves the money rule only if some
 // order got both refunds that fit and a third was refused by the rule

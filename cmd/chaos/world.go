@@ -139,15 +139,27 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 // a real timeout. The first request is dropped, the first three
 // applications are answered "order not found", and the next two the
 // proxy's 403, whatever the dice say, so even the short run has them all.
-// Refunds do not all succeed either: WeChat Pay closes 10% as they settle
-// (the money goes back to the order, so a third refund of the storm may
-// fit) and holds 5% of the rest ABNORMAL, which a person resolves to
-// SUCCESS abnormalResolve later; the first two refunds to settle are
-// closed and the next two held.
+// Queries lag the applications, as WeChat Pay's do: a refund younger than
+// refundQueryLag is "not found", so the query the gateway makes right
+// after a timeout or a 403 never finds the refund, and only the janitor's,
+// a safety buffer later, may conclude. Refunds do not all succeed either:
+// WeChat Pay closes 10% as they settle (the money goes back to the order,
+// so a third refund of the storm may fit) and holds 5% of the rest
+// ABNORMAL, which a person resolves to SUCCESS abnormalResolve later; the
+// first two refunds to settle are closed and the next two held.
 var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", Fail5xxRate: 0.1, DropRate: 0.05,
 	ApplyThenTimeoutRate: 0.15, DropNext: 1, OrderUnknownNext: 3, OrderUnknownRate: 0.05, ApplyThenForbiddenNext: 2,
-	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond, RefundClosedNext: 2, RefundClosedRate: 0.1,
-	RefundAbnormalNext: 2, RefundAbnormalRate: 0.05, AbnormalResolveAfter: abnormalResolve}
+	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond, RefundQueryLag: refundQueryLag,
+	RefundClosedNext: 2, RefundClosedRate: 0.1, RefundAbnormalNext: 2, RefundAbnormalRate: 0.05,
+	AbnormalResolveAfter: abnormalResolve}
+
+// refundQueryLag is how long a new refund stays hidden from queries. It
+// outlasts the gateway's WeChat Pay timeout (1 s, chaosEnv), so the query
+// right after a timed-out application meets it too, and stays under
+// refunds.safety_buffer (4 s) by more than that timeout: the janitor's
+// wait may start (the refund written, a resend counted) up to one call
+// before WeChat Pay applies the refund.
+const refundQueryLag = 2 * time.Second
 
 // abnormalResolve is how long a refund stays ABNORMAL: long enough for
 // the gateway to see it held (by its notification, or the janitor's query

@@ -2,8 +2,9 @@
 // tests and local development. It signs responses and notifications the way
 // WeChat Pay does, verifies the merchant's request signatures, keeps orders and
 // refunds with WeChat's idempotency rules, serves trade bills, and can inject
-// faults (delays, 5xx, dropped connections, applied-then-lost answers, refunds
-// closed or held ABNORMAL until a person resolves them).
+// faults (delays, 5xx, dropped connections, applied-then-lost answers, refund
+// queries that lag the applications, refunds closed or held ABNORMAL until a
+// person resolves them).
 //
 // In a test:
 //

@@ -17,7 +17,8 @@ const defaultHold = 30 * time.Second
 // rates are consulted; the first matching kind in the order 5xx, drop,
 // apply-then-timeout, order-unknown, apply-then-forbidden wins. The refund
 // outcomes (RefundOutcome, RefundClosed…, RefundAbnormal…) are decided per
-// refund as it settles, whatever PathPrefix says.
+// refund as it settles, and RefundQueryLag per query, whatever PathPrefix
+// says.
 type Faults struct {
 	// PathPrefix restricts faults to paths with this prefix ("" = all /v3/).
 	PathPrefix string `json:"path_prefix,omitempty"`
@@ -47,6 +48,13 @@ type Faults struct {
 	ApplyThenForbiddenRate float64 `json:"apply_then_forbidden_rate,omitempty"`
 	// HoldFor bounds the apply-then-timeout hold; 0 means 30 s.
 	HoldFor time.Duration `json:"hold_for,omitempty"`
+	// RefundQueryLag hides a refund from queries until it is that old (by
+	// Options.Now): WeChat Pay's refund queries lag its applications (it
+	// advises querying a minute after applying). Until then a query
+	// answers 404 RESOURCE_NOT_EXISTS "退款单不存在", signed, as for a
+	// refund that does not exist; a create sent again with the same
+	// out_refund_no still answers the refund.
+	RefundQueryLag time.Duration `json:"refund_query_lag,omitempty"`
 	// RefundOutcome is the final status of refunds settled from now on:
 	// "" or SUCCESS, CLOSED or ABNORMAL.
 	RefundOutcome string `json:"refund_outcome,omitempty"`
@@ -156,6 +164,7 @@ var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", fa
 
 // FaultsInjected counts the faults injected so far by kind ("5xx",
 // "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden",
+// "query_lag" for refund queries answered "not found" by RefundQueryLag,
 // and "closed" and "abnormal" for refunds settled so), so a run can show
 // its faults happened.
 func (s *Sim) FaultsInjected() map[string]int {
@@ -201,6 +210,19 @@ func (s *Sim) refundOutcome() string {
 		s.countInjected(strings.ToLower(out))
 	}
 	return out
+}
+
+// queryLags reports whether queries still hide a refund created at
+// created (Faults.RefundQueryLag), counting each such answer; it is
+// called with s.mu held.
+func (s *Sim) queryLags(created time.Time) bool {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	if s.now().Sub(created) >= s.faults.RefundQueryLag {
+		return false
+	}
+	s.countInjected("query_lag")
+	return true
 }
 
 // abnormalResolveAfter is Faults.AbnormalResolveAfter.

@@ -172,17 +172,23 @@ func (s *Sim) RefundsRefused() map[string]int {
 }
 
 func (s *Sim) handleQueryRefund(r *http.Request, _ []byte) reply {
-	s.mu.Lock()
-	rec, ok := s.refunds[r.PathValue("out_refund_no")]
-	var cp RefundRecord
-	if ok {
-		cp = *rec
-	}
-	s.mu.Unlock()
+	rec, ok := s.queriedRefund(r.PathValue("out_refund_no"))
 	if !ok {
 		return errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "退款单不存在")
 	}
-	return jsonReply(http.StatusOK, s.refundJSON(cp))
+	return jsonReply(http.StatusOK, s.refundJSON(rec))
+}
+
+// queriedRefund returns a copy of the refund a query shows: none for an
+// unknown refund, nor for one younger than Faults.RefundQueryLag.
+func (s *Sim) queriedRefund(outRefundNo string) (RefundRecord, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.refunds[outRefundNo]
+	if !ok || s.queryLags(rec.CreateTime) {
+		return RefundRecord{}, false
+	}
+	return *rec, true
 }
 
 // Refunds lists all refunds in creation order.

@@ -518,3 +518,64 @@ func queryRefund(t *testing.T, c *core.Client, outRefundNo string) *refunddomest
 	}
 	return r
 }
+
+// TestRefundQueryLag: queries do not show a refund younger than
+// RefundQueryLag (whatever PathPrefix says); they answer it as they answer
+// a refund that does not exist, signed, while a create sent again with its
+// out_refund_no still answers the refund, executed once. Once the refund is
+// old enough queries show it, and FaultsInjected counts the lagged answers.
+func TestRefundQueryLag(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	advance := func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(d)
+	}
+	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1, Now: clock})
+	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
+		t.Fatal(err)
+	}
+	sim.SetFaults(wxpaysim.Faults{PathPrefix: "/v3/bill/", RefundQueryLag: time.Minute})
+	if _, err := createRefund(ctx, c, "T1", "R1", 30, 100); err != nil {
+		t.Fatal(err)
+	}
+	lagged, unknown := queryNotFound(t, c, "R1"), queryNotFound(t, c, "NOPE")
+	if lagged.Body != unknown.Body || lagged.Header.Get("Wechatpay-Signature") == "" {
+		t.Fatalf("lagged answer %q (signature %q), want %q signed", lagged.Body,
+			lagged.Header.Get("Wechatpay-Signature"), unknown.Body)
+	}
+	again, err := createRefund(ctx, c, "T1", "R1", 30, 100)
+	if err != nil || *again.OutRefundNo != "R1" || sim.RefundCount("R1") != 1 {
+		t.Fatalf("create sent again: %+v, %v, executed %d; want R1, executed once", again, err, sim.RefundCount("R1"))
+	}
+	advance(time.Minute - time.Second)
+	queryNotFound(t, c, "R1")
+	advance(time.Second)
+	if r := queryRefund(t, c, "R1"); *r.Status != refunddomestic.STATUS_PROCESSING {
+		t.Fatalf("refund a minute old: %s, want PROCESSING", *r.Status)
+	}
+	if got, want := sim.FaultsInjected(), map[string]int{"query_lag": 2}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("FaultsInjected()=%v, want %v", got, want)
+	}
+}
+
+// queryNotFound queries a refund that WeChat Pay must answer 404
+// RESOURCE_NOT_EXISTS, and returns that answer.
+func queryNotFound(t *testing.T, c *core.Client, outRefundNo string) *core.APIError {
+	t.Helper()
+	_, _, err := (&refunddomestic.RefundsApiService{Client: c}).QueryByOutRefundNo(context.Background(),
+		refunddomestic.QueryByOutRefundNoRequest{OutRefundNo: core.String(outRefundNo)})
+	var e *core.APIError
+	if !errors.As(err, &e) || e.StatusCode != http.StatusNotFound || e.Code != "RESOURCE_NOT_EXISTS" {
+		t.Fatalf("query refund %s: %v, want 404 RESOURCE_NOT_EXISTS", outRefundNo, err)
+	}
+	return e
+}
