@@ -80,3 +80,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// refundSim starts a simulator whose refunds settle only on SettleRefunds
+// and are notified to m, with order T1 of 100 fen paid by o1; it returns
+// the simulator, its server and a merchant's SDK client.
+func refundSim(t *testing.T, m *merchant) (*wxpaysim.Sim, *httptest.Server, *core.Client) {
+	t.Helper()
+	sim, srv := startSim(t, wxpaysim.Options{RefundNotifyURL: m.serve(t).URL, RefundSettleDelay: -1})
+	if _, err := sim.Pay(context.Background(), "T1", 100, "o1", true); err != nil {
+		t.Fatal(err)
+	}
+	return sim, srv, sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+}

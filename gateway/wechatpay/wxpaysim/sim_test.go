@@ -126,12 +126,8 @@ func createRefund(ctx context.Context, c *core.Client, outTradeNo, outRefundNo s
 
 func TestRefundSettlesAndNotifies(t *testing.T) {
 	m := &merchant{}
-	sim, srv := startSim(t, wxpaysim.Options{RefundNotifyURL: m.serve(t).URL, RefundSettleDelay: -1})
-	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	sim, _, c := refundSim(t, m)
 	ctx := context.Background()
-	if _, err := sim.Pay(ctx, "T1", 100, "o1", true); err != nil {
-		t.Fatal(err)
-	}
 	r, err := createRefund(ctx, c, "T1", "R1", 30, 100)
 	if err != nil {
 		t.Fatalf("create refund: %v", err)
@@ -427,12 +423,8 @@ func TestRefundOutcomeFaults(t *testing.T) {
 // SUCCESS.
 func TestAbnormalResolvesAfter(t *testing.T) {
 	m := &merchant{}
-	sim, srv := startSim(t, wxpaysim.Options{RefundNotifyURL: m.serve(t).URL, RefundSettleDelay: -1})
-	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	sim, _, c := refundSim(t, m)
 	ctx := context.Background()
-	if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
-		t.Fatal(err)
-	}
 	sim.SetFaults(wxpaysim.Faults{RefundAbnormalNext: 1, AbnormalResolveAfter: 200 * time.Millisecond})
 	if _, err := createRefund(ctx, c, "T1", "R1", 30, 100); err != nil {
 		t.Fatal(err)
@@ -459,12 +451,8 @@ func TestAbnormalResolvesAfter(t *testing.T) {
 // through the control API); CLOSED gives the money back to the order.
 func TestResolveAbnormal(t *testing.T) {
 	m := &merchant{}
-	sim, srv := startSim(t, wxpaysim.Options{RefundNotifyURL: m.serve(t).URL, RefundSettleDelay: -1})
-	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	sim, srv, c := refundSim(t, m)
 	ctx := context.Background()
-	if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
-		t.Fatal(err)
-	}
 	sim.SetFaults(wxpaysim.Faults{RefundOutcome: "ABNORMAL"})
 	for _, no := range []string{"R1", "R2"} {
 		if _, err := createRefund(ctx, c, "T1", no, 50, 100); err != nil {
