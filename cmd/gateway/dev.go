@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -85,14 +86,33 @@ func devConfig(k *wxpaysim.Keys) (Config, error) {
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
 		return cfg, err
 	}
-	if strings.HasPrefix(cfg.Database.DSN, "mysql://") {
-		// Its outbox would send a real ledger's stock jobs to the
-		// simulator and mark them done, its compensation would close real
-		// orders the simulator never saw, and /sim/pay would pay them.
-		return cfg, errors.New("gateway dev runs the simulators on its own SQLite file: " +
-			"unset GATEWAY_DATABASE_DSN (a MySQL database may be a real ledger)")
+	return cfg, devOnly(cfg)
+}
+
+// devOnly refuses GATEWAY_* overrides that would take `gateway dev` out of
+// its sandbox. Another database may be a real ledger: its outbox would
+// send real stock jobs to the simulator and mark them done, its
+// compensation would close real orders the simulator never saw, and
+// /sim/pay would pay them. Another inventory would have stock confirmed
+// for simulated payments. And its dev keys and JWT secret lie in plain
+// files: it listens on loopback only.
+func devOnly(cfg Config) error {
+	switch {
+	case cfg.Database.DSN != filepath.Join(devDir, "gateway.db"):
+		return errors.New("gateway dev runs the simulators on its own SQLite file " + filepath.Join(devDir, "gateway.db") +
+			": unset GATEWAY_DATABASE_DSN (another database may be a real ledger)")
+	case !loopbackAddr(cfg.HTTP.Addr):
+		return errors.New("gateway dev listens on loopback only (its keys are in plain files): unset GATEWAY_HTTP_ADDR")
+	case !localURL(cfg.WechatPay.BaseURL) || !localURL(cfg.Inventory.BaseURL):
+		return errors.New("gateway dev talks to its own simulators only: unset GATEWAY_WECHATPAY_BASE_URL and GATEWAY_INVENTORY_BASE_URL")
 	}
-	return cfg, nil
+	return nil
+}
+
+// localURL: an http(s) URL to a loopback host.
+func localURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && loopbackAddr(u.Hostname())
 }
 
 // devAPIKeys makes one key per role on first start and keeps them in

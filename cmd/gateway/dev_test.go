@@ -7,19 +7,36 @@ import (
 	"paygateway/gateway/wechatpay/wxpaysim"
 )
 
-// TestDevRefusesAMySQLDatabase: `make run` with a MySQL DSN left in the
+// TestDevStaysInItsSandbox: `make run` with a database left in the
 // environment would run the simulators against that ledger (its stock
-// jobs sent to the simulator and marked done), so it refuses to start;
-// with no override it uses its own SQLite file.
-func TestDevRefusesAMySQLDatabase(t *testing.T) {
+// jobs sent to the simulator and marked done), with another inventory
+// would confirm stock for simulated payments, and on a public address
+// would serve keys kept in plain files: it refuses to start; with no
+// override it uses its own SQLite file on loopback.
+func TestDevStaysInItsSandbox(t *testing.T) {
 	t.Chdir(t.TempDir())
 	keys := &wxpaysim.Keys{MchID: "1900000001", AppID: "wxdev", APIv3Key: strings.Repeat("k", 32), PublicKeyID: "PUB_KEY_ID_1"}
 	cfg, err := devConfig(keys)
 	if err != nil || !strings.HasSuffix(cfg.Database.DSN, "gateway.db") {
 		t.Fatalf("default dev config: dsn %q, %v", cfg.Database.DSN, err)
 	}
-	t.Setenv("GATEWAY_DATABASE_DSN", "mysql://root@tcp(127.0.0.1:3306)/prod")
-	if _, err := devConfig(keys); err == nil || !strings.Contains(err.Error(), "GATEWAY_DATABASE_DSN") {
-		t.Fatalf("dev with a MySQL database: err = %v, want a refusal naming GATEWAY_DATABASE_DSN", err)
+	for _, tc := range []struct{ env, value string }{
+		{"GATEWAY_DATABASE_DSN", "mysql://root@tcp(127.0.0.1:3306)/prod"},
+		{"GATEWAY_DATABASE_DSN", "/var/lib/gateway/ledger.db"}, // a production SQLite ledger
+		{"GATEWAY_HTTP_ADDR", ":8080"},                         // every interface
+		{"GATEWAY_HTTP_ADDR", "10.0.0.5:8080"},
+		{"GATEWAY_INVENTORY_BASE_URL", "https://inventory.internal"},
+		{"GATEWAY_WECHATPAY_BASE_URL", "https://api.mch.weixin.qq.com"},
+	} {
+		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
+			if _, err := devConfig(keys); err == nil || !strings.Contains(err.Error(), tc.env) {
+				t.Fatalf("dev with %s=%s: err = %v, want a refusal naming %s", tc.env, tc.value, err, tc.env)
+			}
+		})
+	}
+	t.Setenv("GATEWAY_HTTP_ADDR", "localhost:8080")
+	if _, err := devConfig(keys); err != nil {
+		t.Fatalf("dev on localhost: %v", err)
 	}
 }
