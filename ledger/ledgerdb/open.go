@@ -179,6 +179,10 @@ func unknownVariable(err error) (string, bool) {
 // openSQLite uses one connection: SQLite has a single writer, and one
 // connection turns "database is locked" errors into an orderly queue.
 func openSQLite(path string, gcfg *gorm.Config) (*gorm.DB, error) {
+	if serverDSN(path) {
+		// Not echoed: it may hold a password.
+		return nil, errors.New("the database DSN names a server, not a SQLite file: a MySQL/MariaDB DSN starts with mysql://")
+	}
 	dsn := path
 	if !strings.HasPrefix(path, "file:") {
 		if dir := filepath.Dir(path); dir != "." {
@@ -199,6 +203,15 @@ func openSQLite(path string, gcfg *gorm.Config) (*gorm.DB, error) {
 	sqlDB.SetMaxOpenConns(1)
 	sqlDB.SetConnMaxLifetime(0)
 	return db, nil
+}
+
+// serverDSN: a DSN written for a database server (the MySQL driver's
+// user:pass@tcp(host)/db, or scheme://…) that lacks the mysql:// prefix.
+// Taken for a file path, it would give each instance a ledger of its own
+// on its disk, under a directory named after the password.
+func serverDSN(dsn string) bool {
+	return strings.Contains(dsn, "@tcp(") || strings.Contains(dsn, "@unix(") ||
+		strings.Contains(dsn, "://") && !strings.HasPrefix(dsn, "file:")
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -3,6 +3,9 @@ package ledgerdb
 import (
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
@@ -38,6 +41,32 @@ func TestSessionFallbacks(t *testing.T) {
 		again := ok && fallBack(c.params, name)
 		if again != c.again || !maps.Equal(c.params, c.want) {
 			t.Errorf("%v: again=%v params=%v, want %v %v", c.err, again, c.params, c.again, c.want)
+		}
+	}
+}
+
+// TestServerDSNIsNoSQLiteFile: a MySQL DSN without its mysql:// prefix is
+// refused, not opened as a SQLite file (a ledger per instance, in a
+// directory named after the password); the error does not echo it.
+func TestServerDSNIsNoSQLiteFile(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, dsn := range []string{"gw:s3cret@tcp(db:3306)/gateway", "gw:s3cret@unix(/run/mysqld.sock)/gateway",
+		"mariadb://gw:s3cret@db/gateway"} {
+		_, _, err := Open(Config{DSN: dsn})
+		if err == nil || !strings.Contains(err.Error(), "mysql://") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: err = %v, want a refusal naming mysql:// without the password", dsn, err)
+		}
+	}
+	if entries, _ := os.ReadDir("."); len(entries) != 0 {
+		t.Fatalf("files left behind: %v", entries)
+	}
+	for _, dsn := range []string{filepath.Join("data", "ledger.db"), "file:mem1?mode=memory&cache=shared"} {
+		db, _, err := Open(Config{DSN: dsn})
+		if err != nil {
+			t.Fatalf("%s: %v", dsn, err)
+		}
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
 		}
 	}
 }
