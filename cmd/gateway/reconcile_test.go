@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -335,6 +336,24 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 		row(unpaid, "4200FAKE", 700), row(uniqueNo("cfn"), "4200FAKE", 100), otherPayer} {
 		if _, err := check(ctx, bad); !errors.Is(err, ledger.ErrBillUnconfirmed) {
 			t.Errorf("forged row %+v: err = %v, want unconfirmed", bad, err)
+		}
+	}
+}
+
+// TestWechatClientRefusesPlainHTTPOffHost: the client the admin commands
+// build (gateway reconcile) without the server's whole validation still
+// refuses plain HTTP to another host, which would let anyone on the path
+// answer for WeChat Pay and read the bills; a simulator on this host is fine.
+func TestWechatClientRefusesPlainHTTPOffHost(t *testing.T) {
+	k, dir := testKeys(t)
+	w := testConfig(t, backends[0]).WechatPay
+	w.MerchantSerial, w.MerchantPrivateKeyFile = k.MerchantSerial, filepath.Join(dir, "merchant_private_key.pem")
+	for url, ok := range map[string]bool{"http://10.0.0.1:8080": false, "http://api.mch.weixin.qq.com": false,
+		"https://api.mch.weixin.qq.com": true, "http://127.0.0.1:8081": true} {
+		w.BaseURL = url
+		c, err := newWechatClient(context.Background(), w)
+		if ok != (err == nil && c != nil) || !ok && !strings.Contains(fmt.Sprint(err), "wechatpay.base_url") {
+			t.Errorf("%s: client %v, err %v; want allowed=%v", url, c != nil, err, ok)
 		}
 	}
 }

@@ -24,6 +24,11 @@ func newWechatClient(ctx context.Context, w WechatPayConfig) (*wechatpay.Client,
 	if w.PublicKeyFile == "" {
 		return nil, errors.New("config: wechatpay.public_key_file (GATEWAY_WECHATPAY_PUBLIC_KEY_FILE) is required to verify WeChat Pay's answers")
 	}
+	// Checked here too, not only in Validate: the admin commands (gateway
+	// reconcile) build a client without the server's whole validation.
+	if !secureOrLocal(w.BaseURL) {
+		return nil, errors.New("config: wechatpay.base_url (GATEWAY_WECHATPAY_BASE_URL) must be https:// (http:// only to this host, for a simulator)")
+	}
 	key, err := loadMerchantKey(w.MerchantPrivateKeyFile)
 	if err != nil {
 		return nil, err
