@@ -404,13 +404,21 @@ func (c *Config) checkPoolBudget() error {
 		return nil
 	}
 	capped := c.Auth.keyLookups() + gateway.KnownKeySlots + c.Finance.maxRequests() + c.Outbox.Workers
-	if need := capped + c.notifyPool(); c.Database.maxOpenConns() < need {
+	if need := capped + c.notifyPool() + mainReserve; c.Database.maxOpenConns() < need {
 		return fmt.Errorf("config: database.max_open_conns (GATEWAY_DATABASE_MAX_OPEN_CONNS) must be at least %d: "+
-			"auth.max_key_lookups (and %d for known keys), finance.max_requests and outbox.workers may hold %d at once, and notifications "+
-			"need notify.batch_workers + %d beside them", need, gateway.KnownKeySlots, capped, notifyConnections)
+			"auth.max_key_lookups (and %d for known keys), finance.max_requests and outbox.workers may hold %d at once, notifications "+
+			"need notify.batch_workers + %d beside them, and %d stay for the rest (orders, refunds, jobs, /readyz)",
+			need, gateway.KnownKeySlots, capped, notifyConnections, mainReserve)
 	}
 	return nil
 }
+
+// mainReserve is the part of the main pool no capped user may take: order
+// registration, refund requests, the background jobs and /readyz's ping
+// still get a connection while every key check, finance request and
+// outbox worker holds one (a load balancer would otherwise take a healthy
+// instance out under a flood of bad keys).
+const mainReserve = 4
 
 // The caps as the gateway applies them (0 or less: the default); the
 // pool budget check reads them from here too.

@@ -109,6 +109,10 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"bulkheads take the whole pool", func(c *Config) {
 			c.Database.DSN, c.Database.MaxOpenConns = "mysql://u@tcp(db:3306)/gw", 16
 		}, "GATEWAY_DATABASE_MAX_OPEN_CONNS"},
+		// 16 + 2 + 16 + 4 capped and 2 + 4 for notifications: nothing left.
+		{"bulkheads leave the rest of the gateway nothing", func(c *Config) {
+			c.Database.DSN, c.Database.MaxOpenConns = "mysql://u@tcp(db:3306)/gw", 44
+		}, "GATEWAY_DATABASE_MAX_OPEN_CONNS"},
 		{"a negative cap reads as its default", func(c *Config) {
 			c.Database.DSN, c.Database.MaxOpenConns, c.Auth.MaxKeyLookups = "mysql://u@tcp(db:3306)/gw", 40, -50
 		}, "GATEWAY_DATABASE_MAX_OPEN_CONNS"},

@@ -82,7 +82,7 @@ func TestNotificationsHaveConnectionsOfTheirOwn(t *testing.T) {
 	// A small budget: the server's max_connections is shared with the
 	// other test packages.
 	cfg.Auth.MaxKeyLookups, cfg.Finance.MaxRequests, cfg.Outbox.Workers = 1, 1, 0
-	cfg.Database.MaxOpenConns = 1 + gateway.KnownKeySlots + 1 + cfg.notifyPool()
+	cfg.Database.MaxOpenConns = 1 + gateway.KnownKeySlots + 1 + cfg.notifyPool() + mainReserve
 	m := startGateway(t, cfg)
 	sqlDB, err := m.Store.DB().DB()
 	if err != nil {
