@@ -166,6 +166,11 @@ func (a *Auth) identify(c *gin.Context) bool {
 	p, ok, err := a.lookup(ctx, HashKey(key))
 	cancel()
 	if errors.Is(err, ErrKeyCheckBusy) {
+		// Counted as a wrong key: the configured and recently verified
+		// keys were checked before the busy database, and did not match.
+		// Uncounted, a flood that keeps every slot busy would guess at
+		// the configured keys for free.
+		a.countFailure(c)
 		writeError(c, &Error{Code: CodeUnavailable, Message: "too many key checks at once, retry after 1 s",
 			RetryAfter: time.Second})
 		return false

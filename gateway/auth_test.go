@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -266,6 +267,37 @@ func TestWrongKeysLockTheAddressOut(t *testing.T) {
 	now = now.Add(2 * time.Second)
 	if w := send("10.0.0.1", "right"); w.Code != http.StatusOK {
 		t.Fatalf("right key once the rate allows: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestBusyKeyChecksCountAsWrongKeys: with every database key check held,
+// a guess refused 503 was checked against the configured keys already: it
+// counts against the address, so a flood that keeps the slots busy cannot
+// guess at the configured keys for free.
+func TestBusyKeyChecksCountAsWrongKeys(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	db := gatedKeys{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	defer close(db.release)
+	a := NewAuth(StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}}, LimitLookups(db, 1))
+	a.Failures, a.FailureLimit = NewMemoryLimiter(), Limit{PerMinute: 1, Burst: 3}
+	r := gin.New()
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	send := func(addr, key string) int {
+		req := httptest.NewRequest("GET", "/x", nil)
+		req.RemoteAddr, req.Header["X-Api-Key"] = addr+":4000", []string{key}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w.Code
+	}
+	go send("10.0.0.9", "holder") // another address holds the one slot
+	<-db.entered
+	for i := range 3 {
+		if code := send("10.0.0.1", fmt.Sprintf("guess-%d", i)); code != http.StatusServiceUnavailable {
+			t.Fatalf("guess %d while the slot is held: %d, want 503", i, code)
+		}
+	}
+	if code := send("10.0.0.1", "right"); code != http.StatusTooManyRequests {
+		t.Fatalf("the configured key after 3 busy guesses: %d, want 429 (locked out)", code)
 	}
 }
 
