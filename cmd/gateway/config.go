@@ -2,11 +2,15 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"paygateway/gateway"
+	"paygateway/gateway/redisstore"
 )
 
 // Config is the whole gateway configuration. Every field can be set in
@@ -227,6 +232,9 @@ func Load(path string) (Config, error) {
 		if err := dec.Decode(&cfg); err != nil {
 			return cfg, fmt.Errorf("parse config %s: %w", path, err)
 		}
+		if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("parse config %s: a second YAML document, which would be ignored (one document only)", path)
+		}
 	}
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
 		return cfg, err
@@ -235,6 +243,35 @@ func Load(path string) (Config, error) {
 }
 
 // applyEnv walks the struct and sets each field whose variable is set.
+// warnUnknownEnv logs each GATEWAY_* variable that sets nothing.
+func warnUnknownEnv() {
+	for _, name := range unknownEnv(os.Environ()) {
+		slog.Warn("environment variable names no gateway setting; ignored (misspelt?)", "name", name)
+	}
+}
+
+// unknownEnv names the GATEWAY_* variables in environ that set nothing: a
+// misspelt setting is otherwise silently ignored. (A warning, not a
+// refusal: Kubernetes adds GATEWAY_PORT and the like for a service named
+// gateway.)
+func unknownEnv(environ []string) []string {
+	known := map[string]bool{"GATEWAY_CONFIG": true}
+	var cfg Config
+	_ = applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", func(name string) (string, bool) {
+		known[name] = true
+		return "", false
+	})
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "GATEWAY_") && !known[name] && !strings.HasPrefix(name, "GATEWAY_TEST_") {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func applyEnv(v reflect.Value, prefix string, lookup func(string) (string, bool)) error {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
@@ -325,6 +362,7 @@ func (c *Config) Validate() error {
 			"wechatpay.public_key_id (GATEWAY_WECHATPAY_PUBLIC_KEY_ID)", "must start with PUB_KEY_ID_"},
 		{c.Database.LockWaitTimeout < 0, "database.lock_wait_timeout (GATEWAY_DATABASE_LOCK_WAIT_TIMEOUT)", "must not be negative (0: the server's)"},
 		{c.Database.StatementTimeout < 0, "database.statement_timeout (GATEWAY_DATABASE_STATEMENT_TIMEOUT)", "must not be negative (0: none)"},
+		{!validLogLevel(c.Log.Level), "log.level (GATEWAY_LOG_LEVEL)", "must be debug, info, warn or error"},
 		{c.HTTP.MaxBodyBytes <= 0, "http.max_body_bytes (GATEWAY_HTTP_MAX_BODY_BYTES)", "must be positive"},
 		{c.HTTP.ReadHeaderTimeout <= 0, "http.read_header_timeout (GATEWAY_HTTP_READ_HEADER_TIMEOUT)", "must be positive"},
 		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive"},
@@ -344,7 +382,8 @@ func (c *Config) Validate() error {
 		// A hung Redis must cost a notification a small part of its time,
 		// or the request runs out before the call fails and the breaker
 		// (which ignores calls whose request gave up) never opens.
-		{c.Redis.Addr != "" && c.Redis.PoolTimeout+c.Redis.OpTimeout >= c.HTTP.NotifyTimeout/2,
+		{c.Redis.Addr != "" && positiveDur(c.Redis.PoolTimeout, redisstore.DefaultPoolTimeout)+
+			positiveDur(c.Redis.OpTimeout, redisstore.DefaultOpTimeout) >= c.HTTP.NotifyTimeout/2,
 			"redis.op_timeout (GATEWAY_REDIS_OP_TIMEOUT)", "plus redis.pool_timeout must be under half of http.notify_timeout"},
 		{c.Redis.BreakerCooldown > time.Minute, "redis.breaker_cooldown (GATEWAY_REDIS_BREAKER_COOLDOWN)",
 			"must be at most 1m (every guard stays on its per-instance fallback meanwhile)"},
@@ -425,6 +464,20 @@ const mainReserve = 4
 func (a AuthConfig) keyLookups() int       { return positiveOr(a.MaxKeyLookups, 16) }
 func (f FinanceConfig) maxRequests() int   { return positiveOr(f.MaxRequests, 16) }
 func (d DatabaseConfig) maxOpenConns() int { return positiveOr(d.MaxOpenConns, 50) }
+
+// positiveDur is d, or def (what the client then uses) when d is not positive.
+func positiveDur(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// validLogLevel: a level slog reads (empty: info).
+func validLogLevel(s string) bool {
+	var l slog.Level
+	return s == "" || l.UnmarshalText([]byte(s)) == nil
+}
 
 // positiveOr is v, or def when v is not positive.
 func positiveOr(v, def int) int {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,12 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"Redis wait eats the notification's time", func(c *Config) {
 			c.Redis.Addr, c.Redis.OpTimeout = "127.0.0.1:6379", 2*time.Second
 		}, "GATEWAY_REDIS_OP_TIMEOUT"},
+		// 0 is no "no wait": the client waits its default 250 ms, more than
+		// half of this notify timeout with the pool's 100 ms.
+		{"Redis defaults eat the notification's time", func(c *Config) {
+			c.Redis.Addr, c.Redis.OpTimeout, c.Redis.PoolTimeout, c.HTTP.NotifyTimeout = "127.0.0.1:6379", 0, 0, 600*time.Millisecond
+		}, "GATEWAY_REDIS_OP_TIMEOUT"},
+		{"log level misspelt", func(c *Config) { c.Log.Level = "inof" }, "GATEWAY_LOG_LEVEL"},
 		{"breaker open for an hour", func(c *Config) { c.Redis.BreakerCooldown = time.Hour }, "GATEWAY_REDIS_BREAKER_COOLDOWN"},
 		{"WeChat Pay over plain HTTP", func(c *Config) { c.WechatPay.BaseURL = "http://api.mch.weixin.qq.com" },
 			"GATEWAY_WECHATPAY_BASE_URL"},
@@ -262,5 +269,24 @@ func TestRefundSettingsCheckedWhileTheAPIIsOff(t *testing.T) {
 				t.Fatalf("err = %v, want it to name %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSilentSettingsAreCaught: a second YAML document (which would be
+// dropped) is refused, and a GATEWAY_* variable that names no setting is
+// found for the start-up warning, the documented GATEWAY_API_KEYS, the
+// config path and the tests' own variables excepted.
+func TestSilentSettingsAreCaught(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte("log:\n  level: info\n---\nhttp:\n  addr: 0.0.0.0:80\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "second YAML document") {
+		t.Fatalf("two documents: err = %v, want a refusal", err)
+	}
+	env := []string{"GATEWAY_HTTP_ADDR=:8080", "GATEWAY_API_KEYS=x", "GATEWAY_CONFIG=/etc/gw.yaml", "GATEWAY_TEST_MYSQL_DSN=x",
+		"GATEWAY_AUTH_API_KEYS=x", "GATEWAY_DATABSE_DSN=mysql://x", "PATH=/bin", "GATEWAY_REDIS_OP_TIMEOUT=1s"}
+	if got := unknownEnv(env); !slices.Equal(got, []string{"GATEWAY_AUTH_API_KEYS", "GATEWAY_DATABSE_DSN"}) {
+		t.Fatalf("unknown variables = %v, want the misspelt DSN and GATEWAY_AUTH_API_KEYS", got)
 	}
 }

@@ -307,6 +307,7 @@ func openForCommand(ctx context.Context, fs *flag.FlagSet, args []string) (*Main
 		return nil, err
 	}
 	setupLogging(cfg.Log)
+	warnUnknownEnv()
 	if err := cfg.loadSecrets(); err != nil {
 		return nil, err
 	}

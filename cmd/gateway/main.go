@@ -87,6 +87,7 @@ func loadFromFlags(name string, args []string, named bool) (Config, *flag.FlagSe
 		}
 	}
 	setupLogging(cfg.Log)
+	warnUnknownEnv()
 	applyRuntime(cfg.Runtime)
 	return cfg, fs, nil
 }

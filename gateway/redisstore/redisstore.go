@@ -53,6 +53,12 @@ type Store struct {
 	obs    func(op string, d time.Duration, err error)
 }
 
+// The waits a zero (or negative) PoolTimeout and OpTimeout stand for.
+const (
+	DefaultPoolTimeout = 100 * time.Millisecond
+	DefaultOpTimeout   = 250 * time.Millisecond
+)
+
 // NewClient returns a go-redis client with bounded pool and timeouts.
 func NewClient(cfg Config) *redis.Client {
 	return redis.NewClient(&redis.Options{
@@ -61,7 +67,7 @@ func NewClient(cfg Config) *redis.Client {
 		DialTimeout:  or(cfg.DialTimeout, 200*time.Millisecond),
 		ReadTimeout:  or(cfg.ReadTimeout, 100*time.Millisecond),
 		WriteTimeout: or(cfg.WriteTimeout, 100*time.Millisecond),
-		PoolTimeout:  or(cfg.PoolTimeout, 100*time.Millisecond),
+		PoolTimeout:  or(cfg.PoolTimeout, DefaultPoolTimeout),
 		MaxRetries:   1,
 		// Without it go-redis ignores the context's deadline on the socket:
 		// with it, a call ends at the sooner of that and its own timeouts.
@@ -75,7 +81,7 @@ func New(client *redis.Client, cfg Config) *Store {
 	if prefix == "" {
 		prefix = "gw:"
 	}
-	opTime := or(cfg.OpTimeout, 250*time.Millisecond)
+	opTime := or(cfg.OpTimeout, DefaultOpTimeout)
 	return &Store{client: client, prefix: prefix, opTime: opTime, obs: cfg.Observe, later: cfg.FinishDelay > 0,
 		pipe: newPipeline(client, 1, 128, opTime, cfg.FinishDelay)}
 }
