@@ -18,6 +18,7 @@ import (
 
 	"paygateway/gateway"
 	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
 )
 
 // hungRedis listens on a port that accepts connections and never answers.
@@ -495,23 +496,38 @@ func logLines(t *testing.T, out, msg string) []map[string]any {
 }
 
 // TestRefundAPIRateLimitedPerOpenID: the refund API is limited per JWT
-// openid; WeChat's refund notifications never are.
+// openid (429 with Retry-After); another openid is not, and WeChat's
+// refund notifications of the limited user's refund never are.
 func TestRefundAPIRateLimitedPerOpenID(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundsPerMinute, c.RateLimit.RefundsBurst = 1, 2 })
-			tok := token(t, "o-rl-"+b.tag())
-			for i := 0; i < 2; i++ {
-				if a := e.getRefund(t, tok, "nosuchrefund"); a.status != 404 {
-					t.Fatalf("call %d: status=%d body=%s, want 404 within the burst", i, a.status, a.body)
-				}
+			openid := "o-rl-" + b.tag()
+			no, tok := e.pay(t, openid, 100), token(t, openid)
+			created := e.refund(t, tok, "k-rl", refundBody(no, 10))
+			if created.status != 201 {
+				t.Fatalf("refund within the burst: status=%d body=%s", created.status, created.body)
+			}
+			if a := e.getRefund(t, tok, "nosuchrefund"); a.status != 404 {
+				t.Fatalf("second call: status=%d body=%s, want 404 within the burst", a.status, a.body)
 			}
 			a := e.getRefund(t, tok, "nosuchrefund")
-			if a.status != 429 || a.json(t)["code"] != gateway.CodeRateLimited {
-				t.Fatalf("over the burst: status=%d body=%s, want 429 ERATE_LIMITED", a.status, a.body)
+			if wait, err := strconv.Atoi(a.header.Get("Retry-After")); a.status != 429 ||
+				a.json(t)["code"] != gateway.CodeRateLimited || err != nil || wait < 1 || wait > 60 {
+				t.Fatalf("over the burst: status=%d body=%s Retry-After %q, want 429 ERATE_LIMITED with 1-60 s",
+					a.status, a.body, a.header.Get("Retry-After"))
 			}
 			if a := e.getRefund(t, token(t, "o-other-"+b.tag()), "nosuchrefund"); a.status != 404 {
 				t.Fatalf("another openid: status=%d, want 404", a.status)
+			}
+			r := ledgerRefund(t, e.m, created.json(t)["out_refund_no"].(string))
+			for i := range 5 { // the settlement and its redeliveries
+				if code, _ := e.refundNotice(t, r, "SUCCESS"); code != 204 {
+					t.Fatalf("refund notification %d while the user is limited: %d, want 204", i, code)
+				}
+			}
+			if r := ledgerRefund(t, e.m, r.OutRefundNo); r.State != ledger.RefundSuccess {
+				t.Fatalf("refund %s after its notifications, want SUCCESS", r.State)
 			}
 		})
 	}
