@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -456,6 +458,43 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRefundLogsCarryNoSecrets: the refund path logs (a request, a
+// tampered token, WeChat Pay faults that end in an unknown outcome and a
+// query, a refund notification) hold no user token, no JWT secret and no
+// part of the merchant's private key.
+func TestRefundLogsCarryNoSecrets(t *testing.T) {
+	logs := captureLogs(t)
+	e := startRefundEnv(t, backends[0], nil)
+	openid := "o-logs"
+	no, tok := e.pay(t, openid, 100), token(t, openid)
+	created := e.refund(t, tok, "k-logs-1", refundBody(no, 10))
+	if created.status != 201 {
+		t.Fatalf("refund: %d %s", created.status, created.body)
+	}
+	if a := e.refund(t, tok[:len(tok)-4]+"AAAA", "k-logs-2", refundBody(no, 10)); a.status != 401 { // a forged signature
+		t.Fatalf("forged token: %d %s, want 401", a.status, a.body)
+	}
+	e.sim.SetFaults(wxpaysim.Faults{Fail5xxNext: 1, DropNext: 1})
+	e.refund(t, tok, "k-logs-3", refundBody(no, 10))
+	e.refundNotice(t, ledgerRefund(t, e.m, created.json(t)["out_refund_no"].(string)), "SUCCESS")
+	der, err := x509.MarshalPKCS8PrivateKey(e.k.MerchantKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := base64.StdEncoding.EncodeToString(der)
+	secrets := map[string]string{"user token": tok, "token signature": tok[strings.LastIndex(tok, ".")+1:],
+		"JWT secret": jwtSecret, "merchant key": pemKey[100:140]}
+	out := logs.String()
+	if len(logLines(t, out, "http request")) < 4 || !strings.Contains(out, "outcome unknown") {
+		t.Fatalf("the refund path's logs were not captured:\n%s", out)
+	}
+	for what, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Errorf("the logs contain the %s", what)
+		}
 	}
 }
 
