@@ -335,6 +335,12 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 			payViaCallback(t, m, viaCLI, 400)
 			dead := onlyJob(t, m.Store, viaAPI, ledger.JobDead)
 			deadCLI := onlyJob(t, m.Store, viaCLI, ledger.JobDead)
+			// The dead letters show in /metrics (a reading kept 10 s, so
+			// the replays below do not show at once).
+			deadLetters := `gateway_outbox_jobs{kind="inventory.confirm",state="DEAD"}`
+			if n := scrape(t, m.URL(), deadLetters); n != 2 {
+				t.Fatalf("%s = %v, want 2", deadLetters, n)
+			}
 
 			if status, _ := apiCall(t, "GET", m.URL()+"/v1/ops/outbox/dead", financeKey, nil); status != 403 {
 				t.Fatalf("finance lists dead letters: status=%d, want 403", status)
@@ -378,6 +384,7 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 				return scrape(t, m.URL(), `gateway_outbox_attempts_total{outcome="dead"}`) == 2 &&
 					scrape(t, m.URL(), `gateway_outbox_attempts_total{outcome="done"}`) == 2
 			})
+
 		})
 	}
 }
