@@ -37,7 +37,12 @@ func (s *Store) ApplyTransactions(ctx context.Context, us []TransactionUpdate) (
 	}
 	var wg sync.WaitGroup
 	for i, u := range us {
-		s.solo <- struct{}{}
+		select { // a slot, or the batch's time is up: its callers get 503, WeChat Pay redelivers
+		case s.solo <- struct{}{}:
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("apply notification %s: waiting for a connection: %w", u.Notice.NotifyID, ctx.Err())
+			continue
+		}
 		wg.Go(func() {
 			defer func() { <-s.solo }()
 			errs[i] = s.applyRecovering(ctx, u)

@@ -227,3 +227,61 @@ func TestFailedBatchesShareTheirSlots(t *testing.T) {
 }
 
 func first[A, B any](a A, _ B) A { return a }
+
+// TestFailedBatchWaitsForSlotsWithinItsTime: while another failed batch's
+// single applies hold every slot (blocked on locked orders), a second
+// failed batch whose time runs out gets context errors then, not when the
+// slots free up; nothing of it is recorded, and the first batch applies
+// once the locks go.
+func TestFailedBatchWaitsForSlotsWithinItsTime(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	ctx := context.Background()
+	for _, no := range []string{"sl1", "sl2"} {
+		if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: no, AmountTotal: 100, ExpireAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := s.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback()
+	if _, err := lock.ExecContext(ctx, "SELECT id FROM payments WHERE out_trade_no IN ('sl1', 'sl2') FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	// Two updates of one order make a batch take the single path at once.
+	held := []ledger.TransactionUpdate{paid("sl1-a", "sl1", "tx-sl1", 100), paid("sl1-b", "sl1", "tx-sl1", 100),
+		paid("sl2-a", "sl2", "tx-sl2", 100), paid("sl2-b", "sl2", "tx-sl2", 100)}
+	firstDone := make(chan []error)
+	go func() { firstDone <- first(s.ApplyTransactions(ctx, held)) }()
+	time.Sleep(300 * time.Millisecond) // its four single applies take the slots and wait on the locks
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	errs := first(s.ApplyTransactions(short, []ledger.TransactionUpdate{paid("sl3-a", "sl3", "tx-sl3", 100),
+		paid("sl3-b", "sl3", "tx-sl3", 100)}))
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("the second batch waited %v for slots, past its time", took)
+	}
+	for i, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("update %d: %v, want its deadline", i, err)
+		}
+	}
+	if _, err := s.Payment(ctx, "sl3"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("the timed-out batch left a payment: %v", err)
+	}
+	lock.Rollback()
+	for i, err := range <-firstDone {
+		if err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Errorf("held update %d: %v", i, err)
+		}
+	}
+	if p, err := s.Payment(ctx, "sl1"); err != nil || p.State != ledger.PaymentSuccess {
+		t.Fatalf("the first batch's order: %+v, %v", p, err)
+	}
+}
