@@ -258,7 +258,13 @@ func TestFailedBatchWaitsForSlotsWithinItsTime(t *testing.T) {
 		paid("sl2-a", "sl2", "tx-sl2", 100), paid("sl2-b", "sl2", "tx-sl2", 100)}
 	firstDone := make(chan []error)
 	go func() { firstDone <- first(s.ApplyTransactions(ctx, held)) }()
-	time.Sleep(300 * time.Millisecond) // its four single applies take the slots and wait on the locks
+	// Its four single applies take the slots, each in a transaction (a
+	// connection) of its own, and wait on the locks.
+	for deadline := time.Now().Add(10 * time.Second); db.Stats().InUse < 5; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections in use, want the lock's and four applies'", db.Stats().InUse)
+		}
+	}
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
