@@ -207,3 +207,39 @@ func TestBusyConnectionsKeepAliveNearTheCap(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowClientsAreCutOff: a client that never finishes its headers
+// (slowloris), one that never sends the body it announced, and a kept-alive
+// connection left idle are each closed by the server after its timeout,
+// not held: every one of them would otherwise keep a connection of the
+// capped listener for good.
+func TestSlowClientsAreCutOff(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.HTTP.ReadHeaderTimeout, cfg.HTTP.ReadTimeout, cfg.HTTP.IdleTimeout = 300*time.Millisecond, time.Second, 500*time.Millisecond
+	m := startGateway(t, cfg)
+	for _, tc := range []struct {
+		name, send string
+		bound      time.Duration // the timeout, with room for a loaded machine
+	}{
+		{"headers never finished", "POST " + paymentPath + " HTTP/1.1\r\nHost: x\r\nContent-Type: app", 5 * time.Second},
+		{"body never sent", "POST " + paymentPath + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"id\":", 6 * time.Second},
+		{"idle after an answer", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", m.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte(tc.send)); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_ = c.SetReadDeadline(start.Add(tc.bound))
+			_, err = io.ReadAll(c) // whatever the server answers, then its close
+			if err != nil {
+				t.Fatalf("connection still open after %v: %v", time.Since(start), err)
+			}
+		})
+	}
+}
