@@ -169,8 +169,11 @@ func (a *Auth) identify(c *gin.Context) bool {
 		// Counted as a wrong key: the configured and recently verified
 		// keys were checked before the busy database, and did not match.
 		// Uncounted, a flood that keeps every slot busy would guess at
-		// the configured keys for free.
-		a.countFailure(c)
+		// the configured keys for free. (Not a key verified here before:
+		// see errKnownKeyBusy.)
+		if !errors.Is(err, errKnownKeyBusy) {
+			a.countFailure(c)
+		}
 		writeError(c, &Error{Code: CodeUnavailable, Message: "too many key checks at once, retry after 1 s",
 			RetryAfter: time.Second})
 		return false
@@ -251,6 +254,11 @@ func allowed(c *gin.Context, roles []Role) bool {
 // already running.
 var ErrKeyCheckBusy = errors.New("too many key checks in flight")
 
+// errKnownKeyBusy is ErrKeyCheckBusy for a key this instance verified
+// before (over RecentKeyTTL ago) while its own slots are full too: a
+// real key, most likely, which the wrong-key lockout must not count.
+var errKnownKeyBusy = fmt.Errorf("%w (a key verified before)", ErrKeyCheckBusy)
+
 // LimitLookups lets at most n checks of src run at once and refuses the
 // rest with ErrKeyCheckBusy at once: a flood of unknown keys, each a
 // database query, must not take the connections payment notifications
@@ -301,6 +309,8 @@ func (l *limitedKeys) LookupAPIKey(ctx context.Context, sha256Hex string) (Princ
 	case known && l.known.take():
 		defer l.known.give()
 		return l.check(ctx, sha256Hex)
+	case known:
+		return Principal{}, false, errKnownKeyBusy
 	}
 	return Principal{}, false, ErrKeyCheckBusy
 }

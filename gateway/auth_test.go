@@ -301,6 +301,50 @@ func TestBusyKeyChecksCountAsWrongKeys(t *testing.T) {
 	}
 }
 
+// TestBusyCheckOfAKnownKeyIsNotCounted: a key this instance verified over
+// a minute ago, refused 503 while every slot (its own two too) is busy, is
+// most likely real: the lockout does not count it, and the key passes once
+// a slot frees.
+func TestBusyCheckOfAKnownKeyIsNotCounted(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	db := switchKeys{gatedKeys{entered: make(chan struct{}, 8), release: make(chan struct{})}, &atomic.Bool{}, nil}
+	lk := LimitLookups(db, 1).(*limitedKeys)
+	a := NewAuth(lk)
+	a.Failures, a.FailureLimit = NewMemoryLimiter(), Limit{PerMinute: 1, Burst: 1}
+	r := gin.New()
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	send := func() int {
+		req := httptest.NewRequest("GET", "/x", nil)
+		req.RemoteAddr, req.Header["X-Api-Key"] = "10.0.0.1:4000", []string{"real"}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w.Code
+	}
+	if code := send(); code != http.StatusOK {
+		t.Fatalf("real key: %d", code)
+	}
+	lk.mu.Lock()
+	for h, k := range lk.recent {
+		k.at = k.at.Add(-RecentKeyTTL)
+		lk.recent[h] = k
+	}
+	lk.mu.Unlock()
+	for !lk.slots.take() {
+	}
+	for range KnownKeySlots {
+		lk.known.take()
+	}
+	for i := range 3 {
+		if code := send(); code != http.StatusServiceUnavailable {
+			t.Fatalf("known key %d with every slot busy: %d, want 503", i, code)
+		}
+	}
+	lk.slots.give()
+	if code := send(); code != http.StatusOK {
+		t.Fatalf("known key once a slot frees: %d, want 200 (not locked out)", code)
+	}
+}
+
 // TestWrongKeysLockTheIPv6BlockOut: the lockout counts an IPv6 caller by
 // its /64, so taking a new address of the same block for each wrong key
 // does not get a fresh burst; another /64 is not affected.

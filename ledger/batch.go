@@ -37,9 +37,7 @@ func (s *Store) ApplyTransactions(ctx context.Context, us []TransactionUpdate) (
 	}
 	var wg sync.WaitGroup
 	for i, u := range us {
-		select { // a slot, or the batch's time is up: its callers get 503, WeChat Pay redelivers
-		case s.solo <- struct{}{}:
-		case <-ctx.Done():
+		if !s.takeSolo(ctx) { // the batch's time is up: its callers get 503, WeChat Pay redelivers
 			errs[i] = fmt.Errorf("apply notification %s: waiting for a connection: %w", u.Notice.NotifyID, ctx.Err())
 			continue
 		}
@@ -50,6 +48,20 @@ func (s *Store) ApplyTransactions(ctx context.Context, us []TransactionUpdate) (
 	}
 	wg.Wait()
 	return errs, false
+}
+
+// takeSolo takes a single-apply slot, or returns false once ctx has
+// ended (then it holds none).
+func (s *Store) takeSolo(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	select {
+	case s.solo <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // applyRecovering is ApplyTransaction with a panic returned as an error:

@@ -232,8 +232,8 @@ func Load(path string) (Config, error) {
 		if err := dec.Decode(&cfg); err != nil {
 			return cfg, fmt.Errorf("parse config %s: %w", path, err)
 		}
-		if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("parse config %s: a second YAML document, which would be ignored (one document only)", path)
+		if err := noSecondDocument(dec); err != nil {
+			return cfg, fmt.Errorf("parse config %s: %w", path, err)
 		}
 	}
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
@@ -242,7 +242,24 @@ func Load(path string) (Config, error) {
 	return cfg, nil
 }
 
-// applyEnv walks the struct and sets each field whose variable is set.
+// noSecondDocument refuses a second YAML document, which Decode would
+// ignore; an empty one (a trailing "---", as generated files often end)
+// is no document.
+func noSecondDocument(dec *yaml.Decoder) error {
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		case len(n.Content) > 0 && n.Content[0].Tag != "!!null":
+			return errors.New("a second YAML document, which would be ignored (one document only)")
+		}
+	}
+}
+
 // warnUnknownEnv logs each GATEWAY_* variable that sets nothing.
 func warnUnknownEnv() {
 	for _, name := range unknownEnv(os.Environ()) {
@@ -272,6 +289,7 @@ func unknownEnv(environ []string) []string {
 	return out
 }
 
+// applyEnv walks the struct and sets each field whose variable is set.
 func applyEnv(v reflect.Value, prefix string, lookup func(string) (string, bool)) error {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {

@@ -284,6 +284,13 @@ func TestSilentSettingsAreCaught(t *testing.T) {
 	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "second YAML document") {
 		t.Fatalf("two documents: err = %v, want a refusal", err)
 	}
+	// A trailing "---", as generated files often end, is no document.
+	if err := os.WriteFile(path, []byte("---\nlog:\n  level: warn\n---\n# end\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := Load(path); err != nil || cfg.Log.Level != "warn" {
+		t.Fatalf("one document with separators: level %q, err %v", cfg.Log.Level, err)
+	}
 	env := []string{"GATEWAY_HTTP_ADDR=:8080", "GATEWAY_API_KEYS=x", "GATEWAY_CONFIG=/etc/gw.yaml", "GATEWAY_TEST_MYSQL_DSN=x",
 		"GATEWAY_AUTH_API_KEYS=x", "GATEWAY_DATABSE_DSN=mysql://x", "PATH=/bin", "GATEWAY_REDIS_OP_TIMEOUT=1s"}
 	if got := unknownEnv(env); !slices.Equal(got, []string{"GATEWAY_AUTH_API_KEYS", "GATEWAY_DATABSE_DSN"}) {

@@ -38,6 +38,7 @@ func dev(ctx context.Context, args []string) error {
 			slog.Error("inventory simulator stopped", "err", err)
 		}
 	}()
+	warnUnknownEnv()
 	cfg, err := devConfig(sim.Keys)
 	if err != nil {
 		return err
@@ -105,6 +106,12 @@ func devOnly(cfg Config) error {
 		return errors.New("gateway dev listens on loopback only (its keys are in plain files): unset GATEWAY_HTTP_ADDR")
 	case !localURL(cfg.WechatPay.BaseURL) || !localURL(cfg.Inventory.BaseURL):
 		return errors.New("gateway dev talks to its own simulators only: unset GATEWAY_WECHATPAY_BASE_URL and GATEWAY_INVENTORY_BASE_URL")
+	case cfg.Redis.Addr != "" && !loopbackAddr(cfg.Redis.Addr):
+		// Its lockout counts, gate marks and locks would land in a shared
+		// Redis under the default prefix.
+		return errors.New("gateway dev uses no Redis, or one on this host: unset GATEWAY_REDIS_ADDR")
+	case cfg.HTTP.MetricsAddr != "" && !loopbackAddr(cfg.HTTP.MetricsAddr):
+		return errors.New("gateway dev serves /metrics on loopback only: unset GATEWAY_HTTP_METRICS_ADDR")
 	}
 	return nil
 }

@@ -27,6 +27,8 @@ func TestDevStaysInItsSandbox(t *testing.T) {
 		{"GATEWAY_HTTP_ADDR", "10.0.0.5:8080"},
 		{"GATEWAY_INVENTORY_BASE_URL", "https://inventory.internal"},
 		{"GATEWAY_WECHATPAY_BASE_URL", "https://api.mch.weixin.qq.com"},
+		{"GATEWAY_REDIS_ADDR", "redis.internal:6379"},
+		{"GATEWAY_HTTP_METRICS_ADDR", "0.0.0.0:9464"},
 	} {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)
@@ -36,7 +38,8 @@ func TestDevStaysInItsSandbox(t *testing.T) {
 		})
 	}
 	t.Setenv("GATEWAY_HTTP_ADDR", "localhost:8080")
+	t.Setenv("GATEWAY_REDIS_ADDR", "127.0.0.1:6379")
 	if _, err := devConfig(keys); err != nil {
-		t.Fatalf("dev on localhost: %v", err)
+		t.Fatalf("dev on localhost with a local Redis: %v", err)
 	}
 }

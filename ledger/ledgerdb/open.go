@@ -206,11 +206,11 @@ func openSQLite(path string, gcfg *gorm.Config) (*gorm.DB, error) {
 }
 
 // serverDSN: a DSN written for a database server (the MySQL driver's
-// user:pass@tcp(host)/db, or scheme://…) that lacks the mysql:// prefix.
+// user:pass@tcp(host)/db or user:pass@/db, or scheme://…) that lacks the mysql:// prefix.
 // Taken for a file path, it would give each instance a ledger of its own
 // on its disk, under a directory named after the password.
 func serverDSN(dsn string) bool {
-	return strings.Contains(dsn, "@tcp(") || strings.Contains(dsn, "@unix(") ||
+	return strings.Contains(dsn, "@tcp(") || strings.Contains(dsn, "@unix(") || strings.Contains(dsn, "@/") ||
 		strings.Contains(dsn, "://") && !strings.HasPrefix(dsn, "file:")
 }
 
