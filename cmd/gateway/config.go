@@ -400,8 +400,8 @@ func (c *Config) Validate() error {
 		// A hung Redis must cost a notification a small part of its time,
 		// or the request runs out before the call fails and the breaker
 		// (which ignores calls whose request gave up) never opens.
-		{c.Redis.Addr != "" && positiveDur(c.Redis.PoolTimeout, redisstore.DefaultPoolTimeout)+
-			positiveDur(c.Redis.OpTimeout, redisstore.DefaultOpTimeout) >= c.HTTP.NotifyTimeout/2,
+		{c.Redis.Addr != "" && redisstore.Config{PoolTimeout: c.Redis.PoolTimeout, OpTimeout: c.Redis.OpTimeout}.Wait() >=
+			c.HTTP.NotifyTimeout/2,
 			"redis.op_timeout (GATEWAY_REDIS_OP_TIMEOUT)", "plus redis.pool_timeout must be under half of http.notify_timeout"},
 		{c.Redis.BreakerCooldown > time.Minute, "redis.breaker_cooldown (GATEWAY_REDIS_BREAKER_COOLDOWN)",
 			"must be at most 1m (every guard stays on its per-instance fallback meanwhile)"},
@@ -482,14 +482,6 @@ const mainReserve = 4
 func (a AuthConfig) keyLookups() int       { return positiveOr(a.MaxKeyLookups, 16) }
 func (f FinanceConfig) maxRequests() int   { return positiveOr(f.MaxRequests, 16) }
 func (d DatabaseConfig) maxOpenConns() int { return positiveOr(d.MaxOpenConns, 50) }
-
-// positiveDur is d, or def (what the client then uses) when d is not positive.
-func positiveDur(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
-}
 
 // validLogLevel: a level slog reads (empty: info).
 func validLogLevel(s string) bool {

@@ -55,9 +55,15 @@ type Store struct {
 
 // The waits a zero (or negative) PoolTimeout and OpTimeout stand for.
 const (
-	DefaultPoolTimeout = 100 * time.Millisecond
-	DefaultOpTimeout   = 250 * time.Millisecond
+	defaultPoolTimeout = 100 * time.Millisecond
+	defaultOpTimeout   = 250 * time.Millisecond
 )
+
+// Wait is the longest a call may wait for Redis under cfg: for a pooled
+// connection, then for its answer (zero fields are their defaults).
+func (cfg Config) Wait() time.Duration {
+	return or(cfg.PoolTimeout, defaultPoolTimeout) + or(cfg.OpTimeout, defaultOpTimeout)
+}
 
 // NewClient returns a go-redis client with bounded pool and timeouts.
 func NewClient(cfg Config) *redis.Client {
@@ -67,7 +73,7 @@ func NewClient(cfg Config) *redis.Client {
 		DialTimeout:  or(cfg.DialTimeout, 200*time.Millisecond),
 		ReadTimeout:  or(cfg.ReadTimeout, 100*time.Millisecond),
 		WriteTimeout: or(cfg.WriteTimeout, 100*time.Millisecond),
-		PoolTimeout:  or(cfg.PoolTimeout, DefaultPoolTimeout),
+		PoolTimeout:  or(cfg.PoolTimeout, defaultPoolTimeout),
 		MaxRetries:   1,
 		// Without it go-redis ignores the context's deadline on the socket:
 		// with it, a call ends at the sooner of that and its own timeouts.
@@ -81,7 +87,7 @@ func New(client *redis.Client, cfg Config) *Store {
 	if prefix == "" {
 		prefix = "gw:"
 	}
-	opTime := or(cfg.OpTimeout, DefaultOpTimeout)
+	opTime := or(cfg.OpTimeout, defaultOpTimeout)
 	return &Store{client: client, prefix: prefix, opTime: opTime, obs: cfg.Observe, later: cfg.FinishDelay > 0,
 		pipe: newPipeline(client, 1, 128, opTime, cfg.FinishDelay)}
 }
