@@ -59,13 +59,39 @@ func (w *LogWriter) Flush(d time.Duration) bool {
 
 func (w *LogWriter) run() {
 	var reported uint64
+	batch := make([]byte, 0, maxLogBatch)
 	for line := range w.lines {
-		w.out.Write(line) // a failing output has nowhere to report to
-		if n := w.dropped.Load(); n > reported && len(w.lines) == 0 {
+		var n int
+		batch, n = w.gather(append(batch[:0], line...))
+		w.out.Write(batch) // a failing output has nowhere to report to
+		if d := w.dropped.Load(); d > reported && len(w.lines) == 0 {
 			fmt.Fprintf(w.out, `{"time":%q,"level":"WARN","msg":"log lines dropped: the log output was too slow","dropped":%d}`+"\n",
-				time.Now().UTC().Format(time.RFC3339Nano), n-reported)
-			reported = n
+				time.Now().UTC().Format(time.RFC3339Nano), d-reported)
+			reported = d
 		}
-		w.pending.Add(-1)
+		w.pending.Add(-int64(n))
 	}
+}
+
+// maxLogBatch caps what one write to the output carries.
+const maxLogBatch = 64 << 10
+
+// gather appends the lines already waiting (up to maxLogBatch bytes) to
+// batch, which holds one line, so a busy gateway writes its log in one
+// system call per batch instead of one per line. It returns the batch and
+// how many lines it holds.
+func (w *LogWriter) gather(batch []byte) ([]byte, int) {
+	n := 1
+	for len(batch) < maxLogBatch {
+		select {
+		case line, ok := <-w.lines:
+			if !ok {
+				return batch, n
+			}
+			batch, n = append(batch, line...), n+1
+		default:
+			return batch, n
+		}
+	}
+	return batch, n
 }

@@ -17,6 +17,7 @@ type stalledOutput struct {
 	release chan struct{}
 	mu      sync.Mutex
 	buf     bytes.Buffer
+	writes  int
 }
 
 func (s *stalledOutput) Write(p []byte) (int, error) {
@@ -27,6 +28,7 @@ func (s *stalledOutput) Write(p []byte) (int, error) {
 	<-s.release
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.writes++
 	return s.buf.Write(p)
 }
 
@@ -84,5 +86,41 @@ func TestStalledLogOutputDoesNotBlockLogging(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(got[5]), &report); err != nil || report.Level != "WARN" || report.Dropped != 5 {
 		t.Errorf("report line %s (%v): want a WARN with dropped=5", got[5], err)
+	}
+}
+
+// TestWaitingLogLinesShareAWrite holds the output while 20 lines queue up:
+// once it moves, they reach it in one write, whole and in order, instead
+// of one system call each.
+func TestWaitingLogLinesShareAWrite(t *testing.T) {
+	out := &stalledOutput{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	w := NewLogWriter(out, 64)
+	log := slog.New(slog.NewJSONHandler(w, nil))
+	log.Info("line", "n", 0)
+	<-out.entered // the writer holds line 0, stuck in the output
+	for i := 1; i <= 20; i++ {
+		log.Info("line", "n", i)
+	}
+	close(out.release)
+	if !w.Flush(5 * time.Second) {
+		t.Fatal("Flush timed out after the output moved")
+	}
+	got := out.lines()
+	if len(got) != 21 {
+		t.Fatalf("output has %d lines, want 21:\n%s", len(got), strings.Join(got, "\n"))
+	}
+	for i, l := range got {
+		var rec struct{ N int }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.N != i {
+			t.Errorf("line %d = %s (%v), want n=%d", i, l, err, i)
+		}
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	if out.writes != 2 {
+		t.Errorf("%d writes for 21 lines, want 2: line 0, then the 20 that waited", out.writes)
+	}
+	if w.Dropped() != 0 {
+		t.Errorf("dropped %d lines", w.Dropped())
 	}
 }
