@@ -183,9 +183,18 @@ func (a *Auth) identify(c *gin.Context) bool {
 		return false
 	}
 	if !ok {
+		if d := a.countFailure(c); !d.Allowed {
+			a.lockOutAnswer(c, d.RetryAfter)
+			return false
+		}
 		a.refused(KeyUnknown)
-		a.countFailure(c)
 		writeError(c, &Error{Code: CodeUnauthorized, Message: "unknown API key"})
+		return false
+	}
+	// Asked again: guesses sent at once all pass the first look before
+	// any is counted, and the right one among them must not be answered
+	// once the others have locked the address out.
+	if a.lockedOut(c) {
 		return false
 	}
 	c.Set(principalKey, p)
@@ -194,9 +203,12 @@ func (a *Auth) identify(c *gin.Context) bool {
 
 // lockedOut answers 429 and returns true when the caller's address has
 // sent more wrong keys than FailureLimit allows: from then on every key
-// it sends, the right one too, is refused unchecked until the limit lets
-// it try again, so keys cannot be guessed at the rate the API answers. A
-// limiter that fails locks nobody out.
+// it sends, the right one too, is refused until the limit lets it try
+// again, so keys cannot be guessed at the rate the API answers. It is
+// asked before a key is looked up (sparing the database) and again after
+// a right one; a wrong one is counted at once (countFailure), so guesses
+// sent in parallel get at most the limit's burst of answers. A limiter
+// that fails locks nobody out.
 func (a *Auth) lockedOut(c *gin.Context) bool {
 	if a.Failures == nil || a.FailureLimit.PerMinute <= 0 {
 		return false
@@ -205,21 +217,31 @@ func (a *Auth) lockedOut(c *gin.Context) bool {
 	if err != nil || d.Allowed {
 		return false
 	}
-	a.refused(KeyLockedOut)
-	e := rateLimited(d.RetryAfter)
-	e.Message = fmt.Sprintf("too many unknown API keys from this address, retry after %d s", int(e.RetryAfter.Seconds()))
-	writeError(c, e)
+	a.lockOutAnswer(c, d.RetryAfter)
 	return true
 }
 
-// countFailure records a wrong key against the caller's address.
-func (a *Auth) countFailure(c *gin.Context) {
+// lockOutAnswer answers 429 to a locked-out address.
+func (a *Auth) lockOutAnswer(c *gin.Context, retryAfter time.Duration) {
+	a.refused(KeyLockedOut)
+	e := rateLimited(retryAfter)
+	e.Message = fmt.Sprintf("too many unknown API keys from this address, retry after %d s", int(e.RetryAfter.Seconds()))
+	writeError(c, e)
+}
+
+// countFailure records a wrong key against the caller's address and
+// says whether the address may still be answered: not once its wrong
+// keys are over the limit. A limiter that fails allows.
+func (a *Auth) countFailure(c *gin.Context) Decision {
 	if a.Failures == nil || a.FailureLimit.PerMinute <= 0 {
-		return
+		return Decision{Allowed: true}
 	}
-	if _, err := a.Failures.Allow(c.Request.Context(), failureKey(c), a.FailureLimit); err != nil {
+	d, err := a.Failures.Allow(c.Request.Context(), failureKey(c), a.FailureLimit)
+	if err != nil {
 		slog.WarnContext(c.Request.Context(), "count a wrong API key", "err", err)
+		return Decision{Allowed: true}
 	}
+	return d
 }
 
 // failureKey names the limiter key of the caller's address (as

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -395,5 +396,106 @@ func TestParseAPIKeysRefusesWithoutPrintingTheEntry(t *testing.T) {
 		if msg := err.Error(); strings.Contains(msg, h) || strings.Contains(msg, "secret-key-1234") || !strings.Contains(msg, "entry 2 of 2") {
 			t.Errorf("error %q: want entry 2 of 2 named, and neither hash nor key", msg)
 		}
+	}
+}
+
+// slowLimiter gives every call a round trip, as Redis does.
+type slowLimiter struct {
+	Limiter
+	rtt time.Duration
+}
+
+func (s slowLimiter) Allow(ctx context.Context, k string, l Limit) (Decision, error) {
+	time.Sleep(s.rtt)
+	return s.Limiter.Allow(ctx, k, l)
+}
+
+func (s slowLimiter) Peek(ctx context.Context, k string, l Limit) (Decision, error) {
+	time.Sleep(s.rtt)
+	return s.Limiter.Peek(ctx, k, l)
+}
+
+// sendKeys sends one request per key from addr, all at once, and counts
+// the answers by status.
+func sendKeys(r http.Handler, addr string, keys []string) map[int]int {
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, k := range keys {
+		wg.Go(func() {
+			<-start
+			req := httptest.NewRequest("GET", "/x", nil)
+			req.RemoteAddr, req.Header["X-Api-Key"] = addr+":4000", []string{k}
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			mu.Lock()
+			codes[w.Code]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	return codes
+}
+
+// TestParallelGuessesGetAtMostTheBurst sends 300 wrong keys from one
+// address at once, through a limiter with a round trip: every guess
+// passes the first look before any is counted, yet no more than the
+// burst are answered 401; the rest get 429 and learn nothing.
+func TestParallelGuessesGetAtMostTheBurst(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	a := NewAuth(StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}})
+	a.Failures, a.FailureLimit = slowLimiter{NewMemoryLimiter(), 2 * time.Millisecond}, Limit{PerMinute: 30, Burst: 20}
+	r := gin.New()
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	keys := make([]string, 300)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("guess-%d", i)
+	}
+	codes := sendKeys(r, "10.0.0.1", keys)
+	if codes[http.StatusUnauthorized] > 20 || codes[http.StatusUnauthorized]+codes[http.StatusTooManyRequests] != 300 {
+		t.Fatalf("answers %v: want at most 20 × 401, the rest 429", codes)
+	}
+}
+
+// heldKey holds the lookup of one key until released.
+type heldKey struct {
+	StaticKeys
+	held             string
+	entered, release chan struct{}
+}
+
+func (k heldKey) LookupAPIKey(ctx context.Context, h string) (Principal, bool, error) {
+	if h == k.held {
+		k.entered <- struct{}{}
+		<-k.release
+	}
+	return k.StaticKeys.LookupAPIKey(ctx, h)
+}
+
+// TestRightKeyAmongParallelGuessesIsLockedOut: the right key, looked up
+// while the guesses sent with it lock its address out, is refused 429 like
+// them. Answered, it would tell a guesser which of a wave was right.
+func TestRightKeyAmongParallelGuessesIsLockedOut(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	keys := heldKey{StaticKeys: StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}},
+		held: HashKey("right"), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	a := NewAuth(keys)
+	a.Failures, a.FailureLimit = NewMemoryLimiter(), Limit{PerMinute: 1, Burst: 3}
+	r := gin.New()
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	right := make(chan map[int]int)
+	go func() { right <- sendKeys(r, "10.0.0.1", []string{"right"}) }()
+	<-keys.entered // past the first look, its lookup held
+	if codes := sendKeys(r, "10.0.0.1", []string{"g1", "g2", "g3", "g4"}); codes[http.StatusUnauthorized] != 3 {
+		t.Fatalf("guesses: %v, want 3 × 401 then 429", codes)
+	}
+	close(keys.release)
+	if codes := <-right; codes[http.StatusTooManyRequests] != 1 {
+		t.Fatalf("the right key after its wave locked the address out: %v, want 429", codes)
+	}
+	if codes := sendKeys(r, "10.0.0.2", []string{"right"}); codes[http.StatusOK] != 1 {
+		t.Fatalf("the right key from another address: %v, want 200", codes)
 	}
 }
