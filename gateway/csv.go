@@ -70,10 +70,12 @@ func writeRecord(w *bufio.Writer, fields []string) {
 
 // cell makes a text value safe for spreadsheets: a leading = + - @ or
 // control character would be read as a formula, so it gets a quote. So
-// does one that starts a piece after a ';' or a line break (spaces
-// skipped): a spreadsheet whose list separator is ';' splits the line
-// there, quotes or not, since its field began at the last ';' and the
-// quote stands in the middle of it, and a line break then starts a row.
+// does one that starts a piece after a ';' or a line break (spaces and
+// double quotes skipped): a spreadsheet whose list separator is ';'
+// splits the line there, quotes or not, since its field began at the last
+// ';' and the quote stands in the middle of it, and a line break then
+// starts a row; a piece `""=…` (a quote in the text, doubled) is read as
+// an empty quoted string followed by the formula.
 func cell(s string) string {
 	var b strings.Builder
 	start := 0
@@ -81,7 +83,7 @@ func cell(s string) string {
 		if i > 0 && s[i-1] != ';' && s[i-1] != '\n' && s[i-1] != '\r' || !opensFormula(s[i:]) {
 			continue
 		}
-		j := len(s) - len(strings.TrimLeft(s[i:], " ")) // the formula's first character
+		j := len(s) - len(strings.TrimLeft(s[i:], formulaLead)) // the formula's first character
 		b.WriteString(s[start:j])
 		b.WriteByte('\'')
 		start = j
@@ -93,10 +95,13 @@ func cell(s string) string {
 	return b.String()
 }
 
-// opensFormula tells whether a cell starting with s (spaces skipped)
-// would be read as a formula.
+// formulaLead is what may stand before a formula's first character.
+const formulaLead = ` "`
+
+// opensFormula tells whether a cell starting with s (spaces and quotes
+// skipped) would be read as a formula.
 func opensFormula(s string) bool {
-	s = strings.TrimLeft(s, " ")
+	s = strings.TrimLeft(s, formulaLead)
 	return s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0
 }
 
