@@ -71,8 +71,12 @@ func (s *Store) insertNotice(tx *gorm.DB, n Notice) error {
 }
 
 func (s *Store) noticeRow(n Notice) notificationRow {
+	// Summary and resource type only describe the notice: cut to their
+	// columns (255 and 32 characters; bytes here, which always fit), since
+	// a strict MySQL refuses a longer value and the notice would then never
+	// be recorded (WeChat Pay allows a trade_state_desc of 256).
 	row := notificationRow{NotifyID: n.NotifyID, Source: n.Source, EventType: n.EventType,
-		ResourceType: n.ResourceType, Summary: n.Summary, OutTradeNo: n.OutTradeNo,
+		ResourceType: truncate(n.ResourceType, 32), Summary: truncate(n.Summary, 255), OutTradeNo: n.OutTradeNo,
 		TransactionID: nonEmpty(n.TransactionID), OutRefundNo: nonEmpty(n.OutRefundNo),
 		Plaintext: n.Plaintext, ReceivedAt: s.now()}
 	if !n.CreateTime.IsZero() {

@@ -444,3 +444,25 @@ func TestHistoryRowTwiceIsRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestLongNoticeSummaryIsCut: a query's trade_state_desc may hold 256
+// characters, one more than the notice's summary column: the payment is
+// recorded with the summary cut (on a strict MySQL it was refused, and
+// the paid order never recorded from its query).
+func TestLongNoticeSummaryIsCut(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		u := paid("query:tx-long", "o-long", "tx-long", 100)
+		u.Notice.Source, u.Notice.Summary = ledger.SourceQuery, strings.Repeat("支", 256)
+		u.Notice.ResourceType = strings.Repeat("r", 40)
+		if _, err := s.ApplyTransaction(context.Background(), u); err != nil {
+			t.Fatalf("apply with a 256-character summary: %v", err)
+		}
+		ns, err := s.Notices(context.Background(), "o-long")
+		if err != nil || len(ns) != 1 {
+			t.Fatalf("notices: %v %v", ns, err)
+		}
+		if got := ns[0].Summary; !strings.HasPrefix(u.Notice.Summary, got) || len(got) > 255 || len(got) < 250 {
+			t.Errorf("stored summary of %d bytes, want the first 255 bytes' whole characters", len(got))
+		}
+	})
+}
