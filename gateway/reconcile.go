@@ -174,10 +174,20 @@ func (r *Reconciler) release(ctx context.Context, claim *ledger.ReconcileClaim) 
 }
 
 func reconcileError(day string, err error) error {
-	if errors.Is(err, ledger.ErrClaimed) {
+	switch {
+	case errors.Is(err, ledger.ErrClaimed):
 		return Errorf(CodeInFlight, "the reconciliation of "+day+" is running elsewhere; try again when it ends", err)
+	case errors.Is(err, ledger.ErrBillNotOut):
+		return billNotOut(day, err)
 	}
 	return ledgerError(fmt.Errorf("reconcile %s: %w", day, err))
+}
+
+// billNotOut: WeChat Pay has no bill of day, but the ledger settled
+// something that day. The run fails, stores nothing, and is tried again.
+func billNotOut(day string, cause error) error {
+	return Errorf(CodeUnavailable, "WeChat Pay has no trade bill of "+day+
+		" yet, but the ledger has payments or refunds settled that day; try again later", cause)
 }
 
 // bill downloads and parses the trade bill of day.
@@ -210,9 +220,9 @@ func (r *Reconciler) emptyBill(ctx context.Context, day string, cause error) (*l
 		return nil, ledgerError(fmt.Errorf("reconcile %s: %w", day, err))
 	}
 	if settled {
-		return nil, Errorf(CodeUnavailable, "WeChat Pay has no trade bill of "+day+
-			" yet, but the ledger has payments or refunds settled that day; try again later", cause)
+		return nil, billNotOut(day, cause)
 	}
+	// Settled meanwhile, the day fails all the same: see ledger.ErrBillNotOut.
 	return &ledger.Bill{NoStatement: true}, nil
 }
 

@@ -435,6 +435,39 @@ func TestTooLargeBillIsRetriedDaily(t *testing.T) {
 	})
 }
 
+// TestPaymentSettledAfterTheNoBillCheckFailsTheRun: WeChat Pay has no bill
+// of the day and the ledger had nothing settled when the run looked, but a
+// payment (a callback redelivered) is recorded before the comparison. The
+// run fails 503, to be tried again, and stores nothing: a MISMATCHED day
+// reporting the payment missing from the bill would be final.
+func TestPaymentSettledAfterTheNoBillCheckFailsTheRun(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
+		var noBill atomic.Bool
+		var once sync.Once
+		// With an empty ledger and no TakeOver, the run reads the clock for
+		// the take-over after its look for settlements and before the
+		// comparison: the payment lands there.
+		s := base.WithClock(func() time.Time {
+			if noBill.Load() {
+				once.Do(func() { payAt(t, base, "p-late", now.Add(-24*time.Hour)) })
+			}
+			return now
+		})
+		r := &Reconciler{Store: s, Bills: &fakeBills{fn: func(context.Context, string) ([]byte, error) {
+			noBill.Store(true)
+			return nil, ErrNoStatement
+		}}}
+		_, err := r.Run(context.Background(), "2026-11-22", "test")
+		if ErrorCode(err) != CodeUnavailable || !errors.Is(err, ledger.ErrBillNotOut) {
+			t.Fatalf("run: err = %v, want EUNAVAILABLE from the comparison (ErrBillNotOut)", err)
+		}
+		if rep, err := s.Reconciliation(context.Background(), "2026-11-22"); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("a report was stored: %+v, %v", rep, err)
+		}
+	})
+}
+
 // unknownRefunds answers every refund query with an unknown outcome (WeChat
 // Pay down or hanging) and counts the queries.
 type unknownRefunds struct{ queries atomic.Int64 }

@@ -46,6 +46,11 @@ const (
 	RepairDeferred = "DEFERRED" // not repaired here; a person or the refund flow acts
 )
 
+// ErrBillNotOut: WeChat Pay had no bill of the day, yet the ledger has
+// payments or refunds settled that day, so the bill is not out yet (or
+// lost at WeChat). Nothing is stored; the run is to be tried again.
+var ErrBillNotOut = errors.New("no trade bill of the day, but the ledger has payments or refunds settled that day")
+
 // Reconciliation is the stored report of one business day.
 type Reconciliation struct {
 	Date           string          `json:"date"`
@@ -135,7 +140,8 @@ func (reconcileItemRow) TableName() string { return "reconciliation_items" }
 // reconcile), and stores the report in place of an earlier one of the
 // day, keeping the record of earlier repairs (see saveReconciliation). It
 // releases the claim. Errors: ErrClaimed when another run took the claim
-// over.
+// over; ErrBillNotOut when bill is WeChat Pay's "no bill" but the ledger
+// settled something that day.
 func (s *Store) Reconcile(ctx context.Context, claim *ReconcileClaim, bill *Bill, requestedBy string) (*Reconciliation, error) {
 	start, err := DayStart(claim.Day)
 	if err != nil {
@@ -151,6 +157,13 @@ func (s *Store) Reconcile(ctx context.Context, claim *ReconcileClaim, bill *Bill
 	}
 	if err := s.compareRefunds(ctx, rep, bill, start); err != nil {
 		return nil, err
+	}
+	// The caller took "no bill" for an empty bill on an earlier read that
+	// found nothing settled that day; a payment recorded since (a callback
+	// redelivered) is in this one. Reported missing from the bill, it
+	// would make the day MISMATCHED, which is final.
+	if rep.noBill && len(rep.Items) > 0 {
+		return nil, fmt.Errorf("%w: %d payments, %d refunds", ErrBillNotOut, rep.LedgerPayments, rep.LedgerRefunds)
 	}
 	if err := s.saveReconciliation(ctx, claim, rep); err != nil {
 		return nil, err
@@ -235,8 +248,11 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 	if lp != nil {
 		it.Ledger = &ItemSide{State: string(lp.State), Amount: ledgerAmount(lp)}
 	}
+	// Confirm pins a row's time only to within BillTimeSlack of WeChat
+	// Pay's success_time, so a row that close after the take-over may be a
+	// payment from before it: repaired rows are paid after the take-over.
 	switch {
-	case lp == nil && bp.Time.Before(takeOver):
+	case lp == nil && bp.Time.Before(takeOver.Add(BillTimeSlack)):
 		it.Kind, it.Repair = MismatchPaymentMissingInLedger, RepairDeferred
 		it.RepairDetail = "paid before the gateway took over at " + takeOver.Format(time.RFC3339) +
 			" (finance.reconcile_from, else the ledger's first payment): not repaired"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -31,7 +32,9 @@ type Bill struct {
 	// repaired: the bill is plain text in which the merchant's product
 	// names and attach are not escaped, so a crafted one could add a row.
 	// nil: its signed answer says the order was paid with this transaction
-	// and amount, and refunded whether it has been refunded since (its
+	// and amount, at the row's time (its success_time within
+	// BillTimeSlack: the row's time decides the take-over and is recorded),
+	// and refunded whether it has been refunded since (its
 	// trade_state is REFUND: outside the gateway, which never recorded the
 	// payment; the repair then holds the stock confirmation for a person,
 	// see REFUNDED_OUTSIDE); ErrBillUnconfirmed (wrapped): it says otherwise,
@@ -42,6 +45,12 @@ type Bill struct {
 // ErrBillUnconfirmed: WeChat Pay's own answer about an order does not
 // confirm the bill's row for it.
 var ErrBillUnconfirmed = errors.New("WeChat Pay's order query does not confirm the bill row")
+
+// BillTimeSlack is how far a row's 交易时间 may be from WeChat Pay's
+// success_time for Confirm to confirm it. Both are whole seconds of one
+// moment, so they agree; a second allows for rounding, no more, as a row
+// moved in time could move a payment past the take-over.
+const BillTimeSlack = time.Second
 
 // leaveOutOtherApps drops the rows of apps other than b.AppID and returns
 // how many it dropped.
@@ -98,7 +107,13 @@ type BillRefund struct {
 var billColumns = []string{"交易时间", "公众账号ID", "商户号", "微信订单号", "商户订单号", "用户标识", "交易状态",
 	"微信退款单号", "商户退款单号", "申请退款金额", "退款状态", "订单金额", "货币种类"}
 
-const billSummaryPrefix = "总交易单数"
+// billSummaryHeader is the header line of a bill's summary section: plain
+// column names from 总交易单数 on, no backtick. Only a whole such line is
+// the summary: a product name may hold "总交易单数" after a line break.
+var billSummaryHeader = regexp.MustCompile("^总交易单数(,[^,`]+)+$")
+
+// billRecordStart is how a data line starts: its 交易时间.
+var billRecordStart = regexp.MustCompile("^`\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2},")
 
 // ParseTradeBill parses a trade bill: a header line (plain, comma
 // separated), one line per transaction with every field prefixed by a
@@ -122,7 +137,7 @@ func ParseTradeBill(data []byte) (*Bill, error) {
 			}
 			continue
 		}
-		if strings.HasPrefix(line, billSummaryPrefix) {
+		if billSummaryHeader.MatchString(line) {
 			break
 		}
 		first := n
@@ -188,18 +203,30 @@ func (l *billLayout) findFreeText() {
 }
 
 // joinBroken joins to line (lines[n]) the lines that continue it: a line
-// break inside a free-text field splits a record, and the continuation
-// does not start with a backtick. It returns the record and the index of
+// break inside a free-text field splits a record. A record short of the
+// header's fields goes on until the next line is a record's start or the
+// summary's header; the text after a break may start with anything, a
+// backtick or 总交易单数 included. It returns the record and the index of
 // its last line.
 func (l *billLayout) joinBroken(lines []string, line string, n int) (string, int) {
 	for l.freeFrom >= 0 && n+1 < len(lines) && fieldCount(line) < l.n {
 		next := strings.TrimRight(lines[n+1], "\r")
-		if strings.HasPrefix(next, "`") || strings.HasPrefix(next, billSummaryPrefix) {
+		if l.startsRecord(next) || billSummaryHeader.MatchString(next) {
 			break
 		}
 		line, n = line+"\n"+next, n+1
 	}
 	return line, n
+}
+
+// startsRecord reports whether line starts a data record: with its
+// 交易时间 when that is the first column (as in WeChat Pay's bills), else
+// with a backtick.
+func (l *billLayout) startsRecord(line string) bool {
+	if l.col["交易时间"] == 0 {
+		return billRecordStart.MatchString(line)
+	}
+	return strings.HasPrefix(line, "`")
 }
 
 func fieldCount(line string) int { return strings.Count(line, ",`") + 1 }

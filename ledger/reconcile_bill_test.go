@@ -62,7 +62,9 @@ func TestParseTradeBill(t *testing.T) {
 // TestParseTradeBillFreeText: the product name and the attach are the
 // merchant's and the payer's text, which WeChat does not escape. One
 // holding ",`" (the field separator) or a line break still parses, each
-// column read where it is; a line cut short still fails the bill.
+// column read where it is, even when the text after the break starts with
+// a backtick or with 总交易单数; the summary still ends the rows. A line
+// cut short still fails the bill.
 func TestParseTradeBillFreeText(t *testing.T) {
 	header := "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
 	line := func(no, name, attach, total string) string {
@@ -72,14 +74,18 @@ func TestParseTradeBillFreeText(t *testing.T) {
 	bill := header + "\r\n" +
 		line("T1", "shirt", "a,`b", "12.34") + "\r\n" +
 		line("T2", "red\r\nlarge", "", "5.00") + "\r\n" +
-		line("T3", "plain", "x", "1.00") + "\r\n"
+		line("T3", "plain", "x", "1.00") + "\r\n" +
+		line("T4", "engraving:\r\n`quoted`", "", "2.00") + "\r\n" +
+		line("T5", "x\n总交易单数", "y\n`2024-05-01", "3.00") + "\r\n" +
+		"总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n" +
+		"`5,`23.34,`0.00,`0.00,`0.12,`23.34,`0.00\r\n"
 	b, err := ledger.ParseTradeBill([]byte(bill))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int64{"T1": 1234, "T2": 500, "T3": 100}
-	if len(b.Payments) != 3 {
-		t.Fatalf("payments = %+v, want 3", b.Payments)
+	want := map[string]int64{"T1": 1234, "T2": 500, "T3": 100, "T4": 200, "T5": 300}
+	if len(b.Payments) != len(want) {
+		t.Fatalf("payments = %+v, want %d", b.Payments, len(want))
 	}
 	for _, p := range b.Payments {
 		if p.Amount != want[p.OutTradeNo] || p.TransactionID != "42"+p.OutTradeNo || p.AppID != "wx1" {

@@ -161,8 +161,10 @@ func TestReconcileClaim(t *testing.T) {
 
 // TestReconcileTakeOver: a bill payment from before the gateway took over
 // that the ledger does not know was fulfilled by the system before: it is
-// reported DEFERRED and not recorded. A registered order of the same
-// morning, and an unknown payment after the take-over, are repaired.
+// reported DEFERRED and not recorded; so is one within BillTimeSlack after
+// it, as Confirm pins a row's time no closer to WeChat Pay's. A registered
+// order of the same morning, and an unknown payment after the take-over,
+// are repaired.
 func TestReconcileTakeOver(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -172,11 +174,16 @@ func TestReconcileTakeOver(t *testing.T) {
 		}
 		old, registered, lost := billPayment("old-system", "tx-old", 300), billPayment("registered", "tx-reg", 500), billPayment("lost", "tx-lost", 700)
 		lost.Time = lost.Time.Add(2 * time.Hour)
-		bill := &ledger.Bill{Payments: []ledger.BillPayment{old, registered, lost}, TakeOver: old.Time.Add(time.Hour)}
+		takeOver := old.Time.Add(time.Hour)
+		edge := billPayment("at-take-over", "tx-edge", 400)
+		edge.Time = takeOver.Add(ledger.BillTimeSlack - time.Nanosecond)
+		bill := &ledger.Bill{Payments: []ledger.BillPayment{old, registered, lost, edge}, TakeOver: takeOver}
 		rep := reconcile(t, s, bill)
-		if it := item(rep, "old-system"); it == nil || it.Kind != ledger.MismatchPaymentMissingInLedger ||
-			it.Repair != ledger.RepairDeferred || !strings.Contains(it.RepairDetail, "before the gateway took over") {
-			t.Fatalf("old system's payment: %+v", rep.Items)
+		for _, no := range []string{"old-system", "at-take-over"} {
+			if it := item(rep, no); it == nil || it.Kind != ledger.MismatchPaymentMissingInLedger ||
+				it.Repair != ledger.RepairDeferred || !strings.Contains(it.RepairDetail, "before the gateway took over") {
+				t.Fatalf("%s: %+v", no, rep.Items)
+			}
 		}
 		for _, bp := range []ledger.BillPayment{registered, lost} {
 			if it := item(rep, bp.OutTradeNo); it == nil || it.Repair != ledger.RepairApplied {
@@ -184,11 +191,13 @@ func TestReconcileTakeOver(t *testing.T) {
 			}
 			assertRepaired(t, s, bp)
 		}
-		if rep.Repaired != 2 || rep.Mismatches != 3 {
+		if rep.Repaired != 2 || rep.Mismatches != 4 {
 			t.Fatalf("report: %+v", rep)
 		}
-		if _, err := s.Payment(ctx, "old-system"); !errors.Is(err, ledger.ErrNotFound) {
-			t.Fatalf("old system's payment recorded: %v", err)
+		for _, no := range []string{"old-system", "at-take-over"} {
+			if _, err := s.Payment(ctx, no); !errors.Is(err, ledger.ErrNotFound) {
+				t.Fatalf("%s recorded: %v", no, err)
+			}
 		}
 	})
 }
@@ -314,6 +323,30 @@ func reconcileOn(t *testing.T, s *ledger.Store, day string, bill *ledger.Bill) *
 		t.Fatalf("reconcile %s: %v", day, err)
 	}
 	return rep
+}
+
+// TestNoBillWithSettlementsFailsTheRun: WeChat Pay's "no bill" is an empty
+// bill only while the ledger settled nothing that day. A payment recorded
+// after the caller looked (a callback redelivered) fails the run with
+// ErrBillNotOut and stores nothing, rather than a MISMATCHED day (final)
+// that reports it missing from the bill.
+func TestNoBillWithSettlementsFailsTheRun(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("n-nobill", "nobill-1", "tx-nobill", 100)); err != nil {
+			t.Fatal(err)
+		}
+		claim, err := s.ClaimReconciliation(ctx, reconcileDay, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Reconcile(ctx, claim, &ledger.Bill{NoStatement: true}, "test"); !errors.Is(err, ledger.ErrBillNotOut) {
+			t.Fatalf("no bill, a payment settled that day: err = %v, want ErrBillNotOut", err)
+		}
+		if rep, err := s.Reconciliation(ctx, reconcileDay); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("a report was stored: %+v, %v", rep, err)
+		}
+	})
 }
 
 // TestRefundsWithoutAcceptanceLatestFirst: the look-up of acceptance

@@ -151,8 +151,21 @@ func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (refun
 		tx.PayerOpenID != bp.OpenID:
 		return false, fmt.Errorf("%w: paid by transaction %s, %d fen, app %s, payer %s", ledger.ErrBillUnconfirmed,
 			tx.TransactionID, tx.AmountTotal, tx.AppID, tx.PayerOpenID)
+	// The time too: the row's decides whether the old system took the
+	// payment (before the take-over), and is recorded as its success_time.
+	case !atSuccessTime(tx, bp):
+		return false, fmt.Errorf("%w: paid at success_time %s, the row says %s", ledger.ErrBillUnconfirmed,
+			tx.SuccessTime.Format(time.RFC3339), bp.Time.UTC().Format(time.RFC3339))
 	}
 	return tx.TradeState == "REFUND", nil
+}
+
+// atSuccessTime reports whether the row's time is WeChat Pay's
+// success_time, within ledger.BillTimeSlack. An answer without one
+// confirms no time.
+func atSuccessTime(tx *wechatpay.Transaction, bp ledger.BillPayment) bool {
+	d := tx.SuccessTime.Sub(bp.Time)
+	return !tx.SuccessTime.IsZero() && d <= ledger.BillTimeSlack && d >= -ledger.BillTimeSlack
 }
 
 // tradeBills marks WeChat's NO_STATEMENT_EXIST (no transactions that day,

@@ -301,9 +301,9 @@ func TestReconciliationLearnsWhenWeChatAcceptedARefund(t *testing.T) {
 
 // TestBillRowsAreConfirmedAtWechat: before a repair, the bill's row is
 // checked against WeChat Pay's signed answer to an order query: a paid
-// order with the row's transaction, amount, app and payer confirms it;
-// another amount or payer, an order not paid, or one WeChat Pay does not
-// know does not.
+// order with the row's transaction, amount, app, payer and time (its
+// success_time, within a second) confirms it; another amount, payer or
+// time, an order not paid, or one WeChat Pay does not know does not.
 // An order refunded since (trade_state REFUND) confirms it, refunded.
 func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	s := startReconcileStack(t, backends[0])
@@ -313,18 +313,35 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	paidAt, err := time.Parse(time.RFC3339, tx.SuccessTime)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.sim.RegisterOrder(unpaid, 700); err != nil {
 		t.Fatal(err)
 	}
 	k, _ := testKeys(t)
 	row := func(no, txID string, amount int64) ledger.BillPayment {
-		return ledger.BillPayment{OutTradeNo: no, TransactionID: txID, Amount: amount, AppID: k.AppID, OpenID: "o-" + paid}
+		return ledger.BillPayment{Time: paidAt.UTC(), OutTradeNo: no, TransactionID: txID, Amount: amount, AppID: k.AppID,
+			OpenID: "o-" + paid}
 	}
 	otherPayer := row(paid, tx.TransactionID, 500)
 	otherPayer.OpenID = "o-someone-else"
 	check := paidAtWechat{s.wx}.confirm
 	if refunded, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || refunded {
 		t.Fatalf("the real row: refunded=%v %v", refunded, err)
+	}
+	rounded := row(paid, tx.TransactionID, 500)
+	rounded.Time = rounded.Time.Add(time.Second)
+	if _, err := check(ctx, rounded); err != nil {
+		t.Fatalf("the real row a second off (rounding): %v", err)
+	}
+	for _, shift := range []time.Duration{-2 * time.Second, 2 * time.Second, 48 * time.Hour} {
+		moved := row(paid, tx.TransactionID, 500)
+		moved.Time = moved.Time.Add(shift)
+		if _, err := check(ctx, moved); !errors.Is(err, ledger.ErrBillUnconfirmed) || !strings.Contains(err.Error(), "success_time") {
+			t.Errorf("the real row moved %v: err = %v, want unconfirmed naming success_time", shift, err)
+		}
 	}
 	if _, err := s.wx.CreateRefund(ctx, wechatpay.RefundRequest{OutTradeNo: paid, OutRefundNo: "R" + paid, Amount: 100, Total: 500}); err != nil {
 		t.Fatal(err)
@@ -337,6 +354,56 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 		if _, err := check(ctx, bad); !errors.Is(err, ledger.ErrBillUnconfirmed) {
 			t.Errorf("forged row %+v: err = %v, want unconfirmed", bad, err)
 		}
+	}
+}
+
+// TestTakeOverIsDecidedOnWeChatsTime: a payment the old system took before
+// the take-over is DEFERRED. A crafted bill row naming the same order with
+// a time after the take-over is not confirmed (WeChat Pay's success_time
+// is not the row's), so it is REFUSED: the order is not recorded and its
+// stock is not confirmed a second time.
+func TestTakeOverIsDecidedOnWeChatsTime(t *testing.T) {
+	s := startReconcileStack(t, backends[0])
+	ctx := context.Background()
+	k, _ := testKeys(t)
+	old := uniqueNo("old")
+	tx, err := s.sim.Pay(ctx, old, 500, "o-"+old, true) // the old system's: the gateway never hears of it
+	if err != nil {
+		t.Fatal(err)
+	}
+	paidAt, err := time.Parse(time.RFC3339, tx.SuccessTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeOver := paidAt.Add(time.Hour).UTC()
+	row := ledger.BillPayment{Time: paidAt.UTC(), OutTradeNo: old, TransactionID: tx.TransactionID, Amount: 500,
+		AppID: k.AppID, OpenID: "o-" + old, Currency: "CNY", Line: "`row of " + old}
+	run := func(bp ledger.BillPayment) ledger.ReconcileItem {
+		t.Helper()
+		claim, err := s.m.Store.ClaimReconciliation(ctx, ledger.DayOf(bp.Time), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := s.m.Store.Reconcile(ctx, claim, &ledger.Bill{Payments: []ledger.BillPayment{bp}, TakeOver: takeOver,
+			AppID: k.AppID, Confirm: paidAtWechat{s.wx}.confirm}, "test")
+		if err != nil || len(rep.Items) != 1 {
+			t.Fatalf("run: %+v, %v", rep, err)
+		}
+		return rep.Items[0]
+	}
+	if it := run(row); it.Repair != ledger.RepairDeferred {
+		t.Fatalf("the row as WeChat Pay has it: %+v, want DEFERRED", it)
+	}
+	moved := row
+	moved.Time = takeOver.Add(48 * time.Hour)
+	if it := run(moved); it.Repair != ledger.RepairRefused || !strings.Contains(it.RepairDetail, "success_time") {
+		t.Fatalf("the row moved past the take-over: %+v, want REFUSED naming success_time", it)
+	}
+	if p, err := s.m.Store.Payment(ctx, old); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("the old system's payment was recorded: %+v, %v", p, err)
+	}
+	if jobs, _ := s.m.Store.Outbox().JobsOf(ctx, old); len(jobs) != 0 {
+		t.Fatalf("stock confirmation queued for the old system's payment: %+v", jobs)
 	}
 }
 

@@ -218,7 +218,7 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) string {
 	case err != nil:
 		log.Warn("compensate: query order failed", "err", err)
 		return Failed
-	case j.foreign(log, tx):
+	case j.foreign(log, tx), otherOrder(log, p, tx):
 		return Failed
 	}
 	switch tx.TradeState {
@@ -247,7 +247,7 @@ func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Paym
 	case err != nil:
 		log.Warn("compensate: query order after closing it", "err", err)
 		return Failed
-	case j.foreign(log, tx):
+	case j.foreign(log, tx), otherOrder(log, p, tx):
 		return Failed
 	case tx.TradeState == "NOTPAY" || tx.TradeState == "USERPAYING":
 		log.Warn("compensate: expired order still open at WeChat Pay", "trade_state", tx.TradeState)
@@ -269,6 +269,17 @@ func (j *Job) foreign(log *slog.Logger, tx *wechatpay.Transaction) bool {
 		return true
 	}
 	return false
+}
+
+// otherOrder reports (and logs) an answer about another order than the
+// one asked about, or about none: the ledger update is built from the
+// answer's out_trade_no, so it would be written to that other order.
+func otherOrder(log *slog.Logger, p ledger.Payment, tx *wechatpay.Transaction) bool {
+	if tx.OutTradeNo == p.OutTradeNo {
+		return false
+	}
+	log.Error("compensate: query answered about another order", "answer_out_trade_no", tx.OutTradeNo)
+	return true
 }
 
 func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transaction) string {

@@ -248,6 +248,61 @@ func TestForeignAnswersAreRefused(t *testing.T) {
 	})
 }
 
+// paidAs answers every query with a payment in full of the order it names
+// (no: another than the one asked about, or none).
+type paidAs struct {
+	unpaid
+	no string
+}
+
+func (p *paidAs) QueryOrder(_ context.Context, asked string) (*wechatpay.Transaction, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queries[asked]++
+	return &wechatpay.Transaction{OutTradeNo: p.no, TransactionID: "tx-" + asked, TradeState: "SUCCESS", MchID: "1900000001",
+		AppID: "wxapp", AmountTotal: 100, PayerTotal: 100, Currency: "CNY", SuccessTime: time.Now()}, nil
+}
+
+// TestAnswersAboutAnotherOrderAreRefused: a query answer naming another
+// order than the one asked about, or none, is a failed check: nothing is
+// written, neither to the order asked about nor to the one named.
+func TestAnswersAboutAnotherOrderAreRefused(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		now := t0
+		s := base.WithClock(func() time.Time { return now })
+		ctx := context.Background()
+		register := func(no string, at time.Time) {
+			now = at
+			if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: no, AmountTotal: 100, ExpireAt: t0.Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		register("oth-named", t0.Add(2*time.Minute)) // too young to be checked itself
+		for i, named := range []string{"oth-named", ""} {
+			asked := fmt.Sprintf("oth-asked-%d", i)
+			register(asked, t0)
+			now = t0.Add(2 * time.Minute)
+			wx := &paidAs{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, no: named}
+			var results []string
+			job := New(Config{SafetyBuffer: time.Minute, Batch: 10, MchID: "1900000001", AppID: "wxapp",
+				Observe: func(r string) { results = append(results, r) }}, s, wx)
+			if _, err := job.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if wx.queries[asked] != 1 || len(results) != 1 || results[0] != Failed {
+				t.Fatalf("answer naming %q: queries %v, results %v; want one failed check of %s", named, wx.queries, results, asked)
+			}
+			for _, no := range []string{asked, "oth-named"} {
+				p, _ := s.Payment(ctx, no)
+				if h, _ := s.History(ctx, no); p.State != ledger.PaymentExpected || len(h) != 1 {
+					t.Errorf("answer naming %q: %s is %s with %d history rows, want it untouched", named, no, p.State, len(h))
+				}
+			}
+		}
+	})
+}
+
 // slowUnpaid is unpaid with a pause in every query, so that two runs
 // overlap.
 type slowUnpaid struct{ unpaid }
