@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"paygateway/ledger"
@@ -111,6 +112,39 @@ type RefundService struct {
 	store  *ledger.Store
 	api    RefundAPI
 	locker Locker
+	work   inProgress // refunds past their key's claim, janitor checks: see Drain
+}
+
+// inProgress counts work that runs to its end on budgets of its own, past
+// its caller's cancellation.
+type inProgress struct{ n atomic.Int64 }
+
+func (p *inProgress) begin() (end func()) {
+	p.n.Add(1)
+	return func() { p.n.Add(-1) }
+}
+
+// WorkBudget bounds a refund's work once its key is claimed, or one
+// janitor check: the WeChat Pay calls (call_timeout) and the ledger writes
+// recording them (an unknown outcome, what the query after it learnt, and
+// the stored answer).
+func (s *RefundService) WorkBudget() time.Duration { return s.cfg.CallTimeout + 3*recordTimeout }
+
+// Drain waits, up to WorkBudget, for the refunds past their key's claim and
+// the janitor check under way to end and be recorded, and reports whether
+// they did. Shutdown calls it once requests and jobs have stopped, before
+// the database closes: a refund WeChat Pay took while its answer could no
+// longer be stored would leave its client without one, and the client
+// might then refund again under a new key.
+func (s *RefundService) Drain() bool {
+	deadline := time.Now().Add(s.WorkBudget())
+	for s.work.n.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // NewRefundService wires the service.
@@ -170,7 +204,9 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	case !run:
 		return s.replay(ctx, k)
 	}
-	// From here the work finishes even if the client goes away.
+	// From here the work finishes even if the client goes away, and
+	// shutdown waits for it (Drain).
+	defer s.work.begin()()
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
 	defer cancel()
 	var r *ledger.Refund

@@ -42,7 +42,7 @@ func createRefund(c *gin.Context, d *Deps, svc *RefundService) {
 	// after it learnt, and the stored answer) run on after the API budget
 	// and may outlast http.write_timeout: the answer must still reach the
 	// client, or it may retry with a new key and refund twice.
-	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(d.APITimeout + svc.cfg.CallTimeout + 3*recordTimeout))
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(d.APITimeout + svc.WorkBudget()))
 	a, err := svc.Create(c.Request.Context(), CurrentOpenID(c), key, p)
 	if err != nil {
 		writeError(c, err)
@@ -128,10 +128,12 @@ func (s *RefundService) Sweep(ctx context.Context, batch int) int {
 		}
 		r := &claimed[0]
 		// A check under way finishes, and is recorded, even when shutdown
-		// begins: the sweep stops between refunds.
+		// begins (Drain waits for it): the sweep stops between refunds.
+		end := s.work.begin()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
 		after := s.resolve(cctx, r, "janitor", true)
 		cancel()
+		end()
 		slog.InfoContext(ctx, "janitor: refund checked", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
 			"from", r.State, "to", after.State)
 	}

@@ -118,7 +118,7 @@ func (m *Main) openStore(ctx context.Context) error {
 	if mysql { // the rest is the notifications' (see openNotifyPool)
 		cfg.MaxOpenConns = max(1, cfg.MaxOpenConns-m.Config.notifyPool())
 	}
-	db, dialect, err := ledgerdb.Open(cfg)
+	db, dialect, err := ledgerdb.OpenContext(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func (m *Main) openStore(ctx context.Context) error {
 	m.clock = clock
 	db.NowFunc = dbTime(clock)
 	if mysql {
-		if err := m.openNotifyPool(cfg); err != nil {
+		if err := m.openNotifyPool(ctx, cfg); err != nil {
 			return err
 		}
 	}
@@ -157,9 +157,9 @@ func (m *Main) openStore(ctx context.Context) error {
 // refund callbacks get connections nothing else can take, so a flood of
 // order registrations or refund requests on a slow database cannot turn
 // WeChat Pay's deliveries into 503s.
-func (m *Main) openNotifyPool(cfg ledgerdb.Config) error {
+func (m *Main) openNotifyPool(ctx context.Context, cfg ledgerdb.Config) error {
 	cfg.MaxOpenConns, cfg.MaxIdleConns = m.Config.notifyPool(), m.Config.notifyPool()
-	db, _, err := ledgerdb.Open(cfg)
+	db, _, err := ledgerdb.OpenContext(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("notification pool: %w", err)
 	}
@@ -208,7 +208,7 @@ func (m *Main) migrateOrCheck(ctx context.Context, d DatabaseConfig, limit time.
 // big table is silent for minutes, and the pool's read_timeout would cut
 // it off while the server carries on.
 func applyMigrations(ctx context.Context, d DatabaseConfig, limit time.Duration) error {
-	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: d.DSN, MaxOpenConns: 1, DialTimeout: d.DialTimeout,
+	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: d.DSN, MaxOpenConns: 1, DialTimeout: d.DialTimeout,
 		ReadTimeout: limit, WriteTimeout: d.WriteTimeout})
 	if err != nil {
 		return err
@@ -429,7 +429,10 @@ func serveInternal(name string, ln net.Listener, h http.Handler) func() {
 // (or starts an attempt) while requests drain and each attempt under way
 // gets the whole shutdown_timeout to finish and be stored; then it lets
 // in-flight requests finish. Both are bounded by shutdown_timeout; requests
-// still running then are cut off and get cutOffGrace more to clean up.
+// still running then are cut off and get cutOffGrace more to clean up. A
+// refund past its key's claim, or a janitor check, ignores the cut-off: it
+// gets up to its own budget (RefundService.Drain) before the database
+// closes.
 func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	sctx, cancel := context.WithTimeout(context.Background(), m.Config.HTTP.ShutdownTimeout)
 	defer cancel()
@@ -443,7 +446,14 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	select {
 	case <-done:
 	case <-sctx.Done():
-		slog.Warn("jobs did not stop within the shutdown timeout")
+		select {
+		case <-done: // both were ready: select picked at random
+		default:
+			slog.Warn("jobs did not stop within the shutdown timeout")
+		}
+	}
+	if m.Refunds != nil && !m.Refunds.Drain() {
+		slog.Warn("refunds still running at their budget's end; the janitor settles them", "budget", m.Refunds.WorkBudget())
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
 
 	"paygateway/gateway"
 )
@@ -36,9 +38,13 @@ const logQueue = 8192
 
 func main() {
 	err := run(os.Args[1:])
+	if err != nil {
+		// Through the log's queue: written straight to a stalled stderr,
+		// it would keep the process from exiting.
+		fmt.Fprintln(logOutput, "gateway:", err)
+	}
 	logOutput.Flush(2 * time.Second)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
 		os.Exit(1)
 	}
 }
@@ -153,13 +159,25 @@ func migrate(ctx context.Context, args []string) error {
 	return nil
 }
 
-func setupLogging(c LogConfig) {
+func setupLogging(c LogConfig) { setupLoggingTo(logOutput, c) }
+
+// setupLoggingTo sends everything the process logs to out as JSON: slog's
+// lines, the standard log package's (net/http's server errors among
+// them), and the MySQL driver's and go-redis's own messages, which would
+// otherwise be written to stderr directly, blocking their caller when
+// stderr stalls.
+func setupLoggingTo(out io.Writer, c LogConfig) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo
 	}
-	slog.SetDefault(slog.New(gateway.NewLogHandler(slog.NewJSONHandler(logOutput, &slog.HandlerOptions{Level: level}))))
+	// SetDefault also points the standard log package at this handler;
+	// what is written there (a failed TLS handshake, an accept error) is
+	// something gone wrong, so a warning rather than slog's default info.
+	slog.SetDefault(slog.New(gateway.NewLogHandler(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level}))))
+	slog.SetLogLoggerLevel(slog.LevelWarn)
 	_ = mysql.SetLogger(driverLogger{}) // never fails on a non-nil logger
+	redis.SetLogger(redisLogger{})
 }
 
 // driverLogger sends the MySQL driver's own messages (a connection reset,
@@ -168,3 +186,12 @@ func setupLogging(c LogConfig) {
 type driverLogger struct{}
 
 func (driverLogger) Print(v ...any) { slog.Warn("mysql driver", "detail", fmt.Sprint(v...)) }
+
+// redisLogger sends go-redis's own messages to the JSON log: left to
+// itself go-redis writes them to stderr directly, a failed dial from the
+// pool's background goroutine while it holds a pool slot.
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -15,6 +17,8 @@ import (
 
 	"paygateway/gateway"
 	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
+	"paygateway/ledger/ledgerdb"
 )
 
 // TestGracefulShutdown holds a payment notification in flight (its
@@ -302,5 +306,66 @@ func waitRun(t *testing.T, done <-chan error, what string) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return " + what)
+	}
+}
+
+// TestShutdownWaitsForARefundWeChatPayHolds: a refund whose WeChat Pay call
+// outlasts shutdown_timeout and the cut-off's grace still ends, recorded,
+// before Run returns and the database closes: its client gets its answer,
+// the ledger holds what WeChat Pay said, and the key holds the answer.
+// (Before, the database closed under it: WeChat Pay took the refund, the
+// ledger kept it CREATED and the key IN_FLIGHT, and the client of a real,
+// exited process got no answer and might refund again under a new key.)
+func TestShutdownWaitsForARefundWeChatPayHolds(t *testing.T) {
+	k, dir := testKeys(t)
+	sim := wxpaysim.New(k, wxpaysim.Options{RefundSettleDelay: -1, NotifyRetryDelays: []time.Duration{}})
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	t.Cleanup(sim.Close)
+	cfg := testConfig(t, backends[1])
+	w := &cfg.WechatPay
+	w.BaseURL, w.MerchantSerial = srv.URL, k.MerchantSerial
+	w.MerchantPrivateKeyFile = filepath.Join(dir, "merchant_private_key.pem")
+	cfg.Refunds.JWT.HS256Secret, cfg.Refunds.JWT.Audience = jwtSecret, jwtAudience
+	cfg.Refunds.JanitorInterval = time.Hour
+	cfg.Finance.DailyReconcileAt = "off"
+	cfg.HTTP.ShutdownTimeout = 300 * time.Millisecond
+	m, err := NewMain(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitReady(t, m.URL())
+	e := &refundEnv{m: m, sim: sim, k: k}
+	no := e.pay(t, "o-shut", 100)
+	// Slower than the shutdown's bound and the cut-off's grace (5 s),
+	// within wechatpay.timeout (10 s).
+	sim.SetFaults(wxpaysim.Faults{PathPrefix: "/v3/refund", Delay: 7 * time.Second})
+	got := make(chan answer, 1)
+	go func() { got <- e.refund(t, token(t, "o-shut"), "k-"+no, refundBody(no, 30)) }()
+	waitFor(t, 10*time.Second, "the refund to be recorded before its call", func() bool {
+		rs, err := m.Store.Refunds(context.Background(), no)
+		return err == nil && len(rs) == 1
+	})
+	cancel()
+	waitRun(t, done, "shutdown with a refund at WeChat Pay")
+	m.Close()
+	if a := <-got; a.status != http.StatusCreated && a.status != http.StatusAccepted {
+		t.Fatalf("the refund's answer: %d %s, want 201 or 202", a.status, a.body)
+	}
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: cfg.Database.DSN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sqlDB, err := db.DB(); err == nil {
+		defer sqlDB.Close()
+	}
+	var state, key string
+	db.Raw("SELECT state FROM refunds WHERE out_trade_no = ?", no).Scan(&state)
+	db.Raw("SELECT state FROM idempotency_keys WHERE idem_key = ?", "k-"+no).Scan(&key)
+	if state != "PROCESSING" || key != ledger.IdemDone {
+		t.Errorf("after the shutdown: refund %q, key %q; want PROCESSING (as WeChat Pay holds it) and %s", state, key, ledger.IdemDone)
 	}
 }

@@ -131,7 +131,7 @@ func dropRedisKeys(addr, prefix string) {
 }
 
 func (t *target) openCeiling(ctx context.Context, dsn string) error {
-	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
+	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: dsn})
 	if err != nil {
 		return err
 	}

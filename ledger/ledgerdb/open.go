@@ -5,6 +5,7 @@
 package ledgerdb
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,7 +32,8 @@ type Config struct {
 	MaxOpenConns    int
 	MaxIdleConns    int
 	ConnMaxLifetime time.Duration
-	// DialTimeout bounds connecting; ReadTimeout/WriteTimeout bound each
+	// DialTimeout bounds connecting (Open's first connection in whole:
+	// greeting and login too); ReadTimeout/WriteTimeout bound each
 	// packet on MySQL so a hung server cannot hold a request forever.
 	DialTimeout  time.Duration
 	ReadTimeout  time.Duration
@@ -52,23 +54,56 @@ type Config struct {
 	StatementTimeout time.Duration
 }
 
-// Open opens the database named by cfg.DSN. It does not migrate.
+// Open is OpenContext without a caller's context: the dial timeout alone
+// bounds connecting.
 func Open(cfg Config) (*gorm.DB, migrations.Dialect, error) {
+	return OpenContext(context.Background(), cfg)
+}
+
+// OpenContext opens the database named by cfg.DSN and checks that it
+// answers, giving up when ctx ends or after the dial timeout. It does not
+// migrate.
+func OpenContext(ctx context.Context, cfg Config) (*gorm.DB, migrations.Dialect, error) {
+	// The dial timeout bounds the whole first connection (greeting, login,
+	// session variables): the caller's deadline may be a migration's,
+	// hours, and a server that accepts TCP but never greets is not going
+	// to answer later.
+	ctx, cancel := context.WithTimeout(ctx, orDefault(cfg.DialTimeout, 5*time.Second))
+	defer cancel()
+	// No automatic ping: gorm's runs on context.Background, where a stop
+	// signal cannot end it; ping below runs on ctx.
 	gcfg := &gorm.Config{
 		TranslateError:         true,
 		SkipDefaultTransaction: true,
+		DisableAutomaticPing:   true,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		Logger:                 logger.Discard,
 	}
 	if dsn, ok := strings.CutPrefix(cfg.DSN, "mysql://"); ok {
-		db, err := openMySQL(dsn, cfg, gcfg)
+		db, err := openMySQL(ctx, dsn, cfg, gcfg)
 		return db, migrations.MySQL, err
 	}
-	db, err := openSQLite(cfg.DSN, gcfg)
+	db, err := openSQLite(ctx, cfg.DSN, gcfg)
 	return db, migrations.SQLite, err
 }
 
-func openMySQL(dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
+// ping checks that db answers within ctx, and closes it when it does not.
+func ping(ctx context.Context, db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		_ = sqlDB.Close()
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) { // the driver may report only the closed socket
+			return fmt.Errorf("%w (%w)", cerr, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	mc, err := mysqldrv.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse mysql dsn: %w", err)
@@ -102,7 +137,7 @@ func openMySQL(dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	if _, mysql := mc.Params["max_execution_time"]; !mariadb && !mysql && cfg.StatementTimeout > 0 {
 		mc.Params["max_statement_time"] = strconv.FormatFloat(cfg.StatementTimeout.Seconds(), 'f', -1, 64)
 	}
-	db, err := openWithFallbacks(mc, gcfg)
+	db, err := openWithFallbacks(ctx, mc, gcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open mysql %s@%s/%s: %w", mc.User, mc.Addr, mc.DBName, err)
 	}
@@ -131,18 +166,25 @@ var sessionFallbacks = map[string]func(v string) (string, string){
 }
 
 // openWithFallbacks opens the pool, and again under the server's own
-// name for each session variable it does not know.
-func openWithFallbacks(mc *mysqldrv.Config, gcfg *gorm.Config) (*gorm.DB, error) {
+// name for each session variable it does not know (the server refuses
+// one when the ping's connection sets it).
+func openWithFallbacks(ctx context.Context, mc *mysqldrv.Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	for {
 		// No RETURNING: on MariaDB it makes an upsert that hit a duplicate
 		// report one affected row, hiding the duplicate from ON CONFLICT code.
-		db, err := gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DisableWithReturning: true}), gcfg)
+		// No SELECT VERSION(): gorm runs it on context.Background, and uses
+		// the answer only for RETURNING, FOR SHARE and its schema migrator,
+		// none of which the ledger uses (its locks are FOR UPDATE, its
+		// migrations plain SQL files).
+		db, err := gorm.Open(mysql.New(mysql.Config{DSNConfig: mc, DisableWithReturning: true,
+			SkipInitializeWithVersion: true}), gcfg)
+		if err != nil {
+			return nil, err
+		}
+		err = ping(ctx, db)
 		name, ok := unknownVariable(err)
 		if !ok || !fallBack(mc.Params, name) {
 			return db, err
-		}
-		if sqlDB, derr := db.DB(); derr == nil { // this try's pool, before the next
-			_ = sqlDB.Close()
 		}
 	}
 }
@@ -178,7 +220,7 @@ func unknownVariable(err error) (string, bool) {
 
 // openSQLite uses one connection: SQLite has a single writer, and one
 // connection turns "database is locked" errors into an orderly queue.
-func openSQLite(path string, gcfg *gorm.Config) (*gorm.DB, error) {
+func openSQLite(ctx context.Context, path string, gcfg *gorm.Config) (*gorm.DB, error) {
 	if serverDSN(path) {
 		// Not echoed: it may hold a password.
 		return nil, errors.New("the database DSN names a server, not a SQLite file: a MySQL/MariaDB DSN starts with mysql://")
@@ -193,6 +235,9 @@ func openSQLite(path string, gcfg *gorm.Config) (*gorm.DB, error) {
 		dsn = "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)"
 	}
 	db, err := gorm.Open(sqlite.Open(dsn), gcfg)
+	if err == nil {
+		err = ping(ctx, db)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}

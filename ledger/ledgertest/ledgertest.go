@@ -106,14 +106,14 @@ func openAdmin(t testing.TB, cfg *mysqldrv.Config) *sql.DB {
 
 func open(t testing.TB, dsn string) *ledger.Store {
 	t.Helper()
-	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: dsn})
 	if err != nil {
 		t.Fatalf("open %s: %v", dsn, err)
 	}
 	sqlDB, _ := db.DB()
 	t.Cleanup(func() { sqlDB.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	if err := ledger.Migrate(ctx, db, dialect); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
