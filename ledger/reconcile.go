@@ -36,13 +36,17 @@ const (
 	MismatchRefundMissingInBill    = "REFUND_MISSING_IN_BILL" // SUCCESS refund of that day (see eachRefundedOn), absent from the bill
 	MismatchRefundAmount           = "REFUND_AMOUNT_MISMATCH"
 	MismatchRefundState            = "REFUND_STATE_MISMATCH" // SUCCESS in the bill, not in the ledger
+	// A bill row with a field no WeChat Pay row can hold (see
+	// BillPayment.fault): a row a crafted product name added. It is
+	// reported REFUSED, never looked up or repaired.
+	MismatchBillRowInvalid = "BILL_ROW_INVALID"
 )
 
 // Repair outcomes of a mismatch.
 const (
 	RepairNone     = ""
 	RepairApplied  = "REPAIRED"
-	RepairRefused  = "REFUSED"  // the state machine refused it (see detail)
+	RepairRefused  = "REFUSED"  // the state machine, WeChat Pay's answer or the row's bounds refused it (see detail)
 	RepairDeferred = "DEFERRED" // not repaired here; a person or the refund flow acts
 )
 
@@ -189,10 +193,10 @@ func (rep *Reconciliation) tally() {
 }
 
 func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *Bill, start time.Time) error {
-	keys := make([]string, len(bill.Payments))
-	for i, p := range bill.Payments {
+	payments := rep.validPayments(bill.Payments)
+	keys := make([]string, len(payments))
+	for i, p := range payments {
 		keys[i] = p.OutTradeNo
-		rep.BillPaid += p.Amount
 	}
 	ledger, err := s.paymentsByNo(ctx, keys)
 	if err != nil {
@@ -200,7 +204,7 @@ func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *
 	}
 	seen := map[string]bool{}
 	var matched []BillPayment
-	for _, bp := range bill.Payments {
+	for _, bp := range payments {
 		seen[bp.OutTradeNo] = true
 		it, err := s.checkPayment(ctx, bp, ledger[bp.OutTradeNo], bill)
 		if err != nil {
@@ -228,6 +232,47 @@ func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *
 		return nil
 	})
 	return err
+}
+
+// validPayments adds the bill's payments to the bill's total, reports the
+// rows no WeChat Pay payment can be and returns the others: only those
+// are looked up, confirmed and repaired.
+func (rep *Reconciliation) validPayments(rows []BillPayment) []BillPayment {
+	var valid []BillPayment
+	for _, bp := range rows {
+		rep.BillPaid += bp.Amount
+		if why := bp.fault(); why != "" {
+			rep.Items = append(rep.Items, invalidRow(ReconcileItem{OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID,
+				Bill: &ItemSide{State: "SUCCESS", Amount: bp.Amount, Line: bp.Line}}, why))
+			continue
+		}
+		valid = append(valid, bp)
+	}
+	return valid
+}
+
+// validRefunds is validPayments for the bill's refunds.
+func (rep *Reconciliation) validRefunds(rows []BillRefund) []BillRefund {
+	var valid []BillRefund
+	for _, br := range rows {
+		rep.BillRefunded += br.Amount
+		if why := br.fault(); why != "" {
+			rep.Items = append(rep.Items, invalidRow(ReconcileItem{OutTradeNo: br.OutTradeNo, TransactionID: br.TransactionID,
+				OutRefundNo: br.OutRefundNo, Bill: &ItemSide{State: br.Status, Amount: br.Amount, Line: br.Line}}, why))
+			continue
+		}
+		valid = append(valid, br)
+	}
+	return valid
+}
+
+// invalidRow is the item of a bill row no WeChat Pay row can be, cut to the
+// report's columns here rather than on storing, so that the report
+// returned is the one stored and a rerun finds the same item again.
+func invalidRow(it ReconcileItem, why string) ReconcileItem {
+	it.Kind, it.Repair = MismatchBillRowInvalid, RepairRefused
+	it.RepairDetail = "not a WeChat Pay row (" + why + "): not looked up, not repaired"
+	return it.fitted()
 }
 
 // eachPaidOn streams the SUCCESS payments whose success_time falls on the
@@ -260,7 +305,7 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 		it.Kind = MismatchPaymentMissingInLedger
 		refunded, err := confirmRow(ctx, bill, bp)
 		if errors.Is(err, ErrBillUnconfirmed) {
-			it.Repair, it.RepairDetail = RepairRefused, truncate(err.Error(), 512)
+			it.Repair, it.RepairDetail = RepairRefused, truncate(err.Error(), itemDetailWidth)
 			return it, nil
 		} else if err != nil {
 			return nil, err
@@ -342,17 +387,17 @@ func (s *Store) refundsByNo(ctx context.Context, keys []string) (map[string]Refu
 }
 
 func (s *Store) compareRefunds(ctx context.Context, rep *Reconciliation, bill *Bill, start time.Time) error {
-	keys := make([]string, len(bill.Refunds))
-	for i, r := range bill.Refunds {
+	refunds := rep.validRefunds(bill.Refunds)
+	keys := make([]string, len(refunds))
+	for i, r := range refunds {
 		keys[i] = r.OutRefundNo
-		rep.BillRefunded += r.Amount
 	}
 	ledger, err := s.refundsByNo(ctx, keys)
 	if err != nil {
 		return err
 	}
 	seen := map[string]bool{}
-	for _, br := range bill.Refunds {
+	for _, br := range refunds {
 		seen[br.OutRefundNo] = true
 		if it := checkRefund(br, ledger); it != nil {
 			rep.Items = append(rep.Items, *it)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Bill is a parsed WeChat Pay trade bill (bill_type ALL) of one day.
@@ -97,6 +98,59 @@ type BillRefund struct {
 	Status        string // 退款状态: SUCCESS, PROCESSING, ABNORMAL, …
 	Amount        int64  // 申请退款金额: the refund asked for (amount.refund)
 	Line          string
+}
+
+// Bounds of the bill fields reconciliation keeps, in bytes: WeChat Pay's
+// ids are ASCII, so its lengths in characters are bytes. out_trade_no and
+// transaction_id are string[1,32] at WeChat Pay (the report's columns are
+// 64 wide, but no longer one is WeChat's), out_refund_no string[1,64];
+// appid and mchid, which a repair records, string[1,32], openid
+// string[1,128]. A refund status is a word (SUCCESS, PROCESSING, …) and
+// the report's bill_state is 16 wide. maxBillLine is a MySQL TEXT: the
+// report's bill_line and a repair's notice plaintext.
+const (
+	maxBillID     = 32
+	maxBillRefund = 64
+	maxBillOpenID = 128
+	maxBillState  = 16
+	maxBillLine   = 65535
+)
+
+// bounded is a bill field and the lengths WeChat Pay's can have.
+type bounded struct {
+	name, value string
+	min, max    int
+}
+
+// outOfBounds says which field no WeChat Pay row could hold, or "". A row
+// whose product name added a line can hold anything (see Bill.Confirm).
+func outOfBounds(fields ...bounded) string {
+	for _, f := range fields {
+		if n := len(f.value); n < f.min || n > f.max {
+			return fmt.Sprintf("%s is %d bytes, a WeChat Pay row's is %d to %d", f.name, n, f.min, f.max)
+		}
+		if !utf8.ValidString(f.value) {
+			return f.name + " is not UTF-8"
+		}
+	}
+	return ""
+}
+
+// fault says why bp cannot be a row of WeChat Pay's, or "". The keys are
+// what it is looked up and repaired by; appid, mchid and openid are
+// recorded by its repair.
+func (bp BillPayment) fault() string {
+	return outOfBounds(bounded{"out_trade_no", bp.OutTradeNo, 1, maxBillID},
+		bounded{"transaction_id", bp.TransactionID, 1, maxBillID}, bounded{"appid", bp.AppID, 0, maxBillID},
+		bounded{"mchid", bp.MchID, 0, maxBillID}, bounded{"openid", bp.OpenID, 0, maxBillOpenID},
+		bounded{"line", bp.Line, 0, maxBillLine})
+}
+
+// fault says why br cannot be a row of WeChat Pay's, or "".
+func (br BillRefund) fault() string {
+	return outOfBounds(bounded{"out_refund_no", br.OutRefundNo, 1, maxBillRefund},
+		bounded{"out_trade_no", br.OutTradeNo, 0, maxBillID}, bounded{"transaction_id", br.TransactionID, 0, maxBillID},
+		bounded{"refund status", br.Status, 0, maxBillState}, bounded{"line", br.Line, 0, maxBillLine})
 }
 
 // billColumns are the columns reconciliation reads, by their header name.

@@ -49,7 +49,7 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 		return "", "", nil
 	case refusedByLedger(err):
 		slog.WarnContext(ctx, "reconcile repair refused", "out_trade_no", bp.OutTradeNo, "err", err)
-		return RepairRefused, truncate(err.Error(), 512), nil
+		return RepairRefused, truncate(err.Error(), itemDetailWidth), nil
 	}
 	return "", "", fmt.Errorf("repair payment %s: %w", bp.OutTradeNo, err)
 }

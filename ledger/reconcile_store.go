@@ -90,7 +90,7 @@ func keptItems(tx *gorm.DB, recID uint64, found []ReconcileItem) ([]ReconcileIte
 			continue
 		}
 		if !strings.HasPrefix(it.RepairDetail, keptNote) {
-			it.RepairDetail = truncate(keptNote+it.RepairDetail, 512)
+			it.RepairDetail = truncate(keptNote+it.RepairDetail, itemDetailWidth)
 		}
 		kept = append(kept, it)
 	}
@@ -102,10 +102,38 @@ func (it ReconcileItem) key() string {
 	return it.Kind + "\x00" + it.OutTradeNo + "\x00" + it.TransactionID + "\x00" + it.OutRefundNo
 }
 
+// Widths of reconciliation_items' text columns on MySQL (migration 0033;
+// SQLite's are TEXT). MySQL counts characters, truncate bytes: a cut value
+// fits. Kind, repair and the ledger's side fit by construction (constants,
+// the ledger's own columns are no wider).
+const (
+	itemKeyWidth    = 64 // out_trade_no, transaction_id, out_refund_no
+	itemStateWidth  = 16 // bill_state
+	itemDetailWidth = 512
+)
+
+// fitted cuts the item's text from outside (the bill, error texts) to its
+// columns, as valid UTF-8: MySQL's strict sql_mode refuses a longer value
+// or invalid bytes, which would fail the day's report on every run, the
+// bill never changing.
+func (it ReconcileItem) fitted() ReconcileItem {
+	it.OutTradeNo, it.TransactionID = fit(it.OutTradeNo, itemKeyWidth), fit(it.TransactionID, itemKeyWidth)
+	it.OutRefundNo, it.RepairDetail = fit(it.OutRefundNo, itemKeyWidth), fit(it.RepairDetail, itemDetailWidth)
+	if it.Bill != nil {
+		bill := *it.Bill
+		bill.State, bill.Line = fit(bill.State, itemStateWidth), fit(bill.Line, maxBillLine)
+		it.Bill = &bill
+	}
+	return it
+}
+
+func fit(s string, n int) string { return truncate(strings.ToValidUTF8(s, "\uFFFD"), n) }
+
 func itemRow(recID uint64, it ReconcileItem) reconcileItemRow {
+	it = it.fitted()
 	r := reconcileItemRow{ReconciliationID: recID, Kind: it.Kind, OutTradeNo: it.OutTradeNo,
 		TransactionID: it.TransactionID, OutRefundNo: it.OutRefundNo, Repair: it.Repair,
-		RepairDetail: truncate(it.RepairDetail, 512)}
+		RepairDetail: it.RepairDetail}
 	if it.Bill != nil {
 		amount := it.Bill.Amount
 		r.BillState, r.BillAmount, r.BillLine = it.Bill.State, &amount, it.Bill.Line

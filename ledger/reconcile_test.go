@@ -5,9 +5,12 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 
@@ -586,4 +589,128 @@ func TestReconcileReadsADayInPages(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReconcileReportsRowsOutOfBounds: a crafted product name can add a
+// bill row that parses, and such a row can hold fields of any length. A
+// row within WeChat Pay's bounds (32 bytes for out_trade_no and
+// transaction_id, 64 for out_refund_no; a refund status the width of
+// bill_state) is reconciled as before; one past them, or not UTF-8, is no
+// WeChat Pay row: reported BILL_ROW_INVALID, REFUSED, its fields cut
+// (rune-safe) to the report's columns and its line kept, never confirmed
+// or repaired. The report stores on MySQL's strict sql_mode too, which
+// refused it whole before, failing the day on every run; a rerun reports
+// the same items.
+func TestReconcileReportsRowsOutOfBounds(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		pad := func(prefix string, n int) string { return prefix + strings.Repeat("x", n-len(prefix)) }
+		payment := func(name, no, tx string) ledger.BillPayment {
+			bp := billPayment(no, tx, 100)
+			bp.Line = "`" + name
+			return bp
+		}
+		refund := func(name, no, status string) ledger.BillRefund {
+			return ledger.BillRefund{Time: billPayment("", "", 0).Time, TransactionID: "tx-ob", OutTradeNo: "ob-order",
+				OutRefundNo: no, Status: status, Amount: 50, Line: "`" + name}
+		}
+		valid := []ledger.BillPayment{payment("no-32", pad("ob-", 32), "tx-ob-no-32"), payment("tx-32", "ob-tx-32", pad("tx-", 32))}
+		invalid := map[string]string{} // line: the field the detail names
+		var payments []ledger.BillPayment
+		for _, n := range []int{33, 64, 65} {
+			no, tx := payment(fmt.Sprint("no-", n), pad("ob-", n), fmt.Sprint("tx-ob-no-", n)), payment(fmt.Sprint("tx-", n), fmt.Sprint("ob-tx-", n), pad("tx-", n))
+			invalid[no.Line], invalid[tx.Line] = "out_trade_no", "transaction_id"
+			payments = append(payments, no, tx)
+		}
+		mchid, long := payment("mchid-33", "ob-mchid", "tx-ob-mchid"), payment("line", "ob-line", "tx-ob-line")
+		mchid.MchID, long.Line = pad("19", 33), long.Line+strings.Repeat("x", 65536)
+		invalid[mchid.Line], invalid[long.Line[:65535]] = "mchid", "line" // bill_line is a TEXT: 65535 bytes
+		payments = append(payments, mchid, long)
+		validRefunds := []ledger.BillRefund{refund("rf-64", pad("rf-", 64), "SUCCESS"), refund("state-16", "rf-state-16", pad("S", 16))}
+		trade := refund("trade-33", "rf-trade-33", "SUCCESS")
+		trade.OutTradeNo = pad("ob-", 33)
+		refunds := []ledger.BillRefund{refund("rf-65", pad("rf-", 65), "SUCCESS"), refund("rf-cjk", strings.Repeat("退", 22), "SUCCESS"),
+			refund("rf-utf8", "rf-\xff", "SUCCESS"), refund("state-17", "rf-state-17", pad("S", 17)), trade}
+		for i, field := range []string{"out_refund_no", "out_refund_no", "out_refund_no", "refund status", "out_trade_no"} {
+			invalid[refunds[i].Line] = field
+		}
+		confirmed := map[string]bool{}
+		confirm := func(_ context.Context, bp ledger.BillPayment) (bool, error) {
+			confirmed[bp.Line] = true
+			return false, nil
+		}
+		bill := &ledger.Bill{Payments: slices.Concat(valid, payments), Refunds: slices.Concat(validRefunds, refunds), Confirm: confirm}
+
+		rep := reconcile(t, s, bill)
+		if rep.Repaired != 2 || rep.Mismatches != 4+len(invalid) || rep.BillPayments != 10 || rep.BillRefunds != 7 || len(confirmed) != 2 {
+			t.Fatalf("report: %d mismatches, %d repaired, %d/%d bill rows, %d confirmed; want %d, 2, 10/7, 2",
+				rep.Mismatches, rep.Repaired, rep.BillPayments, rep.BillRefunds, len(confirmed), 4+len(invalid))
+		}
+		stored, err := s.Reconciliation(ctx, reconcileDay)
+		if err != nil || !reflect.DeepEqual(stored.Items, rep.Items) {
+			t.Fatalf("stored report (%v) is not the one returned", err)
+		}
+		for _, bp := range valid {
+			if it := byLine(rep, bp.Line); it == nil || it.Kind != ledger.MismatchPaymentMissingInLedger || it.Repair != ledger.RepairApplied ||
+				it.OutTradeNo != bp.OutTradeNo || it.TransactionID != bp.TransactionID || !confirmed[bp.Line] {
+				t.Fatalf("payment %s at WeChat Pay's bounds, not repaired: %+v", bp.Line, it)
+			}
+			assertRepaired(t, s, bp)
+		}
+		for _, br := range validRefunds {
+			if it := byLine(rep, br.Line); it == nil || it.Kind != ledger.MismatchRefundMissingInLedger ||
+				it.OutRefundNo != br.OutRefundNo || it.Bill.State != br.Status {
+				t.Fatalf("refund %s at the bounds: %+v", br.Line, it)
+			}
+		}
+		for line, field := range invalid {
+			it := byLine(rep, line)
+			if it == nil || it.Kind != ledger.MismatchBillRowInvalid || it.Repair != ledger.RepairRefused ||
+				!strings.Contains(it.RepairDetail, field) || !fitsColumns(*it) {
+				t.Fatalf("row %.20s: %+v, want BILL_ROW_INVALID, REFUSED, naming %s, within the columns", line, it, field)
+			}
+		}
+		for _, bp := range payments {
+			if _, err := s.Payment(ctx, bp.OutTradeNo); !errors.Is(err, ledger.ErrNotFound) {
+				t.Fatalf("row %.20s repaired: %v", bp.Line, err)
+			}
+		}
+		cut := map[string]string{"`no-65": pad("ob-", 64), "`tx-65": pad("tx-", 64), "`rf-65": pad("rf-", 64),
+			"`rf-cjk": strings.Repeat("退", 21), "`rf-utf8": "rf-\uFFFD", "`state-17": pad("S", 16)}
+		for line, want := range cut {
+			it := byLine(rep, line)
+			if got := it.OutTradeNo + "|" + it.TransactionID + "|" + it.OutRefundNo + "|" + it.Bill.State; !strings.Contains(got, want) {
+				t.Fatalf("row %s stored as %s, want %s in it", line, got, want)
+			}
+		}
+
+		again := reconcile(t, s, bill)
+		if again.Mismatches != rep.Mismatches || again.Repaired != 2 {
+			t.Fatalf("rerun: %d mismatches, %d repaired; want %d, 2", again.Mismatches, again.Repaired, rep.Mismatches)
+		}
+	})
+}
+
+// byLine finds the item of the bill row whose stored line is line.
+func byLine(rep *ledger.Reconciliation, line string) *ledger.ReconcileItem {
+	for i, it := range rep.Items {
+		if it.Bill != nil && it.Bill.Line == line {
+			return &rep.Items[i]
+		}
+	}
+	return nil
+}
+
+// fitsColumns reports whether the item's text fits reconciliation_items on
+// MySQL (migration 0033) as valid UTF-8.
+func fitsColumns(it ledger.ReconcileItem) bool {
+	for _, f := range []struct {
+		v     string
+		width int
+	}{{it.OutTradeNo, 64}, {it.TransactionID, 64}, {it.OutRefundNo, 64}, {it.Bill.State, 16}, {it.RepairDetail, 512}} {
+		if utf8.RuneCountInString(f.v) > f.width || !utf8.ValidString(f.v) {
+			return false
+		}
+	}
+	return true
 }
