@@ -54,14 +54,16 @@ func (c *DBClock) WithLocal(now func() time.Time) *DBClock {
 	return n
 }
 
-// Now returns the database's time in UTC.
+// Now returns the database's time in UTC, to the microsecond: it is
+// gorm's clock and the store's, and the database keeps no finer time
+// (see dbTime).
 func (c *DBClock) Now() time.Time {
 	now := c.local()
 	r := c.last.Load()
 	if r == nil {
-		return now.UTC()
+		return dbTime(now)
 	}
-	return r.db.Add(now.Sub(r.local)).UTC()
+	return dbTime(r.db.Add(now.Sub(r.local)))
 }
 
 // Offset is how far the database's clock was ahead of the local one at

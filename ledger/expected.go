@@ -36,7 +36,7 @@ func (s *Store) AwaitingPayment(ctx context.Context, createdBefore time.Time, li
 func (s *Store) ScheduleCheck(ctx context.Context, outTradeNo string, at time.Time) error {
 	err := s.db.WithContext(ctx).Model(&paymentRow{}).
 		Where("out_trade_no = ? AND state = ?", outTradeNo, string(PaymentExpected)).
-		UpdateColumn("next_check_at", at.UTC()).Error // not updated_at: nothing about the order changed
+		UpdateColumn("next_check_at", dbTime(at)).Error // not updated_at: nothing about the order changed
 	if err != nil {
 		return fmt.Errorf("schedule check of %s: %w", outTradeNo, err)
 	}
@@ -52,7 +52,7 @@ func (s *Store) ClaimCheck(ctx context.Context, outTradeNo string, createdBefore
 	res := s.db.WithContext(ctx).Model(&paymentRow{}).
 		Where("out_trade_no = ? AND state = ? AND ((next_check_at IS NULL AND created_at <= ?) OR next_check_at <= ?)",
 			outTradeNo, string(PaymentExpected), createdBefore.UTC(), s.now()).
-		UpdateColumn("next_check_at", at.UTC())
+		UpdateColumn("next_check_at", dbTime(at))
 	if res.Error != nil {
 		return false, fmt.Errorf("claim check of %s: %w", outTradeNo, res.Error)
 	}

@@ -80,7 +80,7 @@ func (s *Store) noticeRow(n Notice) notificationRow {
 		TransactionID: nonEmpty(n.TransactionID), OutRefundNo: nonEmpty(n.OutRefundNo),
 		Plaintext: n.Plaintext, ReceivedAt: s.now()}
 	if !n.CreateTime.IsZero() {
-		ct := n.CreateTime.UTC()
+		ct := dbTime(n.CreateTime)
 		row.CreateTime = &ct
 	}
 	return row

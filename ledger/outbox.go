@@ -253,12 +253,12 @@ func (o *Outbox) Release(ctx context.Context, job retry.Job, worker string) erro
 
 // Complete implements retry.Queue.
 func (o *Outbox) Complete(ctx context.Context, a retry.Attempt) error {
-	return o.settle(ctx, a, map[string]any{"state": JobDone, "done_at": a.FinishedAt.UTC(), "last_error": ""}, nil)
+	return o.settle(ctx, a, map[string]any{"state": JobDone, "done_at": dbTime(a.FinishedAt), "last_error": ""}, nil)
 }
 
 // Retry implements retry.Queue.
 func (o *Outbox) Retry(ctx context.Context, a retry.Attempt) error {
-	return o.settle(ctx, a, map[string]any{"state": JobPending, "next_run_at": a.NextRunAt.UTC(), "last_error": a.Err}, nil)
+	return o.settle(ctx, a, map[string]any{"state": JobPending, "next_run_at": dbTime(a.NextRunAt), "last_error": a.Err}, nil)
 }
 
 // Dead implements retry.Queue. A dead confirmation takes its order's
@@ -275,9 +275,9 @@ func (o *Outbox) settle(ctx context.Context, a retry.Attempt, set map[string]any
 	lost := false
 	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
 		row := outboxAttemptRow{JobID: a.JobID, Attempt: a.Number, Worker: a.Worker, Outcome: string(a.Outcome),
-			Error: a.Err, StartedAt: a.StartedAt.UTC(), FinishedAt: a.FinishedAt.UTC()}
+			Error: a.Err, StartedAt: dbTime(a.StartedAt), FinishedAt: dbTime(a.FinishedAt)}
 		if !a.NextRunAt.IsZero() {
-			next := a.NextRunAt.UTC()
+			next := dbTime(a.NextRunAt)
 			row.NextRunAt = &next
 		}
 		if err := tx.Create(&row).Error; err != nil {

@@ -128,7 +128,7 @@ func (s *Store) RegisterOrder(ctx context.Context, o Order) (*Payment, error) {
 
 func (s *Store) insertExpected(tx *gorm.DB, o Order) (*Payment, error) {
 	now := s.now()
-	expire := o.ExpireAt.UTC()
+	expire := dbTime(o.ExpireAt)
 	row := paymentRow{OutTradeNo: o.OutTradeNo, State: string(PaymentExpected), Registered: true,
 		ExpectedAmount: &o.AmountTotal, Currency: "CNY", PayerOpenID: nonEmpty(o.PayerOpenID),
 		RegisteredOpenID: &o.PayerOpenID, ExpireAt: &expire, CreatedAt: now, UpdatedAt: now}
@@ -155,7 +155,7 @@ func (s *Store) registerExisting(tx *gorm.DB, row *paymentRow, o Order) (*Paymen
 			return nil, err
 		}
 	}
-	expire, now := o.ExpireAt.UTC(), s.now()
+	expire, now := dbTime(o.ExpireAt), s.now()
 	updates := map[string]any{"registered": true, "expected_amount": o.AmountTotal, "expire_at": expire,
 		"registered_openid": o.PayerOpenID, "version": gorm.Expr("version + 1"), "updated_at": now}
 	if err := tx.Model(&paymentRow{}).Where("id = ?", row.ID).Updates(updates).Error; err != nil {

@@ -114,7 +114,7 @@ func (s *Store) NoteRefundAccepted(ctx context.Context, outRefundNo string, at t
 // markAccepted sets a refund's accepted_at unless it has one.
 func markAccepted(db *gorm.DB, outRefundNo string, at time.Time) error {
 	err := db.Model(&refundRow{}).Where("out_refund_no = ? AND accepted_at IS NULL", outRefundNo).
-		UpdateColumn("accepted_at", at.UTC()).Error
+		UpdateColumn("accepted_at", dbTime(at)).Error
 	if err != nil {
 		return fmt.Errorf("note acceptance of refund %s: %w", outRefundNo, err)
 	}

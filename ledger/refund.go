@@ -196,7 +196,7 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 		return nil, &RefundExceedsError{OutTradeNo: req.OutTradeNo, Requested: req.Amount,
 			Remaining: *pay.AmountTotal - pay.RefundedTotal}
 	}
-	checkAt := req.CheckAt.UTC()
+	checkAt := dbTime(req.CheckAt)
 	row := refundRow{OutRefundNo: req.OutRefundNo, OutTradeNo: req.OutTradeNo, TransactionID: pay.TransactionID,
 		State: string(RefundCreated), Amount: req.Amount, Total: *pay.AmountTotal, Reason: req.Reason,
 		Requester: req.Requester, Attempts: 1, NextCheckAt: &checkAt, CreatedAt: now, UpdatedAt: now}

@@ -102,7 +102,7 @@ func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error
 		// on the janitor's list.
 		if terr := s.db.WithContext(ctx).Model(&refundRow{}).
 			Where("out_refund_no = ? AND (state IN ? OR next_check_at IS NOT NULL)", u.OutRefundNo, watchedStates).
-			UpdateColumn("next_check_at", u.NextCheckAt.UTC()).Error; terr != nil && err == nil {
+			UpdateColumn("next_check_at", dbTime(u.NextCheckAt)).Error; terr != nil && err == nil {
 			err = terr
 		}
 	}
@@ -319,10 +319,10 @@ func (s *Store) noteAccepted(tx *gorm.DB, row *refundRow, u RefundUpdate) error 
 	if u.AcceptTime.IsZero() || row.AcceptedAt != nil {
 		return nil
 	}
-	if err := markAccepted(tx, row.OutRefundNo, u.AcceptTime); err != nil {
+	at := dbTime(u.AcceptTime)
+	if err := markAccepted(tx, row.OutRefundNo, at); err != nil {
 		return err
 	}
-	at := u.AcceptTime.UTC()
 	row.AcceptedAt = &at
 	return nil
 }
@@ -338,7 +338,7 @@ func (s *Store) touchRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) error {
 		updates["last_error"] = truncate(u.LastError, 512)
 	}
 	if !u.NextCheckAt.IsZero() {
-		updates["next_check_at"] = u.NextCheckAt.UTC()
+		updates["next_check_at"] = dbTime(u.NextCheckAt)
 	}
 	if len(updates) == 0 {
 		return nil
@@ -364,7 +364,7 @@ func (s *Store) moveRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund
 		row.LastError = truncate(u.LastError, 512)
 	}
 	if u.State == RefundSuccess {
-		st := u.SuccessTime.UTC()
+		st := dbTime(u.SuccessTime)
 		if u.SuccessTime.IsZero() {
 			st = row.UpdatedAt
 		}
@@ -372,7 +372,7 @@ func (s *Store) moveRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund
 	}
 	row.NextCheckAt = nil
 	if u.State.Pending() || u.State == RefundAbnormal {
-		next := u.NextCheckAt.UTC()
+		next := dbTime(u.NextCheckAt)
 		if u.NextCheckAt.IsZero() {
 			next = row.UpdatedAt
 		}
@@ -428,7 +428,7 @@ func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, vers
 	res := s.db.WithContext(ctx).Model(&refundRow{}).
 		Where("out_refund_no = ? AND version = ? AND state IN ?", outRefundNo, version,
 			[]string{string(RefundCreated), string(RefundUnknown)}).
-		Updates(map[string]any{"attempts": gorm.Expr("attempts + 1"), "next_check_at": nextCheckAt.UTC(),
+		Updates(map[string]any{"attempts": gorm.Expr("attempts + 1"), "next_check_at": dbTime(nextCheckAt),
 			"version": gorm.Expr("version + 1"), "updated_at": s.now()})
 	if res.Error != nil {
 		return nil, fmt.Errorf("count attempt of refund %s: %w", outRefundNo, res.Error)
@@ -468,7 +468,7 @@ func (s *Store) ClaimStuckRefunds(ctx context.Context, dueBy time.Time, limit in
 	var out []Refund
 	for i := 0; i < len(rows) && len(out) < limit; i++ {
 		r := &rows[i]
-		until := now.Add(lease)
+		until := dbTime(now.Add(lease)) // a lease may have a finer part
 		res := s.db.WithContext(ctx).Model(&refundRow{}).Where("id = ? AND version = ?", r.ID, r.Version).
 			Updates(map[string]any{"next_check_at": until, "version": r.Version + 1, "updated_at": now})
 		if res.Error != nil {

@@ -33,16 +33,24 @@ type Store struct {
 
 // NewStore wraps an open, migrated database.
 func NewStore(db *gorm.DB, d migrations.Dialect) *Store {
-	return &Store{db: db, dialect: d, now: func() time.Time { return time.Now().UTC() },
+	return &Store{db: db, dialect: d, now: func() time.Time { return dbTime(time.Now()) },
 		solo: make(chan struct{}, soloConcurrency)}
 }
 
 // WithClock returns a copy of the store that reads time from now.
 func (s *Store) WithClock(now func() time.Time) *Store {
 	c := *s
-	c.now = func() time.Time { return now().UTC() }
+	c.now = func() time.Time { return dbTime(now()) }
 	return &c
 }
+
+// dbTime is t as the ledger stores it: UTC, cut to the microsecond.
+// DATETIME(6) holds no more: MariaDB cuts the rest on write, MySQL 8
+// rounds it, which can carry a time into the next second or business
+// day. Cut before it is used, a time answered before it is stored is the
+// one read back, on every database. Every time a row takes goes through
+// it: the store's clock, and each caller-supplied time where it enters.
+func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // WithRefundObserver returns a copy of the store that tells fn the state
 // each committed refund change reached (for metrics: counting them is

@@ -269,7 +269,7 @@ func fillPaid(row *paymentRow, u TransactionUpdate) {
 	row.PayerOpenID = nonEmpty(u.PayerOpenID)
 	row.AppID, row.MchID = nonEmpty(u.AppID), nonEmpty(u.MchID)
 	if !u.SuccessTime.IsZero() {
-		st := u.SuccessTime.UTC()
+		st := dbTime(u.SuccessTime)
 		row.SuccessTime = &st
 	}
 }

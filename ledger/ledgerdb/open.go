@@ -76,7 +76,7 @@ func OpenContext(ctx context.Context, cfg Config) (*gorm.DB, migrations.Dialect,
 		TranslateError:         true,
 		SkipDefaultTransaction: true,
 		DisableAutomaticPing:   true,
-		NowFunc:                func() time.Time { return time.Now().UTC() },
+		NowFunc:                microNow,
 		Logger:                 logger.Discard,
 	}
 	if dsn, ok := strings.CutPrefix(cfg.DSN, "mysql://"); ok {
@@ -86,6 +86,11 @@ func OpenContext(ctx context.Context, cfg Config) (*gorm.DB, migrations.Dialect,
 	db, err := openSQLite(ctx, cfg.DSN, gcfg)
 	return db, migrations.SQLite, err
 }
+
+// microNow is gorm's clock: UTC to the microsecond, all DATETIME(6)
+// keeps. MySQL 8 rounds a finer time, which can carry it into the next
+// second or business day.
+func microNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // ping checks that db answers within ctx, and closes it when it does not.
 func ping(ctx context.Context, db *gorm.DB) error {
@@ -118,6 +123,11 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	// refuses interpolation under the multibyte charsets where escaping
 	// is unsafe (big5, gbk, sjis…); the ledger's connections are utf8mb4.
 	mc.InterpolateParams = true
+	// Belt and braces for a time the ledger did not cut to the microsecond
+	// itself: the driver cuts it rather than let MySQL 8 round it.
+	if err := mc.Apply(mysqldrv.TimeTruncate(time.Microsecond)); err != nil {
+		return nil, fmt.Errorf("configure mysql dsn: %w", err)
+	}
 	if mc.Params == nil {
 		mc.Params = map[string]string{}
 	}
@@ -126,10 +136,8 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	mc.Params["transaction_isolation"] = "'READ-COMMITTED'"
 	// Strict: a value too long for its column is refused, not cut, so two
 	// distinct keys can never be stored as one, whatever the server's
-	// default sql_mode.
-	if _, set := mc.Params["sql_mode"]; !set {
-		mc.Params["sql_mode"] = "CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_TRANS_TABLES')"
-	}
+	// default sql_mode or the DSN's.
+	mc.Params["sql_mode"] = strictMode(mc.Params["sql_mode"])
 	if _, set := mc.Params["innodb_lock_wait_timeout"]; !set && cfg.LockWaitTimeout > 0 {
 		mc.Params["innodb_lock_wait_timeout"] = strconv.Itoa(max(1, int(cfg.LockWaitTimeout.Round(time.Second)/time.Second)))
 	}
@@ -149,6 +157,33 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	sqlDB.SetMaxIdleConns(orDefaultInt(cfg.MaxIdleConns, 25))
 	sqlDB.SetConnMaxLifetime(orDefault(cfg.ConnMaxLifetime, 30*time.Minute))
 	return db, nil
+}
+
+// strictMode is the session's sql_mode: the DSN's own (dsnMode, a SQL
+// value as the DSN writes it), or the server's default when it has none,
+// with STRICT_TRANS_TABLES added. The DSN's other modes stay.
+func strictMode(dsnMode string) string {
+	mode := "@@sql_mode"
+	switch {
+	case strings.EqualFold(dsnMode, "DEFAULT"):
+		mode = "@@GLOBAL.sql_mode"
+	case bareWord(dsnMode):
+		// SET takes a lone mode unquoted (sql_mode=ANSI); an expression does not.
+		mode = "'" + dsnMode + "'"
+	case dsnMode != "":
+		mode = dsnMode
+	}
+	return "CONCAT_WS(',', NULLIF(" + mode + ", ''), 'STRICT_TRANS_TABLES')"
+}
+
+// bareWord: s is a lone unquoted name, such as ANSI or NO_ZERO_DATE.
+func bareWord(s string) bool {
+	for i, r := range s {
+		if !(r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || i > 0 && '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // sessionFallbacks name, for a session variable a server does not know

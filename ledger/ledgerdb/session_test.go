@@ -1,0 +1,103 @@
+package ledgerdb_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
+	"gorm.io/gorm"
+
+	"paygateway/ledger/ledgerdb"
+	"paygateway/ledger/ledgertest"
+)
+
+// openMySQL opens a fresh MySQL test database whose DSN carries params.
+func openMySQL(t *testing.T, params map[string]string) *gorm.DB {
+	t.Helper()
+	cfg, err := mysqldrv.ParseDSN(strings.TrimPrefix(ledgertest.MySQLDSN(t), "mysql://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Params = params
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: "mysql://" + cfg.FormatDSN()})
+	if err != nil {
+		t.Fatalf("open with %v: %v", params, err)
+	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
+	return db
+}
+
+// TestDSNModeStaysStrict: a DSN's own sql_mode, even an empty one, does
+// not turn strict mode off: STRICT_TRANS_TABLES is added to it, its own
+// modes stay, and a value too long for its column is refused, not cut.
+func TestDSNModeStaysStrict(t *testing.T) {
+	cases := []struct{ dsnMode, want string }{
+		{"''", ""},
+		{"'ANSI_QUOTES'", "ANSI_QUOTES"},
+		{"ANSI_QUOTES", "ANSI_QUOTES"},
+		{"'NO_ZERO_DATE,ANSI_QUOTES'", "NO_ZERO_DATE"},
+		{"DEFAULT", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.dsnMode, func(t *testing.T) {
+			ctx := context.Background()
+			sqlDB, _ := openMySQL(t, map[string]string{"sql_mode": c.dsnMode}).DB()
+			conn, err := sqlDB.Conn(ctx) // one session: the temporary table is its own
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			var mode string
+			if err := conn.QueryRowContext(ctx, "SELECT @@SESSION.sql_mode").Scan(&mode); err != nil {
+				t.Fatal(err)
+			}
+			modes := "," + mode + ","
+			kept := c.want == "" || strings.Contains(modes, ","+c.want+",")
+			if !kept || !strings.Contains(modes, ",STRICT_TRANS_TABLES,") {
+				t.Fatalf("sql_mode %s in the DSN: session sql_mode %q, want STRICT_TRANS_TABLES and %s", c.dsnMode, mode, c.want)
+			}
+			if _, err := conn.ExecContext(ctx, "CREATE TEMPORARY TABLE short_col (v VARCHAR(2)) ENGINE=InnoDB"); err != nil {
+				t.Fatal(err)
+			}
+			_, err = conn.ExecContext(ctx, "INSERT INTO short_col (v) VALUES ('abc')")
+			if me := (*mysqldrv.MySQLError)(nil); !errors.As(err, &me) || me.Number != 1406 {
+				t.Fatalf("a value too long for its column: err = %v, want error 1406 (data too long)", err)
+			}
+		})
+	}
+}
+
+// TestDriverCutsTimesToMicroseconds: a time the ledger did not cut
+// reaches MySQL cut to the microsecond, not for MySQL 8 to round into
+// the next second.
+func TestDriverCutsTimesToMicroseconds(t *testing.T) {
+	db := openMySQL(t, nil)
+	at := time.Date(2026, 11, 23, 15, 59, 59, 999_999_600, time.UTC)
+	var sent string
+	if err := db.Raw("SELECT CAST(? AS CHAR)", at).Scan(&sent).Error; err != nil {
+		t.Fatal(err)
+	}
+	if want := "2026-11-23 15:59:59.999999"; sent != want {
+		t.Fatalf("the driver sent %q, want %q", sent, want)
+	}
+}
+
+// TestGormClockInMicroseconds: gorm's clock, which fills created_at and
+// updated_at it is not given, keeps no finer time than DATETIME(6).
+func TestGormClockInMicroseconds(t *testing.T) {
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: ledgertest.SQLiteDSN(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	defer sqlDB.Close()
+	for range 5 { // a nanosecond reading is a whole microsecond once in a thousand
+		if now := db.NowFunc(); now.Nanosecond()%1000 != 0 || now.Location() != time.UTC {
+			t.Fatalf("gorm's clock reads %v, want UTC to the microsecond", now)
+		}
+	}
+}
