@@ -61,15 +61,9 @@ func Open(cfg Config) (*gorm.DB, migrations.Dialect, error) {
 }
 
 // OpenContext opens the database named by cfg.DSN and checks that it
-// answers, giving up when ctx ends or after the dial timeout. It does not
-// migrate.
+// answers, giving up when ctx ends or, on MySQL, when one connection
+// takes longer than connectTimeout. It does not migrate.
 func OpenContext(ctx context.Context, cfg Config) (*gorm.DB, migrations.Dialect, error) {
-	// The dial timeout bounds the whole first connection (greeting, login,
-	// session variables): the caller's deadline may be a migration's,
-	// hours, and a server that accepts TCP but never greets is not going
-	// to answer later.
-	ctx, cancel := context.WithTimeout(ctx, orDefault(cfg.DialTimeout, 5*time.Second))
-	defer cancel()
 	// No automatic ping: gorm's runs on context.Background, where a stop
 	// signal cannot end it; ping below runs on ctx.
 	gcfg := &gorm.Config{
@@ -91,6 +85,22 @@ func OpenContext(ctx context.Context, cfg Config) (*gorm.DB, migrations.Dialect,
 // keeps. MySQL 8 rounds a finer time, which can carry it into the next
 // second or business day.
 func microNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// connectTimeout bounds one connection's dial, greeting, login and session
+// variables on MySQL: the dial timeout, then the read timeout (at most
+// 30 s) for the rest, as the driver itself would allow a healthy but slow
+// server. The caller's deadline may be a migration's, hours: a server that
+// accepts TCP but never greets is not going to answer later.
+func connectTimeout(cfg Config) time.Duration {
+	return orDefault(cfg.DialTimeout, 5*time.Second) + min(orDefault(cfg.ReadTimeout, 30*time.Second), 30*time.Second)
+}
+
+// pingWithin is ping with its own bound, one per connection tried.
+func pingWithin(ctx context.Context, db *gorm.DB, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return ping(ctx, db)
+}
 
 // ping checks that db answers within ctx, and closes it when it does not.
 func ping(ctx context.Context, db *gorm.DB) error {
@@ -145,7 +155,7 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	if _, mysql := mc.Params["max_execution_time"]; !mariadb && !mysql && cfg.StatementTimeout > 0 {
 		mc.Params["max_statement_time"] = strconv.FormatFloat(cfg.StatementTimeout.Seconds(), 'f', -1, 64)
 	}
-	db, err := openWithFallbacks(ctx, mc, gcfg)
+	db, err := openWithFallbacks(ctx, mc, gcfg, connectTimeout(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("open mysql %s@%s/%s: %w", mc.User, mc.Addr, mc.DBName, err)
 	}
@@ -203,7 +213,7 @@ var sessionFallbacks = map[string]func(v string) (string, string){
 // openWithFallbacks opens the pool, and again under the server's own
 // name for each session variable it does not know (the server refuses
 // one when the ping's connection sets it).
-func openWithFallbacks(ctx context.Context, mc *mysqldrv.Config, gcfg *gorm.Config) (*gorm.DB, error) {
+func openWithFallbacks(ctx context.Context, mc *mysqldrv.Config, gcfg *gorm.Config, timeout time.Duration) (*gorm.DB, error) {
 	for {
 		// No RETURNING: on MariaDB it makes an upsert that hit a duplicate
 		// report one affected row, hiding the duplicate from ON CONFLICT code.
@@ -216,7 +226,7 @@ func openWithFallbacks(ctx context.Context, mc *mysqldrv.Config, gcfg *gorm.Conf
 		if err != nil {
 			return nil, err
 		}
-		err = ping(ctx, db)
+		err = pingWithin(ctx, db, timeout)
 		name, ok := unknownVariable(err)
 		if !ok || !fallBack(mc.Params, name) {
 			return db, err
