@@ -19,7 +19,7 @@ import (
 func TestParallelGuessesGetAtMostTheBurstOnRedis(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	a := gateway.NewAuth(gateway.StaticKeys{gateway.HashKey("right"): {Name: "fin", Role: gateway.RoleFinance}})
-	a.Failures, a.FailureLimit = redistest.Store(t), gateway.Limit{PerMinute: 30, Burst: 20}
+	a.Failures, a.FailureLimit = redistest.Store(t), gateway.Limit{PerMinute: 1, Burst: 20}
 	r := gin.New()
 	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
 	var mu sync.Mutex

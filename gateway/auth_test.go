@@ -446,7 +446,7 @@ func sendKeys(r http.Handler, addr string, keys []string) map[int]int {
 func TestParallelGuessesGetAtMostTheBurst(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	a := NewAuth(StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}})
-	a.Failures, a.FailureLimit = slowLimiter{NewMemoryLimiter(), 2 * time.Millisecond}, Limit{PerMinute: 30, Burst: 20}
+	a.Failures, a.FailureLimit = slowLimiter{NewMemoryLimiter(), 2 * time.Millisecond}, Limit{PerMinute: 1, Burst: 20}
 	r := gin.New()
 	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
 	keys := make([]string, 300)

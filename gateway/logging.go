@@ -28,10 +28,12 @@ func RequestID(ctx context.Context) string {
 
 // requestContext puts the request id (set by requestID) into the request
 // context, so any slog.*Context call in a handler carries it (see
-// NewLogHandler).
+// NewLogHandler), and the account of its waits for Redis (see
+// FallbackLimiter.Budget).
 func requestContext() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		c.Request = c.Request.WithContext(WithRequestID(c.Request.Context(), c.GetString(requestIDKey)))
+		ctx := WithRedisWait(WithRequestID(c.Request.Context(), c.GetString(requestIDKey)))
+		c.Request = c.Request.WithContext(ctx)
 		c.Next()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -183,20 +184,64 @@ type FallbackLimiter struct {
 	Primary, Secondary Limiter
 	Hook               func(what string) // told about each fallback (metrics)
 	Breaker            *Breaker          // shared by a gateway's Fallback* guards
+	// Budget, when set, bounds what one request waits for Primary in all
+	// (the wrong-key lockout asks up to twice, then the caller's rate
+	// limit): a Redis slow but within each call's timeout, which the
+	// breaker never opens for, would otherwise cost a request that timeout
+	// per call. Past it, the request's calls go to Secondary at once.
+	Budget time.Duration
 }
 
 // Allow implements Limiter.
 func (f FallbackLimiter) Allow(ctx context.Context, key string, limit Limit) (Decision, error) {
-	d, _, err := redisFirst(ctx, f.Breaker, f.Hook, "ratelimit",
-		func() (Decision, error) { return f.Primary.Allow(ctx, key, limit) },
-		func() (Decision, error) { return f.Secondary.Allow(ctx, key, limit) })
-	return d, err
+	return f.decide(ctx, func(ctx context.Context, l Limiter) (Decision, error) { return l.Allow(ctx, key, limit) })
 }
 
 // Peek implements Limiter.
 func (f FallbackLimiter) Peek(ctx context.Context, key string, limit Limit) (Decision, error) {
-	d, _, err := redisFirst(ctx, f.Breaker, f.Hook, "ratelimit",
-		func() (Decision, error) { return f.Primary.Peek(ctx, key, limit) },
-		func() (Decision, error) { return f.Secondary.Peek(ctx, key, limit) })
+	return f.decide(ctx, func(ctx context.Context, l Limiter) (Decision, error) { return l.Peek(ctx, key, limit) })
+}
+
+func (f FallbackLimiter) decide(ctx context.Context, call func(context.Context, Limiter) (Decision, error)) (Decision, error) {
+	rctx, done, ok := redisBudget(ctx, f.Budget)
+	defer done()
+	if !ok {
+		countFallback("ratelimit", f.Hook)
+		return call(ctx, f.Secondary)
+	}
+	// A call the budget cut short ends with rctx done: the breaker takes
+	// it for its caller giving up, and stays closed.
+	d, _, err := redisFirst(rctx, f.Breaker, f.Hook, "ratelimit",
+		func() (Decision, error) { return call(rctx, f.Primary) },
+		func() (Decision, error) { return call(ctx, f.Secondary) })
 	return d, err
+}
+
+// redisWait is how long a request has waited for Redis (see
+// FallbackLimiter.Budget); every request's context carries one.
+type redisWait struct{ spent atomic.Int64 } // nanoseconds
+
+type redisWaitKey struct{}
+
+// WithRedisWait gives ctx an account of its request's waits for Redis.
+func WithRedisWait(ctx context.Context) context.Context {
+	return context.WithValue(ctx, redisWaitKey{}, &redisWait{})
+}
+
+// redisBudget bounds ctx by what is left of its request's budget and
+// returns done, which books the time the call took; ok is false when
+// nothing is left. A context without an account (a job's) or a budget
+// of 0 is not bounded.
+func redisBudget(ctx context.Context, budget time.Duration) (_ context.Context, done func(), ok bool) {
+	w, _ := ctx.Value(redisWaitKey{}).(*redisWait)
+	if w == nil || budget <= 0 {
+		return ctx, func() {}, true
+	}
+	left := budget - time.Duration(w.spent.Load())
+	if left <= 0 {
+		return ctx, func() {}, false
+	}
+	start := time.Now()
+	bctx, cancel := context.WithTimeout(ctx, left)
+	return bctx, func() { cancel(); w.spent.Add(int64(time.Since(start))) }, true
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,5 +115,61 @@ func TestFallbackLimiterUsesSecondaryWhenPrimaryFails(t *testing.T) {
 	}
 	if len(hooked) != 2 || hooked[0] != "ratelimit" {
 		t.Fatalf("hook calls = %v, want two ratelimit fallbacks", hooked)
+	}
+}
+
+// delayedLimiter is a Redis that answers every call after delay, within
+// its own timeout: slow, not down, so the breaker has no cause to open.
+type delayedLimiter struct {
+	delay time.Duration
+	calls atomic.Int32
+}
+
+func (d *delayedLimiter) Allow(ctx context.Context, _ string, _ Limit) (Decision, error) {
+	return d.wait(ctx)
+}
+func (d *delayedLimiter) Peek(ctx context.Context, _ string, _ Limit) (Decision, error) {
+	return d.wait(ctx)
+}
+
+func (d *delayedLimiter) wait(ctx context.Context) (Decision, error) {
+	d.calls.Add(1)
+	select {
+	case <-time.After(d.delay):
+		return Decision{Allowed: true}, nil
+	case <-ctx.Done():
+		return Decision{}, ctx.Err()
+	}
+}
+
+// TestRequestWaitsForRedisWithinItsBudget: one request's three limiter
+// calls (a key's two lockout looks and its rate limit) to a Redis taking
+// 200 ms each wait 250 ms in all, the budget: the second is cut short and
+// answered from memory, the third goes to memory at once. The breaker
+// stays closed (Redis answered; the request ran out of time), so the
+// next request asks Redis again.
+func TestRequestWaitsForRedisWithinItsBudget(t *testing.T) {
+	slow := &delayedLimiter{delay: 200 * time.Millisecond}
+	b := &Breaker{Cooldown: time.Minute}
+	f := FallbackLimiter{Primary: slow, Secondary: NewMemoryLimiter(), Breaker: b, Budget: 250 * time.Millisecond}
+	limit := Limit{PerMinute: 60, Burst: 5}
+	ctx := WithRedisWait(context.Background())
+	start := time.Now()
+	for i := range 3 {
+		if d, err := f.Peek(ctx, "k", limit); err != nil || !d.Allowed {
+			t.Fatalf("call %d: %+v %v", i, d, err)
+		}
+	}
+	if waited := time.Since(start); waited > 450*time.Millisecond {
+		t.Errorf("three calls waited %v for Redis, budget 250ms", waited)
+	}
+	if n := slow.calls.Load(); n != 2 {
+		t.Errorf("%d calls reached Redis, want 2 (the third had no time left)", n)
+	}
+	if b.Open() {
+		t.Fatal("a call cut by the request's budget opened the breaker")
+	}
+	if _, err := f.Allow(WithRedisWait(context.Background()), "k", limit); err != nil || slow.calls.Load() != 3 {
+		t.Fatalf("the next request did not ask Redis: %d calls, %v", slow.calls.Load(), err)
 	}
 }

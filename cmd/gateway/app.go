@@ -275,7 +275,8 @@ func (m *Main) guards() (gateway.Gate, gateway.Locker) {
 	rs := redisstore.New(m.Redis, rc)
 	m.closers = append(m.closers, rs.Close)
 	hook, breaker := m.Metrics.RedisFallback, &gateway.Breaker{Cooldown: r.BreakerCooldown}
-	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook, Breaker: breaker}
+	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook, Breaker: breaker,
+		Budget: rc.Wait()}
 	return gateway.FallbackGate{Primary: rs, Secondary: memGate, Hook: hook, Breaker: breaker},
 		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook, Breaker: breaker}
 }
@@ -437,12 +438,12 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	sctx, cancel := context.WithTimeout(context.Background(), m.Config.HTTP.ShutdownTimeout)
 	defer cancel()
 	stopJobs()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	if err := m.server.Shutdown(sctx); err != nil {
 		slog.Warn("http shutdown: cutting off the requests still running", "err", err)
 		m.inFlight.cutOff(cutOffGrace)
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-sctx.Done():
