@@ -41,6 +41,24 @@ func (w *LogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// WriteWait is Write for a line that must not be dropped, such as the
+// process's last (why it exits): it waits up to d for room in the buffer,
+// and reports whether the line got in.
+func (w *LogWriter) WriteWait(p []byte, d time.Duration) bool {
+	line := append([]byte(nil), p...)
+	w.pending.Add(1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case w.lines <- line:
+		return true
+	case <-t.C:
+		w.pending.Add(-1)
+		w.dropped.Add(1)
+		return false
+	}
+}
+
 // Dropped is how many lines were dropped since the start.
 func (w *LogWriter) Dropped() uint64 { return w.dropped.Load() }
 

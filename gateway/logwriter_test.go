@@ -124,3 +124,31 @@ func TestWaitingLogLinesShareAWrite(t *testing.T) {
 		t.Errorf("dropped %d lines", w.Dropped())
 	}
 }
+
+// TestLastLineWaitsForRoom: with the buffer full behind a stalled output,
+// WriteWait (the exit line) waits for room instead of being dropped, and
+// the line is written once the output moves.
+func TestLastLineWaitsForRoom(t *testing.T) {
+	out := &stalledOutput{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	w := NewLogWriter(out, 2)
+	w.Write([]byte("held\n"))
+	<-out.entered // the writer holds it
+	w.Write([]byte("a\n"))
+	w.Write([]byte("b\n")) // the buffer is full
+	got := make(chan bool)
+	go func() { got <- w.WriteWait([]byte("gateway: the reason\n"), 5*time.Second) }()
+	time.Sleep(50 * time.Millisecond)
+	close(out.release)
+	if !<-got {
+		t.Fatal("the last line was dropped")
+	}
+	if !w.Flush(5 * time.Second) {
+		t.Fatal("Flush timed out")
+	}
+	if lines := out.lines(); len(lines) != 4 || lines[3] != "gateway: the reason" {
+		t.Fatalf("output %q: want the last line after the others", lines)
+	}
+	if w.Dropped() != 0 {
+		t.Errorf("dropped %d lines", w.Dropped())
+	}
+}

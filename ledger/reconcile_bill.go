@@ -164,7 +164,7 @@ var billColumns = []string{"交易时间", "公众账号ID", "商户号", "微�
 // billSummaryHeader is the header line of a bill's summary section: plain
 // column names from 总交易单数 on, no backtick. Only a whole such line is
 // the summary: a product name may hold "总交易单数" after a line break.
-var billSummaryHeader = regexp.MustCompile("^总交易单数(,[^,`]+)+$")
+var billSummaryHeader = regexp.MustCompile("^总交易单数,[^`]*$")
 
 // billRecordStart is how a data line starts: its 交易时间.
 var billRecordStart = regexp.MustCompile("^`\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2},")

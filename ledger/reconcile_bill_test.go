@@ -47,6 +47,11 @@ func TestParseTradeBill(t *testing.T) {
 	if len(b.Payments) != 1 || b.Payments[0].Line != strings.Split(bill, "\r\n")[1] {
 		t.Fatalf("payment line = %q", b.Payments[0].Line)
 	}
+	// A summary header with an empty or trailing column is still the summary.
+	loose := strings.Replace(bill, "申请退款总金额\r\n", "申请退款总金额,,\r\n", 1)
+	if lb, err := ledger.ParseTradeBill([]byte(loose)); err != nil || len(lb.Payments) != 1 || len(lb.Refunds) != 1 {
+		t.Fatalf("summary header with empty columns: %v", err)
+	}
 	if empty, err := ledger.ParseTradeBill(nil); err != nil || len(empty.Payments) != 0 {
 		t.Fatalf("empty bill: %v", err)
 	}

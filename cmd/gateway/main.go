@@ -41,7 +41,7 @@ func main() {
 	if err != nil {
 		// Through the log's queue: written straight to a stalled stderr,
 		// it would keep the process from exiting.
-		fmt.Fprintln(logOutput, "gateway:", err)
+		logOutput.WriteWait([]byte(fmt.Sprintln("gateway:", err)), time.Second)
 	}
 	logOutput.Flush(2 * time.Second)
 	if err != nil {
