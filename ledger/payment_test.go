@@ -466,3 +466,21 @@ func TestLongNoticeSummaryIsCut(t *testing.T) {
 		}
 	})
 }
+
+// TestUpdateWithoutOrderLeavesNoTrace: a paid update naming no order is
+// refused, and neither its notice nor a payment is stored.
+func TestUpdateWithoutOrderLeavesNoTrace(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		u := paid("query:tx-none", "", "tx-none", 100)
+		if _, err := s.ApplyTransaction(ctx, u); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("apply without out_trade_no: %v, want ErrNoChange", err)
+		}
+		if seen, err := s.NoticeRecorded(ctx, "query:tx-none"); err != nil || seen {
+			t.Fatalf("notice recorded: %v %v", seen, err)
+		}
+		if _, err := s.Payment(ctx, ""); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("payment without an order: %v, want ErrNotFound", err)
+		}
+	})
+}

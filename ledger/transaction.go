@@ -80,6 +80,11 @@ func (s *Store) applyTransaction(tx *gorm.DB, u TransactionUpdate) (*Payment, *A
 	if targetState(u.TradeState) == PaymentNone {
 		return nil, nil, ErrNoChange
 	}
+	// Every caller checks it; the last guard keeps a payment without an
+	// order (and its stock confirmation) out of the ledger.
+	if u.OutTradeNo == "" {
+		return nil, nil, fmt.Errorf("%w: the update names no out_trade_no", ErrNoChange)
+	}
 	row, err := findPayment(lockForUpdate(tx), u.OutTradeNo)
 	if errors.Is(err, ErrNotFound) {
 		return s.insertPaid(tx, u)
