@@ -112,7 +112,7 @@ type RefundService struct {
 	store  *ledger.Store
 	api    RefundAPI
 	locker Locker
-	work   inProgress // refunds past their key's claim, janitor checks: see Drain
+	work   inProgress // refund requests under way, janitor checks: see Drain
 }
 
 // inProgress counts work that runs to its end on budgets of its own, past
@@ -130,9 +130,9 @@ func (p *inProgress) begin() (end func()) {
 // the stored answer).
 func (s *RefundService) WorkBudget() time.Duration { return s.cfg.CallTimeout + 3*recordTimeout }
 
-// Drain waits, up to WorkBudget, for the refunds past their key's claim and
-// the janitor check under way to end and be recorded, and reports whether
-// they did. Shutdown calls it once requests and jobs have stopped, before
+// Drain waits, up to WorkBudget, for the refund requests and the janitor
+// check under way to end, recorded and answered, and reports whether they
+// did. Shutdown calls it once requests and jobs have stopped, before
 // the database closes: a refund WeChat Pay took while its answer could no
 // longer be stored would leave its client without one, and the client
 // might then refund again under a new key.
@@ -204,9 +204,8 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	case !run:
 		return s.replay(ctx, k)
 	}
-	// From here the work finishes even if the client goes away, and
-	// shutdown waits for it (Drain).
-	defer s.work.begin()()
+	// From here the work finishes even if the client goes away (shutdown
+	// waits for it: see createRefund and Drain).
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
 	defer cancel()
 	var r *ledger.Refund

@@ -43,8 +43,9 @@ func createRefund(c *gin.Context, d *Deps, svc *RefundService) {
 	// and may outlast http.write_timeout: the answer must still reach the
 	// client, or it may retry with a new key and refund twice.
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(d.APITimeout + svc.WorkBudget()))
-	// Counted until the answer is out, not only until it is stored: a
-	// shutdown waiting in Drain must not close the process before it is.
+	// Counted (see Drain) until the answer is out, not only until it is
+	// stored: shutdown must not close the process before it is. Past its
+	// key's claim a refund ignores the cut-off (see Create).
 	defer svc.work.begin()()
 	a, err := svc.Create(c.Request.Context(), CurrentOpenID(c), key, p)
 	if err != nil {

@@ -32,8 +32,8 @@ type Config struct {
 	MaxOpenConns    int
 	MaxIdleConns    int
 	ConnMaxLifetime time.Duration
-	// DialTimeout bounds connecting (Open's first connection in whole:
-	// greeting and login too); ReadTimeout/WriteTimeout bound each
+	// DialTimeout bounds connecting (with ReadTimeout, at most 30 s of it,
+	// Open's whole first connection: see connectTimeout); ReadTimeout/WriteTimeout bound each
 	// packet on MySQL so a hung server cannot hold a request forever.
 	DialTimeout  time.Duration
 	ReadTimeout  time.Duration
@@ -54,7 +54,7 @@ type Config struct {
 	StatementTimeout time.Duration
 }
 
-// Open is OpenContext without a caller's context: the dial timeout alone
+// Open is OpenContext without a caller's context: connectTimeout alone
 // bounds connecting.
 func Open(cfg Config) (*gorm.DB, migrations.Dialect, error) {
 	return OpenContext(context.Background(), cfg)
