@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -295,14 +296,26 @@ func openSQLite(ctx context.Context, path string, gcfg *gorm.Config) (*gorm.DB, 
 	return db, nil
 }
 
-// serverDSN: a DSN written for a database server (the MySQL driver's
-// user:pass@tcp(host)/db or user:pass@/db, or scheme://…) that lacks the mysql:// prefix.
-// Taken for a file path, it would give each instance a ledger of its own
-// on its disk, under a directory named after the password.
+// serverDSN: a DSN written for a database server that lacks the mysql://
+// prefix: scheme://…, or any of the MySQL driver's forms,
+// [user[:pass]@][net[(addr)]]/db, with or without the protocol (user:pass@(host)/db,
+// @tcp6(…), net(addr)/db). Taken for a file path, it would give each
+// instance a ledger of its own on its disk, under a directory named after
+// the password. Any "@" before the last "/" counts: a SQLite path has no
+// user, and a directory named user:pass@host must never be made.
 func serverDSN(dsn string) bool {
-	return strings.Contains(dsn, "@tcp(") || strings.Contains(dsn, "@unix(") || strings.Contains(dsn, "@/") ||
-		strings.Contains(dsn, "://") && !strings.HasPrefix(dsn, "file:")
+	if strings.HasPrefix(dsn, "file:") {
+		return false
+	}
+	head := dsn
+	if i := strings.LastIndex(dsn, "/"); i >= 0 {
+		head = dsn[:i]
+	}
+	return strings.Contains(dsn, "://") || strings.Contains(head, "@") || netAddrDSN.MatchString(dsn)
 }
+
+// netAddrDSN is the driver's net(addr)/db form without a user.
+var netAddrDSN = regexp.MustCompile(`^[a-z0-9]+\([^)]*\)/`)
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d > 0 {

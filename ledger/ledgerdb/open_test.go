@@ -51,7 +51,9 @@ func TestSessionFallbacks(t *testing.T) {
 func TestServerDSNIsNoSQLiteFile(t *testing.T) {
 	t.Chdir(t.TempDir())
 	for _, dsn := range []string{"gw:s3cret@tcp(db:3306)/gateway", "gw:s3cret@unix(/run/mysqld.sock)/gateway",
-		"mariadb://gw:s3cret@db/gateway", "gw:s3cret@/gateway"} {
+		"mariadb://gw:s3cret@db/gateway", "gw:s3cret@/gateway", "gw:s3cret@(db:3306)/gateway",
+		"gw:s3cret@tcp6([::1]:3306)/gateway", "gw:s3cret@tcp4(db)/gateway", "gw:s3/cret@tcp(db)/gateway?loc=Asia/Shanghai",
+		"gw:s3cret@db:3306/gateway", "tcp(db:3306)/gateway"} {
 		_, _, err := Open(Config{DSN: dsn})
 		if err == nil || !strings.Contains(err.Error(), "mysql://") || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: err = %v, want a refusal naming mysql:// without the password", dsn, err)
