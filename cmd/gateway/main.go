@@ -10,6 +10,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -41,12 +42,20 @@ func main() {
 	if err != nil {
 		// Through the log's queue: written straight to a stalled stderr,
 		// it would keep the process from exiting.
-		logOutput.WriteWait([]byte(fmt.Sprintln("gateway:", err)), time.Second)
+		logOutput.WriteWait(exitLine(err), time.Second)
 	}
 	logOutput.Flush(2 * time.Second)
 	if err != nil {
 		os.Exit(1)
 	}
+}
+
+// exitLine is the JSON log line naming why the process exits: one line,
+// as every other, even when the error spans several (YAML's).
+func exitLine(err error) []byte {
+	var b bytes.Buffer
+	slog.New(slog.NewJSONHandler(&b, nil)).Error("gateway exited", "err", err.Error())
+	return b.Bytes()
 }
 
 func run(args []string) error {

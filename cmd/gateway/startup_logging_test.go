@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log"
 	"log/slog"
@@ -58,6 +60,25 @@ func restoreLogging(t *testing.T) {
 		log.SetFlags(oldFlags)
 		_ = mysql.SetLogger(log.New(os.Stderr, "[mysql] ", log.Ldate|log.Ltime|log.Lshortfile))
 	})
+}
+
+// TestExitLineIsJSON: the line naming why the process exits is a JSON log
+// line like every other, so a collector parsing the stream keeps it.
+func TestExitLineIsJSON(t *testing.T) {
+	var stderr bytes.Buffer
+	cmd := exec.Command(buildGateway(t), "no-such-command")
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil {
+		t.Fatal("an unknown command succeeded")
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	var line map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &line); err != nil {
+		t.Fatalf("last stderr line is not JSON: %v\n%s", err, stderr.String())
+	}
+	if errText, _ := line["err"].(string); line["level"] != "ERROR" || !strings.Contains(errText, `unknown command "no-such-command"`) {
+		t.Errorf("exit line %v, want an ERROR naming the unknown command", line)
+	}
 }
 
 // TestExitWithStalledStderr: a command that fails while stderr is stalled
