@@ -16,10 +16,10 @@ import (
 // Policy is an exponential backoff with jitter.
 type Policy struct {
 	Initial    time.Duration // delay after the first failed attempt
-	Max        time.Duration // cap on any one delay
+	Max        time.Duration // cap on any one delay, jitter included
 	MaxElapsed time.Duration // give up (dead-letter) this long after the first attempt
 	Multiplier float64       // growth per attempt; default 1.5 (backoff's)
-	Jitter     float64       // randomization factor in [0, 1): delay ± Jitter·delay; default 0.5
+	Jitter     float64       // randomization factor in [0, 1): delay ± Jitter·delay, then capped; default 0.5
 }
 
 // withDefaults fills zero fields with backoff's defaults.
@@ -45,7 +45,10 @@ func (p Policy) withDefaults() Policy {
 // NextDelay returns how long to wait after failed attempt number attempt
 // (1 for the first). It depends on nothing but the policy and the attempt
 // number (and the random jitter), so a job's schedule survives restarts:
-// the attempt count is stored with the job.
+// the attempt count is stored with the job. The result lies in [0, Max]:
+// backoff adds its jitter after its own cap (up to Max·(1+Jitter)), and
+// past 290 years the jittered value wraps negative, which would make the
+// job due at once, retried in a loop.
 func (p Policy) NextDelay(attempt int) time.Duration {
 	p = p.withDefaults()
 	b := &backoff.ExponentialBackOff{
@@ -61,5 +64,9 @@ func (p Policy) NextDelay(attempt int) time.Duration {
 	for i := 1; i < attempt && i < 64; i++ {
 		b.NextBackOff()
 	}
-	return b.NextBackOff()
+	d := b.NextBackOff()
+	if d < 0 || d > p.Max {
+		return p.Max
+	}
+	return d
 }

@@ -30,6 +30,23 @@ func TestNextDelayGrowsWithinJitterAndCap(t *testing.T) {
 	}
 }
 
+// TestNextDelayNeverPassesMax: jitter on a capped delay stays within Max
+// (backoff adds it after its cap), and a cap too large for jitter to fit
+// in a Duration gives Max, not a negative delay that makes the job due at
+// once, for ever.
+func TestNextDelayNeverPassesMax(t *testing.T) {
+	for _, p := range []Policy{
+		{Initial: time.Minute, Max: 5 * time.Minute, MaxElapsed: 24 * time.Hour, Multiplier: 2, Jitter: 0.5},
+		{Initial: time.Second, Max: 250 * 365 * 24 * time.Hour, MaxElapsed: 290 * 365 * 24 * time.Hour, Multiplier: 2, Jitter: 0.5},
+	} {
+		for i := 0; i < 500; i++ {
+			if d := p.NextDelay(64); d < 0 || d > p.Max {
+				t.Fatalf("NextDelay(64) = %v with Max %v, want within [0, Max]", d, p.Max)
+			}
+		}
+	}
+}
+
 // memQueue is an in-memory Queue that records settled attempts.
 type memQueue struct {
 	jobs    []Job

@@ -47,6 +47,10 @@ func defaultCompensationConfig() CompensationConfig {
 }
 
 // validateOutbox checks the outbox, inventory and compensation sections.
+// maxRetryInterval bounds the wait between two attempts of a job: a
+// longer one (a typo such as 2000000h) leaves stock unconfirmed for days.
+const maxRetryInterval = 24 * time.Hour
+
 func (c *Config) validateOutbox() error {
 	o, inv, comp := c.Outbox, c.Inventory, c.Compensation
 	checks := []struct {
@@ -59,6 +63,7 @@ func (c *Config) validateOutbox() error {
 		{o.Workers > 0 && o.PollInterval <= 0, "outbox.poll_interval (GATEWAY_OUTBOX_POLL_INTERVAL)", "must be positive"},
 		{o.InitialInterval <= 0 || o.MaxInterval < o.InitialInterval,
 			"outbox.initial_interval/max_interval", "must be positive, max at least initial"},
+		{o.MaxInterval > maxRetryInterval, "outbox.max_interval (GATEWAY_OUTBOX_MAX_INTERVAL)", "must be at most 24h"},
 		{o.MaxElapsed <= 0, "outbox.max_elapsed (GATEWAY_OUTBOX_MAX_ELAPSED)", "must be positive"},
 		{o.Multiplier < 1, "outbox.multiplier (GATEWAY_OUTBOX_MULTIPLIER)", "must be at least 1"},
 		{o.Jitter < 0 || o.Jitter >= 1, "outbox.jitter (GATEWAY_OUTBOX_JITTER)", "must be in [0, 1)"},

@@ -17,6 +17,8 @@ func TestOutboxConfigValidation(t *testing.T) {
 		{"negative safety buffer", func(c *Config) { c.Compensation.SafetyBuffer = -time.Second }, "compensation.safety_buffer"},
 		{"zero lease", func(c *Config) { c.Outbox.Lease = 0 }, "outbox.lease"},
 		{"max below initial", func(c *Config) { c.Outbox.MaxInterval = time.Millisecond }, "outbox.initial_interval"},
+		{"max interval past a day", func(c *Config) { c.Outbox.MaxInterval = 2000000 * time.Hour }, "outbox.max_interval"},
+		{"max interval of a day", func(c *Config) { c.Outbox.MaxInterval = 24 * time.Hour }, ""},
 		{"jitter of one", func(c *Config) { c.Outbox.Jitter = 1 }, "outbox.jitter"},
 		{"lease shorter than two calls", func(c *Config) {
 			c.Inventory = InventoryConfig{BaseURL: "http://inv", Timeout: 20 * time.Second}
