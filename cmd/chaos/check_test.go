@@ -602,9 +602,10 @@ func TestCheckCommittedBeforeThe2xx(t *testing.T) {
 	if d.checkCommitted(ctx, o, "n-C1"); len(d.uncommitted) != 0 {
 		t.Fatalf("committed before the 2xx, yet uncommitted %v", d.uncommitted)
 	}
-	// As if a redelivery wrote both rows a minute after the 2xx.
-	for _, q := range []string{"UPDATE notifications SET received_at = received_at + INTERVAL 1 MINUTE",
-		"UPDATE state_history SET created_at = created_at + INTERVAL 1 MINUTE"} {
+	// As if a concurrent duplicate wrote both rows half a second after
+	// the 2xx, which came before any commit.
+	for _, q := range []string{"UPDATE notifications SET received_at = received_at + INTERVAL 500000 MICROSECOND",
+		"UPDATE state_history SET created_at = created_at + INTERVAL 500000 MICROSECOND"} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
@@ -616,5 +617,42 @@ func TestCheckCommittedBeforeThe2xx(t *testing.T) {
 	}
 	if want := []string{"C1", "C1 (checked after the outage)"}; fmt.Sprint(d.uncommitted) != fmt.Sprint(want) {
 		t.Errorf("uncommitted %q, want %q", d.uncommitted, want)
+	}
+}
+
+// TestOverRefundedCountsUnsettledRefunds: money a refund not yet final
+// holds (ABNORMAL, PROCESSING, UNKNOWN) counts against what was paid, as
+// a SUCCESS does; a CLOSED or FAILED refund gave it back.
+func TestOverRefundedCountsUnsettledRefunds(t *testing.T) {
+	for _, tc := range []struct {
+		second string
+		want   int
+	}{{"ABNORMAL", 1}, {"PROCESSING", 1}, {"FAILED", 0}, {"CLOSED", 0}} {
+		s := ledgertest.OpenMySQL(t)
+		ctx := context.Background()
+		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-O1", Source: ledger.SourceCallback,
+			EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: "O1", Plaintext: "{}"},
+			OutTradeNo: "O1", TransactionID: "42O1", TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
+			SuccessTime: time.Now()}
+		if _, err := s.ApplyTransaction(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		db, err := s.DB().DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for no, state := range map[string]string{"RO1": "SUCCESS", "RO2": tc.second} {
+			if _, err := db.ExecContext(ctx, `INSERT INTO refunds (out_refund_no, out_trade_no, state, amount, total,
+				requester, created_at, updated_at) VALUES (?, 'O1', ?, 60, 100, 'o', ?, ?)`, no, state, time.Now(), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		inv, err := overRefunded(&Evidence{Ctx: ctx, DB: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inv.Count != tc.want {
+			t.Errorf("SUCCESS 60 + %s 60 of 100 paid: %d over-refunded orders %v, want %d", tc.second, inv.Count, inv.Examples, tc.want)
+		}
 	}
 }

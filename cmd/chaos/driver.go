@@ -314,11 +314,19 @@ func (d *driver) recheckDeferred(ctx context.Context) (int, error) {
 	return len(checks), nil
 }
 
+// commitSlack is how much later than the 2xx a row's date may be and
+// still count as written before it. The database's clock is this host's,
+// and the gateway dates rows by its estimate of it, off by at most half a
+// round trip to the database. A concurrent duplicate that commits within
+// the slack after a 2xx sent before any commit hides that loss: keep it
+// small.
+const commitSlack = 200 * time.Millisecond
+
 // committedBy reports whether notification id (or order no's move to
 // SUCCESS) was written before its 2xx came at at. A row written only by
 // a later redelivery, after a loss, is dated after it.
 func (d *driver) committedBy(ctx context.Context, no, id string, at time.Time) (bool, error) {
-	by := at.Add(time.Second).UTC() // the database's clock is this host's; a second for rounding
+	by := at.Add(commitSlack).UTC()
 	var n int
 	err := d.w.sql.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM notifications WHERE notify_id = ? AND received_at <= ?)
 		+ (SELECT COUNT(*) FROM state_history WHERE entity = 'payment' AND entity_key = ? AND to_state = 'SUCCESS'
