@@ -66,7 +66,7 @@ func NewMetrics() *Metrics {
 				"(applied one by one, alone or after a batch fell back).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64}}, []string{"mode"}),
 		OutboxAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_outbox_attempts_total",
-			Help: "Outbox attempts this instance made and stored, by outcome (done, retry, dead)."}, []string{"outcome"}),
+			Help: "Outbox attempts this instance made and stored, by outcome (done, skipped, retry, dead)."}, []string{"outcome"}),
 		RefundMoves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_refund_transitions_total",
 			Help: "Refund state changes this instance committed (creation included), by the state reached; sum across instances."},
 			[]string{"state"}),

@@ -251,9 +251,9 @@ func (o *Outbox) Release(ctx context.Context, job retry.Job, worker string) erro
 	return nil
 }
 
-// Complete implements retry.Queue.
+// Complete implements retry.Queue; a skipped job keeps why in last_error.
 func (o *Outbox) Complete(ctx context.Context, a retry.Attempt) error {
-	return o.settle(ctx, a, map[string]any{"state": JobDone, "done_at": dbTime(a.FinishedAt), "last_error": ""}, nil)
+	return o.settle(ctx, a, map[string]any{"state": JobDone, "done_at": dbTime(a.FinishedAt), "last_error": a.Err}, nil)
 }
 
 // Retry implements retry.Queue.

@@ -231,6 +231,8 @@ func (p *Pool) runJob(ctx context.Context, worker string, job Job) {
 		log.Warn("retry: lease lost; another worker owns the job")
 	case serr != nil:
 		log.Error("retry: store attempt failed", "err", serr)
+	case a.Outcome == OutcomeSkipped:
+		log.Info("retry: job finished without acting", "reason", err)
 	case a.Outcome == OutcomeDead: // a person must act: replay it once the cause is fixed
 		log.Error("retry: job dead-lettered", "err", err, "permanent", IsPermanent(err))
 	case err != nil:
@@ -261,6 +263,10 @@ func (p *Pool) settle(ctx context.Context, job Job, a *Attempt, err error) error
 		return p.queue.Complete(ctx, *a)
 	}
 	a.Err = truncate(err.Error(), maxErrorLen)
+	if IsSkipped(err) {
+		a.Outcome = OutcomeSkipped
+		return p.queue.Complete(ctx, *a)
+	}
 	first := job.FirstAttemptAt
 	if first.IsZero() {
 		first = a.StartedAt

@@ -36,6 +36,9 @@ const (
 	OutcomeDone  Outcome = "done"
 	OutcomeRetry Outcome = "retry"
 	OutcomeDead  Outcome = "dead"
+	// OutcomeSkipped finished the job without acting: its effect was no
+	// longer wanted (see Skip). The job is done; Err says why.
+	OutcomeSkipped Outcome = "skipped"
 	// OutcomeReplayed is no attempt: a person put a dead job back in the
 	// queue (Worker names who); it keeps the job's history complete.
 	OutcomeReplayed Outcome = "replayed"
@@ -62,7 +65,8 @@ type Queue interface {
 	// each. Several workers on several hosts may claim concurrently; a job
 	// goes to one of them.
 	Claim(ctx context.Context, worker string, n int, lease time.Duration) ([]Job, error)
-	// Complete marks the job done.
+	// Complete marks the job done (a.Outcome done or skipped; a.Err says
+	// why a skipped job did nothing).
 	Complete(ctx context.Context, a Attempt) error
 	// Retry puts the job back to run again at a.NextRunAt.
 	Retry(ctx context.Context, a Attempt) error
@@ -78,8 +82,9 @@ type Releaser interface {
 	Release(ctx context.Context, job Job, worker string) error
 }
 
-// Handler performs a job. A nil error completes it; an error wrapped with
-// Permanent dead-letters it; any other error retries it with backoff.
+// Handler performs a job. A nil error completes it; Skip completes it
+// without its effect; an error wrapped with Permanent dead-letters it; any
+// other error retries it with backoff.
 type Handler interface {
 	Handle(ctx context.Context, job Job) error
 }
@@ -109,4 +114,20 @@ func Permanent(err error) error { return backoff.Permanent(err) }
 func IsPermanent(err error) bool {
 	var pe *backoff.PermanentError
 	return errors.As(err, &pe)
+}
+
+// skipped is a handler's verdict that a job is finished without acting.
+type skipped struct{ reason string }
+
+func (s *skipped) Error() string { return "skipped: " + s.reason }
+
+// Skip completes a job without its effect, because the state it was made
+// for has changed (the stock of an order refunded in full before it was
+// confirmed). The attempt is stored with OutcomeSkipped and the reason.
+func Skip(reason string) error { return &skipped{reason: reason} }
+
+// IsSkipped reports whether err is a Skip.
+func IsSkipped(err error) bool {
+	var s *skipped
+	return errors.As(err, &s)
 }

@@ -9,6 +9,7 @@ import (
 
 	"paygateway/gateway/inventory/inventorysim"
 	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
 )
 
 // Invariant is one line of the checker's verdict: Count must be 0.
@@ -264,10 +265,22 @@ func stockEffects(ev *Evidence) (Invariant, error) {
 	for range ev.Inv.Stats().Unconfirmed {
 		inv.add("inventory released stock of an order before its confirmation")
 	}
+	skipped, err := skippedConfirmations(ev)
+	if err != nil {
+		return inv, err
+	}
+	for no, covered := range skipped {
+		if !covered {
+			inv.add("the confirmation of " + no + " was skipped, yet its successful refunds do not cover it")
+		}
+	}
 	confirmed := map[string]bool{}
 	for _, c := range ev.Inv.Confirmations() {
 		confirmed[c.OutTradeNo] = true
+		_, unsent := skipped[c.OutTradeNo]
 		switch {
+		case unsent:
+			inv.add("inventory confirmed " + c.OutTradeNo + ", whose confirmation the gateway skipped: its release was skipped too")
 		case !paid[c.OutTradeNo]:
 			inv.add("inventory confirmed " + c.OutTradeNo + ", not paid in the ledger")
 		case c.AmountTotal != amounts["p:"+c.OutTradeNo]:
@@ -295,16 +308,40 @@ func stockEffects(ev *Evidence) (Invariant, error) {
 		}
 	}
 	for no := range paid {
-		if !confirmed[no] {
+		if _, unsent := skipped[no]; !confirmed[no] && !unsent {
 			inv.add("paid " + no + " never confirmed by the inventory")
 		}
 	}
 	for no := range refunded {
-		if released[no] == 0 {
+		if _, unsent := skipped[orderOf[no].txid]; released[no] == 0 && !unsent {
 			inv.add("refund " + no + " never released by the inventory")
 		}
 	}
 	return inv, nil
+}
+
+// skippedConfirmations returns the orders whose stock confirmation the
+// gateway finished unsent (refunded in full before it took effect), each
+// with whether the ledger's successful refunds do cover what was paid.
+func skippedConfirmations(ev *Evidence) (map[string]bool, error) {
+	rows, err := ev.DB.QueryContext(ev.Ctx, `SELECT c.out_trade_no, COALESCE(p.amount_total, 0) > 0 AND p.amount_total <=
+		(SELECT COALESCE(SUM(r.amount), 0) FROM refunds r WHERE r.out_trade_no = c.out_trade_no AND r.state = 'SUCCESS')
+		FROM outbox_jobs c JOIN outbox_attempts a ON a.job_id = c.id LEFT JOIN payments p ON p.out_trade_no = c.out_trade_no
+		WHERE c.kind = ? AND c.state = 'DONE' AND a.outcome = 'skipped'`, ledger.JobConfirmInventory)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var no string
+		var covered bool
+		if err := rows.Scan(&no, &covered); err != nil {
+			return nil, err
+		}
+		out[no] = covered
+	}
+	return out, rows.Err()
 }
 
 // stockAmounts returns the ledger's amounts: "p:"+out_trade_no the paid

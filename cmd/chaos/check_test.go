@@ -656,3 +656,59 @@ func TestOverRefundedCountsUnsettledRefunds(t *testing.T) {
 		}
 	}
 }
+
+// TestStockEffectsOfSkippedConfirmations: an order whose confirmation the
+// gateway skipped (refunded in full first) needs no confirmation and its
+// refund no release; a skip the refunds do not cover, or a confirmation
+// the inventory holds despite the skip, is a violation.
+func TestStockEffectsOfSkippedConfirmations(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		refunded  int64
+		confirmed bool
+		want      int
+	}{{"refunded in full, unsent", 100, false, 0}, {"refunded in part", 60, false, 1}, {"confirmed anyway", 100, true, 1}} {
+		s := ledgertest.OpenMySQL(t)
+		ctx := context.Background()
+		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-K1", Source: ledger.SourceCallback,
+			EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: "K1", Plaintext: "{}"},
+			OutTradeNo: "K1", TransactionID: "42K1", TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
+			SuccessTime: time.Now()}
+		if _, err := s.ApplyTransaction(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		db, err := s.DB().DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{`INSERT INTO refunds (out_refund_no, out_trade_no, state, amount, total, requester, created_at, updated_at)
+				VALUES ('RK1', 'K1', 'SUCCESS', ?, 100, 'o', ?, ?)`, []any{tc.refunded, now, now}},
+			{`UPDATE outbox_jobs SET state = 'DONE' WHERE out_trade_no = 'K1'`, nil},
+			{`INSERT INTO outbox_attempts (job_id, attempt, worker, outcome, started_at, finished_at)
+				SELECT id, 1, 'w', 'skipped', ?, ? FROM outbox_jobs WHERE out_trade_no = 'K1'`, []any{now, now}},
+		} {
+			if _, err := db.ExecContext(ctx, q.sql, q.args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		inv := inventorysim.New()
+		if tc.confirmed {
+			req := httptest.NewRequest("POST", "/confirmations", strings.NewReader(`{"key":"confirm:K1","out_trade_no":"K1","amount_total":100}`))
+			req.Header.Set("Idempotency-Key", "confirm:K1")
+			req.Header.Set("Content-Type", "application/json")
+			inv.Handler().ServeHTTP(httptest.NewRecorder(), req)
+		}
+		got, err := stockEffects(&Evidence{Ctx: ctx, DB: db, Inv: inv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Count != tc.want {
+			t.Errorf("%s: %d stock violations %v, want %d", tc.name, got.Count, got.Examples, tc.want)
+		}
+	}
+}

@@ -43,7 +43,8 @@ func (m *Main) wireOutbox(ctx context.Context) error {
 // stored (may be nil) is told each stored attempt's outcome.
 func newOutboxPool(cfg Config, store *ledger.Store, name string, stored func(retry.Outcome)) *retry.Pool {
 	o := cfg.Outbox
-	jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: cfg.Inventory.BaseURL, Timeout: cfg.Inventory.Timeout})}
+	jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: cfg.Inventory.BaseURL, Timeout: cfg.Inventory.Timeout}),
+		Orders: store}
 	handler := retry.Mux{
 		ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm),
 		ledger.JobReleaseInventory: retry.HandlerFunc(jobs.Release),

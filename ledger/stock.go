@@ -1,0 +1,38 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+
+	"paygateway/retry"
+)
+
+// RefundedInFull reports whether the refunds of an order that succeeded
+// cover all that was paid for it: its stock, never confirmed yet, must
+// then not be confirmed (the goods would ship with the money back).
+// Refunds still under way do not count: they may yet fail.
+func (s *Store) RefundedInFull(ctx context.Context, outTradeNo string) (bool, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Raw(`SELECT COUNT(*) FROM payments p WHERE p.out_trade_no = ? AND p.state = ?
+		AND p.amount_total > 0 AND p.amount_total <= (SELECT COALESCE(SUM(r.amount), 0) FROM refunds r
+		WHERE r.out_trade_no = p.out_trade_no AND r.state = ?)`,
+		outTradeNo, PaymentSuccess, RefundSuccess).Scan(&n).Error
+	if err != nil {
+		return false, fmt.Errorf("read refunds of %s: %w", outTradeNo, err)
+	}
+	return n > 0, nil
+}
+
+// ConfirmationSkipped reports whether the order's stock confirmation
+// finished without being sent (see RefundedInFull): nothing was confirmed,
+// so none of its refunds may release stock.
+func (s *Store) ConfirmationSkipped(ctx context.Context, outTradeNo string) (bool, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Raw(`SELECT COUNT(*) FROM outbox_jobs c JOIN outbox_attempts a ON a.job_id = c.id
+		WHERE c.out_trade_no = ? AND c.kind = ? AND c.state = ? AND a.outcome = ?`,
+		outTradeNo, JobConfirmInventory, JobDone, string(retry.OutcomeSkipped)).Scan(&n).Error
+	if err != nil {
+		return false, fmt.Errorf("read the stock confirmation of %s: %w", outTradeNo, err)
+	}
+	return n > 0, nil
+}
