@@ -239,13 +239,20 @@ func (p *Processor) checkMerchant(mchID, appID string) error {
 	return nil
 }
 
+// validTransaction checks a TRANSACTION.SUCCESS resource. Its trade_state
+// is SUCCESS, or REFUND when the order was refunded before the notice
+// reached us (e.g. by hand in the merchant platform while the callback was
+// being redelivered): the money came in, so the ledger records the payment,
+// holds its stock confirmation and flags REFUNDED_OUTSIDE, as for an order
+// query saying REFUND. Refusing it would only make WeChat Pay redeliver it
+// for 24 h.
 func validTransaction(tx wxTransaction) error {
 	switch {
 	case tx.OutTradeNo == "" || len(tx.OutTradeNo) > 64:
 		return &Error{Code: CodeInvalid, Message: "out_trade_no missing or too long"}
 	case tx.TransactionID == "" || len(tx.TransactionID) > 64:
 		return &Error{Code: CodeInvalid, Message: "transaction_id missing or too long"}
-	case tx.TradeState != "SUCCESS":
+	case tx.TradeState != "SUCCESS" && tx.TradeState != "REFUND":
 		return &Error{Code: CodeInvalid, Message: "TRANSACTION.SUCCESS with trade_state " + tx.TradeState}
 	case tx.Amount.Total <= 0:
 		return &Error{Code: CodeInvalid, Message: "amount.total must be positive"}

@@ -18,7 +18,8 @@ const (
 	AnomalyDuplicatePayment = "DUPLICATE_PAYMENT"
 	AnomalyPayerMismatch    = "PAYER_MISMATCH"
 	// AnomalyRefundedOutside: a payment first learnt as already refunded
-	// (trade_state REFUND), by no refund the gateway made.
+	// (trade_state REFUND, or a REFUND.SUCCESS notice that came before the
+	// payment), by no refund the gateway made.
 	AnomalyRefundedOutside = "REFUNDED_OUTSIDE"
 )
 

@@ -103,8 +103,20 @@ func distinct(us []TransactionUpdate) bool {
 
 // applyBatch writes the notices first (a stored one fails the batch on
 // its unique key), then locks the orders' rows in key order, lets the
-// state machine decide each update and writes the results.
+// state machine decide each update and writes the results. A payment
+// already refunded outside the gateway (trade_state REFUND, or a
+// REFUND.SUCCESS notice that came first: see refundedOutside) is not
+// plain: its confirmation is held and it is flagged, by the fallback.
 func (s *Store) applyBatch(tx *gorm.DB, us []TransactionUpdate) error {
+	var paid []string // the orders an update may move to SUCCESS
+	for _, u := range us {
+		if tradeRefunded(u) {
+			return errNotPlain
+		}
+		if targetState(u.TradeState) == PaymentSuccess {
+			paid = append(paid, u.OutTradeNo)
+		}
+	}
 	notices := make([]notificationRow, len(us))
 	for i, u := range us {
 		notices[i] = s.noticeRow(u.Notice)
@@ -116,10 +128,17 @@ func (s *Store) applyBatch(tx *gorm.DB, us []TransactionUpdate) error {
 	if err != nil {
 		return err
 	}
+	refunded, err := refundFirst(tx, paid) // one query for the whole batch
+	if err != nil {
+		return err
+	}
 	var w batchWrites
 	for _, u := range us {
 		next, _, err := s.decide(rows[u.OutTradeNo], u)
 		if err != nil || next.flag != nil { // flags are written one by one, by the fallback
+			return errNotPlain
+		}
+		if _, ok := refunded[u.OutTradeNo]; ok && PaymentState(next.row.State) == PaymentSuccess {
 			return errNotPlain
 		}
 		if err := w.add(s, next, u); err != nil {

@@ -238,29 +238,106 @@ func (s *Store) afterMove(tx *gorm.DB, row *paymentRow, from string, u Transacti
 		return nil, nil, err
 	}
 	p := row.payment()
-	if p.State == PaymentSuccess {
-		if err := s.paymentSucceeded(tx, p, u.TradeState == "REFUND"); err != nil {
-			return nil, nil, err
-		}
+	if p.State != PaymentSuccess {
+		return p, nil, nil
 	}
-	if u.TradeState == "REFUND" {
-		if err := s.recordAnomaly(tx, refundedOutsideFlag(p)); err != nil {
+	flag, err := s.refundedOutside(tx, p, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.paymentSucceeded(tx, p, flag != nil); err != nil {
+		return nil, nil, err
+	}
+	if flag != nil {
+		if err := s.recordAnomaly(tx, *flag); err != nil {
 			return nil, nil, err
 		}
 	}
 	return p, nil, nil
 }
 
-// refundedOutsideFlag: an order query (the lost-callback check) found the
-// payment already refunded (trade_state REFUND) by no refund of the
-// gateway, e.g. by hand in the merchant platform. The money came in, so
-// the payment is recorded; its stock confirmation waits in the dead
-// letters for a person, who knows whether the order ships.
+// refundedOutside returns, for a payment u moves to SUCCESS, the
+// REFUNDED_OUTSIDE flag when the ledger holds WeChat Pay's word that money
+// of the order already went back by no refund of the gateway: u itself
+// says so (trade_state REFUND), or a REFUND.SUCCESS notice for a refund
+// the ledger never made came before the payment (see refundFirst). Then
+// the stock confirmation is held, whichever came first. One indexed read.
+func (s *Store) refundedOutside(tx *gorm.DB, p *Payment, u TransactionUpdate) (*Anomaly, error) {
+	if tradeRefunded(u) {
+		flag := refundedOutsideFlag(p)
+		return &flag, nil
+	}
+	first, err := refundFirst(tx, []string{p.OutTradeNo})
+	if err != nil {
+		return nil, err
+	}
+	outRefundNo, ok := first[p.OutTradeNo]
+	if !ok {
+		return nil, nil
+	}
+	flag := refundedFirstFlag(p, outRefundNo)
+	return &flag, nil
+}
+
+// tradeRefunded reports an update that says the payment was already
+// refunded when WeChat Pay answered (trade_state REFUND): a callback, an
+// order query or a bill row.
+func tradeRefunded(u TransactionUpdate) bool { return u.TradeState == "REFUND" }
+
+// refundFirst returns, by out_trade_no, the out_refund_no of a refund
+// WeChat Pay reported SUCCESS by notification for each of the orders
+// that names a refund the ledger never made: the UNKNOWN_REFUND anomaly
+// (ref "<out_refund_no>:SUCCESS") stored with the notice, in its
+// transaction (see applyRefund). Its state does not matter: a person who
+// resolved it did not bring the money back. Before a payment's SUCCESS the
+// gateway can have made no refund of the order, so any such refund was
+// made outside it. One query on the anomalies' out_trade_no index for all
+// the orders.
+func refundFirst(tx *gorm.DB, outTradeNos []string) (map[string]string, error) {
+	if len(outTradeNos) == 0 {
+		return nil, nil
+	}
+	var rows []anomalyRow
+	err := tx.Select("out_trade_no", "ref").
+		Where("out_trade_no IN ? AND kind = ? AND ref LIKE ?", outTradeNos, AnomalyUnknownRefund, "%:"+string(RefundSuccess)).
+		Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("look for refunds of %d orders reported before their payment: %w", len(outTradeNos), err)
+	}
+	out := make(map[string]string, len(rows))
+	for _, r := range rows {
+		if _, seen := out[r.OutTradeNo]; !seen {
+			out[r.OutTradeNo] = strings.TrimSuffix(r.Ref, ":"+string(RefundSuccess))
+		}
+	}
+	return out, nil
+}
+
+// refundedOutsideFlag: an order query (the lost-callback check), a
+// callback or a bill found the payment already refunded (trade_state
+// REFUND) by no refund of the gateway, e.g. by hand in the merchant
+// platform. The money came in, so the payment is recorded; its stock
+// confirmation waits in the dead letters for a person, who knows whether
+// the order ships.
 func refundedOutsideFlag(p *Payment) Anomaly {
 	return Anomaly{Kind: AnomalyRefundedOutside, Ref: "refunded:" + p.OutTradeNo, OutTradeNo: p.OutTradeNo,
 		Detail: fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; "+
 			"its stock confirmation (job confirm:%s) is held in the dead letters: replay it if the order ships",
 			p.OutTradeNo, p.TransactionID, p.AmountTotal, p.OutTradeNo)}
+}
+
+// refundedFirstFlag: WeChat Pay's REFUND.SUCCESS notice of a refund the
+// gateway never made came before the order's payment (refunded in the
+// merchant platform while the payment callback was still redelivered).
+// The same case as refundedOutsideFlag, under the same kind and ref: one
+// case for a person, however it was learnt.
+func refundedFirstFlag(p *Payment, outRefundNo string) Anomaly {
+	a := refundedOutsideFlag(p)
+	a.Detail = fmt.Sprintf("WeChat Pay reported refund %s of order %s SUCCESS (anomaly UNKNOWN_REFUND) before the order's "+
+		"payment (transaction %s, %d fen): refunded outside the gateway; its stock confirmation (job confirm:%s) "+
+		"is held in the dead letters: replay it if the order ships", outRefundNo, p.OutTradeNo, p.TransactionID,
+		p.AmountTotal, p.OutTradeNo)
+	return a
 }
 
 func fillPaid(row *paymentRow, u TransactionUpdate) {
