@@ -290,24 +290,47 @@ func newVerifier(w WechatPayConfig) (*wechatpay.Verifier, error) {
 		}
 		cfg.PublicKey = pub
 	}
-	certs, err := loadCerts(w.PlatformCertFiles)
+	certs, live, err := loadCerts(w.PlatformCertFiles, time.Now())
 	if err != nil {
 		return nil, err
+	}
+	if live == 0 && len(certs) > 0 && cfg.PublicKey == nil {
+		// As with no key at all: a gateway that can verify no callback
+		// does not start.
+		return nil, fmt.Errorf("config: wechatpay.platform_cert_files: every platform certificate has expired " +
+			"and wechatpay.public_key_file is not set: configure the WeChat Pay public key or a current platform certificate")
 	}
 	cfg.Certificates = certs
 	return wechatpay.NewVerifier(cfg)
 }
 
-func loadCerts(paths []string) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
+// loadCerts reads the platform certificates and counts those not expired
+// at now. An expired one is kept (the verifier refuses what it signs, and
+// says why) and named in a warning: the README has operators keep the
+// files of rotated certificates, and WeChat Pay no longer guards a
+// retired certificate's key. A certificate not yet valid is kept too:
+// it comes into force by itself.
+func loadCerts(paths []string, now time.Time) (certs []*x509.Certificate, live int, err error) {
 	for _, p := range paths {
 		c, err := utils.LoadCertificateWithPath(p)
 		if err != nil {
-			return nil, fmt.Errorf("config: wechatpay.platform_cert_files %s: %w", p, err)
+			return nil, 0, fmt.Errorf("config: wechatpay.platform_cert_files %s: %w", p, err)
 		}
-		out = append(out, c)
+		serial := utils.GetCertificateSerialNumber(*c)
+		switch {
+		case wechatpay.CertificateExpired(c, now):
+			slog.Warn("platform certificate has expired: notifications signed with it are refused; remove it from wechatpay.platform_cert_files",
+				"file", p, "serial", serial, "not_after", c.NotAfter.UTC().Format(time.RFC3339))
+		case now.Before(c.NotBefore):
+			live++
+			slog.Warn("platform certificate is not valid yet: notifications signed with it are refused until not_before",
+				"file", p, "serial", serial, "not_before", c.NotBefore.UTC().Format(time.RFC3339))
+		default:
+			live++
+		}
+		certs = append(certs, c)
 	}
-	return out, nil
+	return certs, live, nil
 }
 
 func loadMerchantKey(path string) (*rsa.PrivateKey, error) {

@@ -42,8 +42,12 @@ type NotifyConfig struct {
 // Verifier checks notifications with wechatpay-go's validator and
 // verifiers, and decrypts them with its AES-GCM helper.
 type Verifier struct {
-	cfg       NotifyConfig
-	known     map[string]bool
+	cfg   NotifyConfig
+	known map[string]bool
+	// certs are the platform certificates by serial: a notification
+	// naming one is refused outside its validity period (WeChat Pay
+	// retires a certificate's key with it). The public key has none.
+	certs     map[string]*x509.Certificate
 	validator *validators.WechatPayNotifyValidator
 }
 
@@ -62,7 +66,21 @@ func NewVerifier(cfg NotifyConfig) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Verifier{cfg: cfg, known: known, validator: validators.NewWechatPayNotifyValidator(v)}, nil
+	certs := map[string]*x509.Certificate{}
+	for _, c := range cfg.Certificates {
+		certs[utils.GetCertificateSerialNumber(*c)] = c
+	}
+	return &Verifier{cfg: cfg, known: known, certs: certs, validator: validators.NewWechatPayNotifyValidator(v)}, nil
+}
+
+// CertificateExpired reports whether c is past its NotAfter at now: its
+// key is retired and verifies nothing any more.
+func CertificateExpired(c *x509.Certificate, now time.Time) bool { return now.After(c.NotAfter) }
+
+// certificateInForce reports whether now is within c's validity period
+// (both ends inclusive, as RFC 5280 and crypto/x509 have it).
+func certificateInForce(c *x509.Certificate, now time.Time) bool {
+	return !now.Before(c.NotBefore) && !CertificateExpired(c, now)
 }
 
 func buildVerifier(cfg NotifyConfig) (auth.Verifier, map[string]bool, error) {
@@ -160,8 +178,16 @@ func (v *Verifier) checkHeaders(h http.Header) (time.Time, error) {
 	if skew := v.cfg.Now().Sub(ts); skew >= v.cfg.MaxSkew || -skew >= v.cfg.MaxSkew {
 		return time.Time{}, &gateway.Error{Code: gateway.CodeStale, Message: "timestamp outside the 5 minute window"}
 	}
-	if serial := strings.TrimSpace(h.Get("Wechatpay-Serial")); !v.known[serial] {
+	serial := strings.TrimSpace(h.Get("Wechatpay-Serial"))
+	if !v.known[serial] {
 		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "unknown Wechatpay-Serial " + truncate(serial, 64)}
+	}
+	// Checked now, not at start: a certificate may expire while the
+	// process runs, and its file is kept after rotation.
+	if c := v.certs[serial]; c != nil && !certificateInForce(c, v.cfg.Now()) {
+		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "Wechatpay-Serial " + serial +
+			" names a platform certificate outside its validity period (" + c.NotBefore.UTC().Format(time.RFC3339) +
+			" to " + c.NotAfter.UTC().Format(time.RFC3339) + ")"}
 	}
 	return ts, nil
 }
