@@ -42,7 +42,16 @@ type orderRequest struct {
 	ExpireAt    time.Time `json:"expire_at"`
 }
 
-func (o orderRequest) validate(now time.Time) error {
+// badExpireAt refuses an expire_at: malformed, past 2099, or, for an
+// order not registered yet, not in the future.
+const badExpireAt = "expire_at must be an RFC 3339 time in the future, before 2100"
+
+// validate checks the request's shape; expire_at must come after
+// earliest. The handler gives the zero time: whether expire_at must still
+// be ahead depends on whether the order is new, which the ledger decides
+// (RegisterOrderBeforeExpiry): a retry of a registered order arriving
+// after its expire_at is answered the stored order.
+func (o orderRequest) validate(earliest time.Time) error {
 	switch {
 	case !ValidOutTradeNo(o.OutTradeNo):
 		return &Error{Code: CodeInvalid, Message: "out_trade_no must be 6-32 of A-Z a-z 0-9 _ - | *"}
@@ -50,8 +59,8 @@ func (o orderRequest) validate(now time.Time) error {
 		return &Error{Code: CodeInvalid, Message: "amount_total must be a positive number of fen"}
 	case o.PayerOpenID != "" && !ValidOpenID(o.PayerOpenID):
 		return &Error{Code: CodeInvalid, Message: "payer_openid must be 1-128 of A-Z a-z 0-9 _ -"}
-	case o.ExpireAt.IsZero() || !o.ExpireAt.After(now) || !o.ExpireAt.Before(latest):
-		return &Error{Code: CodeInvalid, Message: "expire_at must be an RFC 3339 time in the future, before 2100"}
+	case o.ExpireAt.IsZero() || !o.ExpireAt.After(earliest) || !o.ExpireAt.Before(latest):
+		return &Error{Code: CodeInvalid, Message: badExpireAt}
 	}
 	return nil
 }
@@ -181,17 +190,19 @@ func (d *Deps) registerOrder(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	if err := req.validate(d.Store.Now()); err != nil {
+	if err := req.validate(time.Time{}); err != nil {
 		writeError(c, err)
 		return
 	}
-	p, err := d.Store.RegisterOrder(c.Request.Context(), ledger.Order{OutTradeNo: req.OutTradeNo,
+	p, err := d.Store.RegisterOrderBeforeExpiry(c.Request.Context(), ledger.Order{OutTradeNo: req.OutTradeNo,
 		AmountTotal: req.AmountTotal, PayerOpenID: req.PayerOpenID, ExpireAt: req.ExpireAt})
 	switch {
 	case err == nil:
 		c.JSON(http.StatusCreated, p)
 	case errors.Is(err, ledger.ErrAlreadyRecorded):
 		c.JSON(http.StatusOK, p)
+	case errors.Is(err, ledger.ErrExpireAtPassed):
+		writeError(c, Errorf(CodeInvalid, badExpireAt, err))
 	case errors.Is(err, ledger.ErrConflict):
 		writeError(c, Errorf(CodeConflict, "order already registered with other values", err))
 	default:

@@ -2,11 +2,40 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"gorm.io/gorm"
 )
+
+// ErrExpireAtPassed means a registration would register an order whose
+// expire_at is not after the ledger's now (see RegisterOrderBeforeExpiry).
+var ErrExpireAtPassed = errors.New("ledger: expire_at has passed")
+
+// RegisterOrderBeforeExpiry is RegisterOrder for the orders API. An order
+// it would register (a new one, or the first registration of a payment a
+// callback recorded) must expire after now, or it returns
+// ErrExpireAtPassed and writes nothing. A retry of an order already
+// registered is answered as RegisterOrder answers it, whatever its
+// expire_at (the stored order with ErrAlreadyRecorded for the same amount
+// and payer, ErrConflict for others): the first expire_at stands, and a
+// queued retry may arrive after it.
+func (s *Store) RegisterOrderBeforeExpiry(ctx context.Context, o Order) (*Payment, error) {
+	if o.ExpireAt.After(s.now()) {
+		return s.RegisterOrder(ctx, o)
+	}
+	// No path unregisters or deletes an order, so once registered here
+	// it is registered in RegisterOrder, which then only answers.
+	row, err := findPayment(s.db.WithContext(ctx), o.OutTradeNo)
+	switch {
+	case errors.Is(err, ErrNotFound) || err == nil && !row.Registered:
+		return nil, fmt.Errorf("register order %s: %w", o.OutTradeNo, ErrExpireAtPassed)
+	case err != nil:
+		return nil, fmt.Errorf("register order %s: %w", o.OutTradeNo, err)
+	}
+	return s.RegisterOrder(ctx, o)
+}
 
 // AwaitingPayment lists registered orders still EXPECTED whose check is
 // due: never checked and created at or before createdBefore, or
