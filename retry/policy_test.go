@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -248,4 +250,85 @@ func TestErrorTextStaysValidUTF8(t *testing.T) {
 			t.Fatalf("truncate(%q…) = %q (%d bytes)", in[:6], out, len(out))
 		}
 	}
+}
+
+// panicQueue panics in the first Claim and the first Complete, as a bug
+// in a store would, then hands out its jobs one at a time.
+type panicQueue struct {
+	mu      sync.Mutex
+	calls   map[string]int
+	jobs    []Job
+	settled []Attempt
+}
+
+func (q *panicQueue) once(what string) {
+	q.calls[what]++
+	if q.calls[what] == 1 {
+		panic(what + " bug")
+	}
+}
+
+func (q *panicQueue) Claim(context.Context, string, int, time.Duration) ([]Job, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.once("claim")
+	if len(q.jobs) == 0 {
+		return nil, nil
+	}
+	j := q.jobs[0]
+	q.jobs = q.jobs[1:]
+	return []Job{j}, nil
+}
+
+func (q *panicQueue) Complete(_ context.Context, a Attempt) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.once("complete")
+	q.settled = append(q.settled, a)
+	return nil
+}
+func (q *panicQueue) Retry(context.Context, Attempt) error { return nil }
+func (q *panicQueue) Dead(context.Context, Attempt) error  { return nil }
+
+// TestWorkerSurvivesAPanicOutsideItsHandler: a panic in a claim or in
+// storing an outcome is logged and the worker goes on with the next jobs,
+// instead of ending the process.
+func TestWorkerSurvivesAPanicOutsideItsHandler(t *testing.T) {
+	q := &panicQueue{calls: map[string]int{}, jobs: []Job{{ID: 1, Kind: "k", Attempt: 1}, {ID: 2, Kind: "k", Attempt: 1}}}
+	p := NewPool(PoolConfig{Poll: time.Millisecond, Policy: Policy{Initial: time.Second}}, q,
+		Mux{"k": HandlerFunc(func(context.Context, Job) error { return nil })})
+	var logs bytes.Buffer
+	p.log = slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs}, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	for {
+		q.mu.Lock()
+		n := len(q.settled)
+		q.mu.Unlock()
+		if n == 1 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	if len(q.settled) != 1 || q.settled[0].JobID != 2 {
+		t.Fatalf("settled %+v, want job 2 done after the panics (job 1's store panicked)", q.settled)
+	}
+	if n := strings.Count(logs.String(), "retry: worker panicked"); n != 2 {
+		t.Errorf("%d panics logged, want 2 (claim, store)", n)
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -121,7 +121,7 @@ func (p *Pool) Run(ctx context.Context) {
 
 func (p *Pool) work(ctx context.Context, worker string) {
 	for ctx.Err() == nil {
-		n, err := p.RunOnce(ctx, worker)
+		n, err := p.runOnceRecovered(ctx, worker)
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("retry: claim failed", "worker", worker, "err", err)
 		}
@@ -129,6 +129,20 @@ func (p *Pool) work(ctx context.Context, worker string) {
 			sleep(ctx, p.cfg.Poll)
 		}
 	}
+}
+
+// runOnceRecovered is RunOnce with a panic outside the handler (in a
+// claim or in storing an outcome) logged and made an error: the worker
+// goes on instead of ending the process. Jobs it held are claimed again
+// once their lease ends, and queried before they are sent again.
+func (p *Pool) runOnceRecovered(ctx context.Context, worker string) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.log.Error("retry: worker panicked", "worker", worker, "panic", v, "stack", string(debug.Stack()))
+			n, err = 0, fmt.Errorf("worker panicked: %v", v)
+		}
+	}()
+	return p.RunOnce(ctx, worker)
 }
 
 // RunOnce claims one batch as worker and handles it; it returns how many
