@@ -25,11 +25,14 @@ func (s *Store) RefundedInFull(ctx context.Context, outTradeNo string) (bool, er
 
 // ConfirmationSkipped reports whether the order's stock confirmation
 // finished without being sent (see RefundedInFull): nothing was confirmed,
-// so none of its refunds may release stock.
+// so none of its refunds may release stock. Only the attempt that settled
+// the job counts (its number is the job's attempts): a worker whose lease
+// ran out stores its attempt too, but not its outcome, and another worker
+// may have sent the confirmation meanwhile.
 func (s *Store) ConfirmationSkipped(ctx context.Context, outTradeNo string) (bool, error) {
 	var n int64
 	err := s.db.WithContext(ctx).Raw(`SELECT COUNT(*) FROM outbox_jobs c JOIN outbox_attempts a ON a.job_id = c.id
-		WHERE c.out_trade_no = ? AND c.kind = ? AND c.state = ? AND a.outcome = ?`,
+		AND a.attempt = c.attempts WHERE c.out_trade_no = ? AND c.kind = ? AND c.state = ? AND a.outcome = ?`,
 		outTradeNo, JobConfirmInventory, JobDone, string(retry.OutcomeSkipped)).Scan(&n).Error
 	if err != nil {
 		return false, fmt.Errorf("read the stock confirmation of %s: %w", outTradeNo, err)

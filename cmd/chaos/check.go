@@ -321,12 +321,14 @@ func stockEffects(ev *Evidence) (Invariant, error) {
 }
 
 // skippedConfirmations returns the orders whose stock confirmation the
-// gateway finished unsent (refunded in full before it took effect), each
+// gateway finished unsent (refunded in full before it was first sent;
+// only the attempt that settled the job counts), each
 // with whether the ledger's successful refunds do cover what was paid.
 func skippedConfirmations(ev *Evidence) (map[string]bool, error) {
 	rows, err := ev.DB.QueryContext(ev.Ctx, `SELECT c.out_trade_no, COALESCE(p.amount_total, 0) > 0 AND p.amount_total <=
 		(SELECT COALESCE(SUM(r.amount), 0) FROM refunds r WHERE r.out_trade_no = c.out_trade_no AND r.state = 'SUCCESS')
-		FROM outbox_jobs c JOIN outbox_attempts a ON a.job_id = c.id LEFT JOIN payments p ON p.out_trade_no = c.out_trade_no
+		FROM outbox_jobs c JOIN outbox_attempts a ON a.job_id = c.id AND a.attempt = c.attempts
+		LEFT JOIN payments p ON p.out_trade_no = c.out_trade_no
 		WHERE c.kind = ? AND c.state = 'DONE' AND a.outcome = 'skipped'`, ledger.JobConfirmInventory)
 	if err != nil {
 		return nil, err

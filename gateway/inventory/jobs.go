@@ -12,7 +12,7 @@ import (
 // the first attempt sends; every later attempt first asks the service
 // whether an earlier one took effect, and sends only on a clear "no".
 // With Orders set, each job also reads the ledger before it acts: a
-// confirmation whose order was refunded in full before it took effect is
+// confirmation never sent whose order was refunded in full meanwhile is
 // not sent, and then neither are the order's releases.
 type Jobs struct {
 	Client *Client
@@ -44,8 +44,12 @@ func (j *Jobs) Confirm(ctx context.Context, job retry.Job) error {
 			return classify(err)
 		}
 	}
-	// Not taken effect: read the order now, not as it was when paid.
-	if j.Orders != nil {
+	// Never sent yet: read the order now, not as it was when paid. Only
+	// the first attempt may skip: after one, an earlier request may still
+	// land after the query said "not applied", and a skip (with its
+	// releases) is final, where sending again under the same key, then
+	// releasing, nets to nothing.
+	if j.Orders != nil && job.Attempt == 1 {
 		refunded, err := j.Orders.RefundedInFull(ctx, cf.OutTradeNo)
 		if err != nil {
 			return fmt.Errorf("job %d: %w", job.ID, err)
