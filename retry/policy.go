@@ -8,6 +8,7 @@
 package retry
 
 import (
+	"math/rand/v2"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -48,7 +49,8 @@ func (p Policy) withDefaults() Policy {
 // the attempt count is stored with the job. The result lies in [0, Max]:
 // backoff adds its jitter after its own cap (up to Max·(1+Jitter)), and
 // past 290 years the jittered value wraps negative, which would make the
-// job due at once, retried in a loop.
+// job due at once, retried in a loop. A delay past the cap is drawn from
+// [Max·(1−Jitter), Max] instead.
 func (p Policy) NextDelay(attempt int) time.Duration {
 	p = p.withDefaults()
 	b := &backoff.ExponentialBackOff{
@@ -66,7 +68,8 @@ func (p Policy) NextDelay(attempt int) time.Duration {
 	}
 	d := b.NextBackOff()
 	if d < 0 || d > p.Max {
-		return p.Max
+		// Jitter below the cap, so that jobs at the cap stay spread out.
+		return p.Max - time.Duration(rand.Float64()*p.Jitter*float64(p.Max))
 	}
 	return d
 }

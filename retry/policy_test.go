@@ -41,10 +41,16 @@ func TestNextDelayNeverPassesMax(t *testing.T) {
 		{Initial: time.Minute, Max: 5 * time.Minute, MaxElapsed: 24 * time.Hour, Multiplier: 2, Jitter: 0.5},
 		{Initial: time.Second, Max: 250 * 365 * 24 * time.Hour, MaxElapsed: 290 * 365 * 24 * time.Hour, Multiplier: 2, Jitter: 0.5},
 	} {
+		seen := map[time.Duration]bool{}
 		for i := 0; i < 500; i++ {
-			if d := p.NextDelay(64); d < 0 || d > p.Max {
-				t.Fatalf("NextDelay(64) = %v with Max %v, want within [0, Max]", d, p.Max)
+			d := p.NextDelay(64)
+			if lo := time.Duration(float64(p.Max) * (1 - p.Jitter)); d < lo || d > p.Max {
+				t.Fatalf("NextDelay(64) = %v with Max %v, want within [%v, Max]", d, p.Max, lo)
 			}
+			seen[d] = true
+		}
+		if len(seen) < 400 { // at the cap, delays stay spread out
+			t.Errorf("%d distinct delays of 500 at the cap", len(seen))
 		}
 	}
 }
