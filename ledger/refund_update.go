@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"paygateway/retry"
 )
 
 // Anomaly kinds for refunds.
@@ -55,7 +57,8 @@ type RefundUpdate struct {
 //   - ErrNoChange when the update is stale (e.g. ABNORMAL after SUCCESS):
 //     the notice is stored, the state is left alone and an anomaly flagged;
 //   - ErrNotFound for an unknown out_refund_no (the notice is stored and an
-//     anomaly flagged);
+//     anomaly flagged; a SUCCESS also holds the order's stock confirmation
+//     if it is still pending, see holdRefundedAfter);
 //   - *AmountMismatchError when WeChat states another amount (nothing applied).
 func (s *Store) ApplyRefund(ctx context.Context, u RefundUpdate) (*Refund, error) {
 	var out *Refund
@@ -153,6 +156,18 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		if u.Notice == nil {
 			return nil, nil, nil, ErrNotFound
 		}
+		if u.State == RefundSuccess { // money went back: not ABNORMAL, CLOSED or PROCESSING
+			// The flag first: a payment being recorded meanwhile either
+			// waits for it in refundFirst (a locking read) or is found by
+			// holdRefundedAfter; both at once is a deadlock, retried.
+			if err := s.recordAnomaly(tx, *flag); err != nil {
+				return nil, nil, nil, err
+			}
+			if err := s.holdRefundedAfter(tx, noticeTradeNo(u), u.OutRefundNo, u.TransactionID); err != nil {
+				return nil, nil, nil, err
+			}
+			return nil, nil, ErrNotFound, nil
+		}
 		return nil, flag, ErrNotFound, nil
 	}
 	if err != nil {
@@ -217,6 +232,85 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 	flag := &Anomaly{Kind: AnomalyLateRefundSuccess, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo,
 		Detail: fmt.Sprintf("refund %s of %d fen was FAILED (given back); %s says WeChat Pay paid it: recorded SUCCESS, amount counted again", row.OutRefundNo, row.Amount, u.Source)}
 	return out, flag, nil, nil
+}
+
+// holdRefundedAfter runs in the transaction that stores WeChat Pay's
+// REFUND.SUCCESS notice of refund outRefundNo, which the gateway never
+// made, of order outTradeNo (none: nothing to do) and WeChat transaction
+// transactionID (if stated): money of the order went back outside the
+// gateway, e.g. by hand in the merchant platform. A refund of another
+// transaction than the one the ledger holds paid (a duplicate payment's,
+// refunded as DUPLICATE_PAYMENT asks) holds nothing: the order is paid.
+// If the order is paid and its stock confirmation is still PENDING (not
+// claimed by a worker: a RUNNING one is in flight, a DONE one confirmed
+// already), the confirmation is held as when the refund came before the
+// payment (see refundedOutside): DEAD with heldRefundedOutside and a
+// history row, its waiting releases held with it (holdReleases), and
+// REFUNDED_OUTSIDE flagged (one case with the other ways of learning it).
+// A person decides whether the order ships; replaying the confirmation
+// asks the inventory first if it was attempted already.
+//
+// Locks in the order of the payment path and of a worker's settle: the
+// payment row, then the confirmation, then its releases. The notice's
+// UNKNOWN_REFUND is written before the payment is read, and a payment
+// being recorded reads it with a lock (refundFirst): whichever commits
+// second sees the other (the payment's confirmation here, or this flag
+// there), and if each waits on the other, MySQL's deadlock retry runs one
+// again. The confirmation's update is conditional: a claim (SKIP LOCKED)
+// that moved it to RUNNING first wins, and the job is left alone.
+// A redelivered notice never gets here (its notify id is stored), and a
+// confirmation held already is not PENDING: nothing changes twice.
+func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transactionID string) error {
+	if outTradeNo == "" {
+		return nil
+	}
+	pay, err := findPayment(lockForUpdate(tx), outTradeNo)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read payment %s of refund %s: %w", outTradeNo, outRefundNo, err)
+	}
+	if PaymentState(pay.State) != PaymentSuccess || (transactionID != "" && deref(pay.TransactionID) != "" &&
+		deref(pay.TransactionID) != transactionID) {
+		return nil
+	}
+	p := pay.payment()
+	key := "confirm:" + outTradeNo
+	now := s.now()
+	res := tx.Model(&outboxJobRow{}).Where("job_key = ? AND state = ?", key, JobPending).
+		Updates(map[string]any{"state": JobDead, "last_error": heldRefundedOutside, "updated_at": now})
+	if res.Error != nil {
+		return fmt.Errorf("hold confirmation %s: %w", key, res.Error)
+	}
+	if res.RowsAffected == 0 { // none, or claimed, done or held already
+		return nil
+	}
+	var job outboxJobRow
+	if err := tx.Where("job_key = ?", key).Take(&job).Error; err != nil {
+		return fmt.Errorf("read held confirmation %s: %w", key, err)
+	}
+	if err := tx.Create(&outboxAttemptRow{JobID: job.ID, Attempt: job.Attempts, Worker: "outbox",
+		Outcome: string(retry.OutcomeDead), Error: heldRefundedOutside, StartedAt: now, FinishedAt: now}).Error; err != nil {
+		return fmt.Errorf("hold confirmation job %d: %w", job.ID, err)
+	}
+	if err := s.holdReleases(tx, job.ID); err != nil {
+		return err
+	}
+	return s.recordAnomaly(tx, refundedAfterFlag(p, outRefundNo))
+}
+
+// refundedAfterFlag: WeChat Pay's REFUND.SUCCESS notice of a refund the
+// gateway never made came after the order's payment, before its stock
+// confirmation went out. The same case as refundedOutsideFlag, under the
+// same kind and ref: one case for a person, however it was learnt.
+func refundedAfterFlag(p *Payment, outRefundNo string) Anomaly {
+	a := refundedOutsideFlag(p)
+	a.Detail = fmt.Sprintf("WeChat Pay reported refund %s of order %s SUCCESS (anomaly UNKNOWN_REFUND), a refund the gateway "+
+		"never made, after the order's payment (transaction %s, %d fen) and before its stock was confirmed: refunded "+
+		"outside the gateway; its stock confirmation (job confirm:%s) is held in the dead letters: replay it if the order ships",
+		outRefundNo, p.OutTradeNo, p.TransactionID, p.AmountTotal, p.OutTradeNo)
+	return a
 }
 
 // heldAfterFailed handles ABNORMAL for a refund the ledger holds FAILED

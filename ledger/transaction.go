@@ -298,7 +298,9 @@ func refundFirst(tx *gorm.DB, outTradeNos []string) (map[string]string, error) {
 		return nil, nil
 	}
 	var rows []anomalyRow
-	err := tx.Select("out_trade_no", "ref").
+	// A locking read: it waits for a refund notice's transaction that
+	// wrote such a flag and has not committed (see holdRefundedAfter).
+	err := lockForUpdate(tx).Select("out_trade_no", "ref").
 		Where("out_trade_no IN ? AND kind = ? AND ref LIKE ?", outTradeNos, AnomalyUnknownRefund, "%:"+string(RefundSuccess)).
 		Find(&rows).Error
 	if err != nil {

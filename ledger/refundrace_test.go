@@ -1,0 +1,93 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// TestPaymentWaitsForAnUncommittedRefundFlag: a refund notice's
+// transaction has written its UNKNOWN_REFUND flag and not committed; a
+// payment of the same order recorded meanwhile (another instance) waits
+// for it instead of missing it, and holds its confirmation.
+func TestPaymentWaitsForAnUncommittedRefundFlag(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	ctx := context.Background()
+	db, err := s.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const no = "race-1"
+	refundTx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, err := refundTx.ExecContext(ctx, `INSERT INTO anomalies (kind, ref, out_trade_no, detail, first_seen, last_seen)
+		VALUES (?, ?, ?, 'x', ?, ?)`, ledger.AnomalyUnknownRefund, "out-"+no+":SUCCESS", no, now, now); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.ApplyTransaction(ctx, rfPayment(no)); done <- err }()
+	select {
+	case err := <-done:
+		_ = refundTx.Rollback()
+		t.Fatalf("the payment committed (err %v) past a refund flag not yet committed: %s", err, rfState(t, s, no))
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := refundTx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rfState(t, s, no), heldState(no, "out-"+no); got != want {
+		t.Fatalf("ledger: %s, want %s", got, want)
+	}
+}
+
+// TestPaymentAndOutsideRefundAtOnce: a payment and the REFUND.SUCCESS
+// notice of a refund made outside the gateway, recorded at the same time
+// (two instances), always end with the confirmation held and one
+// REFUNDED_OUTSIDE flag, whichever commits first.
+func TestPaymentAndOutsideRefundAtOnce(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		errs := make(chan error, 40)
+		for i := range 20 {
+			no := fmt.Sprintf("race-%d", i)
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				if _, err := s.ApplyTransaction(ctx, rfPayment(no)); err != nil {
+					errs <- fmt.Errorf("pay %s: %w", no, err)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				_, err := s.ApplyRefund(ctx, rfRefundNotice(no, "out-"+no, ledger.RefundSuccess))
+				if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+					errs <- fmt.Errorf("refund notice %s: %w", no, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		for i := range 20 {
+			no := fmt.Sprintf("race-%d", i)
+			if got, want := rfState(t, s, no), heldState(no, "out-"+no); got != want {
+				t.Errorf("%s: %s, want %s", no, got, want)
+			}
+		}
+	})
+}
