@@ -1,7 +1,9 @@
 package inventory_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,24 +28,24 @@ func TestLateConfirmationIsNotSkipped(t *testing.T) {
 	ctx := context.Background()
 	s := ledgertest.OpenSQLite(t)
 	sim := inventorysim.New()
-	hold := make(chan struct{})
+	// The first confirmation is held at the server until the client gives
+	// up, unanswered and not applied; the test applies it later.
+	late := make(chan *http.Request, 1)
 	var once sync.Once
-	var wg sync.WaitGroup
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		first := false
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
-			first := false
 			once.Do(func() { first = true })
-			if first { // this request is held past the client's timeout, then applied
-				wg.Add(1)
-				defer wg.Done()
-				body := httptest.NewRequest(r.Method, r.URL.String(), r.Body)
-				body.Header = r.Header.Clone()
-				<-hold
-				sim.Handler().ServeHTTP(httptest.NewRecorder(), body)
-				return
-			}
 		}
-		sim.Handler().ServeHTTP(w, r)
+		if !first {
+			sim.Handler().ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		held := httptest.NewRequest(r.Method, r.URL.String(), bytes.NewReader(body))
+		held.Header = r.Header.Clone()
+		late <- held
+		<-r.Context().Done()
 	}))
 	defer srv.Close()
 	jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: 200 * time.Millisecond}), Orders: s}
@@ -98,8 +100,8 @@ func TestLateConfirmationIsNotSkipped(t *testing.T) {
 	err = run(ledger.JobConfirmInventory, jobs.Confirm)
 	t.Logf("confirm attempt 2: %v", err)
 
-	close(hold) // attempt 1's request lands
-	wg.Wait()
+	// Attempt 1's request lands now.
+	sim.Handler().ServeHTTP(httptest.NewRecorder(), <-late)
 
 	err = run(ledger.JobReleaseInventory, jobs.Release)
 	t.Logf("release attempt 1: %v", err)
