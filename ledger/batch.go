@@ -108,13 +108,9 @@ func distinct(us []TransactionUpdate) bool {
 // REFUND.SUCCESS notice that came first: see refundedOutside) is not
 // plain: its confirmation is held and it is flagged, by the fallback.
 func (s *Store) applyBatch(tx *gorm.DB, us []TransactionUpdate) error {
-	var paid []string // the orders an update may move to SUCCESS
 	for _, u := range us {
 		if tradeRefunded(u) {
 			return errNotPlain
-		}
-		if targetState(u.TradeState) == PaymentSuccess {
-			paid = append(paid, u.OutTradeNo)
 		}
 	}
 	notices := make([]notificationRow, len(us))
@@ -128,24 +124,35 @@ func (s *Store) applyBatch(tx *gorm.DB, us []TransactionUpdate) error {
 	if err != nil {
 		return err
 	}
-	refunded, err := refundFirst(tx, paid) // one query for the whole batch
-	if err != nil {
-		return err
-	}
 	var w batchWrites
+	var paid []string // the orders the batch moves to SUCCESS
 	for _, u := range us {
 		next, _, err := s.decide(rows[u.OutTradeNo], u)
 		if err != nil || next.flag != nil { // flags are written one by one, by the fallback
 			return errNotPlain
 		}
-		if _, ok := refunded[u.OutTradeNo]; ok && PaymentState(next.row.State) == PaymentSuccess {
-			return errNotPlain
+		if PaymentState(next.row.State) == PaymentSuccess {
+			paid = append(paid, u.OutTradeNo)
 		}
 		if err := w.add(s, next, u); err != nil {
 			return err
 		}
 	}
-	return w.flush(s, tx)
+	if err := w.flush(s, tx); err != nil {
+		return err
+	}
+	// Only once the payments are written, as on the single path: a refund
+	// notice's flag written meanwhile is then either waited for here (a
+	// locking read) or its transaction finds the payment row. One query
+	// for the whole batch.
+	refunded, err := refundFirst(tx, paid)
+	if err != nil {
+		return err
+	}
+	if len(refunded) > 0 {
+		return errNotPlain
+	}
+	return nil
 }
 
 // lockPayments reads, FOR UPDATE and in key order, the rows of the

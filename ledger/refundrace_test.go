@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,4 +92,48 @@ func TestPaymentAndOutsideRefundAtOnce(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBatchSeesARefundFlagWrittenMeanwhile: an outside refund's notice
+// recorded while a group-committed batch has decided on a new order but
+// not yet inserted it (no payment row for the notice to find) is still
+// seen: the batch reads the flags after inserting, falls back, and the
+// order's confirmation is held.
+func TestBatchSeesARefundFlagWrittenMeanwhile(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	ctx := context.Background()
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	sc := s.WithClock(func() time.Time {
+		pc := make([]uintptr, 20)
+		n := runtime.Callers(2, pc)
+		frames := runtime.CallersFrames(pc[:n])
+		for {
+			f, more := frames.Next()
+			if strings.HasSuffix(f.Function, "ledger.(*Store).decide") {
+				once.Do(func() { close(paused); <-resume })
+				break
+			}
+			if !more {
+				break
+			}
+		}
+		return time.Now()
+	})
+	done := make(chan []error, 1)
+	go func() {
+		errs, batched := sc.ApplyTransactions(ctx, []ledger.TransactionUpdate{rfPayment("bx-1"), rfPayment("bx-2")})
+		t.Logf("batched=%v", batched)
+		done <- errs
+	}()
+	<-paused // the batch has run refundFirst (nothing yet), not yet inserted bx-1
+	_, err := s.ApplyRefund(ctx, rfRefundNotice("bx-1", "out-bx-1", ledger.RefundSuccess))
+	t.Logf("refund notice: %v", err)
+	close(resume)
+	if errs := <-done; errs[0] != nil || errs[1] != nil {
+		t.Fatalf("batch: %v", errs)
+	}
+	if got, want := rfState(t, s, "bx-1"), heldState("bx-1", "out-bx-1"); got != want {
+		t.Fatalf("outside refund recorded while the batch ran:\n got %s\nwant %s", got, want)
+	}
 }
