@@ -39,3 +39,23 @@ func (s *Store) ConfirmationSkipped(ctx context.Context, outTradeNo string) (boo
 	}
 	return n > 0, nil
 }
+
+// RefundedOutside reports whether WeChat Pay said, since a person last
+// replayed job jobID (the order's confirmation), that money of the order
+// went back by no refund of the gateway: a REFUND.SUCCESS notice of a
+// refund the ledger never made (UNKNOWN_REFUND "…:SUCCESS") or a
+// REFUNDED_OUTSIDE flag. The confirmation is then held for a person, as
+// when that was known before it was first sent; a replay after the last
+// such word sends it.
+func (s *Store) RefundedOutside(ctx context.Context, outTradeNo string, jobID uint64) (bool, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Raw(`SELECT COUNT(*) FROM anomalies a WHERE a.out_trade_no = ?
+		AND ((a.kind = ? AND a.ref LIKE ?) OR a.kind = ?)
+		AND NOT EXISTS (SELECT 1 FROM outbox_attempts r WHERE r.job_id = ? AND r.outcome = ? AND r.finished_at >= a.last_seen)`,
+		outTradeNo, AnomalyUnknownRefund, "%:"+string(RefundSuccess), AnomalyRefundedOutside,
+		jobID, string(retry.OutcomeReplayed)).Scan(&n).Error
+	if err != nil {
+		return false, fmt.Errorf("read refunds of %s outside the gateway: %w", outTradeNo, err)
+	}
+	return n > 0, nil
+}

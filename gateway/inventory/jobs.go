@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"paygateway/retry"
@@ -25,7 +26,14 @@ type Orders interface {
 	RefundedInFull(ctx context.Context, outTradeNo string) (bool, error)
 	// ConfirmationSkipped: the order's confirmation finished unsent.
 	ConfirmationSkipped(ctx context.Context, outTradeNo string) (bool, error)
+	// RefundedOutside: WeChat Pay said money of the order went back by no
+	// refund of the gateway, since confirmation job jobID was last replayed.
+	RefundedOutside(ctx context.Context, outTradeNo string, jobID uint64) (bool, error)
 }
+
+// errHeldOutside dead-letters a confirmation for a person to decide on.
+var errHeldOutside = errors.New("held: WeChat Pay reports the order refunded outside the gateway " +
+	"(anomaly UNKNOWN_REFUND or REFUNDED_OUTSIDE); replay this job to confirm the stock if the order ships")
 
 var (
 	_ retry.Handler = retry.HandlerFunc((*Jobs)(nil).Confirm)
@@ -44,21 +52,42 @@ func (j *Jobs) Confirm(ctx context.Context, job retry.Job) error {
 			return classify(err)
 		}
 	}
-	// Never sent yet: read the order now, not as it was when paid. Only
-	// the first attempt may skip: after one, an earlier request may still
-	// land after the query said "not applied", and a skip (with its
-	// releases) is final, where sending again under the same key, then
-	// releasing, nets to nothing.
-	if j.Orders != nil && job.Attempt == 1 {
-		refunded, err := j.Orders.RefundedInFull(ctx, cf.OutTradeNo)
-		if err != nil {
-			return fmt.Errorf("job %d: %w", job.ID, err)
-		}
-		if refunded {
-			return retry.Skip("order " + cf.OutTradeNo + " was refunded in full before its stock was confirmed; not sent")
-		}
+	if err := j.checkOrder(ctx, job, cf.OutTradeNo); err != nil {
+		return err
 	}
 	return classify(j.Client.Confirm(ctx, cf))
+}
+
+// checkOrder reads the order of a confirmation not in effect, before it
+// is sent: now, not as it was when paid. Word of a refund outside the
+// gateway (which found the job already claimed, so it could not hold it)
+// dead-letters it for a person. Only the first attempt may skip an order
+// refunded in full by the gateway: after one, an earlier request may
+// still land after the query said "not applied", and a skip (with its
+// releases) is final, where sending again under the same key, then
+// releasing, nets to nothing.
+func (j *Jobs) checkOrder(ctx context.Context, job retry.Job, outTradeNo string) error {
+	if j.Orders == nil {
+		return nil
+	}
+	outside, err := j.Orders.RefundedOutside(ctx, outTradeNo, job.ID)
+	if err != nil {
+		return fmt.Errorf("job %d: %w", job.ID, err)
+	}
+	if outside {
+		return retry.Permanent(errHeldOutside)
+	}
+	if job.Attempt > 1 {
+		return nil
+	}
+	refunded, err := j.Orders.RefundedInFull(ctx, outTradeNo)
+	if err != nil {
+		return fmt.Errorf("job %d: %w", job.ID, err)
+	}
+	if refunded {
+		return retry.Skip("order " + outTradeNo + " was refunded in full before its stock was confirmed; not sent")
+	}
+	return nil
 }
 
 // Release handles a job whose payload is a Release.

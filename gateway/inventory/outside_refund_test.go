@@ -1,0 +1,104 @@
+package inventory_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/gateway/inventory"
+	"paygateway/gateway/inventory/inventorysim"
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+	"paygateway/retry"
+)
+
+// TestOutsideRefundDuringAnAttemptHoldsTheRetry: WeChat Pay's word that an
+// order was refunded outside the gateway arrives while its confirmation's
+// first attempt is under way (the job is claimed, so the notice cannot
+// hold it). That attempt fails; the next one, instead of sending, holds
+// the confirmation for a person. A person's replay then sends it.
+func TestOutsideRefundDuringAnAttemptHoldsTheRetry(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		const no = "out-during"
+		sim := inventorysim.New()
+		var once sync.Once
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
+				first := false
+				once.Do(func() { first = true })
+				if first { // the notice arrives during attempt 1, which then fails, not applied
+					if _, err := s.ApplyRefund(ctx, outsideRefund(no)); !errors.Is(err, ledger.ErrNotFound) {
+						t.Errorf("outside refund notice: %v", err)
+					}
+					http.Error(w, `{"code":"INTERNAL"}`, http.StatusInternalServerError)
+					return
+				}
+			}
+			sim.Handler().ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		pay(t, s, no)
+		jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: time.Second}), Orders: s}
+		pool := retry.NewPool(retry.PoolConfig{Name: "t", Workers: 1, Batch: 10, Lease: 10 * time.Second,
+			AttemptTimeout: 2 * time.Second, Policy: retry.Policy{Initial: time.Millisecond, Max: time.Millisecond,
+				MaxElapsed: time.Minute}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm)})
+		job := runUntil(t, pool, s, no, ledger.JobDead)
+		if !strings.HasPrefix(job.LastError, "held:") || sim.ConfirmCount(no) != 0 {
+			t.Fatalf("after the outside refund: job %s %q, confirmed %d; want held, not sent", job.State, job.LastError, sim.ConfirmCount(no))
+		}
+		if _, err := s.Outbox().Replay(ctx, job.ID, "ops:test"); err != nil {
+			t.Fatal(err)
+		}
+		runUntil(t, pool, s, no, ledger.JobDone)
+		if got := sim.ConfirmCount(no); got != 1 {
+			t.Fatalf("after the replay: confirmed %d, want 1", got)
+		}
+	})
+}
+
+// runUntil runs the pool until order no's only job is in state.
+func runUntil(t *testing.T, pool *retry.Pool, s *ledger.Store, no, state string) ledger.OutboxJob {
+	t.Helper()
+	for range 200 {
+		if _, err := pool.RunOnce(context.Background(), "t-w0"); err != nil {
+			t.Fatal(err)
+		}
+		jobs, err := s.Outbox().JobsOf(context.Background(), no)
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("jobs of %s: %v, %v", no, jobs, err)
+		}
+		if jobs[0].State == state {
+			return jobs[0]
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("job of %s never %s", no, state)
+	return ledger.OutboxJob{}
+}
+
+func pay(t *testing.T, s *ledger.Store, no string) {
+	t.Helper()
+	_, err := s.ApplyTransaction(context.Background(), ledger.TransactionUpdate{
+		Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback, EventType: "TRANSACTION.SUCCESS",
+			ResourceType: "encrypt-resource", OutTradeNo: no, TransactionID: "tx-" + no, Plaintext: "{}"},
+		OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AppID: "wxapp", MchID: "1900000001",
+		PayerOpenID: "openid-1", AmountTotal: 100, PayerTotal: 100, Currency: "CNY", SuccessTime: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outsideRefund is WeChat Pay's REFUND.SUCCESS notice of a refund of order
+// no the gateway never made.
+func outsideRefund(no string) ledger.RefundUpdate {
+	return ledger.RefundUpdate{OutRefundNo: "out-" + no, State: ledger.RefundSuccess, RefundID: "503-" + no,
+		TransactionID: "tx-" + no, Amount: 100, SuccessTime: time.Now(), Source: ledger.SourceCallback, Ref: "rn-" + no,
+		Notice: &ledger.Notice{NotifyID: "rn-" + no, Source: ledger.SourceCallback, EventType: "REFUND.SUCCESS",
+			ResourceType: "encrypt-resource", OutTradeNo: no, TransactionID: "tx-" + no, OutRefundNo: "out-" + no, Plaintext: "{}"}}
+}
