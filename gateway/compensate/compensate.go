@@ -117,17 +117,46 @@ const (
 // once it is older than the safety buffer, then spaced out as it ages)
 // and returns how many it changed in the ledger. Each order's next check
 // is scheduled before it is checked, so the next page holds the next orders.
+//
+// A run is one pass: it checks each order at most once. A pass can last
+// longer than max_interval (many open orders, or a slow WeChat Pay: each
+// check may take up to CheckTimeout), so the orders checked first come due
+// again before it ends; were they checked again, every page would stay
+// full and the run would never end. So the run ends at the first page that
+// lists an order it has already listed, after checking that page's other
+// orders. The pages are sorted by when each order came due (orders never
+// checked first: SQLite and MariaDB/MySQL sort a NULL next_check_at
+// first, which TestNeverCheckedOrdersAreListedFirst holds; then by
+// next_check_at), and an order checked in this run
+// is due again only after the run began, so every order due when the run
+// began has been checked by then; the orders due again are left to the
+// next run, which Run starts at once when this one outlasted its
+// interval. A run thus makes at most one check per order open during it,
+// and ends once it has checked the orders due (it runs on only while new
+// orders keep coming due faster than it can check them, checking them).
+//
+// The safety-buffer cutoff is read again for every page, not once per run:
+// an order registered while a long run goes on comes due within it, and
+// since orders never checked come first it is checked on the next page,
+// not after the whole backlog (its lost callback is recovered in minutes).
 func (j *Job) RunOnce(ctx context.Context) (int, error) {
-	cutoff := j.store.Now().Add(-j.cfg.SafetyBuffer)
 	changed := 0
+	listed := map[string]bool{} // every order this run has listed
 	for ctx.Err() == nil {
+		cutoff := j.store.Now().Add(-j.cfg.SafetyBuffer)
 		pctx, cancel := context.WithTimeout(ctx, pageTimeout)
 		page, err := j.store.AwaitingPayment(pctx, cutoff, j.cfg.Batch)
 		cancel()
 		if err != nil {
 			return changed, err
 		}
+		passDone := len(page) < j.cfg.Batch
 		for _, p := range page {
+			if listed[p.OutTradeNo] { // due again: the pass is over
+				passDone = true
+				continue
+			}
+			listed[p.OutTradeNo] = true
 			claimed, err := j.claim(ctx, p, cutoff) // else the same orders would come back in this run
 			if err != nil {
 				return changed, err
@@ -151,7 +180,7 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 				j.cfg.Observe(result)
 			}
 		}
-		if len(page) < j.cfg.Batch {
+		if passDone {
 			break
 		}
 	}
@@ -222,19 +251,24 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) string {
 		return Failed
 	}
 	switch tx.TradeState {
-	case "NOTPAY":
+	case "NOTPAY", "PAYERROR", "REVOKED":
+		// Unpaid, and not closed at WeChat Pay: a failed or revoked
+		// attempt is no close there, so the order is closed like an
+		// unpaid one, at its expire_at and at WeChat Pay first.
 		return j.closeAtWechat(ctx, log, p)
-	case "SUCCESS", "REFUND", "CLOSED", "REVOKED", "PAYERROR":
+	case "SUCCESS", "REFUND", "CLOSED":
 		return j.apply(ctx, log, tx)
 	}
 	return Open // USERPAYING and the like: not final, ask again next run
 }
 
-// closeAtWechat closes an expired unpaid order at WeChat Pay, then asks
-// again and applies what WeChat Pay says: CLOSED closes it in the ledger;
-// SUCCESS (paid between the query and the close) records the payment.
-// Whatever the close answered (ORDERPAID, a timeout…), only the second
-// query decides; a still open order is tried again next run.
+// closeAtWechat leaves an unpaid order (NOTPAY, PAYERROR, REVOKED) open
+// until its expire_at, then closes it at WeChat Pay, asks again and
+// applies what WeChat Pay says: CLOSED (or a PAYERROR or REVOKED still
+// answered after the close) closes it in the ledger; SUCCESS (paid
+// between the query and the close) records the payment. Whatever the
+// close answered (ORDERPAID, a timeout…), only the second query decides;
+// a still open order is tried again next run.
 func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Payment) string {
 	if !j.expired(p) {
 		return Open
