@@ -36,13 +36,7 @@ import (
 func TestCheckFindsViolations(t *testing.T) {
 	s := ledgertest.OpenMySQL(t)
 	ctx := context.Background()
-	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-forged", Source: ledger.SourceCallback,
-		EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: "F1", Plaintext: "{}"},
-		OutTradeNo: "F1", TransactionID: "42F1", TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
-		SuccessTime: time.Now()}
-	if _, err := s.ApplyTransaction(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	paidInLedger(t, s, "n-forged", "F1")
 	db, err := s.DB().DB()
 	if err != nil {
 		t.Fatal(err)
@@ -590,13 +584,7 @@ func TestCheckCommittedBeforeThe2xx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-C1", Source: ledger.SourceCallback,
-		EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: "C1", Plaintext: "{}"},
-		OutTradeNo: "C1", TransactionID: "42C1", TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
-		SuccessTime: time.Now()}
-	if _, err := store.ApplyTransaction(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	paidInLedger(t, store, "n-C1", "C1")
 	d := &driver{w: &world{sql: db}}
 	o := &order{no: "C1"}
 	if d.checkCommitted(ctx, o, "n-C1"); len(d.uncommitted) != 0 {
@@ -630,13 +618,7 @@ func TestOverRefundedCountsUnsettledRefunds(t *testing.T) {
 	}{{"ABNORMAL", 1}, {"PROCESSING", 1}, {"FAILED", 0}, {"CLOSED", 0}} {
 		s := ledgertest.OpenMySQL(t)
 		ctx := context.Background()
-		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-O1", Source: ledger.SourceCallback,
-			EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: "O1", Plaintext: "{}"},
-			OutTradeNo: "O1", TransactionID: "42O1", TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
-			SuccessTime: time.Now()}
-		if _, err := s.ApplyTransaction(ctx, u); err != nil {
-			t.Fatal(err)
-		}
+		paidInLedger(t, s, "n-O1", "O1")
 		db, err := s.DB().DB()
 		if err != nil {
 			t.Fatal(err)
@@ -670,13 +652,7 @@ func TestStockEffectsOfSkippedConfirmations(t *testing.T) {
 	}{{"refunded in full, unsent", 100, false, 0}, {"refunded in part", 60, false, 1}, {"confirmed anyway", 100, true, 1}} {
 		s := ledgertest.OpenMySQL(t)
 		ctx := context.Background()
-		u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: "n-K1", Source: ledger.SourceCallback,
-			EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: "K1", Plaintext: "{}"},
-			OutTradeNo: "K1", TransactionID: "42K1", TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
-			SuccessTime: time.Now()}
-		if _, err := s.ApplyTransaction(ctx, u); err != nil {
-			t.Fatal(err)
-		}
+		paidInLedger(t, s, "n-K1", "K1")
 		db, err := s.DB().DB()
 		if err != nil {
 			t.Fatal(err)
@@ -710,5 +686,18 @@ func TestStockEffectsOfSkippedConfirmations(t *testing.T) {
 		if got.Count != tc.want {
 			t.Errorf("%s: %d stock violations %v, want %d", tc.name, got.Count, got.Examples, tc.want)
 		}
+	}
+}
+
+// paidInLedger records order no paid (100 fen, transaction "42"+no) as its
+// notification id would.
+func paidInLedger(t *testing.T, s *ledger.Store, id, no string) {
+	t.Helper()
+	u := ledger.TransactionUpdate{Notice: ledger.Notice{NotifyID: id, Source: ledger.SourceCallback,
+		EventType: "TRANSACTION.SUCCESS", ResourceType: "encrypt-resource", OutTradeNo: no, Plaintext: "{}"},
+		OutTradeNo: no, TransactionID: "42" + no, TradeState: "SUCCESS", AmountTotal: 100, PayerTotal: 100,
+		SuccessTime: time.Now()}
+	if _, err := s.ApplyTransaction(context.Background(), u); err != nil {
+		t.Fatal(err)
 	}
 }
