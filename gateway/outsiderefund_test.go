@@ -41,17 +41,7 @@ func TestRefundNoticeAfterPaymentNotice(t *testing.T) {
 			if got := rfLedger(t, s, no); got != want {
 				t.Fatalf("%s, refunded outside the gateway after its payment:\n got %s\nwant %s", no, got, want)
 			}
-			for _, edge := range []*rfEdge{e, other, other} {
-				if code := edge.post(t, "refund", refund); code != http.StatusNoContent {
-					t.Fatalf("%s: refund redelivery answered %d", no, code)
-				}
-				if code := edge.post(t, "payment", pay); code != http.StatusNoContent {
-					t.Fatalf("%s: payment redelivery answered %d", no, code)
-				}
-			}
-			if got := rfLedger(t, s, no); got != want {
-				t.Fatalf("%s after redeliveries:\n got %s\nwant %s", no, got, want)
-			}
+			redeliverBoth(t, s, no, pay, refund, want, e, other, other)
 		}
 	})
 }

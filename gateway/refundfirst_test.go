@@ -225,17 +225,7 @@ func TestRefundNoticeBeforePaymentNotice(t *testing.T) {
 			if got := rfLedger(t, s, no); got != want {
 				t.Fatalf("%s, refunded before its payment notice came:\n got %s\nwant %s", no, got, want)
 			}
-			for _, edge := range []*rfEdge{e, other, other} {
-				if code := edge.post(t, "payment", pay); code != http.StatusNoContent {
-					t.Fatalf("%s: payment redelivery answered %d", no, code)
-				}
-				if code := edge.post(t, "refund", refund); code != http.StatusNoContent {
-					t.Fatalf("%s: refund redelivery answered %d", no, code)
-				}
-			}
-			if got := rfLedger(t, s, no); got != want {
-				t.Fatalf("%s after redeliveries:\n got %s\nwant %s", no, got, want)
-			}
+			redeliverBoth(t, s, no, pay, refund, want, e, other, other)
 		}
 	})
 }
@@ -318,4 +308,20 @@ func forUpdate(s *ledger.Store) string {
 		return "FOR UPDATE"
 	}
 	return ""
+}
+
+// redeliverBoth posts the payment and refund notices of order no again to
+// each edge and checks that the ledger still reads want.
+func redeliverBoth(t *testing.T, s *ledger.Store, no string, pay, refund wxpaysim.Notification, want string, edges ...*rfEdge) {
+	t.Helper()
+	for _, edge := range edges {
+		for path, n := range map[string]wxpaysim.Notification{"payment": pay, "refund": refund} {
+			if code := edge.post(t, path, n); code != http.StatusNoContent {
+				t.Fatalf("%s: %s redelivery answered %d", no, path, code)
+			}
+		}
+	}
+	if got := rfLedger(t, s, no); got != want {
+		t.Fatalf("%s after redeliveries:\n got %s\nwant %s", no, got, want)
+	}
 }
