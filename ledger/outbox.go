@@ -262,10 +262,16 @@ func (o *Outbox) Retry(ctx context.Context, a retry.Attempt) error {
 }
 
 // Dead implements retry.Queue. A dead confirmation takes its order's
-// waiting releases with it (see holdReleases).
+// waiting releases with it (see holdReleases), and says so first if its
+// order was reported refunded outside the gateway (markHeldOutside).
 func (o *Outbox) Dead(ctx context.Context, a retry.Attempt) error {
 	return o.settle(ctx, a, map[string]any{"state": JobDead, "last_error": a.Err},
-		func(tx *gorm.DB) error { return o.s.holdReleases(tx, a.JobID) })
+		func(tx *gorm.DB) error {
+			if err := o.s.holdReleases(tx, a.JobID); err != nil {
+				return err
+			}
+			return o.s.markHeldOutside(tx, a)
+		})
 }
 
 // settle records the attempt and, if the worker still holds the lease for

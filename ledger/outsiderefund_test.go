@@ -160,7 +160,8 @@ func TestRefundNoticeAfterPaymentHoldsConfirmation(t *testing.T) {
 // TestRefundNoticeAfterPaymentLeavesOthersAlone: the hold takes only a
 // confirmation no worker has claimed: a DONE one (the stock is confirmed;
 // UNKNOWN_REFUND is flagged as before, for a person) and a RUNNING one
-// (in flight; its worker settles it as usual) are left alone. A refund
+// (in flight; its worker settles it as usual, and REFUNDED_OUTSIDE is
+// flagged, which its next attempt, if any, heeds) are left alone. A refund
 // notice that moved no money (ABNORMAL, CLOSED, PROCESSING), one naming
 // no order, one of an order not paid, and one of another transaction
 // than the order's (a duplicate payment refunded) hold nothing. An order
@@ -192,8 +193,8 @@ func TestRefundNoticeAfterPaymentLeavesOthersAlone(t *testing.T) {
 			t.Fatalf("ol-done (confirmed before the refund notice):\n got %s\nwant %s", got, want)
 		}
 		reportRefundFirst(t, s, rfRefundNotice("ol-run", "out-ol-run", ledger.RefundSuccess))
-		if got, want := rfState(t, s, "ol-run"), fmt.Sprintf("jobs [%s:%s:false] anomalies [%s:out-ol-run:SUCCESS:1]",
-			ledger.JobConfirmInventory, ledger.JobRunning, ledger.AnomalyUnknownRefund); got != want {
+		if got, want := rfState(t, s, "ol-run"), fmt.Sprintf("jobs [%s:%s:false] anomalies [%s:refunded:ol-run:1 %s:out-ol-run:SUCCESS:1]",
+			ledger.JobConfirmInventory, ledger.JobRunning, ledger.AnomalyRefundedOutside, ledger.AnomalyUnknownRefund); got != want {
 			t.Fatalf("ol-run (claimed before the refund notice):\n got %s\nwant %s", got, want)
 		}
 		// Its worker still holds the lease and settles it.
@@ -317,8 +318,9 @@ func TestRefundNoticeAfterPaymentHoldsWaitingReleases(t *testing.T) {
 // TestRefundNoticeAfterPaymentYieldsToAClaim: on MySQL a worker's claim
 // locks the confirmation (SKIP LOCKED) and moves it to RUNNING. A refund
 // notice stored meanwhile waits for that row and then finds it RUNNING:
-// the hold is conditional on PENDING, so it does not overwrite the claim,
-// and the worker settles its attempt. Without the claim the same notice
+// the hold is conditional on PENDING, so it does not overwrite the claim
+// (it flags REFUNDED_OUTSIDE), and the worker settles its attempt.
+// Without the claim the same notice
 // holds the confirmation.
 func TestRefundNoticeAfterPaymentYieldsToAClaim(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
@@ -365,8 +367,8 @@ func TestRefundNoticeAfterPaymentYieldsToAClaim(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("the refund notice never finished")
 		}
-		if got, want := rfState(t, s, "oy-1"), fmt.Sprintf("jobs [%s:%s:false] anomalies [%s:out-oy-1:SUCCESS:1]",
-			ledger.JobConfirmInventory, ledger.JobRunning, ledger.AnomalyUnknownRefund); got != want {
+		if got, want := rfState(t, s, "oy-1"), fmt.Sprintf("jobs [%s:%s:false] anomalies [%s:refunded:oy-1:1 %s:out-oy-1:SUCCESS:1]",
+			ledger.JobConfirmInventory, ledger.JobRunning, ledger.AnomalyRefundedOutside, ledger.AnomalyUnknownRefund); got != want {
 			t.Fatalf("oy-1 (claimed while its refund notice was stored):\n got %s\nwant %s", got, want)
 		}
 		if err := s.Outbox().Complete(ctx, retry.Attempt{JobID: id, Number: 1, Worker: "w-a", Outcome: retry.OutcomeDone,

@@ -284,7 +284,7 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 		return fmt.Errorf("hold confirmation %s: %w", key, res.Error)
 	}
 	if res.RowsAffected == 0 { // none, or claimed, done or held already
-		return nil
+		return s.flagIfSending(tx, p, key, outRefundNo)
 	}
 	var job outboxJobRow
 	if err := tx.Where("job_key = ?", key).Take(&job).Error; err != nil {
@@ -298,6 +298,26 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 		return err
 	}
 	return s.recordAnomaly(tx, refundedAfterFlag(p, outRefundNo))
+}
+
+// flagIfSending flags REFUNDED_OUTSIDE for an order whose confirmation a
+// worker holds (RUNNING) when the word of a refund outside the gateway
+// comes: it cannot be held now, but if that attempt does not take effect,
+// the next one holds it, and a dead letter says why (RefundedOutside reads
+// this flag). A confirmation done or held already needs no more.
+func (s *Store) flagIfSending(tx *gorm.DB, p *Payment, key, outRefundNo string) error {
+	var n int64
+	if err := tx.Model(&outboxJobRow{}).Where("job_key = ? AND state = ?", key, JobRunning).Count(&n).Error; err != nil {
+		return fmt.Errorf("read confirmation %s: %w", key, err)
+	}
+	if n == 0 {
+		return nil
+	}
+	a := refundedAfterFlag(p, outRefundNo)
+	a.Detail = fmt.Sprintf("WeChat Pay reported refund %s of order %s SUCCESS (anomaly UNKNOWN_REFUND), a refund the gateway "+
+		"never made, while its stock confirmation (job %s) was being sent: if that attempt did not take effect, the "+
+		"job is held in the dead letters: replay it if the order ships", outRefundNo, p.OutTradeNo, key)
+	return s.recordAnomaly(tx, a)
 }
 
 // refundedAfterFlag: WeChat Pay's REFUND.SUCCESS notice of a refund the

@@ -3,6 +3,9 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"strings"
+
+	"gorm.io/gorm"
 
 	"paygateway/retry"
 )
@@ -42,20 +45,49 @@ func (s *Store) ConfirmationSkipped(ctx context.Context, outTradeNo string) (boo
 
 // RefundedOutside reports whether WeChat Pay said, since a person last
 // replayed job jobID (the order's confirmation), that money of the order
-// went back by no refund of the gateway: a REFUND.SUCCESS notice of a
-// refund the ledger never made (UNKNOWN_REFUND "…:SUCCESS") or a
-// REFUNDED_OUTSIDE flag. The confirmation is then held for a person, as
+// went back by no refund of the gateway (REFUNDED_OUTSIDE: flagged only
+// for a refund of the transaction the ledger holds paid, never a
+// duplicate payment's). The confirmation is then held for a person, as
 // when that was known before it was first sent; a replay after the last
 // such word sends it.
 func (s *Store) RefundedOutside(ctx context.Context, outTradeNo string, jobID uint64) (bool, error) {
+	return refundedOutside(s.db.WithContext(ctx), outTradeNo, jobID)
+}
+
+func refundedOutside(tx *gorm.DB, outTradeNo string, jobID uint64) (bool, error) {
 	var n int64
-	err := s.db.WithContext(ctx).Raw(`SELECT COUNT(*) FROM anomalies a WHERE a.out_trade_no = ?
-		AND ((a.kind = ? AND a.ref LIKE ?) OR a.kind = ?)
+	err := tx.Raw(`SELECT COUNT(*) FROM anomalies a WHERE a.out_trade_no = ? AND a.kind = ?
 		AND NOT EXISTS (SELECT 1 FROM outbox_attempts r WHERE r.job_id = ? AND r.outcome = ? AND r.finished_at >= a.last_seen)`,
-		outTradeNo, AnomalyUnknownRefund, "%:"+string(RefundSuccess), AnomalyRefundedOutside,
-		jobID, string(retry.OutcomeReplayed)).Scan(&n).Error
+		outTradeNo, AnomalyRefundedOutside, jobID, string(retry.OutcomeReplayed)).Scan(&n).Error
 	if err != nil {
 		return false, fmt.Errorf("read refunds of %s outside the gateway: %w", outTradeNo, err)
 	}
 	return n > 0, nil
 }
+
+// markHeldOutside: a confirmation that died for another reason (an
+// inventory refusal, max_elapsed in an outage) after WeChat Pay reported
+// its order refunded outside the gateway says so first, so that a person
+// replaying it decides knowing it (a replay sends it).
+func (s *Store) markHeldOutside(tx *gorm.DB, a retry.Attempt) error {
+	var job outboxJobRow
+	if err := tx.Where("id = ?", a.JobID).Take(&job).Error; err != nil {
+		return fmt.Errorf("read dead job %d: %w", a.JobID, err)
+	}
+	if job.Kind != JobConfirmInventory || strings.HasPrefix(a.Err, "held:") {
+		return nil
+	}
+	outside, err := refundedOutside(tx, job.OutTradeNo, job.ID)
+	if err != nil || !outside {
+		return err
+	}
+	err = tx.Model(&outboxJobRow{}).Where("id = ?", job.ID).
+		Update("last_error", truncate(heldRefundedOutside+" (last error: "+a.Err+")", lastErrorLen)).Error
+	if err != nil {
+		return fmt.Errorf("mark dead job %d held: %w", job.ID, err)
+	}
+	return nil
+}
+
+// lastErrorLen is the size of outbox_jobs.last_error.
+const lastErrorLen = 512

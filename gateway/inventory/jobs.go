@@ -27,13 +27,14 @@ type Orders interface {
 	// ConfirmationSkipped: the order's confirmation finished unsent.
 	ConfirmationSkipped(ctx context.Context, outTradeNo string) (bool, error)
 	// RefundedOutside: WeChat Pay said money of the order went back by no
-	// refund of the gateway, since confirmation job jobID was last replayed.
+	// refund of the gateway (REFUNDED_OUTSIDE), since confirmation job jobID
+	// was last replayed.
 	RefundedOutside(ctx context.Context, outTradeNo string, jobID uint64) (bool, error)
 }
 
 // errHeldOutside dead-letters a confirmation for a person to decide on.
 var errHeldOutside = errors.New("held: WeChat Pay reports the order refunded outside the gateway " +
-	"(anomaly UNKNOWN_REFUND or REFUNDED_OUTSIDE); replay this job to confirm the stock if the order ships")
+	"(anomaly REFUNDED_OUTSIDE); replay this job to confirm the stock if the order ships")
 
 var (
 	_ retry.Handler = retry.HandlerFunc((*Jobs)(nil).Confirm)

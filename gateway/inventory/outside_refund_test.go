@@ -102,3 +102,90 @@ func outsideRefund(no string) ledger.RefundUpdate {
 		Notice: &ledger.Notice{NotifyID: "rn-" + no, Source: ledger.SourceCallback, EventType: "REFUND.SUCCESS",
 			ResourceType: "encrypt-resource", OutTradeNo: no, TransactionID: "tx-" + no, OutRefundNo: "out-" + no, Plaintext: "{}"}}
 }
+
+// confirmPool delivers confirmations to the inventory at url.
+func confirmPool(s *ledger.Store, url string) *retry.Pool {
+	jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: url, Timeout: time.Second}), Orders: s}
+	return retry.NewPool(retry.PoolConfig{Name: "t", Workers: 1, Batch: 10, Lease: 10 * time.Second,
+		AttemptTimeout: 2 * time.Second, Policy: retry.Policy{Initial: time.Millisecond, Max: time.Millisecond,
+			MaxElapsed: time.Minute}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm)})
+}
+
+// TestDuplicatesRefundDoesNotHold: a refund outside the gateway of a
+// duplicate payment's transaction (as DUPLICATE_PAYMENT asks) leaves the
+// paid order's confirmation alone: it is sent.
+func TestDuplicatesRefundDoesNotHold(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		const no = "dup-refunded"
+		sim := inventorysim.New()
+		srv := httptest.NewServer(sim.Handler())
+		defer srv.Close()
+		pay(t, s, no)
+		u := outsideRefund(no)
+		u.TransactionID, u.Notice.TransactionID = "tx2-"+no, "tx2-"+no // the duplicate's transaction
+		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("duplicate's refund notice: %v", err)
+		}
+		jobs, _ := s.Outbox().JobsOf(ctx, no)
+		t.Logf("after the duplicate's refund notice: job %s %q", jobs[0].State, jobs[0].LastError)
+		pool := confirmPool(s, srv.URL)
+		for range 50 {
+			if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
+				t.Fatal(err)
+			}
+			jobs, _ = s.Outbox().JobsOf(ctx, no)
+			if jobs[0].State == ledger.JobDone || jobs[0].State == ledger.JobDead {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if jobs[0].State != ledger.JobDone || sim.ConfirmCount(no) != 1 {
+			t.Fatalf("paid order (only its duplicate refunded): job %s %q, confirmed %d; want DONE, sent once",
+				jobs[0].State, jobs[0].LastError, sim.ConfirmCount(no))
+		}
+	})
+}
+
+// TestDeadLetterSaysHeld: word of a refund outside the gateway came while
+// the confirmation's attempt was under way, and that attempt died for
+// another reason (an inventory refusal): the dead letter says it is held
+// and why it died, so the person who replays it (which sends it) knows.
+func TestDeadLetterSaysHeld(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		const no = "replay-other"
+		sim := inventorysim.New()
+		var once sync.Once
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
+				first := false
+				once.Do(func() { first = true })
+				if first {
+					if _, err := s.ApplyRefund(ctx, outsideRefund(no)); !errors.Is(err, ledger.ErrNotFound) {
+						t.Errorf("outside refund notice: %v", err)
+					}
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusBadRequest)
+					w.Write([]byte(`{"code":"BAD_REQUEST"}`))
+					return
+				}
+			}
+			sim.Handler().ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		pay(t, s, no)
+		pool := confirmPool(s, srv.URL)
+		job := runUntil(t, pool, s, no, ledger.JobDead)
+		if !strings.HasPrefix(job.LastError, "held:") || !strings.Contains(job.LastError, "BAD_REQUEST") {
+			t.Fatalf("dead letter shown to a person: %q; want held, with the last error", job.LastError)
+		}
+		if _, err := s.Outbox().Replay(ctx, job.ID, "ops:test"); err != nil {
+			t.Fatal(err)
+		}
+		runUntil(t, pool, s, no, ledger.JobDone) // the person decided, knowing
+		if got := sim.ConfirmCount(no); got != 1 {
+			t.Fatalf("after the replay: confirmed %d, want 1", got)
+		}
+	})
+}
