@@ -145,7 +145,7 @@ func (s *Store) applyBatch(tx *gorm.DB, us []TransactionUpdate) error {
 	// notice's flag written meanwhile is then either waited for here (a
 	// locking read) or its transaction finds the payment row. One query
 	// for the whole batch.
-	refunded, err := refundFirst(tx, paid)
+	refunded, err := s.refundFirst(tx, paid)
 	if err != nil {
 		return err
 	}
