@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -278,13 +279,15 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 	p := pay.payment()
 	key := "confirm:" + outTradeNo
 	now := s.now()
-	res := tx.Model(&outboxJobRow{}).Where("job_key = ? AND state = ?", key, JobPending).
+	// Only a confirmation never attempted is held here: an attempted one
+	// may have taken effect (its answer lost); see flagUnheld.
+	res := tx.Model(&outboxJobRow{}).Where("job_key = ? AND state = ? AND attempts = 0", key, JobPending).
 		Updates(map[string]any{"state": JobDead, "last_error": heldRefundedOutside, "updated_at": now})
 	if res.Error != nil {
 		return fmt.Errorf("hold confirmation %s: %w", key, res.Error)
 	}
-	if res.RowsAffected == 0 { // none, or claimed, done or held already
-		return s.flagIfSending(tx, p, key, outRefundNo)
+	if res.RowsAffected == 0 { // none, attempted, claimed, done or held already
+		return s.flagUnheld(tx, p, key, outRefundNo)
 	}
 	var job outboxJobRow
 	if err := tx.Where("job_key = ?", key).Take(&job).Error; err != nil {
@@ -300,23 +303,37 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 	return s.recordAnomaly(tx, refundedAfterFlag(p, outRefundNo))
 }
 
-// flagIfSending flags REFUNDED_OUTSIDE for an order whose confirmation a
-// worker holds (RUNNING) when the word of a refund outside the gateway
-// comes: it cannot be held now, but if that attempt does not take effect,
-// the next one holds it, and a dead letter says why (RefundedOutside reads
-// this flag). A confirmation done or held already needs no more.
-func (s *Store) flagIfSending(tx *gorm.DB, p *Payment, key, outRefundNo string) error {
-	var n int64
-	if err := tx.Model(&outboxJobRow{}).Where("job_key = ? AND state = ?", key, JobRunning).Count(&n).Error; err != nil {
+// flagUnheld handles a confirmation the notice of a refund outside the
+// gateway could not hold: one a worker holds (RUNNING) or attempted
+// already (PENDING, attempts > 0), which may have taken effect. It flags
+// REFUNDED_OUTSIDE: the next attempt asks the inventory first, and if the
+// stock is not confirmed it is held then (RefundedOutside reads the
+// flag). One dead for another reason says it is held from now on, so that
+// a replay is a person's informed choice. One done, or held already,
+// needs nothing.
+func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) error {
+	var job outboxJobRow
+	err := tx.Where("job_key = ?", key).Take(&job).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("read confirmation %s: %w", key, err)
 	}
-	if n == 0 {
+	switch {
+	case job.State == JobRunning || job.State == JobPending:
+	case job.State == JobDead && !strings.HasPrefix(job.LastError, "held:"):
+		if err := markHeld(tx, job.ID, job.LastError); err != nil {
+			return err
+		}
+	default:
 		return nil
 	}
 	a := refundedAfterFlag(p, outRefundNo)
 	a.Detail = fmt.Sprintf("WeChat Pay reported refund %s of order %s SUCCESS (anomaly UNKNOWN_REFUND), a refund the gateway "+
-		"never made, while its stock confirmation (job %s) was being sent: if that attempt did not take effect, the "+
-		"job is held in the dead letters: replay it if the order ships", outRefundNo, p.OutTradeNo, key)
+		"never made, after its stock confirmation (job %s) was attempted: it may have taken effect. If it did not, its next "+
+		"attempt holds it in the dead letters (a dead one says held now): replay it if the order ships",
+		outRefundNo, p.OutTradeNo, key)
 	return s.recordAnomaly(tx, a)
 }
 

@@ -81,10 +81,16 @@ func (s *Store) markHeldOutside(tx *gorm.DB, a retry.Attempt) error {
 	if err != nil || !outside {
 		return err
 	}
-	err = tx.Model(&outboxJobRow{}).Where("id = ?", job.ID).
-		Update("last_error", truncate(heldRefundedOutside+" (last error: "+a.Err+")", lastErrorLen)).Error
+	return markHeld(tx, job.ID, a.Err)
+}
+
+// markHeld makes a dead confirmation's last error say that it is held for
+// a refund outside the gateway, keeping why it died.
+func markHeld(tx *gorm.DB, id uint64, lastErr string) error {
+	err := tx.Model(&outboxJobRow{}).Where("id = ?", id).
+		Update("last_error", truncate(heldRefundedOutside+" (last error: "+lastErr+")", lastErrorLen)).Error
 	if err != nil {
-		return fmt.Errorf("mark dead job %d held: %w", job.ID, err)
+		return fmt.Errorf("mark dead job %d held: %w", id, err)
 	}
 	return nil
 }

@@ -32,9 +32,16 @@ type Orders interface {
 	RefundedOutside(ctx context.Context, outTradeNo string, jobID uint64) (bool, error)
 }
 
-// errHeldOutside dead-letters a confirmation for a person to decide on.
-var errHeldOutside = errors.New("held: WeChat Pay reports the order refunded outside the gateway " +
-	"(anomaly REFUNDED_OUTSIDE); replay this job to confirm the stock if the order ships")
+// errHeldOutside dead-letters a confirmation for a person to decide on;
+// errHeldOutsideSent one an earlier attempt sent, whose request may yet
+// take effect.
+var (
+	errHeldOutside = errors.New("held: WeChat Pay reports the order refunded outside the gateway " +
+		"(anomaly REFUNDED_OUTSIDE); replay this job to confirm the stock if the order ships")
+	errHeldOutsideSent = errors.New("held: WeChat Pay reports the order refunded outside the gateway " +
+		"(anomaly REFUNDED_OUTSIDE); an earlier attempt was sent and the inventory did not have it when asked, " +
+		"but it may still take effect; a replay asks the inventory first and confirms the stock if the order ships")
+)
 
 var (
 	_ retry.Handler = retry.HandlerFunc((*Jobs)(nil).Confirm)
@@ -74,6 +81,9 @@ func (j *Jobs) checkOrder(ctx context.Context, job retry.Job, outTradeNo string)
 	outside, err := j.Orders.RefundedOutside(ctx, outTradeNo, job.ID)
 	if err != nil {
 		return fmt.Errorf("job %d: %w", job.ID, err)
+	}
+	if outside && job.Attempt > 1 {
+		return retry.Permanent(errHeldOutsideSent)
 	}
 	if outside {
 		return retry.Permanent(errHeldOutside)

@@ -103,12 +103,13 @@ func outsideRefund(no string) ledger.RefundUpdate {
 			ResourceType: "encrypt-resource", OutTradeNo: no, TransactionID: "tx-" + no, OutRefundNo: "out-" + no, Plaintext: "{}"}}
 }
 
-// confirmPool delivers confirmations to the inventory at url.
+// confirmPool delivers confirmations and releases to the inventory at url.
 func confirmPool(s *ledger.Store, url string) *retry.Pool {
 	jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: url, Timeout: time.Second}), Orders: s}
 	return retry.NewPool(retry.PoolConfig{Name: "t", Workers: 1, Batch: 10, Lease: 10 * time.Second,
 		AttemptTimeout: 2 * time.Second, Policy: retry.Policy{Initial: time.Millisecond, Max: time.Millisecond,
-			MaxElapsed: time.Minute}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm)})
+			MaxElapsed: time.Minute}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm),
+		ledger.JobReleaseInventory: retry.HandlerFunc(jobs.Release)})
 }
 
 // TestDuplicatesRefundDoesNotHold: a refund outside the gateway of a
@@ -186,6 +187,99 @@ func TestDeadLetterSaysHeld(t *testing.T) {
 		runUntil(t, pool, s, no, ledger.JobDone) // the person decided, knowing
 		if got := sim.ConfirmCount(no); got != 1 {
 			t.Fatalf("after the replay: confirmed %d, want 1", got)
+		}
+	})
+}
+
+// TestAttemptedConfirmationIsAskedBeforeHeld: the confirmation's first
+// attempt took effect at the inventory but its answer was lost; then
+// WeChat Pay reports 30 of 100 fen refunded outside the gateway, and the
+// gateway refunds the other 70. The notice must not hold the attempted
+// confirmation as unsent: its next attempt asks, finds it applied, and the
+// gateway refund's release follows.
+func TestAttemptedConfirmationIsAskedBeforeHeld(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		const no = "applied-lost"
+		sim := inventorysim.New()
+		var once sync.Once
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			first := false
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
+				once.Do(func() { first = true })
+			}
+			if first { // applied, answer lost
+				sim.Handler().ServeHTTP(httptest.NewRecorder(), r)
+				http.Error(w, `{"code":"INTERNAL"}`, http.StatusBadGateway)
+				return
+			}
+			sim.Handler().ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		pay(t, s, no)
+		pool := confirmPool(s, srv.URL)
+		if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
+			t.Fatal(err)
+		}
+		u := outsideRefund(no)
+		u.Amount = 30
+		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("outside refund notice: %v", err)
+		}
+		if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: "R" + no, Amount: 70,
+			Requester: "openid-1", CheckAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, to := range []ledger.RefundState{ledger.RefundProcessing, ledger.RefundSuccess} {
+			if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "R" + no, State: to, Source: ledger.SourceQuery}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 200 {
+			if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
+				t.Fatal(err)
+			}
+			if sim.ReleaseCount(no) > 0 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if c, r := sim.ConfirmCount(no), sim.ReleaseCount(no); c != 1 || r != 1 {
+			jobs, _ := s.Outbox().JobsOf(ctx, no)
+			t.Fatalf("inventory confirmed %d, released %d (jobs %+v); want the applied confirmation kept and the release sent", c, r, jobs)
+		}
+	})
+}
+
+// TestDeadConfirmationSaysHeldAfterLaterOutsideRefund: a confirmation dead
+// for another reason (an inventory refusal) before WeChat Pay reports its
+// order refunded outside the gateway says held from then on, keeping why
+// it died, so a replay is a person's informed choice.
+func TestDeadConfirmationSaysHeldAfterLaterOutsideRefund(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		const no = "dead-first"
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"code":"BAD_REQUEST"}`))
+		}))
+		defer srv.Close()
+		pay(t, s, no)
+		job := runUntil(t, confirmPool(s, srv.URL), s, no, ledger.JobDead)
+		if _, err := s.ApplyRefund(ctx, outsideRefund(no)); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("outside refund notice: %v", err)
+		}
+		jobs, err := s.Outbox().JobsOf(ctx, no)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outside, err := s.RefundedOutside(ctx, no, job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := jobs[0].LastError; !strings.HasPrefix(last, "held:") || !strings.Contains(last, "BAD_REQUEST") || !outside {
+			t.Fatalf("dead letter %q, REFUNDED_OUTSIDE %v; want held, with why it died, and flagged", last, outside)
 		}
 	})
 }
