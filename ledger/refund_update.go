@@ -313,7 +313,9 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 // needs nothing.
 func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) error {
 	var job outboxJobRow
-	err := tx.Where("job_key = ?", key).Take(&job).Error
+	// Locked: a worker's settle that moves it to DEAD meanwhile waits, and
+	// then finds the flag (markHeldOutside) instead of missing it.
+	err := lockForUpdate(tx).Where("job_key = ?", key).Take(&job).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil
 	}
@@ -323,7 +325,7 @@ func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) err
 	switch {
 	case job.State == JobRunning || job.State == JobPending:
 	case job.State == JobDead && !strings.HasPrefix(job.LastError, "held:"):
-		if err := markHeld(tx, job.ID, job.LastError); err != nil {
+		if err := markHeld(tx, job, job.LastError); err != nil {
 			return err
 		}
 	default:

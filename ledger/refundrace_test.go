@@ -12,6 +12,7 @@ import (
 
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
+	"paygateway/retry"
 )
 
 // TestPaymentWaitsForAnUncommittedRefundFlag: a refund notice's
@@ -135,5 +136,82 @@ func TestBatchSeesARefundFlagWrittenMeanwhile(t *testing.T) {
 	}
 	if got, want := rfState(t, s, "bx-1"), heldState("bx-1", "out-bx-1"); got != want {
 		t.Fatalf("outside refund recorded while the batch ran:\n got %s\nwant %s", got, want)
+	}
+}
+
+// pauseIn returns a copy of s whose clock blocks (once) when called from
+// a function whose name ends in fn, until resume is closed.
+func pauseIn(s *ledger.Store, fn string) (*ledger.Store, chan struct{}, chan struct{}) {
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	sc := s.WithClock(func() time.Time {
+		pc := make([]uintptr, 30)
+		n := runtime.Callers(2, pc)
+		frames := runtime.CallersFrames(pc[:n])
+		for {
+			f, more := frames.Next()
+			if strings.HasSuffix(f.Function, fn) {
+				once.Do(func() { close(paused); <-resume })
+				break
+			}
+			if !more {
+				break
+			}
+		}
+		return time.Now()
+	})
+	return sc, paused, resume
+}
+
+// TestDeathDuringAnOutsideNoticeSaysHeld: a confirmation attempt dies (an
+// inventory refusal) while the REFUND.SUCCESS notice of an outside refund,
+// which found the job claimed, is being stored: the dead letter still says
+// held (the settle waits for the notice's lock and then sees its flag).
+func TestDeathDuringAnOutsideNoticeSaysHeld(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	ctx := context.Background()
+	const no = "rv-dead"
+	orPay(t, s, no)
+	q := s.Outbox()
+	claimed, err := q.Claim(ctx, "w-a", 10, time.Hour)
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	c := claimed[0]
+	sc, paused, resume := pauseIn(s, "ledger.(*Store).flagUnheld")
+	noticed := make(chan error, 1)
+	go func() {
+		_, err := sc.ApplyRefund(ctx, rfRefundNotice(no, "out-"+no, ledger.RefundSuccess))
+		noticed <- err
+	}()
+	select {
+	case <-paused: // the notice found the job RUNNING, REFUNDED_OUTSIDE not yet written
+	case err := <-noticed:
+		t.Fatalf("notice finished without reaching flagUnheld: %v", err)
+	}
+	now := time.Now().UTC()
+	died := make(chan error, 1)
+	go func() {
+		died <- q.Dead(ctx, retry.Attempt{JobID: c.ID, Number: 1, Worker: "w-a", Outcome: retry.OutcomeDead,
+			Err: "inventory refused: 422 SKU_UNKNOWN", StartedAt: now, FinishedAt: now})
+	}()
+	var derr error
+	select {
+	case derr = <-died:
+		close(resume)
+	case <-time.After(time.Second):
+		close(resume)
+		derr = <-died
+	}
+	if err := <-noticed; !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("notice: %v", err)
+	}
+	if derr != nil {
+		t.Fatalf("dead settle: %v", derr)
+	}
+	job := orConfirmation(t, s, no)
+	if !strings.HasPrefix(job.LastError, "held:") || !strings.Contains(job.LastError, "SKU_UNKNOWN") {
+		t.Fatalf("confirmation dead while an outside refund's notice was stored: last_error %q (%s); want held, "+
+			"with why it died, so that a replay is a person's informed choice", job.LastError, rfState(t, s, no))
 	}
 }

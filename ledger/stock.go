@@ -81,19 +81,32 @@ func (s *Store) markHeldOutside(tx *gorm.DB, a retry.Attempt) error {
 	if err != nil || !outside {
 		return err
 	}
-	return markHeld(tx, job.ID, a.Err)
+	return markHeld(tx, job, a.Err)
 }
 
 // markHeld makes a dead confirmation's last error say that it is held for
-// a refund outside the gateway, keeping why it died.
-func markHeld(tx *gorm.DB, id uint64, lastErr string) error {
-	err := tx.Model(&outboxJobRow{}).Where("id = ?", id).
-		Update("last_error", truncate(heldRefundedOutside+" (last error: "+lastErr+")", lastErrorLen)).Error
+// a refund outside the gateway, keeping why it died. One attempted may
+// have taken effect: it says so, for a person whose order does not ship
+// must then replay it too (the replay asks the inventory first), or the
+// releases held behind it never give the stock back.
+func markHeld(tx *gorm.DB, job outboxJobRow, lastErr string) error {
+	held := heldRefundedOutside
+	if job.Attempts > 0 {
+		held = heldRefundedOutsideAttempted
+	}
+	err := tx.Model(&outboxJobRow{}).Where("id = ?", job.ID).
+		Update("last_error", truncate(held+" (last error: "+lastErr+")", lastErrorLen)).Error
 	if err != nil {
-		return fmt.Errorf("mark dead job %d held: %w", id, err)
+		return fmt.Errorf("mark dead job %d held: %w", job.ID, err)
 	}
 	return nil
 }
+
+// heldRefundedOutsideAttempted is heldRefundedOutside for a confirmation
+// an earlier attempt may have put into effect.
+const heldRefundedOutsideAttempted = "held: WeChat Pay reports the order refunded outside the gateway (anomaly " +
+	"REFUNDED_OUTSIDE); an earlier attempt may have confirmed the stock. Replay this job if the order ships, or if " +
+	"the inventory has the confirmation (the replay asks it first, and then the releases held behind it run)"
 
 // lastErrorLen is the size of outbox_jobs.last_error.
 const lastErrorLen = 512

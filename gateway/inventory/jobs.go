@@ -33,14 +33,15 @@ type Orders interface {
 }
 
 // errHeldOutside dead-letters a confirmation for a person to decide on;
-// errHeldOutsideSent one an earlier attempt sent, whose request may yet
-// take effect.
+// errHeldOutsideSent one an earlier attempt may have sent, whose request
+// may yet take effect.
 var (
 	errHeldOutside = errors.New("held: WeChat Pay reports the order refunded outside the gateway " +
 		"(anomaly REFUNDED_OUTSIDE); replay this job to confirm the stock if the order ships")
 	errHeldOutsideSent = errors.New("held: WeChat Pay reports the order refunded outside the gateway " +
-		"(anomaly REFUNDED_OUTSIDE); an earlier attempt was sent and the inventory did not have it when asked, " +
-		"but it may still take effect; a replay asks the inventory first and confirms the stock if the order ships")
+		"(anomaly REFUNDED_OUTSIDE); an earlier attempt may have been sent: the inventory did not have it when asked, " +
+		"but it may still take effect. Replay this job if the order ships, or if the inventory has the confirmation " +
+		"(the replay asks it first, and then the releases held behind it run)")
 )
 
 var (

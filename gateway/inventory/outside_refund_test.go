@@ -283,3 +283,74 @@ func TestDeadConfirmationSaysHeldAfterLaterOutsideRefund(t *testing.T) {
 		}
 	})
 }
+
+// TestAttemptedDeadConfirmationSaysItMayBeInEffect: attempt 1 put the
+// confirmation into effect but its answer was lost, an outside refund of
+// 30 fen and a gateway refund of 70 followed, and the inventory's query
+// then failed until max_elapsed. The dead letter must say the stock may be
+// confirmed: a person whose order does not ship must still replay it, or
+// the gateway refund's release held behind it never runs.
+func TestAttemptedDeadConfirmationSaysItMayBeInEffect(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		const no = "rv-applied-dead"
+		sim := inventorysim.New()
+		var once sync.Once
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet {
+				http.Error(w, `{"code":"UNAVAILABLE"}`, http.StatusServiceUnavailable)
+				return
+			}
+			first := false
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
+				once.Do(func() { first = true })
+			}
+			if first { // applied, answer lost
+				sim.Handler().ServeHTTP(httptest.NewRecorder(), r)
+				http.Error(w, `{"code":"INTERNAL"}`, http.StatusBadGateway)
+				return
+			}
+			sim.Handler().ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		pay(t, s, no)
+		jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: time.Second}), Orders: s}
+		pool := retry.NewPool(retry.PoolConfig{Name: "t", Workers: 1, Batch: 10, Lease: 10 * time.Second,
+			AttemptTimeout: 2 * time.Second, Policy: retry.Policy{Initial: time.Millisecond, Max: time.Millisecond,
+				MaxElapsed: 300 * time.Millisecond}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm),
+			ledger.JobReleaseInventory: retry.HandlerFunc(jobs.Release)})
+		if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
+			t.Fatal(err)
+		}
+		u := outsideRefund(no)
+		u.Amount = 30
+		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("outside refund notice: %v", err)
+		}
+		if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: "R" + no, Amount: 70,
+			Requester: "openid-1", CheckAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, to := range []ledger.RefundState{ledger.RefundProcessing, ledger.RefundSuccess} {
+			if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "R" + no, State: to, Source: ledger.SourceQuery}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var all []ledger.OutboxJob
+		for range 400 {
+			if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
+				t.Fatal(err)
+			}
+			all, _ = s.Outbox().JobsOf(ctx, no)
+			if all[0].State == ledger.JobDead {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		c := all[0]
+		if c.State != ledger.JobDead || sim.ConfirmCount(no) != 1 || !strings.Contains(c.LastError, "may have confirmed the stock") {
+			t.Fatalf("confirmation %s %q, inventory confirmed %d; want dead, saying an earlier attempt may have "+
+				"confirmed the stock (so a person replays it to run the held releases)", c.State, c.LastError, sim.ConfirmCount(no))
+		}
+	})
+}
