@@ -11,11 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"paygateway/gateway/inventory"
 	"paygateway/gateway/inventory/inventorysim"
-	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
-	"paygateway/retry"
 )
 
 // TestLateConfirmationIsNotSkipped: attempt 1 of a confirmation reaches
@@ -48,63 +45,22 @@ func TestLateConfirmationIsNotSkipped(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	defer srv.Close()
-	jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: 200 * time.Millisecond}), Orders: s}
-	q := s.Outbox()
-
-	no := "rv-inflight"
-	if _, err := s.ApplyTransaction(ctx, ledger.TransactionUpdate{
-		Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback, EventType: "TRANSACTION.SUCCESS",
-			ResourceType: "encrypt-resource", OutTradeNo: no, TransactionID: "tx-" + no, Plaintext: "{}"},
-		OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", AppID: "wxapp", MchID: "1900000001",
-		PayerOpenID: "openid-1", AmountTotal: 100, PayerTotal: 100, Currency: "CNY", SuccessTime: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	run := func(kind string, h func(context.Context, retry.Job) error) error {
+	pool := confirmPool(s, srv.URL)
+	const no = "rv-inflight"
+	pay(t, s, no)
+	step := func() { // one attempt of whatever is due
 		t.Helper()
-		js, err := q.Claim(ctx, "w", 10, time.Minute)
-		if err != nil || len(js) != 1 || js[0].Kind != kind {
-			t.Fatalf("claim %s: %+v, %v", kind, js, err)
-		}
-		j := js[0]
-		herr := h(ctx, j)
-		now := time.Now().UTC()
-		a := retry.Attempt{JobID: j.ID, Number: j.Attempt, Worker: "w", StartedAt: now, FinishedAt: now}
-		switch {
-		case herr == nil:
-			a.Outcome = retry.OutcomeDone
-			err = q.Complete(ctx, a)
-		case retry.IsSkipped(herr):
-			a.Outcome, a.Err = retry.OutcomeSkipped, herr.Error()
-			err = q.Complete(ctx, a)
-		default:
-			a.Outcome, a.Err, a.NextRunAt = retry.OutcomeRetry, herr.Error(), now
-			err = q.Retry(ctx, a)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return herr
-	}
-	err := run(ledger.JobConfirmInventory, jobs.Confirm)
-	t.Logf("confirm attempt 1: %v", err)
-
-	if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: "R" + no, Amount: 100,
-		Requester: "openid-1", CheckAt: time.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	for _, to := range []ledger.RefundState{ledger.RefundProcessing, ledger.RefundSuccess} {
-		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "R" + no, State: to, Source: ledger.SourceQuery}); err != nil {
-			t.Fatal(err)
+		time.Sleep(5 * time.Millisecond) // past the 1 ms backoff
+		if n, err := pool.RunOnce(ctx, "w"); n != 1 || err != nil {
+			t.Fatalf("RunOnce = %d, %v; want one attempt", n, err)
 		}
 	}
-	err = run(ledger.JobConfirmInventory, jobs.Confirm)
-	t.Logf("confirm attempt 2: %v", err)
-
+	step() // confirmation, attempt 1: held at the server until the client gives up
+	refundHere(t, s, no, 100)
+	step() // attempt 2: the query finds nothing yet
 	// Attempt 1's request lands now.
 	sim.Handler().ServeHTTP(httptest.NewRecorder(), <-late)
-
-	err = run(ledger.JobReleaseInventory, jobs.Release)
-	t.Logf("release attempt 1: %v", err)
+	step() // the release
 	if c, r := sim.ConfirmCount(no), sim.ReleaseCount(no); c != r {
 		t.Fatalf("inventory: confirmed %d, released %d for an order refunded in full: stock confirmed, never released", c, r)
 	}

@@ -104,12 +104,69 @@ func outsideRefund(no string) ledger.RefundUpdate {
 }
 
 // confirmPool delivers confirmations and releases to the inventory at url.
-func confirmPool(s *ledger.Store, url string) *retry.Pool {
+func confirmPool(s *ledger.Store, url string) *retry.Pool { return confirmPoolFor(s, url, time.Minute) }
+
+// confirmPoolFor is confirmPool giving up on a job maxElapsed after its
+// first attempt.
+func confirmPoolFor(s *ledger.Store, url string, maxElapsed time.Duration) *retry.Pool {
 	jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: url, Timeout: time.Second}), Orders: s}
 	return retry.NewPool(retry.PoolConfig{Name: "t", Workers: 1, Batch: 10, Lease: 10 * time.Second,
 		AttemptTimeout: 2 * time.Second, Policy: retry.Policy{Initial: time.Millisecond, Max: time.Millisecond,
-			MaxElapsed: time.Minute}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm),
+			MaxElapsed: maxElapsed}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm),
 		ledger.JobReleaseInventory: retry.HandlerFunc(jobs.Release)})
+}
+
+// appliedAnswerLost serves sim, except that it answers the first
+// confirmation 502 after applying it, and, with queriesFail, every query
+// 503.
+func appliedAnswerLost(sim *inventorysim.Sim, queriesFail bool) *httptest.Server {
+	var once sync.Once
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if queriesFail && r.Method == http.MethodGet {
+			http.Error(w, `{"code":"UNAVAILABLE"}`, http.StatusServiceUnavailable)
+			return
+		}
+		first := false
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
+			once.Do(func() { first = true })
+		}
+		if first {
+			sim.Handler().ServeHTTP(httptest.NewRecorder(), r)
+			http.Error(w, `{"code":"INTERNAL"}`, http.StatusBadGateway)
+			return
+		}
+		sim.Handler().ServeHTTP(w, r)
+	}))
+}
+
+// refundedOutsideThenHere records 30 of order no's 100 fen refunded
+// outside the gateway (WeChat Pay's notice), then the other 70 refunded by
+// the gateway, up to SUCCESS.
+func refundedOutsideThenHere(t *testing.T, s *ledger.Store, no string) {
+	t.Helper()
+	ctx := context.Background()
+	u := outsideRefund(no)
+	u.Amount = 30
+	if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("outside refund notice: %v", err)
+	}
+	refundHere(t, s, no, 70)
+}
+
+// refundHere records a refund of amount of order no by the gateway
+// (R<no>), through the state machine up to SUCCESS.
+func refundHere(t *testing.T, s *ledger.Store, no string, amount int64) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: "R" + no, Amount: amount,
+		Requester: "openid-1", CheckAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []ledger.RefundState{ledger.RefundProcessing, ledger.RefundSuccess} {
+		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "R" + no, State: to, Source: ledger.SourceQuery}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestDuplicatesRefundDoesNotHold: a refund outside the gateway of a
@@ -202,39 +259,14 @@ func TestAttemptedConfirmationIsAskedBeforeHeld(t *testing.T) {
 		ctx := context.Background()
 		const no = "applied-lost"
 		sim := inventorysim.New()
-		var once sync.Once
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			first := false
-			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
-				once.Do(func() { first = true })
-			}
-			if first { // applied, answer lost
-				sim.Handler().ServeHTTP(httptest.NewRecorder(), r)
-				http.Error(w, `{"code":"INTERNAL"}`, http.StatusBadGateway)
-				return
-			}
-			sim.Handler().ServeHTTP(w, r)
-		}))
+		srv := appliedAnswerLost(sim, false)
 		defer srv.Close()
 		pay(t, s, no)
 		pool := confirmPool(s, srv.URL)
 		if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
 			t.Fatal(err)
 		}
-		u := outsideRefund(no)
-		u.Amount = 30
-		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNotFound) {
-			t.Fatalf("outside refund notice: %v", err)
-		}
-		if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: "R" + no, Amount: 70,
-			Requester: "openid-1", CheckAt: time.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-		for _, to := range []ledger.RefundState{ledger.RefundProcessing, ledger.RefundSuccess} {
-			if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "R" + no, State: to, Source: ledger.SourceQuery}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		refundedOutsideThenHere(t, s, no)
 		for range 200 {
 			if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
 				t.Fatal(err)
@@ -295,47 +327,14 @@ func TestAttemptedDeadConfirmationSaysItMayBeInEffect(t *testing.T) {
 		ctx := context.Background()
 		const no = "rv-applied-dead"
 		sim := inventorysim.New()
-		var once sync.Once
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodGet {
-				http.Error(w, `{"code":"UNAVAILABLE"}`, http.StatusServiceUnavailable)
-				return
-			}
-			first := false
-			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
-				once.Do(func() { first = true })
-			}
-			if first { // applied, answer lost
-				sim.Handler().ServeHTTP(httptest.NewRecorder(), r)
-				http.Error(w, `{"code":"INTERNAL"}`, http.StatusBadGateway)
-				return
-			}
-			sim.Handler().ServeHTTP(w, r)
-		}))
+		srv := appliedAnswerLost(sim, true)
 		defer srv.Close()
 		pay(t, s, no)
-		jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: time.Second}), Orders: s}
-		pool := retry.NewPool(retry.PoolConfig{Name: "t", Workers: 1, Batch: 10, Lease: 10 * time.Second,
-			AttemptTimeout: 2 * time.Second, Policy: retry.Policy{Initial: time.Millisecond, Max: time.Millisecond,
-				MaxElapsed: 300 * time.Millisecond}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm),
-			ledger.JobReleaseInventory: retry.HandlerFunc(jobs.Release)})
+		pool := confirmPoolFor(s, srv.URL, 300*time.Millisecond)
 		if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
 			t.Fatal(err)
 		}
-		u := outsideRefund(no)
-		u.Amount = 30
-		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNotFound) {
-			t.Fatalf("outside refund notice: %v", err)
-		}
-		if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: "R" + no, Amount: 70,
-			Requester: "openid-1", CheckAt: time.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-		for _, to := range []ledger.RefundState{ledger.RefundProcessing, ledger.RefundSuccess} {
-			if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "R" + no, State: to, Source: ledger.SourceQuery}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		refundedOutsideThenHere(t, s, no)
 		var all []ledger.OutboxJob
 		for range 400 {
 			if _, err := pool.RunOnce(ctx, "t-w0"); err != nil {
