@@ -2,14 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,31 +22,15 @@ import (
 // it (PEM), and returns it with its key and the file's path.
 func issueCert(t *testing.T, dir string, notBefore, notAfter time.Time) (wxpaysim.Cert, string) {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	c, err := wxpaysim.IssueCert(notBefore, notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 150))
-	if err != nil {
+	path := filepath.Join(dir, "platform_cert_"+c.Serial+".pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: serial.Add(serial, big.NewInt(1)),
-		Subject:   pkix.Name{CommonName: "Tenpay.com Root CA (expiry test)"},
-		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := wxpaysim.Cert{Serial: utils.GetCertificateSerialNumber(*c), Key: key, Cert: c}
-	path := filepath.Join(dir, "platform_cert_"+out.Serial+".pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return out, path
+	return c, path
 }
 
 // keysWith is k with extra platform certificates appended.

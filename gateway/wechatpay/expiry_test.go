@@ -2,17 +2,10 @@ package wechatpay_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/wechatpay-apiv3/wechatpay-go/utils"
 
 	"paygateway/gateway"
 	"paygateway/gateway/wechatpay"
@@ -23,26 +16,11 @@ import (
 // notAfter, with a key of its own, as WeChat Pay issues one per rotation.
 func expiryCert(t *testing.T, notBefore, notAfter time.Time) wxpaysim.Cert {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	c, err := wxpaysim.IssueCert(notBefore, notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 150))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: serial.Add(serial, big.NewInt(1)),
-		Subject:   pkix.Name{CommonName: "Tenpay.com Root CA (expiry test)"},
-		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return wxpaysim.Cert{Serial: utils.GetCertificateSerialNumber(*c), Key: key, Cert: c}
+	return c
 }
 
 // withCerts is k with extra platform certificates appended (CertMode(len(k.Certs)) is the first).

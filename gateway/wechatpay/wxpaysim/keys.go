@@ -75,7 +75,8 @@ func GenerateKeys(mchID, appID string) (*Keys, error) {
 	}
 	now := time.Now().UTC()
 	for i, key := range rsaKeys[2:] {
-		c, err := selfSignedCert(key, now.Add(time.Duration(i-certCount)*24*time.Hour))
+		from := now.Add(time.Duration(i-certCount) * 24 * time.Hour)
+		c, err := selfSignedCert(key, from, from.AddDate(5, 0, 0))
 		if err != nil {
 			return nil, fmt.Errorf("platform cert %d: %w", i, err)
 		}
@@ -112,9 +113,19 @@ func generateRSAKeys(n int) ([]*rsa.PrivateKey, error) {
 	return keys, nil
 }
 
-// selfSignedCert issues a 5-year self-signed certificate like WeChat's
-// platform certificates (which are issued by Tenpay's CA).
-func selfSignedCert(key *rsa.PrivateKey, notBefore time.Time) (Cert, error) {
+// IssueCert issues a platform certificate with a key of its own, valid
+// from notBefore to notAfter (tests of rotation and expiry).
+func IssueCert(notBefore, notAfter time.Time) (Cert, error) {
+	key, err := rsa.GenerateKey(rand.Reader, keyBits)
+	if err != nil {
+		return Cert{}, fmt.Errorf("generate rsa key: %w", err)
+	}
+	return selfSignedCert(key, notBefore, notAfter)
+}
+
+// selfSignedCert issues a self-signed certificate like WeChat's platform
+// certificates (which are issued by Tenpay's CA, for 5 years).
+func selfSignedCert(key *rsa.PrivateKey, notBefore, notAfter time.Time) (Cert, error) {
 	serialBytes := make([]byte, 20)
 	if _, err := rand.Read(serialBytes); err != nil {
 		return Cert{}, fmt.Errorf("serial: %w", err)
@@ -128,7 +139,7 @@ func selfSignedCert(key *rsa.PrivateKey, notBefore time.Time) (Cert, error) {
 			Organization: []string{"Tenpay.com"},
 		},
 		NotBefore:             notBefore,
-		NotAfter:              notBefore.AddDate(5, 0, 0),
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		BasicConstraintsValid: true,
 	}
