@@ -159,13 +159,20 @@ func warnUnknown(ctx context.Context, all []Migration, done map[int]bool) {
 	}
 }
 
+// migrateLock is the GET_LOCK name of the connection's database's
+// migration (at most 64 characters: a database name is at most 64).
+const migrateLock = "CONCAT('gw_migrate:', LEFT(DATABASE(), 53))"
+
 func mysqlLock(ctx context.Context, conn *sql.Conn) (func(), error) {
 	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK('gateway_migrate', 60)").Scan(&got); err != nil {
+	// Lock names are the server's, not the database's: the name carries
+	// the database, or a migration of staging's would hold production's
+	// start (two ledgers on one server).
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+migrateLock+", 60)").Scan(&got); err != nil {
 		return nil, fmt.Errorf("migrate: take lock: %w", err)
 	}
 	if got.Int64 != 1 {
-		return nil, fmt.Errorf("migrate: another instance held the migration lock for 60s")
+		return nil, fmt.Errorf("migrate: another migration of this database held its lock for 60s")
 	}
 	return func() {
 		// Bounded even when ctx has ended (a hung server must not hold the
@@ -174,7 +181,7 @@ func mysqlLock(ctx context.Context, conn *sql.Conn) (func(), error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_, _ = conn.ExecContext(rctx, "SET SESSION lock_wait_timeout = DEFAULT")
-		_, _ = conn.ExecContext(rctx, "SELECT RELEASE_LOCK('gateway_migrate')")
+		_, _ = conn.ExecContext(rctx, "SELECT RELEASE_LOCK("+migrateLock+")")
 	}, nil
 }
 

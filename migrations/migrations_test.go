@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -242,5 +243,46 @@ func TestPendingOnANewDatabase(t *testing.T) {
 			t.Errorf("%s: asking created schema_migrations", c.d)
 		}
 		sqlDB.Close()
+	}
+}
+
+// TestMigrationLockIsPerDatabase: GET_LOCK names are the server's, so the
+// migration lock names the database: a migration of another database on
+// the same server (staging beside production) does not hold this one's,
+// and one of this database does.
+func TestMigrationLockIsPerDatabase(t *testing.T) {
+	db := ledgertest.OpenMySQL(t).DB()
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unapplyColumn(t, db)
+	var name string
+	if err := db.Raw("SELECT DATABASE()").Scan(&name).Error; err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	holder, err := sqlDB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	hold := func(lock string) {
+		var got int
+		if err := holder.QueryRowContext(ctx, "SELECT GET_LOCK(?, 1)", lock).Scan(&got); err != nil || got != 1 {
+			t.Fatalf("hold %s: %d, %v", lock, got, err)
+		}
+	}
+	hold("gateway_migrate")                 // the name before it carried the database
+	hold("gw_migrate:" + name + "_staging") // another database's
+	if err := migrations.Apply(ctx, sqlDB, migrations.MySQL); err != nil {
+		t.Fatalf("another database's migration lock held: %v", err)
+	}
+	unapplyColumn(t, db)
+	hold("gw_migrate:" + name)
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := migrations.Apply(short, sqlDB, migrations.MySQL); err == nil {
+		t.Fatal("this database's migration lock held by another session: the migration ran anyway")
 	}
 }

@@ -260,11 +260,32 @@ func noSecondDocument(dec *yaml.Decoder) error {
 	}
 }
 
-// warnUnknownEnv logs each GATEWAY_* variable that sets nothing.
+// warnUnknownEnv logs each GATEWAY_* variable that sets nothing: one
+// naming no setting, and one set empty.
 func warnUnknownEnv() {
 	for _, name := range unknownEnv(os.Environ()) {
 		slog.Warn("environment variable names no gateway setting; ignored (misspelt?)", "name", name)
 	}
+	for _, name := range emptyEnv(os.Environ()) {
+		slog.Warn("environment variable is set but empty; ignored: the config file's value (or the default) stands",
+			"name", name)
+	}
+}
+
+// emptyEnv names the GATEWAY_* variables in environ set to nothing but
+// space. They are ignored (applyEnv): a deployment template rendering
+// GATEWAY_REDIS_ADDR=${REDIS_ADDR} with REDIS_ADDR unset would otherwise
+// turn off the file's Redis, and with it the guards shared by instances.
+func emptyEnv(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "GATEWAY_") && !strings.HasPrefix(name, "GATEWAY_TEST_") && strings.TrimSpace(value) == "" {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // unknownEnv names the GATEWAY_* variables in environ that set nothing: a
@@ -305,7 +326,7 @@ func applyEnv(v reflect.Value, prefix string, lookup func(string) (string, bool)
 			name = tag
 		}
 		raw, ok := lookup(name)
-		if !ok {
+		if !ok || strings.TrimSpace(raw) == "" { // set empty: a template's unset variable, not a value
 			continue
 		}
 		if err := setField(v.Field(i), raw); err != nil {

@@ -297,3 +297,26 @@ func TestSilentSettingsAreCaught(t *testing.T) {
 		t.Fatalf("unknown variables = %v, want the misspelt DSN and GATEWAY_AUTH_API_KEYS", got)
 	}
 }
+
+// TestEmptyVariableLeavesTheFileValue: a variable set empty (a template's
+// unset ${REDIS_ADDR}) is ignored, so it cannot turn off the file's Redis
+// and with it the guards instances share; the start-up warning names it.
+func TestEmptyVariableLeavesTheFileValue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte("redis:\n  addr: 10.0.0.5:6379\nhttp:\n  addr: 127.0.0.1:9000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GATEWAY_REDIS_ADDR", "")
+	t.Setenv("GATEWAY_HTTP_ADDR", "  ")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Redis.Addr != "10.0.0.5:6379" || cfg.HTTP.Addr != "127.0.0.1:9000" {
+		t.Fatalf("redis %q, http %q: an empty variable overrode the file", cfg.Redis.Addr, cfg.HTTP.Addr)
+	}
+	env := []string{"GATEWAY_REDIS_ADDR=", "GATEWAY_HTTP_ADDR= ", "GATEWAY_TEST_REDIS_ADDR=", "GATEWAY_LOG_LEVEL=info"}
+	if got := emptyEnv(env); !slices.Equal(got, []string{"GATEWAY_HTTP_ADDR", "GATEWAY_REDIS_ADDR"}) {
+		t.Fatalf("empty variables = %v", got)
+	}
+}
