@@ -53,7 +53,12 @@ func TestCheckProxies(t *testing.T) {
 	if err := CheckProxies([]string{"10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8"}); err != nil {
 		t.Fatalf("good entries refused: %v", err)
 	}
-	for _, bad := range []string{"10.0.0.0/33", "lb.internal", ""} {
+	if err := CheckProxies([]string{"2001:db8::/32", "::ffff:10.0.0.0/104", "172.16.0.0/12"}); err != nil {
+		t.Fatalf("good ranges refused: %v", err)
+	}
+	// Too wide: any client could then name its own address.
+	for _, bad := range []string{"10.0.0.0/33", "lb.internal", "", "0.0.0.0/0", "::/0", "128.0.0.0/1",
+		"2000::/3", "::ffff:0.0.0.0/96", "fc00::/6"} {
 		if err := CheckProxies([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

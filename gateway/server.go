@@ -3,9 +3,11 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"strings"
@@ -82,10 +84,51 @@ func NewRouter(d Deps) *gin.Engine {
 }
 
 // CheckProxies checks trusted proxy entries (IP addresses or CIDRs) with
-// the parser NewRouter hands them to, so the two cannot disagree.
+// the parser NewRouter hands them to, so the two cannot disagree (on a
+// bare Engine: gin.New would print gin's debug banner outside the JSON
+// log, before Run sets release mode). A range wider than a load balancer
+// network is refused: trusting 0.0.0.0/0 lets every client choose its
+// X-Forwarded-For, and so its address for the failed-key lockout and the
+// audit.
 func CheckProxies(proxies []string) error {
-	return gin.New().SetTrustedProxies(proxies)
+	if err := new(gin.Engine).SetTrustedProxies(proxies); err != nil {
+		return err
+	}
+	for _, p := range proxies {
+		if err := checkProxyWidth(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// checkProxyWidth refuses an IPv4 range wider than /8 and an IPv6 one
+// wider than /32 (/8 within the unique local fc00::/7, which the internet
+// cannot reach); an IPv4-mapped IPv6 range counts as IPv4.
+func checkProxyWidth(proxy string) error {
+	if !strings.Contains(proxy, "/") {
+		return nil // one address
+	}
+	p, err := netip.ParsePrefix(proxy)
+	if err != nil {
+		return err
+	}
+	bits, least := p.Bits(), 32
+	switch {
+	case p.Addr().Is4():
+		least = 8
+	case p.Addr().Is4In6():
+		bits, least = bits-96, 8
+	case uniqueLocal.Contains(p.Addr()):
+		least = 8
+	}
+	if bits < least {
+		return fmt.Errorf("%s trusts too wide a range (at most /%d): name the load balancers' network", proxy, least)
+	}
+	return nil
+}
+
+var uniqueLocal = netip.MustParsePrefix("fc00::/7")
 
 func withDefaults(d Deps) Deps {
 	if d.MaxBodyBytes <= 0 {
