@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"time"
 
 	"paygateway/retry"
@@ -67,6 +68,8 @@ func (c *Config) validateOutbox() error {
 		{o.MaxElapsed <= 0, "outbox.max_elapsed (GATEWAY_OUTBOX_MAX_ELAPSED)", "must be positive"},
 		{o.Multiplier < 1, "outbox.multiplier (GATEWAY_OUTBOX_MULTIPLIER)", "must be at least 1"},
 		{o.Jitter < 0 || o.Jitter >= 1, "outbox.jitter (GATEWAY_OUTBOX_JITTER)", "must be in [0, 1)"},
+		{inv.BaseURL != "" && !httpURL(inv.BaseURL), "inventory.base_url (GATEWAY_INVENTORY_BASE_URL)",
+			"must be an http:// or https:// URL with a host (every job would fail until dead-lettered a day later)"},
 		{inv.BaseURL != "" && inv.Timeout <= 0, "inventory.timeout (GATEWAY_INVENTORY_TIMEOUT)", "must be positive"},
 		// An attempt may query and then send: the lease must outlast both
 		// calls, the storing of the outcome and the claim before them, or a
@@ -88,6 +91,14 @@ func (c *Config) validateOutbox() error {
 		}
 	}
 	return nil
+}
+
+// httpURL: an absolute http or https URL with a host, no query or
+// fragment (paths are appended to it).
+func httpURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.RawQuery == "" && u.Fragment == "" && u.User == nil
 }
 
 // leaseMargin is the part of an outbox lease left for the claim itself.

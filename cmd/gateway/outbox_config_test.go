@@ -39,6 +39,11 @@ func TestOutboxConfigValidation(t *testing.T) {
 			c.Inventory, c.HTTP.ShutdownTimeout = InventoryConfig{BaseURL: "http://inv", Timeout: 5 * time.Second}, 11*time.Second
 		}, ""},
 		{"inventory without timeout", func(c *Config) { c.Inventory = InventoryConfig{BaseURL: "http://inv"} }, "inventory.timeout"},
+		{"inventory without scheme", func(c *Config) { c.Inventory.BaseURL = "inventory:8082" }, "inventory.base_url"},
+		{"inventory over ftp", func(c *Config) { c.Inventory.BaseURL = "ftp://inv" }, "inventory.base_url"},
+		{"inventory without host", func(c *Config) { c.Inventory.BaseURL = "http:///stock" }, "inventory.base_url"},
+		{"inventory with a query", func(c *Config) { c.Inventory.BaseURL = "https://inv/?a=1" }, "inventory.base_url"},
+		{"inventory over https with a path", func(c *Config) { c.Inventory.BaseURL = "https://inv.internal:8443/stock" }, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
