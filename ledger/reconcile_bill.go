@@ -162,68 +162,119 @@ var billColumns = []string{"交易时间", "公众账号ID", "商户号", "微�
 	"微信退款单号", "商户退款单号", "申请退款金额", "退款状态", "订单金额", "货币种类"}
 
 // billSummaryHeader is the header line of a bill's summary section: plain
-// column names from 总交易单数 on, no backtick. Only a whole such line is
-// the summary: a product name may hold "总交易单数" after a line break.
+// column names from 总交易单数 on, no backtick. A product name may hold
+// such a line after a line break, but the record it is in goes on after
+// it: the summary's header is the last such line of the bill.
 var billSummaryHeader = regexp.MustCompile("^总交易单数,[^`]*$")
 
-// billRecordStart is how a data line starts: its 交易时间.
-var billRecordStart = regexp.MustCompile("^`\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2},")
+// billTradeStates are WeChat Pay's trade states: a row's 交易状态 is one.
+var billTradeStates = map[string]bool{"SUCCESS": true, "REFUND": true, "REVOKED": true, "NOTPAY": true,
+	"CLOSED": true, "USERPAYING": true, "PAYERROR": true}
+
+// billCurrency is how a 货币种类 reads: an ISO 4217 code.
+var billCurrency = regexp.MustCompile("^[A-Z]{3}$")
 
 // ParseTradeBill parses a trade bill: a header line (plain, comma
-// separated), one line per transaction with every field prefixed by a
+// separated), one record per transaction with every field prefixed by a
 // backtick, amounts in yuan, then a summary section with its own header,
-// which is skipped. Empty input is a day without transactions. A line
-// that cannot be read fails the whole bill: guessing at money is worse
-// than a run retried.
+// which is skipped. Empty input is a day without transactions.
+//
+// The free-text columns are not escaped (see billFreeText), so a record
+// goes on over the lines after it up to the next line that starts one
+// (see startFault), whatever they look like. Its columns after the free
+// text are read from its end, and every column read is checked (see
+// checkColumn). A record that cannot
+// be read fails the whole bill, and so does one whose lines could end in
+// two places (see wholeBefore): guessing at money is worse than a run
+// retried.
 func ParseTradeBill(data []byte) (*Bill, error) {
-	bill := &Bill{}
 	lines := strings.Split(strings.TrimPrefix(string(data), "\uFEFF"), "\n")
-	var layout *billLayout
-	for n := 0; n < len(lines); n++ {
-		line := strings.TrimRight(lines[n], "\r")
-		if strings.TrimSpace(line) == "" {
-			continue
+	for i := range lines {
+		lines[i] = strings.TrimRight(lines[i], "\r")
+	}
+	bill := &Bill{}
+	h := nextLine(lines, 0)
+	if h < 0 {
+		return bill, nil
+	}
+	layout, err := billHeader(lines[h])
+	if err != nil {
+		return nil, err
+	}
+	end := summaryStart(lines)
+	first := nextLine(lines[:end], h+1)
+	if first < 0 {
+		return bill, nil
+	}
+	if err := layout.checkSummary(lines[end:], end); err != nil {
+		return nil, err
+	}
+	return bill, bill.addRecords(lines[:end], first, layout)
+}
+
+// addRecords adds the records of lines from lines[n] on.
+func (b *Bill) addRecords(lines []string, n int, l *billLayout) error {
+	for n >= 0 {
+		last, next := l.recordEnd(lines, n)
+		if err := l.wholeBefore(lines, n, last); err != nil {
+			return err
 		}
-		if layout == nil {
-			var err error
-			if layout, err = billHeader(line); err != nil {
-				return nil, err
-			}
-			continue
+		if err := b.addRecord(strings.Join(lines[n:last+1], "\n"), l); err != nil {
+			return recordError(n, last, err)
 		}
-		if billSummaryHeader.MatchString(line) {
-			break
-		}
-		first := n
-		line, n = layout.joinBroken(lines, line, n)
-		if err := bill.addLine(line, layout); err != nil {
-			return nil, fmt.Errorf("trade bill line %d: %w", first+1, err)
+		n = next
+	}
+	return nil
+}
+
+func recordError(first, last int, err error) error {
+	one := ""
+	if last > first {
+		one = " (one record)"
+	}
+	return fmt.Errorf("trade bill %s%s: %w", lineSpan(first, last), one, err)
+}
+
+// lineSpan names lines[first..last] for a person: "line 3", "lines 3-5".
+func lineSpan(first, last int) string {
+	if last > first {
+		return fmt.Sprintf("lines %d-%d", first+1, last+1)
+	}
+	return fmt.Sprintf("line %d", first+1)
+}
+
+// nextLine is the index of the first line from lines[n] on that is not
+// blank, or -1.
+func nextLine(lines []string, n int) int {
+	for ; n < len(lines); n++ {
+		if strings.TrimSpace(lines[n]) != "" {
+			return n
 		}
 	}
-	if layout == nil && len(strings.TrimSpace(string(data))) > 0 {
-		return nil, fmt.Errorf("trade bill: no header")
-	}
-	return bill, nil
+	return -1
 }
 
 // billFreeText are the columns whose text the merchant or the payer chose
 // (product name, attach): they may hold ",`" or a line break.
 var billFreeText = []string{"商品名称", "商户数据包"}
 
-// billLayout is where each column of a bill's data lines is.
+// billLayout is where each column of a bill's records is.
 type billLayout struct {
-	col map[string]int
-	n   int // fields per line
+	names []string
+	col   map[string]int
+	n     int // fields per record
 	// freeFrom..freeTo are the free-text columns, when they are next to
-	// each other and hold no column reconciliation reads; else -1.
+	// each other, hold no column reconciliation reads and come after
+	// 交易时间; else -1, and a record is one line of exactly n fields.
 	freeFrom, freeTo int
 }
 
 func billHeader(line string) (*billLayout, error) {
 	names := strings.Split(line, ",")
-	l := &billLayout{col: map[string]int{}, n: len(names), freeFrom: -1, freeTo: -1}
+	l := &billLayout{names: names, col: map[string]int{}, n: len(names), freeFrom: -1, freeTo: -1}
 	for i, name := range names {
-		l.col[strings.TrimSpace(name)] = i
+		names[i] = strings.TrimSpace(name)
+		l.col[names[i]] = i
 	}
 	for _, name := range billColumns {
 		if _, ok := l.col[name]; !ok {
@@ -235,7 +286,8 @@ func billHeader(line string) (*billLayout, error) {
 }
 
 // findFreeText sets freeFrom..freeTo if the free-text columns are present,
-// side by side, with no column that is read among them.
+// side by side, with no column that is read among them, after 交易时间
+// (which tells where a record starts).
 func (l *billLayout) findFreeText() {
 	from, to := l.n, -1
 	for _, name := range billFreeText {
@@ -245,7 +297,7 @@ func (l *billLayout) findFreeText() {
 		}
 		from, to = min(from, i), max(to, i)
 	}
-	if to-from+1 != len(billFreeText) {
+	if to-from+1 != len(billFreeText) || l.col["交易时间"] > from {
 		return
 	}
 	for _, name := range billColumns {
@@ -256,34 +308,98 @@ func (l *billLayout) findFreeText() {
 	l.freeFrom, l.freeTo = from, to
 }
 
-// joinBroken joins to line (lines[n]) the lines that continue it: a line
-// break inside a free-text field splits a record. A record short of the
-// header's fields goes on until the next line is a record's start or the
-// summary's header; the text after a break may start with anything, a
-// backtick or 总交易单数 included. It returns the record and the index of
-// its last line.
-func (l *billLayout) joinBroken(lines []string, line string, n int) (string, int) {
-	for l.freeFrom >= 0 && n+1 < len(lines) && fieldCount(line) < l.n {
-		next := strings.TrimRight(lines[n+1], "\r")
-		if l.startsRecord(next) || billSummaryHeader.MatchString(next) {
-			break
+// summaryStart is the index of the summary section's header, or
+// len(lines) when the bill has none.
+func summaryStart(lines []string) int {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if billSummaryHeader.MatchString(lines[i]) {
+			return i
 		}
-		line, n = line+"\n"+next, n+1
 	}
-	return line, n
+	return len(lines)
 }
 
-// startsRecord reports whether line starts a data record: with its
-// 交易时间 when that is the first column (as in WeChat Pay's bills), else
-// with a backtick.
-func (l *billLayout) startsRecord(line string) bool {
-	if l.col["交易时间"] == 0 {
-		return billRecordStart.MatchString(line)
+// checkSummary checks that no record follows the summary's header,
+// summary[0] (line n of the bill): then a record's text held the header.
+func (l *billLayout) checkSummary(summary []string, n int) error {
+	for i, line := range summary {
+		if l.startFault(line) == nil {
+			return fmt.Errorf("trade bill line %d: a record after the summary's header (line %d)", n+i+1, n+1)
+		}
 	}
-	return strings.HasPrefix(line, "`")
+	return nil
 }
 
-func fieldCount(line string) int { return strings.Count(line, ",`") + 1 }
+// recordEnd finds where the record starting at lines[n] ends: before the
+// next line that starts a record, blank lines left out. It returns the
+// record's last line and the next record's first (-1: none).
+func (l *billLayout) recordEnd(lines []string, n int) (last, next int) {
+	last = n
+	for i := nextLine(lines, n+1); i >= 0; i = nextLine(lines, i+1) {
+		if l.freeFrom < 0 || l.startFault(lines[i]) == nil {
+			return last, i
+		}
+		last = i
+	}
+	return last, -1
+}
+
+// startFault says why line does not start a record, or nil: a record's
+// first line holds the columns before the free text, and those read are
+// a record's (交易时间 a time, a trade state, a currency).
+// Text after a line break in a free-text column rarely is one; one that
+// is, like a record cut short before a whole one, fails the bill, as the
+// record before it is short.
+func (l *billLayout) startFault(line string) error {
+	raw, err := splitBillLine(line)
+	if err != nil {
+		return err
+	}
+	if len(raw) < l.head() {
+		return fmt.Errorf("%d fields, a record's first line has at least %d", len(raw), l.head())
+	}
+	return l.check(func(name string) string { return strings.TrimSpace(raw[l.col[name]]) }, 0, l.head())
+}
+
+// wholeBefore refuses a record of several lines (lines[n..last]) whose
+// first lines already make a whole one: the line after them does not
+// start a record, but joining it is a guess between free text that reads
+// as a record's end and a record gone wrong, whose columns would be read
+// from the wrong line.
+func (l *billLayout) wholeBefore(lines []string, n, last int) error {
+	fields := 1
+	for m := n; m < last; m++ {
+		fields += strings.Count(lines[m], ",`")
+		if fields < l.n || !l.endsRecord(lines[m]) {
+			continue
+		}
+		next := nextLine(lines, m+1)
+		return fmt.Errorf("trade bill line %d: does not start a record (%w), but %s before it is a whole one",
+			next+1, l.startFault(lines[next]), lineSpan(n, m))
+	}
+	return nil
+}
+
+// endsRecord reports whether line ends with the columns after the free
+// text, reading as a record's.
+func (l *billLayout) endsRecord(line string) bool {
+	raw := strings.Split(line, ",`")
+	if len(raw) <= l.n-1-l.freeTo {
+		return false
+	}
+	f := func(name string) string { return strings.TrimSpace(raw[len(raw)-l.n+l.col[name]]) }
+	return l.check(f, l.freeTo+1, l.n) == nil
+}
+
+// head is how many fields a record's first line has at least: those
+// before the free text and the start of that; without free-text columns,
+// all.
+func (l *billLayout) head() int {
+	if l.freeFrom < 0 {
+		return l.n
+	}
+	return l.freeFrom + 1
+}
 
 // splitBillLine splits a data line into its fields. WeChat does not quote
 // fields but starts each with a backtick, so a field may hold a comma
@@ -296,54 +412,102 @@ func splitBillLine(line string) ([]string, error) {
 	return strings.Split(rest, ",`"), nil
 }
 
-// fields checks a split line against the header. More fields than the
-// header has means ",`" inside a free-text column; then the columns after
-// those are counted from the end of the line.
-func (l *billLayout) fields(raw []string) (func(name string) string, error) {
+// split splits a record into its fields: the header's, and more only when
+// the free-text columns hold ",`"; a line break only in those.
+func (l *billLayout) split(record string) ([]string, error) {
+	raw, err := splitBillLine(record)
+	if err != nil {
+		return nil, err
+	}
 	if len(raw) < l.n || len(raw) > l.n && l.freeFrom < 0 {
 		return nil, fmt.Errorf("%d fields, header has %d", len(raw), l.n)
 	}
+	extra := len(raw) - l.n
+	for i, v := range raw {
+		if !strings.Contains(v, "\n") || l.freeFrom >= 0 && i >= l.freeFrom && i <= l.freeTo+extra {
+			continue
+		}
+		if l.freeFrom >= 0 && i > l.freeTo {
+			i -= extra
+		}
+		return nil, fmt.Errorf("a line break in %s, which is not free text", l.names[i])
+	}
+	return raw, nil
+}
+
+// fields reads a split record by column name. The columns after the free
+// text are counted from its end: a free text holding ",`" moves them.
+func (l *billLayout) fields(raw []string) func(name string) string {
 	return func(name string) string {
 		i := l.col[name]
-		if i > l.freeTo {
+		if l.freeFrom >= 0 && i > l.freeTo {
 			i += len(raw) - l.n
 		}
 		return strings.TrimSpace(raw[i])
-	}, nil
+	}
 }
 
-func (b *Bill) addLine(line string, l *billLayout) error {
-	raw, err := splitBillLine(line)
-	if err != nil {
-		return err
-	}
-	f, err := l.fields(raw)
-	if err != nil {
-		return err
-	}
-	at, err := time.ParseInLocation(time.DateTime, f("交易时间"), BusinessDay)
-	if err != nil {
-		return fmt.Errorf("交易时间 %q: %w", f("交易时间"), err)
-	}
-	switch state := f("交易状态"); state {
-	case "SUCCESS":
-		amount, err := ParseYuan(f("订单金额"))
-		if err != nil {
-			return fmt.Errorf("订单金额: %w", err)
+// check checks the columns read that are at from..to-1, so that a record
+// joined wrong, or a line cut short, is refused rather than read.
+func (l *billLayout) check(f func(name string) string, from, to int) error {
+	for _, name := range billColumns {
+		if i := l.col[name]; i < from || i >= to {
+			continue
 		}
+		if err := l.checkColumn(name, f(name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *billLayout) checkColumn(name, v string) error {
+	switch name {
+	case "交易时间":
+		// Any day: a REFUND bill dates a refund by its payment, and
+		// nothing promises that an ALL bill's rows are all of its day.
+		if _, err := time.ParseInLocation(time.DateTime, v, BusinessDay); err != nil {
+			return fmt.Errorf("交易时间 %.64q is not a time", v)
+		}
+	case "交易状态":
+		if !billTradeStates[v] {
+			return fmt.Errorf("交易状态 %.64q is not a trade state", v)
+		}
+	case "货币种类":
+		if !billCurrency.MatchString(v) {
+			return fmt.Errorf("货币种类 %.64q is not a currency", v)
+		}
+	case "订单金额", "申请退款金额":
+		if _, err := ParseYuan(v); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// addRecord adds a payment (SUCCESS) or refund (REFUND) record; other
+// states (REVOKED, NOTPAY, …) moved no money.
+func (b *Bill) addRecord(record string, l *billLayout) error {
+	raw, err := l.split(record)
+	if err != nil {
+		return err
+	}
+	f := l.fields(raw)
+	if err := l.check(f, 0, l.n); err != nil {
+		return err
+	}
+	at, _ := time.ParseInLocation(time.DateTime, f("交易时间"), BusinessDay) // checked
+	switch f("交易状态") {
+	case "SUCCESS":
+		amount, _ := ParseYuan(f("订单金额")) // checked
 		b.Payments = append(b.Payments, BillPayment{Time: at.UTC(), AppID: f("公众账号ID"), MchID: f("商户号"),
 			TransactionID: f("微信订单号"), OutTradeNo: f("商户订单号"), OpenID: f("用户标识"), Amount: amount,
-			Currency: f("货币种类"), Line: line})
+			Currency: f("货币种类"), Line: record})
 	case "REFUND":
-		amount, err := ParseYuan(f("申请退款金额"))
-		if err != nil {
-			return fmt.Errorf("申请退款金额: %w", err)
-		}
+		amount, _ := ParseYuan(f("申请退款金额")) // checked
 		b.Refunds = append(b.Refunds, BillRefund{Time: at.UTC(), AppID: f("公众账号ID"), TransactionID: f("微信订单号"),
 			OutTradeNo: f("商户订单号"), RefundID: f("微信退款单号"), OutRefundNo: f("商户退款单号"),
-			Status: f("退款状态"), Amount: amount, Line: line})
-	default:
-		// Other states (REVOKED, NOTPAY, …) moved no money.
+			Status: f("退款状态"), Amount: amount, Line: record})
 	}
 	return nil
 }
