@@ -21,16 +21,23 @@ type GateTTLs struct {
 
 // Admission is the gate's answer for one notification.
 type Admission struct {
-	Replay bool   // the nonce was used before: refuse the request
-	Done   bool   // the notification is known to be committed: answer success
-	Token  string // the order lock's token; "" when another request holds it
+	Replay bool // the nonce was used before: refuse the request
+	Done   bool // the notification is marked committed
+	// Local: the mark is this process's memory of a commit it saw in its
+	// own database. Redis's mark is only a hint (another deployment
+	// sharing the prefix, or a database that lost its last commits since,
+	// would have WeChat Pay answered 2xx for nothing recorded): the
+	// processor confirms it in the ledger.
+	Local bool
+	Token string // the order lock's token; "" when another request holds it
 }
 
 // Gate guards notifications with one round trip before the database
 // and one after: Admit records the nonce, tells whether the notification
 // is already committed and takes an advisory lock; Finish
 // releases the lock and, after a commit, marks the notification done.
-// Everything it says only saves work: the database's unique keys decide.
+// Everything it says only saves work: the database's unique keys decide,
+// and a committed mark not this process's own is checked in the ledger.
 type Gate interface {
 	Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error)
 	Finish(ctx context.Context, k GateKeys, token string, committed bool, t GateTTLs) error
@@ -56,7 +63,7 @@ func (m *MemoryGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admissi
 		return Admission{Replay: true}, nil
 	}
 	if m.done.Has(k.NotifyID) {
-		return Admission{Done: true}, nil
+		return Admission{Done: true, Local: true}, nil
 	}
 	token, ok, _ := m.locks.TryLock(ctx, k.Lock, t.Lock)
 	if !ok {
@@ -96,7 +103,7 @@ func (f FallbackGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admiss
 		if fresh, _ := m.nonces.FirstSeen(ctx, k.Nonce, t.Nonce); !fresh {
 			return Admission{Replay: true}, nil
 		}
-		return Admission{Done: true}, nil
+		return Admission{Done: true, Local: true}, nil
 	}
 	a, fromRedis, err := redisFirst(ctx, f.Breaker, f.Hook, "gate",
 		func() (Admission, error) { return f.Primary.Admit(ctx, k, t) },

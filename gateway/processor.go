@@ -117,8 +117,9 @@ func (p *Processor) ttls() GateTTLs {
 }
 
 // guarded applies a verified notification at most once. The gate refuses
-// a replayed nonce and answers a notification it knows is committed
-// without decrypting it or touching the database; otherwise apply
+// a replayed nonce and answers a notification this process saw committed
+// without decrypting it or touching the database (one Redis marks done is
+// looked up in the ledger first); otherwise apply
 // (decrypt, check, record) runs under the notification's lock, waiting
 // for a holder first, and when it returns nil the notification is marked
 // committed. apply returns a gateway error; nil means the ledger holds
@@ -137,21 +138,37 @@ func (p *Processor) guarded(ctx context.Context, n *Notice, apply func() error) 
 		return Errorf(CodeUnavailable, "replay check unavailable", err)
 	case adm.Replay:
 		return &Error{Code: CodeReplay, Message: "nonce already used"}
-	case adm.Done:
+	case adm.Done && adm.Local:
 		NoteDuplicate(ctx)
 		return nil
+	case adm.Done: // Redis's mark: a 2xx only for what this ledger holds
+		if p.recorded(ctx, keys) {
+			return nil
+		}
+		unlock := p.lock(ctx, lockKey)
+		defer unlock()
 	case adm.Token == "": // another delivery holds the lock: wait, then look
 		unlock := p.lock(ctx, lockKey)
 		defer unlock()
-		if done, err := p.store.NoticeRecorded(ctx, n.ID); err == nil && done {
-			NoteDuplicate(ctx)
-			p.finish(ctx, keys, "", true) // later redeliveries skip the lookup
+		if p.recorded(ctx, keys) {
 			return nil
 		}
 	}
 	err = apply()
 	p.finish(ctx, keys, adm.Token, err == nil)
 	return err
+}
+
+// recorded reports whether the ledger holds the notification, marking it
+// done when it does (later redeliveries to this instance skip the
+// lookup). A failed lookup says no: the write that follows finds out.
+func (p *Processor) recorded(ctx context.Context, keys GateKeys) bool {
+	if done, err := p.store.NoticeRecorded(ctx, keys.NotifyID); err != nil || !done {
+		return false
+	}
+	NoteDuplicate(ctx)
+	p.finish(ctx, keys, "", true)
+	return true
 }
 
 // finish releases the gate's lock (token) and, when committed, marks the
