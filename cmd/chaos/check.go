@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"paygateway/gateway/inventory/inventorysim"
 	"paygateway/gateway/wechatpay/wxpaysim"
@@ -50,8 +51,9 @@ type Evidence struct {
 // Check runs every invariant. An error means the checker itself could not
 // read the ledger.
 func Check(ev *Evidence) ([]Invariant, error) {
-	checks := []func(*Evidence) (Invariant, error){acceptedButLost, doubleRefunds, doubleConfirmations,
-		stockEffects, overRefunded, ledgerAgreesWithWechat, forgedAccepted, jobsNotDrained, refundsNotSettled, idleFeatures}
+	checks := []func(*Evidence) (Invariant, error){acceptedButLost, refundNotificationsLost, doubleRefunds,
+		doubleConfirmations, stockEffects, overRefunded, ledgerAgreesWithWechat, forgedAccepted, jobsNotDrained,
+		refundsNotSettled, idleFeatures}
 	var out []Invariant
 	for _, c := range checks {
 		inv, err := c(ev)
@@ -92,6 +94,40 @@ func acceptedButLost(ev *Evidence) (Invariant, error) {
 		inv.add(no + " answered 2xx before it was in the ledger")
 	}
 	return inv, nil
+}
+
+// refundNotificationsLost: every refund notification WeChat Pay (the
+// simulator, which delivers them itself) got a 2xx for is in the ledger,
+// stored by the 2xx (commitSlack, as for payments). The janitor's query
+// would settle a refund the ledger has despite a lost notification, but
+// nothing repairs one of a refund made outside the gateway, and the
+// ledger's refund states alone cannot show either loss.
+func refundNotificationsLost(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "accepted-but-lost refund notifications"}
+	for _, r := range ev.Sim.Refunds() {
+		for _, a := range r.NotifyAcks {
+			stored, inTime, err := storedBy(ev, a.NotifyID, a.At)
+			if err != nil {
+				return inv, err
+			}
+			what := fmt.Sprintf("%s of %s (notification %s) answered 2xx", a.EventType, r.OutRefundNo, a.NotifyID)
+			switch {
+			case !stored:
+				inv.add(what + ", not in the ledger")
+			case !inTime:
+				inv.add(what + " before it was in the ledger")
+			}
+		}
+	}
+	return inv, nil
+}
+
+// storedBy reports whether notification id is in the ledger, and whether
+// it was stored before a 2xx that came at at (see commitSlack).
+func storedBy(ev *Evidence, id string, at time.Time) (stored, inTime bool, err error) {
+	err = ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*) > 0, COALESCE(SUM(received_at <= ?), 0) > 0
+		FROM notifications WHERE notify_id = ?`, at.Add(commitSlack).UTC(), id).Scan(&stored, &inTime)
+	return stored, inTime, err
 }
 
 // doubleRefunds: the ledger has at most one refund per idempotency key
@@ -539,8 +575,9 @@ func refundsNotSettled(ev *Evidence) (Invariant, error) {
 	return Invariant{Name: "refunds not settled", Count: ev.RefundsPending}, nil
 }
 
-// idleFeatures: a run whose storm made no refund or whose outbox never
-// reached the inventory proves nothing about them; that is a failure too.
+// idleFeatures: a run whose storm made no refund, whose refund
+// notifications were never acked or whose outbox never reached the
+// inventory proves nothing about them; that is a failure too.
 func idleFeatures(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "checks without evidence"}
 	if err := refundEvidence(ev, &inv); err != nil {
@@ -548,6 +585,9 @@ func idleFeatures(ev *Evidence) (Invariant, error) {
 	}
 	if len(ev.ForgedOrders) == 0 {
 		inv.add("no forged notification was sent")
+	}
+	if refundAcks(ev.Sim) == 0 {
+		inv.add("no refund notification was answered 2xx")
 	}
 	if ev.JobsTotal == 0 {
 		inv.add("no outbox job was written")
@@ -566,6 +606,15 @@ func idleFeatures(ev *Evidence) (Invariant, error) {
 		}
 	}
 	return inv, nil
+}
+
+// refundAcks counts the refund notifications WeChat Pay got a 2xx for.
+func refundAcks(sim *wxpaysim.Sim) int {
+	n := 0
+	for _, r := range sim.Refunds() {
+		n += len(r.NotifyAcks)
+	}
+	return n
 }
 
 // wechatFaults are the kinds Sim.FaultsInjected must show: each fault of
@@ -654,7 +703,7 @@ func existing(ev *Evidence, query string, keys []string) (map[string]bool, error
 // PrintInvariants writes the verdict, one line per invariant.
 func PrintInvariants(w io.Writer, invs []Invariant) {
 	for _, inv := range invs {
-		fmt.Fprintf(w, "  %-34s %d\n", inv.Name+":", inv.Count)
+		fmt.Fprintf(w, "  %-40s %d\n", inv.Name+":", inv.Count)
 		for _, e := range inv.Examples {
 			fmt.Fprintln(w, "      e.g.", e)
 		}

@@ -105,12 +105,13 @@ func TestCheckFindsViolations(t *testing.T) {
 		t.Fatal(err)
 	}
 	// F1's confirmation job was never run; RFX3 is UNKNOWN and RFX4
-	// ABNORMAL; neither simulator injected a fault, no refund was CLOSED
-	// and none moved from ABNORMAL to SUCCESS.
+	// ABNORMAL; neither simulator injected a fault, no refund was CLOSED,
+	// none moved from ABNORMAL to SUCCESS and no refund notification was
+	// acked.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
 		"double refunds": 10, "double confirmations": 2, "stock effects missing or unearned": 5,
 		"orders with Σrefunds > paid": 2, "jobs not drained": 1, "refunds not settled": 2,
-		"ledger disagrees with WeChat Pay": 4, "checks without evidence": 4})
+		"ledger disagrees with WeChat Pay": 4, "checks without evidence": 5})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()
 	if err != nil {
@@ -121,9 +122,9 @@ func TestCheckFindsViolations(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No refund (so none succeeded, none twice, none CLOSED, none
-	// ABNORMAL then SUCCESS), no 409, no forgery, no job, no inventory
-	// call, no WeChat Pay fault.
-	assertCounts(t, idle, map[string]int{"checks without evidence": 10, "ledger disagrees with WeChat Pay": 1})
+	// ABNORMAL then SUCCESS), no 409, no forgery, no refund notification
+	// acked, no job, no inventory call, no WeChat Pay fault.
+	assertCounts(t, idle, map[string]int{"checks without evidence": 11, "ledger disagrees with WeChat Pay": 1})
 	if n := (&Report{GaveUp: 2}).Violations(); n != 2 {
 		t.Errorf("a run that gave up 2 notifications has %d violations", n)
 	}
@@ -371,6 +372,22 @@ type simWorld struct {
 	client *wechatpay.Client
 	inv    *inventorysim.Sim
 	storm  *storm
+	base   string // the WeChat Pay simulator's URL
+	keys   *wxpaysim.Keys
+}
+
+// newClient returns the gateway's WeChat Pay client for the simulator,
+// asking it to notify refunds to notifyURL ("" sends no notification).
+func (w *simWorld) newClient(t *testing.T, notifyURL string) *wechatpay.Client {
+	t.Helper()
+	k := w.keys
+	c, err := wechatpay.NewClient(w.ctx, wechatpay.ClientConfig{MchID: k.MchID, AppID: k.AppID,
+		MerchantSerial: k.MerchantSerial, MerchantKey: k.MerchantKey, PublicKeyID: k.PublicKeyID,
+		PublicKey: k.PublicKey(), BaseURL: w.base, Timeout: 5 * time.Second, RefundNotifyURL: notifyURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // newSimWorld empties the ledger and builds a healthy world on fresh
@@ -390,12 +407,8 @@ func newSimWorld(t *testing.T, store *ledger.Store, keys *wxpaysim.Keys) *simWor
 	srv := httptest.NewServer(w.sim.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(w.sim.Close) // runs first: releases held connections
-	w.client, err = wechatpay.NewClient(w.ctx, wechatpay.ClientConfig{MchID: keys.MchID, AppID: keys.AppID,
-		MerchantSerial: keys.MerchantSerial, MerchantKey: keys.MerchantKey, PublicKeyID: keys.PublicKeyID,
-		PublicKey: keys.PublicKey(), BaseURL: srv.URL, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w.base, w.keys = srv.URL, keys
+	w.client = w.newClient(t, "")
 	for _, table := range []string{"payments", "refunds", "idempotency_keys", "notifications", "state_history",
 		"outbox_jobs", "anomalies"} {
 		w.exec(t, "DELETE FROM "+table)

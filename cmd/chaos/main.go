@@ -76,5 +76,5 @@ func PrintReport(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "  outbox jobs: %d (%s); inventory simulator: %s\n", r.JobsTotal, r.JobsStates, r.InventoryStats)
 	fmt.Fprintln(w, "invariants (all must be 0):")
 	PrintInvariants(w, r.Invariants)
-	fmt.Fprintf(w, "  %-34s %d\n", "genuine notifications given up:", r.GaveUp)
+	fmt.Fprintf(w, "  %-40s %d\n", "genuine notifications given up:", r.GaveUp)
 }

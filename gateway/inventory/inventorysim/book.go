@@ -101,20 +101,36 @@ type entry[R any] struct {
 	createdAt time.Time
 }
 
-// book holds one kind of write by key and counts applications per order.
-// It is not safe for concurrent use; Sim guards it with its lock.
+// book holds one kind of write by key (the dedup) and counts applications
+// per order and per key. The counts follow what apply answered, not what
+// the dedup stored: a dedup that lets a known key through (a lookup that
+// misses, a replay taken for new) counts the key twice, where counting
+// stores would count it once. It is not safe for concurrent use; Sim
+// guards it with its lock.
 type book[R request[Rec], Rec any] struct {
 	byKey    map[string]*entry[R]
 	perOrder map[string]int // applications per out_trade_no
-	perKey   map[string]int // applications per key, kept apart from byKey so a dedup bug shows
+	perKey   map[string]int // applications per key: above 1, the dedup failed
 }
 
 func newBook[R request[Rec], Rec any]() *book[R, Rec] {
 	return &book[R, Rec]{byKey: map[string]*entry[R]{}, perOrder: map[string]int{}, perKey: map[string]int{}}
 }
 
-// apply stores req unless its key is known, and returns the stored record.
+// apply stores req unless its key is known, and returns the stored
+// record; every write answered applied is counted.
 func (b *book[R, Rec]) apply(req R, now time.Time) (Rec, outcome) {
+	rec, o := b.dedup(req, now)
+	if o == applied {
+		b.perOrder[req.orderNo()]++
+		b.perKey[req.idemKey()]++
+	}
+	return rec, o
+}
+
+// dedup answers a known key with its record (mismatch when the body
+// differs) and stores a new one.
+func (b *book[R, Rec]) dedup(req R, now time.Time) (Rec, outcome) {
 	if e, ok := b.byKey[req.idemKey()]; ok {
 		if e.req != req {
 			return e.req.record(e.createdAt, 0), mismatch
@@ -122,8 +138,6 @@ func (b *book[R, Rec]) apply(req R, now time.Time) (Rec, outcome) {
 		return e.req.record(e.createdAt, 0), duplicate
 	}
 	b.byKey[req.idemKey()] = &entry[R]{req: req, createdAt: now}
-	b.perOrder[req.orderNo()]++
-	b.perKey[req.idemKey()]++
 	return req.record(now, 0), applied
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -45,6 +46,26 @@ type RefundRecord struct {
 	// one was answered 2xx.
 	NotifyAttempts int  `json:"notify_attempts"`
 	NotifyAcked    bool `json:"notify_acked"`
+	// NotifyAcks lists, in order, every refund notification POST the
+	// merchant answered 2xx: which notification, and when.
+	NotifyAcks []NotifyAck `json:"notify_acks,omitempty"`
+}
+
+// NotifyAck is one notification POST answered 2xx. At is the wall clock
+// (not Options.Now) when the answer came, in UTC, to compare with when the
+// merchant's database says it stored the notification: a merchant must
+// store it before it answers 2xx.
+type NotifyAck struct {
+	NotifyID  string    `json:"notify_id"`
+	EventType string    `json:"event_type"`
+	At        time.Time `json:"at"`
+}
+
+// clone copies r, its acks too.
+func (r *RefundRecord) clone() RefundRecord {
+	cp := *r
+	cp.NotifyAcks = slices.Clone(r.NotifyAcks)
+	return cp
 }
 
 // createRefundRequest is the body of POST /v3/refund/domestic/refunds.
@@ -197,7 +218,7 @@ func (s *Sim) Refunds() []RefundRecord {
 	defer s.mu.Unlock()
 	out := make([]RefundRecord, 0, len(s.refundList))
 	for _, no := range s.refundList {
-		out = append(out, *s.refunds[no])
+		out = append(out, s.refunds[no].clone())
 	}
 	return out
 }
@@ -301,7 +322,7 @@ func (s *Sim) notifyRefund(notice RefundNotice, url string) {
 		s.log.Error("wxpaysim: refund notification", "out_refund_no", notice.OutRefundNo, "err", err)
 		return
 	}
-	s.deliverInBackground(n, url, func(status int) { s.recordRefundNotify(notice.OutRefundNo, status) })
+	s.deliverInBackground(n, url, func(status int) { s.recordRefundNotify(notice.OutRefundNo, n, status) })
 }
 
 // scheduleResolve resolves an ABNORMAL refund to SUCCESS after
@@ -356,12 +377,20 @@ func (s *Sim) refundNotice(r *RefundRecord) RefundNotice {
 	}
 }
 
-func (s *Sim) recordRefundNotify(outRefundNo string, status int) {
+// recordRefundNotify counts a POST of refund notification n answered
+// status, and keeps it when it was acked.
+func (s *Sim) recordRefundNotify(outRefundNo string, n Notification, status int) {
+	ack := NotifyAck{NotifyID: n.ID, EventType: n.EventType, At: time.Now().UTC()} // before waiting for the lock
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r, ok := s.refunds[outRefundNo]; ok {
-		r.NotifyAttempts++
-		r.NotifyAcked = r.NotifyAcked || acked(status)
+	r, ok := s.refunds[outRefundNo]
+	if !ok {
+		return
+	}
+	r.NotifyAttempts++
+	if acked(status) {
+		r.NotifyAcked = true
+		r.NotifyAcks = append(r.NotifyAcks, ack)
 	}
 }
 
