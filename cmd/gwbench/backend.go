@@ -55,11 +55,13 @@ func (e *env) close() {
 	e.sim.Close()
 }
 
-// target is one backend ready to measure: a running gateway and a second,
-// empty database of the same kind for the ceiling.
+// target is one backend ready to measure: a running gateway, a reader of
+// its database (for the ledger checks) and a second, empty database of
+// the same kind for the ceiling.
 type target struct {
 	name    string
 	gw      *stack.Gateway
+	ledger  *ledgerReader
 	ceiling *sql.DB
 	version string
 	cleanup []func()
@@ -105,11 +107,17 @@ func openTarget(ctx context.Context, e *env, o Options, name string) (*target, e
 	// GWBENCH_GATEWAY_ENV adds settings to the gateway's environment only
 	// (e.g. "GOMAXPROCS=1 GATEWAY_NOTIFY_BATCH_WORKERS=4"), for experiments.
 	t.gw.Env = append(t.gw.Env, strings.Fields(os.Getenv("GWBENCH_GATEWAY_ENV"))...)
-	if err := t.gw.Start(ctx); err != nil {
+	var err error
+	if err = t.gw.Start(ctx); err != nil {
 		t.close()
 		return nil, fmt.Errorf("start gateway (log in %s): %w", filepath.Join(e.dir, "gateway.log"), err)
 	}
 	t.cleanup = append(t.cleanup, t.gw.Stop)
+	if t.ledger, err = openLedgerReader(ctx, gwDSN); err != nil {
+		t.close()
+		return nil, err
+	}
+	t.cleanup = append(t.cleanup, t.ledger.close)
 	return t, nil
 }
 

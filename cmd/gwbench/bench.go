@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"paygateway/gateway/wechatpay/wxpaysim"
@@ -12,8 +13,12 @@ import (
 type Level struct {
 	Concurrency int
 	New         Result // first deliveries: verify, decrypt, record
-	Dup         Result // redeliveries of recorded notifications
+	Dup         Result // redeliveries of the notifications answered 2xx in New
 	Ceiling     Result // bare transactions doing the same writes
+	// CeilingFirst says the ceiling ran before the gateway's phases, not
+	// after them. Levels alternate, so that neither always inherits the
+	// other's flush and checkpoint debt on the shared database server.
+	CeilingFirst bool
 }
 
 // Ratio is new-notification throughput over the ceiling.
@@ -35,6 +40,21 @@ type BackendReport struct {
 	// RefundRun and RefundAtRun are those two stages' figures (with their
 	// failures); nil when a stage did not run or could not start.
 	RefundRun, RefundAtRun *Result
+	// Checks compare the gateway's database with its answers after each
+	// stage; one that failed makes the run invalid.
+	Checks []Check
+}
+
+// Invalid lists the problems the ledger checks found: a run with any is
+// invalid, whatever its figures.
+func (r BackendReport) Invalid() []string {
+	var out []string
+	for _, c := range r.Checks {
+		for _, p := range c.Problems {
+			out = append(out, c.Name+": "+p)
+		}
+	}
+	return out
 }
 
 func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendReport, error) {
@@ -52,15 +72,19 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 	defer raw.close()
 	m := newMeter(t.gw.PID(), name == "mysql" && isLocal(o.MySQL) && isLocal(o.Redis))
 	best := 0.0
-	for _, c := range o.Levels {
+	for i, c := range o.Levels {
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
-		l, err := benchLevel(ctx, e, t, raw, m, o.N, c)
+		l, check, err := benchLevel(ctx, e, t, raw, m, o.N, c, i%2 == 1)
+		if err == nil {
+			err = ctx.Err() // interrupted: the check may not have run
+		}
 		if err != nil {
 			return rep, err
 		}
 		rep.Levels = append(rep.Levels, l)
+		rep.addCheck(&check)
 		best = max(best, l.Ceiling.Rate())
 	}
 	rates := []float64{min(o.Rate, best)}
@@ -68,15 +92,35 @@ func benchBackend(ctx context.Context, e *env, o Options, name string) (BackendR
 		rates = append(rates, o.Rate)
 	}
 	for i, rate := range rates {
-		run, err := openRun(ctx, e, t, raw, m, rate, fmt.Sprintf("O%s%d", tagOf(t), i))
+		run, check, err := openRun(ctx, e, t, raw, m, rate, fmt.Sprintf("O%s%d-", tagOf(t), i))
+		if err == nil {
+			err = ctx.Err()
+		}
 		if err != nil {
 			return rep, err
 		}
 		rep.Opens = append(rep.Opens, run)
+		rep.addCheck(&check)
 	}
-	rep.Refunds, rep.RefundRun = refundStage(ctx, e, t, p, m, o.Refunds, maxLevel(o.Levels))
-	rep.RefundsAt, rep.RefundAtRun = refundRateStage(ctx, e, t, p, m, o.Refunds)
+	var check *Check
+	rep.Refunds, rep.RefundRun, check = refundStage(ctx, e, t, p, m, o.Refunds, maxLevel(o.Levels))
+	rep.addCheck(check)
+	rep.RefundsAt, rep.RefundAtRun, check = refundRateStage(ctx, e, t, p, m, o.Refunds)
+	rep.addCheck(check)
 	return rep, nil
+}
+
+// addCheck records a ledger check (nil: the stage did not run) and says
+// at once, on stderr, if it failed: the run goes on, for its figures, but
+// it is invalid.
+func (r *BackendReport) addCheck(c *Check) {
+	if c == nil {
+		return
+	}
+	r.Checks = append(r.Checks, *c)
+	if len(c.Problems) > 0 {
+		fmt.Fprintf(os.Stderr, "gwbench: %s: ledger check FAILED, the run is invalid: %s\n", r.Name, c)
+	}
 }
 
 // OpenRun is an open loop at a fixed offered rate.
@@ -89,19 +133,21 @@ type OpenRun struct {
 	Result
 }
 
-// openRun offers rate callbacks/s for about 3 s (new notifications).
-func openRun(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, rate float64, prefix string) (OpenRun, error) {
+// openRun offers rate callbacks/s for about 3 s (new notifications),
+// then checks the ledger.
+func openRun(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, rate float64, prefix string) (OpenRun, Check, error) {
 	count := min(max(int(rate*3), 500), 15000)
 	notes, err := signAll(ctx, count, newNotification(e, prefix))
 	if err != nil {
-		return OpenRun{}, err
+		return OpenRun{}, Check{}, err
 	}
 	reqs := raw.encodeAll(notes)
+	ok := make([]bool, count)
 	age := redoAge(ctx, t)
-	r := m.measure(func() Result {
-		return openLoop(count, rate, 4096, func(i int) error { return raw.send(reqs[i]) })
-	})
-	return OpenRun{Offered: rate, RedoAge: age, Result: r}, nil
+	r := m.measure(func() Result { return openLoop(count, rate, 4096, sendOp(raw, reqs, ok)) })
+	name := fmt.Sprintf("open loop at %.0f/s", rate)
+	check, _ := t.ledger.checkNew(ctx, name, prefix, orderNos(prefix, count), ok)
+	return OpenRun{Offered: rate, RedoAge: age, Result: r}, check, nil
 }
 
 // redoAge reads InnoDB's checkpoint age in bytes on t's server, or -1
@@ -125,35 +171,89 @@ func redoAge(ctx context.Context, t *target) int64 {
 // the duplicate phase (duplicates are fast, so the phase needs more).
 const dupFactor = 3
 
-func benchLevel(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, n, c int) (Level, error) {
-	l := Level{Concurrency: c}
-	prefix := fmt.Sprintf("B%s%03d", tagOf(t), c)
+// benchLevel runs, at concurrency c, the gateway's new and duplicate
+// phases and the ceiling, the ceiling first if ceilingFirst, and checks
+// the gateway's ledger after each of its phases.
+func benchLevel(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, n, c int, ceilingFirst bool) (Level, Check, error) {
+	l := Level{Concurrency: c, CeilingFirst: ceilingFirst}
+	prefix := fmt.Sprintf("B%s%03d-", tagOf(t), c)
 	notes, err := signAll(ctx, n, newNotification(e, prefix))
 	if err != nil {
-		return l, err
+		return l, Check{}, err
 	}
-	reqs := raw.encodeAll(notes)
-	l.New = m.measure(func() Result { return closedLoop(n, c, func(i int) error { return raw.send(reqs[i]) }) })
-	dups, err := signAll(ctx, n*dupFactor, func(i int) (wxpaysim.Notification, error) {
-		return notes[i%n].Resign(e.id.Keys, wxpaysim.PublicKeyMode(), time.Now())
-	})
+	ceil := &ceiling{db: t.ceiling, prefix: prefix}
+	runCeiling := func() { l.Ceiling = m.measure(func() Result { return closedLoop(n, c, ceil.op) }) }
+	if ceilingFirst {
+		runCeiling()
+	}
+	check, err := gatewayPhases(ctx, e, t, raw, m, &l, prefix, notes)
+	if err == nil && !ceilingFirst {
+		runCeiling()
+	}
+	return l, check, err
+}
+
+// gatewayPhases delivers notes (new), then redelivers those answered 2xx
+// (dup), checking the ledger after each phase.
+func gatewayPhases(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, l *Level, prefix string,
+	notes []wxpaysim.Notification) (Check, error) {
+	n, c := len(notes), l.Concurrency
+	reqs, ok, orders := raw.encodeAll(notes), make([]bool, len(notes)), orderNos(prefix, len(notes))
+	l.New = m.measure(func() Result { return closedLoop(n, c, sendOp(raw, reqs, ok)) })
+	check, before := t.ledger.checkNew(ctx, fmt.Sprintf("%d clients", c), prefix, orders, ok)
+	dups, err := redeliveries(ctx, e, notes, ok)
 	if err != nil {
-		return l, err
+		return check, err
 	}
 	reqs = raw.encodeAll(dups)
-	l.Dup = m.measure(func() Result {
-		return closedLoop(len(reqs), c, func(i int) error { return raw.send(reqs[i]) })
+	l.Dup = m.measure(func() Result { return closedLoop(len(reqs), c, sendOp(raw, reqs, nil)) })
+	t.ledger.checkDups(ctx, &check, prefix, orders, ok, before, len(reqs))
+	return check, nil
+}
+
+// redeliveries signs dupFactor fresh redeliveries of each note answered
+// 2xx (ok): one that failed was never recorded, and sending it again
+// would be a first delivery.
+func redeliveries(ctx context.Context, e *env, notes []wxpaysim.Notification, ok []bool) ([]wxpaysim.Notification, error) {
+	var answered []wxpaysim.Notification
+	for i, n := range notes {
+		if ok[i] {
+			answered = append(answered, n)
+		}
+	}
+	k := len(answered)
+	return signAll(ctx, k*dupFactor, func(i int) (wxpaysim.Notification, error) {
+		return answered[i%k].Resign(e.id.Keys, wxpaysim.PublicKeyMode(), time.Now())
 	})
-	ceil := &ceiling{db: t.ceiling, prefix: prefix}
-	l.Ceiling = m.measure(func() Result { return closedLoop(n, c, ceil.op) })
-	return l, nil
+}
+
+// sendOp sends reqs[i]; ok, unless nil, records which were answered 2xx.
+func sendOp(raw *rawPoster, reqs [][]byte, ok []bool) func(i int) error {
+	return func(i int) error {
+		err := raw.send(reqs[i])
+		if ok != nil {
+			ok[i] = err == nil
+		}
+		return err
+	}
+}
+
+// orderNo is the out_trade_no of the i-th notification under prefix.
+func orderNo(prefix string, i int) string { return fmt.Sprintf("%s%07d", prefix, i) }
+
+func orderNos(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = orderNo(prefix, i)
+	}
+	return out
 }
 
 // newNotification signs a fresh payment of order prefix+i.
 func newNotification(e *env, prefix string) func(i int) (wxpaysim.Notification, error) {
 	k := e.id.Keys
 	return func(i int) (wxpaysim.Notification, error) {
-		no := fmt.Sprintf("%s%07d", prefix, i)
+		no := orderNo(prefix, i)
 		now := time.Now()
 		tx := wxpaysim.Transaction{AppID: k.AppID, MchID: k.MchID, OutTradeNo: no, TransactionID: "42" + no,
 			TradeType: "JSAPI", TradeState: "SUCCESS", TradeStateDesc: "支付成功", BankType: "OTHERS",

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"time"
 )
 
@@ -25,7 +24,7 @@ func (c *ceiling) op(i int) error {
 	}
 	defer func() { _ = tx.Rollback() }()
 	now := time.Now().UTC()
-	no := fmt.Sprintf("%s%07d", c.prefix, i)
+	no := orderNo(c.prefix, i)
 	stmts := []struct {
 		q    string
 		args []any

@@ -150,7 +150,9 @@ func signAll(ctx context.Context, n int, sign func(i int) (wxpaysim.Notification
 	return out, nil
 }
 
-// poster POSTs notifications and treats any 2xx as accepted.
+// poster POSTs notifications and treats any 2xx as accepted; it pays
+// the refund stages' orders (a notification answered 2xx but not
+// recorded then fails its refund), and its client makes the refund calls.
 type poster struct {
 	client *http.Client
 	url    string

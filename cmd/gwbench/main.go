@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,7 +53,7 @@ func parseFlags(args []string) (Options, error) {
 	backends := fs.String("backends", "mysql,sqlite", "backends to run: mysql, sqlite")
 	levels := fs.String("levels", "8,32,128", "closed-loop concurrency levels")
 	o := Options{}
-	fs.IntVar(&o.N, "n", 4000, "new notifications per level (each is then redelivered 3 times)")
+	fs.IntVar(&o.N, "n", 4000, "new notifications per level (each answered 2xx is then redelivered 3 times)")
 	fs.Float64Var(&o.Rate, "rate", 5000, "open-loop offered rate (capped at the measured ceiling)")
 	fs.IntVar(&o.Refunds, "refunds", 1000, "refund creations to time (when the refunds API exists)")
 	fs.StringVar(&o.MySQL, "mysql", envOr("GWBENCH_MYSQL", "root@tcp(127.0.0.1:3306)/"), "MariaDB server DSN (no database)")
@@ -67,12 +68,22 @@ func parseFlags(args []string) (Options, error) {
 		if err != nil || c <= 0 {
 			return o, fmt.Errorf("-levels: bad level %q", s)
 		}
+		if slices.Contains(o.Levels, c) { // a level's orders are named after it
+			return o, fmt.Errorf("-levels: level %d given twice", c)
+		}
 		o.Levels = append(o.Levels, c)
 	}
 	if o.N < 100 {
 		return o, fmt.Errorf("-n must be at least 100")
 	}
 	return o, nil
+}
+
+func notWritten(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " (" + path + " is not written)"
 }
 
 func envOr(name, def string) string {
@@ -97,6 +108,7 @@ func run(ctx context.Context, o Options, args []string) error {
 	rsaCost := measureRSA()
 	fmt.Println("RSA-2048 on this machine:", rsaCost)
 	var reports []BackendReport
+	var invalid []string
 	for _, name := range o.Backends {
 		rep, err := benchBackend(ctx, env, o, strings.TrimSpace(name))
 		if err != nil {
@@ -104,6 +116,12 @@ func run(ctx context.Context, o Options, args []string) error {
 		}
 		reports = append(reports, rep)
 		printReport(os.Stdout, rep)
+		for _, p := range rep.Invalid() {
+			invalid = append(invalid, rep.Name+", "+p)
+		}
+	}
+	if len(invalid) > 0 {
+		return fmt.Errorf("RUN INVALID: %s%s:\n  %s", invalidWhy, notWritten(o.Out), strings.Join(invalid, "\n  "))
 	}
 	if o.Out == "" {
 		return nil

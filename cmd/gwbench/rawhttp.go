@@ -70,7 +70,8 @@ func (p *rawPoster) encodeAll(ns []wxpaysim.Notification) [][]byte {
 	return out
 }
 
-// send writes req and reads the answer; any 2xx is success.
+// send writes req and reads the answer; any 2xx is success (the ledger
+// checks then verify that each one was recorded, once).
 func (p *rawPoster) send(req []byte) error {
 	c, err := p.conn()
 	if err != nil {

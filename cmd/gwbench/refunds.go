@@ -41,21 +41,24 @@ func newRefundRequest(ctx context.Context, base, token, key, outTradeNo string, 
 func payerOf(outTradeNo string) string { return "oB" + outTradeNo }
 
 // refundStage returns a human-readable outcome (a rate, or why there is
-// none) and the figures, if any.
-func refundStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n, c int) (string, *Result) {
+// none), the figures and the ledger check, if any. Only a 201 counts as a
+// created refund: a 202 (outcome still unknown) is counted apart.
+func refundStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n, c int) (string, *Result, *Check) {
 	if n <= 0 {
-		return "n/a (disabled with -refunds 0)", nil
+		return "n/a (disabled with -refunds 0)", nil, nil
 	}
-	op, err := refundCalls(ctx, e, t, p, "RF", n)
+	run, err := refundCalls(ctx, e, t, p, "RF", n)
 	if err != nil {
-		return "error: " + err.Error(), nil
+		return "error: " + err.Error(), nil, nil
 	}
-	r := m.measure(func() Result { return closedLoop(n, c, op) })
+	r := m.measure(func() Result { return closedLoop(n, c, run.op(ctx, t, p)) })
+	check := t.ledger.checkRefundRun(ctx, e, "refund creation", run)
 	if r.Failed > 0 { // judged NOT met, not left unmeasured
-		return fmt.Sprintf("error: %d of %d refund creations failed (first: %s)", r.Failed, r.N, r.FirstErr), &r
+		return fmt.Sprintf("error: %d of %d refund creations not answered 201%s (first: %s)",
+			r.Failed, r.N, run.pendingNote(), r.FirstErr), &r, &check
 	}
 	return fmt.Sprintf("%.0f/s (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds, concurrency %d; CPU per refund: %s)",
-		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c, r.Usage.perOp(r.N-r.Failed)), &r
+		r.Rate(), ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, c, r.Usage.perOp(r.N-r.Failed)), &r, &check
 }
 
 // wechatRefundRate is the most refund applications per second WeChat Pay
@@ -65,39 +68,70 @@ const wechatRefundRate = 150.0
 // refundRateStage offers n refund creations at wechatRefundRate, open
 // loop, and returns the outcome: whether the gateway keeps up, and the
 // latency a paying user then sees.
-func refundRateStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n int) (string, *Result) {
+func refundRateStage(ctx context.Context, e *env, t *target, p *poster, m *meter, n int) (string, *Result, *Check) {
 	if n <= 0 {
-		return "n/a (disabled with -refunds 0)", nil
+		return "n/a (disabled with -refunds 0)", nil, nil
 	}
-	op, err := refundCalls(ctx, e, t, p, "RO", n)
+	run, err := refundCalls(ctx, e, t, p, "RO", n)
 	if err != nil {
-		return "error: " + err.Error(), nil
+		return "error: " + err.Error(), nil, nil
 	}
-	r := m.measure(func() Result { return openLoop(n, wechatRefundRate, 4096, op) })
-	return fmt.Sprintf("%.0f/s done of %.0f/s offered (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds%s)",
-		r.Rate(), wechatRefundRate, ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, failNote(r)), &r
+	r := m.measure(func() Result { return openLoop(n, wechatRefundRate, 4096, run.op(ctx, t, p)) })
+	check := t.ledger.checkRefundRun(ctx, e, "refund creation at WeChat Pay's rate", run)
+	return fmt.Sprintf("%.0f/s done of %.0f/s offered (p50 %s, p99 %s, gateway CPU %s per refund, %d refunds%s%s)",
+		r.Rate(), wechatRefundRate, ms(r.P50), ms(r.P99), us(r.CPUPerOp()), r.N, failNote(r), run.pendingNote()), &r, &check
 }
 
-// refundCalls pays n orders and returns the call that refunds the i-th
-// as its payer.
-func refundCalls(ctx context.Context, e *env, t *target, p *poster, prefix string, n int) (func(i int) error, error) {
-	orders, err := paidOrders(ctx, e, p, prefix+t.name[:1], n)
-	if err != nil {
+// refundRun is one refund stage's orders and what each one's refund
+// call was answered.
+type refundRun struct {
+	prefix   string   // every order's out_trade_no starts with it
+	orders   []string // paid orders, one refund each
+	tokens   []string // each order's payer's JWT
+	status   []int    // each call's HTTP status (0: no answer)
+	refundNo []string // each refund's out_refund_no, from a 201's body
+}
+
+// count is how many calls were answered status.
+func (r *refundRun) count(status int) int {
+	n := 0
+	for _, s := range r.status {
+		if s == status {
+			n++
+		}
+	}
+	return n
+}
+
+// pendingNote tells how many calls were answered 202, if any.
+func (r *refundRun) pendingNote() string {
+	if k := r.count(http.StatusAccepted); k > 0 {
+		return fmt.Sprintf("; %d answered 202, outcome unknown, not counted as created", k)
+	}
+	return ""
+}
+
+// refundCalls pays n orders, whose refunds the run's op then creates.
+func refundCalls(ctx context.Context, e *env, t *target, p *poster, prefix string, n int) (*refundRun, error) {
+	run := &refundRun{prefix: prefix + t.name[:1] + time.Now().Format("150405") + "-",
+		tokens: make([]string, n), status: make([]int, n), refundNo: make([]string, n)}
+	var err error
+	if run.orders, err = paidOrders(ctx, e, p, run.prefix, n); err != nil {
 		return nil, fmt.Errorf("preparing paid orders: %w", err)
 	}
-	tokens := make([]string, n)
-	for i, no := range orders {
-		if tokens[i], err = e.id.UserToken(payerOf(no), time.Hour); err != nil {
+	for i, no := range run.orders {
+		if run.tokens[i], err = e.id.UserToken(payerOf(no), time.Hour); err != nil {
 			return nil, err
 		}
 	}
-	return refundOp(ctx, t, p, tokens, orders), nil
+	return run, nil
 }
 
-// refundOp creates the refund of orders[i] as its payer.
-func refundOp(ctx context.Context, t *target, p *poster, tokens, orders []string) func(i int) error {
+// op creates the refund of orders[i] as its payer and records the answer.
+// Only a 201 succeeds.
+func (r *refundRun) op(ctx context.Context, t *target, p *poster) func(i int) error {
 	return func(i int) error {
-		req, err := newRefundRequest(ctx, t.gw.URL(), tokens[i], "K"+orders[i], orders[i], 10)
+		req, err := newRefundRequest(ctx, t.gw.URL(), r.tokens[i], "K"+r.orders[i], r.orders[i], 10)
 		if err != nil {
 			return err
 		}
@@ -105,22 +139,30 @@ func refundOp(ctx context.Context, t *target, p *poster, tokens, orders []string
 		if err != nil {
 			return err
 		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		r.status[i] = resp.StatusCode
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
 		}
+		var created struct {
+			OutRefundNo string `json:"out_refund_no"`
+		}
+		if err := json.Unmarshal(b, &created); err != nil || created.OutRefundNo == "" {
+			return fmt.Errorf("status 201 without an out_refund_no: %.200s", b)
+		}
+		r.refundNo[i] = created.OutRefundNo
 		return nil
 	}
 }
 
-// paidOrders pays n orders in the simulator (which the refund calls reach)
-// and delivers their notifications to the gateway.
+// paidOrders pays n orders (prefix followed by a number) in the simulator,
+// which the refund calls reach, and delivers their notifications to the
+// gateway.
 func paidOrders(ctx context.Context, e *env, p *poster, prefix string, n int) ([]string, error) {
-	stamp := time.Now().Format("150405")
 	orders := make([]string, n)
 	notes, err := signAll(ctx, n, func(i int) (wxpaysim.Notification, error) {
-		orders[i] = fmt.Sprintf("%s%s%06d", prefix, stamp, i)
+		orders[i] = fmt.Sprintf("%s%06d", prefix, i)
 		tx, err := e.sim.Pay(ctx, orders[i], 1000, payerOf(orders[i]), true)
 		if err != nil {
 			return wxpaysim.Notification{}, err

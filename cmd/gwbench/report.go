@@ -26,6 +26,9 @@ func failNote(r Result) string {
 // printReport writes one backend's figures as an aligned table.
 func printReport(w io.Writer, r BackendReport) {
 	fmt.Fprintf(w, "\n== %s (%s)\n", r.Name, r.DBVersion)
+	if bad := r.Invalid(); len(bad) > 0 {
+		fmt.Fprintf(w, "RUN INVALID: %s; no figure below is a pass:\n  %s\n", invalidWhy, strings.Join(bad, "\n  "))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "conc\tnew/s\tnew p50\tnew p99\tceiling/s\tceil p50\tceil p99\tratio\tCPU/new\tdup/s\tdup p50\tdup p99\tCPU/dup")
 	for _, l := range r.Levels {
@@ -43,6 +46,11 @@ func printReport(w io.Writer, r BackendReport) {
 				fmt.Fprintf(w, "  conc %d %s:%s\n", l.Concurrency, x.what, failNote(x.r))
 			}
 		}
+	}
+	fmt.Fprintf(w, "order: %s\n", orderNote(r.Levels))
+	fmt.Fprintln(w, "ledger checks:")
+	for _, c := range r.Checks {
+		fmt.Fprintf(w, "  %s\n", c)
 	}
 	for _, o := range r.Opens {
 		fmt.Fprintf(w, "open loop at %.0f/s offered: %.0f/s done, p50 %s, p99 %s, CPU/callback %s%s%s\n",
@@ -116,6 +124,9 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 	b.WriteString(benchPreamble)
 	for _, r := range reps {
 		fmt.Fprintf(&b, "\n## %s (%s)\n\n", r.Name, r.DBVersion)
+		if bad := r.Invalid(); len(bad) > 0 {
+			fmt.Fprintf(&b, "**RUN INVALID**: %s; no figure below is a pass: %s.\n\n", invalidWhy, strings.Join(bad, "; "))
+		}
 		b.WriteString("| concurrency | new/s | new p50 | new p99 | ceiling/s | ceiling p50 | ceiling p99 | new ÷ ceiling | gateway CPU/new | dup/s | dup p50 | dup p99 | gateway CPU/dup |\n")
 		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, l := range r.Levels {
@@ -123,6 +134,8 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 				l.New.Rate(), ms(l.New.P50), ms(l.New.P99), l.Ceiling.Rate(), ms(l.Ceiling.P50), ms(l.Ceiling.P99),
 				l.Ratio(), us(l.New.CPUPerOp()), l.Dup.Rate(), ms(l.Dup.P50), ms(l.Dup.P99), us(l.Dup.CPUPerOp()))
 		}
+		fmt.Fprintf(&b, "\nOrder of the runs at each level: %s.\n", orderNote(r.Levels))
+		writeChecks(&b, r.Checks)
 		for _, o := range r.Opens {
 			fmt.Fprintf(&b, "\nOpen loop (fixed rate, latency from the scheduled send time) at %.0f callbacks/s offered: "+
 				"%.0f/s done, p50 %s, p99 %s, gateway CPU %s per callback%s%s.\n",
@@ -152,6 +165,30 @@ func writeMarkdown(path, cmd, mach string, reps []BackendReport) error {
 	b.WriteString(benchTargets)
 	b.WriteString(keptSection(path))
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// invalidWhy is why a run with a failed ledger check is invalid.
+const invalidWhy = "the gateway's database does not match what it answered"
+
+// orderNote tells which ran first at each level, e.g. "8 clients: gateway
+// (new, dup), then ceiling; 32 clients: ceiling, then gateway (new, dup)".
+func orderNote(levels []Level) string {
+	parts := make([]string, len(levels))
+	for i, l := range levels {
+		parts[i] = fmt.Sprintf("%d clients: gateway (new, dup), then ceiling", l.Concurrency)
+		if l.CeilingFirst {
+			parts[i] = fmt.Sprintf("%d clients: ceiling, then gateway (new, dup)", l.Concurrency)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// writeChecks lists the ledger checks as Markdown.
+func writeChecks(b *strings.Builder, checks []Check) {
+	b.WriteString("\nLedger checks (the gateway's database against its answers, after each phase):\n\n")
+	for _, c := range checks {
+		fmt.Fprintf(b, "- %s\n", c)
+	}
 }
 
 // chaosHeading starts the hand-written verdicts and the chaos run (from
@@ -191,9 +228,10 @@ const benchPreamble = `What is measured (all over real HTTP against the gateway 
   gate's Redis call (nonce, committed mark, lock), decrypt, record notification + payment + history + outbox
   job, answer 204 after the commit, then mark it committed), closed loop. Notifications that arrive while the
   ledger is busy share a transaction (group commit, see README).
-- **dup**: redelivery of an already recorded notification (same id, fresh nonce and signature, as WeChat
-  redelivers; each notification 3 times), closed loop: the signature is verified and the gate answers from
-  the committed mark.
+- **dup**: redelivery of the notifications the new phase answered 2xx (same id, fresh nonce and signature, as
+  WeChat redelivers; each 3 times), closed loop: the signature is verified and the gate answers from the
+  committed mark. One the new phase did not answer 2xx is not sent again: it may never have been recorded,
+  and would then be a first delivery.
 - **ceiling**: no gateway — a bare database/sql transaction per notification doing the same writes (insert
   notification, payment, state_history and an inventory outbox job) at the same concurrency, on an empty
   database of the same kind, with the gateway's driver settings and pool (on MariaDB at most 50 connections,
@@ -205,6 +243,17 @@ const benchPreamble = `What is measured (all over real HTTP against the gateway 
   The p99 target at the ceiling's rate is therefore measured below the gateway's own capacity (see its
   closed-loop rate at 128 clients). gwbench runs without an inventory service, so the later delivery of
   each outbox job (a claim and an update per job) is not in these figures; the chaos run covers it.
+- **order**: the ceiling and the gateway share the database server (MariaDB) or the disk (SQLite), and
+  whichever runs second inherits the first one's unflushed pages and checkpoint debt. So the order
+  alternates: at the 1st, 3rd, … level the gateway's phases (new, then dup) run first and the ceiling after
+  them; at the 2nd, 4th, … the ceiling runs first. The line under each table gives each level's order.
+- **ledger checks**: after each phase gwbench reads the gateway's own database. Every notification answered
+  2xx must have exactly one row in each of notifications, payments (state SUCCESS), state_history and
+  outbox_jobs; no order may have some of these rows without the others, or rows it was never sent; the
+  duplicates must change none of them. (A notification answered otherwise may have been committed anyway;
+  that is counted, not failed.) Only a 201 counts as a created refund (a 202, outcome unknown, is counted
+  apart); each must be in the ledger's refunds once and executed once by WeChat Pay (the simulator). A run
+  that fails a check is invalid: gwbench says so, exits non-zero and does not write this file.
 - **gateway CPU**: user+system CPU of the gateway process (from /proc/<pid>/stat) per callback; on MariaDB
   it excludes the database's, Redis's and the driver's CPU. SQLite runs inside the process that opens it, so
   on SQLite the gateway's CPU includes the database engine's, and the ceiling's shows as the driver's. The CPU table under each backend gives every process's share

@@ -19,9 +19,29 @@ const (
 // keeping up (the loop's own start and end cost a little).
 const keepsUp = 0.97
 
-// verdicts judges one backend's figures against the targets, a line each.
+// verdicts judges one backend's figures against the targets, a line each,
+// and whether the ledger matched the answers. In an invalid run (a ledger
+// check failed) no target is met, whatever the figures.
 func verdicts(r BackendReport) []string {
-	return []string{ratioVerdict(r.Levels), p99Verdict(r.Levels, r.Opens), dupVerdict(r.Levels), refundVerdict(r)}
+	lines := []string{ratioVerdict(r.Levels), p99Verdict(r.Levels, r.Opens), dupVerdict(r.Levels), refundVerdict(r)}
+	if len(r.Invalid()) > 0 {
+		for i, v := range lines {
+			lines[i] = "not judged, the run is invalid: " + strings.Replace(v, ": met (", ": NOT met (", 1)
+		}
+	}
+	return append(lines, ledgerVerdict(r))
+}
+
+// ledgerVerdict says whether every ledger check passed.
+func ledgerVerdict(r BackendReport) string {
+	const what = "the gateway's database matches every answer"
+	if len(r.Checks) == 0 {
+		return what + ": not checked"
+	}
+	if bad := r.Invalid(); len(bad) > 0 {
+		return fmt.Sprintf("%s: NOT met, the run is INVALID (%s)", what, strings.Join(bad, "; "))
+	}
+	return fmt.Sprintf("%s: met (%d checks passed)", what, len(r.Checks))
 }
 
 func metOrNot(ok bool) string {

@@ -29,12 +29,14 @@ func TestVerdictsJudgeEachTarget(t *testing.T) {
 			Opens:       []OpenRun{{Offered: 2200, Result: at(2195, 28500*time.Microsecond)}},
 			RefundRun:   &refunds,
 			RefundAtRun: &Result{N: 150, Elapsed: time.Second, P99: 14 * time.Millisecond},
+			Checks:      []Check{{Name: "8 clients"}, {Name: "128 clients"}},
 		},
 		want: []string{
 			"new ÷ ceiling ≥ 0.8: met (8 clients 0.92, 128 clients 2.80)",
 			"p99 < 50 ms at 5,000 callbacks/s offered, or at the ceiling's rate if lower: met (p99 28.5ms at 2200/s offered, 2195/s done)",
 			"duplicates ≥ 20,000/s: met (best 20500/s, at 128 clients)",
 			"refund creation ≥ 1,000/s: NOT met (256/s); at WeChat Pay's 150/s per merchant it kept up (150/s done, p99 14.0ms)",
+			"the gateway's database matches every answer: met (2 checks passed)",
 		},
 	}, {
 		name: "none met",
@@ -48,6 +50,7 @@ func TestVerdictsJudgeEachTarget(t *testing.T) {
 			"p99 < 50 ms at 5,000 callbacks/s offered, or at the ceiling's rate if lower: NOT met (p99 60.0ms at 2000/s offered, 2000/s done); offered below the target's rate (-rate)",
 			"duplicates ≥ 20,000/s: NOT met (best 14000/s, at 8 clients)",
 			"refund creation ≥ 1,000/s: not measured; at WeChat Pay's 150/s per merchant it fell behind (102/s done, p99 5000.0ms)",
+			"the gateway's database matches every answer: not checked",
 		},
 	}, {
 		name: "nothing measured",
@@ -57,6 +60,7 @@ func TestVerdictsJudgeEachTarget(t *testing.T) {
 			"p99 < 50 ms at 5,000 callbacks/s offered, or at the ceiling's rate if lower: not measured",
 			"duplicates ≥ 20,000/s: not measured",
 			"refund creation ≥ 1,000/s: not measured",
+			"the gateway's database matches every answer: not checked",
 		},
 	}}
 	for _, tc := range tests {
@@ -97,5 +101,30 @@ func TestSlowOpenLoopIsNotMet(t *testing.T) {
 	levels := []Level{{Concurrency: 8, Ceiling: at(6000, 0)}}
 	if v := p99Verdict(levels, []OpenRun{open}); !strings.Contains(v, "NOT met") {
 		t.Errorf("4,200 of 5,000/s done: %q, want NOT met", v)
+	}
+}
+
+// TestInvalidRunMeetsNothing: when a ledger check failed, figures that
+// would meet every target meet none, and the ledger line names the
+// problem.
+func TestInvalidRunMeetsNothing(t *testing.T) {
+	fast := at(100000, time.Millisecond)
+	rep := BackendReport{
+		Levels:      []Level{{Concurrency: 8, New: fast, Ceiling: at(1000, 0), Dup: fast}},
+		Opens:       []OpenRun{{Offered: 1000, Result: at(1000, time.Millisecond)}},
+		RefundRun:   &fast,
+		RefundAtRun: &Result{N: 150, Elapsed: time.Second},
+		Checks: []Check{{Name: "8 clients"},
+			{Name: "32 clients", Problems: []string{"3 orders answered 2xx have no rows (first: Bm032-0000007)"}}},
+	}
+	got := verdicts(rep)
+	for _, v := range got {
+		if strings.Contains(v, ": met") {
+			t.Errorf("invalid run judged met: %q", v)
+		}
+	}
+	last := got[len(got)-1]
+	if !strings.Contains(last, "NOT met, the run is INVALID (32 clients: 3 orders answered 2xx have no rows") {
+		t.Errorf("ledger verdict %q", last)
 	}
 }
