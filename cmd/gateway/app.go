@@ -225,7 +225,13 @@ func (m *Main) wire(ctx context.Context) error {
 	if err := m.initObservability(); err != nil {
 		return err
 	}
-	notices, err := newVerifier(m.Config.WechatPay)
+	w := m.Config.WechatPay
+	// Loaded (and warned about) once, for notifications and answers alike.
+	certs, live, err := loadCerts(w.PlatformCertFiles, time.Now())
+	if err != nil {
+		return err
+	}
+	notices, err := newVerifier(w, certs, live)
 	if err != nil {
 		return err
 	}
@@ -234,8 +240,7 @@ func (m *Main) wire(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
 	}
-	w := m.Config.WechatPay
-	if m.Wechat, err = newWechatClient(ctx, w); err != nil {
+	if m.Wechat, err = newWechatClientWith(ctx, w, certs); err != nil {
 		return err
 	}
 	nc := m.Config.Notify
@@ -281,7 +286,9 @@ func (m *Main) guards() (gateway.Gate, gateway.Locker) {
 		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook, Breaker: breaker}
 }
 
-func newVerifier(w WechatPayConfig) (*wechatpay.Verifier, error) {
+// newVerifier builds the notification verifier from the public key file
+// and the platform certificates loadCerts read (live of them in force).
+func newVerifier(w WechatPayConfig, certs []*x509.Certificate, live int) (*wechatpay.Verifier, error) {
 	cfg := wechatpay.NotifyConfig{APIv3Key: w.APIv3Key, PublicKeyID: w.PublicKeyID}
 	if w.PublicKeyFile != "" {
 		pub, err := utils.LoadPublicKeyWithPath(w.PublicKeyFile)
@@ -289,10 +296,6 @@ func newVerifier(w WechatPayConfig) (*wechatpay.Verifier, error) {
 			return nil, fmt.Errorf("config: wechatpay.public_key_file: %w", err)
 		}
 		cfg.PublicKey = pub
-	}
-	certs, live, err := loadCerts(w.PlatformCertFiles, time.Now())
-	if err != nil {
-		return nil, err
 	}
 	if live == 0 && len(certs) > 0 && cfg.PublicKey == nil {
 		// As with no key at all: a gateway that can verify no callback
@@ -319,11 +322,11 @@ func loadCerts(paths []string, now time.Time) (certs []*x509.Certificate, live i
 		serial := utils.GetCertificateSerialNumber(*c)
 		switch {
 		case wechatpay.CertificateExpired(c, now):
-			slog.Warn("platform certificate has expired: notifications signed with it are refused; remove it from wechatpay.platform_cert_files",
+			slog.Warn("platform certificate has expired: notifications and answers signed with it are refused; remove it from wechatpay.platform_cert_files",
 				"file", p, "serial", serial, "not_after", c.NotAfter.UTC().Format(time.RFC3339))
 		case now.Before(c.NotBefore):
 			live++
-			slog.Warn("platform certificate is not valid yet: notifications signed with it are refused until not_before",
+			slog.Warn("platform certificate is not valid yet: notifications and answers signed with it are refused until not_before",
 				"file", p, "serial", serial, "not_before", c.NotBefore.UTC().Format(time.RFC3339))
 		default:
 			live++

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -13,8 +14,23 @@ import (
 
 // newWechatClient builds the outbound WeChat Pay client (order and refund
 // queries, refunds, bills) shared by every feature, or returns nil when no
-// merchant key is configured.
+// merchant key is configured. It loads the platform certificates itself:
+// for the admin commands (gateway reconcile), which build no verifier.
 func newWechatClient(ctx context.Context, w WechatPayConfig) (*wechatpay.Client, error) {
+	if w.MerchantPrivateKeyFile == "" {
+		return nil, nil
+	}
+	certs, _, err := loadCerts(w.PlatformCertFiles, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return newWechatClientWith(ctx, w, certs)
+}
+
+// newWechatClientWith is newWechatClient with the platform certificates
+// already loaded: the answers of WeChat Pay's API are verified with them
+// and the public key, as notifications are.
+func newWechatClientWith(ctx context.Context, w WechatPayConfig, certs []*x509.Certificate) (*wechatpay.Client, error) {
 	if w.MerchantPrivateKeyFile == "" {
 		return nil, nil
 	}
@@ -38,7 +54,7 @@ func newWechatClient(ctx context.Context, w WechatPayConfig) (*wechatpay.Client,
 		return nil, fmt.Errorf("config: wechatpay.public_key_file: %w", err)
 	}
 	return wechatpay.NewClient(ctx, wechatpay.ClientConfig{MchID: w.MchID, AppID: w.AppID,
-		MerchantSerial: w.MerchantSerial, MerchantKey: key, PublicKeyID: w.PublicKeyID, PublicKey: pub,
+		MerchantSerial: w.MerchantSerial, MerchantKey: key, PublicKeyID: w.PublicKeyID, PublicKey: pub, Certificates: certs,
 		BaseURL: w.BaseURL, Timeout: w.Timeout, BillTimeout: w.billTimeout(), RefundNotifyURL: w.RefundNotifyURL})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/sha1"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,8 +18,8 @@ import (
 	"time"
 
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/auth"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/auth/validators"
-	"github.com/wechatpay-apiv3/wechatpay-go/core/auth/verifiers"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/consts"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 	"github.com/wechatpay-apiv3/wechatpay-go/services/payments"
@@ -85,7 +86,14 @@ type ClientConfig struct {
 	MerchantSerial string          // merchant API certificate serial
 	MerchantKey    *rsa.PrivateKey // merchant API private key; signs requests
 	PublicKeyID    string          // "PUB_KEY_ID_…"
-	PublicKey      *rsa.PublicKey  // WeChat Pay public key; verifies responses
+	PublicKey      *rsa.PublicKey  // WeChat Pay public key; verifies answers, encrypts sensitive fields
+	// Certificates are the platform certificates (optional). During the
+	// switch to the public key WeChat Pay signs answers with either, the
+	// Wechatpay-Serial header saying which; one used outside its validity
+	// period verifies nothing.
+	Certificates []*x509.Certificate
+	// Now is the clock certificate validity is checked against; default time.Now.
+	Now func() time.Time
 	// BaseURL replaces the scheme and host of WeChat Pay's API
 	// (https://api.mch.weixin.qq.com) when set, e.g. to reach a simulator.
 	// It must not have a path: the request signature covers the request URI.
@@ -108,7 +116,20 @@ func (cfg ClientConfig) validate() error {
 	case cfg.PublicKeyID == "" || cfg.PublicKey == nil:
 		return errors.New("wechat pay public key id and public key are required")
 	}
+	for _, c := range cfg.Certificates {
+		if !rsaCertificate(c) { // the SDK's verifier would panic on it
+			return errors.New("platform certificates must be RSA certificates")
+		}
+	}
 	return nil
+}
+
+func rsaCertificate(c *x509.Certificate) bool {
+	if c == nil {
+		return false
+	}
+	_, ok := c.PublicKey.(*rsa.PublicKey)
+	return ok
 }
 
 // Client calls the WeChat Pay v3 API: order query, refunds and trade bills.
@@ -123,7 +144,9 @@ type Client struct {
 	refunds  refunddomestic.RefundsApiService
 }
 
-// NewClient builds a client in public-key mode. It does not touch the network.
+// NewClient builds a client: requests signed with the merchant key,
+// sensitive fields encrypted with the public key, answers verified with the
+// public key and the platform certificates. It does not touch the network.
 func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("new wechatpay client: %w", err)
@@ -132,9 +155,12 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new wechatpay client: %w", err)
 	}
+	verifier := answerVerifier(cfg)
+	// Options apply in order: WithVerifier replaces the public-key-only
+	// validator the auth-cipher option sets, and keeps its signer and cipher.
 	api, err := core.NewClient(ctx,
 		option.WithWechatPayPublicKeyAuthCipher(cfg.MchID, cfg.MerchantSerial, cfg.MerchantKey, cfg.PublicKeyID, cfg.PublicKey),
-		option.WithHTTPClient(hc))
+		option.WithVerifier(verifier), option.WithHTTPClient(hc))
 	if err != nil {
 		return nil, fmt.Errorf("new wechatpay client: %w", err)
 	}
@@ -151,11 +177,45 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	return &Client{
 		cfg: cfg, log: log, api: api, raw: raw,
-		refusals: validators.NewWechatPayResponseValidator(verifiers.NewSHA256WithRSAPubkeyVerifier(cfg.PublicKeyID, *cfg.PublicKey)),
+		refusals: validators.NewWechatPayResponseValidator(verifier),
 		jsapi:    jsapi.JsapiApiService{Client: api},
 		refunds:  refunddomestic.RefundsApiService{Client: api},
 	}, nil
 }
+
+// answerVerifier verifies WeChat Pay's answers, 2xx and refusals alike,
+// as notifications are: with the public key and the platform certificates,
+// a certificate only within its validity period.
+func answerVerifier(cfg ClientConfig) auth.Verifier {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return inForceVerifier{next: keyVerifier(cfg.PublicKeyID, cfg.PublicKey, cfg.Certificates),
+		certs: certsBySerial(cfg.Certificates), now: now}
+}
+
+// inForceVerifier refuses a signature under a platform certificate outside
+// its validity period (checked at each answer: a certificate may expire
+// while the process runs), then defers to next.
+type inForceVerifier struct {
+	next  auth.Verifier
+	certs map[string]*x509.Certificate
+	now   func() time.Time
+}
+
+// Verify implements auth.Verifier.
+func (v inForceVerifier) Verify(ctx context.Context, serial, message, signature string) error {
+	if err := certOutOfForce(v.certs, serial, v.now()); err != nil {
+		return err
+	}
+	return v.next.Verify(ctx, serial, message, signature)
+}
+
+// GetSerial implements auth.Verifier: the public key's id (the SDK sends
+// it as the request's Wechatpay-Serial: the key sensitive fields are
+// encrypted with).
+func (v inForceVerifier) GetSerial(ctx context.Context) (string, error) { return v.next.GetSerial(ctx) }
 
 // newHTTPClients returns the API calls' HTTP client, with the call timeout
 // and answers capped at maxAnswer, and the bill downloads', with the bill

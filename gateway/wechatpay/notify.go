@@ -66,11 +66,17 @@ func NewVerifier(cfg NotifyConfig) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	certs := map[string]*x509.Certificate{}
-	for _, c := range cfg.Certificates {
+	return &Verifier{cfg: cfg, known: known, certs: certsBySerial(cfg.Certificates),
+		validator: validators.NewWechatPayNotifyValidator(v)}, nil
+}
+
+// certsBySerial indexes platform certificates by serial.
+func certsBySerial(cs []*x509.Certificate) map[string]*x509.Certificate {
+	certs := make(map[string]*x509.Certificate, len(cs))
+	for _, c := range cs {
 		certs[utils.GetCertificateSerialNumber(*c)] = c
 	}
-	return &Verifier{cfg: cfg, known: known, certs: certs, validator: validators.NewWechatPayNotifyValidator(v)}, nil
+	return certs
 }
 
 // CertificateExpired reports whether c is past its NotAfter at now: its
@@ -83,25 +89,48 @@ func certificateInForce(c *x509.Certificate, now time.Time) bool {
 	return !now.Before(c.NotBefore) && !CertificateExpired(c, now)
 }
 
+// certOutOfForce refuses a signature under serial when it names one of
+// certs outside its validity period at now: WeChat Pay retires a
+// certificate's key with it. Nil otherwise (a live certificate, the
+// public key, or an unknown serial, which the verifier refuses).
+func certOutOfForce(certs map[string]*x509.Certificate, serial string, now time.Time) error {
+	c := certs[serial]
+	if c == nil || certificateInForce(c, now) {
+		return nil
+	}
+	return fmt.Errorf("Wechatpay-Serial %s names a platform certificate outside its validity period (%s to %s)",
+		serial, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+}
+
 func buildVerifier(cfg NotifyConfig) (auth.Verifier, map[string]bool, error) {
 	known := map[string]bool{}
-	for _, c := range cfg.Certificates {
-		known[utils.GetCertificateSerialNumber(*c)] = true
+	for serial := range certsBySerial(cfg.Certificates) {
+		known[serial] = true
 	}
-	certs := core.NewCertificateMapWithList(cfg.Certificates)
-	hasKey := cfg.PublicKey != nil && cfg.PublicKeyID != ""
-	if hasKey {
+	if cfg.PublicKey != nil && cfg.PublicKeyID != "" {
 		known[cfg.PublicKeyID] = true
 	}
-	switch {
-	case hasKey && len(cfg.Certificates) > 0:
-		return verifiers.NewSHA256WithRSACombinedVerifier(certs, cfg.PublicKeyID, *cfg.PublicKey), known, nil
-	case hasKey:
-		return verifiers.NewSHA256WithRSAPubkeyVerifier(cfg.PublicKeyID, *cfg.PublicKey), known, nil
-	case len(cfg.Certificates) > 0:
-		return verifiers.NewSHA256WithRSAVerifier(certs), known, nil
+	v := keyVerifier(cfg.PublicKeyID, cfg.PublicKey, cfg.Certificates)
+	if v == nil {
+		return nil, nil, fmt.Errorf("wechatpay notify: configure the WeChat Pay public key or platform certificates")
 	}
-	return nil, nil, fmt.Errorf("wechatpay notify: configure the WeChat Pay public key or platform certificates")
+	return v, known, nil
+}
+
+// keyVerifier verifies WeChat Pay's signatures with the public key, the
+// platform certificates, or both (during a switch WeChat Pay signs with
+// either; the serial picks the key). Nil when neither is set.
+func keyVerifier(keyID string, key *rsa.PublicKey, certs []*x509.Certificate) auth.Verifier {
+	hasKey := key != nil && keyID != ""
+	switch {
+	case hasKey && len(certs) > 0:
+		return verifiers.NewSHA256WithRSACombinedVerifier(core.NewCertificateMapWithList(certs), keyID, *key)
+	case hasKey:
+		return verifiers.NewSHA256WithRSAPubkeyVerifier(keyID, *key)
+	case len(certs) > 0:
+		return verifiers.NewSHA256WithRSAVerifier(core.NewCertificateMapWithList(certs))
+	}
+	return nil
 }
 
 type envelope struct {
@@ -184,10 +213,8 @@ func (v *Verifier) checkHeaders(h http.Header) (time.Time, error) {
 	}
 	// Checked now, not at start: a certificate may expire while the
 	// process runs, and its file is kept after rotation.
-	if c := v.certs[serial]; c != nil && !certificateInForce(c, v.cfg.Now()) {
-		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "Wechatpay-Serial " + serial +
-			" names a platform certificate outside its validity period (" + c.NotBefore.UTC().Format(time.RFC3339) +
-			" to " + c.NotAfter.UTC().Format(time.RFC3339) + ")"}
+	if err := certOutOfForce(v.certs, serial, v.cfg.Now()); err != nil {
+		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: err.Error()}
 	}
 	return ts, nil
 }

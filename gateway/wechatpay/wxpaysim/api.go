@@ -106,7 +106,9 @@ func abort(w http.ResponseWriter) {
 	panic(http.ErrAbortHandler) // net/http closes the connection silently
 }
 
-// write sends rep, signed with the WeChat Pay public key unless raw.
+// write sends rep, signed (unless raw or unsigned) with the key of the
+// current sign mode, as notifications are: during the switch to the public
+// key WeChat Pay signs its answers with either key.
 func (s *Sim) write(w http.ResponseWriter, rep reply) {
 	requestID, _ := randomHex(16)
 	h := w.Header()
@@ -118,7 +120,7 @@ func (s *Sim) write(w http.ResponseWriter, rep reply) {
 		h.Set("Content-Type", "application/json; charset=utf-8")
 	default:
 		// Wall clock on purpose: the SDK rejects signatures 5 min off time.Now.
-		signed, err := s.keys.signedHeader(PublicKeyMode(), rep.body, time.Now())
+		signed, err := s.keys.signedHeader(s.currentSignMode(), rep.body, time.Now())
 		if err != nil {
 			s.log.Error("wxpaysim: sign response", "err", err)
 			rep = errReply(http.StatusInternalServerError, "SYSTEM_ERROR", "sign response")

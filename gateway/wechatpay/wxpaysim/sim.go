@@ -31,8 +31,8 @@ type Options struct {
 	Now func() time.Time
 	// Client delivers notifications; default has WeChat's 5 s answer limit.
 	Client *http.Client
-	// SignMode selects the key notifications are signed with (default
-	// public-key mode). Responses are always signed in public-key mode.
+	// SignMode selects the key notifications and API answers are signed
+	// with (default public-key mode), as during a switch between them.
 	SignMode SignMode
 	// RefundSettleDelay is how long a refund stays PROCESSING: 0 settles right
 	// after creation (the create call still answers PROCESSING), <0 waits for
@@ -120,7 +120,7 @@ func (s *Sim) Close() {
 	s.wg.Wait()
 }
 
-// SetSignMode changes the key future notifications are signed with, e.g. to
+// SetSignMode changes the key future notifications and answers are signed with, e.g. to
 // simulate a certificate rotation or a switch to public-key mode.
 func (s *Sim) SetSignMode(m SignMode) {
 	s.mu.Lock()
