@@ -133,6 +133,7 @@ func (m *Main) openStore(ctx context.Context) error {
 	if err := m.migrateOrCheck(mctx, d, limit, sqlDB, dialect); err != nil {
 		return err
 	}
+	warnNotDurable(mctx, sqlDB, dialect)
 	clock := ledger.NewDBClock(db, dialect)
 	if err := clock.Sync(mctx); err != nil {
 		return err
@@ -186,7 +187,10 @@ func (m *Main) notifyStore() *ledger.Store {
 // refuses a database that lacks some.
 func (m *Main) migrateOrCheck(ctx context.Context, d DatabaseConfig, limit time.Duration, db *sql.DB, dialect migrations.Dialect) error {
 	if !m.NoMigrate {
-		return applyMigrations(ctx, d, limit)
+		if err := applyMigrations(ctx, d, limit); err != nil {
+			return err
+		}
+		return checkMigrated(ctx, db, dialect)
 	}
 	n, err := migrations.Pending(ctx, db, dialect)
 	if err != nil {
@@ -236,6 +240,9 @@ func (m *Main) wire(ctx context.Context) error {
 		return err
 	}
 	gate, locker := m.guards()
+	if err := m.checkGuards(ctx); err != nil {
+		return err
+	}
 	keys, err := gateway.ParseAPIKeys(m.Config.Auth.APIKeys)
 	if err != nil {
 		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)

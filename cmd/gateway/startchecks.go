@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"paygateway/migrations"
+)
+
+// checkMigrated refuses a start whose pool does not see the migrations
+// just applied on a connection of their own: an in-memory SQLite database
+// (":memory:", mode=memory without a shared cache) is one per connection,
+// and the gateway would start "ready" on an empty one.
+func checkMigrated(ctx context.Context, db *sql.DB, dialect migrations.Dialect) error {
+	n, err := migrations.Pending(ctx, db, dialect)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("the database's pool does not see the %d migrations just applied: an in-memory "+
+			"SQLite database is one per connection; name a file", n)
+	}
+	return nil
+}
+
+// warnNotDurable logs an error when MySQL does not flush each commit's
+// log to disk: a 2xx to WeChat Pay says the notification is durably
+// committed, and with innodb_flush_log_at_trx_commit 0 or 2 a power cut
+// loses up to a second of commits WeChat Pay will never send again.
+func warnNotDurable(ctx context.Context, db *sql.DB, dialect migrations.Dialect) {
+	if dialect != migrations.MySQL {
+		return
+	}
+	var flush sql.NullString
+	if err := db.QueryRowContext(ctx, "SELECT @@innodb_flush_log_at_trx_commit").Scan(&flush); err != nil {
+		slog.Warn("could not read innodb_flush_log_at_trx_commit", "err", err)
+		return
+	}
+	if !durableFlush(flush.String) {
+		slog.Error("the database does not flush each commit to disk (innodb_flush_log_at_trx_commit is not 1): "+
+			"notifications answered 2xx can be lost in a power cut; set it to 1", "innodb_flush_log_at_trx_commit", flush.String)
+	}
+}
+
+func durableFlush(v string) bool { return strings.TrimSpace(v) == "1" }
+
+// checkRedis pings a configured Redis once at start. A wrong password is
+// a configuration error and ends the start (every instance would run on
+// its own in-process guards, looking healthy); Redis merely unreachable is
+// what the fallbacks are for, and is logged.
+func checkRedis(ctx context.Context, c *redis.Client, timeout time.Duration) error {
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := c.Ping(pctx).Err()
+	switch {
+	case err == nil:
+		return nil
+	case redisAuthError(err):
+		return fmt.Errorf("redis: %w: check redis.password (GATEWAY_REDIS_PASSWORD) and redis.db", err)
+	}
+	slog.Error("redis does not answer at start; running on in-process guards until it does (per instance: "+
+		"rate limits, the failed-key lockout and notification locks are not shared)", "err", err)
+	return nil
+}
+
+// redisAuthError reports whether err is Redis refusing the credentials or
+// the database number.
+func redisAuthError(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	for _, p := range []string{"NOAUTH", "WRONGPASS", "ERR invalid password", "ERR AUTH", "ERR DB index", "ERR invalid DB index"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkGuards checks a configured Redis at start, and warns when a MySQL
+// ledger (several instances, as a rule) runs without one.
+func (m *Main) checkGuards(ctx context.Context) error {
+	if m.Redis != nil {
+		return checkRedis(ctx, m.Redis, 500*time.Millisecond) // bounded: a restart while Redis is down waits no longer
+	}
+	if m.Store.Dialect() == migrations.MySQL {
+		slog.Warn("no redis configured: rate limits, the failed-key lockout and notification locks are per " +
+			"instance; with several instances set redis.addr (the database's unique keys still keep every effect once)")
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+
+	"paygateway/ledger/ledgertest"
+	"paygateway/migrations"
+)
+
+// TestInMemoryDatabaseIsRefused: ":memory:" is one database per
+// connection, so the migrations applied on their own connection are not
+// the pool's: the start fails instead of serving "ready" on an empty one.
+func TestInMemoryDatabaseIsRefused(t *testing.T) {
+	cfg := testConfig(t, backend{name: "sqlite"})
+	cfg.Database.DSN = ":memory:"
+	m, err := NewMain(context.Background(), cfg)
+	if err == nil {
+		m.Close()
+		t.Fatal("a gateway started on :memory:")
+	}
+	if !strings.Contains(err.Error(), "in-memory") {
+		t.Fatalf("err = %v, want it to name the in-memory database", err)
+	}
+}
+
+// TestRedisCredentialsAreCheckedAtStart: a wrong password or database
+// number ends the start (every instance would otherwise run on its own
+// in-process guards and look healthy); a Redis merely unreachable is
+// what the fallbacks are for, and the gateway starts.
+func TestRedisCredentialsAreCheckedAtStart(t *testing.T) {
+	for name, set := range map[string]func(c *Config){
+		"wrong password": func(c *Config) { c.Redis.Addr, c.Redis.Password = refusingRedis(t), "not-the-password" },
+		"wrong database": func(c *Config) { c.Redis.DB = 4096 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(t, backend{name: "sqlite+redis", redis: true})
+			set(&cfg)
+			m, err := NewMain(context.Background(), cfg)
+			if err == nil {
+				m.Close()
+				t.Fatal("the gateway started")
+			}
+			if !strings.Contains(err.Error(), "redis.password") {
+				t.Fatalf("err = %v, want it to point at redis.password", err)
+			}
+		})
+	}
+	cfg := testConfig(t, backend{name: "sqlite+redis", redis: true})
+	cfg.Redis.Addr = freeAddr(t)
+	m, err := NewMain(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Redis unreachable at start: %v, want a start on the fallbacks", err)
+	}
+	m.Close()
+}
+
+// TestDurabilityIsChecked: innodb_flush_log_at_trx_commit other than 1
+// is named in an ERROR at start; the test server's (1) gives none.
+func TestDurabilityIsChecked(t *testing.T) {
+	if durableFlush("2") || durableFlush("0") || !durableFlush("1") {
+		t.Fatal("durableFlush")
+	}
+	db, err := ledgertest.OpenMySQL(t).DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &logBuffer{}
+	restoreLogging(t)
+	slog.SetDefault(slog.New(slog.NewJSONHandler(buf, nil)))
+	warnNotDurable(context.Background(), db, migrations.MySQL)
+	if out := buf.String(); out != "" {
+		t.Fatalf("log: %s, want nothing on a durable server", out)
+	}
+}
+
+// refusingRedis is a server speaking Redis's protocol that answers every
+// command WRONGPASS, as a Redis with another password does (the test
+// server has none, and go-redis then ignores a password).
+func refusingRedis(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go refuseCommands(c)
+		}
+	}()
+	return l.Addr().String()
+}
+
+// refuseCommands reads RESP arrays of bulk strings from c and answers each
+// with a WRONGPASS error.
+func refuseCommands(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for {
+		head, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "*")))
+		for i := 0; i < 2*n; i++ { // each argument: $len, then its bytes
+			if _, err := r.ReadString('\n'); err != nil {
+				return
+			}
+		}
+		if _, err := c.Write([]byte("-WRONGPASS invalid username-password pair or user is disabled.\r\n")); err != nil {
+			return
+		}
+	}
+}
