@@ -81,13 +81,23 @@ func (c *DBClock) Sync(ctx context.Context) error {
 	if c.dialect != migrations.MySQL {
 		return nil
 	}
+	// One connection taken first: a wait for a free one in a busy pool
+	// would count as round trip, and could fill every sample's.
+	sqlDB, err := c.db.DB()
+	if err != nil {
+		return fmt.Errorf("read the database clock: %w", err)
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("read the database clock: %w", err)
+	}
+	defer conn.Close()
 	var best *clockReading
 	bestRTT := time.Duration(-1)
 	for range clockSamples {
 		sent := c.local()
 		var micros int64
-		err := c.db.WithContext(ctx).Raw(unixMicrosSQL).Scan(&micros).Error
-		if err != nil {
+		if err := conn.QueryRowContext(ctx, unixMicrosSQL).Scan(&micros); err != nil {
 			return fmt.Errorf("read the database clock: %w", err)
 		}
 		got := c.local()

@@ -87,3 +87,41 @@ func TestLeaseFromASkewedHostHolds(t *testing.T) {
 		})
 	}
 }
+
+// TestDBClockSyncIgnoresPoolWaits: a sync in a busy pool (here one
+// connection, held 200 ms at a time by someone else) waits for a
+// connection once, before its timed reads: each read waiting its turn
+// counted the wait as round trip, and put the offset off by half of it.
+func TestDBClockSyncIgnoresPoolWaits(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	sqlDB, err := s.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	ctx, stop := context.WithCancel(context.Background())
+	hogDone := make(chan struct{})
+	go func() { // takes the connection again as soon as it is free
+		defer close(hogDone)
+		for ctx.Err() == nil {
+			conn, err := sqlDB.Conn(ctx)
+			if err != nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+			conn.Close()
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c := ledger.NewDBClock(s.DB(), s.Dialect())
+	err = c.Sync(context.Background())
+	stop()
+	<-hogDone
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server runs on this host: the true offset is about zero.
+	if off := c.Offset(); off.Abs() > 50*time.Millisecond {
+		t.Fatalf("offset %v measured in a busy pool, want about 0", off)
+	}
+}

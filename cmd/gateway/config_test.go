@@ -320,3 +320,18 @@ func TestEmptyVariableLeavesTheFileValue(t *testing.T) {
 		t.Fatalf("empty variables = %v", got)
 	}
 }
+
+// TestBlankDSNNamesNoDatabase: GATEWAY_DATABASE_DSN of spaces is ignored
+// like any empty variable, so it names no database either: an admin
+// command is refused rather than run on make run's local file.
+func TestBlankDSNNamesNoDatabase(t *testing.T) {
+	t.Setenv("GATEWAY_CONFIG", "")
+	t.Setenv("GATEWAY_DATABASE_DSN", " ")
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := databaseNamed("apikey", "", cfg); err == nil {
+		t.Fatalf("an admin command was let run on %q", cfg.Database.DSN)
+	}
+}

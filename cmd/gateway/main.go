@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -117,7 +118,7 @@ func loadFromFlags(name string, args []string, named bool) (Config, *flag.FlagSe
 func databaseNamed(cmd, path string, cfg Config) error {
 	dsn := cfg.Database.DSN
 	switch {
-	case dsn != "" && (dsn != DefaultConfig().Database.DSN || os.Getenv("GATEWAY_DATABASE_DSN") != ""):
+	case dsn != "" && (dsn != DefaultConfig().Database.DSN || strings.TrimSpace(os.Getenv("GATEWAY_DATABASE_DSN")) != ""):
 		return nil
 	case path == "":
 		return fmt.Errorf("%s: no database named: pass --config FILE or set GATEWAY_CONFIG or GATEWAY_DATABASE_DSN "+
