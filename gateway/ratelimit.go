@@ -17,6 +17,9 @@ import (
 type Limit struct {
 	PerMinute int
 	Burst     int
+	// Global marks a limit of all callers together (a merchant-wide quota
+	// such as WeChat Pay's), not one caller's: see FallbackLimiter.Instances.
+	Global bool
 }
 
 // interval is the GCRA emission interval: one request per interval.
@@ -27,6 +30,16 @@ func (l Limit) burst() int {
 		return 1
 	}
 	return l.Burst
+}
+
+// share is one instance's part of a Global limit when n instances each
+// decide alone: rate and burst divided by n, rounded down but at least 1.
+// Other limits are whole.
+func (l Limit) share(n int) Limit {
+	if !l.Global || n <= 1 || l.PerMinute <= 0 {
+		return l
+	}
+	return Limit{PerMinute: max(l.PerMinute/n, 1), Burst: max(l.burst()/n, 1), Global: true}
 }
 
 // Decision is a limiter's answer for one request.
@@ -190,30 +203,42 @@ type FallbackLimiter struct {
 	// breaker never opens for, would otherwise cost a request that timeout
 	// per call. Past it, the request's calls go to Secondary at once.
 	Budget time.Duration
+	// Instances is how many gateway instances share Primary (0 or 1: one).
+	// While Primary cannot decide, every instance decides alone: a
+	// caller's limit then holds per instance, which is enough, but a
+	// Global limit would let Instances times its quota through, so each
+	// instance allows only its share (Limit.share).
+	Instances int
 }
 
 // Allow implements Limiter.
 func (f FallbackLimiter) Allow(ctx context.Context, key string, limit Limit) (Decision, error) {
-	return f.decide(ctx, func(ctx context.Context, l Limiter) (Decision, error) { return l.Allow(ctx, key, limit) })
+	return f.decide(ctx, limit, func(ctx context.Context, l Limiter, limit Limit) (Decision, error) {
+		return l.Allow(ctx, key, limit)
+	})
 }
 
 // Peek implements Limiter.
 func (f FallbackLimiter) Peek(ctx context.Context, key string, limit Limit) (Decision, error) {
-	return f.decide(ctx, func(ctx context.Context, l Limiter) (Decision, error) { return l.Peek(ctx, key, limit) })
+	return f.decide(ctx, limit, func(ctx context.Context, l Limiter, limit Limit) (Decision, error) {
+		return l.Peek(ctx, key, limit)
+	})
 }
 
-func (f FallbackLimiter) decide(ctx context.Context, call func(context.Context, Limiter) (Decision, error)) (Decision, error) {
+func (f FallbackLimiter) decide(ctx context.Context, limit Limit,
+	call func(context.Context, Limiter, Limit) (Decision, error)) (Decision, error) {
+	local := limit.share(f.Instances)
 	rctx, done, ok := redisBudget(ctx, f.Budget)
 	defer done()
 	if !ok {
 		countFallback("ratelimit", f.Hook)
-		return call(ctx, f.Secondary)
+		return call(ctx, f.Secondary, local)
 	}
 	// A call the budget cut short ends with rctx done: the breaker takes
 	// it for its caller giving up, and stays closed.
 	d, _, err := redisFirst(rctx, f.Breaker, f.Hook, "ratelimit",
-		func() (Decision, error) { return call(rctx, f.Primary) },
-		func() (Decision, error) { return call(ctx, f.Secondary) })
+		func() (Decision, error) { return call(rctx, f.Primary, limit) },
+		func() (Decision, error) { return call(ctx, f.Secondary, local) })
 	return d, err
 }
 

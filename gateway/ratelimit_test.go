@@ -173,3 +173,82 @@ func TestRequestWaitsForRedisWithinItsBudget(t *testing.T) {
 		t.Fatalf("the next request did not ask Redis: %d calls, %v", slow.calls.Load(), err)
 	}
 }
+
+// quotaInstances are n gateway instances' refund services over primary,
+// each with its own memory fallback on the clock now, Instances n.
+func quotaInstances(n int, primary Limiter, now *time.Time, quota Limit) []*RefundService {
+	svcs := make([]*RefundService, n)
+	for i := range svcs {
+		mem := NewMemoryLimiter()
+		mem.now = func() time.Time { return *now }
+		f := FallbackLimiter{Primary: primary, Secondary: mem, Instances: n}
+		svcs[i] = &RefundService{cfg: RefundConfig{Calls: f, CallLimit: quota}}
+	}
+	return svcs
+}
+
+// admitted is how many of tries refund applications per instance the
+// instances let through.
+func admitted(svcs []*RefundService, tries int) (n int) {
+	for _, s := range svcs {
+		for range tries {
+			if s.admitCall(context.Background()) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestGlobalQuotaSharedOutWhileRedisFails: three instances, Redis down,
+// each decides refund applications alone; together they let through at
+// most the merchant's burst at one instant, and at most the burst plus
+// one second's rate within a second (WeChat Pay's 150/s).
+func TestGlobalQuotaSharedOutWhileRedisFails(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	down := limiterFunc(func(context.Context, string, Limit) (Decision, error) {
+		return Decision{}, errors.New("redis down")
+	})
+	svcs := quotaInstances(3, down, &now, Limit{PerMinute: 6000, Burst: 50}) // 100/s
+	first := admitted(svcs, 100)
+	if first > 50 || first < 45 {
+		t.Fatalf("%d applications at one instant, want the burst of 50 shared out (48)", first)
+	}
+	total := first
+	for range 100 { // the rest of the second, every 10 ms
+		now = now.Add(10 * time.Millisecond)
+		total += admitted(svcs, 5)
+	}
+	if total > 150 || total < 140 {
+		t.Fatalf("%d applications within a second, want at most 150 (burst 50 + 100/s)", total)
+	}
+}
+
+// TestGlobalQuotaWholeOnRedis: with Redis up (a shared limiter) the
+// instances share the whole quota, not their fallback shares of it.
+func TestGlobalQuotaWholeOnRedis(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	shared := NewMemoryLimiter()
+	shared.now = func() time.Time { return now }
+	if n := admitted(quotaInstances(3, shared, &now, Limit{PerMinute: 6000, Burst: 50}), 100); n != 50 {
+		t.Fatalf("%d applications at one instant, want the burst of 50", n)
+	}
+}
+
+// TestCallerLimitWholePerInstanceWhileRedisFails: a caller's own limit is
+// not divided: each instance falls back to all of it.
+func TestCallerLimitWholePerInstanceWhileRedisFails(t *testing.T) {
+	down := limiterFunc(func(context.Context, string, Limit) (Decision, error) {
+		return Decision{}, errors.New("redis down")
+	})
+	limit := Limit{PerMinute: 60, Burst: 5}
+	for i := range 3 {
+		f := FallbackLimiter{Primary: down, Secondary: NewMemoryLimiter(), Instances: 3}
+		for j := range 6 {
+			d, err := f.Allow(context.Background(), "rl:refunds:openid", limit)
+			if err != nil || d.Allowed != (j < 5) {
+				t.Fatalf("instance %d, request %d: %+v %v, want the whole burst of 5 allowed", i, j+1, d, err)
+			}
+		}
+	}
+}

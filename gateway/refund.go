@@ -289,12 +289,15 @@ func (s *RefundService) replay(ctx context.Context, k *ledger.IdemKey) (*Answer,
 // admitCall spends one of the merchant's refund applications; over the
 // limit it answers ERATE_LIMITED with the wait. If the limiter fails the
 // application goes through: the limit protects WeChat's quota, it must
-// not stop refunds.
+// not stop refunds. The limit is Global: while Redis fails, each instance
+// allows only its share of it.
 func (s *RefundService) admitCall(ctx context.Context) error {
 	if s.cfg.Calls == nil || s.cfg.CallLimit.PerMinute <= 0 {
 		return nil
 	}
-	d, err := s.cfg.Calls.Allow(ctx, "rl:refund-calls:all", s.cfg.CallLimit)
+	limit := s.cfg.CallLimit
+	limit.Global = true
+	d, err := s.cfg.Calls.Allow(ctx, "rl:refund-calls:all", limit)
 	switch {
 	case err != nil:
 		slog.WarnContext(ctx, "refund call limiter unavailable, letting the refund through", "err", err)

@@ -288,7 +288,7 @@ func (m *Main) guards() (gateway.Gate, gateway.Locker) {
 	m.closers = append(m.closers, rs.Close)
 	hook, breaker := m.Metrics.RedisFallback, &gateway.Breaker{Cooldown: r.BreakerCooldown}
 	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook, Breaker: breaker,
-		Budget: rc.Wait()}
+		Budget: rc.Wait(), Instances: r.Instances}
 	return gateway.FallbackGate{Primary: rs, Secondary: memGate, Hook: hook, Breaker: breaker},
 		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook, Breaker: breaker}
 }

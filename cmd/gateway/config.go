@@ -140,6 +140,12 @@ type RedisConfig struct {
 	// in-process guards answer) for this long, so a hung Redis costs a
 	// request at most one op_timeout; default 2 s.
 	BreakerCooldown time.Duration `yaml:"breaker_cooldown"`
+	// Instances is how many gateway instances share this Redis: the most
+	// that run at once (an autoscaler's maximum); default 1. While Redis
+	// cannot decide, each instance allows only 1/Instances of the
+	// merchant-wide refund quota (rate_limit.refund_calls_*), so that
+	// together they stay within it.
+	Instances int `yaml:"instances"`
 }
 
 // WechatPayConfig is the merchant's identity and keys.
@@ -203,7 +209,7 @@ func DefaultConfig() Config {
 		Redis: RedisConfig{Prefix: "gw:", PoolSize: 20, DialTimeout: 200 * time.Millisecond,
 			ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
 			PoolTimeout: 100 * time.Millisecond, OpTimeout: 250 * time.Millisecond, FinishDelay: 2 * time.Millisecond,
-			BreakerCooldown: 2 * time.Second},
+			BreakerCooldown: 2 * time.Second, Instances: 1},
 		WechatPay: WechatPayConfig{Timeout: 10 * time.Second},
 		// A backend clock a little ahead must not turn fresh tokens away.
 		Refunds:   RefundsConfig{JWT: JWTConfig{Leeway: 30 * time.Second, MaxLifetime: 24 * time.Hour}},
@@ -428,6 +434,7 @@ func (c *Config) Validate() error {
 			"must be at most 1m (every guard stays on its per-instance fallback meanwhile)"},
 		{c.HTTP.WriteTimeout <= max(c.HTTP.APITimeout, c.HTTP.NotifyTimeout),
 			"http.write_timeout (GATEWAY_HTTP_WRITE_TIMEOUT)", "must be longer than http.api_timeout and http.notify_timeout"},
+		{c.Redis.Instances < 1, "redis.instances (GATEWAY_REDIS_INSTANCES)", "must be at least 1"},
 		{c.Redis.FinishDelay < 0 || c.Redis.FinishDelay > time.Second,
 			"redis.finish_delay (GATEWAY_REDIS_FINISH_DELAY)", "must be between 0 and 1s"},
 		{w.BillTimeout < 0 || w.BillTimeout > maxBillTimeout,

@@ -93,3 +93,38 @@ func TestPeekCountsNothing(t *testing.T) {
 		t.Fatal("a request past the burst was allowed")
 	}
 }
+
+// TestRetriedRateLimitCountsOnce: the reply to a rate-limit call comes
+// after the client's read timeout, so go-redis sends the script again
+// after it already counted the request; the retry must not count it a
+// second time. Burst 2: the next request is still allowed, the one after
+// it refused.
+func TestRetriedRateLimitCountsOnce(t *testing.T) {
+	base := redistest.Config(t)
+	cfg := base
+	cfg.Addr = slowFirstReply(t, base.Addr, "rl:retried", 300*time.Millisecond)
+	cfg.ReadTimeout, cfg.OpTimeout = 100*time.Millisecond, 2*time.Second
+	c := redisstore.NewClient(cfg)
+	t.Cleanup(func() { c.Close() })
+	s := redisstore.New(c, cfg)
+	ctx := context.Background()
+	limit := gateway.Limit{PerMinute: 1, Burst: 2}
+	// Load the script first: a NOSCRIPT answer to the held-back call would
+	// make its retry the script's only run.
+	if _, err := s.Peek(ctx, "rl:warm-up", limit); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if d, err := s.Allow(ctx, "rl:retried", limit); err != nil || !d.Allowed {
+		t.Fatalf("first request: %+v %v", d, err)
+	}
+	if time.Since(start) < 100*time.Millisecond {
+		t.Fatal("the first reply came at once; the proxy did not hold it back")
+	}
+	if d, err := s.Allow(ctx, "rl:retried", limit); err != nil || !d.Allowed {
+		t.Fatalf("second request of a burst of 2: %+v %v, want allowed (the retry counted the first twice)", d, err)
+	}
+	if d, err := s.Allow(ctx, "rl:retried", limit); err != nil || d.Allowed {
+		t.Fatalf("third request: %+v %v, want refused", d, err)
+	}
+}
