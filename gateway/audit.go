@@ -44,6 +44,7 @@ func auditTrail(store *ledger.Store) gin.HandlerFunc {
 			writeError(c, Errorf(CodeUnavailable, "audit log unavailable", err))
 			return
 		}
+		c.Set(auditIDKey, id)
 		finished := false
 		defer func() {
 			status := c.Writer.Status()
@@ -61,4 +62,25 @@ func auditTrail(store *ledger.Store) gin.HandlerFunc {
 		c.Next()
 		finished = true
 	}
+}
+
+// auditIDKey holds the request's audit entry id (see auditTarget).
+const auditIDKey = "audit_id"
+
+// auditTarget writes in the request's audit entry what it acts on when
+// its path does not say (a reconciliation's date comes in the body), at
+// once: a run that never ends still names its day. Like the entry, it
+// must be written for the request to go on (503 otherwise). A request
+// without an entry (a route not audited) has nothing to note.
+func auditTarget(c *gin.Context, store *ledger.Store, target string) error {
+	id, ok := c.Get(auditIDKey)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), CheckTimeout)
+	defer cancel()
+	if err := store.NoteAuditTarget(ctx, id.(uint64), target); err != nil {
+		return Errorf(CodeUnavailable, "audit log unavailable", err)
+	}
+	return nil
 }

@@ -33,13 +33,16 @@ const (
 	CodeKeyReused     = "EIDEMPOTENCY_MISMATCH"
 	CodeUnprocessable = "EUNPROCESSABLE"
 	CodeDayNotOver    = "EDAY_NOT_OVER" // a reconciliation of today or a future day
+	// The day's trade bill cannot be read: its report is stored UNREADABLE
+	// and a person must act; running it again at once cannot help.
+	CodeBillUnreadable = "EBILL_UNREADABLE"
 )
 
 var statusByCode = map[string]int{
 	CodeInvalid: 400, CodeTooLarge: 413, CodeSignature: 401, CodeStale: 401, CodeReplay: 401,
 	CodeDecrypt: 400, CodeMerchant: 400, CodeConflict: 409, CodeUnauthorized: 401, CodeForbidden: 403,
 	CodeNotFound: 404, CodeUnavailable: 503, CodeInternal: 500, CodeRateLimited: 429, CodeInFlight: 409,
-	CodeKeyReused: 422, CodeUnprocessable: 422, CodeDayNotOver: 400,
+	CodeKeyReused: 422, CodeUnprocessable: 422, CodeDayNotOver: 400, CodeBillUnreadable: 422,
 }
 
 // Error is an error with a stable code and a message safe to show clients.

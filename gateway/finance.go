@@ -295,11 +295,12 @@ var auditList = listDef[ledger.AuditEntry]{
 	each: func(s *ledger.Store) func(context.Context, ledger.ListQuery, func(ledger.AuditEntry) error) error {
 		return s.EachAudit
 	},
-	id:     func(e ledger.AuditEntry) uint64 { return e.ID },
-	header: []string{"id", "principal", "role", "method", "path", "status", "request_id", "remote_addr", "created_at", "finished_at"},
+	id: func(e ledger.AuditEntry) uint64 { return e.ID },
+	header: []string{"id", "principal", "role", "method", "path", "target", "status", "request_id", "remote_addr",
+		"created_at", "finished_at"},
 	row: func(e ledger.AuditEntry) []string {
 		return []string{num(int64(e.ID)), cell(e.Principal), cell(e.Role), cell(e.Method), cell(e.Path),
-			num(int64(e.Status)), cell(e.RequestID), cell(e.RemoteAddr), ts(e.CreatedAt), tsp(e.FinishedAt)}
+			cell(e.Target), num(int64(e.Status)), cell(e.RequestID), cell(e.RemoteAddr), ts(e.CreatedAt), tsp(e.FinishedAt)}
 	},
 }
 

@@ -97,6 +97,9 @@ func (r *Reconciler) Run(ctx context.Context, day, requestedBy string) (*ledger.
 func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClaim, requestedBy string) (*ledger.Reconciliation, error) {
 	r.learnAcceptance(ctx, claim.Day)
 	bill, err := r.bill(ctx, claim.Day)
+	if errors.Is(err, ledger.ErrBillUnreadable) {
+		return nil, r.storeUnreadable(ctx, claim, requestedBy, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +112,19 @@ func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClai
 		return nil, reconcileError(claim.Day, err)
 	}
 	return rep, nil
+}
+
+// storeUnreadable stores the UNREADABLE report of a day whose bill the
+// parser refuses, so that it shows in GET /v1/reconciliations/{date}, and
+// answers EBILL_UNREADABLE (matching ledger.ErrBillUnreadable): the bill
+// does not change, so the daily job runs the day again a day later, not
+// within hours, and a person must look at it meanwhile.
+func (r *Reconciler) storeUnreadable(ctx context.Context, claim *ledger.ReconcileClaim, requestedBy string, cause error) error {
+	if _, err := r.Store.StoreUnreadable(ctx, claim, cause, requestedBy); err != nil {
+		return reconcileError(claim.Day, err)
+	}
+	return Errorf(CodeBillUnreadable, "the trade bill of "+claim.Day+" cannot be read; its report is stored "+
+		"UNREADABLE with the reason (GET /v1/reconciliations/"+claim.Day+"): a person must look at the bill", cause)
 }
 
 // takeOver is when the gateway began taking payments: TakeOver when set,
@@ -190,7 +206,8 @@ func billNotOut(day string, cause error) error {
 		" yet, but the ledger has payments or refunds settled that day; try again later", cause)
 }
 
-// bill downloads and parses the trade bill of day.
+// bill downloads and parses the trade bill of day. A bill the parser
+// refuses fails with the parser's error (ledger.ErrBillUnreadable).
 func (r *Reconciler) bill(ctx context.Context, day string) (*ledger.Bill, error) {
 	data, err := r.Bills.TradeBill(ctx, day)
 	if errors.Is(err, ErrNoStatement) {
@@ -203,11 +220,7 @@ func (r *Reconciler) bill(ctx context.Context, day string) (*ledger.Bill, error)
 	if err != nil {
 		return nil, Errorf(CodeUnavailable, "could not download the trade bill of "+day, err)
 	}
-	bill, err := ledger.ParseTradeBill(data)
-	if err != nil {
-		return nil, Errorf(CodeUnavailable, "could not parse the trade bill of "+day, err)
-	}
-	return bill, nil
+	return ledger.ParseTradeBill(data)
 }
 
 // emptyBill takes WeChat's "no bill" as an empty bill only when the ledger
@@ -242,6 +255,9 @@ func (f *Finance) runReconciliation(d *Deps) gin.HandlerFunc {
 			return
 		}
 		day, err := parsePastDay(req.Date, d.Store.Now())
+		if err == nil {
+			err = auditTarget(c, d.Store, "date="+day)
+		}
 		if err != nil {
 			writeError(c, err)
 			return

@@ -190,6 +190,9 @@ func (r *Reconciler) runDay(ctx context.Context, cfg DailyConfig, day string, rt
 	if errors.Is(err, ErrBillTooLarge) { // downloading it every few hours cannot help
 		rt.next = cfg.Now().Add(tooLargeRecheck)
 	}
+	if errors.Is(err, ledger.ErrBillUnreadable) { // nor reading it again: its report says UNREADABLE
+		rt.next = cfg.Now().Add(ledger.UnreadableRecheck)
+	}
 	level := slog.LevelError
 	if ErrorCode(err) == CodeInFlight {
 		level = slog.LevelInfo // another instance runs it

@@ -20,7 +20,16 @@ const (
 	// settled nothing either. The bill may just not be out yet, so the
 	// daily job runs such a day again while it is recent (NoBillRecheck).
 	ReconcileNoBill = "NO_BILL"
+	// ReconcileUnreadable: the parser refused the day's bill, so nothing
+	// was compared; the report's BILL_UNREADABLE item says why. A person
+	// must act. The daily job runs such a day again once a day
+	// (UnreadableRecheck) while it is in its window.
+	ReconcileUnreadable = "UNREADABLE"
 )
+
+// UnreadableRecheck is how long an UNREADABLE report stands before the
+// daily job runs its day again: the bill does not change by itself.
+const UnreadableRecheck = 24 * time.Hour
 
 // NoBillRecheckDays is how many of the latest days of the daily window are
 // run again while their report is NO_BILL.
@@ -40,6 +49,10 @@ const (
 	// BillPayment.fault): a row a crafted product name added. It is
 	// reported REFUSED, never looked up or repaired.
 	MismatchBillRowInvalid = "BILL_ROW_INVALID"
+	// The day's bill could not be read (ErrBillUnreadable): the only item
+	// of an UNREADABLE report besides earlier repairs, DEFERRED, the
+	// parser's error in its detail.
+	MismatchBillUnreadable = "BILL_UNREADABLE"
 )
 
 // Repair outcomes of a mismatch.
@@ -54,6 +67,11 @@ const (
 // payments or refunds settled that day, so the bill is not out yet (or
 // lost at WeChat). Nothing is stored; the run is to be tried again.
 var ErrBillNotOut = errors.New("no trade bill of the day, but the ledger has payments or refunds settled that day")
+
+// ErrBillUnreadable: ParseTradeBill refused the bill (its error says which
+// line and why). The bill does not change, so running the day again soon
+// cannot help: see StoreUnreadable.
+var ErrBillUnreadable = errors.New("ledger: trade bill unreadable")
 
 // Reconciliation is the stored report of one business day.
 type Reconciliation struct {
@@ -75,6 +93,7 @@ type Reconciliation struct {
 	UpdatedAt      time.Time       `json:"updated_at"`
 	Items          []ReconcileItem `json:"items"`
 	noBill         bool            // the bill was NO_STATEMENT_EXIST
+	unreadable     bool            // the bill could not be read
 }
 
 // ReconcileItem is one mismatch with both sides; a nil side is absent.
@@ -175,6 +194,22 @@ func (s *Store) Reconcile(ctx context.Context, claim *ReconcileClaim, bill *Bill
 	return rep, nil
 }
 
+// StoreUnreadable stores the report of the claimed day whose bill could
+// not be read (cause, a ParseTradeBill error): status UNREADABLE, nothing
+// compared, one BILL_UNREADABLE item holding cause cut to its column, and
+// the repairs of an earlier report kept (see saveReconciliation). A later
+// run that reads the bill replaces it. It releases the claim. Errors:
+// ErrClaimed when another run took the claim over.
+func (s *Store) StoreUnreadable(ctx context.Context, claim *ReconcileClaim, cause error, requestedBy string) (*Reconciliation, error) {
+	it := ReconcileItem{Kind: MismatchBillUnreadable, Repair: RepairDeferred, RepairDetail: cause.Error()}
+	rep := &Reconciliation{Date: claim.Day, RequestedBy: requestedBy, Items: []ReconcileItem{it.fitted()},
+		unreadable: true}
+	if err := s.saveReconciliation(ctx, claim, rep); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
 // tally counts the items and sets the status.
 func (rep *Reconciliation) tally() {
 	rep.Repaired = 0
@@ -185,6 +220,8 @@ func (rep *Reconciliation) tally() {
 	}
 	rep.Mismatches, rep.Status = len(rep.Items), ReconcileMatched
 	switch {
+	case rep.unreadable:
+		rep.Status = ReconcileUnreadable
 	case rep.Mismatches > 0:
 		rep.Status = ReconcileMismatched
 	case rep.noBill:

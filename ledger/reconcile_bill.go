@@ -185,9 +185,17 @@ var billCurrency = regexp.MustCompile("^[A-Z]{3}$")
 // text are read from its end, and every column read is checked (see
 // checkColumn). A record that cannot
 // be read fails the whole bill, and so does one whose lines could end in
-// two places (see wholeBefore): guessing at money is worse than a run
-// retried.
+// two places (see wholeBefore): guessing at money is worse than a day a
+// person must look at. Its errors match ErrBillUnreadable.
 func ParseTradeBill(data []byte) (*Bill, error) {
+	bill, err := parseTradeBill(data)
+	if err != nil {
+		return bill, fmt.Errorf("%w: %w", ErrBillUnreadable, err)
+	}
+	return bill, nil
+}
+
+func parseTradeBill(data []byte) (*Bill, error) {
 	lines := strings.Split(strings.TrimPrefix(string(data), "\uFEFF"), "\n")
 	for i := range lines {
 		lines[i] = strings.TrimRight(lines[i], "\r")
@@ -478,7 +486,10 @@ func (l *billLayout) checkColumn(name, v string) error {
 			return fmt.Errorf("货币种类 %.64q is not a currency", v)
 		}
 	case "订单金额", "申请退款金额":
-		if _, err := ParseYuan(v); err != nil {
+		// Empty is let through: a row's state reads only one of them, and
+		// an unused one WeChat Pay might leave blank must not refuse the
+		// day's bill (the one read is parsed, empty refused, when used).
+		if _, err := ParseYuan(v); err != nil && v != "" {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -499,12 +510,18 @@ func (b *Bill) addRecord(record string, l *billLayout) error {
 	at, _ := time.ParseInLocation(time.DateTime, f("交易时间"), BusinessDay) // checked
 	switch f("交易状态") {
 	case "SUCCESS":
-		amount, _ := ParseYuan(f("订单金额")) // checked
+		amount, err := ParseYuan(f("订单金额")) // checked, but may be blank
+		if err != nil {
+			return fmt.Errorf("订单金额 of a SUCCESS row: %w", err)
+		}
 		b.Payments = append(b.Payments, BillPayment{Time: at.UTC(), AppID: f("公众账号ID"), MchID: f("商户号"),
 			TransactionID: f("微信订单号"), OutTradeNo: f("商户订单号"), OpenID: f("用户标识"), Amount: amount,
 			Currency: f("货币种类"), Line: record})
 	case "REFUND":
-		amount, _ := ParseYuan(f("申请退款金额")) // checked
+		amount, err := ParseYuan(f("申请退款金额")) // checked, but may be blank
+		if err != nil {
+			return fmt.Errorf("申请退款金额 of a REFUND row: %w", err)
+		}
 		b.Refunds = append(b.Refunds, BillRefund{Time: at.UTC(), AppID: f("公众账号ID"), TransactionID: f("微信订单号"),
 			OutTradeNo: f("商户订单号"), RefundID: f("微信退款单号"), OutRefundNo: f("商户退款单号"),
 			Status: f("退款状态"), Amount: amount, Line: record})

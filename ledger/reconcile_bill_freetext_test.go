@@ -117,10 +117,13 @@ func TestParseTradeBillRecordOfManyLines(t *testing.T) {
 // TestParseTradeBillSeparatorsInFreeText: free text holding ",`" gives a
 // record more fields than the header, on one line or enough of them to
 // fill a line before a break. The columns after the free text are still
-// read from the record's end: the text cannot choose an amount, even
-// when it holds what reads as 手续费, 费率 and the amounts. When the text
-// before a break reads as a whole record's end, which line the record
-// ends on is a guess: the bill is refused rather than read either way.
+// read from the record's end, even when the text holds what reads as
+// 手续费, 费率 and the amounts. When the text before a break reads as a
+// whole record's end, which line the record ends on is a guess: the bill
+// is refused rather than read either way. (Text that reads as a whole
+// record's end and then, after a break, as a whole record's start is two
+// records byte for byte, and is read as two: no parser can tell; see the
+// README on reconciliation.)
 func TestParseTradeBillSeparatorsInFreeText(t *testing.T) {
 	fakeTail := "0.07,`0.60%,`999.00,`0.00,`"
 	cases := map[string][2]string{
@@ -220,5 +223,21 @@ func TestParseTradeBillChecksFixedColumns(t *testing.T) {
 	after := freeTextHeader + "\r\n" + ok + "\r\n" + freeTextSummary + row + "\r\n"
 	if _, err := ledger.ParseTradeBill([]byte(after)); err == nil || !strings.Contains(err.Error(), "line 5: a record after the summary's header") {
 		t.Fatalf("a record after the summary: err = %v", err)
+	}
+}
+
+// TestParseTradeBillUnusedAmountMayBeEmpty: a SUCCESS row reads 订单金额
+// and a REFUND row 申请退款金额; the other, left blank, does not refuse
+// the bill. The one a row reads must be there.
+func TestParseTradeBillUnusedAmountMayBeEmpty(t *testing.T) {
+	paid := strings.TrimSuffix(paidRow("T1", "a", "", "1.00"), ",`0.00,`") + ",`,`"
+	refund := strings.Replace(refundRow("T2", "b", "", "0.50"), ",`0.00,`0.50,`", ",`,`0.50,`", 1)
+	b, err := ledger.ParseTradeBill([]byte(freeTextBill(paid, refund)))
+	if err != nil || len(b.Payments) != 1 || len(b.Refunds) != 1 {
+		t.Fatalf("bill with blank unused amounts: %v (read: %+v)", err, b)
+	}
+	noTotal := strings.Replace(paidRow("T3", "c", "", "1.00"), ",`0.60%,`1.00,`", ",`0.60%,`,`", 1)
+	if _, err := ledger.ParseTradeBill([]byte(freeTextBill(noTotal))); err == nil {
+		t.Fatal("a SUCCESS row without its 订单金额 was read")
 	}
 }

@@ -43,12 +43,14 @@ func (s *Store) HasSettlements(ctx context.Context, day string) (bool, error) {
 // ReconciledDays returns the business days from first to last
 // ("YYYY-MM-DD", inclusive) that have a stored report. A day only claimed
 // (PENDING: its first run failed or still runs) is not among them, nor a
-// NO_BILL day from recheckFrom on (its bill may not be out yet).
+// NO_BILL day from recheckFrom on (its bill may not be out yet), nor an
+// UNREADABLE day whose report is UnreadableRecheck old.
 func (s *Store) ReconciledDays(ctx context.Context, first, last, recheckFrom string) (map[string]bool, error) {
 	var days []string
 	err := s.db.WithContext(ctx).Model(&reconciliationRow{}).
 		Where("bill_date >= ? AND bill_date <= ? AND status <> ?", first, last, ReconcilePending).
 		Where("status <> ? OR bill_date < ?", ReconcileNoBill, recheckFrom).
+		Where("status <> ? OR updated_at > ?", ReconcileUnreadable, dbTime(s.now().Add(-UnreadableRecheck))).
 		Pluck("bill_date", &days).Error
 	if err != nil {
 		return nil, fmt.Errorf("read reconciled days %s..%s: %w", first, last, err)

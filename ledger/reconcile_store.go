@@ -51,7 +51,9 @@ func (s *Store) replaceReport(tx *gorm.DB, claim *ReconcileClaim, rep *Reconcili
 	row.RequestedBy, row.UpdatedAt = truncate(rep.RequestedBy, 64), now
 	row.ClaimedBy, row.ClaimedUntil = nil, nil
 	row.Runs++
-	if err := tx.Save(&row).Error; err != nil {
+	// On the store's clock, not gorm's: ReconciledDays compares updated_at
+	// with it (an UNREADABLE report's age).
+	if err := tx.Session(&gorm.Session{NowFunc: s.now}).Save(&row).Error; err != nil {
 		return err
 	}
 	items := make([]reconcileItemRow, len(rep.Items))
