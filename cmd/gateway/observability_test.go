@@ -24,21 +24,37 @@ import (
 )
 
 // hungRedis listens on a port that accepts connections and never answers.
-func hungRedis(t *testing.T) string {
+func hungRedis(t *testing.T) string { return serveTCP(t, func(net.Conn) {}) }
+
+// serveTCP listens on a free local port and hands each connection to
+// handle, in its own goroutine, until the test ends; then the listener and
+// every connection are closed.
+func serveTCP(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close() })
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() { <-done; c.Close() }()
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go handle(c)
 		}
 	}()
 	return ln.Addr().String()

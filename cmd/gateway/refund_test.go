@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -250,22 +249,9 @@ func TestRefundAmbiguousAnswers(t *testing.T) {
 // TestRefundRedisUnavailable points the gateway's Redis at a dead port and
 // at a listener that never answers: refunds stay correct and no request hangs.
 func TestRefundRedisUnavailable(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { silent.Close() })
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() }) // hold it open, never answer
-		}
-	}()
+	silent := hungRedis(t)
 	dbs := []backend{{name: "sqlite"}, {name: "mysql", mysql: true}}
-	for _, target := range []struct{ name, addr string }{{"dead port", "127.0.0.1:1"}, {"silent listener", silent.Addr().String()}} {
+	for _, target := range []struct{ name, addr string }{{"dead port", "127.0.0.1:1"}, {"silent listener", silent}} {
 		for _, b := range dbs {
 			t.Run(b.name+"/"+target.name, func(t *testing.T) { checkWithoutRedis(t, b, target.addr) })
 		}

@@ -82,24 +82,7 @@ func TestDurabilityIsChecked(t *testing.T) {
 // refusingRedis is a server speaking Redis's protocol that answers every
 // command WRONGPASS, as a Redis with another password does (the test
 // server has none, and go-redis then ignores a password).
-func refusingRedis(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go refuseCommands(c)
-		}
-	}()
-	return l.Addr().String()
-}
+func refusingRedis(t *testing.T) string { return serveTCP(t, refuseCommands) }
 
 // refuseCommands reads RESP arrays of bulk strings from c and answers each
 // with a WRONGPASS error.

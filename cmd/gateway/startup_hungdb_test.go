@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -14,28 +13,8 @@ import (
 // context can end the wait.
 func hungDatabase(t *testing.T) DatabaseConfig {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
 	d := DefaultConfig().Database
-	d.DSN = "mysql://u:p@tcp(" + ln.Addr().String() + ")/db"
+	d.DSN = "mysql://u:p@tcp(" + hungRedis(t) + ")/db" // any silent listener
 	d.DialTimeout, d.ReadTimeout = time.Minute, time.Hour
 	return d
 }
