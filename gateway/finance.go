@@ -296,11 +296,12 @@ var auditList = listDef[ledger.AuditEntry]{
 		return s.EachAudit
 	},
 	id: func(e ledger.AuditEntry) uint64 { return e.ID },
-	header: []string{"id", "principal", "role", "method", "path", "target", "status", "request_id", "remote_addr",
-		"created_at", "finished_at"},
+	// target last: a script reading the columns before it by position still works.
+	header: []string{"id", "principal", "role", "method", "path", "status", "request_id", "remote_addr",
+		"created_at", "finished_at", "target"},
 	row: func(e ledger.AuditEntry) []string {
 		return []string{num(int64(e.ID)), cell(e.Principal), cell(e.Role), cell(e.Method), cell(e.Path),
-			cell(e.Target), num(int64(e.Status)), cell(e.RequestID), cell(e.RemoteAddr), ts(e.CreatedAt), tsp(e.FinishedAt)}
+			num(int64(e.Status)), cell(e.RequestID), cell(e.RemoteAddr), ts(e.CreatedAt), tsp(e.FinishedAt), cell(e.Target)}
 	},
 }
 

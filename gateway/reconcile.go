@@ -120,8 +120,13 @@ func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClai
 // does not change, so the daily job runs the day again a day later, not
 // within hours, and a person must look at it meanwhile.
 func (r *Reconciler) storeUnreadable(ctx context.Context, claim *ledger.ReconcileClaim, requestedBy string, cause error) error {
-	if _, err := r.Store.StoreUnreadable(ctx, claim, cause, requestedBy); err != nil {
+	rep, err := r.Store.StoreUnreadable(ctx, claim, cause, requestedBy)
+	if err != nil {
 		return reconcileError(claim.Day, err)
+	}
+	if rep.Status != ledger.ReconcileUnreadable { // an earlier report of the bill stands
+		return Errorf(CodeBillUnreadable, "the trade bill of "+claim.Day+" cannot be read; the day's earlier "+
+			rep.Status+" report stands (GET /v1/reconciliations/"+claim.Day+"): a person must look at the bill", cause)
 	}
 	return Errorf(CodeBillUnreadable, "the trade bill of "+claim.Day+" cannot be read; its report is stored "+
 		"UNREADABLE with the reason (GET /v1/reconciliations/"+claim.Day+"): a person must look at the bill", cause)

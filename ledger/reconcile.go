@@ -201,6 +201,18 @@ func (s *Store) Reconcile(ctx context.Context, claim *ReconcileClaim, bill *Bill
 // run that reads the bill replaces it. It releases the claim. Errors:
 // ErrClaimed when another run took the claim over.
 func (s *Store) StoreUnreadable(ctx context.Context, claim *ReconcileClaim, cause error, requestedBy string) (*Reconciliation, error) {
+	// A report of the bill (MATCHED, MISMATCHED) stands: a rerun whose
+	// parser now refuses the same bill compared nothing, and must not
+	// erase open mismatches and the bill's totals. Only a day without one
+	// (never run, NO_BILL, UNREADABLE) is stored UNREADABLE. The claim
+	// keeps other runs of the day off meanwhile.
+	prev, err := s.Reconciliation(ctx, claim.Day)
+	switch {
+	case err == nil && (prev.Status == ReconcileMatched || prev.Status == ReconcileMismatched):
+		return prev, nil
+	case err != nil && !errors.Is(err, ErrNotFound):
+		return nil, err
+	}
 	it := ReconcileItem{Kind: MismatchBillUnreadable, Repair: RepairDeferred, RepairDetail: cause.Error()}
 	rep := &Reconciliation{Date: claim.Day, RequestedBy: requestedBy, Items: []ReconcileItem{it.fitted()},
 		unreadable: true}

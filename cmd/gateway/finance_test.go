@@ -364,7 +364,7 @@ func TestAuditLogAPI(t *testing.T) {
 			status, body, hdr := getRaw(t, u+"?principal=ops", opsKey, "text/csv")
 			lines := strings.Split(strings.TrimSpace(string(body)), "\n")
 			if status != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/csv") || len(lines) < 3 ||
-				!strings.HasPrefix(lines[0], "id,principal,role,method,path,target,status") {
+				!strings.HasPrefix(lines[0], "id,principal,role,method,path,status") || !strings.HasSuffix(lines[0], ",finished_at,target") {
 				t.Fatalf("CSV: %d %s", status, body)
 			}
 			if !strings.Contains(string(body), "/v1/ledger/refunds") || !strings.Contains(string(body), "/v1/ledger/audit") {

@@ -90,6 +90,7 @@ func redisAuthError(err error) bool {
 // ledger (several instances, as a rule) runs without one.
 func (m *Main) checkGuards(ctx context.Context) error {
 	if m.Redis != nil {
+		warnQuotaShare(m.Config.RateLimit, m.Config.Redis.Instances)
 		return checkRedis(ctx, m.Redis, 500*time.Millisecond) // bounded: a restart while Redis is down waits no longer
 	}
 	if m.Store.Dialect() == migrations.MySQL {
@@ -97,4 +98,17 @@ func (m *Main) checkGuards(ctx context.Context) error {
 			"instance; with several instances set redis.addr (the database's unique keys still keep every effect once)")
 	}
 	return nil
+}
+
+// warnQuotaShare warns when the merchant-wide refund quota is smaller than
+// the number of instances sharing it: while Redis fails each instance
+// still allows at least one call, so together they could exceed it.
+func warnQuotaShare(r RateLimitConfig, instances int) {
+	small := func(n int) bool { return n > 0 && n < instances }
+	if instances > 1 && (small(r.RefundCallsPerMinute) || small(r.RefundCallsBurst)) {
+		slog.Warn("rate_limit.refund_calls_per_minute or refund_calls_burst is below redis.instances: while Redis "+
+			"fails each instance allows at least one call, so together they may exceed the quota",
+			"refund_calls_per_minute", r.RefundCallsPerMinute, "refund_calls_burst", r.RefundCallsBurst,
+			"instances", instances)
+	}
 }

@@ -105,3 +105,21 @@ func refuseCommands(c net.Conn) {
 		}
 	}
 }
+
+// TestQuotaBelowInstancesWarns: a merchant-wide quota smaller than the
+// instances sharing it cannot be divided among them while Redis fails
+// (each keeps at least one call): the start says so.
+func TestQuotaBelowInstancesWarns(t *testing.T) {
+	buf := &logBuffer{}
+	restoreLogging(t)
+	slog.SetDefault(slog.New(slog.NewJSONHandler(buf, nil)))
+	r := RateLimitConfig{RefundCallsPerMinute: 6000, RefundCallsBurst: 50}
+	warnQuotaShare(r, 50)
+	if buf.String() != "" {
+		t.Fatalf("a quota the instances can share warned: %s", buf)
+	}
+	warnQuotaShare(r, 64)
+	if !strings.Contains(buf.String(), "below redis.instances") {
+		t.Fatalf("a burst of 50 over 64 instances: log %q, want a warning", buf)
+	}
+}
