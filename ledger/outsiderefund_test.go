@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
 	"paygateway/migrations"
@@ -301,6 +303,59 @@ func TestRefundNoticeAfterPaymentHoldsWaitingReleases(t *testing.T) {
 	})
 }
 
+// claimDuringNotice pays order no, locks its confirmation as a worker's
+// claim does, stores a refund notice of a refund the ledger never made
+// meanwhile (it must wait for the row), then moves the job to RUNNING and
+// commits, and returns the job's id once the notice has finished. It
+// returns 0 when InnoDB chose the claim as a deadlock's victim.
+func claimDuringNotice(t *testing.T, s *ledger.Store, no string) (uint64, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	orPay(t, s, no)
+	claim := s.DB().Begin()
+	defer claim.Rollback()
+	var id uint64
+	if err := claim.Raw("SELECT id FROM outbox_jobs WHERE job_key = ? AND state = ? FOR UPDATE SKIP LOCKED",
+		"confirm:"+no, ledger.JobPending).Scan(&id).Error; err != nil || id == 0 {
+		t.Fatalf("lock the confirmation as a claim does: id %d, %v", id, err)
+	}
+	applied := make(chan error, 1)
+	go func() {
+		_, err := s.ApplyRefund(ctx, rfRefundNotice(no, "out-"+no, ledger.RefundSuccess))
+		applied <- err
+	}()
+	select {
+	case err := <-applied:
+		t.Fatalf("the refund notice did not wait for the claimed confirmation: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	now := time.Now().UTC()
+	err := claim.Exec("UPDATE outbox_jobs SET state = ?, lease_owner = ?, lease_until = ?, next_run_at = ?, "+
+		"attempts = attempts + 1, first_attempt_at = ? WHERE id = ?", ledger.JobRunning, "w-a", now.Add(time.Hour),
+		now.Add(time.Hour), now, id).Error
+	if err == nil {
+		err = claim.Commit().Error
+	}
+	var my *mysql.MySQLError
+	deadlock := errors.As(err, &my) && my.Number == 1213
+	if err != nil && !deadlock {
+		t.Fatal(err)
+	}
+	if deadlock {
+		id = 0
+		claim.Rollback() // the notice goes on, and holds the confirmation
+	}
+	select {
+	case err := <-applied:
+		if !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("refund notice: err = %v, want ErrNotFound (stored, flagged UNKNOWN_REFUND)", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the refund notice never finished")
+	}
+	return id, now
+}
+
 // TestRefundNoticeAfterPaymentYieldsToAClaim: on MySQL a worker's claim
 // locks the confirmation (SKIP LOCKED) and moves it to RUNNING. A refund
 // notice stored meanwhile waits for that row and then finds it RUNNING:
@@ -318,44 +373,22 @@ func TestRefundNoticeAfterPaymentYieldsToAClaim(t *testing.T) {
 		reportRefundFirst(t, s, rfRefundNotice("oy-free", "out-oy-free", ledger.RefundSuccess))
 		assertHeldAfter(t, s, "oy-free", "out-oy-free", 0)
 
-		orPay(t, s, "oy-1")
-		claim := s.DB().Begin()
-		defer claim.Rollback()
-		var id uint64
-		if err := claim.Raw("SELECT id FROM outbox_jobs WHERE job_key = ? AND state = ? FOR UPDATE SKIP LOCKED",
-			"confirm:oy-1", ledger.JobPending).Scan(&id).Error; err != nil || id == 0 {
-			t.Fatalf("lock the confirmation as a claim does: id %d, %v", id, err)
-		}
-		applied := make(chan error, 1)
-		go func() {
-			_, err := s.ApplyRefund(ctx, rfRefundNotice("oy-1", "out-oy-1", ledger.RefundSuccess))
-			applied <- err
-		}()
-		select {
-		case err := <-applied:
-			t.Fatalf("the refund notice did not wait for the claimed confirmation: %v", err)
-		case <-time.After(300 * time.Millisecond):
-		}
-		now := time.Now().UTC()
-		if err := claim.Exec("UPDATE outbox_jobs SET state = ?, lease_owner = ?, lease_until = ?, next_run_at = ?, "+
-			"attempts = attempts + 1, first_attempt_at = ? WHERE id = ?", ledger.JobRunning, "w-a", now.Add(time.Hour),
-			now.Add(time.Hour), now, id).Error; err != nil {
-			t.Fatal(err)
-		}
-		if err := claim.Commit().Error; err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case err := <-applied:
-			if !errors.Is(err, ledger.ErrNotFound) {
-				t.Fatalf("refund notice: err = %v, want ErrNotFound (stored, flagged UNKNOWN_REFUND)", err)
+		// The claim below is held open 300 ms, far longer than a real one,
+		// and InnoDB may pick it as a deadlock's victim (the notice's locking
+		// reads take gap locks its UPDATE of the state index needs); the real
+		// claim and notice are both retried then. Here the round goes to a
+		// new order.
+		no, id, now := "", uint64(0), time.Time{}
+		for round := 1; id == 0; round++ {
+			if round > 5 {
+				t.Fatal("the claim lost a deadlock in five rounds")
 			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("the refund notice never finished")
+			no = fmt.Sprintf("oy-%d", round)
+			id, now = claimDuringNotice(t, s, no)
 		}
-		if got, want := rfState(t, s, "oy-1"), fmt.Sprintf("jobs [%s:%s:false] anomalies [%s:refunded:oy-1:1 %s:out-oy-1:SUCCESS:1]",
-			ledger.JobConfirmInventory, ledger.JobRunning, ledger.AnomalyRefundedOutside, ledger.AnomalyUnknownRefund); got != want {
-			t.Fatalf("oy-1 (claimed while its refund notice was stored):\n got %s\nwant %s", got, want)
+		if got, want := rfState(t, s, no), fmt.Sprintf("jobs [%s:%s:false] anomalies [%s:refunded:%s:1 %s:out-%s:SUCCESS:1]",
+			ledger.JobConfirmInventory, ledger.JobRunning, ledger.AnomalyRefundedOutside, no, ledger.AnomalyUnknownRefund, no); got != want {
+			t.Fatalf("%s (claimed while its refund notice was stored):\n got %s\nwant %s", no, got, want)
 		}
 		if err := s.Outbox().Complete(ctx, retry.Attempt{JobID: id, Number: 1, Worker: "w-a", Outcome: retry.OutcomeDone,
 			StartedAt: now, FinishedAt: now}); err != nil {
