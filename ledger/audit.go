@@ -48,7 +48,8 @@ const maxAuditPath = 2048
 func (s *Store) BeginAudit(ctx context.Context, e AuditEntry) (uint64, error) {
 	row := auditRow{Principal: truncate(e.Principal, 64), Role: truncate(e.Role, 16), Method: truncate(e.Method, 8),
 		Path: truncate(strings.ToValidUTF8(e.Path, "\uFFFD"), maxAuditPath), RequestID: truncate(e.RequestID, 64),
-		RemoteAddr: truncate(e.RemoteAddr, 64), CreatedAt: s.now()}
+		RemoteAddr: truncate(e.RemoteAddr, 64), Target: truncate(strings.ToValidUTF8(e.Target, "\uFFFD"), maxAuditTarget),
+		CreatedAt: s.now()}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return 0, fmt.Errorf("write audit entry: %w", err)
 	}

@@ -199,15 +199,14 @@ func apikeyCmd(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer m.Close()
 	switch sub {
-	case "create":
-		return createKey(ctx, m.Store, *name, *role, out)
-	case "revoke":
-		n, err := m.Store.RevokeAPIKeys(ctx, *name)
+	case "create", "revoke":
+		finish, err := cliAudit(ctx, m.Store, "apikey "+sub, "name="+*name+" role="+*role)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "revoked %d key(s) named %s\n", n, *name)
-		return nil
+		err = changeKey(ctx, m.Store, sub, *name, *role, out)
+		finish(err)
+		return err
 	case "list":
 		keys, err := m.Store.APIKeys(ctx)
 		if err != nil {
@@ -220,6 +219,19 @@ func apikeyCmd(ctx context.Context, args []string, out io.Writer) error {
 		return nil
 	}
 	return fmt.Errorf("apikey: unknown subcommand %q (want create, revoke or list)", sub)
+}
+
+// changeKey creates or revokes the key named name.
+func changeKey(ctx context.Context, s *ledger.Store, sub, name, role string, out io.Writer) error {
+	if sub == "create" {
+		return createKey(ctx, s, name, role, out)
+	}
+	n, err := s.RevokeAPIKeys(ctx, name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "revoked %d key(s) named %s\n", n, name)
+	return nil
 }
 
 func createKey(ctx context.Context, s *ledger.Store, name, role string, out io.Writer) error {
@@ -275,7 +287,12 @@ func reconcileCmd(ctx context.Context, args []string, out io.Writer) error {
 	if rec == nil {
 		return errors.New("reconcile: wechatpay.merchant_serial and merchant_private_key_file must be set")
 	}
+	finish, err := cliAudit(ctx, m.Store, "reconcile", "date="+*date)
+	if err != nil {
+		return err
+	}
 	rep, err := rec.Run(ctx, *date, "cli:"+currentUser())
+	finish(err)
 	if err != nil {
 		return err
 	}
@@ -293,13 +310,6 @@ func side(s *ledger.ItemSide) string {
 		return "-"
 	}
 	return fmt.Sprintf("%s/%d", s.State, s.Amount)
-}
-
-func currentUser() string {
-	if u := os.Getenv("USER"); u != "" {
-		return u
-	}
-	return "unknown"
 }
 
 // openForCommand parses --config plus the command's flags, loads the

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -256,7 +257,8 @@ func TestLedgerFilterAbuse(t *testing.T) {
 }
 
 // TestFinanceAuth: no key, unknown key, revoked key → 401; wrong role →
-// 403; keys from `gateway apikey create` work and are audited.
+// 403; keys from `gateway apikey create` work and are audited, and so are
+// the commands that create and revoke them (who ran them, on what).
 func TestFinanceAuth(t *testing.T) {
 	cfg := testConfig(t, backends[0])
 	m := startGateway(t, cfg)
@@ -306,7 +308,15 @@ func TestFinanceAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	who := map[string]int{}
+	var cli []string
 	for _, e := range entries {
+		if e.Role == "cli" {
+			if !strings.HasPrefix(e.Principal, "cli:") || e.Principal == "cli:" || e.FinishedAt == nil {
+				t.Fatalf("admin command's audit entry %+v", e)
+			}
+			cli = append(cli, fmt.Sprintf("%s %s %d", e.Path, e.Target, e.Status))
+			continue
+		}
 		want := 200
 		if e.Role == "service" { // a key used past its role is audited too
 			want = 403
@@ -316,8 +326,13 @@ func TestFinanceAuth(t *testing.T) {
 		}
 		who[e.Principal]++
 	}
-	if len(entries) != 5 || who["alice"] != 1 || who["fin"] != 1 || who["ops"] != 1 || who["bob"] != 1 {
+	if len(entries) != 9 || who["alice"] != 1 || who["fin"] != 1 || who["ops"] != 1 || who["bob"] != 1 {
 		t.Fatalf("audit log by principal = %v, want alice, fin, ops, bob and the config service key once each (no 401)", who)
+	}
+	slices.Sort(cli)
+	if want := []string{"gateway apikey create name=alice role=finance 200", "gateway apikey create name=alice role=ops 500",
+		"gateway apikey create name=bob role=service 200", "gateway apikey revoke name=alice role= 200"}; !slices.Equal(cli, want) {
+		t.Fatalf("admin commands in the audit log:\n got %q\nwant %q", cli, want)
 	}
 }
 

@@ -382,6 +382,10 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 			if _, err := replayOutboxJob(context.Background(), m.Config, deadCLI.ID); err != nil {
 				t.Fatalf("outbox replay command: %v", err)
 			}
+			if e := lastAudit(t, m.Store); e.Path != "gateway outbox replay" || e.Target != fmt.Sprintf("job=%d", deadCLI.ID) ||
+				e.Status != 200 || e.Role != "cli" {
+				t.Fatalf("the replay command's audit entry: %+v", e)
+			}
 			onlyJob(t, m.Store, viaCLI, ledger.JobDone)
 			for _, no := range []string{viaAPI, viaCLI} {
 				if got := inv.ConfirmCount(no); got != 1 {
@@ -397,4 +401,14 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 
 		})
 	}
+}
+
+// lastAudit is the newest audit entry.
+func lastAudit(t *testing.T, s *ledger.Store) ledger.AuditEntry {
+	t.Helper()
+	entries, err := s.AuditLog(context.Background(), 1)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("audit log: %v, %v", entries, err)
+	}
+	return entries[0]
 }
