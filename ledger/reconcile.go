@@ -205,11 +205,12 @@ func (s *Store) StoreUnreadable(ctx context.Context, claim *ReconcileClaim, caus
 	// parser now refuses the same bill compared nothing, and must not
 	// erase open mismatches and the bill's totals. Only a day without one
 	// (never run, NO_BILL, UNREADABLE) is stored UNREADABLE. The claim
-	// keeps other runs of the day off meanwhile.
+	// keeps other runs of the day off meanwhile, and is handed back either
+	// way.
 	prev, err := s.Reconciliation(ctx, claim.Day)
 	switch {
 	case err == nil && (prev.Status == ReconcileMatched || prev.Status == ReconcileMismatched):
-		return prev, nil
+		return prev, s.ReleaseReconciliation(ctx, claim) // as storing a report would
 	case err != nil && !errors.Is(err, ErrNotFound):
 		return nil, err
 	}

@@ -97,7 +97,11 @@ func TestUnreadableRerunKeepsTheBillsReport(t *testing.T) {
 		if err != nil || rep.Status != ledger.ReconcileMismatched {
 			t.Fatalf("StoreUnreadable over a MISMATCHED report: %+v, %v; want the report kept", rep, err)
 		}
-		if err := s.ReleaseReconciliation(ctx, claim); err != nil {
+		again, err := s.ClaimReconciliation(ctx, reconcileDay, time.Minute) // the claim was handed back
+		if err != nil {
+			t.Fatalf("claim after the kept report: %v", err)
+		}
+		if err := s.ReleaseReconciliation(ctx, again); err != nil {
 			t.Fatal(err)
 		}
 		stored, err := s.Reconciliation(ctx, reconcileDay)

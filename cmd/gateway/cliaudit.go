@@ -10,26 +10,27 @@ import (
 	"paygateway/ledger"
 )
 
-// cliAudit records an admin command in the audit log before it acts, as
+// audited runs an admin command after recording it in the audit log, as
 // the API's routes are (nothing done without a record): who ran it (the
-// operating system's user on this host), the command and what it acts on.
-// The function it returns stores how the command ended.
-func cliAudit(ctx context.Context, s *ledger.Store, command, target string) (func(error), error) {
+// operating system's user on this host), the command and what it acts on;
+// then it stores how the command ended, a panic included.
+func audited(ctx context.Context, s *ledger.Store, command, target string, do func() error) (err error) {
 	host, _ := os.Hostname()
 	id, err := s.BeginAudit(ctx, ledger.AuditEntry{Principal: "cli:" + currentUser(), Role: "cli", Method: "CLI",
 		Path: "gateway " + command, Target: target, RemoteAddr: host})
 	if err != nil {
-		return nil, fmt.Errorf("%s: audit: %w", command, err)
+		return fmt.Errorf("%s: audit: %w", command, err)
 	}
-	return func(err error) {
-		status := 200
-		if err != nil {
-			status = 500
-		}
+	status := 500
+	defer func() {
 		if ferr := s.FinishAudit(context.WithoutCancel(ctx), id, status); ferr != nil {
 			slog.Warn("audit entry of an admin command not finished", "command", command, "err", ferr)
 		}
-	}, nil
+	}()
+	if err = do(); err == nil {
+		status = 200
+	}
+	return err
 }
 
 // currentUser names who runs an admin command: the process's user as the

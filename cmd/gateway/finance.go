@@ -200,13 +200,10 @@ func apikeyCmd(ctx context.Context, args []string, out io.Writer) error {
 	defer m.Close()
 	switch sub {
 	case "create", "revoke":
-		finish, err := cliAudit(ctx, m.Store, "apikey "+sub, "name="+*name+" role="+*role)
-		if err != nil {
-			return err
-		}
-		err = changeKey(ctx, m.Store, sub, *name, *role, out)
-		finish(err)
-		return err
+		// The role first: a long name is cut off the end of the column.
+		return audited(ctx, m.Store, "apikey "+sub, "role="+*role+" name="+*name, func() error {
+			return changeKey(ctx, m.Store, sub, *name, *role, out)
+		})
 	case "list":
 		keys, err := m.Store.APIKeys(ctx)
 		if err != nil {
@@ -287,12 +284,11 @@ func reconcileCmd(ctx context.Context, args []string, out io.Writer) error {
 	if rec == nil {
 		return errors.New("reconcile: wechatpay.merchant_serial and merchant_private_key_file must be set")
 	}
-	finish, err := cliAudit(ctx, m.Store, "reconcile", "date="+*date)
-	if err != nil {
+	var rep *ledger.Reconciliation
+	err = audited(ctx, m.Store, "reconcile", "date="+*date, func() (err error) {
+		rep, err = rec.Run(ctx, *date, "cli:"+currentUser())
 		return err
-	}
-	rep, err := rec.Run(ctx, *date, "cli:"+currentUser())
-	finish(err)
+	})
 	if err != nil {
 		return err
 	}

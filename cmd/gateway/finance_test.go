@@ -330,8 +330,8 @@ func TestFinanceAuth(t *testing.T) {
 		t.Fatalf("audit log by principal = %v, want alice, fin, ops, bob and the config service key once each (no 401)", who)
 	}
 	slices.Sort(cli)
-	if want := []string{"gateway apikey create name=alice role=finance 200", "gateway apikey create name=alice role=ops 500",
-		"gateway apikey create name=bob role=service 200", "gateway apikey revoke name=alice role= 200"}; !slices.Equal(cli, want) {
+	if want := []string{"gateway apikey create role=finance name=alice 200", "gateway apikey create role=ops name=alice 500",
+		"gateway apikey create role=service name=bob 200", "gateway apikey revoke role= name=alice 200"}; !slices.Equal(cli, want) {
 		t.Fatalf("admin commands in the audit log:\n got %q\nwant %q", cli, want)
 	}
 }

@@ -87,12 +87,11 @@ func replayOutboxJob(ctx context.Context, cfg Config, id uint64) (*ledger.Outbox
 	if err := m.openStore(ctx); err != nil {
 		return nil, err
 	}
-	finish, err := cliAudit(ctx, m.Store, "outbox replay", fmt.Sprintf("job=%d", id))
-	if err != nil {
-		return nil, err
-	}
-	job, err := m.Store.Outbox().Replay(ctx, id, "cli:"+currentUser())
-	finish(err)
+	var job *ledger.OutboxJob
+	err := audited(ctx, m.Store, "outbox replay", fmt.Sprintf("job=%d", id), func() (err error) {
+		job, err = m.Store.Outbox().Replay(ctx, id, "cli:"+currentUser())
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("outbox replay: %w", err)
 	}

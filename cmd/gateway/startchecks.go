@@ -104,8 +104,11 @@ func (m *Main) checkGuards(ctx context.Context) error {
 // the number of instances sharing it: while Redis fails each instance
 // still allows at least one call, so together they could exceed it.
 func warnQuotaShare(r RateLimitConfig, instances int) {
-	small := func(n int) bool { return n > 0 && n < instances }
-	if instances > 1 && (small(r.RefundCallsPerMinute) || small(r.RefundCallsBurst)) {
+	if r.RefundCallsPerMinute <= 0 { // no quota
+		return
+	}
+	burst := max(r.RefundCallsBurst, 1) // 0 stands for 1
+	if r.RefundCallsPerMinute < instances || burst < instances {
 		slog.Warn("rate_limit.refund_calls_per_minute or refund_calls_burst is below redis.instances: while Redis "+
 			"fails each instance allows at least one call, so together they may exceed the quota",
 			"refund_calls_per_minute", r.RefundCallsPerMinute, "refund_calls_burst", r.RefundCallsBurst,

@@ -118,8 +118,17 @@ func TestQuotaBelowInstancesWarns(t *testing.T) {
 	if buf.String() != "" {
 		t.Fatalf("a quota the instances can share warned: %s", buf)
 	}
+	warnQuotaShare(RateLimitConfig{}, 64) // no quota at all
+	if buf.String() != "" {
+		t.Fatalf("no quota warned: %s", buf)
+	}
 	warnQuotaShare(r, 64)
 	if !strings.Contains(buf.String(), "below redis.instances") {
 		t.Fatalf("a burst of 50 over 64 instances: log %q, want a warning", buf)
+	}
+	buf.Reset()
+	warnQuotaShare(RateLimitConfig{RefundCallsPerMinute: 6000}, 2) // a burst of 0 is 1
+	if !strings.Contains(buf.String(), "below redis.instances") {
+		t.Fatalf("a burst of 0 over 2 instances: log %q, want a warning", buf)
 	}
 }
