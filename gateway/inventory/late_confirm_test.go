@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,16 +26,7 @@ func TestLateConfirmationIsNotSkipped(t *testing.T) {
 	// The first confirmation is held at the server until the client gives
 	// up, unanswered and not applied; the test applies it later.
 	late := make(chan *http.Request, 1)
-	var once sync.Once
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		first := false
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
-			once.Do(func() { first = true })
-		}
-		if !first {
-			sim.Handler().ServeHTTP(w, r)
-			return
-		}
+	srv := httptest.NewServer(firstConfirmation(sim, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		held := httptest.NewRequest(r.Method, r.URL.String(), bytes.NewReader(body))
 		held.Header = r.Header.Clone()

@@ -27,27 +27,13 @@ func TestOutsideRefundDuringAnAttemptHoldsTheRetry(t *testing.T) {
 		ctx := context.Background()
 		const no = "out-during"
 		sim := inventorysim.New()
-		var once sync.Once
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
-				first := false
-				once.Do(func() { first = true })
-				if first { // the notice arrives during attempt 1, which then fails, not applied
-					if _, err := s.ApplyRefund(ctx, outsideRefund(no)); !errors.Is(err, ledger.ErrNotFound) {
-						t.Errorf("outside refund notice: %v", err)
-					}
-					http.Error(w, `{"code":"INTERNAL"}`, http.StatusInternalServerError)
-					return
-				}
-			}
-			sim.Handler().ServeHTTP(w, r)
+		srv := httptest.NewServer(firstConfirmation(sim, func(w http.ResponseWriter, _ *http.Request) {
+			outsideRefundNow(t, s, no) // the notice arrives during attempt 1, which then fails, not applied
+			http.Error(w, `{"code":"INTERNAL"}`, http.StatusInternalServerError)
 		}))
 		defer srv.Close()
 		pay(t, s, no)
-		jobs := &inventory.Jobs{Client: inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: time.Second}), Orders: s}
-		pool := retry.NewPool(retry.PoolConfig{Name: "t", Workers: 1, Batch: 10, Lease: 10 * time.Second,
-			AttemptTimeout: 2 * time.Second, Policy: retry.Policy{Initial: time.Millisecond, Max: time.Millisecond,
-				MaxElapsed: time.Minute}}, s.Outbox(), retry.Mux{ledger.JobConfirmInventory: retry.HandlerFunc(jobs.Confirm)})
+		pool := confirmPool(s, srv.URL)
 		job := runUntil(t, pool, s, no, ledger.JobDead)
 		if !strings.HasPrefix(job.LastError, "held:") || sim.ConfirmCount(no) != 0 {
 			t.Fatalf("after the outside refund: job %s %q, confirmed %d; want held, not sent", job.State, job.LastError, sim.ConfirmCount(no))
@@ -106,6 +92,32 @@ func outsideRefund(no string) ledger.RefundUpdate {
 // confirmPool delivers confirmations and releases to the inventory at url.
 func confirmPool(s *ledger.Store, url string) *retry.Pool { return confirmPoolFor(s, url, time.Minute) }
 
+// firstConfirmation serves sim, except that the first confirmation it is
+// sent is answered by first instead.
+func firstConfirmation(sim *inventorysim.Sim, first http.HandlerFunc) http.Handler {
+	var once sync.Once
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
+			isFirst := false
+			once.Do(func() { isFirst = true })
+			if isFirst {
+				first(w, r)
+				return
+			}
+		}
+		sim.Handler().ServeHTTP(w, r)
+	})
+}
+
+// outsideRefundNow stores WeChat Pay's notice of a refund of order no made
+// outside the gateway.
+func outsideRefundNow(t *testing.T, s *ledger.Store, no string) {
+	t.Helper()
+	if _, err := s.ApplyRefund(context.Background(), outsideRefund(no)); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("outside refund notice: %v", err)
+	}
+}
+
 // confirmPoolFor is confirmPool giving up on a job maxElapsed after its
 // first attempt.
 func confirmPoolFor(s *ledger.Store, url string, maxElapsed time.Duration) *retry.Pool {
@@ -120,22 +132,16 @@ func confirmPoolFor(s *ledger.Store, url string, maxElapsed time.Duration) *retr
 // confirmation 502 after applying it, and, with queriesFail, every query
 // 503.
 func appliedAnswerLost(sim *inventorysim.Sim, queriesFail bool) *httptest.Server {
-	var once sync.Once
+	h := firstConfirmation(sim, func(w http.ResponseWriter, r *http.Request) {
+		sim.Handler().ServeHTTP(httptest.NewRecorder(), r)
+		http.Error(w, `{"code":"INTERNAL"}`, http.StatusBadGateway)
+	})
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if queriesFail && r.Method == http.MethodGet {
 			http.Error(w, `{"code":"UNAVAILABLE"}`, http.StatusServiceUnavailable)
 			return
 		}
-		first := false
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
-			once.Do(func() { first = true })
-		}
-		if first {
-			sim.Handler().ServeHTTP(httptest.NewRecorder(), r)
-			http.Error(w, `{"code":"INTERNAL"}`, http.StatusBadGateway)
-			return
-		}
-		sim.Handler().ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	}))
 }
 
@@ -214,22 +220,11 @@ func TestDeadLetterSaysHeld(t *testing.T) {
 		ctx := context.Background()
 		const no = "replay-other"
 		sim := inventorysim.New()
-		var once sync.Once
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
-				first := false
-				once.Do(func() { first = true })
-				if first {
-					if _, err := s.ApplyRefund(ctx, outsideRefund(no)); !errors.Is(err, ledger.ErrNotFound) {
-						t.Errorf("outside refund notice: %v", err)
-					}
-					w.Header().Set("Content-Type", "application/json")
-					w.WriteHeader(http.StatusBadRequest)
-					w.Write([]byte(`{"code":"BAD_REQUEST"}`))
-					return
-				}
-			}
-			sim.Handler().ServeHTTP(w, r)
+		srv := httptest.NewServer(firstConfirmation(sim, func(w http.ResponseWriter, _ *http.Request) {
+			outsideRefundNow(t, s, no)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write([]byte(`{"code":"BAD_REQUEST"}`))
 		}))
 		defer srv.Close()
 		pay(t, s, no)
