@@ -3,7 +3,6 @@ package wechatpay_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +15,7 @@ import (
 // signer of keys, and a client configured with the public key and certs.
 func certEnv(t *testing.T, keys *wxpaysim.Keys, signer int, edit func(*wechatpay.ClientConfig)) *clientEnv {
 	t.Helper()
-	sim := wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1, SignMode: wxpaysim.CertMode(signer)})
-	srv := httptest.NewServer(sim.Handler())
-	t.Cleanup(srv.Close)
-	t.Cleanup(sim.Close)
-	cfg := clientConfig(keys, srv.URL)
-	if edit != nil {
-		edit(&cfg)
-	}
-	c, err := wechatpay.NewClient(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("NewClient: %v", err)
-	}
-	return &clientEnv{sim: sim, client: c, keys: keys, url: srv.URL}
+	return startClientEnv(t, keys, wxpaysim.Options{RefundSettleDelay: -1, SignMode: wxpaysim.CertMode(signer)}, edit)
 }
 
 // withCertificates configures the client with certs beside the public key.

@@ -45,7 +45,14 @@ func newClientEnv(t *testing.T, edit func(*wechatpay.ClientConfig)) *clientEnv {
 	if err != nil {
 		t.Fatalf("GenerateKeys: %v", err)
 	}
-	sim := wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1})
+	return startClientEnv(t, keys, wxpaysim.Options{RefundSettleDelay: -1}, edit)
+}
+
+// startClientEnv starts a simulator with opts and a client on keys; edit
+// may change the client config.
+func startClientEnv(t *testing.T, keys *wxpaysim.Keys, opts wxpaysim.Options, edit func(*wechatpay.ClientConfig)) *clientEnv {
+	t.Helper()
+	sim := wxpaysim.New(keys, opts)
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(sim.Close) // runs first: releases held connections
