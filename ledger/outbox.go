@@ -29,14 +29,17 @@ const (
 
 // OutboxJob is a stored job with, when listed for operators, its attempts.
 type OutboxJob struct {
-	ID             uint64          `json:"id"`
-	Kind           string          `json:"kind"`
-	Key            string          `json:"key"`
-	OutTradeNo     string          `json:"out_trade_no"`
-	OutRefundNo    string          `json:"out_refund_no,omitempty"`
-	Payload        json.RawMessage `json:"payload"`
-	State          string          `json:"state"`
-	Attempts       int             `json:"attempts"`
+	ID          uint64          `json:"id"`
+	Kind        string          `json:"kind"`
+	Key         string          `json:"key"`
+	OutTradeNo  string          `json:"out_trade_no"`
+	OutRefundNo string          `json:"out_refund_no,omitempty"`
+	Payload     json.RawMessage `json:"payload"`
+	State       string          `json:"state"`
+	Attempts    int             `json:"attempts"`
+	// MaybeSent: an attempt may have reached the other side (one not
+	// stored as unsent, or one running now); a replay then asks it first.
+	MaybeSent      bool            `json:"maybe_sent"`
 	LastError      string          `json:"last_error,omitempty"`
 	NextRunAt      time.Time       `json:"next_run_at"`
 	FirstAttemptAt *time.Time      `json:"first_attempt_at,omitempty"`
@@ -55,6 +58,7 @@ type outboxJobRow struct {
 	Payload        string
 	State          string
 	Attempts       int
+	UnsentAttempts int // attempts stored as retry.Attempt.Unsent
 	LastError      string
 	NextRunAt      time.Time
 	LeaseOwner     *string
@@ -69,14 +73,14 @@ func (outboxJobRow) TableName() string { return "outbox_jobs" }
 
 func (r outboxJobRow) job() OutboxJob {
 	return OutboxJob{ID: r.ID, Kind: r.Kind, Key: r.JobKey, OutTradeNo: r.OutTradeNo, OutRefundNo: deref(r.OutRefundNo),
-		Payload: json.RawMessage(r.Payload), State: r.State, Attempts: r.Attempts, LastError: r.LastError,
-		NextRunAt: r.NextRunAt.UTC(), FirstAttemptAt: utcPtr(r.FirstAttemptAt), DoneAt: utcPtr(r.DoneAt),
+		Payload: json.RawMessage(r.Payload), State: r.State, Attempts: r.Attempts, MaybeSent: r.maybeSent(),
+		LastError: r.LastError, NextRunAt: r.NextRunAt.UTC(), FirstAttemptAt: utcPtr(r.FirstAttemptAt), DoneAt: utcPtr(r.DoneAt),
 		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
 }
 
 func (r outboxJobRow) claimed() retry.Job {
 	j := retry.Job{ID: r.ID, Kind: r.Kind, Key: r.JobKey, OutTradeNo: r.OutTradeNo, Payload: []byte(r.Payload),
-		Attempt: r.Attempts, CreatedAt: r.CreatedAt.UTC()}
+		Attempt: r.Attempts, MaybeSent: r.Attempts-1 > r.UnsentAttempts, CreatedAt: r.CreatedAt.UTC()}
 	if r.FirstAttemptAt != nil {
 		j.FirstAttemptAt = r.FirstAttemptAt.UTC()
 	}
@@ -96,13 +100,14 @@ type outboxAttemptRow struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	NextRunAt  *time.Time
+	Unsent     bool
 }
 
 func (outboxAttemptRow) TableName() string { return "outbox_attempts" }
 
 func (r outboxAttemptRow) attempt() retry.Attempt {
 	a := retry.Attempt{JobID: r.JobID, Number: r.Attempt, Worker: r.Worker, Outcome: retry.Outcome(r.Outcome),
-		Err: r.Error, StartedAt: r.StartedAt.UTC(), FinishedAt: r.FinishedAt.UTC()}
+		Err: r.Error, StartedAt: r.StartedAt.UTC(), FinishedAt: r.FinishedAt.UTC(), Unsent: r.Unsent}
 	if r.NextRunAt != nil {
 		a.NextRunAt = r.NextRunAt.UTC()
 	}
@@ -275,13 +280,18 @@ func (o *Outbox) Dead(ctx context.Context, a retry.Attempt) error {
 }
 
 // settle records the attempt and, if the worker still holds the lease for
-// this attempt, applies the job's new state. The attempt row is kept even
-// when the lease was lost: it happened, and operators want to see it.
+// this attempt, applies the job's new state, counting an Unsent attempt.
+// The attempt row is kept even when the lease was lost: it happened, and
+// operators want to see it; the job's count is not changed then, so a
+// later attempt still counts it as maybe sent.
 func (o *Outbox) settle(ctx context.Context, a retry.Attempt, set map[string]any, then func(tx *gorm.DB) error) error {
 	lost := false
+	if a.Unsent {
+		set["unsent_attempts"] = gorm.Expr("unsent_attempts + 1")
+	}
 	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
 		row := outboxAttemptRow{JobID: a.JobID, Attempt: a.Number, Worker: a.Worker, Outcome: string(a.Outcome),
-			Error: a.Err, StartedAt: dbTime(a.StartedAt), FinishedAt: dbTime(a.FinishedAt)}
+			Error: a.Err, StartedAt: dbTime(a.StartedAt), FinishedAt: dbTime(a.FinishedAt), Unsent: a.Unsent}
 		if !a.NextRunAt.IsZero() {
 			next := dbTime(a.NextRunAt)
 			row.NextRunAt = &next

@@ -279,9 +279,10 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 	p := pay.payment()
 	key := "confirm:" + outTradeNo
 	now := s.now()
-	// Only a confirmation never attempted is held here: an attempted one
-	// may have taken effect (its answer lost); see flagUnheld.
-	res := tx.Model(&outboxJobRow{}).Where("job_key = ? AND state = ? AND attempts = 0", key, JobPending).
+	// Only a confirmation no attempt may have sent is held here (never
+	// attempted, or every attempt stored as unsent): one sent may have
+	// taken effect (its answer lost); see flagUnheld.
+	res := tx.Model(&outboxJobRow{}).Where("job_key = ? AND state = ? AND attempts = unsent_attempts", key, JobPending).
 		Updates(map[string]any{"state": JobDead, "last_error": heldRefundedOutside, "updated_at": now})
 	if res.Error != nil {
 		return fmt.Errorf("hold confirmation %s: %w", key, res.Error)

@@ -85,13 +85,13 @@ func (s *Store) markHeldOutside(tx *gorm.DB, a retry.Attempt) error {
 }
 
 // markHeld makes a dead confirmation's last error say that it is held for
-// a refund outside the gateway, keeping why it died. One attempted may
-// have taken effect: it says so, for a person whose order does not ship
-// must then replay it too (the replay asks the inventory first), or the
-// releases held behind it never give the stock back.
+// a refund outside the gateway, keeping why it died. One an attempt may
+// have sent may have taken effect: it says so, for a person whose order
+// does not ship must then replay it too (the replay asks the inventory
+// first), or the releases held behind it never give the stock back.
 func markHeld(tx *gorm.DB, job outboxJobRow, lastErr string) error {
 	held := heldRefundedOutside
-	if job.Attempts > 0 {
+	if job.maybeSent() {
 		held = heldRefundedOutsideAttempted
 	}
 	err := tx.Model(&outboxJobRow{}).Where("id = ?", job.ID).
@@ -101,6 +101,11 @@ func markHeld(tx *gorm.DB, job outboxJobRow, lastErr string) error {
 	}
 	return nil
 }
+
+// maybeSent reports whether an attempt of a job not running may have
+// reached the inventory: one not stored as unsent (a worker that died
+// stores nothing, and counts).
+func (r outboxJobRow) maybeSent() bool { return r.Attempts > r.UnsentAttempts }
 
 // heldRefundedOutsideAttempted is heldRefundedOutside for a confirmation
 // an earlier attempt may have put into effect.

@@ -276,7 +276,7 @@ func (p *Pool) settle(ctx context.Context, job Job, a *Attempt, err error) error
 		a.Outcome = OutcomeDone
 		return p.queue.Complete(ctx, *a)
 	}
-	a.Err = truncate(err.Error(), maxErrorLen)
+	a.Err, a.Unsent = truncate(err.Error(), maxErrorLen), IsUnsent(err)
 	if IsSkipped(err) {
 		a.Outcome = OutcomeSkipped
 		return p.queue.Complete(ctx, *a)

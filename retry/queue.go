@@ -22,7 +22,14 @@ type Job struct {
 	// Attempt is the number of this attempt, 1 for the first. An attempt
 	// above 1 means an earlier one may have taken effect: handlers query
 	// before they act again.
-	Attempt        int
+	Attempt int
+	// MaybeSent: an earlier attempt may have reached the other side, so
+	// its request may yet take effect. False when every earlier attempt
+	// was stored as Unsent (none was, or none got that far): a decision
+	// made for the first attempt, such as not acting at all, still holds.
+	// An attempt that never stored its outcome (its worker died, its
+	// lease ran out) counts as maybe sent.
+	MaybeSent      bool
 	FirstAttemptAt time.Time
 	LeaseUntil     time.Time
 	CreatedAt      time.Time
@@ -54,6 +61,9 @@ type Attempt struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	NextRunAt  time.Time // set for OutcomeRetry
+	// Unsent: the attempt failed without anything reaching the other side
+	// that may take effect (see Unsent).
+	Unsent bool
 }
 
 // Queue stores jobs. Every method that ends an attempt stores the attempt
@@ -125,6 +135,29 @@ func (s *skipped) Error() string { return "skipped: " + s.reason }
 // for has changed (the stock of an order refunded in full before it was
 // confirmed). The attempt is stored with OutcomeSkipped and the reason.
 func Skip(reason string) error { return &skipped{reason: reason} }
+
+// unsent marks a failure that sent nothing that may take effect.
+type unsent struct{ err error }
+
+func (u *unsent) Error() string { return u.err.Error() }
+func (u *unsent) Unwrap() error { return u.err }
+
+// Unsent marks a failed attempt that sent nothing that may still take
+// effect: it failed before sending, or the other side refused the request
+// for good. Later attempts of a job whose every attempt was Unsent are not
+// MaybeSent. Unsent(nil) is nil; Permanent and Skip inside it still count.
+func Unsent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &unsent{err: err}
+}
+
+// IsUnsent reports whether err was marked with Unsent.
+func IsUnsent(err error) bool {
+	var u *unsent
+	return errors.As(err, &u)
+}
 
 // IsSkipped reports whether err is a Skip.
 func IsSkipped(err error) bool {

@@ -14,7 +14,10 @@ import (
 // whether an earlier one took effect, and sends only on a clear "no".
 // With Orders set, each job also reads the ledger before it acts: a
 // confirmation never sent whose order was refunded in full meanwhile is
-// not sent, and then neither are the order's releases.
+// not sent, and then neither are the order's releases. An attempt that
+// fails before sending, or whose request the service refuses for good,
+// is stored as unsent (retry.Unsent), so a later one (a replay) still
+// counts as never sent.
 type Jobs struct {
 	Client *Client
 	Orders Orders // nil: act on the job alone
@@ -53,28 +56,30 @@ var (
 func (j *Jobs) Confirm(ctx context.Context, job retry.Job) error {
 	var cf Confirmation
 	if err := json.Unmarshal(job.Payload, &cf); err != nil {
-		return retry.Permanent(fmt.Errorf("job %d: decode confirmation: %w", job.ID, err))
+		return retry.Unsent(retry.Permanent(fmt.Errorf("job %d: decode confirmation: %w", job.ID, err)))
 	}
 	if job.Attempt > 1 {
 		done, err := j.Client.ConfirmationDone(ctx, cf)
 		if err != nil || done {
-			return classify(err)
+			return retry.Unsent(classify(err))
 		}
 	}
 	if err := j.checkOrder(ctx, job, cf.OutTradeNo); err != nil {
-		return err
+		return retry.Unsent(err)
 	}
-	return classify(j.Client.Confirm(ctx, cf))
+	return sent(j.Client.Confirm(ctx, cf))
 }
 
 // checkOrder reads the order of a confirmation not in effect, before it
 // is sent: now, not as it was when paid. Word of a refund outside the
 // gateway (which found the job already claimed, so it could not hold it)
-// dead-letters it for a person. Only the first attempt may skip an order
-// refunded in full by the gateway: after one, an earlier request may
-// still land after the query said "not applied", and a skip (with its
-// releases) is final, where sending again under the same key, then
-// releasing, nets to nothing.
+// dead-letters it for a person. Only a confirmation no earlier attempt
+// may have sent may skip an order refunded in full by the gateway: after
+// one that may have, its request may still land after the query said "not
+// applied", and a skip (with its releases) is final, where sending again
+// under the same key, then releasing, nets to nothing. Attempts that
+// failed before sending or were refused (a dead letter replayed) do not
+// count.
 func (j *Jobs) checkOrder(ctx context.Context, job retry.Job, outTradeNo string) error {
 	if j.Orders == nil {
 		return nil
@@ -83,13 +88,13 @@ func (j *Jobs) checkOrder(ctx context.Context, job retry.Job, outTradeNo string)
 	if err != nil {
 		return fmt.Errorf("job %d: %w", job.ID, err)
 	}
-	if outside && job.Attempt > 1 {
+	if outside && job.MaybeSent {
 		return retry.Permanent(errHeldOutsideSent)
 	}
 	if outside {
 		return retry.Permanent(errHeldOutside)
 	}
-	if job.Attempt > 1 {
+	if job.MaybeSent {
 		return nil
 	}
 	refunded, err := j.Orders.RefundedInFull(ctx, outTradeNo)
@@ -106,14 +111,14 @@ func (j *Jobs) checkOrder(ctx context.Context, job retry.Job, outTradeNo string)
 func (j *Jobs) Release(ctx context.Context, job retry.Job) error {
 	var r Release
 	if err := json.Unmarshal(job.Payload, &r); err != nil {
-		return retry.Permanent(fmt.Errorf("job %d: decode release: %w", job.ID, err))
+		return retry.Unsent(retry.Permanent(fmt.Errorf("job %d: decode release: %w", job.ID, err)))
 	}
 	// A release runs only once its order's confirmation is done (the
 	// outbox's claim), so this reads a final answer.
 	if j.Orders != nil {
 		skipped, err := j.Orders.ConfirmationSkipped(ctx, r.OutTradeNo)
 		if err != nil {
-			return fmt.Errorf("job %d: %w", job.ID, err)
+			return retry.Unsent(fmt.Errorf("job %d: %w", job.ID, err))
 		}
 		if skipped {
 			return retry.Skip("the stock of order " + r.OutTradeNo + " was never confirmed; nothing to release")
@@ -122,14 +127,25 @@ func (j *Jobs) Release(ctx context.Context, job retry.Job) error {
 	if job.Attempt > 1 {
 		done, err := j.Client.ReleaseDone(ctx, r)
 		if err != nil || done {
-			return classify(err)
+			return retry.Unsent(classify(err))
 		}
 	}
-	return classify(j.Client.Release(ctx, r))
+	return sent(j.Client.Release(ctx, r))
 }
 
-// classify marks rejections as permanent; anything else (unknown
-// outcomes, configuration errors) is retried, and queried first next time.
+// sent classifies the error of a request sent: one the service refused
+// for good (or the client refused to send) cannot take effect, so it is
+// stored as unsent; any other may have reached the service.
+func sent(err error) error {
+	if IsPermanent(err) {
+		return retry.Unsent(retry.Permanent(err))
+	}
+	return err
+}
+
+// classify marks a query's rejections as permanent; anything else
+// (unknown outcomes, configuration errors) is retried, and queried first
+// next time.
 func classify(err error) error {
 	if IsPermanent(err) {
 		return retry.Permanent(err)

@@ -95,13 +95,23 @@ func confirmPool(s *ledger.Store, url string) *retry.Pool { return confirmPoolFo
 // firstConfirmation serves sim, except that the first confirmation it is
 // sent is answered by first instead.
 func firstConfirmation(sim *inventorysim.Sim, first http.HandlerFunc) http.Handler {
-	var once sync.Once
+	return confirmations(sim, first)
+}
+
+// confirmations serves sim, except that the n-th confirmation it is sent
+// is answered by answers[n-1], while there is one.
+func confirmations(sim *inventorysim.Sim, answers ...http.HandlerFunc) http.Handler {
+	var mu sync.Mutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirmations") {
-			isFirst := false
-			once.Do(func() { isFirst = true })
-			if isFirst {
-				first(w, r)
+			mu.Lock()
+			var answer http.HandlerFunc
+			if len(answers) > 0 {
+				answer, answers = answers[0], answers[1:]
+			}
+			mu.Unlock()
+			if answer != nil {
+				answer(w, r)
 				return
 			}
 		}

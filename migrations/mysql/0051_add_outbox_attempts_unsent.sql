@@ -1,0 +1,1 @@
+ALTER TABLE outbox_attempts ADD COLUMN unsent TINYINT(1) NOT NULL DEFAULT 0;

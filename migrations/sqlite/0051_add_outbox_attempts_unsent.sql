@@ -1,0 +1,1 @@
+ALTER TABLE outbox_attempts ADD COLUMN unsent INTEGER NOT NULL DEFAULT 0;
