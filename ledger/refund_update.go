@@ -305,8 +305,9 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 }
 
 // flagUnheld handles a confirmation the notice of a refund outside the
-// gateway could not hold: one a worker holds (RUNNING) or attempted
-// already (PENDING, attempts > 0), which may have taken effect. It flags
+// gateway could not hold: one a worker holds (RUNNING) or an attempt may
+// have sent already (PENDING, attempts > unsent_attempts), which may have
+// taken effect. It flags
 // REFUNDED_OUTSIDE: the next attempt asks the inventory first, and if the
 // stock is not confirmed it is held then (RefundedOutside reads the
 // flag). One dead for another reason says it is held from now on, so that

@@ -134,13 +134,19 @@ func (j *Jobs) Release(ctx context.Context, job retry.Job) error {
 }
 
 // sent classifies the error of a request sent: one the service refused
-// for good (or the client refused to send) cannot take effect, so it is
-// stored as unsent; any other may have reached the service.
+// for good with a 4xx (or the client refused to send) cannot take effect,
+// so it is stored as unsent. Any other may have reached the service, a
+// permanent one too: a 2xx whose record is not the request's says the
+// service took something under the key.
 func sent(err error) error {
-	if IsPermanent(err) {
+	if !IsPermanent(err) {
+		return err
+	}
+	var pe *PermanentError
+	if errors.As(err, &pe) && (pe.Status == 0 || pe.Status/100 == 4) {
 		return retry.Unsent(retry.Permanent(err))
 	}
-	return err
+	return retry.Permanent(err)
 }
 
 // classify marks a query's rejections as permanent; anything else
