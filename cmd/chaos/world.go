@@ -137,8 +137,10 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 // settled through unknown outcomes, not only clean answers. The hold
 // outlasts the gateway's WeChat Pay timeout (chaosEnv), so every hold is
 // a real timeout. The first request is dropped, the first three
-// applications are answered "order not found", and the next two the
-// proxy's 403, whatever the dice say, so even the short run has them all.
+// applications are answered "order not found", and the next four the
+// proxy's 403, whatever the dice say, so even the short run has them all
+// (four: the query right after each meets the query lag unless a fault
+// of its own hits it first, and a short run once saw no lag at all).
 // Queries lag the applications, as WeChat Pay's do: a refund younger than
 // refundQueryLag is "not found", so the query the gateway makes right
 // after a timeout or a 403 never finds the refund, and only the janitor's,
@@ -148,7 +150,7 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 // ABNORMAL, which a person resolves to SUCCESS abnormalResolve later; the
 // first two refunds to settle are closed and the next two held.
 var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", Fail5xxRate: 0.1, DropRate: 0.05,
-	ApplyThenTimeoutRate: 0.15, DropNext: 1, OrderUnknownNext: 3, OrderUnknownRate: 0.05, ApplyThenForbiddenNext: 2,
+	ApplyThenTimeoutRate: 0.15, DropNext: 1, OrderUnknownNext: 3, OrderUnknownRate: 0.05, ApplyThenForbiddenNext: 4,
 	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond, RefundQueryLag: refundQueryLag,
 	RefundClosedNext: 2, RefundClosedRate: 0.1, RefundAbnormalNext: 2, RefundAbnormalRate: 0.05,
 	AbnormalResolveAfter: abnormalResolve}
