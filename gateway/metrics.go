@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -360,26 +362,26 @@ func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	failed := 0.0
+	kinds := labelSets(ledger.AnomalyKinds)
 	queries := []struct {
-		sql  string
-		desc *prometheus.Desc
-		typ  prometheus.ValueType
+		sql   string
+		desc  *prometheus.Desc
+		known [][]string // label sets shown at 0 when the query has no row for them
 	}{
 		// Open states only: finished refunds are nearly all of a table
 		// never pruned; the (state, next_check_at) index serves these.
 		{"SELECT state, COUNT(*) FROM refunds WHERE state IN ('CREATED', 'PROCESSING', 'UNKNOWN', 'ABNORMAL') GROUP BY state",
-			l.refunds, prometheus.GaugeValue},
+			l.refunds, labelSets([]string{"CREATED", "PROCESSING", "UNKNOWN", "ABNORMAL"})},
 		// Not DONE: done jobs are nearly all of a table never pruned, and
 		// the (state, next_run_at) index serves the other states.
 		{"SELECT kind, state, COUNT(*) FROM outbox_jobs WHERE state IN ('PENDING', 'RUNNING', 'DEAD') GROUP BY kind, state",
-			l.outboxJobs, prometheus.GaugeValue},
+			l.outboxJobs, labelSets(ledger.JobKinds, []string{ledger.JobPending, ledger.JobRunning, ledger.JobDead})},
 		// Few rows (each needs a person), on the (kind, ref) key.
-		{"SELECT kind, COUNT(*) FROM anomalies GROUP BY kind", l.anomalies, prometheus.GaugeValue},
-		// 0, not absent, for a kind whose anomalies are all resolved.
-		{"SELECT kind, SUM(CASE WHEN state = 'OPEN' THEN 1 ELSE 0 END) FROM anomalies GROUP BY kind", l.openAnomalies, prometheus.GaugeValue},
+		{"SELECT kind, COUNT(*) FROM anomalies GROUP BY kind", l.anomalies, kinds},
+		{"SELECT kind, SUM(CASE WHEN state = 'OPEN' THEN 1 ELSE 0 END) FROM anomalies GROUP BY kind", l.openAnomalies, kinds},
 	}
 	for _, q := range queries {
-		if err := l.collectCounts(ctx, ch, q.sql, q.desc, q.typ); err != nil {
+		if err := l.collectCounts(ctx, ch, q.sql, q.desc, q.known); err != nil {
 			slog.WarnContext(ctx, "metrics: read ledger gauge", "err", err)
 			failed = 1
 		}
@@ -391,9 +393,14 @@ func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(l.scrapeE, prometheus.GaugeValue, failed)
 }
 
-// collectCounts emits one metric per row: label columns then a count.
+// collectCounts emits one gauge per row (label columns, then a count)
+// and 0 for each known label set without a row: a series that vanishes
+// at 0 and comes back at 1 shows no increase to increase() or delta(), so
+// an alert on one would miss the first duplicate payment, or a dead
+// letter after the last was replayed. Nothing is made up when the query
+// fails.
 func (l *ledgerCollector) collectCounts(ctx context.Context, ch chan<- prometheus.Metric, q string,
-	desc *prometheus.Desc, typ prometheus.ValueType) error {
+	desc *prometheus.Desc, known [][]string) error {
 	rows, err := l.db.QueryContext(ctx, q)
 	if err != nil {
 		return err
@@ -403,6 +410,7 @@ func (l *ledgerCollector) collectCounts(ctx context.Context, ch chan<- prometheu
 	if err != nil {
 		return err
 	}
+	seen := map[string]bool{}
 	for rows.Next() {
 		labels := make([]string, len(cols)-1)
 		var n int64
@@ -414,9 +422,33 @@ func (l *ledgerCollector) collectCounts(ctx context.Context, ch chan<- prometheu
 		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
-		ch <- prometheus.MustNewConstMetric(desc, typ, float64(n), labels...)
+		seen[strings.Join(labels, "\x00")] = true
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(n), labels...)
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, labels := range known {
+		if !seen[strings.Join(labels, "\x00")] {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, 0, labels...)
+		}
+	}
+	return nil
+}
+
+// labelSets returns every combination of one value from each list.
+func labelSets(lists ...[]string) [][]string {
+	sets := [][]string{nil}
+	for _, values := range lists {
+		var next [][]string
+		for _, set := range sets {
+			for _, v := range values {
+				next = append(next, append(slices.Clone(set), v))
+			}
+		}
+		sets = next
+	}
+	return sets
 }
 
 // collectOldest reads the creation time of the oldest unfinished job per

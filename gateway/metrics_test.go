@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"testing"
 	"time"
@@ -75,39 +76,66 @@ func TestOpenAnomaliesGauge(t *testing.T) {
 			t.Fatal(err)
 		}
 		sqlDB, _ := s.DB().DB()
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(newLedgerCollector(sqlDB, s.Now))
-		families, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]float64{}
-		series := 0
-		for _, f := range families {
-			for _, m := range f.GetMetric() {
-				got[f.GetName()] += m.GetGauge().GetValue()
-				if f.GetName() == "gateway_anomalies_open" {
-					series++
-				}
-			}
-		}
-		if got["gateway_anomalies"] != 2 || got["gateway_anomalies_open"] != 1 || series != 1 {
-			t.Fatalf("gauges %v (%d open series), want 2 anomalies, 1 open", got, series)
+		values := ledgerGauges(t, sqlDB, s.Now)
+		payer := ledger.AnomalyPayerMismatch
+		if values["gateway_anomalies{"+payer+"}"] != 2 || values["gateway_anomalies_open{"+payer+"}"] != 1 {
+			t.Fatalf("gauges %v, want 2 anomalies, 1 open", values)
 		}
 		if _, err := s.ResolveAnomaly(ctx, ids[1], "ops:test", "dealt with too"); err != nil {
 			t.Fatal(err)
 		}
-		again := prometheus.NewRegistry()
-		again.MustRegister(newLedgerCollector(sqlDB, s.Now))
-		families, _ = again.Gather()
-		zero := false
-		for _, f := range families {
-			if f.GetName() == "gateway_anomalies_open" && len(f.GetMetric()) == 1 && f.GetMetric()[0].GetGauge().GetValue() == 0 {
-				zero = true
-			}
-		}
-		if !zero {
-			t.Fatalf("all resolved: gateway_anomalies_open is not 0 (%v)", families)
+		values = ledgerGauges(t, sqlDB, s.Now)
+		if v, ok := values["gateway_anomalies_open{"+payer+"}"]; !ok || v != 0 {
+			t.Fatalf("all resolved: gateway_anomalies_open is not 0 (%v)", values)
 		}
 	})
+}
+
+// TestLedgerGaugesStartAtZero: on an empty ledger every known series is
+// there at 0 (each open refund state, outbox kind and state, anomaly
+// kind), so the first anomaly of a kind or a dead letter after the last
+// was replayed shows as an increase, not a new series.
+func TestLedgerGaugesStartAtZero(t *testing.T) {
+	s := ledgertest.OpenSQLite(t)
+	sqlDB, _ := s.DB().DB()
+	values := ledgerGauges(t, sqlDB, s.Now)
+	want := []string{"gateway_refunds{ABNORMAL}", "gateway_refunds{UNKNOWN}",
+		"gateway_outbox_jobs{" + ledger.JobConfirmInventory + "," + ledger.JobDead + "}",
+		"gateway_outbox_jobs{" + ledger.JobReleaseInventory + "," + ledger.JobPending + "}",
+		"gateway_anomalies{" + ledger.AnomalyDuplicatePayment + "}", "gateway_anomalies_open{" + ledger.AnomalyLateRefundSuccess + "}"}
+	for _, k := range want {
+		if v, ok := values[k]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v), want 0", k, v, ok)
+		}
+	}
+	if n := len(values); n != 4+2*3+2*len(ledger.AnomalyKinds)+1 {
+		t.Errorf("%d series on an empty ledger, want %d: %v", n, 4+2*3+2*len(ledger.AnomalyKinds)+1, values)
+	}
+}
+
+// ledgerGauges gathers the ledger collector's gauges once, keyed by
+// name{label values}.
+func ledgerGauges(t *testing.T, db *sql.DB, now func() time.Time) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newLedgerCollector(db, now))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetValue())
+			}
+			key := f.GetName()
+			if len(labels) > 0 {
+				key += "{" + strings.Join(labels, ",") + "}"
+			}
+			out[key] = m.GetGauge().GetValue()
+		}
+	}
+	return out
 }

@@ -448,6 +448,14 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 				"out_refund_no", r.OutRefundNo, "source", source)
 			return r
 		}
+		// A re-send spends the merchant's quota as a new refund does: in a
+		// FREQUENCY_LIMITED spell, re-sends beside the new requests kept
+		// WeChat Pay over it. Refused, it waits for its next check.
+		if lerr := s.admitCall(ctx); lerr != nil {
+			slog.InfoContext(ctx, "refund re-send waits for the merchant's call limit", "out_trade_no", r.OutTradeNo,
+				"out_refund_no", r.OutRefundNo, "err", lerr)
+			return r
+		}
 		again, cerr := s.store.CountRefundAttempt(ctx, r.OutRefundNo, r.Version, s.store.Now().Add(s.cfg.SafetyBuffer))
 		if errors.Is(cerr, ledger.ErrNoChange) { // someone else moved it on since r was read: theirs to send
 			return s.current(ctx, r)

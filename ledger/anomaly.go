@@ -23,6 +23,10 @@ const (
 	AnomalyRefundedOutside = "REFUNDED_OUTSIDE"
 )
 
+// AnomalyKinds lists every kind the ledger flags.
+var AnomalyKinds = []string{AnomalyAmountMismatch, AnomalyDuplicatePayment, AnomalyPayerMismatch, AnomalyRefundedOutside,
+	AnomalyRefundAmountMismatch, AnomalyUnknownRefund, AnomalyStaleRefundStatus, AnomalyLateRefundSuccess}
+
 // Anomaly states: a person resolves an OPEN anomaly once they have dealt
 // with it (refunded the second payment, say), with a note.
 const (

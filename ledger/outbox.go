@@ -19,6 +19,9 @@ const (
 	JobReleaseInventory = "inventory.release"
 )
 
+// JobKinds lists the outbox job kinds.
+var JobKinds = []string{JobConfirmInventory, JobReleaseInventory}
+
 // Outbox job states.
 const (
 	JobPending = "PENDING"

@@ -612,3 +612,44 @@ func mustApply(t *testing.T, s *ledger.Store, u ledger.RefundUpdate, want error)
 		t.Fatalf("apply %s → %s: %v, want %v", u.OutRefundNo, u.State, err, want)
 	}
 }
+
+// TestJanitorResendSpendsTheCallQuota: a janitor's re-send of a refund
+// WeChat Pay does not know spends the merchant's call quota like a new
+// refund; with none left it is not sent, and waits for its next check.
+func TestJanitorResendSpendsTheCallQuota(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		no := fmt.Sprintf("resend-quota-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){timedOut},
+			queries: []func(string) (*gateway.WxRefund, error){notFound, notFound}}
+		quota := gateway.Limit{PerMinute: 1, Burst: 1}
+		svc := gateway.NewRefundService(gateway.RefundConfig{Calls: gateway.NewMemoryLimiter(), CallLimit: quota}, s, api,
+			gateway.NewMemoryLocker())
+		if a, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil || a.Status != 202 {
+			t.Fatalf("request: %+v %v, want 202", a, err)
+		}
+		due := func() {
+			t.Helper()
+			if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		due()
+		if n := svc.Sweep(ctx, 10); n != 1 {
+			t.Fatalf("janitor checked %d refunds, want 1", n)
+		}
+		checkRefund(t, s, no, ledger.RefundUnknown, 1, 30) // the quota went to the request: not sent again
+		api.mu.Lock()
+		api.creates = append(api.creates, func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) { return processing(req.OutRefundNo) })
+		api.queries = append(api.queries, notFound)
+		api.mu.Unlock()
+		fresh := gateway.NewRefundService(gateway.RefundConfig{Calls: gateway.NewMemoryLimiter(), CallLimit: quota}, s, api,
+			gateway.NewMemoryLocker())
+		due()
+		if n := fresh.Sweep(ctx, 10); n != 1 {
+			t.Fatalf("janitor checked %d refunds, want 1", n)
+		}
+		checkRefund(t, s, no, ledger.RefundProcessing, 2, 30)
+	})
+}
