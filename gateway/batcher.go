@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,7 +97,7 @@ func (b *batcher) run(all []*batchItem) {
 	if limit := time.Now().Add(b.timeout); deadline.IsZero() || deadline.After(limit) {
 		deadline = limit
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(WithRequestID(context.Background(), requestIDs(items)), deadline)
 	defer cancel()
 	us := make([]ledger.TransactionUpdate, len(items))
 	for i, it := range items {
@@ -132,4 +134,17 @@ func (b *batcher) applyAll(ctx context.Context, us []ledger.TransactionUpdate) (
 		}
 	}()
 	return b.store.ApplyTransactions(ctx, us)
+}
+
+// requestIDs names the requests of a batch for what its transaction
+// logs (an anomaly flagged, a panic): the one request's id, or theirs
+// joined by commas, so a search for any of them finds the line.
+func requestIDs(items []*batchItem) string {
+	ids := make([]string, 0, len(items))
+	for _, it := range items {
+		if id := RequestID(it.ctx); id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return strings.Join(ids, ",")
 }

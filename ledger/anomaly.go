@@ -114,9 +114,10 @@ func (f *flagged) log(ctx context.Context) {
 
 // logFlag logs a stored anomaly: each needs a person, so it is logged as
 // well as stored (and counted in gateway_anomalies), not only visible to
-// whoever opens the order.
+// whoever opens the order. Its detail stays in the ledger: some name the
+// payers' openids, which have no business in the logs.
 func logFlag(ctx context.Context, a Anomaly) {
-	slog.WarnContext(ctx, "anomaly flagged", "kind", a.Kind, "ref", a.Ref, "out_trade_no", a.OutTradeNo, "detail", a.Detail)
+	slog.WarnContext(ctx, "anomaly flagged", "kind", a.Kind, "ref", a.Ref, "out_trade_no", a.OutTradeNo)
 }
 
 // AnomalyListItem is an anomaly in a list, with its row id for the cursor.
