@@ -243,7 +243,10 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) string {
 	tx, err := j.wx.QueryOrder(ctx, p.OutTradeNo)
 	switch {
 	case errors.Is(err, wechatpay.ErrNotFound):
-		return j.closeIfExpired(ctx, p, "ORDER_NOT_EXIST")
+		// Not seen by WeChat Pay (yet: the prepay may be in flight, or be
+		// made late): closed there too at its expire_at, so that it cannot
+		// be paid after the ledger closed it.
+		return j.closeAtWechat(ctx, log, p)
 	case err != nil:
 		log.Warn("compensate: query order failed", "err", err)
 		return Failed
@@ -262,28 +265,34 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) string {
 	return Open // USERPAYING and the like: not final, ask again next run
 }
 
-// closeAtWechat leaves an unpaid order (NOTPAY, PAYERROR, REVOKED) open
-// until its expire_at, then closes it at WeChat Pay, asks again and
-// applies what WeChat Pay says: CLOSED (or a PAYERROR or REVOKED still
-// answered after the close) closes it in the ledger; SUCCESS (paid
+// closeAtWechat leaves an unpaid order (NOTPAY, PAYERROR, REVOKED, or one
+// WeChat Pay does not know) open until its expire_at, then closes it at
+// WeChat Pay, asks again and applies what WeChat Pay says: CLOSED closes
+// it in the ledger, and so does "not found" again, or a PAYERROR or
+// REVOKED still answered after a close WeChat Pay answered; SUCCESS (paid
 // between the query and the close) records the payment. Whatever the
-// close answered (ORDERPAID, a timeout…), only the second query decides;
-// a still open order is tried again next run.
+// close answered (ORDERPAID, not found…), only the second query decides;
+// a still open order, or a PAYERROR or REVOKED after a close whose outcome
+// is unknown, is tried again next run.
 func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Payment) string {
 	if !j.expired(p) {
 		return Open
 	}
-	if err := j.wx.CloseOrder(ctx, p.OutTradeNo); err != nil {
-		log.Warn("compensate: close order at WeChat Pay", "err", err)
+	closeErr := j.wx.CloseOrder(ctx, p.OutTradeNo)
+	if closeErr != nil {
+		log.Warn("compensate: close order at WeChat Pay", "err", closeErr)
 	}
 	tx, err := j.wx.QueryOrder(ctx, p.OutTradeNo)
 	switch {
+	case errors.Is(err, wechatpay.ErrNotFound):
+		return j.closeIfExpired(ctx, p, "ORDER_NOT_EXIST")
 	case err != nil:
 		log.Warn("compensate: query order after closing it", "err", err)
 		return Failed
 	case j.foreign(log, tx), otherOrder(log, p, tx):
 		return Failed
-	case tx.TradeState == "NOTPAY" || tx.TradeState == "USERPAYING":
+	case tx.TradeState == "NOTPAY" || tx.TradeState == "USERPAYING",
+		(tx.TradeState == "PAYERROR" || tx.TradeState == "REVOKED") && wechatpay.IsUnknownOutcome(closeErr):
 		log.Warn("compensate: expired order still open at WeChat Pay", "trade_state", tx.TradeState)
 		return Failed
 	}

@@ -41,7 +41,11 @@ const DefaultBillTimeout = 5 * time.Minute
 var maxBillSize int64 = 256 << 20
 
 // Errors returned by Client. Callers decide with errors.Is / errors.As:
-//   - ErrNotFound: WeChat Pay answered that the order or refund does not exist.
+//   - ErrNotFound: WeChat Pay answered that the order or refund does not
+//     exist (404 ORDER_NOT_EXIST or RESOURCE_NOT_EXISTS). It is believed
+//     unsigned too (see the README: requiring a signature would leave
+//     refunds UNKNOWN for good should WeChat Pay not sign its 404s), and
+//     logged at warn then, so that a proxy answering for WeChat Pay shows.
 //   - ErrUnknownOutcome: no trustworthy answer (timeout, reset, 5xx, 429, bad
 //     response signature); WeChat may or may not have applied the call, so
 //     query before retrying, and retry a refund only with the same out_refund_no.
@@ -575,8 +579,13 @@ func (c *Client) fail(ctx context.Context, op, key string, result *core.APIResul
 	classified := classify(result, err)
 	var be *BusinessError
 	var apiErr *core.APIError
-	if errors.As(classified, &be) && errors.As(err, &apiErr) {
-		be.Verified = c.signedByWechat(ctx, apiErr)
+	if errors.As(err, &apiErr) {
+		switch {
+		case errors.As(classified, &be):
+			be.Verified = c.signedByWechat(ctx, apiErr)
+		case errors.Is(classified, ErrNotFound) && !c.signedByWechat(ctx, apiErr):
+			c.log.WarnContext(ctx, "wechatpay: not found, unsigned: believed", "op", op, "key", key)
+		}
 	}
 	err = fmt.Errorf("%s %s: %w", op, key, classified)
 	if IsUnknownOutcome(err) {

@@ -609,3 +609,36 @@ func TestHugeAnswersAreCutOff(t *testing.T) {
 		}
 	}
 }
+
+// TestClientUnsignedNotFoundIsLogged: a 404 "not found" WeChat Pay did not
+// sign is still ErrNotFound (see the README on why), and logged at warn, so
+// that a proxy answering in WeChat Pay's name shows; a signed one is not.
+func TestClientUnsignedNotFoundIsLogged(t *testing.T) {
+	e := newClientEnv(t, nil)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "UNSIGNED") {
+			r.URL.Scheme, r.URL.Host, r.RequestURI = "", "", ""
+			e.sim.Handler().ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"code":"ORDER_NOT_EXIST","message":"not found"}`))
+	}))
+	t.Cleanup(proxy.Close)
+	var logs bytes.Buffer
+	cfg := clientConfig(e.keys, proxy.URL)
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	c, err := wechatpay.NewClient(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, no := range []string{"SIGNED", "UNSIGNED"} {
+		if _, err := c.QueryOrder(context.Background(), no); !errors.Is(err, wechatpay.ErrNotFound) {
+			t.Fatalf("%s: err=%v, want ErrNotFound", no, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "not found, unsigned"); n != 1 || !strings.Contains(logs.String(), `"key":"UNSIGNED"`) {
+		t.Fatalf("%d warnings, want one, for the unsigned answer:\n%s", n, logs.String())
+	}
+}
