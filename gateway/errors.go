@@ -125,13 +125,20 @@ const maxLoggedError = 512
 // info a forgery gets.
 func ourMistake(code string) bool { return code == CodeDecrypt || code == CodeMerchant }
 
+// errSignedRefusal is the cause of the other refusals of a notification
+// WeChat Pay signed that it will send again for 24 hours, refused each
+// time: one on the wrong endpoint (a refund notify_url pointing at the
+// payment route), one whose amount or currency differs from the order's.
+// Logged as errors too: nobody reads info lines for a day.
+var errSignedRefusal = errors.New("a notification WeChat Pay signed is refused")
+
 func logError(c *gin.Context, status int, err error) {
 	c.Set(errorCodeKey, ErrorCode(err))
 	if ErrorCode(err) == CodeRateLimited {
 		c.Set(rateLimitedKey, true) // counted by the metrics
 	}
 	level := slog.LevelInfo
-	if status >= 500 || ourMistake(ErrorCode(err)) {
+	if status >= 500 || ourMistake(ErrorCode(err)) || errors.Is(err, errSignedRefusal) {
 		level = slog.LevelError
 	}
 	slog.Log(c.Request.Context(), level, "request failed", "path", c.FullPath(), "status", status,

@@ -206,7 +206,7 @@ func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body 
 		return err
 	}
 	if n.EventType != "TRANSACTION.SUCCESS" {
-		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType}
+		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType, Err: errSignedRefusal}
 	}
 	return p.guarded(ctx, n, func() error {
 		if err := p.notices.Decrypt(n); err != nil {
@@ -220,8 +220,19 @@ func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body 
 		if errors.Is(err, ledger.ErrAlreadyRecorded) {
 			NoteDuplicate(ctx)
 		}
-		return ledgerError(err)
+		return notifyError(err)
 	})
+}
+
+// notifyError is ledgerError for a notification: one the ledger refuses
+// for its amount or currency is also a signed refusal (see
+// errSignedRefusal), refused again at every redelivery.
+func notifyError(err error) error {
+	var mismatch *ledger.AmountMismatchError
+	if errors.As(err, &mismatch) {
+		err = errors.Join(err, errSignedRefusal)
+	}
+	return ledgerError(err)
 }
 
 func (p *Processor) transactionUpdate(n *Notice) (ledger.TransactionUpdate, error) {

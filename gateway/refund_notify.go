@@ -43,7 +43,7 @@ func (p *Processor) HandleRefund(ctx context.Context, header http.Header, body [
 	}
 	state, ok := refundEvents[n.EventType]
 	if !ok {
-		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType}
+		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType, Err: errSignedRefusal}
 	}
 	return p.guarded(ctx, n, func() error {
 		if err := p.notices.Decrypt(n); err != nil {
@@ -79,7 +79,7 @@ func (p *Processor) applyRefundNotice(ctx context.Context, n *Notice, r wxRefund
 	case errors.Is(err, ledger.ErrAlreadyRecorded):
 		NoteDuplicate(ctx)
 	}
-	return ledgerError(err)
+	return notifyError(err)
 }
 
 func validRefundNotice(r wxRefundNotice, state ledger.RefundState) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
@@ -16,6 +17,7 @@ import (
 	"github.com/wechatpay-apiv3/wechatpay-go/utils"
 
 	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
 )
 
 const paymentPath = "/v1/wechatpay/notify/payment"
@@ -397,5 +399,40 @@ func TestOurMisconfigurationIsAnError(t *testing.T) {
 		if got[name] != level {
 			t.Errorf("%s logged at %q, want %s (all: %v)", name, got[name], level, got)
 		}
+	}
+}
+
+// TestSignedRefusalsAreErrors: a notification WeChat Pay signed that the
+// gateway refuses anyway is sent again for 24 hours and refused each time,
+// so it is logged at error level: one whose amount differs from the
+// registered order's (409), one on the wrong endpoint (a refund notice at
+// the payment route: 400).
+func TestSignedRefusalsAreErrors(t *testing.T) {
+	logs := captureLogs(t)
+	m := startGateway(t, testConfig(t, backends[0]))
+	k, _ := testKeys(t)
+	no := uniqueNo("lvl-amt")
+	if _, err := m.Store.RegisterOrder(context.Background(), ledger.Order{OutTradeNo: no, AmountTotal: 300,
+		ExpireAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(paidTx(k, no, 200),
+		wxpaysim.PublicKeyMode(), time.Now()))); status != 409 {
+		t.Fatalf("mismatched amount: status=%d body=%v, want 409", status, body)
+	}
+	rn := wxpaysim.RefundNotice{MchID: k.MchID, OutTradeNo: no, TransactionID: "42000" + no, OutRefundNo: "R" + no,
+		RefundID: "50" + no, RefundStatus: "CLOSED", Amount: wxpaysim.RefundNoticeAmount{Total: 300, Refund: 10,
+			PayerTotal: 300, PayerRefund: 10}}
+	if status, body := post(t, m.URL()+paymentPath, mustNotification(k.RefundNotification(rn, wxpaysim.PublicKeyMode(),
+		time.Now()))); status != 400 {
+		t.Fatalf("refund notice at the payment route: status=%d body=%v, want 400", status, body)
+	}
+	lines := logLines(t, logs.String(), "request failed")
+	levels := map[string]string{}
+	for _, l := range lines {
+		levels[fmt.Sprint(l["code"])] = fmt.Sprint(l["level"])
+	}
+	if levels["ECONFLICT"] != "ERROR" || levels["EINVALID"] != "ERROR" || len(lines) != 2 {
+		t.Fatalf("refusals logged at %v (%d lines), want ECONFLICT and EINVALID at ERROR", levels, len(lines))
 	}
 }
