@@ -151,6 +151,9 @@ func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (refun
 		tx.PayerOpenID != bp.OpenID:
 		return false, fmt.Errorf("%w: paid by transaction %s, %d fen, app %s, payer %s", ledger.ErrBillUnconfirmed,
 			tx.TransactionID, tx.AmountTotal, tx.AppID, tx.PayerOpenID)
+	// And the merchant and currency the repair records from the row.
+	case tx.MchID != bp.MchID || tx.Currency != bp.Currency:
+		return false, fmt.Errorf("%w: paid to merchant %s in %s", ledger.ErrBillUnconfirmed, tx.MchID, tx.Currency)
 	// The time too: the row's decides whether the old system took the
 	// payment (before the take-over), and is recorded as its success_time.
 	case !atSuccessTime(tx, bp):

@@ -302,8 +302,9 @@ func TestReconciliationLearnsWhenWeChatAcceptedARefund(t *testing.T) {
 // TestBillRowsAreConfirmedAtWechat: before a repair, the bill's row is
 // checked against WeChat Pay's signed answer to an order query: a paid
 // order with the row's transaction, amount, app, payer and time (its
-// success_time, within a second) confirms it; another amount, payer or
-// time, an order not paid, or one WeChat Pay does not know does not.
+// success_time, within a second) confirms it; another amount, payer,
+// merchant, currency or time, an order not paid, or one WeChat Pay does
+// not know does not.
 // An order refunded since (trade_state REFUND) confirms it, refunded.
 func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	s := startReconcileStack(t, backends[0])
@@ -323,10 +324,14 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	k, _ := testKeys(t)
 	row := func(no, txID string, amount int64) ledger.BillPayment {
 		return ledger.BillPayment{Time: paidAt.UTC(), OutTradeNo: no, TransactionID: txID, Amount: amount, AppID: k.AppID,
-			OpenID: "o-" + paid}
+			MchID: k.MchID, OpenID: "o-" + paid, Currency: "CNY"}
 	}
 	otherPayer := row(paid, tx.TransactionID, 500)
 	otherPayer.OpenID = "o-someone-else"
+	otherMerchant := row(paid, tx.TransactionID, 500)
+	otherMerchant.MchID = "1900009999"
+	otherCurrency := row(paid, tx.TransactionID, 500)
+	otherCurrency.Currency = "USD"
 	check := paidAtWechat{s.wx}.confirm
 	if refunded, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || refunded {
 		t.Fatalf("the real row: refunded=%v %v", refunded, err)
@@ -350,7 +355,7 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 		t.Fatalf("the real row, refunded since: refunded=%v %v", refunded, err)
 	}
 	for _, bad := range []ledger.BillPayment{row(paid, tx.TransactionID, 50000), row(paid, "4200FAKE", 500),
-		row(unpaid, "4200FAKE", 700), row(uniqueNo("cfn"), "4200FAKE", 100), otherPayer} {
+		row(unpaid, "4200FAKE", 700), row(uniqueNo("cfn"), "4200FAKE", 100), otherPayer, otherMerchant, otherCurrency} {
 		if _, err := check(ctx, bad); !errors.Is(err, ledger.ErrBillUnconfirmed) {
 			t.Errorf("forged row %+v: err = %v, want unconfirmed", bad, err)
 		}
@@ -377,7 +382,7 @@ func TestTakeOverIsDecidedOnWeChatsTime(t *testing.T) {
 	}
 	takeOver := paidAt.Add(time.Hour).UTC()
 	row := ledger.BillPayment{Time: paidAt.UTC(), OutTradeNo: old, TransactionID: tx.TransactionID, Amount: 500,
-		AppID: k.AppID, OpenID: "o-" + old, Currency: "CNY", Line: "`row of " + old}
+		AppID: k.AppID, MchID: k.MchID, OpenID: "o-" + old, Currency: "CNY", Line: "`row of " + old}
 	run := func(bp ledger.BillPayment) ledger.ReconcileItem {
 		t.Helper()
 		claim, err := s.m.Store.ClaimReconciliation(ctx, ledger.DayOf(bp.Time), time.Minute)
