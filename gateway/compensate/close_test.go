@@ -91,3 +91,61 @@ func TestExpiredOrdersAreClosedAtWeChatPayFirst(t *testing.T) {
 		}
 	})
 }
+
+// limited answers every query "rate limited" until it is let go, then
+// NOTPAY; it counts the queries.
+type limited struct {
+	oneState
+	limit bool
+}
+
+func (l *limited) QueryOrder(ctx context.Context, no string) (*wechatpay.Transaction, error) {
+	l.mu.Lock()
+	if l.limit {
+		l.queries++
+		l.mu.Unlock()
+		return nil, fmt.Errorf("query order %s: %w: %w: http 429 FREQUENCY_LIMITED", no, wechatpay.ErrUnknownOutcome,
+			wechatpay.ErrRateLimited)
+	}
+	l.mu.Unlock()
+	return l.oneState.QueryOrder(ctx, no)
+}
+
+// TestRateLimitEndsTheRun: when WeChat Pay answers that the merchant is
+// over its query quota, the run stops after that one query instead of
+// asking about every due order, and that order is handed back, so the
+// next run asks about all of them.
+func TestRateLimitEndsTheRun(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		now := t0
+		s := base.WithClock(func() time.Time { return now })
+		ctx := context.Background()
+		for i := range 3 {
+			o := ledger.Order{OutTradeNo: fmt.Sprintf("lim-%d-%d", i, t0.UnixNano()), AmountTotal: 100, ExpireAt: t0.Add(time.Hour)}
+			if _, err := s.RegisterOrder(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wx := &limited{oneState: oneState{state: "NOTPAY"}, limit: true}
+		var results []string
+		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10,
+			Observe: func(r string) { results = append(results, r) }}, s, wx)
+		now = t0.Add(2 * time.Minute)
+		if _, err := job.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if wx.total() != 1 || len(results) != 1 || results[0] != Limited {
+			t.Fatalf("rate-limited run: %d queries, results %v; want 1 query, limited", wx.total(), results)
+		}
+		wx.mu.Lock()
+		wx.limit = false
+		wx.mu.Unlock()
+		if _, err := job.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if wx.total() != 4 {
+			t.Fatalf("next run: %d queries in all, want 4 (every order asked, the handed-back one too)", wx.total())
+		}
+	})
+}

@@ -47,7 +47,7 @@ type Config struct {
 	// CheckTimeout bounds one order's check (default 45 s; tests shorten it).
 	CheckTimeout time.Duration
 	// Observe, if set, is told each check's result (Recovered, Closed,
-	// Open, Failed or Mismatch), for metrics.
+	// Open, Failed, Mismatch or Limited), for metrics.
 	Observe func(result string)
 }
 
@@ -62,6 +62,11 @@ const (
 	// registered. The ledger refuses it and flags it for a person; the
 	// order is asked about again daily, not every run.
 	Mismatch = "mismatch"
+	// Limited: WeChat Pay answered that the merchant is over its query
+	// quota. The run ends there, the order handed back for the next run:
+	// querying on would keep the merchant over the quota that refunds and
+	// reconciliation share.
+	Limited = "limited"
 )
 
 // Job is the lost-callback compensation.
@@ -167,7 +172,7 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			cctx, cancel := context.WithTimeout(ctx, j.cfg.CheckTimeout)
 			result := j.check(cctx, p)
 			cancel()
-			if result == Failed && ctx.Err() != nil { // cut short by shutdown
+			if (result == Failed && ctx.Err() != nil) || result == Limited { // cut short by shutdown, or the quota
 				j.giveBack(ctx, p)
 			}
 			if result == Mismatch {
@@ -178,6 +183,9 @@ func (j *Job) RunOnce(ctx context.Context) (int, error) {
 			}
 			if j.cfg.Observe != nil {
 				j.cfg.Observe(result)
+			}
+			if result == Limited {
+				return changed, nil
 			}
 		}
 		if passDone {
@@ -242,6 +250,9 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) string {
 	log := j.log.With("out_trade_no", p.OutTradeNo)
 	tx, err := j.wx.QueryOrder(ctx, p.OutTradeNo)
 	switch {
+	case errors.Is(err, wechatpay.ErrRateLimited):
+		log.Warn("compensate: WeChat Pay rate-limits the order query; the run stops here", "err", err)
+		return Limited
 	case errors.Is(err, wechatpay.ErrNotFound):
 		// Not seen by WeChat Pay (yet: the prepay may be in flight, or be
 		// made late): closed there too at its expire_at, so that it cannot

@@ -54,7 +54,11 @@ var maxBillSize int64 = 256 << 20
 //     only when it holds. An unsigned refusal may be a proxy's or a WAF's,
 //     sent after WeChat Pay took the call (see gateway.RefundService).
 var (
-	ErrNotFound         = errors.New("wechatpay: not found")
+	ErrNotFound = errors.New("wechatpay: not found")
+	// ErrRateLimited comes with ErrUnknownOutcome for a 429 or
+	// FREQUENCY_LIMITED: the merchant is over WeChat Pay's quota, and more
+	// calls now only keep it there.
+	ErrRateLimited      = errors.New("wechatpay: rate limited")
 	ErrUnknownOutcome   = errors.New("wechatpay: outcome unknown")
 	ErrInvalidSignature = errors.New("wechatpay: response signature invalid")
 )
@@ -631,7 +635,10 @@ func classifyAPIError(e *core.APIError) error {
 	switch {
 	case e.StatusCode == http.StatusNotFound && (e.Code == "ORDER_NOT_EXIST" || e.Code == "RESOURCE_NOT_EXISTS"):
 		return fmt.Errorf("%w: %s %s (request-id %s)", ErrNotFound, e.Code, e.Message, requestID)
-	case e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests || e.StatusCode < 400 || retryCodes[e.Code]:
+	case e.StatusCode == http.StatusTooManyRequests || e.Code == "FREQUENCY_LIMITED":
+		return fmt.Errorf("%w: %w: http %d %s %s (request-id %s)", ErrUnknownOutcome, ErrRateLimited, e.StatusCode, e.Code,
+			e.Message, requestID)
+	case e.StatusCode >= 500 || e.StatusCode < 400 || retryCodes[e.Code]:
 		return fmt.Errorf("%w: http %d %s %s (request-id %s)", ErrUnknownOutcome, e.StatusCode, e.Code, e.Message, requestID)
 	default:
 		return &BusinessError{Status: e.StatusCode, Code: e.Code, Message: e.Message, RequestID: requestID}
