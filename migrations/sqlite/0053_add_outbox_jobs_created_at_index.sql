@@ -1,0 +1,1 @@
+CREATE INDEX idx_outbox_jobs_created_at ON outbox_jobs (created_at);
