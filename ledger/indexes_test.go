@@ -55,6 +55,7 @@ func TestPruneReadsOnlyUnlinkedKeys(t *testing.T) {
 func TestFinanceLookupsUseAnIndex(t *testing.T) {
 	s := ledgertest.OpenMySQL(t)
 	seedForTotals(t, s, 3000)
+	seedJobs(t, s, 3000)
 	cases := []struct {
 		list string
 		q    ledger.ListQuery
@@ -64,6 +65,7 @@ func TestFinanceLookupsUseAnIndex(t *testing.T) {
 		{"notifications", ledger.ListQuery{OutRefundNo: "tr42"}, "idx_notifications_out_trade_no"},
 		{"refunds", ledger.ListQuery{TransactionID: "tx42"}, "idx_refunds_transaction_id"},
 		{"payments", ledger.ListQuery{PayerOpenID: "o42"}, "idx_payments_payer"},
+		{"outbox_jobs", ledger.ListQuery{OutRefundNo: "tr41"}, "idx_outbox_jobs_out_refund_no"},
 	}
 	for _, c := range cases {
 		c.q.Limit = 101
@@ -76,6 +78,50 @@ func TestFinanceLookupsUseAnIndex(t *testing.T) {
 			c.q = q
 		}
 		assertIndex(t, s, s.ListSQL(c.list, c.q), c.want)
+	}
+}
+
+// TestListsFromATimeUseAnIndex: a list from a time (finance's "payments
+// since yesterday") reads through the index on its time column, or in id
+// order from the first id at or after the time, never through every older
+// row: on its first page (or CSV chunk) and on the pages after it.
+func TestListsFromATimeUseAnIndex(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	seedForTotals(t, s, 3000)
+	seedJobs(t, s, 3000)
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	lists := map[string]string{"payments": "idx_payments_created_at", "outbox_jobs": "idx_outbox_jobs_created_at",
+		"refunds": "idx_refunds_created_at", "notifications": "idx_notifications_received_at"}
+	for list, index := range lists {
+		for _, from := range []time.Time{base.Add(50 * 24 * time.Hour), base.Add(99 * 24 * time.Hour)} { // half, last day
+			first := ledger.ListQuery{From: from, Limit: 101}
+			if sql := s.FirstIDSQL(list, first); sql == "" {
+				t.Errorf("%s from a time: no first-id lookup (not timeIndexed)", list)
+			} else {
+				assertIndex(t, s, sql, index)
+			}
+			assertBounded(t, s, s.ListSQL(list, first))
+			later := first
+			later.AfterID = 2990
+			assertBounded(t, s, s.ListSQL(list, later))
+		}
+	}
+}
+
+// assertBounded wants MariaDB's plan for query to read every table
+// through an index range or lookup (the primary key's included), none
+// whole (type ALL or index: a scan in id order from the first row).
+func assertBounded(t *testing.T, s *ledger.Store, query string) {
+	t.Helper()
+	var plan []map[string]any
+	if err := s.DB().Raw("EXPLAIN " + query).Scan(&plan).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range plan {
+		if typ := fmt.Sprint(row["type"]); typ == "ALL" || typ == "index" || row["key"] == nil {
+			t.Errorf("%s\nplan %v: reads a whole table or index", query, plan)
+			return
+		}
 	}
 }
 
@@ -112,6 +158,33 @@ func TestNarrowedNoticeLookupsFindTheSameRows(t *testing.T) {
 			}
 		}
 	})
+}
+
+// seedJobs inserts n outbox jobs, one every 48 minutes from 2025-01-01
+// like seedForTotals: a confirmation of order tp<i>, and for odd i a
+// release for refund tr<i>.
+func seedJobs(t *testing.T, s *ledger.Store, n int) {
+	t.Helper()
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]map[string]any, 0, n)
+	for i := range n {
+		at := base.Add(time.Duration(i) * 48 * time.Minute)
+		row := map[string]any{"kind": ledger.JobConfirmInventory, "job_key": fmt.Sprintf("confirm:tp%d", i),
+			"out_trade_no": fmt.Sprintf("tp%d", i), "payload": "{}", "state": ledger.JobDone, "next_run_at": at,
+			"out_refund_no": nil, "created_at": at, "updated_at": at}
+		if i%2 == 1 {
+			row["kind"], row["job_key"], row["out_refund_no"] = ledger.JobReleaseInventory, fmt.Sprintf("release:tr%d", i), fmt.Sprintf("tr%d", i)
+		}
+		rows = append(rows, row)
+	}
+	if err := s.DB().Table("outbox_jobs").CreateInBatches(rows, 500).Error; err != nil {
+		t.Fatal(err)
+	}
+	if s.Dialect() == migrations.MySQL {
+		if err := s.DB().Exec("ANALYZE TABLE outbox_jobs").Error; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // assertIndex wants MariaDB's plan for query to read one table through
@@ -170,12 +243,13 @@ func seedForTotals(t *testing.T, s *ledger.Store, n int) {
 }
 
 // TestListsFromATimeFindTheSameRows: a list from a time starts its id
-// scan at the first id at or after it (refunds, notifications, audit
-// log); the rows are exactly those a plain time filter finds, pages and
-// other filters included.
+// scan at the first id at or after it (payments, refunds, notifications,
+// outbox jobs, audit log); the rows are exactly those a plain time filter
+// finds, pages and other filters included.
 func TestListsFromATimeFindTheSameRows(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		seedForTotals(t, s, 60)
+		seedJobs(t, s, 60)
 		base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 		for i := range 60 {
 			at := base.Add(time.Duration(i) * 48 * time.Minute)
@@ -191,6 +265,12 @@ func TestListsFromATimeFindTheSameRows(t *testing.T) {
 			{From: base.Add(1000 * time.Hour)}, // after every row
 			{From: base.Add(-time.Hour)},       // before every row
 		} {
+			checkSameRows(t, s, "payments", "created_at", q, func(fn func(uint64)) error {
+				return s.EachPayment(context.Background(), q, func(p ledger.PaymentListItem) error { fn(p.ID); return nil })
+			})
+			checkSameRows(t, s, "outbox_jobs", "created_at", q, func(fn func(uint64)) error {
+				return s.EachOutboxJob(context.Background(), q, func(j ledger.OutboxJobListItem) error { fn(j.ID); return nil })
+			})
 			checkSameRows(t, s, "refunds", "created_at", q, func(fn func(uint64)) error {
 				return s.EachRefund(context.Background(), q, func(r ledger.RefundListItem) error { fn(r.ID); return nil })
 			})

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -30,20 +31,21 @@ type ListQuery struct {
 type listSpec struct {
 	name, timeCol string
 	// timeIndexed: an index leads with timeCol, so the first id at or
-	// after a time is cheap to find (see scope).
+	// after a time is cheap to find (see startAtFrom). Without one, a
+	// list from yesterday reads every older row in id order first.
 	timeIndexed                                         bool
 	state, outRefundNo, transactionID, payerOpenID, src string
 	kind, principal                                     string
 }
 
 var (
-	paymentsSpec = listSpec{name: "payments", timeCol: "created_at", state: "state",
+	paymentsSpec = listSpec{name: "payments", timeCol: "created_at", timeIndexed: true, state: "state",
 		transactionID: "transaction_id", payerOpenID: "payer_openid"}
 	refundsSpec = listSpec{name: "refunds", timeCol: "created_at", timeIndexed: true, state: "state",
 		transactionID: "transaction_id", outRefundNo: "out_refund_no"}
 	noticesSpec = listSpec{name: "notifications", timeCol: "received_at", timeIndexed: true,
 		transactionID: "transaction_id", outRefundNo: "out_refund_no", src: "source"}
-	outboxSpec = listSpec{name: "outbox_jobs", timeCol: "created_at", state: "state",
+	outboxSpec = listSpec{name: "outbox_jobs", timeCol: "created_at", timeIndexed: true, state: "state",
 		outRefundNo: "out_refund_no", kind: "kind"}
 	auditSpec = listSpec{name: "audit_log", timeCol: "created_at", timeIndexed: true, principal: "principal"}
 	// Anomalies are few (a person deals with each): a scan is fine.
@@ -67,18 +69,7 @@ func (sp listSpec) scope(tx *gorm.DB, q ListQuery) (*gorm.DB, error) {
 		}
 		tx = tx.Where(c.col+" = ?", c.val)
 	}
-	if !q.From.IsZero() {
-		tx = tx.Where(sp.timeCol+" >= ?", q.From.UTC())
-		if sp.timeIndexed && q.AfterID == 0 { // later pages start at their cursor
-			// The same rows (no row at or after From has a smaller id), but
-			// a page read in id order, on an index such as (principal, id),
-			// starts at From instead of filtering every older row first.
-			tx = tx.Where("id >= (SELECT MIN(id) FROM "+sp.name+" WHERE "+sp.timeCol+" >= ?)", q.From.UTC())
-		}
-	}
-	if !q.To.IsZero() {
-		tx = tx.Where(sp.timeCol+" < ?", q.To.UTC())
-	}
+	tx = sp.during(tx, q)
 	if q.AfterID > 0 {
 		tx = tx.Where("id > ?", q.AfterID)
 	}
@@ -89,9 +80,53 @@ func (sp listSpec) scope(tx *gorm.DB, q ListQuery) (*gorm.DB, error) {
 	return tx, nil
 }
 
+// during applies q's time range to tx.
+func (sp listSpec) during(tx *gorm.DB, q ListQuery) *gorm.DB {
+	if !q.From.IsZero() {
+		tx = tx.Where(sp.timeCol+" >= ?", q.From.UTC())
+	}
+	if !q.To.IsZero() {
+		tx = tx.Where(sp.timeCol+" < ?", q.To.UTC())
+	}
+	return tx
+}
+
+// startAtFrom starts the first page of a list from a time at the first id
+// in its time range, found through the index on the time column: the same
+// rows (none in the range has a smaller id), but a page read in id order,
+// on the primary key or an index such as (principal, id), starts at From
+// instead of filtering every older row first. Later pages start at their
+// cursor. ok is false when no row is in the range. The id is read by a
+// statement of its own and bound as a constant: MariaDB does not bound a
+// scan by a subquery's value (id >= (SELECT MIN(id) …) read all 1,500
+// older rows of 3,000 for a page of 101).
+func (sp listSpec) startAtFrom(ctx context.Context, db *gorm.DB, q ListQuery) (_ ListQuery, ok bool, err error) {
+	if !sp.timeIndexed || q.From.IsZero() || q.AfterID > 0 {
+		return q, true, nil
+	}
+	var first sql.Null[uint64]
+	if err := sp.firstID(db.WithContext(ctx), q).Row().Scan(&first); err != nil {
+		return q, false, fmt.Errorf("list %s: first id from %s: %w", sp.name, q.From.UTC().Format(time.RFC3339), err)
+	}
+	if !first.Valid {
+		return q, false, nil
+	}
+	q.AfterID = first.V - 1
+	return q, true, nil
+}
+
+// firstID selects the smallest id in q's time range.
+func (sp listSpec) firstID(tx *gorm.DB, q ListQuery) *gorm.DB {
+	return sp.during(tx.Table(sp.name).Select("MIN(id)"), q)
+}
+
 // each streams the rows of a list through fn, one at a time, without
 // holding the result in memory.
 func each[R any, T any](ctx context.Context, db *gorm.DB, sp listSpec, q ListQuery, conv func(R) T, fn func(T) error) error {
+	q, ok, err := sp.startAtFrom(ctx, db, q)
+	if err != nil || !ok {
+		return err
+	}
 	var zero R
 	tx, err := sp.scope(db.WithContext(ctx).Model(&zero), q)
 	if err != nil {

@@ -329,7 +329,7 @@ func invalidRow(it ReconcileItem, why string) ReconcileItem {
 // business day starting at start.
 func eachPaidOn(ctx context.Context, db *gorm.DB, start time.Time, q ListQuery, fn func(PaymentListItem) error) error {
 	spec := paymentsSpec
-	spec.timeCol = "success_time"
+	spec.timeCol, spec.timeIndexed = "success_time", true // idx_payments_success_time
 	q.From, q.To = start, start.Add(24*time.Hour)
 	return eachByPage(ctx, db, spec, q, func(r paymentRow) PaymentListItem {
 		return PaymentListItem{ID: r.ID, Payment: *r.payment()}
