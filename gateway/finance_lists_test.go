@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,76 @@ func financeRouter(s *ledger.Store) func(path, accept string) *httptest.Response
 		r.ServeHTTP(w, req)
 		return w
 	}
+}
+
+// TestFinanceNotificationFiltersNeedAnIndex: a notification filter no
+// index serves (source; a transaction or refund the ledger cannot place in
+// an order) is refused 400 EINVALID, saying what to add, unless from (or
+// an order) bounds the read; with it, the rows are those asked for. A CSV
+// export is refused the same way, before any row is sent.
+func TestFinanceNotificationFiltersNeedAnIndex(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		now := time.Now().UTC()
+		for _, st := range []string{
+			`INSERT INTO payments (out_trade_no, transaction_id, state, currency, created_at, updated_at) VALUES ('o1', 'tx1', 'SUCCESS', 'CNY', ?, ?)`,
+			`INSERT INTO notifications (notify_id, source, event_type, resource_type, out_trade_no, transaction_id, plaintext, received_at)
+				VALUES ('n1', 'callback', 'TRANSACTION.SUCCESS', 'encrypt-resource', 'o1', 'tx1', '{}', ?)`,
+			`INSERT INTO notifications (notify_id, source, event_type, resource_type, out_trade_no, transaction_id, plaintext, received_at)
+				VALUES ('n2', 'query', 'TRANSACTION.SUCCESS', 'encrypt-resource', 'o2', 'tx-odd', '{}', ?)`,
+		} {
+			if err := s.DB().Exec(st, slices.Repeat([]any{now}, strings.Count(st, "?"))...).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		get := financeRouter(s)
+		since := "&from=" + url.QueryEscape(now.Add(-time.Hour).Format(time.RFC3339))
+		for _, c := range []struct {
+			query, accept string
+			want          string // notify ids, or the start of the refusal
+		}{
+			{query: "source=callback", want: "the notifications have no index on source: give it with out_trade_no, transaction_id, out_refund_no or from"},
+			{query: "source=callback&to=2099-01-01T00:00:00Z", want: "the notifications have no index on source"},
+			{query: "source=callback", accept: "text/csv", want: "the notifications have no index on source"},
+			{query: "transaction_id=tx-odd", want: "the ledger has no payment or refund with this transaction_id, and the notifications have no index on it: give it with out_trade_no or from"},
+			{query: "out_refund_no=rf-none", want: "the ledger has no payment or refund with this out_refund_no"},
+			{query: "source=callback" + since, want: "n1"},
+			{query: "source=callback&transaction_id=tx1", want: "n1"},
+			{query: "transaction_id=tx-odd" + since, want: "n2"},
+			{query: "transaction_id=tx-odd&out_trade_no=o2", want: "n2"},
+			{query: "out_refund_no=rf-none" + since, want: ""},
+		} {
+			w := get("/v1/ledger/notifications?"+c.query, c.accept)
+			got := noticeAnswer(t, w)
+			refusal := strings.HasPrefix(c.want, "the ")
+			if refusal != (w.Code == 400) || (refusal && !strings.HasPrefix(got, c.want)) || (!refusal && got != c.want) {
+				t.Errorf("%s (%s): %d %q, want %q", c.query, c.accept, w.Code, got, c.want)
+			}
+		}
+	})
+}
+
+// noticeAnswer is the notify ids of a 200 page, joined by ",", or the
+// message of a 400 EINVALID.
+func noticeAnswer(t *testing.T, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	var body struct {
+		Code, Message string
+		Items         []ledger.NoticeListItem
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("%d %s: %v", w.Code, w.Body, err)
+	}
+	if w.Code == 400 && body.Code == CodeInvalid {
+		return body.Message
+	}
+	if w.Code != 200 {
+		t.Fatalf("status %d %s", w.Code, w.Body)
+	}
+	ids := make([]string, len(body.Items))
+	for i, n := range body.Items {
+		ids[i] = n.NotifyID
+	}
+	return strings.Join(ids, ",")
 }
 
 // TestFinanceListsFromATimePage: payments and outbox jobs since a time,

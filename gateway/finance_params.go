@@ -49,6 +49,20 @@ type listRequest struct {
 
 func invalid(msg string) error { return &Error{Code: CodeInvalid, Message: msg} }
 
+// unindexedMessage tells a client which filter to add to a list query the
+// ledger refused as unindexed (it names filters, never the values sent).
+func unindexedMessage(e *ledger.UnindexedFilterError) string {
+	need := e.Need[len(e.Need)-1]
+	if n := len(e.Need); n > 1 {
+		need = strings.Join(e.Need[:n-1], ", ") + " or " + need
+	}
+	if e.Unplaced {
+		return "the ledger has no payment or refund with this " + e.Filter + ", and the " + e.List +
+			" have no index on it: give it with " + need
+	}
+	return "the " + e.List + " have no index on " + e.Filter + ": give it with " + need
+}
+
 // parseList validates every query parameter strictly: unknown or repeated
 // parameters, unknown states, malformed times or identifiers, and absurd
 // limits are refused with EINVALID.

@@ -296,9 +296,12 @@ func (p *Processor) lock(ctx context.Context, key string) func() {
 // ledgerError maps ledger errors onto gateway errors.
 func ledgerError(err error) error {
 	var mismatch *ledger.AmountMismatchError
+	var unindexed *ledger.UnindexedFilterError
 	switch {
 	case err == nil, errors.Is(err, ledger.ErrAlreadyRecorded):
 		return nil
+	case errors.As(err, &unindexed):
+		return Errorf(CodeInvalid, unindexedMessage(unindexed), err)
 	case errors.As(err, &mismatch) && mismatch.Currency != "":
 		return Errorf(CodeConflict, "the ledger keeps CNY, not "+strconv.Quote(mismatch.Currency), err)
 	case errors.As(err, &mismatch):

@@ -3,6 +3,7 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Errors the ledger returns; each method's doc says which.
@@ -54,3 +55,24 @@ func (e *IllegalTransitionError) Error() string {
 
 // Is lets errors.Is(err, ErrIllegalTransition) match.
 func (e *IllegalTransitionError) Is(target error) bool { return target == ErrIllegalTransition }
+
+// UnindexedFilterError refuses a list query that no index serves: its
+// filter, on its own, makes the database read the table in id order, all
+// of it when few rows or none match.
+type UnindexedFilterError struct {
+	List, Filter string
+	// Unplaced: the filter is a key the ledger could place in an order
+	// (an indexed read), but no payment, refund or flag has this one.
+	Unplaced bool
+	// Need lists the filters any one of which, given with it, lets an
+	// index bound the read.
+	Need []string
+}
+
+func (e *UnindexedFilterError) Error() string {
+	why := "no index serves " + e.Filter
+	if e.Unplaced {
+		why = "no order has this " + e.Filter
+	}
+	return fmt.Sprintf("ledger: list %s: %s; give %s with it", e.List, why, strings.Join(e.Need, " or "))
+}

@@ -67,6 +67,19 @@ func (s *Store) NarrowNotices(ctx context.Context, q ListQuery) (ListQuery, erro
 	return s.narrowNotices(ctx, q)
 }
 
+// NoticeOrderSQL is the SQL of each read narrowNotices may make to find
+// the order of q's transaction or refund, for EXPLAIN.
+func (s *Store) NoticeOrderSQL(q ListQuery) []string {
+	var out []string
+	for _, l := range orderLookups(q) {
+		out = append(out, s.db.ToSQL(func(tx *gorm.DB) *gorm.DB {
+			var orders []string
+			return l.read(tx).Pluck("out_trade_no", &orders)
+		}))
+	}
+	return out
+}
+
 var specs = map[string]listSpec{"payments": paymentsSpec, "refunds": refundsSpec, "notifications": noticesSpec,
 	"outbox_jobs": outboxSpec, "audit_log": auditSpec}
 

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -81,6 +82,62 @@ func TestFinanceLookupsUseAnIndex(t *testing.T) {
 	}
 }
 
+// TestNoticeOrderLookupsUseAnIndex: each read that finds the order of a
+// notification lookup by transaction or refund is one indexed read, also
+// for a transaction only a refund names and for a refund the gateway never
+// made (its UNKNOWN_REFUND flag); the narrowed lookup then reads the
+// notifications' out_trade_no index.
+func TestNoticeOrderLookupsUseAnIndex(t *testing.T) {
+	s := ledgertest.OpenMySQL(t)
+	seedForTotals(t, s, 3000)
+	seedOrphans(t, s)
+	for i := range 300 { // flags of other refunds, so that the plan is not a guess on an empty table
+		if err := s.RecordAnomaly(context.Background(), ledger.Anomaly{Kind: ledger.AnomalyUnknownRefund,
+			Ref: fmt.Sprintf("out-x%d:SUCCESS", i), OutTradeNo: fmt.Sprintf("x%d", i), Detail: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DB().Exec("ANALYZE TABLE payments, refunds, anomalies").Error; err != nil {
+		t.Fatal(err)
+	}
+	reads := []string{"uk_payments_transaction_id", "idx_refunds_transaction_id"}
+	for _, c := range []struct {
+		q     ledger.ListQuery
+		reads []string
+	}{
+		{ledger.ListQuery{TransactionID: "tx42"}, reads[:1]},
+		{ledger.ListQuery{TransactionID: "tx-rf-only"}, reads},
+		{ledger.ListQuery{OutRefundNo: "out-rf1"}, []string{"uk_refunds_out_refund_no", "uk_anomalies_kind_ref"}},
+	} {
+		for i, sql := range s.NoticeOrderSQL(c.q) {
+			if i < len(c.reads) { // the reads after the one that finds the order are not made
+				assertKeyRead(t, s, sql, c.reads[i])
+			}
+		}
+		q, err := s.NarrowNotices(context.Background(), c.q)
+		if err != nil || q.OutTradeNo == "" {
+			t.Fatalf("%+v: narrowed to %+v (%v), want an order", c.q, q, err)
+		}
+		q.Limit = 101
+		assertIndex(t, s, s.ListSQL("notifications", q), "idx_notifications_out_trade_no")
+	}
+}
+
+// assertKeyRead is assertIndex for a lookup by a unique key, which MariaDB
+// answers while planning when no row has the key: an index read whose
+// plan names no key.
+func assertKeyRead(t *testing.T, s *ledger.Store, query, want string) {
+	t.Helper()
+	var plan []map[string]any
+	if err := s.DB().Raw("EXPLAIN " + query).Scan(&plan).Error; err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasPrefix(want, "uk_") && len(plan) == 1 && plan[0]["Extra"] == "Impossible WHERE noticed after reading const tables" {
+		return
+	}
+	assertIndex(t, s, query, want)
+}
+
 // TestListsFromATimeUseAnIndex: a list from a time (finance's "payments
 // since yesterday") reads through the index on its time column, or in id
 // order from the first id at or after the time, never through every older
@@ -126,38 +183,104 @@ func assertBounded(t *testing.T, s *ledger.Store, query string) {
 }
 
 // TestNarrowedNoticeLookupsFindTheSameRows: narrowing a notification
-// lookup by transaction or refund to its order changes no answer, also
-// when the ledger has no such payment or refund.
+// lookup by transaction or refund to its order changes no answer. A
+// lookup nothing narrows (no payment, refund or flag has the key), or one
+// by source, is refused without from or an order; with from it finds the
+// same rows as a plain filter.
 func TestNarrowedNoticeLookupsFindTheSameRows(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		seedForTotals(t, s, 50)
+		seedOrphans(t, s)
 		// A notification whose transaction no payment has (an anomaly).
 		if err := s.DB().Exec(`INSERT INTO notifications (notify_id, source, event_type, resource_type, out_trade_no,
 			transaction_id, plaintext, received_at) VALUES ('n-odd', 'callback', 'TRANSACTION.SUCCESS', 'encrypt-resource',
 			'tp7', 'tx-odd', '{}', ?)`, time.Now()).Error; err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []ledger.ListQuery{{TransactionID: "tx7"}, {OutRefundNo: "tr7"}, {TransactionID: "tx-odd"},
-			{TransactionID: "tx-none"}, {TransactionID: "tx7", OutTradeNo: "tp8"}} {
-			var got []string
-			err := s.EachNotice(context.Background(), q, func(n ledger.NoticeListItem) error {
-				got = append(got, n.NotifyID)
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
+		since, seeded := time.Now().Add(-time.Hour), time.Date(2025, 1, 1, 20, 0, 0, 0, time.UTC)
+		for _, c := range []struct {
+			q       ledger.ListQuery
+			refused bool
+		}{
+			{q: ledger.ListQuery{TransactionID: "tx7"}}, {q: ledger.ListQuery{OutRefundNo: "tr7"}},
+			{q: ledger.ListQuery{TransactionID: "tx7", OutTradeNo: "tp8"}}, {q: ledger.ListQuery{TransactionID: "tx7", Source: "callback"}},
+			{q: ledger.ListQuery{TransactionID: "tx-rf-only"}}, {q: ledger.ListQuery{OutRefundNo: "out-rf1"}},
+			{q: ledger.ListQuery{TransactionID: "tx-odd"}, refused: true}, {q: ledger.ListQuery{TransactionID: "tx-odd", From: since}},
+			{q: ledger.ListQuery{TransactionID: "tx-tp-rf1"}, refused: true}, {q: ledger.ListQuery{TransactionID: "tx-tp-rf1", From: since}},
+			{q: ledger.ListQuery{TransactionID: "tx-none"}, refused: true}, {q: ledger.ListQuery{TransactionID: "tx-none", From: since}},
+			{q: ledger.ListQuery{OutRefundNo: "tr-none"}, refused: true}, {q: ledger.ListQuery{OutRefundNo: "tr-none", OutTradeNo: "tp7"}},
+			{q: ledger.ListQuery{Source: "callback"}, refused: true}, {q: ledger.ListQuery{Source: "callback", To: since}, refused: true},
+			{q: ledger.ListQuery{Source: "callback", From: seeded}}, {q: ledger.ListQuery{Source: "query", From: seeded}},
+		} {
+			got, err := noticeIDs(s, c.q)
+			var unindexed *ledger.UnindexedFilterError
+			if refused := errors.As(err, &unindexed); refused != c.refused || (err != nil && !refused) {
+				t.Errorf("%+v: err %v, want refused %v", c.q, err, c.refused)
+				continue
 			}
-			var want []string
-			if err := s.DB().Table("notifications").Where("(? = '' OR transaction_id = ?) AND (? = '' OR out_refund_no = ?) AND (? = '' OR out_trade_no = ?)",
-				q.TransactionID, q.TransactionID, q.OutRefundNo, q.OutRefundNo, q.OutTradeNo, q.OutTradeNo).
-				Order("id").Pluck("notify_id", &want).Error; err != nil {
-				t.Fatal(err)
-			}
-			if strings.Join(got, ",") != strings.Join(want, ",") {
-				t.Errorf("%+v: got %v, want %v", q, got, want)
+			if want := plainNotices(t, s, c.q); !c.refused && fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%+v: got %v, want %v", c.q, got, want)
 			}
 		}
 	})
+}
+
+// noticeIDs lists the ids EachNotice finds for q.
+func noticeIDs(s *ledger.Store, q ledger.ListQuery) ([]uint64, error) {
+	var ids []uint64
+	err := s.EachNotice(context.Background(), q, func(n ledger.NoticeListItem) error {
+		ids = append(ids, n.ID)
+		return nil
+	})
+	return ids, err
+}
+
+// plainNotices lists the ids of the notifications matching q's filters
+// as written, without narrowing.
+func plainNotices(t *testing.T, s *ledger.Store, q ledger.ListQuery) []uint64 {
+	t.Helper()
+	tx := s.DB().Table("notifications")
+	for col, v := range map[string]string{"transaction_id": q.TransactionID, "out_refund_no": q.OutRefundNo,
+		"out_trade_no": q.OutTradeNo, "source": q.Source} {
+		if v != "" {
+			tx = tx.Where(col+" = ?", v)
+		}
+	}
+	if !q.From.IsZero() {
+		tx = tx.Where("received_at >= ?", q.From)
+	}
+	if !q.To.IsZero() {
+		tx = tx.Where("received_at < ?", q.To)
+	}
+	var ids []uint64
+	if err := tx.Order("id").Pluck("id", &ids).Error; err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// seedOrphans stores notifications whose keys the payments table does not
+// give: a refund the gateway never made (order tp-rf1, transaction
+// tx-tp-rf1, refund out-rf1; flagged UNKNOWN_REFUND), and a refund of tp3
+// naming a transaction tx-rf-only that the payment row does not carry.
+func seedOrphans(t *testing.T, s *ledger.Store) {
+	t.Helper()
+	reportRefundFirst(t, s, rfRefundNotice("tp-rf1", "out-rf1", ledger.RefundSuccess))
+	now := time.Now()
+	for _, st := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO refunds (out_refund_no, out_trade_no, transaction_id, state, amount, total, requester, created_at, updated_at)
+			VALUES ('rf-only', 'tp3', 'tx-rf-only', 'PROCESSING', 10, 100, 'u', ?, ?)`, []any{now, now}},
+		{`INSERT INTO notifications (notify_id, source, event_type, resource_type, out_trade_no, transaction_id, out_refund_no,
+			plaintext, received_at) VALUES ('n-rf-only', 'query', 'REFUND.PROCESSING', 'encrypt-resource', 'tp3', 'tx-rf-only',
+			'rf-only', '{}', ?)`, []any{now}},
+	} {
+		if err := s.DB().Exec(st.sql, st.args...).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // seedJobs inserts n outbox jobs, one every 48 minutes from 2025-01-01

@@ -194,10 +194,16 @@ type NoticeListItem struct {
 	Notice
 }
 
-// EachNotice streams the notifications matching q.
+// EachNotice streams the notifications matching q. A filter no index
+// serves, given with neither out_trade_no nor From, returns an
+// *UnindexedFilterError: source, or a transaction_id or out_refund_no
+// that narrowNotices cannot place in an order.
 func (s *Store) EachNotice(ctx context.Context, q ListQuery, fn func(NoticeListItem) error) error {
 	q, err := s.narrowNotices(ctx, q)
 	if err != nil {
+		return err
+	}
+	if err := noticesBounded(q); err != nil {
 		return err
 	}
 	return each(ctx, s.db, noticesSpec, q, func(r notificationRow) NoticeListItem {
@@ -208,25 +214,19 @@ func (s *Store) EachNotice(ctx context.Context, q ListQuery, fn func(NoticeListI
 // narrowNotices adds the order to a notification lookup by transaction or
 // refund, so that the notifications' out_trade_no index serves it: a
 // WeChat transaction and a refund each belong to one order, which the
-// payments and refunds tables give by a unique key. Indexing the
+// payments and refunds tables give through an index. Indexing the
 // notifications by those columns instead would cost every notification
-// insert on the payment path. When the ledger has no such payment or
-// refund, the lookup stays as asked (a scan in id order).
+// insert on the payment path. When nothing in the ledger places the key
+// in an order, the lookup stays as asked (noticesBounded then wants From).
 func (s *Store) narrowNotices(ctx context.Context, q ListQuery) (ListQuery, error) {
 	if q.OutTradeNo != "" {
 		return q, nil
 	}
-	lookups := []struct{ table, col, val string }{
-		{"payments", "transaction_id", q.TransactionID}, {"refunds", "out_refund_no", q.OutRefundNo},
-	}
-	for _, l := range lookups {
-		if l.val == "" {
-			continue
-		}
+	for _, l := range orderLookups(q) {
 		var orders []string
-		err := s.db.WithContext(ctx).Table(l.table).Where(l.col+" = ?", l.val).Limit(1).Pluck("out_trade_no", &orders).Error
+		err := l.read(s.db.WithContext(ctx)).Pluck("out_trade_no", &orders).Error
 		if err != nil {
-			return q, fmt.Errorf("list notifications: order of %s %s: %w", l.col, l.val, err)
+			return q, fmt.Errorf("list notifications: order from %s: %w", l.table, err)
 		}
 		if len(orders) == 1 {
 			q.OutTradeNo = orders[0]
@@ -234,6 +234,65 @@ func (s *Store) narrowNotices(ctx context.Context, q ListQuery) (ListQuery, erro
 		}
 	}
 	return q, nil
+}
+
+// orderLookup is one indexed read that may give the order of a key.
+type orderLookup struct {
+	table, where string
+	args         []any
+}
+
+func (l orderLookup) read(tx *gorm.DB) *gorm.DB {
+	return tx.Table(l.table).Where(l.where, l.args...).Limit(1)
+}
+
+// orderLookups lists, in order, where the ledger may hold the order of
+// q's transaction or refund: the payment (unique transaction_id); a
+// refund of it (idx_refunds_transaction_id; a refund takes the transaction
+// WeChat Pay states when its payment row has none); the refund (unique
+// out_refund_no); and, for a refund the gateway never made, its
+// UNKNOWN_REFUND flag, written with its notice (unique kind and ref
+// "<out_refund_no>:<state>").
+func orderLookups(q ListQuery) []orderLookup {
+	var out []orderLookup
+	if tx := q.TransactionID; tx != "" {
+		out = append(out, orderLookup{"payments", "transaction_id = ?", []any{tx}},
+			orderLookup{"refunds", "transaction_id = ?", []any{tx}})
+	}
+	if no := q.OutRefundNo; no != "" {
+		refs := make([]string, len(RefundStates))
+		for i, st := range RefundStates {
+			refs[i] = no + ":" + st
+		}
+		out = append(out, orderLookup{"refunds", "out_refund_no = ?", []any{no}},
+			orderLookup{"anomalies", "kind = ? AND ref IN ? AND out_trade_no <> ''", []any{AnomalyUnknownRefund, refs}})
+	}
+	return out
+}
+
+// noticesBounded refuses a notification query no index bounds. Without
+// an order or a From, a filter on source, or on a transaction or refund
+// nothing places in an order, is read in id order through the whole
+// table when few rows or none match: past the API timeout on a big one.
+// From bounds it: the read starts at the first id received at or after
+// it (see startAtFrom). The other queries (to, or no filter) match the
+// oldest rows, so their read stops after a page's worth (unless to is
+// before every row).
+func noticesBounded(q ListQuery) error {
+	if q.OutTradeNo != "" || !q.From.IsZero() {
+		return nil
+	}
+	unplaced := []string{"out_trade_no", "from"}
+	switch {
+	case q.TransactionID != "":
+		return &UnindexedFilterError{List: "notifications", Filter: "transaction_id", Unplaced: true, Need: unplaced}
+	case q.OutRefundNo != "":
+		return &UnindexedFilterError{List: "notifications", Filter: "out_refund_no", Unplaced: true, Need: unplaced}
+	case q.Source != "":
+		return &UnindexedFilterError{List: "notifications", Filter: "source",
+			Need: []string{"out_trade_no", "transaction_id", "out_refund_no", "from"}}
+	}
+	return nil
 }
 
 // RefundListItem is a refund as the finance API shows it. The refunds
