@@ -197,6 +197,17 @@ func TestNarrowedNoticeLookupsFindTheSameRows(t *testing.T) {
 			'tp7', 'tx-odd', '{}', ?)`, time.Now()).Error; err != nil {
 			t.Fatal(err)
 		}
+		// A second payment of order tp7, flagged, and its notice: the payment
+		// row holds the first transaction only.
+		ctx := context.Background()
+		if err := s.RecordAnomaly(ctx, ledger.Anomaly{Kind: ledger.AnomalyDuplicatePayment, Ref: "tx-dup", OutTradeNo: "tp7"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DB().Exec(`INSERT INTO notifications (notify_id, source, event_type, resource_type, out_trade_no,
+			transaction_id, plaintext, received_at) VALUES ('n-dup', 'callback', 'TRANSACTION.SUCCESS', 'encrypt-resource',
+			'tp7', 'tx-dup', '{}', ?)`, time.Now()).Error; err != nil {
+			t.Fatal(err)
+		}
 		since, seeded := time.Now().Add(-time.Hour), time.Date(2025, 1, 1, 20, 0, 0, 0, time.UTC)
 		for _, c := range []struct {
 			q       ledger.ListQuery
@@ -206,6 +217,7 @@ func TestNarrowedNoticeLookupsFindTheSameRows(t *testing.T) {
 			{q: ledger.ListQuery{TransactionID: "tx7", OutTradeNo: "tp8"}}, {q: ledger.ListQuery{TransactionID: "tx7", Source: "callback"}},
 			{q: ledger.ListQuery{TransactionID: "tx-rf-only"}}, {q: ledger.ListQuery{OutRefundNo: "out-rf1"}},
 			{q: ledger.ListQuery{TransactionID: "tx-odd"}, refused: true}, {q: ledger.ListQuery{TransactionID: "tx-odd", From: since}},
+			{q: ledger.ListQuery{TransactionID: "tx-dup"}},
 			{q: ledger.ListQuery{TransactionID: "tx-tp-rf1"}, refused: true}, {q: ledger.ListQuery{TransactionID: "tx-tp-rf1", From: since}},
 			{q: ledger.ListQuery{TransactionID: "tx-none"}, refused: true}, {q: ledger.ListQuery{TransactionID: "tx-none", From: since}},
 			{q: ledger.ListQuery{OutRefundNo: "tr-none"}, refused: true}, {q: ledger.ListQuery{OutRefundNo: "tr-none", OutTradeNo: "tp7"}},

@@ -249,15 +249,17 @@ func (l orderLookup) read(tx *gorm.DB) *gorm.DB {
 // orderLookups lists, in order, where the ledger may hold the order of
 // q's transaction or refund: the payment (unique transaction_id); a
 // refund of it (idx_refunds_transaction_id; a refund takes the transaction
-// WeChat Pay states when its payment row has none); the refund (unique
-// out_refund_no); and, for a refund the gateway never made, its
-// UNKNOWN_REFUND flag, written with its notice (unique kind and ref
-// "<out_refund_no>:<state>").
+// WeChat Pay states when its payment row has none); a second payment of
+// the order (its DUPLICATE_PAYMENT flag, ref the transaction, written with
+// its notice); the refund (unique out_refund_no); and, for a refund the
+// gateway never made, its UNKNOWN_REFUND flag, written with its notice
+// (unique kind and ref "<out_refund_no>:<state>").
 func orderLookups(q ListQuery) []orderLookup {
 	var out []orderLookup
 	if tx := q.TransactionID; tx != "" {
 		out = append(out, orderLookup{"payments", "transaction_id = ?", []any{tx}},
-			orderLookup{"refunds", "transaction_id = ?", []any{tx}})
+			orderLookup{"refunds", "transaction_id = ?", []any{tx}},
+			orderLookup{"anomalies", "kind = ? AND ref = ? AND out_trade_no <> ''", []any{AnomalyDuplicatePayment, tx}})
 	}
 	if no := q.OutRefundNo; no != "" {
 		refs := make([]string, len(RefundStates))

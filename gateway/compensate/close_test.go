@@ -52,6 +52,8 @@ func (o *oneState) total() int {
 // close whose outcome is unknown it stays open, asked again next run.
 func TestExpiredOrdersAreClosedAtWeChatPayFirst(t *testing.T) {
 	unknown := fmt.Errorf("close order: %w", wechatpay.ErrUnknownOutcome)
+	unsigned := fmt.Errorf("close order: %w", &wechatpay.BusinessError{Status: 403, Code: "NO_AUTH"})
+	signed := fmt.Errorf("close order: %w", &wechatpay.BusinessError{Status: 400, Code: "ORDER_CLOSED", Verified: true})
 	cases := []struct {
 		state    string
 		closeErr error
@@ -60,7 +62,9 @@ func TestExpiredOrdersAreClosedAtWeChatPayFirst(t *testing.T) {
 		{"", nil, ledger.PaymentClosed},
 		{"", unknown, ledger.PaymentClosed}, // still not found after it: nothing there to pay
 		{"PAYERROR", nil, ledger.PaymentClosed},
+		{"PAYERROR", signed, ledger.PaymentClosed},
 		{"PAYERROR", unknown, ledger.PaymentExpected},
+		{"PAYERROR", unsigned, ledger.PaymentExpected},
 		{"REVOKED", unknown, ledger.PaymentExpected},
 	}
 	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
@@ -146,6 +150,41 @@ func TestRateLimitEndsTheRun(t *testing.T) {
 		}
 		if wx.total() != 4 {
 			t.Fatalf("next run: %d queries in all, want 4 (every order asked, the handed-back one too)", wx.total())
+		}
+	})
+}
+
+// TestRateLimitedCloseEndsTheRun: a close at expiry that WeChat Pay
+// refuses for the merchant's quota closed nothing: the order stays open,
+// the run stops (result limited) and the order is handed back.
+func TestRateLimitedCloseEndsTheRun(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		now := t0
+		s := base.WithClock(func() time.Time { return now })
+		ctx := context.Background()
+		no := fmt.Sprintf("lim-close-%d", t0.UnixNano())
+		if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: no, AmountTotal: 100, ExpireAt: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		wx := &oneState{closeErr: fmt.Errorf("close order: %w: %w", wechatpay.ErrUnknownOutcome, wechatpay.ErrRateLimited)}
+		var results []string
+		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10,
+			Observe: func(r string) { results = append(results, r) }}, s, wx)
+		now = t0.Add(time.Hour)
+		if _, err := job.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Payment(ctx, no)
+		if err != nil {
+			t.Fatal(err)
+		}
+		due, err := s.AwaitingPayment(ctx, now, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.State != ledger.PaymentExpected || len(results) != 1 || results[0] != Limited || len(due) != 1 {
+			t.Fatalf("order %s, results %v, %d due; want EXPECTED, limited, due again at once", p.State, results, len(due))
 		}
 	})
 }

@@ -293,8 +293,14 @@ func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Paym
 	if closeErr != nil {
 		log.Warn("compensate: close order at WeChat Pay", "err", closeErr)
 	}
+	if errors.Is(closeErr, wechatpay.ErrRateLimited) {
+		return Limited
+	}
 	tx, err := j.wx.QueryOrder(ctx, p.OutTradeNo)
 	switch {
+	case errors.Is(err, wechatpay.ErrRateLimited):
+		log.Warn("compensate: WeChat Pay rate-limits the order query; the run stops here", "err", err)
+		return Limited
 	case errors.Is(err, wechatpay.ErrNotFound):
 		return j.closeIfExpired(ctx, p, "ORDER_NOT_EXIST")
 	case err != nil:
@@ -303,11 +309,20 @@ func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Paym
 	case j.foreign(log, tx), otherOrder(log, p, tx):
 		return Failed
 	case tx.TradeState == "NOTPAY" || tx.TradeState == "USERPAYING",
-		(tx.TradeState == "PAYERROR" || tx.TradeState == "REVOKED") && wechatpay.IsUnknownOutcome(closeErr):
+		(tx.TradeState == "PAYERROR" || tx.TradeState == "REVOKED") && !closeAnswered(closeErr):
 		log.Warn("compensate: expired order still open at WeChat Pay", "trade_state", tx.TradeState)
 		return Failed
 	}
 	return j.apply(ctx, log, tx)
+}
+
+// closeAnswered reports whether WeChat Pay itself answered a close: done,
+// the order unknown, or a refusal it signed. A timeout, or a refusal it
+// did not sign (a proxy's, perhaps after WeChat Pay took the call), is no
+// answer.
+func closeAnswered(err error) bool {
+	var be *wechatpay.BusinessError
+	return err == nil || errors.Is(err, wechatpay.ErrNotFound) || (errors.As(err, &be) && be.Verified)
 }
 
 // foreign reports (and logs) an answer about another merchant's or

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
@@ -148,6 +149,7 @@ type Client struct {
 	api      *core.Client                           // signs requests, verifies responses
 	raw      *core.Client                           // signs requests, no response verification (bill download)
 	refusals *validators.WechatPayResponseValidator // verifies error answers (wechatpay-go does not)
+	unsigned unsignedNotFound                       // unsigned "not found" answers, logged at most once a minute
 	jsapi    jsapi.JsapiApiService
 	refunds  refunddomestic.RefundsApiService
 }
@@ -588,7 +590,7 @@ func (c *Client) fail(ctx context.Context, op, key string, result *core.APIResul
 		case errors.As(classified, &be):
 			be.Verified = c.signedByWechat(ctx, apiErr)
 		case errors.Is(classified, ErrNotFound) && !c.signedByWechat(ctx, apiErr):
-			c.log.WarnContext(ctx, "wechatpay: not found, unsigned: believed", "op", op, "key", key)
+			c.unsigned.note(ctx, c.log, op, key)
 		}
 	}
 	err = fmt.Errorf("%s %s: %w", op, key, classified)
@@ -674,4 +676,23 @@ func derefTime(t *time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
+}
+
+// unsignedNotFound counts the "not found" answers WeChat Pay did not sign
+// and logs them at most once a minute, with how many came since the last
+// line: should WeChat Pay not sign its 404s at all, a line per order
+// check would bury everything else.
+type unsignedNotFound struct {
+	count  atomic.Int64
+	logged atomic.Int64 // unix nanoseconds of the last line
+}
+
+func (u *unsignedNotFound) note(ctx context.Context, log *slog.Logger, op, key string) {
+	n := u.count.Add(1)
+	now, last := time.Now().UnixNano(), u.logged.Load()
+	if now-last < int64(time.Minute) || !u.logged.CompareAndSwap(last, now) {
+		return
+	}
+	u.count.Add(-n)
+	log.WarnContext(ctx, "wechatpay: not found, unsigned: believed", "op", op, "key", key, "since_last_line", n)
 }

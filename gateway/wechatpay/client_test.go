@@ -612,7 +612,8 @@ func TestHugeAnswersAreCutOff(t *testing.T) {
 
 // TestClientUnsignedNotFoundIsLogged: a 404 "not found" WeChat Pay did not
 // sign is still ErrNotFound (see the README on why), and logged at warn, so
-// that a proxy answering in WeChat Pay's name shows; a signed one is not.
+// that a proxy answering in WeChat Pay's name shows, at most once a minute;
+// a signed one is not.
 func TestClientUnsignedNotFoundIsLogged(t *testing.T) {
 	e := newClientEnv(t, nil)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -633,7 +634,7 @@ func TestClientUnsignedNotFoundIsLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, no := range []string{"SIGNED", "UNSIGNED"} {
+	for _, no := range []string{"SIGNED", "UNSIGNED", "UNSIGNED-AGAIN"} {
 		if _, err := c.QueryOrder(context.Background(), no); !errors.Is(err, wechatpay.ErrNotFound) {
 			t.Fatalf("%s: err=%v, want ErrNotFound", no, err)
 		}
