@@ -295,12 +295,14 @@ func NoteDuplicate(ctx context.Context) {
 // ledgerCollector reads refund, outbox and dead-letter gauges with plain
 // SQL counts (bounded by a short timeout), so it works whatever code
 // writes those tables. A reading is kept for ledgerGaugeTTL and scrapes
-// share it: a flood of scrapes costs the database one reading, not four
+// share it: a flood of scrapes costs the database one reading, not its
 // aggregate queries each, and cannot take the pool from notifications.
 type ledgerCollector struct {
-	db                                                                                 *sql.DB
-	now                                                                                func() time.Time // the ledger's clock
-	refunds, outboxJobs, outboxOldest, outboxDueLag, anomalies, openAnomalies, scrapeE *prometheus.Desc
+	db  *sql.DB
+	now func() time.Time // the ledger's clock
+
+	refunds, outboxJobs, outboxOldest, outboxDueLag *prometheus.Desc
+	anomalies, openAnomalies, reconDays, scrapeE    *prometheus.Desc
 
 	mu     sync.Mutex
 	readAt time.Time
@@ -328,13 +330,17 @@ func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 		openAnomalies: prometheus.NewDesc("gateway_anomalies_open",
 			"Anomalies not yet resolved by a person (POST /v1/ledger/anomalies/{id}/resolve), by kind.",
 			[]string{"kind"}, nil),
+		reconDays: prometheus.NewDesc("gateway_reconciliation_days",
+			"Days reconciled against WeChat Pay's bill, by the status of their report (MATCHED, MISMATCHED, NO_BILL, "+
+				"UNREADABLE: alert when above 0, a person must act; PENDING: claimed, no report yet).", []string{"status"}, nil),
 		scrapeE: prometheus.NewDesc("gateway_ledger_scrape_errors", "1 if reading ledger gauges failed.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (l *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.outboxDueLag, l.anomalies, l.openAnomalies, l.scrapeE} {
+	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.outboxDueLag, l.anomalies,
+		l.openAnomalies, l.reconDays, l.scrapeE} {
 		ch <- d
 	}
 }
@@ -380,6 +386,11 @@ func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 		// Few rows (each needs a person), on the (kind, ref) key.
 		{"SELECT kind, COUNT(*) FROM anomalies GROUP BY kind", l.anomalies, kinds},
 		{"SELECT kind, SUM(CASE WHEN state = 'OPEN' THEN 1 ELSE 0 END) FROM anomalies GROUP BY kind", l.openAnomalies, kinds},
+		// One row per day: an UNREADABLE day stays counted after it leaves
+		// the daily job's window, until a person's rerun reads its bill.
+		{"SELECT status, COUNT(*) FROM reconciliations GROUP BY status", l.reconDays, labelSets([]string{
+			ledger.ReconcileMatched, ledger.ReconcileMismatched, ledger.ReconcileNoBill, ledger.ReconcileUnreadable,
+			ledger.ReconcilePending})},
 	}
 	for _, q := range queries {
 		if err := l.collectCounts(ctx, ch, q.sql, q.desc, q.known); err != nil {

@@ -93,8 +93,9 @@ func TestOpenAnomaliesGauge(t *testing.T) {
 
 // TestLedgerGaugesStartAtZero: on an empty ledger every known series is
 // there at 0 (each open refund state, outbox kind and state, anomaly
-// kind), so the first anomaly of a kind or a dead letter after the last
-// was replayed shows as an increase, not a new series.
+// kind, reconciliation status), so the first anomaly of a kind or a dead
+// letter after the last was replayed shows as an increase, not a new
+// series. A reconciled day counts by its report's status.
 func TestLedgerGaugesStartAtZero(t *testing.T) {
 	s := ledgertest.OpenSQLite(t)
 	sqlDB, _ := s.DB().DB()
@@ -102,14 +103,28 @@ func TestLedgerGaugesStartAtZero(t *testing.T) {
 	want := []string{"gateway_refunds{ABNORMAL}", "gateway_refunds{UNKNOWN}",
 		"gateway_outbox_jobs{" + ledger.JobConfirmInventory + "," + ledger.JobDead + "}",
 		"gateway_outbox_jobs{" + ledger.JobReleaseInventory + "," + ledger.JobPending + "}",
-		"gateway_anomalies{" + ledger.AnomalyDuplicatePayment + "}", "gateway_anomalies_open{" + ledger.AnomalyLateRefundSuccess + "}"}
+		"gateway_anomalies{" + ledger.AnomalyDuplicatePayment + "}", "gateway_anomalies_open{" + ledger.AnomalyLateRefundSuccess + "}",
+		"gateway_reconciliation_days{" + ledger.ReconcileUnreadable + "}"}
 	for _, k := range want {
 		if v, ok := values[k]; !ok || v != 0 {
 			t.Errorf("%s = %v (present %v), want 0", k, v, ok)
 		}
 	}
-	if n := len(values); n != 4+2*3+2*len(ledger.AnomalyKinds)+1 {
-		t.Errorf("%d series on an empty ledger, want %d: %v", n, 4+2*3+2*len(ledger.AnomalyKinds)+1, values)
+	if n, want := len(values), 4+2*3+2*len(ledger.AnomalyKinds)+5+1; n != want {
+		t.Errorf("%d series on an empty ledger, want %d: %v", n, want, values)
+	}
+	// A day whose bill the parser refused stays counted, whenever it was.
+	now := time.Now().UTC()
+	if err := s.DB().Exec(`INSERT INTO reconciliations (bill_date, status, created_at, updated_at) VALUES
+		('2020-01-01', ?, ?, ?), ('2020-01-02', ?, ?, ?)`, ledger.ReconcileUnreadable, now, now,
+		ledger.ReconcileMatched, now, now).Error; err != nil {
+		t.Fatal(err)
+	}
+	values = ledgerGauges(t, sqlDB, s.Now)
+	for _, st := range []string{ledger.ReconcileUnreadable, ledger.ReconcileMatched} {
+		if v := values["gateway_reconciliation_days{"+st+"}"]; v != 1 {
+			t.Errorf("gateway_reconciliation_days{%s} = %v, want 1", st, v)
+		}
 	}
 }
 
