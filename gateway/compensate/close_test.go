@@ -68,30 +68,18 @@ func TestExpiredOrdersAreClosedAtWeChatPayFirst(t *testing.T) {
 		{"REVOKED", unknown, ledger.PaymentExpected},
 	}
 	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
-		t0 := time.Now().UTC().Truncate(time.Second)
-		now := t0
-		s := base.WithClock(func() time.Time { return now })
-		ctx := context.Background()
+		s, t0, set := onClock(base)
 		for i, tc := range cases {
 			no := fmt.Sprintf("close-%d-%d", i, t0.UnixNano())
-			if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: no, AmountTotal: 100, ExpireAt: t0.Add(time.Hour)}); err != nil {
-				t.Fatal(err)
-			}
+			set(0)
+			expecting(t, s, t0, no)
 			wx := &oneState{state: tc.state, closeErr: tc.closeErr}
-			job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10}, s, wx)
-			now = t0.Add(time.Hour)
-			if _, err := job.RunOnce(ctx); err != nil {
-				t.Fatal(err)
-			}
-			p, err := s.Payment(ctx, no)
-			if err != nil {
-				t.Fatal(err)
-			}
+			set(time.Hour)
+			p := runOnce(t, testJob(s, wx, nil), s, no)
 			if p.State != tc.want || wx.closes != 1 || wx.queries != 2 {
 				t.Fatalf("%q, close error %v: order %s after %d closes, %d queries; want %s after 1 close, 2 queries",
 					tc.state, tc.closeErr, p.State, wx.closes, wx.queries, tc.want)
 			}
-			now = t0
 		}
 	})
 }
@@ -121,21 +109,14 @@ func (l *limited) QueryOrder(ctx context.Context, no string) (*wechatpay.Transac
 // next run asks about all of them.
 func TestRateLimitEndsTheRun(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
-		t0 := time.Now().UTC().Truncate(time.Second)
-		now := t0
-		s := base.WithClock(func() time.Time { return now })
 		ctx := context.Background()
-		for i := range 3 {
-			o := ledger.Order{OutTradeNo: fmt.Sprintf("lim-%d-%d", i, t0.UnixNano()), AmountTotal: 100, ExpireAt: t0.Add(time.Hour)}
-			if _, err := s.RegisterOrder(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-		}
+		s, t0, set := onClock(base)
+		no := fmt.Sprintf("lim-%d", t0.UnixNano())
+		expecting(t, s, t0, no+"-0", no+"-1", no+"-2")
 		wx := &limited{oneState: oneState{state: "NOTPAY"}, limit: true}
 		var results []string
-		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10,
-			Observe: func(r string) { results = append(results, r) }}, s, wx)
-		now = t0.Add(2 * time.Minute)
+		job := testJob(s, wx, &results)
+		set(2 * time.Minute)
 		if _, err := job.RunOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -159,27 +140,14 @@ func TestRateLimitEndsTheRun(t *testing.T) {
 // the run stops (result limited) and the order is handed back.
 func TestRateLimitedCloseEndsTheRun(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
-		t0 := time.Now().UTC().Truncate(time.Second)
-		now := t0
-		s := base.WithClock(func() time.Time { return now })
-		ctx := context.Background()
+		s, t0, set := onClock(base)
 		no := fmt.Sprintf("lim-close-%d", t0.UnixNano())
-		if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: no, AmountTotal: 100, ExpireAt: t0.Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
+		expecting(t, s, t0, no)
 		wx := &oneState{closeErr: fmt.Errorf("close order: %w: %w", wechatpay.ErrUnknownOutcome, wechatpay.ErrRateLimited)}
 		var results []string
-		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10,
-			Observe: func(r string) { results = append(results, r) }}, s, wx)
-		now = t0.Add(time.Hour)
-		if _, err := job.RunOnce(ctx); err != nil {
-			t.Fatal(err)
-		}
-		p, err := s.Payment(ctx, no)
-		if err != nil {
-			t.Fatal(err)
-		}
-		due, err := s.AwaitingPayment(ctx, now, 10)
+		set(time.Hour)
+		p := runOnce(t, testJob(s, wx, &results), s, no)
+		due, err := s.AwaitingPayment(context.Background(), s.Now(), 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,4 +155,46 @@ func TestRateLimitedCloseEndsTheRun(t *testing.T) {
 			t.Fatalf("order %s, results %v, %d due; want EXPECTED, limited, due again at once", p.State, results, len(due))
 		}
 	})
+}
+
+// onClock returns base on a clock the test sets, as an offset from t0
+// (now, to the second).
+func onClock(base *ledger.Store) (s *ledger.Store, t0 time.Time, set func(time.Duration)) {
+	t0 = time.Now().UTC().Truncate(time.Second)
+	now := t0
+	return base.WithClock(func() time.Time { return now }), t0, func(d time.Duration) { now = t0.Add(d) }
+}
+
+// expecting registers orders of 100 fen that expire an hour after t0.
+func expecting(t *testing.T, s *ledger.Store, t0 time.Time, nos ...string) {
+	t.Helper()
+	for _, no := range nos {
+		if _, err := s.RegisterOrder(context.Background(), ledger.Order{OutTradeNo: no, AmountTotal: 100,
+			ExpireAt: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// testJob is the job these tests run on s: checks due a minute after an
+// order is made; each result is appended to results, if given.
+func testJob(s *ledger.Store, wx Querier, results *[]string) *Job {
+	cfg := Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10}
+	if results != nil {
+		cfg.Observe = func(r string) { *results = append(*results, r) }
+	}
+	return New(cfg, s, wx)
+}
+
+// runOnce runs job once and returns order no as the ledger then holds it.
+func runOnce(t *testing.T, job *Job, s *ledger.Store, no string) *ledger.Payment {
+	t.Helper()
+	if _, err := job.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Payment(context.Background(), no)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
