@@ -63,8 +63,11 @@ type Main struct {
 	clock    *ledger.DBClock
 	notifyDB *gorm.DB     // MySQL: the notifications' own pool (nil: they use Store's)
 	metrics  net.Listener // nil: /metrics is on listener
-	limiter  gateway.Limiter
-	jobs     []func(ctx context.Context)
+	notify   net.Listener // nil: no http.notify_addr
+	// notifyServer serves notify (nil without it).
+	notifyServer *http.Server
+	limiter      gateway.Limiter
+	jobs         []func(ctx context.Context)
 	// jobRestart is how long a job that panicked waits before it starts
 	// again (see keepRunning); 0: defaultJobRestart.
 	jobRestart time.Duration
@@ -358,6 +361,12 @@ func (m *Main) listen() error {
 	}
 	m.listener = ln
 	m.closers = append(m.closers, func() error { _ = ln.Close(); return nil })
+	if addr := m.Config.HTTP.NotifyAddr; addr != "" {
+		if m.notify, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("listen on http.notify_addr %s: %w", addr, err)
+		}
+		m.closers = append(m.closers, func() error { _ = m.notify.Close(); return nil })
+	}
 	if addr := m.Config.HTTP.MetricsAddr; addr != "" {
 		if m.metrics, err = net.Listen("tcp", addr); err != nil {
 			return fmt.Errorf("listen on http.metrics_addr %s: %w", addr, err)
@@ -376,6 +385,14 @@ func (m *Main) MetricsURL() string {
 	return m.URL() + "/metrics"
 }
 
+// NotifyAddr is the address of the notification listener, "" without one.
+func (m *Main) NotifyAddr() string {
+	if m.notify == nil {
+		return ""
+	}
+	return m.notify.Addr().String()
+}
+
 // Addr is the address the gateway listens on (useful with ":0").
 func (m *Main) Addr() string { return m.listener.Addr().String() }
 
@@ -391,22 +408,19 @@ func (m *Main) Run(ctx context.Context) error {
 	gin.SetMode(gin.ReleaseMode)
 	h := m.Config.HTTP
 	m.Deps.Draining = &m.draining
-	m.server = &http.Server{Handler: m.inFlight.track(gateway.NewRouter(*m.Deps)), ReadHeaderTimeout: h.ReadHeaderTimeout,
-		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
-		MaxHeaderBytes: maxHeaderBytes, BaseContext: m.inFlight.base}
-	shed := newConnShedder(m.server, h.MaxConnections, m.Metrics)
+	handler := m.inFlight.track(gateway.NewRouter(*m.Deps))
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
-	go shed.watch(jobCtx)
 	var wg sync.WaitGroup
 	for _, job := range m.jobs {
 		wg.Add(1)
 		go func() { defer wg.Done(); keepRunning(jobCtx, job, cmp.Or(m.jobRestart, defaultJobRestart)) }()
 	}
-	errc := make(chan error, 1)
-	// Bounded like every other resource: a flood of connections waits in
-	// the accept queue instead of taking memory and file descriptors.
-	ln := netutil.LimitListener(m.listener, h.MaxConnections)
-	go func() { errc <- m.server.Serve(ln) }()
+	errc := make(chan error, 2)
+	m.server = m.serve(jobCtx, handler, m.listener, "public", h.MaxConnections, m.inFlight.base, errc)
+	if m.notify != nil {
+		base := func(l net.Listener) context.Context { return gateway.OnNotifyListener(m.inFlight.base(l)) }
+		m.notifyServer = m.serve(jobCtx, handler, m.notify, "notify", h.NotifyMaxConnections, base, errc)
+	}
 	if h.PprofAddr != "" {
 		stopPprof := servePprof(h.PprofAddr)
 		defer stopPprof()
@@ -417,7 +431,8 @@ func (m *Main) Run(ctx context.Context) error {
 		stopMetrics := serveInternal("metrics", m.metrics, mux)
 		defer stopMetrics()
 	}
-	slog.Info("gateway listening", "addr", m.Addr(), "dialect", m.Store.Dialect(), "redis", m.Config.Redis.Addr != "")
+	slog.Info("gateway listening", "addr", m.Addr(), "notify_addr", m.NotifyAddr(), "dialect", m.Store.Dialect(),
+		"redis", m.Config.Redis.Addr != "")
 	var err error
 	select {
 	case err = <-errc:
@@ -429,6 +444,23 @@ func (m *Main) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// serve serves handler on ln (capped at max connections open, idle ones
+// shed near the cap) until shutdown; Serve's error goes to errc.
+func (m *Main) serve(ctx context.Context, handler http.Handler, ln net.Listener, name string, max int,
+	base func(net.Listener) context.Context, errc chan<- error) *http.Server {
+	h := m.Config.HTTP
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: h.ReadHeaderTimeout,
+		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
+		MaxHeaderBytes: maxHeaderBytes, BaseContext: base}
+	shed := newConnShedder(srv, name, max, m.Metrics)
+	go shed.watch(ctx)
+	// Bounded like every other resource: a flood of connections waits in
+	// the accept queue instead of taking memory and file descriptors.
+	capped := netutil.LimitListener(ln, max)
+	go func() { errc <- srv.Serve(capped) }()
+	return srv
 }
 
 // servePprof serves the profiler on addr until the returned func runs.
@@ -473,7 +505,7 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	stopJobs()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	if err := m.server.Shutdown(sctx); err != nil {
+	if err := m.shutdownServers(sctx); err != nil {
 		slog.Warn("http shutdown: cutting off the requests still running", "err", err)
 		m.inFlight.cutOff(cutOffGrace)
 	}
@@ -489,6 +521,18 @@ func (m *Main) shutdown(stopJobs func(), wg *sync.WaitGroup) {
 	if m.Refunds != nil && !m.Refunds.Drain() {
 		slog.Warn("refunds still running at their budget's end; the janitor settles them", "budget", m.Refunds.WorkBudget())
 	}
+}
+
+// shutdownServers stops both listeners at once and waits for their
+// requests until sctx ends.
+func (m *Main) shutdownServers(sctx context.Context) error {
+	if m.notifyServer == nil {
+		return m.server.Shutdown(sctx)
+	}
+	notifyErr := make(chan error, 1)
+	go func() { notifyErr <- m.notifyServer.Shutdown(sctx) }()
+	err := m.server.Shutdown(sctx)
+	return errors.Join(err, <-notifyErr)
 }
 
 // drain, with http.drain_delay set, keeps serving that long with /readyz

@@ -89,6 +89,15 @@ type HTTPConfig struct {
 	// closes. A connection opening at 90% of it closes those idle for
 	// more than 250 ms (see connShedder). Default 4096.
 	MaxConnections int `yaml:"max_connections"`
+	// NotifyAddr, when set, is a second listener for WeChat Pay's
+	// notifications only (and /healthz, /readyz): point notify_url at it,
+	// and a flood of API clients holding every connection of Addr cannot
+	// keep a notification out. Addr serves the notifications too, since
+	// an order keeps the notify_url it was created with. Empty: none.
+	NotifyAddr string `yaml:"notify_addr"`
+	// NotifyMaxConnections caps the connections open at once on
+	// NotifyAddr, shed like Addr's (default 1024).
+	NotifyMaxConnections int `yaml:"notify_max_connections"`
 }
 
 // NotifyConfig tunes the group commit of payment notifications: up to
@@ -199,7 +208,7 @@ func DefaultConfig() Config {
 		HTTP: HTTPConfig{Addr: ":8080", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: 15 * time.Second, IdleTimeout: 60 * time.Second, MaxBodyBytes: 64 << 10,
 			NotifyTimeout: 4 * time.Second, APITimeout: 10 * time.Second, ShutdownTimeout: 15 * time.Second,
-			MaxConnections: 4096},
+			MaxConnections: 4096, NotifyMaxConnections: 1024},
 		Notify:  NotifyConfig{BatchWorkers: 2, BatchMax: 32, BatchSpill: 4},
 		Runtime: RuntimeConfig{GCPercent: 400, MemoryLimit: 1 << 30},
 		Database: DatabaseConfig{DSN: ".run/gateway.db", MaxOpenConns: 50, MaxIdleConns: 25,
@@ -418,6 +427,9 @@ func (c *Config) Validate() error {
 		{c.HTTP.ShutdownTimeout <= 0, "http.shutdown_timeout (GATEWAY_HTTP_SHUTDOWN_TIMEOUT)", "must be positive"},
 		{c.HTTP.DrainDelay < 0 || c.HTTP.DrainDelay > time.Minute, "http.drain_delay (GATEWAY_HTTP_DRAIN_DELAY)", "must be between 0 and 1m"},
 		{c.HTTP.MaxConnections <= 0, "http.max_connections (GATEWAY_HTTP_MAX_CONNECTIONS)", "must be positive"},
+		{c.HTTP.NotifyMaxConnections <= 0, "http.notify_max_connections (GATEWAY_HTTP_NOTIFY_MAX_CONNECTIONS)", "must be positive"},
+		{sameAddr(c.HTTP.NotifyAddr, c.HTTP.Addr) || sameAddr(c.HTTP.NotifyAddr, c.HTTP.MetricsAddr),
+			"http.notify_addr (GATEWAY_HTTP_NOTIFY_ADDR)", "must differ from http.addr and http.metrics_addr"},
 		{c.Auth.FailedKeysPerMinute < 0 || c.Auth.FailedKeysBurst < 0,
 			"auth.failed_keys_per_minute and auth.failed_keys_burst (GATEWAY_AUTH_FAILED_KEYS_*)", "must not be negative"},
 		// WeChat Pay waits 5 s for an answer: a notification answered later
@@ -594,4 +606,9 @@ func (c *Config) loadSecrets() error {
 		c.WechatPay.APIv3Key = strings.TrimSpace(string(b))
 	}
 	return nil
+}
+
+// sameAddr: a and b name one fixed port (":0" picks a free one each time).
+func sameAddr(a, b string) bool {
+	return a != "" && a == b && !strings.HasSuffix(a, ":0")
 }

@@ -35,12 +35,13 @@ type connShedder struct {
 // idleGrace is how long a connection may sit idle near the cap.
 const idleGrace = 250 * time.Millisecond
 
-func newConnShedder(srv *http.Server, max int, m *gateway.Metrics) *connShedder {
+func newConnShedder(srv *http.Server, listener string, max int, m *gateway.Metrics) *connShedder {
 	c := &connShedder{high: int64(max) * 9 / 10, idle: map[net.Conn]time.Time{}}
 	srv.ConnState = c.track
 	if m != nil {
 		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gateway_http_open_connections",
-			Help: "Connections open on the public port (http.max_connections caps them)."},
+			Help:        "Connections open on a port: public (http.max_connections caps them) or notify (http.notify_max_connections).",
+			ConstLabels: prometheus.Labels{"listener": listener}},
 			func() float64 { return float64(c.open.Load()) }))
 	}
 	return c

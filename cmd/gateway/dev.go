@@ -112,6 +112,8 @@ func devOnly(cfg Config) error {
 		return errors.New("gateway dev uses no Redis, or one on this host: unset GATEWAY_REDIS_ADDR")
 	case cfg.HTTP.MetricsAddr != "" && !loopbackAddr(cfg.HTTP.MetricsAddr):
 		return errors.New("gateway dev serves /metrics on loopback only: unset GATEWAY_HTTP_METRICS_ADDR")
+	case cfg.HTTP.NotifyAddr != "" && !loopbackAddr(cfg.HTTP.NotifyAddr):
+		return errors.New("gateway dev listens on loopback only: unset GATEWAY_HTTP_NOTIFY_ADDR")
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ func TestDevStaysInItsSandbox(t *testing.T) {
 		{"GATEWAY_WECHATPAY_BASE_URL", "https://api.mch.weixin.qq.com"},
 		{"GATEWAY_REDIS_ADDR", "redis.internal:6379"},
 		{"GATEWAY_HTTP_METRICS_ADDR", "0.0.0.0:9464"},
+		{"GATEWAY_HTTP_NOTIFY_ADDR", ":8443"},
 	} {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -241,5 +242,64 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 				t.Fatalf("connection still open after %v: %v", time.Since(start), err)
 			}
 		})
+	}
+}
+
+// TestNotificationListener: with http.notify_addr set, API clients holding
+// every connection of the public port (cap 2) do not keep WeChat Pay out:
+// a notification sent to the notification port is recorded. That port
+// serves nothing but the notifications and the health checks, and the
+// public port still serves notifications (orders keep their notify_url).
+// Stopping the gateway closes both.
+func TestNotificationListener(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	cfg.HTTP.MaxConnections, cfg.HTTP.NotifyAddr = 2, "127.0.0.1:0"
+	m, err := NewMain(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	notifyURL := "http://" + m.NotifyAddr()
+	waitReady(t, notifyURL)
+	k, _ := testKeys(t)
+	first := uniqueNo("pub")
+	if status, body := post(t, m.URL()+paymentPath, good(t, k, first)); status != 204 {
+		t.Fatalf("notification on the public port: status=%d body=%v", status, body)
+	}
+	for i := 0; i < 2; i++ { // the public port's cap, held by requests whose headers never end
+		c, err := net.Dial("tcp", m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	no := uniqueNo("sep")
+	if status, body := post(t, notifyURL+paymentPath, good(t, k, no)); status != 204 {
+		t.Fatalf("notification on the notification port with the public one full: status=%d body=%v", status, body)
+	}
+	if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 1} {
+		t.Fatalf("payments/history/notifications = %v, want [1 1 1]", got)
+	}
+	for _, path := range []string{"/v1/ledger/payments/" + no, "/metrics", "/v1/wechatpay/notify/../../v1/ledger/payments/" + no} {
+		if status, body := apiCall(t, "GET", notifyURL+path, financeKey, nil); status != 404 || body["code"] != "ENOTFOUND" {
+			t.Fatalf("GET %s on the notification port: status=%d body=%v, want 404 ENOTFOUND", path, status, body)
+		}
+	}
+	if f := metricFamily(t, m, "gateway_http_open_connections"); len(f.GetMetric()) != 2 {
+		t.Fatalf("gateway_http_open_connections = %v, want one series per listener", f)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", m.NotifyAddr(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the notification port still accepts connections after the gateway stopped")
 	}
 }
