@@ -48,8 +48,10 @@ var refundMachine = machine{
 	// FAILED is the gateway's own conclusion (WeChat Pay refused the
 	// application and then had no such refund). If WeChat Pay later says it
 	// paid it after all, the money left: it is recorded, as a payment's
-	// CLOSED → SUCCESS is, if its amount still fits what was paid.
-	string(RefundFailed): {string(RefundSuccess)},
+	// CLOSED → SUCCESS is, if its amount still fits what was paid. If it
+	// says it holds it (PROCESSING, ABNORMAL), the money may yet leave: the
+	// amount counts again, so that no other refund takes it meanwhile.
+	string(RefundFailed): {string(RefundSuccess), string(RefundProcessing), string(RefundAbnormal)},
 }
 
 // Refund is one refund of an order as the ledger knows it. Money is fen.

@@ -714,11 +714,12 @@ func TestLateSuccessWaitEndsWhenWeChatClosesIt(t *testing.T) {
 	})
 }
 
-// TestAbnormalAfterFailedIsWatched: WeChat Pay saying ABNORMAL (it holds
-// the refund) for a refund the ledger failed and gave back is flagged and
-// puts the refund on the janitor's list; a SUCCESS then is recorded late
-// (the amount counted again), as WeChat may never notify it.
-func TestAbnormalAfterFailedIsWatched(t *testing.T) {
+// TestAbnormalAfterFailedCountsAgain: WeChat Pay saying ABNORMAL (it
+// holds the refund, and may yet pay it) for a refund the ledger failed and
+// gave back is recorded, FAILED → ABNORMAL in the history, with its amount
+// counted again, so no other refund can take it meanwhile; it is flagged
+// (its user was told it failed) and polled. CLOSED then gives it back.
+func TestAbnormalAfterFailedCountsAgain(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
 		paidOrder(t, s, "held", 100)
@@ -729,24 +730,86 @@ func TestAbnormalAfterFailedIsWatched(t *testing.T) {
 			t.Fatal(err)
 		}
 		u := ledger.RefundUpdate{OutRefundNo: "rf-h", State: ledger.RefundAbnormal, Source: ledger.SourceCallback}
-		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNoChange) {
-			t.Fatalf("ABNORMAL after FAILED: %v, want ErrNoChange", err)
+		if _, err := s.ApplyRefund(ctx, u); err != nil {
+			t.Fatalf("ABNORMAL after FAILED: %v", err)
 		}
 		r, _ := s.Refund(ctx, "rf-h")
 		a, err := s.Anomalies(ctx, "held")
-		if r.State != ledger.RefundFailed || r.NextCheckAt == nil || err != nil || len(a) != 1 || a[0].Kind != ledger.AnomalyStaleRefundStatus {
-			t.Fatalf("refund %+v, anomalies %+v (%v); want FAILED on the janitor's list and one flag", r, a, err)
+		if r.State != ledger.RefundAbnormal || r.NextCheckAt == nil || err != nil || len(a) != 1 ||
+			a[0].Kind != ledger.AnomalyStaleRefundStatus || refundedTotal(t, s, "held") != 60 {
+			t.Fatalf("refund %+v, anomalies %+v (%v), refunded %d; want ABNORMAL polled, one flag, 60 counted",
+				r, a, err, refundedTotal(t, s, "held"))
 		}
-		if refundedTotal(t, s, "held") != 0 {
-			t.Fatal("ABNORMAL counted the amount again")
+		var exceeds *ledger.RefundExceedsError
+		if _, err := s.CreateRefund(ctx, refundReq("held", "rf-h2", 60)); !errors.As(err, &exceeds) {
+			t.Fatalf("a refund into the held amount: %v, want RefundExceedsError", err)
 		}
-		if _, err := move(t, s, "rf-h", ledger.RefundSuccess); err != nil {
-			t.Fatalf("SUCCESS while watched: %v", err)
+		if _, err := move(t, s, "rf-h", ledger.RefundClosed); err != nil || refundedTotal(t, s, "held") != 0 {
+			t.Fatalf("CLOSED after it: %v, refunded %d; want 0 (given back)", err, refundedTotal(t, s, "held"))
 		}
-		if r, _ := s.Refund(ctx, "rf-h"); r.State != ledger.RefundSuccess || refundedTotal(t, s, "held") != 60 {
-			t.Fatalf("after SUCCESS: %+v, refunded %d; want SUCCESS and 60 counted", r, refundedTotal(t, s, "held"))
+		if got := refundPath(t, s, "held", "rf-h"); got != "CREATED FAILED ABNORMAL CLOSED" {
+			t.Fatalf("history of rf-h: %s", got)
 		}
 	})
+}
+
+// TestHeldAfterFailedWithoutRoomIsWatched: when another refund took the
+// amount a FAILED refund gave back, WeChat Pay's ABNORMAL for it cannot be
+// counted: it is flagged and stays FAILED on the janitor's list; once the
+// other refund gives the amount back, the next answer is recorded, and a
+// SUCCESS after it keeps the amount counted.
+func TestHeldAfterFailedWithoutRoomIsWatched(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "held2", 100)
+		for _, no := range []string{"rf-a", "rf-b"} {
+			if _, err := s.CreateRefund(ctx, refundReq("held2", no, 60)); err != nil {
+				t.Fatal(err)
+			}
+			if no == "rf-a" {
+				if _, err := move(t, s, no, ledger.RefundFailed); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		u := ledger.RefundUpdate{OutRefundNo: "rf-a", State: ledger.RefundAbnormal, Source: ledger.SourceCallback}
+		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("ABNORMAL without room: %v, want ErrNoChange", err)
+		}
+		r, _ := s.Refund(ctx, "rf-a")
+		a, err := s.Anomalies(ctx, "held2")
+		if r.State != ledger.RefundFailed || r.NextCheckAt == nil || err != nil || len(a) != 1 || refundedTotal(t, s, "held2") != 60 {
+			t.Fatalf("refund %+v, anomalies %+v (%v); want FAILED on the janitor's list, one flag, 60 (rf-b's) counted", r, a, err)
+		}
+		if _, err := move(t, s, "rf-b", ledger.RefundFailed); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := move(t, s, "rf-a", ledger.RefundAbnormal); err != nil {
+			t.Fatalf("ABNORMAL with room again: %v", err)
+		}
+		if _, err := move(t, s, "rf-a", ledger.RefundSuccess); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := s.Refund(ctx, "rf-a"); r.State != ledger.RefundSuccess || r.NextCheckAt != nil || refundedTotal(t, s, "held2") != 60 {
+			t.Fatalf("after SUCCESS: %+v, refunded %d; want SUCCESS off the list, 60 counted", r, refundedTotal(t, s, "held2"))
+		}
+	})
+}
+
+// refundPath is the states refundNo went through, from its history.
+func refundPath(t *testing.T, s *ledger.Store, no, refundNo string) string {
+	t.Helper()
+	hist, err := s.History(context.Background(), no)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, h := range hist {
+		if h.EntityKey == refundNo {
+			states = append(states, h.To)
+		}
+	}
+	return strings.Join(states, " ")
 }
 
 func hasJob(jobs []ledger.OutboxJob, key string) bool {

@@ -188,20 +188,12 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		}
 		return row.refund(), nil, ErrAlreadyRecorded, nil
 	}
-	late, fits, err := s.lateSuccess(tx, row, u)
+	late, fits, err := s.lateRefund(tx, row, u)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	if late && !fits {
-		// Kept on the janitor's list: once the refund that holds the
-		// amount gives it back (WeChat Pay refuses it, having paid this
-		// one), the next query records this SUCCESS and releases its stock.
-		if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
-			return nil, nil, nil, err
-		}
-		flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
-			Detail: fmt.Sprintf("refund %s is FAILED; SUCCESS from %s does not fit what is left of the order: not recorded yet, asked again", row.OutRefundNo, u.Source)}
-		return row.refund(), flag, fmt.Errorf("%w: late SUCCESS of refund %s exceeds the order", ErrNoChange, row.OutRefundNo), nil
+		return s.noRoomAfterFailed(tx, row, u)
 	}
 	if err := refundMachine.check(EntityRefund, row.OutRefundNo, row.State, string(u.State)); err != nil {
 		var flag *Anomaly
@@ -210,9 +202,6 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		if contradicts(RefundState(row.State), u.State) && !(u.State == RefundFailed && u.Source == SourceQuery) {
 			flag = &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
 				Detail: fmt.Sprintf("refund %s is %s; %s from %s ignored", row.OutRefundNo, row.State, u.State, u.Source)}
-		}
-		if RefundState(row.State) == RefundFailed && u.State == RefundAbnormal && row.NextCheckAt == nil {
-			return s.heldAfterFailed(tx, row, u)
 		}
 		if state := RefundState(row.State); (state.Pending() || state == RefundAbnormal) && !u.NextCheckAt.IsZero() {
 			// Still polled: the refused answer must not bring the next
@@ -226,13 +215,49 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 		}
 		return row.refund(), flag, fmt.Errorf("%w: %w", ErrNoChange, err), nil
 	}
+	from := row.State
 	out, err := s.moveRefund(tx, row, u)
 	if err != nil || !late {
 		return out, nil, nil, err
 	}
-	flag := &Anomaly{Kind: AnomalyLateRefundSuccess, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo,
-		Detail: fmt.Sprintf("refund %s of %d fen was FAILED (given back); %s says WeChat Pay paid it: recorded SUCCESS, amount counted again", row.OutRefundNo, row.Amount, u.Source)}
-	return out, flag, nil, nil
+	return out, lateFlag(row, from, u), nil, nil
+}
+
+// lateFlag is the flag of a FAILED refund (its amount given back) that
+// WeChat Pay turned out to have: paid (SUCCESS) or holding (PROCESSING,
+// ABNORMAL), recorded with its amount counted again. The user was told it
+// failed: a person must look.
+func lateFlag(row *refundRow, from string, u RefundUpdate) *Anomaly {
+	if u.State == RefundSuccess {
+		return &Anomaly{Kind: AnomalyLateRefundSuccess, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo,
+			Detail: fmt.Sprintf("refund %s of %d fen was %s (given back); %s says WeChat Pay paid it: recorded SUCCESS, amount counted again", row.OutRefundNo, row.Amount, from, u.Source)}
+	}
+	return &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
+		Detail: fmt.Sprintf("refund %s of %d fen was %s (given back); %s says WeChat Pay holds it (%s): recorded %s, amount counted again",
+			row.OutRefundNo, row.Amount, from, u.Source, u.State, u.State)}
+}
+
+// noRoomAfterFailed handles WeChat Pay's word that a FAILED refund was
+// paid or is held after all, when its amount no longer fits the order
+// (another refund took it): not recorded yet, it stays FAILED on the
+// janitor's list; once the refund holding the amount gives it back
+// (WeChat Pay refuses it, having this one), the next query records it.
+func (s *Store) noRoomAfterFailed(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund, *Anomaly, error, error) {
+	if u.State != RefundSuccess {
+		if row.NextCheckAt == nil {
+			return s.heldAfterFailed(tx, row, u)
+		}
+		if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
+			return nil, nil, nil, err
+		}
+		return row.refund(), nil, fmt.Errorf("%w: %s of FAILED refund %s exceeds the order", ErrNoChange, u.State, row.OutRefundNo), nil
+	}
+	if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
+		return nil, nil, nil, err
+	}
+	flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
+		Detail: fmt.Sprintf("refund %s is FAILED; SUCCESS from %s does not fit what is left of the order: not recorded yet, asked again", row.OutRefundNo, u.Source)}
+	return row.refund(), flag, fmt.Errorf("%w: late SUCCESS of refund %s exceeds the order", ErrNoChange, row.OutRefundNo), nil
 }
 
 // holdRefundedAfter runs in the transaction that stores WeChat Pay's
@@ -354,18 +379,20 @@ func refundedAfterFlag(p *Payment, outRefundNo string) Anomaly {
 	return a
 }
 
-// heldAfterFailed handles ABNORMAL for a refund the ledger holds FAILED
-// (its amount given back): WeChat Pay holds the refund after all, and may
-// yet pay it with no notification of that. It is flagged and kept on the
-// janitor's list like a late SUCCESS that does not fit yet: asked again
-// until WeChat says SUCCESS (recorded late) or CLOSED.
+// heldAfterFailed handles PROCESSING or ABNORMAL for a refund the ledger
+// holds FAILED (its amount given back) when the amount no longer fits the
+// order: WeChat Pay holds the refund after all, and may yet pay it with
+// no notification of that. It is flagged and kept on the janitor's list
+// like a late SUCCESS that does not fit yet: asked again until WeChat
+// says SUCCESS or holds it with room for it (recorded late) or CLOSED.
 func (s *Store) heldAfterFailed(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund, *Anomaly, error, error) {
 	if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
 		return nil, nil, nil, err
 	}
 	flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
-		Detail: fmt.Sprintf("refund %s is FAILED (amount given back); %s says WeChat Pay holds it (ABNORMAL): asked again until it ends", row.OutRefundNo, u.Source)}
-	return row.refund(), flag, fmt.Errorf("%w: ABNORMAL of FAILED refund %s", ErrNoChange, row.OutRefundNo), nil
+		Detail: fmt.Sprintf("refund %s is FAILED (amount given back, now taken by another refund); %s says WeChat Pay holds it (%s): asked again until it ends",
+			row.OutRefundNo, u.Source, u.State)}
+	return row.refund(), flag, fmt.Errorf("%w: %s of FAILED refund %s", ErrNoChange, u.State, row.OutRefundNo), nil
 }
 
 // lateSuccessRecheck is how often a FAILED refund WeChat Pay says it paid,
@@ -380,15 +407,15 @@ func (s *Store) lateCheckAt(u RefundUpdate) time.Time {
 	return s.now().Add(lateSuccessRecheck)
 }
 
-// settleLateWait handles WeChat Pay's other answers about a FAILED refund
-// kept on the janitor's list for a late SUCCESS: CLOSED ends the wait
-// (the money went back), PROCESSING or ABNORMAL keeps it (asked again).
+// settleLateWait handles CLOSED for a FAILED refund kept on the janitor's
+// list for a late SUCCESS, PROCESSING or ABNORMAL that did not fit: it
+// ends the wait (the money went back).
 func (s *Store) settleLateWait(tx *gorm.DB, row *refundRow, u RefundUpdate) error {
 	if RefundState(row.State) != RefundFailed || row.NextCheckAt == nil {
 		return nil
 	}
 	if u.State != RefundClosed {
-		return s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)})
+		return nil
 	}
 	err := tx.Model(&refundRow{}).Where("id = ?", row.ID).
 		Updates(map[string]any{"next_check_at": nil, "updated_at": s.now()}).Error
@@ -417,11 +444,13 @@ func (s *Store) moveRefunded(tx *gorm.DB, row *refundRow, sign int) error {
 	return nil
 }
 
-// lateSuccess reports whether u is WeChat Pay's SUCCESS for a refund the
-// ledger holds FAILED, and if so whether its amount still fits what is
-// left of the order (the payment row is locked until the transaction ends).
-func (s *Store) lateSuccess(tx *gorm.DB, row *refundRow, u RefundUpdate) (late, fits bool, err error) {
-	if RefundState(row.State) != RefundFailed || u.State != RefundSuccess {
+// lateRefund reports whether u is WeChat Pay's word that a refund the
+// ledger holds FAILED was paid (SUCCESS) or is held (PROCESSING,
+// ABNORMAL), so that its amount counts again, and if so whether the
+// amount still fits what is left of the order (the payment row is locked
+// until the transaction ends).
+func (s *Store) lateRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) (late, fits bool, err error) {
+	if RefundState(row.State) != RefundFailed || (u.State != RefundSuccess && u.State != RefundProcessing && u.State != RefundAbnormal) {
 		return false, false, nil
 	}
 	pay, err := findPayment(lockForUpdate(tx), row.OutTradeNo)
