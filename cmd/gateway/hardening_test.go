@@ -175,16 +175,7 @@ func TestBusyConnectionsKeepAliveNearTheCap(t *testing.T) {
 	cfg := testConfig(t, backends[0])
 	cfg.HTTP.MaxConnections = 10 // near the cap from 9 open
 	m := startGateway(t, cfg)
-	for i := 0; i < 8; i++ { // eight connections busy with a request whose headers are still coming
-		c, err := net.Dial("tcp", m.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	holdBusy(t, m.Addr(), 8)
 	time.Sleep(100 * time.Millisecond) // let the server read them
 	c, err := net.Dial("tcp", m.Addr())
 	if err != nil {
@@ -269,16 +260,7 @@ func TestNotificationListener(t *testing.T) {
 	if status, body := post(t, m.URL()+paymentPath, good(t, k, first)); status != 204 {
 		t.Fatalf("notification on the public port: status=%d body=%v", status, body)
 	}
-	for i := 0; i < 2; i++ { // the public port's cap, held by requests whose headers never end
-		c, err := net.Dial("tcp", m.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	holdBusy(t, m.Addr(), 2) // the public port's cap
 	no := uniqueNo("sep")
 	if status, body := post(t, notifyURL+paymentPath, good(t, k, no)); status != 204 {
 		t.Fatalf("notification on the notification port with the public one full: status=%d body=%v", status, body)
@@ -301,5 +283,21 @@ func TestNotificationListener(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", m.NotifyAddr(), time.Second); err == nil {
 		c.Close()
 		t.Fatal("the notification port still accepts connections after the gateway stopped")
+	}
+}
+
+// holdBusy opens n connections to addr, each busy with a request whose
+// headers never end, until the test ends.
+func holdBusy(t *testing.T, addr string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n"); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
