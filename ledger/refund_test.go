@@ -649,9 +649,6 @@ func TestLateSuccessOfAFailedRefund(t *testing.T) {
 	})
 }
 
-// TestLateSuccessWaitEndsWhenWeChatClosesIt: a FAILED refund kept on the
-// janitor's list for a late SUCCESS leaves it when WeChat Pay answers
-// CLOSED (the money went back), and stays on it for PROCESSING.
 // TestRolledBackNoticeIsNoVerdict: a notice whose transaction rolled back
 // is not stored, and its error must not read as ErrNotFound or
 // ErrNoChange, the verdicts on a stored notice that the handler answers
@@ -682,20 +679,13 @@ func TestRolledBackNoticeIsNoVerdict(t *testing.T) {
 	})
 }
 
+// TestLateSuccessWaitEndsWhenWeChatClosesIt: a FAILED refund kept on the
+// janitor's list for a late SUCCESS leaves it when WeChat Pay answers
+// CLOSED (the money went back), and stays on it for PROCESSING.
 func TestLateSuccessWaitEndsWhenWeChatClosesIt(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		paidOrder(t, s, "late2", 100)
-		for _, no := range []string{"rf-w1", "rf-w2"} {
-			if _, err := s.CreateRefund(ctx, refundReq("late2", no, 60)); err != nil {
-				t.Fatal(err)
-			}
-			if no == "rf-w1" {
-				if _, err := move(t, s, no, ledger.RefundFailed); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		failedThenTaken(t, s, "late2", "rf-w1", "rf-w2")
 		if _, err := move(t, s, "rf-w1", ledger.RefundSuccess); !errors.Is(err, ledger.ErrNoChange) {
 			t.Fatalf("late SUCCESS without room: %v, want ErrNoChange", err)
 		}
@@ -761,17 +751,7 @@ func TestAbnormalAfterFailedCountsAgain(t *testing.T) {
 func TestHeldAfterFailedWithoutRoomIsWatched(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		paidOrder(t, s, "held2", 100)
-		for _, no := range []string{"rf-a", "rf-b"} {
-			if _, err := s.CreateRefund(ctx, refundReq("held2", no, 60)); err != nil {
-				t.Fatal(err)
-			}
-			if no == "rf-a" {
-				if _, err := move(t, s, no, ledger.RefundFailed); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		failedThenTaken(t, s, "held2", "rf-a", "rf-b")
 		u := ledger.RefundUpdate{OutRefundNo: "rf-a", State: ledger.RefundAbnormal, Source: ledger.SourceCallback}
 		if _, err := s.ApplyRefund(ctx, u); !errors.Is(err, ledger.ErrNoChange) {
 			t.Fatalf("ABNORMAL without room: %v, want ErrNoChange", err)
@@ -946,4 +926,21 @@ func TestUnknownRefundFlaggedPerStatus(t *testing.T) {
 			t.Fatalf("anomalies = %+v: want the SUCCESS one open", flags)
 		}
 	})
+}
+
+// failedThenTaken pays order no 100 fen and makes refund failed of 60 fen,
+// FAILED (given back), then refund taker of 60 fen, which takes the amount.
+func failedThenTaken(t *testing.T, s *ledger.Store, no, failed, taker string) {
+	t.Helper()
+	ctx := context.Background()
+	paidOrder(t, s, no, 100)
+	if _, err := s.CreateRefund(ctx, refundReq(no, failed, 60)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := move(t, s, failed, ledger.RefundFailed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateRefund(ctx, refundReq(no, taker, 60)); err != nil {
+		t.Fatal(err)
+	}
 }
