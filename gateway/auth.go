@@ -165,21 +165,21 @@ func (a *Auth) identify(c *gin.Context) bool {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), a.Timeout)
 	p, ok, err := a.lookup(ctx, HashKey(key))
 	cancel()
-	if errors.Is(err, ErrKeyCheckBusy) {
+	if err != nil {
 		// Counted as a wrong key: the configured and recently verified
-		// keys were checked before the busy database, and did not match.
-		// Uncounted, a flood that keeps every slot busy would guess at
-		// the configured keys for free. (Not a key verified here before:
-		// see errKnownKeyBusy.)
-		if !errors.Is(err, errKnownKeyBusy) {
+		// keys were checked before the busy or failing database, and did
+		// not match. Uncounted, a flood that keeps every slot busy, or any
+		// caller while the database fails, would guess at the configured
+		// keys for free. (Not a key verified here before: see errKnownKey.)
+		if !errors.Is(err, errKnownKey) {
 			a.countFailure(c)
 		}
-		writeError(c, &Error{Code: CodeUnavailable, Message: "too many key checks at once, retry after 1 s",
-			RetryAfter: time.Second})
-		return false
-	}
-	if err != nil {
-		writeError(c, Errorf(CodeUnavailable, "key check unavailable", err))
+		if errors.Is(err, ErrKeyCheckBusy) {
+			writeError(c, &Error{Code: CodeUnavailable, Message: "too many key checks at once, retry after 1 s",
+				RetryAfter: time.Second})
+		} else {
+			writeError(c, Errorf(CodeUnavailable, "key check unavailable", err))
+		}
 		return false
 	}
 	if !ok {
@@ -276,10 +276,14 @@ func allowed(c *gin.Context, roles []Role) bool {
 // already running.
 var ErrKeyCheckBusy = errors.New("too many key checks in flight")
 
-// errKnownKeyBusy is ErrKeyCheckBusy for a key this instance verified
-// before (over RecentKeyTTL ago) while its own slots are full too: a
-// real key, most likely, which the wrong-key lockout must not count.
-var errKnownKeyBusy = fmt.Errorf("%w (a key verified before)", ErrKeyCheckBusy)
+// errKnownKey marks a failed check (busy, or the database failing) of a
+// key this instance verified before: a real key, most likely, which the
+// wrong-key lockout must not count.
+var errKnownKey = errors.New("a key verified before")
+
+// errKnownKeyBusy is ErrKeyCheckBusy for a key verified before (over
+// RecentKeyTTL ago) while its own slots are full too.
+var errKnownKeyBusy = fmt.Errorf("%w (%w)", ErrKeyCheckBusy, errKnownKey)
 
 // LimitLookups lets at most n checks of src run at once and refuses the
 // rest with ErrKeyCheckBusy at once: a flood of unknown keys, each a
@@ -337,11 +341,14 @@ func (l *limitedKeys) LookupAPIKey(ctx context.Context, sha256Hex string) (Princ
 	return Principal{}, false, ErrKeyCheckBusy
 }
 
-// check asks src and remembers its answer.
+// check asks src and remembers its answer; a failure for a key src
+// accepted before says so (errKnownKey).
 func (l *limitedKeys) check(ctx context.Context, h string) (Principal, bool, error) {
 	p, ok, err := l.src.LookupAPIKey(ctx, h)
 	if err == nil {
 		l.remember(h, p, ok)
+	} else if _, known, _ := l.recently(h); known {
+		err = fmt.Errorf("%w (%w)", err, errKnownKey)
 	}
 	return p, ok, err
 }

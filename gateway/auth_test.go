@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -502,5 +503,58 @@ func TestRightKeyAmongParallelGuessesIsLockedOut(t *testing.T) {
 	}
 	if codes := sendKeys(r, "10.0.0.2", []string{"right"}); codes[http.StatusOK] != 1 {
 		t.Fatalf("the right key from another address: %v, want 200", codes)
+	}
+}
+
+// failingKeys answers every check with an error, as a database that is
+// down does; ok keys pass while up is set.
+type failingKeys struct{ up *atomic.Bool }
+
+func (k failingKeys) LookupAPIKey(_ context.Context, h string) (Principal, bool, error) {
+	if k.up.Load() {
+		return Principal{Name: "ops-1", Role: RoleOps}, h == HashKey("real"), nil
+	}
+	return Principal{}, false, errors.New("dial tcp db:3306: connection refused")
+}
+
+// TestFailedKeyChecksCountAsWrongKeys: a guess answered 503 because the
+// database failed was checked against the configured keys first, like one
+// refused while every slot was busy: it counts against the address, or
+// an address would guess at the configured keys for free while the
+// database is down. A key this instance verified before is not counted:
+// it is most likely real, and passes once the database is back.
+func TestFailedKeyChecksCountAsWrongKeys(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	up := &atomic.Bool{}
+	a := NewAuth(StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}}, LimitLookups(failingKeys{up}, 4))
+	a.Failures, a.FailureLimit = NewMemoryLimiter(), Limit{PerMinute: 1, Burst: 3}
+	r := gin.New()
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	send := func(addr, key string) int {
+		req := httptest.NewRequest("GET", "/x", nil)
+		req.RemoteAddr, req.Header["X-Api-Key"] = addr+":4000", []string{key}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w.Code
+	}
+	up.Store(true)
+	if code := send("10.0.0.2", "real"); code != http.StatusOK {
+		t.Fatalf("database key while the database is up: %d", code)
+	}
+	up.Store(false)
+	for i := range 3 {
+		if code := send("10.0.0.1", fmt.Sprintf("guess-%d", i)); code != http.StatusServiceUnavailable {
+			t.Fatalf("guess %d while the database fails: %d, want 503", i, code)
+		}
+		if code := send("10.0.0.2", "real"); code != http.StatusServiceUnavailable {
+			t.Fatalf("known key %d while the database fails: %d, want 503", i, code)
+		}
+	}
+	if code := send("10.0.0.1", "right"); code != http.StatusTooManyRequests {
+		t.Fatalf("the configured key after 3 guesses while the database fails: %d, want 429 (locked out)", code)
+	}
+	up.Store(true)
+	if code := send("10.0.0.2", "real"); code != http.StatusOK {
+		t.Fatalf("known key once the database is back: %d, want 200 (not locked out)", code)
 	}
 }
