@@ -39,15 +39,16 @@ type auditRow struct {
 
 func (auditRow) TableName() string { return "audit_log" }
 
-// maxAuditPath bounds the stored path; longer ones are cut, not refused.
-const maxAuditPath = 2048
+// MaxAuditPath bounds the stored path; longer ones are cut (the gateway
+// refuses to serve them: see auditTrail).
+const MaxAuditPath = 2048
 
 // BeginAudit records a request before it runs and returns its entry id;
 // FinishAudit adds the outcome. Writing first means no request is served
 // without a record.
 func (s *Store) BeginAudit(ctx context.Context, e AuditEntry) (uint64, error) {
 	row := auditRow{Principal: truncate(e.Principal, 64), Role: truncate(e.Role, 16), Method: truncate(e.Method, 8),
-		Path: truncate(strings.ToValidUTF8(e.Path, "\uFFFD"), maxAuditPath), RequestID: truncate(e.RequestID, 64),
+		Path: truncate(strings.ToValidUTF8(e.Path, "\uFFFD"), MaxAuditPath), RequestID: truncate(e.RequestID, 64),
 		RemoteAddr: truncate(e.RemoteAddr, 64), Target: truncate(strings.ToValidUTF8(e.Target, "\uFFFD"), maxAuditTarget),
 		CreatedAt: s.now()}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {

@@ -188,3 +188,28 @@ func TestBackOfficeBulkhead(t *testing.T) {
 		return status == 200
 	})
 }
+
+// TestPaddedQueryIsNotServed: the audit log keeps a request's path with
+// its query up to ledger.MaxAuditPath bytes. Empty pairs ("&&&…") are a
+// well-formed query, so padding could push a filter (whose payments were
+// exported) past the cut while the request is served with it: a longer
+// request is refused 413, and audited as refused.
+func TestPaddedQueryIsNotServed(t *testing.T) {
+	m := startGateway(t, testConfig(t, backends[0]))
+	path := "/v1/ledger/payments?" + strings.Repeat("&", 2100) + "payer_openid=o-victim&format=csv"
+	status, body := apiCall(t, "GET", m.URL()+path, financeKey, nil)
+	if status != 413 || body["code"] != "ETOO_LARGE" {
+		t.Fatalf("padded export: status %d body %v, want 413 ETOO_LARGE", status, body)
+	}
+	entries := auditLog(t, m)
+	if len(entries) != 1 || entries[0].Status != 413 {
+		t.Fatalf("audit log %+v, want the one refused request", entries)
+	}
+	short := "/v1/ledger/payments?" + strings.Repeat("&", 1900) + "payer_openid=o-victim"
+	if status, body := apiCall(t, "GET", m.URL()+short, financeKey, nil); status != 200 {
+		t.Fatalf("a padded query that fits: status %d body %v, want 200", status, body)
+	}
+	if e := auditLog(t, m); len(e) != 2 || !strings.Contains(e[0].Path+e[1].Path, "payer_openid=o-victim") {
+		t.Fatalf("audit log %d entries; want the served request with its filter", len(e))
+	}
+}
