@@ -250,6 +250,9 @@ func (m *Main) wire(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
 	}
+	if err := checkKeyNames(ctx, m.Store, m.Config.Auth.APIKeys); err != nil {
+		return err
+	}
 	if m.Wechat, err = newWechatClientWith(ctx, w, certs); err != nil {
 		return err
 	}

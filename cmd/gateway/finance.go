@@ -205,6 +205,9 @@ func apikeyCmd(ctx context.Context, args []string, out io.Writer) error {
 	case "create", "revoke":
 		// The role first: a long name is cut off the end of the column.
 		return audited(ctx, m.Store, "apikey "+sub, "role="+*role+" name="+*name, func() error {
+			if sub == "create" && configuredName(m.Config.Auth.APIKeys, *name) {
+				return fmt.Errorf("apikey create: auth.api_keys has a key named %s; a name has one active key: choose another", *name)
+			}
 			return changeKey(ctx, m.Store, sub, *name, *role, out)
 		})
 	case "list":
@@ -254,6 +257,34 @@ func createKey(ctx context.Context, s *ledger.Store, name, role string, out io.W
 	}
 	fmt.Fprintf(out, "%s\n", key)
 	fmt.Fprintf(os.Stderr, "created %s key %s; the key is shown only this once\n", role, name)
+	return nil
+}
+
+// configuredName reports whether auth.api_keys (name:role:hash entries)
+// has a key named name.
+func configuredName(specs []string, name string) bool {
+	for _, spec := range specs {
+		if n, _, _ := strings.Cut(strings.TrimSpace(spec), ":"); n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// checkKeyNames refuses a database key active under the name of a key in
+// auth.api_keys: two keys under one name would share its rate limit, and
+// the audit log and outbox replays could not tell which acted.
+func checkKeyNames(ctx context.Context, s *ledger.Store, specs []string) error {
+	keys, err := s.APIKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if k.RevokedAt == nil && configuredName(specs, k.Name) {
+			return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS) names %s, which has an active database key too: "+
+				"revoke that one (gateway apikey revoke --name %s) or rename the configured one", k.Name, k.Name)
+		}
+	}
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"paygateway/gateway"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
 	"paygateway/ledger/ledgerdb"
@@ -557,5 +558,36 @@ func TestMalformedQueriesAreRefused(t *testing.T) {
 				t.Fatalf("a well-formed filter: %d %s", status, body)
 			}
 		})
+	}
+}
+
+// TestKeyNamesAreNotShared: a name has one active key. `gateway apikey
+// create` refuses a name auth.api_keys already has (two keys under one
+// name would share its rate limit, and the audit log could not tell them
+// apart), and a gateway refuses to start when a configured name has an
+// active database key too.
+func TestKeyNamesAreNotShared(t *testing.T) {
+	cfg := testConfig(t, backends[0])
+	running := startGateway(t, cfg)
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	yaml := "database:\n  dsn: \"" + cfg.Database.DSN + "\"\nlog:\n  level: error\nauth:\n  api_keys:\n"
+	for _, k := range cfg.Auth.APIKeys {
+		yaml += "    - \"" + k + "\"\n"
+	}
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := apikeyCmd(context.Background(), []string{"create", "--config", path, "--name", "ops", "--role", "finance"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "auth.api_keys has a key named ops") {
+		t.Fatalf("apikey create under a configured name: %v, want a refusal", err)
+	}
+	if _, err := running.Store.CreateAPIKey(context.Background(), "ops", "finance", gateway.HashKey("other")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := NewMain(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "names ops") {
+		if m != nil {
+			m.Close()
+		}
+		t.Fatalf("start with a configured name that has an active database key: %v, want a refusal", err)
 	}
 }
