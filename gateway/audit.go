@@ -14,7 +14,8 @@ import (
 
 // keyed is the chain in front of an API-key route: the caller's key, the
 // caller's rate limit (bucket), the back-office bulkhead when shed is set
-// (Deps.backOffice), the audit entry, then the role. A refusal for the
+// (Deps.backOffice), the audit entry, the role, then the query string
+// (wellFormedQuery: the routes that read one are all keyed). A refusal for the
 // role is audited (403): a key used past its role is what an auditor looks
 // for. A 401, a 429 or a busy 503 is not: each would have the gateway
 // write to the database a row per refused request, which is what the
@@ -25,7 +26,9 @@ func (d *Deps) keyed(bucket string, limit Limit, shed bool, roles ...Role) []gin
 	if shed {
 		chain = append(chain, d.backOffice())
 	}
-	return append(chain, auditTrail(d.Store), RequireRole(roles...))
+	// The query is checked last: a refusal of a known key's request for
+	// its query is audited like any other.
+	return append(chain, auditTrail(d.Store), RequireRole(roles...), wellFormedQuery())
 }
 
 // auditTrail records every request of an authenticated caller (who, what,

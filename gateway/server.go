@@ -64,7 +64,7 @@ func NewRouter(d Deps) *gin.Engine {
 	// Only the header proxies append to: X-Real-IP is often passed through
 	// from the client untouched.
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), notifyListenerOnly(), wellFormedQuery())
+	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), notifyListenerOnly())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	d.readiness = &readiness{}

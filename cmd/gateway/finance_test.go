@@ -540,7 +540,9 @@ func TestAdminCommandsNeedANamedDatabase(t *testing.T) {
 // TestMalformedQueriesAreRefused: a query string Go would read only in
 // part (a bad escape, a ";") or whose text is not UTF-8 is refused 400;
 // before, the pair was dropped silently and the list answered with every
-// payer's payments, as if unfiltered.
+// payer's payments, as if unfiltered. The key is checked first: each
+// refusal of a finance key's request is audited, and an unknown key gets
+// 401 whatever its query.
 func TestMalformedQueriesAreRefused(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -552,6 +554,18 @@ func TestMalformedQueriesAreRefused(t *testing.T) {
 				if status != 400 || !bytes.Contains(body, []byte(`"EINVALID"`)) {
 					t.Fatalf("?%s: %d %s, want 400 EINVALID", q, status, body)
 				}
+			}
+			refused := 0
+			for _, e := range auditLog(t, m) {
+				if e.Status == 400 && e.Principal == "fin" {
+					refused++
+				}
+			}
+			if refused != 5 {
+				t.Fatalf("audit log: %d refused requests of the finance key, want 5", refused)
+			}
+			if status, _, _ := getRaw(t, m.URL()+"/v1/ledger/payments?payer_openid=o%zz", "gwk_nope", ""); status != 401 {
+				t.Fatalf("unknown key with a malformed query: %d, want 401", status)
 			}
 			if status, body, _ := getRaw(t, m.URL()+"/v1/ledger/payments?payer_openid=openid-other", financeKey, ""); status != 200 ||
 				bytes.Contains(body, []byte("openid-mq")) {
