@@ -77,7 +77,7 @@ func NewMetrics() *Metrics {
 		Help: "Lost-callback checks of registered orders by result: recovered (paid at WeChat Pay, no callback came: " +
 			"alert when it rises), closed, open (nothing to do: still unpaid, or the callback came meanwhile), " +
 			"failed (WeChat Pay did not answer, or the ledger could not record its answer), " +
-			"mismatch (paid another amount than registered: refused, flagged, asked again daily), " +
+			"mismatch (paid in a currency other than CNY: refused, flagged, asked again daily), " +
 			"limited (WeChat Pay rate-limited the query: the run stopped there)."},
 		[]string{"result"})
 	for _, r := range []string{"recovered", "closed", "open", "failed", "mismatch", "limited"} {

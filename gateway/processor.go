@@ -225,8 +225,9 @@ func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body 
 }
 
 // notifyError is ledgerError for a notification: one the ledger refuses
-// for its amount or currency is also a signed refusal (see
-// errSignedRefusal), refused again at every redelivery.
+// for its currency is also a signed refusal (see errSignedRefusal),
+// refused again at every redelivery. (A registered order paid another
+// amount in CNY is recorded and flagged, not refused: no error.)
 func notifyError(err error) error {
 	var mismatch *ledger.AmountMismatchError
 	if errors.As(err, &mismatch) {

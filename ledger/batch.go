@@ -105,8 +105,9 @@ func distinct(us []TransactionUpdate) bool {
 // its unique key), then locks the orders' rows in key order, lets the
 // state machine decide each update and writes the results. A payment
 // already refunded outside the gateway (trade_state REFUND, or a
-// REFUND.SUCCESS notice that came first: see refundedOutside) is not
-// plain: its confirmation is held and it is flagged, by the fallback.
+// REFUND.SUCCESS notice that came first: see refundedOutside), or a
+// registered order paid another amount (see amountFlag), is not plain:
+// its confirmation is held and it is flagged, by the fallback.
 func (s *Store) applyBatch(tx *gorm.DB, us []TransactionUpdate) error {
 	for _, u := range us {
 		if tradeRefunded(u) {
@@ -128,7 +129,7 @@ func (s *Store) applyBatch(tx *gorm.DB, us []TransactionUpdate) error {
 	var paid []string // the orders the batch moves to SUCCESS
 	for _, u := range us {
 		next, _, err := s.decide(rows[u.OutTradeNo], u)
-		if err != nil || next.flag != nil { // flags are written one by one, by the fallback
+		if err != nil || !next.plain() { // flags and holds are written one by one, by the fallback
 			return errNotPlain
 		}
 		if PaymentState(next.row.State) == PaymentSuccess {

@@ -63,8 +63,9 @@ func TestBatchOfPlainChanges(t *testing.T) {
 }
 
 // TestBatchFallsBackPerUpdate: a batch holding a stored notice, an amount
-// mismatch and two notices for one order is applied one by one, each with
-// the answer ApplyTransaction gives, and the plain ones still apply.
+// mismatch (recorded, flagged, its confirmation held) and two notices for
+// one order is applied one by one, each with the answer ApplyTransaction
+// gives, and the plain ones still apply.
 func TestBatchFallsBackPerUpdate(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -85,12 +86,11 @@ func TestBatchFallsBackPerUpdate(t *testing.T) {
 		if batched {
 			t.Fatal("a batch with duplicates was applied as one")
 		}
-		var mm *ledger.AmountMismatchError
 		switch {
 		case !errors.Is(errs[0], ledger.ErrAlreadyRecorded):
 			t.Fatalf("stored notice: %v", errs[0])
-		case !errors.As(errs[1], &mm):
-			t.Fatalf("mismatch: %v", errs[1])
+		case errs[1] != nil:
+			t.Fatalf("mismatch: %v, want it recorded", errs[1])
 		case errs[2] != nil:
 			t.Fatalf("plain: %v", errs[2])
 		case (errs[3] == nil) == (errs[4] == nil):
@@ -98,10 +98,11 @@ func TestBatchFallsBackPerUpdate(t *testing.T) {
 		}
 		assertPaid(t, s, "f-new", 100, 1)
 		assertPaid(t, s, "f-twin", 100, 1)
-		if p, _ := s.Payment(ctx, "f-mm"); p.State == ledger.PaymentSuccess {
-			t.Fatal("mismatched payment was applied")
+		assertPaid(t, s, "f-mm", 499, 2)
+		if j, _ := s.Outbox().JobsOf(ctx, "f-mm"); j[0].State != ledger.JobDead {
+			t.Fatalf("mismatched payment's confirmation = %+v, want it held (DEAD)", j[0])
 		}
-		if a, _ := s.Anomalies(ctx, "f-mm"); len(a) != 1 {
+		if a, _ := s.Anomalies(ctx, "f-mm"); len(a) != 1 || a[0].Kind != ledger.AnomalyAmountMismatch {
 			t.Fatalf("mismatch anomalies = %+v", a)
 		}
 	})

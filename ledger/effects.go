@@ -1,6 +1,11 @@
 package ledger
 
-import "gorm.io/gorm"
+import (
+	"fmt"
+	"strings"
+
+	"gorm.io/gorm"
+)
 
 // confirmPayload and releasePayload are the bodies of the inventory calls
 // (see gateway/inventory: Confirmation and Release).
@@ -19,25 +24,54 @@ type releasePayload struct {
 
 // paymentSucceeded runs, inside the transaction that moved a payment to
 // SUCCESS, the effects that must commit or roll back with that change:
-// the job that confirms the order's stock downstream. For an order WeChat
-// Pay already reports refunded (refundedOutside) the job is stored dead,
-// held for a person: confirming stock may ship goods whose money went
-// back. Replaying it confirms the stock.
-func (s *Store) paymentSucceeded(tx *gorm.DB, p *Payment, refundedOutside bool) error {
+// the job that confirms the order's stock downstream. With a hold reason
+// (an order WeChat Pay already reports refunded, see refundedOutside, or
+// one paid another amount than registered, see amountFlag) the job is
+// stored dead, held for a person, the reason its last error: confirming
+// stock may ship goods whose money went back, or that were not paid for
+// as ordered. Replaying it confirms the stock.
+func (s *Store) paymentSucceeded(tx *gorm.DB, p *Payment, hold string) error {
 	row, err := s.confirmJob(p)
 	if err != nil {
 		return err
 	}
-	if refundedOutside {
-		row.State, row.LastError = JobDead, heldRefundedOutside
+	if hold != "" {
+		row.State, row.LastError = JobDead, truncate(hold, lastErrorLen)
 	}
 	return createJobs(tx, []outboxJobRow{row})
 }
 
 // heldRefundedOutside is the last error of a confirmation held because
-// the order was refunded outside the gateway.
-const heldRefundedOutside = "held: WeChat Pay reports the order refunded outside the gateway (anomaly REFUNDED_OUTSIDE); " +
+// the order was refunded outside the gateway. heldOutside tells it by its
+// start, which the other messages of that case share.
+const heldRefundedOutside = heldOutsidePrefix + " (anomaly REFUNDED_OUTSIDE); " +
 	"replay this job to confirm the stock if the order ships"
+
+// heldOutsidePrefix starts every last error of a confirmation held for a
+// refund outside the gateway, the inventory jobs' included.
+const heldOutsidePrefix = "held: WeChat Pay reports the order refunded outside the gateway"
+
+// heldOutside reports a last error that holds a confirmation for a refund
+// outside the gateway (not, say, for an amount that differs).
+func heldOutside(lastError string) bool { return strings.HasPrefix(lastError, heldOutsidePrefix) }
+
+// heldAmount is the last error of a confirmation held because its
+// registered order was paid another amount. A full refund makes the
+// confirmation's replay skip it (see RefundedInFull), releases and all.
+func heldAmount(expected, paid int64) string {
+	return fmt.Sprintf("held: the order was registered for %d fen and paid %d fen (anomaly AMOUNT_MISMATCH); "+
+		"replay this job to confirm the stock if the order ships, or refund the order and then replay it "+
+		"(an order refunded in full is not confirmed)", expected, paid)
+}
+
+// heldFor joins the reasons a confirmation is held for, the first one
+// leading (heldOutside reads the start).
+func heldFor(first, also string) string {
+	if also == "" {
+		return first
+	}
+	return first + "; also " + strings.TrimPrefix(also, "held: ")
+}
 
 // confirmJob is the job that confirms a paid order's stock downstream.
 func (s *Store) confirmJob(p *Payment) (outboxJobRow, error) {

@@ -45,6 +45,9 @@ func TestPaymentSuccessEnqueuesConfirmationOnce(t *testing.T) {
 	})
 }
 
+// TestRejectedPaymentEnqueuesNothing: a payment the ledger refuses (in
+// another currency than CNY) confirms no stock. One of another amount
+// than registered is recorded, and its confirmation stored held (DEAD).
 func TestRejectedPaymentEnqueuesNothing(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -52,12 +55,21 @@ func TestRejectedPaymentEnqueuesNothing(t *testing.T) {
 		if _, err := s.RegisterOrder(ctx, o); err != nil {
 			t.Fatal(err)
 		}
+		usd := paid("ob-n2", "ob-o2", "ob-tx2", 500)
+		usd.Currency = "USD"
 		var mismatch *ledger.AmountMismatchError
-		if _, err := s.ApplyTransaction(ctx, paid("ob-n3", "ob-o2", "ob-tx3", 499)); !errors.As(err, &mismatch) {
-			t.Fatalf("err = %v, want amount mismatch", err)
+		if _, err := s.ApplyTransaction(ctx, usd); !errors.As(err, &mismatch) || mismatch.Currency != "USD" {
+			t.Fatalf("err = %v, want a currency mismatch", err)
 		}
 		if jobs, err := s.Outbox().JobsOf(ctx, "ob-o2"); err != nil || len(jobs) != 0 {
 			t.Fatalf("jobs = %+v, err %v; want none", jobs, err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("ob-n3", "ob-o2", "ob-tx3", 499)); err != nil {
+			t.Fatalf("another amount: err = %v, want it recorded", err)
+		}
+		jobs, err := s.Outbox().JobsOf(ctx, "ob-o2")
+		if err != nil || len(jobs) != 1 || jobs[0].State != ledger.JobDead || !strings.HasPrefix(jobs[0].LastError, "held: ") {
+			t.Fatalf("jobs = %+v, err %v; want the confirmation, held", jobs, err)
 		}
 	})
 }

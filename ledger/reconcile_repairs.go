@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -22,6 +23,9 @@ import (
 // WeChat Pay reports it refunded outside the gateway). A payment
 // WeChat Pay reports refunded since is recorded as an order query would
 // record it (trade_state REFUND): flagged, its stock confirmation held.
+// So is a registered order paid another amount (flagged AMOUNT_MISMATCH):
+// WeChat Pay's order query confirmed the row (bill.Confirm), so the money
+// was paid, and refusing the repair would leave it out of the ledger.
 func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool) (string, string, error) {
 	state := "SUCCESS"
 	if refunded {
@@ -35,11 +39,12 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: bp.Amount, Currency: bp.Currency,
 		SuccessTime: bp.Time,
 	}
-	_, err := s.ApplyTransaction(ctx, u)
+	p, err := s.ApplyTransaction(ctx, u)
 	switch {
-	case err == nil && refunded:
-		slog.InfoContext(ctx, "reconcile repaired payment refunded since", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
-		return RepairApplied, "recorded refunded since (anomaly REFUNDED_OUTSIDE): its stock confirmation is held for a person", nil
+	case err == nil && (refunded || otherAmount(p)):
+		slog.InfoContext(ctx, "reconcile repaired payment held for a person", "out_trade_no", bp.OutTradeNo,
+			"transaction_id", bp.TransactionID)
+		return RepairApplied, heldRepairDetail(p, refunded), nil
 	case err == nil:
 		slog.InfoContext(ctx, "reconcile repaired payment", "out_trade_no", bp.OutTradeNo, "transaction_id", bp.TransactionID)
 		return RepairApplied, "", nil
@@ -52,6 +57,23 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 		return RepairRefused, truncate(err.Error(), itemDetailWidth), nil
 	}
 	return "", "", fmt.Errorf("repair payment %s: %w", bp.OutTradeNo, err)
+}
+
+// otherAmount reports a registered order paid another amount than
+// registered (see amountFlag).
+func otherAmount(p *Payment) bool { return p.Registered && p.AmountTotal != p.ExpectedAmount }
+
+// heldRepairDetail says why a repaired payment's stock confirmation is
+// held for a person.
+func heldRepairDetail(p *Payment, refunded bool) string {
+	var why []string
+	if refunded {
+		why = append(why, "refunded since (anomaly REFUNDED_OUTSIDE)")
+	}
+	if otherAmount(p) {
+		why = append(why, fmt.Sprintf("registered for %d fen, paid %d fen (anomaly AMOUNT_MISMATCH)", p.ExpectedAmount, p.AmountTotal))
+	}
+	return "recorded " + strings.Join(why, ", ") + ": its stock confirmation is held for a person"
 }
 
 // flagRefundedMeanwhile: WeChat Pay reports the payment refunded, but

@@ -59,8 +59,8 @@ func item(rep *ledger.Reconciliation, outTradeNo string) *ledger.ReconcileItem {
 
 // TestReconcileRerunKeepsRepairs: a rerun of a day reports the payments an
 // earlier run repaired (rebuilt from the state history, so even when that
-// run never stored its report) and keeps its refusals; the day stays
-// MISMATCHED.
+// run never stored its report) and keeps its refusals (here a payment in
+// USD); the day stays MISMATCHED.
 func TestReconcileRerunKeepsRepairs(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -69,6 +69,7 @@ func TestReconcileRerunKeepsRepairs(t *testing.T) {
 			t.Fatal(err)
 		}
 		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("lost", "tx-lost", 777), billPayment("refused", "tx-refused", 600)}}
+		bill.Payments[1].Currency = "USD"
 		first := reconcile(t, s, bill)
 		if it := item(first, "lost"); it == nil || it.Repair != ledger.RepairApplied || first.Repaired != 1 {
 			t.Fatalf("first run: %+v", first)
@@ -422,6 +423,83 @@ func TestReconcileRefusesOtherCurrency(t *testing.T) {
 		assertRepaired(t, s, cny)
 		if p, _ := s.Payment(ctx, "oc-cny"); p.Currency != "CNY" {
 			t.Fatalf("currency %q, want CNY", p.Currency)
+		}
+	})
+}
+
+// TestReconcileRepairsOtherAmount: a confirmed bill payment of a
+// registered order, for another amount than registered, is repaired as
+// its callback would be recorded: SUCCESS with what was paid, flagged
+// AMOUNT_MISMATCH, its stock confirmation held (with REFUNDED_OUTSIDE too
+// when WeChat Pay reports it refunded since), the detail saying so. The
+// row is still confirmed with WeChat Pay first: one it does not confirm is
+// REFUSED and changes nothing. A rerun reports the repair.
+func TestReconcileRepairsOtherAmount(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		for _, no := range []string{"ra-other", "ra-refunded", "ra-unconfirmed"} {
+			o := ledger.Order{OutTradeNo: no, AmountTotal: 500, PayerOpenID: "openid-1", ExpireAt: time.Now().Add(time.Hour)}
+			if _, err := s.RegisterOrder(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		asked := map[string]bool{}
+		confirm := func(_ context.Context, bp ledger.BillPayment) (bool, error) {
+			asked[bp.OutTradeNo] = true
+			if bp.OutTradeNo == "ra-unconfirmed" {
+				return false, fmt.Errorf("%w: paid by transaction tx-ra-unconfirmed, 500 fen", ledger.ErrBillUnconfirmed)
+			}
+			return bp.OutTradeNo == "ra-refunded", nil
+		}
+		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("ra-other", "tx-ra-other", 499),
+			billPayment("ra-refunded", "tx-ra-refunded", 499), billPayment("ra-unconfirmed", "tx-ra-unconfirmed", 499)},
+			Confirm: confirm}
+		rep := reconcile(t, s, bill)
+		if len(asked) != 3 {
+			t.Fatalf("rows confirmed with WeChat Pay: %v, want all three", asked)
+		}
+		for i, tc := range []struct {
+			no     string
+			detail []string
+			flags  int
+		}{
+			{"ra-other", []string{"registered for 500 fen, paid 499 fen (anomaly AMOUNT_MISMATCH)"}, 1},
+			{"ra-refunded", []string{"REFUNDED_OUTSIDE", "registered for 500 fen, paid 499 fen"}, 2},
+		} {
+			it := item(rep, tc.no)
+			if it == nil || it.Kind != ledger.MismatchPaymentMissingInLedger || it.Repair != ledger.RepairApplied {
+				t.Fatalf("%s: item %+v, want PAYMENT_MISSING_IN_LEDGER repaired", tc.no, it)
+			}
+			for _, d := range tc.detail {
+				if !strings.Contains(it.RepairDetail, d) || !strings.Contains(it.RepairDetail, "held for a person") {
+					t.Fatalf("%s: detail %q, want it to name %q and the hold", tc.no, it.RepairDetail, d)
+				}
+			}
+			assertRepaired(t, s, bill.Payments[i])
+			if p, _ := s.Payment(ctx, tc.no); p.AmountTotal != 499 || p.ExpectedAmount != 500 || p.State != ledger.PaymentSuccess {
+				t.Fatalf("%s: payment %+v, want SUCCESS 499 of the registered 500", tc.no, p)
+			}
+			if jobs, _ := s.Outbox().JobsOf(ctx, tc.no); len(jobs) != 1 || jobs[0].State != ledger.JobDead ||
+				!strings.Contains(jobs[0].LastError, "registered for 500 fen and paid 499 fen") {
+				t.Fatalf("%s: jobs %+v, want the confirmation held, naming the amounts", tc.no, jobs)
+			}
+			if a, _ := s.Anomalies(ctx, tc.no); len(a) != tc.flags || a[0].Kind != ledger.AnomalyAmountMismatch ||
+				a[0].Ref != "paid:tx-"+tc.no {
+				t.Fatalf("%s: anomalies %+v, want AMOUNT_MISMATCH paid:tx-%s (and %d in all)", tc.no, a, tc.no, tc.flags)
+			}
+		}
+		if it := item(rep, "ra-unconfirmed"); it == nil || it.Repair != ledger.RepairRefused || !strings.Contains(it.RepairDetail, "500 fen") {
+			t.Fatalf("unconfirmed row: %+v, want REFUSED with WeChat Pay's answer", it)
+		}
+		if p, _ := s.Payment(ctx, "ra-unconfirmed"); p.State != ledger.PaymentExpected {
+			t.Fatalf("unconfirmed row paid the order: %+v", p)
+		}
+		if a, _ := s.Anomalies(ctx, "ra-unconfirmed"); len(a) != 0 {
+			t.Fatalf("unconfirmed row flagged: %+v", a)
+		}
+		again := reconcile(t, s, bill)
+		if it := item(again, "ra-other"); it == nil || it.Repair != ledger.RepairApplied || !strings.HasPrefix(it.RepairDetail, "repaired at ") {
+			t.Fatalf("rerun: %+v, want the repair reported", again.Items)
 		}
 	})
 }

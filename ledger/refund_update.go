@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -335,9 +334,10 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 // taken effect. It flags
 // REFUNDED_OUTSIDE: the next attempt asks the inventory first, and if the
 // stock is not confirmed it is held then (RefundedOutside reads the
-// flag). One dead for another reason says it is held from now on, so that
-// a replay is a person's informed choice. One done, or held already,
-// needs nothing.
+// flag). One dead for another reason, or held for another (an amount that
+// differs: never sent), says it is held for this too from now on, so that
+// a replay is a person's informed choice. One done, or held for this
+// already, needs nothing.
 func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) error {
 	var job outboxJobRow
 	// Locked: a worker's settle that moves it to DEAD meanwhile waits, and
@@ -351,9 +351,12 @@ func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) err
 	}
 	switch {
 	case job.State == JobRunning || job.State == JobPending:
-	case job.State == JobDead && !strings.HasPrefix(job.LastError, "held:"):
+	case job.State == JobDead && !heldOutside(job.LastError):
 		if err := markHeld(tx, job, job.LastError); err != nil {
 			return err
+		}
+		if !job.maybeSent() { // held before it was ever sent: the usual case
+			return s.recordAnomaly(tx, refundedAfterFlag(p, outRefundNo))
 		}
 	default:
 		return nil

@@ -45,9 +45,10 @@ func targetState(tradeState string) PaymentState {
 // state machine, both in one transaction. It returns:
 //   - ErrAlreadyRecorded when the notice id is stored already or the
 //     payment is already in the target state (nothing changes);
-//   - *AmountMismatchError when a registered order was paid another
-//     amount, or any order in a currency other than CNY (nothing is
-//     applied; the mismatch is flagged as an anomaly);
+//   - *AmountMismatchError when an order was paid in a currency other
+//     than CNY (nothing is applied; the mismatch is flagged as an
+//     anomaly). A registered order paid another amount in CNY is no
+//     error: see amountFlag;
 //   - ErrNoChange when the trade state is not final, or closes an order
 //     the ledger never knew;
 //   - an error matching ErrIllegalTransition for a refused change.
@@ -115,7 +116,7 @@ func (s *Store) insertPaid(tx *gorm.DB, u TransactionUpdate) (*Payment, *Anomaly
 		}
 		return s.moveExisting(tx, existing, u)
 	}
-	return s.afterMove(tx, next.row, next.from, u)
+	return s.afterMove(tx, next, u)
 }
 
 func (s *Store) moveExisting(tx *gorm.DB, row *paymentRow, u TransactionUpdate) (*Payment, *Anomaly, error) {
@@ -126,21 +127,27 @@ func (s *Store) moveExisting(tx *gorm.DB, row *paymentRow, u TransactionUpdate) 
 	if err := s.savePayment(tx, next.row); err != nil {
 		return nil, nil, err
 	}
-	if next.flag != nil {
-		if err := s.recordAnomaly(tx, *next.flag); err != nil {
+	for _, flag := range next.flags {
+		if err := s.recordAnomaly(tx, flag); err != nil {
 			return nil, nil, err
 		}
 	}
-	return s.afterMove(tx, next.row, next.from, u)
+	return s.afterMove(tx, next, u)
 }
 
 // move is what the payment state machine decided for one update: the row
 // as it must be written and the state it leaves.
 type move struct {
-	row  *paymentRow
-	from string
-	flag *Anomaly // recorded with the move
+	row   *paymentRow
+	from  string
+	flags []Anomaly // recorded with the move
+	// hold, when set, is why the order's stock confirmation is stored
+	// dead, held for a person, instead of being sent.
+	hold string
 }
+
+// plain reports a move with nothing for a person: no flag, no hold.
+func (m move) plain() bool { return len(m.flags) == 0 && m.hold == "" }
 
 // decide is the payment state machine's verdict on one update, given the
 // order's locked row (nil when the ledger has none). It writes nothing; an
@@ -167,28 +174,48 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 		return move{row: next, from: string(PaymentNone)}, nil, nil
 	case PaymentState(row.State) == target:
 		return move{}, duplicatePaymentFlag(row, u), ErrAlreadyRecorded
-	case target == PaymentSuccess && row.Registered && derefInt(row.ExpectedAmount) != u.AmountTotal:
-		mismatch := &AmountMismatchError{OutTradeNo: u.OutTradeNo, Expected: derefInt(row.ExpectedAmount), Got: u.AmountTotal}
-		// One flag per WeChat transaction, however it was learnt (callback,
-		// compensation query, bill): one case for a person, not one per source.
-		flag := &Anomaly{Kind: AnomalyAmountMismatch, Ref: "paid:" + u.TransactionID, OutTradeNo: u.OutTradeNo, Detail: mismatch.Error()}
-		return move{}, flag, mismatch
 	}
 	if err := paymentMachine.check(EntityPayment, row.OutTradeNo, row.State, string(target)); err != nil {
 		return move{}, nil, err
 	}
 	next := *row
 	next.State = string(target)
-	var flag *Anomaly
+	m := move{row: &next, from: row.State}
 	if target == PaymentSuccess {
-		flag = payerFlag(row, u)
+		if flag := payerFlag(row, u); flag != nil {
+			m.flags = append(m.flags, *flag)
+		}
+		if flag := amountFlag(row, u); flag != nil {
+			m.flags = append(m.flags, *flag)
+			m.hold = heldAmount(derefInt(row.ExpectedAmount), u.AmountTotal)
+		}
 		if row.Registered && row.RegisteredOpenID == nil { // keep what an older binary registered before the payer is set
 			reg := deref(row.PayerOpenID)
 			next.RegisteredOpenID = &reg
 		}
 		fillPaid(&next, u)
 	}
-	return move{row: &next, from: row.State, flag: flag}, nil, nil
+	return m, nil, nil
+}
+
+// amountFlag flags a registered order WeChat Pay says was paid another
+// amount (in CNY) than registered. The payment is recorded all the same,
+// with what was paid: the money was taken and WeChat Pay signed it, and
+// refusing it only made WeChat Pay redeliver it for 24 hours and then give
+// up, which left it out of the ledger (out of finance's totals, and no
+// refund possible through the gateway). What must wait for a person is the
+// stock: its confirmation is held (see heldAmount). One flag per WeChat
+// transaction, however it was learnt (callback, compensation query, bill):
+// one case for a person, not one per source.
+func amountFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
+	expected := derefInt(row.ExpectedAmount)
+	if !row.Registered || expected == u.AmountTotal {
+		return nil
+	}
+	return &Anomaly{Kind: AnomalyAmountMismatch, Ref: "paid:" + u.TransactionID, OutTradeNo: u.OutTradeNo,
+		Detail: fmt.Sprintf("order %s registered for %d fen, paid %d fen (transaction %s): recorded as paid with what "+
+			"was paid, its stock confirmation (job confirm:%s) held in the dead letters: replay it if the order ships, "+
+			"or refund the order", u.OutTradeNo, expected, u.AmountTotal, u.TransactionID, u.OutTradeNo)}
 }
 
 // payerFlag flags a registered order paid by someone other than the
@@ -233,13 +260,13 @@ func (s *Store) savePayment(tx *gorm.DB, row *paymentRow) error {
 	return nil
 }
 
-func (s *Store) afterMove(tx *gorm.DB, row *paymentRow, from string, u TransactionUpdate) (*Payment, *Anomaly, error) {
-	t := Transition{Entity: EntityPayment, EntityKey: row.OutTradeNo, OutTradeNo: row.OutTradeNo,
-		From: from, To: row.State, Source: u.Notice.Source, Ref: u.Notice.NotifyID}
+func (s *Store) afterMove(tx *gorm.DB, m move, u TransactionUpdate) (*Payment, *Anomaly, error) {
+	t := Transition{Entity: EntityPayment, EntityKey: m.row.OutTradeNo, OutTradeNo: m.row.OutTradeNo,
+		From: m.from, To: m.row.State, Source: u.Notice.Source, Ref: u.Notice.NotifyID}
 	if err := s.appendHistory(tx, t); err != nil {
 		return nil, nil, err
 	}
-	p := row.payment()
+	p := m.row.payment()
 	if p.State != PaymentSuccess {
 		return p, nil, nil
 	}
@@ -247,7 +274,11 @@ func (s *Store) afterMove(tx *gorm.DB, row *paymentRow, from string, u Transacti
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.paymentSucceeded(tx, p, flag != nil); err != nil {
+	hold := m.hold
+	if flag != nil {
+		hold = heldFor(heldRefundedOutside, m.hold)
+	}
+	if err := s.paymentSucceeded(tx, p, hold); err != nil {
 		return nil, nil, err
 	}
 	if flag != nil {

@@ -404,9 +404,9 @@ func TestOurMisconfigurationIsAnError(t *testing.T) {
 
 // TestSignedRefusalsAreErrors: a notification WeChat Pay signed that the
 // gateway refuses anyway is sent again for 24 hours and refused each time,
-// so it is logged at error level: one whose amount differs from the
-// registered order's (409), one on the wrong endpoint (a refund notice at
-// the payment route: 400).
+// so it is logged at error level: one in a currency other than CNY
+// (409; one of another amount than registered is recorded, not refused),
+// one on the wrong endpoint (a refund notice at the payment route: 400).
 func TestSignedRefusalsAreErrors(t *testing.T) {
 	logs := captureLogs(t)
 	m := startGateway(t, testConfig(t, backends[0]))
@@ -416,9 +416,11 @@ func TestSignedRefusalsAreErrors(t *testing.T) {
 		ExpireAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if status, body := post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(paidTx(k, no, 200),
+	usd := paidTx(k, no, 300)
+	usd.Amount.Currency = "USD"
+	if status, body := post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(usd,
 		wxpaysim.PublicKeyMode(), time.Now()))); status != 409 {
-		t.Fatalf("mismatched amount: status=%d body=%v, want 409", status, body)
+		t.Fatalf("paid in USD: status=%d body=%v, want 409", status, body)
 	}
 	rn := wxpaysim.RefundNotice{MchID: k.MchID, OutTradeNo: no, TransactionID: "42000" + no, OutRefundNo: "R" + no,
 		RefundID: "50" + no, RefundStatus: "CLOSED", Amount: wxpaysim.RefundNoticeAmount{Total: 300, Refund: 10,

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"paygateway/gateway/inventory/inventorysim"
 	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
 )
 
 func order(no string, amount int64) map[string]any {
@@ -14,55 +16,88 @@ func order(no string, amount int64) map[string]any {
 		"expire_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}
 }
 
-func TestAmountMismatchAgainstExpectedOrder(t *testing.T) {
+// TestOtherAmountAgainstExpectedOrder: a signed payment of a registered
+// order in another currency than CNY is refused (409, nothing recorded).
+// One of another amount in CNY is recorded, not refused: answered 204,
+// SUCCESS with what WeChat Pay says was paid, flagged AMOUNT_MISMATCH, and
+// its stock confirmation held in the dead letters, never sent until a
+// person replays it; its redelivery is a plain duplicate (204, nothing
+// changes). The replay sends the paid amount to the inventory.
+func TestOtherAmountAgainstExpectedOrder(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			m := startGateway(t, testConfig(t, b))
+			inv, url := startInventory(t)
+			cfg := testConfig(t, b)
+			fastOutbox(&cfg, url)
+			m := startGateway(t, cfg)
 			k, _ := testKeys(t)
 			no := uniqueNo("mm")
 			if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(no, 1000)); status != 201 {
 				t.Fatalf("register: status=%d body=%v", status, body)
 			}
-			n := mustNotification(k.PaymentNotification(paidTx(k, no, 999), wxpaysim.PublicKeyMode(), time.Now()))
-			status, body := post(t, m.URL()+paymentPath, n)
-			if status != 409 || body["reason"] != "ECONFLICT" {
-				t.Fatalf("status=%d body=%v, want 409 ECONFLICT", status, body)
-			}
-			// Only the registration is in the ledger; the callback is flagged.
-			if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 0} {
-				t.Fatalf("payments/history/notifications = %v, want [1 1 0]", got)
-			}
-			_, body = apiCall(t, "GET", m.URL()+"/v1/ledger/payments/"+no, financeKey, nil)
-			p := body["payment"].(map[string]any)
-			anomalies, _ := body["anomalies"].([]any)
-			if p["state"] != "EXPECTED" || len(anomalies) != 1 {
-				t.Fatalf("after mismatch: %v", body)
-			}
-			// The registered amount, but in another currency: refused alike.
+			// The registered amount, but in another currency: refused.
 			usd := paidTx(k, no, 1000)
-			usd.Amount.Currency = "USD"
-			status, body = post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(usd, wxpaysim.PublicKeyMode(), time.Now())))
+			usd.Amount.Currency, usd.TransactionID = "USD", "42001"+no // another payment attempt
+			status, body := post(t, m.URL()+paymentPath, mustNotification(k.PaymentNotification(usd, wxpaysim.PublicKeyMode(), time.Now())))
 			if status != 409 || body["reason"] != "ECONFLICT" || !strings.Contains(fmt.Sprint(body["message"]), "CNY") {
 				t.Fatalf("USD: status=%d body=%v, want 409 ECONFLICT naming CNY", status, body)
 			}
 			if got := ledgerCounts(t, m, no); got != [3]int64{1, 1, 0} {
 				t.Fatalf("after USD: payments/history/notifications = %v, want [1 1 0]", got)
 			}
-			right := mustNotification(k.PaymentNotification(paidTx(k, no, 1000), wxpaysim.PublicKeyMode(), time.Now()))
-			if status, _ := post(t, m.URL()+paymentPath, right); status != 204 {
-				t.Fatalf("matching payment status=%d", status)
+
+			n := mustNotification(k.PaymentNotification(paidTx(k, no, 999), wxpaysim.PublicKeyMode(), time.Now()))
+			for i := range 2 { // WeChat Pay's delivery, then a redelivery (signed anew)
+				if i > 0 {
+					n = mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
+				}
+				if status, body := post(t, m.URL()+paymentPath, n); status != 204 {
+					t.Fatalf("delivery %d of 999 fen: status=%d body=%v, want 204", i+1, status, body)
+				}
+				if got := ledgerCounts(t, m, no); got != [3]int64{1, 2, 1} {
+					t.Fatalf("delivery %d: payments/history/notifications = %v, want [1 2 1]", i+1, got)
+				}
 			}
 			_, body = apiCall(t, "GET", m.URL()+"/v1/ledger/payments/"+no, financeKey, nil)
-			p = body["payment"].(map[string]any)
-			if p["state"] != "SUCCESS" || p["amount_total"] != float64(1000) || p["currency"] != "CNY" {
-				t.Fatalf("after the matching payment: %v", p)
+			p, _ := body["payment"].(map[string]any)
+			anomalies, _ := body["anomalies"].([]any)
+			if p["state"] != "SUCCESS" || p["amount_total"] != float64(999) || p["expected_amount"] != float64(1000) ||
+				len(anomalies) != 2 {
+				t.Fatalf("after 999 fen of 1000: %v, want SUCCESS with 999 paid and the two flags", body)
 			}
-			var jobs int64
-			if err := m.Store.DB().Table("outbox_jobs").Where("job_key = ?", "confirm:"+no).Count(&jobs).Error; err != nil || jobs != 1 {
-				t.Fatalf("confirmation jobs = %d (%v), want 1", jobs, err)
+			for _, a := range anomalies {
+				if a.(map[string]any)["kind"] != "AMOUNT_MISMATCH" {
+					t.Fatalf("anomalies %v, want AMOUNT_MISMATCH only (the USD payment's and this one's)", anomalies)
+				}
+			}
+			held := onlyJob(t, m.Store, no, ledger.JobDead)
+			if held.Key != "confirm:"+no || held.Attempts != 0 || !strings.HasPrefix(held.LastError, "held: the order was registered for 1000 fen and paid 999 fen") {
+				t.Fatalf("confirmation = %+v, want confirm:%s held, never attempted", held, no)
+			}
+			status, body = apiCall(t, "POST", fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), held.ID), opsKey, nil)
+			if status != 200 {
+				t.Fatalf("replay: status=%d body=%v", status, body)
+			}
+			done := onlyJob(t, m.Store, no, ledger.JobDone)
+			if got := fmt.Sprint(outcomes(done.History)); got != "[replayed done]" {
+				t.Fatalf("confirmation history %s, want [replayed done]: held until the replay, sent then", got)
+			}
+			if c := inv.Confirmations(); inv.ConfirmCount(no) != 1 || !confirmedFor(c, no, 999) {
+				t.Fatalf("inventory confirmations %+v, want %s confirmed once for 999 fen", c, no)
 			}
 		})
 	}
+}
+
+// confirmedFor reports whether the inventory holds a confirmation of order
+// no for amount fen.
+func confirmedFor(cs []inventorysim.ConfirmationRecord, no string, amount int64) bool {
+	for _, c := range cs {
+		if c.OutTradeNo == no && c.AmountTotal == amount {
+			return true
+		}
+	}
+	return false
 }
 
 func TestOrderAPIAuthAndValidation(t *testing.T) {

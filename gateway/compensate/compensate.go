@@ -58,9 +58,11 @@ const (
 	Closed    = "closed"
 	Open      = "open"
 	Failed    = "failed"
-	// Mismatch: WeChat Pay says the order was paid another amount than
-	// registered. The ledger refuses it and flags it for a person; the
-	// order is asked about again daily, not every run.
+	// Mismatch: WeChat Pay says the order was paid in a currency other
+	// than CNY. The ledger refuses it and flags it for a person; the
+	// order is asked about again daily, not every run. (One paid another
+	// amount in CNY is Recovered: recorded with what was paid, flagged
+	// AMOUNT_MISMATCH, its stock confirmation held for a person.)
 	Mismatch = "mismatch"
 	// Limited: WeChat Pay answered that the merchant is over its query
 	// quota. The run ends there, the order handed back for the next run:
@@ -215,8 +217,8 @@ func (j *Job) giveBack(ctx context.Context, p ledger.Payment) {
 	}
 }
 
-// mismatchRecheck is how long an order paid another amount than
-// registered waits for its next check: a person settles it (the anomaly
+// mismatchRecheck is how long an order paid in another currency than
+// CNY waits for its next check: a person settles it (the anomaly
 // says so), and asking every run would spend WeChat Pay's query quota on
 // it for good.
 const mismatchRecheck = 24 * time.Hour
@@ -371,7 +373,7 @@ func (j *Job) apply(ctx context.Context, log *slog.Logger, tx *wechatpay.Transac
 	case errors.Is(err, ledger.ErrAlreadyRecorded), errors.Is(err, ledger.ErrNoChange):
 		return Open
 	case errors.As(err, new(*ledger.AmountMismatchError)):
-		log.Warn("compensate: paid another amount than registered, or not in CNY; flagged, asked again in a day", "err", err)
+		log.Warn("compensate: paid in a currency other than CNY; flagged, asked again in a day", "err", err)
 		return Mismatch
 	default:
 		log.Warn("compensate: apply queried state", "err", err)

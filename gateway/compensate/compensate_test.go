@@ -3,6 +3,7 @@ package compensate
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,21 +132,26 @@ func TestASlowCheckDoesNotStallTheRun(t *testing.T) {
 	})
 }
 
-// paidOther answers that every order was paid 999 fen, and counts queries.
-type paidOther struct{ unpaid }
+// paidOther answers that every order was paid amount fen in currency,
+// and counts queries.
+type paidOther struct {
+	unpaid
+	amount   int64
+	currency string
+}
 
 func (p *paidOther) QueryOrder(_ context.Context, no string) (*wechatpay.Transaction, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.queries[no]++
 	return &wechatpay.Transaction{OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", MchID: "1900000001",
-		AmountTotal: 999, PayerTotal: 999, Currency: "CNY", SuccessTime: time.Now()}, nil
+		AmountTotal: p.amount, PayerTotal: p.amount, Currency: p.currency, SuccessTime: time.Now()}, nil
 }
 
-// TestMismatchedPaymentIsAskedAboutDaily: an order WeChat Pay says was paid
-// another amount than registered is refused by the ledger and flagged
-// once; it is then asked about again a day later, not every run.
-func TestMismatchedPaymentIsAskedAboutDaily(t *testing.T) {
+// TestOtherCurrencyIsAskedAboutDaily: an order WeChat Pay says was paid in
+// a currency other than CNY is refused by the ledger and flagged once; it
+// is then asked about again a day later, not every run.
+func TestOtherCurrencyIsAskedAboutDaily(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
 		t0 := time.Now().UTC().Truncate(time.Second)
 		now := t0
@@ -155,7 +161,7 @@ func TestMismatchedPaymentIsAskedAboutDaily(t *testing.T) {
 		if _, err := s.RegisterOrder(ctx, o); err != nil {
 			t.Fatal(err)
 		}
-		wx := &paidOther{unpaid{queries: map[string]int{}, closed: map[string]bool{}}}
+		wx := &paidOther{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, amount: 100, currency: "USD"}
 		var results []string
 		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10,
 			Observe: func(r string) { results = append(results, r) }}, s, wx)
@@ -169,6 +175,44 @@ func TestMismatchedPaymentIsAskedAboutDaily(t *testing.T) {
 		a, err := s.Anomalies(ctx, "mis-1")
 		if p.State != ledger.PaymentExpected || err != nil || len(a) != 1 || len(results) != 2 || results[0] != Mismatch {
 			t.Fatalf("payment %s, anomalies %+v (%v), results %v; want EXPECTED, one flag, two mismatches", p.State, a, err, results)
+		}
+	})
+}
+
+// TestOtherAmountIsRecovered: an order WeChat Pay says was paid another
+// amount (in CNY) than registered, whose callback never came, is recorded
+// as the callback would be: paid with what WeChat Pay took, flagged
+// AMOUNT_MISMATCH, its stock confirmation held for a person. The result is
+// Recovered, and the order, paid, is not asked about again.
+func TestOtherAmountIsRecovered(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
+		t0 := time.Now().UTC().Truncate(time.Second)
+		now := t0
+		s := base.WithClock(func() time.Time { return now })
+		ctx := context.Background()
+		o := ledger.Order{OutTradeNo: "mis-2", AmountTotal: 100, ExpireAt: t0.Add(48 * time.Hour)}
+		if _, err := s.RegisterOrder(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		wx := &paidOther{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, amount: 999, currency: "CNY"}
+		var results []string
+		job := New(Config{Interval: time.Minute, SafetyBuffer: time.Minute, MaxInterval: 10 * time.Minute, Batch: 10,
+			Observe: func(r string) { results = append(results, r) }}, s, wx)
+		runSteps(t, job, wx, func(at time.Duration) { now = t0.Add(at) }, []step{
+			{2 * time.Minute, 1},              // due: asked, recorded
+			{24*time.Hour + 3*time.Minute, 0}, // paid: never again
+		})
+		p, _ := s.Payment(ctx, "mis-2")
+		if p.State != ledger.PaymentSuccess || p.AmountTotal != 999 || p.ExpectedAmount != 100 || len(results) != 1 || results[0] != Recovered {
+			t.Fatalf("payment %+v, results %v; want SUCCESS with the 999 paid, one recovered", p, results)
+		}
+		a, err := s.Anomalies(ctx, "mis-2")
+		if err != nil || len(a) != 1 || a[0].Kind != ledger.AnomalyAmountMismatch || a[0].Ref != "paid:tx-mis-2" {
+			t.Fatalf("anomalies %+v (%v), want one AMOUNT_MISMATCH", a, err)
+		}
+		jobs, err := s.Outbox().JobsOf(ctx, "mis-2")
+		if err != nil || len(jobs) != 1 || jobs[0].State != ledger.JobDead || !strings.HasPrefix(jobs[0].LastError, "held: ") {
+			t.Fatalf("jobs %+v (%v), want the confirmation held (DEAD)", jobs, err)
 		}
 	})
 }
