@@ -221,6 +221,10 @@ func TestLedgerFilterAbuse(t *testing.T) {
 							if !bytes.Contains(body, []byte(`"EINVALID"`)) {
 								t.Fatalf("%s: 400 without EINVALID: %s", u, body)
 							}
+						case 413: // longer than the audit log keeps
+							if len(u)-len(m.URL()) <= ledger.MaxAuditPath || !bytes.Contains(body, []byte(`"ETOO_LARGE"`)) {
+								t.Fatalf("%s: 413 for %d bytes: %s", u, len(u)-len(m.URL()), body)
+							}
 						case 200:
 							var pg page
 							if err := json.Unmarshal(body, &pg); err != nil {
