@@ -5,6 +5,9 @@ import (
 	"strings"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"paygateway/retry"
 )
 
 // confirmPayload and releasePayload are the bodies of the inventory calls
@@ -38,7 +41,27 @@ func (s *Store) paymentSucceeded(tx *gorm.DB, p *Payment, hold string) error {
 	if hold != "" {
 		row.State, row.LastError = JobDead, truncate(hold, lastErrorLen)
 	}
-	return createJobs(tx, []outboxJobRow{row})
+	return s.createJob(tx, row)
+}
+
+// createJob enqueues one job (none if its key is taken). One created dead,
+// held for a person, gets its history row at once, as every other way
+// into DEAD writes one: the dead letters show why from the start.
+func (s *Store) createJob(tx *gorm.DB, row outboxJobRow) error {
+	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return fmt.Errorf("enqueue %s job %s: %w", row.Kind, row.JobKey, res.Error)
+	}
+	if res.RowsAffected != 1 || row.State != JobDead {
+		return nil
+	}
+	now := s.now()
+	err := tx.Create(&outboxAttemptRow{JobID: row.ID, Attempt: row.Attempts, Worker: "outbox",
+		Outcome: string(retry.OutcomeDead), Error: row.LastError, StartedAt: now, FinishedAt: now}).Error
+	if err != nil {
+		return fmt.Errorf("history of held job %s: %w", row.JobKey, err)
+	}
+	return nil
 }
 
 // heldRefundedOutside is the last error of a confirmation held because
@@ -98,5 +121,5 @@ func (s *Store) refundSucceeded(tx *gorm.DB, outRefundNo, outTradeNo string, amo
 	if dead != 0 {
 		row.State, row.LastError = JobDead, heldBy(dead)
 	}
-	return createJobs(tx, []outboxJobRow{row})
+	return s.createJob(tx, row)
 }

@@ -1,0 +1,66 @@
+package ledger_test
+
+// A job that enters DEAD at creation (held for a person) gets its
+// outbox_attempts row, as every other way a job becomes DEAD
+// (settle, holdReleases, holdRefundedAfter) appends one.
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+	"paygateway/retry"
+)
+
+// TestReleaseStoredHeldHasHistory: a refund succeeds while its order's
+// confirmation is DEAD; its release is stored DEAD ("held: …") at once,
+// with a "dead" history row, as a release held a moment earlier
+// (holdReleases) gets.
+func TestReleaseStoredHeldHasHistory(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("ho-n1", "ho-o1", "ho-tx1", 100)); err != nil {
+			t.Fatal(err)
+		}
+		q := s.Outbox()
+		c := claimKinds(t, q, "w-a")["confirm:ho-o1"]
+		now := time.Now().UTC()
+		if err := q.Dead(ctx, retry.Attempt{JobID: c.ID, Number: c.Attempt, Worker: "w-a", Outcome: retry.OutcomeDead,
+			Err: "422", StartedAt: now, FinishedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RefundSucceeded(ctx, "ho-r1", "ho-o1", 40); err != nil {
+			t.Fatal(err)
+		}
+		jobs, err := q.JobsOf(ctx, "ho-o1")
+		if err != nil || len(jobs) != 2 || jobs[1].Kind != ledger.JobReleaseInventory || jobs[1].State != ledger.JobDead {
+			t.Fatalf("jobs = %+v, %v; want the dead confirmation and a held release", jobs, err)
+		}
+		if h := jobs[1].History; len(h) != 1 || h[0].Outcome != retry.OutcomeDead {
+			t.Errorf("release stored DEAD (%q) has history %+v; want one dead row, as holdReleases writes", jobs[1].LastError, h)
+		}
+	})
+}
+
+// TestConfirmationStoredHeldHasHistory: WeChat Pay's REFUND.SUCCESS
+// notice comes before the payment; the payment's confirmation is stored
+// DEAD (held: REFUNDED_OUTSIDE) with a "dead" history row, as the same
+// hold applied to an existing PENDING job (holdRefundedAfter) writes.
+func TestConfirmationStoredHeldHasHistory(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		reportRefundFirst(t, s, rfRefundNotice("ho-o2", "out-ho-o2", ledger.RefundSuccess))
+		if _, err := s.ApplyTransaction(ctx, rfPayment("ho-o2")); err != nil {
+			t.Fatal(err)
+		}
+		c := orConfirmation(t, s, "ho-o2")
+		if c.State != ledger.JobDead {
+			t.Fatalf("confirmation = %+v, want held DEAD", c)
+		}
+		if h := c.History; len(h) != 1 || h[0].Outcome != retry.OutcomeDead {
+			t.Errorf("confirmation stored DEAD (%q) has history %+v; want one dead row, as holdRefundedAfter writes", c.LastError, h)
+		}
+	})
+}
