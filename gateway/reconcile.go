@@ -39,7 +39,7 @@ type Reconciler struct {
 	AppID string
 	// Confirm, when set, asks WeChat Pay about a bill payment before it is
 	// repaired: see ledger.Bill.Confirm.
-	Confirm func(ctx context.Context, bp ledger.BillPayment) (refunded bool, err error)
+	Confirm func(ctx context.Context, bp ledger.BillPayment) (ledger.Confirmed, error)
 	// Refunds, when set, is asked when it accepted the day's refunds the
 	// ledger has no acceptance time for (see learnAcceptance).
 	Refunds RefundAPI

@@ -150,7 +150,9 @@ func (s *Store) CheckPaymentAsRead(ctx context.Context, bp BillPayment) (*Reconc
 // CheckRefundedPaymentAsRead is CheckPaymentAsRead for a payment WeChat
 // Pay's order query reports refunded (trade_state REFUND).
 func (s *Store) CheckRefundedPaymentAsRead(ctx context.Context, bp BillPayment) (*ReconcileItem, error) {
-	return s.checkPayment(ctx, bp, nil, &Bill{Confirm: func(context.Context, BillPayment) (bool, error) { return true, nil }})
+	return s.checkPayment(ctx, bp, nil, &Bill{Confirm: func(_ context.Context, bp BillPayment) (Confirmed, error) {
+		return Confirmed{Refunded: true, PayerTotal: bp.Amount}, nil
+	}})
 }
 
 // SetDayPage sets how many rows a reconciliation read takes per statement

@@ -353,14 +353,14 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 			" (finance.reconcile_from, else the ledger's first payment): not repaired"
 	case lp == nil || lp.State != PaymentSuccess:
 		it.Kind = MismatchPaymentMissingInLedger
-		refunded, err := confirmRow(ctx, bill, bp)
+		confirmed, err := confirmRow(ctx, bill, bp)
 		if errors.Is(err, ErrBillUnconfirmed) {
 			it.Repair, it.RepairDetail = RepairRefused, truncate(err.Error(), itemDetailWidth)
 			return it, nil
 		} else if err != nil {
 			return nil, err
 		}
-		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp, refunded); err != nil {
+		if it.Repair, it.RepairDetail, err = s.repairPayment(ctx, bp, confirmed); err != nil {
 			return nil, err
 		}
 		if it.Repair == "" { // recorded meanwhile: compare with what was recorded
@@ -384,17 +384,17 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 	return it, nil
 }
 
-// confirmRow asks bill.Confirm, when set, about a row to repair, and
-// says whether WeChat Pay reports the order refunded since.
-func confirmRow(ctx context.Context, bill *Bill, bp BillPayment) (bool, error) {
+// confirmRow asks bill.Confirm, when set, about a row to repair. Without
+// it the row is all there is: the payer paid the order total.
+func confirmRow(ctx context.Context, bill *Bill, bp BillPayment) (Confirmed, error) {
 	if bill.Confirm == nil {
-		return false, nil
+		return Confirmed{PayerTotal: bp.Amount}, nil
 	}
-	refunded, err := bill.Confirm(ctx, bp)
+	c, err := bill.Confirm(ctx, bp)
 	if err != nil {
-		return false, fmt.Errorf("confirm bill payment %s (transaction %s): %w", bp.OutTradeNo, bp.TransactionID, err)
+		return c, fmt.Errorf("confirm bill payment %s (transaction %s): %w", bp.OutTradeNo, bp.TransactionID, err)
 	}
-	return refunded, nil
+	return c, nil
 }
 
 func ledgerAmount(p *Payment) int64 {

@@ -35,12 +35,23 @@ type Bill struct {
 	// nil: its signed answer says the order was paid with this transaction
 	// and amount, at the row's time (its success_time within
 	// BillTimeSlack: the row's time decides the take-over and is recorded),
-	// and refunded whether it has been refunded since (its
-	// trade_state is REFUND: outside the gateway, which never recorded the
-	// payment; the repair then holds the stock confirmation for a person,
-	// see REFUNDED_OUTSIDE); ErrBillUnconfirmed (wrapped): it says otherwise,
-	// and the repair is refused; any other error fails the run (retried).
-	Confirm func(ctx context.Context, bp BillPayment) (refunded bool, err error)
+	// and what it adds (see Confirmed); ErrBillUnconfirmed (wrapped): it
+	// says otherwise, and the repair is refused; any other error fails the
+	// run (retried).
+	Confirm func(ctx context.Context, bp BillPayment) (Confirmed, error)
+}
+
+// Confirmed is what WeChat Pay's order query adds to a bill row it
+// confirmed, for its repair.
+type Confirmed struct {
+	// Refunded: it has been refunded since (trade_state REFUND: outside
+	// the gateway, which never recorded the payment; the repair then
+	// holds the stock confirmation for a person, see REFUNDED_OUTSIDE).
+	Refunded bool
+	// PayerTotal is what the payer paid (amount.payer_total): less than
+	// the order total by the coupons WeChat Pay applied, which the bill's
+	// 订单金额 includes.
+	PayerTotal int64
 }
 
 // ErrBillUnconfirmed: WeChat Pay's own answer about an order does not

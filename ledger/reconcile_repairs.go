@@ -26,7 +26,8 @@ import (
 // So is a registered order paid another amount (flagged AMOUNT_MISMATCH):
 // WeChat Pay's order query confirmed the row (bill.Confirm), so the money
 // was paid, and refusing the repair would leave it out of the ledger.
-func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool) (string, string, error) {
+func (s *Store) repairPayment(ctx context.Context, bp BillPayment, c Confirmed) (string, string, error) {
+	refunded := c.Refunded
 	state := "SUCCESS"
 	if refunded {
 		state = "REFUND"
@@ -36,7 +37,7 @@ func (s *Store) repairPayment(ctx context.Context, bp BillPayment, refunded bool
 			ResourceType: "trade_bill_row", Summary: "payment found in the trade bill", OutTradeNo: bp.OutTradeNo,
 			TransactionID: bp.TransactionID, Plaintext: bp.Line, CreateTime: bp.Time},
 		OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID, TradeState: state, AppID: bp.AppID,
-		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: bp.Amount, Currency: bp.Currency,
+		MchID: bp.MchID, PayerOpenID: bp.OpenID, AmountTotal: bp.Amount, PayerTotal: c.PayerTotal, Currency: bp.Currency,
 		SuccessTime: bp.Time,
 	}
 	p, err := s.ApplyTransaction(ctx, u)

@@ -444,12 +444,12 @@ func TestReconcileRepairsOtherAmount(t *testing.T) {
 			}
 		}
 		asked := map[string]bool{}
-		confirm := func(_ context.Context, bp ledger.BillPayment) (bool, error) {
+		confirm := func(_ context.Context, bp ledger.BillPayment) (ledger.Confirmed, error) {
 			asked[bp.OutTradeNo] = true
 			if bp.OutTradeNo == "ra-unconfirmed" {
-				return false, fmt.Errorf("%w: paid by transaction tx-ra-unconfirmed, 500 fen", ledger.ErrBillUnconfirmed)
+				return ledger.Confirmed{}, fmt.Errorf("%w: paid by transaction tx-ra-unconfirmed, 500 fen", ledger.ErrBillUnconfirmed)
 			}
-			return bp.OutTradeNo == "ra-refunded", nil
+			return ledger.Confirmed{Refunded: bp.OutTradeNo == "ra-refunded", PayerTotal: bp.Amount}, nil
 		}
 		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("ra-other", "tx-ra-other", 499),
 			billPayment("ra-refunded", "tx-ra-refunded", 499), billPayment("ra-unconfirmed", "tx-ra-unconfirmed", 499)},
@@ -588,15 +588,18 @@ func TestReconcileConfirmsRowsBeforeRepairing(t *testing.T) {
 		}
 		real, forged := billPayment("cf-real", "tx-cf-real", 300), billPayment("cf-victim", "tx-cf-forged", 900)
 		refundedSince := billPayment("cf-refunded", "tx-cf-refunded", 500)
-		confirm := func(_ context.Context, bp ledger.BillPayment) (bool, error) {
+		confirm := func(_ context.Context, bp ledger.BillPayment) (ledger.Confirmed, error) {
 			if bp.OutTradeNo == "cf-victim" {
-				return false, fmt.Errorf("%w: trade_state NOTPAY", ledger.ErrBillUnconfirmed)
+				return ledger.Confirmed{}, fmt.Errorf("%w: trade_state NOTPAY", ledger.ErrBillUnconfirmed)
 			}
-			return bp.OutTradeNo == "cf-refunded", nil
+			return ledger.Confirmed{Refunded: bp.OutTradeNo == "cf-refunded", PayerTotal: bp.Amount - 20}, nil // a coupon paid 20
 		}
 		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{real, forged, refundedSince}, Confirm: confirm})
 		if it := item(rep, "cf-real"); it == nil || it.Repair != ledger.RepairApplied {
 			t.Fatalf("confirmed row not repaired: %+v", rep.Items)
+		}
+		if p, err := s.Payment(ctx, "cf-real"); err != nil || p.AmountTotal != 300 || p.PayerTotal != 280 {
+			t.Fatalf("repaired payment: %+v, %v; want 300 fen, 280 of them paid by the payer (WeChat Pay's answer)", p, err)
 		}
 		if jobs, _ := s.Outbox().JobsOf(ctx, "cf-real"); len(jobs) != 1 || jobs[0].State != ledger.JobPending {
 			t.Fatalf("repaired payment's stock confirmation: %+v, want it pending", jobs)
@@ -618,8 +621,8 @@ func TestReconcileConfirmsRowsBeforeRepairing(t *testing.T) {
 		if p, _ := s.Payment(ctx, "cf-victim"); p.State != ledger.PaymentExpected {
 			t.Fatalf("unconfirmed row paid the order: %+v", p)
 		}
-		down := func(context.Context, ledger.BillPayment) (bool, error) {
-			return false, errors.New("wechat pay: outcome unknown")
+		down := func(context.Context, ledger.BillPayment) (ledger.Confirmed, error) {
+			return ledger.Confirmed{}, errors.New("wechat pay: outcome unknown")
 		}
 		claim, err := s.ClaimReconciliation(ctx, "2026-11-24", time.Minute)
 		if err != nil {
@@ -713,9 +716,9 @@ func TestReconcileReportsRowsOutOfBounds(t *testing.T) {
 			invalid[refunds[i].Line] = field
 		}
 		confirmed := map[string]bool{}
-		confirm := func(_ context.Context, bp ledger.BillPayment) (bool, error) {
+		confirm := func(_ context.Context, bp ledger.BillPayment) (ledger.Confirmed, error) {
 			confirmed[bp.Line] = true
-			return false, nil
+			return ledger.Confirmed{PayerTotal: bp.Amount}, nil
 		}
 		bill := &ledger.Bill{Payments: slices.Concat(valid, payments), Refunds: slices.Concat(validRefunds, refunds), Confirm: confirm}
 

@@ -136,31 +136,31 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 // an order query before reconciliation repairs it.
 type paidAtWechat struct{ c *wechatpay.Client }
 
-func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (refunded bool, err error) {
+func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (ledger.Confirmed, error) {
 	tx, err := p.c.QueryOrder(ctx, bp.OutTradeNo)
 	switch {
 	case errors.Is(err, wechatpay.ErrNotFound):
-		return false, fmt.Errorf("%w: no such order", ledger.ErrBillUnconfirmed)
+		return ledger.Confirmed{}, fmt.Errorf("%w: no such order", ledger.ErrBillUnconfirmed)
 	case err != nil:
-		return false, err
+		return ledger.Confirmed{}, err
 	case !tx.Paid():
-		return false, fmt.Errorf("%w: trade_state %s", ledger.ErrBillUnconfirmed, tx.TradeState)
+		return ledger.Confirmed{}, fmt.Errorf("%w: trade_state %s", ledger.ErrBillUnconfirmed, tx.TradeState)
 	// The payer too: the repair records the row's, and whom it names may
 	// ask for refunds.
 	case tx.TransactionID != bp.TransactionID || tx.AmountTotal != bp.Amount || tx.AppID != bp.AppID ||
 		tx.PayerOpenID != bp.OpenID:
-		return false, fmt.Errorf("%w: paid by transaction %s, %d fen, app %s, payer %s", ledger.ErrBillUnconfirmed,
+		return ledger.Confirmed{}, fmt.Errorf("%w: paid by transaction %s, %d fen, app %s, payer %s", ledger.ErrBillUnconfirmed,
 			tx.TransactionID, tx.AmountTotal, tx.AppID, tx.PayerOpenID)
 	// And the merchant and currency the repair records from the row.
 	case tx.MchID != bp.MchID || tx.Currency != bp.Currency:
-		return false, fmt.Errorf("%w: paid to merchant %s in %s", ledger.ErrBillUnconfirmed, tx.MchID, tx.Currency)
+		return ledger.Confirmed{}, fmt.Errorf("%w: paid to merchant %s in %s", ledger.ErrBillUnconfirmed, tx.MchID, tx.Currency)
 	// The time too: the row's decides whether the old system took the
 	// payment (before the take-over), and is recorded as its success_time.
 	case !atSuccessTime(tx, bp):
-		return false, fmt.Errorf("%w: paid at success_time %s, the row says %s", ledger.ErrBillUnconfirmed,
+		return ledger.Confirmed{}, fmt.Errorf("%w: paid at success_time %s, the row says %s", ledger.ErrBillUnconfirmed,
 			tx.SuccessTime.Format(time.RFC3339), bp.Time.UTC().Format(time.RFC3339))
 	}
-	return tx.TradeState == "REFUND", nil
+	return ledger.Confirmed{Refunded: tx.TradeState == "REFUND", PayerTotal: tx.PayerTotal}, nil
 }
 
 // atSuccessTime reports whether the row's time is WeChat Pay's

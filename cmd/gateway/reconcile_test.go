@@ -305,11 +305,16 @@ func TestReconciliationLearnsWhenWeChatAcceptedARefund(t *testing.T) {
 // success_time, within a second) confirms it; another amount, payer,
 // merchant, currency or time, an order not paid, or one WeChat Pay does
 // not know does not.
-// An order refunded since (trade_state REFUND) confirms it, refunded.
+// An order refunded since (trade_state REFUND) confirms it, refunded. The
+// answer's payer_total (less than the total by a coupon) is what the
+// repair records as paid by the payer, which the bill does not say.
 func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	s := startReconcileStack(t, backends[0])
 	ctx := context.Background()
 	paid, unpaid := uniqueNo("cfp"), uniqueNo("cfu")
+	if err := s.sim.SetCoupon(paid, 500, 120); err != nil {
+		t.Fatal(err)
+	}
 	tx, err := s.sim.Pay(ctx, paid, 500, "o-"+paid, true)
 	if err != nil {
 		t.Fatal(err)
@@ -333,8 +338,8 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	otherCurrency := row(paid, tx.TransactionID, 500)
 	otherCurrency.Currency = "USD"
 	check := paidAtWechat{s.wx}.confirm
-	if refunded, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || refunded {
-		t.Fatalf("the real row: refunded=%v %v", refunded, err)
+	if c, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || c.Refunded || c.PayerTotal != 380 {
+		t.Fatalf("the real row: %+v %v, want not refunded, 380 fen paid by the payer (a coupon paid 120)", c, err)
 	}
 	rounded := row(paid, tx.TransactionID, 500)
 	rounded.Time = rounded.Time.Add(time.Second)
@@ -351,8 +356,8 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	if _, err := s.wx.CreateRefund(ctx, wechatpay.RefundRequest{OutTradeNo: paid, OutRefundNo: "R" + paid, Amount: 100, Total: 500}); err != nil {
 		t.Fatal(err)
 	}
-	if refunded, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || !refunded {
-		t.Fatalf("the real row, refunded since: refunded=%v %v", refunded, err)
+	if c, err := check(ctx, row(paid, tx.TransactionID, 500)); err != nil || !c.Refunded {
+		t.Fatalf("the real row, refunded since: %+v %v", c, err)
 	}
 	for _, bad := range []ledger.BillPayment{row(paid, tx.TransactionID, 50000), row(paid, "4200FAKE", 500),
 		row(unpaid, "4200FAKE", 700), row(uniqueNo("cfn"), "4200FAKE", 100), otherPayer, otherMerchant, otherCurrency} {

@@ -35,6 +35,7 @@ type OrderRecord struct {
 	OpenID        string    `json:"openid,omitempty"`
 	TradeState    string    `json:"trade_state"`
 	Amount        int64     `json:"amount"`
+	Coupon        int64     `json:"coupon,omitempty"` // paid by a coupon: payer_total is Amount less it
 	CloseCalls    int       `json:"close_calls"`  // 1 once the close-order API closed it
 	Refunded      int64     `json:"refunded"`     // sum of refunds not CLOSED
 	RefundCount   int       `json:"refund_count"` // refunds executed, CLOSED included
@@ -193,8 +194,23 @@ func (s *Sim) transaction(o *OrderRecord) Transaction {
 	tx.TransactionID, tx.TradeType, tx.BankType = o.TransactionID, "JSAPI", "OTHERS"
 	tx.SuccessTime = wechatTime(o.SuccessTime)
 	tx.Payer = &Payer{OpenID: o.OpenID}
-	tx.Amount.PayerTotal = o.Amount
+	tx.Amount.PayerTotal = o.Amount - o.Coupon
 	return tx
+}
+
+// SetCoupon makes a coupon pay fen of the order (creating it as NOTPAY if
+// unknown): its payer_total is then its amount less fen.
+func (s *Sim) SetCoupon(outTradeNo string, amount, fen int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.orderLocked(outTradeNo, amount)
+	if err == nil && (fen < 0 || fen > o.Amount) {
+		err = fmt.Errorf("%w: coupon of %d fen on order %s of %d fen", ErrOrderState, fen, outTradeNo, o.Amount)
+	}
+	if err == nil {
+		o.Coupon = fen
+	}
+	return err
 }
 
 func (s *Sim) handleQueryOrder(r *http.Request, _ []byte) reply {
