@@ -36,9 +36,9 @@ type OrderRecord struct {
 	TradeState    string    `json:"trade_state"`
 	Amount        int64     `json:"amount"`
 	Coupon        int64     `json:"coupon,omitempty"` // paid by a coupon: payer_total is Amount less it
-	CloseCalls    int       `json:"close_calls"`  // 1 once the close-order API closed it
-	Refunded      int64     `json:"refunded"`     // sum of refunds not CLOSED
-	RefundCount   int       `json:"refund_count"` // refunds executed, CLOSED included
+	CloseCalls    int       `json:"close_calls"`      // 1 once the close-order API closed it
+	Refunded      int64     `json:"refunded"`         // sum of refunds not CLOSED
+	RefundCount   int       `json:"refund_count"`     // refunds executed, CLOSED included
 	CreateTime    time.Time `json:"create_time"`
 	SuccessTime   time.Time `json:"success_time,omitzero"`
 	// NotifyID is the id of the payment notification (same on every resend).
