@@ -407,6 +407,44 @@ func TestClaimStuckRefunds(t *testing.T) {
 	})
 }
 
+// TestClaimNeedsTheRefundStillDue: an answer recorded between a claim's
+// read and its update may set the next check later without a new version
+// (a same-state answer only touches it): the claim then leaves the refund
+// alone rather than bring its next check forward to the lease's end.
+func TestClaimNeedsTheRefundStillDue(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r6b", 100)
+		req := refundReq("r6b", "rf-touched", 10)
+		req.CheckAt = time.Now().Add(-time.Second)
+		if _, err := s.CreateRefund(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Hour)
+		touched := false
+		err := s.DB().Callback().Query().After("gorm:query").Register("test:touch_after_read", func(db *gorm.DB) {
+			if db.Statement.Table == "refunds" && !touched {
+				touched = true
+				if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-touched", State: ledger.RefundCreated,
+					Source: ledger.SourceQuery, NextCheckAt: later}); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+					t.Errorf("touch: %v", err)
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.DB().Callback().Query().Remove("test:touch_after_read")
+		got, err := s.ClaimStuckRefunds(ctx, s.Now(), 10, time.Minute)
+		if err != nil || len(got) != 0 || !touched {
+			t.Fatalf("claimed %+v (%v) after its next check moved an hour on; want none", got, err)
+		}
+		if r, _ := s.Refund(ctx, "rf-touched"); r.NextCheckAt == nil || r.NextCheckAt.Before(later.Add(-time.Second)) {
+			t.Fatalf("next check %v, want the touch's %v kept", r.NextCheckAt, later)
+		}
+	})
+}
+
 // TestRefundAttemptNeedsTheVersionClaimed: a janitor whose claim ran out
 // and was taken by another instance cannot count (and so send) an attempt
 // on its stale copy; only the current claimant can, once.

@@ -636,7 +636,10 @@ func (s *Store) ClaimStuckRefunds(ctx context.Context, dueBy time.Time, limit in
 	for i := 0; i < len(rows) && len(out) < limit; i++ {
 		r := &rows[i]
 		until := dbTime(now.Add(lease)) // a lease may have a finer part
-		res := s.db.WithContext(ctx).Model(&refundRow{}).Where("id = ? AND version = ?", r.ID, r.Version).
+		// Still due: an answer recorded since the read may have set the
+		// next check later without a new version (touchRefund).
+		res := s.db.WithContext(ctx).Model(&refundRow{}).
+			Where("id = ? AND version = ? AND next_check_at <= ?", r.ID, r.Version, dueBy).
 			Updates(map[string]any{"next_check_at": until, "version": r.Version + 1, "updated_at": now})
 		if res.Error != nil {
 			return out, fmt.Errorf("claim refund %s: %w", r.OutRefundNo, res.Error)
