@@ -79,8 +79,8 @@ func TestOtherAmountAgainstExpectedOrder(t *testing.T) {
 				t.Fatalf("replay: status=%d body=%v", status, body)
 			}
 			done := onlyJob(t, m.Store, no, ledger.JobDone)
-			if got := fmt.Sprint(outcomes(done.History)); got != "[replayed done]" {
-				t.Fatalf("confirmation history %s, want [replayed done]: held until the replay, sent then", got)
+			if got := fmt.Sprint(outcomes(done.History)); got != "[dead replayed done]" {
+				t.Fatalf("confirmation history %s, want [dead replayed done]: held from the start, sent after the replay", got)
 			}
 			if c := inv.Confirmations(); inv.ConfirmCount(no) != 1 || !confirmedFor(c, no, 999) {
 				t.Fatalf("inventory confirmations %+v, want %s confirmed once for 999 fen", c, no)
