@@ -139,8 +139,8 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	if err := mc.Apply(mysqldrv.TimeTruncate(time.Microsecond)); err != nil {
 		return nil, fmt.Errorf("configure mysql dsn: %w", err)
 	}
-	if mc.Params == nil {
-		mc.Params = map[string]string{}
+	if mc.Params, err = lowerParams(mc.Params); err != nil {
+		return nil, err
 	}
 	// READ COMMITTED: a locked read sees the newest committed row, and
 	// gap locks do not turn concurrent inserts into deadlocks.
@@ -168,6 +168,23 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	sqlDB.SetMaxIdleConns(orDefaultInt(cfg.MaxIdleConns, 25))
 	sqlDB.SetConnMaxLifetime(orDefault(cfg.ConnMaxLifetime, 30*time.Minute))
 	return db, nil
+}
+
+// lowerParams names the DSN's session variables in lower case. MySQL's
+// variable names ignore case, but the driver sends every param in one
+// SET in map order: a DSN's SQL_MODE=” beside the sql_mode set here would
+// win on some connections and leave them without strict mode. A variable
+// given twice (in two spellings) is refused.
+func lowerParams(params map[string]string) (map[string]string, error) {
+	out := make(map[string]string, len(params))
+	for k, v := range params {
+		lk := strings.ToLower(k)
+		if _, twice := out[lk]; twice {
+			return nil, fmt.Errorf("mysql dsn: session variable %s given twice", lk)
+		}
+		out[lk] = v
+	}
+	return out, nil
 }
 
 // strictMode is the session's sql_mode: the DSN's own (dsnMode, a SQL

@@ -71,6 +71,43 @@ func TestDSNModeStaysStrict(t *testing.T) {
 	}
 }
 
+// TestDSNModeInAnyCaseStaysStrict: MySQL's variable names ignore case. A
+// DSN's SQL_MODE=” used to stay beside the sql_mode the gateway sets,
+// and the driver sends both in one SET in map order, so about half the
+// connections ran without strict mode. Every fresh connection is strict.
+func TestDSNModeInAnyCaseStaysStrict(t *testing.T) {
+	ctx := context.Background()
+	for _, key := range []string{"SQL_MODE", "Sql_Mode"} {
+		t.Run(key, func(t *testing.T) {
+			sqlDB, _ := openMySQL(t, map[string]string{key: "''"}).DB()
+			sqlDB.SetMaxIdleConns(0) // a new session (and SET) per connection
+			for i := 0; i < 20; i++ {
+				conn, err := sqlDB.Conn(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var mode string
+				err = conn.QueryRowContext(ctx, "SELECT @@SESSION.sql_mode").Scan(&mode)
+				conn.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(","+mode+",", ",STRICT_TRANS_TABLES,") {
+					t.Fatalf("connection %d: DSN %s='': session sql_mode %q, not strict", i, key, mode)
+				}
+			}
+		})
+	}
+	cfg, err := mysqldrv.ParseDSN(strings.TrimPrefix(ledgertest.MySQLDSN(t), "mysql://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Params = map[string]string{"sql_mode": "ANSI", "SQL_MODE": "''"}
+	if _, _, err := ledgerdb.Open(ledgerdb.Config{DSN: "mysql://" + cfg.FormatDSN()}); err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Fatalf("a DSN setting sql_mode in two spellings: %v, want a refusal", err)
+	}
+}
+
 // TestDriverCutsTimesToMicroseconds: a time the ledger did not cut
 // reaches MySQL cut to the microsecond, not for MySQL 8 to round into
 // the next second.
