@@ -6,6 +6,7 @@ package ledger_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,33 @@ func TestConfirmationStoredHeldHasHistory(t *testing.T) {
 		}
 		if h := c.History; len(h) != 1 || h[0].Outcome != retry.OutcomeDead {
 			t.Errorf("confirmation stored DEAD (%q) has history %+v; want one dead row, as holdRefundedAfter writes", c.LastError, h)
+		}
+	})
+}
+
+// TestReplayKeepsWhoReplayedItWhole: the history row of a replay names
+// who did it, "<role>:<key name>" with a key name of up to 64 characters,
+// whole (migration 0055 widened the column past a worker id's 64).
+func TestReplayKeepsWhoReplayedItWhole(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("ho-n3", "ho-o3", "ho-tx3", 100)); err != nil {
+			t.Fatal(err)
+		}
+		q := s.Outbox()
+		c := claimKinds(t, q, "w-a")["confirm:ho-o3"]
+		now := time.Now().UTC()
+		if err := q.Dead(ctx, retry.Attempt{JobID: c.ID, Number: c.Attempt, Worker: "w-a", Outcome: retry.OutcomeDead,
+			Err: "422", StartedAt: now, FinishedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		by := "finance:" + strings.Repeat("k", 64)
+		job, err := q.Replay(ctx, c.ID, by)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := job.History; len(h) != 2 || h[1].Outcome != retry.OutcomeReplayed || h[1].Worker != by {
+			t.Fatalf("history %+v, want the replay by %s", h, by)
 		}
 	})
 }

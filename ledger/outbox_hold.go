@@ -107,12 +107,17 @@ func (s *Store) reviveReleases(tx *gorm.DB, confirm outboxJobRow, by string, now
 	return nil
 }
 
+// maxWorkerLen bounds who a history row names (outbox_attempts.worker,
+// migration 0055): a worker id (at most 64, see retry) or whoever replayed
+// the job, "<role>:<key name>" with a key name of up to 64.
+const maxWorkerLen = 80
+
 // replayRow puts a dead job back in the queue, due now, with a history row.
 func replayRow(tx *gorm.DB, row outboxJobRow, by string, now time.Time) error {
 	err := tx.Model(&outboxJobRow{}).Where("id = ?", row.ID).
 		Updates(map[string]any{"state": JobPending, "next_run_at": now, "first_attempt_at": nil, "updated_at": now}).Error
 	if err == nil {
-		err = tx.Create(&outboxAttemptRow{JobID: row.ID, Attempt: row.Attempts, Worker: truncate(by, 64),
+		err = tx.Create(&outboxAttemptRow{JobID: row.ID, Attempt: row.Attempts, Worker: truncate(by, maxWorkerLen),
 			Outcome: string(retry.OutcomeReplayed), StartedAt: now, FinishedAt: now}).Error
 	}
 	if err != nil {

@@ -1,0 +1,1 @@
+ALTER TABLE outbox_attempts MODIFY worker VARCHAR(80) NOT NULL;
