@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"paygateway/cmd/internal/stack"
@@ -19,15 +20,19 @@ import (
 // world is everything a chaos run starts: private MariaDB and Redis, the
 // gateway binary, and the two simulators in this process.
 type world struct {
-	dir     string
-	db      *stack.MariaDB
-	redis   *stack.Redis
-	gw      *stack.Gateway
-	id      *stack.Identity
-	sim     *wxpaysim.Sim
-	inv     *inventorysim.Sim
-	sql     *sql.DB
-	closers []func()
+	dir   string
+	db    *stack.MariaDB
+	redis *stack.Redis
+	gw    *stack.Gateway
+	// notifyAddr is the gateway's notification port (http.notify_addr),
+	// where WeChat Pay's refund notifications go; the payment
+	// notifications go to its main port, which serves them too.
+	notifyAddr string
+	id         *stack.Identity
+	sim        *wxpaysim.Sim
+	inv        *inventorysim.Sim
+	sql        *sql.DB
+	closers    []func()
 }
 
 func startWorld(ctx context.Context, o Options) (*world, error) {
@@ -76,19 +81,24 @@ func (w *world) start(ctx context.Context, o Options) error {
 	if w.id, err = stack.NewIdentity(filepath.Join(w.dir, "keys")); err != nil {
 		return err
 	}
-	// The port is fixed before the simulators start: WeChat's refund
-	// notifications go to the gateway, which restarts on the same port.
+	// The ports are fixed before the simulators start: WeChat's refund
+	// notifications go to the gateway, which restarts on the same ports.
 	port, err := stack.FreePort()
 	if err != nil {
 		return err
 	}
+	notifyPort, err := stack.FreePort()
+	if err != nil {
+		return err
+	}
 	w.gw = &stack.Gateway{Bin: bin, Dir: w.dir, Port: port}
+	w.notifyAddr = "127.0.0.1:" + strconv.Itoa(notifyPort)
 	simURL, err := w.serve(ctx, o)
 	if err != nil {
 		return err
 	}
 	w.gw.Env = append(w.id.Env("mysql://"+w.db.DSN("chaos"), w.redis.Addr(), simURL[0], simURL[1]),
-		chaosEnv(w.gw.URL())...)
+		chaosEnv(w.notifyAddr)...)
 	w.closers = append(w.closers, w.gw.Stop)
 	if err := w.gw.Start(ctx); err != nil {
 		return fmt.Errorf("gateway (log %s): %w", filepath.Join(w.dir, "gateway.log"), err)
@@ -99,7 +109,7 @@ func (w *world) start(ctx context.Context, o Options) error {
 // serve starts the WeChat Pay and inventory simulators; it returns their URLs.
 func (w *world) serve(ctx context.Context, o Options) ([2]string, error) {
 	var urls [2]string
-	w.sim = wxpaysim.New(w.id.Keys, wxpaysim.Options{RefundNotifyURL: w.gw.URL() + refundNotifyPath,
+	w.sim = wxpaysim.New(w.id.Keys, wxpaysim.Options{RefundNotifyURL: "http://" + w.notifyAddr + refundNotifyPath,
 		NotifyRetryDelays: refundNotifyRetries})
 	w.closers = append(w.closers, w.sim.Close)
 	w.sim.SetFaults(refundFaults)
@@ -184,10 +194,11 @@ const (
 
 // chaosEnv is the gateway configuration the run adds to the stack's:
 // chaos-sized outbox, compensation and refund clocks, refunds notified to
-// the gateway at base.
-func chaosEnv(base string) []string {
+// the gateway's notification port at notifyAddr.
+func chaosEnv(notifyAddr string) []string {
 	return []string{
-		"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL=" + base + refundNotifyPath,
+		"GATEWAY_HTTP_NOTIFY_ADDR=" + notifyAddr,
+		"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL=http://" + notifyAddr + refundNotifyPath,
 		"GATEWAY_OUTBOX_WORKERS=32",
 		"GATEWAY_DATABASE_MAX_OPEN_CONNS=80", // room for 32 workers beside the other caps (checked at start)
 		"GATEWAY_OUTBOX_BATCH=20",
