@@ -287,15 +287,7 @@ func TestBusyKeyChecksCountAsWrongKeys(t *testing.T) {
 	defer close(db.release)
 	a := NewAuth(StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}}, LimitLookups(db, 1))
 	a.Failures, a.FailureLimit = NewMemoryLimiter(), Limit{PerMinute: 1, Burst: 3}
-	r := gin.New()
-	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
-	send := func(addr, key string) int {
-		req := httptest.NewRequest("GET", "/x", nil)
-		req.RemoteAddr, req.Header["X-Api-Key"] = addr+":4000", []string{key}
-		w := httptest.NewRecorder()
-		r.ServeHTTP(w, req)
-		return w.Code
-	}
+	send := keyedSender(a)
 	go send("10.0.0.9", "holder") // another address holds the one slot
 	<-db.entered
 	for i := range 3 {
@@ -528,15 +520,7 @@ func TestFailedKeyChecksCountAsWrongKeys(t *testing.T) {
 	up := &atomic.Bool{}
 	a := NewAuth(StaticKeys{HashKey("right"): {Name: "fin", Role: RoleFinance}}, LimitLookups(failingKeys{up}, 4))
 	a.Failures, a.FailureLimit = NewMemoryLimiter(), Limit{PerMinute: 1, Burst: 3}
-	r := gin.New()
-	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
-	send := func(addr, key string) int {
-		req := httptest.NewRequest("GET", "/x", nil)
-		req.RemoteAddr, req.Header["X-Api-Key"] = addr+":4000", []string{key}
-		w := httptest.NewRecorder()
-		r.ServeHTTP(w, req)
-		return w.Code
-	}
+	send := keyedSender(a)
 	up.Store(true)
 	if code := send("10.0.0.2", "real"); code != http.StatusOK {
 		t.Fatalf("database key while the database is up: %d", code)
@@ -556,5 +540,19 @@ func TestFailedKeyChecksCountAsWrongKeys(t *testing.T) {
 	up.Store(true)
 	if code := send("10.0.0.2", "real"); code != http.StatusOK {
 		t.Fatalf("known key once the database is back: %d, want 200 (not locked out)", code)
+	}
+}
+
+// keyedSender serves GET /x behind a.Authenticate and returns a func that
+// sends key from addr (port 4000) and returns the status.
+func keyedSender(a *Auth) func(addr, key string) int {
+	r := gin.New()
+	r.GET("/x", a.Authenticate(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	return func(addr, key string) int {
+		req := httptest.NewRequest("GET", "/x", nil)
+		req.RemoteAddr, req.Header["X-Api-Key"] = addr+":4000", []string{key}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w.Code
 	}
 }

@@ -22,16 +22,7 @@ import (
 func TestReleaseStoredHeldHasHistory(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		if _, err := s.ApplyTransaction(ctx, paid("ho-n1", "ho-o1", "ho-tx1", 100)); err != nil {
-			t.Fatal(err)
-		}
-		q := s.Outbox()
-		c := claimKinds(t, q, "w-a")["confirm:ho-o1"]
-		now := time.Now().UTC()
-		if err := q.Dead(ctx, retry.Attempt{JobID: c.ID, Number: c.Attempt, Worker: "w-a", Outcome: retry.OutcomeDead,
-			Err: "422", StartedAt: now, FinishedAt: now}); err != nil {
-			t.Fatal(err)
-		}
+		q, _ := killConfirmation(t, s, "ho-o1")
 		if err := s.RefundSucceeded(ctx, "ho-r1", "ho-o1", 40); err != nil {
 			t.Fatal(err)
 		}
@@ -72,16 +63,7 @@ func TestConfirmationStoredHeldHasHistory(t *testing.T) {
 func TestReplayKeepsWhoReplayedItWhole(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		if _, err := s.ApplyTransaction(ctx, paid("ho-n3", "ho-o3", "ho-tx3", 100)); err != nil {
-			t.Fatal(err)
-		}
-		q := s.Outbox()
-		c := claimKinds(t, q, "w-a")["confirm:ho-o3"]
-		now := time.Now().UTC()
-		if err := q.Dead(ctx, retry.Attempt{JobID: c.ID, Number: c.Attempt, Worker: "w-a", Outcome: retry.OutcomeDead,
-			Err: "422", StartedAt: now, FinishedAt: now}); err != nil {
-			t.Fatal(err)
-		}
+		q, c := killConfirmation(t, s, "ho-o3")
 		by := "finance:" + strings.Repeat("k", 64)
 		job, err := q.Replay(ctx, c.ID, by)
 		if err != nil {
@@ -91,4 +73,22 @@ func TestReplayKeepsWhoReplayedItWhole(t *testing.T) {
 			t.Fatalf("history %+v, want the replay by %s", h, by)
 		}
 	})
+}
+
+// killConfirmation pays order no 100 fen and lets its stock confirmation
+// die (a worker's dead outcome); it returns the queue and the job.
+func killConfirmation(t *testing.T, s *ledger.Store, no string) (*ledger.Outbox, retry.Job) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.ApplyTransaction(ctx, paid("n-"+no, no, "tx-"+no, 100)); err != nil {
+		t.Fatal(err)
+	}
+	q := s.Outbox()
+	c := claimKinds(t, q, "w-a")["confirm:"+no]
+	now := time.Now().UTC()
+	if err := q.Dead(ctx, retry.Attempt{JobID: c.ID, Number: c.Attempt, Worker: "w-a", Outcome: retry.OutcomeDead,
+		Err: "422", StartedAt: now, FinishedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	return q, c
 }
