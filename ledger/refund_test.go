@@ -781,6 +781,46 @@ func TestAbnormalAfterFailedCountsAgain(t *testing.T) {
 	})
 }
 
+// TestPaidAfterHeldAfterFailedIsFlaggedLate: a refund the ledger FAILED
+// (its user answered 422) that WeChat Pay then holds (ABNORMAL, counted
+// again) and later pays has left the money after its user was told it
+// failed: its SUCCESS is flagged LATE_REFUND_SUCCESS, as a FAILED →
+// SUCCESS is. A refund never FAILED is not.
+func TestPaidAfterHeldAfterFailedIsFlaggedLate(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "held3", 100)
+		for _, no := range []string{"rf-late3", "rf-plain3"} {
+			if _, err := s.CreateRefund(ctx, refundReq("held3", no, 40)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := move(t, s, "rf-late3", ledger.RefundFailed); err != nil {
+			t.Fatal(err)
+		}
+		for _, no := range []string{"rf-late3", "rf-plain3"} {
+			for _, st := range []ledger.RefundState{ledger.RefundAbnormal, ledger.RefundSuccess} {
+				if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: no, State: st, Source: ledger.SourceCallback}); err != nil {
+					t.Fatalf("%s → %s: %v", no, st, err)
+				}
+			}
+		}
+		late := 0
+		as, _ := s.Anomalies(ctx, "held3")
+		for _, a := range as {
+			if a.Kind == ledger.AnomalyLateRefundSuccess {
+				late++
+				if a.Ref != "rf-late3" {
+					t.Fatalf("late flag for %s, want rf-late3 only", a.Ref)
+				}
+			}
+		}
+		if late != 1 || refundedTotal(t, s, "held3") != 80 {
+			t.Fatalf("anomalies %+v, refunded %d; want one LATE_REFUND_SUCCESS (rf-late3) and 80 counted", as, refundedTotal(t, s, "held3"))
+		}
+	})
+}
+
 // TestHeldAfterFailedWithoutRoomIsWatched: when another refund took the
 // amount a FAILED refund gave back, WeChat Pay's ABNORMAL for it cannot be
 // counted: it is flagged and stays FAILED on the janitor's list; once the

@@ -216,10 +216,34 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 	}
 	from := row.State
 	out, err := s.moveRefund(tx, row, u)
-	if err != nil || !late {
-		return out, nil, nil, err
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	return out, lateFlag(row, from, u), nil, nil
+	if late {
+		return out, lateFlag(row, from, u), nil, nil
+	}
+	flag, err := s.paidAfterFailed(tx, row, u)
+	return out, flag, nil, err
+}
+
+// paidAfterFailed flags LATE_REFUND_SUCCESS for a SUCCESS reached from
+// PROCESSING or ABNORMAL by a refund that was FAILED before (its user told
+// so; WeChat Pay then held it): its payment is as late as a FAILED →
+// SUCCESS one, and the flag of the hold, STALE_REFUND_STATUS, may be
+// resolved by now.
+func (s *Store) paidAfterFailed(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Anomaly, error) {
+	if u.State != RefundSuccess {
+		return nil, nil
+	}
+	var failed int64
+	err := tx.Model(&historyRow{}).Where("entity = ? AND entity_key = ? AND to_state = ?",
+		EntityRefund, row.OutRefundNo, string(RefundFailed)).Count(&failed).Error
+	if err != nil || failed == 0 {
+		return nil, err
+	}
+	return &Anomaly{Kind: AnomalyLateRefundSuccess, Ref: u.OutRefundNo, OutTradeNo: row.OutTradeNo,
+		Detail: fmt.Sprintf("refund %s of %d fen was FAILED (its user told so), then held by WeChat Pay; %s says WeChat Pay paid it: recorded SUCCESS",
+			row.OutRefundNo, row.Amount, u.Source)}, nil
 }
 
 // lateFlag is the flag of a FAILED refund (its amount given back) that
