@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -61,6 +62,11 @@ func NewVerifier(cfg NotifyConfig) (*Verifier, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	for _, c := range cfg.Certificates {
+		if !rsaCertificate(c) { // the SDK's verifier would panic on a notification naming it
+			return nil, errors.New("wechatpay notify: platform certificates must be RSA certificates")
+		}
 	}
 	v, known, err := buildVerifier(cfg)
 	if err != nil {
@@ -204,7 +210,11 @@ func (v *Verifier) checkHeaders(h http.Header) (time.Time, error) {
 		return time.Time{}, &gateway.Error{Code: gateway.CodeSignature, Message: "malformed Wechatpay-Nonce"}
 	}
 	ts := time.Unix(sec, 0).UTC()
-	if skew := v.cfg.Now().Sub(ts); skew >= v.cfg.MaxSkew || -skew >= v.cfg.MaxSkew {
+	// In seconds, without a difference that can overflow: a time.Duration
+	// saturates ~292 years out, and a timestamp that far ahead passed a
+	// check on one.
+	now, skew := v.cfg.Now().Unix(), int64(v.cfg.MaxSkew/time.Second)
+	if sec <= now-skew || sec >= now+skew {
 		return time.Time{}, &gateway.Error{Code: gateway.CodeStale, Message: "timestamp outside the 5 minute window"}
 	}
 	serial := strings.TrimSpace(h.Get("Wechatpay-Serial"))
