@@ -329,10 +329,11 @@ func closeAnswered(err error) bool {
 
 // foreign reports (and logs) an answer about another merchant's or
 // another app's order: callbacks refuse those, so the query does too. A
-// paid answer without an appid is refused as a callback without one is.
+// paid answer without an mchid or appid is refused as a callback without
+// one is.
 func (j *Job) foreign(log *slog.Logger, tx *wechatpay.Transaction) bool {
 	switch {
-	case tx.MchID != "" && j.cfg.MchID != "" && tx.MchID != j.cfg.MchID:
+	case j.cfg.MchID != "" && tx.MchID != j.cfg.MchID && (tx.MchID != "" || tx.Paid()):
 		log.Error("compensate: query answered for another merchant", "mchid", tx.MchID)
 		return true
 	case j.cfg.AppID != "" && tx.AppID != j.cfg.AppID && (tx.AppID != "" || tx.Paid()):

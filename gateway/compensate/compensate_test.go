@@ -255,9 +255,9 @@ func (p *paidElsewhere) QueryOrder(_ context.Context, no string) (*wechatpay.Tra
 }
 
 // TestForeignAnswersAreRefused: a query answer naming another merchant or
-// another app is refused, as a callback naming one is: the order stays
-// unpaid and nothing is recorded. The same answer for this merchant and
-// app is recorded.
+// another app, or a paid one naming none, is refused, as such a callback
+// is: the order stays unpaid and nothing is recorded. The same answer for
+// this merchant and app is recorded.
 func TestForeignAnswersAreRefused(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -268,6 +268,7 @@ func TestForeignAnswersAreRefused(t *testing.T) {
 			{"frn-mch", "1900000999", "wxapp", ledger.PaymentExpected},
 			{"frn-app", "1900000001", "wxother", ledger.PaymentExpected},
 			{"frn-none", "1900000001", "", ledger.PaymentExpected},
+			{"frn-nomch", "", "wxapp", ledger.PaymentExpected},
 			{"frn-own", "1900000001", "wxapp", ledger.PaymentSuccess},
 		}
 		for _, c := range cases {
