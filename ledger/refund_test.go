@@ -388,12 +388,7 @@ func TestTakenOverHolderCannotLinkOrFinish(t *testing.T) {
 func TestClaimStuckRefunds(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		paidOrder(t, s, "r6", 100)
-		req := refundReq("r6", "rf-stuck", 10)
-		req.CheckAt = time.Now().Add(-time.Second)
-		if _, err := s.CreateRefund(ctx, req); err != nil {
-			t.Fatal(err)
-		}
+		dueRefund(t, s, "r6", "rf-stuck")
 		if _, err := s.CreateRefund(ctx, refundReq("r6", "rf-fresh", 10)); err != nil {
 			t.Fatal(err)
 		}
@@ -414,12 +409,7 @@ func TestClaimStuckRefunds(t *testing.T) {
 func TestClaimNeedsTheRefundStillDue(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		paidOrder(t, s, "r6b", 100)
-		req := refundReq("r6b", "rf-touched", 10)
-		req.CheckAt = time.Now().Add(-time.Second)
-		if _, err := s.CreateRefund(ctx, req); err != nil {
-			t.Fatal(err)
-		}
+		dueRefund(t, s, "r6b", "rf-touched")
 		later := time.Now().Add(time.Hour)
 		touched := false
 		err := s.DB().Callback().Query().After("gorm:query").Register("test:touch_after_read", func(db *gorm.DB) {
@@ -451,12 +441,7 @@ func TestClaimNeedsTheRefundStillDue(t *testing.T) {
 func TestRefundAttemptNeedsTheVersionClaimed(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		paidOrder(t, s, "r7", 100)
-		req := refundReq("r7", "rf-lease", 10)
-		req.CheckAt = time.Now().Add(-time.Second)
-		if _, err := s.CreateRefund(ctx, req); err != nil {
-			t.Fatal(err)
-		}
+		dueRefund(t, s, "r7", "rf-lease")
 		first, err := s.ClaimStuckRefunds(ctx, s.Now(), 10, time.Minute)
 		if err != nil || len(first) != 1 {
 			t.Fatalf("first claim %+v, %v", first, err)
@@ -1019,6 +1004,18 @@ func failedThenTaken(t *testing.T, s *ledger.Store, no, failed, taker string) {
 		t.Fatal(err)
 	}
 	if _, err := s.CreateRefund(ctx, refundReq(no, taker, 60)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dueRefund pays order no 100 fen and makes refund refundNo of 10 fen, due
+// for the janitor a second ago.
+func dueRefund(t *testing.T, s *ledger.Store, no, refundNo string) {
+	t.Helper()
+	paidOrder(t, s, no, 100)
+	req := refundReq(no, refundNo, 10)
+	req.CheckAt = time.Now().Add(-time.Second)
+	if _, err := s.CreateRefund(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
 }
