@@ -6,8 +6,6 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
-
-	"paygateway/retry"
 )
 
 // confirmPayload and releasePayload are the bodies of the inventory calls
@@ -55,10 +53,7 @@ func (s *Store) createJob(tx *gorm.DB, row outboxJobRow) error {
 	if res.RowsAffected != 1 || row.State != JobDead {
 		return nil
 	}
-	now := s.now()
-	err := tx.Create(&outboxAttemptRow{JobID: row.ID, Attempt: row.Attempts, Worker: "outbox",
-		Outcome: string(retry.OutcomeDead), Error: row.LastError, StartedAt: now, FinishedAt: now}).Error
-	if err != nil {
+	if err := heldRow(tx, row.ID, row.Attempts, row.LastError, s.now()); err != nil {
 		return fmt.Errorf("history of held job %s: %w", row.JobKey, err)
 	}
 	return nil

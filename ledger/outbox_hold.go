@@ -44,14 +44,20 @@ func (s *Store) holdReleases(tx *gorm.DB, id uint64) error {
 		err := tx.Model(&outboxJobRow{}).Where("id = ?", r.ID).
 			Updates(map[string]any{"state": JobDead, "last_error": heldBy(id), "updated_at": now}).Error
 		if err == nil {
-			err = tx.Create(&outboxAttemptRow{JobID: r.ID, Attempt: r.Attempts, Worker: "outbox",
-				Outcome: string(retry.OutcomeDead), Error: heldBy(id), StartedAt: now, FinishedAt: now}).Error
+			err = heldRow(tx, r.ID, r.Attempts, heldBy(id), now)
 		}
 		if err != nil {
 			return fmt.Errorf("hold release job %d: %w", r.ID, err)
 		}
 	}
 	return nil
+}
+
+// heldRow appends the history row of a job held for a person (made DEAD
+// by the ledger, not by a worker's attempt), why its error.
+func heldRow(tx *gorm.DB, jobID uint64, attempts int, why string, now time.Time) error {
+	return tx.Create(&outboxAttemptRow{JobID: jobID, Attempt: attempts, Worker: "outbox",
+		Outcome: string(retry.OutcomeDead), Error: why, StartedAt: now, FinishedAt: now}).Error
 }
 
 // deadConfirmation returns the id of the order's confirmation if it is

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-
-	"paygateway/retry"
 )
 
 // Anomaly kinds for refunds.
@@ -222,7 +220,7 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 	if late {
 		return out, lateFlag(row, from, u), nil, nil
 	}
-	flag, err := s.paidAfterFailed(tx, row, u)
+	flag, err := s.paidAfterFailed(tx, row, from, u)
 	return out, flag, nil, err
 }
 
@@ -231,9 +229,9 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 // so; WeChat Pay then held it): its payment is as late as a FAILED →
 // SUCCESS one, and the flag of the hold, STALE_REFUND_STATUS, may be
 // resolved by now.
-func (s *Store) paidAfterFailed(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Anomaly, error) {
-	if u.State != RefundSuccess {
-		return nil, nil
+func (s *Store) paidAfterFailed(tx *gorm.DB, row *refundRow, from string, u RefundUpdate) (*Anomaly, error) {
+	if u.State != RefundSuccess || (from != string(RefundProcessing) && from != string(RefundAbnormal)) {
+		return nil, nil // FAILED leaves only to SUCCESS, PROCESSING or ABNORMAL
 	}
 	var failed int64
 	err := tx.Model(&historyRow{}).Where("entity = ? AND entity_key = ? AND to_state = ?",
@@ -261,26 +259,33 @@ func lateFlag(row *refundRow, from string, u RefundUpdate) *Anomaly {
 }
 
 // noRoomAfterFailed handles WeChat Pay's word that a FAILED refund was
-// paid or is held after all, when its amount no longer fits the order
-// (another refund took it): not recorded yet, it stays FAILED on the
-// janitor's list; once the refund holding the amount gives it back
-// (WeChat Pay refuses it, having this one), the next query records it.
+// paid (SUCCESS) or is held (PROCESSING, ABNORMAL) after all, when its
+// amount no longer fits the order (another refund took it): not recorded
+// yet, it stays FAILED on the janitor's list, asked again until the
+// amount fits (the refund holding it gives it back, WeChat Pay having
+// this one instead) or WeChat Pay closes it. It is flagged; a hold only
+// once, when it goes on the list (a person looks either way).
 func (s *Store) noRoomAfterFailed(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund, *Anomaly, error, error) {
-	if u.State != RefundSuccess {
-		if row.NextCheckAt == nil {
-			return s.heldAfterFailed(tx, row, u)
-		}
-		if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
-			return nil, nil, nil, err
-		}
-		return row.refund(), nil, fmt.Errorf("%w: %s of FAILED refund %s exceeds the order", ErrNoChange, u.State, row.OutRefundNo), nil
-	}
+	watched := row.NextCheckAt != nil
 	if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
 		return nil, nil, nil, err
 	}
+	verdict := fmt.Errorf("%w: %s of FAILED refund %s exceeds the order", ErrNoChange, u.State, row.OutRefundNo)
+	if u.State != RefundSuccess && watched {
+		return row.refund(), nil, verdict, nil
+	}
 	flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
-		Detail: fmt.Sprintf("refund %s is FAILED; SUCCESS from %s does not fit what is left of the order: not recorded yet, asked again", row.OutRefundNo, u.Source)}
-	return row.refund(), flag, fmt.Errorf("%w: late SUCCESS of refund %s exceeds the order", ErrNoChange, row.OutRefundNo), nil
+		Detail: fmt.Sprintf("refund %s is FAILED (amount given back, now taken by another refund); %s says WeChat Pay %s (%s): "+
+			"not recorded yet, asked again until it fits or ends", row.OutRefundNo, u.Source, heldOrPaid(u.State), u.State)}
+	return row.refund(), flag, verdict, nil
+}
+
+// heldOrPaid says what WeChat Pay's state means for the money.
+func heldOrPaid(st RefundState) string {
+	if st == RefundSuccess {
+		return "paid it"
+	}
+	return "holds it"
 }
 
 // holdRefundedAfter runs in the transaction that stores WeChat Pay's
@@ -342,8 +347,7 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 	if err := tx.Where("job_key = ?", key).Take(&job).Error; err != nil {
 		return fmt.Errorf("read held confirmation %s: %w", key, err)
 	}
-	if err := tx.Create(&outboxAttemptRow{JobID: job.ID, Attempt: job.Attempts, Worker: "outbox",
-		Outcome: string(retry.OutcomeDead), Error: heldRefundedOutside, StartedAt: now, FinishedAt: now}).Error; err != nil {
+	if err := heldRow(tx, job.ID, job.Attempts, heldRefundedOutside, now); err != nil {
 		return fmt.Errorf("hold confirmation job %d: %w", job.ID, err)
 	}
 	if err := s.holdReleases(tx, job.ID); err != nil {
@@ -404,22 +408,6 @@ func refundedAfterFlag(p *Payment, outRefundNo string) Anomaly {
 		"outside the gateway; its stock confirmation (job confirm:%s) is held in the dead letters: replay it if the order ships",
 		outRefundNo, p.OutTradeNo, p.TransactionID, p.AmountTotal, p.OutTradeNo)
 	return a
-}
-
-// heldAfterFailed handles PROCESSING or ABNORMAL for a refund the ledger
-// holds FAILED (its amount given back) when the amount no longer fits the
-// order: WeChat Pay holds the refund after all, and may yet pay it with
-// no notification of that. It is flagged and kept on the janitor's list
-// like a late SUCCESS that does not fit yet: asked again until WeChat
-// says SUCCESS or holds it with room for it (recorded late) or CLOSED.
-func (s *Store) heldAfterFailed(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund, *Anomaly, error, error) {
-	if err := s.touchRefund(tx, row, RefundUpdate{NextCheckAt: s.lateCheckAt(u)}); err != nil {
-		return nil, nil, nil, err
-	}
-	flag := &Anomaly{Kind: AnomalyStaleRefundStatus, Ref: u.OutRefundNo + ":" + string(u.State), OutTradeNo: row.OutTradeNo,
-		Detail: fmt.Sprintf("refund %s is FAILED (amount given back, now taken by another refund); %s says WeChat Pay holds it (%s): asked again until it ends",
-			row.OutRefundNo, u.Source, u.State)}
-	return row.refund(), flag, fmt.Errorf("%w: %s of FAILED refund %s", ErrNoChange, u.State, row.OutRefundNo), nil
 }
 
 // lateSuccessRecheck is how often a FAILED refund WeChat Pay says it paid,
