@@ -620,8 +620,8 @@ func refundAcks(sim *wxpaysim.Sim) int {
 // wechatFaults are the kinds Sim.FaultsInjected must show: each fault of
 // the refund API, queries that did not yet show a refund (query lag), and
 // refunds settled CLOSED or ABNORMAL.
-var wechatFaults = []string{"5xx", "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden",
-	"query_lag", "closed", "abnormal"}
+var wechatFaults = []string{"frequency_limited", "5xx", "drop", "apply_then_timeout", "order_unknown",
+	"apply_then_forbidden", "query_lag", "closed", "abnormal"}
 
 // refundEvidence: "Σrefunds > paid" proves the money rule only if some
 // order got both refunds that fit and a third was refused by the rule

@@ -146,7 +146,10 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 // it and answers an unsigned 403 (a proxy's), so refunds are made and
 // settled through unknown outcomes, not only clean answers. The hold
 // outlasts the gateway's WeChat Pay timeout (chaosEnv), so every hold is
-// a real timeout. The first request is dropped, the first three
+// a real timeout. WeChat Pay's quota of 150 applications a second holds,
+// answered 429 FREQUENCY_LIMITED (applied nothing) over it, and 2% of the
+// requests meet it anyway (another system of the merchant's spent it).
+// The first request is frequency-limited, the next dropped, the first three
 // applications are answered "order not found", and the next four the
 // proxy's 403, whatever the dice say, so even the short run has them all
 // (four: the query right after each meets the query lag unless a fault
@@ -159,7 +162,8 @@ const refundNotifyPath = "/v1/wechatpay/notify/refund"
 // so a third refund of the storm may fit) and holds 5% of the rest
 // ABNORMAL, which a person resolves to SUCCESS abnormalResolve later; the
 // first two refunds to settle are closed and the next two held.
-var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", Fail5xxRate: 0.1, DropRate: 0.05,
+var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", PostsPerSecond: 150, FrequencyLimitedNext: 1,
+	FrequencyLimitedRate: 0.02, Fail5xxRate: 0.1, DropRate: 0.05,
 	ApplyThenTimeoutRate: 0.15, DropNext: 1, OrderUnknownNext: 3, OrderUnknownRate: 0.05, ApplyThenForbiddenNext: 4,
 	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond, RefundQueryLag: refundQueryLag,
 	RefundClosedNext: 2, RefundClosedRate: 0.1, RefundAbnormalNext: 2, RefundAbnormalRate: 0.05,

@@ -199,7 +199,8 @@ func fireRefundsTimed(t *testing.T, e *refundEnv, n int, req func(i int) (tok, k
 // before any new attempt and never creates a second refund. The request
 // records what the query finds; "not found" right after the call is no
 // proof (WeChat's queries lag its applications), so the request answers
-// 202 and the janitor sends again after the safety buffer.
+// 202 and the janitor sends again after the safety buffer. A 429
+// FREQUENCY_LIMITED is no verdict either: it is settled the same way.
 func TestRefundAmbiguousAnswers(t *testing.T) {
 	cases := []struct {
 		name     string
@@ -210,6 +211,8 @@ func TestRefundAmbiguousAnswers(t *testing.T) {
 		{"applied then timeout", wxpaysim.Faults{ApplyThenTimeoutNext: 1, HoldFor: 2 * time.Second}, 1, false},
 		{"5xx not applied", wxpaysim.Faults{Fail5xxNext: 1}, 1, true},
 		{"connection dropped", wxpaysim.Faults{DropNext: 1}, 1, true},
+		// Over the merchant's quota: WeChat Pay's signed 429 applied nothing.
+		{"frequency limited", wxpaysim.Faults{FrequencyLimitedNext: 1}, 1, true},
 	}
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {

@@ -76,6 +76,9 @@ func (s *Sim) api(h apiFunc) http.HandlerFunc {
 		case faultOrderUnknown:
 			s.write(w, errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "订单不存在"))
 			return
+		case faultFrequencyLimited:
+			s.write(w, errReply(http.StatusTooManyRequests, "FREQUENCY_LIMITED", "频率超限"))
+			return
 		}
 		rep, ok := s.authenticate(r, body)
 		if ok {

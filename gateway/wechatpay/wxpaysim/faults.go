@@ -14,7 +14,8 @@ const defaultHold = 30 * time.Second
 
 // Faults are switches for the merchant API endpoints (/v3/…). Counters
 // (…Next) fire deterministically on the next matching requests, before the
-// rates are consulted; the first matching kind in the order 5xx, drop,
+// rates are consulted; a POST over PostsPerSecond comes first, then the
+// first matching kind in the order frequency-limited, 5xx, drop,
 // apply-then-timeout, order-unknown, apply-then-forbidden wins. The refund
 // outcomes (RefundOutcome, RefundClosed…, RefundAbnormal…) are decided per
 // refund as it settles, and RefundQueryLag per query, whatever PathPrefix
@@ -46,6 +47,15 @@ type Faults struct {
 	// the way back might: a refusal that is no proof of anything.
 	ApplyThenForbiddenNext int     `json:"apply_then_forbidden_next,omitempty"`
 	ApplyThenForbiddenRate float64 `json:"apply_then_forbidden_rate,omitempty"`
+	// FrequencyLimited answers 429 FREQUENCY_LIMITED, signed, without
+	// applying the request, as WeChat Pay does above a merchant's quota.
+	FrequencyLimitedNext int     `json:"frequency_limited_next,omitempty"`
+	FrequencyLimitedRate float64 `json:"frequency_limited_rate,omitempty"`
+	// PostsPerSecond, when positive, is the merchant's quota of
+	// applications (POSTs under PathPrefix) per second (WeChat Pay documents 150 refund
+	// applications a second): the ones over it in a second are answered
+	// as FrequencyLimited.
+	PostsPerSecond int `json:"posts_per_second,omitempty"`
 	// HoldFor bounds the apply-then-timeout hold; 0 means 30 s.
 	HoldFor time.Duration `json:"hold_for,omitempty"`
 	// RefundQueryLag hides a refund from queries until it is that old (by
@@ -85,6 +95,7 @@ const (
 	faultApplyThenTimeout
 	faultOrderUnknown
 	faultApplyThenForbidden
+	faultFrequencyLimited
 )
 
 // fault is what one request suffers.
@@ -124,6 +135,10 @@ func (s *Sim) takeFault(method, path string) fault {
 		out.hold = defaultHold
 	}
 	switch {
+	case method == http.MethodPost && s.overQuota():
+		out.kind = faultFrequencyLimited
+	case take(&f.FrequencyLimitedNext):
+		out.kind = faultFrequencyLimited
 	case take(&f.Fail5xxNext):
 		out.kind = faultFail5xx
 	case take(&f.DropNext):
@@ -134,6 +149,8 @@ func (s *Sim) takeFault(method, path string) fault {
 		out.kind = faultOrderUnknown
 	case method == http.MethodPost && take(&f.ApplyThenForbiddenNext):
 		out.kind = faultApplyThenForbidden
+	case s.roll(f.FrequencyLimitedRate):
+		out.kind = faultFrequencyLimited
 	case s.roll(f.Fail5xxRate):
 		out.kind = faultFail5xx
 	case s.roll(f.DropRate):
@@ -160,10 +177,28 @@ func (s *Sim) countInjected(name string) {
 }
 
 var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", faultApplyThenTimeout: "apply_then_timeout",
-	faultOrderUnknown: "order_unknown", faultApplyThenForbidden: "apply_then_forbidden"}
+	faultOrderUnknown: "order_unknown", faultApplyThenForbidden: "apply_then_forbidden",
+	faultFrequencyLimited: "frequency_limited"}
+
+// overQuota counts a POST against PostsPerSecond and reports whether it is
+// over the quota of the current second (by Options.Now); the caller holds
+// fmu. Refused
+// POSTs count too: WeChat Pay counts requests, not applications.
+func (s *Sim) overQuota() bool {
+	if s.faults.PostsPerSecond <= 0 {
+		return false
+	}
+	sec := s.now().Unix()
+	if sec != s.quotaSecond {
+		s.quotaSecond, s.quotaUsed = sec, 0
+	}
+	s.quotaUsed++
+	return s.quotaUsed > s.faults.PostsPerSecond
+}
 
 // FaultsInjected counts the faults injected so far by kind ("5xx",
 // "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden",
+// "frequency_limited",
 // "query_lag" for refund queries answered "not found" by RefundQueryLag,
 // and "closed" and "abnormal" for refunds settled so), so a run can show
 // its faults happened.

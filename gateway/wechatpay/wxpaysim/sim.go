@@ -65,11 +65,14 @@ type Sim struct {
 	bills      map[string]billFile
 	signMode   SignMode
 
-	fmu        sync.Mutex // taken inside mu (refundOutcome), never mu inside fmu
-	faults     Faults
-	injected   map[string]int // faults injected so far, by kind
-	rng        *rand.Rand
-	billFaults BillFaults
+	fmu      sync.Mutex // taken inside mu (refundOutcome), never mu inside fmu
+	faults   Faults
+	injected map[string]int // faults injected so far, by kind
+	// quotaSecond and quotaUsed count POSTs against Faults.PostsPerSecond.
+	quotaSecond int64
+	quotaUsed   int
+	rng         *rand.Rand
+	billFaults  BillFaults
 
 	ctx    context.Context // ends on Close; bounds background work
 	cancel context.CancelFunc

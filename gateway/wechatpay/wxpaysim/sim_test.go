@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -291,6 +293,10 @@ func TestFaults(t *testing.T) {
 		// Applied, then a proxy's 403: no code, no WeChat Pay signature.
 		{"apply then forbidden", wxpaysim.Faults{ApplyThenForbiddenNext: 1}, isUnsigned(403), 1, 5 * time.Second},
 		{"apply then forbidden rate", wxpaysim.Faults{ApplyThenForbiddenRate: 1, Seed: 7}, isUnsigned(403), 1, 5 * time.Second},
+		// Over the merchant's quota: a signed 429, nothing applied.
+		{"frequency limited", wxpaysim.Faults{FrequencyLimitedNext: 1}, isSigned(429, "FREQUENCY_LIMITED"), 0, 5 * time.Second},
+		{"frequency limited rate", wxpaysim.Faults{FrequencyLimitedRate: 1, Seed: 7}, isSigned(429, "FREQUENCY_LIMITED"), 0,
+			5 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -318,6 +324,54 @@ func isAPICode(status int, code string) func(error) bool {
 	return func(err error) bool {
 		var e *core.APIError
 		return errors.As(err, &e) && e.StatusCode == status && e.Code == code
+	}
+}
+
+func isSigned(status int, code string) func(error) bool {
+	return func(err error) bool {
+		var e *core.APIError
+		return isAPICode(status, code)(err) && errors.As(err, &e) && e.Header.Get("Wechatpay-Signature") != ""
+	}
+}
+
+// TestPostsPerSecond: applications over the quota of a second are
+// answered 429 FREQUENCY_LIMITED and not applied; queries do not count,
+// and the next second has its quota again.
+func TestPostsPerSecond(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().Truncate(time.Second).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1, Now: now})
+	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
+	ctx := context.Background()
+	if _, err := sim.Pay(ctx, "T1", 100, "", true); err != nil {
+		t.Fatal(err)
+	}
+	sim.SetFaults(wxpaysim.Faults{PostsPerSecond: 2})
+	var limited []string
+	for i := range 5 {
+		no := fmt.Sprintf("R%d", i)
+		_, err := createRefund(ctx, c, "T1", no, 1, 100)
+		if isSigned(429, "FREQUENCY_LIMITED")(err) {
+			limited = append(limited, no)
+		} else if err != nil {
+			t.Fatalf("%s: %v", no, err)
+		}
+		if _, _, err := (&refunddomestic.RefundsApiService{Client: c}).QueryByOutRefundNo(ctx,
+			refunddomestic.QueryByOutRefundNoRequest{OutRefundNo: core.String("R0")}); err != nil {
+			t.Fatalf("query: %v", err)
+		}
+		clock.Add(int64(100 * time.Millisecond))
+	}
+	if want := []string{"R2", "R3", "R4"}; !slices.Equal(limited, want) {
+		t.Fatalf("limited %v, want %v", limited, want)
+	}
+	if sim.RefundCount("R2") != 0 || sim.RefundCount("R1") != 1 || sim.FaultsInjected()["frequency_limited"] != 3 {
+		t.Fatalf("R1 %d, R2 %d applied; injected %v", sim.RefundCount("R1"), sim.RefundCount("R2"), sim.FaultsInjected())
+	}
+	clock.Add(int64(500 * time.Millisecond)) // the next second
+	if _, err := createRefund(ctx, c, "T1", "R2", 1, 100); err != nil || sim.RefundCount("R2") != 1 {
+		t.Fatalf("next second: %v, R2 applied %d times", err, sim.RefundCount("R2"))
 	}
 }
 
