@@ -20,7 +20,9 @@ type resolveRequest struct {
 // resolveAnomaly marks an open anomaly resolved by the caller, with what
 // was done about it; the anomaly leaves gateway_anomalies_open.
 func (d *Deps) resolveAnomaly(c *gin.Context) {
-	id, err := strconv.ParseUint(c.Param("id"), 10, 64)
+	// 63 bits: ids are signed in the databases, and SQLite's driver
+	// refuses a larger uint64 (a 503 for bad input).
+	id, err := strconv.ParseUint(c.Param("id"), 10, 63)
 	if err != nil || id == 0 {
 		writeError(c, &Error{Code: CodeInvalid, Message: "id must be a positive integer"})
 		return

@@ -1,0 +1,35 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// TestResolveAnomalyIDOutOfRange: an anomaly id past what the ledger's
+// ids can hold (above 2^63-1) is bad input, refused 400 EINVALID on every
+// database, not handed to the driver (SQLite's refuses such a uint64, and
+// the caller was told 503 "ledger unavailable, try again").
+func TestResolveAnomalyIDOutOfRange(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		gin.SetMode(gin.TestMode)
+		auth := NewAuth(StaticKeys{HashKey("fin-key"): {Name: "fin", Role: RoleFinance}})
+		r := NewRouter(Deps{Store: s, Auth: auth, Routes: []func(*gin.Engine, *Deps){(&Finance{}).Routes}})
+		for _, id := range []string{"9223372036854775808", "18446744073709551615"} {
+			req := httptest.NewRequest("POST", "/v1/ledger/anomalies/"+id+"/resolve", strings.NewReader(`{"resolution":"x"}`))
+			req.Header.Set("X-Api-Key", "fin-key")
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			var body struct{ Code string }
+			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != 400 || body.Code != CodeInvalid {
+				t.Errorf("resolve anomaly %s: %d %s, want 400 EINVALID", id, w.Code, w.Body)
+			}
+		}
+	})
+}
