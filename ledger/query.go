@@ -83,12 +83,23 @@ func (sp listSpec) scope(tx *gorm.DB, q ListQuery) (*gorm.DB, error) {
 // during applies q's time range to tx.
 func (sp listSpec) during(tx *gorm.DB, q ListQuery) *gorm.DB {
 	if !q.From.IsZero() {
-		tx = tx.Where(sp.timeCol+" >= ?", q.From.UTC())
+		tx = tx.Where(sp.timeCol+" >= ?", ceilMicro(q.From))
 	}
 	if !q.To.IsZero() {
-		tx = tx.Where(sp.timeCol+" < ?", q.To.UTC())
+		tx = tx.Where(sp.timeCol+" < ?", ceilMicro(q.To))
 	}
 	return tx
+}
+
+// ceilMicro is t in UTC, raised to its next whole microsecond: rows hold
+// microseconds (dbTime), so t' <= row is t <= row, and row < t' is row <
+// t. A finer bound would be cut by MariaDB (rounded by MySQL) to the
+// column, moving it past the row of its own microsecond.
+func ceilMicro(t time.Time) time.Time {
+	if c := dbTime(t); c.Before(t) {
+		return c.Add(time.Microsecond)
+	}
+	return t.UTC()
 }
 
 // startAtFrom starts the first page of a list from a time at the first id
