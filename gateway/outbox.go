@@ -42,7 +42,7 @@ func (d *Deps) listDeadJobs(c *gin.Context) {
 }
 
 func (d *Deps) replayJob(c *gin.Context) {
-	id, err := strconv.ParseUint(c.Param("id"), 10, 64)
+	id, err := strconv.ParseUint(c.Param("id"), 10, 63) // ids fit a signed 64-bit column
 	if err != nil || id == 0 {
 		writeError(c, &Error{Code: CodeInvalid, Message: "id must be a positive integer"})
 		return

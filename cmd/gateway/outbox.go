@@ -61,7 +61,7 @@ func outboxCommand(ctx context.Context, args []string) error {
 	if len(args) < 2 || args[0] != "replay" {
 		return errors.New("usage: gateway outbox replay ID [--config FILE]")
 	}
-	id, err := strconv.ParseUint(args[1], 10, 64)
+	id, err := strconv.ParseUint(args[1], 10, 63)
 	if err != nil || id == 0 {
 		return fmt.Errorf("outbox replay: job id %q must be a positive integer", args[1])
 	}

@@ -412,3 +412,14 @@ func lastAudit(t *testing.T, s *ledger.Store) ledger.AuditEntry {
 	}
 	return entries[0]
 }
+
+// TestOutboxReplayIDRange: the CLI refuses a job id no ledger row can
+// have (above 2^63-1) before it reads any config or opens the database.
+func TestOutboxReplayIDRange(t *testing.T) {
+	for _, id := range []string{"0", "x", "9223372036854775808"} {
+		err := outboxCommand(context.Background(), []string{"replay", id, "--config", "/nonexistent.yaml"})
+		if err == nil || !strings.Contains(err.Error(), "must be a positive integer") {
+			t.Errorf("outbox replay %s: %v, want the id refused", id, err)
+		}
+	}
+}
