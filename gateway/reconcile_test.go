@@ -299,7 +299,7 @@ func TestReconcileStartsAtTakeOver(t *testing.T) {
 			if day != "2026-11-21" {
 				return emptyBill(context.Background(), day)
 			}
-			return []byte(billHeader + "\r\n" + line("08:00:00", "tx-before", "before") + line("10:00:00", "tx-after", "after")), nil
+			return []byte(billHeader + "\r\n" + line("08:00:00", "tx-before", "before") + line("10:00:00", "tx-after", "after-1")), nil
 		}}
 		r := &Reconciler{Store: s, Bills: bills, TakeOver: time.Date(2026, 11, 21, 9, 0, 0, 0, ledger.BusinessDay)}
 		cfg := DailyConfig{At: 10*time.Hour + 30*time.Minute, LookBack: 30}.withDefaults(s)
@@ -312,7 +312,7 @@ func TestReconcileStartsAtTakeOver(t *testing.T) {
 			t.Fatalf("take-over day: %+v, %v", rep, err)
 		}
 		for _, it := range rep.Items {
-			if want := map[string]string{"before": ledger.RepairDeferred, "after": ledger.RepairApplied}[it.OutTradeNo]; it.Repair != want {
+			if want := map[string]string{"before": ledger.RepairDeferred, "after-1": ledger.RepairApplied}[it.OutTradeNo]; it.Repair != want {
 				t.Fatalf("%s: repair %q, want %q", it.OutTradeNo, it.Repair, want)
 			}
 		}

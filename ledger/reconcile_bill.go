@@ -147,14 +147,25 @@ func outOfBounds(fields ...bounded) string {
 	return ""
 }
 
+// billOutTradeNo is an out_trade_no WeChat Pay issues: 6 to 32 of
+// A-Z a-z 0-9 _ - | * (the orders API takes no other). Its order query
+// refuses any other (400 PARAM_ERROR, signed), which fails the run: a
+// crafted row naming one would fail every run of its day, and leave the
+// payments after it in the bill unrepaired.
+var billOutTradeNo = regexp.MustCompile(`^[A-Za-z0-9_\-|*]{6,32}$`)
+
 // fault says why bp cannot be a row of WeChat Pay's, or "". The keys are
 // what it is looked up and repaired by; appid, mchid and openid are
 // recorded by its repair.
 func (bp BillPayment) fault() string {
-	return outOfBounds(bounded{"out_trade_no", bp.OutTradeNo, 1, maxBillID},
+	why := outOfBounds(bounded{"out_trade_no", bp.OutTradeNo, 1, maxBillID},
 		bounded{"transaction_id", bp.TransactionID, 1, maxBillID}, bounded{"appid", bp.AppID, 0, maxBillID},
 		bounded{"mchid", bp.MchID, 0, maxBillID}, bounded{"openid", bp.OpenID, 0, maxBillOpenID},
 		bounded{"line", bp.Line, 0, maxBillLine})
+	if why == "" && !billOutTradeNo.MatchString(bp.OutTradeNo) {
+		why = "out_trade_no is not 6 to 32 of A-Z a-z 0-9 _ - | *, as WeChat Pay's are"
+	}
+	return why
 }
 
 // fault says why br cannot be a row of WeChat Pay's, or "".

@@ -68,10 +68,10 @@ func TestReconcileRerunKeepsRepairs(t *testing.T) {
 		if _, err := s.RegisterOrder(ctx, order); err != nil {
 			t.Fatal(err)
 		}
-		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("lost", "tx-lost", 777), billPayment("refused", "tx-refused", 600)}}
+		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("lost-cb", "tx-lost", 777), billPayment("refused", "tx-refused", 600)}}
 		bill.Payments[1].Currency = "USD"
 		first := reconcile(t, s, bill)
-		if it := item(first, "lost"); it == nil || it.Repair != ledger.RepairApplied || first.Repaired != 1 {
+		if it := item(first, "lost-cb"); it == nil || it.Repair != ledger.RepairApplied || first.Repaired != 1 {
 			t.Fatalf("first run: %+v", first)
 		}
 		if it := item(first, "refused"); it == nil || it.Repair != ledger.RepairRefused {
@@ -97,7 +97,7 @@ func TestReconcileRerunKeepsRepairs(t *testing.T) {
 		if again.Status != ledger.ReconcileMismatched || again.Mismatches != 3 || again.Repaired != 2 || again.Runs != 2 {
 			t.Fatalf("rerun: %+v", again)
 		}
-		for _, no := range []string{"lost", "crashed"} {
+		for _, no := range []string{"lost-cb", "crashed"} {
 			if it := item(again, no); it == nil || it.Kind != ledger.MismatchPaymentMissingInLedger ||
 				it.Repair != ledger.RepairApplied || it.Ledger != nil || !strings.HasPrefix(it.RepairDetail, "repaired at ") {
 				t.Fatalf("rerun lost the repair of %s: %+v", no, again.Items)
@@ -176,7 +176,7 @@ func TestReconcileTakeOver(t *testing.T) {
 		if _, err := s.RegisterOrder(ctx, order); err != nil {
 			t.Fatal(err)
 		}
-		old, registered, lost := billPayment("old-system", "tx-old", 300), billPayment("registered", "tx-reg", 500), billPayment("lost", "tx-lost", 700)
+		old, registered, lost := billPayment("old-system", "tx-old", 300), billPayment("registered", "tx-reg", 500), billPayment("lost-cb", "tx-lost", 700)
 		lost.Time = lost.Time.Add(2 * time.Hour)
 		takeOver := old.Time.Add(time.Hour)
 		edge := billPayment("at-take-over", "tx-edge", 400)
@@ -252,7 +252,7 @@ func TestReconcileRepairFailureFailsTheRun(t *testing.T) {
 func TestRefundBelongsToTheDayWeChatAcceptedIt(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		paidOrder(t, s, "acc", 1000) // paid on 2026-11-23
+		paidOrder(t, s, "acc-order", 1000) // paid on 2026-11-23
 		at := func(day, clock string) time.Time {
 			v, err := time.ParseInLocation("2006-01-02 15:04:05.000", day+" "+clock, ledger.BusinessDay)
 			if err != nil {
@@ -269,7 +269,7 @@ func TestRefundBelongsToTheDayWeChatAcceptedIt(t *testing.T) {
 			{"rf-same", at("2026-11-24", "12:00:00.000"), at("2026-11-24", "12:00:00.500")}, // streamed once, not twice
 		}
 		for _, r := range refunds {
-			if _, err := s.CreateRefund(ctx, refundReq("acc", r.no, 100)); err != nil {
+			if _, err := s.CreateRefund(ctx, refundReq("acc-order", r.no, 100)); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.DB().Exec("UPDATE refunds SET created_at = ? WHERE out_refund_no = ?", r.created.UTC(), r.no).Error; err != nil {
@@ -291,11 +291,11 @@ func TestRefundBelongsToTheDayWeChatAcceptedIt(t *testing.T) {
 		bill := func(nos ...string) *ledger.Bill {
 			b := &ledger.Bill{}
 			for _, no := range nos {
-				b.Refunds = append(b.Refunds, ledger.BillRefund{OutTradeNo: "acc", OutRefundNo: no, Status: "SUCCESS", Amount: 100})
+				b.Refunds = append(b.Refunds, ledger.BillRefund{OutTradeNo: "acc-order", OutRefundNo: no, Status: "SUCCESS", Amount: 100})
 			}
 			return b
 		}
-		first := reconcileOn(t, s, "2026-11-23", &ledger.Bill{Payments: []ledger.BillPayment{billPayment("acc", "tx-acc", 1000)}})
+		first := reconcileOn(t, s, "2026-11-23", &ledger.Bill{Payments: []ledger.BillPayment{billPayment("acc-order", "tx-acc-order", 1000)}})
 		if first.Status != ledger.ReconcileMatched || first.LedgerRefunds != 0 || len(first.Items) != 0 {
 			t.Fatalf("the day the late refund was recorded: %+v", first)
 		}
@@ -769,6 +769,38 @@ func TestReconcileReportsRowsOutOfBounds(t *testing.T) {
 		if again.Mismatches != rep.Mismatches || again.Repaired != 2 {
 			t.Fatalf("rerun: %d mismatches, %d repaired; want %d, 2", again.Mismatches, again.Repaired, rep.Mismatches)
 		}
+	})
+}
+
+// TestReconcileNeverAsksAboutOrdersWeChatPayCannotHave: a row naming an
+// out_trade_no WeChat Pay never issues (shorter than 6, or a character
+// other than A-Z a-z 0-9 _ - | *: a crafted product name's) is
+// BILL_ROW_INVALID and never looked up. WeChat Pay refuses such a query
+// (400 PARAM_ERROR, signed), which fails the run; every run of the day
+// failed on it, and no payment after it in the bill was ever repaired.
+func TestReconcileNeverAsksAboutOrdersWeChatPayCannotHave(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		short, spaced := billPayment("ab123", "tx-short", 100), billPayment("ab c123", "tx-spaced", 100)
+		lost := billPayment("lost-after", "tx-lost-after", 300)
+		asked := map[string]bool{}
+		confirm := func(_ context.Context, bp ledger.BillPayment) (ledger.Confirmed, error) {
+			asked[bp.OutTradeNo] = true
+			if bp.OutTradeNo != lost.OutTradeNo {
+				return ledger.Confirmed{}, errors.New("wechatpay: 400 PARAM_ERROR: 商户订单号格式错误")
+			}
+			return ledger.Confirmed{PayerTotal: bp.Amount}, nil
+		}
+		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{short, spaced, lost}, Confirm: confirm})
+		for _, bp := range []ledger.BillPayment{short, spaced} {
+			if it := item(rep, bp.OutTradeNo); it == nil || it.Kind != ledger.MismatchBillRowInvalid ||
+				it.Repair != ledger.RepairRefused || !strings.Contains(it.RepairDetail, "out_trade_no") || asked[bp.OutTradeNo] {
+				t.Fatalf("row %q: %+v (asked WeChat Pay: %v), want BILL_ROW_INVALID, not looked up", bp.OutTradeNo, it, asked[bp.OutTradeNo])
+			}
+		}
+		if it := item(rep, lost.OutTradeNo); it == nil || it.Repair != ledger.RepairApplied {
+			t.Fatalf("lost payment after them: %+v", rep.Items)
+		}
+		assertRepaired(t, s, lost)
 	})
 }
 
