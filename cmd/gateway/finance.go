@@ -134,11 +134,18 @@ func (m *Main) newReconciler(ctx context.Context) (*gateway.Reconciler, error) {
 
 // paidAtWechat confirms a bill payment with WeChat Pay's signed answer to
 // an order query before reconciliation repairs it.
-type paidAtWechat struct{ c *wechatpay.Client }
+type paidAtWechat struct{ c orderQuerier }
+
+// orderQuerier is the order query of *wechatpay.Client.
+type orderQuerier interface {
+	QueryOrder(ctx context.Context, outTradeNo string) (*wechatpay.Transaction, error)
+}
 
 func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (ledger.Confirmed, error) {
 	tx, err := p.c.QueryOrder(ctx, bp.OutTradeNo)
 	switch {
+	case err == nil && tx.OutTradeNo != bp.OutTradeNo: // an answer about another order confirms nothing
+		return ledger.Confirmed{}, fmt.Errorf("%w: the answer is about order %q", ledger.ErrBillUnconfirmed, tx.OutTradeNo)
 	case errors.Is(err, wechatpay.ErrNotFound):
 		return ledger.Confirmed{}, fmt.Errorf("%w: no such order", ledger.ErrBillUnconfirmed)
 	case err != nil:

@@ -367,6 +367,34 @@ func TestBillRowsAreConfirmedAtWechat(t *testing.T) {
 	}
 }
 
+// TestBillRowConfirmedOnlyByItsOwnOrder: a signed answer about another
+// order (a replayed or misrouted one) confirms nothing, however well the
+// rest of it matches the row.
+func TestBillRowConfirmedOnlyByItsOwnOrder(t *testing.T) {
+	paidAt := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	row := ledger.BillPayment{Time: paidAt, OutTradeNo: "order-x", TransactionID: "4200000001", Amount: 500,
+		AppID: "wxapp", MchID: "1900000001", OpenID: "o-x", Currency: "CNY"}
+	answer := wechatpay.Transaction{OutTradeNo: "order-x", TransactionID: "4200000001", TradeState: "SUCCESS",
+		AppID: "wxapp", MchID: "1900000001", PayerOpenID: "o-x", AmountTotal: 500, PayerTotal: 500, Currency: "CNY",
+		SuccessTime: paidAt}
+	if _, err := (paidAtWechat{fixedAnswer(answer)}).confirm(context.Background(), row); err != nil {
+		t.Fatalf("the answer about the row's order: %v", err)
+	}
+	answer.OutTradeNo = "order-y"
+	if _, err := (paidAtWechat{fixedAnswer(answer)}).confirm(context.Background(), row); !errors.Is(err, ledger.ErrBillUnconfirmed) ||
+		!strings.Contains(err.Error(), "order-y") {
+		t.Fatalf("an answer about another order: err = %v, want unconfirmed naming it", err)
+	}
+}
+
+// fixedAnswer answers every order query with one transaction.
+type fixedAnswer wechatpay.Transaction
+
+func (f fixedAnswer) QueryOrder(context.Context, string) (*wechatpay.Transaction, error) {
+	tx := wechatpay.Transaction(f)
+	return &tx, nil
+}
+
 // TestTakeOverIsDecidedOnWeChatsTime: a payment the old system took before
 // the take-over is DEFERRED. A crafted bill row naming the same order with
 // a time after the take-over is not confirmed (WeChat Pay's success_time
