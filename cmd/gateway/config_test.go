@@ -335,3 +335,18 @@ func TestBlankDSNNamesNoDatabase(t *testing.T) {
 		t.Fatalf("an admin command was let run on %q", cfg.Database.DSN)
 	}
 }
+
+// TestStrayArgumentIsRefused: `gateway serve prod.yaml` (the file without
+// --config) is refused, as the admin commands refuse one, instead of
+// starting on the environment's database with the file ignored (no Redis,
+// the default limits and keys).
+func TestStrayArgumentIsRefused(t *testing.T) {
+	t.Setenv("GATEWAY_CONFIG", "")
+	t.Setenv("GATEWAY_DATABASE_DSN", filepath.Join(t.TempDir(), "gw.db"))
+	for _, name := range []string{"serve", "migrate", "outbox replay"} {
+		_, _, err := loadFromFlags(name, []string{"prod.yaml"}, true)
+		if err == nil || !strings.Contains(err.Error(), "prod.yaml") {
+			t.Fatalf("%s prod.yaml: err = %v, want a refusal naming the argument", name, err)
+		}
+	}
+}

@@ -93,6 +93,12 @@ func loadFromFlags(name string, args []string, named bool) (Config, *flag.FlagSe
 	if err := fs.Parse(args); err != nil {
 		return Config{}, fs, err
 	}
+	// `gateway serve prod.yaml` (the file without --config) would start on
+	// the environment and the defaults, the file ignored.
+	if fs.NArg() > 0 {
+		return Config{}, fs, fmt.Errorf("%s: unexpected arguments %s (a config file is passed as --config FILE)",
+			name, strings.Join(fs.Args(), " "))
+	}
 	cfg, err := Load(*path)
 	if err != nil {
 		return cfg, fs, err
