@@ -55,3 +55,18 @@ func TestStartupStopsOnHungDatabase(t *testing.T) {
 		stopsWithin(t, func(ctx context.Context) error { return applyMigrations(ctx, d, 24*time.Hour) })
 	})
 }
+
+// TestBadDSNKeepsThePassword: a DSN missing its /db, whose password holds
+// a '/', is split by the driver at that '/': its error quoted the part
+// before it as a network ("default addr for network 'gw:Zx9k' unknown"),
+// and the start's error reaches the log.
+func TestBadDSNKeepsThePassword(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Database.DSN = "mysql://gw:Zx9k/Qp3w@tcp(127.0.0.1:1)"
+	m := &Main{Config: cfg}
+	defer m.Close()
+	err := m.openStore(t.Context())
+	if err == nil || strings.Contains(err.Error(), "Zx9k") || strings.Contains(err.Error(), "Qp3w") {
+		t.Fatalf("err = %v, want a refusal that does not quote the password", err)
+	}
+}

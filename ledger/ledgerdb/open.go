@@ -122,7 +122,7 @@ func ping(ctx context.Context, db *gorm.DB) error {
 func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	mc, err := mysqldrv.ParseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parse mysql dsn: %w", err)
+		return nil, fmt.Errorf("parse mysql dsn: %w", dsnError(err))
 	}
 	mc.ParseTime = true
 	mc.Loc = time.UTC
@@ -168,6 +168,19 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	sqlDB.SetMaxIdleConns(orDefaultInt(cfg.MaxIdleConns, 25))
 	sqlDB.SetConnMaxLifetime(orDefault(cfg.ConnMaxLifetime, 30*time.Minute))
 	return db, nil
+}
+
+// dsnError is the driver's error for a DSN it cannot parse, when that
+// error quotes nothing of the DSN (its "invalid DSN: …" ones). Its others
+// quote a part of the DSN, which may be the password: the driver splits a
+// DSN without its /db at a '/' in the password ("default addr for network
+// 'user:pa' unknown"), and the start's error reaches the log.
+func dsnError(err error) error {
+	if strings.HasPrefix(err.Error(), "invalid DSN: ") {
+		return err
+	}
+	return errors.New("not of the form user:pass@tcp(host:3306)/db?param=value (is the /db missing, " +
+		"or a param's value bad?); the driver's message is not shown: it may quote the password")
 }
 
 // lowerParams names the DSN's session variables in lower case. MySQL's
