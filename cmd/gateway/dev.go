@@ -27,7 +27,17 @@ const devInventoryAddr = "127.0.0.1:8082"
 // simulators in the same process: nothing to install, Ctrl-C stops all.
 func dev(ctx context.Context, args []string) error {
 	setupLogging(LogConfig{Level: "info"})
-	sim, err := wxpaysim.Start(wxpaysim.DefaultConfig())
+	simCfg := wxpaysim.DefaultConfig()
+	keys, err := wxpaysim.LoadOrGenerateKeys(simCfg.KeysDir, simCfg.MchID, simCfg.AppID)
+	if err != nil {
+		return err
+	}
+	warnUnknownEnv()
+	cfg, err := devConfig(keys)
+	if err != nil {
+		return err
+	}
+	sim, err := wxpaysim.Start(devSimConfig(cfg))
 	if err != nil {
 		return err
 	}
@@ -38,11 +48,6 @@ func dev(ctx context.Context, args []string) error {
 			slog.Error("inventory simulator stopped", "err", err)
 		}
 	}()
-	warnUnknownEnv()
-	cfg, err := devConfig(sim.Keys)
-	if err != nil {
-		return err
-	}
 	applyRuntime(cfg.Runtime)
 	m, err := NewMain(ctx, cfg)
 	if err != nil {
@@ -52,6 +57,16 @@ func dev(ctx context.Context, args []string) error {
 	slog.Info("dev stack up", "gateway", m.URL(), "wxpaysim", sim.URL, "inventorysim", "http://"+invAddr,
 		"api_keys_file", filepath.Join(devDir, "dev-api-keys.txt"))
 	return m.Run(ctx)
+}
+
+// devSimConfig is the WeChat Pay simulator's config: it notifies the
+// gateway where cfg has it listen (GATEWAY_HTTP_ADDR may name another
+// loopback port than the default 127.0.0.1:8080).
+func devSimConfig(cfg Config) wxpaysim.Config {
+	c := wxpaysim.DefaultConfig()
+	c.NotifyURL = "http://" + cfg.HTTP.Addr + "/v1/wechatpay/notify/payment"
+	c.RefundNotifyURL = cfg.WechatPay.RefundNotifyURL
+	return c
 }
 
 func shutdownSim(s *wxpaysim.Server) {
@@ -83,9 +98,11 @@ func devConfig(k *wxpaysim.Keys) (Config, error) {
 		return cfg, err
 	}
 	cfg.Refunds.JWT.Audience = devAudience
-	w.RefundNotifyURL = "http://" + cfg.HTTP.Addr + "/v1/wechatpay/notify/refund"
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "GATEWAY", os.LookupEnv); err != nil {
 		return cfg, err
+	}
+	if w.RefundNotifyURL == "" { // where the gateway listens, GATEWAY_HTTP_ADDR applied
+		w.RefundNotifyURL = "http://" + cfg.HTTP.Addr + "/v1/wechatpay/notify/refund"
 	}
 	return cfg, devOnly(cfg)
 }

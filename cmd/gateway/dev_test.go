@@ -44,3 +44,24 @@ func TestDevStaysInItsSandbox(t *testing.T) {
 		t.Fatalf("dev on localhost with a local Redis: %v", err)
 	}
 }
+
+// TestDevNotificationsFollowTheAddress: GATEWAY_HTTP_ADDR may move `gateway
+// dev` to another loopback port; the simulator's payment notifications and
+// the refund notify_url the gateway sends follow it (they named
+// 127.0.0.1:8080, where no gateway listened).
+func TestDevNotificationsFollowTheAddress(t *testing.T) {
+	t.Chdir(t.TempDir())
+	keys := &wxpaysim.Keys{MchID: "1900000001", AppID: "wxdev", APIv3Key: strings.Repeat("k", 32), PublicKeyID: "PUB_KEY_ID_1"}
+	t.Setenv("GATEWAY_HTTP_ADDR", "127.0.0.1:9090")
+	cfg, err := devConfig(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := cfg.WechatPay.RefundNotifyURL; u != "http://127.0.0.1:9090/v1/wechatpay/notify/refund" {
+		t.Fatalf("refund notify_url %q, want the gateway's address", u)
+	}
+	sim := devSimConfig(cfg)
+	if sim.NotifyURL != "http://127.0.0.1:9090/v1/wechatpay/notify/payment" || sim.RefundNotifyURL != cfg.WechatPay.RefundNotifyURL {
+		t.Fatalf("simulator notifies %q and %q, want the gateway's address", sim.NotifyURL, sim.RefundNotifyURL)
+	}
+}
