@@ -442,6 +442,11 @@ func (c *Config) Validate() error {
 		{c.Redis.Addr != "" && redisstore.Config{PoolTimeout: c.Redis.PoolTimeout, OpTimeout: c.Redis.OpTimeout}.Wait() >=
 			c.HTTP.NotifyTimeout/2,
 			"redis.op_timeout (GATEWAY_REDIS_OP_TIMEOUT)", "plus redis.pool_timeout must be under half of http.notify_timeout"},
+		// One that never connects (a URL, a host without its port) would not
+		// stop the start: every instance would run on its own in-process
+		// guards, as while Redis is down, with one log line saying so.
+		{c.Redis.Addr != "" && !redisAddr(c.Redis.Addr), "redis.addr (GATEWAY_REDIS_ADDR)",
+			"must be host:port (e.g. 10.0.0.5:6379), not a URL, or a unix socket's /path"},
 		{c.Redis.BreakerCooldown > time.Minute, "redis.breaker_cooldown (GATEWAY_REDIS_BREAKER_COOLDOWN)",
 			"must be at most 1m (every guard stays on its per-instance fallback meanwhile)"},
 		{c.HTTP.WriteTimeout <= max(c.HTTP.APITimeout, c.HTTP.NotifyTimeout),
@@ -606,6 +611,17 @@ func (c *Config) loadSecrets() error {
 		c.WechatPay.APIv3Key = strings.TrimSpace(string(b))
 	}
 	return nil
+}
+
+// redisAddr: addr is what go-redis dials: host:port (a numeric port) over
+// TCP, or a unix socket's path.
+func redisAddr(addr string) bool {
+	if strings.HasPrefix(addr, "/") {
+		return true
+	}
+	_, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.Atoi(port)
+	return err == nil && perr == nil && n > 0 && n <= 65535
 }
 
 // sameAddr: a and b name one fixed port (":0" picks a free one each time).

@@ -103,6 +103,10 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"Redis defaults eat the notification's time", func(c *Config) {
 			c.Redis.Addr, c.Redis.OpTimeout, c.Redis.PoolTimeout, c.HTTP.NotifyTimeout = "127.0.0.1:6379", 0, 0, 600*time.Millisecond
 		}, "GATEWAY_REDIS_OP_TIMEOUT"},
+		// Neither ever connects: every instance would run on its own
+		// in-process guards, as while Redis is down, with one log line.
+		{"Redis as a URL", func(c *Config) { c.Redis.Addr = "redis://127.0.0.1:6379" }, "GATEWAY_REDIS_ADDR"},
+		{"Redis without its port", func(c *Config) { c.Redis.Addr = "redis.internal" }, "GATEWAY_REDIS_ADDR"},
 		{"log level misspelt", func(c *Config) { c.Log.Level = "inof" }, "GATEWAY_LOG_LEVEL"},
 		{"breaker open for an hour", func(c *Config) { c.Redis.BreakerCooldown = time.Hour }, "GATEWAY_REDIS_BREAKER_COOLDOWN"},
 		{"WeChat Pay over plain HTTP", func(c *Config) { c.WechatPay.BaseURL = "http://api.mch.weixin.qq.com" },
