@@ -463,6 +463,10 @@ func (c *Config) Validate() error {
 		// may be spoken to without TLS.
 		{!secureOrLocal(w.BaseURL), "wechatpay.base_url (GATEWAY_WECHATPAY_BASE_URL)",
 			"must be https:// (http:// only to this host, for a simulator)"},
+		// Sent with every refund the gateway asks for: WeChat Pay refuses
+		// each one whose notify_url it cannot use.
+		{w.RefundNotifyURL != "" && !httpURL(w.RefundNotifyURL), "wechatpay.refund_notify_url (GATEWAY_WECHATPAY_REFUND_NOTIFY_URL)",
+			"must be an http:// or https:// URL with a host and no query (WeChat Pay refuses a refund sent with another)"},
 		{c.HTTP.PprofAddr != "" && !loopbackAddr(c.HTTP.PprofAddr), "http.pprof_addr (GATEWAY_HTTP_PPROF_ADDR)",
 			"must be on this host (127.0.0.1:port): pprof has no key and shows memory"},
 		{publicAddr(c.HTTP.MetricsAddr), "http.metrics_addr (GATEWAY_HTTP_METRICS_ADDR)",

@@ -107,6 +107,11 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		// in-process guards, as while Redis is down, with one log line.
 		{"Redis as a URL", func(c *Config) { c.Redis.Addr = "redis://127.0.0.1:6379" }, "GATEWAY_REDIS_ADDR"},
 		{"Redis without its port", func(c *Config) { c.Redis.Addr = "redis.internal" }, "GATEWAY_REDIS_ADDR"},
+		// Sent with every refund: WeChat Pay refuses each one sent with it.
+		{"refund notify_url without its scheme", func(c *Config) { c.WechatPay.RefundNotifyURL = "pay.example.com/v1/wechatpay/notify/refund" },
+			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
+		{"refund notify_url with a query", func(c *Config) { c.WechatPay.RefundNotifyURL = "https://pay.example.com/notify?kind=refund" },
+			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
 		{"log level misspelt", func(c *Config) { c.Log.Level = "inof" }, "GATEWAY_LOG_LEVEL"},
 		{"breaker open for an hour", func(c *Config) { c.Redis.BreakerCooldown = time.Hour }, "GATEWAY_REDIS_BREAKER_COOLDOWN"},
 		{"WeChat Pay over plain HTTP", func(c *Config) { c.WechatPay.BaseURL = "http://api.mch.weixin.qq.com" },
