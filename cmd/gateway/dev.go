@@ -37,6 +37,7 @@ func dev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	setupLogging(cfg.Log) // GATEWAY_LOG_LEVEL applied
 	sim, err := wxpaysim.Start(devSimConfig(cfg))
 	if err != nil {
 		return err

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 
@@ -63,5 +66,26 @@ func TestDevNotificationsFollowTheAddress(t *testing.T) {
 	sim := devSimConfig(cfg)
 	if sim.NotifyURL != "http://127.0.0.1:9090/v1/wechatpay/notify/payment" || sim.RefundNotifyURL != cfg.WechatPay.RefundNotifyURL {
 		t.Fatalf("simulator notifies %q and %q, want the gateway's address", sim.NotifyURL, sim.RefundNotifyURL)
+	}
+}
+
+// TestDevLogsAtTheLevelAsked: `GATEWAY_LOG_LEVEL=debug make run` logs at
+// debug; `gateway dev` applied every GATEWAY_* variable but that one (its
+// log stayed at info). The simulator's port is held here, so dev stops
+// there, after taking its config.
+func TestDevLogsAtTheLevelAsked(t *testing.T) {
+	ln, err := net.Listen("tcp", wxpaysim.DefaultConfig().Addr)
+	if err != nil {
+		t.Skipf("the simulator's port is taken: %v", err)
+	}
+	defer ln.Close()
+	defer slog.SetDefault(slog.Default())
+	t.Chdir(t.TempDir())
+	t.Setenv("GATEWAY_LOG_LEVEL", "debug")
+	if err := dev(t.Context(), nil); err == nil {
+		t.Fatal("dev started beside a simulator's port in use")
+	}
+	if !slog.Default().Enabled(context.Background(), slog.LevelDebug) {
+		t.Fatal("GATEWAY_LOG_LEVEL=debug: dev logs at info")
 	}
 }
