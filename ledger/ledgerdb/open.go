@@ -341,11 +341,16 @@ func serverDSN(dsn string) bool {
 	if i := strings.LastIndex(dsn, "/"); i >= 0 {
 		head = dsn[:i]
 	}
-	return strings.Contains(dsn, "://") || strings.Contains(head, "@") || netAddrDSN.MatchString(dsn)
+	return strings.Contains(dsn, "://") || strings.Contains(head, "@") || netAddrDSN.MatchString(dsn) ||
+		userAddrDSN.MatchString(dsn)
 }
 
 // netAddrDSN is the driver's net(addr)/db form without a user.
 var netAddrDSN = regexp.MustCompile(`^[a-z0-9]+\([^)]*\)/`)
+
+// userAddrDSN is user:pass@net(addr) ending the DSN (or its params):
+// without its /db, a '/' in the password is the last one.
+var userAddrDSN = regexp.MustCompile(`@[a-z0-9]*\([^)]*\)(\?|$)`)
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d > 0 {

@@ -53,7 +53,9 @@ func TestServerDSNIsNoSQLiteFile(t *testing.T) {
 	for _, dsn := range []string{"gw:s3cret@tcp(db:3306)/gateway", "gw:s3cret@unix(/run/mysqld.sock)/gateway",
 		"mariadb://gw:s3cret@db/gateway", "gw:s3cret@/gateway", "gw:s3cret@(db:3306)/gateway",
 		"gw:s3cret@tcp6([::1]:3306)/gateway", "gw:s3cret@tcp4(db)/gateway", "gw:s3/cret@tcp(db)/gateway?loc=Asia/Shanghai",
-		"gw:s3cret@db:3306/gateway", "tcp(db:3306)/gateway"} {
+		"gw:s3cret@db:3306/gateway", "tcp(db:3306)/gateway",
+		// No /db, and a '/' in the password: the last '/' is before the '@'.
+		"gw:s3/cret@tcp(db:3306)", "gw:s3/cret@tcp(db:3306)?parseTime=true"} {
 		_, _, err := Open(Config{DSN: dsn})
 		if err == nil || !strings.Contains(err.Error(), "mysql://") || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: err = %v, want a refusal naming mysql:// without the password", dsn, err)
