@@ -83,6 +83,9 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.preflight(); err != nil {
+		return nil, err
+	}
 	m := &Main{Config: cfg}
 	if err := m.openStore(ctx); err != nil {
 		m.Close()
@@ -101,6 +104,23 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// preflight refuses the settings wire and wireRefunds check that need no
+// database before the database is opened and migrated: a release whose
+// config is refused leaves the database as it found it.
+func (c Config) preflight() error {
+	if err := c.RateLimit.validate(); err != nil {
+		return err
+	}
+	if _, err := gateway.ParseAPIKeys(c.Auth.APIKeys); err != nil {
+		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
+	}
+	if !c.Refunds.JWT.configured() {
+		return nil
+	}
+	_, _, err := (&Main{Config: c}).refundSettings()
+	return err
 }
 
 // maxHeaderBytes caps request headers (net/http's default is 1 MiB); a

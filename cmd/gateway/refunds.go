@@ -110,6 +110,9 @@ func (m *Main) wireRefunds(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range sc.Warnings() {
+		slog.Warn("config: refunds." + w)
+	}
 	if m.Config.WechatPay.MerchantPrivateKeyFile == "" {
 		slog.Warn("refund API off: refunds.jwt is set but wechatpay.merchant_private_key_file is not; /v1/refunds answers 404")
 		return nil
@@ -144,9 +147,6 @@ func (m *Main) refundSettings() (*gateway.JWTAuth, gateway.RefundConfig, error) 
 	}
 	if err := sc.Check(); err != nil {
 		return nil, sc, fmt.Errorf("config: refunds.%w", err)
-	}
-	for _, w := range sc.Warnings() {
-		slog.Warn("config: refunds." + w)
 	}
 	return auth, sc, nil
 }

@@ -3,11 +3,15 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
 
 	"paygateway/ledger/ledgertest"
 	"paygateway/migrations"
@@ -130,5 +134,40 @@ func TestQuotaBelowInstancesWarns(t *testing.T) {
 	warnQuotaShare(RateLimitConfig{RefundCallsPerMinute: 6000}, 2) // a burst of 0 is 1
 	if !strings.Contains(buf.String(), "below redis.instances") {
 		t.Fatalf("a burst of 0 over 2 instances: log %q, want a warning", buf)
+	}
+}
+
+// TestRefusedConfigLeavesTheDatabaseAlone: a setting refused at start
+// (rate limits, API keys, the refund API's timings) is refused before the
+// database is opened, so a release whose config is wrong does not migrate
+// the production database on its way to refusing to start.
+func TestRefusedConfigLeavesTheDatabaseAlone(t *testing.T) {
+	bad := map[string]func(*Config){
+		"rate_limit":    func(c *Config) { c.RateLimit.RefundsBurst = -1 },
+		"auth.api_keys": func(c *Config) { c.Auth.APIKeys = []string{"no-role"} },
+		"refunds":       func(c *Config) { c.Refunds.SafetyBuffer = time.Millisecond },
+	}
+	for name, spoil := range bad {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(t, backend{name: "mysql", mysql: true})
+			cfg.Refunds.JWT.HS256Secret, cfg.Refunds.JWT.Audience = jwtSecret, jwtAudience
+			spoil(&cfg)
+			if m, err := NewMain(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), name) {
+				if m != nil {
+					m.Close()
+				}
+				t.Fatalf("NewMain: %v, want refused naming %s", err, name)
+			}
+			db, err := sql.Open("mysql", strings.TrimPrefix(cfg.Database.DSN, "mysql://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			var tables int
+			if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()").
+				Scan(&tables); err != nil || tables != 0 {
+				t.Fatalf("%d tables in the database (err %v), want none: it was migrated", tables, err)
+			}
+		})
 	}
 }
