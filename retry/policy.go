@@ -34,10 +34,13 @@ func (p Policy) withDefaults() Policy {
 	if p.MaxElapsed <= 0 {
 		p.MaxElapsed = backoff.DefaultMaxElapsedTime
 	}
-	if p.Multiplier < 1 {
+	// Written so that NaN (which strconv.ParseFloat accepts, and which
+	// fails no comparison) gets the default too: a NaN jitter made every
+	// delay negative, and the job was retried at once, in a loop.
+	if !(p.Multiplier >= 1) {
 		p.Multiplier = backoff.DefaultMultiplier
 	}
-	if p.Jitter < 0 || p.Jitter >= 1 {
+	if !(p.Jitter >= 0 && p.Jitter < 1) {
 		p.Jitter = backoff.DefaultRandomizationFactor
 	}
 	return p

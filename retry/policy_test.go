@@ -6,12 +6,15 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 func TestNextDelayGrowsWithinJitterAndCap(t *testing.T) {
@@ -51,6 +54,31 @@ func TestNextDelayNeverPassesMax(t *testing.T) {
 		}
 		if len(seen) < 400 { // at the cap, delays stay spread out
 			t.Errorf("%d distinct delays of 500 at the cap", len(seen))
+		}
+	}
+}
+
+// TestNextDelayWithNaNFactorsUsesDefaults: a NaN jitter or multiplier
+// (strconv.ParseFloat takes "NaN", and NaN passes every < and >= check)
+// gets backoff's default like any other value out of range. A NaN jitter
+// made every delay negative: the job was due again at once, retried in a
+// loop against the inventory.
+func TestNextDelayWithNaNFactorsUsesDefaults(t *testing.T) {
+	for _, p := range []Policy{
+		{Initial: time.Second, Max: time.Minute, MaxElapsed: time.Hour, Multiplier: 2, Jitter: math.NaN()},
+		{Initial: time.Second, Max: time.Minute, MaxElapsed: time.Hour, Multiplier: math.NaN(), Jitter: 0.5},
+	} {
+		for attempt := 1; attempt <= 3; attempt++ {
+			d := p.NextDelay(attempt)
+			mult := p.Multiplier // NaN: backoff's default; jitter NaN: its default 0.5
+			if math.IsNaN(mult) {
+				mult = backoff.DefaultMultiplier
+			}
+			base := float64(time.Second) * math.Pow(mult, float64(attempt-1))
+			if lo, hi := time.Duration(base*0.5), time.Duration(base*1.5)+1; d < lo || d > hi {
+				t.Fatalf("NextDelay(%d) = %v with multiplier %v, jitter %v; want within [%v, %v]",
+					attempt, d, p.Multiplier, p.Jitter, lo, hi)
+			}
 		}
 	}
 }
