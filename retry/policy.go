@@ -58,7 +58,7 @@ func (p Policy) NextDelay(attempt int) time.Duration {
 	p = p.withDefaults()
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     p.Initial,
-		RandomizationFactor: p.Jitter,
+		RandomizationFactor: 0, // first the interval itself
 		Multiplier:          p.Multiplier,
 		MaxInterval:         p.Max,
 		MaxElapsedTime:      0, // the pool checks elapsed time against the stored first attempt
@@ -66,9 +66,19 @@ func (p Policy) NextDelay(attempt int) time.Duration {
 		Clock:               backoff.SystemClock,
 	}
 	b.Reset()
-	for i := 1; i < attempt && i < 64; i++ {
-		b.NextBackOff()
+	// Step until the attempt's interval or the cap: a fixed bound on the
+	// steps (there was one of 64) left a gentle multiplier's delay far
+	// below the cap for good (1.05: 22 initial intervals).
+	interval := b.NextBackOff()
+	for i := 1; i < attempt && interval < p.Max; i++ {
+		next := b.NextBackOff()
+		if next == interval { // multiplier 1, or too small to move it
+			break
+		}
+		interval = next
 	}
+	b.InitialInterval, b.RandomizationFactor = interval, p.Jitter
+	b.Reset()
 	d := b.NextBackOff()
 	if d < 0 || d > p.Max {
 		// Jitter below the cap, so that jobs at the cap stay spread out.

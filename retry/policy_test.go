@@ -83,6 +83,23 @@ func TestNextDelayWithNaNFactorsUsesDefaults(t *testing.T) {
 	}
 }
 
+// TestNextDelayKeepsGrowingPastAttempt64: with a gentle multiplier the
+// delay still grows to its cap; stepping at most 64 times left it at
+// 1.05^63 ≈ 22 initial intervals for good (22 s, not the 1 h max), and a
+// job in an outage was retried 160 times an hour instead of once.
+func TestNextDelayKeepsGrowingPastAttempt64(t *testing.T) {
+	p := Policy{Initial: time.Second, Max: time.Hour, MaxElapsed: 48 * time.Hour, Multiplier: 1.05, Jitter: 0.1}
+	for _, tc := range []struct {
+		attempt int
+		base    time.Duration
+	}{{100, time.Duration(float64(time.Second) * math.Pow(1.05, 99))}, {200, time.Hour}, {5000, time.Hour}} {
+		d := p.NextDelay(tc.attempt)
+		if lo, hi := time.Duration(float64(tc.base)*0.89), time.Duration(float64(tc.base)*1.1); d < lo || d > hi {
+			t.Fatalf("NextDelay(%d) = %v, want within [%v, %v]", tc.attempt, d, lo, hi)
+		}
+	}
+}
+
 // memQueue is an in-memory Queue that records settled attempts.
 type memQueue struct {
 	jobs    []Job
