@@ -66,8 +66,9 @@ func (c *Config) validateOutbox() error {
 			"outbox.initial_interval/max_interval", "must be positive, max at least initial"},
 		{o.MaxInterval > maxRetryInterval, "outbox.max_interval (GATEWAY_OUTBOX_MAX_INTERVAL)", "must be at most 24h"},
 		{o.MaxElapsed <= 0, "outbox.max_elapsed (GATEWAY_OUTBOX_MAX_ELAPSED)", "must be positive"},
-		{o.Multiplier < 1, "outbox.multiplier (GATEWAY_OUTBOX_MULTIPLIER)", "must be at least 1"},
-		{o.Jitter < 0 || o.Jitter >= 1, "outbox.jitter (GATEWAY_OUTBOX_JITTER)", "must be in [0, 1)"},
+		// Written so that NaN, which fails every comparison, is refused.
+		{!(o.Multiplier >= 1), "outbox.multiplier (GATEWAY_OUTBOX_MULTIPLIER)", "must be at least 1"},
+		{!(o.Jitter >= 0 && o.Jitter < 1), "outbox.jitter (GATEWAY_OUTBOX_JITTER)", "must be in [0, 1)"},
 		{inv.BaseURL != "" && !httpURL(inv.BaseURL), "inventory.base_url (GATEWAY_INVENTORY_BASE_URL)",
 			"must be an http:// or https:// URL with a host (every job would fail until dead-lettered a day later)"},
 		{inv.BaseURL != "" && inv.Timeout <= 0, "inventory.timeout (GATEWAY_INVENTORY_TIMEOUT)", "must be positive"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,8 @@ func TestOutboxConfigValidation(t *testing.T) {
 		{"max interval past a day", func(c *Config) { c.Outbox.MaxInterval = 2000000 * time.Hour }, "outbox.max_interval"},
 		{"max interval of a day", func(c *Config) { c.Outbox.MaxInterval = 24 * time.Hour }, ""},
 		{"jitter of one", func(c *Config) { c.Outbox.Jitter = 1 }, "outbox.jitter"},
+		{"jitter NaN", func(c *Config) { c.Outbox.Jitter = math.NaN() }, "outbox.jitter"},
+		{"multiplier NaN", func(c *Config) { c.Outbox.Multiplier = math.NaN() }, "outbox.multiplier"},
 		{"lease shorter than two calls", func(c *Config) {
 			c.Inventory = InventoryConfig{BaseURL: "http://inv", Timeout: 20 * time.Second}
 		}, "outbox.lease"},
