@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
 	"errors"
@@ -115,6 +116,9 @@ func (c Config) preflight() error {
 	}
 	if _, err := gateway.ParseAPIKeys(c.Auth.APIKeys); err != nil {
 		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
+	}
+	if _, err := c.Redis.tlsConfig(); c.Redis.Addr != "" && err != nil {
+		return err
 	}
 	if !c.Refunds.JWT.configured() {
 		return nil
@@ -262,7 +266,10 @@ func (m *Main) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gate, locker := m.guards()
+	gate, locker, err := m.guards()
+	if err != nil {
+		return err
+	}
 	if err := m.checkGuards(ctx); err != nil {
 		return err
 	}
@@ -298,14 +305,19 @@ func (m *Main) wire(ctx context.Context) error {
 
 // guards returns the notification gate and the locker: Redis with an
 // in-process fallback when Redis is configured, in-process only otherwise.
-func (m *Main) guards() (gateway.Gate, gateway.Locker) {
+func (m *Main) guards() (gateway.Gate, gateway.Locker, error) {
 	memLocks := gateway.NewMemoryLocker()
 	memGate := gateway.NewMemoryGate(200_000, memLocks)
 	r := m.Config.Redis
 	if r.Addr == "" {
-		return memGate, memLocks
+		return memGate, memLocks, nil
 	}
-	rc := redisstore.Config{Addr: r.Addr, Password: r.Password, DB: r.DB, Prefix: r.Prefix, PoolSize: r.PoolSize,
+	tlsConfig, err := r.tlsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	rc := redisstore.Config{Addr: r.Addr, Username: r.Username, Password: r.Password, TLS: tlsConfig, DB: r.DB,
+		Prefix: r.Prefix, PoolSize: r.PoolSize,
 		DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
 		PoolTimeout: r.PoolTimeout, OpTimeout: r.OpTimeout, FinishDelay: r.FinishDelay, Observe: m.Metrics.ObserveRedis}
 	m.Redis = redisstore.NewClient(rc)
@@ -316,7 +328,33 @@ func (m *Main) guards() (gateway.Gate, gateway.Locker) {
 	m.limiter = gateway.FallbackLimiter{Primary: rs, Secondary: m.limiter, Hook: hook, Breaker: breaker,
 		Budget: rc.Wait(), Instances: r.Instances}
 	return gateway.FallbackGate{Primary: rs, Secondary: memGate, Hook: hook, Breaker: breaker},
-		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook, Breaker: breaker}
+		gateway.FallbackLocker{Primary: rs, Secondary: memLocks, Hook: hook, Breaker: breaker}, nil
+}
+
+// tlsConfig is the TLS spoken to Redis: nil without redis.tls; with it,
+// Redis's certificate is verified against redis.tls_ca_file, or the
+// system's roots, and the name in redis.addr.
+func (r RedisConfig) tlsConfig() (*tls.Config, error) {
+	if !r.TLS {
+		return nil, nil
+	}
+	host, _, err := net.SplitHostPort(r.Addr)
+	if err != nil {
+		host = "" // a unix socket: no name to check (a CA file still must sign the certificate)
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	if r.TLSCAFile == "" {
+		return c, nil
+	}
+	pem, err := os.ReadFile(r.TLSCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("config: redis.tls_ca_file: %w", err)
+	}
+	c.RootCAs = x509.NewCertPool()
+	if !c.RootCAs.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("config: redis.tls_ca_file %s: no PEM certificate in it", r.TLSCAFile)
+	}
+	return c, nil
 }
 
 // newVerifier builds the notification verifier from the public key file

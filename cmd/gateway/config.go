@@ -131,8 +131,13 @@ type DatabaseConfig struct {
 
 // RedisConfig is optional: an empty Addr means in-process guards.
 type RedisConfig struct {
-	Addr         string        `yaml:"addr"`
-	Password     string        `yaml:"password" secret:"true"`
+	Addr     string `yaml:"addr"`
+	Username string `yaml:"username"` // ACL user (Redis 6+); empty: the default user
+	Password string `yaml:"password" secret:"true"`
+	// TLS speaks TLS to Redis, verifying its certificate against
+	// TLSCAFile (PEM), or the system's roots when that is empty.
+	TLS          bool          `yaml:"tls"`
+	TLSCAFile    string        `yaml:"tls_ca_file"`
 	DB           int           `yaml:"db"`
 	Prefix       string        `yaml:"prefix"`
 	PoolSize     int           `yaml:"pool_size"`
@@ -447,6 +452,8 @@ func (c *Config) Validate() error {
 		// guards, as while Redis is down, with one log line saying so.
 		{c.Redis.Addr != "" && !redisAddr(c.Redis.Addr), "redis.addr (GATEWAY_REDIS_ADDR)",
 			"must be host:port (e.g. 10.0.0.5:6379), not a URL, or a unix socket's /path"},
+		{c.Redis.TLSCAFile != "" && !c.Redis.TLS, "redis.tls_ca_file (GATEWAY_REDIS_TLS_CA_FILE)",
+			"is set but redis.tls is not (GATEWAY_REDIS_TLS=true)"},
 		{c.Redis.BreakerCooldown > time.Minute, "redis.breaker_cooldown (GATEWAY_REDIS_BREAKER_COOLDOWN)",
 			"must be at most 1m (every guard stays on its per-instance fallback meanwhile)"},
 		{c.HTTP.WriteTimeout <= max(c.HTTP.APITimeout, c.HTTP.NotifyTimeout),

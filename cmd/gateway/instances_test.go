@@ -32,7 +32,9 @@ func TestRedisInstancesSetting(t *testing.T) {
 	cfg.Redis.Instances, cfg.Redis.Addr = 3, "127.0.0.1:1" // guards does not dial
 	m := &Main{Config: cfg, Metrics: gateway.NewMetrics(), limiter: gateway.NewMemoryLimiter()}
 	t.Cleanup(func() { m.Close() })
-	m.guards()
+	if _, _, err := m.guards(); err != nil {
+		t.Fatal(err)
+	}
 	if f, ok := m.limiter.(gateway.FallbackLimiter); !ok || f.Instances != 3 {
 		t.Fatalf("limiter %#v, want a FallbackLimiter with Instances 3", m.limiter)
 	}

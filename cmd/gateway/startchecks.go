@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -63,7 +65,9 @@ func checkRedis(ctx context.Context, c *redis.Client, timeout time.Duration) err
 	case err == nil:
 		return nil
 	case redisAuthError(err):
-		return fmt.Errorf("redis: %w: check redis.password (GATEWAY_REDIS_PASSWORD) and redis.db", err)
+		return fmt.Errorf("redis: %w: check redis.username, redis.password (GATEWAY_REDIS_PASSWORD) and redis.db", err)
+	case redisTLSError(err):
+		return fmt.Errorf("redis: %w: check redis.tls, redis.tls_ca_file and the host name in redis.addr", err)
 	}
 	slog.Error("redis does not answer at start; running on in-process guards until it does (per instance: "+
 		"rate limits, the failed-key lockout and notification locks are not shared)", "err", err)
@@ -84,6 +88,16 @@ func redisAuthError(err error) bool {
 		}
 	}
 	return false
+}
+
+// redisTLSError reports whether err is a TLS set-up that can never work:
+// a certificate not verified, or TLS spoken to a Redis that does not.
+func redisTLSError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var header tls.RecordHeaderError
+	var name x509.HostnameError
+	var authority x509.UnknownAuthorityError
+	return errors.As(err, &verify) || errors.As(err, &header) || errors.As(err, &name) || errors.As(err, &authority)
 }
 
 // checkGuards checks a configured Redis at start, and warns when a MySQL

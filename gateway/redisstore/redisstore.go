@@ -6,9 +6,11 @@ package redisstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,9 +26,12 @@ var (
 // Config bounds every Redis call; a slow or dead Redis must never hold a
 // request longer than these.
 type Config struct {
-	Addr         string
-	Password     string
-	DB           int
+	Addr     string // host:port, or a unix socket's /path
+	Username string // ACL user (Redis 6+); empty: the default user
+	Password string
+	DB       int
+	// TLS, when set, is spoken to Redis (a managed Redis may require it).
+	TLS          *tls.Config
 	Prefix       string        // key prefix, default "gw:"
 	PoolSize     int           // default 20
 	DialTimeout  time.Duration // default 200 ms
@@ -67,14 +72,22 @@ func (cfg Config) Wait() time.Duration {
 
 // NewClient returns a go-redis client with bounded pool and timeouts.
 func NewClient(cfg Config) *redis.Client {
+	network := "tcp"
+	if strings.HasPrefix(cfg.Addr, "/") {
+		network = "unix"
+	}
 	return redis.NewClient(&redis.Options{
-		Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB,
+		Network: network, Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB, TLSConfig: cfg.TLS,
 		PoolSize:     orInt(cfg.PoolSize, 20),
 		DialTimeout:  or(cfg.DialTimeout, 200*time.Millisecond),
 		ReadTimeout:  or(cfg.ReadTimeout, 100*time.Millisecond),
 		WriteTimeout: or(cfg.WriteTimeout, 100*time.Millisecond),
 		PoolTimeout:  or(cfg.PoolTimeout, defaultPoolTimeout),
 		MaxRetries:   1,
+		// One dial per attempt: go-redis would otherwise dial 5 times,
+		// 100 ms apart, so a Redis that refuses (a bad certificate, a
+		// closed port) would cost the whole op timeout, not one dial.
+		DialerRetries: 1,
 		// Without it go-redis ignores the context's deadline on the socket:
 		// with it, a call ends at the sooner of that and its own timeouts.
 		ContextTimeoutEnabled: true,
