@@ -91,6 +91,23 @@ func TestPanicAnswers500JSONAndIsLogged(t *testing.T) {
 	}
 }
 
+// TestPanicOnANotificationRouteAnswersFail: WeChat Pay's routes answer a
+// panic as they answer every failure, {"code":"FAIL"} with our code in
+// "reason", so WeChat Pay redelivers and its logs read as its protocol says.
+func TestPanicOnANotificationRouteAnswersFail(t *testing.T) {
+	captureLogs(t)
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.POST(notifyPrefix+"boom", func(*gin.Context) { panic("kaboom") })
+	})
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, httptest.NewRequest("POST", notifyPrefix+"boom", strings.NewReader("{}")))
+	var body map[string]string
+	_ = json.Unmarshal(w.Body.Bytes(), &body)
+	if w.Code != http.StatusInternalServerError || body["code"] != "FAIL" || body["reason"] != CodeInternal {
+		t.Fatalf("status=%d body=%s, want 500 FAIL with reason EINTERNAL", w.Code, w.Body)
+	}
+}
+
 // TestPanicMidAnswerCutsTheConnection: a handler that panics after part
 // of its answer went out (an export failing midway) cannot be answered
 // 500; the connection is cut, so the client sees a broken answer, not a

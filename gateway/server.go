@@ -276,7 +276,11 @@ func recovery() gin.HandlerFunc {
 			if c.Writer.Written() {
 				panic(http.ErrAbortHandler)
 			}
-			c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"code": CodeInternal, "message": "internal error"})
+			body := gin.H{"code": CodeInternal, "message": "internal error"}
+			if strings.HasPrefix(c.FullPath(), notifyPrefix) { // WeChat Pay's failure answer, as writeWechatFail's
+				body = gin.H{"code": "FAIL", "message": "internal error", "reason": CodeInternal}
+			}
+			c.AbortWithStatusJSON(http.StatusInternalServerError, body)
 		}()
 		c.Next()
 	}
