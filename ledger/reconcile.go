@@ -289,9 +289,18 @@ func (s *Store) comparePayments(ctx context.Context, rep *Reconciliation, bill *
 // are looked up, confirmed and repaired.
 func (rep *Reconciliation) validPayments(rows []BillPayment) []BillPayment {
 	var valid []BillPayment
+	seen := map[string]bool{}
 	for _, bp := range rows {
 		rep.BillPaid += bp.Amount
-		if why := bp.fault(); why != "" {
+		why := bp.fault()
+		if why == "" && seen[bp.OutTradeNo] {
+			// WeChat Pay's bill has one payment row per order: a second
+			// (crafted) one would be checked against the same read of
+			// the ledger and counted, or flagged, twice.
+			why = "a second payment row of the order"
+		}
+		seen[bp.OutTradeNo] = true
+		if why != "" {
 			rep.Items = append(rep.Items, invalidRow(ReconcileItem{OutTradeNo: bp.OutTradeNo, TransactionID: bp.TransactionID,
 				Bill: &ItemSide{State: "SUCCESS", Amount: bp.Amount, Line: bp.Line}}, why))
 			continue

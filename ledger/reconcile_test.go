@@ -804,6 +804,30 @@ func TestReconcileNeverAsksAboutOrdersWeChatPayCannotHave(t *testing.T) {
 	})
 }
 
+// TestReconcileSecondRowOfAnOrder: a bill naming one order's payment
+// twice (only a crafted bill does) repairs the lost payment once, reports
+// it repaired once, and the second row BILL_ROW_INVALID, never looked up.
+func TestReconcileSecondRowOfAnOrder(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		first := billPayment("twice-1", "tx-twice-1", 300)
+		second := first
+		second.Line = "`second line of twice-1"
+		asked := 0
+		confirm := func(_ context.Context, bp ledger.BillPayment) (ledger.Confirmed, error) {
+			asked++
+			return ledger.Confirmed{PayerTotal: bp.Amount}, nil
+		}
+		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{first, second}, Confirm: confirm})
+		if rep.Repaired != 1 || asked != 1 {
+			t.Fatalf("repaired %d, asked WeChat Pay %d times; want 1 and 1: %+v", rep.Repaired, asked, rep.Items)
+		}
+		if it := byLine(rep, second.Line); it == nil || it.Kind != ledger.MismatchBillRowInvalid || it.Repair != ledger.RepairRefused {
+			t.Fatalf("second row: %+v, want BILL_ROW_INVALID, refused", it)
+		}
+		assertRepaired(t, s, first)
+	})
+}
+
 // byLine finds the item of the bill row whose stored line is line.
 func byLine(rep *ledger.Reconciliation, line string) *ledger.ReconcileItem {
 	for i, it := range rep.Items {
