@@ -652,6 +652,32 @@ func TestOverRefundedCountsUnsettledRefunds(t *testing.T) {
 	}
 }
 
+// TestOverRefundedCountsRefundsOfUnknownOrders: a refund of an order the
+// ledger has no payment for exceeds what was paid (nothing) unless it gave
+// the money back (CLOSED, FAILED).
+func TestOverRefundedCountsRefundsOfUnknownOrders(t *testing.T) {
+	ctx := context.Background()
+	db, err := ledgertest.OpenMySQL(t).DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for no, state := range map[string]string{"G1": "SUCCESS", "G2": "PROCESSING", "G3": "FAILED", "G4": "CLOSED"} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO refunds (out_refund_no, out_trade_no, state, amount, total,
+			requester, created_at, updated_at) VALUES (?, ?, ?, 60, 100, 'o', ?, ?)`, "R"+no, no, state, time.Now(),
+			time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inv, err := overRefunded(&Evidence{Ctx: ctx, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(inv.Examples, ","); inv.Count != 2 || !strings.Contains(got, "ledger: G1") ||
+		!strings.Contains(got, "ledger: G2") {
+		t.Errorf("refunds of orders without a payment: %d over-refunded orders %v, want G1 and G2", inv.Count, inv.Examples)
+	}
+}
+
 // TestStockEffectsOfSkippedConfirmations: an order whose confirmation the
 // gateway skipped (refunded in full first) needs no confirmation and its
 // refund no release; a skip the refunds do not cover, or a confirmation
