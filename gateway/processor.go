@@ -154,8 +154,12 @@ func (p *Processor) guarded(ctx context.Context, n *Notice, apply func() error) 
 			return nil
 		}
 	}
+	committed := false
+	// Deferred: a panic in apply (answered 500 by the router) must not
+	// leave the lock held for its whole TTL, nor in memory for good.
+	defer func() { p.finish(ctx, keys, adm.Token, committed) }()
 	err = apply()
-	p.finish(ctx, keys, adm.Token, err == nil)
+	committed = err == nil
 	return err
 }
 
