@@ -129,21 +129,16 @@ func (s *Store) Prefix() string { return s.prefix }
 // OpTimeout returns the bound of one Redis call.
 func (s *Store) OpTimeout() time.Duration { return s.opTime }
 
-// setOwned is SET NX that survives go-redis's own retry: when a reply is
-// late the client sends the command again, and the retry finds the key its
-// first try set. The value is a per-call token, so reading it back tells
-// "someone else set it" from "our earlier attempt set it".
-func (s *Store) setOwned(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
-	ok, err := s.client.SetNX(ctx, key, token, ttl).Result()
-	if err != nil || ok {
-		return ok, err
-	}
-	got, err := s.client.Get(ctx, key).Result()
-	if errors.Is(err, redis.Nil) {
-		return false, nil // set by someone else and already expired
-	}
-	return got == token, err
-}
+// lockScript is SET NX that survives go-redis's own retry: when a reply
+// is late the client sends the script again, and the retry finds the key
+// its first try set. The value is a per-call token, so reading it back
+// tells "someone else holds it" from "our earlier attempt took it". One
+// round trip, held or free: two (SET NX, then GET) could each answer in
+// time and still run out the call's op timeout together.
+var lockScript = redis.NewScript(`
+if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return 1 end
+if redis.call("GET", KEYS[1]) == ARGV[1] then return 1 end
+return 0`)
 
 // TryLock implements gateway.Locker.
 func (s *Store) TryLock(ctx context.Context, key string, ttl time.Duration) (_ string, _ bool, err error) {
@@ -151,7 +146,8 @@ func (s *Store) TryLock(ctx context.Context, key string, ttl time.Duration) (_ s
 	ctx, cancel := context.WithTimeout(ctx, s.opTime)
 	defer cancel()
 	token := gateway.NewToken()
-	ok, err := s.setOwned(ctx, s.prefix+"lock:"+key, token, ttl)
+	n, err := lockScript.Run(ctx, s.client, []string{s.prefix + "lock:" + key}, token, max(ttl.Milliseconds(), 1)).Int()
+	ok := n == 1
 	if err != nil {
 		// The SET may have run with its answer lost: the caller falls
 		// back to memory, so a lock taken under token would hold off

@@ -118,6 +118,39 @@ func TestLockOnlyOwnerReleases(t *testing.T) {
 	}
 }
 
+// countCommands counts the commands a client sends one at a time.
+type countCommands struct{ cmds atomic.Int64 }
+
+func (h *countCommands) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countCommands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.cmds.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countCommands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestHeldLockIsOneRoundTrip: asking for a lock someone holds costs one
+// round trip, as taking a free one does, so both fit one op timeout
+// whenever Redis answers within it.
+func TestHeldLockIsOneRoundTrip(t *testing.T) {
+	s := redistest.Store(t)
+	ctx := context.Background()
+	if _, ok, err := s.TryLock(ctx, "held", time.Minute); err != nil || !ok {
+		t.Fatalf("first lock: ok=%v err=%v", ok, err)
+	}
+	hook := &countCommands{}
+	s.Client().AddHook(hook)
+	if _, ok, err := s.TryLock(ctx, "held", time.Minute); err != nil || ok {
+		t.Fatalf("second lock: ok=%v err=%v, want refused", ok, err)
+	}
+	if n := hook.cmds.Load(); n != 1 {
+		t.Fatalf("a held lock took %d round trips, want 1", n)
+	}
+}
+
 // TestDeadRedisFailsFastAndFallsBack points the store at a port that
 // accepts connections but never answers (a hung Redis) and checks that
 // each call gives up within the configured bound and the fallback works.
