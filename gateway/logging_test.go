@@ -270,3 +270,34 @@ func TestTrailingSlashIsNotRedirected(t *testing.T) {
 		}
 	}
 }
+
+// TestPanicBeforeTheAnswerDropsItsHeaders: a handler that set the headers
+// of its answer (an export's CSV type and attachment name) and panicked
+// before any of it went out is answered 500 JSON as JSON, not as a CSV
+// download holding the error; the request id stays.
+func TestPanicBeforeTheAnswerDropsItsHeaders(t *testing.T) {
+	captureLogs(t)
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.GET("/export", func(c *gin.Context) {
+			startCSV(c, "payments.csv", []string{"a", "b"}) // buffered: nothing written yet
+			panic("kaboom")
+		})
+	})
+	req := httptest.NewRequest("GET", "/export", nil)
+	req.Header.Set("X-Request-Id", "req-export-1")
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, req)
+	var body map[string]string
+	if w.Code != http.StatusInternalServerError || json.Unmarshal(w.Body.Bytes(), &body) != nil || body["code"] != CodeInternal {
+		t.Fatalf("status=%d body=%s, want 500 EINTERNAL", w.Code, w.Body)
+	}
+	if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("Content-Type %q, want application/json", ct)
+	}
+	if cd := w.Header().Get("Content-Disposition"); cd != "" {
+		t.Errorf("Content-Disposition %q on the error answer", cd)
+	}
+	if id := w.Header().Get("X-Request-Id"); id != "req-export-1" {
+		t.Errorf("X-Request-Id %q, want req-export-1", id)
+	}
+}

@@ -276,6 +276,13 @@ func recovery() gin.HandlerFunc {
 			if c.Writer.Written() {
 				panic(http.ErrAbortHandler)
 			}
+			// The headers the handler set were for the answer it did not
+			// send (an export's text/csv attachment): the 500 is JSON.
+			for k := range c.Writer.Header() {
+				if k != "X-Request-Id" {
+					c.Writer.Header().Del(k)
+				}
+			}
 			body := gin.H{"code": CodeInternal, "message": "internal error"}
 			if strings.HasPrefix(c.FullPath(), notifyPrefix) { // WeChat Pay's failure answer, as writeWechatFail's
 				body = gin.H{"code": "FAIL", "message": "internal error", "reason": CodeInternal}
