@@ -563,7 +563,7 @@ func (c *Client) download(ctx context.Context, link billLink) ([]byte, error) {
 	}
 	result, err := c.raw.Get(ctx, link.DownloadURL)
 	if err != nil {
-		return nil, c.fail(ctx, "download", "bill", result, err)
+		return nil, c.fail(ctx, "download", "bill", result, withoutQuery(err))
 	}
 	defer result.Response.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(result.Response.Body, maxBillSize+1))
@@ -578,6 +578,19 @@ func (c *Client) download(ctx context.Context, link billLink) ([]byte, error) {
 		return nil, fmt.Errorf("download: sha1 %s, want %s", got, link.HashValue)
 	}
 	return data, nil
+}
+
+// withoutQuery drops the query (the download link's token) from the
+// address a *url.Error quotes: the error is logged.
+func withoutQuery(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			u.RawQuery = ""
+			ue.URL = u.String()
+		}
+	}
+	return err
 }
 
 // fail classifies a failed call and wraps it with the operation and key.

@@ -358,6 +358,22 @@ func TestClientTradeBillTooLarge(t *testing.T) {
 	}
 }
 
+// TestBillDownloadErrorHidesTheToken: a download whose connection breaks
+// fails without the link's token in its error (which is logged): Go's
+// URL errors quote the whole address.
+func TestBillDownloadErrorHidesTheToken(t *testing.T) {
+	e := newClientEnv(t, nil)
+	e.pay(t, "T1", 1000)
+	e.sim.SetFaults(wxpaysim.Faults{PathPrefix: "/v3/billdownload/", DropNext: 5}) // net/http retries a GET once
+	_, err := e.client.TradeBill(context.Background(), today())
+	if err == nil || !wechatpay.IsUnknownOutcome(err) {
+		t.Fatalf("err = %v, want the download's broken connection", err)
+	}
+	if strings.Contains(err.Error(), "token=") || !strings.Contains(err.Error(), "/v3/billdownload/file") {
+		t.Fatalf("err = %v, want the download's address without its query", err)
+	}
+}
+
 func TestClientTradeBillFaults(t *testing.T) {
 	tests := []struct {
 		name            string
