@@ -62,3 +62,40 @@ func TestDecodeJSONTakesTrailingWhitespace(t *testing.T) {
 		t.Fatalf("decode = %v, amount %d", err, v.Amount)
 	}
 }
+
+// TestDecodeJSONRefusesOtherMediaTypes: a body labelled as anything but
+// JSON (a form, text, JSON in another charset) is 415, not read as JSON
+// anyway; a body without a Content-Type is read as JSON.
+func TestDecodeJSONRefusesOtherMediaTypes(t *testing.T) {
+	for _, tc := range []struct {
+		ctype string
+		ok    bool
+	}{
+		{"", true},
+		{"application/json", true},
+		{"application/json; charset=utf-8", true},
+		{"Application/JSON; charset=UTF-8", true},
+		{"text/plain", false},
+		{"text/plain; charset=utf-8", false},
+		{"application/x-www-form-urlencoded", false},
+		{"multipart/form-data; boundary=x", false},
+		{"application/json; charset=iso-8859-1", false},
+		{"application/json;;", false},
+	} {
+		c, _ := gin.CreateTestContext(httptest.NewRecorder())
+		c.Request = httptest.NewRequest("POST", "/", strings.NewReader(`{"amount":30}`))
+		if tc.ctype != "" {
+			c.Request.Header.Set("Content-Type", tc.ctype)
+		}
+		var v struct {
+			Amount int64 `json:"amount"`
+		}
+		err := DecodeJSON(c, 1<<10, &v)
+		switch {
+		case tc.ok && (err != nil || v.Amount != 30):
+			t.Errorf("%q: %v (amount %d), want it read", tc.ctype, err, v.Amount)
+		case !tc.ok && (ErrorCode(err) != CodeUnsupportedType || Status(err) != 415):
+			t.Errorf("%q: %v (amount %d), want 415 %s", tc.ctype, err, v.Amount, CodeUnsupportedType)
+		}
+	}
+}

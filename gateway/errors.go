@@ -36,13 +36,15 @@ const (
 	// The day's trade bill cannot be read: its report is stored UNREADABLE
 	// and a person must act; running it again at once cannot help.
 	CodeBillUnreadable = "EBILL_UNREADABLE"
+	// A request body labelled as another media type than JSON.
+	CodeUnsupportedType = "EUNSUPPORTED_MEDIA_TYPE"
 )
 
 var statusByCode = map[string]int{
 	CodeInvalid: 400, CodeTooLarge: 413, CodeSignature: 401, CodeStale: 401, CodeReplay: 401,
 	CodeDecrypt: 400, CodeMerchant: 400, CodeConflict: 409, CodeUnauthorized: 401, CodeForbidden: 403,
 	CodeNotFound: 404, CodeUnavailable: 503, CodeInternal: 500, CodeRateLimited: 429, CodeInFlight: 409,
-	CodeKeyReused: 422, CodeUnprocessable: 422, CodeDayNotOver: 400, CodeBillUnreadable: 422,
+	CodeKeyReused: 422, CodeUnprocessable: 422, CodeDayNotOver: 400, CodeBillUnreadable: 422, CodeUnsupportedType: 415,
 }
 
 // Error is an error with a stable code and a message safe to show clients.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"reflect"
 	"regexp"
@@ -66,8 +67,12 @@ func (o orderRequest) validate(earliest time.Time) error {
 }
 
 // DecodeJSON reads a JSON body strictly: unknown fields and trailing data
-// are errors.
+// are errors, and so (415) is a body labelled as another media type than
+// JSON in UTF-8; one without a Content-Type is read as JSON.
 func DecodeJSON(c *gin.Context, max int64, v any) error {
+	if !jsonContentType(c.GetHeader("Content-Type")) {
+		return &Error{Code: CodeUnsupportedType, Message: "Content-Type must be application/json"}
+	}
 	body, err := ReadBody(c, max)
 	if err != nil {
 		return err
@@ -83,6 +88,21 @@ func DecodeJSON(c *gin.Context, max int64, v any) error {
 		return &Error{Code: CodeInvalid, Message: "malformed JSON: trailing data"}
 	}
 	return exactKeys(body, v)
+}
+
+// jsonContentType accepts no Content-Type, or application/json with no
+// charset or UTF-8's: a form or text body is no JSON the client meant,
+// and JSON in another charset would be read as other text than was sent.
+func jsonContentType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
 // jsonProblem says what is wrong with a body in the API's words: the

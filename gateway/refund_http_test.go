@@ -187,3 +187,36 @@ func answerOrErr(a *Answer, err error) string {
 	}
 	return fmt.Sprintf("%d replayed=%v %s", a.Status, a.Replayed, a.Body)
 }
+
+// TestRefundInAnotherMediaTypeLeavesNoTrace: POST /v1/refunds with a
+// body labelled as a form or as text is 415 before anything is recorded:
+// no refund, no idempotency key, no history.
+func TestRefundInAnotherMediaTypeLeavesNoTrace(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		paidBy(t, s, "ctype-1", "o-ctype")
+		svc := NewRefundService(RefundConfig{CallTimeout: 3 * time.Second}, s, &countedRefunds{}, NewMemoryLocker())
+		d := &Deps{APITimeout: time.Second, MaxBodyBytes: 1 << 16}
+		r := gin.New()
+		r.POST("/v1/refunds", func(c *gin.Context) { c.Set(openIDKey, "o-ctype"); createRefund(c, d, svc) })
+		var history int64
+		s.DB().Table("state_history").Count(&history)
+		for _, ctype := range []string{"text/plain", "application/x-www-form-urlencoded"} {
+			req := httptest.NewRequest("POST", "/v1/refunds", strings.NewReader(`{"out_trade_no":"ctype-1","amount":40}`))
+			req.Header.Set("Content-Type", ctype)
+			req.Header.Set("Idempotency-Key", "k-ctype")
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code != http.StatusUnsupportedMediaType || !strings.Contains(w.Body.String(), `"code":"`+CodeUnsupportedType+`"`) {
+				t.Errorf("%s: %d %s, want 415 %s", ctype, w.Code, w.Body, CodeUnsupportedType)
+			}
+		}
+		var refunds, keys, after int64
+		s.DB().Table("refunds").Count(&refunds)
+		s.DB().Table("idempotency_keys").Count(&keys)
+		s.DB().Table("state_history").Count(&after)
+		if refunds != 0 || keys != 0 || after != history {
+			t.Fatalf("%d refunds, %d keys, %d new history rows; want none", refunds, keys, after-history)
+		}
+	})
+}
