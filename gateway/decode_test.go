@@ -29,6 +29,8 @@ func TestDecodeJSONSpeaksTheAPI(t *testing.T) {
 		{`{"amount":1,}`, `malformed JSON: syntax error at byte 13`},
 		{`{"x":1}`, `malformed JSON: unknown field "x"`},
 		{`{"expire_at":"tomorrow"}`, `malformed JSON: times are RFC 3339, e.g. 2026-11-30T20:00:00+08:00`},
+		{`{"expire_at":1767225600}`, `malformed JSON: times are RFC 3339, e.g. 2026-11-30T20:00:00+08:00`},
+		{`{"expire_at":{}}`, `malformed JSON: times are RFC 3339, e.g. 2026-11-30T20:00:00+08:00`},
 		// One object only: a proxy or a log must not read another value
 		// than the gateway acts on.
 		{`{"amount":1}}`, `malformed JSON: trailing data`},

@@ -118,7 +118,7 @@ func jsonProblem(err error) string {
 		return "the body must be " + jsonKind(typeErr.Type)
 	case errors.As(err, &syntaxErr):
 		return "syntax error at byte " + strconv.FormatInt(syntaxErr.Offset, 10)
-	case errors.As(err, &timeErr):
+	case errors.As(err, &timeErr), strings.HasPrefix(err.Error(), "Time.UnmarshalJSON: "): // a number, say, for a time
 		return "times are RFC 3339, e.g. 2026-11-30T20:00:00+08:00"
 	case errors.Is(err, io.EOF):
 		return "empty body"
