@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"paygateway/ledger"
 )
@@ -167,6 +168,8 @@ func (p RefundParams) validate() error {
 		return &Error{Code: CodeInvalid, Message: "amount must be a positive number of fen"}
 	case len(p.Reason) > 80: // WeChat Pay counts bytes: 26 Chinese characters fit, 27 do not
 		return &Error{Code: CodeInvalid, Message: "reason is at most 80 bytes of UTF-8"}
+	case strings.IndexFunc(p.Reason, unicode.IsControl) >= 0: // shown to the payer in WeChat's refund message
+		return &Error{Code: CodeInvalid, Message: "reason must not hold control characters (line breaks, tabs, NUL)"}
 	}
 	return nil
 }

@@ -333,6 +333,11 @@ func TestRefundRefusals(t *testing.T) {
 				// 27 characters but 81 bytes: WeChat Pay counts bytes.
 				{"reason over 80 bytes", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"` + strings.Repeat("退", 27) + `"}`,
 					400, gateway.CodeInvalid},
+				// Shown to the payer in WeChat's refund message: no control characters.
+				{"reason with a control character", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"a\u0000b"}`,
+					400, gateway.CodeInvalid},
+				{"reason with a line break", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"a\nb"}`,
+					400, gateway.CodeInvalid},
 			}
 			// Someone else's order is answered as an unknown one, word for
 			// word: order numbers cannot be probed.
