@@ -28,8 +28,10 @@ func RefundNotifyRoute(r *gin.Engine, d *Deps) {
 
 func createRefund(c *gin.Context, d *Deps, svc *RefundService) {
 	key := c.GetHeader("Idempotency-Key")
-	if !validIdempotencyKey(key) {
-		writeError(c, &Error{Code: CodeInvalid, Message: "Idempotency-Key header (1-128 printable ASCII characters) is required"})
+	// One key only: with two, a proxy that keeps the last would see
+	// another key than this handler, which reads the first.
+	if !validIdempotencyKey(key) || len(c.Request.Header.Values("Idempotency-Key")) > 1 {
+		writeError(c, &Error{Code: CodeInvalid, Message: "one Idempotency-Key header (1-128 printable ASCII characters) is required"})
 		return
 	}
 	var p RefundParams

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -356,6 +357,18 @@ func TestRefundRefusals(t *testing.T) {
 						}
 					}
 				})
+			}
+			// Two keys: a proxy keeping the last would see another than the first.
+			twice, _ := http.NewRequest("POST", e.m.URL()+"/v1/refunds", strings.NewReader(`{"out_trade_no":"`+no+`","amount":1}`))
+			twice.Header.Set("Content-Type", "application/json")
+			twice.Header.Set("Authorization", "Bearer "+tok)
+			twice.Header.Add("Idempotency-Key", "k1")
+			twice.Header.Add("Idempotency-Key", "k2")
+			if a := do(t, twice); a.status != 400 || a.json(t)["code"] != gateway.CodeInvalid {
+				t.Fatalf("two Idempotency-Key headers: %d %s, want 400 EINVALID", a.status, a.body)
+			}
+			if refunds, keys := refundRows(t, e.m, no); refunds != 0 || keys != 0 {
+				t.Fatalf("two Idempotency-Key headers: %d refunds, %d keys recorded, want none", refunds, keys)
 			}
 			if a := e.refund(t, tok, "reused", refundBody(no, 10)); a.status != 201 {
 				t.Fatalf("first use: %d %s", a.status, a.body)
