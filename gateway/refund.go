@@ -217,7 +217,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 		if r, err = s.store.Refund(wctx, k.ResourceKey); err == nil {
 			r = s.resolve(wctx, r, ledger.SourceAPI, false)
 		}
-	} else if r, ans, err = s.first(ctx, wctx, openid, idemKey, p); err != nil {
+	} else if r, ans, err = s.first(ctx, wctx, k, p); err != nil {
 		return nil, err
 	}
 	if err != nil {
@@ -239,7 +239,8 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 // A refusal before anything is recorded releases the key. When WeChat Pay
 // answers at once, the answer returned (ans.Stored) was stored under the
 // key in the transaction that recorded WeChat's answer.
-func (s *RefundService) first(ctx, wctx context.Context, openid, idemKey string, p RefundParams) (*ledger.Refund, *ledger.IdemAnswer, error) {
+func (s *RefundService) first(ctx, wctx context.Context, k *ledger.IdemKey, p RefundParams) (*ledger.Refund, *ledger.IdemAnswer, error) {
+	openid, idemKey := k.Scope, k.Key
 	// A request the ledger would refuse spends none of WeChat's quota.
 	err := refundError(s.store.CheckRefund(wctx, p.OutTradeNo, openid, p.Amount))
 	if err == nil {
@@ -253,7 +254,7 @@ func (s *RefundService) first(ctx, wctx context.Context, openid, idemKey string,
 		// On a budget of its own: the failure may be wctx running out.
 		rctx, rcancel := recordContext(ctx)
 		defer rcancel()
-		if rerr := s.store.ReleaseIdempotent(rctx, openid, idemKey, p.hash()); rerr != nil {
+		if rerr := s.store.ReleaseIdempotent(rctx, openid, idemKey, p.hash(), k.LockedUntil); rerr != nil {
 			slog.ErrorContext(ctx, "release idempotency key", "out_trade_no", p.OutTradeNo, "err", rerr)
 		}
 		return nil, nil, err

@@ -230,11 +230,13 @@ func (s *Store) storeAnswer(tx *gorm.DB, a *IdemAnswer, r *Refund) error {
 
 // ReleaseIdempotent forgets a key whose request did not start executing
 // (refused before anything was recorded), so nothing is kept for it.
-// A key that already names a refund, or that a request with other
-// parameters took over, is kept.
-func (s *Store) ReleaseIdempotent(ctx context.Context, scope, key, hash string) error {
-	err := s.db.WithContext(ctx).Where("scope = ? AND idem_key = ? AND state = ? AND resource_key IS NULL AND request_hash = ?",
-		scope, key, IdemInFlight, hash).Delete(&idemRow{}).Error
+// heldUntil is the LockedUntil BeginIdempotent gave the caller: a key
+// that already names a refund, or that another request took over (its
+// lock ran out; a takeover sets a new locked_until, with the same
+// parameters too), is kept.
+func (s *Store) ReleaseIdempotent(ctx context.Context, scope, key, hash string, heldUntil time.Time) error {
+	err := s.db.WithContext(ctx).Where("scope = ? AND idem_key = ? AND state = ? AND resource_key IS NULL AND request_hash = ? "+
+		"AND locked_until = ?", scope, key, IdemInFlight, hash, dbTime(heldUntil)).Delete(&idemRow{}).Error
 	if err != nil {
 		return fmt.Errorf("release idempotency key %s: %w", key, err)
 	}

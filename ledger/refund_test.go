@@ -345,6 +345,53 @@ func TestTakeOverDoesNotUndoALink(t *testing.T) {
 	})
 }
 
+// TestTakenOverHolderCannotReleaseTheRetrysKey: a request whose hold ran
+// out and whose key a retry with the same parameters took over is then
+// refused (before recording anything) and releases its key: the retry's
+// key stays, and the retry's refund is made under it.
+func TestTakenOverHolderCannotReleaseTheRetrysKey(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "r11", 100)
+		held, _, err := s.BeginIdempotent(ctx, "openid-1", "k11", "h-same", -time.Second, 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, run, err := s.BeginIdempotent(ctx, "openid-1", "k11", "h-same", time.Minute, 24*time.Hour); err != nil || !run {
+			t.Fatalf("takeover: run=%v err=%v", run, err)
+		}
+		if err := s.ReleaseIdempotent(ctx, "openid-1", "k11", "h-same", held.LockedUntil); err != nil {
+			t.Fatal(err)
+		}
+		req := refundReq("r11", "rf-retry", 20)
+		req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", "k11", "h-same"
+		if _, err := s.CreateRefund(ctx, req); err != nil {
+			t.Fatalf("the retry's refund after the old holder's release: %v", err)
+		}
+		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k11", "h-same", time.Minute, 24*time.Hour); !errors.Is(err, ledger.ErrInFlight) {
+			t.Fatalf("the key after the old holder's release: err = %v, want still the retry's, in flight", err)
+		}
+	})
+}
+
+// TestReleaseForgetsTheHoldersKey: a request refused before recording
+// anything releases its key, so a retry starts afresh.
+func TestReleaseForgetsTheHoldersKey(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		held, _, err := s.BeginIdempotent(ctx, "openid-1", "k12", "h-1", time.Minute, 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ReleaseIdempotent(ctx, "openid-1", "k12", "h-1", held.LockedUntil); err != nil {
+			t.Fatal(err)
+		}
+		if _, run, err := s.BeginIdempotent(ctx, "openid-1", "k12", "h-2", time.Minute, 24*time.Hour); err != nil || !run {
+			t.Fatalf("a retry with other parameters after the release: run=%v err=%v, want a fresh key", run, err)
+		}
+	})
+}
+
 // TestTakenOverHolderCannotLinkOrFinish: the other order of the same
 // race. A retry with other parameters takes over a key whose holder
 // seemed dead (its lock ran out, nothing linked); the holder then wakes
@@ -354,7 +401,8 @@ func TestTakenOverHolderCannotLinkOrFinish(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
 		paidOrder(t, s, "r10", 100)
-		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k10", "h-old", -time.Second, 24*time.Hour); err != nil {
+		held, _, err := s.BeginIdempotent(ctx, "openid-1", "k10", "h-old", -time.Second, 24*time.Hour)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if _, run, err := s.BeginIdempotent(ctx, "openid-1", "k10", "h-new", time.Minute, 24*time.Hour); err != nil || !run {
@@ -368,7 +416,7 @@ func TestTakenOverHolderCannotLinkOrFinish(t *testing.T) {
 		if err := s.FinishIdempotent(ctx, "openid-1", "k10", "h-old", 201, []byte(`{"old":1}`)); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.ReleaseIdempotent(ctx, "openid-1", "k10", "h-old"); err != nil {
+		if err := s.ReleaseIdempotent(ctx, "openid-1", "k10", "h-old", held.LockedUntil); err != nil {
 			t.Fatal(err)
 		}
 		req := refundReq("r10", "rf-new", 20)
