@@ -124,9 +124,14 @@ func writeTestPKI(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 // does: running every instance on its own fallbacks would hide it.
 func TestRedisTLSUserAndSocket(t *testing.T) {
 	r := startPrivateRedis(t)
+	// A TLS handshake on a loaded machine (CI runs -race beside other
+	// packages) may outlast the start's 500 ms check and the 200 ms dial:
+	// a refusal must be told from a Redis that does not answer in time.
+	defer func(d time.Duration) { redisStartCheck = d }(redisStartCheck)
+	redisStartCheck = 10 * time.Second
 	start := func(t *testing.T, set func(c *RedisConfig)) (*Main, error) {
 		cfg := testConfig(t, backend{name: "sqlite"})
-		cfg.Redis.Prefix = "tls-test:"
+		cfg.Redis.Prefix, cfg.Redis.DialTimeout = "tls-test:", 5*time.Second
 		set(&cfg.Redis)
 		return NewMain(context.Background(), cfg)
 	}
