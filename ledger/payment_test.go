@@ -45,6 +45,32 @@ func TestApplyTransactionRecordsOnce(t *testing.T) {
 	})
 }
 
+// TestPaymentWithoutSuccessTime: a paid answer without a success_time is
+// recorded at the notice's create_time, so it is in that day's totals
+// (and reconciliation), not in none.
+func TestPaymentWithoutSuccessTime(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		u := paid("n-no-time", "o-no-time", "tx-no-time", 100)
+		u.SuccessTime = time.Time{}
+		u.Notice.CreateTime = time.Date(2026, 11, 23, 1, 2, 4, 0, time.UTC) // 09:02 on the 23rd in China
+		p, err := s.ApplyTransaction(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.SuccessTime == nil || !p.SuccessTime.Equal(u.Notice.CreateTime) {
+			t.Fatalf("success_time %v, want the notice's create_time %v", p.SuccessTime, u.Notice.CreateTime)
+		}
+		days, err := s.DailyTotals(ctx, "2026-11-23", "2026-11-23")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(days) != 1 || days[0].PaidCount != 1 || days[0].Paid != 100 {
+			t.Fatalf("totals of 2026-11-23: %+v, want the payment in them", days)
+		}
+	})
+}
+
 func TestRegisteredOrderLifecycle(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()

@@ -393,8 +393,15 @@ func fillPaid(row *paymentRow, u TransactionUpdate) {
 	// registered with (a request's word, kept in registered_openid).
 	row.PayerOpenID = nonEmpty(u.PayerOpenID)
 	row.AppID, row.MchID = nonEmpty(u.AppID), nonEmpty(u.MchID)
-	if !u.SuccessTime.IsZero() {
-		st := dbTime(u.SuccessTime)
+	// A paid answer without a success_time (or one not RFC 3339) falls
+	// back to when WeChat Pay made the notice (or the query was answered):
+	// a payment without one would be in no day's totals or reconciliation.
+	paidAt := u.SuccessTime
+	if paidAt.IsZero() {
+		paidAt = u.Notice.CreateTime
+	}
+	if !paidAt.IsZero() {
+		st := dbTime(paidAt)
 		row.SuccessTime = &st
 	}
 }
