@@ -91,7 +91,8 @@ func redisAuthError(err error) bool {
 }
 
 // redisTLSError reports whether err is a TLS set-up that can never work:
-// a certificate not verified, or TLS spoken to a Redis that does not.
+// a certificate not verified, or an answer that is no TLS. (A plain Redis
+// itself answers a ClientHello with nothing: that looks like no answer.)
 func redisTLSError(err error) bool {
 	var verify *tls.CertificateVerificationError
 	var header tls.RecordHeaderError

@@ -129,15 +129,22 @@ func (s *Store) Prefix() string { return s.prefix }
 // OpTimeout returns the bound of one Redis call.
 func (s *Store) OpTimeout() time.Duration { return s.opTime }
 
-// lockScript is SET NX that survives go-redis's own retry: when a reply
-// is late the client sends the script again, and the retry finds the key
-// its first try set. The value is a per-call token, so reading it back
-// tells "someone else holds it" from "our earlier attempt took it". One
-// round trip, held or free: two (SET NX, then GET) could each answer in
-// time and still run out the call's op timeout together.
-var lockScript = redis.NewScript(`
-if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return 1 end
-if redis.call("GET", KEYS[1]) == ARGV[1] then return 1 end
+// claimLua is SET NX that survives go-redis's own retry: when a reply is
+// late the client sends the script again, and the retry finds the key its
+// first try set. The value is a per-call token, so reading it back tells
+// "someone else holds it" from "our earlier attempt took it".
+const claimLua = `
+local function claim(key, token, ttl)
+  if redis.call("SET", key, token, "NX", "PX", ttl) then return true end
+  return redis.call("GET", key) == token
+end
+`
+
+// lockScript takes a lock in one round trip, held or free: two (SET NX,
+// then GET) could each answer in time and still run out the call's op
+// timeout together.
+var lockScript = redis.NewScript(claimLua + `
+if claim(KEYS[1], ARGV[1], ARGV[2]) then return 1 end
 return 0`)
 
 // TryLock implements gateway.Locker.
@@ -177,11 +184,7 @@ func (s *Store) Unlock(ctx context.Context, key, token string) (err error) {
 // admitScript is the gate's first round trip. SET NX with a per-call
 // token, read back on a clash, survives go-redis re-sending the script
 // after a late reply (the retry finds its own token, not a replay).
-var admitScript = redis.NewScript(`
-local function claim(key, token, ttl)
-  if redis.call("SET", key, token, "NX", "PX", ttl) then return true end
-  return redis.call("GET", key) == token
-end
+var admitScript = redis.NewScript(claimLua + `
 if not claim(KEYS[1], ARGV[1], ARGV[2]) then return "replay" end
 if redis.call("EXISTS", KEYS[2]) == 1 then return "done" end
 if claim(KEYS[3], ARGV[1], ARGV[3]) then return "locked" end
