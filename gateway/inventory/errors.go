@@ -70,12 +70,14 @@ func statusError(status int, code string, body []byte) error {
 // in a bad minute say nothing about the operation, and as permanent errors
 // they would dead-letter every confirmation sent meanwhile (holding each
 // order's releases behind it) until someone replayed them one by one.
-// They still end in DEAD after outbox.max_elapsed.
+// 425 Too Early is a front end refusing a request sent in TLS early data
+// until the handshake is done: it asks for the same request again. They
+// still end in DEAD after outbox.max_elapsed.
 func isUnknownStatus(status int) bool {
 	switch status {
 	case http.StatusUnauthorized, http.StatusForbidden, http.StatusProxyAuthRequired,
 		http.StatusNotFound, http.StatusRequestTimeout,
-		http.StatusConflict, http.StatusTooManyRequests:
+		http.StatusConflict, http.StatusTooEarly, http.StatusTooManyRequests:
 		return true
 	}
 	return status < 400 || status >= 500

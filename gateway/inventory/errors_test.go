@@ -55,6 +55,7 @@ func TestConfirmClassifiesStatus(t *testing.T) {
 		{"conflict", 409, `{"code":"OTHER"}`, inventory.IsUnknown},
 		{"key mismatch", 409, `{"code":"IDEMPOTENCY_MISMATCH"}`, inventory.IsPermanent},
 		{"unprocessable", 422, `{"code":"OUT_OF_STOCK"}`, inventory.IsPermanent},
+		{"too early", 425, "", inventory.IsUnknown},
 		{"too many requests", 429, "", inventory.IsUnknown},
 		{"internal", 500, "", inventory.IsUnknown},
 		{"bad gateway", 502, "", inventory.IsUnknown},
