@@ -413,7 +413,7 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 		return s.applyWx(ctx, r, wx, ledger.SourceQuery, nil)
 	case errors.Is(err, ErrRemoteNotFound):
 		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
-			Source: ledger.SourceAPI, LastError: refusal.Error()})
+			Source: ledger.SourceAPI, LastError: refusal.Error(), Attempt: r.Attempts})
 	}
 	slog.WarnContext(ctx, "refused re-send, query inconclusive", "out_trade_no", r.OutTradeNo,
 		"out_refund_no", r.OutRefundNo, "refusal", refusal, "err", err)
@@ -445,7 +445,7 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 		// later WeChat Pay does not know the refund: it was refused
 		// indeed. Sending again would meet the same refusal.
 		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
-			Source: ledger.SourceQuery, LastError: r.LastError})
+			Source: ledger.SourceQuery, LastError: r.LastError, Attempt: r.Attempts})
 	case errors.Is(err, ErrRemoteNotFound) && (r.State == ledger.RefundCreated || r.State == ledger.RefundUnknown):
 		if !resend {
 			slog.InfoContext(ctx, "refund unknown to WeChat Pay, left to the janitor", "out_trade_no", r.OutTradeNo,

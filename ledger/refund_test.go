@@ -513,6 +513,38 @@ func TestRefundAttemptNeedsTheVersionClaimed(t *testing.T) {
 	})
 }
 
+// TestVerdictOnAnEarlierAttemptIsRefused: a FAILED tied to an attempt
+// is not recorded once the refund was sent again; tied to the latest, it
+// is, and gives the amount back.
+func TestVerdictOnAnEarlierAttemptIsRefused(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		dueRefund(t, s, "r8", "rf-attempt")
+		r, err := s.Refund(ctx, "rf-attempt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CountRefundAttempt(ctx, "rf-attempt", r.Version, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		failed := ledger.RefundUpdate{OutRefundNo: "rf-attempt", State: ledger.RefundFailed, Source: ledger.SourceAPI,
+			LastError: "refused", Attempt: 1}
+		if _, err := s.ApplyRefund(ctx, failed); !errors.Is(err, ledger.ErrNoChange) {
+			t.Fatalf("FAILED about attempt 1 of 2: err = %v, want ErrNoChange", err)
+		}
+		if p, _ := s.Payment(ctx, "r8"); p.RefundedTotal != 10 {
+			t.Fatalf("refunded %d after the stale verdict, want 10 still held", p.RefundedTotal)
+		}
+		failed.Attempt = 2
+		if got, err := s.ApplyRefund(ctx, failed); err != nil || got.State != ledger.RefundFailed {
+			t.Fatalf("FAILED about the latest attempt: %+v, %v", got, err)
+		}
+		if p, _ := s.Payment(ctx, "r8"); p.RefundedTotal != 0 {
+			t.Fatalf("refunded %d after FAILED, want 0", p.RefundedTotal)
+		}
+	})
+}
+
 // TestRefundAmountMismatchIsFlagged: WeChat stating another amount for a
 // refund changes nothing and is flagged, once per (re)delivery.
 func TestRefundAmountMismatchIsFlagged(t *testing.T) {

@@ -43,6 +43,12 @@ type RefundUpdate struct {
 	// Answer, when set, stores a request's final answer under its
 	// idempotency key in the same transaction (see IdemAnswer).
 	Answer *IdemAnswer
+	// Attempt, when set, ties a local verdict about one attempt (FAILED
+	// after a refusal) to that attempt: it is refused (ErrNoChange) once
+	// the refund has been sent again since, say by another instance's
+	// janitor while this one stalled. Only the answer to the later
+	// attempt settles it then.
+	Attempt int
 }
 
 // ApplyRefund moves a refund through its state machine, stores the notice
@@ -170,6 +176,10 @@ func (s *Store) applyRefund(tx *gorm.DB, u RefundUpdate) (*Refund, *Anomaly, err
 	}
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if u.Attempt > 0 && row.Attempts != u.Attempt {
+		return row.refund(), nil, fmt.Errorf("%w: verdict on attempt %d, refund %s was sent again since (attempt %d)",
+			ErrNoChange, u.Attempt, row.OutRefundNo, row.Attempts), nil
 	}
 	if u.Amount > 0 && u.Amount != row.Amount {
 		mismatch := &AmountMismatchError{OutTradeNo: row.OutTradeNo, Expected: row.Amount, Got: u.Amount}

@@ -653,3 +653,70 @@ func TestJanitorResendSpendsTheCallQuota(t *testing.T) {
 		checkRefund(t, s, no, ledger.RefundProcessing, 2, 30)
 	})
 }
+
+// TestRefusalDoesNotFailALaterAttempt: a refusal settles only the attempt
+// it answered. When another instance's janitor sent the refund again
+// while the refused one was still asking WeChat Pay about it (a stall
+// past the safety buffer), the refusal's FAILED is not recorded: it would
+// give the amount back and tell the user "failed" while the later attempt
+// may be paid. The later attempt's answer then settles the refund, once.
+func TestRefusalDoesNotFailALaterAttempt(t *testing.T) {
+	type call = func(gateway.WxRefundRequest) (*gateway.WxRefund, error)
+	type query = func(string) (*gateway.WxRefund, error)
+	cases := []struct {
+		name    string
+		creates []call
+		queries func(sentAgain query) []query // the request's, then one per sweep
+		want    ledger.RefundState            // before the later attempt's answer
+	}{
+		{"the request's refusal", []call{refusedCreate},
+			func(again query) []query { return []query{again} }, ledger.RefundCreated},
+		{"the janitor's refused re-send", []call{timedOut, refusedCreate},
+			func(again query) []query { return []query{notFound, notFound, again} }, ledger.RefundUnknown},
+		{"an unsigned refusal", []call{proxyRefusal},
+			func(again query) []query { return []query{notFound, again} }, ledger.RefundUnknown},
+	}
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		for i, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				no := fmt.Sprintf("later-%d-%d", i, time.Now().UnixNano())
+				payForResend(t, s, no)
+				// What another janitor does before it sends: counts the attempt.
+				sentAgain := func(refundNo string) (*gateway.WxRefund, error) {
+					r, err := s.Refund(ctx, refundNo)
+					if err == nil {
+						_, err = s.CountRefundAttempt(ctx, refundNo, r.Version, time.Now().Add(time.Hour))
+					}
+					if err != nil {
+						t.Errorf("another janitor's attempt: %v", err)
+					}
+					return notFound(refundNo)
+				}
+				api := &scriptedRefunds{t: t, creates: tc.creates, queries: tc.queries(sentAgain)}
+				svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
+				if a, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil || a.Status == 422 {
+					t.Fatalf("request: %+v %v, want no refusal", a, err)
+				}
+				for api.queriesLeft() > 0 {
+					if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+						t.Fatal(err)
+					}
+					if n := svc.Sweep(ctx, 10); n != 1 {
+						t.Fatalf("janitor checked %d refunds, want 1", n)
+					}
+				}
+				checkRefund(t, s, no, tc.want, len(tc.creates)+1, 30)
+				rs, _ := s.Refunds(ctx, no)
+				if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: rs[0].OutRefundNo, State: ledger.RefundSuccess,
+					RefundID: "wx-" + no, Amount: 30, SuccessTime: time.Now(), Source: ledger.SourceQuery}); err != nil {
+					t.Fatal(err)
+				}
+				checkRefund(t, s, no, ledger.RefundSuccess, len(tc.creates)+1, 30)
+				if flags, err := s.Anomalies(ctx, no); err != nil || len(flags) != 0 {
+					t.Fatalf("anomalies %+v (%v), want none: the refund was never FAILED", flags, err)
+				}
+			})
+		}
+	})
+}
