@@ -24,6 +24,7 @@ func TestDecodeJSONSpeaksTheAPI(t *testing.T) {
 		{`{"amount":1e99}`, `malformed JSON: field "amount" must be a whole number in range`},
 		{`{"out_trade_no":7}`, `malformed JSON: field "out_trade_no" must be a string`},
 		{`[1]`, `malformed JSON: the body must be an object`},
+		{` null `, `malformed JSON: the body must be an object`},
 		{`{"out_trade_no":`, `malformed JSON: unexpected end of the body`},
 		{``, `malformed JSON: empty body`},
 		{`{"amount":1,}`, `malformed JSON: syntax error at byte 13`},

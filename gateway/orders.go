@@ -82,6 +82,11 @@ func DecodeJSON(c *gin.Context, max int64, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return Errorf(CodeInvalid, "malformed JSON: "+jsonProblem(err), err)
 	}
+	// null decodes into a struct as nothing at all: it would be refused
+	// for the first field it lacks, not for what it is.
+	if bytes.Equal(bytes.Trim(body, " \t\r\n"), []byte("null")) {
+		return &Error{Code: CodeInvalid, Message: "malformed JSON: the body must be an object"}
+	}
 	// Token, not More: More is false at a '}' or ']', and a body such as
 	// {"amount":30}}{"amount":99999} would pass.
 	if _, err := dec.Token(); err != io.EOF {
