@@ -1099,3 +1099,38 @@ func dueRefund(t *testing.T, s *ledger.Store, no, refundNo string) {
 		t.Fatal(err)
 	}
 }
+
+// TestRefundLastErrorNotUTF8IsStored: a refund's last_error holds the
+// text of whatever failed, which may quote bytes that are not UTF-8 (the
+// SDK's "validate verify fail serial=[…] request-id=[…]" quotes an
+// answer's headers as they came). SQLite stores them; MySQL's strict
+// utf8mb4 refused the whole update, so the refund's UNKNOWN or FAILED was
+// never recorded. The text is stored with U+FFFD in their place, cut to
+// the column.
+func TestRefundLastErrorNotUTF8IsStored(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidOrder(t, s, "order-bytes", 100)
+		if _, err := s.CreateRefund(ctx, refundReq("order-bytes", "r-bytes", 50)); err != nil {
+			t.Fatal(err)
+		}
+		msg := "validate verify fail serial=[\xff\xfe] request-id=[x] " + strings.Repeat("é", 300)
+		for _, to := range []ledger.RefundState{ledger.RefundUnknown, ledger.RefundUnknown, ledger.RefundFailed} {
+			r, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "r-bytes", State: to,
+				Source: ledger.SourceAPI, LastError: msg})
+			if err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) {
+				t.Fatalf("apply %s: %v", to, err)
+			}
+			if r == nil || r.State != to {
+				t.Fatalf("refund after %s: %+v", to, r)
+			}
+		}
+		r, err := s.Refund(ctx, "r-bytes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(r.LastError, "validate verify fail serial=[\uFFFD]") || len(r.LastError) > 512 {
+			t.Fatalf("last_error = %q (%d bytes)", r.LastError, len(r.LastError))
+		}
+	})
+}

@@ -524,7 +524,7 @@ func (s *Store) touchRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) error {
 		updates["refund_id"] = u.RefundID
 	}
 	if u.LastError != "" { // the outcome of a re-send that left the state as it was
-		updates["last_error"] = truncate(u.LastError, 512)
+		updates["last_error"] = fitLastError(u.LastError)
 	}
 	if !u.NextCheckAt.IsZero() {
 		updates["next_check_at"] = dbTime(u.NextCheckAt)
@@ -539,6 +539,12 @@ func (s *Store) touchRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) error {
 	return nil
 }
 
+// fitLastError cuts an error text to refunds.last_error as valid UTF-8:
+// it may quote bytes from an answer's headers, and MySQL's strict utf8mb4
+// refuses invalid ones, failing the update that records the refund's
+// state (SQLite stores them).
+func fitLastError(s string) string { return fit(s, 512) }
+
 func (s *Store) moveRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund, error) {
 	from := row.State
 	row.State = string(u.State)
@@ -550,7 +556,7 @@ func (s *Store) moveRefund(tx *gorm.DB, row *refundRow, u RefundUpdate) (*Refund
 		row.TransactionID = &u.TransactionID
 	}
 	if u.LastError != "" {
-		row.LastError = truncate(u.LastError, 512)
+		row.LastError = fitLastError(u.LastError)
 	}
 	if u.State == RefundSuccess {
 		st := dbTime(u.SuccessTime)
