@@ -54,6 +54,18 @@ func (b *Breaker) Begin() (allowed, probe bool) {
 	return false, false
 }
 
+// BeginRelease is Begin for a call that gives back what it holds in Redis
+// (an unlock): after the cool-down it goes to Redis even while another
+// call probes, as a plain call (its success closes nothing). Skipping it
+// would leave the lock held for its TTL, and such calls are few: only
+// locks taken in Redis before the breaker opened are released there.
+func (b *Breaker) BeginRelease() (allowed, probe bool) {
+	if allowed, probe = b.Begin(); allowed || b.Open() {
+		return allowed, probe
+	}
+	return true, false
+}
+
 // End records how a call begun with Begin went: a failure opens the
 // breaker (see Fail), a probe's success closes it. It reports whether
 // this call opened the breaker.
@@ -111,11 +123,23 @@ func redisFirst[T any](ctx context.Context, b *Breaker, hook func(string), what 
 	return v, false, err
 }
 
-// redisOnly makes a Redis call that has no fallback (an unlock, a commit
-// mark: losing one only costs time); it is skipped while the breaker
-// keeps calls off Redis.
+// redisOnly makes a Redis call that has no fallback (a commit mark:
+// losing one only costs time); it is skipped while the breaker keeps
+// calls off Redis.
 func redisOnly(ctx context.Context, b *Breaker, what string, call func() error) error {
-	allowed, probe := b.Begin()
+	return redisCall(ctx, b, b.Begin, what, call)
+}
+
+// redisRelease is redisOnly for an unlock: it goes to Redis unless the
+// breaker is open (see Breaker.BeginRelease).
+func redisRelease(ctx context.Context, b *Breaker, what string, call func() error) error {
+	return redisCall(ctx, b, b.BeginRelease, what, call)
+}
+
+// redisCall makes call if begin lets it go to Redis and records how it
+// went.
+func redisCall(ctx context.Context, b *Breaker, begin func() (bool, bool), what string, call func() error) error {
+	allowed, probe := begin()
 	if !allowed {
 		return nil
 	}

@@ -150,12 +150,13 @@ func (f FallbackLocker) TryLock(ctx context.Context, key string, ttl time.Durati
 }
 
 // Unlock implements Locker. While the breaker is open a Redis lock is
-// left to expire with its TTL.
+// left to expire with its TTL; after the cool-down it is released even
+// while another call probes Redis.
 func (f FallbackLocker) Unlock(ctx context.Context, key, token string) error {
 	if t, ok := cutPrefix(token, "mem:"); ok {
 		return f.Secondary.Unlock(ctx, key, t)
 	}
-	return redisOnly(ctx, f.Breaker, "unlock", func() error { return f.Primary.Unlock(ctx, key, token) })
+	return redisRelease(ctx, f.Breaker, "unlock", func() error { return f.Primary.Unlock(ctx, key, token) })
 }
 
 // FallbackHook, when set, is told about each fallback. It is process

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -55,5 +56,52 @@ func TestWaitingOnAHeldLockBacksOff(t *testing.T) {
 	}
 	if l.tries > 16 {
 		t.Fatalf("%d tries in 500 ms, want at most 16", l.tries)
+	}
+}
+
+// redisLocker is a Redis Locker whose unlocks are counted and answered
+// with err.
+type redisLocker struct {
+	unlocks int
+	err     error
+}
+
+func (l *redisLocker) TryLock(context.Context, string, time.Duration) (string, bool, error) {
+	return "token", true, nil
+}
+
+func (l *redisLocker) Unlock(context.Context, string, string) error {
+	l.unlocks++
+	return l.err
+}
+
+// TestUnlockWhileTheBreakerProbes: a Redis lock is left to its TTL while
+// the breaker is open, but after the cool-down it is released even while
+// another call holds the probe (it was skipped, and the key stayed locked
+// for the TTL); the unlock leaves the probe alone, and its failure opens
+// the breaker again.
+func TestUnlockWhileTheBreakerProbes(t *testing.T) {
+	ctx := context.Background()
+	b := &Breaker{Cooldown: time.Second} // no pause of a loaded machine ends it before the checks
+	redis := &redisLocker{}
+	f := FallbackLocker{Primary: redis, Secondary: NewMemoryLocker(), Breaker: b}
+	b.Fail(ctx)
+	if err := f.Unlock(ctx, "k", "token"); err != nil || redis.unlocks != 0 {
+		t.Fatalf("breaker open: %d unlocks (%v), want none", redis.unlocks, err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if ok, probe := b.Begin(); !ok || !probe {
+		t.Fatalf("after the cool-down: Begin() = %v, %v; want the probe", ok, probe)
+	}
+	if err := f.Unlock(ctx, "k", "token"); err != nil || redis.unlocks != 1 {
+		t.Fatalf("probe under way: %d unlocks (%v), want 1", redis.unlocks, err)
+	}
+	if ok, _ := b.Begin(); ok {
+		t.Fatal("the unlock ended the probe under way")
+	}
+	redis.err = errors.New("i/o timeout")
+	if err := f.Unlock(ctx, "k", "token"); err == nil || redis.unlocks != 2 || !b.Open() {
+		t.Fatalf("failing Redis: %d unlocks (%v), open=%v; want 2, the error, the breaker open",
+			redis.unlocks, err, b.Open())
 	}
 }
