@@ -197,7 +197,7 @@ func cutPrefix(s, prefix string) (string, bool) {
 // out, the database's keys and row locks still make the write safe.
 // Between tries it waits 5 ms, doubling up to 50 ms, so that a storm of
 // redeliveries waiting on one holder does not flood Redis (each try of a
-// held lock is two round trips).
+// held lock is a round trip).
 func lockWith(ctx context.Context, l Locker, key string, ttl, wait time.Duration) func() {
 	deadline := time.Now().Add(wait)
 	pause := lockRetryFirst
