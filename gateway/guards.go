@@ -75,11 +75,17 @@ func (m *MemoryNonces) remove(e *list.Element) {
 }
 
 // MemoryLocker is the in-process Locker used when no Redis is configured
-// (and when Redis fails).
+// (and when Redis fails). A lock its holder never released (it died) is
+// dropped once expired: TryLock sweeps the map when it has doubled since
+// the last sweep, a cost of O(1) for each lock taken in between.
 type MemoryLocker struct {
-	mu    sync.Mutex
-	locks map[string]memLock
+	mu      sync.Mutex
+	locks   map[string]memLock
+	sweepAt int // the map's size at which TryLock next drops expired locks
 }
+
+// memLockSweepMin is the least size at which MemoryLocker sweeps.
+const memLockSweepMin = 64
 
 type memLock struct {
 	token   string
@@ -87,7 +93,9 @@ type memLock struct {
 }
 
 // NewMemoryLocker returns an empty in-process locker.
-func NewMemoryLocker() *MemoryLocker { return &MemoryLocker{locks: map[string]memLock{}} }
+func NewMemoryLocker() *MemoryLocker {
+	return &MemoryLocker{locks: map[string]memLock{}, sweepAt: memLockSweepMin}
+}
 
 // TryLock implements Locker.
 func (m *MemoryLocker) TryLock(_ context.Context, key string, ttl time.Duration) (string, bool, error) {
@@ -97,9 +105,23 @@ func (m *MemoryLocker) TryLock(_ context.Context, key string, ttl time.Duration)
 	if l, ok := m.locks[key]; ok && l.expires.After(now) {
 		return "", false, nil
 	}
+	if len(m.locks) >= m.sweepAt {
+		m.sweep(now)
+	}
 	token := NewToken()
 	m.locks[key] = memLock{token: token, expires: now.Add(ttl)}
 	return token, true, nil
+}
+
+// sweep drops the expired locks. A stale token's Unlock then finds no
+// lock, or a newer holder's token, and releases nothing.
+func (m *MemoryLocker) sweep(now time.Time) {
+	for key, l := range m.locks {
+		if !l.expires.After(now) {
+			delete(m.locks, key)
+		}
+	}
+	m.sweepAt = max(2*len(m.locks), memLockSweepMin)
 }
 
 // Unlock implements Locker; only the owner's token releases the lock.

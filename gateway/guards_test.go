@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -103,5 +104,39 @@ func TestUnlockWhileTheBreakerProbes(t *testing.T) {
 	if err := f.Unlock(ctx, "k", "token"); err == nil || redis.unlocks != 2 || !b.Open() {
 		t.Fatalf("failing Redis: %d unlocks (%v), open=%v; want 2, the error, the breaker open",
 			redis.unlocks, err, b.Open())
+	}
+}
+
+// TestMemoryLockerDropsExpiredLocks: locks nobody released are dropped
+// once expired, so the map holds about the locks still held, not every
+// key ever locked; a held lock stays, an expired one goes to the next
+// caller, and its old holder's token releases nothing.
+func TestMemoryLockerDropsExpiredLocks(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemoryLocker()
+	_, _, _ = m.TryLock(ctx, "held", time.Hour)
+	stale, _, _ := m.TryLock(ctx, "k", time.Nanosecond)
+	for i := range 10000 {
+		if _, ok, _ := m.TryLock(ctx, fmt.Sprint("dead-", i), time.Nanosecond); !ok {
+			t.Fatalf("lock %d refused", i)
+		}
+	}
+	if n := len(m.locks); n > 1000 {
+		t.Fatalf("%d locks kept with 10001 expired and 1 held, want at most 1000", n)
+	}
+	if _, ok, _ := m.TryLock(ctx, "held", time.Hour); ok {
+		t.Fatal("a held lock was dropped")
+	}
+	fresh, ok, _ := m.TryLock(ctx, "k", time.Hour)
+	if !ok {
+		t.Fatal("an expired lock was refused")
+	}
+	_ = m.Unlock(ctx, "k", stale)
+	if _, ok, _ := m.TryLock(ctx, "k", time.Hour); ok {
+		t.Fatal("a stale token released the new holder's lock")
+	}
+	_ = m.Unlock(ctx, "k", fresh)
+	if _, ok, _ := m.TryLock(ctx, "k", time.Hour); !ok {
+		t.Fatal("the holder's token did not release its lock")
 	}
 }
