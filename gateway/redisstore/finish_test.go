@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"paygateway/gateway"
 	"paygateway/gateway/redisstore"
 	"paygateway/gateway/redisstore/redistest"
@@ -188,5 +190,56 @@ func TestCommittedHereIsAnsweredWithoutRedis(t *testing.T) {
 	k.Nonce += "-again"
 	if again, err := g.Admit(context.Background(), k, ttls); err != nil || !again.Done || fallbacks.Load() != 0 {
 		t.Fatalf("redelivery: %+v %v after %d fallbacks; want done, from memory, Redis not asked", again, err, fallbacks.Load())
+	}
+}
+
+// slowPipelines is a go-redis hook that tells started about a pipeline
+// and holds it back for delay before sending it.
+type slowPipelines struct {
+	started chan struct{}
+	delay   time.Duration
+}
+
+func (h slowPipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h slowPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h slowPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		select {
+		case h.started <- struct{}{}:
+		default:
+		}
+		time.Sleep(h.delay)
+		return next(ctx, cmds)
+	}
+}
+
+// TestCloseWaitsForAFlushUnderWay: a queued finish whose delay ran out is
+// being sent when Close is called. Close returns once that round trip is
+// over, so the caller may close the client then and the mark still lands
+// in Redis (it went out after Close, on the closed client, and was lost).
+func TestCloseWaitsForAFlushUnderWay(t *testing.T) {
+	cfg := redistest.Config(t)
+	cfg.FinishDelay = time.Millisecond
+	c := redisstore.NewClient(cfg)
+	hook := slowPipelines{started: make(chan struct{}, 1), delay: 300 * time.Millisecond}
+	c.AddHook(hook)
+	s := redisstore.New(c, cfg)
+	ctx := context.Background()
+	k := gateway.GateKeys{Nonce: "n1", NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
+	if err := s.Finish(ctx, k, "", true, ttls); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hook.started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the queued finish was never sent")
+	}
+	s.Close()
+	c.Close()
+	direct := redisstore.NewClient(cfg)
+	defer direct.Close()
+	if n, err := direct.Exists(ctx, cfg.Prefix+"done:"+k.NotifyID).Result(); err != nil || n != 1 {
+		t.Fatalf("done mark after Close: %d, %v; want it in Redis", n, err)
 	}
 }

@@ -29,10 +29,12 @@ type pipeline struct {
 	stop    sync.Once
 	wg      *sync.WaitGroup
 
-	delay time.Duration
-	mu    sync.Mutex
-	later []*scriptCall
-	timer *time.Timer
+	delay    time.Duration
+	mu       sync.Mutex
+	later    []*scriptCall
+	timer    *time.Timer
+	flushing int           // flushes under way
+	flushed  chan struct{} // closed when flushing drops to 0
 }
 
 var errClosed = errors.New("redisstore closed")
@@ -125,8 +127,41 @@ func (p *pipeline) arm() {
 	p.timer.Reset(p.delay)
 }
 
-// flush sends the queued calls now, if any are left.
-func (p *pipeline) flush() { p.exec(nil) }
+// flush sends the queued calls now, if any are left; close waits for it.
+func (p *pipeline) flush() {
+	p.mu.Lock()
+	if p.flushing == 0 {
+		p.flushed = make(chan struct{})
+	}
+	p.flushing++
+	p.mu.Unlock()
+	defer p.flushEnded()
+	p.exec(nil)
+}
+
+func (p *pipeline) flushEnded() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.flushing--; p.flushing == 0 {
+		close(p.flushed)
+	}
+}
+
+// waitFlushes waits, at most d, for the flushes under way to end.
+func (p *pipeline) waitFlushes(d time.Duration) {
+	p.mu.Lock()
+	flushed, busy := p.flushed, p.flushing > 0
+	p.mu.Unlock()
+	if !busy {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-flushed:
+	case <-t.C:
+	}
+}
 
 func (p *pipeline) takeLater() []*scriptCall {
 	p.mu.Lock()
@@ -159,8 +194,11 @@ func failed(ctx context.Context, err error) *redis.Cmd {
 	return cmd
 }
 
-// close stops the workers after their current round trip and sends what
-// is still queued.
+// close stops the workers after their current round trip, sends what is
+// still queued and waits for a flush under way (the timer's), so that no
+// call of the pipeline is in flight when it returns and the caller may
+// close the client. A flush ends its round trip within p.timeout, and the
+// wait for it is bounded by that too.
 func (p *pipeline) close() {
 	p.stop.Do(func() { close(p.quit) })
 	p.wg.Wait()
@@ -170,6 +208,7 @@ func (p *pipeline) close() {
 	}
 	p.mu.Unlock()
 	p.flush()
+	p.waitFlushes(p.timeout)
 }
 
 // exec sends the queued calls, then calls, as EVALSHA in one pipeline; a

@@ -105,8 +105,9 @@ func New(client *redis.Client, cfg Config) *Store {
 		pipe: newPipeline(client, 1, 128, opTime, cfg.FinishDelay)}
 }
 
-// Close stops the store's pipeline workers and sends the finishes still
-// queued; the client is the caller's.
+// Close stops the store's pipeline workers, sends the finishes still
+// queued and waits (at most the op timeout) for those already being sent;
+// the client is the caller's, to close after.
 func (s *Store) Close() error {
 	s.pipe.close()
 	return nil
