@@ -139,6 +139,11 @@ func (f FallbackGate) Finish(ctx context.Context, k GateKeys, token string, comm
 		return f.Primary.Finish(ctx, k, token, committed, t)
 	}
 	// Nothing to fall back to: an unwritten mark costs a later redelivery
-	// a database lookup, an unreleased lock expires with its TTL.
-	return redisOnly(ctx, f.Breaker, "finish", func() error { return f.Primary.Finish(ctx, k, token, committed, t) })
+	// a database lookup, an unreleased lock expires with its TTL. One that
+	// releases a lock goes to Redis as an unlock does (see redisRelease).
+	finish := func() error { return f.Primary.Finish(ctx, k, token, committed, t) }
+	if token == "" {
+		return redisOnly(ctx, f.Breaker, "finish", finish)
+	}
+	return redisRelease(ctx, f.Breaker, "finish", finish)
 }

@@ -107,6 +107,40 @@ func TestUnlockWhileTheBreakerProbes(t *testing.T) {
 	}
 }
 
+// redisGate is a Gate standing for Redis: it counts Finish calls.
+type redisGate struct{ finishes int }
+
+func (g *redisGate) Admit(context.Context, GateKeys, GateTTLs) (Admission, error) {
+	return Admission{}, nil
+}
+
+func (g *redisGate) Finish(context.Context, GateKeys, string, bool, GateTTLs) error {
+	g.finishes++
+	return nil
+}
+
+// TestGateFinishWhileTheBreakerProbes: a notification's Finish that
+// releases its Redis lock goes to Redis after the cool-down even while
+// another call probes, as an unlock does; one that only marks a
+// notification done (no token) waits for the probe.
+func TestGateFinishWhileTheBreakerProbes(t *testing.T) {
+	ctx := context.Background()
+	b := &Breaker{Cooldown: 100 * time.Millisecond}
+	redis := &redisGate{}
+	g := FallbackGate{Primary: redis, Secondary: NewMemoryGate(10, NewMemoryLocker()), Breaker: b}
+	b.Fail(ctx)
+	time.Sleep(150 * time.Millisecond)
+	if ok, probe := b.Begin(); !ok || !probe {
+		t.Fatalf("after the cool-down: Begin() = %v, %v; want the probe", ok, probe)
+	}
+	if err := g.Finish(ctx, GateKeys{NotifyID: "n1"}, "", true, GateTTLs{Done: time.Minute}); err != nil || redis.finishes != 0 {
+		t.Fatalf("mark only, probe under way: %d finishes (%v), want none", redis.finishes, err)
+	}
+	if err := g.Finish(ctx, GateKeys{NotifyID: "n1"}, "token", true, GateTTLs{Done: time.Minute}); err != nil || redis.finishes != 1 {
+		t.Fatalf("lock release, probe under way: %d finishes (%v), want 1", redis.finishes, err)
+	}
+}
+
 // TestMemoryLockerDropsExpiredLocks: locks nobody released are dropped
 // once expired, so the map holds about the locks still held, not every
 // key ever locked; a held lock stays, an expired one goes to the next
@@ -138,5 +172,20 @@ func TestMemoryLockerDropsExpiredLocks(t *testing.T) {
 	_ = m.Unlock(ctx, "k", fresh)
 	if _, ok, _ := m.TryLock(ctx, "k", time.Hour); !ok {
 		t.Fatal("the holder's token did not release its lock")
+	}
+}
+
+// TestRedisPanicIsLoggedWithTheRequest: a Redis call that panics is
+// logged with the request id of the request it served.
+func TestRedisPanicIsLoggedWithTheRequest(t *testing.T) {
+	logs := captureLogs(t)
+	ctx := WithRequestID(context.Background(), "req-redis-panic")
+	_, err := guard(ctx, "lock", func() (struct{}, error) { panic("kaboom") })
+	if err == nil {
+		t.Fatal("a panicking call returned no error")
+	}
+	lines := logLines(t, logs.String(), "redis call panicked")
+	if len(lines) != 1 || lines[0]["request_id"] != "req-redis-panic" {
+		t.Fatalf("panic lines = %v, want one with request_id req-redis-panic", lines)
 	}
 }
