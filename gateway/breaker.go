@@ -112,7 +112,7 @@ func (b *Breaker) cooldown() time.Duration {
 func redisFirst[T any](ctx context.Context, b *Breaker, hook func(string), what string,
 	primary, secondary func() (T, error)) (v T, fromRedis bool, err error) {
 	if allowed, probe := b.Begin(); allowed {
-		v, err = guard(what, primary)
+		v, err = guard(ctx, what, primary)
 		noteEnd(ctx, what, err, b, probe)
 		if err == nil {
 			return v, true, nil
@@ -143,7 +143,7 @@ func redisCall(ctx context.Context, b *Breaker, begin func() (bool, bool), what 
 	if !allowed {
 		return nil
 	}
-	_, err := guard(what, func() (struct{}, error) { return struct{}{}, call() })
+	_, err := guard(ctx, what, func() (struct{}, error) { return struct{}{}, call() })
 	noteEnd(ctx, what, err, b, probe)
 	return err
 }
@@ -152,10 +152,10 @@ func redisCall(ctx context.Context, b *Breaker, begin func() (bool, bool), what 
 // then ends like any failure (the breaker opens, the fallback answers)
 // instead of failing the request and leaving a probe under way for good,
 // which would keep every later call off Redis.
-func guard[T any](what string, call func() (T, error)) (v T, err error) {
+func guard[T any](ctx context.Context, what string, call func() (T, error)) (v T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			slog.Error("redis call panicked", "what", what, "panic", p, "stack", string(debug.Stack()))
+			slog.ErrorContext(ctx, "redis call panicked", "what", what, "panic", p, "stack", string(debug.Stack()))
 			err = fmt.Errorf("redis %s: panic: %v", what, p)
 		}
 	}()
