@@ -64,6 +64,9 @@ type target struct {
 	ledger  *ledgerReader
 	ceiling *sql.DB
 	version string
+	// policy is the gateway's group commit, which the grouped ceiling
+	// reproduces.
+	policy  gateway.BatchPolicy
 	cleanup []func()
 }
 
@@ -104,10 +107,12 @@ func openTarget(ctx context.Context, e *env, o Options, name string) (*target, e
 	}
 	t.gw = &stack.Gateway{Bin: e.bin, Dir: e.dir, Env: append(e.id.Env(gwDSN, redis, e.simURL, ""),
 		"GATEWAY_REDIS_PREFIX="+redisPrefix(tag))}
-	// GWBENCH_GATEWAY_ENV adds settings to the gateway's environment only
-	// (e.g. "GOMAXPROCS=1 GATEWAY_NOTIFY_BATCH_WORKERS=4"), for experiments.
-	t.gw.Env = append(t.gw.Env, strings.Fields(os.Getenv("GWBENCH_GATEWAY_ENV"))...)
+	t.gw.Env = append(t.gw.Env, gatewayEnv()...)
 	var err error
+	if t.policy, err = gatewayBatchPolicy(gatewayEnv()); err != nil {
+		t.close()
+		return nil, err
+	}
 	if err = t.gw.Start(ctx); err != nil {
 		t.close()
 		return nil, fmt.Errorf("start gateway (log in %s): %w", filepath.Join(e.dir, "gateway.log"), err)

@@ -72,14 +72,14 @@ func selfCPU(t *testing.T) time.Duration {
 func TestCPURowsHeaderAndTotals(t *testing.T) {
 	u := Usage{Procs: []ProcCPU{{"gateway", 300 * time.Millisecond}, {"mariadb", 100 * time.Millisecond}}, Busy: 0.5}
 	res := Result{N: 1000, Elapsed: time.Second, Usage: u}
-	rows := cpuRows(BackendReport{Levels: []Level{{Concurrency: 8, New: res, Dup: res, Ceiling: res}}})
+	rows := cpuRows(BackendReport{Levels: []Level{{Concurrency: 8, New: res, Dup: res, Ceiling: res, Grouped: res}}})
 	if got := strings.Join(rows[0], ","); got != "conc,phase,ops/s,gateway,mariadb,total,machine busy" {
 		t.Fatalf("header %q", got)
 	}
 	if got := strings.Join(rows[1], ","); got != "8,new,1000,300µs,100µs,400µs,50%" {
 		t.Errorf("new row %q", got)
 	}
-	if len(rows) != 4 {
-		t.Errorf("%d rows, want header + new, dup, ceiling", len(rows))
+	if len(rows) != 5 || rows[4][1] != "grouped ceiling" {
+		t.Errorf("%d rows, want header + new, dup, ceiling, grouped ceiling", len(rows))
 	}
 }

@@ -102,7 +102,8 @@ func TestPrefixRange(t *testing.T) {
 // report says which order each level used.
 func TestOrderAlternates(t *testing.T) {
 	got := orderNote([]Level{{Concurrency: 8}, {Concurrency: 32, CeilingFirst: true}})
-	want := "8 clients: gateway (new, dup), then ceiling; 32 clients: ceiling, then gateway (new, dup)"
+	want := "8 clients: gateway (new, dup), then ceilings (one commit each, grouped); " +
+		"32 clients: ceilings (one commit each, grouped), then gateway (new, dup)"
 	if got != want {
 		t.Errorf("order %q, want %q", got, want)
 	}

@@ -65,14 +65,15 @@ func ratioVerdict(levels []Level) string {
 	return fmt.Sprintf("new ÷ ceiling ≥ 0.8: %s (%s)%s", metOrNot(ok && failed == ""), strings.Join(each, ", "), failed)
 }
 
-// ceilingFailures notes the ceiling transactions that failed. A failure
-// lowers the ceiling, which flatters the ratio and lowers the rate the
-// p99 is judged at: a target judged on such a ceiling is not met.
+// ceilingFailures notes the ceiling transactions that failed, of either
+// ceiling. A failure lowers the ceiling, which flatters the ratio and
+// lowers the rate the p99 is judged at: a target judged on such a ceiling
+// is not met.
 func ceilingFailures(levels []Level) string {
 	var each []string
 	for _, l := range levels {
-		if l.Ceiling.Failed > 0 {
-			each = append(each, fmt.Sprintf("%d at %d clients", l.Ceiling.Failed, l.Concurrency))
+		if f := l.Ceiling.Failed + l.Grouped.Failed; f > 0 {
+			each = append(each, fmt.Sprintf("%d at %d clients", f, l.Concurrency))
 		}
 	}
 	if len(each) == 0 {
@@ -90,7 +91,7 @@ func p99Verdict(levels []Level, opens []OpenRun) string {
 	}
 	o, best := opens[0], 0.0
 	for _, l := range levels {
-		best = max(best, l.Ceiling.Rate())
+		best = max(best, l.CeilingRate())
 	}
 	failed := ceilingFailures(levels)
 	ok := o.P99 < targetP99 && o.Failed == 0 && o.Rate() >= keepsUp*o.Offered && failed == ""

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"paygateway/cmd/internal/stack"
+	"paygateway/gateway"
+	"paygateway/ledger"
+	"paygateway/ledger/ledgerdb"
+)
+
+// openSQLiteLedger opens a migrated SQLite file ledger, as the bench's
+// ceiling and gateway use.
+func openSQLiteLedger(t *testing.T) (*ledger.Store, *sql.DB) {
+	t.Helper()
+	ctx := context.Background()
+	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: filepath.Join(t.TempDir(), "ledger.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.Migrate(ctx, db, dialect); err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sqlDB.Close() })
+	return ledger.NewStore(db, dialect), sqlDB
+}
+
+// rowCounts is every table's row count.
+func rowCounts(t *testing.T, db *sql.DB) map[string]int {
+	t.Helper()
+	rs, err := db.Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rs.Next() {
+		var name string
+		if err := rs.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+	}
+	rs.Close()
+	out := map[string]int{}
+	for _, table := range tables {
+		var n int
+		if err := db.QueryRow("SELECT COUNT(*) FROM " + table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		out[table] = n
+	}
+	return out
+}
+
+// grown is what the rows counted in after added to those in before.
+func grown(before, after map[string]int) map[string]int {
+	out := map[string]int{}
+	for table, n := range after {
+		if d := n - before[table]; d != 0 {
+			out[table] = d
+		}
+	}
+	return out
+}
+
+// orderRows renders table's rows of order no, the order's number replaced
+// by "<no>", without the columns that differ by nature (ids, clocks).
+func orderRows(t *testing.T, db *sql.DB, table, no string) []string {
+	t.Helper()
+	rs, err := db.Query("SELECT * FROM "+table+" WHERE out_trade_no = ? ORDER BY id", no)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	cols, _ := rs.Columns()
+	var out []string
+	for rs.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rs.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for i, c := range cols {
+			switch c {
+			case "id", "created_at", "updated_at", "received_at", "create_time", "success_time", "next_run_at":
+				continue
+			}
+			v := vals[i]
+			if b, ok := v.([]byte); ok {
+				v = string(b)
+			}
+			parts = append(parts, c+"="+strings.ReplaceAll(fmt.Sprint(v), no, "<no>"))
+		}
+		out = append(out, strings.Join(parts, " "))
+	}
+	return out
+}
+
+// paidUpdate is the update the gateway makes of the bench's notification
+// of order no (see newNotification).
+func paidUpdate(no string) ledger.TransactionUpdate {
+	now := time.Now().UTC()
+	return ledger.TransactionUpdate{
+		Notice: ledger.Notice{NotifyID: "n-" + no, Source: ledger.SourceCallback, EventType: "TRANSACTION.SUCCESS",
+			ResourceType: "encrypt-resource", Summary: "支付成功", OutTradeNo: no, TransactionID: "42" + no,
+			Plaintext: plaintextFor(no), CreateTime: now},
+		OutTradeNo: no, TransactionID: "42" + no, TradeState: "SUCCESS", AppID: "wxapp", MchID: "1900000109",
+		PayerOpenID: "o-" + no, AmountTotal: 100, PayerTotal: 100, Currency: "CNY", SuccessTime: now,
+	}
+}
+
+// TestCeilingWritesWhatTheGatewayWrites: for a new notification the
+// ceiling writes the rows the ledger writes, in the same tables, with the
+// same values, and no more; alone (one commit each) and grouped (the
+// gateway's batch path, ApplyTransactions of several).
+func TestCeilingWritesWhatTheGatewayWrites(t *testing.T) {
+	store, db := openSQLiteLedger(t)
+	ctx := context.Background()
+
+	before := rowCounts(t, db)
+	gwNos := []string{orderNo("W-", 0), orderNo("W-", 1), orderNo("W-", 2)}
+	if _, err := store.ApplyTransaction(ctx, paidUpdate(gwNos[0])); err != nil {
+		t.Fatal(err)
+	}
+	errs, batched := store.ApplyTransactions(ctx, []ledger.TransactionUpdate{paidUpdate(gwNos[1]), paidUpdate(gwNos[2])})
+	if errs[0] != nil || errs[1] != nil || !batched {
+		t.Fatalf("gateway's batch: %v, batched %v", errs, batched)
+	}
+	mid := rowCounts(t, db)
+	gwGrown := grown(before, mid)
+
+	c := &ceiling{db: db, prefix: "C-"}
+	if err := c.op(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.write([]int{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := grown(mid, rowCounts(t, db)); fmt.Sprint(got) != fmt.Sprint(gwGrown) {
+		t.Fatalf("rows the ceiling added %v, the gateway %v: want the same tables and counts", got, gwGrown)
+	}
+	for _, table := range []string{"notifications", "payments", "state_history", "outbox_jobs"} {
+		for i, gwNo := range gwNos {
+			want, got := orderRows(t, db, table, gwNo), orderRows(t, db, table, orderNo("C-", i))
+			if strings.Join(got, "\n") != strings.Join(want, "\n") || len(want) != 1 {
+				t.Errorf("%s of notification %d: ceiling wrote\n%s\nthe gateway\n%s", table, i,
+					strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		}
+	}
+}
+
+// TestGroupedCeilingCommitsAsTheGatewayDoes: with many clients the
+// grouped ceiling shares transactions (fewer commits than notifications,
+// none above the policy's Max), and writes each notification once.
+func TestGroupedCeilingCommitsAsTheGatewayDoes(t *testing.T) {
+	_, db := openSQLiteLedger(t)
+	const n = 400
+	c := &ceiling{db: db, prefix: "G-"}
+	policy := gateway.BatchPolicy{Workers: 2, Max: 8, Spill: 4}
+	r := c.grouped(n, 32, policy)
+	if r.N != n || r.Failed != 0 {
+		t.Fatalf("%d done, %d failed (%s), want %d and none", r.N, r.Failed, r.FirstErr, n)
+	}
+	if r.Txns < n/policy.Max || r.Txns > n/2 {
+		t.Errorf("%d notifications in %d transactions: want them shared, at most %d in one", n, r.Txns, policy.Max)
+	}
+	for _, table := range []string{"notifications", "payments", "state_history", "outbox_jobs"} {
+		var rows, orders int
+		q := "SELECT COUNT(*), COUNT(DISTINCT out_trade_no) FROM " + table + " WHERE out_trade_no LIKE 'G-%'"
+		if err := db.QueryRow(q).Scan(&rows, &orders); err != nil {
+			t.Fatal(err)
+		}
+		if rows != n || orders != n {
+			t.Errorf("%s: %d rows of %d orders, want %d of %d", table, rows, orders, n, n)
+		}
+	}
+}
+
+// TestRatioIsOverTheHigherCeiling: a gateway that only matches what
+// group commit saves over one commit per notification does not meet the
+// ratio; the grouped ceiling counts, and its failures too.
+func TestRatioIsOverTheHigherCeiling(t *testing.T) {
+	l := Level{Concurrency: 128, New: at(5000, 0), Ceiling: at(2000, 0), Grouped: at(8000, 0)}
+	if got := l.Ratio(); got != 0.625 {
+		t.Errorf("ratio %.3f, want 5000/8000 = 0.625 (over the grouped ceiling, not the one-commit 2000)", got)
+	}
+	if v := ratioVerdict([]Level{l}); !strings.Contains(v, ": NOT met (128 clients 0.62)") {
+		t.Errorf("verdict %q, want NOT met", v)
+	}
+	few := Level{Concurrency: 8, New: at(1800, 0), Ceiling: at(2000, 0), Grouped: at(1500, 0)}
+	if got := few.Ratio(); got != 0.9 {
+		t.Errorf("ratio %.3f, want 1800/2000 = 0.9 (the one-commit ceiling is the higher)", got)
+	}
+	grouped := at(8000, 0)
+	grouped.Failed = 1
+	failed := Level{Concurrency: 8, New: at(9000, 0), Ceiling: at(2000, 0), Grouped: grouped}
+	if v := ratioVerdict([]Level{failed}); !strings.Contains(v, "NOT met") || !strings.HasSuffix(v, "failed: 1 at 8 clients") {
+		t.Errorf("grouped ceiling with a failure: %q, want NOT met naming it", v)
+	}
+	opens := []OpenRun{{Offered: 2000, Result: at(2000, 10*time.Millisecond)}}
+	if v := p99Verdict([]Level{l}, opens); !strings.Contains(v, "offered below the target's rate") {
+		t.Errorf("open loop at the one-commit ceiling (2000/s) while the grouped one did 8000/s: %q, want it noted", v)
+	}
+}
+
+// TestBatchPolicyIsTheGateways: the grouped ceiling batches as the
+// gateway gwbench starts does: the shipped notify settings, or those
+// GWBENCH_GATEWAY_ENV gives the gateway.
+func TestBatchPolicyIsTheGateways(t *testing.T) {
+	root, err := stack.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "configs", "gateway.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shipped struct {
+		Notify struct {
+			Workers int `yaml:"batch_workers"`
+			Max     int `yaml:"batch_max"`
+			Spill   int `yaml:"batch_spill"`
+		} `yaml:"notify"`
+	}
+	if err := yaml.Unmarshal(raw, &shipped); err != nil {
+		t.Fatal(err)
+	}
+	want := gateway.BatchPolicy{Workers: shipped.Notify.Workers, Max: shipped.Notify.Max, Spill: shipped.Notify.Spill}
+	if defaultBatchPolicy != want {
+		t.Errorf("default policy %+v, configs/gateway.yaml's notify %+v", defaultBatchPolicy, want)
+	}
+	p, err := gatewayBatchPolicy([]string{"GOMAXPROCS=1", "GATEWAY_NOTIFY_BATCH_WORKERS=4", "GATEWAY_NOTIFY_BATCH_SPILL=0"})
+	if err != nil || p != (gateway.BatchPolicy{Workers: 4, Max: defaultBatchPolicy.Max, Spill: 0}) {
+		t.Errorf("policy %+v (%v), want workers 4, spill 0, the default max", p, err)
+	}
+	if _, err := gatewayBatchPolicy([]string{"GATEWAY_NOTIFY_BATCH_MAX=lots"}); err == nil {
+		t.Error("GATEWAY_NOTIFY_BATCH_MAX=lots accepted")
+	}
+}
