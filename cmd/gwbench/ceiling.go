@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -171,4 +173,60 @@ func plaintextFor(no string) string {
 		`","trade_type":"JSAPI","trade_state":"SUCCESS","trade_state_desc":"支付成功","bank_type":"OTHERS",` +
 		`"attach":"","success_time":"2026-01-01T10:00:00+08:00","payer":{"openid":"o-` + no +
 		`"},"amount":{"total":100,"payer_total":100,"currency":"CNY","payer_currency":"CNY"}}`
+}
+
+// batchTally is what the gateway's group commit applied: notifications,
+// and the transactions they took.
+type batchTally struct{ notes, txns float64 }
+
+// parseBatches reads gateway_notify_batch_size from a /metrics answer. A
+// "batched" observation is one transaction of _sum/_count notifications
+// each; a "single" one of size k is k transactions (a batch that fell back
+// applies each update on its own).
+func parseBatches(text string) batchTally {
+	var t batchTally
+	for _, line := range strings.Split(text, "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case `gateway_notify_batch_size_count{mode="batched"}`:
+			t.txns += v
+		case `gateway_notify_batch_size_sum{mode="batched"}`:
+			t.notes += v
+		case `gateway_notify_batch_size_sum{mode="single"}`:
+			t.notes += v
+			t.txns += v
+		}
+	}
+	return t
+}
+
+// scrapeBatches reads the gateway's group-commit tally from its /metrics
+// (with the ops key).
+func scrapeBatches(base, key string) (batchTally, error) {
+	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return batchTally{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return batchTally{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return batchTally{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return batchTally{}, fmt.Errorf("GET /metrics: status %d", resp.StatusCode)
+	}
+	return parseBatches(string(body)), nil
 }

@@ -255,3 +255,27 @@ func TestBatchPolicyIsTheGateways(t *testing.T) {
 		t.Error("GATEWAY_NOTIFY_BATCH_MAX=lots accepted")
 	}
 }
+
+// TestGatewayTransactionsFromMetrics: the gateway's transactions are its
+// batched observations, plus one per update of a "single" one (a batch
+// that fell back applies each on its own).
+func TestGatewayTransactionsFromMetrics(t *testing.T) {
+	text := `# HELP gateway_notify_batch_size Notifications per group commit.
+# TYPE gateway_notify_batch_size histogram
+gateway_notify_batch_size_bucket{mode="batched",le="+Inf"} 10
+gateway_notify_batch_size_sum{mode="batched"} 64
+gateway_notify_batch_size_count{mode="batched"} 10
+gateway_notify_batch_size_bucket{mode="single",le="+Inf"} 7
+gateway_notify_batch_size_sum{mode="single"} 12
+gateway_notify_batch_size_count{mode="single"} 7
+gateway_notifications_total{kind="payment",outcome="success"} 76
+`
+	if got := parseBatches(text); got != (batchTally{notes: 76, txns: 22}) {
+		t.Errorf("tally %+v, want 76 notifications in 10 + 12 transactions", got)
+	}
+	l := Level{Concurrency: 8, New: Result{N: 76, Txns: 22}, Grouped: Result{N: 80, Failed: 4, Txns: 19}}
+	want := "8 clients: gateway 76 notifications in 22 transactions (3.5 each), grouped ceiling 76 in 19 (4.0 each)"
+	if got := groupNote([]Level{l}); got != want {
+		t.Errorf("note %q, want %q", got, want)
+	}
+}

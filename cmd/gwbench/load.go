@@ -21,7 +21,7 @@ type Result struct {
 	FirstErr string        // the first failure, for the report
 	Elapsed  time.Duration // wall time of the phase
 	P50, P99 time.Duration
-	Txns     int           // transactions committed (the grouped ceiling's; 0 if not counted)
+	Txns     int           // transactions committed (the new phase's and the grouped ceiling's; 0 if not counted)
 	CPU      time.Duration // gateway CPU used during the phase (0 if not measured)
 	Usage    Usage         // every measured process's CPU during the phase
 }
