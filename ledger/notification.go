@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -74,11 +75,14 @@ func (s *Store) noticeRow(n Notice) notificationRow {
 	// Summary and resource type only describe the notice: cut to their
 	// columns (255 and 32 characters; bytes here, which always fit), since
 	// a strict MySQL refuses a longer value and the notice would then never
-	// be recorded (WeChat Pay allows a trade_state_desc of 256).
+	// be recorded (WeChat Pay allows a trade_state_desc of 256). The
+	// plaintext keeps its bytes but those that are not UTF-8 (refused by a
+	// strict MySQL's utf8mb4): each run of them becomes one U+FFFD (the
+	// JSON decoder read them as U+FFFD too).
 	row := notificationRow{NotifyID: n.NotifyID, Source: n.Source, EventType: n.EventType,
 		ResourceType: truncate(n.ResourceType, 32), Summary: truncate(n.Summary, 255), OutTradeNo: n.OutTradeNo,
 		TransactionID: nonEmpty(n.TransactionID), OutRefundNo: nonEmpty(n.OutRefundNo),
-		Plaintext: n.Plaintext, ReceivedAt: s.now()}
+		Plaintext: strings.ToValidUTF8(n.Plaintext, "\uFFFD"), ReceivedAt: s.now()}
 	if !n.CreateTime.IsZero() {
 		ct := dbTime(n.CreateTime)
 		row.CreateTime = &ct

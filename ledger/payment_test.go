@@ -465,6 +465,35 @@ func TestLongNoticeSummaryIsCut(t *testing.T) {
 	})
 }
 
+// TestNoticeNotUTF8IsRecorded: a decrypted resource whose strings hold
+// bytes that are not UTF-8 decodes (Go's JSON decoder reads them as
+// U+FFFD), and its notice is stored with each run of such bytes replaced
+// by one U+FFFD, in a batch too: on a strict MySQL the raw text was
+// refused, and the payment never recorded, every redelivery answered 500.
+func TestNoticeNotUTF8IsRecorded(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		one := paid("n-utf8-1", "o-utf8-1", "tx-utf8-1", 100)
+		one.Notice.Plaintext = "{\"attach\":\"\xff\xfe\",\"out_trade_no\":\"o-utf8-1\"}"
+		if _, err := s.ApplyTransaction(ctx, one); err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		two := paid("n-utf8-2", "o-utf8-2", "tx-utf8-2", 100)
+		two.Notice.Plaintext = "{\"attach\":\"a\xc3\"}"
+		three := paid("n-utf8-3", "o-utf8-3", "tx-utf8-3", 100)
+		if errs, batched := s.ApplyTransactions(ctx, []ledger.TransactionUpdate{two, three}); errs[0] != nil || errs[1] != nil || !batched {
+			t.Fatalf("apply in a batch: %v (batched %v)", errs, batched)
+		}
+		for no, want := range map[string]string{"o-utf8-1": "{\"attach\":\"\uFFFD\",\"out_trade_no\":\"o-utf8-1\"}",
+			"o-utf8-2": "{\"attach\":\"a\uFFFD\"}"} {
+			ns, err := s.Notices(ctx, no)
+			if err != nil || len(ns) != 1 || ns[0].Plaintext != want {
+				t.Fatalf("notices of %s: %+v, %v; want the plaintext %q", no, ns, err, want)
+			}
+		}
+	})
+}
+
 // TestUpdateWithoutOrderLeavesNoTrace: a paid update naming no order is
 // refused, and neither its notice nor a payment is stored.
 func TestUpdateWithoutOrderLeavesNoTrace(t *testing.T) {
