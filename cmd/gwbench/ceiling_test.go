@@ -225,8 +225,8 @@ func TestRatioIsOverTheHigherCeiling(t *testing.T) {
 	if got := l.Ratio(); got != 0.625 {
 		t.Errorf("ratio %.3f, want 5000/8000 = 0.625 (over the grouped ceiling, not the one-commit 2000)", got)
 	}
-	if v := ratioVerdict([]Level{l}); !strings.Contains(v, ": NOT met (128 clients 0.62)") {
-		t.Errorf("verdict %q, want NOT met", v)
+	if v := ratioVerdict([]Level{l}); !strings.Contains(v, ": NOT met (128 clients 0.62); over one commit per notification alone: 128 clients 2.50") {
+		t.Errorf("verdict %q, want NOT met, with the one-commit ratio beside it", v)
 	}
 	few := Level{Concurrency: 8, New: at(1800, 0), Ceiling: at(2000, 0), Grouped: at(1500, 0)}
 	if got := few.Ratio(); got != 0.9 {
@@ -238,9 +238,31 @@ func TestRatioIsOverTheHigherCeiling(t *testing.T) {
 	if v := ratioVerdict([]Level{failed}); !strings.Contains(v, "NOT met") || !strings.HasSuffix(v, "failed: 1 at 8 clients") {
 		t.Errorf("grouped ceiling with a failure: %q, want NOT met naming it", v)
 	}
+	both := []OpenRun{{Offered: 5000, Result: at(2500, 3*time.Second)}, {Offered: 2000, Result: at(1990, 20*time.Millisecond)}}
+	want := "NOT met (p99 3000.0ms at 5000/s offered, 2500/s done); at the one-commit ceiling's rate: p99 20.0ms at 2000/s offered, 1990/s done"
+	if v := p99Verdict([]Level{l}, both); !strings.Contains(v, want) {
+		t.Errorf("open loops at 5000/s and at the one-commit ceiling: %q, want %q", v, want)
+	}
 	opens := []OpenRun{{Offered: 2000, Result: at(2000, 10*time.Millisecond)}}
 	if v := p99Verdict([]Level{l}, opens); !strings.Contains(v, "offered below the target's rate") {
 		t.Errorf("open loop at the one-commit ceiling (2000/s) while the grouped one did 8000/s: %q, want it noted", v)
+	}
+}
+
+// TestOpenRates: the open loops run at the target's rate or the best
+// ceiling if lower, at -rate too if above that, and at the best
+// one-commit ceiling's rate when it is lower than the first.
+func TestOpenRates(t *testing.T) {
+	levels := []Level{{Ceiling: at(1300, 0), Grouped: at(3000, 0)}, {Ceiling: at(1200, 0), Grouped: at(8000, 0)}}
+	if got := fmt.Sprint(openRates(5000, levels)); got != "[5000 1300]" {
+		t.Errorf("grouped ceiling above -rate: rates %s, want [5000 1300]", got)
+	}
+	levels[1].Grouped = at(4000, 0)
+	if got := fmt.Sprint(openRates(5000, levels)); got != "[4000 5000 1300]" {
+		t.Errorf("grouped ceiling below -rate: rates %s, want [4000 5000 1300]", got)
+	}
+	if got := fmt.Sprint(openRates(1000, levels)); got != "[1000]" {
+		t.Errorf("-rate below both ceilings: rates %s, want [1000]", got)
 	}
 }
 

@@ -270,7 +270,9 @@ const benchPreamble = `What is measured (all over real HTTP against the gateway 
   gateway commits notifications that arrive together in one transaction, so one commit per notification
   is more commits than the gateway makes, and a ratio over it alone would credit the gateway with what
   batching saves. **new ÷ ceiling** is over the higher of the two, the most a bare database did the same
-  writes in; the first open loop runs at the best such ceiling when it is below -rate. A line under each
+  writes in; the first open loop runs at the best such ceiling when it is below -rate. The verdicts also
+  give the ratios over one commit per notification alone and, from one more open loop at the best
+  one-commit ceiling's rate, the p99 there: what runs before the grouped ceiling judged. A line under each
   table gives how many transactions the gateway (from its gateway_notify_batch_size) and the grouped
   ceiling made of each level's new notifications. gwbench runs
   without an inventory service, so the later delivery of each outbox job (a claim and an update per job)
