@@ -181,6 +181,9 @@ func openRun(ctx context.Context, e *env, t *target, raw *rawPoster, m *meter, r
 	}
 	reqs := raw.encodeAll(notes)
 	ok := make([]bool, count)
+	// Fresh connections: the gateway may have closed those an earlier
+	// loop left idle (near its cap it closes connections idle 250 ms).
+	raw.close()
 	age := redoAge(ctx, t)
 	r := m.measure(func() Result { return openLoop(count, rate, 4096, sendOp(raw, reqs, ok)) })
 	name := fmt.Sprintf("open loop at %.0f/s", rate)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"paygateway/gateway/wechatpay/wxpaysim"
@@ -19,9 +20,15 @@ import (
 // cost per request must stay small. Requests are encoded before a timed
 // phase, like signatures.
 type rawPoster struct {
-	host  string
-	path  string
-	conns chan *rawConn
+	host string
+	path string
+	// idle are the kept-alive connections, the most recently used last:
+	// a request takes that one, as net/http's Transport does. Taking the
+	// oldest instead, after an overload opened thousands, gave each one
+	// seconds of idling, and the gateway near its connection cap closes
+	// connections idle for 250 ms: requests sent on them failed with EOF.
+	mu   sync.Mutex
+	idle []*rawConn
 	// maxIdle drops a kept-alive connection idle for longer, before the
 	// gateway's own idle timeout (60 s by default) closes it: signing a
 	// large phase's requests can take longer than that, and a request
@@ -44,7 +51,7 @@ func newRawPoster(base, path string) (*rawPoster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawPoster{host: u.Host, path: path, conns: make(chan *rawConn, 8192), maxIdle: defaultMaxIdle}, nil
+	return &rawPoster{host: u.Host, path: path, maxIdle: defaultMaxIdle}, nil
 }
 
 // encode writes n as one HTTP/1.1 request.
@@ -89,7 +96,9 @@ func (p *rawPoster) send(req []byte) error {
 	}
 	if keep {
 		c.idleSince = time.Now()
-		p.conns <- c
+		p.mu.Lock()
+		p.idle = append(p.idle, c)
+		p.mu.Unlock()
 	} else {
 		c.c.Close()
 	}
@@ -137,37 +146,36 @@ func readResponse(r *bufio.Reader) (status int, body []byte, keep bool, err erro
 	return status, body, keep, err
 }
 
-// conn takes a kept-alive connection that has not idled past maxIdle,
-// or dials a new one.
+// conn takes the most recently used kept-alive connection, if it has not
+// idled past maxIdle (then none has: all are closed), or dials a new one.
 func (p *rawPoster) conn() (*rawConn, error) {
-	for {
-		var c *rawConn
-		select {
-		case c = <-p.conns:
-		default:
-		}
-		if c == nil {
-			break
-		}
-		if time.Since(c.idleSince) <= p.maxIdle {
-			return c, nil
-		}
-		c.c.Close()
+	p.mu.Lock()
+	var c *rawConn
+	if n := len(p.idle); n > 0 {
+		c, p.idle = p.idle[n-1], p.idle[:n-1]
 	}
-	c, err := net.DialTimeout("tcp", p.host, 5*time.Second)
+	p.mu.Unlock()
+	if c != nil && time.Since(c.idleSince) <= p.maxIdle {
+		return c, nil
+	}
+	if c != nil {
+		c.c.Close()
+		p.close()
+	}
+	nc, err := net.DialTimeout("tcp", p.host, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	return &rawConn{c: c, r: bufio.NewReaderSize(c, 4096)}, nil
+	return &rawConn{c: nc, r: bufio.NewReaderSize(nc, 4096)}, nil
 }
 
+// close closes the kept-alive connections; later requests dial anew.
 func (p *rawPoster) close() {
-	for {
-		select {
-		case c := <-p.conns:
-			c.c.Close()
-		default:
-			return
-		}
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.c.Close()
 	}
 }
