@@ -381,8 +381,11 @@ func (s *RefundService) send(ctx context.Context, r *ledger.Refund, resolve bool
 		return s.refused(ctx, r, err)
 	}
 	slog.WarnContext(ctx, "refund outcome unknown", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
+	// Tied to this attempt: its last_error (an unsigned refusal makes the
+	// janitor fail the refund rather than send it again) must not replace
+	// a later attempt's, sent by another instance while this one stalled.
 	r = s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundUnknown,
-		Source: ledger.SourceAPI, LastError: err.Error(), NextCheckAt: s.store.Now().Add(s.cfg.SafetyBuffer)})
+		Source: ledger.SourceAPI, LastError: err.Error(), NextCheckAt: s.store.Now().Add(s.cfg.SafetyBuffer), Attempt: r.Attempts})
 	if !resolve {
 		return r
 	}
@@ -418,7 +421,7 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 	slog.WarnContext(ctx, "refused re-send, query inconclusive", "out_trade_no", r.OutTradeNo,
 		"out_refund_no", r.OutRefundNo, "refusal", refusal, "err", err)
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundUnknown,
-		Source: ledger.SourceAPI, LastError: refusal.Error(), NextCheckAt: s.store.Now().Add(s.cfg.SafetyBuffer)})
+		Source: ledger.SourceAPI, LastError: refusal.Error(), NextCheckAt: s.store.Now().Add(s.cfg.SafetyBuffer), Attempt: r.Attempts})
 }
 
 // resolve asks WeChat Pay about a pending or ABNORMAL refund and records

@@ -44,7 +44,8 @@ type RefundUpdate struct {
 	// idempotency key in the same transaction (see IdemAnswer).
 	Answer *IdemAnswer
 	// Attempt, when set, ties a local verdict about one attempt (FAILED
-	// after a refusal) to that attempt: it is refused (ErrNoChange) once
+	// after a refusal; UNKNOWN after an ambiguous call, with what the call
+	// met as LastError) to that attempt: it is refused (ErrNoChange) once
 	// the refund has been sent again since, say by another instance's
 	// janitor while this one stalled. Only the answer to the later
 	// attempt settles it then.

@@ -720,3 +720,56 @@ func TestRefusalDoesNotFailALaterAttempt(t *testing.T) {
 		}
 	})
 }
+
+// TestStalledUnknownIsTiedToItsAttempt: the UNKNOWN an attempt records
+// (with what it met, its last_error) speaks for that attempt only. The
+// request's attempt met an unsigned refusal and stalled past the safety
+// buffer before recording it; meanwhile another instance's janitor sent
+// the refund again, and that attempt timed out. Recorded late, the stale
+// refusal replaced the timeout in last_error, and the next janitor,
+// finding WeChat Pay without the refund, failed it as refused (amount
+// given back, the user told 422) instead of sending it again.
+func TestStalledUnknownIsTiedToItsAttempt(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		no := fmt.Sprintf("stalled-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		due := func() {
+			if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Another instance: its janitor finds the refund unknown to WeChat
+		// Pay, sends it again (attempt 2), and that call times out.
+		other := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){timedOut},
+			queries: []func(string) (*gateway.WxRefund, error){notFound}}
+		otherSvc := gateway.NewRefundService(gateway.RefundConfig{}, s, other, gateway.NewMemoryLocker())
+		stalled := func(gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+			due() // the stall outlasts the safety buffer
+			if n := otherSvc.Sweep(ctx, 10); n != 1 {
+				t.Errorf("other janitor checked %d refunds, want 1", n)
+			}
+			return proxyRefusal(gateway.WxRefundRequest{})
+		}
+		accepted := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+			return processing(req.OutRefundNo)
+		}
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){stalled, accepted},
+			queries: []func(string) (*gateway.WxRefund, error){notFound, notFound}} // the request's, the janitor's
+		svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
+		if a, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil || a.Status != 202 {
+			t.Fatalf("request: %+v %v, want 202", a, err)
+		}
+		checkRefund(t, s, no, ledger.RefundUnknown, 2, 30)
+		due()
+		if n := svc.Sweep(ctx, 10); n != 1 {
+			t.Fatalf("janitor checked %d refunds, want 1", n)
+		}
+		// Attempt 2 only timed out: not found, the refund is sent again.
+		checkRefund(t, s, no, ledger.RefundProcessing, 3, 30)
+		if len(api.creates)+len(api.queries)+len(other.creates)+len(other.queries) != 0 {
+			t.Fatalf("calls left unmade: %d creates, %d queries here; %d, %d at the other instance",
+				len(api.creates), len(api.queries), len(other.creates), len(other.queries))
+		}
+	})
+}
