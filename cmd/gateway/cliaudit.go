@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"time"
 
 	"paygateway/ledger"
 )
@@ -23,7 +24,12 @@ func audited(ctx context.Context, s *ledger.Store, command, target string, do fu
 	}
 	status := 500
 	defer func() {
-		if ferr := s.FinishAudit(context.WithoutCancel(ctx), id, status); ferr != nil {
+		// Recorded after a Ctrl-C too, but within a bound: until the command
+		// returns, a second Ctrl-C is swallowed (signal.NotifyContext), and
+		// a hung database would hold it for the pool's read timeout.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cliAuditFinish)
+		defer cancel()
+		if ferr := s.FinishAudit(fctx, id, status); ferr != nil {
 			slog.Warn("audit entry of an admin command not finished", "command", command, "err", ferr)
 		}
 	}()
@@ -32,6 +38,10 @@ func audited(ctx context.Context, s *ledger.Store, command, target string, do fu
 	}
 	return err
 }
+
+// cliAuditFinish bounds the write of how an admin command ended, as the
+// API's is bounded (a var: a test lowers it).
+var cliAuditFinish = 5 * time.Second
 
 // currentUser names who runs an admin command: the process's user as the
 // system knows it ($USER is often unset under sudo or in containers, and
