@@ -128,9 +128,18 @@ func (s *Store) writable(ctx context.Context, db *sql.DB) error {
 // lets at least one through, so a growing, jittered budget always drains.
 func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	var err error
+	run := fn
+	if s.dialect == migrations.MySQL {
+		run = func(tx *gorm.DB) error {
+			if err := fn(tx); err != nil {
+				return err
+			}
+			return commitWithin(tx)
+		}
+	}
 	for attempt := 0; attempt < 40; attempt++ {
 		flags := &flagged{}
-		err = s.db.WithContext(context.WithValue(ctx, flaggedKey{}, flags)).Transaction(fn)
+		err = s.db.WithContext(context.WithValue(ctx, flaggedKey{}, flags)).Transaction(run)
 		if err == nil {
 			flags.log(ctx)
 		}
@@ -141,6 +150,21 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 		time.Sleep(time.Duration(1+rand.IntN(ceiling)) * time.Millisecond)
 	}
 	return err
+}
+
+// commitWithin commits tx's transaction as a statement, which ends with
+// tx's context: the MySQL driver sends the COMMIT of database/sql's
+// Tx.Commit without watching any context, so a server that hangs just
+// then held the caller (an outbox worker, a notification batch, a
+// shutdown waiting for them) for the pool's whole read timeout,
+// whatever its deadline. An error leaves the outcome unknown, as any
+// failed commit does. gorm's own Tx.Commit then finds no transaction open
+// and costs a round trip that commits nothing.
+func commitWithin(tx *gorm.DB) error {
+	if err := tx.Exec("COMMIT").Error; err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 func retryableTxError(err error) bool {
