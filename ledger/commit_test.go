@@ -18,9 +18,10 @@ import (
 )
 
 // hangAtCommit forwards connections to a MySQL server and, from the first
-// COMMIT a client sends, passes nothing more either way: a server that
-// hangs as a transaction commits.
+// query a client sends that is query (COMMIT, ROLLBACK), passes nothing
+// more either way: a server that hangs as a transaction ends.
 type hangAtCommit struct {
+	query  string
 	ln     net.Listener
 	target string
 	hung   atomic.Bool
@@ -29,13 +30,13 @@ type hangAtCommit struct {
 	conns  []net.Conn
 }
 
-func newHangAtCommit(t *testing.T, target string) *hangAtCommit {
+func newHangAtCommit(t *testing.T, target, query string) *hangAtCommit {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &hangAtCommit{ln: ln, target: target, done: make(chan struct{})}
+	p := &hangAtCommit{query: query, ln: ln, target: target, done: make(chan struct{})}
 	go p.accept()
 	t.Cleanup(func() {
 		ln.Close()
@@ -72,7 +73,7 @@ func (p *hangAtCommit) pipe(dst, src net.Conn, fromClient bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if fromClient && isCommit(buf[:n]) {
+		if fromClient && isQuery(buf[:n], p.query) {
 			p.hung.Store(true)
 		}
 		for p.hung.Load() {
@@ -94,17 +95,17 @@ func (p *hangAtCommit) pipe(dst, src net.Conn, fromClient bool) {
 	}
 }
 
-// isCommit: b is the packet of the query COMMIT (COM_QUERY, 0x03), not
-// one naming READ-COMMITTED.
-func isCommit(b []byte) bool {
-	return len(b) == 11 && b[0] == 7 && b[1] == 0 && b[2] == 0 && bytes.Equal(b[4:], []byte("\x03COMMIT"))
+// isQuery: b is the packet of query alone (COM_QUERY, 0x03), not one
+// naming it (READ-COMMITTED).
+func isQuery(b []byte, query string) bool {
+	n := len(query) + 1
+	return len(b) == 4+n && b[0] == byte(n) && b[1] == 0 && b[2] == 0 && bytes.Equal(b[4:], []byte("\x03"+query))
 }
 
-// TestCommitEndsWithTheContext: a transaction whose COMMIT the server
-// never answers ends with its context (an outbox claim's 5 s, a
-// notification's deadline), not after the pool's read timeout: database/sql
-// sends the COMMIT of Tx.Commit without a context.
-func TestCommitEndsWithTheContext(t *testing.T) {
+// hungAt returns a store whose server hangs from the first time a client
+// sends query; only a context can end the wait (the read timeout is 20 s).
+func hungAt(t *testing.T, query string) (*ledger.Store, *hangAtCommit) {
+	t.Helper()
 	dsn := ledgertest.MySQLDSN(t)
 	mc, err := mysqldrv.ParseDSN(strings.TrimPrefix(dsn, "mysql://"))
 	if err != nil {
@@ -122,34 +123,60 @@ func TestCommitEndsWithTheContext(t *testing.T) {
 	if sqlDB, err := setup.DB(); err == nil {
 		sqlDB.Close()
 	}
-	proxy := newHangAtCommit(t, mc.Addr)
+	proxy := newHangAtCommit(t, mc.Addr, query)
 	mc.Addr = proxy.ln.Addr().String()
-	// Only the context may end the wait: the read timeout is far off.
 	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: "mysql://" + mc.FormatDSN(), ReadTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sqlDB, _ := db.DB()
 	t.Cleanup(func() { sqlDB.Close() })
-	s := ledger.NewStore(db, dialect)
+	return ledger.NewStore(db, dialect), proxy
+}
 
-	cctx, ccancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer ccancel()
+// endsWithin runs call with a 500 ms context and fails unless it returns
+// an error within 3 s, after the proxy hung.
+func endsWithin(t *testing.T, proxy *hangAtCommit, call func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() { _, err := s.Outbox().Claim(cctx, "w", 1, time.Minute); done <- err }()
+	go func() { done <- call(ctx) }()
 	select {
 	case err := <-done:
-		if err == nil {
-			t.Fatal("the claim committed though the server never answered its COMMIT")
-		}
 		if !proxy.hung.Load() {
-			t.Fatalf("the claim failed before its COMMIT: %v", err)
+			t.Fatalf("returned before the server hung at %s: %v", proxy.query, err)
+		}
+		if err == nil && proxy.query == "COMMIT" {
+			t.Fatal("committed though the server never answered its COMMIT")
 		}
 		if d := time.Since(start); d > 3*time.Second {
-			t.Fatalf("the claim returned after %v, want about its context's 500 ms", d)
+			t.Fatalf("returned after %v, want about its context's 500 ms", d)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the claim still waits for its COMMIT 5 s on, with a 500 ms context")
+		t.Fatalf("still waits for its %s 5 s on, with a 500 ms context", proxy.query)
 	}
+}
+
+// TestCommitEndsWithTheContext: a transaction whose COMMIT the server
+// never answers ends with its context (an outbox claim's 5 s, a
+// notification's deadline), not after the pool's read timeout: database/sql
+// sends the COMMIT of Tx.Commit without a context.
+func TestCommitEndsWithTheContext(t *testing.T) {
+	s, proxy := hungAt(t, "COMMIT")
+	endsWithin(t, proxy, func(ctx context.Context) error {
+		_, err := s.Outbox().Claim(ctx, "w", 1, time.Minute)
+		return err
+	})
+}
+
+// TestRollbackEndsWithTheContext: so does one that the server never lets
+// roll back (a refusal, here an unknown anomaly, ends it).
+func TestRollbackEndsWithTheContext(t *testing.T) {
+	s, proxy := hungAt(t, "ROLLBACK")
+	endsWithin(t, proxy, func(ctx context.Context) error {
+		_, err := s.ResolveAnomaly(ctx, 424242, "ops:x", "n/a")
+		return err
+	})
 }

@@ -132,6 +132,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	if s.dialect == migrations.MySQL {
 		run = func(tx *gorm.DB) error {
 			if err := fn(tx); err != nil {
+				rollbackWithin(tx)
 				return err
 			}
 			return commitWithin(tx)
@@ -165,6 +166,14 @@ func commitWithin(tx *gorm.DB) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// rollbackWithin ends tx's transaction as a statement bound by tx's
+// context, for the same reason as commitWithin: gorm's Tx.Rollback, which
+// follows (and then rolls nothing back), is sent without one. Its error
+// is the caller's error's business: a closed connection rolls back anyway.
+func rollbackWithin(tx *gorm.DB) {
+	_ = tx.Exec("ROLLBACK").Error
 }
 
 func retryableTxError(err error) bool {
