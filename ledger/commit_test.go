@@ -17,10 +17,10 @@ import (
 	"paygateway/ledger/ledgertest"
 )
 
-// hangAtCommit forwards connections to a MySQL server and, from the first
+// hangingProxy forwards connections to a MySQL server and, from the first
 // query a client sends that is query (COMMIT, ROLLBACK), passes nothing
 // more either way: a server that hangs as a transaction ends.
-type hangAtCommit struct {
+type hangingProxy struct {
 	query  string
 	ln     net.Listener
 	target string
@@ -30,13 +30,13 @@ type hangAtCommit struct {
 	conns  []net.Conn
 }
 
-func newHangAtCommit(t *testing.T, target, query string) *hangAtCommit {
+func newHangingProxy(t *testing.T, target, query string) *hangingProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &hangAtCommit{query: query, ln: ln, target: target, done: make(chan struct{})}
+	p := &hangingProxy{query: query, ln: ln, target: target, done: make(chan struct{})}
 	go p.accept()
 	t.Cleanup(func() {
 		ln.Close()
@@ -50,7 +50,7 @@ func newHangAtCommit(t *testing.T, target, query string) *hangAtCommit {
 	return p
 }
 
-func (p *hangAtCommit) accept() {
+func (p *hangingProxy) accept() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -69,7 +69,7 @@ func (p *hangAtCommit) accept() {
 	}
 }
 
-func (p *hangAtCommit) pipe(dst, src net.Conn, fromClient bool) {
+func (p *hangingProxy) pipe(dst, src net.Conn, fromClient bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -104,7 +104,7 @@ func isQuery(b []byte, query string) bool {
 
 // hungAt returns a store whose server hangs from the first time a client
 // sends query; only a context can end the wait (the read timeout is 20 s).
-func hungAt(t *testing.T, query string) (*ledger.Store, *hangAtCommit) {
+func hungAt(t *testing.T, query string) (*ledger.Store, *hangingProxy) {
 	t.Helper()
 	dsn := ledgertest.MySQLDSN(t)
 	mc, err := mysqldrv.ParseDSN(strings.TrimPrefix(dsn, "mysql://"))
@@ -123,7 +123,7 @@ func hungAt(t *testing.T, query string) (*ledger.Store, *hangAtCommit) {
 	if sqlDB, err := setup.DB(); err == nil {
 		sqlDB.Close()
 	}
-	proxy := newHangAtCommit(t, mc.Addr, query)
+	proxy := newHangingProxy(t, mc.Addr, query)
 	mc.Addr = proxy.ln.Addr().String()
 	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: "mysql://" + mc.FormatDSN(), ReadTimeout: 20 * time.Second})
 	if err != nil {
@@ -136,7 +136,7 @@ func hungAt(t *testing.T, query string) (*ledger.Store, *hangAtCommit) {
 
 // endsWithin runs call with a 500 ms context and fails unless it returns
 // an error within 3 s, after the proxy hung.
-func endsWithin(t *testing.T, proxy *hangAtCommit, call func(ctx context.Context) error) {
+func endsWithin(t *testing.T, proxy *hangingProxy, call func(ctx context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
