@@ -1,116 +1,20 @@
 package ledger_test
 
 import (
-	"bytes"
 	"context"
-	"net"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	mysqldrv "github.com/go-sql-driver/mysql"
 
 	"paygateway/ledger"
 	"paygateway/ledger/ledgerdb"
 	"paygateway/ledger/ledgertest"
 )
 
-// hangingProxy forwards connections to a MySQL server and, from the first
-// query a client sends that is query (COMMIT, ROLLBACK), passes nothing
-// more either way: a server that hangs as a transaction ends.
-type hangingProxy struct {
-	query  string
-	ln     net.Listener
-	target string
-	hung   atomic.Bool
-	done   chan struct{}
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func newHangingProxy(t *testing.T, target, query string) *hangingProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &hangingProxy{query: query, ln: ln, target: target, done: make(chan struct{})}
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		close(p.done)
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-	})
-	return p
-}
-
-func (p *hangingProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		go p.pipe(s, c, true)
-		go p.pipe(c, s, false)
-	}
-}
-
-func (p *hangingProxy) pipe(dst, src net.Conn, fromClient bool) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if fromClient && isQuery(buf[:n], p.query) {
-			p.hung.Store(true)
-		}
-		for p.hung.Load() {
-			select {
-			case <-p.done:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			dst.Close()
-			return
-		}
-	}
-}
-
-// isQuery: b is the packet of query alone (COM_QUERY, 0x03), not one
-// naming it (READ-COMMITTED).
-func isQuery(b []byte, query string) bool {
-	n := len(query) + 1
-	return len(b) == 4+n && b[0] == byte(n) && b[1] == 0 && b[2] == 0 && bytes.Equal(b[4:], []byte("\x03"+query))
-}
-
 // hungAt returns a store whose server hangs from the first time a client
 // sends query; only a context can end the wait (the read timeout is 20 s).
-func hungAt(t *testing.T, query string) (*ledger.Store, *hangingProxy) {
+func hungAt(t *testing.T, query string) (*ledger.Store, *hanging) {
 	t.Helper()
 	dsn := ledgertest.MySQLDSN(t)
-	mc, err := mysqldrv.ParseDSN(strings.TrimPrefix(dsn, "mysql://"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	setup, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: dsn})
@@ -123,20 +27,25 @@ func hungAt(t *testing.T, query string) (*ledger.Store, *hangingProxy) {
 	if sqlDB, err := setup.DB(); err == nil {
 		sqlDB.Close()
 	}
-	proxy := newHangingProxy(t, mc.Addr, query)
-	mc.Addr = proxy.ln.Addr().String()
-	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: "mysql://" + mc.FormatDSN(), ReadTimeout: 20 * time.Second})
+	proxied, proxy := ledgertest.ProxiedDSN(t, dsn, query)
+	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: proxied, ReadTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sqlDB, _ := db.DB()
 	t.Cleanup(func() { sqlDB.Close() })
-	return ledger.NewStore(db, dialect), proxy
+	return ledger.NewStore(db, dialect), &hanging{proxy, query}
+}
+
+// hanging is a proxy and the query it hangs at.
+type hanging struct {
+	*ledgertest.Proxy
+	query string
 }
 
 // endsWithin runs call with a 500 ms context and fails unless it returns
 // an error within 3 s, after the proxy hung.
-func endsWithin(t *testing.T, proxy *hangingProxy, call func(ctx context.Context) error) {
+func endsWithin(t *testing.T, proxy *hanging, call func(ctx context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
@@ -145,7 +54,7 @@ func endsWithin(t *testing.T, proxy *hangingProxy, call func(ctx context.Context
 	go func() { done <- call(ctx) }()
 	select {
 	case err := <-done:
-		if !proxy.hung.Load() {
+		if !proxy.Hung() {
 			t.Fatalf("returned before the server hung at %s: %v", proxy.query, err)
 		}
 		if err == nil && proxy.query == "COMMIT" {

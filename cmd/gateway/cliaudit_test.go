@@ -16,7 +16,7 @@ import (
 // at most cliAuditFinish, not the pool's read timeout: until the command
 // returns, signal.NotifyContext swallows a second Ctrl-C.
 func TestAdminCommandAuditEndIsBounded(t *testing.T) {
-	dsn, proxy := freezeDSN(t, ledgertest.MySQLDSN(t))
+	dsn, proxy := ledgertest.ProxiedDSN(t, ledgertest.MySQLDSN(t), "")
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	// The hang would last the read timeout without the bound.
@@ -39,7 +39,7 @@ func TestAdminCommandAuditEndIsBounded(t *testing.T) {
 	var began time.Time
 	go func() {
 		done <- audited(cmdCtx, s, "apikey create", "role=ops name=x", func() error {
-			proxy.freeze() // the database hangs, and the operator presses Ctrl-C
+			proxy.Hang() // the database hangs, and the operator presses Ctrl-C
 			interrupt()
 			began = time.Now()
 			return stopped
