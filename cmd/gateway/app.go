@@ -138,7 +138,8 @@ var dbTime = func(c *ledger.DBClock) func() time.Time { return c.Now }
 func (m *Main) openStore(ctx context.Context) error {
 	d := m.Config.Database
 	cfg := ledgerdb.Config{DSN: d.DSN, MaxOpenConns: d.maxOpenConns(),
-		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime, DialTimeout: d.DialTimeout,
+		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime,
+		ConnMaxIdleTime: d.ConnMaxIdleTime, DialTimeout: d.DialTimeout,
 		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, LockWaitTimeout: d.LockWaitTimeout,
 		StatementTimeout: d.StatementTimeout}
 	mysql := strings.HasPrefix(d.DSN, "mysql://")

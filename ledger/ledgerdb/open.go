@@ -33,6 +33,11 @@ type Config struct {
 	MaxOpenConns    int
 	MaxIdleConns    int
 	ConnMaxLifetime time.Duration
+	// ConnMaxIdleTime closes a connection idle this long (default 5 min):
+	// a firewall or load balancer that drops idle flows silently would
+	// otherwise leave dead connections in the pool, and each would cost
+	// the request that takes it its whole deadline.
+	ConnMaxIdleTime time.Duration
 	// DialTimeout bounds connecting (with ReadTimeout, at most 30 s of it,
 	// Open's whole first connection: see connectTimeout); ReadTimeout/WriteTimeout bound each
 	// packet on MySQL so a hung server cannot hold a request forever.
@@ -134,6 +139,11 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	// refuses interpolation under the multibyte charsets where escaping
 	// is unsafe (big5, gbk, sjis…); the ledger's connections are utf8mb4.
 	mc.InterpolateParams = true
+	// Rows affected means rows changed: the ledger reads a 0 from an
+	// UPDATE or INSERT IGNORE as "already done" (a duplicate job, a claim
+	// lost to another instance). A DSN's clientFoundRows=true would count
+	// matched rows and make a skipped duplicate look inserted.
+	mc.ClientFoundRows = false
 	// Belt and braces for a time the ledger did not cut to the microsecond
 	// itself: the driver cuts it rather than let MySQL 8 round it.
 	if err := mc.Apply(mysqldrv.TimeTruncate(time.Microsecond)); err != nil {
@@ -167,6 +177,7 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	sqlDB.SetMaxOpenConns(orDefaultInt(cfg.MaxOpenConns, 50))
 	sqlDB.SetMaxIdleConns(orDefaultInt(cfg.MaxIdleConns, 25))
 	sqlDB.SetConnMaxLifetime(orDefault(cfg.ConnMaxLifetime, 30*time.Minute))
+	sqlDB.SetConnMaxIdleTime(orDefault(cfg.ConnMaxIdleTime, 5*time.Minute))
 	return db, nil
 }
 

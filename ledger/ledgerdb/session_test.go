@@ -138,3 +138,60 @@ func TestGormClockInMicroseconds(t *testing.T) {
 		}
 	}
 }
+
+// TestDSNCannotCountMatchedRows: an UPDATE that changes nothing reports
+// 0 rows affected even when the DSN asks the driver to count matched
+// rows (clientFoundRows=true): the ledger reads that 0 as "already done".
+func TestDSNCannotCountMatchedRows(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := mysqldrv.ParseDSN(strings.TrimPrefix(ledgertest.MySQLDSN(t), "mysql://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClientFoundRows = true
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: "mysql://" + cfg.FormatDSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	defer sqlDB.Close()
+	conn, err := sqlDB.Conn(ctx) // one session: the temporary table is its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{"CREATE TEMPORARY TABLE found_rows (v INT)", "INSERT INTO found_rows (v) VALUES (1)"} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := conn.ExecContext(ctx, "UPDATE found_rows SET v = 1 WHERE v = 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 0 {
+		t.Fatalf("an UPDATE changing nothing, DSN clientFoundRows=true: %d rows affected, want 0", n)
+	}
+}
+
+// TestPoolClosesIdleConnections: the pool closes a connection idle
+// longer than ConnMaxIdleTime, so one a firewall dropped silently is not
+// handed to a request.
+func TestPoolClosesIdleConnections(t *testing.T) {
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: ledgertest.MySQLDSN(t), ConnMaxIdleTime: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	defer sqlDB.Close()
+	if err := sqlDB.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for sqlDB.Stats().MaxIdleTimeClosed == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no idle connection closed 10 s after ConnMaxIdleTime 50 ms: %+v", sqlDB.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
