@@ -528,7 +528,14 @@ func (s *RefundService) apply(ctx context.Context, r *ledger.Refund, u ledger.Re
 	ctx, cancel := recordContext(ctx)
 	defer cancel()
 	out, err := s.store.ApplyRefund(ctx, u)
-	if err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) && !errors.Is(err, ledger.ErrNoChange) {
+	switch {
+	case errors.Is(err, ledger.ErrNoChange) && u.Attempt > 0 && out != nil && out.Attempts != u.Attempt:
+		// Another instance sent the refund again while this one stalled:
+		// the refund waits for that attempt's answer.
+		slog.WarnContext(ctx, "verdict on an earlier attempt not recorded", "out_trade_no", r.OutTradeNo,
+			"out_refund_no", r.OutRefundNo, "state", u.State, "attempt", u.Attempt, "attempts", out.Attempts,
+			"verdict", u.LastError)
+	case err != nil && !errors.Is(err, ledger.ErrAlreadyRecorded) && !errors.Is(err, ledger.ErrNoChange):
 		slog.ErrorContext(ctx, "record refund outcome", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
 			"state", u.State, "err", err)
 	}

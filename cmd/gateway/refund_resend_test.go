@@ -695,6 +695,7 @@ func TestRefusalDoesNotFailALaterAttempt(t *testing.T) {
 				}
 				api := &scriptedRefunds{t: t, creates: tc.creates, queries: tc.queries(sentAgain)}
 				svc := gateway.NewRefundService(gateway.RefundConfig{}, s, api, gateway.NewMemoryLocker())
+				logs := captureLogs(t)
 				if a, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil || a.Status == 422 {
 					t.Fatalf("request: %+v %v, want no refusal", a, err)
 				}
@@ -707,6 +708,10 @@ func TestRefusalDoesNotFailALaterAttempt(t *testing.T) {
 					}
 				}
 				checkRefund(t, s, no, tc.want, len(tc.creates)+1, 30)
+				stale := logLines(t, logs.String(), "verdict on an earlier attempt not recorded")
+				if len(stale) != 1 || stale[0]["state"] != string(ledger.RefundFailed) || stale[0]["attempt"] != float64(len(tc.creates)) {
+					t.Fatalf("logged %v, want the refused verdict (FAILED on attempt %d) logged once", stale, len(tc.creates))
+				}
 				rs, _ := s.Refunds(ctx, no)
 				if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: rs[0].OutRefundNo, State: ledger.RefundSuccess,
 					RefundID: "wx-" + no, Amount: 30, SuccessTime: time.Now(), Source: ledger.SourceQuery}); err != nil {
