@@ -89,7 +89,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return rep, err
 	}
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
-		ForgedAccepted: d.forgedAccepted, ForgedRefused: d.forgedRefused, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted}
+		ForgedAccepted: d.forgedAccepted, ForgedRefused: d.forgedRefused, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted,
+		QueryLagOptional: !o.QueryLagEvidence}
 	drain(ctx, w, o, ev)
 	ev.RefundsRefused = w.sim.RefundsRefused() // the janitor's re-sends during the drain count too
 	rep.JobsTotal, rep.JobsStates = ev.JobsTotal, ev.JobsStates
