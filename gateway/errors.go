@@ -38,6 +38,11 @@ const (
 	CodeBillUnreadable = "EBILL_UNREADABLE"
 	// A request body labelled as another media type than JSON.
 	CodeUnsupportedType = "EUNSUPPORTED_MEDIA_TYPE"
+	// A change that must name the version it was decided on (If-Match)
+	// came without one.
+	CodePreconditionRequired = "EPRECONDITION_REQUIRED"
+	// The record changed since the version the caller named: look again.
+	CodePreconditionFailed = "EPRECONDITION_FAILED"
 )
 
 var statusByCode = map[string]int{
@@ -45,6 +50,7 @@ var statusByCode = map[string]int{
 	CodeDecrypt: 400, CodeMerchant: 400, CodeConflict: 409, CodeUnauthorized: 401, CodeForbidden: 403,
 	CodeNotFound: 404, CodeUnavailable: 503, CodeInternal: 500, CodeRateLimited: 429, CodeInFlight: 409,
 	CodeKeyReused: 422, CodeUnprocessable: 422, CodeDayNotOver: 400, CodeBillUnreadable: 422, CodeUnsupportedType: 415,
+	CodePreconditionRequired: 428, CodePreconditionFailed: 412,
 }
 
 // Error is an error with a stable code and a message safe to show clients.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -47,10 +48,21 @@ func (d *Deps) replayJob(c *gin.Context) {
 		writeError(c, &Error{Code: CodeInvalid, Message: "id must be a positive integer"})
 		return
 	}
-	job, err := d.Store.Outbox().Replay(c.Request.Context(), id, "ops:"+CurrentPrincipal(c).Name)
+	version, perr := ifMatch(c.GetHeader("If-Match"))
+	if perr != nil {
+		writeError(c, perr)
+		return
+	}
+	job, err := d.Store.Outbox().ReplayIf(c.Request.Context(), id, "ops:"+CurrentPrincipal(c).Name, version)
+	if job != nil {
+		c.Header("ETag", `"`+job.Version+`"`)
+	}
 	switch {
 	case err == nil:
 		c.JSON(http.StatusOK, gin.H{"job": job})
+	case errors.Is(err, ledger.ErrStale):
+		writeError(c, Errorf(CodePreconditionFailed, "the job changed since version "+version+" (now "+job.Version+
+			", last error: "+job.LastError+"): look at it again before replaying", err))
 	case errors.Is(err, ledger.ErrConflict) && job.State == ledger.JobDead:
 		writeError(c, Errorf(CodeConflict, "this release waits for its order's confirmation: replay that job first", err))
 	case errors.Is(err, ledger.ErrConflict):
@@ -58,4 +70,23 @@ func (d *Deps) replayJob(c *gin.Context) {
 	default:
 		writeError(c, ledgerError(err))
 	}
+}
+
+// ifMatch reads an If-Match header naming the job version a person
+// decided on: "v", v, or * (any version: ""). A replay must name one: a
+// job may be held again for a newer reason after they looked.
+func ifMatch(h string) (string, error) {
+	h = strings.TrimSpace(h)
+	switch {
+	case h == "":
+		return "", &Error{Code: CodePreconditionRequired, Message: "send If-Match with the job's version from " +
+			"GET /v1/ops/outbox/dead (* replays it as it is now): a job may be held again for a newer reason after you looked"}
+	case h == "*":
+		return "", nil
+	}
+	v := strings.TrimSuffix(strings.TrimPrefix(h, `"`), `"`)
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return "", &Error{Code: CodeInvalid, Message: "If-Match must be one job version (its \"version\"), or *"}
+	}
+	return v, nil
 }

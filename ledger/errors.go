@@ -23,6 +23,9 @@ var (
 	// ErrClaimed means another run holds the lease on the work (a day's
 	// reconciliation), or took it over: try again when that run ends.
 	ErrClaimed = errors.New("ledger: claimed by another run")
+	// ErrStale means the record changed since the version the caller
+	// acted on: read it again and decide again.
+	ErrStale = errors.New("ledger: changed since it was read")
 )
 
 // AmountMismatchError reports a paid amount that differs from the amount

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"gorm.io/gorm"
@@ -42,14 +43,18 @@ type OutboxJob struct {
 	Attempts    int             `json:"attempts"`
 	// MaybeSent: an attempt may have reached the other side (one not
 	// stored as unsent, or one running now); a replay then asks it first.
-	MaybeSent      bool            `json:"maybe_sent"`
-	LastError      string          `json:"last_error,omitempty"`
-	NextRunAt      time.Time       `json:"next_run_at"`
-	FirstAttemptAt *time.Time      `json:"first_attempt_at,omitempty"`
-	DoneAt         *time.Time      `json:"done_at,omitempty"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
-	History        []retry.Attempt `json:"history,omitempty"`
+	MaybeSent      bool       `json:"maybe_sent"`
+	LastError      string     `json:"last_error,omitempty"`
+	NextRunAt      time.Time  `json:"next_run_at"`
+	FirstAttemptAt *time.Time `json:"first_attempt_at,omitempty"`
+	DoneAt         *time.Time `json:"done_at,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
+	// Version changes with every change to the job (it is its updated_at
+	// to the microsecond): a person replays a dead job on the version
+	// they looked at (ReplayIf), not on whatever it has become since.
+	Version string          `json:"version"`
+	History []retry.Attempt `json:"history,omitempty"`
 }
 
 type outboxJobRow struct {
@@ -78,8 +83,10 @@ func (r outboxJobRow) job() OutboxJob {
 	return OutboxJob{ID: r.ID, Kind: r.Kind, Key: r.JobKey, OutTradeNo: r.OutTradeNo, OutRefundNo: deref(r.OutRefundNo),
 		Payload: json.RawMessage(r.Payload), State: r.State, Attempts: r.Attempts, MaybeSent: r.maybeSent(),
 		LastError: r.LastError, NextRunAt: r.NextRunAt.UTC(), FirstAttemptAt: utcPtr(r.FirstAttemptAt), DoneAt: utcPtr(r.DoneAt),
-		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(), Version: jobVersion(r.UpdatedAt)}
 }
+
+func jobVersion(updatedAt time.Time) string { return strconv.FormatInt(updatedAt.UnixMicro(), 10) }
 
 func (r outboxJobRow) claimed() retry.Job {
 	j := retry.Job{ID: r.ID, Kind: r.Kind, Key: r.JobKey, OutTradeNo: r.OutTradeNo, Payload: []byte(r.Payload),
@@ -399,7 +406,15 @@ func (o *Outbox) withHistory(ctx context.Context, rows []outboxJobRow, keep int)
 // budget starts again. Errors: ErrNotFound, ErrConflict when the job is
 // not dead or is a release whose confirmation is not DONE.
 func (o *Outbox) Replay(ctx context.Context, id uint64, by string) (*OutboxJob, error) {
-	var replayed bool
+	return o.ReplayIf(ctx, id, by, "")
+}
+
+// ReplayIf is Replay of the job as a person saw it: when version is set
+// and the dead job changed since (held again, say, for a refund outside
+// the gateway that came after the look), it is left as it is and the
+// error is ErrStale, with the job as it is now.
+func (o *Outbox) ReplayIf(ctx context.Context, id uint64, by, version string) (*OutboxJob, error) {
+	var replayed, stale bool
 	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
 		now := o.s.now()
 		var row outboxJobRow
@@ -408,6 +423,9 @@ func (o *Outbox) Replay(ctx context.Context, id uint64, by string) (*OutboxJob, 
 			return nil
 		} else if err != nil {
 			return err
+		}
+		if stale = version != "" && jobVersion(row.UpdatedAt) != version; stale {
+			return nil
 		}
 		if err := o.s.releaseReplayable(tx, row); err != nil {
 			return err
@@ -429,6 +447,10 @@ func (o *Outbox) Replay(ctx context.Context, id uint64, by string) (*OutboxJob, 
 	}
 	if !replayed {
 		return job, fmt.Errorf("replay outbox job %d in state %s: %w", id, job.State, ErrConflict)
+	}
+	if stale {
+		return job, fmt.Errorf("replay outbox job %d seen at version %s, changed since (version %s, last error %q): %w",
+			id, version, job.Version, job.LastError, ErrStale)
 	}
 	return job, nil
 }

@@ -6,6 +6,7 @@ package ledger_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -91,4 +92,35 @@ func killConfirmation(t *testing.T, s *ledger.Store, no string) (*ledger.Outbox,
 		t.Fatal(err)
 	}
 	return q, c
+}
+
+// TestReplayOfAStaleLook: a person looks at a dead confirmation (an
+// inventory refusal); WeChat Pay then reports its order refunded outside
+// the gateway, and the dead job says held. A replay on the version the
+// person saw is refused (ErrStale) and changes nothing: replaying it
+// would send the stock of a refunded order. On the version they see now
+// it is replayed.
+func TestReplayOfAStaleLook(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		q, c := killConfirmation(t, s, "ho-o4")
+		looked, err := q.Job(ctx, c.ID)
+		if err != nil || looked.Version == "" {
+			t.Fatalf("dead job %+v, %v; want a version", looked, err)
+		}
+		reportRefundFirst(t, s, rfRefundNotice("ho-o4", "out-ho-o4", ledger.RefundSuccess))
+		held, err := q.Job(ctx, c.ID)
+		if err != nil || held.State != ledger.JobDead || !strings.HasPrefix(held.LastError, heldOutsidePrefix) || held.Version == looked.Version {
+			t.Fatalf("after the refund outside: %+v, %v; want it held, at a new version (was %s)", held, err, looked.Version)
+		}
+		job, err := q.ReplayIf(ctx, c.ID, "ops:alice", looked.Version)
+		if !errors.Is(err, ledger.ErrStale) || job == nil || job.State != ledger.JobDead || job.Version != held.Version ||
+			len(job.History) != len(held.History) {
+			t.Fatalf("replay on the old version: %+v, %v; want ErrStale and the job unchanged", job, err)
+		}
+		job, err = q.ReplayIf(ctx, c.ID, "ops:alice", held.Version)
+		if err != nil || job.State != ledger.JobPending || job.Version == held.Version {
+			t.Fatalf("replay on the version seen now: %+v, %v; want it PENDING at a new version", job, err)
+		}
+	})
 }

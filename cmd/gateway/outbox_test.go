@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -366,15 +367,23 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 				t.Fatalf("dead job = %v, want confirm:%s with one attempt", first, viaAPI)
 			}
 
-			status, body = apiCall(t, "POST", fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), dead.ID), opsKey, nil)
-			if status != 200 {
-				t.Fatalf("replay: status=%d body=%v", status, body)
+			replayURL := fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), dead.ID)
+			if status, body, _ := replayCall(t, replayURL, ""); status != 428 || body["code"] != "EPRECONDITION_REQUIRED" {
+				t.Fatalf("replay without If-Match: status=%d body=%v, want 428 EPRECONDITION_REQUIRED", status, body)
+			}
+			if status, body, _ := replayCall(t, replayURL, `W/"1"`); status != 400 || body["code"] != "EINVALID" {
+				t.Fatalf("replay with a weak If-Match: status=%d body=%v, want 400 EINVALID", status, body)
+			}
+			onlyJob(t, m.Store, viaAPI, ledger.JobDead)
+			status, body, hdr := replayCall(t, replayURL, fmt.Sprintf("%q", first["version"]))
+			if status != 200 || hdr.Get("ETag") == "" || hdr.Get("ETag") == fmt.Sprintf("%q", first["version"]) {
+				t.Fatalf("replay: status=%d body=%v ETag %q", status, body, hdr.Get("ETag"))
 			}
 			done := onlyJob(t, m.Store, viaAPI, ledger.JobDone)
 			if fmt.Sprint(outcomes(done.History)) != "[dead replayed done]" || done.History[1].Worker != "ops:ops" {
 				t.Fatalf("history after replay = %v (replayed by %q)", outcomes(done.History), done.History[1].Worker)
 			}
-			status, body = apiCall(t, "POST", fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), dead.ID), opsKey, nil)
+			status, body, _ = replayCall(t, replayURL, "*")
 			if status != 409 || body["code"] != "ECONFLICT" {
 				t.Fatalf("replay of a done job: status=%d body=%v, want 409 ECONFLICT", status, body)
 			}
@@ -400,6 +409,78 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 			})
 
 		})
+	}
+}
+
+// TestReplayNeedsTheVersionSeen: an operator looks at a dead stock
+// confirmation (the inventory refused it); WeChat Pay then reports its
+// order refunded outside the gateway, and the job says held. The replay
+// the operator decided on before is refused (412, the job untouched, the
+// stock not confirmed); on the version the job has now it is replayed.
+func TestReplayNeedsTheVersionSeen(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			inv, url := startInventory(t)
+			inv.SetFaults(inventorysim.Faults{PermanentNext: 1})
+			cfg := testConfig(t, b)
+			fastOutbox(&cfg, url)
+			m := startGateway(t, cfg)
+			no := uniqueNo("obv")
+			payViaCallback(t, m, no, 300)
+			looked := onlyJob(t, m.Store, no, ledger.JobDead)
+			refundedOutside(t, m, no, 300)
+			held := onlyJob(t, m.Store, no, ledger.JobDead)
+			if held.Version == looked.Version || !strings.HasPrefix(held.LastError, "held:") {
+				t.Fatalf("after the refund outside: %+v, want it held at a new version", held)
+			}
+			replayURL := fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), looked.ID)
+			status, body, hdr := replayCall(t, replayURL, `"`+looked.Version+`"`)
+			if status != 412 || body["code"] != "EPRECONDITION_FAILED" || hdr.Get("ETag") != `"`+held.Version+`"` {
+				t.Fatalf("replay on the version seen first: %d %v ETag %q, want 412 EPRECONDITION_FAILED, ETag %q",
+					status, body, hdr.Get("ETag"), held.Version)
+			}
+			if j := onlyJob(t, m.Store, no, ledger.JobDead); len(j.History) != len(held.History) || j.Version != held.Version {
+				t.Fatalf("job after the refused replay: %+v, want it as it was", j)
+			}
+			if status, body, _ := replayCall(t, replayURL, hdr.Get("ETag")); status != 200 {
+				t.Fatalf("replay on the version now: %d %v", status, body)
+			}
+			onlyJob(t, m.Store, no, ledger.JobDone)
+			if got := inv.ConfirmCount(no); got != 1 {
+				t.Fatalf("confirmations of %s = %d, want 1 (replayed knowingly)", no, got)
+			}
+		})
+	}
+}
+
+// replayCall replays a dead job with the ops key and If-Match ifMatch
+// (none when empty).
+func replayCall(t *testing.T, url, ifMatch string) (int, map[string]any, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, nil)
+	req.Header.Set("X-Api-Key", opsKey)
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	status, body := decode(t, resp)
+	return status, body, resp.Header
+}
+
+// refundedOutside posts WeChat Pay's signed REFUND.SUCCESS of a refund of
+// order no the gateway never made.
+func refundedOutside(t *testing.T, m *Main, no string, amount int64) {
+	t.Helper()
+	k, _ := testKeys(t)
+	rn := wxpaysim.RefundNotice{MchID: k.MchID, OutTradeNo: no, TransactionID: "42000" + no, OutRefundNo: "RO" + no,
+		RefundID: "50" + no, RefundStatus: "SUCCESS", SuccessTime: time.Now().Format(time.RFC3339),
+		Amount: wxpaysim.RefundNoticeAmount{Total: amount, Refund: amount, PayerTotal: amount, PayerRefund: amount}}
+	n := mustNotification(k.RefundNotification(rn, wxpaysim.PublicKeyMode(), time.Now()))
+	if status, body := post(t, m.URL()+refundNotifyPath, n); status != 204 {
+		t.Fatalf("refund outside of %s: status=%d body=%v", no, status, body)
 	}
 }
 
