@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -148,6 +149,8 @@ func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (ledge
 		return ledger.Confirmed{}, fmt.Errorf("%w: the answer is about order %q", ledger.ErrBillUnconfirmed, tx.OutTradeNo)
 	case errors.Is(err, wechatpay.ErrNotFound):
 		return ledger.Confirmed{}, fmt.Errorf("%w: no such order", ledger.ErrBillUnconfirmed)
+	case rowRefused(err):
+		return ledger.Confirmed{}, fmt.Errorf("%w: WeChat Pay refused the order query: %w", ledger.ErrBillUnconfirmed, err)
 	case err != nil:
 		return ledger.Confirmed{}, err
 	case !tx.Paid():
@@ -168,6 +171,17 @@ func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (ledge
 			tx.SuccessTime.Format(time.RFC3339), bp.Time.UTC().Format(time.RFC3339))
 	}
 	return ledger.Confirmed{Refunded: tx.TradeState == "REFUND", PayerTotal: tx.PayerTotal}, nil
+}
+
+// rowRefused reports WeChat Pay's signed refusal of the query of one
+// order (400 PARAM_ERROR, say): the row is not repaired, and the run goes
+// on with the others (failing the run left every repair after the row
+// undone, day after day). A refusal about the merchant's own credentials
+// or rights (401, 403), an unsigned one, a quota or an outage still fail
+// the run, which the daily job runs again later.
+func rowRefused(err error) bool {
+	var be *wechatpay.BusinessError
+	return errors.As(err, &be) && be.Verified && be.Status != http.StatusUnauthorized && be.Status != http.StatusForbidden
 }
 
 // atSuccessTime reports whether the row's time is WeChat Pay's

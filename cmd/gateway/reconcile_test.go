@@ -17,6 +17,7 @@ import (
 	"paygateway/gateway/wechatpay"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
 )
 
 // reconcileStack is a gateway wired to a WeChat Pay simulator that sends
@@ -385,6 +386,69 @@ func TestBillRowConfirmedOnlyByItsOwnOrder(t *testing.T) {
 		!strings.Contains(err.Error(), "order-y") {
 		t.Fatalf("an answer about another order: err = %v, want unconfirmed naming it", err)
 	}
+}
+
+// TestSignedRefusalOfOneRowLeavesTheOthers: WeChat Pay refuses, signed,
+// the order query of one bill row (400 PARAM_ERROR): that row is refused,
+// and the payment after it is still repaired. A refusal about the
+// merchant's rights (403), an unsigned one and an outage fail the run, to
+// be run again, as before.
+func TestSignedRefusalOfOneRowLeavesTheOthers(t *testing.T) {
+	paidAt := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	row := func(no string) ledger.BillPayment {
+		return ledger.BillPayment{Time: paidAt, OutTradeNo: no, TransactionID: "4200" + no, Amount: 500,
+			AppID: "wxapp", MchID: "1900000001", OpenID: "o-" + no, Currency: "CNY", Line: "`row of " + no}
+	}
+	refusal := func(status int, signed bool) error {
+		return fmt.Errorf("query order: %w", &wechatpay.BusinessError{Status: status, Code: "PARAM_ERROR", Message: "bad", Verified: signed})
+	}
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		for i, failure := range []error{refusal(400, true), refusal(403, true), refusal(400, false), wechatpay.ErrUnknownOutcome} {
+			bad, good := fmt.Sprintf("rr-bad-%d", i), fmt.Sprintf("rr-good-%d", i)
+			wx := orderAnswers{bad: {err: failure}, good: {tx: &wechatpay.Transaction{OutTradeNo: good, TransactionID: "4200" + good,
+				TradeState: "SUCCESS", AppID: "wxapp", MchID: "1900000001", PayerOpenID: "o-" + good, AmountTotal: 500,
+				PayerTotal: 500, Currency: "CNY", SuccessTime: paidAt}}}
+			claim, err := s.ClaimReconciliation(ctx, ledger.DayOf(paidAt), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := s.Reconcile(ctx, claim, &ledger.Bill{Payments: []ledger.BillPayment{row(bad), row(good)},
+				AppID: "wxapp", Confirm: paidAtWechat{wx}.confirm}, "test")
+			_, perr := s.Payment(ctx, good)
+			if i > 0 { // not the row's own refusal: the run fails, nothing repaired
+				if err == nil || !errors.Is(perr, ledger.ErrNotFound) {
+					t.Fatalf("%v: run %+v, %v; payment %v; want the run failed, nothing repaired", failure, rep, err, perr)
+				}
+				if err := s.ReleaseReconciliation(ctx, claim); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if err != nil || len(rep.Items) != 2 || perr != nil {
+				t.Fatalf("%v: run %+v, %v; payment after it: %v; want both rows reported, the second repaired", failure, rep, err, perr)
+			}
+			for _, it := range rep.Items {
+				if it.OutTradeNo == bad && (it.Repair != ledger.RepairRefused || !strings.Contains(it.RepairDetail, "PARAM_ERROR")) {
+					t.Fatalf("the refused row: %+v, want REFUSED naming PARAM_ERROR", it)
+				}
+			}
+		}
+	})
+}
+
+// orderAnswers answers each order's query with its entry.
+type orderAnswers map[string]struct {
+	tx  *wechatpay.Transaction
+	err error
+}
+
+func (o orderAnswers) QueryOrder(_ context.Context, no string) (*wechatpay.Transaction, error) {
+	a, ok := o[no]
+	if !ok {
+		return nil, wechatpay.ErrNotFound
+	}
+	return a.tx, a.err
 }
 
 // fixedAnswer answers every order query with one transaction.
