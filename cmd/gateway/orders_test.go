@@ -74,7 +74,7 @@ func TestOtherAmountAgainstExpectedOrder(t *testing.T) {
 			if held.Key != "confirm:"+no || held.Attempts != 0 || !strings.HasPrefix(held.LastError, "held: the order was registered for 1000 fen and paid 999 fen") {
 				t.Fatalf("confirmation = %+v, want confirm:%s held, never attempted", held, no)
 			}
-			status, body = apiCall(t, "POST", fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), held.ID), opsKey, nil)
+			status, body, _ = replayCall(t, fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), held.ID), `"`+held.Version+`"`)
 			if status != 200 {
 				t.Fatalf("replay: status=%d body=%v", status, body)
 			}
