@@ -7,7 +7,7 @@ import (
 )
 
 // ErrUnknownOutcome means the inventory service may or may not have applied
-// the operation: a timeout, a dropped connection, a 5xx, a 429, a 401/403/407,
+// the operation: a timeout, a dropped connection, a 5xx, a 408, a 425, a 429, a 401/403/407,
 // a 404/409 on a write (other than a key mismatch), a 404 on a query that is not the
 // service's own NOT_FOUND, or an answer the client could not understand. Callers must query
 // (ConfirmationDone, ReleaseDone) before deciding to send again; sending
@@ -26,7 +26,7 @@ var ErrIdempotencyMismatch = errors.New("inventory: idempotency key reused with 
 const maxErrorBody = 1 << 10
 
 // PermanentError is a rejection that sending again cannot fix: a 4xx other
-// than 401, 403, 407, 404, 408, 409 and 429, or a request the client refused to send
+// than 401, 403, 407, 404, 408, 409, 425 and 429, or a request the client refused to send
 // (Status 0). The operation was not applied; dead-letter it.
 type PermanentError struct {
 	Status int    // HTTP status, or 0 when the client rejected the request
