@@ -457,7 +457,10 @@ func TestRefundJanitor(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			e := startRefundEnv(t, b, func(c *Config) {
-				c.WechatPay.Timeout = 300 * time.Millisecond
+				// Under HoldFor, over a loaded machine's healthy call: the
+				// processing case and every janitor query need WeChat Pay's
+				// answer in time (300 ms was too short under the race-enabled suite).
+				c.WechatPay.Timeout = time.Second
 				c.Refunds.Recheck = time.Millisecond
 			})
 			tok := token(t, "o-ivy")
@@ -467,7 +470,7 @@ func TestRefundJanitor(t *testing.T) {
 				faults wxpaysim.Faults
 				before ledger.RefundState
 			}{
-				{"applied, answers lost", wxpaysim.Faults{PathPrefix: prefix, ApplyThenTimeoutNext: 2, HoldFor: time.Second}, ledger.RefundUnknown},
+				{"applied, answers lost", wxpaysim.Faults{PathPrefix: prefix, ApplyThenTimeoutNext: 2, HoldFor: 2 * time.Second}, ledger.RefundUnknown},
 				{"never applied", wxpaysim.Faults{PathPrefix: prefix, Fail5xxNext: 2}, ledger.RefundUnknown},
 				{"processing", wxpaysim.Faults{}, ledger.RefundProcessing},
 			}
