@@ -12,10 +12,16 @@ import (
 // lagBuffer is refunds.safety_buffer in TestRefundQueryLag, and queryLag
 // WeChat Pay's refund query lag: shorter, as the gateway's waits assume,
 // yet longer than the first call's timeout, so the query right after it
-// does not find the refund.
+// does not find the refund. Each gap is seconds wide, for the race-enabled
+// suite on a loaded machine: the query after the call comes 3 s or more
+// before the lag ends, and the janitor's 2 s or more after it (with 3 s
+// and 2 s a query that came late found the refund, as in the chaos run).
+// lagCall is refunds.call_timeout: under lagBuffer, as Check wants, and
+// long enough that the ledger writes before the call leave the query time.
 const (
-	lagBuffer = 3 * time.Second
-	queryLag  = 2 * time.Second
+	lagBuffer = 6 * time.Second
+	queryLag  = 4 * time.Second
+	lagCall   = 5 * time.Second
 )
 
 // TestRefundQueryLag: WeChat Pay's refund queries lag its applications. A
@@ -30,7 +36,7 @@ func TestRefundQueryLag(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			e := startRefundEnv(t, b, func(c *Config) {
 				c.WechatPay.Timeout = time.Second // under HoldFor, over a loaded machine's healthy call
-				c.Refunds.CallTimeout = 2500 * time.Millisecond
+				c.Refunds.CallTimeout = lagCall
 				c.Refunds.SafetyBuffer = lagBuffer
 				c.Refunds.Recheck = 300 * time.Millisecond
 				c.Refunds.JanitorInterval = 100 * time.Millisecond
