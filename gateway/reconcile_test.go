@@ -134,7 +134,7 @@ func TestDailyReconcileCatchesUp(t *testing.T) {
 			stopped := make(chan struct{})
 			go func() { r.DailyReconcile(ctx, cfg); close(stopped) }()
 			defer func() { cancel(); <-stopped }()
-			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 				got, err := s.ReconciledDays(context.Background(), "2026-11-01", "2026-11-30", "2026-12-01")
 				if err == nil && until(got) {
 					return

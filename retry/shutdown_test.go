@@ -24,7 +24,7 @@ func TestShutdownFinishesAttemptAndReleasesTheRest(t *testing.T) {
 			handled.Add(1)
 			stop() // shutdown begins mid-attempt
 			// The jobs not started are given back while this attempt runs.
-			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 				if n := pendingJobs(t, s, job.OutTradeNo); n == 2 {
 					pendingMidAttempt.Store(int32(n))
 					break

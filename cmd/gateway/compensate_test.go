@@ -123,7 +123,7 @@ func TestLostCallbackCompensated(t *testing.T) {
 				t.Fatalf("closed order has jobs %+v, err %v; want none", jobs, err)
 			}
 			// Counted just after the ledger commit the waits above saw.
-			waitFor(t, 5*time.Second, "one recovered and one closed check counted", func() bool {
+			waitFor(t, 20*time.Second, "one recovered and one closed check counted", func() bool {
 				return scrape(t, m.URL(), `gateway_compensation_checks_total{result="recovered"}`) == 1 &&
 					scrape(t, m.URL(), `gateway_compensation_checks_total{result="closed"}`) == 1
 			})

@@ -26,7 +26,7 @@ func TestWaiterMarksTheNotificationDone(t *testing.T) {
 		t.Fatalf("first delivery: status=%d body=%v", status, body)
 	}
 	done, lock := cfg.Redis.Prefix+"done:"+n.ID, cfg.Redis.Prefix+"lock:notify:"+n.ID
-	waitFor(t, 2*time.Second, "the first delivery's done mark", func() bool { return rdb.Exists(ctx, done).Val() == 1 })
+	waitFor(t, 10*time.Second, "the first delivery's done mark", func() bool { return rdb.Exists(ctx, done).Val() == 1 })
 	rdb.Del(ctx, done)
 	if err := rdb.Set(ctx, lock, "another-delivery", 5*time.Second).Err(); err != nil {
 		t.Fatal(err)
@@ -40,5 +40,5 @@ func TestWaiterMarksTheNotificationDone(t *testing.T) {
 	if took := time.Since(start); took < 200*time.Millisecond {
 		t.Fatalf("the redelivery took %v: it did not wait for the held lock", took)
 	}
-	waitFor(t, 2*time.Second, "the waiter's done mark", func() bool { return rdb.Exists(ctx, done).Val() == 1 })
+	waitFor(t, 10*time.Second, "the waiter's done mark", func() bool { return rdb.Exists(ctx, done).Val() == 1 })
 }

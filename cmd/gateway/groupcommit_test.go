@@ -84,7 +84,7 @@ func TestRedeliveryAnsweredByTheGate(t *testing.T) {
 				return
 			}
 			other := startGateway(t, cfg)
-			waitFor(t, 5*time.Second, "a redelivery to another instance answered from Redis's mark", func() bool {
+			waitFor(t, 20*time.Second, "a redelivery to another instance answered from Redis's mark", func() bool {
 				statements := countStatements(t, other.Store.DB())
 				resent := mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now()))
 				status, _ := post(t, other.URL()+paymentPath, resent)

@@ -403,7 +403,7 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 			}
 			// The attempts this instance stored: two dead, then two done
 			// after the replays.
-			waitFor(t, 5*time.Second, "the attempts counted", func() bool {
+			waitFor(t, 20*time.Second, "the attempts counted", func() bool {
 				return scrape(t, m.URL(), `gateway_outbox_attempts_total{outcome="dead"}`) == 2 &&
 					scrape(t, m.URL(), `gateway_outbox_attempts_total{outcome="done"}`) == 2
 			})

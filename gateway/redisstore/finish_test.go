@@ -134,7 +134,7 @@ func TestQueuedFinishGoesWhileTheBreakerIsOpen(t *testing.T) {
 	}
 	direct := redisstore.NewClient(cfg)
 	t.Cleanup(func() { direct.Close() })
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		locked, _ := direct.Exists(context.Background(), cfg.Prefix+"lock:"+k.Lock).Result()
 		done, _ := direct.Exists(context.Background(), cfg.Prefix+"done:"+k.NotifyID).Result()
 		if locked == 0 && done == 1 {
