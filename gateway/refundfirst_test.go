@@ -263,11 +263,15 @@ func TestRefundNoticeBeforePaymentNoticeGroupCommitted(t *testing.T) {
 			}
 		}
 		wg.Go(func() { deliver("rfg-plug") })
-		time.Sleep(200 * time.Millisecond)
+		// Nothing shows a notice waiting for the worker: sleep long enough
+		// for a loaded race-enabled run to verify and hand over five signed
+		// notices (200 and 300 ms were tight for that), as one fewer splits
+		// the group commit the test is about.
+		time.Sleep(500 * time.Millisecond)
 		for _, no := range append(append([]string{}, refunded...), plain...) {
 			wg.Go(func() { deliver(no) })
 		}
-		time.Sleep(300 * time.Millisecond) // all five wait to hand their update over
+		time.Sleep(time.Second) // all five wait to hand their update over
 		if err := plug.Rollback().Error; err != nil {
 			t.Fatal(err)
 		}
