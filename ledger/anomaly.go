@@ -21,11 +21,14 @@ const (
 	// (trade_state REFUND, or a REFUND.SUCCESS notice that came before the
 	// payment), by no refund the gateway made.
 	AnomalyRefundedOutside = "REFUNDED_OUTSIDE"
+	// AnomalyPaidAfterClose: a registered order the ledger had closed
+	// (unpaid at its expire_at, WeChat Pay said) was paid after all.
+	AnomalyPaidAfterClose = "PAID_AFTER_CLOSE"
 )
 
 // AnomalyKinds lists every kind the ledger flags.
 var AnomalyKinds = []string{AnomalyAmountMismatch, AnomalyDuplicatePayment, AnomalyPayerMismatch, AnomalyRefundedOutside,
-	AnomalyRefundAmountMismatch, AnomalyUnknownRefund, AnomalyStaleRefundStatus, AnomalyLateRefundSuccess}
+	AnomalyPaidAfterClose, AnomalyRefundAmountMismatch, AnomalyUnknownRefund, AnomalyStaleRefundStatus, AnomalyLateRefundSuccess}
 
 // Anomaly states: a person resolves an OPEN anomaly once they have dealt
 // with it (refunded the second payment, say), with a note.

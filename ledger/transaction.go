@@ -189,6 +189,9 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 			m.flags = append(m.flags, *flag)
 			m.hold = heldAmount(derefInt(row.ExpectedAmount), u.AmountTotal)
 		}
+		if flag := paidAfterCloseFlag(row, u); flag != nil {
+			m.flags = append(m.flags, *flag)
+		}
 		if row.Registered && row.RegisteredOpenID == nil { // keep what an older binary registered before the payer is set
 			reg := deref(row.PayerOpenID)
 			next.RegisteredOpenID = &reg
@@ -216,6 +219,31 @@ func amountFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
 		Detail: fmt.Sprintf("order %s registered for %d fen, paid %d fen (transaction %s): recorded as paid with what "+
 			"was paid, its stock confirmation (job confirm:%s) held in the dead letters: replay it if the order ships, "+
 			"or refund the order", u.OutTradeNo, expected, u.AmountTotal, u.TransactionID, u.OutTradeNo)}
+}
+
+// paidAfterCloseFlag flags the payment of an order the ledger had closed
+// (CLOSED → SUCCESS): WeChat Pay said at its expire_at that it was unpaid
+// or unknown, and took the money all the same (a callback held up while
+// its queries lagged, or a prepay made after the close). The money was
+// paid as registered, so it is recorded and the stock confirmed; but the
+// ledger showed the order closed, and the business may have cancelled it,
+// so a person must know. One flag per order: CLOSED is entered once.
+func paidAfterCloseFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
+	if PaymentState(row.State) != PaymentClosed {
+		return nil
+	}
+	return &Anomaly{Kind: AnomalyPaidAfterClose, Ref: "closed:" + row.OutTradeNo, OutTradeNo: row.OutTradeNo,
+		Detail: fmt.Sprintf("order %s was closed in the ledger (expire_at %s) and then paid %d fen (transaction %s, "+
+			"success_time %s): recorded as paid and its stock confirmed; if the order was cancelled, refund it",
+			row.OutTradeNo, timeText(row.ExpireAt), u.AmountTotal, u.TransactionID, timeText(&u.SuccessTime))}
+}
+
+// timeText writes a time of a flag's detail (RFC 3339, UTC; "none").
+func timeText(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "none"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // payerFlag flags a registered order paid by someone other than the
