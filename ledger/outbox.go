@@ -50,9 +50,12 @@ type OutboxJob struct {
 	DoneAt         *time.Time `json:"done_at,omitempty"`
 	CreatedAt      time.Time  `json:"created_at"`
 	UpdatedAt      time.Time  `json:"updated_at"`
-	// Version changes with every change to the job (it is its updated_at
-	// to the microsecond): a person replays a dead job on the version
-	// they looked at (ReplayIf), not on whatever it has become since.
+	// Version changes with every change to the job's row (its state,
+	// schedule, attempts or last error; a dead job held again for a newer
+	// reason): it is its updated_at to the microsecond. A person replays a
+	// dead job on the version they looked at (ReplayIf), not on whatever
+	// it has become since. (A worker whose lease ran out may still add its
+	// attempt to the history without a new version: a replay asks first.)
 	Version string          `json:"version"`
 	History []retry.Attempt `json:"history,omitempty"`
 }

@@ -98,8 +98,9 @@ func killConfirmation(t *testing.T, s *ledger.Store, no string) (*ledger.Outbox,
 // inventory refusal); WeChat Pay then reports its order refunded outside
 // the gateway, and the dead job says held. A replay on the version the
 // person saw is refused (ErrStale) and changes nothing: replaying it
-// would send the stock of a refunded order. On the version they see now
-// it is replayed.
+// would send the stock of a refunded order. So is one decided before a
+// second refund outside the gateway. On the version they see now it is
+// replayed.
 func TestReplayOfAStaleLook(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
@@ -118,8 +119,19 @@ func TestReplayOfAStaleLook(t *testing.T) {
 			len(job.History) != len(held.History) {
 			t.Fatalf("replay on the old version: %+v, %v; want ErrStale and the job unchanged", job, err)
 		}
-		job, err = q.ReplayIf(ctx, c.ID, "ops:alice", held.Version)
-		if err != nil || job.State != ledger.JobPending || job.Version == held.Version {
+		// A second refund outside the gateway: the job was held for one
+		// already, and says so again, at a new version.
+		reportRefundFirst(t, s, rfRefundNotice("ho-o4", "out-ho-o4-2", ledger.RefundSuccess))
+		again, err := q.Job(ctx, c.ID)
+		if err != nil || again.State != ledger.JobDead || again.Version == held.Version || len(again.History) != len(held.History)+1 ||
+			!strings.Contains(again.History[len(again.History)-1].Err, "out-ho-o4-2") {
+			t.Fatalf("after a second refund outside: %+v, %v; want it held again at a new version, with a history row", again, err)
+		}
+		if _, err := q.ReplayIf(ctx, c.ID, "ops:alice", held.Version); !errors.Is(err, ledger.ErrStale) {
+			t.Fatalf("replay on the version before the second refund: %v, want ErrStale", err)
+		}
+		job, err = q.ReplayIf(ctx, c.ID, "ops:alice", again.Version)
+		if err != nil || job.State != ledger.JobPending || job.Version == again.Version {
 			t.Fatalf("replay on the version seen now: %+v, %v; want it PENDING at a new version", job, err)
 		}
 	})

@@ -397,6 +397,11 @@ func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) err
 		if !job.maybeSent() { // held before it was ever sent: the usual case
 			return s.recordAnomaly(tx, refundedAfterFlag(p, outRefundNo))
 		}
+	case job.State == JobDead: // held for a refund outside already, and another came
+		if err := heldAgain(tx, job, outRefundNo, s.now()); err != nil {
+			return err
+		}
+		return s.recordAnomaly(tx, refundedAfterFlag(p, outRefundNo))
 	default:
 		return nil
 	}
@@ -406,6 +411,22 @@ func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) err
 		"attempt holds it in the dead letters (a dead one says held now): replay it if the order ships",
 		outRefundNo, p.OutTradeNo, key)
 	return s.recordAnomaly(tx, a)
+}
+
+// heldAgain notes on a confirmation held for a refund outside the gateway
+// that WeChat Pay reported another: a history row, and the job's version
+// moves, so that a replay a person decided on before it is refused
+// (ReplayIf), and its anomaly is seen again.
+func heldAgain(tx *gorm.DB, job outboxJobRow, outRefundNo string, now time.Time) error {
+	err := tx.Model(&outboxJobRow{}).Where("id = ?", job.ID).Update("updated_at", now).Error
+	if err == nil {
+		err = heldRow(tx, job.ID, job.Attempts, "held: WeChat Pay reports another refund outside the gateway ("+
+			outRefundNo+")", now)
+	}
+	if err != nil {
+		return fmt.Errorf("hold confirmation %s again: %w", job.JobKey, err)
+	}
+	return nil
 }
 
 // refundedAfterFlag: WeChat Pay's REFUND.SUCCESS notice of a refund the

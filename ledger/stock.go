@@ -94,8 +94,8 @@ func markHeld(tx *gorm.DB, job outboxJobRow, lastErr string) error {
 	if job.maybeSent() {
 		held = heldRefundedOutsideAttempted
 	}
-	err := tx.Model(&outboxJobRow{}).Where("id = ?", job.ID).
-		Update("last_error", truncate(held+" (last error: "+lastErr+")", lastErrorLen)).Error
+	err := tx.Model(&outboxJobRow{}).Where("id = ?", job.ID).Updates(map[string]any{
+		"last_error": truncate(held+" (last error: "+lastErr+")", lastErrorLen), "updated_at": tx.NowFunc()}).Error
 	if err != nil {
 		return fmt.Errorf("mark dead job %d held: %w", job.ID, err)
 	}
