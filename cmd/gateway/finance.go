@@ -173,15 +173,17 @@ func (p paidAtWechat) confirm(ctx context.Context, bp ledger.BillPayment) (ledge
 	return ledger.Confirmed{Refunded: tx.TradeState == "REFUND", PayerTotal: tx.PayerTotal}, nil
 }
 
-// rowRefused reports WeChat Pay's signed refusal of the query of one
-// order (400 PARAM_ERROR, say): the row is not repaired, and the run goes
-// on with the others (failing the run left every repair after the row
-// undone, day after day). A refusal about the merchant's own credentials
-// or rights (401, 403), an unsigned one, a quota or an outage still fail
-// the run, which the daily job runs again later.
+// rowRefused reports WeChat Pay's signed 400 to the query of one order
+// (PARAM_ERROR, say): the row is not repaired, and the run goes on with
+// the others (failing the run left every repair after the row undone,
+// day after day). The query names only the order and the merchant, and
+// the day's bill was just downloaded with the same merchant and key, so a
+// 400 here is about the row. Any other refusal (401, 403, 405, 415: the
+// merchant's rights or this client), an unsigned one, a quota or an
+// outage still fails the run, which the daily job runs again later.
 func rowRefused(err error) bool {
 	var be *wechatpay.BusinessError
-	return errors.As(err, &be) && be.Verified && be.Status != http.StatusUnauthorized && be.Status != http.StatusForbidden
+	return errors.As(err, &be) && be.Verified && be.Status == http.StatusBadRequest
 }
 
 // atSuccessTime reports whether the row's time is WeChat Pay's

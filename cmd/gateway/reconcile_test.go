@@ -391,8 +391,8 @@ func TestBillRowConfirmedOnlyByItsOwnOrder(t *testing.T) {
 // TestSignedRefusalOfOneRowLeavesTheOthers: WeChat Pay refuses, signed,
 // the order query of one bill row (400 PARAM_ERROR): that row is refused,
 // and the payment after it is still repaired. A refusal about the
-// merchant's rights (403), an unsigned one and an outage fail the run, to
-// be run again, as before.
+// merchant's rights (403) or this client (415), an unsigned one and an
+// outage fail the run, to be run again, as before.
 func TestSignedRefusalOfOneRowLeavesTheOthers(t *testing.T) {
 	paidAt := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
 	row := func(no string) ledger.BillPayment {
@@ -404,7 +404,8 @@ func TestSignedRefusalOfOneRowLeavesTheOthers(t *testing.T) {
 	}
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		for i, failure := range []error{refusal(400, true), refusal(403, true), refusal(400, false), wechatpay.ErrUnknownOutcome} {
+		for i, failure := range []error{refusal(400, true), refusal(403, true), refusal(415, true), refusal(400, false),
+			wechatpay.ErrUnknownOutcome} {
 			bad, good := fmt.Sprintf("rr-bad-%d", i), fmt.Sprintf("rr-good-%d", i)
 			wx := orderAnswers{bad: {err: failure}, good: {tx: &wechatpay.Transaction{OutTradeNo: good, TransactionID: "4200" + good,
 				TradeState: "SUCCESS", AppID: "wxapp", MchID: "1900000001", PayerOpenID: "o-" + good, AmountTotal: 500,
