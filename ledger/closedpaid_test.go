@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,6 +65,26 @@ func TestPaymentOfAClosedOrderIsFlagged(t *testing.T) {
 		}
 		if a, _ := s.Anomalies(ctx, "pc-3"); len(a) != 0 {
 			t.Fatalf("batch: a plain payment flagged %+v", a)
+		}
+
+		// Paid another amount than registered: the confirmation is held,
+		// and the flag says so rather than "confirmed".
+		closeOrder(t, s, t0, "pc-4")
+		if _, err := s.ApplyTransaction(ctx, paid("n-pc-4", "pc-4", "tx-pc-4", 400)); err != nil {
+			t.Fatal(err)
+		}
+		flags, _ := s.Anomalies(ctx, "pc-4")
+		var detail string
+		for _, f := range flags {
+			if f.Kind == ledger.AnomalyPaidAfterClose {
+				detail = f.Detail
+			}
+		}
+		if len(flags) != 2 || !strings.Contains(detail, "stock confirmation held") || strings.Contains(detail, "stock confirmed") {
+			t.Fatalf("paid 400 of 500 after the close: %+v; want AMOUNT_MISMATCH and a PAID_AFTER_CLOSE saying the stock is held", flags)
+		}
+		if c := jobByKey(t, s, "pc-4", "confirm:pc-4"); c.State != ledger.JobDead {
+			t.Fatalf("confirmation = %+v, want held DEAD", c)
 		}
 	})
 }

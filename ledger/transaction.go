@@ -189,7 +189,7 @@ func (s *Store) decide(row *paymentRow, u TransactionUpdate) (move, *Anomaly, er
 			m.flags = append(m.flags, *flag)
 			m.hold = heldAmount(derefInt(row.ExpectedAmount), u.AmountTotal)
 		}
-		if flag := paidAfterCloseFlag(row, u); flag != nil {
+		if flag := paidAfterCloseFlag(row, u, m.hold != ""); flag != nil {
 			m.flags = append(m.flags, *flag)
 		}
 		if row.Registered && row.RegisteredOpenID == nil { // keep what an older binary registered before the payer is set
@@ -225,17 +225,22 @@ func amountFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
 // (CLOSED → SUCCESS): WeChat Pay said at its expire_at that it was unpaid
 // or unknown, and took the money all the same (a callback held up while
 // its queries lagged, or a prepay made after the close). The money was
-// paid as registered, so it is recorded and the stock confirmed; but the
-// ledger showed the order closed, and the business may have cancelled it,
-// so a person must know. One flag per order: CLOSED is entered once.
-func paidAfterCloseFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
+// paid, so it is recorded and, paid as registered (not held), the stock
+// confirmed; but the ledger showed the order closed, and the business may
+// have cancelled it, so a person must know. One flag per order: CLOSED is
+// entered once.
+func paidAfterCloseFlag(row *paymentRow, u TransactionUpdate, held bool) *Anomaly {
 	if PaymentState(row.State) != PaymentClosed {
 		return nil
 	}
+	stock := "its stock confirmed"
+	if held {
+		stock = "its stock confirmation held (see its AMOUNT_MISMATCH)"
+	}
 	return &Anomaly{Kind: AnomalyPaidAfterClose, Ref: "closed:" + row.OutTradeNo, OutTradeNo: row.OutTradeNo,
 		Detail: fmt.Sprintf("order %s was closed in the ledger (expire_at %s) and then paid %d fen (transaction %s, "+
-			"success_time %s): recorded as paid and its stock confirmed; if the order was cancelled, refund it",
-			row.OutTradeNo, timeText(row.ExpireAt), u.AmountTotal, u.TransactionID, timeText(&u.SuccessTime))}
+			"success_time %s): recorded as paid, %s; if the order was cancelled, refund it",
+			row.OutTradeNo, timeText(row.ExpireAt), u.AmountTotal, u.TransactionID, timeText(&u.SuccessTime), stock)}
 }
 
 // timeText writes a time of a flag's detail (RFC 3339, UTC; "none").
