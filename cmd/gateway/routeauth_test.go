@@ -45,7 +45,8 @@ var routeCallers = map[string][]string{
 // classified above (a new route must be, consciously), and each refuses a
 // caller without credentials (401), a key of a role it does not serve
 // (403, never served), and, for the user routes, an API key or a token
-// signed with another secret (401). The OpenAPI document declares the
+// signed with another secret (401), while it serves the roles it names
+// and a valid user token. The OpenAPI document declares the
 // same scheme. A login check that lets anyone in fails here.
 func TestEveryRouteChecksWhoCalls(t *testing.T) {
 	e := startRefundEnv(t, backends[0], nil)
@@ -75,6 +76,9 @@ func TestEveryRouteChecksWhoCalls(t *testing.T) {
 			expectStatus(t, route+" with an ops key", callRoute(t, rt.Method, url, map[string]string{"X-Api-Key": opsKey}), 401)
 			expectStatus(t, route+" with a forged token", callRoute(t, rt.Method, url,
 				map[string]string{"Authorization": "Bearer " + forged}), 401)
+			if status := callRoute(t, rt.Method, url, map[string]string{"Authorization": "Bearer " + token(t, "o-anyone")}); status == 401 || status == 403 {
+				t.Errorf("%s with a valid token: %d, want it served", route, status)
+			}
 		default:
 			checkScheme(t, route, schemes, "ApiKey")
 			checkKeyed(t, route, rt.Method, url, orFinanceOps(callers), keys)
