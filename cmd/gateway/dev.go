@@ -26,6 +26,10 @@ const devInventoryAddr = "127.0.0.1:8082"
 // dev runs the gateway on SQLite with the WeChat Pay and inventory
 // simulators in the same process: nothing to install, Ctrl-C stops all.
 func dev(ctx context.Context, args []string) error {
+	if len(args) > 0 { // `gateway dev --config prod.yaml` would run on the dev config, the file ignored
+		return fmt.Errorf("gateway dev takes no arguments (got %s): it runs on its own config, GATEWAY_* variables "+
+			"applied; a config file is for `gateway serve --config FILE`", strings.Join(args, " "))
+	}
 	setupLogging(LogConfig{Level: "info"})
 	simCfg := wxpaysim.DefaultConfig()
 	keys, err := wxpaysim.LoadOrGenerateKeys(simCfg.KeysDir, simCfg.MchID, simCfg.AppID)

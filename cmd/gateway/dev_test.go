@@ -89,3 +89,18 @@ func TestDevLogsAtTheLevelAsked(t *testing.T) {
 		t.Fatal("GATEWAY_LOG_LEVEL=debug: dev logs at info")
 	}
 }
+
+// TestDevRefusesArguments: `gateway dev` runs on its own config; a config
+// file passed to it would be ignored without a word, so any argument is
+// refused before anything starts.
+func TestDevRefusesArguments(t *testing.T) {
+	t.Chdir(t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // were the arguments let through, the gateway would stop at once, not serve
+	for _, args := range [][]string{{"--config", "prod.yaml"}, {"prod.yaml"}} {
+		err := dev(ctx, args)
+		if err == nil || !strings.Contains(err.Error(), "takes no arguments") {
+			t.Errorf("gateway dev %v: %v, want the arguments refused", args, err)
+		}
+	}
+}
