@@ -155,11 +155,21 @@ func setKey(q *ledger.ListQuery, name, v string) {
 }
 
 func parseTime(name, v string) (time.Time, error) {
-	t, err := time.Parse(time.RFC3339Nano, v)
+	t, err := time.Parse(time.RFC3339Nano, plusOffset(v))
 	if err != nil || t.Before(earliest) || !t.Before(latest) {
 		return time.Time{}, invalid(name + " must be an RFC 3339 time between 2000 and 2100")
 	}
 	return t.UTC(), nil
+}
+
+// plusOffset restores the + of a positive offset sent unencoded in a
+// query ("…T00:00:00+08:00" reads as "…T00:00:00 08:00"): RFC 3339 has no
+// space, so the one before a final hh:mm can only have been that +.
+func plusOffset(v string) string {
+	if n := len(v); n > 6 && v[n-6] == ' ' && v[n-3] == ':' && strings.Count(v, " ") == 1 {
+		return v[:n-6] + "+" + v[n-5:]
+	}
+	return v
 }
 
 // Cursors are opaque to clients: base64url of "v1:<last id>".

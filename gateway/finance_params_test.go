@@ -44,3 +44,20 @@ func TestCSVTimesSortAsText(t *testing.T) {
 		t.Errorf("ts = %q, want UTC with microseconds", got)
 	}
 }
+
+// TestTimeWithUnencodedPlus: "+08:00" sent unencoded in a query reads as
+// " 08:00"; that one space before the offset is taken for the + it was.
+// Other spaces are still refused.
+func TestTimeWithUnencodedPlus(t *testing.T) {
+	want := time.Date(2026, 11, 30, 16, 0, 0, 0, time.UTC)
+	for _, v := range []string{"2026-12-01T00:00:00+08:00", "2026-12-01T00:00:00 08:00", "2026-12-01T00:00:00.000 08:00"} {
+		if got, err := parseTime("from", v); err != nil || !got.Equal(want) {
+			t.Errorf("parseTime(%q) = %v, %v; want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"2026-12-01 00:00:00 08:00", "2026-12-01T00:00:00  08:00", " 08:00", "2026-12-01T00:00:00 0800"} {
+		if _, err := parseTime("from", v); err == nil {
+			t.Errorf("parseTime(%q) accepted", v)
+		}
+	}
+}
