@@ -69,8 +69,12 @@ func checkRedis(ctx context.Context, c *redis.Client, timeout time.Duration) err
 	case redisTLSError(err):
 		return fmt.Errorf("redis: %w: check redis.tls, redis.tls_ca_file and the host name in redis.addr", err)
 	}
+	attrs := []any{"err", err}
+	if c.Options().TLSConfig != nil { // a plain Redis waits for the end of a line that a TLS hello never sends
+		attrs = append(attrs, "hint", "redis.tls is on: a Redis that does not speak TLS never answers the handshake")
+	}
 	slog.Error("redis does not answer at start; running on in-process guards until it does (per instance: "+
-		"rate limits, the failed-key lockout and notification locks are not shared)", "err", err)
+		"rate limits, the failed-key lockout and notification locks are not shared)", attrs...)
 	return nil
 }
 

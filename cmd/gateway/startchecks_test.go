@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"database/sql"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
 
 	"paygateway/ledger/ledgertest"
 	"paygateway/migrations"
@@ -169,5 +172,30 @@ func TestRefusedConfigLeavesTheDatabaseAlone(t *testing.T) {
 				t.Fatalf("%d tables in the database (err %v), want none: it was migrated", tables, err)
 			}
 		})
+	}
+}
+
+// TestTLSToAPlainRedisIsHinted: with redis.tls on, a Redis that does not
+// speak TLS waits for the end of a line the TLS hello never sends, so the
+// start sees no answer at all; the log says what to check. Without TLS
+// the same silence gets no such hint.
+func TestTLSToAPlainRedisIsHinted(t *testing.T) {
+	silent := serveTCP(t, func(c net.Conn) { defer c.Close(); _, _ = io.Copy(io.Discard, c) })
+	for _, tlsOn := range []bool{true, false} {
+		buf := &logBuffer{}
+		restoreLogging(t)
+		slog.SetDefault(slog.New(slog.NewJSONHandler(buf, nil)))
+		opts := &redis.Options{Addr: silent, MaxRetries: -1, ContextTimeoutEnabled: true} // as redisstore.NewClient
+		if tlsOn {
+			opts.TLSConfig = &tls.Config{ServerName: "localhost"}
+		}
+		c := redis.NewClient(opts)
+		if err := checkRedis(context.Background(), c, 300*time.Millisecond); err != nil {
+			t.Fatalf("tls %v: %v, want a start on the fallbacks", tlsOn, err)
+		}
+		c.Close()
+		if hinted := strings.Contains(buf.String(), "does not speak TLS"); hinted != tlsOn {
+			t.Fatalf("tls %v: log %s; want the TLS hint only with TLS on", tlsOn, buf)
+		}
 	}
 }
