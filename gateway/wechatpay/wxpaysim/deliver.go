@@ -3,6 +3,7 @@ package wxpaysim
 import (
 	"context"
 	"io"
+	"net/http"
 )
 
 // deliver POSTs n to url once and returns the answer's status (0 on a
@@ -18,7 +19,12 @@ func (s *Sim) deliver(ctx context.Context, n Notification, url string) (int, err
 	return resp.StatusCode, nil
 }
 
-func acked(status int) bool { return status >= 200 && status < 300 }
+// acked reports whether WeChat Pay takes status as the merchant's receipt:
+// only 200 or 204 (its notification chapter). Any other answer, a 202 or a
+// 201 included, is a failure it redelivers, so the simulator must not
+// count one as an ack: a merchant answering so would get every
+// notification again for 24 h.
+func acked(status int) bool { return status == http.StatusOK || status == http.StatusNoContent }
 
 // notifyPayment delivers a payment notification; if the first attempt is not
 // acked, it keeps redelivering in the background. It returns the first status.

@@ -47,7 +47,7 @@ type OrderRecord struct {
 	// last answer's HTTP status (0 if the POST failed).
 	NotifyAttempts int  `json:"notify_attempts"`
 	NotifyStatus   int  `json:"notify_status"`
-	NotifyAcked    bool `json:"notify_acked"` // some attempt got a 2xx
+	NotifyAcked    bool `json:"notify_acked"` // some attempt got a 200 or 204
 }
 
 // RegisterOrder records an unpaid (NOTPAY) order, as if the merchant had

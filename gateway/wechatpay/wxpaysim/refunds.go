@@ -43,18 +43,18 @@ type RefundRecord struct {
 	Executed int `json:"executed"`
 	// NotifyAttempts counts refund notification POSTs (an ABNORMAL refund
 	// resolved later has two notifications); NotifyAcked reports whether
-	// one was answered 2xx.
+	// one was answered 200 or 204.
 	NotifyAttempts int  `json:"notify_attempts"`
 	NotifyAcked    bool `json:"notify_acked"`
 	// NotifyAcks lists, in order, every refund notification POST the
-	// merchant answered 2xx: which notification, and when.
+	// merchant answered 200 or 204 (an ack): which notification, and when.
 	NotifyAcks []NotifyAck `json:"notify_acks,omitempty"`
 }
 
-// NotifyAck is one notification POST answered 2xx. At is the wall clock
+// NotifyAck is one notification POST answered 200 or 204. At is the wall clock
 // (not Options.Now) when the answer came, in UTC, to compare with when the
 // merchant's database says it stored the notification: a merchant must
-// store it before it answers 2xx.
+// store it before it acks.
 type NotifyAck struct {
 	NotifyID  string    `json:"notify_id"`
 	EventType string    `json:"event_type"`

@@ -39,7 +39,7 @@ type Options struct {
 	// SettleRefunds or POST /sim/refunds/settle.
 	RefundSettleDelay time.Duration
 	// NotifyRetryDelays are the waits before each redelivery of a notification
-	// that was not answered 2xx. nil means DefaultNotifyRetryDelays; an empty
+	// that was not answered 200 or 204. nil means DefaultNotifyRetryDelays; an empty
 	// non-nil slice delivers once.
 	NotifyRetryDelays []time.Duration
 	// Logger defaults to slog.Default().
