@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
+	"regexp"
 	"slices"
 	"time"
 )
@@ -82,15 +84,56 @@ type createRefundRequest struct {
 	} `json:"amount"`
 }
 
-func (req *createRefundRequest) valid() bool {
-	return req.OutRefundNo != "" && (req.OutTradeNo != "" || req.TransactionID != "") &&
-		req.Amount != nil && req.Amount.Refund > 0 && req.Amount.Total > 0 && req.Amount.Currency == "CNY"
+// Field formats of a refund application, from WeChat Pay's parameter
+// table: out_refund_no string(64) of digits, letters and _-|*@,
+// out_trade_no string(32) of digits, letters and _-|*, transaction_id
+// string(32), reason string(80) (bytes: 26 Chinese characters fit).
+var (
+	outRefundNoPattern = regexp.MustCompile(`^[0-9A-Za-z_\-|*@]{1,64}$`)
+	outTradeNoPattern  = regexp.MustCompile(`^[0-9A-Za-z_\-|*]{1,32}$`)
+)
+
+const maxReasonBytes = 80
+
+// paramError returns why WeChat Pay would answer 400 PARAM_ERROR to req
+// ("" if it would not). WeChat refuses a malformed field rather than
+// storing or cutting it, so a gateway that sent one must not pass a test.
+func (req *createRefundRequest) paramError() string {
+	switch {
+	case !outRefundNoPattern.MatchString(req.OutRefundNo):
+		return "out_refund_no 须为1-64位数字、大小写字母或_-|*@"
+	case req.OutTradeNo == "" && req.TransactionID == "":
+		return "out_trade_no 与 transaction_id 须填一个"
+	case req.OutTradeNo != "" && !outTradeNoPattern.MatchString(req.OutTradeNo):
+		return "out_trade_no 须为1-32位数字、大小写字母或_-|*"
+	case len(req.TransactionID) > 32:
+		return "transaction_id 超过32位"
+	case len(req.Reason) > maxReasonBytes:
+		return "reason 超过80字节"
+	case req.NotifyURL != "" && !validNotifyURL(req.NotifyURL):
+		return "notify_url 须为可访问的http(s)地址，不能携带参数"
+	case req.Amount == nil || req.Amount.Refund <= 0 || req.Amount.Total <= 0 || req.Amount.Currency != "CNY":
+		return "amount 参数错误"
+	}
+	return ""
+}
+
+// validNotifyURL: WeChat Pay wants an absolute URL that carries no
+// parameters (it posts to it as is).
+func validNotifyURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" && u.User == nil
 }
 
 func (s *Sim) handleCreateRefund(_ *http.Request, body []byte) reply {
 	var req createRefundRequest
-	if err := json.Unmarshal(body, &req); err != nil || !req.valid() {
-		return errReply(http.StatusBadRequest, "PARAM_ERROR", "参数错误")
+	if err := json.Unmarshal(body, &req); err != nil {
+		return errReply(http.StatusBadRequest, "PARAM_ERROR", "请求体不是合法的JSON")
+	}
+	if msg := req.paramError(); msg != "" {
+		s.countRefusal("param_error")
+		return errReply(http.StatusBadRequest, "PARAM_ERROR", msg)
 	}
 	rec, rep, created := s.createRefund(req)
 	if rec == nil {
@@ -172,6 +215,13 @@ func checkRefundable(o *OrderRecord, req createRefundRequest) (reply, string) {
 	return reply{}, ""
 }
 
+// countRefusal is refuse for a caller that does not hold s.mu.
+func (s *Sim) countRefusal(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse(reason)
+}
+
 // refuse counts a refused refund application; s.mu is held.
 func (s *Sim) refuse(reason string) {
 	if s.refused == nil {
@@ -183,7 +233,8 @@ func (s *Sim) refuse(reason string) {
 // RefundsRefused counts the refund applications refused by WeChat's own
 // rules (not by injected faults), by reason: "over_refund" (more than is
 // left of the order), "changed_params" (an out_refund_no sent again with
-// other parameters), "wrong_total", "not_paid". A gateway that keeps its
+// other parameters), "wrong_total", "not_paid", "param_error" (a field
+// WeChat Pay's format refuses: 400 PARAM_ERROR). A gateway that keeps its
 // money rules causes none of the first two: the simulator refusing them
 // must not hide that the gateway sent them.
 func (s *Sim) RefundsRefused() map[string]int {
