@@ -197,10 +197,16 @@ func (s *Sim) findOrderLocked(outTradeNo, transactionID string) *OrderRecord {
 	return nil
 }
 
+// maxRefundsPerOrder is WeChat Pay's cap on the refunds of one order
+// ("每个支付订单的部分退款次数不能超过50次"): the 51st application is
+// refused however much is left of the order.
+const maxRefundsPerOrder = 50
+
 // checkRefundable answers like WeChat: unknown or unpaid orders are 404
-// RESOURCE_NOT_EXISTS, a wrong total 400 INVALID_REQUEST, and so are refunds
-// beyond what is left of the order. (403 NOT_ENOUGH is WeChat's answer
-// when the merchant's refund balance is short, not the order's.)
+// RESOURCE_NOT_EXISTS, a wrong total 400 INVALID_REQUEST, and so are a
+// 51st refund of an order (CLOSED ones count: each was an application)
+// and refunds beyond what is left of it. (403 NOT_ENOUGH is WeChat's
+// answer when the merchant's refund balance is short, not the order's.)
 // The reason it returns ("" when the refund may go) names the refusal
 // for RefundsRefused.
 func checkRefundable(o *OrderRecord, req createRefundRequest) (reply, string) {
@@ -209,6 +215,8 @@ func checkRefundable(o *OrderRecord, req createRefundRequest) (reply, string) {
 		return errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "订单不存在或未支付"), "not_paid"
 	case req.Amount.Total != o.Amount:
 		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "订单金额与原订单不一致"), "wrong_total"
+	case o.RefundCount >= maxRefundsPerOrder:
+		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "该订单退款次数已达上限(50次)"), "too_many_refunds"
 	case o.Refunded+req.Amount.Refund > o.Amount:
 		return errReply(http.StatusBadRequest, "INVALID_REQUEST", "申请退款金额超过订单可退金额"), "over_refund"
 	}
@@ -234,7 +242,8 @@ func (s *Sim) refuse(reason string) {
 // rules (not by injected faults), by reason: "over_refund" (more than is
 // left of the order), "changed_params" (an out_refund_no sent again with
 // other parameters), "wrong_total", "not_paid", "param_error" (a field
-// WeChat Pay's format refuses: 400 PARAM_ERROR). A gateway that keeps its
+// WeChat Pay's format refuses: 400 PARAM_ERROR), "too_many_refunds" (a
+// 51st refund of an order). A gateway that keeps its
 // money rules causes none of the first two: the simulator refusing them
 // must not hide that the gateway sent them.
 func (s *Sim) RefundsRefused() map[string]int {
