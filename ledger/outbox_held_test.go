@@ -127,6 +127,13 @@ func TestReplayOfAStaleLook(t *testing.T) {
 			!strings.Contains(again.History[len(again.History)-1].Err, "out-ho-o4-2") {
 			t.Fatalf("after a second refund outside: %+v, %v; want it held again at a new version, with a history row", again, err)
 		}
+		// The same refund reported again (another notice, a query): nothing new.
+		repeat := rfRefundNotice("ho-o4", "out-ho-o4-2", ledger.RefundSuccess)
+		repeat.Ref, repeat.Notice.NotifyID = "query:out-ho-o4-2", "query:out-ho-o4-2"
+		reportRefundFirst(t, s, repeat)
+		if j, _ := q.Job(ctx, c.ID); j.Version != again.Version || len(j.History) != len(again.History) {
+			t.Fatalf("after the second refund reported again: %+v; want the job as it was", j)
+		}
 		if _, err := q.ReplayIf(ctx, c.ID, "ops:alice", held.Version); !errors.Is(err, ledger.ErrStale) {
 			t.Fatalf("replay on the version before the second refund: %v, want ErrStale", err)
 		}

@@ -398,6 +398,9 @@ func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) err
 			return s.recordAnomaly(tx, refundedAfterFlag(p, outRefundNo))
 		}
 	case job.State == JobDead: // held for a refund outside already, and another came
+		if first, err := firstReport(tx, outRefundNo); err != nil || !first {
+			return err // a refund already reported (by another notice or a query) changes nothing
+		}
 		if err := heldAgain(tx, job, outRefundNo, s.now()); err != nil {
 			return err
 		}
@@ -427,6 +430,19 @@ func heldAgain(tx *gorm.DB, job outboxJobRow, outRefundNo string, now time.Time)
 		return fmt.Errorf("hold confirmation %s again: %w", job.JobKey, err)
 	}
 	return nil
+}
+
+// firstReport reports whether this transaction's UNKNOWN_REFUND flag of
+// outRefundNo's SUCCESS (recorded just before, see applyRefund) is its
+// first sighting.
+func firstReport(tx *gorm.DB, outRefundNo string) (bool, error) {
+	var seen int
+	err := tx.Model(&anomalyRow{}).Select("seen_count").
+		Where("kind = ? AND ref = ?", AnomalyUnknownRefund, outRefundNo+":"+string(RefundSuccess)).Scan(&seen).Error
+	if err != nil {
+		return false, fmt.Errorf("read flag of refund %s: %w", outRefundNo, err)
+	}
+	return seen == 1, nil
 }
 
 // refundedAfterFlag: WeChat Pay's REFUND.SUCCESS notice of a refund the
