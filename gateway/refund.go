@@ -47,6 +47,13 @@ type RefundConfig struct {
 	// reach WeChat Pay, so they spend none of it. Nil Limiter: no limit.
 	Calls     Limiter
 	CallLimit Limit
+	// OrderGap spaces the refund applications of one order: WeChat Pay
+	// answers FREQUENCY_LIMITED to one sent within a minute of the last
+	// (申请退款: 同一笔订单多次退款的请求需相隔1分钟). A refund asked for
+	// sooner is recorded, its amount reserved, answered 202 and sent by the
+	// janitor when the gap ends. Default 65 s: the minute and room for the
+	// network between the gateway's clock and WeChat's.
+	OrderGap time.Duration
 }
 
 func (c RefundConfig) withDefaults() RefundConfig {
@@ -65,6 +72,7 @@ func (c RefundConfig) withDefaults() RefundConfig {
 	def(&c.CallTimeout, 15*time.Second)
 	def(&c.LockTTL, 10*time.Second)
 	def(&c.LockWait, time.Second)
+	def(&c.OrderGap, defaultOrderGap)
 	return c
 }
 
@@ -87,6 +95,9 @@ func (c RefundConfig) Check() error {
 	return nil
 }
 
+// defaultOrderGap is RefundConfig.OrderGap's default.
+const defaultOrderGap = 65 * time.Second
+
 // querySettles is how long WeChat Pay's refund queries may lag its
 // applications (it advises querying a minute after applying).
 const querySettles = time.Minute
@@ -97,13 +108,22 @@ const querySettles = time.Minute
 // janitor may ask
 // about a refund before WeChat Pay shows it, send it again and, should
 // WeChat Pay refuse the repeat, fail a refund that was made.
+//
+// With order_gap under a minute, a second refund of an order may meet
+// WeChat's FREQUENCY_LIMITED: an unknown outcome, settled by the janitor a
+// safety buffer later (money-safe, but slow and noisy).
 func (c RefundConfig) Warnings() []string {
 	c = c.withDefaults()
+	var out []string
 	if floor := c.CallTimeout + querySettles; c.SafetyBuffer < floor {
-		return []string{fmt.Sprintf("safety_buffer (%v) is under call_timeout (%v) plus the minute WeChat Pay's refund queries may lag; "+
-			"safe only against a simulator whose queries lag less", c.SafetyBuffer, c.CallTimeout)}
+		out = append(out, fmt.Sprintf("safety_buffer (%v) is under call_timeout (%v) plus the minute WeChat Pay's refund queries may lag; "+
+			"safe only against a simulator whose queries lag less", c.SafetyBuffer, c.CallTimeout))
 	}
-	return nil
+	if c.OrderGap < time.Minute {
+		out = append(out, fmt.Sprintf("order_gap (%v) is under the minute WeChat Pay wants between two refunds of an order; "+
+			"safe only against a simulator with a shorter gap", c.OrderGap))
+	}
+	return out
 }
 
 // RefundService carries refunds out against WeChat Pay: the ledger decides
@@ -260,6 +280,11 @@ func (s *RefundService) first(ctx, wctx context.Context, k *ledger.IdemKey, p Re
 		return nil, nil, err
 	}
 	ans := &ledger.IdemAnswer{Scope: openid, Key: idemKey, Hash: p.hash(), Render: renderAnswer}
+	if r.Attempts == 0 {
+		slog.InfoContext(ctx, "refund waits for the gap after its order's last application", "out_trade_no", r.OutTradeNo,
+			"out_refund_no", r.OutRefundNo, "send_at", r.NextCheckAt)
+		return r, ans, nil
+	}
 	return s.send(wctx, r, true, ans), ans, nil
 }
 
@@ -319,7 +344,7 @@ func (s *RefundService) record(ctx context.Context, openid, idemKey string, p Re
 	defer unlock()
 	r, err := s.store.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: p.OutTradeNo, OutRefundNo: NewOutRefundNo(),
 		Amount: p.Amount, Reason: p.Reason, Requester: openid, CheckAt: s.store.Now().Add(s.cfg.SafetyBuffer),
-		IdemScope: openid, IdemKey: idemKey, IdemHash: p.hash()})
+		IdemScope: openid, IdemKey: idemKey, IdemHash: p.hash(), Gap: s.cfg.OrderGap})
 	if err != nil {
 		return nil, refundError(err)
 	}
@@ -436,8 +461,16 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 // by hand, and WeChat Pay's notification of that may never come.
 func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source string, resend bool) *ledger.Refund {
 	waitsForRoom := r.State == ledger.RefundFailed && r.NextCheckAt != nil // watched: a late SUCCESS that did not fit yet, or ABNORMAL
-	if !r.State.Pending() && r.State != ledger.RefundAbnormal && !waitsForRoom {
+	switch {
+	case !r.State.Pending() && r.State != ledger.RefundAbnormal && !waitsForRoom:
 		return r
+	case r.State == ledger.RefundCreated && r.Attempts == 0:
+		// Never sent (it waited for its order's gap): there is nothing to
+		// ask WeChat Pay about. The janitor sends it; a request leaves it.
+		if !resend {
+			return r
+		}
+		return s.sendAgain(ctx, r, source)
 	}
 	wx, err := s.api.QueryRefund(ctx, r.OutRefundNo)
 	switch {
@@ -455,25 +488,7 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 				"out_refund_no", r.OutRefundNo, "source", source)
 			return r
 		}
-		// A re-send spends the merchant's quota as a new refund does: in a
-		// FREQUENCY_LIMITED spell, re-sends beside the new requests kept
-		// WeChat Pay over it. Refused, it waits for its next check.
-		if lerr := s.admitCall(ctx); lerr != nil {
-			slog.InfoContext(ctx, "refund re-send waits for the merchant's call limit", "out_trade_no", r.OutTradeNo,
-				"out_refund_no", r.OutRefundNo, "err", lerr)
-			return r
-		}
-		again, cerr := s.store.CountRefundAttempt(ctx, r.OutRefundNo, r.Version, s.store.Now().Add(s.cfg.SafetyBuffer))
-		if errors.Is(cerr, ledger.ErrNoChange) { // someone else moved it on since r was read: theirs to send
-			return s.current(ctx, r)
-		}
-		if cerr != nil {
-			slog.ErrorContext(ctx, "count refund attempt", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", cerr)
-			return r
-		}
-		slog.InfoContext(ctx, "refund unknown to WeChat Pay, sending again", "out_trade_no", r.OutTradeNo,
-			"out_refund_no", r.OutRefundNo, "attempt", again.Attempts, "source", source)
-		return s.send(ctx, again, false, nil)
+		return s.sendAgain(ctx, r, source)
 	}
 	slog.WarnContext(ctx, "refund query inconclusive", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", err)
 	next := s.cfg.SafetyBuffer
@@ -482,6 +497,38 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	}
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: r.State, Source: ledger.SourceQuery,
 		NextCheckAt: s.store.Now().Add(next)})
+}
+
+// sendAgain sends a refund WeChat Pay does not know, with its
+// out_refund_no, once the attempt is counted: again after an unknown
+// outcome, or for the first time after its order's gap.
+func (s *RefundService) sendAgain(ctx context.Context, r *ledger.Refund, source string) *ledger.Refund {
+	// A re-send spends the merchant's quota as a new refund does: in a
+	// FREQUENCY_LIMITED spell, re-sends beside the new requests kept
+	// WeChat Pay over it. Refused, it waits for its next check.
+	if lerr := s.admitCall(ctx); lerr != nil {
+		slog.InfoContext(ctx, "refund re-send waits for the merchant's call limit", "out_trade_no", r.OutTradeNo,
+			"out_refund_no", r.OutRefundNo, "err", lerr)
+		return r
+	}
+	again, cerr := s.store.CountRefundAttempt(ctx, r.OutRefundNo, r.Version, s.store.Now().Add(s.cfg.SafetyBuffer), s.cfg.OrderGap)
+	switch {
+	case errors.Is(cerr, ledger.ErrRefundWaits):
+		slog.InfoContext(ctx, "refund waits for the gap after its order's last application", "out_trade_no", r.OutTradeNo,
+			"out_refund_no", r.OutRefundNo, "send_at", again.NextCheckAt, "source", source)
+		return again
+	case errors.Is(cerr, ledger.ErrNoChange): // someone else moved it on since r was read: theirs to send
+		return s.current(ctx, r)
+	case cerr != nil:
+		slog.ErrorContext(ctx, "count refund attempt", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "err", cerr)
+		return r
+	}
+	msg := "refund unknown to WeChat Pay, sending again"
+	if again.Attempts == 1 {
+		msg = "refund sent at the end of its order's gap"
+	}
+	slog.InfoContext(ctx, msg, "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "attempt", again.Attempts, "source", source)
+	return s.send(ctx, again, false, nil)
 }
 
 // current re-reads r from the ledger, or returns r if that fails.

@@ -20,6 +20,9 @@ var (
 	// ErrNoChange means the update carries nothing the state machine acts on
 	// (for example an order WeChat Pay still reports as NOTPAY).
 	ErrNoChange = errors.New("ledger: nothing to change")
+	// ErrRefundWaits means a refund was not sent: its order's last refund
+	// application went out less than the gap ago (CountRefundAttempt).
+	ErrRefundWaits = errors.New("ledger: refund waits for the gap after its order's last application")
 	// ErrClaimed means another run holds the lease on the work (a day's
 	// reconciliation), or took it over: try again when that run ends.
 	ErrClaimed = errors.New("ledger: claimed by another run")

@@ -54,10 +54,14 @@ type paymentRow struct {
 	// NextCheckAt is when the lost-callback compensation asks WeChat Pay
 	// about an EXPECTED order again (NULL: once the safety buffer passed).
 	NextCheckAt *time.Time `gorm:"column:next_check_at"`
-	SuccessTime *time.Time
-	Version     int64
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// RefundSentAt is when the gateway last sent one of the order's refund
+	// applications to WeChat Pay, which refuses the next one sooner than a
+	// minute after (see RefundRequest.Gap).
+	RefundSentAt *time.Time `gorm:"column:refund_sent_at"`
+	SuccessTime  *time.Time
+	Version      int64
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 func (paymentRow) TableName() string { return "payments" }

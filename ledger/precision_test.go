@@ -141,7 +141,7 @@ func TestRefundCheckTimesInMicroseconds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		counted, err := s.CountRefundAttempt(ctx, no, created.Version, lastInstant.Add(-3*time.Second))
+		counted, err := s.CountRefundAttempt(ctx, no, created.Version, lastInstant.Add(-3*time.Second), 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -142,13 +142,20 @@ type RefundRequest struct {
 	// takeover of a crashed request finds the refund. IdemHash is the
 	// request's parameters' hash, as the key holds it.
 	IdemScope, IdemKey, IdemHash string
+	// Gap is how long after one refund application of an order the next
+	// may be sent: WeChat Pay answers FREQUENCY_LIMITED to one sooner than
+	// a minute after the last. 0: no wait.
+	Gap time.Duration
 }
 
 // CreateRefund records a refund in state CREATED with one attempt counted
 // (the caller sends it to WeChat Pay next), in the transaction that checks
 // the money rule on the locked payment row: the order is SUCCESS, paid by
 // the requester, and its refunds not CLOSED/FAILED never exceed what was
-// paid. It returns ErrNotFound (unknown order), ErrNotOwner,
+// paid. When the order's last refund application was sent less than
+// req.Gap ago, the refund is recorded with no attempt and a next check
+// when the gap ends: the caller must not send it, the janitor will
+// (CountRefundAttempt); its amount is reserved all the same. It returns ErrNotFound (unknown order), ErrNotOwner,
 // ErrNotRefundable, *RefundExceedsError, ErrConflict (the idempotency key
 // already names another refund) or ErrAlreadyRecorded with the stored
 // refund when out_refund_no exists.
@@ -187,10 +194,18 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 		return nil, err
 	}
 	now := s.now()
+	checkAt, attempts := dbTime(req.CheckAt), 1
+	updates := map[string]any{"refunded_total": gorm.Expr("refunded_total + ?", req.Amount),
+		"version": gorm.Expr("version + 1"), "updated_at": now, "refund_sent_at": dbTime(now)}
+	if free := pay.refundFreeAt(req.Gap); free.After(now) {
+		// Sent when the gap ends, by the janitor; the order's last
+		// application stays the one it waits for.
+		checkAt, attempts = dbTime(free), 0
+		delete(updates, "refund_sent_at")
+	}
 	res := tx.Model(&paymentRow{}).
 		Where("id = ? AND state = ? AND refunded_total + ? <= amount_total", pay.ID, string(PaymentSuccess), req.Amount).
-		Updates(map[string]any{"refunded_total": gorm.Expr("refunded_total + ?", req.Amount),
-			"version": gorm.Expr("version + 1"), "updated_at": now})
+		Updates(updates)
 	if res.Error != nil {
 		return nil, fmt.Errorf("reserve refund amount: %w", res.Error)
 	}
@@ -198,10 +213,9 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 		return nil, &RefundExceedsError{OutTradeNo: req.OutTradeNo, Requested: req.Amount,
 			Remaining: *pay.AmountTotal - pay.RefundedTotal}
 	}
-	checkAt := dbTime(req.CheckAt)
 	row := refundRow{OutRefundNo: req.OutRefundNo, OutTradeNo: req.OutTradeNo, TransactionID: pay.TransactionID,
 		State: string(RefundCreated), Amount: req.Amount, Total: *pay.AmountTotal, Reason: req.Reason,
-		Requester: req.Requester, Attempts: 1, NextCheckAt: &checkAt, CreatedAt: now, UpdatedAt: now}
+		Requester: req.Requester, Attempts: attempts, NextCheckAt: &checkAt, CreatedAt: now, UpdatedAt: now}
 	if err := tx.Create(&row).Error; err != nil {
 		return nil, fmt.Errorf("insert refund: %w", err)
 	}
@@ -211,6 +225,25 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 	t := Transition{Entity: EntityRefund, EntityKey: req.OutRefundNo, OutTradeNo: req.OutTradeNo,
 		From: string(RefundNone), To: string(RefundCreated), Source: SourceAPI}
 	return row.refund(), s.appendHistory(tx, t)
+}
+
+// refundFreeAt is when the order's next refund application may be sent,
+// gap after its last (the zero time if none was sent).
+func (pay *paymentRow) refundFreeAt(gap time.Duration) time.Time {
+	if pay.RefundSentAt == nil {
+		return time.Time{}
+	}
+	return pay.RefundSentAt.Add(gap)
+}
+
+// markRefundSent notes that one of the order's refund applications goes
+// to WeChat Pay at now. Not a change of the order's state: its version
+// stays.
+func markRefundSent(tx *gorm.DB, paymentID uint64, now time.Time) error {
+	if err := tx.Model(&paymentRow{}).Where("id = ?", paymentID).UpdateColumn("refund_sent_at", dbTime(now)).Error; err != nil {
+		return fmt.Errorf("note refund application sent: %w", err)
+	}
+	return nil
 }
 
 // refundableBy returns ErrNotOwner or ErrNotRefundable unless requester

@@ -500,14 +500,14 @@ func TestRefundAttemptNeedsTheVersionClaimed(t *testing.T) {
 			t.Fatalf("second claim after the lease %+v, %v", second, err)
 		}
 		next := time.Now().Add(time.Hour)
-		if _, err := s.CountRefundAttempt(ctx, "rf-lease", first[0].Version, next); !errors.Is(err, ledger.ErrNoChange) {
+		if _, err := s.CountRefundAttempt(ctx, "rf-lease", first[0].Version, next, 0); !errors.Is(err, ledger.ErrNoChange) {
 			t.Fatalf("stale claimant counted an attempt: err = %v, want ErrNoChange", err)
 		}
-		r, err := s.CountRefundAttempt(ctx, "rf-lease", second[0].Version, next)
+		r, err := s.CountRefundAttempt(ctx, "rf-lease", second[0].Version, next, 0)
 		if err != nil || r.Attempts != second[0].Attempts+1 {
 			t.Fatalf("current claimant: %+v, %v", r, err)
 		}
-		if _, err := s.CountRefundAttempt(ctx, "rf-lease", second[0].Version, next); !errors.Is(err, ledger.ErrNoChange) {
+		if _, err := s.CountRefundAttempt(ctx, "rf-lease", second[0].Version, next, 0); !errors.Is(err, ledger.ErrNoChange) {
 			t.Fatalf("same copy counted twice: err = %v", err)
 		}
 	})
@@ -524,7 +524,7 @@ func TestVerdictOnAnEarlierAttemptIsRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.CountRefundAttempt(ctx, "rf-attempt", r.Version, time.Now().Add(time.Hour)); err != nil {
+		if _, err := s.CountRefundAttempt(ctx, "rf-attempt", r.Version, time.Now().Add(time.Hour), 0); err != nil {
 			t.Fatal(err)
 		}
 		failed := ledger.RefundUpdate{OutRefundNo: "rf-attempt", State: ledger.RefundFailed, Source: ledger.SourceAPI,

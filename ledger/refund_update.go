@@ -657,19 +657,59 @@ func (s *Store) afterRefundMove(tx *gorm.DB, row *refundRow, from string, u Refu
 // returns ErrNoChange if the refund is no longer CREATED or UNKNOWN, or no
 // longer at version (changed since, say, re-claimed by another instance's
 // janitor after this one's lease ran out), so two callers never both send.
-func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, version int64, nextCheckAt time.Time) (*Refund, error) {
-	res := s.db.WithContext(ctx).Model(&refundRow{}).
-		Where("out_refund_no = ? AND version = ? AND state IN ?", outRefundNo, version,
-			[]string{string(RefundCreated), string(RefundUnknown)}).
-		Updates(map[string]any{"attempts": gorm.Expr("attempts + 1"), "next_check_at": dbTime(nextCheckAt),
-			"version": gorm.Expr("version + 1"), "updated_at": s.now()})
-	if res.Error != nil {
-		return nil, fmt.Errorf("count attempt of refund %s: %w", outRefundNo, res.Error)
+// When the order's last refund application went out less than gap ago,
+// nothing is counted: the refund's next check moves to the end of the gap
+// and it returns the refund with ErrRefundWaits.
+func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, version int64, nextCheckAt time.Time, gap time.Duration) (*Refund, error) {
+	var out *Refund
+	var waits bool
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		var err error
+		out, waits, err = s.countRefundAttempt(tx, outRefundNo, version, nextCheckAt, gap)
+		return err
+	})
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("count attempt of refund %s: %w", outRefundNo, err)
+	case waits:
+		return out, fmt.Errorf("count attempt of refund %s: %w until %s", outRefundNo, ErrRefundWaits,
+			out.NextCheckAt.Format(time.RFC3339Nano))
 	}
-	if res.RowsAffected != 1 {
-		return nil, fmt.Errorf("count attempt of refund %s: %w", outRefundNo, ErrNoChange)
+	return out, nil
+}
+
+// countRefundAttempt locks the refund, then its order (the order in
+// which ApplyRefund locks them).
+func (s *Store) countRefundAttempt(tx *gorm.DB, outRefundNo string, version int64, nextCheckAt time.Time, gap time.Duration) (*Refund, bool, error) {
+	row, err := findRefund(lockForUpdate(tx), outRefundNo)
+	if err != nil {
+		return nil, false, err
 	}
-	return s.Refund(ctx, outRefundNo)
+	if row.Version != version || (RefundState(row.State) != RefundCreated && RefundState(row.State) != RefundUnknown) {
+		return nil, false, fmt.Errorf("%w: refund is %s at version %d, read at %d", ErrNoChange, row.State, row.Version, version)
+	}
+	pay, err := findPayment(lockForUpdate(tx), row.OutTradeNo)
+	if err != nil {
+		return nil, false, fmt.Errorf("read order %s: %w", row.OutTradeNo, err)
+	}
+	now := s.now()
+	updates := map[string]any{"attempts": gorm.Expr("attempts + 1"), "next_check_at": dbTime(nextCheckAt),
+		"version": gorm.Expr("version + 1"), "updated_at": now}
+	free := pay.refundFreeAt(gap)
+	waits := free.After(now)
+	if waits {
+		updates = map[string]any{"next_check_at": dbTime(free), "version": gorm.Expr("version + 1"), "updated_at": now}
+	} else if err := markRefundSent(tx, pay.ID, now); err != nil {
+		return nil, false, err
+	}
+	if err := tx.Model(&refundRow{}).Where("id = ?", row.ID).Updates(updates).Error; err != nil {
+		return nil, false, err
+	}
+	out, err := findRefund(tx, outRefundNo)
+	if err != nil {
+		return nil, false, err
+	}
+	return out.refund(), waits, nil
 }
 
 // claimSpare is how many rows beyond its limit a claim reads.

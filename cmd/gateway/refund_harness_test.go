@@ -46,6 +46,10 @@ func startRefundEnv(t testing.TB, b backend, tweak func(*Config)) *refundEnv {
 	w.Timeout = 2 * time.Second
 	cfg.Refunds.JWT.HS256Secret, cfg.Refunds.JWT.Audience = jwtSecret, jwtAudience
 	cfg.Refunds.JanitorInterval = time.Hour // tests sweep by hand
+	// This simulator takes refunds of one order back to back (no
+	// RefundGap), and so does the gateway here; TestRefundsOfOneOrderAreSpaced
+	// runs both with the gap.
+	cfg.Refunds.OrderGap = time.Nanosecond
 	cfg.Finance.DailyReconcileAt = "off"    // it reconciles past days on start; tested in gateway
 	if tweak != nil {
 		tweak(&cfg)

@@ -312,7 +312,7 @@ func TestTakeOverNeverSendsAlongsideTheJanitor(t *testing.T) {
 		if err != nil || len(refunds) != 1 {
 			t.Fatalf("refunds: %+v, %v", refunds, err)
 		}
-		if _, err := s.CountRefundAttempt(ctx, refunds[0].OutRefundNo, refunds[0].Version, time.Now().Add(time.Minute)); err != nil {
+		if _, err := s.CountRefundAttempt(ctx, refunds[0].OutRefundNo, refunds[0].Version, time.Now().Add(time.Minute), 0); err != nil {
 			t.Fatal(err)
 		}
 		api.queries = append(api.queries, notFound) // no creates scripted: one fails the test
@@ -686,7 +686,7 @@ func TestRefusalDoesNotFailALaterAttempt(t *testing.T) {
 				sentAgain := func(refundNo string) (*gateway.WxRefund, error) {
 					r, err := s.Refund(ctx, refundNo)
 					if err == nil {
-						_, err = s.CountRefundAttempt(ctx, refundNo, r.Version, time.Now().Add(time.Hour))
+						_, err = s.CountRefundAttempt(ctx, refundNo, r.Version, time.Now().Add(time.Hour), 0)
 					}
 					if err != nil {
 						t.Errorf("another janitor's attempt: %v", err)

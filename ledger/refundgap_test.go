@@ -1,0 +1,147 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
+)
+
+// TestRefundsOfOneOrderWaitForTheGap: WeChat Pay refuses a refund
+// application sent within a minute of the order's last. A refund asked
+// for sooner is recorded unsent (no attempt, its amount reserved) with its
+// next check at the end of the gap, and counting its attempt before then
+// only moves that check; each attempt counted starts the gap again. Other
+// orders are not held.
+func TestRefundsOfOneOrderWaitForTheGap(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		start := time.Now().UTC().Truncate(time.Second)
+		at := start
+		st := s.WithClock(func() time.Time { return at })
+		paidOrder(t, st, "g1", 100)
+		paidOrder(t, st, "g2", 100)
+		create := func(no, refundNo string) *ledger.Refund {
+			t.Helper()
+			req := refundReq(no, refundNo, 10)
+			req.CheckAt, req.Gap = at.Add(2*time.Minute), time.Minute
+			r, err := st.CreateRefund(ctx, req)
+			if err != nil {
+				t.Fatalf("create %s: %v", refundNo, err)
+			}
+			return r
+		}
+		if r := create("g1", "gap-1"); r.Attempts != 1 || !r.NextCheckAt.Equal(start.Add(2*time.Minute)) {
+			t.Fatalf("first refund: %d attempts, next check %v; want sent, checked after the safety buffer", r.Attempts, r.NextCheckAt)
+		}
+		at = start.Add(10 * time.Second)
+		second := create("g1", "gap-2")
+		at = start.Add(20 * time.Second)
+		third := create("g1", "gap-3")
+		for _, r := range []*ledger.Refund{second, third} {
+			if r.Attempts != 0 || r.State != ledger.RefundCreated || !r.NextCheckAt.Equal(start.Add(time.Minute)) {
+				t.Fatalf("%s: %s, %d attempts, next check %v; want CREATED unsent until %v",
+					r.OutRefundNo, r.State, r.Attempts, r.NextCheckAt, start.Add(time.Minute))
+			}
+		}
+		if got := refundedTotal(t, st, "g1"); got != 30 {
+			t.Fatalf("g1 refunded %d, want 30 (the waiting refunds' amounts reserved)", got)
+		}
+		if r := create("g2", "gap-other"); r.Attempts != 1 {
+			t.Fatalf("another order's refund: %d attempts, want sent at once", r.Attempts)
+		}
+
+		at = start.Add(30 * time.Second)
+		second = mustWait(t, st, second, start.Add(time.Minute))
+		at = start.Add(time.Minute)
+		sent := count(t, st, second)
+		if sent.Attempts != 1 {
+			t.Fatalf("second refund at the end of the gap: %d attempts, want 1", sent.Attempts)
+		}
+		mustWait(t, st, third, start.Add(2*time.Minute)) // the gap runs from the second's send now
+		at = start.Add(2 * time.Minute)
+		if third, _ = st.Refund(ctx, "gap-3"); count(t, st, third).Attempts != 1 {
+			t.Fatal("third refund not counted two gaps after the first")
+		}
+	})
+}
+
+// mustWait counts r's attempt and wants ErrRefundWaits with the next
+// check moved to until and nothing counted; it returns r as it is now.
+func mustWait(t *testing.T, s *ledger.Store, r *ledger.Refund, until time.Time) *ledger.Refund {
+	t.Helper()
+	got, err := s.CountRefundAttempt(context.Background(), r.OutRefundNo, r.Version, s.Now().Add(time.Hour), time.Minute)
+	if !errors.Is(err, ledger.ErrRefundWaits) {
+		t.Fatalf("count %s at %v: %+v, %v; want ErrRefundWaits", r.OutRefundNo, s.Now(), got, err)
+	}
+	now, rerr := s.Refund(context.Background(), r.OutRefundNo)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if now.Attempts != r.Attempts || !now.NextCheckAt.Equal(until) || now.Version == r.Version {
+		t.Fatalf("%s after the wait: %d attempts, next check %v, version %d (was %d); want %d, %v, a new version",
+			r.OutRefundNo, now.Attempts, now.NextCheckAt, now.Version, r.Version, r.Attempts, until)
+	}
+	return now
+}
+
+func count(t *testing.T, s *ledger.Store, r *ledger.Refund) *ledger.Refund {
+	t.Helper()
+	got, err := s.CountRefundAttempt(context.Background(), r.OutRefundNo, r.Version, s.Now().Add(time.Hour), time.Minute)
+	if err != nil {
+		t.Fatalf("count %s at %v: %v", r.OutRefundNo, s.Now(), err)
+	}
+	return got
+}
+
+// TestOneOfTwoWaitingRefundsIsSent: two janitors (instances) counting two
+// waiting refunds of one order at once: only one goes out, the other
+// waits a gap more.
+func TestOneOfTwoWaitingRefundsIsSent(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		start := time.Now().UTC().Truncate(time.Second)
+		at := start
+		st := s.WithClock(func() time.Time { return at })
+		paidOrder(t, st, "g3", 100)
+		var waiting []*ledger.Refund
+		for _, no := range []string{"race-0", "race-1", "race-2"} {
+			req := refundReq("g3", no, 10)
+			req.CheckAt, req.Gap = at.Add(2*time.Minute), time.Minute
+			r, err := st.CreateRefund(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waiting = append(waiting, r)
+		}
+		at = start.Add(time.Minute)
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, r := range waiting[1:] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = st.CountRefundAttempt(ctx, r.OutRefundNo, r.Version, at.Add(time.Hour), time.Minute)
+			}()
+		}
+		wg.Wait()
+		sent, waits := 0, 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				sent++
+			case errors.Is(err, ledger.ErrRefundWaits):
+				waits++
+			default:
+				t.Fatalf("count: %v", err)
+			}
+		}
+		if sent != 1 || waits != 1 {
+			t.Fatalf("%d sent, %d waiting; want one of each (errors %v)", sent, waits, errs)
+		}
+	})
+}
