@@ -43,6 +43,8 @@ func parseFlags(args []string) (wxpaysim.Config, error) {
 	fs.StringVar(&cfg.MchID, "mchid", cfg.MchID, "merchant id used when generating keys")
 	fs.StringVar(&cfg.AppID, "appid", cfg.AppID, "app id used when generating keys")
 	fs.DurationVar(&cfg.RefundSettleDelay, "refund-settle-delay", cfg.RefundSettleDelay, "time a refund stays PROCESSING (<0: settle via POST /sim/refunds/settle)")
+	fs.DurationVar(&cfg.RefundGap, "refund-gap", cfg.RefundGap,
+		"least time between refund applications of one order, as WeChat Pay's minute; sooner is answered 429 FREQUENCY_LIMITED (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

@@ -18,6 +18,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		{"addr", cfg.Addr, "127.0.0.1:8081"},
 		{"notify", cfg.NotifyURL, "http://127.0.0.1:8080/v1/wechatpay/notify/payment"},
 		{"refund notify", cfg.RefundNotifyURL, "http://127.0.0.1:8080/v1/wechatpay/notify/refund"},
+		{"refund gap", cfg.RefundGap.String(), "1m0s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

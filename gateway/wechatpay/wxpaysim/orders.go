@@ -41,6 +41,9 @@ type OrderRecord struct {
 	RefundCount   int       `json:"refund_count"`     // refunds executed, CLOSED included
 	CreateTime    time.Time `json:"create_time"`
 	SuccessTime   time.Time `json:"success_time,omitzero"`
+	// LastRefundAt is when the last refund of the order was applied (by
+	// Options.Now), CLOSED ones included: Options.RefundGap counts from it.
+	LastRefundAt time.Time `json:"last_refund_at,omitzero"`
 	// NotifyID is the id of the payment notification (same on every resend).
 	NotifyID string `json:"notify_id,omitempty"`
 	// NotifyAttempts counts payment notification POSTs; NotifyStatus is the

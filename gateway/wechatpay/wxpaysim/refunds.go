@@ -164,6 +164,13 @@ func (s *Sim) createRefund(req createRefundRequest) (*RefundRecord, reply, bool)
 		s.refuse(reason)
 		return nil, rep, false
 	}
+	// After checkRefundable, so an unpaid order or an over-refund keeps its
+	// own answer. A repeat of a stored out_refund_no was answered above
+	// whenever it comes: it is no new application and applies nothing.
+	if s.opts.RefundGap > 0 && !o.LastRefundAt.IsZero() && s.now().Sub(o.LastRefundAt) < s.opts.RefundGap {
+		s.refuse("order_gap")
+		return nil, errReply(http.StatusTooManyRequests, "FREQUENCY_LIMITED", "同一笔订单多次退款的请求需相隔1分钟"), false
+	}
 	r := &RefundRecord{
 		RefundID: "50" + s.newID(s.now().In(beijing).Format("20060102"), 27), OutRefundNo: req.OutRefundNo,
 		OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID, Reason: req.Reason, NotifyURL: req.NotifyURL,
@@ -174,6 +181,7 @@ func (s *Sim) createRefund(req createRefundRequest) (*RefundRecord, reply, bool)
 	s.refundList = append(s.refundList, r.OutRefundNo)
 	o.Refunded += r.Amount
 	o.RefundCount++
+	o.LastRefundAt = r.CreateTime
 	o.TradeState = TradeRefund
 	cp := *r
 	return &cp, reply{}, true
@@ -243,9 +251,11 @@ func (s *Sim) refuse(reason string) {
 // left of the order), "changed_params" (an out_refund_no sent again with
 // other parameters), "wrong_total", "not_paid", "param_error" (a field
 // WeChat Pay's format refuses: 400 PARAM_ERROR), "too_many_refunds" (a
-// 51st refund of an order). A gateway that keeps its
-// money rules causes none of the first two: the simulator refusing them
-// must not hide that the gateway sent them.
+// 51st refund of an order), "order_gap" (a new refund of an order sooner
+// than Options.RefundGap after its last one: 429 FREQUENCY_LIMITED). A
+// gateway that keeps its money rules causes none of the first two, and
+// one that spaces the applications of an order causes no "order_gap":
+// the simulator refusing them must not hide that the gateway sent them.
 func (s *Sim) RefundsRefused() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -17,10 +17,12 @@ type Config struct {
 	MchID, AppID    string // used when generating keys
 	NotifyURL       string
 	RefundNotifyURL string
-	// RefundSettleDelay, NotifyRetryDelays and SignMode are as in Options.
+	// RefundSettleDelay, NotifyRetryDelays, SignMode and RefundGap are as
+	// in Options.
 	RefundSettleDelay time.Duration
 	NotifyRetryDelays []time.Duration
 	SignMode          SignMode
+	RefundGap         time.Duration
 	Logger            *slog.Logger
 }
 
@@ -35,6 +37,9 @@ func DefaultConfig() Config {
 		NotifyURL:         "http://127.0.0.1:8080/v1/wechatpay/notify/payment",
 		RefundNotifyURL:   "http://127.0.0.1:8080/v1/wechatpay/notify/refund",
 		RefundSettleDelay: time.Second,
+		// WeChat Pay's: the gateway run against it must space the refund
+		// applications of an order as it must in production.
+		RefundGap: time.Minute,
 	}
 }
 
@@ -65,7 +70,7 @@ func Start(cfg Config) (*Server, error) {
 	sim := New(keys, Options{
 		NotifyURL: cfg.NotifyURL, RefundNotifyURL: cfg.RefundNotifyURL, BaseURL: base,
 		SignMode: cfg.SignMode, RefundSettleDelay: cfg.RefundSettleDelay,
-		NotifyRetryDelays: cfg.NotifyRetryDelays, Logger: cfg.Logger,
+		NotifyRetryDelays: cfg.NotifyRetryDelays, RefundGap: cfg.RefundGap, Logger: cfg.Logger,
 	})
 	s := &Server{
 		Sim: sim, Keys: keys, URL: base, done: make(chan error, 1),

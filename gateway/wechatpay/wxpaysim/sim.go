@@ -42,6 +42,12 @@ type Options struct {
 	// that was not answered 200 or 204. nil means DefaultNotifyRetryDelays; an empty
 	// non-nil slice delivers once.
 	NotifyRetryDelays []time.Duration
+	// RefundGap is how far apart WeChat Pay wants the refund applications of
+	// one order ("同一笔订单多次退款的请求需相隔1分钟"): a new application
+	// sooner after the order's last one (by Now) is answered 429
+	// FREQUENCY_LIMITED and applies nothing. 0 turns the rule off, as most
+	// tests refund one order back to back; WeChat Pay's is a minute.
+	RefundGap time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
