@@ -50,7 +50,7 @@ func startRefundEnv(t testing.TB, b backend, tweak func(*Config)) *refundEnv {
 	// RefundGap), and so does the gateway here; TestRefundsOfOneOrderAreSpaced
 	// runs both with the gap.
 	cfg.Refunds.OrderGap = time.Nanosecond
-	cfg.Finance.DailyReconcileAt = "off"    // it reconciles past days on start; tested in gateway
+	cfg.Finance.DailyReconcileAt = "off" // it reconciles past days on start; tested in gateway
 	if tweak != nil {
 		tweak(&cfg)
 	}
