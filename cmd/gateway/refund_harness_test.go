@@ -34,8 +34,14 @@ type refundEnv struct {
 // no automatic notifications) and a gateway pointed at it.
 func startRefundEnv(t testing.TB, b backend, tweak func(*Config)) *refundEnv {
 	t.Helper()
+	return startRefundEnvSim(t, b, wxpaysim.Options{RefundSettleDelay: -1, NotifyRetryDelays: []time.Duration{}}, tweak)
+}
+
+// startRefundEnvSim is startRefundEnv with the simulator's options.
+func startRefundEnvSim(t testing.TB, b backend, opts wxpaysim.Options, tweak func(*Config)) *refundEnv {
+	t.Helper()
 	k, dir := testKeys(t)
-	sim := wxpaysim.New(k, wxpaysim.Options{RefundSettleDelay: -1, NotifyRetryDelays: []time.Duration{}})
+	sim := wxpaysim.New(k, opts)
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(sim.Close) // runs first: releases connections held by faults
