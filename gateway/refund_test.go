@@ -27,8 +27,8 @@ func TestRefundConfigCheck(t *testing.T) {
 }
 
 // TestRefundConfigWarnings: a safety buffer Check accepts but that is
-// shorter than a call plus WeChat Pay's query lag is named; the defaults
-// are not.
+// shorter than a call plus WeChat Pay's query lag is named, and so is an
+// order gap under WeChat Pay's minute; the defaults are not.
 func TestRefundConfigWarnings(t *testing.T) {
 	if w := (RefundConfig{}).Warnings(); len(w) != 0 {
 		t.Fatalf("defaults: %q, want none", w)
@@ -42,5 +42,11 @@ func TestRefundConfigWarnings(t *testing.T) {
 	}
 	if w := (RefundConfig{SafetyBuffer: 75 * time.Second, CallTimeout: 15 * time.Second}).Warnings(); len(w) != 0 {
 		t.Fatalf("75 s buffer, 15 s calls: %q, want none", w)
+	}
+	if w := (RefundConfig{OrderGap: 30 * time.Second}).Warnings(); len(w) != 1 || !strings.HasPrefix(w[0], "order_gap (30s)") {
+		t.Fatalf("30 s between an order's refunds: %q, want one order_gap warning", w)
+	}
+	if w := (RefundConfig{OrderGap: time.Minute}).Warnings(); len(w) != 0 {
+		t.Fatalf("a minute between an order's refunds: %q, want none", w)
 	}
 }
