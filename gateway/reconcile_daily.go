@@ -45,11 +45,24 @@ func (c DailyConfig) withDefaults(s *ledger.Store) DailyConfig {
 }
 
 // window returns the first and last day to keep reconciled at now: the
-// last is yesterday once At has passed today, else the day before.
+// last is yesterday once At has passed today, else the day before. The
+// first is never older than WeChat Pay's bills go (billsKeptFrom): a day
+// whose bill it no longer serves would fail, and be retried, every day
+// until it left the look back.
 func (c DailyConfig) window(now time.Time) (first, last string) {
 	last = ledger.DayOf(now.Add(-c.At - 24*time.Hour))
 	start, _ := ledger.DayStart(last) // last comes from DayOf: always valid
-	return ledger.DayOf(start.Add(-time.Duration(c.LookBack-1) * 24 * time.Hour)), last
+	first = ledger.DayOf(start.Add(-time.Duration(c.LookBack-1) * 24 * time.Hour))
+	return max(first, billsKeptFrom(now)), last
+}
+
+// billsKeptFrom is the first day whose bill WeChat Pay still serves at now:
+// it keeps three months of them (下载账单: 仅支持三个月内的账单下载), read
+// here as the day after the same date three months back, in UTC+8 (the
+// date itself may or may not count: left out to be safe). 90 days back
+// reaches 31 January on 1 May.
+func billsKeptFrom(now time.Time) string {
+	return ledger.DayOf(now.In(ledger.BusinessDay).AddDate(0, -3, 1))
 }
 
 // dueWindow is the window at now, starting no earlier than the day of

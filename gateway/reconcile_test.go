@@ -92,10 +92,19 @@ func TestDailyWindow(t *testing.T) {
 		{"before the bill is out", time.Date(2026, 11, 23, 10, 29, 0, 0, ledger.BusinessDay), "2026-11-19", "2026-11-21"},
 		{"once the bill is out", time.Date(2026, 11, 23, 10, 30, 0, 0, ledger.BusinessDay), "2026-11-20", "2026-11-22"},
 		{"07:00 UTC+8 is the evening before in UTC", time.Date(2026, 11, 23, 23, 0, 0, 0, time.UTC), "2026-11-20", "2026-11-22"},
+		// 90 days back would be 31 January, whose bill WeChat Pay keeps no more
+		// (1 February is exactly three months back: left out to be safe).
+		{"90 days on 1 May", time.Date(2027, 5, 1, 11, 0, 0, 0, ledger.BusinessDay), "2027-02-02", "2027-04-30"},
+		{"90 days on 1 May, 01:00 UTC+8", time.Date(2027, 4, 30, 17, 0, 0, 0, time.UTC), "2027-02-02", "2027-04-29"},
+		{"90 days in autumn, all kept", time.Date(2026, 11, 23, 10, 30, 0, 0, ledger.BusinessDay), "2026-08-25", "2026-11-22"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			first, last := DailyConfig{At: at, LookBack: 3}.window(tc.now)
+			lookBack := 3
+			if strings.HasPrefix(tc.name, "90 days") {
+				lookBack = 90
+			}
+			first, last := DailyConfig{At: at, LookBack: lookBack}.window(tc.now)
 			if first != tc.first || last != tc.last {
 				t.Fatalf("window = %s..%s, want %s..%s", first, last, tc.first, tc.last)
 			}
