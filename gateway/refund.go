@@ -51,8 +51,9 @@ type RefundConfig struct {
 	// answers FREQUENCY_LIMITED to one sent within a minute of the last
 	// (申请退款: 同一笔订单多次退款的请求需相隔1分钟). A refund asked for
 	// sooner is recorded, its amount reserved, answered 202 and sent by the
-	// janitor when the gap ends. Default 65 s: the minute and room for the
-	// network between the gateway's clock and WeChat's.
+	// janitor once the gap ends. The gap runs from when the gateway sent
+	// the last one, which may reach WeChat Pay up to CallTimeout later:
+	// default a minute plus CallTimeout plus 5 s for the clocks (80 s).
 	OrderGap time.Duration
 }
 
@@ -72,7 +73,7 @@ func (c RefundConfig) withDefaults() RefundConfig {
 	def(&c.CallTimeout, 15*time.Second)
 	def(&c.LockTTL, 10*time.Second)
 	def(&c.LockWait, time.Second)
-	def(&c.OrderGap, defaultOrderGap)
+	def(&c.OrderGap, time.Minute+c.CallTimeout+orderGapSkew)
 	return c
 }
 
@@ -84,6 +85,9 @@ func (c RefundConfig) withDefaults() RefundConfig {
 // (the defaults: 2 min and 15 s), as a takeover only queries but the
 // janitor may send again.
 func (c RefundConfig) Check() error {
+	if c.OrderGap < 0 {
+		return fmt.Errorf("order_gap (%v) must not be negative (0: the default)", c.OrderGap)
+	}
 	c = c.withDefaults()
 	switch {
 	case c.InFlight <= c.APITimeout+c.CallTimeout:
@@ -95,8 +99,9 @@ func (c RefundConfig) Check() error {
 	return nil
 }
 
-// defaultOrderGap is RefundConfig.OrderGap's default.
-const defaultOrderGap = 65 * time.Second
+// orderGapSkew is the room the default OrderGap keeps for the gateway's
+// clocks (several instances) against WeChat's.
+const orderGapSkew = 5 * time.Second
 
 // querySettles is how long WeChat Pay's refund queries may lag its
 // applications (it advises querying a minute after applying).
@@ -109,9 +114,11 @@ const querySettles = time.Minute
 // about a refund before WeChat Pay shows it, send it again and, should
 // WeChat Pay refuse the repeat, fail a refund that was made.
 //
-// With order_gap under a minute, a second refund of an order may meet
-// WeChat's FREQUENCY_LIMITED: an unknown outcome, settled by the janitor a
-// safety buffer later (money-safe, but slow and noisy).
+// With order_gap under a minute plus call_timeout, a second refund of an
+// order may reach WeChat Pay within a minute of the first (which may have
+// taken up to call_timeout to get there) and meet its FREQUENCY_LIMITED:
+// an unknown outcome, settled by the janitor a safety buffer later
+// (money-safe, but slow and noisy).
 func (c RefundConfig) Warnings() []string {
 	c = c.withDefaults()
 	var out []string
@@ -119,9 +126,9 @@ func (c RefundConfig) Warnings() []string {
 		out = append(out, fmt.Sprintf("safety_buffer (%v) is under call_timeout (%v) plus the minute WeChat Pay's refund queries may lag; "+
 			"safe only against a simulator whose queries lag less", c.SafetyBuffer, c.CallTimeout))
 	}
-	if c.OrderGap < time.Minute {
-		out = append(out, fmt.Sprintf("order_gap (%v) is under the minute WeChat Pay wants between two refunds of an order; "+
-			"safe only against a simulator with a shorter gap", c.OrderGap))
+	if floor := time.Minute + c.CallTimeout; c.OrderGap < floor {
+		out = append(out, fmt.Sprintf("order_gap (%v) is under the minute WeChat Pay wants between two refunds of an order plus "+
+			"call_timeout (%v), how long the last may take to reach it; safe only against a simulator with a shorter gap", c.OrderGap, c.CallTimeout))
 	}
 	return out
 }
@@ -261,9 +268,12 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 // key in the transaction that recorded WeChat's answer.
 func (s *RefundService) first(ctx, wctx context.Context, k *ledger.IdemKey, p RefundParams) (*ledger.Refund, *ledger.IdemAnswer, error) {
 	openid, idemKey := k.Scope, k.Key
-	// A request the ledger would refuse spends none of WeChat's quota.
-	err := refundError(s.store.CheckRefund(wctx, p.OutTradeNo, openid, p.Amount))
-	if err == nil {
+	// A request the ledger would refuse spends none of WeChat's quota, nor
+	// does one that will wait for its order's gap (the janitor's send of
+	// it will).
+	waits, err := s.store.CheckRefund(wctx, p.OutTradeNo, openid, p.Amount, s.cfg.OrderGap)
+	err = refundError(err)
+	if err == nil && !waits {
 		err = s.admitCall(wctx)
 	}
 	var r *ledger.Refund

@@ -43,10 +43,16 @@ func TestRefundConfigWarnings(t *testing.T) {
 	if w := (RefundConfig{SafetyBuffer: 75 * time.Second, CallTimeout: 15 * time.Second}).Warnings(); len(w) != 0 {
 		t.Fatalf("75 s buffer, 15 s calls: %q, want none", w)
 	}
-	if w := (RefundConfig{OrderGap: 30 * time.Second}).Warnings(); len(w) != 1 || !strings.HasPrefix(w[0], "order_gap (30s)") {
-		t.Fatalf("30 s between an order's refunds: %q, want one order_gap warning", w)
+	if w := (RefundConfig{OrderGap: 70 * time.Second}).Warnings(); len(w) != 1 || !strings.HasPrefix(w[0], "order_gap (1m10s)") {
+		t.Fatalf("70 s between an order's refunds, 15 s calls: %q, want one order_gap warning", w)
 	}
-	if w := (RefundConfig{OrderGap: time.Minute}).Warnings(); len(w) != 0 {
-		t.Fatalf("a minute between an order's refunds: %q, want none", w)
+	if w := (RefundConfig{OrderGap: 70 * time.Second, CallTimeout: 10 * time.Second}).Warnings(); len(w) != 0 {
+		t.Fatalf("70 s between an order's refunds, 10 s calls: %q, want none", w)
+	}
+	if d := (RefundConfig{CallTimeout: 10 * time.Second}).withDefaults().OrderGap; d != 75*time.Second {
+		t.Fatalf("default order_gap with 10 s calls: %v, want 75s", d)
+	}
+	if err := (RefundConfig{OrderGap: -time.Second}).Check(); err == nil || !strings.Contains(err.Error(), "order_gap") {
+		t.Fatalf("negative order_gap: %v, want refused", err)
 	}
 }

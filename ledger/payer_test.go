@@ -40,10 +40,10 @@ func TestRefundsBelongToWhoPaid(t *testing.T) {
 		if p, _ := s.Payment(ctx, "o61"); p.PayerOpenID != "openid-B" {
 			t.Fatalf("payer = %q, want openid-B, whom WeChat Pay names", p.PayerOpenID)
 		}
-		if err := s.CheckRefund(ctx, "o61", "openid-A", 100); !errors.Is(err, ledger.ErrNotOwner) {
+		if _, err := s.CheckRefund(ctx, "o61", "openid-A", 100, 0); !errors.Is(err, ledger.ErrNotOwner) {
 			t.Fatalf("refund asked by the registered openid: err = %v, want ErrNotOwner", err)
 		}
-		if err := s.CheckRefund(ctx, "o61", "openid-B", 100); err != nil {
+		if _, err := s.CheckRefund(ctx, "o61", "openid-B", 100, 0); err != nil {
 			t.Fatalf("refund asked by the payer: %v", err)
 		}
 		flags, err := s.Anomalies(ctx, "o61")
@@ -227,7 +227,7 @@ func TestRegisteredOpenIDIsNoPayer(t *testing.T) {
 		if p, err := s.Payment(ctx, "o69"); err != nil || p.State != ledger.PaymentSuccess || p.PayerOpenID != "" {
 			t.Fatalf("payment = %+v, %v: want SUCCESS with no payer", p, err)
 		}
-		if err := s.CheckRefund(ctx, "o69", "openid-A", 100); !errors.Is(err, ledger.ErrNotOwner) {
+		if _, err := s.CheckRefund(ctx, "o69", "openid-A", 100, 0); !errors.Is(err, ledger.ErrNotOwner) {
 			t.Fatalf("refund asked by the registered openid: err = %v, want ErrNotOwner", err)
 		}
 		assertRegistration(t, s, order, ledger.ErrAlreadyRecorded)

@@ -56,8 +56,10 @@ type paymentRow struct {
 	NextCheckAt *time.Time `gorm:"column:next_check_at"`
 	// RefundSentAt is when the gateway last sent one of the order's refund
 	// applications to WeChat Pay, which refuses the next one sooner than a
-	// minute after (see RefundRequest.Gap).
+	// minute after (see RefundRequest.Gap); RefundSlotAt the latest time
+	// booked for a refund of the order waiting to be sent.
 	RefundSentAt *time.Time `gorm:"column:refund_sent_at"`
+	RefundSlotAt *time.Time `gorm:"column:refund_slot_at"`
 	SuccessTime  *time.Time
 	Version      int64
 	CreatedAt    time.Time

@@ -152,10 +152,12 @@ type RefundRequest struct {
 // (the caller sends it to WeChat Pay next), in the transaction that checks
 // the money rule on the locked payment row: the order is SUCCESS, paid by
 // the requester, and its refunds not CLOSED/FAILED never exceed what was
-// paid. When the order's last refund application was sent less than
-// req.Gap ago, the refund is recorded with no attempt and a next check
-// when the gap ends: the caller must not send it, the janitor will
-// (CountRefundAttempt); its amount is reserved all the same. It returns ErrNotFound (unknown order), ErrNotOwner,
+// paid. When the order's last refund application was sent, or another
+// refund of it is booked to be sent, less than req.Gap before now, the
+// refund is booked req.Gap after the later of the two: recorded with no
+// attempt and that time as its next check. The caller must not send it,
+// the janitor will (CountRefundAttempt); its amount is reserved all the
+// same. Refunds of an order so go out in the order they were asked for. It returns ErrNotFound (unknown order), ErrNotOwner,
 // ErrNotRefundable, *RefundExceedsError, ErrConflict (the idempotency key
 // already names another refund) or ErrAlreadyRecorded with the stored
 // refund when out_refund_no exists.
@@ -197,11 +199,10 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 	checkAt, attempts := dbTime(req.CheckAt), 1
 	updates := map[string]any{"refunded_total": gorm.Expr("refunded_total + ?", req.Amount),
 		"version": gorm.Expr("version + 1"), "updated_at": now, "refund_sent_at": dbTime(now)}
-	if free := pay.refundFreeAt(req.Gap); free.After(now) {
-		// Sent when the gap ends, by the janitor; the order's last
-		// application stays the one it waits for.
-		checkAt, attempts = dbTime(free), 0
+	if slot := pay.nextSlot(req.Gap); slot.After(now) {
+		checkAt, attempts = slot, 0
 		delete(updates, "refund_sent_at")
+		updates["refund_slot_at"] = slot
 	}
 	res := tx.Model(&paymentRow{}).
 		Where("id = ? AND state = ? AND refunded_total + ? <= amount_total", pay.ID, string(PaymentSuccess), req.Amount).
@@ -227,13 +228,36 @@ func (s *Store) createRefund(tx *gorm.DB, req RefundRequest) (*Refund, error) {
 	return row.refund(), s.appendHistory(tx, t)
 }
 
-// refundFreeAt is when the order's next refund application may be sent,
+// sentGapEnds is when the order's next refund application may be sent,
 // gap after its last (the zero time if none was sent).
-func (pay *paymentRow) refundFreeAt(gap time.Duration) time.Time {
-	if pay.RefundSentAt == nil {
+func (pay *paymentRow) sentGapEnds(gap time.Duration) time.Time {
+	return gapEnds(pay.RefundSentAt, gap)
+}
+
+// nextSlot is the earliest a new refund of the order may be sent: gap after
+// its last application sent, and gap after the last refund booked.
+func (pay *paymentRow) nextSlot(gap time.Duration) time.Time {
+	return maxTime(gapEnds(pay.RefundSentAt, gap), gapEnds(pay.RefundSlotAt, gap))
+}
+
+// gapEnds is gap after t, rounded up to the database's microsecond, or the
+// zero time for no t.
+func gapEnds(t *time.Time, gap time.Duration) time.Time {
+	if t == nil {
 		return time.Time{}
 	}
-	return pay.RefundSentAt.Add(gap)
+	end := t.Add(gap)
+	if r := dbTime(end); r.Before(end) {
+		return r.Add(time.Microsecond)
+	}
+	return dbTime(end)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // markRefundSent notes that one of the order's refund applications goes
@@ -242,6 +266,18 @@ func (pay *paymentRow) refundFreeAt(gap time.Duration) time.Time {
 func markRefundSent(tx *gorm.DB, paymentID uint64, now time.Time) error {
 	if err := tx.Model(&paymentRow{}).Where("id = ?", paymentID).UpdateColumn("refund_sent_at", dbTime(now)).Error; err != nil {
 		return fmt.Errorf("note refund application sent: %w", err)
+	}
+	return nil
+}
+
+// bookRefundSlot notes slot as booked for a waiting refund of the order,
+// if it is later than the latest booked.
+func bookRefundSlot(tx *gorm.DB, pay *paymentRow, slot time.Time) error {
+	if pay.RefundSlotAt != nil && !slot.After(*pay.RefundSlotAt) {
+		return nil
+	}
+	if err := tx.Model(&paymentRow{}).Where("id = ?", pay.ID).UpdateColumn("refund_slot_at", slot).Error; err != nil {
+		return fmt.Errorf("book refund application: %w", err)
 	}
 	return nil
 }
@@ -260,9 +296,10 @@ func (pay *paymentRow) refundableBy(requester string) error {
 
 // CheckRefund answers, without locking or writing anything, whether
 // CreateRefund would accept a refund of amount by requester now; it
-// returns the errors CreateRefund would. It only spares a doomed request
-// the work before CreateRefund, whose locked check alone decides.
-func (s *Store) CheckRefund(ctx context.Context, outTradeNo, requester string, amount int64) error {
+// returns the errors CreateRefund would, and whether the refund would wait
+// for the order's gap (not be sent at once). It only spares a doomed
+// request the work before CreateRefund, whose locked check alone decides.
+func (s *Store) CheckRefund(ctx context.Context, outTradeNo, requester string, amount int64, gap time.Duration) (waits bool, err error) {
 	pay, err := findPayment(s.db.WithContext(ctx), outTradeNo)
 	if err == nil {
 		err = pay.refundableBy(requester)
@@ -271,9 +308,9 @@ func (s *Store) CheckRefund(ctx context.Context, outTradeNo, requester string, a
 		err = &RefundExceedsError{OutTradeNo: outTradeNo, Requested: amount, Remaining: *pay.AmountTotal - pay.RefundedTotal}
 	}
 	if err != nil {
-		return fmt.Errorf("check refund of %s: %w", outTradeNo, err)
+		return false, fmt.Errorf("check refund of %s: %w", outTradeNo, err)
 	}
-	return nil
+	return pay.nextSlot(gap).After(s.now()), nil
 }
 
 // Refund returns a refund by out_refund_no, or ErrNotFound.

@@ -659,7 +659,8 @@ func (s *Store) afterRefundMove(tx *gorm.DB, row *refundRow, from string, u Refu
 // janitor after this one's lease ran out), so two callers never both send.
 // When the order's last refund application went out less than gap ago,
 // nothing is counted: the refund's next check moves to the end of the gap
-// and it returns the refund with ErrRefundWaits.
+// (booked: a refund asked for later waits for it) and it returns the
+// refund with ErrRefundWaits.
 func (s *Store) CountRefundAttempt(ctx context.Context, outRefundNo string, version int64, nextCheckAt time.Time, gap time.Duration) (*Refund, error) {
 	var out *Refund
 	var waits bool
@@ -695,11 +696,15 @@ func (s *Store) countRefundAttempt(tx *gorm.DB, outRefundNo string, version int6
 	now := s.now()
 	updates := map[string]any{"attempts": gorm.Expr("attempts + 1"), "next_check_at": dbTime(nextCheckAt),
 		"version": gorm.Expr("version + 1"), "updated_at": now}
-	free := pay.refundFreeAt(gap)
+	free := pay.sentGapEnds(gap)
 	waits := free.After(now)
 	if waits {
-		updates = map[string]any{"next_check_at": dbTime(free), "version": gorm.Expr("version + 1"), "updated_at": now}
-	} else if err := markRefundSent(tx, pay.ID, now); err != nil {
+		updates = map[string]any{"next_check_at": free, "version": gorm.Expr("version + 1"), "updated_at": now}
+		err = bookRefundSlot(tx, pay, free)
+	} else {
+		err = markRefundSent(tx, pay.ID, now)
+	}
+	if err != nil {
 		return nil, false, err
 	}
 	if err := tx.Model(&refundRow{}).Where("id = ?", row.ID).Updates(updates).Error; err != nil {

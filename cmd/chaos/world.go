@@ -180,7 +180,8 @@ const refundQueryLag = 2 * time.Second
 // refundGap is WeChat Pay's least time between two refund applications
 // of one order (a minute, shortened like the other clocks): the storm's
 // second refund of each order meets it. The gateway's refunds.order_gap
-// (chaosEnv) keeps a second more, for the way from its clock to WeChat's;
+// (chaosEnv) keeps a second more, its WeChat Pay timeout: how long the
+// last application may have taken to arrive;
 // an application the simulator refuses as too soon shows in the report's
 // WeChat Pay refusals as order_gap.
 const refundGap = 2 * time.Second

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"paygateway/gateway"
 	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger"
+	"paygateway/ledger/ledgertest"
 )
 
 // TestRefundsOfOneOrderAreSpaced: WeChat Pay (here the simulator, with
@@ -81,4 +85,71 @@ func simRefundsOf(sim *wxpaysim.Sim, outTradeNo string) []wxpaysim.RefundRecord 
 	}
 	slices.SortFunc(out, func(a, b wxpaysim.RefundRecord) int { return a.CreateTime.Compare(b.CreateTime) })
 	return out
+}
+
+// TestWaitingRefundIsSentByTheJanitorOnly: a refund that waits for its
+// order's gap spends none of the merchant's call quota (the quota's one
+// call went to the first refund, and the second is still taken), is not
+// sent by its request nor by a retry of its key (answered 202 with the
+// refund as it is), and the janitor sends it once the gap ends without
+// asking WeChat Pay about it first (nothing was sent to ask about).
+func TestWaitingRefundIsSentByTheJanitorOnly(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		no := fmt.Sprintf("waiting-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){
+			func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) { return processing(req.OutRefundNo) }}}
+		quota := gateway.Limit{PerMinute: 1, Burst: 1}
+		cfg := gateway.RefundConfig{Calls: gateway.NewMemoryLimiter(), CallLimit: quota}
+		svc := gateway.NewRefundService(cfg, s, api, gateway.NewMemoryLocker())
+		if a, err := svc.Create(ctx, "o-resend", "k1-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil || a.Status != 201 {
+			t.Fatalf("first refund: %+v %v, want 201", a, err)
+		}
+		params := gateway.RefundParams{OutTradeNo: no, Amount: 30}
+		for _, replay := range []bool{false, true} {
+			a, err := svc.Create(ctx, "o-resend", "k2-"+no, params)
+			if err != nil || a.Status != 202 || a.Replayed != replay {
+				t.Fatalf("second refund (retry %v): %+v %v, want 202", replay, a, err)
+			}
+		}
+		waiting := secondRefund(t, s, no)
+		if waiting.State != ledger.RefundCreated || waiting.Attempts != 0 {
+			t.Fatalf("second refund %s after %d attempts, want CREATED, none", waiting.State, waiting.Attempts)
+		}
+		if n := svc.Sweep(ctx, 10); n != 0 {
+			t.Fatalf("janitor checked %d refunds before the gap ended, want none", n)
+		}
+		// The gap ends: the janitor (a fresh limiter: the minute passed)
+		// sends it, and only it.
+		api.mu.Lock()
+		api.creates = append(api.creates, func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) { return processing(req.OutRefundNo) })
+		api.mu.Unlock()
+		if err := s.DB().Exec("UPDATE payments SET refund_sent_at = ? WHERE out_trade_no = ?", time.Now().UTC().Add(-2*time.Minute), no).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_refund_no = ?", time.Now().UTC().Add(-time.Second), waiting.OutRefundNo).Error; err != nil {
+			t.Fatal(err)
+		}
+		fresh := gateway.NewRefundService(gateway.RefundConfig{Calls: gateway.NewMemoryLimiter(), CallLimit: quota}, s, api, gateway.NewMemoryLocker())
+		if n := fresh.Sweep(ctx, 10); n != 1 {
+			t.Fatalf("janitor checked %d refunds, want 1", n)
+		}
+		if r := secondRefund(t, s, no); r.State != ledger.RefundProcessing || r.Attempts != 1 {
+			t.Fatalf("second refund %s after %d attempts, want PROCESSING after 1", r.State, r.Attempts)
+		}
+		if a, err := svc.Create(ctx, "o-resend", "k2-"+no, params); err != nil || a.Status != 201 {
+			t.Fatalf("retry of the second refund's key: %+v %v, want 201 now", a, err)
+		}
+	})
+}
+
+// secondRefund returns the order's second refund.
+func secondRefund(t *testing.T, s *ledger.Store, no string) ledger.Refund {
+	t.Helper()
+	refunds, err := s.Refunds(context.Background(), no)
+	if err != nil || len(refunds) != 2 {
+		t.Fatalf("refunds of %s: %+v, %v; want two", no, refunds, err)
+	}
+	return refunds[1]
 }

@@ -105,7 +105,7 @@ func TestUnsignedRefusalIsNoVerdict(t *testing.T) {
 				}
 				checkRefund(t, s, no, ledger.RefundUnknown, 1, 30)
 				for sweeps := len(tc.queries) - 1; sweeps > 0; sweeps-- {
-					if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+					if err := makeDue(s, no); err != nil {
 						t.Fatal(err)
 					}
 					if n := svc.Sweep(ctx, 10); n != 1 {
@@ -167,7 +167,7 @@ func TestRefusedResendIsCheckedBeforeFailing(t *testing.T) {
 				if n := svc.Sweep(ctx, 10); n != 0 {
 					t.Fatalf("janitor checked %d refunds within the safety buffer, want none", n)
 				}
-				if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+				if err := makeDue(s, no); err != nil {
 					t.Fatal(err)
 				}
 				if n := svc.Sweep(ctx, 10); n != 1 {
@@ -381,7 +381,7 @@ func TestUnrecordableAnswersWaitForTheRecheck(t *testing.T) {
 			if _, err := svc.Create(ctx, "o-resend", "k-"+no, gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+			if err := makeDue(s, no); err != nil {
 				t.Fatal(err)
 			}
 			// The later sweep proves something only if this one used the one
@@ -517,7 +517,7 @@ func TestJanitorFinishesTheCheckUnderWayAtShutdown(t *testing.T) {
 			gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+		if err := makeDue(s, no); err != nil {
 			t.Fatal(err)
 		}
 		ctx, stop := context.WithCancel(context.Background())
@@ -631,7 +631,7 @@ func TestJanitorResendSpendsTheCallQuota(t *testing.T) {
 		}
 		due := func() {
 			t.Helper()
-			if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+			if err := makeDue(s, no); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -700,7 +700,7 @@ func TestRefusalDoesNotFailALaterAttempt(t *testing.T) {
 					t.Fatalf("request: %+v %v, want no refusal", a, err)
 				}
 				for api.queriesLeft() > 0 {
-					if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+					if err := makeDue(s, no); err != nil {
 						t.Fatal(err)
 					}
 					if n := svc.Sweep(ctx, 10); n != 1 {
@@ -740,7 +740,7 @@ func TestStalledUnknownIsTiedToItsAttempt(t *testing.T) {
 		no := fmt.Sprintf("stalled-%d", time.Now().UnixNano())
 		payForResend(t, s, no)
 		due := func() {
-			if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", time.Now().Add(-time.Second).UTC(), no).Error; err != nil {
+			if err := makeDue(s, no); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -777,4 +777,15 @@ func TestStalledUnknownIsTiedToItsAttempt(t *testing.T) {
 				len(api.creates), len(api.queries), len(other.creates), len(other.queries))
 		}
 	})
+}
+
+// makeDue makes the refunds of order no due for the janitor, as if their
+// safety buffer had passed, and the order's gap since its last refund
+// application with it.
+func makeDue(s *ledger.Store, no string) error {
+	now := time.Now().UTC()
+	if err := s.DB().Exec("UPDATE refunds SET next_check_at = ? WHERE out_trade_no = ?", now.Add(-time.Second), no).Error; err != nil {
+		return err
+	}
+	return s.DB().Exec("UPDATE payments SET refund_sent_at = ? WHERE out_trade_no = ?", now.Add(-10*time.Minute), no).Error
 }

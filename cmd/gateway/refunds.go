@@ -34,9 +34,9 @@ type RefundsConfig struct {
 	JanitorInterval time.Duration `yaml:"janitor_interval"`
 	JanitorBatch    int           `yaml:"janitor_batch"`
 	// OrderGap: the least time between two refund applications of one
-	// order sent to WeChat Pay (default 65 s; WeChat refuses them closer
-	// than a minute). A refund asked for sooner is answered 202 and sent
-	// by the janitor when the gap ends.
+	// order sent to WeChat Pay (WeChat refuses them closer than a minute;
+	// default a minute plus call_timeout plus 5 s). A refund asked for
+	// sooner is answered 202 and sent by the janitor once the gap ends.
 	OrderGap time.Duration `yaml:"order_gap"`
 }
 
