@@ -48,12 +48,12 @@ func (d *Deps) replayJob(c *gin.Context) {
 		writeError(c, &Error{Code: CodeInvalid, Message: "id must be a positive integer"})
 		return
 	}
-	version, perr := ifMatch(c.GetHeader("If-Match"))
+	versions, perr := ifMatch(c.Request.Header.Values("If-Match"))
 	if perr != nil {
 		writeError(c, perr)
 		return
 	}
-	job, err := d.Store.Outbox().ReplayIf(c.Request.Context(), id, "ops:"+CurrentPrincipal(c).Name, version)
+	job, err := d.Store.Outbox().ReplayIf(c.Request.Context(), id, "ops:"+CurrentPrincipal(c).Name, versions)
 	if job != nil {
 		c.Header("ETag", `"`+job.Version+`"`)
 	}
@@ -61,7 +61,7 @@ func (d *Deps) replayJob(c *gin.Context) {
 	case err == nil:
 		c.JSON(http.StatusOK, gin.H{"job": job})
 	case errors.Is(err, ledger.ErrStale):
-		writeError(c, Errorf(CodePreconditionFailed, "the job changed since version "+version+" (now "+job.Version+
+		writeError(c, Errorf(CodePreconditionFailed, "the job is not at the version If-Match names (now "+job.Version+
 			", last error: "+job.LastError+"): look at it again before replaying", err))
 	case errors.Is(err, ledger.ErrConflict) && job.State == ledger.JobDead:
 		writeError(c, Errorf(CodeConflict, "this release waits for its order's confirmation: replay that job first", err))
@@ -72,21 +72,40 @@ func (d *Deps) replayJob(c *gin.Context) {
 	}
 }
 
-// ifMatch reads an If-Match header naming the job version a person
-// decided on: "v", v, or * (any version: ""). A replay must name one: a
-// job may be held again for a newer reason after they looked.
-func ifMatch(h string) (string, error) {
-	h = strings.TrimSpace(h)
+// ifMatch reads the If-Match header (its lines joined) naming the job
+// versions a person decided on: * (any version: nil), or a list of entity
+// tags "v" (a bare v is taken too). As RFC 9110 compares If-Match strongly,
+// a weak tag W/"v" matches no version: a list of weak tags only is an
+// empty list, which no job is at (412). A replay must name one: a job may
+// be held again for a newer reason after they looked.
+func ifMatch(lines []string) ([]string, error) {
+	h := strings.TrimSpace(strings.Join(lines, ","))
 	switch {
 	case h == "":
-		return "", &Error{Code: CodePreconditionRequired, Message: "send If-Match with the job's version from " +
+		return nil, &Error{Code: CodePreconditionRequired, Message: "send If-Match with the job's version from " +
 			"GET /v1/ops/outbox/dead (* replays it as it is now): a job may be held again for a newer reason after you looked"}
 	case h == "*":
-		return "", nil
+		return nil, nil
 	}
-	v := strings.TrimSuffix(strings.TrimPrefix(h, `"`), `"`)
-	if v == "" || strings.Trim(v, "0123456789") != "" {
-		return "", &Error{Code: CodeInvalid, Message: "If-Match must be one job version (its \"version\"), or *"}
+	versions := []string{}
+	for _, tag := range strings.Split(h, ",") {
+		tag = strings.TrimSpace(tag)
+		weak := strings.HasPrefix(tag, "W/")
+		v, quoted := unquote(strings.TrimPrefix(tag, "W/"))
+		if v == "" || strings.Trim(v, "0123456789") != "" || (weak && !quoted) {
+			return nil, &Error{Code: CodeInvalid, Message: "If-Match must be * or job versions (each its \"version\", quoted), comma-separated"}
+		}
+		if !weak {
+			versions = append(versions, v)
+		}
 	}
-	return v, nil
+	return versions, nil
+}
+
+// unquote strips the double quotes around s, if it has both.
+func unquote(s string) (string, bool) {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return s[1 : len(s)-1], true
+	}
+	return s, false
 }

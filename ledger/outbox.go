@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -409,14 +411,15 @@ func (o *Outbox) withHistory(ctx context.Context, rows []outboxJobRow, keep int)
 // budget starts again. Errors: ErrNotFound, ErrConflict when the job is
 // not dead or is a release whose confirmation is not DONE.
 func (o *Outbox) Replay(ctx context.Context, id uint64, by string) (*OutboxJob, error) {
-	return o.ReplayIf(ctx, id, by, "")
+	return o.ReplayIf(ctx, id, by, nil)
 }
 
-// ReplayIf is Replay of the job as a person saw it: when version is set
-// and the dead job changed since (held again, say, for a refund outside
-// the gateway that came after the look), it is left as it is and the
-// error is ErrStale, with the job as it is now.
-func (o *Outbox) ReplayIf(ctx context.Context, id uint64, by, version string) (*OutboxJob, error) {
+// ReplayIf is Replay of the job as a person saw it: unless versions is nil
+// (any version), when the dead job is at none of them (it changed since:
+// held again, say, for a refund outside the gateway that came after the
+// look), it is left as it is and the error is ErrStale, with the job as it
+// is now. An empty, non-nil versions matches no job.
+func (o *Outbox) ReplayIf(ctx context.Context, id uint64, by string, versions []string) (*OutboxJob, error) {
 	var replayed, stale bool
 	err := o.s.inTx(ctx, func(tx *gorm.DB) error {
 		now := o.s.now()
@@ -427,7 +430,7 @@ func (o *Outbox) ReplayIf(ctx context.Context, id uint64, by, version string) (*
 		} else if err != nil {
 			return err
 		}
-		if stale = version != "" && jobVersion(row.UpdatedAt) != version; stale {
+		if stale = versions != nil && !slices.Contains(versions, jobVersion(row.UpdatedAt)); stale {
 			return nil
 		}
 		if err := o.s.releaseReplayable(tx, row); err != nil {
@@ -453,7 +456,7 @@ func (o *Outbox) ReplayIf(ctx context.Context, id uint64, by, version string) (*
 	}
 	if stale {
 		return job, fmt.Errorf("replay outbox job %d seen at version %s, changed since (version %s, last error %q): %w",
-			id, version, job.Version, job.LastError, ErrStale)
+			id, strings.Join(versions, ", "), job.Version, job.LastError, ErrStale)
 	}
 	return job, nil
 }

@@ -114,7 +114,7 @@ func TestReplayOfAStaleLook(t *testing.T) {
 		if err != nil || held.State != ledger.JobDead || !strings.HasPrefix(held.LastError, heldOutsidePrefix) || held.Version == looked.Version {
 			t.Fatalf("after the refund outside: %+v, %v; want it held, at a new version (was %s)", held, err, looked.Version)
 		}
-		job, err := q.ReplayIf(ctx, c.ID, "ops:alice", looked.Version)
+		job, err := q.ReplayIf(ctx, c.ID, "ops:alice", []string{looked.Version})
 		if !errors.Is(err, ledger.ErrStale) || job == nil || job.State != ledger.JobDead || job.Version != held.Version ||
 			len(job.History) != len(held.History) {
 			t.Fatalf("replay on the old version: %+v, %v; want ErrStale and the job unchanged", job, err)
@@ -134,10 +134,10 @@ func TestReplayOfAStaleLook(t *testing.T) {
 		if j, _ := q.Job(ctx, c.ID); j.Version != again.Version || len(j.History) != len(again.History) {
 			t.Fatalf("after the second refund reported again: %+v; want the job as it was", j)
 		}
-		if _, err := q.ReplayIf(ctx, c.ID, "ops:alice", held.Version); !errors.Is(err, ledger.ErrStale) {
+		if _, err := q.ReplayIf(ctx, c.ID, "ops:alice", []string{held.Version}); !errors.Is(err, ledger.ErrStale) {
 			t.Fatalf("replay on the version before the second refund: %v, want ErrStale", err)
 		}
-		job, err = q.ReplayIf(ctx, c.ID, "ops:alice", again.Version)
+		job, err = q.ReplayIf(ctx, c.ID, "ops:alice", []string{again.Version})
 		if err != nil || job.State != ledger.JobPending || job.Version == again.Version {
 			t.Fatalf("replay on the version seen now: %+v, %v; want it PENDING at a new version", job, err)
 		}

@@ -157,10 +157,11 @@ type RefundRequest struct {
 // refund is booked req.Gap after the later of the two: recorded with no
 // attempt and that time as its next check. The caller must not send it,
 // the janitor will (CountRefundAttempt); its amount is reserved all the
-// same. Refunds of an order so go out in the order they were asked for. It returns ErrNotFound (unknown order), ErrNotOwner,
-// ErrNotRefundable, *RefundExceedsError, ErrConflict (the idempotency key
-// already names another refund) or ErrAlreadyRecorded with the stored
-// refund when out_refund_no exists.
+// same. Refunds of an order so go out in the order they were asked for.
+// It returns ErrNotFound (unknown order), ErrNotOwner, ErrNotRefundable,
+// *RefundExceedsError, ErrConflict (the idempotency key already names
+// another refund) or ErrAlreadyRecorded with the stored refund when
+// out_refund_no exists.
 func (s *Store) CreateRefund(ctx context.Context, req RefundRequest) (*Refund, error) {
 	if req.Amount <= 0 {
 		return nil, fmt.Errorf("create refund %s: amount %d must be positive", req.OutRefundNo, req.Amount)

@@ -371,11 +371,18 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 			if status, body, _ := replayCall(t, replayURL, ""); status != 428 || body["code"] != "EPRECONDITION_REQUIRED" {
 				t.Fatalf("replay without If-Match: status=%d body=%v, want 428 EPRECONDITION_REQUIRED", status, body)
 			}
-			if status, body, _ := replayCall(t, replayURL, `W/"1"`); status != 400 || body["code"] != "EINVALID" {
-				t.Fatalf("replay with a weak If-Match: status=%d body=%v, want 400 EINVALID", status, body)
+			if status, body, _ := replayCall(t, replayURL, `"v1", x`); status != 400 || body["code"] != "EINVALID" {
+				t.Fatalf("replay with a malformed If-Match: status=%d body=%v, want 400 EINVALID", status, body)
+			}
+			// RFC 9110 compares If-Match strongly: a weak tag, even of the
+			// job's version, matches nothing.
+			weak := fmt.Sprintf("W/%q", first["version"])
+			if status, body, hdr := replayCall(t, replayURL, weak); status != 412 || body["code"] != "EPRECONDITION_FAILED" ||
+				hdr.Get("ETag") != fmt.Sprintf("%q", first["version"]) {
+				t.Fatalf("replay with a weak If-Match: status=%d body=%v ETag %q, want 412 and the version", status, body, hdr.Get("ETag"))
 			}
 			onlyJob(t, m.Store, viaAPI, ledger.JobDead)
-			status, body, hdr := replayCall(t, replayURL, fmt.Sprintf("%q", first["version"]))
+			status, body, hdr := replayCall(t, replayURL, fmt.Sprintf(`"1", %s, %q`, weak, first["version"]))
 			if status != 200 || hdr.Get("ETag") == "" || hdr.Get("ETag") == fmt.Sprintf("%q", first["version"]) {
 				t.Fatalf("replay: status=%d body=%v ETag %q", status, body, hdr.Get("ETag"))
 			}
