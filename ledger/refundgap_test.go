@@ -22,9 +22,8 @@ import (
 func TestRefundsOfOneOrderWaitForTheGap(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		start := time.Now().UTC().Truncate(time.Second)
-		at := start
-		st := s.WithClock(func() time.Time { return at })
+		st, at := clockedStore(s)
+		start := *at
 		paidOrder(t, st, "g1", 100)
 		paidOrder(t, st, "g2", 100)
 		create := func(no, refundNo string) *ledger.Refund {
@@ -47,10 +46,10 @@ func TestRefundsOfOneOrderWaitForTheGap(t *testing.T) {
 		if r := create("g1", "gap-1"); r.Attempts != 1 || !r.NextCheckAt.Equal(start.Add(2*time.Minute)) {
 			t.Fatalf("first refund: %d attempts, next check %v; want sent, checked after the safety buffer", r.Attempts, r.NextCheckAt)
 		}
-		at = start.Add(10 * time.Second)
+		*at = start.Add(10 * time.Second)
 		second := create("g1", "gap-2")
 		booked(second, start.Add(time.Minute))
-		at = start.Add(20 * time.Second)
+		*at = start.Add(20 * time.Second)
 		third := create("g1", "gap-3")
 		booked(third, start.Add(2*time.Minute)) // behind the second
 		if got := refundedTotal(t, st, "g1"); got != 30 {
@@ -60,34 +59,34 @@ func TestRefundsOfOneOrderWaitForTheGap(t *testing.T) {
 			t.Fatalf("another order's refund: %d attempts, want sent at once", r.Attempts)
 		}
 
-		at = start.Add(30 * time.Second)
+		*at = start.Add(30 * time.Second)
 		second = mustWait(t, st, second, start.Add(time.Minute))
-		at = start.Add(time.Minute)
+		*at = start.Add(time.Minute)
 		if sent := count(t, st, second); sent.Attempts != 1 {
 			t.Fatalf("second refund at the end of the gap: %d attempts, want 1", sent.Attempts)
 		}
 		mustWait(t, st, third, start.Add(2*time.Minute)) // the gap runs from the second's send now
-		at = start.Add(70 * time.Second)
+		*at = start.Add(70 * time.Second)
 		booked(create("g1", "gap-4"), start.Add(3*time.Minute)) // behind the third, booked
-		at = start.Add(2 * time.Minute)
+		*at = start.Add(2 * time.Minute)
 		if third, _ = st.Refund(ctx, "gap-3"); count(t, st, third).Attempts != 1 {
 			t.Fatal("third refund not counted two gaps after the first")
 		}
-		at = start.Add(10 * time.Minute)
+		*at = start.Add(10 * time.Minute)
 		if fourth, _ := st.Refund(ctx, "gap-4"); count(t, st, fourth).Attempts != 1 {
 			t.Fatal("fourth refund not counted, long after its slot")
 		}
-		at = start.Add(12 * time.Minute)
+		*at = start.Add(12 * time.Minute)
 		if r := create("g1", "gap-5"); r.Attempts != 1 {
 			t.Fatalf("a refund long after the order's last: %d attempts, want sent at once", r.Attempts)
 		}
 		// A re-send held for the gap is booked too: a refund asked for
 		// after it goes behind it.
-		at = start.Add(20 * time.Minute)
+		*at = start.Add(20 * time.Minute)
 		resent := create("g2", "gap-6")
-		at = start.Add(20*time.Minute + 10*time.Second)
+		*at = start.Add(20*time.Minute + 10*time.Second)
 		mustWait(t, st, resent, start.Add(21*time.Minute))
-		at = start.Add(20*time.Minute + 20*time.Second)
+		*at = start.Add(20*time.Minute + 20*time.Second)
 		booked(create("g2", "gap-7"), start.Add(22*time.Minute))
 	})
 }
@@ -126,9 +125,8 @@ func count(t *testing.T, s *ledger.Store, r *ledger.Refund) *ledger.Refund {
 func TestOneOfTwoWaitingRefundsIsSent(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
-		start := time.Now().UTC().Truncate(time.Second)
-		at := start
-		st := s.WithClock(func() time.Time { return at })
+		st, at := clockedStore(s)
+		start := *at
 		paidOrder(t, st, "g3", 100)
 		var waiting []*ledger.Refund
 		for _, no := range []string{"race-0", "race-1", "race-2"} {
@@ -140,7 +138,7 @@ func TestOneOfTwoWaitingRefundsIsSent(t *testing.T) {
 			}
 			waiting = append(waiting, r)
 		}
-		at = start.Add(2 * time.Minute) // both due: race-1's slot and race-2's
+		*at = start.Add(2 * time.Minute) // both due: race-1's slot and race-2's
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
 		gate := make(chan struct{})
@@ -169,4 +167,11 @@ func TestOneOfTwoWaitingRefundsIsSent(t *testing.T) {
 			t.Fatalf("%d sent, %d waiting; want one of each (errors %v)", sent, waits, errs)
 		}
 	})
+}
+
+// clockedStore is s on a clock the test sets through the pointer; it
+// starts at the current second.
+func clockedStore(s *ledger.Store) (*ledger.Store, *time.Time) {
+	at := time.Now().UTC().Truncate(time.Second)
+	return s.WithClock(func() time.Time { return at }), &at
 }

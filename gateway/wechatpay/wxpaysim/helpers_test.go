@@ -92,3 +92,21 @@ func refundSim(t *testing.T, m *merchant) (*wxpaysim.Sim, *httptest.Server, *cor
 	}
 	return sim, srv, sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
 }
+
+// testClock is a clock for Options.Now that starts now and moves only by
+// advance.
+func testClock() (clock func() time.Time, advance func(time.Duration)) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	advance = func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(d)
+	}
+	return clock, advance
+}

@@ -2,7 +2,6 @@ package wxpaysim_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,18 +15,7 @@ import (
 // is answered with its refund, and another order is not held. Once the
 // gap has passed the order's next refund is applied.
 func TestRefundGap(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return now
-	}
-	advance := func(d time.Duration) {
-		mu.Lock()
-		defer mu.Unlock()
-		now = now.Add(d)
-	}
+	clock, advance := testClock()
 	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1, RefundGap: time.Minute, Now: clock})
 	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
 	ctx := context.Background()

@@ -567,18 +567,7 @@ func queryRefund(t *testing.T, c *core.Client, outRefundNo string) *refunddomest
 // out_refund_no still answers the refund, executed once. Once the refund is
 // old enough queries show it, and FaultsInjected counts the lagged answers.
 func TestRefundQueryLag(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return now
-	}
-	advance := func(d time.Duration) {
-		mu.Lock()
-		defer mu.Unlock()
-		now = now.Add(d)
-	}
+	clock, advance := testClock()
 	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1, Now: clock})
 	c := sdkClient(t, testKeys(t), srv.URL, 5*time.Second)
 	ctx := context.Background()
