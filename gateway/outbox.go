@@ -87,17 +87,24 @@ func ifMatch(lines []string) ([]string, error) {
 	case h == "*":
 		return nil, nil
 	}
-	versions := []string{}
+	malformed := &Error{Code: CodeInvalid, Message: "If-Match must be * or job versions (each its \"version\", quoted), comma-separated"}
+	versions, tags := []string{}, 0
 	for _, tag := range strings.Split(h, ",") {
-		tag = strings.TrimSpace(tag)
+		if tag = strings.TrimSpace(tag); tag == "" {
+			continue // a list may hold empty elements (RFC 9110, 5.6.1)
+		}
+		tags++
 		weak := strings.HasPrefix(tag, "W/")
 		v, quoted := unquote(strings.TrimPrefix(tag, "W/"))
 		if v == "" || strings.Trim(v, "0123456789") != "" || (weak && !quoted) {
-			return nil, &Error{Code: CodeInvalid, Message: "If-Match must be * or job versions (each its \"version\", quoted), comma-separated"}
+			return nil, malformed
 		}
 		if !weak {
 			versions = append(versions, v)
 		}
+	}
+	if tags == 0 {
+		return nil, malformed
 	}
 	return versions, nil
 }
