@@ -141,6 +141,10 @@ type RefundService struct {
 	api    RefundAPI
 	locker Locker
 	work   inProgress // refund requests under way, janitor checks: see Drain
+	// sweepEvery is the running janitor's interval (0 before RunJanitor):
+	// a refund waiting for its order's gap goes out at the first sweep
+	// after its slot, which a waiting answer's Retry-After allows for.
+	sweepEvery atomic.Int64
 }
 
 // inProgress counts work that runs to its end on budgets of its own, past
@@ -213,6 +217,10 @@ type Answer struct {
 	Status   int
 	Body     []byte
 	Replayed bool
+	// RetryAfter, when set, is when asking again may learn more: for a
+	// refund waiting for its order's gap, the end of the gap and one
+	// janitor sweep.
+	RetryAfter time.Duration
 }
 
 // Create runs POST /v1/refunds for the caller openid under idemKey. Errors
@@ -253,7 +261,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	if ans != nil && ans.Stored {
 		return &Answer{Status: ans.Status, Body: ans.Body}, nil
 	}
-	a := answerFor(r)
+	a := s.answerFor(r)
 	fctx, fcancel := recordContext(ctx)
 	defer fcancel()
 	if err := s.store.FinishIdempotent(fctx, openid, idemKey, p.hash(), a.Status, a.Body); err != nil {
@@ -320,7 +328,7 @@ func (s *RefundService) replay(ctx context.Context, k *ledger.IdemKey) (*Answer,
 	case refusal && r.State == ledger.RefundFailed:
 		return a, nil
 	}
-	now := answerFor(r)
+	now := s.answerFor(r)
 	now.Replayed = true
 	return now, nil
 }
@@ -627,6 +635,17 @@ func answerFor(r *ledger.Refund) *Answer {
 	}
 	b, _ := json.Marshal(v) // cannot fail
 	return &Answer{Status: status, Body: b}
+}
+
+// answerFor is the package's answerFor with, for a refund waiting for
+// its order's gap, a Retry-After: until its slot and one janitor sweep.
+func (s *RefundService) answerFor(r *ledger.Refund) *Answer {
+	a := answerFor(r)
+	if r.State == ledger.RefundCreated && r.Attempts == 0 && r.NextCheckAt != nil {
+		wait := r.NextCheckAt.Sub(s.store.Now()) + time.Duration(s.sweepEvery.Load())
+		a.RetryAfter = max((wait + time.Second - 1).Truncate(time.Second), time.Second)
+	}
+	return a
 }
 
 // renderAnswer is answerFor as ledger.IdemAnswer renders it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -57,6 +58,9 @@ func createRefund(c *gin.Context, d *Deps, svc *RefundService) {
 	if a.Replayed {
 		c.Header("Idempotent-Replayed", "true")
 	}
+	if a.RetryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(int(a.RetryAfter/time.Second)))
+	}
 	c.Data(a.Status, "application/json; charset=utf-8", a.Body)
 	c.Writer.Flush()
 }
@@ -104,6 +108,7 @@ func (s *RefundService) RunJanitor(ctx context.Context, cfg JanitorConfig) {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 50
 	}
+	s.sweepEvery.Store(int64(cfg.Interval))
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
 	for {

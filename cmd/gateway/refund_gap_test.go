@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -39,6 +40,10 @@ func TestRefundsOfOneOrderAreSpaced(t *testing.T) {
 				}
 				if i > 0 && (m["state"] != "CREATED" || m["attempts"] != 0.0 || m["next_check_at"] == nil) {
 					t.Fatalf("refund %s: %s; want CREATED, no attempt, sent at next_check_at", key, a.body)
+				}
+				if s, _ := strconv.Atoi(a.header.Get("Retry-After")); (i > 0) != (s >= 1) {
+					t.Fatalf("refund %s: %d with Retry-After %q; want one (whole seconds) on a waiting refund only",
+						key, a.status, a.header.Get("Retry-After"))
 				}
 				refundNos[i], _ = m["out_refund_no"].(string)
 			}
@@ -111,6 +116,11 @@ func TestWaitingRefundIsSentByTheJanitorOnly(t *testing.T) {
 			a, err := svc.Create(ctx, "o-resend", "k2-"+no, params)
 			if err != nil || a.Status != 202 || a.Replayed != replay {
 				t.Fatalf("second refund (retry %v): %+v %v, want 202", replay, a, err)
+			}
+			// The default gap, 80 s (a minute, the 15 s call timeout, 5 s),
+			// less the moments since the first refund; no janitor runs here.
+			if a.RetryAfter < 70*time.Second || a.RetryAfter > 80*time.Second {
+				t.Fatalf("second refund (retry %v): Retry-After %v, want the rest of the 80 s gap", replay, a.RetryAfter)
 			}
 		}
 		waiting := secondRefund(t, s, no)
