@@ -59,10 +59,15 @@ func (c DailyConfig) window(now time.Time) (first, last string) {
 // billsKeptFrom is the first day whose bill WeChat Pay still serves at now:
 // it keeps three months of them (下载账单: 仅支持三个月内的账单下载), read
 // here as the day after the same date three months back, in UTC+8 (the
-// date itself may or may not count: left out to be safe). 90 days back
-// reaches 31 January on 1 May.
+// date itself may or may not count: left out to be safe), that date cut to
+// the month's last day (31 May: 28 February, not AddDate's 3 March, which
+// would drop days still served and bring them back on 1 June). 90 days
+// back reaches 31 January on 1 May.
 func billsKeptFrom(now time.Time) string {
-	return ledger.DayOf(now.In(ledger.BusinessDay).AddDate(0, -3, 1))
+	y, m, d := now.In(ledger.BusinessDay).Date()
+	first := time.Date(y, m-3, 1, 0, 0, 0, 0, ledger.BusinessDay)
+	lastDay := first.AddDate(0, 1, -1).Day()
+	return ledger.DayOf(first.AddDate(0, 0, min(d, lastDay))) // the day after that date
 }
 
 // dueWindow is the window at now, starting no earlier than the day of

@@ -97,6 +97,8 @@ func TestDailyWindow(t *testing.T) {
 		{"90 days on 1 May", time.Date(2027, 5, 1, 11, 0, 0, 0, ledger.BusinessDay), "2027-02-02", "2027-04-30"},
 		{"90 days on 1 May, 01:00 UTC+8", time.Date(2027, 4, 30, 17, 0, 0, 0, time.UTC), "2027-02-02", "2027-04-29"},
 		{"90 days in autumn, all kept", time.Date(2026, 11, 23, 10, 30, 0, 0, ledger.BusinessDay), "2026-08-25", "2026-11-22"},
+		// Three months before 30 May is the end of February.
+		{"90 days on 30 May", time.Date(2027, 5, 30, 11, 0, 0, 0, ledger.BusinessDay), "2027-03-01", "2027-05-29"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,6 +111,29 @@ func TestDailyWindow(t *testing.T) {
 				t.Fatalf("window = %s..%s, want %s..%s", first, last, tc.first, tc.last)
 			}
 		})
+	}
+}
+
+// TestBillsKeptFrom: the first day whose bill WeChat Pay still serves is
+// the day after the same date three months back, cut to that month's end,
+// so that it moves on by at most a day a day (time.AddDate would give
+// 4 March on 31 May and 2 March on 1 June).
+func TestBillsKeptFrom(t *testing.T) {
+	for _, tc := range []struct{ now, want string }{
+		{"2027-05-01", "2027-02-02"},
+		{"2027-05-30", "2027-03-01"},
+		{"2027-05-31", "2027-03-01"},
+		{"2027-06-01", "2027-03-02"},
+		{"2028-02-29", "2027-11-30"},
+		{"2027-03-31", "2027-01-01"},
+		{"2027-01-15", "2026-10-16"},
+	} {
+		now, _ := time.ParseInLocation(time.DateOnly, tc.now, ledger.BusinessDay)
+		for _, at := range []time.Time{now.Add(time.Minute), now.Add(24*time.Hour - time.Minute)} {
+			if got := billsKeptFrom(at); got != tc.want {
+				t.Errorf("billsKeptFrom(%v) = %s, want %s", at, got, tc.want)
+			}
+		}
 	}
 }
 
