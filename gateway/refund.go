@@ -261,7 +261,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	if ans != nil && ans.Stored {
 		return &Answer{Status: ans.Status, Body: ans.Body}, nil
 	}
-	a := s.answerFor(r)
+	a := s.answer(r)
 	fctx, fcancel := recordContext(ctx)
 	defer fcancel()
 	if err := s.store.FinishIdempotent(fctx, openid, idemKey, p.hash(), a.Status, a.Body); err != nil {
@@ -298,7 +298,7 @@ func (s *RefundService) first(ctx, wctx context.Context, k *ledger.IdemKey, p Re
 		return nil, nil, err
 	}
 	ans := &ledger.IdemAnswer{Scope: openid, Key: idemKey, Hash: p.hash(), Render: renderAnswer}
-	if r.Attempts == 0 {
+	if r.Unsent() {
 		slog.InfoContext(ctx, "refund waits for the gap after its order's last application", "out_trade_no", r.OutTradeNo,
 			"out_refund_no", r.OutRefundNo, "send_at", r.NextCheckAt)
 		return r, ans, nil
@@ -328,7 +328,7 @@ func (s *RefundService) replay(ctx context.Context, k *ledger.IdemKey) (*Answer,
 	case refusal && r.State == ledger.RefundFailed:
 		return a, nil
 	}
-	now := s.answerFor(r)
+	now := s.answer(r)
 	now.Replayed = true
 	return now, nil
 }
@@ -482,7 +482,7 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 	switch {
 	case !r.State.Pending() && r.State != ledger.RefundAbnormal && !waitsForRoom:
 		return r
-	case r.State == ledger.RefundCreated && r.Attempts == 0:
+	case r.Unsent():
 		// Never sent (it waited for its order's gap): there is nothing to
 		// ask WeChat Pay about. The janitor sends it; a request leaves it.
 		if !resend {
@@ -637,11 +637,11 @@ func answerFor(r *ledger.Refund) *Answer {
 	return &Answer{Status: status, Body: b}
 }
 
-// answerFor is the package's answerFor with, for a refund waiting for
-// its order's gap, a Retry-After: until its slot and one janitor sweep.
-func (s *RefundService) answerFor(r *ledger.Refund) *Answer {
+// answer is answerFor with, for a refund waiting for its order's gap, a
+// Retry-After: until its slot and one janitor sweep.
+func (s *RefundService) answer(r *ledger.Refund) *Answer {
 	a := answerFor(r)
-	if r.State == ledger.RefundCreated && r.Attempts == 0 && r.NextCheckAt != nil {
+	if r.Unsent() && r.NextCheckAt != nil {
 		wait := r.NextCheckAt.Sub(s.store.Now()) + time.Duration(s.sweepEvery.Load())
 		a.RetryAfter = max((wait + time.Second - 1).Truncate(time.Second), time.Second)
 	}

@@ -33,6 +33,11 @@ func (s RefundState) Pending() bool {
 	return s == RefundCreated || s == RefundProcessing || s == RefundUnknown
 }
 
+// Unsent reports whether the refund was never sent to WeChat Pay: it was
+// recorded while its order's gap ran (CreateRefund) and waits for the
+// janitor to send it from NextCheckAt on.
+func (r *Refund) Unsent() bool { return r.State == RefundCreated && r.Attempts == 0 }
+
 // returnsMoney reports whether a refund in this state no longer counts
 // against the order's refundable amount.
 func (s RefundState) returnsMoney() bool { return s == RefundClosed || s == RefundFailed }
