@@ -162,3 +162,9 @@ func SetDayPage(n int) (restore func()) {
 	dayPage = n
 	return func() { dayPage = old }
 }
+
+// RepairPayment is reconciliation's repair of one bill payment the ledger
+// lacked when the run read it.
+func (s *Store) RepairPayment(ctx context.Context, bp BillPayment, c Confirmed) (string, string, error) {
+	return s.repairPayment(ctx, bp, c)
+}

@@ -102,7 +102,35 @@ func (s *Store) flagRefundedMeanwhile(ctx context.Context, bp BillPayment) error
 	flag.Detail = fmt.Sprintf("WeChat Pay reports order %s (transaction %s, %d fen) refunded outside the gateway; its payment "+
 		"was recorded as paid while reconciliation checked it, so its stock confirmation (job confirm:%s) was "+
 		"not held and may have gone out: check whether the order shipped", p.OutTradeNo, p.TransactionID, p.AmountTotal, p.OutTradeNo)
-	return s.RecordAnomaly(ctx, flag)
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		if err := markDeadHeldOutside(tx, p.OutTradeNo); err != nil {
+			return err
+		}
+		return s.recordAnomaly(tx, flag)
+	})
+}
+
+// markDeadHeldOutside: the order's confirmation, if it is dead for
+// another reason (held for an amount that differs, refused by the
+// inventory), says from now on that it is held for a refund outside the
+// gateway too, and its version moves, as when a refund notice brings the
+// news (flagUnheld): a person replaying it decides knowing it, and a
+// replay decided on what it said before is refused (ReplayIf). Locked, so
+// that a settle moving it to DEAD meanwhile waits and then finds the flag
+// (markHeldOutside).
+func markDeadHeldOutside(tx *gorm.DB, outTradeNo string) error {
+	var job outboxJobRow
+	err := lockForUpdate(tx).Where("job_key = ?", "confirm:"+outTradeNo).Take(&job).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the stock confirmation of %s: %w", outTradeNo, err)
+	}
+	if job.State != JobDead || heldOutside(job.LastError) {
+		return nil
+	}
+	return markHeld(tx, job, job.LastError)
 }
 
 // refusedByLedger tells the ledger's own refusals, which a rerun would
