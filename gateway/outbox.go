@@ -63,7 +63,7 @@ func (d *Deps) replayJob(c *gin.Context) {
 	case errors.Is(err, ledger.ErrStale):
 		writeError(c, Errorf(CodePreconditionFailed, "the job is not at the version If-Match names (now "+job.Version+
 			", last error: "+job.LastError+"): look at it again before replaying", err))
-	case errors.Is(err, ledger.ErrConflict) && job.State == ledger.JobDead:
+	case errors.Is(err, ledger.ErrReleaseWaits):
 		writeError(c, Errorf(CodeConflict, "this release waits for its order's confirmation: replay that job first", err))
 	case errors.Is(err, ledger.ErrConflict):
 		writeError(c, Errorf(CodeConflict, "job is "+job.State+", only DEAD jobs can be replayed", err))

@@ -31,6 +31,11 @@ var (
 	ErrStale = errors.New("ledger: changed since it was read")
 )
 
+// ErrReleaseWaits means a release held behind its order's stock
+// confirmation was asked to be replayed before that confirmation is
+// done: replay the confirmation first. It is an ErrConflict.
+var ErrReleaseWaits = fmt.Errorf("ledger: the release waits for its order's confirmation: %w", ErrConflict)
+
 // AmountMismatchError reports a paid amount that differs from the amount
 // the business registered for the order.
 type AmountMismatchError struct {

@@ -143,3 +143,34 @@ func TestReplayOfAStaleLook(t *testing.T) {
 		}
 	})
 }
+
+// TestReplayOfAReleaseBehindItsConfirmation: a release held behind its
+// order's dead confirmation is refused with ErrReleaseWaits (an
+// ErrConflict), and stays DEAD; once the confirmation is replayed it
+// runs behind it, and a replay of it then is refused as not DEAD, which
+// is not ErrReleaseWaits: the caller tells a person which to replay.
+func TestReplayOfAReleaseBehindItsConfirmation(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		q, c := killConfirmation(t, s, "ho-o4")
+		if err := s.RefundSucceeded(ctx, "ho-r4", "ho-o4", 40); err != nil {
+			t.Fatal(err)
+		}
+		jobs, err := q.JobsOf(ctx, "ho-o4")
+		if err != nil || len(jobs) != 2 || jobs[1].State != ledger.JobDead {
+			t.Fatalf("jobs = %+v, %v; want the dead confirmation and a held release", jobs, err)
+		}
+		release := jobs[1]
+		job, err := q.ReplayIf(ctx, release.ID, "ops:alice", nil)
+		if !errors.Is(err, ledger.ErrReleaseWaits) || !errors.Is(err, ledger.ErrConflict) || job == nil || job.State != ledger.JobDead {
+			t.Fatalf("replay of the held release = %+v, %v; want it DEAD and ErrReleaseWaits", job, err)
+		}
+		if _, err := q.ReplayIf(ctx, c.ID, "ops:alice", nil); err != nil {
+			t.Fatal(err)
+		}
+		job, err = q.ReplayIf(ctx, release.ID, "ops:alice", nil)
+		if !errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrReleaseWaits) || job == nil || job.State != ledger.JobPending {
+			t.Fatalf("replay of the revived release = %+v, %v; want it PENDING and a plain ErrConflict", job, err)
+		}
+	})
+}

@@ -89,7 +89,7 @@ func (s *Store) releaseReplayable(tx *gorm.DB, row outboxJobRow) error {
 		return fmt.Errorf("read confirmation of %s: %w", row.OutTradeNo, err)
 	}
 	if open > 0 {
-		return fmt.Errorf("release job %d waits for the confirmation of %s, replay that first: %w", row.ID, row.OutTradeNo, ErrConflict)
+		return fmt.Errorf("release job %d waits for the confirmation of %s, replay that first: %w", row.ID, row.OutTradeNo, ErrReleaseWaits)
 	}
 	return nil
 }
