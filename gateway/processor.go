@@ -285,6 +285,8 @@ func validTransaction(tx wxTransaction) error {
 		return &Error{Code: CodeInvalid, Message: "out_trade_no missing or too long"}
 	case tx.TransactionID == "" || len(tx.TransactionID) > 64:
 		return &Error{Code: CodeInvalid, Message: "transaction_id missing or too long"}
+	case len(tx.Payer.OpenID) > 128: // the ledger's column (MySQL's strict mode refuses longer)
+		return &Error{Code: CodeInvalid, Message: "payer.openid longer than 128"}
 	case tx.TradeState != "SUCCESS" && tx.TradeState != "REFUND":
 		return &Error{Code: CodeInvalid, Message: "TRANSACTION.SUCCESS with trade_state " + tx.TradeState}
 	case tx.Amount.Total <= 0:

@@ -88,6 +88,8 @@ func validRefundNotice(r wxRefundNotice, state ledger.RefundState) error {
 		return &Error{Code: CodeInvalid, Message: "out_refund_no missing or too long"}
 	case r.OutTradeNo == "" || len(r.OutTradeNo) > 64:
 		return &Error{Code: CodeInvalid, Message: "out_trade_no missing or too long"}
+	case len(r.RefundID) > 64 || len(r.TransactionID) > 64: // the ledger's columns
+		return &Error{Code: CodeInvalid, Message: "refund_id or transaction_id longer than 64"}
 	case r.RefundStatus != string(state):
 		return &Error{Code: CodeInvalid, Message: "refund_status " + r.RefundStatus + " does not match the event"}
 	case r.Amount.Refund <= 0:
