@@ -49,11 +49,15 @@ func (o *oneState) total() int {
 // WeChat Pay says it never saw is closed there too before the ledger
 // closes it (its prepay may be made late); a PAYERROR or REVOKED order is
 // closed in the ledger only once WeChat Pay answered the close: after a
-// close whose outcome is unknown it stays open, asked again next run.
+// close whose outcome is unknown it stays open, asked again next run. A
+// close WeChat Pay refused, signed, as paid (ORDERPAID) keeps it open
+// unless the query says paid.
 func TestExpiredOrdersAreClosedAtWeChatPayFirst(t *testing.T) {
 	unknown := fmt.Errorf("close order: %w", wechatpay.ErrUnknownOutcome)
 	unsigned := fmt.Errorf("close order: %w", &wechatpay.BusinessError{Status: 403, Code: "NO_AUTH"})
 	signed := fmt.Errorf("close order: %w", &wechatpay.BusinessError{Status: 400, Code: "ORDER_CLOSED", Verified: true})
+	paid := fmt.Errorf("close order: %w", &wechatpay.BusinessError{Status: 400, Code: "ORDERPAID", Verified: true})
+	paidUnsigned := fmt.Errorf("close order: %w", &wechatpay.BusinessError{Status: 400, Code: "ORDERPAID"})
 	cases := []struct {
 		state    string
 		closeErr error
@@ -66,6 +70,11 @@ func TestExpiredOrdersAreClosedAtWeChatPayFirst(t *testing.T) {
 		{"PAYERROR", unknown, ledger.PaymentExpected},
 		{"PAYERROR", unsigned, ledger.PaymentExpected},
 		{"REVOKED", unknown, ledger.PaymentExpected},
+		// WeChat Pay's signed "paid" is not overruled by a query saying
+		// otherwise (a "not found" may be a proxy's): asked again.
+		{"", paid, ledger.PaymentExpected},
+		{"PAYERROR", paid, ledger.PaymentExpected},
+		{"", paidUnsigned, ledger.PaymentClosed},
 	}
 	ledgertest.Each(t, func(t *testing.T, base *ledger.Store) {
 		s, t0, set := onClock(base)

@@ -286,7 +286,11 @@ func (j *Job) check(ctx context.Context, p ledger.Payment) string {
 // between the query and the close) records the payment. Whatever the
 // close answered (ORDERPAID, not found…), only the second query decides;
 // a still open order, or a PAYERROR or REVOKED after a close whose outcome
-// is unknown, is tried again next run.
+// is unknown, is tried again next run. After a close WeChat Pay refused
+// signed as ORDERPAID, only a paid answer (SUCCESS, REFUND) is applied:
+// "not found" (which may be unsigned) or an unpaid state contradicts
+// WeChat Pay's own word, and closing then would release the stock of a
+// paid order; it is asked again next run.
 func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Payment) string {
 	if !j.expired(p) {
 		return Open
@@ -299,10 +303,15 @@ func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Paym
 		return Limited
 	}
 	tx, err := j.wx.QueryOrder(ctx, p.OutTradeNo)
+	paid := signedPaid(closeErr)
 	switch {
 	case errors.Is(err, wechatpay.ErrRateLimited):
 		log.Warn("compensate: WeChat Pay rate-limits the order query; the run stops here", "err", err)
 		return Limited
+	case paid && (err != nil || tx.TradeState != "SUCCESS" && tx.TradeState != "REFUND"):
+		log.Warn("compensate: WeChat Pay refused the close as paid (ORDERPAID) but its query says otherwise; asked again next run",
+			"err", err, "trade_state", tradeState(tx))
+		return Failed
 	case errors.Is(err, wechatpay.ErrNotFound):
 		return j.closeIfExpired(ctx, p, "ORDER_NOT_EXIST")
 	case err != nil:
@@ -325,6 +334,21 @@ func (j *Job) closeAtWechat(ctx context.Context, log *slog.Logger, p ledger.Paym
 func closeAnswered(err error) bool {
 	var be *wechatpay.BusinessError
 	return err == nil || errors.Is(err, wechatpay.ErrNotFound) || (errors.As(err, &be) && be.Verified)
+}
+
+// signedPaid reports whether WeChat Pay refused a close, signed, because
+// the order is paid.
+func signedPaid(err error) bool {
+	var be *wechatpay.BusinessError
+	return errors.As(err, &be) && be.Verified && be.Code == "ORDERPAID"
+}
+
+// tradeState is an answer's trade_state, "" without one.
+func tradeState(tx *wechatpay.Transaction) string {
+	if tx == nil {
+		return ""
+	}
+	return tx.TradeState
 }
 
 // foreign reports (and logs) an answer about another merchant's or
