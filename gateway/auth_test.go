@@ -556,3 +556,33 @@ func keyedSender(a *Auth) func(addr, key string) int {
 		return w.Code
 	}
 }
+
+// TestFinanceRequestIsBoundedAsAWhole: on the finance routes the API
+// timeout starts before the key check (and the audit entry), so a request
+// meeting a hung key store is answered 503 within it, not after the key
+// check's own bound and then the API timeout (past http.write_timeout,
+// whose cut-off the client sees as a dropped connection). A CSV export,
+// which sets its own longer bound, is not cut by the API timeout.
+func TestFinanceRequestIsBoundedAsAWhole(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	a := NewAuth(hangingKeys{})
+	a.Timeout = 2 * time.Second
+	r := NewRouter(Deps{Auth: a, APITimeout: 100 * time.Millisecond, Routes: []func(*gin.Engine, *Deps){(&Finance{}).Routes}})
+	ask := func(path, accept string) (int, time.Duration) {
+		req := httptest.NewRequest("GET", path, nil)
+		req.Header.Set("X-Api-Key", "gwk_anything")
+		req.Header.Set("Accept", accept)
+		w := httptest.NewRecorder()
+		start := time.Now()
+		r.ServeHTTP(w, req)
+		return w.Code, time.Since(start)
+	}
+	for _, path := range []string{"/v1/ledger/totals", "/v1/ledger/payments", "/v1/ledger/audit"} {
+		if code, took := ask(path, "application/json"); code != http.StatusServiceUnavailable || took >= a.Timeout {
+			t.Errorf("%s: %d after %v, want 503 within the API timeout (not the key check's %v)", path, code, took, a.Timeout)
+		}
+	}
+	if code, took := ask("/v1/ledger/payments", "text/csv"); code != http.StatusServiceUnavailable || took < a.Timeout {
+		t.Errorf("CSV export: %d after %v, want 503 after the key check's own %v", code, took, a.Timeout)
+	}
+}

@@ -46,7 +46,7 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	}
 	f.exports = newSlots(f.MaxExports)
 	f.runs = newSlots(1)
-	read := r.Group("/v1")
+	read := r.Group("/v1", timeoutUnlessLong(d.APITimeout))
 	read.Use(d.keyed("ledger", d.Limits.Ledger, true, RoleFinance, RoleOps)...)
 	addList(read, d, f, "/ledger/payments", paymentList)
 	addList(read, d, f, "/ledger/refunds", refundList)
@@ -58,7 +58,7 @@ func (f *Finance) Routes(r *gin.Engine, d *Deps) {
 	read.GET("/ledger/totals", timeout(d.APITimeout), d.totals)
 	read.GET("/reconciliations/:date", timeout(d.APITimeout), d.getReconciliation)
 	read.POST("/reconciliations", f.runReconciliation(d))
-	ops := r.Group("/v1")
+	ops := r.Group("/v1", timeoutUnlessLong(d.APITimeout))
 	ops.Use(d.keyed("ledger", d.Limits.Ledger, true, RoleOps)...)
 	addList(ops, d, f, "/ledger/audit", auditList)
 	r.GET("/openapi.json", serveOpenAPI)

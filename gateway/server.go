@@ -314,6 +314,30 @@ func wellFormedQuery() gin.HandlerFunc {
 	}
 }
 
+// timeoutUnlessLong is timeout(d) for every request but an export or a
+// reconciliation run (see long), which set their own, longer bounds. First
+// in a group, it bounds the key check and the audit entry too: on a slow
+// database such a request ends within d, not after them and then d (and
+// within http.write_timeout, past which its answer would be cut off
+// although the server logged it).
+func timeoutUnlessLong(d time.Duration) gin.HandlerFunc {
+	bounded := timeout(d)
+	return func(c *gin.Context) {
+		if long(c) {
+			c.Next()
+			return
+		}
+		bounded(c)
+	}
+}
+
+// long reports a finance request that may run past the API timeout: a CSV
+// export, or a reconciliation run by hand.
+func long(c *gin.Context) bool {
+	return wantsCSV(c) || c.Query("format") == "csv" ||
+		c.Request.Method == http.MethodPost && c.FullPath() == "/v1/reconciliations"
+}
+
 // timeout bounds the request context of a route group.
 func timeout(d time.Duration) gin.HandlerFunc {
 	return func(c *gin.Context) {
