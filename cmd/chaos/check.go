@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -55,7 +56,7 @@ type Evidence struct {
 // read the ledger.
 func Check(ev *Evidence) ([]Invariant, error) {
 	checks := []func(*Evidence) (Invariant, error){acceptedButLost, refundNotificationsLost, doubleRefunds,
-		doubleConfirmations, stockEffects, overRefunded, ledgerAgreesWithWechat, forgedAccepted, jobsNotDrained,
+		doubleConfirmations, stockResentBlind, stockEffects, overRefunded, ledgerAgreesWithWechat, forgedAccepted, jobsNotDrained,
 		refundsNotSettled, idleFeatures}
 	var out []Invariant
 	for _, c := range checks {
@@ -278,6 +279,28 @@ func doubleConfirmations(ev *Evidence) (Invariant, error) {
 		if n := ev.Inv.ConfirmCount(c.OutTradeNo); n > 1 && !seen[c.OutTradeNo] {
 			seen[c.OutTradeNo] = true
 			inv.add(fmt.Sprintf("inventory confirmed %s %d times", c.OutTradeNo, n))
+		}
+	}
+	return inv, nil
+}
+
+// stockResentBlind: the gateway sent the inventory no confirmation or
+// release again without first asking whether the earlier one took effect
+// and being told "not found" (inventorysim.Sim.ResentBlind). The
+// simulator's dedup answers a blind resend with the stored record, so
+// neither the inventory's counts nor the ledger show it; an inventory
+// whose dedup had forgotten the key would apply it twice.
+func stockResentBlind(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "stock calls sent again without asking"}
+	resent := ev.Inv.ResentBlind()
+	keys := make([]string, 0, len(resent))
+	for key := range resent {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		for range resent[key] {
+			inv.add("inventory got " + key + " again, not told \"not found\" by a query since it was sent")
 		}
 	}
 	return inv, nil

@@ -25,7 +25,8 @@ import (
 // refunds never released, a job not drained, refunds not settled (one
 // UNKNOWN, one still ABNORMAL), a refund WeChat Pay refused as beyond the
 // order or as changed, a key
-// sent to the inventory again with another body, a refund storm that
+// sent to the inventory again with another body, keys sent to it again
+// without a query answered "not found" first, a refund storm that
 // stopped, went unanswered or was answered with a refund the ledger lacks,
 // and a ledger that disagrees with WeChat Pay (refunds it never paid, an
 // order it was paid for, the forged order it never was), a forged
@@ -57,6 +58,9 @@ func TestCheckFindsViolations(t *testing.T) {
 	for _, p := range []struct{ path, key, body string }{
 		{"/confirmations", "confirm:F1", `{"key":"confirm:F1","out_trade_no":"F1","amount_total":100}`},
 		{"/confirmations", "confirm:F1-again", `{"key":"confirm:F1-again","out_trade_no":"F1","amount_total":90}`},
+		// confirm:F1 sent again, no query of it answered "not found" since
+		// (the dedup hides it from every other count).
+		{"/confirmations", "confirm:F1", `{"key":"confirm:F1","out_trade_no":"F1","amount_total":100}`},
 		{"/confirmations", "confirm:C9", `{"key":"confirm:C9","out_trade_no":"C9","amount_total":100}`},
 		{"/releases", "release:RFX1", `{"key":"release:RFX1","out_refund_no":"RFX1","out_trade_no":"F1","amount":60}`},
 		{"/releases", "release:RFX1-again", `{"key":"release:RFX1-again","out_refund_no":"RFX1","out_trade_no":"F1","amount":60}`},
@@ -104,14 +108,15 @@ func TestCheckFindsViolations(t *testing.T) {
 	if err := pendingWork(ctx, db, ev); err != nil {
 		t.Fatal(err)
 	}
-	// F1's confirmation job was never run; RFX3 is UNKNOWN and RFX4
+	// confirm:F1 and confirm:C9 were sent again unasked. F1's
+	// confirmation job was never run; RFX3 is UNKNOWN and RFX4
 	// ABNORMAL; neither simulator injected a fault, no refund was CLOSED,
 	// none moved from ABNORMAL to SUCCESS and no refund notification was
 	// acked.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
 		"double refunds": 10, "double confirmations": 2, "stock effects missing or unearned": 5,
-		"orders with Σrefunds > paid": 2, "jobs not drained": 1, "refunds not settled": 2,
-		"ledger disagrees with WeChat Pay": 4, "checks without evidence": 5})
+		"stock calls sent again without asking": 2, "orders with Σrefunds > paid": 2, "jobs not drained": 1,
+		"refunds not settled": 2, "ledger disagrees with WeChat Pay": 4, "checks without evidence": 5})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()
 	if err != nil {

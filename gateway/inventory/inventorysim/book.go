@@ -111,15 +111,24 @@ type book[R request[Rec], Rec any] struct {
 	byKey    map[string]*entry[R]
 	perOrder map[string]int // applications per out_trade_no
 	perKey   map[string]int // applications per key: above 1, the dedup failed
+	// sends counts the writes of each key that reached apply (applied,
+	// replayed or mismatched), misses the GETs of it answered 404. A
+	// client that asks before it sends again sends a key at most once
+	// more than it was told "not found", whatever order its requests
+	// arrive in (a stale first send landing after the query is one).
+	sends  map[string]int
+	misses map[string]int
 }
 
 func newBook[R request[Rec], Rec any]() *book[R, Rec] {
-	return &book[R, Rec]{byKey: map[string]*entry[R]{}, perOrder: map[string]int{}, perKey: map[string]int{}}
+	return &book[R, Rec]{byKey: map[string]*entry[R]{}, perOrder: map[string]int{}, perKey: map[string]int{},
+		sends: map[string]int{}, misses: map[string]int{}}
 }
 
 // apply stores req unless its key is known, and returns the stored
 // record; every write answered applied is counted.
 func (b *book[R, Rec]) apply(req R, now time.Time) (Rec, outcome) {
+	b.sends[req.idemKey()]++
 	rec, o := b.dedup(req, now)
 	if o == applied {
 		b.perOrder[req.orderNo()]++
@@ -148,6 +157,17 @@ func (b *book[R, Rec]) get(key string) (Rec, bool) {
 		return zero, false
 	}
 	return e.req.record(e.createdAt, 0), true
+}
+
+// resentBlind adds to out, by key, the writes sent more often than once
+// plus the queries answered "not found": each one beyond is a write sent
+// again without asking first whether the earlier one took effect.
+func (b *book[R, Rec]) resentBlind(out map[string]int) {
+	for key, n := range b.sends {
+		if extra := n - 1 - b.misses[key]; extra > 0 {
+			out[key] += extra
+		}
+	}
 }
 
 // list returns every record with its applied count, oldest first.

@@ -97,11 +97,13 @@ func readHandler[R request[Rec], Rec any](s *Sim, k kind[R, Rec]) http.HandlerFu
 		if !inject(w, r, p) {
 			return
 		}
-		rec, ok := lookup(s, k, r.PathValue("key"))
+		key := r.PathValue("key")
+		rec, ok := lookup(s, k, key)
 		if p.action == actApplyThenTimeout && !stall(w, r, p) {
 			return
 		}
 		if !ok {
+			countMiss(s, k, key) // only an answer the client got tells it to send again
 			writeJSON(w, http.StatusNotFound, errorBody{Code: "NOT_FOUND", Message: "no record for this key"})
 			return
 		}
@@ -124,6 +126,13 @@ func applyWrite[R request[Rec], Rec any](s *Sim, k kind[R, Rec], req R) (int, an
 		return http.StatusOK, rec
 	}
 	return http.StatusConflict, errorBody{Code: "IDEMPOTENCY_MISMATCH", Message: "key already used with a different body"}
+}
+
+// countMiss counts a query of key answered "not found" (see book.sends).
+func countMiss[R request[Rec], Rec any](s *Sim, k kind[R, Rec], key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k.book(s).misses[key]++
 }
 
 func lookup[R request[Rec], Rec any](s *Sim, k kind[R, Rec], key string) (Rec, bool) {

@@ -91,6 +91,23 @@ func (s *Sim) AppliedByKey(key string) int {
 	return s.confirms.perKey[key] + s.releases.perKey[key]
 }
 
+// ResentBlind returns, by key, how many writes (confirmations and
+// releases that reached the service) were sent again without a query of
+// the key answered "not found" before them: a key sent n times after m
+// such answers counts n-1-m when that is positive. A client that keeps
+// "query before you retry" has none, even when a stale first send lands
+// after the query; the dedup hides a blind resend's effect, this does
+// not. A write refused by an injected fault before it was read does not
+// count as sent.
+func (s *Sim) ResentBlind() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	s.confirms.resentBlind(out)
+	s.releases.resentBlind(out)
+	return out
+}
+
 // Confirmations lists every confirmation held, oldest first, with Applied set.
 func (s *Sim) Confirmations() []ConfirmationRecord {
 	s.mu.Lock()

@@ -300,3 +300,32 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestResentBlind: a key sent again with no query of it answered "not
+// found" since counts as resent blind, a replay after a query that found
+// it too; a send after a "not found" does not, even when the earlier
+// send lands after it (a stale request), nor does a query of a key never
+// sent.
+func TestResentBlind(t *testing.T) {
+	s, url := newServer(t)
+	for _, st := range []struct{ method, path, key, body string }{
+		{"POST", "/confirmations", "k1", confirmBody},
+		{"POST", "/confirmations", "k1", confirmBody}, // blind: 1
+		{"GET", "/confirmations/k1", "", ""},          // found: no leave to send again
+		{"POST", "/confirmations", "k1", confirmBody}, // blind: 2
+		{"GET", "/releases/r1", "", ""},               // not found
+		{"POST", "/releases", "r1", releaseBody},
+		{"POST", "/releases", "r1", releaseBody}, // the stale first send landing late
+		{"GET", "/confirmations/k9", "", ""},     // never sent
+	} {
+		call(t, st.method, url+st.path, st.key, st.body)
+	}
+	got := s.ResentBlind()
+	if len(got) != 1 || got["k1"] != 2 {
+		t.Fatalf("ResentBlind = %v, want k1: 2", got)
+	}
+	call(t, "POST", url+"/releases", "r1", releaseBody)
+	if got := s.ResentBlind(); got["r1"] != 1 {
+		t.Fatalf("ResentBlind = %v, want r1: 1 after a third send on one \"not found\"", got)
+	}
+}
