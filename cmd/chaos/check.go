@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"paygateway/gateway/inventory/inventorysim"
@@ -41,6 +43,9 @@ type Evidence struct {
 	// RefundsRefused: WeChat Pay's own refusals of refund applications by
 	// reason (wxpaysim.Sim.RefundsRefused).
 	RefundsRefused map[string]int
+	// RefundAcks: what the ledger held right after each refund
+	// notification's 2xx (nil: not watched).
+	RefundAcks     *ackWatch
 	JobsPending    int    // outbox jobs not DONE after the drain wait
 	JobsTotal      int    // outbox jobs written
 	JobsStates     string // outbox jobs by state, for the report
@@ -106,11 +111,17 @@ func acceptedButLost(ev *Evidence) (Invariant, error) {
 // would settle a refund the ledger has despite a lost notification, but
 // nothing repairs one of a refund made outside the gateway, and the
 // ledger's refund states alone cannot show either loss.
+//
+// The row's date is the gateway's: one it wrote just after answering is
+// dated within commitSlack of the 2xx, as one written before it is. What
+// the ledger held right after the 2xx (RefundAcks, looked at then as the
+// driver does for payments) tells them apart.
 func refundNotificationsLost(ev *Evidence) (Invariant, error) {
 	inv := Invariant{Name: "accepted-but-lost refund notifications"}
+	unstored := ev.RefundAcks.unstoredIDs()
 	for _, r := range ev.Sim.Refunds() {
 		for _, a := range r.NotifyAcks {
-			stored, inTime, err := storedBy(ev, a.NotifyID, a.At)
+			stored, inTime, err := storedBy(ev.Ctx, ev.DB, a.NotifyID, a.At)
 			if err != nil {
 				return inv, err
 			}
@@ -120,6 +131,8 @@ func refundNotificationsLost(ev *Evidence) (Invariant, error) {
 				inv.add(what + ", not in the ledger")
 			case !inTime:
 				inv.add(what + " before it was in the ledger")
+			case unstored[a.NotifyID]:
+				inv.add(what + " before it was in the ledger (not there right after the 2xx)")
 			}
 		}
 	}
@@ -128,10 +141,63 @@ func refundNotificationsLost(ev *Evidence) (Invariant, error) {
 
 // storedBy reports whether notification id is in the ledger, and whether
 // it was stored before a 2xx that came at at (see commitSlack).
-func storedBy(ev *Evidence, id string, at time.Time) (stored, inTime bool, err error) {
-	err = ev.DB.QueryRowContext(ev.Ctx, `SELECT COUNT(*) > 0, COALESCE(SUM(received_at <= ?), 0) > 0
+func storedBy(ctx context.Context, db *sql.DB, id string, at time.Time) (stored, inTime bool, err error) {
+	err = db.QueryRowContext(ctx, `SELECT COUNT(*) > 0, COALESCE(SUM(received_at <= ?), 0) > 0
 		FROM notifications WHERE notify_id = ?`, at.Add(commitSlack).UTC(), id).Scan(&stored, &inTime)
 	return stored, inTime, err
+}
+
+// ackWatch looks in the ledger right after each refund notification
+// WeChat Pay (the simulator, wxpaysim.Options.OnRefundAck) got a 2xx for,
+// as the driver does after a payment's (checkCommitted). A look the
+// database could not answer (MariaDB down) is left to the end-of-run
+// check by the row's date, and counted as deferred.
+type ackWatch struct {
+	db       *sql.DB
+	mu       sync.Mutex
+	unstored map[string]bool // notify ids not in the ledger right after their 2xx
+	checked  int             // looks the database answered
+	deferred int             // looks it did not
+}
+
+func newAckWatch(db *sql.DB) *ackWatch { return &ackWatch{db: db, unstored: map[string]bool{}} }
+
+// onAck is the simulator's OnRefundAck.
+func (a *ackWatch) onAck(_ string, ack wxpaysim.NotifyAck) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	stored, inTime, err := storedBy(ctx, a.db, ack.NotifyID, ack.At)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case err != nil:
+		a.deferred++
+	case !stored || !inTime:
+		a.unstored[ack.NotifyID] = true
+		a.checked++
+	default:
+		a.checked++
+	}
+}
+
+// unstoredIDs returns the notify ids not in the ledger right after their 2xx.
+func (a *ackWatch) unstoredIDs() map[string]bool {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.unstored)
+}
+
+// counts returns how many looks the database answered, and how many it did not.
+func (a *ackWatch) counts() (checked, deferred int) {
+	if a == nil {
+		return 0, 0
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.checked, a.deferred
 }
 
 // doubleRefunds: the ledger has at most one refund per idempotency key
@@ -616,6 +682,8 @@ func idleFeatures(ev *Evidence) (Invariant, error) {
 	}
 	if refundAcks(ev.Sim) == 0 {
 		inv.add("no refund notification was answered 2xx")
+	} else if checked, _ := ev.RefundAcks.counts(); checked == 0 {
+		inv.add("no refund notification's 2xx was checked against the ledger as it came")
 	}
 	if ev.JobsTotal == 0 {
 		inv.add("no outbox job was written")

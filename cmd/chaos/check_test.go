@@ -377,7 +377,8 @@ type simWorld struct {
 	client *wechatpay.Client
 	inv    *inventorysim.Sim
 	storm  *storm
-	base   string // the WeChat Pay simulator's URL
+	acks   *ackWatch // the ledger right after each refund notification's 2xx
+	base   string    // the WeChat Pay simulator's URL
 	keys   *wxpaysim.Keys
 }
 
@@ -406,9 +407,9 @@ func newSimWorld(t *testing.T, store *ledger.Store, keys *wxpaysim.Keys) *simWor
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &simWorld{ctx: context.Background(), store: store, db: db, inv: inventorysim.New(),
-		sim:   wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1}),
+	w := &simWorld{ctx: context.Background(), store: store, db: db, inv: inventorysim.New(), acks: newAckWatch(db),
 		storm: &storm{keys: map[string]int{}, answers: map[string]map[string]bool{}, status: map[string]int{}}}
+	w.sim = wxpaysim.New(keys, wxpaysim.Options{RefundSettleDelay: -1, OnRefundAck: w.acks.onAck})
 	srv := httptest.NewServer(w.sim.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(w.sim.Close) // runs first: releases held connections
@@ -557,7 +558,7 @@ func (w *simWorld) exec(t *testing.T, query string) {
 func (w *simWorld) check(t *testing.T) map[string]Invariant {
 	t.Helper()
 	invs, err := Check(&Evidence{Ctx: w.ctx, DB: w.db, Sim: w.sim, Inv: w.inv, Storm: w.storm,
-		RefundsRefused: w.sim.RefundsRefused()})
+		RefundsRefused: w.sim.RefundsRefused(), RefundAcks: w.acks})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
 		ForgedAccepted: d.forgedAccepted, ForgedRefused: d.forgedRefused, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted,
-		QueryLagOptional: !o.QueryLagEvidence}
+		QueryLagOptional: !o.QueryLagEvidence, RefundAcks: w.acks}
 	drain(ctx, w, o, ev)
 	ev.RefundsRefused = w.sim.RefundsRefused() // the janitor's re-sends during the drain count too
 	rep.JobsTotal, rep.JobsStates = ev.JobsTotal, ev.JobsStates
@@ -102,6 +102,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		s.Duplicates, s.Faults)
 	rep.WechatFaults, rep.WechatRefused = w.sim.FaultsInjected(), ev.RefundsRefused
 	rep.Invariants, err = Check(ev)
+	_, deferred := w.acks.counts()
+	rep.DeferredChecks += deferred // refund notifications' 2xx the ledger could not be asked about as they came
 	return rep, err
 }
 

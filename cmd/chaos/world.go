@@ -31,6 +31,7 @@ type world struct {
 	id         *stack.Identity
 	sim        *wxpaysim.Sim
 	inv        *inventorysim.Sim
+	acks       *ackWatch // the ledger right after each refund notification's 2xx
 	sql        *sql.DB
 	closers    []func()
 }
@@ -109,8 +110,9 @@ func (w *world) start(ctx context.Context, o Options) error {
 // serve starts the WeChat Pay and inventory simulators; it returns their URLs.
 func (w *world) serve(ctx context.Context, o Options) ([2]string, error) {
 	var urls [2]string
+	w.acks = newAckWatch(w.sql)
 	w.sim = wxpaysim.New(w.id.Keys, wxpaysim.Options{RefundNotifyURL: "http://" + w.notifyAddr + refundNotifyPath,
-		NotifyRetryDelays: refundNotifyRetries, RefundGap: refundGap})
+		NotifyRetryDelays: refundNotifyRetries, RefundGap: refundGap, OnRefundAck: w.acks.onAck})
 	w.closers = append(w.closers, w.sim.Close)
 	w.sim.SetFaults(refundFaults)
 	w.inv = inventorysim.New()

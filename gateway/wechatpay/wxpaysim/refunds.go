@@ -451,6 +451,9 @@ func (s *Sim) refundNotice(r *RefundRecord) RefundNotice {
 // status, and keeps it when it was acked.
 func (s *Sim) recordRefundNotify(outRefundNo string, n Notification, status int) {
 	ack := NotifyAck{NotifyID: n.ID, EventType: n.EventType, At: time.Now().UTC()} // before waiting for the lock
+	if acked(status) && s.opts.OnRefundAck != nil {
+		s.opts.OnRefundAck(outRefundNo, ack)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.refunds[outRefundNo]

@@ -48,6 +48,12 @@ type Options struct {
 	// FREQUENCY_LIMITED and applies nothing. 0 turns the rule off, as most
 	// tests refund one order back to back; WeChat Pay's is a minute.
 	RefundGap time.Duration
+	// OnRefundAck, when set, is called with each refund notification POST
+	// the merchant acked (see NotifyAck), right after the answer came and
+	// before it is recorded, outside the simulator's lock: a checker can
+	// look then whether the merchant had stored it, rather than trust the
+	// time its database says it stored it at.
+	OnRefundAck func(outRefundNo string, ack NotifyAck)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
