@@ -61,7 +61,7 @@ type Evidence struct {
 // read the ledger.
 func Check(ev *Evidence) ([]Invariant, error) {
 	checks := []func(*Evidence) (Invariant, error){acceptedButLost, refundNotificationsLost, doubleRefunds,
-		doubleConfirmations, stockResentBlind, stockEffects, overRefunded, ledgerAgreesWithWechat, forgedAccepted, jobsNotDrained,
+		doubleConfirmations, resentBlind, stockEffects, overRefunded, ledgerAgreesWithWechat, forgedAccepted, jobsNotDrained,
 		refundsNotSettled, idleFeatures}
 	var out []Invariant
 	for _, c := range checks {
@@ -350,23 +350,28 @@ func doubleConfirmations(ev *Evidence) (Invariant, error) {
 	return inv, nil
 }
 
-// stockResentBlind: the gateway sent the inventory no confirmation or
-// release again without first asking whether the earlier one took effect
-// and being told "not found" (inventorysim.Sim.ResentBlind). The
-// simulator's dedup answers a blind resend with the stored record, so
-// neither the inventory's counts nor the ledger show it; an inventory
-// whose dedup had forgotten the key would apply it twice.
-func stockResentBlind(ev *Evidence) (Invariant, error) {
-	inv := Invariant{Name: "stock calls sent again without asking"}
-	resent := ev.Inv.ResentBlind()
-	keys := make([]string, 0, len(resent))
-	for key := range resent {
-		keys = append(keys, key)
-	}
-	sort.Strings(keys)
-	for _, key := range keys {
-		for range resent[key] {
-			inv.add("inventory got " + key + " again, not told \"not found\" by a query since it was sent")
+// resentBlind: the gateway sent the inventory no confirmation or release
+// again, nor WeChat Pay a refund application, without first asking
+// whether the earlier one took effect and being told "not found"
+// (inventorysim.Sim.ResentBlind, wxpaysim.Sim.RefundsResentBlind). Both
+// simulators answer a blind resend as the idempotent repeat it is, so
+// neither their records nor the ledger show it; a service whose dedup
+// had forgotten the key would apply it twice.
+func resentBlind(ev *Evidence) (Invariant, error) {
+	inv := Invariant{Name: "calls sent again without asking"}
+	for _, side := range []struct {
+		what   string
+		resent map[string]int
+	}{{"inventory got ", ev.Inv.ResentBlind()}, {"wechat got refund ", ev.Sim.RefundsResentBlind()}} {
+		keys := make([]string, 0, len(side.resent))
+		for key := range side.resent {
+			keys = append(keys, key)
+		}
+		sort.Strings(keys)
+		for _, key := range keys {
+			for range side.resent[key] {
+				inv.add(side.what + key + " again, not told \"not found\" by a query since it was sent")
+			}
 		}
 	}
 	return inv, nil

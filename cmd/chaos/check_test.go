@@ -115,7 +115,7 @@ func TestCheckFindsViolations(t *testing.T) {
 	// acked.
 	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
 		"double refunds": 10, "double confirmations": 2, "stock effects missing or unearned": 5,
-		"stock calls sent again without asking": 2, "orders with Σrefunds > paid": 2, "jobs not drained": 1,
+		"calls sent again without asking": 2, "orders with Σrefunds > paid": 2, "jobs not drained": 1,
 		"refunds not settled": 2, "ledger disagrees with WeChat Pay": 4, "checks without evidence": 5})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()
@@ -282,6 +282,23 @@ func TestCheckComparesWithTheSimulators(t *testing.T) {
 		{"wechat executed a refund the ledger lacks", func(t *testing.T, w *simWorld) { w.execute(t, "RX", 50) },
 			map[string]int{dr: 2, wx: 1}, []string{"wechat executed RX, unknown to the ledger",
 				"wechat executed RX, named in no idempotency key's answer", "P1: 900 fen refunded in the ledger, 950 at wechat"}},
+		// R1's application sent again after the query that found it: WeChat
+		// Pay answers the repeat, and nothing else shows it.
+		{"a refund sent again without asking", func(t *testing.T, w *simWorld) {
+			if _, err := w.client.QueryRefund(w.ctx, "R1"); err != nil {
+				t.Fatal(err)
+			}
+			w.resend(t, "R1", 300)
+		}, map[string]int{"calls sent again without asking": 1}, []string{"wechat got refund R1 again"}},
+		// Sent again after a query did not find it (a lagging one): asked.
+		{"a refund sent again after a query did not find it", func(t *testing.T, w *simWorld) {
+			w.sim.SetFaults(wxpaysim.Faults{RefundQueryLag: time.Hour})
+			if _, err := w.client.QueryRefund(w.ctx, "R1"); !errors.Is(err, wechatpay.ErrNotFound) {
+				t.Fatalf("query of R1 in the lag: %v, want not found", err)
+			}
+			w.sim.SetFaults(wxpaysim.Faults{})
+			w.resend(t, "R1", 300)
+		}, nil, nil},
 		{"a key answered with two refunds", func(t *testing.T, w *simWorld) {
 			w.storm.final("K1", http.StatusCreated, refundAnswer{OutRefundNo: "R2"})
 		}, map[string]int{dr: 1}, []string{"idempotency key K1 answered with 2 different refunds"}},
@@ -500,6 +517,15 @@ func (w *simWorld) execute(t *testing.T, no string, amount int64) {
 	}
 	if n := w.sim.SettleRefunds(); n != 1 {
 		t.Fatalf("settled %d refunds, want 1", n)
+	}
+}
+
+// resend applies refund no of P1 at WeChat Pay again, as it was.
+func (w *simWorld) resend(t *testing.T, no string, amount int64) {
+	t.Helper()
+	if _, err := w.client.CreateRefund(w.ctx, wechatpay.RefundRequest{OutTradeNo: "P1", OutRefundNo: no, Reason: "test",
+		Amount: amount, Total: 1000}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -28,6 +28,9 @@ type reply struct {
 	body     []byte
 	raw      bool // unsigned, not JSON (bill download)
 	unsigned bool // JSON, but not signed (a request whose signature failed)
+	// missed is the out_refund_no a refund query did not find: counted
+	// (see RefundsResentBlind) only once the answer is written as is.
+	missed string
 }
 
 // apiFunc handles an authenticated merchant API request.
@@ -93,6 +96,9 @@ func (s *Sim) api(h apiFunc) http.HandlerFunc {
 			if ok { // applied: the proxy hides WeChat Pay's answer
 				rep = reply{status: http.StatusForbidden, body: []byte("403 Forbidden"), raw: true}
 			}
+		}
+		if rep.missed != "" {
+			s.countRefundMiss(rep.missed)
 		}
 		s.write(w, rep)
 	}

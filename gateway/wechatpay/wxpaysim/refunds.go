@@ -262,10 +262,44 @@ func (s *Sim) RefundsRefused() map[string]int {
 	return maps.Clone(s.refused)
 }
 
+// countRefundMiss counts a query of out_refund_no answered "not found".
+func (s *Sim) countRefundMiss(outRefundNo string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refundMisses == nil {
+		s.refundMisses = map[string]int{}
+	}
+	s.refundMisses[outRefundNo]++
+}
+
+// RefundsResentBlind returns, by out_refund_no, how many applications of
+// a refund WeChat Pay holds came again without a query of it answered
+// "not found" (a lagging one too) before them: a refund applied n times
+// (RefundRecord.Requests) after m such answers counts n-1-m when that is
+// positive. A merchant that asks before it sends again after an unclear
+// answer has none, in whatever order its requests land; WeChat Pay's
+// idempotency hides a blind re-send's effect, this does not. Applications
+// refused before the refund existed (by a fault, or its rules) do not
+// count.
+func (s *Sim) RefundsResentBlind() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for no, r := range s.refunds {
+		if extra := r.Requests - 1 - s.refundMisses[no]; extra > 0 {
+			out[no] = extra
+		}
+	}
+	return out
+}
+
 func (s *Sim) handleQueryRefund(r *http.Request, _ []byte) reply {
-	rec, ok := s.queriedRefund(r.PathValue("out_refund_no"))
+	no := r.PathValue("out_refund_no")
+	rec, ok := s.queriedRefund(no)
 	if !ok {
-		return errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "退款单不存在")
+		rep := errReply(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "退款单不存在")
+		rep.missed = no
+		return rep
 	}
 	return jsonReply(http.StatusOK, s.refundJSON(rec))
 }

@@ -77,6 +77,10 @@ type Sim struct {
 	bills      map[string]billFile
 	signMode   SignMode
 
+	// refundMisses counts, by out_refund_no, the queries answered "not
+	// found" (see RefundsResentBlind); mu guards it.
+	refundMisses map[string]int
+
 	fmu      sync.Mutex // taken inside mu (refundOutcome), never mu inside fmu
 	faults   Faults
 	injected map[string]int // faults injected so far, by kind
