@@ -443,6 +443,12 @@ func update(tx *wechatpay.Transaction, now time.Time) (ledger.TransactionUpdate,
 	if tx.Paid() && (tx.TransactionID == "" || tx.AmountTotal <= 0) {
 		return ledger.TransactionUpdate{}, fmt.Errorf("paid order %s without transaction id or amount", tx.OutTradeNo)
 	}
+	// The ledger's columns, as a callback is held to them: a strict MySQL
+	// refuses a longer value, SQLite would keep it.
+	if len(tx.TransactionID) > 64 || len(tx.PayerOpenID) > 128 {
+		return ledger.TransactionUpdate{}, fmt.Errorf("order %s: transaction_id (over 64) or payer openid (over 128) longer than the ledger keeps",
+			tx.OutTradeNo)
+	}
 	return ledger.TransactionUpdate{
 		Notice: ledger.Notice{NotifyID: id, Source: ledger.SourceQuery, EventType: "QUERY.TRANSACTION",
 			ResourceType: "query", Summary: tx.TradeStateDesc, OutTradeNo: tx.OutTradeNo,
