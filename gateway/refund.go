@@ -566,6 +566,13 @@ func (s *RefundService) applyWx(ctx context.Context, r *ledger.Refund, wx *WxRef
 			"out_refund_no", r.OutRefundNo, "answer_out_refund_no", wx.OutRefundNo)
 		return s.recheckLater(ctx, r)
 	}
+	// The ledger's columns (64), as a refund notice is held to them: a
+	// strict MySQL refuses a longer value, SQLite would keep it.
+	if len(wx.RefundID) > 64 || r.TransactionID == "" && len(wx.TransactionID) > 64 {
+		slog.ErrorContext(ctx, "WeChat Pay answered with a refund_id or transaction_id longer than the ledger keeps (64)",
+			"out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo)
+		return s.recheckLater(ctx, r)
+	}
 	state := ledger.RefundState(wx.Status)
 	switch state {
 	case ledger.RefundProcessing, ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal:
