@@ -67,8 +67,10 @@ type Main struct {
 	notify   net.Listener // nil: no http.notify_addr
 	// notifyServer serves notify (nil without it).
 	notifyServer *http.Server
-	limiter      gateway.Limiter
-	jobs         []func(ctx context.Context)
+	// notices verifies WeChat Pay's notifications (see loadWechatPay).
+	notices *wechatpay.Verifier
+	limiter gateway.Limiter
+	jobs    []func(ctx context.Context)
 	// jobRestart is how long a job that panicked waits before it starts
 	// again (see keepRunning); 0: defaultJobRestart.
 	jobRestart time.Duration
@@ -88,6 +90,9 @@ func NewMain(ctx context.Context, cfg Config) (*Main, error) {
 		return nil, err
 	}
 	m := &Main{Config: cfg}
+	if err := m.loadWechatPay(ctx); err != nil {
+		return nil, err
+	}
 	if err := m.openStore(ctx); err != nil {
 		m.Close()
 		return nil, err
@@ -118,6 +123,9 @@ func (c Config) preflight() error {
 		return fmt.Errorf("config: auth.api_keys (GATEWAY_API_KEYS): %w", err)
 	}
 	if _, err := c.Redis.tlsConfig(); c.Redis.Addr != "" && err != nil {
+		return err
+	}
+	if _, _, err := c.Finance.dailyAt(); err != nil {
 		return err
 	}
 	if !c.Refunds.JWT.configured() {
@@ -258,15 +266,6 @@ func (m *Main) wire(ctx context.Context) error {
 		return err
 	}
 	w := m.Config.WechatPay
-	// Loaded (and warned about) once, for notifications and answers alike.
-	certs, live, err := loadCerts(w.PlatformCertFiles, time.Now())
-	if err != nil {
-		return err
-	}
-	notices, err := newVerifier(w, certs, live)
-	if err != nil {
-		return err
-	}
 	gate, locker, err := m.guards()
 	if err != nil {
 		return err
@@ -281,14 +280,11 @@ func (m *Main) wire(ctx context.Context) error {
 	if err := checkKeyNames(ctx, m.Store, m.Config.Auth.APIKeys); err != nil {
 		return err
 	}
-	if m.Wechat, err = newWechatClientWith(ctx, w, certs); err != nil {
-		return err
-	}
 	nc := m.Config.Notify
 	m.Processor = gateway.NewProcessor(gateway.ProcessorConfig{MchID: w.MchID, AppID: w.AppID,
 		BatchWorkers: nc.BatchWorkers, BatchMax: nc.BatchMax, BatchSpill: nc.BatchSpill,
 		BatchObserve: m.Metrics.NotifyBatch},
-		notices, gate, locker, m.notifyStore())
+		m.notices, gate, locker, m.notifyStore())
 	m.closers = append(m.closers, m.Processor.Close)
 	h := m.Config.HTTP
 	auth := gateway.NewAuth(keys, m.dbKeys())
@@ -302,6 +298,25 @@ func (m *Main) wire(ctx context.Context) error {
 		return err
 	}
 	return m.wireFinance(ctx)
+}
+
+// loadWechatPay reads the WeChat Pay keys and platform certificates (loaded,
+// and warned about, once for notifications and answers alike) and builds
+// the notification verifier and the API client. It runs before the
+// database is opened: a release whose key files are missing or unreadable,
+// or whose merchant settings are refused, leaves the database as it found
+// it (see preflight).
+func (m *Main) loadWechatPay(ctx context.Context) error {
+	w := m.Config.WechatPay
+	certs, live, err := loadCerts(w.PlatformCertFiles, time.Now())
+	if err != nil {
+		return err
+	}
+	if m.notices, err = newVerifier(w, certs, live); err != nil {
+		return err
+	}
+	m.Wechat, err = newWechatClientWith(ctx, w, certs)
+	return err
 }
 
 // guards returns the notification gate and the locker: Redis with an

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -141,19 +142,29 @@ func TestQuotaBelowInstancesWarns(t *testing.T) {
 }
 
 // TestRefusedConfigLeavesTheDatabaseAlone: a setting refused at start
-// (rate limits, API keys, the refund API's timings) is refused before the
-// database is opened, so a release whose config is wrong does not migrate
-// the production database on its way to refusing to start.
+// (rate limits, API keys, the refund API's timings, the WeChat Pay keys
+// and the merchant's serial, the daily reconciliation's time) is refused
+// before the database is opened, so a release whose config is wrong does
+// not migrate the production database on its way to refusing to start.
 func TestRefusedConfigLeavesTheDatabaseAlone(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.pem")
 	bad := map[string]func(*Config){
-		"rate_limit":    func(c *Config) { c.RateLimit.RefundsBurst = -1 },
-		"auth.api_keys": func(c *Config) { c.Auth.APIKeys = []string{"no-role"} },
-		"refunds":       func(c *Config) { c.Refunds.SafetyBuffer = time.Millisecond },
+		"rate_limit":                          func(c *Config) { c.RateLimit.RefundsBurst = -1 },
+		"auth.api_keys":                       func(c *Config) { c.Auth.APIKeys = []string{"no-role"} },
+		"refunds":                             func(c *Config) { c.Refunds.SafetyBuffer = time.Millisecond },
+		"wechatpay.merchant_serial":           func(c *Config) { c.WechatPay.MerchantSerial = "" },
+		"wechatpay.merchant_private_key_file": func(c *Config) { c.WechatPay.MerchantPrivateKeyFile = missing },
+		"wechatpay.public_key_file":           func(c *Config) { c.WechatPay.PublicKeyFile = missing },
+		"wechatpay.platform_cert_files":       func(c *Config) { c.WechatPay.PlatformCertFiles = []string{missing} },
+		"finance.daily_reconcile_at":          func(c *Config) { c.Finance.DailyReconcileAt = "25:99" },
 	}
 	for name, spoil := range bad {
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig(t, backend{name: "mysql", mysql: true})
 			cfg.Refunds.JWT.HS256Secret, cfg.Refunds.JWT.Audience = jwtSecret, jwtAudience
+			k, dir := testKeys(t)
+			w := &cfg.WechatPay
+			w.MerchantSerial, w.MerchantPrivateKeyFile = k.MerchantSerial, filepath.Join(dir, "merchant_private_key.pem")
 			spoil(&cfg)
 			if m, err := NewMain(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), name) {
 				if m != nil {
