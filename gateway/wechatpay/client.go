@@ -227,8 +227,8 @@ func (v inForceVerifier) Verify(ctx context.Context, serial, message, signature 
 // encrypted with).
 func (v inForceVerifier) GetSerial(ctx context.Context) (string, error) { return v.next.GetSerial(ctx) }
 
-// newHTTPClients returns the API calls' HTTP client, with the call timeout
-// and answers capped at maxAnswer, and the bill downloads', with the bill
+// newHTTPClients returns the API calls' HTTP client, with the call timeout,
+// answers capped at maxAnswer and no redirect followed, and the bill downloads', with the bill
 // timeout and only error answers capped (a bill file may be far larger;
 // download caps it itself). They share one transport (connections, and,
 // when BaseURL is set, the host rewriting: wechatpay-go hard-codes its host).
@@ -244,9 +244,15 @@ func newHTTPClients(cfg ClientConfig) (api, download *http.Client, err error) {
 	if billTimeout <= 0 {
 		billTimeout = DefaultBillTimeout
 	}
-	return &http.Client{Timeout: timeout, Transport: capAnswers{next: rt, okLimit: maxAnswer}},
+	return &http.Client{Timeout: timeout, Transport: capAnswers{next: rt, okLimit: maxAnswer}, CheckRedirect: noRedirects},
 		&http.Client{Timeout: billTimeout, Transport: capAnswers{next: rt}}, nil
 }
+
+// noRedirects keeps an API call's answer as it came: WeChat Pay's API never
+// redirects, and a followed 302 would turn a POST into a GET of another
+// page, whose answer ("not found", believed unsigned) would then pass for
+// WeChat Pay's verdict on a call it never got. A 3xx is an unknown outcome.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // baseTransport is newTransport with the BaseURL host rewriting.
 func baseTransport(cfg ClientConfig) (http.RoundTripper, error) {

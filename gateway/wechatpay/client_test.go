@@ -659,3 +659,45 @@ func TestClientUnsignedNotFoundIsLogged(t *testing.T) {
 		t.Fatalf("%d warnings, want one, for the unsigned answer:\n%s", n, logs.String())
 	}
 }
+
+// TestClientFollowsNoRedirect: an answer that redirects (WeChat Pay's API
+// never does) is an unknown outcome, not the verdict of wherever it points:
+// a followed 302 would turn a refund's POST into a GET of another page,
+// whose "not found" (believed unsigned) would then pass for WeChat Pay's.
+func TestClientFollowsNoRedirect(t *testing.T) {
+	keys, err := clientKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var followed sync.Map
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/elsewhere" {
+			followed.Store(r.Method, true)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"code":"RESOURCE_NOT_EXISTS","message":"not here"}`))
+			return
+		}
+		http.Redirect(w, r, "/elsewhere", http.StatusFound)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := wechatpay.NewClient(context.Background(), clientConfig(keys, srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for what, call := range map[string]func() error{
+		"create refund": func() error { _, err := c.CreateRefund(ctx, refundReq("T1", "R1", 10, 100)); return err },
+		"query refund":  func() error { _, err := c.QueryRefund(ctx, "R1"); return err },
+		"close order":   func() error { return c.CloseOrder(ctx, "T1") },
+		"query order":   func() error { _, err := c.QueryOrder(ctx, "T1"); return err },
+	} {
+		if err := call(); !wechatpay.IsUnknownOutcome(err) || errors.Is(err, wechatpay.ErrNotFound) {
+			t.Errorf("%s redirected: err=%v, want an unknown outcome, not ErrNotFound", what, err)
+		}
+	}
+	followed.Range(func(m, _ any) bool {
+		t.Errorf("the client followed a redirect (%s /elsewhere)", m)
+		return true
+	})
+}
