@@ -50,6 +50,10 @@ func (d *Deps) replayJob(c *gin.Context) {
 	}
 	versions, perr := ifMatch(c.Request.Header.Values("If-Match"))
 	if perr != nil {
+		// A job that does not exist is 404 however it was asked for.
+		if _, err := d.Store.Outbox().Job(c.Request.Context(), id); errors.Is(err, ledger.ErrNotFound) {
+			perr = ledgerError(err)
+		}
 		writeError(c, perr)
 		return
 	}

@@ -371,6 +371,12 @@ func TestOutboxDeadLetterAndReplay(t *testing.T) {
 			if status, body, _ := replayCall(t, replayURL, ""); status != 428 || body["code"] != "EPRECONDITION_REQUIRED" {
 				t.Fatalf("replay without If-Match: status=%d body=%v, want 428 EPRECONDITION_REQUIRED", status, body)
 			}
+			missingURL := fmt.Sprintf("%s/v1/ops/outbox/%d/replay", m.URL(), dead.ID+1_000_000)
+			for _, h := range []string{"", `"v1", x`, "*"} {
+				if status, body, _ := replayCall(t, missingURL, h); status != 404 || body["code"] != "ENOTFOUND" {
+					t.Fatalf("replay of a job that does not exist (If-Match %q): status=%d body=%v, want 404 ENOTFOUND", h, status, body)
+				}
+			}
 			if status, body, _ := replayCall(t, replayURL, `"v1", x`); status != 400 || body["code"] != "EINVALID" {
 				t.Fatalf("replay with a malformed If-Match: status=%d body=%v, want 400 EINVALID", status, body)
 			}
