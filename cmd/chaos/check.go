@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -238,6 +239,7 @@ func doubleRefunds(ev *Evidence) (Invariant, error) {
 		return inv, err
 	}
 	stormAnswers(ev.Storm, ledgerRefunds, &inv)
+	unexpectedAnswers(ev.Storm, len(ev.RefundsRefused) > 0, &inv)
 	unnamedRefunds(ev.Storm, ev.Sim.Refunds(), &inv)
 	return inv, nil
 }
@@ -261,6 +263,29 @@ func unnamedRefunds(s *storm, executed []wxpaysim.RefundRecord, inv *Invariant) 
 	for _, r := range executed {
 		if !named[r.OutRefundNo] {
 			inv.add("wechat executed " + r.OutRefundNo + ", named in no idempotency key's answer")
+		}
+	}
+}
+
+// unexpectedAnswers: every final answer the storm got is one a refund of a
+// paid order may get: 201 or 202 (created, or outcome still unknown), 409
+// ECONFLICT (the money rule), or, when WeChat Pay itself refused refunds
+// (refused), 422. Another (a 404 or 400 for a paid order, say) ends a key
+// as final although the gateway should not have given it, and no other
+// count would show it.
+func unexpectedAnswers(s *storm, refused bool, inv *Invariant) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	answers := slices.Sorted(maps.Keys(s.status))
+	for _, a := range answers {
+		switch {
+		case strings.HasPrefix(a, "201 "), strings.HasPrefix(a, "202 "), a == "409 ECONFLICT", a == "0 storm deadline":
+		case refused && strings.HasPrefix(a, "422 "):
+		default:
+			inv.add(fmt.Sprintf("%d refund requests answered %q, not an answer a paid order's refund should get", s.status[a], a))
 		}
 	}
 }
