@@ -272,17 +272,8 @@ func TestForeignAnswersAreRefused(t *testing.T) {
 			{"frn-own", "1900000001", "wxapp", ledger.PaymentSuccess},
 		}
 		for _, c := range cases {
-			if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: c.no, AmountTotal: 100, ExpireAt: time.Now().Add(time.Hour)}); err != nil {
-				t.Fatal(err)
-			}
 			wx := &paidElsewhere{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, mchID: c.mchID, appID: c.appID}
-			var results []string
-			job := New(Config{SafetyBuffer: time.Nanosecond, Batch: 10, MchID: "1900000001", AppID: "wxapp",
-				Observe: func(r string) { results = append(results, r) }}, s, wx)
-			time.Sleep(time.Millisecond)
-			if _, err := job.RunOnce(ctx); err != nil {
-				t.Fatal(err)
-			}
+			results := checkOnce(t, s, c.no, wx)
 			p, _ := s.Payment(ctx, c.no)
 			h, _ := s.History(ctx, c.no)
 			if wx.total() != 1 || p.State != c.want || (c.want == ledger.PaymentExpected) != (len(h) == 1) {
@@ -432,4 +423,23 @@ func TestShutdownHandsTheCheckBack(t *testing.T) {
 			t.Fatalf("the other instance asked %d times about the order cut short, want once", other.queries["stop-1"])
 		}
 	})
+}
+
+// checkOnce registers order no (100 fen, expiring in an hour) and runs one
+// pass of a job of merchant 1900000001, app wxapp, that asks wx about it at
+// once; it returns the pass's results.
+func checkOnce(t *testing.T, s *ledger.Store, no string, wx Querier) []string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: no, AmountTotal: 100, ExpireAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	var results []string
+	job := New(Config{SafetyBuffer: time.Nanosecond, Batch: 10, MchID: "1900000001", AppID: "wxapp",
+		Observe: func(r string) { results = append(results, r) }}, s, wx)
+	time.Sleep(time.Millisecond) // past the safety buffer
+	if _, err := job.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return results
 }

@@ -43,17 +43,8 @@ func TestAnswerWithOverlongIDsIsRefused(t *testing.T) {
 			{"ovl-ok", strings.Repeat("4", 64), strings.Repeat("o", 128), Recovered},
 		}
 		for _, c := range cases {
-			if _, err := s.RegisterOrder(ctx, ledger.Order{OutTradeNo: c.no, AmountTotal: 100, ExpireAt: time.Now().Add(time.Hour)}); err != nil {
-				t.Fatal(err)
-			}
 			wx := &paidWith{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, txID: c.txID, openid: c.openid}
-			var results []string
-			job := New(Config{SafetyBuffer: time.Nanosecond, Batch: 10, MchID: "1900000001", AppID: "wxapp",
-				Observe: func(r string) { results = append(results, r) }}, s, wx)
-			time.Sleep(time.Millisecond)
-			if _, err := job.RunOnce(ctx); err != nil {
-				t.Fatal(err)
-			}
+			results := checkOnce(t, s, c.no, wx)
 			p, _ := s.Payment(ctx, c.no)
 			h, _ := s.History(ctx, c.no)
 			n, _ := s.Notices(ctx, c.no)
