@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -279,8 +278,7 @@ func unexpectedAnswers(s *storm, refused bool, inv *Invariant) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	answers := slices.Sorted(maps.Keys(s.status))
-	for _, a := range answers {
+	for _, a := range slices.Sorted(maps.Keys(s.status)) {
 		switch {
 		case strings.HasPrefix(a, "201 "), strings.HasPrefix(a, "202 "), a == "409 ECONFLICT", a == "0 storm deadline":
 		case refused && strings.HasPrefix(a, "422 "):
@@ -388,12 +386,7 @@ func resentBlind(ev *Evidence) (Invariant, error) {
 		what   string
 		resent map[string]int
 	}{{"inventory got ", ev.Inv.ResentBlind()}, {"wechat got refund ", ev.Sim.RefundsResentBlind()}} {
-		keys := make([]string, 0, len(side.resent))
-		for key := range side.resent {
-			keys = append(keys, key)
-		}
-		sort.Strings(keys)
-		for _, key := range keys {
+		for _, key := range slices.Sorted(maps.Keys(side.resent)) {
 			for range side.resent[key] {
 				inv.add(side.what + key + " again, not told \"not found\" by a query since it was sent")
 			}
