@@ -65,7 +65,7 @@ func TestOpsAndOrderRequestsAreAudited(t *testing.T) {
 		body              any
 		status            int
 	}{
-		{"POST", "/v1/ops/outbox/999999/replay", opsKey, nil, 428}, // no If-Match
+		{"POST", "/v1/ops/outbox/999999/replay", opsKey, nil, 404}, // no such job (no If-Match either)
 		{"GET", "/v1/ops/outbox/dead", opsKey, nil, 200},
 		{"POST", "/v1/orders", serviceKey, order(no, 1000), 201},
 		{"POST", "/v1/ops/outbox/1/replay", financeKey, nil, 403},
