@@ -104,7 +104,7 @@ func (r *Reconciler) runClaimed(ctx context.Context, claim *ledger.ReconcileClai
 		return nil, err
 	}
 	if bill.TakeOver, err = r.takeOver(ctx); err != nil {
-		return nil, err
+		return nil, reconcileError(claim.Day, err) // 503, as the run's other ledger failures
 	}
 	bill.AppID, bill.Confirm = r.AppID, r.Confirm
 	rep, err := r.Store.Reconcile(ctx, claim, bill, requestedBy)
@@ -145,7 +145,7 @@ func (r *Reconciler) takeOver(ctx context.Context) (time.Time, error) {
 	}
 	first, ok, err := r.Store.FirstPaymentTime(ctx)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("reconcile: %w", err)
+		return time.Time{}, fmt.Errorf("read when the ledger took its first payment: %w", err)
 	}
 	if !ok {
 		return r.Store.Now(), nil
