@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"sync"
 	"testing"
@@ -124,7 +125,18 @@ func (w *multiWorld) retryAcrossInstances(t *testing.T, orders []paidOrder) {
 	close(start)
 	wg.Wait()
 	close(results)
-	held := w.refundsAtWeChat(t, orders)
+	held := map[string]string{}
+	for no, refunds := range w.refundsAtWeChat(t) {
+		for outRefundNo, amount := range refunds {
+			held[no] = outRefundNo
+			if len(refunds) != 1 || amount != 60 {
+				t.Errorf("%s: refunds at WeChat Pay %v, want one of 60", no, refunds)
+			}
+		}
+	}
+	if len(held) != len(orders) {
+		t.Errorf("refunds at WeChat Pay for %d orders, want %d", len(held), len(orders))
+	}
 	inFlight := 0
 	for res := range results {
 		r, want := res.r, held[res.o.no]
@@ -145,48 +157,147 @@ func (w *multiWorld) retryAcrossInstances(t *testing.T, orders []paidOrder) {
 	}
 }
 
-// refundsAtWeChat wants one refund per order at WeChat Pay, asked for
-// once and paid once, and returns each order's out_refund_no.
-func (w *multiWorld) refundsAtWeChat(t *testing.T, orders []paidOrder) map[string]string {
-	held := map[string]string{}
-	for _, r := range w.wx.Refunds() {
-		if prev, ok := held[r.OutTradeNo]; ok {
-			t.Errorf("%s: two refunds at WeChat Pay, %s and %s", r.OutTradeNo, prev, r.OutRefundNo)
-		}
-		held[r.OutTradeNo] = r.OutRefundNo
-		if r.Requests != 1 || r.Executed > 1 || r.Amount != 60 {
-			t.Errorf("%s at WeChat Pay: %d create calls, executed %d, amount %d; want 1, at most 1, 60",
-				r.OutRefundNo, r.Requests, r.Executed, r.Amount)
+// raceFreshRefunds has every order, 40 of its 100 fen left, asked at
+// once for two new refunds of 25 under keys C and D, each key sent to
+// all three instances at the same moment: only one of the two fits. The
+// key decides between the instances sharing it, the order's reservation
+// between the keys, whichever instances they reached: every answer under
+// one key is 201 or 202 naming the same refund, which WeChat Pay holds
+// (asked for once), and every answer under the other is 409 ECONFLICT.
+func (w *multiWorld) raceFreshRefunds(t *testing.T, orders []paidOrder) {
+	type result struct {
+		no, key string
+		r       refundTry
+	}
+	results := make(chan result, len(orders)*2*len(w.procs))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, o := range orders {
+		for _, key := range []string{"C", "D"} {
+			for _, p := range w.procs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					results <- result{o.no, key, retryRefund(t, p.url(), o, key+"-"+o.no, 25)}
+				}()
+			}
 		}
 	}
-	if len(held) != len(orders) {
-		t.Errorf("refunds at WeChat Pay for %d orders, want %d", len(held), len(orders))
+	close(start)
+	wg.Wait()
+	close(results)
+	answers := map[string]map[string][]refundTry{} // order, key: answers
+	inFlight := 0
+	for res := range results {
+		if answers[res.no] == nil {
+			answers[res.no] = map[string][]refundTry{}
+		}
+		answers[res.no][res.key] = append(answers[res.no][res.key], res.r)
+		inFlight += res.r.inFlight
+	}
+	if inFlight == 0 {
+		t.Error("no request was told EIN_FLIGHT: the instances never shared a key at once")
+	}
+	atWx := w.refundsAtWeChat(t)
+	for _, o := range orders {
+		var made []string
+		for _, key := range []string{"C", "D"} {
+			rs, names, refused := answers[o.no][key], map[string]bool{}, 0
+			for _, r := range rs {
+				switch {
+				case r.err == nil && (r.status == 201 || r.status == 202) && r.outRefundNo != "":
+					names[r.outRefundNo] = true
+				case r.err == nil && r.status == 409 && r.code == "ECONFLICT":
+					refused++
+				default:
+					t.Errorf("%s key %s: %d %s %v, want 201, 202 or 409 ECONFLICT", o.no, key, r.status, r.code, r.err)
+				}
+			}
+			switch {
+			case len(rs) != len(w.procs):
+				t.Errorf("%s key %s: %d answers, want %d", o.no, key, len(rs), len(w.procs))
+			case len(names) == 1 && refused == 0:
+				for no := range names {
+					made = append(made, no)
+				}
+			case len(names) > 0:
+				t.Errorf("%s key %s: answers name refunds %v and %d refused; want one refund named by all, or all refused", o.no, key, names, refused)
+			}
+		}
+		if len(made) != 1 {
+			t.Errorf("%s: keys C and D made refunds %v; want exactly one (25 + 25 > the 40 left)", o.no, made)
+			continue
+		}
+		if amount, ok := atWx[o.no][made[0]]; !ok || amount != 25 || len(atWx[o.no]) != 2 {
+			t.Errorf("%s: refunds at WeChat Pay %v; want two, one of them %s of 25", o.no, atWx[o.no], made[0])
+		}
+	}
+}
+
+// refundsAtWeChat returns, by order, the refunds WeChat Pay holds
+// (out_refund_no: amount), each of which it must have been asked for once
+// and have paid at most once, and none of its orders refunded more than
+// the 100 it was paid.
+func (w *multiWorld) refundsAtWeChat(t *testing.T) map[string]map[string]int64 {
+	held := map[string]map[string]int64{}
+	for _, r := range w.wx.Refunds() {
+		if held[r.OutTradeNo] == nil {
+			held[r.OutTradeNo] = map[string]int64{}
+		}
+		held[r.OutTradeNo][r.OutRefundNo] = r.Amount
+		if r.Requests != 1 || r.Executed > 1 {
+			t.Errorf("%s at WeChat Pay: %d create calls, executed %d; want 1, at most 1", r.OutRefundNo, r.Requests, r.Executed)
+		}
+	}
+	for no, refunds := range held {
+		sum := int64(0)
+		for _, amount := range refunds {
+			sum += amount
+		}
+		if sum > 100 {
+			t.Errorf("%s: refunds at WeChat Pay %v sum to %d, over the 100 paid", no, refunds, sum)
+		}
+	}
+	if blind := w.wx.RefundsResentBlind(); len(blind) != 0 {
+		t.Errorf("refunds sent to WeChat Pay again without a query first: %v", blind)
 	}
 	return held
 }
 
 // checkRefundedOnce waits for every refund to settle, then wants the
-// ledger to agree with WeChat Pay (one SUCCESS refund of 60 per order,
-// refunded_total 60) and the stock released once per order.
+// ledger to agree with WeChat Pay (the same SUCCESS refunds of each order,
+// refunded_total their sum, within what was paid), and the stock released
+// once per refund.
 func (w *multiWorld) checkRefundedOnce(t *testing.T, orders []paidOrder) {
 	waitFor(t, 30*time.Second, "every refund to settle", func() bool {
 		var open int
 		err := w.sqlDB.QueryRow("SELECT COUNT(*) FROM refunds WHERE state <> 'SUCCESS'").Scan(&open)
 		return err == nil && open == 0
 	})
-	held := w.refundsAtWeChat(t, orders)
+	atWx := w.refundsAtWeChat(t)
 	for _, o := range orders {
-		var n int
-		var no string
-		var amount, total int64
-		err := w.sqlDB.QueryRow(`SELECT COUNT(*), MAX(r.out_refund_no), SUM(r.amount), MAX(p.refunded_total)
-			FROM refunds r JOIN payments p ON p.out_trade_no = r.out_trade_no WHERE r.out_trade_no = ?`, o.no).Scan(&n, &no, &amount, &total)
+		inLedger := map[string]int64{}
+		rows, err := w.sqlDB.Query("SELECT out_refund_no, amount FROM refunds WHERE out_trade_no = ?", o.no)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n != 1 || no != held[o.no] || amount != 60 || total != 60 {
-			t.Errorf("%s in the ledger: %d refunds (%s), amount %d, refunded_total %d; want 1 (%s), 60, 60",
-				o.no, n, no, amount, total, held[o.no])
+		for rows.Next() {
+			var no string
+			var amount int64
+			if err := rows.Scan(&no, &amount); err != nil {
+				t.Fatal(err)
+			}
+			inLedger[no] = amount
+		}
+		rows.Close()
+		var total, paid int64
+		if err := w.sqlDB.QueryRow("SELECT refunded_total, amount_total FROM payments WHERE out_trade_no = ?", o.no).Scan(&total, &paid); err != nil {
+			t.Fatal(err)
+		}
+		if len(atWx[o.no]) != 2 || !maps.Equal(inLedger, atWx[o.no]) || total != 85 || paid != 100 {
+			t.Errorf("%s: refunds in the ledger %v, refunded_total %d of %d; at WeChat Pay %v; want the same two, 85 of 100",
+				o.no, inLedger, total, paid, atWx[o.no])
 		}
 	}
 	waitFor(t, 30*time.Second, "the releases to drain", func() bool {
@@ -195,11 +306,14 @@ func (w *multiWorld) checkRefundedOnce(t *testing.T, orders []paidOrder) {
 		return err == nil && left == 0
 	})
 	for _, o := range orders {
-		if n := w.inv.ReleaseCount(o.no); n != 1 {
-			t.Errorf("%s released %d times by the inventory, want 1", o.no, n)
+		if n := w.inv.ReleaseCount(o.no); n != len(atWx[o.no]) {
+			t.Errorf("%s released %d times by the inventory, want %d (once per refund)", o.no, n, len(atWx[o.no]))
 		}
 	}
-	if st := w.inv.Stats(); st.Duplicates != 0 || st.Unconfirmed != 0 {
-		t.Errorf("inventory stats %+v: want 0 duplicates and no release before its confirmation", st)
+	if st := w.inv.Stats(); st.Duplicates != 0 || st.Unconfirmed != 0 || st.Errors == 0 {
+		t.Errorf("inventory stats %+v: want 0 duplicates, no release before its confirmation, and 500s injected", st)
+	}
+	if blind := w.inv.ResentBlind(); len(blind) != 0 {
+		t.Errorf("sent again to the inventory without a query first: %v", blind)
 	}
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -35,14 +38,17 @@ import (
 //   - every notification is delivered to all three at once with
 //     duplicates: one payment, one history row and one notification row
 //     per order, every delivery answered 204, exactly one "success" per
-//     order across the instances;
+//     order across the instances; forged copies of them, and forged
+//     notifications of orders never paid, sent to all three among them,
+//     are refused 401 ESIGNATURE and leave no trace;
 //   - the outbox workers deliver the stock confirmations to an inventory
 //     service that first applies every call and stalls, then fails 30%
 //     and applies-then-stalls 20%; one instance is killed (SIGKILL) while
 //     it holds a confirmation the inventory applied, and restarted: every
 //     order is confirmed exactly once, no confirmation is sent twice (each
 //     retry asked first), the work is shared;
-//   - refunds go through a crash: see refundThroughACrash.
+//   - refunds go through a crash: see refundThroughACrash; then race
+//     across the instances: see raceFreshRefunds.
 func TestThreeInstancesOneLedger(t *testing.T) {
 	w := startThreeInstances(t)
 	orders := w.payEverywhere(t)
@@ -50,6 +56,7 @@ func TestThreeInstancesOneLedger(t *testing.T) {
 	w.inv.SetFaults(inventorysim.Faults{ErrorRate: 0.3, ApplyThenTimeoutRate: 0.2, ApplyThenTimeoutDelay: 600 * time.Millisecond})
 	w.restart(t, 0)
 	w.refundThroughACrash(t, orders)
+	w.raceFreshRefunds(t, orders)
 	checkConfirmedOnce(t, w.sqlDB, w.inv, orders)
 	w.checkRefundedOnce(t, orders)
 }
@@ -101,7 +108,9 @@ func startThreeInstances(t *testing.T) *multiWorld {
 
 // multiRefundEnv turns on the refund API against the WeChat Pay simulator at
 // wxURL. Timings: WeChat answers within 3 s, a create and a query fit
-// the 7 s call timeout, and a retry may take a key over after 10 s.
+// the 7 s call timeout, and a retry may take a key over after 10 s; the
+// simulator wants no gap between two refunds of an order, nor does the
+// gateway.
 func multiRefundEnv(t *testing.T, wxURL, notifyURL string) []string {
 	k, dir := testKeys(t)
 	return []string{"GATEWAY_WECHATPAY_BASE_URL=" + wxURL, "GATEWAY_WECHATPAY_MERCHANT_SERIAL=" + k.MerchantSerial,
@@ -111,7 +120,7 @@ func multiRefundEnv(t *testing.T, wxURL, notifyURL string) []string {
 		"GATEWAY_HTTP_API_TIMEOUT=2s", "GATEWAY_REFUNDS_CALL_TIMEOUT=7s", "GATEWAY_REFUNDS_IN_FLIGHT=10s",
 		"GATEWAY_REFUNDS_SAFETY_BUFFER=8s", "GATEWAY_REFUNDS_RECHECK=1s", "GATEWAY_REFUNDS_JANITOR_INTERVAL=300ms",
 		"GATEWAY_RATE_LIMIT_REFUNDS_PER_MINUTE=0", "GATEWAY_RATE_LIMIT_REFUND_CALLS_PER_MINUTE=0",
-		"GATEWAY_FINANCE_DAILY_RECONCILE_AT=off"}
+		"GATEWAY_REFUNDS_ORDER_GAP=1ms", "GATEWAY_FINANCE_DAILY_RECONCILE_AT=off"}
 }
 
 // paidOrder is an order WeChat Pay took payment of.
@@ -122,15 +131,23 @@ const multiOrders = 24
 // payEverywhere has WeChat Pay take payment of the orders and delivers
 // each notification to every instance twice at once (public-key and
 // certificate signatures), with the inventory applying every
-// confirmation and then stalling, and stalling every query.
+// confirmation and then stalling, and stalling every query. At the same
+// moment every instance is sent each notification's body under a
+// forger's signature, and a forged notification of an order WeChat Pay
+// never took payment of.
 func (w *multiWorld) payEverywhere(t *testing.T) []paidOrder {
 	// Queries stall too, so an applied confirmation stays unknown and its
 	// job keeps coming back to the workers until the faults change: an
 	// instance is sure to be caught holding one, however loaded the host.
 	w.inv.SetFaults(inventorysim.Faults{ApplyThenTimeoutRate: 1, ApplyThenTimeoutDelay: 10 * time.Second,
 		Only: inventorysim.OnlyAll})
+	forger, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var orders []paidOrder
-	var deliveries []delivery
+	var deliveries, forgeries []delivery
+	var forgedOrders []string
 	for i := 0; i < multiOrders; i++ {
 		o := paidOrder{no: uniqueNo("multi"), openid: "o-multi-" + strconv.Itoa(i)}
 		orders = append(orders, o)
@@ -144,14 +161,50 @@ func (w *multiWorld) payEverywhere(t *testing.T) []paidOrder {
 				deliveries = append(deliveries, delivery{p.url() + paymentPath, mustNotification(n.Resign(w.k, mode, time.Now()))})
 			}
 		}
+		never := uniqueNo("forged")
+		forgedOrders = append(forgedOrders, never)
+		fake := mustNotification(w.k.PaymentNotification(paidTx(w.k, never, 100), wxpaysim.PublicKeyMode(), time.Now()))
+		for _, p := range w.procs {
+			forgeries = append(forgeries, delivery{p.url() + paymentPath, signedBy(t, n, forger)},
+				delivery{p.url() + paymentPath, signedBy(t, fake, forger)})
+		}
 	}
-	for i, s := range fireAt(t, deliveries) {
-		if s != 204 {
-			t.Errorf("delivery %d to %s: status=%d, want 204", i, deliveries[i].url, s)
+	answers := fireAt(t, append(deliveries, forgeries...))
+	for i, a := range answers {
+		switch genuine := i < len(deliveries); {
+		case genuine && a.status != 204:
+			t.Errorf("delivery %d to %s: status=%d, want 204", i, deliveries[i].url, a.status)
+		case !genuine && (a.status != 401 || a.reason != "ESIGNATURE"):
+			t.Errorf("forged delivery %d to %s: %d %s, want 401 ESIGNATURE", i, forgeries[i-len(deliveries)].url, a.status, a.reason)
 		}
 	}
 	w.checkRecordedOnce(t, orders, len(deliveries))
+	w.checkNoTrace(t, forgedOrders)
 	return orders
+}
+
+// checkNoTrace wants the ledger to hold nothing of the forged orders, and
+// no payment or notification beyond the genuine ones.
+func (w *multiWorld) checkNoTrace(t *testing.T, forged []string) {
+	for _, no := range forged {
+		var n int
+		err := w.sqlDB.QueryRow(`SELECT (SELECT COUNT(*) FROM payments WHERE out_trade_no = ?) +
+			(SELECT COUNT(*) FROM notifications WHERE out_trade_no = ?) +
+			(SELECT COUNT(*) FROM state_history WHERE out_trade_no = ?)`, no, no, no).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("forged order %s left %d rows in the ledger", no, n)
+		}
+	}
+	var payments, notifications int
+	if err := w.sqlDB.QueryRow("SELECT (SELECT COUNT(*) FROM payments), (SELECT COUNT(*) FROM notifications)").Scan(&payments, &notifications); err != nil {
+		t.Fatal(err)
+	}
+	if payments != multiOrders || notifications != multiOrders {
+		t.Errorf("ledger holds %d payments and %d notifications, want %d of each (the genuine ones)", payments, notifications, multiOrders)
+	}
 }
 
 // checkRecordedOnce wants one payment, history row and notification row
@@ -231,6 +284,11 @@ func checkConfirmedOnce(t *testing.T, db *sql.DB, inv *inventorysim.Sim, orders 
 	if st.Duplicates != 0 || st.Faults == 0 {
 		t.Errorf("inventory stats %+v: want 0 duplicates, and faults injected", st)
 	}
+	// A confirmation sent again after a 500 (which the simulator did not
+	// apply) is no duplicate, but it was still resent without asking.
+	if blind := inv.ResentBlind(); len(blind) != 0 {
+		t.Errorf("sent again without a query first: %v", blind)
+	}
 	rows, err := db.Query("SELECT DISTINCT worker FROM outbox_attempts")
 	if err != nil {
 		t.Fatal(err)
@@ -254,9 +312,15 @@ type delivery struct {
 	n   wxpaysim.Notification
 }
 
+// fired is a delivery's answer: its status and the "reason" of an error.
+type fired struct {
+	status int
+	reason string
+}
+
 // fireAt sends every delivery at the same moment.
-func fireAt(t *testing.T, ds []delivery) []int {
-	statuses := make([]int, len(ds))
+func fireAt(t *testing.T, ds []delivery) []fired {
+	answers := make([]fired, len(ds))
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range ds {
@@ -269,13 +333,17 @@ func fireAt(t *testing.T, ds []delivery) []int {
 				t.Errorf("delivery %d: %v", i, err)
 				return
 			}
-			resp.Body.Close()
-			statuses[i] = resp.StatusCode
+			defer resp.Body.Close()
+			var body struct {
+				Reason string `json:"reason"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			answers[i] = fired{resp.StatusCode, body.Reason}
 		}()
 	}
 	close(start)
 	wg.Wait()
-	return statuses
+	return answers
 }
 
 // buildGateway compiles this command into the test's temp dir (with the
