@@ -115,20 +115,12 @@ func (s *Store) flagRefundedMeanwhile(ctx context.Context, bp BillPayment) error
 // inventory), says from now on that it is held for a refund outside the
 // gateway too, and its version moves, as when a refund notice brings the
 // news (flagUnheld): a person replaying it decides knowing it, and a
-// replay decided on what it said before is refused (ReplayIf). Locked, so
-// that a settle moving it to DEAD meanwhile waits and then finds the flag
-// (markHeldOutside).
+// replay decided on what it said before is refused (ReplayIf). Locked
+// (lockConfirmation).
 func markDeadHeldOutside(tx *gorm.DB, outTradeNo string) error {
-	var job outboxJobRow
-	err := lockForUpdate(tx).Where("job_key = ?", "confirm:"+outTradeNo).Take(&job).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read the stock confirmation of %s: %w", outTradeNo, err)
-	}
-	if job.State != JobDead || heldOutside(job.LastError) {
-		return nil
+	job, found, err := lockConfirmation(tx, "confirm:"+outTradeNo)
+	if err != nil || !found || job.State != JobDead || heldOutside(job.LastError) {
+		return err
 	}
 	return markHeld(tx, job, job.LastError)
 }

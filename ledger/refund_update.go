@@ -378,15 +378,9 @@ func (s *Store) holdRefundedAfter(tx *gorm.DB, outTradeNo, outRefundNo, transact
 // a replay is a person's informed choice. One done, or held for this
 // already, needs nothing.
 func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) error {
-	var job outboxJobRow
-	// Locked: a worker's settle that moves it to DEAD meanwhile waits, and
-	// then finds the flag (markHeldOutside) instead of missing it.
-	err := lockForUpdate(tx).Where("job_key = ?", key).Take(&job).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read confirmation %s: %w", key, err)
+	job, found, err := lockConfirmation(tx, key)
+	if err != nil || !found {
+		return err
 	}
 	switch {
 	case job.State == JobRunning || job.State == JobPending:
@@ -414,6 +408,21 @@ func (s *Store) flagUnheld(tx *gorm.DB, p *Payment, key, outRefundNo string) err
 		"attempt holds it in the dead letters (a dead one says held now): replay it if the order ships",
 		outRefundNo, p.OutTradeNo, key)
 	return s.recordAnomaly(tx, a)
+}
+
+// lockConfirmation reads the stock confirmation job key (found false if
+// there is none), locked: a worker's settle that moves it to DEAD
+// meanwhile waits, and then finds the flag this transaction writes
+// (markHeldOutside) instead of missing it.
+func lockConfirmation(tx *gorm.DB, key string) (job outboxJobRow, found bool, err error) {
+	err = lockForUpdate(tx).Where("job_key = ?", key).Take(&job).Error
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return job, false, nil
+	case err != nil:
+		return job, false, fmt.Errorf("read confirmation %s: %w", key, err)
+	}
+	return job, true, nil
 }
 
 // heldAgain notes on a confirmation held for a refund outside the gateway

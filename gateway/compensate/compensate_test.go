@@ -1,6 +1,7 @@
 package compensate
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -239,19 +240,21 @@ func runSteps(t *testing.T, job *Job, wx interface{ total() int }, at func(time.
 	}
 }
 
-// paidElsewhere answers that every order was paid in full, by the
-// merchant and app it names.
-type paidElsewhere struct {
+// paidBy answers that every order was paid in full, by the merchant and
+// app it names, with its transaction id ("" is tx-<order>) and payer
+// openid.
+type paidBy struct {
 	unpaid
-	mchID, appID string
+	mchID, appID, txID, openid string
 }
 
-func (p *paidElsewhere) QueryOrder(_ context.Context, no string) (*wechatpay.Transaction, error) {
+func (p *paidBy) QueryOrder(_ context.Context, no string) (*wechatpay.Transaction, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.queries[no]++
-	return &wechatpay.Transaction{OutTradeNo: no, TransactionID: "tx-" + no, TradeState: "SUCCESS", MchID: p.mchID,
-		AppID: p.appID, AmountTotal: 100, PayerTotal: 100, Currency: "CNY", SuccessTime: time.Now()}, nil
+	return &wechatpay.Transaction{OutTradeNo: no, TransactionID: cmp.Or(p.txID, "tx-"+no), TradeState: "SUCCESS",
+		MchID: p.mchID, AppID: p.appID, PayerOpenID: p.openid, AmountTotal: 100, PayerTotal: 100, Currency: "CNY",
+		SuccessTime: time.Now()}, nil
 }
 
 // TestForeignAnswersAreRefused: a query answer naming another merchant or
@@ -272,7 +275,7 @@ func TestForeignAnswersAreRefused(t *testing.T) {
 			{"frn-own", "1900000001", "wxapp", ledger.PaymentSuccess},
 		}
 		for _, c := range cases {
-			wx := &paidElsewhere{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, mchID: c.mchID, appID: c.appID}
+			wx := &paidBy{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, mchID: c.mchID, appID: c.appID}
 			results := checkOnce(t, s, c.no, wx)
 			p, _ := s.Payment(ctx, c.no)
 			h, _ := s.History(ctx, c.no)

@@ -4,27 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
-	"paygateway/gateway/wechatpay"
 	"paygateway/ledger"
 	"paygateway/ledger/ledgertest"
 )
-
-// paidWith answers that every order was paid in full, with the
-// transaction id and payer openid it holds.
-type paidWith struct {
-	unpaid
-	txID, openid string
-}
-
-func (p *paidWith) QueryOrder(_ context.Context, no string) (*wechatpay.Transaction, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.queries[no]++
-	return &wechatpay.Transaction{OutTradeNo: no, TransactionID: p.txID, TradeState: "SUCCESS", MchID: "1900000001",
-		AppID: "wxapp", PayerOpenID: p.openid, AmountTotal: 100, PayerTotal: 100, Currency: "CNY", SuccessTime: time.Now()}, nil
-}
 
 // TestAnswerWithOverlongIDsIsRefused: a paid query answer whose
 // transaction_id (over 64) or payer openid (over 128) is longer than the
@@ -43,7 +26,8 @@ func TestAnswerWithOverlongIDsIsRefused(t *testing.T) {
 			{"ovl-ok", strings.Repeat("4", 64), strings.Repeat("o", 128), Recovered},
 		}
 		for _, c := range cases {
-			wx := &paidWith{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, txID: c.txID, openid: c.openid}
+			wx := &paidBy{unpaid: unpaid{queries: map[string]int{}, closed: map[string]bool{}}, mchID: "1900000001", appID: "wxapp",
+				txID: c.txID, openid: c.openid}
 			results := checkOnce(t, s, c.no, wx)
 			p, _ := s.Payment(ctx, c.no)
 			h, _ := s.History(ctx, c.no)
