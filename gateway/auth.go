@@ -341,12 +341,16 @@ func (l *limitedKeys) LookupAPIKey(ctx context.Context, sha256Hex string) (Princ
 	return Principal{}, false, ErrKeyCheckBusy
 }
 
-// check asks src and remembers its answer; a failure for a key src
-// accepted before says so (errKnownKey).
+// check asks src and remembers its answer, dated when it was asked: a
+// yes read just before a revocation, and returned after it (the key's
+// last_used_at write can take the check's whole timeout), must not pass
+// a flood for longer than a minute after that read. A failure for a key
+// src accepted before says so (errKnownKey).
 func (l *limitedKeys) check(ctx context.Context, h string) (Principal, bool, error) {
+	asked := time.Now()
 	p, ok, err := l.src.LookupAPIKey(ctx, h)
 	if err == nil {
-		l.remember(h, p, ok)
+		l.remember(h, p, ok, asked)
 	} else if _, known, _ := l.recently(h); known {
 		err = fmt.Errorf("%w (%w)", err, errKnownKey)
 	}
@@ -362,18 +366,23 @@ func (l *limitedKeys) recently(h string) (p Principal, known, fresh bool) {
 	return r.p, ok, ok && time.Since(r.at) < RecentKeyTTL
 }
 
-// remember keeps a verified key, and forgets one src no longer accepts.
-func (l *limitedKeys) remember(h string, p Principal, verified bool) {
+// remember keeps a key src verified when asked at, and forgets one src no
+// longer accepts. A key already remembered from a later check keeps that
+// date.
+func (l *limitedKeys) remember(h string, p Principal, verified bool, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !verified {
 		delete(l.recent, h)
 		return
 	}
+	if r, ok := l.recent[h]; ok && r.at.After(at) {
+		return
+	}
 	if len(l.recent) >= maxRecentKeys {
 		clear(l.recent)
 	}
-	l.recent[h] = recentKey{p: p, at: time.Now()}
+	l.recent[h] = recentKey{p: p, at: at}
 }
 
 func (a *Auth) lookup(ctx context.Context, h string) (Principal, bool, error) {

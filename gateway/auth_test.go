@@ -586,3 +586,65 @@ func TestFinanceRequestIsBoundedAsAWhole(t *testing.T) {
 		t.Errorf("CSV export: %d after %v, want 503 after the key check's own %v", code, took, a.Timeout)
 	}
 }
+
+// slowTouchKeys answers "real" as the database did when the lookup read
+// it, and holds the first lookup's answer (its last_used_at write, say)
+// until released, as a revocation commits in between.
+type slowTouchKeys struct {
+	revoked *atomic.Bool
+	read    chan struct{} // the held lookup has read the key
+	release chan struct{}
+	held    *atomic.Bool
+}
+
+func (k slowTouchKeys) LookupAPIKey(context.Context, string) (Principal, bool, error) {
+	ok := !k.revoked.Load()
+	if k.held.CompareAndSwap(false, true) {
+		k.read <- struct{}{}
+		<-k.release
+	}
+	return Principal{Name: "ops-1", Role: RoleOps}, ok, nil
+}
+
+// TestKeyRevokedDuringItsLookupIsNotRecachedPastTheMinute: a lookup reads
+// a key just before it is revoked and answers after a newer lookup found it
+// revoked. While a flood holds every slot, the key may pass at most until
+// a minute after that read, the last time the database said yes: so no
+// longer than a minute after its revocation (README: "a key revoked within
+// that minute may pass"). Dated by when the answer arrived, the stale yes
+// outlived the revocation by the lookup's whole length (up to its 5 s).
+func TestKeyRevokedDuringItsLookupIsNotRecachedPastTheMinute(t *testing.T) {
+	db := slowTouchKeys{revoked: &atomic.Bool{}, read: make(chan struct{}), release: make(chan struct{}), held: &atomic.Bool{}}
+	lk := LimitLookups(db, 2).(*limitedKeys)
+	h := HashKey("real")
+	first := make(chan bool)
+	go func() {
+		_, ok, _ := lk.LookupAPIKey(context.Background(), h)
+		first <- ok
+	}()
+	<-db.read
+	db.revoked.Store(true)
+	revokedAt := time.Now()
+	if _, ok, _ := lk.LookupAPIKey(context.Background(), h); ok {
+		t.Fatal("lookup after the revocation: ok")
+	}
+	time.Sleep(100 * time.Millisecond) // the first lookup's write is slow
+	close(db.release)
+	if !<-first {
+		t.Fatal("the lookup that read the key before its revocation: not ok")
+	}
+	// Now is a minute after the revocation: move the memory back by what
+	// is left of that minute.
+	back := RecentKeyTTL - time.Since(revokedAt)
+	lk.mu.Lock()
+	for k, r := range lk.recent {
+		r.at = r.at.Add(-back)
+		lk.recent[k] = r
+	}
+	lk.mu.Unlock()
+	for lk.slots.take() { // a flood of unknown keys holds every slot
+	}
+	if _, ok, err := lk.LookupAPIKey(context.Background(), h); ok || err != nil {
+		t.Fatalf("key revoked a minute ago, during a flood: ok=%v err=%v, want refused by the database", ok, err)
+	}
+}
