@@ -241,6 +241,33 @@ func TestDuplicatePaymentIsFlagged(t *testing.T) {
 	})
 }
 
+// TestDuplicatePaymentNamesItsCurrency: a second payment of an order
+// already paid, stated in another currency than CNY, is flagged
+// DUPLICATE_PAYMENT naming that currency: its flag is the only record of
+// it (the notice rolls back), and "500 fen" would tell finance to refund
+// 5 yuan of what was 5 dollars.
+func TestDuplicatePaymentNamesItsCurrency(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		if _, err := s.ApplyTransaction(ctx, paid("n-dc1", "o-dc", "tx-dc1", 100)); err != nil {
+			t.Fatal(err)
+		}
+		usd := paid("n-dc2", "o-dc", "tx-dc2", 500)
+		usd.Currency = "USD"
+		if _, err := s.ApplyTransaction(ctx, usd); !errors.Is(err, ledger.ErrAlreadyRecorded) {
+			t.Fatalf("err = %v", err)
+		}
+		a, _ := s.Anomalies(ctx, "o-dc")
+		if len(a) != 1 || a[0].Kind != ledger.AnomalyDuplicatePayment || !strings.Contains(a[0].Detail, "tx-dc2: 500 in USD") ||
+			strings.Contains(a[0].Detail, "fen") {
+			t.Fatalf("anomalies = %+v; want the second payment's amount in USD, not in fen", a)
+		}
+		if p, _ := s.Payment(ctx, "o-dc"); p.AmountTotal != 100 || p.Currency != "CNY" || p.TransactionID != "tx-dc1" {
+			t.Fatalf("payment = %+v, want the first one as it was", p)
+		}
+	})
+}
+
 // TestConcurrentCallbacks fires the same notice and distinct notices for
 // one order from many goroutines: one payment, one history row.
 func TestConcurrentCallbacks(t *testing.T) {

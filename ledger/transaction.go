@@ -447,10 +447,16 @@ func duplicatePaymentFlag(row *paymentRow, u TransactionUpdate) *Anomaly {
 		return nil
 	}
 	// The second payment's notice is not stored (its transaction rolls
-	// back), so the flag carries what finance needs to refund it.
+	// back), so the flag carries what finance needs to refund it, in the
+	// currency it was paid in: the ledger's check of it (CNY only) is
+	// never reached for a payment the ledger does not apply.
+	unit := "fen"
+	if c := currencyOf(u.Currency); c != ledgerCurrency {
+		unit = "in " + truncate(c, 16)
+	}
 	return &Anomaly{Kind: AnomalyDuplicatePayment, Ref: u.TransactionID, OutTradeNo: row.OutTradeNo,
-		Detail: fmt.Sprintf("order %s already paid by %s, paid again by %s: %d fen (payer %d) by %s at %s, notify %s",
-			row.OutTradeNo, have, u.TransactionID, u.AmountTotal, u.PayerTotal, u.PayerOpenID,
+		Detail: fmt.Sprintf("order %s already paid by %s, paid again by %s: %d %s (payer %d) by %s at %s, notify %s",
+			row.OutTradeNo, have, u.TransactionID, u.AmountTotal, unit, u.PayerTotal, u.PayerOpenID,
 			u.SuccessTime.UTC().Format(time.RFC3339), u.Notice.NotifyID)}
 }
 
