@@ -387,6 +387,10 @@ func (s *Store) checkPayment(ctx context.Context, bp BillPayment, lp *Payment, b
 		it.RepairDetail = "ledger has transaction " + lp.TransactionID
 	case lp.AmountTotal != bp.Amount:
 		it.Kind, it.Repair = MismatchPaymentAmount, RepairDeferred
+	case currencyOf(bp.Currency) != currencyOf(lp.Currency):
+		// The same number in another currency is another amount.
+		it.Kind, it.Repair = MismatchPaymentAmount, RepairDeferred
+		it.RepairDetail = truncate("the bill says "+currencyOf(bp.Currency)+", the ledger "+currencyOf(lp.Currency), itemDetailWidth)
 	default:
 		return nil, nil
 	}

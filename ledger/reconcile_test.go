@@ -84,6 +84,9 @@ func TestReconcileRerunKeepsRepairs(t *testing.T) {
 			bill.Payments[1].Time).Error; err != nil {
 			t.Fatal(err)
 		}
+		// The bill reissued in CNY: against one still in USD, the ledger's
+		// CNY would be a mismatch of its own (TestReconcileReportsPaidInOtherCurrency).
+		bill.Payments[1].Currency = "CNY"
 		crashed := billPayment("crashed", "tx-crashed", 300)
 		if _, err := s.ApplyTransaction(ctx, ledger.TransactionUpdate{
 			Notice:     ledger.Notice{NotifyID: "reconcile:tx-crashed", Source: ledger.SourceReconcile, EventType: "RECONCILE.SUCCESS", OutTradeNo: "crashed"},
@@ -423,6 +426,35 @@ func TestReconcileRefusesOtherCurrency(t *testing.T) {
 		assertRepaired(t, s, cny)
 		if p, _ := s.Payment(ctx, "oc-cny"); p.Currency != "CNY" {
 			t.Fatalf("currency %q, want CNY", p.Currency)
+		}
+	})
+}
+
+// TestReconcileReportsPaidInOtherCurrency: a bill payment the ledger holds
+// paid (its callback said CNY) that the bill lists in another currency is
+// a mismatch of the amount, as another number is: the same 100 is not the
+// same money. The day is not MATCHED; the payment is left as recorded.
+func TestReconcileReportsPaidInOtherCurrency(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		for _, no := range []string{"ocur-usd", "ocur-cny"} {
+			if _, err := s.ApplyTransaction(ctx, paid("n-"+no, no, "tx-"+no, 100)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		usd, cny := billPayment("ocur-usd", "tx-ocur-usd", 100), billPayment("ocur-cny", "tx-ocur-cny", 100)
+		usd.Currency, cny.Currency = "USD", "CNY"
+		rep := reconcile(t, s, &ledger.Bill{Payments: []ledger.BillPayment{usd, cny}})
+		it := item(rep, "ocur-usd")
+		if rep.Status != ledger.ReconcileMismatched || it == nil || it.Kind != ledger.MismatchPaymentAmount ||
+			it.Repair != ledger.RepairDeferred || !strings.Contains(it.RepairDetail, "USD") {
+			t.Fatalf("report %+v, want the USD row a PAYMENT_AMOUNT_MISMATCH naming USD", rep)
+		}
+		if item(rep, "ocur-cny") != nil || rep.Mismatches != 1 {
+			t.Fatalf("items %+v, want only the USD row", rep.Items)
+		}
+		if p, _ := s.Payment(ctx, "ocur-usd"); p.Currency != "CNY" || p.AmountTotal != 100 {
+			t.Fatalf("payment = %+v, want it as recorded", p)
 		}
 	})
 }
