@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"paygateway/ledger"
 )
 
 // RefundRoutes adds the mini-program's refund API, authenticated by user
@@ -139,18 +141,23 @@ func (s *RefundService) Sweep(ctx context.Context, batch int) int {
 			break
 		}
 		r := &claimed[0]
-		// A check under way finishes, and is recorded, even when shutdown
-		// begins (Drain waits for it): the sweep stops between refunds.
-		end := s.work.begin()
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
-		after := s.resolve(cctx, r, "janitor", true)
-		cancel()
-		end()
+		after := s.check(ctx, r)
 		slog.InfoContext(ctx, "janitor: refund checked", "out_trade_no", r.OutTradeNo, "out_refund_no", r.OutRefundNo,
 			"from", r.State, "to", after.State)
 	}
 	s.pruneKeys(ctx)
 	return n
+}
+
+// check settles one claimed refund. It finishes, and is recorded, even
+// when shutdown begins (Drain waits for it): the sweep stops between
+// refunds. It is counted until it ends, a panic included (the janitor
+// starts again), so Drain never waits for a check that is over.
+func (s *RefundService) check(ctx context.Context, r *ledger.Refund) *ledger.Refund {
+	defer s.work.begin()()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout)
+	defer cancel()
+	return s.resolve(cctx, r, "janitor", true)
 }
 
 // pruneBatch is how many expired idempotency keys one DELETE removes.

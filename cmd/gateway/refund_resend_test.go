@@ -789,3 +789,42 @@ func makeDue(s *ledger.Store, no string) error {
 	}
 	return s.DB().Exec("UPDATE payments SET refund_sent_at = ? WHERE out_trade_no = ?", now.Add(-10*time.Minute), no).Error
 }
+
+// TestJanitorPanicIsNotLeftRunning: a janitor check that panics (a row or
+// an answer nobody foresaw) is logged and the janitor starts again; the
+// check must not stay counted as under way, or every later shutdown waits
+// the refunds' whole budget (Drain) for a check that ended long before,
+// and reports it as still running.
+func TestJanitorPanicIsNotLeftRunning(t *testing.T) {
+	abnormal := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+		return &gateway.WxRefund{OutRefundNo: req.OutRefundNo, Status: "ABNORMAL", Amount: 30}, nil
+	}
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		cfg := gateway.RefundConfig{Recheck: time.Hour, CallTimeout: 2 * time.Second}
+		no := fmt.Sprintf("janpanic-%d", time.Now().UnixNano())
+		payForResend(t, s, no)
+		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){abnormal}}
+		if _, err := gateway.NewRefundService(cfg, s, api, gateway.NewMemoryLocker()).Create(context.Background(), "o-resend", "k-"+no,
+			gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
+			t.Fatal(err)
+		}
+		if err := makeDue(s, no); err != nil {
+			t.Fatal(err)
+		}
+		boom := func(string) (*gateway.WxRefund, error) { panic("an answer nobody foresaw") }
+		svc := gateway.NewRefundService(cfg, s, &scriptedRefunds{t: t, queries: []func(string) (*gateway.WxRefund, error){boom}},
+			gateway.NewMemoryLocker())
+		func() {
+			defer func() {
+				if v := recover(); v == nil {
+					t.Fatal("the sweep did not panic")
+				}
+			}()
+			svc.Sweep(context.Background(), 10)
+		}()
+		began := time.Now()
+		if !svc.Drain() {
+			t.Fatalf("Drain waited %v and reports a janitor check still running; the only one panicked before", time.Since(began).Round(time.Millisecond))
+		}
+	})
+}
