@@ -128,10 +128,14 @@ func (c Config) preflight() error {
 	if _, _, err := c.Finance.dailyAt(); err != nil {
 		return err
 	}
+	m := &Main{Config: c}
+	if err := m.refundConfig().Check(); err != nil {
+		return fmt.Errorf("config: refunds.%w", err)
+	}
 	if !c.Refunds.JWT.configured() {
 		return nil
 	}
-	_, _, err := (&Main{Config: c}).refundSettings()
+	_, err := m.refundAuth()
 	return err
 }
 

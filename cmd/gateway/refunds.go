@@ -101,34 +101,49 @@ func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 	return out, nil
 }
 
-// wireRefunds adds the refund notification route always, and the refund
-// API and janitor when a JWT key and the merchant key are configured.
+// wireRefunds adds the refund notification route always, the janitor
+// when the merchant key is configured, and the refund API when a JWT key
+// is too. The janitor runs without the API: a refund made before the API
+// was turned off still has its outcome asked for, its gap waited out and
+// its amount given back when it fails; without it, it would stay reserved.
 func (m *Main) wireRefunds(ctx context.Context) error {
 	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundNotifyRoute)
-	if !m.Config.Refunds.JWT.configured() {
-		slog.Info("refund API off: needs refunds.jwt and wechatpay.merchant_private_key_file")
-		return nil
+	api := m.Config.Refunds.JWT.configured()
+	sc := m.refundConfig()
+	if err := sc.Check(); err != nil {
+		return fmt.Errorf("config: refunds.%w", err)
 	}
-	// Checked even when the API stays off, so that a bad setting fails
-	// now, not on the day the merchant key is added.
-	auth, sc, err := m.refundSettings()
-	if err != nil {
-		return err
-	}
-	for _, w := range sc.Warnings() {
-		slog.Warn("config: refunds." + w)
+	var auth *gateway.JWTAuth
+	if api {
+		// Checked even when the API stays off, so that a bad setting fails
+		// now, not on the day the merchant key is added.
+		var err error
+		if auth, err = m.refundAuth(); err != nil {
+			return err
+		}
+		for _, w := range sc.Warnings() {
+			slog.Warn("config: refunds." + w)
+		}
 	}
 	if m.Config.WechatPay.MerchantPrivateKeyFile == "" {
-		slog.Warn("refund API off: refunds.jwt is set but wechatpay.merchant_private_key_file is not; /v1/refunds answers 404")
+		if api {
+			slog.Warn("refund API off: refunds.jwt is set but wechatpay.merchant_private_key_file is not; /v1/refunds answers 404")
+		} else {
+			slog.Info("refund API and janitor off: they need wechatpay.merchant_private_key_file (and refunds.jwt for the API)")
+		}
 		return nil
 	}
 	client := m.Wechat
 	if client == nil {
-		return errors.New("refund API: the WeChat Pay client is not configured")
+		return errors.New("refunds: the WeChat Pay client is not configured")
 	}
 	svc := gateway.NewRefundService(sc, m.Store, wechatpay.RefundAdapter{Client: client}, m.Processor.Locker())
 	m.Refunds = svc
-	m.Deps.Routes = append(m.Deps.Routes, gateway.RefundRoutes(svc, auth))
+	if api {
+		m.Deps.Routes = append(m.Deps.Routes, gateway.RefundRoutes(svc, auth))
+	} else {
+		slog.Info("refund API off (refunds.jwt not set): /v1/refunds answers 404; the janitor settles refunds already made")
+	}
 	rc := m.Config.Refunds
 	m.AddJob(func(ctx context.Context) {
 		svc.RunJanitor(ctx, gateway.JanitorConfig{Interval: rc.JanitorInterval, Batch: rc.JanitorBatch})
@@ -136,22 +151,23 @@ func (m *Main) wireRefunds(ctx context.Context) error {
 	return nil
 }
 
-// refundSettings checks the refund API's token keys and timings.
-func (m *Main) refundSettings() (*gateway.JWTAuth, gateway.RefundConfig, error) {
+// refundConfig is the refund service's settings.
+func (m *Main) refundConfig() gateway.RefundConfig {
 	rc := m.Config.Refunds
-	sc := gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
+	return gateway.RefundConfig{InFlight: rc.InFlight, KeyTTL: rc.KeyTTL,
 		SafetyBuffer: rc.SafetyBuffer, Recheck: rc.Recheck, CallTimeout: rc.CallTimeout, APITimeout: m.Config.HTTP.APITimeout,
 		Calls: m.limiter, CallLimit: m.Config.RateLimit.refundCalls(), OrderGap: rc.OrderGap}
-	jc, err := rc.JWT.gatewayJWT()
+}
+
+// refundAuth checks the refund API's token keys.
+func (m *Main) refundAuth() (*gateway.JWTAuth, error) {
+	jc, err := m.Config.Refunds.JWT.gatewayJWT()
 	if err != nil {
-		return nil, sc, err
+		return nil, err
 	}
 	auth, err := gateway.NewJWTAuth(jc)
 	if err != nil {
-		return nil, sc, fmt.Errorf("config: refunds.jwt: %w", err)
+		return nil, fmt.Errorf("config: refunds.jwt: %w", err)
 	}
-	if err := sc.Check(); err != nil {
-		return nil, sc, fmt.Errorf("config: refunds.%w", err)
-	}
-	return auth, sc, nil
+	return auth, nil
 }
