@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"errors"
@@ -47,6 +48,12 @@ func NewJWTAuth(cfg JWTConfig) (*JWTAuth, error) {
 	case len(cfg.HS256Secret) > 0:
 		if len(cfg.HS256Secret) < 32 {
 			return nil, errors.New("jwt: HS256 secret must be at least 32 bytes")
+		}
+		// A key in PEM (the backend's public key in the secret's place)
+		// would let anyone holding that public key sign tokens with it.
+		if bytes.Contains(cfg.HS256Secret, []byte("-----BEGIN ")) {
+			return nil, errors.New("jwt: the HS256 secret is a PEM key: anyone with a public key can sign with it; " +
+				"an ES256 public key goes in es256_public_key_file, an HS256 secret is a random shared string")
 		}
 		method, key = jwt.SigningMethodHS256.Alg(), cfg.HS256Secret
 	case cfg.ES256PublicKey != nil && cfg.ES256PublicKey.Curve != elliptic.P256():

@@ -4,6 +4,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +87,33 @@ func TestES256KeyMustBeOnP256(t *testing.T) {
 		}
 		if _, err := gateway.NewJWTAuth(gateway.JWTConfig{ES256PublicKey: &k.PublicKey, Audience: "refunds"}); err == nil {
 			t.Errorf("a %s key was taken for ES256", curve.Params().Name)
+		}
+	}
+}
+
+// TestHS256SecretIsNoPublicKey: a public key put where the HS256 secret
+// goes (the backend's ES256 key written into the mounted secret file)
+// would let anyone who has that public key sign HS256 tokens with its
+// text, for any openid: the start is refused.
+func TestHS256SecretIsNoPublicKey(t *testing.T) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	for name, secret := range map[string][]byte{"pem": pub, "pem trimmed": []byte(strings.TrimSpace(string(pub)))} {
+		auth, err := gateway.NewJWTAuth(gateway.JWTConfig{HS256Secret: secret, Audience: "refunds"})
+		if err == nil {
+			tok, _ := gateway.SignDevToken(secret, "o-anyone", "", "refunds", time.Hour)
+			openid, verr := auth.OpenID(tok)
+			t.Fatalf("%s: a PEM public key was taken for the HS256 secret (a token signed with it gives %q, %v)", name, openid, verr)
+		}
+		if !strings.Contains(err.Error(), "es256_public_key_file") {
+			t.Errorf("%s: refusal does not point at es256_public_key_file: %v", name, err)
 		}
 	}
 }
