@@ -71,8 +71,9 @@ func ParseAPIKeys(specs []string) (StaticKeys, error) {
 			return nil, fmt.Errorf("api key entry %d of %d: want name:role:sha256hex, the name of 1-64 of A-Z a-z 0-9 _ . - @", i+1, len(specs))
 		}
 		name, role, h := parts[0], Role(parts[1]), strings.ToLower(parts[2])
-		if !ValidRole(role) {
-			return nil, fmt.Errorf("api key %s: unknown role %q", name, role)
+		if !ValidRole(role) { // not quoted: with role and hash swapped, or a key pasted in, it is one of those
+			return nil, fmt.Errorf("api key entry %d of %d (%s): the role is none of finance, ops, service or metrics "+
+				"(want name:role:sha256hex)", i+1, len(specs), name)
 		}
 		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
 			return nil, fmt.Errorf("api key %s: hash must be 64 hex characters of SHA-256", name)

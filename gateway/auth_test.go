@@ -386,7 +386,10 @@ func TestParseAPIKeysRefusesWithoutPrintingTheEntry(t *testing.T) {
 	if err != nil || keys[h] != (Principal{Name: "alice", Role: "finance"}) {
 		t.Fatalf("a good entry read as %v, %v", keys, err)
 	}
-	for _, spec := range []string{"alice smith:finance:" + h, "bob:finance:raw:secret-key-1234", "carol:" + h} {
+	// Three fields, but the role's place holds the hash (role and hash
+	// swapped) or a key pasted in.
+	for _, spec := range []string{"alice smith:finance:" + h, "bob:finance:raw:secret-key-1234", "carol:" + h,
+		"dave:" + h + ":finance", "erin:secret-key-1234:" + h} {
 		_, err := ParseAPIKeys([]string{"alice:finance:" + HashKey("other"), spec})
 		if err == nil {
 			t.Fatalf("entry %q accepted", spec)
