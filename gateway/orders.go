@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -76,6 +77,12 @@ func DecodeJSON(c *gin.Context, max int64, v any) error {
 	body, err := ReadBody(c, max)
 	if err != nil {
 		return err
+	}
+	// The decoder would turn each byte that is not UTF-8 into U+FFFD: a
+	// refund's reason in GBK, say, would reach WeChat Pay (and the payer)
+	// as other text than was sent.
+	if !utf8.Valid(body) {
+		return &Error{Code: CodeInvalid, Message: "malformed JSON: the body must be UTF-8"}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

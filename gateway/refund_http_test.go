@@ -222,3 +222,35 @@ func TestRefundInAnotherMediaTypeLeavesNoTrace(t *testing.T) {
 		}
 	})
 }
+
+// TestRefundReasonNotUTF8LeavesNoTrace: a refund whose reason is not
+// UTF-8 (here GBK, as a client that does not label its charset might
+// send "尺码不对") is 400 before anything is recorded. Before, the JSON
+// decoder turned each bad byte into U+FFFD and the refund went to WeChat
+// Pay with "����" as its reason, shown to the payer in the refund message.
+func TestRefundReasonNotUTF8LeavesNoTrace(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		paidBy(t, s, "gbk-001", "o-gbk")
+		wx := &countedRefunds{}
+		svc := NewRefundService(RefundConfig{CallTimeout: 3 * time.Second}, s, wx, NewMemoryLocker())
+		d := &Deps{APITimeout: time.Second, MaxBodyBytes: 1 << 16}
+		r := gin.New()
+		r.POST("/v1/refunds", func(c *gin.Context) { c.Set(openIDKey, "o-gbk"); createRefund(c, d, svc) })
+		gbk := "\xb3\xdf\xc2\xeb\xb2\xbb\xb6\xd4" // 尺码不对 in GBK
+		req := httptest.NewRequest("POST", "/v1/refunds", strings.NewReader(`{"out_trade_no":"gbk-001","amount":40,"reason":"`+gbk+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "k-gbk")
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `"code":"`+CodeInvalid+`"`) {
+			t.Errorf("%d %s, want 400 %s", w.Code, w.Body, CodeInvalid)
+		}
+		var refunds, keys int64
+		s.DB().Table("refunds").Count(&refunds)
+		s.DB().Table("idempotency_keys").Count(&keys)
+		if refunds != 0 || keys != 0 || wx.n.Load() != 0 {
+			t.Fatalf("%d refunds, %d keys, %d sent to WeChat Pay; want none", refunds, keys, wx.n.Load())
+		}
+	})
+}
