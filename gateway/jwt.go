@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -114,7 +115,8 @@ func (a *JWTAuth) Require() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		h := c.GetHeader("Authorization")
 		const prefix = "Bearer "
-		if len(h) <= len(prefix) || h[:len(prefix)] != prefix {
+		// The scheme is case-insensitive (RFC 7235), as for the API keys.
+		if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
 			writeError(c, &Error{Code: CodeUnauthorized, Message: "missing bearer token"})
 			return
 		}

@@ -7,9 +7,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"strings"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
 
 	"paygateway/gateway"
@@ -114,6 +117,34 @@ func TestHS256SecretIsNoPublicKey(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "es256_public_key_file") {
 			t.Errorf("%s: refusal does not point at es256_public_key_file: %v", name, err)
+		}
+	}
+}
+
+// TestJWTSchemeIsCaseInsensitive: the Authorization scheme is a
+// case-insensitive token (RFC 7235, 2.1), as the API keys' "Bearer" is
+// read: a client sending "bearer <jwt>" is let through. Before, its valid
+// token was answered 401 "missing bearer token".
+func TestJWTSchemeIsCaseInsensitive(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	a, err := gateway.NewJWTAuth(gateway.JWTConfig{HS256Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := gateway.SignDevToken(secret, "o-case", "", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := gin.New()
+	r.GET("/me", a.Require(), func(c *gin.Context) { c.String(http.StatusOK, gateway.CurrentOpenID(c)) })
+	for _, h := range []string{"Bearer " + tok, "bearer " + tok, "BEARER " + tok} {
+		req := httptest.NewRequest("GET", "/me", nil)
+		req.Header.Set("Authorization", h)
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != http.StatusOK || w.Body.String() != "o-case" {
+			t.Errorf("Authorization %.7q…: %d %s, want 200 o-case", h, w.Code, w.Body)
 		}
 	}
 }
