@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -253,4 +255,48 @@ func TestRefundReasonNotUTF8LeavesNoTrace(t *testing.T) {
 			t.Fatalf("%d refunds, %d keys, %d sent to WeChat Pay; want none", refunds, keys, wx.n.Load())
 		}
 	})
+}
+
+// TestOpenAPIIdempotencyKeyIsTheOneAccepted: openapi.json's schema of the
+// Idempotency-Key header accepts exactly the keys POST /v1/refunds does
+// (1-128 printable ASCII characters). Before, it said only "at most 128",
+// so a client built from it could send a key with a space or a Chinese
+// character and meet a 400 the document did not announce.
+func TestOpenAPIIdempotencyKeyIsTheOneAccepted(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Parameters []struct {
+				Name   string `json:"name"`
+				Schema struct {
+					MinLength int    `json:"minLength"`
+					MaxLength int    `json:"maxLength"`
+					Pattern   string `json:"pattern"`
+				} `json:"schema"`
+			} `json:"parameters"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(OpenAPIDocument, &doc); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range doc.Paths["/v1/refunds"]["post"].Parameters {
+		if p.Name != "Idempotency-Key" {
+			continue
+		}
+		found = true
+		re, err := regexp.Compile(p.Schema.Pattern)
+		if err != nil || p.Schema.Pattern == "" {
+			t.Fatalf("pattern %q: %v", p.Schema.Pattern, err)
+		}
+		for _, k := range []string{"k", "demo-r1", strings.Repeat("k", 128), strings.Repeat("k", 129), "", "k k", "k\tk", "é-key",
+			"退款-1", "k\x7f", "!~{}\"'", "550e8400-e29b-41d4-a716-446655440000"} {
+			documented := re.MatchString(k) && len(k) >= p.Schema.MinLength && len(k) <= p.Schema.MaxLength
+			if documented != validIdempotencyKey(k) {
+				t.Errorf("key %q: openapi.json says %v, the handler %v", k, documented, validIdempotencyKey(k))
+			}
+		}
+	}
+	if !found {
+		t.Fatal("POST /v1/refunds documents no Idempotency-Key header")
+	}
 }
