@@ -102,3 +102,25 @@ func TestDecodeJSONRefusesOtherMediaTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeJSONRefusesTwoContentTypes: a body labelled twice, as JSON and
+// as something else, is 415 like one labelled only as the other: the
+// handler read the first header, and a proxy or firewall keeping the last
+// saw a form or text where the gateway acted on JSON.
+func TestDecodeJSONRefusesTwoContentTypes(t *testing.T) {
+	for _, two := range [][]string{
+		{"application/json", "application/x-www-form-urlencoded"},
+		{"application/json", "text/plain"},
+		{"application/json", "application/json"},
+	} {
+		c, _ := gin.CreateTestContext(httptest.NewRecorder())
+		c.Request = httptest.NewRequest("POST", "/", strings.NewReader(`{"amount":30}`))
+		c.Request.Header["Content-Type"] = two
+		var v struct {
+			Amount int64 `json:"amount"`
+		}
+		if err := DecodeJSON(c, 1<<10, &v); ErrorCode(err) != CodeUnsupportedType || Status(err) != 415 {
+			t.Errorf("%q: %v (amount %d), want 415 %s", two, err, v.Amount, CodeUnsupportedType)
+		}
+	}
+}

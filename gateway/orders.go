@@ -69,9 +69,11 @@ func (o orderRequest) validate(earliest time.Time) error {
 
 // DecodeJSON reads a JSON body strictly: unknown fields and trailing data
 // are errors, and so (415) is a body labelled as another media type than
-// JSON in UTF-8; one without a Content-Type is read as JSON.
+// JSON in UTF-8, or labelled twice (a proxy keeping the last header would
+// see another type than this handler, which reads the first); one
+// without a Content-Type is read as JSON.
 func DecodeJSON(c *gin.Context, max int64, v any) error {
-	if !jsonContentType(c.GetHeader("Content-Type")) {
+	if len(c.Request.Header.Values("Content-Type")) > 1 || !jsonContentType(c.GetHeader("Content-Type")) {
 		return &Error{Code: CodeUnsupportedType, Message: "Content-Type must be application/json"}
 	}
 	body, err := ReadBody(c, max)
