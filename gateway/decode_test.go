@@ -124,3 +124,40 @@ func TestDecodeJSONRefusesTwoContentTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeJSONRefusesContentEncodings: a body labelled with a content
+// coding (gzip, deflate, …) is 415, as RFC 9110 has it: the gateway
+// decodes none. Before, one labelled gzip whose bytes were plain JSON was
+// acted on (a proxy decoding it saw no JSON), and a body really gzipped
+// was answered "malformed JSON: syntax error", which did not say why.
+func TestDecodeJSONRefusesContentEncodings(t *testing.T) {
+	for _, tc := range []struct {
+		enc []string
+		ok  bool
+	}{
+		{nil, true},
+		{[]string{"identity"}, true},
+		{[]string{"gzip"}, false},
+		{[]string{"deflate"}, false},
+		{[]string{"br"}, false},
+		{[]string{"identity", "gzip"}, false},
+		{[]string{"identity, gzip"}, false},
+	} {
+		c, _ := gin.CreateTestContext(httptest.NewRecorder())
+		c.Request = httptest.NewRequest("POST", "/", strings.NewReader(`{"amount":30}`))
+		c.Request.Header.Set("Content-Type", "application/json")
+		if tc.enc != nil {
+			c.Request.Header["Content-Encoding"] = tc.enc
+		}
+		var v struct {
+			Amount int64 `json:"amount"`
+		}
+		err := DecodeJSON(c, 1<<10, &v)
+		switch {
+		case tc.ok && (err != nil || v.Amount != 30):
+			t.Errorf("%q: %v (amount %d), want it read", tc.enc, err, v.Amount)
+		case !tc.ok && (ErrorCode(err) != CodeUnsupportedType || Status(err) != 415 || v.Amount != 0):
+			t.Errorf("%q: %v (amount %d), want 415 %s", tc.enc, err, v.Amount, CodeUnsupportedType)
+		}
+	}
+}

@@ -70,11 +70,15 @@ func (o orderRequest) validate(earliest time.Time) error {
 // DecodeJSON reads a JSON body strictly: unknown fields and trailing data
 // are errors, and so (415) is a body labelled as another media type than
 // JSON in UTF-8, or labelled twice (a proxy keeping the last header would
-// see another type than this handler, which reads the first); one
+// see another type than this handler, which reads the first), or with a
+// content coding, which the gateway does not decode (RFC 9110's 415); one
 // without a Content-Type is read as JSON.
 func DecodeJSON(c *gin.Context, max int64, v any) error {
 	if len(c.Request.Header.Values("Content-Type")) > 1 || !jsonContentType(c.GetHeader("Content-Type")) {
 		return &Error{Code: CodeUnsupportedType, Message: "Content-Type must be application/json"}
+	}
+	if !identityCoding(c.Request.Header.Values("Content-Encoding")) {
+		return &Error{Code: CodeUnsupportedType, Message: "Content-Encoding is not supported: send the body uncompressed"}
 	}
 	body, err := ReadBody(c, max)
 	if err != nil {
@@ -117,6 +121,19 @@ func jsonContentType(ct string) bool {
 	}
 	cs, ok := params["charset"]
 	return !ok || strings.EqualFold(cs, "utf-8")
+}
+
+// identityCoding reports whether Content-Encoding lines name no coding
+// but identity.
+func identityCoding(lines []string) bool {
+	for _, l := range lines {
+		for _, c := range strings.Split(l, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // jsonProblem says what is wrong with a body in the API's words: the

@@ -193,8 +193,8 @@ func answerOrErr(a *Answer, err error) string {
 }
 
 // TestRefundInAnotherMediaTypeLeavesNoTrace: POST /v1/refunds with a
-// body labelled as a form or as text (alone, or after application/json)
-// is 415 before anything is recorded:
+// body labelled as a form or as text (alone, or after application/json),
+// or as gzipped, is 415 before anything is recorded:
 // no refund, no idempotency key, no history.
 func TestRefundInAnotherMediaTypeLeavesNoTrace(t *testing.T) {
 	gin.SetMode(gin.TestMode)
@@ -206,15 +206,16 @@ func TestRefundInAnotherMediaTypeLeavesNoTrace(t *testing.T) {
 		r.POST("/v1/refunds", func(c *gin.Context) { c.Set(openIDKey, "o-ctype"); createRefund(c, d, svc) })
 		var history int64
 		s.DB().Table("state_history").Count(&history)
-		for _, ctype := range [][]string{{"text/plain"}, {"application/x-www-form-urlencoded"},
-			{"application/json", "application/x-www-form-urlencoded"}} { // labelled twice: a proxy may keep the last
+		for _, h := range []http.Header{{"Content-Type": {"text/plain"}}, {"Content-Type": {"application/x-www-form-urlencoded"}},
+			{"Content-Type": {"application/json", "application/x-www-form-urlencoded"}}, // labelled twice: a proxy may keep the last
+			{"Content-Type": {"application/json"}, "Content-Encoding": {"gzip"}}} {      // plain JSON labelled gzipped
 			req := httptest.NewRequest("POST", "/v1/refunds", strings.NewReader(`{"out_trade_no":"ctype-1","amount":40}`))
-			req.Header["Content-Type"] = ctype
+			req.Header = h
 			req.Header.Set("Idempotency-Key", "k-ctype")
 			w := httptest.NewRecorder()
 			r.ServeHTTP(w, req)
 			if w.Code != http.StatusUnsupportedMediaType || !strings.Contains(w.Body.String(), `"code":"`+CodeUnsupportedType+`"`) {
-				t.Errorf("%s: %d %s, want 415 %s", ctype, w.Code, w.Body, CodeUnsupportedType)
+				t.Errorf("%v: %d %s, want 415 %s", h, w.Code, w.Body, CodeUnsupportedType)
 			}
 		}
 		var refunds, keys, after int64
