@@ -115,12 +115,17 @@ func (a *JWTAuth) Require() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		h := c.GetHeader("Authorization")
 		const prefix = "Bearer "
-		// The scheme is case-insensitive (RFC 7235), as for the API keys.
-		if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		// The scheme is case-insensitive and may be followed by several
+		// spaces (RFC 9110 11.1, RFC 6750 2.1), as for the API keys.
+		raw := ""
+		if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
+			raw = strings.TrimLeft(h[len(prefix):], " ")
+		}
+		if raw == "" {
 			writeError(c, &Error{Code: CodeUnauthorized, Message: "missing bearer token"})
 			return
 		}
-		openid, err := a.OpenID(h[len(prefix):])
+		openid, err := a.OpenID(raw)
 		if err != nil {
 			writeError(c, Errorf(CodeUnauthorized, "invalid or expired token", err))
 			return

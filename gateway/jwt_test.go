@@ -124,7 +124,8 @@ func TestHS256SecretIsNoPublicKey(t *testing.T) {
 // TestJWTSchemeIsCaseInsensitive: the Authorization scheme is a
 // case-insensitive token (RFC 7235, 2.1), as the API keys' "Bearer" is
 // read: a client sending "bearer <jwt>" is let through. Before, its valid
-// token was answered 401 "missing bearer token".
+// token was answered 401 "missing bearer token". Several spaces may
+// separate the scheme from the token (RFC 9110 11.1).
 func TestJWTSchemeIsCaseInsensitive(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	secret := []byte("0123456789abcdef0123456789abcdef")
@@ -138,7 +139,7 @@ func TestJWTSchemeIsCaseInsensitive(t *testing.T) {
 	}
 	r := gin.New()
 	r.GET("/me", a.Require(), func(c *gin.Context) { c.String(http.StatusOK, gateway.CurrentOpenID(c)) })
-	for _, h := range []string{"Bearer " + tok, "bearer " + tok, "BEARER " + tok} {
+	for _, h := range []string{"Bearer " + tok, "bearer " + tok, "BEARER " + tok, "Bearer   " + tok} {
 		req := httptest.NewRequest("GET", "/me", nil)
 		req.Header.Set("Authorization", h)
 		w := httptest.NewRecorder()
