@@ -66,9 +66,13 @@ func NewRouter(d Deps) *gin.Engine {
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), notifyListenerOnly())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
-	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	// Probes answer HEAD too: some load balancers check health with it.
+	healthy := func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
+	r.GET("/healthz", healthy)
+	r.HEAD("/healthz", healthy)
 	d.readiness = &readiness{}
 	r.GET("/readyz", d.ready)
+	r.HEAD("/readyz", d.ready)
 	if d.Metrics != nil && !d.MetricsElsewhere {
 		r.GET("/metrics", append(d.metricsGuard(), gin.WrapH(d.Metrics.Handler()))...)
 	}

@@ -27,6 +27,8 @@ var routeCallers = map[string][]string{
 	"post /v1/wechatpay/notify/refund":                {"wechat"},
 	"get /healthz":                                    {"public"},
 	"get /readyz":                                     {"public"},
+	"head /healthz":                                   {"public"},
+	"head /readyz":                                    {"public"},
 	"get /openapi.json":                               {"public"},
 	"get /v1/ledger/payments/{out_trade_no}":          nil, // nil: finance or ops
 	"post /v1/ledger/anomalies/{id}/resolve":          nil,
