@@ -234,7 +234,7 @@ func (s *RefundService) Create(ctx context.Context, openid, idemKey string, p Re
 	k, run, err := s.store.BeginIdempotent(ctx, openid, idemKey, p.hash(), s.cfg.InFlight, s.cfg.KeyTTL)
 	switch {
 	case errors.Is(err, ledger.ErrInFlight):
-		return nil, Errorf(CodeInFlight, "a request with this Idempotency-Key is in progress; retry later", err)
+		return nil, inFlight(Errorf(CodeInFlight, "a request with this Idempotency-Key is in progress; retry later", err))
 	case errors.Is(err, ledger.ErrIdempotencyMismatch):
 		return nil, Errorf(CodeKeyReused, "Idempotency-Key was used with other parameters", err)
 	case err != nil:
@@ -384,7 +384,7 @@ func refundError(err error) error {
 	case errors.As(err, &exceeds):
 		return Errorf(CodeConflict, fmt.Sprintf("refund exceeds what is left to refund (%d fen)", max(exceeds.Remaining, 0)), err)
 	case errors.Is(err, ledger.ErrConflict): // a request that took the key over created the refund first
-		return Errorf(CodeInFlight, "another request with this Idempotency-Key holds it or created the refund; retry with the same key and parameters for its answer", err)
+		return inFlight(Errorf(CodeInFlight, "another request with this Idempotency-Key holds it or created the refund; retry with the same key and parameters for its answer", err))
 	case errors.Is(err, ledger.ErrAlreadyRecorded): // an out_refund_no collision: never answer with another's refund
 		return Errorf(CodeUnavailable, "refund number already taken, try again", err)
 	}
@@ -682,4 +682,15 @@ func (s *RefundService) Get(ctx context.Context, openid, outRefundNo string) (*l
 		return nil, ledgerError(err)
 	}
 	return r, nil
+}
+
+// inFlightRetry is the Retry-After of a 409 EIN_FLIGHT: the request
+// holding the key usually has its answer stored by then (a holder that
+// died keeps it for refunds.in_flight; asking again meanwhile is cheap).
+const inFlightRetry = 2 * time.Second
+
+// inFlight sets a 409 EIN_FLIGHT's Retry-After.
+func inFlight(e *Error) *Error {
+	e.RetryAfter = inFlightRetry
+	return e
 }

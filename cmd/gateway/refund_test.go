@@ -94,7 +94,8 @@ func checkRefundMetrics(t *testing.T, base string, want map[string]float64) {
 }
 
 // TestRefundSameKeyConcurrent fires 100 identical requests at once: one
-// refund reaches WeChat Pay, every answer is the stored one or 409.
+// refund reaches WeChat Pay, every answer is the stored one or 409 (with
+// a Retry-After saying when asking again may get the answer).
 func TestRefundSameKeyConcurrent(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -109,6 +110,9 @@ func TestRefundSameKeyConcurrent(t *testing.T) {
 				switch {
 				case a.status == 409 && a.json(t)["code"] == gateway.CodeInFlight:
 					inFlight++
+					if ra := a.header.Get("Retry-After"); ra == "" || ra == "0" {
+						t.Errorf("answer %d: 409 EIN_FLIGHT with Retry-After %q, want when to ask again", i, ra)
+					}
 				case first == nil:
 					first = &a
 				case a.status != first.status || !bytes.Equal(a.body, first.body):
