@@ -144,6 +144,10 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	// lost to another instance). A DSN's clientFoundRows=true would count
 	// matched rows and make a skipped duplicate look inserted.
 	mc.ClientFoundRows = false
+	// The ledger loads no file: a DSN's allowAllFiles=true would let the
+	// server (or anyone between, without TLS) read any file this process
+	// can, the merchant's private key included, by LOAD DATA LOCAL INFILE.
+	mc.AllowAllFiles = false
 	// Belt and braces for a time the ledger did not cut to the microsecond
 	// itself: the driver cuts it rather than let MySQL 8 round it.
 	if err := mc.Apply(mysqldrv.TimeTruncate(time.Microsecond)); err != nil {

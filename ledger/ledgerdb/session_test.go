@@ -3,6 +3,7 @@ package ledgerdb_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -193,5 +194,44 @@ func TestPoolClosesIdleConnections(t *testing.T) {
 			t.Fatalf("no idle connection closed 10 s after ConnMaxIdleTime 50 ms: %+v", sqlDB.Stats())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDSNCannotLetTheServerReadFiles: a DSN's allowAllFiles=true would let
+// the server (or anyone in between, without TLS) ask for any file this
+// process can read, the merchant's private key included, through LOAD
+// DATA LOCAL INFILE; the ledger loads no file, so the driver sends none.
+func TestDSNCannotLetTheServerReadFiles(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := mysqldrv.ParseDSN(strings.TrimPrefix(ledgertest.MySQLDSN(t), "mysql://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AllowAllFiles = true
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: "mysql://" + cfg.FormatDSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	defer sqlDB.Close()
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "CREATE TEMPORARY TABLE loaded (v TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	secret := t.TempDir() + "/secret.pem"
+	if err := os.WriteFile(secret, []byte("PRIVATE"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.ExecContext(ctx, "LOAD DATA LOCAL INFILE '"+secret+"' INTO TABLE loaded")
+	var n int
+	if qerr := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM loaded").Scan(&n); qerr != nil {
+		t.Fatal(qerr)
+	}
+	if err == nil || n != 0 {
+		t.Fatalf("LOAD DATA LOCAL INFILE with allowAllFiles=true in the DSN: err %v, %d rows loaded; want it refused", err, n)
 	}
 }
