@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
 
@@ -91,4 +92,42 @@ func TestRedisDoneMarkAfterALostCommit(t *testing.T) {
 	if got := rfLedger(t, lost, "rd-done-2"); got != want {
 		t.Fatalf("redelivery answered 204; ledger %s, want %s", got, want)
 	}
+}
+
+// TestFailedDeliveryIsNotMarkedDone: the done mark is written only after
+// the ledger commits. A delivery the database fails (here a trigger
+// refusing the notice's insert, as an outage would) is answered 5xx, and
+// WeChat Pay's redelivery, once the database is back, is recorded: not
+// answered 204 from a mark the failed attempt left in this process's
+// memory, which would lose the payment.
+func TestFailedDeliveryIsNotMarkedDone(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		keys := rfKeys(t)
+		e := newRFEdge(t, keys, s, 1)
+		db := s.DB()
+		down := "CREATE TRIGGER notices_down BEFORE INSERT ON notifications BEGIN SELECT RAISE(ABORT, 'database down'); END"
+		if db.Dialector.Name() == "mysql" {
+			down = "CREATE TRIGGER notices_down BEFORE INSERT ON notifications FOR EACH ROW " +
+				"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'database down'"
+		}
+		if err := db.Exec(down).Error; err != nil {
+			t.Fatal(err)
+		}
+		n := rfPaymentNotice(t, keys, "dm-fail-1", "SUCCESS")
+		if code := e.post(t, "payment", n); code < 500 {
+			t.Fatalf("delivery while the database fails: %d, want 5xx", code)
+		}
+		if err := db.Exec("DROP TRIGGER notices_down").Error; err != nil {
+			t.Fatal(err)
+		}
+		if code := e.post(t, "payment", n); code != http.StatusNoContent {
+			t.Fatalf("redelivery: %d, want 204", code)
+		}
+		if recorded, err := s.NoticeRecorded(context.Background(), n.ID); err != nil || !recorded {
+			t.Fatalf("redelivery answered 204 but the ledger lacks notice %s (recorded %v, err %v)", n.ID, recorded, err)
+		}
+		if p, err := s.Payment(context.Background(), "dm-fail-1"); err != nil || p.State != ledger.PaymentSuccess {
+			t.Fatalf("payment after the redelivery: %+v, %v; want SUCCESS", p, err)
+		}
+	})
 }
