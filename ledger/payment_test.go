@@ -538,3 +538,32 @@ func TestUpdateWithoutOrderLeavesNoTrace(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedTransitionLeavesNoHistory: a transition's history row is
+// written in its transaction. A payment whose transaction fails after
+// the row was appended (here a trigger refusing its stock confirmation
+// job, written after the history row) leaves no history: the audit trail
+// never shows a SUCCESS the ledger does not hold.
+func TestFailedTransitionLeavesNoHistory(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		db := s.DB()
+		down := "CREATE TRIGGER jobs_down BEFORE INSERT ON outbox_jobs BEGIN SELECT RAISE(ABORT, 'jobs down'); END"
+		if db.Dialector.Name() == "mysql" {
+			down = "CREATE TRIGGER jobs_down BEFORE INSERT ON outbox_jobs FOR EACH ROW " +
+				"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'jobs down'"
+		}
+		if err := db.Exec(down).Error; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ApplyTransaction(ctx, paid("hist-n1", "hist-o1", "hist-tx1", 100)); err == nil {
+			t.Fatal("apply with its job refused: no error")
+		}
+		if h, err := s.History(ctx, "hist-o1"); err != nil || len(h) != 0 {
+			t.Fatalf("history of a payment never recorded: %+v, %v; want none", h, err)
+		}
+		if _, err := s.Payment(ctx, "hist-o1"); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("payment: %v, want ErrNotFound", err)
+		}
+	})
+}
