@@ -505,21 +505,9 @@ func TestSlowJanitorLeavesOtherRefundsToOthers(t *testing.T) {
 // context ending) while WeChat Pay's answer is on its way: the answer is
 // still recorded, and the sweep stops before the next refund.
 func TestJanitorFinishesTheCheckUnderWayAtShutdown(t *testing.T) {
-	abnormal := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
-		return &gateway.WxRefund{OutRefundNo: req.OutRefundNo, Status: "ABNORMAL", Amount: 30}, nil
-	}
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		cfg := gateway.RefundConfig{Recheck: time.Hour, CallTimeout: 5 * time.Second}
-		no := fmt.Sprintf("stopjan-%d", time.Now().UnixNano())
-		payForResend(t, s, no)
-		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){abnormal}}
-		if _, err := gateway.NewRefundService(cfg, s, api, gateway.NewMemoryLocker()).Create(context.Background(), "o-resend", "k-"+no,
-			gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
-			t.Fatal(err)
-		}
-		if err := makeDue(s, no); err != nil {
-			t.Fatal(err)
-		}
+		no := abnormalDue(t, s, cfg, "stopjan")
 		ctx, stop := context.WithCancel(context.Background())
 		slow := func(no string) (*gateway.WxRefund, error) {
 			stop() // shutdown begins while the answer is on its way
@@ -796,21 +784,9 @@ func makeDue(s *ledger.Store, no string) error {
 // the refunds' whole budget (Drain) for a check that ended long before,
 // and reports it as still running.
 func TestJanitorPanicIsNotLeftRunning(t *testing.T) {
-	abnormal := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
-		return &gateway.WxRefund{OutRefundNo: req.OutRefundNo, Status: "ABNORMAL", Amount: 30}, nil
-	}
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		cfg := gateway.RefundConfig{Recheck: time.Hour, CallTimeout: 2 * time.Second}
-		no := fmt.Sprintf("janpanic-%d", time.Now().UnixNano())
-		payForResend(t, s, no)
-		api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){abnormal}}
-		if _, err := gateway.NewRefundService(cfg, s, api, gateway.NewMemoryLocker()).Create(context.Background(), "o-resend", "k-"+no,
-			gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
-			t.Fatal(err)
-		}
-		if err := makeDue(s, no); err != nil {
-			t.Fatal(err)
-		}
+		abnormalDue(t, s, cfg, "janpanic")
 		boom := func(string) (*gateway.WxRefund, error) { panic("an answer nobody foresaw") }
 		svc := gateway.NewRefundService(cfg, s, &scriptedRefunds{t: t, queries: []func(string) (*gateway.WxRefund, error){boom}},
 			gateway.NewMemoryLocker())
@@ -827,4 +803,25 @@ func TestJanitorPanicIsNotLeftRunning(t *testing.T) {
 			t.Fatalf("Drain waited %v and reports a janitor check still running; the only one panicked before", time.Since(began).Round(time.Millisecond))
 		}
 	})
+}
+
+// abnormalDue pays a new order, has a refund of 30 of it answered
+// ABNORMAL, and makes that refund due for the janitor; it returns the
+// order's number.
+func abnormalDue(t *testing.T, s *ledger.Store, cfg gateway.RefundConfig, prefix string) string {
+	t.Helper()
+	abnormal := func(req gateway.WxRefundRequest) (*gateway.WxRefund, error) {
+		return &gateway.WxRefund{OutRefundNo: req.OutRefundNo, Status: "ABNORMAL", Amount: 30}, nil
+	}
+	no := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+	payForResend(t, s, no)
+	api := &scriptedRefunds{t: t, creates: []func(gateway.WxRefundRequest) (*gateway.WxRefund, error){abnormal}}
+	if _, err := gateway.NewRefundService(cfg, s, api, gateway.NewMemoryLocker()).Create(context.Background(), "o-resend", "k-"+no,
+		gateway.RefundParams{OutTradeNo: no, Amount: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if err := makeDue(s, no); err != nil {
+		t.Fatal(err)
+	}
+	return no
 }

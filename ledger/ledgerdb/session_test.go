@@ -2,6 +2,7 @@ package ledgerdb_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"strings"
@@ -145,22 +146,7 @@ func TestGormClockInMicroseconds(t *testing.T) {
 // rows (clientFoundRows=true): the ledger reads that 0 as "already done".
 func TestDSNCannotCountMatchedRows(t *testing.T) {
 	ctx := context.Background()
-	cfg, err := mysqldrv.ParseDSN(strings.TrimPrefix(ledgertest.MySQLDSN(t), "mysql://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ClientFoundRows = true
-	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: "mysql://" + cfg.FormatDSN()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	defer sqlDB.Close()
-	conn, err := sqlDB.Conn(ctx) // one session: the temporary table is its own
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := openSession(t, func(c *mysqldrv.Config) { c.ClientFoundRows = true })
 	for _, q := range []string{"CREATE TEMPORARY TABLE found_rows (v INT)", "INSERT INTO found_rows (v) VALUES (1)"} {
 		if _, err := conn.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
@@ -203,22 +189,7 @@ func TestPoolClosesIdleConnections(t *testing.T) {
 // DATA LOCAL INFILE; the ledger loads no file, so the driver sends none.
 func TestDSNCannotLetTheServerReadFiles(t *testing.T) {
 	ctx := context.Background()
-	cfg, err := mysqldrv.ParseDSN(strings.TrimPrefix(ledgertest.MySQLDSN(t), "mysql://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.AllowAllFiles = true
-	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: "mysql://" + cfg.FormatDSN()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	defer sqlDB.Close()
-	conn, err := sqlDB.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := openSession(t, func(c *mysqldrv.Config) { c.AllowAllFiles = true })
 	if _, err := conn.ExecContext(ctx, "CREATE TEMPORARY TABLE loaded (v TEXT)"); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +197,7 @@ func TestDSNCannotLetTheServerReadFiles(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("PRIVATE"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = conn.ExecContext(ctx, "LOAD DATA LOCAL INFILE '"+secret+"' INTO TABLE loaded")
+	_, err := conn.ExecContext(ctx, "LOAD DATA LOCAL INFILE '"+secret+"' INTO TABLE loaded")
 	var n int
 	if qerr := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM loaded").Scan(&n); qerr != nil {
 		t.Fatal(qerr)
@@ -234,4 +205,28 @@ func TestDSNCannotLetTheServerReadFiles(t *testing.T) {
 	if err == nil || n != 0 {
 		t.Fatalf("LOAD DATA LOCAL INFILE with allowAllFiles=true in the DSN: err %v, %d rows loaded; want it refused", err, n)
 	}
+}
+
+// openSession opens the ledger on a fresh MySQL test database whose DSN
+// set changes, and returns one session of it (a temporary table is its
+// own), closed when the test ends.
+func openSession(t *testing.T, set func(*mysqldrv.Config)) *sql.Conn {
+	t.Helper()
+	cfg, err := mysqldrv.ParseDSN(strings.TrimPrefix(ledgertest.MySQLDSN(t), "mysql://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set(cfg)
+	db, _, err := ledgerdb.Open(ledgerdb.Config{DSN: "mysql://" + cfg.FormatDSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
+	conn, err := sqlDB.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
