@@ -310,11 +310,15 @@ func (rep *Reconciliation) validPayments(rows []BillPayment) []BillPayment {
 	return valid
 }
 
-// validRefunds is validPayments for the bill's refunds.
+// validRefunds is validPayments for the bill's refunds. Only a SUCCESS row
+// adds to bill_refunded: like ledger_refunded, it is money refunded, and a
+// row still PROCESSING or closed moved none (it is checked all the same).
 func (rep *Reconciliation) validRefunds(rows []BillRefund) []BillRefund {
 	var valid []BillRefund
 	for _, br := range rows {
-		rep.BillRefunded += br.Amount
+		if br.Status == string(RefundSuccess) {
+			rep.BillRefunded += br.Amount
+		}
 		if why := br.fault(); why != "" {
 			rep.Items = append(rep.Items, invalidRow(ReconcileItem{OutTradeNo: br.OutTradeNo, TransactionID: br.TransactionID,
 				OutRefundNo: br.OutRefundNo, Bill: &ItemSide{State: br.Status, Amount: br.Amount, Line: br.Line}}, why))
