@@ -146,11 +146,7 @@ func TestReleaseKeepsAKeyThatNamesARefund(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := refundReq("g-rel", "rf-rel", 30)
-		req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", "k-rel", "h"
-		if _, err := s.CreateRefund(ctx, req); err != nil {
-			t.Fatal(err)
-		}
+		createUnderKey(t, s, "g-rel", "k-rel", "rf-rel", 30)
 		if err := s.ReleaseIdempotent(ctx, "openid-1", "k-rel", "h", held.LockedUntil); err != nil {
 			t.Fatal(err)
 		}
@@ -176,11 +172,7 @@ func TestOneOfTwoTakeoversOfALinkedKeyRuns(t *testing.T) {
 		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k-two", "h", -time.Second, 24*time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		req := refundReq("g-two", "rf-two", 30)
-		req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", "k-two", "h"
-		if _, err := s.CreateRefund(ctx, req); err != nil {
-			t.Fatal(err)
-		}
+		createUnderKey(t, s, "g-two", "k-two", "rf-two", 30)
 		stale, err := s.ReadIdemRow(ctx, "openid-1", "k-two")
 		if err != nil {
 			t.Fatal(err)

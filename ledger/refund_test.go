@@ -243,11 +243,7 @@ func TestIdempotencyKeys(t *testing.T) {
 		if _, _, err := s.BeginIdempotent(ctx, "openid-1", "k2", "h", -time.Second, 24*time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		req := refundReq("r5", "rf-k2", 10)
-		req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", "k2", "h"
-		if _, err := s.CreateRefund(ctx, req); err != nil {
-			t.Fatal(err)
-		}
+		createUnderKey(t, s, "r5", "k2", "rf-k2", 10)
 		k, run, err = s.BeginIdempotent(ctx, "openid-1", "k2", "h", time.Minute, 24*time.Hour)
 		if err != nil || !run || k.ResourceKey != "rf-k2" {
 			t.Fatalf("takeover: %+v run=%v err=%v", k, run, err)
@@ -284,11 +280,7 @@ func TestKeyOfARefundNeverExpires(t *testing.T) {
 			}
 		}
 		for _, key := range []string{"k-old", "k-old-2"} {
-			req := refundReq("r-old", "rf-"+key, 10)
-			req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", key, "h"
-			if _, err := s.CreateRefund(ctx, req); err != nil {
-				t.Fatal(err)
-			}
+			createUnderKey(t, s, "r-old", key, "rf-"+key, 10)
 		}
 		if err := s.FinishIdempotent(ctx, "openid-1", "k-old", "h", 201, []byte(`{"out_refund_no":"rf-k-old"}`)); err != nil {
 			t.Fatal(err)
@@ -330,11 +322,7 @@ func TestTakeOverDoesNotUndoALink(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := refundReq("r9", "rf-k9", 10)
-		req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", "k9", "h"
-		if _, err := s.CreateRefund(ctx, req); err != nil {
-			t.Fatal(err)
-		}
+		createUnderKey(t, s, "r9", "k9", "rf-k9", 10)
 		if k, run, err := s.DecideOnStale(ctx, stale, "h-other", time.Minute, 24*time.Hour); k != nil || run || err != nil {
 			t.Fatalf("takeover judged on the stale row: %+v run=%v err=%v; want it to lose the race", k, run, err)
 		}
@@ -998,6 +986,17 @@ func TestApplyRefundStoresTheAnswerWithTheState(t *testing.T) {
 	})
 }
 
+// createUnderKey creates refund refundNo of amount fen on order no as the
+// holder of key (hash "h") does, the key already begun.
+func createUnderKey(t *testing.T, s *ledger.Store, no, key, refundNo string, amount int64) {
+	t.Helper()
+	req := refundReq(no, refundNo, amount)
+	req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", key, "h"
+	if _, err := s.CreateRefund(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // refundWithKey creates refund refundNo of 10 fen on order no under key
 // (hash "h"), as a request holding the key does.
 func refundWithKey(t *testing.T, s *ledger.Store, no, key, refundNo string) {
@@ -1006,11 +1005,7 @@ func refundWithKey(t *testing.T, s *ledger.Store, no, key, refundNo string) {
 	if _, run, err := s.BeginIdempotent(ctx, "openid-1", key, "h", time.Minute, 24*time.Hour); err != nil || !run {
 		t.Fatalf("key %s: run=%v err=%v", key, run, err)
 	}
-	req := refundReq(no, refundNo, 10)
-	req.IdemScope, req.IdemKey, req.IdemHash = "openid-1", key, "h"
-	if _, err := s.CreateRefund(ctx, req); err != nil {
-		t.Fatal(err)
-	}
+	createUnderKey(t, s, no, key, refundNo, 10)
 }
 
 // TestUnknownRefundFlaggedPerStatus: a notice for a refund the ledger
