@@ -67,6 +67,13 @@ func TestTimedOutAdmitLeavesNoLock(t *testing.T) {
 // means the SET ran.
 func TestTimedOutLockLeavesNoLock(t *testing.T) {
 	s, base, direct := lateReplyStore(t, "order-late")
+	// The script loaded beforehand: otherwise the held reply may be
+	// EVALSHA's NOSCRIPT, the SET never runs, and nothing is tested.
+	warm := redisstore.New(direct, base)
+	defer warm.Close()
+	if _, _, err := warm.TryLock(context.Background(), "order-warm", time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := s.TryLock(context.Background(), "order-late", 10*time.Second); err == nil {
 		t.Fatal("TryLock answered within its timeout; the proxy did not hold the reply")
 	}
