@@ -328,12 +328,17 @@ func (d *Deps) timeline(c *gin.Context) {
 	if csvRequested(c) {
 		out := startCSV(c, "timeline-"+no+".csv", []string{"at", "type", "key", "summary"})
 		for _, e := range events {
-			_ = out.write([]string{ts(e.At), e.Type, cell(e.Key), cell(e.Summary)})
+			_ = out.write(timelineRow(e))
 		}
 		_ = out.finish()
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"out_trade_no": no, "events": events})
+}
+
+// timelineRow is one event's CSV row: at, type, key, summary.
+func timelineRow(e ledger.TimelineEvent) []string {
+	return []string{ts(e.At), e.Type, cell(e.Key), cell(e.Summary)}
 }
 
 // maxTotalsDays bounds one totals request.
