@@ -131,3 +131,29 @@ func TestFailedDeliveryIsNotMarkedDone(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisDoneMarkIsCheckedForThatNotification guards the ledger lookup
+// behind Redis's mark: it must look for that notification, not for any.
+// B's ledger holds another notice; a notification A committed (Redis
+// marks it done) is still recorded by B, not answered 204 because B's
+// ledger is not empty.
+func TestRedisDoneMarkIsCheckedForThatNotification(t *testing.T) {
+	cfg := redistest.Config(t)
+	keys := rfKeys(t)
+	sa, sb := ledgertest.OpenSQLite(t), ledgertest.OpenSQLite(t)
+	a, b := sharedRedisEdge(t, sa, cfg), sharedRedisEdge(t, sb, cfg)
+	if code := b.post(t, "payment", rfPaymentNotice(t, keys, "rd-other-1", "SUCCESS")); code != http.StatusNoContent {
+		t.Fatalf("B, another notice: %d", code)
+	}
+	n := rfPaymentNotice(t, keys, "rd-other-2", "SUCCESS")
+	if code := a.post(t, "payment", n); code != http.StatusNoContent {
+		t.Fatalf("A: %d", code)
+	}
+	want := rfLedger(t, sa, "rd-other-2")
+	if code := b.post(t, "payment", n); code != http.StatusNoContent {
+		t.Fatalf("B: %d, want the notification recorded and 204", code)
+	}
+	if got := rfLedger(t, sb, "rd-other-2"); got != want {
+		t.Fatalf("B answered 204; its ledger: %s, want %s", got, want)
+	}
+}
