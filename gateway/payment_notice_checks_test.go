@@ -159,3 +159,26 @@ func TestDiscountedPaymentRecordsBothAmounts(t *testing.T) {
 		}
 	})
 }
+
+// TestCallbackRecordsWhoPaidAndWhen guards what a callback's payment
+// carries into the ledger: the payer's openid (WeChat Pay's signed word on
+// who may ask for refunds; without it nobody may) and the success_time
+// (the day whose totals and bill the payment is in), not the notice's
+// create_time.
+func TestCallbackRecordsWhoPaidAndWhen(t *testing.T) {
+	keys := rfKeys(t)
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		e := newRFEdge(t, keys, s, 1)
+		if code := e.post(t, "payment", payNotice(t, keys, "wp-1", func(*wxpaysim.Transaction) {})); code != http.StatusNoContent {
+			t.Fatalf("answered %d, want 204", code)
+		}
+		p, err := s.Payment(context.Background(), "wp-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		paid := time.Date(2025, 1, 15, 2, 0, 0, 0, time.UTC)
+		if p.PayerOpenID != "o-wp-1" || p.SuccessTime == nil || !p.SuccessTime.Equal(paid) {
+			t.Fatalf("payer %q, success_time %v; want o-wp-1 and %v", p.PayerOpenID, p.SuccessTime, paid)
+		}
+	})
+}
