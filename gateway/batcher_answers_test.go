@@ -53,3 +53,19 @@ func TestEachCallerOfABatchGetsItsOwnAnswer(t *testing.T) {
 		}
 	})
 }
+
+// TestUpdateAfterShutdownIsNotAnswered guards the batcher's answer once
+// it stopped (the server draining): an update handed over then is
+// answered an error (503, WeChat Pay redelivers to another instance), not
+// nil, which told WeChat Pay a payment was recorded that nobody applied.
+func TestUpdateAfterShutdownIsNotAnswered(t *testing.T) {
+	s := ledgertest.OpenSQLite(t)
+	b := newBatcher(s, BatchPolicy{Workers: 1, Max: 4}, 10*time.Second, nil)
+	b.close()
+	if err := b.apply(context.Background(), paidUpdate("sd-1")); err == nil || Status(ledgerError(err)) != 503 {
+		t.Fatalf("apply after close: %v, want an error answered 503", err)
+	}
+	if _, err := s.Payment(context.Background(), "sd-1"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("the update was recorded after close (%v)", err)
+	}
+}
