@@ -199,10 +199,20 @@ func (p RefundParams) validate() error {
 		return &Error{Code: CodeInvalid, Message: "amount must be a positive number of fen"}
 	case len(p.Reason) > 80: // WeChat Pay counts bytes: 26 Chinese characters fit, 27 do not
 		return &Error{Code: CodeInvalid, Message: "reason is at most 80 bytes of UTF-8"}
-	case strings.IndexFunc(p.Reason, unicode.IsControl) >= 0: // shown to the payer in WeChat's refund message
-		return &Error{Code: CodeInvalid, Message: "reason must not hold control characters (line breaks, tabs, NUL)"}
+	case strings.IndexFunc(p.Reason, unsafeInReason) >= 0: // shown to the payer in WeChat's refund message
+		return &Error{Code: CodeInvalid, Message: "reason must not hold control characters (line breaks, tabs, NUL, " +
+			"U+2028/U+2029, bidirectional controls)"}
 	}
 	return nil
+}
+
+// unsafeInReason reports a character a reason may not hold: a control
+// character, a line or paragraph separator (a line break to the payer's
+// WeChat and to finance's CSV), or a bidirectional control, which makes
+// the text shown (to the payer, in finance's export) read otherwise than
+// the text stored: "退款 ‮001 元" shows reversed.
+func unsafeInReason(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Bidi_Control)
 }
 
 // hash is the SHA-256 of the canonical parameters (fixed field order).

@@ -102,6 +102,7 @@ func FuzzOrderRequest(f *testing.F) {
 func FuzzRefundRequest(f *testing.F) {
 	seeds := []string{
 		`{"out_trade_no":"order-000001","amount":100,"reason":"不想要了"}`,
+		`{"out_trade_no":"order-000001","amount":100,"reason":"不想要了\u202e"}`,
 		`{"out_trade_no":"order-000001","amount":1}`,
 		"{ \"out_trade_no\" : \"order-000001\" ,\n\t\"amount\" : 100 }",
 		`{"out_trade_no":"order-000001","AMOUNT":100}`,
@@ -123,6 +124,8 @@ func FuzzRefundRequest(f *testing.F) {
 			t.Fatalf("accepted out_trade_no %q", p.OutTradeNo)
 		case len(p.Reason) > 80 || !utf8.ValidString(p.Reason):
 			t.Fatalf("accepted reason %q (%d bytes)", p.Reason, len(p.Reason))
+		case strings.ContainsFunc(p.Reason, shownOtherwise):
+			t.Fatalf("accepted reason %q: it holds a character the payer would not see as stored", p.Reason)
 		}
 	})
 }
@@ -150,5 +153,17 @@ func TestKeysMustBeExact(t *testing.T) {
 	var p RefundParams
 	if err := DecodeJSON(c, 64<<10, &p); err != nil || p.Amount != 1 {
 		t.Errorf("exact keys: %+v, %v", p, err)
+	}
+}
+
+// shownOtherwise: a control character, a line or paragraph separator, or
+// a bidirectional mark, embedding, override or isolate (Unicode's
+// Bidi_Control list, written out).
+func shownOtherwise(r rune) bool {
+	switch {
+	case r < 0x20 || (r >= 0x7f && r <= 0x9f), r == 0x2028, r == 0x2029, r == 0x061c, r == 0x200e, r == 0x200f:
+		return true
+	default:
+		return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 	}
 }

@@ -343,6 +343,13 @@ func TestRefundRefusals(t *testing.T) {
 					400, gateway.CodeInvalid},
 				{"reason with a line break", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"a\nb"}`,
 					400, gateway.CodeInvalid},
+				{"reason with a line separator", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"a\u2028b"}`,
+					400, gateway.CodeInvalid},
+				// A bidi override: the payer would read the text after it reversed.
+				{"reason with a bidi override", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"退款 \u202e001 元"}`,
+					400, gateway.CodeInvalid},
+				{"reason with a bidi isolate", tok, "k", `{"out_trade_no":"` + no + `","amount":1,"reason":"a\u2066b\u2069"}`,
+					400, gateway.CodeInvalid},
 			}
 			// Someone else's order is answered as an unknown one, word for
 			// word: order numbers cannot be probed.
