@@ -33,6 +33,14 @@ func TestWrongKeyLockoutIgnoresWhatTheGuesserSends(t *testing.T) {
 		{"behind a trusted proxy", []string{"10.0.0.9"}, "10.0.0.9",
 			func(i int) string { return fmt.Sprintf("198.51.100.%d, 192.0.2.7", i) },
 			func(req *http.Request) { req.Header.Set("X-Forwarded-For", "192.0.2.8") }},
+		// Some load balancers write each entry with its port; the client
+		// is still told apart from the proxy (and from another client).
+		{"behind a trusted proxy writing ports", []string{"10.0.0.9"}, "10.0.0.9",
+			func(i int) string { return fmt.Sprintf("198.51.100.%d:5000, 192.0.2.7:4711", i) },
+			func(req *http.Request) { req.Header.Set("X-Forwarded-For", "192.0.2.8:4711") }},
+		{"behind a trusted proxy writing IPv6 ports", []string{"10.0.0.9"}, "10.0.0.9",
+			func(i int) string { return fmt.Sprintf("[2001:db8::%d]:5000,[2001:db8::7]:4711", i+1) },
+			func(req *http.Request) { req.Header.Set("X-Forwarded-For", "[2001:db8:1::8]:4711") }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a := gateway.NewAuth(gateway.StaticKeys{gateway.HashKey("right"): {Name: "fin", Role: gateway.RoleFinance}})

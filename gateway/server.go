@@ -64,6 +64,9 @@ func NewRouter(d Deps) *gin.Engine {
 	// Only the header proxies append to: X-Real-IP is often passed through
 	// from the client untouched.
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
+	if len(d.TrustedProxies) > 0 {
+		r.Use(forwardedWithoutPorts())
+	}
 	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), notifyListenerOnly())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	// Probes answer HEAD too: some load balancers check health with it.
