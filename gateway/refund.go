@@ -210,7 +210,7 @@ func (p RefundParams) validate() error {
 // character, a line or paragraph separator (a line break to the payer's
 // WeChat and to finance's CSV), or a bidirectional control, which makes
 // the text shown (to the payer, in finance's export) read otherwise than
-// the text stored: "退款 ‮001 元" shows reversed.
+// the text stored: after U+202E, "001" reads "100".
 func unsafeInReason(r rune) bool {
 	return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Bidi_Control)
 }
