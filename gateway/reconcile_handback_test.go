@@ -19,9 +19,7 @@ func TestAnEmptyLedgerRepairsNoPaymentOfTheSystemBefore(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
 		s = s.WithClock(func() time.Time { return now })
-		line := func(at, tx, no string) string {
-			return "`2026-11-21 " + at + ",`wx1,`190,`0,`,`" + tx + ",`" + no + ",`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`1.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.00,`0.60%,`1.00,`0.00,`\r\n"
-		}
+		line := func(at, tx, no string) string { return paidLine("2026-11-21 "+at, "wx1", tx, no) }
 		bills := &fakeBills{fn: func(context.Context, string) ([]byte, error) {
 			return []byte(billHeader + "\r\n" + line("08:00:00", "tx-prior-a", "prior-a") + line("22:00:00", "tx-prior-b", "prior-b")), nil
 		}}

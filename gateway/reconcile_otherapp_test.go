@@ -20,9 +20,7 @@ func TestARunLeavesOtherAppsPaymentsAlone(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
 		s = s.WithClock(func() time.Time { return now })
-		line := func(app, tx, no string) string {
-			return "`2026-11-22 10:00:00,`" + app + ",`190,`0,`,`" + tx + ",`" + no + ",`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`1.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.00,`0.60%,`1.00,`0.00,`\r\n"
-		}
+		line := func(app, tx, no string) string { return paidLine("2026-11-22 10:00:00", app, tx, no) }
 		bills := &fakeBills{fn: func(context.Context, string) ([]byte, error) {
 			return []byte(billHeader + "\r\n" + line("wxmine", "tx-app-mine", "app-mine") + line("wxtheirs", "tx-app-theirs", "app-theirs")), nil
 		}}
@@ -46,7 +44,7 @@ func TestARunRepairsOnlyRowsWeChatPayConfirms(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
 		s = s.WithClock(func() time.Time { return now })
-		line := "`2026-11-22 10:00:00,`wx1,`190,`0,`,`tx-forged,`forged-row,`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`1.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.00,`0.60%,`1.00,`0.00,`\r\n"
+		line := paidLine("2026-11-22 10:00:00", "wx1", "tx-forged", "forged-row")
 		bills := &fakeBills{fn: func(context.Context, string) ([]byte, error) { return []byte(billHeader + "\r\n" + line), nil }}
 		asked := 0
 		confirm := func(context.Context, ledger.BillPayment) (ledger.Confirmed, error) {

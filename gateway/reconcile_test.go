@@ -326,9 +326,7 @@ func TestReconcileStartsAtTakeOver(t *testing.T) {
 		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
 		s = s.WithClock(func() time.Time { return now })
 		payAt(t, s, "p-old", time.Date(2026, 11, 18, 9, 0, 0, 0, ledger.BusinessDay))
-		line := func(at, tx, no string) string {
-			return "`2026-11-21 " + at + ",`wx1,`190,`0,`,`" + tx + ",`" + no + ",`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`1.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.00,`0.60%,`1.00,`0.00,`\r\n"
-		}
+		line := func(at, tx, no string) string { return paidLine("2026-11-21 "+at, "wx1", tx, no) }
 		bills := &fakeBills{fn: func(_ context.Context, day string) ([]byte, error) {
 			if day != "2026-11-21" {
 				return emptyBill(context.Background(), day)
@@ -367,9 +365,7 @@ func TestWithoutTakeOverTheFirstPaymentIsIt(t *testing.T) {
 		now := time.Date(2026, 11, 23, 15, 0, 0, 0, ledger.BusinessDay)
 		s = s.WithClock(func() time.Time { return now })
 		payAt(t, s, "p-first", time.Date(2026, 11, 21, 9, 0, 0, 0, ledger.BusinessDay))
-		line := func(day, at, tx, no string) string {
-			return "`" + day + " " + at + ",`wx1,`190,`0,`,`" + tx + ",`" + no + ",`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`1.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.00,`0.60%,`1.00,`0.00,`\r\n"
-		}
+		line := func(day, at, tx, no string) string { return paidLine(day+" "+at, "wx1", tx, no) }
 		bills := &fakeBills{fn: func(_ context.Context, day string) ([]byte, error) {
 			return []byte(billHeader + "\r\n" + line(day, "08:00:00", "tx-"+day+"-a", "old-"+day) +
 				line(day, "10:00:00", "tx-"+day+"-b", "late-"+day)), nil
@@ -547,4 +543,10 @@ func TestAcceptanceLookupStopsWhenWeChatDoesNotAnswer(t *testing.T) {
 			t.Fatalf("%d queries to a WeChat Pay that does not answer, want 1", n)
 		}
 	})
+}
+
+// paidLine is a trade bill's row of a 1-yuan JSAPI payment of order no
+// (transaction tx, app app) at when ("2006-01-02 15:04:05").
+func paidLine(when, app, tx, no string) string {
+	return "`" + when + ",`" + app + ",`190,`0,`,`" + tx + ",`" + no + ",`o1,`JSAPI,`SUCCESS,`OTHERS,`CNY,`1.00,`0.00,`0,`0,`0.00,`0.00,`,`,`goods,`,`0.00,`0.60%,`1.00,`0.00,`\r\n"
 }

@@ -25,19 +25,7 @@ func TestRefundMismatchesAreReported(t *testing.T) {
 			amount  int64
 			settled bool
 		}{{"rm-amount", 100, true}, {"rm-state", 50, false}, {"rm-unbilled", 30, true}, {"rm-ok", 20, true}} {
-			if _, err := s.CreateRefund(ctx, refundReq("rm-order", r.no, r.amount)); err != nil {
-				t.Fatal(err)
-			}
-			u := ledger.RefundUpdate{OutRefundNo: r.no, State: ledger.RefundProcessing, AcceptTime: accepted, Source: ledger.SourceQuery}
-			if _, err := s.ApplyRefund(ctx, u); err != nil {
-				t.Fatal(err)
-			}
-			if r.settled {
-				u.State, u.SuccessTime, u.Source = ledger.RefundSuccess, accepted.Add(time.Minute), ledger.SourceCallback
-				if _, err := s.ApplyRefund(ctx, u); err != nil {
-					t.Fatal(err)
-				}
-			}
+			refundAcceptedAt(t, s, "rm-order", r.no, r.amount, accepted, r.settled)
 		}
 		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("rm-order", "tx-rm-order", 1000)},
 			Refunds: []ledger.BillRefund{
@@ -84,4 +72,25 @@ func TestTheFirstAcceptanceTimeStands(t *testing.T) {
 			t.Fatalf("refund %+v, %v; want it accepted at the first time noted, %v", r, err, first)
 		}
 	})
+}
+
+// refundAcceptedAt makes refund no of amount fen on order, which WeChat
+// Pay accepted at accepted (PROCESSING) and, when settled, paid a minute
+// later (SUCCESS).
+func refundAcceptedAt(t *testing.T, s *ledger.Store, order, no string, amount int64, accepted time.Time, settled bool) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.CreateRefund(ctx, refundReq(order, no, amount)); err != nil {
+		t.Fatal(err)
+	}
+	u := ledger.RefundUpdate{OutRefundNo: no, State: ledger.RefundProcessing, AcceptTime: accepted, Source: ledger.SourceQuery}
+	if _, err := s.ApplyRefund(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if settled {
+		u.State, u.SuccessTime, u.Source = ledger.RefundSuccess, accepted.Add(time.Minute), ledger.SourceCallback
+		if _, err := s.ApplyRefund(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

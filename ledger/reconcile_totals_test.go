@@ -1,7 +1,6 @@
 package ledger_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -16,28 +15,10 @@ import (
 // short on the ledger's side to finance.
 func TestBillRefundedCountsMoneyRefunded(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
-		ctx := context.Background()
 		paidOrder(t, s, "tot-order", 1000)
 		accepted := time.Date(2026, 11, 23, 12, 0, 0, 0, ledger.BusinessDay)
-		for _, r := range []struct {
-			no     string
-			amount int64
-			state  ledger.RefundState
-		}{{"tot-paid", 100, ledger.RefundSuccess}, {"tot-pending", 50, ledger.RefundProcessing}} {
-			if _, err := s.CreateRefund(ctx, refundReq("tot-order", r.no, r.amount)); err != nil {
-				t.Fatal(err)
-			}
-			u := ledger.RefundUpdate{OutRefundNo: r.no, State: ledger.RefundProcessing, AcceptTime: accepted, Source: ledger.SourceQuery}
-			if _, err := s.ApplyRefund(ctx, u); err != nil {
-				t.Fatal(err)
-			}
-			if r.state == ledger.RefundSuccess {
-				u.State, u.SuccessTime, u.Source = ledger.RefundSuccess, accepted.Add(time.Minute), ledger.SourceCallback
-				if _, err := s.ApplyRefund(ctx, u); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		refundAcceptedAt(t, s, "tot-order", "tot-paid", 100, accepted, true)
+		refundAcceptedAt(t, s, "tot-order", "tot-pending", 50, accepted, false)
 		bill := &ledger.Bill{Payments: []ledger.BillPayment{billPayment("tot-order", "tx-tot-order", 1000)},
 			Refunds: []ledger.BillRefund{
 				{OutTradeNo: "tot-order", OutRefundNo: "tot-paid", Status: "SUCCESS", Amount: 100},
