@@ -153,7 +153,7 @@ func (m *Main) openStore(ctx context.Context) error {
 		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime,
 		ConnMaxIdleTime: d.ConnMaxIdleTime, DialTimeout: d.DialTimeout,
 		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, LockWaitTimeout: d.LockWaitTimeout,
-		StatementTimeout: d.StatementTimeout}
+		StatementTimeout: d.StatementTimeout, TLSCAFile: d.TLSCAFile}
 	mysql := strings.HasPrefix(d.DSN, "mysql://")
 	if mysql { // the rest is the notifications' (see openNotifyPool)
 		cfg.MaxOpenConns = max(1, cfg.MaxOpenConns-m.Config.notifyPool())
@@ -253,7 +253,7 @@ func (m *Main) migrateOrCheck(ctx context.Context, d DatabaseConfig, limit time.
 // it off while the server carries on.
 func applyMigrations(ctx context.Context, d DatabaseConfig, limit time.Duration) error {
 	db, dialect, err := ledgerdb.OpenContext(ctx, ledgerdb.Config{DSN: d.DSN, MaxOpenConns: 1, DialTimeout: d.DialTimeout,
-		ReadTimeout: limit, WriteTimeout: d.WriteTimeout})
+		ReadTimeout: limit, WriteTimeout: d.WriteTimeout, TLSCAFile: d.TLSCAFile})
 	if err != nil {
 		return err
 	}

@@ -128,6 +128,10 @@ type DatabaseConfig struct {
 	// max_statement_time, MySQL's max_execution_time for SELECTs): one whose
 	// client gave up would otherwise run on. 0: the server's (none).
 	StatementTimeout time.Duration `yaml:"statement_timeout"`
+	// TLSCAFile turns TLS on to MySQL, verifying the server's certificate
+	// against this CA (PEM) and the DSN's host. A DSN's tls=skip-verify or
+	// tls=preferred, which verify nothing, is refused.
+	TLSCAFile string `yaml:"tls_ca_file"`
 }
 
 // RedisConfig is optional: an empty Addr means in-process guards.
@@ -453,6 +457,8 @@ func (c *Config) Validate() error {
 		// guards, as while Redis is down, with one log line saying so.
 		{c.Redis.Addr != "" && !redisAddr(c.Redis.Addr), "redis.addr (GATEWAY_REDIS_ADDR)",
 			"must be host:port (e.g. 10.0.0.5:6379), not a URL, or a unix socket's /path"},
+		{c.Database.TLSCAFile != "" && !strings.HasPrefix(c.Database.DSN, "mysql://"),
+			"database.tls_ca_file (GATEWAY_DATABASE_TLS_CA_FILE)", "is set but database.dsn names no MySQL server (mysql://…)"},
 		{c.Redis.TLSCAFile != "" && !c.Redis.TLS, "redis.tls_ca_file (GATEWAY_REDIS_TLS_CA_FILE)",
 			"is set but redis.tls is not (GATEWAY_REDIS_TLS=true)"},
 		{c.Redis.BreakerCooldown > time.Minute, "redis.breaker_cooldown (GATEWAY_REDIS_BREAKER_COOLDOWN)",

@@ -58,6 +58,9 @@ type Config struct {
 	// query. Left unset on the migration connection: an ALTER cut off
 	// halfway leaves work to redo.
 	StatementTimeout time.Duration
+	// TLSCAFile, when set, turns TLS on to MySQL and verifies the server's
+	// certificate against this CA (PEM) and the DSN's host (see checkTLS).
+	TLSCAFile string
 }
 
 // Open is OpenContext without a caller's context: connectTimeout alone
@@ -82,6 +85,9 @@ func OpenContext(ctx context.Context, cfg Config) (*gorm.DB, migrations.Dialect,
 	if dsn, ok := strings.CutPrefix(cfg.DSN, "mysql://"); ok {
 		db, err := openMySQL(ctx, dsn, cfg, gcfg)
 		return db, migrations.MySQL, err
+	}
+	if cfg.TLSCAFile != "" {
+		return nil, migrations.SQLite, errors.New("database.tls_ca_file is set, but the DSN names a SQLite file, not a MySQL server")
 	}
 	db, err := openSQLite(ctx, cfg.DSN, gcfg)
 	return db, migrations.SQLite, err
@@ -128,6 +134,9 @@ func openMySQL(ctx context.Context, dsn string, cfg Config, gcfg *gorm.Config) (
 	mc, err := mysqldrv.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse mysql dsn: %w", dsnError(err))
+	}
+	if err := checkTLS(mc, cfg.TLSCAFile); err != nil {
+		return nil, err
 	}
 	mc.ParseTime = true
 	mc.Loc = time.UTC
