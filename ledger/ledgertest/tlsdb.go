@@ -88,14 +88,14 @@ func StartTLSMariaDB(t testing.TB) TLSMariaDB {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	data := filepath.Join(dir, "data")
 	if out, err := exec.Command(install, "--no-defaults", "--datadir="+data, "--skip-test-db",
-		"--auth-root-authentication-method=normal").CombinedOutput(); err != nil {
+		"--auth-root-authentication-method=normal", smallLog).CombinedOutput(); err != nil {
 		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
 	}
 	caFile, certFile, keyFile := WritePKI(t, dir)
 	port := freePort(t)
 	cmd := exec.Command(server, "--no-defaults", "--datadir="+data, "--socket="+filepath.Join(dir, "sock"),
 		"--port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--skip-log-bin",
-		"--innodb-buffer-pool-size=16M", "--require-secure-transport=ON", "--log-error="+filepath.Join(dir, "error.log"),
+		"--innodb-buffer-pool-size=16M", smallLog, "--require-secure-transport=ON", "--log-error="+filepath.Join(dir, "error.log"),
 		"--pid-file="+filepath.Join(dir, "pid"), "--ssl-ca="+caFile, "--ssl-cert="+certFile, "--ssl-key="+keyFile)
 	if os.Geteuid() == 0 {
 		cmd.Args = append(cmd.Args, "--user=root")
@@ -142,6 +142,10 @@ func (d TLSMariaDB) open(t testing.TB) *sql.DB {
 	}
 	return conn
 }
+
+// smallLog keeps a private server's data directory at about 20 MB (the
+// default redo log alone is 96 MB).
+const smallLog = "--innodb-log-file-size=4M"
 
 // awaitReady waits until the server takes a connection.
 func (d TLSMariaDB) awaitReady(t testing.TB, errorLog string) {
