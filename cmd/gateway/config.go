@@ -456,7 +456,8 @@ func (c *Config) Validate() error {
 		// stop the start: every instance would run on its own in-process
 		// guards, as while Redis is down, with one log line saying so.
 		{c.Redis.Addr != "" && !redisAddr(c.Redis.Addr), "redis.addr (GATEWAY_REDIS_ADDR)",
-			"must be host:port (e.g. 10.0.0.5:6379), not a URL, or a unix socket's /path"},
+			"must be host:port (e.g. 10.0.0.5:6379), not a URL, or a unix socket's /path; " +
+				"credentials go in redis.username and redis.password"},
 		{c.Database.TLSCAFile != "" && !strings.HasPrefix(c.Database.DSN, "mysql://"),
 			"database.tls_ca_file (GATEWAY_DATABASE_TLS_CA_FILE)", "is set but database.dsn names no MySQL server (mysql://…)"},
 		{c.Redis.TLSCAFile != "" && !c.Redis.TLS, "redis.tls_ca_file (GATEWAY_REDIS_TLS_CA_FILE)",
@@ -637,9 +638,11 @@ func redisAddr(addr string) bool {
 	if strings.HasPrefix(addr, "/") {
 		return true
 	}
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	n, perr := strconv.Atoi(port)
-	return err == nil && perr == nil && n > 0 && n <= 65535
+	// user:password@host:port would be dialled as a host named
+	// "user:password@host", and the failure logged with it.
+	return err == nil && perr == nil && n > 0 && n <= 65535 && !strings.Contains(host, "@")
 }
 
 // sameAddr: a and b name one fixed port (":0" picks a free one each time).

@@ -107,6 +107,9 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		// in-process guards, as while Redis is down, with one log line.
 		{"Redis as a URL", func(c *Config) { c.Redis.Addr = "redis://127.0.0.1:6379" }, "GATEWAY_REDIS_ADDR"},
 		{"Redis without its port", func(c *Config) { c.Redis.Addr = "redis.internal" }, "GATEWAY_REDIS_ADDR"},
+		// Dialled as a host named "s3cret@10.0.0.5", logged with it.
+		{"Redis with a password in its address", func(c *Config) { c.Redis.Addr = "s3cret@10.0.0.5:6379" }, "GATEWAY_REDIS_ADDR"},
+		{"Redis with a user and password in its address", func(c *Config) { c.Redis.Addr = "gw:s3cret@10.0.0.5:6379" }, "GATEWAY_REDIS_ADDR"},
 		// Sent with every refund: WeChat Pay refuses each one sent with it.
 		{"refund notify_url without its scheme", func(c *Config) { c.WechatPay.RefundNotifyURL = "pay.example.com/v1/wechatpay/notify/refund" },
 			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
@@ -140,6 +143,9 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			err := c.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.field) {
 				t.Fatalf("err = %v, want it to name %s", err, tc.field)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("err = %v quotes the password", err)
 			}
 		})
 	}
