@@ -177,12 +177,14 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			}
 		}
 	})
-	t.Run("user tokens without an audience, with a long leeway or an unbounded lifetime", func(t *testing.T) {
+	t.Run("user tokens without an audience, with a long leeway, an unbounded lifetime or a secret edged with white space", func(t *testing.T) {
 		day := 24 * time.Hour
 		for _, j := range []JWTConfig{{HS256Secret: strings.Repeat("s", 32), MaxLifetime: day},
 			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: 10 * time.Minute, MaxLifetime: day},
 			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds"},
-			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", MaxLifetime: 365 * day}} {
+			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", MaxLifetime: 365 * day},
+			{HS256Secret: strings.Repeat("s", 32) + "\n", Audience: "refunds", MaxLifetime: day},
+			{HS256Secret: " " + strings.Repeat("s", 32), Audience: "refunds", MaxLifetime: day}} {
 			if _, err := j.gatewayJWT(); err == nil {
 				t.Fatalf("%+v accepted", j)
 			}
