@@ -482,6 +482,10 @@ func (c *Config) Validate() error {
 		// each one whose notify_url it cannot use.
 		{w.RefundNotifyURL != "" && !httpURL(w.RefundNotifyURL), "wechatpay.refund_notify_url (GATEWAY_WECHATPAY_REFUND_NOTIFY_URL)",
 			"must be an http:// or https:// URL with a host and no query (WeChat Pay refuses a refund sent with another)"},
+		// WeChat Pay notifies https:// alone: a refund's outcome would
+		// reach the gateway only by the janitor's queries.
+		{plainHTTP(w.RefundNotifyURL) && !simulatorURL(w.BaseURL), "wechatpay.refund_notify_url (GATEWAY_WECHATPAY_REFUND_NOTIFY_URL)",
+			"must be https:// (WeChat Pay sends refund notifications to https alone; http:// only while wechatpay.base_url is a simulator on this host)"},
 		{c.HTTP.PprofAddr != "" && !loopbackAddr(c.HTTP.PprofAddr), "http.pprof_addr (GATEWAY_HTTP_PPROF_ADDR)",
 			"must be on this host (127.0.0.1:port): pprof has no key and shows memory"},
 		{publicAddr(c.HTTP.MetricsAddr), "http.metrics_addr (GATEWAY_HTTP_METRICS_ADDR)",
@@ -563,6 +567,19 @@ func positiveOr(v, def int) int {
 
 // secureOrLocal: an empty URL (WeChat Pay's own), https, or http to a
 // loopback host.
+// plainHTTP says raw is an http:// URL.
+func plainHTTP(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && u.Scheme == "http"
+}
+
+// simulatorURL says raw is an http:// URL on this host: a simulator's, not
+// WeChat Pay's ("" is WeChat Pay's own).
+func simulatorURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && u.Scheme == "http" && loopbackAddr(u.Hostname())
+}
+
 func secureOrLocal(raw string) bool {
 	if raw == "" {
 		return true

@@ -113,6 +113,12 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		// Sent with every refund: WeChat Pay refuses each one sent with it.
 		{"refund notify_url without its scheme", func(c *Config) { c.WechatPay.RefundNotifyURL = "pay.example.com/v1/wechatpay/notify/refund" },
 			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
+		// WeChat Pay notifies https:// alone (its refund API says so).
+		{"refund notify_url over plain HTTP to WeChat Pay", func(c *Config) { c.WechatPay.RefundNotifyURL = "http://pay.example.com/v1/wechatpay/notify/refund" },
+			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
+		{"refund notify_url over plain HTTP to WeChat Pay named", func(c *Config) {
+			c.WechatPay.BaseURL, c.WechatPay.RefundNotifyURL = "https://api.mch.weixin.qq.com", "http://127.0.0.1:8080/v1/wechatpay/notify/refund"
+		}, "GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
 		{"refund notify_url with a query", func(c *Config) { c.WechatPay.RefundNotifyURL = "https://pay.example.com/notify?kind=refund" },
 			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
 		{"log level misspelt", func(c *Config) { c.Log.Level = "inof" }, "GATEWAY_LOG_LEVEL"},
@@ -154,6 +160,11 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			"http://[::1]/", "http://LOCALHOST:8081"} {
 			c := base()
 			c.WechatPay.BaseURL, c.HTTP.PprofAddr = u, "127.0.0.1:6060"
+			// A simulator may notify over plain HTTP; WeChat Pay over TLS.
+			c.WechatPay.RefundNotifyURL = "https://pay.example.com/v1/wechatpay/notify/refund"
+			if strings.HasPrefix(u, "http://") {
+				c.WechatPay.RefundNotifyURL = "http://127.0.0.1:8080/v1/wechatpay/notify/refund"
+			}
 			if err := c.Validate(); err != nil {
 				t.Fatalf("base_url %q: %v", u, err)
 			}
