@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/auth"
@@ -641,9 +642,39 @@ func classify(result *core.APIResult, err error) error {
 		return fmt.Errorf("%w: decode response: %w", ErrUnknownOutcome, err)
 	default:
 		// A 2xx whose signature did not verify: it may have been applied,
-		// but the answer cannot be trusted.
-		return fmt.Errorf("%w: %w: %w", ErrUnknownOutcome, ErrInvalidSignature, err)
+		// but the answer cannot be trusted. (wechatpay-go's error quotes
+		// the answer's Request-ID and serial headers: cut.)
+		return fmt.Errorf("%w: %w: %w", ErrUnknownOutcome, ErrInvalidSignature, quotedError{err})
 	}
+}
+
+// What an error quotes of an answer: WeChat Pay's codes are under 32
+// bytes, its messages a sentence, its request ids about 40 bytes. An
+// error page of a proxy or a WAF (up to maxAnswer read) quoted whole
+// would be logged whole by every call that met it.
+const (
+	maxQuotedCode      = 64
+	maxQuotedMessage   = 512
+	maxQuotedRequestID = 128
+	maxQuotedError     = 1024
+)
+
+// quotedError is an error whose text quotes an answer, cut to
+// maxQuotedError; errors.Is and errors.As see the error whole.
+type quotedError struct{ err error }
+
+func (q quotedError) Error() string { return cutText(q.err.Error(), maxQuotedError) }
+func (q quotedError) Unwrap() error { return q.err }
+
+// cutText cuts s to at most n bytes on a character boundary, marking the cut.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // retryCodes are error codes WeChat Pay documents as "try again with the
@@ -652,17 +683,18 @@ func classify(result *core.APIResult, err error) error {
 var retryCodes = map[string]bool{"SYSTEM_ERROR": true, "FREQUENCY_LIMITED": true, "BIZ_ERR_NEED_RETRY": true}
 
 func classifyAPIError(e *core.APIError) error {
-	requestID := e.Header.Get(consts.RequestID)
+	requestID := cutText(e.Header.Get(consts.RequestID), maxQuotedRequestID)
+	code, message := cutText(e.Code, maxQuotedCode), cutText(e.Message, maxQuotedMessage)
 	switch {
 	case e.StatusCode == http.StatusNotFound && (e.Code == "ORDER_NOT_EXIST" || e.Code == "RESOURCE_NOT_EXISTS"):
-		return fmt.Errorf("%w: %s %s (request-id %s)", ErrNotFound, e.Code, e.Message, requestID)
+		return fmt.Errorf("%w: %s %s (request-id %s)", ErrNotFound, code, message, requestID)
 	case e.StatusCode == http.StatusTooManyRequests || e.Code == "FREQUENCY_LIMITED":
-		return fmt.Errorf("%w: %w: http %d %s %s (request-id %s)", ErrUnknownOutcome, ErrRateLimited, e.StatusCode, e.Code,
-			e.Message, requestID)
+		return fmt.Errorf("%w: %w: http %d %s %s (request-id %s)", ErrUnknownOutcome, ErrRateLimited, e.StatusCode, code,
+			message, requestID)
 	case e.StatusCode >= 500 || e.StatusCode < 400 || retryCodes[e.Code]:
-		return fmt.Errorf("%w: http %d %s %s (request-id %s)", ErrUnknownOutcome, e.StatusCode, e.Code, e.Message, requestID)
+		return fmt.Errorf("%w: http %d %s %s (request-id %s)", ErrUnknownOutcome, e.StatusCode, code, message, requestID)
 	default:
-		return &BusinessError{Status: e.StatusCode, Code: e.Code, Message: e.Message, RequestID: requestID}
+		return &BusinessError{Status: e.StatusCode, Code: code, Message: message, RequestID: requestID}
 	}
 }
 

@@ -701,3 +701,48 @@ func TestClientFollowsNoRedirect(t *testing.T) {
 		return true
 	})
 }
+
+// TestLongAnswersAreCutInErrorsAndLogs: what an answer says about a
+// failure (its code and message, its Request-ID header) is cut in the
+// error and the warning logged, however long it came: an error page
+// under 1 MiB (a proxy's or a WAF's, one echoing the request) would
+// otherwise be logged whole at each call, by every refund and order check
+// that meets it, and held so in the log's queue of 8,192 lines.
+func TestLongAnswersAreCutInErrorsAndLogs(t *testing.T) {
+	const maxText = 2048
+	e := newClientEnv(t, nil)
+	long := strings.Repeat("x", 512<<10)
+	for _, status := range []int{http.StatusInternalServerError, http.StatusForbidden, http.StatusOK} {
+		server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Request-Id", strings.Repeat("r", 64<<10))
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = w.Write([]byte(`{"code":"SYSTEM_ERROR` + long[:4096] + `","message":"` + long + `"}`))
+		}))
+		var logs bytes.Buffer
+		cfg := clientConfig(e.keys, server.URL)
+		cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		c, err := wechatpay.NewClient(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.QueryOrder(context.Background(), "T1")
+		server.Close()
+		if err == nil {
+			t.Fatalf("status %d: no error", status)
+		}
+		if n := len(err.Error()); n > maxText {
+			t.Errorf("status %d: the error is %d bytes, want at most %d", status, n, maxText)
+		}
+		var be *wechatpay.BusinessError
+		if errors.As(err, &be) && len(be.Message)+len(be.Code)+len(be.RequestID) > maxText {
+			t.Errorf("status %d: the refusal keeps %d bytes of the answer, want at most %d", status,
+				len(be.Message)+len(be.Code)+len(be.RequestID), maxText)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			if len(line) > 2*maxText {
+				t.Errorf("status %d: a log line of %d bytes: %.200s…", status, len(line), line)
+			}
+		}
+	}
+}
