@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultTimeout bounds each call when Config.Timeout is zero.
@@ -289,7 +290,8 @@ func checkRecord(body []byte, want record) error {
 		return fmt.Errorf("%w: decode record: %w", ErrUnknownOutcome, err)
 	}
 	if rec.Key != want.Key || rec.Status != want.Status {
-		return fmt.Errorf("%w: unexpected record (same key %t, status %q)", ErrUnknownOutcome, rec.Key == want.Key, rec.Status)
+		return fmt.Errorf("%w: unexpected record (same key %t, status %q)", ErrUnknownOutcome, rec.Key == want.Key,
+			cutQuoted(rec.Status))
 	}
 	if !rec.sameRequest(want) {
 		return errors.Join(&PermanentError{Status: http.StatusOK, Code: "IDEMPOTENCY_MISMATCH", Body: truncate(body, maxErrorBody)},
@@ -306,5 +308,22 @@ func errorCode(body []byte) string {
 	if err := json.Unmarshal(body, &e); err != nil {
 		return ""
 	}
-	return e.Code
+	return cutQuoted(e.Code)
+}
+
+// maxQuoted bounds what an error quotes of an answer's code or status:
+// the service's are short words, and the error is logged at every attempt
+// of a job (a proxy's page in JSON, up to maxResponseBody, would be
+// logged whole each time).
+const maxQuoted = 64
+
+func cutQuoted(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	n := maxQuoted
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -3,6 +3,7 @@ package inventory_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -243,5 +244,30 @@ func TestRecordComparesTheOperationsFields(t *testing.T) {
 				t.Fatalf("done=%v err=%v, want mismatch %v", done, err, tc.mismatch)
 			}
 		})
+	}
+}
+
+// TestLongCodesAreCutInErrors: an answer's code or record status is cut
+// in the error, however long it came: the error is logged at every
+// attempt of a job (a proxy's page in JSON, under the 64 KiB read, would
+// otherwise be logged whole each time).
+func TestLongCodesAreCutInErrors(t *testing.T) {
+	long := strings.Repeat("x", 30<<10) // code and status under the 64 KiB read
+	for _, status := range []int{http.StatusBadRequest, http.StatusServiceUnavailable, http.StatusOK} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = w.Write([]byte(`{"code":"` + long + `","status":"` + long + `"}`))
+		}))
+		c := inventory.New(inventory.Config{BaseURL: srv.URL, Timeout: 5 * time.Second})
+		cf := inventory.Confirmation{Key: "k1", OutTradeNo: "T1", AmountTotal: 100}
+		werr := c.Confirm(context.Background(), cf)
+		_, qerr := c.ConfirmationDone(context.Background(), cf)
+		srv.Close()
+		for what, err := range map[string]error{"write": werr, "query": qerr} {
+			if err == nil || len(err.Error()) > 1024 {
+				t.Errorf("status %d, %s: err of %d bytes, want an error of at most 1024", status, what, len(fmt.Sprint(err)))
+			}
+		}
 	}
 }
