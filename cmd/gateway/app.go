@@ -428,9 +428,14 @@ func loadCerts(paths []string, now time.Time) (certs []*x509.Certificate, live i
 }
 
 func loadMerchantKey(path string) (*rsa.PrivateKey, error) {
-	key, err := utils.LoadPrivateKeyWithPath(path)
+	const field = "wechatpay.merchant_private_key_file (GATEWAY_WECHATPAY_MERCHANT_PRIVATE_KEY_FILE)"
+	b, err := readSecretFile(field, path) // not utils.LoadPrivateKeyWithPath: its error quotes the path
 	if err != nil {
-		return nil, fmt.Errorf("config: wechatpay.merchant_private_key_file: %w", err)
+		return nil, err
+	}
+	key, err := utils.LoadPrivateKey(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: %w", field, err)
 	}
 	return key, nil
 }

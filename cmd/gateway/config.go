@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -640,13 +641,29 @@ func publicAddr(addr string) bool {
 // loadSecrets fills secrets given as files.
 func (c *Config) loadSecrets() error {
 	if c.WechatPay.APIv3Key == "" && c.WechatPay.APIv3KeyFile != "" {
-		b, err := os.ReadFile(c.WechatPay.APIv3KeyFile)
+		b, err := readSecretFile("wechatpay.apiv3_key_file (GATEWAY_WECHATPAY_APIV3_KEY_FILE)", c.WechatPay.APIv3KeyFile)
 		if err != nil {
-			return fmt.Errorf("config: wechatpay.apiv3_key_file: %w", err)
+			return err
 		}
 		c.WechatPay.APIv3Key = strings.TrimSpace(string(b))
 	}
 	return nil
+}
+
+// readSecretFile reads the file of a secret named by field. Its error
+// does not quote the path: a secret given in its place (the key itself in
+// GATEWAY_WECHATPAY_APIV3_KEY_FILE) would reach the log with the start's
+// error, as os.ReadFile's "open <path>: …" quotes it.
+func readSecretFile(field, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
+		}
+		return nil, fmt.Errorf("config: %s: %w (the path is not shown: it may be the secret itself, set in place of its file)", field, err)
+	}
+	return b, nil
 }
 
 // redisAddr: addr is what go-redis dials: host:port (a numeric port) over

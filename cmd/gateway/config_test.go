@@ -378,3 +378,46 @@ func TestStrayArgumentIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretGivenForItsFileIsNotQuoted: a secret set in its _FILE variable
+// (GATEWAY_WECHATPAY_APIV3_KEY_FILE set to the key itself, as a deployment
+// mapping a secret to the wrong variable does) stops the start with an
+// error naming the setting, without quoting the value: the error is the
+// process's last log line. Before, os.ReadFile's "open <path>: no such
+// file or directory" carried the key, the HS256 secret or the merchant's
+// private key into the log.
+func TestSecretGivenForItsFileIsNotQuoted(t *testing.T) {
+	const s3cret = "s3cretS3cretS3cretS3cretS3cret42"
+	cases := []struct {
+		name, field string
+		edit        func(*Config)
+	}{
+		{"APIv3 key", "GATEWAY_WECHATPAY_APIV3_KEY_FILE", func(c *Config) {
+			c.WechatPay.APIv3Key, c.WechatPay.APIv3KeyFile = "", s3cret
+		}},
+		{"HS256 secret", "GATEWAY_REFUNDS_JWT_HS256_SECRET_FILE", func(c *Config) {
+			c.Refunds.JWT.HS256SecretFile, c.Refunds.JWT.Audience = s3cret, "refunds"
+		}},
+		{"merchant private key", "GATEWAY_WECHATPAY_MERCHANT_PRIVATE_KEY_FILE", func(c *Config) {
+			c.WechatPay.MerchantSerial = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+			c.WechatPay.MerchantPrivateKeyFile = "-----BEGIN PRIVATE KEY-----\n" + s3cret + "\n-----END PRIVATE KEY-----\n"
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, backend{name: "sqlite"})
+			tc.edit(&cfg)
+			m, err := NewMain(context.Background(), cfg)
+			if err == nil {
+				m.Close()
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("err = %v, want it to name %s", err, tc.field)
+			}
+			if strings.Contains(err.Error(), s3cret) {
+				t.Fatalf("err = %v quotes the secret", err)
+			}
+		})
+	}
+}

@@ -85,9 +85,9 @@ func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 	}
 	secret := j.HS256Secret
 	if secret == "" && j.HS256SecretFile != "" {
-		b, err := os.ReadFile(j.HS256SecretFile)
+		b, err := readSecretFile("refunds.jwt.hs256_secret_file (GATEWAY_REFUNDS_JWT_HS256_SECRET_FILE)", j.HS256SecretFile)
 		if err != nil {
-			return out, fmt.Errorf("config: refunds.jwt.hs256_secret_file: %w", err)
+			return out, err
 		}
 		secret = strings.TrimSpace(string(b))
 	}
