@@ -420,6 +420,14 @@ func (c *Config) Validate() error {
 		{c.Database.DSN == "", "database.dsn (GATEWAY_DATABASE_DSN)", "is required"},
 		{w.MchID == "", "wechatpay.mchid (GATEWAY_WECHATPAY_MCHID)", "is required"},
 		{w.AppID == "", "wechatpay.appid (GATEWAY_WECHATPAY_APPID)", "is required"},
+		// Compared as they are with what WeChat Pay sends (a notification's
+		// mchid and appid, its Wechatpay-Serial) and sent as they are: a
+		// newline from the file a value was copied from would refuse every
+		// notification, or have every call refused.
+		{edged(w.MchID), "wechatpay.mchid (GATEWAY_WECHATPAY_MCHID)", edgedWhy},
+		{edged(w.AppID), "wechatpay.appid (GATEWAY_WECHATPAY_APPID)", edgedWhy},
+		{edged(w.PublicKeyID), "wechatpay.public_key_id (GATEWAY_WECHATPAY_PUBLIC_KEY_ID)", edgedWhy},
+		{edged(w.MerchantSerial), "wechatpay.merchant_serial (GATEWAY_WECHATPAY_MERCHANT_SERIAL)", edgedWhy},
 		{len(w.APIv3Key) != 32, "wechatpay.apiv3_key (GATEWAY_WECHATPAY_APIV3_KEY)", "must be 32 characters"},
 		{w.PublicKeyFile == "" && len(w.PlatformCertFiles) == 0,
 			"wechatpay.public_key_file (GATEWAY_WECHATPAY_PUBLIC_KEY_FILE)", "or wechatpay.platform_cert_files is required"},
@@ -551,6 +559,12 @@ const mainReserve = 4
 func (a AuthConfig) keyLookups() int       { return positiveOr(a.MaxKeyLookups, 16) }
 func (f FinanceConfig) maxRequests() int   { return positiveOr(f.MaxRequests, 16) }
 func (d DatabaseConfig) maxOpenConns() int { return positiveOr(d.MaxOpenConns, 50) }
+
+// edged says s begins or ends with white space.
+func edged(s string) bool { return s != strings.TrimSpace(s) }
+
+// edgedWhy is the refusal of a value edged with white space.
+const edgedWhy = "begins or ends with white space (a newline from the file it was copied from?): remove it"
 
 // validLogLevel: a level slog reads (empty: info).
 func validLogLevel(s string) bool {

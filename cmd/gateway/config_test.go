@@ -121,6 +121,15 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		}, "GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
 		{"refund notify_url with a query", func(c *Config) { c.WechatPay.RefundNotifyURL = "https://pay.example.com/notify?kind=refund" },
 			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
+		// Compared as they are with each notification (its mchid, appid and
+		// Wechatpay-Serial), sent as they are with each call: with the
+		// newline of the file they were copied from, every notification is
+		// refused (the serial: 401 "unknown Wechatpay-Serial").
+		{"mchid with a newline", func(c *Config) { c.WechatPay.MchID = "1900000109\n" }, "GATEWAY_WECHATPAY_MCHID"},
+		{"appid with a space", func(c *Config) { c.WechatPay.AppID = " wxd678efh567hg6787" }, "GATEWAY_WECHATPAY_APPID"},
+		{"public key id with a newline", func(c *Config) { c.WechatPay.PublicKeyID = "PUB_KEY_ID_1\n" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_ID"},
+		{"merchant serial with a newline", func(c *Config) { c.WechatPay.MerchantSerial = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1\r\n" },
+			"GATEWAY_WECHATPAY_MERCHANT_SERIAL"},
 		{"log level misspelt", func(c *Config) { c.Log.Level = "inof" }, "GATEWAY_LOG_LEVEL"},
 		{"breaker open for an hour", func(c *Config) { c.Redis.BreakerCooldown = time.Hour }, "GATEWAY_REDIS_BREAKER_COOLDOWN"},
 		{"WeChat Pay over plain HTTP", func(c *Config) { c.WechatPay.BaseURL = "http://api.mch.weixin.qq.com" },
@@ -188,7 +197,7 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			}
 		}
 	})
-	t.Run("user tokens without an audience, with a long leeway, an unbounded lifetime or a secret edged with white space", func(t *testing.T) {
+	t.Run("user tokens without an audience, with a long leeway, an unbounded lifetime or a secret or claim edged with white space", func(t *testing.T) {
 		day := 24 * time.Hour
 		for _, j := range []JWTConfig{{HS256Secret: strings.Repeat("s", 32), MaxLifetime: day},
 			{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: 10 * time.Minute, MaxLifetime: day},
@@ -202,6 +211,18 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		}
 		if _, err := (JWTConfig{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", Leeway: time.Minute, MaxLifetime: day}).gatewayJWT(); err != nil {
 			t.Fatal(err)
+		}
+		// Compared as they are with each token's claims: every token would get 401.
+		for field, edit := range map[string]func(*JWTConfig){
+			"GATEWAY_REFUNDS_JWT_AUDIENCE":     func(j *JWTConfig) { j.Audience = "refunds\n" },
+			"GATEWAY_REFUNDS_JWT_ISSUER":       func(j *JWTConfig) { j.Issuer = " https://auth.example.com" },
+			"GATEWAY_REFUNDS_JWT_OPENID_CLAIM": func(j *JWTConfig) { j.OpenIDClaim = "openid\n" },
+		} {
+			j := JWTConfig{HS256Secret: strings.Repeat("s", 32), Audience: "refunds", MaxLifetime: day}
+			edit(&j)
+			if _, err := j.gatewayJWT(); err == nil || !strings.Contains(err.Error(), field) {
+				t.Fatalf("%+v: err = %v, want it to name %s", j, err, field)
+			}
 		}
 	})
 	t.Run("bad env value", func(t *testing.T) {

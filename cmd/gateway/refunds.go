@@ -77,11 +77,19 @@ func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 		return out, fmt.Errorf("config: refunds.jwt.max_lifetime (GATEWAY_REFUNDS_JWT_MAX_LIFETIME) must be positive and at most %v", maxJWTLifetime)
 	case j.Leeway < 0 || j.Leeway > maxJWTLeeway:
 		return out, fmt.Errorf("config: refunds.jwt.leeway (GATEWAY_REFUNDS_JWT_LEEWAY) must be between 0 and %v", maxJWTLeeway)
-	case j.HS256Secret != strings.TrimSpace(j.HS256Secret):
+	case edged(j.HS256Secret):
 		// A secret file's are cut off (hs256_secret_file); here they would
 		// be part of the key, and every token signed without them refused.
 		return out, errors.New("config: refunds.jwt.hs256_secret (GATEWAY_REFUNDS_JWT_HS256_SECRET) begins or ends with " +
 			"white space (a newline from the file it was copied from?): remove it, or use hs256_secret_file")
+	}
+	// Compared as they are with each token's claims: every token refused.
+	for _, f := range []struct{ value, name string }{{j.Issuer, "refunds.jwt.issuer (GATEWAY_REFUNDS_JWT_ISSUER)"},
+		{j.Audience, "refunds.jwt.audience (GATEWAY_REFUNDS_JWT_AUDIENCE)"},
+		{j.OpenIDClaim, "refunds.jwt.openid_claim (GATEWAY_REFUNDS_JWT_OPENID_CLAIM)"}} {
+		if edged(f.value) {
+			return out, fmt.Errorf("config: %s %s", f.name, edgedWhy)
+		}
 	}
 	secret := j.HS256Secret
 	if secret == "" && j.HS256SecretFile != "" {
