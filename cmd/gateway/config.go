@@ -495,6 +495,11 @@ func (c *Config) Validate() error {
 		// reach the gateway only by the janitor's queries.
 		{plainHTTP(w.RefundNotifyURL) && !simulatorURL(w.BaseURL), "wechatpay.refund_notify_url (GATEWAY_WECHATPAY_REFUND_NOTIFY_URL)",
 			"must be https:// (WeChat Pay sends refund notifications to https alone; http:// only while wechatpay.base_url is a simulator on this host)"},
+		// The payment route refuses every REFUND.* notification (400,
+		// unsupported event_type): WeChat Pay would send each for a day and
+		// a refund's outcome reach the ledger only by the janitor's queries.
+		{paymentNotifyURL(w.RefundNotifyURL, w.NotifyURL), "wechatpay.refund_notify_url (GATEWAY_WECHATPAY_REFUND_NOTIFY_URL)",
+			"is the payment notifications' URL (wechatpay.notify_url, " + paymentNotifyPath + "): point it at /v1/wechatpay/notify/refund"},
 		{c.HTTP.PprofAddr != "" && !loopbackAddr(c.HTTP.PprofAddr), "http.pprof_addr (GATEWAY_HTTP_PPROF_ADDR)",
 			"must be on this host (127.0.0.1:port): pprof has no key and shows memory"},
 		{publicAddr(c.HTTP.MetricsAddr), "http.metrics_addr (GATEWAY_HTTP_METRICS_ADDR)",
@@ -559,6 +564,20 @@ const mainReserve = 4
 func (a AuthConfig) keyLookups() int       { return positiveOr(a.MaxKeyLookups, 16) }
 func (f FinanceConfig) maxRequests() int   { return positiveOr(f.MaxRequests, 16) }
 func (d DatabaseConfig) maxOpenConns() int { return positiveOr(d.MaxOpenConns, 50) }
+
+// paymentNotifyPath is the gateway's route for payment notifications.
+const paymentNotifyPath = "/v1/wechatpay/notify/payment"
+
+// paymentNotifyURL says refundURL would send refund notifications to the
+// payment route: it ends in that route's path (behind any prefix a proxy
+// adds), or it is notifyURL, the URL orders give for their payments.
+func paymentNotifyURL(refundURL, notifyURL string) bool {
+	if refundURL == "" {
+		return false
+	}
+	u, err := url.Parse(refundURL)
+	return refundURL == notifyURL || err == nil && strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), paymentNotifyPath)
+}
 
 // edged says s begins or ends with white space.
 func edged(s string) bool { return s != strings.TrimSpace(s) }

@@ -119,6 +119,17 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"refund notify_url over plain HTTP to WeChat Pay named", func(c *Config) {
 			c.WechatPay.BaseURL, c.WechatPay.RefundNotifyURL = "https://api.mch.weixin.qq.com", "http://127.0.0.1:8080/v1/wechatpay/notify/refund"
 		}, "GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
+		// The payment route answers every REFUND.* notification 400.
+		{"refund notify_url at the payment route", func(c *Config) {
+			c.WechatPay.RefundNotifyURL = "https://pay.example.com/v1/wechatpay/notify/payment"
+		}, "GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
+		{"refund notify_url at the payment route behind a prefix", func(c *Config) {
+			c.WechatPay.RefundNotifyURL = "https://pay.example.com/gw/v1/wechatpay/notify/payment/"
+		}, "GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
+		{"refund notify_url the payments' notify_url", func(c *Config) {
+			c.WechatPay.NotifyURL = "https://pay.example.com/wx/notify"
+			c.WechatPay.RefundNotifyURL = c.WechatPay.NotifyURL
+		}, "GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
 		{"refund notify_url with a query", func(c *Config) { c.WechatPay.RefundNotifyURL = "https://pay.example.com/notify?kind=refund" },
 			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
 		// Compared as they are with each notification (its mchid, appid and
