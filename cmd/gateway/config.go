@@ -673,6 +673,12 @@ func publicAddr(addr string) bool {
 
 // loadSecrets fills secrets given as files.
 func (c *Config) loadSecrets() error {
+	if c.WechatPay.APIv3Key != "" && c.WechatPay.APIv3KeyFile != "" {
+		// The file would be ignored: a key rotated in it (as WeChat Pay's
+		// was) never used, every notification then failing to decrypt.
+		return errors.New("config: wechatpay.apiv3_key (GATEWAY_WECHATPAY_APIV3_KEY) and wechatpay.apiv3_key_file " +
+			"(GATEWAY_WECHATPAY_APIV3_KEY_FILE) are both set, and the file would be ignored: set one")
+	}
 	if c.WechatPay.APIv3Key == "" && c.WechatPay.APIv3KeyFile != "" {
 		b, err := readSecretFile("wechatpay.apiv3_key_file (GATEWAY_WECHATPAY_APIV3_KEY_FILE)", c.WechatPay.APIv3KeyFile)
 		if err != nil {

@@ -453,3 +453,37 @@ func TestSecretGivenForItsFileIsNotQuoted(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretAndItsFileBothSetIsRefused: the APIv3 key or the HS256 secret
+// given both inline (a GATEWAY_ variable left from an older deployment)
+// and as a file stops the start. Before, the inline one won and the file
+// was ignored: once the key was rotated in the file, every notification
+// failed to decrypt (every token was refused) while the gateway looked
+// configured.
+func TestSecretAndItsFileBothSetIsRefused(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secret")
+	writeFile(t, file, strings.Repeat("r", 32)+"\n")
+	cases := []struct {
+		name, field string
+		edit        func(*Config)
+	}{
+		{"APIv3 key", "GATEWAY_WECHATPAY_APIV3_KEY_FILE", func(c *Config) { c.WechatPay.APIv3KeyFile = file }},
+		{"HS256 secret", "GATEWAY_REFUNDS_JWT_HS256_SECRET_FILE", func(c *Config) {
+			c.Refunds.JWT.HS256Secret, c.Refunds.JWT.HS256SecretFile, c.Refunds.JWT.Audience = jwtSecret, file, jwtAudience
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, backend{name: "sqlite"})
+			tc.edit(&cfg)
+			m, err := NewMain(context.Background(), cfg)
+			if err == nil {
+				m.Close()
+				t.Fatal("started, one of the two ignored")
+			}
+			if !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("err = %v, want it to name %s", err, tc.field)
+			}
+		})
+	}
+}

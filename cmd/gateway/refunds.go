@@ -77,6 +77,11 @@ func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 		return out, fmt.Errorf("config: refunds.jwt.max_lifetime (GATEWAY_REFUNDS_JWT_MAX_LIFETIME) must be positive and at most %v", maxJWTLifetime)
 	case j.Leeway < 0 || j.Leeway > maxJWTLeeway:
 		return out, fmt.Errorf("config: refunds.jwt.leeway (GATEWAY_REFUNDS_JWT_LEEWAY) must be between 0 and %v", maxJWTLeeway)
+	case j.HS256Secret != "" && j.HS256SecretFile != "":
+		// The file would be ignored: a secret rotated in it never used,
+		// every token signed with the new one refused.
+		return out, errors.New("config: refunds.jwt.hs256_secret (GATEWAY_REFUNDS_JWT_HS256_SECRET) and " +
+			"refunds.jwt.hs256_secret_file (GATEWAY_REFUNDS_JWT_HS256_SECRET_FILE) are both set, and the file would be ignored: set one")
 	case edged(j.HS256Secret):
 		// A secret file's are cut off (hs256_secret_file); here they would
 		// be part of the key, and every token signed without them refused.
