@@ -436,7 +436,11 @@ func (c *Config) Validate() error {
 		{c.Database.LockWaitTimeout < 0, "database.lock_wait_timeout (GATEWAY_DATABASE_LOCK_WAIT_TIMEOUT)", "must not be negative (0: the server's)"},
 		{c.Database.StatementTimeout < 0, "database.statement_timeout (GATEWAY_DATABASE_STATEMENT_TIMEOUT)", "must not be negative (0: none)"},
 		{!validLogLevel(c.Log.Level), "log.level (GATEWAY_LOG_LEVEL)", "must be debug, info, warn or error"},
-		{c.HTTP.MaxBodyBytes <= 0, "http.max_body_bytes (GATEWAY_HTTP_MAX_BODY_BYTES)", "must be positive"},
+		// WeChat Pay's notifications run to several KiB (a payment's coupons
+		// in promotion_detail): under the floor they would be answered 413
+		// and sent again for a day, unrecorded.
+		{c.HTTP.MaxBodyBytes < minBodyBytes, "http.max_body_bytes (GATEWAY_HTTP_MAX_BODY_BYTES)",
+			fmt.Sprintf("must be at least %d (WeChat Pay's notifications run to several KiB)", minBodyBytes)},
 		{c.HTTP.ReadHeaderTimeout <= 0, "http.read_header_timeout (GATEWAY_HTTP_READ_HEADER_TIMEOUT)", "must be positive"},
 		{c.HTTP.ReadTimeout <= 0, "http.read_timeout (GATEWAY_HTTP_READ_TIMEOUT)", "must be positive"},
 		{c.HTTP.IdleTimeout <= 0, "http.idle_timeout (GATEWAY_HTTP_IDLE_TIMEOUT)", "must be positive"},
@@ -564,6 +568,10 @@ const mainReserve = 4
 func (a AuthConfig) keyLookups() int       { return positiveOr(a.MaxKeyLookups, 16) }
 func (f FinanceConfig) maxRequests() int   { return positiveOr(f.MaxRequests, 16) }
 func (d DatabaseConfig) maxOpenConns() int { return positiveOr(d.MaxOpenConns, 50) }
+
+// minBodyBytes is the least http.max_body_bytes: 16 KiB, a few times
+// the largest notification WeChat Pay is seen to send.
+const minBodyBytes = 16 << 10
 
 // paymentNotifyPath is the gateway's route for payment notifications.
 const paymentNotifyPath = "/v1/wechatpay/notify/payment"

@@ -34,7 +34,7 @@ func TestEnvironmentOverridesEveryField(t *testing.T) {
 		"GATEWAY_WECHATPAY_PUBLIC_KEY_ID":       "PUB_KEY_ID_1",
 		"GATEWAY_WECHATPAY_PLATFORM_CERT_FILES": "/a.pem, /b.pem",
 		"GATEWAY_API_KEYS":                      "a:finance:x,b:ops:y",
-		"GATEWAY_HTTP_MAX_BODY_BYTES":           "1024",
+		"GATEWAY_HTTP_MAX_BODY_BYTES":           "20480",
 	}
 	for k, v := range env {
 		t.Setenv(k, v)
@@ -48,7 +48,7 @@ func TestEnvironmentOverridesEveryField(t *testing.T) {
 		cfg.Redis.Addr != "redis:6379" || cfg.Redis.PoolTimeout != 50*time.Millisecond ||
 		w.MchID != "123" || w.AppID != "wxapp" || w.PublicKeyID != "PUB_KEY_ID_1" ||
 		len(w.PlatformCertFiles) != 2 || w.PlatformCertFiles[1] != "/b.pem" ||
-		len(cfg.Auth.APIKeys) != 2 || cfg.HTTP.MaxBodyBytes != 1024 {
+		len(cfg.Auth.APIKeys) != 2 || cfg.HTTP.MaxBodyBytes != 20480 {
 		t.Fatalf("env not applied: %+v", cfg)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -75,6 +75,8 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"bad key id", func(c *Config) { c.WechatPay.PublicKeyID = "x" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_ID"},
 		{"no dsn", func(c *Config) { c.Database.DSN = "" }, "GATEWAY_DATABASE_DSN"},
 		{"negative finish delay", func(c *Config) { c.Redis.FinishDelay = -time.Millisecond }, "GATEWAY_REDIS_FINISH_DELAY"},
+		// A payment notification with its coupons runs to several KiB.
+		{"body cap under a notification", func(c *Config) { c.HTTP.MaxBodyBytes = 1024 }, "GATEWAY_HTTP_MAX_BODY_BYTES"},
 		{"no read timeout", func(c *Config) { c.HTTP.ReadTimeout = 0 }, "GATEWAY_HTTP_READ_TIMEOUT"},
 		{"no idle timeout", func(c *Config) { c.HTTP.IdleTimeout = 0 }, "GATEWAY_HTTP_IDLE_TIMEOUT"},
 		{"write timeout under the API's", func(c *Config) { c.HTTP.WriteTimeout = c.HTTP.APITimeout }, "GATEWAY_HTTP_WRITE_TIMEOUT"},
