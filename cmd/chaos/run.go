@@ -85,8 +85,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := w.heal(ctx); err != nil {
 		return rep, err
 	}
+	return rep, settle(ctx, w, o, d, st, rep)
+}
+
+// settle is what follows the load, in a chaos run and a soak alike: the
+// commit checks deferred past an outage, the drain, and the invariant
+// checker, whose figures it adds to rep.
+func settle(ctx context.Context, w *world, o Options, d *driver, st *storm, rep *Report) error {
+	var err error
 	if rep.DeferredChecks, err = d.recheckDeferred(ctx); err != nil {
-		return rep, err
+		return err
 	}
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
 		ForgedAccepted: d.forgedAccepted, ForgedRefused: d.forgedRefused, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted,
@@ -104,7 +112,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.Invariants, err = Check(ev)
 	_, deferred := w.acks.counts()
 	rep.DeferredChecks += deferred // refund notifications' 2xx the ledger could not be asked about as they came
-	return rep, err
+	return err
 }
 
 // heal makes sure every server is up before the drain and the check: a

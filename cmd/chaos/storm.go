@@ -62,9 +62,13 @@ type refundAnswer struct {
 	} `json:"refund"`
 }
 
+func newStorm() *storm {
+	return &storm{keys: map[string]int{}, answers: map[string]map[string]bool{}, status: map[string]int{}}
+}
+
 // runStorm fires the storm at orders the gateway has accepted so far.
 func runStorm(ctx context.Context, w *world, d *driver) *storm {
-	s := &storm{keys: map[string]int{}, answers: map[string]map[string]bool{}, status: map[string]int{}}
+	s := newStorm()
 	ctx, cancel := context.WithTimeout(ctx, stormLimit)
 	defer cancel()
 	sem := make(chan struct{}, stormParallel)
