@@ -66,10 +66,10 @@ type ProcCPU struct {
 // measure runs phase and records the CPU used during it.
 func (m *meter) measure(phase func() Result) Result {
 	before := m.sample()
-	idle0, total0 := machineIdle()
+	idle0, total0 := stack.MachineIdle()
 	r := phase()
 	after := m.sample()
-	idle1, total1 := machineIdle()
+	idle1, total1 := stack.MachineIdle()
 	for i, p := range m.procs {
 		if before[i] >= 0 && after[i] >= 0 {
 			r.Usage.Procs = append(r.Usage.Procs, ProcCPU{Name: p.name, CPU: after[i] - before[i]})
@@ -116,28 +116,6 @@ func (u Usage) perOp(ops int) string {
 	}
 	parts = append(parts, fmt.Sprintf("machine %.0f%% busy", 100*u.Busy))
 	return strings.Join(parts, " · ")
-}
-
-// machineIdle reads the idle (idle+iowait) and total jiffies of all cores
-// from /proc/stat; zeros if it cannot.
-func machineIdle() (idle, total int64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	fields := strings.Fields(line)
-	if len(fields) < 6 || fields[0] != "cpu" {
-		return 0, 0
-	}
-	for i, f := range fields[1:min(len(fields), 9)] { // user … steal; guest time is in user already
-		v, _ := strconv.ParseInt(f, 10, 64)
-		total += v
-		if i == 3 || i == 4 { // idle, iowait
-			idle += v
-		}
-	}
-	return idle, total
 }
 
 // pidOf returns the pid of the only process whose command name is one of

@@ -135,6 +135,28 @@ func CPUTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
+// MachineIdle reads the idle (idle+iowait) and total jiffies of all cores
+// from /proc/stat; zeros if it cannot.
+func MachineIdle() (idle, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 6 || fields[0] != "cpu" {
+		return 0, 0
+	}
+	for i, f := range fields[1:min(len(fields), 9)] { // user … steal; guest time is in user already
+		v, _ := strconv.ParseInt(f, 10, 64)
+		total += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return idle, total
+}
+
 // DataRaces returns the race detector's reports in a log file, if any.
 func DataRaces(logPath string) ([]string, error) {
 	b, err := os.ReadFile(logPath)
