@@ -119,6 +119,14 @@ func TestCheckFindsViolations(t *testing.T) {
 		"double refunds": 11, "double confirmations": 2, "stock effects missing or unearned": 5,
 		"calls sent again without asking": 2, "orders with Σrefunds > paid": 2, "jobs not drained": 1,
 		"refunds not settled": 2, "ledger disagrees with WeChat Pay": 4, "checks without evidence": 5})
+	// A soak injects no faults: none of WeChat Pay's or the inventory's is
+	// wanted as evidence, nor a refund CLOSED or one moved from ABNORMAL;
+	// the refund notifications never acked still are.
+	ev.FaultFree = true
+	assertCounts(t, ev, map[string]int{"accepted-but-lost notifications": 2, "forged notifications accepted": 5,
+		"double refunds": 11, "double confirmations": 2, "stock effects missing or unearned": 5,
+		"calls sent again without asking": 2, "orders with Σrefunds > paid": 2, "jobs not drained": 1,
+		"refunds not settled": 2, "ledger disagrees with WeChat Pay": 4, "checks without evidence": 1})
 
 	empty, err := ledgertest.OpenMySQL(t).DB().DB()
 	if err != nil {
