@@ -55,6 +55,8 @@ type driver struct {
 	// refused for another reason, never answered, never built or never sent.
 	forgedWrongReason []string
 	attempts          int
+	lat               *latencies // a soak's: each genuine POST's time (nil: not measured)
+	refusals          map[string]int
 }
 
 func newDriver(w *world, o Options) (*driver, error) {
@@ -152,21 +154,42 @@ func (d *driver) deliver(ctx context.Context, o *order) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		n, err := d.signed(ctx, o)
+		status, reason := 0, "not built"
 		if err == nil {
-			var status int
-			status, err = d.post(ctx, n)
+			sent := time.Now()
+			status, reason, err = d.postReason(ctx, n)
+			d.lat.add(time.Since(sent))
 			if err == nil && status/100 == 2 {
 				d.accept(o, n.ID)
 				d.checkCommitted(ctx, o, n.ID)
 				return
 			}
 		}
+		d.refused(status, reason, err)
 		sleep(ctx, backoff)
 		backoff = min(backoff*2, time.Second)
 	}
 	d.mu.Lock()
 	d.gaveUp = append(d.gaveUp, o.no)
 	d.mu.Unlock()
+}
+
+// refused counts a genuine delivery's answer other than 2xx, or its
+// error, by kind: under faults they are expected, in a soak each is news.
+func (d *driver) refused(status int, reason string, err error) {
+	what := fmt.Sprintf("%d %s", status, reason)
+	if err != nil && status == 0 {
+		what = "error " + reason
+		if reason == "" {
+			what = "no answer"
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.refusals == nil {
+		d.refusals = map[string]int{}
+	}
+	d.refusals[what]++
 }
 
 // forgeTries × 200 ms (a minute) outlasts a gateway kill and restart, a
@@ -226,11 +249,6 @@ func (d *driver) forgeryUnproven(what string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.forgedWrongReason = append(d.forgedWrongReason, what)
-}
-
-func (d *driver) post(ctx context.Context, n wxpaysim.Notification) (int, error) {
-	status, _, err := d.postReason(ctx, n)
-	return status, err
 }
 
 // postReason delivers n and returns the status and the gateway's reason

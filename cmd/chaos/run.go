@@ -98,7 +98,7 @@ func settle(ctx context.Context, w *world, o Options, d *driver, st *storm, rep 
 	}
 	ev := &Evidence{Ctx: ctx, DB: w.sql, Sim: w.sim, Inv: w.inv, Accepted: d.accepted, ForgedOrders: d.forgedOrders,
 		ForgedAccepted: d.forgedAccepted, ForgedRefused: d.forgedRefused, ForgedWrongReason: d.forgedWrongReason, Storm: st, Uncommitted: d.uncommitted,
-		QueryLagOptional: !o.QueryLagEvidence, RefundAcks: w.acks}
+		QueryLagOptional: !o.QueryLagEvidence, RefundAcks: w.acks, FaultFree: o.Soak > 0}
 	drain(ctx, w, o, ev)
 	ev.RefundsRefused = w.sim.RefundsRefused() // the janitor's re-sends during the drain count too
 	rep.JobsTotal, rep.JobsStates = ev.JobsTotal, ev.JobsStates

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"paygateway/cmd/internal/stack"
 )
 
 // Sample is one reading of the gateway during a soak: its process (from
@@ -36,6 +38,11 @@ type Sample struct {
 	Answered   int // payment notification POSTs answered in the window
 	Rate       float64
 	P99        time.Duration // of those POSTs
+	// GatewayCPU (cores the gateway used) and Busy (the share of the
+	// machine's cores busy, with everything else it runs) over the window
+	// tell a gateway that got costlier from a machine that got crowded.
+	GatewayCPU float64
+	Busy       float64
 }
 
 // latencies collects the driver's payment notification POST times until
@@ -81,6 +88,10 @@ type sampler struct {
 	client *http.Client
 	start  time.Time
 	last   time.Time
+	// The gateway's CPU time and the machine's idle and total jiffies at
+	// the last sample.
+	cpu         time.Duration
+	idle, total int64
 	// samples and errs belong to the goroutine taking the samples until
 	// the load has stopped.
 	samples []Sample
@@ -88,7 +99,24 @@ type sampler struct {
 }
 
 func newSampler(w *world, lat *latencies, start time.Time) *sampler {
-	return &sampler{w: w, lat: lat, client: &http.Client{Timeout: 10 * time.Second}, start: start, last: start}
+	s := &sampler{w: w, lat: lat, client: &http.Client{Timeout: 10 * time.Second}, start: start, last: start}
+	s.cpu, _ = stack.CPUTime(w.gw.PID())
+	s.idle, s.total = stack.MachineIdle()
+	return s
+}
+
+// cpuSince sets smp's CPU figures for the window since the last sample.
+func (s *sampler) cpuSince(smp *Sample, window time.Duration) {
+	cpu, err := stack.CPUTime(s.w.gw.PID())
+	if err == nil {
+		smp.GatewayCPU = float64(cpu-s.cpu) / float64(window)
+		s.cpu = cpu
+	}
+	idle, total := stack.MachineIdle()
+	if total > s.total {
+		smp.Busy = 1 - float64(idle-s.idle)/float64(total-s.total)
+	}
+	s.idle, s.total = idle, total
 }
 
 // run samples every interval until ctx ends.
@@ -114,6 +142,7 @@ func (s *sampler) take(ctx context.Context, quiet bool) {
 	}
 	smp := Sample{At: now.Sub(s.start), Quiet: quiet, Answered: len(lat), P99: p99(lat),
 		Rate: float64(len(lat)) / now.Sub(s.last).Seconds()}
+	s.cpuSince(&smp, now.Sub(s.last))
 	s.last = now
 	text, err := s.metrics(ctx)
 	if err == nil {

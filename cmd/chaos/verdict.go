@@ -87,7 +87,8 @@ func median[T int | int64 | time.Duration](s []Sample, f func(Sample) T) T {
 // heapCheck judges the GC's heap goal (Sample.HeapGoal), not the heap in
 // use: the latter swings up to twice the live heap with each GC cycle,
 // so the medians of a few samples could differ by nearly that much with
-// nothing growing.
+// nothing growing. The gateway's in-memory nonces and commit marks grow
+// it too, bounded, until they are full (README, "make soak").
 func heapCheck(first, last []Sample) LeakCheck {
 	a := median(first, func(s Sample) int64 { return s.HeapGoal })
 	b := median(last, func(s Sample) int64 { return s.HeapGoal })

@@ -100,6 +100,9 @@ func (w *world) start(ctx context.Context, o Options) error {
 	}
 	w.gw.Env = append(w.id.Env("mysql://"+w.db.DSN("chaos"), w.redis.Addr(), simURL[0], simURL[1]),
 		chaosEnv(w.notifyAddr)...)
+	if o.Soak > 0 {
+		w.gw.Env = append(w.gw.Env, "GATEWAY_REDIS_POOL_SIZE="+strconv.Itoa(soakRedisPool))
+	}
 	w.closers = append(w.closers, w.gw.Stop)
 	if err := w.gw.Start(ctx); err != nil {
 		return fmt.Errorf("gateway (log %s): %w", filepath.Join(w.dir, "gateway.log"), err)
@@ -115,6 +118,9 @@ func (w *world) serve(ctx context.Context, o Options) ([2]string, error) {
 		NotifyRetryDelays: refundNotifyRetries, RefundGap: refundGap, OnRefundAck: w.acks.onAck})
 	w.closers = append(w.closers, w.sim.Close)
 	w.sim.SetFaults(refundFaults)
+	if o.Soak > 0 {
+		w.sim.SetFaults(soakRefundRules)
+	}
 	w.inv = inventorysim.New()
 	f := inventorysim.Faults{ErrorRate: o.InventoryErrors, ApplyThenTimeoutRate: o.InventoryTimeout,
 		ApplyThenTimeoutDelay: inventoryStall}
@@ -170,6 +176,11 @@ var refundFaults = wxpaysim.Faults{PathPrefix: "/v3/refund/", PostsPerSecond: 15
 	ApplyThenForbiddenRate: 0.03, HoldFor: 1500 * time.Millisecond, RefundQueryLag: refundQueryLag,
 	RefundClosedNext: 2, RefundClosedRate: 0.1, RefundAbnormalNext: 2, RefundAbnormalRate: 0.05,
 	AbnormalResolveAfter: abnormalResolve}
+
+// soakRefundRules keep WeChat Pay's own rules (its quota, its query lag)
+// and inject nothing: a soak looks for growth under ordinary traffic, and
+// a fault's recovery would blur it.
+var soakRefundRules = wxpaysim.Faults{PathPrefix: "/v3/refund/", PostsPerSecond: 150, RefundQueryLag: refundQueryLag}
 
 // refundQueryLag is how long a new refund stays hidden from queries. It
 // outlasts the gateway's WeChat Pay timeout (1 s, chaosEnv), so the query
