@@ -9,7 +9,7 @@ GATEWAY_TEST_MYSQL_DSN ?= root@tcp(127.0.0.1:3306)/test
 GATEWAY_TEST_REDIS_ADDR ?= 127.0.0.1:6379
 export GATEWAY_TEST_MYSQL_DSN GATEWAY_TEST_REDIS_ADDR
 
-.PHONY: run build test lint vet fmt-check unit fuzz fuzz-short bench chaos migrate clean
+.PHONY: run build test lint vet fmt-check unit fuzz fuzz-short bench chaos soak migrate clean
 
 # Fuzz targets as package:FuzzName:runs; seed corpora live in <package>/testdata/fuzz/<FuzzName>/.
 # runs is how many inputs `make fuzz-short` tries (1–3 s each here).
@@ -61,6 +61,11 @@ bench:
 ## chaos: 100,000 notifications under kills, Redis and MariaDB outages, inventory faults (minutes; not in `make test`)
 chaos:
 	$(GO) run ./cmd/chaos $(CHAOS_FLAGS)
+
+## soak: 10 minutes of steady, fault-free load (200 deliveries/s, refunds, finance reads); fails on anything growing without bound
+SOAK_FLAGS ?= -soak 10m
+soak:
+	$(GO) run ./cmd/chaos $(SOAK_FLAGS)
 
 ## migrate: apply migrations to the database of CONFIG (or GATEWAY_CONFIG / GATEWAY_DATABASE_DSN)
 migrate:
