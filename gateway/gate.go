@@ -57,6 +57,9 @@ func NewMemoryGate(max int, locks *MemoryLocker) *MemoryGate {
 	return &MemoryGate{nonces: NewMemoryNonces(max), done: NewMemoryNonces(max), locks: locks}
 }
 
+// Entries is how many nonces and committed notification ids m holds.
+func (m *MemoryGate) Entries() (nonces, committed int) { return m.nonces.Len(), m.done.Len() }
+
 // Admit implements Gate.
 func (m *MemoryGate) Admit(ctx context.Context, k GateKeys, t GateTTLs) (Admission, error) {
 	if fresh, _ := m.nonces.FirstSeen(ctx, k.Nonce, t.Nonce); !fresh {

@@ -54,6 +54,14 @@ func (m *MemoryNonces) FirstSeen(_ context.Context, nonce string, ttl time.Durat
 	return true, nil
 }
 
+// Len is the number of entries held, expired ones dropped first.
+func (m *MemoryNonces) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expire(m.now())
+	return m.order.Len()
+}
+
 // Has reports whether key is remembered and not expired.
 func (m *MemoryNonces) Has(key string) bool {
 	m.mu.Lock()

@@ -233,6 +233,28 @@ func (m *Metrics) RegisterClock(offset func() time.Duration) {
 		func() float64 { return offset().Seconds() }))
 }
 
+// RegisterMemoryGate adds gateway_memory_gate_entries: the nonces and
+// committed notification ids the in-process gate holds beside Redis (or
+// instead of it). They grow until the gate's bound, then stay: a soak
+// reads them to tell that growth of the heap from a leak.
+func (m *Metrics) RegisterMemoryGate(g *MemoryGate) {
+	if m == nil {
+		return
+	}
+	for _, kind := range []string{"nonces", "committed"} {
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gateway_memory_gate_entries",
+			Help:        "Entries the in-process notification gate holds (nonces seen, notification ids committed here).",
+			ConstLabels: prometheus.Labels{"kind": kind}},
+			func() float64 {
+				nonces, committed := g.Entries()
+				if kind == "nonces" {
+					return float64(nonces)
+				}
+				return float64(committed)
+			}))
+	}
+}
+
 // RegisterLogDrops adds the count of log lines dropped because the log
 // output was too slow (see LogWriter).
 func (m *Metrics) RegisterLogDrops(dropped func() uint64) {

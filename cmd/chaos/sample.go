@@ -29,15 +29,21 @@ type Sample struct {
 	// HeapGoal is the GC's target, set at the end of each cycle from the
 	// live heap (twice it at GOGC=100): unlike HeapInuse it does not
 	// depend on where in a cycle the sample fell.
-	HeapGoal   int64
-	DBOpen     int // both pools (ledger, ledger_notify)
-	DBInUse    int
-	DBMax      int // the pools' caps
-	RedisConns int // the private Redis's clients, the sampler's own left out
-	Outbox     int // outbox jobs not DONE (the gateway reads them at most every 10 s)
-	Answered   int // payment notification POSTs answered in the window
-	Rate       float64
-	P99        time.Duration // of those POSTs
+	HeapGoal int64
+	// GateEntries is what the gateway's in-process gate holds (nonces,
+	// committed notification ids): bounded, but growing through the first
+	// 15-25 minutes of a soak, and the heap with it. GOGC sets how much
+	// of the heap goal each live byte accounts for.
+	GateEntries int
+	GOGC        int
+	DBOpen      int // both pools (ledger, ledger_notify)
+	DBInUse     int
+	DBMax       int // the pools' caps
+	RedisConns  int // the private Redis's clients, the sampler's own left out
+	Outbox      int // outbox jobs not DONE (the gateway reads them at most every 10 s)
+	Answered    int // payment notification POSTs answered in the window
+	Rate        float64
+	P99         time.Duration // of those POSTs
 	// GatewayCPU (cores the gateway used) and Busy (the share of the
 	// machine's cores busy, with everything else it runs) over the window
 	// tell a gateway that got costlier from a machine that got crowded.
@@ -196,12 +202,17 @@ func (smp *Sample) fill(text string) error {
 		{"go_sql_in_use_connections", func(v float64) { smp.DBInUse = int(v) }},
 		{"go_sql_max_open_connections", func(v float64) { smp.DBMax = int(v) }},
 		{"gateway_outbox_jobs", func(v float64) { smp.Outbox = int(v) }},
+		{"gateway_memory_gate_entries", func(v float64) { smp.GateEntries = int(v) }},
 	} {
 		v, ok := sums[f.name]
 		if !ok {
 			return fmt.Errorf("/metrics has no %s", f.name)
 		}
 		f.to(v)
+	}
+	smp.GOGC = 100 // the runtime's default, when the collector does not say
+	if v, ok := sums["go_gc_gogc_percent"]; ok && v > 0 {
+		smp.GOGC = int(v)
 	}
 	return nil
 }

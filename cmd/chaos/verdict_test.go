@@ -18,7 +18,7 @@ func healthySoak() []Sample {
 		}
 		out = append(out, Sample{At: time.Duration(i) * 10 * time.Second, Goroutines: 150, FDs: 80, RSS: 70 << 20,
 			HeapInuse: heap, HeapGoal: 60 << 20, DBOpen: 30, DBInUse: 12, DBMax: 80, RedisConns: 7, Outbox: 8,
-			Answered: 1400, Rate: 140, P99: 40 * time.Millisecond})
+			Answered: 1400, Rate: 140, P99: 40 * time.Millisecond, GOGC: 400})
 	}
 	return append(out, Sample{At: 620 * time.Second, Quiet: true, Goroutines: 126, FDs: 79, RSS: 70 << 20,
 		HeapInuse: 20 << 20, HeapGoal: 60 << 20, DBOpen: 29, DBInUse: 2, DBMax: 80, RedisConns: 7})
@@ -60,6 +60,22 @@ func TestVerdict(t *testing.T) {
 		}, []string{"open fds back after the load"}},
 		{"heap climbing steadily", func(s []Sample) []Sample {
 			steadyFrom(s, func(i int, s *Sample) { s.HeapGoal = (60 + int64(i)) << 20 })
+			return s
+		}, []string{"heap not climbing"}},
+		// The gate gains 1,000 entries a sample, each 200 bytes live: the
+		// goal grows by 5 × that at GOGC=400, bounded by the gate's size.
+		{"heap growing with the gate's entries passes", func(s []Sample) []Sample {
+			steadyFrom(s, func(i int, s *Sample) {
+				s.GateEntries = 1000 * i
+				s.HeapGoal = 60<<20 + int64(s.GateEntries)*200*5
+			})
+			return s
+		}, nil},
+		{"heap growing past what the gate's entries explain", func(s []Sample) []Sample {
+			steadyFrom(s, func(i int, s *Sample) {
+				s.GateEntries = 1000 * i
+				s.HeapGoal = 60<<20 + int64(s.GateEntries)*600*5
+			})
 			return s
 		}, []string{"heap not climbing"}},
 		{"one heap spike in the last third passes", func(s []Sample) []Sample {

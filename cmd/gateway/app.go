@@ -323,11 +323,16 @@ func (m *Main) loadWechatPay(ctx context.Context) error {
 	return err
 }
 
+// memoryGateSize bounds each of the in-process gate's caches (nonces,
+// committed notification ids): about 200 bytes an entry.
+const memoryGateSize = 200_000
+
 // guards returns the notification gate and the locker: Redis with an
 // in-process fallback when Redis is configured, in-process only otherwise.
 func (m *Main) guards() (gateway.Gate, gateway.Locker, error) {
 	memLocks := gateway.NewMemoryLocker()
-	memGate := gateway.NewMemoryGate(200_000, memLocks)
+	memGate := gateway.NewMemoryGate(memoryGateSize, memLocks)
+	m.Metrics.RegisterMemoryGate(memGate)
 	r := m.Config.Redis
 	if r.Addr == "" {
 		return memGate, memLocks, nil
