@@ -15,21 +15,7 @@ import (
 // gateway that is SIGKILLed once, with Redis stopped and MariaDB crashed,
 // on private servers. Every invariant must be 0.
 func TestChaosShort(t *testing.T) {
-	if missing := stack.Missing("mariadbd", "mariadb-install-db", "redis-server", "go"); len(missing) > 0 {
-		msg := "chaos run needs " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if testing.Short() {
-		// CI must run every test that needs the real servers: a skip there
-		// would report a pass for a run that never happened.
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chaos run: -short with CI=true; CI must run it")
-		}
-		t.Skip("chaos run skipped with -short")
-	}
+	needWorld(t, "chaos run")
 	// About a minute here; a loaded machine running the other packages
 	// beside it may take several. Leave the last minute of go test's
 	// -timeout for the report.
@@ -72,4 +58,25 @@ func TestChaosShort(t *testing.T) {
 			t.Errorf("%s = %d, want 0 (e.g. %v)", inv.Name, inv.Count, inv.Examples)
 		}
 	}
+}
+
+// needWorld skips a run of the private world (what) without its programs
+// or with -short, or fails it when CI=true: CI must run every test that
+// needs the real servers, and a skip there would report a pass for a run
+// that never happened.
+func needWorld(t *testing.T, what string) {
+	t.Helper()
+	msg := ""
+	if missing := stack.Missing("mariadbd", "mariadb-install-db", "redis-server", "go"); len(missing) > 0 {
+		msg = what + " needs " + strings.Join(missing, ", ")
+	} else if testing.Short() {
+		msg = what + " skipped with -short"
+	}
+	if msg == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true: CI must run it)")
+	}
+	t.Skip(msg)
 }

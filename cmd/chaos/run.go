@@ -49,18 +49,11 @@ func (r *Report) Violations() int {
 // invariants. An error means the run itself broke (a server would not
 // start); violations are in the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	if err := o.Validate(); err != nil {
-		return nil, err
-	}
-	w, err := startWorld(ctx, o)
+	w, d, err := openRun(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	d, err := newDriver(w, o)
-	if err != nil {
-		return nil, err
-	}
 	plan := d.plan(strings.ToUpper(gateway.NewToken()[:4]))
 	o.logf("chaos: %d deliveries on %d workers (work dir %s)", len(plan), o.Concurrency, w.dir)
 	start := time.Now()
@@ -185,4 +178,22 @@ func countBy(ctx context.Context, w *world, q string) string {
 		parts = append(parts, fmt.Sprintf("%s %d", label, n))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// openRun checks o, starts the private world and its driver; the caller
+// closes the world.
+func openRun(ctx context.Context, o Options) (*world, *driver, error) {
+	if err := o.Validate(); err != nil {
+		return nil, nil, err
+	}
+	w, err := startWorld(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := newDriver(w, o)
+	if err != nil {
+		w.close()
+		return nil, nil, err
+	}
+	return w, d, nil
 }

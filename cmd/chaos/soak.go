@@ -74,18 +74,11 @@ func warmupOf(d time.Duration) time.Duration { return min(time.Minute, d/5) }
 // reads through the gateway for o.Soak while sampling it, lets the outbox
 // drain, takes a quiet sample and checks the invariants.
 func RunSoak(ctx context.Context, o Options) (*SoakReport, error) {
-	if err := o.Validate(); err != nil {
-		return nil, err
-	}
-	w, err := startWorld(ctx, o)
+	w, d, err := openRun(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	d, err := newDriver(w, o)
-	if err != nil {
-		return nil, err
-	}
 	d.lat = &latencies{}
 	o.logf("soak: %.0f deliveries/s for %s (work dir %s)", o.Rate, o.Soak, w.dir)
 	rep := &SoakReport{Report: &Report{}, Rate: o.Rate, Duration: o.Soak, Warmup: warmupOf(o.Soak), Finance: newFinanceLog()}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,19 +18,7 @@ import (
 // reads all run and are answered, and the ledger invariants hold without
 // asking for the faults a soak does not inject.
 func TestSoakShort(t *testing.T) {
-	if missing := stack.Missing("mariadbd", "mariadb-install-db", "redis-server", "go"); len(missing) > 0 {
-		msg := "soak run needs " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if testing.Short() {
-		if os.Getenv("CI") == "true" { // as TestChaosShort: CI must run it
-			t.Fatal("soak run: -short with CI=true; CI must run it")
-		}
-		t.Skip("soak run skipped with -short")
-	}
+	needWorld(t, "soak run")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	o := SoakOptions(10*time.Second, 50)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -322,14 +321,7 @@ func TestRefundSettingsCheckedWhileTheAPIIsOff(t *testing.T) {
 			cfg.WechatPay.MerchantPrivateKeyFile = ""
 			cfg.Refunds.JWT.HS256Secret, cfg.Refunds.JWT.Audience = strings.Repeat("s", 32), "refunds"
 			tc.edit(&cfg.Refunds)
-			m, err := NewMain(context.Background(), cfg)
-			if err == nil {
-				m.Close()
-				t.Fatalf("started with %s", tc.name)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want it to name %s", err, tc.want)
-			}
+			startRefused(t, cfg, tc.want)
 		})
 	}
 }
@@ -441,15 +433,7 @@ func TestSecretGivenForItsFileIsNotQuoted(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t, backend{name: "sqlite"})
 			tc.edit(&cfg)
-			m, err := NewMain(context.Background(), cfg)
-			if err == nil {
-				m.Close()
-				t.Fatal("started")
-			}
-			if !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("err = %v, want it to name %s", err, tc.field)
-			}
-			if strings.Contains(err.Error(), s3cret) {
+			if err := startRefused(t, cfg, tc.field); strings.Contains(err.Error(), s3cret) {
 				t.Fatalf("err = %v quotes the secret", err)
 			}
 		})
@@ -478,14 +462,7 @@ func TestSecretAndItsFileBothSetIsRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t, backend{name: "sqlite"})
 			tc.edit(&cfg)
-			m, err := NewMain(context.Background(), cfg)
-			if err == nil {
-				m.Close()
-				t.Fatal("started, one of the two ignored")
-			}
-			if !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("err = %v, want it to name %s", err, tc.field)
-			}
+			startRefused(t, cfg, tc.field) // else one of the two would be ignored
 		})
 	}
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -51,12 +49,7 @@ func TestGatewayOnATLSDatabase(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := testConfig(t, backend{name: "sqlite"})
 			set(&c)
-			if m, err := NewMain(context.Background(), c); err == nil || !strings.Contains(err.Error(), "tls") {
-				if m != nil {
-					m.Close()
-				}
-				t.Fatalf("start: %v; want it refused over TLS", err)
-			}
+			startRefused(t, c, "tls")
 		})
 	}
 }

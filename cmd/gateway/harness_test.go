@@ -102,6 +102,21 @@ func startGateway(t testing.TB, cfg Config) *Main {
 	return startGatewayWith(t, cfg, nil)
 }
 
+// startRefused starts a gateway on cfg and fails t unless the start is
+// refused with an error naming want; it returns that error.
+func startRefused(t *testing.T, cfg Config, want string) error {
+	t.Helper()
+	m, err := NewMain(context.Background(), cfg)
+	if err == nil {
+		m.Close()
+		t.Fatalf("started; want a refusal naming %q", want)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("start refused with %v; want it to name %q", err, want)
+	}
+	return err
+}
+
 // startGatewayWith is startGateway with before run on the new Main before
 // it starts serving (e.g. to wrap its listener).
 func startGatewayWith(t testing.TB, cfg Config, before func(*Main)) *Main {

@@ -166,12 +166,7 @@ func TestRefusedConfigLeavesTheDatabaseAlone(t *testing.T) {
 			w := &cfg.WechatPay
 			w.MerchantSerial, w.MerchantPrivateKeyFile = k.MerchantSerial, filepath.Join(dir, "merchant_private_key.pem")
 			spoil(&cfg)
-			if m, err := NewMain(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), name) {
-				if m != nil {
-					m.Close()
-				}
-				t.Fatalf("NewMain: %v, want refused naming %s", err, name)
-			}
+			startRefused(t, cfg, name)
 			db, err := sql.Open("mysql", strings.TrimPrefix(cfg.Database.DSN, "mysql://"))
 			if err != nil {
 				t.Fatal(err)
