@@ -67,7 +67,7 @@ func NewRouter(d Deps) *gin.Engine {
 	if len(d.TrustedProxies) > 0 {
 		r.Use(forwardedWithoutPorts())
 	}
-	r.Use(requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), notifyListenerOnly())
+	r.Use(closeAfterChunked(), requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), notifyListenerOnly())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	// Probes answer HEAD too: some load balancers check health with it.
 	healthy := func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
@@ -216,6 +216,25 @@ func (r *readiness) check(ctx context.Context, ping func(context.Context) error)
 
 const requestIDKey = "gateway.request_id"
 
+// closeAfterChunked closes the connection after answering a request whose
+// body came in chunks. RFC 9112 §6.1 says a server MUST do so when the
+// request carried a Content-Length too: a proxy in front that framed it by
+// the Content-Length took the bytes after the last chunk for body, and read
+// here as a request of their own they would be one the proxy never sent
+// (request smuggling), answered on its connection in place of the next
+// client's. net/http frames by the chunks and deletes the Content-Length
+// before any handler runs, so every chunked request closes its connection:
+// costing a client that sends them a new connection, nothing more (WeChat
+// Pay's notifications and the usual API clients send a Content-Length).
+func closeAfterChunked() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if len(c.Request.TransferEncoding) > 0 {
+			c.Header("Connection", "close")
+		}
+		c.Next()
+	}
+}
+
 // metricsGuard: on the Internet-facing port only a metrics or ops key may
 // read /metrics (refund counts, anomalies, traffic by route); an own
 // listener (http.metrics_addr) needs no key. Prometheus sends the key as
@@ -286,7 +305,7 @@ func recovery() gin.HandlerFunc {
 			// The headers the handler set were for the answer it did not
 			// send (an export's text/csv attachment): the 500 is JSON.
 			for k := range c.Writer.Header() {
-				if k != "X-Request-Id" {
+				if k != "X-Request-Id" && k != "Connection" { // see closeAfterChunked
 					c.Writer.Header().Del(k)
 				}
 			}

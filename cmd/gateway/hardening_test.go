@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -299,5 +300,50 @@ func holdBusy(t *testing.T, addr string, n int) {
 		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n"); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestChunkedRequestClosesTheConnection: a request framed by chunks that
+// also carries a Content-Length is answered and its connection closed
+// (RFC 9112 §6.1: "the server MUST close the connection after responding
+// to such a request"). A proxy in front that framed it by the
+// Content-Length took the bytes after the last chunk for part of its body;
+// read here as a request of their own, they are a request the proxy never
+// sent, smuggled past it: the connection ends before them.
+func TestChunkedRequestClosesTheConnection(t *testing.T) {
+	m := startGateway(t, testConfig(t, backends[0]))
+	smuggled := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	chunked := "0\r\n\r\n"
+	for _, tc := range []struct{ name, headers string }{
+		{"with a Content-Length", fmt.Sprintf("Content-Length: %d\r\nTransfer-Encoding: chunked\r\n", len(chunked+smuggled))},
+		{"after the Content-Length", fmt.Sprintf("Transfer-Encoding: chunked\r\nContent-Length: %d\r\n", len(chunked+smuggled))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", m.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			req := "POST " + paymentPath + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + tc.headers + "\r\n" + chunked + smuggled
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("the chunked request: %v", err)
+			}
+			resp.Body.Close()
+			if !resp.Close {
+				t.Errorf("answered %s without Connection: close", resp.Status)
+			}
+			if resp, err := http.ReadResponse(br, nil); err == nil {
+				resp.Body.Close()
+				t.Fatalf("the bytes after the last chunk were served as a request: %s", resp.Status)
+			} else if isTimeout(err) {
+				t.Fatalf("connection still open after the answer: %v", err)
+			}
+		})
 	}
 }
