@@ -67,7 +67,7 @@ func NewRouter(d Deps) *gin.Engine {
 	if len(d.TrustedProxies) > 0 {
 		r.Use(forwardedWithoutPorts())
 	}
-	r.Use(closeAfterChunked(), requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), notifyListenerOnly())
+	r.Use(closeAfterRiskyFraming(), requestID(), requestContext(), AccessLog(), d.Metrics.Middleware(), recovery(), notifyListenerOnly())
 	r.NoRoute(func(c *gin.Context) { writeError(c, &Error{Code: CodeNotFound, Message: "no such route"}) })
 	// Probes answer HEAD too: some load balancers check health with it.
 	healthy := func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
@@ -216,8 +216,8 @@ func (r *readiness) check(ctx context.Context, ping func(context.Context) error)
 
 const requestIDKey = "gateway.request_id"
 
-// closeAfterChunked closes the connection after answering a request whose
-// body came in chunks. RFC 9112 §6.1 says a server MUST do so when the
+// closeAfterRiskyFraming closes the connection after answering a request
+// whose body came in chunks. RFC 9112 §6.1 says a server MUST do so when the
 // request carried a Content-Length too: a proxy in front that framed it by
 // the Content-Length took the bytes after the last chunk for body, and read
 // here as a request of their own they would be one the proxy never sent
@@ -226,9 +226,14 @@ const requestIDKey = "gateway.request_id"
 // before any handler runs, so every chunked request closes its connection:
 // costing a client that sends them a new connection, nothing more (WeChat
 // Pay's notifications and the usual API clients send a Content-Length).
-func closeAfterChunked() gin.HandlerFunc {
+// The same holds for an HTTP/1.0 request with a body (§6.1 again: one with
+// a Transfer-Encoding has faulty framing). net/http frames it by its
+// Content-Length and deletes the Transfer-Encoding unseen, while a proxy
+// may have framed it by the chunks.
+func closeAfterRiskyFraming() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if len(c.Request.TransferEncoding) > 0 {
+		r := c.Request
+		if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) && r.ContentLength != 0 {
 			c.Header("Connection", "close")
 		}
 		c.Next()
@@ -305,7 +310,7 @@ func recovery() gin.HandlerFunc {
 			// The headers the handler set were for the answer it did not
 			// send (an export's text/csv attachment): the 500 is JSON.
 			for k := range c.Writer.Header() {
-				if k != "X-Request-Id" && k != "Connection" { // see closeAfterChunked
+				if k != "X-Request-Id" && k != "Connection" { // see closeAfterRiskyFraming
 					c.Writer.Header().Del(k)
 				}
 			}

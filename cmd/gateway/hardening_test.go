@@ -303,20 +303,27 @@ func holdBusy(t *testing.T, addr string, n int) {
 	}
 }
 
-// TestChunkedRequestClosesTheConnection: a request framed by chunks that
-// also carries a Content-Length is answered and its connection closed
-// (RFC 9112 §6.1: "the server MUST close the connection after responding
-// to such a request"). A proxy in front that framed it by the
-// Content-Length took the bytes after the last chunk for part of its body;
-// read here as a request of their own, they are a request the proxy never
-// sent, smuggled past it: the connection ends before them.
-func TestChunkedRequestClosesTheConnection(t *testing.T) {
+// TestRiskyFramingClosesTheConnection: a request whose framing a proxy
+// may read otherwise than Go is answered and its connection closed (RFC 9112
+// §6.1: "the server MUST close the connection after responding to such a
+// request"): one framed by chunks that also carries a Content-Length, and
+// an HTTP/1.0 one with a Transfer-Encoding (Go frames it by its
+// Content-Length; a proxy, by its chunks). The bytes a proxy in front took
+// for the body, read here as a request of their own, would be a request
+// it never sent, smuggled past it: the connection ends before them.
+func TestRiskyFramingClosesTheConnection(t *testing.T) {
 	m := startGateway(t, testConfig(t, backends[0]))
 	smuggled := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-	chunked := "0\r\n\r\n"
-	for _, tc := range []struct{ name, headers string }{
-		{"with a Content-Length", fmt.Sprintf("Content-Length: %d\r\nTransfer-Encoding: chunked\r\n", len(chunked+smuggled))},
-		{"after the Content-Length", fmt.Sprintf("Transfer-Encoding: chunked\r\nContent-Length: %d\r\n", len(chunked+smuggled))},
+	last := "0\r\n\r\n"
+	size := fmt.Sprintf("%x\r\n", len(smuggled)) // a chunk holding the smuggled request
+	for _, tc := range []struct{ name, proto, headers, body string }{
+		{"chunked with a Content-Length", "HTTP/1.1",
+			fmt.Sprintf("Content-Length: %d\r\nTransfer-Encoding: chunked\r\n", len(last+smuggled)), last + smuggled},
+		{"chunked after a Content-Length", "HTTP/1.1",
+			fmt.Sprintf("Transfer-Encoding: chunked\r\nContent-Length: %d\r\n", len(last+smuggled)), last + smuggled},
+		{"HTTP/1.0 with a Transfer-Encoding", "HTTP/1.0",
+			fmt.Sprintf("Connection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: %d\r\n", len(size)),
+			size + smuggled + "\r\n" + last},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", m.Addr())
@@ -325,14 +332,14 @@ func TestChunkedRequestClosesTheConnection(t *testing.T) {
 			}
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			req := "POST " + paymentPath + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + tc.headers + "\r\n" + chunked + smuggled
+			req := "POST " + paymentPath + " " + tc.proto + "\r\nHost: x\r\nContent-Type: application/json\r\n" + tc.headers + "\r\n" + tc.body
 			if _, err := io.WriteString(c, req); err != nil {
 				t.Fatal(err)
 			}
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
-				t.Fatalf("the chunked request: %v", err)
+				t.Fatalf("the request: %v", err)
 			}
 			resp.Body.Close()
 			if !resp.Close {
@@ -340,7 +347,7 @@ func TestChunkedRequestClosesTheConnection(t *testing.T) {
 			}
 			if resp, err := http.ReadResponse(br, nil); err == nil {
 				resp.Body.Close()
-				t.Fatalf("the bytes after the last chunk were served as a request: %s", resp.Status)
+				t.Fatalf("the bytes a proxy took for the body were served as a request: %s", resp.Status)
 			} else if isTimeout(err) {
 				t.Fatalf("connection still open after the answer: %v", err)
 			}
