@@ -229,10 +229,11 @@ func (v inForceVerifier) Verify(ctx context.Context, serial, message, signature 
 func (v inForceVerifier) GetSerial(ctx context.Context) (string, error) { return v.next.GetSerial(ctx) }
 
 // newHTTPClients returns the API calls' HTTP client, with the call timeout,
-// answers capped at maxAnswer and no redirect followed, and the bill downloads', with the bill
+// answers capped at maxAnswer, and the bill downloads', with the bill
 // timeout and only error answers capped (a bill file may be far larger;
-// download caps it itself). They share one transport (connections, and,
-// when BaseURL is set, the host rewriting: wechatpay-go hard-codes its host).
+// download caps it itself). Neither follows a redirect. They share one
+// transport (connections, and, when BaseURL is set, the host rewriting:
+// wechatpay-go hard-codes its host).
 func newHTTPClients(cfg ClientConfig) (api, download *http.Client, err error) {
 	rt, err := baseTransport(cfg)
 	if err != nil {
@@ -246,13 +247,16 @@ func newHTTPClients(cfg ClientConfig) (api, download *http.Client, err error) {
 		billTimeout = DefaultBillTimeout
 	}
 	return &http.Client{Timeout: timeout, Transport: capAnswers{next: rt, okLimit: maxAnswer}, CheckRedirect: noRedirects},
-		&http.Client{Timeout: billTimeout, Transport: capAnswers{next: rt}}, nil
+		&http.Client{Timeout: billTimeout, Transport: capAnswers{next: rt}, CheckRedirect: noRedirects}, nil
 }
 
 // noRedirects keeps an API call's answer as it came: WeChat Pay's API never
 // redirects, and a followed 302 would turn a POST into a GET of another
 // page, whose answer ("not found", believed unsigned) would then pass for
 // WeChat Pay's verdict on a call it never got. A 3xx is an unknown outcome.
+// A followed bill download would send its signed request (net/http keeps
+// the Authorization header for the same host name, over http:// too) and
+// take the day's bill from wherever the redirect points.
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // baseTransport is newTransport with the BaseURL host rewriting.
