@@ -100,6 +100,17 @@ func (r Release) record() record {
 // the client keeps: above any sensible outbox.workers.
 const idleConnsPerHost = 32
 
+// HTTP/2 health checks (variables so that a test can shorten them): over
+// https the calls share one HTTP/2 connection, and one that died silently
+// (no FIN, no RST: a peer or a NAT gone) would otherwise time out every
+// call on it until the OS gave up on it, minutes later. A connection
+// silent for h2PingAfter is pinged, and dropped h2PingTimeout after an
+// unanswered ping.
+var (
+	h2PingAfter   = 15 * time.Second
+	h2PingTimeout = 5 * time.Second
+)
+
 // New returns a Client for cfg.
 func New(cfg Config) *Client {
 	c := &Client{
@@ -116,6 +127,8 @@ func New(cfg Config) *Client {
 		// The outbox workers call at once: keep a connection for each
 		// (the default keeps 2 per host and opens the rest anew each time).
 		t.MaxIdleConnsPerHost = idleConnsPerHost
+		t.HTTP2 = &http.HTTP2Config{SendPingTimeout: h2PingAfter, PingTimeout: h2PingTimeout,
+			WriteByteTimeout: 10 * time.Second}
 		c.http = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}}
