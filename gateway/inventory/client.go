@@ -127,6 +127,10 @@ func New(cfg Config) *Client {
 		// The outbox workers call at once: keep a connection for each
 		// (the default keeps 2 per host and opens the rest anew each time).
 		t.MaxIdleConnsPerHost = idleConnsPerHost
+		// The service's headers take a few hundred bytes; net/http's default
+		// of 10 MiB would let a broken one hold 160 times maxResponseBody on
+		// each call. Past the bound the call ends: unknown.
+		t.MaxResponseHeaderBytes = 64 << 10
 		t.HTTP2 = &http.HTTP2Config{SendPingTimeout: h2PingAfter, PingTimeout: h2PingTimeout,
 			WriteByteTimeout: 10 * time.Second}
 		c.http = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error {

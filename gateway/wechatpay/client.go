@@ -348,10 +348,17 @@ func newTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = idleConnsPerHost
 	t.MaxConnsPerHost = maxConnsPerHost
+	// WeChat Pay's headers take a few hundred bytes; net/http's default of
+	// 10 MiB would let a broken peer hold ten times maxAnswer on each of
+	// maxConnsPerHost calls. Past the bound the call ends: unknown.
+	t.MaxResponseHeaderBytes = maxAnswerHeaders
 	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second,
 		WriteByteTimeout: 10 * time.Second}
 	return t
 }
+
+// maxAnswerHeaders bounds an answer's headers.
+const maxAnswerHeaders = 64 << 10
 
 // baseURLTransport sends requests for WeChat Pay's API hosts to another
 // scheme and host. Safe because the signature covers only method and URI.

@@ -702,6 +702,32 @@ func TestClientFollowsNoRedirect(t *testing.T) {
 	})
 }
 
+// TestOversizedAnswerHeadersAreUnknown: an answer whose headers run past
+// 64 KiB (WeChat Pay's take a few hundred bytes) ends the call as an
+// unknown outcome; before, net/http read up to 10 MiB of them on each of
+// 64 calls at once, and the answer, an unsigned "not found" here, was
+// believed.
+func TestOversizedAnswerHeadersAreUnknown(t *testing.T) {
+	keys, err := clientKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Padding", strings.Repeat("p", 1<<20))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"code":"ORDER_NOT_EXIST","message":"no such order"}`))
+	}))
+	t.Cleanup(srv.Close)
+	c, err := wechatpay.NewClient(context.Background(), clientConfig(keys, srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.QueryOrder(context.Background(), "T1"); !wechatpay.IsUnknownOutcome(err) || errors.Is(err, wechatpay.ErrNotFound) {
+		t.Fatalf("query answered with 1 MiB of headers: err=%v, want an unknown outcome", err)
+	}
+}
+
 // TestLongAnswersAreCutInErrorsAndLogs: what an answer says about a
 // failure (its code and message, its Request-ID header) is cut in the
 // error and the warning logged, however long it came: an error page
