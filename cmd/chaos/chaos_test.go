@@ -32,13 +32,7 @@ func TestChaosShort(t *testing.T) {
 	o.Logf = t.Logf
 	o.Dir = t.TempDir()
 	rep, err := Run(ctx, o)
-	races, lerr := stack.DataRaces(filepath.Join(o.Dir, "gateway.log"))
-	if lerr != nil {
-		t.Errorf("gateway log: %v", lerr)
-	}
-	for _, r := range races {
-		t.Errorf("the gateway process had a data race:\n%s", r)
-	}
+	checkNoRaces(t, o.Dir)
 	if rep != nil {
 		var b strings.Builder
 		PrintReport(&b, rep)
@@ -79,4 +73,17 @@ func needWorld(t *testing.T, what string) {
 		t.Fatal(msg + " (CI=true: CI must run it)")
 	}
 	t.Skip(msg)
+}
+
+// checkNoRaces fails t for each data race the gateway process of a run
+// in dir reported in its log (it is built with -race under make test).
+func checkNoRaces(t *testing.T, dir string) {
+	t.Helper()
+	races, err := stack.DataRaces(filepath.Join(dir, "gateway.log"))
+	if err != nil {
+		t.Errorf("gateway log: %v", err)
+	}
+	for _, r := range races {
+		t.Errorf("the gateway process had a data race:\n%s", r)
+	}
 }

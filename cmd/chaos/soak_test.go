@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"paygateway/cmd/internal/stack"
 )
 
 // TestSoakShort runs a 10-second soak at 50 deliveries a second (the
@@ -26,13 +23,7 @@ func TestSoakShort(t *testing.T) {
 	o.Logf = t.Logf
 	o.Dir = t.TempDir()
 	rep, err := RunSoak(ctx, o)
-	races, lerr := stack.DataRaces(filepath.Join(o.Dir, "gateway.log"))
-	if lerr != nil {
-		t.Errorf("gateway log: %v", lerr)
-	}
-	for _, r := range races {
-		t.Errorf("the gateway process had a data race:\n%s", r)
-	}
+	checkNoRaces(t, o.Dir)
 	if rep != nil {
 		var b strings.Builder
 		PrintSoakReport(&b, rep)
