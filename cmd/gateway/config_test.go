@@ -131,6 +131,10 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 			c.WechatPay.NotifyURL = "https://pay.example.com/wx/notify"
 			c.WechatPay.RefundNotifyURL = c.WechatPay.NotifyURL
 		}, "GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
+		// Sent as it is with every refund: "/refund " is not the route.
+		{"refund notify_url with a trailing space", func(c *Config) {
+			c.WechatPay.RefundNotifyURL = "https://pay.example.com/v1/wechatpay/notify/refund "
+		}, "GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
 		{"refund notify_url with a query", func(c *Config) { c.WechatPay.RefundNotifyURL = "https://pay.example.com/notify?kind=refund" },
 			"GATEWAY_WECHATPAY_REFUND_NOTIFY_URL"},
 		// Compared as they are with each notification (its mchid, appid and

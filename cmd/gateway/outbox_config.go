@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
+	"unicode"
 
 	"paygateway/retry"
 )
@@ -95,11 +97,12 @@ func (c *Config) validateOutbox() error {
 }
 
 // httpURL: an absolute http or https URL with a host, no query or
-// fragment (paths are appended to it).
+// fragment (paths are appended to it), and no white space: url.Parse
+// takes a plain space in the path, which the URL would then carry.
 func httpURL(raw string) bool {
 	u, err := url.Parse(raw)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
-		u.RawQuery == "" && u.Fragment == "" && u.User == nil
+		u.RawQuery == "" && u.Fragment == "" && u.User == nil && !strings.ContainsFunc(raw, unicode.IsSpace)
 }
 
 // leaseMargin is the part of an outbox lease left for the claim itself.

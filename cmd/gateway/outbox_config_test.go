@@ -46,6 +46,7 @@ func TestOutboxConfigValidation(t *testing.T) {
 		{"inventory over ftp", func(c *Config) { c.Inventory.BaseURL = "ftp://inv" }, "inventory.base_url"},
 		{"inventory without host", func(c *Config) { c.Inventory.BaseURL = "http:///stock" }, "inventory.base_url"},
 		{"inventory with a query", func(c *Config) { c.Inventory.BaseURL = "https://inv/?a=1" }, "inventory.base_url"},
+		{"inventory with a trailing space", func(c *Config) { c.Inventory.BaseURL = "https://inv.internal/stock " }, "inventory.base_url"},
 		{"inventory over https with a path", func(c *Config) { c.Inventory.BaseURL = "https://inv.internal:8443/stock" }, ""},
 	}
 	for _, tc := range tests {
