@@ -334,6 +334,11 @@ func reconcileCmd(ctx context.Context, args []string, out io.Writer) error {
 	if _, err := ledger.DayStart(*date); err != nil {
 		return fmt.Errorf("reconcile: --date: %w", err)
 	}
+	// Its calls and the bill's rows use the WeChat Pay settings as serve
+	// does: checked the same way.
+	if err := m.Config.Validate(); err != nil {
+		return err
+	}
 	rec, err := m.newReconciler(ctx)
 	if err != nil {
 		return err

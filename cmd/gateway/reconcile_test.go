@@ -527,3 +527,41 @@ func TestWechatClientRefusesPlainHTTPOffHost(t *testing.T) {
 		}
 	}
 }
+
+// TestReconcileCommandChecksTheConfig: `gateway reconcile` checks the
+// whole config before it asks WeChat Pay for anything, as serve does.
+// Before, it built its client from the settings as they were: an appid
+// copied with a space (which every bill row is compared with) or a
+// merchant serial with a newline went to WeChat Pay.
+func TestReconcileCommandChecksTheConfig(t *testing.T) {
+	k, dir := testKeys(t)
+	var asked atomic.Int64
+	wx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		http.Error(w, "{}", http.StatusInternalServerError)
+	}))
+	t.Cleanup(wx.Close)
+	t.Setenv("GATEWAY_CONFIG", "")
+	t.Setenv("GATEWAY_DATABASE_DSN", filepath.Join(t.TempDir(), "reconcile.db"))
+	if err := run([]string{"migrate"}); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	for name, value := range map[string]string{"MCHID": k.MchID, "APIV3_KEY": k.APIv3Key, "BASE_URL": wx.URL,
+		"PUBLIC_KEY_FILE": filepath.Join(dir, "platform_public_key.pem"), "PUBLIC_KEY_ID": k.PublicKeyID,
+		"MERCHANT_SERIAL": k.MerchantSerial, "MERCHANT_PRIVATE_KEY_FILE": filepath.Join(dir, "merchant_private_key.pem")} {
+		t.Setenv("GATEWAY_WECHATPAY_"+name, value)
+	}
+	for variable, edged := range map[string]string{"GATEWAY_WECHATPAY_APPID": " " + k.AppID,
+		"GATEWAY_WECHATPAY_MERCHANT_SERIAL": k.MerchantSerial + "\n"} {
+		t.Setenv("GATEWAY_WECHATPAY_APPID", k.AppID)
+		t.Setenv("GATEWAY_WECHATPAY_MERCHANT_SERIAL", k.MerchantSerial)
+		t.Setenv(variable, edged)
+		err := run([]string{"reconcile", "--date", "2026-11-01"})
+		if err == nil || !strings.Contains(err.Error(), variable) {
+			t.Errorf("%s edged with white space: err = %v, want a refusal naming it", variable, err)
+		}
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("WeChat Pay was asked %d times by a refused command", n)
+	}
+}
