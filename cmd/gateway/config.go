@@ -362,12 +362,15 @@ func applyEnv(v reflect.Value, prefix string, lookup func(string) (string, bool)
 	return nil
 }
 
+// setField sets f from an environment variable's text. A value that does
+// not parse is refused without being quoted: it may be a secret set in the
+// wrong variable.
 func setField(f reflect.Value, raw string) error {
 	switch {
 	case f.Type() == reflect.TypeOf(time.Duration(0)):
 		d, err := time.ParseDuration(raw)
 		if err != nil {
-			return err
+			return errors.New("is not a duration such as 5s or 1m30s")
 		}
 		f.SetInt(int64(d))
 	case f.Kind() == reflect.String:
@@ -375,19 +378,19 @@ func setField(f reflect.Value, raw string) error {
 	case f.Kind() == reflect.Int || f.Kind() == reflect.Int64:
 		n, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
-			return err
+			return errors.New("is not a whole number")
 		}
 		f.SetInt(n)
 	case f.Kind() == reflect.Float64:
 		x, err := strconv.ParseFloat(raw, 64)
 		if err != nil {
-			return err
+			return errors.New("is not a number")
 		}
 		f.SetFloat(x)
 	case f.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
-			return err
+			return errors.New("is not true or false")
 		}
 		f.SetBool(b)
 	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
