@@ -255,6 +255,25 @@ func (m *Metrics) RegisterMemoryGate(g *MemoryGate) {
 	}
 }
 
+// RegisterCertificateExpiry adds
+// gateway_platform_certificate_expiry_timestamp_seconds{serial}: when each
+// platform certificate the gateway read at start stops being used (its
+// NotAfter, Unix seconds). The gateway never downloads or refreshes them,
+// so a rotation missed shows here weeks before notifications signed with
+// the new certificate are refused.
+func (m *Metrics) RegisterCertificateExpiry(notAfter map[string]time.Time) {
+	if m == nil {
+		return
+	}
+	for serial, at := range notAfter {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gateway_platform_certificate_expiry_timestamp_seconds",
+			Help:        "NotAfter (Unix seconds) of each WeChat Pay platform certificate read at start.",
+			ConstLabels: prometheus.Labels{"serial": serial}})
+		g.Set(float64(at.Unix()))
+		m.Registry.MustRegister(g)
+	}
+}
+
 // RegisterLogDrops adds the count of log lines dropped because the log
 // output was too slow (see LogWriter).
 func (m *Metrics) RegisterLogDrops(dropped func() uint64) {

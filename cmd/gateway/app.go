@@ -74,6 +74,8 @@ type Main struct {
 	// jobRestart is how long a job that panicked waits before it starts
 	// again (see keepRunning); 0: defaultJobRestart.
 	jobRestart time.Duration
+	// certExpiry is each platform certificate's NotAfter, by serial.
+	certExpiry map[string]time.Time
 	closers    []func() error
 }
 
@@ -319,6 +321,10 @@ func (m *Main) loadWechatPay(ctx context.Context) error {
 	if m.notices, err = newVerifier(w, certs, live); err != nil {
 		return err
 	}
+	m.certExpiry = make(map[string]time.Time, len(certs))
+	for _, c := range certs {
+		m.certExpiry[utils.GetCertificateSerialNumber(*c)] = c.NotAfter
+	}
 	m.Wechat, err = newWechatClientWith(ctx, w, certs)
 	return err
 }
@@ -409,6 +415,10 @@ func newVerifier(w WechatPayConfig, certs []*x509.Certificate, live int) (*wecha
 // files of rotated certificates, and WeChat Pay no longer guards a
 // retired certificate's key. A certificate not yet valid is kept too:
 // it comes into force by itself.
+// certWarnAhead is how long before a platform certificate's NotAfter the
+// start warns of it.
+const certWarnAhead = 30 * 24 * time.Hour
+
 func loadCerts(paths []string, now time.Time) (certs []*x509.Certificate, live int, err error) {
 	for _, p := range paths {
 		c, err := utils.LoadCertificateWithPath(p)
@@ -424,6 +434,10 @@ func loadCerts(paths []string, now time.Time) (certs []*x509.Certificate, live i
 			live++
 			slog.Warn("platform certificate is not valid yet: notifications and answers signed with it are refused until not_before",
 				"file", p, "serial", serial, "not_before", c.NotBefore.UTC().Format(time.RFC3339))
+		case now.Add(certWarnAhead).After(c.NotAfter):
+			live++
+			slog.Warn("platform certificate expires within 30 days: add its successor to wechatpay.platform_cert_files (or set the public key) and restart",
+				"file", p, "serial", serial, "not_after", c.NotAfter.UTC().Format(time.RFC3339))
 		default:
 			live++
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -208,5 +209,31 @@ func TestOrderRetryAfterExpireAtEndToEnd(t *testing.T) {
 				t.Fatalf("registered order rows %v, want [1 1 0]", got)
 			}
 		})
+	}
+}
+
+// TestPlatformCertificateExpiryIsGauged: each platform certificate read
+// at start is on /metrics with its NotAfter, so a missed rotation can be
+// alerted on before notifications signed with the new certificate are
+// refused; one expiring within 30 days is named in a WARN at start too.
+func TestPlatformCertificateExpiryIsGauged(t *testing.T) {
+	logs := captureLogs(t)
+	now := time.Now()
+	soon, file := issueCert(t, t.TempDir(), now.Add(-time.Hour), now.Add(10*24*time.Hour))
+	cfg := testConfig(t, backends[0])
+	cfg.WechatPay.PlatformCertFiles = append(slices.Clone(cfg.WechatPay.PlatformCertFiles), file)
+	m := startGateway(t, cfg)
+	k, _ := testKeys(t)
+	for _, c := range append(slices.Clone(k.Certs), soon) {
+		series := `gateway_platform_certificate_expiry_timestamp_seconds{serial="` + c.Serial + `"}`
+		if got, want := scrape(t, m.URL(), series), float64(c.Cert.NotAfter.Unix()); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	if w := certWarnings(t, logs.String(), soon.Serial); len(w) != 1 || !strings.Contains(fmt.Sprint(w[0]["msg"]), "expires within 30 days") {
+		t.Fatalf("WARN lines naming the certificate expiring in 10 days: %v, want one saying so", w)
+	}
+	if w := certWarnings(t, logs.String(), k.Certs[0].Serial); len(w) != 0 {
+		t.Fatalf("a certificate far from its NotAfter was warned of: %v", w)
 	}
 }

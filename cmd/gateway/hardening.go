@@ -83,6 +83,7 @@ func (m *Main) initObservability() error {
 		m.Metrics.RegisterPool(ndb, "ledger_notify")
 	}
 	m.Metrics.RegisterClock(m.clock.Offset)
+	m.Metrics.RegisterCertificateExpiry(m.certExpiry)
 	m.Metrics.RegisterLogDrops(logOutput.Dropped)
 	m.limiter = gateway.NewMemoryLimiter()
 	return nil
