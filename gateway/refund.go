@@ -468,13 +468,27 @@ func (s *RefundService) refused(ctx context.Context, r *ledger.Refund, refusal e
 	case err == nil:
 		return s.applyWx(ctx, r, wx, ledger.SourceQuery, nil)
 	case errors.Is(err, ErrRemoteNotFound):
-		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
-			Source: ledger.SourceAPI, LastError: refusal.Error(), Attempt: r.Attempts})
+		return s.fail(ctx, r, ledger.SourceAPI, refusal.Error())
 	}
 	slog.WarnContext(ctx, "refused re-send, query inconclusive", "out_trade_no", r.OutTradeNo,
 		"out_refund_no", r.OutRefundNo, "refusal", refusal, "err", err)
 	return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundUnknown,
 		Source: ledger.SourceAPI, LastError: refusal.Error(), NextCheckAt: s.store.Now().Add(s.cfg.SafetyBuffer), Attempt: r.Attempts})
+}
+
+// fail records a refund WeChat Pay refused as FAILED (its amount goes
+// back) and logs it at warn with the refusal: the user's money does not
+// come back, and most refusals are the merchant's (NOT_ENOUGH: the balance
+// cannot pay refunds; NO_AUTH), which refuse every refund until someone
+// acts, where the 422 the user gets and the FAILED count say nothing of why.
+func (s *RefundService) fail(ctx context.Context, r *ledger.Refund, source, refusal string) *ledger.Refund {
+	out := s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
+		Source: source, LastError: refusal, Attempt: r.Attempts})
+	if out.State == ledger.RefundFailed && r.State != ledger.RefundFailed {
+		slog.WarnContext(ctx, "refund refused by WeChat Pay", "out_trade_no", r.OutTradeNo,
+			"out_refund_no", r.OutRefundNo, "amount", r.Amount, "refusal", refusal)
+	}
+	return out
 }
 
 // resolve asks WeChat Pay about a pending or ABNORMAL refund and records
@@ -508,8 +522,7 @@ func (s *RefundService) resolve(ctx context.Context, r *ledger.Refund, source st
 		// The last attempt met an unsigned refusal, and a safety buffer
 		// later WeChat Pay does not know the refund: it was refused
 		// indeed. Sending again would meet the same refusal.
-		return s.apply(ctx, r, ledger.RefundUpdate{OutRefundNo: r.OutRefundNo, State: ledger.RefundFailed,
-			Source: ledger.SourceQuery, LastError: r.LastError, Attempt: r.Attempts})
+		return s.fail(ctx, r, ledger.SourceQuery, r.LastError)
 	case errors.Is(err, ErrRemoteNotFound) && (r.State == ledger.RefundCreated || r.State == ledger.RefundUnknown):
 		if !resend {
 			slog.InfoContext(ctx, "refund unknown to WeChat Pay, left to the janitor", "out_trade_no", r.OutTradeNo,

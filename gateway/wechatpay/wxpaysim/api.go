@@ -82,6 +82,9 @@ func (s *Sim) api(h apiFunc) http.HandlerFunc {
 		case faultFrequencyLimited:
 			s.write(w, errReply(http.StatusTooManyRequests, "FREQUENCY_LIMITED", "频率超限"))
 			return
+		case faultNotEnough:
+			s.write(w, errReply(http.StatusForbidden, "NOT_ENOUGH", "基本账户余额不足，请充值后重新发起"))
+			return
 		}
 		rep, ok := s.authenticate(r, body)
 		if ok {

@@ -51,6 +51,10 @@ type Faults struct {
 	// applying the request, as WeChat Pay does above a merchant's quota.
 	FrequencyLimitedNext int     `json:"frequency_limited_next,omitempty"`
 	FrequencyLimitedRate float64 `json:"frequency_limited_rate,omitempty"`
+	// NotEnough answers an application (POST only) 403 NOT_ENOUGH, signed,
+	// without applying it, as WeChat Pay does while the merchant's balance
+	// cannot pay refunds: a refusal, final for that application.
+	NotEnoughNext int `json:"not_enough_next,omitempty"`
 	// PostsPerSecond, when positive, is the merchant's quota of
 	// applications (POSTs under PathPrefix) per second (WeChat Pay documents 150 refund
 	// applications a second): the ones over it in a second are answered
@@ -96,6 +100,7 @@ const (
 	faultOrderUnknown
 	faultApplyThenForbidden
 	faultFrequencyLimited
+	faultNotEnough
 )
 
 // fault is what one request suffers.
@@ -149,6 +154,8 @@ func (s *Sim) takeFault(method, path string) fault {
 		out.kind = faultOrderUnknown
 	case method == http.MethodPost && take(&f.ApplyThenForbiddenNext):
 		out.kind = faultApplyThenForbidden
+	case method == http.MethodPost && take(&f.NotEnoughNext):
+		out.kind = faultNotEnough
 	case s.roll(f.FrequencyLimitedRate):
 		out.kind = faultFrequencyLimited
 	case s.roll(f.Fail5xxRate):
@@ -178,7 +185,7 @@ func (s *Sim) countInjected(name string) {
 
 var faultNames = map[faultKind]string{faultFail5xx: "5xx", faultDrop: "drop", faultApplyThenTimeout: "apply_then_timeout",
 	faultOrderUnknown: "order_unknown", faultApplyThenForbidden: "apply_then_forbidden",
-	faultFrequencyLimited: "frequency_limited"}
+	faultFrequencyLimited: "frequency_limited", faultNotEnough: "not_enough"}
 
 // overQuota counts a POST against PostsPerSecond and reports whether it is
 // over the quota of the current second (by Options.Now); the caller holds
@@ -198,7 +205,7 @@ func (s *Sim) overQuota() bool {
 
 // FaultsInjected counts the faults injected so far by kind ("5xx",
 // "drop", "apply_then_timeout", "order_unknown", "apply_then_forbidden",
-// "frequency_limited",
+// "frequency_limited", "not_enough",
 // "query_lag" for refund queries answered "not found" by RefundQueryLag,
 // and "closed" and "abnormal" for refunds settled so), so a run can show
 // its faults happened.
