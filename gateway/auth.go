@@ -115,11 +115,20 @@ const (
 	KeyLockedOut = "locked_out"
 )
 
-func (a *Auth) refused(reason string) {
+// refused counts a key refused for reason and has the request's access
+// line name the address it came from: neither the audit log (which keeps
+// known keys only) nor the metrics say where a revoked key is still used
+// from, or which address a lockout holds.
+func (a *Auth) refused(c *gin.Context, reason string) {
+	c.Set(refusedKeyAddrKey, c.ClientIP())
 	if a.Refused != nil {
 		a.Refused(reason)
 	}
 }
+
+// refusedKeyAddrKey holds, for a request whose API key was refused, the
+// address it came from (as http.trusted_proxies lets gin see it).
+const refusedKeyAddrKey = "gateway.refused_key_addr"
 
 // CheckTimeout bounds the database calls made before a handler runs: the
 // key check and the audit entry.
@@ -188,7 +197,7 @@ func (a *Auth) identify(c *gin.Context) bool {
 			a.lockOutAnswer(c, d.RetryAfter)
 			return false
 		}
-		a.refused(KeyUnknown)
+		a.refused(c, KeyUnknown)
 		writeError(c, &Error{Code: CodeUnauthorized, Message: "unknown API key"})
 		return false
 	}
@@ -224,7 +233,7 @@ func (a *Auth) lockedOut(c *gin.Context) bool {
 
 // lockOutAnswer answers 429 to a locked-out address.
 func (a *Auth) lockOutAnswer(c *gin.Context, retryAfter time.Duration) {
-	a.refused(KeyLockedOut)
+	a.refused(c, KeyLockedOut)
 	e := rateLimited(retryAfter)
 	e.Message = fmt.Sprintf("too many unknown API keys from this address, retry after %d s", int(e.RetryAfter.Seconds()))
 	writeError(c, e)

@@ -39,7 +39,8 @@ func requestContext() gin.HandlerFunc {
 }
 
 // AccessLog logs one line per request: route, status, duration, request
-// id and the error code if any. It logs the path without the query and
+// id, the error code if any, the caller's key name, and for a key refused
+// (unknown, or its address locked out) the address it came from. It logs the path without the query and
 // never headers or bodies (they carry keys, signatures and ciphertext).
 func AccessLog() gin.HandlerFunc {
 	return func(c *gin.Context) {
@@ -69,6 +70,9 @@ func logRequest(c *gin.Context, start time.Time, finished bool) {
 	}
 	if p := CurrentPrincipal(c); p.Name != "" {
 		attrs = append(attrs, "caller", p.Name)
+	}
+	if addr := c.GetString(refusedKeyAddrKey); addr != "" {
+		attrs = append(attrs, "addr", addr)
 	}
 	slog.Log(c.Request.Context(), level, "http request", attrs...)
 }

@@ -136,3 +136,38 @@ func getQuietly(url, key string) (int, error) {
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
+
+// TestRefusedKeysLogTheirAddress: a revoked or guessed key's 401, and the
+// 429 of the address it locked out, name that address in their access
+// line, where the on-call looks for who still uses a revoked key (the
+// audit log keeps known keys only, the metrics no address); a request
+// with a right key does not.
+func TestRefusedKeysLogTheirAddress(t *testing.T) {
+	logs := captureLogs(t)
+	cfg := testConfig(t, backends[0])
+	cfg.Auth.FailedKeysPerMinute, cfg.Auth.FailedKeysBurst = 1, 1
+	m := startGateway(t, cfg)
+	const path = "/v1/ledger/payments"
+	for _, tc := range []struct {
+		key        string
+		status     int
+		loggedAddr string
+	}{{financeKey, 200, ""}, {"gwk_revoked_one", 401, "127.0.0.1"}, {financeKey, 429, "127.0.0.1"}} {
+		logs.Reset()
+		if status, body, _ := getRaw(t, m.URL()+path, tc.key, ""); status != tc.status {
+			t.Fatalf("status %d %s, want %d", status, body, tc.status)
+		}
+		var line map[string]any
+		for _, l := range logLines(t, logs.String(), "http request") {
+			if l["route"] == path {
+				line = l
+			}
+		}
+		if line == nil {
+			t.Fatalf("no access line of the %d; logs:\n%s", tc.status, logs.String())
+		}
+		if got, _ := line["addr"].(string); got != tc.loggedAddr {
+			t.Fatalf("access line of the %d: addr %q, want %q (%v)", tc.status, got, tc.loggedAddr, line)
+		}
+	}
+}
