@@ -251,6 +251,27 @@ func TestReconcileEmptyDay(t *testing.T) {
 	}
 }
 
+// TestFailingReconciliationShowsAsPending: a day whose run fails (WeChat
+// Pay refuses the bill download, as it does a wrong merchant key) stores
+// no report and is counted in gateway_reconciliation_days{status="PENDING"}
+// until a run succeeds: the series the README has the on-call alert on
+// when reconciliation fails day after day.
+func TestFailingReconciliationShowsAsPending(t *testing.T) {
+	s := startReconcileStack(t, backends[0])
+	s.handler.Store(handlerBox{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"code":"SIGN_ERROR","message":"signature invalid"}`))
+	})})
+	status, body := apiCall(t, "POST", s.m.URL()+"/v1/reconciliations", financeKey, map[string]string{"date": "2020-03-01"})
+	if status != 503 {
+		t.Fatalf("refused bill download: status=%d body=%v, want the run to fail", status, body)
+	}
+	if v := scrape(t, s.m.URL(), `gateway_reconciliation_days{status="PENDING"}`); v != 1 {
+		t.Fatalf(`gateway_reconciliation_days{status="PENDING"} = %v after a failed run, want 1`, v)
+	}
+}
+
 // TestReconcileRefusesOpenDays: today's bill does not exist yet, so today
 // and later days are refused with a stable code.
 func TestReconcileRefusesOpenDays(t *testing.T) {
