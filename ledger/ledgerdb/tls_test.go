@@ -13,9 +13,10 @@ import (
 // TestLedgerVerifiesTheDatabaseCertificate: against a MariaDB of its own
 // that speaks TLS, the ledger connects over TLS with database.tls_ca_file
 // naming the server's CA, and refuses a server whose certificate another
-// CA signed. A DSN's tls=skip-verify or tls=preferred (any certificate
-// taken: anyone on the path could pose as the database) is refused before
-// dialling, as is tls=false beside a CA file.
+// CA signed, or its CA signed for another host than the DSN's. A DSN's
+// tls=skip-verify or tls=preferred (any certificate taken: anyone on the
+// path could pose as the database) is refused before dialling, as is
+// tls=false beside a CA file.
 func TestLedgerVerifiesTheDatabaseCertificate(t *testing.T) {
 	srv := ledgertest.StartTLSMariaDB(t)
 	dsn := "mysql://root@tcp(" + srv.Addr + ")/mysql"
@@ -40,9 +41,12 @@ func TestLedgerVerifiesTheDatabaseCertificate(t *testing.T) {
 		want string
 	}{
 		// The server takes TLS alone (MariaDB answers a plain login so).
-		"no TLS":                  {ledgerdb.Config{DSN: dsn}, "Access denied"},
-		"another CA":              {ledgerdb.Config{DSN: dsn, TLSCAFile: other}, "certificate"},
-		"system roots":            {ledgerdb.Config{DSN: dsn + "?tls=true"}, "certificate"},
+		"no TLS":       {ledgerdb.Config{DSN: dsn}, "Access denied"},
+		"another CA":   {ledgerdb.Config{DSN: dsn, TLSCAFile: other}, "certificate"},
+		"system roots": {ledgerdb.Config{DSN: dsn + "?tls=true"}, "certificate"},
+		// Its CA signed it, but for 127.0.0.1 alone: the DSN's host is
+		// what the certificate must name.
+		"another host name":       {ledgerdb.Config{DSN: strings.Replace(dsn, "127.0.0.1", "localhost", 1), TLSCAFile: srv.CAFile}, "certificate"},
 		"skip-verify":             {ledgerdb.Config{DSN: dsn + "?tls=skip-verify"}, "tls=skip-verify verifies no certificate"},
 		"preferred":               {ledgerdb.Config{DSN: dsn + "?tls=preferred"}, "tls=preferred verifies no certificate"},
 		"skip-verify with a CA":   {ledgerdb.Config{DSN: dsn + "?tls=skip-verify", TLSCAFile: srv.CAFile}, "verifies no certificate"},
