@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"paygateway/gateway"
 	"paygateway/gateway/internal/burst"
@@ -737,13 +738,16 @@ func TestOversizedAnswerHeadersAreUnknown(t *testing.T) {
 func TestLongAnswersAreCutInErrorsAndLogs(t *testing.T) {
 	const maxText = 2048
 	e := newClientEnv(t, nil)
-	long := strings.Repeat("x", 512<<10)
+	// WeChat Pay's messages are Chinese: a cut must fall between
+	// characters (512 and 64 bytes fall inside one here), or the refusal
+	// kept in the ledger's last_error is not UTF-8.
+	long := strings.Repeat("余", 512<<10/3)
 	for _, status := range []int{http.StatusInternalServerError, http.StatusForbidden, http.StatusOK} {
 		server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Request-Id", strings.Repeat("r", 16<<10)) // under the 64 KiB of headers taken
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(status)
-			_, _ = w.Write([]byte(`{"code":"SYSTEM_ERROR` + long[:4096] + `","message":"` + long + `"}`))
+			_, _ = w.Write([]byte(`{"code":"SYSTEM_ERROR` + long[:4095] + `","message":"` + long + `"}`))
 		}))
 		var logs bytes.Buffer
 		cfg := clientConfig(e.keys, server.URL)
@@ -759,6 +763,9 @@ func TestLongAnswersAreCutInErrorsAndLogs(t *testing.T) {
 		}
 		if n := len(err.Error()); n > maxText {
 			t.Errorf("status %d: the error is %d bytes, want at most %d", status, n, maxText)
+		}
+		if !utf8.ValidString(err.Error()) {
+			t.Errorf("status %d: the error is cut inside a character: %q", status, err.Error())
 		}
 		var be *wechatpay.BusinessError
 		if errors.As(err, &be) && len(be.Message)+len(be.Code)+len(be.RequestID) > maxText {
