@@ -271,6 +271,33 @@ func TestTrailingSlashIsNotRedirected(t *testing.T) {
 	}
 }
 
+// TestPanicOnAChunkedRequestStillClosesTheConnection: the 500 answering a
+// handler's panic keeps the Connection: close of a request framed by
+// chunks (see closeAfterRiskyFraming), though it drops the handler's other
+// headers: open, the connection would serve the bytes a proxy in front
+// took for the body as a request of their own.
+func TestPanicOnAChunkedRequestStillClosesTheConnection(t *testing.T) {
+	captureLogs(t)
+	r := testRouter(func(r *gin.Engine, _ *Deps) {
+		r.POST("/boom", func(*gin.Context) { panic("kaboom") })
+	})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	req, err := http.NewRequest("POST", srv.URL+"/boom", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength, req.TransferEncoding = -1, []string{"chunked"}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError || !resp.Close {
+		t.Fatalf("status %d, Connection: close %t; want 500 and the connection closed", resp.StatusCode, resp.Close)
+	}
+}
+
 // TestPanicBeforeTheAnswerDropsItsHeaders: a handler that set the headers
 // of its answer (an export's CSV type and attachment name) and panicked
 // before any of it went out is answered 500 JSON as JSON, not as a CSV
