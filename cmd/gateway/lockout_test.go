@@ -141,33 +141,53 @@ func getQuietly(url, key string) (int, error) {
 // 429 of the address it locked out, name that address in their access
 // line, where the on-call looks for who still uses a revoked key (the
 // audit log keeps known keys only, the metrics no address); a request
-// with a right key does not.
+// with a right key does not. The address is the client's as
+// http.trusted_proxies lets it be read: behind a proxy, its
+// X-Forwarded-For, not the proxy's own; without one, the TCP peer's,
+// whatever X-Forwarded-For says.
 func TestRefusedKeysLogTheirAddress(t *testing.T) {
-	logs := captureLogs(t)
-	cfg := testConfig(t, backends[0])
-	cfg.Auth.FailedKeysPerMinute, cfg.Auth.FailedKeysBurst = 1, 1
-	m := startGateway(t, cfg)
-	const path = "/v1/ledger/payments"
-	for _, tc := range []struct {
-		key        string
-		status     int
-		loggedAddr string
-	}{{financeKey, 200, ""}, {"gwk_revoked_one", 401, "127.0.0.1"}, {financeKey, 429, "127.0.0.1"}} {
-		logs.Reset()
-		if status, body, _ := getRaw(t, m.URL()+path, tc.key, ""); status != tc.status {
-			t.Fatalf("status %d %s, want %d", status, body, tc.status)
-		}
-		var line map[string]any
-		for _, l := range logLines(t, logs.String(), "http request") {
-			if l["route"] == path {
-				line = l
+	for _, pc := range []struct {
+		name    string
+		proxies []string
+		addr    string
+	}{{"no proxies", nil, "127.0.0.1"}, {"loopback is the proxy", []string{"127.0.0.1/32"}, "203.0.113.7"}} {
+		t.Run(pc.name, func(t *testing.T) {
+			logs := captureLogs(t)
+			cfg := testConfig(t, backends[0])
+			cfg.Auth.FailedKeysPerMinute, cfg.Auth.FailedKeysBurst = 1, 1
+			cfg.HTTP.TrustedProxies = pc.proxies
+			m := startGateway(t, cfg)
+			const path = "/v1/ledger/payments"
+			for _, tc := range []struct {
+				key        string
+				status     int
+				loggedAddr string
+			}{{financeKey, 200, ""}, {"gwk_revoked_one", 401, pc.addr}, {financeKey, 429, pc.addr}} {
+				logs.Reset()
+				req, _ := http.NewRequest("GET", m.URL()+path, nil)
+				req.Header.Set("X-Api-Key", tc.key)
+				req.Header.Set("X-Forwarded-For", "203.0.113.7")
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tc.status {
+					t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+				}
+				var line map[string]any
+				for _, l := range logLines(t, logs.String(), "http request") {
+					if l["route"] == path {
+						line = l
+					}
+				}
+				if line == nil {
+					t.Fatalf("no access line of the %d; logs:\n%s", tc.status, logs.String())
+				}
+				if got, _ := line["addr"].(string); got != tc.loggedAddr {
+					t.Fatalf("access line of the %d: addr %q, want %q (%v)", tc.status, got, tc.loggedAddr, line)
+				}
 			}
-		}
-		if line == nil {
-			t.Fatalf("no access line of the %d; logs:\n%s", tc.status, logs.String())
-		}
-		if got, _ := line["addr"].(string); got != tc.loggedAddr {
-			t.Fatalf("access line of the %d: addr %q, want %q (%v)", tc.status, got, tc.loggedAddr, line)
-		}
+		})
 	}
 }
