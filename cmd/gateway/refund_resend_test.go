@@ -76,7 +76,9 @@ func proxyRefusal(gateway.WxRefundRequest) (*gateway.WxRefund, error) {
 // reserved (a query right after the call proves nothing, WeChat's queries
 // lag). A safety buffer later the janitor asks: a refund WeChat Pay shows
 // is recorded; one it still does not know was refused indeed and fails,
-// without being sent again into the same refusal.
+// without being sent again into the same refusal, its history saying the
+// query settled it and a warning saying it was refused (the on-call's
+// sign of refunds refused, as for a signed refusal).
 func TestUnsignedRefusalIsNoVerdict(t *testing.T) {
 	type call = func(gateway.WxRefundRequest) (*gateway.WxRefund, error)
 	type query = func(string) (*gateway.WxRefund, error)
@@ -95,6 +97,7 @@ func TestUnsignedRefusalIsNoVerdict(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		for i, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
+				logs := captureLogs(t)
 				no := fmt.Sprintf("unsigned-%d-%d", i, time.Now().UnixNano())
 				payForResend(t, s, no)
 				api := &scriptedRefunds{t: t, creates: tc.creates, queries: tc.queries}
@@ -116,9 +119,35 @@ func TestUnsignedRefusalIsNoVerdict(t *testing.T) {
 				if len(api.creates)+len(api.queries) != 0 {
 					t.Fatalf("calls left unmade: %d creates, %d queries", len(api.creates), len(api.queries))
 				}
+				if tc.want == ledger.RefundFailed {
+					checkRefusalSettledByQuery(t, s, logs, no)
+				}
 			})
 		}
 	})
+}
+
+// checkRefusalSettledByQuery: the refund of order no went FAILED on a
+// query's word (history source "query"), and one warning says it was
+// refused, with the refusal.
+func checkRefusalSettledByQuery(t *testing.T, s *ledger.Store, logs *logBuffer, no string) {
+	t.Helper()
+	h, err := s.History(context.Background(), no)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := h[len(h)-1]; last.To != string(ledger.RefundFailed) || last.Source != ledger.SourceQuery {
+		t.Errorf("last transition %+v, want →FAILED by %s", last, ledger.SourceQuery)
+	}
+	var warned int
+	for _, l := range logLines(t, logs.String(), "refund refused by WeChat Pay") {
+		if l["out_trade_no"] == no && l["level"] == "WARN" && strings.Contains(fmt.Sprint(l["refusal"]), "blocked") {
+			warned++
+		}
+	}
+	if warned != 1 {
+		t.Errorf("%d warnings of the refusal of %s, want 1; logs:\n%s", warned, no, logs.String())
+	}
 }
 
 func notFound(string) (*gateway.WxRefund, error) { return nil, gateway.ErrRemoteNotFound }
