@@ -122,8 +122,9 @@ func TestExpiredPlatformCertificateWarnedAndRefused(t *testing.T) {
 // TestEveryPlatformCertificateExpired: with no usable key at all (every
 // certificate expired, no public key) the gateway does not start, as
 // without any key; with the public key beside them, or a certificate not
-// valid yet (it comes into force by itself), it starts and verifies with
-// what is usable.
+// valid yet (it comes into force by itself), or one expiring within the
+// 30 days warned of (still in force), it starts and verifies with what is
+// usable.
 func TestEveryPlatformCertificateExpired(t *testing.T) {
 	logs := captureLogs(t)
 	k, _ := testKeys(t)
@@ -171,6 +172,16 @@ func TestEveryPlatformCertificateExpired(t *testing.T) {
 	if w := certWarnings(t, logs.String(), early.Serial); len(w) == 0 || w[0]["not_before"] == nil {
 		t.Fatalf("no WARN naming the certificate not valid yet: %v", w)
 	}
+
+	soon, soonFile := issueCert(t, dir, now.Add(-time.Hour), now.Add(10*24*time.Hour))
+	expiring := certsOnly
+	expiring.WechatPay.PlatformCertFiles = []string{expiredFile, soonFile}
+	e := startGateway(t, expiring)
+	ks := keysWith(k, soon)
+	n := mustNotification(ks.PaymentNotification(paidTx(ks, uniqueNo("es"), 100), wxpaysim.CertMode(len(ks.Certs)-1), time.Now()))
+	if status, body := post(t, e.URL()+paymentPath, n); status != 204 {
+		t.Fatalf("signed with the certificate expiring in 10 days: status=%d body=%v, want 204", status, body)
+	}
 }
 
 // TestOrderRetryAfterExpireAtEndToEnd (review 4): the README's promise on
@@ -215,16 +226,18 @@ func TestOrderRetryAfterExpireAtEndToEnd(t *testing.T) {
 // TestPlatformCertificateExpiryIsGauged: each platform certificate read
 // at start is on /metrics with its NotAfter, so a missed rotation can be
 // alerted on before notifications signed with the new certificate are
-// refused; one expiring within 30 days is named in a WARN at start too.
+// refused; one expiring within 30 days is named in a WARN at start too,
+// one expiring in 45 days is not.
 func TestPlatformCertificateExpiryIsGauged(t *testing.T) {
 	logs := captureLogs(t)
 	now := time.Now()
 	soon, file := issueCert(t, t.TempDir(), now.Add(-time.Hour), now.Add(10*24*time.Hour))
+	later, laterFile := issueCert(t, t.TempDir(), now.Add(-time.Hour), now.Add(45*24*time.Hour))
 	cfg := testConfig(t, backends[0])
-	cfg.WechatPay.PlatformCertFiles = append(slices.Clone(cfg.WechatPay.PlatformCertFiles), file)
+	cfg.WechatPay.PlatformCertFiles = append(slices.Clone(cfg.WechatPay.PlatformCertFiles), file, laterFile)
 	m := startGateway(t, cfg)
 	k, _ := testKeys(t)
-	for _, c := range append(slices.Clone(k.Certs), soon) {
+	for _, c := range append(slices.Clone(k.Certs), soon, later) {
 		series := `gateway_platform_certificate_expiry_timestamp_seconds{serial="` + c.Serial + `"}`
 		if got, want := scrape(t, m.URL(), series), float64(c.Cert.NotAfter.Unix()); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -233,7 +246,9 @@ func TestPlatformCertificateExpiryIsGauged(t *testing.T) {
 	if w := certWarnings(t, logs.String(), soon.Serial); len(w) != 1 || !strings.Contains(fmt.Sprint(w[0]["msg"]), "expires within 30 days") {
 		t.Fatalf("WARN lines naming the certificate expiring in 10 days: %v, want one saying so", w)
 	}
-	if w := certWarnings(t, logs.String(), k.Certs[0].Serial); len(w) != 0 {
-		t.Fatalf("a certificate far from its NotAfter was warned of: %v", w)
+	for _, c := range []wxpaysim.Cert{k.Certs[0], later} {
+		if w := certWarnings(t, logs.String(), c.Serial); len(w) != 0 {
+			t.Fatalf("a certificate more than 30 days from its NotAfter was warned of: %v", w)
+		}
 	}
 }
