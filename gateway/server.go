@@ -226,14 +226,16 @@ const requestIDKey = "gateway.request_id"
 // before any handler runs, so every chunked request closes its connection:
 // costing a client that sends them a new connection, nothing more (WeChat
 // Pay's notifications and the usual API clients send a Content-Length).
-// The same holds for an HTTP/1.0 request with a body (§6.1 again: one with
-// a Transfer-Encoding has faulty framing). net/http frames it by its
-// Content-Length and deletes the Transfer-Encoding unseen, while a proxy
-// may have framed it by the chunks.
+// The same holds for any HTTP/1.0 request (§6.1 again: one with a
+// Transfer-Encoding has faulty framing). net/http frames it by its
+// Content-Length, or as bodiless without one, and deletes the
+// Transfer-Encoding unseen, while a proxy may have framed it by the chunks;
+// as the header cannot be seen here, every HTTP/1.0 connection is closed
+// after its answer (keep-alive on HTTP/1.0 is a rarity).
 func closeAfterRiskyFraming() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		r := c.Request
-		if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) && r.ContentLength != 0 {
+		if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) {
 			c.Header("Connection", "close")
 		}
 		c.Next()
