@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -35,7 +37,34 @@ func fuzzKeys(tb testing.TB) *wxpaysim.Keys {
 	if err != nil {
 		tb.Fatalf("load %s (regenerate with WXPAY_WRITE_FUZZ_CORPUS=1): %v", fuzzKeysDir, err)
 	}
+	redate(tb, k, time.Now())
 	return k
+}
+
+// redate issues k's platform certificates anew, with the same keys and
+// serials, valid from now on as when they were generated (the newest from
+// a day before now, for 5 years): the committed ones run out on a fixed
+// date (2031), after which every test of a live certificate would fail.
+func redate(tb testing.TB, k *wxpaysim.Keys, now time.Time) {
+	tb.Helper()
+	newest := k.Certs[0].Cert.NotBefore
+	for _, c := range k.Certs {
+		if c.Cert.NotBefore.After(newest) {
+			newest = c.Cert.NotBefore
+		}
+	}
+	shift := now.Add(-24 * time.Hour).Sub(newest)
+	for i, c := range k.Certs {
+		tmpl := *c.Cert
+		tmpl.NotBefore, tmpl.NotAfter = c.Cert.NotBefore.Add(shift), c.Cert.NotAfter.Add(shift)
+		der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &c.Key.PublicKey, c.Key)
+		if err != nil {
+			tb.Fatalf("redate platform certificate %s: %v", c.Serial, err)
+		}
+		if k.Certs[i].Cert, err = x509.ParseCertificate(der); err != nil {
+			tb.Fatalf("redate platform certificate %s: %v", c.Serial, err)
+		}
+	}
 }
 
 func fuzzVerifier(tb testing.TB, k *wxpaysim.Keys) *wechatpay.Verifier {
