@@ -363,17 +363,19 @@ func TestNoBillWithSettlementsFailsTheRun(t *testing.T) {
 func TestRefundsWithoutAcceptanceLatestFirst(t *testing.T) {
 	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
 		ctx := context.Background()
+		now := time.Now() // one instant: the refunds and the day asked about cannot fall either side of midnight
+		s = s.WithClock(func() time.Time { return now })
 		paidOrder(t, s, "wa", 1000)
 		for _, no := range []string{"rf-wa-morning", "rf-wa-noon", "rf-wa-midnight"} {
 			if _, err := s.CreateRefund(ctx, refundReq("wa", no, 100)); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: no, State: ledger.RefundSuccess,
-				SuccessTime: time.Now(), Source: ledger.SourceCallback}); err != nil {
+				SuccessTime: now, Source: ledger.SourceCallback}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		nos, err := s.RefundsWithoutAcceptance(ctx, ledger.DayOf(time.Now()), 2)
+		nos, err := s.RefundsWithoutAcceptance(ctx, ledger.DayOf(now), 2)
 		if err != nil || len(nos) != 2 || nos[0] != "rf-wa-midnight" || nos[1] != "rf-wa-noon" {
 			t.Fatalf("asked about %v (%v), want the two latest, latest first", nos, err)
 		}
