@@ -401,7 +401,8 @@ func TestOneReconciliationByHandPerInstance(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	s := ledgertest.OpenSQLite(t)
 	entered, release := make(chan struct{}), make(chan struct{})
-	day := func(n int) string { return ledger.DayOf(s.Now().Add(-time.Duration(n) * 24 * time.Hour)) }
+	now := s.Now() // one instant: day(1) names the same day before and after a midnight (UTC+8) during the test
+	day := func(n int) string { return ledger.DayOf(now.Add(-time.Duration(n) * 24 * time.Hour)) }
 	slowDay := day(1)
 	f := &Finance{Reconciler: &Reconciler{Store: s, Bills: &fakeBills{fn: func(_ context.Context, d string) ([]byte, error) {
 		if d == slowDay {
