@@ -19,6 +19,7 @@ import (
 // and the day's bill, every payer's openid and amount, came back from
 // wherever the redirect said.
 func TestBillDownloadFollowsNoRedirect(t *testing.T) {
+	awayFromMidnight(t)
 	e := newClientEnv(t, nil)
 	e.pay(t, "T1", 1000)
 	var reached, withAuth atomic.Int32
