@@ -67,19 +67,6 @@ func startReconcileStack(t *testing.T, b backend) *reconcileStack {
 	return &reconcileStack{m: m, sim: sim, wx: wx, handler: &handler}
 }
 
-// awayFromMidnight waits, when midnight UTC+8 is less than d away, until
-// it has passed: a test that takes its business day from the wall clock
-// and then pays and refunds on it (the simulator and the gateway stamp
-// them with the wall clock) must not see the day change under it.
-func awayFromMidnight(t *testing.T, d time.Duration) {
-	t.Helper()
-	today, _ := ledger.DayStart(ledger.DayOf(time.Now()))
-	if wait := time.Until(today.Add(24 * time.Hour)); wait < d {
-		t.Logf("waiting %v for midnight UTC+8 to pass", wait)
-		time.Sleep(wait + time.Millisecond)
-	}
-}
-
 func (s *reconcileStack) reconcile(t *testing.T, day string) ledger.Reconciliation {
 	t.Helper()
 	status, body := apiCall(t, "POST", s.m.URL()+"/v1/reconciliations", financeKey, map[string]string{"date": day})
@@ -110,7 +97,7 @@ func TestReconciliation(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s := startReconcileStack(t, b)
 			ctx := context.Background()
-			awayFromMidnight(t, time.Minute)
+			ledgertest.AwayFromMidnight(t, time.Minute)
 			day := ledger.DayOf(time.Now())
 			var nos []string
 			for i, amount := range []int64{1000, 2500, 399} {

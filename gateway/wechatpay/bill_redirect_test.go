@@ -7,8 +7,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"paygateway/gateway/wechatpay"
+	"paygateway/ledger/ledgertest"
 )
 
 // TestBillDownloadFollowsNoRedirect: a bill download that answers with a
@@ -19,7 +21,7 @@ import (
 // and the day's bill, every payer's openid and amount, came back from
 // wherever the redirect said.
 func TestBillDownloadFollowsNoRedirect(t *testing.T) {
-	awayFromMidnight(t)
+	ledgertest.AwayFromMidnight(t, time.Minute)
 	e := newClientEnv(t, nil)
 	e.pay(t, "T1", 1000)
 	var reached, withAuth atomic.Int32

@@ -14,20 +14,8 @@ import (
 	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 
 	"paygateway/gateway/wechatpay/wxpaysim"
+	"paygateway/ledger/ledgertest"
 )
-
-// awayFromMidnight waits, when midnight UTC+8 is less than a minute away,
-// until it has passed: a bill test pays on the simulator's wall clock and
-// then asks for today's bill, which must be the day it paid on.
-func awayFromMidnight(t *testing.T) {
-	t.Helper()
-	now := time.Now().In(time.FixedZone("CST", 8*3600))
-	y, m, d := now.Date()
-	if wait := time.Date(y, m, d+1, 0, 0, 0, 0, now.Location()).Sub(now); wait < time.Minute {
-		t.Logf("waiting %v for midnight UTC+8 to pass", wait)
-		time.Sleep(wait + time.Millisecond)
-	}
-}
 
 // fetchBill asks for today's (UTC+8) bill and downloads it.
 func fetchBill(t *testing.T, sim *wxpaysim.Sim, base string) (string, string) {
@@ -69,7 +57,7 @@ func fetchBill(t *testing.T, sim *wxpaysim.Sim, base string) (string, string) {
 }
 
 func TestTradeBill(t *testing.T) {
-	awayFromMidnight(t)
+	ledgertest.AwayFromMidnight(t, time.Minute)
 	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1})
 	ctx := context.Background()
 	for _, p := range []struct {
@@ -109,7 +97,7 @@ func TestTradeBill(t *testing.T) {
 }
 
 func TestTradeBillFaults(t *testing.T) {
-	awayFromMidnight(t)
+	ledgertest.AwayFromMidnight(t, time.Minute)
 	sim, srv := startSim(t, wxpaysim.Options{})
 	ctx := context.Background()
 	for _, no := range []string{"T1", "T2", "T3"} {
