@@ -40,8 +40,9 @@ func requestContext() gin.HandlerFunc {
 
 // AccessLog logs one line per request: route, status, duration, request
 // id, the error code if any, the caller's key name, and for a key refused
-// (unknown, or its address locked out) the address it came from. It logs the path without the query and
-// never headers or bodies (they carry keys, signatures and ciphertext).
+// (unknown, or its address locked out) the address it came from. It logs
+// the path without the query and never headers or bodies (they carry
+// keys, signatures and ciphertext).
 func AccessLog() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start, finished := time.Now(), false

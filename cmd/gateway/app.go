@@ -409,16 +409,16 @@ func newVerifier(w WechatPayConfig, certs []*x509.Certificate, live int) (*wecha
 	return wechatpay.NewVerifier(cfg)
 }
 
+// certWarnAhead is how long before a platform certificate's NotAfter the
+// start warns of it.
+const certWarnAhead = 30 * 24 * time.Hour
+
 // loadCerts reads the platform certificates and counts those not expired
 // at now. An expired one is kept (the verifier refuses what it signs, and
 // says why) and named in a warning: the README has operators keep the
 // files of rotated certificates, and WeChat Pay no longer guards a
 // retired certificate's key. A certificate not yet valid is kept too:
 // it comes into force by itself.
-// certWarnAhead is how long before a platform certificate's NotAfter the
-// start warns of it.
-const certWarnAhead = 30 * 24 * time.Hour
-
 func loadCerts(paths []string, now time.Time) (certs []*x509.Certificate, live int, err error) {
 	for _, p := range paths {
 		c, err := utils.LoadCertificateWithPath(p)
