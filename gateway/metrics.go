@@ -342,8 +342,8 @@ type ledgerCollector struct {
 	db  *sql.DB
 	now func() time.Time // the ledger's clock
 
-	refunds, outboxJobs, outboxOldest, outboxDueLag *prometheus.Desc
-	anomalies, openAnomalies, reconDays, scrapeE    *prometheus.Desc
+	refunds, refundOldest, outboxJobs, outboxOldest, outboxDueLag *prometheus.Desc
+	anomalies, openAnomalies, reconDays, scrapeE                  *prometheus.Desc
 
 	mu     sync.Mutex
 	readAt time.Time
@@ -357,6 +357,9 @@ func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 	return &ledgerCollector{db: db, now: now,
 		refunds: prometheus.NewDesc("gateway_refunds",
 			"Refunds not finished, by state (CREATED, PROCESSING, UNKNOWN, ABNORMAL); finished ones are counted by gateway_refund_transitions_total.",
+			[]string{"state"}, nil),
+		refundOldest: prometheus.NewDesc("gateway_refunds_oldest_age_seconds",
+			"Age of the oldest refund not finished, since it was requested, by state (no series when none is in it).",
 			[]string{"state"}, nil),
 		outboxJobs: prometheus.NewDesc("gateway_outbox_jobs",
 			"Outbox jobs not done, by kind and state (state DEAD = dead letters).", []string{"kind", "state"}, nil),
@@ -380,7 +383,7 @@ func newLedgerCollector(db *sql.DB, now func() time.Time) *ledgerCollector {
 
 // Describe implements prometheus.Collector.
 func (l *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{l.refunds, l.outboxJobs, l.outboxOldest, l.outboxDueLag, l.anomalies,
+	for _, d := range []*prometheus.Desc{l.refunds, l.refundOldest, l.outboxJobs, l.outboxOldest, l.outboxDueLag, l.anomalies,
 		l.openAnomalies, l.reconDays, l.scrapeE} {
 		ch <- d
 	}
@@ -440,7 +443,7 @@ func (l *ledgerCollector) read(ch chan<- prometheus.Metric) {
 		}
 	}
 	if err := l.collectOldest(ctx, ch); err != nil {
-		slog.WarnContext(ctx, "metrics: read outbox age", "err", err)
+		slog.WarnContext(ctx, "metrics: read refund or outbox age", "err", err)
 		failed = 1
 	}
 	ch <- prometheus.MustNewConstMetric(l.scrapeE, prometheus.GaugeValue, failed)
@@ -504,9 +507,17 @@ func labelSets(lists ...[]string) [][]string {
 	return sets
 }
 
-// collectOldest reads the creation time of the oldest unfinished job per
-// kind; the age is computed here so the SQL stays portable.
+// collectOldest reads the creation time of the oldest unfinished refund
+// per state and job per kind; the age is computed here so the SQL stays
+// portable.
 func (l *ledgerCollector) collectOldest(ctx context.Context, ch chan<- prometheus.Metric) error {
+	// A count that stays up says little with steady traffic; the age of the
+	// oldest says one refund is stuck (the (state, next_check_at) index
+	// leaves only open refunds to read).
+	if err := l.collectAge(ctx, ch, l.refundOldest, `SELECT state, MIN(created_at) FROM refunds
+		WHERE state IN ('CREATED', 'PROCESSING', 'UNKNOWN', 'ABNORMAL') GROUP BY state`); err != nil {
+		return err
+	}
 	if err := l.collectAge(ctx, ch, l.outboxOldest,
 		"SELECT kind, MIN(created_at) FROM outbox_jobs WHERE state IN ('PENDING', 'RUNNING') GROUP BY kind"); err != nil {
 		return err
@@ -521,7 +532,8 @@ func (l *ledgerCollector) collectOldest(ctx context.Context, ch chan<- prometheu
 		l.now(), ledger.JobReleaseInventory, ledger.JobConfirmInventory, ledger.JobDone)
 }
 
-// collectAge emits, per kind, how long ago the time the query reads was.
+// collectAge emits, per label (a kind or state), how long ago the time
+// the query reads was.
 func (l *ledgerCollector) collectAge(ctx context.Context, ch chan<- prometheus.Metric, desc *prometheus.Desc, q string, args ...any) error {
 	rows, err := l.db.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -529,12 +541,12 @@ func (l *ledgerCollector) collectAge(ctx context.Context, ch chan<- prometheus.M
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var kind string
+		var label string
 		var at sqlTime
-		if err := rows.Scan(&kind, &at); err != nil {
+		if err := rows.Scan(&label, &at); err != nil {
 			return err
 		}
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, max(l.now().Sub(at.Time).Seconds(), 0), kind)
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, max(l.now().Sub(at.Time).Seconds(), 0), label)
 	}
 	return rows.Err()
 }

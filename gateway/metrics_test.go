@@ -154,3 +154,45 @@ func ledgerGauges(t *testing.T, db *sql.DB, now func() time.Time) map[string]flo
 	}
 	return out
 }
+
+// TestOldestRefundAgeGauge: gateway_refunds_oldest_age_seconds gives, per
+// unfinished state, how long ago its oldest refund was requested, and no
+// series once none is in that state: a stuck refund shows by its age,
+// which a count kept up by steady traffic cannot.
+func TestOldestRefundAgeGauge(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		paidBy(t, s, "age-1", "o-age")
+		if _, err := s.CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: "age-1", OutRefundNo: "rf-age", Amount: 10,
+			Requester: "o-age", CheckAt: s.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		sqlDB, _ := s.DB().DB()
+		later := func() time.Time { return s.Now().Add(time.Hour) }
+		age := func(state ledger.RefundState) (float64, bool) {
+			v, ok := ledgerGauges(t, sqlDB, later)["gateway_refunds_oldest_age_seconds{"+string(state)+"}"]
+			return v, ok
+		}
+		for _, st := range []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing} {
+			if st != ledger.RefundCreated {
+				if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-age", State: st,
+					Source: ledger.SourceQuery}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if v, ok := age(st); !ok || v < 3590 || v > 3610 {
+				t.Fatalf("%s: oldest age %v (present %v), want about an hour", st, v, ok)
+			}
+		}
+		if _, ok := age(ledger.RefundCreated); ok {
+			t.Fatal("no refund is CREATED any more, yet its age is still shown")
+		}
+		if _, err := s.ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-age", State: ledger.RefundSuccess,
+			Source: ledger.SourceQuery}); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := age(ledger.RefundProcessing); ok {
+			t.Fatalf("the refund succeeded, yet a PROCESSING age %v is shown", v)
+		}
+	})
+}
