@@ -38,6 +38,7 @@ type Metrics struct {
 	RefundMoves    *prometheus.CounterVec   // gateway_refund_transitions_total{state}
 	Compensation   *prometheus.CounterVec   // gateway_compensation_checks_total{result}
 	WrongKeys      *prometheus.CounterVec   // gateway_api_key_refusals_total{reason}
+	JWTPrevious    prometheus.Counter       // gateway_jwt_previous_key_accepted_total
 }
 
 // redisBuckets resolve the region around the Redis op timeout (250 ms by
@@ -89,12 +90,15 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{KeyUnknown, KeyLockedOut} {
 		m.WrongKeys.WithLabelValues(r)
 	}
+	m.JWTPrevious = prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_jwt_previous_key_accepted_total",
+		Help: "User tokens taken under refunds.jwt's previous key. Once the backend signs with the current one, " +
+			"flat for refunds.jwt.max_lifetime on every instance: the previous key can be removed."})
 	for _, st := range []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing, ledger.RefundUnknown,
 		ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal, ledger.RefundFailed} {
 		m.RefundMoves.WithLabelValues(string(st)) // present at 0, so rates work from the start
 	}
 	m.Registry.MustRegister(m.Requests, m.Latency, m.Notifications, m.RedisCalls, m.RedisFallbacks, m.RateLimited,
-		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation, m.WrongKeys,
+		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation, m.WrongKeys, m.JWTPrevious,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -104,6 +108,13 @@ func NewMetrics() *Metrics {
 func (m *Metrics) KeyRefused(reason string) {
 	if m != nil {
 		m.WrongKeys.WithLabelValues(reason).Inc()
+	}
+}
+
+// PreviousJWTKey records a user token taken under the previous key.
+func (m *Metrics) PreviousJWTKey() {
+	if m != nil {
+		m.JWTPrevious.Inc()
 	}
 }
 

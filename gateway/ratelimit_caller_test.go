@@ -29,7 +29,7 @@ func TestRateLimitKeyedOnTheCallerAlone(t *testing.T) {
 	r := gin.New()
 	ok := func(c *gin.Context) { c.Status(http.StatusOK) }
 	r.GET("/keyed", auth.Authenticate(), RateLimit(l, PrincipalKey("ledger"), limit), ok)
-	r.GET("/user", jwtAuth.Require(), RateLimit(l, ScopedKey("refunds", CurrentOpenID), limit), ok)
+	r.GET("/user", jwtAuth.Require(nil), RateLimit(l, ScopedKey("refunds", CurrentOpenID), limit), ok)
 	tokenOf := func(openid string) string {
 		tok, err := SignDevToken(secret, openid, "", "", time.Hour)
 		if err != nil {

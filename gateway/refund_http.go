@@ -17,7 +17,7 @@ import (
 // GET /v1/refunds/{out_refund_no}.
 func RefundRoutes(svc *RefundService, auth *JWTAuth) func(r *gin.Engine, d *Deps) {
 	return func(r *gin.Engine, d *Deps) {
-		api := r.Group("/v1", timeout(d.APITimeout), auth.Require(),
+		api := r.Group("/v1", timeout(d.APITimeout), auth.Require(d.Metrics),
 			RateLimit(d.Limiter, ScopedKey("refunds", CurrentOpenID), d.Limits.Refunds), wellFormedQuery())
 		api.POST("/refunds", func(c *gin.Context) { createRefund(c, d, svc) })
 		api.GET("/refunds/:out_refund_no", func(c *gin.Context) { getRefund(c, svc) })

@@ -41,20 +41,29 @@ type RefundsConfig struct {
 }
 
 // JWTConfig checks user tokens from the business backend: an HS256
-// secret (inline or in a file) or an ES256 public key file.
+// secret (inline or in a file) or an ES256 public key file, and during a
+// rotation the backend's previous key (previous_*, of either kind).
 type JWTConfig struct {
-	HS256Secret        string        `yaml:"hs256_secret" secret:"true"`
-	HS256SecretFile    string        `yaml:"hs256_secret_file"`
-	ES256PublicKeyFile string        `yaml:"es256_public_key_file"`
-	Issuer             string        `yaml:"issuer"`
-	Audience           string        `yaml:"audience"`
-	OpenIDClaim        string        `yaml:"openid_claim"`
-	Leeway             time.Duration `yaml:"leeway"`
-	MaxLifetime        time.Duration `yaml:"max_lifetime"`
+	HS256Secret        string `yaml:"hs256_secret" secret:"true"`
+	HS256SecretFile    string `yaml:"hs256_secret_file"`
+	ES256PublicKeyFile string `yaml:"es256_public_key_file"`
+	// The key the backend signed with before the current one: its tokens
+	// are taken until they expire (see README, "Rotating the user token key").
+	PreviousHS256Secret        string        `yaml:"previous_hs256_secret" secret:"true"`
+	PreviousHS256SecretFile    string        `yaml:"previous_hs256_secret_file"`
+	PreviousES256PublicKeyFile string        `yaml:"previous_es256_public_key_file"`
+	Issuer                     string        `yaml:"issuer"`
+	Audience                   string        `yaml:"audience"`
+	OpenIDClaim                string        `yaml:"openid_claim"`
+	Leeway                     time.Duration `yaml:"leeway"`
+	MaxLifetime                time.Duration `yaml:"max_lifetime"`
 }
 
+// configured: some key is set. A previous key alone counts, so that it is
+// refused at start rather than ignored with the API off.
 func (j JWTConfig) configured() bool {
-	return j.HS256Secret != "" || j.HS256SecretFile != "" || j.ES256PublicKeyFile != ""
+	return j.HS256Secret != "" || j.HS256SecretFile != "" || j.ES256PublicKeyFile != "" ||
+		j.PreviousHS256Secret != "" || j.PreviousHS256SecretFile != "" || j.PreviousES256PublicKeyFile != ""
 }
 
 // maxJWTLeeway bounds the clock skew allowed on a token's times: more
@@ -77,16 +86,6 @@ func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 		return out, fmt.Errorf("config: refunds.jwt.max_lifetime (GATEWAY_REFUNDS_JWT_MAX_LIFETIME) must be positive and at most %v", maxJWTLifetime)
 	case j.Leeway < 0 || j.Leeway > maxJWTLeeway:
 		return out, fmt.Errorf("config: refunds.jwt.leeway (GATEWAY_REFUNDS_JWT_LEEWAY) must be between 0 and %v", maxJWTLeeway)
-	case j.HS256Secret != "" && j.HS256SecretFile != "":
-		// The file would be ignored: a secret rotated in it never used,
-		// every token signed with the new one refused.
-		return out, errors.New("config: refunds.jwt.hs256_secret (GATEWAY_REFUNDS_JWT_HS256_SECRET) and " +
-			"refunds.jwt.hs256_secret_file (GATEWAY_REFUNDS_JWT_HS256_SECRET_FILE) are both set, and the file would be ignored: set one")
-	case edged(j.HS256Secret):
-		// A secret file's are cut off (hs256_secret_file); here they would
-		// be part of the key, and every token signed without them refused.
-		return out, errors.New("config: refunds.jwt.hs256_secret (GATEWAY_REFUNDS_JWT_HS256_SECRET) begins or ends with " +
-			"white space (a newline from the file it was copied from?): remove it, or use hs256_secret_file")
 	}
 	// Compared as they are with each token's claims: every token refused.
 	for _, f := range []struct{ value, name string }{{j.Issuer, "refunds.jwt.issuer (GATEWAY_REFUNDS_JWT_ISSUER)"},
@@ -96,27 +95,50 @@ func (j JWTConfig) gatewayJWT() (gateway.JWTConfig, error) {
 			return out, fmt.Errorf("config: %s %s", f.name, edgedWhy)
 		}
 	}
-	secret := j.HS256Secret
-	if secret == "" && j.HS256SecretFile != "" {
-		b, err := readSecretFile("refunds.jwt.hs256_secret_file (GATEWAY_REFUNDS_JWT_HS256_SECRET_FILE)", j.HS256SecretFile)
+	var err error
+	if out.HS256Secret, out.ES256PublicKey, err = loadJWTKey(j.HS256Secret, j.HS256SecretFile, j.ES256PublicKeyFile, ""); err != nil {
+		return out, err
+	}
+	out.PreviousHS256Secret, out.PreviousES256PublicKey, err = loadJWTKey(j.PreviousHS256Secret, j.PreviousHS256SecretFile,
+		j.PreviousES256PublicKeyFile, "previous_")
+	return out, err
+}
+
+// loadJWTKey reads one key's settings: an HS256 secret inline or in a
+// file, or an ES256 public key file. prefix names them: "" for the
+// current key, "previous_" for the previous one.
+func loadJWTKey(secret, secretFile, publicKeyFile, prefix string) ([]byte, *ecdsa.PublicKey, error) {
+	inline := fmt.Sprintf("refunds.jwt.%shs256_secret (GATEWAY_REFUNDS_JWT_%sHS256_SECRET)", prefix, strings.ToUpper(prefix))
+	file := fmt.Sprintf("refunds.jwt.%shs256_secret_file (GATEWAY_REFUNDS_JWT_%sHS256_SECRET_FILE)", prefix, strings.ToUpper(prefix))
+	switch {
+	case secret != "" && secretFile != "":
+		// The file would be ignored: a secret rotated in it never used,
+		// every token signed with the new one refused.
+		return nil, nil, fmt.Errorf("config: %s and %s are both set, and the file would be ignored: set one", inline, file)
+	case edged(secret):
+		// A secret file's are cut off (hs256_secret_file); here they would
+		// be part of the key, and every token signed without them refused.
+		return nil, nil, fmt.Errorf("config: %s begins or ends with white space (a newline from the file it was copied from?): "+
+			"remove it, or use %shs256_secret_file", inline, prefix)
+	case secretFile != "":
+		b, err := readSecretFile(file, secretFile)
 		if err != nil {
-			return out, err
+			return nil, nil, err
 		}
 		secret = strings.TrimSpace(string(b))
 	}
-	out.HS256Secret = []byte(secret)
-	if j.ES256PublicKeyFile != "" {
-		b, err := os.ReadFile(j.ES256PublicKeyFile)
-		if err != nil {
-			return out, fmt.Errorf("config: refunds.jwt.es256_public_key_file: %w", err)
-		}
-		var pub *ecdsa.PublicKey
-		if pub, err = jwt.ParseECPublicKeyFromPEM(b); err != nil {
-			return out, fmt.Errorf("config: refunds.jwt.es256_public_key_file: %w", err)
-		}
-		out.ES256PublicKey = pub
+	if publicKeyFile == "" {
+		return []byte(secret), nil, nil
 	}
-	return out, nil
+	b, err := os.ReadFile(publicKeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: refunds.jwt.%ses256_public_key_file: %w", prefix, err)
+	}
+	pub, err := jwt.ParseECPublicKeyFromPEM(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: refunds.jwt.%ses256_public_key_file: %w", prefix, err)
+	}
+	return []byte(secret), pub, nil
 }
 
 // wireRefunds adds the refund notification route always, the janitor
