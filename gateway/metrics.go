@@ -39,6 +39,7 @@ type Metrics struct {
 	Compensation   *prometheus.CounterVec   // gateway_compensation_checks_total{result}
 	WrongKeys      *prometheus.CounterVec   // gateway_api_key_refusals_total{reason}
 	JWTPrevious    prometheus.Counter       // gateway_jwt_previous_key_accepted_total
+	PreviousKey    *prometheus.CounterVec   // gateway_notifications_previous_apiv3_key_total{kind}
 }
 
 // redisBuckets resolve the region around the Redis op timeout (250 ms by
@@ -93,12 +94,18 @@ func NewMetrics() *Metrics {
 	m.JWTPrevious = prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_jwt_previous_key_accepted_total",
 		Help: "User tokens taken under refunds.jwt's previous key. Once the backend signs with the current one, " +
 			"flat for refunds.jwt.max_lifetime on every instance: the previous key can be removed."})
+	m.PreviousKey = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_notifications_previous_apiv3_key_total",
+		Help: "WeChat Pay notifications only wechatpay.previous_apiv3_key could decrypt, by kind. " +
+			"Remove that key once this has stayed flat past WeChat Pay's 24 h redelivery window."}, []string{"kind"})
+	for _, kind := range []string{"payment", "refund"} {
+		m.PreviousKey.WithLabelValues(kind)
+	}
 	for _, st := range []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing, ledger.RefundUnknown,
 		ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal, ledger.RefundFailed} {
 		m.RefundMoves.WithLabelValues(string(st)) // present at 0, so rates work from the start
 	}
 	m.Registry.MustRegister(m.Requests, m.Latency, m.Notifications, m.RedisCalls, m.RedisFallbacks, m.RateLimited,
-		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation, m.WrongKeys, m.JWTPrevious,
+		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation, m.WrongKeys, m.JWTPrevious, m.PreviousKey,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -187,7 +194,7 @@ func methodLabel(m string) string {
 // NoteDuplicate), else the error code answered (ESIGNATURE, EREPLAY, …).
 func (m *Metrics) Notification(kind string) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		ctx, dup := withDuplicateMark(c.Request.Context())
+		ctx, mark := withNoticeMark(c.Request.Context())
 		c.Request = c.Request.WithContext(ctx)
 		finished := false
 		defer func() { // a panicking notification is counted as EINTERNAL
@@ -202,10 +209,13 @@ func (m *Metrics) Notification(kind string) gin.HandlerFunc {
 				outcome = code
 			case c.Writer.Status() >= 300:
 				outcome = "status_" + strconv.Itoa(c.Writer.Status())
-			case dup.Load():
+			case mark.duplicate():
 				outcome = "duplicate"
 			}
 			m.Notifications.WithLabelValues(kind, outcome).Inc()
+			if mark.previousKey() {
+				m.PreviousKey.WithLabelValues(kind).Inc()
+			}
 		}()
 		c.Next()
 		finished = true
@@ -315,31 +325,48 @@ func (m *Metrics) RegisterPool(db *sql.DB, name string) {
 	m.Registry.MustRegister(collectors.NewDBStatsCollector(db, name))
 }
 
-// duplicateMark is set by NoteDuplicate on the request context.
-type duplicateMark struct {
-	mu  sync.Mutex
-	dup bool
+// noticeMark is what NoteDuplicate and NotePreviousKey set on the
+// request context, for the notification metrics.
+type noticeMark struct {
+	mu           sync.Mutex
+	dup, prevKey bool
 }
 
-func (d *duplicateMark) Load() bool {
+func (d *noticeMark) duplicate() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.dup
 }
 
-type duplicateKey struct{}
+func (d *noticeMark) previousKey() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.prevKey
+}
 
-func withDuplicateMark(ctx context.Context) (context.Context, *duplicateMark) {
-	d := &duplicateMark{}
-	return context.WithValue(ctx, duplicateKey{}, d), d
+type noticeMarkKey struct{}
+
+func withNoticeMark(ctx context.Context) (context.Context, *noticeMark) {
+	d := &noticeMark{}
+	return context.WithValue(ctx, noticeMarkKey{}, d), d
 }
 
 // NoteDuplicate tells the notification metrics that the request was a
 // replay the ledger already had (answered 2xx, nothing changed).
 func NoteDuplicate(ctx context.Context) {
-	if d, ok := ctx.Value(duplicateKey{}).(*duplicateMark); ok {
+	if d, ok := ctx.Value(noticeMarkKey{}).(*noticeMark); ok {
 		d.mu.Lock()
 		d.dup = true
+		d.mu.Unlock()
+	}
+}
+
+// NotePreviousKey tells the notification metrics that only the previous
+// APIv3 key could decrypt the request's notification.
+func NotePreviousKey(ctx context.Context) {
+	if d, ok := ctx.Value(noticeMarkKey{}).(*noticeMark); ok {
+		d.mu.Lock()
+		d.prevKey = true
 		d.mu.Unlock()
 	}
 }

@@ -27,6 +27,9 @@ type Notice struct {
 	Timestamp    time.Time
 	Resource     Sealed // the encrypted resource
 	Plaintext    []byte // the decrypted resource (after Decrypt)
+	// PreviousKey: Decrypt opened the resource with the previous APIv3
+	// key, not the current one (see NotePreviousKey).
+	PreviousKey bool
 }
 
 // Sealed is a notification's encrypted resource (AEAD_AES_256_GCM).
@@ -213,7 +216,7 @@ func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body 
 		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType, Err: errSignedRefusal}
 	}
 	return p.guarded(ctx, n, func() error {
-		if err := p.notices.Decrypt(n); err != nil {
+		if err := p.decrypt(ctx, n); err != nil {
 			return err
 		}
 		u, err := p.transactionUpdate(n)
@@ -226,6 +229,18 @@ func (p *Processor) HandlePayment(ctx context.Context, header http.Header, body 
 		}
 		return notifyError(err)
 	})
+}
+
+// decrypt opens n's resource, telling the metrics when only the previous
+// APIv3 key could.
+func (p *Processor) decrypt(ctx context.Context, n *Notice) error {
+	if err := p.notices.Decrypt(n); err != nil {
+		return err
+	}
+	if n.PreviousKey {
+		NotePreviousKey(ctx)
+	}
+	return nil
 }
 
 // notifyError is ledgerError for a notification: one the ledger refuses

@@ -46,7 +46,7 @@ func (p *Processor) HandleRefund(ctx context.Context, header http.Header, body [
 		return &Error{Code: CodeInvalid, Message: "unsupported event_type " + n.EventType, Err: errSignedRefusal}
 	}
 	return p.guarded(ctx, n, func() error {
-		if err := p.notices.Decrypt(n); err != nil {
+		if err := p.decrypt(ctx, n); err != nil {
 			return err
 		}
 		var r wxRefundNotice

@@ -391,7 +391,7 @@ func (r RedisConfig) tlsConfig() (*tls.Config, error) {
 // newVerifier builds the notification verifier from the public key file
 // and the platform certificates loadCerts read (live of them in force).
 func newVerifier(w WechatPayConfig, certs []*x509.Certificate, live int) (*wechatpay.Verifier, error) {
-	cfg := wechatpay.NotifyConfig{APIv3Key: w.APIv3Key, PublicKeyID: w.PublicKeyID}
+	cfg := wechatpay.NotifyConfig{APIv3Key: w.APIv3Key, PreviousAPIv3Key: w.PreviousAPIv3Key, PublicKeyID: w.PublicKeyID}
 	if w.PublicKeyFile != "" {
 		pub, err := utils.LoadPublicKeyWithPath(w.PublicKeyFile)
 		if err != nil {

@@ -186,6 +186,11 @@ type WechatPayConfig struct {
 	BillTimeout     time.Duration `yaml:"bill_timeout"`
 	NotifyURL       string        `yaml:"notify_url"`
 	RefundNotifyURL string        `yaml:"refund_notify_url"`
+	// PreviousAPIv3Key is the other key of an APIv3 key rotation under
+	// way: notifications the current key cannot decrypt are tried with it
+	// (README: rotating the APIv3 key).
+	PreviousAPIv3Key     string `yaml:"previous_apiv3_key" secret:"true"`
+	PreviousAPIv3KeyFile string `yaml:"previous_apiv3_key_file"`
 }
 
 // AuthConfig lists API keys as name:role:sha256hex.
@@ -432,6 +437,11 @@ func (c *Config) Validate() error {
 		{edged(w.PublicKeyID), "wechatpay.public_key_id (GATEWAY_WECHATPAY_PUBLIC_KEY_ID)", edgedWhy},
 		{edged(w.MerchantSerial), "wechatpay.merchant_serial (GATEWAY_WECHATPAY_MERCHANT_SERIAL)", edgedWhy},
 		{len(w.APIv3Key) != 32, "wechatpay.apiv3_key (GATEWAY_WECHATPAY_APIV3_KEY)", "must be 32 characters"},
+		{w.PreviousAPIv3Key != "" && len(w.PreviousAPIv3Key) != 32,
+			"wechatpay.previous_apiv3_key (GATEWAY_WECHATPAY_PREVIOUS_APIV3_KEY)", "must be 32 characters"},
+		{w.PreviousAPIv3Key != "" && w.PreviousAPIv3Key == w.APIv3Key,
+			"wechatpay.previous_apiv3_key (GATEWAY_WECHATPAY_PREVIOUS_APIV3_KEY)",
+			"equals wechatpay.apiv3_key: set the other key of the rotation, or remove it"},
 		{w.PublicKeyFile == "" && len(w.PlatformCertFiles) == 0,
 			"wechatpay.public_key_file (GATEWAY_WECHATPAY_PUBLIC_KEY_FILE)", "or wechatpay.platform_cert_files is required"},
 		{w.PublicKeyFile != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_"),
@@ -684,18 +694,29 @@ func publicAddr(addr string) bool {
 
 // loadSecrets fills secrets given as files.
 func (c *Config) loadSecrets() error {
-	if c.WechatPay.APIv3Key != "" && c.WechatPay.APIv3KeyFile != "" {
+	w := &c.WechatPay
+	if err := loadKeyFile(&w.APIv3Key, w.APIv3KeyFile, "wechatpay.apiv3_key", "GATEWAY_WECHATPAY_APIV3_KEY"); err != nil {
+		return err
+	}
+	return loadKeyFile(&w.PreviousAPIv3Key, w.PreviousAPIv3KeyFile, "wechatpay.previous_apiv3_key",
+		"GATEWAY_WECHATPAY_PREVIOUS_APIV3_KEY")
+}
+
+// loadKeyFile sets *key from file, the setting field (variable env) given
+// as a file: field_file (env_FILE). Both set is refused.
+func loadKeyFile(key *string, file, field, env string) error {
+	if *key != "" && file != "" {
 		// The file would be ignored: a key rotated in it (as WeChat Pay's
 		// was) never used, every notification then failing to decrypt.
-		return errors.New("config: wechatpay.apiv3_key (GATEWAY_WECHATPAY_APIV3_KEY) and wechatpay.apiv3_key_file " +
-			"(GATEWAY_WECHATPAY_APIV3_KEY_FILE) are both set, and the file would be ignored: set one")
+		return fmt.Errorf("config: %s (%s) and %s_file (%s_FILE) are both set, and the file would be ignored: set one",
+			field, env, field, env)
 	}
-	if c.WechatPay.APIv3Key == "" && c.WechatPay.APIv3KeyFile != "" {
-		b, err := readSecretFile("wechatpay.apiv3_key_file (GATEWAY_WECHATPAY_APIV3_KEY_FILE)", c.WechatPay.APIv3KeyFile)
+	if *key == "" && file != "" {
+		b, err := readSecretFile(fmt.Sprintf("%s_file (%s_FILE)", field, env), file)
 		if err != nil {
 			return err
 		}
-		c.WechatPay.APIv3Key = strings.TrimSpace(string(b))
+		*key = strings.TrimSpace(string(b))
 	}
 	return nil
 }

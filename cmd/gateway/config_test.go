@@ -29,6 +29,7 @@ func TestEnvironmentOverridesEveryField(t *testing.T) {
 		"GATEWAY_WECHATPAY_MCHID":               "123",
 		"GATEWAY_WECHATPAY_APPID":               "wxapp",
 		"GATEWAY_WECHATPAY_APIV3_KEY":           strings.Repeat("a", 32),
+		"GATEWAY_WECHATPAY_PREVIOUS_APIV3_KEY":  strings.Repeat("p", 32),
 		"GATEWAY_WECHATPAY_PUBLIC_KEY_FILE":     "/k.pem",
 		"GATEWAY_WECHATPAY_PUBLIC_KEY_ID":       "PUB_KEY_ID_1",
 		"GATEWAY_WECHATPAY_PLATFORM_CERT_FILES": "/a.pem, /b.pem",
@@ -45,7 +46,7 @@ func TestEnvironmentOverridesEveryField(t *testing.T) {
 	w := cfg.WechatPay
 	if cfg.HTTP.Addr != "127.0.0.1:9999" || cfg.Database.DSN != env["GATEWAY_DATABASE_DSN"] ||
 		cfg.Redis.Addr != "redis:6379" || cfg.Redis.PoolTimeout != 50*time.Millisecond ||
-		w.MchID != "123" || w.AppID != "wxapp" || w.PublicKeyID != "PUB_KEY_ID_1" ||
+		w.MchID != "123" || w.AppID != "wxapp" || w.PublicKeyID != "PUB_KEY_ID_1" || w.PreviousAPIv3Key != strings.Repeat("p", 32) ||
 		len(w.PlatformCertFiles) != 2 || w.PlatformCertFiles[1] != "/b.pem" ||
 		len(cfg.Auth.APIKeys) != 2 || cfg.HTTP.MaxBodyBytes != 20480 {
 		t.Fatalf("env not applied: %+v", cfg)
@@ -69,6 +70,10 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		field string
 	}{
 		{"short apiv3 key", func(c *Config) { c.WechatPay.APIv3Key = "short" }, "GATEWAY_WECHATPAY_APIV3_KEY"},
+		{"short previous apiv3 key", func(c *Config) { c.WechatPay.PreviousAPIv3Key = "short" }, "GATEWAY_WECHATPAY_PREVIOUS_APIV3_KEY"},
+		// Nothing to fall back on: a rotation half set up.
+		{"previous apiv3 key the current one", func(c *Config) { c.WechatPay.PreviousAPIv3Key = c.WechatPay.APIv3Key },
+			"GATEWAY_WECHATPAY_PREVIOUS_APIV3_KEY"},
 		{"no mchid", func(c *Config) { c.WechatPay.MchID = "" }, "GATEWAY_WECHATPAY_MCHID"},
 		{"no keys", func(c *Config) { c.WechatPay.PublicKeyFile = "" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_FILE"},
 		{"bad key id", func(c *Config) { c.WechatPay.PublicKeyID = "x" }, "GATEWAY_WECHATPAY_PUBLIC_KEY_ID"},
@@ -433,6 +438,9 @@ func TestSecretGivenForItsFileIsNotQuoted(t *testing.T) {
 		{"APIv3 key", "GATEWAY_WECHATPAY_APIV3_KEY_FILE", func(c *Config) {
 			c.WechatPay.APIv3Key, c.WechatPay.APIv3KeyFile = "", s3cret
 		}},
+		{"previous APIv3 key", "GATEWAY_WECHATPAY_PREVIOUS_APIV3_KEY_FILE", func(c *Config) {
+			c.WechatPay.PreviousAPIv3KeyFile = s3cret
+		}},
 		{"HS256 secret", "GATEWAY_REFUNDS_JWT_HS256_SECRET_FILE", func(c *Config) {
 			c.Refunds.JWT.HS256SecretFile, c.Refunds.JWT.Audience = s3cret, "refunds"
 		}},
@@ -466,6 +474,9 @@ func TestSecretAndItsFileBothSetIsRefused(t *testing.T) {
 		edit        func(*Config)
 	}{
 		{"APIv3 key", "GATEWAY_WECHATPAY_APIV3_KEY_FILE", func(c *Config) { c.WechatPay.APIv3KeyFile = file }},
+		{"previous APIv3 key", "GATEWAY_WECHATPAY_PREVIOUS_APIV3_KEY_FILE", func(c *Config) {
+			c.WechatPay.PreviousAPIv3Key, c.WechatPay.PreviousAPIv3KeyFile = strings.Repeat("p", 32), file
+		}},
 		{"HS256 secret", "GATEWAY_REFUNDS_JWT_HS256_SECRET_FILE", func(c *Config) {
 			c.Refunds.JWT.HS256Secret, c.Refunds.JWT.HS256SecretFile, c.Refunds.JWT.Audience = jwtSecret, file, jwtAudience
 		}},

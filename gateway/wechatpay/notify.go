@@ -38,6 +38,11 @@ type NotifyConfig struct {
 	Certificates []*x509.Certificate
 	MaxSkew      time.Duration // default 5 min, as the SDK
 	Now          func() time.Time
+
+	// PreviousAPIv3Key, if set, opens what APIv3Key cannot: the other key
+	// of a rotation under way (WeChat Pay encrypts with the one set in the
+	// merchant platform, and its redeliveries keep the old one for a day).
+	PreviousAPIv3Key string
 }
 
 // Verifier checks notifications with wechatpay-go's validator and
@@ -56,6 +61,9 @@ type Verifier struct {
 func NewVerifier(cfg NotifyConfig) (*Verifier, error) {
 	if len(cfg.APIv3Key) != 32 {
 		return nil, fmt.Errorf("wechatpay notify: APIv3 key must be 32 bytes, got %d", len(cfg.APIv3Key))
+	}
+	if p := cfg.PreviousAPIv3Key; p != "" && (len(p) != 32 || p == cfg.APIv3Key) {
+		return nil, fmt.Errorf("wechatpay notify: the previous APIv3 key must be 32 bytes and differ from the current one")
 	}
 	if cfg.MaxSkew <= 0 {
 		cfg.MaxSkew = 5 * time.Minute
@@ -238,7 +246,9 @@ func nonce(h http.Header) string { return strings.TrimSpace(h.Get("Wechatpay-Non
 // nonce is 12 characters.
 const gcmNonceSize = 12
 
-// Decrypt opens n.Resource with the APIv3 key into n.Plaintext.
+// Decrypt opens n.Resource with the APIv3 key into n.Plaintext, or with
+// the previous key (setting n.PreviousKey) when one is configured and the
+// current key cannot: GCM's tag fails cleanly under a wrong key.
 func (v *Verifier) Decrypt(n *gateway.Notice) error {
 	r := n.Resource
 	if r.Algorithm != "AEAD_AES_256_GCM" {
@@ -248,6 +258,12 @@ func (v *Verifier) Decrypt(n *gateway.Notice) error {
 		return &gateway.Error{Code: gateway.CodeDecrypt, Message: fmt.Sprintf("resource nonce must be %d bytes", gcmNonceSize)}
 	}
 	plain, err := utils.DecryptAES256GCM(v.cfg.APIv3Key, r.AssociatedData, r.Nonce, r.Ciphertext)
+	if err != nil && v.cfg.PreviousAPIv3Key != "" {
+		// Neither opening: the current key's error is the one to report.
+		if p, perr := utils.DecryptAES256GCM(v.cfg.PreviousAPIv3Key, r.AssociatedData, r.Nonce, r.Ciphertext); perr == nil {
+			plain, err, n.PreviousKey = p, nil, true
+		}
+	}
 	if err != nil {
 		return gateway.Errorf(gateway.CodeDecrypt, "resource could not be decrypted", err)
 	}
