@@ -438,13 +438,16 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	logs := captureLogs(t)
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			m := startGateway(t, testConfig(t, b))
+			cfg := testConfig(t, b)
+			cfg.WechatPay.PreviousAPIv3Key = randomAPIv3Key(t)
+			m := startGateway(t, cfg)
 			k, _ := testKeys(t)
-			secrets := map[string]string{"APIv3 key": k.APIv3Key, "service key": serviceKey,
-				"finance key": financeKey, "ops key": opsKey}
+			secrets := map[string]string{"APIv3 key": k.APIv3Key, "previous APIv3 key": cfg.WechatPay.PreviousAPIv3Key,
+				"service key": serviceKey, "finance key": financeKey, "ops key": opsKey}
 			var sent []wxpaysim.Notification
 			n := good(t, k, uniqueNo("log"))
-			sent = append(sent, n, mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now())))
+			sent = append(sent, n, mustNotification(n.Resign(k, wxpaysim.PublicKeyMode(), time.Now())),
+				good(t, withAPIv3Key(k, cfg.WechatPay.PreviousAPIv3Key), uniqueNo("log")))
 			for _, bc := range badCases() {
 				sent = append(sent, bc.build(t, k, uniqueNo("log")))
 			}
