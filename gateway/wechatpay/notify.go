@@ -41,7 +41,8 @@ type NotifyConfig struct {
 
 	// PreviousAPIv3Key, if set, opens what APIv3Key cannot: the other key
 	// of a rotation under way (WeChat Pay encrypts with the one set in the
-	// merchant platform, and its redeliveries keep the old one for a day).
+	// merchant platform; a notification made before the switch may be
+	// redelivered under the old one).
 	PreviousAPIv3Key string
 }
 
