@@ -83,12 +83,13 @@ func TestJWTPreviousKey(t *testing.T) {
 	esToHS.HS256Secret, esToHS.PreviousES256PublicKey = k.newHS, &k.oldEC.PublicKey
 	hsToES.ES256PublicKey, hsToES.PreviousHS256Secret = &k.newEC.PublicKey, k.oldHS
 	hs, es := jwt.SigningMethodHS256, jwt.SigningMethodES256
-	cases := []struct {
+	type tokenCase struct {
 		name  string
 		cfg   gateway.JWTConfig
 		token string
 		ok    bool
-	}{
+	}
+	cases := []tokenCase{
 		{"hs→hs: current", hsToHS, signed(t, hs, k.newHS, good), true},
 		{"hs→hs: previous", hsToHS, signed(t, hs, k.oldHS, good), true},
 		{"hs→hs: unrelated secret", hsToHS, signed(t, hs, k.otherHS, good), false},
@@ -118,20 +119,10 @@ func TestJWTPreviousKey(t *testing.T) {
 	// Algorithm confusion: HS256 tokens keyed with the EC public key's
 	// bytes, whichever of the two keys is the EC one.
 	for form, b := range publicKeyBytes(t, k.newEC) {
-		cases = append(cases, struct {
-			name  string
-			cfg   gateway.JWTConfig
-			token string
-			ok    bool
-		}{"hs→es: hs256 keyed with the current es key's " + form, hsToES, signed(t, hs, b, good), false})
+		cases = append(cases, tokenCase{"hs→es: hs256 keyed with the current es key's " + form, hsToES, signed(t, hs, b, good), false})
 	}
 	for form, b := range publicKeyBytes(t, k.oldEC) {
-		cases = append(cases, struct {
-			name  string
-			cfg   gateway.JWTConfig
-			token string
-			ok    bool
-		}{"es→hs: hs256 keyed with the previous es key's " + form, esToHS, signed(t, hs, b, good), false})
+		cases = append(cases, tokenCase{"es→hs: hs256 keyed with the previous es key's " + form, esToHS, signed(t, hs, b, good), false})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
