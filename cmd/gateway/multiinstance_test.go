@@ -346,15 +346,28 @@ func fireAt(t *testing.T, ds []delivery) []fired {
 	return answers
 }
 
-// buildGateway compiles this command into the test's temp dir (with the
-// race detector when the test has it).
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+// buildGateway compiles this command once per test binary (with the race
+// detector when the test has it) and returns the binary's path: the tests
+// that run it share it, as a build links anew each time (seconds under
+// -race). TestMain removes it.
 func buildGateway(t *testing.T) string {
 	t.Helper()
-	bin, err := stack.BuildGateway(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "gwbin"); binErr == nil {
+			binPath, binErr = stack.BuildGateway(context.Background(), binDir)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
 	}
-	return bin
+	return binPath
 }
 
 // instanceEnv is the configuration shared by the instances, as variables.
