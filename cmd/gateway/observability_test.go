@@ -600,6 +600,7 @@ func TestRefundAPIRateLimitedPerOpenID(t *testing.T) {
 func TestRefundCallsLimitedForAllUsers(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // its own gateway, simulator, database and Redis prefix; mostly waiting
 			e := startRefundEnv(t, b, func(c *Config) { c.RateLimit.RefundCallsPerMinute, c.RateLimit.RefundCallsBurst = 20, 3 })
 			const n = 8
 			var nos, toks [n]string

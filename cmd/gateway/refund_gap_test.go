@@ -25,6 +25,7 @@ func TestRefundsOfOneOrderAreSpaced(t *testing.T) {
 	const simGap, orderGap = time.Second, 1500 * time.Millisecond
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // its own gateway, simulator, database and Redis prefix; mostly waiting
 			opts := wxpaysim.Options{RefundSettleDelay: -1, NotifyRetryDelays: []time.Duration{}, RefundGap: simGap}
 			e := startRefundEnvSim(t, b, opts, func(c *Config) { c.Refunds.OrderGap = orderGap })
 			no := e.pay(t, "o-gap", 100)

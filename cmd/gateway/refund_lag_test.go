@@ -34,6 +34,7 @@ const (
 func TestRefundQueryLag(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // its own gateway, simulator, database and Redis prefix; mostly waiting
 			e := startRefundEnv(t, b, func(c *Config) {
 				c.WechatPay.Timeout = time.Second // under HoldFor, over a loaded machine's healthy call
 				c.Refunds.CallTimeout = lagCall
