@@ -21,9 +21,10 @@ import (
 )
 
 // Each runs fn against SQLite and, when configured, MySQL, as subtests.
+// The SQLite database is a copy of one migrated once (OpenSQLiteCopy).
 func Each(t *testing.T, fn func(t *testing.T, s *ledger.Store)) {
 	t.Helper()
-	t.Run("sqlite", func(t *testing.T) { fn(t, OpenSQLite(t)) })
+	t.Run("sqlite", func(t *testing.T) { fn(t, OpenSQLiteCopy(t)) })
 	t.Run("mysql", func(t *testing.T) { fn(t, OpenMySQL(t)) })
 }
 
@@ -34,6 +35,14 @@ func Each(t *testing.T, fn func(t *testing.T, s *ledger.Store)) {
 func OpenSQLite(t testing.TB) *ledger.Store {
 	t.Helper()
 	dsn := SQLiteDSN(t)
+	keep(t, dsn)
+	return open(t, dsn)
+}
+
+// keep holds a connection to the in-memory SQLite database dsn until the
+// test ends.
+func keep(t testing.TB, dsn string) {
+	t.Helper()
 	keeper, _, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
 	if err != nil {
 		t.Fatalf("open %s: %v", dsn, err)
@@ -43,7 +52,6 @@ func OpenSQLite(t testing.TB) *ledger.Store {
 		t.Fatalf("open %s: %v", dsn, err)
 	}
 	t.Cleanup(func() { keeperDB.Close() })
-	return open(t, dsn)
 }
 
 // SQLiteDSN names a fresh in-memory SQLite database, shared by the
