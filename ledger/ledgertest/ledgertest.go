@@ -15,6 +15,7 @@ import (
 	"time"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
+	"gorm.io/gorm"
 
 	"paygateway/ledger"
 	"paygateway/ledger/ledgerdb"
@@ -40,8 +41,8 @@ func OpenSQLite(t testing.TB) *ledger.Store {
 }
 
 // keep holds a connection to the in-memory SQLite database dsn until the
-// test ends.
-func keep(t testing.TB, dsn string) {
+// test ends, and returns its pool.
+func keep(t testing.TB, dsn string) *gorm.DB {
 	t.Helper()
 	keeper, _, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
 	if err != nil {
@@ -52,6 +53,7 @@ func keep(t testing.TB, dsn string) {
 		t.Fatalf("open %s: %v", dsn, err)
 	}
 	t.Cleanup(func() { keeperDB.Close() })
+	return keeper
 }
 
 // SQLiteDSN names a fresh in-memory SQLite database, shared by the

@@ -13,7 +13,7 @@ import (
 	"paygateway/ledger/ledgerdb"
 )
 
-// The migrated SQLite database that copySQLite copies: migrated once per
+// The migrated SQLite database SQLiteCopyDSN copies: migrated once per
 // test binary and kept open (an in-memory database lives while a
 // connection holds it). Migrating takes about half a second under -race,
 // and Each opens a SQLite database for every one of its hundreds of tests.
@@ -25,10 +25,26 @@ var template struct {
 }
 
 // OpenSQLiteCopy is OpenSQLite on a copy of a database migrated once per
-// test binary: the same tables, indexes and schema_migrations rows
-// (TestCopyMatchesAMigratedDatabase), in a few milliseconds. Tests of the
-// migrations themselves use OpenSQLite.
+// test binary (SQLiteCopyDSN). Tests of the migrations themselves use
+// OpenSQLite.
 func OpenSQLiteCopy(t testing.TB) *ledger.Store {
+	t.Helper()
+	dsn := SQLiteCopyDSN(t)
+	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
+	if err != nil {
+		t.Fatalf("open %s: %v", dsn, err)
+	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
+	return ledger.NewStore(db, dialect)
+}
+
+// SQLiteCopyDSN names a fresh in-memory SQLite database that is a copy of
+// one migrated once per test binary: the same tables, indexes and
+// schema_migrations rows (TestCopyMatchesAMigratedDatabase), made in a few
+// milliseconds. A connection holds it until the test ends, so it outlives
+// the pools that open it (a gateway closed and started again finds it).
+func SQLiteCopyDSN(t testing.TB) string {
 	t.Helper()
 	template.once.Do(func() {
 		template.dsn = SQLiteDSN(t)
@@ -38,17 +54,10 @@ func OpenSQLiteCopy(t testing.TB) *ledger.Store {
 		t.Fatalf("migrate the SQLite template: %v", template.err)
 	}
 	dsn := SQLiteDSN(t)
-	keep(t, dsn)
-	db, dialect, err := ledgerdb.Open(ledgerdb.Config{DSN: dsn})
-	if err != nil {
-		t.Fatalf("open %s: %v", dsn, err)
-	}
-	sqlDB, _ := db.DB()
-	t.Cleanup(func() { sqlDB.Close() })
-	if err := copySchema(db, template.dsn); err != nil {
+	if err := copySchema(keep(t, dsn), template.dsn); err != nil {
 		t.Fatalf("copy the SQLite template: %v", err)
 	}
-	return ledger.NewStore(db, dialect)
+	return dsn
 }
 
 func migrated(dsn string) (*gorm.DB, error) {
