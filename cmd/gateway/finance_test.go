@@ -21,8 +21,8 @@ import (
 	"paygateway/gateway"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
+	"paygateway/ledger/daytest"
 	"paygateway/ledger/ledgerdb"
-	"paygateway/ledger/ledgertest"
 )
 
 // getRaw does a GET with an API key and returns status, body and headers.
@@ -411,7 +411,7 @@ func TestTimelineAndTotals(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			m := startGateway(t, testConfig(t, b))
 			k, _ := testKeys(t)
-			ledgertest.AwayFromMidnight(t, time.Minute) // the payment and the refunds on the day totalled
+			daytest.AwayFromMidnight(t, time.Minute) // the payment and the refunds on the day totalled
 			no := uniqueNo("tl")
 			if status, body := apiCall(t, "POST", m.URL()+"/v1/orders", serviceKey, order(no, 1000)); status != 201 {
 				t.Fatalf("register: %d %v", status, body)

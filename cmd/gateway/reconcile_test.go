@@ -17,6 +17,7 @@ import (
 	"paygateway/gateway/wechatpay"
 	"paygateway/gateway/wechatpay/wxpaysim"
 	"paygateway/ledger"
+	"paygateway/ledger/daytest"
 	"paygateway/ledger/ledgertest"
 )
 
@@ -97,7 +98,7 @@ func TestReconciliation(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s := startReconcileStack(t, b)
 			ctx := context.Background()
-			ledgertest.AwayFromMidnight(t, time.Minute)
+			daytest.AwayFromMidnight(t, time.Minute)
 			day := ledger.DayOf(time.Now())
 			var nos []string
 			for i, amount := range []int64{1000, 2500, 399} {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"paygateway/gateway/wechatpay"
-	"paygateway/ledger/ledgertest"
+	"paygateway/ledger/daytest"
 )
 
 // TestBillDownloadFollowsNoRedirect: a bill download that answers with a
@@ -21,7 +21,7 @@ import (
 // and the day's bill, every payer's openid and amount, came back from
 // wherever the redirect said.
 func TestBillDownloadFollowsNoRedirect(t *testing.T) {
-	ledgertest.AwayFromMidnight(t, time.Minute)
+	daytest.AwayFromMidnight(t, time.Minute)
 	e := newClientEnv(t, nil)
 	e.pay(t, "T1", 1000)
 	var reached, withAuth atomic.Int32

@@ -23,7 +23,7 @@ import (
 	"paygateway/gateway/internal/burst"
 	"paygateway/gateway/wechatpay"
 	"paygateway/gateway/wechatpay/wxpaysim"
-	"paygateway/ledger/ledgertest"
+	"paygateway/ledger/daytest"
 )
 
 // clientKeys are generated once: keys are immutable and RSA generation is slow.
@@ -324,7 +324,7 @@ func today() string {
 }
 
 func TestClientTradeBill(t *testing.T) {
-	ledgertest.AwayFromMidnight(t, time.Minute)
+	daytest.AwayFromMidnight(t, time.Minute)
 	e := newClientEnv(t, nil)
 	t1, t2 := e.pay(t, "T1", 1000), e.pay(t, "T2", 250)
 	r, err := e.client.CreateRefund(context.Background(), refundReq("T1", "R1", 300, 1000))
@@ -353,7 +353,7 @@ func TestClientTradeBill(t *testing.T) {
 // refused as gateway.ErrBillTooLarge, which the daily job retries a day
 // later, not every few hours.
 func TestClientTradeBillTooLarge(t *testing.T) {
-	ledgertest.AwayFromMidnight(t, time.Minute)
+	daytest.AwayFromMidnight(t, time.Minute)
 	e := newClientEnv(t, nil)
 	e.pay(t, "T1", 1000)
 	defer wechatpay.SetMaxBillSize(100)()
@@ -366,7 +366,7 @@ func TestClientTradeBillTooLarge(t *testing.T) {
 // fails without the link's token in its error (which is logged): Go's
 // URL errors quote the whole address.
 func TestBillDownloadErrorHidesTheToken(t *testing.T) {
-	ledgertest.AwayFromMidnight(t, time.Minute)
+	daytest.AwayFromMidnight(t, time.Minute)
 	e := newClientEnv(t, nil)
 	e.pay(t, "T1", 1000)
 	e.sim.SetFaults(wxpaysim.Faults{PathPrefix: "/v3/billdownload/", DropNext: 5}) // net/http retries a GET once
@@ -380,7 +380,7 @@ func TestBillDownloadErrorHidesTheToken(t *testing.T) {
 }
 
 func TestClientTradeBillFaults(t *testing.T) {
-	ledgertest.AwayFromMidnight(t, time.Minute)
+	daytest.AwayFromMidnight(t, time.Minute)
 	tests := []struct {
 		name            string
 		faults          wxpaysim.BillFaults
@@ -451,7 +451,7 @@ func slowBills(h http.Handler, pause time.Duration) http.Handler {
 // TestClientTradeBillSlowDownload: the bill download has its own bound,
 // longer than the per-call timeout, and still has one.
 func TestClientTradeBillSlowDownload(t *testing.T) {
-	ledgertest.AwayFromMidnight(t, time.Minute)
+	daytest.AwayFromMidnight(t, time.Minute)
 	keys, err := clientKeys()
 	if err != nil {
 		t.Fatal(err)

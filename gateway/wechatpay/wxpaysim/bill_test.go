@@ -14,7 +14,7 @@ import (
 	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 
 	"paygateway/gateway/wechatpay/wxpaysim"
-	"paygateway/ledger/ledgertest"
+	"paygateway/ledger/daytest"
 )
 
 // fetchBill asks for today's (UTC+8) bill and downloads it.
@@ -57,7 +57,7 @@ func fetchBill(t *testing.T, sim *wxpaysim.Sim, base string) (string, string) {
 }
 
 func TestTradeBill(t *testing.T) {
-	ledgertest.AwayFromMidnight(t, time.Minute)
+	daytest.AwayFromMidnight(t, time.Minute)
 	sim, srv := startSim(t, wxpaysim.Options{RefundSettleDelay: -1})
 	ctx := context.Background()
 	for _, p := range []struct {
@@ -97,7 +97,7 @@ func TestTradeBill(t *testing.T) {
 }
 
 func TestTradeBillFaults(t *testing.T) {
-	ledgertest.AwayFromMidnight(t, time.Minute)
+	daytest.AwayFromMidnight(t, time.Minute)
 	sim, srv := startSim(t, wxpaysim.Options{})
 	ctx := context.Background()
 	for _, no := range []string{"T1", "T2", "T3"} {
