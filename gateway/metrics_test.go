@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,58 @@ func TestLedgerGaugesStartAtZero(t *testing.T) {
 			t.Errorf("gateway_reconciliation_days{%s} = %v, want 1", st, v)
 		}
 	}
+}
+
+// TestOldestRefundAgeGaugeIsTheOldest: per unfinished state (UNKNOWN and
+// ABNORMAL too) the age is that of its oldest refund, of two requested
+// half an hour apart, counted from the request, not from the move into
+// the state; a finished refund (SUCCESS, CLOSED, FAILED) gives no series.
+// Now catches the query reading the newest refund (MAX), updated_at,
+// leaving UNKNOWN or ABNORMAL out, or reading finished states: each an
+// alert on a stuck refund firing late, never, or forever.
+func TestOldestRefundAgeGaugeIsTheOldest(t *testing.T) {
+	ledgertest.Each(t, func(t *testing.T, s *ledger.Store) {
+		ctx := context.Background()
+		t0 := s.Now()
+		at := func(d time.Duration) *ledger.Store { return s.WithClock(func() time.Time { return t0.Add(d) }) }
+		refund := func(no string, st ledger.RefundState, requested time.Duration) {
+			paidBy(t, s, no, "o-"+no)
+			if _, err := at(requested).CreateRefund(ctx, ledger.RefundRequest{OutTradeNo: no, OutRefundNo: "rf-" + no,
+				Amount: 10, Requester: "o-" + no, CheckAt: t0.Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			if st == ledger.RefundCreated {
+				return
+			}
+			if _, err := at(50*time.Minute).ApplyRefund(ctx, ledger.RefundUpdate{OutRefundNo: "rf-" + no, State: st,
+				Source: ledger.SourceQuery}); err != nil {
+				t.Fatalf("%s to %s: %v", no, st, err)
+			}
+		}
+		open := []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing, ledger.RefundUnknown, ledger.RefundAbnormal}
+		for i, st := range open {
+			refund(fmt.Sprintf("old-%d", i), st, 0)
+			refund(fmt.Sprintf("new-%d", i), st, 30*time.Minute)
+		}
+		for i, st := range []ledger.RefundState{ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundFailed} {
+			refund(fmt.Sprintf("done-%d", i), st, 0)
+		}
+		sqlDB, _ := s.DB().DB()
+		ages := map[string]float64{}
+		for k, v := range ledgerGauges(t, sqlDB, func() time.Time { return t0.Add(2 * time.Hour) }) {
+			if strings.HasPrefix(k, "gateway_refunds_oldest_age_seconds{") {
+				ages[k] = v
+			}
+		}
+		for _, st := range open {
+			if v, ok := ages["gateway_refunds_oldest_age_seconds{"+string(st)+"}"]; !ok || v < 7190 || v > 7210 {
+				t.Errorf("%s: oldest age %v (present %v), want 7200 s: the oldest refund's, since its request", st, v, ok)
+			}
+		}
+		if len(ages) != len(open) {
+			t.Errorf("series %v, want one per unfinished state only", ages)
+		}
+	})
 }
 
 // ledgerGauges gathers the ledger collector's gauges once, keyed by
