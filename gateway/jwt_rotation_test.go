@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -136,6 +137,17 @@ func TestJWTPreviousKey(t *testing.T) {
 			}
 		})
 	}
+	// A current-key token refused for its claims is not tried under the
+	// previous key: the log gives its own reason, not the previous key's
+	// "signature is invalid", which would send on-call after the keys.
+	a, err := gateway.NewJWTAuth(hsToHS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := signed(t, hs, k.newHS, with(func(c jwt.MapClaims) { c["iat"], c["exp"] = now-7200, now-60 }))
+	if _, err := a.OpenID(expired); !errors.Is(err, jwt.ErrTokenExpired) {
+		t.Fatalf("expired current-key token: err %v, want it refused as expired", err)
+	}
 }
 
 func mustP384(t *testing.T) *ecdsa.PrivateKey {
@@ -162,6 +174,8 @@ func TestJWTPreviousKeyRefused(t *testing.T) {
 		"previous es key is the current":    {ES256PublicKey: &k.newEC.PublicKey, PreviousES256PublicKey: &same},
 		"previous of both kinds":            {HS256Secret: k.newHS, PreviousHS256Secret: k.oldHS, PreviousES256PublicKey: &k.oldEC.PublicKey},
 		"previous secret too short":         {HS256Secret: k.newHS, PreviousHS256Secret: []byte("short")},
+		"previous secret of 31 bytes":       {HS256Secret: k.newHS, PreviousHS256Secret: k.oldHS[:31]},
+		"current secret of 31 bytes":        {HS256Secret: k.newHS[:31], PreviousHS256Secret: k.oldHS},
 		"previous secret is a PEM key":      {ES256PublicKey: &k.newEC.PublicKey, PreviousHS256Secret: pemKey},
 		"previous es key on P-384":          {HS256Secret: k.newHS, PreviousES256PublicKey: &p384.PublicKey},
 	}
