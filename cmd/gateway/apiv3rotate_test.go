@@ -81,7 +81,8 @@ func postPayment(t *testing.T, m *Main, k *wxpaysim.Keys, tx wxpaysim.Transactio
 }
 
 // previousKeyPayment delivers a payment notification under the previous
-// key twice (a redelivery) and returns its out_trade_no.
+// key twice (a redelivery), counted once from the first, and returns its
+// out_trade_no.
 func previousKeyPayment(t *testing.T, e *refundEnv) string {
 	t.Helper()
 	no := uniqueNo("prv")
@@ -93,6 +94,10 @@ func previousKeyPayment(t *testing.T, e *refundEnv) string {
 	for i := range 2 {
 		if status, body := post(t, e.m.URL()+paymentPath, n); status != 204 {
 			t.Fatalf("delivery %d under the previous key: status=%d body=%v", i, status, body)
+		}
+		// Counted on the first delivery; the redelivery is a duplicate.
+		if got := previousKeyCount(t, e.m, "payment"); got != 1 {
+			t.Fatalf("after delivery %d under the previous key, payment counted %v, want 1", i, got)
 		}
 		n = mustNotification(n.Resign(e.k, wxpaysim.PublicKeyMode(), time.Now()))
 	}
@@ -117,6 +122,9 @@ func previousKeyRefund(t *testing.T, e *refundEnv, no string) *ledger.Refund {
 	code, n := e.refundNotice(t, ledgerRefund(t, e.m, rno), "SUCCESS")
 	if code != 204 {
 		t.Fatalf("refund notification under the previous key: status=%d", code)
+	}
+	if got := previousKeyCount(t, e.m, "refund"); got != 1 {
+		t.Fatalf("refund notification under the previous key counted %v, want 1", got)
 	}
 	again := mustNotification(n.Resign(e.k, wxpaysim.PublicKeyMode(), time.Now()))
 	if code, body := post(t, e.m.URL()+refundNotifyPath, again); code != 204 {
