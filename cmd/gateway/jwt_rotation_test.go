@@ -100,14 +100,23 @@ func TestRefundTokenOfPreviousKey(t *testing.T) {
 // TestPreviousJWTKeySettings: the previous key's settings are read as the
 // current key's are (GATEWAY_REFUNDS_JWT_PREVIOUS_* variables; inline and
 // file both set, an edged inline secret, an unreadable file refused and
-// named without quoting it), and the start is refused for a previous key
-// that is the current one, is too short, or comes without a current key.
+// named without quoting it; an ES256 file that holds no key), and the
+// start is refused for a previous key that is the current one, is too
+// short, or comes without a current key (an ES256 one too, not taken as
+// the API turned off).
 func TestPreviousJWTKeySettings(t *testing.T) {
 	dir := t.TempDir()
 	oldSecret := strings.Repeat("o", 32)
 	oldFile, curFile := filepath.Join(dir, "old"), filepath.Join(dir, "current")
 	writeFile(t, oldFile, oldSecret+"\n")
 	writeFile(t, curFile, jwtSecret+"\n")
+	notPEM := filepath.Join(dir, "not.pem")
+	writeFile(t, notPEM, "not a key\n")
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubFile, _ := ecPublicKeyFile(t, ec)
 	t.Run("environment", func(t *testing.T) {
 		t.Setenv("GATEWAY_REFUNDS_JWT_PREVIOUS_HS256_SECRET", oldSecret)
 		t.Setenv("GATEWAY_REFUNDS_JWT_PREVIOUS_HS256_SECRET_FILE", oldFile)
@@ -147,6 +156,10 @@ func TestPreviousJWTKeySettings(t *testing.T) {
 		}},
 		{"too short", "previous HS256 secret must be at least 32 bytes", func(j *JWTConfig) { j.PreviousHS256Secret = "short" }},
 		{"no current key", "without a current one", func(j *JWTConfig) { j.HS256Secret, j.PreviousHS256Secret = "", oldSecret }},
+		{"es256 file not a key", "refunds.jwt.previous_es256_public_key_file", func(j *JWTConfig) { j.PreviousES256PublicKeyFile = notPEM }},
+		{"no current key, previous es256", "without a current one", func(j *JWTConfig) {
+			j.HS256Secret, j.PreviousES256PublicKeyFile = "", pubFile
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
