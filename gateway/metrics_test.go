@@ -249,3 +249,32 @@ func TestOldestRefundAgeGauge(t *testing.T) {
 		}
 	})
 }
+
+// TestPreviousKeyCountersStartAtZero: the counters an operator watches go
+// flat before removing a previous key are there at 0 from the start, per
+// notification kind. Now catches their series made only at the first
+// count: rate() and increase() cannot see a series' first sample, so an
+// instance's single notification under the previous APIv3 key would look
+// flat and the key be removed while still in use.
+func TestPreviousKeyCountersStartAtZero(t *testing.T) {
+	families, err := NewMetrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetValue() + "}"
+			}
+			got[key] = m.GetCounter().GetValue()
+		}
+	}
+	for _, k := range []string{"gateway_jwt_previous_key_accepted_total", "gateway_notifications_previous_apiv3_key_total{payment}",
+		"gateway_notifications_previous_apiv3_key_total{refund}"} {
+		if v, ok := got[k]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v), want 0", k, v, ok)
+		}
+	}
+}
