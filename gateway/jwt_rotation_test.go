@@ -148,6 +148,19 @@ func TestJWTPreviousKey(t *testing.T) {
 	if _, err := a.OpenID(expired); !errors.Is(err, jwt.ErrTokenExpired) {
 		t.Fatalf("expired current-key token: err %v, want it refused as expired", err)
 	}
+	// The openid is read from refunds.jwt.openid_claim whichever key took
+	// the token, not from a claim of that name the backend does not mean.
+	uid := hsToHS
+	uid.OpenIDClaim = "uid"
+	if a, err = gateway.NewJWTAuth(uid); err != nil {
+		t.Fatal(err)
+	}
+	for name, key := range map[string][]byte{"current": k.newHS, "previous": k.oldHS} {
+		tok := signed(t, hs, key, with(func(c jwt.MapClaims) { c["uid"], c["openid"] = "o-uid", "o-other" }))
+		if openid, err := a.OpenID(tok); err != nil || openid != "o-uid" {
+			t.Errorf("%s key, openid_claim uid: openid %q, err %v; want o-uid", name, openid, err)
+		}
+	}
 }
 
 func mustP384(t *testing.T) *ecdsa.PrivateKey {
