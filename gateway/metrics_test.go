@@ -164,11 +164,24 @@ func TestOldestRefundAgeGaugeIsTheOldest(t *testing.T) {
 			refund(fmt.Sprintf("done-%d", i), st, 0)
 		}
 		sqlDB, _ := s.DB().DB()
-		ages := map[string]float64{}
+		ages, counts := map[string]float64{}, map[string]float64{}
 		for k, v := range ledgerGauges(t, sqlDB, func() time.Time { return t0.Add(2 * time.Hour) }) {
-			if strings.HasPrefix(k, "gateway_refunds_oldest_age_seconds{") {
+			switch {
+			case strings.HasPrefix(k, "gateway_refunds_oldest_age_seconds{"):
 				ages[k] = v
+			case strings.HasPrefix(k, "gateway_refunds{"):
+				counts[k] = v
 			}
+		}
+		// The count beside it: two in each unfinished state, finished ones
+		// not counted at all.
+		for _, st := range open {
+			if v := counts["gateway_refunds{"+string(st)+"}"]; v != 2 {
+				t.Errorf("gateway_refunds{%s} = %v, want 2", st, v)
+			}
+		}
+		if len(counts) != len(open) {
+			t.Errorf("refund counts %v, want one per unfinished state only", counts)
 		}
 		for _, st := range open {
 			if v, ok := ages["gateway_refunds_oldest_age_seconds{"+string(st)+"}"]; !ok || v < 7190 || v > 7210 {
