@@ -38,12 +38,7 @@ func TestJWTAuth(t *testing.T) {
 	good := jwt.MapClaims{"openid": "o1", "exp": exp, "iss": "biz", "aud": "refunds"}
 	now := time.Now().Unix()
 	bounded := gateway.JWTConfig{HS256Secret: secret, Audience: "refunds", MaxLifetime: 24 * time.Hour}
-	cases := []struct {
-		name  string
-		cfg   gateway.JWTConfig
-		token string
-		ok    bool
-	}{
+	cases := []tokenCase{
 		{"hs256 valid", hs, sign(jwt.SigningMethodHS256, secret, good), true},
 		{"hs256 wrong secret", hs, sign(jwt.SigningMethodHS256, []byte("x123456789abcdef0123456789abcdef"), good), false},
 		{"hs256 no exp", hs, sign(jwt.SigningMethodHS256, secret, jwt.MapClaims{"openid": "o1", "iss": "biz", "aud": "refunds"}), false},
@@ -63,18 +58,7 @@ func TestJWTAuth(t *testing.T) {
 		{"es256 other key", es, sign(jwt.SigningMethodES256, otherEC, good), false},
 		{"es256 config, hs256 token", es, sign(jwt.SigningMethodHS256, secret, good), false},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			a, err := gateway.NewJWTAuth(tc.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			openid, err := a.OpenID(tc.token)
-			if tc.ok != (err == nil) || (tc.ok && openid != "o1") {
-				t.Fatalf("openid=%q err=%v, want ok=%v", openid, err, tc.ok)
-			}
-		})
-	}
+	checkTokens(t, cases)
 	for _, bad := range []gateway.JWTConfig{{}, {HS256Secret: []byte("short")}, {HS256Secret: secret, ES256PublicKey: &ecKey.PublicKey}} {
 		if _, err := gateway.NewJWTAuth(bad); err == nil {
 			t.Errorf("NewJWTAuth(%+v) accepted a bad config", bad)
@@ -150,5 +134,30 @@ func TestJWTSchemeIsCaseInsensitive(t *testing.T) {
 		if w.Code != http.StatusOK || w.Body.String() != "o-case" {
 			t.Errorf("Authorization %.7q…: %d %s, want 200 o-case", h, w.Code, w.Body)
 		}
+	}
+}
+
+// tokenCase is one token checked under one config: ok when it must be
+// taken, with openid o1.
+type tokenCase struct {
+	name  string
+	cfg   gateway.JWTConfig
+	token string
+	ok    bool
+}
+
+// checkTokens runs each case as a subtest.
+func checkTokens(t *testing.T, cases []tokenCase) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := gateway.NewJWTAuth(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			openid, err := a.OpenID(tc.token)
+			if tc.ok != (err == nil) || (tc.ok && openid != "o1") {
+				t.Fatalf("openid=%q err=%v, want ok=%v", openid, err, tc.ok)
+			}
+		})
 	}
 }

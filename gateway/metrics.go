@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -39,7 +40,7 @@ type Metrics struct {
 	Compensation   *prometheus.CounterVec   // gateway_compensation_checks_total{result}
 	WrongKeys      *prometheus.CounterVec   // gateway_api_key_refusals_total{reason}
 	JWTPrevious    prometheus.Counter       // gateway_jwt_previous_key_accepted_total
-	PreviousKey    *prometheus.CounterVec   // gateway_notifications_previous_apiv3_key_total{kind}
+	APIv3Previous  *prometheus.CounterVec   // gateway_notifications_previous_apiv3_key_total{kind}
 }
 
 // redisBuckets resolve the region around the Redis op timeout (250 ms by
@@ -94,18 +95,18 @@ func NewMetrics() *Metrics {
 	m.JWTPrevious = prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_jwt_previous_key_accepted_total",
 		Help: "User tokens taken under refunds.jwt's previous key. Once the backend signs with the current one, " +
 			"flat for refunds.jwt.max_lifetime on every instance: the previous key can be removed."})
-	m.PreviousKey = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_notifications_previous_apiv3_key_total",
+	m.APIv3Previous = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_notifications_previous_apiv3_key_total",
 		Help: "WeChat Pay notifications only wechatpay.previous_apiv3_key could decrypt, by kind. " +
 			"Remove that key once this has stayed flat past WeChat Pay's 24 h redelivery window."}, []string{"kind"})
 	for _, kind := range []string{"payment", "refund"} {
-		m.PreviousKey.WithLabelValues(kind)
+		m.APIv3Previous.WithLabelValues(kind)
 	}
 	for _, st := range []ledger.RefundState{ledger.RefundCreated, ledger.RefundProcessing, ledger.RefundUnknown,
 		ledger.RefundSuccess, ledger.RefundClosed, ledger.RefundAbnormal, ledger.RefundFailed} {
 		m.RefundMoves.WithLabelValues(string(st)) // present at 0, so rates work from the start
 	}
 	m.Registry.MustRegister(m.Requests, m.Latency, m.Notifications, m.RedisCalls, m.RedisFallbacks, m.RateLimited,
-		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation, m.WrongKeys, m.JWTPrevious, m.PreviousKey,
+		m.NotifyBatches, m.OutboxAttempts, m.RefundMoves, m.Compensation, m.WrongKeys, m.JWTPrevious, m.APIv3Previous,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -209,12 +210,12 @@ func (m *Metrics) Notification(kind string) gin.HandlerFunc {
 				outcome = code
 			case c.Writer.Status() >= 300:
 				outcome = "status_" + strconv.Itoa(c.Writer.Status())
-			case mark.duplicate():
+			case mark.dup.Load():
 				outcome = "duplicate"
 			}
 			m.Notifications.WithLabelValues(kind, outcome).Inc()
-			if mark.previousKey() {
-				m.PreviousKey.WithLabelValues(kind).Inc()
+			if mark.prevKey.Load() {
+				m.APIv3Previous.WithLabelValues(kind).Inc()
 			}
 		}()
 		c.Next()
@@ -327,22 +328,7 @@ func (m *Metrics) RegisterPool(db *sql.DB, name string) {
 
 // noticeMark is what NoteDuplicate and NotePreviousKey set on the
 // request context, for the notification metrics.
-type noticeMark struct {
-	mu           sync.Mutex
-	dup, prevKey bool
-}
-
-func (d *noticeMark) duplicate() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.dup
-}
-
-func (d *noticeMark) previousKey() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.prevKey
-}
+type noticeMark struct{ dup, prevKey atomic.Bool }
 
 type noticeMarkKey struct{}
 
@@ -355,9 +341,7 @@ func withNoticeMark(ctx context.Context) (context.Context, *noticeMark) {
 // replay the ledger already had (answered 2xx, nothing changed).
 func NoteDuplicate(ctx context.Context) {
 	if d, ok := ctx.Value(noticeMarkKey{}).(*noticeMark); ok {
-		d.mu.Lock()
-		d.dup = true
-		d.mu.Unlock()
+		d.dup.Store(true)
 	}
 }
 
@@ -365,9 +349,7 @@ func NoteDuplicate(ctx context.Context) {
 // APIv3 key could decrypt the request's notification.
 func NotePreviousKey(ctx context.Context) {
 	if d, ok := ctx.Value(noticeMarkKey{}).(*noticeMark); ok {
-		d.mu.Lock()
-		d.prevKey = true
-		d.mu.Unlock()
+		d.prevKey.Store(true)
 	}
 }
 
