@@ -102,8 +102,8 @@ func TestPeekCountsNothing(t *testing.T) {
 func TestRetriedRateLimitCountsOnce(t *testing.T) {
 	base := redistest.Config(t)
 	cfg := base
-	cfg.Addr = slowFirstReply(t, base.Addr, "rl:retried", 300*time.Millisecond)
-	cfg.ReadTimeout, cfg.OpTimeout = 100*time.Millisecond, 2*time.Second
+	held := retryTimings(&cfg)
+	cfg.Addr = slowFirstReply(t, base.Addr, "rl:retried", held)
 	c := redisstore.NewClient(cfg)
 	t.Cleanup(func() { c.Close() })
 	s := redisstore.New(c, cfg)
@@ -118,7 +118,7 @@ func TestRetriedRateLimitCountsOnce(t *testing.T) {
 	if d, err := s.Allow(ctx, "rl:retried", limit); err != nil || !d.Allowed {
 		t.Fatalf("first request: %+v %v", d, err)
 	}
-	if time.Since(start) < 100*time.Millisecond {
+	if time.Since(start) < cfg.ReadTimeout {
 		t.Fatal("the first reply came at once; the proxy did not hold it back")
 	}
 	if d, err := s.Allow(ctx, "rl:retried", limit); err != nil || !d.Allowed {

@@ -19,14 +19,24 @@ import (
 // command mentioning marker past the client's read timeout, so go-redis
 // sends the command again after the first already took effect.
 func slowFirstReply(t *testing.T, target, marker string, delay time.Duration) string {
-	return slowReplies(t, target, map[string]time.Duration{marker: delay})
+	addr, _ := slowReplies(t, target, map[string]time.Duration{marker: delay})
+	return addr
+}
+
+// retryTimings has the first reply held 3 s, past a read timeout of 1 s,
+// and gives the call 4 s: the retry's own round trip (a new connection
+// through the proxy) has seconds, not the 100 ms a read timeout of 100 ms
+// left it, which a loaded race-enabled run outlasted (i/o timeout).
+func retryTimings(cfg *redisstore.Config) time.Duration {
+	cfg.ReadTimeout, cfg.OpTimeout = time.Second, 4*time.Second
+	return 3 * time.Second
 }
 
 func TestRetriedAdmitStillSeesItsOwnWrite(t *testing.T) {
 	base := redistest.Config(t)
 	cfg := base
-	cfg.Addr = slowFirstReply(t, base.Addr, "nonce-retried", 300*time.Millisecond)
-	cfg.ReadTimeout, cfg.OpTimeout = 100*time.Millisecond, 2*time.Second
+	held := retryTimings(&cfg)
+	cfg.Addr = slowFirstReply(t, base.Addr, "nonce-retried", held)
 	c := redisstore.NewClient(cfg)
 	t.Cleanup(func() { c.Close() })
 	s := redisstore.New(c, cfg)
@@ -81,14 +91,15 @@ func TestTimedOutLockLeavesNoLock(t *testing.T) {
 }
 
 // lateReplyStore is a store whose first command mentioning marker is
-// answered 2 s late, past its 500 ms op timeout (room for a first dial on
-// a loaded machine), plus the base config and a client that reaches Redis
-// directly.
+// answered 3 s late, past its 1 s op timeout (room for a first dial
+// through the proxy on a loaded machine: the command must reach Redis
+// before the caller gives up, or nothing is tested), plus the base config
+// and a client that reaches Redis directly.
 func lateReplyStore(t *testing.T, marker string) (*redisstore.Store, redisstore.Config, *redis.Client) {
 	base := redistest.Config(t)
 	cfg := base
-	cfg.Addr = slowFirstReply(t, base.Addr, marker, 2*time.Second)
-	cfg.OpTimeout = 500 * time.Millisecond
+	cfg.Addr = slowFirstReply(t, base.Addr, marker, 3*time.Second)
+	cfg.OpTimeout = time.Second
 	c := redisstore.NewClient(cfg)
 	t.Cleanup(func() { c.Close() })
 	direct := redisstore.NewClient(base)
@@ -109,8 +120,9 @@ func waitReleased(t *testing.T, direct *redis.Client, lock string) {
 }
 
 // slowReplies proxies to Redis and holds back, once per marker, the reply
-// to the first command mentioning it, by that marker's delay.
-func slowReplies(t *testing.T, target string, delays map[string]time.Duration) string {
+// to the first command mentioning it, by that marker's delay. The channel
+// of a marker gets the time that command was passed on to Redis.
+func slowReplies(t *testing.T, target string, delays map[string]time.Duration) (string, map[string]<-chan time.Time) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -118,6 +130,11 @@ func slowReplies(t *testing.T, target string, delays map[string]time.Duration) s
 	t.Cleanup(func() { ln.Close() })
 	var mu sync.Mutex
 	seen := map[string]bool{}
+	sent, passed := map[string]chan time.Time{}, map[string]<-chan time.Time{}
+	for m := range delays {
+		sent[m] = make(chan time.Time, 1)
+		passed[m] = sent[m]
+	}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -139,15 +156,20 @@ func slowReplies(t *testing.T, target string, delays map[string]time.Duration) s
 						return
 					}
 					mu.Lock()
+					var first []string
 					for m, d := range delays {
 						if !seen[m] && bytes.Contains(buf[:n], []byte(m)) {
 							seen[m] = true
 							pending = append(pending, d)
+							first = append(first, m)
 						}
 					}
 					mu.Unlock()
 					if _, err := up.Write(buf[:n]); err != nil {
 						return
+					}
+					for _, m := range first {
+						sent[m] <- time.Now()
 					}
 				}
 			}()
@@ -173,7 +195,7 @@ func slowReplies(t *testing.T, target string, delays map[string]time.Duration) s
 			}()
 		}
 	}()
-	return ln.Addr().String()
+	return ln.Addr().String(), passed
 }
 
 // TestAbandonedAdmitRetriedByTheClientLeavesNoLock: the pipeline's one
@@ -184,13 +206,17 @@ func slowReplies(t *testing.T, target string, delays map[string]time.Duration) s
 func TestAbandonedAdmitRetriedByTheClientLeavesNoLock(t *testing.T) {
 	base := redistest.Config(t)
 	cfg := base
-	// The blocker's reply (300 ms) comes within the read timeout (500 ms);
-	// the admit, sent when it is done, is given up by its caller at about
-	// 620 ms (20 ms + its 600 ms op timeout), before go-redis's read of it
-	// times out (about 800 ms) and sends it again: margins of 180 ms or
-	// more, for a loaded machine.
-	cfg.Addr = slowReplies(t, base.Addr, map[string]time.Duration{"nonce-blocker": 300 * time.Millisecond, "nonce-retry-late": 2 * time.Second})
-	cfg.ReadTimeout, cfg.OpTimeout = 500*time.Millisecond, 600*time.Millisecond
+	// Times from when the blocker reaches Redis: its reply comes at 800 ms,
+	// within the read timeout (1.2 s); the admit, sent when it is done, is
+	// given up by its caller at 1.4 s, before go-redis's read of it times
+	// out (about 2 s) and sends it again; that retry has until the round
+	// trip's own op timeout (about 2.8 s). 400 ms or more each way, for a
+	// loaded machine. (Before, the retry had 100 ms: a late one outlived
+	// the round trip, and the release queued then could reach Redis before
+	// it, leaving the lock held.)
+	addr, sent := slowReplies(t, base.Addr, map[string]time.Duration{"nonce-blocker": 800 * time.Millisecond, "nonce-retry-late": 5 * time.Second})
+	cfg.Addr = addr
+	cfg.ReadTimeout, cfg.OpTimeout = 1200*time.Millisecond, 2*time.Second
 	c := redisstore.NewClient(cfg)
 	t.Cleanup(func() { c.Close() })
 	s := redisstore.New(c, cfg)
@@ -200,16 +226,23 @@ func TestAbandonedAdmitRetriedByTheClientLeavesNoLock(t *testing.T) {
 		defer close(blocker)
 		_, _ = s.Admit(context.Background(), gateway.GateKeys{Nonce: "nonce-blocker", NotifyID: "id-blocker", Lock: "pay:blocker"}, long)
 	}()
-	time.Sleep(20 * time.Millisecond) // the blocker is queued first and holds the worker (its reply comes at 300 ms)
+	var at time.Time
+	select { // the blocker holds the worker until its reply comes
+	case at = <-sent["nonce-blocker"]:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blocker was never sent")
+	}
 	k := gateway.GateKeys{Nonce: "nonce-retry-late", NotifyID: "id-retry-late", Lock: "pay:retry-late"}
-	if _, err := s.Admit(context.Background(), k, long); err == nil {
+	ctx, cancel := context.WithDeadline(context.Background(), at.Add(1400*time.Millisecond))
+	defer cancel()
+	if _, err := s.Admit(ctx, k, long); err == nil {
 		t.Fatal("Admit answered within its timeout; the proxy did not hold the reply")
 	}
 	<-blocker
 	direct := redisstore.NewClient(base)
 	t.Cleanup(func() { direct.Close() })
 	lock := base.Prefix + "lock:pay:retry-late"
-	time.Sleep(2 * time.Second) // past the client's retry (at about 800 ms) and its reply
+	time.Sleep(time.Until(at.Add(4 * time.Second))) // past the client's retry (by 2.8 s at the latest) and the release after it
 	if n, _ := direct.Exists(context.Background(), base.Prefix+"nonce-retry-late").Result(); n != 1 {
 		t.Fatal("the admit never ran: nothing was tested")
 	}

@@ -21,8 +21,11 @@ func Config(t testing.TB) redisstore.Config {
 	if addr == "" {
 		ledgertest.Unavailable(t, "GATEWAY_TEST_REDIS_ADDR is not set")
 	}
+	// Timeouts for a loaded test machine, the dial's too: its default of
+	// 200 ms was seen running out on loopback under the race-enabled suite.
 	cfg := redisstore.Config{Addr: addr, Prefix: "gwtest:" + gateway.NewToken()[:12] + ":",
-		OpTimeout: 2 * time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second}
+		OpTimeout: 2 * time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second,
+		DialTimeout: time.Second}
 	c := redisstore.NewClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
