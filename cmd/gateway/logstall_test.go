@@ -35,10 +35,12 @@ func TestStalledStderrDoesNotBlockRequests(t *testing.T) {
 }
 
 // flood sends n GETs to url from 8 clients; each must be answered 200
-// within 2 s.
+// within 10 s. A request blocked on the log never is; the flood itself
+// took 30-46 s under a loaded race-enabled suite, where a request held
+// up for 2 s by the machine (the bound before) is not the bug sought.
 func flood(t *testing.T, url string, n int) {
 	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	var once sync.Once
 	jobs := make(chan int, n)
