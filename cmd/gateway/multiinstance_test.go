@@ -89,7 +89,13 @@ func startThreeInstances(t *testing.T) *multiWorld {
 	w.env = append(instanceEnv(t, dsn, rc.Addr, rc.Prefix), "GATEWAY_INVENTORY_BASE_URL="+invURL,
 		"GATEWAY_INVENTORY_TIMEOUT=300ms", "GATEWAY_OUTBOX_WORKERS=4", "GATEWAY_OUTBOX_BATCH=1",
 		"GATEWAY_OUTBOX_POLL_INTERVAL=20ms", "GATEWAY_OUTBOX_LEASE=3s", "GATEWAY_OUTBOX_INITIAL_INTERVAL=20ms",
-		"GATEWAY_OUTBOX_MAX_INTERVAL=200ms", "GATEWAY_OUTBOX_MAX_ELAPSED=1m")
+		"GATEWAY_OUTBOX_MAX_INTERVAL=200ms", "GATEWAY_OUTBOX_MAX_ELAPSED=1m",
+		// The test MariaDB's max_connections (151 by default) is shared
+		// with the other test packages: three instances at the default
+		// 50 connections each may take 150 (the refund race took 138 of
+		// them), and a connection refused there fails a delivery, here
+		// or in another package. 30 each, within the pool budget.
+		"GATEWAY_DATABASE_MAX_OPEN_CONNS=30", "GATEWAY_AUTH_MAX_KEY_LOOKUPS=2", "GATEWAY_FINANCE_MAX_REQUESTS=2")
 	w.env = append(w.env, multiRefundEnv(t, wxSrv.URL, "http://"+addrs[2]+refundNotifyPath)...)
 	for i, a := range addrs {
 		w.procs = append(w.procs, startProcess(t, w.bin, w.env, i, a))
