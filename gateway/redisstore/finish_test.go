@@ -66,11 +66,19 @@ func TestQueuedFinishGoesAfterTheDelay(t *testing.T) {
 	s, _ := laterStore(t, 20*time.Millisecond)
 	defer s.Close()
 	ctx := context.Background()
-	k, a := admitted(t, s)
-	if err := s.Finish(ctx, k, a.Token, false, ttls); err != nil {
+	// A lock held for a minute: only the finish frees it within the wait
+	// below (with the 1 s of ttls it expired first, and a finish never
+	// sent passed too).
+	long := gateway.GateTTLs{Nonce: time.Minute, Lock: time.Minute, Done: time.Minute}
+	k := gateway.GateKeys{Nonce: "n1", NotifyID: "id-" + t.Name(), Lock: "notify:" + t.Name()}
+	a, err := s.Admit(ctx, k, long)
+	if err != nil || a.Token == "" {
+		t.Fatalf("admit: %+v %v", a, err)
+	}
+	if err := s.Finish(ctx, k, a.Token, false, long); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second) // a 20 ms timer and a round trip; room for a loaded machine
 	for {
 		if tok, ok, _ := s.TryLock(ctx, k.Lock, time.Second); ok {
 			_ = s.Unlock(ctx, k.Lock, tok)
