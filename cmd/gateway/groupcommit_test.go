@@ -18,14 +18,12 @@ import (
 // Every delivery must be answered within the notify timeout, which the
 // whole burst shares: the race-enabled gateway on SQLite, beside other
 // test packages, took 1-2.5 s for 300 deliveries and once more than 4 s
-// (258 answered 503). Half the burst, and the longest timeout WeChat
-// Pay's wait allows, leave it room; 150 at once still group commit.
+// (258 answered 503). Half the burst leaves it room (testConfig gives
+// the longest timeout WeChat Pay's wait allows); 150 still group commit.
 func TestBurstIsGroupCommitted(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			cfg := testConfig(t, b)
-			cfg.HTTP.NotifyTimeout = maxNotifyTimeout
-			m := startGateway(t, cfg)
+			m := startGateway(t, testConfig(t, b))
 			k, _ := testKeys(t)
 			nos := make([]string, 100)
 			var ns []wxpaysim.Notification

@@ -95,11 +95,7 @@ func startThreeInstances(t *testing.T) *multiWorld {
 		// 50 connections each may take 150 (the refund race took 138 of
 		// them), and a connection refused there fails a delivery, here
 		// or in another package. 30 each, within the pool budget.
-		"GATEWAY_DATABASE_MAX_OPEN_CONNS=30", "GATEWAY_AUTH_MAX_KEY_LOOKUPS=2", "GATEWAY_FINANCE_MAX_REQUESTS=2",
-		// Every delivery of the burst below must be answered 204 within
-		// the notify timeout: the longest WeChat Pay's wait allows, as
-		// three race-enabled processes share two loaded cores.
-		"GATEWAY_HTTP_NOTIFY_TIMEOUT=5s")
+		"GATEWAY_DATABASE_MAX_OPEN_CONNS=30", "GATEWAY_AUTH_MAX_KEY_LOOKUPS=2", "GATEWAY_FINANCE_MAX_REQUESTS=2")
 	w.env = append(w.env, multiRefundEnv(t, wxSrv.URL, "http://"+addrs[2]+refundNotifyPath)...)
 	for i, a := range addrs {
 		w.procs = append(w.procs, startProcess(t, w.bin, w.env, i, a))
@@ -400,7 +396,8 @@ func instanceEnv(t *testing.T, dsn, redisAddr, prefix string) []string {
 		"GATEWAY_WECHATPAY_PUBLIC_KEY_FILE="+filepath.Join(dir, "platform_public_key.pem"),
 		"GATEWAY_WECHATPAY_PUBLIC_KEY_ID="+k.PublicKeyID,
 		"GATEWAY_WECHATPAY_PLATFORM_CERT_FILES="+strings.Join(certs, ","),
-		"GATEWAY_API_KEYS="+strings.Join(cfg.Auth.APIKeys, ","), "GATEWAY_LOG_LEVEL=warn")
+		"GATEWAY_API_KEYS="+strings.Join(cfg.Auth.APIKeys, ","), "GATEWAY_LOG_LEVEL=warn",
+		"GATEWAY_HTTP_NOTIFY_TIMEOUT="+cfg.HTTP.NotifyTimeout.String())
 }
 
 // proc is one gateway process started by a test.
